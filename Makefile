@@ -1,0 +1,54 @@
+# shipledger — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SOURCES := $(shell find shipledger schemas producers processors sinks -type f \( -name '*.py' -o -name '*.avsc' -o -name '*.yaml' \) 2>/dev/null)
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo up test test-unit lint fmt bench clean
+
+help: ## Show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "shipledger needs Python 3.11+"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Re-install when dependencies or the file set change: the strict editable install maps
+# schemas/, producers/, ... into shipledger.* and only sees files present at install time.
+$(VENV)/.installed: pyproject.toml $(SOURCES) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict
+	@touch $@
+
+install: $(VENV)/.installed ## Create .venv and install shipledger with everything (pipeline, broker, dev tools)
+
+demo: install ## Start the embedded stack, drive a realistic day of CI traffic, show the result
+	$(BIN)/shipledger demo
+
+up: install ## Run the embedded stack (Tansu + Faust + ClickHouse sink) until Ctrl-C
+	$(BIN)/shipledger up
+
+lint: install ## ruff (lint + format check) and mypy strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	# From inside .venv: the repo's shipledger/ folder would shadow the mapped package.
+	cd $(VENV) && bin/mypy --config-file ../pyproject.toml -p shipledger ../tests
+
+fmt: install ## Format and auto-fix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint ## Lint, then the whole suite (unit + integration on real Tansu and chDB)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: install ## Only the tests that need no broker
+	$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)
+
+bench: install ## Benchmarks on the embedded stack; results in bench/results.json and .md
+	$(BIN)/shipledger bench --out bench
+
+clean: ## Remove the venv, data dir and caches
+	rm -rf $(VENV) .shipledger .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,0 +1,152 @@
+"""Schema catalog and the one Avro codec (Confluent wire framing: magic 0 + 4-byte schema id).
+
+The catalog (`catalog.yaml`) is the file-backed registry: stable ids for every schema version,
+used when no registry URL is configured. Decoding resolves the writer's version to the newest
+reader version of the same schema (fastavro schema resolution), so old producers keep working.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import fastavro
+import yaml
+
+MAGIC = 0
+_HEADER = struct.Struct(">bI")
+
+
+class DecodeError(ValueError):
+    """Bytes that are not a valid message of the expected schema. `field` names the culprit."""
+
+    def __init__(self, reason: str, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+
+class EncodeError(ValueError):
+    """A value that does not fit its Avro schema."""
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    """One registered version of one schema."""
+
+    id: int
+    name: str
+    version: int
+    raw: dict[str, Any]
+    parsed: Any
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic descriptor from the catalog."""
+
+    name: str
+    description: str
+    key: str
+    schema: str | None
+    dlq: str | None
+
+
+class Catalog:
+    """All schema versions and topic descriptors, loaded once from the package."""
+
+    def __init__(self, versions: list[SchemaVersion], topics: dict[str, TopicSpec]) -> None:
+        self.by_id = {v.id: v for v in versions}
+        self.topics = topics
+        self._latest: dict[str, SchemaVersion] = {}
+        for v in sorted(versions, key=lambda v: v.version):
+            self._latest[v.name] = v
+
+    def latest(self, name: str) -> SchemaVersion:
+        """Newest version of the named schema (full name, e.g. io.shipledger.v1.Alert)."""
+        try:
+            return self._latest[name]
+        except KeyError:
+            raise KeyError(f"unknown schema {name!r}") from None
+
+    def versions(self, name: str) -> list[SchemaVersion]:
+        """All versions of a schema, oldest first."""
+        return sorted((v for v in self.by_id.values() if v.name == name), key=lambda v: v.version)
+
+
+@cache
+def catalog() -> Catalog:
+    """The catalog shipped in this package (parsed once per process)."""
+    root = resources.files(__package__)
+    doc = yaml.safe_load(root.joinpath("catalog.yaml").read_text(encoding="utf-8"))
+    versions = []
+    for entry in doc["schemas"]:
+        raw = json.loads(root.joinpath(entry["file"]).read_text(encoding="utf-8"))
+        full = f"{raw['namespace']}.{raw['name']}"
+        if full != entry["name"]:
+            raise ValueError(f"catalog entry {entry['id']} names {entry['name']}, file has {full}")
+        versions.append(
+            SchemaVersion(
+                id=int(entry["id"]),
+                name=full,
+                version=int(entry["version"]),
+                raw=raw,
+                parsed=fastavro.parse_schema(raw),
+            )
+        )
+    topics = {
+        name: TopicSpec(
+            name=name,
+            description=spec["description"],
+            key=spec["key"],
+            schema=spec.get("schema"),
+            dlq=spec.get("dlq"),
+        )
+        for name, spec in doc["topics"].items()
+    }
+    return Catalog(versions, topics)
+
+
+class AvroCodec:
+    """Encode/decode one schema's records with Confluent framing."""
+
+    def __init__(self, schema_name: str, cat: Catalog | None = None) -> None:
+        self._catalog = cat or catalog()
+        self.writer = self._catalog.latest(schema_name)
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        """Frame and serialize `record` with the newest version of the schema."""
+        buf = io.BytesIO()
+        buf.write(_HEADER.pack(MAGIC, self.writer.id))
+        try:
+            fastavro.schemaless_writer(buf, self.writer.parsed, record, strict_allow_default=True)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise EncodeError(f"{self.writer.name}: {exc}") from exc
+        return buf.getvalue()
+
+    def decode(self, data: bytes | None) -> dict[str, Any]:
+        """Parse framed bytes; raises DecodeError naming what is wrong."""
+        if data is None or len(data) < _HEADER.size:
+            raise DecodeError("message too short for Confluent framing (need magic + schema id)")
+        magic, schema_id = _HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise DecodeError(f"unknown magic byte {magic} (expected {MAGIC}: Confluent framing)")
+        writer = self._catalog.by_id.get(schema_id)
+        if writer is None:
+            raise DecodeError(f"unknown schema id {schema_id}")
+        if writer.name != self.writer.name:
+            raise DecodeError(
+                f"schema id {schema_id} is {writer.name}, expected {self.writer.name}"
+            )
+        try:
+            value: dict[str, Any] = fastavro.schemaless_reader(
+                io.BytesIO(data[_HEADER.size :]), writer.parsed, self.writer.parsed
+            )
+        except Exception as exc:  # fastavro raises many types on corrupt input
+            raise DecodeError(f"corrupt Avro payload for {writer.name}: {exc}") from exc
+        return value

@@ -1,0 +1,65 @@
+"""The `shipledger` command. Subcommands load lazily so `shipledger emit` in a CI job stays fast
+and needs only the emitter's dependencies."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+# name -> (module, attribute, one-line help shown by `shipledger --help`)
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "start": ("shipledger.producers.cli", "start", "Print a new deployment id for a pipeline."),
+    "emit": ("shipledger.producers.cli", "emit", "Publish one deployment event."),
+    "run": ("shipledger.producers.cli", "run", "Run a deploy command, reporting start/finish."),
+    "flush": ("shipledger.producers.cli", "flush", "Send events spooled while Kafka was down."),
+    "up": ("shipledger.stack", "up", "Run the embedded stack until Ctrl-C."),
+    "worker": ("shipledger.processors.worker", "worker", "Run the Faust processors alone."),
+    "sink": ("shipledger.sinks.cli", "sink", "Run the ClickHouse sink alone."),
+    "demo": ("shipledger.demo", "demo", "Drive a realistic day of CI traffic through the stack."),
+    "bench": ("shipledger.bench", "bench", "Measure throughput and latency of the stack."),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = _COMMANDS.get(cmd_name)
+        if spec is None:
+            return None
+        module = importlib.import_module(spec[0])
+        command: click.Command = getattr(module, spec[1])
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Listing help must not import every subcommand (faust, chDB): use the static lines.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, spec[2]) for name, spec in _COMMANDS.items()])
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="shipledger")
+def cli() -> None:
+    """shipledger: the flight recorder of everything you ship.
+
+    \b
+    In a CI job:
+      export SHIPLEDGER_BOOTSTRAP_SERVERS=kafka:9092
+      export SHIPLEDGER_DEPLOYMENT_ID=$(shipledger start)
+      shipledger run --service checkout --environment prod -- ./deploy.sh
+
+    \b
+    Locally:
+      shipledger up        # broker + processors + ClickHouse sink
+      shipledger demo      # a day of CI traffic through it, then a summary
+
+    Every option also reads a SHIPLEDGER_* environment variable (see README, Configuration).
+    """
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry point."""
+    return cli.main(args=argv, prog_name="shipledger")

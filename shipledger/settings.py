@@ -1,0 +1,131 @@
+"""The one configuration object: every `SHIPLEDGER_*` environment variable lives here.
+
+Built once at each entry point and passed down; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogFormat = Literal["json", "console"]
+
+
+class Settings(BaseSettings):
+    """shipledger configuration, read from `SHIPLEDGER_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="SHIPLEDGER_", frozen=True, extra="ignore")
+
+    # --- where things live -------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path(".shipledger"),
+        description="Directory for the embedded stack: chDB data, spool, stack file.",
+    )
+    bootstrap_servers: str | None = Field(
+        default=None,
+        description=(
+            "Kafka bootstrap servers (host:port,...). Unset: `up` starts an embedded Tansu "
+            "broker, and clients use the one recorded by a running `up` in the data dir."
+        ),
+    )
+    topic_prefix: str = Field(
+        default="shipledger.",
+        description="Prefix of every topic name: one namespace per shipledger environment.",
+    )
+    topic_partitions: int = Field(default=4, ge=1, description="Partitions per topic created.")
+    clickhouse_url: str | None = Field(
+        default=None,
+        description=(
+            "ClickHouse DSN: `chdb:///path` (embedded, in-process) or `http://user:pw@host:8123`"
+            " for a server. Unset: chDB in `<data_dir>/clickhouse`."
+        ),
+    )
+    clickhouse_database: str = Field(default="shipledger", description="ClickHouse database.")
+    schema_registry_url: str | None = Field(
+        default=None,
+        description="Confluent-compatible schema registry URL (reserved: unset uses the "
+        "file-backed registry built from schemas/catalog.yaml, which gives stable ids).",
+    )
+    policy_file: Path | None = Field(
+        default=None,
+        description="Policy YAML (windows, freezes, required fields). Unset: built-in default.",
+    )
+
+    # --- emitter -----------------------------------------------------------------------
+    deployment_id: str | None = Field(
+        default=None, description="Deployment id shared by every stage of one pipeline."
+    )
+    tenant: str = Field(default="default", description="Tenant of emitted events.")
+    emit_timeout_s: float = Field(
+        default=5.0, gt=0, description="How long `emit` waits for the broker before spooling."
+    )
+    spool_dir: Path | None = Field(
+        default=None, description="Where unsent events wait. Unset: `<data_dir>/spool`."
+    )
+    strict: bool = Field(
+        default=False, description="Fail the CI step (exit 1) when an event cannot be sent."
+    )
+
+    # --- consumers ---------------------------------------------------------------------
+    fetch_wait_ms: int = Field(
+        default=10,
+        ge=1,
+        description=(
+            "Max fetch wait of every consumer. Tansu does not answer a waiting fetch early, so "
+            "end-to-end latency follows this value: keep it short on the embedded stack."
+        ),
+    )
+    session_timeout_s: float = Field(
+        default=6.0, gt=0, description="Consumer group session timeout (short joins on Tansu)."
+    )
+    processor_batch_size: int = Field(default=500, ge=1, description="Faust take() batch size.")
+    processor_batch_within_s: float = Field(
+        default=0.01, gt=0, description="Faust take() max wait for a batch to fill."
+    )
+    sink_batch_size: int = Field(default=5000, ge=1, description="Rows per ClickHouse insert.")
+    sink_batch_ms: int = Field(
+        default=200, ge=1, description="Max age of a ClickHouse batch before it is flushed."
+    )
+    producer_linger_ms: float = Field(default=2.0, ge=0, description="Producer batching linger.")
+
+    # --- logging -----------------------------------------------------------------------
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
+    log_format: LogFormat = Field(default="json", description="json (default) or console.")
+
+    # --- secrets placeholder kept typed so logs never print them -------------------------
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password, if any.")
+    sasl_username: str | None = Field(default=None, description="SASL username, if any.")
+
+    # ------------------------------------------------------------------------------------
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical topic (`deployments.raw`, `alerts`, ...)."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def resolved_clickhouse_url(self) -> str:
+        """The ClickHouse DSN, defaulting to embedded chDB inside the data dir."""
+        if self.clickhouse_url:
+            return self.clickhouse_url
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def resolved_spool_dir(self) -> Path:
+        """Directory of the emitter's spool."""
+        return self.spool_dir or self.data_dir / "spool"
+
+    def kafka_common(self, bootstrap: str) -> dict[str, Any]:
+        """librdkafka settings shared by every confluent-kafka client."""
+        conf: dict[str, Any] = {"bootstrap.servers": bootstrap}
+        if self.sasl_username and self.sasl_password:
+            conf.update(
+                {
+                    "security.protocol": "SASL_SSL",
+                    "sasl.mechanisms": "PLAIN",
+                    "sasl.username": self.sasl_username,
+                    "sasl.password": self.sasl_password.get_secret_value(),
+                }
+            )
+        return conf

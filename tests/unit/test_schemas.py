@@ -1,0 +1,124 @@
+"""The Avro contract and the pydantic models that mirror it."""
+
+from __future__ import annotations
+
+import types
+import typing
+from datetime import datetime
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ValidationError
+from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
+from shipledger.schemas.registry import AvroCodec, DecodeError, catalog
+
+MODELS: dict[str, type[BaseModel]] = {
+    "io.shipledger.v1.DeploymentEvent": DeploymentEvent,
+    "io.shipledger.v1.DeploymentRecord": DeploymentRecord,
+    "io.shipledger.v1.Alert": Alert,
+}
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _avro_kind(avro_type: Any) -> tuple[str, bool]:
+    """(python kind, nullable) of an Avro field type."""
+    nullable = False
+    if isinstance(avro_type, list):
+        nullable = "null" in avro_type
+        (avro_type,) = [t for t in avro_type if t != "null"]
+    if isinstance(avro_type, dict):
+        if avro_type.get("logicalType") == "timestamp-millis":
+            return "datetime", nullable
+        return {"enum": "str", "map": "dict", "array": "list"}[avro_type["type"]], nullable
+    return {"string": "str", "int": "int", "long": "int", "boolean": "bool"}[avro_type], nullable
+
+
+def _py_kind(annotation: Any) -> tuple[str, bool]:
+    nullable = False
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        nullable = type(None) in args
+        (annotation,) = [a for a in args if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "str", nullable
+    if origin in (dict, list):
+        return origin.__name__, nullable
+    if annotation is datetime:
+        return "datetime", nullable
+    return annotation.__name__, nullable
+
+
+@pytest.mark.parametrize("schema_name", sorted(MODELS))
+def test_models_mirror_avro(schema_name: str) -> None:
+    """Every Avro field exists in the model with the same type, nullability and enum symbols."""
+    schema = catalog().latest(schema_name).raw
+    model = MODELS[schema_name]
+    avro_fields = {f["name"]: f for f in schema["fields"]}
+    assert list(avro_fields) == list(model.model_fields)
+    for name, field in avro_fields.items():
+        info = model.model_fields[name]
+        assert _avro_kind(field["type"]) == _py_kind(info.annotation), name
+        avro_t = field["type"]
+        if isinstance(avro_t, dict) and avro_t["type"] == "enum":
+            assert list(typing.get_args(info.annotation)) == avro_t["symbols"], name
+
+
+def test_event_round_trips_through_codec() -> None:
+    event = DeploymentEvent(
+        deployment_id="d-1",
+        event_type="started",
+        service="checkout",
+        target_env="production",
+        commit_sha=SHA.upper(),
+        actor="alice",
+        artifact_digest="ab" * 32,
+    )
+    codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
+    data = codec.encode(event.to_avro())
+    assert data[0] == 0 and int.from_bytes(data[1:5], "big") == 1
+    assert DeploymentEvent.model_validate(codec.decode(data)) == event
+    assert event.environment == "production"
+    assert event.commit_sha == SHA
+    assert event.artifact_digest == "sha256:" + "ab" * 32
+
+
+def test_missing_fields_are_named() -> None:
+    with pytest.raises(ValidationError) as err:
+        DeploymentEvent.model_validate({"deployment_id": "d", "event_type": "started"})
+    missing = {e["loc"][0] for e in err.value.errors() if e["type"] == "missing"}
+    assert missing == {"service", "environment", "commit_sha", "actor"}
+
+
+def test_short_sha_and_naive_time_rejected() -> None:
+    base = {
+        "deployment_id": "d",
+        "event_type": "started",
+        "service": "s",
+        "environment": "prod",
+        "actor": "a",
+        "commit_sha": SHA,
+    }
+    with pytest.raises(ValidationError, match="full commit SHA"):
+        DeploymentEvent.model_validate({**base, "commit_sha": "abc1234"})
+    with pytest.raises(ValidationError, match="time zone"):
+        DeploymentEvent.model_validate({**base, "occurred_at": "2026-01-01T10:00:00"})
+    with pytest.raises(ValidationError, match="given twice"):
+        DeploymentEvent.model_validate({**base, "env": "prod"})
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        DeploymentEvent.model_validate({**base, "colour": "blue"})
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "too short"),
+        (b"\x01\x00\x00\x00\x01abc", "magic"),
+        (b"\x00\x00\x00\x00\x63abc", "unknown schema id 99"),
+        (b"\x00\x00\x00\x00\x03abc", "expected io.shipledger.v1.DeploymentEvent"),
+        (b"\x00\x00\x00\x00\x01\xff\xff", "corrupt"),
+    ],
+)
+def test_decode_errors_say_why(data: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        AvroCodec("io.shipledger.v1.DeploymentEvent").decode(data)
