@@ -35,7 +35,8 @@ lint: install ## ruff (lint + format check) and mypy strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	# From inside .venv: the repo's shipledger/ folder would shadow the mapped package.
-	cd $(VENV) && bin/mypy --config-file ../pyproject.toml -p shipledger ../tests
+	cd $(VENV) && bin/mypy --config-file ../pyproject.toml -p shipledger
+	cd $(VENV) && bin/mypy --config-file ../pyproject.toml ../tests
 
 fmt: install ## Format and auto-fix
 	$(BIN)/ruff format .

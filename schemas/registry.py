@@ -144,9 +144,11 @@ class AvroCodec:
                 f"schema id {schema_id} is {writer.name}, expected {self.writer.name}"
             )
         try:
-            value: dict[str, Any] = fastavro.schemaless_reader(
+            value = fastavro.schemaless_reader(
                 io.BytesIO(data[_HEADER.size :]), writer.parsed, self.writer.parsed
             )
         except Exception as exc:  # fastavro raises many types on corrupt input
             raise DecodeError(f"corrupt Avro payload for {writer.name}: {exc}") from exc
+        if not isinstance(value, dict):
+            raise DecodeError(f"{writer.name} payload is not a record")
         return value
