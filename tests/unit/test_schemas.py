@@ -65,14 +65,16 @@ def test_models_mirror_avro(schema_name: str) -> None:
 
 
 def test_event_round_trips_through_codec() -> None:
-    event = DeploymentEvent(
-        deployment_id="d-1",
-        event_type="started",
-        service="checkout",
-        target_env="production",
-        commit_sha=SHA.upper(),
-        actor="alice",
-        artifact_digest="ab" * 32,
+    event = DeploymentEvent.model_validate(
+        {
+            "deployment_id": "d-1",
+            "event_type": "started",
+            "service": "checkout",
+            "target_env": "production",
+            "commit_sha": SHA.upper(),
+            "actor": "alice",
+            "artifact_digest": "ab" * 32,
+        }
     )
     codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
     data = codec.encode(event.to_avro())
