@@ -129,3 +129,17 @@ class Settings(BaseSettings):
                 }
             )
         return conf
+
+    def kafka_producer(self, bootstrap: str) -> dict[str, Any]:
+        """librdkafka producer settings.
+
+        murmur2_random is the Java client's partitioner, which Faust (aiokafka) also uses: a
+        deployment's events, its table changelog and its records then share one partition.
+        """
+        return {
+            **self.kafka_common(bootstrap),
+            "partitioner": "murmur2_random",
+            "linger.ms": self.producer_linger_ms,
+            "acks": "all",
+            "enable.idempotence": True,
+        }
