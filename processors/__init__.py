@@ -1,0 +1,1 @@
+"""Stream processors: normalize, correlate and judge deployment events (pure logic + Faust app)."""

@@ -1,0 +1,138 @@
+"""The Faust app: one agent runs the pure step chain over batches of raw events.
+
+Traps avoided (see STYLE.md): Faust acks an event even when the agent raises, so every event
+is handled in its own try and rejected ones are dead-lettered here; Faust's per-event overhead
+is high, so events are taken in batches (`take_events`); Faust hard-codes a 1.5 s fetch wait,
+which on Tansu (no early fetch answer) sets the latency floor, so the consumer is built with
+`settings.fetch_wait_ms` instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from shipledger.logging import get_logger
+from shipledger.processors.policy import Policy
+from shipledger.processors.step import EVENT_SCHEMA, Rejected, decode_event, process
+from shipledger.schemas.models import DeploymentRecord
+from shipledger.schemas.registry import AvroCodec
+from shipledger.settings import Settings
+from shipledger.topics import Topics
+
+log = get_logger("processors")
+
+
+class _ShortFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka reads this when its fetcher starts, after construction.
+        consumer._fetch_max_wait_ms = self.app.conf.shipledger_fetch_wait_ms
+        return consumer
+
+
+class _ShortFetchConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    def _new_consumer_thread(self) -> Any:
+        return _ShortFetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _ShortFetchTransport(faust_aiokafka.Transport):  # type: ignore[misc]
+    Consumer = _ShortFetchConsumer
+
+
+class ShipledgerApp(faust.App):  # type: ignore[misc]
+    """faust.App whose Kafka consumer uses our fetch wait."""
+
+    def _new_transport(self) -> Any:
+        return _ShortFetchTransport(self.conf.broker_consumer, self)
+
+
+def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
+    """Build the processors app: raw events → records, alerts, dead letters."""
+    topics = Topics.from_settings(settings)
+    app = ShipledgerApp(
+        f"{settings.topic_prefix}processors",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=True,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_rebalance_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(1.0, settings.session_timeout_s / 3),
+        broker_commit_interval=0.5,
+        consumer_auto_offset_reset="earliest",
+        producer_linger=settings.producer_linger_ms / 1000.0,
+        producer_acks=-1,
+        stream_buffer_maxsize=max(4096, settings.processor_batch_size * 2),
+        broker_max_poll_records=max(500, settings.processor_batch_size),
+        table_cleanup_interval=60.0,
+    )
+    app.conf.shipledger_fetch_wait_ms = settings.fetch_wait_ms
+
+    def raw_topic(name: str) -> Any:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw", partitions=settings.topic_partitions)
+
+    source = raw_topic(topics.raw)
+    records, alerts, dlq = raw_topic(topics.records), raw_topic(topics.alerts), raw_topic(
+        topics.dlq)
+    # use_partitioner: the changelog partition comes from the key (murmur2, as the producers
+    # use), so it matches the source partition even inside a take_events batch.
+    deployments = app.Table(
+        "deployments",
+        default=None,
+        partitions=settings.topic_partitions,
+        use_partitioner=True,
+        schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
+    )
+    event_codec = AvroCodec(EVENT_SCHEMA)
+    record_codec = AvroCodec("io.shipledger.v1.DeploymentRecord")
+    alert_codec = AvroCodec("io.shipledger.v1.Alert")
+
+    async def dead_letter(message: Any, reason: str, field: str | None) -> None:
+        headers = [
+            ("reason", reason.encode()),
+            ("field", (field or "").encode()),
+            ("source_topic", message.topic.encode()),
+            ("source_partition", str(message.partition).encode()),
+            ("source_offset", str(message.offset).encode()),
+            ("stage", b"processors"),
+        ]
+        await dlq.send(key=message.key, value=message.value, headers=headers)
+        log.warning("dead_lettered", reason=reason, field=field, topic=message.topic,
+                    partition=message.partition, offset=message.offset)
+
+    @app.agent(source, name="pipeline")
+    async def pipeline(stream: Any) -> None:
+        async for batch in stream.take_events(
+            settings.processor_batch_size, within=settings.processor_batch_within_s
+        ):
+            for event in batch:
+                message = event.message
+                try:
+                    decoded = decode_event(event_codec, message.value)
+                    key = decoded.deployment_id.encode()
+                    state = deployments.get(key)
+                    previous = DeploymentRecord.model_validate(state) if state else None
+                    result = process(decoded, previous, policy)
+                except Rejected as exc:
+                    await dead_letter(message, exc.reason, exc.field)
+                    continue
+                except Exception as exc:  # a bug must not lose the event: park it with why
+                    log.exception("processing_failed", topic=message.topic,
+                                  partition=message.partition, offset=message.offset)
+                    await dead_letter(message, f"internal error: {exc!r}", None)
+                    continue
+                deployments[key] = result.record.model_dump(mode="json")
+                await records.send(key=key, value=record_codec.encode(result.record.to_avro()))
+                for alert in result.alerts:
+                    await alerts.send(key=key, value=alert_codec.encode(alert.to_avro()))
+                    log.info("alert", rule=alert.rule, severity=alert.severity,
+                             deployment_id=alert.deployment_id, tenant=alert.tenant,
+                             service=alert.service, environment=alert.environment)
+
+    return app

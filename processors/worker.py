@@ -1,0 +1,38 @@
+"""`shipledger worker`: run the Faust processors in this process (used by `up` as a child)."""
+
+from __future__ import annotations
+
+import click
+import faust
+
+from shipledger.logging import configure_logging, get_logger
+from shipledger.processors.app import create_app
+from shipledger.processors.policy import load_policy
+from shipledger.settings import Settings
+from shipledger.stackfile import resolve_bootstrap
+
+
+@click.command()
+@click.option("--bootstrap", help="Kafka bootstrap servers (default: settings / running stack).")
+def worker(bootstrap: str | None) -> None:
+    """Run the Faust processors (normalize → correlate → judge) until SIGTERM.
+
+    Reads raw deployment events and writes deployment records, alerts and dead letters.
+    `shipledger up` starts this for you; run it alone to scale out (one per partition at most).
+    """
+    settings = Settings()
+    configure_logging(settings)
+    target = bootstrap or resolve_bootstrap(settings)
+    if not target:
+        raise click.UsageError(
+            "no broker: pass --bootstrap, set SHIPLEDGER_BOOTSTRAP_SERVERS or run `shipledger up`"
+        )
+    try:
+        policy = load_policy(settings.policy_file)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    get_logger("worker").info("worker_starting", bootstrap=target,
+                              policy_version=policy.full_version)
+    app = create_app(settings, target, policy)
+    # mode's Worker owns the event loop and handles SIGINT/SIGTERM: commit, flush, exit.
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
