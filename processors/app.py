@@ -25,7 +25,7 @@ from shipledger.topics import Topics
 log = get_logger("processors")
 
 
-class _ShortFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+class _ShortFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # aiokafka reads this when its fetcher starts, after construction.
@@ -33,16 +33,16 @@ class _ShortFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type:
         return consumer
 
 
-class _ShortFetchConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+class _ShortFetchConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> Any:
         return _ShortFetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
-class _ShortFetchTransport(faust_aiokafka.Transport):  # type: ignore[misc]
+class _ShortFetchTransport(faust_aiokafka.Transport):
     Consumer = _ShortFetchConsumer
 
 
-class ShipledgerApp(faust.App):  # type: ignore[misc]
+class ShipledgerApp(faust.App):
     """faust.App whose Kafka consumer uses our fetch wait."""
 
     def _new_transport(self) -> Any:
@@ -74,12 +74,21 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
     app.conf.shipledger_fetch_wait_ms = settings.fetch_wait_ms
 
     def raw_topic(name: str) -> Any:
-        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
-                         value_serializer="raw", partitions=settings.topic_partitions)
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+        )
 
     source = raw_topic(topics.raw)
-    records, alerts, dlq = raw_topic(topics.records), raw_topic(topics.alerts), raw_topic(
-        topics.dlq)
+    records, alerts, dlq = (
+        raw_topic(topics.records),
+        raw_topic(topics.alerts),
+        raw_topic(topics.dlq),
+    )
     # use_partitioner: the changelog partition comes from the key (murmur2, as the producers
     # use), so it matches the source partition even inside a take_events batch.
     deployments = app.Table(
@@ -103,8 +112,14 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
             ("stage", b"processors"),
         ]
         await dlq.send(key=message.key, value=message.value, headers=headers)
-        log.warning("dead_lettered", reason=reason, field=field, topic=message.topic,
-                    partition=message.partition, offset=message.offset)
+        log.warning(
+            "dead_lettered",
+            reason=reason,
+            field=field,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+        )
 
     @app.agent(source, name="pipeline")
     async def pipeline(stream: Any) -> None:
@@ -123,16 +138,26 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
                     await dead_letter(message, exc.reason, exc.field)
                     continue
                 except Exception as exc:  # a bug must not lose the event: park it with why
-                    log.exception("processing_failed", topic=message.topic,
-                                  partition=message.partition, offset=message.offset)
+                    log.exception(
+                        "processing_failed",
+                        topic=message.topic,
+                        partition=message.partition,
+                        offset=message.offset,
+                    )
                     await dead_letter(message, f"internal error: {exc!r}", None)
                     continue
                 deployments[key] = result.record.model_dump(mode="json")
                 await records.send(key=key, value=record_codec.encode(result.record.to_avro()))
                 for alert in result.alerts:
                     await alerts.send(key=key, value=alert_codec.encode(alert.to_avro()))
-                    log.info("alert", rule=alert.rule, severity=alert.severity,
-                             deployment_id=alert.deployment_id, tenant=alert.tenant,
-                             service=alert.service, environment=alert.environment)
+                    log.info(
+                        "alert",
+                        rule=alert.rule,
+                        severity=alert.severity,
+                        deployment_id=alert.deployment_id,
+                        tenant=alert.tenant,
+                        service=alert.service,
+                        environment=alert.environment,
+                    )
 
     return app

@@ -57,23 +57,27 @@ class Freeze(_Strict):
         return self
 
 
+def _default_exempt() -> list[DeploymentKind]:
+    return ["emergency_patch", "rollback"]
+
+
+def _default_severities() -> dict[str, Severity]:
+    return {
+        "missing_change_ticket": "high",
+        "out_of_window": "medium",
+        "freeze_violation": "critical",
+    }
+
+
 class Rules(_Strict):
     """The rule settings of one tenant (or the defaults)."""
 
     timezone: str = "UTC"
     require_change_ticket: list[str] = Field(default_factory=lambda: ["prod"])
     change_windows: dict[str, list[ChangeWindow]] = Field(default_factory=dict)
-    window_exempt_kinds: list[DeploymentKind] = Field(
-        default_factory=lambda: ["emergency_patch", "rollback"]
-    )
+    window_exempt_kinds: list[DeploymentKind] = Field(default_factory=_default_exempt)
     freezes: list[Freeze] = Field(default_factory=list)
-    severities: dict[str, Severity] = Field(
-        default_factory=lambda: {
-            "missing_change_ticket": "high",
-            "out_of_window": "medium",
-            "freeze_violation": "critical",
-        }
-    )
+    severities: dict[str, Severity] = Field(default_factory=_default_severities)
 
     @field_validator("timezone")
     @classmethod
@@ -97,6 +101,12 @@ class Policy(_Strict):
     defaults: Rules = Field(default_factory=Rules)
     tenants: dict[str, dict[str, object]] = Field(default_factory=dict)
     digest: str = ""
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: object) -> object:
+        # `version: 3` in YAML is an int; a version is a label either way.
+        return str(value) if isinstance(value, int | float) else value
 
     @model_validator(mode="after")
     def _tenants_valid(self) -> Policy:

@@ -42,8 +42,10 @@ def missing_change_ticket(subject: Subject, rules: Rules) -> list[Finding]:
         Finding(
             "missing_change_ticket",
             f"{subject.service} deployed to {subject.environment} without a change ticket",
-            {"environment": subject.environment, "required_for": ",".join(
-                rules.require_change_ticket)},
+            {
+                "environment": subject.environment,
+                "required_for": ",".join(rules.require_change_ticket),
+            },
         )
     ]
 
@@ -58,16 +60,18 @@ def out_of_window(subject: Subject, rules: Rules) -> list[Finding]:
     now = local.time()
     if any(day in w.days and w.start <= now < w.end for w in windows):
         return []
-    allowed = "; ".join(
-        f"{','.join(w.days)} {w.start:%H:%M}-{w.end:%H:%M}" for w in windows
-    )
+    allowed = "; ".join(f"{','.join(w.days)} {w.start:%H:%M}-{w.end:%H:%M}" for w in windows)
     return [
         Finding(
             "out_of_window",
             f"{subject.service} deployed to {subject.environment} on {day} {now:%H:%M} "
             f"{rules.timezone}, outside its change windows",
-            {"local_time": local.isoformat(), "timezone": rules.timezone, "windows": allowed,
-             "kind": subject.kind},
+            {
+                "local_time": local.isoformat(),
+                "timezone": rules.timezone,
+                "windows": allowed,
+                "kind": subject.kind,
+            },
         )
     ]
 
@@ -78,8 +82,12 @@ def freeze_violation(subject: Subject, rules: Rules) -> list[Finding]:
         Finding(
             "freeze_violation",
             f"{subject.service} deployed to {subject.environment} during freeze {f.name!r}",
-            {"freeze": f.name, "freeze_start": f.start.isoformat(),
-             "freeze_end": f.end.isoformat(), "kind": subject.kind},
+            {
+                "freeze": f.name,
+                "freeze_start": f.start.isoformat(),
+                "freeze_end": f.end.isoformat(),
+                "kind": subject.kind,
+            },
         )
         for f in rules.freezes
         if subject.environment in f.environments

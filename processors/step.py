@@ -110,7 +110,5 @@ def process(
             )
             for f in judge(subject, rules)
         ]
-    correlated = correlate(
-        previous, event, env, policy.full_version, [a.rule for a in alerts], now
-    )
+    correlated = correlate(previous, event, env, policy.full_version, [a.rule for a in alerts], now)
     return StepResult(event, correlated.record, alerts)

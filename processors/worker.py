@@ -31,8 +31,9 @@ def worker(bootstrap: str | None) -> None:
         policy = load_policy(settings.policy_file)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    get_logger("worker").info("worker_starting", bootstrap=target,
-                              policy_version=policy.full_version)
+    get_logger("worker").info(
+        "worker_starting", bootstrap=target, policy_version=policy.full_version
+    )
     app = create_app(settings, target, policy)
     # mode's Worker owns the event loop and handles SIGINT/SIGTERM: commit, flush, exit.
     faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()

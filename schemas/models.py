@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
 from shipledger.schemas.fields import apply_aliases
 
 EventType = Literal["started", "succeeded", "failed", "rolled_back", "cancelled"]

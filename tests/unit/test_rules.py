@@ -1,0 +1,132 @@
+"""Policy rules as pure functions, and policy validation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from shipledger.processors.policy import load_policy, parse_policy
+from shipledger.processors.rules import Subject, judge
+
+POLICY = """
+version: "2026.11"
+defaults:
+  timezone: Europe/Berlin
+  require_change_ticket: [prod]
+  change_windows:
+    prod:
+      - {days: [mon, tue, wed, thu], start: "09:00", end: "17:00"}
+  window_exempt_kinds: [emergency_patch]
+  freezes:
+    - name: black-friday
+      start: 2026-11-27T00:00:00+01:00
+      end: 2026-11-30T00:00:00+01:00
+      environments: [prod]
+      exempt_kinds: [emergency_patch]
+tenants:
+  bank:
+    timezone: America/New_York
+    require_change_ticket: [prod, stage]
+"""
+
+
+def subject(when: str, **kw: str | None) -> Subject:
+    base: dict[str, object] = {
+        "environment": "prod",
+        "kind": "release",
+        "change_id": "CHG1",
+        "service": "checkout",
+        "tenant": "retail",
+    }
+    base.update(kw)
+    return Subject(occurred_at=datetime.fromisoformat(when).astimezone(UTC), **base)  # type: ignore[arg-type]
+
+
+def rules_fired(s: Subject) -> list[str]:
+    policy = parse_policy(POLICY)
+    return [f.rule for f in judge(s, policy.rules_for(s.tenant))]
+
+
+def test_compliant_deployment_has_no_findings() -> None:
+    # Wednesday 10:00 Berlin, with a ticket.
+    assert rules_fired(subject("2026-11-25T10:00:00+01:00")) == []
+
+
+def test_missing_change_ticket_only_where_required() -> None:
+    assert rules_fired(subject("2026-11-25T10:00:00+01:00", change_id=None)) == [
+        "missing_change_ticket"
+    ]
+    assert (
+        rules_fired(subject("2026-11-25T10:00:00+01:00", change_id=None, environment="stage")) == []
+    )
+    assert rules_fired(
+        subject("2026-11-25T10:00:00+01:00", change_id=None, environment="stage", tenant="bank")
+    ) == ["missing_change_ticket"]
+
+
+def test_out_of_window_uses_the_tenant_time_zone() -> None:
+    # 08:30 UTC is 09:30 Berlin (inside) but 03:30 New York (outside).
+    assert rules_fired(subject("2026-11-25T08:30:00+00:00")) == []
+    assert rules_fired(subject("2026-11-25T08:30:00+00:00", tenant="bank")) == ["out_of_window"]
+    # Window end is exclusive; Sunday has no window; emergency patches are exempt.
+    assert rules_fired(subject("2026-11-25T17:00:00+01:00")) == ["out_of_window"]
+    assert rules_fired(subject("2026-11-22T11:00:00+01:00")) == ["out_of_window"]
+    assert rules_fired(subject("2026-11-22T11:00:00+01:00", kind="emergency_patch")) == []
+
+
+def test_freeze_violation() -> None:
+    # Friday 10:00 is outside the Mon-Thu window too.
+    fired = rules_fired(subject("2026-11-27T10:00:00+01:00"))
+    assert fired == ["out_of_window", "freeze_violation"]
+    assert rules_fired(subject("2026-11-27T10:00:00+01:00", kind="emergency_patch")) == []
+    assert rules_fired(subject("2026-11-30T10:00:00+01:00")) == []  # freeze end is exclusive
+
+
+def test_findings_carry_evidence() -> None:
+    policy = parse_policy(POLICY)
+    s = subject("2026-11-27T10:00:00+01:00")
+    (window, freeze) = judge(s, policy.rules_for("retail"))
+    assert window.evidence["timezone"] == "Europe/Berlin"
+    assert window.evidence["windows"] == "mon,tue,wed,thu 09:00-17:00"
+    assert freeze.evidence["freeze"] == "black-friday"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("version: 1\ndefaults: {timezone: Mars/Olympus}", "unknown time zone"),
+        (
+            "version: 1\ndefaults: {change_windows: {prod: [{days: [funday], start: '09:00', "
+            "end: '10:00'}]}}",
+            "funday",
+        ),
+        (
+            "version: 1\ndefaults: {change_windows: {prod: [{days: [mon], start: '10:00', "
+            "end: '09:00'}]}}",
+            "must be after start",
+        ),
+        (
+            "version: 1\ndefaults: {freezes: [{name: x, start: 2026-01-02T00:00:00, "
+            "end: 2026-01-03T00:00:00}]}",
+            "time zone offset",
+        ),
+        ("version: 1\ntenants: {bank: {colour: red}}", "tenants.bank"),
+        ("- just a list", "expected a mapping"),
+        ("version: 1\ndefaults: {unknown_key: 1}", "unknown_key"),
+    ],
+)
+def test_bad_policy_named(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_policy(text, "p.yaml")
+
+
+def test_policy_version_includes_content_digest(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(POLICY)
+    policy = load_policy(path)
+    assert policy.full_version.startswith("2026.11+") and len(policy.digest) == 8
+    assert load_policy(None).version == "default-1"
+    with pytest.raises(ValueError, match="cannot read policy file"):
+        load_policy(tmp_path / "missing.yaml")

@@ -1,0 +1,85 @@
+"""The pure processing chain: decode → validate → normalize → judge → correlate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shipledger.processors.policy import load_policy
+from shipledger.processors.step import EVENT_SCHEMA, Rejected, alert_id, decode_event, process
+from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
+from shipledger.schemas.registry import AvroCodec
+
+SHA = "f" * 40
+MONDAY_NIGHT = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
+
+
+def event(event_type: str, at: datetime, **kw: object) -> DeploymentEvent:
+    data: dict[str, object] = {
+        "deployment_id": "dep-1",
+        "event_type": event_type,
+        "service": "checkout",
+        "environment": "production-eu-west-1",
+        "commit_sha": SHA,
+        "actor": "alice",
+        "occurred_at": at,
+    }
+    data.update(kw)
+    return DeploymentEvent.model_validate(data)
+
+
+def test_lifecycle_and_alerts() -> None:
+    policy = load_policy(None)
+    started = process(event("started", MONDAY_NIGHT), None, policy)
+    assert {a.rule for a in started.alerts} == {"missing_change_ticket", "out_of_window"}
+    assert started.record.status == "in_progress"
+    assert started.record.environment == "prod" and started.record.region == "eu-west-1"
+    assert started.record.environment_raw == "production-eu-west-1"
+    assert all(a.policy_version == policy.full_version for a in started.alerts)
+    assert started.alerts[0].alert_id == alert_id(started.event.event_id, started.alerts[0].rule)
+
+    done = process(
+        event("failed", MONDAY_NIGHT + timedelta(minutes=3), exit_code=2),
+        started.record,
+        policy,
+    )
+    assert done.alerts == []  # judged once, on the first event
+    assert done.record.status == "failed"
+    assert done.record.seq == 2 and done.record.event_count == 2
+    assert done.record.duration_ms == 180_000
+    assert done.record.alert_rules == ["missing_change_ticket", "out_of_window"]
+
+
+def test_late_started_does_not_reopen() -> None:
+    policy = load_policy(None)
+    first = process(event("succeeded", MONDAY_NIGHT, duration_ms=5000), None, policy)
+    late = process(event("started", MONDAY_NIGHT - timedelta(seconds=5)), first.record, policy)
+    assert late.record.status == "succeeded"
+    assert late.record.started_at == MONDAY_NIGHT - timedelta(seconds=5)
+    assert late.record.duration_ms == 5000
+
+
+def test_record_round_trips_through_json_state() -> None:
+    policy = load_policy(None)
+    record = process(event("started", MONDAY_NIGHT), None, policy).record
+    assert DeploymentRecord.model_validate(record.model_dump(mode="json")) == record
+
+
+def test_decode_rejects_with_field_named() -> None:
+    codec = AvroCodec(EVENT_SCHEMA)
+    good = event("started", MONDAY_NIGHT).to_avro()
+    with pytest.raises(Rejected) as err:
+        decode_event(codec, codec.encode({**good, "commit_sha": "abc"}))
+    assert err.value.field == "commit_sha"
+    assert "full commit SHA" in err.value.reason
+    with pytest.raises(Rejected, match="magic"):
+        decode_event(codec, b"not avro at all")
+
+
+def test_blank_environment_is_rejected() -> None:
+    codec = AvroCodec(EVENT_SCHEMA)
+    data = codec.encode({**event("started", MONDAY_NIGHT).to_avro(), "environment": "  "})
+    with pytest.raises(Rejected) as err:
+        decode_event(codec, data)
+    assert err.value.field == "environment"
