@@ -1,0 +1,1 @@
+"""Sinks: consumers that write shipledger's topics to durable stores (ClickHouse first)."""

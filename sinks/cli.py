@@ -1,0 +1,117 @@
+"""`shipledger sink`: run the ClickHouse sink alone until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from shipledger.logging import configure_logging, get_logger
+from shipledger.settings import Settings
+from shipledger.sinks.sink import ClickHouseSink
+from shipledger.sinks.store import LedgerStore, StoreError
+from shipledger.stackfile import resolve_bootstrap
+from shipledger.topics import ensure_topics
+
+
+@click.command("sink")
+@click.option(
+    "--bootstrap",
+    envvar="SHIPLEDGER_BOOTSTRAP_SERVERS",
+    help="Kafka bootstrap servers. Default: those of a running `shipledger up`.",
+)
+@click.option(
+    "--clickhouse-url",
+    envvar="SHIPLEDGER_CLICKHOUSE_URL",
+    help="chdb:///dir or http(s)://user:pw@host:8123. Default: chDB in <data-dir>/clickhouse.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="SHIPLEDGER_DATA_DIR",
+    help="Data dir of the embedded stack (chDB, stack file).",
+)
+@click.option(
+    "--progress-s",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds between progress log lines.",
+)
+def sink(
+    bootstrap: str | None, clickhouse_url: str | None, data_dir: Path | None, progress_s: float
+) -> None:
+    """Consume deployment events, records and alerts into the ClickHouse ledger.
+
+    At-least-once with dedup by id: rows appear exactly once. Stops cleanly (flush, commit) on
+    Ctrl-C or SIGTERM. Note: a chDB data dir can be open in one process only; while
+    `shipledger up` runs, point this at a ClickHouse server instead.
+    """
+    overrides: dict[str, Any] = {}
+    if clickhouse_url:
+        overrides["clickhouse_url"] = clickhouse_url
+    if data_dir:
+        overrides["data_dir"] = data_dir
+    if bootstrap:
+        overrides["bootstrap_servers"] = bootstrap
+    settings = Settings(**overrides)
+    configure_logging(settings)
+    log = get_logger("sink.cli")
+    resolved = resolve_bootstrap(settings)
+    if resolved is None:
+        raise click.UsageError("no broker: pass --bootstrap, or start `shipledger up` first")
+    try:
+        store = LedgerStore.open(settings)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    code = 0
+    with store:
+        store.ensure_schema()
+        ensure_topics(settings, resolved)
+        runner = ClickHouseSink(settings, resolved, store)
+        code = run_until_signalled(runner, progress_s, log)
+    raise SystemExit(code)
+
+
+def run_until_signalled(runner: ClickHouseSink, progress_s: float, log: Any) -> int:
+    """Run the sink in a thread, log progress, stop it on SIGINT/SIGTERM; the exit code."""
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    def _run() -> None:
+        try:
+            runner.run(stop)
+        except BaseException as exc:
+            failure.append(exc)
+            stop.set()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    thread = threading.Thread(target=_run, name="clickhouse-sink", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(progress_s)
+            s = runner.stats()
+            log.info(
+                "progress",
+                messages=s.messages,
+                rows_inserted=s.rows_inserted,
+                duplicates_skipped=s.duplicates_skipped,
+                dead_lettered=s.dead_lettered,
+                last_flush_ms=None if s.last_flush_ms is None else round(s.last_flush_ms, 1),
+            )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failure:
+        log.error("sink failed", error=str(failure[0]), exc_info=failure[0])
+        return 1
+    return 0

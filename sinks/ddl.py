@@ -1,0 +1,287 @@
+"""The ClickHouse ledger: tables generated from the Avro contract, one source of truth.
+
+Every column of the three ledger tables comes from a field of the newest Avro schema version
+(`shipledger.schemas.registry.catalog()`), typed by one mapping (`clickhouse_type`) and
+commented with the field's Avro `doc`, so `DESCRIBE TABLE` documents itself. Only the ingest
+columns of `deployment_events` are added here. A schema evolution that adds a field adds a
+column: `LedgerStore.ensure_schema()` runs `ADD COLUMN IF NOT EXISTS` (additive only).
+
+Tables (append-only MergeTree: the sink only INSERTs; nothing UPDATEs or DELETEs):
+
+`deployment_events`
+    Every deployment event exactly as a CI/CD system reported it, plus `received_at` (the
+    Kafka timestamp of the message), `kafka_partition` and `kafka_offset`. Answers: *what did
+    each pipeline report, when, and in which order?* The raw evidence for audits.
+    One row per `event_id`.
+`deployment_records`
+    Every version of the normalized, correlated state of a deployment (one per event the
+    processors handled: `seq` 1, 2, ...). Answers: *how did this deployment progress, which
+    canonical environment/region/policy did it get?* One row per `record_id`.
+`alerts`
+    Policy findings: rule, severity, message, evidence (Map(String, String)), and the policy
+    version judged under. Answers: *which deployments broke policy, by team and severity?*
+    One row per `alert_id` (deterministic per event and rule).
+`deployments` (view)
+    The latest record of each deployment (highest `seq`): *what is deployed where, and in
+    which state is each deployment now?* The table most dashboards start from.
+
+Layout: `tenant` leads every ORDER BY (every analyst query is scoped to a tenant), then
+environment and service, then time; tables are partitioned by month of their time column.
+Low-cardinality strings (tenant, environment, service, actor, enum symbols) are
+`LowCardinality`. Avro enums map to `LowCardinality(String)` rather than `Enum8`: a new enum
+symbol in a later schema version must never make an insert fail.
+
+Deduplication: each table names its id column (`event_id`, `record_id`, `alert_id`). The sink
+drops ids already stored before inserting (see `sinks.sink`). A duplicate carries the same
+time as its original (an id names one immutable message), so the existence check is limited
+to the batch's time window: partition pruning plus a `minmax` index on the time column keep
+it to a few granules, and a `bloom_filter` index on the id column serves point lookups.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from shipledger.schemas.registry import catalog
+
+#: Avro field names stored as LowCardinality: at most a few thousand distinct values each.
+LOW_CARDINALITY = frozenset(
+    {
+        "tenant",
+        "environment",
+        "environment_raw",
+        "service",
+        "region",
+        "kind",
+        "event_type",
+        "status",
+        "trigger",
+        "actor",
+        "repository",
+        "artifact_name",
+        "pipeline_provider",
+        "pipeline_stage",
+        "last_event_type",
+        "alert_rules",
+        "rule",
+        "severity",
+        "policy_version",
+    }
+)
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DATETIME_MS = "DateTime64(3, 'UTC')"
+
+
+class SchemaMappingError(ValueError):
+    """An Avro type with no ClickHouse column type in our mapping."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: name, ClickHouse type, comment."""
+
+    name: str
+    type: str
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One ledger table: its columns (from Avro), keys and the question it answers."""
+
+    name: str
+    schema: str
+    description: str
+    id_column: str
+    time_column: str
+    order_by: tuple[str, ...]
+    columns: tuple[Column, ...]
+
+    @property
+    def column_names(self) -> list[str]:
+        """Column names in table order."""
+        return [c.name for c in self.columns]
+
+    @property
+    def column_types(self) -> list[str]:
+        """ClickHouse type names in table order."""
+        return [c.type for c in self.columns]
+
+    def create_sql(self, database: str) -> str:
+        """`CREATE TABLE IF NOT EXISTS` for this table in `database`."""
+        cols = ",\n".join(
+            f"    {quote_ident(c.name)} {c.type} COMMENT {quote_str(c.comment)}"
+            for c in self.columns
+        )
+        indexes = (
+            f"    INDEX idx_{self.id_column} {quote_ident(self.id_column)}"
+            " TYPE bloom_filter(0.01) GRANULARITY 4,\n"
+            f"    INDEX idx_{self.time_column} {quote_ident(self.time_column)}"
+            " TYPE minmax GRANULARITY 1"
+        )
+        order = ", ".join(quote_ident(c) for c in self.order_by)
+        return (
+            f"CREATE TABLE IF NOT EXISTS {qualified(database, self.name)}\n"
+            f"(\n{cols},\n{indexes}\n)\n"
+            "ENGINE = MergeTree\n"
+            f"PARTITION BY toYYYYMM({quote_ident(self.time_column)})\n"
+            f"ORDER BY ({order})\n"
+            f"COMMENT {quote_str(self.description)}"
+        )
+
+
+def quote_ident(name: str) -> str:
+    """Backquote a plain identifier; anything else is refused (no SQL built from input)."""
+    if not _IDENT.match(name):
+        raise ValueError(f"not a plain identifier: {name!r}")
+    return f"`{name}`"
+
+
+def qualified(database: str, table: str) -> str:
+    """`database`.`table`, both checked as plain identifiers."""
+    return f"{quote_ident(database)}.{quote_ident(table)}"
+
+
+def quote_str(text: str) -> str:
+    """A ClickHouse string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def clickhouse_type(avro_type: Any, *, low_cardinality: bool = False) -> str:
+    """The ClickHouse column type of an Avro field type (raises SchemaMappingError)."""
+    if isinstance(avro_type, list):
+        branches = [t for t in avro_type if t != "null"]
+        if len(branches) != 1 or len(avro_type) != 2:
+            raise SchemaMappingError(f"only [null, T] unions are supported, got {avro_type}")
+        inner = clickhouse_type(branches[0])
+        if inner.startswith(("Map(", "Array(")):
+            raise SchemaMappingError(f"ClickHouse cannot make {inner} Nullable")
+        if low_cardinality and inner == "String":
+            return "LowCardinality(Nullable(String))"
+        return f"Nullable({inner})"
+    if isinstance(avro_type, dict):
+        kind = avro_type["type"]
+        logical = avro_type.get("logicalType")
+        if logical == "timestamp-millis":
+            return DATETIME_MS
+        if logical == "timestamp-micros":
+            return "DateTime64(6, 'UTC')"
+        if kind == "enum":
+            return "LowCardinality(String)"
+        if kind == "map":
+            return f"Map(String, {clickhouse_type(avro_type['values'])})"
+        if kind == "array":
+            return f"Array({clickhouse_type(avro_type['items'], low_cardinality=low_cardinality)})"
+        return clickhouse_type(kind, low_cardinality=low_cardinality)
+    primitive = {
+        "string": "String",
+        "bytes": "String",
+        "int": "Int32",
+        "long": "Int64",
+        "float": "Float32",
+        "double": "Float64",
+        "boolean": "Bool",
+    }.get(avro_type)
+    if primitive is None:
+        raise SchemaMappingError(f"no ClickHouse type for Avro type {avro_type!r}")
+    if low_cardinality and primitive == "String":
+        return "LowCardinality(String)"
+    return primitive
+
+
+def avro_columns(schema_name: str) -> tuple[Column, ...]:
+    """Columns for every field of the newest version of an Avro record schema, in order."""
+    raw = catalog().latest(schema_name).raw
+    columns = []
+    for field in raw["fields"]:
+        doc = field.get("doc", "")
+        if isinstance(field["type"], dict) and field["type"].get("type") == "enum":
+            doc = f"{doc} One of: {', '.join(field['type']['symbols'])}.".strip()
+        low_card = field["name"] in LOW_CARDINALITY
+        column_type = clickhouse_type(field["type"], low_cardinality=low_card)
+        columns.append(Column(name=field["name"], type=column_type, comment=doc))
+    return tuple(columns)
+
+
+#: Columns the sink adds to deployment_events: where and when the ledger received the event.
+INGEST_COLUMNS = (
+    Column("received_at", DATETIME_MS, "Kafka timestamp of the message (when it was produced)."),
+    Column("kafka_partition", "Int32", "Partition of deployments.raw the event was read from."),
+    Column("kafka_offset", "Int64", "Offset of the event in that partition."),
+)
+
+EVENTS = "deployment_events"
+RECORDS = "deployment_records"
+ALERTS = "alerts"
+DEPLOYMENTS_VIEW = "deployments"
+
+
+@cache
+def tables() -> dict[str, TableSpec]:
+    """The ledger tables by name (built from the catalog once per process)."""
+    specs = [
+        TableSpec(
+            name=EVENTS,
+            schema="io.shipledger.v1.DeploymentEvent",
+            description=(
+                "Deployment events exactly as CI/CD systems reported them, one row per "
+                "event_id, with the Kafka position they were read from."
+            ),
+            id_column="event_id",
+            time_column="occurred_at",
+            order_by=("tenant", "environment", "service", "occurred_at", "event_id"),
+            columns=avro_columns("io.shipledger.v1.DeploymentEvent") + INGEST_COLUMNS,
+        ),
+        TableSpec(
+            name=RECORDS,
+            schema="io.shipledger.v1.DeploymentRecord",
+            description=(
+                "Every version (seq) of the normalized state of each deployment, one row per "
+                "record_id. The deployments view keeps the latest."
+            ),
+            id_column="record_id",
+            time_column="started_at",
+            order_by=("tenant", "environment", "service", "started_at", "deployment_id", "seq"),
+            columns=avro_columns("io.shipledger.v1.DeploymentRecord"),
+        ),
+        TableSpec(
+            name=ALERTS,
+            schema="io.shipledger.v1.Alert",
+            description=(
+                "Policy findings about deployments, one row per alert_id (one per event and "
+                "rule), with the evidence and the policy version judged under."
+            ),
+            id_column="alert_id",
+            time_column="occurred_at",
+            order_by=("tenant", "environment", "service", "occurred_at", "alert_id"),
+            columns=avro_columns("io.shipledger.v1.Alert"),
+        ),
+    ]
+    return {spec.name: spec for spec in specs}
+
+
+def deployments_view_sql(database: str) -> str:
+    """`deployments`: the latest record (highest seq) of each deployment.
+
+    `LIMIT 1 BY` rather than `argMax(col, seq)`: argMax skips NULLs, so a field cleared in a
+    later version would show its stale value.
+    """
+    return (
+        f"CREATE VIEW IF NOT EXISTS {qualified(database, DEPLOYMENTS_VIEW)} AS\n"
+        f"SELECT * FROM {qualified(database, RECORDS)}\n"
+        "ORDER BY seq DESC, updated_at DESC\n"
+        "LIMIT 1 BY tenant, deployment_id"
+    )
+
+
+def statements(database: str) -> list[str]:
+    """Every DDL statement of the ledger, in order (all idempotent: IF NOT EXISTS)."""
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {quote_ident(database)}",
+        *(spec.create_sql(database) for spec in tables().values()),
+        deployments_view_sql(database),
+    ]

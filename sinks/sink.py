@@ -1,0 +1,432 @@
+"""`ClickHouseSink`: deployment events, records and alerts from Kafka into the ClickHouse ledger.
+
+The chain, top to bottom (`run`): consume a batch of messages → decode (Avro, Confluent
+framing) → build the table row (`sinks.rows`, pure) → accumulate per table → when the batch
+holds `sink_batch_size` rows or is `sink_batch_ms` old: drop ids already stored or repeated,
+insert each table's rows in one block → commit the next offset of every message in the batch.
+
+Guarantee: **at-least-once delivery, idempotent by id = exactly-once rows for analysts.**
+Offsets are committed only after every row of the batch is in ClickHouse (and every poison
+message of it is acknowledged by the DLQ topic), so a crash or a failed commit replays
+messages, never loses them. Replays cost nothing visible: a row whose id (`event_id`,
+`record_id`, `alert_id`) is already stored, or repeated within the batch, is skipped.
+The check runs inside each write attempt, so a retried or partially applied insert is
+also safe. Caveat: two sink instances writing the same id at the same instant (possible only
+during a rebalance, when a partition briefly has two readers) can both insert it; the
+processors' deterministic ids let analysts `LIMIT 1 BY` the id if that ever matters.
+
+Failures:
+- A message that does not decode, or does not fit its table, is *poison*: its original bytes
+  and key go to the DLQ topic with headers `reason`, `source_topic`, `source_partition`,
+  `source_offset`, `stage=sink`, and the sink goes on. If more than `dlq_max_ratio` of a
+  batch (and at least `dlq_min_count` messages) is poison, the sink stops with `SinkError`:
+  a bad producer deploy must page someone, not drain a topic into the DLQ.
+- A ClickHouse error is *infrastructure*: retried `write_attempts` times with doubling
+  backoff, then `SinkError`. Nothing is committed and nothing goes to the DLQ.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from shipledger.logging import get_logger
+from shipledger.schemas.registry import AvroCodec, DecodeError
+from shipledger.settings import Settings
+from shipledger.sinks import metrics as m
+from shipledger.sinks.ddl import ALERTS, EVENTS, RECORDS, TableSpec, tables
+from shipledger.sinks.rows import KafkaMeta, Row, RowError, alert_row, dedupe, event_row, record_row
+from shipledger.sinks.store import TimeWindow
+from shipledger.topics import Topics
+
+_DLQ_FLUSH_TIMEOUT_S = 10.0
+_POLL_TIMEOUT_S = 0.1
+
+
+class SinkError(RuntimeError):
+    """The sink cannot go on (ClickHouse down after retries, DLQ unreachable, poison flood)."""
+
+
+class RowStore(Protocol):
+    """What the sink needs from a store (`LedgerStore` is the real one)."""
+
+    def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert rows in one block."""
+        ...
+
+    def existing_ids(
+        self,
+        table: str,
+        id_column: str,
+        ids: Iterable[str],
+        *,
+        window: TimeWindow | None = None,
+    ) -> set[str]:
+        """Which ids are already stored."""
+        ...
+
+
+@dataclass(frozen=True)
+class Route:
+    """How messages of one topic become rows of one table."""
+
+    topic: str
+    table: TableSpec
+    codec: AvroCodec
+    to_row: Callable[[Mapping[str, Any], KafkaMeta], Row]
+
+
+def routes(topics: Topics) -> dict[str, Route]:
+    """The sink's topics, each with its codec and table."""
+    spec = tables()
+    return {
+        topics.raw: Route(
+            topics.raw, spec[EVENTS], AvroCodec("io.shipledger.v1.DeploymentEvent"), event_row
+        ),
+        topics.records: Route(
+            topics.records,
+            spec[RECORDS],
+            AvroCodec("io.shipledger.v1.DeploymentRecord"),
+            lambda record, _meta: record_row(record),
+        ),
+        topics.alerts: Route(
+            topics.alerts,
+            spec[ALERTS],
+            AvroCodec("io.shipledger.v1.Alert"),
+            lambda alert, _meta: alert_row(alert),
+        ),
+    }
+
+
+@dataclass(frozen=True)
+class SinkStats:
+    """Counters since the sink started (a snapshot)."""
+
+    messages: int
+    rows_inserted: dict[str, int]
+    duplicates_skipped: dict[str, int]
+    dead_lettered: int
+    flushes: int
+    pending_rows: int
+    last_flush_at: float | None
+    last_flush_ms: float | None
+
+    @property
+    def total_rows(self) -> int:
+        """Rows inserted into all tables."""
+        return sum(self.rows_inserted.values())
+
+
+@dataclass
+class _Batch:
+    """Rows waiting for the next flush and the offsets they will let us commit."""
+
+    rows: dict[str, list[Row]] = field(default_factory=dict)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    messages: int = 0
+    dead: int = 0
+    row_count: int = 0
+    opened_at: float | None = None
+
+    def seen(self, topic: str, partition: int, offset: int) -> None:
+        if self.opened_at is None:
+            self.opened_at = time.monotonic()
+        self.messages += 1
+        key = (topic, partition)
+        self.offsets[key] = max(self.offsets.get(key, -1), offset + 1)
+
+    def add(self, table: str, row: Row) -> None:
+        self.rows.setdefault(table, []).append(row)
+        self.row_count += 1
+
+    def age_s(self) -> float:
+        return 0.0 if self.opened_at is None else time.monotonic() - self.opened_at
+
+
+class ClickHouseSink:
+    """Consumes the raw, records and alerts topics into the ledger. See the module docstring."""
+
+    write_attempts = 5
+    retry_backoff_s = 0.2
+    dlq_max_ratio = 0.5
+    dlq_min_count = 100
+
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        store: RowStore,
+        metrics: m.Metrics | None = None,
+        *,
+        group_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.store = store
+        self.metrics: m.Metrics = metrics or m.NoopMetrics()
+        self.group_id = group_id or f"{settings.topic_prefix}sink"
+        self.topics = Topics.from_settings(settings)
+        self.routes = routes(self.topics)
+        self._log = get_logger("sink", group=self.group_id)
+        self._batch = _Batch()
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._dlq_failures: list[str] = []
+        self._stats_lock = threading.Lock()
+        self._messages = 0
+        self._inserted = {route.table.name: 0 for route in self.routes.values()}
+        self._skipped = {route.table.name: 0 for route in self.routes.values()}
+        self._dead = 0
+        self._flushes = 0
+        self._last_flush_at: float | None = None
+        self._last_flush_ms: float | None = None
+
+    # --- clients (override in tests to drive the chain with hand-built messages) --------
+    def consumer_config(self) -> dict[str, Any]:
+        """librdkafka consumer settings: manual commits, short fetch wait and session."""
+        session_ms = int(self.settings.session_timeout_s * 1000)
+        return {
+            **self.settings.kafka_common(self.bootstrap),
+            "group.id": self.group_id,
+            "client.id": "shipledger-sink",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": self.settings.fetch_wait_ms,
+            "session.timeout.ms": session_ms,
+            "heartbeat.interval.ms": max(100, session_ms // 3),
+        }
+
+    def make_consumer(self) -> Consumer:
+        """A new consumer in the sink's group."""
+        return Consumer(self.consumer_config())
+
+    def make_producer(self) -> Producer:
+        """The DLQ producer."""
+        return Producer(self.settings.kafka_producer(self.bootstrap))
+
+    # --- the loop -----------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Consume until `stop` is set; then flush, commit and close. Raises SinkError."""
+        consumer = self._consumer = self.make_consumer()
+        producer = self._producer = self.make_producer()
+        self._log.info("sink starting", topics=sorted(self.routes), bootstrap=self.bootstrap)
+        try:
+            consumer.subscribe(list(self.routes), on_revoke=self._on_revoke)
+            while not stop.is_set():
+                room = max(1, self.settings.sink_batch_size - self._batch.row_count)
+                messages = consumer.consume(num_messages=room, timeout=self._poll_timeout())
+                self._process(messages)
+                producer.poll(0)
+                if self._due():
+                    self.flush()
+            self.flush()
+            self._log.info("sink stopped", **self._stats_fields())
+        finally:
+            consumer.close()
+            producer.flush(_DLQ_FLUSH_TIMEOUT_S)
+            self._consumer = self._producer = None
+
+    def _poll_timeout(self) -> float:
+        if self._batch.opened_at is None:
+            return _POLL_TIMEOUT_S
+        left = self.settings.sink_batch_ms / 1000 - self._batch.age_s()
+        return min(_POLL_TIMEOUT_S, max(0.0, left))
+
+    def _due(self) -> bool:
+        batch = self._batch
+        if batch.messages == 0:
+            return False
+        return (
+            batch.row_count >= self.settings.sink_batch_size
+            or batch.age_s() * 1000 >= self.settings.sink_batch_ms
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Commit what we hold while the partitions are still ours.
+        self._log.info("partitions revoked", partitions=len(partitions))
+        self.flush()
+
+    # --- decode and route ---------------------------------------------------------------
+    def _process(self, messages: Sequence[Message]) -> None:
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if err.fatal():
+                    raise SinkError(f"fatal consumer error: {err}")
+                self._log.warning("consumer error", error=str(err))
+                continue
+            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+            route = self.routes.get(topic)
+            if route is None:  # not subscribed: cannot happen, never crash on it
+                continue
+            self._batch.seen(topic, partition, offset)
+            ts_type, ts = msg.timestamp()
+            meta = KafkaMeta(topic, partition, offset, ts if ts_type else None)
+            try:
+                row = route.to_row(route.codec.decode(msg.value()), meta)
+            except (DecodeError, RowError) as exc:
+                self._dead_letter(msg, meta, str(exc))
+                continue
+            self._batch.add(route.table.name, row)
+        with self._stats_lock:
+            self._messages += len(messages)
+        if messages:
+            self.metrics.increment(m.MESSAGES, len(messages))
+
+    def _dead_letter(self, msg: Message, meta: KafkaMeta, reason: str) -> None:
+        self._log.warning(
+            "dead-lettering message",
+            reason=reason,
+            topic=meta.topic,
+            partition=meta.partition,
+            offset=meta.offset,
+        )
+        assert self._producer is not None
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("reason", reason.encode()),
+            ("source_topic", meta.topic.encode()),
+            ("source_partition", str(meta.partition).encode()),
+            ("source_offset", str(meta.offset).encode()),
+            ("stage", b"sink"),
+        ]
+        while True:
+            try:
+                self._producer.produce(
+                    self.topics.dlq,
+                    value=msg.value(),
+                    key=msg.key(),
+                    headers=headers,
+                    on_delivery=self._on_dlq_delivery,
+                )
+                break
+            except BufferError:  # local queue full: let it drain
+                self._producer.poll(0.1)
+        self._batch.dead += 1
+        with self._stats_lock:
+            self._dead += 1
+        self.metrics.increment(m.DEAD_LETTERED, tags={"topic": meta.topic})
+
+    def _on_dlq_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._dlq_failures.append(str(err))
+
+    # --- flush: dedup, insert, then commit ----------------------------------------------
+    def flush(self) -> None:
+        """Write the pending batch, then commit its offsets. No-op when nothing is pending."""
+        batch = self._batch
+        if batch.messages == 0:
+            return
+        started = time.perf_counter()
+        if batch.dead >= self.dlq_min_count and batch.dead > self.dlq_max_ratio * batch.messages:
+            raise SinkError(
+                f"{batch.dead} of {batch.messages} messages in one batch were poison: stopping "
+                "instead of draining the topics into the DLQ (see the DLQ topic's reasons)"
+            )
+        for table, rows in batch.rows.items():
+            self._write(tables()[table], rows)
+        if batch.dead:
+            self._await_dlq()
+        self._commit(batch.offsets)
+        self._batch = _Batch()
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        with self._stats_lock:
+            self._flushes += 1
+            self._last_flush_at = time.time()
+            self._last_flush_ms = elapsed_ms
+        self.metrics.timing(m.FLUSH_MS, elapsed_ms)
+        self._log.debug(
+            "flushed", rows=batch.row_count, messages=batch.messages, ms=round(elapsed_ms, 1)
+        )
+
+    def _write(self, spec: TableSpec, rows: list[Row]) -> None:
+        unique, repeated = dedupe(rows, spec.id_column, set())
+        delay = self.retry_backoff_s
+        attempt = 1
+        while True:
+            try:
+                inserted, already = self._write_once(spec, unique)
+                break
+            except Exception as exc:
+                if attempt >= self.write_attempts:
+                    raise SinkError(
+                        f"ClickHouse write to {spec.name} failed {attempt} times: {exc}"
+                    ) from exc
+                self._log.warning(
+                    "ClickHouse write failed, retrying",
+                    table=spec.name,
+                    attempt=attempt,
+                    retry_in_s=delay,
+                    error=str(exc),
+                )
+                self.metrics.increment(m.WRITE_RETRIES, tags={"table": spec.name})
+                time.sleep(delay)
+                delay *= 2
+                attempt += 1
+        skipped = repeated + already
+        with self._stats_lock:
+            self._inserted[spec.name] += inserted
+            self._skipped[spec.name] += skipped
+        self.metrics.increment(m.ROWS_INSERTED, inserted, tags={"table": spec.name})
+        if skipped:
+            self.metrics.increment(m.DUPLICATES_SKIPPED, skipped, tags={"table": spec.name})
+
+    def _write_once(self, spec: TableSpec, unique: list[Row]) -> tuple[int, int]:
+        """Drop ids already stored, insert the rest: (inserted, skipped). Safe to repeat."""
+        ids = [row[spec.id_column] for row in unique]
+        window = TimeWindow.of(spec.time_column, (row[spec.time_column] for row in unique))
+        stored = self.store.existing_ids(spec.name, spec.id_column, ids, window=window)
+        fresh, already = dedupe(unique, spec.id_column, stored)
+        self.store.insert(spec.name, fresh)
+        return len(fresh), already
+
+    def _await_dlq(self) -> None:
+        assert self._producer is not None
+        left = self._producer.flush(_DLQ_FLUSH_TIMEOUT_S)
+        if left or self._dlq_failures:
+            failures, self._dlq_failures = self._dlq_failures, []
+            raise SinkError(
+                f"DLQ topic {self.topics.dlq} did not acknowledge poison messages "
+                f"({left} pending, errors: {failures[:3]}): not committing"
+            )
+
+    def _commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        assert self._consumer is not None
+        positions = [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
+        try:
+            self._consumer.commit(offsets=positions, asynchronous=False)
+        except KafkaException as exc:
+            # Rows are stored: a lost commit only means a replay, which dedup absorbs.
+            self._log.warning("offset commit failed; batch will be replayed", error=str(exc))
+
+    # --- progress -----------------------------------------------------------------------
+    def stats(self) -> SinkStats:
+        """Counters since start (thread-safe snapshot)."""
+        with self._stats_lock:
+            return SinkStats(
+                messages=self._messages,
+                rows_inserted=dict(self._inserted),
+                duplicates_skipped=dict(self._skipped),
+                dead_lettered=self._dead,
+                flushes=self._flushes,
+                pending_rows=self._batch.row_count,
+                last_flush_at=self._last_flush_at,
+                last_flush_ms=self._last_flush_ms,
+            )
+
+    def _stats_fields(self) -> dict[str, Any]:
+        s = self.stats()
+        return {
+            "messages": s.messages,
+            "rows_inserted": s.rows_inserted,
+            "duplicates_skipped": s.duplicates_skipped,
+            "dead_lettered": s.dead_lettered,
+            "flushes": s.flushes,
+        }

@@ -1,0 +1,261 @@
+"""`LedgerStore`: the one ClickHouse client of a process, embedded (chDB) or a server.
+
+One code path for both: `clickhouse_connect.get_client(dsn=...)` with `chdb:///<dir>` runs the
+real ClickHouse engine in-process; `http(s)://user:pw@host:8123` talks to a server or cluster.
+
+chDB constraints (measured with chdb 4.4 / engine 26.9 through clickhouse-connect 1.12):
+
+- One engine *path* per process at a time: opening a second data dir while a client on the
+  first is open raises `ProgrammingError` ("EmbeddedServer already initialized with path ...").
+  Once every client on it is closed, another path can be opened. So close the store (it is a
+  context manager) before opening one elsewhere; tests close theirs at teardown.
+- One *process* per data dir, even read-only (`Cannot lock file .../status`): a second
+  `shipledger sink` or an analyst's `chdb` session cannot open the data dir of a running
+  `shipledger up`. Queries must go through the owning process (`LedgerStore.query`), or use a
+  ClickHouse server.
+- A client must not be used from two threads at once: every call here holds one lock, so the
+  sink thread and an API thread can share a store.
+- One insert costs ~13 ms whatever its size up to ~1k rows: callers batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from threading import Lock
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlparse
+
+import clickhouse_connect
+
+from shipledger.settings import Settings
+from shipledger.sinks import ddl
+
+#: ids per existence query; keeps the statement well under max_query_size.
+_IDS_PER_QUERY = 5000
+_QUERY_SETTINGS = {"max_query_size": 16 * 1024 * 1024}
+#: A backfill may span many months: never refuse an insert for touching many partitions.
+_INSERT_SETTINGS = {"max_partitions_per_insert_block": 0}
+
+
+class StoreError(RuntimeError):
+    """The ClickHouse store could not be opened or its schema does not match ours."""
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """Inclusive range of a time column: narrows an id lookup to the partitions it can be in."""
+
+    column: str
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def of(cls, column: str, values: Iterable[datetime]) -> TimeWindow | None:
+        """The window spanning `values`, or None when there are none."""
+        times = list(values)
+        if not times:
+            return None
+        return cls(column, min(times), max(times))
+
+
+def chdb_path(url: str) -> Path | None:
+    """The data directory of a `chdb:///<dir>` URL, or None for a server / in-memory chDB."""
+    parsed = urlparse(url)
+    if parsed.scheme != "chdb" or parsed.netloc or parsed.path in ("", "/"):
+        return None
+    return Path(parsed.path)
+
+
+def _epoch_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+class LedgerStore:
+    """The ledger's ClickHouse client (thread-safe by one lock). Build it with `open`."""
+
+    def __init__(self, client: Any, database: str, url: str) -> None:
+        self._client = client
+        self._lock = Lock()
+        self.database = database
+        self.url = url
+        self._closed = False
+
+    @classmethod
+    def open(cls, settings: Settings) -> LedgerStore:
+        """Connect to `settings.resolved_clickhouse_url`; creates the chDB data dir's parent.
+
+        The database is selected for `query` if it exists; `ensure_schema` creates it.
+        """
+        url = settings.resolved_clickhouse_url
+        path = chdb_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            client = clickhouse_connect.get_client(dsn=url, tz_mode="aware")
+        except Exception as exc:
+            hint = ""
+            if path is not None and "lock" in str(exc).lower():
+                hint = " (another process owns this chDB data dir: stop it or use a server URL)"
+            raise StoreError(f"cannot open ClickHouse at {_redact(url)}: {exc}{hint}") from exc
+        store = cls(client, settings.clickhouse_database, url)
+        if store._database_exists():
+            client.database = store.database
+        return store
+
+    # --- schema ----------------------------------------------------------------------
+    def ensure_schema(self) -> None:
+        """Create the database, tables and view if missing; add columns new Avro fields need.
+
+        Additive only: a column whose type differs from ours raises StoreError (a schema
+        change that needs a migration, never done silently).
+        """
+        with self._lock:
+            for statement in ddl.statements(self.database):
+                self._client.command(statement)
+            self._client.database = self.database
+            for spec in ddl.tables().values():
+                self._add_missing_columns(spec)
+
+    def _add_missing_columns(self, spec: ddl.TableSpec) -> None:
+        result = self._client.query(
+            "SELECT name, type FROM system.columns WHERE database = %(db)s AND table = %(t)s",
+            parameters={"db": self.database, "t": spec.name},
+        )
+        have = {str(name): str(type_) for name, type_ in result.result_rows}
+        table = ddl.qualified(self.database, spec.name)
+        for column in spec.columns:
+            if column.name not in have:
+                self._client.command(
+                    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "
+                    f"{ddl.quote_ident(column.name)} {column.type} "
+                    f"COMMENT {ddl.quote_str(column.comment)}"
+                )
+            elif _normalize_type(have[column.name]) != _normalize_type(column.type):
+                raise StoreError(
+                    f"{spec.name}.{column.name} is {have[column.name]} in ClickHouse, "
+                    f"the schema wants {column.type}: migrate the table"
+                )
+
+    def _database_exists(self) -> bool:
+        with self._lock:
+            result = self._client.query(
+                "SELECT count() FROM system.databases WHERE name = %(db)s",
+                parameters={"db": self.database},
+            )
+        return bool(result.result_rows[0][0])
+
+    # --- writes and reads --------------------------------------------------------------
+    def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert rows (dicts with every column of the ledger table) in one block."""
+        if not rows:
+            return 0
+        spec = ddl.tables()[table]
+        names = spec.column_names
+        try:
+            columns = [[row[name] for row in rows] for name in names]
+        except KeyError as exc:
+            raise ValueError(f"{table}: a row lacks column {exc}") from None
+        with self._lock:
+            self._client.insert(
+                table,
+                columns,
+                database=self.database,
+                column_names=names,
+                column_type_names=spec.column_types,
+                column_oriented=True,
+                settings=_INSERT_SETTINGS,
+            )
+        return len(rows)
+
+    def existing_ids(
+        self,
+        table: str,
+        id_column: str,
+        ids: Iterable[str],
+        *,
+        window: TimeWindow | None = None,
+    ) -> set[str]:
+        """Which of `ids` are already stored in `table` (optionally only within `window`)."""
+        wanted = sorted(set(ids))
+        found: set[str] = set()
+        source = ddl.qualified(self.database, table)
+        column = ddl.quote_ident(id_column)
+        # Identifiers are checked by quote_ident; values are bound.
+        sql = f"SELECT DISTINCT {column} FROM {source} WHERE {column} IN %(ids)s"  # noqa: S608
+        params: dict[str, Any] = {}
+        if window is not None:
+            time_column = ddl.quote_ident(window.column)
+            sql += (
+                f" AND {time_column} BETWEEN fromUnixTimestamp64Milli(%(lo)s, 'UTC')"
+                " AND fromUnixTimestamp64Milli(%(hi)s, 'UTC')"
+            )
+            params = {"lo": _epoch_ms(window.start), "hi": _epoch_ms(window.end)}
+        for start in range(0, len(wanted), _IDS_PER_QUERY):
+            chunk = tuple(wanted[start : start + _IDS_PER_QUERY])
+            with self._lock:
+                result = self._client.query(
+                    sql, parameters={**params, "ids": chunk}, settings=_QUERY_SETTINGS
+                )
+            found.update(str(row[0]) for row in result.result_rows)
+        return found
+
+    def query(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run a query; returns (column names, rows). Timestamps come back UTC-aware.
+
+        `parameters` use clickhouse-connect binding: `%(name)s` (client side) or
+        `{name:Type}` (server side).
+        """
+        with self._lock:
+            result = self._client.query(sql, parameters=parameters)
+        return list(result.column_names), [tuple(row) for row in result.result_rows]
+
+    def count(self, table: str) -> int:
+        """Rows in a ledger table (or view)."""
+        source = ddl.qualified(self.database, table)  # checked identifiers
+        _, rows = self.query(f"SELECT count() FROM {source}")  # noqa: S608
+        return int(rows[0][0])
+
+    def disk_bytes(self, table: str) -> int:
+        """Compressed bytes on disk of the table's active parts."""
+        _, rows = self.query(
+            "SELECT sum(bytes_on_disk) FROM system.parts "
+            "WHERE active AND database = %(db)s AND table = %(t)s",
+            {"db": self.database, "t": table},
+        )
+        return int(rows[0][0] or 0)
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the client (releases the chDB engine path). Idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._client.close()
+
+    def __enter__(self) -> LedgerStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _normalize_type(type_name: str) -> str:
+    return type_name.replace(" ", "")
+
+
+def _redact(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url

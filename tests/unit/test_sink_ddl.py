@@ -1,0 +1,128 @@
+"""The ledger DDL is generated from the Avro contract and covers every field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from shipledger.schemas.registry import catalog
+from shipledger.sinks import ddl
+
+TABLE_SCHEMAS = {
+    ddl.EVENTS: "io.shipledger.v1.DeploymentEvent",
+    ddl.RECORDS: "io.shipledger.v1.DeploymentRecord",
+    ddl.ALERTS: "io.shipledger.v1.Alert",
+}
+
+
+def _expected_base_type(avro_type: Any) -> tuple[str, bool]:
+    """(ClickHouse base type, nullable) an Avro field type must map to, spelled out by hand."""
+    nullable = isinstance(avro_type, list) and "null" in avro_type
+    if isinstance(avro_type, list):
+        (avro_type,) = [t for t in avro_type if t != "null"]
+    if isinstance(avro_type, dict):
+        if avro_type.get("logicalType") == "timestamp-millis":
+            return "DateTime64(3, 'UTC')", nullable
+        return {
+            "enum": "String",
+            "map": "Map(String, String)",
+            "array": "Array(String)",
+        }[avro_type["type"]], nullable
+    return {"string": "String", "int": "Int32", "long": "Int64"}[avro_type], nullable
+
+
+def _strip(ch_type: str) -> tuple[str, bool]:
+    nullable = False
+    changed = True
+    while changed:
+        changed = False
+        for wrapper in ("LowCardinality(", "Nullable("):
+            if ch_type.startswith(wrapper):
+                nullable = nullable or wrapper == "Nullable("
+                ch_type = ch_type[len(wrapper) : -1]
+                changed = True
+    ch_type = ch_type.replace("LowCardinality(String)", "String")
+    return ch_type, nullable
+
+
+@pytest.mark.parametrize("table", sorted(TABLE_SCHEMAS))
+def test_table_columns_cover_avro_fields(table: str) -> None:
+    spec = ddl.tables()[table]
+    assert spec.schema == TABLE_SCHEMAS[table]
+    fields = catalog().latest(spec.schema).raw["fields"]
+    columns = {c.name: c for c in spec.columns}
+    for f in fields:
+        assert f["name"] in columns, f"{table} lacks Avro field {f['name']}"
+        assert _strip(columns[f["name"]].type) == _expected_base_type(f["type"]), f["name"]
+        assert columns[f["name"]].comment.startswith(f["doc"])
+    extra = set(columns) - {f["name"] for f in fields}
+    assert extra == ({"received_at", "kafka_partition", "kafka_offset"} if table == ddl.EVENTS else set())
+
+
+@pytest.mark.parametrize("table", sorted(TABLE_SCHEMAS))
+def test_keys_are_real_non_nullable_columns(table: str) -> None:
+    spec = ddl.tables()[table]
+    types = dict(zip(spec.column_names, spec.column_types, strict=True))
+    assert spec.order_by[0] == "tenant"
+    for key in (*spec.order_by, spec.id_column, spec.time_column):
+        assert key in types
+        assert "Nullable" not in types[key], key
+    assert types[spec.time_column] == ddl.DATETIME_MS
+
+
+def test_create_sql_has_engine_partition_and_indexes() -> None:
+    sql = ddl.tables()[ddl.EVENTS].create_sql("ledger")
+    assert sql.startswith("CREATE TABLE IF NOT EXISTS `ledger`.`deployment_events`")
+    assert "ENGINE = MergeTree" in sql
+    assert "PARTITION BY toYYYYMM(`occurred_at`)" in sql
+    assert "ORDER BY (`tenant`, `environment`, `service`, `occurred_at`, `event_id`)" in sql
+    assert "TYPE bloom_filter" in sql
+    assert "`attributes` Map(String, String)" in sql
+    assert "`region` LowCardinality(Nullable(String))" in sql
+
+
+def test_statements_are_idempotent_and_complete() -> None:
+    stmts = ddl.statements("ledger")
+    assert all(" IF NOT EXISTS " in s for s in stmts)
+    assert len(stmts) == 5
+    assert "LIMIT 1 BY tenant, deployment_id" in stmts[-1]
+
+
+def test_alert_evidence_is_a_string_map() -> None:
+    types = dict(zip(*(lambda s: (s.column_names, s.column_types))(ddl.tables()[ddl.ALERTS]), strict=True))
+    assert types["evidence"] == "Map(String, String)"
+    assert types["severity"] == "LowCardinality(String)"
+
+
+@pytest.mark.parametrize(
+    ("avro", "expected"),
+    [
+        ("string", "String"),
+        (["null", "long"], "Nullable(Int64)"),
+        (["null", {"type": "long", "logicalType": "timestamp-millis"}], "Nullable(DateTime64(3, 'UTC'))"),
+        ({"type": "array", "items": "string"}, "Array(String)"),
+        ({"type": "map", "values": "long"}, "Map(String, Int64)"),
+        ("boolean", "Bool"),
+    ],
+)
+def test_type_mapping(avro: Any, expected: str) -> None:
+    assert ddl.clickhouse_type(avro) == expected
+
+
+@pytest.mark.parametrize(
+    "avro",
+    [["null", "string", "long"], ["null", {"type": "map", "values": "string"}], "fixed_thing"],
+)
+def test_unmappable_types_are_refused(avro: Any) -> None:
+    with pytest.raises(ddl.SchemaMappingError):
+        ddl.clickhouse_type(avro)
+
+
+@pytest.mark.parametrize("name", ["a b", "x`y", "1abc", "t;DROP"])
+def test_identifiers_are_checked(name: str) -> None:
+    with pytest.raises(ValueError, match="identifier"):
+        ddl.quote_ident(name)
+
+
+def test_string_literals_are_escaped() -> None:
+    assert ddl.quote_str("it's a \\ test") == "'it\\'s a \\\\ test'"

@@ -1,0 +1,147 @@
+"""Decoded Avro messages become ledger rows (pure functions, no infrastructure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
+from shipledger.schemas.registry import AvroCodec
+from shipledger.sinks import ddl, rows
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+T0 = datetime(2026, 11, 26, 10, 0, 0, 123000, tzinfo=UTC)
+
+
+def roundtrip(schema: str, record: dict[str, Any]) -> dict[str, Any]:
+    codec = AvroCodec(schema)
+    return codec.decode(codec.encode(record))
+
+
+def event() -> DeploymentEvent:
+    return DeploymentEvent(
+        deployment_id="dep-1",
+        event_type="succeeded",
+        service="checkout",
+        environment="prod",
+        region="eu-west-1",
+        commit_sha=SHA,
+        actor="alice",
+        exit_code=0,
+        duration_ms=1234,
+        occurred_at=T0,
+        attributes={"team": "payments"},
+    )
+
+
+def record() -> DeploymentRecord:
+    return DeploymentRecord(
+        record_id="evt-2",
+        deployment_id="dep-1",
+        seq=2,
+        status="succeeded",
+        kind="release",
+        service="checkout",
+        environment="prod",
+        environment_raw="production",
+        tenant="acme",
+        commit_sha=SHA,
+        actor="alice",
+        trigger="automated",
+        started_at=T0,
+        finished_at=T0 + timedelta(minutes=3),
+        event_count=2,
+        last_event_id="evt-2",
+        last_event_type="succeeded",
+        alert_rules=["missing_change_ticket"],
+        policy_version="p-7",
+        updated_at=T0 + timedelta(minutes=3),
+    )
+
+
+def alert() -> Alert:
+    return Alert(
+        alert_id="evt-2:missing_change_ticket",
+        rule="missing_change_ticket",
+        severity="high",
+        message="no change ticket for a prod deploy",
+        evidence={"environment": "prod"},
+        policy_version="p-7",
+        deployment_id="dep-1",
+        event_id="evt-2",
+        tenant="acme",
+        service="checkout",
+        environment="prod",
+        actor="alice",
+        occurred_at=T0,
+        detected_at=T0 + timedelta(seconds=1),
+    )
+
+
+def test_event_row_keeps_every_field_and_adds_kafka_position() -> None:
+    ev = event()
+    decoded = roundtrip("io.shipledger.v1.DeploymentEvent", ev.to_avro())
+    ts = int((T0 + timedelta(seconds=5)).timestamp() * 1000)
+    row = rows.event_row(decoded, rows.KafkaMeta("raw", 3, 42, ts))
+    assert list(row) == ddl.tables()[ddl.EVENTS].column_names
+    assert row["event_id"] == ev.event_id
+    assert row["occurred_at"] == T0
+    assert row["occurred_at"].tzinfo is not None
+    assert row["attributes"] == {"team": "payments"}
+    assert row["region"] == "eu-west-1"
+    assert row["repository"] is None
+    assert row["received_at"] == T0 + timedelta(seconds=5)
+    assert (row["kafka_partition"], row["kafka_offset"]) == (3, 42)
+
+
+def test_received_at_falls_back_to_now_without_a_kafka_timestamp() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert rows.received_at(rows.KafkaMeta("raw", 0, 0, None), now) == now
+    assert rows.received_at(rows.KafkaMeta("raw", 0, 0, -1), now) == now
+
+
+def test_record_row() -> None:
+    rec = record()
+    row = rows.record_row(roundtrip("io.shipledger.v1.DeploymentRecord", rec.to_avro()))
+    assert list(row) == ddl.tables()[ddl.RECORDS].column_names
+    assert row["finished_at"] == T0 + timedelta(minutes=3)
+    assert row["alert_rules"] == ["missing_change_ticket"]
+    assert row["seq"] == 2
+
+
+def test_alert_row() -> None:
+    row = rows.alert_row(roundtrip("io.shipledger.v1.Alert", alert().to_avro()))
+    assert list(row) == ddl.tables()[ddl.ALERTS].column_names
+    assert row["evidence"] == {"environment": "prod"}
+    assert row["severity"] == "high"
+
+
+def test_naive_and_offset_timestamps_become_utc() -> None:
+    decoded = alert().to_avro()
+    decoded["occurred_at"] = datetime(2026, 11, 26, 12, 0)  # naive: taken as UTC
+    decoded["detected_at"] = datetime(2026, 11, 26, 13, 0, tzinfo=timezone(timedelta(hours=1)))
+    row = rows.alert_row(decoded)
+    assert row["occurred_at"] == datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    assert row["detected_at"].utcoffset() == timedelta(0)
+    assert row["detected_at"] == datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def test_missing_field_or_empty_id_is_a_row_error() -> None:
+    decoded = alert().to_avro()
+    del decoded["message"]
+    with pytest.raises(rows.RowError, match="message"):
+        rows.alert_row(decoded)
+    decoded = alert().to_avro() | {"alert_id": ""}
+    with pytest.raises(rows.RowError, match="alert_id"):
+        rows.alert_row(decoded)
+    decoded = alert().to_avro() | {"occurred_at": "yesterday"}
+    with pytest.raises(rows.RowError, match="occurred_at"):
+        rows.alert_row(decoded)
+
+
+def test_dedupe_drops_stored_and_repeated_ids_keeping_the_first() -> None:
+    batch = [{"id": "a", "n": 1}, {"id": "b", "n": 2}, {"id": "a", "n": 3}, {"id": "c", "n": 4}]
+    kept, dropped = rows.dedupe(batch, "id", {"c"})
+    assert kept == [{"id": "a", "n": 1}, {"id": "b", "n": 2}]
+    assert dropped == 2
