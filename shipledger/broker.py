@@ -41,8 +41,16 @@ def tansu_binary() -> str:
 
 def wait_for_broker(bootstrap: str, timeout_s: float = 20.0) -> None:
     """Block until the broker answers a metadata request, or raise BrokerError."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
     deadline = time.monotonic() + timeout_s
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    # Wait for the port first: librdkafka would log every refused connection.
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, int(port)), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:

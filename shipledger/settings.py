@@ -143,3 +143,12 @@ class Settings(BaseSettings):
             "acks": "all",
             "enable.idempotence": True,
         }
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as `SHIPLEDGER_*` variables, so a child process rebuilds the same."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump(exclude_none=True).items():
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"SHIPLEDGER_{name.upper()}"] = str(value)
+        return env
