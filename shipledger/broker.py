@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from confluent_kafka.admin import AdminClient
 
@@ -62,6 +63,17 @@ def wait_for_broker(bootstrap: str, timeout_s: float = 20.0) -> None:
     raise BrokerError(f"broker at {bootstrap} did not answer within {timeout_s:.0f}s: {last}")
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM, wait up to `timeout_s`, then SIGKILL: a child never outlives its parent's stop."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class EmbeddedBroker:
     """A Tansu process on a free loopback port; a context manager that stops it on exit."""
 
@@ -70,6 +82,7 @@ class EmbeddedBroker:
         self.bootstrap = f"127.0.0.1:{self.port}"
         self._log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log: BinaryIO | None = None
 
     def start(self) -> str:
         """Start Tansu and wait until it answers; returns the bootstrap address."""
@@ -86,9 +99,8 @@ class EmbeddedBroker:
         ]
         if self._log_path is not None:
             self._log_path.parent.mkdir(parents=True, exist_ok=True)
-            out = self._log_path.open("ab")
-        else:
-            out = subprocess.DEVNULL  # type: ignore[assignment]
+            self._log = self._log_path.open("ab")
+        out = self._log if self._log is not None else subprocess.DEVNULL
         self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_for_broker(self.bootstrap)
@@ -104,16 +116,12 @@ class EmbeddedBroker:
 
     def stop(self) -> None:
         """Terminate Tansu (its memory storage goes with it)."""
-        if self._proc is None:
-            return
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
+        if self._proc is not None:
+            stop_process(self._proc, timeout_s=5)
+            self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def __enter__(self) -> EmbeddedBroker:
         self.start()

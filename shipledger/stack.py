@@ -13,10 +13,11 @@ import sys
 import threading
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import click
 
-from shipledger.broker import EmbeddedBroker
+from shipledger.broker import EmbeddedBroker, stop_process
 from shipledger.logging import configure_logging, get_logger
 from shipledger.settings import Settings
 from shipledger.sinks.sink import ClickHouseSink
@@ -47,6 +48,7 @@ class Stack:
         self._workers = workers
         self._broker: EmbeddedBroker | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._logs: list[BinaryIO] = []
         self._sink_stop = threading.Event()
         self._sink_thread: threading.Thread | None = None
         self._sink_error: BaseException | None = None
@@ -99,16 +101,17 @@ class Stack:
             **self.settings.to_env(),
             "SHIPLEDGER_BOOTSTRAP_SERVERS": self.bootstrap,
         }
-        out: int | object = None
+        out: BinaryIO | None = None
         if self._log_dir is not None:
             self._log_dir.mkdir(parents=True, exist_ok=True)
             out = (self._log_dir / f"worker-{index}.log").open("ab")
+            self._logs.append(out)
         # New session: Ctrl-C in the terminal reaches us only; we stop the worker in order.
         return subprocess.Popen(
             # -P: never let a checkout in the cwd shadow the installed package.
             [sys.executable, "-P", "-m", "shipledger.cli", "worker"],
             env=env,
-            stdout=out,  # type: ignore[arg-type]
+            stdout=out,
             stderr=subprocess.STDOUT if out is not None else None,
             start_new_session=True,
         )
@@ -134,15 +137,11 @@ class Stack:
     def stop(self) -> None:
         """Stop workers (they commit), then the sink (flush + commit), then the broker."""
         for proc in self._procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self._procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout_s=30)
         self._procs.clear()
+        for log_file in self._logs:
+            log_file.close()
+        self._logs.clear()
         self._sink_stop.set()
         if self._sink_thread is not None:
             self._sink_thread.join(timeout=30)

@@ -1,0 +1,250 @@
+"""End to end on real components: the `shipledger` CLI → Tansu → Faust worker → Tansu →
+ClickHouse sink → chDB, with alerts read back from the alert topic."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from shipledger.schemas.models import Alert
+from shipledger.schemas.registry import AvroCodec
+from shipledger.settings import Settings
+from shipledger.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+SHIPLEDGER = str(Path(sys.executable).parent / "shipledger")
+SHA = "0f" * 20
+POLICY = """
+version: it-1
+defaults:
+  timezone: Europe/Berlin
+  require_change_ticket: [prod]
+  change_windows:
+    prod:
+      - {days: [mon, tue, wed, thu], start: "09:00", end: "17:00"}
+  freezes:
+    - name: year-end
+      start: 2026-12-21T00:00:00+01:00
+      end: 2027-01-04T00:00:00+01:00
+      environments: [prod]
+"""
+
+
+@pytest.fixture
+def stack(broker: str, tmp_path: Path) -> Iterator[Stack]:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        topic_prefix=f"pipe{tmp_path.name[-8:]}.",
+        topic_partitions=2,
+        policy_file=policy,
+        sink_batch_ms=100,
+    )
+    with Stack(settings, bootstrap=broker, log_dir=tmp_path / "logs") as running:
+        yield running
+
+
+def emit(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI as a CI job would, configured only through the environment."""
+    env = {
+        **os.environ,
+        **stack.settings.to_env(),
+        "SHIPLEDGER_BOOTSTRAP_SERVERS": stack.bootstrap,
+        "SHIPLEDGER_STRICT": "true",
+    }
+    env.pop("GITHUB_ACTIONS", None)
+    env.pop("GITLAB_CI", None)
+    env.pop("JENKINS_URL", None)
+    done = subprocess.run(
+        [SHIPLEDGER, "emit", *args], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def deploy(stack: Stack, dep: str, at: str, *extra: str) -> None:
+    common = [
+        "--deployment-id",
+        dep,
+        "--service",
+        "checkout",
+        "--commit-sha",
+        SHA,
+        "--actor",
+        "alice",
+        "--tenant",
+        "retail",
+        *extra,
+    ]
+    emit(stack, "started", "--occurred-at", at, *common)
+    emit(stack, "succeeded", "--occurred-at", at.replace(":00+", ":05+"), *common)
+
+
+def wait_rows(stack: Stack, table: str, want: int, timeout: float = 60) -> int:
+    assert stack.store is not None
+    deadline = time.monotonic() + timeout
+    have = 0
+    while time.monotonic() < deadline:
+        stack.check()
+        have = stack.store.count(table)
+        if have >= want:
+            return have
+        time.sleep(0.2)
+    return have
+
+
+def read_topic(
+    bootstrap: str, topic: str, want: int, timeout: float = 30
+) -> list[tuple[bytes | None, list[tuple[str, bytes]]]]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"it-{topic}",
+            "fetch.wait.max.ms": 10,
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(2)])
+    out: list[tuple[bytes | None, list[tuple[str, bytes]]]] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < want and time.monotonic() < deadline:
+        msg = consumer.poll(0.2)
+        if msg is not None and msg.error() is None:
+            out.append((msg.value(), list(msg.headers() or [])))
+    consumer.close()
+    return out
+
+
+def test_cli_events_become_rows_and_alerts(stack: Stack) -> None:
+    # Wednesday 10:00 Berlin with a ticket: compliant.
+    deploy(
+        stack,
+        "dep-ok",
+        "2026-11-25T10:00:00+01:00",
+        "--environment",
+        "production",
+        "--change-id",
+        "CHG1",
+    )
+    # Sunday night, no ticket, region in the env name: missing ticket + out of window.
+    deploy(stack, "dep-night", "2026-11-22T23:00:00+01:00", "--environment", "prod-eu-west-1")
+    # In the year-end freeze (a Monday in office hours, with a ticket).
+    deploy(
+        stack,
+        "dep-frozen",
+        "2026-12-21T10:00:00+01:00",
+        "--environment",
+        "prd",
+        "--change-id",
+        "CHG2",
+    )
+    # A failed deploy to staging: no rules apply, status failed.
+    deploy(stack, "dep-fail", "2026-11-25T11:00:00+01:00", "--environment", "staging")
+    emit(
+        stack,
+        "failed",
+        "--deployment-id",
+        "dep-fail",
+        "--service",
+        "checkout",
+        "--commit-sha",
+        SHA,
+        "--actor",
+        "alice",
+        "--tenant",
+        "retail",
+        "--environment",
+        "staging",
+        "--occurred-at",
+        "2026-11-25T11:09:00+01:00",
+    )
+
+    assert wait_rows(stack, "deployment_events", 9) == 9
+    assert wait_rows(stack, "deployment_records", 9) == 9
+    assert wait_rows(stack, "alerts", 3) == 3
+    time.sleep(1.0)  # nothing more arrives: exactly one row per event
+    assert stack.store is not None
+    assert stack.store.count("deployment_events") == 9
+    assert stack.store.count("alerts") == 3
+
+    _, rows = stack.store.query(
+        "SELECT deployment_id, environment, region, status FROM shipledger.deployments "
+        "ORDER BY deployment_id"
+    )
+    assert rows == [
+        ("dep-fail", "stage", None, "failed"),
+        ("dep-frozen", "prod", None, "succeeded"),
+        ("dep-night", "prod", "eu-west-1", "succeeded"),
+        ("dep-ok", "prod", None, "succeeded"),
+    ]
+
+    codec = AvroCodec("io.shipledger.v1.Alert")
+    alerts = [
+        Alert.model_validate(codec.decode(v))
+        for v, _ in read_topic(stack.bootstrap, stack.topics.alerts, 3)
+    ]
+    assert sorted((a.deployment_id, a.rule) for a in alerts) == [
+        ("dep-frozen", "freeze_violation"),
+        ("dep-night", "missing_change_ticket"),
+        ("dep-night", "out_of_window"),
+    ]
+    assert all(a.policy_version.startswith("it-1+") for a in alerts)
+    night = next(a for a in alerts if a.rule == "out_of_window")
+    assert night.evidence["timezone"] == "Europe/Berlin"
+    assert night.severity == "medium"
+
+
+def test_malformed_events_reach_the_dead_letter_topic(stack: Stack) -> None:
+    codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
+    bad_sha = {
+        "event_id": "e-bad",
+        "deployment_id": "dep-bad",
+        "event_type": "started",
+        "kind": "release",
+        "service": "s",
+        "environment": "prod",
+        "region": None,
+        "tenant": "t",
+        "repository": None,
+        "commit_sha": "abc123",
+        "version": None,
+        "artifact_name": None,
+        "artifact_digest": None,
+        "actor": "a",
+        "trigger": "manual",
+        "pipeline_provider": None,
+        "pipeline_run_id": None,
+        "pipeline_run_url": None,
+        "pipeline_stage": None,
+        "change_id": None,
+        "exit_code": None,
+        "duration_ms": None,
+        "occurred_at": 0,
+        "attributes": {},
+    }
+    producer = Producer(stack.settings.kafka_producer(stack.bootstrap))
+    producer.produce(stack.topics.raw, key=b"dep-bad", value=codec.encode(bad_sha))
+    producer.produce(stack.topics.raw, key=b"dep-junk", value=b"{not avro}")
+    assert producer.flush(10) == 0
+
+    letters = read_topic(stack.bootstrap, stack.topics.dlq, 2, timeout=60)
+    assert len(letters) == 2
+    reasons = {dict(h)["reason"].decode(): dict(h) for _, h in letters}
+    sha_reason = next(r for r in reasons if r.startswith("commit_sha:"))
+    assert "full commit SHA" in sha_reason
+    assert reasons[sha_reason]["field"] == b"commit_sha"
+    assert any("magic byte" in r for r in reasons)
+    assert {v for v, _ in letters} >= {b"{not avro}"}
+    # Rejected input never becomes a record.
+    assert stack.store is not None
+    time.sleep(1.0)
+    assert stack.store.count("deployment_records") == 0
