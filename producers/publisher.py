@@ -38,6 +38,11 @@ NO_BOOTSTRAP = (
     "(or start the embedded stack with `shipledger up`)"
 )
 
+#: Broker reports (all brokers down) younger than this are taken as the current state; older
+#: ones are dropped. About librdkafka's reconnect.backoff.max.ms, which we set to 1 s, so a
+#: down cluster reports again within it.
+_FRESH_S = 1.0
+
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
@@ -105,6 +110,7 @@ class Publisher:
         self._log = get_logger("publisher", topic=self.topic)
         self._all_down = False
         self._broker_errors: list[str] = []
+        self._served_at = time.monotonic()
         self._producer: Producer | None = None
         if self.bootstrap:
             self._producer = Producer(self._config(self.bootstrap))
@@ -168,9 +174,11 @@ class Publisher:
             return self._give_up(list(events), [NO_BOOTSTRAP], spool_on_failure)
 
         producer = self._producer
-        producer.poll(0)  # serve stale broker errors before judging this batch
-        self._all_down = False
-        self._broker_errors.clear()
+        if time.monotonic() - self._served_at > _FRESH_S:
+            # Broker reports queued while nobody polled are old news: serve and forget them.
+            producer.poll(0)
+            self._all_down = False
+            self._broker_errors.clear()
         pending = _Pending(len(events))
         encoded = [self._encode(event) for event in events]  # a bug, not an outage, if it fails
         for index, (key, value) in enumerate(encoded):
@@ -181,12 +189,16 @@ class Publisher:
             if remaining <= 0:
                 break
             producer.flush(min(remaining, 0.05))
+            self._served_at = time.monotonic()
         if pending.waiting > 0:
             # Gave up: withdraw what is still queued, so it cannot also arrive after we spool it.
             producer.purge(in_queue=True, in_flight=True, blocking=True)
             producer.poll(0)
 
+        self._served_at = time.monotonic()
         unsent = [event for event, why in zip(events, pending.outcomes, strict=True) if why]
+        if len(unsent) < len(events):
+            self._all_down = False  # a broker answered
         if not unsent:
             return PublishResult(sent=len(events), spooled=0)
         reasons = sorted({why for why in pending.outcomes if why})

@@ -87,7 +87,7 @@ class Spool:
         """Append whole lines durably; the caller holds the lock."""
         data = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
         existed = path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":

@@ -1,0 +1,261 @@
+"""`shipledger start/emit/run/flush` without a broker: exit codes, stdout/stderr contract, spool.
+
+Kafka is a closed loopback port, so every event lands in the spool, where the tests read it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from shipledger.broker import free_port
+from shipledger.cli import cli
+from shipledger.producers.spool import Spool
+from shipledger.schemas.models import DeploymentEvent
+from shipledger.settings import Settings
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+META = ["--service", "checkout", "--environment", "prod", "--commit-sha", SHA, "--actor", "al"]
+SHIPLEDGER = str(Path(sys.executable).with_name("shipledger"))
+_CI_VARS = ("GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL")
+
+
+def _clean_env(settings: Settings, bootstrap: str) -> dict[str, str]:
+    """This process's environment minus CI and SHIPLEDGER_* variables, plus test settings."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in _CI_VARS and not k.startswith("SHIPLEDGER_")
+    }
+    env.update(
+        {
+            "SHIPLEDGER_DATA_DIR": str(settings.data_dir),
+            "SHIPLEDGER_TOPIC_PREFIX": settings.topic_prefix,
+            "SHIPLEDGER_EMIT_TIMEOUT_S": str(settings.emit_timeout_s),
+            "SHIPLEDGER_BOOTSTRAP_SERVERS": bootstrap,
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """os.environ as a CI job without Kafka would have it (a closed port)."""
+    clean = _clean_env(settings, f"127.0.0.1:{free_port()}")
+    for key in list(os.environ):
+        if key not in clean:
+            monkeypatch.delenv(key)
+    for key, value in clean.items():
+        monkeypatch.setenv(key, value)
+    yield clean
+
+
+def _invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def _spooled(settings: Settings) -> list[DeploymentEvent]:
+    path = Spool(settings).path
+    if not path.exists():
+        return []
+    return [DeploymentEvent.model_validate_json(x) for x in path.read_text().splitlines()]
+
+
+def test_start_prints_only_a_uuid(env: dict[str, str]) -> None:
+    result = _invoke("start")
+    assert result.exit_code == 0
+    assert str(uuid.UUID(result.stdout.strip())) == result.stdout.strip()
+    assert result.stderr == ""
+
+
+def test_missing_metadata_is_one_error_naming_each_field(env: dict[str, str]) -> None:
+    result = _invoke("emit", "started", "--service", "checkout")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.count("error:") == 1
+    for field, flag in [
+        ("environment", "--environment"),
+        ("commit_sha", "--commit-sha"),
+        ("actor", "--actor"),
+    ]:
+        assert re.search(rf"^\s+{field}\s+pass {flag} or set SHIPLEDGER_", result.stderr, re.M)
+    assert not re.search(r"^\s+service\s", result.stderr, re.M)
+
+
+def test_invalid_values_are_field_reason_lines(env: dict[str, str]) -> None:
+    result = _invoke(
+        "emit", "started", *META[:-4], "--commit-sha", "abc", "--actor", "al", "--attr", "k=v"
+    )
+    assert result.exit_code == 2
+    assert "  commit_sha: must be a full commit SHA" in result.stderr
+
+
+def test_bad_attribute_and_event_type_are_usage_errors(env: dict[str, str]) -> None:
+    assert _invoke("emit", "started", *META, "--attr", "novalue").exit_code == 2
+    assert _invoke("emit", "deployed", *META).exit_code == 2
+
+
+def test_emit_spools_when_kafka_is_down_and_exits_0(
+    env: dict[str, str], settings: Settings
+) -> None:
+    result = _invoke(
+        "emit", "succeeded", *META, "--deployment-id", "dep-1", "--attr", "a=1", "--attr", "b=x=y"
+    )
+    assert result.exit_code == 0
+    (event,) = _spooled(settings)
+    assert result.stdout == f"{event.event_id}\n"  # stdout carries the id, nothing else
+    assert "spooled to" in result.stderr and "shipledger flush" in result.stderr
+    assert event.deployment_id == "dep-1"
+    assert event.attributes == {"a": "1", "b": "x=y"}
+    assert event.pipeline_provider == "cli"
+
+
+def test_emit_strict_exits_1_but_still_spools(env: dict[str, str], settings: Settings) -> None:
+    assert _invoke("emit", "started", *META, "--strict").exit_code == 1
+    assert len(_spooled(settings)) == 1
+
+
+def test_strict_from_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIPLEDGER_STRICT", "true")
+    assert _invoke("emit", "started", *META).exit_code == 1
+    assert _invoke("emit", "started", *META, "--no-strict").exit_code == 0
+
+
+def test_generated_deployment_id_is_shown_on_stderr(
+    env: dict[str, str], settings: Settings
+) -> None:
+    result = _invoke("emit", "started", *META)
+    (event,) = _spooled(settings)
+    assert event.deployment_id in result.stderr
+    assert "shipledger start" in result.stderr
+    assert event.deployment_id not in result.stdout
+
+
+def test_ci_detection_fills_metadata_and_flags_win(
+    env: dict[str, str], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in {
+        "GITLAB_CI": "true",
+        "CI_COMMIT_SHA": SHA,
+        "GITLAB_USER_LOGIN": "alice",
+        "CI_ENVIRONMENT_NAME": "production",
+        "CI_PIPELINE_SOURCE": "web",
+        "SHIPLEDGER_SERVICE": "ledger",
+        "SHIPLEDGER_DEPLOYMENT_ID": "dep-9",
+    }.items():
+        monkeypatch.setenv(key, value)
+    assert _invoke("emit", "started", "--environment", "prod-eu").exit_code == 0
+    (event,) = _spooled(settings)
+    assert (event.service, event.environment, event.actor) == ("ledger", "prod-eu", "alice")
+    assert (event.pipeline_provider, event.trigger, event.deployment_id) == (
+        "gitlab_ci",
+        "manual",
+        "dep-9",
+    )
+
+
+def test_run_reports_failure_and_keeps_the_exit_code(
+    env: dict[str, str], settings: Settings
+) -> None:
+    result = _invoke("run", *META, "--deployment-id", "d-run", "--", "sh", "-c", "exit 3")
+    assert result.exit_code == 3
+    started, finished = _spooled(settings)
+    assert (started.event_type, finished.event_type) == ("started", "failed")
+    assert finished.exit_code == 3
+    assert finished.duration_ms is not None and finished.duration_ms >= 0
+    assert started.deployment_id == finished.deployment_id == "d-run"
+    assert started.event_id != finished.event_id
+
+
+def test_run_success(env: dict[str, str], settings: Settings) -> None:
+    assert _invoke("run", *META, "true").exit_code == 0
+    assert [e.event_type for e in _spooled(settings)] == ["started", "succeeded"]
+    assert _spooled(settings)[1].exit_code == 0
+
+
+def test_run_missing_command_is_127(env: dict[str, str], settings: Settings) -> None:
+    assert _invoke("run", *META, "--", "no-such-command-xyz").exit_code == 127
+    finished = _spooled(settings)[1]
+    assert finished.exit_code == 127
+    assert finished.attributes["error"] == "command not found: no-such-command-xyz"
+
+
+def test_run_validates_before_running(env: dict[str, str], tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    result = _invoke("run", "--service", "x", "--", "touch", str(marker))
+    assert result.exit_code == 2
+    assert not marker.exists()
+
+
+def test_run_strict_does_not_run_an_unrecorded_deploy(
+    env: dict[str, str], settings: Settings, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    result = _invoke("run", *META, "--strict", "--", "touch", str(marker))
+    assert result.exit_code == 1
+    assert not marker.exists()
+    assert _spooled(settings) == []  # nothing started, so nothing to report later
+
+
+def _wait_for_spool(settings: Settings, count: int, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(_spooled(settings)) < count:
+        assert time.monotonic() < deadline, "events never reached the spool"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_run_forwards_signals_and_reports_the_interruption(
+    settings: Settings, sig: signal.Signals, tmp_path: Path
+) -> None:
+    env = _clean_env(settings, f"127.0.0.1:{free_port()}")
+    proc = subprocess.Popen(
+        [SHIPLEDGER, "run", *META, "--", "sleep", "30"],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for_spool(settings, 1)  # started is recorded, so the child is (about to be) up
+        time.sleep(0.2)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=15) == 128 + sig
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+    started, finished = _spooled(settings)
+    assert started.event_type == "started"
+    assert finished.event_type == "failed"
+    assert finished.exit_code == 128 + sig
+    assert finished.attributes["interrupted_by"] == sig.name
+    assert finished.attributes["killed_by"] == sig.name
+    assert finished.duration_ms is not None and finished.duration_ms >= 200
+
+
+def test_flush_reports_what_remains(env: dict[str, str], settings: Settings) -> None:
+    empty = _invoke("flush")
+    assert (empty.exit_code, empty.stdout.startswith("sent 0, 0 remaining")) == (0, True)
+    _invoke("emit", "started", *META)
+    _invoke("emit", "succeeded", *META)
+    result = _invoke("flush")
+    assert result.exit_code == 1
+    assert result.stdout.startswith("sent 0, 2 remaining")
+    assert len(_spooled(settings)) == 2
+
+
+def test_help_has_examples(env: dict[str, str]) -> None:
+    for command in ("start", "emit", "run", "flush"):
+        result = _invoke(command, "--help")
+        assert result.exit_code == 0
+        assert "Example" in result.stdout, command
