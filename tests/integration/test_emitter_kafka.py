@@ -1,0 +1,234 @@
+"""The emitter against a real broker (Tansu): events arrive decoded and keyed, the spool is
+sent exactly once when Kafka comes back, and `run` reports both ends of a command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from shipledger.broker import free_port
+from shipledger.cli import cli
+from shipledger.producers.publisher import Publisher
+from shipledger.producers.spool import Spool
+from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.registry import AvroCodec
+from shipledger.settings import Settings
+from shipledger.topics import Topics, ensure_topics
+
+pytestmark = pytest.mark.integration
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+META = ["--service", "checkout", "--environment", "prod", "--commit-sha", SHA, "--actor", "al"]
+SHIPLEDGER = str(Path(sys.executable).with_name("shipledger"))
+_CI_VARS = ("GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL")
+
+
+@pytest.fixture
+def topics(settings: Settings, broker: str) -> Topics:
+    return ensure_topics(settings, broker)
+
+
+def _clean_env(settings: Settings, bootstrap: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if k not in _CI_VARS and not k.startswith("SHIPLEDGER_")
+    }
+    env.update(
+        {
+            "SHIPLEDGER_DATA_DIR": str(settings.data_dir),
+            "SHIPLEDGER_TOPIC_PREFIX": settings.topic_prefix,
+            "SHIPLEDGER_EMIT_TIMEOUT_S": str(settings.emit_timeout_s),
+            "SHIPLEDGER_BOOTSTRAP_SERVERS": bootstrap,
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def env(
+    settings: Settings, broker: str, topics: Topics, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    """os.environ of a CI job whose SHIPLEDGER_BOOTSTRAP_SERVERS is the test broker."""
+    clean = _clean_env(settings, broker)
+    for key in list(os.environ):
+        if key not in clean:
+            monkeypatch.delenv(key)
+    for key, value in clean.items():
+        monkeypatch.setenv(key, value)
+    yield clean
+
+
+def _invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def consume(
+    broker: str, topic: str, expected: int, settle_s: float = 0.5, timeout_s: float = 15.0
+) -> list[tuple[bytes, DeploymentEvent, int]]:
+    """(key, event, partition) of every message in `topic`, from the beginning.
+
+    Waits for `expected` messages, then `settle_s` more to catch any unexpected extra ones.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker,
+            "group.id": f"test-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
+    out: list[tuple[bytes, DeploymentEvent, int]] = []
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        deadline = time.monotonic() + timeout_s
+        settle_until: float | None = None
+        while time.monotonic() < (settle_until or deadline):
+            msg = consumer.poll(0.05)
+            if msg is None:
+                if len(out) >= expected and settle_until is None:
+                    settle_until = time.monotonic() + settle_s
+                continue
+            assert msg.error() is None, msg.error()
+            key, value, partition = msg.key(), msg.value(), msg.partition()
+            assert isinstance(key, bytes) and isinstance(value, bytes) and partition is not None
+            out.append((key, DeploymentEvent.model_validate(codec.decode(value)), partition))
+    finally:
+        consumer.close()
+    return out
+
+
+def test_emit_arrives_decoded_and_keyed(
+    env: dict[str, str], broker: str, topics: Topics, settings: Settings
+) -> None:
+    env_ci = {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_SHA": SHA,
+        "GITHUB_ACTOR": "octocat",
+        "GITHUB_REPOSITORY": "acme/checkout",
+        "GITHUB_RUN_ID": "77",
+        "GITHUB_SERVER_URL": "https://github.com",
+    }
+    result = CliRunner().invoke(
+        cli,
+        [
+            "emit",
+            "succeeded",
+            "--service",
+            "checkout",
+            "--environment",
+            "prod",
+            "--deployment-id",
+            "dep-emit",
+            "--artifact-digest",
+            "ab" * 32,
+            "--attr",
+            "canary=10%",
+            "--occurred-at",
+            "2026-11-26T10:00:00.123Z",
+        ],
+        env=env_ci,
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.stderr
+    event_id = result.stdout.strip()
+    ((key, event, _),) = consume(broker, topics.raw, 1)
+    assert key == b"dep-emit"
+    assert event.event_id == event_id
+    assert (event.event_type, event.service, event.environment) == ("succeeded", "checkout", "prod")
+    assert (event.commit_sha, event.actor, event.repository) == (SHA, "octocat", "acme/checkout")
+    assert event.pipeline_provider == "github_actions"
+    assert event.pipeline_run_url == "https://github.com/acme/checkout/actions/runs/77"
+    assert event.artifact_digest == "sha256:" + "ab" * 32
+    assert event.attributes == {"canary": "10%"}
+    assert event.occurred_at.isoformat() == "2026-11-26T10:00:00.123000+00:00"
+    assert not Spool(settings).path.exists()
+
+
+def test_run_failing_command_subprocess(
+    env: dict[str, str], broker: str, topics: Topics, tmp_path: Path
+) -> None:
+    proc = subprocess.run(
+        [SHIPLEDGER, "run", *META, "--deployment-id", "dep-run", "--", "sh", "-c", "exit 3"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == ""  # run's stdout belongs to the command
+    events = consume(broker, topics.raw, 2)
+    assert [e.event_type for _, e, _ in events] == ["started", "failed"]
+    (_, started, p1), (_, failed, p2) = events
+    assert p1 == p2  # one deployment, one partition, in order
+    assert failed.exit_code == 3
+    assert failed.duration_ms is not None
+    assert started.deployment_id == failed.deployment_id == "dep-run"
+
+
+def test_spool_survives_an_outage_and_flush_sends_it_exactly_once(
+    env: dict[str, str], broker: str, topics: Topics, settings: Settings
+) -> None:
+    down = f"127.0.0.1:{free_port()}"
+    ids = []
+    for event_type in ("started", "succeeded"):
+        result = _invoke(
+            "emit", event_type, *META, "--deployment-id", "dep-sp", "--bootstrap", down
+        )
+        assert result.exit_code == 0
+        assert "spooled to" in result.stderr
+        ids.append(result.stdout.strip())
+    spool = Spool(settings)
+    assert spool.pending() == 2
+
+    still_down = _invoke("flush", "--bootstrap", down)
+    assert still_down.exit_code == 1
+    assert still_down.stdout.startswith("sent 0, 2 remaining")
+    assert spool.pending() == 2
+
+    flushed = _invoke("flush")
+    assert flushed.exit_code == 0, flushed.stderr
+    assert flushed.stdout.startswith("sent 2, 0 remaining")
+    assert spool.pending() == 0
+    again = _invoke("flush")
+    assert again.stdout.startswith("sent 0, 0 remaining")
+
+    events = consume(broker, topics.raw, 2, settle_s=1.0)
+    assert [e.event_id for _, e, _ in events] == ids  # exactly once, in order
+    assert [e.event_type for _, e, _ in events] == ["started", "succeeded"]
+
+
+def test_publish_many_fast_path(settings: Settings, broker: str, topics: Topics) -> None:
+    events = [
+        DeploymentEvent(
+            deployment_id=f"d-{i % 20}",
+            event_type="started",
+            service="svc",
+            environment="prod",
+            commit_sha=SHA,
+            actor="bot",
+        )
+        for i in range(2000)
+    ]
+    delivered: list[int] = []
+    with Publisher(settings, broker) as publisher:
+        count = publisher.publish_many(events, on_delivery=lambda err, msg: delivered.append(1))
+    assert count == len(delivered) == 2000
+    received = consume(broker, topics.raw, 2000)
+    assert sorted(e.event_id for _, e, _ in received) == sorted(e.event_id for e in events)
+    by_key: dict[bytes, set[int]] = {}
+    for key, _, partition in received:
+        by_key.setdefault(key, set()).add(partition)
+    assert all(len(parts) == 1 for parts in by_key.values())
