@@ -227,6 +227,10 @@ class ClickHouseSink:
                     self.flush()
             self.flush()
             self._log.info("sink stopped", **self._stats_fields())
+        except BaseException:
+            # Nothing of a failed batch may be committed, not even by the revoke in close().
+            self._batch = _Batch()
+            raise
         finally:
             consumer.close()
             producer.flush(_DLQ_FLUSH_TIMEOUT_S)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from shipledger.schemas.registry import catalog
 from shipledger.sinks import ddl
 
@@ -56,7 +57,9 @@ def test_table_columns_cover_avro_fields(table: str) -> None:
         assert _strip(columns[f["name"]].type) == _expected_base_type(f["type"]), f["name"]
         assert columns[f["name"]].comment.startswith(f["doc"])
     extra = set(columns) - {f["name"] for f in fields}
-    assert extra == ({"received_at", "kafka_partition", "kafka_offset"} if table == ddl.EVENTS else set())
+    assert extra == (
+        {"received_at", "kafka_partition", "kafka_offset"} if table == ddl.EVENTS else set()
+    )
 
 
 @pytest.mark.parametrize("table", sorted(TABLE_SCHEMAS))
@@ -89,7 +92,9 @@ def test_statements_are_idempotent_and_complete() -> None:
 
 
 def test_alert_evidence_is_a_string_map() -> None:
-    types = dict(zip(*(lambda s: (s.column_names, s.column_types))(ddl.tables()[ddl.ALERTS]), strict=True))
+    types = dict(
+        zip(*(lambda s: (s.column_names, s.column_types))(ddl.tables()[ddl.ALERTS]), strict=True)
+    )
     assert types["evidence"] == "Map(String, String)"
     assert types["severity"] == "LowCardinality(String)"
 
@@ -99,7 +104,10 @@ def test_alert_evidence_is_a_string_map() -> None:
     [
         ("string", "String"),
         (["null", "long"], "Nullable(Int64)"),
-        (["null", {"type": "long", "logicalType": "timestamp-millis"}], "Nullable(DateTime64(3, 'UTC'))"),
+        (
+            ["null", {"type": "long", "logicalType": "timestamp-millis"}],
+            "Nullable(DateTime64(3, 'UTC'))",
+        ),
         ({"type": "array", "items": "string"}, "Array(String)"),
         ({"type": "map", "values": "long"}, "Map(String, Int64)"),
         ("boolean", "Bool"),

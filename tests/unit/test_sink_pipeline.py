@@ -1,0 +1,310 @@
+"""The sink's chain driven with hand-built Kafka messages, a fake consumer/producer and an
+in-memory store: commit only after the write, dedup, DLQ, retries. No broker, no ClickHouse."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Message, TopicPartition
+
+from shipledger.schemas.models import Alert, DeploymentEvent
+from shipledger.schemas.registry import AvroCodec
+from shipledger.settings import Settings
+from shipledger.sinks.metrics import RecordingMetrics
+from shipledger.sinks.sink import ClickHouseSink, SinkError
+from shipledger.sinks.store import TimeWindow
+from shipledger.topics import Topics
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+
+
+class MemoryStore:
+    """Rows per table in memory; can fail the next N writes."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.tables: dict[str, list[dict[str, Any]]] = {}
+        self.log = log
+        self.fail_next = 0
+        self.windows: list[TimeWindow | None] = []
+
+    def _maybe_fail(self) -> None:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise ConnectionError("ClickHouse unavailable")
+
+    def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
+        self._maybe_fail()
+        self.tables.setdefault(table, []).extend(rows)
+        self.log.append(f"insert {table} {len(rows)}")
+        return len(rows)
+
+    def existing_ids(
+        self, table: str, id_column: str, ids: Iterable[str], *, window: TimeWindow | None = None
+    ) -> set[str]:
+        self._maybe_fail()
+        self.windows.append(window)
+        stored = {row[id_column] for row in self.tables.get(table, [])}
+        return stored & set(ids)
+
+
+class FakeConsumer:
+    def __init__(self, log: list[str], batches: list[list[Message]]) -> None:
+        self.log = log
+        self.batches = batches
+        self.commits: list[list[tuple[str, int, int]]] = []
+        self.closed = False
+
+    def subscribe(self, topics: list[str], on_revoke: Any = None, **_: Any) -> None:
+        self.topics = topics
+        self.on_revoke = on_revoke
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
+        return self.batches.pop(0) if self.batches else []
+
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        assert asynchronous is False
+        self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
+        self.log.append("commit")
+
+    def close(self) -> None:
+        # librdkafka revokes the assignment on close, which calls on_revoke
+        if self.on_revoke is not None:
+            self.on_revoke(self, [])
+        self.closed = True
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        self.sent.append({"topic": topic, **kwargs})
+        kwargs["on_delivery"](None, None)
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = -1) -> int:
+        return 0
+
+
+class Harness(ClickHouseSink):
+    """The real sink with its Kafka clients replaced."""
+
+    consumer: FakeConsumer
+    producer: FakeProducer
+    retry_backoff_s = 0.001
+
+    def make_consumer(self) -> Any:
+        return self.consumer
+
+    def make_producer(self) -> Any:
+        return self.producer
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, topic_prefix="p.", sink_batch_size=100, sink_batch_ms=50)
+
+
+def _event(i: int) -> DeploymentEvent:
+    return DeploymentEvent(
+        event_id=f"evt-{i}",
+        deployment_id=f"dep-{i % 3}",
+        event_type="started",
+        service="checkout",
+        environment="prod",
+        commit_sha=SHA,
+        actor="alice",
+        occurred_at=T0 + timedelta(seconds=i),
+    )
+
+
+def _alert(i: int) -> Alert:
+    return Alert(
+        alert_id=f"evt-{i}:freeze",
+        rule="freeze_violation",
+        severity="critical",
+        message="deployed during a freeze",
+        policy_version="p1",
+        deployment_id=f"dep-{i % 3}",
+        event_id=f"evt-{i}",
+        tenant="default",
+        service="checkout",
+        environment="prod",
+        actor="alice",
+        occurred_at=T0,
+    )
+
+
+def messages(topics: Topics, n: int, start_offset: int = 0) -> list[Message]:
+    ev = AvroCodec("io.shipledger.v1.DeploymentEvent")
+    al = AvroCodec("io.shipledger.v1.Alert")
+    out = []
+    for i in range(n):
+        ts = (TIMESTAMP_CREATE_TIME, int(T0.timestamp() * 1000))
+        out.append(
+            Message(
+                topic=topics.raw,
+                partition=i % 2,
+                offset=start_offset + i,
+                key=f"dep-{i % 3}".encode(),
+                value=ev.encode(_event(i).to_avro()),
+                timestamp=ts,
+            )
+        )
+        out.append(
+            Message(
+                topic=topics.alerts,
+                partition=0,
+                offset=start_offset + i,
+                key=b"k",
+                value=al.encode(_alert(i).to_avro()),
+                timestamp=ts,
+            )
+        )
+    return out
+
+
+def harness(settings: Settings, batches: list[list[Message]]) -> tuple[Harness, list[str]]:
+    log: list[str] = []
+    sink = Harness(settings, "unused:9092", MemoryStore(log), RecordingMetrics())
+    sink.consumer = FakeConsumer(log, batches)
+    sink.producer = FakeProducer()
+    return sink, log
+
+
+def run_until_drained(sink: Harness) -> None:
+    stop = threading.Event()
+
+    def _stopper() -> None:
+        while sink.consumer.batches:
+            threading.Event().wait(0.005)
+        stop.set()
+
+    t = threading.Thread(target=_stopper)
+    t.start()
+    sink.run(stop)
+    t.join()
+
+
+def store_of(sink: Harness) -> MemoryStore:
+    assert isinstance(sink.store, MemoryStore)
+    return sink.store
+
+
+def test_rows_are_written_then_offsets_committed(settings: Settings) -> None:
+    topics = Topics.from_settings(settings)
+    sink, log = harness(settings, [messages(topics, 10)])
+    run_until_drained(sink)
+    store = store_of(sink)
+    assert len(store.tables["deployment_events"]) == 10
+    assert len(store.tables["alerts"]) == 10
+    assert log.index("commit") > max(i for i, e in enumerate(log) if e.startswith("insert"))
+    committed = {(t, p): o for t, p, o in sink.consumer.commits[-1]}
+    assert committed == {(topics.raw, 0): 9, (topics.raw, 1): 10, (topics.alerts, 0): 10}
+    assert sink.consumer.closed
+    stats = sink.stats()
+    assert stats.rows_inserted["deployment_events"] == 10
+    assert stats.messages == 20
+    assert stats.last_flush_at is not None
+    # the existence check is narrowed to the batch's time window
+    window = store.windows[0]
+    assert window is not None and window.column == "occurred_at"
+
+
+def test_replayed_and_repeated_messages_are_skipped(settings: Settings) -> None:
+    topics = Topics.from_settings(settings)
+    batch = messages(topics, 5)
+    sink, _ = harness(settings, [batch + batch, messages(topics, 5, start_offset=100)])
+    run_until_drained(sink)
+    assert len(store_of(sink).tables["deployment_events"]) == 5
+    stats = sink.stats()
+    assert stats.rows_inserted == {"deployment_events": 5, "deployment_records": 0, "alerts": 5}
+    assert stats.duplicates_skipped["deployment_events"] == 10
+    assert stats.duplicates_skipped["alerts"] == 10
+
+
+def test_poison_goes_to_the_dlq_with_headers_and_the_sink_goes_on(settings: Settings) -> None:
+    topics = Topics.from_settings(settings)
+    garbage = Message(topic=topics.raw, partition=1, offset=77, key=b"k", value=b"\x00garbage")
+    wrong_schema = Message(
+        topic=topics.records,
+        partition=0,
+        offset=3,
+        key=b"k",
+        value=AvroCodec("io.shipledger.v1.Alert").encode(_alert(1).to_avro()),
+    )
+    sink, _ = harness(settings, [[garbage, wrong_schema, *messages(topics, 3)]])
+    run_until_drained(sink)
+    assert len(store_of(sink).tables["deployment_events"]) == 3
+    assert len(sink.producer.sent) == 2
+    dead = sink.producer.sent[0]
+    assert dead["topic"] == topics.dlq
+    assert dead["value"] == b"\x00garbage"
+    assert dead["key"] == b"k"
+    headers = dict(dead["headers"])
+    assert headers["source_topic"] == topics.raw.encode()
+    assert headers["source_partition"] == b"1"
+    assert headers["source_offset"] == b"77"
+    assert headers["stage"] == b"sink"
+    assert headers["reason"]
+    assert (
+        b"expected io.shipledger.v1.DeploymentRecord"
+        in dict(sink.producer.sent[1]["headers"])["reason"]
+    )
+    committed = {(t, p): o for t, p, o in sink.consumer.commits[-1]}
+    assert committed[(topics.raw, 1)] == 78  # the poison message is past
+    assert sink.stats().dead_lettered == 2
+
+
+def test_transient_clickhouse_errors_are_retried(settings: Settings) -> None:
+    topics = Topics.from_settings(settings)
+    sink, _ = harness(settings, [messages(topics, 4)])
+    store_of(sink).fail_next = 3
+    run_until_drained(sink)
+    assert len(store_of(sink).tables["deployment_events"]) == 4
+    assert sink.consumer.commits
+    metrics = sink.metrics
+    assert isinstance(metrics, RecordingMetrics)
+    assert sum(v for k, v in metrics.counters.items() if k.startswith("sink.write_retries")) == 3
+
+
+def test_clickhouse_down_crashes_without_commit_or_dlq(settings: Settings) -> None:
+    topics = Topics.from_settings(settings)
+    sink, _ = harness(settings, [messages(topics, 4)])
+    store_of(sink).fail_next = 1000
+    with pytest.raises(SinkError, match="failed 5 times"):
+        sink.run(threading.Event())
+    assert sink.consumer.commits == []
+    assert sink.producer.sent == []
+    assert sink.consumer.closed
+
+
+def test_a_flood_of_poison_stops_the_sink_before_commit(settings: Settings) -> None:
+    topics = Topics.from_settings(settings)
+    flood = [
+        Message(topic=topics.raw, partition=0, offset=i, key=b"k", value=b"junk")
+        for i in range(150)
+    ]
+    sink, _ = harness(settings, [flood])
+    with pytest.raises(SinkError, match="poison"):
+        sink.run(threading.Event())
+    assert sink.consumer.commits == []
+
+
+def test_consumer_config_is_manual_commit_with_short_waits(settings: Settings) -> None:
+    sink = ClickHouseSink(settings, "b:9092", MemoryStore([]))
+    conf = sink.consumer_config()
+    assert conf["group.id"] == "p.sink"
+    assert conf["enable.auto.commit"] is False
+    assert conf["auto.offset.reset"] == "earliest"
+    assert conf["fetch.wait.max.ms"] == settings.fetch_wait_ms
+    assert conf["session.timeout.ms"] == int(settings.session_timeout_s * 1000)
+    assert ClickHouseSink(settings, "b", MemoryStore([]), group_id="g").group_id == "g"
