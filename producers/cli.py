@@ -60,8 +60,9 @@ def _load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        lines = "\n".join(f"  SHIPLEDGER_{line.upper()}" for line in format_validation_error(exc))
-        _fail(f"invalid setting(s):\n{lines}")
+        lines = [line.partition(": ") for line in format_validation_error(exc)]
+        text = "\n".join(f"  SHIPLEDGER_{name.upper()}: {reason}" for name, _, reason in lines)
+        _fail(f"invalid setting(s):\n{text}")
 
 
 def _parse_attrs(

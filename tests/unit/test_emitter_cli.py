@@ -259,3 +259,12 @@ def test_help_has_examples(env: dict[str, str]) -> None:
         result = _invoke(command, "--help")
         assert result.exit_code == 0
         assert "Example" in result.stdout, command
+
+
+def test_invalid_settings_name_the_variable(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHIPLEDGER_EMIT_TIMEOUT_S", "soon")
+    result = _invoke("emit", "started", *META)
+    assert result.exit_code == 2
+    assert "SHIPLEDGER_EMIT_TIMEOUT_S: Input should be a valid number" in result.stderr
