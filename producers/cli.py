@@ -151,7 +151,7 @@ def _event_options(with_time: bool) -> Callable[[F], F]:
     return apply
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Request:
     """What the user asked for, with settings applied."""
 
