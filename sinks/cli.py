@@ -36,6 +36,12 @@ from shipledger.topics import ensure_topics
     help="Data dir of the embedded stack (chDB, stack file).",
 )
 @click.option(
+    "--ensure-schema/--no-ensure-schema",
+    default=True,
+    show_default=True,
+    help="Create missing tables/columns first. Off where the sink only has INSERT+SELECT grants.",
+)
+@click.option(
     "--progress-s",
     type=float,
     default=10.0,
@@ -43,7 +49,11 @@ from shipledger.topics import ensure_topics
     help="Seconds between progress log lines.",
 )
 def sink(
-    bootstrap: str | None, clickhouse_url: str | None, data_dir: Path | None, progress_s: float
+    bootstrap: str | None,
+    clickhouse_url: str | None,
+    data_dir: Path | None,
+    ensure_schema: bool,
+    progress_s: float,
 ) -> None:
     """Consume deployment events, records and alerts into the ClickHouse ledger.
 
@@ -70,7 +80,8 @@ def sink(
         raise click.ClickException(str(exc)) from exc
     code = 0
     with store:
-        store.ensure_schema()
+        if ensure_schema:
+            store.ensure_schema()
         ensure_topics(settings, resolved)
         runner = ClickHouseSink(settings, resolved, store)
         code = run_until_signalled(runner, progress_s, log)

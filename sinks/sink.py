@@ -15,6 +15,9 @@ also safe. Caveat: two sink instances writing the same id at the same instant (p
 during a rebalance, when a partition briefly has two readers) can both insert it; the
 processors' deterministic ids let analysts `LIMIT 1 BY` the id if that ever matters.
 
+Grants: the sink needs INSERT and SELECT (the id check) on the ledger tables, nothing else;
+`shipledger sink --no-ensure-schema` skips the DDL where schema changes are someone else's job.
+
 Failures:
 - A message that does not decode, or does not fit its table, is *poison*: its original bytes
   and key go to the DLQ topic with headers `reason`, `source_topic`, `source_partition`,
