@@ -15,10 +15,12 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from shipledger.logging import get_logger
+from shipledger.processors.outputs import Outputs
 from shipledger.processors.policy import Policy
-from shipledger.processors.step import EVENT_SCHEMA, Rejected, decode_event, process
+from shipledger.processors.step import process
 from shipledger.schemas.models import DeploymentRecord
 from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.validation import EVENT_SCHEMA, Rejected, decode_event
 from shipledger.settings import Settings
 from shipledger.topics import Topics
 
@@ -84,11 +86,6 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
         )
 
     source = raw_topic(topics.raw)
-    records, alerts, dlq = (
-        raw_topic(topics.records),
-        raw_topic(topics.alerts),
-        raw_topic(topics.dlq),
-    )
     # use_partitioner: the changelog partition comes from the key (murmur2, as the producers
     # use), so it matches the source partition even inside a take_events batch.
     deployments = app.Table(
@@ -99,19 +96,20 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
         schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
     )
     event_codec = AvroCodec(EVENT_SCHEMA)
-    record_codec = AvroCodec("io.shipledger.v1.DeploymentRecord")
-    alert_codec = AvroCodec("io.shipledger.v1.Alert")
 
-    async def dead_letter(message: Any, reason: str, field: str | None) -> None:
-        headers = [
-            ("reason", reason.encode()),
-            ("field", (field or "").encode()),
-            ("source_topic", message.topic.encode()),
-            ("source_partition", str(message.partition).encode()),
-            ("source_offset", str(message.offset).encode()),
-            ("stage", b"processors"),
-        ]
-        await dlq.send(key=message.key, value=message.value, headers=headers)
+    def dead_letter(outputs: Outputs, message: Any, reason: str, field: str | None) -> None:
+        outputs.dead_letter(
+            message.key,
+            message.value,
+            [
+                ("reason", reason.encode()),
+                ("field", (field or "").encode()),
+                ("source_topic", message.topic.encode()),
+                ("source_partition", str(message.partition).encode()),
+                ("source_offset", str(message.offset).encode()),
+                ("stage", b"processors"),
+            ],
+        )
         log.warning(
             "dead_lettered",
             reason=reason,
@@ -121,43 +119,50 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
             offset=message.offset,
         )
 
+    def handle(outputs: Outputs, message: Any) -> None:
+        """One event through the pure chain; every failure is dead-lettered with its reason."""
+        try:
+            decoded = decode_event(event_codec, message.value)
+            key = decoded.deployment_id.encode()
+            state = deployments.get(key)
+            previous = DeploymentRecord.model_validate(state) if state else None
+            result = process(decoded, previous, policy)
+        except Rejected as exc:
+            dead_letter(outputs, message, exc.reason, exc.field)
+            return
+        except Exception as exc:  # a bug must not lose the event: park it with why
+            log.exception(
+                "processing_failed",
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+            )
+            dead_letter(outputs, message, f"internal error: {exc!r}", None)
+            return
+        deployments[key] = result.record.model_dump(mode="json")
+        outputs.record(result.record)
+        for alert in result.alerts:
+            outputs.alert(alert)
+            log.info(
+                "alert",
+                rule=alert.rule,
+                severity=alert.severity,
+                deployment_id=alert.deployment_id,
+                tenant=alert.tenant,
+                service=alert.service,
+                environment=alert.environment,
+            )
+
     @app.agent(source, name="pipeline")
     async def pipeline(stream: Any) -> None:
+        outputs = Outputs(settings, bootstrap)
         async for batch in stream.take_events(
             settings.processor_batch_size, within=settings.processor_batch_within_s
         ):
             for event in batch:
-                message = event.message
-                try:
-                    decoded = decode_event(event_codec, message.value)
-                    key = decoded.deployment_id.encode()
-                    state = deployments.get(key)
-                    previous = DeploymentRecord.model_validate(state) if state else None
-                    result = process(decoded, previous, policy)
-                except Rejected as exc:
-                    await dead_letter(message, exc.reason, exc.field)
-                    continue
-                except Exception as exc:  # a bug must not lose the event: park it with why
-                    log.exception(
-                        "processing_failed",
-                        topic=message.topic,
-                        partition=message.partition,
-                        offset=message.offset,
-                    )
-                    await dead_letter(message, f"internal error: {exc!r}", None)
-                    continue
-                deployments[key] = result.record.model_dump(mode="json")
-                await records.send(key=key, value=record_codec.encode(result.record.to_avro()))
-                for alert in result.alerts:
-                    await alerts.send(key=key, value=alert_codec.encode(alert.to_avro()))
-                    log.info(
-                        "alert",
-                        rule=alert.rule,
-                        severity=alert.severity,
-                        deployment_id=alert.deployment_id,
-                        tenant=alert.tenant,
-                        service=alert.service,
-                        environment=alert.environment,
-                    )
+                handle(outputs, event.message)
+            # Before the batch is acked: its outputs must be in Kafka (raises otherwise, and
+            # the worker crashes with the batch unacknowledged: infra errors never DLQ).
+            await outputs.flush()
 
     return app

@@ -7,26 +7,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import ValidationError
-
 from shipledger.processors.correlate import correlate
 from shipledger.processors.normalize import normalize_environment
 from shipledger.processors.policy import Policy
 from shipledger.processors.rules import Subject, judge
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord, utcnow
-from shipledger.schemas.registry import AvroCodec, DecodeError
+from shipledger.schemas.validation import Rejected
 
-EVENT_SCHEMA = "io.shipledger.v1.DeploymentEvent"
 _ALERT_NS = uuid.UUID("5f1e9c1a-8d0b-4c7e-9a51-6a2b7c3d4e5f")
-
-
-class Rejected(ValueError):
-    """A message the pipeline cannot accept; `reason` (and `field`) go to the DLQ headers."""
-
-    def __init__(self, reason: str, field: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -41,30 +29,6 @@ class StepResult:
 def alert_id(event_id: str, rule: str) -> str:
     """Deterministic alert id: one alert per (event, rule), so replays deduplicate."""
     return str(uuid.uuid5(_ALERT_NS, f"{event_id}/{rule}"))
-
-
-def validation_reason(exc: ValidationError) -> tuple[str, str | None]:
-    """`field: reason; ...` from a pydantic error, and the first field named."""
-    parts = []
-    first: str | None = None
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "event"
-        first = first or loc
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts), first
-
-
-def decode_event(codec: AvroCodec, data: bytes | None) -> DeploymentEvent:
-    """Bytes → validated event, or Rejected naming the field and reason."""
-    try:
-        decoded = codec.decode(data)
-    except DecodeError as exc:
-        raise Rejected(exc.reason, exc.field) from exc
-    try:
-        return DeploymentEvent.model_validate(decoded)
-    except ValidationError as exc:
-        reason, field = validation_reason(exc)
-        raise Rejected(reason, field) from exc
 
 
 def process(

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from shipledger.producers.ci_detect import DETECTED_FROM
 from shipledger.schemas.models import MANDATORY_METADATA, DeploymentEvent
+from shipledger.schemas.validation import field_errors
 
 #: event field -> command-line flag (the env var is SHIPLEDGER_ + the flag's name, upper-cased)
 FLAGS: dict[str, str] = {
@@ -61,15 +62,7 @@ def missing_message(fields: list[str]) -> str:
 
 def format_validation_error(exc: ValidationError) -> list[str]:
     """pydantic errors as `field: reason` lines (flag names where the user typed one)."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"]) or "event"
-        reason = err["msg"].removeprefix("Value error, ")
-        value = err.get("input")
-        if err["type"] != "missing" and isinstance(value, str | int) and err["loc"]:
-            reason += f" (got {value!r})"
-        lines.append(f"{loc}: {reason}")
-    return lines
+    return [f"{field}: {reason}" for field, reason in field_errors(exc)]
 
 
 def build_event(

@@ -37,9 +37,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from pydantic import ValidationError
 
 from shipledger.logging import get_logger
+from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec, DecodeError
+from shipledger.schemas.validation import EVENT_SCHEMA
 from shipledger.settings import Settings
 from shipledger.sinks import metrics as m
 from shipledger.sinks.ddl import ALERTS, EVENTS, RECORDS, TableSpec, tables
@@ -76,12 +79,20 @@ class RowStore(Protocol):
 
 @dataclass(frozen=True)
 class Route:
-    """How messages of one topic become rows of one table."""
+    """How messages of one topic become rows of one table.
+
+    `owns_rejects`: whether the sink dead-letters this topic's bad messages. The raw topic's
+    are the processors' to dead-letter (they read it too); the sink validates them the same
+    way and skips what the processors reject, so the DLQ holds one letter per bad event and
+    `deployment_events` only events that became records.
+    """
 
     topic: str
     table: TableSpec
     codec: AvroCodec
     to_row: Callable[[Mapping[str, Any], KafkaMeta], Row]
+    validate: Callable[[Mapping[str, Any]], object] | None = None
+    owns_rejects: bool = True
 
 
 def routes(topics: Topics) -> dict[str, Route]:
@@ -89,7 +100,12 @@ def routes(topics: Topics) -> dict[str, Route]:
     spec = tables()
     return {
         topics.raw: Route(
-            topics.raw, spec[EVENTS], AvroCodec("io.shipledger.v1.DeploymentEvent"), event_row
+            topics.raw,
+            spec[EVENTS],
+            AvroCodec(EVENT_SCHEMA),
+            event_row,
+            validate=DeploymentEvent.model_validate,
+            owns_rejects=False,
         ),
         topics.records: Route(
             topics.records,
@@ -114,6 +130,7 @@ class SinkStats:
     rows_inserted: dict[str, int]
     duplicates_skipped: dict[str, int]
     dead_lettered: int
+    skipped_invalid: int
     flushes: int
     pending_rows: int
     last_flush_at: float | None
@@ -185,6 +202,7 @@ class ClickHouseSink:
         self._inserted = {route.table.name: 0 for route in self.routes.values()}
         self._skipped = {route.table.name: 0 for route in self.routes.values()}
         self._dead = 0
+        self._invalid = 0
         self._flushes = 0
         self._last_flush_at: float | None = None
         self._last_flush_ms: float | None = None
@@ -278,9 +296,15 @@ class ClickHouseSink:
             ts_type, ts = msg.timestamp()
             meta = KafkaMeta(topic, partition, offset, ts if ts_type else None)
             try:
-                row = route.to_row(route.codec.decode(msg.value()), meta)
-            except (DecodeError, RowError) as exc:
-                self._dead_letter(msg, meta, str(exc))
+                decoded = route.codec.decode(msg.value())
+                if route.validate is not None:
+                    route.validate(decoded)
+                row = route.to_row(decoded, meta)
+            except (DecodeError, RowError, ValidationError) as exc:
+                if route.owns_rejects:
+                    self._dead_letter(msg, meta, str(exc))
+                else:
+                    self._invalid += 1
                 continue
             self._batch.add(route.table.name, row)
         with self._stats_lock:
@@ -422,6 +446,7 @@ class ClickHouseSink:
                 rows_inserted=dict(self._inserted),
                 duplicates_skipped=dict(self._skipped),
                 dead_lettered=self._dead,
+                skipped_invalid=self._invalid,
                 flushes=self._flushes,
                 pending_rows=self._batch.row_count,
                 last_flush_at=self._last_flush_at,
@@ -435,5 +460,6 @@ class ClickHouseSink:
             "rows_inserted": s.rows_inserted,
             "duplicates_skipped": s.duplicates_skipped,
             "dead_lettered": s.dead_lettered,
+            "skipped_invalid": s.skipped_invalid,
             "flushes": s.flushes,
         }

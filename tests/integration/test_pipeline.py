@@ -119,7 +119,10 @@ def read_topic(
     while len(out) < want and time.monotonic() < deadline:
         msg = consumer.poll(0.2)
         if msg is not None and msg.error() is None:
-            out.append((msg.value(), list(msg.headers() or [])))
+            raw = msg.headers() or []
+            pairs = list(raw.items()) if isinstance(raw, dict) else raw
+            headers = [(k, v) for k, v in pairs if isinstance(v, bytes)]
+            out.append((msg.value(), headers))
     consumer.close()
     return out
 
@@ -205,7 +208,7 @@ def test_cli_events_become_rows_and_alerts(stack: Stack) -> None:
 
 def test_malformed_events_reach_the_dead_letter_topic(stack: Stack) -> None:
     codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
-    bad_sha = {
+    bad_sha: dict[str, object] = {
         "event_id": "e-bad",
         "deployment_id": "dep-bad",
         "event_type": "started",

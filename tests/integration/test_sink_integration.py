@@ -188,7 +188,7 @@ def test_each_message_lands_once_replays_add_nothing_poison_goes_to_dlq(
 ) -> None:
     ensure_topics(fast, broker)
     msgs = _messages()
-    garbage = ("raw", b"dep-x", b"\x00\x00\x00\x00\x63not avro at all")
+    garbage = ("alerts", b"dep-x", b"\x00\x00\x00\x00\x63not avro at all")
     _produce(fast, broker, [*msgs[:10], garbage, *msgs[10:]])
     total = len(msgs) + 1
     expected = {
@@ -224,7 +224,7 @@ def test_each_message_lands_once_replays_add_nothing_poison_goes_to_dlq(
     # The garbage went to the DLQ, original bytes and reason attached.
     (dead,) = _read_dlq(fast, broker, 1)
     assert dead[0] == garbage[2]
-    assert dead[1]["source_topic"] == Topics.from_settings(fast).raw.encode()
+    assert dead[1]["source_topic"] == Topics.from_settings(fast).alerts.encode()
     assert dead[1]["stage"] == b"sink"
     assert b"unknown schema id" in dead[1]["reason"]
 

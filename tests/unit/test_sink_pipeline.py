@@ -233,7 +233,7 @@ def test_replayed_and_repeated_messages_are_skipped(settings: Settings) -> None:
 
 def test_poison_goes_to_the_dlq_with_headers_and_the_sink_goes_on(settings: Settings) -> None:
     topics = Topics.from_settings(settings)
-    garbage = Message(topic=topics.raw, partition=1, offset=77, key=b"k", value=b"\x00garbage")
+    garbage = Message(topic=topics.alerts, partition=1, offset=77, key=b"k", value=b"\x00garbage")
     wrong_schema = Message(
         topic=topics.records,
         partition=0,
@@ -250,7 +250,7 @@ def test_poison_goes_to_the_dlq_with_headers_and_the_sink_goes_on(settings: Sett
     assert dead["value"] == b"\x00garbage"
     assert dead["key"] == b"k"
     headers = dict(dead["headers"])
-    assert headers["source_topic"] == topics.raw.encode()
+    assert headers["source_topic"] == topics.alerts.encode()
     assert headers["source_partition"] == b"1"
     assert headers["source_offset"] == b"77"
     assert headers["stage"] == b"sink"
@@ -260,8 +260,26 @@ def test_poison_goes_to_the_dlq_with_headers_and_the_sink_goes_on(settings: Sett
         in dict(sink.producer.sent[1]["headers"])["reason"]
     )
     committed = {(t, p): o for t, p, o in sink.consumer.commits[-1]}
-    assert committed[(topics.raw, 1)] == 78  # the poison message is past
+    assert committed[(topics.alerts, 1)] == 78  # the poison message is past
     assert sink.stats().dead_lettered == 2
+
+
+def test_invalid_raw_events_are_skipped_not_dead_lettered(settings: Settings) -> None:
+    """The processors dead-letter bad raw events; the sink must not letter them a second time,
+    nor store an event that never became a record."""
+    topics = Topics.from_settings(settings)
+    codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
+    bad_sha = {**_event(99).to_avro(), "commit_sha": "abc"}
+    bad = [
+        Message(topic=topics.raw, partition=0, offset=50, key=b"k", value=b"junk"),
+        Message(topic=topics.raw, partition=0, offset=51, key=b"k", value=codec.encode(bad_sha)),
+    ]
+    sink, _ = harness(settings, [[*bad, *messages(topics, 2)]])
+    run_until_drained(sink)
+    assert len(store_of(sink).tables["deployment_events"]) == 2
+    assert sink.producer.sent == []
+    assert sink.stats().skipped_invalid == 2
+    assert sink.stats().dead_lettered == 0
 
 
 def test_transient_clickhouse_errors_are_retried(settings: Settings) -> None:
@@ -290,7 +308,7 @@ def test_clickhouse_down_crashes_without_commit_or_dlq(settings: Settings) -> No
 def test_a_flood_of_poison_stops_the_sink_before_commit(settings: Settings) -> None:
     topics = Topics.from_settings(settings)
     flood = [
-        Message(topic=topics.raw, partition=0, offset=i, key=b"k", value=b"junk")
+        Message(topic=topics.alerts, partition=0, offset=i, key=b"k", value=b"junk")
         for i in range(150)
     ]
     sink, _ = harness(settings, [flood])

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shipledger.processors.policy import load_policy
-from shipledger.processors.step import EVENT_SCHEMA, Rejected, alert_id, decode_event, process
+from shipledger.processors.step import alert_id, process
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
 from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.validation import EVENT_SCHEMA, Rejected, decode_event
 
 SHA = "f" * 40
 MONDAY_NIGHT = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)

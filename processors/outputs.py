@@ -1,0 +1,89 @@
+"""The processors' output side: records, alerts and dead letters through one confluent-kafka
+producer.
+
+Faust's own `topic.send` costs hundreds of microseconds per message in Python; librdkafka
+queues a message in microseconds and batches in C. The agent flushes this producer at the end
+of every batch, before Faust acks (and later commits) the batch's source offsets: outputs are
+durable before their inputs are committed, so delivery stays at-least-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from shipledger.schemas.models import Alert, DeploymentRecord
+from shipledger.schemas.registry import AvroCodec
+from shipledger.settings import Settings
+from shipledger.topics import Topics
+
+
+class OutputError(RuntimeError):
+    """Kafka did not take the batch's outputs: the batch must not be acknowledged."""
+
+
+class Outputs:
+    """Produces the agent's results; `flush()` makes them durable or raises."""
+
+    def __init__(self, settings: Settings, bootstrap: str, flush_timeout_s: float = 30.0) -> None:
+        self.topics = Topics.from_settings(settings)
+        self._producer = Producer(
+            {**settings.kafka_producer(bootstrap), "client.id": "shipledger-processors"}
+        )
+        self._records = AvroCodec("io.shipledger.v1.DeploymentRecord")
+        self._alerts = AvroCodec("io.shipledger.v1.Alert")
+        self._errors: list[str] = []
+        self._flush_timeout_s = flush_timeout_s
+
+    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._errors.append(err.str())
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+    ) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic, key=key, value=value, headers=headers, on_delivery=self._delivered
+                )
+                return
+            except BufferError:  # local queue full: serve callbacks until there is room
+                self._producer.poll(0.05)
+
+    def record(self, record: DeploymentRecord) -> None:
+        """Queue a deployment record, keyed by deployment id."""
+        self._produce(
+            self.topics.records,
+            record.deployment_id.encode(),
+            self._records.encode(record.to_avro()),
+        )
+
+    def alert(self, alert: Alert) -> None:
+        """Queue an alert, keyed by deployment id."""
+        self._produce(
+            self.topics.alerts, alert.deployment_id.encode(), self._alerts.encode(alert.to_avro())
+        )
+
+    def dead_letter(
+        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, str | bytes | None]]
+    ) -> None:
+        """Queue the original bytes of a rejected message with its reason headers."""
+        self._produce(self.topics.dlq, key, value, headers)
+
+    async def flush(self) -> None:
+        """Wait (off the event loop) until Kafka acknowledged everything queued."""
+        left = await asyncio.get_running_loop().run_in_executor(
+            None, self._producer.flush, self._flush_timeout_s
+        )
+        if left or self._errors:
+            errors, self._errors = self._errors, []
+            raise OutputError(
+                f"{left} outputs unacknowledged after {self._flush_timeout_s}s; "
+                f"{len(errors)} failed: {errors[:3]}"
+            )

@@ -1,0 +1,52 @@
+"""Edge validation shared by the processors and the sink: bytes → a valid DeploymentEvent, or
+`Rejected` naming the field and the reason (what goes into dead-letter headers)."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.registry import AvroCodec, DecodeError
+
+EVENT_SCHEMA = "io.shipledger.v1.DeploymentEvent"
+
+
+class Rejected(ValueError):
+    """A message the pipeline cannot accept; `reason` (and `field`) go to the DLQ headers."""
+
+    def __init__(self, reason: str, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+
+def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """(field, reason) per pydantic error, the offending value quoted where it helps."""
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"]) or "event"
+        reason = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        if err["type"] != "missing" and isinstance(value, str | int) and err["loc"]:
+            reason += f" (got {value!r})"
+        out.append((loc, reason))
+    return out
+
+
+def validation_reason(exc: ValidationError) -> tuple[str, str | None]:
+    """`field: reason; ...` from a pydantic error, and the first field named."""
+    errors = field_errors(exc)
+    return "; ".join(f"{f}: {r}" for f, r in errors), errors[0][0] if errors else None
+
+
+def decode_event(codec: AvroCodec, data: bytes | None) -> DeploymentEvent:
+    """Bytes → validated event, or Rejected naming the field and reason."""
+    try:
+        decoded = codec.decode(data)
+    except DecodeError as exc:
+        raise Rejected(exc.reason, exc.field) from exc
+    try:
+        return DeploymentEvent.model_validate(decoded)
+    except ValidationError as exc:
+        reason, field = validation_reason(exc)
+        raise Rejected(reason, field) from exc

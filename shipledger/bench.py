@@ -1,0 +1,447 @@
+"""`shipledger bench`: throughput and latency of the embedded stack, beside a plain Faust
+passthrough agent measured in the same run on the same broker.
+
+Figures go to `<out>/results.json` and `<out>/results.md`; nothing here asserts a target.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from shipledger.broker import stop_process
+from shipledger.demo import expected_outcome
+from shipledger.logging import configure_logging
+from shipledger.schemas.models import Alert, DeploymentEvent
+from shipledger.schemas.registry import AvroCodec
+from shipledger.settings import Settings
+from shipledger.sinks.store import LedgerStore
+from shipledger.stack import Stack
+from shipledger.traffic import day_of_traffic, demo_day, demo_policy
+
+EVENT = AvroCodec("io.shipledger.v1.DeploymentEvent")
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Latency distribution in milliseconds."""
+
+    samples: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @classmethod
+    def of(cls, values_ms: list[float]) -> Latency:
+        """Summarize samples (nearest-rank percentiles)."""
+        if not values_ms:
+            return cls(0, float("nan"), float("nan"), float("nan"))
+        ordered = sorted(values_ms)
+
+        def rank(q: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+        return cls(len(ordered), rank(0.50), rank(0.99), round(ordered[-1], 1))
+
+
+def _consumer(bootstrap: str, topic: str, partitions: int, fetch_wait_ms: int) -> Consumer:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-reader-{topic}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": fetch_wait_ms,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    return consumer
+
+
+class _Reader(threading.Thread):
+    """Reads a topic in the background, calling `on_message(value, received_at)` per message."""
+
+    def __init__(self, consumer: Consumer, on_message: Callable[[bytes, float], None]) -> None:
+        super().__init__(daemon=True)
+        self._consumer = consumer
+        self._on_message = on_message
+        self.count = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for msg in self._consumer.consume(1000, timeout=0.05):
+                if msg.error() is None:
+                    self._on_message(msg.value() or b"", time.time())
+                    self.count += 1
+        self._consumer.close()
+
+
+def _publish_at_rate(
+    producer: Producer,
+    topic: str,
+    items: Iterable[tuple[bytes, bytes, str]],
+    rate: float,
+    sent_at: dict[str, float],
+) -> None:
+    """Produce (key, value, id) at `rate` per second, recording each id's send time."""
+    start = time.perf_counter()
+    for index, (key, value, ident) in enumerate(items):
+        due = start + index / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        sent_at[ident] = time.time()
+        producer.produce(topic, key=key, value=value)
+        producer.poll(0)
+    producer.flush(30)
+
+
+def _wait(
+    predicate: Callable[[], bool], timeout_s: float, what: str, state: Callable[[], object] = str
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"benchmark timed out waiting for {what}: {state()}")
+        time.sleep(0.05)
+
+
+def _violating_event(index: int, run: str) -> DeploymentEvent:
+    """A prod deployment without a change ticket: exactly one alert each (missing ticket)."""
+    return DeploymentEvent(
+        event_id=f"{run}-lat-{index}",
+        deployment_id=f"{run}-lat-{index}",
+        event_type="started",
+        kind="emergency_patch",  # exempt from windows: one finding per event, any time
+        service=f"svc-{index % 50}",
+        environment="production",
+        tenant="bench",
+        commit_sha=f"{index:040x}",
+        actor="bench",
+    )
+
+
+def bench_pipeline(stack: Stack, events: int, rate: float, seconds: float) -> dict[str, Any]:
+    """Sustained throughput (publish → rows in ClickHouse) and publish → alert latency."""
+    assert stack.store is not None
+    store = stack.store
+    settings = stack.settings
+    producer = Producer(settings.kafka_producer(stack.bootstrap))
+    run = f"{int(time.time())}"
+
+    # Warm-up: the Faust worker has joined once its first record is queryable.
+    warm = _violating_event(0, run + "w")
+    producer.produce(
+        stack.topics.raw, key=warm.deployment_id.encode(), value=EVENT.encode(warm.to_avro())
+    )
+    producer.flush(10)
+    _wait(lambda: store.count("deployment_records") >= 1, 120, "the worker to join")
+    base = {t: store.count(t) for t in ("deployment_events", "deployment_records", "alerts")}
+
+    # Throughput: a burst of realistic traffic, as fast as the producer goes.
+    day = demo_day(datetime.now(UTC).date())
+    scale = max(1, events // 264)
+    traffic = list(day_of_traffic(day, seed=11, scale=scale))
+    want_alerts = sum(expected_outcome(traffic, demo_policy(day)).values())
+    encoded = [(e.deployment_id.encode(), EVENT.encode(e.to_avro())) for e in traffic]
+    click.echo(f"  throughput: {len(encoded)} events ...")
+    start = time.perf_counter()
+    for key, value in encoded:
+        while True:
+            try:
+                producer.produce(stack.topics.raw, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    producer.flush(60)
+    published = time.perf_counter() - start
+    target = {
+        "deployment_events": base["deployment_events"] + len(encoded),
+        "deployment_records": base["deployment_records"] + len(encoded),
+        "alerts": base["alerts"] + want_alerts,
+    }
+    _wait(
+        lambda: all(store.count(t) >= n for t, n in target.items()),
+        600,
+        "the burst",
+        lambda: {t: f"{store.count(t)}/{n}" for t, n in target.items()},
+    )
+    elapsed = time.perf_counter() - start
+
+    # Latency at a steady rate: publish → alert on the alert topic.
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    alert_codec = AvroCodec("io.shipledger.v1.Alert")
+
+    def on_alert(value: bytes, received: float) -> None:
+        alert = Alert.model_validate(alert_codec.decode(value))
+        if alert.event_id in sent_at:
+            latencies.append((received - sent_at[alert.event_id]) * 1000)
+
+    reader = _Reader(
+        _consumer(
+            stack.bootstrap, stack.topics.alerts, settings.topic_partitions, settings.fetch_wait_ms
+        ),
+        on_alert,
+    )
+    # Start reading at the end of the topic: only this phase's alerts count.
+    reader.start()
+    count = int(rate * seconds)
+    click.echo(f"  latency: {count} events at {rate:.0f}/s ...")
+    items = (
+        (e.deployment_id.encode(), EVENT.encode(e.to_avro()), e.event_id)
+        for e in (_violating_event(i, run) for i in range(1, count + 1))
+    )
+    _publish_at_rate(producer, stack.topics.raw, items, rate, sent_at)
+    _wait(lambda: len(latencies) >= count, 120, "alerts of the latency phase")
+    reader.stop.set()
+    reader.join()
+    return {
+        "throughput_events": len(encoded),
+        "throughput_alerts": want_alerts,
+        "publish_seconds": round(published, 2),
+        "end_to_end_seconds": round(elapsed, 2),
+        "events_per_second": round(len(encoded) / elapsed),
+        "latency_rate_per_second": rate,
+        "publish_to_alert": asdict(Latency.of(latencies)),
+    }
+
+
+def bench_passthrough(stack: Stack, events: int, rate: float, seconds: float) -> dict[str, Any]:
+    """The same measurements for a plain Faust passthrough agent (Faust's default settings)."""
+    settings = stack.settings
+    source, sink = settings.topic("bench.passthrough.in"), settings.topic("bench.passthrough.out")
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap})
+    for future in admin.create_topics(
+        [
+            NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
+            for t in (source, sink)
+        ]
+    ).values():
+        future.result(15)
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / "passthrough.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "shipledger.bench_passthrough",
+                stack.bootstrap,
+                source,
+                sink,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            return _drive_passthrough(stack, source, sink, events, rate, seconds)
+        finally:
+            stop_process(proc, timeout_s=20)
+
+
+def _drive_passthrough(
+    stack: Stack, source: str, sink: str, events: int, rate: float, seconds: float
+) -> dict[str, Any]:
+    settings = stack.settings
+    producer = Producer(settings.kafka_producer(stack.bootstrap))
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    phase = {"latency": False}
+
+    def on_message(value: bytes, received: float) -> None:
+        if phase["latency"]:
+            ident = value[-16:].decode()
+            if ident in sent_at:
+                latencies.append((received - sent_at[ident]) * 1000)
+
+    reader = _Reader(_consumer(stack.bootstrap, sink, settings.topic_partitions, 10), on_message)
+    reader.start()
+    payload = EVENT.encode(_violating_event(0, "pt").to_avro())
+    producer.produce(source, key=b"warm", value=payload + b"w" * 16)
+    producer.flush(10)
+    _wait(lambda: reader.count >= 1, 120, "the passthrough worker to join")
+
+    click.echo(f"  passthrough throughput: {events} events ...")
+    start = time.perf_counter()
+    for i in range(events):
+        while True:
+            try:
+                producer.produce(source, key=str(i).encode(), value=payload + f"{i:016d}".encode())
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    producer.flush(60)
+    _wait(lambda: reader.count >= events + 1, 900, "the passthrough burst")
+    elapsed = time.perf_counter() - start
+
+    count = int(rate * seconds)
+    click.echo(f"  passthrough latency: {count} events at {rate:.0f}/s ...")
+    phase["latency"] = True
+    items = ((str(i).encode(), payload + f"L{i:015d}".encode(), f"L{i:015d}") for i in range(count))
+    _publish_at_rate(producer, source, items, rate, sent_at)
+    _wait(lambda: len(latencies) >= count, 120, "the passthrough latency phase")
+    reader.stop.set()
+    reader.join()
+    return {
+        "throughput_events": events,
+        "end_to_end_seconds": round(elapsed, 2),
+        "events_per_second": round(events / elapsed),
+        "latency_rate_per_second": rate,
+        "publish_to_output": asdict(Latency.of(latencies)),
+    }
+
+
+def _stored(store: LedgerStore, deployment_id: str) -> bool:
+    sql = "SELECT count() FROM shipledger.deployment_events WHERE deployment_id = %(d)s"
+    return bool(store.query(sql, {"d": deployment_id})[1][0][0])
+
+
+def bench_emit(stack: Stack, runs: int) -> dict[str, Any]:
+    """Wall time of one `shipledger emit` process, and emit → row queryable in ClickHouse."""
+    assert stack.store is not None
+    store = stack.store
+    exe = str(Path(sys.executable).parent / "shipledger")
+    env = {**os.environ, **stack.settings.to_env(), "SHIPLEDGER_BOOTSTRAP_SERVERS": stack.bootstrap}
+    walls: list[float] = []
+    to_row: list[float] = []
+    for i in range(runs):
+        dep = f"emit-bench-{time.time_ns()}-{i}"
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                exe,
+                "emit",
+                "started",
+                "--deployment-id",
+                dep,
+                "--service",
+                "bench",
+                "--environment",
+                "dev",
+                "--commit-sha",
+                "ab" * 20,
+                "--actor",
+                "bench",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        walls.append((time.perf_counter() - start) * 1000)
+        _wait(functools.partial(_stored, store, dep), 60, "the emitted row")
+        to_row.append((time.perf_counter() - start) * 1000)
+    return {
+        "runs": runs,
+        "emit_wall_ms_median": round(statistics.median(walls), 1),
+        "emit_to_row_ms_median": round(statistics.median(to_row), 1),
+        "emit_to_row_ms_max": round(max(to_row), 1),
+    }
+
+
+def _markdown(results: dict[str, Any]) -> str:
+    p, b, e = results["pipeline"], results["passthrough"], results["emit"]
+    ratio = p["events_per_second"] / max(b["events_per_second"], 1)
+    return "\n".join(
+        [
+            f"# shipledger bench — {results['when']}",
+            "",
+            f"Machine: {results['machine']}. Embedded stack: Tansu (memory), 1 Faust worker, "
+            f"chDB sink, {results['partitions']} partitions.",
+            "",
+            "| measure | shipledger pipeline | plain Faust passthrough |",
+            "|---|---|---|",
+            f"| sustained events/s | {p['events_per_second']} ({p['throughput_events']} events "
+            f"→ rows in ClickHouse + {p['throughput_alerts']} alerts) | {b['events_per_second']} "
+            f"({b['throughput_events']} messages) |",
+            f"| p50 latency at {p['latency_rate_per_second']:.0f} ev/s | "
+            f"{p['publish_to_alert']['p50_ms']} ms (publish → alert) | "
+            f"{b['publish_to_output']['p50_ms']} ms (publish → output) |",
+            f"| p99 latency at {p['latency_rate_per_second']:.0f} ev/s | "
+            f"{p['publish_to_alert']['p99_ms']} ms | {b['publish_to_output']['p99_ms']} ms |",
+            "",
+            f"Pipeline / passthrough throughput: {ratio:.1f}x.",
+            "",
+            "`shipledger emit` (one process, real broker): median wall "
+            f"{e['emit_wall_ms_median']} ms;"
+            f" emit → row queryable in ClickHouse: median {e['emit_to_row_ms_median']} ms "
+            f"(max {e['emit_to_row_ms_max']} ms, {e['runs']} runs).",
+            "",
+        ]
+    )
+
+
+@click.command()
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("bench"),
+    show_default=True,
+    help="Directory for results.json and results.md.",
+)
+@click.option("--events", default=50_000, show_default=True, help="Events in the burst.")
+@click.option("--rate", default=1000.0, show_default=True, help="Events/s of the latency phase.")
+@click.option("--seconds", default=15.0, show_default=True, help="Length of the latency phase.")
+@click.option("--emit-runs", default=10, show_default=True, help="`shipledger emit` calls timed.")
+def bench(out: Path, events: int, rate: float, seconds: float, emit_runs: int) -> None:
+    """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
+    Faust passthrough agent on the same broker, and the cost of one `shipledger emit`."""
+    data_dir = out / "data.tmp"
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True)
+    # The burst is a day of demo traffic, judged under the demo policy (its alerts are counted).
+    policy = data_dir / "policy.yaml"
+    policy.write_text(demo_policy(demo_day(datetime.now(UTC).date())), encoding="utf-8")
+    settings = Settings(data_dir=data_dir, log_level="warning", policy_file=policy)
+    configure_logging(settings)
+    click.echo("shipledger bench: starting the embedded stack ...")
+    with Stack(settings, log_dir=data_dir / "logs") as stack:
+        pipeline = bench_pipeline(stack, events, rate, seconds)
+        click.echo(f"  pipeline: {pipeline}")
+        emit = bench_emit(stack, emit_runs)
+        click.echo(f"  emit: {emit}")
+        passthrough = bench_passthrough(stack, min(events, 30_000), rate, seconds)
+        click.echo(f"  passthrough: {passthrough}")
+    results = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}",
+        "partitions": settings.topic_partitions,
+        "settings": {
+            k: v
+            for k, v in settings.model_dump(mode="json").items()
+            if k.startswith(("fetch", "processor", "sink", "session", "producer"))
+        },
+        "pipeline": pipeline,
+        "passthrough": passthrough,
+        "emit": emit,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (out / "results.md").write_text(_markdown(results), encoding="utf-8")
+    shutil.rmtree(data_dir, ignore_errors=True)
+    click.echo((out / "results.md").read_text(encoding="utf-8"))
