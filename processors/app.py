@@ -17,8 +17,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from shipledger.logging import get_logger
 from shipledger.processors.outputs import Outputs
 from shipledger.processors.policy import Policy
+from shipledger.processors.state import DeploymentState
 from shipledger.processors.step import process
-from shipledger.schemas.models import DeploymentRecord
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import EVENT_SCHEMA, Rejected, decode_event
 from shipledger.settings import Settings
@@ -86,14 +86,14 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
         )
 
     source = raw_topic(topics.raw)
-    # use_partitioner: the changelog partition comes from the key (murmur2, as the producers
-    # use), so it matches the source partition even inside a take_events batch.
-    deployments = app.Table(
-        "deployments",
-        default=None,
-        partitions=settings.topic_partitions,
-        use_partitioner=True,
-        schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
+    # Faust recovers this table from its changelog; DeploymentState writes that changelog.
+    deployments = DeploymentState(
+        app.Table(
+            "deployments",
+            default=None,
+            partitions=settings.topic_partitions,
+            key_type=str,  # app defaults: JSON keys and values on the changelog
+        )
     )
     event_codec = AvroCodec(EVENT_SCHEMA)
 
@@ -123,10 +123,8 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
         """One event through the pure chain; every failure is dead-lettered with its reason."""
         try:
             decoded = decode_event(event_codec, message.value)
-            key = decoded.deployment_id.encode()
-            state = deployments.get(key)
-            previous = DeploymentRecord.model_validate(state) if state else None
-            result = process(decoded, previous, policy)
+            key = decoded.deployment_id
+            result = process(decoded, deployments.get(key), policy)
         except Rejected as exc:
             dead_letter(outputs, message, exc.reason, exc.field)
             return
@@ -139,7 +137,7 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
             )
             dead_letter(outputs, message, f"internal error: {exc!r}", None)
             return
-        deployments[key] = result.record.model_dump(mode="json")
+        deployments.put(key, message.partition, result.record)
         outputs.record(result.record)
         for alert in result.alerts:
             outputs.alert(alert)
@@ -161,6 +159,7 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
         ):
             for event in batch:
                 handle(outputs, event.message)
+            deployments.flush_changelog(outputs)
             # Before the batch is acked: its outputs must be in Kafka (raises otherwise, and
             # the worker crashes with the batch unacknowledged: infra errors never DLQ).
             await outputs.flush()

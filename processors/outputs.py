@@ -46,11 +46,17 @@ class Outputs:
         key: bytes | None,
         value: bytes | None,
         headers: list[tuple[str, str | bytes | None]] | None = None,
+        partition: int = -1,
     ) -> None:
         while True:
             try:
                 self._producer.produce(
-                    topic, key=key, value=value, headers=headers, on_delivery=self._delivered
+                    topic,
+                    key=key,
+                    value=value,
+                    headers=headers,
+                    partition=partition,
+                    on_delivery=self._delivered,
                 )
                 return
             except BufferError:  # local queue full: serve callbacks until there is room
@@ -75,6 +81,10 @@ class Outputs:
     ) -> None:
         """Queue the original bytes of a rejected message with its reason headers."""
         self._produce(self.topics.dlq, key, value, headers)
+
+    def changelog(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
+        """Queue a table changelog entry to an explicit partition."""
+        self._produce(topic, key, value, partition=partition)
 
     async def flush(self) -> None:
         """Wait (off the event loop) until Kafka acknowledged everything queued."""

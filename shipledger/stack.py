@@ -116,6 +116,13 @@ class Stack:
             start_new_session=True,
         )
 
+    def restart_workers(self) -> None:
+        """Stop every Faust worker (SIGTERM: commit and leave) and start fresh ones, which
+        recover the deployments table from its changelog."""
+        for proc in self._procs:
+            stop_process(proc, timeout_s=30)
+        self._procs = [self._spawn_worker(index) for index in range(self._workers)]
+
     def _run_sink(self) -> None:
         assert self.sink is not None
         try:
@@ -130,7 +137,8 @@ class Stack:
             raise RuntimeError(f"ClickHouse sink crashed: {self._sink_error!r}")
         for proc in self._procs:
             if proc.poll() is not None:
-                raise RuntimeError(f"Faust worker exited with code {proc.returncode}")
+                where = f"; its log: {self._log_dir}/worker-*.log" if self._log_dir else ""
+                raise RuntimeError(f"Faust worker exited with code {proc.returncode}{where}")
         if self._broker is not None and not self._broker.running:
             raise RuntimeError("embedded broker exited")
 

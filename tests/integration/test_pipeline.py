@@ -251,3 +251,35 @@ def test_malformed_events_reach_the_dead_letter_topic(stack: Stack) -> None:
     assert stack.store is not None
     time.sleep(1.0)
     assert stack.store.count("deployment_records") == 0
+
+
+def test_state_survives_a_worker_restart(stack: Stack) -> None:
+    """The deployments table is rebuilt from its changelog: a deployment started before the
+    restart finishes after it as seq 2, with its alert rules kept and no second judgement."""
+    common = [
+        "--deployment-id",
+        "dep-restart",
+        "--service",
+        "cart",
+        "--commit-sha",
+        SHA,
+        "--actor",
+        "bob",
+        "--tenant",
+        "retail",
+        "--environment",
+        "prod",
+    ]
+    emit(stack, "started", "--occurred-at", "2026-11-22T23:00:00+01:00", *common)
+    assert wait_rows(stack, "deployment_records", 1) == 1
+    assert wait_rows(stack, "alerts", 2) == 2
+    stack.restart_workers()
+    emit(stack, "succeeded", "--occurred-at", "2026-11-22T23:04:00+01:00", *common)
+    assert wait_rows(stack, "deployment_records", 2, timeout=90) == 2
+    assert stack.store is not None
+    _, rows = stack.store.query(
+        "SELECT seq, status, event_count, duration_ms, alert_rules FROM shipledger.deployments"
+    )
+    assert rows == [(2, "succeeded", 2, 240_000, ["missing_change_ticket", "out_of_window"])]
+    time.sleep(1.0)
+    assert stack.store.count("alerts") == 2
