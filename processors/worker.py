@@ -36,4 +36,6 @@ def worker(bootstrap: str | None) -> None:
     )
     app = create_app(settings, target, policy)
     # mode's Worker owns the event loop and handles SIGINT/SIGTERM: commit, flush, exit.
-    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+    runner = faust.Worker(app, loglevel="warning", quiet=True)
+    runner.spinner = None  # a terminal spinner only garbles JSON logs
+    runner.execute_from_commandline()

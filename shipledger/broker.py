@@ -101,7 +101,11 @@ class EmbeddedBroker:
             self._log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self._log_path.open("ab")
         out = self._log if self._log is not None else subprocess.DEVNULL
-        self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        # Own session: a Ctrl-C in the terminal must not kill the broker before the workers and
+        # the sink have committed; whoever started it stops it, last.
+        self._proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             wait_for_broker(self.bootstrap)
         except BrokerError:

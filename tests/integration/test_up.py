@@ -1,0 +1,89 @@
+"""`shipledger up` as a user runs it: its own Tansu, discovery through the data dir by the
+emitter, and a clean stop on Ctrl-C (SIGINT) with everything committed to ClickHouse."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from shipledger.settings import Settings
+from shipledger.sinks.store import LedgerStore
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent / "shipledger"
+
+
+def record_arrives(bootstrap: str, topic: str, timeout_s: float = 60) -> bool:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t", "fetch.wait.max.ms": 10})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(2)])
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                return True
+        return False
+    finally:
+        consumer.close()
+
+
+def test_up_runs_until_ctrl_c(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLEDGER_")}
+    env.update({"SHIPLEDGER_DATA_DIR": str(tmp_path / "data"), "SHIPLEDGER_TOPIC_PARTITIONS": "2"})
+    stack_file = tmp_path / "data" / "stack.json"
+    with (tmp_path / "up.log").open("wb") as log:
+        up = subprocess.Popen([BIN, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while not stack_file.exists():
+                assert up.poll() is None, (tmp_path / "up.log").read_text()
+                assert time.monotonic() < deadline, "stack file never appeared"
+                time.sleep(0.2)
+            bootstrap = json.loads(stack_file.read_text())["bootstrap"]
+            assert bootstrap.startswith("127.0.0.1:")
+            # No bootstrap given: the emitter finds the running stack through the data dir.
+            emitted = subprocess.run(
+                [
+                    BIN,
+                    "emit",
+                    "started",
+                    "--strict",
+                    "--deployment-id",
+                    "up-1",
+                    "--service",
+                    "cart",
+                    "--environment",
+                    "staging",
+                    "--commit-sha",
+                    "c" * 40,
+                    "--actor",
+                    "eve",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert emitted.returncode == 0, emitted.stderr
+            assert record_arrives(bootstrap, "shipledger.deployments.records")
+            time.sleep(1.0)  # the sink reads it too; stopping flushes what it holds
+        finally:
+            up.send_signal(signal.SIGINT)
+            code = up.wait(timeout=60)
+    output = (tmp_path / "up.log").read_text()
+    assert code == 0, output
+    assert "shipledger stopped cleanly." in output
+    assert not stack_file.exists()
+    with LedgerStore.open(Settings(data_dir=tmp_path / "data")) as store:
+        assert store.count("deployment_events") == 1
+        _, rows = store.query("SELECT environment, status FROM shipledger.deployments")
+        assert rows == [("stage", "in_progress")]
