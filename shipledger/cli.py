@@ -30,7 +30,16 @@ class _LazyGroup(click.Group):
         spec = _COMMANDS.get(cmd_name)
         if spec is None:
             return None
-        module = importlib.import_module(spec[0])
+        try:
+            module = importlib.import_module(spec[0])
+        except ModuleNotFoundError as exc:
+            if exc.name is None or exc.name.startswith("shipledger"):
+                raise
+            # The emitter-only install lacks the pipeline's packages: say which extra adds them.
+            raise click.UsageError(
+                f"`shipledger {cmd_name}` needs {exc.name}, which the emitter-only install "
+                "leaves out: pip install 'shipledger[local]' (or [pipeline] with your own Kafka)"
+            ) from exc
         command: click.Command = getattr(module, spec[1])
         return command
 

@@ -44,11 +44,6 @@ class Settings(BaseSettings):
         ),
     )
     clickhouse_database: str = Field(default="shipledger", description="ClickHouse database.")
-    schema_registry_url: str | None = Field(
-        default=None,
-        description="Confluent-compatible schema registry URL (reserved: unset uses the "
-        "file-backed registry built from schemas/catalog.yaml, which gives stable ids).",
-    )
     policy_file: Path | None = Field(
         default=None,
         description="Policy YAML (windows, freezes, required fields). Unset: built-in default.",
