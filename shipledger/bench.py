@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from shipledger.broker import stop_process
 from shipledger.demo import expected_outcome
 from shipledger.logging import configure_logging
-from shipledger.schemas.models import Alert, DeploymentEvent
+from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.store import LedgerStore
@@ -73,23 +73,62 @@ def _consumer(bootstrap: str, topic: str, partitions: int, fetch_wait_ms: int) -
     return consumer
 
 
-class _Reader(threading.Thread):
-    """Reads a topic in the background, calling `on_message(value, received_at)` per message."""
+class _Counter(threading.Thread):
+    """Counts a topic's messages in the background (throughput phases)."""
 
-    def __init__(self, consumer: Consumer, on_message: Callable[[bytes, float], None]) -> None:
+    def __init__(self, consumer: Consumer) -> None:
         super().__init__(daemon=True)
         self._consumer = consumer
-        self._on_message = on_message
         self.count = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            for msg in self._consumer.consume(1000, timeout=0.05):
-                if msg.error() is None:
-                    self._on_message(msg.value() or b"", time.time())
-                    self.count += 1
+            self.count += sum(
+                1 for msg in self._consumer.consume(1000, timeout=0.05) if msg.error() is None
+            )
         self._consumer.close()
+
+
+def measure_latency(
+    stack: Stack,
+    producer: Producer,
+    source: str,
+    output: str,
+    items: Iterable[tuple[bytes, bytes, str]],
+    count: int,
+    rate: float,
+    mode: str,
+) -> Latency:
+    """Publish `items` at `rate` and time each id's arrival on `output`, as seen by a probe
+    in its own process (see `shipledger.bench_reader`)."""
+    out = stack.settings.data_dir / f"probe-{mode}.json"
+    probe = subprocess.Popen(
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "shipledger.bench_reader",
+            stack.bootstrap,
+            output,
+            str(stack.settings.topic_partitions),
+            str(count),
+            str(out),
+            mode,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert probe.stdout is not None
+    if probe.stdout.readline().strip() != "ready":
+        raise click.ClickException("latency probe did not start")
+    sent_at: dict[str, float] = {}
+    _publish_at_rate(producer, source, items, rate, sent_at)
+    probe.wait(timeout=180)
+    received: dict[str, float] = json.loads(out.read_text(encoding="utf-8"))
+    if len(received) < count:
+        raise click.ClickException(f"only {len(received)} of {count} arrived on {output}")
+    return Latency.of([(received[k] - sent_at[k]) * 1000 for k in received if k in sent_at])
 
 
 def _publish_at_rate(
@@ -154,6 +193,21 @@ def bench_pipeline(stack: Stack, events: int, rate: float, seconds: float) -> di
     _wait(lambda: store.count("deployment_records") >= 1, 120, "the worker to join")
     base = {t: store.count(t) for t in ("deployment_events", "deployment_records", "alerts")}
 
+    # Latency at a steady rate, first, on a quiet stack (not in the wake of the burst's
+    # ClickHouse merges): publish → alert on the alert topic, seen by a subscriber.
+    count = int(rate * seconds)
+    click.echo(f"  latency: {count} events at {rate:.0f}/s ...")
+    items = (
+        (e.deployment_id.encode(), EVENT.encode(e.to_avro()), e.event_id)
+        for e in (_violating_event(i, run) for i in range(1, count + 1))
+    )
+    latency = measure_latency(
+        stack, producer, stack.topics.raw, stack.topics.alerts, items, count, rate, "alert"
+    )
+
+    # Every latency event also becomes one raw row, one record and one alert.
+    base = {table: rows + count for table, rows in base.items()}
+
     # Throughput: a burst of realistic traffic, as fast as the producer goes.
     day = demo_day(datetime.now(UTC).date())
     scale = max(1, events // 264)
@@ -185,34 +239,6 @@ def bench_pipeline(stack: Stack, events: int, rate: float, seconds: float) -> di
     )
     elapsed = time.perf_counter() - start
 
-    # Latency at a steady rate: publish → alert on the alert topic.
-    sent_at: dict[str, float] = {}
-    latencies: list[float] = []
-    alert_codec = AvroCodec("io.shipledger.v1.Alert")
-
-    def on_alert(value: bytes, received: float) -> None:
-        alert = Alert.model_validate(alert_codec.decode(value))
-        if alert.event_id in sent_at:
-            latencies.append((received - sent_at[alert.event_id]) * 1000)
-
-    reader = _Reader(
-        _consumer(
-            stack.bootstrap, stack.topics.alerts, settings.topic_partitions, settings.fetch_wait_ms
-        ),
-        on_alert,
-    )
-    # Start reading at the end of the topic: only this phase's alerts count.
-    reader.start()
-    count = int(rate * seconds)
-    click.echo(f"  latency: {count} events at {rate:.0f}/s ...")
-    items = (
-        (e.deployment_id.encode(), EVENT.encode(e.to_avro()), e.event_id)
-        for e in (_violating_event(i, run) for i in range(1, count + 1))
-    )
-    _publish_at_rate(producer, stack.topics.raw, items, rate, sent_at)
-    _wait(lambda: len(latencies) >= count, 120, "alerts of the latency phase")
-    reader.stop.set()
-    reader.join()
     return {
         "throughput_events": len(encoded),
         "throughput_alerts": want_alerts,
@@ -220,7 +246,7 @@ def bench_pipeline(stack: Stack, events: int, rate: float, seconds: float) -> di
         "end_to_end_seconds": round(elapsed, 2),
         "events_per_second": round(len(encoded) / elapsed),
         "latency_rate_per_second": rate,
-        "publish_to_alert": asdict(Latency.of(latencies)),
+        "publish_to_alert": asdict(latency),
     }
 
 
@@ -267,17 +293,7 @@ def _drive_passthrough(
 ) -> dict[str, Any]:
     settings = stack.settings
     producer = Producer(settings.kafka_producer(stack.bootstrap))
-    sent_at: dict[str, float] = {}
-    latencies: list[float] = []
-    phase = {"latency": False}
-
-    def on_message(value: bytes, received: float) -> None:
-        if phase["latency"]:
-            ident = value[-16:].decode()
-            if ident in sent_at:
-                latencies.append((received - sent_at[ident]) * 1000)
-
-    reader = _Reader(_consumer(stack.bootstrap, sink, settings.topic_partitions, 10), on_message)
+    reader = _Counter(_consumer(stack.bootstrap, sink, settings.topic_partitions, 10))
     reader.start()
     payload = EVENT.encode(_violating_event(0, "pt").to_avro())
     producer.produce(source, key=b"warm", value=payload + b"w" * 16)
@@ -298,20 +314,18 @@ def _drive_passthrough(
     _wait(lambda: reader.count >= events + 1, 900, "the passthrough burst")
     elapsed = time.perf_counter() - start
 
-    count = int(rate * seconds)
-    click.echo(f"  passthrough latency: {count} events at {rate:.0f}/s ...")
-    phase["latency"] = True
-    items = ((str(i).encode(), payload + f"L{i:015d}".encode(), f"L{i:015d}") for i in range(count))
-    _publish_at_rate(producer, source, items, rate, sent_at)
-    _wait(lambda: len(latencies) >= count, 120, "the passthrough latency phase")
     reader.stop.set()
     reader.join()
+    count = int(rate * seconds)
+    click.echo(f"  passthrough latency: {count} events at {rate:.0f}/s ...")
+    items = ((str(i).encode(), payload + f"L{i:015d}".encode(), f"L{i:015d}") for i in range(count))
+    latency = measure_latency(stack, producer, source, sink, items, count, rate, "suffix")
     return {
         "throughput_events": events,
         "end_to_end_seconds": round(elapsed, 2),
         "events_per_second": round(events / elapsed),
         "latency_rate_per_second": rate,
-        "publish_to_output": asdict(Latency.of(latencies)),
+        "publish_to_output": asdict(latency),
     }
 
 
