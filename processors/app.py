@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+import mode
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from shipledger.logging import get_logger
@@ -72,6 +73,10 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
         stream_buffer_maxsize=max(4096, settings.processor_batch_size * 2),
         broker_max_poll_records=max(500, settings.processor_batch_size),
         table_cleanup_interval=60.0,
+        # An agent error (Kafka not taking a batch's outputs) stops the worker with the batch
+        # unacknowledged, instead of restarting the agent past it: the supervisor (`up`, or
+        # your orchestrator) restarts the process, which re-reads from the last commit.
+        agent_supervisor=mode.CrashingSupervisor,
     )
     app.conf.shipledger_fetch_wait_ms = settings.fetch_wait_ms
 
