@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -49,6 +50,7 @@ class Stack:
         self._broker: EmbeddedBroker | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
         self._logs: list[BinaryIO] = []
+        self._restarts: list[float] = []
         self._sink_stop = threading.Event()
         self._sink_thread: threading.Thread | None = None
         self._sink_error: BaseException | None = None
@@ -142,6 +144,24 @@ class Stack:
         if self._broker is not None and not self._broker.running:
             raise RuntimeError("embedded broker exited")
 
+    def supervise(self, max_restarts: int = 5, window_s: float = 600.0) -> None:
+        """`check()`, but first restart a Faust worker that exited; more than `max_restarts`
+        exits within `window_s` is a crash loop and raises."""
+        now = time.monotonic()
+        for index, proc in enumerate(self._procs):
+            if proc.poll() is None:
+                continue
+            self._restarts = [t for t in self._restarts if now - t < window_s]
+            if len(self._restarts) >= max_restarts:
+                raise RuntimeError(
+                    f"Faust worker keeps exiting ({len(self._restarts)} restarts in "
+                    f"{window_s:.0f}s, last code {proc.returncode}): giving up"
+                )
+            self._restarts.append(now)
+            log.error("worker_exited", code=proc.returncode, worker=index, restarting=True)
+            self._procs[index] = self._spawn_worker(index)
+        self.check()
+
     def stop(self) -> None:
         """Stop workers (they commit), then the sink (flush + commit), then the broker."""
         for proc in self._procs:
@@ -215,5 +235,8 @@ def up(bootstrap: str | None, data_dir: Path | None, workers: int) -> None:
             err=True,
         )
         while not stopping.wait(0.5):
-            stack.check()
+            try:
+                stack.supervise()
+            except RuntimeError as exc:
+                raise click.ClickException(str(exc)) from exc
     click.echo("shipledger stopped cleanly.", err=True)

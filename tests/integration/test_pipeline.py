@@ -283,3 +283,17 @@ def test_state_survives_a_worker_restart(stack: Stack) -> None:
     assert rows == [(2, "succeeded", 2, 240_000, ["missing_change_ticket", "out_of_window"])]
     time.sleep(1.0)
     assert stack.store.count("alerts") == 2
+
+
+def test_supervisor_restarts_a_killed_worker(stack: Stack) -> None:
+    """A worker killed outright (no commit, no goodbye) is restarted by `supervise()`, and
+    the new one picks the work up."""
+    deploy(stack, "dep-before", "2026-11-25T10:00:00+01:00", "--environment", "dev")
+    assert wait_rows(stack, "deployment_records", 2) == 2
+    worker = stack._procs[0]
+    worker.kill()
+    worker.wait()
+    stack.supervise()
+    assert stack._procs[0] is not worker and stack._procs[0].poll() is None
+    deploy(stack, "dep-after", "2026-11-25T10:10:00+01:00", "--environment", "dev")
+    assert wait_rows(stack, "deployment_records", 4, timeout=90) == 4
