@@ -9,7 +9,11 @@ which on Tansu (no early fetch answer) sets the latency floor, so the consumer i
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import ssl
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, NoReturn
 
 import faust
 import mode
@@ -26,6 +30,8 @@ from shipledger.settings import Settings
 from shipledger.topics import Topics
 
 log = get_logger("processors")
+#: Exit code of a worker whose outputs Kafka did not acknowledge (EX_SOFTWARE).
+EXIT_OUTPUTS_LOST = 70
 
 
 class _ShortFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -45,11 +51,52 @@ class _ShortFetchTransport(faust_aiokafka.Transport):
     Consumer = _ShortFetchConsumer
 
 
+def abandon_batch(exc: BaseException) -> NoReturn:
+    """A batch's outputs did not all reach Kafka: exit at once, before Faust can ack it.
+
+    Faust acks a `take_events` batch in a `finally`, even when the agent raises, and a
+    graceful shutdown would then commit it: the inputs would be committed with their outputs
+    lost. A hard exit commits nothing more; the restarted worker reads the batch again (the
+    supervisor, `up` or your orchestrator, restarts it)."""
+    log.critical("outputs_not_acknowledged_exiting", error=str(exc))
+    sys.stderr.flush()
+    os._exit(EXIT_OUTPUTS_LOST)
+
+
+async def run_batches(
+    batches: AsyncIterator[Sequence[Any]],
+    handle: Callable[[Any], None],
+    finish: Callable[[], Awaitable[None]],
+    abandon: Callable[[BaseException], NoReturn] = abandon_batch,
+) -> None:
+    """Handle each batch of Faust events, then `finish` it (outputs durable); a failure
+    anywhere in a batch abandons it before the batch generator can ack it."""
+    async for batch in batches:
+        try:
+            for event in batch:
+                handle(event.message)
+            await finish()
+        except Exception as exc:  # OutputError, or Kafka refusing a message outright
+            abandon(exc)
+
+
 class ShipledgerApp(faust.App):
     """faust.App whose Kafka consumer uses our fetch wait."""
 
     def _new_transport(self) -> Any:
         return _ShortFetchTransport(self.conf.broker_consumer, self)
+
+
+def _credentials(settings: Settings) -> faust.SASLCredentials | None:
+    """The same SASL_SSL/PLAIN login the confluent-kafka clients get (Settings.kafka_common)."""
+    if not (settings.sasl_username and settings.sasl_password):
+        return None
+    return faust.SASLCredentials(
+        username=settings.sasl_username,
+        password=settings.sasl_password.get_secret_value(),
+        mechanism="PLAIN",
+        ssl_context=ssl.create_default_context(),
+    )
 
 
 def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
@@ -73,10 +120,11 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
         stream_buffer_maxsize=max(4096, settings.processor_batch_size * 2),
         broker_max_poll_records=max(500, settings.processor_batch_size),
         table_cleanup_interval=60.0,
-        # An agent error (Kafka not taking a batch's outputs) stops the worker with the batch
-        # unacknowledged, instead of restarting the agent past it: the supervisor (`up`, or
-        # your orchestrator) restarts the process, which re-reads from the last commit.
+        # Errors inside a batch already exit hard (abandon_batch). Any other agent crash stops
+        # the worker too, rather than restarting the agent past unacknowledged events: the
+        # supervisor (`up`, or your orchestrator) restarts the process from the last commit.
         agent_supervisor=mode.CrashingSupervisor,
+        broker_credentials=_credentials(settings),
     )
     app.conf.shipledger_fetch_wait_ms = settings.fetch_wait_ms
 
@@ -129,7 +177,12 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
         try:
             decoded = decode_event(event_codec, message.value)
             key = decoded.deployment_id
-            result = process(decoded, deployments.get(key), policy)
+            entry = deployments.get(key)
+            if entry is not None and decoded.event_id in entry.seen:
+                log.info("duplicate_skipped", event_id=decoded.event_id, deployment_id=key)
+                return
+            result = process(decoded, entry.record if entry else None, policy)
+            payloads = outputs.encode(result.record, result.alerts)
         except Rejected as exc:
             dead_letter(outputs, message, exc.reason, exc.field)
             return
@@ -142,10 +195,9 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
             )
             dead_letter(outputs, message, f"internal error: {exc!r}", None)
             return
-        deployments.put(key, message.partition, result.record)
-        outputs.record(result.record)
+        outputs.send(payloads)
+        deployments.put(key, message.partition, result.record, decoded.event_id)
         for alert in result.alerts:
-            outputs.alert(alert)
             log.info(
                 "alert",
                 rule=alert.rule,
@@ -159,14 +211,17 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
     @app.agent(source, name="pipeline")
     async def pipeline(stream: Any) -> None:
         outputs = Outputs(settings, bootstrap)
-        async for batch in stream.take_events(
-            settings.processor_batch_size, within=settings.processor_batch_within_s
-        ):
-            for event in batch:
-                handle(outputs, event.message)
+
+        async def finish() -> None:
             deployments.flush_changelog(outputs)
-            # Before the batch is acked: its outputs must be in Kafka (raises otherwise, and
-            # the worker crashes with the batch unacknowledged: infra errors never DLQ).
             await outputs.flush()
+
+        await run_batches(
+            stream.take_events(
+                settings.processor_batch_size, within=settings.processor_batch_within_s
+            ),
+            lambda message: handle(outputs, message),
+            finish,
+        )
 
     return app

@@ -41,15 +41,18 @@ def correlate(
         status: DeploymentStatus = final or "in_progress"
         finished_at = event.occurred_at if final else None
         seq, count, rules = 1, 1, list(alert_rules)
-        duration = event.duration_ms
+        reported = event.duration_ms
     else:
         started_at = min(previous.started_at, event.occurred_at)
         status = final or previous.status
         finished_at = event.occurred_at if final else previous.finished_at
         seq, count = previous.seq + 1, previous.event_count + 1
         rules = previous.alert_rules + [r for r in alert_rules if r not in previous.alert_rules]
-        duration = event.duration_ms if event.duration_ms is not None else previous.duration_ms
-    if duration is None and finished_at is not None:
+        reported = event.duration_ms if event.duration_ms is not None else previous.duration_ms
+    # Start to finish when both are known apart; else what the pipeline reported (a
+    # deployment seen only through its final event). Never a figure derived from a partial view.
+    duration = reported
+    if finished_at is not None and finished_at > started_at:
         duration = int((finished_at - started_at).total_seconds() * 1000)
     base = previous
     record = DeploymentRecord(

@@ -15,8 +15,9 @@ ENVIRONMENT_TAXONOMY: dict[str, tuple[str, ...]] = {
 _CANONICAL: dict[str, str] = {
     alias: canonical for canonical, names in ENVIRONMENT_TAXONOMY.items() for alias in names
 }
-# Cloud region shapes: aws eu-west-1, gcp europe-west4 / us-central1, azure westeurope.
-_REGION_RE = re.compile(r"^[a-z]{2,}(?:-[a-z]+)*-?\d*$")
+# Cloud region shapes: aws eu-west-1 (zone eu-west-1a), gcp europe-west4 / us-central1,
+# azure westeurope.
+_REGION_RE = re.compile(r"^[a-z]{2,}(?:-[a-z]+)*-?\d*[a-z]?$")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.topics import Topics
 
+#: (topic, key, value) of one encoded output message.
+Payload = tuple[str, bytes, bytes]
+
 
 class OutputError(RuntimeError):
     """Kafka did not take the batch's outputs: the batch must not be acknowledged."""
@@ -62,19 +65,19 @@ class Outputs:
             except BufferError:  # local queue full: serve callbacks until there is room
                 self._producer.poll(0.05)
 
-    def record(self, record: DeploymentRecord) -> None:
-        """Queue a deployment record, keyed by deployment id."""
-        self._produce(
-            self.topics.records,
-            record.deployment_id.encode(),
-            self._records.encode(record.to_avro()),
-        )
+    def encode(self, record: DeploymentRecord, alerts: list[Alert]) -> list[Payload]:
+        """Serialize one event's results (raises EncodeError) before any of them is queued,
+        so an event's outputs go out all together or not at all."""
+        key = record.deployment_id.encode()
+        return [
+            (self.topics.records, key, self._records.encode(record.to_avro())),
+            *((self.topics.alerts, key, self._alerts.encode(a.to_avro())) for a in alerts),
+        ]
 
-    def alert(self, alert: Alert) -> None:
-        """Queue an alert, keyed by deployment id."""
-        self._produce(
-            self.topics.alerts, alert.deployment_id.encode(), self._alerts.encode(alert.to_avro())
-        )
+    def send(self, payloads: list[Payload]) -> None:
+        """Queue encoded outputs."""
+        for topic, key, value in payloads:
+            self._produce(topic, key, value)
 
     def dead_letter(
         self, key: bytes | None, value: bytes | None, headers: list[tuple[str, str | bytes | None]]
@@ -87,10 +90,19 @@ class Outputs:
         self._produce(topic, key, value, partition=partition)
 
     async def flush(self) -> None:
-        """Wait (off the event loop) until Kafka acknowledged everything queued."""
-        left = await asyncio.get_running_loop().run_in_executor(
-            None, self._producer.flush, self._flush_timeout_s
-        )
+        """Wait (off the event loop) until Kafka acknowledged everything queued, or raise.
+
+        When the agent is cancelled meanwhile (worker shutdown), Faust acks the batch right
+        after: so the flush is finished here, blocking, before the cancellation goes on."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.flush_blocking)
+        except asyncio.CancelledError:
+            self.flush_blocking()
+            raise
+
+    def flush_blocking(self) -> None:
+        """`flush`, in the calling thread."""
+        left = self._producer.flush(self._flush_timeout_s)
         if left or self._errors:
             errors, self._errors = self._errors, []
             raise OutputError(

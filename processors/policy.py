@@ -6,6 +6,7 @@ Loaded from YAML, validated by pydantic; every alert names the version it was ju
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime, time
 from importlib import resources
 from pathlib import Path
@@ -13,12 +14,23 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shipledger.processors.normalize import normalize_environment
 from shipledger.schemas.models import DeploymentKind, Severity
+from shipledger.schemas.validation import field_errors
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+_CLOCK_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$")
+
+
+def canonical_environments(names: list[str]) -> list[str]:
+    """Policy environment names in the canonical taxonomy (`production` → `prod`), so a rule
+    written with a team's own name still matches normalized deployments."""
+    return [normalize_environment(name).name for name in names]
 
 
 class _Strict(BaseModel):
@@ -31,6 +43,17 @@ class ChangeWindow(_Strict):
     days: list[Weekday]
     start: time
     end: time
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _local_clock_time(cls, value: object) -> object:
+        # Unquoted 9:00 is a number in YAML (sexagesimal 540); a zone would make the window
+        # incomparable with local times. Require the plain "HH:MM" text.
+        if isinstance(value, time) and value.tzinfo is None:
+            return value  # already parsed (a tenant override re-validates the defaults)
+        if not isinstance(value, str) or not _CLOCK_RE.match(value):
+            raise ValueError(f'must be a quoted local time "HH:MM" (got {value!r})')
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> ChangeWindow:
@@ -47,6 +70,11 @@ class Freeze(_Strict):
     end: datetime
     environments: list[str] = Field(default_factory=lambda: ["prod"])
     exempt_kinds: list[DeploymentKind] = Field(default_factory=list)
+
+    @field_validator("environments")
+    @classmethod
+    def _canonical(cls, value: list[str]) -> list[str]:
+        return canonical_environments(value)
 
     @model_validator(mode="after")
     def _ordered(self) -> Freeze:
@@ -70,13 +98,16 @@ def _default_severities() -> dict[str, Severity]:
 
 
 class Rules(_Strict):
-    """The rule settings of one tenant (or the defaults)."""
+    """The rule settings of one tenant (or the defaults). Environment names are canonical."""
 
     timezone: str = "UTC"
     require_change_ticket: list[str] = Field(default_factory=lambda: ["prod"])
     change_windows: dict[str, list[ChangeWindow]] = Field(default_factory=dict)
     window_exempt_kinds: list[DeploymentKind] = Field(default_factory=_default_exempt)
     freezes: list[Freeze] = Field(default_factory=list)
+    #: Environments outside the taxonomy (prod, stage, qa, dev) that are expected here;
+    #: a deployment to any other unknown environment raises `unknown_environment`.
+    known_environments: list[str] = Field(default_factory=list)
     severities: dict[str, Severity] = Field(default_factory=_default_severities)
 
     @field_validator("timezone")
@@ -87,6 +118,19 @@ class Rules(_Strict):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
         return value
+
+    @field_validator("require_change_ticket", "known_environments")
+    @classmethod
+    def _canonical_list(cls, value: list[str]) -> list[str]:
+        return canonical_environments(value)
+
+    @field_validator("change_windows")
+    @classmethod
+    def _canonical_keys(cls, value: dict[str, list[ChangeWindow]]) -> dict[str, list[ChangeWindow]]:
+        out: dict[str, list[ChangeWindow]] = {}
+        for name, windows in value.items():
+            out.setdefault(normalize_environment(name).name, []).extend(windows)
+        return out
 
     @property
     def zone(self) -> ZoneInfo:
@@ -108,22 +152,17 @@ class Policy(_Strict):
         # `version: 3` in YAML is an int; a version is a label either way.
         return str(value) if isinstance(value, int | float) else value
 
-    @model_validator(mode="after")
-    def _tenants_valid(self) -> Policy:
-        for tenant in self.tenants:
-            self.rules_for(tenant)  # raises with the tenant's bad key named
-        return self
-
     def rules_for(self, tenant: str) -> Rules:
-        """Defaults with the tenant's overrides applied (a key given replaces the default)."""
+        """Defaults with the tenant's overrides applied: a key given replaces the default,
+        except `severities`, which is merged rule by rule."""
         override = self.tenants.get(tenant)
         if not override:
             return self.defaults
         merged = {**self.defaults.model_dump(), **override}
-        try:
-            return Rules.model_validate(merged)
-        except ValueError as exc:
-            raise ValueError(f"tenants.{tenant}: {exc}") from exc
+        severities = override.get("severities")
+        if isinstance(severities, dict):
+            merged["severities"] = {**self.defaults.severities, **severities}
+        return Rules.model_validate(merged)
 
     @property
     def full_version(self) -> str:
@@ -131,8 +170,12 @@ class Policy(_Strict):
         return f"{self.version}+{self.digest}" if self.digest else self.version
 
 
+def _policy_errors(exc: ValidationError, prefix: str = "") -> str:
+    return "\n".join(f"  {prefix}{field}: {reason}" for field, reason in field_errors(exc))
+
+
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
-    """Validate policy YAML text; errors name the file and the offending key."""
+    """Validate policy YAML text; errors list every offending key with its reason."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -141,9 +184,17 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         raise ValueError(f"{source}: expected a mapping with 'version' and 'defaults'")
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
     try:
-        return Policy.model_validate({**doc, "digest": digest})
-    except ValueError as exc:
-        raise ValueError(f"{source}: {exc}") from exc
+        policy = Policy.model_validate({**doc, "digest": digest})
+    except ValidationError as exc:
+        raise ValueError(f"{source}: invalid policy:\n{_policy_errors(exc)}") from exc
+    for tenant in policy.tenants:
+        try:
+            policy.rules_for(tenant)
+        except ValidationError as exc:
+            raise ValueError(
+                f"{source}: invalid policy:\n{_policy_errors(exc, f'tenants.{tenant}.')}"
+            ) from exc
+    return policy
 
 
 def load_policy(path: Path | None) -> Policy:

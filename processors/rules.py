@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shipledger.processors.normalize import ENVIRONMENT_TAXONOMY
 from shipledger.processors.policy import WEEKDAYS, Rules
 
 
@@ -23,6 +24,7 @@ class Subject:
     occurred_at: datetime
     service: str
     tenant: str
+    environment_known: bool = True
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,35 @@ def freeze_violation(subject: Subject, rules: Rules) -> list[Finding]:
     ]
 
 
+def unknown_environment(subject: Subject, rules: Rules) -> list[Finding]:
+    """Environments outside the taxonomy that the policy does not name: no other rule could
+    judge them, so the deployment is flagged instead of passing silently."""
+    env = subject.environment
+    if subject.environment_known or env in rules.known_environments:
+        return []
+    if env in rules.change_windows or env in rules.require_change_ticket:
+        return []
+    return [
+        Finding(
+            "unknown_environment",
+            f"{subject.service} deployed to unknown environment {env!r}: no policy covers it",
+            {
+                "environment": env,
+                "taxonomy": ",".join(ENVIRONMENT_TAXONOMY),
+                "known_environments": ",".join(rules.known_environments),
+            },
+        )
+    ]
+
+
 Rule = Callable[[Subject, Rules], list[Finding]]
 #: Every rule the judge runs, in report order. Adding a rule = a function + a line here.
-RULES: tuple[Rule, ...] = (missing_change_ticket, out_of_window, freeze_violation)
+RULES: tuple[Rule, ...] = (
+    missing_change_ticket,
+    out_of_window,
+    freeze_violation,
+    unknown_environment,
+)
 
 
 def judge(subject: Subject, rules: Rules) -> list[Finding]:

@@ -53,6 +53,7 @@ def process(
             occurred_at=event.occurred_at,
             service=event.service,
             tenant=event.tenant,
+            environment_known=env.known,
         )
         alerts = [
             Alert(

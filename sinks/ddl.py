@@ -32,10 +32,11 @@ Low-cardinality strings (tenant, environment, service, actor, enum symbols) are
 symbol in a later schema version must never make an insert fail.
 
 Deduplication: each table names its id column (`event_id`, `record_id`, `alert_id`). The sink
-drops ids already stored before inserting (see `sinks.sink`). A duplicate carries the same
-time as its original (an id names one immutable message), so the existence check is limited
-to the batch's time window: partition pruning plus a `minmax` index on the time column keep
-it to a few granules, and a `bloom_filter` index on the id column serves point lookups.
+drops ids already stored before inserting (see `sinks.sink`). An event or alert duplicate
+carries the same time as its original (an id names one immutable message), so for those the
+existence check is limited to the batch's time window: partition pruning plus a `minmax`
+index on the time column keep it to a few granules, and a `bloom_filter` index on the id
+column serves point lookups. Records are checked over the whole table (`dedup_in_time_window`).
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ class TableSpec:
     time_column: str
     order_by: tuple[str, ...]
     columns: tuple[Column, ...]
+    #: Whether the id check may be limited to the batch's time window: only when a duplicate
+    #: always carries its original's time. A record recomputed after a replay may not (a late
+    #: `started` moves `started_at`), so records are checked over the whole table.
+    dedup_in_time_window: bool = True
 
     @property
     def column_names(self) -> list[str]:
@@ -247,6 +252,7 @@ def tables() -> dict[str, TableSpec]:
             time_column="started_at",
             order_by=("tenant", "environment", "service", "started_at", "deployment_id", "seq"),
             columns=avro_columns("io.shipledger.v1.DeploymentRecord"),
+            dedup_in_time_window=False,
         ),
         TableSpec(
             name=ALERTS,

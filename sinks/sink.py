@@ -412,7 +412,11 @@ class ClickHouseSink:
     def _write_once(self, spec: TableSpec, unique: list[Row]) -> tuple[int, int]:
         """Drop ids already stored, insert the rest: (inserted, skipped). Safe to repeat."""
         ids = [row[spec.id_column] for row in unique]
-        window = TimeWindow.of(spec.time_column, (row[spec.time_column] for row in unique))
+        window = (
+            TimeWindow.of(spec.time_column, (row[spec.time_column] for row in unique))
+            if spec.dedup_in_time_window
+            else None
+        )
         stored = self.store.existing_ids(spec.name, spec.id_column, ids, window=window)
         fresh, already = dedupe(unique, spec.id_column, stored)
         self.store.insert(spec.name, fresh)

@@ -297,3 +297,42 @@ def test_supervisor_restarts_a_killed_worker(stack: Stack) -> None:
     assert stack._procs[0] is not worker and stack._procs[0].poll() is None
     deploy(stack, "dep-after", "2026-11-25T10:10:00+01:00", "--environment", "dev")
     assert wait_rows(stack, "deployment_records", 4, timeout=90) == 4
+
+
+def test_an_event_delivered_twice_is_applied_once(stack: Stack) -> None:
+    """A resent event (spool flush after a lost ack, a replay) must not advance the record."""
+    codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
+    from shipledger.schemas.models import DeploymentEvent
+
+    event = DeploymentEvent(
+        event_id="evt-twice",
+        deployment_id="dep-twice",
+        event_type="started",
+        service="cart",
+        environment="dev",
+        commit_sha=SHA,
+        actor="eve",
+    )
+    producer = Producer(stack.settings.kafka_producer(stack.bootstrap))
+    for _ in range(2):
+        producer.produce(stack.topics.raw, key=b"dep-twice", value=codec.encode(event.to_avro()))
+    assert producer.flush(10) == 0
+    emit(
+        stack,
+        "succeeded",
+        "--deployment-id",
+        "dep-twice",
+        "--service",
+        "cart",
+        "--environment",
+        "dev",
+        "--commit-sha",
+        SHA,
+        "--actor",
+        "eve",
+    )
+    assert wait_rows(stack, "deployment_records", 2) == 2
+    assert stack.store is not None
+    _, rows = stack.store.query("SELECT seq, event_count, status FROM shipledger.deployments")
+    assert rows == [(2, 2, "succeeded")]
+    assert stack.store.count("deployment_events") == 2  # the copy is deduplicated by id too

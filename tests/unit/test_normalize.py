@@ -40,3 +40,8 @@ def test_empty_environment_rejected() -> None:
 def test_never_crashes_and_is_lowercase(raw: str) -> None:
     env = normalize_environment(raw)
     assert env.name == env.name.lower()
+
+
+def test_availability_zone_suffix_is_a_region() -> None:
+    assert normalize_environment("prod-us-east-1a") == Environment("prod", "us-east-1a", True)
+    assert normalize_environment("prod-2") == Environment("prod-2", None, False)

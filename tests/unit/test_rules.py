@@ -130,3 +130,47 @@ def test_policy_version_includes_content_digest(tmp_path: Path) -> None:
     assert load_policy(None).version == "default-1"
     with pytest.raises(ValueError, match="cannot read policy file"):
         load_policy(tmp_path / "missing.yaml")
+
+
+def test_window_times_must_be_quoted_local_times() -> None:
+    windows = "version: 1\ndefaults: {{change_windows: {{prod: [{{days: [mon], {}}}]}}}}"
+    expected = r'change_windows.prod.0.start: must be a quoted local time "HH:MM" \(got 540\)'
+    with pytest.raises(ValueError, match=expected):
+        parse_policy(windows.format("start: 9:00, end: 17:00"), "p.yaml")
+    with pytest.raises(ValueError, match="quoted local time"):
+        parse_policy(windows.format("start: '09:00+02:00', end: '17:00'"), "p.yaml")
+
+
+def test_policy_environment_names_are_canonical() -> None:
+    policy = parse_policy(
+        "version: 1\ndefaults:\n  require_change_ticket: [production]\n"
+        "  change_windows: {live: [{days: [mon], start: '09:00', end: '10:00'}]}\n"
+        "  freezes: [{name: f, start: 2026-01-01T00:00:00Z, end: 2026-01-02T00:00:00Z,"
+        " environments: [prd]}]\n"
+    )
+    rules = policy.defaults
+    assert rules.require_change_ticket == ["prod"]
+    assert list(rules.change_windows) == ["prod"]
+    assert rules.freezes[0].environments == ["prod"]
+
+
+def test_tenant_severities_merge_rule_by_rule() -> None:
+    policy = parse_policy("version: 1\ntenants: {bank: {severities: {out_of_window: low}}}")
+    severities = policy.rules_for("bank").severities
+    assert severities["out_of_window"] == "low"
+    assert severities["freeze_violation"] == "critical"
+
+
+def test_policy_errors_name_the_tenant_key() -> None:
+    with pytest.raises(ValueError) as err:
+        parse_policy("version: 1\ntenants: {bank: {colour: red}}", "p.yaml")
+    assert "tenants.bank.colour: Extra inputs are not permitted" in str(err.value)
+    assert "pydantic.dev" not in str(err.value)
+
+
+def test_unknown_environment_is_flagged_unless_the_policy_knows_it() -> None:
+    unknown = subject("2026-11-25T10:00:00+01:00", environment="perf-lab")
+    unknown = Subject(**{**unknown.__dict__, "environment_known": False})
+    assert rules_fired(unknown) == ["unknown_environment"]
+    policy = parse_policy(POLICY + "    known_environments: [perf-lab]\n")
+    assert judge(unknown, policy.rules_for("bank")) == []

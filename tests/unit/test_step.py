@@ -84,3 +84,11 @@ def test_blank_environment_is_rejected() -> None:
     with pytest.raises(Rejected) as err:
         decode_event(codec, data)
     assert err.value.field == "environment"
+
+
+def test_duration_is_start_to_finish_even_when_finish_came_first() -> None:
+    policy = load_policy(None)
+    done = process(event("succeeded", MONDAY_NIGHT), None, policy)
+    assert done.record.duration_ms is None
+    late = process(event("started", MONDAY_NIGHT - timedelta(minutes=20)), done.record, policy)
+    assert late.record.duration_ms == 1_200_000
