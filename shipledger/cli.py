@@ -65,7 +65,8 @@ def cli() -> None:
       shipledger up        # broker + processors + ClickHouse sink
       shipledger demo      # a day of CI traffic through it, then a summary
 
-    Every option also reads a SHIPLEDGER_* environment variable (see README, Configuration).
+    Settings come from SHIPLEDGER_* environment variables (see README, Configuration);
+    `emit`/`run` flags name theirs in their --help.
     """
 
 

@@ -174,3 +174,10 @@ def test_unknown_environment_is_flagged_unless_the_policy_knows_it() -> None:
     assert rules_fired(unknown) == ["unknown_environment"]
     policy = parse_policy(POLICY + "    known_environments: [perf-lab]\n")
     assert judge(unknown, policy.rules_for("bank")) == []
+
+
+def test_the_example_policy_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "policy.example.yaml"
+    policy = load_policy(example)
+    assert policy.rules_for("bank").timezone == "America/New_York"
+    assert policy.defaults.known_environments == ["perf", "dr"]
