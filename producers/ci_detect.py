@@ -2,11 +2,13 @@
 
 `detect` is pure: the CLI passes `os.environ` in at its entry point, tests pass dicts. It returns
 DeploymentEvent field values (strings only, empty values left out); flags given on the command
-line override them.
+line override them. A URL-shaped repository loses its user-info (`https://user:token@host/x` ->
+`https://host/x`): Jenkins' GIT_URL may carry credentials, and the ledger must not.
 
 Variables used (names from each provider's reference of predefined variables):
 
-- GitHub Actions: GITHUB_ACTIONS, GITHUB_SHA, GITHUB_ACTOR, GITHUB_REPOSITORY, GITHUB_RUN_ID,
+- GitHub Actions: GITHUB_ACTIONS, GITHUB_SHA, GITHUB_TRIGGERING_ACTOR (who started this run
+  attempt: differs from GITHUB_ACTOR on a re-run), GITHUB_ACTOR, GITHUB_REPOSITORY, GITHUB_RUN_ID,
   GITHUB_SERVER_URL, GITHUB_JOB, GITHUB_EVENT_NAME, GITHUB_REF_TYPE, GITHUB_REF_NAME.
 - GitLab CI: GITLAB_CI, CI_COMMIT_SHA, GITLAB_USER_LOGIN, CI_PROJECT_PATH, CI_PIPELINE_ID,
   CI_PIPELINE_URL, CI_JOB_STAGE, CI_ENVIRONMENT_NAME, CI_COMMIT_TAG, CI_PIPELINE_SOURCE,
@@ -17,6 +19,7 @@ Variables used (names from each provider's reference of predefined variables):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 GITHUB_ACTIONS = "github_actions"
@@ -32,13 +35,39 @@ _JENKINS_AUTOMATION_USERS = frozenset(
 #: Where each mandatory field comes from in CI, for error messages.
 DETECTED_FROM: dict[str, str] = {
     "commit_sha": "GITHUB_SHA, CI_COMMIT_SHA or GIT_COMMIT",
-    "actor": "GITHUB_ACTOR, GITLAB_USER_LOGIN or BUILD_USER_ID/CHANGE_AUTHOR",
+    "actor": "GITHUB_TRIGGERING_ACTOR/GITHUB_ACTOR, GITLAB_USER_LOGIN or "
+    "BUILD_USER_ID/CHANGE_AUTHOR",
     "environment": "CI_ENVIRONMENT_NAME on GitLab",
 }
 
 
+#: `scheme://` at the start of a value: the value is a URL (scp-like `git@host:path` is not).
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def _get(env: Mapping[str, str], name: str) -> str:
     return env.get(name, "").strip()
+
+
+def strip_credentials(repository: str) -> str:
+    """`repository` without the user-info of a URL (`scheme://user:secret@host/path` ->
+    `scheme://host/path`), and without its query and fragment, which can hold tokens too.
+
+    Values that are not URLs (`owner/name`, `git@host:owner/name`) are returned unchanged.
+    """
+    scheme = _URL_SCHEME.match(repository)
+    if scheme is None:
+        return repository
+    rest = repository[scheme.end() :]
+    # The authority ends at the first "/"; "?" and "#" are not looked for there, since an
+    # unencoded secret may contain them. The last "@" of the authority ends the user-info.
+    authority, slash, path = rest.partition("/")
+    host = authority.rpartition("@")[2]
+    if slash:
+        path = re.split(r"[?#]", path, maxsplit=1)[0]
+    else:
+        host = re.split(r"[?#]", host, maxsplit=1)[0]
+    return f"{scheme.group()}{host}{slash}{path}"
 
 
 def provider(env: Mapping[str, str]) -> str:
@@ -55,7 +84,9 @@ def provider(env: Mapping[str, str]) -> str:
 def _github(env: Mapping[str, str]) -> dict[str, str]:
     out = {
         "commit_sha": _get(env, "GITHUB_SHA"),
-        "actor": _get(env, "GITHUB_ACTOR"),
+        # A re-run keeps GITHUB_ACTOR (who started the first attempt); the person who
+        # re-ran it, and so deploys now, is GITHUB_TRIGGERING_ACTOR.
+        "actor": _get(env, "GITHUB_TRIGGERING_ACTOR") or _get(env, "GITHUB_ACTOR"),
         "repository": _get(env, "GITHUB_REPOSITORY"),
         "pipeline_run_id": _get(env, "GITHUB_RUN_ID"),
         "pipeline_stage": _get(env, "GITHUB_JOB"),
@@ -118,5 +149,7 @@ def detect(env: Mapping[str, str]) -> dict[str, str]:
     elif name == JENKINS:
         found = _jenkins(env)
     out = {key: value for key, value in found.items() if value}
+    if "repository" in out:
+        out["repository"] = strip_credentials(out["repository"])
     out["pipeline_provider"] = name
     return out

@@ -11,6 +11,7 @@ come from `Settings()`.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import signal
 import subprocess
@@ -307,10 +308,18 @@ def _terminal_sends_sigint_to_child() -> bool:
 
 @dataclass
 class _SignalForwarder:
-    """Forwards SIGINT/SIGTERM to the child and remembers the first one received."""
+    """Forwards SIGINT/SIGTERM to the child and remembers every one received, in order.
+
+    Python runs `_handle` in the main thread between two bytecodes, so a signal is handled
+    either before `attach` sets the child (then queued in `_early`, forwarded by `attach`) or
+    after (forwarded by `_handle`): each reaches the child once. `before_exit` are those
+    handled before the child was reaped: only they can have interrupted it.
+    """
 
     child: subprocess.Popen[bytes] | None = None
     received: list[int] = field(default_factory=list)
+    before_exit: list[int] = field(default_factory=list)
+    _early: list[int] = field(default_factory=list)
     _previous: dict[int, Any] = field(default_factory=dict)
     _skip_sigint: bool = False
 
@@ -326,13 +335,27 @@ class _SignalForwarder:
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         self.received.append(signum)
-        self.forward(signum)
+        if self.child is None or self.child.returncode is None:
+            self.before_exit.append(signum)
+        if self.child is None:
+            self._early.append(signum)
+        elif not (signum == signal.SIGINT and self._skip_sigint):
+            self._send(signum)  # a terminal's Ctrl-C reached the child by itself
 
-    def forward(self, signum: int) -> None:
-        if self.child is None or (signum == signal.SIGINT and self._skip_sigint):
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.child.send_signal(signum)  # a no-op once the child has been reaped
+    def attach(self, child: subprocess.Popen[bytes]) -> None:
+        """Forward to `child` from now on, and pass it what arrived while it was spawned.
+
+        A terminal's SIGINT of that moment included: it went out before the child existed, or
+        before its exec (which drops it), so the child may not have had it.
+        """
+        self.child = child
+        while self._early:
+            self._send(self._early.pop(0))
+
+    def _send(self, signum: int) -> None:
+        if self.child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.child.send_signal(signum)  # a no-op once the child has been reaped
 
 
 @dataclass(frozen=True)
@@ -341,46 +364,88 @@ class _Outcome:
     duration_ms: int
     attributes: dict[str, str]
 
+    @property
+    def status(self) -> str:
+        """succeeded when the command exited 0 without being interrupted, else failed."""
+        ok = self.exit_code == 0 and "interrupted_by" not in self.attributes
+        return "succeeded" if ok else "failed"
+
 
 def _run_child(command: Sequence[str], forwarder: _SignalForwarder) -> _Outcome:
+    """Run `command` to its end. Only signals received while it runs (or is spawned) count as
+    interrupting it: one arriving once it was reaped does not change its outcome."""
     began = time.monotonic()
     attributes: dict[str, str] = {}
+    returncode: int | None = None
     try:
-        forwarder.child = subprocess.Popen(list(command))
+        child = subprocess.Popen(list(command))
     except FileNotFoundError:
         code, attributes["error"] = 127, f"command not found: {command[0]}"
     except OSError as exc:
         code, attributes["error"] = 126, f"cannot execute {command[0]}: {exc.strerror}"
     else:
-        for signum in forwarder.received:  # arrived before the child existed
-            forwarder.forward(signum)
-        returncode = forwarder.child.wait()
+        forwarder.attach(child)
+        returncode = child.wait()
+    during = list(forwarder.before_exit)  # a later signal came after the command ended
+    if returncode is not None:
         code = returncode if returncode >= 0 else 128 - returncode
         if returncode < 0:
             attributes["killed_by"] = signal.Signals(-returncode).name
-    if forwarder.received:
-        attributes["interrupted_by"] = signal.Signals(forwarder.received[0]).name
+    if during:
+        attributes["interrupted_by"] = signal.Signals(during[0]).name
     duration_ms = int((time.monotonic() - began) * 1000)
     return _Outcome(exit_code=code, duration_ms=duration_ms, attributes=attributes)
+
+
+def _command_is_not_an_option(
+    ctx: click.Context, _param: click.Parameter, command: tuple[str, ...]
+) -> tuple[str, ...]:
+    """A COMMAND starting with `-` is a mistyped option (unknown options are passed through to
+    COMMAND, so `--chnage-id X -- ./deploy` would run `--chnage-id`): a usage error."""
+    if command and command[0].startswith("-"):
+        name = command[0].partition("=")[0]
+        known = sorted(
+            {
+                opt
+                for param in ctx.command.get_params(ctx)
+                for opt in (*param.opts, *param.secondary_opts)
+                if opt.startswith("-")
+            }
+        )
+        if name in known:  # given after `--`
+            raise click.UsageError(f"COMMAND cannot start with option {name}", ctx=ctx)
+        close = difflib.get_close_matches(name, known)
+        raise click.NoSuchOption(name, possibilities=close, ctx=ctx)
+    return command
 
 
 @click.command(
     context_settings={**_CONTEXT, "ignore_unknown_options": True, "allow_interspersed_args": False}
 )
 @_event_options(with_time=False)
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.argument(
+    "command",
+    nargs=-1,
+    required=True,
+    type=click.UNPROCESSED,
+    callback=_command_is_not_an_option,
+)
 def run(command: tuple[str, ...], **options: Any) -> None:
     """Run a deploy COMMAND, reporting `started` before and `succeeded`/`failed` after.
 
     The finish event carries exit_code and duration_ms, and is sent even when the command
     fails or is interrupted (SIGINT/SIGTERM are forwarded to it; the event then says
     interrupted_by=SIGINT|SIGTERM). Exits with the command's exit code (128+N if it was
-    killed by signal N; 127 if it cannot be found).
+    killed by signal N; 127 if it cannot be found). A signal received before the command
+    started (while `started` is being sent) means it is not run: the finish event is then
+    `cancelled`, with interrupted_by, and the exit code 128+N.
 
     Metadata options are those of `emit` and are validated before the command starts: a
-    usage error exits 2 without running it. Tracking failures (Kafka down) spool the events
-    and never change the exit code, unless --strict: then an unrecorded start means the
-    command is not run (exit 1), and an unrecorded finish turns success into exit 1.
+    usage error exits 2 without running it. Options go before COMMAND, whose first word
+    cannot start with "-" (that is a mistyped option: a usage error); the words after it are
+    the command's own. Tracking failures (Kafka down) spool the events and never change the
+    exit code, unless --strict: then an unrecorded start means the command is not run
+    (exit 1), and an unrecorded finish turns success into exit 1.
 
     \b
     Examples:
@@ -393,6 +458,7 @@ def run(command: tuple[str, ...], **options: Any) -> None:
     started = _build("started", request)
     log = _logger("run", started)
     _announce_generated_id(request, log)
+    attributes: dict[str, str] = request.given["attributes"]
     forwarder = _SignalForwarder()
     forwarder.install()
     try:
@@ -401,22 +467,33 @@ def run(command: tuple[str, ...], **options: Any) -> None:
             if not _report(result, started, log) and request.strict:
                 log.error("--strict: the start could not be recorded, so the command was not run")
                 _exit(1)
-            log.info("running command", command=list(command))
-            outcome = _run_child(command, forwarder)
-            finished = _build(
-                "succeeded" if outcome.exit_code == 0 and not forwarder.received else "failed",
-                request,
-                exit_code=outcome.exit_code,
-                duration_ms=outcome.duration_ms,
-                attributes={**request.given["attributes"], **outcome.attributes},
-            )
-            log.info("command finished", exit_code=outcome.exit_code, **outcome.attributes)
-            finish_sent = _report(publisher.publish([finished]), finished, log)
+            if forwarder.received:  # Ctrl-C or SIGTERM while `started` was being sent
+                signum = forwarder.received[0]
+                name = signal.Signals(signum).name
+                log.warning("interrupted before the command started: not running it", signal=name)
+                cancelled = _build(
+                    "cancelled", request, attributes={**attributes, "interrupted_by": name}
+                )
+                finish_sent = _report(publisher.publish([cancelled]), cancelled, log)
+                code = 128 + signum
+            else:
+                log.info("running command", command=list(command))
+                outcome = _run_child(command, forwarder)
+                finished = _build(
+                    outcome.status,
+                    request,
+                    exit_code=outcome.exit_code,
+                    duration_ms=outcome.duration_ms,
+                    attributes={**attributes, **outcome.attributes},
+                )
+                log.info("command finished", exit_code=outcome.exit_code, **outcome.attributes)
+                finish_sent = _report(publisher.publish([finished]), finished, log)
+                code = outcome.exit_code
     finally:
         forwarder.restore()
-    if request.strict and not finish_sent and outcome.exit_code == 0:
+    if request.strict and not finish_sent and code == 0:
         _exit(1)
-    _exit(outcome.exit_code)
+    _exit(code)
 
 
 # --- flush ---------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shipledger.producers.ci_detect import DETECTED_FROM
+from shipledger.producers.ci_detect import DETECTED_FROM, strip_credentials
 from shipledger.schemas.models import MANDATORY_METADATA, DeploymentEvent
 from shipledger.schemas.validation import field_errors
 
@@ -72,10 +72,13 @@ def build_event(
 ) -> DeploymentEvent:
     """Merge CI-detected values with given ones (given win; None means not given) and validate.
 
+    A repository URL loses its user-info, whoever gave it (`--repository "$GIT_URL"` too).
     Raises MissingMetadata naming every absent mandatory field, else pydantic's ValidationError.
     """
     data: dict[str, Any] = dict(detected)
     data.update({key: value for key, value in given.items() if value is not None})
+    if isinstance(data.get("repository"), str):
+        data["repository"] = strip_credentials(data["repository"])
     data["event_type"] = event_type
     missing = [
         name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shipledger.producers.ci_detect import detect, provider
+from shipledger.producers.ci_detect import detect, provider, strip_credentials
 
 SHA = "4f1d2c3b4a5968778695a4b3c2d1e0f9a8b7c6d5"
 
@@ -60,6 +60,12 @@ def test_github_actions() -> None:
     }
 
 
+def test_github_rerun_is_reported_as_the_person_who_reran_it() -> None:
+    # A re-run keeps GITHUB_ACTOR (first attempt) and sets GITHUB_TRIGGERING_ACTOR.
+    assert detect({**GITHUB, "GITHUB_TRIGGERING_ACTOR": "hubot"})["actor"] == "hubot"
+    assert detect({**GITHUB, "GITHUB_TRIGGERING_ACTOR": " "})["actor"] == "octocat"
+
+
 def test_github_manual_dispatch_on_a_tag() -> None:
     env = {
         **GITHUB,
@@ -107,6 +113,43 @@ def test_jenkins_started_by_a_person() -> None:
         "pipeline_stage": "Deploy to prod",
         "trigger": "manual",
     }
+
+
+@pytest.mark.parametrize(
+    ("git_url", "repository"),
+    [
+        (
+            "https://bob:ghp_s3cr3t@github.com/acme/billing.git",
+            "https://github.com/acme/billing.git",
+        ),
+        ("https://x-token-auth:p@ss:w0rd@bitbucket.org/acme/b", "https://bitbucket.org/acme/b"),
+        (
+            "https://oauth2:glpat-abc@gitlab.example.com:8443/g/p",
+            "https://gitlab.example.com:8443/g/p",
+        ),
+        (
+            "https://token@host.example/acme/b.git?private_token=t#x",
+            "https://host.example/acme/b.git",
+        ),
+        ("ssh://git@github.com/acme/billing.git", "ssh://github.com/acme/billing.git"),
+        ("https://user:pw@[::1]:8080/r", "https://[::1]:8080/r"),
+        ("HTTPS://u:t@github.com", "HTTPS://github.com"),
+        ("https://github.com/acme/billing.git", "https://github.com/acme/billing.git"),
+        ("git@github.com:acme/billing.git", "git@github.com:acme/billing.git"),
+    ],
+)
+def test_jenkins_git_url_loses_its_credentials(git_url: str, repository: str) -> None:
+    assert detect({**JENKINS, "GIT_URL": git_url})["repository"] == repository
+
+
+def test_any_provider_repository_url_loses_its_credentials() -> None:
+    gitlab = {**GITLAB, "CI_PROJECT_PATH": "https://ci:tok@gitlab.example.com/p/l"}
+    assert detect(gitlab)["repository"] == "https://gitlab.example.com/p/l"
+
+
+@pytest.mark.parametrize("value", ["acme/checkout", "payments/ledger-api", "git@h:o/r", ""])
+def test_non_url_repositories_are_unchanged(value: str) -> None:
+    assert strip_credentials(value) == value
 
 
 def test_jenkins_automation_prefers_the_change_author() -> None:

@@ -6,20 +6,26 @@ Kafka is a closed loopback port, so every event lands in the spool, where the te
 from __future__ import annotations
 
 import os
+import pty
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 
 from shipledger.broker import free_port
 from shipledger.cli import cli
+from shipledger.producers import cli as emitter_cli
+from shipledger.producers.publisher import Publisher, PublishResult
 from shipledger.producers.spool import Spool
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.settings import Settings
@@ -205,27 +211,25 @@ def test_run_strict_does_not_run_an_unrecorded_deploy(
     assert _spooled(settings) == []  # nothing started, so nothing to report later
 
 
-def _wait_for_spool(settings: Settings, count: int, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while len(_spooled(settings)) < count:
-        assert time.monotonic() < deadline, "events never reached the spool"
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_run_forwards_signals_and_reports_the_interruption(
     settings: Settings, sig: signal.Signals, tmp_path: Path
 ) -> None:
     env = _clean_env(settings, f"127.0.0.1:{free_port()}")
+    ready = tmp_path / "ready"
     proc = subprocess.Popen(
-        [SHIPLEDGER, "run", *META, "--", "sleep", "30"],
+        [SHIPLEDGER, "run", *META, "--", "sh", "-c", 'touch "$0" && exec sleep 30', ready],
         env=env,
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
-        _wait_for_spool(settings, 1)  # started is recorded, so the child is (about to be) up
+        # The command is up (a signal before it started would cancel it instead).
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            assert time.monotonic() < deadline, "the command never started"
+            time.sleep(0.02)
         time.sleep(0.2)
         proc.send_signal(sig)
         assert proc.wait(timeout=15) == 128 + sig
@@ -241,6 +245,212 @@ def test_run_forwards_signals_and_reports_the_interruption(
     assert finished.attributes["interrupted_by"] == sig.name
     assert finished.attributes["killed_by"] == sig.name
     assert finished.duration_ms is not None and finished.duration_ms >= 200
+
+
+# --- run: a signal before the command starts, or after it ended ----------------------------------
+
+
+def _signal_during_publish(monkeypatch: pytest.MonkeyPatch, sig: signal.Signals, call: int) -> None:
+    """Deliver `sig` to this process while `run` publishes its `call`-th event (1 = started)."""
+    calls = 0
+    publish: Callable[..., PublishResult] = Publisher.publish
+
+    def publish_then_signal(
+        self: Publisher, events: Sequence[DeploymentEvent], **kwargs: Any
+    ) -> PublishResult:
+        nonlocal calls
+        calls += 1
+        if calls == call:
+            signal.raise_signal(sig)  # the handler `run` installed runs before this returns
+        return publish(self, events, **kwargs)
+
+    monkeypatch.setattr(Publisher, "publish", publish_then_signal)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_run_signal_while_started_is_sent_cancels_the_command(
+    env: dict[str, str],
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sig: signal.Signals,
+) -> None:
+    # As in a terminal, where Ctrl-C is not forwarded (the terminal sends it to the child).
+    monkeypatch.setattr(emitter_cli, "_terminal_sends_sigint_to_child", lambda: True)
+    _signal_during_publish(monkeypatch, sig, call=1)
+    marker = tmp_path / "deployed"
+    handler = signal.getsignal(sig)
+    result = _invoke("run", *META, "--attr", "k=v", "--", "touch", str(marker))
+    assert result.exit_code == 128 + sig
+    assert not marker.exists()
+    started, cancelled = _spooled(settings)
+    assert (started.event_type, cancelled.event_type) == ("started", "cancelled")
+    assert cancelled.attributes == {"k": "v", "interrupted_by": sig.name}
+    assert cancelled.exit_code is None
+    assert cancelled.deployment_id == started.deployment_id
+    assert "running command" not in result.stderr
+    assert signal.getsignal(sig) is handler  # restored
+
+
+def _signal_once_the_command_exited(monkeypatch: pytest.MonkeyPatch, sig: signal.Signals) -> None:
+    """Deliver `sig` right after `run` reaped its command, before it decides the outcome."""
+    wait = subprocess.Popen.wait
+
+    def wait_then_signal(self: subprocess.Popen[bytes], timeout: float | None = None) -> int:
+        code = wait(self, timeout)
+        signal.raise_signal(sig)
+        return code
+
+    monkeypatch.setattr(subprocess.Popen, "wait", wait_then_signal)
+
+
+@pytest.mark.parametrize("when", ["command exited", "finish sent"])
+def test_run_signal_after_the_command_exited_0_is_still_a_success(
+    env: dict[str, str], settings: Settings, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    if when == "command exited":
+        _signal_once_the_command_exited(monkeypatch, signal.SIGTERM)
+    else:
+        _signal_during_publish(monkeypatch, signal.SIGTERM, call=2)
+    assert _invoke("run", *META, "--", "true").exit_code == 0
+    finished = _spooled(settings)[1]
+    assert finished.event_type == "succeeded"
+    assert (finished.exit_code, finished.attributes) == (0, {})
+
+
+def test_run_signal_after_a_failed_command_keeps_its_exit_code(
+    env: dict[str, str], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _signal_once_the_command_exited(monkeypatch, signal.SIGINT)
+    assert _invoke("run", *META, "--", "sh", "-c", "exit 4").exit_code == 4
+    finished = _spooled(settings)[1]
+    assert (finished.event_type, finished.exit_code, finished.attributes) == ("failed", 4, {})
+
+
+def _black_hole() -> socket.socket:
+    """A listening loopback socket on a port the OS gave us, which never answers: Kafka
+    clients connect, then wait for replies that never come (a hung broker)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    sock.settimeout(30)
+    return sock
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C in a terminal"])
+def test_run_interrupted_while_started_is_sent_does_not_run_the_command(
+    settings: Settings, tmp_path: Path, how: str
+) -> None:
+    """A signal during the `started` publish: the command never runs and the deployment is
+    recorded as cancelled. Deterministic: the signal is sent once `run` is connected to the
+    (hung) broker, so its handlers are in place and the publish lasts ~1 s more."""
+    marker = tmp_path / "deployed"
+    log = tmp_path / "stderr.log"
+    with _black_hole() as broker:
+        env = _clean_env(settings, f"127.0.0.1:{broker.getsockname()[1]}")
+        args = [SHIPLEDGER, "run", *META, "--", "touch", str(marker)]
+        master = slave = -1
+        if how == "SIGTERM":
+            sig = signal.SIGTERM
+            stdin: int = subprocess.DEVNULL
+        else:
+            # `setsid -c`: a session whose controlling terminal is a pty, as a shell gives.
+            if shutil.which("setsid") is None:
+                pytest.skip("needs setsid(1)")
+            sig, (master, slave) = signal.SIGINT, pty.openpty()
+            args, stdin = ["setsid", "-c", *args], slave
+        with log.open("wb") as err:
+            proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdin=stdin, stderr=err)
+        try:
+            conn, _ = broker.accept()
+            with conn:
+                if master < 0:
+                    proc.send_signal(sig)
+                else:
+                    os.write(master, b"\x03")  # the terminal sends SIGINT to its foreground
+                assert proc.wait(timeout=30) == 128 + sig, log.read_text()
+        finally:
+            proc.kill()
+            proc.wait()
+            for fd in (master, slave):
+                if fd >= 0:
+                    os.close(fd)
+    assert not marker.exists()
+    started, cancelled = _spooled(settings)
+    assert (started.event_type, cancelled.event_type) == ("started", "cancelled")
+    assert cancelled.attributes == {"interrupted_by": sig.name}
+    assert "not running it" in log.read_text()
+
+
+# --- run: a mistyped option is not a command ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "typo", [["--chnage-id", "CHG1"], ["--chnage-id=CHG1"], ["-x"]], ids=["spaced", "=", "short"]
+)
+def test_run_mistyped_option_is_a_usage_error(
+    env: dict[str, str], settings: Settings, tmp_path: Path, typo: list[str]
+) -> None:
+    marker = tmp_path / "deployed"
+    result = _invoke("run", *META, *typo, "--", "touch", str(marker))
+    assert result.exit_code == 2
+    name = typo[0].partition("=")[0]
+    assert f"no such option: {name}" in result.stderr.lower()
+    assert not marker.exists()
+    assert _spooled(settings) == []
+
+
+def test_run_mistyped_option_suggests_the_right_one(env: dict[str, str]) -> None:
+    result = _invoke("run", *META, "--chnage-id", "CHG1", "--", "echo", "deployed")
+    assert "--change-id" in result.stderr.partition("option: --chnage-id")[2]
+    assert result.stdout == ""
+
+
+def test_run_known_option_after_double_dash_is_a_usage_error(
+    env: dict[str, str], settings: Settings
+) -> None:
+    result = _invoke("run", *META, "--", "--change-id", "CHG1", "true")
+    assert result.exit_code == 2
+    assert "COMMAND cannot start with option --change-id" in result.stderr
+    assert _spooled(settings) == []
+
+
+@pytest.mark.parametrize("dashdash", [["--"], []], ids=["with --", "without --"])
+def test_run_options_after_the_command_are_the_commands(
+    env: dict[str, str], settings: Settings, tmp_path: Path, dashdash: list[str]
+) -> None:
+    out = tmp_path / "args"
+    script = 'printf "%s\\n" "$@" > "$0"'
+    args = ["sh", "-c", script, str(out), "--with-dashes", "--change-id", "CHG9", "-x"]
+    result = _invoke("run", *META, *dashdash, *args)
+    assert result.exit_code == 0, result.stderr
+    assert out.read_text().splitlines() == ["--with-dashes", "--change-id", "CHG9", "-x"]
+    started, finished = _spooled(settings)
+    assert finished.event_type == "succeeded"
+    assert started.change_id is None and finished.change_id is None
+
+
+# --- repository credentials -----------------------------------------------------------------------
+
+
+def test_credentials_in_jenkins_git_url_never_reach_the_event(
+    env: dict[str, str], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JENKINS_URL", "https://jenkins.example.com/")
+    monkeypatch.setenv("GIT_URL", "https://bob:ghp_s3cr3tT0ken@github.com/acme/billing.git")
+    result = _invoke("emit", "started", *META)
+    assert result.exit_code == 0
+    (event,) = _spooled(settings)
+    assert event.repository == "https://github.com/acme/billing.git"
+    assert "s3cr3t" not in Spool(settings).path.read_text() + result.stderr
+
+
+def test_credentials_in_a_given_repository_are_stripped_too(
+    env: dict[str, str], settings: Settings
+) -> None:
+    url = "https://ci:tok3n@gitlab.example.com/pay/ledger.git"
+    assert _invoke("emit", "started", *META, "--repository", url).exit_code == 0
+    assert _spooled(settings)[0].repository == "https://gitlab.example.com/pay/ledger.git"
 
 
 def test_flush_reports_what_remains(env: dict[str, str], settings: Settings) -> None:
