@@ -5,12 +5,19 @@ Used by `shipledger up` (when no `--bootstrap` is given), the demo, the benchmar
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
+import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from confluent_kafka.admin import AdminClient
 
@@ -63,6 +70,44 @@ def wait_for_broker(bootstrap: str, timeout_s: float = 20.0) -> None:
     raise BrokerError(f"broker at {bootstrap} did not answer within {timeout_s:.0f}s: {last}")
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+@functools.cache
+def _prctl() -> Any | None:
+    """libc's prctl, resolved once in the parent (the child of a fork should do little)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that has the child get SIGTERM when this process dies (Linux), or None.
+
+    For children in their own session (`start_new_session=True`): a Ctrl-C does not reach
+    them, so without this a `kill -9` of the parent would leave them running forever.
+    The kernel sends the signal when the *thread* that forked the child exits, so this is
+    only used from the main thread (None elsewhere: the child would die with its thread).
+    """
+    prctl = _prctl()
+    if prctl is None or threading.current_thread() is not threading.main_thread():
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: no signal will come
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
     """SIGTERM, wait up to `timeout_s`, then SIGKILL: a child never outlives its parent's stop."""
     if proc.poll() is None:
@@ -102,9 +147,14 @@ class EmbeddedBroker:
             self._log = self._log_path.open("ab")
         out = self._log if self._log is not None else subprocess.DEVNULL
         # Own session: a Ctrl-C in the terminal must not kill the broker before the workers and
-        # the sink have committed; whoever started it stops it, last.
+        # the sink have committed; whoever started it stops it, last. If that process dies
+        # first (kill -9), the broker gets SIGTERM rather than running on forever.
         self._proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         try:
             wait_for_broker(self.bootstrap)

