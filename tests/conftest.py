@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,29 @@ def settings(tmp_path: Path) -> Settings:
         topic_partitions=2,
         emit_timeout_s=2.0,
     )
+
+
+_CI_VARS = ("GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL")
+CliEnv = Callable[[Settings, str], dict[str, str]]
+
+
+def _cli_env(settings: Settings, bootstrap: str) -> dict[str, str]:
+    """This process's environment minus CI and SHIPLEDGER_* variables, plus test settings."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in _CI_VARS and not k.startswith("SHIPLEDGER_")
+    }
+    env.update(
+        {
+            "SHIPLEDGER_DATA_DIR": str(settings.data_dir),
+            "SHIPLEDGER_TOPIC_PREFIX": settings.topic_prefix,
+            "SHIPLEDGER_EMIT_TIMEOUT_S": str(settings.emit_timeout_s),
+            "SHIPLEDGER_BOOTSTRAP_SERVERS": bootstrap,
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def cli_env() -> CliEnv:
+    """Builds the environment a CI job running `shipledger` against `bootstrap` would have."""
+    return _cli_env

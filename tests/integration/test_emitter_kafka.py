@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,12 +24,14 @@ from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.topics import Topics, ensure_topics
 
+#: The `cli_env` fixture (tests/conftest.py): a CI job's environment for a broker.
+CliEnv = Callable[[Settings, str], dict[str, str]]
+
 pytestmark = pytest.mark.integration
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 META = ["--service", "checkout", "--environment", "prod", "--commit-sha", SHA, "--actor", "al"]
 SHIPLEDGER = str(Path(sys.executable).with_name("shipledger"))
-_CI_VARS = ("GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL")
 
 
 @pytest.fixture
@@ -37,27 +39,16 @@ def topics(settings: Settings, broker: str) -> Topics:
     return ensure_topics(settings, broker)
 
 
-def _clean_env(settings: Settings, bootstrap: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if k not in _CI_VARS and not k.startswith("SHIPLEDGER_")
-    }
-    env.update(
-        {
-            "SHIPLEDGER_DATA_DIR": str(settings.data_dir),
-            "SHIPLEDGER_TOPIC_PREFIX": settings.topic_prefix,
-            "SHIPLEDGER_EMIT_TIMEOUT_S": str(settings.emit_timeout_s),
-            "SHIPLEDGER_BOOTSTRAP_SERVERS": bootstrap,
-        }
-    )
-    return env
-
-
 @pytest.fixture
 def env(
-    settings: Settings, broker: str, topics: Topics, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    broker: str,
+    topics: Topics,
+    monkeypatch: pytest.MonkeyPatch,
+    cli_env: CliEnv,
 ) -> Iterator[dict[str, str]]:
     """os.environ of a CI job whose SHIPLEDGER_BOOTSTRAP_SERVERS is the test broker."""
-    clean = _clean_env(settings, broker)
+    clean = cli_env(settings, broker)
     for key in list(os.environ):
         if key not in clean:
             monkeypatch.delenv(key)

@@ -30,32 +30,20 @@ from shipledger.producers.spool import Spool
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.settings import Settings
 
+#: The `cli_env` fixture (tests/conftest.py): a CI job's environment for a broker.
+CliEnv = Callable[[Settings, str], dict[str, str]]
+
 SHA = "0123456789abcdef0123456789abcdef01234567"
 META = ["--service", "checkout", "--environment", "prod", "--commit-sha", SHA, "--actor", "al"]
 SHIPLEDGER = str(Path(sys.executable).with_name("shipledger"))
-_CI_VARS = ("GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL")
-
-
-def _clean_env(settings: Settings, bootstrap: str) -> dict[str, str]:
-    """This process's environment minus CI and SHIPLEDGER_* variables, plus test settings."""
-    env = {
-        k: v for k, v in os.environ.items() if k not in _CI_VARS and not k.startswith("SHIPLEDGER_")
-    }
-    env.update(
-        {
-            "SHIPLEDGER_DATA_DIR": str(settings.data_dir),
-            "SHIPLEDGER_TOPIC_PREFIX": settings.topic_prefix,
-            "SHIPLEDGER_EMIT_TIMEOUT_S": str(settings.emit_timeout_s),
-            "SHIPLEDGER_BOOTSTRAP_SERVERS": bootstrap,
-        }
-    )
-    return env
 
 
 @pytest.fixture
-def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def env(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, cli_env: CliEnv
+) -> Iterator[dict[str, str]]:
     """os.environ as a CI job without Kafka would have it (a closed port)."""
-    clean = _clean_env(settings, f"127.0.0.1:{free_port()}")
+    clean = cli_env(settings, f"127.0.0.1:{free_port()}")
     for key in list(os.environ):
         if key not in clean:
             monkeypatch.delenv(key)
@@ -213,9 +201,9 @@ def test_run_strict_does_not_run_an_unrecorded_deploy(
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_run_forwards_signals_and_reports_the_interruption(
-    settings: Settings, sig: signal.Signals, tmp_path: Path
+    settings: Settings, sig: signal.Signals, tmp_path: Path, cli_env: CliEnv
 ) -> None:
-    env = _clean_env(settings, f"127.0.0.1:{free_port()}")
+    env = cli_env(settings, f"127.0.0.1:{free_port()}")
     ready = tmp_path / "ready"
     proc = subprocess.Popen(
         [SHIPLEDGER, "run", *META, "--", "sh", "-c", 'touch "$0" && exec sleep 30', ready],
@@ -339,7 +327,7 @@ def _black_hole() -> socket.socket:
 
 @pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C in a terminal"])
 def test_run_interrupted_while_started_is_sent_does_not_run_the_command(
-    settings: Settings, tmp_path: Path, how: str
+    settings: Settings, tmp_path: Path, how: str, cli_env: CliEnv
 ) -> None:
     """A signal during the `started` publish: the command never runs and the deployment is
     recorded as cancelled. Deterministic: the signal is sent once `run` is connected to the
@@ -347,7 +335,7 @@ def test_run_interrupted_while_started_is_sent_does_not_run_the_command(
     marker = tmp_path / "deployed"
     log = tmp_path / "stderr.log"
     with _black_hole() as broker:
-        env = _clean_env(settings, f"127.0.0.1:{broker.getsockname()[1]}")
+        env = cli_env(settings, f"127.0.0.1:{broker.getsockname()[1]}")
         args = [SHIPLEDGER, "run", *META, "--", "touch", str(marker)]
         master = slave = -1
         if how == "SIGTERM":
