@@ -344,7 +344,7 @@ def test_run_interrupted_while_started_is_sent_does_not_run_the_command(
         else:
             # `setsid -c`: a session whose controlling terminal is a pty, as a shell gives.
             if shutil.which("setsid") is None:
-                pytest.skip("needs setsid(1)")
+                pytest.skip("needs setsid(1) from util-linux (Debian: apt-get install util-linux)")
             sig, (master, slave) = signal.SIGINT, pty.openpty()
             args, stdin = ["setsid", "-c", *args], slave
         with log.open("wb") as err:
