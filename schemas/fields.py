@@ -1,4 +1,5 @@
-"""The field dictionary's executable part: canonical names and the aliases normalized at the edge.
+"""The field dictionary's executable part: canonical names, the aliases normalized at the edge,
+and each field's OpenTelemetry semantic-convention name (rendered into docs/fields.md).
 
 Aliases are rewritten to their canonical field before validation and never stored.
 """
@@ -35,6 +36,27 @@ ALIASES: dict[str, str] = {
     "deployment.id": "deployment_id",
     "status": "event_type",
     "type": "kind",
+}
+
+
+#: canonical field name -> OpenTelemetry semantic-convention attribute with the same meaning.
+#: Only attributes that exist in the conventions' registry; a field without one stays unmapped
+#: rather than getting an invented name. Most of these are still "development" stability there.
+OTEL_NAMES: dict[str, str] = {
+    "deployment_id": "deployment.id",
+    "environment": "deployment.environment.name",
+    "status": "deployment.status",
+    "service": "service.name",
+    "version": "service.version",
+    "region": "cloud.region",
+    "repository": "vcs.repository.url.full",
+    "commit_sha": "vcs.ref.head.revision",
+    "artifact_digest": "artifact.hash",
+    "actor": "enduser.id",
+    "pipeline_run_id": "cicd.pipeline.run.id",
+    "pipeline_run_url": "cicd.pipeline.run.url.full",
+    "pipeline_stage": "cicd.pipeline.task.name",
+    "exit_code": "process.exit.code",
 }
 
 

@@ -19,6 +19,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "sink": ("shipledger.sinks.cli", "sink", "Run the ClickHouse sink alone."),
     "demo": ("shipledger.demo", "demo", "Drive a realistic day of CI traffic through the stack."),
     "bench": ("shipledger.bench", "bench", "Measure throughput and latency of the stack."),
+    "schemas": (
+        "shipledger.schemas.cli",
+        "schemas",
+        "Check schema compatibility; generate the field dictionary.",
+    ),
 }
 
 

@@ -1,0 +1,114 @@
+"""`shipledger schemas`: compatibility of the schema versions, and the field dictionary."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import click
+
+from shipledger.schemas import compat, dictionary
+from shipledger.schemas.registry import catalog
+
+
+@click.group(
+    name="schemas",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+def schemas() -> None:
+    """The Avro contract in schemas/: prove its versions compatible, document its fields.
+
+    \b
+      shipledger schemas check          # every version pair, backward and forward; exit 1 if not
+      shipledger schemas docs           # write docs/fields.md (run in the repository root)
+      shipledger schemas docs --check   # exit 1 if docs/fields.md is out of date (for CI)
+    """
+
+
+@schemas.command()
+def check() -> None:
+    """Check the catalog and every schema's version pairs.
+
+    BACKWARD: each newer version reads data written by every older one. FORWARD: each older
+    version reads data written by every newer one. Proven by writing sample records (every
+    union branch, null and not, and every enum symbol) with one version and reading them with
+    the other through fastavro's schema resolution. Also checks the catalog: ids unique,
+    versions consecutive per schema, every topic's schema, key and dead-letter topic present.
+
+    Prints one line per check; exits 1 if anything is incompatible.
+    """
+    try:
+        cat = catalog()
+        entries = compat.shipped_entries()
+    except Exception as exc:  # a schema that does not parse stops the catalog from loading
+        click.echo(f"catalog: FAIL cannot load schemas/catalog.yaml: {exc}")
+        raise click.exceptions.Exit(1) from exc
+    failed = 0
+    for result in compat.run_checks(cat, entries):
+        if result.ok:
+            click.echo(f"{result.label}: OK")
+        for problem in result.problems:
+            failed += 1
+            if problem.direction == compat.CATALOG:
+                click.echo(f"{result.label}: FAIL {problem.schema}: {problem.reason}")
+            else:
+                click.echo(f"{result.label}: FAIL {problem.direction}: {problem.reason}")
+    if failed:
+        click.echo(f"{failed} problem(s): schemas are not compatible", err=True)
+        raise click.exceptions.Exit(1)
+
+
+@schemas.command()
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(dictionary.DOCS_PATH),
+    show_default=True,
+    help="Where the dictionary goes (relative to the current directory).",
+)
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Write nothing; exit 1 if the file differs from what would be written.",
+)
+def docs(out: Path, check_only: bool) -> None:
+    """Generate the field dictionary (docs/fields.md) from the schemas.
+
+    For each schema's newest version: every field's type, whether it is required, its meaning
+    and its OpenTelemetry semantic-convention name; then the alias table.
+    """
+    text = dictionary.render(catalog())
+    current = out.read_text(encoding="utf-8") if out.is_file() else None
+    if check_only:
+        if current == text:
+            click.echo(f"{out} is up to date")
+            return
+        if current is None:
+            click.echo(
+                f"{out} does not exist: run `shipledger schemas docs` and commit it", err=True
+            )
+        else:
+            diff = difflib.unified_diff(
+                current.splitlines(),
+                text.splitlines(),
+                f"{out} (on disk)",
+                f"{out} (from the schemas)",
+                lineterm="",
+            )
+            click.echo("\n".join(list(diff)[:60]), err=True)
+            click.echo(
+                f"{out} is out of date with the schemas: run `shipledger schemas docs` "
+                "and commit the result",
+                err=True,
+            )
+        raise click.exceptions.Exit(1)
+    if not out.parent.is_dir():
+        raise click.UsageError(
+            f"{out.parent} does not exist: run this in the repository root, or pass --out"
+        )
+    if current == text:
+        click.echo(f"{out} is up to date")
+        return
+    out.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out}")
