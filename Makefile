@@ -31,9 +31,11 @@ demo: install ## Start the embedded stack, drive a realistic day of CI traffic, 
 up: install ## Run the embedded stack (Tansu + Faust + ClickHouse sink) until Ctrl-C
 	$(BIN)/shipledger up
 
-lint: install ## ruff (lint + format check) and mypy strict
+lint: install ## ruff, mypy strict, schema compatibility, field dictionary up to date
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/shipledger schemas check
+	$(BIN)/shipledger schemas docs --check
 	# From inside .venv: the repo's shipledger/ folder would shadow the mapped package.
 	cd $(VENV) && bin/mypy --config-file ../pyproject.toml -p shipledger
 	cd $(VENV) && bin/mypy --config-file ../pyproject.toml ../tests
