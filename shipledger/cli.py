@@ -17,6 +17,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "up": ("shipledger.stack", "up", "Run the embedded stack until Ctrl-C."),
     "worker": ("shipledger.processors.worker", "worker", "Run the Faust processors alone."),
     "sink": ("shipledger.sinks.cli", "sink", "Run the ClickHouse sink alone."),
+    "dlq": ("shipledger.dlq", "dlq", "Inspect and replay dead-lettered messages."),
     "demo": ("shipledger.demo", "demo", "Drive a realistic day of CI traffic through the stack."),
     "bench": ("shipledger.bench", "bench", "Measure throughput and latency of the stack."),
     "schemas": (

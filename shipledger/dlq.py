@@ -1,0 +1,526 @@
+"""`shipledger dlq`: inspect and replay dead-lettered messages.
+
+The dead-letter topic (`<prefix>dlq`) holds each rejected message's original key and value,
+with headers saying why (`reason`, `field`), where it was read (`source_topic`,
+`source_partition`, `source_offset`) and by whom (`stage`: `processors` or `sink`). A letter
+is named by its own place in the DLQ, `<dlq partition>:<dlq offset>`, e.g. `2:15`.
+
+The pure helpers (id and header parsing, selection, formatting) come first; Kafka I/O after.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import click
+
+from shipledger.settings import Settings
+from shipledger.stackfile import resolve_bootstrap
+from shipledger.topics import Topics
+
+Stage = Literal["processors", "sink"]
+STAGES: tuple[Stage, ...] = ("processors", "sink")
+REPLAYED_FROM = "replayed_from"
+EVENT_SCHEMA = "io.shipledger.v1.DeploymentEvent"
+REASON_WIDTH = 60
+RAW_PREVIEW_BYTES = 300
+
+
+# --- pure helpers ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class LetterId:
+    """A letter's place in the DLQ topic."""
+
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+
+def parse_letter_id(text: str) -> LetterId:
+    """Parse `PARTITION:OFFSET` (e.g. `2:15`); raises ValueError with a readable message."""
+    parts = text.strip().split(":")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(
+            f"{text!r} is not a letter id: expected PARTITION:OFFSET as printed by "
+            "`shipledger dlq list`, e.g. 2:15"
+        )
+    return LetterId(int(parts[0]), int(parts[1]))
+
+
+class LetterIdParam(click.ParamType):
+    """Click parameter type for `PARTITION:OFFSET`."""
+
+    name = "PARTITION:OFFSET"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, LetterId):
+            return value
+        try:
+            return parse_letter_id(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def parse_headers(raw: Any) -> dict[str, str]:
+    """Kafka headers (a list of pairs or a dict, values bytes/str/None) as text.
+
+    Undecodable bytes are replaced rather than failing; a repeated header keeps its last value.
+    """
+    if not raw:
+        return {}
+    pairs: Iterable[tuple[str, Any]] = raw.items() if isinstance(raw, dict) else raw
+    out: dict[str, str] = {}
+    for key, value in pairs:
+        if value is None:
+            out[key] = ""
+        elif isinstance(value, bytes | bytearray):
+            out[key] = bytes(value).decode("utf-8", errors="replace")
+        else:
+            out[key] = str(value)
+    return out
+
+
+@dataclass(frozen=True)
+class Letter:
+    """One dead letter: its DLQ position, the original key/value and the DLQ headers."""
+
+    id: LetterId
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+
+    @property
+    def stage(self) -> str:
+        return self.headers.get("stage", "")
+
+    @property
+    def reason(self) -> str:
+        return self.headers.get("reason", "")
+
+    @property
+    def field(self) -> str:
+        return self.headers.get("field", "")
+
+    @property
+    def source_topic(self) -> str | None:
+        return self.headers.get("source_topic") or None
+
+    @property
+    def source(self) -> str:
+        """`topic/partition/offset` where the original was read (`?` for a missing part)."""
+        return "/".join(
+            self.headers.get(k) or "?"
+            for k in ("source_topic", "source_partition", "source_offset")
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The fields `dlq list --format json` prints."""
+        return {
+            "id": str(self.id),
+            "stage": self.stage,
+            "source_topic": self.source_topic,
+            "source_partition": _int_or_none(self.headers.get("source_partition")),
+            "source_offset": _int_or_none(self.headers.get("source_offset")),
+            "field": self.field or None,
+            "reason": self.reason,
+            REPLAYED_FROM: self.headers.get(REPLAYED_FROM),
+        }
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def select_letters(
+    letters: Iterable[Letter], ids: Sequence[LetterId] = (), stage: str | None = None
+) -> list[Letter]:
+    """Letters matching `stage` (if given) and, if `ids` is non-empty, one of `ids`."""
+    wanted = set(ids)
+    return [
+        letter
+        for letter in letters
+        if (not wanted or letter.id in wanted) and (stage is None or letter.stage == stage)
+    ]
+
+
+def truncate(text: str, width: int) -> str:
+    """`text` on one line, cut to `width` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: max(width - 1, 0)] + "…"
+
+
+def format_table(letters: Sequence[Letter], reason_width: int = REASON_WIDTH) -> str:
+    """One aligned line per letter, reasons truncated."""
+    rows = [("ID", "STAGE", "SOURCE", "FIELD", "REASON")] + [
+        (str(x.id), x.stage or "?", x.source, x.field or "-", truncate(x.reason, reason_width))
+        for x in letters
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:4])) + "  " + r[4] for r in rows
+    )
+
+
+def describe_payload(value: bytes | None) -> tuple[dict[str, Any] | None, str]:
+    """The payload as a DeploymentEvent (decoded dict, JSON text), else (None, a bytes preview)."""
+    from shipledger.schemas.registry import AvroCodec, DecodeError
+
+    try:
+        decoded = AvroCodec(EVENT_SCHEMA).decode(value)
+    except DecodeError as exc:
+        if value is None:
+            return None, f"no payload (null value): not valid Avro ({exc})"
+        preview = repr(value[:RAW_PREVIEW_BYTES])
+        more = f" … ({len(value)} bytes in all)" if len(value) > RAW_PREVIEW_BYTES else ""
+        return None, f"{preview}{more}\nnot a valid Avro DeploymentEvent: {exc}"
+    return decoded, json.dumps(decoded, indent=2, sort_keys=True, default=str)
+
+
+def replay_headers(letter: Letter) -> list[tuple[str, str | bytes | None]]:
+    """Headers of a replayed message: where it came from in the DLQ."""
+    return [(REPLAYED_FROM, str(letter.id).encode())]
+
+
+# --- Kafka I/O ---------------------------------------------------------------------------
+
+
+def _consumer(settings: Settings, bootstrap: str) -> Any:
+    from confluent_kafka import Consumer
+
+    # A group id is required by librdkafka, but partitions are assigned, never subscribed:
+    # no group is joined and no offsets are committed.
+    return Consumer(
+        {
+            **settings.kafka_common(bootstrap),
+            "group.id": f"shipledger-dlq-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": settings.fetch_wait_ms,
+        }
+    )
+
+
+def _letter(msg: Any) -> Letter:
+    return Letter(
+        id=LetterId(msg.partition(), msg.offset()),
+        key=msg.key(),
+        value=msg.value(),
+        headers=parse_headers(msg.headers()),
+    )
+
+
+def read_letters(
+    settings: Settings,
+    bootstrap: str,
+    topic: str,
+    start: dict[int, int] | None = None,
+    timeout_s: float = 30.0,
+) -> list[Letter]:
+    """Every letter of `topic` from the beginning (or from `start[partition]`) to the end.
+
+    Stops when every partition reported end-of-partition. A missing topic reads as empty.
+    """
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+    consumer = _consumer(settings, bootstrap)
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            return []
+        # The high watermarks bound the read (end-of-partition events end it too): a
+        # partition with nothing at or after its start offset is not read at all.
+        ends: dict[int, int] = {}
+        begins: dict[int, int] = {}
+        for p in sorted(meta.partitions):
+            if start is not None and p not in start:
+                continue
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=timeout_s, cached=False
+            )
+            begin = start[p] if start is not None else low
+            if begin < low or begin >= high:
+                continue
+            ends[p], begins[p] = high, begin
+        partitions = sorted(ends)
+        if not partitions:
+            return []
+        consumer.assign([TopicPartition(topic, p, begins[p]) for p in partitions])
+        pending = set(partitions)
+        letters: list[Letter] = []
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise click.ClickException(
+                    f"timed out after {timeout_s:g}s reading {topic} "
+                    f"(partitions {sorted(pending)} never reached their end)"
+                )
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                    continue
+                if err.code() == KafkaError.OFFSET_OUT_OF_RANGE:
+                    pending.discard(msg.partition())
+                    continue
+                raise KafkaException(err)
+            letters.append(_letter(msg))
+            if msg.offset() >= ends[msg.partition()] - 1:
+                pending.discard(msg.partition())
+            if start is not None:
+                # `show` wants one message per partition: stop after it.
+                pending.discard(msg.partition())
+        return sorted(letters, key=lambda x: x.id)
+    finally:
+        consumer.close()
+
+
+def read_letter(
+    settings: Settings, bootstrap: str, topic: str, letter_id: LetterId, timeout_s: float = 30.0
+) -> Letter | None:
+    """The letter at `letter_id`, or None if there is none."""
+    found = read_letters(
+        settings,
+        bootstrap,
+        topic,
+        start={letter_id.partition: letter_id.offset},
+        timeout_s=timeout_s,
+    )
+    return next((x for x in found if x.id == letter_id), None)
+
+
+def replay(
+    settings: Settings, bootstrap: str, letters: Sequence[Letter], timeout_s: float = 30.0
+) -> int:
+    """Produce each letter's original key and value to its source topic; returns how many
+    the broker acknowledged. Letters without a source topic must be filtered out first."""
+    from confluent_kafka import Producer
+
+    producer = Producer(settings.kafka_producer(bootstrap))
+    failures: list[str] = []
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is not None:
+            failures.append(f"{msg.topic()}: {err}")
+
+    for letter in letters:
+        assert letter.source_topic is not None
+        producer.produce(
+            letter.source_topic,
+            key=letter.key,
+            value=letter.value,
+            headers=replay_headers(letter),
+            on_delivery=on_delivery,
+        )
+        producer.poll(0)
+    remaining = producer.flush(timeout_s)
+    if remaining or failures:
+        raise click.ClickException(
+            f"replay incomplete: {remaining} message(s) unacknowledged after {timeout_s:g}s, "
+            f"{len(failures)} failed" + (f" (first: {failures[0]})" if failures else "")
+        )
+    return len(letters)
+
+
+# --- the command -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    settings: Settings
+    bootstrap: str
+    topic: str
+
+
+def _target(ctx: click.Context) -> _Target:
+    """Settings, broker and DLQ topic, resolved when a subcommand runs (not for --help)."""
+    bootstrap_opt: str | None = ctx.obj.get("bootstrap") if ctx.obj else None
+    overrides: dict[str, Any] = {"bootstrap_servers": bootstrap_opt} if bootstrap_opt else {}
+    settings = Settings(**overrides)
+    bootstrap = resolve_bootstrap(settings)
+    if bootstrap is None:
+        raise click.UsageError(
+            "no broker to read the DLQ from: pass --bootstrap HOST:PORT, set "
+            "SHIPLEDGER_BOOTSTRAP_SERVERS, or start `shipledger up` in this data dir",
+            ctx,
+        )
+    return _Target(settings, bootstrap, Topics.from_settings(settings).dlq)
+
+
+_stage_option = click.option(
+    "--stage",
+    type=click.Choice(STAGES),
+    help="Only letters dead-lettered by this stage (processors: raw events that do not decode "
+    "or validate; sink: records/alerts that do not fit their table).",
+)
+
+
+@click.group("dlq", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--bootstrap",
+    metavar="HOST:PORT[,...]",
+    help="Kafka bootstrap servers. Default: SHIPLEDGER_BOOTSTRAP_SERVERS, else the broker of a "
+    "running `shipledger up`.",
+)
+@click.pass_context
+def dlq(ctx: click.Context, bootstrap: str | None) -> None:
+    """Inspect and replay dead-lettered messages.
+
+    The DLQ topic is `<SHIPLEDGER_TOPIC_PREFIX>dlq`. Each letter is the original message
+    (key and value) with headers saying why it was rejected; it is named by its place in the
+    DLQ, PARTITION:OFFSET (e.g. 2:15). Reading never joins a consumer group or commits.
+
+    \b
+    Operator workflow:
+      shipledger dlq list                      # what was rejected, and why
+      shipledger dlq list --stage processors --format json
+      shipledger dlq show 2:15                 # headers + the payload (decoded if Avro)
+      # fix the cause: the policy file, a mapping, a processor bug (then redeploy)
+      shipledger dlq replay 2:15 3:4           # send those originals back to their topic
+      shipledger dlq replay --all --stage processors --dry-run
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["bootstrap"] = bootstrap
+
+
+@dlq.command("list")
+@click.option(
+    "--limit", type=click.IntRange(min=1), help="Show at most the last N letters (in id order)."
+)
+@_stage_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table: one line per letter, reasons truncated; json: one full JSON object per line.",
+)
+@click.pass_context
+def list_(ctx: click.Context, limit: int | None, stage: str | None, fmt: str) -> None:
+    """List dead letters: id, stage, source topic/partition/offset, field, reason.
+
+    \b
+    Examples:
+      shipledger dlq list
+      shipledger dlq list --stage sink --limit 20
+      shipledger dlq list --format json | jq -r 'select(.field == "commit_sha") | .id'
+    """
+    target = _target(ctx)
+    letters = select_letters(
+        read_letters(target.settings, target.bootstrap, target.topic), (), stage
+    )
+    if limit is not None:
+        letters = letters[-limit:]
+    if fmt == "json":
+        for letter in letters:
+            click.echo(json.dumps(letter.summary(), sort_keys=True))
+        return
+    if not letters:
+        what = f" from stage {stage}" if stage else ""
+        click.echo(f"No dead letters{what} in {target.topic}.")
+        return
+    click.echo(format_table(letters))
+
+
+@dlq.command("show")
+@click.argument("letter_id", metavar="ID", type=LetterIdParam())
+@click.pass_context
+def show(ctx: click.Context, letter_id: LetterId) -> None:
+    """Show one letter: every header and the original payload.
+
+    A payload that decodes as a DeploymentEvent is printed as JSON; anything else as a
+    (truncated) bytes repr, with why it is not valid Avro.
+
+    \b
+    Example:
+      shipledger dlq show 2:15
+    """
+    target = _target(ctx)
+    letter = read_letter(target.settings, target.bootstrap, target.topic, letter_id)
+    if letter is None:
+        raise click.ClickException(f"no letter {letter_id} in {target.topic}")
+    click.echo(f"letter {letter.id} in {target.topic}")
+    click.echo("headers:")
+    width = max((len(k) for k in letter.headers), default=0)
+    for key, value in letter.headers.items():
+        click.echo(f"  {key.ljust(width)}  {value}")
+    key_text = letter.key.decode("utf-8", errors="replace") if letter.key is not None else None
+    click.echo(f"key: {key_text!r}")
+    decoded, text = describe_payload(letter.value)
+    click.echo("payload (DeploymentEvent):" if decoded is not None else "payload (raw bytes):")
+    click.echo(text)
+
+
+@dlq.command("replay")
+@click.argument("ids", metavar="[ID]...", nargs=-1, type=LetterIdParam())
+@click.option("--all", "all_", is_flag=True, help="Replay every letter (with --stage: of it).")
+@_stage_option
+@click.option("--dry-run", is_flag=True, help="Print what would be replayed; send nothing.")
+@click.pass_context
+def replay_cmd(
+    ctx: click.Context, ids: tuple[LetterId, ...], all_: bool, stage: str | None, dry_run: bool
+) -> None:
+    """Send letters' original key and value back to their source topic.
+
+    Each replayed message carries a `replayed_from=PARTITION:OFFSET` header naming its letter.
+    Fix the cause first (policy, mapping, processor bug): a replayed message that is still bad
+    simply comes back to the DLQ as a new letter with a fresh reason. Letters without a
+    source_topic header are skipped with a warning.
+
+    Replay is at-least-once: replaying a letter twice sends it twice. That is safe, because
+    downstream deduplicates by event id, but the DLQ keeps the letter (it is never deleted).
+
+    \b
+    Examples:
+      shipledger dlq replay 2:15 0:7
+      shipledger dlq replay --all --stage processors --dry-run
+      shipledger dlq replay --all
+    """
+    if not ids and not all_:
+        raise click.UsageError("name letters to replay (e.g. `replay 2:15`) or pass --all", ctx)
+    if ids and all_:
+        raise click.UsageError("pass letter ids or --all, not both", ctx)
+    target = _target(ctx)
+    letters = read_letters(target.settings, target.bootstrap, target.topic)
+    selected = select_letters(letters, ids, stage)
+    missing = sorted(set(ids) - {x.id for x in selected})
+    if missing:
+        raise click.ClickException(
+            "no such letter(s)"
+            + (f" from stage {stage}" if stage else "")
+            + f" in {target.topic}: "
+            + ", ".join(map(str, missing))
+        )
+    sendable: list[Letter] = []
+    for letter in selected:
+        if letter.source_topic is None:
+            click.echo(f"warning: skipping {letter.id}: no source_topic header", err=True)
+        else:
+            sendable.append(letter)
+    if not sendable:
+        click.echo("Nothing to replay.")
+        return
+    if dry_run:
+        for letter in sendable:
+            click.echo(f"would replay {letter.id} -> {letter.source_topic}")
+        click.echo(f"{len(sendable)} letter(s) would be replayed (dry run: nothing sent).")
+        return
+    count = replay(target.settings, target.bootstrap, sendable)
+    click.echo(f"Replayed {count} letter(s).")
