@@ -55,3 +55,17 @@ def _cli_env(settings: Settings, bootstrap: str) -> dict[str, str]:
 def cli_env() -> CliEnv:
     """Builds the environment a CI job running `shipledger` against `bootstrap` would have."""
     return _cli_env
+
+
+@pytest.fixture
+def use_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, str]], None]:
+    """Makes `env` this process's whole environment for the test (undone afterwards)."""
+
+    def install(env: dict[str, str]) -> None:
+        for key in list(os.environ):
+            if key not in env:
+                monkeypatch.delenv(key)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+
+    return install

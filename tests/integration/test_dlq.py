@@ -14,37 +14,25 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from shipledger.cli import cli
 from shipledger.dlq import read_letters
+from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.stack import Stack
 
 pytestmark = pytest.mark.integration
 
-BAD_SHA_EVENT: dict[str, object] = {
-    "event_id": "e-dlq-bad",
-    "deployment_id": "dep-dlq-bad",
-    "event_type": "started",
-    "kind": "release",
-    "service": "s",
-    "environment": "prod",
-    "region": None,
-    "tenant": "t",
-    "repository": None,
+#: What a producer that skips validation sends: a valid event with a short commit SHA.
+BAD_SHA_EVENT = {
+    **DeploymentEvent(
+        event_id="e-dlq-bad",
+        deployment_id="dep-dlq-bad",
+        event_type="started",
+        service="s",
+        environment="prod",
+        commit_sha="0" * 40,
+        actor="a",
+    ).to_avro(),
     "commit_sha": "abc123",
-    "version": None,
-    "artifact_name": None,
-    "artifact_digest": None,
-    "actor": "a",
-    "trigger": "manual",
-    "pipeline_provider": None,
-    "pipeline_run_id": None,
-    "pipeline_run_url": None,
-    "pipeline_stage": None,
-    "change_id": None,
-    "exit_code": None,
-    "duration_ms": None,
-    "occurred_at": 0,
-    "attributes": {},
 }
 
 

@@ -3,7 +3,6 @@ sent exactly once when Kafka comes back, and `run` reports both ends of a comman
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -44,16 +43,12 @@ def env(
     settings: Settings,
     broker: str,
     topics: Topics,
-    monkeypatch: pytest.MonkeyPatch,
     cli_env: CliEnv,
+    use_env: Callable[[dict[str, str]], None],
 ) -> Iterator[dict[str, str]]:
     """os.environ of a CI job whose SHIPLEDGER_BOOTSTRAP_SERVERS is the test broker."""
     clean = cli_env(settings, broker)
-    for key in list(os.environ):
-        if key not in clean:
-            monkeypatch.delenv(key)
-    for key, value in clean.items():
-        monkeypatch.setenv(key, value)
+    use_env(clean)
     yield clean
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from shipledger.schemas.models import Alert
+from shipledger.schemas.models import Alert, DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.stack import Stack
@@ -71,20 +71,16 @@ def emit(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
+def identity(dep: str, *extra: str) -> list[str]:
+    """The flags naming deployment `dep` of checkout by alice (retail), plus `extra`."""
+    return [
+        "--deployment-id", dep, "--service", "checkout", "--commit-sha", SHA,
+        "--actor", "alice", "--tenant", "retail", *extra,
+    ]  # fmt: skip
+
+
 def deploy(stack: Stack, dep: str, at: str, *extra: str) -> None:
-    common = [
-        "--deployment-id",
-        dep,
-        "--service",
-        "checkout",
-        "--commit-sha",
-        SHA,
-        "--actor",
-        "alice",
-        "--tenant",
-        "retail",
-        *extra,
-    ]
+    common = identity(dep, *extra)
     emit(stack, "started", "--occurred-at", at, *common)
     emit(stack, "succeeded", "--occurred-at", at.replace(":00+", ":05+"), *common)
 
@@ -99,6 +95,9 @@ def wait_rows(stack: Stack, table: str, want: int, timeout: float = 60) -> int:
         if have >= want:
             return have
         time.sleep(0.2)
+    # Shown by pytest with the failure: what the worker said while we waited.
+    for log in sorted((stack.settings.data_dir.parent / "logs").glob("*.log")):
+        print(f"--- {log.name} (last 40 lines)\n" + "\n".join(log.read_text().splitlines()[-40:]))
     return have
 
 
@@ -155,20 +154,9 @@ def test_cli_events_become_rows_and_alerts(stack: Stack) -> None:
     emit(
         stack,
         "failed",
-        "--deployment-id",
-        "dep-fail",
-        "--service",
-        "checkout",
-        "--commit-sha",
-        SHA,
-        "--actor",
-        "alice",
-        "--tenant",
-        "retail",
-        "--environment",
-        "staging",
         "--occurred-at",
         "2026-11-25T11:09:00+01:00",
+        *identity("dep-fail", "--environment", "staging"),
     )
 
     assert wait_rows(stack, "deployment_events", 9) == 9
@@ -208,32 +196,16 @@ def test_cli_events_become_rows_and_alerts(stack: Stack) -> None:
 
 def test_malformed_events_reach_the_dead_letter_topic(stack: Stack) -> None:
     codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
-    bad_sha: dict[str, object] = {
-        "event_id": "e-bad",
-        "deployment_id": "dep-bad",
-        "event_type": "started",
-        "kind": "release",
-        "service": "s",
-        "environment": "prod",
-        "region": None,
-        "tenant": "t",
-        "repository": None,
-        "commit_sha": "abc123",
-        "version": None,
-        "artifact_name": None,
-        "artifact_digest": None,
-        "actor": "a",
-        "trigger": "manual",
-        "pipeline_provider": None,
-        "pipeline_run_id": None,
-        "pipeline_run_url": None,
-        "pipeline_stage": None,
-        "change_id": None,
-        "exit_code": None,
-        "duration_ms": None,
-        "occurred_at": 0,
-        "attributes": {},
-    }
+    valid = DeploymentEvent(
+        event_id="e-bad",
+        deployment_id="dep-bad",
+        event_type="started",
+        service="s",
+        environment="prod",
+        commit_sha=SHA,
+        actor="a",
+    )
+    bad_sha = {**valid.to_avro(), "commit_sha": "abc123"}  # what a non-validating producer sends
     producer = Producer(stack.settings.kafka_producer(stack.bootstrap))
     producer.produce(stack.topics.raw, key=b"dep-bad", value=codec.encode(bad_sha))
     producer.produce(stack.topics.raw, key=b"dep-junk", value=b"{not avro}")
@@ -302,8 +274,6 @@ def test_supervisor_restarts_a_killed_worker(stack: Stack) -> None:
 def test_an_event_delivered_twice_is_applied_once(stack: Stack) -> None:
     """A resent event (spool flush after a lost ack, a replay) must not advance the record."""
     codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
-    from shipledger.schemas.models import DeploymentEvent
-
     event = DeploymentEvent(
         event_id="evt-twice",
         deployment_id="dep-twice",

@@ -40,15 +40,11 @@ SHIPLEDGER = str(Path(sys.executable).with_name("shipledger"))
 
 @pytest.fixture
 def env(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, cli_env: CliEnv
+    settings: Settings, cli_env: CliEnv, use_env: Callable[[dict[str, str]], None]
 ) -> Iterator[dict[str, str]]:
     """os.environ as a CI job without Kafka would have it (a closed port)."""
     clean = cli_env(settings, f"127.0.0.1:{free_port()}")
-    for key in list(os.environ):
-        if key not in clean:
-            monkeypatch.delenv(key)
-    for key, value in clean.items():
-        monkeypatch.setenv(key, value)
+    use_env(clean)
     yield clean
 
 
