@@ -1,0 +1,100 @@
+"""`dispatch`: authenticate one provider delivery, map it onto the contract, fill the envelope."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from shipledger.webhooks import argocd, cdevents, github, gitlab, jenkins
+from shipledger.webhooks.result import (
+    Headers,
+    Mapped,
+    Parsed,
+    Request,
+    ShaResolver,
+    WebhookPayloadError,
+    WebhookResult,
+)
+
+# Event ids are UUIDv5 in this namespace, so they look like the emitter's UUID4 ids.
+_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://shipledger.io/webhooks")
+
+
+@dataclass(frozen=True)
+class Provider:
+    """How one provider's deliveries are authenticated and read."""
+
+    verify: Callable[[Request], None]
+    parse: Callable[[Request], Parsed]
+
+
+PROVIDERS: dict[str, Provider] = {
+    "github": Provider(github.verify, github.parse),
+    "gitlab": Provider(gitlab.verify, gitlab.parse),
+    "argocd": Provider(argocd.verify, argocd.parse),
+    "cdevents": Provider(cdevents.verify, cdevents.parse),
+    "jenkins": Provider(jenkins.verify, jenkins.parse),
+}
+
+
+def dispatch(
+    provider: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    secret: str | None,
+    tenant: str,
+    resolve_sha: ShaResolver | None = None,
+    received_at: datetime | None = None,
+) -> WebhookResult:
+    """Verify and map one webhook delivery from `provider` onto contract events for `tenant`.
+
+    Authentication comes first and fails closed: a missing `secret` rejects every request.
+    Raises WebhookAuthError (answer 401) or WebhookPayloadError (answer 400); an event type,
+    action or state that shipledger does not record comes back with `ignored` set.
+    `resolve_sha(repository, short_sha)` completes abbreviated SHAs (GitLab deployments);
+    `received_at` (default: now) stands in for payloads that carry no timestamp.
+    Event ids derive from tenant, provider, delivery id (else the body's hash) and position,
+    so a redelivery yields the same ids and is deduplicated downstream.
+    """
+    handler = PROVIDERS.get(provider)
+    if handler is None:
+        known = ", ".join(sorted(PROVIDERS))
+        raise WebhookPayloadError(f"unknown webhook provider {provider!r} (known: {known})")
+    request = Request(
+        headers=Headers(headers),
+        body=body,
+        secret=secret,
+        received_at=(received_at or datetime.now(UTC)).astimezone(UTC),
+        resolve_sha=resolve_sha,
+    )
+    handler.verify(request)
+    parsed = handler.parse(request)
+    identity = parsed.delivery_id or f"sha256:{hashlib.sha256(body).hexdigest()}"
+    events = [
+        Mapped(
+            family,
+            {
+                "event_id": event_id(tenant, provider, identity, index),
+                "tenant": tenant,
+                "source": f"webhook:{provider}",
+                **fields,
+            },
+        )
+        for index, (family, fields) in enumerate(parsed.events)
+    ]
+    return WebhookResult(
+        provider=provider,
+        event_type=parsed.event_type,
+        delivery_id=parsed.delivery_id,
+        events=events,
+        ignored=parsed.ignored,
+    )
+
+
+def event_id(tenant: str, provider: str, delivery: str, index: int) -> str:
+    """The deterministic id of the `index`-th event mapped from one delivery."""
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{tenant}\n{provider}\n{delivery}\n{index}"))
