@@ -1,0 +1,207 @@
+"""CDEvents over CloudEvents (binary and structured mode) onto the contract families."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from shipledger.webhooks import (
+    Mapped,
+    WebhookAuthError,
+    WebhookPayloadError,
+    WebhookResult,
+    dispatch,
+)
+
+#: Fixtures of tests/unit/conftest.py.
+Deliver = Callable[..., WebhookResult]
+Check = Callable[[Mapped], dict[str, Any]]
+RawRequest = Callable[..., tuple[dict[str, str], bytes]]
+
+SECRET = "whsec-0123456789"
+SERVICE_SHA = "5f3a1c9e8d7b6a5f4e3d2c1b0a9f8e7d6c5b4a39"
+DIGEST = "sha256:0b31b1c02ff458ad9b7b81cbdf8f028bd54699fa151f221d1e8de6817db93427"
+
+
+@pytest.mark.parametrize("fixture", ["service_deployed_binary", "service_upgraded_structured"])
+def test_service_deployed_and_upgraded(
+    deliver: Deliver, check_contract: Check, fixture: str
+) -> None:
+    result = deliver("cdevents", fixture)
+    assert result.event_type.startswith("dev.cdevents.service.")
+    assert result.delivery_id is not None and result.delivery_id.startswith("/tekton/prod-cluster#")
+    [mapped] = result.events
+    event = check_contract(mapped)
+    assert (event["event_type"], event["kind"]) == ("succeeded", "release")
+    assert (event["service"], event["environment"]) == ("payments", "production")
+    assert event["commit_sha"] == SERVICE_SHA  # customData.commitSha
+    # From the artifactId purl: an OCI purl's version is the digest, the tag a qualifier.
+    assert (event["artifact_name"], event["artifact_digest"], event["version"]) == (
+        "payments-api",
+        DIGEST,
+        "v2.4.0",
+    )
+    assert (event["actor"], event["repository"]) == (
+        "release-bot",
+        "https://github.com/acme/payments-api",
+    )
+    assert event["source"] == "webhook:cdevents"
+
+
+def test_service_rolledback_commit_from_the_purl_vcs_url(
+    deliver: Deliver, check_contract: Check
+) -> None:
+    [mapped] = deliver("cdevents", "service_rolledback_binary").events
+    event = check_contract(mapped)
+    assert (event["event_type"], event["kind"]) == ("rolled_back", "rollback")
+    assert event["commit_sha"] == "e1d2c3b4a5968778695a4b3c2d1e0f9a8b7c6d5e"
+    assert event["repository"] == "https://github.com/acme/payments-api"
+    assert event["version"] == "v2.3.9"
+    assert event["actor"] == "/tekton/prod-cluster"  # no customData.actor: the emitter
+
+
+def test_spec_example_without_a_commit_is_rejected(deliver: Deliver) -> None:
+    with pytest.raises(WebhookPayloadError, match=r"^customData\.commitSha: required"):
+        deliver("cdevents", "service_deployed_spec_example")
+
+
+@pytest.mark.parametrize(
+    ("fixture", "action"),
+    [("environment_created_structured", "created"), ("environment_modified_binary", "modified")],
+)
+def test_environment(deliver: Deliver, check_contract: Check, fixture: str, action: str) -> None:
+    [mapped] = deliver("cdevents", fixture).events
+    assert mapped.family == "catalog"
+    event = check_contract(mapped)
+    assert (event["entity"], event["action"], event["name"]) == (
+        "environment",
+        action,
+        "prod-eu-west-1",
+    )
+    assert event["url"] == "https://k8s.eu-west-1.acme.example"
+
+
+def test_environment_deleted_is_removed(deliver: Deliver, check_contract: Check) -> None:
+    def deleted(envelope: dict[str, Any]) -> None:
+        envelope["type"] = envelope["data"]["context"]["type"] = (
+            "dev.cdevents.environment.deleted.0.2.0"
+        )
+
+    [mapped] = deliver("cdevents", "environment_created_structured", deleted).events
+    assert check_contract(mapped)["action"] == "removed"
+
+
+def test_change_merged(deliver: Deliver, check_contract: Check) -> None:
+    [mapped] = deliver("cdevents", "change_merged_binary").events
+    event = check_contract(mapped)
+    assert (event["kind"], event["repository"]) == ("pull_request_merged", "acme/payments-api")
+    assert (event["pull_request_number"], event["commit_sha"]) == (1347, SERVICE_SHA)
+    assert event["merged_by"] == "octocat"
+
+
+def test_artifact_published(deliver: Deliver, check_contract: Check) -> None:
+    [mapped] = deliver("cdevents", "artifact_published_structured").events
+    assert mapped.family == "artifact"
+    event = check_contract(mapped)
+    assert (event["artifact_name"], event["version"], event["digest"]) == (
+        "payments-api",
+        "v2.4.0",
+        DIGEST,
+    )
+    assert event["repository"] == "ghcr.io/acme/payments-api"
+    assert event["commit_sha"] == SERVICE_SHA  # from the vcs_url qualifier
+    assert event["builder"] == "release-bot"
+    assert event["attributes"]["sbom"].endswith("v2.4.0.spdx.json")
+
+
+def test_artifact_published_golang_purl(deliver: Deliver, check_contract: Check) -> None:
+    def golang(body: dict[str, Any]) -> None:
+        body["data"]["subject"]["id"] = "pkg:golang/mygit.com/myorg/myapp@234fd47e07d1004f0aed9c"
+
+    [mapped] = deliver("cdevents", "artifact_published_structured", golang).events
+    event = check_contract(mapped)
+    assert (event["artifact_name"], event["version"], event["digest"]) == (
+        "mygit.com/myorg/myapp",
+        "234fd47e07d1004f0aed9c",
+        None,
+    )
+
+
+def test_pipelinerun_finished(deliver: Deliver, check_contract: Check) -> None:
+    [mapped] = deliver("cdevents", "pipelinerun_finished_binary").events
+    assert mapped.family == "signal"
+    event = check_contract(mapped)
+    assert (event["kind"], event["outcome"], event["title"]) == (
+        "pipeline_finished",
+        "failure",
+        "payments-release",
+    )
+    assert event["external_id"] == "payments-release-run-8f2k1"
+
+
+@pytest.mark.parametrize("fixture", ["service_removed_binary", "taskrun_started_binary"])
+def test_ignored(deliver: Deliver, fixture: str) -> None:
+    result = deliver("cdevents", fixture)
+    assert result.events == [] and result.ignored
+
+
+def test_not_a_cdevent_ignored(webhook_request: RawRequest) -> None:
+    headers, body = webhook_request("cdevents", "taskrun_started_binary")
+    headers["ce-type"] = "com.example.object.deleted.v2"
+    result = dispatch("cdevents", headers, body, secret=SECRET, tenant="acme")
+    assert result.ignored == "CloudEvent type 'com.example.object.deleted.v2' is not a CDEvent"
+
+
+def test_structured_data_base64(webhook_request: RawRequest, check_contract: Check) -> None:
+    headers, body = webhook_request("cdevents", "service_upgraded_structured")
+    envelope = json.loads(body)
+    envelope["data_base64"] = base64.b64encode(json.dumps(envelope.pop("data")).encode()).decode()
+    result = dispatch(
+        "cdevents", headers, json.dumps(envelope).encode(), secret=SECRET, tenant="acme"
+    )
+    assert check_contract(result.events[0])["commit_sha"] == SERVICE_SHA
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda h: h.pop("ce-specversion"), "not a CloudEvent"),
+        (lambda h: h.pop("ce-id"), "ce-id: required"),
+        (lambda h: h.update({"Content-Type": "application/cloudevents-batch+json"}), "batched"),
+    ],
+)
+def test_bad_cloudevents(
+    webhook_request: RawRequest, change: Callable[[dict[str, str]], object], message: str
+) -> None:
+    headers, body = webhook_request("cdevents", "service_deployed_binary")
+    change(headers)
+    with pytest.raises(WebhookPayloadError, match=message):
+        dispatch("cdevents", headers, body, secret=SECRET, tenant="acme")
+
+
+def test_bad_purl_named(deliver: Deliver) -> None:
+    def bad(body: dict[str, Any]) -> None:
+        body["subject"]["content"]["artifactId"] = "myapp:1.0"
+
+    with pytest.raises(
+        WebhookPayloadError, match=r"^subject\.content\.artifactId: not a valid purl"
+    ):
+        deliver("cdevents", "service_deployed_binary", bad)
+
+
+def test_redelivery_and_token(webhook_request: RawRequest) -> None:
+    headers, body = webhook_request("cdevents", "service_deployed_binary")
+    ids = {
+        dispatch("cdevents", headers, body, secret=SECRET, tenant="acme")
+        .events[0]
+        .event["event_id"]
+        for _ in range(2)
+    }
+    assert len(ids) == 1
+    headers["X-Shipledger-Token"] = "guess"
+    with pytest.raises(WebhookAuthError):
+        dispatch("cdevents", headers, body, secret=SECRET, tenant="acme")
