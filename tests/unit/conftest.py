@@ -68,6 +68,12 @@ def webhook_request() -> Callable[..., tuple[dict[str, str], bytes]]:
 
 
 @pytest.fixture
+def sign() -> Callable[[str, dict[str, str], bytes, str], dict[str, str]]:
+    """`(provider, headers, body, secret) -> headers` authenticated for that provider."""
+    return signed
+
+
+@pytest.fixture
 def deliver() -> Callable[..., WebhookResult]:
     """`(provider, fixture name, mutate=None, **dispatch kwargs)`: dispatch the fixture."""
 
