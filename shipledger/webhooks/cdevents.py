@@ -142,6 +142,12 @@ def _vcs(purl: PackageURL | None) -> tuple[str | None, str | None]:
     return repository.removeprefix("git+"), match[1].lower() if match else None
 
 
+def _commit(data: JSONObject, purl: PackageURL | None) -> str | None:
+    """`customData.commitSha`, else the commit in the purl's `vcs_url`; a full SHA or None."""
+    commit = _custom(data, "commitSha") or _vcs(purl)[1]
+    return full_sha(commit, "customData.commitSha") if commit else None
+
+
 def _service(data: JSONObject, predicate: str) -> Outcome:
     if predicate == "removed":
         # Not a deployment (nothing shipped, no commit) and not a catalog change (the service
@@ -150,8 +156,8 @@ def _service(data: JSONObject, predicate: str) -> Outcome:
     artifact_id = req_str(data, "subject.content.artifactId")
     purl = _purl(artifact_id, "subject.content.artifactId")
     name, version, digest = _artifact_identity(purl)
-    vcs_repository, vcs_commit = _vcs(purl)
-    commit = _custom(data, "commitSha") or vcs_commit
+    vcs_repository = _vcs(purl)[0]
+    commit = _commit(data, purl)
     if commit is None:
         raise WebhookPayloadError(
             "customData.commitSha: required (CDEvents service events carry no commit; set it, "
@@ -166,7 +172,7 @@ def _service(data: JSONObject, predicate: str) -> Outcome:
             kind="rollback" if rollback else "release",
             service=last_segment(req_str(data, "subject.id")),
             environment=req_str(data, "subject.content.environment.id"),
-            commit_sha=full_sha(commit, "customData.commitSha"),
+            commit_sha=commit,
             actor=_custom(data, "actor") or context_source,
             repository=_custom(data, "repository") or vcs_repository,
             version=version,
@@ -210,12 +216,11 @@ def _change(data: JSONObject, predicate: str) -> Outcome:
     repository = opt_str(data, "subject.content.repository.id") or _custom(data, "repository")
     if repository is None:
         raise WebhookPayloadError("subject.content.repository.id: required field is missing")
-    commit = _custom(data, "commitSha")
     return [
         contract.source(
             kind="pull_request_merged",
             repository=repository,
-            commit_sha=full_sha(commit, "customData.commitSha") if commit else None,
+            commit_sha=_commit(data, None),
             pull_request_number=int(subject_id) if subject_id.isdecimal() else None,
             merged_by=_custom(data, "actor"),
             occurred_at=req_timestamp(data, "context.timestamp"),
@@ -233,15 +238,13 @@ def _artifact(data: JSONObject, predicate: str) -> Outcome:
     subject_id = req_str(data, "subject.id")
     purl = _purl(subject_id, "subject.id")
     name, version, digest = _artifact_identity(purl)
-    vcs_repository, vcs_commit = _vcs(purl)
-    commit = _custom(data, "commitSha") or vcs_commit
     return [
         contract.artifact(
             artifact_name=name,
             version=version,
             digest=digest,
-            repository=_qualifier(purl, "repository_url") or vcs_repository,
-            commit_sha=full_sha(commit, "customData.commitSha") if commit else None,
+            repository=_qualifier(purl, "repository_url") or _vcs(purl)[0],
+            commit_sha=_commit(data, purl),
             builder=opt_str(data, "subject.content.user") or req_str(data, "context.source"),
             url=_qualifier(purl, "download_url"),
             occurred_at=req_timestamp(data, "context.timestamp"),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 
 from shipledger.schemas.models import KINDS
 from shipledger.webhooks import contract
@@ -26,11 +25,11 @@ from shipledger.webhooks.payload import (
     opt_str,
     opt_timestamp,
     parent_sha,
-    parse_object,
     req_str,
     req_timestamp,
 )
 from shipledger.webhooks.result import Outcome, Parsed, Request, WebhookPayloadError
+from shipledger.webhooks.route import Mapper, by_event_header
 
 _STATES: dict[str, contract.EventType] = {
     "queued": "started",
@@ -52,14 +51,13 @@ def verify(request: Request) -> None:
 
 def parse(request: Request) -> Parsed:
     """Map one authenticated GitHub delivery."""
-    event = request.headers.get("X-GitHub-Event")
-    if event is None:
-        raise WebhookPayloadError("missing X-GitHub-Event header")
-    delivery = request.headers.get("X-GitHub-Delivery")
-    mapper = _MAPPERS.get(event)
-    if mapper is None:
-        return Parsed.of(event, delivery, f"GitHub event {event!r} is not recorded")
-    return Parsed.of(event, delivery, mapper(parse_object(request.body), request))
+    return by_event_header(
+        request,
+        provider="GitHub",
+        header="X-GitHub-Event",
+        delivery_id=request.headers.get("X-GitHub-Delivery"),
+        mappers=_MAPPERS,
+    )
 
 
 def _ping(data: JSONObject, request: Request) -> Outcome:
@@ -275,7 +273,7 @@ def _release(data: JSONObject, request: Request) -> Outcome:
     return events
 
 
-_MAPPERS: dict[str, Callable[[JSONObject, Request], Outcome]] = {
+_MAPPERS: dict[str, Mapper] = {
     "ping": _ping,
     "deployment": _deployment_created,
     "deployment_status": _deployment_status,

@@ -7,7 +7,6 @@ identified by ``Idempotency-Key`` (constant across retries) or else ``X-Gitlab-E
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 from shipledger.webhooks import contract
 from shipledger.webhooks.auth import verify_token
@@ -21,12 +20,12 @@ from shipledger.webhooks.payload import (
     opt_int,
     opt_str,
     parent_sha,
-    parse_object,
     req_str,
     req_timestamp,
     timestamp,
 )
 from shipledger.webhooks.result import Outcome, Parsed, Request, WebhookPayloadError
+from shipledger.webhooks.route import Mapper, by_event_header
 
 _STATUSES: dict[str, contract.EventType] = {
     "running": "started",
@@ -44,14 +43,14 @@ def verify(request: Request) -> None:
 
 def parse(request: Request) -> Parsed:
     """Map one authenticated GitLab delivery."""
-    event = request.headers.get("X-Gitlab-Event")
-    if event is None:
-        raise WebhookPayloadError("missing X-Gitlab-Event header")
-    delivery = request.headers.get("Idempotency-Key") or request.headers.get("X-Gitlab-Event-UUID")
-    mapper = _MAPPERS.get(event)
-    if mapper is None:
-        return Parsed.of(event, delivery, f"GitLab event {event!r} is not recorded")
-    return Parsed.of(event, delivery, mapper(parse_object(request.body), request))
+    return by_event_header(
+        request,
+        provider="GitLab",
+        header="X-Gitlab-Event",
+        delivery_id=request.headers.get("Idempotency-Key")
+        or request.headers.get("X-Gitlab-Event-UUID"),
+        mappers=_MAPPERS,
+    )
 
 
 def _deployment(data: JSONObject, request: Request) -> Outcome:
@@ -159,7 +158,7 @@ def _push(data: JSONObject, request: Request) -> Outcome:
     ]
 
 
-_MAPPERS: dict[str, Callable[[JSONObject, Request], Outcome]] = {
+_MAPPERS: dict[str, Mapper] = {
     "Deployment Hook": _deployment,
     "Merge Request Hook": _merge_request,
     "Push Hook": _push,
