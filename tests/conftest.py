@@ -30,7 +30,8 @@ def settings(tmp_path: Path) -> Settings:
     """Settings with a private data dir, a unique topic prefix and no real broker."""
     return Settings(
         data_dir=tmp_path / "data",
-        topic_prefix=f"t{tmp_path.name[-12:]}.",
+        # Unique per test: tmp_path names are truncated, so two tests can share a tail.
+        topic_prefix=f"t{uuid.uuid4().hex[:12]}.",
         topic_partitions=2,
         emit_timeout_s=2.0,
     )
