@@ -225,7 +225,8 @@ def _report(result: PublishResult, event: DeploymentEvent, log: Log) -> bool:
         )
     else:
         log.error(
-            "event lost: Kafka did not take it and the spool failed",
+            "event not recorded: Kafka did not take it and it could not be spooled "
+            "(the event is in lost_event; emit it again once the cause is fixed)",
             event_id=event.event_id,
             lost_event=event.model_dump_json(),
             reason="; ".join(result.errors),
@@ -510,8 +511,9 @@ def flush(bootstrap: str | None) -> None:
     """Send the events spooled while Kafka was unreachable.
 
     Prints how many were sent and how many remain; exits 1 if any remain (Kafka still
-    unreachable), so it can be retried. Each event is sent at most once per flush and is
-    only removed from the spool once Kafka acknowledged it.
+    unreachable) or a spooled file was unreadable and moved to quarantine/. Each event is
+    removed from the spool only once Kafka acknowledged it; concurrent flushes (several CI
+    jobs on one runner) take turns, so none is sent twice by them.
 
     \b
     Examples:
@@ -526,17 +528,18 @@ def flush(bootstrap: str | None) -> None:
     log = get_logger("flush")
     spool = Spool(settings)
     if spool.pending() == 0:
-        click.echo(f"sent 0, 0 remaining: the spool is empty ({spool.path})")
+        click.echo(f"sent 0, 0 remaining: the spool is empty ({spool.directory})")
         return
     with Publisher(settings, bootstrap) as publisher:
         result = spool.flush(publisher)
-    click.echo(f"sent {result.sent}, {result.remaining} remaining in {spool.path}")
+    click.echo(f"sent {result.sent}, {result.remaining} remaining in {spool.directory}")
     if result.errors:
         log.warning("some events are still spooled", reason="; ".join(result.errors))
-    if result.rejected:
+    for path in result.quarantined:
         log.error(
-            f"moved {result.rejected} unreadable line(s) to {spool.rejected_path}",
-            rejected=result.rejected,
+            f"quarantined {path}: not a valid event, so it was not sent; inspect it, fix or "
+            f"delete it (move it back to {spool.directory} to send it)",
+            path=str(path),
         )
-    if result.remaining or result.rejected:
+    if result.remaining or result.quarantined:
         _exit(1)

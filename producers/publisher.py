@@ -25,7 +25,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from shipledger.logging import get_logger
-from shipledger.producers.spool import Spool
+from shipledger.producers.spool import Spool, SpoolError
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
@@ -227,14 +227,16 @@ class Publisher:
         if not spool:
             return PublishResult(sent=0, spooled=0, errors=errors, unsent=unsent)
         try:
-            path = self.spool.append(unsent)
-        except OSError as exc:
+            self.spool.append(unsent)
+        except SpoolError as exc:
             self._log.error("could not spool events", error=str(exc), count=len(unsent))
-            return PublishResult(
-                sent=0, spooled=0, errors=[*errors, f"spool failed: {exc}"], unsent=unsent
-            )
+            return PublishResult(sent=0, spooled=0, errors=[*errors, str(exc)], unsent=unsent)
         return PublishResult(
-            sent=0, spooled=len(unsent), errors=errors, unsent=unsent, spool_path=path
+            sent=0,
+            spooled=len(unsent),
+            errors=errors,
+            unsent=unsent,
+            spool_path=self.spool.directory,
         )
 
     # --- the fast path -------------------------------------------------------------------------

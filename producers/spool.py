@@ -1,27 +1,38 @@
 """The emitter's local spool: events Kafka did not acknowledge wait here for `shipledger flush`.
 
-One JSON line per event (`DeploymentEvent.model_dump_json()`) in `<spool_dir>/events.jsonl`.
-Every reader and writer holds an exclusive `fcntl` lock on a separate lock file, so concurrent
-CI steps on one machine never interleave or lose lines.
+One file per event, `<spool_dir>/<time_ns>-<n>-<random>.json`, holding the event's JSON
+(`DeploymentEvent.model_dump_json()`, so its `event_id` and every field survive unchanged);
+names sort in the order the events were spooled.
 
-Guarantees:
+Guarantees (tested in tests/unit/test_emitter_spool.py and tests/integration/test_spool_*.py):
 
-- `append` returns only after the lines are fsynced.
-- `flush` sends each spooled event at most once per call (duplicates by `event_id` are sent
-  once) and then atomically replaces the file with exactly the lines Kafka did not acknowledge:
-  nothing is lost if the broker is down, the process dies mid-way (the old file stays), or
-  events are appended meanwhile (they wait for the lock).
-- A line that cannot be parsed (torn by a crash) is moved to `rejected.jsonl`, never dropped.
-- Across calls it is at-least-once: a crash between the broker's acknowledgement and the
-  rewrite sends those events again on the next flush; consumers deduplicate by `event_id`.
+- Atomic, durable writes: an event is written to `.tmp-<name>`, fsynced, renamed into place,
+  and the directory is fsynced before `append` returns. A writer killed mid-write leaves only a
+  temp file, which `flush` ignores and removes once no writer is active; a failed write (a full
+  disk) removes its temp file and raises `SpoolError` naming the directory and the reason.
+- One flusher at a time: `flush` holds an exclusive `fcntl.flock` on `.flush.lock` while it
+  reads, sends and deletes, so concurrent flushes never send a file twice; writers never wait
+  for it (they only share `.write.lock`, which a flusher takes exclusively, without waiting,
+  to know that a temp file is an orphan).
+- A file is deleted only after Kafka acknowledged its event. A file that does not parse as an
+  event (corrupted on disk, edited by hand) is moved to `quarantine/`, never sent or deleted.
+- Across a crash it is at-least-once on the wire: a flusher killed between the acknowledgement
+  and the delete sends that event again next time, with the same `event_id`, which the
+  processors and the sink deduplicate (docs/operations.md).
+
+flock works between processes of one machine (CI jobs sharing a runner); it is not reliable on
+network file systems, so the spool must be on a local disk.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import time
+import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,18 +45,24 @@ from shipledger.settings import Settings
 if TYPE_CHECKING:
     from shipledger.producers.publisher import Publisher
 
-SPOOL_FILE = "events.jsonl"
-REJECTED_FILE = "rejected.jsonl"
-LOCK_FILE = ".lock"
+SUFFIX = ".json"
+TEMP_PREFIX = ".tmp-"
+QUARANTINE_DIR = "quarantine"
+WRITE_LOCK = ".write.lock"
+FLUSH_LOCK = ".flush.lock"
+
+
+class SpoolError(RuntimeError):
+    """The spool could not be written; the message names the directory and the reason."""
 
 
 @dataclass(frozen=True)
 class FlushResult:
-    """Outcome of one `Spool.flush`."""
+    """Outcome of one `Spool.flush`; `quarantined` are the files moved aside this time."""
 
     sent: int
     remaining: int
-    rejected: int = 0
+    quarantined: list[Path] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -57,106 +74,137 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
+def _reason(exc: OSError) -> str:
+    code = errno.errorcode.get(exc.errno or 0, "")
+    return f"{exc.strerror or exc} ({code})" if code else str(exc)
+
+
 class Spool:
-    """The spool file of one data dir (see the module docstring for its guarantees)."""
+    """The spool directory of one machine (see the module docstring for its guarantees)."""
 
     def __init__(self, settings: Settings) -> None:
         self.directory = settings.resolved_spool_dir
-        self.path = self.directory / SPOOL_FILE
-        self.rejected_path = self.directory / REJECTED_FILE
-        self._lock_path = self.directory / LOCK_FILE
+        self.quarantine_dir = self.directory / QUARANTINE_DIR
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    def _flock(self, name: str, operation: int) -> Iterator[None]:
+        fd = os.open(self.directory / name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, operation)
             yield
         finally:
             os.close(fd)  # releases the lock
 
-    def _append_lines(self, path: Path, lines: Sequence[str]) -> None:
-        """Append whole lines durably; the caller holds the lock."""
-        data = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
-        existed = path.exists()
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                data = "\n" + data  # a torn last line must not swallow the next event
-            _write_all(fd, data.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if not existed:
-            _fsync_dir(self.directory)
+    def _mkdir(self) -> None:
+        if not self.directory.is_dir():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(self.directory.parent)
 
-    def append(self, events: Sequence[DeploymentEvent]) -> Path:
-        """Add events to the spool (durably, under the lock); returns the spool file's path."""
-        if events:
-            with self._locked():
-                self._append_lines(self.path, [event.model_dump_json() for event in events])
-        return self.path
+    # --- writing -------------------------------------------------------------------------------
 
-    def _read_lines(self) -> list[str]:
+    def append(self, events: Sequence[DeploymentEvent]) -> list[Path]:
+        """Spool `events`, one file each, atomically and durably; returns their paths.
+
+        Raises SpoolError (nothing of the failed write left behind) if the disk refuses.
+        """
+        if not events:
+            return []
+        stamp = time.time_ns()
+        names = [
+            f"{stamp:020d}-{n:04d}-{uuid.uuid4().hex[:12]}{SUFFIX}" for n in range(len(events))
+        ]
+        temps: list[Path] = []
         try:
-            text = self.path.read_text(encoding="utf-8", errors="replace")
+            self._mkdir()
+            with self._flock(WRITE_LOCK, fcntl.LOCK_SH):
+                for name, event in zip(names, events, strict=True):
+                    temps.append(self.directory / f"{TEMP_PREFIX}{name}")
+                    fd = os.open(temps[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                    try:
+                        _write_all(fd, event.model_dump_json().encode("utf-8"))
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                # Renamed only once all are written: a full disk spools none of the batch.
+                for temp, name in zip(temps, names, strict=True):
+                    temp.rename(self.directory / name)
+                _fsync_dir(self.directory)
+        except OSError as exc:
+            for temp in temps:
+                with suppress(OSError):
+                    temp.unlink(missing_ok=True)
+            raise SpoolError(f"cannot write the spool {self.directory}: {_reason(exc)}") from exc
+        return [self.directory / name for name in names]
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def files(self) -> list[Path]:
+        """The spooled event files, oldest first (temp files and quarantine excluded)."""
+        try:
+            paths = sorted(self.directory.iterdir())
         except FileNotFoundError:
             return []
-        return [line for line in text.splitlines() if line.strip()]
+        return [p for p in paths if p.suffix == SUFFIX and not p.name.startswith(".")]
 
     def pending(self) -> int:
-        """How many lines wait in the spool."""
-        with self._locked():
-            return len(self._read_lines())
+        """How many events wait in the spool."""
+        return len(self.files())
 
-    def _rewrite(self, lines: Sequence[str]) -> None:
-        """Atomically replace the spool with `lines` (removing it when empty)."""
-        if not lines:
-            self.path.unlink(missing_ok=True)
-        else:
-            tmp = self.directory / f".{SPOOL_FILE}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                _write_all(fd, "".join(f"{line}\n" for line in lines).encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            tmp.replace(self.path)
-        _fsync_dir(self.directory)
+    def _remove_orphan_temps(self) -> None:
+        """Delete temp files of writers that died; skipped while any writer is writing."""
+        try:
+            with self._flock(WRITE_LOCK, fcntl.LOCK_EX | fcntl.LOCK_NB):
+                for path in self.directory.iterdir():
+                    if path.name.startswith(TEMP_PREFIX):
+                        path.unlink(missing_ok=True)
+        except BlockingIOError:
+            return  # a writer holds the lock: its temp file is not an orphan
+
+    def _quarantine(self, path: Path) -> Path:
+        self.quarantine_dir.mkdir(exist_ok=True)
+        target = self.quarantine_dir / path.name
+        path.rename(target)
+        _fsync_dir(self.quarantine_dir)
+        return target
+
+    # --- flushing ------------------------------------------------------------------------------
 
     def flush(self, publisher: Publisher) -> FlushResult:
-        """Send the spooled events through `publisher`; keep exactly those not acknowledged."""
-        with self._locked():
-            lines = self._read_lines()
-            if not lines:
-                return FlushResult(sent=0, remaining=0)
-            first_line: dict[str, str] = {}  # event_id -> its line, first occurrence wins
+        """Send the spooled events through `publisher`; delete exactly those acknowledged.
+
+        An event spooled twice (same `event_id`) is sent once and both files are deleted.
+        """
+        if not self.directory.is_dir():
+            return FlushResult(sent=0, remaining=0)
+        with self._flock(FLUSH_LOCK, fcntl.LOCK_EX):
+            self._remove_orphan_temps()
+            paths: dict[str, list[Path]] = {}  # event_id -> its files, oldest first
             events: list[DeploymentEvent] = []
-            rejected: list[str] = []
-            for line in lines:
+            quarantined: list[Path] = []
+            for path in self.files():
                 try:
-                    event = DeploymentEvent.model_validate_json(line)
+                    event = DeploymentEvent.model_validate_json(path.read_bytes())
                 except ValidationError:
-                    rejected.append(line)
+                    quarantined.append(self._quarantine(path))
                     continue
-                if event.event_id not in first_line:
-                    first_line[event.event_id] = line
+                if event.event_id not in paths:
                     events.append(event)
-            if rejected:
-                self._append_lines(self.rejected_path, rejected)
+                paths.setdefault(event.event_id, []).append(path)
             result = publisher.publish(events, spool_on_failure=False)
             unsent = {event.event_id for event in result.unsent}
-            keep = [line for event_id, line in first_line.items() if event_id in unsent]
-            self._rewrite(keep)
+            for event_id, files in paths.items():
+                if event_id not in unsent:
+                    for path in files:
+                        path.unlink(missing_ok=True)
+            if len(unsent) < len(paths):
+                _fsync_dir(self.directory)
         return FlushResult(
-            sent=result.sent, remaining=len(keep), rejected=len(rejected), errors=result.errors
+            sent=result.sent, remaining=len(unsent), quarantined=quarantined, errors=result.errors
         )

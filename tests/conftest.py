@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from shipledger.broker import EmbeddedBroker
+from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 
 
@@ -25,7 +30,8 @@ def settings(tmp_path: Path) -> Settings:
     """Settings with a private data dir, a unique topic prefix and no real broker."""
     return Settings(
         data_dir=tmp_path / "data",
-        topic_prefix=f"t{tmp_path.name[-12:]}.",
+        # Unique per test: tmp_path names are truncated, so two tests can share a tail.
+        topic_prefix=f"t{uuid.uuid4().hex[:12]}.",
         topic_partitions=2,
         emit_timeout_s=2.0,
     )
@@ -69,3 +75,52 @@ def use_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, str]], None]
             monkeypatch.setenv(key, value)
 
     return install
+
+
+def consume(
+    broker: str, topic: str, expected: int, settle_s: float = 0.5, timeout_s: float = 15.0
+) -> list[tuple[bytes, DeploymentEvent, int]]:
+    """(key, event, partition) of every message in `topic`, from the beginning.
+
+    Waits for `expected` messages, then `settle_s` more to catch any unexpected extra ones.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker,
+            "group.id": f"test-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
+    out: list[tuple[bytes, DeploymentEvent, int]] = []
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        deadline = time.monotonic() + timeout_s
+        settle_until: float | None = None
+        while time.monotonic() < (settle_until or deadline):
+            msg = consumer.poll(0.05)
+            if msg is None:
+                if len(out) >= expected and settle_until is None:
+                    settle_until = time.monotonic() + settle_s
+                continue
+            assert msg.error() is None, msg.error()
+            key, value, partition = msg.key(), msg.value(), msg.partition()
+            assert isinstance(key, bytes) and isinstance(value, bytes) and partition is not None
+            out.append((key, DeploymentEvent.model_validate(codec.decode(value)), partition))
+    finally:
+        consumer.close()
+    return out
+
+
+#: The `consume` fixture: (broker, topic, expected, settle_s=, timeout_s=) -> messages.
+Consume = Callable[..., list[tuple[bytes, DeploymentEvent, int]]]
+
+
+@pytest.fixture(name="consume")
+def consume_fixture() -> Consume:
+    """Reads every deployment event of a topic from the beginning (see `consume`)."""
+    return consume

@@ -5,26 +5,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from shipledger.broker import free_port
 from shipledger.cli import cli
 from shipledger.producers.publisher import Publisher
 from shipledger.producers.spool import Spool
 from shipledger.schemas.models import DeploymentEvent
-from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.topics import Topics, ensure_topics
 
 #: The `cli_env` fixture (tests/conftest.py): a CI job's environment for a broker.
 CliEnv = Callable[[Settings, str], dict[str, str]]
+#: The `consume` fixture (tests/conftest.py): every deployment event of a topic.
+Consume = Callable[..., list[tuple[bytes, DeploymentEvent, int]]]
 
 pytestmark = pytest.mark.integration
 
@@ -56,47 +54,8 @@ def _invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
-def consume(
-    broker: str, topic: str, expected: int, settle_s: float = 0.5, timeout_s: float = 15.0
-) -> list[tuple[bytes, DeploymentEvent, int]]:
-    """(key, event, partition) of every message in `topic`, from the beginning.
-
-    Waits for `expected` messages, then `settle_s` more to catch any unexpected extra ones.
-    """
-    consumer = Consumer(
-        {
-            "bootstrap.servers": broker,
-            "group.id": f"test-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "session.timeout.ms": 6000,
-            "fetch.wait.max.ms": 10,
-        }
-    )
-    codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
-    out: list[tuple[bytes, DeploymentEvent, int]] = []
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        deadline = time.monotonic() + timeout_s
-        settle_until: float | None = None
-        while time.monotonic() < (settle_until or deadline):
-            msg = consumer.poll(0.05)
-            if msg is None:
-                if len(out) >= expected and settle_until is None:
-                    settle_until = time.monotonic() + settle_s
-                continue
-            assert msg.error() is None, msg.error()
-            key, value, partition = msg.key(), msg.value(), msg.partition()
-            assert isinstance(key, bytes) and isinstance(value, bytes) and partition is not None
-            out.append((key, DeploymentEvent.model_validate(codec.decode(value)), partition))
-    finally:
-        consumer.close()
-    return out
-
-
 def test_emit_arrives_decoded_and_keyed(
-    env: dict[str, str], broker: str, topics: Topics, settings: Settings
+    consume: Consume, env: dict[str, str], broker: str, topics: Topics, settings: Settings
 ) -> None:
     env_ci = {
         "GITHUB_ACTIONS": "true",
@@ -139,11 +98,11 @@ def test_emit_arrives_decoded_and_keyed(
     assert event.artifact_digest == "sha256:" + "ab" * 32
     assert event.attributes == {"canary": "10%"}
     assert event.occurred_at.isoformat() == "2026-11-26T10:00:00.123000+00:00"
-    assert not Spool(settings).path.exists()
+    assert Spool(settings).pending() == 0
 
 
 def test_run_failing_command_subprocess(
-    env: dict[str, str], broker: str, topics: Topics, tmp_path: Path
+    consume: Consume, env: dict[str, str], broker: str, topics: Topics, tmp_path: Path
 ) -> None:
     proc = subprocess.run(
         [SHIPLEDGER, "run", *META, "--deployment-id", "dep-run", "--", "sh", "-c", "exit 3"],
@@ -165,7 +124,7 @@ def test_run_failing_command_subprocess(
 
 
 def test_spool_survives_an_outage_and_flush_sends_it_exactly_once(
-    env: dict[str, str], broker: str, topics: Topics, settings: Settings
+    consume: Consume, env: dict[str, str], broker: str, topics: Topics, settings: Settings
 ) -> None:
     down = f"127.0.0.1:{free_port()}"
     ids = []
@@ -196,7 +155,9 @@ def test_spool_survives_an_outage_and_flush_sends_it_exactly_once(
     assert [e.event_type for _, e, _ in events] == ["started", "succeeded"]
 
 
-def test_publish_many_fast_path(settings: Settings, broker: str, topics: Topics) -> None:
+def test_publish_many_fast_path(
+    consume: Consume, settings: Settings, broker: str, topics: Topics
+) -> None:
     events = [
         DeploymentEvent(
             deployment_id=f"d-{i % 20}",

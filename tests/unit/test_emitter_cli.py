@@ -53,10 +53,7 @@ def _invoke(*args: str) -> Result:
 
 
 def _spooled(settings: Settings) -> list[DeploymentEvent]:
-    path = Spool(settings).path
-    if not path.exists():
-        return []
-    return [DeploymentEvent.model_validate_json(x) for x in path.read_text().splitlines()]
+    return [DeploymentEvent.model_validate_json(p.read_bytes()) for p in Spool(settings).files()]
 
 
 def test_start_prints_only_a_uuid(env: dict[str, str]) -> None:
@@ -426,7 +423,8 @@ def test_credentials_in_jenkins_git_url_never_reach_the_event(
     assert result.exit_code == 0
     (event,) = _spooled(settings)
     assert event.repository == "https://github.com/acme/billing.git"
-    assert "s3cr3t" not in Spool(settings).path.read_text() + result.stderr
+    (spooled,) = Spool(settings).files()
+    assert "s3cr3t" not in spooled.read_text() + result.stderr
 
 
 def test_credentials_in_a_given_repository_are_stripped_too(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 import sys
 import time
@@ -10,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from shipledger.broker import free_port
-from shipledger.producers.publisher import NO_BOOTSTRAP, Publisher, PublishError
-from shipledger.producers.spool import Spool
+from shipledger.producers.publisher import EVENT_SCHEMA, NO_BOOTSTRAP, Publisher, PublishError
+from shipledger.producers.spool import WRITE_LOCK, Spool, SpoolError
 from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -35,22 +38,32 @@ def closed_port() -> str:
     return f"127.0.0.1:{free_port()}"
 
 
-def test_append_then_read_back(settings: Settings) -> None:
+def _read(spool: Spool) -> list[DeploymentEvent]:
+    return [DeploymentEvent.model_validate_json(p.read_bytes()) for p in spool.files()]
+
+
+def test_append_writes_one_file_per_event_in_order(settings: Settings) -> None:
     spool = Spool(settings)
-    events = [_event(i) for i in range(3)]
-    assert spool.append(events) == settings.resolved_spool_dir / "events.jsonl"
-    spool.append([_event(9)])
-    lines = spool.path.read_text().splitlines()
-    assert [DeploymentEvent.model_validate_json(x) for x in lines][:3] == events
-    assert DeploymentEvent.model_validate_json(lines[3]).service == "svc-9"
+    events = [_event(i) for i in range(4)]
+    paths = spool.append(events[:3])
+    spool.append(events[3:])
+    assert paths == spool.files()[:3]
+    assert all(p.parent == settings.resolved_spool_dir and p.suffix == ".json" for p in paths)
+    assert _read(spool) == events
     assert spool.pending() == 4
+    assert not [p for p in spool.directory.iterdir() if p.name.startswith(".tmp-")]
 
 
-def test_events_round_trip_through_the_spool(settings: Settings) -> None:
-    spool = Spool(settings)
-    event = _event().model_copy(update={"attributes": {"k": "v"}, "exit_code": 3})
-    spool.append([event])
-    assert DeploymentEvent.model_validate_json(spool.path.read_text()) == event
+def test_the_spool_keeps_the_exact_event_and_its_wire_bytes(settings: Settings) -> None:
+    """What flush sends after a crash is byte-for-byte what emit would have sent: same
+    event_id, same Avro value, so downstream dedup by event_id recognises the resend."""
+    codec = AvroCodec(EVENT_SCHEMA)
+    fields = {"attributes": {"k": "v", "ü": "é\nx"}, "exit_code": 3, "version": "v1.2"}
+    event = DeploymentEvent.model_validate({**_event().model_dump(), **fields})
+    (path,) = Spool(settings).append([event])
+    back = DeploymentEvent.model_validate_json(path.read_bytes())
+    assert back == event
+    assert codec.encode(back.to_avro()) == codec.encode(event.to_avro())
 
 
 def test_publish_to_a_closed_port_spools_quickly(settings: Settings, closed_port: str) -> None:
@@ -61,7 +74,7 @@ def test_publish_to_a_closed_port_spools_quickly(settings: Settings, closed_port
     assert time.monotonic() - began < settings.emit_timeout_s + 1
     assert (result.sent, result.spooled, result.lost) == (0, 3, 0)
     assert result.unsent == events
-    assert result.spool_path == Spool(settings).path
+    assert result.spool_path == Spool(settings).directory
     assert "unreachable" in result.errors[0] and closed_port in result.errors[0]
     assert Spool(settings).pending() == 3
 
@@ -78,7 +91,7 @@ def test_publish_without_spooling_reports_unsent(settings: Settings, closed_port
     with Publisher(settings, closed_port) as publisher:
         result = publisher.publish([_event()], spool_on_failure=False)
     assert (result.sent, result.spooled, result.lost) == (0, 0, 1)
-    assert not Spool(settings).path.exists()
+    assert Spool(settings).pending() == 0
 
 
 def test_publish_many_raises_when_undelivered(settings: Settings, closed_port: str) -> None:
@@ -91,14 +104,13 @@ def test_publish_many_raises_when_undelivered(settings: Settings, closed_port: s
 
 def test_flush_with_broker_down_keeps_everything(settings: Settings, closed_port: str) -> None:
     spool = Spool(settings)
-    events = [_event(i) for i in range(5)]
-    spool.append(events)
-    before = spool.path.read_bytes()
+    spool.append([_event(i) for i in range(5)])
+    before = {p: p.read_bytes() for p in spool.files()}
     with Publisher(settings, closed_port) as publisher:
         result = spool.flush(publisher)
-    assert (result.sent, result.remaining, result.rejected) == (0, 5, 0)
+    assert (result.sent, result.remaining, result.quarantined) == (0, 5, [])
     assert result.errors
-    assert spool.path.read_bytes() == before
+    assert {p: p.read_bytes() for p in spool.files()} == before
 
 
 def test_flush_of_an_empty_spool_needs_no_broker(settings: Settings) -> None:
@@ -107,22 +119,61 @@ def test_flush_of_an_empty_spool_needs_no_broker(settings: Settings) -> None:
     assert (result.sent, result.remaining) == (0, 0)
 
 
-def test_duplicates_are_kept_once_and_torn_lines_quarantined(
-    settings: Settings, closed_port: str
-) -> None:
+def test_an_event_spooled_twice_is_one_event(settings: Settings, closed_port: str) -> None:
     spool = Spool(settings)
     event = _event()
     spool.append([event, event])
-    with spool.path.open("a") as f:  # a crash in the middle of a write
-        f.write('{"event_id": "torn", "deploy')
-    later = _event(7)
-    spool.append([later])  # must start on its own line, not glue onto the torn one
     with Publisher(settings, closed_port) as publisher:
         result = spool.flush(publisher)
-    assert (result.remaining, result.rejected) == (2, 1)
-    kept = [DeploymentEvent.model_validate_json(x) for x in spool.path.read_text().splitlines()]
-    assert kept == [event, later]
-    assert spool.rejected_path.read_text() == '{"event_id": "torn", "deploy\n'
+    assert (result.remaining, spool.pending()) == (1, 2)  # one event, both files kept
+
+
+def test_a_corrupt_file_is_quarantined_not_sent_nor_deleted(
+    settings: Settings, closed_port: str
+) -> None:
+    spool = Spool(settings)
+    (good,) = spool.append([_event()])
+    bad = good.with_name("00000000000000000001-0000-corrupt.json")
+    bad.write_bytes(b'{"event_id": "e-1", "deploy\xff')
+    with Publisher(settings, closed_port) as publisher:
+        result = spool.flush(publisher)
+    assert result.quarantined == [spool.quarantine_dir / bad.name]
+    assert result.quarantined[0].read_bytes() == b'{"event_id": "e-1", "deploy\xff'
+    assert (result.remaining, spool.files()) == (1, [good])
+
+
+def test_temp_files_of_dead_writers_are_removed_live_ones_kept(
+    settings: Settings, closed_port: str
+) -> None:
+    """A writer killed mid-write leaves `.tmp-<name>` holding part of an event (written here
+    as it would have left it). flush never sends it and deletes it once no writer holds the
+    write lock; while one does (the test holds it, as a live writer would), it is kept."""
+    spool = Spool(settings)
+    spool.append([_event()])
+    torn = spool.directory / ".tmp-00000000000000000002-0000-abcdef012345.json"
+    torn.write_text(_event(5).model_dump_json()[:40])
+    fd = os.open(spool.directory / WRITE_LOCK, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        with Publisher(settings, closed_port) as publisher:
+            assert spool.flush(publisher).remaining == 1
+        assert torn.exists()
+    finally:
+        os.close(fd)
+    with Publisher(settings, closed_port) as publisher:
+        result = spool.flush(publisher)
+    assert (result.remaining, result.quarantined) == (1, [])
+    assert not torn.exists()
+
+
+def test_a_failed_write_leaves_nothing_and_names_the_directory(settings: Settings) -> None:
+    """A file (not a directory) where the spool should be: the write fails like a full disk
+    would (the real ENOSPC case is tests/integration/test_spool_guarantees.py)."""
+    settings.data_dir.mkdir(parents=True)
+    blocker = settings.resolved_spool_dir
+    blocker.write_text("not a directory")
+    with pytest.raises(SpoolError, match=f"cannot write the spool {blocker}: .*EEXIST|ENOTDIR"):
+        Spool(settings).append([_event()])
 
 
 _APPENDER = """
@@ -130,6 +181,7 @@ import sys
 from pathlib import Path
 from shipledger.producers.spool import Spool
 from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 
 spool = Spool(Settings(data_dir=Path(sys.argv[1])))
@@ -150,9 +202,8 @@ def test_concurrent_appends_never_interleave(settings: Settings, tmp_path: Path)
         for w in range(4)
     ]
     assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
-    lines = Spool(settings).path.read_text().splitlines()
-    assert len(lines) == 200
-    events = [DeploymentEvent.model_validate_json(x) for x in lines]
+    events = _read(Spool(settings))
+    assert len(events) == 200
     assert len({e.event_id for e in events}) == 200
     for w in range(4):
         mine = [e.service for e in events if e.deployment_id == f"w{w}"]
@@ -161,4 +212,4 @@ def test_concurrent_appends_never_interleave(settings: Settings, tmp_path: Path)
 
 def test_spool_dir_setting_is_honoured(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", spool_dir=tmp_path / "elsewhere")
-    assert Spool(settings).append([_event()]).parent == tmp_path / "elsewhere"
+    assert Spool(settings).append([_event()])[0].parent == tmp_path / "elsewhere"
