@@ -38,7 +38,13 @@ def record_arrives(bootstrap: str, topic: str, timeout_s: float = 60) -> bool:
 
 def test_up_runs_until_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLEDGER_")}
-    env.update({"SHIPLEDGER_DATA_DIR": str(tmp_path / "data"), "SHIPLEDGER_TOPIC_PARTITIONS": "2"})
+    env.update(
+        {
+            "SHIPLEDGER_DATA_DIR": str(tmp_path / "data"),
+            "SHIPLEDGER_TOPIC_PARTITIONS": "2",
+            "SHIPLEDGER_API_PORT": "0",  # tests run side by side: never the fixed port
+        }
+    )
     stack_file = tmp_path / "data" / "stack.json"
     with (tmp_path / "up.log").open("wb") as log:
         up = subprocess.Popen([BIN, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
