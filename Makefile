@@ -31,11 +31,12 @@ demo: install ## Start the embedded stack, drive a realistic day of CI traffic, 
 up: install ## Run the embedded stack (Tansu + Faust + ClickHouse sink) until Ctrl-C
 	$(BIN)/shipledger up
 
-lint: install ## ruff, mypy strict, schema compatibility, field dictionary up to date
+lint: install ## ruff, mypy strict, schema compatibility, field dictionary and OpenAPI up to date
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/shipledger schemas check
 	$(BIN)/shipledger schemas docs --check
+	$(BIN)/shipledger api openapi --check
 	# From inside .venv: the repo's shipledger/ folder would shadow the mapped package.
 	cd $(VENV) && bin/mypy --config-file ../pyproject.toml -p shipledger
 	cd $(VENV) && bin/mypy --config-file ../pyproject.toml ../tests

@@ -4,11 +4,15 @@ ledger (nothing, in every failure case)."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -378,3 +382,63 @@ def test_upload_over_the_limit(strict_api: tuple[str, AuthStore], settings: Sett
     report = streamed.json()
     assert "exceeds the limit of 50000 bytes" in report["error"]
     assert 0 < report["accepted"] < payload.count(b"\n")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc (Linux only)")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak RSS from /proc")
+def test_large_upload_does_not_load_into_memory(
+    broker: str,
+    settings: Settings,
+    cli_env: Callable[[Settings, str], dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    """`shipledger api` in its own process takes a 48 MB upload; its peak RSS grows by far
+    less than the file (the body is streamed, published in batches)."""
+    env = cli_env(settings, broker)
+    with (tmp_path / "api.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "shipledger"), "api", "--port", "0"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+        try:
+            assert proc.stdout is not None
+            banner = proc.stdout.readline().decode()
+            assert "shipledger API at " in banner, (tmp_path / "api.log").read_text()
+            url = banner.split(" at ")[1].split()[0]
+            auth = AuthStore(settings.resolved_auth_db)
+            token, _ = auth.create_token("acme", ("ingest",))
+            auth.close()
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"}
+            pad = "p" * 3900
+            lines = 12_000
+
+            def body(count: int) -> Iterator[bytes]:
+                for i in range(count):
+                    line = event(deployment_id=f"mem-{i}", occurred_at="2026-11-03T00:00:00Z")
+                    line["attributes"] = {"pad": pad}
+                    yield httpx.Request("POST", "/", json=line).content + b"\n"
+
+            with httpx.Client(base_url=url, headers=headers, timeout=120) as client:
+                warm = client.post("/v1/uploads", content=body(200))
+                assert warm.status_code == 200, warm.text
+                before = _peak_rss_mb(proc.pid)
+                answer = client.post("/v1/uploads", content=body(lines))
+                after = _peak_rss_mb(proc.pid)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["accepted"] == lines
+            size_mb = lines * 4100 / 1024 / 1024
+            print(f"peak RSS {before:.0f} MB -> {after:.0f} MB for a {size_mb:.0f} MB upload")
+            assert after - before < size_mb / 3
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(30)
+            if proc.stdout is not None:
+                proc.stdout.close()

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
@@ -54,8 +55,11 @@ def test_up_runs_until_ctrl_c(tmp_path: Path) -> None:
                 assert up.poll() is None, (tmp_path / "up.log").read_text()
                 assert time.monotonic() < deadline, "stack file never appeared"
                 time.sleep(0.2)
-            bootstrap = json.loads(stack_file.read_text())["bootstrap"]
+            info = json.loads(stack_file.read_text())
+            bootstrap = info["bootstrap"]
             assert bootstrap.startswith("127.0.0.1:")
+            # The ingest API runs inside `up`, at the URL the stack file records.
+            assert httpx.get(f"{info['api_url']}/readyz").json() == {"status": "ready"}
             # No bootstrap given: the emitter finds the running stack through the data dir.
             emitted = subprocess.run(
                 [
