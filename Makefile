@@ -7,7 +7,7 @@ SOURCES := $(shell find shipledger schemas producers processors sinks -type f \(
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo up test test-unit lint fmt bench clean
+.PHONY: help install demo up test test-unit lint fmt bench bench-api clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ test-unit: install ## Only the tests that need no broker
 
 bench: install ## Benchmarks on the embedded stack; results in bench/results.json and .md
 	$(BIN)/shipledger bench --out bench
+
+bench-api: install ## Only the ingest API benchmark (updates its part of bench/results.*)
+	$(BIN)/shipledger bench --out bench --only api
 
 clean: ## Remove the venv, data dir and caches
 	rm -rf $(VENV) .shipledger .mypy_cache .ruff_cache .pytest_cache build *.egg-info

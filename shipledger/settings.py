@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     )
     auth_db: Path | None = Field(
         default=None,
-        description="SQLite file of API tokens and webhook secrets. Unset: <data_dir>/auth.sqlite3.",
+        description="SQLite file of API tokens and webhook secrets. Unset: <data_dir>/auth.sqlite3",
     )
     api_max_body_bytes: int = Field(
         default=5 * 1024 * 1024, ge=1, description="Largest `POST /v1/events` body (413 above)."

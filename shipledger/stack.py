@@ -295,9 +295,9 @@ class Stack:
         self._drain_abort.set()
 
     def stop(self) -> None:
-        """Stop the API, drain the embedded broker, then stop workers (they commit), then the sink (flush +
-        commit), then the broker. A Ctrl-C (KeyboardInterrupt) during the drain cuts it short
-        and is raised again once everything is stopped."""
+        """Stop the API, drain the embedded broker, then stop workers (they commit), then the
+        sink (flush + commit), then the broker. A Ctrl-C (KeyboardInterrupt) during the drain
+        cuts it short and is raised again once everything is stopped."""
         interrupted: KeyboardInterrupt | None = None
         if self.api is not None:  # first: no new events while the rest drains
             self.api.stop()
