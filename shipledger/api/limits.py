@@ -27,12 +27,18 @@ def check_declared_length(content_length: str | None, limit: int, what: str) -> 
 
 
 async def capped(chunks: AsyncIterator[bytes], limit: int, what: str) -> AsyncIterator[bytes]:
-    """Pass `chunks` through, raising TooLarge as soon as their total exceeds `limit`."""
+    """Pass `chunks` through up to `limit` bytes, then raise TooLarge if there is more.
+
+    The bytes up to the limit are passed on however the stream was chunked, so a reader
+    processes the same prefix of an oversize stream whether it arrived in pieces or at once.
+    """
     total = 0
     async for chunk in chunks:
-        total += len(chunk)
-        if total > limit:
+        if total + len(chunk) > limit:
+            if limit > total:
+                yield chunk[: limit - total]
             raise TooLarge(f"{what} exceeds the limit of {limit} bytes")
+        total += len(chunk)
         yield chunk
 
 
