@@ -7,7 +7,7 @@ SOURCES := $(shell find shipledger schemas producers processors sinks -type f \(
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo up test test-unit lint fmt bench clean
+.PHONY: help install demo up test test-unit lint fmt bench bench-api clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,11 +31,12 @@ demo: install ## Start the embedded stack, drive a realistic day of CI traffic, 
 up: install ## Run the embedded stack (Tansu + Faust + ClickHouse sink) until Ctrl-C
 	$(BIN)/shipledger up
 
-lint: install ## ruff, mypy strict, schema compatibility, field dictionary up to date
+lint: install ## ruff, mypy strict, schema compatibility, field dictionary and OpenAPI up to date
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/shipledger schemas check
 	$(BIN)/shipledger schemas docs --check
+	$(BIN)/shipledger api openapi --check
 	# From inside .venv: the repo's shipledger/ folder would shadow the mapped package.
 	cd $(VENV) && bin/mypy --config-file ../pyproject.toml -p shipledger
 	cd $(VENV) && bin/mypy --config-file ../pyproject.toml ../tests
@@ -52,6 +53,9 @@ test-unit: install ## Only the tests that need no broker
 
 bench: install ## Benchmarks on the embedded stack; results in bench/results.json and .md
 	$(BIN)/shipledger bench --out bench
+
+bench-api: install ## Only the ingest API benchmark (updates its part of bench/results.*)
+	$(BIN)/shipledger bench --out bench --only api
 
 clean: ## Remove the venv, data dir and caches
 	rm -rf $(VENV) .shipledger .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -70,7 +70,7 @@ class PublishResult:
         return len(self.unsent) - self.spooled
 
 
-class _RdkafkaLog:
+class RdkafkaLog:
     """librdkafka's log lines, routed to structlog at debug level instead of raw stderr.
 
     Connection failures reach us through `error_cb` and are reported once, by `publish`.
@@ -137,7 +137,7 @@ class Publisher:
                 "reconnect.backoff.ms": 50,
                 "reconnect.backoff.max.ms": 1000,
                 "error_cb": self._on_error,
-                "logger": _RdkafkaLog(),
+                "logger": RdkafkaLog(),
             }
         )
         return conf

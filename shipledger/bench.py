@@ -36,6 +36,8 @@ from shipledger.stack import Stack
 from shipledger.traffic import day_of_traffic, demo_day, demo_policy
 
 EVENT = AvroCodec("io.shipledger.v1.DeploymentEvent")
+#: The measures, in the order they run (the passthrough's own Faust worker goes last).
+SECTIONS = ("pipeline", "emit", "api", "passthrough")
 
 
 @dataclass(frozen=True)
@@ -376,36 +378,108 @@ def bench_emit(stack: Stack, runs: int) -> dict[str, Any]:
     }
 
 
+def bench_api(stack: Stack, batches: int, batch_size: int, threads: int) -> dict[str, Any]:
+    """Sustained events/s through `POST /v1/events` (batches over keep-alive connections from
+    a client process) and request → 202 latency, the 202 coming after Kafka's acks."""
+    assert stack.api is not None
+    from shipledger.api.auth import AuthStore
+
+    url = stack.api.url
+    auth = AuthStore(stack.settings.resolved_auth_db)
+    try:
+        token, _ = auth.create_token("bench", ("ingest",), name="bench")
+    finally:
+        auth.close()
+    out = stack.settings.data_dir / "api-client.json"
+
+    def load(count: int) -> dict[str, Any]:
+        subprocess.run(
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "shipledger.bench_api_client",
+                url,
+                token,
+                str(count),
+                str(batch_size),
+                str(threads),
+                str(out),
+            ],
+            check=True,
+        )
+        result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+        if result["failures"]:
+            raise click.ClickException(
+                f"{result['failures']} API requests failed: {result['first_failure']}"
+            )
+        return result
+
+    load(max(1, threads))  # warm-up: connections, producer, codecs
+    click.echo(f"  api: {batches} requests of {batch_size} events, {threads} connections ...")
+    result = load(batches)
+    events = batches * batch_size
+    return {
+        "requests": batches,
+        "batch_size": batch_size,
+        "connections": threads,
+        "events": events,
+        "seconds": round(result["seconds"], 2),
+        "events_per_second": round(events / result["seconds"]),
+        "request_to_ack": asdict(Latency.of(result["latencies_ms"])),
+    }
+
+
 def _markdown(results: dict[str, Any]) -> str:
-    p, b, e = results["pipeline"], results["passthrough"], results["emit"]
-    ratio = p["events_per_second"] / max(b["events_per_second"], 1)
-    return "\n".join(
-        [
-            f"# shipledger bench — {results['when']}",
-            "",
-            f"Machine: {results['machine']}. Embedded stack: Tansu (memory), 1 Faust worker, "
-            f"chDB sink, {results['partitions']} partitions.",
-            "",
-            "| measure | shipledger pipeline | plain Faust passthrough |",
-            "|---|---|---|",
-            f"| sustained events/s | {p['events_per_second']} ({p['throughput_events']} events "
-            f"→ rows in ClickHouse + {p['throughput_alerts']} alerts) | {b['events_per_second']} "
-            f"({b['throughput_events']} messages) |",
-            f"| p50 latency at {p['latency_rate_per_second']:.0f} ev/s | "
-            f"{p['publish_to_alert']['p50_ms']} ms (publish → alert) | "
-            f"{b['publish_to_output']['p50_ms']} ms (publish → output) |",
-            f"| p99 latency at {p['latency_rate_per_second']:.0f} ev/s | "
-            f"{p['publish_to_alert']['p99_ms']} ms | {b['publish_to_output']['p99_ms']} ms |",
-            "",
-            f"Pipeline / passthrough throughput: {ratio:.1f}x.",
-            "",
+    lines = [
+        f"# shipledger bench — {results['when']}",
+        "",
+        f"Machine: {results['machine']}. Embedded stack: Tansu (memory), 1 Faust worker, "
+        f"chDB sink, {results['partitions']} partitions.",
+        "",
+    ]
+    if "pipeline" in results and "passthrough" in results:
+        lines += _pipeline_markdown(results)
+    if "emit" in results:
+        e = results["emit"]
+        lines += [
             "`shipledger emit` (one process, real broker): median wall "
             f"{e['emit_wall_ms_median']} ms;"
             f" emit → row queryable in ClickHouse: median {e['emit_to_row_ms_median']} ms "
             f"(max {e['emit_to_row_ms_max']} ms, {e['runs']} runs).",
             "",
         ]
-    )
+    if "api" in results:
+        a = results["api"]
+        lines += [
+            f"Ingest API (`POST /v1/events`, {a['batch_size']} events per request, "
+            f"{a['connections']} keep-alive connections from a client process, 202 after "
+            f"Kafka's acks): {a['events_per_second']} events/s sustained ({a['events']} "
+            f"events in {a['seconds']} s); request → ack latency p50 "
+            f"{a['request_to_ack']['p50_ms']} ms, p99 {a['request_to_ack']['p99_ms']} ms.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
+    p, b = results["pipeline"], results["passthrough"]
+    ratio = p["events_per_second"] / max(b["events_per_second"], 1)
+    return [
+        "| measure | shipledger pipeline | plain Faust passthrough |",
+        "|---|---|---|",
+        f"| sustained events/s | {p['events_per_second']} ({p['throughput_events']} events "
+        f"→ rows in ClickHouse + {p['throughput_alerts']} alerts) | {b['events_per_second']} "
+        f"({b['throughput_events']} messages) |",
+        f"| p50 latency at {p['latency_rate_per_second']:.0f} ev/s | "
+        f"{p['publish_to_alert']['p50_ms']} ms (publish → alert) | "
+        f"{b['publish_to_output']['p50_ms']} ms (publish → output) |",
+        f"| p99 latency at {p['latency_rate_per_second']:.0f} ev/s | "
+        f"{p['publish_to_alert']['p99_ms']} ms | {b['publish_to_output']['p99_ms']} ms |",
+        "",
+        f"Pipeline / passthrough throughput: {ratio:.1f}x.",
+        "",
+    ]
 
 
 @click.command()
@@ -420,9 +494,33 @@ def _markdown(results: dict[str, Any]) -> str:
 @click.option("--rate", default=1000.0, show_default=True, help="Events/s of the latency phase.")
 @click.option("--seconds", default=15.0, show_default=True, help="Length of the latency phase.")
 @click.option("--emit-runs", default=10, show_default=True, help="`shipledger emit` calls timed.")
-def bench(out: Path, events: int, rate: float, seconds: float, emit_runs: int) -> None:
+@click.option("--api-requests", default=300, show_default=True, help="Ingest API requests.")
+@click.option("--api-batch", default=100, show_default=True, help="Events per API request.")
+@click.option("--api-connections", default=4, show_default=True, help="API client connections.")
+@click.option(
+    "--only",
+    type=click.Choice(SECTIONS),
+    help="Run one measure; the other sections of results.json are kept.",
+)
+def bench(
+    out: Path,
+    events: int,
+    rate: float,
+    seconds: float,
+    emit_runs: int,
+    api_requests: int,
+    api_batch: int,
+    api_connections: int,
+    only: str | None,
+) -> None:
     """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
-    Faust passthrough agent on the same broker, and the cost of one `shipledger emit`."""
+    Faust passthrough agent on the same broker, the cost of one `shipledger emit`, and the
+    ingest API's events/s and request → Kafka ack latency.
+
+    \b
+      shipledger bench --out bench              # everything (make bench)
+      shipledger bench --out bench --only api   # just the ingest API (make bench-api)
+    """
     data_dir = out / "data.tmp"
     if data_dir.exists():
         shutil.rmtree(data_dir)
@@ -430,17 +528,32 @@ def bench(out: Path, events: int, rate: float, seconds: float, emit_runs: int) -
     # The burst is a day of demo traffic, judged under the demo policy (its alerts are counted).
     policy = data_dir / "policy.yaml"
     policy.write_text(demo_policy(demo_day(datetime.now(UTC).date())), encoding="utf-8")
-    settings = Settings(data_dir=data_dir, log_level="warning", policy_file=policy)
+    settings = Settings(
+        data_dir=data_dir,
+        log_level="warning",
+        policy_file=policy,
+        api_port=0,
+        api_rate_per_s=1e9,  # measure the API, not its rate limit
+        api_rate_burst=10**9,
+    )
     configure_logging(settings)
+    sections = (only,) if only else SECTIONS
+    previous = out / "results.json"
+    results: dict[str, Any] = {}
+    if only and previous.is_file():
+        results = json.loads(previous.read_text(encoding="utf-8"))
     click.echo("shipledger bench: starting the embedded stack ...")
-    with Stack(settings, log_dir=data_dir / "logs") as stack:
-        pipeline = bench_pipeline(stack, events, rate, seconds)
-        click.echo(f"  pipeline: {pipeline}")
-        emit = bench_emit(stack, emit_runs)
-        click.echo(f"  emit: {emit}")
-        passthrough = bench_passthrough(stack, min(events, 30_000), rate, seconds)
-        click.echo(f"  passthrough: {passthrough}")
-    results = {
+    with Stack(settings, log_dir=data_dir / "logs", api="api" in sections) as stack:
+        measures: dict[str, Callable[[], dict[str, Any]]] = {
+            "pipeline": lambda: bench_pipeline(stack, events, rate, seconds),
+            "emit": lambda: bench_emit(stack, emit_runs),
+            "api": lambda: bench_api(stack, api_requests, api_batch, api_connections),
+            "passthrough": lambda: bench_passthrough(stack, min(events, 30_000), rate, seconds),
+        }
+        for section in sections:
+            results[section] = measures[section]()
+            click.echo(f"  {section}: {results[section]}")
+    results |= {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}",
@@ -450,9 +563,6 @@ def bench(out: Path, events: int, rate: float, seconds: float, emit_runs: int) -
             for k, v in settings.model_dump(mode="json").items()
             if k.startswith(("fetch", "processor", "sink", "session", "producer"))
         },
-        "pipeline": pipeline,
-        "passthrough": passthrough,
-        "emit": emit,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -86,6 +86,42 @@ class Settings(BaseSettings):
     )
     producer_linger_ms: float = Field(default=2.0, ge=0, description="Producer batching linger.")
 
+    # --- ingest API ---------------------------------------------------------------------
+    api_host: str = Field(
+        default="127.0.0.1",
+        description="Interface the ingest API listens on (`shipledger api`, `shipledger up`).",
+    )
+    api_port: int = Field(
+        default=8470, ge=0, le=65535, description="Port of the ingest API (0: any free port)."
+    )
+    auth_db: Path | None = Field(
+        default=None,
+        description="SQLite file of API tokens and webhook secrets. Unset: <data_dir>/auth.sqlite3",
+    )
+    api_max_body_bytes: int = Field(
+        default=5 * 1024 * 1024, ge=1, description="Largest `POST /v1/events` body (413 above)."
+    )
+    api_max_batch_events: int = Field(
+        default=1000, ge=1, description="Most events in one `POST /v1/events` request (413 above)."
+    )
+    api_max_upload_bytes: int = Field(
+        default=2 * 1024 * 1024 * 1024,
+        ge=1,
+        description="Largest `POST /v1/uploads` file (413 above; the upload is streamed).",
+    )
+    api_upload_batch_lines: int = Field(
+        default=500, ge=1, description="Upload lines published (and acknowledged) per batch."
+    )
+    api_rate_per_s: float = Field(
+        default=50.0, gt=0, description="Requests per second allowed per API token (sustained)."
+    )
+    api_rate_burst: int = Field(
+        default=100, ge=1, description="Requests per API token allowed in a burst above the rate."
+    )
+    api_ack_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long a request waits for Kafka's acknowledgement."
+    )
+
     # --- logging -----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
     log_format: LogFormat = Field(default="json", description="json (default) or console.")
@@ -105,6 +141,11 @@ class Settings(BaseSettings):
         if self.clickhouse_url:
             return self.clickhouse_url
         return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def resolved_auth_db(self) -> Path:
+        """The API's token and webhook-secret store."""
+        return self.auth_db or self.data_dir / "auth.sqlite3"
 
     @property
     def resolved_spool_dir(self) -> Path:

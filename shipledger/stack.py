@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 from confluent_kafka import KafkaException
@@ -29,6 +29,9 @@ from shipledger.sinks.store import LedgerStore
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
 from shipledger.topics import Topics, ensure_topics
 
+if TYPE_CHECKING:
+    from shipledger.api.server import ApiServer
+
 log = get_logger("stack")
 
 
@@ -36,7 +39,8 @@ class Stack:
     """Everything `shipledger up` runs; a context manager that stops it all in reverse order.
 
     `log_dir` sends the children's logs to files (the demo keeps its terminal readable);
-    None leaves them on this process's stderr.
+    None leaves them on this process's stderr. `api` also serves the ingest API (on
+    `settings.api_host:api_port`) on a thread of this process, sharing the ledger store.
 
     The embedded broker keeps everything in memory, so `stop()` first drains it (see
     `drain`), for at most `drain_timeout_s`; what is still pending then is lost and listed in
@@ -55,6 +59,7 @@ class Stack:
         log_dir: Path | None = None,
         workers: int = 1,
         drain_timeout_s: float = 30.0,
+        api: bool = False,
     ) -> None:
         self.settings = settings
         self._bootstrap = bootstrap or settings.bootstrap_servers
@@ -73,6 +78,8 @@ class Stack:
         self.store: LedgerStore | None = None
         self.sink: ClickHouseSink | None = None
         self.topics = Topics.from_settings(settings)
+        self._serve_api = api
+        self.api: ApiServer | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -97,12 +104,18 @@ class Stack:
         self.sink = ClickHouseSink(self.settings, self.bootstrap, self.store)
         self._sink_thread = threading.Thread(target=self._run_sink, name="sink", daemon=True)
         self._sink_thread.start()
+        if self._serve_api:
+            from shipledger.api.server import ApiServer
+
+            self.api = ApiServer(self.settings, self.bootstrap, self.store)
+            self.api.start()
         write_stack(
             self.settings,
             StackInfo(
                 bootstrap=self.bootstrap,
                 pid=os.getpid(),
                 clickhouse_url=self.settings.resolved_clickhouse_url,
+                api_url=self.api.url if self.api else None,
             ),
         )
         log.info(
@@ -110,6 +123,7 @@ class Stack:
             bootstrap=self.bootstrap,
             workers=self._workers,
             clickhouse=self.settings.resolved_clickhouse_url,
+            api=self.api.url if self.api else None,
         )
         return self
 
@@ -160,6 +174,8 @@ class Stack:
                 raise RuntimeError(f"Faust worker exited with code {proc.returncode}{where}")
         if self._broker is not None and not self._broker.running:
             raise RuntimeError("embedded broker exited")
+        if self.api is not None and not self.api.running:
+            raise RuntimeError("the ingest API server stopped")
 
     def supervise(self, max_restarts: int = 5, window_s: float = 600.0) -> None:
         """`check()`, but first restart a Faust worker that exited; more than `max_restarts`
@@ -279,10 +295,13 @@ class Stack:
         self._drain_abort.set()
 
     def stop(self) -> None:
-        """Drain the embedded broker, then stop workers (they commit), then the sink (flush +
-        commit), then the broker. A Ctrl-C (KeyboardInterrupt) during the drain cuts it short
-        and is raised again once everything is stopped."""
+        """Stop the API, drain the embedded broker, then stop workers (they commit), then the
+        sink (flush + commit), then the broker. A Ctrl-C (KeyboardInterrupt) during the drain
+        cuts it short and is raised again once everything is stopped."""
         interrupted: KeyboardInterrupt | None = None
+        if self.api is not None:  # first: no new events while the rest drains
+            self.api.stop()
+            self.api = None
         if self.drains:
             try:
                 self.abandoned = self.drain()
@@ -330,26 +349,35 @@ class Stack:
 @click.option("--bootstrap", help="Use this Kafka instead of starting the embedded Tansu broker.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data dir (default .shipledger).")
 @click.option("--workers", default=1, show_default=True, help="Faust worker processes.")
-def up(bootstrap: str | None, data_dir: Path | None, workers: int) -> None:
+@click.option(
+    "--api-port",
+    type=int,
+    help="Port of the ingest API (default SHIPLEDGER_API_PORT, 8470; 0: any free port).",
+)
+def up(bootstrap: str | None, data_dir: Path | None, workers: int, api_port: int | None) -> None:
     """Run the embedded stack until Ctrl-C.
 
     \b
     Starts: a Tansu broker on a free loopback port (unless --bootstrap), the topics, the Faust
-    processors, and the ClickHouse sink (chDB in <data-dir>/clickhouse unless
-    SHIPLEDGER_CLICKHOUSE_URL names a server). shipledger logs JSON lines on stderr
+    processors, the ClickHouse sink (chDB in <data-dir>/clickhouse unless
+    SHIPLEDGER_CLICKHOUSE_URL names a server), and the ingest API (127.0.0.1:8470 unless
+    SHIPLEDGER_API_HOST/--api-port say otherwise). shipledger logs JSON lines on stderr
     (Faust's own warnings are plain text).
 
     \b
     While it runs, in another terminal (the broker address is found through the data dir):
       shipledger emit started --service checkout --environment prod \\
           --commit-sha $(git rev-parse HEAD) --actor $USER
+    or through the ingest API (see `shipledger api --help` for tokens and curl).
     """
     overrides: dict[str, object] = {}
     if data_dir is not None:
         overrides["data_dir"] = data_dir
+    if api_port is not None:
+        overrides["api_port"] = api_port
     settings = Settings(**overrides)  # type: ignore[arg-type]
     configure_logging(settings)
-    stack = Stack(settings, bootstrap=bootstrap, workers=workers)
+    stack = Stack(settings, bootstrap=bootstrap, workers=workers, api=True)
     stopping = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:
@@ -362,9 +390,11 @@ def up(bootstrap: str | None, data_dir: Path | None, workers: int) -> None:
         signal.signal(signum, _on_signal)
     try:
         with stack:
+            api_url = stack.api.url if stack.api else "-"
             _say(
                 f"shipledger is up: broker {stack.bootstrap}, ClickHouse "
-                f"{settings.resolved_clickhouse_url}. Ctrl-C stops it."
+                f"{settings.resolved_clickhouse_url}, ingest API {api_url} "
+                f"(docs {api_url}/docs). Ctrl-C stops it."
             )
             while not stopping.wait(0.5):
                 try:
@@ -376,6 +406,8 @@ def up(bootstrap: str | None, data_dir: Path | None, workers: int) -> None:
                     f"shipledger stopping: delivering pending messages to ClickHouse (at most "
                     f"{stack.drain_timeout_s:.0f}s; Ctrl-C again to skip)."
                 )
+    except RuntimeError as exc:  # a part that could not start, e.g. the API's port is taken
+        raise click.ClickException(str(exc)) from exc
     finally:
         if stack.abandoned:
             lost = ", ".join(

@@ -17,6 +17,7 @@ class StackInfo(BaseModel):
     bootstrap: str
     pid: int
     clickhouse_url: str
+    api_url: str | None = None
 
 
 def stack_path(settings: Settings) -> Path:

@@ -52,6 +52,8 @@ def _cli_env(settings: Settings, bootstrap: str) -> dict[str, str]:
             "SHIPLEDGER_TOPIC_PREFIX": settings.topic_prefix,
             "SHIPLEDGER_EMIT_TIMEOUT_S": str(settings.emit_timeout_s),
             "SHIPLEDGER_BOOTSTRAP_SERVERS": bootstrap,
+            # Tests run side by side: never the fixed default port.
+            "SHIPLEDGER_API_PORT": "0",
         }
     )
     return env

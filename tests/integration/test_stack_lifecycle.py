@@ -102,7 +102,13 @@ def _cmdline(pid: int) -> str:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
 def test_kill_9_of_up_leaves_no_children(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLEDGER_")}
-    env.update({"SHIPLEDGER_DATA_DIR": str(tmp_path / "data"), "SHIPLEDGER_TOPIC_PARTITIONS": "2"})
+    env.update(
+        {
+            "SHIPLEDGER_DATA_DIR": str(tmp_path / "data"),
+            "SHIPLEDGER_TOPIC_PARTITIONS": "2",
+            "SHIPLEDGER_API_PORT": "0",  # tests run side by side: never the fixed port
+        }
+    )
     settings = Settings(data_dir=tmp_path / "data")
     children: set[int] = set()
     with (tmp_path / "up.log").open("wb") as log:

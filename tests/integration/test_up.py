@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
@@ -38,7 +39,13 @@ def record_arrives(bootstrap: str, topic: str, timeout_s: float = 60) -> bool:
 
 def test_up_runs_until_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLEDGER_")}
-    env.update({"SHIPLEDGER_DATA_DIR": str(tmp_path / "data"), "SHIPLEDGER_TOPIC_PARTITIONS": "2"})
+    env.update(
+        {
+            "SHIPLEDGER_DATA_DIR": str(tmp_path / "data"),
+            "SHIPLEDGER_TOPIC_PARTITIONS": "2",
+            "SHIPLEDGER_API_PORT": "0",  # tests run side by side: never the fixed port
+        }
+    )
     stack_file = tmp_path / "data" / "stack.json"
     with (tmp_path / "up.log").open("wb") as log:
         up = subprocess.Popen([BIN, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -48,8 +55,11 @@ def test_up_runs_until_ctrl_c(tmp_path: Path) -> None:
                 assert up.poll() is None, (tmp_path / "up.log").read_text()
                 assert time.monotonic() < deadline, "stack file never appeared"
                 time.sleep(0.2)
-            bootstrap = json.loads(stack_file.read_text())["bootstrap"]
+            info = json.loads(stack_file.read_text())
+            bootstrap = info["bootstrap"]
             assert bootstrap.startswith("127.0.0.1:")
+            # The ingest API runs inside `up`, at the URL the stack file records.
+            assert httpx.get(f"{info['api_url']}/readyz").json() == {"status": "ready"}
             # No bootstrap given: the emitter finds the running stack through the data dir.
             emitted = subprocess.run(
                 [

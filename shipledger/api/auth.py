@@ -1,0 +1,237 @@
+"""API tokens and webhook secrets: one SQLite file (`Settings.resolved_auth_db`).
+
+A token is `sl_<id>_<secret>`: the id finds the row, and only the SHA-256 of the whole token
+is stored, compared in constant time. The token text is shown once, at creation.
+
+Tenancy: a token belongs to one tenant and acts only on it; the tenant `*` (operators) acts
+on every tenant. Scopes: `ingest` (write events), `read` (read events), `admin` (manage
+tokens and secrets of its tenant; `*` for all).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+Scope = Literal["ingest", "read", "admin"]
+SCOPES: tuple[str, ...] = get_args(Scope)
+ANY_TENANT = "*"
+
+_TOKEN_RE = re.compile(r"^sl_([0-9a-f]{12})_([A-Za-z0-9_-]{20,})$")
+_DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    revoked_at REAL
+);
+CREATE TABLE IF NOT EXISTS webhook_secrets (
+    tenant TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (tenant, provider)
+);
+"""
+
+
+class AuthError(Exception):
+    """A request's credentials are missing, unknown, expired or revoked (HTTP 401)."""
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """One token's row, without its secret."""
+
+    id: str
+    name: str
+    tenant: str
+    scopes: tuple[str, ...]
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+
+    def state(self, now: float) -> str:
+        """`active`, `expired` or `revoked`."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a verified token speaks for."""
+
+    token_id: str
+    tenant: str
+    scopes: frozenset[str]
+
+    def may_act_on(self, tenant: str) -> bool:
+        """Whether this token may write or read `tenant`'s events."""
+        return self.tenant in (ANY_TENANT, tenant)
+
+
+def parse_duration(text: str) -> float:
+    """`30d`, `12h`, `90m`, `2w`, `45s` → seconds; a clear ValueError otherwise."""
+    match = _DURATION_RE.match(text.strip())
+    if not match or int(match.group(1)) <= 0:
+        raise ValueError(f"bad duration {text!r}: use a positive number and s/m/h/d/w, e.g. 30d")
+    return int(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _check_tenant(tenant: str) -> str:
+    tenant = tenant.strip()
+    if not tenant or len(tenant) > 100:
+        raise ValueError("tenant must be 1 to 100 characters")
+    return tenant
+
+
+class AuthStore:
+    """Tokens and webhook secrets in SQLite; safe to share between threads (one lock)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _cursor(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cursor = self._db.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+
+    # --- tokens ----------------------------------------------------------------------------
+    def create_token(
+        self,
+        tenant: str,
+        scopes: tuple[str, ...],
+        *,
+        name: str = "",
+        expires_in_s: float | None = None,
+    ) -> tuple[str, TokenInfo]:
+        """A new token (its text, shown once) and its row."""
+        unknown = sorted(set(scopes) - set(SCOPES))
+        if unknown or not scopes:
+            raise ValueError(
+                f"scopes must be some of {', '.join(SCOPES)} (got {unknown or 'none'})"
+            )
+        token_id = secrets.token_hex(6)
+        token = f"sl_{token_id}_{secrets.token_urlsafe(32)}"
+        now = time.time()
+        info = TokenInfo(
+            id=token_id,
+            name=name,
+            tenant=_check_tenant(tenant),
+            scopes=tuple(sorted(set(scopes))),
+            created_at=now,
+            expires_at=now + expires_in_s if expires_in_s is not None else None,
+            revoked_at=None,
+        )
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                (
+                    info.id,
+                    info.name,
+                    info.tenant,
+                    ",".join(info.scopes),
+                    _digest(token),
+                    info.created_at,
+                    info.expires_at,
+                ),
+            )
+        return token, info
+
+    def list_tokens(self) -> list[TokenInfo]:
+        """Every token, oldest first (no secrets: only their hashes are stored)."""
+        with self._cursor() as cur:
+            rows = cur.execute(
+                "SELECT id, name, tenant, scopes, created_at, expires_at, revoked_at "
+                "FROM tokens ORDER BY created_at"
+            ).fetchall()
+        return [TokenInfo(r[0], r[1], r[2], tuple(r[3].split(",")), r[4], r[5], r[6]) for r in rows]
+
+    def revoke(self, token_id: str) -> bool:
+        """Revoke a token by id; False if there is no such (unrevoked) token."""
+        with self._cursor() as cur:
+            cur.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (time.time(), token_id),
+            )
+            return cur.rowcount > 0
+
+    def verify(self, token: str) -> Principal:
+        """The principal of a presented token; AuthError saying why it is refused."""
+        match = _TOKEN_RE.match(token)
+        if not match:
+            raise AuthError("malformed API token (expected sl_<id>_<secret>)")
+        with self._cursor() as cur:
+            row = cur.execute(
+                "SELECT tenant, scopes, token_sha256, expires_at, revoked_at "
+                "FROM tokens WHERE id = ?",
+                (match.group(1),),
+            ).fetchone()
+        # Compare even without a row, so an unknown id costs what a wrong secret does.
+        stored = row[2] if row else "0" * 64
+        if not hmac.compare_digest(_digest(token), stored) or row is None:
+            raise AuthError("unknown API token")
+        tenant, scopes, _, expires_at, revoked_at = row
+        if revoked_at is not None:
+            raise AuthError(f"API token {match.group(1)} was revoked")
+        if expires_at is not None and expires_at <= time.time():
+            raise AuthError(f"API token {match.group(1)} expired")
+        return Principal(match.group(1), tenant, frozenset(scopes.split(",")))
+
+    # --- webhook secrets -------------------------------------------------------------------
+    def set_webhook_secret(self, tenant: str, provider: str, secret: str) -> None:
+        """Store (or replace) the secret that signs `provider`'s webhooks for `tenant`."""
+        if not secret.strip():
+            raise ValueError("webhook secret is empty")
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO webhook_secrets VALUES (?, ?, ?, ?)",
+                (_check_tenant(tenant), provider.strip().lower(), secret.strip(), time.time()),
+            )
+
+    def webhook_secret(self, tenant: str, provider: str) -> str | None:
+        """The tenant's secret for `provider`, or None if none is set."""
+        with self._cursor() as cur:
+            row = cur.execute(
+                "SELECT secret FROM webhook_secrets WHERE tenant = ? AND provider = ?",
+                (tenant, provider.lower()),
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,103 @@
+"""What the routes share (one per app), the error they raise, and the auth dependency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from shipledger.api.auth import AuthError, AuthStore, Principal
+from shipledger.api.limits import RateLimiter, retry_after
+from shipledger.settings import Settings
+
+if TYPE_CHECKING:
+    from shipledger.api.bridge import KafkaBridge
+    from shipledger.sinks.store import LedgerStore
+
+
+class ApiError(Exception):
+    """An HTTP error answered as `{"error": message, **extra}`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra or {}
+        self.headers = headers
+
+
+@dataclass
+class ApiContext:
+    """The app's parts: settings, token store, Kafka bridge, ledger store (inside `up`)."""
+
+    settings: Settings
+    auth: AuthStore
+    bridge: KafkaBridge | None = None
+    store: LedgerStore | None = None
+
+    def __post_init__(self) -> None:
+        self.limiter = RateLimiter(self.settings.api_rate_per_s, self.settings.api_rate_burst)
+
+    def require_bridge(self) -> KafkaBridge:
+        """The Kafka bridge; 503 when this app has none."""
+        if self.bridge is None:
+            raise ApiError(503, "no Kafka broker configured for this API")
+        return self.bridge
+
+    def throttle(self, key: str) -> None:
+        """429 with Retry-After once `key` is over its rate."""
+        wait_s = self.limiter.acquire(key)
+        if wait_s > 0:
+            raise ApiError(
+                429,
+                f"rate limit of {self.settings.api_rate_per_s:g} requests/s "
+                f"(burst {self.settings.api_rate_burst}) exceeded; retry in {wait_s:.2f}s",
+                headers={"Retry-After": retry_after(wait_s)},
+            )
+
+
+def context(request: Request) -> ApiContext:
+    """The app's context (a FastAPI dependency)."""
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API token: `shipledger tokens create`.")
+
+
+class Authorized:
+    """Dependency: a valid bearer token with `scope`, within its rate. 401/403/429 otherwise."""
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+
+    def __call__(
+        self,
+        ctx: Annotated[ApiContext, Depends(context)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if credentials is None:
+            raise ApiError(
+                401, "missing bearer token: Authorization: Bearer <token>", None, challenge
+            )
+        try:
+            principal = ctx.auth.verify(credentials.credentials)
+        except AuthError as exc:
+            raise ApiError(401, str(exc), None, challenge) from exc
+        if self.scope not in principal.scopes:
+            raise ApiError(
+                403,
+                f"token {principal.token_id} lacks the {self.scope!r} scope "
+                f"(has: {', '.join(sorted(principal.scopes))})",
+            )
+        ctx.throttle(principal.token_id)
+        return principal

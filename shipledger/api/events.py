@@ -1,0 +1,174 @@
+"""From a request's JSON objects to encoded, keyed Kafka messages, or per-field errors (pure).
+
+An object's fields are those of its family's model, plus an optional `family` (default
+`deployment`). What the API fills in:
+
+- `tenant`, when absent: the token's tenant (an operator token's `*` leaves the model default);
+- `occurred_at`, when absent: now;
+- `event_id`, when absent: derived from the object's content, `occurred_at` included (UUIDv5).
+  So a retried body that names its `occurred_at` (or its `event_id` and `occurred_at`) carries
+  the same id and time, and the sink drops the copy; a body without `occurred_at` is a new
+  event each time it is sent.
+- `source`, when the family's model has it and it is absent: the ingest channel (`api`,
+  `upload`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import uuid
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from shipledger.api.auth import ANY_TENANT, Principal
+from shipledger.schemas.models import DeploymentEvent, utcnow
+from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.validation import field_errors
+from shipledger.settings import Settings
+
+DEFAULT_FAMILY = "deployment"
+_ID_NAMESPACE = uuid.UUID("0b7a4f0e-5d3c-4c1e-9a57-5f1d2e3c4b6a")
+
+
+class Family(Protocol):
+    """What the API needs of an event family (`shipledger.schemas.families.Family`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def schema(self) -> str: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def model(self) -> type[BaseModel]: ...
+
+
+@dataclass(frozen=True)
+class _DeploymentFamily:
+    name: str = DEFAULT_FAMILY
+    schema: str = "io.shipledger.v1.DeploymentEvent"
+    topic: str = "deployments.raw"
+    model: type[BaseModel] = DeploymentEvent
+
+
+def family_of(name: str) -> Family:
+    """The named family from the contract's registry (`shipledger.schemas.families`); where
+    that module is not installed, only `deployment` exists. Raises ValueError if unknown."""
+    try:
+        registry = importlib.import_module("shipledger.schemas.families")
+    except ModuleNotFoundError:
+        if name != DEFAULT_FAMILY:
+            raise ValueError(f"unknown family {name!r} (this build knows: deployment)") from None
+        return _DeploymentFamily()
+    try:
+        family: Family = registry.family_of(name)
+    except KeyError as exc:
+        raise ValueError(str(exc).strip("'\"")) from None
+    return family
+
+
+@cache
+def _codec(schema: str) -> AvroCodec:
+    return AvroCodec(schema)
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One reason an input item was refused: which item, which field, why."""
+
+    index: int
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A valid event, ready to produce."""
+
+    event_id: str
+    tenant: str
+    topic: str
+    key: bytes
+    value: bytes
+
+
+class Forbidden(Exception):
+    """An event for a tenant the token may not write (HTTP 403)."""
+
+    def __init__(self, error: FieldError) -> None:
+        super().__init__(error.reason)
+        self.error = error
+
+
+def derived_event_id(obj: dict[str, Any]) -> str:
+    """A stable id from an object's content: the same object always gets the same id."""
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return str(uuid.uuid5(_ID_NAMESPACE, canonical))
+
+
+def prepare(
+    item: object, index: int, principal: Principal, settings: Settings, channel: str
+) -> Prepared | list[FieldError]:
+    """Validate one input object as its family's event and encode it; or its field errors.
+
+    Raises Forbidden for an event of another tenant than the token's.
+    """
+    if not isinstance(item, dict):
+        return [FieldError(index, "event", f"must be a JSON object, got {type(item).__name__}")]
+    obj = dict(item)
+    family_name = obj.pop("family", DEFAULT_FAMILY)
+    if not isinstance(family_name, str):
+        return [FieldError(index, "family", "must be a string")]
+    try:
+        family = family_of(family_name)
+    except ValueError as exc:
+        return [FieldError(index, "family", str(exc))]
+    if obj.get("tenant") is None and principal.tenant != ANY_TENANT:
+        obj["tenant"] = principal.tenant
+    if "source" in family.model.model_fields and obj.get("source") is None:
+        obj["source"] = channel
+    if obj.get("occurred_at") is None:
+        obj["occurred_at"] = utcnow().isoformat()
+    if obj.get("event_id") is None:
+        obj["event_id"] = derived_event_id({"family": family.name, **obj})
+    try:
+        event = family.model.model_validate(obj)
+    except ValidationError as exc:
+        return [FieldError(index, field, reason) for field, reason in field_errors(exc)]
+    record = event.model_dump(mode="python")
+    tenant = str(record["tenant"])
+    if not principal.may_act_on(tenant):
+        raise Forbidden(
+            FieldError(
+                index,
+                "tenant",
+                f"this token is for tenant {principal.tenant!r}, not {tenant!r}",
+            )
+        )
+    key = str(record.get("deployment_id") or record["event_id"])
+    return Prepared(
+        event_id=str(record["event_id"]),
+        tenant=tenant,
+        topic=settings.topic(family.topic),
+        key=key.encode("utf-8"),
+        value=_codec(family.schema).encode(record),
+    )
+
+
+def unwrap(payload: object) -> list[object] | None:
+    """The event objects of a request body: an object, an array, or `{"events": [...]}`.
+
+    None when the body has none of these shapes.
+    """
+    if isinstance(payload, list):
+        return payload
+    if isinstance(payload, dict):
+        events = payload.get("events") if set(payload) == {"events"} else None
+        if isinstance(events, list):
+            return events
+        return [payload]
+    return None
