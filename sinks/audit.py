@@ -145,7 +145,7 @@ def verify_chain(
                     "rows missing before id "
                     + row.row_id
                     + (f" (after {prev.row_id})" if prev else " (chain start)")
-                    + ": not due to expire",
+                    + f": chain_seq {seq - 1} was not due to expire yet",
                 )
         elif prev is not None and row.prev_hash != prev.stored_hash:
             report(

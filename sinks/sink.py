@@ -256,6 +256,10 @@ class ClickHouseSink:
         """The DLQ producer."""
         return Producer(self.settings.kafka_producer(self.bootstrap))
 
+    def now(self) -> datetime:
+        """The time stamped as `ledger_at` (tests back-date it)."""
+        return datetime.now(UTC)
+
     # --- the loop -----------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; then flush, commit and close. Raises SinkError."""
@@ -469,7 +473,7 @@ class ClickHouseSink:
             if spec.name not in self._heads:
                 self._heads[spec.name] = self.store.load_heads(spec.name)
             heads = self._heads[spec.name]
-            stamped.append(stamp(spec.name, fresh, heads, self.retention, datetime.now(UTC)))
+            stamped.append(stamp(spec.name, fresh, heads, self.retention, self.now()))
         self.store.insert(spec.name, fresh)
         return len(fresh), already
 
