@@ -26,7 +26,7 @@ from datetime import datetime
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from shipledger.sinks import ddl
 
@@ -51,8 +51,8 @@ class SqlRunner(Protocol):
         ...
 
     def query(
-        self, sql: str, parameters: dict[str, object] | None = None
-    ) -> tuple[list[str], list[tuple[object, ...]]]:
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run a query: (column names, rows)."""
         ...
 
@@ -145,10 +145,7 @@ def applied_migrations(store: SqlRunner) -> dict[int, Applied]:
     _, rows = store.query(
         f"SELECT version, name, checksum, applied_at FROM {MIGRATIONS_TABLE} ORDER BY version"  # noqa: S608
     )
-    return {
-        int(str(v)): Applied(int(str(v)), str(n), str(c), a)  # type: ignore[arg-type]
-        for v, n, c, a in rows
-    }
+    return {int(v): Applied(int(v), str(n), str(c), a) for v, n, c, a in rows}
 
 
 def check_history(migrations: Sequence[Migration], applied: dict[int, Applied]) -> None:
