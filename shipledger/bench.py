@@ -31,6 +31,7 @@ from shipledger.logging import configure_logging
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
+from shipledger.sinks.bench import bench_audit
 from shipledger.sinks.store import LedgerStore
 from shipledger.stack import Stack
 from shipledger.traffic import day_of_traffic, demo_day, demo_policy
@@ -376,7 +377,23 @@ def bench_emit(stack: Stack, runs: int) -> dict[str, Any]:
     }
 
 
+def _audit_markdown(audit: dict[str, Any]) -> list[str]:
+    return [
+        f"`shipledger audit verify` over {audit['records']:,} deployment events "
+        f"({audit['chains']} chains, stored through the sink's write path in "
+        f"{audit['build_and_write_s']} s): {audit['verify_s']} s "
+        f"({audit['verify_rows_per_s']:,} rows/s). On disk: "
+        f"{audit['bytes_on_disk_per_event']} bytes per deployment event (merged, chain and "
+        f"retention columns included; system.parts bytes_on_disk / rows). "
+        f"Measured {audit['when']}.",
+        "",
+    ]
+
+
 def _markdown(results: dict[str, Any]) -> str:
+    audit = _audit_markdown(results["audit"]) if "audit" in results else []
+    if "pipeline" not in results:
+        return "\n".join(["# shipledger bench", "", *audit])
     p, b, e = results["pipeline"], results["passthrough"], results["emit"]
     ratio = p["events_per_second"] / max(b["events_per_second"], 1)
     return "\n".join(
@@ -404,6 +421,7 @@ def _markdown(results: dict[str, Any]) -> str:
             f" emit → row queryable in ClickHouse: median {e['emit_to_row_ms_median']} ms "
             f"(max {e['emit_to_row_ms_max']} ms, {e['runs']} runs).",
             "",
+            *audit,
         ]
     )
 
@@ -420,9 +438,46 @@ def _markdown(results: dict[str, Any]) -> str:
 @click.option("--rate", default=1000.0, show_default=True, help="Events/s of the latency phase.")
 @click.option("--seconds", default=15.0, show_default=True, help="Length of the latency phase.")
 @click.option("--emit-runs", default=10, show_default=True, help="`shipledger emit` calls timed.")
-def bench(out: Path, events: int, rate: float, seconds: float, emit_runs: int) -> None:
+@click.option(
+    "--only",
+    type=click.Choice(["all", "audit"]),
+    default="all",
+    show_default=True,
+    help="audit: only the `audit verify` benchmark (updates its part of the results).",
+)
+@click.option(
+    "--audit-records",
+    default=1_000_000,
+    show_default=True,
+    help="Deployment events in the audit benchmark's ledger.",
+)
+def bench(
+    out: Path,
+    events: int,
+    rate: float,
+    seconds: float,
+    emit_runs: int,
+    only: str,
+    audit_records: int,
+) -> None:
     """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
-    Faust passthrough agent on the same broker, and the cost of one `shipledger emit`."""
+    Faust passthrough agent on the same broker, the cost of one `shipledger emit`, and
+    `audit verify` over a large ledger with its bytes on disk per event.
+
+    \b
+    Examples:
+      shipledger bench                     # everything (make bench)
+      shipledger bench --only audit        # only audit verify over 1M events
+    """
+    if only == "audit":
+        configure_logging(Settings(log_level="warning"))
+        results_file = out / "results.json"
+        results = (
+            json.loads(results_file.read_text(encoding="utf-8")) if results_file.exists() else {}
+        )
+        results["audit"] = _bench_audit(audit_records)
+        _write_results(out, results)
+        return
     data_dir = out / "data.tmp"
     if data_dir.exists():
         shutil.rmtree(data_dir)
@@ -454,8 +509,20 @@ def bench(out: Path, events: int, rate: float, seconds: float, emit_runs: int) -
         "passthrough": passthrough,
         "emit": emit,
     }
+    shutil.rmtree(data_dir, ignore_errors=True)
+    results["audit"] = _bench_audit(audit_records)
+    _write_results(out, results)
+
+
+def _bench_audit(records: int) -> dict[str, Any]:
+    click.echo(f"  audit verify: {records} events ...")
+    audit = {"when": datetime.now(UTC).isoformat(timespec="seconds"), **bench_audit(records)}
+    click.echo(f"  audit: {audit}")
+    return audit
+
+
+def _write_results(out: Path, results: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (out / "results.md").write_text(_markdown(results), encoding="utf-8")
-    shutil.rmtree(data_dir, ignore_errors=True)
     click.echo((out / "results.md").read_text(encoding="utf-8"))
