@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from shipledger.processors.policy import Retention
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
-from shipledger.processors.policy import Retention
 from shipledger.sinks import ddl
 from shipledger.sinks.chain import stamp
 from shipledger.sinks.sink import ClickHouseSink
