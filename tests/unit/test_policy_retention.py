@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,7 +71,7 @@ def test_default_and_example_policies() -> None:
 
 def test_stamping_chains_rows_per_tenant_and_class() -> None:
     now = datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=UTC)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"tenant": "bank", "environment": "dev", "id": "1"},
         {"tenant": "acme", "environment": "dev", "id": "2"},
         {"tenant": "bank", "environment": "qa", "id": "3"},
@@ -90,7 +91,7 @@ def test_stamping_chains_rows_per_tenant_and_class() -> None:
     assert third["row_hash"] == row_hash(third)
     # A later batch continues the chain; retain_until never decreases along it, even when
     # the clock goes back or a period shrinks.
-    later = [{"tenant": "bank", "environment": "dev", "id": "4"}]
+    later: list[dict[str, Any]] = [{"tenant": "bank", "environment": "dev", "id": "4"}]
     shrunk = Retention.model_validate(
         {"classes": {"sox": "1y", "default": "1y"}, "tenants": {"bank": "sox"}}
     )
