@@ -1,4 +1,5 @@
-"""Policy as code: change windows, freezes and required fields per environment and tenant.
+"""Policy as code: change windows, freezes and required fields per environment and tenant,
+and the retention (compliance class) of every ledger row.
 
 Loaded from YAML, validated by pydantic; every alert names the version it was judged under.
 """
@@ -7,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime, time
+from collections.abc import Iterable
+from datetime import datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -138,12 +140,82 @@ class Rules(_Strict):
         return ZoneInfo(self.timezone)
 
 
+_PERIOD_RE = re.compile(r"^(\d+)([dwy])$")
+#: A year is 366 days: a period is never shorter than the calendar years it names.
+_UNIT_DAYS = {"d": 1, "w": 7, "y": 366}
+
+
+def parse_period(text: str) -> timedelta:
+    """`90d`, `12w`, `7y` (1y = 366 days) -> timedelta; ValueError naming the format."""
+    match = _PERIOD_RE.match(str(text).strip())
+    if match is None or int(match[1]) == 0:
+        raise ValueError(f"retention period must be like 90d, 12w or 7y (got {text!r})")
+    return timedelta(days=int(match[1]) * _UNIT_DAYS[match[2]])
+
+
+class Retention(_Strict):
+    """How long ledger rows are kept: compliance classes and which applies where.
+
+    A row's class is the LONGEST of those that apply to it: its tenant's (`tenants`) and its
+    environments' (`environments`); `default` only when neither names one. Neither the
+    environment nor the tenant "wins": a compliance obligation is never shortened by another
+    rule (a SOX tenant's dev rows stay SOX; to keep dev short, classify the tenant's prod
+    environment rather than the tenant).
+    """
+
+    classes: dict[str, str] = Field(default_factory=lambda: {"default": "1y"})
+    default: str = "default"
+    tenants: dict[str, str] = Field(default_factory=dict)
+    environments: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("classes")
+    @classmethod
+    def _periods(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, period in value.items():
+            try:
+                parse_period(period)
+            except ValueError as exc:
+                raise ValueError(f"class {name!r}: {exc}") from None
+        return value
+
+    @field_validator("environments")
+    @classmethod
+    def _canonical_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        return {normalize_environment(name).name: klass for name, klass in value.items()}
+
+    @model_validator(mode="after")
+    def _known_classes(self) -> Retention:
+        named = [("default", self.default)]
+        named += [(f"tenants.{t}", c) for t, c in self.tenants.items()]
+        named += [(f"environments.{e}", c) for e, c in self.environments.items()]
+        unknown = [f"{where}: unknown class {c!r}" for where, c in named if c not in self.classes]
+        if unknown:
+            raise ValueError(f"{'; '.join(unknown)} (classes: {', '.join(self.classes)})")
+        return self
+
+    def period(self, klass: str) -> timedelta:
+        """How long rows of `klass` are kept."""
+        return parse_period(self.classes[klass])
+
+    def class_for(self, tenant: str, environments: Iterable[str] = ()) -> str:
+        """The retention class of a row of `tenant` deployed to `environments` (raw names)."""
+        found = [self.tenants[tenant]] if tenant in self.tenants else []
+        for raw in environments:
+            name = normalize_environment(raw).name if raw.strip() else raw
+            if name in self.environments:
+                found.append(self.environments[name])
+        if not found:
+            return self.default
+        return max(sorted(set(found)), key=self.period)
+
+
 class Policy(_Strict):
     """The whole policy file: defaults plus per-tenant overrides of any `Rules` key."""
 
     version: str
     defaults: Rules = Field(default_factory=Rules)
     tenants: dict[str, dict[str, object]] = Field(default_factory=dict)
+    retention: Retention = Field(default_factory=Retention)
     digest: str = ""
 
     @field_validator("version", mode="before")

@@ -31,13 +31,16 @@ from shipledger.logging import configure_logging
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
+from shipledger.sinks.bench import bench_audit
 from shipledger.sinks.store import LedgerStore
 from shipledger.stack import Stack
 from shipledger.traffic import day_of_traffic, demo_day, demo_policy
 
 EVENT = AvroCodec("io.shipledger.v1.DeploymentEvent")
 #: The measures, in the order they run (the passthrough's own Faust worker goes last).
-SECTIONS = ("pipeline", "emit", "api", "passthrough")
+SECTIONS = ("pipeline", "emit", "api", "passthrough", "audit")
+#: Sections measured on a running embedded stack (audit builds its own ledger).
+_STACK_SECTIONS = ("pipeline", "emit", "api", "passthrough")
 
 
 @dataclass(frozen=True)
@@ -459,7 +462,21 @@ def _markdown(results: dict[str, Any]) -> str:
             f"{a['request_to_ack']['p50_ms']} ms, p99 {a['request_to_ack']['p99_ms']} ms.",
             "",
         ]
+    if "audit" in results:
+        lines += _audit_markdown(results["audit"])
     return "\n".join(lines)
+
+
+def _audit_markdown(audit: dict[str, Any]) -> list[str]:
+    return [
+        f"`shipledger audit verify` over {audit['records']:,} deployment events "
+        f"({audit['chains']} chains, stored through the sink's write path in "
+        f"{audit['build_and_write_s']} s): {audit['verify_s']} s "
+        f"({audit['verify_rows_per_s']:,} rows/s). On disk: "
+        f"{audit['bytes_on_disk_per_event']} bytes per deployment event (merged, chain and "
+        f"retention columns included; system.parts bytes_on_disk / rows).",
+        "",
+    ]
 
 
 def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
@@ -502,6 +519,12 @@ def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
     type=click.Choice(SECTIONS),
     help="Run one measure; the other sections of results.json are kept.",
 )
+@click.option(
+    "--audit-records",
+    default=1_000_000,
+    show_default=True,
+    help="Deployment events in the audit benchmark's ledger.",
+)
 def bench(
     out: Path,
     events: int,
@@ -512,14 +535,17 @@ def bench(
     api_batch: int,
     api_connections: int,
     only: str | None,
+    audit_records: int,
 ) -> None:
     """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
     Faust passthrough agent on the same broker, the cost of one `shipledger emit`, and the
-    ingest API's events/s and request → Kafka ack latency.
+    ingest API's events/s and request → Kafka ack latency, and `audit verify` over a large
+    ledger with its bytes on disk per event.
 
     \b
       shipledger bench --out bench              # everything (make bench)
       shipledger bench --out bench --only api   # just the ingest API (make bench-api)
+      shipledger bench --out bench --only audit # audit verify over 1M events
     """
     data_dir = out / "data.tmp"
     if data_dir.exists():
@@ -542,17 +568,23 @@ def bench(
     results: dict[str, Any] = {}
     if only and previous.is_file():
         results = json.loads(previous.read_text(encoding="utf-8"))
-    click.echo("shipledger bench: starting the embedded stack ...")
-    with Stack(settings, log_dir=data_dir / "logs", api="api" in sections) as stack:
-        measures: dict[str, Callable[[], dict[str, Any]]] = {
-            "pipeline": lambda: bench_pipeline(stack, events, rate, seconds),
-            "emit": lambda: bench_emit(stack, emit_runs),
-            "api": lambda: bench_api(stack, api_requests, api_batch, api_connections),
-            "passthrough": lambda: bench_passthrough(stack, min(events, 30_000), rate, seconds),
-        }
-        for section in sections:
-            results[section] = measures[section]()
-            click.echo(f"  {section}: {results[section]}")
+    on_stack = [s for s in sections if s in _STACK_SECTIONS]
+    if on_stack:
+        click.echo("shipledger bench: starting the embedded stack ...")
+        with Stack(settings, log_dir=data_dir / "logs", api="api" in on_stack) as stack:
+            measures: dict[str, Callable[[], dict[str, Any]]] = {
+                "pipeline": lambda: bench_pipeline(stack, events, rate, seconds),
+                "emit": lambda: bench_emit(stack, emit_runs),
+                "api": lambda: bench_api(stack, api_requests, api_batch, api_connections),
+                "passthrough": lambda: bench_passthrough(stack, min(events, 30_000), rate, seconds),
+            }
+            for section in on_stack:
+                results[section] = measures[section]()
+                click.echo(f"  {section}: {results[section]}")
+    if "audit" in sections:
+        click.echo(f"  audit verify: {audit_records} events ...")
+        results["audit"] = bench_audit(audit_records)
+        click.echo(f"  audit: {results['audit']}")
     results |= {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "

@@ -20,6 +20,12 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "webhooks": ("shipledger.api.cli", "webhooks", "Set webhook secrets per tenant and provider."),
     "worker": ("shipledger.processors.worker", "worker", "Run the Faust processors alone."),
     "sink": ("shipledger.sinks.cli", "sink", "Run the ClickHouse sink alone."),
+    "migrate": (
+        "shipledger.sinks.migrate_cli",
+        "migrate",
+        "Apply, show or write the ledger's schema migrations.",
+    ),
+    "audit": ("shipledger.sinks.audit_cli", "audit", "Verify the ledger's hash chains; grants."),
     "dlq": ("shipledger.dlq", "dlq", "Inspect and replay dead-lettered messages."),
     "demo": ("shipledger.demo", "demo", "Drive a realistic day of CI traffic through the stack."),
     "bench": ("shipledger.bench", "bench", "Measure throughput and latency of the stack."),

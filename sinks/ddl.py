@@ -25,11 +25,25 @@ Tables (append-only MergeTree: the sink only INSERTs; nothing UPDATEs or DELETEs
     The latest record of each deployment (highest `seq`): *what is deployed where, and in
     which state is each deployment now?* The table most dashboards start from.
 
-Layout: `tenant` leads every ORDER BY (every analyst query is scoped to a tenant), then
-environment and service, then time; tables are partitioned by month of their time column.
-Low-cardinality strings (tenant, environment, service, actor, enum symbols) are
+Every table also carries the ledger columns (`LEDGER_COLUMNS`, stamped by the sink, see
+`sinks.chain`): `ledger_at`, `retention_class`, `retain_until`, `prev_retain_until`,
+`chain_seq`, `prev_hash`, `row_hash`. `chain_heads` records the head of every hash chain
+after each flush (tail truncation is then detectable).
+
+Layout: tenants and regions are first class. Every ORDER BY starts with `tenant`, then
+`ifNull(region, '')` (region is Nullable in Avro; a sort key cannot be), then the table's own
+keys (environment, service, time, id); every table is partitioned by
+`(tenant, toYYYYMM(<time column>))`, so a tenant's data can be dropped, moved or exported by
+partition. Low-cardinality strings (tenant, environment, service, actor, enum symbols) are
 `LowCardinality`. Avro enums map to `LowCardinality(String)` rather than `Enum8`: a new enum
 symbol in a later schema version must never make an insert fail.
+
+Retention: every table has `TTL retain_until DELETE`: ClickHouse itself deletes a row once
+its compliance class's period (policy `retention:`) has passed (at its next merge).
+
+Schema changes: this module is the DESIRED state. The live schema only changes through the
+numbered migrations in `sinks/migrations/` (`sinks.migrations`, `shipledger migrate`); a test
+proves that applying them all to an empty ClickHouse yields exactly what this module declares.
 
 Deduplication: each table names its id column (`event_id`, `record_id`, `alert_id`). The sink
 drops ids already stored before inserting (see `sinks.sink`). An event or alert duplicate
@@ -42,7 +56,7 @@ column serves point lookups. Records are checked over the whole table (`dedup_in
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -116,8 +130,21 @@ class TableSpec:
         """ClickHouse type names in table order."""
         return [c.type for c in self.columns]
 
-    def create_sql(self, database: str) -> str:
-        """`CREATE TABLE IF NOT EXISTS` for this table in `database`."""
+    @property
+    def sort_key(self) -> tuple[str, ...]:
+        """ORDER BY expressions: tenant, ifNull(region, ''), then the table's other keys."""
+        types = dict(zip(self.column_names, self.column_types, strict=True))
+        for lead in ("tenant", "region"):
+            if lead not in types:
+                raise SchemaMappingError(f"{self.name}: every ledger table needs a {lead} column")
+        region = quote_ident("region")
+        if "Nullable" in types["region"]:
+            region = f"ifNull({region}, '')"
+        rest = [quote_ident(c) for c in self.order_by if c not in ("tenant", "region")]
+        return (quote_ident("tenant"), region, *rest)
+
+    def create_sql(self, database: str | None = None, name: str | None = None) -> str:
+        """`CREATE TABLE` for this table (as `name` if given), in `database` or unqualified."""
         cols = ",\n".join(
             f"    {quote_ident(c.name)} {c.type} COMMENT {quote_str(c.comment)}"
             for c in self.columns
@@ -128,13 +155,13 @@ class TableSpec:
             f"    INDEX idx_{self.time_column} {quote_ident(self.time_column)}"
             " TYPE minmax GRANULARITY 1"
         )
-        order = ", ".join(quote_ident(c) for c in self.order_by)
         return (
-            f"CREATE TABLE IF NOT EXISTS {qualified(database, self.name)}\n"
+            f"CREATE TABLE {qualified(database, name or self.name)}\n"
             f"(\n{cols},\n{indexes}\n)\n"
             "ENGINE = MergeTree\n"
-            f"PARTITION BY toYYYYMM({quote_ident(self.time_column)})\n"
-            f"ORDER BY ({order})\n"
+            f"PARTITION BY (`tenant`, toYYYYMM({quote_ident(self.time_column)}))\n"
+            f"ORDER BY ({', '.join(self.sort_key)})\n"
+            f"TTL {RETENTION_TTL}\n"
             f"COMMENT {quote_str(self.description)}"
         )
 
@@ -146,8 +173,10 @@ def quote_ident(name: str) -> str:
     return f"`{name}`"
 
 
-def qualified(database: str, table: str) -> str:
-    """`database`.`table`, both checked as plain identifiers."""
+def qualified(database: str | None, table: str) -> str:
+    """`database`.`table` (or just `table` without a database), checked identifiers."""
+    if database is None:
+        return quote_ident(table)
     return f"{quote_ident(database)}.{quote_ident(table)}"
 
 
@@ -219,10 +248,36 @@ INGEST_COLUMNS = (
     Column("kafka_offset", "Int64", "Offset of the event in that partition."),
 )
 
+#: Columns the sink stamps on every row of every table (`sinks.chain`): retention and chain.
+LEDGER_COLUMNS = (
+    Column("ledger_at", DATETIME_MS, "When the sink stored the row (monotonic per chain)."),
+    Column(
+        "retention_class",
+        "LowCardinality(String)",
+        "Compliance class of the row (policy retention:); one hash chain per tenant and class.",
+    ),
+    Column(
+        "retain_until",
+        DATETIME_MS,
+        "ledger_at + the class's period: ClickHouse deletes the row after this (TTL).",
+    ),
+    Column(
+        "prev_retain_until",
+        f"Nullable({DATETIME_MS})",
+        "retain_until of the previous row of the chain: its absence is legitimate only after it.",
+    ),
+    Column("chain_seq", "UInt64", "Position in the chain of (table, tenant, retention_class)."),
+    Column("prev_hash", "String", "row_hash of the previous row of the chain (64 zeros first)."),
+    Column("row_hash", "String", "sha256 of the row's canonical bytes, prev_hash included."),
+)
+LEDGER_COLUMN_NAMES = frozenset(c.name for c in LEDGER_COLUMNS)
+RETENTION_TTL = "`retain_until` DELETE"
+
 EVENTS = "deployment_events"
 RECORDS = "deployment_records"
 ALERTS = "alerts"
 DEPLOYMENTS_VIEW = "deployments"
+CHAIN_HEADS = "chain_heads"
 
 
 @cache
@@ -267,27 +322,60 @@ def tables() -> dict[str, TableSpec]:
             columns=avro_columns("io.shipledger.v1.Alert"),
         ),
     ]
-    return {spec.name: spec for spec in specs}
+    return {spec.name: replace(spec, columns=spec.columns + LEDGER_COLUMNS) for spec in specs}
 
 
-def deployments_view_sql(database: str) -> str:
+def deployments_view_sql(database: str | None = None) -> str:
     """`deployments`: the latest record (highest seq) of each deployment.
 
     `LIMIT 1 BY` rather than `argMax(col, seq)`: argMax skips NULLs, so a field cleared in a
     later version would show its stale value.
     """
     return (
-        f"CREATE VIEW IF NOT EXISTS {qualified(database, DEPLOYMENTS_VIEW)} AS\n"
+        f"CREATE VIEW {qualified(database, DEPLOYMENTS_VIEW)} AS\n"
         f"SELECT * FROM {qualified(database, RECORDS)}\n"
         "ORDER BY seq DESC, updated_at DESC\n"
         "LIMIT 1 BY tenant, deployment_id"
     )
 
 
-def statements(database: str) -> list[str]:
-    """Every DDL statement of the ledger, in order (all idempotent: IF NOT EXISTS)."""
-    return [
-        f"CREATE DATABASE IF NOT EXISTS {quote_ident(database)}",
-        *(spec.create_sql(database) for spec in tables().values()),
-        deployments_view_sql(database),
-    ]
+def chain_heads_sql(database: str | None = None, name: str = CHAIN_HEADS) -> str:
+    """`chain_heads`: the head of each chain after every flush of the sink (append-only)."""
+    return (
+        f"CREATE TABLE {qualified(database, name)}\n"
+        "(\n"
+        "    `table` LowCardinality(String) COMMENT 'Ledger table of the chain.',\n"
+        "    `tenant` LowCardinality(String) COMMENT 'Tenant of the chain.',\n"
+        "    `retention_class` LowCardinality(String) COMMENT 'Retention class of the chain.',\n"
+        "    `chain_seq` UInt64 COMMENT 'chain_seq of the head row after the flush.',\n"
+        "    `row_hash` String COMMENT 'row_hash of that row.',\n"
+        f"    `retain_until` {DATETIME_MS} COMMENT 'retain_until of that row.',\n"
+        f"    `at` {DATETIME_MS} COMMENT 'When the flush recorded it.'\n"
+        ")\n"
+        "ENGINE = MergeTree\n"
+        "ORDER BY (`table`, `tenant`, `retention_class`, `chain_seq`)\n"
+        f"TTL {RETENTION_TTL}\n"
+        "COMMENT 'Chain heads after each sink flush: a truncated chain tail is detectable.'"
+    )
+
+
+#: The ledger's views by name: `(database | None) -> CREATE VIEW`.
+VIEWS = {DEPLOYMENTS_VIEW: deployments_view_sql}
+
+
+def desired_schema(database: str | None = None) -> dict[str, str]:
+    """Every object of the ledger by name -> its CREATE statement, in creation order: tables,
+    `chain_heads`, then views. The desired state migrations must reproduce exactly."""
+    names = [*tables(), CHAIN_HEADS, *VIEWS]
+    return {name: create_statement(name, database) for name in names}
+
+
+def create_statement(name: str, database: str | None = None, as_name: str | None = None) -> str:
+    """The desired CREATE statement of ledger table or view `name` (created as `as_name`)."""
+    if name in tables():
+        return tables()[name].create_sql(database, as_name)
+    if name == CHAIN_HEADS:
+        return chain_heads_sql(database, as_name or name)
+    if name in VIEWS and as_name is None:
+        return VIEWS[name](database)
+    raise KeyError(f"no ledger table or view {name!r}")

@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shipledger.sinks.ddl import ALERTS, EVENTS, INGEST_COLUMNS, RECORDS, TableSpec, tables
+from shipledger.sinks.chain import to_ms_precision
+from shipledger.sinks.ddl import (
+    ALERTS,
+    EVENTS,
+    INGEST_COLUMNS,
+    LEDGER_COLUMN_NAMES,
+    RECORDS,
+    TableSpec,
+    tables,
+)
 
 Row = dict[str, Any]
 _INGEST = frozenset(c.name for c in INGEST_COLUMNS)
@@ -41,16 +50,18 @@ def received_at(meta: KafkaMeta, now: datetime | None = None) -> datetime:
 def _utc(value: Any, column: str) -> datetime:
     if not isinstance(value, datetime):
         raise RowError(f"{column}: expected a timestamp, got {type(value).__name__}")
+    # DateTime64(3) keeps milliseconds: the row hashed must be the row stored.
     if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+        return to_ms_precision(value.replace(tzinfo=UTC))
+    return to_ms_precision(value.astimezone(UTC))
 
 
 def avro_row(spec: TableSpec, decoded: Mapping[str, Any]) -> Row:
-    """The table's Avro-derived columns taken from `decoded`, timestamps in UTC."""
+    """The table's Avro-derived columns taken from `decoded`, timestamps in UTC (the sink
+    stamps the ledger columns when it stores the row)."""
     row: Row = {}
     for column in spec.columns:
-        if column.name in _INGEST and spec.name == EVENTS:
+        if column.name in LEDGER_COLUMN_NAMES or (column.name in _INGEST and spec.name == EVENTS):
             continue
         if column.name not in decoded:
             raise RowError(f"{spec.name}: field {column.name!r} missing from the message")
@@ -66,7 +77,7 @@ def avro_row(spec: TableSpec, decoded: Mapping[str, Any]) -> Row:
 def event_row(event: Mapping[str, Any], meta: KafkaMeta) -> Row:
     """A `deployment_events` row: the event as received plus its Kafka position."""
     row = avro_row(tables()[EVENTS], event)
-    row["received_at"] = received_at(meta)
+    row["received_at"] = to_ms_precision(received_at(meta))
     row["kafka_partition"] = meta.partition
     row["kafka_offset"] = meta.offset
     return row

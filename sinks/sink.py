@@ -15,8 +15,17 @@ also safe. Caveat: two sink instances writing the same id at the same instant (p
 during a rebalance, when a partition briefly has two readers) can both insert it; the
 processors' deterministic ids let analysts `LIMIT 1 BY` the id if that ever matters.
 
-Grants: the sink needs INSERT and SELECT (the id check) on the ledger tables, nothing else;
-`shipledger sink --no-ensure-schema` skips the DDL where schema changes are someone else's job.
+Tamper evidence and retention (`sinks.chain`): each row is stamped, just before its insert,
+with its retention class (policy `retention:`, `Settings.policy_file`), `retain_until` (the
+ClickHouse TTL deletes it after that) and its place in the hash chain of (table, tenant,
+class); after the flush's inserts the new chain heads are appended to `chain_heads`, then
+offsets are committed. The sink is the ledger's only writer: run ONE sink per ledger (its
+chain heads live in its memory). Stamps are assigned once per batch, so a retried insert
+keeps them and a partially applied one leaves no gap.
+
+Grants: the sink needs INSERT and SELECT (the id check, chain heads) on the ledger tables and
+`chain_heads`, nothing else (`shipledger audit grants`); `shipledger sink --no-ensure-schema`
+skips the migrations where schema changes are someone else's job.
 
 Failures:
 - A message that does not decode, or does not fit its table, is *poison*: its original bytes
@@ -34,17 +43,21 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
 from shipledger.logging import get_logger
+from shipledger.processors.policy import load_policy
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec, DecodeError
 from shipledger.schemas.validation import EVENT_SCHEMA
 from shipledger.settings import Settings
+from shipledger.sinks import ddl
 from shipledger.sinks import metrics as m
+from shipledger.sinks.chain import ChainKey, Head, stamp
 from shipledger.sinks.ddl import ALERTS, EVENTS, RECORDS, TableSpec, tables
 from shipledger.sinks.rows import KafkaMeta, Row, RowError, alert_row, dedupe, event_row, record_row
 from shipledger.sinks.store import TimeWindow
@@ -52,6 +65,7 @@ from shipledger.topics import Topics
 
 _DLQ_FLUSH_TIMEOUT_S = 10.0
 _POLL_TIMEOUT_S = 0.1
+_T = TypeVar("_T")
 
 
 class SinkError(RuntimeError):
@@ -74,6 +88,14 @@ class RowStore(Protocol):
         window: TimeWindow | None = None,
     ) -> set[str]:
         """Which ids are already stored."""
+        ...
+
+    def load_heads(self, table: str) -> dict[ChainKey, Head]:
+        """The head of every chain of `table`."""
+        ...
+
+    def append_heads(self, heads: Mapping[ChainKey, Head]) -> None:
+        """Record chain heads in `chain_heads`."""
         ...
 
 
@@ -192,6 +214,9 @@ class ClickHouseSink:
         self.group_id = group_id or f"{settings.topic_prefix}sink"
         self.topics = Topics.from_settings(settings)
         self.routes = routes(self.topics)
+        self.retention = load_policy(settings.policy_file).retention
+        self._heads: dict[str, dict[ChainKey, Head]] = {}
+        self._moved: dict[ChainKey, Head] = {}
         self._log = get_logger("sink", group=self.group_id)
         self._batch = _Batch()
         self._consumer: Consumer | None = None
@@ -230,6 +255,10 @@ class ClickHouseSink:
     def make_producer(self) -> Producer:
         """The DLQ producer."""
         return Producer(self.settings.kafka_producer(self.bootstrap))
+
+    def now(self) -> datetime:
+        """The time stamped as `ledger_at` (tests back-date it)."""
+        return datetime.now(UTC)
 
     # --- the loop -----------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -361,8 +390,7 @@ class ClickHouseSink:
                 f"{batch.dead} of {batch.messages} messages in one batch were poison: stopping "
                 "instead of draining the topics into the DLQ (see the DLQ topic's reasons)"
             )
-        for table, rows in batch.rows.items():
-            self._write(tables()[table], rows)
+        self.write_rows(batch.rows)
         if batch.dead:
             self._await_dlq()
         self._commit(batch.offsets)
@@ -377,30 +405,25 @@ class ClickHouseSink:
             "flushed", rows=batch.row_count, messages=batch.messages, ms=round(elapsed_ms, 1)
         )
 
+    def write_rows(self, rows_by_table: Mapping[str, list[Row]]) -> None:
+        """Dedup, stamp and insert each table's rows, then record the new chain heads. The
+        flush's write step; also how benchmarks and tests store rows as the sink does."""
+        for table, rows in rows_by_table.items():
+            self._write(tables()[table], rows)
+        if self._moved:
+            moved = self._moved
+            self._with_retries(ddl.CHAIN_HEADS, lambda: self.store.append_heads(moved))
+            self._moved = {}
+
     def _write(self, spec: TableSpec, rows: list[Row]) -> None:
         unique, repeated = dedupe(rows, spec.id_column, set())
-        delay = self.retry_backoff_s
-        attempt = 1
-        while True:
-            try:
-                inserted, already = self._write_once(spec, unique)
-                break
-            except Exception as exc:
-                if attempt >= self.write_attempts:
-                    raise SinkError(
-                        f"ClickHouse write to {spec.name} failed {attempt} times: {exc}"
-                    ) from exc
-                self._log.warning(
-                    "ClickHouse write failed, retrying",
-                    table=spec.name,
-                    attempt=attempt,
-                    retry_in_s=delay,
-                    error=str(exc),
-                )
-                self.metrics.increment(m.WRITE_RETRIES, tags={"table": spec.name})
-                time.sleep(delay)
-                delay *= 2
-                attempt += 1
+        stamped: list[dict[ChainKey, Head]] = []
+        inserted, already = self._with_retries(
+            spec.name, lambda: self._write_once(spec, unique, stamped)
+        )
+        if stamped:
+            self._heads[spec.name].update(stamped[0])
+            self._moved.update(stamped[0])
         skipped = repeated + already
         with self._stats_lock:
             self._inserted[spec.name] += inserted
@@ -409,8 +432,35 @@ class ClickHouseSink:
         if skipped:
             self.metrics.increment(m.DUPLICATES_SKIPPED, skipped, tags={"table": spec.name})
 
-    def _write_once(self, spec: TableSpec, unique: list[Row]) -> tuple[int, int]:
-        """Drop ids already stored, insert the rest: (inserted, skipped). Safe to repeat."""
+    def _with_retries(self, table: str, write: Callable[[], _T]) -> _T:
+        """`write()`, retried with doubling backoff; SinkError after `write_attempts`."""
+        delay = self.retry_backoff_s
+        attempt = 1
+        while True:
+            try:
+                return write()
+            except Exception as exc:
+                if attempt >= self.write_attempts:
+                    raise SinkError(
+                        f"ClickHouse write to {table} failed {attempt} times: {exc}"
+                    ) from exc
+                self._log.warning(
+                    "ClickHouse write failed, retrying",
+                    table=table,
+                    attempt=attempt,
+                    retry_in_s=delay,
+                    error=str(exc),
+                )
+                self.metrics.increment(m.WRITE_RETRIES, tags={"table": table})
+                time.sleep(delay)
+                delay *= 2
+                attempt += 1
+
+    def _write_once(
+        self, spec: TableSpec, unique: list[Row], stamped: list[dict[ChainKey, Head]]
+    ) -> tuple[int, int]:
+        """Drop ids already stored, stamp (first time only), insert the rest:
+        (inserted, skipped). Safe to repeat: a retry keeps the first attempt's stamps."""
         ids = [row[spec.id_column] for row in unique]
         window = (
             TimeWindow.of(spec.time_column, (row[spec.time_column] for row in unique))
@@ -419,6 +469,11 @@ class ClickHouseSink:
         )
         stored = self.store.existing_ids(spec.name, spec.id_column, ids, window=window)
         fresh, already = dedupe(unique, spec.id_column, stored)
+        if not stamped:
+            if spec.name not in self._heads:
+                self._heads[spec.name] = self.store.load_heads(spec.name)
+            heads = self._heads[spec.name]
+            stamped.append(stamp(spec.name, fresh, heads, self.retention, self.now()))
         self.store.insert(spec.name, fresh)
         return len(fresh), already
 

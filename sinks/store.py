@@ -20,9 +20,9 @@ chDB constraints (measured with chdb 4.4 / engine 26.9 through clickhouse-connec
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from threading import Lock
 from types import TracebackType
@@ -33,7 +33,18 @@ import clickhouse_connect
 
 from shipledger.settings import Settings
 from shipledger.sinks import ddl
+from shipledger.sinks.chain import ChainKey, Head
+from shipledger.sinks.migrate import MigrationError, migrate
 
+_HEAD_COLUMNS = {
+    "table": "LowCardinality(String)",
+    "tenant": "LowCardinality(String)",
+    "retention_class": "LowCardinality(String)",
+    "chain_seq": "UInt64",
+    "row_hash": "String",
+    "retain_until": ddl.DATETIME_MS,
+    "at": ddl.DATETIME_MS,
+}
 #: ids per existence query.
 _IDS_PER_QUERY = 5000
 #: A backfill may span many months: never refuse an insert for touching many partitions.
@@ -106,38 +117,46 @@ class LedgerStore:
         return store
 
     # --- schema ----------------------------------------------------------------------
-    def ensure_schema(self) -> None:
-        """Create the database, tables and view if missing; add columns new Avro fields need.
-
-        Additive only: a column whose type differs from ours raises StoreError (a schema
-        change that needs a migration, never done silently).
+    def ensure_schema(self) -> list[str]:
+        """Create the database and apply every pending migration (`sinks.migrate`); the file
+        names applied. Then check every column the sink writes exists with its type, so a
+        schema change committed without its migration fails here, not at the first insert.
         """
-        with self._lock:
-            for statement in ddl.statements(self.database):
-                self._client.command(statement)
-            self._client.database = self.database
-            for spec in ddl.tables().values():
-                self._add_missing_columns(spec)
+        self.select_database(self.database)
+        try:
+            done = migrate(self)
+        except MigrationError as exc:
+            raise StoreError(str(exc)) from exc
+        self._check_columns()
+        return [m.filename for m in done]
 
-    def _add_missing_columns(self, spec: ddl.TableSpec) -> None:
-        result = self._client.query(
-            "SELECT name, type FROM system.columns WHERE database = %(db)s AND table = %(t)s",
-            parameters={"db": self.database, "t": spec.name},
+    def select_database(self, database: str) -> None:
+        """Create `database` if missing; every later statement runs in it."""
+        with self._lock:
+            self._client.command(f"CREATE DATABASE IF NOT EXISTS {ddl.quote_ident(database)}")
+            self._client.database = database
+        self.database = database
+
+    def command(self, sql: str) -> None:
+        """Run one statement (DDL) in the selected database."""
+        with self._lock:
+            self._client.command(sql)
+
+    def _check_columns(self) -> None:
+        _, rows = self.query(
+            "SELECT table, name, type FROM system.columns WHERE database = %(db)s",
+            {"db": self.database},
         )
-        have = {str(name): str(type_) for name, type_ in result.result_rows}
-        table = ddl.qualified(self.database, spec.name)
-        for column in spec.columns:
-            if column.name not in have:
-                self._client.command(
-                    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "
-                    f"{ddl.quote_ident(column.name)} {column.type} "
-                    f"COMMENT {ddl.quote_str(column.comment)}"
-                )
-            elif _normalize_type(have[column.name]) != _normalize_type(column.type):
-                raise StoreError(
-                    f"{spec.name}.{column.name} is {have[column.name]} in ClickHouse, "
-                    f"the schema wants {column.type}: migrate the table"
-                )
+        have = {(str(t), str(n)): str(ty) for t, n, ty in rows}
+        for spec in ddl.tables().values():
+            for column in spec.columns:
+                found = have.get((spec.name, column.name))
+                if found is None or _normalize_type(found) != _normalize_type(column.type):
+                    raise StoreError(
+                        f"{spec.name}.{column.name} is {found or 'missing'} in ClickHouse, the "
+                        f"code wants {column.type}: a schema change without its migration "
+                        "(shipledger migrate --new NAME)"
+                    )
 
     def _database_exists(self) -> bool:
         with self._lock:
@@ -201,6 +220,63 @@ class LedgerStore:
             found.update(str(row[0]) for row in result.result_rows)
         return found
 
+    def source(self, table: str) -> str:
+        """The FROM source holding every row of ledger table `table`. Every reader of whole
+        tables (audit, exports) goes through here, so where rows live is decided once."""
+        return ddl.qualified(self.database, table)
+
+    def load_heads(self, table: str) -> dict[ChainKey, Head]:
+        """The head of every chain of `table`: the highest of the rows stored and the heads
+        recorded in chain_heads (a head whose rows have all expired continues the chain; rows
+        stored by a flush that died before recording them are adopted)."""
+        heads: dict[ChainKey, Head] = {}
+        select = (
+            "SELECT tenant, retention_class, max(chain_seq), argMax(row_hash, chain_seq), "
+            "argMax(retain_until, chain_seq), argMax({at}, chain_seq) FROM {source} "
+            "WHERE {where} GROUP BY tenant, retention_class"
+        )
+        rows_sql = select.format(at="ledger_at", source=self.source(table), where="chain_seq > 0")
+        heads_sql = select.format(
+            at="at",
+            source=ddl.qualified(self.database, ddl.CHAIN_HEADS),
+            where="table = %(t)s",
+        )
+        queries: list[tuple[str, dict[str, Any] | None]] = [
+            (rows_sql, None),
+            (heads_sql, {"t": table}),
+        ]
+        for sql, params in queries:
+            for tenant, klass, seq, row_hash, retain_until, at in self.query(sql, params)[1]:
+                key = (table, str(tenant), str(klass))
+                if key not in heads or heads[key].seq < int(seq):
+                    heads[key] = Head(int(seq), str(row_hash), retain_until, at)
+        return heads
+
+    def append_heads(self, heads: Mapping[ChainKey, Head]) -> None:
+        """Append chain heads to chain_heads (after the rows they describe are stored)."""
+        if not heads:
+            return
+        now = datetime.now(UTC)
+        items = sorted(heads.items())
+        columns = [
+            [k[0] for k, _ in items],
+            [k[1] for k, _ in items],
+            [k[2] for k, _ in items],
+            [h.seq for _, h in items],
+            [h.row_hash for _, h in items],
+            [h.retain_until for _, h in items],
+            [now] * len(items),
+        ]
+        with self._lock:
+            self._client.insert(
+                ddl.CHAIN_HEADS,
+                columns,
+                database=self.database,
+                column_names=list(_HEAD_COLUMNS),
+                column_type_names=list(_HEAD_COLUMNS.values()),
+                column_oriented=True,
+            )
+
     def query(
         self, sql: str, parameters: dict[str, Any] | None = None
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -212,6 +288,17 @@ class LedgerStore:
         with self._lock:
             result = self._client.query(sql, parameters=parameters)
         return list(result.column_names), [tuple(row) for row in result.result_rows]
+
+    def stream_columns(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> Iterator[Sequence[Sequence[Any]]]:
+        """Run a query and yield its result block by block, each a list of columns (for
+        reading whole tables without holding them in memory). Holds the store's lock until
+        the stream is exhausted or closed."""
+        with self._lock:
+            stream = self._client.query_column_block_stream(sql, parameters=parameters)
+            with stream:
+                yield from stream
 
     def count(self, table: str) -> int:
         """Rows in a ledger table (or view)."""

@@ -15,10 +15,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from shipledger.processors.policy import Retention
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks import ddl
+from shipledger.sinks.chain import stamp
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.sinks.store import LedgerStore, TimeWindow
 from shipledger.topics import Topics, ensure_topics
@@ -271,10 +273,13 @@ def test_schema_matches_the_spec_and_is_idempotent(store: LedgerStore) -> None:
     )
     assert dict(engines) == {
         "alerts": "MergeTree",
+        "chain_heads": "MergeTree",
         "deployment_events": "MergeTree",
         "deployment_records": "MergeTree",
         "deployments": "View",
+        "schema_migrations": "MergeTree",
     }
+    assert store.ensure_schema() == []  # nothing left to apply
 
 
 def test_existing_ids_within_a_time_window(store: LedgerStore) -> None:
@@ -298,6 +303,7 @@ def test_existing_ids_within_a_time_window(store: LedgerStore) -> None:
             occurred_at=T0 + timedelta(days=40 * i),  # three different months
         )
         rows.append(alert_row(codec.decode(codec.encode(alert.to_avro()))))
+    stamp(ddl.ALERTS, rows, {}, Retention(), datetime.now(UTC))  # the sink's ledger columns
     assert store.insert(ddl.ALERTS, rows) == 3
     assert store.existing_ids(ddl.ALERTS, "alert_id", ["a0", "a1", "a2", "zz"]) == {
         "a0",

@@ -57,9 +57,8 @@ def test_table_columns_cover_avro_fields(table: str) -> None:
         assert _strip(columns[f["name"]].type) == _expected_base_type(f["type"]), f["name"]
         assert columns[f["name"]].comment.startswith(f["doc"])
     extra = set(columns) - {f["name"] for f in fields}
-    assert extra == (
-        {"received_at", "kafka_partition", "kafka_offset"} if table == ddl.EVENTS else set()
-    )
+    ingest = {"received_at", "kafka_partition", "kafka_offset"} if table == ddl.EVENTS else set()
+    assert extra == ingest | ddl.LEDGER_COLUMN_NAMES
 
 
 @pytest.mark.parametrize("table", sorted(TABLE_SCHEMAS))
@@ -67,6 +66,7 @@ def test_keys_are_real_non_nullable_columns(table: str) -> None:
     spec = ddl.tables()[table]
     types = dict(zip(spec.column_names, spec.column_types, strict=True))
     assert spec.order_by[0] == "tenant"
+    assert spec.sort_key[:2] == ("`tenant`", "ifNull(`region`, '')")
     for key in (*spec.order_by, spec.id_column, spec.time_column):
         assert key in types
         assert "Nullable" not in types[key], key
@@ -75,20 +75,24 @@ def test_keys_are_real_non_nullable_columns(table: str) -> None:
 
 def test_create_sql_has_engine_partition_and_indexes() -> None:
     sql = ddl.tables()[ddl.EVENTS].create_sql("ledger")
-    assert sql.startswith("CREATE TABLE IF NOT EXISTS `ledger`.`deployment_events`")
+    assert sql.startswith("CREATE TABLE `ledger`.`deployment_events`")
     assert "ENGINE = MergeTree" in sql
-    assert "PARTITION BY toYYYYMM(`occurred_at`)" in sql
-    assert "ORDER BY (`tenant`, `environment`, `service`, `occurred_at`, `event_id`)" in sql
+    assert "PARTITION BY (`tenant`, toYYYYMM(`occurred_at`))" in sql
+    assert (
+        "ORDER BY (`tenant`, ifNull(`region`, ''), `environment`, `service`, `occurred_at`, "
+        "`event_id`)" in sql
+    )
+    assert "TTL `retain_until` DELETE" in sql
     assert "TYPE bloom_filter" in sql
     assert "`attributes` Map(String, String)" in sql
     assert "`region` LowCardinality(Nullable(String))" in sql
 
 
-def test_statements_are_idempotent_and_complete() -> None:
-    stmts = ddl.statements("ledger")
-    assert all(" IF NOT EXISTS " in s for s in stmts)
-    assert len(stmts) == 5
-    assert "LIMIT 1 BY tenant, deployment_id" in stmts[-1]
+def test_desired_schema_is_tables_then_chain_heads_then_views() -> None:
+    objects = ddl.desired_schema()
+    assert list(objects) == [*ddl.tables(), ddl.CHAIN_HEADS, *ddl.VIEWS]
+    assert "LIMIT 1 BY tenant, deployment_id" in objects[ddl.DEPLOYMENTS_VIEW]
+    assert all("`ledger`" not in sql for sql in objects.values())  # unqualified: migrations
 
 
 def test_alert_evidence_is_a_string_map() -> None:

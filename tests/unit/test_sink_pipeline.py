@@ -4,7 +4,7 @@ in-memory store: commit only after the write, dedup, DLQ, retries. No broker, no
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, Message, TopicPartition
 from shipledger.schemas.models import Alert, DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
+from shipledger.sinks.chain import ChainKey, Head
 from shipledger.sinks.metrics import RecordingMetrics
 from shipledger.sinks.sink import ClickHouseSink, SinkError
 from shipledger.sinks.store import TimeWindow
@@ -51,6 +52,12 @@ class MemoryStore:
         self.windows.append(window)
         stored = {row[id_column] for row in self.tables.get(table, [])}
         return stored & set(ids)
+
+    def load_heads(self, table: str) -> dict[ChainKey, Head]:
+        return {}
+
+    def append_heads(self, heads: Mapping[ChainKey, Head]) -> None:
+        self.log.append(f"heads {len(heads)}")
 
 
 class FakeConsumer:

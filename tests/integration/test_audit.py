@@ -1,0 +1,283 @@
+"""Tamper evidence on a real chDB ledger: rows stored through the sink's write path, then
+tampered with directly in ClickHouse, and `audit verify` must name exactly what changed.
+
+The sink's Kafka side is not needed here: rows go through `ClickHouseSink.write_rows` (the
+flush's write step: dedup, stamp, insert, record chain heads)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from shipledger.schemas.registry import AvroCodec
+from shipledger.settings import Settings
+from shipledger.sinks import chain, ddl
+from shipledger.sinks.audit import Report, verify
+from shipledger.sinks.audit_cli import audit
+from shipledger.sinks.bench import sample_events
+from shipledger.sinks.rows import KafkaMeta, Row, event_row
+from shipledger.sinks.sink import ClickHouseSink
+from shipledger.sinks.store import LedgerStore
+
+pytestmark = pytest.mark.integration
+
+CODEC = AvroCodec("io.shipledger.v1.DeploymentEvent")
+EVENTS = ddl.EVENTS
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", log_level="warning")
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[LedgerStore]:
+    with LedgerStore.open(settings) as s:
+        s.ensure_schema()
+        yield s
+
+
+def event_rows(n: int, start: int = 0) -> list[Row]:
+    """`n` deployment_events rows built as the sink builds them (decoded Avro → row)."""
+    out = []
+    for i, event in enumerate(sample_events(start + n)[start:], start=start):
+        decoded = CODEC.decode(CODEC.encode(event.to_avro()))
+        out.append(event_row(decoded, KafkaMeta("raw", 0, i, None)))
+    return out
+
+
+class Sink(ClickHouseSink):
+    """The real sink (write path only) with a clock tests can move."""
+
+    clock_offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.clock_offset
+
+
+def write(store: LedgerStore, settings: Settings, *batches: list[Row]) -> Sink:
+    sink = Sink(settings, "unused:9092", store)
+    for rows in batches:
+        sink.write_rows({EVENTS: rows})
+    return sink
+
+
+def chain_of(store: LedgerStore, tenant: str) -> list[tuple[int, str]]:
+    _, rows = store.query(
+        "SELECT chain_seq, event_id FROM shipledger.deployment_events WHERE tenant = %(t)s "
+        "ORDER BY chain_seq",
+        {"t": tenant},
+    )
+    return [(int(s), str(e)) for s, e in rows]
+
+
+def only(report: Report) -> Any:
+    assert len(report.findings) == 1, report.text()
+    return report.findings[0]
+
+
+def mutate(store: LedgerStore, sql: str) -> None:
+    store.command(sql + " SETTINGS mutations_sync = 2")
+
+
+def test_a_clean_ledger_verifies_clean(store: LedgerStore, settings: Settings) -> None:
+    write(store, settings, event_rows(12), event_rows(12, 12), event_rows(6, 24))
+    report = verify(store)
+    assert report.clean, report.text()
+    assert (report.rows, report.chains) == (30, 3)  # 3 tenants, one class
+    # A second sink (a restart) continues the chains from ClickHouse.
+    write(store, settings, event_rows(6, 30))
+    again = verify(store)
+    assert again.clean, again.text()
+    assert again.rows == 36
+    seqs = [s for s, _ in chain_of(store, "acme")]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_an_edited_column_is_named(store: LedgerStore, settings: Settings) -> None:
+    write(store, settings, event_rows(12))
+    seq, victim = chain_of(store, "acme")[1]
+    mutate(
+        store,
+        f"ALTER TABLE shipledger.deployment_events UPDATE actor = 'mallory' "
+        f"WHERE event_id = '{victim}'",
+    )
+    finding = only(verify(store))
+    assert (finding.kind, finding.table, finding.tenant) == ("changed", EVENTS, "acme")
+    assert (finding.seq_from, finding.ids) == (seq, (victim,))
+
+
+def test_a_deleted_middle_row_is_named_with_its_neighbours(
+    store: LedgerStore, settings: Settings
+) -> None:
+    write(store, settings, event_rows(12), event_rows(12, 12))
+    rows = chain_of(store, "globex")
+    (before, _), (seq, victim), (after, after_id) = rows[2], rows[3], rows[4]
+    mutate(store, f"ALTER TABLE shipledger.deployment_events DELETE WHERE event_id = '{victim}'")
+    finding = only(verify(store))
+    assert (finding.kind, finding.tenant, finding.seq_from, finding.seq_to) == (
+        "removed",
+        "globex",
+        seq,
+        seq,
+    )
+    assert finding.ids == (rows[2][1], after_id)
+    assert before + 1 == seq == after - 1
+
+
+def test_a_deleted_tail_is_detected_through_chain_heads(
+    store: LedgerStore, settings: Settings
+) -> None:
+    write(store, settings, event_rows(12))
+    rows = chain_of(store, "initech")
+    last_seq, last_id = rows[-1]
+    store.command(f"DELETE FROM shipledger.deployment_events WHERE event_id = '{last_id}'")
+    finding = only(verify(store))
+    assert (finding.kind, finding.tenant) == ("removed", "initech")
+    assert (finding.seq_from, finding.seq_to) == (last_seq, last_seq)
+    assert finding.ids == (rows[-2][1],)
+
+
+def _copy_of(store: LedgerStore, event_id: str, new_id: str, chain_sql: str) -> None:
+    columns = ddl.tables()[EVENTS].column_names
+    chain_cols = {"chain_seq", "prev_hash", "row_hash", "prev_retain_until"}
+    select = ", ".join(
+        f"'{new_id}'" if c == "event_id" else c for c in columns if c not in chain_cols
+    )
+    names = ", ".join(c for c in columns if c not in chain_cols)
+    store.command(
+        f"INSERT INTO shipledger.deployment_events ({names}{chain_sql and ', '}"
+        f"{chain_sql and 'chain_seq, prev_hash, row_hash'}) SELECT {select}"
+        f"{chain_sql and ', '}{chain_sql} FROM shipledger.deployment_events "
+        f"WHERE event_id = '{event_id}'"
+    )
+
+
+def test_an_insert_around_the_sink_is_named(store: LedgerStore, settings: Settings) -> None:
+    write(store, settings, event_rows(12))
+    _, some_id = chain_of(store, "acme")[0]
+    _copy_of(store, some_id, "forged-1", "")
+    finding = only(verify(store))
+    assert (finding.kind, finding.ids, finding.seq_from) == ("inserted", ("forged-1",), 0)
+
+
+def test_a_forged_row_with_chain_columns_is_named(store: LedgerStore, settings: Settings) -> None:
+    """The forger knows the algorithm: correct link and hash, one past the head. Only the
+    head recorded in chain_heads tells it from a row the sink wrote."""
+    write(store, settings, event_rows(12))
+    rows = chain_of(store, "acme")
+    head_seq, head_id = rows[-1]
+    columns = ddl.tables()[EVENTS].column_names
+    _, stored = store.query(
+        f"SELECT {', '.join(columns)} FROM shipledger.deployment_events "
+        f"WHERE event_id = '{head_id}'"
+    )
+    row = dict(zip(columns, stored[0], strict=True))
+    row.update(
+        event_id="forged-2",
+        chain_seq=head_seq + 1,
+        prev_hash=row["row_hash"],
+        prev_retain_until=row["retain_until"],
+    )
+    row["row_hash"] = chain.row_hash(row)
+    store.insert(EVENTS, [row])
+    finding = only(verify(store))
+    assert (finding.kind, finding.ids, finding.seq_from) == (
+        "inserted",
+        ("forged-2",),
+        head_seq + 1,
+    )
+
+    # A forged copy at an existing position is a second row at that chain_seq.
+    _copy_of(store, rows[3][1], "forged-3", f"{rows[3][0]}, prev_hash, row_hash")
+    kinds = {(f.kind, f.ids) for f in verify(store).findings}
+    assert ("inserted", ("forged-3",)) in kinds
+
+
+def test_expired_rows_are_not_tampering_but_a_due_row_is(
+    store: LedgerStore, settings: Settings
+) -> None:
+    """Rows stored 400 days ago (default class: 1y = 366 days) are deleted by ClickHouse's
+    TTL (some already as they are inserted); the chain still verifies. Deleting a row that
+    is not due is still caught."""
+    sink = Sink(settings, "unused:9092", store)
+    sink.clock_offset = -timedelta(days=400)
+    sink.write_rows({EVENTS: event_rows(12)})
+    sink.clock_offset = timedelta(0)
+    sink.write_rows({EVENTS: event_rows(12, 12)})
+    for table in (EVENTS, ddl.CHAIN_HEADS):
+        store.command(f"OPTIMIZE TABLE shipledger.{table} FINAL")
+    assert store.count(EVENTS) == 12  # the TTL removed the back-dated rows
+    report = verify(store)
+    assert report.clean, report.text()
+    assert report.expired == 12
+
+    first_seq, first_id = chain_of(store, "acme")[0]
+    assert first_seq > 1
+    mutate(store, f"ALTER TABLE shipledger.deployment_events DELETE WHERE event_id = '{first_id}'")
+    finding = only(verify(store))
+    # The expired rows before it are part of the same hole: the range ends at the due row.
+    assert (finding.kind, finding.seq_to, finding.tenant) == ("removed", first_seq, "acme")
+    assert finding.ids == (chain_of(store, "acme")[0][1],)
+
+
+def _sample(column_type: str) -> Any:
+    if column_type.startswith("Nullable(") or column_type.startswith("LowCardinality(Nullable"):
+        return None
+    if "DateTime64" in column_type:
+        return chain.to_ms_precision(NOW)
+    if column_type.startswith("Map("):
+        return {"b": "2", "a": "1"}
+    if column_type.startswith("Array("):
+        return ["x", "y"]
+    if "Int" in column_type:
+        return 7
+    if column_type == "Bool":
+        return True
+    return "text"
+
+
+@pytest.mark.parametrize("table", sorted(ddl.tables()))
+def test_every_table_round_trips_its_hash(
+    store: LedgerStore, settings: Settings, table: str
+) -> None:
+    """A row of every column type of every table hashes the same stored and read back."""
+    spec = ddl.tables()[table]
+    rows = []
+    for i in range(3):
+        row = {
+            c.name: _sample(c.type) for c in spec.columns if c.name not in ddl.LEDGER_COLUMN_NAMES
+        }
+        row.update({spec.id_column: f"id-{i}", "tenant": "t", "region": "r"})
+        rows.append(row)
+    Sink(settings, "unused:9092", store).write_rows({table: rows})
+    report = verify(store, table=table)
+    assert report.clean, report.text()
+    assert report.rows == 3
+
+
+def test_cli_verify_exit_codes_and_json(store: LedgerStore, settings: Settings) -> None:
+    write(store, settings, event_rows(6))
+    _, victim = chain_of(store, "acme")[0]
+    mutate(
+        store,
+        "ALTER TABLE shipledger.deployment_events UPDATE version = '9' "
+        f"WHERE event_id = '{victim}'",
+    )
+    store.close()  # one process per chDB dir: the CLI opens it itself
+    runner = CliRunner()
+    args = ["verify", "--data-dir", str(settings.data_dir)]
+    result = runner.invoke(audit, [*args, "--format", "json"])
+    assert result.exit_code == 1, result.output
+    body = json.loads(result.output)
+    assert body["findings"][0]["ids"] == [victim]
+    clean = runner.invoke(audit, [*args, "--tenant", "globex"])
+    assert clean.exit_code == 0, clean.output
+    assert "CLEAN" in clean.output

@@ -1,0 +1,101 @@
+"""The policy's retention section: periods, classes, and which class a row gets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipledger.processors.policy import Retention, load_policy, parse_period, parse_policy
+from shipledger.sinks.chain import GENESIS, row_hash, stamp
+
+EXAMPLE = Path(__file__).parents[2] / "deploy" / "policy.example.yaml"
+
+
+def retention() -> Retention:
+    return Retention.model_validate(
+        {
+            "classes": {"sox": "7y", "hipaa": "6y", "short": "30d", "default": "1y"},
+            "tenants": {"bank": "sox", "clinic": "hipaa", "lab": "short"},
+            "environments": {"production": "sox", "dev": "short"},
+        }
+    )
+
+
+def test_periods() -> None:
+    assert parse_period("90d") == timedelta(days=90)
+    assert parse_period("2w") == timedelta(days=14)
+    assert parse_period("7y") == timedelta(days=7 * 366)  # never shorter than 7 calendar years
+    for bad in ("7", "7 years", "0d", "-1d", "1m"):
+        with pytest.raises(ValueError, match="like 90d"):
+            parse_period(bad)
+
+
+@pytest.mark.parametrize(
+    ("tenant", "environments", "expected"),
+    [
+        ("acme", [], "default"),  # nothing applies
+        ("bank", ["dev"], "sox"),  # tenant 7y beats environment 30d
+        ("clinic", ["prod"], "sox"),  # environment 7y beats tenant 6y (prod = production)
+        ("clinic", ["qa"], "hipaa"),
+        ("lab", [], "short"),  # a tenant class applies even when it is shorter than default
+        ("acme", ["dev", "prod-eu-west-1"], "sox"),  # several environments: the longest
+    ],
+)
+def test_the_longest_applicable_class_wins(
+    tenant: str, environments: list[str], expected: str
+) -> None:
+    assert retention().class_for(tenant, environments) == expected
+
+
+def test_unknown_classes_and_bad_periods_are_named() -> None:
+    with pytest.raises(ValueError) as err:
+        parse_policy(
+            "version: 1\nretention:\n  classes: {sox: 7 years, default: 1y}\n"
+            "  tenants: {bank: pci}\n"
+        )
+    text = str(err.value)
+    assert "class 'sox'" in text
+    with pytest.raises(ValueError, match=r"tenants\.bank: unknown class 'pci'"):
+        parse_policy("version: 1\nretention:\n  tenants: {bank: pci}\n")
+
+
+def test_default_and_example_policies() -> None:
+    assert load_policy(None).retention.class_for("anyone", ["prod"]) == "default"
+    example = load_policy(EXAMPLE).retention
+    assert example.class_for("clinic", ["dev"]) == "hipaa"
+    assert example.class_for("shop", ["production"]) == "sox"
+
+
+def test_stamping_chains_rows_per_tenant_and_class() -> None:
+    now = datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=UTC)
+    rows: list[dict[str, Any]] = [
+        {"tenant": "bank", "environment": "dev", "id": "1"},
+        {"tenant": "acme", "environment": "dev", "id": "2"},
+        {"tenant": "bank", "environment": "qa", "id": "3"},
+    ]
+    heads = stamp("t", rows, {}, retention(), now)
+    assert set(heads) == {("t", "bank", "sox"), ("t", "acme", "short")}
+    first, _, third = rows
+    assert first["ledger_at"] == now.replace(microsecond=123000)
+    assert (first["chain_seq"], first["prev_hash"], first["prev_retain_until"]) == (
+        1,
+        GENESIS,
+        None,
+    )
+    assert (third["chain_seq"], third["prev_hash"]) == (2, first["row_hash"])
+    assert third["prev_retain_until"] == first["retain_until"]
+    assert first["retain_until"] - first["ledger_at"] == timedelta(days=7 * 366)
+    assert third["row_hash"] == row_hash(third)
+    # A later batch continues the chain; retain_until never decreases along it, even when
+    # the clock goes back or a period shrinks.
+    later: list[dict[str, Any]] = [{"tenant": "bank", "environment": "dev", "id": "4"}]
+    shrunk = Retention.model_validate(
+        {"classes": {"sox": "1y", "default": "1y"}, "tenants": {"bank": "sox"}}
+    )
+    stamp("t", later, heads, shrunk, now - timedelta(days=1))
+    assert later[0]["chain_seq"] == 3
+    assert later[0]["ledger_at"] == third["ledger_at"]
+    assert later[0]["retain_until"] == third["retain_until"]
