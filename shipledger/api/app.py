@@ -57,9 +57,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _on_bad_request)
     app.include_router(ingest.router)
     app.include_router(reads.router)
-    dispatch = webhook_route.dispatcher()
-    if dispatch is not None:
-        app.include_router(webhook_route.router(dispatch))
+    app.include_router(webhook_route.router)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

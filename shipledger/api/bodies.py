@@ -57,6 +57,9 @@ class Accepted(BaseModel):
 
     count: int
     event_ids: list[str]
+    ignored: str | None = Field(
+        default=None, description="Why a webhook delivery produced no events (it is counted)."
+    )
 
 
 class Problem(BaseModel):

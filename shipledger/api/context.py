@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
@@ -42,6 +43,8 @@ class ApiContext:
     auth: AuthStore
     bridge: KafkaBridge | None = None
     store: LedgerStore | None = None
+    #: Webhook deliveries per (tenant, provider, event type, outcome) since the app started.
+    webhook_deliveries: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.limiter = RateLimiter(self.settings.api_rate_per_s, self.settings.api_rate_burst)

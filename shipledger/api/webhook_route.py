@@ -1,79 +1,114 @@
 """`POST /v1/webhooks/{provider}/{tenant}`: a CI/CD system's webhook, mapped to events.
 
-Authenticated by the provider's signature with the tenant's secret (`shipledger webhooks
-secret set`), not by a bearer token: GitHub and the others cannot send one. The mapping is
-`shipledger.webhooks.dispatch`; the route is registered only where that package is installed
-(`dispatcher()`), and its events are then published like `POST /v1/events` (all or nothing,
-202 after Kafka's acks).
+Authenticated by the provider's signature or token with the tenant's secret (`shipledger
+webhooks secret set`), not by a bearer token: GitHub and the others cannot send one. The
+mapping is `shipledger.webhooks.dispatch`; its events are published like `POST /v1/events`
+(all or nothing, 202 after Kafka's acks). A delivery of an unsupported type is answered 202
+with no events and the reason, and counted (`GET /v1/webhooks/stats`): a provider must never
+see an error, and retry, for an event we choose not to record.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
 
 from shipledger.api.auth import Principal
 from shipledger.api.bodies import Accepted, Problem
-from shipledger.api.context import ApiContext, ApiError, context
+from shipledger.api.context import ApiContext, ApiError, Authorized, context
 from shipledger.api.ingest import prepare_all, publish
 from shipledger.api.limits import check_declared_length, read_capped
+from shipledger.logging import get_logger
+from shipledger.webhooks import PROVIDERS, WebhookAuthError, WebhookPayloadError, dispatch
 
-Dispatch = Callable[[str, Mapping[str, str], bytes, str | None, str], Any]
+router = APIRouter(prefix="/v1")
+_log = get_logger("api.webhooks")
 
 
-def dispatcher() -> Dispatch | None:
-    """`shipledger.webhooks.dispatch`, or None where the webhooks package is not installed."""
+class WebhookCount(BaseModel):
+    """Deliveries of one provider's event type for one tenant, by outcome."""
+
+    tenant: str
+    provider: str
+    event_type: str
+    outcome: str
+    count: int
+
+
+@router.post(
+    "/webhooks/{provider}/{tenant}",
+    status_code=202,
+    response_model=Accepted,
+    responses={
+        400: {"model": Problem},
+        401: {"model": Problem},
+        404: {"model": Problem},
+        413: {"model": Problem},
+    },
+    summary="Receive a CI/CD webhook (signed with the tenant's secret)",
+)
+async def post_webhook(
+    provider: str,
+    tenant: str,
+    request: Request,
+    ctx: Annotated[ApiContext, Depends(context)],
+) -> Accepted:
+    """Map a provider's webhook (github, gitlab, argocd, cdevents, jenkins) to events and
+    publish them: 202 after Kafka's acks; an ignored delivery answers 202 with no events and
+    `ignored` saying why. 401 for a bad signature/token, 400 for a malformed payload."""
+    if provider not in PROVIDERS:
+        raise ApiError(404, f"unknown webhook provider {provider!r}; known: {sorted(PROVIDERS)}")
+    ctx.throttle(f"webhook:{tenant}:{provider}")
+    secret = ctx.auth.webhook_secret(tenant, provider)
+    if secret is None:
+        raise ApiError(
+            404,
+            f"no {provider} webhook secret for tenant {tenant!r}: "
+            f"shipledger webhooks secret set --tenant {tenant} --provider {provider}",
+        )
+    limit = ctx.settings.api_max_body_bytes
+    check_declared_length(request.headers.get("content-length"), limit, "webhook body")
+    body = await read_capped(request.stream(), limit, "webhook body")
+    log = _log.bind(tenant=tenant, provider=provider)
     try:
-        module = importlib.import_module("shipledger.webhooks")
-    except ModuleNotFoundError:
-        return None
-    dispatch: Dispatch = module.dispatch
-    return dispatch
+        result = dispatch(provider, dict(request.headers), body, secret=secret, tenant=tenant)
+    except WebhookAuthError as exc:
+        ctx.webhook_deliveries[(tenant, provider, "?", "unauthorized")] += 1
+        log.warning("webhook refused", reason=str(exc))
+        raise ApiError(401, f"{provider} webhook refused: {exc}") from exc
+    except WebhookPayloadError as exc:
+        ctx.webhook_deliveries[(tenant, provider, "?", "malformed")] += 1
+        log.warning("webhook malformed", reason=str(exc))
+        raise ApiError(400, f"{provider} webhook malformed: {exc}") from exc
+    event_type = result.event_type or "?"
+    if result.ignored is not None:
+        ctx.webhook_deliveries[(tenant, provider, event_type, "ignored")] += 1
+        log.info("webhook ignored", event_type=event_type, reason=result.ignored)
+        return Accepted(count=0, event_ids=[], ignored=result.ignored)
+    items: list[object] = [{"family": m.family, **m.event} for m in result.events]
+    principal = Principal(f"webhook:{provider}", tenant, frozenset({"ingest"}))
+    prepared = prepare_all(ctx, items, principal, f"webhook:{provider}")
+    await publish(ctx, prepared)
+    ctx.webhook_deliveries[(tenant, provider, event_type, "accepted")] += 1
+    log.info("webhook accepted", event_type=event_type, events=len(prepared))
+    return Accepted(count=len(prepared), event_ids=[p.event_id for p in prepared])
 
 
-def router(dispatch: Dispatch) -> APIRouter:
-    """The webhook route, calling `dispatch(provider, headers, body, secret, tenant)`, which
-    returns a result with `events` (a list of (family, fields)) and, when it ignored the
-    delivery, `ignored` (why); it raises ValueError for a bad signature or payload."""
-    routes = APIRouter(prefix="/v1")
-
-    @routes.post(
-        "/webhooks/{provider}/{tenant}",
-        status_code=202,
-        response_model=Accepted,
-        responses={400: {"model": Problem}, 404: {"model": Problem}, 413: {"model": Problem}},
-        summary="Receive a CI/CD webhook (signed with the tenant's secret)",
-    )
-    async def post_webhook(
-        provider: str,
-        tenant: str,
-        request: Request,
-        ctx: Annotated[ApiContext, Depends(context)],
-    ) -> Accepted:
-        """Map a provider's webhook to events and publish them (202 after Kafka's acks;
-        an ignored delivery answers 202 with no events)."""
-        ctx.throttle(f"webhook:{tenant}:{provider}")
-        secret = ctx.auth.webhook_secret(tenant, provider)
-        if secret is None:
-            raise ApiError(
-                404,
-                f"no {provider} webhook secret for tenant {tenant!r}: "
-                f"shipledger webhooks secret set --tenant {tenant} --provider {provider}",
-            )
-        limit = ctx.settings.api_max_body_bytes
-        check_declared_length(request.headers.get("content-length"), limit, "webhook body")
-        body = await read_capped(request.stream(), limit, "webhook body")
-        try:
-            result = dispatch(provider, dict(request.headers), body, secret, tenant)
-        except ValueError as exc:
-            raise ApiError(400, f"{provider} webhook refused: {exc}") from exc
-        items: list[object] = [{"family": family, **fields} for family, fields in result.events]
-        principal = Principal(f"webhook:{provider}", tenant, frozenset({"ingest"}))
-        prepared = prepare_all(ctx, items, principal, f"webhook:{provider}")
-        await publish(ctx, prepared)
-        return Accepted(count=len(prepared), event_ids=[p.event_id for p in prepared])
-
-    return routes
+@router.get(
+    "/webhooks/stats",
+    response_model=list[WebhookCount],
+    summary="Webhook deliveries counted by tenant, provider, event type and outcome",
+)
+async def webhook_stats(
+    principal: Annotated[Principal, Depends(Authorized("read"))],
+    ctx: Annotated[ApiContext, Depends(context)],
+) -> list[WebhookCount]:
+    """Deliveries since the API started: accepted, ignored (unsupported types), unauthorized
+    and malformed, for the token's tenant (all tenants for a `*` token)."""
+    return [
+        WebhookCount(tenant=t, provider=p, event_type=e, outcome=o, count=n)
+        for (t, p, e, o), n in sorted(ctx.webhook_deliveries.items())
+        if principal.tenant in ("*", t)
+    ]
