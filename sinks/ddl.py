@@ -284,10 +284,16 @@ def deployments_view_sql(database: str) -> str:
     )
 
 
+def view_statements(database: str) -> list[str]:
+    """The ledger's views over the tables of `database` (also built over the hot+cold union
+    in the query database, see `sinks.tiers`)."""
+    return [deployments_view_sql(database)]
+
+
 def statements(database: str) -> list[str]:
     """Every DDL statement of the ledger, in order (all idempotent: IF NOT EXISTS)."""
     return [
         f"CREATE DATABASE IF NOT EXISTS {quote_ident(database)}",
         *(spec.create_sql(database) for spec in tables().values()),
-        deployments_view_sql(database),
+        *view_statements(database),
     ]

@@ -20,7 +20,8 @@ chDB constraints (measured with chdb 4.4 / engine 26.9 through clickhouse-connec
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ from urllib.parse import urlparse
 import clickhouse_connect
 
 from shipledger.settings import Settings
-from shipledger.sinks import ddl
+from shipledger.sinks import ddl, tiers
 
 #: ids per existence query.
 _IDS_PER_QUERY = 5000
@@ -76,11 +77,15 @@ def _epoch_ms(value: datetime) -> int:
 class LedgerStore:
     """The ledger's ClickHouse client (thread-safe by one lock). Build it with `open`."""
 
-    def __init__(self, client: Any, database: str, url: str) -> None:
+    def __init__(
+        self, client: Any, database: str, url: str, cold_root: Path | None = None
+    ) -> None:
         self._client = client
         self._lock = Lock()
         self.database = database
         self.url = url
+        #: Where cold Parquet files live (embedded chDB only; None for a server).
+        self.cold_root = cold_root
         self._closed = False
 
     @classmethod
@@ -100,8 +105,9 @@ class LedgerStore:
             if path is not None and "lock" in str(exc).lower():
                 hint = " (another process owns this chDB data dir: stop it or use a server URL)"
             raise StoreError(f"cannot open ClickHouse at {_redact(url)}: {exc}{hint}") from exc
-        store = cls(client, settings.clickhouse_database, url)
-        if store._database_exists():
+        cold_root = (settings.data_dir / "cold").resolve() if path is not None else None
+        store = cls(client, settings.clickhouse_database, url, cold_root)
+        if store.database_exists():
             client.database = store.database
         return store
 
@@ -118,6 +124,7 @@ class LedgerStore:
             self._client.database = self.database
             for spec in ddl.tables().values():
                 self._add_missing_columns(spec)
+        tiers.ensure_tiers(self)
 
     def _add_missing_columns(self, spec: ddl.TableSpec) -> None:
         result = self._client.query(
@@ -139,7 +146,8 @@ class LedgerStore:
                     f"the schema wants {column.type}: migrate the table"
                 )
 
-    def _database_exists(self) -> bool:
+    def database_exists(self) -> bool:
+        """Whether the ledger database exists (a fresh data dir has none until `up`)."""
         with self._lock:
             result = self._client.query(
                 "SELECT count() FROM system.databases WHERE name = %(db)s",
@@ -212,6 +220,32 @@ class LedgerStore:
         with self._lock:
             result = self._client.query(sql, parameters=parameters)
         return list(result.column_names), [tuple(row) for row in result.result_rows]
+
+    def command(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        """Run a statement that returns no rows (DDL, `INSERT INTO FUNCTION`, `DELETE`)."""
+        with self._lock:
+            self._client.command(sql, parameters=parameters, settings=settings)
+
+    @contextmanager
+    def reader(self, database: str, settings: dict[str, Any]) -> Iterator[Any]:
+        """A separate clickhouse-connect client on the same ClickHouse, closed on exit.
+
+        `settings` become session settings in the order given (chDB: `SET` on its own
+        handle; a server: parameters of every request), so `readonly` given last locks the
+        ones before it. chDB serves several handles on one engine path.
+        """
+        client = clickhouse_connect.get_client(
+            dsn=self.url, tz_mode="aware", database=database, settings=settings
+        )
+        try:
+            yield client
+        finally:
+            client.close()
 
     def count(self, table: str) -> int:
         """Rows in a ledger table (or view)."""
