@@ -247,12 +247,15 @@ def _check_sources(tree: list[str], *, allowed_tables: set[str]) -> None:
         elif match := _FUNCTION_NODE.match(line):
             if match.group(1) in REFUSED_FUNCTIONS:
                 raise QueryError(f"function {match.group(1)}() is refused: it reads files")
-        elif allowed_tables and (match := _TABLE_NODE.match(line)):
-            if match.group(1) not in allowed_tables:
-                raise QueryError(
-                    f"table {match.group(1)} is refused for a tenant-scoped query: only the "
-                    "ledger tables and views can be filtered by tenant"
-                )
+        elif (
+            allowed_tables
+            and (match := _TABLE_NODE.match(line))
+            and match.group(1) not in allowed_tables
+        ):
+            raise QueryError(
+                f"table {match.group(1)} is refused for a tenant-scoped query: only the "
+                "ledger tables and views can be filtered by tenant"
+            )
 
 
 def _first_line(exc: BaseException) -> str:

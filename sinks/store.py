@@ -77,9 +77,7 @@ def _epoch_ms(value: datetime) -> int:
 class LedgerStore:
     """The ledger's ClickHouse client (thread-safe by one lock). Build it with `open`."""
 
-    def __init__(
-        self, client: Any, database: str, url: str, cold_root: Path | None = None
-    ) -> None:
+    def __init__(self, client: Any, database: str, url: str, cold_root: Path | None = None) -> None:
         self._client = client
         self._lock = Lock()
         self.database = database

@@ -135,7 +135,7 @@ def ensure_tiers(store: LedgerStore) -> None:
     for table in ddl.tables():
         columns = column_list(hot_columns(store, table))
         store.command(
-            f"CREATE VIEW {ddl.qualified(query_db, table)} AS "
+            f"CREATE VIEW {ddl.qualified(query_db, table)} AS "  # noqa: S608
             f"SELECT {columns} FROM {ddl.qualified(store.database, table)} "
             f"UNION ALL SELECT {columns} FROM {ddl.qualified(cold_db, table)}"
         )
