@@ -217,8 +217,8 @@ def test_query_command_opens_chdb_when_no_stack_runs(
     code, out = invoke(settings, "--format", "csv", "SELECT count() FROM deployment_events")
     assert code == 0, out
     assert out.splitlines() == ["count()", str(ALL)]
-    code, out = invoke(settings, "--tenant", "acme", "--format", "json",
-                       "SELECT DISTINCT tenant FROM alerts")  # fmt: skip
+    sql = "SELECT DISTINCT tenant FROM alerts"
+    code, out = invoke(settings, "--tenant", "acme", "--format", "json", sql)
     assert code == 0, out
     assert json.loads(out) == [{"tenant": "acme"}]
     code, out = invoke(settings, "DROP TABLE shipledger.alerts")
@@ -294,7 +294,8 @@ def test_query_command_goes_through_the_api_of_a_running_stack(
     )
     write_stack(settings, info)
     assert (settings.data_dir / "stack.json").stat().st_mode & 0o777 == 0o600
-    code, out = invoke(settings, "--tenant", "globex", "SELECT tenant, count() AS n FROM alerts GROUP BY tenant")  # fmt: skip
+    sql = "SELECT tenant, count() AS n FROM alerts GROUP BY tenant"
+    code, out = invoke(settings, "--tenant", "globex", sql)
     assert code == 0, out
     assert out.splitlines()[2].split() == ["globex", str(PER_TENANT)]
     code, out = invoke(settings, "INSERT INTO shipledger.alerts (alert_id) VALUES ('x')")
