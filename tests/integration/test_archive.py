@@ -85,7 +85,8 @@ def test_query_command_counts_hot_and_cold_together(
     ledger.close()  # the command opens the data dir itself
     env = {"SHIPLEDGER_DATA_DIR": str(settings.data_dir)}
     runner = CliRunner()
-    result = runner.invoke(cli, ["query", "--format", "csv", "SELECT count() FROM deployment_events"], env=env)  # fmt: skip
+    total = "SELECT count() FROM deployment_events"
+    result = runner.invoke(cli, ["query", "--format", "csv", total], env=env)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == ["count()", str(PER_TENANT * 2)]
     old = (
