@@ -208,7 +208,10 @@ class LedgerStore:
         return found
 
     def query(
-        self, sql: str, parameters: dict[str, Any] | None = None
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run a query; returns (column names, rows). Timestamps come back UTC-aware.
 
@@ -216,7 +219,7 @@ class LedgerStore:
         `{name:Type}` (server side).
         """
         with self._lock:
-            result = self._client.query(sql, parameters=parameters)
+            result = self._client.query(sql, parameters=parameters, settings=settings)
         return list(result.column_names), [tuple(row) for row in result.result_rows]
 
     def command(

@@ -114,18 +114,19 @@ def test_a_crash_between_file_and_delete_is_finished_by_the_next_run(
         archive(ledger, cold_after_days=90)
     monkeypatch.undo()
 
-    # The first batch (events of acme) is in a final file AND still hot: a duplicate.
+    # The first table's files (events, both tenants) are final AND still hot: duplicates.
     assert ledger.cold_root is not None
     assert len(list((ledger.cold_root / ".pending").glob("*.json"))) == 1
-    assert len(cold_files(ledger, ddl.EVENTS, "acme")) == 1
+    assert len(cold_files(ledger, ddl.EVENTS)) == 2
     tiers.refresh_cold(ledger)
-    assert count(ledger, "SELECT count() FROM deployment_events") == PER_TENANT * 2 + 2
+    duplicated = OLD_PER_TENANT * 2
+    assert count(ledger, "SELECT count() FROM deployment_events") == PER_TENANT * 2 + duplicated
 
     report = archive(ledger, cold_after_days=90)
     assert len(report.recovered) == 1
     assert count(ledger, "SELECT count() FROM deployment_events") == PER_TENANT * 2
     assert count(ledger, "SELECT uniqExact(event_id) FROM deployment_events") == PER_TENANT * 2
-    assert len(cold_files(ledger, ddl.EVENTS, "acme")) == 1  # not exported a second time
+    assert len(cold_files(ledger, ddl.EVENTS)) == 2  # not exported a second time
     assert not list((ledger.cold_root / ".pending").glob("*.json"))
 
 
@@ -139,8 +140,8 @@ def test_a_crash_before_the_rename_leaves_only_a_temp_file_that_is_discarded(
     ledger.command(f"INSERT INTO FUNCTION file('{tmp}', 'Parquet') SELECT 1 AS x")
     pending = ledger.cold_root / ".pending"
     pending.mkdir()
-    (pending / "deployment_events.x.json").write_text(
-        json.dumps({"table": ddl.EVENTS, "tenant": "acme", "file": str(tmp)[:-4], "cutoff_ms": 0})
+    (pending / "deployment_events.crashed.json").write_text(
+        json.dumps({"table": ddl.EVENTS, "run": "crashed", "cutoff_ms": 0})
     )
     report = archive(ledger, cold_after_days=90)
     assert report.recovered == []
