@@ -27,6 +27,12 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "audit": ("shipledger.sinks.audit_cli", "audit", "Verify the ledger's hash chains; grants."),
     "dlq": ("shipledger.dlq", "dlq", "Inspect and replay dead-lettered messages."),
+    "query": ("shipledger.query_cli", "query", "Run read-only SQL over the ledger (hot + cold)."),
+    "archive": (
+        "shipledger.sinks.archive",
+        "archive_command",
+        "Move old ledger rows to cold Parquet storage.",
+    ),
     "demo": ("shipledger.demo", "demo", "Drive a realistic day of CI traffic through the stack."),
     "bench": ("shipledger.bench", "bench", "Measure throughput and latency of the stack."),
     "schemas": (

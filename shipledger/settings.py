@@ -122,6 +122,27 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="How long a request waits for Kafka's acknowledgement."
     )
 
+    # --- query and cold storage ------------------------------------------------------
+    query_max_rows: int = Field(
+        default=10_000, ge=1, description="Most rows `shipledger query` (and the API) returns."
+    )
+    query_timeout_s: float = Field(
+        default=60.0, gt=0, description="ClickHouse max_execution_time of a read query."
+    )
+    cold_after_days: int = Field(
+        default=90,
+        ge=1,
+        description=(
+            "Embedded ClickHouse: rows older than this (by their time column) move from the hot "
+            "tables to Parquet files under `<data_dir>/cold`, still queryable."
+        ),
+    )
+    archive_interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How often `up` archives old rows to cold storage (0: only at start).",
+    )
+
     # --- logging -----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
     log_format: LogFormat = Field(default="json", description="json (default) or console.")

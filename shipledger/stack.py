@@ -24,6 +24,7 @@ from shipledger.broker import EmbeddedBroker, die_with_parent, stop_process
 from shipledger.lag import committed_offsets, end_offsets, lag_by_topic, partitions_of
 from shipledger.logging import configure_logging, get_logger
 from shipledger.settings import Settings
+from shipledger.sinks.archive import Archiver
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.sinks.store import LedgerStore
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
@@ -77,6 +78,7 @@ class Stack:
         self._sink_error: BaseException | None = None
         self.store: LedgerStore | None = None
         self.sink: ClickHouseSink | None = None
+        self._archiver: Archiver | None = None
         self.topics = Topics.from_settings(settings)
         self._serve_api = api
         self.api: ApiServer | None = None
@@ -99,6 +101,9 @@ class Stack:
         ensure_topics(self.settings, self.bootstrap)
         self.store = LedgerStore.open(self.settings)
         self.store.ensure_schema()
+        if self.store.cold_root is not None:  # a server tiers by TTL instead
+            self._archiver = Archiver(self.store, self.settings)
+            self._archiver.start()
         for index in range(self._workers):
             self._procs.append(self._spawn_worker(index))
         self.sink = ClickHouseSink(self.settings, self.bootstrap, self.store)
@@ -318,6 +323,9 @@ class Stack:
         if self._sink_thread is not None:
             self._sink_thread.join(timeout=30)
             self._sink_thread = None
+        if self._archiver is not None:
+            self._archiver.stop()
+            self._archiver = None
         if self.store is not None:
             self.store.close()
             self.store = None

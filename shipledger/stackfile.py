@@ -1,4 +1,9 @@
-"""The stack file: how a running `shipledger up` tells other commands where its broker is."""
+"""The stack file: how a running `shipledger up` tells other commands where it is.
+
+It names the broker, the ClickHouse URL and, when `up` serves the HTTP API, its URL and a local
+admin token: the chDB data dir belongs to the `up` process, so `shipledger query` sends its SQL
+there. The file is written owner-only (0600) because of that token.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,10 @@ class StackInfo(BaseModel):
     bootstrap: str
     pid: int
     clickhouse_url: str
+    #: Base URL of the HTTP API `up` serves (e.g. `http://127.0.0.1:8080`), if any.
     api_url: str | None = None
+    #: Admin token for that API, for commands run by the same user on this machine.
+    api_token: str | None = None
 
 
 def stack_path(settings: Settings) -> Path:
@@ -30,7 +38,11 @@ def write_stack(settings: Settings, info: StackInfo) -> None:
     path = stack_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(info.model_dump_json(indent=2), encoding="utf-8")
+    tmp.unlink(missing_ok=True)
+    # Created 0600 before the token is written: no window where another user can read it.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(info.model_dump_json(indent=2))
     tmp.replace(path)
 
 

@@ -379,3 +379,9 @@ def create_statement(name: str, database: str | None = None, as_name: str | None
     if name in VIEWS and as_name is None:
         return VIEWS[name](database)
     raise KeyError(f"no ledger table or view {name!r}")
+
+
+def view_statements(database: str) -> list[str]:
+    """The ledger's views over the tables of `database` (also built over the hot+cold union
+    in the query database, see `sinks.tiers`)."""
+    return [view(database) for view in VIEWS.values()]

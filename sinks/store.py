@@ -21,6 +21,7 @@ chDB constraints (measured with chdb 4.4 / engine 26.9 through clickhouse-connec
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ from urllib.parse import urlparse
 import clickhouse_connect
 
 from shipledger.settings import Settings
-from shipledger.sinks import ddl
+from shipledger.sinks import ddl, tiers
 from shipledger.sinks.chain import ChainKey, Head
 from shipledger.sinks.migrate import MigrationError, migrate
 
@@ -87,11 +88,13 @@ def _epoch_ms(value: datetime) -> int:
 class LedgerStore:
     """The ledger's ClickHouse client (thread-safe by one lock). Build it with `open`."""
 
-    def __init__(self, client: Any, database: str, url: str) -> None:
+    def __init__(self, client: Any, database: str, url: str, cold_root: Path | None = None) -> None:
         self._client = client
         self._lock = Lock()
         self.database = database
         self.url = url
+        #: Where cold Parquet files live (embedded chDB only; None for a server).
+        self.cold_root = cold_root
         self._closed = False
 
     @classmethod
@@ -111,8 +114,9 @@ class LedgerStore:
             if path is not None and "lock" in str(exc).lower():
                 hint = " (another process owns this chDB data dir: stop it or use a server URL)"
             raise StoreError(f"cannot open ClickHouse at {_redact(url)}: {exc}{hint}") from exc
-        store = cls(client, settings.clickhouse_database, url)
-        if store._database_exists():
+        cold_root = (settings.data_dir / "cold").resolve() if path is not None else None
+        store = cls(client, settings.clickhouse_database, url, cold_root)
+        if store.database_exists():
             client.database = store.database
         return store
 
@@ -128,6 +132,7 @@ class LedgerStore:
         except MigrationError as exc:
             raise StoreError(str(exc)) from exc
         self._check_columns()
+        tiers.ensure_tiers(self)
         return [m.filename for m in done]
 
     def select_database(self, database: str) -> None:
@@ -136,11 +141,6 @@ class LedgerStore:
             self._client.command(f"CREATE DATABASE IF NOT EXISTS {ddl.quote_ident(database)}")
             self._client.database = database
         self.database = database
-
-    def command(self, sql: str) -> None:
-        """Run one statement (DDL) in the selected database."""
-        with self._lock:
-            self._client.command(sql)
 
     def _check_columns(self) -> None:
         _, rows = self.query(
@@ -158,7 +158,8 @@ class LedgerStore:
                         "(shipledger migrate --new NAME)"
                     )
 
-    def _database_exists(self) -> bool:
+    def database_exists(self) -> bool:
+        """Whether the ledger database exists (a fresh data dir has none until `up`)."""
         with self._lock:
             result = self._client.query(
                 "SELECT count() FROM system.databases WHERE name = %(db)s",
@@ -222,8 +223,8 @@ class LedgerStore:
 
     def source(self, table: str) -> str:
         """The FROM source holding every row of ledger table `table`. Every reader of whole
-        tables (audit, exports) goes through here, so where rows live is decided once."""
-        return ddl.qualified(self.database, table)
+        tables (audit, exports) goes through here: hot and cold rows alike (`sinks.tiers`)."""
+        return tiers.ledger_source(self, table)
 
     def load_heads(self, table: str) -> dict[ChainKey, Head]:
         """The head of every chain of `table`: the highest of the rows stored and the heads
@@ -278,7 +279,10 @@ class LedgerStore:
             )
 
     def query(
-        self, sql: str, parameters: dict[str, Any] | None = None
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run a query; returns (column names, rows). Timestamps come back UTC-aware.
 
@@ -286,7 +290,7 @@ class LedgerStore:
         `{name:Type}` (server side).
         """
         with self._lock:
-            result = self._client.query(sql, parameters=parameters)
+            result = self._client.query(sql, parameters=parameters, settings=settings)
         return list(result.column_names), [tuple(row) for row in result.result_rows]
 
     def stream_columns(
@@ -299,6 +303,32 @@ class LedgerStore:
             stream = self._client.query_column_block_stream(sql, parameters=parameters)
             with stream:
                 yield from stream
+
+    def command(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        """Run a statement that returns no rows (DDL, `INSERT INTO FUNCTION`, `DELETE`)."""
+        with self._lock:
+            self._client.command(sql, parameters=parameters, settings=settings)
+
+    @contextmanager
+    def reader(self, database: str, settings: dict[str, Any]) -> Iterator[Any]:
+        """A separate clickhouse-connect client on the same ClickHouse, closed on exit.
+
+        `settings` become session settings in the order given (chDB: `SET` on its own
+        handle; a server: parameters of every request), so `readonly` given last locks the
+        ones before it. chDB serves several handles on one engine path.
+        """
+        client = clickhouse_connect.get_client(
+            dsn=self.url, tz_mode="aware", database=database, settings=settings
+        )
+        try:
+            yield client
+        finally:
+            client.close()
 
     def count(self, table: str) -> int:
         """Rows in a ledger table (or view)."""

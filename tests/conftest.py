@@ -6,15 +6,20 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from shipledger.broker import EmbeddedBroker
-from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
+from shipledger.sinks import ddl, rows
+from shipledger.sinks.rows import Row
+from shipledger.sinks.sink import ClickHouseSink
+from shipledger.sinks.store import LedgerStore
 
 
 @pytest.fixture(scope="session")
@@ -126,3 +131,85 @@ Consume = Callable[..., list[tuple[bytes, DeploymentEvent, int]]]
 def consume_fixture() -> Consume:
     """Reads every deployment event of a topic from the beginning (see `consume`)."""
     return consume
+
+
+_LEDGER_TENANTS = ("acme", "globex")
+_LEDGER_AGES = ((1, 3), (200, 2))  # (days ago, rows per tenant)
+
+
+def _ledger_rows(tenant: str, index: int, days_ago: int) -> tuple[Row, Row, Row]:
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(days=days_ago, minutes=index)
+    event = DeploymentEvent(
+        deployment_id=f"{tenant}-dep-{days_ago}-{index}",
+        event_type="succeeded",
+        service=f"{tenant}-svc",
+        environment="prod",
+        tenant=tenant,
+        commit_sha="0123456789abcdef0123456789abcdef01234567",
+        actor="alice",
+        occurred_at=at,
+    )
+    meta = rows.KafkaMeta("raw", 0, index, int(at.timestamp() * 1000))
+    event_row = rows.event_row(event.to_avro(), meta)
+    record = DeploymentRecord(
+        record_id=event.event_id,
+        deployment_id=event.deployment_id,
+        seq=1,
+        status="succeeded",
+        kind="release",
+        service=event.service,
+        environment="prod",
+        environment_raw="prod",
+        tenant=tenant,
+        commit_sha=event.commit_sha,
+        actor="alice",
+        trigger="automated",
+        policy_version="p-1",
+        started_at=at,
+        event_count=1,
+        last_event_id=event.event_id,
+        last_event_type="succeeded",
+        updated_at=at,
+    )
+    alert = Alert(
+        alert_id=f"{event.event_id}:rule",
+        rule="missing_change_ticket",
+        severity="high",
+        message="no change ticket",
+        evidence={"environment": "prod"},
+        policy_version="p-1",
+        deployment_id=event.deployment_id,
+        event_id=event.event_id,
+        tenant=tenant,
+        service=event.service,
+        environment="prod",
+        actor="alice",
+        occurred_at=at,
+        detected_at=at,
+    )
+    return event_row, rows.record_row(record.to_avro()), rows.alert_row(alert.to_avro())
+
+
+def _seed_ledger(store: LedgerStore, settings: Settings) -> None:
+    events, records, alerts = [], [], []
+    for tenant in _LEDGER_TENANTS:
+        for days_ago, count in _LEDGER_AGES:
+            for index in range(count):
+                event, record, alert = _ledger_rows(tenant, index, days_ago)
+                events.append(event)
+                records.append(record)
+                alerts.append(alert)
+    # Stored the way the sink stores rows (chain and retention columns stamped).
+    sink = ClickHouseSink(settings, "unused:9092", store)
+    sink.write_rows({ddl.EVENTS: events, ddl.RECORDS: records, ddl.ALERTS: alerts})
+
+
+@pytest.fixture
+def ledger(settings: Settings) -> Iterator[LedgerStore]:
+    """A chDB ledger in the test's data dir; closed at teardown. Tenants acme and globex have
+    5 events, 5 records (one per deployment) and 5 alerts each: 3 one day old, 2 200 days
+    old (occurred_at / started_at)."""
+    with LedgerStore.open(settings) as store:
+        store.ensure_schema()
+        _seed_ledger(store, settings)
+        yield store

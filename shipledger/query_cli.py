@@ -1,0 +1,133 @@
+"""`shipledger query`: read-only SQL over the ledger, through whichever path can serve it.
+
+A chDB data dir belongs to one process. So: with a ClickHouse server, query it directly;
+with embedded chDB and a running `shipledger up`, send the query to the API it advertises in
+its stack file (`POST /v1/query`, the contract in `shipledger.sinks.query`); with no stack
+running, open the data dir here. A running stack without an API is reported, not fought.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import httpx
+
+from shipledger.settings import Settings
+from shipledger.sinks.query import FORMATS, QueryError, QueryResult, run_read_query
+from shipledger.sinks.store import LedgerStore, StoreError, chdb_path
+from shipledger.stackfile import StackInfo, read_stack
+
+
+class QueryUnavailable(RuntimeError):
+    """No path can serve the query (data dir owned by a stack without an API, API down)."""
+
+
+def post_query(
+    info: StackInfo, sql: str, *, tenant: str | None, max_rows: int, timeout_s: float
+) -> QueryResult:
+    """Run `sql` through the API of a running `up` (`POST <api_url>/v1/query`).
+
+    Tested against a minimal loopback HTTP server serving `run_read_query` (the FastAPI app
+    lives on another branch); the request/response shape is in `shipledger.sinks.query`.
+    """
+    assert info.api_url is not None
+    headers = {"Authorization": f"Bearer {info.api_token}"} if info.api_token else {}
+    body = {"sql": sql, "tenant": tenant, "max_rows": max_rows}
+    url = info.api_url.rstrip("/") + "/v1/query"
+    try:
+        response = httpx.post(url, json=body, headers=headers, timeout=timeout_s + 5)
+    except httpx.HTTPError as exc:
+        raise QueryUnavailable(
+            f"the API of `shipledger up` at {url} did not answer: {exc}"
+        ) from exc
+    if response.status_code == 200:
+        return QueryResult.from_json(response.json())
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    if response.status_code in (400, 422):
+        raise QueryError(str(detail))
+    raise QueryUnavailable(f"{url} answered {response.status_code}: {detail}")
+
+
+def run_query(settings: Settings, sql: str, *, tenant: str | None, max_rows: int) -> QueryResult:
+    """Run a read-only query by the path that can serve it (see the module doc)."""
+    url = settings.resolved_clickhouse_url
+    if chdb_path(url) is not None:
+        running = read_stack(settings)
+        if running is not None and running.api_url:
+            return post_query(
+                running, sql, tenant=tenant, max_rows=max_rows, timeout_s=settings.query_timeout_s
+            )
+        if running is not None:
+            raise QueryUnavailable(
+                f"`shipledger up` (pid {running.pid}) owns the chDB data dir {chdb_path(url)} "
+                "and serves no query API: stop it to query here, or run the ledger on a "
+                "ClickHouse server (SHIPLEDGER_CLICKHOUSE_URL)"
+            )
+    try:
+        with LedgerStore.open(settings) as store:
+            if not store.database_exists():
+                raise QueryUnavailable(f"no ledger in {url} yet: run `shipledger up` first")
+            if store.cold_root is not None:
+                store.ensure_schema()  # the query views, and the cold files present now
+            return run_read_query(
+                store, sql, tenant=tenant, max_rows=max_rows, timeout_s=settings.query_timeout_s
+            )
+    except StoreError as exc:
+        raise QueryUnavailable(str(exc)) from exc
+
+
+@click.command("query")
+@click.argument("sql")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(sorted(FORMATS)),
+    default="table",
+    show_default=True,
+    help="table: aligned for reading; csv: header + rows; json: an array of row objects.",
+)
+@click.option("--tenant", help="Only this tenant's rows, in every table (enforced by ClickHouse).")
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=1),
+    help="Most rows to return (default SHIPLEDGER_QUERY_MAX_ROWS, 10000).",
+)
+def query(sql: str, fmt: str, tenant: str | None, max_rows: int | None) -> None:
+    """Run a read-only SQL query over the ledger (hot and archived rows alike).
+
+    \b
+    Tables: deployment_events, deployment_records, alerts, and the view deployments (latest
+    record per deployment). Rows moved to cold storage by `shipledger archive` are included.
+    Only SELECT runs: writes, DDL, SET, INTO OUTFILE and file()/url()-style table functions
+    are refused by ClickHouse. SQL "-" reads the query from stdin.
+
+    \b
+    Examples:
+      shipledger query "SELECT count() FROM deployment_events"
+      shipledger query "SELECT service, environment, status FROM deployments
+                        ORDER BY started_at DESC LIMIT 20"
+      shipledger query --tenant acme --format csv \\
+          "SELECT rule, severity, count() FROM alerts GROUP BY rule, severity"
+      shipledger query --format json "SELECT * FROM deployments LIMIT 5" | jq .
+      shipledger query "SELECT name, type FROM system.columns
+                        WHERE database = currentDatabase() AND table = 'alerts'"
+
+    While `shipledger up` runs, the query goes through its API (the data dir is its own);
+    with SHIPLEDGER_CLICKHOUSE_URL naming a server, straight to the server.
+    """
+    settings = Settings()
+    if sql == "-":
+        sql = sys.stdin.read()
+    try:
+        result = run_query(
+            settings, sql, tenant=tenant, max_rows=max_rows or settings.query_max_rows
+        )
+    except (QueryError, QueryUnavailable) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(FORMATS[fmt](result), nl=fmt == "table" or fmt == "json")
+    if result.truncated and fmt != "table":
+        click.echo(f"shipledger: output truncated at {len(result.rows)} rows", err=True)

@@ -1,0 +1,181 @@
+"""Cold storage on real chDB: back-dated rows move to Parquet written by ClickHouse, leave the
+hot tables, and stay queryable (and tenant-scoped) through the same query database.
+
+Crashes are injected by making the hot-row DELETE raise once (a process kill at that point
+leaves exactly that state on disk); everything else is real.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from shipledger.cli import cli
+from shipledger.settings import Settings
+from shipledger.sinks import archive as archive_mod
+from shipledger.sinks import ddl, tiers
+from shipledger.sinks.archive import Archiver, archive, server_tiering_sql
+from shipledger.sinks.query import run_read_query
+from shipledger.sinks.store import LedgerStore
+
+pytestmark = pytest.mark.integration
+
+#: The `ledger` fixture: per tenant (acme, globex) 5 rows in each table, 2 of them 200 days old.
+OLD_PER_TENANT, PER_TENANT = 2, 5
+TABLES = (ddl.EVENTS, ddl.RECORDS, ddl.ALERTS)
+
+
+def count(store: LedgerStore, sql: str, tenant: str | None = None) -> int:
+    return int(run_read_query(store, sql, tenant=tenant, max_rows=10).rows[0][0])
+
+
+def hot_old(store: LedgerStore, table: str) -> int:
+    spec = ddl.tables()[table]
+    _, rows = store.query(
+        f"SELECT count() FROM shipledger.{table} WHERE {spec.time_column} < now() - INTERVAL 90 DAY"
+    )
+    return int(rows[0][0])
+
+
+def cold_files(store: LedgerStore, table: str, tenant: str = "*") -> list[Path]:
+    assert store.cold_root is not None
+    return sorted((store.cold_root / table).glob(f"tenant={tenant}/*.parquet"))
+
+
+def test_archive_moves_old_rows_to_parquet_and_queries_see_hot_and_cold(
+    ledger: LedgerStore,
+) -> None:
+    before = run_read_query(
+        ledger, "SELECT * FROM deployment_events ORDER BY event_id", tenant=None, max_rows=100
+    )
+    report = archive(ledger, cold_after_days=90)
+
+    assert report.rows_moved == OLD_PER_TENANT * 2 * len(TABLES)
+    for table in TABLES:
+        assert hot_old(ledger, table) == 0
+        for tenant in ("acme", "globex"):
+            files = cold_files(ledger, table, tenant)
+            assert files, f"no Parquet for {table}/{tenant}"
+            _, rows = ledger.query(f"SELECT DISTINCT tenant FROM file('{files[0]}', 'Parquet')")
+            assert rows == [(tenant,)]
+    assert ledger.count(ddl.EVENTS) == (PER_TENANT - OLD_PER_TENANT) * 2  # hot only
+
+    # Hot + cold through the same names, every column intact after the Parquet round trip.
+    after = run_read_query(
+        ledger, "SELECT * FROM deployment_events ORDER BY event_id", tenant=None, max_rows=100
+    )
+    assert after.rows == before.rows
+    assert after.types == before.types
+    assert count(ledger, "SELECT count() FROM deployments") == PER_TENANT * 2
+    # Tenant scoping holds for cold rows, directly and through the union.
+    assert count(ledger, "SELECT count() FROM deployment_events", "acme") == PER_TENANT
+    assert count(ledger, "SELECT count() FROM shipledger_cold.alerts", "acme") == OLD_PER_TENANT
+    assert count(ledger, "SELECT countIf(tenant != 'acme') FROM alerts", "acme") == 0
+
+    assert archive(ledger, cold_after_days=90).rows_moved == 0  # nothing left to move
+
+
+def test_query_command_counts_hot_and_cold_together(
+    ledger: LedgerStore, settings: Settings
+) -> None:
+    archive(ledger, cold_after_days=90)
+    ledger.close()  # the command opens the data dir itself
+    env = {"SHIPLEDGER_DATA_DIR": str(settings.data_dir)}
+    runner = CliRunner()
+    total = "SELECT count() FROM deployment_events"
+    result = runner.invoke(cli, ["query", "--format", "csv", total], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["count()", str(PER_TENANT * 2)]
+    old = (
+        "SELECT DISTINCT tenant FROM deployment_events WHERE occurred_at < now() - INTERVAL 90 DAY"
+    )
+    result = runner.invoke(cli, ["query", "--tenant", "globex", "--format", "csv", old], env=env)
+    assert result.output.splitlines() == ["tenant", "globex"]
+
+
+def test_dry_run_changes_nothing(ledger: LedgerStore, settings: Settings) -> None:
+    report = archive(ledger, cold_after_days=90, dry_run=True)
+    assert report.rows_moved == OLD_PER_TENANT * 2 * len(TABLES)
+    assert hot_old(ledger, ddl.EVENTS) == OLD_PER_TENANT * 2
+    assert not cold_files(ledger, ddl.EVENTS)
+
+
+def test_a_crash_between_file_and_delete_is_finished_by_the_next_run(
+    ledger: LedgerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*_args: object) -> None:
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(archive_mod, "_delete_hot", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        archive(ledger, cold_after_days=90)
+    monkeypatch.undo()
+
+    # The first table's files (events, both tenants) are final AND still hot: duplicates.
+    assert ledger.cold_root is not None
+    assert len(list((ledger.cold_root / ".pending").glob("*.json"))) == 1
+    assert len(cold_files(ledger, ddl.EVENTS)) == 2
+    tiers.refresh_cold(ledger)
+    duplicated = OLD_PER_TENANT * 2
+    assert count(ledger, "SELECT count() FROM deployment_events") == PER_TENANT * 2 + duplicated
+
+    report = archive(ledger, cold_after_days=90)
+    assert len(report.recovered) == 1
+    assert count(ledger, "SELECT count() FROM deployment_events") == PER_TENANT * 2
+    assert count(ledger, "SELECT uniqExact(event_id) FROM deployment_events") == PER_TENANT * 2
+    assert len(cold_files(ledger, ddl.EVENTS)) == 2  # not exported a second time
+    assert not list((ledger.cold_root / ".pending").glob("*.json"))
+
+
+def test_a_crash_before_the_rename_leaves_only_a_temp_file_that_is_discarded(
+    ledger: LedgerStore,
+) -> None:
+    assert ledger.cold_root is not None
+    directory = tiers.tenant_dir(ledger.cold_root, ddl.EVENTS, "acme")
+    directory.mkdir(parents=True)
+    tmp = directory / "202001-crashed.parquet.tmp"
+    ledger.command(f"INSERT INTO FUNCTION file('{tmp}', 'Parquet') SELECT 1 AS x")
+    pending = ledger.cold_root / ".pending"
+    pending.mkdir()
+    (pending / "deployment_events.crashed.json").write_text(
+        json.dumps({"table": ddl.EVENTS, "run": "crashed", "cutoff_ms": 0})
+    )
+    report = archive(ledger, cold_after_days=90)
+    assert report.recovered == []
+    assert not tmp.exists()
+    assert not list(pending.iterdir())
+    assert count(ledger, "SELECT count() FROM deployment_events") == PER_TENANT * 2
+
+
+def test_cold_files_past_retention_are_deleted(ledger: LedgerStore) -> None:
+    """Cold files are kept while any row is not yet due (retain_until = ledger_at + 1 year
+    under the default class), and deleted once every row is past it (a clock 400 days on)."""
+    first = archive(ledger, cold_after_days=90)
+    assert first.expired_files == [] and cold_files(ledger, ddl.EVENTS)
+    later = archive(ledger, cold_after_days=90, now=datetime.now(UTC) + timedelta(days=400))
+    assert later.expired_files
+    for table in ddl.tables():
+        assert not cold_files(ledger, table), table
+    assert count(ledger, "SELECT count() FROM deployment_events") == 0
+
+
+def test_up_runs_the_archiver_on_its_store(ledger: LedgerStore, settings: Settings) -> None:
+    archiver = Archiver(ledger, settings.model_copy(update={"archive_interval_s": 0}))
+    archiver.start()
+    archiver.stop()
+    assert hot_old(ledger, ddl.EVENTS) == 0
+    assert count(ledger, "SELECT count() FROM deployment_events") == PER_TENANT * 2
+
+
+def test_server_tiering_ddl_moves_old_parts_to_the_cold_volume() -> None:
+    """Generated only: no ClickHouse server here to apply it to."""
+    statements = server_tiering_sql("shipledger", 90)
+    assert len(statements) == 2 * len(ddl.tables())
+    assert (
+        "ALTER TABLE `shipledger`.`deployment_events` MODIFY TTL toDateTime(`occurred_at`) "
+        "+ INTERVAL 90 DAY TO VOLUME 'cold'"
+    ) in statements
