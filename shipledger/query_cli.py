@@ -28,8 +28,8 @@ def post_query(
 ) -> QueryResult:
     """Run `sql` through the API of a running `up` (`POST <api_url>/v1/query`).
 
-    Tested against a minimal loopback HTTP server serving `run_read_query` (the FastAPI app
-    lives on another branch); the request/response shape is in `shipledger.sinks.query`.
+    The request/response shape is in `shipledger.sinks.query`; the route is
+    `shipledger.api.reads.post_query`.
     """
     assert info.api_url is not None
     headers = {"Authorization": f"Bearer {info.api_token}"} if info.api_token else {}
@@ -44,7 +44,7 @@ def post_query(
     if response.status_code == 200:
         return QueryResult.from_json(response.json())
     try:
-        detail = response.json().get("detail", response.text)
+        detail = response.json().get("error", response.text)
     except ValueError:
         detail = response.text
     if response.status_code in (400, 422):

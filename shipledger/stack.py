@@ -121,6 +121,7 @@ class Stack:
                 pid=os.getpid(),
                 clickhouse_url=self.settings.resolved_clickhouse_url,
                 api_url=self.api.url if self.api else None,
+                api_token=self.api.operator_token() if self.api else None,
             ),
         )
         log.info(

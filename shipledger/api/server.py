@@ -6,6 +6,7 @@ allows one process per data dir); `shipledger api` and the tests run the same th
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from shipledger.api.app import create_app
-from shipledger.api.auth import AuthStore
+from shipledger.api.auth import ANY_TENANT, AuthStore
 from shipledger.api.bridge import KafkaBridge
 from shipledger.api.context import ApiContext
 from shipledger.logging import get_logger
@@ -57,6 +58,7 @@ class ApiServer:
         self._thread: threading.Thread | None = None
         self._ctx: ApiContext | None = None
         self._sock: socket.socket | None = None
+        self._operator_token_id: str | None = None
         self.url = ""
 
     def start(self, timeout_s: float = 15.0) -> str:
@@ -94,6 +96,16 @@ class ApiServer:
         log.info("api_started", url=self.url, auth_db=str(self.settings.resolved_auth_db))
         return self.url
 
+    def operator_token(self) -> str:
+        """A read token for every tenant, valid while this server runs (revoked by `stop`):
+        `up` hands it to local commands (`shipledger query`) through the 0600 stack file."""
+        assert self._ctx is not None, "start() first"
+        token, info = self._ctx.auth.create_token(
+            ANY_TENANT, ("read",), name=f"shipledger up (pid {os.getpid()})"
+        )
+        self._operator_token_id = info.id
+        return token
+
     @property
     def running(self) -> bool:
         """Whether the server thread is alive."""
@@ -108,6 +120,9 @@ class ApiServer:
             self._thread = None
         self._server = None
         if self._ctx is not None:
+            if self._operator_token_id is not None:
+                self._ctx.auth.revoke(self._operator_token_id)
+                self._operator_token_id = None
             if self._ctx.bridge is not None:
                 self._ctx.bridge.close()
             self._ctx.auth.close()

@@ -1,22 +1,23 @@
 """`run_read_query` and `shipledger query` on real chDB: read-only and tenant scoping are
 enforced by ClickHouse, whichever way a query reaches the rows.
 
-The API that serves queries while `up` runs lives on another branch: the routing test uses a
-minimal loopback HTTP server that calls `run_read_query` (the same contract).
+While `up` runs, queries go through its API (`POST /v1/query`): the routing tests serve the
+real API (uvicorn on loopback) over the test's ledger store.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
+from shipledger.api.auth import AuthStore
+from shipledger.api.server import ApiServer
 from shipledger.cli import cli
 from shipledger.settings import Settings
 from shipledger.sinks import ddl
@@ -236,61 +237,23 @@ def test_query_command_says_so_when_a_stack_without_api_owns_the_data_dir(
     assert "no query API" in out
 
 
-class _QueryApi(BaseHTTPRequestHandler):
-    """POST /v1/query served by run_read_query: the contract the real API implements."""
-
-    store: LedgerStore
-    token = "s3cret"
-
-    def do_POST(self) -> None:
-        if self.headers.get("Authorization") != f"Bearer {self.token}":
-            self._reply(401, {"detail": "bad token"})
-            return
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        try:
-            result = run_read_query(
-                self.store, body["sql"], tenant=body["tenant"], max_rows=body["max_rows"]
-            )
-        except QueryError as exc:
-            self._reply(400, {"detail": str(exc)})
-            return
-        self._reply(200, result.to_json())
-
-    def _reply(self, status: int, body: dict[str, object]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def api(ledger: LedgerStore) -> Iterator[str]:
-    """Base URL of a loopback query API over the `ledger` store."""
-    _QueryApi.store = ledger
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _QueryApi)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
+def api(ledger: LedgerStore, settings: Settings) -> Iterator[ApiServer]:
+    """The real API on a loopback port over the `ledger` store (no broker: reads only)."""
+    with ApiServer(settings.model_copy(update={"api_port": 0}), "127.0.0.1:1", ledger) as server:
+        yield server
 
 
 def test_query_command_goes_through_the_api_of_a_running_stack(
-    api: str, settings: Settings
+    api: ApiServer, settings: Settings
 ) -> None:
     """The test process holds the chDB dir (as `up` would): the command must use the API."""
     info = StackInfo(
         bootstrap="127.0.0.1:1",
         pid=os.getpid(),
         clickhouse_url=settings.resolved_clickhouse_url,
-        api_url=api,
-        api_token=_QueryApi.token,
+        api_url=api.url,
+        api_token=api.operator_token(),
     )
     write_stack(settings, info)
     assert (settings.data_dir / "stack.json").stat().st_mode & 0o777 == 0o600
@@ -305,3 +268,21 @@ def test_query_command_goes_through_the_api_of_a_running_stack(
     code, out = invoke(settings, "SELECT 1")
     assert code == 1
     assert "401" in out
+
+
+def test_the_query_api_scopes_a_tenant_token_to_its_tenant(
+    api: ApiServer, settings: Settings
+) -> None:
+    auth = AuthStore(settings.resolved_auth_db)
+    try:
+        token, _ = auth.create_token("acme", ("read",))
+    finally:
+        auth.close()
+    headers = {"Authorization": f"Bearer {token}"}
+    sql = "SELECT DISTINCT tenant FROM deployment_events"
+    with httpx.Client(base_url=api.url, headers=headers) as client:
+        own = client.post("/v1/query", json={"sql": sql})
+        other = client.post("/v1/query", json={"sql": sql, "tenant": "globex"})
+    assert own.status_code == 200, own.text
+    assert own.json()["rows"] == [["acme"]]
+    assert other.status_code == 403 and "tenant" in other.json()["error"]
