@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import hmac
+import json
 import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -213,3 +218,55 @@ def ledger(settings: Settings) -> Iterator[LedgerStore]:
         store.ensure_schema()
         _seed_ledger(store, settings)
         yield store
+
+
+# --- webhook deliveries (tests/fixtures/webhooks: provider payloads from their docs) ----------
+WEBHOOK_SECRET = "whsec-0123456789"
+_WEBHOOK_FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
+#: Edits a fixture's JSON body in place before it is signed.
+Mutate = Callable[[dict[str, Any]], None]
+#: The `webhook_request` fixture: (provider, fixture name, mutate=None) -> (headers, body).
+WebhookRequest = Callable[..., tuple[dict[str, str], bytes]]
+
+
+def signed(provider: str, headers: dict[str, str], body: bytes, secret: str) -> dict[str, str]:
+    """`headers` with the provider's authentication for `body` under `secret`."""
+    out = dict(headers)
+    if provider == "github":
+        digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        out["X-Hub-Signature-256"] = f"sha256={digest}"
+    elif provider == "gitlab":
+        out["X-Gitlab-Token"] = secret
+    else:
+        out["X-Shipledger-Token"] = secret
+    return out
+
+
+def _webhook_request(
+    provider: str, name: str, mutate: Mutate | None = None
+) -> tuple[dict[str, str], bytes]:
+    fixture = json.loads((_WEBHOOK_FIXTURES / provider / f"{name}.json").read_text())
+    payload = copy.deepcopy(fixture["body"])
+    if mutate is not None:
+        mutate(payload)
+    body = json.dumps(payload).encode()
+    return signed(provider, fixture["headers"], body, WEBHOOK_SECRET), body
+
+
+@pytest.fixture
+def webhook_request() -> WebhookRequest:
+    """`(provider, fixture name, mutate=None) -> (headers, body)`, signed with
+    `WEBHOOK_SECRET` the way the provider signs."""
+    return _webhook_request
+
+
+@pytest.fixture
+def webhook_secret() -> str:
+    """The secret `webhook_request` signs with."""
+    return WEBHOOK_SECRET
+
+
+@pytest.fixture
+def sign() -> Callable[[str, dict[str, str], bytes, str], dict[str, str]]:
+    """`(provider, headers, body, secret) -> headers` authenticated for that provider."""
+    return signed

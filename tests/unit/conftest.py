@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import hmac
 import importlib
 import importlib.util
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shipledger.webhooks import Mapped, WebhookResult, dispatch
 
-WEBHOOK_SECRET = "whsec-0123456789"
 WEBHOOK_TENANT = "acme"
-_FIXTURES = Path(__file__).parent.parent / "fixtures" / "webhooks"
 # Fields of each family per HELPERS.md (the contract), for the families without a model here.
 _FAMILY_FIELDS = {
     "source": {"kind", "repository", "ref", "commit_sha", "previous_sha", "commit_shas",
@@ -35,53 +28,18 @@ _ENVELOPE = {"event_id", "tenant", "region", "occurred_at", "source", "attribute
 _DEPLOYMENT_V2 = {"source", "team", "rollback_of", "approvers", "pull_requests", "provenance_url"}
 
 Mutate = Callable[[dict[str, Any]], None]
-
-
-def signed(provider: str, headers: dict[str, str], body: bytes, secret: str) -> dict[str, str]:
-    """`headers` with the provider's authentication for `body` under `secret`."""
-    out = dict(headers)
-    if provider == "github":
-        digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        out["X-Hub-Signature-256"] = f"sha256={digest}"
-    elif provider == "gitlab":
-        out["X-Gitlab-Token"] = secret
-    else:
-        out["X-Shipledger-Token"] = secret
-    return out
-
-
-def _request(
-    provider: str, name: str, mutate: Mutate | None = None
-) -> tuple[dict[str, str], bytes]:
-    fixture = json.loads((_FIXTURES / provider / f"{name}.json").read_text())
-    payload = copy.deepcopy(fixture["body"])
-    if mutate is not None:
-        mutate(payload)
-    body = json.dumps(payload).encode()
-    return signed(provider, fixture["headers"], body, WEBHOOK_SECRET), body
+WebhookRequest = Callable[..., tuple[dict[str, str], bytes]]
 
 
 @pytest.fixture
-def webhook_request() -> Callable[..., tuple[dict[str, str], bytes]]:
-    """`(provider, fixture name, mutate=None) -> (signed headers, body)`."""
-    return _request
-
-
-@pytest.fixture
-def sign() -> Callable[[str, dict[str, str], bytes, str], dict[str, str]]:
-    """`(provider, headers, body, secret) -> headers` authenticated for that provider."""
-    return signed
-
-
-@pytest.fixture
-def deliver() -> Callable[..., WebhookResult]:
+def deliver(webhook_request: WebhookRequest, webhook_secret: str) -> Callable[..., WebhookResult]:
     """`(provider, fixture name, mutate=None, **dispatch kwargs)`: dispatch the fixture."""
 
     def _deliver(
         provider: str, name: str, mutate: Mutate | None = None, **kwargs: Any
     ) -> WebhookResult:
-        headers, body = _request(provider, name, mutate)
-        kwargs.setdefault("secret", WEBHOOK_SECRET)
+        headers, body = webhook_request(provider, name, mutate)
+        kwargs.setdefault("secret", webhook_secret)
         kwargs.setdefault("tenant", WEBHOOK_TENANT)
         return dispatch(provider, headers, body, **kwargs)
 

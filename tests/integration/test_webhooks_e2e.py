@@ -1,0 +1,161 @@
+"""Provider webhooks end to end: the fixtures (built from each provider's documented payloads,
+tests/fixtures/webhooks) are posted, signed, to the API of a real embedded stack (uvicorn,
+Tansu, the Faust worker, the sink, chDB); the deployment records and family rows that land in
+ClickHouse are checked. A bad signature, a malformed body and an ignored event type write
+nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shipledger.api.auth import AuthStore
+from shipledger.settings import Settings
+from shipledger.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+WebhookRequest = Callable[..., tuple[dict[str, str], bytes]]
+
+TENANT = "acme"
+#: (provider, fixtures posted in order) for the deliveries that become events.
+DELIVERIES = [
+    ("github", ["deployment", "deployment_status_in_progress", "deployment_status_success"]),
+    ("github", ["push", "pull_request_closed", "release_published"]),
+    ("gitlab", ["deployment_running", "deployment_success"]),
+    ("gitlab", ["merge_request_merged", "push", "tag_push"]),
+    ("argocd", ["sync_running", "sync_succeeded"]),
+    ("cdevents", ["service_deployed_binary", "service_upgraded_structured"]),
+    ("cdevents", ["service_rolledback_binary", "change_merged_binary"]),
+    ("cdevents", ["artifact_published_structured", "environment_created_structured"]),
+    ("cdevents", ["environment_modified_binary", "pipelinerun_finished_binary"]),
+    ("jenkins", ["failure"]),
+]
+IGNORED = [("github", "ping"), ("github", "deployment_status_inactive"), ("gitlab", "pipeline")]
+#: deployment_id -> (status, service, canonical environment, commit sha prefix)
+EXPECTED_DEPLOYMENTS = {
+    "github:acme/payments-api:145988746": ("succeeded", "payments", "prod", "f95f852bd8fc"),
+    "gitlab:shop/checkout-service:15": ("succeeded", "checkout-service", "staging", "279484c09fbe"),
+    "argocd:argocd:payments-api:2024-03-04T10:20:00+00:00": (
+        "succeeded",
+        "payments",
+        "prod",
+        "0c2b9f6c1e4a",
+    ),
+    "cdevents:/tekton/prod-cluster:271069a8-fc18-44f1-b38f-9d70a1695819": (
+        "succeeded",
+        "payments",
+        "prod",
+        "5f3a1c9e8d7b",
+    ),
+    "cdevents:/tekton/prod-cluster:9b1f7c2e-4f0a-4c8e-8f3b-2d9e6a1c0b11": (
+        "succeeded",
+        "payments",
+        "prod",
+        "5f3a1c9e8d7b",
+    ),
+    "cdevents:/tekton/prod-cluster:c4e2a9d1-7b3f-4e6a-9c8d-1f2e3a4b5c6d": (
+        "rolled_back",
+        "payments",
+        "prod",
+        "e1d2c3b4a596",
+    ),
+    "jenkins:payments/deploy-production:412": ("failed", "payments", "prod", "a94a8fe5ccb1"),
+}
+#: Deployment events in DELIVERIES: GitHub 3, GitLab 2, Argo CD 2, CDEvents 3, Jenkins 1.
+DEPLOYMENT_EVENTS = 11
+#: family table -> rows expected from DELIVERIES
+EXPECTED_FAMILY_ROWS = {
+    "source_events": 7,  # GitHub push, PR, release; GitLab MR, push, tag; CDEvents change
+    "artifact_events": 2,  # GitHub release asset; CDEvents artifact
+    "catalog_events": 2,  # CDEvents environment created, modified
+    "signal_events": 1,  # CDEvents pipeline run finished
+}
+
+
+@pytest.fixture
+def stack(broker: str, settings: Settings, tmp_path: Path) -> Iterator[Stack]:
+    running_settings = settings.model_copy(update={"api_port": 0, "sink_batch_ms": 100})
+    auth = AuthStore(running_settings.resolved_auth_db)
+    try:
+        for provider in ("github", "gitlab", "argocd", "cdevents", "jenkins"):
+            auth.set_webhook_secret(TENANT, provider, "whsec-0123456789")
+    finally:
+        auth.close()
+    with Stack(running_settings, bootstrap=broker, log_dir=tmp_path / "logs", api=True) as s:
+        yield s
+
+
+def _wait_count(stack: Stack, sql: str, want: int, timeout_s: float = 60) -> int:
+    assert stack.store is not None
+    deadline = time.monotonic() + timeout_s
+    have = -1
+    while time.monotonic() < deadline:
+        stack.check()
+        have = int(stack.store.query(sql)[1][0][0])
+        if have >= want:
+            return have
+        time.sleep(0.2)
+    return have
+
+
+def test_every_provider_fixture_lands_as_the_right_records(
+    stack: Stack, webhook_request: WebhookRequest, webhook_secret: str
+) -> None:
+    assert stack.api is not None
+    with httpx.Client(base_url=stack.api.url, timeout=30) as client:
+
+        def post(provider: str, name: str) -> httpx.Response:
+            headers, body = webhook_request(provider, name)
+            return client.post(f"/v1/webhooks/{provider}/{TENANT}", content=body, headers=headers)
+
+        for provider, names in DELIVERIES:
+            for name in names:
+                answer = post(provider, name)
+                assert answer.status_code == 202, (provider, name, answer.text)
+                assert answer.json()["count"] >= 1, (provider, name, answer.text)
+        for provider, name in IGNORED:
+            answer = post(provider, name)
+            assert answer.status_code == 202, answer.text
+            assert answer.json()["count"] == 0 and answer.json()["ignored"]
+
+        headers, body = webhook_request("github", "deployment")
+        forged = client.post(
+            f"/v1/webhooks/github/{TENANT}",
+            content=body.replace(b"payments", b"paymentz"),
+            headers=headers,
+        )
+        assert forged.status_code == 401, forged.text
+        assert "signature" in forged.json()["error"]
+        malformed = client.post(
+            f"/v1/webhooks/jenkins/{TENANT}",
+            content=b"{not json",
+            headers={"X-Shipledger-Token": webhook_secret, "Content-Type": "application/json"},
+        )
+        assert malformed.status_code == 400, malformed.text
+        unknown = client.post(f"/v1/webhooks/bitbucket/{TENANT}", content=b"{}")
+        assert unknown.status_code == 404
+
+    assert stack.store is not None
+    want = len(EXPECTED_DEPLOYMENTS)
+    assert _wait_count(stack, "SELECT count() FROM shipledger.deployments", want) == want
+    _, rows = stack.store.query(
+        "SELECT deployment_id, status, service, environment, commit_sha, tenant "
+        "FROM shipledger.deployments"
+    )
+    got = {row[0]: row[1:] for row in rows}
+    for deployment_id, (status, service, environment, sha) in EXPECTED_DEPLOYMENTS.items():
+        found = got[deployment_id]
+        assert found[:3] == (status, service, environment), (deployment_id, found)
+        assert found[3].startswith(sha) and len(found[3]) == 40, found  # full SHA, never short
+        assert found[4] == TENANT
+    for table, want in EXPECTED_FAMILY_ROWS.items():
+        sql = f"SELECT count() FROM shipledger.{table}"
+        assert _wait_count(stack, sql, want) == want, table
+    # Exact counts: the forged, malformed and ignored deliveries wrote nothing.
+    _, events = stack.store.query("SELECT count() FROM shipledger.deployment_events")
+    assert events[0][0] == DEPLOYMENT_EVENTS
