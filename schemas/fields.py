@@ -6,7 +6,8 @@ Aliases are rewritten to their canonical field before validation and never store
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Collection, Mapping
 from typing import Any
 
 #: alias -> canonical field name
@@ -60,8 +61,37 @@ OTEL_NAMES: dict[str, str] = {
 }
 
 
-def apply_aliases(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Rename aliased keys to canonical ones; a key given both ways is an error naming both."""
+class UnknownFieldError(ValueError):
+    """Keys that are neither canonical fields nor aliases. Each is named, with the canonical
+    field it nearly matches as a suggestion; nothing is ever mapped by guessing."""
+
+    def __init__(self, keys: list[str], known: Collection[str]) -> None:
+        self.keys = keys
+        super().__init__("; ".join(_unknown_reason(key, known) for key in keys))
+
+
+def _unknown_reason(key: str, known: Collection[str]) -> str:
+    candidates = {name: name for name in known}
+    candidates.update({alias: canonical for alias, canonical in ALIASES.items()})
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.75)
+    if not close:
+        return f"unknown field {key!r}"
+    return f"unknown field {key!r} (did you mean {candidates[close[0]]!r}?)"
+
+
+def apply_aliases(
+    data: Mapping[str, Any], known: Collection[str] | None = None
+) -> dict[str, Any]:
+    """Rename aliased keys to canonical ones; a key given both ways is an error naming both.
+
+    With `known` (the canonical field names), a key that is neither known nor an alias raises
+    UnknownFieldError naming it (and the near-miss canonical name, if any) instead of passing
+    it on.
+    """
+    if known is not None:
+        unknown = [k for k in data if k not in known and k not in ALIASES]
+        if unknown:
+            raise UnknownFieldError(unknown, known)
     out: dict[str, Any] = {}
     for key, value in data.items():
         canonical = ALIASES.get(key, key)
