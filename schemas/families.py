@@ -1,17 +1,15 @@
-"""The event families: logical name -> Avro schema, topic and pydantic model.
+"""The event families: logical name -> Avro schema, topic and pydantic model. Typical use:
 
-    from shipledger.schemas.families import family_of
-    fam = family_of("change")
-    event = fam.model.model_validate(payload)        # per-field errors
-    value = AvroCodec(fam.schema).encode(event.to_avro())
-    producer.produce(settings.topic(fam.topic), key=fam.key(event), value=value)
+from shipledger.schemas.families import family_of
+fam = family_of("change")
+event = fam.model.model_validate(payload)        # per-field errors
+value = AvroCodec(fam.schema).encode(event.to_avro())
+producer.produce(settings.topic(fam.topic), key=fam.key(event), value=value)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from pydantic import BaseModel
 
 from shipledger.schemas.family_models import (
     ArtifactEvent,
@@ -20,7 +18,7 @@ from shipledger.schemas.family_models import (
     SignalEvent,
     SourceEvent,
 )
-from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.models import DeploymentEvent, Model
 from shipledger.schemas.registry import catalog
 
 _NS = "io.shipledger.v1"
@@ -41,14 +39,14 @@ class Family:
     name: str
     schema: str
     topic: str
-    model: type[BaseModel]
+    model: type[Model]
 
     @property
     def key_field(self) -> str:
         """The field the topic is keyed by (from catalog.yaml), scoped by tenant in `key`."""
         return catalog().topics[self.topic].key
 
-    def key(self, event: BaseModel) -> bytes:
+    def key(self, event: Model) -> bytes:
         """Kafka key: `tenant/<key field>` (`tenant/<event_id>` when the key field is empty);
         deployments keep their plain `deployment_id` key, which the processors rely on."""
         values = dict(event)

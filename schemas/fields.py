@@ -71,17 +71,14 @@ class UnknownFieldError(ValueError):
 
 
 def _unknown_reason(key: str, known: Collection[str]) -> str:
-    candidates = {name: name for name in known}
-    candidates.update({alias: canonical for alias, canonical in ALIASES.items()})
+    candidates = {**{name: name for name in known}, **ALIASES}
     close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.75)
     if not close:
         return f"unknown field {key!r}"
     return f"unknown field {key!r} (did you mean {candidates[close[0]]!r}?)"
 
 
-def apply_aliases(
-    data: Mapping[str, Any], known: Collection[str] | None = None
-) -> dict[str, Any]:
+def apply_aliases(data: Mapping[str, Any], known: Collection[str] | None = None) -> dict[str, Any]:
     """Rename aliased keys to canonical ones; a key given both ways is an error naming both.
 
     With `known` (the canonical field names), a key that is neither known nor an alias raises

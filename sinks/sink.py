@@ -40,13 +40,34 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from pydantic import ValidationError
 
 from shipledger.logging import get_logger
+from shipledger.schemas.families import family_of
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec, DecodeError
 from shipledger.schemas.validation import EVENT_SCHEMA
 from shipledger.settings import Settings
 from shipledger.sinks import metrics as m
-from shipledger.sinks.ddl import ALERTS, EVENTS, RECORDS, TableSpec, tables
-from shipledger.sinks.rows import KafkaMeta, Row, RowError, alert_row, dedupe, event_row, record_row
+from shipledger.sinks.ddl import (
+    ALERTS,
+    ARTIFACTS,
+    CATALOG,
+    CHANGES,
+    EVENTS,
+    RECORDS,
+    SIGNALS,
+    SOURCE,
+    TableSpec,
+    tables,
+)
+from shipledger.sinks.rows import (
+    KafkaMeta,
+    Row,
+    RowError,
+    alert_row,
+    dedupe,
+    event_row,
+    family_row,
+    record_row,
+)
 from shipledger.sinks.store import TimeWindow
 from shipledger.topics import Topics
 
@@ -95,10 +116,31 @@ class Route:
     owns_rejects: bool = True
 
 
+def _family_route(topic: str, name: str, table: str) -> Route:
+    """A family topic's route: validated by the family's model; the sink alone reads these
+    topics, so it dead-letters their rejects itself."""
+    family = family_of(name)
+    return Route(
+        topic,
+        tables()[table],
+        AvroCodec(family.schema),
+        family_row(table),
+        validate=family.model.model_validate,
+    )
+
+
 def routes(topics: Topics) -> dict[str, Route]:
     """The sink's topics, each with its codec and table."""
     spec = tables()
+    families = [
+        _family_route(topics.changes, "change", CHANGES),
+        _family_route(topics.source, "source", SOURCE),
+        _family_route(topics.artifacts, "artifact", ARTIFACTS),
+        _family_route(topics.signals, "signal", SIGNALS),
+        _family_route(topics.catalog, "catalog", CATALOG),
+    ]
     return {
+        **{route.topic: route for route in families},
         topics.raw: Route(
             topics.raw,
             spec[EVENTS],

@@ -101,9 +101,8 @@ def test_family_tables_sort_by_tenant_region_natural_key_and_time(table: str) ->
 
 
 def test_approvals_are_an_array_of_named_tuples() -> None:
-    types = dict(
-        zip(ddl.tables()[ddl.CHANGES].column_names, ddl.tables()[ddl.CHANGES].column_types)
-    )
+    spec = ddl.tables()[ddl.CHANGES]
+    types = dict(zip(spec.column_names, spec.column_types, strict=True))
     assert types["approvals"] == APPROVALS
 
 
