@@ -43,7 +43,7 @@ from shipledger.logging import get_logger
 from shipledger.schemas.families import family_of
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec, DecodeError
-from shipledger.schemas.validation import EVENT_SCHEMA
+from shipledger.schemas.validation import EVENT_SCHEMA, validation_reason
 from shipledger.settings import Settings
 from shipledger.sinks import metrics as m
 from shipledger.sinks.ddl import (
@@ -162,6 +162,15 @@ def routes(topics: Topics) -> dict[str, Route]:
             lambda alert, _meta: alert_row(alert),
         ),
     }
+
+
+def _reject_reason(exc: DecodeError | RowError | ValidationError) -> tuple[str, str | None]:
+    """`field: reason` (and the field) for a rejected message's dead-letter headers."""
+    if isinstance(exc, ValidationError):
+        return validation_reason(exc)
+    if isinstance(exc, DecodeError):
+        return exc.reason, exc.field
+    return str(exc), None
 
 
 @dataclass(frozen=True)
@@ -344,7 +353,7 @@ class ClickHouseSink:
                 row = route.to_row(decoded, meta)
             except (DecodeError, RowError, ValidationError) as exc:
                 if route.owns_rejects:
-                    self._dead_letter(msg, meta, str(exc))
+                    self._dead_letter(msg, meta, *_reject_reason(exc))
                 else:
                     self._invalid += 1
                 continue
@@ -354,10 +363,13 @@ class ClickHouseSink:
         if messages:
             self.metrics.increment(m.MESSAGES, len(messages))
 
-    def _dead_letter(self, msg: Message, meta: KafkaMeta, reason: str) -> None:
+    def _dead_letter(
+        self, msg: Message, meta: KafkaMeta, reason: str, field: str | None = None
+    ) -> None:
         self._log.warning(
             "dead-lettering message",
             reason=reason,
+            field=field,
             topic=meta.topic,
             partition=meta.partition,
             offset=meta.offset,
@@ -365,6 +377,7 @@ class ClickHouseSink:
         assert self._producer is not None
         headers: list[tuple[str, str | bytes | None]] = [
             ("reason", reason.encode()),
+            ("field", (field or "").encode()),
             ("source_topic", meta.topic.encode()),
             ("source_partition", str(meta.partition).encode()),
             ("source_offset", str(meta.offset).encode()),
