@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import fastavro
 import pytest
@@ -72,11 +72,11 @@ def _v1_framed(event: DeploymentEvent) -> bytes:
     return buf.getvalue()
 
 
-def _event(dep: str, stage: str, **kw: Any) -> DeploymentEvent:
+def _event(dep: str, stage: Literal["started", "succeeded"], **kw: Any) -> DeploymentEvent:
     return DeploymentEvent(
         event_id=f"{dep}-{stage}",
         deployment_id=dep,
-        event_type=stage,  # type: ignore[arg-type]
+        event_type=stage,
         service="cart",
         environment="dev",
         commit_sha=SHA,
@@ -110,7 +110,9 @@ def _dead_letters(bootstrap: str, topic: str, timeout: float = 60) -> list[dict[
     while not out and time.monotonic() < deadline:
         msg = consumer.poll(0.2)
         if msg is not None and msg.error() is None:
-            out.append({k: v for k, v in (msg.headers() or []) if isinstance(v, bytes)})
+            raw = msg.headers() or []
+            pairs = list(raw.items()) if isinstance(raw, dict) else raw
+            out.append({k: v for k, v in pairs if isinstance(v, bytes)})
     consumer.close()
     return out
 
