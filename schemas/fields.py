@@ -58,7 +58,21 @@ OTEL_NAMES: dict[str, str] = {
     "pipeline_run_url": "cicd.pipeline.run.url.full",
     "pipeline_stage": "cicd.pipeline.task.name",
     "exit_code": "process.exit.code",
+    "ref": "vcs.ref.head.name",
+    "pull_request_number": "vcs.change.id",
+    "pull_request_title": "vcs.change.title",
 }
+
+#: Per schema (record name), fields whose OpenTelemetry name differs from `OTEL_NAMES`'s: an
+#: artifact's own version and digest are `artifact.*`, not the deployed service's.
+OTEL_NAMES_BY_SCHEMA: dict[str, dict[str, str]] = {
+    "ArtifactEvent": {"version": "artifact.version", "digest": "artifact.hash"},
+}
+
+
+def otel_name(schema: str, field: str) -> str | None:
+    """The OpenTelemetry attribute of `field` in the record named `schema`, if there is one."""
+    return OTEL_NAMES_BY_SCHEMA.get(schema, {}).get(field) or OTEL_NAMES.get(field)
 
 
 class UnknownFieldError(ValueError):
