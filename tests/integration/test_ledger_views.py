@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -221,3 +223,12 @@ def test_running_at_answers_what_ran_where_at_a_time(store: LedgerStore) -> None
 def test_reopening_keeps_the_schema(store: LedgerStore) -> None:
     """ensure_schema compares ClickHouse's column types with ours: the named tuples match."""
     store.ensure_schema()
+
+
+def test_every_example_query_in_the_model_doc_runs(store: LedgerStore) -> None:
+    """docs/model.md's analyst examples are real queries against these tables and views."""
+    doc = Path(__file__).parents[2] / "docs" / "model.md"
+    examples = re.findall(r"`(SELECT [^`]+)`", doc.read_text(encoding="utf-8"))
+    assert len(examples) >= 18
+    for sql in examples:
+        store.query(sql.replace("sha256:…", DIGEST))
