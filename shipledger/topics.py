@@ -43,6 +43,10 @@ class Topics:
         """The topics of the event families beside deployments (the sink reads them alone)."""
         return [self.changes, self.source, self.artifacts, self.signals, self.catalog]
 
+    def sunk(self) -> list[str]:
+        """Every topic the sink reads into the ledger."""
+        return [self.raw, self.records, self.alerts, *self.families()]
+
     def all(self) -> list[str]:
         """Every topic, in pipeline order."""
         return [self.raw, self.records, self.alerts, self.dlq, *self.families()]
