@@ -42,6 +42,7 @@ column serves point lookups. Records are checked over the whole table (`dedup_in
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -550,19 +551,19 @@ def running_at_view_sql(database: str) -> str:
     )
 
 
-#: The relational views after the tables, each after the views it reads.
-VIEWS = (
-    deployments_view_sql,
-    releases_view_sql,
-    change_requests_view_sql,
-    deployment_changes_view_sql,
-    services_view_sql,
-    environments_view_sql,
-    commits_view_sql,
-    pull_requests_view_sql,
-    artifacts_view_sql,
-    running_at_view_sql,
-)
+#: The relational views by name, each after the views it reads.
+VIEWS: dict[str, Callable[[str], str]] = {
+    DEPLOYMENTS_VIEW: deployments_view_sql,
+    "releases": releases_view_sql,
+    "change_requests": change_requests_view_sql,
+    "deployment_changes": deployment_changes_view_sql,
+    "services": services_view_sql,
+    "environments": environments_view_sql,
+    "commits": commits_view_sql,
+    "pull_requests": pull_requests_view_sql,
+    "artifacts": artifacts_view_sql,
+    "running_at": running_at_view_sql,
+}
 
 
 def statements(database: str) -> list[str]:
@@ -570,5 +571,5 @@ def statements(database: str) -> list[str]:
     return [
         f"CREATE DATABASE IF NOT EXISTS {quote_ident(database)}",
         *(spec.create_sql(database) for spec in tables().values()),
-        *(view(database) for view in VIEWS),
+        *(view(database) for view in VIEWS.values()),
     ]

@@ -107,8 +107,10 @@ def test_approvals_are_an_array_of_named_tuples() -> None:
 
 
 def test_every_view_says_what_it_answers() -> None:
-    for view in ddl.VIEWS:
-        assert view.__doc__ and "?" in view.__doc__, view.__name__
+    for name, view in ddl.VIEWS.items():
+        assert view.__doc__ and "?" in view.__doc__, name
+        assert view.__doc__.startswith(f"`{name}"), name
+        assert f"CREATE VIEW IF NOT EXISTS `ledger`.`{name}` AS" in view("ledger")
 
 
 def test_create_sql_has_engine_partition_and_indexes() -> None:
