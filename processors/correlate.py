@@ -85,5 +85,11 @@ def correlate(
         alert_rules=rules,
         policy_version=policy_version,
         updated_at=now,
+        team=event.team or (base.team if base else None),
+        source=event.source or (base.source if base else None),
+        rollback_of=event.rollback_of or (base.rollback_of if base else None),
+        approvers=event.approvers or (base.approvers if base else []),
+        pull_requests=event.pull_requests or (base.pull_requests if base else []),
+        provenance_url=event.provenance_url or (base.provenance_url if base else None),
     )
     return Correlated(record, previous is None)

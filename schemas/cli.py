@@ -22,6 +22,7 @@ def schemas() -> None:
       shipledger schemas check          # every version pair, backward and forward; exit 1 if not
       shipledger schemas docs           # write docs/fields.md (run in the repository root)
       shipledger schemas docs --check   # exit 1 if docs/fields.md is out of date (for CI)
+      shipledger schemas register --registry http://registry:8081 [--dry-run]
     """
 
 
@@ -112,3 +113,59 @@ def docs(out: Path, check_only: bool) -> None:
         return
     out.write_text(text, encoding="utf-8")
     click.echo(f"wrote {out}")
+
+
+@schemas.command()
+@click.option(
+    "--registry",
+    "registry_url",
+    required=True,
+    metavar="URL",
+    help="Base URL of a Confluent-compatible Schema Registry, e.g. http://registry:8081.",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would be registered; send nothing.")
+def register(registry_url: str, dry_run: bool) -> None:
+    """Register every schema version in a Confluent-compatible Schema Registry.
+
+    One subject per topic with a schema, named `<topic>-value` (TopicNameStrategy) with the
+    full topic name (SHIPLEDGER_TOPIC_PREFIX applies). Versions are registered oldest first.
+    Prints the id the registry assigned to each version and whether it differs from the
+    catalog's id (the id shipledger frames messages with when no registry is used).
+    Exits 1 on the first failure: unreachable registry, HTTP error, or a version the
+    registry rejects as incompatible (HTTP 409).
+
+    \b
+      shipledger schemas register --registry http://localhost:8081 --dry-run
+      SHIPLEDGER_TOPIC_PREFIX=prod. shipledger schemas register --registry https://sr.example
+    """
+    # Lazy: httpx comes with the pipeline extra, not the emitter-only install.
+    from shipledger.schemas.register import RegistryError, plan, register_all
+    from shipledger.settings import Settings
+
+    items = plan(catalog(), Settings().topic_prefix)
+    if dry_run:
+        for item in items:
+            click.echo(
+                f"would register {item.subject}: {item.schema.name} v{item.schema.version} "
+                f"(catalog id {item.schema.id}) at {registry_url}"
+            )
+        return
+    differing = 0
+    try:
+        for done in register_all(registry_url, items):
+            schema = done.planned.schema
+            note = f"differs from catalog id {schema.id}" if done.differs else "same as catalog"
+            differing += done.differs
+            click.echo(
+                f"registered {done.planned.subject}: {schema.name} v{schema.version} -> "
+                f"registry id {done.registry_id} ({note})"
+            )
+    except RegistryError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise click.exceptions.Exit(1) from exc
+    if differing:
+        click.echo(
+            f"{differing} registry id(s) differ from the catalog's: consumers that resolve ids "
+            "through this registry must not read messages framed with catalog ids",
+            err=True,
+        )

@@ -1,7 +1,7 @@
 """The field dictionary (docs/fields.md), rendered from the schema catalog.
 
 Per schema, its newest version's fields: type, whether required, meaning (the Avro `doc`) and
-the OpenTelemetry semantic-convention name (`fields.OTEL_NAMES`); then the alias table
+the OpenTelemetry semantic-convention name (`fields.otel_name`); then the alias table
 (`fields.ALIASES`). `shipledger schemas docs` writes it; `--check` fails when it is stale.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from shipledger.schemas.compat import schema_names
-from shipledger.schemas.fields import ALIASES, OTEL_NAMES
+from shipledger.schemas.fields import ALIASES, otel_name
 from shipledger.schemas.registry import Catalog
 
 DOCS_PATH = "docs/fields.md"
@@ -103,7 +103,7 @@ def _schema_section(cat: Catalog, name: str) -> list[str]:
         "| --- | --- | --- | --- | --- |",
     ]
     for f in raw["fields"]:
-        otel = OTEL_NAMES.get(f["name"])
+        otel = otel_name(raw["name"], f["name"])
         lines.append(
             f"| `{f['name']}` | {_cell(type_name(f['type']))} | "
             f"{'yes' if is_required(f) else 'no'} | {_cell(f.get('doc', ''))} | "

@@ -6,7 +6,8 @@ Aliases are rewritten to their canonical field before validation and never store
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Collection, Mapping
 from typing import Any
 
 #: alias -> canonical field name
@@ -57,11 +58,51 @@ OTEL_NAMES: dict[str, str] = {
     "pipeline_run_url": "cicd.pipeline.run.url.full",
     "pipeline_stage": "cicd.pipeline.task.name",
     "exit_code": "process.exit.code",
+    "ref": "vcs.ref.head.name",
+    "pull_request_number": "vcs.change.id",
+    "pull_request_title": "vcs.change.title",
+}
+
+#: Per schema (record name), fields whose OpenTelemetry name differs from `OTEL_NAMES`'s: an
+#: artifact's own version and digest are `artifact.*`, not the deployed service's.
+OTEL_NAMES_BY_SCHEMA: dict[str, dict[str, str]] = {
+    "ArtifactEvent": {"version": "artifact.version", "digest": "artifact.hash"},
 }
 
 
-def apply_aliases(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Rename aliased keys to canonical ones; a key given both ways is an error naming both."""
+def otel_name(schema: str, field: str) -> str | None:
+    """The OpenTelemetry attribute of `field` in the record named `schema`, if there is one."""
+    return OTEL_NAMES_BY_SCHEMA.get(schema, {}).get(field) or OTEL_NAMES.get(field)
+
+
+class UnknownFieldError(ValueError):
+    """Keys that are neither canonical fields nor aliases. Each is named, with the canonical
+    field it nearly matches as a suggestion; nothing is ever mapped by guessing."""
+
+    def __init__(self, keys: list[str], known: Collection[str]) -> None:
+        self.keys = keys
+        super().__init__("; ".join(_unknown_reason(key, known) for key in keys))
+
+
+def _unknown_reason(key: str, known: Collection[str]) -> str:
+    candidates = {**{name: name for name in known}, **ALIASES}
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.75)
+    if not close:
+        return f"unknown field {key!r}"
+    return f"unknown field {key!r} (did you mean {candidates[close[0]]!r}?)"
+
+
+def apply_aliases(data: Mapping[str, Any], known: Collection[str] | None = None) -> dict[str, Any]:
+    """Rename aliased keys to canonical ones; a key given both ways is an error naming both.
+
+    With `known` (the canonical field names), a key that is neither known nor an alias raises
+    UnknownFieldError naming it (and the near-miss canonical name, if any) instead of passing
+    it on.
+    """
+    if known is not None:
+        unknown = [k for k in data if k not in known and k not in ALIASES]
+        if unknown:
+            raise UnknownFieldError(unknown, known)
     out: dict[str, Any] = {}
     for key, value in data.items():
         canonical = ALIASES.get(key, key)

@@ -39,7 +39,9 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-class _Model(BaseModel):
+class Model(BaseModel):
+    """Base of every contract model: strict fields, immutable, strings stripped."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
     def to_avro(self) -> dict[str, Any]:
@@ -47,14 +49,40 @@ class _Model(BaseModel):
         return self.model_dump(mode="python")
 
 
-def _aware(value: datetime) -> datetime:
+def aware(value: datetime) -> datetime:
+    """A timezone-aware timestamp in UTC at millisecond precision; naive times are refused."""
     if value.tzinfo is None:
         raise ValueError("timestamp needs a time zone (e.g. 2026-11-26T10:00:00Z)")
     value = value.astimezone(UTC)
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
-class DeploymentEvent(_Model):
+def full_sha(value: str) -> str:
+    """A full commit SHA (40 hex, or 64 for SHA-256 repositories), lower-cased."""
+    value = value.lower()
+    if not _SHA_RE.match(value):
+        raise ValueError("must be a full commit SHA (40 hex characters, or 64 for SHA-256)")
+    return value
+
+
+def sha256_digest(value: str) -> str:
+    """`sha256:<64 hex>`, lower-cased; a bare 64-hex digest gets its `sha256:` prefix."""
+    value = value.lower()
+    if re.fullmatch(r"[0-9a-f]{64}", value):
+        value = f"sha256:{value}"
+    if not _DIGEST_RE.match(value):
+        raise ValueError("must be a sha256 digest: sha256:<64 hex characters>")
+    return value
+
+
+def drop_blank(data: Any) -> Any:
+    """Empty strings (unset CI variables, blank form fields) mean "absent", not a value."""
+    if isinstance(data, dict):
+        return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+    return data
+
+
+class DeploymentEvent(Model):
     """One stage of one deployment, as reported by a CI/CD system (schema DeploymentEvent)."""
 
     event_id: str = Field(default_factory=new_id, min_length=1, max_length=128)
@@ -81,43 +109,38 @@ class DeploymentEvent(_Model):
     duration_ms: int | None = Field(default=None, ge=0)
     occurred_at: datetime = Field(default_factory=utcnow)
     attributes: dict[str, str] = Field(default_factory=dict)
+    # Version 2
+    source: str | None = None
+    team: str | None = None
+    rollback_of: str | None = None
+    approvers: list[str] = Field(default_factory=list)
+    pull_requests: list[str] = Field(default_factory=list)
+    provenance_url: str | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _aliases(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            data = apply_aliases(data)
-            # Empty strings from unset CI variables mean "absent", not a value.
-            return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
-        return data
+            data = apply_aliases(data, known=cls.model_fields)
+        return drop_blank(data)
 
     @field_validator("commit_sha")
     @classmethod
     def _sha(cls, value: str) -> str:
-        value = value.lower()
-        if not _SHA_RE.match(value):
-            raise ValueError("must be a full commit SHA (40 hex characters, or 64 for SHA-256)")
-        return value
+        return full_sha(value)
 
     @field_validator("artifact_digest")
     @classmethod
     def _digest(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.lower()
-        if re.fullmatch(r"[0-9a-f]{64}", value):
-            value = f"sha256:{value}"
-        if not _DIGEST_RE.match(value):
-            raise ValueError("must be a sha256 digest: sha256:<64 hex characters>")
-        return value
+        return None if value is None else sha256_digest(value)
 
     @field_validator("occurred_at")
     @classmethod
     def _occurred(cls, value: datetime) -> datetime:
-        return _aware(value)
+        return aware(value)
 
 
-class DeploymentRecord(_Model):
+class DeploymentRecord(Model):
     """Normalized, correlated state of one deployment after an event (schema DeploymentRecord)."""
 
     record_id: str
@@ -149,9 +172,16 @@ class DeploymentRecord(_Model):
     alert_rules: list[str] = Field(default_factory=list)
     policy_version: str
     updated_at: datetime = Field(default_factory=utcnow)
+    # Version 2
+    team: str | None = None
+    source: str | None = None
+    rollback_of: str | None = None
+    approvers: list[str] = Field(default_factory=list)
+    pull_requests: list[str] = Field(default_factory=list)
+    provenance_url: str | None = None
 
 
-class Alert(_Model):
+class Alert(Model):
     """A policy finding about one deployment (schema Alert)."""
 
     alert_id: str

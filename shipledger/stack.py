@@ -205,16 +205,17 @@ class Stack:
     def pending(self) -> dict[str, int]:
         """Messages per topic not yet through the pipeline (0 where done).
 
-        Raw events count until the processors *and* the sink have committed them, records
-        and alerts until the sink has. The reads are ordered so that a zero means drained:
-        the processors' commits are read first, then the end offsets (from fetches answered
-        after that, so they include every output of the committed events, which the
-        processors flush before they commit), then the sink's commits.
+        Raw events count until the processors *and* the sink have committed them, records,
+        alerts and the other families' events until the sink has. The reads are ordered so
+        that a zero means drained: the processors' commits are read first, then the end
+        offsets (from fetches answered after that, so they include every output of the
+        committed events, which the processors flush before they commit), then the sink's
+        commits.
         """
         if self.sink is None:
             raise RuntimeError("stack not started")
         conf = self.settings.kafka_common(self.bootstrap)
-        stored = partitions_of(conf, [self.topics.raw, self.topics.records, self.topics.alerts])
+        stored = partitions_of(conf, self.topics.sunk())
         raw = [tp for tp in stored if tp[0] == self.topics.raw]
         processed = committed_offsets(conf, f"{self.settings.topic_prefix}processors", raw)
         ends = end_offsets(conf, stored)
@@ -273,9 +274,7 @@ class Stack:
             self._drain_abort.wait(0.1)
         abandoned = {t: n for t, n in behind.items() if n}
         if error is not None and not abandoned:
-            abandoned = dict.fromkeys(
-                (self.topics.raw, self.topics.records, self.topics.alerts), -1
-            )
+            abandoned = dict.fromkeys(self.topics.sunk(), -1)
         log.warning(
             "stack_drain_incomplete",
             abandoned=abandoned,

@@ -18,6 +18,11 @@ class Topics:
     records: str
     alerts: str
     dlq: str
+    changes: str
+    source: str
+    artifacts: str
+    signals: str
+    catalog: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
@@ -27,11 +32,24 @@ class Topics:
             records=settings.topic("deployments.records"),
             alerts=settings.topic("alerts"),
             dlq=settings.topic("dlq"),
+            changes=settings.topic("changes"),
+            source=settings.topic("source"),
+            artifacts=settings.topic("artifacts"),
+            signals=settings.topic("signals"),
+            catalog=settings.topic("catalog"),
         )
+
+    def families(self) -> list[str]:
+        """The topics of the event families beside deployments (the sink reads them alone)."""
+        return [self.changes, self.source, self.artifacts, self.signals, self.catalog]
+
+    def sunk(self) -> list[str]:
+        """Every topic the sink reads into the ledger."""
+        return [self.raw, self.records, self.alerts, *self.families()]
 
     def all(self) -> list[str]:
         """Every topic, in pipeline order."""
-        return [self.raw, self.records, self.alerts, self.dlq]
+        return [self.raw, self.records, self.alerts, self.dlq, *self.families()]
 
 
 def ensure_topics(settings: Settings, bootstrap: str, timeout_s: float = 15.0) -> Topics:

@@ -29,11 +29,10 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from shipledger.sinks import ddl
-from shipledger.sinks.chain import GENESIS
+from shipledger.sinks.chain import CANONICAL_OPTIONS, GENESIS, canonical_default
 from shipledger.sinks.store import LedgerStore
 
 Kind = Literal["changed", "removed", "inserted"]
-_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 class RowFacts(NamedTuple):
@@ -294,15 +293,16 @@ class Report:
 
 
 def _select_list(spec: ddl.TableSpec) -> tuple[list[str], str]:
-    """Columns hashed (all but row_hash; datetimes as epoch ms, as `chain` hashes them) and the
-    SELECT list: those, then row_hash last."""
+    """Columns hashed (all but row_hash; datetime columns as epoch ms, as `chain` hashes them,
+    converted by ClickHouse; datetimes nested in arrays/tuples by `chain`'s canonical default)
+    and the SELECT list: those, then row_hash last."""
     names = [c.name for c in spec.columns if c.name != "row_hash"]
     exprs = []
     for column in spec.columns:
         if column.name == "row_hash":
             continue
         quoted = ddl.quote_ident(column.name)
-        if "DateTime64" in column.type:
+        if column.type.startswith(("DateTime64", "Nullable(DateTime64")):
             exprs.append(f"toUnixTimestamp64Milli({quoted}) AS {quoted}")
         else:
             exprs.append(quoted)
@@ -332,7 +332,13 @@ def _chains(
                     yield key, rows
                 key, rows = (spec.name, row[i_tenant], row[i_class]), []
             # zip with the names stops before row_hash (last): the dict is what chain hashed.
-            computed = sha256(dumps(dict(zip(names, row, strict=False)), option=_OPTIONS))
+            computed = sha256(
+                dumps(
+                    dict(zip(names, row, strict=False)),
+                    option=CANONICAL_OPTIONS,
+                    default=canonical_default,
+                )
+            )
             rows.append(
                 facts(
                     row[i_seq],

@@ -44,7 +44,7 @@ from shipledger.processors.policy import Retention
 GENESIS = "0" * 64
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+CANONICAL_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 
 #: (table, tenant, retention_class)
 ChainKey = tuple[str, str, str]
@@ -60,7 +60,7 @@ def to_ms_precision(value: datetime) -> datetime:
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
-def _default(value: Any) -> Any:
+def canonical_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return epoch_ms(value)
     raise TypeError(f"no canonical form for {type(value).__name__}")
@@ -69,7 +69,9 @@ def _default(value: Any) -> Any:
 def canonical_bytes(row: Mapping[str, Any]) -> bytes:
     """The bytes `row_hash` hashes: sorted-key JSON of every column but `row_hash`."""
     return orjson.dumps(
-        {k: v for k, v in row.items() if k != "row_hash"}, option=_OPTIONS, default=_default
+        {k: v for k, v in row.items() if k != "row_hash"},
+        option=CANONICAL_OPTIONS,
+        default=canonical_default,
     )
 
 

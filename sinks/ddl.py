@@ -1,10 +1,11 @@
 """The ClickHouse ledger: tables generated from the Avro contract, one source of truth.
 
-Every column of the three ledger tables comes from a field of the newest Avro schema version
+Every column of the ledger tables comes from a field of the newest Avro schema version
 (`shipledger.schemas.registry.catalog()`), typed by one mapping (`clickhouse_type`) and
 commented with the field's Avro `doc`, so `DESCRIBE TABLE` documents itself. Only the ingest
-columns of `deployment_events` are added here. A schema evolution that adds a field adds a
-column: `LedgerStore.ensure_schema()` runs `ADD COLUMN IF NOT EXISTS` (additive only).
+columns of `deployment_events` and the ledger columns below are added here. The family tables
+(change, source, artifact, signal, catalog events) and the relational views are described in
+docs/model.md and in each view function's docstring.
 
 Tables (append-only MergeTree: the sink only INSERTs; nothing UPDATEs or DELETEs):
 
@@ -56,6 +57,7 @@ column serves point lookups. Records are checked over the whole table (`dedup_in
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
@@ -84,6 +86,17 @@ LOW_CARDINALITY = frozenset(
         "rule",
         "severity",
         "policy_version",
+        "team",
+        "source",
+        "system",
+        "state",
+        "risk",
+        "entity",
+        "action",
+        "owner_team",
+        "tier",
+        "builder",
+        "outcome",
     }
 )
 
@@ -137,11 +150,16 @@ class TableSpec:
         for lead in ("tenant", "region"):
             if lead not in types:
                 raise SchemaMappingError(f"{self.name}: every ledger table needs a {lead} column")
-        region = quote_ident("region")
-        if "Nullable" in types["region"]:
-            region = f"ifNull({region}, '')"
-        rest = [quote_ident(c) for c in self.order_by if c not in ("tenant", "region")]
-        return (quote_ident("tenant"), region, *rest)
+        rest = [self.order_term(c) for c in self.order_by if c not in ("tenant", "region")]
+        return (quote_ident("tenant"), self.order_term("region"), *rest)
+
+    def order_term(self, column: str) -> str:
+        """A sorting-key term: the column, or `ifNull(column, '')` for a nullable string (a
+        MergeTree key cannot be Nullable, and events without a region still sort together)."""
+        types = dict(zip(self.column_names, self.column_types, strict=True))
+        if "Nullable(" in types[column]:
+            return f"ifNull({quote_ident(column)}, '')"
+        return quote_ident(column)
 
     def create_sql(self, database: str | None = None, name: str | None = None) -> str:
         """`CREATE TABLE` for this table (as `name` if given), in `database` or unqualified."""
@@ -192,7 +210,7 @@ def clickhouse_type(avro_type: Any, *, low_cardinality: bool = False) -> str:
         if len(branches) != 1 or len(avro_type) != 2:
             raise SchemaMappingError(f"only [null, T] unions are supported, got {avro_type}")
         inner = clickhouse_type(branches[0])
-        if inner.startswith(("Map(", "Array(")):
+        if inner.startswith(("Map(", "Array(", "Tuple(")):
             raise SchemaMappingError(f"ClickHouse cannot make {inner} Nullable")
         if low_cardinality and inner == "String":
             return "LowCardinality(Nullable(String))"
@@ -210,6 +228,15 @@ def clickhouse_type(avro_type: Any, *, low_cardinality: bool = False) -> str:
             return f"Map(String, {clickhouse_type(avro_type['values'])})"
         if kind == "array":
             return f"Array({clickhouse_type(avro_type['items'], low_cardinality=low_cardinality)})"
+        if kind == "record":
+            # A named tuple: `approvals.approver` reads like a nested column in queries. Names
+            # unquoted, as system.columns reports them (ensure_schema compares types).
+            elements = ", ".join(
+                f"{quote_ident(f['name']).strip('`')} "
+                f"{clickhouse_type(f['type'], low_cardinality=f['name'] in LOW_CARDINALITY)}"
+                for f in avro_type["fields"]
+            )
+            return f"Tuple({elements})"
         return clickhouse_type(kind, low_cardinality=low_cardinality)
     primitive = {
         "string": "String",
@@ -278,6 +305,28 @@ RECORDS = "deployment_records"
 ALERTS = "alerts"
 DEPLOYMENTS_VIEW = "deployments"
 CHAIN_HEADS = "chain_heads"
+CHANGES = "change_events"
+SOURCE = "source_events"
+ARTIFACTS = "artifact_events"
+SIGNALS = "signal_events"
+CATALOG = "catalog_events"
+
+
+def _family_table(
+    name: str, family: str, description: str, natural_key: tuple[str, ...]
+) -> TableSpec:
+    """A family's event table: one row per event_id, sorted by tenant, region, the family's
+    natural key and time."""
+    schema = f"io.shipledger.v1.{family}"
+    return TableSpec(
+        name=name,
+        schema=schema,
+        description=description,
+        id_column="event_id",
+        time_column="occurred_at",
+        order_by=("tenant", "region", *natural_key, "occurred_at", "event_id"),
+        columns=avro_columns(schema),
+    )
 
 
 @cache
@@ -321,12 +370,46 @@ def tables() -> dict[str, TableSpec]:
             order_by=("tenant", "environment", "service", "occurred_at", "alert_id"),
             columns=avro_columns("io.shipledger.v1.Alert"),
         ),
+        _family_table(
+            CHANGES,
+            "ChangeEvent",
+            "Change requests as their system reported them, one row per event_id: state, "
+            "window, approvals. The change_requests view keeps the latest per change_id.",
+            ("change_id",),
+        ),
+        _family_table(
+            SOURCE,
+            "SourceEvent",
+            "Source-control events (pushes, tags, merged pull requests, releases), one row "
+            "per event_id. Views: commits, pull_requests.",
+            ("repository", "kind"),
+        ),
+        _family_table(
+            ARTIFACTS,
+            "ArtifactEvent",
+            "Published build artifacts, one row per event_id. View: artifacts.",
+            ("artifact_name",),
+        ),
+        _family_table(
+            SIGNALS,
+            "SignalEvent",
+            "Operations signals (incidents, alerts, pipeline outcomes), one row per event_id.",
+            ("kind", "service"),
+        ),
+        _family_table(
+            CATALOG,
+            "CatalogEvent",
+            "Service and environment catalog changes, one row per event_id. Views: services, "
+            "environments.",
+            ("entity", "name"),
+        ),
     ]
     return {spec.name: replace(spec, columns=spec.columns + LEDGER_COLUMNS) for spec in specs}
 
 
 def deployments_view_sql(database: str | None = None) -> str:
-    """`deployments`: the latest record (highest seq) of each deployment.
+    """`deployments`: *what is deployed where, and in which state is each deployment now?*
+    The latest record (highest seq) of each deployment.
 
     `LIMIT 1 BY` rather than `argMax(col, seq)`: argMax skips NULLs, so a field cleared in a
     later version would show its stale value.
@@ -337,6 +420,203 @@ def deployments_view_sql(database: str | None = None) -> str:
         "ORDER BY seq DESC, updated_at DESC\n"
         "LIMIT 1 BY tenant, deployment_id"
     )
+
+
+def _view(database: str | None, name: str, select: str) -> str:
+    """`CREATE VIEW` around `select`. The view SELECTs are built only from
+    identifiers checked by `qualified` and literals quoted by `quote_str` (hence the S608
+    waivers): never from input."""
+    return f"CREATE VIEW {qualified(database, name)} AS\n{select}"
+
+
+def releases_view_sql(database: str | None = None) -> str:
+    """`releases`: *which versions of each service shipped, from which commit and artifact,
+    when first and last, and to which environments?* One row per tenant, service and version,
+    from succeeded deployments."""
+    return _view(
+        database,
+        "releases",
+        "SELECT tenant, service, assumeNotNull(version) AS version,\n"
+        "    argMin(commit_sha, started_at) AS commit_sha,\n"
+        "    argMin(artifact_digest, started_at) AS artifact_digest,\n"
+        "    min(started_at) AS first_deployed_at,\n"
+        "    max(started_at) AS last_deployed_at,\n"
+        "    arraySort(groupUniqArray(environment)) AS environments,\n"
+        "    count() AS deployments\n"
+        f"FROM {qualified(database, DEPLOYMENTS_VIEW)}\n"
+        "WHERE status = 'succeeded' AND version IS NOT NULL\n"
+        "GROUP BY tenant, service, version",
+    )
+
+
+def change_requests_view_sql(database: str | None = None) -> str:
+    """`change_requests`: *what is the current state of each change request, with its
+    window and approvals?* The latest event per tenant and change_id."""
+    return _view(
+        database,
+        "change_requests",
+        "SELECT tenant, change_id, system, state, title, risk, services, environments,\n"
+        "    planned_start, planned_end, approvals, url, actor, occurred_at AS updated_at\n"
+        f"FROM {qualified(database, CHANGES)}\n"
+        "ORDER BY occurred_at DESC, event_id DESC\n"
+        "LIMIT 1 BY tenant, change_id",
+    )
+
+
+def deployment_changes_view_sql(database: str | None = None) -> str:
+    """`deployment_changes`: *was each deployment covered by an approved change request, and
+    who approved it?* Every deployment with the state and approvals of the change request it
+    names (joined on tenant and change_id); `change_found` is 0 when no such request was
+    reported (then the change columns hold empty values)."""
+    return _view(
+        database,
+        "deployment_changes",
+        "SELECT d.tenant AS tenant, d.deployment_id AS deployment_id, d.service AS service,\n"
+        "    d.environment AS environment, d.region AS region, d.status AS status,\n"
+        "    d.started_at AS started_at, d.finished_at AS finished_at, d.actor AS actor,\n"
+        "    d.approvers AS deployment_approvers, d.change_id AS change_id,\n"
+        "    c.change_id != '' AS change_found, c.state AS change_state,\n"
+        "    c.approvals AS change_approvals, c.planned_start AS planned_start,\n"
+        "    c.planned_end AS planned_end, c.system AS change_system\n"
+        f"FROM {qualified(database, DEPLOYMENTS_VIEW)} AS d\n"
+        f"LEFT JOIN {qualified(database, 'change_requests')} AS c\n"
+        "    ON d.tenant = c.tenant AND d.change_id = c.change_id",
+    )
+
+
+def _catalog_latest(database: str | None, entity: str) -> str:
+    """The latest catalog event per tenant and name of one entity kind (a subquery)."""
+    return (
+        "SELECT tenant, name, owner_team, tier, repository, dependencies, url, action,\n"  # noqa: S608
+        "        occurred_at\n"
+        f"    FROM {qualified(database, CATALOG)} WHERE entity = {quote_str(entity)}\n"
+        "    ORDER BY occurred_at DESC, event_id DESC LIMIT 1 BY tenant, name"
+    )
+
+
+def services_view_sql(database: str | None = None) -> str:
+    """`services`: *which services exist, who owns them, and when were they last deployed?*
+    The latest catalog entry of each service, plus services seen only in deployments
+    (`in_catalog` = 0); owner and repository fall back to what the latest deployment named."""
+    return _view(
+        database,
+        "services",
+        "SELECT tenant, name AS service,\n"  # noqa: S608
+        "    if(c.owner_team IS NOT NULL, c.owner_team, d.team) AS owner_team, c.tier AS tier,\n"
+        "    if(c.repository IS NOT NULL, c.repository, d.repository) AS repository,\n"
+        "    c.dependencies AS dependencies, c.url AS url,\n"
+        "    c.action != '' AS in_catalog, c.action = 'removed' AS removed,\n"
+        "    d.deployments AS deployments, d.last_deployed_at AS last_deployed_at\n"
+        f"FROM ({_catalog_latest(database, 'service')}) AS c\n"
+        "FULL OUTER JOIN (\n"
+        "    SELECT tenant, toString(service) AS name, argMax(team, started_at) AS team,\n"
+        "        argMax(repository, started_at) AS repository, count() AS deployments,\n"
+        "        max(started_at) AS last_deployed_at\n"
+        f"    FROM {qualified(database, DEPLOYMENTS_VIEW)} GROUP BY tenant, name\n"
+        ") AS d USING (tenant, name)",
+    )
+
+
+def environments_view_sql(database: str | None = None) -> str:
+    """`environments`: *which environments exist, in which regions, and how much is deployed
+    to each?* The latest catalog entry of each environment, plus canonical environments seen
+    only in deployments (`in_catalog` = 0)."""
+    return _view(
+        database,
+        "environments",
+        "SELECT tenant, name AS environment, c.owner_team AS owner_team, c.tier AS tier,\n"  # noqa: S608
+        "    c.url AS url, c.action != '' AS in_catalog, c.action = 'removed' AS removed,\n"
+        "    d.regions AS regions, d.services AS services, d.deployments AS deployments,\n"
+        "    d.last_deployed_at AS last_deployed_at\n"
+        f"FROM ({_catalog_latest(database, 'environment')}) AS c\n"
+        "FULL OUTER JOIN (\n"
+        "    SELECT tenant, toString(environment) AS name,\n"
+        "        arraySort(groupUniqArray(region)) AS regions, uniqExact(service) AS services,\n"
+        "        count() AS deployments, max(started_at) AS last_deployed_at\n"
+        f"    FROM {qualified(database, DEPLOYMENTS_VIEW)} GROUP BY tenant, name\n"
+        ") AS d USING (tenant, name)",
+    )
+
+
+def commits_view_sql(database: str | None = None) -> str:
+    """`commits`: *when was each commit first seen, in which repository, by whom?* One row
+    per tenant, repository and SHA named by a source event (`commit_sha` or `commit_shas`)."""
+    return _view(
+        database,
+        "commits",
+        "SELECT tenant, repository, sha, min(occurred_at) AS first_seen_at,\n"  # noqa: S608
+        "    argMin(author, occurred_at) AS author,\n"
+        "    arraySort(groupUniqArray(ref)) AS refs, count() AS events\n"
+        "FROM (\n"
+        "    SELECT tenant, repository, occurred_at, author, ref,\n"
+        "        arrayJoin(arrayDistinct(arrayConcat(commit_shas,\n"
+        "            if(commit_sha IS NULL, [], [assumeNotNull(commit_sha)])))) AS sha\n"
+        f"    FROM {qualified(database, SOURCE)}\n"
+        ")\n"
+        "GROUP BY tenant, repository, sha",
+    )
+
+
+def pull_requests_view_sql(database: str | None = None) -> str:
+    """`pull_requests`: *which pull requests were merged, when, by whom, as which commit?*
+    The latest `pull_request_merged` event per tenant, repository and number."""
+    return _view(
+        database,
+        "pull_requests",
+        "SELECT tenant, repository, assumeNotNull(pull_request_number) AS number,\n"
+        "    pull_request_title AS title, pull_request_url AS url, author, merged_by,\n"
+        "    commit_sha AS merge_commit_sha, commit_shas, occurred_at AS merged_at\n"
+        f"FROM {qualified(database, SOURCE)}\n"
+        "WHERE kind = 'pull_request_merged' AND pull_request_number IS NOT NULL\n"
+        "ORDER BY occurred_at DESC, event_id DESC\n"
+        "LIMIT 1 BY tenant, repository, number",
+    )
+
+
+def artifacts_view_sql(database: str | None = None) -> str:
+    """`artifacts`: *which artifacts were published, with which digest, from which commit?*
+    The latest publication per tenant, artifact name and digest (the version when no digest
+    was reported)."""
+    return _view(
+        database,
+        "artifacts",
+        "SELECT tenant, artifact_name, version, digest, repository, commit_sha, builder, url,\n"
+        "    occurred_at AS published_at\n"
+        f"FROM {qualified(database, ARTIFACTS)}\n"
+        "ORDER BY occurred_at DESC, event_id DESC\n"
+        "LIMIT 1 BY tenant, artifact_name, ifNull(digest, ifNull(version, ''))",
+    )
+
+
+def running_at_view_sql(database: str | None = None) -> str:
+    """`running_at(at=...)`: *what ran where at time T?* A parameterized view: per tenant,
+    service, environment and region, the last succeeded deployment started before `at`
+    (UTC), e.g. `SELECT * FROM running_at(at = '2026-11-25 10:00:00')`."""
+    return _view(
+        database,
+        "running_at",
+        "SELECT tenant, service, environment, region, deployment_id, version, commit_sha,\n"
+        "    artifact_name, artifact_digest, started_at, finished_at, actor, change_id\n"
+        f"FROM {qualified(database, DEPLOYMENTS_VIEW)}\n"
+        "WHERE status = 'succeeded' AND started_at < {at:DateTime64(3, 'UTC')}\n"
+        "ORDER BY started_at DESC, deployment_id DESC\n"
+        "LIMIT 1 BY tenant, service, environment, region",
+    )
+
+
+#: The relational views by name, each after the views it reads.
+VIEWS: dict[str, Callable[[str | None], str]] = {
+    DEPLOYMENTS_VIEW: deployments_view_sql,
+    "releases": releases_view_sql,
+    "change_requests": change_requests_view_sql,
+    "deployment_changes": deployment_changes_view_sql,
+    "services": services_view_sql,
+    "environments": environments_view_sql,
+    "commits": commits_view_sql,
+    "pull_requests": pull_requests_view_sql,
+    "artifacts": artifacts_view_sql,
+    "running_at": running_at_view_sql,
+}
 
 
 def chain_heads_sql(database: str | None = None, name: str = CHAIN_HEADS) -> str:
@@ -357,10 +637,6 @@ def chain_heads_sql(database: str | None = None, name: str = CHAIN_HEADS) -> str
         f"TTL {RETENTION_TTL}\n"
         "COMMENT 'Chain heads after each sink flush: a truncated chain tail is detectable.'"
     )
-
-
-#: The ledger's views by name: `(database | None) -> CREATE VIEW`.
-VIEWS = {DEPLOYMENTS_VIEW: deployments_view_sql}
 
 
 def desired_schema(database: str | None = None) -> dict[str, str]:

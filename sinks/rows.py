@@ -6,11 +6,13 @@ raises `RowError`, which the sink treats like a decode failure (dead letter, not
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
+from shipledger.schemas.registry import catalog
 from shipledger.sinks.chain import to_ms_precision
 from shipledger.sinks.ddl import (
     ALERTS,
@@ -56,19 +58,52 @@ def _utc(value: Any, column: str) -> datetime:
     return to_ms_precision(value.astimezone(UTC))
 
 
+@cache
+def _field_types(schema: str) -> dict[str, Any]:
+    return {f["name"]: f["type"] for f in catalog().latest(schema).raw["fields"]}
+
+
+def column_value(avro_type: Any, value: Any, column: str) -> Any:
+    """A decoded Avro value as clickhouse-connect inserts it into the column `clickhouse_type`
+    made of `avro_type`: timestamps UTC-aware, records (named Tuples) as tuples in field
+    order, inside arrays, maps and nullable unions too."""
+    if value is None:
+        return None
+    if isinstance(avro_type, list):
+        (avro_type,) = [t for t in avro_type if t != "null"]
+    if not isinstance(avro_type, dict):
+        return value
+    if avro_type.get("logicalType") in ("timestamp-millis", "timestamp-micros"):
+        return _utc(value, column)
+    kind = avro_type["type"]
+    if kind == "array":
+        return [column_value(avro_type["items"], item, f"{column}[]") for item in value]
+    if kind == "map":
+        return {k: column_value(avro_type["values"], v, f"{column}{{}}") for k, v in value.items()}
+    if kind == "record":
+        if not isinstance(value, Mapping):
+            raise RowError(f"{column}: expected a record, got {type(value).__name__}")
+        try:
+            return tuple(
+                column_value(f["type"], value[f["name"]], f"{column}.{f['name']}")
+                for f in avro_type["fields"]
+            )
+        except KeyError as exc:
+            raise RowError(f"{column}: field {exc} missing from the record") from None
+    return value
+
+
 def avro_row(spec: TableSpec, decoded: Mapping[str, Any]) -> Row:
-    """The table's Avro-derived columns taken from `decoded`, timestamps in UTC (the sink
-    stamps the ledger columns when it stores the row)."""
+    """The table's Avro-derived columns taken from `decoded`, in their insertable form (the
+    sink stamps the ledger columns when it stores the row)."""
     row: Row = {}
+    types = _field_types(spec.schema)
     for column in spec.columns:
         if column.name in LEDGER_COLUMN_NAMES or (column.name in _INGEST and spec.name == EVENTS):
             continue
         if column.name not in decoded:
             raise RowError(f"{spec.name}: field {column.name!r} missing from the message")
-        value = decoded[column.name]
-        if value is not None and column.type.startswith(("DateTime64", "Nullable(DateTime64")):
-            value = _utc(value, column.name)
-        row[column.name] = value
+        row[column.name] = column_value(types[column.name], decoded[column.name], column.name)
     if not row[spec.id_column]:
         raise RowError(f"{spec.name}: empty {spec.id_column}")
     return row
@@ -91,6 +126,15 @@ def record_row(record: Mapping[str, Any]) -> Row:
 def alert_row(alert: Mapping[str, Any]) -> Row:
     """An `alerts` row (evidence stays a string map)."""
     return avro_row(tables()[ALERTS], alert)
+
+
+def family_row(table: str) -> Callable[[Mapping[str, Any], KafkaMeta], Row]:
+    """The row builder of a family's event table (the message as received)."""
+
+    def to_row(event: Mapping[str, Any], _meta: KafkaMeta) -> Row:
+        return avro_row(tables()[table], event)
+
+    return to_row
 
 
 def dedupe(rows: list[Row], id_column: str, stored: set[str]) -> tuple[list[Row], int]:

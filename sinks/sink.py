@@ -51,15 +51,36 @@ from pydantic import ValidationError
 
 from shipledger.logging import get_logger
 from shipledger.processors.policy import load_policy
+from shipledger.schemas.families import family_of
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec, DecodeError
-from shipledger.schemas.validation import EVENT_SCHEMA
+from shipledger.schemas.validation import EVENT_SCHEMA, validation_reason
 from shipledger.settings import Settings
 from shipledger.sinks import ddl
 from shipledger.sinks import metrics as m
 from shipledger.sinks.chain import ChainKey, Head, stamp
-from shipledger.sinks.ddl import ALERTS, EVENTS, RECORDS, TableSpec, tables
-from shipledger.sinks.rows import KafkaMeta, Row, RowError, alert_row, dedupe, event_row, record_row
+from shipledger.sinks.ddl import (
+    ALERTS,
+    ARTIFACTS,
+    CATALOG,
+    CHANGES,
+    EVENTS,
+    RECORDS,
+    SIGNALS,
+    SOURCE,
+    TableSpec,
+    tables,
+)
+from shipledger.sinks.rows import (
+    KafkaMeta,
+    Row,
+    RowError,
+    alert_row,
+    dedupe,
+    event_row,
+    family_row,
+    record_row,
+)
 from shipledger.sinks.store import TimeWindow
 from shipledger.topics import Topics
 
@@ -117,10 +138,31 @@ class Route:
     owns_rejects: bool = True
 
 
+def _family_route(topic: str, name: str, table: str) -> Route:
+    """A family topic's route: validated by the family's model; the sink alone reads these
+    topics, so it dead-letters their rejects itself."""
+    family = family_of(name)
+    return Route(
+        topic,
+        tables()[table],
+        AvroCodec(family.schema),
+        family_row(table),
+        validate=family.model.model_validate,
+    )
+
+
 def routes(topics: Topics) -> dict[str, Route]:
     """The sink's topics, each with its codec and table."""
     spec = tables()
+    families = [
+        _family_route(topics.changes, "change", CHANGES),
+        _family_route(topics.source, "source", SOURCE),
+        _family_route(topics.artifacts, "artifact", ARTIFACTS),
+        _family_route(topics.signals, "signal", SIGNALS),
+        _family_route(topics.catalog, "catalog", CATALOG),
+    ]
     return {
+        **{route.topic: route for route in families},
         topics.raw: Route(
             topics.raw,
             spec[EVENTS],
@@ -142,6 +184,15 @@ def routes(topics: Topics) -> dict[str, Route]:
             lambda alert, _meta: alert_row(alert),
         ),
     }
+
+
+def _reject_reason(exc: DecodeError | RowError | ValidationError) -> tuple[str, str | None]:
+    """`field: reason` (and the field) for a rejected message's dead-letter headers."""
+    if isinstance(exc, ValidationError):
+        return validation_reason(exc)
+    if isinstance(exc, DecodeError):
+        return exc.reason, exc.field
+    return str(exc), None
 
 
 @dataclass(frozen=True)
@@ -331,7 +382,7 @@ class ClickHouseSink:
                 row = route.to_row(decoded, meta)
             except (DecodeError, RowError, ValidationError) as exc:
                 if route.owns_rejects:
-                    self._dead_letter(msg, meta, str(exc))
+                    self._dead_letter(msg, meta, *_reject_reason(exc))
                 else:
                     self._invalid += 1
                 continue
@@ -341,10 +392,13 @@ class ClickHouseSink:
         if messages:
             self.metrics.increment(m.MESSAGES, len(messages))
 
-    def _dead_letter(self, msg: Message, meta: KafkaMeta, reason: str) -> None:
+    def _dead_letter(
+        self, msg: Message, meta: KafkaMeta, reason: str, field: str | None = None
+    ) -> None:
         self._log.warning(
             "dead-lettering message",
             reason=reason,
+            field=field,
             topic=meta.topic,
             partition=meta.partition,
             offset=meta.offset,
@@ -352,6 +406,7 @@ class ClickHouseSink:
         assert self._producer is not None
         headers: list[tuple[str, str | bytes | None]] = [
             ("reason", reason.encode()),
+            ("field", (field or "").encode()),
             ("source_topic", meta.topic.encode()),
             ("source_partition", str(meta.partition).encode()),
             ("source_offset", str(meta.offset).encode()),

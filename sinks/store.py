@@ -297,10 +297,13 @@ class LedgerStore:
         self, sql: str, parameters: dict[str, Any] | None = None
     ) -> Iterator[Sequence[Sequence[Any]]]:
         """Run a query and yield its result block by block, each a list of columns (for
-        reading whole tables without holding them in memory). Holds the store's lock until
+        reading whole tables without holding them in memory). Named tuples come back as
+        tuples, the form the sink inserts (and hashes) them in. Holds the store's lock until
         the stream is exhausted or closed."""
         with self._lock:
-            stream = self._client.query_column_block_stream(sql, parameters=parameters)
+            stream = self._client.query_column_block_stream(
+                sql, parameters=parameters, query_formats={"Tuple": "tuple"}
+            )
             with stream:
                 yield from stream
 

@@ -231,12 +231,15 @@ def test_expired_rows_are_not_tampering_but_a_due_row_is(
 def _sample(column_type: str) -> Any:
     if column_type.startswith("Nullable(") or column_type.startswith("LowCardinality(Nullable"):
         return None
+    if column_type.startswith("Array(Tuple("):  # ChangeEvent approvals: nested datetimes
+        assert column_type.count(" ") >= 3 and column_type.endswith("DateTime64(3, 'UTC')))")
+        return [("ann", "approved", chain.to_ms_precision(NOW))]
+    if column_type.startswith("Array("):
+        return ["x", "y"]
     if "DateTime64" in column_type:
         return chain.to_ms_precision(NOW)
     if column_type.startswith("Map("):
         return {"b": "2", "a": "1"}
-    if column_type.startswith("Array("):
-        return ["x", "y"]
     if "Int" in column_type:
         return 7
     if column_type == "Bool":

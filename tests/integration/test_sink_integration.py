@@ -203,7 +203,8 @@ def test_each_message_lands_once_replays_add_nothing_poison_goes_to_dlq(
     _run_sink(first, lambda s: s.stats().messages >= total and s.stats().pending_rows == 0)
     assert _counts(store) == expected
     stats = first.stats()
-    assert stats.rows_inserted == expected
+    assert {t: n for t, n in stats.rows_inserted.items() if t in expected} == expected
+    assert sum(stats.rows_inserted.values()) == sum(expected.values())
     assert stats.dead_lettered == 1
 
     # Every field arrived as sent; the Kafka position is recorded.
@@ -235,7 +236,7 @@ def test_each_message_lands_once_replays_add_nothing_poison_goes_to_dlq(
     replay = ClickHouseSink(fast, broker, store, group_id=f"{fast.topic_prefix}sink-replay")
     _run_sink(replay, lambda s: s.stats().messages >= total + len(msgs) and s.stats().flushes > 0)
     assert _counts(store) == expected
-    assert replay.stats().rows_inserted == dict.fromkeys(expected, 0)
+    assert set(replay.stats().rows_inserted.values()) == {0}
     assert sum(replay.stats().duplicates_skipped.values()) == 2 * len(msgs)
 
 
@@ -272,12 +273,10 @@ def test_schema_matches_the_spec_and_is_idempotent(store: LedgerStore) -> None:
         {"db": store.database},
     )
     assert dict(engines) == {
-        "alerts": "MergeTree",
+        **dict.fromkeys(ddl.tables(), "MergeTree"),
         "chain_heads": "MergeTree",
-        "deployment_events": "MergeTree",
-        "deployment_records": "MergeTree",
-        "deployments": "View",
         "schema_migrations": "MergeTree",
+        **dict.fromkeys(ddl.VIEWS, "View"),
     }
     assert store.ensure_schema() == []  # nothing left to apply
 

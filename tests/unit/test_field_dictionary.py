@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from shipledger.cli import cli
 from shipledger.schemas.dictionary import is_required, render, type_name
-from shipledger.schemas.fields import ALIASES, OTEL_NAMES
+from shipledger.schemas.fields import ALIASES, OTEL_NAMES, OTEL_NAMES_BY_SCHEMA, otel_name
 from shipledger.schemas.registry import catalog
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "fields.md"
@@ -118,3 +118,13 @@ def test_docs_command_needs_the_target_directory(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["schemas", "docs", "--out", str(tmp_path / "no" / "f.md")])
     assert result.exit_code == 2
     assert "run this in the repository root" in result.output
+
+
+def test_per_schema_otel_names_name_real_fields() -> None:
+    by_record = {v.raw["name"]: v.raw for v in catalog().by_id.values()}
+    for record, names in OTEL_NAMES_BY_SCHEMA.items():
+        fields = {f["name"] for f in by_record[record]["fields"]}
+        assert set(names) <= fields, record
+    assert otel_name("ArtifactEvent", "version") == "artifact.version"
+    assert otel_name("DeploymentEvent", "version") == "service.version"
+    assert otel_name("SourceEvent", "pull_request_number") == "vcs.change.id"

@@ -13,7 +13,16 @@ TABLE_SCHEMAS = {
     ddl.EVENTS: "io.shipledger.v1.DeploymentEvent",
     ddl.RECORDS: "io.shipledger.v1.DeploymentRecord",
     ddl.ALERTS: "io.shipledger.v1.Alert",
+    ddl.CHANGES: "io.shipledger.v1.ChangeEvent",
+    ddl.SOURCE: "io.shipledger.v1.SourceEvent",
+    ddl.ARTIFACTS: "io.shipledger.v1.ArtifactEvent",
+    ddl.SIGNALS: "io.shipledger.v1.SignalEvent",
+    ddl.CATALOG: "io.shipledger.v1.CatalogEvent",
 }
+APPROVALS = (
+    "Array(Tuple(approver String, decision LowCardinality(String), "
+    "decided_at DateTime64(3, 'UTC')))"
+)
 
 
 def _expected_base_type(avro_type: Any) -> tuple[str, bool]:
@@ -24,6 +33,8 @@ def _expected_base_type(avro_type: Any) -> tuple[str, bool]:
     if isinstance(avro_type, dict):
         if avro_type.get("logicalType") == "timestamp-millis":
             return "DateTime64(3, 'UTC')", nullable
+        if avro_type["type"] == "array" and isinstance(avro_type["items"], dict):
+            return APPROVALS, nullable  # the only array of records
         return {
             "enum": "String",
             "map": "Map(String, String)",
@@ -42,7 +53,8 @@ def _strip(ch_type: str) -> tuple[str, bool]:
                 nullable = nullable or wrapper == "Nullable("
                 ch_type = ch_type[len(wrapper) : -1]
                 changed = True
-    ch_type = ch_type.replace("LowCardinality(String)", "String")
+    if not ch_type.startswith("Array(Tuple("):
+        ch_type = ch_type.replace("LowCardinality(String)", "String")
     return ch_type, nullable
 
 
@@ -67,10 +79,38 @@ def test_keys_are_real_non_nullable_columns(table: str) -> None:
     types = dict(zip(spec.column_names, spec.column_types, strict=True))
     assert spec.order_by[0] == "tenant"
     assert spec.sort_key[:2] == ("`tenant`", "ifNull(`region`, '')")
-    for key in (*spec.order_by, spec.id_column, spec.time_column):
-        assert key in types
+    for key in (spec.id_column, spec.time_column):
         assert "Nullable" not in types[key], key
+    sql = spec.create_sql("ledger")
+    for key in spec.order_by:
+        assert key in types
+        if "Nullable" in types[key]:  # a sorting key cannot be Nullable: ifNull makes it not
+            assert f"ifNull(`{key}`, '')" in sql, key
     assert types[spec.time_column] == ddl.DATETIME_MS
+
+
+@pytest.mark.parametrize(
+    "table", [ddl.CHANGES, ddl.SOURCE, ddl.ARTIFACTS, ddl.SIGNALS, ddl.CATALOG]
+)
+def test_family_tables_sort_by_tenant_region_natural_key_and_time(table: str) -> None:
+    spec = ddl.tables()[table]
+    assert spec.order_by[:2] == ("tenant", "region")
+    assert spec.order_by[-2:] == ("occurred_at", "event_id")
+    assert (spec.id_column, spec.time_column) == ("event_id", "occurred_at")
+    assert "ORDER BY (`tenant`, ifNull(`region`, ''), " in spec.create_sql("ledger")
+
+
+def test_approvals_are_an_array_of_named_tuples() -> None:
+    spec = ddl.tables()[ddl.CHANGES]
+    types = dict(zip(spec.column_names, spec.column_types, strict=True))
+    assert types["approvals"] == APPROVALS
+
+
+def test_every_view_says_what_it_answers() -> None:
+    for name, view in ddl.VIEWS.items():
+        assert view.__doc__ and "?" in view.__doc__, name
+        assert view.__doc__.startswith(f"`{name}"), name
+        assert f"CREATE VIEW `ledger`.`{name}` AS" in view("ledger")
 
 
 def test_create_sql_has_engine_partition_and_indexes() -> None:
@@ -115,6 +155,10 @@ def test_alert_evidence_is_a_string_map() -> None:
         ({"type": "array", "items": "string"}, "Array(String)"),
         ({"type": "map", "values": "long"}, "Map(String, Int64)"),
         ("boolean", "Bool"),
+        (
+            {"type": "record", "name": "P", "fields": [{"name": "x", "type": ["null", "int"]}]},
+            "Tuple(x Nullable(Int32))",
+        ),
     ],
 )
 def test_type_mapping(avro: Any, expected: str) -> None:
@@ -123,7 +167,12 @@ def test_type_mapping(avro: Any, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "avro",
-    [["null", "string", "long"], ["null", {"type": "map", "values": "string"}], "fixed_thing"],
+    [
+        ["null", "string", "long"],
+        ["null", {"type": "map", "values": "string"}],
+        ["null", {"type": "record", "name": "R", "fields": []}],
+        "fixed_thing",
+    ],
 )
 def test_unmappable_types_are_refused(avro: Any) -> None:
     with pytest.raises(ddl.SchemaMappingError):

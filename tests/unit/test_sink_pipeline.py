@@ -233,7 +233,11 @@ def test_replayed_and_repeated_messages_are_skipped(settings: Settings) -> None:
     run_until_drained(sink)
     assert len(store_of(sink).tables["deployment_events"]) == 5
     stats = sink.stats()
-    assert stats.rows_inserted == {"deployment_events": 5, "deployment_records": 0, "alerts": 5}
+    assert stats.rows_inserted["deployment_records"] == 0
+    assert {t: n for t, n in stats.rows_inserted.items() if n} == {
+        "deployment_events": 5,
+        "alerts": 5,
+    }
     assert stats.duplicates_skipped["deployment_events"] == 10
     assert stats.duplicates_skipped["alerts"] == 10
 

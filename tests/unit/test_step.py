@@ -92,3 +92,30 @@ def test_duration_is_start_to_finish_even_when_finish_came_first() -> None:
     assert done.record.duration_ms is None
     late = process(event("started", MONDAY_NIGHT - timedelta(minutes=20)), done.record, policy)
     assert late.record.duration_ms == 1_200_000
+
+
+def test_v2_fields_reach_the_record_latest_non_empty_wins() -> None:
+    policy = load_policy(None)
+    v2 = {
+        "team": "payments",
+        "source": "webhook:github",
+        "rollback_of": "dep-0",
+        "approvers": ["bob"],
+        "pull_requests": ["#7", "#8"],
+        "provenance_url": "https://example.test/attestation",
+    }
+    started = process(event("started", MONDAY_NIGHT, **v2), None, policy)
+    assert {k: getattr(started.record, k) for k in v2} == v2
+    # A later event without them keeps them; one with new values replaces them.
+    done = process(
+        event("succeeded", MONDAY_NIGHT + timedelta(minutes=1), approvers=["carol"]),
+        started.record,
+        policy,
+    )
+    assert {k: getattr(done.record, k) for k in v2} == {**v2, "approvers": ["carol"]}
+
+
+def test_a_v1_event_gives_a_record_with_empty_v2_fields() -> None:
+    record = process(event("started", MONDAY_NIGHT), None, load_policy(None)).record
+    assert (record.team, record.source, record.rollback_of, record.provenance_url) == (None,) * 4
+    assert record.approvers == [] and record.pull_requests == []

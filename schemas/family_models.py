@@ -1,0 +1,182 @@
+"""pydantic models of the event families beside deployments (change, source, artifact, signal,
+catalog), mirroring their Avro schemas field for field (a test proves it).
+
+Every family event starts with the same fields: `event_id`, `tenant`, `region`, `occurred_at`,
+`source` (ingest channel) and `attributes`. Errors name the field and the reason: SHAs must be
+full, digests `sha256:<64 hex>`, timestamps timezone-aware, enums one of their symbols.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from shipledger.schemas.models import (
+    Model,
+    aware,
+    drop_blank,
+    full_sha,
+    new_id,
+    sha256_digest,
+    utcnow,
+)
+
+ChangeState = Literal[
+    "opened", "approved", "rejected", "scheduled", "implemented", "closed", "cancelled"
+]
+ApprovalDecision = Literal["approved", "rejected"]
+SourceEventKind = Literal["push", "tag", "pull_request_merged", "release_published"]
+ArtifactEventKind = Literal["published"]
+SignalKind = Literal[
+    "incident_opened", "incident_resolved", "alert_fired", "alert_resolved", "pipeline_finished"
+]
+CatalogEntity = Literal["service", "environment"]
+CatalogAction = Literal["created", "modified", "removed"]
+
+
+class FamilyEvent(Model):
+    """The fields every family event starts with."""
+
+    event_id: str = Field(default_factory=new_id, min_length=1, max_length=128)
+    tenant: str = Field(default="default", min_length=1, max_length=100)
+    region: str | None = None
+    occurred_at: datetime = Field(default_factory=utcnow)
+    source: str | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank(cls, data: Any) -> Any:
+        return drop_blank(data)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _occurred(cls, value: datetime) -> datetime:
+        return aware(value)
+
+
+class Approval(Model):
+    """One approval decision on a change request (Avro record Approval)."""
+
+    approver: str = Field(min_length=1)
+    decision: ApprovalDecision
+    decided_at: datetime
+
+    @field_validator("decided_at")
+    @classmethod
+    def _decided(cls, value: datetime) -> datetime:
+        return aware(value)
+
+
+class ChangeEvent(FamilyEvent):
+    """A change request as the change-management system reported it (schema ChangeEvent)."""
+
+    change_id: str = Field(min_length=1, max_length=128)
+    system: str = Field(min_length=1, max_length=100)
+    state: ChangeState
+    title: str | None = None
+    risk: str | None = None
+    services: list[str] = Field(default_factory=list)
+    environments: list[str] = Field(default_factory=list)
+    planned_start: datetime | None = None
+    planned_end: datetime | None = None
+    approvals: list[Approval] = Field(default_factory=list)
+    url: str | None = None
+    actor: str | None = None
+
+    @field_validator("planned_start", "planned_end")
+    @classmethod
+    def _planned(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else aware(value)
+
+    @model_validator(mode="after")
+    def _window(self) -> ChangeEvent:
+        if self.planned_start and self.planned_end and self.planned_end < self.planned_start:
+            raise ValueError("planned_end is before planned_start")
+        return self
+
+
+class SourceEvent(FamilyEvent):
+    """A push, tag, merged pull request or published release (schema SourceEvent)."""
+
+    kind: SourceEventKind
+    repository: str = Field(min_length=1)
+    ref: str | None = None
+    commit_sha: str | None = None
+    previous_sha: str | None = None
+    commit_shas: list[str] = Field(default_factory=list)
+    pull_request_number: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    pull_request_title: str | None = None
+    pull_request_url: str | None = None
+    author: str | None = None
+    merged_by: str | None = None
+    release_tag: str | None = None
+    url: str | None = None
+
+    @field_validator("commit_sha", "previous_sha")
+    @classmethod
+    def _sha(cls, value: str | None) -> str | None:
+        return None if value is None else full_sha(value)
+
+    @field_validator("commit_shas")
+    @classmethod
+    def _shas(cls, value: list[str]) -> list[str]:
+        out = []
+        for i, sha in enumerate(value):
+            try:
+                out.append(full_sha(sha))
+            except ValueError as exc:
+                raise ValueError(f"item {i} ({sha!r}) {exc}") from None
+        return out
+
+
+class ArtifactEvent(FamilyEvent):
+    """A published build artifact (schema ArtifactEvent)."""
+
+    kind: ArtifactEventKind = "published"
+    artifact_name: str = Field(min_length=1)
+    version: str | None = None
+    digest: str | None = None
+    repository: str | None = None
+    commit_sha: str | None = None
+    builder: str | None = None
+    url: str | None = None
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, value: str | None) -> str | None:
+        return None if value is None else sha256_digest(value)
+
+    @field_validator("commit_sha")
+    @classmethod
+    def _sha(cls, value: str | None) -> str | None:
+        return None if value is None else full_sha(value)
+
+
+class SignalEvent(FamilyEvent):
+    """An incident, alert or pipeline outcome (schema SignalEvent)."""
+
+    kind: SignalKind
+    service: str | None = None
+    environment: str | None = None
+    severity: str | None = None
+    title: str | None = None
+    external_id: str | None = None
+    deployment_id: str | None = None
+    outcome: str | None = None
+    url: str | None = None
+
+
+class CatalogEvent(FamilyEvent):
+    """A service or environment catalog entry changed (schema CatalogEvent)."""
+
+    entity: CatalogEntity
+    action: CatalogAction
+    name: str = Field(min_length=1, max_length=200)
+    owner_team: str | None = None
+    tier: str | None = None
+    repository: str | None = None
+    dependencies: list[str] = Field(default_factory=list)
+    url: str | None = None
