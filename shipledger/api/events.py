@@ -15,17 +15,18 @@ An object's fields are those of its family's model, plus an optional `family` (d
 
 from __future__ import annotations
 
-import importlib
 import json
 import uuid
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Protocol
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from shipledger.api.auth import ANY_TENANT, Principal
-from shipledger.schemas.models import DeploymentEvent, utcnow
+from shipledger.schemas import families
+from shipledger.schemas.families import Family
+from shipledger.schemas.models import utcnow
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import field_errors
 from shipledger.settings import Settings
@@ -34,38 +35,10 @@ DEFAULT_FAMILY = "deployment"
 _ID_NAMESPACE = uuid.UUID("0b7a4f0e-5d3c-4c1e-9a57-5f1d2e3c4b6a")
 
 
-class Family(Protocol):
-    """What the API needs of an event family (`shipledger.schemas.families.Family`)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def schema(self) -> str: ...
-    @property
-    def topic(self) -> str: ...
-    @property
-    def model(self) -> type[BaseModel]: ...
-
-
-@dataclass(frozen=True)
-class _DeploymentFamily:
-    name: str = DEFAULT_FAMILY
-    schema: str = "io.shipledger.v1.DeploymentEvent"
-    topic: str = "deployments.raw"
-    model: type[BaseModel] = DeploymentEvent
-
-
 def family_of(name: str) -> Family:
-    """The named family from the contract's registry (`shipledger.schemas.families`); where
-    that module is not installed, only `deployment` exists. Raises ValueError if unknown."""
+    """The named family from the contract's registry; ValueError naming the known ones."""
     try:
-        registry = importlib.import_module("shipledger.schemas.families")
-    except ModuleNotFoundError:
-        if name != DEFAULT_FAMILY:
-            raise ValueError(f"unknown family {name!r} (this build knows: deployment)") from None
-        return _DeploymentFamily()
-    try:
-        family: Family = registry.family_of(name)
+        family: Family = families.family_of(name)
     except KeyError as exc:
         raise ValueError(str(exc).strip("'\"")) from None
     return family

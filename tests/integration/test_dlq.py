@@ -59,6 +59,12 @@ def run(stack: Stack, *args: str) -> Result:
     return result
 
 
+def json_lines(output: str) -> list[str]:
+    """The JSON lines of a command's output: the stack's sink thread runs in this process and
+    may log into the same captured stdout."""
+    return [line for line in output.splitlines() if line.startswith("{")]
+
+
 def wait_letters(stack: Stack, want: int, timeout: float = 60) -> int:
     deadline = time.monotonic() + timeout
     have = 0
@@ -117,7 +123,7 @@ def test_list_show_and_replay_dead_letters(stack: Stack) -> None:
     assert stack.topics.raw in table
 
     letters = [
-        json.loads(line) for line in run(stack, "list", "--format", "json").output.splitlines()
+        json.loads(line) for line in json_lines(run(stack, "list", "--format", "json").output)
     ]
     assert {x["stage"] for x in letters} == {"processors"}
     assert {x["source_topic"] for x in letters} == {stack.topics.raw}
@@ -146,9 +152,7 @@ def test_list_show_and_replay_dead_letters(stack: Stack) -> None:
     assert "Replayed 2 letter(s)." in run(stack, "replay", "--all").output
     # Still bad: both come back as new letters, with their reasons, naming their origin.
     assert wait_letters(stack, 4) == 4
-    again = [
-        json.loads(line) for line in run(stack, "list", "--format", "json").output.splitlines()
-    ]
+    again = [json.loads(line) for line in json_lines(run(stack, "list", "--format", "json").output)]
     returned = [x for x in again if x["id"] not in {sha["id"], junk["id"]}]
     assert len(returned) == 2
     assert {x["field"] for x in returned} == {"commit_sha", None}

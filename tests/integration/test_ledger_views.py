@@ -18,7 +18,8 @@ from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks import ddl
-from shipledger.sinks.rows import KafkaMeta, avro_row, event_row, record_row
+from shipledger.sinks.rows import KafkaMeta, Row, avro_row, event_row, record_row
+from shipledger.sinks.sink import ClickHouseSink
 from shipledger.sinks.store import LedgerStore
 
 pytestmark = pytest.mark.integration
@@ -28,6 +29,11 @@ SHA_B = "b" * 40
 DIGEST = "sha256:" + "d" * 64
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 META = KafkaMeta("raw", 0, 0, None)
+
+
+def _store(store: LedgerStore, table: str, row: Row) -> None:
+    """Store one row the way the sink does (chain and retention columns stamped)."""
+    ClickHouseSink(Settings(), "unused:9092", store).write_rows({table: [row]})
 
 
 def _wire(schema: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -61,15 +67,15 @@ def _deploy(
         )
         previous = process(event, previous, policy, now=at).record
         wire_event = _wire("io.shipledger.v1.DeploymentEvent", event.to_avro())
-        store.insert(ddl.EVENTS, [event_row(wire_event, META)])
+        _store(store, ddl.EVENTS, event_row(wire_event, META))
         wire_record = _wire("io.shipledger.v1.DeploymentRecord", previous.to_avro())
-        store.insert(ddl.RECORDS, [record_row(wire_record)])
+        _store(store, ddl.RECORDS, record_row(wire_record))
 
 
 def _family(store: LedgerStore, name: str, table: str, payload: dict[str, Any]) -> None:
     family = family_of(name)
     event = family.model.model_validate({"tenant": "retail", **payload})
-    store.insert(table, [avro_row(ddl.tables()[table], _wire(family.schema, event.to_avro()))])
+    _store(store, table, avro_row(ddl.tables()[table], _wire(family.schema, event.to_avro())))
 
 
 @pytest.fixture

@@ -92,7 +92,12 @@ def test_prepare_fills_tenant_and_a_stable_id() -> None:
     assert isinstance(untimed, Prepared) and isinstance(later, Prepared)
     assert untimed.event_id != later.event_id
     assert prepare({**EVENT, "family": "nope"}, 3, ACME, settings, "api") == [
-        FieldError(3, "family", "unknown family 'nope' (this build knows: deployment)")
+        FieldError(
+            3,
+            "family",
+            "unknown event family 'nope': known families are deployment, change, source, "
+            "artifact, signal, catalog",
+        )
     ]
     with pytest.raises(Forbidden, match="not 'globex'"):
         prepare({**EVENT, "tenant": "globex"}, 0, ACME, settings, "api")
