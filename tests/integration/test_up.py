@@ -15,6 +15,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from shipledger.api.auth import AuthStore
 from shipledger.settings import Settings
 from shipledger.sinks.store import LedgerStore
 
@@ -85,7 +86,23 @@ def test_up_runs_until_ctrl_c(tmp_path: Path) -> None:
             )
             assert emitted.returncode == 0, emitted.stderr
             assert record_arrives(bootstrap, "shipledger.deployments.records")
-            time.sleep(1.0)  # the sink reads it too; stopping flushes what it holds
+            # `up` owns the chDB dir: `shipledger query` goes through its API, with the local
+            # read token the 0600 stack file hands it.
+            assert stack_file.stat().st_mode & 0o777 == 0o600 and info["api_token"]
+            deadline = time.monotonic() + 30
+            while True:
+                queried = subprocess.run(
+                    [BIN, "query", "--format", "csv", "SELECT service, status FROM deployments"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                assert queried.returncode == 0, queried.stderr + queried.stdout
+                if "cart" in queried.stdout or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert queried.stdout.splitlines()[-1] == "cart,in_progress", queried.stdout
         finally:
             up.send_signal(signal.SIGINT)
             code = up.wait(timeout=60)
@@ -93,6 +110,11 @@ def test_up_runs_until_ctrl_c(tmp_path: Path) -> None:
     assert code == 0, output
     assert "shipledger stopped cleanly." in output
     assert not stack_file.exists()
+    auth = AuthStore(tmp_path / "data" / "auth.sqlite3")
+    try:  # the local read token died with `up`
+        assert [t.revoked_at is not None for t in auth.list_tokens()] == [True]
+    finally:
+        auth.close()
     with LedgerStore.open(Settings(data_dir=tmp_path / "data")) as store:
         assert store.count("deployment_events") == 1
         _, rows = store.query("SELECT environment, status FROM shipledger.deployments")
