@@ -1,7 +1,9 @@
 """`shipledger demo`: the embedded stack, a day of CI traffic from four teams, the result.
 
 What it shows is read back from ClickHouse, not from memory: events travel CLI/producer →
-Tansu → Faust → Tansu → sink → chDB like any production event.
+Tansu → Faust → Tansu → sink → chDB like any production event; the change requests behind the
+day's tickets arrive through the ingest API (`POST /v1/events`), and `audit verify` checks
+the hash chains of everything stored.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+import httpx
 
+from shipledger.api.auth import AuthStore
 from shipledger.logging import configure_logging
 from shipledger.processors.policy import parse_policy
 from shipledger.processors.step import process
 from shipledger.producers.publisher import Publisher
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord, utcnow
 from shipledger.settings import Settings
+from shipledger.sinks.audit import verify
 from shipledger.stack import Stack
-from shipledger.traffic import day_of_traffic, demo_day, demo_policy
+from shipledger.traffic import change_requests, day_of_traffic, demo_day, demo_policy
 
 _CLI_DEPLOYMENT = DeploymentEvent(
     deployment_id="cli-demo",
@@ -80,6 +85,29 @@ def _emit_with_cli(settings: Settings, bootstrap: str) -> int:
     if done.returncode != 0:
         raise click.ClickException(f"`shipledger run` failed: {done.stderr.strip()[-500:]}")
     return 2  # started + succeeded
+
+
+def _post_through_api(stack: Stack, objects: list[dict[str, object]]) -> None:
+    """POST `objects` to the stack's ingest API, with one ingest token per tenant."""
+    assert stack.api is not None
+    auth = AuthStore(stack.settings.resolved_auth_db)
+    try:
+        tokens = {
+            tenant: auth.create_token(str(tenant), ("ingest",), name="demo")[0]
+            for tenant in {o["tenant"] for o in objects}
+        }
+    finally:
+        auth.close()
+    with httpx.Client(base_url=stack.api.url, timeout=30) as client:
+        for tenant, token in tokens.items():
+            batch = [o for o in objects if o["tenant"] == tenant]
+            answer = client.post(
+                "/v1/events", json=batch, headers={"Authorization": f"Bearer {token}"}
+            )
+            if answer.status_code != 202:
+                raise click.ClickException(
+                    f"the ingest API answered {answer.status_code}: {answer.text}"
+                )
 
 
 def _wait_for(stack: Stack, want: dict[str, int], timeout_s: float) -> dict[str, int]:
@@ -146,6 +174,20 @@ def _summary(stack: Stack) -> None:
         f"FROM {db}.alerts ORDER BY rule, occurred_at LIMIT 2 BY rule"
     )
     _table("A few alerts", ("rule", "tenant", "service", "env", "actor", "at", "message"), rows)
+    _, rows = q(
+        "SELECT tenant, multiIf(change_id IS NULL, 'no change ticket', NOT change_found, "  # noqa: S608
+        "'ticket unknown to the CAB', 'change ' || change_state) AS coverage, count() "
+        f"FROM {db}.deployment_changes WHERE environment = 'prod' "
+        "GROUP BY tenant, coverage ORDER BY tenant, coverage"
+    )
+    _table(
+        "Prod deployments and their change requests (view `deployment_changes`)",
+        ("tenant", "coverage", "deployments"),
+        rows,
+    )
+    report = verify(stack.store)
+    click.secho("\nLedger integrity (shipledger audit verify)", bold=True)
+    click.echo("  " + report.text().splitlines()[-1])
 
 
 @click.command()
@@ -182,6 +224,7 @@ def demo(data_dir: Path, scale: int, timeout: float) -> None:
         data_dir=data_dir,
         policy_file=data_dir / "policy.yaml",
         log_level="warning",
+        api_port=0,  # any free port: the demo must not collide with a running `up`
     )
     configure_logging(settings)
     events = list(day_of_traffic(day, scale=scale))
@@ -189,7 +232,7 @@ def demo(data_dir: Path, scale: int, timeout: float) -> None:
     alerts = expected_outcome(events, policy_text)
     click.secho(f"shipledger demo: {deployments} deployments on {day:%A %Y-%m-%d}", bold=True)
     click.echo(f"  starting the embedded stack in {data_dir} (Tansu, Faust, chDB) ...")
-    with Stack(settings, log_dir=data_dir / "logs") as stack:
+    with Stack(settings, log_dir=data_dir / "logs", api=True) as stack:
         click.echo(f"  broker {stack.bootstrap}; publishing {len(events)} events from 4 teams ...")
         with Publisher(settings, stack.bootstrap) as publisher:
             publisher.publish_many(events)
@@ -200,10 +243,17 @@ def demo(data_dir: Path, scale: int, timeout: float) -> None:
         )
         cli_events = _emit_with_cli(settings, stack.bootstrap)
         total_events = len(events) + cli_events
+        changes = change_requests([*events, _CLI_DEPLOYMENT])
+        click.echo(
+            f"  {len(changes)} change requests (with CAB approvals) through the ingest API "
+            f"at {stack.api.url if stack.api else '?'} ..."
+        )
+        _post_through_api(stack, changes)
         want = {
             "deployment_events": total_events,
             "deployment_records": total_events,
             "alerts": sum(alerts.values()),
+            "change_events": len(changes),
         }
         _wait_for(stack, want, timeout)
         _summary(stack)
@@ -211,12 +261,12 @@ def demo(data_dir: Path, scale: int, timeout: float) -> None:
     click.secho(f"\nDone in {time.monotonic() - started:.1f}s.", bold=True)
     click.echo(
         "Next:\n"  # noqa: S608 (a hint printed, not run)
-        f"  - Query the recorded ledger (chDB, {query_hint}):\n"
-        f'      .venv/bin/python -P -c "import clickhouse_connect as c; print(c.get_client('
-        f"dsn='{query_hint}').query('SELECT rule, count() FROM shipledger.alerts GROUP BY rule')"
-        '.result_rows)"\n'
+        f"  - Query the recorded ledger (chDB in {query_hint}), read-only:\n"
+        f"      SHIPLEDGER_DATA_DIR={data_dir} .venv/bin/shipledger query "
+        "'SELECT rule, count() FROM alerts GROUP BY rule'\n"
+        f"      SHIPLEDGER_DATA_DIR={data_dir} .venv/bin/shipledger audit verify\n"
         "  - Keep a stack running and send your own events: make up, then in another terminal\n"
         "      .venv/bin/shipledger emit started --service my-svc --environment prod "
         "--commit-sha $(git rev-parse HEAD) --actor $USER\n"
-        "  - Tables and views are documented in the README (Querying ClickHouse)."
+        "  - Tables and views, and the question each answers: docs/model.md."
     )

@@ -100,8 +100,11 @@ def query(sql: str, fmt: str, tenant: str | None, max_rows: int | None) -> None:
     """Run a read-only SQL query over the ledger (hot and archived rows alike).
 
     \b
-    Tables: deployment_events, deployment_records, alerts, and the view deployments (latest
-    record per deployment). Rows moved to cold storage by `shipledger archive` are included.
+    Tables: deployment_events, deployment_records, alerts, change_events, source_events,
+    artifact_events, signal_events, catalog_events; views: deployments (latest record per
+    deployment), releases, change_requests, deployment_changes, services, environments,
+    commits, pull_requests, artifacts, running_at(at = '...') (docs/model.md). Rows moved to
+    cold storage by `shipledger archive` are included.
     Only SELECT runs: writes, DDL, SET, INTO OUTFILE and file()/url()-style table functions
     are refused by ClickHouse. SQL "-" reads the query from stdin.
 
@@ -113,6 +116,8 @@ def query(sql: str, fmt: str, tenant: str | None, max_rows: int | None) -> None:
       shipledger query --tenant acme --format csv \\
           "SELECT rule, severity, count() FROM alerts GROUP BY rule, severity"
       shipledger query --format json "SELECT * FROM deployments LIMIT 5" | jq .
+    shipledger query "SELECT service, environment, version
+                      FROM running_at(at = '2026-11-25 12:00:00')"
       shipledger query "SELECT name, type FROM system.columns
                         WHERE database = currentDatabase() AND table = 'alerts'"
 

@@ -194,3 +194,51 @@ def _deployment(
             }
         ),
     ]
+
+
+#: Change-advisory-board members who approve the demo's change requests.
+_APPROVERS = ("cab-alice", "cab-bob", "cab-chen")
+
+
+def change_requests(events: list[DeploymentEvent], seed: int = 11) -> list[dict[str, object]]:
+    """The change requests (family `change`) behind the change tickets `events` name: one per
+    tenant and ticket, mostly approved by one or two CAB members before the first deployment
+    that names it, one in ten rejected (a deployment shipped anyway), as `POST /v1/events`
+    objects (JSON-ready)."""
+    rng = random.Random(seed)
+    first: dict[tuple[str, str], DeploymentEvent] = {}
+    for event in sorted(events, key=lambda e: e.occurred_at):
+        if event.change_id:
+            first.setdefault((event.tenant, event.change_id), event)
+    out: list[dict[str, object]] = []
+    for (tenant, change_id), event in sorted(first.items()):
+        rejected = rng.random() < 0.1
+        decided = event.occurred_at - timedelta(hours=rng.randint(2, 30))
+        approvers = rng.sample(_APPROVERS, k=rng.randint(1, 2))
+        out.append(
+            {
+                "family": "change",
+                "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
+                "tenant": tenant,
+                "change_id": change_id,
+                "system": "servicenow",
+                "state": "rejected" if rejected else "approved",
+                "title": f"Deploy {event.service} to {event.environment}",
+                "risk": rng.choice(("low", "moderate", "high")),
+                "services": [event.service],
+                "environments": [event.environment],
+                "planned_start": (event.occurred_at - timedelta(hours=1)).isoformat(),
+                "planned_end": (event.occurred_at + timedelta(hours=3)).isoformat(),
+                "approvals": [
+                    {
+                        "approver": who,
+                        "decision": "rejected" if rejected else "approved",
+                        "decided_at": decided.isoformat(),
+                    }
+                    for who in approvers
+                ],
+                "actor": event.actor,
+                "occurred_at": decided.isoformat(),
+            }
+        )
+    return out

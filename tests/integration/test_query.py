@@ -286,3 +286,10 @@ def test_the_query_api_scopes_a_tenant_token_to_its_tenant(
     assert own.status_code == 200, own.text
     assert own.json()["rows"] == [["acme"]]
     assert other.status_code == 403 and "tenant" in other.json()["error"]
+
+
+def test_the_parameterized_view_is_tenant_scoped_too(ledger: LedgerStore) -> None:
+    sql = "SELECT DISTINCT tenant FROM running_at(at = now64(3))"
+    assert len(run_read_query(ledger, sql, tenant=None, max_rows=10).rows) == 2
+    scoped = run_read_query(ledger, sql, tenant="acme", max_rows=10)
+    assert scoped.rows == [("acme",)]
