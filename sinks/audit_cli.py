@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
 from shipledger.settings import Settings
 from shipledger.sinks.audit import verify as verify_ledger
+from shipledger.sinks.cli_options import ledger_options, ledger_settings
 from shipledger.sinks.grants import grants_sql
 from shipledger.sinks.store import LedgerStore, StoreError
 
@@ -30,17 +30,7 @@ def audit() -> None:
     show_default=True,
     help="text: one finding a line and a summary; json: the whole report.",
 )
-@click.option(
-    "--clickhouse-url",
-    envvar="SHIPLEDGER_CLICKHOUSE_URL",
-    help="chdb:///dir or http(s)://user:pw@host:8123. Default: chDB in <data-dir>/clickhouse.",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    envvar="SHIPLEDGER_DATA_DIR",
-    help="Data dir of the embedded stack.",
-)
+@ledger_options
 def verify(
     tenant: str | None,
     table: str | None,
@@ -60,12 +50,7 @@ def verify(
       shipledger audit verify
       shipledger audit verify --tenant bank --table alerts --format json
     """
-    overrides: dict[str, Any] = {}
-    if clickhouse_url:
-        overrides["clickhouse_url"] = clickhouse_url
-    if data_dir:
-        overrides["data_dir"] = data_dir
-    settings = Settings(**overrides)
+    settings = ledger_settings(clickhouse_url, data_dir)
     try:
         with LedgerStore.open(settings) as store:
             report = verify_ledger(store, tenant=tenant, table=table)

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from shipledger.logging import configure_logging, get_logger
-from shipledger.settings import Settings
+from shipledger.sinks.cli_options import ledger_options, ledger_settings
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.sinks.store import LedgerStore, StoreError
 from shipledger.stackfile import resolve_bootstrap
@@ -24,17 +24,7 @@ from shipledger.topics import ensure_topics
     envvar="SHIPLEDGER_BOOTSTRAP_SERVERS",
     help="Kafka bootstrap servers. Default: those of a running `shipledger up`.",
 )
-@click.option(
-    "--clickhouse-url",
-    envvar="SHIPLEDGER_CLICKHOUSE_URL",
-    help="chdb:///dir or http(s)://user:pw@host:8123. Default: chDB in <data-dir>/clickhouse.",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    envvar="SHIPLEDGER_DATA_DIR",
-    help="Data dir of the embedded stack (chDB, stack file).",
-)
+@ledger_options
 @click.option(
     "--ensure-schema/--no-ensure-schema",
     default=True,
@@ -61,14 +51,7 @@ def sink(
     Ctrl-C or SIGTERM. Note: a chDB data dir can be open in one process only; while
     `shipledger up` runs, point this at a ClickHouse server instead.
     """
-    overrides: dict[str, Any] = {}
-    if clickhouse_url:
-        overrides["clickhouse_url"] = clickhouse_url
-    if data_dir:
-        overrides["data_dir"] = data_dir
-    if bootstrap:
-        overrides["bootstrap_servers"] = bootstrap
-    settings = Settings(**overrides)
+    settings = ledger_settings(clickhouse_url, data_dir, bootstrap_servers=bootstrap)
     configure_logging(settings)
     log = get_logger("sink.cli")
     resolved = resolve_bootstrap(settings)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
-from shipledger.settings import Settings
+from shipledger.sinks.cli_options import ledger_options, ledger_settings
 from shipledger.sinks.migrate import (
     MigrationError,
     applied_migrations,
@@ -39,17 +38,7 @@ _SOURCE_DIR = Path("sinks/migrations")
     show_default=True,
     help="Migrations source directory, for --new.",
 )
-@click.option(
-    "--clickhouse-url",
-    envvar="SHIPLEDGER_CLICKHOUSE_URL",
-    help="chdb:///dir or http(s)://user:pw@host:8123. Default: chDB in <data-dir>/clickhouse.",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    envvar="SHIPLEDGER_DATA_DIR",
-    help="Data dir of the embedded stack.",
-)
+@ledger_options
 def migrate(
     status: bool,
     new_name: str | None,
@@ -74,12 +63,7 @@ def migrate(
     if new_name:
         _write_new(new_name, directory)
         return
-    overrides: dict[str, Any] = {}
-    if clickhouse_url:
-        overrides["clickhouse_url"] = clickhouse_url
-    if data_dir:
-        overrides["data_dir"] = data_dir
-    settings = Settings(**overrides)
+    settings = ledger_settings(clickhouse_url, data_dir)
     try:
         with LedgerStore.open(settings) as store:
             if status:
