@@ -75,9 +75,13 @@ def run_until_signalled(runner: ClickHouseSink, progress_s: float, log: Any) -> 
     """Run the sink in a thread, log progress, stop it on SIGINT/SIGTERM; the exit code."""
     stop = threading.Event()
     failure: list[BaseException] = []
+    received: list[int] = []
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("stopping", signal=signal.Signals(signum).name)
+        # No logging here: the handler runs on the main thread between two bytecodes, possibly
+        # inside the progress log's write, and structlog's per-file lock is not reentrant: a
+        # log call here would wait forever for the lock its own thread holds. The loop logs it.
+        received.append(signum)
         stop.set()
 
     def _run() -> None:
@@ -93,6 +97,8 @@ def run_until_signalled(runner: ClickHouseSink, progress_s: float, log: Any) -> 
     try:
         while thread.is_alive():
             thread.join(progress_s)
+            while received:
+                log.info("stopping", signal=signal.Signals(received.pop(0)).name)
             s = runner.stats()
             log.info(
                 "progress",
