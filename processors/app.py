@@ -41,6 +41,28 @@ class _ShortFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = self.app.conf.shipledger_fetch_wait_ms
         return consumer
 
+    async def _fetch_records(
+        self,
+        consumer: Any,
+        active_partitions: set[Any],
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Any:
+        # Faust hands over its live set of active partitions, which the app thread mutates
+        # while aiokafka waits for records, and aiokafka reads an empty set as "every
+        # partition". When table recovery ends, the changelog partitions are paused before
+        # the source partitions are resumed: for that moment the set is empty, the waiting
+        # fetch returns the source records buffered during recovery, Faust drops them (their
+        # partition is paused) and aiokafka's position has moved past them: the restarted
+        # worker never sees the events emitted while it recovered. A snapshot taken now keeps
+        # paused partitions' records buffered until Faust seeks them to the committed offset.
+        partitions = set(active_partitions)
+        if not partitions:
+            return {}
+        return await super()._fetch_records(
+            consumer, partitions, timeout=timeout, max_records=max_records
+        )
+
 
 class _ShortFetchConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> Any:
