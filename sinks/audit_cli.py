@@ -53,6 +53,12 @@ def verify(
     settings = ledger_settings(clickhouse_url, data_dir)
     try:
         with LedgerStore.open(settings) as store:
+            if not store.database_exists():
+                raise click.ClickException(
+                    f"no ledger in {store.url} yet: nothing to verify (run `shipledger up` first)"
+                )
+            if store.cold_root is not None:
+                store.ensure_schema()  # the hot+cold views over the cold files present now
             report = verify_ledger(store, tenant=tenant, table=table)
     except (StoreError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -284,3 +284,9 @@ def test_cli_verify_exit_codes_and_json(store: LedgerStore, settings: Settings) 
     clean = runner.invoke(audit, [*args, "--tenant", "globex"])
     assert clean.exit_code == 0, clean.output
     assert "CLEAN" in clean.output
+
+
+def test_cli_verify_of_an_empty_data_dir_says_there_is_no_ledger(tmp_path: Path) -> None:
+    result = CliRunner().invoke(audit, ["verify", "--data-dir", str(tmp_path / "none")])
+    assert result.exit_code == 1
+    assert "no ledger in" in result.output and "run `shipledger up` first" in result.output
