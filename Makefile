@@ -28,7 +28,7 @@ install: $(VENV)/.installed ## Create .venv and install shipledger with everythi
 demo: install ## Start the embedded stack, drive a realistic day of CI traffic, show the result
 	$(BIN)/shipledger demo
 
-up: install ## Run the embedded stack (Tansu + Faust + ClickHouse sink) until Ctrl-C
+up: install ## Run the embedded stack (Tansu + Faust + ClickHouse sink + ingest API) until Ctrl-C
 	$(BIN)/shipledger up
 
 lint: install ## ruff, mypy strict, schema compatibility, field dictionary and OpenAPI up to date
