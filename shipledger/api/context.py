@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shipledger.api.auth import AuthError, AuthStore, Principal
 from shipledger.api.limits import RateLimiter, retry_after
+from shipledger.api.recent_commits import RecentCommits
 from shipledger.settings import Settings
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ class ApiContext:
     store: LedgerStore | None = None
     #: Webhook deliveries per (tenant, provider, event type, outcome) since the app started.
     webhook_deliveries: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+    #: Full SHAs of recent pushes and merges, to resolve a provider's abbreviated ones.
+    recent_commits: RecentCommits = field(default_factory=RecentCommits)
 
     def __post_init__(self) -> None:
         self.limiter = RateLimiter(self.settings.api_rate_per_s, self.settings.api_rate_burst)

@@ -5,7 +5,8 @@ webhooks secret set`), not by a bearer token: GitHub and the others cannot send 
 mapping is `shipledger.webhooks.dispatch`; its events are published like `POST /v1/events`
 (all or nothing, 202 after Kafka's acks). A delivery of an unsupported type is answered 202
 with no events and the reason, and counted (`GET /v1/webhooks/stats`): a provider must never
-see an error, and retry, for an event we choose not to record.
+see an error, and retry, for an event we choose not to record. The full SHAs of the pushes
+and merges received are remembered (`RecentCommits`) to resolve a later delivery's short SHA.
 """
 
 from __future__ import annotations
@@ -73,7 +74,14 @@ async def post_webhook(
     body = await read_capped(request.stream(), limit, "webhook body")
     log = _log.bind(tenant=tenant, provider=provider)
     try:
-        result = dispatch(provider, dict(request.headers), body, secret=secret, tenant=tenant)
+        result = dispatch(
+            provider,
+            dict(request.headers),
+            body,
+            secret=secret,
+            tenant=tenant,
+            resolve_sha=lambda repo, short: ctx.recent_commits.resolve(tenant, repo, short),
+        )
     except WebhookAuthError as exc:
         ctx.webhook_deliveries[(tenant, provider, "?", "unauthorized")] += 1
         log.warning("webhook refused", reason=str(exc))
@@ -91,6 +99,7 @@ async def post_webhook(
     principal = Principal(f"webhook:{provider}", tenant, frozenset({"ingest"}))
     prepared = prepare_all(ctx, items, principal, f"webhook:{provider}")
     await publish(ctx, prepared)
+    ctx.recent_commits.remember(tenant, (m.event for m in result.events if m.family == "source"))
     ctx.webhook_deliveries[(tenant, provider, event_type, "accepted")] += 1
     log.info("webhook accepted", event_type=event_type, events=len(prepared))
     return Accepted(count=len(prepared), event_ids=[p.event_id for p in prepared])

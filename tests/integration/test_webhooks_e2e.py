@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,6 +41,7 @@ IGNORED = [("github", "ping"), ("github", "deployment_status_inactive"), ("gitla
 EXPECTED_DEPLOYMENTS = {
     "github:acme/payments-api:145988746": ("succeeded", "payments", "prod", "f95f852bd8fc"),
     "gitlab:shop/checkout-service:15": ("succeeded", "checkout-service", "stage", "279484c09fbe"),
+    "gitlab:shop/checkout-service:16": ("succeeded", "checkout-service", "stage", "279484c09fbe"),
     "argocd:argocd:payments-api:2024-03-04T10:20:00+00:00": (
         "succeeded",
         "payments",
@@ -66,8 +68,8 @@ EXPECTED_DEPLOYMENTS = {
     ),
     "jenkins:payments/deploy-production:412": ("failed", "payments", "prod", "a94a8fe5ccb1"),
 }
-#: Deployment events in DELIVERIES: GitHub 3, GitLab 2, Argo CD 2, CDEvents 3, Jenkins 1.
-DEPLOYMENT_EVENTS = 11
+#: Deployment events: GitHub 3, GitLab 2 + 1 (short SHA only), Argo CD 2, CDEvents 3, Jenkins 1.
+DEPLOYMENT_EVENTS = 12
 #: family table -> rows expected from DELIVERIES
 EXPECTED_FAMILY_ROWS = {
     "source_events": 7,  # GitHub push, PR, release; GitLab MR, push, tag; CDEvents change
@@ -118,6 +120,18 @@ def test_every_provider_fixture_lands_as_the_right_records(
                 answer = post(provider, name)
                 assert answer.status_code == 202, (provider, name, answer.text)
                 assert answer.json()["count"] >= 1, (provider, name, answer.text)
+
+        # No commit_url (a proxy dropped it): the short SHA resolves through the full SHAs of
+        # the GitLab push received above.
+        def short_only(body: dict[str, Any]) -> None:
+            del body["commit_url"]
+            body["deployment_id"] = 16
+
+        headers, body = webhook_request("gitlab", "deployment_success", short_only)
+        delivery = "8a5b0c77-2f8d-4e3c-9b33-6a1d2f6c0016"  # another delivery, not a redelivery
+        headers |= {"X-Gitlab-Event-UUID": delivery, "Idempotency-Key": delivery}
+        resolved = client.post(f"/v1/webhooks/gitlab/{TENANT}", content=body, headers=headers)
+        assert resolved.status_code == 202, resolved.text
         for provider, name in IGNORED:
             answer = post(provider, name)
             assert answer.status_code == 202, answer.text
