@@ -217,7 +217,8 @@ class ObjectState:
     sorting_key: str
     partition_key: str
     comment: str
-    columns: tuple[tuple[str, str, str, str], ...]  # (name, type, default, comment) in order
+    #: (name, type, default, comment, codec) in order; codec as `CODEC(...)` or empty.
+    columns: tuple[tuple[str, str, str, str, str], ...]
     indexes: tuple[tuple[str, str, str, int], ...]  # (name, type, expr, granularity)
     create_query: str
 
@@ -232,8 +233,8 @@ def snapshot(store: SqlRunner) -> dict[str, ObjectState]:
         params,
     )
     _, columns = store.query(
-        "SELECT table, name, type, default_kind || ' ' || default_expression, comment "
-        "FROM system.columns WHERE database = %(db)s ORDER BY table, position",
+        "SELECT table, name, type, default_kind || ' ' || default_expression, comment, "
+        "compression_codec FROM system.columns WHERE database = %(db)s ORDER BY table, position",
         params,
     )
     _, indexes = store.query(
@@ -256,8 +257,8 @@ def snapshot(store: SqlRunner) -> dict[str, ObjectState]:
             partition_key=str(partition),
             comment=str(comment),
             columns=tuple(
-                (str(c), str(t), str(d).strip(), str(k))
-                for table, c, t, d, k in columns
+                (str(c), str(t), str(d).strip(), str(k), str(z))
+                for table, c, t, d, k, z in columns
                 if table == name
             ),
             indexes=tuple(
@@ -374,19 +375,25 @@ def _alter_table(name: str, want: ObjectState, have: ObjectState) -> list[str]:
     out: list[str] = []
     have_cols = {c[0]: c for c in have.columns}
     previous: str | None = None
-    for col_name, col_type, _default, comment in want.columns:
+    for col_name, col_type, _default, comment, codec in want.columns:
         column = ddl.quote_ident(col_name)
         place = f" AFTER {ddl.quote_ident(previous)}" if previous else " FIRST"
+        definition = f"{column} {col_type}{f' {codec}' if codec else ''} "
         old = have_cols.get(col_name)
         if old is None:
             out.append(
-                f"ALTER TABLE {table} ADD COLUMN {column} {col_type} "
+                f"ALTER TABLE {table} ADD COLUMN {definition}"
                 f"COMMENT {ddl.quote_str(comment)}{place}"
             )
         elif old[1] != col_type:
             out.append(
                 f"-- REVIEW: {name}.{col_name} changes type {old[1]} -> {col_type}\n"
-                f"ALTER TABLE {table} MODIFY COLUMN {column} {col_type} "
+                f"ALTER TABLE {table} MODIFY COLUMN {definition}"
+                f"COMMENT {ddl.quote_str(comment)}"
+            )
+        elif old[4] != codec:  # existing parts keep theirs until merged; new parts use it
+            out.append(
+                f"ALTER TABLE {table} MODIFY COLUMN {definition}"
                 f"COMMENT {ddl.quote_str(comment)}"
             )
         elif old[3] != comment:
