@@ -393,8 +393,7 @@ def _alter_table(name: str, want: ObjectState, have: ObjectState) -> list[str]:
             )
         elif old[4] != codec:  # existing parts keep theirs until merged; new parts use it
             out.append(
-                f"ALTER TABLE {table} MODIFY COLUMN {definition}"
-                f"COMMENT {ddl.quote_str(comment)}"
+                f"ALTER TABLE {table} MODIFY COLUMN {definition}COMMENT {ddl.quote_str(comment)}"
             )
         elif old[3] != comment:
             out.append(f"ALTER TABLE {table} COMMENT COLUMN {column} {ddl.quote_str(comment)}")
