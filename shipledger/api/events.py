@@ -24,8 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shipledger.api.auth import ANY_TENANT, Principal
-from shipledger.schemas import families
-from shipledger.schemas.families import Family
+from shipledger.schemas.families import UnknownFamily, family_of
 from shipledger.schemas.models import utcnow
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import field_errors
@@ -33,15 +32,6 @@ from shipledger.settings import Settings
 
 DEFAULT_FAMILY = "deployment"
 _ID_NAMESPACE = uuid.UUID("0b7a4f0e-5d3c-4c1e-9a57-5f1d2e3c4b6a")
-
-
-def family_of(name: str) -> Family:
-    """The named family from the contract's registry; ValueError naming the known ones."""
-    try:
-        family: Family = families.family_of(name)
-    except KeyError as exc:
-        raise ValueError(str(exc).strip("'\"")) from None
-    return family
 
 
 @cache
@@ -98,7 +88,7 @@ def prepare(
         return [FieldError(index, "family", "must be a string")]
     try:
         family = family_of(family_name)
-    except ValueError as exc:
+    except UnknownFamily as exc:
         return [FieldError(index, "family", str(exc))]
     if obj.get("tenant") is None and principal.tenant != ANY_TENANT:
         obj["tenant"] = principal.tenant
