@@ -58,6 +58,13 @@ class ApiContext:
             raise ApiError(503, "no Kafka broker configured for this API")
         return self.bridge
 
+    def require_store(self) -> LedgerStore:
+        """The ledger store; 503 when this app has none (only the API inside `up`, or one
+        given a ClickHouse server, can read the ledger)."""
+        if self.store is None:
+            raise ApiError(503, "reads need the ledger: use the API of `shipledger up`")
+        return self.store
+
     def throttle(self, key: str) -> None:
         """429 with Retry-After once `key` is over its rate."""
         wait_s = self.limiter.acquire(key)

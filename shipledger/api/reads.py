@@ -39,9 +39,7 @@ async def get_event(
 ) -> dict[str, Any]:
     """The stored row of a deployment event (as the ledger keeps it), if it is the token's
     tenant's. Events reach the ledger a moment after their 202."""
-    store = ctx.store
-    if store is None:
-        raise ApiError(503, "reads need the ledger: use the API of `shipledger up`")
+    store = ctx.require_store()
     table = qualified(store.database, EVENTS)  # checked identifiers
     sql = f"SELECT * FROM {table} WHERE event_id = %(id)s"  # noqa: S608
     params: dict[str, Any] = {"id": event_id}
@@ -85,9 +83,7 @@ async def post_query(
     """`{"columns", "types", "rows", "truncated"}`. ClickHouse itself enforces read-only and
     the tenant filter (see `shipledger.sinks.query`); this is what `shipledger query` uses
     while `shipledger up` owns the embedded ledger."""
-    store = ctx.store
-    if store is None:
-        raise ApiError(503, "queries need the ledger: use the API of `shipledger up`")
+    store = ctx.require_store()
     tenant = request.tenant
     if principal.tenant != ANY_TENANT:
         if tenant not in (None, principal.tenant):
