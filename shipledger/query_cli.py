@@ -14,6 +14,7 @@ import click
 import httpx
 
 from shipledger.settings import Settings
+from shipledger.sinks import tiers
 from shipledger.sinks.query import FORMATS, QueryError, QueryResult, run_read_query
 from shipledger.sinks.store import LedgerStore, StoreError, chdb_path
 from shipledger.stackfile import StackInfo, read_stack
@@ -71,8 +72,8 @@ def run_query(settings: Settings, sql: str, *, tenant: str | None, max_rows: int
         with LedgerStore.open(settings) as store:
             if not store.database_exists():
                 raise QueryUnavailable(f"no ledger in {url} yet: run `shipledger up` first")
-            if store.cold_root is not None:
-                store.ensure_schema()  # the query views, and the cold files present now
+            # The hot+cold views over the cold files present now (reading never migrates).
+            tiers.ensure_tiers(store)
             return run_read_query(
                 store, sql, tenant=tenant, max_rows=max_rows, timeout_s=settings.query_timeout_s
             )

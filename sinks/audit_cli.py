@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from shipledger.settings import Settings
+from shipledger.sinks import tiers
 from shipledger.sinks.audit import verify as verify_ledger
 from shipledger.sinks.cli_options import ledger_options, ledger_settings
 from shipledger.sinks.grants import grants_sql
@@ -57,8 +58,8 @@ def verify(
                 raise click.ClickException(
                     f"no ledger in {store.url} yet: nothing to verify (run `shipledger up` first)"
                 )
-            if store.cold_root is not None:
-                store.ensure_schema()  # the hot+cold views over the cold files present now
+            # The hot+cold views over the cold files present now (reading never migrates).
+            tiers.ensure_tiers(store)
             report = verify_ledger(store, tenant=tenant, table=table)
     except (StoreError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
