@@ -22,7 +22,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from shipledger.logging import get_logger
 from shipledger.processors.outputs import Outputs
 from shipledger.processors.policy import Policy
-from shipledger.processors.state import DeploymentState
+from shipledger.processors.state import DeploymentState, state_key
 from shipledger.processors.step import process
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import EVENT_SCHEMA, Rejected, decode_event
@@ -198,10 +198,16 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
         """One event through the pure chain; every failure is dead-lettered with its reason."""
         try:
             decoded = decode_event(event_codec, message.value)
-            key = decoded.deployment_id
+            key = state_key(decoded.tenant, decoded.deployment_id)
             entry = deployments.get(key)
             if entry is not None and decoded.event_id in entry.seen:
-                log.info("duplicate_skipped", event_id=decoded.event_id, deployment_id=key)
+                log.info(
+                    "duplicate_skipped",
+                    event_id=decoded.event_id,
+                    deployment_id=decoded.deployment_id,
+                    tenant=decoded.tenant,
+                    service=decoded.service,
+                )
                 return
             result = process(decoded, entry.record if entry else None, policy)
             payloads = outputs.encode(result.record, result.alerts)

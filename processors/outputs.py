@@ -13,6 +13,7 @@ import asyncio
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from shipledger.schemas.families import scoped_key
 from shipledger.schemas.models import Alert, DeploymentRecord
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
@@ -68,7 +69,7 @@ class Outputs:
     def encode(self, record: DeploymentRecord, alerts: list[Alert]) -> list[Payload]:
         """Serialize one event's results (raises EncodeError) before any of them is queued,
         so an event's outputs go out all together or not at all."""
-        key = record.deployment_id.encode()
+        key = scoped_key(record.tenant, record.deployment_id)
         return [
             (self.topics.records, key, self._records.encode(record.to_avro())),
             *((self.topics.alerts, key, self._alerts.encode(a.to_avro())) for a in alerts),

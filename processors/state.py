@@ -6,8 +6,9 @@ producer, which cost more than all our processing together (measured with py-spy
 table's local store holds an `Entry` object, and `flush_changelog` queues the latest value of
 each key changed in the batch. The changelog partition is the source partition of the event,
 which is what Faust's recovery and standbys expect. Values are JSON (the table's serializer),
-so Faust recovers them as dicts: `get` accepts both forms. Keys are deployment ids,
-JSON-encoded on the changelog like every key Faust's table codec reads back.
+so Faust recovers them as dicts: `get` accepts both forms. Keys are `state_key(tenant,
+deployment_id)`, JSON-encoded on the changelog like every key Faust's table codec reads back:
+two tenants' deployments with the same id (a Jenkins `job:build`) are two entries.
 
 Each entry remembers the ids of the last events applied to it, so an event delivered twice
 (a spool resend, a replay after a crash) is recognized and not applied a second time.
@@ -38,6 +39,12 @@ class Entry:
         return json.dumps(
             {"record": self.record.model_dump(mode="json"), "seen": list(self.seen)}
         ).encode()
+
+
+def state_key(tenant: str, deployment_id: str) -> str:
+    """The table key of a tenant's deployment: a JSON pair, unambiguous whatever characters
+    the tenant or the id contain (`a/b` + `c` and `a` + `b/c` stay apart)."""
+    return json.dumps([tenant, deployment_id], ensure_ascii=False)
 
 
 class DeploymentState:

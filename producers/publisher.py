@@ -26,6 +26,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from shipledger.logging import get_logger
 from shipledger.producers.spool import Spool, SpoolError
+from shipledger.schemas.families import DEPLOYMENT
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
@@ -152,7 +153,7 @@ class Publisher:
             self._broker_errors.append(f"fatal: {err.str()}")
 
     def _encode(self, event: DeploymentEvent) -> tuple[bytes, bytes]:
-        return event.deployment_id.encode("utf-8"), self._codec.encode(event.to_avro())
+        return DEPLOYMENT.key(event), self._codec.encode(event.to_avro())
 
     def _produce(self, producer: Producer, key: bytes, value: bytes, cb: DeliveryCallback) -> None:
         while True:

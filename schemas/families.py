@@ -47,13 +47,18 @@ class Family:
         return catalog().topics[self.topic].key
 
     def key(self, event: Model) -> bytes:
-        """Kafka key: `tenant/<key field>` (`tenant/<event_id>` when the key field is empty);
-        deployments keep their plain `deployment_id` key, which the processors rely on."""
+        """Kafka key: `tenant/<key field>` (`tenant/<event_id>` when the key field is empty).
+
+        Every key carries the tenant: two tenants' events with the same natural id (a Jenkins
+        `job:build`, a project path) are different things."""
         values = dict(event)
-        natural = values[self.key_field] or values["event_id"]
-        if self.name == "deployment":
-            return str(natural).encode()
-        return f"{values['tenant']}/{natural}".encode()
+        return scoped_key(str(values["tenant"]), str(values[self.key_field] or values["event_id"]))
+
+
+def scoped_key(tenant: str, natural: str) -> bytes:
+    """The Kafka key of a tenant's object: `tenant/<natural id>` (records and alerts of a
+    deployment use it too, so all of one deployment's messages share a partition)."""
+    return f"{tenant}/{natural}".encode()
 
 
 FAMILIES: dict[str, Family] = {
@@ -67,6 +72,8 @@ FAMILIES: dict[str, Family] = {
         Family("catalog", f"{_NS}.CatalogEvent", "catalog", CatalogEvent),
     )
 }
+#: The deployment family, which the emitter, the processors and the benchmarks key by.
+DEPLOYMENT = FAMILIES["deployment"]
 
 
 def family_of(name: str) -> Family:

@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from shipledger.broker import stop_process
 from shipledger.demo import expected_outcome
 from shipledger.logging import configure_logging
+from shipledger.schemas.families import DEPLOYMENT
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
@@ -191,9 +192,7 @@ def bench_pipeline(stack: Stack, events: int, rate: float, seconds: float) -> di
 
     # Warm-up: the Faust worker has joined once its first record is queryable.
     warm = _violating_event(0, run + "w")
-    producer.produce(
-        stack.topics.raw, key=warm.deployment_id.encode(), value=EVENT.encode(warm.to_avro())
-    )
+    producer.produce(stack.topics.raw, key=DEPLOYMENT.key(warm), value=EVENT.encode(warm.to_avro()))
     producer.flush(10)
     _wait(lambda: store.count("deployment_records") >= 1, 120, "the worker to join")
     base = {t: store.count(t) for t in ("deployment_events", "deployment_records", "alerts")}
@@ -203,7 +202,7 @@ def bench_pipeline(stack: Stack, events: int, rate: float, seconds: float) -> di
     count = int(rate * seconds)
     click.echo(f"  latency: {count} events at {rate:.0f}/s ...")
     items = (
-        (e.deployment_id.encode(), EVENT.encode(e.to_avro()), e.event_id)
+        (DEPLOYMENT.key(e), EVENT.encode(e.to_avro()), e.event_id)
         for e in (_violating_event(i, run) for i in range(1, count + 1))
     )
     latency = measure_latency(
@@ -218,7 +217,7 @@ def bench_pipeline(stack: Stack, events: int, rate: float, seconds: float) -> di
     scale = max(1, events // 264)
     traffic = list(day_of_traffic(day, seed=11, scale=scale))
     want_alerts = sum(expected_outcome(traffic, demo_policy(day)).values())
-    encoded = [(e.deployment_id.encode(), EVENT.encode(e.to_avro())) for e in traffic]
+    encoded = [(DEPLOYMENT.key(e), EVENT.encode(e.to_avro())) for e in traffic]
     click.echo(f"  throughput: {len(encoded)} events ...")
     start = time.perf_counter()
     for key, value in encoded:

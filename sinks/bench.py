@@ -24,6 +24,7 @@ from confluent_kafka import Producer
 
 from shipledger.broker import EmbeddedBroker
 from shipledger.logging import configure_logging
+from shipledger.schemas.families import DEPLOYMENT
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
@@ -80,7 +81,7 @@ def _produce(settings: Settings, bootstrap: str, events: list[DeploymentEvent]) 
         value = codec.encode(event.to_avro())
         while True:
             try:
-                producer.produce(topic, value=value, key=event.deployment_id.encode())
+                producer.produce(topic, value=value, key=DEPLOYMENT.key(event))
                 break
             except BufferError:
                 producer.poll(0.05)

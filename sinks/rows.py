@@ -137,14 +137,25 @@ def family_row(table: str) -> Callable[[Mapping[str, Any], KafkaMeta], Row]:
     return to_row
 
 
-def dedupe(rows: list[Row], id_column: str, stored: set[str]) -> tuple[list[Row], int]:
-    """Rows whose id is neither in `stored` nor earlier in `rows`; and how many were dropped."""
+#: What makes a row unique: (tenant, id). Ids are the senders' and the processors' own, so two
+#: tenants may use the same one; a row is a duplicate only of its own tenant's row.
+RowKey = tuple[str, str]
+
+
+def row_key(row: Row, id_column: str) -> RowKey:
+    """The row's (tenant, id)."""
+    return (str(row["tenant"]), str(row[id_column]))
+
+
+def dedupe(rows: list[Row], id_column: str, stored: set[RowKey]) -> tuple[list[Row], int]:
+    """Rows whose (tenant, id) is neither in `stored` nor earlier in `rows`; and how many
+    were dropped."""
     seen = set(stored)
     kept: list[Row] = []
     for row in rows:
-        row_id = row[id_column]
-        if row_id in seen:
+        key = row_key(row, id_column)
+        if key in seen:
             continue
-        seen.add(row_id)
+        seen.add(key)
         kept.append(row)
     return kept, len(rows) - len(kept)

@@ -75,11 +75,13 @@ from shipledger.sinks.rows import (
     KafkaMeta,
     Row,
     RowError,
+    RowKey,
     alert_row,
     dedupe,
     event_row,
     family_row,
     record_row,
+    row_key,
 )
 from shipledger.sinks.store import TimeWindow
 from shipledger.topics import Topics
@@ -104,11 +106,11 @@ class RowStore(Protocol):
         self,
         table: str,
         id_column: str,
-        ids: Iterable[str],
+        keys: Iterable[RowKey],
         *,
         window: TimeWindow | None = None,
-    ) -> set[str]:
-        """Which ids are already stored."""
+    ) -> set[RowKey]:
+        """Which (tenant, id) pairs are already stored."""
         ...
 
     def load_heads(self, table: str) -> dict[ChainKey, Head]:
@@ -516,13 +518,13 @@ class ClickHouseSink:
     ) -> tuple[int, int]:
         """Drop ids already stored, stamp (first time only), insert the rest:
         (inserted, skipped). Safe to repeat: a retry keeps the first attempt's stamps."""
-        ids = [row[spec.id_column] for row in unique]
+        keys = [row_key(row, spec.id_column) for row in unique]
         window = (
             TimeWindow.of(spec.time_column, (row[spec.time_column] for row in unique))
             if spec.dedup_in_time_window
             else None
         )
-        stored = self.store.existing_ids(spec.name, spec.id_column, ids, window=window)
+        stored = self.store.existing_ids(spec.name, spec.id_column, keys, window=window)
         fresh, already = dedupe(unique, spec.id_column, stored)
         if not stamped:
             if spec.name not in self._heads:

@@ -36,6 +36,7 @@ from shipledger.settings import Settings
 from shipledger.sinks import ddl, tiers
 from shipledger.sinks.chain import ChainKey, Head
 from shipledger.sinks.migrate import MigrationError, migrate
+from shipledger.sinks.rows import RowKey
 
 _HEAD_COLUMNS = {
     "table": "LowCardinality(String)",
@@ -194,18 +195,22 @@ class LedgerStore:
         self,
         table: str,
         id_column: str,
-        ids: Iterable[str],
+        keys: Iterable[RowKey],
         *,
         window: TimeWindow | None = None,
-    ) -> set[str]:
-        """Which of `ids` are already stored in `table` (optionally only within `window`)."""
-        wanted = sorted(set(ids))
-        found: set[str] = set()
+    ) -> set[RowKey]:
+        """Which (tenant, id) pairs of `keys` are already stored in `table` (optionally only
+        within `window`)."""
+        wanted = sorted(set(keys))
+        found: set[RowKey] = set()
         source = ddl.qualified(self.database, table)
         column = ddl.quote_ident(id_column)
         # Identifiers are checked by quote_ident; values are bound server-side (a 5000-id
         # literal list costs ClickHouse ~20 ms more to parse; large params go form-encoded).
-        sql = f"SELECT DISTINCT {column} FROM {source} WHERE {column} IN {{ids:Array(String)}}"  # noqa: S608
+        sql = (
+            f"SELECT DISTINCT tenant, {column} FROM {source} "  # noqa: S608
+            f"WHERE (tenant, {column}) IN {{keys:Array(Tuple(String, String))}}"
+        )
         params: dict[str, Any] = {}
         if window is not None:
             time_column = ddl.quote_ident(window.column)
@@ -217,8 +222,8 @@ class LedgerStore:
         for start in range(0, len(wanted), _IDS_PER_QUERY):
             chunk = wanted[start : start + _IDS_PER_QUERY]
             with self._lock:
-                result = self._client.query(sql, parameters={**params, "ids": chunk})
-            found.update(str(row[0]) for row in result.result_rows)
+                result = self._client.query(sql, parameters={**params, "keys": chunk})
+            found.update((str(row[0]), str(row[1])) for row in result.result_rows)
         return found
 
     def source(self, table: str) -> str:

@@ -112,12 +112,11 @@ def prepare(
                 f"this token is for tenant {principal.tenant!r}, not {tenant!r}",
             )
         )
-    key = str(record.get("deployment_id") or record["event_id"])
     return Prepared(
         event_id=str(record["event_id"]),
         tenant=tenant,
         topic=settings.topic(family.topic),
-        key=key.encode("utf-8"),
+        key=family.key(event),
         value=_codec(family.schema).encode(record),
     )
 

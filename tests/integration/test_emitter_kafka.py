@@ -89,7 +89,7 @@ def test_emit_arrives_decoded_and_keyed(
     assert result.exit_code == 0, result.stderr
     event_id = result.stdout.strip()
     ((key, event, _),) = consume(broker, topics.raw, 1)
-    assert key == b"dep-emit"
+    assert key == b"default/dep-emit"
     assert event.event_id == event_id
     assert (event.event_type, event.service, event.environment) == ("succeeded", "checkout", "prod")
     assert (event.commit_sha, event.actor, event.repository) == (SHA, "octocat", "acme/checkout")

@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from shipledger.broker import free_port
 from shipledger.producers.spool import Spool
+from shipledger.schemas.families import DEPLOYMENT
 from shipledger.schemas.models import Alert, DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
@@ -39,6 +40,9 @@ defaults:
       start: 2026-12-21T00:00:00+01:00
       end: 2027-01-04T00:00:00+01:00
       environments: [prod]
+tenants:
+  bank:
+    require_change_ticket: [prod, stage]
 """
 
 
@@ -363,3 +367,54 @@ def test_a_flush_repeated_after_a_crash_is_recorded_once(stack: Stack) -> None:
     )
     assert rows == [(3, 3, "succeeded")]  # the copies advanced nothing
     assert stack.store.count("deployment_events") == 3
+
+
+def test_tenants_with_the_same_deployment_and_event_ids_stay_apart(stack: Stack) -> None:
+    """Two tenants' Jenkins jobs share `job:42` (and even an event id): each tenant gets its
+    own record, judged by its own policy, and every event row is stored."""
+    codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
+    producer = Producer(stack.settings.kafka_producer(stack.bootstrap))
+
+    def send(tenant: str, event_id: str, event_type: str, environment: str, at: str) -> None:
+        event = DeploymentEvent(
+            event_id=event_id,
+            deployment_id="job:42",
+            event_type=event_type,
+            service="checkout",
+            environment=environment,
+            tenant=tenant,
+            change_id="CHG1" if tenant == "retail" else None,
+            commit_sha=SHA,
+            actor="jenkins",
+            occurred_at=at,
+        )
+        producer.produce(
+            stack.topics.raw, key=DEPLOYMENT.key(event), value=codec.encode(event.to_avro())
+        )
+
+    # Wednesday 10:00 Berlin: in the prod window; retail names its ticket.
+    send("retail", "evt-same", "started", "prod", "2026-11-25T10:00:00+01:00")
+    send("bank", "evt-same", "started", "staging", "2026-11-25T10:01:00+01:00")
+    send("retail", "evt-retail-2", "failed", "prod", "2026-11-25T10:05:00+01:00")
+    assert producer.flush(10) == 0
+
+    assert wait_rows(stack, "deployment_records", 3) == 3
+    assert wait_rows(stack, "deployment_events", 3) == 3
+    assert wait_rows(stack, "alerts", 1) == 1
+    assert stack.store is not None
+    _, rows = stack.store.query(
+        "SELECT tenant, environment, status, event_count, seq, started_at, alert_rules "
+        "FROM shipledger.deployments WHERE deployment_id = 'job:42' ORDER BY tenant"
+    )
+    bank, retail = rows
+    assert bank[:5] == ("bank", "stage", "in_progress", 1, 1)
+    assert bank[6] == ["missing_change_ticket"]  # the bank's policy: tickets for stage too
+    assert retail[:5] == ("retail", "prod", "failed", 2, 2)
+    assert retail[6] == []
+    assert retail[5].isoformat().startswith("2026-11-25T09:00:00")  # retail's own start (UTC)
+    _, alerts = stack.store.query("SELECT tenant, rule FROM shipledger.alerts")
+    assert alerts == [("bank", "missing_change_ticket")]
+    _, events = stack.store.query(
+        "SELECT tenant, event_id FROM shipledger.deployment_events ORDER BY tenant, event_id"
+    )
+    assert events == [("bank", "evt-same"), ("retail", "evt-retail-2"), ("retail", "evt-same")]

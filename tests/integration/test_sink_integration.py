@@ -304,14 +304,16 @@ def test_existing_ids_within_a_time_window(store: LedgerStore) -> None:
         rows.append(alert_row(codec.decode(codec.encode(alert.to_avro()))))
     stamp(ddl.ALERTS, rows, {}, Retention(), datetime.now(UTC))  # the sink's ledger columns
     assert store.insert(ddl.ALERTS, rows) == 3
-    assert store.existing_ids(ddl.ALERTS, "alert_id", ["a0", "a1", "a2", "zz"]) == {
-        "a0",
-        "a1",
-        "a2",
+    asked = [("t", "a0"), ("t", "a1"), ("t", "a2"), ("t", "zz"), ("other", "a0")]
+    # Another tenant's row with the same id is not a duplicate.
+    assert store.existing_ids(ddl.ALERTS, "alert_id", asked) == {
+        ("t", "a0"),
+        ("t", "a1"),
+        ("t", "a2"),
     }
     window = TimeWindow("occurred_at", T0, T0 + timedelta(days=41))
-    assert store.existing_ids(ddl.ALERTS, "alert_id", ["a0", "a1", "a2"], window=window) == {
-        "a0",
-        "a1",
+    assert store.existing_ids(ddl.ALERTS, "alert_id", asked[:3], window=window) == {
+        ("t", "a0"),
+        ("t", "a1"),
     }
     assert store.existing_ids(ddl.ALERTS, "alert_id", []) == set()

@@ -85,7 +85,7 @@ def test_prepare_fills_tenant_and_a_stable_id() -> None:
     first, again = (prepare(dict(timed), 0, ACME, settings, "api") for _ in range(2))
     assert isinstance(first, Prepared) and isinstance(again, Prepared)
     assert first.event_id == again.event_id and first.tenant == "acme"
-    assert first.key == b"d1" and first.topic == "shipledger.deployments.raw"
+    assert first.key == b"acme/d1" and first.topic == "shipledger.deployments.raw"
     untimed = prepare(dict(EVENT), 0, ACME, settings, "api")
     time.sleep(0.002)  # a body without a time is a new event each time it is sent
     later = prepare(dict(EVENT), 0, ACME, settings, "api")

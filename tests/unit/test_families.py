@@ -83,7 +83,7 @@ def test_keys_are_tenant_scoped_natural_ids() -> None:
     unattributed = signal.model.model_validate({"kind": "alert_fired", "event_id": "e-9"})
     assert signal.key(unattributed) == b"default/e-9"
     deployment = family_of("deployment")
-    assert deployment.key(DeploymentEvent.model_validate(PAYLOADS["deployment"])) == b"d-1"
+    assert deployment.key(DeploymentEvent.model_validate(PAYLOADS["deployment"])) == b"default/d-1"
 
 
 @pytest.mark.parametrize(

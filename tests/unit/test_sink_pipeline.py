@@ -17,6 +17,7 @@ from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.chain import ChainKey, Head
 from shipledger.sinks.metrics import RecordingMetrics
+from shipledger.sinks.rows import RowKey, row_key
 from shipledger.sinks.sink import ClickHouseSink, SinkError
 from shipledger.sinks.store import TimeWindow
 from shipledger.topics import Topics
@@ -46,12 +47,17 @@ class MemoryStore:
         return len(rows)
 
     def existing_ids(
-        self, table: str, id_column: str, ids: Iterable[str], *, window: TimeWindow | None = None
-    ) -> set[str]:
+        self,
+        table: str,
+        id_column: str,
+        keys: Iterable[RowKey],
+        *,
+        window: TimeWindow | None = None,
+    ) -> set[RowKey]:
         self._maybe_fail()
         self.windows.append(window)
-        stored = {row[id_column] for row in self.tables.get(table, [])}
-        return stored & set(ids)
+        stored = {row_key(row, id_column) for row in self.tables.get(table, [])}
+        return stored & set(keys)
 
     def load_heads(self, table: str) -> dict[ChainKey, Head]:
         return {}

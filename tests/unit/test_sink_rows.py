@@ -147,7 +147,19 @@ def test_missing_field_or_empty_id_is_a_row_error() -> None:
 
 
 def test_dedupe_drops_stored_and_repeated_ids_keeping_the_first() -> None:
-    batch = [{"id": "a", "n": 1}, {"id": "b", "n": 2}, {"id": "a", "n": 3}, {"id": "c", "n": 4}]
-    kept, dropped = rows.dedupe(batch, "id", {"c"})
-    assert kept == [{"id": "a", "n": 1}, {"id": "b", "n": 2}]
+    batch = [
+        {"tenant": "t", "id": "a", "n": 1},
+        {"tenant": "t", "id": "b", "n": 2},
+        {"tenant": "t", "id": "a", "n": 3},
+        {"tenant": "t", "id": "c", "n": 4},
+    ]
+    kept, dropped = rows.dedupe(batch, "id", {("t", "c")})
+    assert [row["n"] for row in kept] == [1, 2]
     assert dropped == 2
+
+
+def test_dedupe_keeps_another_tenants_row_with_the_same_id() -> None:
+    batch = [{"tenant": "a", "id": "x"}, {"tenant": "b", "id": "x"}, {"tenant": "c", "id": "x"}]
+    kept, dropped = rows.dedupe(batch, "id", {("c", "x")})
+    assert [row["tenant"] for row in kept] == ["a", "b"]
+    assert dropped == 1
