@@ -15,7 +15,7 @@ import httpx
 
 from shipledger.settings import Settings
 from shipledger.sinks import tiers
-from shipledger.sinks.query import FORMATS, QueryError, QueryResult, run_read_query
+from shipledger.sinks.query import FORMATS, QueryError, QueryLimits, QueryResult, run_read_query
 from shipledger.sinks.store import LedgerStore, StoreError, chdb_path
 from shipledger.stackfile import StackInfo, read_stack
 
@@ -75,7 +75,7 @@ def run_query(settings: Settings, sql: str, *, tenant: str | None, max_rows: int
             # The hot+cold views over the cold files present now (reading never migrates).
             tiers.ensure_tiers(store)
             return run_read_query(
-                store, sql, tenant=tenant, max_rows=max_rows, timeout_s=settings.query_timeout_s
+                store, sql, tenant=tenant, max_rows=max_rows, limits=QueryLimits.of(settings)
             )
     except StoreError as exc:
         raise QueryUnavailable(str(exc)) from exc
