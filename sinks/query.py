@@ -219,10 +219,10 @@ def run_read_query(
         session["additional_table_filters"] = filters
     session["readonly"] = 1
     with store.reader(database, session) as client:
-        canonical = _canonical_select(client, sql)
+        canonical = _canonical_select(client, sql, limits)
         wrapped = f"SELECT * FROM ({canonical}) LIMIT {max_rows + 1}"  # noqa: S608
         # The statement checked is, byte for byte, the statement that runs.
-        check(_explain(client, f"EXPLAIN AST {wrapped}", wrapped=True), canonical, policy)
+        check(_explain(client, wrapped, limits, wrapped=True), canonical, policy)
         try:
             result = client.query(wrapped)
             rows = [tuple(row) for row in result.result_rows]
@@ -292,7 +292,7 @@ def _function_catalog(store: LedgerStore) -> FunctionCatalog:
     return catalog
 
 
-def _canonical_select(client: Any, sql: str) -> str:
+def _canonical_select(client: Any, sql: str, limits: QueryLimits) -> str:
     """The engine's normalized text of `sql` (one statement, no comments), if a SELECT."""
     try:
         result = client.query(
@@ -300,7 +300,7 @@ def _canonical_select(client: Any, sql: str) -> str:
             parameters={"sql": sql},
         )
     except Exception as exc:
-        raise QueryError(first_line(exc)) from None  # a parse error: it quotes only `sql`
+        raise _parse_failure(exc, limits) from None
     canonical, valid = result.result_rows[0]
     if not valid:
         # The formatter writes a literal's bytes raw: `'\xFF'` normalizes to invalid UTF-8.
@@ -309,7 +309,7 @@ def _canonical_select(client: Any, sql: str) -> str:
             "such bytes as unhex('FF')"
         )
     try:
-        kind = _explain(client, f"EXPLAIN AST {canonical}", wrapped=False)[0].split(" ")[0]
+        kind = _explain(client, canonical, limits, wrapped=False)[0].split(" ")[0]
     except QueryError as exc:
         if "Syntax error" not in str(exc):
             raise
@@ -323,19 +323,24 @@ def _canonical_select(client: Any, sql: str) -> str:
     return str(canonical)
 
 
-def _explain(client: Any, sql: str, *, wrapped: bool) -> list[str]:
-    """`EXPLAIN AST` rows: parsing only, nothing runs, so an error quotes only the SQL."""
+def _explain(client: Any, sql: str, limits: QueryLimits, *, wrapped: bool) -> list[str]:
+    """The `EXPLAIN AST` rows of `sql`: parsing only, nothing runs."""
     try:
-        result = client.query(sql)
+        result = client.query(f"EXPLAIN AST {sql}")
     except Exception as exc:
-        message = first_line(exc)
-        if wrapped and "Syntax error" in message:
+        if wrapped and "Syntax error" in first_line(exc):
             raise QueryError(
                 "only a plain SELECT is accepted: no INTO OUTFILE, FORMAT or trailing "
                 "SETTINGS (choose the output with --format)"
             ) from None
-        raise QueryError(message) from None
+        raise _parse_failure(exc, limits) from None
     return [str(row[0]) for row in result.result_rows]
+
+
+def _parse_failure(exc: BaseException, limits: QueryLimits) -> QueryError:
+    """A failure to parse: nothing ran, so the engine's message quotes only the caller's SQL
+    and is shown whole, after our explanation (which names a limit that was hit)."""
+    return QueryError(EngineError.of(exc).operator_message(limits.describe()))
 
 
 def _tenant_filters(store: LedgerStore, tenant: str) -> dict[str, str]:
