@@ -340,7 +340,8 @@ def _explain(client: Any, sql: str, limits: QueryLimits, *, wrapped: bool) -> li
 def _parse_failure(exc: BaseException, limits: QueryLimits) -> QueryError:
     """A failure to parse: nothing ran, so the engine's message quotes only the caller's SQL
     and is shown whole, after our explanation (which names a limit that was hit)."""
-    return QueryError(EngineError.of(exc).operator_message(limits.describe()))
+    error = EngineError.of(exc)
+    return QueryError(error.operator_message(limits.describe(), "it could not be parsed"))
 
 
 def _tenant_filters(store: LedgerStore, tenant: str) -> dict[str, str]:

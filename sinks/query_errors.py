@@ -108,14 +108,15 @@ class EngineError:
         match = _CODE_NAME.search(line)
         return cls(line, match.group(1) if match else None)
 
-    def explanation(self, limits: Mapping[str, str]) -> str:
+    def explanation(self, limits: Mapping[str, str], unknown: str = "") -> str:
         """Our own sentence for this error (never the engine's text); `limits` describes the
-        `memory`, `result`, `time` and `ast` limits for the messages that name one."""
+        `memory`, `result`, `time` and `ast` limits for the messages that name one, `unknown`
+        stands in when the message has no code name (not an engine error, or one cut short)."""
         if self.code_name is None:
-            # Not an engine error: the client could not decode the result.
-            return (
-                "the result could not be decoded (a column of a type the client cannot read, "
-                "such as an aggregate function state: finalize it or convert it to a string)"
+            return unknown or (
+                "ClickHouse could not run the query, or its result could not be read (a column "
+                "of a type the client cannot decode, such as an aggregate function state: "
+                "finalize it or convert it to a string)"
             )
         text = EXPLANATIONS.get(self.code_name, "ClickHouse could not run the query")
         return text.format_map(limits)
@@ -123,7 +124,7 @@ class EngineError:
     def tenant_message(self, sql: str, limits: Mapping[str, str]) -> str:
         """What a tenant is told: code name, explanation, and the engine's backquoted names
         that appear verbatim in `sql` (identifiers the tenant wrote), nothing else."""
-        name = self.code_name or "CLIENT_ERROR"
+        name = self.code_name or "UNKNOWN"
         names: list[str] = []
         for found in _BACKQUOTED.findall(self.first_line):
             if _PLAIN_NAME.match(found) and found in sql and found not in names:
@@ -134,9 +135,9 @@ class EngineError:
             "message is withheld from tenant tokens, as it can quote row values"
         )
 
-    def operator_message(self, limits: Mapping[str, str]) -> str:
+    def operator_message(self, limits: Mapping[str, str], unknown: str = "") -> str:
         """What an operator is told: our explanation, then the engine's first line."""
-        return f"the query failed: {self.explanation(limits)}. {self.first_line}"
+        return f"the query failed: {self.explanation(limits, unknown)}. {self.first_line}"
 
 
 def first_line(exc: BaseException) -> str:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from shipledger.api.auth import ANY_TENANT, Principal
 from shipledger.api.bodies import Problem
 from shipledger.api.context import ApiContext, ApiError, Authorized, context
+from shipledger.api.limits import check_declared_length, read_capped
 from shipledger.api.query_slots import SlotsFull
 from shipledger.sinks.ddl import EVENTS, qualified
 from shipledger.sinks.query import QueryError, QueryLimits, run_read_query
@@ -67,15 +68,22 @@ class QueryRequest(BaseModel):
     max_rows: int | None = Field(default=None, ge=1, description="At most this many rows.")
 
 
+def _query_body() -> dict[str, Any]:
+    schema = QueryRequest.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 @router.post(
     "/query",
     response_model=dict[str, Any],
+    openapi_extra=_query_body(),
     responses={
         400: {
             "model": Problem,
             "description": "Refused (not a read-only query, or something it names is not on "
             "the allow-list), over a limit, or failed.",
         },
+        413: {"model": Problem, "description": "A body far longer than the longest SQL."},
         401: {"model": Problem},
         403: {"model": Problem, "description": "Another tenant than the token's."},
         429: {
@@ -91,7 +99,7 @@ class QueryRequest(BaseModel):
     summary="Run read-only SQL over the ledger (hot and cold rows, tenant-scoped)",
 )
 async def post_query(
-    request: QueryRequest,
+    http: Request,
     ctx: Annotated[ApiContext, Depends(context)],
     principal: Annotated[Principal, Depends(Authorized("read"))],
 ) -> Response:
@@ -100,6 +108,7 @@ async def post_query(
     time and size limits (docs/security.md, `shipledger.sinks.query`); this is what
     `shipledger query` uses while `shipledger up` owns the embedded ledger."""
     store = ctx.require_store()
+    request = await _read_request(http, ctx.settings.query_max_sql_bytes)
     tenant = request.tenant
     if principal.tenant != ANY_TENANT:
         if tenant not in (None, principal.tenant):
@@ -133,3 +142,19 @@ async def post_query(
             "select fewer rows (max_rows, LIMIT) or columns",
         )
     return Response(body, media_type="application/json")
+
+
+async def _read_request(http: Request, max_sql_bytes: int) -> QueryRequest:
+    """The request body, read up to a bound (the SQL JSON-escaped, plus the other fields),
+    so a huge body is refused (413) before it is held in memory."""
+    limit = 2 * max_sql_bytes + 4096
+    check_declared_length(http.headers.get("content-length"), limit, "query body")
+    body = await read_capped(http.stream(), limit, "query body")
+    try:
+        return QueryRequest.model_validate_json(body)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ApiError(400, reasons) from exc

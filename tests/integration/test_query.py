@@ -11,7 +11,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -449,10 +449,10 @@ def read_token(settings: Settings, tenant: str) -> str:
         auth.close()
 
 
-#: Runs until the query timeout (a 10^10-row cross join), with nothing a tenant may not use.
+#: Runs until the query timeout (a 10^12-row cross join), with nothing a tenant may not use.
 SLOW = (
-    "SELECT count() FROM (SELECT arrayJoin(range(100000)) AS a) AS x, "
-    "(SELECT arrayJoin(range(100000)) AS b) AS y"
+    "SELECT count() FROM (SELECT arrayJoin(range(1000000)) AS a) AS x, "
+    "(SELECT arrayJoin(range(1000000)) AS b) AS y"
 )
 
 
@@ -465,7 +465,7 @@ def test_the_query_api_caps_queries_at_once_per_token_and_in_all(
         "api_port": 0,
         "query_max_concurrent_per_token": 1,
         "query_max_concurrent": 2,
-        "query_timeout_s": 5.0,
+        "query_timeout_s": 8.0,
         "query_max_threads": 1,
     }
     tokens = {name: read_token(settings, "acme") for name in ("slow", "second", "quick")}
@@ -474,22 +474,31 @@ def test_the_query_api_caps_queries_at_once_per_token_and_in_all(
         auth = {"Authorization": f"Bearer {tokens[token]}"}
         return httpx.post(f"{server.url}/v1/query", json={"sql": sql}, headers=auth, timeout=60)
 
-    def first_refusal(token: str, running: threading.Thread) -> httpx.Response | None:
+    def first_refusal(token: str, running: Callable[[], bool]) -> httpx.Response | None:
         deadline = time.monotonic() + 60
-        while running.is_alive() and time.monotonic() < deadline:
+        while running() and time.monotonic() < deadline:
             answer = post(token, "SELECT 1")
             if answer.status_code != 200:
                 return answer
         return None
 
+    answers: list[httpx.Response] = []
+
+    def run_slow(token: str) -> None:
+        # A probe may take the slot first: retry until the slow query runs (then 400).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            answer = post(token, SLOW)
+            if answer.status_code not in (429, 503):
+                answers.append(answer)
+                return
+
     with ApiServer(settings.model_copy(update=limits), "127.0.0.1:1", ledger) as server:
-        answers: list[httpx.Response] = []
-        slow = threading.Thread(target=lambda: answers.append(post("slow", SLOW)))
+        slow, second = (threading.Thread(target=run_slow, args=(n,)) for n in ("slow", "second"))
         slow.start()
-        own = first_refusal("slow", slow)
-        second = threading.Thread(target=lambda: answers.append(post("second", SLOW)))
         second.start()
-        everyone = first_refusal("quick", second)
+        everyone = first_refusal("quick", lambda: slow.is_alive() and second.is_alive())
+        own = first_refusal("slow", slow.is_alive)
         slow.join()
         second.join()
     assert own is not None and own.status_code == 429, own
