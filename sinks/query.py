@@ -64,7 +64,7 @@ from shipledger.sinks.query_guard import (
 if TYPE_CHECKING:
     from shipledger.sinks.store import LedgerStore
 
-__all__ = ["QueryError", "QueryLimits", "QueryResult", "Refused", "run_read_query"]
+__all__ = ["QueryError", "QueryLimits", "QueryResult", "Refused", "policy_for", "run_read_query"]
 
 #: Statement kinds (`EXPLAIN AST` root nodes) that are queries.
 _SELECT_KINDS = frozenset({"SelectWithUnionQuery", "SelectIntersectExceptQuery"})
@@ -211,7 +211,7 @@ def run_read_query(
     """
     _check_request(sql, tenant, max_rows, limits)
     database = tiers.query_database(store)
-    policy = _policy(store, database, tenant)
+    policy = policy_for(store, database, tenant)
     filters = _tenant_filters(store, tenant) if tenant is not None else {}
     # Order matters: `readonly` last, so it locks the settings set before it.
     session = limits.engine_settings()
@@ -258,8 +258,9 @@ def _check_request(sql: str, tenant: str | None, max_rows: int, limits: QueryLim
         raise QueryError("tenant: must not be empty")
 
 
-def _policy(store: LedgerStore, database: str, tenant: str | None) -> Policy:
-    """What the caller's query may name: a tenant only the ledger of the query database."""
+def policy_for(store: LedgerStore, database: str, tenant: str | None) -> Policy:
+    """What a query may name: a tenant's only the ledger of the query database `database`,
+    an operator's (`tenant` None) any table; nobody's a function off the allow-list."""
     functions = _function_catalog(store)
     if tenant is None:
         return Policy(
