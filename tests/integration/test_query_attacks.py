@@ -227,6 +227,8 @@ def test_the_attack_corpus_leaks_nothing_and_never_answers_5xx(stack: Stack) -> 
         f"{len(server_errors)} 5xx"
     )
     print(report)  # the note's numbers (pytest -s, or -rA)
+    written = [Path(stack.paths["DATA_DIR"]) / name for name in ("out.csv", "x", "backup")]
+    assert not [path for path in [*written, Path("/tmp/leak.csv")] if path.exists()]
     assert not server_errors, "\n".join(server_errors)
     assert not leaks, "\n".join(leaks)
     assert statuses.keys() <= {200, 400, 413}, report
