@@ -83,9 +83,9 @@ def _query_body() -> dict[str, Any]:
             "description": "Refused (not a read-only query, or something it names is not on "
             "the allow-list), over a limit, or failed.",
         },
-        413: {"model": Problem, "description": "A body far longer than the longest SQL."},
         401: {"model": Problem},
         403: {"model": Problem, "description": "Another tenant than the token's."},
+        413: {"model": Problem, "description": "A body far longer than the longest SQL."},
         429: {
             "model": Problem,
             "description": "Over the token's request rate or concurrent queries (Retry-After).",
