@@ -133,7 +133,8 @@ class AuthStore:
     """Tokens and webhook secrets in SQLite; safe to share between threads (one lock)."""
 
     def __init__(self, path: Path) -> None:
-        private_file(path)
+        if str(path) != ":memory:":  # SQLite's in-memory database: no file to protect
+            private_file(path)
         self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)

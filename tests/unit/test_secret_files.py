@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from shipledger.api.auth import AuthStore
 from shipledger.settings import Settings
 from shipledger.stackfile import StackInfo, write_stack
@@ -43,3 +45,9 @@ def test_the_stack_file_and_its_new_data_dir_are_owner_only(tmp_path: Path) -> N
     )
     assert mode(settings.data_dir / "stack.json") == 0o600
     assert mode(settings.data_dir) == 0o700
+
+
+def test_an_in_memory_store_makes_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    AuthStore(Path(":memory:")).close()
+    assert not list(tmp_path.iterdir())
