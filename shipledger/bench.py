@@ -33,13 +33,14 @@ from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.bench import bench_audit
+from shipledger.sinks.query_bench import bench_query
 from shipledger.sinks.store import LedgerStore
 from shipledger.stack import Stack
 from shipledger.traffic import day_of_traffic, demo_day, demo_policy
 
 EVENT = AvroCodec("io.shipledger.v1.DeploymentEvent")
 #: The measures, in the order they run (the passthrough's own Faust worker goes last).
-SECTIONS = ("pipeline", "emit", "api", "passthrough", "audit")
+SECTIONS = ("pipeline", "emit", "api", "passthrough", "audit", "query")
 #: Sections measured on a running embedded stack (audit builds its own ledger).
 _STACK_SECTIONS = ("pipeline", "emit", "api", "passthrough")
 
@@ -463,6 +464,8 @@ def _markdown(results: dict[str, Any]) -> str:
         ]
     if "audit" in results:
         lines += _audit_markdown(results["audit"])
+    if "query" in results:
+        lines += _query_markdown(results["query"])
     return "\n".join(lines)
 
 
@@ -474,6 +477,21 @@ def _audit_markdown(audit: dict[str, Any]) -> list[str]:
         f"({audit['verify_rows_per_s']:,} rows/s). On disk: "
         f"{audit['bytes_on_disk_per_event']} bytes per deployment event (merged, chain and "
         f"retention columns included; system.parts bytes_on_disk / rows).",
+        "",
+    ]
+
+
+def _query_markdown(query: dict[str, Any]) -> list[str]:
+    tenant, operator = query["tenant_run_read_query_ms"], query["operator_run_read_query_ms"]
+    direct, check = query["direct_on_store_client_ms"], query["allow_list_check_only_ms"]
+    return [
+        f"Read-query guard (`run_read_query`, a typical dashboard query over "
+        f"{query['events']:,} events, {query['samples']} runs each): as a tenant p50 "
+        f"{tenant['p50']} ms / p99 {tenant['p99']} ms, as an operator p50 {operator['p50']} ms "
+        f"/ p99 {operator['p99']} ms, the same SQL straight on the store's client p50 "
+        f"{direct['p50']} ms / p99 {direct['p99']} ms; the allow-list check alone p50 "
+        f"{check['p50']} ms / p99 {check['p99']} ms (the rest is the engine's normalization, "
+        "two `EXPLAIN AST` and a fresh read-only session).",
         "",
     ]
 
@@ -538,13 +556,14 @@ def bench(
 ) -> None:
     """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
     Faust passthrough agent on the same broker, the cost of one `shipledger emit`, and the
-    ingest API's events/s and request → Kafka ack latency, and `audit verify` over a large
-    ledger with its bytes on disk per event.
+    ingest API's events/s and request → Kafka ack latency, `audit verify` over a large
+    ledger with its bytes on disk per event, and the read-query guard's latency.
 
     \b
       shipledger bench --out bench              # everything (make bench)
       shipledger bench --out bench --only api   # just the ingest API (make bench-api)
       shipledger bench --out bench --only audit # audit verify over 1M events
+      shipledger bench --out bench --only query # the read-query guard's cost
     """
     data_dir = out / "data.tmp"
     if data_dir.exists():
@@ -584,6 +603,10 @@ def bench(
         click.echo(f"  audit verify: {audit_records} events ...")
         results["audit"] = bench_audit(audit_records)
         click.echo(f"  audit: {results['audit']}")
+    if "query" in sections:
+        click.echo("  query guard ...")
+        results["query"] = bench_query()
+        click.echo(f"  query: {results['query']}")
     results |= {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "

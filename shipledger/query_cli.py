@@ -15,7 +15,7 @@ import httpx
 
 from shipledger.settings import Settings
 from shipledger.sinks import tiers
-from shipledger.sinks.query import FORMATS, QueryError, QueryResult, run_read_query
+from shipledger.sinks.query import FORMATS, QueryError, QueryLimits, QueryResult, run_read_query
 from shipledger.sinks.store import LedgerStore, StoreError, chdb_path
 from shipledger.stackfile import StackInfo, read_stack
 
@@ -75,7 +75,7 @@ def run_query(settings: Settings, sql: str, *, tenant: str | None, max_rows: int
             # The hot+cold views over the cold files present now (reading never migrates).
             tiers.ensure_tiers(store)
             return run_read_query(
-                store, sql, tenant=tenant, max_rows=max_rows, timeout_s=settings.query_timeout_s
+                store, sql, tenant=tenant, max_rows=max_rows, limits=QueryLimits.of(settings)
             )
     except StoreError as exc:
         raise QueryUnavailable(str(exc)) from exc
@@ -106,8 +106,10 @@ def query(sql: str, fmt: str, tenant: str | None, max_rows: int | None) -> None:
     deployment), releases, change_requests, deployment_changes, services, environments,
     commits, pull_requests, artifacts, running_at(at = '...') (docs/model.md). Rows moved to
     cold storage by `shipledger archive` are included.
-    Only SELECT runs: writes, DDL, SET, INTO OUTFILE and file()/url()-style table functions
-    are refused by ClickHouse. SQL "-" reads the query from stdin.
+    Only SELECT runs, calling only the functions on the allow-list (no file(), url(),
+    dictionaries or settings; docs/security.md); with --tenant only the tables and views
+    above, one tenant's rows. Memory, time and result size are capped (SHIPLEDGER_QUERY_*).
+    SQL "-" reads the query from stdin.
 
     \b
     Examples:
@@ -117,8 +119,11 @@ def query(sql: str, fmt: str, tenant: str | None, max_rows: int | None) -> None:
       shipledger query --tenant acme --format csv \\
           "SELECT rule, severity, count() FROM alerts GROUP BY rule, severity"
       shipledger query --format json "SELECT * FROM deployments LIMIT 5" | jq .
-    shipledger query "SELECT service, environment, version
-                      FROM running_at(at = '2026-11-25 12:00:00')"
+      shipledger query "SELECT service, environment, version
+                        FROM running_at(at = '2026-11-25 12:00:00')"
+
+    \b
+    Operators (no --tenant; tenant tokens cannot) may also read system tables:
       shipledger query "SELECT name, type FROM system.columns
                         WHERE database = currentDatabase() AND table = 'alerts'"
 

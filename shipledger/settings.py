@@ -129,6 +129,50 @@ class Settings(BaseSettings):
     query_timeout_s: float = Field(
         default=60.0, gt=0, description="ClickHouse max_execution_time of a read query."
     )
+    query_max_memory_bytes: int = Field(
+        default=1024**3,
+        ge=1024**2,
+        description="Memory one read query may use (ClickHouse max_memory_usage; 400 above).",
+    )
+    query_max_result_bytes: int = Field(
+        default=64 * 1024**2,
+        ge=1024,
+        description="Bytes of result one read query may return (ClickHouse max_result_bytes).",
+    )
+    query_max_response_bytes: int = Field(
+        default=64 * 1024**2,
+        ge=1024,
+        description="Largest JSON answer of `POST /v1/query` (400 above: select less).",
+    )
+    query_max_sql_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Longest SQL text of a read query (400 above)."
+    )
+    query_max_ast_elements: int = Field(
+        default=20_000,
+        ge=100,
+        description="Syntax tree nodes of a read query (ClickHouse max_ast_elements).",
+    )
+    query_max_ast_depth: int = Field(
+        default=300,
+        ge=10,
+        description="Nesting depth of a read query's syntax tree (ClickHouse max_ast_depth).",
+    )
+    query_max_threads: int = Field(
+        default=2,
+        ge=1,
+        description="Threads one read query may use (ClickHouse max_threads): the pipeline "
+        "shares the machine.",
+    )
+    query_max_concurrent_per_token: int = Field(
+        default=2,
+        ge=1,
+        description="Read queries one API token may run at once (429 with Retry-After above).",
+    )
+    query_max_concurrent: int = Field(
+        default=4,
+        ge=1,
+        description="Read queries the API runs at once, all tokens (503 with Retry-After above).",
+    )
     cold_after_days: int = Field(
         default=90,
         ge=1,

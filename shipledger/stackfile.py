@@ -2,7 +2,8 @@
 
 It names the broker, the ClickHouse URL and, when `up` serves the HTTP API, its URL and a local
 admin token: the chDB data dir belongs to the `up` process, so `shipledger query` sends its SQL
-there. The file is written owner-only (0600) because of that token.
+there. The file is written owner-only (0600, the data dir 0700 when created here) because of
+that token, and the query path cannot read it (docs/security.md).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def stack_path(settings: Settings) -> Path:
 def write_stack(settings: Settings, info: StackInfo) -> None:
     """Publish the running stack's addresses (atomically)."""
     path = stack_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
     # Created 0600 before the token is written: no window where another user can read it.

@@ -12,6 +12,7 @@ from shipledger.sinks import tiers
 from shipledger.sinks.audit import verify as verify_ledger
 from shipledger.sinks.cli_options import ledger_options, ledger_settings
 from shipledger.sinks.grants import grants_sql
+from shipledger.sinks.query import QueryLimits
 from shipledger.sinks.store import LedgerStore, StoreError
 
 
@@ -77,7 +78,8 @@ def verify(
 @click.option("--tenant", "tenants", multiple=True, help="Add a row-policy role per tenant.")
 def grants(database: str | None, tenants: tuple[str, ...]) -> None:
     """Print the SQL for a ClickHouse server: a sink role (INSERT + SELECT on the ledger, no
-    ALTER/DELETE), an analyst role (SELECT only) and per-tenant row policies.
+    ALTER/DELETE), an analyst role (SELECT only), per-tenant row policies, and a settings
+    profile that keeps analysts read-only within the query limits (SHIPLEDGER_QUERY_*).
 
     Runs nothing: review the output and apply it as an administrator (chDB has no users).
 
@@ -85,4 +87,7 @@ def grants(database: str | None, tenants: tuple[str, ...]) -> None:
     Example:
       shipledger audit grants --tenant bank --tenant shop > grants.sql
     """
-    click.echo(grants_sql(database or Settings().clickhouse_database, tenants), nl=False)
+    settings = Settings()
+    profile = {**QueryLimits.of(settings).engine_settings(), "readonly": 1}
+    sql = grants_sql(database or settings.clickhouse_database, tenants, profile)
+    click.echo(sql, nl=False)

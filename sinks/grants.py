@@ -9,14 +9,19 @@ rows (row policies). Untested here: chDB (embedded) refuses CREATE USER / ROLE /
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from shipledger.sinks import ddl
 from shipledger.sinks.migrate import MIGRATIONS_TABLE
 
 
-def grants_sql(database: str, tenants: Sequence[str] = ()) -> str:
-    """CREATE ROLE / USER / GRANT / ROW POLICY statements for `database`, one per line."""
+def grants_sql(
+    database: str, tenants: Sequence[str] = (), analyst_settings: Mapping[str, Any] | None = None
+) -> str:
+    """CREATE ROLE / USER / GRANT / ROW POLICY statements for `database`, one per line; with
+    `analyst_settings` (e.g. `readonly` and the query limits) also a settings profile that
+    fixes them (CONST) for every analyst role."""
     db = ddl.quote_ident(database)
     ledger = [*ddl.tables(), ddl.CHAIN_HEADS]
     readable = [*ledger, *ddl.VIEWS]
@@ -60,4 +65,29 @@ def grants_sql(database: str, tenants: Sequence[str] = ()) -> str:
                 for t in ledger
             ),
         ]
+    if analyst_settings:
+        roles = [
+            "shipledger_analyst",
+            *(ddl.quote_ident(f"shipledger_analyst_{t}") for t in tenants),
+        ]
+        values = ", ".join(
+            f"{name} = {_setting(value)} CONST" for name, value in analyst_settings.items()
+        )
+        lines += [
+            "",
+            "-- Analysts' queries run read-only and capped, as `shipledger query` runs them.",
+            "-- Also set select_from_system_db_requires_grant and",
+            "-- select_from_information_schema_requires_grant in the server config",
+            "-- (docs/security.md): system tables would name every tenant's partitions.",
+            "CREATE SETTINGS PROFILE IF NOT EXISTS shipledger_analyst_profile SETTINGS "
+            f"{values} TO {', '.join(roles)};",
+        ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _setting(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int | float):
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    return ddl.quote_str(str(value))

@@ -1,35 +1,39 @@
 """Read-only SQL over the ledger, optionally scoped to one tenant: one function for the CLI and
 the HTTP API (`run_read_query`), plus the result's formats (table, CSV, JSON).
 
-What is enforced, and by what (measured on chDB 4.4 / ClickHouse 26.9):
+What is enforced, and by what (measured on chDB 4.4 / ClickHouse 26.9; the threat model is
+docs/security.md):
 
-- **Read-only, by ClickHouse.** The query runs on its own client whose session has
-  `readonly = 1`, set last: the engine refuses every write, DDL, `SET`, `SYSTEM`, any
-  `SETTINGS` clause that would change a setting (so the tenant filter cannot be lifted), and
-  the table functions that reach outside (`file`, `url`, `remote`, `s3`, `loop`, ...). Before
-  that, the engine's own parser classifies the statement (`formatQuerySingleLine`, then
-  `EXPLAIN AST`): anything but a SELECT gets a clear "read-only" error without running.
-- **No file writes.** `readonly = 1` still allows `SELECT ... INTO OUTFILE` in chDB. The
-  engine-normalized statement therefore runs as a subquery, `SELECT * FROM (<query>) LIMIT n`,
-  where `INTO OUTFILE`, `FORMAT` and non-SELECT statements are syntax errors.
-- **Tenant scoping, by ClickHouse.** `additional_table_filters` puts `tenant = '<t>'` on
-  every table of the ledger databases (hot MergeTree and cold Parquet alike, see
-  `sinks.tiers`). The engine applies it wherever the table is read: directly, through a
-  view, in a subquery, a join, `IN (...)`. Two sources escape it, both measured: the
-  `merge()` and `mergeTreeIndex()` table functions (allowed under `readonly = 1`) read tables
-  unfiltered, and the scalar `file()` function reads any file (e.g. another tenant's Parquet
-  bytes). So every query is first resolved by the engine (`EXPLAIN QUERY TREE`, which
-  resolves CTEs, aliases and unqualified names to real tables), and refused unless every
-  table function is a pure generator (`numbers`, `values`, ...), no `file()` call appears and,
-  for a tenant, every table is a filtered ledger table or a view over them.
-  `system.one` is the only other table a tenant may read.
+1. **One SELECT, checked as the engine parses it.** The engine normalizes the statement
+   (`formatQuerySingleLine`: one statement, no comments) and classifies it (`EXPLAIN AST`):
+   anything but a SELECT is refused with a clear "read-only" error. The normalized SELECT
+   runs as `SELECT * FROM (<query>) LIMIT n`, where `INTO OUTFILE`, `FORMAT` and a trailing
+   `SETTINGS` are syntax errors (chDB allows `INTO OUTFILE` under `readonly = 1`).
+2. **An allow-list on the raw syntax tree** of exactly the statement that runs
+   (`shipledger.sinks.query_guard`): every function must be on the allow-list
+   (`shipledger.sinks.query_functions`: no `file`, `url`, `s3`, dictionaries, settings or
+   server state) and, for a tenant, every table one of the ledger's tables and views of the
+   query database and the only table function the parameterized view `running_at`.
+   Operators (`tenant=None`) may also read system tables and use generator table functions.
+   Nothing reaches a file, the network or another tenant's table for anyone.
+3. **Read-only, by ClickHouse.** The query runs on its own client whose session has
+   `readonly = 1`, set last: the engine refuses writes, DDL, `SET`, and any setting change.
+4. **Tenant scoping, by ClickHouse, as a second layer.** `additional_table_filters` puts
+   `tenant = '<t>'` on every table of the ledger databases (hot MergeTree and cold Parquet
+   alike, see `sinks.tiers`), applied wherever a table is read (views, subqueries, joins).
+5. **Resource caps** (`QueryLimits`, from `Settings.query_*`): memory, result bytes, time,
+   threads and syntax tree size per query, set in the same read-only session.
+6. **Errors that cannot carry data** (`sinks.query_errors`): a refusal quotes the caller's
+   own SQL; an error from running the query reaches a tenant as its code name and our own
+   explanation only.
 
 With a ClickHouse server the same settings ride on every request (untested here: no server);
-give analysts a `SELECT`-only user with row policies there too.
+there, give analysts the readonly users, profile and row policies `shipledger audit grants`
+prints.
 
 The HTTP contract the API serves with this module (`POST /v1/query`): request JSON
 `{"sql": str, "tenant": str | null, "max_rows": int | null}`; response JSON
-`QueryResult.to_json()`; a refused or failed query answers 400 with `{"detail": message}`.
+`QueryResult.to_json()`; a refused or failed query answers 400 with `{"error": message}`.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -45,33 +50,92 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from shipledger.settings import Settings
 from shipledger.sinks import ddl, tiers
+from shipledger.sinks.query_errors import EngineError, QueryError, first_line
+from shipledger.sinks.query_guard import (
+    GENERATOR_TABLE_FUNCTIONS,
+    FunctionCatalog,
+    Policy,
+    Refused,
+    check,
+)
 
 if TYPE_CHECKING:
     from shipledger.sinks.store import LedgerStore
 
-#: Table functions that only generate values: nothing to filter, nothing outside reached.
-SAFE_TABLE_FUNCTIONS = frozenset(
-    {"numbers", "numbers_mt", "zeros", "zeros_mt", "values", "generate_series", "generateSeries"}
-)
-#: Scalar functions that read outside the ledger (`file(path)` returns a file's bytes).
-REFUSED_FUNCTIONS = frozenset({"file"})
+__all__ = ["QueryError", "QueryLimits", "QueryResult", "Refused", "policy_for", "run_read_query"]
+
 #: Statement kinds (`EXPLAIN AST` root nodes) that are queries.
 _SELECT_KINDS = frozenset({"SelectWithUnionQuery", "SelectIntersectExceptQuery"})
-#: Tables a tenant-scoped query may read outside the ledger databases.
-_TENANT_SAFE_TABLES = frozenset({"system.one"})
+#: The ledger's parameterized view: a table function in the syntax tree.
+_PARAMETERIZED_VIEWS = frozenset({"running_at"})
 #: Longest cell of the table format before it is cut.
 MAX_CELL = 40
 
-# Node lines of `EXPLAIN QUERY TREE`. Literals are escaped in it, so a user string cannot
-# forge a line; a forged alias could only add a line, which makes the check refuse more.
-_TABLE_NODE = re.compile(r"^\s*TABLE id: \d+,.*\btable_name: (\S+)$")
-_TABLE_FUNCTION_NODE = re.compile(r"^\s*TABLE_FUNCTION id: \d+,.*\btable_function_name: (\w+)")
-_FUNCTION_NODE = re.compile(r"^\s*FUNCTION id: \d+,.*\bfunction_name: (\w+)")
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """What one query may use; `of(settings)` reads them from `Settings.query_*`."""
+
+    timeout_s: float
+    max_memory_bytes: int
+    max_result_bytes: int
+    max_sql_bytes: int
+    max_ast_elements: int
+    max_ast_depth: int
+    max_threads: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> QueryLimits:
+        """The limits configured in `settings`."""
+        return cls(
+            timeout_s=settings.query_timeout_s,
+            max_memory_bytes=settings.query_max_memory_bytes,
+            max_result_bytes=settings.query_max_result_bytes,
+            max_sql_bytes=settings.query_max_sql_bytes,
+            max_ast_elements=settings.query_max_ast_elements,
+            max_ast_depth=settings.query_max_ast_depth,
+            max_threads=settings.query_max_threads,
+        )
+
+    def engine_settings(self) -> dict[str, Any]:
+        """ClickHouse settings enforcing these limits (set before `readonly`, which locks them)."""
+        return {
+            "max_execution_time": self.timeout_s,
+            "timeout_overflow_mode": "throw",
+            "max_memory_usage": self.max_memory_bytes,
+            "max_result_bytes": self.max_result_bytes,
+            "result_overflow_mode": "throw",
+            # The normalized, wrapped statement is longer than what was sent.
+            "max_query_size": 4 * self.max_sql_bytes + 1024,
+            "max_ast_elements": self.max_ast_elements,
+            "max_expanded_ast_elements": self.max_ast_elements,
+            "max_ast_depth": self.max_ast_depth,
+            "max_threads": self.max_threads,
+        }
+
+    def describe(self) -> dict[str, str]:
+        """Each limit with its setting, for the messages that name one."""
+        return {
+            "memory": f"{_size(self.max_memory_bytes)}, SHIPLEDGER_QUERY_MAX_MEMORY_BYTES",
+            "result": f"{_size(self.max_result_bytes)}, SHIPLEDGER_QUERY_MAX_RESULT_BYTES",
+            "time": f"{self.timeout_s:g} s, SHIPLEDGER_QUERY_TIMEOUT_S",
+            "ast": f"{self.max_ast_elements} elements and depth {self.max_ast_depth}, "
+            "SHIPLEDGER_QUERY_MAX_AST_ELEMENTS / _MAX_AST_DEPTH",
+        }
 
 
-class QueryError(ValueError):
-    """A query that was refused or that ClickHouse could not run; the message says why."""
+def _size(count: int) -> str:
+    """Bytes for people: `512 MiB`."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:.4g} {unit}"
+    return f"{count} B"
+
+
+#: The defaults of `Settings`, for callers that pass no limits (tests, tools).
+DEFAULT_LIMITS = QueryLimits.of(Settings.model_construct())
 
 
 @dataclass(frozen=True)
@@ -110,7 +174,10 @@ class QueryResult:
 
 
 def jsonable(value: Any) -> Any:
-    """A ClickHouse value as a JSON value."""
+    """A ClickHouse value as a JSON value (NaN and infinities as ClickHouse writes them
+    quoted: `"nan"`, `"inf"`, `"-inf"`; JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, datetime | date):
@@ -133,53 +200,117 @@ def run_read_query(
     *,
     tenant: str | None,
     max_rows: int,
-    timeout_s: float = 60.0,
+    limits: QueryLimits = DEFAULT_LIMITS,
 ) -> QueryResult:
     """Run one read-only SELECT in the query database (hot and cold rows); see the module doc.
 
-    `tenant` (None: every tenant) scopes every ledger table to that tenant's rows. At most
-    `max_rows` rows come back (`truncated` says whether there were more). Raises QueryError
-    for a refused query or a ClickHouse error (its first line).
+    `tenant` (None: every tenant, an operator) scopes every ledger table to that tenant's
+    rows and restricts the query to the ledger's tables and views. At most `max_rows` rows
+    come back (`truncated` says whether there were more). Raises QueryError (`Refused` for
+    what the allow-list does not admit) with a message fit for the caller.
     """
+    _check_request(sql, tenant, max_rows, limits)
+    database = tiers.query_database(store)
+    policy = policy_for(store, database, tenant)
+    filters = _tenant_filters(store, tenant) if tenant is not None else {}
+    # Order matters: `readonly` last, so it locks the settings set before it.
+    session = limits.engine_settings()
+    if filters:
+        session["additional_table_filters"] = filters
+    session["readonly"] = 1
+    with store.reader(database, session) as client:
+        canonical = _canonical_select(client, sql, limits)
+        wrapped = f"SELECT * FROM ({canonical}) LIMIT {max_rows + 1}"  # noqa: S608
+        # The statement checked is, byte for byte, the statement that runs.
+        check(_explain(client, wrapped, limits, wrapped=True), canonical, policy)
+        try:
+            result = client.query(wrapped)
+            rows = [tuple(row) for row in result.result_rows]
+            columns, types = list(result.column_names), [t.name for t in result.column_types]
+        except Exception as exc:
+            error = EngineError.of(exc)
+            message = (
+                error.tenant_message(sql, limits.describe())
+                if tenant is not None
+                else error.operator_message(limits.describe())
+            )
+            raise QueryError(message) from None
+    return QueryResult(
+        columns=columns, types=types, rows=rows[:max_rows], truncated=len(rows) > max_rows
+    )
+
+
+def _check_request(sql: str, tenant: str | None, max_rows: int, limits: QueryLimits) -> None:
     if not sql.strip():
         raise QueryError("sql: empty query")
+    try:
+        size = len(sql.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise QueryError("sql: not valid Unicode text (it holds a lone surrogate)") from None
+    if size > limits.max_sql_bytes:
+        raise QueryError(
+            f"sql: {size} bytes, over the limit of {limits.max_sql_bytes} bytes "
+            "(SHIPLEDGER_QUERY_MAX_SQL_BYTES)"
+        )
     if max_rows < 1:
         raise QueryError(f"max_rows: must be at least 1 (got {max_rows})")
     if tenant is not None and not tenant:
         raise QueryError("tenant: must not be empty")
-    filters = _tenant_filters(store, tenant) if tenant is not None else {}
-    # Order matters: `readonly` last, so it locks the settings set before it.
-    session: dict[str, Any] = {"max_execution_time": timeout_s}
-    if filters:
-        session["additional_table_filters"] = filters
-    session["readonly"] = 1
-    with store.reader(tiers.query_database(store), session) as client:
-        canonical = _canonical_select(client, sql)
-        wrapped = f"SELECT * FROM ({canonical}) LIMIT {max_rows + 1}"  # noqa: S608
-        tree = _explain(client, f"EXPLAIN QUERY TREE {wrapped}", wrapped=True)
-        _check_sources(tree, allowed_tables=_allowed_tables(store, filters, tenant))
-        try:
-            result = client.query(wrapped)
-        except Exception as exc:
-            raise QueryError(_first_line(exc)) from None
-    rows = [tuple(row) for row in result.result_rows]
-    return QueryResult(
-        columns=list(result.column_names),
-        types=[t.name for t in result.column_types],
-        rows=rows[:max_rows],
-        truncated=len(rows) > max_rows,
+
+
+def policy_for(store: LedgerStore, database: str, tenant: str | None) -> Policy:
+    """What a query may name: a tenant's only the ledger of the query database `database`,
+    an operator's (`tenant` None) any table; nobody's a function off the allow-list."""
+    functions = _function_catalog(store)
+    if tenant is None:
+        return Policy(
+            functions=functions,
+            table_functions=GENERATOR_TABLE_FUNCTIONS | _PARAMETERIZED_VIEWS,
+            tables=None,
+        )
+    ledger = frozenset(ddl.tables()) | frozenset(ddl.VIEWS)
+    return Policy(
+        functions=functions,
+        table_functions=_PARAMETERIZED_VIEWS,
+        tables=ledger - _PARAMETERIZED_VIEWS,
+        databases=frozenset({database}),
     )
 
 
-def _canonical_select(client: Any, sql: str) -> str:
+#: The function catalog per ClickHouse URL: one engine per URL for the life of the process.
+_CATALOGS: dict[str, FunctionCatalog] = {}
+
+
+def _function_catalog(store: LedgerStore) -> FunctionCatalog:
+    """The allow-list as this engine resolves names (its aliases and case folding)."""
+    catalog = _CATALOGS.get(store.url)
+    if catalog is None:
+        _, rows = store.query(
+            "SELECT name, is_aggregate, case_insensitive, alias_to FROM system.functions"
+        )
+        engine = [(str(n), bool(a), bool(c), str(t)) for n, a, c, t in rows]
+        catalog = _CATALOGS[store.url] = FunctionCatalog.build(engine)
+    return catalog
+
+
+def _canonical_select(client: Any, sql: str, limits: QueryLimits) -> str:
     """The engine's normalized text of `sql` (one statement, no comments), if a SELECT."""
     try:
-        result = client.query("SELECT formatQuerySingleLine({sql:String})", parameters={"sql": sql})
+        result = client.query(
+            "SELECT formatQuerySingleLine({sql:String}) AS q, isValidUTF8(q)",
+            parameters={"sql": sql},
+        )
     except Exception as exc:
-        raise QueryError(_first_line(exc)) from None
-    canonical = str(result.result_rows[0][0])
+        raise _parse_failure(exc, limits) from None
+    canonical, valid = result.result_rows[0]
+    if not valid:
+        # The formatter writes a literal's bytes raw: `'\xFF'` normalizes to invalid UTF-8.
+        raise QueryError(
+            "sql: a string literal holds bytes that are not UTF-8 (a \\x escape?): write "
+            "such bytes as unhex('FF')"
+        )
     try:
-        kind = _explain(client, f"EXPLAIN AST {canonical}", wrapped=False)[0].split(" ")[0]
+        kind = _explain(client, canonical, limits, wrapped=False)[0].split(" ")[0]
     except QueryError as exc:
         if "Syntax error" not in str(exc):
             raise
@@ -190,21 +321,28 @@ def _canonical_select(client: Any, sql: str) -> str:
             f"read-only: {statement} refused, only SELECT queries run "
             "(the ledger is append-only; writes come through the pipeline)"
         )
-    return canonical
+    return str(canonical)
 
 
-def _explain(client: Any, sql: str, *, wrapped: bool) -> list[str]:
+def _explain(client: Any, sql: str, limits: QueryLimits, *, wrapped: bool) -> list[str]:
+    """The `EXPLAIN AST` rows of `sql`: parsing only, nothing runs."""
     try:
-        result = client.query(sql)
+        result = client.query(f"EXPLAIN AST {sql}")
     except Exception as exc:
-        message = _first_line(exc)
-        if wrapped and "Syntax error" in message:
+        if wrapped and "Syntax error" in first_line(exc):
             raise QueryError(
                 "only a plain SELECT is accepted: no INTO OUTFILE, FORMAT or trailing "
                 "SETTINGS (choose the output with --format)"
             ) from None
-        raise QueryError(message) from None
+        raise _parse_failure(exc, limits) from None
     return [str(row[0]) for row in result.result_rows]
+
+
+def _parse_failure(exc: BaseException, limits: QueryLimits) -> QueryError:
+    """A failure to parse: nothing ran, so the engine's message quotes only the caller's SQL
+    and is shown whole, after our explanation (which names a limit that was hit)."""
+    error = EngineError.of(exc)
+    return QueryError(error.operator_message(limits.describe(), "it could not be parsed"))
 
 
 def _tenant_filters(store: LedgerStore, tenant: str) -> dict[str, str]:
@@ -218,62 +356,9 @@ def _tenant_filters(store: LedgerStore, tenant: str) -> dict[str, str]:
         {"dbs": databases},
     )
     condition = f"tenant = {ddl.quote_str(tenant)}"
-    # A table without a tenant column cannot be filtered: it is left out, hence refused.
+    # A table without a tenant column cannot be filtered: it is left out (and the allow-list
+    # admits only ledger tables and views, all of which carry one).
     return {f"{db}.{name}": condition for db, name, has_tenant in rows if has_tenant}
-
-
-def _allowed_tables(store: LedgerStore, filters: dict[str, str], tenant: str | None) -> set[str]:
-    if tenant is None:
-        return set()  # every table: no tenant to protect
-    databases = tiers.ledger_databases(store)
-    _, rows = store.query(
-        "SELECT database, name FROM system.tables WHERE database IN %(dbs)s AND engine = 'View'",
-        {"dbs": databases},
-    )
-    return set(filters) | {f"{db}.{name}" for db, name in rows} | _TENANT_SAFE_TABLES
-
-
-def _check_sources(tree: list[str], *, allowed_tables: set[str]) -> None:
-    """Refuse what the tenant filter cannot cover (see the module doc); empty `allowed_tables`
-    allows every table."""
-    for line in tree:
-        if match := _TABLE_FUNCTION_NODE.match(line):
-            name = match.group(1)
-            # A ledger parameterized view (`running_at(at = ...)`) appears as a table function;
-            # the tables it reads are checked (and filtered) like any others.
-            if name not in SAFE_TABLE_FUNCTIONS and name not in ddl.VIEWS:
-                raise QueryError(
-                    f"table function {name}() is refused: it reads outside the ledger or around "
-                    "its tenant filter; query the ledger tables"
-                )
-        elif match := _FUNCTION_NODE.match(line):
-            if match.group(1) in REFUSED_FUNCTIONS:
-                raise QueryError(f"function {match.group(1)}() is refused: it reads files")
-        elif (
-            allowed_tables
-            and (match := _TABLE_NODE.match(line))
-            and match.group(1) not in allowed_tables
-        ):
-            raise QueryError(
-                f"table {match.group(1)} is refused for a tenant-scoped query: only the "
-                "ledger tables and views can be filtered by tenant"
-            )
-
-
-def _first_line(exc: BaseException) -> str:
-    """ClickHouse's message without the stack trace and version trailer."""
-    text = str(exc).strip()
-    for line in text.splitlines():
-        if "DB::Exception" in line or "Code:" in line:
-            text = line
-            break
-    else:
-        text = text.splitlines()[0] if text else type(exc).__name__
-    text = re.sub(r"\s*\(version [\d.]+[^)]*\)", "", text)
-    # A server-side error wrapped once more by the client repeats its code and name.
-    text = re.sub(r"^(Code: \d+\. DB::Exception: )+", r"\1", text)
-    text = re.sub(r"(\. \(\w+\))\1$", r"\1", text)
-    return text.strip()
 
 
 # --- formats -------------------------------------------------------------------------------

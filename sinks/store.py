@@ -107,7 +107,8 @@ class LedgerStore:
         url = settings.resolved_clickhouse_url
         path = chdb_path(url)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # Owner-only: the data dir holds every tenant's rows and the API's secrets.
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             client = clickhouse_connect.get_client(dsn=url, tz_mode="aware")
         except Exception as exc:

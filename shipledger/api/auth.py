@@ -3,6 +3,14 @@
 A token is `sl_<id>_<secret>`: the id finds the row, and only the SHA-256 of the whole token
 is stored, compared in constant time. The token text is shown once, at creation.
 
+The file holds webhook secrets in plain text: it is created owner-only (0600; its directory
+0700 when created here) before SQLite opens it, so the `-wal` and `-shm` files SQLite makes
+beside it are owner-only too, and nothing else in the process may open it: SQLite's POSIX
+locks are per process, so any other open and close of the file in this process (a
+ClickHouse `file()` read was one) drops the API's locks, and the next `shipledger tokens`
+process then deletes the WAL the API still uses (a revoked token kept working). The query
+path cannot reach it (docs/security.md).
+
 Tenancy: a token belongs to one tenant and acts only on it; the tenant `*` (operators) acts
 on every tenant. Scopes: `ingest` (write events), `read` (read events), `admin` (manage
 tokens and secrets of its tenant; `*` for all).
@@ -12,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
 import sqlite3
@@ -109,11 +118,23 @@ def _check_tenant(tenant: str) -> str:
     return tenant
 
 
+def private_file(path: Path) -> None:
+    """Make `path` exist owner-only (0600), its directory 0700 if created here; tighten an
+    existing file (and its SQLite `-wal`/`-shm` files) that others could read."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for each in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if each.exists() and each.stat().st_mode & 0o077:
+            each.chmod(0o600)
+
+
 class AuthStore:
     """Tokens and webhook secrets in SQLite; safe to share between threads (one lock)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if str(path) != ":memory:":  # SQLite's in-memory database: no file to protect
+            private_file(path)
         self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)

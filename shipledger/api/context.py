@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shipledger.api.auth import AuthError, AuthStore, Principal
 from shipledger.api.limits import RateLimiter, retry_after
+from shipledger.api.query_slots import QuerySlots
 from shipledger.api.recent_commits import RecentCommits
 from shipledger.settings import Settings
 
@@ -51,6 +52,9 @@ class ApiContext:
 
     def __post_init__(self) -> None:
         self.limiter = RateLimiter(self.settings.api_rate_per_s, self.settings.api_rate_burst)
+        self.query_slots = QuerySlots(
+            self.settings.query_max_concurrent_per_token, self.settings.query_max_concurrent
+        )
 
     def require_bridge(self) -> KafkaBridge:
         """The Kafka bridge; 503 when this app has none."""

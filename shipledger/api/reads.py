@@ -7,18 +7,21 @@ up` (or any API given a ClickHouse server). Another tenant's rows read as absent
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from shipledger.api.auth import ANY_TENANT, Principal
 from shipledger.api.bodies import Problem
 from shipledger.api.context import ApiContext, ApiError, Authorized, context
+from shipledger.api.limits import check_declared_length, read_capped
+from shipledger.api.query_slots import SlotsFull
 from shipledger.sinks.ddl import EVENTS, qualified
-from shipledger.sinks.query import QueryError, run_read_query
+from shipledger.sinks.query import QueryError, QueryLimits, run_read_query
 
 router = APIRouter(prefix="/v1")
 
@@ -65,41 +68,93 @@ class QueryRequest(BaseModel):
     max_rows: int | None = Field(default=None, ge=1, description="At most this many rows.")
 
 
+def _query_body() -> dict[str, Any]:
+    schema = QueryRequest.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 @router.post(
     "/query",
+    response_model=dict[str, Any],
+    openapi_extra=_query_body(),
     responses={
-        400: {"model": Problem, "description": "Not a read-only query, or it failed."},
+        400: {
+            "model": Problem,
+            "description": "Refused (not a read-only query, or something it names is not on "
+            "the allow-list), over a limit, or failed.",
+        },
         401: {"model": Problem},
         403: {"model": Problem, "description": "Another tenant than the token's."},
-        503: {"model": Problem, "description": "This API has no ledger store."},
+        413: {"model": Problem, "description": "A body far longer than the longest SQL."},
+        429: {
+            "model": Problem,
+            "description": "Over the token's request rate or concurrent queries (Retry-After).",
+        },
+        503: {
+            "model": Problem,
+            "description": "This API has no ledger store, or runs its most queries at once "
+            "(Retry-After).",
+        },
     },
     summary="Run read-only SQL over the ledger (hot and cold rows, tenant-scoped)",
 )
 async def post_query(
-    request: QueryRequest,
+    http: Request,
     ctx: Annotated[ApiContext, Depends(context)],
     principal: Annotated[Principal, Depends(Authorized("read"))],
-) -> dict[str, Any]:
-    """`{"columns", "types", "rows", "truncated"}`. ClickHouse itself enforces read-only and
-    the tenant filter (see `shipledger.sinks.query`); this is what `shipledger query` uses
-    while `shipledger up` owns the embedded ledger."""
+) -> Response:
+    """`{"columns", "types", "rows", "truncated"}`. A tenant's query may read only its
+    tenant's rows of the ledger's tables and views, with allowed functions, under memory,
+    time and size limits (docs/security.md, `shipledger.sinks.query`); this is what
+    `shipledger query` uses while `shipledger up` owns the embedded ledger."""
     store = ctx.require_store()
+    request = await _read_request(http, ctx.settings.query_max_sql_bytes)
     tenant = request.tenant
     if principal.tenant != ANY_TENANT:
         if tenant not in (None, principal.tenant):
             raise ApiError(403, f"tenant: this token reads tenant {principal.tenant!r} only")
         tenant = principal.tenant
-    limit = ctx.settings.query_max_rows
-    max_rows = min(request.max_rows or limit, limit)
+    settings = ctx.settings
+    max_rows = min(request.max_rows or settings.query_max_rows, settings.query_max_rows)
     try:
-        result = await run_in_threadpool(
-            run_read_query,
-            store,
-            request.sql,
-            tenant=tenant,
-            max_rows=max_rows,
-            timeout_s=ctx.settings.query_timeout_s,
-        )
+        with ctx.query_slots.slot(principal.token_id):
+            result = await run_in_threadpool(
+                run_read_query,
+                store,
+                request.sql,
+                tenant=tenant,
+                max_rows=max_rows,
+                limits=QueryLimits.of(settings),
+            )
+    except SlotsFull as exc:
+        raise ApiError(exc.status, exc.message, headers={"Retry-After": "1"}) from exc
     except QueryError as exc:
         raise ApiError(400, str(exc)) from exc
-    return result.to_json()
+    # Serialized here to cap the answer's size (as Starlette's JSONResponse would write it).
+    body = json.dumps(
+        result.to_json(), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    ).encode("utf-8")
+    if len(body) > settings.query_max_response_bytes:
+        raise ApiError(
+            400,
+            f"the answer is {len(body)} bytes of JSON, over the limit of "
+            f"{settings.query_max_response_bytes} bytes (SHIPLEDGER_QUERY_MAX_RESPONSE_BYTES): "
+            "select fewer rows (max_rows, LIMIT) or columns",
+        )
+    return Response(body, media_type="application/json")
+
+
+async def _read_request(http: Request, max_sql_bytes: int) -> QueryRequest:
+    """The request body, read up to a bound (the SQL JSON-escaped, plus the other fields),
+    so a huge body is refused (413) before it is held in memory."""
+    limit = 2 * max_sql_bytes + 4096
+    check_declared_length(http.headers.get("content-length"), limit, "query body")
+    body = await read_capped(http.stream(), limit, "query body")
+    try:
+        return QueryRequest.model_validate_json(body)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ApiError(400, reasons) from exc

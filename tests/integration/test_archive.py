@@ -19,7 +19,7 @@ from shipledger.settings import Settings
 from shipledger.sinks import archive as archive_mod
 from shipledger.sinks import ddl, tiers
 from shipledger.sinks.archive import Archiver, archive, server_tiering_sql
-from shipledger.sinks.query import run_read_query
+from shipledger.sinks.query import QueryError, run_read_query
 from shipledger.sinks.store import LedgerStore
 
 pytestmark = pytest.mark.integration
@@ -71,9 +71,14 @@ def test_archive_moves_old_rows_to_parquet_and_queries_see_hot_and_cold(
     assert after.rows == before.rows
     assert after.types == before.types
     assert count(ledger, "SELECT count() FROM deployments") == PER_TENANT * 2
-    # Tenant scoping holds for cold rows, directly and through the union.
+    # Tenant scoping holds for cold rows through the union; the cold tables themselves are
+    # not a tenant's to name (the query allow-list), and filtered for an operator naming one.
     assert count(ledger, "SELECT count() FROM deployment_events", "acme") == PER_TENANT
-    assert count(ledger, "SELECT count() FROM shipledger_cold.alerts", "acme") == OLD_PER_TENANT
+    old_alerts = "SELECT count() FROM alerts WHERE occurred_at < now() - INTERVAL 90 DAY"
+    assert count(ledger, old_alerts, "acme") == OLD_PER_TENANT
+    with pytest.raises(QueryError, match="refused"):
+        count(ledger, "SELECT count() FROM shipledger_cold.alerts", "acme")
+    assert count(ledger, "SELECT count() FROM shipledger_cold.alerts") == OLD_PER_TENANT * 2
     assert count(ledger, "SELECT countIf(tenant != 'acme') FROM alerts", "acme") == 0
 
     assert archive(ledger, cold_after_days=90).rows_moved == 0  # nothing left to move

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,8 +26,10 @@ from shipledger.cli import cli
 from shipledger.settings import Settings
 from shipledger.sinks import ddl
 from shipledger.sinks.query import (
+    DEFAULT_LIMITS,
     QueryError,
     QueryResult,
+    Refused,
     format_csv,
     format_json,
     format_table,
@@ -97,84 +103,222 @@ def test_a_select_returns_names_types_rows_and_truncation(ledger: LedgerStore) -
 
 
 # --- tenant scoping --------------------------------------------------------------------------
+#: Ways to reach ledger rows, each with what a tenant gets: its rows only, or a refusal (the
+#: hot and cold databases are not the tenant's to name; the query database's views are).
 SCOPED = {
-    "query view": "SELECT tenant FROM deployment_events",
-    "hot table": "SELECT tenant FROM shipledger.deployment_events",
-    "cold table": "SELECT tenant FROM shipledger_cold.deployment_events",
-    "ledger view": "SELECT tenant FROM deployments",
-    "hot ledger view": "SELECT tenant FROM shipledger.deployments",
-    "subquery": "SELECT tenant FROM (SELECT * FROM shipledger.deployment_records)",
-    "cte": "WITH x AS (SELECT tenant FROM alerts) SELECT tenant FROM x",
+    "query view": ("SELECT tenant FROM deployment_events", "rows"),
+    "qualified query view": ("SELECT tenant FROM shipledger_query.deployment_events", "rows"),
+    "hot table": ("SELECT tenant FROM shipledger.deployment_events", "refused"),
+    "cold table": ("SELECT tenant FROM shipledger_cold.deployment_events", "refused"),
+    "ledger view": ("SELECT tenant FROM deployments", "rows"),
+    "hot ledger view": ("SELECT tenant FROM shipledger.deployments", "refused"),
+    "subquery": ("SELECT tenant FROM (SELECT * FROM deployment_records)", "rows"),
+    "cte": ("WITH x AS (SELECT tenant FROM alerts) SELECT tenant FROM x", "rows"),
     "join": (
-        "SELECT r.tenant FROM shipledger.deployment_events AS e "
-        "FULL OUTER JOIN shipledger.deployment_records AS r ON e.event_id = r.record_id"
+        "SELECT r.tenant FROM deployment_events AS e "
+        "FULL OUTER JOIN deployment_records AS r ON e.event_id = r.record_id",
+        "rows",
     ),
     "join other side": (
-        "SELECT e.tenant FROM shipledger.deployment_events AS e "
-        "FULL OUTER JOIN shipledger.deployment_records AS r ON e.event_id = r.record_id"
+        "SELECT e.tenant FROM deployment_events AS e "
+        "FULL OUTER JOIN deployment_records AS r ON e.event_id = r.record_id",
+        "rows",
     ),
     "in subquery": (
-        "SELECT 'globex' AS tenant FROM numbers(1) "
-        "WHERE 'globex' IN (SELECT tenant FROM shipledger.alerts)"
+        "SELECT 'globex' AS tenant WHERE 'globex' IN (SELECT tenant FROM alerts)",
+        "rows",
     ),
     "scalar subquery": (
-        "SELECT (SELECT groupUniqArray(tenant) FROM shipledger.alerts)[1] AS tenant "
-        "FROM numbers(1) WHERE length((SELECT groupUniqArray(tenant) FROM shipledger.alerts)) > 1"
+        "SELECT arrayJoin((SELECT groupUniqArray(tenant) FROM alerts)) AS tenant",
+        "rows",
     ),
-    "union": "SELECT tenant FROM alerts UNION ALL SELECT tenant FROM shipledger.alerts",
+    "scalar subquery of tuples": (
+        "SELECT arrayJoin((SELECT groupArray(tuple(tenant, alert_id)) FROM alerts)).1 AS tenant",
+        "rows",
+    ),
+    "lambda over a subquery": (
+        "SELECT arrayJoin(arrayFlatten(arrayMap(x -> (SELECT groupUniqArray(tenant) "
+        "FROM alerts), [1]))) AS tenant",
+        "rows",
+    ),
+    "exists": (
+        "SELECT 'globex' AS tenant WHERE EXISTS (SELECT 1 FROM alerts WHERE tenant = 'globex')",
+        "rows",
+    ),
+    "union": ("SELECT tenant FROM alerts UNION ALL SELECT tenant FROM deployments", "rows"),
     "lifted filter in a subquery": (
-        "SELECT tenant FROM (SELECT tenant FROM shipledger.alerts "
-        "SETTINGS additional_table_filters = {})"
+        "SELECT tenant FROM (SELECT tenant FROM alerts SETTINGS additional_table_filters = {})",
+        "refused",
     ),
 }
 
 
 @pytest.mark.parametrize("name", SCOPED)
 def test_a_tenant_reads_only_its_rows(ledger: LedgerStore, name: str) -> None:
-    """Every way to reach a table returns acme's rows only (or nothing, or a refusal)."""
-    try:
-        result = q(ledger, SCOPED[name], tenant="acme")
-    except QueryError as exc:
-        assert "readonly" in str(exc)  # only the filter-lifting attempt may fail
+    """Every way to reach a table returns nothing of globex's, or is refused; the ways that
+    run reach globex unscoped (the tenant filter is ClickHouse's, the second layer behind
+    the allow-list)."""
+    sql, expected = SCOPED[name]
+    if expected == "refused":
+        with pytest.raises(QueryError, match=r"refused|readonly"):
+            q(ledger, sql, tenant="acme")
         return
-    assert {row[0] for row in result.rows} <= {"acme"}
-    unscoped = q(ledger, SCOPED[name])
-    assert len(result.rows) < len(unscoped.rows) or not unscoped.rows
+    assert "globex" not in {row[0] for row in q(ledger, sql, tenant="acme").rows}
+    assert "globex" in {row[0] for row in q(ledger, sql).rows}
 
 
 REFUSED = {
     "merge()": "SELECT tenant FROM merge('shipledger', '^alerts$')",
+    "merge() in a scalar subquery": (
+        "SELECT arrayJoin((SELECT groupArray(tuple(tenant, event_id)) "
+        "FROM merge('shipledger', '^deployment_events$') WHERE tenant = 'globex'))"
+    ),
     "mergeTreeIndex()": "SELECT * FROM mergeTreeIndex('shipledger', 'alerts')",
     "file() table function": "SELECT * FROM file('/etc/hostname', 'LineAsString')",
     "cold file via file()": (
         "SELECT * FROM file('{cold}/deployment_events/tenant=globex/*.parquet', 'Parquet')"
     ),
     "file() scalar": "SELECT file('/etc/hostname')",
+    "file() in a scalar subquery": "SELECT arrayJoin((SELECT groupArray(file('/etc/hostname'))))",
+    "file() in a lambda": "SELECT arrayMap(x -> file(x), ['/etc/hostname'])",
+    "sqlite()": "SELECT * FROM sqlite('{auth}', 'tokens')",
     "url()": "SELECT * FROM url('http://127.0.0.1:9/x', 'CSV', 'a String')",
     "remote()": "SELECT * FROM remote('127.0.0.1', shipledger.alerts)",
-    "system table": "SELECT * FROM system.parts",
+    "dictGet()": "SELECT dictGet('d', 'a', 1)",
+    "getSetting()": "SELECT getSetting('max_memory_usage')",
     "view() function": "SELECT * FROM view(SELECT tenant FROM merge('shipledger', '^alerts$'))",
 }
 
 
 @pytest.mark.parametrize("name", REFUSED)
-def test_sources_the_filter_cannot_cover_are_refused(ledger: LedgerStore, name: str) -> None:
-    sql = REFUSED[name].format(cold=ledger.cold_root)
-    with pytest.raises(QueryError, match=r"refused|readonly|READONLY"):
-        q(ledger, sql, tenant="acme")
-
-
-def test_merge_reads_around_the_filter_so_it_is_refused_even_unscoped(
-    ledger: LedgerStore,
+def test_what_reads_around_the_ledger_is_refused_for_everyone(
+    ledger: LedgerStore, settings: Settings, name: str
 ) -> None:
-    """The measurement behind the refusal: merge() ignores additional_table_filters."""
-    with pytest.raises(QueryError, match=r"merge\(\) is refused"):
-        q(ledger, "SELECT tenant FROM merge('shipledger', '^alerts$')")
+    """Refused by the allow-list before anything runs, for tenants and operators alike."""
+    sql = REFUSED[name].format(cold=ledger.cold_root, auth=settings.resolved_auth_db)
+    for tenant in ("acme", None):
+        with pytest.raises(Refused, match=r"is refused|is not on the allow-list"):
+            q(ledger, sql, tenant=tenant)
+
+
+TENANT_REFUSED = {
+    "system table": "SELECT * FROM system.parts",
+    "system table in IN": "SELECT 1 WHERE 0 IN system.one",
+    "information schema": "SELECT * FROM INFORMATION_SCHEMA.TABLES",
+    "generator": "SELECT * FROM numbers(10)",
+    "hot database": "SELECT count() FROM shipledger.chain_heads",
+}
+
+
+@pytest.mark.parametrize("name", TENANT_REFUSED)
+def test_a_tenant_reads_the_ledger_only_an_operator_more(ledger: LedgerStore, name: str) -> None:
+    with pytest.raises(Refused, match="is refused"):
+        q(ledger, TENANT_REFUSED[name], tenant="acme")
+    q(ledger, TENANT_REFUSED[name])  # an operator (tenant None) may
 
 
 def test_an_unknown_tenant_sees_nothing(ledger: LedgerStore) -> None:
     assert q(ledger, "SELECT count() FROM deployment_events", tenant="nobody").rows == [(0,)]
     assert q(ledger, "SELECT count() FROM deployment_events", tenant="x' OR 1=1 --").rows == [(0,)]
+
+
+# --- limits ----------------------------------------------------------------------------------
+#: The query that took `up` from 0.5 to 4.9 GB (issue #5, finding 4): it builds 4.7 GiB.
+MEMORY_BOMB = "SELECT length(arrayMap(x -> repeat('x', 1000), range(5000000)))"
+
+
+def test_the_memory_bomb_fails_fast_naming_the_limit(ledger: LedgerStore) -> None:
+    """Before the cap it ran 18 s and peaked at 5.1 GB; now the default 1 GiB stops it."""
+    started = time.monotonic()
+    with pytest.raises(QueryError) as refused:
+        q(ledger, MEMORY_BOMB, tenant="acme")
+    assert "MEMORY_LIMIT_EXCEEDED" in str(refused.value)
+    assert "1 GiB, SHIPLEDGER_QUERY_MAX_MEMORY_BYTES" in str(refused.value)
+    assert time.monotonic() - started < 15  # generous for a loaded machine: it is sub-second
+
+
+@pytest.mark.parametrize(
+    ("limit", "sql", "named"),
+    [
+        (
+            {"max_result_bytes": 4096},
+            # Checked per block: many blocks, so more than one block over the cap.
+            "SELECT arrayJoin(range(300000)) AS n, repeat(toString(n), 20)",
+            "SHIPLEDGER_QUERY_MAX_RESULT_BYTES",
+        ),
+        (
+            {"timeout_s": 0.5},
+            "SELECT count() FROM (SELECT arrayJoin(range(100000)) AS a) AS x, "
+            "(SELECT arrayJoin(range(100000)) AS b) AS y",
+            "SHIPLEDGER_QUERY_TIMEOUT_S",
+        ),
+        ({"max_sql_bytes": 1024}, f"SELECT '{'x' * 1024}'", "SHIPLEDGER_QUERY_MAX_SQL_BYTES"),
+        (
+            {"max_ast_depth": 20},
+            "SELECT " + "abs(" * 30 + "1" + ")" * 30,
+            "SHIPLEDGER_QUERY_MAX_AST",
+        ),
+    ],
+    ids=["result bytes", "time", "sql bytes", "ast depth"],
+)
+def test_each_limit_stops_a_query_and_names_its_setting(
+    ledger: LedgerStore, limit: dict[str, Any], sql: str, named: str
+) -> None:
+    limits = replace(DEFAULT_LIMITS, **limit)
+    for tenant in ("acme", None):
+        with pytest.raises(QueryError, match=named):
+            run_read_query(ledger, sql, tenant=tenant, max_rows=1000, limits=limits)
+
+
+# --- errors -------------------------------------------------------------------------------------
+def test_a_tenant_error_from_running_does_not_echo_values(ledger: LedgerStore) -> None:
+    """A failing cast quotes the value in ClickHouse's message: not to a tenant."""
+    sql = "SELECT toUInt8(concat('val-', service)) FROM deployments"
+    with pytest.raises(QueryError) as tenant:
+        q(ledger, sql, tenant="acme")
+    assert "CANNOT_PARSE_TEXT" in str(tenant.value) and "OrNull" in str(tenant.value)
+    assert "val-" not in str(tenant.value) and "acme-svc" not in str(tenant.value)
+    with pytest.raises(QueryError, match="val-"):
+        q(ledger, sql)  # an operator sees the engine's message
+
+
+def test_a_tenant_error_names_what_the_tenant_wrote(ledger: LedgerStore) -> None:
+    with pytest.raises(QueryError, match=r"UNKNOWN_IDENTIFIER.*\(about servce\)"):
+        q(ledger, "SELECT servce FROM deployments", tenant="acme")
+
+
+def test_refusals_quote_the_query_itself(ledger: LedgerStore) -> None:
+    with pytest.raises(QueryError, match=r"function file\(\)"):
+        q(ledger, "SELECT file('/etc/hostname')", tenant="acme")
+    with pytest.raises(QueryError, match=r"Syntax error.*FROMM"):
+        q(ledger, "SELECT 1 FROMM deployments", tenant="acme")
+
+
+# --- names the engine prints raw ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT `a\n Function file` FROM deployments",
+        "SELECT 1 AS `x\n    TableIdentifier system.parts`",
+        "SELECT * FROM deployments AS `d\n      Function merge`",
+        "SELECT `a\u2028b`",
+        "SELECT 1 AS `sys.tem`",
+        'SELECT 1 AS "q\\nr"',
+    ],
+)
+def test_names_that_would_forge_syntax_tree_rows_are_refused(ledger: LedgerStore, sql: str) -> None:
+    with pytest.raises(Refused, match="names may not contain"):
+        q(ledger, sql, tenant="acme")
+
+
+def test_literals_and_unicode_names_run(ledger: LedgerStore) -> None:
+    sql = (
+        "SELECT 'a\n  Function file' AS s, 1 AS `déploiements`, 2 AS `deploy count`, "
+        "0/0 AS nan, 1/0 AS inf"
+    )
+    result = q(ledger, sql, tenant="acme")
+    assert result.columns == ["s", "déploiements", "deploy count", "nan", "inf"]
+    assert result.to_json()["rows"] == [["a\n  Function file", 1, 2, "nan", "inf"]]
 
 
 # --- formats ---------------------------------------------------------------------------------
@@ -260,7 +404,8 @@ def test_query_command_goes_through_the_api_of_a_running_stack(
     sql = "SELECT tenant, count() AS n FROM alerts GROUP BY tenant"
     code, out = invoke(settings, "--tenant", "globex", sql)
     assert code == 0, out
-    assert out.splitlines()[2].split() == ["globex", str(PER_TENANT)]
+    # Lines, not positions: the API thread's log lines can land in the captured output.
+    assert ["globex", str(PER_TENANT)] in [line.split() for line in out.splitlines()]
     code, out = invoke(settings, "INSERT INTO shipledger.alerts (alert_id) VALUES ('x')")
     assert code == 1
     assert "read-only" in out
@@ -293,3 +438,87 @@ def test_the_parameterized_view_is_tenant_scoped_too(ledger: LedgerStore) -> Non
     assert len(run_read_query(ledger, sql, tenant=None, max_rows=10).rows) == 2
     scoped = run_read_query(ledger, sql, tenant="acme", max_rows=10)
     assert scoped.rows == [("acme",)]
+
+
+# --- the API's limits ---------------------------------------------------------------------------
+def read_token(settings: Settings, tenant: str) -> str:
+    auth = AuthStore(settings.resolved_auth_db)
+    try:
+        return auth.create_token(tenant, ("read",))[0]
+    finally:
+        auth.close()
+
+
+#: Runs until the query timeout (a 10^12-row cross join), with nothing a tenant may not use.
+SLOW = (
+    "SELECT count() FROM (SELECT arrayJoin(range(1000000)) AS a) AS x, "
+    "(SELECT arrayJoin(range(1000000)) AS b) AS y"
+)
+
+
+def test_the_query_api_caps_queries_at_once_per_token_and_in_all(
+    ledger: LedgerStore, settings: Settings
+) -> None:
+    """A token over its concurrent queries gets 429, everyone over the API's total 503, both
+    with Retry-After; waiting on conditions, not on time."""
+    limits = {
+        "api_port": 0,
+        "query_max_concurrent_per_token": 1,
+        "query_max_concurrent": 2,
+        "query_timeout_s": 8.0,
+        "query_max_threads": 1,
+    }
+    tokens = {name: read_token(settings, "acme") for name in ("slow", "second", "quick")}
+
+    def post(token: str, sql: str) -> httpx.Response:
+        auth = {"Authorization": f"Bearer {tokens[token]}"}
+        return httpx.post(f"{server.url}/v1/query", json={"sql": sql}, headers=auth, timeout=60)
+
+    def first_refusal(token: str, running: Callable[[], bool]) -> httpx.Response | None:
+        deadline = time.monotonic() + 60
+        while running() and time.monotonic() < deadline:
+            answer = post(token, "SELECT 1")
+            if answer.status_code != 200:
+                return answer
+        return None
+
+    answers: list[httpx.Response] = []
+
+    def run_slow(token: str) -> None:
+        # A probe may take the slot first: retry until the slow query runs (then 400).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            answer = post(token, SLOW)
+            if answer.status_code not in (429, 503):
+                answers.append(answer)
+                return
+
+    with ApiServer(settings.model_copy(update=limits), "127.0.0.1:1", ledger) as server:
+        slow, second = (threading.Thread(target=run_slow, args=(n,)) for n in ("slow", "second"))
+        slow.start()
+        second.start()
+        everyone = first_refusal("quick", lambda: slow.is_alive() and second.is_alive())
+        own = first_refusal("slow", slow.is_alive)
+        slow.join()
+        second.join()
+    assert own is not None and own.status_code == 429, own
+    assert "SHIPLEDGER_QUERY_MAX_CONCURRENT_PER_TOKEN" in own.json()["error"]
+    assert own.headers["Retry-After"] == "1"
+    assert everyone is not None and everyone.status_code == 503, everyone
+    assert "SHIPLEDGER_QUERY_MAX_CONCURRENT" in everyone.json()["error"]
+    assert [a.status_code for a in answers] == [400, 400]  # each stopped by its timeout
+    assert all("TIMEOUT_EXCEEDED" in a.json()["error"] for a in answers)
+
+
+def test_the_query_api_caps_the_size_of_its_answer(ledger: LedgerStore, settings: Settings) -> None:
+    update = {"api_port": 0, "query_max_response_bytes": 2048}
+    token = read_token(settings, "acme")
+    with ApiServer(settings.model_copy(update=update), "127.0.0.1:1", ledger) as server:
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=server.url, headers=auth) as client:
+            big = client.post("/v1/query", json={"sql": "SELECT * FROM deployment_events"})
+            small = client.post("/v1/query", json={"sql": "SELECT 0/0 AS nan, 1/0 AS inf"})
+    assert big.status_code == 400
+    assert "SHIPLEDGER_QUERY_MAX_RESPONSE_BYTES" in big.json()["error"]
+    assert small.status_code == 200
+    assert small.json()["rows"] == [["nan", "inf"]]

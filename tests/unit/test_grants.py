@@ -31,3 +31,17 @@ def test_cli_prints_it() -> None:
     assert result.exit_code == 0
     assert "CREATE ROLE IF NOT EXISTS shipledger_sink;" in result.output
     assert "ROW POLICY" not in result.output  # no tenants asked for
+
+
+def test_analysts_get_a_read_only_capped_profile() -> None:
+    sql = grants_sql(
+        "ledger", ["bank"], {"max_memory_usage": 1024, "timeout_overflow_mode": "throw"}
+    )
+    profile = [line for line in sql.splitlines() if "SETTINGS PROFILE" in line]
+    assert profile == [
+        "CREATE SETTINGS PROFILE IF NOT EXISTS shipledger_analyst_profile SETTINGS "
+        "max_memory_usage = 1024 CONST, timeout_overflow_mode = 'throw' CONST "
+        "TO shipledger_analyst, `shipledger_analyst_bank`;"
+    ]
+    printed = CliRunner().invoke(audit, ["grants", "--database", "ledger"]).output
+    assert "readonly = 1 CONST" in printed and "max_memory_usage = " in printed
