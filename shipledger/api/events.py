@@ -11,6 +11,10 @@ An object's fields are those of its family's model, plus an optional `family` (d
   event each time it is sent.
 - `source`, when the family's model has it and it is absent: the ingest channel (`api`,
   `upload`).
+
+What it refuses, each as a FieldError naming the field: anything the family's model refuses
+(with the settings' time window for `occurred_at`), and an event whose encoded size is over
+`Settings.max_event_bytes` (Kafka would refuse it on every retry).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pydantic import ValidationError
 from shipledger.api.auth import ANY_TENANT, Principal
 from shipledger.schemas.families import UnknownFamily, family_of
 from shipledger.schemas.models import utcnow
-from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.registry import AvroCodec, EncodeError
 from shipledger.schemas.validation import field_errors
 from shipledger.settings import Settings
 
@@ -99,7 +103,7 @@ def prepare(
     if obj.get("event_id") is None:
         obj["event_id"] = derived_event_id({"family": family.name, **obj})
     try:
-        event = family.model.model_validate(obj)
+        event = family.model.model_validate(obj, context={"time_window": settings.time_window()})
     except ValidationError as exc:
         return [FieldError(index, field, reason) for field, reason in field_errors(exc)]
     record = event.model_dump(mode="python")
@@ -113,12 +117,26 @@ def prepare(
             )
         )
     key = str(record.get("deployment_id") or record["event_id"])
+    try:
+        value = _codec(family.schema).encode(record)
+    except EncodeError as exc:  # the models carry the Avro bounds: a mismatch is named, not 500
+        return [FieldError(index, "event", f"cannot be encoded: {exc}")]
+    if len(value) > settings.max_event_bytes:
+        return [
+            FieldError(
+                index,
+                "event",
+                f"encoded event is {len(value)} bytes, over the limit of "
+                f"{settings.max_event_bytes} (SHIPLEDGER_MAX_EVENT_BYTES): shorten its "
+                "attributes or free-text fields",
+            )
+        ]
     return Prepared(
         event_id=str(record["event_id"]),
         tenant=tenant,
         topic=settings.topic(family.topic),
         key=key.encode("utf-8"),
-        value=_codec(family.schema).encode(record),
+        value=value,
     )
 
 
