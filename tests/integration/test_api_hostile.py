@@ -1,0 +1,285 @@
+"""Hostile input against the real ingest API (uvicorn on loopback, real Tansu, chDB ledger): every
+bad input is a 4xx naming the field (or a per-line report for uploads), never a 500, a 503 or a
+dropped connection, and nothing of a refused request reaches Kafka. Webhooks: authentication
+before throttling, replays of captured bodies deduplicated by the provider's own ids."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shipledger.api.auth import AuthStore
+from shipledger.api.server import ApiServer
+from shipledger.lag import end_offsets
+from shipledger.settings import Settings
+from shipledger.sinks.store import LedgerStore
+from shipledger.topics import Topics, ensure_topics
+
+pytestmark = pytest.mark.integration
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+TENANT = "acme"
+WebhookRequest = Callable[..., tuple[dict[str, str], bytes]]
+
+
+def event(**fields: Any) -> dict[str, Any]:
+    """A valid deployment event (unique deployment id) with `fields` overriding."""
+    body: dict[str, Any] = {
+        "deployment_id": f"dep-{uuid.uuid4().hex[:10]}",
+        "event_type": "started",
+        "service": "checkout",
+        "environment": "production",
+        "commit_sha": SHA,
+        "actor": "alice",
+    }
+    body.update(fields)
+    return body
+
+
+@dataclass
+class Api:
+    """An API on loopback over the real broker and a chDB ledger, with tokens and secrets."""
+
+    url: str
+    settings: Settings
+    token: str
+    secret: str
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60
+        )
+
+    def published(self) -> int:
+        """Messages in every topic an event can go to (their true end offsets)."""
+        topics = Topics.from_settings(self.settings)
+        names = [topics.raw, *(self.settings.topic(t) for t in ("changes", "source", "signals"))]
+        names += [self.settings.topic(t) for t in ("artifacts", "catalog")]
+        parts = [(n, p) for n in names for p in range(self.settings.topic_partitions)]
+        conf = self.settings.kafka_common(self.settings.bootstrap_servers or "")
+        return sum(marks.high for marks in end_offsets(conf, parts).values())
+
+
+def _start(
+    broker: str, tmp: Path, with_ledger: bool, **overrides: Any
+) -> tuple[Settings, AuthStore, LedgerStore | None, ApiServer]:
+    """Settings, token store, ledger (chDB opens one data dir per process: only one API of
+    the module has it) and the API server, not yet started."""
+    settings = Settings(
+        data_dir=tmp / "data",
+        topic_prefix=f"h{uuid.uuid4().hex[:8]}.",
+        topic_partitions=1,
+        bootstrap_servers=broker,
+        api_port=0,
+        api_upload_batch_lines=100,
+        **overrides,
+    )
+    ensure_topics(settings, broker)
+    store = LedgerStore.open(settings) if with_ledger else None
+    if store is not None:
+        store.ensure_schema()
+    return settings, AuthStore(settings.resolved_auth_db), store, ApiServer(settings, broker, store)
+
+
+@pytest.fixture(scope="module")
+def api(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """Default limits but the rate (the fuzzing sends many requests with one token)."""
+    settings, auth, store, server = _start(
+        broker,
+        tmp_path_factory.mktemp("hostile"),
+        True,
+        api_rate_per_s=100_000.0,
+        api_rate_burst=100_000,
+    )
+    token, _ = auth.create_token(TENANT, ("ingest", "read", "admin"))
+    secret = "whsec-" + uuid.uuid4().hex
+    for provider in ("github", "gitlab", "argocd", "cdevents", "jenkins"):
+        auth.set_webhook_secret(TENANT, provider, secret)
+    try:
+        with server:
+            yield Api(server.url, settings, token, secret)
+    finally:
+        auth.close()
+        assert store is not None
+        store.close()
+
+
+# --- finding 7: bad input is a 4xx naming the field -------------------------------------------
+_DEEP = "[" * 100_000 + "]" * 100_000
+HOSTILE_BODIES: list[tuple[str, str | bytes, int, str]] = [
+    # (case, body, status, text the error must contain: the field and the reason)
+    ("exit code over Avro int", json.dumps(event(exit_code=2**31)), 422, "exit_code"),
+    ("duration over Avro long", json.dumps(event(duration_ms=2**63)), 422, "duration_ms"),
+    ("5,000-digit integer", '{"exit_code": ' + "9" * 5000 + "}", 400, "5000 digits"),
+    ("nested 100,000 deep", _DEEP, 400, "levels deep"),
+    ("NaN", '{"exit_code": NaN}', 400, "NaN"),
+    ("number overflowing to infinity", '{"duration_ms": 1e999}', 400, "out of range"),
+    ("lone surrogate", '{"service": "\\udfff"}', 400, "service"),
+    ("surrogate in a map key", '{"attributes": {"\\udfff": "x"}}', 400, "attributes"),
+    ("invalid UTF-8", b'{"service": "\xff\xfe"}', 400, "not valid JSON"),
+    ("control character in service", json.dumps(event(service="a\x00b")), 422, "service"),
+    ("newline in environment", json.dumps(event(environment="prod\nx")), 422, "environment"),
+    ("tab in tenant", json.dumps(event(tenant="ac\tme")), 422, "tenant"),
+    ("blank tenant", json.dumps(event(tenant="")), 422, "tenant"),
+    ("year 0001", json.dumps(event(occurred_at="0001-01-01T00:00:00Z")), 422, "occurred_at"),
+    ("year 9999", json.dumps(event(occurred_at="9999-12-31T23:59:59Z")), 422, "occurred_at"),
+    (
+        "control character in a change's service list",
+        json.dumps(
+            {"family": "change", "change_id": "CHG1", "system": "snow", "state": "opened"}
+            | {"services": ["ok", "bad\x1b[31m"]}
+        ),
+        422,
+        "services.1",
+    ),
+    (
+        "surrogate in a signal's title",
+        '{"family": "signal", "kind": "alert_fired", "title": "\\ud800x"}',
+        400,
+        "title",
+    ),
+    (
+        "event over 1 MB (Kafka's message size)",
+        json.dumps(event(attributes={f"k{i}": "x" * 8000 for i in range(140)})),
+        422,
+        "over the limit of 524288",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "names"),
+    [pytest.param(b, s, n, id=case) for case, b, s, n in HOSTILE_BODIES],
+)
+def test_hostile_event_bodies_get_a_4xx_naming_the_field(
+    api: Api, body: str | bytes, status: int, names: str
+) -> None:
+    before = api.published()
+    with api.client() as client:
+        answer = client.post(
+            "/v1/events", content=body, headers={"Content-Type": "application/json"}
+        )
+    assert answer.status_code == status, answer.text
+    text = answer.text  # ASCII-safe JSON whatever was echoed
+    assert names in text, text
+    assert api.published() == before
+
+
+def test_ndjson_with_a_bad_line_after_600_good_ones_reports_how_far_it_got(api: Api) -> None:
+    lines = [json.dumps(event()) for _ in range(600)]
+    bad = [
+        '{"deployment_id": "d", "exit_code": ' + "1" * 5000 + "}",
+        '{"service": "\\udfff"}',
+        json.dumps(event(duration_ms=2**63)),
+        json.dumps(event(attributes={f"k{i}": "x" * 8000 for i in range(70)})),
+    ]
+    body = "\n".join([*lines, *bad, json.dumps(event())]) + "\n"
+    before = api.published()
+    with api.client() as client:
+        answer = client.post(
+            "/v1/uploads", content=body, headers={"Content-Type": "application/x-ndjson"}
+        )
+    assert answer.status_code == 207, answer.text
+    report = answer.json()
+    assert (report["records"], report["accepted"], report["rejected"]) == (605, 601, 4)
+    assert [(e["line"], e["field"]) for e in report["errors"]] == [
+        (601, "line"),
+        (602, "service"),
+        (603, "duration_ms"),
+        (604, "event"),
+    ]
+    assert api.published() == before + 601
+
+
+def test_csv_long_field_and_bare_cr_are_refused_per_line(api: Api) -> None:
+    header = "deployment_id,event_type,service,environment,commit_sha,actor"
+    good = f"d-{uuid.uuid4().hex[:8]},started,checkout,prod,{SHA},alice"
+    long_field = f"d-long,started,{'x' * 131_073},prod,{SHA},alice"
+    bare_cr = f"d-cr,started,check\rout,prod,{SHA},alice"
+    body = "\n".join([header, good, long_field, bare_cr]) + "\n"
+    with api.client() as client:
+        answer = client.post("/v1/uploads", content=body, headers={"Content-Type": "text/csv"})
+    assert answer.status_code == 207, answer.text
+    report = answer.json()
+    assert (report["accepted"], report["rejected"]) == (1, 2)
+    reasons = {e["line"]: e["reason"] for e in report["errors"]}
+    assert "not valid CSV" in reasons[3] or "longer than" in reasons[3]
+    assert "control character" in reasons[4] or "not valid CSV" in reasons[4]
+
+
+# --- findings 8 and 9: webhooks -------------------------------------------------------------
+def test_missing_secret_is_401_like_a_wrong_one(
+    api: Api, webhook_request: WebhookRequest, sign: Callable[..., dict[str, str]]
+) -> None:
+    headers, body = webhook_request("github", "deployment")
+    headers = sign("github", headers, body, api.secret)
+    with httpx.Client(base_url=api.url, timeout=30) as client:
+        unknown = client.post("/v1/webhooks/github/no-such-tenant", content=body, headers=headers)
+        wrong = client.post(
+            f"/v1/webhooks/github/{TENANT}",
+            content=body,
+            headers=sign("github", headers, body, "not-the-secret-at-all"),
+        )
+    assert unknown.status_code == wrong.status_code == 401
+    assert "no-such-tenant" not in unknown.text and "secret set" not in unknown.text
+    assert unknown.json()["error"] == wrong.json()["error"]
+
+
+def test_replayed_signed_body_under_a_new_delivery_id_has_the_same_event_ids(
+    api: Api, webhook_request: WebhookRequest, sign: Callable[..., dict[str, str]]
+) -> None:
+    """The signature covers the body, not X-GitHub-Delivery: a replay must dedupe."""
+    headers, body = webhook_request("github", "deployment_status_success")
+    headers = sign("github", headers, body, api.secret)
+    ids = []
+    with httpx.Client(base_url=api.url, timeout=30) as client:
+        for delivery in ("original", "replayed-with-a-new-delivery-id"):
+            headers["X-GitHub-Delivery"] = delivery
+            answer = client.post(f"/v1/webhooks/github/{TENANT}", content=body, headers=headers)
+            assert answer.status_code == 202, answer.text
+            ids.append(answer.json()["event_ids"])
+    assert ids[0] == ids[1] and len(ids[0]) == 1
+
+
+@pytest.fixture
+def slow_api(broker: str, tmp_path: Path) -> Iterator[Api]:
+    """An API whose rate allows 5 requests in a burst, then 1 per second."""
+    settings, auth, _, server = _start(
+        broker,
+        tmp_path,
+        False,
+        api_rate_per_s=1.0,
+        api_rate_burst=5,
+        api_refused_rate_per_s=1.0,
+        api_refused_rate_burst=5,
+    )
+    secret = "whsec-" + uuid.uuid4().hex
+    auth.set_webhook_secret(TENANT, "github", secret)
+    try:
+        with server:
+            yield Api(server.url, settings, "", secret)
+    finally:
+        auth.close()
+
+
+def test_unsigned_flood_does_not_starve_signed_deliveries(
+    slow_api: Api, webhook_request: WebhookRequest, sign: Callable[..., dict[str, str]]
+) -> None:
+    headers, body = webhook_request("github", "deployment")
+    forged = sign("github", headers, body, "an-attacker-guess-0000")
+    with httpx.Client(base_url=slow_api.url, timeout=30) as client:
+        flood = [
+            client.post(f"/v1/webhooks/github/{TENANT}", content=body, headers=forged).status_code
+            for _ in range(40)
+        ]
+        assert set(flood) == {401, 429} and flood[:5] == [401] * 5  # throttled on their own
+        signed = sign("github", headers, body, slow_api.secret)
+        answer = client.post(f"/v1/webhooks/github/{TENANT}", content=body, headers=signed)
+    assert answer.status_code == 202, answer.text
