@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
+from starlette.exceptions import HTTPException
 
 from shipledger.api import ingest, reads, webhook_route
 from shipledger.api.bodies import IngestBody
@@ -39,6 +40,14 @@ async def _on_too_large(_request: Request, exc: Exception) -> SafeJSONResponse:
     return _error(ApiError(413, str(exc)))
 
 
+async def _on_http_error(_request: Request, exc: Exception) -> SafeJSONResponse:
+    # FastAPI's own errors (a body it could not parse, an unknown route, a wrong method) in
+    # the same shape as ours: {"error": ...}.
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers) if exc.headers else None
+    return _error(ApiError(exc.status_code, str(exc.detail), headers=headers))
+
+
 async def _on_bad_request(_request: Request, exc: Exception) -> SafeJSONResponse:
     assert isinstance(exc, RequestValidationError)
     reasons = "; ".join(
@@ -59,6 +68,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(TooLarge, _on_too_large)
     app.add_exception_handler(RequestValidationError, _on_bad_request)
+    app.add_exception_handler(HTTPException, _on_http_error)
     app.include_router(ingest.router)
     app.include_router(reads.router)
     app.include_router(webhook_route.router)
@@ -94,8 +104,17 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     doc = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
+    # FastAPI documents a 422 HTTPValidationError for parameter errors; ours answer 400 with a
+    # Problem (`_on_bad_request`), which every route documents: drop the misleading entries.
+    for item in doc["paths"].values():
+        for operation in item.values():
+            responses = operation.get("responses", {})
+            if "HTTPValidationError" in json.dumps(responses.get("422", {})):
+                del responses["422"]
     body = TypeAdapter(IngestBody).json_schema(ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = doc.setdefault("components", {}).setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
     schemas.update(body.pop("$defs", {}))
     schemas["IngestBody"] = {
         **body,

@@ -20,7 +20,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from shipledger.api.auth import Principal
-from shipledger.api.bodies import Accepted, Invalid, LineProblem, Problem, UploadReport
+from shipledger.api.bodies import (
+    TOKEN_ERRORS,
+    Accepted,
+    Invalid,
+    LineProblem,
+    Problem,
+    UploadReport,
+)
 from shipledger.api.bridge import PublishFailed
 from shipledger.api.context import ApiContext, ApiError, Authorized, SafeJSONResponse, context
 from shipledger.api.events import FieldError, Forbidden, Prepared, prepare, unwrap
@@ -34,14 +41,13 @@ router = APIRouter(prefix="/v1")
 MAX_REPORTED_ERRORS = 1000
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    **TOKEN_ERRORS,
     400: {
         "model": Problem,
         "description": "Body is not JSON (or out of bounds: huge numbers, deep nesting, "
         "invalid Unicode), or has no events.",
     },
-    401: {"model": Problem, "description": "Missing, unknown, expired or revoked token."},
     413: {"model": Problem, "description": "Body or batch over its limit."},
-    429: {"model": Problem, "description": "Rate limit; see Retry-After."},
     503: {"model": Problem, "description": "Kafka did not acknowledge every event: retry."},
 }
 

@@ -15,7 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field
 
 from shipledger.api.auth import ANY_TENANT, Principal
-from shipledger.api.bodies import Problem
+from shipledger.api.bodies import TOKEN_ERRORS, Problem
 from shipledger.api.context import ApiContext, ApiError, Authorized, context
 from shipledger.sinks.ddl import EVENTS, qualified
 from shipledger.sinks.query import QueryError, run_read_query
@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1")
 @router.get(
     "/events/{event_id}",
     responses={
-        401: {"model": Problem},
+        **TOKEN_ERRORS,
         404: {"model": Problem, "description": "No such event for this token's tenant."},
         503: {"model": Problem, "description": "This API has no ledger store."},
     },
@@ -68,9 +68,9 @@ class QueryRequest(BaseModel):
 @router.post(
     "/query",
     responses={
+        **TOKEN_ERRORS,
         400: {"model": Problem, "description": "Not a read-only query, or it failed."},
-        401: {"model": Problem},
-        403: {"model": Problem, "description": "Another tenant than the token's."},
+        403: {"model": Problem, "description": "Another tenant than the token's, or no scope."},
         503: {"model": Problem, "description": "This API has no ledger store."},
     },
     summary="Run read-only SQL over the ledger (hot and cold rows, tenant-scoped)",

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from shipledger.api.auth import Principal
-from shipledger.api.bodies import Accepted, Invalid, Problem
+from shipledger.api.bodies import TOKEN_ERRORS, Accepted, Invalid, Problem
 from shipledger.api.context import ApiContext, ApiError, Authorized, context
 from shipledger.api.ingest import prepare_all, publish
 from shipledger.api.limits import check_declared_length, read_capped
@@ -121,6 +121,7 @@ async def post_webhook(
 @router.get(
     "/webhooks/stats",
     response_model=list[WebhookCount],
+    responses=TOKEN_ERRORS,
     summary="Webhook deliveries counted by tenant, provider, event type and outcome",
 )
 async def webhook_stats(
