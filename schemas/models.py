@@ -35,6 +35,11 @@ _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 #: Fields a deployment event cannot do without (besides the ids the emitter fills in).
 MANDATORY_METADATA = ("service", "environment", "commit_sha", "actor")
+#: Mandatory fields a third-party system may be unable to report (a stock CDEvents
+#: service.deployed carries no commit). Only webhook mappings may list them in
+#: `missing_metadata`: the event is then recorded with the field empty and flagged by the
+#: `missing_metadata` rule, rather than dropped at a source nobody can correct.
+MISSABLE_METADATA = ("commit_sha",)
 
 # --- shared rules for every string and number of every model ------------------------------
 #: The range of each Avro integer type: a model's int fields carry their schema type's bounds
@@ -233,18 +238,26 @@ class DeploymentEvent(Model):
     approvers: list[Name] = Field(default_factory=list)
     pull_requests: list[Name] = Field(default_factory=list)
     provenance_url: str | None = None
+    # Version 3
+    missing_metadata: list[Literal["commit_sha"]] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
     def _aliases(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            data = apply_aliases(data, known=cls.model_fields)
-        return drop_blank(data)
+            data = drop_blank(apply_aliases(data, known=cls.model_fields))
+            missing = data.get("missing_metadata")
+            if isinstance(missing, list) and "commit_sha" in missing:
+                if data.get("commit_sha") is not None:
+                    raise ValueError("commit_sha is given but listed in missing_metadata")
+                data["commit_sha"] = ""  # declared missing: stored empty, Avro keeps a string
+        return data
 
     @field_validator("commit_sha")
     @classmethod
     def _sha(cls, value: str) -> str:
-        return full_sha(value)
+        # Empty only when declared missing: `_aliases` sets it, after dropping blank values.
+        return value if value == "" else full_sha(value)
 
     @field_validator("artifact_digest")
     @classmethod

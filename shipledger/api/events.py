@@ -13,8 +13,9 @@ An object's fields are those of its family's model, plus an optional `family` (d
   `upload`).
 
 What it refuses, each as a FieldError naming the field: anything the family's model refuses
-(with the settings' time window for `occurred_at`), and an event whose encoded size is over
-`Settings.max_event_bytes` (Kafka would refuse it on every retry).
+(with the settings' time window for `occurred_at`), an event whose encoded size is over
+`Settings.max_event_bytes` (Kafka would refuse it on every retry), and `missing_metadata`
+from any channel but a webhook (API and upload callers can give the field itself).
 """
 
 from __future__ import annotations
@@ -94,6 +95,15 @@ def prepare(
         family = family_of(family_name)
     except UnknownFamily as exc:
         return [FieldError(index, "family", str(exc))]
+    if obj.get("missing_metadata") and not channel.startswith("webhook:"):
+        return [
+            FieldError(
+                index,
+                "missing_metadata",
+                "only webhook mappings of third-party systems may declare fields missing: "
+                "give the fields themselves",
+            )
+        ]
     if obj.get("tenant") is None and principal.tenant != ANY_TENANT:
         obj["tenant"] = principal.tenant
     if "source" in family.model.model_fields and obj.get("source") is None:

@@ -11,7 +11,8 @@ replayed under a new CloudEvent id is the same event.
 CDEvents 0.5 renamed ``subject.content.url`` to ``uri``: both are read.
 
 CDEvents do not carry a commit for services; producers put it in ``customData.commitSha``
-or in the artifact purl's ``vcs_url`` qualifier (``git+https://host/repo@<full sha>``).
+or in the artifact purl's ``vcs_url`` qualifier (``git+https://host/repo@<full sha>``). Without
+either, the deployment is recorded with `missing_metadata: ["commit_sha"]` and flagged.
 """
 
 from __future__ import annotations
@@ -179,12 +180,10 @@ def _service(data: JSONObject, predicate: str) -> _Outcome:
     purl = _purl(artifact_id, "subject.content.artifactId")
     name, version, digest = _artifact_identity(purl)
     vcs_repository = _vcs(purl)[0]
+    # CDEvents service events carry no commit: a stock producer's deployment is recorded
+    # without one and flagged (missing_metadata) rather than refused at a source nobody can
+    # correct. `customData.commitSha` or a purl `vcs_url` ending in @<full sha> provide it.
     commit = _commit(data, purl)
-    if commit is None:
-        raise WebhookPayloadError(
-            "customData.commitSha: required (CDEvents service events carry no commit; set it, "
-            "or give subject.content.artifactId a vcs_url qualifier ending in @<full sha>)"
-        )
     rollback = predicate == "rolledback"
     context_source = req_str(data, "context.source")
     return [

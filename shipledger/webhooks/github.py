@@ -166,7 +166,8 @@ def _deployment_status(data: JSONObject, request: Request) -> Outcome:
         duration_ms = millis_between(started, occurred_at)
     return _deployment(
         data,
-        object_id=f"deployment_status:{req_str(data, 'deployment_status.id')}",
+        # Each status is its own object; its state is kept in the id for safety.
+        object_id=f"deployment_status:{req_str(data, 'deployment_status.id')}:{state}",
         event_type=event_type,
         occurred_at=occurred_at,
         duration_ms=duration_ms,

@@ -141,7 +141,7 @@ def test_event_round_trips_through_codec() -> None:
     codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
     data = codec.encode(event.to_avro())
     newest = catalog().latest("io.shipledger.v1.DeploymentEvent")
-    assert newest.version == 2
+    assert newest.version == 3
     assert data[0] == 0 and int.from_bytes(data[1:5], "big") == newest.id
     assert DeploymentEvent.model_validate(codec.decode(data)) == event
     assert event.environment == "production"
