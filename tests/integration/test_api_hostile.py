@@ -160,6 +160,12 @@ HOSTILE_BODIES: list[tuple[str, str | bytes, int, str]] = [
         "title",
     ),
     (
+        "a caller declaring its commit missing (only webhooks may)",
+        json.dumps(event(missing_metadata=["commit_sha"], commit_sha=None)),
+        422,
+        "missing_metadata",
+    ),
+    (
         "event over 1 MB (Kafka's message size)",
         json.dumps(event(attributes={f"k{i}": "x" * 8000 for i in range(140)})),
         422,
