@@ -3,7 +3,10 @@ catalog), mirroring their Avro schemas field for field (a test proves it).
 
 Every family event starts with the same fields: `event_id`, `tenant`, `region`, `occurred_at`,
 `source` (ingest channel) and `attributes`. Errors name the field and the reason: SHAs must be
-full, digests `sha256:<64 hex>`, timestamps timezone-aware, enums one of their symbols.
+full, digests `sha256:<64 hex>`, timestamps timezone-aware (and inside the edge's time window),
+enums one of their symbols, integers within their Avro type. The string rules are the base
+`Model`'s, shared with deployments: names and ids (`Name`) hold no control character, every
+other string no control character but tab, LF and CR (see `shipledger.schemas.models`).
 """
 
 from __future__ import annotations
