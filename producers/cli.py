@@ -37,6 +37,8 @@ from shipledger.producers.metadata import (
 from shipledger.producers.publisher import Publisher, PublishResult
 from shipledger.producers.spool import Spool
 from shipledger.schemas.models import EVENT_TYPES, KINDS, DeploymentEvent, new_id
+from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.validation import EVENT_SCHEMA, size_problem
 from shipledger.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -187,13 +189,20 @@ def _build(event_type: str, request: _Request, **extra: Any) -> DeploymentEvent:
     """Validated event, or exit 2 with every problem named."""
     given = {**request.given, **extra}
     try:
-        return build_event(event_type, detect(os.environ), given, request.settings.time_window())
+        event = build_event(event_type, detect(os.environ), given, request.settings.time_window())
     except MissingMetadata as exc:
         _fail(str(exc))
     except ValidationError as exc:
         _fail("invalid event:\n" + "\n".join(f"  {x}" for x in format_validation_error(exc)))
     except ValueError as exc:  # e.g. a field given twice through an alias
         _fail(f"invalid event: {exc}")
+    # Kafka would refuse it on every try (spooled forever): refuse it now, as the API does.
+    too_large = size_problem(
+        AvroCodec(EVENT_SCHEMA).encode(event.to_avro()), request.settings.max_event_bytes
+    )
+    if too_large:
+        _fail(f"invalid event: {too_large}")
+    return event
 
 
 def _logger(command: str, event: DeploymentEvent) -> Log:

@@ -44,6 +44,17 @@ def _part(part: str | int) -> str:
     return text if text.isprintable() and len(text) <= 80 else printable(text)
 
 
+def size_problem(encoded: bytes, limit: int) -> str | None:
+    """Why an encoded event is too large to send (None when it fits): one Kafka would refuse
+    on every retry (`Settings.max_event_bytes` stays below its message.max.bytes)."""
+    if len(encoded) <= limit:
+        return None
+    return (
+        f"encoded event is {len(encoded)} bytes, over the limit of {limit} "
+        "(SHIPLEDGER_MAX_EVENT_BYTES): shorten its attributes or free-text fields"
+    )
+
+
 def validation_reason(exc: ValidationError) -> tuple[str, str | None]:
     """`field: reason; ...` from a pydantic error, and the first field named."""
     errors = field_errors(exc)

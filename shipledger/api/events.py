@@ -32,7 +32,7 @@ from shipledger.api.auth import ANY_TENANT, Principal
 from shipledger.schemas.families import UnknownFamily, family_of
 from shipledger.schemas.models import utcnow
 from shipledger.schemas.registry import AvroCodec, EncodeError
-from shipledger.schemas.validation import field_errors
+from shipledger.schemas.validation import field_errors, size_problem
 from shipledger.settings import Settings
 
 DEFAULT_FAMILY = "deployment"
@@ -131,16 +131,9 @@ def prepare(
         value = _codec(family.schema).encode(record)
     except EncodeError as exc:  # the models carry the Avro bounds: a mismatch is named, not 500
         return [FieldError(index, "event", f"cannot be encoded: {exc}")]
-    if len(value) > settings.max_event_bytes:
-        return [
-            FieldError(
-                index,
-                "event",
-                f"encoded event is {len(value)} bytes, over the limit of "
-                f"{settings.max_event_bytes} (SHIPLEDGER_MAX_EVENT_BYTES): shorten its "
-                "attributes or free-text fields",
-            )
-        ]
+    too_large = size_problem(value, settings.max_event_bytes)
+    if too_large:
+        return [FieldError(index, "event", too_large)]
     return Prepared(
         event_id=str(record["event_id"]),
         tenant=tenant,

@@ -121,6 +121,16 @@ def test_emit_blank_tenant_is_refused(env: dict[str, str], settings: Settings) -
     assert _spooled(settings) == []
 
 
+def test_emit_event_over_the_size_limit_is_refused(
+    env: dict[str, str], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHIPLEDGER_MAX_EVENT_BYTES", "2048")
+    attrs = [a for i in range(3) for a in ("--attr", f"k{i}={'x' * 1000}")]
+    result = _invoke("emit", "started", *META, *attrs)
+    assert result.exit_code == 2 and "over the limit of 2048" in result.stderr
+    assert _spooled(settings) == []
+
+
 def test_emit_control_characters_and_old_times_are_refused(
     env: dict[str, str], settings: Settings
 ) -> None:
