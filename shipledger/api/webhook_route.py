@@ -91,7 +91,10 @@ async def post_webhook(
             resolve_sha=lambda repo, short: ctx.recent_commits.resolve(tenant, repo, short),
         )
     except WebhookAuthError as exc:
-        ctx.webhook_deliveries[(tenant, provider, "?", "unauthorized")] += 1
+        # A tenant without a secret is counted as "?": tenant names from unauthenticated URLs
+        # must not grow the counters without bound.
+        counted = tenant if secret is not None else "?"
+        ctx.webhook_deliveries[(counted, provider, "?", "unauthorized")] += 1
         log.warning("webhook refused", reason=str(exc), secret_set=secret is not None)
         client = request.client.host if request.client else "?"
         ctx.throttle(f"webhook-refused:{client}:{provider}", ctx.refused_limiter)
