@@ -25,6 +25,8 @@ class Subject:
     service: str
     tenant: str
     environment_known: bool = True
+    #: Mandatory fields the reporting system could not give (webhooks of third parties).
+    missing_metadata: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,23 @@ def unknown_environment(subject: Subject, rules: Rules) -> list[Finding]:
     ]
 
 
+def missing_metadata(subject: Subject, rules: Rules) -> list[Finding]:
+    """Deployments reported without a mandatory field (a stock CDEvents producer sends no
+    commit): recorded, and flagged here, since such a deployment cannot be traced to what it
+    shipped."""
+    if not subject.missing_metadata:
+        return []
+    missing = ",".join(subject.missing_metadata)
+    return [
+        Finding(
+            "missing_metadata",
+            f"{subject.service} deployed to {subject.environment} was reported without "
+            f"{missing}: it cannot be traced to the code it shipped",
+            {"missing": missing, "environment": subject.environment},
+        )
+    ]
+
+
 Rule = Callable[[Subject, Rules], list[Finding]]
 #: Every rule the judge runs, in report order. Adding a rule = a function + a line here.
 RULES: tuple[Rule, ...] = (
@@ -126,6 +145,7 @@ RULES: tuple[Rule, ...] = (
     out_of_window,
     freeze_violation,
     unknown_environment,
+    missing_metadata,
 )
 
 

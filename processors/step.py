@@ -54,6 +54,7 @@ def process(
             service=event.service,
             tenant=event.tenant,
             environment_known=env.known,
+            missing_metadata=tuple(event.missing_metadata),
         )
         alerts = [
             Alert(

@@ -37,6 +37,8 @@ from shipledger.producers.metadata import (
 from shipledger.producers.publisher import Publisher, PublishResult
 from shipledger.producers.spool import Spool
 from shipledger.schemas.models import EVENT_TYPES, KINDS, DeploymentEvent, new_id
+from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.validation import EVENT_SCHEMA, size_problem
 from shipledger.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -172,7 +174,8 @@ def _request(options: dict[str, Any]) -> _Request:
     generated = not given.get("deployment_id")
     if generated:
         given["deployment_id"] = new_id()
-    given["tenant"] = given.get("tenant") or settings.tenant
+    if given.get("tenant") is None:  # given blank (`--tenant ""`) is refused by the model
+        given["tenant"] = settings.tenant
     return _Request(
         settings=settings,
         given=given,
@@ -186,13 +189,20 @@ def _build(event_type: str, request: _Request, **extra: Any) -> DeploymentEvent:
     """Validated event, or exit 2 with every problem named."""
     given = {**request.given, **extra}
     try:
-        return build_event(event_type, detect(os.environ), given)
+        event = build_event(event_type, detect(os.environ), given, request.settings.time_window())
     except MissingMetadata as exc:
         _fail(str(exc))
     except ValidationError as exc:
         _fail("invalid event:\n" + "\n".join(f"  {x}" for x in format_validation_error(exc)))
     except ValueError as exc:  # e.g. a field given twice through an alias
         _fail(f"invalid event: {exc}")
+    # Kafka would refuse it on every try (spooled forever): refuse it now, as the API does.
+    too_large = size_problem(
+        AvroCodec(EVENT_SCHEMA).encode(event.to_avro()), request.settings.max_event_bytes
+    )
+    if too_large:
+        _fail(f"invalid event: {too_large}")
+    return event
 
 
 def _logger(command: str, event: DeploymentEvent) -> Log:
@@ -267,8 +277,9 @@ def emit(event_type: str, **options: Any) -> None:
     service, environment, commit SHA and actor are required.
 
     If Kafka cannot be reached within SHIPLEDGER_EMIT_TIMEOUT_S, the event is spooled to
-    disk (send it later with `shipledger flush`) and the command still exits 0, unless
-    --strict (exit 1). Missing or invalid metadata exits 2.
+    disk (send it later with `shipledger flush`) and the command still exits 0. With
+    --strict it is not spooled and the command exits 1: a retried CI step sends it again,
+    so there is one event either way. Missing or invalid metadata exits 2.
 
     \b
     Examples:
@@ -286,11 +297,14 @@ def emit(event_type: str, **options: Any) -> None:
     log = _logger("emit", event)
     _announce_generated_id(request, log)
     with Publisher(request.settings, request.bootstrap) as publisher:
-        result = publisher.publish([event])
+        # Strict fails instead of spooling: spooling too would send the event twice once the
+        # CI step is retried (the retry's event has a new id and time).
+        result = publisher.publish([event], spool_on_failure=not request.strict)
     sent = _report(result, event, log)
     if sent or result.spooled:
         click.echo(event.event_id)
     if not sent and request.strict:
+        log.error("--strict: the event was not recorded and not spooled; retry the step")
         _exit(1)
 
 
@@ -446,7 +460,8 @@ def run(command: tuple[str, ...], **options: Any) -> None:
     cannot start with "-" (that is a mistyped option: a usage error); the words after it are
     the command's own. Tracking failures (Kafka down) spool the events and never change the
     exit code, unless --strict: then an unrecorded start means the command is not run
-    (exit 1), and an unrecorded finish turns success into exit 1.
+    (exit 1), and an unrecorded finish turns success into exit 1; neither is spooled then
+    (the retried step reports again: one event either way).
 
     \b
     Examples:
@@ -488,7 +503,15 @@ def run(command: tuple[str, ...], **options: Any) -> None:
                     attributes={**attributes, **outcome.attributes},
                 )
                 log.info("command finished", exit_code=outcome.exit_code, **outcome.attributes)
-                finish_sent = _report(publisher.publish([finished]), finished, log)
+                # --strict turns an unsent success into exit 1 (the step is retried and
+                # reports again), so that finish is not spooled: one event either way. Any
+                # other finish keeps the command's exit code, and is spooled as usual.
+                fails_step = request.strict and outcome.exit_code == 0
+                finish_sent = _report(
+                    publisher.publish([finished], spool_on_failure=not fails_step),
+                    finished,
+                    log,
+                )
                 code = outcome.exit_code
     finally:
         forwarder.restore()
@@ -528,6 +551,8 @@ def flush(bootstrap: str | None) -> None:
     log = get_logger("flush")
     spool = Spool(settings)
     if spool.pending() == 0:
+        # Nothing to send, but writers killed mid-write may have left temp files behind.
+        spool.remove_orphan_temps()
         click.echo(f"sent 0, 0 remaining: the spool is empty ({spool.directory})")
         return
     with Publisher(settings, bootstrap) as publisher:

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shipledger.producers.ci_detect import DETECTED_FROM, strip_credentials
-from shipledger.schemas.models import MANDATORY_METADATA, DeploymentEvent
+from shipledger.schemas.models import MANDATORY_METADATA, DeploymentEvent, TimeWindow
 from shipledger.schemas.validation import field_errors
 
 #: event field -> command-line flag (the env var is SHIPLEDGER_ + the flag's name, upper-cased)
@@ -69,8 +69,10 @@ def build_event(
     event_type: str,
     detected: Mapping[str, str],
     given: Mapping[str, Any],
+    window: TimeWindow | None = None,
 ) -> DeploymentEvent:
-    """Merge CI-detected values with given ones (given win; None means not given) and validate.
+    """Merge CI-detected values with given ones (given win; None means not given) and validate
+    (`occurred_at` inside `window` when given: `Settings.time_window()`).
 
     A repository URL loses its user-info, whoever gave it (`--repository "$GIT_URL"` too).
     Raises MissingMetadata naming every absent mandatory field, else pydantic's ValidationError.
@@ -87,4 +89,4 @@ def build_event(
     ]
     if missing:
         raise MissingMetadata(missing)
-    return DeploymentEvent.model_validate(data)
+    return DeploymentEvent.model_validate(data, context={"time_window": window})

@@ -3,7 +3,10 @@ catalog), mirroring their Avro schemas field for field (a test proves it).
 
 Every family event starts with the same fields: `event_id`, `tenant`, `region`, `occurred_at`,
 `source` (ingest channel) and `attributes`. Errors name the field and the reason: SHAs must be
-full, digests `sha256:<64 hex>`, timestamps timezone-aware, enums one of their symbols.
+full, digests `sha256:<64 hex>`, timestamps timezone-aware (and inside the edge's time window),
+enums one of their symbols, integers within their Avro type. The string rules are the base
+`Model`'s, shared with deployments: names and ids (`Name`) hold no control character, every
+other string no control character but tab, LF and CR (see `shipledger.schemas.models`).
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from shipledger.schemas.models import (
+    AvroInt,
     Model,
+    Name,
     aware,
     drop_blank,
+    event_time,
     full_sha,
     new_id,
     sha256_digest,
@@ -39,11 +45,11 @@ CatalogAction = Literal["created", "modified", "removed"]
 class FamilyEvent(Model):
     """The fields every family event starts with."""
 
-    event_id: str = Field(default_factory=new_id, min_length=1, max_length=128)
-    tenant: str = Field(default="default", min_length=1, max_length=100)
-    region: str | None = None
+    event_id: Name = Field(default_factory=new_id, min_length=1, max_length=128)
+    tenant: Name = Field(default="default", min_length=1, max_length=100)
+    region: Name | None = None
     occurred_at: datetime = Field(default_factory=utcnow)
-    source: str | None = None
+    source: Name | None = None
     attributes: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -53,38 +59,38 @@ class FamilyEvent(Model):
 
     @field_validator("occurred_at")
     @classmethod
-    def _occurred(cls, value: datetime) -> datetime:
-        return aware(value)
+    def _occurred(cls, value: datetime, info: ValidationInfo) -> datetime:
+        return event_time(value, info)
 
 
 class Approval(Model):
     """One approval decision on a change request (Avro record Approval)."""
 
-    approver: str = Field(min_length=1)
+    approver: Name = Field(min_length=1)
     decision: ApprovalDecision
     decided_at: datetime
 
     @field_validator("decided_at")
     @classmethod
-    def _decided(cls, value: datetime) -> datetime:
-        return aware(value)
+    def _decided(cls, value: datetime, info: ValidationInfo) -> datetime:
+        return event_time(value, info)
 
 
 class ChangeEvent(FamilyEvent):
     """A change request as the change-management system reported it (schema ChangeEvent)."""
 
-    change_id: str = Field(min_length=1, max_length=128)
-    system: str = Field(min_length=1, max_length=100)
+    change_id: Name = Field(min_length=1, max_length=128)
+    system: Name = Field(min_length=1, max_length=100)
     state: ChangeState
     title: str | None = None
-    risk: str | None = None
-    services: list[str] = Field(default_factory=list)
-    environments: list[str] = Field(default_factory=list)
+    risk: Name | None = None
+    services: list[Name] = Field(default_factory=list)
+    environments: list[Name] = Field(default_factory=list)
     planned_start: datetime | None = None
     planned_end: datetime | None = None
     approvals: list[Approval] = Field(default_factory=list)
     url: str | None = None
-    actor: str | None = None
+    actor: Name | None = None
 
     @field_validator("planned_start", "planned_end")
     @classmethod
@@ -102,17 +108,17 @@ class SourceEvent(FamilyEvent):
     """A push, tag, merged pull request or published release (schema SourceEvent)."""
 
     kind: SourceEventKind
-    repository: str = Field(min_length=1)
-    ref: str | None = None
+    repository: Name = Field(min_length=1)
+    ref: Name | None = None
     commit_sha: str | None = None
     previous_sha: str | None = None
     commit_shas: list[str] = Field(default_factory=list)
-    pull_request_number: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    pull_request_number: AvroInt | None = Field(default=None, ge=1)
     pull_request_title: str | None = None
     pull_request_url: str | None = None
-    author: str | None = None
-    merged_by: str | None = None
-    release_tag: str | None = None
+    author: Name | None = None
+    merged_by: Name | None = None
+    release_tag: Name | None = None
     url: str | None = None
 
     @field_validator("commit_sha", "previous_sha")
@@ -136,12 +142,12 @@ class ArtifactEvent(FamilyEvent):
     """A published build artifact (schema ArtifactEvent)."""
 
     kind: ArtifactEventKind = "published"
-    artifact_name: str = Field(min_length=1)
-    version: str | None = None
+    artifact_name: Name = Field(min_length=1)
+    version: Name | None = None
     digest: str | None = None
-    repository: str | None = None
+    repository: Name | None = None
     commit_sha: str | None = None
-    builder: str | None = None
+    builder: Name | None = None
     url: str | None = None
 
     @field_validator("digest")
@@ -159,13 +165,13 @@ class SignalEvent(FamilyEvent):
     """An incident, alert or pipeline outcome (schema SignalEvent)."""
 
     kind: SignalKind
-    service: str | None = None
-    environment: str | None = None
-    severity: str | None = None
+    service: Name | None = None
+    environment: Name | None = None
+    severity: Name | None = None
     title: str | None = None
-    external_id: str | None = None
-    deployment_id: str | None = None
-    outcome: str | None = None
+    external_id: Name | None = None
+    deployment_id: Name | None = None
+    outcome: Name | None = None
     url: str | None = None
 
 
@@ -174,9 +180,9 @@ class CatalogEvent(FamilyEvent):
 
     entity: CatalogEntity
     action: CatalogAction
-    name: str = Field(min_length=1, max_length=200)
-    owner_team: str | None = None
-    tier: str | None = None
-    repository: str | None = None
-    dependencies: list[str] = Field(default_factory=list)
+    name: Name = Field(min_length=1, max_length=200)
+    owner_team: Name | None = None
+    tier: Name | None = None
+    repository: Name | None = None
+    dependencies: list[Name] = Field(default_factory=list)
     url: str | None = None

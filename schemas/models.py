@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shipledger.schemas.fields import apply_aliases
 
@@ -26,6 +35,102 @@ _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 #: Fields a deployment event cannot do without (besides the ids the emitter fills in).
 MANDATORY_METADATA = ("service", "environment", "commit_sha", "actor")
+#: Mandatory fields a third-party system may be unable to report (a stock CDEvents
+#: service.deployed carries no commit). Only webhook mappings may list them in
+#: `missing_metadata`: the event is then recorded with the field empty and flagged by the
+#: `missing_metadata` rule, rather than dropped at a source nobody can correct.
+MISSABLE_METADATA = ("commit_sha",)
+
+# --- shared rules for every string and number of every model ------------------------------
+#: The range of each Avro integer type: a model's int fields carry their schema type's bounds
+#: (tests/unit/test_schemas.py checks each against the .avsc), so a value the model accepts
+#: always encodes.
+AVRO_INT_RANGE: dict[str, tuple[int, int]] = {
+    "int": (-(2**31), 2**31 - 1),
+    "long": (-(2**63), 2**63 - 1),
+}
+AvroInt = Annotated[int, Field(ge=AVRO_INT_RANGE["int"][0], le=AVRO_INT_RANGE["int"][1])]
+AvroLong = Annotated[int, Field(ge=AVRO_INT_RANGE["long"][0], le=AVRO_INT_RANGE["long"][1])]
+
+#: Longest string of any field, map key or list item: free text (titles, messages) included.
+MAX_TEXT = 8192
+#: Longest name or id (service, environment, tenant, actor, ids...) unless a field says less.
+MAX_NAME = 256
+# Any string: no C0 control but tab, LF and CR; no DEL or C1 controls; no lone surrogates.
+_BAD_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+# Names and ids: no control character at all (a tab or newline in a service name forges log
+# lines and splits CSV exports), and no Unicode line or paragraph separators.
+_BAD_IN_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def check_text(value: str) -> str:
+    """Any string of the contract: at most MAX_TEXT characters, no control characters but
+    tab, LF and CR, valid Unicode."""
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"longer than {MAX_TEXT} characters ({len(value)})")
+    bad = _BAD_IN_TEXT.search(value)
+    if bad:
+        raise ValueError(f"control character {bad[0]!a} at position {bad.start()}")
+    return value
+
+
+def check_name(value: str) -> str:
+    """A name or id: at most MAX_NAME characters, no control characters (tab, newline...)."""
+    if len(value) > MAX_NAME:
+        raise ValueError(f"longer than {MAX_NAME} characters ({len(value)})")
+    bad = _BAD_IN_NAME.search(value)
+    if bad:
+        raise ValueError(f"control character {bad[0]!a} at position {bad.start()}")
+    return value
+
+
+#: A name or id field (service, environment, tenant, actor, ids, refs, versions...).
+Name = Annotated[str, AfterValidator(check_name)]
+
+
+def _check_strings(value: Any) -> None:
+    """check_text on every string inside a field's value; map keys follow check_name."""
+    if isinstance(value, str):
+        check_text(value)
+    elif isinstance(value, list):
+        for item in value:
+            _check_strings(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_name(key)
+            _check_strings(item)
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """The event times an edge accepts: not before `earliest`, at most `max_future` ahead of
+    the clock. Given as validation context (`{"time_window": w}`) by the edges; decoding
+    what is already in Kafka passes none and checks no window."""
+
+    earliest: datetime
+    max_future: timedelta
+
+    def check(self, value: datetime) -> datetime:
+        """`value`, or ValueError saying which end of the window it is past."""
+        if value < self.earliest:
+            raise ValueError(
+                f"{value.isoformat()} is before {self.earliest.isoformat()}, the earliest "
+                "time accepted (SHIPLEDGER_EARLIEST_EVENT_TIME)"
+            )
+        latest = datetime.now(UTC) + self.max_future
+        if value > latest:
+            raise ValueError(
+                f"{value.isoformat()} is more than {self.max_future} in the future "
+                "(SHIPLEDGER_MAX_FUTURE_SKEW_S)"
+            )
+        return value
+
+
+def event_time(value: datetime, info: ValidationInfo) -> datetime:
+    """`aware(value)`, inside the context's TimeWindow when the caller gives one."""
+    value = aware(value)
+    window = (info.context or {}).get("time_window")
+    return window.check(value) if isinstance(window, TimeWindow) else value
 
 
 def new_id() -> str:
@@ -40,9 +145,16 @@ def utcnow() -> datetime:
 
 
 class Model(BaseModel):
-    """Base of every contract model: strict fields, immutable, strings stripped."""
+    """Base of every contract model: strict fields, immutable, strings stripped; every string
+    (list items and map keys too) checked by `check_text`, names and ids by `check_name`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _strings(cls, value: Any) -> Any:
+        _check_strings(value)
+        return value
 
     def to_avro(self) -> dict[str, Any]:
         """The dict fastavro writes for this model's schema."""
@@ -75,59 +187,77 @@ def sha256_digest(value: str) -> str:
     return value
 
 
+#: Fields whose blank value is an error rather than "absent": a blank tenant must not become
+#: the default tenant (the row would land in another tenant's ledger).
+_NEVER_BLANK = frozenset({"tenant"})
+
+
 def drop_blank(data: Any) -> Any:
-    """Empty strings (unset CI variables, blank form fields) mean "absent", not a value."""
+    """Empty strings (unset CI variables, blank form fields) mean "absent", not a value;
+    except for `tenant`, where blank is refused."""
     if isinstance(data, dict):
-        return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+        return {
+            k: v
+            for k, v in data.items()
+            if k in _NEVER_BLANK or not (isinstance(v, str) and not v.strip())
+        }
     return data
 
 
 class DeploymentEvent(Model):
     """One stage of one deployment, as reported by a CI/CD system (schema DeploymentEvent)."""
 
-    event_id: str = Field(default_factory=new_id, min_length=1, max_length=128)
-    deployment_id: str = Field(min_length=1, max_length=128)
+    event_id: Name = Field(default_factory=new_id, min_length=1, max_length=128)
+    deployment_id: Name = Field(min_length=1, max_length=128)
     event_type: EventType
     kind: DeploymentKind = "release"
-    service: str = Field(min_length=1, max_length=200)
-    environment: str = Field(min_length=1, max_length=100)
-    region: str | None = None
-    tenant: str = Field(default="default", min_length=1, max_length=100)
-    repository: str | None = None
+    service: Name = Field(min_length=1, max_length=200)
+    environment: Name = Field(min_length=1, max_length=100)
+    region: Name | None = None
+    tenant: Name = Field(default="default", min_length=1, max_length=100)
+    repository: Name | None = None
     commit_sha: str
-    version: str | None = None
-    artifact_name: str | None = None
+    version: Name | None = None
+    artifact_name: Name | None = None
     artifact_digest: str | None = None
-    actor: str = Field(min_length=1, max_length=200)
+    actor: Name = Field(min_length=1, max_length=200)
     trigger: Trigger = "automated"
-    pipeline_provider: str | None = None
-    pipeline_run_id: str | None = None
+    pipeline_provider: Name | None = None
+    pipeline_run_id: Name | None = None
     pipeline_run_url: str | None = None
-    pipeline_stage: str | None = None
-    change_id: str | None = None
-    exit_code: int | None = None
-    duration_ms: int | None = Field(default=None, ge=0)
+    pipeline_stage: Name | None = None
+    change_id: Name | None = None
+    exit_code: AvroInt | None = None
+    duration_ms: AvroLong | None = Field(default=None, ge=0)
     occurred_at: datetime = Field(default_factory=utcnow)
     attributes: dict[str, str] = Field(default_factory=dict)
     # Version 2
-    source: str | None = None
-    team: str | None = None
-    rollback_of: str | None = None
-    approvers: list[str] = Field(default_factory=list)
-    pull_requests: list[str] = Field(default_factory=list)
+    source: Name | None = None
+    team: Name | None = None
+    rollback_of: Name | None = None
+    approvers: list[Name] = Field(default_factory=list)
+    pull_requests: list[Name] = Field(default_factory=list)
     provenance_url: str | None = None
+    # Version 3
+    missing_metadata: list[Literal["commit_sha"]] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
     def _aliases(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            data = apply_aliases(data, known=cls.model_fields)
-        return drop_blank(data)
+            data = drop_blank(apply_aliases(data, known=cls.model_fields))
+            missing = data.get("missing_metadata")
+            if isinstance(missing, list) and "commit_sha" in missing:
+                if data.get("commit_sha") is not None:
+                    raise ValueError("commit_sha is given but listed in missing_metadata")
+                data["commit_sha"] = ""  # declared missing: stored empty, Avro keeps a string
+        return data
 
     @field_validator("commit_sha")
     @classmethod
     def _sha(cls, value: str) -> str:
-        return full_sha(value)
+        # Empty only when declared missing: `_aliases` sets it, after dropping blank values.
+        return value if value == "" else full_sha(value)
 
     @field_validator("artifact_digest")
     @classmethod
@@ -136,8 +266,8 @@ class DeploymentEvent(Model):
 
     @field_validator("occurred_at")
     @classmethod
-    def _occurred(cls, value: datetime) -> datetime:
-        return aware(value)
+    def _occurred(cls, value: datetime, info: ValidationInfo) -> datetime:
+        return event_time(value, info)
 
 
 class DeploymentRecord(Model):
@@ -145,7 +275,7 @@ class DeploymentRecord(Model):
 
     record_id: str
     deployment_id: str
-    seq: int = Field(ge=1)
+    seq: AvroInt = Field(ge=1)
     status: DeploymentStatus
     kind: str
     service: str
@@ -165,8 +295,8 @@ class DeploymentRecord(Model):
     change_id: str | None = None
     started_at: datetime
     finished_at: datetime | None = None
-    duration_ms: int | None = None
-    event_count: int = Field(ge=1)
+    duration_ms: AvroLong | None = None
+    event_count: AvroInt = Field(ge=1)
     last_event_id: str
     last_event_type: str
     alert_rules: list[str] = Field(default_factory=list)

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec, DecodeError
+from shipledger.schemas.untrusted import printable
 
 EVENT_SCHEMA = "io.shipledger.v1.DeploymentEvent"
 
@@ -21,16 +22,37 @@ class Rejected(ValueError):
 
 
 def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
-    """(field, reason) per pydantic error, the offending value quoted where it helps."""
+    """(field, reason) per pydantic error, the offending value quoted where it helps (cut
+    short, control characters and surrogates escaped: the reason is safe to print)."""
     out = []
     for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"]) or "event"
+        loc = ".".join(_part(part) for part in err["loc"]) or "event"
         reason = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
-        if err["type"] != "missing" and isinstance(value, str | int) and err["loc"]:
-            reason += f" (got {value!r})"
+        if err["type"] != "missing" and err["loc"]:
+            if isinstance(value, str):
+                reason += f" (got {printable(value)})"
+            elif isinstance(value, int):
+                reason += f" (got {value})"
         out.append((loc, reason))
     return out
+
+
+def _part(part: str | int) -> str:
+    # A map key is user input: keep it readable but escaped and short.
+    text = str(part)
+    return text if text.isprintable() and len(text) <= 80 else printable(text)
+
+
+def size_problem(encoded: bytes, limit: int) -> str | None:
+    """Why an encoded event is too large to send (None when it fits): one Kafka would refuse
+    on every retry (`Settings.max_event_bytes` stays below its message.max.bytes)."""
+    if len(encoded) <= limit:
+        return None
+    return (
+        f"encoded event is {len(encoded)} bytes, over the limit of {limit} "
+        "(SHIPLEDGER_MAX_EVENT_BYTES): shorten its attributes or free-text fields"
+    )
 
 
 def validation_reason(exc: ValidationError) -> tuple[str, str | None]:

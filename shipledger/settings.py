@@ -5,11 +5,14 @@ Built once at each entry point and passed down; nothing else reads the environme
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AwareDatetime, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shipledger.schemas.models import TimeWindow
 
 LogFormat = Literal["json", "console"]
 
@@ -53,7 +56,9 @@ class Settings(BaseSettings):
     deployment_id: str | None = Field(
         default=None, description="Deployment id shared by every stage of one pipeline."
     )
-    tenant: str = Field(default="default", description="Tenant of emitted events.")
+    tenant: str = Field(
+        default="default", min_length=1, description="Tenant of emitted events (not blank)."
+    )
     emit_timeout_s: float = Field(
         default=5.0, gt=0, description="How long `emit` waits for the broker before spooling."
     )
@@ -61,7 +66,33 @@ class Settings(BaseSettings):
         default=None, description="Where unsent events wait. Unset: `<data_dir>/spool`."
     )
     strict: bool = Field(
-        default=False, description="Fail the CI step (exit 1) when an event cannot be sent."
+        default=False,
+        description=(
+            "Fail the CI step (exit 1) when an event cannot be sent, without spooling it (the "
+            "retried step sends it). Not strict: spool it and exit 0. One event either way."
+        ),
+    )
+
+    # --- what every edge (API, uploads, webhooks, emitter) accepts ----------------------
+    earliest_event_time: AwareDatetime = Field(
+        default=datetime(2000, 1, 1, tzinfo=UTC),
+        description=(
+            "Events (occurred_at, approvals' decided_at) before this time are refused with a "
+            "reason: a year-0001 or epoch-0 time is a bug at the source, not a deployment."
+        ),
+    )
+    max_future_skew_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How far ahead of this machine's clock an event time may be (clock skew).",
+    )
+    max_event_bytes: int = Field(
+        default=512 * 1024,
+        ge=1024,
+        description=(
+            "Largest encoded event (Avro bytes). Kept below Kafka's message.max.bytes (1 MB by "
+            "default) so an event that Kafka would refuse forever is refused up front (422)."
+        ),
     )
 
     # --- consumers ---------------------------------------------------------------------
@@ -117,6 +148,17 @@ class Settings(BaseSettings):
     )
     api_rate_burst: int = Field(
         default=100, ge=1, description="Requests per API token allowed in a burst above the rate."
+    )
+    api_refused_rate_per_s: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "Webhook requests refused authentication allowed per second per client address and "
+            "provider (429 above), counted apart from the authenticated deliveries' rate."
+        ),
+    )
+    api_refused_rate_burst: int = Field(
+        default=20, ge=1, description="Burst of refused webhook requests per client and provider."
     )
     api_ack_timeout_s: float = Field(
         default=10.0, gt=0, description="How long a request waits for Kafka's acknowledgement."
@@ -196,6 +238,10 @@ class Settings(BaseSettings):
     sasl_username: str | None = Field(default=None, description="SASL username, if any.")
 
     # ------------------------------------------------------------------------------------
+    def time_window(self) -> TimeWindow:
+        """The event times the edges accept (validation context of the event models)."""
+        return TimeWindow(self.earliest_event_time, timedelta(seconds=self.max_future_skew_s))
+
     def topic(self, name: str) -> str:
         """Full topic name for a logical topic (`deployments.raw`, `alerts`, ...)."""
         return f"{self.topic_prefix}{name}"

@@ -35,6 +35,9 @@ from typing import Literal, get_args
 Scope = Literal["ingest", "read", "admin"]
 SCOPES: tuple[str, ...] = get_args(Scope)
 ANY_TENANT = "*"
+#: Shortest webhook secret accepted: a short one can be guessed offline from one signed body
+#: (GitHub) or online (token schemes). `webhooks secret set` generates 43 characters.
+MIN_WEBHOOK_SECRET = 16
 
 _TOKEN_RE = re.compile(r"^sl_([0-9a-f]{12})_([A-Za-z0-9_-]{20,})$")
 _DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
@@ -235,8 +238,11 @@ class AuthStore:
     # --- webhook secrets -------------------------------------------------------------------
     def set_webhook_secret(self, tenant: str, provider: str, secret: str) -> None:
         """Store (or replace) the secret that signs `provider`'s webhooks for `tenant`."""
-        if not secret.strip():
-            raise ValueError("webhook secret is empty")
+        if len(secret.strip()) < MIN_WEBHOOK_SECRET:
+            raise ValueError(
+                f"webhook secret is {len(secret.strip())} characters: use at least "
+                f"{MIN_WEBHOOK_SECRET} (or run without --stdin to generate one)"
+            )
         with self._cursor() as cur:
             cur.execute(
                 "INSERT OR REPLACE INTO webhook_secrets VALUES (?, ?, ?, ?)",

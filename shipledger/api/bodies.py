@@ -68,6 +68,15 @@ class Problem(BaseModel):
     error: str
 
 
+#: What every route taking a bearer token can answer besides its own (OpenAPI `responses`).
+TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "Malformed request (parameters or body)."},
+    401: {"model": Problem, "description": "Missing, unknown, expired or revoked token."},
+    403: {"model": Problem, "description": "The token lacks the scope, or the tenant."},
+    429: {"model": Problem, "description": "Rate limit; see Retry-After."},
+}
+
+
 class FieldProblem(BaseModel):
     """Why one event (by its index in the request) was refused."""
 
@@ -99,7 +108,7 @@ class Invalid(BaseModel):
     )
 
     error: str
-    errors: list[FieldProblem]
+    errors: list[FieldProblem] = Field(default_factory=list)
 
 
 class LineProblem(BaseModel):

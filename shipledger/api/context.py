@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shipledger.api.auth import AuthError, AuthStore, Principal
@@ -18,6 +20,18 @@ from shipledger.settings import Settings
 if TYPE_CHECKING:
     from shipledger.api.bridge import KafkaBridge
     from shipledger.sinks.store import LedgerStore
+
+
+class SafeJSONResponse(JSONResponse):
+    """Every JSON answer of the API: ASCII-escaped, so a hostile string echoed in an error (a
+    lone surrogate, a control character) is written as an escape instead of failing to encode
+    (which was a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        """The body: compact JSON, non-ASCII escaped, NaN refused."""
+        return json.dumps(
+            content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+        ).encode("ascii")
 
 
 class ApiError(Exception):
@@ -55,6 +69,11 @@ class ApiContext:
         self.query_slots = QuerySlots(
             self.settings.query_max_concurrent_per_token, self.settings.query_max_concurrent
         )
+        #: Webhook requests refused authentication, per client address and provider: apart
+        #: from `limiter`, so they cannot spend the rate of authenticated deliveries.
+        self.refused_limiter = RateLimiter(
+            self.settings.api_refused_rate_per_s, self.settings.api_refused_rate_burst
+        )
 
     def require_bridge(self) -> KafkaBridge:
         """The Kafka bridge; 503 when this app has none."""
@@ -69,14 +88,16 @@ class ApiContext:
             raise ApiError(503, "reads need the ledger: use the API of `shipledger up`")
         return self.store
 
-    def throttle(self, key: str) -> None:
-        """429 with Retry-After once `key` is over its rate."""
-        wait_s = self.limiter.acquire(key)
+    def throttle(self, key: str, limiter: RateLimiter | None = None) -> None:
+        """429 with Retry-After once `key` is over its rate (in `limiter`, default the
+        authenticated requests' one)."""
+        limiter = limiter or self.limiter
+        wait_s = limiter.acquire(key)
         if wait_s > 0:
             raise ApiError(
                 429,
-                f"rate limit of {self.settings.api_rate_per_s:g} requests/s "
-                f"(burst {self.settings.api_rate_burst}) exceeded; retry in {wait_s:.2f}s",
+                f"rate limit of {limiter.rate:g} requests/s (burst {limiter.burst}) exceeded; "
+                f"retry in {wait_s:.2f}s",
                 headers={"Retry-After": retry_after(wait_s)},
             )
 

@@ -11,6 +11,11 @@ An object's fields are those of its family's model, plus an optional `family` (d
   event each time it is sent.
 - `source`, when the family's model has it and it is absent: the ingest channel (`api`,
   `upload`).
+
+What it refuses, each as a FieldError naming the field: anything the family's model refuses
+(with the settings' time window for `occurred_at`), an event whose encoded size is over
+`Settings.max_event_bytes` (Kafka would refuse it on every retry), and `missing_metadata`
+from any channel but a webhook (API and upload callers can give the field itself).
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from pydantic import ValidationError
 from shipledger.api.auth import ANY_TENANT, Principal
 from shipledger.schemas.families import UnknownFamily, family_of
 from shipledger.schemas.models import utcnow
-from shipledger.schemas.registry import AvroCodec
-from shipledger.schemas.validation import field_errors
+from shipledger.schemas.registry import AvroCodec, EncodeError
+from shipledger.schemas.validation import field_errors, size_problem
 from shipledger.settings import Settings
 
 DEFAULT_FAMILY = "deployment"
@@ -90,6 +95,15 @@ def prepare(
         family = family_of(family_name)
     except UnknownFamily as exc:
         return [FieldError(index, "family", str(exc))]
+    if obj.get("missing_metadata") and not channel.startswith("webhook:"):
+        return [
+            FieldError(
+                index,
+                "missing_metadata",
+                "only webhook mappings of third-party systems may declare fields missing: "
+                "give the fields themselves",
+            )
+        ]
     if obj.get("tenant") is None and principal.tenant != ANY_TENANT:
         obj["tenant"] = principal.tenant
     if "source" in family.model.model_fields and obj.get("source") is None:
@@ -99,7 +113,7 @@ def prepare(
     if obj.get("event_id") is None:
         obj["event_id"] = derived_event_id({"family": family.name, **obj})
     try:
-        event = family.model.model_validate(obj)
+        event = family.model.model_validate(obj, context={"time_window": settings.time_window()})
     except ValidationError as exc:
         return [FieldError(index, field, reason) for field, reason in field_errors(exc)]
     record = event.model_dump(mode="python")
@@ -112,12 +126,19 @@ def prepare(
                 f"this token is for tenant {principal.tenant!r}, not {tenant!r}",
             )
         )
+    try:
+        value = _codec(family.schema).encode(record)
+    except EncodeError as exc:  # the models carry the Avro bounds: a mismatch is named, not 500
+        return [FieldError(index, "event", f"cannot be encoded: {exc}")]
+    too_large = size_problem(value, settings.max_event_bytes)
+    if too_large:
+        return [FieldError(index, "event", too_large)]
     return Prepared(
         event_id=str(record["event_id"]),
         tenant=tenant,
         topic=settings.topic(family.topic),
         key=family.key(event),
-        value=_codec(family.schema).encode(record),
+        value=value,
     )
 
 

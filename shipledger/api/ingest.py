@@ -14,31 +14,40 @@ accepted is acknowledged; re-uploading the file is safe when the records carry i
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
 
 from shipledger.api.auth import Principal
-from shipledger.api.bodies import Accepted, Invalid, LineProblem, Problem, UploadReport
+from shipledger.api.bodies import (
+    TOKEN_ERRORS,
+    Accepted,
+    Invalid,
+    LineProblem,
+    Problem,
+    UploadReport,
+)
 from shipledger.api.bridge import PublishFailed
-from shipledger.api.context import ApiContext, ApiError, Authorized, context
+from shipledger.api.context import ApiContext, ApiError, Authorized, SafeJSONResponse, context
 from shipledger.api.events import FieldError, Forbidden, Prepared, prepare, unwrap
 from shipledger.api.limits import TooLarge, capped, check_declared_length, read_capped
 from shipledger.api.uploads import BadFormat, records, upload_format
 from shipledger.logging import get_logger
+from shipledger.schemas.untrusted import BadJSON, loads
 
 log = get_logger("api")
 router = APIRouter(prefix="/v1")
 MAX_REPORTED_ERRORS = 1000
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": Problem, "description": "Body is not JSON or has no events."},
-    401: {"model": Problem, "description": "Missing, unknown, expired or revoked token."},
+    **TOKEN_ERRORS,
+    400: {
+        "model": Problem,
+        "description": "Body is not JSON (or out of bounds: huge numbers, deep nesting, "
+        "invalid Unicode), or has no events.",
+    },
     413: {"model": Problem, "description": "Body or batch over its limit."},
-    429: {"model": Problem, "description": "Rate limit; see Retry-After."},
     503: {"model": Problem, "description": "Kafka did not acknowledge every event: retry."},
 }
 
@@ -127,9 +136,9 @@ async def post_events(
     check_declared_length(request.headers.get("content-length"), limit, "request body")
     body = await read_capped(request.stream(), limit, "request body")
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from exc
+        payload = loads(body, "request body")
+    except BadJSON as exc:
+        raise ApiError(400, str(exc)) from exc
     items = unwrap(payload)
     if not items:
         raise ApiError(400, 'no events: send an object, an array, or {"events": [...]}')
@@ -165,9 +174,9 @@ class _Upload:
             self.report.accepted += len(self.batch)
             self.batch = []
 
-    def answer(self, status: int, error: str | None = None) -> JSONResponse:
+    def answer(self, status: int, error: str | None = None) -> SafeJSONResponse:
         self.report.error = error
-        return JSONResponse(self.report.model_dump(mode="json", exclude_none=True), status)
+        return SafeJSONResponse(self.report.model_dump(mode="json", exclude_none=True), status)
 
 
 @router.post(
@@ -189,7 +198,7 @@ async def post_upload(
     format: Annotated[
         str | None, Query(description="ndjson or csv; overrides the Content-Type.")
     ] = None,
-) -> JSONResponse:
+) -> SafeJSONResponse:
     """Publish a backfill or a legacy system's export: one event per NDJSON line or CSV row.
 
     Streamed (the file is never held in memory); valid records are published in batches,
@@ -209,7 +218,7 @@ async def post_upload(
         async for record in records(fmt, chunks):
             upload.report.records += 1
             if record.error is not None:
-                upload.refuse(record.line, "line", record.error)
+                upload.refuse(record.line, record.field, record.error)
                 continue
             try:
                 result = prepare(record.obj, record.line, principal, ctx.settings, "upload")

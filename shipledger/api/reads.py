@@ -16,7 +16,7 @@ from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field, ValidationError
 
 from shipledger.api.auth import ANY_TENANT, Principal
-from shipledger.api.bodies import Problem
+from shipledger.api.bodies import TOKEN_ERRORS, Problem
 from shipledger.api.context import ApiContext, ApiError, Authorized, context
 from shipledger.api.limits import check_declared_length, read_capped
 from shipledger.api.query_slots import SlotsFull
@@ -29,7 +29,7 @@ router = APIRouter(prefix="/v1")
 @router.get(
     "/events/{event_id}",
     responses={
-        401: {"model": Problem},
+        **TOKEN_ERRORS,
         404: {"model": Problem, "description": "No such event for this token's tenant."},
         503: {"model": Problem, "description": "This API has no ledger store."},
     },
@@ -78,13 +78,13 @@ def _query_body() -> dict[str, Any]:
     response_model=dict[str, Any],
     openapi_extra=_query_body(),
     responses={
+        **TOKEN_ERRORS,
         400: {
             "model": Problem,
             "description": "Refused (not a read-only query, or something it names is not on "
             "the allow-list), over a limit, or failed.",
         },
-        401: {"model": Problem},
-        403: {"model": Problem, "description": "Another tenant than the token's."},
+        403: {"model": Problem, "description": "Another tenant than the token's, or no scope."},
         413: {"model": Problem, "description": "A body far longer than the longest SQL."},
         429: {
             "model": Problem,

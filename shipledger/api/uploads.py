@@ -11,12 +11,12 @@ read as JSON (list fields). Quoted cells may span lines; a record's number is it
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
 from shipledger.api.limits import TooLarge
+from shipledger.schemas.untrusted import BadJSON, loads
 
 Format = Literal["ndjson", "csv"]
 MAX_LINE_BYTES = 1024 * 1024
@@ -72,11 +72,13 @@ async def lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, bytes]
 
 @dataclass(frozen=True)
 class Record:
-    """One record of an upload: the parsed object, or why its line could not be parsed."""
+    """One record of an upload: the parsed object, or why its line could not be parsed (and
+    where: `line`, or the path of the offending value)."""
 
     line: int
     obj: object | None
     error: str | None = None
+    field: str = "line"
 
 
 def _decode(raw: bytes) -> str:
@@ -89,16 +91,17 @@ async def ndjson_records(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
         if not raw.strip():
             continue
         try:
-            yield Record(number, json.loads(_decode(raw)))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            yield Record(number, None, f"not valid JSON: {exc}")
+            yield Record(number, loads(raw, "line"))
+        except BadJSON as exc:
+            yield Record(number, None, exc.reason, exc.path)
 
 
 def _cell(value: str) -> object:
+    # A cell that is not JSON after all (or JSON out of bounds) stays text: the model says why.
     if value[:1] in ("[", "{"):
         try:
-            parsed: object = json.loads(value)
-        except json.JSONDecodeError:
+            parsed: object = loads(value, "cell")
+        except BadJSON:
             return value
         return parsed
     return value
@@ -144,7 +147,15 @@ async def csv_records(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
                 raise TooLarge(f"record at line {first} is longer than {MAX_LINE_BYTES} bytes")
             continue
         pending = []
-        row = next(csv.reader([joined]))
+        try:
+            row = next(csv.reader([joined]), [])
+        except csv.Error as exc:  # e.g. a field over csv's size limit, a bare CR in a cell
+            if header is None:  # no columns: every row will say so
+                header = []
+                yield Record(first, None, f"header row is not valid CSV: {exc}", "header")
+            else:
+                yield Record(first, None, f"not valid CSV: {exc}")
+            continue
         if header is None:
             header = [name.strip() for name in row]
             continue

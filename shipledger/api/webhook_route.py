@@ -3,7 +3,13 @@
 Authenticated by the provider's signature or token with the tenant's secret (`shipledger
 webhooks secret set`), not by a bearer token: GitHub and the others cannot send one. The
 mapping is `shipledger.webhooks.dispatch`; its events are published like `POST /v1/events`
-(all or nothing, 202 after Kafka's acks). A delivery of an unsupported type is answered 202
+(all or nothing, 202 after Kafka's acks).
+
+Authentication before throttling: an authenticated delivery takes a token from its tenant
+and provider's bucket; a refused one (bad or missing signature, no secret set: all 401, the
+same answer) from a separate bucket per client address and provider, which answers 429 once
+spent. So a flood of unsigned requests is throttled on its own and cannot use up the rate of
+the signed deliveries. A delivery of an unsupported type is answered 202
 with no events and the reason, and counted (`GET /v1/webhooks/stats`): a provider must never
 see an error, and retry, for an event we choose not to record. The full SHAs of the pushes
 and merges received are remembered (`RecentCommits`) to resolve a later delivery's short SHA.
@@ -17,12 +23,18 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from shipledger.api.auth import Principal
-from shipledger.api.bodies import Accepted, Problem
+from shipledger.api.bodies import TOKEN_ERRORS, Accepted, Invalid, Problem
 from shipledger.api.context import ApiContext, ApiError, Authorized, context
 from shipledger.api.ingest import prepare_all, publish
 from shipledger.api.limits import check_declared_length, read_capped
 from shipledger.logging import get_logger
-from shipledger.webhooks import PROVIDERS, WebhookAuthError, WebhookPayloadError, dispatch
+from shipledger.webhooks import (
+    PROVIDERS,
+    WebhookAuthError,
+    WebhookPayloadError,
+    authenticate,
+    map_delivery,
+)
 
 router = APIRouter(prefix="/v1")
 _log = get_logger("api.webhooks")
@@ -43,10 +55,13 @@ class WebhookCount(BaseModel):
     status_code=202,
     response_model=Accepted,
     responses={
-        400: {"model": Problem},
-        401: {"model": Problem},
-        404: {"model": Problem},
+        400: {"model": Problem, "description": "Malformed payload (the field is named)."},
+        401: {"model": Problem, "description": "Signature or token missing or wrong."},
+        404: {"model": Problem, "description": "Unknown provider."},
         413: {"model": Problem},
+        422: {"model": Invalid, "description": "The mapped events are invalid."},
+        429: {"model": Problem, "description": "Rate limit; see Retry-After."},
+        503: {"model": Problem, "description": "Kafka did not acknowledge every event: retry."},
     },
     summary="Receive a CI/CD webhook (signed with the tenant's secret)",
 )
@@ -58,34 +73,35 @@ async def post_webhook(
 ) -> Accepted:
     """Map a provider's webhook (github, gitlab, argocd, cdevents, jenkins) to events and
     publish them: 202 after Kafka's acks; an ignored delivery answers 202 with no events and
-    `ignored` saying why. 401 for a bad signature/token, 400 for a malformed payload."""
+    `ignored` saying why. 401 for a bad signature/token (or no secret set for the tenant: the
+    same answer), 400 for a malformed payload, 422 for mapped events the contract refuses."""
     if provider not in PROVIDERS:
         raise ApiError(404, f"unknown webhook provider {provider!r}; known: {sorted(PROVIDERS)}")
-    ctx.throttle(f"webhook:{tenant}:{provider}")
-    secret = ctx.auth.webhook_secret(tenant, provider)
-    if secret is None:
-        raise ApiError(
-            404,
-            f"no {provider} webhook secret for tenant {tenant!r}: "
-            f"shipledger webhooks secret set --tenant {tenant} --provider {provider}",
-        )
     limit = ctx.settings.api_max_body_bytes
     check_declared_length(request.headers.get("content-length"), limit, "webhook body")
     body = await read_capped(request.stream(), limit, "webhook body")
     log = _log.bind(tenant=tenant, provider=provider)
+    secret = ctx.auth.webhook_secret(tenant, provider)
     try:
-        result = dispatch(
+        verified = authenticate(
             provider,
             dict(request.headers),
             body,
             secret=secret,
-            tenant=tenant,
             resolve_sha=lambda repo, short: ctx.recent_commits.resolve(tenant, repo, short),
         )
     except WebhookAuthError as exc:
-        ctx.webhook_deliveries[(tenant, provider, "?", "unauthorized")] += 1
-        log.warning("webhook refused", reason=str(exc))
+        # A tenant without a secret is counted as "?": tenant names from unauthenticated URLs
+        # must not grow the counters without bound.
+        counted = tenant if secret is not None else "?"
+        ctx.webhook_deliveries[(counted, provider, "?", "unauthorized")] += 1
+        log.warning("webhook refused", reason=str(exc), secret_set=secret is not None)
+        client = request.client.host if request.client else "?"
+        ctx.throttle(f"webhook-refused:{client}:{provider}", ctx.refused_limiter)
         raise ApiError(401, f"{provider} webhook refused: {exc}") from exc
+    ctx.throttle(f"webhook:{tenant}:{provider}")
+    try:
+        result = map_delivery(provider, verified, tenant)
     except WebhookPayloadError as exc:
         ctx.webhook_deliveries[(tenant, provider, "?", "malformed")] += 1
         log.warning("webhook malformed", reason=str(exc))
@@ -108,6 +124,7 @@ async def post_webhook(
 @router.get(
     "/webhooks/stats",
     response_model=list[WebhookCount],
+    responses=TOKEN_ERRORS,
     summary="Webhook deliveries counted by tenant, provider, event type and outcome",
 )
 async def webhook_stats(

@@ -7,7 +7,13 @@ means. docs/webhooks.md describes each provider's setup and mapping.
 
 from __future__ import annotations
 
-from shipledger.webhooks.dispatch import PROVIDERS, dispatch, event_id
+from shipledger.webhooks.dispatch import (
+    PROVIDERS,
+    authenticate,
+    dispatch,
+    event_id,
+    map_delivery,
+)
 from shipledger.webhooks.result import (
     Mapped,
     ShaResolver,
@@ -23,6 +29,8 @@ __all__ = [
     "WebhookAuthError",
     "WebhookPayloadError",
     "WebhookResult",
+    "authenticate",
     "dispatch",
     "event_id",
+    "map_delivery",
 ]

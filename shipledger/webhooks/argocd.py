@@ -1,8 +1,9 @@
 """Argo CD notifications: the webhook template of docs/webhooks.md, one body per sync phase.
 
 Argo CD has no request signature; the notifications webhook service sends the shared secret
-in ``X-Shipledger-Token``. The body has no delivery id: its hash identifies it, and Argo CD's
-retries resend the same body.
+in ``X-Shipledger-Token``. Event ids derive from the application, the sync operation (its
+start time), the phase and the revision: two triggers notifying the same phase of the same
+sync are one event.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from shipledger.webhooks.payload import (
     req_str,
     req_timestamp,
 )
-from shipledger.webhooks.result import Parsed, Request, WebhookPayloadError
+from shipledger.webhooks.result import Identified, Parsed, Request, WebhookPayloadError
 
 _PHASES: dict[str, contract.EventType] = {
     "Running": "started",
@@ -50,13 +51,15 @@ def parse(request: Request) -> Parsed:
         raise WebhookPayloadError("environment: required (or destination_namespace)")
     initiated_by = opt_str(data, "initiated_by")
     automated = opt_str(data, "automated") == "true" or initiated_by is None
+    # One sync operation = one deployment: its start time tells operations apart.
+    deployment_id = bounded_id("argocd", opt_str(data, "app_namespace") or "-", app, started_at)
+    revision = full_sha(opt_str(data, "revision"), "revision")
     event = contract.deployment(
-        # One sync operation = one deployment: its start time tells operations apart.
-        deployment_id=bounded_id("argocd", opt_str(data, "app_namespace") or "-", app, started_at),
+        deployment_id=deployment_id,
         event_type=event_type,
         service=opt_str(data, "service") or app,
         environment=environment,
-        commit_sha=full_sha(opt_str(data, "revision"), "revision"),
+        commit_sha=revision,
         actor=initiated_by or "argocd-automation",
         trigger="automated" if automated else "manual",
         repository=opt_str(data, "repo_url"),
@@ -73,4 +76,5 @@ def parse(request: Request) -> Parsed:
             "argocd.destination_namespace": opt_str(data, "destination_namespace"),
         },
     )
-    return Parsed.of(f"sync {phase}", None, [event])
+    identity = f"sync:{deployment_id}:{phase}:{revision}"
+    return Parsed.of(f"sync {phase}", None, Identified(identity, [event]))

@@ -4,10 +4,15 @@ Binary mode: ``ce-*`` headers hold the CloudEvent attributes and the body is the
 Structured mode (``Content-Type: application/cloudevents+json``): the body is the CloudEvent
 envelope with the CDEvent in ``data`` (or ``data_base64``). CloudEvents has no signature
 standard, so the shared secret travels in ``X-Shipledger-Token``. (source, id) identifies a
-CloudEvent, and is the delivery id.
+CloudEvent, and is the delivery id; event ids derive from the CDEvent's own
+``context.source`` and ``context.id`` (the envelope's when the CDEvent has none), so a body
+replayed under a new CloudEvent id is the same event.
+
+CDEvents 0.5 renamed ``subject.content.url`` to ``uri``: both are read.
 
 CDEvents do not carry a commit for services; producers put it in ``customData.commitSha``
-or in the artifact purl's ``vcs_url`` qualifier (``git+https://host/repo@<full sha>``).
+or in the artifact purl's ``vcs_url`` qualifier (``git+https://host/repo@<full sha>``). Without
+either, the deployment is recorded with `missing_metadata: ["commit_sha"]` and flagged.
 """
 
 from __future__ import annotations
@@ -32,8 +37,16 @@ from shipledger.webhooks.payload import (
     req_str,
     req_timestamp,
 )
-from shipledger.webhooks.result import Outcome, Parsed, Request, WebhookPayloadError
+from shipledger.webhooks.result import (
+    Event,
+    Identified,
+    Parsed,
+    Request,
+    WebhookPayloadError,
+)
 
+#: A CDEvent mapper's events (identified by the CDEvent's context in `parse`), or why none.
+_Outcome = list[Event] | str
 _TYPE = re.compile(r"dev\.cdevents\.([a-z]+)\.([a-z]+)\.\S+")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _VCS_COMMIT = re.compile(r"@([0-9a-fA-F]{40}|[0-9a-fA-F]{64})$")
@@ -56,7 +69,12 @@ def parse(request: Request) -> Parsed:
     mapper = _MAPPERS.get(match[1])
     if mapper is None:
         return Parsed.of(ce_type, delivery, f"CDEvent type {ce_type!r} is not recorded")
-    return Parsed.of(ce_type, delivery, mapper(data, match[2]))
+    outcome = mapper(data, match[2])
+    if isinstance(outcome, str):
+        return Parsed.of(ce_type, delivery, outcome)
+    context_id = opt_str(data, "context.id")
+    identity = f"{opt_str(data, 'context.source')}#{context_id}" if context_id else delivery
+    return Parsed.of(ce_type, delivery, Identified(identity, outcome))
 
 
 def _cloudevent(request: Request) -> tuple[str, str, str, JSONObject]:
@@ -97,6 +115,11 @@ def _cloudevent(request: Request) -> tuple[str, str, str, JSONObject]:
         str(attributes["source"]),
         parse_object(request.body, "data"),
     )
+
+
+def _uri(data: JSONObject, path: str) -> str | None:
+    """`<path>.uri` (CDEvents 0.5), else `<path>.url` (0.4 and before)."""
+    return opt_str(data, f"{path}.uri") or opt_str(data, f"{path}.url")
 
 
 def _custom(data: JSONObject, key: str) -> str | None:
@@ -148,7 +171,7 @@ def _commit(data: JSONObject, purl: PackageURL | None) -> str | None:
     return full_sha(commit, "customData.commitSha") if commit else None
 
 
-def _service(data: JSONObject, predicate: str) -> Outcome:
+def _service(data: JSONObject, predicate: str) -> _Outcome:
     if predicate == "removed":
         # Not a deployment (nothing shipped, no commit) and not a catalog change (the service
         # still exists elsewhere): see docs/webhooks.md.
@@ -157,12 +180,10 @@ def _service(data: JSONObject, predicate: str) -> Outcome:
     purl = _purl(artifact_id, "subject.content.artifactId")
     name, version, digest = _artifact_identity(purl)
     vcs_repository = _vcs(purl)[0]
+    # CDEvents service events carry no commit: a stock producer's deployment is recorded
+    # without one and flagged (missing_metadata) rather than refused at a source nobody can
+    # correct. `customData.commitSha` or a purl `vcs_url` ending in @<full sha> provide it.
     commit = _commit(data, purl)
-    if commit is None:
-        raise WebhookPayloadError(
-            "customData.commitSha: required (CDEvents service events carry no commit; set it, "
-            "or give subject.content.artifactId a vcs_url qualifier ending in @<full sha>)"
-        )
     rollback = predicate == "rolledback"
     context_source = req_str(data, "context.source")
     return [
@@ -189,7 +210,7 @@ def _service(data: JSONObject, predicate: str) -> Outcome:
     ]
 
 
-def _environment(data: JSONObject, predicate: str) -> Outcome:
+def _environment(data: JSONObject, predicate: str) -> _Outcome:
     actions: dict[str, contract.CatalogAction] = {
         "created": "created",
         "modified": "modified",
@@ -202,14 +223,14 @@ def _environment(data: JSONObject, predicate: str) -> Outcome:
             entity="environment",
             action=actions[predicate],
             name=opt_str(data, "subject.content.name") or req_str(data, "subject.id"),
-            url=opt_str(data, "subject.content.url"),
+            url=_uri(data, "subject.content"),
             occurred_at=req_timestamp(data, "context.timestamp"),
             attributes={"cdevents.subject_id": req_str(data, "subject.id")},
         )
     ]
 
 
-def _change(data: JSONObject, predicate: str) -> Outcome:
+def _change(data: JSONObject, predicate: str) -> _Outcome:
     if predicate != "merged":
         return f"change.{predicate} is not recorded: only merges are"
     subject_id = req_str(data, "subject.id")
@@ -232,7 +253,7 @@ def _change(data: JSONObject, predicate: str) -> Outcome:
     ]
 
 
-def _artifact(data: JSONObject, predicate: str) -> Outcome:
+def _artifact(data: JSONObject, predicate: str) -> _Outcome:
     if predicate != "published":
         return f"artifact.{predicate} is not recorded: only publications are"
     subject_id = req_str(data, "subject.id")
@@ -256,7 +277,7 @@ def _artifact(data: JSONObject, predicate: str) -> Outcome:
     ]
 
 
-def _pipelinerun(data: JSONObject, predicate: str) -> Outcome:
+def _pipelinerun(data: JSONObject, predicate: str) -> _Outcome:
     if predicate != "finished":
         return f"pipelinerun.{predicate} is not recorded: only finished runs are"
     errors = opt_str(data, "subject.content.errors")
@@ -266,7 +287,7 @@ def _pipelinerun(data: JSONObject, predicate: str) -> Outcome:
             title=opt_str(data, "subject.content.pipelineName"),
             external_id=req_str(data, "subject.id"),
             outcome=opt_str(data, "subject.content.outcome"),
-            url=opt_str(data, "subject.content.url"),
+            url=_uri(data, "subject.content"),
             service=_custom(data, "service"),
             environment=_custom(data, "environment"),
             occurred_at=req_timestamp(data, "context.timestamp"),
@@ -275,7 +296,7 @@ def _pipelinerun(data: JSONObject, predicate: str) -> Outcome:
     ]
 
 
-_MAPPERS: dict[str, Callable[[JSONObject, str], Outcome]] = {
+_MAPPERS: dict[str, Callable[[JSONObject, str], _Outcome]] = {
     "service": _service,
     "environment": _environment,
     "change": _change,

@@ -21,7 +21,7 @@ def deployment(
     event_type: EventType,
     service: str,
     environment: str,
-    commit_sha: str,
+    commit_sha: str | None,
     actor: str,
     occurred_at: str,
     kind: str = "release",
@@ -40,7 +40,9 @@ def deployment(
     rollback_of: str | None = None,
     attributes: Mapping[str, str | None] | None = None,
 ) -> Event:
-    """A DeploymentEvent (family `deployment`)."""
+    """A DeploymentEvent (family `deployment`). `commit_sha` None: the provider cannot report
+    it (a stock CDEvents service event); the event declares it in `missing_metadata`, and is
+    recorded and flagged instead of refused."""
     return "deployment", {
         "deployment_id": deployment_id,
         "event_type": event_type,
@@ -64,6 +66,7 @@ def deployment(
         "rollback_of": rollback_of,
         "occurred_at": occurred_at,
         "attributes": _attrs(attributes),
+        "missing_metadata": ["commit_sha"] if commit_sha is None else [],
     }
 
 

@@ -40,6 +40,42 @@ PROVIDERS: dict[str, Provider] = {
 }
 
 
+def _handler(provider: str) -> Provider:
+    handler = PROVIDERS.get(provider)
+    if handler is None:
+        known = ", ".join(sorted(PROVIDERS))
+        raise WebhookPayloadError(f"unknown webhook provider {provider!r} (known: {known})")
+    return handler
+
+
+def authenticate(
+    provider: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    secret: str | None,
+    resolve_sha: ShaResolver | None = None,
+    received_at: datetime | None = None,
+) -> Request:
+    """The delivery as a Request, once its signature or token checks out with `secret`.
+
+    Fails closed: with no `secret` (none configured) every request is refused with the same
+    WebhookAuthError as a wrong signature, so the answer does not reveal the set-up.
+    `resolve_sha(repository, short_sha)` completes abbreviated SHAs (GitLab deployments);
+    `received_at` (default: now) stands in for payloads that carry no timestamp.
+    """
+    handler = _handler(provider)
+    request = Request(
+        headers=Headers(headers),
+        body=body,
+        secret=secret,
+        received_at=(received_at or datetime.now(UTC)).astimezone(UTC),
+        resolve_sha=resolve_sha,
+    )
+    handler.verify(request)
+    return request
+
+
 def dispatch(
     provider: str,
     headers: Mapping[str, str],
@@ -50,30 +86,24 @@ def dispatch(
     resolve_sha: ShaResolver | None = None,
     received_at: datetime | None = None,
 ) -> WebhookResult:
-    """Verify and map one webhook delivery from `provider` onto contract events for `tenant`.
-
-    Authentication comes first and fails closed: a missing `secret` rejects every request.
-    Raises WebhookAuthError (answer 401) or WebhookPayloadError (answer 400); an event type,
-    action or state that shipledger does not record comes back with `ignored` set.
-    `resolve_sha(repository, short_sha)` completes abbreviated SHAs (GitLab deployments);
-    `received_at` (default: now) stands in for payloads that carry no timestamp.
-    Event ids derive from tenant, provider, delivery id (else the body's hash) and position,
-    so a redelivery yields the same ids and is deduplicated downstream.
-    """
-    handler = PROVIDERS.get(provider)
-    if handler is None:
-        known = ", ".join(sorted(PROVIDERS))
-        raise WebhookPayloadError(f"unknown webhook provider {provider!r} (known: {known})")
-    request = Request(
-        headers=Headers(headers),
-        body=body,
-        secret=secret,
-        received_at=(received_at or datetime.now(UTC)).astimezone(UTC),
-        resolve_sha=resolve_sha,
+    """Verify (`authenticate`) and map (`map_delivery`) one delivery from `provider`."""
+    request = authenticate(
+        provider, headers, body, secret=secret, resolve_sha=resolve_sha, received_at=received_at
     )
-    handler.verify(request)
-    parsed = handler.parse(request)
-    identity = parsed.delivery_id or f"sha256:{hashlib.sha256(body).hexdigest()}"
+    return map_delivery(provider, request, tenant)
+
+
+def map_delivery(provider: str, request: Request, tenant: str) -> WebhookResult:
+    """Map an authenticated delivery onto contract events for `tenant`.
+
+    Raises WebhookPayloadError (answer 400); an event type, action or state that shipledger
+    does not record comes back with `ignored` set. Event ids derive from tenant, provider, the
+    provider's own id of the object in the body (else the body's hash) and position: a
+    redelivery, or the same body replayed under a new delivery header, yields the same ids and
+    is deduplicated downstream.
+    """
+    parsed = _handler(provider).parse(request)
+    identity = parsed.object_id or f"sha256:{hashlib.sha256(request.body).hexdigest()}"
     events = [
         Mapped(
             family,

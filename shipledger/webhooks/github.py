@@ -1,12 +1,12 @@
 """GitHub webhooks: deployment, deployment_status, push, pull_request (merged), release.
 
 Authenticated by ``X-Hub-Signature-256`` (HMAC-SHA256 of the raw body with the hook's secret).
-Deliveries are identified by ``X-GitHub-Delivery``, which a redelivery keeps.
+The signature does not cover ``X-GitHub-Delivery``, so event ids derive from the ids in the
+body: the deployment status id, the deployment id, the release id, a push's ref and SHAs.
 """
 
 from __future__ import annotations
 
-import json
 import re
 
 from shipledger.schemas.models import KINDS
@@ -25,10 +25,11 @@ from shipledger.webhooks.payload import (
     opt_str,
     opt_timestamp,
     parent_sha,
+    parse_object,
     req_str,
     req_timestamp,
 )
-from shipledger.webhooks.result import Outcome, Parsed, Request, WebhookPayloadError
+from shipledger.webhooks.result import Identified, Outcome, Parsed, Request, WebhookPayloadError
 from shipledger.webhooks.route import Mapper, by_event_header
 
 _STATES: dict[str, contract.EventType] = {
@@ -69,8 +70,8 @@ def _deployment_payload(data: JSONObject) -> JSONObject:
     payload = obj(data, "deployment").get("payload")
     if isinstance(payload, str):
         try:
-            payload = json.loads(payload)
-        except ValueError:
+            payload = parse_object(payload.encode(), "deployment.payload")
+        except WebhookPayloadError:
             return {}
     return payload if isinstance(payload, dict) else {}
 
@@ -78,6 +79,7 @@ def _deployment_payload(data: JSONObject) -> JSONObject:
 def _deployment(
     data: JSONObject,
     *,
+    object_id: str,
     event_type: contract.EventType,
     occurred_at: str,
     duration_ms: int | None = None,
@@ -102,32 +104,35 @@ def _deployment(
     via_actions = bool(run) or opt_str(data, "deployment.performed_via_github_app.slug") == (
         "github-actions"
     )
-    return [
-        contract.deployment(
-            deployment_id=bounded_id("github", repository, number),
-            event_type=event_type,
-            kind=kind,
-            service=opt_str(payload, "service") or req_str(data, "repository.name"),
-            environment=req_str(data, "deployment.environment"),
-            commit_sha=full_sha(opt_str(data, "deployment.sha"), "deployment.sha"),
-            actor=actor,
-            trigger="automated" if opt_str(who, "type") == "Bot" else "manual",
-            repository=repository,
-            version=_version(ref),
-            change_id=opt_str(payload, "change_id"),
-            pipeline_provider="github_actions" if via_actions else "github_deployments",
-            pipeline_run_id=opt_str(run, "id"),
-            pipeline_run_url=run_url or opt_str(run, "html_url"),
-            duration_ms=duration_ms,
-            occurred_at=occurred_at,
-            attributes={
-                "github.deployment_id": number,
-                "github.task": opt_str(data, "deployment.task"),
-                "github.ref": ref,
-                "github.deployment_status": status,
-            },
-        )
-    ]
+    return Identified(
+        f"{object_id}@{repository}",
+        [
+            contract.deployment(
+                deployment_id=bounded_id("github", repository, number),
+                event_type=event_type,
+                kind=kind,
+                service=opt_str(payload, "service") or req_str(data, "repository.name"),
+                environment=req_str(data, "deployment.environment"),
+                commit_sha=full_sha(opt_str(data, "deployment.sha"), "deployment.sha"),
+                actor=actor,
+                trigger="automated" if opt_str(who, "type") == "Bot" else "manual",
+                repository=repository,
+                version=_version(ref),
+                change_id=opt_str(payload, "change_id"),
+                pipeline_provider="github_actions" if via_actions else "github_deployments",
+                pipeline_run_id=opt_str(run, "id"),
+                pipeline_run_url=run_url or opt_str(run, "html_url"),
+                duration_ms=duration_ms,
+                occurred_at=occurred_at,
+                attributes={
+                    "github.deployment_id": number,
+                    "github.task": opt_str(data, "deployment.task"),
+                    "github.ref": ref,
+                    "github.deployment_status": status,
+                },
+            )
+        ],
+    )
 
 
 def _version(ref: str | None) -> str | None:
@@ -140,7 +145,10 @@ def _version(ref: str | None) -> str | None:
 
 def _deployment_created(data: JSONObject, request: Request) -> Outcome:
     return _deployment(
-        data, event_type="started", occurred_at=req_timestamp(data, "deployment.created_at")
+        data,
+        object_id=f"deployment:{req_str(data, 'deployment.id')}",
+        event_type="started",
+        occurred_at=req_timestamp(data, "deployment.created_at"),
     )
 
 
@@ -158,6 +166,8 @@ def _deployment_status(data: JSONObject, request: Request) -> Outcome:
         duration_ms = millis_between(started, occurred_at)
     return _deployment(
         data,
+        # Each status is its own object; its state is kept in the id for safety.
+        object_id=f"deployment_status:{req_str(data, 'deployment_status.id')}:{state}",
         event_type=event_type,
         occurred_at=occurred_at,
         duration_ms=duration_ms,
@@ -184,43 +194,53 @@ def _push(data: JSONObject, request: Request) -> Outcome:
         or opt_timestamp(data, "repository.pushed_at")
         or request.received_at.isoformat()
     )
-    return [
-        contract.source(
-            kind="tag" if ref.startswith("refs/tags/") else "push",
-            repository=req_str(data, "repository.full_name"),
-            ref=ref,
-            commit_sha=full_sha(after, "after"),
-            previous_sha=parent_sha(opt_str(data, "before"), "before"),
-            commit_shas=shas,
-            author=opt_str(data, "pusher.name") or opt_str(data, "sender.login"),
-            url=opt_str(data, "compare"),
-            occurred_at=occurred_at,
-        )
-    ]
+    repository = req_str(data, "repository.full_name")
+    before = parent_sha(opt_str(data, "before"), "before")
+    head = full_sha(after, "after")
+    return Identified(
+        f"push:{repository}:{ref}:{before}..{head}",
+        [
+            contract.source(
+                kind="tag" if ref.startswith("refs/tags/") else "push",
+                repository=repository,
+                ref=ref,
+                commit_sha=head,
+                previous_sha=before,
+                commit_shas=shas,
+                author=opt_str(data, "pusher.name") or opt_str(data, "sender.login"),
+                url=opt_str(data, "compare"),
+                occurred_at=occurred_at,
+            )
+        ],
+    )
 
 
 def _pull_request(data: JSONObject, request: Request) -> Outcome:
     action = req_str(data, "action")
     if action != "closed" or obj(data, "pull_request").get("merged") is not True:
         return f"pull_request action {action!r}: only merged pull requests are recorded"
-    return [
-        contract.source(
-            kind="pull_request_merged",
-            repository=req_str(data, "repository.full_name"),
-            ref=opt_str(data, "pull_request.base.ref"),
-            commit_sha=full_sha(
-                opt_str(data, "pull_request.merge_commit_sha"), "pull_request.merge_commit_sha"
-            ),
-            pull_request_number=opt_int(data, "pull_request.number"),
-            pull_request_title=opt_str(data, "pull_request.title"),
-            pull_request_url=opt_str(data, "pull_request.html_url"),
-            author=opt_str(data, "pull_request.user.login"),
-            merged_by=opt_str(data, "pull_request.merged_by.login"),
-            url=opt_str(data, "pull_request.html_url"),
-            occurred_at=req_timestamp(data, "pull_request.merged_at"),
-            attributes={"github.head_sha": opt_str(data, "pull_request.head.sha")},
-        )
-    ]
+    repository = req_str(data, "repository.full_name")
+    return Identified(
+        f"pull_request:{repository}#{req_str(data, 'pull_request.number')}:merged",
+        [
+            contract.source(
+                kind="pull_request_merged",
+                repository=repository,
+                ref=opt_str(data, "pull_request.base.ref"),
+                commit_sha=full_sha(
+                    opt_str(data, "pull_request.merge_commit_sha"), "pull_request.merge_commit_sha"
+                ),
+                pull_request_number=opt_int(data, "pull_request.number"),
+                pull_request_title=opt_str(data, "pull_request.title"),
+                pull_request_url=opt_str(data, "pull_request.html_url"),
+                author=opt_str(data, "pull_request.user.login"),
+                merged_by=opt_str(data, "pull_request.merged_by.login"),
+                url=opt_str(data, "pull_request.html_url"),
+                occurred_at=req_timestamp(data, "pull_request.merged_at"),
+                attributes={"github.head_sha": opt_str(data, "pull_request.head.sha")},
+            )
+        ],
+    )
 
 
 def _release(data: JSONObject, request: Request) -> Outcome:
@@ -270,7 +290,7 @@ def _release(data: JSONObject, request: Request) -> Outcome:
                 occurred_at=opt_timestamp(asset, "updated_at") or published_at,
             )
         )
-    return events
+    return Identified(f"release:{req_str(data, 'release.id')}:published", events)
 
 
 _MAPPERS: dict[str, Mapper] = {

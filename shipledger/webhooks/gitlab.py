@@ -1,7 +1,9 @@
 """GitLab webhooks: Deployment Hook, Merge Request Hook (merged), Push Hook, Tag Push Hook.
 
-Authenticated by ``X-Gitlab-Token`` (the hook's secret token, sent as is). Deliveries are
-identified by ``Idempotency-Key`` (constant across retries) or else ``X-Gitlab-Event-UUID``.
+Authenticated by ``X-Gitlab-Token`` (the hook's secret token, sent as is). Event ids derive
+from the ids in the body (project and deployment id with its status, merge request iid, a
+push's ref and SHAs), not from ``Idempotency-Key`` / ``X-Gitlab-Event-UUID``: a body sent
+again under a new delivery id is the same event.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from shipledger.webhooks.payload import (
     req_timestamp,
     timestamp,
 )
-from shipledger.webhooks.result import Outcome, Parsed, Request, WebhookPayloadError
+from shipledger.webhooks.result import Identified, Outcome, Parsed, Request, WebhookPayloadError
 from shipledger.webhooks.route import Mapper, by_event_header
 
 _STATUSES: dict[str, contract.EventType] = {
@@ -59,26 +61,30 @@ def _deployment(data: JSONObject, request: Request) -> Outcome:
     if event_type is None:
         return f"deployment status {status!r} is not a deployment stage"
     project = req_str(data, "project.path_with_namespace")
-    return [
-        contract.deployment(
-            deployment_id=bounded_id("gitlab", project, req_str(data, "deployment_id")),
-            event_type=event_type,
-            service=last_segment(project),
-            environment=req_str(data, "environment"),
-            commit_sha=_full_commit(data, project, request),
-            actor=opt_str(data, "user.username") or req_str(data, "user.name"),
-            repository=project,
-            pipeline_provider="gitlab_ci",
-            pipeline_run_id=opt_str(data, "deployable_id"),
-            pipeline_run_url=opt_str(data, "deployable_url"),
-            occurred_at=req_timestamp(data, "status_changed_at"),
-            attributes={
-                "gitlab.environment_tier": opt_str(data, "environment_tier"),
-                "gitlab.environment_url": opt_str(data, "environment_external_url"),
-                "gitlab.deployment_status": status,
-            },
-        )
-    ]
+    number = req_str(data, "deployment_id")
+    return Identified(
+        f"deployment:{project}:{number}:{status}",
+        [
+            contract.deployment(
+                deployment_id=bounded_id("gitlab", project, number),
+                event_type=event_type,
+                service=last_segment(project),
+                environment=req_str(data, "environment"),
+                commit_sha=_full_commit(data, project, request),
+                actor=opt_str(data, "user.username") or req_str(data, "user.name"),
+                repository=project,
+                pipeline_provider="gitlab_ci",
+                pipeline_run_id=opt_str(data, "deployable_id"),
+                pipeline_run_url=opt_str(data, "deployable_url"),
+                occurred_at=req_timestamp(data, "status_changed_at"),
+                attributes={
+                    "gitlab.environment_tier": opt_str(data, "environment_tier"),
+                    "gitlab.environment_url": opt_str(data, "environment_external_url"),
+                    "gitlab.deployment_status": status,
+                },
+            )
+        ],
+    )
 
 
 def _full_commit(data: JSONObject, project: str, request: Request) -> str:
@@ -109,20 +115,24 @@ def _merge_request(data: JSONObject, request: Request) -> Outcome:
         sha_field = "object_attributes.last_commit.id"
         merge_sha = opt_str(data, sha_field)
     url = opt_str(data, "object_attributes.url")
-    return [
-        contract.source(
-            kind="pull_request_merged",
-            repository=req_str(data, "project.path_with_namespace"),
-            ref=opt_str(data, "object_attributes.target_branch"),
-            commit_sha=full_sha(merge_sha, sha_field),
-            pull_request_number=opt_int(data, "object_attributes.iid"),
-            pull_request_title=opt_str(data, "object_attributes.title"),
-            pull_request_url=url,
-            merged_by=opt_str(data, "user.username"),
-            url=url,
-            occurred_at=req_timestamp(data, "object_attributes.updated_at"),
-        )
-    ]
+    project = req_str(data, "project.path_with_namespace")
+    return Identified(
+        f"merge_request:{project}!{req_str(data, 'object_attributes.iid')}:merge",
+        [
+            contract.source(
+                kind="pull_request_merged",
+                repository=project,
+                ref=opt_str(data, "object_attributes.target_branch"),
+                commit_sha=full_sha(merge_sha, sha_field),
+                pull_request_number=opt_int(data, "object_attributes.iid"),
+                pull_request_title=opt_str(data, "object_attributes.title"),
+                pull_request_url=url,
+                merged_by=opt_str(data, "user.username"),
+                url=url,
+                occurred_at=req_timestamp(data, "object_attributes.updated_at"),
+            )
+        ],
+    )
 
 
 def _push(data: JSONObject, request: Request) -> Outcome:
@@ -143,19 +153,25 @@ def _push(data: JSONObject, request: Request) -> Outcome:
         if head_commit is not None and head_commit.get("timestamp")
         else request.received_at.isoformat()
     )
-    return [
-        contract.source(
-            kind="tag" if ref.startswith("refs/tags/") else "push",
-            repository=req_str(data, "project.path_with_namespace"),
-            ref=ref,
-            commit_sha=full_sha(head, "checkout_sha"),
-            previous_sha=parent_sha(opt_str(data, "before"), "before"),
-            commit_shas=shas,
-            author=opt_str(data, "user_username") or opt_str(data, "user_name"),
-            url=opt_str(head_commit, "url") if head_commit is not None else None,
-            occurred_at=occurred_at,
-        )
-    ]
+    project = req_str(data, "project.path_with_namespace")
+    before = parent_sha(opt_str(data, "before"), "before")
+    commit_sha = full_sha(head, "checkout_sha")
+    return Identified(
+        f"push:{project}:{ref}:{before}..{commit_sha}",
+        [
+            contract.source(
+                kind="tag" if ref.startswith("refs/tags/") else "push",
+                repository=project,
+                ref=ref,
+                commit_sha=commit_sha,
+                previous_sha=before,
+                commit_shas=shas,
+                author=opt_str(data, "user_username") or opt_str(data, "user_name"),
+                url=opt_str(head_commit, "url") if head_commit is not None else None,
+                occurred_at=occurred_at,
+            )
+        ],
+    )
 
 
 _MAPPERS: dict[str, Mapper] = {

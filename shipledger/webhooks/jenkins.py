@@ -1,8 +1,8 @@
 """Jenkins: the post-build JSON of docs/webhooks.md, posted by a Declarative Pipeline `post`.
 
 Jenkins has no webhook signature of its own; the pipeline sends the shared secret (a Jenkins
-credential) in ``X-Shipledger-Token``. The body has no delivery id: its hash identifies it,
-and ``curl --retry`` resends the same body.
+credential) in ``X-Shipledger-Token``. Event ids derive from the deployment (given, or job and
+build) and the result: ``curl --retry`` and a replayed body are one event.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from shipledger.webhooks.payload import (
     req_str,
     req_timestamp,
 )
-from shipledger.webhooks.result import Parsed, Request, WebhookPayloadError
+from shipledger.webhooks.result import Identified, Parsed, Request, WebhookPayloadError
 
 # currentBuild.currentResult values; STARTED is ours, for a notification before the deploy.
 # UNSTABLE counts as failed: the ledger does not call a deploy clean that Jenkins did not.
@@ -57,8 +57,9 @@ def parse(request: Request) -> Parsed:
     build = req_str(data, "build_number")
     started_at = req_timestamp(data, "started_at")
     finished_at = None if event_type == "started" else req_timestamp(data, "finished_at")
+    deployment_id = opt_str(data, "deployment_id") or bounded_id("jenkins", job, build)
     event = contract.deployment(
-        deployment_id=opt_str(data, "deployment_id") or bounded_id("jenkins", job, build),
+        deployment_id=deployment_id,
         event_type=event_type,
         kind=kind,
         service=req_str(data, "service"),
@@ -80,4 +81,7 @@ def parse(request: Request) -> Parsed:
         occurred_at=finished_at or started_at,
         attributes={"jenkins.result": result},
     )
-    return Parsed.of(result, None, [event])
+    # One build may deploy several environments or stages: each is its own event.
+    where = f"{event[1]['environment']}:{opt_str(data, 'stage') or ''}"
+    identity = f"build:{deployment_id}:{job}#{build}:{where}:{result}"
+    return Parsed.of(result, None, Identified(identity, [event]))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from datetime import UTC, datetime
 from typing import Any
 
+from shipledger.schemas.untrusted import BadJSON, loads
 from shipledger.webhooks.result import WebhookPayloadError
 
 JSONObject = dict[str, Any]
@@ -21,11 +21,11 @@ _TIME_FORMATS = ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S UTC")
 
 
 def parse_object(body: bytes, what: str = "body") -> JSONObject:
-    """The body as a JSON object."""
+    """The body as a JSON object (bounded: see `shipledger.schemas.untrusted`)."""
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise WebhookPayloadError(f"{what}: not valid JSON ({exc})") from None
+        data = loads(body, what)
+    except BadJSON as exc:
+        raise WebhookPayloadError(str(exc)) from None
     if not isinstance(data, dict):
         raise WebhookPayloadError(f"{what}: must be a JSON object, got {type(data).__name__}")
     return data

@@ -74,6 +74,21 @@ class Request:
     resolve_sha: ShaResolver | None = None
 
 
+#: (family, fields) of one contract event.
+Event = tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Identified:
+    """A mapper's events with the provider's own id of what they describe, read from the
+    authenticated body (a deployment status id, a deployment id and status, a CDEvent's
+    context id...). Event ids derive from it, not from a delivery header: a captured body
+    replayed under a new delivery id yields the same event ids, and the copy is dropped."""
+
+    object_id: str
+    events: list[Event]
+
+
 @dataclass(frozen=True)
 class Parsed:
     """A provider's reading of a delivery, before ids, tenant and source are filled in.
@@ -83,7 +98,8 @@ class Parsed:
 
     event_type: str
     delivery_id: str | None
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    object_id: str | None = None
     ignored: str | None = None
 
     @classmethod
@@ -91,8 +107,13 @@ class Parsed:
         """From a mapper's outcome: its events, or (a string) why the delivery is ignored."""
         if isinstance(outcome, str):
             return cls(event_type=event_type, delivery_id=delivery_id, ignored=outcome)
-        return cls(event_type=event_type, delivery_id=delivery_id, events=outcome)
+        return cls(
+            event_type=event_type,
+            delivery_id=delivery_id,
+            events=outcome.events,
+            object_id=outcome.object_id,
+        )
 
 
-#: What a mapper returns: the events it produced, or the reason it produced none.
-Outcome = list[tuple[str, dict[str, Any]]] | str
+#: What a mapper returns: its events and their object's id, or why it produced none.
+Outcome = Identified | str

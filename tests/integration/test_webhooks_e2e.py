@@ -35,7 +35,10 @@ DELIVERIES = [
     ("cdevents", ["artifact_published_structured", "environment_created_structured"]),
     ("cdevents", ["environment_modified_binary", "pipelinerun_finished_binary"]),
     ("jenkins", ["failure"]),
+    # The CDEvents spec's own example: no commit, recorded and flagged (missing_metadata).
+    ("cdevents", ["service_deployed_v05_spec_example"]),
 ]
+FLAGGED_DEPLOYMENT = "cdevents:/event/source/123:271069a8-fc18-44f1-b38f-9d70a1695819"
 IGNORED = [("github", "ping"), ("github", "deployment_status_inactive"), ("gitlab", "pipeline")]
 #: deployment_id -> (status, service, canonical environment, commit sha prefix)
 EXPECTED_DEPLOYMENTS = {
@@ -68,8 +71,8 @@ EXPECTED_DEPLOYMENTS = {
     ),
     "jenkins:payments/deploy-production:412": ("failed", "payments", "prod", "a94a8fe5ccb1"),
 }
-#: Deployment events: GitHub 3, GitLab 2 + 1 (short SHA only), Argo CD 2, CDEvents 3, Jenkins 1.
-DEPLOYMENT_EVENTS = 12
+#: Deployment events: GitHub 3, GitLab 2 + 1 (short SHA only), Argo CD 2, CDEvents 4, Jenkins 1.
+DEPLOYMENT_EVENTS = 13
 #: family table -> rows expected from DELIVERIES
 EXPECTED_FAMILY_ROWS = {
     "source_events": 7,  # GitHub push, PR, release; GitLab MR, push, tag; CDEvents change
@@ -155,8 +158,11 @@ def test_every_provider_fixture_lands_as_the_right_records(
         assert unknown.status_code == 404
 
     assert stack.store is not None
-    want = len(EXPECTED_DEPLOYMENTS)
-    assert _wait_count(stack, "SELECT count() FROM shipledger.deployments", want) == want
+    want = len(EXPECTED_DEPLOYMENTS) + 1  # and the flagged one
+    # Every expected deployment ends finished: wait for that, not for the first record of
+    # each (a later stage may still be on its way through the pipeline).
+    finished = "SELECT count() FROM shipledger.deployments WHERE status != 'in_progress'"
+    assert _wait_count(stack, finished, want) == want
     _, rows = stack.store.query(
         "SELECT deployment_id, status, service, environment, commit_sha, tenant "
         "FROM shipledger.deployments"
@@ -167,6 +173,12 @@ def test_every_provider_fixture_lands_as_the_right_records(
         assert found[:3] == (status, service, environment), (deployment_id, found)
         assert found[3].startswith(sha) and len(found[3]) == 40, found  # full SHA, never short
         assert found[4] == TENANT
+    assert got[FLAGGED_DEPLOYMENT][3] == ""  # recorded without a commit...
+    flagged = (
+        "SELECT count() FROM shipledger.alerts WHERE rule = 'missing_metadata' "
+        f"AND deployment_id = '{FLAGGED_DEPLOYMENT}'"
+    )
+    assert _wait_count(stack, flagged, 1) == 1  # ...and flagged
     for table, want in EXPECTED_FAMILY_ROWS.items():
         sql = f"SELECT count() FROM shipledger.{table}"
         assert _wait_count(stack, sql, want) == want, table

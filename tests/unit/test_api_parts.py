@@ -161,15 +161,21 @@ def test_tokens_and_secrets_cli(tmp_path: Path) -> None:
         webhooks, ["secret", "set", "--tenant", "acme", "--provider", "github", *data]
     )
     assert secret.exit_code == 0 and len(secret.stdout.strip()) > 30
-    piped = runner.invoke(
+    short = runner.invoke(
         webhooks,
         ["secret", "set", "--tenant", "acme", "--provider", "gitlab", "--stdin", *data],
         input="s3cret\n",
     )
+    assert short.exit_code == 2 and "6 characters: use at least 16" in short.output
+    piped = runner.invoke(
+        webhooks,
+        ["secret", "set", "--tenant", "acme", "--provider", "gitlab", "--stdin", *data],
+        input="s3cret-s3cret-s3cret\n",
+    )
     assert piped.exit_code == 0
     store = AuthStore(tmp_path / "auth.sqlite3")
     try:
-        assert store.webhook_secret("acme", "gitlab") == "s3cret"
+        assert store.webhook_secret("acme", "gitlab") == "s3cret-s3cret-s3cret"
         assert store.webhook_secret("acme", "github") == secret.stdout.strip()
         assert store.webhook_secret("globex", "github") is None
     finally:

@@ -105,9 +105,40 @@ def test_emit_spools_when_kafka_is_down_and_exits_0(
     assert event.pipeline_provider == "cli"
 
 
-def test_emit_strict_exits_1_but_still_spools(env: dict[str, str], settings: Settings) -> None:
-    assert _invoke("emit", "started", *META, "--strict").exit_code == 1
+def test_emit_strict_exits_1_without_spooling(env: dict[str, str], settings: Settings) -> None:
+    """--strict with Kafka down: exit 1 and nothing spooled, so the retried CI step's event is
+    the only one; without it: spooled, exit 0. One event either way."""
+    strict = _invoke("emit", "started", *META, "--strict")
+    assert strict.exit_code == 1 and "not spooled" in strict.stderr
+    assert _spooled(settings) == [] and strict.stdout == ""
+    assert _invoke("emit", "started", *META).exit_code == 0
     assert len(_spooled(settings)) == 1
+
+
+def test_emit_blank_tenant_is_refused(env: dict[str, str], settings: Settings) -> None:
+    result = _invoke("emit", "started", *META, "--tenant", "")
+    assert result.exit_code == 2 and "tenant" in result.stderr
+    assert _spooled(settings) == []
+
+
+def test_emit_event_over_the_size_limit_is_refused(
+    env: dict[str, str], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHIPLEDGER_MAX_EVENT_BYTES", "2048")
+    attrs = [a for i in range(3) for a in ("--attr", f"k{i}={'x' * 1000}")]
+    result = _invoke("emit", "started", *META, *attrs)
+    assert result.exit_code == 2 and "over the limit of 2048" in result.stderr
+    assert _spooled(settings) == []
+
+
+def test_emit_control_characters_and_old_times_are_refused(
+    env: dict[str, str], settings: Settings
+) -> None:
+    bad_name = _invoke("emit", "started", *META, "--environment", "prod\nFAKE LOG LINE")
+    assert bad_name.exit_code == 2 and "environment: control character" in bad_name.stderr
+    old = _invoke("emit", "started", *META, "--occurred-at", "0001-01-01T00:00:00Z")
+    assert old.exit_code == 2 and "occurred_at" in old.stderr and "earliest" in old.stderr
+    assert _spooled(settings) == []
 
 
 def test_strict_from_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:

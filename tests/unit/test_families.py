@@ -170,9 +170,9 @@ def _v1_framed(record: dict[str, Any]) -> bytes:
 def test_producers_write_the_newest_version() -> None:
     codec = AvroCodec(EVENT)
     newest = catalog().latest(EVENT)
-    assert (newest.id, newest.version) == (4, 2)
+    assert (newest.id, newest.version) == (11, 3)
     event = DeploymentEvent.model_validate(PAYLOADS["deployment"])
-    assert codec.encode(event.to_avro())[1:5] == (4).to_bytes(4, "big")
+    assert codec.encode(event.to_avro())[1:5] == (11).to_bytes(4, "big")
 
 
 def test_a_v1_message_decodes_under_the_v2_reader_with_defaults() -> None:
@@ -182,9 +182,32 @@ def test_a_v1_message_decodes_under_the_v2_reader_with_defaults() -> None:
     decoded = AvroCodec(EVENT).decode(_v1_framed(v1_record))
     assert decoded["source"] is None and decoded["team"] is None
     assert decoded["approvers"] == [] and decoded["pull_requests"] == []
+    assert decoded["missing_metadata"] == []
     parsed = DeploymentEvent.model_validate(decoded)
     assert parsed.occurred_at == datetime(2026, 11, 25, 10, tzinfo=UTC)
     assert parsed.commit_sha == SHA
+
+
+def test_a_v3_event_without_a_commit_is_flagged_and_old_readers_still_read_it() -> None:
+    """Declared missing (webhooks of third parties only): stored empty, v2 reads it."""
+    event = DeploymentEvent.model_validate(
+        {**PAYLOADS["deployment"], "commit_sha": None, "missing_metadata": ["commit_sha"]}
+    )
+    assert event.commit_sha == "" and event.missing_metadata == ["commit_sha"]
+    codec = AvroCodec(EVENT)
+    framed = codec.encode(event.to_avro())
+    assert DeploymentEvent.model_validate(codec.decode(framed)) == event
+    v2 = catalog().versions(EVENT)[1]
+    old = fastavro.schemaless_reader(
+        io.BytesIO(framed[5:]), catalog().latest(EVENT).parsed, v2.parsed
+    )
+    assert isinstance(old, dict) and old["commit_sha"] == "" and "missing_metadata" not in old
+    with pytest.raises(ValidationError, match="commit_sha"):
+        DeploymentEvent.model_validate({**PAYLOADS["deployment"], "commit_sha": ""})
+    with pytest.raises(ValidationError, match="given but listed"):
+        DeploymentEvent.model_validate(
+            {**PAYLOADS["deployment"], "missing_metadata": ["commit_sha"]}
+        )
 
 
 def test_a_v2_message_decodes_with_its_new_fields() -> None:

@@ -168,6 +168,15 @@ def test_policy_errors_name_the_tenant_key() -> None:
     assert "pydantic.dev" not in str(err.value)
 
 
+def test_missing_metadata_is_flagged() -> None:
+    """A third party's deployment without a commit is recorded, and judged for it."""
+    compliant = subject("2026-11-25T10:00:00+01:00")
+    flagged = Subject(**{**compliant.__dict__, "missing_metadata": ("commit_sha",)})
+    assert rules_fired(flagged) == ["missing_metadata"]
+    (finding,) = judge(flagged, parse_policy(POLICY).rules_for(flagged.tenant))
+    assert finding.evidence["missing"] == "commit_sha" and "commit_sha" in finding.message
+
+
 def test_unknown_environment_is_flagged_unless_the_policy_knows_it() -> None:
     unknown = subject("2026-11-25T10:00:00+01:00", environment="perf-lab")
     unknown = Subject(**{**unknown.__dict__, "environment_known": False})

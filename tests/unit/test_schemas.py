@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from shipledger.schemas.families import FAMILIES
 from shipledger.schemas.family_models import Approval
-from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
+from shipledger.schemas.models import AVRO_INT_RANGE, Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.registry import AvroCodec, DecodeError, catalog
 
 MODELS: dict[str, type[BaseModel]] = {
@@ -44,6 +44,8 @@ def _py_kind(annotation: Any) -> tuple[str, bool]:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         nullable = type(None) in args
         (annotation,) = [a for a in args if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Annotated:  # Name, AvroInt...
+        annotation = typing.get_args(annotation)[0]
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         return "str", nullable
@@ -54,12 +56,51 @@ def _py_kind(annotation: Any) -> tuple[str, bool]:
     return annotation.__name__, nullable
 
 
+def _int_bounds(model: type[BaseModel], name: str) -> tuple[int, int]:
+    """The loosest (ge, le) a model's int field accepts, from every constraint it carries."""
+    probe = {"ge": None, "le": None}
+    for meta in _constraints(model.model_fields[name]):
+        for bound in ("ge", "le"):
+            value = getattr(meta, bound, None)
+            if value is not None:
+                current = probe[bound]
+                probe[bound] = (
+                    value
+                    if current is None
+                    else (max(current, value) if bound == "ge" else min(current, value))
+                )
+    assert probe["ge"] is not None and probe["le"] is not None, f"{name} has no bounds"
+    return probe["ge"], probe["le"]
+
+
+def _constraints(info: Any) -> list[Any]:
+    """A field's constraint objects, including those inside `X | None` of Annotated X."""
+    found = list(info.metadata)
+    for arg in typing.get_args(info.annotation):
+        if typing.get_origin(arg) is typing.Annotated:
+            for meta in typing.get_args(arg)[1:]:
+                found.extend(getattr(meta, "metadata", [meta]))
+    return found
+
+
+def _assert_int_range(avro_type: Any, model: type[BaseModel], name: str) -> None:
+    """An Avro int/long field's model bounds lie inside the Avro type's range: every value
+    the model accepts encodes."""
+    kinds = avro_type if isinstance(avro_type, list) else [avro_type]
+    (kind,) = [k for k in kinds if k != "null"]
+    if isinstance(kind, str) and kind in AVRO_INT_RANGE:
+        low, high = AVRO_INT_RANGE[kind]
+        ge, le = _int_bounds(model, name)
+        assert low <= ge and le <= high, (name, kind, ge, le)
+
+
 def _assert_mirrors(record: dict[str, Any], model: type[BaseModel]) -> None:
     avro_fields = {f["name"]: f for f in record["fields"]}
     assert list(avro_fields) == list(model.model_fields), record["name"]
     for name, field in avro_fields.items():
         info = model.model_fields[name]
         assert _avro_kind(field["type"]) == _py_kind(info.annotation), name
+        _assert_int_range(field["type"], model, name)
         avro_t = field["type"]
         if isinstance(avro_t, dict) and avro_t["type"] == "enum":
             assert list(typing.get_args(info.annotation)) == avro_t["symbols"], name
@@ -70,7 +111,7 @@ def _assert_mirrors(record: dict[str, Any], model: type[BaseModel]) -> None:
                 assert py_items is NESTED[items["name"]], name
                 _assert_mirrors(items, py_items)
             else:
-                assert py_items is str, name
+                assert _py_kind(py_items) == ("str", False), name
 
 
 @pytest.mark.parametrize("schema_name", sorted(MODELS))
@@ -100,7 +141,7 @@ def test_event_round_trips_through_codec() -> None:
     codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
     data = codec.encode(event.to_avro())
     newest = catalog().latest("io.shipledger.v1.DeploymentEvent")
-    assert newest.version == 2
+    assert newest.version == 3
     assert data[0] == 0 and int.from_bytes(data[1:5], "big") == newest.id
     assert DeploymentEvent.model_validate(codec.decode(data)) == event
     assert event.environment == "production"

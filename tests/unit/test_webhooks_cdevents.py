@@ -64,9 +64,39 @@ def test_service_rolledback_commit_from_the_purl_vcs_url(
     assert event["actor"] == "/tekton/prod-cluster"  # no customData.actor: the emitter
 
 
-def test_spec_example_without_a_commit_is_rejected(deliver: Deliver) -> None:
-    with pytest.raises(WebhookPayloadError, match=r"^customData\.commitSha: required"):
-        deliver("cdevents", "service_deployed_spec_example")
+@pytest.mark.parametrize(
+    "fixture", ["service_deployed_spec_example", "service_deployed_v05_spec_example"]
+)
+def test_spec_example_without_a_commit_is_recorded_and_flagged(
+    deliver: Deliver, check_contract: Check, fixture: str
+) -> None:
+    """The spec's own example (0.4 and 0.5 shapes) carries no commit: a stock producer's
+    deployment is recorded with the commit declared missing, not refused."""
+    [mapped] = deliver("cdevents", fixture).events
+    event = check_contract(mapped)
+    assert event["commit_sha"] == "" and event["missing_metadata"] == ["commit_sha"]
+    assert (event["service"], event["environment"]) == ("mySubject123", "test123")
+    assert event["artifact_digest"] == DIGEST
+
+
+def test_cdevents_05_uri_is_read_like_the_04_url(deliver: Deliver, check_contract: Check) -> None:
+    """CDEvents 0.5 renamed subject.content.url to uri: both land in `url`."""
+    [environment] = deliver("cdevents", "environment_created_v05_structured").events
+    assert check_contract(environment)["url"] == "https://example.org/testEnv"
+    [run] = deliver("cdevents", "pipelinerun_finished_v05_binary").events
+    assert check_contract(run)["url"] == "https://www.example.com/mySubject123"
+
+
+def test_replayed_cdevent_under_a_new_cloudevent_id_has_the_same_ids(
+    webhook_request: RawRequest,
+) -> None:
+    """Ids come from the CDEvent's context.id, not the (unsigned) ce-id header."""
+    headers, body = webhook_request("cdevents", "service_deployed_binary")
+    first = dispatch("cdevents", headers, body, secret=SECRET, tenant="acme")
+    headers["ce-id"] = "a-new-cloudevent-id"
+    second = dispatch("cdevents", headers, body, secret=SECRET, tenant="acme")
+    assert first.delivery_id != second.delivery_id
+    assert first.events[0].event["event_id"] == second.events[0].event["event_id"]
 
 
 @pytest.mark.parametrize(

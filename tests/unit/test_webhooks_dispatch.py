@@ -49,7 +49,9 @@ def test_unknown_provider() -> None:
         (b"{not json", "not valid JSON"),
         (b"\xff\xfe", "not valid JSON"),
         (b"[1, 2]", "must be a JSON object"),
-        (b"[" * 100_000, "not valid JSON"),
+        (b"[" * 100_000, "nested more than 64 levels deep"),
+        (b'{"a": ' + b"1" * 5000 + b"}", "integer of 5000 digits is out of range"),
+        (b'{"context": {"id": "\\udfff"}}', "lone surrogate"),
     ],
 )
 def test_malformed_body(
@@ -66,7 +68,8 @@ def test_unauthenticated_body_is_not_read(webhook_request: RawRequest, provider:
     headers, _ = webhook_request(provider, _SAMPLES[provider])
     with pytest.raises(WebhookAuthError):
         dispatch(provider, headers, b"{not json", secret="another-secret", tenant="acme")
-    with pytest.raises(WebhookAuthError, match="no webhook secret"):
+    # No secret configured: the same answer as a wrong one (the set-up is not revealed).
+    with pytest.raises(WebhookAuthError, match="does not match"):
         dispatch(provider, headers, b"{}", secret="", tenant="acme")
 
 

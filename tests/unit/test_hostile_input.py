@@ -1,0 +1,228 @@
+"""Property tests with hostile strings and numbers: the bounded JSON reader, the upload parsers
+and every family's model (through `prepare`, what the API runs) only ever answer with a value
+or their documented error naming the field, never another exception."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shipledger.api.auth import Principal
+from shipledger.api.events import FieldError, Prepared, prepare
+from shipledger.api.limits import TooLarge
+from shipledger.api.uploads import Record, csv_records, ndjson_records
+from shipledger.schemas.families import FAMILIES
+from shipledger.schemas.models import MAX_TEXT, check_name, check_text
+from shipledger.schemas.untrusted import MAX_DEPTH, BadJSON, loads
+from shipledger.settings import Settings
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+PRINCIPAL = Principal("t1", "*", frozenset({"ingest"}))  # any tenant: no 403 to mask
+SETTINGS = Settings(max_event_bytes=64 * 1024)
+_PROFILE = settings(
+    max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+
+#: Strings an attacker would try: controls, surrogates, separators, huge, blank, escapes.
+hostile_text = st.one_of(
+    st.text(max_size=40),
+    st.text(alphabet=st.characters(codec=None, categories=["Cc", "Cs", "Zl", "Zp", "Cf"])),
+    st.sampled_from(["\udfff", "\ud800x", "a\x00b", "prod\r\nX: 1", "\u2028", " ", "", "\x1b[31m"]),
+    st.builds(lambda n: "x" * n, st.integers(MAX_TEXT - 2, MAX_TEXT + 2)),
+)
+hostile_number = st.one_of(
+    st.integers(),
+    st.sampled_from([2**31 - 1, 2**31, -(2**31) - 1, 2**63 - 1, 2**63, -(2**63) - 1, 10**30]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+hostile_value = st.one_of(
+    hostile_text,
+    hostile_number,
+    st.none(),
+    st.booleans(),
+    st.lists(hostile_text, max_size=3),
+    st.dictionaries(hostile_text, hostile_text, max_size=3),
+)
+
+
+# --- the bounded JSON reader ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "path", "reason"),
+    [
+        ('{"a": ' + "9" * 5000 + "}", "body", "5000 digits"),
+        ("[" * 100_000 + "]" * 100_000, "body", "levels deep"),
+        ("[" * (MAX_DEPTH + 2) + "]" * (MAX_DEPTH + 2), "[0]" * (MAX_DEPTH + 1), "levels deep"),
+        ('{"a": NaN}', "body", "NaN"),
+        ('{"a": -Infinity}', "body", "-Infinity"),
+        ('{"a": 1e400}', "body", "out of range"),
+        ('{"events": [{"service": "\\udfff"}]}', "events[0].service", "lone surrogate"),
+        ('{"a": {"\\ud800": 1}}', "a", "key"),
+        (b'{"a": "\xff"}', "body", "not valid JSON"),
+    ],
+)
+def test_loads_refuses_naming_the_value(text: str | bytes, path: str, reason: str) -> None:
+    with pytest.raises(BadJSON) as refused:
+        loads(text)
+    assert refused.value.path == path and reason in refused.value.reason
+
+
+def test_loads_keeps_what_events_hold() -> None:
+    doc = {"events": [{"exit_code": -(2**63), "ok": "\U0001f680 é\t\n", "f": 1.5}]}
+    assert loads(json.dumps(doc)) == doc
+    assert loads(json.dumps(doc, ensure_ascii=False).encode("utf-8-sig")) == doc
+
+
+@_PROFILE
+@given(st.binary(max_size=200) | st.text(max_size=200))
+def test_loads_any_input_is_a_value_or_bad_json(data: bytes | str) -> None:
+    try:
+        loads(data)
+    except BadJSON as exc:
+        assert exc.path and exc.reason
+
+
+# --- upload parsers ---------------------------------------------------------------------------
+async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def _parse(fmt: str, data: bytes, size: int) -> list[Record]:
+    parser = ndjson_records if fmt == "ndjson" else csv_records
+
+    async def collect() -> list[Record]:
+        return [r async for r in parser(_chunks(data, size))]
+
+    return asyncio.run(collect())
+
+
+_csv_cell = st.one_of(
+    hostile_text.map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.sampled_from([b'"', b'"a""b"', b"\r", b"x\ry", b"x" * 131_073]),
+)
+
+
+@_PROFILE
+@given(
+    fmt=st.sampled_from(["ndjson", "csv"]),
+    lines=st.lists(st.lists(_csv_cell, min_size=1, max_size=4), max_size=6),
+    size=st.integers(1, 64),
+)
+def test_upload_parsers_answer_per_line(fmt: str, lines: list[list[bytes]], size: int) -> None:
+    """Any bytes in any chunking: a record or a per-line error; only TooLarge stops early."""
+    header = b"service,environment,event_type,actor\n" if fmt == "csv" else b""
+    data = header + b"\n".join(b",".join(cells) for cells in lines)
+    try:
+        records = _parse(fmt, data, size)
+    except TooLarge:
+        return
+    for record in records:
+        assert record.line >= 1
+        assert (record.obj is None) == (record.error is not None)
+
+
+def test_csv_huge_cell_and_bare_cr_are_line_errors() -> None:
+    data = b"service,environment\n" + b"x" * 131_073 + b",prod\nch\reck,prod\nok,prod\n"
+    records = _parse("csv", data, 4096)
+    assert [(r.line, r.error is None) for r in records] == [(2, False), (3, False), (4, True)]
+    assert "not valid CSV" in str(records[0].error)
+
+
+# --- every family's model, through prepare ----------------------------------------------------
+def _valid(family: str) -> dict[str, Any]:
+    base: dict[str, dict[str, Any]] = {
+        "deployment": {
+            "deployment_id": "d-1",
+            "event_type": "started",
+            "service": "checkout",
+            "environment": "prod",
+            "commit_sha": SHA,
+            "actor": "alice",
+        },
+        "change": {"change_id": "CHG1", "system": "snow", "state": "opened"},
+        "source": {"kind": "push", "repository": "acme/shop", "commit_sha": SHA},
+        "artifact": {"artifact_name": "shop"},
+        "signal": {"kind": "alert_fired", "service": "checkout"},
+        "catalog": {"entity": "service", "action": "created", "name": "checkout"},
+    }
+    return {"family": family, **base[family]}
+
+
+_FIELDS = sorted(
+    (name, field) for name, family in FAMILIES.items() for field in family.model.model_fields
+)
+
+
+@_PROFILE
+@given(target=st.sampled_from(_FIELDS), value=hostile_value)
+def test_prepare_answers_a_field_error_or_an_encodable_event(
+    target: tuple[str, str], value: Any
+) -> None:
+    family, field = target
+    obj = {**_valid(family), field: value}
+    result = prepare(obj, 0, PRINCIPAL, SETTINGS, "api")
+    if isinstance(result, Prepared):
+        assert 0 < len(result.value) <= SETTINGS.max_event_bytes
+    else:
+        assert result and all(isinstance(e, FieldError) and e.field and e.reason for e in result)
+        # Reasons are safe to print and to encode (escaped, short).
+        for error in result:
+            (error.field + error.reason).encode("utf-8")
+            assert len(error.reason) < 1000
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_string_field_of_every_family_refuses_surrogates_and_controls(family: str) -> None:
+    model = FAMILIES[family].model
+    strings = [
+        name
+        for name, info in model.model_fields.items()
+        if "str" in str(info.annotation) and "Literal" not in str(info.annotation)
+    ]
+    assert strings
+    for name in strings:
+        for bad in ("\udfff", "a\x00b", "a\x1bb"):
+            value: Any = [bad] if "list" in str(model.model_fields[name].annotation) else bad
+            if name == "attributes":
+                value = {"k": bad}
+            result = prepare({**_valid(family), name: value}, 0, PRINCIPAL, SETTINGS, "api")
+            assert isinstance(result, list), (family, name, bad)
+            assert any(e.field.startswith(name) for e in result), (family, name, result)
+
+
+def test_name_and_text_rules() -> None:
+    assert check_text("multi\nline\ttext") == "multi\nline\ttext"
+    assert check_name("payments api (eu)") == "payments api (eu)"
+    for bad in ("a\nb", "a\tb", "a\u2028b", "a\x7fb", "a\x85b"):
+        with pytest.raises(ValueError, match="control character"):
+            check_name(bad)
+    with pytest.raises(ValueError, match="longer than"):
+        check_text("x" * (MAX_TEXT + 1))
+
+
+def test_event_time_window_and_size_limit() -> None:
+    old = prepare(
+        {**_valid("deployment"), "occurred_at": "1999-12-31T23:59:59Z"},
+        0,
+        PRINCIPAL,
+        SETTINGS,
+        "api",
+    )
+    future = prepare(
+        {**_valid("deployment"), "occurred_at": "2999-01-01T00:00:00Z"},
+        0,
+        PRINCIPAL,
+        SETTINGS,
+        "api",
+    )
+    assert isinstance(old, list) and old[0].field == "occurred_at" and "earliest" in old[0].reason
+    assert isinstance(future, list) and "in the future" in future[0].reason
+    big = {**_valid("deployment"), "attributes": {f"k{i}": "x" * 8000 for i in range(10)}}
+    (error,) = prepare(big, 0, PRINCIPAL, SETTINGS, "api")  # type: ignore[misc]
+    assert error.field == "event" and "over the limit of 65536" in error.reason
