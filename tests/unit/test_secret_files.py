@@ -20,7 +20,7 @@ def test_the_token_store_is_created_owner_only(tmp_path: Path) -> None:
     path = tmp_path / "new" / "auth.sqlite3"
     store = AuthStore(path)
     try:
-        store.set_webhook_secret("acme", "github", "s3cret-value")  # writes the WAL
+        store.set_webhook_secret("acme", "github", "s3cret-value-of-16+")  # writes the WAL
         assert mode(path) == 0o600
         assert mode(path.parent) == 0o700
         for suffix in ("-wal", "-shm"):
