@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shipledger.processors.normalize import normalize_environment
+from shipledger.schemas.durations import parse_duration
 from shipledger.schemas.models import DeploymentKind, Severity
 from shipledger.schemas.validation import field_errors
 
@@ -140,17 +141,9 @@ class Rules(_Strict):
         return ZoneInfo(self.timezone)
 
 
-_PERIOD_RE = re.compile(r"^(\d+)([dwy])$")
-#: A year is 366 days: a period is never shorter than the calendar years it names.
-_UNIT_DAYS = {"d": 1, "w": 7, "y": 366}
-
-
 def parse_period(text: str) -> timedelta:
-    """`90d`, `12w`, `7y` (1y = 366 days) -> timedelta; ValueError naming the format."""
-    match = _PERIOD_RE.match(str(text).strip())
-    if match is None or int(match[1]) == 0:
-        raise ValueError(f"retention period must be like 90d, 12w or 7y (got {text!r})")
-    return timedelta(days=int(match[1]) * _UNIT_DAYS[match[2]])
+    """A retention period: `90d`, `12w`, `7y` (1y = 366 days)."""
+    return parse_duration(text, units="dwy", what="retention period")
 
 
 class Retention(_Strict):

@@ -10,24 +10,24 @@ Guarantees (tested in tests/unit/test_emitter_spool.py and tests/integration/tes
   and the directory is fsynced before `append` returns. A writer killed mid-write leaves only a
   temp file, which `flush` ignores and removes once no writer is active; a failed write (a full
   disk) removes its temp file and raises `SpoolError` naming the directory and the reason.
-- One flusher at a time: `flush` holds an exclusive `fcntl.flock` on `.flush.lock` while it
-  reads, sends and deletes, so concurrent flushes never send a file twice; writers never wait
-  for it (they only share `.write.lock`, which a flusher takes exclusively, without waiting,
-  to know that a temp file is an orphan).
+- One flusher at a time: `flush` holds an exclusive lock on `.flush.lock` while it reads,
+  sends and deletes, so concurrent flushes never send a file twice; writers never wait for it
+  (they share the reader side of the `.write.lock` reader/writer lock, whose writer side a
+  flusher takes without waiting, to know that a temp file is an orphan).
 - A file is deleted only after Kafka acknowledged its event. A file that does not parse as an
   event (corrupted on disk, edited by hand) is moved to `quarantine/`, never sent or deleted.
 - Across a crash it is at-least-once on the wire: a flusher killed between the acknowledgement
   and the delete sends that event again next time, with the same `event_id`, which the
   processors and the sink deduplicate (docs/operations.md).
 
-flock works between processes of one machine (CI jobs sharing a runner); it is not reliable on
-network file systems, so the spool must be on a local disk.
+The locks are `filelock`'s, portable to Windows runners (no `fcntl` needed): they work between
+processes of one machine (CI jobs sharing a runner), not reliably on network file systems, so
+the spool must be on a local disk.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import time
 import uuid
@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from filelock import FileLock, ReadWriteLock, Timeout
 from pydantic import ValidationError
 
 from shipledger.schemas.models import DeploymentEvent
@@ -74,6 +75,10 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _fsync_dir(directory: Path) -> None:
+    # A rename is durable once its directory is synced; Windows has no directory handles to
+    # sync (NTFS journals the rename itself).
+    if not hasattr(os, "O_DIRECTORY"):
+        return
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -94,13 +99,14 @@ class Spool:
         self.quarantine_dir = self.directory / QUARANTINE_DIR
 
     @contextmanager
-    def _flock(self, name: str, operation: int) -> Iterator[None]:
-        fd = os.open(self.directory / name, os.O_RDWR | os.O_CREAT, 0o644)
+    def _writing(self) -> Iterator[None]:
+        """Held by every writer while its temp files exist (shared with other writers)."""
+        lock = ReadWriteLock(self.directory / WRITE_LOCK, is_singleton=False)
         try:
-            fcntl.flock(fd, operation)
-            yield
+            with lock.read_lock():
+                yield
         finally:
-            os.close(fd)  # releases the lock
+            lock.close()
 
     def _mkdir(self) -> None:
         if not self.directory.is_dir():
@@ -123,7 +129,7 @@ class Spool:
         temps: list[Path] = []
         try:
             self._mkdir()
-            with self._flock(WRITE_LOCK, fcntl.LOCK_SH):
+            with self._writing():
                 for name, event in zip(names, events, strict=True):
                     temps.append(self.directory / f"{TEMP_PREFIX}{name}")
                     fd = os.open(temps[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -161,13 +167,16 @@ class Spool:
         """Delete temp files of writers that died; skipped while any writer is writing."""
         if not self.directory.is_dir():
             return  # nothing was ever spooled here
+        lock = ReadWriteLock(self.directory / WRITE_LOCK, blocking=False, is_singleton=False)
         try:
-            with self._flock(WRITE_LOCK, fcntl.LOCK_EX | fcntl.LOCK_NB):
+            with lock.write_lock():
                 for path in self.directory.iterdir():
                     if path.name.startswith(TEMP_PREFIX):
                         path.unlink(missing_ok=True)
-        except BlockingIOError:
+        except Timeout:
             return  # a writer holds the lock: its temp file is not an orphan
+        finally:
+            lock.close()
 
     def _quarantine(self, path: Path) -> Path:
         self.quarantine_dir.mkdir(exist_ok=True)
@@ -185,7 +194,7 @@ class Spool:
         """
         if not self.directory.is_dir():
             return FlushResult(sent=0, remaining=0)
-        with self._flock(FLUSH_LOCK, fcntl.LOCK_EX):
+        with FileLock(self.directory / FLUSH_LOCK):
             self.remove_orphan_temps()
             paths: dict[str, list[Path]] = {}  # event_id -> its files, oldest first
             events: list[DeploymentEvent] = []

@@ -28,6 +28,7 @@ from shipledger.schemas.models import DeploymentEvent, DeploymentRecord, utcnow
 from shipledger.settings import Settings
 from shipledger.sinks.audit import verify
 from shipledger.stack import Stack
+from shipledger.tables import render_table
 from shipledger.traffic import change_requests, day_of_traffic, demo_day, demo_policy
 
 _CLI_DEPLOYMENT = DeploymentEvent(
@@ -135,12 +136,7 @@ def _wait_for(stack: Stack, want: dict[str, int], timeout_s: float) -> dict[str,
 
 def _table(title: str, header: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
     click.secho(f"\n{title}", bold=True)
-    cells = [tuple(str(c) for c in header)] + [tuple(str(c) for c in r) for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    for n, row in enumerate(cells):
-        click.echo("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-        if n == 0:
-            click.echo("  " + "  ".join("-" * w for w in widths))
+    click.echo(render_table(header, ([str(c) for c in row] for row in rows), indent=2))
 
 
 def _summary(stack: Stack) -> None:

@@ -21,6 +21,7 @@ import click
 
 from shipledger.settings import Settings
 from shipledger.stackfile import resolve_bootstrap
+from shipledger.tables import render_table
 from shipledger.topics import Topics
 
 Stage = Literal["processors", "sink"]
@@ -163,13 +164,12 @@ def truncate(text: str, width: int) -> str:
 
 def format_table(letters: Sequence[Letter], reason_width: int = REASON_WIDTH) -> str:
     """One aligned line per letter, reasons truncated."""
-    rows = [("ID", "STAGE", "SOURCE", "FIELD", "REASON")] + [
-        (str(x.id), x.stage or "?", x.source, x.field or "-", truncate(x.reason, reason_width))
-        for x in letters
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join(
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:4])) + "  " + r[4] for r in rows
+    return render_table(
+        ("ID", "STAGE", "SOURCE", "FIELD", "REASON"),
+        (
+            (str(x.id), x.stage or "?", x.source, x.field or "-", truncate(x.reason, reason_width))
+            for x in letters
+        ),
     )
 
 

@@ -60,6 +60,7 @@ from shipledger.sinks.query_guard import (
     Refused,
     check,
 )
+from shipledger.tables import render_table
 
 if TYPE_CHECKING:
     from shipledger.sinks.store import LedgerStore
@@ -371,30 +372,17 @@ def _cell(value: Any) -> str:
     return str(plain)
 
 
-def _cut(text: str, width: int) -> str:
-    text = text.replace("\n", "\\n").replace("\t", " ")
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def format_table(result: QueryResult, max_cell: int = MAX_CELL) -> str:
     """Aligned columns for a terminal; long cells cut with `…`, numbers right-aligned."""
-    header = [_cut(c, max_cell) for c in result.columns]
-    body = [[_cut(_cell(v), max_cell) for v in row] for row in result.rows]
-    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(header)]
-    numeric = [_is_numeric(t) for t in result.types]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if num else c.ljust(w)
-            for c, w, num in zip(cells, widths, numeric, strict=True)
-        ).rstrip()
-
-    lines = [line(header), "  ".join("-" * w for w in widths)]
-    lines += [line(r) for r in body]
+    table = render_table(
+        result.columns,
+        ([_cell(v) for v in row] for row in result.rows),
+        right=[_is_numeric(t) for t in result.types],
+        max_width=max_cell,
+    )
     count = f"({len(result.rows)} row{'s' if len(result.rows) != 1 else ''}"
     count += ", truncated: raise --max-rows)" if result.truncated else ")"
-    lines.append(count)
-    return "\n".join(lines)
+    return f"{table}\n{count}"
 
 
 def _is_numeric(type_name: str) -> bool:

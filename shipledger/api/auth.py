@@ -40,8 +40,6 @@ ANY_TENANT = "*"
 MIN_WEBHOOK_SECRET = 16
 
 _TOKEN_RE = re.compile(r"^sl_([0-9a-f]{12})_([A-Za-z0-9_-]{20,})$")
-_DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -100,14 +98,6 @@ class Principal:
     def may_act_on(self, tenant: str) -> bool:
         """Whether this token may write or read `tenant`'s events."""
         return self.tenant in (ANY_TENANT, tenant)
-
-
-def parse_duration(text: str) -> float:
-    """`30d`, `12h`, `90m`, `2w`, `45s` → seconds; a clear ValueError otherwise."""
-    match = _DURATION_RE.match(text.strip())
-    if not match or int(match.group(1)) <= 0:
-        raise ValueError(f"bad duration {text!r}: use a positive number and s/m/h/d/w, e.g. 30d")
-    return int(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 def _digest(token: str) -> str:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import click
 
-from shipledger.api.auth import SCOPES, AuthStore, parse_duration
+from shipledger.api.auth import SCOPES, AuthStore
 from shipledger.logging import configure_logging
+from shipledger.schemas.durations import parse_duration
 from shipledger.settings import Settings
 from shipledger.stackfile import resolve_bootstrap
 
@@ -160,7 +161,7 @@ def _when(ts: float | None) -> str:
     type=click.Choice(SCOPES),
     help="ingest (write events), read (read events), admin; repeat for several.",
 )
-@click.option("--expires-in", help="Lifetime: 45m, 12h, 30d, 2w. Default: no expiry.")
+@click.option("--expires-in", help="Lifetime: 45m, 12h, 30d, 2w, 1y. Default: no expiry.")
 @click.option("--name", default="", help="A label for `tokens list`.")
 @_data_dir
 def create(
@@ -168,7 +169,9 @@ def create(
 ) -> None:
     """Create a token and print it (only this once: just its hash is stored)."""
     try:
-        lifetime = parse_duration(expires_in) if expires_in else None
+        lifetime = (
+            parse_duration(expires_in, what="a lifetime").total_seconds() if expires_in else None
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--expires-in") from exc
     store = AuthStore(_settings(data_dir).resolved_auth_db)

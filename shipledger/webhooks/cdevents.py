@@ -1,12 +1,17 @@
-"""CDEvents carried by CloudEvents over HTTP, binary or structured mode.
+"""CDEvents carried by CloudEvents over HTTP, in any of the HTTP binding's three modes, read
+with the CloudEvents SDK (`cloudevents.core.bindings.http`).
 
 Binary mode: ``ce-*`` headers hold the CloudEvent attributes and the body is the CDEvent.
 Structured mode (``Content-Type: application/cloudevents+json``): the body is the CloudEvent
-envelope with the CDEvent in ``data`` (or ``data_base64``). CloudEvents has no signature
-standard, so the shared secret travels in ``X-Shipledger-Token``. (source, id) identifies a
-CloudEvent, and is the delivery id; event ids derive from the CDEvent's own
-``context.source`` and ``context.id`` (the envelope's when the CDEvent has none), so a body
-replayed under a new CloudEvent id is the same event.
+envelope with the CDEvent in ``data`` (or ``data_base64``). Batched mode (``Content-Type:
+application/cloudevents-batch+json``): the body is a JSON array of such envelopes, each
+mapped on its own (those not recorded are skipped). Bodies are read with the bounded JSON
+reader first (`shipledger.schemas.untrusted`), so hostile JSON is a 400 before the SDK sees it.
+
+CloudEvents has no signature standard, so the shared secret travels in ``X-Shipledger-Token``.
+(source, id) identifies a CloudEvent, and is the delivery id; event ids derive from the
+CDEvent's own ``context.source`` and ``context.id`` (the envelope's when the CDEvent has
+none), so a body replayed under a new CloudEvent id is the same event.
 
 CDEvents 0.5 renamed ``subject.content.url`` to ``uri``: both are read.
 
@@ -17,13 +22,18 @@ either, the deployment is recorded with `missing_metadata: ["commit_sha"]` and f
 
 from __future__ import annotations
 
-import base64
-import binascii
+import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from cloudevents.core.base import BaseCloudEvent
+from cloudevents.core.bindings.http import HTTPMessage, from_binary, from_structured
+from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.formats.json import JSONFormat
 from packageurl import PackageURL
 
+from shipledger.schemas.untrusted import BadJSON, loads
 from shipledger.webhooks import contract
 from shipledger.webhooks.auth import SHARED_TOKEN_HEADER, verify_token
 from shipledger.webhooks.payload import (
@@ -31,7 +41,6 @@ from shipledger.webhooks.payload import (
     bounded_id,
     full_sha,
     last_segment,
-    opt_obj,
     opt_str,
     parse_object,
     req_str,
@@ -52,6 +61,7 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _VCS_COMMIT = re.compile(r"@([0-9a-fA-F]{40}|[0-9a-fA-F]{64})$")
 _STRUCTURED = "application/cloudevents+json"
 _BATCH = "application/cloudevents-batch+json"
+_FORMAT = JSONFormat()
 
 
 def verify(request: Request) -> None:
@@ -59,62 +69,110 @@ def verify(request: Request) -> None:
     verify_token(request, "cdevents", SHARED_TOKEN_HEADER)
 
 
+@dataclass(frozen=True)
+class _CloudEvent:
+    """What the mapping needs of one CloudEvent: its attributes and the CDEvent it carries."""
+
+    type: str
+    id: str
+    source: str
+    data: JSONObject
+
+    @property
+    def delivery(self) -> str:
+        return f"{self.source}#{self.id}"
+
+
 def parse(request: Request) -> Parsed:
-    """Read the CloudEvent (either mode) and map the CDEvent it carries."""
-    ce_type, ce_id, ce_source, data = _cloudevent(request)
-    delivery = f"{ce_source}#{ce_id}"
-    match = _TYPE.fullmatch(ce_type)
+    """Read the CloudEvent(s) (any mode) and map the CDEvents they carry."""
+    events = _cloudevents(request)
+    groups: list[Identified] = []
+    skipped: list[str] = []
+    for event in events:
+        outcome = _map(event)
+        if isinstance(outcome, str):
+            skipped.append(outcome)
+        else:
+            groups.append(outcome)
+    event_type = events[0].type if len(events) == 1 else f"batch of {len(events)} CloudEvents"
+    delivery = events[0].delivery if len(events) == 1 else None
+    if not groups:
+        return Parsed.of(event_type, delivery, "; ".join(dict.fromkeys(skipped)))
+    return Parsed(event_type=event_type, delivery_id=delivery, groups=groups)
+
+
+def _map(event: _CloudEvent) -> Identified | str:
+    """One CloudEvent's CDEvent as contract events, or why it is not recorded."""
+    match = _TYPE.fullmatch(event.type)
     if match is None:
-        return Parsed.of(ce_type, delivery, f"CloudEvent type {ce_type!r} is not a CDEvent")
+        return f"CloudEvent type {event.type!r} is not a CDEvent"
     mapper = _MAPPERS.get(match[1])
     if mapper is None:
-        return Parsed.of(ce_type, delivery, f"CDEvent type {ce_type!r} is not recorded")
-    outcome = mapper(data, match[2])
+        return f"CDEvent type {event.type!r} is not recorded"
+    outcome = mapper(event.data, match[2])
     if isinstance(outcome, str):
-        return Parsed.of(ce_type, delivery, outcome)
-    context_id = opt_str(data, "context.id")
-    identity = f"{opt_str(data, 'context.source')}#{context_id}" if context_id else delivery
-    return Parsed.of(ce_type, delivery, Identified(identity, outcome))
+        return outcome
+    context_id = opt_str(event.data, "context.id")
+    identity = (
+        f"{opt_str(event.data, 'context.source')}#{context_id}" if context_id else event.delivery
+    )
+    return Identified(identity, outcome)
 
 
-def _cloudevent(request: Request) -> tuple[str, str, str, JSONObject]:
-    """(type, id, source, CDEvent) from a binary- or structured-mode request."""
+def _cloudevents(request: Request) -> list[_CloudEvent]:
+    """The CloudEvents of a binary-, structured- or batched-mode request."""
     content_type = (request.headers.get("Content-Type") or "").lower()
     if content_type.startswith(_BATCH):
-        raise WebhookPayloadError("batched CloudEvents are not supported: send one per request")
+        try:
+            batch = loads(request.body, "batch")
+        except BadJSON as exc:
+            raise WebhookPayloadError(str(exc)) from None
+        if not isinstance(batch, list) or not batch:
+            raise WebhookPayloadError("batch: must be a non-empty JSON array of CloudEvents")
+        return [
+            _structured(json.dumps(item).encode(), f"batch[{index}]")
+            for index, item in enumerate(batch)
+        ]
     if content_type.startswith(_STRUCTURED):
-        envelope = parse_object(request.body, "CloudEvent")
-        data: JSONObject | None = opt_obj(envelope, "data")
-        encoded = opt_str(envelope, "data_base64")
-        if data is None and encoded is not None:
-            try:
-                decoded = base64.b64decode(encoded, validate=True)
-            except (binascii.Error, ValueError):
-                raise WebhookPayloadError("data_base64: not valid base64") from None
-            data = parse_object(decoded, "data_base64")
-        if data is None:
-            raise WebhookPayloadError("data: required field is missing (the CDEvent)")
-        return (
-            req_str(envelope, "type"),
-            req_str(envelope, "id"),
-            req_str(envelope, "source"),
-            data,
-        )
-    attributes = {name: request.headers.get(f"ce-{name}") for name in ("type", "id", "source")}
+        return [_structured(request.body, "CloudEvent")]
     if request.headers.get("ce-specversion") is None:
         raise WebhookPayloadError(
             "not a CloudEvent: send ce-* headers (binary mode) or Content-Type "
-            f"{_STRUCTURED} (structured mode)"
+            f"{_STRUCTURED} (structured mode) or {_BATCH} (batched mode)"
         )
-    for name, value in attributes.items():
-        if value is None:
+    # The SDK makes up an id that is missing; the binding requires the sender's own.
+    for name in ("id", "source", "type"):
+        if request.headers.get(f"ce-{name}") is None:
             raise WebhookPayloadError(f"ce-{name}: required CloudEvents header is missing")
-    return (
-        str(attributes["type"]),
-        str(attributes["id"]),
-        str(attributes["source"]),
-        parse_object(request.body, "data"),
-    )
+    parse_object(request.body, "data")  # bounded: the SDK's own JSON reader is not
+    message = HTTPMessage(headers=request.headers.as_dict(), body=request.body)
+    return [_read(lambda: from_binary(message, _FORMAT), "ce-* headers")]
+
+
+def _structured(body: bytes, what: str) -> _CloudEvent:
+    envelope = parse_object(body, what)  # bounded before the SDK reads it
+    for name in ("id", "source", "type"):
+        req_str(envelope, name)  # the SDK would make up a missing id
+    if not isinstance(envelope.get("data", {}), dict):
+        raise WebhookPayloadError(f"{what}.data: must be a JSON object (the CDEvent)")
+    message = HTTPMessage(headers={"content-type": _STRUCTURED}, body=body)
+    return _read(lambda: from_structured(message, _FORMAT), what)
+
+
+def _read(read: Callable[[], BaseCloudEvent], what: str) -> _CloudEvent:
+    """Run one SDK read; its refusals become WebhookPayloadError naming `what`."""
+    try:
+        event = read()
+    except BaseCloudEventException as exc:
+        raise WebhookPayloadError(f"{what}: not a valid CloudEvent ({exc})") from None
+    except (ValueError, TypeError) as exc:  # base64, UTF-8 or JSON the SDK could not read
+        raise WebhookPayloadError(f"{what}: unreadable CloudEvent ({exc})") from None
+    data = event.get_data()
+    if isinstance(data, bytes | str):  # data_base64, or a string body
+        data = parse_object(data.encode() if isinstance(data, str) else data, f"{what}.data")
+    if not isinstance(data, dict):
+        raise WebhookPayloadError(f"{what}.data: required field is missing (the CDEvent)")
+    return _CloudEvent(event.get_type(), event.get_id(), event.get_source(), data)
 
 
 def _uri(data: JSONObject, path: str) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -98,23 +97,22 @@ def map_delivery(provider: str, request: Request, tenant: str) -> WebhookResult:
 
     Raises WebhookPayloadError (answer 400); an event type, action or state that shipledger
     does not record comes back with `ignored` set. Event ids derive from tenant, provider, the
-    provider's own id of the object in the body (else the body's hash) and position: a
-    redelivery, or the same body replayed under a new delivery header, yields the same ids and
-    is deduplicated downstream.
+    provider's own id of the object in the body and position: a redelivery, or the same body
+    replayed under a new delivery header, yields the same ids and is deduplicated downstream.
     """
     parsed = _handler(provider).parse(request)
-    identity = parsed.object_id or f"sha256:{hashlib.sha256(request.body).hexdigest()}"
     events = [
         Mapped(
             family,
             {
-                "event_id": event_id(tenant, provider, identity, index),
+                "event_id": event_id(tenant, provider, group.object_id, index),
                 "tenant": tenant,
                 "source": f"webhook:{provider}",
                 **fields,
             },
         )
-        for index, (family, fields) in enumerate(parsed.events)
+        for group in parsed.groups
+        for index, (family, fields) in enumerate(group.events)
     ]
     return WebhookResult(
         provider=provider,

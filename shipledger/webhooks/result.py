@@ -62,6 +62,10 @@ class Headers:
             return None
         return value.strip()
 
+    def as_dict(self) -> dict[str, str]:
+        """Every header, names lower-cased."""
+        return dict(self._items)
+
 
 @dataclass(frozen=True)
 class Request:
@@ -93,13 +97,13 @@ class Identified:
 class Parsed:
     """A provider's reading of a delivery, before ids, tenant and source are filled in.
 
-    `events` holds (family, fields) pairs in a stable order: the index is part of each event id.
+    `groups` holds each described object's events (one group per delivery, several for a
+    batch of CloudEvents) in a stable order: the position is part of each event id.
     """
 
     event_type: str
     delivery_id: str | None
-    events: list[Event] = field(default_factory=list)
-    object_id: str | None = None
+    groups: list[Identified] = field(default_factory=list)
     ignored: str | None = None
 
     @classmethod
@@ -107,12 +111,7 @@ class Parsed:
         """From a mapper's outcome: its events, or (a string) why the delivery is ignored."""
         if isinstance(outcome, str):
             return cls(event_type=event_type, delivery_id=delivery_id, ignored=outcome)
-        return cls(
-            event_type=event_type,
-            delivery_id=delivery_id,
-            events=outcome.events,
-            object_id=outcome.object_id,
-        )
+        return cls(event_type=event_type, delivery_id=delivery_id, groups=[outcome])
 
 
 #: What a mapper returns: its events and their object's id, or why it produced none.

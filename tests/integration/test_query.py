@@ -334,7 +334,7 @@ def test_formats() -> None:
     assert table[2].startswith("checkout")
     assert "…" in table[3] and len(table[3]) < 80  # long cells are cut
     assert table[-1] == "(2 rows)"
-    assert [len(rule) for rule in table[1].split("  ")] == [40, 2, 20]  # column widths
+    assert [len(rule) for rule in table[1].split()] == [41, 4, 21]  # column widths, padded
     assert format_csv(result).splitlines()[:2] == [
         "service,n,attrs",
         'checkout,12,"{""team"": ""payments""}"',

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from shipledger.api.auth import AuthError, AuthStore, Principal, parse_duration
+from shipledger.api.auth import AuthError, AuthStore, Principal
 from shipledger.api.cli import tokens, webhooks
 from shipledger.api.events import FieldError, Forbidden, Prepared, prepare, unwrap
 from shipledger.api.limits import RateLimiter, TooLarge, read_capped
@@ -54,13 +54,6 @@ def test_tokens_are_hashed_and_checked(tmp_path: Path) -> None:
             store.verify(token)
     finally:
         store.close()
-
-
-def test_durations() -> None:
-    assert parse_duration("30d") == 30 * 86400 and parse_duration("90m") == 5400
-    for bad in ("", "0d", "3 days", "-1h"):
-        with pytest.raises(ValueError, match="bad duration"):
-            parse_duration(bad)
 
 
 def test_token_bucket() -> None:
@@ -156,7 +149,7 @@ def test_tokens_and_secrets_cli(tmp_path: Path) -> None:
     bad = runner.invoke(
         tokens, ["create", "--tenant", "a", "--scope", "ingest", "--expires-in", "soon", *data]
     )
-    assert bad.exit_code == 2 and "bad duration" in bad.output
+    assert bad.exit_code == 2 and "lifetime must be a positive number" in bad.output
     secret = runner.invoke(
         webhooks, ["secret", "set", "--tenant", "acme", "--provider", "github", *data]
     )

@@ -113,7 +113,7 @@ def test_table_truncates_reasons() -> None:
     assert truncate("a  b\nc", 10) == "a b c"
     assert truncate("x" * 20, 10) == "x" * 9 + "…"
     table = format_table([letter(0, 3, reason="r" * 200, stage="sink", source_topic="t")])
-    header, row = table.splitlines()
+    header, _rule, row = table.splitlines()
     assert header.split() == ["ID", "STAGE", "SOURCE", "FIELD", "REASON"]
     assert row.split()[:4] == ["0:3", "sink", "t/?/?", "-"]
     assert row.endswith("…") and len(row) < 120

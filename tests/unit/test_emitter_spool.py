@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from filelock import ReadWriteLock
 
 from shipledger.broker import free_port
 from shipledger.producers.publisher import EVENT_SCHEMA, NO_BOOTSTRAP, Publisher, PublishError
@@ -152,14 +152,12 @@ def test_temp_files_of_dead_writers_are_removed_live_ones_kept(
     spool.append([_event()])
     torn = spool.directory / ".tmp-00000000000000000002-0000-abcdef012345.json"
     torn.write_text(_event(5).model_dump_json()[:40])
-    fd = os.open(spool.directory / WRITE_LOCK, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
+    live_writer = ReadWriteLock(spool.directory / WRITE_LOCK, is_singleton=False)
+    with live_writer.read_lock():
         with Publisher(settings, closed_port) as publisher:
             assert spool.flush(publisher).remaining == 1
         assert torn.exists()
-    finally:
-        os.close(fd)
+    live_writer.close()
     with Publisher(settings, closed_port) as publisher:
         result = spool.flush(publisher)
     assert (result.remaining, result.quarantined) == (1, [])
@@ -213,3 +211,33 @@ def test_concurrent_appends_never_interleave(settings: Settings, tmp_path: Path)
 def test_spool_dir_setting_is_honoured(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", spool_dir=tmp_path / "elsewhere")
     assert Spool(settings).append([_event()])[0].parent == tmp_path / "elsewhere"
+
+
+def test_emit_spools_without_fcntl(settings: Settings, closed_port: str, tmp_path: Path) -> None:
+    """Windows runners have no `fcntl`: `shipledger emit` imports, finds Kafka down and spools
+    without it (run in a child where importing fcntl fails, as on Windows)."""
+    script = tmp_path / "no_fcntl.py"
+    script.write_text(
+        "import sys\n"
+        "sys.modules['fcntl'] = None  # `import fcntl` now raises ImportError\n"
+        "from shipledger.cli import main\n"
+        "sys.argv = ['shipledger', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    env = {
+        **os.environ,
+        "SHIPLEDGER_DATA_DIR": str(settings.data_dir),
+        "SHIPLEDGER_EMIT_TIMEOUT_S": "1",
+    }
+    args = ["emit", "started", "--deployment-id", "d-win", "--service", "s",
+            "--environment", "dev", "--commit-sha", "ab" * 20, "--actor", "a",
+            "--bootstrap", closed_port]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-P", str(script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert Spool(settings).pending() == 1

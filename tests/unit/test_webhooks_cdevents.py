@@ -21,6 +21,7 @@ from shipledger.webhooks import (
 Deliver = Callable[..., WebhookResult]
 Check = Callable[[Mapped], dict[str, Any]]
 RawRequest = Callable[..., tuple[dict[str, str], bytes]]
+Sign = Callable[[str, dict[str, str], bytes, str], dict[str, str]]
 
 SECRET = "whsec-0123456789"
 SERVICE_SHA = "5f3a1c9e8d7b6a5f4e3d2c1b0a9f8e7d6c5b4a39"
@@ -201,7 +202,11 @@ def test_structured_data_base64(webhook_request: RawRequest, check_contract: Che
     [
         (lambda h: h.pop("ce-specversion"), "not a CloudEvent"),
         (lambda h: h.pop("ce-id"), "ce-id: required"),
-        (lambda h: h.update({"Content-Type": "application/cloudevents-batch+json"}), "batched"),
+        (
+            lambda h: h.update({"Content-Type": "application/cloudevents-batch+json"}),
+            "batch: must be a non-empty JSON array",
+        ),
+        (lambda h: h.update({"ce-specversion": "0.1"}), "ce-\\* headers: not a valid CloudEvent"),
     ],
 )
 def test_bad_cloudevents(
@@ -235,3 +240,41 @@ def test_redelivery_and_token(webhook_request: RawRequest) -> None:
     headers["X-Shipledger-Token"] = "guess"
     with pytest.raises(WebhookAuthError):
         dispatch("cdevents", headers, body, secret=SECRET, tenant="acme")
+
+
+def test_batched_mode_maps_each_cloudevent(webhook_request: RawRequest, sign: Sign) -> None:
+    """A batch (`application/cloudevents-batch+json`) carries several CloudEvents: each is
+    mapped as if sent alone (same event ids), those not recorded are skipped."""
+    envelopes = []
+    singles = []
+    for name in ("service_upgraded_structured", "artifact_published_structured"):
+        headers, body = webhook_request("cdevents", name)
+        envelopes.append(json.loads(body))
+        singles += dispatch("cdevents", headers, body, secret=SECRET, tenant="acme").events
+    not_recorded = {**envelopes[0], "id": "x-1", "type": "com.example.object.deleted.v2"}
+    batch = json.dumps([envelopes[0], not_recorded, envelopes[1]]).encode()
+    headers = sign(
+        "cdevents", {"Content-Type": "application/cloudevents-batch+json"}, batch, SECRET
+    )
+    result = dispatch("cdevents", headers, batch, secret=SECRET, tenant="acme")
+    assert result.event_type == "batch of 3 CloudEvents"
+    assert [m.event["event_id"] for m in result.events] == [m.event["event_id"] for m in singles]
+    assert [m.family for m in result.events] == ["deployment", "artifact"]
+
+
+def test_a_batch_of_nothing_recorded_is_ignored(sign: Sign) -> None:
+    envelope = {
+        "specversion": "1.0",
+        "id": "1",
+        "source": "/s",
+        "type": "com.example.x",
+        "data": {},
+    }
+    batch = json.dumps([envelope]).encode()
+    headers = sign(
+        "cdevents", {"Content-Type": "application/cloudevents-batch+json"}, batch, SECRET
+    )
+    result = dispatch("cdevents", headers, batch, secret=SECRET, tenant="acme")
+    assert result.events == [] and result.ignored == (
+        "CloudEvent type 'com.example.x' is not a CDEvent"
+    )

@@ -1,0 +1,27 @@
+"""Durations written the way people write them in configuration: `45s`, `90m`, `12h`, `30d`,
+`2w`, `7y`. One parser for token lifetimes, retention periods and any later setting.
+
+A year is 366 days: a period written in years is never shorter than the calendar years it
+names (retention must not end a day early in a leap year).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 366 * 86400}
+_DURATION_RE = re.compile(r"^(\d+)([smhdwy])$")
+
+
+def parse_duration(text: object, units: str = "smhdwy", what: str = "duration") -> timedelta:
+    """A positive `<number><unit>` with a unit among `units` -> timedelta; ValueError naming
+    `what`, the accepted units and an example otherwise."""
+    match = _DURATION_RE.match(str(text).strip())
+    if match is None or match[2] not in units or int(match[1]) == 0:
+        example = f"30{'d' if 'd' in units else units[0]}"
+        raise ValueError(
+            f"{what} must be a positive number followed by one of {', '.join(units)} "
+            f"(e.g. {example}); got {text!r}"
+        )
+    return timedelta(seconds=int(match[1]) * _SECONDS[match[2]])
