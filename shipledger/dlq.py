@@ -19,13 +19,14 @@ from typing import Any, Literal
 
 import click
 
+from shipledger.schemas.letters import REPLAYED_FROM
+from shipledger.schemas.letters import header_text as parse_headers
 from shipledger.settings import Settings
 from shipledger.stackfile import resolve_bootstrap
 from shipledger.topics import Topics
 
 Stage = Literal["processors", "sink"]
 STAGES: tuple[Stage, ...] = ("processors", "sink")
-REPLAYED_FROM = "replayed_from"
 EVENT_SCHEMA = "io.shipledger.v1.DeploymentEvent"
 REASON_WIDTH = 60
 RAW_PREVIEW_BYTES = 300
@@ -68,25 +69,6 @@ class LetterIdParam(click.ParamType):
             return parse_letter_id(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
-
-
-def parse_headers(raw: Any) -> dict[str, str]:
-    """Kafka headers (a list of pairs or a dict, values bytes/str/None) as text.
-
-    Undecodable bytes are replaced rather than failing; a repeated header keeps its last value.
-    """
-    if not raw:
-        return {}
-    pairs: Iterable[tuple[str, Any]] = raw.items() if isinstance(raw, dict) else raw
-    out: dict[str, str] = {}
-    for key, value in pairs:
-        if value is None:
-            out[key] = ""
-        elif isinstance(value, bytes | bytearray):
-            out[key] = bytes(value).decode("utf-8", errors="replace")
-        else:
-            out[key] = str(value)
-    return out
 
 
 @dataclass(frozen=True)

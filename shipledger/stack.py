@@ -155,6 +155,11 @@ class Stack:
             preexec_fn=die_with_parent(),
         )
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the Faust workers (for operators' tools and the chaos test)."""
+        return [proc.pid for proc in self._procs]
+
     def restart_workers(self) -> None:
         """Stop every Faust worker (SIGTERM: commit and leave) and start fresh ones, which
         recover the deployments table from its changelog."""

@@ -52,6 +52,7 @@ from pydantic import ValidationError
 from shipledger.logging import get_logger
 from shipledger.processors.policy import load_policy
 from shipledger.schemas.families import family_of
+from shipledger.schemas.letters import REPLAYED_FROM, header_text, letter_headers
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec, DecodeError
 from shipledger.schemas.validation import EVENT_SCHEMA, validation_reason
@@ -406,14 +407,15 @@ class ClickHouseSink:
             offset=meta.offset,
         )
         assert self._producer is not None
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("reason", reason.encode()),
-            ("field", (field or "").encode()),
-            ("source_topic", meta.topic.encode()),
-            ("source_partition", str(meta.partition).encode()),
-            ("source_offset", str(meta.offset).encode()),
-            ("stage", b"sink"),
-        ]
+        headers = letter_headers(
+            reason=reason,
+            field=field,
+            source_topic=meta.topic,
+            source_partition=meta.partition,
+            source_offset=meta.offset,
+            stage="sink",
+            replayed_from=header_text(msg.headers()).get(REPLAYED_FROM, ""),
+        )
         while True:
             try:
                 self._producer.produce(
