@@ -19,10 +19,11 @@ from typing import Any, Literal
 
 import click
 
+from shipledger.journal import Entry, Journal, JournalError
 from shipledger.schemas.letters import REPLAYED_FROM
 from shipledger.schemas.letters import header_text as parse_headers
 from shipledger.settings import Settings
-from shipledger.stackfile import resolve_bootstrap
+from shipledger.stackfile import journal_dir, resolve_bootstrap
 from shipledger.topics import Topics
 
 Stage = Literal["processors", "sink"]
@@ -287,6 +288,35 @@ def read_letter(
     return next((x for x in found if x.id == letter_id), None)
 
 
+def journal_entry(settings: Settings, letter: Letter) -> Entry:
+    """The journal entry of a replayed letter: its family, tenant and event id read from the
+    payload when it decodes (else the tenant of its `tenant/...` key and no event id)."""
+    from shipledger.schemas.families import FAMILIES
+    from shipledger.schemas.registry import AvroCodec, DecodeError
+
+    assert letter.source_topic is not None
+    family = next(
+        (f for f in FAMILIES.values() if settings.topic(f.topic) == letter.source_topic), None
+    )
+    tenant = (letter.key or b"").decode("utf-8", errors="replace").partition("/")[0]
+    event_id = ""
+    if family is not None:
+        try:
+            decoded = AvroCodec(family.schema).decode(letter.value)
+            tenant, event_id = str(decoded["tenant"]), str(decoded["event_id"])
+        except (DecodeError, KeyError):
+            pass
+    return Entry(
+        letter.source_topic,
+        letter.key,
+        letter.value or b"",
+        tenant,
+        event_id,
+        family.name if family is not None else "",
+        ((REPLAYED_FROM, str(letter.id).encode()),),
+    )
+
+
 def replay(
     settings: Settings, bootstrap: str, letters: Sequence[Letter], timeout_s: float = 30.0
 ) -> int:
@@ -294,6 +324,14 @@ def replay(
     the broker acknowledged. Letters without a source topic must be filtered out first."""
     from confluent_kafka import Producer
 
+    directory = journal_dir(settings, bootstrap)
+    if directory is not None:  # the embedded broker keeps it in memory only: journal first
+        try:
+            Journal(directory, fsync=settings.journal_fsync).append(
+                [journal_entry(settings, letter) for letter in letters]
+            )
+        except JournalError as exc:
+            raise click.ClickException(f"replay not sent: {exc}") from exc
     producer = Producer(settings.kafka_producer(bootstrap))
     failures: list[str] = []
 
