@@ -12,6 +12,7 @@ they are read from fetches instead (`_highwaters`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import ssl
 import sys
@@ -34,6 +35,7 @@ from shipledger.topics import Topics
 log = get_logger("processors")
 #: Exit code of a worker whose outputs Kafka did not acknowledge (EX_SOFTWARE).
 EXIT_OUTPUTS_LOST = 70
+_HIGHWATER_TIMEOUT_S = 30.0
 
 
 class _ShortFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -74,7 +76,9 @@ class _ShortFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # status, alerts judged twice). The ends fetches report are right.
         conf = self.app.conf.shipledger_kafka
         parts = [(tp.topic, tp.partition) for tp in partitions]
-        ends = await asyncio.get_running_loop().run_in_executor(None, end_offsets, conf, parts)
+        # A generous timeout: a worker that gives up here crashes (and is restarted).
+        probe = functools.partial(end_offsets, conf, parts, timeout_s=_HIGHWATER_TIMEOUT_S)
+        ends = await asyncio.get_running_loop().run_in_executor(None, probe)
         return {tp: ends[(tp.topic, tp.partition)].high for tp in partitions}
 
 

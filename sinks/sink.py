@@ -1,4 +1,5 @@
-"""`ClickHouseSink`: deployment events, records and alerts from Kafka into the ClickHouse ledger.
+"""`ClickHouseSink`: deployment events, records, alerts, the other families' events and the dead
+letters from Kafka into the ClickHouse ledger.
 
 The chain, top to bottom (`run`): consume a batch of messages → decode (Avro, Confluent
 framing) → build the table row (`sinks.rows`, pure) → accumulate per table → when the batch
@@ -52,7 +53,7 @@ from pydantic import ValidationError
 from shipledger.logging import get_logger
 from shipledger.processors.policy import load_policy
 from shipledger.schemas.families import family_of
-from shipledger.schemas.letters import REPLAYED_FROM, header_text, letter_headers
+from shipledger.schemas.letters import REPLAYED_FROM, SOURCE_TOPIC, header_text, letter_headers
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec, DecodeError
 from shipledger.schemas.validation import EVENT_SCHEMA, validation_reason
@@ -65,6 +66,7 @@ from shipledger.sinks.ddl import (
     ARTIFACTS,
     CATALOG,
     CHANGES,
+    DEAD_LETTERS,
     EVENTS,
     RECORDS,
     SIGNALS,
@@ -81,6 +83,7 @@ from shipledger.sinks.rows import (
     dedupe,
     event_row,
     family_row,
+    letter_row,
     record_row,
     row_key,
 )
@@ -135,10 +138,35 @@ class Route:
 
     topic: str
     table: TableSpec
-    codec: AvroCodec
+    decode: Callable[[Message], Mapping[str, Any]]
     to_row: Callable[[Mapping[str, Any], KafkaMeta], Row]
     validate: Callable[[Mapping[str, Any]], object] | None = None
     owns_rejects: bool = True
+
+
+def _value(schema: str) -> Callable[[Message], Mapping[str, Any]]:
+    """Decodes a message's value with `schema` (raises DecodeError)."""
+    codec = AvroCodec(schema)
+    return lambda msg: codec.decode(msg.value())
+
+
+def _letter(topics: Topics) -> Callable[[Message], Mapping[str, Any]]:
+    """Reads a DLQ message: its original key and value, its headers, and the payload decoded
+    with its source topic's schema when it can be (never raises: every letter is kept)."""
+    codecs = {topic: AvroCodec(schema) for topic, schema in topics.schemas().items()}
+
+    def decode(msg: Message) -> Mapping[str, Any]:
+        headers = header_text(msg.headers())
+        codec = codecs.get(headers.get(SOURCE_TOPIC, ""))
+        decoded: Mapping[str, Any] | None = None
+        if codec is not None:
+            try:
+                decoded = codec.decode(msg.value())
+            except DecodeError:
+                decoded = None
+        return {"key": msg.key(), "value": msg.value(), "headers": headers, "decoded": decoded}
+
+    return decode
 
 
 def _family_route(topic: str, name: str, table: str) -> Route:
@@ -148,7 +176,7 @@ def _family_route(topic: str, name: str, table: str) -> Route:
     return Route(
         topic,
         tables()[table],
-        AvroCodec(family.schema),
+        _value(family.schema),
         family_row(table),
         validate=family.model.model_validate,
     )
@@ -169,7 +197,7 @@ def routes(topics: Topics) -> dict[str, Route]:
         topics.raw: Route(
             topics.raw,
             spec[EVENTS],
-            AvroCodec(EVENT_SCHEMA),
+            _value(EVENT_SCHEMA),
             event_row,
             validate=DeploymentEvent.model_validate,
             owns_rejects=False,
@@ -177,15 +205,17 @@ def routes(topics: Topics) -> dict[str, Route]:
         topics.records: Route(
             topics.records,
             spec[RECORDS],
-            AvroCodec("io.shipledger.v1.DeploymentRecord"),
+            _value("io.shipledger.v1.DeploymentRecord"),
             lambda record, _meta: record_row(record),
         ),
         topics.alerts: Route(
             topics.alerts,
             spec[ALERTS],
-            AvroCodec("io.shipledger.v1.Alert"),
+            _value("io.shipledger.v1.Alert"),
             lambda alert, _meta: alert_row(alert),
         ),
+        # Letters are kept, never rejected: a letter about a letter would loop.
+        topics.dlq: Route(topics.dlq, spec[DEAD_LETTERS], _letter(topics), letter_row, None, False),
     }
 
 
@@ -379,7 +409,7 @@ class ClickHouseSink:
             ts_type, ts = msg.timestamp()
             meta = KafkaMeta(topic, partition, offset, ts if ts_type else None)
             try:
-                decoded = route.codec.decode(msg.value())
+                decoded = route.decode(msg)
                 if route.validate is not None:
                     route.validate(decoded)
                 row = route.to_row(decoded, meta)
