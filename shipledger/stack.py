@@ -21,8 +21,11 @@ import click
 from confluent_kafka import KafkaException
 
 from shipledger.broker import EmbeddedBroker, die_with_parent, stop_process
+from shipledger.journal import Journal
+from shipledger.journal_keeper import JournalKeeper
 from shipledger.lag import committed_offsets, end_offsets, lag_by_topic, partitions_of
 from shipledger.logging import configure_logging, get_logger
+from shipledger.restore import RestoreReport, restore
 from shipledger.settings import Settings
 from shipledger.sinks.archive import Archiver
 from shipledger.sinks.sink import ClickHouseSink
@@ -43,9 +46,15 @@ class Stack:
     None leaves them on this process's stderr. `api` also serves the ingest API (on
     `settings.api_host:api_port`) on a thread of this process, sharing the ledger store.
 
-    The embedded broker keeps everything in memory, so `stop()` first drains it (see
-    `drain`), for at most `drain_timeout_s`; what is still pending then is lost and listed in
-    `abandoned`. With an external broker (`bootstrap`), Kafka keeps the data: no drain.
+    The embedded broker keeps everything in memory. What makes an acknowledgement durable
+    anyway: every writer journals an event before producing it (`shipledger.journal`, under
+    `<data_dir>/journal`, advertised in the stack file); `start()` rebuilds what a previous
+    broker took with it (`shipledger.restore`: the processors' state from the ledger, the
+    journaled events the ledger lacks) before anything consumes or serves, and `restored`
+    says what it did; a `JournalKeeper` deletes segments the ledger holds entirely. `stop()`
+    also drains the broker (see `drain`) for at most `drain_timeout_s`; what is still pending
+    then is listed in `abandoned`, and the next start sends it again from the journal.
+    With an external broker (`bootstrap`), Kafka keeps the data: no journal, no drain.
 
     Children (broker, workers) run in their own sessions, so a Ctrl-C in the terminal reaches
     only this process, which stops them in order; on Linux they also get SIGTERM if this
@@ -82,6 +91,9 @@ class Stack:
         self.topics = Topics.from_settings(settings)
         self._serve_api = api
         self.api: ApiServer | None = None
+        self.journal: Journal | None = None
+        self._keeper: JournalKeeper | None = None
+        self.restored: RestoreReport | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -101,6 +113,16 @@ class Stack:
         ensure_topics(self.settings, self.bootstrap)
         self.store = LedgerStore.open(self.settings)
         self.store.ensure_schema()
+        if self._broker is not None:  # a fresh, empty broker: rebuild before anyone reads
+            self.journal = Journal(self.settings.journal_dir, fsync=self.settings.journal_fsync)
+            self.restored = restore(self.settings, self.bootstrap, self.store, self.journal)
+            self._keeper = JournalKeeper(
+                self.journal,
+                self.store,
+                self.topics,
+                self.settings.journal_compact_interval_s,
+            )
+            self._keeper.start()
         if self.store.cold_root is not None:  # a server tiers by TTL instead
             self._archiver = Archiver(self.store, self.settings)
             self._archiver.start()
@@ -112,7 +134,7 @@ class Stack:
         if self._serve_api:
             from shipledger.api.server import ApiServer
 
-            self.api = ApiServer(self.settings, self.bootstrap, self.store)
+            self.api = ApiServer(self.settings, self.bootstrap, self.store, self.journal)
             self.api.start()
         write_stack(
             self.settings,
@@ -122,6 +144,7 @@ class Stack:
                 clickhouse_url=self.settings.resolved_clickhouse_url,
                 api_url=self.api.url if self.api else None,
                 api_token=self.api.operator_token() if self.api else None,
+                journal=str(self.journal.directory.resolve()) if self.journal else None,
             ),
         )
         log.info(
@@ -331,6 +354,11 @@ class Stack:
         if self._archiver is not None:
             self._archiver.stop()
             self._archiver = None
+        if self._keeper is not None:
+            self._keeper.stop()
+            if self.store is not None and not self.abandoned and interrupted is None:
+                self._compact_after_drain(self._keeper)
+            self._keeper = None
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -341,6 +369,14 @@ class Stack:
         log.info("stack_stopped")
         if interrupted is not None:
             raise interrupted
+
+    def _compact_after_drain(self, keeper: JournalKeeper) -> None:
+        """Everything is in the ledger: the journal can go (what cannot stays, and is sent
+        again at the next start)."""
+        try:
+            keeper.compact()
+        except Exception:
+            log.exception("journal_compaction_failed")
 
     def __enter__(self) -> Stack:
         try:
@@ -403,6 +439,8 @@ def up(bootstrap: str | None, data_dir: Path | None, workers: int, api_port: int
         signal.signal(signum, _on_signal)
     try:
         with stack:
+            if stack.restored is not None:
+                _say(f"shipledger: {stack.restored.summary()}.")
             api_url = stack.api.url if stack.api else "-"
             _say(
                 f"shipledger is up: broker {stack.bootstrap}, ClickHouse "
@@ -426,7 +464,10 @@ def up(bootstrap: str | None, data_dir: Path | None, workers: int, api_port: int
             lost = ", ".join(
                 f"{topic}: {'unknown' if n < 0 else n}" for topic, n in stack.abandoned.items()
             )
-            _say(f"shipledger: messages not through the pipeline, lost with the broker ({lost}).")
+            _say(
+                f"shipledger: messages not through the pipeline yet ({lost}): the next "
+                "`shipledger up` sends the journaled ones again."
+            )
     _say("shipledger stopped." if stack.abandoned else "shipledger stopped cleanly.")
 
 
