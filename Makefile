@@ -7,7 +7,7 @@ SOURCES := $(shell find shipledger schemas producers processors sinks -type f \(
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo up test test-unit chaos lint fmt bench bench-api clean
+.PHONY: help install demo up test test-unit chaos lint fmt bench bench-api bench-durable clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ bench: install ## Benchmarks on the embedded stack; results in bench/results.jso
 
 bench-api: install ## Only the ingest API benchmark (updates its part of bench/results.*)
 	$(BIN)/shipledger bench --out bench --only api
+
+bench-durable: install ## Only the cost of durable acknowledgement: the API with the journal off, on, fsynced
+	$(BIN)/shipledger bench --out bench --only durable
 
 clean: ## Remove the venv, data dir and caches
 	rm -rf $(VENV) .shipledger .mypy_cache .ruff_cache .pytest_cache build *.egg-info

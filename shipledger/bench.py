@@ -39,9 +39,9 @@ from shipledger.traffic import day_of_traffic, demo_day, demo_policy
 
 EVENT = AvroCodec("io.shipledger.v1.DeploymentEvent")
 #: The measures, in the order they run (the passthrough's own Faust worker goes last).
-SECTIONS = ("pipeline", "emit", "api", "passthrough", "audit")
+SECTIONS = ("pipeline", "emit", "api", "durable", "passthrough", "audit")
 #: Sections measured on a running embedded stack (audit builds its own ledger).
-_STACK_SECTIONS = ("pipeline", "emit", "api", "passthrough")
+_STACK_SECTIONS = ("pipeline", "emit", "api", "durable", "passthrough")
 
 
 @dataclass(frozen=True)
@@ -380,13 +380,13 @@ def bench_emit(stack: Stack, runs: int) -> dict[str, Any]:
     }
 
 
-def bench_api(stack: Stack, batches: int, batch_size: int, threads: int) -> dict[str, Any]:
-    """Sustained events/s through `POST /v1/events` (batches over keep-alive connections from
-    a client process) and request → 202 latency, the 202 coming after Kafka's acks."""
-    assert stack.api is not None
+def _api_load(
+    stack: Stack, url: str, batches: int, batch_size: int, threads: int
+) -> dict[str, Any]:
+    """Drive `POST /v1/events` at `url` from a client process (after a warm-up): events/s and
+    request → 202 latency."""
     from shipledger.api.auth import AuthStore
 
-    url = stack.api.url
     auth = AuthStore(stack.settings.resolved_auth_db)
     try:
         token, _ = auth.create_token("bench", ("ingest",), name="bench")
@@ -418,7 +418,6 @@ def bench_api(stack: Stack, batches: int, batch_size: int, threads: int) -> dict
         return result
 
     load(max(1, threads))  # warm-up: connections, producer, codecs
-    click.echo(f"  api: {batches} requests of {batch_size} events, {threads} connections ...")
     result = load(batches)
     events = batches * batch_size
     return {
@@ -430,6 +429,47 @@ def bench_api(stack: Stack, batches: int, batch_size: int, threads: int) -> dict
         "events_per_second": round(events / result["seconds"]),
         "request_to_ack": asdict(Latency.of(result["latencies_ms"])),
     }
+
+
+def bench_api(stack: Stack, batches: int, batch_size: int, threads: int) -> dict[str, Any]:
+    """Sustained events/s through `POST /v1/events` (batches over keep-alive connections from
+    a client process) and request → 202 latency, the 202 coming after the journal's fsync and
+    Kafka's acks (the API `up` serves)."""
+    assert stack.api is not None
+    click.echo(f"  api: {batches} requests of {batch_size} events, {threads} connections ...")
+    return _api_load(stack, stack.api.url, batches, batch_size, threads)
+
+
+#: The journal modes the durable-acknowledgement section compares, in the order run.
+DURABLE_MODES = (("journal_off", None), ("journal_no_fsync", False), ("journal_fsync", True))
+
+
+def bench_durable(
+    stack: Stack, batches: int, batch_size: int, threads: int, single_batches: int
+) -> dict[str, Any]:
+    """The cost of durable acknowledgement: the ingest API's events/s and latency with no
+    journal (a 202 after Kafka's acks only: what a crash of the embedded broker could lose),
+    with the journal written but not fsynced (survives a crash of any process), and with it
+    fsynced (survives a power loss too: the default). Each mode is a fresh API server on
+    the same stack, measured with batches of `batch_size` events and with one event per
+    request (where the per-request fsync weighs most)."""
+    from shipledger.api.server import ApiServer
+    from shipledger.journal import Journal
+
+    results: dict[str, Any] = {}
+    for mode, fsync in DURABLE_MODES:
+        journal = (
+            None
+            if fsync is None
+            else Journal(stack.settings.data_dir / f"bench-{mode}", fsync=fsync)
+        )
+        click.echo(f"  durable: {mode} ...")
+        with ApiServer(stack.settings, stack.bootstrap, journal=journal) as api:
+            results[mode] = {
+                "batched": _api_load(stack, api.url, batches, batch_size, threads),
+                "single": _api_load(stack, api.url, single_batches, 1, threads),
+            }
+    return results
 
 
 def _markdown(results: dict[str, Any]) -> str:
@@ -461,9 +501,36 @@ def _markdown(results: dict[str, Any]) -> str:
             f"{a['request_to_ack']['p50_ms']} ms, p99 {a['request_to_ack']['p99_ms']} ms.",
             "",
         ]
+    if "durable" in results:
+        lines += _durable_markdown(results["durable"])
     if "audit" in results:
         lines += _audit_markdown(results["audit"])
     return "\n".join(lines)
+
+
+def _durable_markdown(durable: dict[str, Any]) -> list[str]:
+    names = {
+        "journal_off": "no journal (202 after Kafka's acks only)",
+        "journal_no_fsync": "journal, no fsync (survives a crash)",
+        "journal_fsync": "journal + fdatasync (survives a power loss; default)",
+    }
+    lines = [
+        "Durable acknowledgement (ingest API of the embedded stack, one run, same stack):",
+        "",
+        "| mode | events/s, batches | p50 / p99 ms | events/s, 1 per request | p50 / p99 ms |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for mode, _ in DURABLE_MODES:
+        if mode not in durable:
+            continue
+        b, one = durable[mode]["batched"], durable[mode]["single"]
+        lines.append(
+            f"| {names[mode]} | {b['events_per_second']} ({b['batch_size']} per request) | "
+            f"{b['request_to_ack']['p50_ms']} / {b['request_to_ack']['p99_ms']} | "
+            f"{one['events_per_second']} | {one['request_to_ack']['p50_ms']} / "
+            f"{one['request_to_ack']['p99_ms']} |"
+        )
+    return [*lines, ""]
 
 
 def _audit_markdown(audit: dict[str, Any]) -> list[str]:
@@ -537,13 +604,14 @@ def bench(
     audit_records: int,
 ) -> None:
     """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
-    Faust passthrough agent on the same broker, the cost of one `shipledger emit`, and the
-    ingest API's events/s and request → Kafka ack latency, and `audit verify` over a large
-    ledger with its bytes on disk per event.
+    Faust passthrough agent on the same broker, the cost of one `shipledger emit`, the
+    ingest API's events/s and request → Kafka ack latency (with and without the durable
+    journal), and `audit verify` over a large ledger with its bytes on disk per event.
 
     \b
       shipledger bench --out bench              # everything (make bench)
       shipledger bench --out bench --only api   # just the ingest API (make bench-api)
+      shipledger bench --out bench --only durable  # the journal's cost (make bench-durable)
       shipledger bench --out bench --only audit # audit verify over 1M events
     """
     data_dir = out / "data.tmp"
@@ -575,6 +643,9 @@ def bench(
                 "pipeline": lambda: bench_pipeline(stack, events, rate, seconds),
                 "emit": lambda: bench_emit(stack, emit_runs),
                 "api": lambda: bench_api(stack, api_requests, api_batch, api_connections),
+                "durable": lambda: bench_durable(
+                    stack, api_requests, api_batch, api_connections, api_requests * 4
+                ),
                 "passthrough": lambda: bench_passthrough(stack, min(events, 30_000), rate, seconds),
             }
             for section in on_stack:

@@ -40,6 +40,7 @@ Failures:
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -119,6 +120,10 @@ class RowStore(Protocol):
 
     def load_heads(self, table: str) -> dict[ChainKey, Head]:
         """The head of every chain of `table`."""
+        ...
+
+    def recorded_heads(self, table: str) -> dict[ChainKey, Head]:
+        """The last head `chain_heads` records for every chain of `table`."""
         ...
 
     def append_heads(self, heads: Mapping[ChainKey, Head]) -> None:
@@ -350,6 +355,7 @@ class ClickHouseSink:
         consumer = self._consumer = self.make_consumer()
         producer = self._producer = self.make_producer()
         self._log.info("sink starting", topics=sorted(self.routes), bootstrap=self.bootstrap)
+        self._record_adopted_heads()
         try:
             consumer.subscribe(list(self.routes), on_revoke=self._on_revoke)
             while not stop.is_set():
@@ -369,6 +375,32 @@ class ClickHouseSink:
             consumer.close()
             producer.flush(_DLQ_FLUSH_TIMEOUT_S)
             self._consumer = self._producer = None
+
+    def _record_adopted_heads(self) -> None:
+        """Record the heads of rows a previous sink stored and died (kill -9) before recording
+        in `chain_heads`: `load_heads` continues the chains from them anyway, and a chain that
+        gets no new row would otherwise end beyond its recorded head (`audit verify` reports
+        that as an out-of-band insert). Logged, so the adoption is visible."""
+        for table in sorted({route.table.name for route in self.routes.values()}):
+            adopted = self._with_retries(table, functools.partial(self._unrecorded_heads, table))
+            if adopted:
+                self._with_retries(
+                    ddl.CHAIN_HEADS, functools.partial(self.store.append_heads, adopted)
+                )
+                self._log.warning(
+                    "chain heads adopted",
+                    table=table,
+                    chains=[f"{k[1]}/{k[2]}@{h.seq}" for k, h in sorted(adopted.items())],
+                    reason="rows stored by a flush that died before recording its chain heads",
+                )
+
+    def _unrecorded_heads(self, table: str) -> dict[ChainKey, Head]:
+        recorded = self.store.recorded_heads(table)
+        return {
+            key: head
+            for key, head in self.store.load_heads(table).items()
+            if key not in recorded or recorded[key].seq < head.seq
+        }
 
     def _poll_timeout(self) -> float:
         if self._batch.opened_at is None:

@@ -423,9 +423,7 @@ def _judge(settings: Settings, acked: Ledger, kills: dict[str, int], seed: int) 
         for name, spec in ddl.tables().items():
             source = ddl.qualified(store.database, name)
             column = ddl.quote_ident(spec.id_column)
-            _, rows = store.query(
-                f"SELECT count() - uniqExact(tenant, {column}) FROM {source}"
-            )
+            _, rows = store.query(f"SELECT count() - uniqExact(tenant, {column}) FROM {source}")
             duplicated += int(rows[0][0])
         _, rows = store.query("SELECT tenant, event_id FROM shipledger.deployment_events")
         stored = {(str(t), str(i)) for t, i in rows}
