@@ -7,7 +7,6 @@ next test can open its own.
 from __future__ import annotations
 
 import base64
-
 import threading
 import time
 import uuid

@@ -194,3 +194,19 @@ def test_group_commit_fails_every_future_of_a_failed_group(tmp_path: Path) -> No
     with pytest.raises(JournalError):
         commit.submit([entry(1)]).result(timeout=10)
     commit.close()
+
+
+def test_the_journal_command_lists_segments(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from shipledger.journal_cli import journal as journal_command
+
+    runner = CliRunner()
+    empty = runner.invoke(journal_command, ["--data-dir", str(tmp_path)])
+    assert empty.exit_code == 0 and "is empty" in empty.output
+    store = Journal(tmp_path / "journal", fsync=False)
+    store.append([entry(1), entry(2, topic="shipledger.changes")])
+    shown = runner.invoke(journal_command, ["--data-dir", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output
+    assert "shipledger.changes 1, shipledger.deployments.raw 1" in shown.output
+    assert "1 segments, 2 events" in shown.output
