@@ -325,11 +325,13 @@ def replay(
     from confluent_kafka import Producer
 
     directory = journal_dir(settings, bootstrap)
-    if directory is not None:  # the embedded broker keeps it in memory only: journal first
+    # The embedded broker keeps messages in memory only: journal the events first. Letters of
+    # the derived topics (records, alerts) are not events: their raw events make them again.
+    entries = [journal_entry(settings, letter) for letter in letters]
+    entries = [entry for entry in entries if entry.family]
+    if directory is not None and entries:
         try:
-            Journal(directory, fsync=settings.journal_fsync).append(
-                [journal_entry(settings, letter) for letter in letters]
-            )
+            Journal(directory, fsync=settings.journal_fsync).append(entries)
         except JournalError as exc:
             raise click.ClickException(f"replay not sent: {exc}") from exc
     producer = Producer(settings.kafka_producer(bootstrap))
