@@ -6,7 +6,8 @@ is high, so events are taken in batches (`take_events`); Faust hard-codes a 1.5 
 which on Tansu (no early fetch answer) sets the latency floor, so the consumer is built with
 `settings.fetch_wait_ms` instead; Faust recovers its tables up to the high watermarks that
 ListOffsets reports, which Tansu answers with the base offset of the last record batch + 1, so
-they are read from fetches instead (`_highwaters`).
+they are read from fetches instead (`_highwaters`); Faust can skip a fetched event and commit
+past it, so every event's offset is checked before its batch is acknowledged (`OffsetGuard`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import faust
 import mode
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from shipledger.lag import end_offsets
+from shipledger.lag import end_offsets, first_unprocessed
 from shipledger.logging import get_logger
 from shipledger.processors.handler import EventHandler
+from shipledger.processors.offsets import OffsetGuard
 from shipledger.processors.outputs import Outputs
 from shipledger.processors.policy import Policy
 from shipledger.processors.state import DeploymentState
@@ -92,13 +94,14 @@ class _ShortFetchTransport(faust_aiokafka.Transport):
 
 
 def abandon_batch(exc: BaseException) -> NoReturn:
-    """A batch's outputs did not all reach Kafka: exit at once, before Faust can ack it.
+    """A batch's outputs did not all reach Kafka, or events before it were skipped
+    (`OffsetGap`): exit at once, before Faust can ack it.
 
     Faust acks a `take_events` batch in a `finally`, even when the agent raises, and a
     graceful shutdown would then commit it: the inputs would be committed with their outputs
     lost. A hard exit commits nothing more; the restarted worker reads the batch again (the
     supervisor, `up` or your orchestrator, restarts it)."""
-    log.critical("outputs_not_acknowledged_exiting", error=str(exc))
+    log.critical("batch_abandoned_exiting", error=str(exc))
     sys.stderr.flush()
     os._exit(EXIT_OUTPUTS_LOST)
 
@@ -108,15 +111,19 @@ async def run_batches(
     handle: Callable[[Any], None],
     finish: Callable[[], Awaitable[None]],
     abandon: Callable[[BaseException], NoReturn] = abandon_batch,
+    check: Callable[[int, int], None] | None = None,
 ) -> None:
     """Handle each batch of Faust events, then `finish` it (outputs durable); a failure
-    anywhere in a batch abandons it before the batch generator can ack it."""
+    anywhere in a batch abandons it before the batch generator can ack it. `check(partition,
+    offset)` may refuse an event first (`OffsetGuard.check`), which abandons the batch too."""
     async for batch in batches:
         try:
             for event in batch:
+                if check is not None:
+                    check(event.message.partition, event.message.offset)
                 handle(event.message)
             await finish()
-        except Exception as exc:  # OutputError, or Kafka refusing a message outright
+        except Exception as exc:  # OutputError, OffsetGap, or Kafka refusing a message
             abandon(exc)
 
 
@@ -203,6 +210,13 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
     async def pipeline(stream: Any) -> None:
         outputs = Outputs(settings, bootstrap)
         handler = EventHandler(policy, deployments, outputs)
+        conf, group = settings.kafka_common(bootstrap), f"{settings.topic_prefix}processors"
+
+        def resume_at(partition: int) -> int:
+            tp = (topics.raw, partition)
+            return first_unprocessed(conf, group, [tp])[tp]
+
+        guard = OffsetGuard(resume_at)
 
         await run_batches(
             stream.take_events(
@@ -210,6 +224,7 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
             ),
             handler.handle,
             lambda: finish_batch(outputs, deployments),
+            check=guard.check,
         )
 
     return app

@@ -26,7 +26,7 @@ def journal(data_dir: Path | None) -> None:
     Example:
       shipledger journal --data-dir .shipledger
     """
-    settings = Settings(**({"data_dir": data_dir} if data_dir is not None else {}))
+    settings = Settings() if data_dir is None else Settings(data_dir=data_dir)
     store = Journal(settings.journal_dir)
     segments = store.segments()
     if not segments:
