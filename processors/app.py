@@ -35,7 +35,8 @@ from shipledger.settings import Settings
 from shipledger.topics import Topics
 
 log = get_logger("processors")
-#: Exit code of a worker whose outputs Kafka did not acknowledge (EX_SOFTWARE).
+#: Exit code of a worker that abandoned a batch: outputs Kafka did not acknowledge, or
+#: events Faust skipped (EX_SOFTWARE).
 EXIT_OUTPUTS_LOST = 70
 _HIGHWATER_TIMEOUT_S = 30.0
 
@@ -130,8 +131,17 @@ async def run_batches(
 async def finish_batch(outputs: Outputs, state: DeploymentState) -> None:
     """Make a batch durable: its outputs first, then the state entries saying its events were
     applied. A changelog entry durable without its record would make a restarted worker skip
-    the event as already applied; the other way round, the batch is only redone (same ids)."""
-    await outputs.flush()
+    the event as already applied; the other way round, the batch is only redone (same ids).
+
+    Cancelled (worker shutdown), Faust acks the batch right after: the outputs are flushed
+    anyway (`Outputs.flush`), and so is the state, or the next worker would apply later
+    events to older state."""
+    try:
+        await outputs.flush()
+    except asyncio.CancelledError:
+        if state.flush_changelog(outputs):
+            outputs.flush_blocking()
+        raise
     if state.flush_changelog(outputs):
         await outputs.flush()
 

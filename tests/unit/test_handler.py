@@ -58,10 +58,19 @@ class FakeOutputs:
     def changelog(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
         self.log.append(f"changelog {partition}")
 
+    cancel_flush: bool = False
+
     async def flush(self) -> None:
+        if self.cancel_flush:  # what Outputs.flush does when cancelled: finish, then re-raise
+            self.cancel_flush = False
+            self.flush_blocking()
+            raise asyncio.CancelledError
         self.log.append("flush")
         if self.fail_flush:
             raise OutputError("1 outputs unacknowledged")
+
+    def flush_blocking(self) -> None:
+        self.log.append("flush (blocking)")
 
 
 class FakeTable:
@@ -172,6 +181,16 @@ def test_a_failed_output_flush_queues_no_changelog_entry() -> None:
     with pytest.raises(OutputError):
         asyncio.run(finish_batch(outputs, state))  # type: ignore[arg-type]
     assert outputs.log == ["flush"]
+
+
+def test_a_cancelled_finish_still_flushes_the_changelog_after_the_outputs() -> None:
+    """Faust acks a batch right after its agent is cancelled (shutdown): its state goes too."""
+    _, state, outputs = handler()
+    outputs.cancel_flush = True
+    state.put(state_key("acme", "dep-1"), 1, _record(), "e1")
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(finish_batch(outputs, state))  # type: ignore[arg-type]
+    assert outputs.log == ["flush (blocking)", "changelog 1", "flush (blocking)"]
 
 
 def test_entries_written_before_first_was_kept_still_read() -> None:
