@@ -121,7 +121,8 @@ def ledger_states(store: LedgerStore) -> Iterator[tuple[DeploymentRecord, list[s
     fields = ", ".join(
         f"latest.{ddl.quote_ident(f)} AS {ddl.quote_ident(f)}" for f in _RECORD_FIELDS
     )
-    sql = _STATES_SQL.format(fields=fields, records=ddl.qualified(store.database, ddl.RECORDS))
+    # Hot and cold rows: a deployment whose records moved to cold storage keeps its state.
+    sql = _STATES_SQL.format(fields=fields, records=store.source(ddl.RECORDS))
     _, rows = store.query(sql)
     for row in rows:
         values = dict(zip(_RECORD_FIELDS, row[: len(_RECORD_FIELDS)], strict=True))

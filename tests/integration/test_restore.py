@@ -17,9 +17,11 @@ from shipledger.journal import Journal
 from shipledger.processors.policy import load_policy
 from shipledger.processors.step import process
 from shipledger.producers.publisher import Publisher
-from shipledger.restore import partition_of
+from shipledger.restore import ledger_states, partition_of
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.settings import Settings
+from shipledger.sinks.archive import archive
+from shipledger.sinks.store import LedgerStore
 from shipledger.stack import Stack
 from shipledger.topics import ensure_topics
 
@@ -112,3 +114,16 @@ def test_what_the_broker_forgot_is_restored(tmp_path: Path) -> None:
     assert counts == {"deployment_events": 3, "deployment_records": 3}
     # A clean stop with everything in the ledger leaves no segment with entries behind.
     assert all(journal.read(s).entries == [] for s in journal.segments())
+
+
+def test_state_comes_from_hot_and_cold_records(ledger: LedgerStore) -> None:
+    """Deployments whose records moved to cold Parquet files keep their state."""
+    archive(ledger, cold_after_days=90)
+    _, cold = ledger.query(f"SELECT count() FROM {ledger.source('deployment_records')}")
+    assert ledger.count("deployment_records") == 6 and cold[0][0] == 10  # 4 of 10 are cold
+    states = {
+        (r.tenant, r.deployment_id): (seen, first) for r, seen, first in ledger_states(ledger)
+    }
+    assert len(states) == 10
+    seen, first = states[("acme", "acme-dep-200-0")]
+    assert seen == [first] and first is not None
