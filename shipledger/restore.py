@@ -11,6 +11,9 @@ clean stop, a crash or a kill -9 alike), before the processors, the sink and the
    hold yet (`shipledger.completeness`) is produced again, in journal order, to its topic;
    the sink and the processors drop what they already applied (deterministic ids, the state's
    seen ids), and a repeated first event brings back its alerts.
+3. **Start offsets**: the processors' group gets offset 0 committed on every raw partition,
+   so Faust's seek back to committed offsets after a rebalance re-reads what it dropped
+   (`commit_start_offsets`).
 
 Guarantee: with the ledger and the journal intact, every event acknowledged before the crash
 reaches the ledger once, with the record and alerts it would have had. Not covered: a record
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.partitioner import murmur2
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -203,6 +206,32 @@ def rebuild_state(settings: Settings, bootstrap: str, store: LedgerStore) -> int
     return _produce_all(settings, bootstrap, messages, {"batch.num.messages": 1})
 
 
+def commit_start_offsets(settings: Settings, bootstrap: str) -> None:
+    """Commit offset 0 of every raw partition for the processors' group of a fresh broker.
+
+    After a rebalance Faust seeks its partitions back to their committed offsets, which re-reads
+    any event it fetched and then dropped; with nothing committed it leaves them where the
+    fetcher stopped, past those events (seen: a fresh worker handed offsets 33 and up of a
+    partition first, after a restore). A committed 0 makes that seek real."""
+    topics = Topics.from_settings(settings)
+    consumer = Consumer(
+        {
+            **settings.kafka_common(bootstrap),
+            "group.id": f"{settings.topic_prefix}processors",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        consumer.commit(
+            offsets=[TopicPartition(topics.raw, p, 0) for p in range(settings.topic_partitions)],
+            asynchronous=False,
+        )
+    except KafkaException as exc:
+        raise RestoreError(f"cannot commit the processors' start offsets: {exc}") from exc
+    finally:
+        consumer.close()
+
+
 def restore(
     settings: Settings, bootstrap: str, store: LedgerStore, journal: Journal
 ) -> RestoreReport:
@@ -226,6 +255,7 @@ def restore(
         bootstrap,
         ((e.topic, -1, e.key, e.value, [(k, v) for k, v in e.headers]) for e in todo),
     )
+    commit_start_offsets(settings, bootstrap)
     report = RestoreReport(deployments, len(segments), len(entries), len(todo), skipped)
     log.info(
         "restored",
