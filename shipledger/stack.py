@@ -214,6 +214,12 @@ class Stack:
     def supervise(self, max_restarts: int = 5, window_s: float = 600.0) -> None:
         """`check()`, but first restart a Faust worker that exited; more than `max_restarts`
         exits within `window_s` is a crash loop and raises."""
+        self._restart_exited_workers(max_restarts, window_s)
+        self.check()
+
+    def _restart_exited_workers(self, max_restarts: int = 5, window_s: float = 600.0) -> None:
+        """Restart every worker that exited (RuntimeError on a crash loop, see `supervise`).
+        A worker exits by design when a batch must be redone (`processors.app`)."""
         now = time.monotonic()
         for index, proc in enumerate(self._procs):
             if proc.poll() is None:
@@ -227,7 +233,6 @@ class Stack:
             self._restarts.append(now)
             log.error("worker_exited", code=proc.returncode, worker=index, restarting=True)
             self._procs[index] = self._spawn_worker(index)
-        self.check()
 
     # --- drain: nothing acknowledged may die with the embedded broker's memory ---------
     def pending(self) -> dict[str, int]:
@@ -270,8 +275,9 @@ class Stack:
         """Wait until `pending()` is zero everywhere, at most `timeout_s` (default
         `drain_timeout_s`); returns what is still pending per topic ({} when drained).
 
-        Gives up early if a component it needs is dead, or on `abort_drain()`. A count of -1
-        means unknown: the broker never answered the lag queries.
+        Restarts a worker that exited (as `supervise` does: a worker exits by design to redo
+        a batch); gives up early if a component it needs is dead, or on `abort_drain()`. A
+        count of -1 means unknown: the broker never answered the lag queries.
         """
         timeout_s = self.drain_timeout_s if timeout_s is None else timeout_s
         started = time.monotonic()
@@ -288,7 +294,12 @@ class Stack:
             if error is None and not any(behind.values()):
                 log.info("stack_drained", waited_s=round(waited, 2))
                 return {}
-            if not self._can_drain() or self._drain_abort.is_set() or waited >= timeout_s:
+            if self._drain_abort.is_set() or waited >= timeout_s:
+                break
+            if self._sink_thread is not None:  # a worker that exited meanwhile: restart it
+                with contextlib.suppress(RuntimeError):  # a crash loop: _can_drain says no
+                    self._restart_exited_workers()
+            if not self._can_drain():
                 break
             if time.monotonic() >= next_progress:
                 next_progress += progress_every_s
