@@ -456,7 +456,7 @@ def bench_durable(
     from shipledger.api.server import ApiServer
     from shipledger.journal import Journal
 
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds")}
     for mode, fsync in DURABLE_MODES:
         journal = (
             None
@@ -515,7 +515,8 @@ def _durable_markdown(durable: dict[str, Any]) -> list[str]:
         "journal_fsync": "journal + fdatasync (survives a power loss; default)",
     }
     lines = [
-        "Durable acknowledgement (ingest API of the embedded stack, one run, same stack):",
+        f"Durable acknowledgement (ingest API of the embedded stack, one run on one stack, "
+        f"{durable.get('when', '?')}):",
         "",
         "| mode | events/s, batches | p50 / p99 ms | events/s, 1 per request | p50 / p99 ms |",
         "| --- | --- | --- | --- | --- |",
