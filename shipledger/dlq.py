@@ -20,8 +20,7 @@ from typing import Any, Literal
 import click
 
 from shipledger.journal import Entry, Journal, JournalError
-from shipledger.schemas.letters import REPLAYED_FROM
-from shipledger.schemas.letters import header_text as parse_headers
+from shipledger.schemas.letters import REPLAYED_FROM, header_text
 from shipledger.settings import Settings
 from shipledger.stackfile import journal_dir, resolve_bootstrap
 from shipledger.topics import Topics
@@ -202,7 +201,7 @@ def _letter(msg: Any) -> Letter:
         id=LetterId(msg.partition(), msg.offset()),
         key=msg.key(),
         value=msg.value(),
-        headers=parse_headers(msg.headers()),
+        headers=header_text(msg.headers()),
     )
 
 

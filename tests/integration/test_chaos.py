@@ -82,7 +82,7 @@ def _plan(rng: random.Random, count: int) -> list[Deployment]:
             DeploymentEvent(
                 event_id=f"{tenant}-{index}-{stage}",
                 deployment_id=deployment_id,
-                event_type=event_type,  # type: ignore[arg-type]
+                event_type=event_type,
                 service=f"svc-{index % 7}",
                 environment=environment,
                 tenant=tenant,

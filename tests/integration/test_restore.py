@@ -34,7 +34,7 @@ def _event(deployment: str, event_id: str, event_type: str, tenant: str) -> Depl
     return DeploymentEvent(
         event_id=event_id,
         deployment_id=deployment,
-        event_type=event_type,  # type: ignore[arg-type]
+        event_type=event_type,
         service="checkout",
         environment="prod",
         tenant=tenant,
@@ -55,7 +55,7 @@ def _wait(stack: Stack, done: Callable[[], bool], what: str, timeout_s: float = 
 def test_partition_of_is_the_producers_partitioner(broker: str, settings: Settings) -> None:
     ensure_topics(settings, broker)
     producer = Producer(settings.kafka_producer(broker))
-    got: dict[bytes, int] = {}
+    got: dict[bytes | None, int | None] = {}
     keys = [f"tenant-{i % 3}/dep-{i}".encode() for i in range(40)]
     for key in keys:
         producer.produce(
@@ -76,12 +76,12 @@ def test_what_the_broker_forgot_is_restored(tmp_path: Path) -> None:
         _event("dep-y", "y1", "started", "globex"),  # a new deployment: judged, alerts
     ]
     with Stack(settings, log_dir=tmp_path / "logs") as stack:
-        store = stack.store
-        assert store is not None and stack.restored is not None
+        first_store = stack.store
+        assert first_store is not None and stack.restored is not None
         assert stack.restored.journal_entries == 0
         with Publisher(settings, stack.bootstrap) as publisher:
             publisher.publish_many([first])
-            _wait(stack, lambda: store.count("alerts") == 2, "the first event's alerts")
+            _wait(stack, lambda: first_store.count("alerts") == 2, "the first event's alerts")
             (pid,) = stack.worker_pids
             os.kill(pid, signal.SIGKILL)  # nothing moves through the processors any more
             publisher.publish_many(later)  # journaled, acknowledged, then lost with the broker

@@ -35,7 +35,7 @@ def _event(index: int, stage: int, event_type: str) -> DeploymentEvent:
     return DeploymentEvent(
         event_id=f"e{index}-{stage}",
         deployment_id=f"dep-{index}",
-        event_type=event_type,  # type: ignore[arg-type]
+        event_type=event_type,
         service="checkout",
         environment="prod",
         tenant=f"t{index % 2}",

@@ -14,12 +14,12 @@ from shipledger.dlq import (
     LetterId,
     describe_payload,
     format_table,
-    parse_headers,
     parse_letter_id,
     replay_headers,
     select_letters,
     truncate,
 )
+from shipledger.schemas.letters import header_text as parse_headers
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 
