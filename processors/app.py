@@ -70,6 +70,25 @@ class _ShortFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             consumer, partitions, timeout=timeout, max_records=max_records
         )
 
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        committed: Mapping[Any, int] = await self.call_thread(self._seek_to_committed)
+        return committed
+
+    async def _seek_to_committed(self) -> Mapping[Any, int]:
+        # Faust's safety net after a flow stop or a rebalance: it drops the records it had
+        # fetched and seeks every partition back to its committed offset. aiokafka seeks only
+        # to a committed offset > 0, so a partition committed at 0 (what the restore commits
+        # on a fresh broker) or never committed stayed where the fetcher was, past what was
+        # dropped: a fresh worker was handed offsets 50 and up first (OffsetGuard caught it).
+        # Such a source partition goes back to its start, as auto_offset_reset=earliest means.
+        consumer = self._ensure_consumer()
+        committed: Mapping[Any, int] = await consumer.seek_to_committed()
+        sources = self.app.conf.shipledger_sources
+        for tp, offset in committed.items():
+            if not offset and tp.topic in sources:
+                await consumer.seek_to_beginning(tp)
+        return committed
+
     async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
         # Faust reads a table's changelog up to these offsets when a worker starts, then
         # stops. Tansu's ListOffsets(latest), which aiokafka's end_offsets asks, answers the
@@ -194,6 +213,7 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
     )
     app.conf.shipledger_fetch_wait_ms = settings.fetch_wait_ms
     app.conf.shipledger_kafka = settings.kafka_common(bootstrap)
+    app.conf.shipledger_sources = {topics.raw}
 
     def raw_topic(name: str) -> Any:
         return app.topic(
