@@ -25,11 +25,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from shipledger.journal import Entry, Journal, JournalError
 from shipledger.logging import get_logger
 from shipledger.producers.spool import Spool, SpoolError
 from shipledger.schemas.families import DEPLOYMENT
@@ -38,6 +37,9 @@ from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.stackfile import journal_dir, resolve_bootstrap
 from shipledger.topics import Topics
+
+if TYPE_CHECKING:
+    from shipledger.journal import Journal
 
 EVENT_SCHEMA = "io.shipledger.v1.DeploymentEvent"
 NO_BOOTSTRAP = (
@@ -139,6 +141,9 @@ class Publisher:
             self._producer = Producer(self._config(self.bootstrap))
             directory = journal_dir(settings, self.bootstrap)
             if directory is not None:
+                # Imported here: a CI job sending to a real Kafka never pays for it.
+                from shipledger.journal import Journal
+
                 self._journal = Journal(directory, fsync=settings.journal_fsync)
 
     def _config(self, bootstrap: str) -> dict[str, Any]:
@@ -186,6 +191,8 @@ class Publisher:
         """Journal the events before they are produced (embedded stack only)."""
         if self._journal is None:
             return
+        from shipledger.journal import Entry
+
         self._journal.append(
             [
                 Entry(self.topic, key, value, event.tenant, event.event_id, DEPLOYMENT.name)
@@ -228,7 +235,7 @@ class Publisher:
         encoded = [self._encode(event) for event in events]  # a bug, not an outage, if it fails
         try:
             self._journal_append(events, encoded)
-        except JournalError as exc:
+        except OSError as exc:  # JournalError, or the journal's lock
             self._log.warning("journal refused the events", error=str(exc))
             return self._give_up(list(events), [str(exc)], spool_on_failure)
         for index, (key, value) in enumerate(encoded):
@@ -309,7 +316,7 @@ class Publisher:
             encoded = [self._encode(event) for event in chunk]
             try:
                 self._journal_append(chunk, encoded)
-            except JournalError as exc:
+            except OSError as exc:  # JournalError, or the journal's lock
                 raise PublishError(str(exc)) from exc
             for key, value in encoded:
                 self._produce(producer, key, value, delivered)

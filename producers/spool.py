@@ -157,8 +157,10 @@ class Spool:
         """How many events wait in the spool."""
         return len(self.files())
 
-    def _remove_orphan_temps(self) -> None:
+    def remove_orphan_temps(self) -> None:
         """Delete temp files of writers that died; skipped while any writer is writing."""
+        if not self.directory.is_dir():
+            return
         try:
             with self._flock(WRITE_LOCK, fcntl.LOCK_EX | fcntl.LOCK_NB):
                 for path in self.directory.iterdir():
@@ -184,7 +186,7 @@ class Spool:
         if not self.directory.is_dir():
             return FlushResult(sent=0, remaining=0)
         with self._flock(FLUSH_LOCK, fcntl.LOCK_EX):
-            self._remove_orphan_temps()
+            self.remove_orphan_temps()
             paths: dict[str, list[Path]] = {}  # event_id -> its files, oldest first
             events: list[DeploymentEvent] = []
             quarantined: list[Path] = []

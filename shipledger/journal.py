@@ -52,8 +52,8 @@ LOCK_NAME = "journal.lock"
 SEGMENT_BYTES = 64 * 1024 * 1024
 
 
-class JournalError(RuntimeError):
-    """The journal could not take (or give back) entries."""
+class JournalError(OSError):
+    """The journal could not take (or give back) entries (an OSError: a disk problem)."""
 
 
 @dataclass(frozen=True)
