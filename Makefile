@@ -7,7 +7,7 @@ SOURCES := $(shell find shipledger schemas producers processors sinks -type f \(
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo up test test-unit lint fmt bench bench-api clean
+.PHONY: help install demo up test test-unit chaos lint fmt bench bench-api bench-durable clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ fmt: install ## Format and auto-fix
 test: lint ## Lint, then the whole suite (unit + integration on real Tansu and chDB)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+chaos: install ## Only the chaos test: kill -9 of up and its worker under load, nothing acknowledged lost (SHIPLEDGER_CHAOS_SEED=N to repeat a run)
+	$(BIN)/pytest -m chaos -s $(PYTEST_ARGS)
+
 test-unit: install ## Only the tests that need no broker
 	$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)
 
@@ -56,6 +59,9 @@ bench: install ## Benchmarks on the embedded stack; results in bench/results.jso
 
 bench-api: install ## Only the ingest API benchmark (updates its part of bench/results.*)
 	$(BIN)/shipledger bench --out bench --only api
+
+bench-durable: install ## Only the cost of durable acknowledgement: the API with the journal off, on, fsynced
+	$(BIN)/shipledger bench --out bench --only durable
 
 clean: ## Remove the venv, data dir and caches
 	rm -rf $(VENV) .shipledger .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -3,17 +3,23 @@ producer.
 
 Faust's own `topic.send` costs hundreds of microseconds per message in Python; librdkafka
 queues a message in microseconds and batches in C. The agent flushes this producer at the end
-of every batch, before Faust acks (and later commits) the batch's source offsets: outputs are
-durable before their inputs are committed, so delivery stays at-least-once.
+of every batch, twice: first the records, alerts and dead letters, then the table changelog
+entries that say the batch's events were applied, and only then does Faust ack (and later
+commit) the batch's source offsets. So a crash at any point leaves either the inputs
+uncommitted (the batch is redone from the older state, with the same deterministic ids) or
+every output durable: delivery stays at-least-once and no event is marked applied whose
+outputs were lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from shipledger.schemas.families import scoped_key
+from shipledger.schemas.letters import Headers
 from shipledger.schemas.models import Alert, DeploymentRecord
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
@@ -66,23 +72,36 @@ class Outputs:
             except BufferError:  # local queue full: serve callbacks until there is room
                 self._producer.poll(0.05)
 
-    def encode(self, record: DeploymentRecord, alerts: list[Alert]) -> list[Payload]:
+    def encode(self, record: DeploymentRecord | None, alerts: list[Alert]) -> list[Payload]:
         """Serialize one event's results (raises EncodeError) before any of them is queued,
-        so an event's outputs go out all together or not at all."""
-        key = scoped_key(record.tenant, record.deployment_id)
+        so an event's outputs go out all together or not at all. Without a record: only
+        the alerts (a replayed first event's)."""
+        records = [] if record is None else [record]
         return [
-            (self.topics.records, key, self._records.encode(record.to_avro())),
-            *((self.topics.alerts, key, self._alerts.encode(a.to_avro())) for a in alerts),
+            *(
+                (
+                    self.topics.records,
+                    scoped_key(r.tenant, r.deployment_id),
+                    self._records.encode(r.to_avro()),
+                )
+                for r in records
+            ),
+            *(
+                (
+                    self.topics.alerts,
+                    scoped_key(a.tenant, a.deployment_id),
+                    self._alerts.encode(a.to_avro()),
+                )
+                for a in alerts
+            ),
         ]
 
-    def send(self, payloads: list[Payload]) -> None:
+    def send(self, payloads: Sequence[Payload]) -> None:
         """Queue encoded outputs."""
         for topic, key, value in payloads:
             self._produce(topic, key, value)
 
-    def dead_letter(
-        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, str | bytes | None]]
-    ) -> None:
+    def dead_letter(self, key: bytes | None, value: bytes | None, headers: Headers) -> None:
         """Queue the original bytes of a rejected message with its reason headers."""
         self._produce(self.topics.dlq, key, value, headers)
 

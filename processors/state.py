@@ -11,7 +11,13 @@ deployment_id)`, JSON-encoded on the changelog like every key Faust's table code
 two tenants' deployments with the same id (a Jenkins `job:build`) are two entries.
 
 Each entry remembers the ids of the last events applied to it, so an event delivered twice
-(a spool resend, a replay after a crash) is recognized and not applied a second time.
+(a spool resend, a replay after a crash) is recognized and not applied a second time, and the
+id of the deployment's first event, whose alerts a replay of it must emit again (they may not
+have reached the ledger: see `processors.handler`).
+
+`up` rebuilds this table from the ledger when the embedded broker starts empty
+(`shipledger.restore`): it writes `Entry.to_json()` values to the changelog itself, so the
+format here is also what the restore writes.
 """
 
 from __future__ import annotations
@@ -29,16 +35,40 @@ SEEN_IDS = 64
 
 @dataclass(frozen=True)
 class Entry:
-    """A deployment's record and the ids of the events already applied to it."""
+    """A deployment's record, the ids of the events already applied to it (oldest first) and
+    the id of its first event (None if unknown: an entry written before it was kept)."""
 
     record: DeploymentRecord
     seen: tuple[str, ...]
+    first: str | None = None
 
     def to_json(self) -> bytes:
         """The changelog value."""
         return json.dumps(
-            {"record": self.record.model_dump(mode="json"), "seen": list(self.seen)}
+            {
+                "record": self.record.model_dump(mode="json"),
+                "seen": list(self.seen),
+                "first": self.first,
+            }
         ).encode()
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Entry:
+        """An entry from its changelog value (as Faust recovers it: parsed JSON)."""
+        return cls(
+            DeploymentRecord.model_validate(value["record"]),
+            tuple(value["seen"]),
+            value.get("first"),
+        )
+
+    def applied(self, event_id: str, record: DeploymentRecord) -> Entry:
+        """This entry after `event_id` produced `record`."""
+        return Entry(record, (*self.seen, event_id)[-SEEN_IDS:], self.first)
+
+    @staticmethod
+    def new(event_id: str, record: DeploymentRecord) -> Entry:
+        """The entry of a deployment whose first event is `event_id`."""
+        return Entry(record, (event_id,), event_id)
 
 
 def state_key(tenant: str, deployment_id: str) -> str:
@@ -59,20 +89,23 @@ class DeploymentState:
         value = self._table.data.get(key)
         if value is None or isinstance(value, Entry):
             return value
-        # Recovered from the changelog as plain JSON.
-        return Entry(DeploymentRecord.model_validate(value["record"]), tuple(value["seen"]))
+        return Entry.from_json(value)  # recovered from the changelog as plain JSON
 
     def put(self, key: str, partition: int, record: DeploymentRecord, event_id: str) -> None:
         """Store the record applied from `event_id`; its changelog entry goes with the batch."""
         previous = self.get(key)
-        seen = (*previous.seen, event_id)[-SEEN_IDS:] if previous else (event_id,)
-        entry = Entry(record, seen)
+        entry = previous.applied(event_id, record) if previous else Entry.new(event_id, record)
         self._table.data[key] = entry
         self._pending[key] = (partition, entry)
 
-    def flush_changelog(self, outputs: Outputs) -> None:
-        """Queue the latest value of every key changed since the last call."""
+    def flush_changelog(self, outputs: Outputs) -> int:
+        """Queue the latest value of every key changed since the last call; how many.
+
+        Call it only once the outputs of those changes are acknowledged (`processors.app`):
+        an entry says its events were applied, and a restarted worker skips them."""
         topic = self._table.changelog_topic.get_topic_name()
         for key, (partition, entry) in self._pending.items():
             outputs.changelog(topic, partition, json.dumps(key).encode(), entry.to_json())
+        count = len(self._pending)
         self._pending.clear()
+        return count

@@ -551,8 +551,7 @@ def flush(bootstrap: str | None) -> None:
     log = get_logger("flush")
     spool = Spool(settings)
     if spool.pending() == 0:
-        # Nothing to send, but writers killed mid-write may have left temp files behind.
-        spool.remove_orphan_temps()
+        spool.remove_orphan_temps()  # what writers killed mid-write left (spool.flush does too)
         click.echo(f"sent 0, 0 remaining: the spool is empty ({spool.directory})")
         return
     with Publisher(settings, bootstrap) as publisher:

@@ -11,6 +11,11 @@ Two paths:
 
 Guarantee: at-least-once. An event whose acknowledgement did not arrive in time is spooled and
 sent again later, so it may reach Kafka twice; consumers deduplicate by `event_id`.
+
+Sending to the embedded broker of a running `shipledger up` (which keeps messages in memory),
+both paths first append the events to that stack's write-ahead journal (`shipledger.journal`),
+so what the broker acknowledged survives a crash of `up`; an event the journal refused is not
+sent (and spooled, on the acknowledged path).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -30,8 +35,11 @@ from shipledger.schemas.families import DEPLOYMENT
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
-from shipledger.stackfile import resolve_bootstrap
+from shipledger.stackfile import journal_dir, resolve_bootstrap
 from shipledger.topics import Topics
+
+if TYPE_CHECKING:
+    from shipledger.journal import Journal
 
 EVENT_SCHEMA = "io.shipledger.v1.DeploymentEvent"
 NO_BOOTSTRAP = (
@@ -45,6 +53,21 @@ NO_BOOTSTRAP = (
 _FRESH_S = 1.0
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+#: Events journaled (one write and one fsync) together on the fast path.
+_JOURNAL_CHUNK = 1000
+
+
+def _chunks(events: Iterable[DeploymentEvent], size: int) -> Iterable[list[DeploymentEvent]]:
+    chunk: list[DeploymentEvent] = []
+    for event in events:
+        chunk.append(event)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 class PublishError(RuntimeError):
@@ -113,8 +136,15 @@ class Publisher:
         self._broker_errors: list[str] = []
         self._served_at = time.monotonic()
         self._producer: Producer | None = None
+        self._journal: Journal | None = None
         if self.bootstrap:
             self._producer = Producer(self._config(self.bootstrap))
+            directory = journal_dir(settings, self.bootstrap)
+            if directory is not None:
+                # Imported here: a CI job sending to a real Kafka never pays for it.
+                from shipledger.journal import Journal
+
+                self._journal = Journal(directory, fsync=settings.journal_fsync)
 
     def _config(self, bootstrap: str) -> dict[str, Any]:
         timeout_ms = max(int(self._settings.emit_timeout_s * 1000), 1)
@@ -155,6 +185,21 @@ class Publisher:
     def _encode(self, event: DeploymentEvent) -> tuple[bytes, bytes]:
         return DEPLOYMENT.key(event), self._codec.encode(event.to_avro())
 
+    def _journal_append(
+        self, events: Sequence[DeploymentEvent], encoded: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        """Journal the events before they are produced (embedded stack only)."""
+        if self._journal is None:
+            return
+        from shipledger.journal import Entry
+
+        self._journal.append(
+            [
+                Entry(self.topic, key, value, event.tenant, event.event_id, DEPLOYMENT.name)
+                for event, (key, value) in zip(events, encoded, strict=True)
+            ]
+        )
+
     def _produce(self, producer: Producer, key: bytes, value: bytes, cb: DeliveryCallback) -> None:
         while True:
             try:
@@ -188,6 +233,11 @@ class Publisher:
             self._broker_errors.clear()
         pending = _Pending(len(events))
         encoded = [self._encode(event) for event in events]  # a bug, not an outage, if it fails
+        try:
+            self._journal_append(events, encoded)
+        except OSError as exc:  # JournalError, or the journal's lock
+            self._log.warning("journal refused the events", error=str(exc))
+            return self._give_up(list(events), [str(exc)], spool_on_failure)
         for index, (key, value) in enumerate(encoded):
             self._produce(producer, key, value, pending.callback(index))
         deadline = time.monotonic() + self._settings.emit_timeout_s + 0.5
@@ -262,11 +312,16 @@ class Publisher:
                 on_delivery(err, msg)
 
         count = 0
-        for event in events:
-            key, value = self._encode(event)
-            self._produce(producer, key, value, delivered)
-            producer.poll(0)
-            count += 1
+        for chunk in _chunks(events, _JOURNAL_CHUNK):
+            encoded = [self._encode(event) for event in chunk]
+            try:
+                self._journal_append(chunk, encoded)
+            except OSError as exc:  # JournalError, or the journal's lock
+                raise PublishError(str(exc)) from exc
+            for key, value in encoded:
+                self._produce(producer, key, value, delivered)
+                producer.poll(0)
+            count += len(chunk)
         # Every queued message succeeds or times out within message.timeout.ms of the last one.
         left = producer.flush(self._settings.emit_timeout_s + 1.0)
         if failures or left:

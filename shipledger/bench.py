@@ -40,9 +40,9 @@ from shipledger.traffic import day_of_traffic, demo_day, demo_policy
 
 EVENT = AvroCodec("io.shipledger.v1.DeploymentEvent")
 #: The measures, in the order they run (the passthrough's own Faust worker goes last).
-SECTIONS = ("pipeline", "emit", "api", "passthrough", "audit", "query")
+SECTIONS = ("pipeline", "emit", "api", "durable", "passthrough", "audit", "query")
 #: Sections measured on a running embedded stack (audit builds its own ledger).
-_STACK_SECTIONS = ("pipeline", "emit", "api", "passthrough")
+_STACK_SECTIONS = ("pipeline", "emit", "api", "durable", "passthrough")
 
 
 @dataclass(frozen=True)
@@ -381,13 +381,13 @@ def bench_emit(stack: Stack, runs: int) -> dict[str, Any]:
     }
 
 
-def bench_api(stack: Stack, batches: int, batch_size: int, threads: int) -> dict[str, Any]:
-    """Sustained events/s through `POST /v1/events` (batches over keep-alive connections from
-    a client process) and request → 202 latency, the 202 coming after Kafka's acks."""
-    assert stack.api is not None
+def _api_load(
+    stack: Stack, url: str, batches: int, batch_size: int, threads: int
+) -> dict[str, Any]:
+    """Drive `POST /v1/events` at `url` from a client process (after a warm-up): events/s and
+    request → 202 latency."""
     from shipledger.api.auth import AuthStore
 
-    url = stack.api.url
     auth = AuthStore(stack.settings.resolved_auth_db)
     try:
         token, _ = auth.create_token("bench", ("ingest",), name="bench")
@@ -419,7 +419,6 @@ def bench_api(stack: Stack, batches: int, batch_size: int, threads: int) -> dict
         return result
 
     load(max(1, threads))  # warm-up: connections, producer, codecs
-    click.echo(f"  api: {batches} requests of {batch_size} events, {threads} connections ...")
     result = load(batches)
     events = batches * batch_size
     return {
@@ -430,6 +429,72 @@ def bench_api(stack: Stack, batches: int, batch_size: int, threads: int) -> dict
         "seconds": round(result["seconds"], 2),
         "events_per_second": round(events / result["seconds"]),
         "request_to_ack": asdict(Latency.of(result["latencies_ms"])),
+        "latencies_ms": result["latencies_ms"],
+    }
+
+
+def bench_api(stack: Stack, batches: int, batch_size: int, threads: int) -> dict[str, Any]:
+    """Sustained events/s through `POST /v1/events` (batches over keep-alive connections from
+    a client process) and request → 202 latency, the 202 coming after the journal's fsync and
+    Kafka's acks (the API `up` serves)."""
+    assert stack.api is not None
+    click.echo(f"  api: {batches} requests of {batch_size} events, {threads} connections ...")
+    result = _api_load(stack, stack.api.url, batches, batch_size, threads)
+    del result["latencies_ms"]
+    return result
+
+
+#: The journal modes the durable-acknowledgement section compares, in the order run.
+DURABLE_MODES = (("journal_off", None), ("journal_no_fsync", False), ("journal_fsync", True))
+
+
+def bench_durable(
+    stack: Stack, batches: int, batch_size: int, threads: int, single_batches: int
+) -> dict[str, Any]:
+    """The cost of durable acknowledgement: the ingest API's events/s and latency with no
+    journal (a 202 after Kafka's acks only: what a crash of the embedded broker could lose),
+    with the journal written but not fsynced (survives a crash of any process), and with it
+    fsynced (survives a power loss too: the default). Each mode is a fresh API server on
+    the same stack, measured with batches of `batch_size` events and with one event per
+    request (where the per-request fsync weighs most).
+
+    The stack slows down as its ledger grows (the sink's id checks), which favoured whichever
+    mode ran first (measured: up to 40 %). So every run starts on an idle pipeline and the
+    modes run twice, in an order and its reverse (ABCCBA); each figure is over both runs."""
+    from shipledger.api.server import ApiServer
+    from shipledger.journal import Journal
+
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for mode, fsync in [*DURABLE_MODES, *reversed(DURABLE_MODES)]:
+        journal = (
+            None
+            if fsync is None
+            else Journal(stack.settings.data_dir / f"bench-{mode}", fsync=fsync)
+        )
+        stack.drain(timeout_s=300)  # the previous run's events must not compete for the CPU
+        click.echo(f"  durable: {mode} ...")
+        with ApiServer(stack.settings, stack.bootstrap, journal=journal) as api:
+            mine = runs.setdefault(mode, {"batched": [], "single": []})
+            mine["batched"].append(_api_load(stack, api.url, batches, batch_size, threads))
+            mine["single"].append(_api_load(stack, api.url, single_batches, 1, threads))
+    results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds")}
+    for mode, shapes in runs.items():
+        results[mode] = {shape: _combined(measured) for shape, measured in shapes.items()}
+    return results
+
+
+def _combined(measured: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several `_api_load` runs as one: events over seconds, latency over every request."""
+    events = sum(m["events"] for m in measured)
+    seconds = sum(m["seconds"] for m in measured)
+    latencies = [ms for m in measured for ms in m["latencies_ms"]]
+    return {
+        "runs": len(measured),
+        "batch_size": measured[0]["batch_size"],
+        "events": events,
+        "seconds": round(seconds, 2),
+        "events_per_second": round(events / seconds),
+        "request_to_ack": asdict(Latency.of(latencies)),
     }
 
 
@@ -462,11 +527,40 @@ def _markdown(results: dict[str, Any]) -> str:
             f"{a['request_to_ack']['p50_ms']} ms, p99 {a['request_to_ack']['p99_ms']} ms.",
             "",
         ]
+    if "durable" in results:
+        lines += _durable_markdown(results["durable"])
     if "audit" in results:
         lines += _audit_markdown(results["audit"])
     if "query" in results:
         lines += _query_markdown(results["query"])
     return "\n".join(lines)
+
+
+def _durable_markdown(durable: dict[str, Any]) -> list[str]:
+    names = {
+        "journal_off": "no journal (202 after Kafka's acks only)",
+        "journal_no_fsync": "journal, no fsync (survives a crash)",
+        "journal_fsync": "journal + fdatasync (survives a power loss; default)",
+    }
+    lines = [
+        f"Durable acknowledgement (ingest API of the embedded stack, one run on one stack, "
+        f"{durable.get('when', '?')}; each mode measured twice, in the order below and its "
+        "reverse, every run from an idle pipeline):",
+        "",
+        "| mode | events/s, batches | p50 / p99 ms | events/s, 1 per request | p50 / p99 ms |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for mode, _ in DURABLE_MODES:
+        if mode not in durable:
+            continue
+        b, one = durable[mode]["batched"], durable[mode]["single"]
+        lines.append(
+            f"| {names[mode]} | {b['events_per_second']} ({b['batch_size']} per request) | "
+            f"{b['request_to_ack']['p50_ms']} / {b['request_to_ack']['p99_ms']} | "
+            f"{one['events_per_second']} | {one['request_to_ack']['p50_ms']} / "
+            f"{one['request_to_ack']['p99_ms']} |"
+        )
+    return [*lines, ""]
 
 
 def _audit_markdown(audit: dict[str, Any]) -> list[str]:
@@ -555,13 +649,15 @@ def bench(
     audit_records: int,
 ) -> None:
     """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
-    Faust passthrough agent on the same broker, the cost of one `shipledger emit`, and the
-    ingest API's events/s and request → Kafka ack latency, `audit verify` over a large
-    ledger with its bytes on disk per event, and the read-query guard's latency.
+    Faust passthrough agent on the same broker, the cost of one `shipledger emit`, the
+    ingest API's events/s and request → Kafka ack latency (with and without the durable
+    journal), `audit verify` over a large ledger with its bytes on disk per event, and the
+    read-query guard's latency.
 
     \b
       shipledger bench --out bench              # everything (make bench)
       shipledger bench --out bench --only api   # just the ingest API (make bench-api)
+      shipledger bench --out bench --only durable  # the journal's cost (make bench-durable)
       shipledger bench --out bench --only audit # audit verify over 1M events
       shipledger bench --out bench --only query # the read-query guard's cost
     """
@@ -594,6 +690,9 @@ def bench(
                 "pipeline": lambda: bench_pipeline(stack, events, rate, seconds),
                 "emit": lambda: bench_emit(stack, emit_runs),
                 "api": lambda: bench_api(stack, api_requests, api_batch, api_connections),
+                "durable": lambda: bench_durable(
+                    stack, api_requests, api_batch, api_connections, api_requests * 2
+                ),
                 "passthrough": lambda: bench_passthrough(stack, min(events, 30_000), rate, seconds),
             }
             for section in on_stack:

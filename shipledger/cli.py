@@ -27,6 +27,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "audit": ("shipledger.sinks.audit_cli", "audit", "Verify the ledger's hash chains; grants."),
     "dlq": ("shipledger.dlq", "dlq", "Inspect and replay dead-lettered messages."),
+    "journal": (
+        "shipledger.journal_cli",
+        "journal",
+        "Show the embedded stack's write-ahead journal.",
+    ),
     "query": ("shipledger.query_cli", "query", "Run read-only SQL over the ledger (hot + cold)."),
     "archive": (
         "shipledger.sinks.archive",

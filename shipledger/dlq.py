@@ -19,14 +19,15 @@ from typing import Any, Literal
 
 import click
 
+from shipledger.journal import Entry, Journal, JournalError
+from shipledger.schemas.letters import REPLAYED_FROM, header_text
 from shipledger.settings import Settings
-from shipledger.stackfile import resolve_bootstrap
+from shipledger.stackfile import journal_dir, resolve_bootstrap
 from shipledger.tables import render_table
 from shipledger.topics import Topics
 
 Stage = Literal["processors", "sink"]
 STAGES: tuple[Stage, ...] = ("processors", "sink")
-REPLAYED_FROM = "replayed_from"
 EVENT_SCHEMA = "io.shipledger.v1.DeploymentEvent"
 REASON_WIDTH = 60
 RAW_PREVIEW_BYTES = 300
@@ -69,25 +70,6 @@ class LetterIdParam(click.ParamType):
             return parse_letter_id(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
-
-
-def parse_headers(raw: Any) -> dict[str, str]:
-    """Kafka headers (a list of pairs or a dict, values bytes/str/None) as text.
-
-    Undecodable bytes are replaced rather than failing; a repeated header keeps its last value.
-    """
-    if not raw:
-        return {}
-    pairs: Iterable[tuple[str, Any]] = raw.items() if isinstance(raw, dict) else raw
-    out: dict[str, str] = {}
-    for key, value in pairs:
-        if value is None:
-            out[key] = ""
-        elif isinstance(value, bytes | bytearray):
-            out[key] = bytes(value).decode("utf-8", errors="replace")
-        else:
-            out[key] = str(value)
-    return out
 
 
 @dataclass(frozen=True)
@@ -219,7 +201,7 @@ def _letter(msg: Any) -> Letter:
         id=LetterId(msg.partition(), msg.offset()),
         key=msg.key(),
         value=msg.value(),
-        headers=parse_headers(msg.headers()),
+        headers=header_text(msg.headers()),
     )
 
 
@@ -305,6 +287,35 @@ def read_letter(
     return next((x for x in found if x.id == letter_id), None)
 
 
+def journal_entry(settings: Settings, letter: Letter) -> Entry:
+    """The journal entry of a replayed letter: its family, tenant and event id read from the
+    payload when it decodes (else the tenant of its `tenant/...` key and no event id)."""
+    from shipledger.schemas.families import FAMILIES
+    from shipledger.schemas.registry import AvroCodec, DecodeError
+
+    assert letter.source_topic is not None
+    family = next(
+        (f for f in FAMILIES.values() if settings.topic(f.topic) == letter.source_topic), None
+    )
+    tenant = (letter.key or b"").decode("utf-8", errors="replace").partition("/")[0]
+    event_id = ""
+    if family is not None:
+        try:
+            decoded = AvroCodec(family.schema).decode(letter.value)
+            tenant, event_id = str(decoded["tenant"]), str(decoded["event_id"])
+        except (DecodeError, KeyError):
+            pass
+    return Entry(
+        letter.source_topic,
+        letter.key,
+        letter.value or b"",
+        tenant,
+        event_id,
+        family.name if family is not None else "",
+        ((REPLAYED_FROM, str(letter.id).encode()),),
+    )
+
+
 def replay(
     settings: Settings, bootstrap: str, letters: Sequence[Letter], timeout_s: float = 30.0
 ) -> int:
@@ -312,6 +323,16 @@ def replay(
     the broker acknowledged. Letters without a source topic must be filtered out first."""
     from confluent_kafka import Producer
 
+    directory = journal_dir(settings, bootstrap)
+    # The embedded broker keeps messages in memory only: journal the events first. Letters of
+    # the derived topics (records, alerts) are not events: their raw events make them again.
+    entries = [journal_entry(settings, letter) for letter in letters]
+    entries = [entry for entry in entries if entry.family]
+    if directory is not None and entries:
+        try:
+            Journal(directory, fsync=settings.journal_fsync).append(entries)
+        except JournalError as exc:
+            raise click.ClickException(f"replay not sent: {exc}") from exc
     producer = Producer(settings.kafka_producer(bootstrap))
     failures: list[str] = []
 

@@ -139,3 +139,26 @@ def committed_offsets(
             raise KafkaException(tp.error)
         out[(tp.topic, tp.partition)] = None if tp.offset < 0 else tp.offset
     return out
+
+
+def first_unprocessed(
+    conf: Mapping[str, Any], group: str, partitions: Sequence[Partition], timeout_s: float = 10.0
+) -> dict[Partition, int]:
+    """Where `group` must resume each partition: its committed offset, or the partition's
+    first stored offset (low watermark) where it never committed."""
+    committed = committed_offsets(conf, group, partitions, timeout_s)
+    missing = [tp for tp in partitions if committed.get(tp) is None]
+    lows: dict[Partition, int] = {}
+    if missing:
+        consumer = _probe(conf, group)
+        try:
+            for topic, p in missing:
+                low, _ = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout_s)
+                lows[(topic, p)] = max(0, low)
+        finally:
+            consumer.close()
+    out: dict[Partition, int] = {}
+    for tp in partitions:
+        offset = committed.get(tp)
+        out[tp] = lows[tp] if offset is None else offset
+    return out

@@ -95,6 +95,20 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- durable acknowledgement (embedded stack) --------------------------------------
+    journal_fsync: bool = Field(
+        default=True,
+        description=(
+            "fdatasync the embedded stack's write-ahead journal before acknowledging (a 202, "
+            "`emit` exit 0): acknowledged events then survive a power loss, not only a crash."
+        ),
+    )
+    journal_compact_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=("How often `up` deletes journal segments whose every event is in the ledger."),
+    )
+
     # --- consumers ---------------------------------------------------------------------
     fetch_wait_ms: int = Field(
         default=10,
@@ -257,6 +271,11 @@ class Settings(BaseSettings):
     def resolved_auth_db(self) -> Path:
         """The API's token and webhook-secret store."""
         return self.auth_db or self.data_dir / "auth.sqlite3"
+
+    @property
+    def journal_dir(self) -> Path:
+        """Where the embedded stack's write-ahead journal lives (`shipledger.journal`)."""
+        return self.data_dir / "journal"
 
     @property
     def resolved_spool_dir(self) -> Path:

@@ -21,8 +21,11 @@ import click
 from confluent_kafka import KafkaException
 
 from shipledger.broker import EmbeddedBroker, die_with_parent, stop_process
+from shipledger.journal import Journal
+from shipledger.journal_keeper import JournalKeeper
 from shipledger.lag import committed_offsets, end_offsets, lag_by_topic, partitions_of
 from shipledger.logging import configure_logging, get_logger
+from shipledger.restore import RestoreReport, restore
 from shipledger.settings import Settings
 from shipledger.sinks.archive import Archiver
 from shipledger.sinks.sink import ClickHouseSink
@@ -43,9 +46,15 @@ class Stack:
     None leaves them on this process's stderr. `api` also serves the ingest API (on
     `settings.api_host:api_port`) on a thread of this process, sharing the ledger store.
 
-    The embedded broker keeps everything in memory, so `stop()` first drains it (see
-    `drain`), for at most `drain_timeout_s`; what is still pending then is lost and listed in
-    `abandoned`. With an external broker (`bootstrap`), Kafka keeps the data: no drain.
+    The embedded broker keeps everything in memory. What makes an acknowledgement durable
+    anyway: every writer journals an event before producing it (`shipledger.journal`, under
+    `<data_dir>/journal`, advertised in the stack file); `start()` rebuilds what a previous
+    broker took with it (`shipledger.restore`: the processors' state from the ledger, the
+    journaled events the ledger lacks) before anything consumes or serves, and `restored`
+    says what it did; a `JournalKeeper` deletes segments the ledger holds entirely. `stop()`
+    also drains the broker (see `drain`) for at most `drain_timeout_s`; what is still pending
+    then is listed in `abandoned`, and the next start sends it again from the journal.
+    With an external broker (`bootstrap`), Kafka keeps the data: no journal, no drain.
 
     Children (broker, workers) run in their own sessions, so a Ctrl-C in the terminal reaches
     only this process, which stops them in order; on Linux they also get SIGTERM if this
@@ -82,6 +91,9 @@ class Stack:
         self.topics = Topics.from_settings(settings)
         self._serve_api = api
         self.api: ApiServer | None = None
+        self.journal: Journal | None = None
+        self._keeper: JournalKeeper | None = None
+        self.restored: RestoreReport | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -101,6 +113,16 @@ class Stack:
         ensure_topics(self.settings, self.bootstrap)
         self.store = LedgerStore.open(self.settings)
         self.store.ensure_schema()
+        if self._broker is not None:  # a fresh, empty broker: rebuild before anyone reads
+            self.journal = Journal(self.settings.journal_dir, fsync=self.settings.journal_fsync)
+            self.restored = restore(self.settings, self.bootstrap, self.store, self.journal)
+            self._keeper = JournalKeeper(
+                self.journal,
+                self.store,
+                self.topics,
+                self.settings.journal_compact_interval_s,
+            )
+            self._keeper.start()
         if self.store.cold_root is not None:  # a server tiers by TTL instead
             self._archiver = Archiver(self.store, self.settings)
             self._archiver.start()
@@ -112,7 +134,7 @@ class Stack:
         if self._serve_api:
             from shipledger.api.server import ApiServer
 
-            self.api = ApiServer(self.settings, self.bootstrap, self.store)
+            self.api = ApiServer(self.settings, self.bootstrap, self.store, self.journal)
             self.api.start()
         write_stack(
             self.settings,
@@ -122,6 +144,7 @@ class Stack:
                 clickhouse_url=self.settings.resolved_clickhouse_url,
                 api_url=self.api.url if self.api else None,
                 api_token=self.api.operator_token() if self.api else None,
+                journal=str(self.journal.directory.resolve()) if self.journal else None,
             ),
         )
         log.info(
@@ -155,6 +178,11 @@ class Stack:
             preexec_fn=die_with_parent(),
         )
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the Faust workers (for operators' tools and the chaos test)."""
+        return [proc.pid for proc in self._procs]
+
     def restart_workers(self) -> None:
         """Stop every Faust worker (SIGTERM: commit and leave) and start fresh ones, which
         recover the deployments table from its changelog."""
@@ -186,6 +214,12 @@ class Stack:
     def supervise(self, max_restarts: int = 5, window_s: float = 600.0) -> None:
         """`check()`, but first restart a Faust worker that exited; more than `max_restarts`
         exits within `window_s` is a crash loop and raises."""
+        self._restart_exited_workers(max_restarts, window_s)
+        self.check()
+
+    def _restart_exited_workers(self, max_restarts: int = 5, window_s: float = 600.0) -> None:
+        """Restart every worker that exited (RuntimeError on a crash loop, see `supervise`).
+        A worker exits by design when a batch must be redone (`processors.app`)."""
         now = time.monotonic()
         for index, proc in enumerate(self._procs):
             if proc.poll() is None:
@@ -199,7 +233,6 @@ class Stack:
             self._restarts.append(now)
             log.error("worker_exited", code=proc.returncode, worker=index, restarting=True)
             self._procs[index] = self._spawn_worker(index)
-        self.check()
 
     # --- drain: nothing acknowledged may die with the embedded broker's memory ---------
     def pending(self) -> dict[str, int]:
@@ -242,8 +275,9 @@ class Stack:
         """Wait until `pending()` is zero everywhere, at most `timeout_s` (default
         `drain_timeout_s`); returns what is still pending per topic ({} when drained).
 
-        Gives up early if a component it needs is dead, or on `abort_drain()`. A count of -1
-        means unknown: the broker never answered the lag queries.
+        Restarts a worker that exited (as `supervise` does: a worker exits by design to redo
+        a batch); gives up early if a component it needs is dead, or on `abort_drain()`. A
+        count of -1 means unknown: the broker never answered the lag queries.
         """
         timeout_s = self.drain_timeout_s if timeout_s is None else timeout_s
         started = time.monotonic()
@@ -260,7 +294,12 @@ class Stack:
             if error is None and not any(behind.values()):
                 log.info("stack_drained", waited_s=round(waited, 2))
                 return {}
-            if not self._can_drain() or self._drain_abort.is_set() or waited >= timeout_s:
+            if self._drain_abort.is_set() or waited >= timeout_s:
+                break
+            if self._sink_thread is not None:  # a worker that exited meanwhile: restart it
+                with contextlib.suppress(RuntimeError):  # a crash loop: _can_drain says no
+                    self._restart_exited_workers()
+            if not self._can_drain():
                 break
             if time.monotonic() >= next_progress:
                 next_progress += progress_every_s
@@ -326,6 +365,11 @@ class Stack:
         if self._archiver is not None:
             self._archiver.stop()
             self._archiver = None
+        if self._keeper is not None:
+            self._keeper.stop()
+            if self.store is not None and not self.abandoned and interrupted is None:
+                self._compact_after_drain(self._keeper)
+            self._keeper = None
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -336,6 +380,14 @@ class Stack:
         log.info("stack_stopped")
         if interrupted is not None:
             raise interrupted
+
+    def _compact_after_drain(self, keeper: JournalKeeper) -> None:
+        """Everything is in the ledger: the journal can go (what cannot stays, and is sent
+        again at the next start)."""
+        try:
+            keeper.compact()
+        except Exception:
+            log.exception("journal_compaction_failed")
 
     def __enter__(self) -> Stack:
         try:
@@ -398,6 +450,8 @@ def up(bootstrap: str | None, data_dir: Path | None, workers: int, api_port: int
         signal.signal(signum, _on_signal)
     try:
         with stack:
+            if stack.restored is not None:
+                _say(f"shipledger: {stack.restored.summary()}.")
             api_url = stack.api.url if stack.api else "-"
             _say(
                 f"shipledger is up: broker {stack.bootstrap}, ClickHouse "
@@ -421,7 +475,10 @@ def up(bootstrap: str | None, data_dir: Path | None, workers: int, api_port: int
             lost = ", ".join(
                 f"{topic}: {'unknown' if n < 0 else n}" for topic, n in stack.abandoned.items()
             )
-            _say(f"shipledger: messages not through the pipeline, lost with the broker ({lost}).")
+            _say(
+                f"shipledger: messages not through the pipeline yet ({lost}): the next "
+                "`shipledger up` sends the journaled ones again."
+            )
     _say("shipledger stopped." if stack.abandoned else "shipledger stopped cleanly.")
 
 

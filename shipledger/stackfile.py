@@ -27,6 +27,9 @@ class StackInfo(BaseModel):
     api_url: str | None = None
     #: Admin token for that API, for commands run by the same user on this machine.
     api_token: str | None = None
+    #: The write-ahead journal of an embedded broker (`shipledger.journal`): whoever sends to
+    #: `bootstrap` journals first. None with an external broker (Kafka keeps the data).
+    journal: str | None = None
 
 
 def stack_path(settings: Settings) -> Path:
@@ -67,6 +70,15 @@ def read_stack(settings: Settings) -> StackInfo | None:
     except PermissionError:
         pass
     return info
+
+
+def journal_dir(settings: Settings, bootstrap: str | None) -> Path | None:
+    """The journal to write before sending to `bootstrap`: that of the running `up` whose
+    embedded broker `bootstrap` is, else None (another broker keeps what it acknowledges)."""
+    info = read_stack(settings)
+    if info is None or info.journal is None or bootstrap != info.bootstrap:
+        return None
+    return Path(info.journal)
 
 
 def resolve_bootstrap(settings: Settings) -> str | None:

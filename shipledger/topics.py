@@ -23,6 +23,8 @@ class Topics:
     artifacts: str
     signals: str
     catalog: str
+    #: The prefix every name starts with (`Settings.topic_prefix`).
+    prefix: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
@@ -37,6 +39,7 @@ class Topics:
             artifacts=settings.topic("artifacts"),
             signals=settings.topic("signals"),
             catalog=settings.topic("catalog"),
+            prefix=settings.topic_prefix,
         )
 
     def families(self) -> list[str]:
@@ -44,8 +47,19 @@ class Topics:
         return [self.changes, self.source, self.artifacts, self.signals, self.catalog]
 
     def sunk(self) -> list[str]:
-        """Every topic the sink reads into the ledger."""
-        return [self.raw, self.records, self.alerts, *self.families()]
+        """Every topic the sink reads into the ledger (dead letters too)."""
+        return [self.raw, self.records, self.alerts, self.dlq, *self.families()]
+
+    def schemas(self) -> dict[str, str]:
+        """The value schema of every topic that has one (the DLQ holds other topics' bytes)."""
+        from shipledger.schemas.registry import catalog
+
+        cat = catalog()
+        return {
+            f"{self.prefix}{name}": topic.schema
+            for name, topic in cat.topics.items()
+            if topic.schema is not None
+        }
 
     def all(self) -> list[str]:
         """Every topic, in pipeline order."""

@@ -126,10 +126,12 @@ class Column:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """One ledger table: its columns (from Avro), keys and the question it answers."""
+    """One ledger table: its columns (from Avro, or declared here for the one table that has
+    no schema of its own, `dead_letters`), keys and the question it answers."""
 
     name: str
-    schema: str
+    #: Avro schema the columns come from; None: declared in this module.
+    schema: str | None
     description: str
     id_column: str
     time_column: str
@@ -327,6 +329,47 @@ SOURCE = "source_events"
 ARTIFACTS = "artifact_events"
 SIGNALS = "signal_events"
 CATALOG = "catalog_events"
+DEAD_LETTERS = "dead_letters"
+
+#: `dead_letters`: the DLQ topic's letters, kept in the ledger (the embedded broker forgets
+#: its topics on a crash; the restore of `up` counts a letter as the end of its event).
+DEAD_LETTER_COLUMNS = (
+    Column(
+        "letter_id",
+        "String",
+        "Stable id of the letter: what was rejected (source topic, key, value, replay origin).",
+    ),
+    Column(
+        "tenant",
+        "LowCardinality(String)",
+        "Tenant of the rejected message (its payload's, else its tenant/... key's; may be empty).",
+    ),
+    Column(
+        "region",
+        "LowCardinality(Nullable(String))",
+        "Region named by the payload, if it could be read.",
+    ),
+    Column("dead_lettered_at", DATETIME_MS, "When it was dead-lettered (the letter's Kafka time)."),
+    Column("stage", "LowCardinality(String)", "Who rejected it: processors or sink."),
+    Column("reason", "String", "Why it was rejected."),
+    Column("field", "Nullable(String)", "The field at fault, if one was named."),
+    Column("source_topic", "LowCardinality(String)", "Topic the message was read from."),
+    Column("source_partition", "Int32", "Its partition there."),
+    Column("source_offset", "Int64", "Its offset there."),
+    Column(
+        "replayed_from",
+        "Nullable(String)",
+        "The letter (PARTITION:OFFSET) a `shipledger dlq replay` sent it again from, if so.",
+    ),
+    Column("event_id", "Nullable(String)", "event_id of the payload, if it could be read."),
+    Column(
+        "payload",
+        "Nullable(String)",
+        "The payload as JSON, when it decodes with its topic's schema.",
+    ),
+    Column("key_base64", "Nullable(String)", "The original key, base64."),
+    Column("value_base64", "Nullable(String)", "The original value, base64."),
+)
 
 
 def _family_table(
@@ -419,6 +462,20 @@ def tables() -> dict[str, TableSpec]:
             "Service and environment catalog changes, one row per event_id. Views: services, "
             "environments.",
             ("entity", "name"),
+        ),
+        TableSpec(
+            name=DEAD_LETTERS,
+            schema=None,
+            description=(
+                "Messages the pipeline rejected (dead letters), one row per letter_id, with "
+                "why, where they were read and their original bytes."
+            ),
+            id_column="letter_id",
+            time_column="dead_lettered_at",
+            order_by=("tenant", "region", "source_topic", "dead_lettered_at", "letter_id"),
+            columns=DEAD_LETTER_COLUMNS,
+            # A letter made again after a crash carries its new time: check the whole table.
+            dedup_in_time_window=False,
         ),
     ]
     return {spec.name: replace(spec, columns=spec.columns + LEDGER_COLUMNS) for spec in specs}

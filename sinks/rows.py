@@ -6,12 +6,24 @@ raises `RowError`, which the sink treats like a decode failure (dead letter, not
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+from shipledger.schemas.letters import (
+    FIELD,
+    REASON,
+    REPLAYED_FROM,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    SOURCE_TOPIC,
+    STAGE,
+    letter_id,
+)
 from shipledger.schemas.registry import catalog
 from shipledger.sinks.chain import to_ms_precision
 from shipledger.sinks.ddl import (
@@ -97,6 +109,7 @@ def avro_row(spec: TableSpec, decoded: Mapping[str, Any]) -> Row:
     """The table's Avro-derived columns taken from `decoded`, in their insertable form (the
     sink stamps the ledger columns when it stores the row)."""
     row: Row = {}
+    assert spec.schema is not None, f"{spec.name} has no Avro schema"
     types = _field_types(spec.schema)
     for column in spec.columns:
         if column.name in LEDGER_COLUMN_NAMES or (column.name in _INGEST and spec.name == EVENTS):
@@ -135,6 +148,46 @@ def family_row(table: str) -> Callable[[Mapping[str, Any], KafkaMeta], Row]:
         return avro_row(tables()[table], event)
 
     return to_row
+
+
+def letter_row(letter: Mapping[str, Any], meta: KafkaMeta) -> Row:
+    """A `dead_letters` row from a DLQ message (`key`, `value`, `headers` as text, and the
+    payload decoded with its source topic's schema in `decoded`, or None)."""
+    headers: Mapping[str, str] = letter["headers"]
+    key: bytes | None = letter["key"]
+    value: bytes | None = letter["value"]
+    decoded: Mapping[str, Any] | None = letter["decoded"]
+    source_topic = headers.get(SOURCE_TOPIC, "")
+    replayed_from = headers.get(REPLAYED_FROM, "")
+    tenant = (key or b"").decode("utf-8", errors="replace").partition("/")[0]
+    if decoded is not None and isinstance(decoded.get("tenant"), str):
+        tenant = decoded["tenant"]
+    region = decoded.get("region") if decoded is not None else None
+    event_id = decoded.get("event_id") if decoded is not None else None
+    return {
+        "letter_id": letter_id(source_topic, key, value, replayed_from),
+        "tenant": tenant,
+        "region": region if isinstance(region, str) else None,
+        "dead_lettered_at": to_ms_precision(received_at(meta)),
+        "stage": headers.get(STAGE, ""),
+        "reason": headers.get(REASON, ""),
+        "field": headers.get(FIELD) or None,
+        "source_topic": source_topic,
+        "source_partition": _int(headers.get(SOURCE_PARTITION)),
+        "source_offset": _int(headers.get(SOURCE_OFFSET)),
+        "replayed_from": replayed_from or None,
+        "event_id": event_id if isinstance(event_id, str) else None,
+        "payload": None if decoded is None else json.dumps(decoded, default=str, sort_keys=True),
+        "key_base64": None if key is None else base64.b64encode(key).decode(),
+        "value_base64": None if value is None else base64.b64encode(value).decode(),
+    }
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or "")
+    except ValueError:
+        return -1
 
 
 #: What makes a row unique: (tenant, id). Ids are the senders' and the processors' own, so two

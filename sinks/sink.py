@@ -1,4 +1,5 @@
-"""`ClickHouseSink`: deployment events, records and alerts from Kafka into the ClickHouse ledger.
+"""`ClickHouseSink`: deployment events, records, alerts, the other families' events and the dead
+letters from Kafka into the ClickHouse ledger.
 
 The chain, top to bottom (`run`): consume a batch of messages → decode (Avro, Confluent
 framing) → build the table row (`sinks.rows`, pure) → accumulate per table → when the batch
@@ -39,6 +40,7 @@ Failures:
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -52,6 +54,7 @@ from pydantic import ValidationError
 from shipledger.logging import get_logger
 from shipledger.processors.policy import load_policy
 from shipledger.schemas.families import family_of
+from shipledger.schemas.letters import REPLAYED_FROM, SOURCE_TOPIC, header_text, letter_headers
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec, DecodeError
 from shipledger.schemas.validation import EVENT_SCHEMA, validation_reason
@@ -64,6 +67,7 @@ from shipledger.sinks.ddl import (
     ARTIFACTS,
     CATALOG,
     CHANGES,
+    DEAD_LETTERS,
     EVENTS,
     RECORDS,
     SIGNALS,
@@ -80,6 +84,7 @@ from shipledger.sinks.rows import (
     dedupe,
     event_row,
     family_row,
+    letter_row,
     record_row,
     row_key,
 )
@@ -117,6 +122,10 @@ class RowStore(Protocol):
         """The head of every chain of `table`."""
         ...
 
+    def recorded_heads(self, table: str) -> dict[ChainKey, Head]:
+        """The last head `chain_heads` records for every chain of `table`."""
+        ...
+
     def append_heads(self, heads: Mapping[ChainKey, Head]) -> None:
         """Record chain heads in `chain_heads`."""
         ...
@@ -134,10 +143,35 @@ class Route:
 
     topic: str
     table: TableSpec
-    codec: AvroCodec
+    decode: Callable[[Message], Mapping[str, Any]]
     to_row: Callable[[Mapping[str, Any], KafkaMeta], Row]
     validate: Callable[[Mapping[str, Any]], object] | None = None
     owns_rejects: bool = True
+
+
+def _value(schema: str) -> Callable[[Message], Mapping[str, Any]]:
+    """Decodes a message's value with `schema` (raises DecodeError)."""
+    codec = AvroCodec(schema)
+    return lambda msg: codec.decode(msg.value())
+
+
+def _letter(topics: Topics) -> Callable[[Message], Mapping[str, Any]]:
+    """Reads a DLQ message: its original key and value, its headers, and the payload decoded
+    with its source topic's schema when it can be (never raises: every letter is kept)."""
+    codecs = {topic: AvroCodec(schema) for topic, schema in topics.schemas().items()}
+
+    def decode(msg: Message) -> Mapping[str, Any]:
+        headers = header_text(msg.headers())
+        codec = codecs.get(headers.get(SOURCE_TOPIC, ""))
+        decoded: Mapping[str, Any] | None = None
+        if codec is not None:
+            try:
+                decoded = codec.decode(msg.value())
+            except DecodeError:
+                decoded = None
+        return {"key": msg.key(), "value": msg.value(), "headers": headers, "decoded": decoded}
+
+    return decode
 
 
 def _family_route(topic: str, name: str, table: str) -> Route:
@@ -147,7 +181,7 @@ def _family_route(topic: str, name: str, table: str) -> Route:
     return Route(
         topic,
         tables()[table],
-        AvroCodec(family.schema),
+        _value(family.schema),
         family_row(table),
         validate=family.model.model_validate,
     )
@@ -168,7 +202,7 @@ def routes(topics: Topics) -> dict[str, Route]:
         topics.raw: Route(
             topics.raw,
             spec[EVENTS],
-            AvroCodec(EVENT_SCHEMA),
+            _value(EVENT_SCHEMA),
             event_row,
             validate=DeploymentEvent.model_validate,
             owns_rejects=False,
@@ -176,15 +210,17 @@ def routes(topics: Topics) -> dict[str, Route]:
         topics.records: Route(
             topics.records,
             spec[RECORDS],
-            AvroCodec("io.shipledger.v1.DeploymentRecord"),
+            _value("io.shipledger.v1.DeploymentRecord"),
             lambda record, _meta: record_row(record),
         ),
         topics.alerts: Route(
             topics.alerts,
             spec[ALERTS],
-            AvroCodec("io.shipledger.v1.Alert"),
+            _value("io.shipledger.v1.Alert"),
             lambda alert, _meta: alert_row(alert),
         ),
+        # Letters are kept, never rejected: a letter about a letter would loop.
+        topics.dlq: Route(topics.dlq, spec[DEAD_LETTERS], _letter(topics), letter_row, None, False),
     }
 
 
@@ -319,6 +355,7 @@ class ClickHouseSink:
         consumer = self._consumer = self.make_consumer()
         producer = self._producer = self.make_producer()
         self._log.info("sink starting", topics=sorted(self.routes), bootstrap=self.bootstrap)
+        self._record_adopted_heads()
         try:
             consumer.subscribe(list(self.routes), on_revoke=self._on_revoke)
             while not stop.is_set():
@@ -338,6 +375,32 @@ class ClickHouseSink:
             consumer.close()
             producer.flush(_DLQ_FLUSH_TIMEOUT_S)
             self._consumer = self._producer = None
+
+    def _record_adopted_heads(self) -> None:
+        """Record the heads of rows a previous sink stored and died (kill -9) before recording
+        in `chain_heads`: `load_heads` continues the chains from them anyway, and a chain that
+        gets no new row would otherwise end beyond its recorded head (`audit verify` reports
+        that as an out-of-band insert). Logged, so the adoption is visible."""
+        for table in sorted({route.table.name for route in self.routes.values()}):
+            adopted = self._with_retries(table, functools.partial(self._unrecorded_heads, table))
+            if adopted:
+                self._with_retries(
+                    ddl.CHAIN_HEADS, functools.partial(self.store.append_heads, adopted)
+                )
+                self._log.warning(
+                    "chain heads adopted",
+                    table=table,
+                    chains=[f"{k[1]}/{k[2]}@{h.seq}" for k, h in sorted(adopted.items())],
+                    reason="rows stored by a flush that died before recording its chain heads",
+                )
+
+    def _unrecorded_heads(self, table: str) -> dict[ChainKey, Head]:
+        recorded = self.store.recorded_heads(table)
+        return {
+            key: head
+            for key, head in self.store.load_heads(table).items()
+            if key not in recorded or recorded[key].seq < head.seq
+        }
 
     def _poll_timeout(self) -> float:
         if self._batch.opened_at is None:
@@ -378,7 +441,7 @@ class ClickHouseSink:
             ts_type, ts = msg.timestamp()
             meta = KafkaMeta(topic, partition, offset, ts if ts_type else None)
             try:
-                decoded = route.codec.decode(msg.value())
+                decoded = route.decode(msg)
                 if route.validate is not None:
                     route.validate(decoded)
                 row = route.to_row(decoded, meta)
@@ -406,14 +469,15 @@ class ClickHouseSink:
             offset=meta.offset,
         )
         assert self._producer is not None
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("reason", reason.encode()),
-            ("field", (field or "").encode()),
-            ("source_topic", meta.topic.encode()),
-            ("source_partition", str(meta.partition).encode()),
-            ("source_offset", str(meta.offset).encode()),
-            ("stage", b"sink"),
-        ]
+        headers = letter_headers(
+            reason=reason,
+            field=field,
+            source_topic=meta.topic,
+            source_partition=meta.partition,
+            source_offset=meta.offset,
+            stage="sink",
+            replayed_from=header_text(msg.headers()).get(REPLAYED_FROM, ""),
+        )
         while True:
             try:
                 self._producer.produce(

@@ -232,31 +232,36 @@ class LedgerStore:
         tables (audit, exports) goes through here: hot and cold rows alike (`sinks.tiers`)."""
         return tiers.ledger_source(self, table)
 
+    _HEADS_SQL = (
+        "SELECT tenant, retention_class, max(chain_seq), argMax(row_hash, chain_seq), "
+        "argMax(retain_until, chain_seq), argMax({at}, chain_seq) FROM {source} "
+        "WHERE {where} GROUP BY tenant, retention_class"
+    )
+
+    def _heads(self, table: str, sql: str, params: dict[str, Any] | None) -> dict[ChainKey, Head]:
+        return {
+            (table, str(tenant), str(klass)): Head(int(seq), str(row_hash), retain_until, at)
+            for tenant, klass, seq, row_hash, retain_until, at in self.query(sql, params)[1]
+        }
+
+    def recorded_heads(self, table: str) -> dict[ChainKey, Head]:
+        """The last head recorded in chain_heads for every chain of `table`."""
+        sql = self._HEADS_SQL.format(
+            at="at", source=ddl.qualified(self.database, ddl.CHAIN_HEADS), where="table = %(t)s"
+        )
+        return self._heads(table, sql, {"t": table})
+
     def load_heads(self, table: str) -> dict[ChainKey, Head]:
         """The head of every chain of `table`: the highest of the rows stored and the heads
         recorded in chain_heads (a head whose rows have all expired continues the chain; rows
         stored by a flush that died before recording them are adopted)."""
-        heads: dict[ChainKey, Head] = {}
-        select = (
-            "SELECT tenant, retention_class, max(chain_seq), argMax(row_hash, chain_seq), "
-            "argMax(retain_until, chain_seq), argMax({at}, chain_seq) FROM {source} "
-            "WHERE {where} GROUP BY tenant, retention_class"
+        sql = self._HEADS_SQL.format(
+            at="ledger_at", source=self.source(table), where="chain_seq > 0"
         )
-        rows_sql = select.format(at="ledger_at", source=self.source(table), where="chain_seq > 0")
-        heads_sql = select.format(
-            at="at",
-            source=ddl.qualified(self.database, ddl.CHAIN_HEADS),
-            where="table = %(t)s",
-        )
-        queries: list[tuple[str, dict[str, Any] | None]] = [
-            (rows_sql, None),
-            (heads_sql, {"t": table}),
-        ]
-        for sql, params in queries:
-            for tenant, klass, seq, row_hash, retain_until, at in self.query(sql, params)[1]:
-                key = (table, str(tenant), str(klass))
-                if key not in heads or heads[key].seq < int(seq):
-                    heads[key] = Head(int(seq), str(row_hash), retain_until, at)
+        heads = self._heads(table, sql, None)
+        for key, head in self.recorded_heads(table).items():
+            if key not in heads or heads[key].seq < head.seq:
+                heads[key] = head
         return heads
 
     def append_heads(self, heads: Mapping[ChainKey, Head]) -> None:

@@ -3,6 +3,11 @@
 Idempotent producer with acks=all (Settings.kafka_producer), keyed by the caller. A thread
 polls the producer, so delivery callbacks run there and resolve the waiting request's future
 on its loop. A batch succeeds only when Kafka acknowledged each of its messages.
+
+With a journal (the embedded broker of `shipledger up`, which keeps messages in memory), a
+batch is first appended to it (`shipledger.journal`, group-committed across concurrent
+requests), so every event answered 202 survives a crash of `up`; a journal that refuses the
+batch fails the request (503) before anything is produced.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from shipledger.api.events import Prepared
+from shipledger.journal import Entry, GroupCommit, Journal, JournalError
 from shipledger.logging import get_logger
 from shipledger.producers.publisher import RdkafkaLog
+from shipledger.schemas.families import FAMILIES
 from shipledger.settings import Settings
 
 log = get_logger("api.bridge")
@@ -61,8 +68,10 @@ class _Batch:
 class KafkaBridge:
     """Produces prepared events and awaits their acknowledgements."""
 
-    def __init__(self, settings: Settings, bootstrap: str) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, journal: Journal | None = None) -> None:
         self.bootstrap = bootstrap
+        self._journal = GroupCommit(journal) if journal is not None else None
+        self._families = {settings.topic(f.topic): f.name for f in FAMILIES.values()}
         self._timeout_s = settings.api_ack_timeout_s
         conf: dict[str, Any] = settings.kafka_producer(bootstrap)
         timeout_ms = int(settings.api_ack_timeout_s * 1000)
@@ -95,6 +104,7 @@ class KafkaBridge:
         if not events:
             return
         producer = self._live()
+        await self._journaled(events)
         batch = _Batch(asyncio.get_running_loop(), len(events))
         for event in events:
             while True:
@@ -120,6 +130,20 @@ class KafkaBridge:
                 batch.total,
             )
 
+    async def _journaled(self, events: Sequence[Prepared]) -> None:
+        """Append `events` to the journal (if any) and wait until they are durable."""
+        if self._journal is None:
+            return
+        entries = [
+            Entry(e.topic, e.key, e.value, e.tenant, e.event_id, self._families.get(e.topic, ""))
+            for e in events
+        ]
+        try:
+            await asyncio.wrap_future(self._journal.submit(entries))
+        except JournalError as exc:
+            log.error("journal_failed", error=str(exc), events=len(events))
+            raise PublishFailed(str(exc), 0, len(events)) from exc
+
     def ready(self, timeout_s: float = 2.0) -> str | None:
         """None if the broker answers a metadata request, else why not (blocking)."""
         try:
@@ -133,6 +157,8 @@ class KafkaBridge:
         (its connections close now, not whenever the app is garbage-collected)."""
         self._stop.set()
         self._poller.join(timeout=5)
+        if self._journal is not None:
+            self._journal.close()
         if self._producer is not None:
             self._producer.flush(self._timeout_s)
             self._producer = None

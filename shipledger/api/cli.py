@@ -19,7 +19,7 @@ from shipledger.api.auth import SCOPES, AuthStore
 from shipledger.logging import configure_logging
 from shipledger.schemas.durations import parse_duration
 from shipledger.settings import Settings
-from shipledger.stackfile import resolve_bootstrap
+from shipledger.stackfile import journal_dir, resolve_bootstrap
 
 OPENAPI_PATH = Path("docs/openapi.json")
 _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -79,12 +79,16 @@ def api(ctx: click.Context, host: str | None, port: int | None, data_dir: Path |
             "no Kafka broker: set SHIPLEDGER_BOOTSTRAP_SERVERS or start `shipledger up`"
         )
     from shipledger.api.server import ApiServer
+    from shipledger.journal import Journal
 
+    # A standalone API sending to a running `up`'s embedded broker journals like `up`'s own.
+    directory = journal_dir(settings, bootstrap)
+    journal = Journal(directory, fsync=settings.journal_fsync) if directory else None
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda _s, _f: stopping.set())
     try:
-        with ApiServer(settings, bootstrap) as server:
+        with ApiServer(settings, bootstrap, journal=journal) as server:
             click.echo(f"shipledger API at {server.url} (docs {server.url}/docs); Ctrl-C stops it.")
             while not stopping.wait(0.5):
                 if not server.running:

@@ -19,6 +19,7 @@ from shipledger.api.app import create_app
 from shipledger.api.auth import ANY_TENANT, AuthStore
 from shipledger.api.bridge import KafkaBridge
 from shipledger.api.context import ApiContext
+from shipledger.journal import Journal
 from shipledger.logging import get_logger
 from shipledger.settings import Settings
 
@@ -46,14 +47,20 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 class ApiServer:
-    """The API on `settings.api_host:api_port`, producing to `bootstrap`; a context manager."""
+    """The API on `settings.api_host:api_port`, producing to `bootstrap`; a context manager.
+    With `journal`, events are journaled before they are produced (`api.bridge`)."""
 
     def __init__(
-        self, settings: Settings, bootstrap: str, store: LedgerStore | None = None
+        self,
+        settings: Settings,
+        bootstrap: str,
+        store: LedgerStore | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
         self._store = store
+        self._journal = journal
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._ctx: ApiContext | None = None
@@ -69,7 +76,7 @@ class ApiServer:
         self._ctx = ApiContext(
             settings=self.settings,
             auth=AuthStore(self.settings.resolved_auth_db),
-            bridge=KafkaBridge(self.settings, self.bootstrap),
+            bridge=KafkaBridge(self.settings, self.bootstrap, self._journal),
             store=self._store,
         )
         config = uvicorn.Config(

@@ -6,6 +6,7 @@ next test can open its own.
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 import uuid
@@ -204,8 +205,14 @@ def test_each_message_lands_once_replays_add_nothing_poison_goes_to_dlq(
     assert _counts(store) == expected
     stats = first.stats()
     assert {t: n for t, n in stats.rows_inserted.items() if t in expected} == expected
-    assert sum(stats.rows_inserted.values()) == sum(expected.values())
+    # ... and the letter, which the sink reads back from the DLQ into the ledger.
+    _run_sink(first, lambda s: s.stats().rows_inserted[ddl.DEAD_LETTERS] == 1)
+    assert sum(first.stats().rows_inserted.values()) == sum(expected.values()) + 1
     assert stats.dead_lettered == 1
+    _, letters = store.query("SELECT stage, source_topic, reason, value_base64 FROM dead_letters")
+    ((stage, source_topic, reason, value),) = letters
+    assert (stage, source_topic) == ("sink", Topics.from_settings(fast).alerts)
+    assert "unknown schema id" in reason and base64.b64decode(value) == garbage[2]
 
     # Every field arrived as sent; the Kafka position is recorded.
     cols, rows = store.query(
@@ -237,7 +244,9 @@ def test_each_message_lands_once_replays_add_nothing_poison_goes_to_dlq(
     _run_sink(replay, lambda s: s.stats().messages >= total + len(msgs) and s.stats().flushes > 0)
     assert _counts(store) == expected
     assert set(replay.stats().rows_inserted.values()) == {0}
-    assert sum(replay.stats().duplicates_skipped.values()) == 2 * len(msgs)
+    skipped = replay.stats().duplicates_skipped
+    assert sum(n for t, n in skipped.items() if t != ddl.DEAD_LETTERS) == 2 * len(msgs)
+    assert store.count(ddl.DEAD_LETTERS) == 1  # the garbage, rejected again: the same letter
 
 
 def test_restart_in_the_same_group_resumes_after_the_last_commit(

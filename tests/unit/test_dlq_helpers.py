@@ -14,12 +14,12 @@ from shipledger.dlq import (
     LetterId,
     describe_payload,
     format_table,
-    parse_headers,
     parse_letter_id,
     replay_headers,
     select_letters,
     truncate,
 )
+from shipledger.schemas.letters import header_text as parse_headers
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 
@@ -143,3 +143,35 @@ def test_describe_payload_decodes_events_and_previews_junk() -> None:
 
 def test_replay_headers_name_the_letter() -> None:
     assert replay_headers(letter(2, 15)) == [("replayed_from", b"2:15")]
+
+
+def test_a_replayed_letter_is_journaled_as_its_event() -> None:
+    """`dlq replay` to an embedded stack journals what it sends; its letter id, should it be
+    rejected again, names the replay (see shipledger.completeness)."""
+    from shipledger.completeness import entry_letter_id
+    from shipledger.dlq import journal_entry
+    from shipledger.schemas.letters import letter_id
+    from shipledger.settings import Settings
+
+    settings = Settings()
+    raw = settings.topic("deployments.raw")
+    event = DeploymentEvent(
+        event_id="e-1",
+        deployment_id="d-1",
+        event_type="started",
+        service="s",
+        environment="prod",
+        tenant="acme",
+        commit_sha="0" * 40,
+        actor="a",
+    )
+    value = AvroCodec("io.shipledger.v1.DeploymentEvent").encode(event.to_avro())
+    good = Letter(LetterId(1, 4), b"acme/d-1", value, {"source_topic": raw})
+    entry = journal_entry(settings, good)
+    assert (entry.family, entry.tenant, entry.event_id) == ("deployment", "acme", "e-1")
+    assert entry_letter_id(entry) == letter_id(raw, b"acme/d-1", value, "1:4")
+    garbage = Letter(LetterId(0, 2), b"globex/x", b"junk", {"source_topic": raw})
+    entry = journal_entry(settings, garbage)
+    assert (entry.family, entry.tenant, entry.event_id) == ("deployment", "globex", "")
+    derived = Letter(LetterId(0, 3), b"k", b"v", {"source_topic": settings.topic("alerts")})
+    assert journal_entry(settings, derived).family == ""  # not an event: not journaled

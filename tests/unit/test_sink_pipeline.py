@@ -62,6 +62,9 @@ class MemoryStore:
     def load_heads(self, table: str) -> dict[ChainKey, Head]:
         return {}
 
+    def recorded_heads(self, table: str) -> dict[ChainKey, Head]:
+        return {}
+
     def append_heads(self, heads: Mapping[ChainKey, Head]) -> None:
         self.log.append(f"heads {len(heads)}")
 

@@ -1,0 +1,206 @@
+"""The processors' per-event handler and batch finish, without Faust: fakes stand in for the
+table, the producer and Faust's message; the chain they drive is the real one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from shipledger.processors.app import finish_batch
+from shipledger.processors.handler import EventHandler
+from shipledger.processors.outputs import OutputError, Payload
+from shipledger.processors.policy import load_policy
+from shipledger.processors.state import DeploymentState, Entry, state_key
+from shipledger.processors.step import alert_id
+from shipledger.schemas.letters import REPLAYED_FROM, header_text, letter_id
+from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
+from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.validation import EVENT_SCHEMA
+
+MONDAY_NIGHT = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)  # prod out of window: two alerts
+
+
+@dataclass
+class FakeMessage:
+    value: bytes | None
+    key: bytes | None = b"acme/dep-1"
+    topic: str = "raw"
+    partition: int = 1
+    offset: int = 7
+    headers: Any = None
+
+
+@dataclass
+class FakeOutputs:
+    """Records what the handler queues and the order of flushes and changelog entries."""
+
+    sent: list[tuple[str, str]] = field(default_factory=list)
+    letters: list[tuple[bytes | None, dict[str, str]]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    fail_flush: bool = False
+
+    def encode(self, record: DeploymentRecord | None, alerts: list[Alert]) -> list[Payload]:
+        out = [] if record is None else [("records", record.record_id.encode(), b"")]
+        return out + [("alerts", a.alert_id.encode(), b"") for a in alerts]
+
+    def send(self, payloads: Sequence[Payload]) -> None:
+        self.sent.extend((topic, key.decode()) for topic, key, _ in payloads)
+
+    def dead_letter(self, key: bytes | None, value: bytes | None, headers: Any) -> None:
+        self.letters.append((key, header_text(headers)))
+
+    def changelog(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
+        self.log.append(f"changelog {partition}")
+
+    cancel_flush: bool = False
+
+    async def flush(self) -> None:
+        if self.cancel_flush:  # what Outputs.flush does when cancelled: finish, then re-raise
+            self.cancel_flush = False
+            self.flush_blocking()
+            raise asyncio.CancelledError
+        self.log.append("flush")
+        if self.fail_flush:
+            raise OutputError("1 outputs unacknowledged")
+
+    def flush_blocking(self) -> None:
+        self.log.append("flush (blocking)")
+
+
+class FakeTable:
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.changelog_topic = type("T", (), {"get_topic_name": lambda self: "changelog"})()
+
+
+def event(event_id: str, event_type: str = "started") -> bytes:
+    model = DeploymentEvent(
+        event_id=event_id,
+        deployment_id="dep-1",
+        event_type=event_type,
+        service="checkout",
+        environment="prod",
+        tenant="acme",
+        commit_sha="a" * 40,
+        actor="alice",
+        occurred_at=MONDAY_NIGHT,
+    )
+    return AvroCodec(EVENT_SCHEMA).encode(model.to_avro())
+
+
+def handler() -> tuple[EventHandler, DeploymentState, FakeOutputs]:
+    state = DeploymentState(FakeTable())
+    outputs = FakeOutputs()
+    return EventHandler(load_policy(None), state, outputs), state, outputs
+
+
+def test_events_become_records_and_first_event_alerts() -> None:
+    handle, state, outputs = handler()
+    handle.handle(FakeMessage(event("e1")))
+    handle.handle(FakeMessage(event("e2", "succeeded")))
+    rules = ["missing_change_ticket", "out_of_window"]
+    assert outputs.sent == [
+        ("records", "e1"),
+        *(("alerts", alert_id("e1", rule)) for rule in rules),
+        ("records", "e2"),
+    ]
+    entry = state.get(state_key("acme", "dep-1"))
+    assert entry is not None
+    assert (entry.record.seq, entry.record.status, entry.seen, entry.first) == (
+        2,
+        "succeeded",
+        ("e1", "e2"),
+        "e1",
+    )
+
+
+def test_a_repeated_first_event_emits_its_alerts_again_and_nothing_else() -> None:
+    """The batch that applied it may have died after its record reached the ledger and before
+    its alerts did: the same alert ids come again, the sink keeps one of each."""
+    handle, state, outputs = handler()
+    handle.handle(FakeMessage(event("e1")))
+    handle.handle(FakeMessage(event("e2", "succeeded")))
+    first_outputs = list(outputs.sent)
+    outputs.sent.clear()
+    handle.handle(FakeMessage(event("e1")))
+    assert outputs.sent == [item for item in first_outputs if item[0] == "alerts"]
+    outputs.sent.clear()
+    handle.handle(FakeMessage(event("e2", "succeeded")))  # not the first: nothing
+    assert outputs.sent == []
+    entry = state.get(state_key("acme", "dep-1"))
+    assert entry is not None and entry.record.seq == 2
+
+
+def test_a_rejected_event_is_dead_lettered_with_its_replay_origin() -> None:
+    handle, state, outputs = handler()
+    handle.handle(FakeMessage(b"not avro", headers=[(REPLAYED_FROM, b"1:4")]))
+    assert outputs.sent == [] and state.get(state_key("acme", "dep-1")) is None
+    ((key, headers),) = outputs.letters
+    assert key == b"acme/dep-1"
+    assert headers["stage"] == "processors" and headers["source_offset"] == "7"
+    assert headers[REPLAYED_FROM] == "1:4"
+
+
+def test_state_recovered_as_json_keeps_its_first_event() -> None:
+    handle, state, _ = handler()
+    handle.handle(FakeMessage(event("e1")))
+    key = state_key("acme", "dep-1")
+    entry = state.get(key)
+    assert entry is not None
+    table = FakeTable()
+    table.data[key] = json.loads(entry.to_json())  # what Faust recovers
+    assert DeploymentState(table).get(key) == entry
+
+
+def test_letter_ids_name_the_message_not_its_place() -> None:
+    one = letter_id("raw", b"k", b"v", "")
+    assert one == letter_id("raw", b"k", b"v", "")
+    assert len({one, letter_id("raw", None, b"v", ""), letter_id("raw", b"", b"v", "")}) == 3
+    assert one != letter_id("raw", b"k", b"v", "0:1")
+    assert one != letter_id("other", b"k", b"v", "")
+
+
+def test_finish_flushes_outputs_before_the_changelog() -> None:
+    _, state, outputs = handler()
+    state.put(state_key("acme", "dep-1"), 1, _record(), "e1")
+    asyncio.run(finish_batch(outputs, state))  # type: ignore[arg-type]
+    assert outputs.log == ["flush", "changelog 1", "flush"]
+
+
+def test_a_failed_output_flush_queues_no_changelog_entry() -> None:
+    """The batch is abandoned (the worker exits) before any entry says it was applied."""
+    _, state, outputs = handler()
+    outputs.fail_flush = True
+    state.put(state_key("acme", "dep-1"), 1, _record(), "e1")
+    with pytest.raises(OutputError):
+        asyncio.run(finish_batch(outputs, state))  # type: ignore[arg-type]
+    assert outputs.log == ["flush"]
+
+
+def test_a_cancelled_finish_still_flushes_the_changelog_after_the_outputs() -> None:
+    """Faust acks a batch right after its agent is cancelled (shutdown): its state goes too."""
+    _, state, outputs = handler()
+    outputs.cancel_flush = True
+    state.put(state_key("acme", "dep-1"), 1, _record(), "e1")
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(finish_batch(outputs, state))  # type: ignore[arg-type]
+    assert outputs.log == ["flush (blocking)", "changelog 1", "flush (blocking)"]
+
+
+def test_entries_written_before_first_was_kept_still_read() -> None:
+    entry = Entry.from_json({"record": _record().model_dump(mode="json"), "seen": ["e1"]})
+    assert entry.first is None and entry.seen == ("e1",)
+
+
+def _record() -> DeploymentRecord:
+    handle, state, _ = handler()
+    handle.handle(FakeMessage(event("e1")))
+    entry = state.get(state_key("acme", "dep-1"))
+    assert entry is not None
+    return entry.record
