@@ -117,9 +117,9 @@ def test_list_show_and_replay_dead_letters(stack: Stack) -> None:
     table = run(stack, "list").output
     lines = table.splitlines()
     assert lines[0].split()[:5] == ["ID", "STAGE", "SOURCE", "FIELD", "REASON"]
-    assert len(lines) == 3
-    assert all(" processors " in line for line in lines[1:])
-    assert any(" commit_sha " in line for line in lines[1:])
+    assert len(lines) == 4  # header, rule, two letters
+    assert all(" processors " in line for line in lines[2:])
+    assert any(" commit_sha " in line for line in lines[2:])
     assert stack.topics.raw in table
 
     letters = [
@@ -134,7 +134,7 @@ def test_list_show_and_replay_dead_letters(stack: Stack) -> None:
     # The sink (a thread of this process, reading the DLQ into the ledger) may log first.
     listed = run(stack, "list", "--stage", "sink").output.splitlines()
     assert listed[-1].startswith("No dead letters")
-    assert len(run(stack, "list", "--limit", "1").output.splitlines()) == 2
+    assert len(run(stack, "list", "--limit", "1").output.splitlines()) == 3
 
     shown = run(stack, "show", sha["id"]).output
     assert "payload (DeploymentEvent):" in shown
