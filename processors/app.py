@@ -29,8 +29,8 @@ from shipledger.logging import get_logger
 from shipledger.processors.handler import EventHandler
 from shipledger.processors.offsets import OffsetGuard
 from shipledger.processors.outputs import Outputs
-from shipledger.processors.policy import Policy
 from shipledger.processors.state import DeploymentState
+from shipledger.schemas.policy import Policy
 from shipledger.settings import Settings
 from shipledger.topics import Topics
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from shipledger.processors.normalize import Environment
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord, DeploymentStatus, utcnow
+from shipledger.schemas.taxonomy import Environment
 
 _FINAL_STATUS: dict[str, DeploymentStatus] = {
     "succeeded": "succeeded",

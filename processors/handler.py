@@ -9,7 +9,7 @@ What an event becomes:
 - nothing new, when its id is among the ids already applied to its deployment (a resend, a
   replay after a crash). If it is the deployment's first event, its alerts are emitted again:
   the batch that applied it may have died after its record reached the ledger and before its
-  alerts did (or the state was rebuilt from the ledger, `shipledger.restore`), and alert ids
+  alerts did (or the state was rebuilt from the ledger, `shipledger.up.restore`), and alert ids
   are deterministic, so the sink drops those it already stored.
 """
 
@@ -20,11 +20,11 @@ from typing import Any, Protocol
 
 from shipledger.logging import get_logger
 from shipledger.processors.outputs import Payload
-from shipledger.processors.policy import Policy
 from shipledger.processors.state import Entry, state_key
 from shipledger.processors.step import process
 from shipledger.schemas.letters import REPLAYED_FROM, Headers, header_text, letter_headers
 from shipledger.schemas.models import Alert, DeploymentRecord
+from shipledger.schemas.policy import Policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import EVENT_SCHEMA, Rejected, decode_event
 

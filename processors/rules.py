@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shipledger.processors.normalize import ENVIRONMENT_TAXONOMY
-from shipledger.processors.policy import WEEKDAYS, Rules
+from shipledger.schemas.policy import WEEKDAYS, Rules
+from shipledger.schemas.taxonomy import ENVIRONMENT_TAXONOMY
 
 
 @dataclass(frozen=True)

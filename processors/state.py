@@ -16,7 +16,7 @@ id of the deployment's first event, whose alerts a replay of it must emit again 
 have reached the ledger: see `processors.handler`).
 
 `up` rebuilds this table from the ledger when the embedded broker starts empty
-(`shipledger.restore`): it writes `Entry.to_json()` values to the changelog itself, so the
+(`shipledger.up.restore`): it writes `Entry.to_json()` values to the changelog itself, so the
 format here is also what the restore writes.
 """
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shipledger.processors.correlate import correlate
-from shipledger.processors.normalize import normalize_environment
-from shipledger.processors.policy import Policy
 from shipledger.processors.rules import Subject, judge
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord, utcnow
+from shipledger.schemas.policy import Policy
+from shipledger.schemas.taxonomy import normalize_environment
 from shipledger.schemas.validation import Rejected
 
 _ALERT_NS = uuid.UUID("5f1e9c1a-8d0b-4c7e-9a51-6a2b7c3d4e5f")

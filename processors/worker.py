@@ -7,7 +7,7 @@ import faust
 
 from shipledger.logging import configure_logging, get_logger
 from shipledger.processors.app import create_app
-from shipledger.processors.policy import load_policy
+from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
 from shipledger.stackfile import resolve_bootstrap
 

@@ -43,7 +43,7 @@ canonical name (`prod`, `stage`, `qa`, `dev`) and split off a region suffix
 (`prod-eu-west-1` -> `prod` + `eu-west-1`); `DeploymentRecord` and `Alert` carry the canonical
 name, and `environment_raw` keeps the original. A name outside the taxonomy is kept
 (lower-cased) and flagged, not guessed. The taxonomy lives with the processors
-(`processors/normalize.py`), not in the schemas.
+(`schemas/taxonomy.py`), not in the schemas.
 """
 
 

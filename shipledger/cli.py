@@ -10,22 +10,42 @@ import click
 
 # name -> (module, attribute, one-line help shown by `shipledger --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
-    "start": ("shipledger.producers.cli", "start", "Print a new deployment id for a pipeline."),
-    "emit": ("shipledger.producers.cli", "emit", "Publish one deployment event."),
-    "run": ("shipledger.producers.cli", "run", "Run a deploy command, reporting start/finish."),
-    "flush": ("shipledger.producers.cli", "flush", "Send events spooled while Kafka was down."),
-    "up": ("shipledger.stack", "up", "Run the embedded stack until Ctrl-C."),
-    "api": ("shipledger.api.cli", "api", "Serve the ingest API (HTTP) until Ctrl-C."),
-    "tokens": ("shipledger.api.cli", "tokens", "Create, list and revoke API tokens."),
-    "webhooks": ("shipledger.api.cli", "webhooks", "Set webhook secrets per tenant and provider."),
+    "start": (
+        "shipledger.producers.emitter.cli",
+        "start",
+        "Print a new deployment id for a pipeline.",
+    ),
+    "emit": ("shipledger.producers.emitter.cli", "emit", "Publish one deployment event."),
+    "run": (
+        "shipledger.producers.emitter.cli",
+        "run",
+        "Run a deploy command, reporting start/finish.",
+    ),
+    "flush": (
+        "shipledger.producers.emitter.cli",
+        "flush",
+        "Send events spooled while Kafka was down.",
+    ),
+    "up": ("shipledger.up.stack", "up", "Run the embedded stack until Ctrl-C."),
+    "api": ("shipledger.producers.api.cli", "api", "Serve the ingest API (HTTP) until Ctrl-C."),
+    "tokens": ("shipledger.producers.api.cli", "tokens", "Create, list and revoke API tokens."),
+    "webhooks": (
+        "shipledger.producers.api.cli",
+        "webhooks",
+        "Set webhook secrets per tenant and provider.",
+    ),
     "worker": ("shipledger.processors.worker", "worker", "Run the Faust processors alone."),
     "sink": ("shipledger.sinks.cli", "sink", "Run the ClickHouse sink alone."),
     "migrate": (
-        "shipledger.sinks.migrate_cli",
+        "shipledger.sinks.ledger.migrate_cli",
         "migrate",
         "Apply, show or write the ledger's schema migrations.",
     ),
-    "audit": ("shipledger.sinks.audit_cli", "audit", "Verify the ledger's hash chains; grants."),
+    "audit": (
+        "shipledger.sinks.ledger.audit_cli",
+        "audit",
+        "Verify the ledger's hash chains; grants.",
+    ),
     "dlq": ("shipledger.dlq", "dlq", "Inspect and replay dead-lettered messages."),
     "journal": (
         "shipledger.journal_cli",
@@ -34,12 +54,16 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "query": ("shipledger.query_cli", "query", "Run read-only SQL over the ledger (hot + cold)."),
     "archive": (
-        "shipledger.sinks.archive",
+        "shipledger.sinks.ledger.archive",
         "archive_command",
         "Move old ledger rows to cold Parquet storage.",
     ),
-    "demo": ("shipledger.demo", "demo", "Drive a realistic day of CI traffic through the stack."),
-    "bench": ("shipledger.bench", "bench", "Measure throughput and latency of the stack."),
+    "demo": (
+        "shipledger.lab.demo",
+        "demo",
+        "Drive a realistic day of CI traffic through the stack.",
+    ),
+    "bench": ("shipledger.lab.bench", "bench", "Measure throughput and latency of the stack."),
     "schemas": (
         "shipledger.schemas.cli",
         "schemas",

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import click
 
-from shipledger.journal import Entry, Journal, JournalError
+from shipledger.producers.journal import Entry, Journal, JournalError
 from shipledger.schemas.letters import REPLAYED_FROM, header_text
 from shipledger.settings import Settings
 from shipledger.stackfile import journal_dir, resolve_bootstrap

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from shipledger.journal import Journal
+from shipledger.producers.journal import Journal
 from shipledger.settings import Settings
 
 

@@ -2,7 +2,7 @@
 
 A chDB data dir belongs to one process. So: with a ClickHouse server, query it directly;
 with embedded chDB and a running `shipledger up`, send the query to the API it advertises in
-its stack file (`POST /v1/query`, the contract in `shipledger.sinks.query`); with no stack
+its stack file (`POST /v1/query`, the contract in `shipledger.sinks.ledger.query`); with no stack
 running, open the data dir here. A running stack without an API is reported, not fought.
 """
 
@@ -14,9 +14,15 @@ import click
 import httpx
 
 from shipledger.settings import Settings
-from shipledger.sinks import tiers
-from shipledger.sinks.query import FORMATS, QueryError, QueryLimits, QueryResult, run_read_query
-from shipledger.sinks.store import LedgerStore, StoreError, chdb_path
+from shipledger.sinks.ledger import tiers
+from shipledger.sinks.ledger.query import (
+    FORMATS,
+    QueryError,
+    QueryLimits,
+    QueryResult,
+    run_read_query,
+)
+from shipledger.sinks.ledger.store import LedgerStore, StoreError, chdb_path
 from shipledger.stackfile import StackInfo, read_stack
 
 
@@ -29,8 +35,8 @@ def post_query(
 ) -> QueryResult:
     """Run `sql` through the API of a running `up` (`POST <api_url>/v1/query`).
 
-    The request/response shape is in `shipledger.sinks.query`; the route is
-    `shipledger.api.reads.post_query`.
+    The request/response shape is in `shipledger.sinks.ledger.query`; the route is
+    `shipledger.producers.api.reads.post_query`.
     """
     assert info.api_url is not None
     headers = {"Authorization": f"Bearer {info.api_token}"} if info.api_token else {}

@@ -274,7 +274,7 @@ class Settings(BaseSettings):
 
     @property
     def journal_dir(self) -> Path:
-        """Where the embedded stack's write-ahead journal lives (`shipledger.journal`)."""
+        """Where the embedded stack's write-ahead journal lives (`shipledger.producers.journal`)."""
         return self.data_dir / "journal"
 
     @property

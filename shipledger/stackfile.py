@@ -27,8 +27,8 @@ class StackInfo(BaseModel):
     api_url: str | None = None
     #: Admin token for that API, for commands run by the same user on this machine.
     api_token: str | None = None
-    #: The write-ahead journal of an embedded broker (`shipledger.journal`): whoever sends to
-    #: `bootstrap` journals first. None with an external broker (Kafka keeps the data).
+    #: The write-ahead journal of an embedded broker (`shipledger.producers.journal`): whoever
+    #: sends to `bootstrap` journals first. None with an external broker (Kafka keeps the data).
     journal: str | None = None
 
 

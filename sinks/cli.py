@@ -12,8 +12,8 @@ import click
 
 from shipledger.logging import configure_logging, get_logger
 from shipledger.sinks.cli_options import ledger_options, ledger_settings
+from shipledger.sinks.ledger.store import LedgerStore, StoreError
 from shipledger.sinks.sink import ClickHouseSink
-from shipledger.sinks.store import LedgerStore, StoreError
 from shipledger.stackfile import resolve_bootstrap
 from shipledger.topics import ensure_topics
 

@@ -25,8 +25,8 @@ from shipledger.schemas.letters import (
     letter_id,
 )
 from shipledger.schemas.registry import catalog
-from shipledger.sinks.chain import to_ms_precision
-from shipledger.sinks.ddl import (
+from shipledger.sinks.ledger.chain import to_ms_precision
+from shipledger.sinks.ledger.ddl import (
     ALERTS,
     EVENTS,
     INGEST_COLUMNS,

@@ -51,18 +51,18 @@ from typing import Any, Protocol, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
+from shipledger import metrics as m
 from shipledger.logging import get_logger
-from shipledger.processors.policy import load_policy
 from shipledger.schemas.families import family_of
 from shipledger.schemas.letters import REPLAYED_FROM, SOURCE_TOPIC, header_text, letter_headers
 from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec, DecodeError
 from shipledger.schemas.validation import EVENT_SCHEMA, validation_reason
 from shipledger.settings import Settings
-from shipledger.sinks import ddl
-from shipledger.sinks import metrics as m
-from shipledger.sinks.chain import ChainKey, Head, stamp
-from shipledger.sinks.ddl import (
+from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.chain import ChainKey, Head, stamp
+from shipledger.sinks.ledger.ddl import (
     ALERTS,
     ARTIFACTS,
     CATALOG,
@@ -75,6 +75,7 @@ from shipledger.sinks.ddl import (
     TableSpec,
     tables,
 )
+from shipledger.sinks.ledger.store import TimeWindow
 from shipledger.sinks.rows import (
     KafkaMeta,
     Row,
@@ -88,7 +89,6 @@ from shipledger.sinks.rows import (
     record_row,
     row_key,
 )
-from shipledger.sinks.store import TimeWindow
 from shipledger.topics import Topics
 
 _DLQ_FLUSH_TIMEOUT_S = 10.0

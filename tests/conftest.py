@@ -17,14 +17,15 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from shipledger.broker import EmbeddedBroker
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
-from shipledger.sinks import ddl, rows
+from shipledger.sinks import rows
+from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import Row
 from shipledger.sinks.sink import ClickHouseSink
-from shipledger.sinks.store import LedgerStore
+from shipledger.up.broker import EmbeddedBroker
 
 
 @pytest.fixture(scope="session")

@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from shipledger.api.auth import AuthStore
-from shipledger.api.server import ApiServer
 from shipledger.lag import end_offsets
+from shipledger.producers.api.auth import AuthStore
+from shipledger.producers.api.server import ApiServer
 from shipledger.settings import Settings
+from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.sink import ClickHouseSink
-from shipledger.sinks.store import LedgerStore
 from shipledger.topics import Topics, ensure_topics
 
 pytestmark = pytest.mark.integration

@@ -30,11 +30,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from shipledger.api.auth import AuthStore
-from shipledger.api.server import ApiServer
 from shipledger.lag import end_offsets
+from shipledger.producers.api.auth import AuthStore
+from shipledger.producers.api.server import ApiServer
 from shipledger.settings import Settings
-from shipledger.sinks.store import LedgerStore
+from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.topics import Topics, ensure_topics
 
 pytestmark = pytest.mark.integration

@@ -16,11 +16,11 @@ from click.testing import CliRunner
 
 from shipledger.cli import cli
 from shipledger.settings import Settings
-from shipledger.sinks import archive as archive_mod
-from shipledger.sinks import ddl, tiers
-from shipledger.sinks.archive import Archiver, archive, server_tiering_sql
-from shipledger.sinks.query import QueryError, run_read_query
-from shipledger.sinks.store import LedgerStore
+from shipledger.sinks.ledger import archive as archive_mod
+from shipledger.sinks.ledger import ddl, tiers
+from shipledger.sinks.ledger.archive import Archiver, archive, server_tiering_sql
+from shipledger.sinks.ledger.query import QueryError, run_read_query
+from shipledger.sinks.ledger.store import LedgerStore
 
 pytestmark = pytest.mark.integration
 

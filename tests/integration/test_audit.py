@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from shipledger.lab.bench_sink import sample_events
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
-from shipledger.sinks import chain, ddl
-from shipledger.sinks.audit import Report, verify
-from shipledger.sinks.audit_cli import audit
-from shipledger.sinks.bench import sample_events
+from shipledger.sinks.ledger import chain, ddl
+from shipledger.sinks.ledger.audit import Report, verify
+from shipledger.sinks.ledger.audit_cli import audit
+from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, Row, event_row
 from shipledger.sinks.sink import ClickHouseSink
-from shipledger.sinks.store import LedgerStore
 
 pytestmark = pytest.mark.integration
 

@@ -32,14 +32,14 @@ from typing import Any
 import httpx
 import pytest
 
-from shipledger.api.auth import ANY_TENANT, AuthStore
-from shipledger.processors.policy import load_policy
 from shipledger.processors.step import process
-from shipledger.producers.publisher import Publisher
+from shipledger.producers.api.auth import ANY_TENANT, AuthStore
+from shipledger.producers.emitter.publisher import Publisher
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
+from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
-from shipledger.sinks import ddl
-from shipledger.sinks.store import LedgerStore
+from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import read_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]

@@ -19,8 +19,8 @@ from shipledger.schemas.families import FAMILIES, family_of
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec, catalog
 from shipledger.settings import Settings
-from shipledger.sinks import ddl
-from shipledger.stack import Stack
+from shipledger.sinks.ledger import ddl
+from shipledger.up.stack import Stack
 
 pytestmark = pytest.mark.integration
 

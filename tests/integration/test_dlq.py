@@ -14,10 +14,11 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from shipledger.cli import cli
 from shipledger.dlq import read_letters
+from shipledger.logging import configure_logging
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
-from shipledger.stack import Stack
+from shipledger.up.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +45,9 @@ def stack(broker: str, tmp_path: Path) -> Iterator[Stack]:
         topic_partitions=2,
         sink_batch_ms=100,
     )
+    # As `up` does at its start: the stack's logs go to stderr, never into a command's stdout
+    # (its sink runs on a thread of this process, beside the commands under test).
+    configure_logging(settings)
     with Stack(settings, bootstrap=broker, log_dir=tmp_path / "logs") as running:
         yield running
 
@@ -57,12 +61,6 @@ def run(stack: Stack, *args: str) -> Result:
     result = CliRunner().invoke(cli, ["dlq", *args], env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result
-
-
-def json_lines(output: str) -> list[str]:
-    """The JSON lines of a command's output: the stack's sink thread runs in this process and
-    may log into the same captured stdout."""
-    return [line for line in output.splitlines() if line.startswith("{")]
 
 
 def wait_letters(stack: Stack, want: int, timeout: float = 60) -> int:
@@ -105,7 +103,7 @@ def raw_messages(stack: Stack) -> list[tuple[bytes | None, dict[str, bytes]]]:
 
 
 def test_list_show_and_replay_dead_letters(stack: Stack) -> None:
-    assert "No dead letters" in run(stack, "list").output
+    assert "No dead letters" in run(stack, "list").stdout
 
     codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
     producer = Producer(stack.settings.kafka_producer(stack.bootstrap))
@@ -114,7 +112,7 @@ def test_list_show_and_replay_dead_letters(stack: Stack) -> None:
     assert producer.flush(10) == 0
     assert wait_letters(stack, 2) == 2
 
-    table = run(stack, "list").output
+    table = run(stack, "list").stdout
     lines = table.splitlines()
     assert lines[0].split()[:5] == ["ID", "STAGE", "SOURCE", "FIELD", "REASON"]
     assert len(lines) == 4  # header, rule, two letters
@@ -123,7 +121,7 @@ def test_list_show_and_replay_dead_letters(stack: Stack) -> None:
     assert stack.topics.raw in table
 
     letters = [
-        json.loads(line) for line in json_lines(run(stack, "list", "--format", "json").output)
+        json.loads(line) for line in run(stack, "list", "--format", "json").stdout.splitlines()
     ]
     assert {x["stage"] for x in letters} == {"processors"}
     assert {x["source_topic"] for x in letters} == {stack.topics.raw}
@@ -132,29 +130,31 @@ def test_list_show_and_replay_dead_letters(stack: Stack) -> None:
     assert "full commit SHA" in sha["reason"]
     assert "magic byte" in junk["reason"]
     # The sink (a thread of this process, reading the DLQ into the ledger) may log first.
-    listed = run(stack, "list", "--stage", "sink").output.splitlines()
+    listed = run(stack, "list", "--stage", "sink").stdout.splitlines()
     assert listed[-1].startswith("No dead letters")
-    assert len(run(stack, "list", "--limit", "1").output.splitlines()) == 3
+    assert len(run(stack, "list", "--limit", "1").stdout.splitlines()) == 3
 
-    shown = run(stack, "show", sha["id"]).output
+    shown = run(stack, "show", sha["id"]).stdout
     assert "payload (DeploymentEvent):" in shown
     assert '"commit_sha": "abc123"' in shown
     assert '"deployment_id": "dep-dlq-bad"' in shown
     assert "source_offset" in shown and "stage" in shown
-    shown = run(stack, "show", junk["id"]).output
+    shown = run(stack, "show", junk["id"]).stdout
     assert "payload (raw bytes):" in shown
     assert "b'{not avro}'" in shown and "not a valid Avro" in shown
 
-    dry = run(stack, "replay", "--all", "--dry-run").output
+    dry = run(stack, "replay", "--all", "--dry-run").stdout
     assert "2 letter(s) would be replayed" in dry
     time.sleep(1.0)
     # A dry run sends nothing.
     assert len(read_letters(stack.settings, stack.bootstrap, stack.topics.dlq)) == 2
 
-    assert "Replayed 2 letter(s)." in run(stack, "replay", "--all").output
+    assert "Replayed 2 letter(s)." in run(stack, "replay", "--all").stdout
     # Still bad: both come back as new letters, with their reasons, naming their origin.
     assert wait_letters(stack, 4) == 4
-    again = [json.loads(line) for line in json_lines(run(stack, "list", "--format", "json").output)]
+    again = [
+        json.loads(line) for line in run(stack, "list", "--format", "json").stdout.splitlines()
+    ]
     returned = [x for x in again if x["id"] not in {sha["id"], junk["id"]}]
     assert len(returned) == 2
     assert {x["field"] for x in returned} == {"commit_sha", None}

@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
-from shipledger.processors.policy import load_policy
 from shipledger.processors.step import process
 from shipledger.schemas.families import family_of
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
+from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
-from shipledger.sinks import ddl
+from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, Row, avro_row, event_row, record_row
 from shipledger.sinks.sink import ClickHouseSink
-from shipledger.sinks.store import LedgerStore
 
 pytestmark = pytest.mark.integration
 

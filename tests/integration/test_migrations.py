@@ -1,4 +1,4 @@
-"""Schema migrations on a real chDB: they reproduce sinks/ddl.py exactly, are recorded, are
+"""Schema migrations on a real chDB: they reproduce sinks/ledger/ddl.py exactly, are recorded, are
 never rewritten, and `migrate --new` writes the next one from the difference."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from shipledger.settings import Settings
-from shipledger.sinks import ddl
-from shipledger.sinks.migrate import (
+from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.migrate import (
     Migration,
     MigrationError,
     applied_migrations,
@@ -24,8 +24,8 @@ from shipledger.sinks.migrate import (
     next_migration,
     scratch_schemas,
 )
-from shipledger.sinks.migrate_cli import migrate as migrate_cmd
-from shipledger.sinks.store import LedgerStore, StoreError
+from shipledger.sinks.ledger.migrate_cli import migrate as migrate_cmd
+from shipledger.sinks.ledger.store import LedgerStore, StoreError
 
 pytestmark = pytest.mark.integration
 
@@ -38,12 +38,12 @@ def store(tmp_path: Path) -> Iterator[LedgerStore]:
 
 def test_migrations_produce_exactly_the_desired_schema() -> None:
     """Every table, column (type, comment, position), sort and partition key, TTL, index and
-    view of sinks/ddl.py. Fails for a schema change committed without its migration."""
+    view of sinks/ledger/ddl.py. Fails for a schema change committed without its migration."""
     desired, migrated = scratch_schemas()
     assert set(desired) == {*ddl.tables(), ddl.CHAIN_HEADS, *ddl.VIEWS}
     differences = compare(desired, migrated)
     assert not differences, (
-        "the migrations do not produce sinks/ddl.py's schema; run "
+        "the migrations do not produce sinks/ledger/ddl.py's schema; run "
         "`shipledger migrate --new NAME`, review and commit the file:\n" + "\n".join(differences)
     )
     events = migrated[ddl.EVENTS]

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from shipledger.broker import free_port
-from shipledger.producers.spool import Spool
+from shipledger.producers.emitter.spool import Spool
 from shipledger.schemas.families import DEPLOYMENT
 from shipledger.schemas.models import Alert, DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
-from shipledger.sinks.audit import verify
-from shipledger.stack import Stack
+from shipledger.sinks.ledger.audit import verify
+from shipledger.up.broker import free_port
+from shipledger.up.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -20,12 +20,12 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from shipledger.api.auth import AuthStore
-from shipledger.api.server import ApiServer
 from shipledger.cli import cli
+from shipledger.producers.api.auth import AuthStore
+from shipledger.producers.api.server import ApiServer
 from shipledger.settings import Settings
-from shipledger.sinks import ddl
-from shipledger.sinks.query import (
+from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.query import (
     DEFAULT_LIMITS,
     QueryError,
     QueryResult,
@@ -35,7 +35,7 @@ from shipledger.sinks.query import (
     format_table,
     run_read_query,
 )
-from shipledger.sinks.store import LedgerStore
+from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import StackInfo, write_stack
 
 pytestmark = pytest.mark.integration

@@ -27,15 +27,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shipledger.api.auth import AuthStore
-from shipledger.api.server import ApiServer
+from shipledger.producers.api.auth import AuthStore
+from shipledger.producers.api.server import ApiServer
 from shipledger.query_cli import query as query_command
 from shipledger.schemas.models import Alert, DeploymentEvent
 from shipledger.settings import Settings
-from shipledger.sinks import ddl, rows
-from shipledger.sinks.archive import archive
+from shipledger.sinks import rows
+from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.archive import archive
+from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.sink import ClickHouseSink
-from shipledger.sinks.store import LedgerStore
 from shipledger.stackfile import StackInfo, write_stack
 
 pytestmark = pytest.mark.integration

@@ -13,17 +13,17 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from shipledger.journal import Journal
-from shipledger.processors.policy import load_policy
 from shipledger.processors.step import process
-from shipledger.producers.publisher import Publisher
-from shipledger.restore import ledger_states, partition_of
+from shipledger.producers.emitter.publisher import Publisher
+from shipledger.producers.journal import Journal
 from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
-from shipledger.sinks.archive import archive
-from shipledger.sinks.store import LedgerStore
-from shipledger.stack import Stack
+from shipledger.sinks.ledger.archive import archive
+from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.topics import ensure_topics
+from shipledger.up.restore import ledger_states, partition_of
+from shipledger.up.stack import Stack
 
 pytestmark = pytest.mark.integration
 

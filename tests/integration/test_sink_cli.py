@@ -16,8 +16,8 @@ from confluent_kafka import Producer
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
-from shipledger.sinks.ddl import EVENTS
-from shipledger.sinks.store import LedgerStore
+from shipledger.sinks.ledger.ddl import EVENTS
+from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.topics import ensure_topics
 
 pytestmark = pytest.mark.integration

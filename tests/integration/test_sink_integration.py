@@ -16,14 +16,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from shipledger.processors.policy import Retention
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
+from shipledger.schemas.policy import Retention
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
-from shipledger.sinks import ddl
-from shipledger.sinks.chain import stamp
+from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.chain import stamp
+from shipledger.sinks.ledger.store import LedgerStore, TimeWindow
 from shipledger.sinks.sink import ClickHouseSink
-from shipledger.sinks.store import LedgerStore, TimeWindow
 from shipledger.topics import Topics, ensure_topics
 
 pytestmark = pytest.mark.integration

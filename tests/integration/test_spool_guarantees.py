@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from shipledger.broker import free_port
-from shipledger.producers.spool import Spool
+from shipledger.producers.emitter.spool import Spool
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.settings import Settings
 from shipledger.topics import Topics, ensure_topics
+from shipledger.up.broker import free_port
 
 pytestmark = pytest.mark.integration
 

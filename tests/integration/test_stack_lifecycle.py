@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from shipledger.lab.traffic import day_of_traffic
 from shipledger.lag import Watermarks, lag_by_topic, partition_lag
-from shipledger.producers.publisher import Publisher
+from shipledger.producers.emitter.publisher import Publisher
 from shipledger.settings import Settings
-from shipledger.sinks.store import LedgerStore
-from shipledger.stack import Stack
+from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import read_stack, stack_path
-from shipledger.traffic import day_of_traffic
+from shipledger.up.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from shipledger.api.auth import AuthStore
+from shipledger.producers.api.auth import AuthStore
 from shipledger.settings import Settings
-from shipledger.sinks.store import LedgerStore
+from shipledger.sinks.ledger.store import LedgerStore
 
 pytestmark = pytest.mark.integration
 

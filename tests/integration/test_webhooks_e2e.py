@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from shipledger.api.auth import AuthStore
+from shipledger.producers.api.auth import AuthStore
 from shipledger.settings import Settings
-from shipledger.stack import Stack
+from shipledger.up.stack import Stack
 
 pytestmark = pytest.mark.integration
 

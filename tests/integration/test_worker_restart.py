@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from shipledger.processors.policy import load_policy
 from shipledger.processors.step import process
-from shipledger.producers.publisher import Publisher
+from shipledger.producers.emitter.publisher import Publisher
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
+from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
-from shipledger.stack import Stack
+from shipledger.up.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from shipledger.producers.webhooks import Mapped, WebhookResult, dispatch
 from shipledger.schemas.families import family_of
-from shipledger.webhooks import Mapped, WebhookResult, dispatch
 
 WEBHOOK_TENANT = "acme"
 Mutate = Callable[[dict[str, Any]], None]

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from shipledger.api.auth import AuthError, AuthStore, Principal
-from shipledger.api.cli import tokens, webhooks
-from shipledger.api.events import FieldError, Forbidden, Prepared, prepare, unwrap
-from shipledger.api.limits import RateLimiter, TooLarge, read_capped
-from shipledger.api.uploads import BadFormat, Record, records, upload_format
+from shipledger.producers.api.auth import AuthError, AuthStore, Principal
+from shipledger.producers.api.cli import tokens, webhooks
+from shipledger.producers.api.events import FieldError, Forbidden, Prepared, prepare, unwrap
+from shipledger.producers.api.limits import RateLimiter, TooLarge, read_capped
+from shipledger.producers.api.uploads import BadFormat, Record, records, upload_format
 from shipledger.settings import Settings
 
 SHA = "ab" * 20

@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from shipledger.completeness import Held, entry_letter_id, is_complete, tables_by_topic
-from shipledger.journal import Entry
-from shipledger.processors.policy import load_policy
 from shipledger.processors.state import Entry as StateEntry
 from shipledger.processors.state import state_key
 from shipledger.processors.step import alert_id, process
-from shipledger.restore import partition_of, state_message
+from shipledger.producers.journal import Entry
 from shipledger.schemas.families import scoped_key
 from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
-from shipledger.sinks import ddl
+from shipledger.sinks.ledger import ddl
 from shipledger.topics import Topics
+from shipledger.up.completeness import Held, entry_letter_id, is_complete, tables_by_topic
+from shipledger.up.restore import partition_of, state_message
 
 TOPICS = Topics.from_settings(Settings())
 TABLES = tables_by_topic(TOPICS)

@@ -147,11 +147,11 @@ def test_replay_headers_name_the_letter() -> None:
 
 def test_a_replayed_letter_is_journaled_as_its_event() -> None:
     """`dlq replay` to an embedded stack journals what it sends; its letter id, should it be
-    rejected again, names the replay (see shipledger.completeness)."""
-    from shipledger.completeness import entry_letter_id
+    rejected again, names the replay (see shipledger.up.completeness)."""
     from shipledger.dlq import journal_entry
     from shipledger.schemas.letters import letter_id
     from shipledger.settings import Settings
+    from shipledger.up.completeness import entry_letter_id
 
     settings = Settings()
     raw = settings.topic("deployments.raw")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shipledger.producers.ci_detect import detect, provider, strip_credentials
+from shipledger.producers.emitter.ci_detect import detect, provider, strip_credentials
 
 SHA = "4f1d2c3b4a5968778695a4b3c2d1e0f9a8b7c6d5"
 

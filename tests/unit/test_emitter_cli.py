@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from shipledger.broker import free_port
 from shipledger.cli import cli
-from shipledger.producers import cli as emitter_cli
-from shipledger.producers.publisher import Publisher, PublishResult
-from shipledger.producers.spool import Spool
+from shipledger.producers.emitter import cli as emitter_cli
+from shipledger.producers.emitter.publisher import Publisher, PublishResult
+from shipledger.producers.emitter.spool import Spool
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.settings import Settings
+from shipledger.up.broker import free_port
 
 #: The `cli_env` fixture (tests/conftest.py): a CI job's environment for a broker.
 CliEnv = Callable[[Settings, str], dict[str, str]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from shipledger.producers.metadata import (
+from shipledger.producers.emitter.metadata import (
     MissingMetadata,
     build_event,
     envvar,

@@ -11,12 +11,17 @@ from pathlib import Path
 import pytest
 from filelock import ReadWriteLock
 
-from shipledger.broker import free_port
-from shipledger.producers.publisher import EVENT_SCHEMA, NO_BOOTSTRAP, Publisher, PublishError
-from shipledger.producers.spool import WRITE_LOCK, Spool, SpoolError
+from shipledger.producers.emitter.publisher import (
+    EVENT_SCHEMA,
+    NO_BOOTSTRAP,
+    Publisher,
+    PublishError,
+)
+from shipledger.producers.emitter.spool import WRITE_LOCK, Spool, SpoolError
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
+from shipledger.up.broker import free_port
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -177,7 +182,7 @@ def test_a_failed_write_leaves_nothing_and_names_the_directory(settings: Setting
 _APPENDER = """
 import sys
 from pathlib import Path
-from shipledger.producers.spool import Spool
+from shipledger.producers.emitter.spool import Spool
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
@@ -194,7 +199,7 @@ for i in range(int(sys.argv[3])):
 def test_concurrent_appends_never_interleave(settings: Settings, tmp_path: Path) -> None:
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _APPENDER, str(settings.data_dir), f"w{w}", "50", SHA],
+            [sys.executable, "-P", "-c", _APPENDER, str(settings.data_dir), f"w{w}", "50", SHA],
             cwd=tmp_path,
         )
         for w in range(4)

@@ -88,7 +88,7 @@ def test_rendered_dictionary_content() -> None:
     assert "| `tenant` | string | yes |" in text and "| - |" in text  # unmapped: no invention
     for alias, canonical in ALIASES.items():
         assert f"| `{alias}` | `{canonical}` |" in text
-    assert "processors/normalize.py" in text
+    assert "schemas/taxonomy.py" in text
 
 
 def test_docs_command_writes_and_checks(tmp_path: Path) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from shipledger.sinks import ddl
-from shipledger.sinks.audit_cli import audit
-from shipledger.sinks.grants import grants_sql
+from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.audit_cli import audit
+from shipledger.sinks.ledger.grants import grants_sql
 
 
 def test_roles_grant_only_what_they_need() -> None:

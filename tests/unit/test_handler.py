@@ -15,11 +15,11 @@ import pytest
 from shipledger.processors.app import finish_batch
 from shipledger.processors.handler import EventHandler
 from shipledger.processors.outputs import OutputError, Payload
-from shipledger.processors.policy import load_policy
 from shipledger.processors.state import DeploymentState, Entry, state_key
 from shipledger.processors.step import alert_id
 from shipledger.schemas.letters import REPLAYED_FROM, header_text, letter_id
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
+from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import EVENT_SCHEMA
 

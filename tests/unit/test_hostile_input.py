@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shipledger.api.auth import Principal
-from shipledger.api.events import FieldError, Prepared, prepare
-from shipledger.api.limits import TooLarge
-from shipledger.api.uploads import Record, csv_records, ndjson_records
+from shipledger.producers.api.auth import Principal
+from shipledger.producers.api.events import FieldError, Prepared, prepare
+from shipledger.producers.api.limits import TooLarge
+from shipledger.producers.api.uploads import Record, csv_records, ndjson_records
 from shipledger.schemas.families import FAMILIES
 from shipledger.schemas.models import MAX_TEXT, check_name, check_text
 from shipledger.schemas.untrusted import MAX_DEPTH, BadJSON, loads

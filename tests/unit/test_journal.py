@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shipledger.journal import (
+from shipledger.producers.journal import (
     MAGIC,
     Entry,
     GroupCommit,
@@ -118,7 +118,7 @@ _WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from shipledger.journal import Entry, Journal
+    from shipledger.producers.journal import Entry, Journal
     journal = Journal(Path(sys.argv[1]), fsync=True, segment_bytes=4096)
     name = sys.argv[2]
     for i in range(150):
@@ -130,7 +130,8 @@ _WRITER = textwrap.dedent(
 def test_writers_in_several_processes_interleave_whole_entries(tmp_path: Path) -> None:
     directory = tmp_path / "journal"
     procs = [
-        subprocess.Popen([sys.executable, "-c", _WRITER, str(directory), f"w{n}"]) for n in range(4)
+        subprocess.Popen([sys.executable, "-P", "-c", _WRITER, str(directory), f"w{n}"])
+        for n in range(4)
     ]
     assert [p.wait(timeout=120) for p in procs] == [0] * 4
     journal = Journal(directory)
@@ -147,7 +148,7 @@ _HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from shipledger.journal import Journal
+    from shipledger.producers.journal import Journal
     with Journal(Path(sys.argv[1])).locked():
         print("locked", flush=True)
         time.sleep(60)
@@ -159,7 +160,7 @@ def test_a_writer_killed_holding_the_lock_leaves_no_stale_lock(tmp_path: Path) -
     directory = tmp_path / "journal"
     directory.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(directory)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-P", "-c", _HOLDER, str(directory)], stdout=subprocess.PIPE, text=True
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     journal = Journal(directory, fsync=False)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shipledger.processors.normalize import Environment, normalize_environment
+from shipledger.schemas.taxonomy import Environment, normalize_environment
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from shipledger.processors.policy import Retention, load_policy, parse_period, parse_policy
-from shipledger.sinks.chain import GENESIS, row_hash, stamp
+from shipledger.schemas.policy import Retention, load_policy, parse_period, parse_policy
+from shipledger.sinks.ledger.chain import GENESIS, row_hash, stamp
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "policy.example.yaml"
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from shipledger.api.query_slots import QuerySlots, SlotsFull
-from shipledger.sinks.query_errors import EngineError
-from shipledger.sinks.query_functions import ALLOWED_FUNCTIONS
-from shipledger.sinks.query_guard import (
+from shipledger.producers.api.query_slots import QuerySlots, SlotsFull
+from shipledger.sinks.ledger.query_errors import EngineError
+from shipledger.sinks.ledger.query_functions import ALLOWED_FUNCTIONS
+from shipledger.sinks.ledger.query_guard import (
     FunctionCatalog,
     Policy,
     Refused,

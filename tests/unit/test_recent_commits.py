@@ -3,7 +3,7 @@ and repository."""
 
 from __future__ import annotations
 
-from shipledger.api.recent_commits import RecentCommits
+from shipledger.producers.api.recent_commits import RecentCommits
 
 A = "279484c09fbe69ededfced8c1bb6e6d24616b468"
 B = "279484c0aaaa69ededfced8c1bb6e6d24616b468"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shipledger.processors.policy import load_policy, parse_policy
 from shipledger.processors.rules import Subject, judge
+from shipledger.schemas.policy import load_policy, parse_policy
 
 POLICY = """
 version: "2026.11"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shipledger.api.auth import AuthStore
+from shipledger.producers.api.auth import AuthStore
 from shipledger.settings import Settings
 from shipledger.stackfile import StackInfo, write_stack
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from shipledger.schemas.registry import catalog
-from shipledger.sinks import ddl
+from shipledger.sinks.ledger import ddl
 
 TABLE_SCHEMAS = {
     ddl.EVENTS: "io.shipledger.v1.DeploymentEvent",

@@ -9,7 +9,8 @@ import pytest
 
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.registry import AvroCodec
-from shipledger.sinks import ddl, rows
+from shipledger.sinks import rows
+from shipledger.sinks.ledger import ddl
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 T0 = datetime(2026, 11, 26, 10, 0, 0, 123000, tzinfo=UTC)

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shipledger.processors.policy import load_policy
 from shipledger.processors.step import alert_id, process
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
+from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import EVENT_SCHEMA, Rejected, decode_event
 

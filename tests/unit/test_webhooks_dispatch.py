@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from shipledger.webhooks import (
+from shipledger.producers.webhooks import (
     PROVIDERS,
     WebhookAuthError,
     WebhookPayloadError,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shipledger.webhooks import (
+from shipledger.producers.webhooks import (
     Mapped,
     WebhookAuthError,
     WebhookPayloadError,

@@ -1,0 +1,141 @@
+"""What the routes share (one per app), the error they raise, and the auth dependency."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from shipledger.producers.api.auth import AuthError, AuthStore, Principal
+from shipledger.producers.api.limits import RateLimiter, retry_after
+from shipledger.producers.api.query_slots import QuerySlots
+from shipledger.producers.api.recent_commits import RecentCommits
+from shipledger.settings import Settings
+
+if TYPE_CHECKING:
+    from shipledger.producers.api.bridge import KafkaBridge
+    from shipledger.sinks.ledger.store import LedgerStore
+
+
+class SafeJSONResponse(JSONResponse):
+    """Every JSON answer of the API: ASCII-escaped, so a hostile string echoed in an error (a
+    lone surrogate, a control character) is written as an escape instead of failing to encode
+    (which was a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        """The body: compact JSON, non-ASCII escaped, NaN refused."""
+        return json.dumps(
+            content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+        ).encode("ascii")
+
+
+class ApiError(Exception):
+    """An HTTP error answered as `{"error": message, **extra}`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra or {}
+        self.headers = headers
+
+
+@dataclass
+class ApiContext:
+    """The app's parts: settings, token store, Kafka bridge, ledger store (inside `up`)."""
+
+    settings: Settings
+    auth: AuthStore
+    bridge: KafkaBridge | None = None
+    store: LedgerStore | None = None
+    #: Webhook deliveries per (tenant, provider, event type, outcome) since the app started.
+    webhook_deliveries: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+    #: Full SHAs of recent pushes and merges, to resolve a provider's abbreviated ones.
+    recent_commits: RecentCommits = field(default_factory=RecentCommits)
+
+    def __post_init__(self) -> None:
+        self.limiter = RateLimiter(self.settings.api_rate_per_s, self.settings.api_rate_burst)
+        self.query_slots = QuerySlots(
+            self.settings.query_max_concurrent_per_token, self.settings.query_max_concurrent
+        )
+        #: Webhook requests refused authentication, per client address and provider: apart
+        #: from `limiter`, so they cannot spend the rate of authenticated deliveries.
+        self.refused_limiter = RateLimiter(
+            self.settings.api_refused_rate_per_s, self.settings.api_refused_rate_burst
+        )
+
+    def require_bridge(self) -> KafkaBridge:
+        """The Kafka bridge; 503 when this app has none."""
+        if self.bridge is None:
+            raise ApiError(503, "no Kafka broker configured for this API")
+        return self.bridge
+
+    def require_store(self) -> LedgerStore:
+        """The ledger store; 503 when this app has none (only the API inside `up`, or one
+        given a ClickHouse server, can read the ledger)."""
+        if self.store is None:
+            raise ApiError(503, "reads need the ledger: use the API of `shipledger up`")
+        return self.store
+
+    def throttle(self, key: str, limiter: RateLimiter | None = None) -> None:
+        """429 with Retry-After once `key` is over its rate (in `limiter`, default the
+        authenticated requests' one)."""
+        limiter = limiter or self.limiter
+        wait_s = limiter.acquire(key)
+        if wait_s > 0:
+            raise ApiError(
+                429,
+                f"rate limit of {limiter.rate:g} requests/s (burst {limiter.burst}) exceeded; "
+                f"retry in {wait_s:.2f}s",
+                headers={"Retry-After": retry_after(wait_s)},
+            )
+
+
+def context(request: Request) -> ApiContext:
+    """The app's context (a FastAPI dependency)."""
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API token: `shipledger tokens create`.")
+
+
+class Authorized:
+    """Dependency: a valid bearer token with `scope`, within its rate. 401/403/429 otherwise."""
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+
+    def __call__(
+        self,
+        ctx: Annotated[ApiContext, Depends(context)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if credentials is None:
+            raise ApiError(
+                401, "missing bearer token: Authorization: Bearer <token>", None, challenge
+            )
+        try:
+            principal = ctx.auth.verify(credentials.credentials)
+        except AuthError as exc:
+            raise ApiError(401, str(exc), None, challenge) from exc
+        if self.scope not in principal.scopes:
+            raise ApiError(
+                403,
+                f"token {principal.token_id} lacks the {self.scope!r} scope "
+                f"(has: {', '.join(sorted(principal.scopes))})",
+            )
+        ctx.throttle(principal.token_id)
+        return principal

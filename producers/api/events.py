@@ -1,0 +1,157 @@
+"""From a request's JSON objects to encoded, keyed Kafka messages, or per-field errors (pure).
+
+An object's fields are those of its family's model, plus an optional `family` (default
+`deployment`). What the API fills in:
+
+- `tenant`, when absent: the token's tenant (an operator token's `*` leaves the model default);
+- `occurred_at`, when absent: now;
+- `event_id`, when absent: derived from the object's content, `occurred_at` included (UUIDv5).
+  So a retried body that names its `occurred_at` (or its `event_id` and `occurred_at`) carries
+  the same id and time, and the sink drops the copy; a body without `occurred_at` is a new
+  event each time it is sent.
+- `source`, when the family's model has it and it is absent: the ingest channel (`api`,
+  `upload`).
+
+What it refuses, each as a FieldError naming the field: anything the family's model refuses
+(with the settings' time window for `occurred_at`), an event whose encoded size is over
+`Settings.max_event_bytes` (Kafka would refuse it on every retry), and `missing_metadata`
+from any channel but a webhook (API and upload callers can give the field itself).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from pydantic import ValidationError
+
+from shipledger.producers.api.auth import ANY_TENANT, Principal
+from shipledger.schemas.families import UnknownFamily, family_of
+from shipledger.schemas.models import utcnow
+from shipledger.schemas.registry import AvroCodec, EncodeError
+from shipledger.schemas.validation import field_errors, size_problem
+from shipledger.settings import Settings
+
+DEFAULT_FAMILY = "deployment"
+_ID_NAMESPACE = uuid.UUID("0b7a4f0e-5d3c-4c1e-9a57-5f1d2e3c4b6a")
+
+
+@cache
+def _codec(schema: str) -> AvroCodec:
+    return AvroCodec(schema)
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One reason an input item was refused: which item, which field, why."""
+
+    index: int
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A valid event, ready to produce."""
+
+    event_id: str
+    tenant: str
+    topic: str
+    key: bytes
+    value: bytes
+
+
+class Forbidden(Exception):
+    """An event for a tenant the token may not write (HTTP 403)."""
+
+    def __init__(self, error: FieldError) -> None:
+        super().__init__(error.reason)
+        self.error = error
+
+
+def derived_event_id(obj: dict[str, Any]) -> str:
+    """A stable id from an object's content: the same object always gets the same id."""
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return str(uuid.uuid5(_ID_NAMESPACE, canonical))
+
+
+def prepare(
+    item: object, index: int, principal: Principal, settings: Settings, channel: str
+) -> Prepared | list[FieldError]:
+    """Validate one input object as its family's event and encode it; or its field errors.
+
+    Raises Forbidden for an event of another tenant than the token's.
+    """
+    if not isinstance(item, dict):
+        return [FieldError(index, "event", f"must be a JSON object, got {type(item).__name__}")]
+    obj = dict(item)
+    family_name = obj.pop("family", DEFAULT_FAMILY)
+    if not isinstance(family_name, str):
+        return [FieldError(index, "family", "must be a string")]
+    try:
+        family = family_of(family_name)
+    except UnknownFamily as exc:
+        return [FieldError(index, "family", str(exc))]
+    if obj.get("missing_metadata") and not channel.startswith("webhook:"):
+        return [
+            FieldError(
+                index,
+                "missing_metadata",
+                "only webhook mappings of third-party systems may declare fields missing: "
+                "give the fields themselves",
+            )
+        ]
+    if obj.get("tenant") is None and principal.tenant != ANY_TENANT:
+        obj["tenant"] = principal.tenant
+    if "source" in family.model.model_fields and obj.get("source") is None:
+        obj["source"] = channel
+    if obj.get("occurred_at") is None:
+        obj["occurred_at"] = utcnow().isoformat()
+    if obj.get("event_id") is None:
+        obj["event_id"] = derived_event_id({"family": family.name, **obj})
+    try:
+        event = family.model.model_validate(obj, context={"time_window": settings.time_window()})
+    except ValidationError as exc:
+        return [FieldError(index, field, reason) for field, reason in field_errors(exc)]
+    record = event.model_dump(mode="python")
+    tenant = str(record["tenant"])
+    if not principal.may_act_on(tenant):
+        raise Forbidden(
+            FieldError(
+                index,
+                "tenant",
+                f"this token is for tenant {principal.tenant!r}, not {tenant!r}",
+            )
+        )
+    try:
+        value = _codec(family.schema).encode(record)
+    except EncodeError as exc:  # the models carry the Avro bounds: a mismatch is named, not 500
+        return [FieldError(index, "event", f"cannot be encoded: {exc}")]
+    too_large = size_problem(value, settings.max_event_bytes)
+    if too_large:
+        return [FieldError(index, "event", too_large)]
+    return Prepared(
+        event_id=str(record["event_id"]),
+        tenant=tenant,
+        topic=settings.topic(family.topic),
+        key=family.key(event),
+        value=value,
+    )
+
+
+def unwrap(payload: object) -> list[object] | None:
+    """The event objects of a request body: an object, an array, or `{"events": [...]}`.
+
+    None when the body has none of these shapes.
+    """
+    if isinstance(payload, list):
+        return payload
+    if isinstance(payload, dict):
+        events = payload.get("events") if set(payload) == {"events"} else None
+        if isinstance(events, list):
+            return events
+        return [payload]
+    return None

@@ -1,0 +1,160 @@
+"""Reads of the ledger, only within the token's tenant: `GET /v1/events/{event_id}` (one
+stored deployment event) and `POST /v1/query` (read-only SQL, hot and cold rows).
+
+Needs the ledger store, which only the process that owns it has: the API inside `shipledger
+up` (or any API given a ClickHouse server). Another tenant's rows read as absent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from pydantic import BaseModel, Field, ValidationError
+
+from shipledger.producers.api.auth import ANY_TENANT, Principal
+from shipledger.producers.api.bodies import TOKEN_ERRORS, Problem
+from shipledger.producers.api.context import ApiContext, ApiError, Authorized, context
+from shipledger.producers.api.limits import check_declared_length, read_capped
+from shipledger.producers.api.query_slots import SlotsFull
+from shipledger.sinks.ledger.ddl import EVENTS, qualified
+from shipledger.sinks.ledger.query import QueryError, QueryLimits, run_read_query
+
+router = APIRouter(prefix="/v1")
+
+
+@router.get(
+    "/events/{event_id}",
+    responses={
+        **TOKEN_ERRORS,
+        404: {"model": Problem, "description": "No such event for this token's tenant."},
+        503: {"model": Problem, "description": "This API has no ledger store."},
+    },
+    summary="Read one stored deployment event",
+)
+async def get_event(
+    event_id: str,
+    ctx: Annotated[ApiContext, Depends(context)],
+    principal: Annotated[Principal, Depends(Authorized("read"))],
+) -> dict[str, Any]:
+    """The stored row of a deployment event (as the ledger keeps it), if it is the token's
+    tenant's. Events reach the ledger a moment after their 202."""
+    store = ctx.require_store()
+    table = qualified(store.database, EVENTS)  # checked identifiers
+    sql = f"SELECT * FROM {table} WHERE event_id = %(id)s"  # noqa: S608
+    params: dict[str, Any] = {"id": event_id}
+    if principal.tenant != ANY_TENANT:
+        sql += " AND tenant = %(tenant)s"
+        params["tenant"] = principal.tenant
+    columns, rows = await run_in_threadpool(store.query, sql + " LIMIT 1", params)
+    if not rows:
+        raise ApiError(404, f"no event {event_id!r} for tenant {principal.tenant!r}")
+    row: dict[str, Any] = jsonable_encoder(dict(zip(columns, rows[0], strict=True)))
+    return row
+
+
+class QueryRequest(BaseModel):
+    """A read-only query of the ledger."""
+
+    sql: str = Field(examples=["SELECT environment, count() FROM deployments GROUP BY 1"])
+    tenant: str | None = Field(
+        default=None,
+        description="Tenant to scope to. A tenant's token is always scoped to its own tenant; "
+        "an operator (`*`) token reads every tenant unless one is named.",
+    )
+    max_rows: int | None = Field(default=None, ge=1, description="At most this many rows.")
+
+
+def _query_body() -> dict[str, Any]:
+    schema = QueryRequest.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+@router.post(
+    "/query",
+    response_model=dict[str, Any],
+    openapi_extra=_query_body(),
+    responses={
+        **TOKEN_ERRORS,
+        400: {
+            "model": Problem,
+            "description": "Refused (not a read-only query, or something it names is not on "
+            "the allow-list), over a limit, or failed.",
+        },
+        403: {"model": Problem, "description": "Another tenant than the token's, or no scope."},
+        413: {"model": Problem, "description": "A body far longer than the longest SQL."},
+        429: {
+            "model": Problem,
+            "description": "Over the token's request rate or concurrent queries (Retry-After).",
+        },
+        503: {
+            "model": Problem,
+            "description": "This API has no ledger store, or runs its most queries at once "
+            "(Retry-After).",
+        },
+    },
+    summary="Run read-only SQL over the ledger (hot and cold rows, tenant-scoped)",
+)
+async def post_query(
+    http: Request,
+    ctx: Annotated[ApiContext, Depends(context)],
+    principal: Annotated[Principal, Depends(Authorized("read"))],
+) -> Response:
+    """`{"columns", "types", "rows", "truncated"}`. A tenant's query may read only its
+    tenant's rows of the ledger's tables and views, with allowed functions, under memory,
+    time and size limits (docs/security.md, `shipledger.sinks.ledger.query`); this is what
+    `shipledger query` uses while `shipledger up` owns the embedded ledger."""
+    store = ctx.require_store()
+    request = await _read_request(http, ctx.settings.query_max_sql_bytes)
+    tenant = request.tenant
+    if principal.tenant != ANY_TENANT:
+        if tenant not in (None, principal.tenant):
+            raise ApiError(403, f"tenant: this token reads tenant {principal.tenant!r} only")
+        tenant = principal.tenant
+    settings = ctx.settings
+    max_rows = min(request.max_rows or settings.query_max_rows, settings.query_max_rows)
+    try:
+        with ctx.query_slots.slot(principal.token_id):
+            result = await run_in_threadpool(
+                run_read_query,
+                store,
+                request.sql,
+                tenant=tenant,
+                max_rows=max_rows,
+                limits=QueryLimits.of(settings),
+            )
+    except SlotsFull as exc:
+        raise ApiError(exc.status, exc.message, headers={"Retry-After": "1"}) from exc
+    except QueryError as exc:
+        raise ApiError(400, str(exc)) from exc
+    # Serialized here to cap the answer's size (as Starlette's JSONResponse would write it).
+    body = json.dumps(
+        result.to_json(), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    ).encode("utf-8")
+    if len(body) > settings.query_max_response_bytes:
+        raise ApiError(
+            400,
+            f"the answer is {len(body)} bytes of JSON, over the limit of "
+            f"{settings.query_max_response_bytes} bytes (SHIPLEDGER_QUERY_MAX_RESPONSE_BYTES): "
+            "select fewer rows (max_rows, LIMIT) or columns",
+        )
+    return Response(body, media_type="application/json")
+
+
+async def _read_request(http: Request, max_sql_bytes: int) -> QueryRequest:
+    """The request body, read up to a bound (the SQL JSON-escaped, plus the other fields),
+    so a huge body is refused (413) before it is held in memory."""
+    limit = 2 * max_sql_bytes + 4096
+    check_declared_length(http.headers.get("content-length"), limit, "query body")
+    body = await read_capped(http.stream(), limit, "query body")
+    try:
+        return QueryRequest.model_validate_json(body)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ApiError(400, reasons) from exc

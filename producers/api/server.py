@@ -1,0 +1,155 @@
+"""`ApiServer`: the ingest API served by uvicorn on a thread of this process.
+
+One thread, so `shipledger up` can run it beside the sink and share the ledger store (chDB
+allows one process per data dir); `shipledger api` and the tests run the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from shipledger.logging import get_logger
+from shipledger.producers.api.app import create_app
+from shipledger.producers.api.auth import ANY_TENANT, AuthStore
+from shipledger.producers.api.bridge import KafkaBridge
+from shipledger.producers.api.context import ApiContext
+from shipledger.producers.journal import Journal
+from shipledger.settings import Settings
+
+if TYPE_CHECKING:
+    from shipledger.sinks.ledger.store import LedgerStore
+
+log = get_logger("api.server")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise RuntimeError(
+            f"the ingest API cannot listen on {host}:{port}: {exc.strerror} "
+            "(pick another port: SHIPLEDGER_API_PORT, or 0 for any free one)"
+        ) from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class ApiServer:
+    """The API on `settings.api_host:api_port`, producing to `bootstrap`; a context manager.
+    With `journal`, events are journaled before they are produced (`api.bridge`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        store: LedgerStore | None = None,
+        journal: Journal | None = None,
+    ) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self._store = store
+        self._journal = journal
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._ctx: ApiContext | None = None
+        self._sock: socket.socket | None = None
+        self._operator_token_id: str | None = None
+        self.url = ""
+
+    def start(self, timeout_s: float = 15.0) -> str:
+        """Listen, start serving, and return the base URL (http://host:port)."""
+        self._sock = _listen(self.settings.api_host, self.settings.api_port)
+        host, port = self._sock.getsockname()[:2]
+        self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        self._ctx = ApiContext(
+            settings=self.settings,
+            auth=AuthStore(self.settings.resolved_auth_db),
+            bridge=KafkaBridge(self.settings, self.bootstrap, self._journal),
+            store=self._store,
+        )
+        config = uvicorn.Config(
+            create_app(self._ctx),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            loop="asyncio",
+            http="httptools",
+            timeout_keep_alive=30,
+        )
+        server = self._server = uvicorn.Server(config)
+        sock = self._sock
+        self._thread = threading.Thread(
+            target=lambda: server.run(sockets=[sock]), name="api", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the ingest API did not start")
+            time.sleep(0.02)
+        log.info("api_started", url=self.url, auth_db=str(self.settings.resolved_auth_db))
+        return self.url
+
+    def operator_token(self) -> str:
+        """A read token for every tenant, valid while this server runs (revoked by `stop`):
+        `up` hands it to local commands (`shipledger query`) through the 0600 stack file."""
+        assert self._ctx is not None, "start() first"
+        token, info = self._ctx.auth.create_token(
+            ANY_TENANT, ("read",), name=f"shipledger up (pid {os.getpid()})"
+        )
+        self._operator_token_id = info.id
+        return token
+
+    @property
+    def running(self) -> bool:
+        """Whether the server thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Finish the requests in flight, stop serving, flush the producer. Idempotent."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self._server = None
+        if self._ctx is not None:
+            if self._operator_token_id is not None:
+                self._ctx.auth.revoke(self._operator_token_id)
+                self._operator_token_id = None
+            if self._ctx.bridge is not None:
+                self._ctx.bridge.close()
+            self._ctx.auth.close()
+            self._ctx = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> ApiServer:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

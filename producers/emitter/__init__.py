@@ -1,0 +1,1 @@
+"""The CI emitter: `shipledger start/emit/run/flush`, CI metadata, the spool."""

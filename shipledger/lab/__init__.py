@@ -1,0 +1,1 @@
+"""Benchmarks, the demo and realistic traffic: tools around the product, never imported by it."""

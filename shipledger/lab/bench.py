@@ -1,0 +1,724 @@
+"""`shipledger bench`: throughput and latency of the embedded stack, beside a plain Faust
+passthrough agent measured in the same run on the same broker.
+
+Figures go to `<out>/results.json` and `<out>/results.md`; nothing here asserts a target.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from shipledger.lab.bench_query import bench_query
+from shipledger.lab.bench_sink import bench_audit
+from shipledger.lab.demo import expected_outcome
+from shipledger.lab.traffic import day_of_traffic, demo_day, demo_policy
+from shipledger.logging import configure_logging
+from shipledger.schemas.families import DEPLOYMENT
+from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.registry import AvroCodec
+from shipledger.settings import Settings
+from shipledger.sinks.ledger.store import LedgerStore
+from shipledger.up.broker import stop_process
+from shipledger.up.stack import Stack
+
+EVENT = AvroCodec("io.shipledger.v1.DeploymentEvent")
+#: The measures, in the order they run (the passthrough's own Faust worker goes last).
+SECTIONS = ("pipeline", "emit", "api", "durable", "passthrough", "audit", "query")
+#: Sections measured on a running embedded stack (audit builds its own ledger).
+_STACK_SECTIONS = ("pipeline", "emit", "api", "durable", "passthrough")
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Latency distribution in milliseconds."""
+
+    samples: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+    @classmethod
+    def of(cls, values_ms: list[float]) -> Latency:
+        """Summarize samples (nearest-rank percentiles)."""
+        if not values_ms:
+            return cls(0, float("nan"), float("nan"), float("nan"))
+        ordered = sorted(values_ms)
+
+        def rank(q: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+        return cls(len(ordered), rank(0.50), rank(0.99), round(ordered[-1], 1))
+
+
+def _consumer(bootstrap: str, topic: str, partitions: int, fetch_wait_ms: int) -> Consumer:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-reader-{topic}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": fetch_wait_ms,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    return consumer
+
+
+class _Counter(threading.Thread):
+    """Counts a topic's messages in the background (throughput phases)."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        super().__init__(daemon=True)
+        self._consumer = consumer
+        self.count = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.count += sum(
+                1 for msg in self._consumer.consume(1000, timeout=0.05) if msg.error() is None
+            )
+        self._consumer.close()
+
+
+def measure_latency(
+    stack: Stack,
+    producer: Producer,
+    source: str,
+    output: str,
+    items: Iterable[tuple[bytes, bytes, str]],
+    count: int,
+    rate: float,
+    mode: str,
+) -> Latency:
+    """Publish `items` at `rate` and time each id's arrival on `output`, as seen by a probe
+    in its own process (see `shipledger.lab.bench_reader`)."""
+    out = stack.settings.data_dir / f"probe-{mode}.json"
+    probe = subprocess.Popen(
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "shipledger.lab.bench_reader",
+            stack.bootstrap,
+            output,
+            str(stack.settings.topic_partitions),
+            str(count),
+            str(out),
+            mode,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert probe.stdout is not None
+    if probe.stdout.readline().strip() != "ready":
+        raise click.ClickException("latency probe did not start")
+    sent_at: dict[str, float] = {}
+    _publish_at_rate(producer, source, items, rate, sent_at)
+    probe.wait(timeout=180)
+    received: dict[str, float] = json.loads(out.read_text(encoding="utf-8"))
+    if len(received) < count:
+        raise click.ClickException(f"only {len(received)} of {count} arrived on {output}")
+    return Latency.of([(received[k] - sent_at[k]) * 1000 for k in received if k in sent_at])
+
+
+def _publish_at_rate(
+    producer: Producer,
+    topic: str,
+    items: Iterable[tuple[bytes, bytes, str]],
+    rate: float,
+    sent_at: dict[str, float],
+) -> None:
+    """Produce (key, value, id) at `rate` per second, recording each id's send time."""
+    start = time.perf_counter()
+    for index, (key, value, ident) in enumerate(items):
+        due = start + index / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        sent_at[ident] = time.time()
+        producer.produce(topic, key=key, value=value)
+        producer.poll(0)
+    producer.flush(30)
+
+
+def _wait(
+    predicate: Callable[[], bool], timeout_s: float, what: str, state: Callable[[], object] = str
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"benchmark timed out waiting for {what}: {state()}")
+        time.sleep(0.05)
+
+
+def _violating_event(index: int, run: str) -> DeploymentEvent:
+    """A prod deployment without a change ticket: exactly one alert each (missing ticket)."""
+    return DeploymentEvent(
+        event_id=f"{run}-lat-{index}",
+        deployment_id=f"{run}-lat-{index}",
+        event_type="started",
+        kind="emergency_patch",  # exempt from windows: one finding per event, any time
+        service=f"svc-{index % 50}",
+        environment="production",
+        tenant="bench",
+        commit_sha=f"{index:040x}",
+        actor="bench",
+    )
+
+
+def bench_pipeline(stack: Stack, events: int, rate: float, seconds: float) -> dict[str, Any]:
+    """Sustained throughput (publish → rows in ClickHouse) and publish → alert latency."""
+    assert stack.store is not None
+    store = stack.store
+    settings = stack.settings
+    producer = Producer(settings.kafka_producer(stack.bootstrap))
+    run = f"{int(time.time())}"
+
+    # Warm-up: the Faust worker has joined once its first record is queryable.
+    warm = _violating_event(0, run + "w")
+    producer.produce(stack.topics.raw, key=DEPLOYMENT.key(warm), value=EVENT.encode(warm.to_avro()))
+    producer.flush(10)
+    _wait(lambda: store.count("deployment_records") >= 1, 120, "the worker to join")
+    base = {t: store.count(t) for t in ("deployment_events", "deployment_records", "alerts")}
+
+    # Latency at a steady rate, first, on a quiet stack (not in the wake of the burst's
+    # ClickHouse merges): publish → alert on the alert topic, seen by a subscriber.
+    count = int(rate * seconds)
+    click.echo(f"  latency: {count} events at {rate:.0f}/s ...")
+    items = (
+        (DEPLOYMENT.key(e), EVENT.encode(e.to_avro()), e.event_id)
+        for e in (_violating_event(i, run) for i in range(1, count + 1))
+    )
+    latency = measure_latency(
+        stack, producer, stack.topics.raw, stack.topics.alerts, items, count, rate, "alert"
+    )
+
+    # Every latency event also becomes one raw row, one record and one alert.
+    base = {table: rows + count for table, rows in base.items()}
+
+    # Throughput: a burst of realistic traffic, as fast as the producer goes.
+    day = demo_day(datetime.now(UTC).date())
+    scale = max(1, events // 264)
+    traffic = list(day_of_traffic(day, seed=11, scale=scale))
+    want_alerts = sum(expected_outcome(traffic, demo_policy(day)).values())
+    encoded = [(DEPLOYMENT.key(e), EVENT.encode(e.to_avro())) for e in traffic]
+    click.echo(f"  throughput: {len(encoded)} events ...")
+    start = time.perf_counter()
+    for key, value in encoded:
+        while True:
+            try:
+                producer.produce(stack.topics.raw, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    producer.flush(60)
+    published = time.perf_counter() - start
+    target = {
+        "deployment_events": base["deployment_events"] + len(encoded),
+        "deployment_records": base["deployment_records"] + len(encoded),
+        "alerts": base["alerts"] + want_alerts,
+    }
+    _wait(
+        lambda: all(store.count(t) >= n for t, n in target.items()),
+        600,
+        "the burst",
+        lambda: {t: f"{store.count(t)}/{n}" for t, n in target.items()},
+    )
+    elapsed = time.perf_counter() - start
+
+    return {
+        "throughput_events": len(encoded),
+        "throughput_alerts": want_alerts,
+        "publish_seconds": round(published, 2),
+        "end_to_end_seconds": round(elapsed, 2),
+        "events_per_second": round(len(encoded) / elapsed),
+        "latency_rate_per_second": rate,
+        "publish_to_alert": asdict(latency),
+    }
+
+
+def bench_passthrough(stack: Stack, events: int, rate: float, seconds: float) -> dict[str, Any]:
+    """The same measurements for a plain Faust passthrough agent (Faust's default settings)."""
+    settings = stack.settings
+    source, sink = settings.topic("bench.passthrough.in"), settings.topic("bench.passthrough.out")
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap})
+    for future in admin.create_topics(
+        [
+            NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=1)
+            for t in (source, sink)
+        ]
+    ).values():
+        future.result(15)
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / "passthrough.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "shipledger.lab.bench_passthrough",
+                stack.bootstrap,
+                source,
+                sink,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            return _drive_passthrough(stack, source, sink, events, rate, seconds)
+        finally:
+            stop_process(proc, timeout_s=20)
+
+
+def _drive_passthrough(
+    stack: Stack, source: str, sink: str, events: int, rate: float, seconds: float
+) -> dict[str, Any]:
+    settings = stack.settings
+    producer = Producer(settings.kafka_producer(stack.bootstrap))
+    reader = _Counter(_consumer(stack.bootstrap, sink, settings.topic_partitions, 10))
+    reader.start()
+    payload = EVENT.encode(_violating_event(0, "pt").to_avro())
+    producer.produce(source, key=b"warm", value=payload + b"w" * 16)
+    producer.flush(10)
+    _wait(lambda: reader.count >= 1, 120, "the passthrough worker to join")
+
+    click.echo(f"  passthrough throughput: {events} events ...")
+    start = time.perf_counter()
+    for i in range(events):
+        while True:
+            try:
+                producer.produce(source, key=str(i).encode(), value=payload + f"{i:016d}".encode())
+                break
+            except BufferError:
+                producer.poll(0.01)
+        producer.poll(0)
+    producer.flush(60)
+    _wait(lambda: reader.count >= events + 1, 900, "the passthrough burst")
+    elapsed = time.perf_counter() - start
+
+    reader.stop.set()
+    reader.join()
+    count = int(rate * seconds)
+    click.echo(f"  passthrough latency: {count} events at {rate:.0f}/s ...")
+    items = ((str(i).encode(), payload + f"L{i:015d}".encode(), f"L{i:015d}") for i in range(count))
+    latency = measure_latency(stack, producer, source, sink, items, count, rate, "suffix")
+    return {
+        "throughput_events": events,
+        "end_to_end_seconds": round(elapsed, 2),
+        "events_per_second": round(events / elapsed),
+        "latency_rate_per_second": rate,
+        "publish_to_output": asdict(latency),
+    }
+
+
+def _stored(store: LedgerStore, deployment_id: str) -> bool:
+    sql = "SELECT count() FROM shipledger.deployment_events WHERE deployment_id = %(d)s"
+    return bool(store.query(sql, {"d": deployment_id})[1][0][0])
+
+
+def bench_emit(stack: Stack, runs: int) -> dict[str, Any]:
+    """Wall time of one `shipledger emit` process, and emit → row queryable in ClickHouse."""
+    assert stack.store is not None
+    store = stack.store
+    exe = str(Path(sys.executable).parent / "shipledger")
+    env = {**os.environ, **stack.settings.to_env(), "SHIPLEDGER_BOOTSTRAP_SERVERS": stack.bootstrap}
+    walls: list[float] = []
+    to_row: list[float] = []
+    for i in range(runs):
+        dep = f"emit-bench-{time.time_ns()}-{i}"
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                exe,
+                "emit",
+                "started",
+                "--deployment-id",
+                dep,
+                "--service",
+                "bench",
+                "--environment",
+                "dev",
+                "--commit-sha",
+                "ab" * 20,
+                "--actor",
+                "bench",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        walls.append((time.perf_counter() - start) * 1000)
+        _wait(functools.partial(_stored, store, dep), 60, "the emitted row")
+        to_row.append((time.perf_counter() - start) * 1000)
+    return {
+        "runs": runs,
+        "emit_wall_ms_median": round(statistics.median(walls), 1),
+        "emit_to_row_ms_median": round(statistics.median(to_row), 1),
+        "emit_to_row_ms_max": round(max(to_row), 1),
+    }
+
+
+def _api_load(
+    stack: Stack, url: str, batches: int, batch_size: int, threads: int
+) -> dict[str, Any]:
+    """Drive `POST /v1/events` at `url` from a client process (after a warm-up): events/s and
+    request → 202 latency."""
+    from shipledger.producers.api.auth import AuthStore
+
+    auth = AuthStore(stack.settings.resolved_auth_db)
+    try:
+        token, _ = auth.create_token("bench", ("ingest",), name="bench")
+    finally:
+        auth.close()
+    out = stack.settings.data_dir / "api-client.json"
+
+    def load(count: int) -> dict[str, Any]:
+        subprocess.run(
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "shipledger.lab.bench_api_client",
+                url,
+                token,
+                str(count),
+                str(batch_size),
+                str(threads),
+                str(out),
+            ],
+            check=True,
+        )
+        result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+        if result["failures"]:
+            raise click.ClickException(
+                f"{result['failures']} API requests failed: {result['first_failure']}"
+            )
+        return result
+
+    load(max(1, threads))  # warm-up: connections, producer, codecs
+    result = load(batches)
+    events = batches * batch_size
+    return {
+        "requests": batches,
+        "batch_size": batch_size,
+        "connections": threads,
+        "events": events,
+        "seconds": round(result["seconds"], 2),
+        "events_per_second": round(events / result["seconds"]),
+        "request_to_ack": asdict(Latency.of(result["latencies_ms"])),
+        "latencies_ms": result["latencies_ms"],
+    }
+
+
+def bench_api(stack: Stack, batches: int, batch_size: int, threads: int) -> dict[str, Any]:
+    """Sustained events/s through `POST /v1/events` (batches over keep-alive connections from
+    a client process) and request → 202 latency, the 202 coming after the journal's fsync and
+    Kafka's acks (the API `up` serves)."""
+    assert stack.api is not None
+    click.echo(f"  api: {batches} requests of {batch_size} events, {threads} connections ...")
+    result = _api_load(stack, stack.api.url, batches, batch_size, threads)
+    del result["latencies_ms"]
+    return result
+
+
+#: The journal modes the durable-acknowledgement section compares, in the order run.
+DURABLE_MODES = (("journal_off", None), ("journal_no_fsync", False), ("journal_fsync", True))
+
+
+def bench_durable(
+    stack: Stack, batches: int, batch_size: int, threads: int, single_batches: int
+) -> dict[str, Any]:
+    """The cost of durable acknowledgement: the ingest API's events/s and latency with no
+    journal (a 202 after Kafka's acks only: what a crash of the embedded broker could lose),
+    with the journal written but not fsynced (survives a crash of any process), and with it
+    fsynced (survives a power loss too: the default). Each mode is a fresh API server on
+    the same stack, measured with batches of `batch_size` events and with one event per
+    request (where the per-request fsync weighs most).
+
+    The stack slows down as its ledger grows (the sink's id checks), which favoured whichever
+    mode ran first (measured: up to 40 %). So every run starts on an idle pipeline and the
+    modes run twice, in an order and its reverse (ABCCBA); each figure is over both runs."""
+    from shipledger.producers.api.server import ApiServer
+    from shipledger.producers.journal import Journal
+
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for mode, fsync in [*DURABLE_MODES, *reversed(DURABLE_MODES)]:
+        journal = (
+            None
+            if fsync is None
+            else Journal(stack.settings.data_dir / f"bench-{mode}", fsync=fsync)
+        )
+        stack.drain(timeout_s=300)  # the previous run's events must not compete for the CPU
+        click.echo(f"  durable: {mode} ...")
+        with ApiServer(stack.settings, stack.bootstrap, journal=journal) as api:
+            mine = runs.setdefault(mode, {"batched": [], "single": []})
+            mine["batched"].append(_api_load(stack, api.url, batches, batch_size, threads))
+            mine["single"].append(_api_load(stack, api.url, single_batches, 1, threads))
+    results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds")}
+    for mode, shapes in runs.items():
+        results[mode] = {shape: _combined(measured) for shape, measured in shapes.items()}
+    return results
+
+
+def _combined(measured: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several `_api_load` runs as one: events over seconds, latency over every request."""
+    events = sum(m["events"] for m in measured)
+    seconds = sum(m["seconds"] for m in measured)
+    latencies = [ms for m in measured for ms in m["latencies_ms"]]
+    return {
+        "runs": len(measured),
+        "batch_size": measured[0]["batch_size"],
+        "events": events,
+        "seconds": round(seconds, 2),
+        "events_per_second": round(events / seconds),
+        "request_to_ack": asdict(Latency.of(latencies)),
+    }
+
+
+def _markdown(results: dict[str, Any]) -> str:
+    lines = [
+        f"# shipledger bench — {results['when']}",
+        "",
+        f"Machine: {results['machine']}. Embedded stack: Tansu (memory), 1 Faust worker, "
+        f"chDB sink, {results['partitions']} partitions.",
+        "",
+    ]
+    if "pipeline" in results and "passthrough" in results:
+        lines += _pipeline_markdown(results)
+    if "emit" in results:
+        e = results["emit"]
+        lines += [
+            "`shipledger emit` (one process, real broker): median wall "
+            f"{e['emit_wall_ms_median']} ms;"
+            f" emit → row queryable in ClickHouse: median {e['emit_to_row_ms_median']} ms "
+            f"(max {e['emit_to_row_ms_max']} ms, {e['runs']} runs).",
+            "",
+        ]
+    if "api" in results:
+        a = results["api"]
+        lines += [
+            f"Ingest API (`POST /v1/events`, {a['batch_size']} events per request, "
+            f"{a['connections']} keep-alive connections from a client process, 202 after "
+            f"Kafka's acks): {a['events_per_second']} events/s sustained ({a['events']} "
+            f"events in {a['seconds']} s); request → ack latency p50 "
+            f"{a['request_to_ack']['p50_ms']} ms, p99 {a['request_to_ack']['p99_ms']} ms.",
+            "",
+        ]
+    if "durable" in results:
+        lines += _durable_markdown(results["durable"])
+    if "audit" in results:
+        lines += _audit_markdown(results["audit"])
+    if "query" in results:
+        lines += _query_markdown(results["query"])
+    return "\n".join(lines)
+
+
+def _durable_markdown(durable: dict[str, Any]) -> list[str]:
+    names = {
+        "journal_off": "no journal (202 after Kafka's acks only)",
+        "journal_no_fsync": "journal, no fsync (survives a crash)",
+        "journal_fsync": "journal + fdatasync (survives a power loss; default)",
+    }
+    lines = [
+        f"Durable acknowledgement (ingest API of the embedded stack, one run on one stack, "
+        f"{durable.get('when', '?')}; each mode measured twice, in the order below and its "
+        "reverse, every run from an idle pipeline):",
+        "",
+        "| mode | events/s, batches | p50 / p99 ms | events/s, 1 per request | p50 / p99 ms |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for mode, _ in DURABLE_MODES:
+        if mode not in durable:
+            continue
+        b, one = durable[mode]["batched"], durable[mode]["single"]
+        lines.append(
+            f"| {names[mode]} | {b['events_per_second']} ({b['batch_size']} per request) | "
+            f"{b['request_to_ack']['p50_ms']} / {b['request_to_ack']['p99_ms']} | "
+            f"{one['events_per_second']} | {one['request_to_ack']['p50_ms']} / "
+            f"{one['request_to_ack']['p99_ms']} |"
+        )
+    return [*lines, ""]
+
+
+def _audit_markdown(audit: dict[str, Any]) -> list[str]:
+    return [
+        f"`shipledger audit verify` over {audit['records']:,} deployment events "
+        f"({audit['chains']} chains, stored through the sink's write path in "
+        f"{audit['build_and_write_s']} s): {audit['verify_s']} s "
+        f"({audit['verify_rows_per_s']:,} rows/s). On disk: "
+        f"{audit['bytes_on_disk_per_event']} bytes per deployment event (merged, chain and "
+        f"retention columns included; system.parts bytes_on_disk / rows).",
+        "",
+    ]
+
+
+def _query_markdown(query: dict[str, Any]) -> list[str]:
+    tenant, operator = query["tenant_run_read_query_ms"], query["operator_run_read_query_ms"]
+    direct, check = query["direct_on_store_client_ms"], query["allow_list_check_only_ms"]
+    return [
+        f"Read-query guard (`run_read_query`, a typical dashboard query over "
+        f"{query['events']:,} events, {query['samples']} runs each): as a tenant p50 "
+        f"{tenant['p50']} ms / p99 {tenant['p99']} ms, as an operator p50 {operator['p50']} ms "
+        f"/ p99 {operator['p99']} ms, the same SQL straight on the store's client p50 "
+        f"{direct['p50']} ms / p99 {direct['p99']} ms; the allow-list check alone p50 "
+        f"{check['p50']} ms / p99 {check['p99']} ms (the rest is the engine's normalization, "
+        "two `EXPLAIN AST` and a fresh read-only session).",
+        "",
+    ]
+
+
+def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
+    p, b = results["pipeline"], results["passthrough"]
+    ratio = p["events_per_second"] / max(b["events_per_second"], 1)
+    return [
+        "| measure | shipledger pipeline | plain Faust passthrough |",
+        "|---|---|---|",
+        f"| sustained events/s | {p['events_per_second']} ({p['throughput_events']} events "
+        f"→ rows in ClickHouse + {p['throughput_alerts']} alerts) | {b['events_per_second']} "
+        f"({b['throughput_events']} messages) |",
+        f"| p50 latency at {p['latency_rate_per_second']:.0f} ev/s | "
+        f"{p['publish_to_alert']['p50_ms']} ms (publish → alert) | "
+        f"{b['publish_to_output']['p50_ms']} ms (publish → output) |",
+        f"| p99 latency at {p['latency_rate_per_second']:.0f} ev/s | "
+        f"{p['publish_to_alert']['p99_ms']} ms | {b['publish_to_output']['p99_ms']} ms |",
+        "",
+        f"Pipeline / passthrough throughput: {ratio:.1f}x.",
+        "",
+    ]
+
+
+@click.command()
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("bench"),
+    show_default=True,
+    help="Directory for results.json and results.md.",
+)
+@click.option("--events", default=50_000, show_default=True, help="Events in the burst.")
+@click.option("--rate", default=1000.0, show_default=True, help="Events/s of the latency phase.")
+@click.option("--seconds", default=15.0, show_default=True, help="Length of the latency phase.")
+@click.option("--emit-runs", default=10, show_default=True, help="`shipledger emit` calls timed.")
+@click.option("--api-requests", default=300, show_default=True, help="Ingest API requests.")
+@click.option("--api-batch", default=100, show_default=True, help="Events per API request.")
+@click.option("--api-connections", default=4, show_default=True, help="API client connections.")
+@click.option(
+    "--only",
+    type=click.Choice(SECTIONS),
+    help="Run one measure; the other sections of results.json are kept.",
+)
+@click.option(
+    "--audit-records",
+    default=1_000_000,
+    show_default=True,
+    help="Deployment events in the audit benchmark's ledger.",
+)
+def bench(
+    out: Path,
+    events: int,
+    rate: float,
+    seconds: float,
+    emit_runs: int,
+    api_requests: int,
+    api_batch: int,
+    api_connections: int,
+    only: str | None,
+    audit_records: int,
+) -> None:
+    """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
+    Faust passthrough agent on the same broker, the cost of one `shipledger emit`, the
+    ingest API's events/s and request → Kafka ack latency (with and without the durable
+    journal), `audit verify` over a large ledger with its bytes on disk per event, and the
+    read-query guard's latency.
+
+    \b
+      shipledger bench --out bench              # everything (make bench)
+      shipledger bench --out bench --only api   # just the ingest API (make bench-api)
+      shipledger bench --out bench --only durable  # the journal's cost (make bench-durable)
+      shipledger bench --out bench --only audit # audit verify over 1M events
+      shipledger bench --out bench --only query # the read-query guard's cost
+    """
+    data_dir = out / "data.tmp"
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True)
+    # The burst is a day of demo traffic, judged under the demo policy (its alerts are counted).
+    policy = data_dir / "policy.yaml"
+    policy.write_text(demo_policy(demo_day(datetime.now(UTC).date())), encoding="utf-8")
+    settings = Settings(
+        data_dir=data_dir,
+        log_level="warning",
+        policy_file=policy,
+        api_port=0,
+        api_rate_per_s=1e9,  # measure the API, not its rate limit
+        api_rate_burst=10**9,
+    )
+    configure_logging(settings)
+    sections = (only,) if only else SECTIONS
+    previous = out / "results.json"
+    results: dict[str, Any] = {}
+    if only and previous.is_file():
+        results = json.loads(previous.read_text(encoding="utf-8"))
+    on_stack = [s for s in sections if s in _STACK_SECTIONS]
+    if on_stack:
+        click.echo("shipledger bench: starting the embedded stack ...")
+        with Stack(settings, log_dir=data_dir / "logs", api="api" in on_stack) as stack:
+            measures: dict[str, Callable[[], dict[str, Any]]] = {
+                "pipeline": lambda: bench_pipeline(stack, events, rate, seconds),
+                "emit": lambda: bench_emit(stack, emit_runs),
+                "api": lambda: bench_api(stack, api_requests, api_batch, api_connections),
+                "durable": lambda: bench_durable(
+                    stack, api_requests, api_batch, api_connections, api_requests * 2
+                ),
+                "passthrough": lambda: bench_passthrough(stack, min(events, 30_000), rate, seconds),
+            }
+            for section in on_stack:
+                results[section] = measures[section]()
+                click.echo(f"  {section}: {results[section]}")
+    if "audit" in sections:
+        click.echo(f"  audit verify: {audit_records} events ...")
+        results["audit"] = bench_audit(audit_records)
+        click.echo(f"  audit: {results['audit']}")
+    if "query" in sections:
+        click.echo("  query guard ...")
+        results["query"] = bench_query()
+        click.echo(f"  query: {results['query']}")
+    results |= {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}",
+        "partitions": settings.topic_partitions,
+        "settings": {
+            k: v
+            for k, v in settings.model_dump(mode="json").items()
+            if k.startswith(("fetch", "processor", "sink", "session", "producer"))
+        },
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (out / "results.md").write_text(_markdown(results), encoding="utf-8")
+    shutil.rmtree(data_dir, ignore_errors=True)
+    click.echo((out / "results.md").read_text(encoding="utf-8"))

@@ -1,0 +1,54 @@
+"""The latency probe of `shipledger bench`: reads a topic in its own process, like a real
+subscriber, so that measuring never competes for a GIL with what is measured.
+
+`python -P -m shipledger.lab.bench_reader <bootstrap> <topic> <partitions> <count> <out.json>
+<mode>`
+reads from the end of the topic, prints `ready`, and writes `{id: receive time}` for `count`
+messages (or after 120 s). `mode` says where the id is: `alert` (Avro alert's event_id) or
+`suffix` (the last 16 bytes of the value).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+from shipledger.schemas.registry import AvroCodec
+
+
+def main(bootstrap: str, topic: str, partitions: int, count: int, out: Path, mode: str) -> None:
+    """Record when each id arrives; see the module docstring."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-probe-{topic}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in range(partitions)])
+    consumer.poll(0.5)  # resolves the end offsets before anything is published
+    print("ready", flush=True)
+    codec = AvroCodec("io.shipledger.v1.Alert")
+    received: dict[str, float] = {}
+    deadline = time.monotonic() + 120
+    while len(received) < count and time.monotonic() < deadline:
+        for msg in consumer.consume(1000, timeout=0.05):
+            value = msg.value()
+            if msg.error() is not None or value is None:
+                continue
+            now = time.time()
+            key = codec.decode(value)["event_id"] if mode == "alert" else value[-16:].decode()
+            received[key] = now
+    consumer.close()
+    out.write_text(json.dumps(received), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main(
+        sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5]), sys.argv[6]
+    )

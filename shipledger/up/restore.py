@@ -1,0 +1,268 @@
+"""What `up` rebuilds when it starts an embedded broker, whose memory starts empty (after a
+clean stop, a crash or a kill -9 alike), before the processors, the sink and the API start:
+
+1. **Correlation state**: the processors' `deployments` table, from the ledger. Each
+   deployment's latest record (highest `seq`), the ids of its last events and of its first
+   event become one `processors.state.Entry` written to the table's changelog topic at the
+   partition of the deployment's raw events (the producers' murmur2 partitioner), which Faust
+   recovers when the worker starts. A late stage of a deployment that began before the crash
+   then continues its record (seq, status, alerts) instead of starting a new one.
+2. **Acknowledged events**: every journal entry (`shipledger.producers.journal`) the ledger does not
+   hold yet (`shipledger.up.completeness`) is produced again, in journal order, to its topic;
+   the sink and the processors drop what they already applied (deterministic ids, the state's
+   seen ids), and a repeated first event brings back its alerts.
+3. **Start offsets**: the processors' group gets offset 0 committed on every raw partition,
+   so Faust's seek back to committed offsets after a rebalance re-reads what it dropped
+   (`commit_start_offsets`).
+
+Guarantee: with the ledger and the journal intact, every event acknowledged before the crash
+reaches the ledger once, with the record and alerts it would have had. Not covered: a record
+of the deployment stored out of order across two ClickHouse partitions by a crash in the
+middle of an insert (a deployment whose started_at month changes by a late event).
+The pure parts (partition, state entries) come first; the I/O after.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.partitioner import murmur2
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from shipledger.logging import get_logger
+from shipledger.processors.state import SEEN_IDS, state_key
+from shipledger.processors.state import Entry as StateEntry
+from shipledger.producers.journal import Entry, Journal
+from shipledger.schemas.families import scoped_key
+from shipledger.schemas.letters import Headers
+from shipledger.schemas.models import DeploymentRecord
+from shipledger.settings import Settings
+from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.store import LedgerStore
+from shipledger.topics import Topics
+from shipledger.up.completeness import incomplete
+
+log = get_logger("restore")
+_FLUSH_TIMEOUT_S = 60.0
+
+
+class RestoreError(RuntimeError):
+    """The broker did not take the restored state or the replayed events: `up` must not
+    start serving without them."""
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    """What a restore did, for the log and the console."""
+
+    deployments: int
+    journal_segments: int
+    journal_entries: int
+    replayed: int
+    skipped_bytes: int
+
+    def summary(self) -> str:
+        """One line for the console."""
+        damaged = f", {self.skipped_bytes} damaged bytes skipped" if self.skipped_bytes else ""
+        return (
+            f"restored {self.deployments} deployment states from the ledger; journal: "
+            f"{self.journal_entries} events in {self.journal_segments} segments, "
+            f"{self.replayed} not yet in the ledger sent again{damaged}"
+        )
+
+
+# --- pure --------------------------------------------------------------------------------
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition librdkafka's `murmur2_random` (and Java's default) gives a keyed message."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+def changelog_topic(settings: Settings) -> str:
+    """The Faust changelog of the processors' `deployments` table (`<app id>-<table>-changelog`)."""
+    return f"{settings.topic_prefix}processors-deployments-changelog"
+
+
+def state_message(
+    record: DeploymentRecord, seen: Sequence[str], first: str | None, partitions: int
+) -> tuple[int, bytes, bytes]:
+    """(partition, key, value) of a deployment's state entry on the changelog: the partition
+    of its raw events, the key and value the processors write (`processors.state`)."""
+    entry = StateEntry(record, tuple(seen[-SEEN_IDS:]), first)
+    partition = partition_of(scoped_key(record.tenant, record.deployment_id), partitions)
+    key = json.dumps(state_key(record.tenant, record.deployment_id)).encode()
+    return partition, key, entry.to_json()
+
+
+# --- I/O ---------------------------------------------------------------------------------
+
+_RECORD_FIELDS = tuple(DeploymentRecord.model_fields)
+# Each deployment's latest record, the ids of its records (= events applied) by seq, and the
+# id of its first event. Columns are checked identifiers (ddl); no input reaches this SQL.
+_STATES_SQL = (
+    "SELECT {fields}, ids, first FROM (\n"
+    "  SELECT * FROM {records} ORDER BY seq DESC, updated_at DESC\n"
+    "  LIMIT 1 BY tenant, deployment_id\n"
+    ") AS latest INNER JOIN (\n"
+    "  SELECT tenant, deployment_id,\n"
+    "    arrayMap(x -> x.2, arraySort(x -> x.1, groupArray((seq, record_id)))) AS ids,\n"
+    "    anyIf(record_id, seq = 1) AS first\n"
+    "  FROM {records} GROUP BY tenant, deployment_id\n"
+    ") AS seen USING (tenant, deployment_id)"
+)
+
+
+def ledger_states(store: LedgerStore) -> Iterator[tuple[DeploymentRecord, list[str], str | None]]:
+    """Every deployment's latest record, applied event ids (oldest first) and first event."""
+    fields = ", ".join(
+        f"latest.{ddl.quote_ident(f)} AS {ddl.quote_ident(f)}" for f in _RECORD_FIELDS
+    )
+    # Hot and cold rows: a deployment whose records moved to cold storage keeps its state.
+    sql = _STATES_SQL.format(fields=fields, records=store.source(ddl.RECORDS))
+    _, rows = store.query(sql)
+    for row in rows:
+        values = dict(zip(_RECORD_FIELDS, row[: len(_RECORD_FIELDS)], strict=True))
+        ids, first = row[len(_RECORD_FIELDS)], row[len(_RECORD_FIELDS) + 1]
+        yield DeploymentRecord.model_validate(values), [str(i) for i in ids], str(first) or None
+
+
+#: (topic, partition or -1, key, value, headers) of a message to produce.
+_Outgoing = tuple[str, int, bytes | None, bytes, Headers]
+
+
+class _Delivery:
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def __call__(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self.errors.append(err.str())
+
+
+def _produce_all(
+    settings: Settings,
+    bootstrap: str,
+    messages: Iterable[_Outgoing],
+    conf: dict[str, Any] | None = None,
+) -> int:
+    """Produce (topic, partition or -1, key, value, headers) messages; raise unless all are
+    acknowledged. Returns how many."""
+    producer = Producer({**settings.kafka_producer(bootstrap), **(conf or {})})
+    delivery = _Delivery()
+    count = 0
+    for topic, partition, key, value, headers in messages:
+        while True:
+            try:
+                producer.produce(
+                    topic, value, key, partition=partition, headers=headers, on_delivery=delivery
+                )
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+        count += 1
+    left = producer.flush(_FLUSH_TIMEOUT_S)
+    if left or delivery.errors:
+        raise RestoreError(f"{left} of {count} messages unacknowledged: {delivery.errors[:3]}")
+    return count
+
+
+def _ensure_changelog(settings: Settings, bootstrap: str) -> str:
+    """Create the table's changelog as Faust would (compacted, the raw topic's partitions)."""
+    topic = changelog_topic(settings)
+    admin = AdminClient(settings.kafka_common(bootstrap))
+    if topic not in admin.list_topics(timeout=15).topics:
+        new = NewTopic(
+            topic,
+            num_partitions=settings.topic_partitions,
+            replication_factor=1,
+            config={"cleanup.policy": "compact"},
+        )
+        for future in admin.create_topics([new], request_timeout=15).values():
+            try:
+                future.result(timeout=15)
+            except Exception as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise RestoreError(f"cannot create {topic}: {exc}") from exc
+    return topic
+
+
+def rebuild_state(settings: Settings, bootstrap: str, store: LedgerStore) -> int:
+    """Write every deployment's state from the ledger to the table's changelog; how many."""
+    topic = _ensure_changelog(settings, bootstrap)
+    messages: Iterator[_Outgoing] = (
+        (topic, *state_message(record, seen, first, settings.topic_partitions), [])
+        for record, seen, first in ledger_states(store)
+    )
+    # One message per produce batch: Tansu's ListOffsets counts a batch as one offset, and the
+    # worker's recovery must see every entry (the worker also reads true ends, see app.py).
+    return _produce_all(settings, bootstrap, messages, {"batch.num.messages": 1})
+
+
+def commit_start_offsets(settings: Settings, bootstrap: str) -> None:
+    """Commit offset 0 of every raw partition for the processors' group of a fresh broker.
+
+    After a rebalance Faust seeks its partitions back to their committed offsets, which re-reads
+    any event it fetched and then dropped; with nothing committed it leaves them where the
+    fetcher stopped, past those events (seen: a fresh worker handed offsets 33 and up of a
+    partition first, after a restore). A committed 0 makes that seek real."""
+    topics = Topics.from_settings(settings)
+    consumer = Consumer(
+        {
+            **settings.kafka_common(bootstrap),
+            "group.id": f"{settings.topic_prefix}processors",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        consumer.commit(
+            offsets=[TopicPartition(topics.raw, p, 0) for p in range(settings.topic_partitions)],
+            asynchronous=False,
+        )
+    except KafkaException as exc:
+        raise RestoreError(f"cannot commit the processors' start offsets: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def restore(
+    settings: Settings, bootstrap: str, store: LedgerStore, journal: Journal
+) -> RestoreReport:
+    """Rebuild the state and send again what the journal holds and the ledger does not (see
+    the module docstring). Call it before the processors, the sink and the API start."""
+    deployments = rebuild_state(settings, bootstrap, store)
+    segments = journal.seal()
+    entries: list[Entry] = []
+    skipped = 0
+    for segment in segments:
+        decoded = journal.read(segment)
+        entries.extend(decoded.entries)
+        skipped += decoded.skipped_bytes
+        if decoded.skipped_bytes:
+            log.warning(
+                "journal_damaged", segment=str(segment), skipped_bytes=decoded.skipped_bytes
+            )
+    todo = incomplete(store, Topics.from_settings(settings), entries)
+    _produce_all(
+        settings,
+        bootstrap,
+        ((e.topic, -1, e.key, e.value, [(k, v) for k, v in e.headers]) for e in todo),
+    )
+    commit_start_offsets(settings, bootstrap)
+    report = RestoreReport(deployments, len(segments), len(entries), len(todo), skipped)
+    log.info(
+        "restored",
+        deployments=report.deployments,
+        journal_segments=report.journal_segments,
+        journal_entries=report.journal_entries,
+        replayed=report.replayed,
+        skipped_bytes=report.skipped_bytes,
+    )
+    return report

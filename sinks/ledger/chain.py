@@ -1,0 +1,133 @@
+"""Tamper evidence: every stored row is chained by hash. Pure functions, no I/O.
+
+Design (measured and chosen for one writer and legitimate expiry):
+
+- **One chain per (table, tenant, retention_class).** The sink is the ledger's only writer
+  (run ONE sink per ledger: two would fork the chains, which `audit verify` reports as
+  out-of-band inserts). It keeps each chain's head in memory, loaded from ClickHouse
+  (`chain_heads` and the tables) when it first writes a table.
+- Each row gets `ledger_at` (insert time, never earlier than the chain head's), its
+  `retention_class` and `retain_until = max(ledger_at + period, head's retain_until)`, so
+  `retain_until` never decreases along a chain: ClickHouse's TTL can only ever remove a
+  PREFIX of a chain (plus holes among rows that are all past their time).
+- `chain_seq` (1, 2, ...), `prev_hash` (the previous row's `row_hash`, 64 zeros first),
+  `prev_retain_until` (the previous row's `retain_until`), and `row_hash` = hex sha256 of the
+  row's canonical bytes: orjson with sorted keys (maps sorted too) over every column except
+  `row_hash` itself, datetimes as epoch milliseconds. `chain_seq`, `prev_hash` and
+  `prev_retain_until` are inside the hash, so none can be edited alone.
+- A missing row is legitimate only if the next surviving row's `prev_retain_until` has
+  passed: its predecessor (and, by monotonicity, every earlier row) may have expired. A
+  deleted row that was not due is reported, wherever it was.
+- After each flush the sink appends the new head of every chain it extended to
+  `chain_heads` (table, tenant, class, seq, row_hash, retain_until): removing the tail of a
+  chain, or rewriting its last row, is detected against it.
+
+Limits: the chain proves nothing against someone who can rewrite a whole chain, hashes and
+`chain_heads` included; export `audit verify --format json` heads (or chain_heads) somewhere
+they cannot write to anchor it. Column types must round-trip exactly through ClickHouse
+(strings, integers, Bool, DateTime64(3), arrays, maps do; a float column would need a
+canonical form): `tests/integration/test_audit.py` round-trips a row of every table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from shipledger.schemas.policy import Retention
+
+GENESIS = "0" * 64
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+CANONICAL_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+
+#: (table, tenant, retention_class)
+ChainKey = tuple[str, str, str]
+
+
+def epoch_ms(value: datetime) -> int:
+    """Exact epoch milliseconds of an aware datetime (integer arithmetic: no float rounding)."""
+    return (value - EPOCH) // _MS
+
+
+def to_ms_precision(value: datetime) -> datetime:
+    """`value` truncated to the millisecond, as DateTime64(3) stores it."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def canonical_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return epoch_ms(value)
+    raise TypeError(f"no canonical form for {type(value).__name__}")
+
+
+def canonical_bytes(row: Mapping[str, Any]) -> bytes:
+    """The bytes `row_hash` hashes: sorted-key JSON of every column but `row_hash`."""
+    return orjson.dumps(
+        {k: v for k, v in row.items() if k != "row_hash"},
+        option=CANONICAL_OPTIONS,
+        default=canonical_default,
+    )
+
+
+def row_hash(row: Mapping[str, Any]) -> str:
+    """Hex sha256 of `canonical_bytes(row)`."""
+    return hashlib.sha256(canonical_bytes(row)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Head:
+    """The last row of a chain: what the next row links to."""
+
+    seq: int
+    row_hash: str
+    retain_until: datetime
+    ledger_at: datetime
+
+
+def environments_of(row: Mapping[str, Any]) -> list[str]:
+    """The environment names a row is about: `environment` and/or `environments`."""
+    names: list[str] = []
+    single = row.get("environment")
+    if isinstance(single, str) and single:
+        names.append(single)
+    many = row.get("environments")
+    if isinstance(many, list | tuple):
+        names.extend(str(e) for e in many if e)
+    return names
+
+
+def stamp(
+    table: str,
+    rows: Iterable[dict[str, Any]],
+    heads: Mapping[ChainKey, Head],
+    retention: Retention,
+    now: datetime,
+) -> dict[ChainKey, Head]:
+    """Set the ledger columns of `rows` (in place, in order) continuing `heads`; the new heads
+    of the chains extended (`heads` itself is not changed: the caller adopts the result once
+    the rows are stored)."""
+    now = to_ms_precision(now)
+    moved: dict[ChainKey, Head] = {}
+    for row in rows:
+        klass = retention.class_for(row["tenant"], environments_of(row))
+        key = (table, row["tenant"], klass)
+        head = moved.get(key) or heads.get(key)
+        ledger_at = now if head is None else max(now, head.ledger_at)
+        retain_until = ledger_at + retention.period(klass)
+        if head is not None:
+            retain_until = max(retain_until, head.retain_until)
+        row["ledger_at"] = ledger_at
+        row["retention_class"] = klass
+        row["retain_until"] = retain_until
+        row["prev_retain_until"] = None if head is None else head.retain_until
+        row["chain_seq"] = 1 if head is None else head.seq + 1
+        row["prev_hash"] = GENESIS if head is None else head.row_hash
+        row["row_hash"] = row_hash(row)
+        moved[key] = Head(row["chain_seq"], row["row_hash"], retain_until, ledger_at)
+    return moved

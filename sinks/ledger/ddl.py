@@ -1,0 +1,737 @@
+"""The ClickHouse ledger: tables generated from the Avro contract, one source of truth.
+
+Every column of the ledger tables comes from a field of the newest Avro schema version
+(`shipledger.schemas.registry.catalog()`), typed by one mapping (`clickhouse_type`) and
+commented with the field's Avro `doc`, so `DESCRIBE TABLE` documents itself. Only the ingest
+columns of `deployment_events` and the ledger columns below are added here. The family tables
+(change, source, artifact, signal, catalog events) and the relational views are described in
+docs/model.md and in each view function's docstring.
+
+Tables (append-only MergeTree: the sink only INSERTs; nothing UPDATEs or DELETEs):
+
+`deployment_events`
+    Every deployment event exactly as a CI/CD system reported it, plus `received_at` (the
+    Kafka timestamp of the message), `kafka_partition` and `kafka_offset`. Answers: *what did
+    each pipeline report, when, and in which order?* The raw evidence for audits.
+    One row per `event_id`.
+`deployment_records`
+    Every version of the normalized, correlated state of a deployment (one per event the
+    processors handled: `seq` 1, 2, ...). Answers: *how did this deployment progress, which
+    canonical environment/region/policy did it get?* One row per `record_id`.
+`alerts`
+    Policy findings: rule, severity, message, evidence (Map(String, String)), and the policy
+    version judged under. Answers: *which deployments broke policy, by team and severity?*
+    One row per `alert_id` (deterministic per event and rule).
+`deployments` (view)
+    The latest record of each deployment (highest `seq`): *what is deployed where, and in
+    which state is each deployment now?* The table most dashboards start from.
+
+Every table also carries the ledger columns (`LEDGER_COLUMNS`, stamped by the sink, see
+`sinks.chain`): `ledger_at`, `retention_class`, `retain_until`, `prev_retain_until`,
+`chain_seq`, `prev_hash`, `row_hash`. `chain_heads` records the head of every hash chain
+after each flush (tail truncation is then detectable).
+
+Layout: tenants and regions are first class. Every ORDER BY starts with `tenant`, then
+`ifNull(region, '')` (region is Nullable in Avro; a sort key cannot be), then the table's own
+keys (environment, service, time, id); every table is partitioned by
+`(tenant, toYYYYMM(<time column>))`, so a tenant's data can be dropped, moved or exported by
+partition. Low-cardinality strings (tenant, environment, service, actor, enum symbols) are
+`LowCardinality`. Avro enums map to `LowCardinality(String)` rather than `Enum8`: a new enum
+symbol in a later schema version must never make an insert fail.
+
+Retention: every table has `TTL retain_until DELETE`: ClickHouse itself deletes a row once
+its compliance class's period (policy `retention:`) has passed (at its next merge).
+
+Schema changes: this module is the DESIRED state. The live schema only changes through the
+numbered migrations in `sinks/ledger/migrations/` (`shipledger migrate`); a test
+proves that applying them all to an empty ClickHouse yields exactly what this module declares.
+
+Deduplication: each table names its id column (`event_id`, `record_id`, `alert_id`). The sink
+drops ids already stored before inserting (see `sinks.sink`). An event or alert duplicate
+carries the same time as its original (an id names one immutable message), so for those the
+existence check is limited to the batch's time window: partition pruning plus a `minmax`
+index on the time column keep it to a few granules, and a `bloom_filter` index on the id
+column serves point lookups. Records are checked over the whole table (`dedup_in_time_window`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import cache
+from typing import Any
+
+from shipledger.schemas.registry import catalog
+
+#: Avro field names stored as LowCardinality: at most a few thousand distinct values each.
+LOW_CARDINALITY = frozenset(
+    {
+        "tenant",
+        "environment",
+        "environment_raw",
+        "service",
+        "region",
+        "kind",
+        "event_type",
+        "status",
+        "trigger",
+        "actor",
+        "repository",
+        "artifact_name",
+        "pipeline_provider",
+        "pipeline_stage",
+        "last_event_type",
+        "alert_rules",
+        "rule",
+        "severity",
+        "policy_version",
+        "team",
+        "source",
+        "system",
+        "state",
+        "risk",
+        "entity",
+        "action",
+        "owner_team",
+        "tier",
+        "builder",
+        "outcome",
+    }
+)
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DATETIME_MS = "DateTime64(3, 'UTC')"
+
+
+class SchemaMappingError(ValueError):
+    """An Avro type with no ClickHouse column type in our mapping."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: name, ClickHouse type, comment, and a compression codec if not the
+    default (LZ4)."""
+
+    name: str
+    type: str
+    comment: str = ""
+    codec: str = ""
+
+    def definition(self) -> str:
+        """`name Type [CODEC(...)] COMMENT '...'`, as in CREATE TABLE and ADD/MODIFY COLUMN."""
+        codec = f" CODEC({self.codec})" if self.codec else ""
+        return f"{quote_ident(self.name)} {self.type}{codec} COMMENT {quote_str(self.comment)}"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One ledger table: its columns (from Avro, or declared here for the one table that has
+    no schema of its own, `dead_letters`), keys and the question it answers."""
+
+    name: str
+    #: Avro schema the columns come from; None: declared in this module.
+    schema: str | None
+    description: str
+    id_column: str
+    time_column: str
+    order_by: tuple[str, ...]
+    columns: tuple[Column, ...]
+    #: Whether the id check may be limited to the batch's time window: only when a duplicate
+    #: always carries its original's time. A record recomputed after a replay may not (a late
+    #: `started` moves `started_at`), so records are checked over the whole table.
+    dedup_in_time_window: bool = True
+
+    @property
+    def column_names(self) -> list[str]:
+        """Column names in table order."""
+        return [c.name for c in self.columns]
+
+    @property
+    def column_types(self) -> list[str]:
+        """ClickHouse type names in table order."""
+        return [c.type for c in self.columns]
+
+    @property
+    def sort_key(self) -> tuple[str, ...]:
+        """ORDER BY expressions: tenant, ifNull(region, ''), then the table's other keys."""
+        types = dict(zip(self.column_names, self.column_types, strict=True))
+        for lead in ("tenant", "region"):
+            if lead not in types:
+                raise SchemaMappingError(f"{self.name}: every ledger table needs a {lead} column")
+        rest = [self.order_term(c) for c in self.order_by if c not in ("tenant", "region")]
+        return (quote_ident("tenant"), self.order_term("region"), *rest)
+
+    def order_term(self, column: str) -> str:
+        """A sorting-key term: the column, or `ifNull(column, '')` for a nullable string (a
+        MergeTree key cannot be Nullable, and events without a region still sort together)."""
+        types = dict(zip(self.column_names, self.column_types, strict=True))
+        if "Nullable(" in types[column]:
+            return f"ifNull({quote_ident(column)}, '')"
+        return quote_ident(column)
+
+    def create_sql(self, database: str | None = None, name: str | None = None) -> str:
+        """`CREATE TABLE` for this table (as `name` if given), in `database` or unqualified."""
+        cols = ",\n".join(f"    {c.definition()}" for c in self.columns)
+        indexes = (
+            f"    INDEX idx_{self.id_column} {quote_ident(self.id_column)}"
+            " TYPE bloom_filter(0.01) GRANULARITY 4,\n"
+            f"    INDEX idx_{self.time_column} {quote_ident(self.time_column)}"
+            " TYPE minmax GRANULARITY 1"
+        )
+        return (
+            f"CREATE TABLE {qualified(database, name or self.name)}\n"
+            f"(\n{cols},\n{indexes}\n)\n"
+            "ENGINE = MergeTree\n"
+            f"PARTITION BY (`tenant`, toYYYYMM({quote_ident(self.time_column)}))\n"
+            f"ORDER BY ({', '.join(self.sort_key)})\n"
+            f"TTL {RETENTION_TTL}\n"
+            f"COMMENT {quote_str(self.description)}"
+        )
+
+
+def quote_ident(name: str) -> str:
+    """Backquote a plain identifier; anything else is refused (no SQL built from input)."""
+    if not _IDENT.match(name):
+        raise ValueError(f"not a plain identifier: {name!r}")
+    return f"`{name}`"
+
+
+def qualified(database: str | None, table: str) -> str:
+    """`database`.`table` (or just `table` without a database), checked identifiers."""
+    if database is None:
+        return quote_ident(table)
+    return f"{quote_ident(database)}.{quote_ident(table)}"
+
+
+def quote_str(text: str) -> str:
+    """A ClickHouse string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def clickhouse_type(avro_type: Any, *, low_cardinality: bool = False) -> str:
+    """The ClickHouse column type of an Avro field type (raises SchemaMappingError)."""
+    if isinstance(avro_type, list):
+        branches = [t for t in avro_type if t != "null"]
+        if len(branches) != 1 or len(avro_type) != 2:
+            raise SchemaMappingError(f"only [null, T] unions are supported, got {avro_type}")
+        inner = clickhouse_type(branches[0])
+        if inner.startswith(("Map(", "Array(", "Tuple(")):
+            raise SchemaMappingError(f"ClickHouse cannot make {inner} Nullable")
+        if low_cardinality and inner == "String":
+            return "LowCardinality(Nullable(String))"
+        return f"Nullable({inner})"
+    if isinstance(avro_type, dict):
+        kind = avro_type["type"]
+        logical = avro_type.get("logicalType")
+        if logical == "timestamp-millis":
+            return DATETIME_MS
+        if logical == "timestamp-micros":
+            return "DateTime64(6, 'UTC')"
+        if kind == "enum":
+            return "LowCardinality(String)"
+        if kind == "map":
+            return f"Map(String, {clickhouse_type(avro_type['values'])})"
+        if kind == "array":
+            return f"Array({clickhouse_type(avro_type['items'], low_cardinality=low_cardinality)})"
+        if kind == "record":
+            # A named tuple: `approvals.approver` reads like a nested column in queries. Names
+            # unquoted, as system.columns reports them (ensure_schema compares types).
+            elements = ", ".join(
+                f"{quote_ident(f['name']).strip('`')} "
+                f"{clickhouse_type(f['type'], low_cardinality=f['name'] in LOW_CARDINALITY)}"
+                for f in avro_type["fields"]
+            )
+            return f"Tuple({elements})"
+        return clickhouse_type(kind, low_cardinality=low_cardinality)
+    primitive = {
+        "string": "String",
+        "bytes": "String",
+        "int": "Int32",
+        "long": "Int64",
+        "float": "Float32",
+        "double": "Float64",
+        "boolean": "Bool",
+    }.get(avro_type)
+    if primitive is None:
+        raise SchemaMappingError(f"no ClickHouse type for Avro type {avro_type!r}")
+    if low_cardinality and primitive == "String":
+        return "LowCardinality(String)"
+    return primitive
+
+
+def avro_columns(schema_name: str) -> tuple[Column, ...]:
+    """Columns for every field of the newest version of an Avro record schema, in order."""
+    raw = catalog().latest(schema_name).raw
+    columns = []
+    for field in raw["fields"]:
+        doc = field.get("doc", "")
+        if isinstance(field["type"], dict) and field["type"].get("type") == "enum":
+            doc = f"{doc} One of: {', '.join(field['type']['symbols'])}.".strip()
+        low_card = field["name"] in LOW_CARDINALITY
+        column_type = clickhouse_type(field["type"], low_cardinality=low_card)
+        columns.append(Column(name=field["name"], type=column_type, comment=doc))
+    return tuple(columns)
+
+
+#: Columns the sink adds to deployment_events: where and when the ledger received the event.
+INGEST_COLUMNS = (
+    Column("received_at", DATETIME_MS, "Kafka timestamp of the message (when it was produced)."),
+    Column("kafka_partition", "Int32", "Partition of deployments.raw the event was read from."),
+    Column("kafka_offset", "Int64", "Offset of the event in that partition."),
+)
+
+#: Columns the sink stamps on every row of every table (`sinks.chain`): retention and chain.
+HASH_CODEC = "ZSTD(3)"
+LEDGER_COLUMNS = (
+    Column("ledger_at", DATETIME_MS, "When the sink stored the row (monotonic per chain)."),
+    Column(
+        "retention_class",
+        "LowCardinality(String)",
+        "Compliance class of the row (policy retention:); one hash chain per tenant and class.",
+    ),
+    Column(
+        "retain_until",
+        DATETIME_MS,
+        "ledger_at + the class's period: ClickHouse deletes the row after this (TTL).",
+    ),
+    Column(
+        "prev_retain_until",
+        f"Nullable({DATETIME_MS})",
+        "retain_until of the previous row of the chain: its absence is legitimate only after it.",
+    ),
+    Column("chain_seq", "UInt64", "Position in the chain of (table, tenant, retention_class)."),
+    # Hex hashes are 4 bits of entropy per byte, which LZ4 cannot exploit: ZSTD halves them
+    # (measured: 64 -> 33 bytes per row each), a third of a deployment event's bytes on disk.
+    Column(
+        "prev_hash",
+        "String",
+        "row_hash of the previous row of the chain (64 zeros first).",
+        codec=HASH_CODEC,
+    ),
+    Column(
+        "row_hash",
+        "String",
+        "sha256 of the row's canonical bytes, prev_hash included.",
+        codec=HASH_CODEC,
+    ),
+)
+LEDGER_COLUMN_NAMES = frozenset(c.name for c in LEDGER_COLUMNS)
+RETENTION_TTL = "`retain_until` DELETE"
+
+EVENTS = "deployment_events"
+RECORDS = "deployment_records"
+ALERTS = "alerts"
+DEPLOYMENTS_VIEW = "deployments"
+CHAIN_HEADS = "chain_heads"
+CHANGES = "change_events"
+SOURCE = "source_events"
+ARTIFACTS = "artifact_events"
+SIGNALS = "signal_events"
+CATALOG = "catalog_events"
+DEAD_LETTERS = "dead_letters"
+
+#: `dead_letters`: the DLQ topic's letters, kept in the ledger (the embedded broker forgets
+#: its topics on a crash; the restore of `up` counts a letter as the end of its event).
+DEAD_LETTER_COLUMNS = (
+    Column(
+        "letter_id",
+        "String",
+        "Stable id of the letter: what was rejected (source topic, key, value, replay origin).",
+    ),
+    Column(
+        "tenant",
+        "LowCardinality(String)",
+        "Tenant of the rejected message (its payload's, else its tenant/... key's; may be empty).",
+    ),
+    Column(
+        "region",
+        "LowCardinality(Nullable(String))",
+        "Region named by the payload, if it could be read.",
+    ),
+    Column("dead_lettered_at", DATETIME_MS, "When it was dead-lettered (the letter's Kafka time)."),
+    Column("stage", "LowCardinality(String)", "Who rejected it: processors or sink."),
+    Column("reason", "String", "Why it was rejected."),
+    Column("field", "Nullable(String)", "The field at fault, if one was named."),
+    Column("source_topic", "LowCardinality(String)", "Topic the message was read from."),
+    Column("source_partition", "Int32", "Its partition there."),
+    Column("source_offset", "Int64", "Its offset there."),
+    Column(
+        "replayed_from",
+        "Nullable(String)",
+        "The letter (PARTITION:OFFSET) a `shipledger dlq replay` sent it again from, if so.",
+    ),
+    Column("event_id", "Nullable(String)", "event_id of the payload, if it could be read."),
+    Column(
+        "payload",
+        "Nullable(String)",
+        "The payload as JSON, when it decodes with its topic's schema.",
+    ),
+    Column("key_base64", "Nullable(String)", "The original key, base64."),
+    Column("value_base64", "Nullable(String)", "The original value, base64."),
+)
+
+
+def _family_table(
+    name: str, family: str, description: str, natural_key: tuple[str, ...]
+) -> TableSpec:
+    """A family's event table: one row per event_id, sorted by tenant, region, the family's
+    natural key and time."""
+    schema = f"io.shipledger.v1.{family}"
+    return TableSpec(
+        name=name,
+        schema=schema,
+        description=description,
+        id_column="event_id",
+        time_column="occurred_at",
+        order_by=("tenant", "region", *natural_key, "occurred_at", "event_id"),
+        columns=avro_columns(schema),
+    )
+
+
+@cache
+def tables() -> dict[str, TableSpec]:
+    """The ledger tables by name (built from the catalog once per process)."""
+    specs = [
+        TableSpec(
+            name=EVENTS,
+            schema="io.shipledger.v1.DeploymentEvent",
+            description=(
+                "Deployment events exactly as CI/CD systems reported them, one row per "
+                "event_id, with the Kafka position they were read from."
+            ),
+            id_column="event_id",
+            time_column="occurred_at",
+            order_by=("tenant", "environment", "service", "occurred_at", "event_id"),
+            columns=avro_columns("io.shipledger.v1.DeploymentEvent") + INGEST_COLUMNS,
+        ),
+        TableSpec(
+            name=RECORDS,
+            schema="io.shipledger.v1.DeploymentRecord",
+            description=(
+                "Every version (seq) of the normalized state of each deployment, one row per "
+                "record_id. The deployments view keeps the latest."
+            ),
+            id_column="record_id",
+            time_column="started_at",
+            order_by=("tenant", "environment", "service", "started_at", "deployment_id", "seq"),
+            columns=avro_columns("io.shipledger.v1.DeploymentRecord"),
+            dedup_in_time_window=False,
+        ),
+        TableSpec(
+            name=ALERTS,
+            schema="io.shipledger.v1.Alert",
+            description=(
+                "Policy findings about deployments, one row per alert_id (one per event and "
+                "rule), with the evidence and the policy version judged under."
+            ),
+            id_column="alert_id",
+            time_column="occurred_at",
+            order_by=("tenant", "environment", "service", "occurred_at", "alert_id"),
+            columns=avro_columns("io.shipledger.v1.Alert"),
+        ),
+        _family_table(
+            CHANGES,
+            "ChangeEvent",
+            "Change requests as their system reported them, one row per event_id: state, "
+            "window, approvals. The change_requests view keeps the latest per change_id.",
+            ("change_id",),
+        ),
+        _family_table(
+            SOURCE,
+            "SourceEvent",
+            "Source-control events (pushes, tags, merged pull requests, releases), one row "
+            "per event_id. Views: commits, pull_requests.",
+            ("repository", "kind"),
+        ),
+        _family_table(
+            ARTIFACTS,
+            "ArtifactEvent",
+            "Published build artifacts, one row per event_id. View: artifacts.",
+            ("artifact_name",),
+        ),
+        _family_table(
+            SIGNALS,
+            "SignalEvent",
+            "Operations signals (incidents, alerts, pipeline outcomes), one row per event_id.",
+            ("kind", "service"),
+        ),
+        _family_table(
+            CATALOG,
+            "CatalogEvent",
+            "Service and environment catalog changes, one row per event_id. Views: services, "
+            "environments.",
+            ("entity", "name"),
+        ),
+        TableSpec(
+            name=DEAD_LETTERS,
+            schema=None,
+            description=(
+                "Messages the pipeline rejected (dead letters), one row per letter_id, with "
+                "why, where they were read and their original bytes."
+            ),
+            id_column="letter_id",
+            time_column="dead_lettered_at",
+            order_by=("tenant", "region", "source_topic", "dead_lettered_at", "letter_id"),
+            columns=DEAD_LETTER_COLUMNS,
+            # A letter made again after a crash carries its new time: check the whole table.
+            dedup_in_time_window=False,
+        ),
+    ]
+    return {spec.name: replace(spec, columns=spec.columns + LEDGER_COLUMNS) for spec in specs}
+
+
+def deployments_view_sql(database: str | None = None) -> str:
+    """`deployments`: *what is deployed where, and in which state is each deployment now?*
+    The latest record (highest seq) of each deployment.
+
+    `LIMIT 1 BY` rather than `argMax(col, seq)`: argMax skips NULLs, so a field cleared in a
+    later version would show its stale value.
+    """
+    return (
+        f"CREATE VIEW {qualified(database, DEPLOYMENTS_VIEW)} AS\n"
+        f"SELECT * FROM {qualified(database, RECORDS)}\n"
+        "ORDER BY seq DESC, updated_at DESC\n"
+        "LIMIT 1 BY tenant, deployment_id"
+    )
+
+
+def _view(database: str | None, name: str, select: str) -> str:
+    """`CREATE VIEW` around `select`. The view SELECTs are built only from
+    identifiers checked by `qualified` and literals quoted by `quote_str` (hence the S608
+    waivers): never from input."""
+    return f"CREATE VIEW {qualified(database, name)} AS\n{select}"
+
+
+def releases_view_sql(database: str | None = None) -> str:
+    """`releases`: *which versions of each service shipped, from which commit and artifact,
+    when first and last, and to which environments?* One row per tenant, service and version,
+    from succeeded deployments."""
+    return _view(
+        database,
+        "releases",
+        "SELECT tenant, service, assumeNotNull(version) AS version,\n"
+        "    argMin(commit_sha, started_at) AS commit_sha,\n"
+        "    argMin(artifact_digest, started_at) AS artifact_digest,\n"
+        "    min(started_at) AS first_deployed_at,\n"
+        "    max(started_at) AS last_deployed_at,\n"
+        "    arraySort(groupUniqArray(environment)) AS environments,\n"
+        "    count() AS deployments\n"
+        f"FROM {qualified(database, DEPLOYMENTS_VIEW)}\n"
+        "WHERE status = 'succeeded' AND version IS NOT NULL\n"
+        "GROUP BY tenant, service, version",
+    )
+
+
+def change_requests_view_sql(database: str | None = None) -> str:
+    """`change_requests`: *what is the current state of each change request, with its
+    window and approvals?* The latest event per tenant and change_id."""
+    return _view(
+        database,
+        "change_requests",
+        "SELECT tenant, change_id, system, state, title, risk, services, environments,\n"
+        "    planned_start, planned_end, approvals, url, actor, occurred_at AS updated_at\n"
+        f"FROM {qualified(database, CHANGES)}\n"
+        "ORDER BY occurred_at DESC, event_id DESC\n"
+        "LIMIT 1 BY tenant, change_id",
+    )
+
+
+def deployment_changes_view_sql(database: str | None = None) -> str:
+    """`deployment_changes`: *was each deployment covered by an approved change request, and
+    who approved it?* Every deployment with the state and approvals of the change request it
+    names (joined on tenant and change_id); `change_found` is 0 when no such request was
+    reported (then the change columns hold empty values)."""
+    return _view(
+        database,
+        "deployment_changes",
+        "SELECT d.tenant AS tenant, d.deployment_id AS deployment_id, d.service AS service,\n"
+        "    d.environment AS environment, d.region AS region, d.status AS status,\n"
+        "    d.started_at AS started_at, d.finished_at AS finished_at, d.actor AS actor,\n"
+        "    d.approvers AS deployment_approvers, d.change_id AS change_id,\n"
+        "    c.change_id != '' AS change_found, c.state AS change_state,\n"
+        "    c.approvals AS change_approvals, c.planned_start AS planned_start,\n"
+        "    c.planned_end AS planned_end, c.system AS change_system\n"
+        f"FROM {qualified(database, DEPLOYMENTS_VIEW)} AS d\n"
+        f"LEFT JOIN {qualified(database, 'change_requests')} AS c\n"
+        "    ON d.tenant = c.tenant AND d.change_id = c.change_id",
+    )
+
+
+def _catalog_latest(database: str | None, entity: str) -> str:
+    """The latest catalog event per tenant and name of one entity kind (a subquery)."""
+    return (
+        "SELECT tenant, name, owner_team, tier, repository, dependencies, url, action,\n"  # noqa: S608
+        "        occurred_at\n"
+        f"    FROM {qualified(database, CATALOG)} WHERE entity = {quote_str(entity)}\n"
+        "    ORDER BY occurred_at DESC, event_id DESC LIMIT 1 BY tenant, name"
+    )
+
+
+def services_view_sql(database: str | None = None) -> str:
+    """`services`: *which services exist, who owns them, and when were they last deployed?*
+    The latest catalog entry of each service, plus services seen only in deployments
+    (`in_catalog` = 0); owner and repository fall back to what the latest deployment named."""
+    return _view(
+        database,
+        "services",
+        "SELECT tenant, name AS service,\n"  # noqa: S608
+        "    if(c.owner_team IS NOT NULL, c.owner_team, d.team) AS owner_team, c.tier AS tier,\n"
+        "    if(c.repository IS NOT NULL, c.repository, d.repository) AS repository,\n"
+        "    c.dependencies AS dependencies, c.url AS url,\n"
+        "    c.action != '' AS in_catalog, c.action = 'removed' AS removed,\n"
+        "    d.deployments AS deployments, d.last_deployed_at AS last_deployed_at\n"
+        f"FROM ({_catalog_latest(database, 'service')}) AS c\n"
+        "FULL OUTER JOIN (\n"
+        "    SELECT tenant, toString(service) AS name, argMax(team, started_at) AS team,\n"
+        "        argMax(repository, started_at) AS repository, count() AS deployments,\n"
+        "        max(started_at) AS last_deployed_at\n"
+        f"    FROM {qualified(database, DEPLOYMENTS_VIEW)} GROUP BY tenant, name\n"
+        ") AS d USING (tenant, name)",
+    )
+
+
+def environments_view_sql(database: str | None = None) -> str:
+    """`environments`: *which environments exist, in which regions, and how much is deployed
+    to each?* The latest catalog entry of each environment, plus canonical environments seen
+    only in deployments (`in_catalog` = 0)."""
+    return _view(
+        database,
+        "environments",
+        "SELECT tenant, name AS environment, c.owner_team AS owner_team, c.tier AS tier,\n"  # noqa: S608
+        "    c.url AS url, c.action != '' AS in_catalog, c.action = 'removed' AS removed,\n"
+        "    d.regions AS regions, d.services AS services, d.deployments AS deployments,\n"
+        "    d.last_deployed_at AS last_deployed_at\n"
+        f"FROM ({_catalog_latest(database, 'environment')}) AS c\n"
+        "FULL OUTER JOIN (\n"
+        "    SELECT tenant, toString(environment) AS name,\n"
+        "        arraySort(groupUniqArray(region)) AS regions, uniqExact(service) AS services,\n"
+        "        count() AS deployments, max(started_at) AS last_deployed_at\n"
+        f"    FROM {qualified(database, DEPLOYMENTS_VIEW)} GROUP BY tenant, name\n"
+        ") AS d USING (tenant, name)",
+    )
+
+
+def commits_view_sql(database: str | None = None) -> str:
+    """`commits`: *when was each commit first seen, in which repository, by whom?* One row
+    per tenant, repository and SHA named by a source event (`commit_sha` or `commit_shas`)."""
+    return _view(
+        database,
+        "commits",
+        "SELECT tenant, repository, sha, min(occurred_at) AS first_seen_at,\n"  # noqa: S608
+        "    argMin(author, occurred_at) AS author,\n"
+        "    arraySort(groupUniqArray(ref)) AS refs, count() AS events\n"
+        "FROM (\n"
+        "    SELECT tenant, repository, occurred_at, author, ref,\n"
+        "        arrayJoin(arrayDistinct(arrayConcat(commit_shas,\n"
+        "            if(commit_sha IS NULL, [], [assumeNotNull(commit_sha)])))) AS sha\n"
+        f"    FROM {qualified(database, SOURCE)}\n"
+        ")\n"
+        "GROUP BY tenant, repository, sha",
+    )
+
+
+def pull_requests_view_sql(database: str | None = None) -> str:
+    """`pull_requests`: *which pull requests were merged, when, by whom, as which commit?*
+    The latest `pull_request_merged` event per tenant, repository and number."""
+    return _view(
+        database,
+        "pull_requests",
+        "SELECT tenant, repository, assumeNotNull(pull_request_number) AS number,\n"
+        "    pull_request_title AS title, pull_request_url AS url, author, merged_by,\n"
+        "    commit_sha AS merge_commit_sha, commit_shas, occurred_at AS merged_at\n"
+        f"FROM {qualified(database, SOURCE)}\n"
+        "WHERE kind = 'pull_request_merged' AND pull_request_number IS NOT NULL\n"
+        "ORDER BY occurred_at DESC, event_id DESC\n"
+        "LIMIT 1 BY tenant, repository, number",
+    )
+
+
+def artifacts_view_sql(database: str | None = None) -> str:
+    """`artifacts`: *which artifacts were published, with which digest, from which commit?*
+    The latest publication per tenant, artifact name and digest (the version when no digest
+    was reported)."""
+    return _view(
+        database,
+        "artifacts",
+        "SELECT tenant, artifact_name, version, digest, repository, commit_sha, builder, url,\n"
+        "    occurred_at AS published_at\n"
+        f"FROM {qualified(database, ARTIFACTS)}\n"
+        "ORDER BY occurred_at DESC, event_id DESC\n"
+        "LIMIT 1 BY tenant, artifact_name, ifNull(digest, ifNull(version, ''))",
+    )
+
+
+def running_at_view_sql(database: str | None = None) -> str:
+    """`running_at(at=...)`: *what ran where at time T?* A parameterized view: per tenant,
+    service, environment and region, the last succeeded deployment started before `at`
+    (UTC), e.g. `SELECT * FROM running_at(at = '2026-11-25 10:00:00')`."""
+    return _view(
+        database,
+        "running_at",
+        "SELECT tenant, service, environment, region, deployment_id, version, commit_sha,\n"
+        "    artifact_name, artifact_digest, started_at, finished_at, actor, change_id\n"
+        f"FROM {qualified(database, DEPLOYMENTS_VIEW)}\n"
+        "WHERE status = 'succeeded' AND started_at < {at:DateTime64(3, 'UTC')}\n"
+        "ORDER BY started_at DESC, deployment_id DESC\n"
+        "LIMIT 1 BY tenant, service, environment, region",
+    )
+
+
+#: The relational views by name, each after the views it reads.
+VIEWS: dict[str, Callable[[str | None], str]] = {
+    DEPLOYMENTS_VIEW: deployments_view_sql,
+    "releases": releases_view_sql,
+    "change_requests": change_requests_view_sql,
+    "deployment_changes": deployment_changes_view_sql,
+    "services": services_view_sql,
+    "environments": environments_view_sql,
+    "commits": commits_view_sql,
+    "pull_requests": pull_requests_view_sql,
+    "artifacts": artifacts_view_sql,
+    "running_at": running_at_view_sql,
+}
+
+
+def chain_heads_sql(database: str | None = None, name: str = CHAIN_HEADS) -> str:
+    """`chain_heads`: the head of each chain after every flush of the sink (append-only)."""
+    return (
+        f"CREATE TABLE {qualified(database, name)}\n"
+        "(\n"
+        "    `table` LowCardinality(String) COMMENT 'Ledger table of the chain.',\n"
+        "    `tenant` LowCardinality(String) COMMENT 'Tenant of the chain.',\n"
+        "    `retention_class` LowCardinality(String) COMMENT 'Retention class of the chain.',\n"
+        "    `chain_seq` UInt64 COMMENT 'chain_seq of the head row after the flush.',\n"
+        "    `row_hash` String COMMENT 'row_hash of that row.',\n"
+        f"    `retain_until` {DATETIME_MS} COMMENT 'retain_until of that row.',\n"
+        f"    `at` {DATETIME_MS} COMMENT 'When the flush recorded it.'\n"
+        ")\n"
+        "ENGINE = MergeTree\n"
+        "ORDER BY (`table`, `tenant`, `retention_class`, `chain_seq`)\n"
+        f"TTL {RETENTION_TTL}\n"
+        "COMMENT 'Chain heads after each sink flush: a truncated chain tail is detectable.'"
+    )
+
+
+def desired_schema(database: str | None = None) -> dict[str, str]:
+    """Every object of the ledger by name -> its CREATE statement, in creation order: tables,
+    `chain_heads`, then views. The desired state migrations must reproduce exactly."""
+    names = [*tables(), CHAIN_HEADS, *VIEWS]
+    return {name: create_statement(name, database) for name in names}
+
+
+def create_statement(name: str, database: str | None = None, as_name: str | None = None) -> str:
+    """The desired CREATE statement of ledger table or view `name` (created as `as_name`)."""
+    if name in tables():
+        return tables()[name].create_sql(database, as_name)
+    if name == CHAIN_HEADS:
+        return chain_heads_sql(database, as_name or name)
+    if name in VIEWS and as_name is None:
+        return VIEWS[name](database)
+    raise KeyError(f"no ledger table or view {name!r}")
+
+
+def view_statements(database: str) -> list[str]:
+    """The ledger's views over the tables of `database` (also built over the hot+cold union
+    in the query database, see `sinks.ledger.tiers`)."""
+    return [view(database) for view in VIEWS.values()]

@@ -1,0 +1,466 @@
+"""Numbered, recorded schema migrations: the only way the ledger's DDL changes.
+
+`sinks/ledger/migrations/NNNN_name.sql` (package data) are applied in order by `migrate` (which
+`LedgerStore.ensure_schema` calls) and recorded in `schema_migrations` (version, name, sha256
+checksum, applied_at). An applied migration whose file has changed since is an error naming
+it: history is never rewritten, a fix is a new migration.
+
+`sinks.ledger.ddl` declares the DESIRED schema. `scratch_schemas` builds both in a throwaway
+chDB (the desired DDL in one database, every migration in another) and `snapshot` reads back what
+ClickHouse made of each (columns with types, comments and positions; engine with partition,
+sort key and TTL; indexes; comments; views): they must be equal (`compare`, a test), and
+`next_migration` writes the SQL from one to the other (`shipledger migrate --new NAME`).
+
+Migration files use unqualified names: they run with the target database selected. Statements
+are separated by a `;` at the end of a line; `--` comments are allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any, Protocol
+
+from shipledger.sinks.ledger import ddl
+
+MIGRATIONS_TABLE = "schema_migrations"
+_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
+DESIRED_DB = "shipledger_desired"
+MIGRATED_DB = "shipledger_migrated"
+
+
+class MigrationError(RuntimeError):
+    """Migrations that cannot be applied: changed after applying, missing, misnumbered."""
+
+
+class SqlRunner(Protocol):
+    """What migrations need from a store (`LedgerStore`)."""
+
+    database: str
+
+    def command(self, sql: str) -> None:
+        """Run a statement in the selected database."""
+        ...
+
+    def query(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run a query: (column names, rows)."""
+        ...
+
+    def select_database(self, database: str) -> None:
+        """Create `database` if missing and run everything after in it."""
+        ...
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One migration file."""
+
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def filename(self) -> str:
+        """`NNNN_name.sql`."""
+        return f"{self.version:04d}_{self.name}.sql"
+
+    @property
+    def checksum(self) -> str:
+        """sha256 of the file's text."""
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    def statements(self) -> list[str]:
+        """The file's statements, comments-only chunks dropped."""
+        chunks = (c.strip() for c in _STATEMENT_END.split(self.sql))
+        return [c for c in chunks if _strip_comments(c)]
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A row of schema_migrations."""
+
+    version: int
+    name: str
+    checksum: str
+    applied_at: datetime
+
+
+def _strip_comments(sql: str) -> str:
+    return "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
+
+
+def migrations_dir() -> Traversable:
+    """The packaged migrations directory."""
+    return resources.files(__package__).joinpath("migrations")
+
+
+def load_migrations(directory: Traversable | Path | None = None) -> list[Migration]:
+    """Every migration file, in version order; versions must run 1, 2, 3 ... without gaps."""
+    folder = directory if directory is not None else migrations_dir()
+    found: list[Migration] = []
+    for entry in folder.iterdir():
+        if not entry.name.endswith(".sql"):
+            continue
+        match = _FILE.match(entry.name)
+        if match is None:
+            raise MigrationError(f"{entry.name}: migration files are named NNNN_lower_name.sql")
+        found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise MigrationError(
+                f"{migration.filename}: expected version {expected:04d} (no gaps or duplicates)"
+            )
+    return found
+
+
+def _ensure_migrations_table(store: SqlRunner) -> None:
+    store.command(
+        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (\n"
+        "    version UInt32, name String, checksum String,\n"
+        f"    applied_at {ddl.DATETIME_MS} DEFAULT now64(3, 'UTC')\n"
+        ") ENGINE = MergeTree ORDER BY version\n"
+        "COMMENT 'Schema migrations applied to this database (shipledger migrate).'"
+    )
+
+
+def applied_migrations(store: SqlRunner) -> dict[int, Applied]:
+    """schema_migrations by version (empty when the table does not exist yet)."""
+    _, exists = store.query(
+        "SELECT count() FROM system.tables WHERE database = %(db)s AND name = %(t)s",
+        {"db": store.database, "t": MIGRATIONS_TABLE},
+    )
+    if not exists[0][0]:
+        return {}
+    _, rows = store.query(
+        f"SELECT version, name, checksum, applied_at FROM {MIGRATIONS_TABLE} ORDER BY version"  # noqa: S608
+    )
+    return {int(v): Applied(int(v), str(n), str(c), a) for v, n, c, a in rows}
+
+
+def check_history(migrations: Sequence[Migration], applied: dict[int, Applied]) -> None:
+    """Raise MigrationError when an applied migration's file changed or is unknown here."""
+    known = {m.version: m for m in migrations}
+    for version, row in sorted(applied.items()):
+        migration = known.get(version)
+        if migration is None:
+            raise MigrationError(
+                f"migration {version:04d}_{row.name} is applied to this database but unknown to "
+                "this shipledger: upgrade shipledger"
+            )
+        if migration.checksum != row.checksum:
+            raise MigrationError(
+                f"migration {migration.filename} was changed after it was applied (checksum "
+                f"{row.checksum[:12]} recorded, {migration.checksum[:12]} now): restore the file "
+                "and put the change in a new migration"
+            )
+
+
+def migrate(store: SqlRunner, migrations: Sequence[Migration] | None = None) -> list[Migration]:
+    """Apply every pending migration in order to the selected database; those applied."""
+    migrations = load_migrations() if migrations is None else migrations
+    applied = applied_migrations(store)
+    check_history(migrations, applied)
+    if not applied:
+        _refuse_unmigrated_ledger(store)
+    _ensure_migrations_table(store)
+    done: list[Migration] = []
+    for migration in migrations:
+        if migration.version in applied:
+            continue
+        for statement in migration.statements():
+            try:
+                store.command(statement)
+            except Exception as exc:
+                raise MigrationError(f"{migration.filename} failed: {exc}") from exc
+        store.command(
+            f"INSERT INTO {MIGRATIONS_TABLE} (version, name, checksum) VALUES "  # noqa: S608
+            f"({migration.version}, {ddl.quote_str(migration.name)}, "
+            f"{ddl.quote_str(migration.checksum)})"
+        )
+        done.append(migration)
+    return done
+
+
+def _refuse_unmigrated_ledger(store: SqlRunner) -> None:
+    _, rows = store.query(
+        "SELECT name FROM system.tables WHERE database = %(db)s AND name IN %(names)s",
+        {"db": store.database, "names": tuple(ddl.desired_schema())},
+    )
+    if rows:
+        names = ", ".join(sorted(str(r[0]) for r in rows))
+        raise MigrationError(
+            f"database {store.database} has ledger tables ({names}) but no {MIGRATIONS_TABLE}: "
+            "it predates migrations; export it and start from an empty database"
+        )
+
+
+# --- schema snapshots ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectState:
+    """What ClickHouse made of one table or view (database names removed)."""
+
+    engine: str
+    engine_full: str
+    sorting_key: str
+    partition_key: str
+    comment: str
+    #: (name, type, default, comment, codec) in order; codec as `CODEC(...)` or empty.
+    columns: tuple[tuple[str, str, str, str, str], ...]
+    indexes: tuple[tuple[str, str, str, int], ...]  # (name, type, expr, granularity)
+    create_query: str
+
+
+def snapshot(store: SqlRunner) -> dict[str, ObjectState]:
+    """Tables and views of the selected database (schema_migrations excluded)."""
+    db = store.database
+    params = {"db": db}
+    _, tables = store.query(
+        "SELECT name, engine, engine_full, sorting_key, partition_key, comment, "
+        "create_table_query FROM system.tables WHERE database = %(db)s ORDER BY name",
+        params,
+    )
+    _, columns = store.query(
+        "SELECT table, name, type, default_kind || ' ' || default_expression, comment, "
+        "compression_codec FROM system.columns WHERE database = %(db)s ORDER BY table, position",
+        params,
+    )
+    _, indexes = store.query(
+        "SELECT table, name, type_full, expr, granularity FROM system.data_skipping_indices "
+        "WHERE database = %(db)s ORDER BY table, name",
+        params,
+    )
+
+    def strip(text: object) -> str:
+        return str(text).replace(f"`{db}`.", "").replace(f"{db}.", "")
+
+    out: dict[str, ObjectState] = {}
+    for name, engine, engine_full, sorting, partition, comment, create in tables:
+        if name == MIGRATIONS_TABLE:
+            continue
+        out[str(name)] = ObjectState(
+            engine=str(engine),
+            engine_full=strip(engine_full),
+            sorting_key=str(sorting),
+            partition_key=str(partition),
+            comment=str(comment),
+            columns=tuple(
+                (str(c), str(t), str(d).strip(), str(k), str(z))
+                for table, c, t, d, k, z in columns
+                if table == name
+            ),
+            indexes=tuple(
+                (str(i), str(t), str(e), int(str(g)))
+                for table, i, t, e, g in indexes
+                if table == name
+            ),
+            create_query=strip(create),
+        )
+    return out
+
+
+def apply_desired(store: SqlRunner) -> None:
+    """Create the desired schema (`sinks.ledger.ddl`) in the selected, empty database."""
+    for statement in ddl.desired_schema().values():
+        store.command(statement)
+
+
+def scratch_schemas(
+    migrations: Sequence[Migration] | None = None,
+) -> tuple[dict[str, ObjectState], dict[str, ObjectState]]:
+    """(desired, migrated) snapshots, built in a throwaway chDB.
+
+    Opens its own chDB path: call it with no other chDB store open in this process.
+    """
+    from shipledger.settings import Settings
+    from shipledger.sinks.ledger.store import LedgerStore
+
+    with tempfile.TemporaryDirectory(prefix="shipledger-migrate-") as tmp:
+        settings = Settings(clickhouse_url=f"chdb://{tmp}/ch", clickhouse_database=DESIRED_DB)
+        with LedgerStore.open(settings) as store:
+            store.select_database(DESIRED_DB)
+            apply_desired(store)
+            desired = snapshot(store)
+            store.select_database(MIGRATED_DB)
+            migrate(store, migrations)
+            migrated = snapshot(store)
+    return desired, migrated
+
+
+def compare(desired: dict[str, ObjectState], actual: dict[str, ObjectState]) -> list[str]:
+    """Every difference between two snapshots, one readable line each (empty: identical)."""
+    lines: list[str] = []
+    for name in sorted(set(desired) | set(actual)):
+        want, have = desired.get(name), actual.get(name)
+        if want is None:
+            lines.append(f"{name}: exists but is not in the desired schema")
+            continue
+        if have is None:
+            lines.append(f"{name}: missing")
+            continue
+        if want.engine == "View":
+            if want.create_query != have.create_query:
+                lines.append(f"{name}: view is {have.create_query!r}, want {want.create_query!r}")
+            continue
+        for attr in ("engine_full", "comment", "indexes"):
+            if getattr(want, attr) != getattr(have, attr):
+                lines.append(
+                    f"{name}.{attr}: want {getattr(want, attr)!r}, have {getattr(have, attr)!r}"
+                )
+        want_cols = {c[0]: c for c in want.columns}
+        have_cols = {c[0]: c for c in have.columns}
+        for col in want.columns:
+            if col[0] not in have_cols:
+                lines.append(f"{name}.{col[0]}: column missing")
+            elif have_cols[col[0]] != col:
+                lines.append(f"{name}.{col[0]}: want {col[1:]}, have {have_cols[col[0]][1:]}")
+        lines.extend(f"{name}.{c}: column not desired" for c in have_cols if c not in want_cols)
+        if list(want_cols) != list(have_cols) and set(want_cols) == set(have_cols):
+            lines.append(f"{name}: column order is {list(have_cols)}, want {list(want_cols)}")
+    return lines
+
+
+# --- generating the next migration ---------------------------------------------------------
+
+
+def next_migration(desired: dict[str, ObjectState], migrated: dict[str, ObjectState]) -> str:
+    """SQL taking the migrated schema to the desired one ('' when they are equal).
+
+    Additive changes are written as they are; anything that loses data or copies a table is
+    written too but flagged `-- REVIEW:` (drops stay commented out).
+    """
+    statements: list[str] = []
+    creates = ddl.desired_schema()
+    ordered = [(name, desired[name]) for name in creates if name in desired]
+    for name, want in ordered:  # ddl order: tables, chain_heads, views
+        have = migrated.get(name)
+        if want.engine == "View":
+            continue
+        if have is None:
+            statements.append(creates[name])
+            continue
+        statements.extend(_alter_table(name, want, have))
+    for name in sorted(set(migrated) - set(desired)):
+        kind = "VIEW" if migrated[name].engine == "View" else "TABLE"
+        statements.append(
+            f"-- REVIEW: {name} is no longer in the desired schema; dropping loses its data\n"
+            f"-- DROP {kind} {ddl.quote_ident(name)}"
+        )
+    for name, want in ordered:
+        have = migrated.get(name)
+        if want.engine != "View" or (have is not None and have.create_query == want.create_query):
+            continue
+        if have is not None:
+            statements.append(f"DROP VIEW {ddl.quote_ident(name)}")
+        statements.append(creates[name])
+    return "".join(f"{s};\n\n" for s in statements)
+
+
+def _alter_table(name: str, want: ObjectState, have: ObjectState) -> list[str]:
+    table = ddl.quote_ident(name)
+    if (want.sorting_key, want.partition_key) != (have.sorting_key, have.partition_key):
+        return _rebuild(name, want, have)
+    out: list[str] = []
+    have_cols = {c[0]: c for c in have.columns}
+    previous: str | None = None
+    for col_name, col_type, _default, comment, codec in want.columns:
+        column = ddl.quote_ident(col_name)
+        place = f" AFTER {ddl.quote_ident(previous)}" if previous else " FIRST"
+        definition = f"{column} {col_type}{f' {codec}' if codec else ''} "
+        old = have_cols.get(col_name)
+        if old is None:
+            out.append(
+                f"ALTER TABLE {table} ADD COLUMN {definition}"
+                f"COMMENT {ddl.quote_str(comment)}{place}"
+            )
+        elif old[1] != col_type:
+            out.append(
+                f"-- REVIEW: {name}.{col_name} changes type {old[1]} -> {col_type}\n"
+                f"ALTER TABLE {table} MODIFY COLUMN {definition}"
+                f"COMMENT {ddl.quote_str(comment)}"
+            )
+        elif old[4] != codec:  # existing parts keep theirs until merged; new parts use it
+            out.append(
+                f"ALTER TABLE {table} MODIFY COLUMN {definition}COMMENT {ddl.quote_str(comment)}"
+            )
+        elif old[3] != comment:
+            out.append(f"ALTER TABLE {table} COMMENT COLUMN {column} {ddl.quote_str(comment)}")
+        previous = col_name
+    wanted = {c[0] for c in want.columns}
+    out.extend(
+        f"-- REVIEW: {name}.{c} is no longer desired; dropping loses its data\n"
+        f"-- ALTER TABLE {table} DROP COLUMN {ddl.quote_ident(c)}"
+        for c in have_cols
+        if c not in wanted
+    )
+    have_idx = {i[0]: i for i in have.indexes}
+    want_idx = {i[0]: i for i in want.indexes}
+    for idx_name, idx in want_idx.items():
+        if have_idx.get(idx_name) == idx:
+            continue
+        if idx_name in have_idx:
+            out.append(f"ALTER TABLE {table} DROP INDEX {ddl.quote_ident(idx_name)}")
+        out.append(
+            f"ALTER TABLE {table} ADD INDEX {ddl.quote_ident(idx_name)} {idx[2]} "
+            f"TYPE {idx[1]} GRANULARITY {idx[3]}"
+        )
+    out.extend(
+        f"ALTER TABLE {table} DROP INDEX {ddl.quote_ident(i)}"
+        for i in have_idx
+        if i not in want_idx
+    )
+    if want.engine_full != have.engine_full:
+        ttl = _ttl_of(want.engine_full)
+        out.append(
+            f"ALTER TABLE {table} MODIFY TTL {ttl}" if ttl else f"ALTER TABLE {table} REMOVE TTL"
+        )
+    if want.comment != have.comment:
+        out.append(f"ALTER TABLE {table} MODIFY COMMENT {ddl.quote_str(want.comment)}")
+    return out
+
+
+def _ttl_of(engine_full: str) -> str:
+    match = re.search(r"\bTTL (.*?)(?: SETTINGS |$)", engine_full)
+    return match[1] if match else ""
+
+
+def _rebuild(name: str, want: ObjectState, have: ObjectState) -> list[str]:
+    """Partition or sort key changed: copy into a new table and swap (ClickHouse cannot alter
+    those keys in place)."""
+    temp = f"{name}__rebuild"
+    common = [c[0] for c in want.columns if c[0] in {h[0] for h in have.columns}]
+    cols = ", ".join(ddl.quote_ident(c) for c in common)
+    return [
+        f"-- REVIEW: {name}: sort key {have.sorting_key!r} -> {want.sorting_key!r}, "
+        f"partition key {have.partition_key!r} -> {want.partition_key!r}: the table is "
+        "rebuilt (every row copied)\n" + ddl.create_statement(name, as_name=temp),
+        f"INSERT INTO {ddl.quote_ident(temp)} ({cols}) SELECT {cols} FROM {ddl.quote_ident(name)}",  # noqa: S608
+        f"EXCHANGE TABLES {ddl.quote_ident(temp)} AND {ddl.quote_ident(name)}",
+        f"DROP TABLE {ddl.quote_ident(temp)}",
+    ]
+
+
+def new_migration_file(directory: Path, name: str, sql: str, existing: Iterable[Migration]) -> Path:
+    """Write `NNNN_name.sql` (the next version) into `directory`; its path."""
+    if not re.fullmatch(r"[a-z0-9_]+", name):
+        raise MigrationError(f"migration name {name!r}: use lowercase letters, digits and _")
+    version = max((m.version for m in existing), default=0) + 1
+    path = directory / f"{version:04d}_{name}.sql"
+    header = (
+        f"-- {path.name}: generated by `shipledger migrate --new {name}` from the difference "
+        "between sinks/ledger/ddl.py and the migrations before it. Review, then commit.\n\n"
+    )
+    path.write_text(header + sql, encoding="utf-8")
+    return path

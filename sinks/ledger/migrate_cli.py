@@ -1,0 +1,109 @@
+"""`shipledger migrate`: apply, show or write the ledger's schema migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from shipledger.sinks.cli_options import ledger_options, ledger_settings
+from shipledger.sinks.ledger.migrate import (
+    MigrationError,
+    applied_migrations,
+    check_history,
+    load_migrations,
+    new_migration_file,
+    next_migration,
+    scratch_schemas,
+)
+from shipledger.sinks.ledger.store import LedgerStore, StoreError
+
+_SOURCE_DIR = Path("sinks/ledger/migrations")
+
+
+@click.command("migrate")
+@click.option("--status", is_flag=True, help="List migrations: applied (when) or pending.")
+@click.option(
+    "--new",
+    "new_name",
+    metavar="NAME",
+    help="Write the next migration from the difference between sinks/ledger/ddl.py and the "
+    "existing migrations (run in the repository; touches no database).",
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=_SOURCE_DIR,
+    show_default=True,
+    help="Migrations source directory, for --new.",
+)
+@ledger_options
+def migrate(
+    status: bool,
+    new_name: str | None,
+    directory: Path,
+    clickhouse_url: str | None,
+    data_dir: Path | None,
+) -> None:
+    """Migrate the ClickHouse ledger forward by numbered, recorded migrations.
+
+    The DDL never changes by hand: sinks/ledger/ddl.py declares the desired schema (from the Avro
+    contract); sinks/ledger/migrations/NNNN_name.sql take a database there, each recorded in
+    schema_migrations with its checksum (a changed applied file is an error).
+
+    \b
+    Examples:
+      shipledger migrate                   # apply pending migrations (the sink does too)
+      shipledger migrate --status          # what is applied, what is pending
+      shipledger migrate --new add_team    # after changing an Avro schema or sinks/ledger/ddl.py:
+                                           # writes sinks/ledger/migrations/NNNN_add_team.sql;
+                                           # review it, make install, commit it
+    """
+    if new_name:
+        _write_new(new_name, directory)
+        return
+    settings = ledger_settings(clickhouse_url, data_dir)
+    try:
+        with LedgerStore.open(settings) as store:
+            if status:
+                _print_status(store)
+            else:
+                done = store.ensure_schema()
+                click.echo(
+                    "applied: " + ", ".join(done)
+                    if done
+                    else "schema is up to date (nothing to apply)"
+                )
+    except (StoreError, MigrationError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _print_status(store: LedgerStore) -> None:
+    migrations = load_migrations()
+    store.select_database(store.database)
+    applied = applied_migrations(store)
+    for migration in migrations:
+        row = applied.get(migration.version)
+        when = row.applied_at.isoformat(timespec="seconds") if row else "pending"
+        changed = " CHANGED SINCE APPLIED" if row and row.checksum != migration.checksum else ""
+        click.echo(f"{migration.filename:40} {when}{changed}")
+    check_history(migrations, applied)
+
+
+def _write_new(name: str, directory: Path) -> None:
+    if not directory.is_dir():
+        raise click.UsageError(
+            f"{directory} is not a directory: run from the repository root or pass --dir"
+        )
+    try:
+        existing = load_migrations(directory)
+        desired, migrated = scratch_schemas(existing)
+        sql = next_migration(desired, migrated)
+        if not sql:
+            click.echo("the migrations already produce the desired schema: nothing to write")
+            return
+        path = new_migration_file(directory, name, sql, existing)
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {path}: review it (lines marked REVIEW), run `make install`, commit it")

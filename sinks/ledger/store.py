@@ -1,0 +1,391 @@
+"""`LedgerStore`: the one ClickHouse client of a process, embedded (chDB) or a server.
+
+One code path for both: `clickhouse_connect.get_client(dsn=...)` with `chdb:///<dir>` runs the
+real ClickHouse engine in-process; `http(s)://user:pw@host:8123` talks to a server or cluster.
+
+chDB constraints (measured with chdb 4.4 / engine 26.9 through clickhouse-connect 1.12):
+
+- One engine *path* per process at a time: opening a second data dir while a client on the
+  first is open raises `ProgrammingError` ("EmbeddedServer already initialized with path ...").
+  Once every client on it is closed, another path can be opened. So close the store (it is a
+  context manager) before opening one elsewhere; tests close theirs at teardown.
+- One *process* per data dir, even read-only (`Cannot lock file .../status`): a second
+  `shipledger sink` or an analyst's `chdb` session cannot open the data dir of a running
+  `shipledger up`. Queries must go through the owning process (`LedgerStore.query`), or use a
+  ClickHouse server.
+- A client must not be used from two threads at once: every call here holds one lock, so the
+  sink thread and an API thread can share a store.
+- One insert costs ~13 ms whatever its size up to ~1k rows: callers batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from threading import Lock
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlparse
+
+import clickhouse_connect
+
+from shipledger.settings import Settings
+from shipledger.sinks.ledger import ddl, tiers
+from shipledger.sinks.ledger.chain import ChainKey, Head
+from shipledger.sinks.ledger.migrate import MigrationError, migrate
+from shipledger.sinks.rows import RowKey
+
+_HEAD_COLUMNS = {
+    "table": "LowCardinality(String)",
+    "tenant": "LowCardinality(String)",
+    "retention_class": "LowCardinality(String)",
+    "chain_seq": "UInt64",
+    "row_hash": "String",
+    "retain_until": ddl.DATETIME_MS,
+    "at": ddl.DATETIME_MS,
+}
+#: ids per existence query.
+_IDS_PER_QUERY = 5000
+#: A backfill may span many months: never refuse an insert for touching many partitions.
+_INSERT_SETTINGS = {"max_partitions_per_insert_block": 0}
+
+
+class StoreError(RuntimeError):
+    """The ClickHouse store could not be opened or its schema does not match ours."""
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """Inclusive range of a time column: narrows an id lookup to the partitions it can be in."""
+
+    column: str
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def of(cls, column: str, values: Iterable[datetime]) -> TimeWindow | None:
+        """The window spanning `values`, or None when there are none."""
+        times = list(values)
+        if not times:
+            return None
+        return cls(column, min(times), max(times))
+
+
+def chdb_path(url: str) -> Path | None:
+    """The data directory of a `chdb:///<dir>` URL, or None for a server / in-memory chDB."""
+    parsed = urlparse(url)
+    if parsed.scheme != "chdb" or parsed.netloc or parsed.path in ("", "/"):
+        return None
+    return Path(parsed.path)
+
+
+def _epoch_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+class LedgerStore:
+    """The ledger's ClickHouse client (thread-safe by one lock). Build it with `open`."""
+
+    def __init__(self, client: Any, database: str, url: str, cold_root: Path | None = None) -> None:
+        self._client = client
+        self._lock = Lock()
+        self.database = database
+        self.url = url
+        #: Where cold Parquet files live (embedded chDB only; None for a server).
+        self.cold_root = cold_root
+        self._closed = False
+
+    @classmethod
+    def open(cls, settings: Settings) -> LedgerStore:
+        """Connect to `settings.resolved_clickhouse_url`; creates the chDB data dir's parent.
+
+        The database is selected for `query` if it exists; `ensure_schema` creates it.
+        """
+        url = settings.resolved_clickhouse_url
+        path = chdb_path(url)
+        if path is not None:
+            # Owner-only: the data dir holds every tenant's rows and the API's secrets.
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            client = clickhouse_connect.get_client(dsn=url, tz_mode="aware")
+        except Exception as exc:
+            hint = ""
+            if path is not None and "lock" in str(exc).lower():
+                hint = " (another process owns this chDB data dir: stop it or use a server URL)"
+            raise StoreError(f"cannot open ClickHouse at {_redact(url)}: {exc}{hint}") from exc
+        cold_root = (settings.data_dir / "cold").resolve() if path is not None else None
+        store = cls(client, settings.clickhouse_database, url, cold_root)
+        if store.database_exists():
+            client.database = store.database
+        return store
+
+    # --- schema ----------------------------------------------------------------------
+    def ensure_schema(self) -> list[str]:
+        """Create the database and apply every pending migration (`sinks.migrate`); the file
+        names applied. Then check every column the sink writes exists with its type, so a
+        schema change committed without its migration fails here, not at the first insert.
+        """
+        self.select_database(self.database)
+        try:
+            done = migrate(self)
+        except MigrationError as exc:
+            raise StoreError(str(exc)) from exc
+        self._check_columns()
+        tiers.ensure_tiers(self)
+        return [m.filename for m in done]
+
+    def select_database(self, database: str) -> None:
+        """Create `database` if missing; every later statement runs in it."""
+        with self._lock:
+            self._client.command(f"CREATE DATABASE IF NOT EXISTS {ddl.quote_ident(database)}")
+            self._client.database = database
+        self.database = database
+
+    def _check_columns(self) -> None:
+        _, rows = self.query(
+            "SELECT table, name, type FROM system.columns WHERE database = %(db)s",
+            {"db": self.database},
+        )
+        have = {(str(t), str(n)): str(ty) for t, n, ty in rows}
+        for spec in ddl.tables().values():
+            for column in spec.columns:
+                found = have.get((spec.name, column.name))
+                if found is None or _normalize_type(found) != _normalize_type(column.type):
+                    raise StoreError(
+                        f"{spec.name}.{column.name} is {found or 'missing'} in ClickHouse, the "
+                        f"code wants {column.type}: a schema change without its migration "
+                        "(shipledger migrate --new NAME)"
+                    )
+
+    def database_exists(self) -> bool:
+        """Whether the ledger database exists (a fresh data dir has none until `up`)."""
+        with self._lock:
+            result = self._client.query(
+                "SELECT count() FROM system.databases WHERE name = %(db)s",
+                parameters={"db": self.database},
+            )
+        return bool(result.result_rows[0][0])
+
+    # --- writes and reads --------------------------------------------------------------
+    def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert rows (dicts with every column of the ledger table) in one block."""
+        if not rows:
+            return 0
+        spec = ddl.tables()[table]
+        names = spec.column_names
+        try:
+            columns = [[row[name] for row in rows] for name in names]
+        except KeyError as exc:
+            raise ValueError(f"{table}: a row lacks column {exc}") from None
+        with self._lock:
+            self._client.insert(
+                table,
+                columns,
+                database=self.database,
+                column_names=names,
+                column_type_names=spec.column_types,
+                column_oriented=True,
+                settings=_INSERT_SETTINGS,
+            )
+        return len(rows)
+
+    def existing_ids(
+        self,
+        table: str,
+        id_column: str,
+        keys: Iterable[RowKey],
+        *,
+        window: TimeWindow | None = None,
+    ) -> set[RowKey]:
+        """Which (tenant, id) pairs of `keys` are already stored in `table` (optionally only
+        within `window`)."""
+        wanted = sorted(set(keys))
+        found: set[RowKey] = set()
+        source = ddl.qualified(self.database, table)
+        column = ddl.quote_ident(id_column)
+        # Identifiers are checked by quote_ident; values are bound server-side (a 5000-id
+        # literal list costs ClickHouse ~20 ms more to parse; large params go form-encoded).
+        sql = (
+            f"SELECT DISTINCT tenant, {column} FROM {source} "  # noqa: S608
+            f"WHERE (tenant, {column}) IN {{keys:Array(Tuple(String, String))}}"
+        )
+        params: dict[str, Any] = {}
+        if window is not None:
+            time_column = ddl.quote_ident(window.column)
+            sql += (
+                f" AND {time_column} BETWEEN fromUnixTimestamp64Milli({{lo:Int64}}, 'UTC')"
+                " AND fromUnixTimestamp64Milli({hi:Int64}, 'UTC')"
+            )
+            params = {"lo": _epoch_ms(window.start), "hi": _epoch_ms(window.end)}
+        for start in range(0, len(wanted), _IDS_PER_QUERY):
+            chunk = wanted[start : start + _IDS_PER_QUERY]
+            with self._lock:
+                result = self._client.query(sql, parameters={**params, "keys": chunk})
+            found.update((str(row[0]), str(row[1])) for row in result.result_rows)
+        return found
+
+    def source(self, table: str) -> str:
+        """The FROM source holding every row of ledger table `table`. Every reader of whole
+        tables (audit, exports) goes through here: hot and cold rows alike
+        (`sinks.ledger.tiers`)."""
+        return tiers.ledger_source(self, table)
+
+    _HEADS_SQL = (
+        "SELECT tenant, retention_class, max(chain_seq), argMax(row_hash, chain_seq), "
+        "argMax(retain_until, chain_seq), argMax({at}, chain_seq) FROM {source} "
+        "WHERE {where} GROUP BY tenant, retention_class"
+    )
+
+    def _heads(self, table: str, sql: str, params: dict[str, Any] | None) -> dict[ChainKey, Head]:
+        return {
+            (table, str(tenant), str(klass)): Head(int(seq), str(row_hash), retain_until, at)
+            for tenant, klass, seq, row_hash, retain_until, at in self.query(sql, params)[1]
+        }
+
+    def recorded_heads(self, table: str) -> dict[ChainKey, Head]:
+        """The last head recorded in chain_heads for every chain of `table`."""
+        sql = self._HEADS_SQL.format(
+            at="at", source=ddl.qualified(self.database, ddl.CHAIN_HEADS), where="table = %(t)s"
+        )
+        return self._heads(table, sql, {"t": table})
+
+    def load_heads(self, table: str) -> dict[ChainKey, Head]:
+        """The head of every chain of `table`: the highest of the rows stored and the heads
+        recorded in chain_heads (a head whose rows have all expired continues the chain; rows
+        stored by a flush that died before recording them are adopted)."""
+        sql = self._HEADS_SQL.format(
+            at="ledger_at", source=self.source(table), where="chain_seq > 0"
+        )
+        heads = self._heads(table, sql, None)
+        for key, head in self.recorded_heads(table).items():
+            if key not in heads or heads[key].seq < head.seq:
+                heads[key] = head
+        return heads
+
+    def append_heads(self, heads: Mapping[ChainKey, Head]) -> None:
+        """Append chain heads to chain_heads (after the rows they describe are stored)."""
+        if not heads:
+            return
+        now = datetime.now(UTC)
+        items = sorted(heads.items())
+        columns = [
+            [k[0] for k, _ in items],
+            [k[1] for k, _ in items],
+            [k[2] for k, _ in items],
+            [h.seq for _, h in items],
+            [h.row_hash for _, h in items],
+            [h.retain_until for _, h in items],
+            [now] * len(items),
+        ]
+        with self._lock:
+            self._client.insert(
+                ddl.CHAIN_HEADS,
+                columns,
+                database=self.database,
+                column_names=list(_HEAD_COLUMNS),
+                column_type_names=list(_HEAD_COLUMNS.values()),
+                column_oriented=True,
+            )
+
+    def query(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run a query; returns (column names, rows). Timestamps come back UTC-aware.
+
+        `parameters` use clickhouse-connect binding: `%(name)s` (client side) or
+        `{name:Type}` (server side).
+        """
+        with self._lock:
+            result = self._client.query(sql, parameters=parameters, settings=settings)
+        return list(result.column_names), [tuple(row) for row in result.result_rows]
+
+    def stream_columns(
+        self, sql: str, parameters: dict[str, Any] | None = None
+    ) -> Iterator[Sequence[Sequence[Any]]]:
+        """Run a query and yield its result block by block, each a list of columns (for
+        reading whole tables without holding them in memory). Named tuples come back as
+        tuples, the form the sink inserts (and hashes) them in. Holds the store's lock until
+        the stream is exhausted or closed."""
+        with self._lock:
+            stream = self._client.query_column_block_stream(
+                sql, parameters=parameters, query_formats={"Tuple": "tuple"}
+            )
+            with stream:
+                yield from stream
+
+    def command(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        """Run a statement that returns no rows (DDL, `INSERT INTO FUNCTION`, `DELETE`)."""
+        with self._lock:
+            self._client.command(sql, parameters=parameters, settings=settings)
+
+    @contextmanager
+    def reader(self, database: str, settings: dict[str, Any]) -> Iterator[Any]:
+        """A separate clickhouse-connect client on the same ClickHouse, closed on exit.
+
+        `settings` become session settings in the order given (chDB: `SET` on its own
+        handle; a server: parameters of every request), so `readonly` given last locks the
+        ones before it. chDB serves several handles on one engine path.
+        """
+        client = clickhouse_connect.get_client(
+            dsn=self.url, tz_mode="aware", database=database, settings=settings
+        )
+        try:
+            yield client
+        finally:
+            client.close()
+
+    def count(self, table: str) -> int:
+        """Rows in a ledger table (or view)."""
+        source = ddl.qualified(self.database, table)  # checked identifiers
+        _, rows = self.query(f"SELECT count() FROM {source}")  # noqa: S608
+        return int(rows[0][0])
+
+    def disk_bytes(self, table: str) -> int:
+        """Compressed bytes on disk of the table's active parts."""
+        _, rows = self.query(
+            "SELECT sum(bytes_on_disk) FROM system.parts "
+            "WHERE active AND database = %(db)s AND table = %(t)s",
+            {"db": self.database, "t": table},
+        )
+        return int(rows[0][0] or 0)
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the client (releases the chDB engine path). Idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._client.close()
+
+    def __enter__(self) -> LedgerStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _normalize_type(type_name: str) -> str:
+    return type_name.replace(" ", "")
+
+
+def _redact(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url
