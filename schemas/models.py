@@ -6,7 +6,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -19,6 +19,9 @@ from pydantic import (
 )
 
 from shipledger.schemas.fields import apply_aliases
+
+if TYPE_CHECKING:
+    from shipledger.settings import Settings
 
 EventType = Literal["started", "succeeded", "failed", "rolled_back", "cancelled"]
 DeploymentKind = Literal[
@@ -109,6 +112,12 @@ class TimeWindow:
 
     earliest: datetime
     max_future: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TimeWindow:
+        """The window the edges accept under `settings` (SHIPLEDGER_EARLIEST_EVENT_TIME,
+        SHIPLEDGER_MAX_FUTURE_SKEW_S)."""
+        return cls(settings.earliest_event_time, timedelta(seconds=settings.max_future_skew_s))
 
     def check(self, value: datetime) -> datetime:
         """`value`, or ValueError saying which end of the window it is past."""

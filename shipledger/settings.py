@@ -5,14 +5,12 @@ Built once at each entry point and passed down; nothing else reads the environme
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from shipledger.schemas.models import TimeWindow
 
 LogFormat = Literal["json", "console"]
 
@@ -252,10 +250,6 @@ class Settings(BaseSettings):
     sasl_username: str | None = Field(default=None, description="SASL username, if any.")
 
     # ------------------------------------------------------------------------------------
-    def time_window(self) -> TimeWindow:
-        """The event times the edges accept (validation context of the event models)."""
-        return TimeWindow(self.earliest_event_time, timedelta(seconds=self.max_future_skew_s))
-
     def topic(self, name: str) -> str:
         """Full topic name for a logical topic (`deployments.raw`, `alerts`, ...)."""
         return f"{self.topic_prefix}{name}"

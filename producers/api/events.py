@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from shipledger.producers.api.auth import ANY_TENANT, Principal
 from shipledger.schemas.families import UnknownFamily, family_of
-from shipledger.schemas.models import utcnow
+from shipledger.schemas.models import TimeWindow, utcnow
 from shipledger.schemas.registry import AvroCodec, EncodeError
 from shipledger.schemas.validation import field_errors, size_problem
 from shipledger.settings import Settings
@@ -113,7 +113,9 @@ def prepare(
     if obj.get("event_id") is None:
         obj["event_id"] = derived_event_id({"family": family.name, **obj})
     try:
-        event = family.model.model_validate(obj, context={"time_window": settings.time_window()})
+        event = family.model.model_validate(
+            obj, context={"time_window": TimeWindow.from_settings(settings)}
+        )
     except ValidationError as exc:
         return [FieldError(index, field, reason) for field, reason in field_errors(exc)]
     record = event.model_dump(mode="python")

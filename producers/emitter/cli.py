@@ -36,7 +36,7 @@ from shipledger.producers.emitter.metadata import (
 )
 from shipledger.producers.emitter.publisher import Publisher, PublishResult
 from shipledger.producers.emitter.spool import Spool
-from shipledger.schemas.models import EVENT_TYPES, KINDS, DeploymentEvent, new_id
+from shipledger.schemas.models import EVENT_TYPES, KINDS, DeploymentEvent, TimeWindow, new_id
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import EVENT_SCHEMA, size_problem
 from shipledger.settings import Settings
@@ -189,7 +189,9 @@ def _build(event_type: str, request: _Request, **extra: Any) -> DeploymentEvent:
     """Validated event, or exit 2 with every problem named."""
     given = {**request.given, **extra}
     try:
-        event = build_event(event_type, detect(os.environ), given, request.settings.time_window())
+        event = build_event(
+            event_type, detect(os.environ), given, TimeWindow.from_settings(request.settings)
+        )
     except MissingMetadata as exc:
         _fail(str(exc))
     except ValidationError as exc:

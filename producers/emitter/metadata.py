@@ -72,7 +72,7 @@ def build_event(
     window: TimeWindow | None = None,
 ) -> DeploymentEvent:
     """Merge CI-detected values with given ones (given win; None means not given) and validate
-    (`occurred_at` inside `window` when given: `Settings.time_window()`).
+    (`occurred_at` inside `window` when given: `TimeWindow.from_settings(settings)`).
 
     A repository URL loses its user-info, whoever gave it (`--repository "$GIT_URL"` too).
     Raises MissingMetadata naming every absent mandatory field, else pydantic's ValidationError.
