@@ -31,15 +31,17 @@ demo: install ## Start the embedded stack, drive a realistic day of CI traffic, 
 up: install ## Run the embedded stack (Tansu + Faust + ClickHouse sink + ingest API) until Ctrl-C
 	$(BIN)/shipledger up
 
-lint: install ## ruff, mypy strict, schema compatibility, field dictionary and OpenAPI up to date
+lint: install ## ruff, mypy strict, import layers, schema compatibility, field dictionary and OpenAPI up to date
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	# Which way imports point (docs/layout.md), on a copy of the installed layout.
+	$(BIN)/python tools/lint_imports.py
 	$(BIN)/shipledger schemas check
 	$(BIN)/shipledger schemas docs --check
 	$(BIN)/shipledger api openapi --check
 	# From inside .venv: the repo's shipledger/ folder would shadow the mapped package.
 	cd $(VENV) && bin/mypy --config-file ../pyproject.toml -p shipledger
-	cd $(VENV) && bin/mypy --config-file ../pyproject.toml ../tests
+	cd $(VENV) && bin/mypy --config-file ../pyproject.toml ../tests ../tools
 
 fmt: install ## Format and auto-fix
 	$(BIN)/ruff format .
