@@ -29,7 +29,7 @@ def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
         loc = ".".join(_part(part) for part in err["loc"]) or "event"
         reason = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
-        if err["type"] != "missing" and err["loc"]:
+        if err["type"] != "missing" and err["loc"] and "(got " not in reason:
             if isinstance(value, str):
                 reason += f" (got {printable(value)})"
             elif isinstance(value, int):
