@@ -279,6 +279,14 @@ class Rules(_Strict):
         """The approval requirements of a deployment of `kind` to `environment` (canonical)."""
         return [r for r in self.approvals if r.applies_to(environment, kind)]
 
+    def approving_groups(self, environments: Iterable[str]) -> frozenset[str]:
+        """Groups whose members may approve a change request covering `environments`
+        (canonical; a request that names none may go anywhere: every requirement's group)."""
+        wanted = set(environments)
+        return frozenset(
+            r.group for r in self.approvals if not wanted or wanted & set(r.environments)
+        )
+
 
 def parse_period(text: str) -> timedelta:
     """A retention period: `90d`, `12w`, `7y` (1y = 366 days)."""
