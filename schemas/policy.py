@@ -467,17 +467,23 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         problem = PolicyProblem("", "expected a mapping with 'version' and 'defaults'", 1)
         raise PolicyError(source, [problem])
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    problems: list[PolicyProblem] = []
+    policy: Policy | None = None
     try:
         policy = Policy.model_validate({**doc, "digest": digest})
     except ValidationError as exc:
-        raise PolicyError(source, _problems(exc, root)) from exc
-    problems: list[PolicyProblem] = []
-    for tenant in policy.tenants:
+        problems += _problems(exc, root)
+    # Tenant overrides are checked even when the rest is broken, so that one run lists
+    # every problem: merged with the defaults when those are valid, on their own otherwise.
+    tenants = doc.get("tenants")
+    for tenant, override in tenants.items() if isinstance(tenants, dict) else ():
+        if not isinstance(override, dict):
+            continue  # reported by Policy itself
         try:
-            policy.rules_for(tenant)
+            policy.rules_for(tenant) if policy else Rules.model_validate(override)
         except ValidationError as exc:
-            problems += _problems(exc, root, ("tenants", tenant))
-    if problems:
+            problems += _problems(exc, root, ("tenants", str(tenant)))
+    if problems or policy is None:
         raise PolicyError(source, problems)
     return policy
 
