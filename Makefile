@@ -7,7 +7,7 @@ SOURCES := $(shell find shipledger schemas producers processors sinks -type f \(
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo up test test-unit chaos lint fmt bench bench-api bench-durable clean
+.PHONY: help install test-deps demo up test test-unit chaos lint fmt bench bench-api bench-durable clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,6 +24,18 @@ $(VENV)/.installed: pyproject.toml $(SOURCES) | $(BIN)/python
 	@touch $@
 
 install: $(VENV)/.installed ## Create .venv and install shipledger with everything (pipeline, broker, dev tools)
+
+# The approval tests bind to a real OpenLDAP server (tests/unit/test_identity.py starts its own
+# slapd on a loopback port): Debian's slapd and ldap-utils, installed once when missing.
+# Needs root (CI and the dev machines run as root); the package's own daemon is not used.
+SLAPD := /usr/sbin/slapd
+test-deps: ## System packages the tests need (slapd, ldap-utils), installed when missing
+	@if [ ! -x $(SLAPD) ] || ! command -v ldapadd >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "the tests need Debian's slapd and ldap-utils: run 'make test-deps' as root"; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+	  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends slapd ldap-utils; \
+	fi
 
 demo: install ## Start the embedded stack, drive a realistic day of CI traffic, show the result
 	$(BIN)/shipledger demo
@@ -47,13 +59,13 @@ fmt: install ## Format and auto-fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint ## Lint, then the whole suite (unit + integration on real Tansu and chDB)
+test: lint test-deps ## Lint, then the whole suite (unit + integration on real Tansu and chDB)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 chaos: install ## Only the chaos test: kill -9 of up and its worker under load, nothing acknowledged lost (SHIPLEDGER_CHAOS_SEED=N to repeat a run)
 	$(BIN)/pytest -m chaos -s $(PYTEST_ARGS)
 
-test-unit: install ## Only the tests that need no broker
+test-unit: install test-deps ## Only the tests that need no broker
 	$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)
 
 bench: install ## Benchmarks on the embedded stack; results in bench/results.json and .md

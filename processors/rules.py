@@ -27,6 +27,9 @@ class Subject:
     environment_known: bool = True
     #: Mandatory fields the reporting system could not give (webhooks of third parties).
     missing_metadata: tuple[str, ...] = ()
+    #: Who deployed, and whether a person started it by hand (`manual`) or a pipeline did.
+    actor: str = ""
+    trigger: str = "automated"
 
 
 @dataclass(frozen=True)

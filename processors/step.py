@@ -45,7 +45,7 @@ def process(
         raise Rejected(str(exc), "environment") from exc
     alerts: list[Alert] = []
     if previous is None:
-        rules = policy.rules_for(event.tenant)
+        rules = policy.rules_for(event.tenant, event.kind)
         subject = Subject(
             environment=env.name,
             kind=event.kind,

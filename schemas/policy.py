@@ -1,5 +1,6 @@
-"""Policy as code: change windows, freezes and required fields per environment and tenant,
-and the retention (compliance class) of every ledger row.
+"""Policy as code: change windows, freezes and required fields per environment, tenant and
+deployment kind; who must approve what; and the retention (compliance class) of every ledger
+row.
 
 Loaded from YAML, validated by pydantic; every alert names the version it was judged under.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
@@ -19,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shipledger.schemas.durations import parse_duration
+from shipledger.schemas.family_models import ChangeState
 from shipledger.schemas.models import DeploymentKind, Severity
 from shipledger.schemas.taxonomy import normalize_environment
 from shipledger.schemas.validation import field_errors
@@ -97,7 +100,106 @@ def _default_severities() -> dict[str, Severity]:
         "missing_change_ticket": "high",
         "out_of_window": "medium",
         "freeze_violation": "critical",
+        "change_ticket_unknown": "high",
+        "change_not_approved": "high",
+        "outside_change_window": "medium",
+        "change_scope_mismatch": "medium",
+        "unattributed_manual_deploy": "high",
     }
+
+
+def _default_approved_states() -> list[ChangeState]:
+    return ["approved", "scheduled"]
+
+
+def parse_tolerance(text: str) -> timedelta:
+    """A change-window tolerance: `0`, or `<n>s`, `<n>m`, `<n>h`."""
+    if text.strip() == "0":
+        return timedelta(0)
+    return parse_duration(text, units="smh", what="change_window_tolerance")
+
+
+def _checked_tolerance(value: object) -> object:
+    if isinstance(value, int) and value == 0:
+        value = "0"  # `change_window_tolerance: 0` in YAML
+    if isinstance(value, str):
+        parse_tolerance(value)
+    return value
+
+
+def _canonical_windows(value: dict[str, list[ChangeWindow]]) -> dict[str, list[ChangeWindow]]:
+    out: dict[str, list[ChangeWindow]] = {}
+    for name, windows in value.items():
+        out.setdefault(normalize_environment(name).name, []).extend(windows)
+    return out
+
+
+class KindRules(_Strict):
+    """What one deployment kind changes in its tenant's rules (`kinds: {schema_migration:
+    ...}`): a key given replaces that setting for deployments of the kind; `severities` is
+    merged rule by rule."""
+
+    require_change_ticket: list[str] | None = None
+    change_windows: dict[str, list[ChangeWindow]] | None = None
+    change_window_tolerance: str | None = None
+    severities: dict[str, Severity] = Field(default_factory=dict)
+
+    @field_validator("require_change_ticket")
+    @classmethod
+    def _canonical_list(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else canonical_environments(value)
+
+    @field_validator("change_windows")
+    @classmethod
+    def _canonical_keys(
+        cls, value: dict[str, list[ChangeWindow]] | None
+    ) -> dict[str, list[ChangeWindow]] | None:
+        return None if value is None else _canonical_windows(value)
+
+    @field_validator("change_window_tolerance", mode="before")
+    @classmethod
+    def _tolerance(cls, value: object) -> object:
+        return _checked_tolerance(value)
+
+
+def identity_key(name: str) -> str:
+    """An identity as compared across systems: trimmed and case-folded."""
+    return name.strip().casefold()
+
+
+def same_person(a: str, b: str) -> bool:
+    """Whether two identities may be one person, for four eyes: equal, or equal once an
+    e-mail domain (`alice@corp.example`) or a Windows domain (`CORP\\alice`) is dropped. The
+    deployer's CI login and their SSO name often differ so; treating a near match as the same
+    person only ever withholds an approval, never grants one."""
+
+    def local(name: str) -> str:
+        return identity_key(name).rsplit("\\", 1)[-1].split("@", 1)[0]
+
+    return identity_key(a) == identity_key(b) or local(a) == local(b)
+
+
+class ApprovalRequirement(_Strict):
+    """Approvals a change request needs before deployments under it may go out: `count`
+    distinct approvers from `group` (a directory group, checked when the approval is
+    recorded) for deployments of `kinds` (all when empty) to `environments`. With
+    `four_eyes`, the deployer's own approval never counts."""
+
+    name: str = Field(min_length=1)
+    group: str = Field(min_length=1)
+    count: int = Field(default=1, ge=1)
+    environments: list[str] = Field(default_factory=lambda: ["prod"])
+    kinds: list[DeploymentKind] = Field(default_factory=list)
+    four_eyes: bool = True
+
+    @field_validator("environments")
+    @classmethod
+    def _canonical(cls, value: list[str]) -> list[str]:
+        return canonical_environments(value)
+
+    def applies_to(self, environment: str, kind: str) -> bool:
+        """Whether deployments of `kind` to `environment` (canonical) need this approval."""
+        return environment in self.environments and (not self.kinds or kind in self.kinds)
 
 
 class Rules(_Strict):
@@ -112,6 +214,17 @@ class Rules(_Strict):
     #: a deployment to any other unknown environment raises `unknown_environment`.
     known_environments: list[str] = Field(default_factory=list)
     severities: dict[str, Severity] = Field(default_factory=_default_severities)
+    #: How far (`0`, `30s`, `15m`, `2h`) a deployment may start outside its change request's
+    #: planned window before `outside_change_window` fires.
+    change_window_tolerance: str = "0"
+    #: Change request states in which a deployment may start (by event time).
+    approved_states: list[ChangeState] = Field(default_factory=_default_approved_states)
+    #: Identities that count as known for `unattributed_manual_deploy` besides directory users
+    #: (CI bots, deploy robots).
+    service_accounts: list[str] = Field(default_factory=list)
+    approvals: list[ApprovalRequirement] = Field(default_factory=list)
+    #: Per deployment kind: ticket requirement, windows, tolerance and severities.
+    kinds: dict[DeploymentKind, KindRules] = Field(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod
@@ -130,15 +243,49 @@ class Rules(_Strict):
     @field_validator("change_windows")
     @classmethod
     def _canonical_keys(cls, value: dict[str, list[ChangeWindow]]) -> dict[str, list[ChangeWindow]]:
-        out: dict[str, list[ChangeWindow]] = {}
-        for name, windows in value.items():
-            out.setdefault(normalize_environment(name).name, []).extend(windows)
-        return out
+        return _canonical_windows(value)
+
+    @field_validator("change_window_tolerance", mode="before")
+    @classmethod
+    def _tolerance(cls, value: object) -> object:
+        return _checked_tolerance(value)
 
     @property
     def zone(self) -> ZoneInfo:
         """The tenant's time zone for change windows."""
         return ZoneInfo(self.timezone)
+
+    @property
+    def tolerance(self) -> timedelta:
+        """`change_window_tolerance` as a timedelta."""
+        return parse_tolerance(self.change_window_tolerance)
+
+    def for_kind(self, kind: str) -> Rules:
+        """These rules as they apply to deployments of `kind` (its `kinds` entry applied)."""
+        override = next((rules for name, rules in self.kinds.items() if name == kind), None)
+        if override is None:
+            return self
+        update: dict[str, object] = {
+            key: value
+            for key in ("require_change_ticket", "change_windows", "change_window_tolerance")
+            if (value := getattr(override, key)) is not None
+        }
+        if override.severities:
+            update["severities"] = {**self.severities, **override.severities}
+        # Every value was validated (and canonicalized) by KindRules already.
+        return self.model_copy(update=update)
+
+    def approvals_for(self, environment: str, kind: str) -> list[ApprovalRequirement]:
+        """The approval requirements of a deployment of `kind` to `environment` (canonical)."""
+        return [r for r in self.approvals if r.applies_to(environment, kind)]
+
+    def approving_groups(self, environments: Iterable[str]) -> frozenset[str]:
+        """Groups whose members may approve a change request covering `environments`
+        (canonical; a request that names none may go anywhere: every requirement's group)."""
+        wanted = set(environments)
+        return frozenset(
+            r.group for r in self.approvals if not wanted or wanted & set(r.environments)
+        )
 
 
 def parse_period(text: str) -> timedelta:
@@ -217,17 +364,19 @@ class Policy(_Strict):
         # `version: 3` in YAML is an int; a version is a label either way.
         return str(value) if isinstance(value, int | float) else value
 
-    def rules_for(self, tenant: str) -> Rules:
+    def rules_for(self, tenant: str, kind: str | None = None) -> Rules:
         """Defaults with the tenant's overrides applied: a key given replaces the default,
-        except `severities`, which is merged rule by rule."""
+        except `severities`, which is merged rule by rule; then, given a deployment `kind`,
+        that kind's entry of `kinds` (see `Rules.for_kind`)."""
         override = self.tenants.get(tenant)
-        if not override:
-            return self.defaults
-        merged = {**self.defaults.model_dump(), **override}
-        severities = override.get("severities")
-        if isinstance(severities, dict):
-            merged["severities"] = {**self.defaults.severities, **severities}
-        return Rules.model_validate(merged)
+        rules = self.defaults
+        if override:
+            merged = {**self.defaults.model_dump(), **override}
+            severities = override.get("severities")
+            if isinstance(severities, dict):
+                merged["severities"] = {**self.defaults.severities, **severities}
+            rules = Rules.model_validate(merged)
+        return rules if kind is None else rules.for_kind(kind)
 
     @property
     def full_version(self) -> str:
@@ -235,30 +384,107 @@ class Policy(_Strict):
         return f"{self.version}+{self.digest}" if self.digest else self.version
 
 
-def _policy_errors(exc: ValidationError, prefix: str = "") -> str:
-    return "\n".join(f"  {prefix}{field}: {reason}" for field, reason in field_errors(exc))
+@dataclass(frozen=True)
+class PolicyProblem:
+    """One thing wrong in a policy file: the key path, why, and its line (1-based) if known."""
+
+    path: str
+    reason: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.path}: {self.reason}" if self.path else f"{where}{self.reason}"
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; `problems` lists every offending key."""
+
+    def __init__(self, source: str, problems: list[PolicyProblem], what: str = "invalid policy"):
+        self.source = source
+        # In file order: the way a reader fixes them.
+        self.problems = sorted(problems, key=lambda p: p.line or 0)
+        super().__init__(f"{source}: {what}:\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
+    """The line (1-based) of the deepest YAML node on the path `loc`: the key itself for a
+    mapping entry, so an unknown or missing key points at its parent's key."""
+    if root is None:
+        return None
+    node, line = root, root.start_mark.line
+    for part in loc:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                    child, line = value, key.start_mark.line
+                    break
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            child = node.value[part]
+            line = child.start_mark.line
+        if child is None:
+            break
+        node = child
+    return line + 1
+
+
+def _problems(
+    exc: ValidationError, root: yaml.Node | None, prefix: tuple[str, ...] = ()
+) -> list[PolicyProblem]:
+    return [
+        PolicyProblem(".".join([*prefix, path]), reason, _line_of(root, (*prefix, *err["loc"])))
+        for err, (path, reason) in zip(exc.errors(), field_errors(exc), strict=True)
+    ]
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> PolicyProblem:
+    # PyYAML's own text repeats the marks as `in "<unicode string>", line 3`: say it once.
+    mark = exc.problem_mark or exc.context_mark
+    reason = exc.problem or exc.context or "syntax error"
+    if mark is not None:
+        reason = f"column {mark.column + 1}: {reason}"
+    if exc.context and exc.problem:
+        context_line = f" from line {exc.context_mark.line + 1}" if exc.context_mark else ""
+        reason += f" ({exc.context}{context_line})"
+    return PolicyProblem("", reason, mark.line + 1 if mark is not None else None)
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
-    """Validate policy YAML text; errors list every offending key with its reason."""
+    """Validate policy YAML text; a PolicyError lists every offending key with its line."""
     try:
         doc = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        raise PolicyError(source, [_yaml_problem(exc)], "not valid YAML") from exc
     except yaml.YAMLError as exc:
-        raise ValueError(f"{source}: not valid YAML: {exc}") from exc
+        raise PolicyError(source, [PolicyProblem("", str(exc))], "not valid YAML") from exc
     if not isinstance(doc, dict):
-        raise ValueError(f"{source}: expected a mapping with 'version' and 'defaults'")
+        problem = PolicyProblem("", "expected a mapping with 'version' and 'defaults'", 1)
+        raise PolicyError(source, [problem])
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    problems: list[PolicyProblem] = []
+    policy: Policy | None = None
     try:
         policy = Policy.model_validate({**doc, "digest": digest})
     except ValidationError as exc:
-        raise ValueError(f"{source}: invalid policy:\n{_policy_errors(exc)}") from exc
-    for tenant in policy.tenants:
+        problems += _problems(exc, root)
+    # Tenant overrides are checked even when the rest is broken, so that one run lists
+    # every problem: merged with the defaults when those are valid, on their own otherwise.
+    tenants = doc.get("tenants")
+    for tenant, override in tenants.items() if isinstance(tenants, dict) else ():
+        if not isinstance(override, dict):
+            continue  # reported by Policy itself
         try:
-            policy.rules_for(tenant)
+            policy.rules_for(tenant) if policy else Rules.model_validate(override)
         except ValidationError as exc:
-            raise ValueError(
-                f"{source}: invalid policy:\n{_policy_errors(exc, f'tenants.{tenant}.')}"
-            ) from exc
+            problems += _problems(exc, root, ("tenants", str(tenant)))
+    if problems or policy is None:
+        raise PolicyError(source, problems)
     return policy
 
 

@@ -29,8 +29,9 @@ def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
         loc = ".".join(_part(part) for part in err["loc"]) or "event"
         reason = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
-        if err["type"] != "missing" and err["loc"]:
-            if isinstance(value, str):
+        # Once: a validator's own message may already quote the value.
+        if err["type"] != "missing" and err["loc"] and "(got " not in reason:
+            if isinstance(value, str) and printable(value) not in reason:
                 reason += f" (got {printable(value)})"
             elif isinstance(value, int):
                 reason += f" (got {value})"

@@ -64,6 +64,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Drive a realistic day of CI traffic through the stack.",
     ),
     "bench": ("shipledger.lab.bench", "bench", "Measure throughput and latency of the stack."),
+    "policy": (
+        "shipledger.policy_cli",
+        "policy",
+        "Validate a policy file (windows, tickets, approvals, retention).",
+    ),
     "schemas": (
         "shipledger.schemas.cli",
         "schemas",

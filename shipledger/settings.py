@@ -241,6 +241,51 @@ class Settings(BaseSettings):
         description="How often `up` archives old rows to cold storage (0: only at start).",
     )
 
+    # --- identity providers: who may approve a change request --------------------------
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OIDC issuer whose bearer tokens identify approvers (https; http only on "
+        "loopback). Its /.well-known/openid-configuration names the JWKS the tokens verify "
+        "against.",
+    )
+    oidc_audience: str | None = Field(
+        default=None,
+        description="Audience (`aud`) approval tokens must carry: shipledger's client id at the "
+        "issuer. Required with SHIPLEDGER_OIDC_ISSUER.",
+    )
+    oidc_username_claim: str = Field(
+        default="preferred_username", description="Token claim holding the approver's name."
+    )
+    oidc_groups_claim: str = Field(
+        default="groups", description="Token claim listing the approver's groups."
+    )
+    oidc_leeway_s: float = Field(
+        default=30.0, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat."
+    )
+    ldap_url: str | None = Field(
+        default=None,
+        description="LDAP server approvers authenticate against (ldaps://host, or ldap:// "
+        "on a trusted network: the password travels in the bind).",
+    )
+    ldap_user_dn: str | None = Field(
+        default=None,
+        description="DN template of a user, bound with their password: "
+        "`uid={username},ou=people,dc=example,dc=org`. Required with SHIPLEDGER_LDAP_URL.",
+    )
+    ldap_group_base: str | None = Field(
+        default=None,
+        description="Subtree searched for the user's groups (e.g. `ou=groups,dc=example,dc=org`)."
+        " Required with SHIPLEDGER_LDAP_URL.",
+    )
+    ldap_group_filter: str = Field(
+        default="(&(objectClass=groupOfNames)(member={user_dn}))",
+        description="Filter finding the user's groups; `{user_dn}` and `{username}` are "
+        "replaced (escaped). Their `cn` is the group name the policy's approvals name.",
+    )
+    identity_timeout_s: float = Field(
+        default=5.0, gt=0, description="Connect and read timeout towards the identity providers."
+    )
+
     # --- logging -----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
     log_format: LogFormat = Field(default="json", description="json (default) or console.")
