@@ -25,6 +25,7 @@ from shipledger.logging import configure_logging, get_logger
 from shipledger.producers.journal import Journal
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.archive import Archiver
+from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
@@ -134,7 +135,9 @@ class Stack:
         if self._serve_api:
             from shipledger.producers.api.server import ApiServer
 
-            self.api = ApiServer(self.settings, self.bootstrap, self.store, self.journal)
+            self.api = ApiServer(
+                self.settings, self.bootstrap, LedgerReader(self.store), self.journal
+            )
             self.api.start()
         write_stack(
             self.settings,
