@@ -289,7 +289,8 @@ class StandInSchemaRegistry(ThreadingHTTPServer):
     40403 not in it), `GET /schemas/ids/{id}`, `GET /subjects/{s}/versions` and
     `GET /subjects/{s}/versions/latest`, answering `application/vnd.schemaregistry.v1+json`.
     Ids start at `first_id` (1001 by default: unlike the catalog's 1..n, so a message framed
-    with one cannot pass for the other). `down` answers every request 500."""
+    with one cannot pass for the other). A subject in `incompatible` refuses new versions
+    (409, Confluent's body); `fail_with` answers every request with that status."""
 
     def __init__(self, first_id: int = 1001) -> None:
         super().__init__(("127.0.0.1", 0), _RegistryHandler)
@@ -297,7 +298,9 @@ class StandInSchemaRegistry(ThreadingHTTPServer):
         self.schemas: dict[int, str] = {}
         self.subjects: dict[str, list[int]] = {}
         self.requests: list[tuple[str, str]] = []
-        self.down = False
+        self.content_types: set[str] = set()
+        self.incompatible: set[str] = set()
+        self.fail_with: int | None = None
 
     @property
     def url(self) -> str:
@@ -339,8 +342,10 @@ class _RegistryHandler(BaseHTTPRequestHandler):
     def _route(self, method: str) -> list[str] | None:
         path = urlsplit(self.path).path
         self.server.requests.append((method, path))
-        if self.server.down:
-            self._reply(500, {"error_code": 50001, "message": "Error in the backend datastore"})
+        if self.server.fail_with is not None:
+            self._reply(
+                self.server.fail_with, {"error_code": 50001, "message": "Error in the store"}
+            )
             return None
         return [unquote(part) for part in path.strip("/").split("/")]
 
@@ -380,12 +385,16 @@ class _RegistryHandler(BaseHTTPRequestHandler):
         registry = self.server
         if parts is None:
             return
+        registry.content_types.add(self.headers.get("Content-Type", ""))
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if body.get("schemaType", "AVRO") != "AVRO" or parts[0] != "subjects":
             self._reply(422, {"error_code": 42201, "message": "Invalid schema"})
             return
         subject = parts[1]
-        if len(parts) == 3 and parts[2] == "versions":
+        if len(parts) == 3 and parts[2] == "versions" and subject in registry.incompatible:
+            message = "Schema being registered is incompatible with an earlier schema for subject"
+            self._reply(409, {"error_code": 409, "message": message})
+        elif len(parts) == 3 and parts[2] == "versions":
             schema_id = registry.id_of(body["schema"])
             versions = registry.subjects.setdefault(subject, [])
             if schema_id not in versions:

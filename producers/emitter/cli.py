@@ -203,9 +203,11 @@ def _build(event_type: str, request: _Request, **extra: Any) -> DeploymentEvent:
     except ValueError as exc:  # e.g. a field given twice through an alias
         _fail(f"invalid event: {exc}")
     # Kafka would refuse it on every try (spooled forever): refuse it now, as the API does.
-    too_large = size_problem(
-        AvroCodec(EVENT_SCHEMA).encode(event.to_avro()), request.settings.max_event_bytes
-    )
+    try:
+        framed = AvroCodec(EVENT_SCHEMA).encode(event.to_avro())
+    except RegistryUnavailable as exc:  # no id to frame it with: nothing to send or spool
+        _fail(str(exc), 1)
+    too_large = size_problem(framed, request.settings.max_event_bytes)
     if too_large:
         _fail(f"invalid event: {too_large}")
     return event

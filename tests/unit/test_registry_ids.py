@@ -6,12 +6,18 @@ start at 1001, unlike the catalog's)."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Protocol
 
 import pytest
+from click.testing import CliRunner
 
+from shipledger.cli import cli
+from shipledger.processors.handler import EventHandler
 from shipledger.schemas.confluent_ids import RegistryIds, use_schema_registry
 from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import (
     AvroCodec,
     DecodeError,
@@ -19,6 +25,7 @@ from shipledger.schemas.registry import (
     catalog,
     schema_ids,
 )
+from shipledger.settings import Settings
 
 EVENT = "io.shipledger.v1.DeploymentEvent"
 PREFIX = "acme."
@@ -32,7 +39,7 @@ class Registry(Protocol):
     subjects: dict[str, list[int]]
     schemas: dict[int, str]
     requests: list[tuple[str, str]]
-    down: bool
+    fail_with: int | None
 
     def latest_id(self, subject: str) -> int: ...
 
@@ -100,7 +107,7 @@ def test_catalog_framed_messages_still_decode_with_a_registry(schema_registry: R
 
 def test_an_unreachable_registry_is_not_a_bad_message(schema_registry: Registry) -> None:
     data = AvroCodec(EVENT, ids=RegistryIds(schema_registry.url, PREFIX)).encode(_event().to_avro())
-    schema_registry.down = True
+    schema_registry.fail_with = 500
     cold = RegistryIds(schema_registry.url, PREFIX)
     with pytest.raises(RegistryUnavailable, match="fetching schema id"):
         AvroCodec(EVENT, ids=cold).decode(data)
@@ -116,3 +123,55 @@ def test_the_process_binding_switches_every_codec(schema_registry: Registry) -> 
     assert _wire_id(codec.encode(_event().to_avro())) == schema_registry.latest_id(RAW_SUBJECT)
     use_schema_registry(None, PREFIX)
     assert _wire_id(codec.encode(_event().to_avro())) == catalog().latest(EVENT).id
+
+
+def test_emit_says_so_when_the_registry_cannot_give_an_id(
+    schema_registry: Registry,
+    settings: Settings,
+    cli_env: Callable[[Settings, str], dict[str, str]],
+    use_env: Callable[[dict[str, str]], None],
+) -> None:
+    """No id, nothing to frame the event with: a clear error, not a traceback or a spool."""
+    env = cli_env(settings, "127.0.0.1:9")
+    use_env({**env, "SHIPLEDGER_SCHEMA_REGISTRY_URL": schema_registry.url})
+    schema_registry.fail_with = 500
+    result = CliRunner().invoke(
+        cli,
+        ["emit", "started", "--deployment-id", "d-1", "--service", "checkout",
+         "--environment", "prod", "--commit-sha", "0f" * 20, "--actor", "al"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert f"looking up {EVENT} v3 in {settings.topic_prefix}deployments.raw-value" in (
+        result.output
+    )
+    assert not list(settings.resolved_spool_dir.glob("*"))
+
+
+class _NoState:
+    def get(self, key: str) -> None:
+        return None
+
+    def put(self, *args: object) -> None:
+        raise AssertionError("nothing is applied")
+
+
+class _Letters:
+    def __init__(self) -> None:
+        self.letters: list[object] = []
+
+    def dead_letter(self, key: bytes | None, value: bytes | None, headers: object) -> None:
+        self.letters.append(value)
+
+
+def test_the_processors_stop_rather_than_dead_letter_when_the_registry_is_down(
+    schema_registry: Registry,
+) -> None:
+    data = AvroCodec(EVENT, ids=RegistryIds(schema_registry.url, PREFIX)).encode(_event().to_avro())
+    use_schema_registry(schema_registry.url, PREFIX)  # a worker that has not seen the id yet
+    schema_registry.fail_with = 500
+    outputs = _Letters()
+    handler = EventHandler(load_policy(None), _NoState(), outputs)  # type: ignore[arg-type]
+    message = SimpleNamespace(value=data, key=b"acme/d-1", topic="raw", partition=0, offset=1)
+    with pytest.raises(RegistryUnavailable):
+        handler.handle(message)
+    assert outputs.letters == []
