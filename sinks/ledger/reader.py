@@ -1,6 +1,8 @@
-"""The ledger's one door for reads: every reader outside `sinks.ledger` (the API, `shipledger
-query`, the restore of `up`) goes through `LedgerReader`, never through the store, the DDL or
-the tiers, and never writes SQL against a table.
+"""The ledger's one door for reads: readers outside the ledger (the API, `shipledger query`)
+go through `LedgerReader`, never through the store, the DDL or the tiers, and never write SQL
+against a table. (The sink, the ledger's writer, and `up`, which owns the store, use the
+store's own tier-aware reads: `LedgerStore.existing_ids` and `LedgerStore.source`, which this
+door delegates to.)
 
 Every read is tier-aware: a row moved to cold storage by `shipledger archive`
 (`sinks.ledger.archive`) reads like a hot one (`sinks.ledger.tiers`). Callers that only read
