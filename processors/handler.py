@@ -25,7 +25,7 @@ from shipledger.processors.step import process
 from shipledger.schemas.letters import REPLAYED_FROM, Headers, header_text, letter_headers
 from shipledger.schemas.models import Alert, DeploymentRecord
 from shipledger.schemas.policy import Policy
-from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.registry import AvroCodec, RegistryUnavailable
 from shipledger.schemas.validation import EVENT_SCHEMA, Rejected, decode_event
 
 log = get_logger("processors")
@@ -97,6 +97,8 @@ class EventHandler:
         except Rejected as exc:
             self._dead_letter(message, exc.reason, exc.field)
             return
+        except RegistryUnavailable:  # not the event's fault: stop, and read it again later
+            raise
         except Exception as exc:  # a bug must not lose the event: park it with why
             log.exception(
                 "processing_failed",

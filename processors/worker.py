@@ -7,6 +7,7 @@ import faust
 
 from shipledger.logging import configure_logging, get_logger
 from shipledger.processors.app import create_app
+from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
 from shipledger.stackfile import resolve_bootstrap
@@ -22,6 +23,7 @@ def worker(bootstrap: str | None) -> None:
     """
     settings = Settings()
     configure_logging(settings)
+    use_schema_registry(settings.schema_registry_url, settings.topic_prefix)
     target = bootstrap or resolve_bootstrap(settings)
     if not target:
         raise click.UsageError(

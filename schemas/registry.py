@@ -3,6 +3,11 @@
 The catalog (`catalog.yaml`) is the file-backed registry: stable ids for every schema version,
 used when no registry URL is configured. Decoding resolves the writer's version to the newest
 reader version of the same schema (fastavro schema resolution), so old producers keep working.
+
+Which id frames a version, and which version an id names, is this process's `SchemaIds`: the
+catalog's by default; a Confluent-compatible Schema Registry's once an entry point has called
+`use_schema_registry(settings.schema_registry_url, ...)` (`schemas.confluent_ids`). Every codec
+reads it at each call, so no produce or consume site knows which one is in force.
 """
 
 from __future__ import annotations
@@ -10,10 +15,11 @@ from __future__ import annotations
 import io
 import json
 import struct
+import threading
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import fastavro
 import yaml
@@ -33,6 +39,11 @@ class DecodeError(ValueError):
 
 class EncodeError(ValueError):
     """A value that does not fit its Avro schema."""
+
+
+class RegistryUnavailable(RuntimeError):
+    """The configured Schema Registry cannot answer (down, refusing, misconfigured). Not the
+    message's fault: a consumer must stop and retry it, never dead-letter it."""
 
 
 @dataclass(frozen=True)
@@ -112,17 +123,74 @@ def catalog() -> Catalog:
     return Catalog(versions, topics)
 
 
-class AvroCodec:
-    """Encode/decode one schema's records with Confluent framing."""
+class SchemaIds(Protocol):
+    """Which schema id frames each version, and which version each id names."""
 
-    def __init__(self, schema_name: str, cat: Catalog | None = None) -> None:
+    def writer_id(self, version: SchemaVersion) -> int:
+        """The id to frame messages written with `version` (raises RegistryUnavailable)."""
+        ...
+
+    def writer(self, schema_id: int) -> SchemaVersion | None:
+        """The schema version an id on the wire names, None if unknown (raises
+        RegistryUnavailable)."""
+        ...
+
+
+class CatalogIds:
+    """The catalog's own ids (the default: no registry configured)."""
+
+    def __init__(self, cat: Catalog) -> None:
+        self._catalog = cat
+
+    def writer_id(self, version: SchemaVersion) -> int:
+        """The catalog id of `version`."""
+        return version.id
+
+    def writer(self, schema_id: int) -> SchemaVersion | None:
+        """The catalog's version with that id."""
+        return self._catalog.by_id.get(schema_id)
+
+
+_ids_lock = threading.Lock()
+_ids: SchemaIds | None = None
+
+
+def schema_ids() -> SchemaIds:
+    """This process's schema ids (the catalog's until `bind_schema_ids`)."""
+    global _ids
+    ids = _ids  # read without the lock: this runs for every message
+    if ids is None:
+        with _ids_lock:
+            ids = _ids
+            if ids is None:
+                ids = _ids = CatalogIds(catalog())
+    return ids
+
+
+def bind_schema_ids(ids: SchemaIds | None) -> None:
+    """Make `ids` this process's schema ids (None: the catalog's again). Entry points call
+    `schemas.confluent_ids.use_schema_registry` rather than this."""
+    global _ids
+    with _ids_lock:
+        _ids = ids
+
+
+class AvroCodec:
+    """Encode/decode one schema's records with Confluent framing, ids from `ids` (default:
+    this process's `schema_ids()`, read at each call)."""
+
+    def __init__(
+        self, schema_name: str, cat: Catalog | None = None, ids: SchemaIds | None = None
+    ) -> None:
         self._catalog = cat or catalog()
         self.writer = self._catalog.latest(schema_name)
+        self._ids = ids if ids is not None or cat is None else CatalogIds(cat)
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """Frame and serialize `record` with the newest version of the schema."""
+        ids = self._ids or schema_ids()
         buf = io.BytesIO()
-        buf.write(_HEADER.pack(MAGIC, self.writer.id))
+        buf.write(_HEADER.pack(MAGIC, ids.writer_id(self.writer)))
         try:
             fastavro.schemaless_writer(buf, self.writer.parsed, record, strict_allow_default=True)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -136,7 +204,7 @@ class AvroCodec:
         magic, schema_id = _HEADER.unpack_from(data)
         if magic != MAGIC:
             raise DecodeError(f"unknown magic byte {magic} (expected {MAGIC}: Confluent framing)")
-        writer = self._catalog.by_id.get(schema_id)
+        writer = (self._ids or schema_ids()).writer(schema_id)
         if writer is None:
             raise DecodeError(f"unknown schema id {schema_id}")
         if writer.name != self.writer.name:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import click
 
 from shipledger.producers.journal import Entry, Journal, JournalError
+from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.letters import REPLAYED_FROM, header_text
 from shipledger.settings import Settings
 from shipledger.stackfile import journal_dir, resolve_bootstrap
@@ -374,6 +375,7 @@ def _target(ctx: click.Context) -> _Target:
     bootstrap_opt: str | None = ctx.obj.get("bootstrap") if ctx.obj else None
     overrides: dict[str, Any] = {"bootstrap_servers": bootstrap_opt} if bootstrap_opt else {}
     settings = Settings(**overrides)
+    use_schema_registry(settings.schema_registry_url, settings.topic_prefix)
     bootstrap = resolve_bootstrap(settings)
     if bootstrap is None:
         raise click.UsageError(

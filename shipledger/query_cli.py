@@ -14,15 +14,15 @@ import click
 import httpx
 
 from shipledger.settings import Settings
-from shipledger.sinks.ledger import tiers
-from shipledger.sinks.ledger.query import (
+from shipledger.sinks.ledger.reader import (
     FORMATS,
+    LedgerReader,
+    LedgerUnavailable,
     QueryError,
     QueryLimits,
     QueryResult,
-    run_read_query,
+    chdb_path,
 )
-from shipledger.sinks.ledger.store import LedgerStore, StoreError, chdb_path
 from shipledger.stackfile import StackInfo, read_stack
 
 
@@ -75,15 +75,11 @@ def run_query(settings: Settings, sql: str, *, tenant: str | None, max_rows: int
                 "ClickHouse server (SHIPLEDGER_CLICKHOUSE_URL)"
             )
     try:
-        with LedgerStore.open(settings) as store:
-            if not store.database_exists():
-                raise QueryUnavailable(f"no ledger in {url} yet: run `shipledger up` first")
-            # The hot+cold views over the cold files present now (reading never migrates).
-            tiers.ensure_tiers(store)
-            return run_read_query(
-                store, sql, tenant=tenant, max_rows=max_rows, limits=QueryLimits.of(settings)
+        with LedgerReader.open(settings) as ledger:
+            return ledger.query(
+                sql, tenant=tenant, max_rows=max_rows, limits=QueryLimits.of(settings)
             )
-    except StoreError as exc:
+    except LedgerUnavailable as exc:
         raise QueryUnavailable(str(exc)) from exc
 
 

@@ -37,6 +37,14 @@ class Settings(BaseSettings):
         description="Prefix of every topic name: one namespace per shipledger environment.",
     )
     topic_partitions: int = Field(default=4, ge=1, description="Partitions per topic created.")
+    schema_registry_url: str | None = Field(
+        default=None,
+        description=(
+            "A Confluent-compatible Schema Registry (http(s)://[user:pw@]host:8081): messages "
+            "are framed with its schema ids, registered under `<topic>-value`, and ids not "
+            "ours are looked up there. Unset: the catalog's own ids (schemas/catalog.yaml)."
+        ),
+    )
     clickhouse_url: str | None = Field(
         default=None,
         description=(

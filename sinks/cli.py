@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from shipledger.logging import configure_logging, get_logger
+from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.sinks.cli_options import ledger_options, ledger_settings
 from shipledger.sinks.ledger.store import LedgerStore, StoreError
 from shipledger.sinks.sink import ClickHouseSink
@@ -53,6 +54,7 @@ def sink(
     """
     settings = ledger_settings(clickhouse_url, data_dir, bootstrap_servers=bootstrap)
     configure_logging(settings)
+    use_schema_registry(settings.schema_registry_url, settings.topic_prefix)
     log = get_logger("sink.cli")
     resolved = resolve_bootstrap(settings)
     if resolved is None:

@@ -7,18 +7,21 @@ import hashlib
 import hmac
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
-from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.registry import AvroCodec, bind_schema_ids
 from shipledger.settings import Settings
 from shipledger.sinks import rows
 from shipledger.sinks.ledger import ddl
@@ -271,3 +274,153 @@ def webhook_secret() -> str:
 def sign() -> Callable[[str, dict[str, str], bytes, str], dict[str, str]]:
     """`(provider, headers, body, secret) -> headers` authenticated for that provider."""
     return signed
+
+
+# --- a Confluent-compatible Schema Registry on loopback ------------------------------------
+SCHEMA_REGISTRY_CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+
+
+class StandInSchemaRegistry(ThreadingHTTPServer):
+    """A stand-in for a Confluent-compatible Schema Registry, because no real one can run
+    here (Confluent's needs a JVM and Docker; Karapace is not on the package index this machine
+    reaches). It implements, as Confluent documents them, the calls `SchemaRegistryClient`
+    makes for shipledger: `POST /subjects/{s}/versions` (register: `{"id"}`, one global id per
+    schema, the same under any subject), `POST /subjects/{s}` (look up: 40401 no subject,
+    40403 not in it), `GET /schemas/ids/{id}`, `GET /subjects/{s}/versions` and
+    `GET /subjects/{s}/versions/latest`, answering `application/vnd.schemaregistry.v1+json`.
+    Ids start at `first_id` (1001 by default: unlike the catalog's 1..n, so a message framed
+    with one cannot pass for the other). A subject in `incompatible` refuses new versions
+    (409, Confluent's body); `fail_with` answers every request with that status."""
+
+    def __init__(self, first_id: int = 1001) -> None:
+        super().__init__(("127.0.0.1", 0), _RegistryHandler)
+        self.first_id = first_id
+        self.schemas: dict[int, str] = {}
+        self.subjects: dict[str, list[int]] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.content_types: set[str] = set()
+        self.incompatible: set[str] = set()
+        self.fail_with: int | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def id_of(self, schema: str) -> int:
+        """The global id of a schema text (JSON-normalized), registering it if new."""
+        key = json.dumps(json.loads(schema), sort_keys=True)
+        for schema_id, text in self.schemas.items():
+            if json.dumps(json.loads(text), sort_keys=True) == key:
+                return schema_id
+        schema_id = self.first_id + len(self.schemas)
+        self.schemas[schema_id] = schema
+        return schema_id
+
+    def latest_id(self, subject: str) -> int:
+        """The id of the newest version registered under `subject`."""
+        return self.subjects[subject][-1]
+
+
+class _RegistryHandler(BaseHTTPRequestHandler):
+    server: StandInSchemaRegistry
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet test output
+        pass
+
+    def _reply(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", SCHEMA_REGISTRY_CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _not_found(self, code: int, what: str) -> None:
+        self._reply(404, {"error_code": code, "message": f"{what} not found."})
+
+    def _route(self, method: str) -> list[str] | None:
+        path = urlsplit(self.path).path
+        self.server.requests.append((method, path))
+        if self.server.fail_with is not None:
+            self._reply(
+                self.server.fail_with, {"error_code": 50001, "message": "Error in the store"}
+            )
+            return None
+        return [unquote(part) for part in path.strip("/").split("/")]
+
+    def _version(self, subject: str, schema_id: int) -> dict[str, Any]:
+        return {
+            "subject": subject,
+            "id": schema_id,
+            "version": self.server.subjects[subject].index(schema_id) + 1,
+            "schema": self.server.schemas[schema_id],
+        }
+
+    def do_GET(self) -> None:
+        parts = self._route("GET")
+        registry = self.server
+        if parts is None:
+            return
+        if len(parts) == 3 and parts[:2] == ["schemas", "ids"]:
+            schema_id = int(parts[2])
+            if schema_id not in registry.schemas:
+                self._not_found(40403, f"Schema {schema_id}")
+            else:
+                self._reply(200, {"schema": registry.schemas[schema_id]})
+            return
+        if len(parts) >= 3 and parts[0] == "subjects" and parts[2] == "versions":
+            subject = parts[1]
+            if subject not in registry.subjects:
+                self._not_found(40401, f"Subject '{subject}'")
+            elif len(parts) == 3:
+                self._reply(200, list(range(1, len(registry.subjects[subject]) + 1)))
+            else:
+                self._reply(200, self._version(subject, registry.latest_id(subject)))
+            return
+        self._not_found(404, self.path)
+
+    def do_POST(self) -> None:
+        parts = self._route("POST")
+        registry = self.server
+        if parts is None:
+            return
+        registry.content_types.add(self.headers.get("Content-Type", ""))
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if body.get("schemaType", "AVRO") != "AVRO" or parts[0] != "subjects":
+            self._reply(422, {"error_code": 42201, "message": "Invalid schema"})
+            return
+        subject = parts[1]
+        if len(parts) == 3 and parts[2] == "versions" and subject in registry.incompatible:
+            message = "Schema being registered is incompatible with an earlier schema for subject"
+            self._reply(409, {"error_code": 409, "message": message})
+        elif len(parts) == 3 and parts[2] == "versions":
+            schema_id = registry.id_of(body["schema"])
+            versions = registry.subjects.setdefault(subject, [])
+            if schema_id not in versions:
+                versions.append(schema_id)
+            self._reply(200, {"id": schema_id})
+        elif subject not in registry.subjects:
+            self._not_found(40401, f"Subject '{subject}'")
+        else:
+            schema_id = registry.id_of(body["schema"])
+            if schema_id in registry.subjects[subject]:
+                self._reply(200, self._version(subject, schema_id))
+            else:
+                self._not_found(40403, "Schema")
+
+
+@pytest.fixture
+def schema_registry() -> Iterator[StandInSchemaRegistry]:
+    """A stand-in Schema Registry on a loopback port (ids from 1001); the process's schema ids
+    are the catalog's again afterwards."""
+    server = StandInSchemaRegistry()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        bind_schema_ids(None)
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -17,6 +17,7 @@ import click
 
 from shipledger.logging import configure_logging
 from shipledger.producers.api.auth import SCOPES, AuthStore
+from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.durations import parse_duration
 from shipledger.settings import Settings
 from shipledger.stackfile import journal_dir, resolve_bootstrap
@@ -73,6 +74,7 @@ def api(ctx: click.Context, host: str | None, port: int | None, data_dir: Path |
         overrides["api_port"] = port
     settings = settings.model_copy(update=overrides)
     configure_logging(settings)
+    use_schema_registry(settings.schema_registry_url, settings.topic_prefix)
     bootstrap = resolve_bootstrap(settings)
     if not bootstrap:
         raise click.ClickException(

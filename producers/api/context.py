@@ -19,7 +19,7 @@ from shipledger.settings import Settings
 
 if TYPE_CHECKING:
     from shipledger.producers.api.bridge import KafkaBridge
-    from shipledger.sinks.ledger.store import LedgerStore
+    from shipledger.sinks.ledger.reader import LedgerReads
 
 
 class SafeJSONResponse(JSONResponse):
@@ -53,12 +53,13 @@ class ApiError(Exception):
 
 @dataclass
 class ApiContext:
-    """The app's parts: settings, token store, Kafka bridge, ledger store (inside `up`)."""
+    """The app's parts: settings, token store, Kafka bridge, ledger reads (inside `up`)."""
 
     settings: Settings
     auth: AuthStore
     bridge: KafkaBridge | None = None
-    store: LedgerStore | None = None
+    #: The ledger's read door, given by whoever owns the ledger (`up`); None: no reads here.
+    ledger: LedgerReads | None = None
     #: Webhook deliveries per (tenant, provider, event type, outcome) since the app started.
     webhook_deliveries: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     #: Full SHAs of recent pushes and merges, to resolve a provider's abbreviated ones.
@@ -81,12 +82,12 @@ class ApiContext:
             raise ApiError(503, "no Kafka broker configured for this API")
         return self.bridge
 
-    def require_store(self) -> LedgerStore:
-        """The ledger store; 503 when this app has none (only the API inside `up`, or one
+    def require_ledger(self) -> LedgerReads:
+        """The ledger's reads; 503 when this app has none (only the API inside `up`, or one
         given a ClickHouse server, can read the ledger)."""
-        if self.store is None:
+        if self.ledger is None:
             raise ApiError(503, "reads need the ledger: use the API of `shipledger up`")
-        return self.store
+        return self.ledger
 
     def throttle(self, key: str, limiter: RateLimiter | None = None) -> None:
         """429 with Retry-After once `key` is over its rate (in `limiter`, default the

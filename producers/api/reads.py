@@ -1,8 +1,8 @@
 """Reads of the ledger, only within the token's tenant: `GET /v1/events/{event_id}` (one
-stored deployment event) and `POST /v1/query` (read-only SQL, hot and cold rows).
+stored deployment event) and `POST /v1/query` (read-only SQL), hot and cold rows alike.
 
-Needs the ledger store, which only the process that owns it has: the API inside `shipledger
-up` (or any API given a ClickHouse server). Another tenant's rows read as absent.
+Needs the ledger's reads (`LedgerReads`, given to the app by the process that owns the
+ledger: the API inside `shipledger up`). Another tenant's rows read as absent.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from shipledger.producers.api.bodies import TOKEN_ERRORS, Problem
 from shipledger.producers.api.context import ApiContext, ApiError, Authorized, context
 from shipledger.producers.api.limits import check_declared_length, read_capped
 from shipledger.producers.api.query_slots import SlotsFull
-from shipledger.sinks.ledger.ddl import EVENTS, qualified
-from shipledger.sinks.ledger.query import QueryError, QueryLimits, run_read_query
+from shipledger.sinks.ledger.reader import QueryError, QueryLimits
 
 router = APIRouter(prefix="/v1")
 
@@ -41,18 +40,16 @@ async def get_event(
     principal: Annotated[Principal, Depends(Authorized("read"))],
 ) -> dict[str, Any]:
     """The stored row of a deployment event (as the ledger keeps it), if it is the token's
-    tenant's. Events reach the ledger a moment after their 202."""
-    store = ctx.require_store()
-    table = qualified(store.database, EVENTS)  # checked identifiers
-    sql = f"SELECT * FROM {table} WHERE event_id = %(id)s"  # noqa: S608
-    params: dict[str, Any] = {"id": event_id}
-    if principal.tenant != ANY_TENANT:
-        sql += " AND tenant = %(tenant)s"
-        params["tenant"] = principal.tenant
-    columns, rows = await run_in_threadpool(store.query, sql + " LIMIT 1", params)
-    if not rows:
+    tenant's, plus `ledger_tier`: `hot`, or `cold` once `shipledger archive` moved it (null on a
+    ClickHouse server, which tiers inside the table). Events reach the ledger a moment after
+    their 202."""
+    ledger = ctx.require_ledger()
+    tenant = None if principal.tenant == ANY_TENANT else principal.tenant
+    found = await run_in_threadpool(ledger.event, event_id, tenant)
+    if found is None:
         raise ApiError(404, f"no event {event_id!r} for tenant {principal.tenant!r}")
-    row: dict[str, Any] = jsonable_encoder(dict(zip(columns, rows[0], strict=True)))
+    row: dict[str, Any] = jsonable_encoder(found.row)
+    row["ledger_tier"] = found.tier
     return row
 
 
@@ -107,7 +104,7 @@ async def post_query(
     tenant's rows of the ledger's tables and views, with allowed functions, under memory,
     time and size limits (docs/security.md, `shipledger.sinks.ledger.query`); this is what
     `shipledger query` uses while `shipledger up` owns the embedded ledger."""
-    store = ctx.require_store()
+    ledger = ctx.require_ledger()
     request = await _read_request(http, ctx.settings.query_max_sql_bytes)
     tenant = request.tenant
     if principal.tenant != ANY_TENANT:
@@ -119,8 +116,7 @@ async def post_query(
     try:
         with ctx.query_slots.slot(principal.token_id):
             result = await run_in_threadpool(
-                run_read_query,
-                store,
+                ledger.query,
                 request.sql,
                 tenant=tenant,
                 max_rows=max_rows,

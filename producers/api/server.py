@@ -24,7 +24,7 @@ from shipledger.producers.journal import Journal
 from shipledger.settings import Settings
 
 if TYPE_CHECKING:
-    from shipledger.sinks.ledger.store import LedgerStore
+    from shipledger.sinks.ledger.reader import LedgerReads
 
 log = get_logger("api.server")
 
@@ -48,18 +48,19 @@ def _listen(host: str, port: int) -> socket.socket:
 
 class ApiServer:
     """The API on `settings.api_host:api_port`, producing to `bootstrap`; a context manager.
-    With `journal`, events are journaled before they are produced (`api.bridge`)."""
+    With `ledger`, it serves reads; with `journal`, events are journaled before they are
+    produced (`api.bridge`)."""
 
     def __init__(
         self,
         settings: Settings,
         bootstrap: str,
-        store: LedgerStore | None = None,
+        ledger: LedgerReads | None = None,
         journal: Journal | None = None,
     ) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
-        self._store = store
+        self._ledger = ledger
         self._journal = journal
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -77,7 +78,7 @@ class ApiServer:
             settings=self.settings,
             auth=AuthStore(self.settings.resolved_auth_db),
             bridge=KafkaBridge(self.settings, self.bootstrap, self._journal),
-            store=self._store,
+            ledger=self._ledger,
         )
         config = uvicorn.Config(
             create_app(self._ctx),

@@ -36,8 +36,9 @@ from shipledger.producers.emitter.metadata import (
 )
 from shipledger.producers.emitter.publisher import Publisher, PublishResult
 from shipledger.producers.emitter.spool import Spool
+from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.models import EVENT_TYPES, KINDS, DeploymentEvent, TimeWindow, new_id
-from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.registry import AvroCodec, RegistryUnavailable
 from shipledger.schemas.validation import EVENT_SCHEMA, size_problem
 from shipledger.settings import Settings
 
@@ -61,11 +62,16 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 def _load_settings() -> Settings:
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         lines = [line.partition(": ") for line in format_validation_error(exc)]
         text = "\n".join(f"  SHIPLEDGER_{name.upper()}: {reason}" for name, _, reason in lines)
         _fail(f"invalid setting(s):\n{text}")
+    try:
+        use_schema_registry(settings.schema_registry_url, settings.topic_prefix)
+    except RegistryUnavailable as exc:
+        _fail(str(exc))
+    return settings
 
 
 def _parse_attrs(
@@ -199,9 +205,11 @@ def _build(event_type: str, request: _Request, **extra: Any) -> DeploymentEvent:
     except ValueError as exc:  # e.g. a field given twice through an alias
         _fail(f"invalid event: {exc}")
     # Kafka would refuse it on every try (spooled forever): refuse it now, as the API does.
-    too_large = size_problem(
-        AvroCodec(EVENT_SCHEMA).encode(event.to_avro()), request.settings.max_event_bytes
-    )
+    try:
+        framed = AvroCodec(EVENT_SCHEMA).encode(event.to_avro())
+    except RegistryUnavailable as exc:  # no id to frame it with: nothing to send or spool
+        _fail(str(exc), 1)
+    too_large = size_problem(framed, request.settings.max_event_bytes)
     if too_large:
         _fail(f"invalid event: {too_large}")
     return event

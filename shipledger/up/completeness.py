@@ -97,7 +97,8 @@ def held_for(store: LedgerStore, entries: Sequence[Entry], tables: dict[str, str
         held.events = store.existing_ids(ddl.EVENTS, "event_id", deployments)
         for chunk in _chunks(deployments):
             _, rows = store.query(
-                "SELECT tenant, record_id, seq, alert_rules FROM deployment_records "
+                "SELECT tenant, record_id, seq, alert_rules "  # noqa: S608 (checked identifiers)
+                f"FROM {store.source(ddl.RECORDS)} "
                 "WHERE (tenant, record_id) IN {keys:Array(Tuple(String, String))}",
                 {"keys": chunk},
             )
@@ -118,7 +119,8 @@ def held_for(store: LedgerStore, entries: Sequence[Entry], tables: dict[str, str
     letters = sorted({entry_letter_id(e) for e in entries})
     for start in range(0, len(letters), _CHUNK):
         _, rows = store.query(
-            "SELECT DISTINCT letter_id FROM dead_letters WHERE letter_id IN {ids:Array(String)}",
+            f"SELECT DISTINCT letter_id FROM {store.source(ddl.DEAD_LETTERS)} "  # noqa: S608
+            "WHERE letter_id IN {ids:Array(String)}",
             {"ids": letters[start : start + _CHUNK]},
         )
         held.letters.update(str(row[0]) for row in rows)

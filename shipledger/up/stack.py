@@ -23,8 +23,10 @@ from confluent_kafka import KafkaException
 from shipledger.lag import committed_offsets, end_offsets, lag_by_topic, partitions_of
 from shipledger.logging import configure_logging, get_logger
 from shipledger.producers.journal import Journal
+from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.archive import Archiver
+from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
@@ -105,6 +107,7 @@ class Stack:
     def start(self) -> Stack:
         """Start broker (unless given), topics, store, sink thread and Faust worker(s)."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        use_schema_registry(self.settings.schema_registry_url, self.settings.topic_prefix)
         if not self._bootstrap:
             log_path = self._log_dir / "tansu.log" if self._log_dir else None
             self._broker = EmbeddedBroker(log_path=log_path)
@@ -134,7 +137,9 @@ class Stack:
         if self._serve_api:
             from shipledger.producers.api.server import ApiServer
 
-            self.api = ApiServer(self.settings, self.bootstrap, self.store, self.journal)
+            self.api = ApiServer(
+                self.settings, self.bootstrap, LedgerReader(self.store), self.journal
+            )
             self.api.start()
         write_stack(
             self.settings,

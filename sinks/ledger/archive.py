@@ -22,8 +22,13 @@ A crash before 3 leaves `.tmp` files (removed by the next run; their rows are st
 crash after it leaves duplicates and the marker: the next run first finishes every pending
 delete (idempotent), so no run exports those rows a second time.
 
-Retention: a cold file whose rows are all past their `retain_until` (the hot tables' TTL
-column, stamped by the sink from the policy's retention classes) is deleted.
+Retention: every cold row honours its own `retain_until` (the hot tables' TTL column, stamped
+by the sink from the policy's retention classes), as the hot TTL does. A file holds one
+tenant-month of every retention class, so each run rewrites a file whose rows are partly past
+it without them (written beside it as `.parquet.tmp`, verified, fsynced, then renamed over it:
+readers see the old file or the new one) and deletes a file whose rows all are. A row past
+its time is gone at the next run (`up`: every `archive_interval_s`), as a hot one is gone at
+the next TTL merge; `audit verify` tolerates both, since only rows past `retain_until` go.
 """
 
 from __future__ import annotations
@@ -72,6 +77,8 @@ class ArchiveReport:
     moved: list[Batch] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     expired_files: list[str] = field(default_factory=list)
+    #: Files rewritten without their rows past retention: path -> rows dropped.
+    rewritten_files: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
     @property
@@ -118,8 +125,9 @@ def archive(
                 report.moved.append(batch)
         if written:
             _commit(store, cold_root, spec, written, cutoff, run_id)
-    report.expired_files = _expire(store, cold_root, now or datetime.now(UTC), dry_run=dry_run)
-    if not dry_run and (report.moved or report.expired_files or report.recovered):
+    _expire(store, cold_root, now or datetime.now(UTC), report, dry_run=dry_run)
+    changed = report.moved or report.expired_files or report.rewritten_files or report.recovered
+    if not dry_run and changed:
         tiers.refresh_cold(store)
     log.info(
         "archive_done",
@@ -129,6 +137,7 @@ def archive(
         batches=len(report.moved),
         recovered=len(report.recovered),
         expired_files=len(report.expired_files),
+        rewritten_files=len(report.rewritten_files),
         skipped=report.skipped,
     )
     return report
@@ -270,24 +279,77 @@ def recover(store: LedgerStore) -> list[str]:
     return fixed
 
 
-def _expire(store: LedgerStore, cold_root: Path, now: datetime, *, dry_run: bool) -> list[str]:
-    """Delete cold files whose rows are all past `retain_until` (the TTL of the hot tables)."""
-    expired: list[str] = []
+def _expire(
+    store: LedgerStore, cold_root: Path, now: datetime, report: ArchiveReport, *, dry_run: bool
+) -> None:
+    """Honour every cold row's `retain_until`: delete the files whose rows are all past it
+    (`report.expired_files`), rewrite those with some past it without them
+    (`report.rewritten_files`)."""
     structure = ddl.quote_str(f"{RETAIN_COLUMN} {ddl.DATETIME_MS}")
+    partly: list[tuple[str, Path, int]] = []
     for table in ddl.tables():
         for path in sorted((cold_root / table).glob("tenant=*/*.parquet")):
             _, rows = store.query(
-                f"SELECT max({RETAIN_COLUMN}) < fromUnixTimestamp64Milli({{now:Int64}}, 'UTC') "  # noqa: S608
-                f"FROM file({ddl.quote_str(str(path))}, 'Parquet', {structure})",
+                f"SELECT countIf({RETAIN_COLUMN} < fromUnixTimestamp64Milli({{now:Int64}}, "  # noqa: S608
+                f"'UTC')), count() FROM file({ddl.quote_str(str(path))}, 'Parquet', {structure})",
                 {"now": _ms(now)},
             )
-            if rows[0][0]:
-                expired.append(str(path))
-    if not dry_run and expired:
+            past, total = int(rows[0][0]), int(rows[0][1])
+            if past == total:
+                report.expired_files.append(str(path))
+            elif past:
+                partly.append((table, path, past))
+    if dry_run:
+        report.rewritten_files = {str(path): past for _, path, past in partly}
+        return
+    for table, path, past in partly:
+        if _rewrite_without_expired(store, table, path, now, dropped=past):
+            report.rewritten_files[str(path)] = past
+    if report.expired_files:
         tiers.refresh_cold(store)  # stop reading them before they go
-        for name in expired:
+        for name in report.expired_files:
             Path(name).unlink(missing_ok=True)
-    return expired
+
+
+def _rewrite_without_expired(
+    store: LedgerStore, table: str, path: Path, now: datetime, *, dropped: int
+) -> bool:
+    """Replace cold file `path` by a copy without its rows past `retain_until` at `now`.
+
+    The copy is written by ClickHouse beside it as `.parquet.tmp` (never read, removed by
+    `recover` if a crash leaves it), verified (its rows are the file's rows not yet due),
+    fsynced, then renamed over the file. False (file untouched) when the copy does not verify.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    source = (
+        f"file({ddl.quote_str(str(path))}, 'Parquet', "
+        f"{ddl.quote_str(tiers.cold_structure(store, table))})"
+    )
+    kept = f"{RETAIN_COLUMN} >= fromUnixTimestamp64Milli({{now:Int64}}, 'UTC')"
+    columns = tiers.column_list(tiers.hot_columns(store, table))
+    store.command(
+        f"INSERT INTO FUNCTION file({ddl.quote_str(str(tmp))}, 'Parquet') "  # noqa: S608
+        f"SELECT {columns} FROM {source} WHERE {kept}",
+        {"now": _ms(now)},
+    )
+    _, rows = store.query(
+        f"SELECT (SELECT count() FROM file({ddl.quote_str(str(tmp))}, 'Parquet')), "  # noqa: S608
+        f"(SELECT count() FROM {source} WHERE {kept})",
+        {"now": _ms(now)},
+    )
+    written, due_later = (int(v) for v in rows[0])
+    if written == 0 or written != due_later:
+        log.warning(
+            "archive_rewrite_verify_failed", file=str(path), written=written, kept=due_later
+        )
+        tmp.unlink(missing_ok=True)
+        return False
+    _fsync(tmp)
+    tmp.replace(path)
+    _fsync(path.parent)
+    log.info("archive_rewritten", file=str(path), dropped=dropped, kept=written)
+    return True
 
 
 def _fsync(path: Path) -> None:
@@ -367,7 +429,8 @@ def archive_command(dry_run: bool, days: int | None) -> None:
     Rows older than --days (by occurred_at / started_at) leave the hot tables for
     <data-dir>/cold/<table>/tenant=<tenant>/<month>-<run>.parquet, written by ClickHouse,
     verified, then deleted from hot. `shipledger query` reads hot and cold rows together.
-    Cold files whose rows are all past retain_until are deleted. `shipledger up` runs this at
+    Cold rows past their retain_until are dropped: a file partly past it is rewritten without
+    them, one wholly past it deleted. `shipledger up` runs this at
     start and every SHIPLEDGER_ARCHIVE_INTERVAL_S (3600) seconds by itself.
 
     \b
@@ -415,5 +478,8 @@ def _print_report(report: ArchiveReport, *, dry_run: bool) -> None:
     expired_verb = "would delete" if dry_run else "deleted"
     for name in report.expired_files:
         click.echo(f"  {expired_verb} (past retention): {name}")
+    rewrite_verb = "would rewrite" if dry_run else "rewrote"
+    for name, dropped in report.rewritten_files.items():
+        click.echo(f"  {rewrite_verb} without {dropped} rows past retention: {name}")
     for name in report.skipped:
         click.echo(f"  skipped (verification failed, retried next run): {name}")

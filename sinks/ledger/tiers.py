@@ -31,14 +31,19 @@ File engine behaviour behind this design (measured, chDB 4.4 / ClickHouse 26.9):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 from shipledger.sinks.ledger import ddl
 
 if TYPE_CHECKING:
     from shipledger.sinks.ledger.store import LedgerStore
+
+#: Where a row of the embedded ledger lives: the hot MergeTree table or a cold Parquet file.
+Tier = Literal["hot", "cold"]
 
 COLD_SUFFIX = "_cold"
 QUERY_SUFFIX = "_query"
@@ -74,9 +79,51 @@ def ledger_source(store: LedgerStore, table: str) -> str:
     return ddl.qualified(query_database(store), table)
 
 
+def tier_sources(store: LedgerStore, table: str) -> list[tuple[Tier | None, str]]:
+    """The FROM sources of ledger `table`, one per tier, hot first: (tier, quoted source).
+
+    For reads that must say where a row was found (`sinks.ledger.reader`). A ClickHouse
+    server keeps its cold volume inside the table: one source, tier None.
+    """
+    if table not in ddl.tables():
+        raise ValueError(f"table: {table!r} is not a ledger table ({', '.join(ddl.tables())})")
+    if store.cold_root is None:
+        return [(None, ddl.qualified(store.database, table))]
+    return [
+        ("hot", ddl.qualified(store.database, table)),
+        ("cold", ddl.qualified(cold_database(store.database), table)),
+    ]
+
+
 def tenant_dir(cold_root: Path, table: str, tenant: str) -> Path:
     """`<cold_root>/<table>/tenant=<tenant>`, the tenant percent-encoded (any name is safe)."""
     return cold_root / table / f"tenant={quote(tenant, safe='')}"
+
+
+def months(start: datetime, end: datetime) -> set[int]:
+    """Every month (YYYYMM, as `toYYYYMM` and the cold files' names say) from `start` to
+    `end`, both included."""
+    out: set[int] = set()
+    year, month = start.astimezone(UTC).year, start.astimezone(UTC).month
+    last = (end.astimezone(UTC).year, end.astimezone(UTC).month)
+    while (year, month) <= last:
+        out.add(year * 100 + month)
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
+
+
+def cold_files(
+    cold_root: Path, table: str, tenants: Iterable[str], in_months: set[int] | None = None
+) -> list[Path]:
+    """The cold Parquet files of `table` holding rows of `tenants` (only of `in_months`, if
+    given): `<tenant dir>/<YYYYMM>-<run>.parquet`, named by `sinks.ledger.archive`."""
+    found: list[Path] = []
+    for tenant in sorted(set(tenants)):
+        for path in sorted(tenant_dir(cold_root, table, tenant).glob("*.parquet")):
+            month = path.name.partition("-")[0]
+            if in_months is None or (month.isdigit() and int(month) in in_months):
+                found.append(path)
+    return found
 
 
 def cold_glob(cold_root: Path, table: str) -> str:
@@ -102,15 +149,22 @@ def column_list(columns: list[tuple[str, str]]) -> str:
     return ", ".join(ddl.quote_ident(name) for name, _ in columns)
 
 
+def cold_structure(store: LedgerStore, table: str) -> str:
+    """The column structure cold rows of `table` are read with (`name Type, ...`): the hot
+    table's, so a row reads the same from either tier (and hashes the same)."""
+    return ", ".join(
+        f"{ddl.quote_ident(name)} {type_}" for name, type_ in hot_columns(store, table)
+    )
+
+
 def refresh_cold(store: LedgerStore) -> None:
     """(Re)create the cold File tables so they see exactly the Parquet files present now."""
     if store.cold_root is None:
         return
     cold_db = cold_database(store.database)
     for table in ddl.tables():
-        columns = hot_columns(store, table)
         (store.cold_root / table).mkdir(parents=True, exist_ok=True)
-        structure = ", ".join(f"{ddl.quote_ident(name)} {type_}" for name, type_ in columns)
+        structure = cold_structure(store, table)
         store.command(
             f"CREATE OR REPLACE TABLE {ddl.qualified(cold_db, table)} ({structure}) "
             f"ENGINE = File(Parquet, {ddl.quote_str(cold_glob(store.cold_root, table))})",

@@ -22,6 +22,7 @@ from shipledger.lag import end_offsets
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.api.server import ApiServer
 from shipledger.settings import Settings
+from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.topics import Topics, ensure_topics
@@ -109,7 +110,7 @@ def ledger(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Le
         thread.start()
         auth = AuthStore(settings.resolved_auth_db)
         try:
-            with ApiServer(settings, broker, store) as server:
+            with ApiServer(settings, broker, LedgerReader(store)) as server:
                 yield Ledger(server.url, settings, store, auth)
         finally:
             auth.close()

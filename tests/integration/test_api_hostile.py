@@ -34,6 +34,7 @@ from shipledger.lag import end_offsets
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.api.server import ApiServer
 from shipledger.settings import Settings
+from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.topics import Topics, ensure_topics
 
@@ -100,7 +101,12 @@ def _start(
     store = LedgerStore.open(settings) if with_ledger else None
     if store is not None:
         store.ensure_schema()
-    return settings, AuthStore(settings.resolved_auth_db), store, ApiServer(settings, broker, store)
+    return (
+        settings,
+        AuthStore(settings.resolved_auth_db),
+        store,
+        ApiServer(settings, broker, None if store is None else LedgerReader(store)),
+    )
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,16 @@ import pytest
 from click.testing import CliRunner
 
 from shipledger.cli import cli
+from shipledger.schemas.models import DeploymentEvent
 from shipledger.settings import Settings
+from shipledger.sinks import rows
 from shipledger.sinks.ledger import archive as archive_mod
 from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.archive import Archiver, archive, server_tiering_sql
+from shipledger.sinks.ledger.audit import verify
 from shipledger.sinks.ledger.query import QueryError, run_read_query
 from shipledger.sinks.ledger.store import LedgerStore
+from shipledger.sinks.sink import ClickHouseSink
 
 pytestmark = pytest.mark.integration
 
@@ -184,3 +188,81 @@ def test_server_tiering_ddl_moves_old_parts_to_the_cold_volume() -> None:
         "ALTER TABLE `shipledger`.`deployment_events` MODIFY TTL toDateTime(`occurred_at`) "
         "+ INTERVAL 90 DAY TO VOLUME 'cold'"
     ) in statements
+
+
+def test_cold_files_honour_each_rows_retain_until(settings: Settings, tmp_path: Path) -> None:
+    """One tenant-month file holds a staging row (class `short`, 30 days) and a prod row
+    (class `sox`, 7 years). Once the staging row's 30 days are over, the next run rewrites
+    the file without it: gone from queries and from the file, the prod row kept, every hash
+    chain still verifying (its chain lost only rows past their time)."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: retention-test\n"
+        "retention:\n"
+        "  classes: {short: 30d, sox: 7y}\n"
+        "  default: short\n"
+        "  environments: {staging: short, prod: sox}\n"
+    )
+    settings = settings.model_copy(update={"policy_file": policy})
+    now = datetime.now(UTC)
+    stamped_at = now - timedelta(days=31)  # the sink stored them 31 days ago
+    month = (now - timedelta(days=90)).replace(day=1, hour=10, minute=0, second=0, microsecond=0)
+    with LedgerStore.open(settings) as store:
+        store.ensure_schema()
+        # ClickHouse drops rows already past their TTL as it writes them: held here so the
+        # staging row (and its chain head) is stored and archived as it was 31 days ago.
+        for table in (ddl.EVENTS, ddl.CHAIN_HEADS):
+            store.command(f"SYSTEM STOP TTL MERGES shipledger.{table}")
+        sink = ClickHouseSink(settings, "unused:9092", store)
+        sink.now = lambda: stamped_at  # type: ignore[method-assign]
+        sink.write_rows(
+            {
+                ddl.EVENTS: [
+                    _event_row("staging-1", "staging", month),
+                    _event_row("prod-1", "prod", month + timedelta(hours=1)),
+                ]
+            }
+        )
+        # A run 20 days ago: both rows within their time, both moved to one file.
+        archive(store, cold_after_days=30, now=now - timedelta(days=20))
+        [path] = cold_files(store, ddl.EVENTS, "acme")
+        assert _ids_in(store, path) == ["prod-1", "staging-1"]
+        assert _ids_queried(store) == ["prod-1", "staging-1"]
+
+        report = archive(store, cold_after_days=30)  # now: the staging row is 1 day past
+
+        assert _ids_queried(store) == ["prod-1"]
+        assert cold_files(store, ddl.EVENTS, "acme") == [path]
+        assert _ids_in(store, path) == ["prod-1"]
+        assert report.rewritten_files == {str(path): 1}
+        assert report.expired_files == []
+        audit = verify(store)
+        assert audit.clean, audit.text()
+        assert (audit.chains, audit.expired) == (2, 1)  # the staging chain: expired, tolerated
+
+
+def _event_row(deployment_id: str, environment: str, at: datetime) -> dict[str, object]:
+    event = DeploymentEvent(
+        event_id=deployment_id,
+        deployment_id=deployment_id,
+        event_type="succeeded",
+        service="svc",
+        environment=environment,
+        tenant="acme",
+        commit_sha="0123456789abcdef0123456789abcdef01234567",
+        actor="alice",
+        occurred_at=at,
+    )
+    return rows.event_row(event.to_avro(), rows.KafkaMeta("raw", 0, 0, int(at.timestamp() * 1000)))
+
+
+def _ids_in(store: LedgerStore, path: Path) -> list[str]:
+    _, found = store.query(f"SELECT event_id FROM file('{path}', 'Parquet') ORDER BY event_id")
+    return [str(row[0]) for row in found]
+
+
+def _ids_queried(store: LedgerStore) -> list[str]:
+    result = run_read_query(
+        store, "SELECT event_id FROM deployment_events ORDER BY event_id", tenant=None, max_rows=10
+    )
+    return [str(row[0]) for row in result.rows]

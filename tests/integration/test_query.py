@@ -35,6 +35,7 @@ from shipledger.sinks.ledger.query import (
     format_table,
     run_read_query,
 )
+from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import StackInfo, write_stack
 
@@ -384,7 +385,9 @@ def test_query_command_says_so_when_a_stack_without_api_owns_the_data_dir(
 @pytest.fixture
 def api(ledger: LedgerStore, settings: Settings) -> Iterator[ApiServer]:
     """The real API on a loopback port over the `ledger` store (no broker: reads only)."""
-    with ApiServer(settings.model_copy(update={"api_port": 0}), "127.0.0.1:1", ledger) as server:
+    with ApiServer(
+        settings.model_copy(update={"api_port": 0}), "127.0.0.1:1", LedgerReader(ledger)
+    ) as server:
         yield server
 
 
@@ -493,7 +496,9 @@ def test_the_query_api_caps_queries_at_once_per_token_and_in_all(
                 answers.append(answer)
                 return
 
-    with ApiServer(settings.model_copy(update=limits), "127.0.0.1:1", ledger) as server:
+    with ApiServer(
+        settings.model_copy(update=limits), "127.0.0.1:1", LedgerReader(ledger)
+    ) as server:
         slow, second = (threading.Thread(target=run_slow, args=(n,)) for n in ("slow", "second"))
         slow.start()
         second.start()
@@ -513,7 +518,9 @@ def test_the_query_api_caps_queries_at_once_per_token_and_in_all(
 def test_the_query_api_caps_the_size_of_its_answer(ledger: LedgerStore, settings: Settings) -> None:
     update = {"api_port": 0, "query_max_response_bytes": 2048}
     token = read_token(settings, "acme")
-    with ApiServer(settings.model_copy(update=update), "127.0.0.1:1", ledger) as server:
+    with ApiServer(
+        settings.model_copy(update=update), "127.0.0.1:1", LedgerReader(ledger)
+    ) as server:
         auth = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=server.url, headers=auth) as client:
             big = client.post("/v1/query", json={"sql": "SELECT * FROM deployment_events"})

@@ -35,6 +35,7 @@ from shipledger.settings import Settings
 from shipledger.sinks import rows
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.archive import archive
+from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.stackfile import StackInfo, write_stack
@@ -162,7 +163,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             {ddl.EVENTS: events, ddl.ALERTS: alerts}
         )
         archive(store, cold_after_days=90)  # globex's old rows now also sit in Parquet files
-        with ApiServer(settings, "127.0.0.1:1", store) as server:
+        with ApiServer(settings, "127.0.0.1:1", LedgerReader(store)) as server:
             operator = server.operator_token()
             write_stack(
                 settings,

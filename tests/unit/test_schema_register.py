@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import unquote
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import pytest
 from click.testing import CliRunner
@@ -17,96 +13,23 @@ from shipledger.schemas.register import CONTENT_TYPE, plan
 from shipledger.schemas.registry import catalog
 
 
-class StandInRegistry(ThreadingHTTPServer):
-    """A stand-in for a Confluent-compatible Schema Registry, because no real one can run
-    here: Confluent's needs a JVM and Docker, and Karapace is not installable from the
-    package index this machine reaches. It implements what `register` uses, as Confluent
-    documents it: `POST /subjects/{subject}/versions` with a JSON body `{"schema", "schemaType"}`
-    answers `{"id": N}`, the same global id for the same schema text under any subject; a
-    subject listed in `incompatible` answers 409 with Confluent's error body;
-    `GET /subjects/{subject}/versions` lists versions.
-    """
+class StandInRegistry(Protocol):
+    """The `schema_registry` fixture (tests/conftest.py `StandInSchemaRegistry`: a stand-in
+    for a Confluent-compatible Schema Registry, none can run here)."""
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.ids: dict[str, int] = {}
-        self.subjects: dict[str, list[int]] = {}
-        self.incompatible: set[str] = set()
-        self.fail_with: int | None = None
-        self.content_types: set[str] = set()
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: StandInRegistry
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet test output
-        pass
-
-    def _reply(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _subject(self) -> str | None:
-        parts = self.path.strip("/").split("/")
-        if len(parts) == 3 and parts[0] == "subjects" and parts[2] == "versions":
-            return unquote(parts[1])
-        return None
-
-    def do_GET(self) -> None:
-        subject = self._subject()
-        if subject is None or subject not in self.server.subjects:
-            self._reply(404, {"error_code": 40401, "message": f"Subject '{subject}' not found."})
-            return
-        self._reply(200, list(range(1, len(self.server.subjects[subject]) + 1)))
-
-    def do_POST(self) -> None:
-        registry = self.server
-        registry.content_types.add(self.headers.get("Content-Type", ""))
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        subject = self._subject()
-        if registry.fail_with is not None:
-            self._reply(registry.fail_with, {"error_code": 50001, "message": "Error in the store"})
-            return
-        if subject is None or body.get("schemaType") != "AVRO":
-            self._reply(422, {"error_code": 42201, "message": "Invalid schema"})
-            return
-        if subject in registry.incompatible:
-            self._reply(
-                409,
-                {
-                    "error_code": 409,
-                    "message": "Schema being registered is incompatible with an earlier schema "
-                    "for subject",
-                },
-            )
-            return
-        schema_id = registry.ids.setdefault(body["schema"], len(registry.ids) + 1)
-        versions = registry.subjects.setdefault(subject, [])
-        if schema_id not in versions:
-            versions.append(schema_id)
-        self._reply(200, {"id": schema_id})
+    url: str
+    first_id: int
+    subjects: dict[str, list[int]]
+    incompatible: set[str]
+    fail_with: int | None
+    content_types: set[str]
 
 
 @pytest.fixture
-def registry() -> Iterator[StandInRegistry]:
-    server = StandInRegistry()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+def registry(schema_registry: StandInRegistry) -> StandInRegistry:
+    """A fresh registry numbering from 1, as Confluent's does."""
+    schema_registry.first_id = 1
+    return schema_registry
 
 
 Run = Callable[..., Any]
