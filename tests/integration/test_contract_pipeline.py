@@ -141,7 +141,9 @@ def test_v1_and_v2_events_and_every_family_land_in_the_ledger(stack: Stack) -> N
         "commit_sha": "abc123",
     }
     producer.produce(
-        stack.topics.source, key=b"retail/acme/cart", value=AvroCodec(source.schema).encode(bad)
+        stack.topics.of("source"),
+        key=b"retail/acme/cart",
+        value=AvroCodec(source.schema).encode(bad),
     )
     assert producer.flush(10) == 0
 
@@ -167,4 +169,4 @@ def test_v1_and_v2_events_and_every_family_land_in_the_ledger(stack: Stack) -> N
     assert len(letters) == 1
     assert letters[0]["field"] == b"commit_sha"
     assert letters[0]["reason"].decode().startswith("commit_sha: must be a full commit SHA")
-    assert letters[0]["source_topic"] == stack.topics.source.encode()
+    assert letters[0]["source_topic"] == stack.topics.of("source").encode()
