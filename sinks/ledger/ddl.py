@@ -1,11 +1,14 @@
 """The ClickHouse ledger: tables generated from the Avro contract, one source of truth.
 
-Every column of the ledger tables comes from a field of the newest Avro schema version
-(`shipledger.schemas.registry.catalog()`), typed by one mapping (`clickhouse_type`) and
-commented with the field's Avro `doc`, so `DESCRIBE TABLE` documents itself. Only the ingest
-columns of `deployment_events` and the ledger columns below are added here. The family tables
-(change, source, artifact, signal, catalog events) and the relational views are described in
-docs/model.md and in each view function's docstring.
+Which tables exist, and the schema of each, is the catalog's (`schemas/catalog.yaml`: every
+topic with a `table:`): the pipeline's own tables are laid out below, each family's event
+table by its catalog entry (`family_table`). Every column of the ledger tables comes from a
+field of the newest Avro schema version (`shipledger.schemas.registry.catalog()`), typed by
+one mapping (`clickhouse_type`) and commented with the field's Avro `doc`, so `DESCRIBE
+TABLE` documents itself. Only the ingest columns of `deployment_events` and the ledger
+columns below are added here. The family tables (change, source, artifact, signal, catalog
+events) and the relational views are described in docs/model.md and in each view function's
+docstring.
 
 Tables (append-only MergeTree: the sink only INSERTs; nothing UPDATEs or DELETEs):
 
