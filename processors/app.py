@@ -31,8 +31,8 @@ from shipledger.processors.offsets import OffsetGuard
 from shipledger.processors.outputs import Outputs
 from shipledger.processors.state import DeploymentState
 from shipledger.schemas.policy import Policy
+from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
-from shipledger.topics import Topics
 
 log = get_logger("processors")
 #: Exit code of a worker that abandoned a batch: outputs Kafka did not acknowledge, or

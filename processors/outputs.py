@@ -21,9 +21,9 @@ from confluent_kafka import KafkaError, Message, Producer
 from shipledger.schemas.families import scoped_key
 from shipledger.schemas.letters import Headers
 from shipledger.schemas.models import Alert, DeploymentRecord
-from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.registry import topic_codec
+from shipledger.schemas.topics import ALERTS, RECORDS, Topics
 from shipledger.settings import Settings
-from shipledger.topics import Topics
 
 #: (topic, key, value) of one encoded output message.
 Payload = tuple[str, bytes, bytes]
@@ -41,8 +41,8 @@ class Outputs:
         self._producer = Producer(
             {**settings.kafka_producer(bootstrap), "client.id": "shipledger-processors"}
         )
-        self._records = AvroCodec("io.shipledger.v1.DeploymentRecord")
-        self._alerts = AvroCodec("io.shipledger.v1.Alert")
+        self._records = topic_codec(RECORDS)
+        self._alerts = topic_codec(ALERTS)
         self._errors: list[str] = []
         self._flush_timeout_s = flush_timeout_s
 

@@ -31,6 +31,7 @@ import yaml
 from fastavro.read import SchemaResolutionError
 
 from shipledger.schemas.registry import Catalog
+from shipledger.schemas.topic_checks import topic_problems
 
 BACKWARD = "backward"
 FORWARD = "forward"
@@ -475,33 +476,9 @@ def _catalog_problems(cat: Catalog, entries: Iterable[Mapping[str, Any]]) -> lis
                     f"versions {sorted(versions)} are not consecutive from 1 (expected {expected})",
                 )
             )
-    for topic in cat.topics.values():
-        if topic.dlq is not None and topic.dlq not in cat.topics:
-            problems.append(
-                Problem(
-                    f"topic {topic.name}",
-                    CATALOG,
-                    f"dead-letter topic {topic.dlq!r} is not in the catalog",
-                )
-            )
-        if topic.schema is None:
-            continue
-        if not cat.versions(topic.schema):
-            problems.append(
-                Problem(
-                    f"topic {topic.name}", CATALOG, f"schema {topic.schema!r} is not in the catalog"
-                )
-            )
-            continue
-        fields = {f["name"] for f in cat.latest(topic.schema).raw.get("fields", [])}
-        if topic.key not in fields:
-            problems.append(
-                Problem(
-                    f"topic {topic.name}",
-                    CATALOG,
-                    f"key {topic.key!r} is not a field of {topic.schema}",
-                )
-            )
+    problems.extend(
+        Problem(f"topic {topic}", CATALOG, reason) for topic, reason in topic_problems(cat)
+    )
     return problems
 
 

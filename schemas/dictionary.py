@@ -91,7 +91,7 @@ def _schema_section(cat: Catalog, name: str) -> list[str]:
     latest = cat.latest(name)
     raw = latest.raw
     versions = ", ".join(f"v{v.version} (id {v.id})" for v in cat.versions(name))
-    topics = [t.name for t in cat.topics.values() if t.schema == name]
+    topics = [t.name for t in cat.topics.values() if t.value_schema == name]
     lines = [f"## {raw['name']}", ""]
     if raw.get("doc"):
         lines += [_cell(raw["doc"]), ""]

@@ -1,4 +1,5 @@
-"""The event families: logical name -> Avro schema, topic and pydantic model. Typical use:
+"""The event families: logical name -> Avro schema, topic and pydantic model, derived from the
+catalog (every topic with a `family:`, in catalog order). Typical use:
 
 from shipledger.schemas.families import family_of
 fam = family_of("change")
@@ -11,17 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shipledger.schemas.family_models import (
-    ArtifactEvent,
-    CatalogEvent,
-    ChangeEvent,
-    SignalEvent,
-    SourceEvent,
-)
-from shipledger.schemas.models import DeploymentEvent, Model
+from shipledger.schemas.models import Model
 from shipledger.schemas.registry import catalog
-
-_NS = "io.shipledger.v1"
+from shipledger.schemas.topic_spec import TopicSpec
 
 
 class UnknownFamily(KeyError):
@@ -34,17 +27,21 @@ class UnknownFamily(KeyError):
 @dataclass(frozen=True)
 class Family:
     """One event family: its Avro schema's full name, its topic's logical name (full name:
-    `settings.topic(topic)`) and the pydantic model validating it."""
+    `settings.topic(topic)`), the pydantic model validating it and the field its topic is
+    keyed by (scoped by tenant in `key`)."""
 
     name: str
     schema: str
     topic: str
     model: type[Model]
+    key_field: str
 
-    @property
-    def key_field(self) -> str:
-        """The field the topic is keyed by (from catalog.yaml), scoped by tenant in `key`."""
-        return catalog().topics[self.topic].key
+    @classmethod
+    def of_topic(cls, spec: TopicSpec) -> Family:
+        """The family a catalog topic carries (its `family:` entry)."""
+        if spec.family is None:
+            raise ValueError(f"topic {spec.name!r} carries no event family")
+        return cls(spec.family, spec.schema_name, spec.name, spec.model_class(), spec.key)
 
     def key(self, event: Model) -> bytes:
         """Kafka key: `tenant/<key field>` (`tenant/<event_id>` when the key field is empty).
@@ -62,15 +59,8 @@ def scoped_key(tenant: str, natural: str) -> bytes:
 
 
 FAMILIES: dict[str, Family] = {
-    f.name: f
-    for f in (
-        Family("deployment", f"{_NS}.DeploymentEvent", "deployments.raw", DeploymentEvent),
-        Family("change", f"{_NS}.ChangeEvent", "changes", ChangeEvent),
-        Family("source", f"{_NS}.SourceEvent", "source", SourceEvent),
-        Family("artifact", f"{_NS}.ArtifactEvent", "artifacts", ArtifactEvent),
-        Family("signal", f"{_NS}.SignalEvent", "signals", SignalEvent),
-        Family("catalog", f"{_NS}.CatalogEvent", "catalog", CatalogEvent),
-    )
+    family.name: family
+    for family in (Family.of_topic(t) for t in catalog().topics.values() if t.family)
 }
 #: The deployment family, which the emitter, the processors and the benchmarks key by.
 DEPLOYMENT = FAMILIES["deployment"]

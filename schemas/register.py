@@ -50,10 +50,10 @@ def plan(cat: Catalog, topic_prefix: str) -> list[Planned]:
     """Every (subject, version) to register, in catalog topic order, versions oldest first."""
     out: list[Planned] = []
     for topic in cat.topics.values():
-        if topic.schema is None:
+        if topic.value_schema is None:
             continue
         subject = f"{topic_prefix}{topic.name}-value"
-        out.extend(Planned(subject, version) for version in cat.versions(topic.schema))
+        out.extend(Planned(subject, version) for version in cat.versions(topic.value_schema))
     return out
 
 

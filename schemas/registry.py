@@ -1,8 +1,9 @@
 """Schema catalog and the one Avro codec (Confluent wire framing: magic 0 + 4-byte schema id).
 
 The catalog (`catalog.yaml`) is the file-backed registry: stable ids for every schema version,
-used when no registry URL is configured. Decoding resolves the writer's version to the newest
-reader version of the same schema (fastavro schema resolution), so old producers keep working.
+used when no registry URL is configured, and every topic (`TopicSpec`). Decoding resolves the
+writer's version to the newest reader version of the same schema (fastavro schema resolution),
+so old producers keep working.
 
 Which id frames a version, and which version an id names, is this process's `SchemaIds`: the
 catalog's by default; a Confluent-compatible Schema Registry's once an entry point has called
@@ -23,6 +24,8 @@ from typing import Any, Protocol
 
 import fastavro
 import yaml
+
+from shipledger.schemas.topic_spec import TopicSpec
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
@@ -57,17 +60,6 @@ class SchemaVersion:
     parsed: Any
 
 
-@dataclass(frozen=True)
-class TopicSpec:
-    """A topic descriptor from the catalog."""
-
-    name: str
-    description: str
-    key: str
-    schema: str | None
-    dlq: str | None
-
-
 class Catalog:
     """All schema versions and topic descriptors, loaded once from the package."""
 
@@ -84,6 +76,14 @@ class Catalog:
             return self._latest[name]
         except KeyError:
             raise KeyError(f"unknown schema {name!r}") from None
+
+    def topic(self, name: str) -> TopicSpec:
+        """The topic with logical name `name`; KeyError naming the known ones."""
+        try:
+            return self.topics[name]
+        except KeyError:
+            known = ", ".join(self.topics)
+            raise KeyError(f"unknown topic {name!r}: the catalog has {known}") from None
 
     def versions(self, name: str) -> list[SchemaVersion]:
         """All versions of a schema, oldest first."""
@@ -111,13 +111,7 @@ def catalog() -> Catalog:
             )
         )
     topics = {
-        name: TopicSpec(
-            name=name,
-            description=spec["description"],
-            key=spec["key"],
-            schema=spec.get("schema"),
-            dlq=spec.get("dlq"),
-        )
+        name: TopicSpec.model_validate({"name": name, **spec})
         for name, spec in doc["topics"].items()
     }
     return Catalog(versions, topics)
@@ -220,3 +214,8 @@ class AvroCodec:
         if not isinstance(value, dict):
             raise DecodeError(f"{writer.name} payload is not a record")
         return value
+
+
+def topic_codec(name: str) -> AvroCodec:
+    """The codec of catalog topic `name`'s value schema (`name` is the logical name)."""
+    return AvroCodec(catalog().topic(name).schema_name)

@@ -6,10 +6,12 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from shipledger.schemas.models import DeploymentEvent
-from shipledger.schemas.registry import AvroCodec, DecodeError
+from shipledger.schemas.registry import AvroCodec, DecodeError, catalog
+from shipledger.schemas.topics import RAW
 from shipledger.schemas.untrusted import printable
 
-EVENT_SCHEMA = "io.shipledger.v1.DeploymentEvent"
+#: Full name of the deployment event schema: the raw topic's value schema in the catalog.
+EVENT_SCHEMA = catalog().topic(RAW).schema_name
 
 
 class Rejected(ValueError):

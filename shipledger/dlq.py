@@ -22,14 +22,13 @@ import click
 from shipledger.producers.journal import Entry, Journal, JournalError
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.letters import REPLAYED_FROM, header_text
+from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.stackfile import journal_dir, resolve_bootstrap
 from shipledger.tables import render_table
-from shipledger.topics import Topics
 
 Stage = Literal["processors", "sink"]
 STAGES: tuple[Stage, ...] = ("processors", "sink")
-EVENT_SCHEMA = "io.shipledger.v1.DeploymentEvent"
 REASON_WIDTH = 60
 RAW_PREVIEW_BYTES = 300
 
@@ -159,6 +158,7 @@ def format_table(letters: Sequence[Letter], reason_width: int = REASON_WIDTH) ->
 def describe_payload(value: bytes | None) -> tuple[dict[str, Any] | None, str]:
     """The payload as a DeploymentEvent (decoded dict, JSON text), else (None, a bytes preview)."""
     from shipledger.schemas.registry import AvroCodec, DecodeError
+    from shipledger.schemas.validation import EVENT_SCHEMA
 
     try:
         decoded = AvroCodec(EVENT_SCHEMA).decode(value)

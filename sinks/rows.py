@@ -28,6 +28,7 @@ from shipledger.schemas.registry import catalog
 from shipledger.sinks.ledger.chain import to_ms_precision
 from shipledger.sinks.ledger.ddl import (
     ALERTS,
+    DEAD_LETTERS,
     EVENTS,
     INGEST_COLUMNS,
     LEDGER_COLUMN_NAMES,
@@ -141,11 +142,22 @@ def alert_row(alert: Mapping[str, Any]) -> Row:
     return avro_row(tables()[ALERTS], alert)
 
 
-def family_row(table: str) -> Callable[[Mapping[str, Any], KafkaMeta], Row]:
-    """The row builder of a family's event table (the message as received)."""
+#: Builds a table's row from a decoded message and where it was read.
+RowBuilder = Callable[[Mapping[str, Any], KafkaMeta], Row]
 
-    def to_row(event: Mapping[str, Any], _meta: KafkaMeta) -> Row:
-        return avro_row(tables()[table], event)
+
+def row_builder(table: str) -> RowBuilder:
+    """How a decoded message becomes a row of `table`: dead letters are read from their
+    headers, deployment events keep their Kafka position, every other table (records, alerts,
+    the families' events) takes the message's fields as they are."""
+    if table == DEAD_LETTERS:
+        return letter_row
+    if table == EVENTS:
+        return event_row
+    spec = tables()[table]
+
+    def to_row(message: Mapping[str, Any], _meta: KafkaMeta) -> Row:
+        return avro_row(spec, message)
 
     return to_row
 

@@ -53,43 +53,18 @@ from pydantic import ValidationError
 
 from shipledger import metrics as m
 from shipledger.logging import get_logger
-from shipledger.schemas.families import family_of
-from shipledger.schemas.letters import REPLAYED_FROM, SOURCE_TOPIC, header_text, letter_headers
-from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.letters import REPLAYED_FROM, header_text, letter_headers
 from shipledger.schemas.policy import load_policy
-from shipledger.schemas.registry import AvroCodec, DecodeError
-from shipledger.schemas.validation import EVENT_SCHEMA, validation_reason
+from shipledger.schemas.registry import DecodeError
+from shipledger.schemas.topics import Topics
+from shipledger.schemas.validation import validation_reason
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.chain import ChainKey, Head, stamp
-from shipledger.sinks.ledger.ddl import (
-    ALERTS,
-    ARTIFACTS,
-    CATALOG,
-    CHANGES,
-    DEAD_LETTERS,
-    EVENTS,
-    RECORDS,
-    SIGNALS,
-    SOURCE,
-    TableSpec,
-    tables,
-)
+from shipledger.sinks.ledger.ddl import TableSpec, tables
 from shipledger.sinks.ledger.store import TimeWindow
-from shipledger.sinks.rows import (
-    KafkaMeta,
-    Row,
-    RowError,
-    RowKey,
-    alert_row,
-    dedupe,
-    event_row,
-    family_row,
-    letter_row,
-    record_row,
-    row_key,
-)
-from shipledger.topics import Topics
+from shipledger.sinks.routes import routes_from_catalog
+from shipledger.sinks.rows import KafkaMeta, Row, RowError, RowKey, dedupe, row_key
 
 _DLQ_FLUSH_TIMEOUT_S = 10.0
 _POLL_TIMEOUT_S = 0.1
@@ -129,99 +104,6 @@ class RowStore(Protocol):
     def append_heads(self, heads: Mapping[ChainKey, Head]) -> None:
         """Record chain heads in `chain_heads`."""
         ...
-
-
-@dataclass(frozen=True)
-class Route:
-    """How messages of one topic become rows of one table.
-
-    `owns_rejects`: whether the sink dead-letters this topic's bad messages. The raw topic's
-    are the processors' to dead-letter (they read it too); the sink validates them the same
-    way and skips what the processors reject, so the DLQ holds one letter per bad event and
-    `deployment_events` only events that became records.
-    """
-
-    topic: str
-    table: TableSpec
-    decode: Callable[[Message], Mapping[str, Any]]
-    to_row: Callable[[Mapping[str, Any], KafkaMeta], Row]
-    validate: Callable[[Mapping[str, Any]], object] | None = None
-    owns_rejects: bool = True
-
-
-def _value(schema: str) -> Callable[[Message], Mapping[str, Any]]:
-    """Decodes a message's value with `schema` (raises DecodeError)."""
-    codec = AvroCodec(schema)
-    return lambda msg: codec.decode(msg.value())
-
-
-def _letter(topics: Topics) -> Callable[[Message], Mapping[str, Any]]:
-    """Reads a DLQ message: its original key and value, its headers, and the payload decoded
-    with its source topic's schema when it can be (never raises: every letter is kept)."""
-    codecs = {topic: AvroCodec(schema) for topic, schema in topics.schemas().items()}
-
-    def decode(msg: Message) -> Mapping[str, Any]:
-        headers = header_text(msg.headers())
-        codec = codecs.get(headers.get(SOURCE_TOPIC, ""))
-        decoded: Mapping[str, Any] | None = None
-        if codec is not None:
-            try:
-                decoded = codec.decode(msg.value())
-            except DecodeError:
-                decoded = None
-        return {"key": msg.key(), "value": msg.value(), "headers": headers, "decoded": decoded}
-
-    return decode
-
-
-def _family_route(topic: str, name: str, table: str) -> Route:
-    """A family topic's route: validated by the family's model; the sink alone reads these
-    topics, so it dead-letters their rejects itself."""
-    family = family_of(name)
-    return Route(
-        topic,
-        tables()[table],
-        _value(family.schema),
-        family_row(table),
-        validate=family.model.model_validate,
-    )
-
-
-def routes(topics: Topics) -> dict[str, Route]:
-    """The sink's topics, each with its codec and table."""
-    spec = tables()
-    families = [
-        _family_route(topics.changes, "change", CHANGES),
-        _family_route(topics.source, "source", SOURCE),
-        _family_route(topics.artifacts, "artifact", ARTIFACTS),
-        _family_route(topics.signals, "signal", SIGNALS),
-        _family_route(topics.catalog, "catalog", CATALOG),
-    ]
-    return {
-        **{route.topic: route for route in families},
-        topics.raw: Route(
-            topics.raw,
-            spec[EVENTS],
-            _value(EVENT_SCHEMA),
-            event_row,
-            validate=DeploymentEvent.model_validate,
-            owns_rejects=False,
-        ),
-        topics.records: Route(
-            topics.records,
-            spec[RECORDS],
-            _value("io.shipledger.v1.DeploymentRecord"),
-            lambda record, _meta: record_row(record),
-        ),
-        topics.alerts: Route(
-            topics.alerts,
-            spec[ALERTS],
-            _value("io.shipledger.v1.Alert"),
-            lambda alert, _meta: alert_row(alert),
-        ),
-        # Letters are kept, never rejected: a letter about a letter would loop.
-        topics.dlq: Route(topics.dlq, spec[DEAD_LETTERS], _letter(topics), letter_row, None, False),
-    }
 
 
 def _reject_reason(exc: DecodeError | RowError | ValidationError) -> tuple[str, str | None]:
@@ -302,7 +184,7 @@ class ClickHouseSink:
         self.metrics: m.Metrics = metrics or m.NoopMetrics()
         self.group_id = group_id or f"{settings.topic_prefix}sink"
         self.topics = Topics.from_settings(settings)
-        self.routes = routes(self.topics)
+        self.routes = routes_from_catalog(self.topics)
         self.retention = load_policy(settings.policy_file).retention
         self._heads: dict[str, dict[ChainKey, Head]] = {}
         self._moved: dict[ChainKey, Head] = {}

@@ -34,14 +34,14 @@ from shipledger.producers.emitter.spool import Spool, SpoolError
 from shipledger.schemas.families import DEPLOYMENT
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.topics import Topics
+from shipledger.schemas.validation import EVENT_SCHEMA
 from shipledger.settings import Settings
 from shipledger.stackfile import journal_dir, resolve_bootstrap
-from shipledger.topics import Topics
 
 if TYPE_CHECKING:
     from shipledger.producers.journal import Journal
 
-EVENT_SCHEMA = "io.shipledger.v1.DeploymentEvent"
 NO_BOOTSTRAP = (
     "no Kafka broker configured: set SHIPLEDGER_BOOTSTRAP_SERVERS=host:port "
     "(or start the embedded stack with `shipledger up`)"

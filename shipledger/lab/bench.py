@@ -33,12 +33,13 @@ from shipledger.logging import configure_logging
 from shipledger.schemas.families import DEPLOYMENT
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.validation import EVENT_SCHEMA
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.up.broker import stop_process
 from shipledger.up.stack import Stack
 
-EVENT = AvroCodec("io.shipledger.v1.DeploymentEvent")
+EVENT = AvroCodec(EVENT_SCHEMA)
 #: The measures, in the order they run (the passthrough's own Faust worker goes last).
 SECTIONS = ("pipeline", "emit", "api", "durable", "passthrough", "audit", "query")
 #: Sections measured on a running embedded stack (audit builds its own ledger).

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
-from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.registry import topic_codec
+from shipledger.schemas.topics import ALERTS
 
 
 def main(bootstrap: str, topic: str, partitions: int, count: int, out: Path, mode: str) -> None:
@@ -33,7 +34,7 @@ def main(bootstrap: str, topic: str, partitions: int, count: int, out: Path, mod
     consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in range(partitions)])
     consumer.poll(0.5)  # resolves the end offsets before anything is published
     print("ready", flush=True)
-    codec = AvroCodec("io.shipledger.v1.Alert")
+    codec = topic_codec(ALERTS)
     received: dict[str, float] = {}
     deadline = time.monotonic() + 120
     while len(received) < count and time.monotonic() < deadline:

@@ -11,7 +11,7 @@ everything the pipeline makes of it, or its dead letter:
   (`schemas.letters.letter_id`).
 
 Rows are matched by (tenant, id), as the sink deduplicates them; an entry's table is the one
-the sink routes its topic to (`sinks.sink.routes`). What is complete needs nothing more;
+the catalog stores its topic in (`Topics.tables`). What is complete needs nothing more;
 anything else is sent again by `up`'s restore and keeps its journal segment.
 The pure part (`Held`, `is_complete`) comes first; the ledger queries after.
 """
@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from shipledger.processors.step import alert_id
 from shipledger.producers.journal import Entry
 from shipledger.schemas.letters import REPLAYED_FROM, letter_id
+from shipledger.schemas.topics import Topics
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import RowKey
-from shipledger.sinks.sink import routes
-from shipledger.topics import Topics
 
 #: Ids per ledger query.
 _CHUNK = 5000
@@ -72,11 +71,6 @@ def is_complete(entry: Entry, table: str | None, held: Held) -> bool:
     return table is not None and (table, entry.tenant, entry.event_id) in held.family_rows
 
 
-def tables_by_topic(topics: Topics) -> dict[str, str]:
-    """The ledger table the sink stores each topic's events in."""
-    return {topic: route.table.name for topic, route in routes(topics).items()}
-
-
 # --- the ledger --------------------------------------------------------------------------
 
 
@@ -87,7 +81,7 @@ def _chunks(items: Sequence[RowKey]) -> Iterable[list[RowKey]]:
 
 def held_for(store: LedgerStore, entries: Sequence[Entry], tables: dict[str, str]) -> Held:
     """What the ledger holds of `entries` (a few queries per table, by id); `tables` from
-    `tables_by_topic`."""
+    `Topics.tables`."""
     held = Held()
     by_table: dict[str, set[RowKey]] = {}
     for e in entries:
@@ -129,6 +123,6 @@ def held_for(store: LedgerStore, entries: Sequence[Entry], tables: dict[str, str
 
 def incomplete(store: LedgerStore, topics: Topics, entries: Sequence[Entry]) -> list[Entry]:
     """The entries the ledger does not hold yet, in their order."""
-    tables = tables_by_topic(topics)
+    tables = topics.tables()
     held = held_for(store, entries, tables)
     return [e for e in entries if not is_complete(e, tables.get(e.topic), held)]

@@ -15,8 +15,8 @@ import threading
 
 from shipledger.logging import get_logger
 from shipledger.producers.journal import Journal
+from shipledger.schemas.topics import Topics
 from shipledger.sinks.ledger.store import LedgerStore
-from shipledger.topics import Topics
 from shipledger.up.completeness import incomplete
 
 log = get_logger("journal")

@@ -41,10 +41,10 @@ from shipledger.producers.journal import Entry, Journal
 from shipledger.schemas.families import scoped_key
 from shipledger.schemas.letters import Headers
 from shipledger.schemas.models import DeploymentRecord
+from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
-from shipledger.topics import Topics
 from shipledger.up.completeness import incomplete
 
 log = get_logger("restore")

@@ -24,13 +24,14 @@ from shipledger.lag import committed_offsets, end_offsets, lag_by_topic, partiti
 from shipledger.logging import configure_logging, get_logger
 from shipledger.producers.journal import Journal
 from shipledger.schemas.confluent_ids import use_schema_registry
+from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.archive import Archiver
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
-from shipledger.topics import Topics, ensure_topics
+from shipledger.topics import ensure_topics
 from shipledger.up.broker import EmbeddedBroker, die_with_parent, stop_process
 from shipledger.up.keeper import JournalKeeper
 from shipledger.up.restore import RestoreReport, restore

@@ -1,11 +1,14 @@
 """The ClickHouse ledger: tables generated from the Avro contract, one source of truth.
 
-Every column of the ledger tables comes from a field of the newest Avro schema version
-(`shipledger.schemas.registry.catalog()`), typed by one mapping (`clickhouse_type`) and
-commented with the field's Avro `doc`, so `DESCRIBE TABLE` documents itself. Only the ingest
-columns of `deployment_events` and the ledger columns below are added here. The family tables
-(change, source, artifact, signal, catalog events) and the relational views are described in
-docs/model.md and in each view function's docstring.
+Which tables exist, and the schema of each, is the catalog's (`schemas/catalog.yaml`: every
+topic with a `table:`): the pipeline's own tables are laid out below, each family's event
+table by its catalog entry (`family_table`). Every column of the ledger tables comes from a
+field of the newest Avro schema version (`shipledger.schemas.registry.catalog()`), typed by
+one mapping (`clickhouse_type`) and commented with the field's Avro `doc`, so `DESCRIBE
+TABLE` documents itself. Only the ingest columns of `deployment_events` and the ledger
+columns below are added here. The family tables (change, source, artifact, signal, catalog
+events) and the relational views are described in docs/model.md and in each view function's
+docstring.
 
 Tables (append-only MergeTree: the sink only INSERTs; nothing UPDATEs or DELETEs):
 
@@ -63,6 +66,7 @@ from functools import cache
 from typing import Any
 
 from shipledger.schemas.registry import catalog
+from shipledger.schemas.topic_spec import TopicSpec
 
 #: Avro field names stored as LowCardinality: at most a few thousand distinct values each.
 LOW_CARDINALITY = frozenset(
@@ -372,112 +376,124 @@ DEAD_LETTER_COLUMNS = (
 )
 
 
-def _family_table(
-    name: str, family: str, description: str, natural_key: tuple[str, ...]
-) -> TableSpec:
-    """A family's event table: one row per event_id, sorted by tenant, region, the family's
-    natural key and time."""
-    schema = f"io.shipledger.v1.{family}"
+def _events_table(schema: str) -> TableSpec:
     return TableSpec(
-        name=name,
+        name=EVENTS,
         schema=schema,
-        description=description,
+        description=(
+            "Deployment events exactly as CI/CD systems reported them, one row per "
+            "event_id, with the Kafka position they were read from."
+        ),
         id_column="event_id",
         time_column="occurred_at",
-        order_by=("tenant", "region", *natural_key, "occurred_at", "event_id"),
+        order_by=("tenant", "environment", "service", "occurred_at", "event_id"),
+        columns=avro_columns(schema) + INGEST_COLUMNS,
+    )
+
+
+def _records_table(schema: str) -> TableSpec:
+    return TableSpec(
+        name=RECORDS,
+        schema=schema,
+        description=(
+            "Every version (seq) of the normalized state of each deployment, one row per "
+            "record_id. The deployments view keeps the latest."
+        ),
+        id_column="record_id",
+        time_column="started_at",
+        order_by=("tenant", "environment", "service", "started_at", "deployment_id", "seq"),
+        columns=avro_columns(schema),
+        dedup_in_time_window=False,
+    )
+
+
+def _alerts_table(schema: str) -> TableSpec:
+    return TableSpec(
+        name=ALERTS,
+        schema=schema,
+        description=(
+            "Policy findings about deployments, one row per alert_id (one per event and "
+            "rule), with the evidence and the policy version judged under."
+        ),
+        id_column="alert_id",
+        time_column="occurred_at",
+        order_by=("tenant", "environment", "service", "occurred_at", "alert_id"),
         columns=avro_columns(schema),
     )
 
 
+#: The pipeline's own tables, laid out here (the catalog names them and their schemas);
+#: every other stored topic's table is a family table laid out by the catalog.
+_DECLARED: dict[str, Callable[[str], TableSpec]] = {
+    EVENTS: _events_table,
+    RECORDS: _records_table,
+    ALERTS: _alerts_table,
+}
+
+
+def _dead_letters_table() -> TableSpec:
+    return TableSpec(
+        name=DEAD_LETTERS,
+        schema=None,
+        description=(
+            "Messages the pipeline rejected (dead letters), one row per letter_id, with "
+            "why, where they were read and their original bytes."
+        ),
+        id_column="letter_id",
+        time_column="dead_lettered_at",
+        order_by=("tenant", "region", "source_topic", "dead_lettered_at", "letter_id"),
+        columns=DEAD_LETTER_COLUMNS,
+        # A letter made again after a crash carries its new time: check the whole table.
+        dedup_in_time_window=False,
+    )
+
+
+def family_table(topic: TopicSpec) -> TableSpec:
+    """A family's event table, laid out by its catalog entry: one row per event_id, sorted by
+    tenant, region, the family's natural key and time."""
+    assert topic.table is not None, f"topic {topic.name} is not stored"
+    if not topic.table.natural_key or not topic.table.description:
+        raise SchemaMappingError(
+            f"catalog topic {topic.name}: table {topic.table.name} is not laid out in ddl.py, "
+            "so its catalog entry needs table.natural_key and table.description"
+        )
+    return TableSpec(
+        name=topic.table.name,
+        schema=topic.schema_name,
+        description=topic.table.description,
+        id_column="event_id",
+        time_column="occurred_at",
+        order_by=("tenant", "region", *topic.table.natural_key, "occurred_at", "event_id"),
+        columns=avro_columns(topic.schema_name),
+    )
+
+
+def _table(topic: TopicSpec) -> TableSpec:
+    """The table the sink stores `topic` in, with the catalog's schema for it."""
+    assert topic.table is not None, f"topic {topic.name} is not stored"
+    if topic.value_schema is None:
+        if topic.table.name != DEAD_LETTERS:
+            raise SchemaMappingError(f"catalog topic {topic.name} has a table but no schema")
+        return _dead_letters_table()
+    declared = _DECLARED.get(topic.table.name)
+    if declared is None:
+        return family_table(topic)
+    if topic.table.natural_key or topic.table.description:
+        raise SchemaMappingError(
+            f"catalog topic {topic.name}: table {topic.table.name} is laid out in ddl.py; "
+            "remove table.natural_key and table.description from its catalog entry"
+        )
+    return declared(topic.value_schema)
+
+
 @cache
 def tables() -> dict[str, TableSpec]:
-    """The ledger tables by name (built from the catalog once per process)."""
-    specs = [
-        TableSpec(
-            name=EVENTS,
-            schema="io.shipledger.v1.DeploymentEvent",
-            description=(
-                "Deployment events exactly as CI/CD systems reported them, one row per "
-                "event_id, with the Kafka position they were read from."
-            ),
-            id_column="event_id",
-            time_column="occurred_at",
-            order_by=("tenant", "environment", "service", "occurred_at", "event_id"),
-            columns=avro_columns("io.shipledger.v1.DeploymentEvent") + INGEST_COLUMNS,
-        ),
-        TableSpec(
-            name=RECORDS,
-            schema="io.shipledger.v1.DeploymentRecord",
-            description=(
-                "Every version (seq) of the normalized state of each deployment, one row per "
-                "record_id. The deployments view keeps the latest."
-            ),
-            id_column="record_id",
-            time_column="started_at",
-            order_by=("tenant", "environment", "service", "started_at", "deployment_id", "seq"),
-            columns=avro_columns("io.shipledger.v1.DeploymentRecord"),
-            dedup_in_time_window=False,
-        ),
-        TableSpec(
-            name=ALERTS,
-            schema="io.shipledger.v1.Alert",
-            description=(
-                "Policy findings about deployments, one row per alert_id (one per event and "
-                "rule), with the evidence and the policy version judged under."
-            ),
-            id_column="alert_id",
-            time_column="occurred_at",
-            order_by=("tenant", "environment", "service", "occurred_at", "alert_id"),
-            columns=avro_columns("io.shipledger.v1.Alert"),
-        ),
-        _family_table(
-            CHANGES,
-            "ChangeEvent",
-            "Change requests as their system reported them, one row per event_id: state, "
-            "window, approvals. The change_requests view keeps the latest per change_id.",
-            ("change_id",),
-        ),
-        _family_table(
-            SOURCE,
-            "SourceEvent",
-            "Source-control events (pushes, tags, merged pull requests, releases), one row "
-            "per event_id. Views: commits, pull_requests.",
-            ("repository", "kind"),
-        ),
-        _family_table(
-            ARTIFACTS,
-            "ArtifactEvent",
-            "Published build artifacts, one row per event_id. View: artifacts.",
-            ("artifact_name",),
-        ),
-        _family_table(
-            SIGNALS,
-            "SignalEvent",
-            "Operations signals (incidents, alerts, pipeline outcomes), one row per event_id.",
-            ("kind", "service"),
-        ),
-        _family_table(
-            CATALOG,
-            "CatalogEvent",
-            "Service and environment catalog changes, one row per event_id. Views: services, "
-            "environments.",
-            ("entity", "name"),
-        ),
-        TableSpec(
-            name=DEAD_LETTERS,
-            schema=None,
-            description=(
-                "Messages the pipeline rejected (dead letters), one row per letter_id, with "
-                "why, where they were read and their original bytes."
-            ),
-            id_column="letter_id",
-            time_column="dead_lettered_at",
-            order_by=("tenant", "region", "source_topic", "dead_lettered_at", "letter_id"),
-            columns=DEAD_LETTER_COLUMNS,
-            # A letter made again after a crash carries its new time: check the whole table.
-            dedup_in_time_window=False,
-        ),
-    ]
+    """The ledger tables by name, one per stored catalog topic in catalog order (built once
+    per process)."""
+    specs = [_table(topic) for topic in catalog().topics.values() if topic.table is not None]
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        raise SchemaMappingError(f"catalog topics share a ledger table: {sorted(names)}")
     return {spec.name: replace(spec, columns=spec.columns + LEDGER_COLUMNS) for spec in specs}
 
 

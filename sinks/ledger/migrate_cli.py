@@ -27,8 +27,9 @@ _SOURCE_DIR = Path("sinks/ledger/migrations")
     "--new",
     "new_name",
     metavar="NAME",
-    help="Write the next migration from the difference between sinks/ledger/ddl.py and the "
-    "existing migrations (run in the repository; touches no database).",
+    help="Write the next migration from the difference between the desired schema (the catalog's "
+    "tables, laid out by sinks/ledger/ddl.py) and the existing migrations (run in the "
+    "repository; touches no database).",
 )
 @click.option(
     "--dir",
@@ -48,16 +49,18 @@ def migrate(
 ) -> None:
     """Migrate the ClickHouse ledger forward by numbered, recorded migrations.
 
-    The DDL never changes by hand: sinks/ledger/ddl.py declares the desired schema (from the Avro
-    contract); sinks/ledger/migrations/NNNN_name.sql take a database there, each recorded in
+    The DDL never changes by hand: sinks/ledger/ddl.py declares the desired schema (a table per
+    stored topic of schemas/catalog.yaml, columns from its Avro schema);
+    sinks/ledger/migrations/NNNN_name.sql take a database there, each recorded in
     schema_migrations with its checksum (a changed applied file is an error).
 
     \b
     Examples:
       shipledger migrate                   # apply pending migrations (the sink does too)
       shipledger migrate --status          # what is applied, what is pending
-      shipledger migrate --new add_team    # after changing an Avro schema or sinks/ledger/ddl.py:
-                                           # writes sinks/ledger/migrations/NNNN_add_team.sql;
+      shipledger migrate --new add_team    # after changing an Avro schema, the catalog (a new
+                                           # family's table) or sinks/ledger/ddl.py: writes
+                                           # sinks/ledger/migrations/NNNN_add_team.sql;
                                            # review it, make install, commit it
     """
     if new_name:

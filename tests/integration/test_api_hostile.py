@@ -33,10 +33,11 @@ from schemathesis.specs.openapi.checks import (
 from shipledger.lag import end_offsets
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.api.server import ApiServer
+from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
-from shipledger.topics import Topics, ensure_topics
+from shipledger.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

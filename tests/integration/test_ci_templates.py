@@ -20,8 +20,9 @@ import pytest
 import yaml
 
 from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
-from shipledger.topics import Topics, ensure_topics
+from shipledger.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -5,6 +5,7 @@ family lands in its table; an invalid family event is dead-lettered with its fie
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,7 +20,6 @@ from shipledger.schemas.families import FAMILIES, family_of
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec, catalog
 from shipledger.settings import Settings
-from shipledger.sinks.ledger import ddl
 from shipledger.up.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -27,24 +27,18 @@ pytestmark = pytest.mark.integration
 SHA = "0f" * 20
 AT = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 EVENT = "io.shipledger.v1.DeploymentEvent"
+#: One valid event of each family beside deployments, and the table it lands in.
 FAMILY_EVENTS: dict[str, dict[str, Any]] = {
-    "change": {
-        "change_id": "CHG7",
-        "system": "jira",
-        "state": "approved",
-        "approvals": [{"approver": "bob", "decision": "approved", "decided_at": AT}],
-    },
-    "source": {"kind": "push", "repository": "acme/cart", "commit_sha": SHA},
-    "artifact": {"artifact_name": "ghcr.io/acme/cart", "digest": "sha256:" + "e" * 64},
-    "signal": {"kind": "alert_fired", "service": "cart"},
-    "catalog": {"entity": "service", "action": "created", "name": "cart"},
+    name: payload
+    for name, payload in json.loads(
+        (Path(__file__).parents[1] / "fixtures" / "family_events.json").read_text()
+    ).items()
+    if name != "deployment"
 }
 TABLES = {
-    "change": ddl.CHANGES,
-    "source": ddl.SOURCE,
-    "artifact": ddl.ARTIFACTS,
-    "signal": ddl.SIGNALS,
-    "catalog": ddl.CATALOG,
+    spec.family: spec.table.name
+    for spec in catalog().topics.values()
+    if spec.family in FAMILY_EVENTS and spec.table is not None
 }
 
 
@@ -126,6 +120,7 @@ def test_v1_and_v2_events_and_every_family_land_in_the_ledger(stack: Stack) -> N
     newest = catalog().latest(EVENT).id  # a current producer writes the newest version (v3)
     assert codec.encode(v2.to_avro())[1:5] == newest.to_bytes(4, "big")
     producer.produce(stack.topics.raw, key=b"dep-v", value=codec.encode(v2.to_avro()))
+    assert set(FAMILY_EVENTS) == set(FAMILIES) - {"deployment"}, "a family has no sample"
     for name, payload in FAMILY_EVENTS.items():
         family = family_of(name)
         event = family.model.model_validate({"tenant": "retail", "occurred_at": AT, **payload})
@@ -141,7 +136,9 @@ def test_v1_and_v2_events_and_every_family_land_in_the_ledger(stack: Stack) -> N
         "commit_sha": "abc123",
     }
     producer.produce(
-        stack.topics.source, key=b"retail/acme/cart", value=AvroCodec(source.schema).encode(bad)
+        stack.topics.of("source"),
+        key=b"retail/acme/cart",
+        value=AvroCodec(source.schema).encode(bad),
     )
     assert producer.flush(10) == 0
 
@@ -160,11 +157,11 @@ def test_v1_and_v2_events_and_every_family_land_in_the_ledger(stack: Stack) -> N
     assert _wait(
         stack,
         "SELECT change_id, arrayMap(a -> a.approver, approvals) FROM change_requests",
-        [("CHG7", ["bob"])],
-    ) == [("CHG7", ["bob"])]
+        [(FAMILY_EVENTS["change"]["change_id"], ["bob"])],
+    ) == [(FAMILY_EVENTS["change"]["change_id"], ["bob"])]
 
     letters = _dead_letters(stack.bootstrap, stack.topics.dlq)
     assert len(letters) == 1
     assert letters[0]["field"] == b"commit_sha"
     assert letters[0]["reason"].decode().startswith("commit_sha: must be a full commit SHA")
-    assert letters[0]["source_topic"] == stack.topics.source.encode()
+    assert letters[0]["source_topic"] == stack.topics.of("source").encode()

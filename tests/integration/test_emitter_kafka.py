@@ -15,8 +15,9 @@ from shipledger.cli import cli
 from shipledger.producers.emitter.publisher import Publisher
 from shipledger.producers.emitter.spool import Spool
 from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
-from shipledger.topics import Topics, ensure_topics
+from shipledger.topics import ensure_topics
 from shipledger.up.broker import free_port
 
 #: The `cli_env` fixture (tests/conftest.py): a CI job's environment for a broker.

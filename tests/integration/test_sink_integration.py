@@ -19,12 +19,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import Retention
 from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.chain import stamp
 from shipledger.sinks.ledger.store import LedgerStore, TimeWindow
 from shipledger.sinks.sink import ClickHouseSink
-from shipledger.topics import Topics, ensure_topics
+from shipledger.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,9 @@ import pytest
 
 from shipledger.producers.emitter.spool import Spool
 from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
-from shipledger.topics import Topics, ensure_topics
+from shipledger.topics import ensure_topics
 from shipledger.up.broker import free_port
 
 pytestmark = pytest.mark.integration

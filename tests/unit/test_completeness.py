@@ -12,14 +12,14 @@ from shipledger.producers.journal import Entry
 from shipledger.schemas.families import scoped_key
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.policy import load_policy
+from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
-from shipledger.topics import Topics
-from shipledger.up.completeness import Held, entry_letter_id, is_complete, tables_by_topic
+from shipledger.up.completeness import Held, entry_letter_id, is_complete
 from shipledger.up.restore import partition_of, state_message
 
 TOPICS = Topics.from_settings(Settings())
-TABLES = tables_by_topic(TOPICS)
+TABLES = TOPICS.tables()
 RULES = ("missing_change_ticket", "out_of_window")
 
 
@@ -29,7 +29,7 @@ def deployment(event_id: str = "e1") -> Entry:
 
 def test_the_sink_tables_of_journaled_topics() -> None:
     assert TABLES[TOPICS.raw] == ddl.EVENTS
-    assert TABLES[TOPICS.changes] == ddl.CHANGES
+    assert TABLES[TOPICS.of("changes")] == ddl.CHANGES
     assert TABLES[TOPICS.dlq] == ddl.DEAD_LETTERS
 
 
@@ -62,7 +62,7 @@ def test_a_dead_letter_completes_anything() -> None:
 
 
 def test_a_family_event_needs_its_row() -> None:
-    entry = Entry(TOPICS.changes, b"acme/CHG1", b"avro", "acme", "c1", "change")
+    entry = Entry(TOPICS.of("changes"), b"acme/CHG1", b"avro", "acme", "c1", "change")
     assert not is_complete(entry, ddl.CHANGES, Held())
     assert is_complete(entry, ddl.CHANGES, Held(family_rows={(ddl.CHANGES, "acme", "c1")}))
 

@@ -12,7 +12,6 @@ import pytest
 from filelock import ReadWriteLock
 
 from shipledger.producers.emitter.publisher import (
-    EVENT_SCHEMA,
     NO_BOOTSTRAP,
     Publisher,
     PublishError,
@@ -20,6 +19,7 @@ from shipledger.producers.emitter.publisher import (
 from shipledger.producers.emitter.spool import WRITE_LOCK, Spool, SpoolError
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.validation import EVENT_SCHEMA
 from shipledger.settings import Settings
 from shipledger.up.broker import free_port
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,6 @@ from shipledger.schemas.models import MAX_TEXT, check_name, check_text
 from shipledger.schemas.untrusted import MAX_DEPTH, BadJSON, loads
 from shipledger.settings import Settings
 
-SHA = "0123456789abcdef0123456789abcdef01234567"
 PRINCIPAL = Principal("t1", "*", frozenset({"ingest"}))  # any tenant: no 403 to mask
 SETTINGS = Settings(max_event_bytes=64 * 1024)
 _PROFILE = settings(
@@ -135,23 +135,14 @@ def test_csv_huge_cell_and_bare_cr_are_line_errors() -> None:
 
 
 # --- every family's model, through prepare ----------------------------------------------------
+#: One valid payload per family (every family must have one).
+_PAYLOADS: dict[str, dict[str, Any]] = json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "family_events.json").read_text()
+)
+
+
 def _valid(family: str) -> dict[str, Any]:
-    base: dict[str, dict[str, Any]] = {
-        "deployment": {
-            "deployment_id": "d-1",
-            "event_type": "started",
-            "service": "checkout",
-            "environment": "prod",
-            "commit_sha": SHA,
-            "actor": "alice",
-        },
-        "change": {"change_id": "CHG1", "system": "snow", "state": "opened"},
-        "source": {"kind": "push", "repository": "acme/shop", "commit_sha": SHA},
-        "artifact": {"artifact_name": "shop"},
-        "signal": {"kind": "alert_fired", "service": "checkout"},
-        "catalog": {"entity": "service", "action": "created", "name": "checkout"},
-    }
-    return {"family": family, **base[family]}
+    return {"family": family, **_PAYLOADS[family]}
 
 
 _FIELDS = sorted(

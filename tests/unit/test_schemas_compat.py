@@ -25,7 +25,8 @@ from shipledger.schemas.compat import (
     sample_records,
     shipped_entries,
 )
-from shipledger.schemas.registry import Catalog, SchemaVersion, TopicSpec, catalog
+from shipledger.schemas.registry import Catalog, SchemaVersion, catalog
+from shipledger.schemas.topic_spec import TopicSpec
 
 EVENT = "io.shipledger.v1.DeploymentEvent"
 Raw = dict[str, Any]
@@ -226,6 +227,12 @@ def _catalog(versions: list[SchemaVersion], topics: list[TopicSpec] | None = Non
     return Catalog(versions, {t.name: t for t in topics or []})
 
 
+def _topic(name: str, key: str, schema: str, dlq: str | None) -> TopicSpec:
+    return TopicSpec.model_validate(
+        {"name": name, "description": "", "key": key, "schema": schema, "dlq": dlq}
+    )
+
+
 def _entries(versions: list[SchemaVersion]) -> list[dict[str, Any]]:
     return [{"id": v.id, "name": v.name, "version": v.version} for v in versions]
 
@@ -257,9 +264,9 @@ def test_catalog_sanity() -> None:
         2, 3, _derive(_add({"name": "team", "type": ["null", "string"], "default": None}))
     )
     topics = [
-        TopicSpec("raw", "", "deployment_id", EVENT, "dlq"),
-        TopicSpec("ghost", "", "deployment_id", "io.shipledger.v1.Nope", None),
-        TopicSpec("badkey", "", "colour", EVENT, "missing-dlq"),
+        _topic("raw", "deployment_id", EVENT, "dlq"),
+        _topic("ghost", "deployment_id", "io.shipledger.v1.Nope", None),
+        _topic("badkey", "colour", EVENT, "missing-dlq"),
     ]
     entries = [*_entries([v1, v3]), {"id": 1, "name": "io.shipledger.v1.Alert", "version": 1}]
     problems = [

@@ -15,12 +15,12 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, Message, TopicPartition
 from shipledger.metrics import RecordingMetrics
 from shipledger.schemas.models import Alert, DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.chain import ChainKey, Head
 from shipledger.sinks.ledger.store import TimeWindow
 from shipledger.sinks.rows import RowKey, row_key
 from shipledger.sinks.sink import ClickHouseSink, SinkError
-from shipledger.topics import Topics
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)

@@ -1,0 +1,94 @@
+"""Topic names: the catalog's topics (`catalog.yaml`) under the configured prefix.
+
+The pipeline's code addresses four topics by their role (`RAW`, `RECORDS`, `ALERTS`, `DLQ`);
+every other topic (the event families) only by its catalog entry. Typical use:
+
+from shipledger.schemas.topics import Topics
+topics = Topics.from_settings(settings)
+producer.produce(topics.raw, ...)            # shipledger.deployments.raw
+consumer.subscribe(topics.sunk())           # every topic the sink stores
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Protocol
+
+from shipledger.schemas.registry import catalog
+from shipledger.schemas.topic_spec import TopicSpec
+
+#: Logical names of the topics the pipeline's code addresses by role.
+RAW = "deployments.raw"
+RECORDS = "deployments.records"
+ALERTS = "alerts"
+DLQ = "dlq"
+
+
+class Prefixed(Protocol):
+    """What `Topics.from_settings` reads of the settings (`shipledger.settings.Settings`)."""
+
+    @property
+    def topic_prefix(self) -> str:
+        """The prefix every topic name starts with."""
+        ...
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Full names of shipledger's topics under `prefix` (`Settings.topic_prefix`)."""
+
+    prefix: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Prefixed) -> Topics:
+        """Names under `settings.topic_prefix`."""
+        return cls(prefix=settings.topic_prefix)
+
+    def of(self, name: str) -> str:
+        """Full name of the catalog topic `name`; KeyError naming the known ones."""
+        return f"{self.prefix}{catalog().topic(name).name}"
+
+    @cached_property
+    def raw(self) -> str:
+        """Deployment events as CI/CD systems reported them."""
+        return self.of(RAW)
+
+    @cached_property
+    def records(self) -> str:
+        """The processors' deployment records."""
+        return self.of(RECORDS)
+
+    @cached_property
+    def alerts(self) -> str:
+        """The processors' policy findings."""
+        return self.of(ALERTS)
+
+    @cached_property
+    def dlq(self) -> str:
+        """Rejected messages (the dead-letter topic of the raw topic)."""
+        return self.of(DLQ)
+
+    def specs(self) -> dict[str, TopicSpec]:
+        """Every topic's catalog entry by full name, in catalog order."""
+        return {f"{self.prefix}{name}": spec for name, spec in catalog().topics.items()}
+
+    def all(self) -> list[str]:
+        """Every topic, in catalog order."""
+        return list(self.specs())
+
+    def sunk(self) -> list[str]:
+        """Every topic the sink reads into the ledger (dead letters too)."""
+        return list(self.tables())
+
+    def tables(self) -> dict[str, str]:
+        """The ledger table of every topic the sink stores (dead letters too)."""
+        return {name: spec.table.name for name, spec in self.specs().items() if spec.table}
+
+    def schemas(self) -> dict[str, str]:
+        """The value schema of every topic that has one (the DLQ holds other topics' bytes)."""
+        return {
+            name: spec.value_schema
+            for name, spec in self.specs().items()
+            if spec.value_schema is not None
+        }
