@@ -107,7 +107,7 @@ class RegistryIds:
         subjects = [
             subject(self._prefix, topic.name)
             for topic in self._catalog.topics.values()
-            if topic.schema == version.name
+            if topic.value_schema == version.name
         ]
         if not subjects:
             raise RegistryUnavailable(f"{version.name}: no topic of the catalog carries it")
