@@ -1,7 +1,7 @@
 """Tamper evidence on a real chDB ledger: rows stored through the sink's write path, then
 tampered with directly in ClickHouse, and `audit verify` must name exactly what changed.
 
-The sink's Kafka side is not needed here: rows go through `ClickHouseSink.write_rows` (the
+The sink's Kafka side is not needed here: rows go through `LedgerWriter.write_rows` (the
 flush's write step: dedup, stamp, insert, record chain heads)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from shipledger.lab.bench_sink import sample_events
+from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import chain, ddl
@@ -23,7 +24,7 @@ from shipledger.sinks.ledger.audit import Report, verify
 from shipledger.sinks.ledger.audit_cli import audit
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, Row, event_row
-from shipledger.sinks.sink import ClickHouseSink
+from shipledger.sinks.writer import LedgerWriter
 
 pytestmark = pytest.mark.integration
 
@@ -53,8 +54,8 @@ def event_rows(n: int, start: int = 0) -> list[Row]:
     return out
 
 
-class Sink(ClickHouseSink):
-    """The real sink (write path only) with a clock tests can move."""
+class Writer(LedgerWriter):
+    """The sink's real write step with a clock tests can move."""
 
     clock_offset = timedelta(0)
 
@@ -62,8 +63,12 @@ class Sink(ClickHouseSink):
         return datetime.now(UTC) + self.clock_offset
 
 
-def write(store: LedgerStore, settings: Settings, *batches: list[Row]) -> Sink:
-    sink = Sink(settings, "unused:9092", store)
+def writer(store: LedgerStore, settings: Settings) -> Writer:
+    return Writer(store, load_policy(settings.policy_file))
+
+
+def write(store: LedgerStore, settings: Settings, *batches: list[Row]) -> Writer:
+    sink = writer(store, settings)
     for rows in batches:
         sink.write_rows({EVENTS: rows})
     return sink
@@ -207,7 +212,7 @@ def test_expired_rows_are_not_tampering_but_a_due_row_is(
     """Rows stored 400 days ago (default class: 1y = 366 days) are deleted by ClickHouse's
     TTL (some already as they are inserted); the chain still verifies. Deleting a row that
     is not due is still caught."""
-    sink = Sink(settings, "unused:9092", store)
+    sink = writer(store, settings)
     sink.clock_offset = -timedelta(days=400)
     sink.write_rows({EVENTS: event_rows(12)})
     sink.clock_offset = timedelta(0)
@@ -260,7 +265,7 @@ def test_every_table_round_trips_its_hash(
         }
         row.update({spec.id_column: f"id-{i}", "tenant": "t", "region": "r"})
         rows.append(row)
-    Sink(settings, "unused:9092", store).write_rows({table: rows})
+    writer(store, settings).write_rows({table: rows})
     report = verify(store, table=table)
     assert report.clean, report.text()
     assert report.rows == 3
