@@ -51,6 +51,14 @@ class Settings(BaseSettings):
         default=None,
         description="Policy YAML (windows, freezes, required fields). Unset: built-in default.",
     )
+    policy_version: str | None = Field(
+        default=None,
+        description=(
+            "The policy version (version+digest) a worker must find in its policy file, else it "
+            "refuses to start: `up` sets it, so its workers judge under the policy its sink "
+            "stamps with. Unset: any."
+        ),
+    )
 
     # --- emitter -----------------------------------------------------------------------
     deployment_id: str | None = Field(

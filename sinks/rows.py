@@ -21,7 +21,6 @@ from shipledger.sinks.ledger.ddl import (
     ALERTS,
     EVENTS,
     INGEST_COLUMNS,
-    LEDGER_COLUMN_NAMES,
     RECORDS,
     TableSpec,
     tables,
@@ -103,7 +102,7 @@ def avro_row(spec: TableSpec, decoded: Mapping[str, Any]) -> Row:
     assert spec.schema is not None, f"{spec.name} has no Avro schema"
     types = _field_types(spec.schema)
     for column in spec.columns:
-        if column.name in LEDGER_COLUMN_NAMES or (column.name in _INGEST and spec.name == EVENTS):
+        if column.name in spec.stamped or (column.name in _INGEST and spec.name == EVENTS):
             continue
         if column.name not in decoded:
             raise RowError(f"{spec.name}: field {column.name!r} missing from the message")

@@ -71,7 +71,8 @@ class RowStore(Protocol):
 
 class LedgerWriter:
     """Writes rows into the ledger as the sink does (see the module docstring); also how
-    benchmarks and tests store rows. `policy` gives the rows' retention."""
+    benchmarks and tests store rows. `policy` gives the rows' retention, and its version is
+    stamped on the rows of tables whose messages do not name a policy (`TableSpec.stamped`)."""
 
     write_attempts = 5
     retry_backoff_s = 0.2
@@ -86,6 +87,7 @@ class LedgerWriter:
     ) -> None:
         self.store = store
         self.retention = policy.retention
+        self.policy_version = policy.full_version
         self.metrics: m.Metrics = metrics or m.NoopMetrics()
         self.insert_timeout_s = insert_timeout_s
         self._heads: dict[str, dict[ChainKey, Head]] = {}
@@ -162,7 +164,8 @@ class LedgerWriter:
             if spec.name not in self._heads:
                 self._heads[spec.name] = self.store.load_heads(spec.name)
             heads = self._heads[spec.name]
-            stamped.append(stamp(spec.name, fresh, heads, self.retention, self.now()))
+            version = self.policy_version if ddl.POLICY_VERSION.name in spec.stamped else None
+            stamped.append(stamp(spec.name, fresh, heads, self.retention, self.now(), version))
         self.store.insert(spec.name, fresh)
         return len(fresh), already
 

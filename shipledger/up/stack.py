@@ -58,7 +58,8 @@ class Stack:
     With an external broker (`bootstrap`), Kafka keeps the data: no journal, no drain.
 
     The policy is loaded once, here (or given as `policy` by the caller that loaded it): the
-    sink stamps rows with it.
+    sink stamps rows with it, and every worker is started with its version
+    (`SHIPLEDGER_POLICY_VERSION`) and refuses a policy file that no longer matches it.
 
     Children (broker, workers) run in their own sessions, so a Ctrl-C in the terminal reaches
     only this process, which stops them in order; on Linux they also get SIGTERM if this
@@ -167,6 +168,7 @@ class Stack:
             **os.environ,
             **self.settings.to_env(),
             "SHIPLEDGER_BOOTSTRAP_SERVERS": self.bootstrap,
+            "SHIPLEDGER_POLICY_VERSION": self.policy.full_version,
         }
         out: BinaryIO | None = None
         if self._log_dir is not None:

@@ -119,6 +119,41 @@ def test_an_edited_column_is_named(store: LedgerStore, settings: Settings) -> No
     assert (finding.seq_from, finding.ids) == (seq, (victim,))
 
 
+def test_rows_name_the_policy_that_stamped_them_and_blanking_it_is_tampering(
+    store: LedgerStore, settings: Settings
+) -> None:
+    write(store, settings, event_rows(3))
+    _, versions = store.query("SELECT DISTINCT policy_version FROM shipledger.deployment_events")
+    assert versions == [(load_policy(settings.policy_file).full_version,)]
+    seq, victim = chain_of(store, "acme")[0]
+    mutate(
+        store,
+        f"ALTER TABLE shipledger.deployment_events UPDATE policy_version = '' "
+        f"WHERE event_id = '{victim}'",
+    )
+    finding = only(verify(store))
+    assert (finding.kind, finding.seq_from, finding.ids) == ("changed", seq, (victim,))
+
+
+def test_rows_stamped_before_the_policy_version_column_still_verify(
+    store: LedgerStore, settings: Settings
+) -> None:
+    """Migration 0006 added `policy_version` with an empty default to rows hashed without it:
+    an empty late column is left out of the hash, so those chains stay clean."""
+    rows = event_rows(4)
+    retention = load_policy(settings.policy_file).retention
+    heads = chain.stamp(EVENTS, rows, {}, retention, datetime.now(UTC))
+    assert all("policy_version" not in row for row in rows)  # what the sink did before 0006
+    for row in rows:
+        row["policy_version"] = ""  # what ADD COLUMN gives the stored rows
+    store.insert(EVENTS, rows)
+    store.append_heads(heads)
+    write(store, settings, event_rows(4, 4))  # new rows continue the chains, with a version
+    report = verify(store)
+    assert report.clean, report.text()
+    assert report.rows == 8
+
+
 def test_a_deleted_middle_row_is_named_with_its_neighbours(
     store: LedgerStore, settings: Settings
 ) -> None:
@@ -260,9 +295,7 @@ def test_every_table_round_trips_its_hash(
     spec = ddl.tables()[table]
     rows = []
     for i in range(3):
-        row = {
-            c.name: _sample(c.type) for c in spec.columns if c.name not in ddl.LEDGER_COLUMN_NAMES
-        }
+        row = {c.name: _sample(c.type) for c in spec.columns if c.name not in spec.stamped}
         row.update({spec.id_column: f"id-{i}", "tenant": "t", "region": "r"})
         rows.append(row)
     writer(store, settings).write_rows({table: rows})

@@ -247,6 +247,18 @@ def test_rows_are_written_then_offsets_committed(settings: Settings) -> None:
     assert window is not None and window.column == "occurred_at"
 
 
+def test_every_row_names_the_policy_that_shaped_it(settings: Settings) -> None:
+    """Events get the version of the policy the sink was given (its retention stamped them);
+    alerts keep the version they were judged under."""
+    topics = Topics.from_settings(settings)
+    sink, _ = harness(settings, [messages(topics, 2)])
+    run_until_drained(sink)
+    store = store_of(sink)
+    version = load_policy(None).full_version
+    assert {row["policy_version"] for row in store.tables["deployment_events"]} == {version}
+    assert {row["policy_version"] for row in store.tables["alerts"]} == {"p1"}
+
+
 def test_replayed_and_repeated_messages_are_skipped(settings: Settings) -> None:
     topics = Topics.from_settings(settings)
     batch = messages(topics, 5)
