@@ -8,8 +8,8 @@ three things each used to hand-write are written once:
   (`Settings.producer_queue_messages`, part of `Settings.kafka_producer`); a produce into a
   full queue serves delivery callbacks until there is room (`produce`) or reports it
   (`offer`, for callers that must not block, such as an event loop).
-- **The first delivery error.** Every message's outcome is counted; the first failure's reason
-  is kept, and a caller's own `on_delivery` still sees every outcome.
+- **The first delivery error.** Failed deliveries are counted and the first one's reason is
+  kept; a caller's own `on_delivery` still sees every outcome.
 - **Flush or raise.** `flush_or_raise(timeout_s)` returns only when every queued message was
   acknowledged, else raises `DeliveryError` (how many are pending, how many failed, the first
   reason) and forgets the failures it reported.
@@ -52,13 +52,11 @@ class KafkaProducer:
         if "queue.buffering.max.messages" not in conf:
             raise ValueError("a producer needs a bounded queue: build conf with kafka_producer")
         self._producer = Producer(dict(conf))
-        self.delivered = 0
         self.failed = 0
         self.first_error: str | None = None
 
     def _count(self, err: KafkaError | None, _msg: Message | None = None) -> None:
         if err is None:
-            self.delivered += 1
             return
         self.failed += 1
         if self.first_error is None:

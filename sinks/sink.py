@@ -178,7 +178,12 @@ class ClickHouseSink:
         DlqLimitExceeded past the DLQ limit."""
         consumer = self._consumer = self.make_consumer()
         producer = self._producer = self.make_producer()
-        self._log.info("sink starting", topics=sorted(self.routes), bootstrap=self.bootstrap)
+        self._log.info(
+            "sink starting",
+            topics=sorted(self.routes),
+            bootstrap=self.bootstrap,
+            policy_version=self.writer.policy_version,
+        )
         self.writer.record_adopted_heads(route.table.name for route in self.routes.values())
         try:
             consumer.subscribe(list(self.routes), on_revoke=self._on_revoke)
