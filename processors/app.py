@@ -24,6 +24,7 @@ import faust
 import mode
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from shipledger.dlq_limit import EXIT_DLQ_LIMIT, DlqLimit, DlqLimitExceeded, DlqLimitState
 from shipledger.lag import end_offsets, first_unprocessed
 from shipledger.logging import get_logger
 from shipledger.processors.handler import EventHandler
@@ -36,7 +37,7 @@ from shipledger.settings import Settings
 
 log = get_logger("processors")
 #: Exit code of a worker that abandoned a batch: outputs Kafka did not acknowledge, or
-#: events Faust skipped (EX_SOFTWARE).
+#: events Faust skipped (EX_SOFTWARE). Past the DLQ limit it exits with `EXIT_DLQ_LIMIT` (65).
 EXIT_OUTPUTS_LOST = 70
 _HIGHWATER_TIMEOUT_S = 30.0
 
@@ -114,16 +115,20 @@ class _ShortFetchTransport(faust_aiokafka.Transport):
 
 
 def abandon_batch(exc: BaseException) -> NoReturn:
-    """A batch's outputs did not all reach Kafka, or events before it were skipped
-    (`OffsetGap`): exit at once, before Faust can ack it.
+    """A batch's outputs did not all reach Kafka, events before it were skipped
+    (`OffsetGap`), or too many of its events were poison (`DlqLimitExceeded`): exit at once,
+    before Faust can ack it.
 
     Faust acks a `take_events` batch in a `finally`, even when the agent raises, and a
     graceful shutdown would then commit it: the inputs would be committed with their outputs
     lost. A hard exit commits nothing more; the restarted worker reads the batch again (the
     supervisor, `up` or your orchestrator, restarts it)."""
-    log.critical("batch_abandoned_exiting", error=str(exc))
+    flood = isinstance(exc, DlqLimitExceeded)
+    log.critical(
+        "dlq_limit_exceeded_exiting" if flood else "batch_abandoned_exiting", error=str(exc)
+    )
     sys.stderr.flush()
-    os._exit(EXIT_OUTPUTS_LOST)
+    os._exit(EXIT_DLQ_LIMIT if flood else EXIT_OUTPUTS_LOST)
 
 
 async def run_batches(
@@ -143,7 +148,7 @@ async def run_batches(
                     check(event.message.partition, event.message.offset)
                 handle(event.message)
             await finish()
-        except Exception as exc:  # OutputError, OffsetGap, or Kafka refusing a message
+        except Exception as exc:  # OutputError, OffsetGap, DlqLimitExceeded, Kafka refusing
             abandon(exc)
 
 
@@ -239,7 +244,8 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
     @app.agent(source, name="pipeline")
     async def pipeline(stream: Any) -> None:
         outputs = Outputs(settings, bootstrap)
-        handler = EventHandler(policy, deployments, outputs)
+        limit = DlqLimitState(DlqLimit.from_settings(settings), "processors")
+        handler = EventHandler(policy, deployments, outputs, limit)
         conf, group = settings.kafka_common(bootstrap), f"{settings.topic_prefix}processors"
 
         def resume_at(partition: int) -> int:

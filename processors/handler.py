@@ -5,7 +5,9 @@ What an event becomes:
 - a new deployment record (and, for a deployment's first event, its alerts), queued on the
   outputs, and the deployment's state entry updated;
 - a dead letter with its reason, when it does not decode, validate or process (Faust acks an
-  event even when the agent raises, so nothing may escape this function);
+  event even when the agent raises, so nothing but `DlqLimitExceeded` may escape this
+  function: past the DLQ limit the handler stops before the letter, and the agent abandons
+  the batch unacknowledged, `processors.app.abandon_batch`);
 - nothing new, when its id is among the ids already applied to its deployment (a resend, a
   replay after a crash). If it is the deployment's first event, its alerts are emitted again:
   the batch that applied it may have died after its record reached the ledger and before its
@@ -18,11 +20,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from shipledger.dlq_limit import DlqLimitState
 from shipledger.logging import get_logger
 from shipledger.processors.outputs import Payload
 from shipledger.processors.state import Entry, state_key
 from shipledger.processors.step import process
-from shipledger.schemas.letters import REPLAYED_FROM, Headers, header_text, letter_headers
+from shipledger.schemas.letters import DeadLetter, Headers
 from shipledger.schemas.models import Alert, DeploymentRecord
 from shipledger.schemas.policy import Policy
 from shipledger.schemas.registry import AvroCodec, RegistryUnavailable
@@ -72,16 +75,21 @@ class StatePort(Protocol):
 
 
 class EventHandler:
-    """Applies raw deployment events one by one (see the module docstring)."""
+    """Applies raw deployment events one by one (see the module docstring); `limit` counts
+    its dead letters against the DLQ limit."""
 
-    def __init__(self, policy: Policy, state: StatePort, outputs: OutputPort) -> None:
+    def __init__(
+        self, policy: Policy, state: StatePort, outputs: OutputPort, limit: DlqLimitState
+    ) -> None:
         self._policy = policy
         self._state = state
         self._outputs = outputs
+        self._limit = limit
         self._codec = AvroCodec(EVENT_SCHEMA)
 
     def handle(self, message: Message) -> None:
-        """One event through the chain; every failure is dead-lettered with its reason."""
+        """One event through the chain; every failure is dead-lettered with its reason.
+        Raises DlqLimitExceeded (and dead-letters nothing) past the DLQ limit."""
         try:
             decoded = decode_event(self._codec, message.value)
             key = state_key(decoded.tenant, decoded.deployment_id)
@@ -91,6 +99,7 @@ class EventHandler:
                 if decoded.event_id == entry.first:
                     alerts = process(decoded, None, self._policy).alerts
                     self._outputs.send(self._outputs.encode(None, alerts))
+                self._limit.valid()
                 return
             result = process(decoded, entry.record if entry else None, self._policy)
             payloads = self._outputs.encode(result.record, result.alerts)
@@ -110,6 +119,7 @@ class EventHandler:
             return
         self._outputs.send(payloads)
         self._state.put(key, message.partition, result.record, decoded.event_id)
+        self._limit.valid()
         for alert in result.alerts:
             log.info(
                 "alert",
@@ -134,16 +144,17 @@ class EventHandler:
         )
 
     def _dead_letter(self, message: Message, reason: str, field: str | None) -> None:
-        headers = letter_headers(
-            reason=reason,
-            field=field,
-            source_topic=message.topic,
-            source_partition=message.partition,
-            source_offset=message.offset,
-            stage="processors",
-            replayed_from=header_text(message.headers).get(REPLAYED_FROM, ""),
+        self._limit.invalid()  # past the limit: stop before this letter
+        letter = DeadLetter.rejecting(
+            "processors",
+            reason,
+            field,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            headers=message.headers,
         )
-        self._outputs.dead_letter(message.key, message.value, headers)
+        self._outputs.dead_letter(message.key, message.value, letter.headers())
         log.warning(
             "dead_lettered",
             reason=reason,

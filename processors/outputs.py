@@ -16,8 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from confluent_kafka import KafkaError, Message, Producer
-
+from shipledger.kafka import DeliveryError, KafkaProducer
 from shipledger.schemas.families import scoped_key
 from shipledger.schemas.letters import Headers
 from shipledger.schemas.models import Alert, DeploymentRecord
@@ -38,39 +37,12 @@ class Outputs:
 
     def __init__(self, settings: Settings, bootstrap: str, flush_timeout_s: float = 30.0) -> None:
         self.topics = Topics.from_settings(settings)
-        self._producer = Producer(
+        self._producer = KafkaProducer(
             {**settings.kafka_producer(bootstrap), "client.id": "shipledger-processors"}
         )
         self._records = topic_codec(RECORDS)
         self._alerts = topic_codec(ALERTS)
-        self._errors: list[str] = []
         self._flush_timeout_s = flush_timeout_s
-
-    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            self._errors.append(err.str())
-
-    def _produce(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, str | bytes | None]] | None = None,
-        partition: int = -1,
-    ) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    topic,
-                    key=key,
-                    value=value,
-                    headers=headers,
-                    partition=partition,
-                    on_delivery=self._delivered,
-                )
-                return
-            except BufferError:  # local queue full: serve callbacks until there is room
-                self._producer.poll(0.05)
 
     def encode(self, record: DeploymentRecord | None, alerts: list[Alert]) -> list[Payload]:
         """Serialize one event's results (raises EncodeError) before any of them is queued,
@@ -99,15 +71,15 @@ class Outputs:
     def send(self, payloads: Sequence[Payload]) -> None:
         """Queue encoded outputs."""
         for topic, key, value in payloads:
-            self._produce(topic, key, value)
+            self._producer.produce(topic, value, key)
 
     def dead_letter(self, key: bytes | None, value: bytes | None, headers: Headers) -> None:
         """Queue the original bytes of a rejected message with its reason headers."""
-        self._produce(self.topics.dlq, key, value, headers)
+        self._producer.produce(self.topics.dlq, value, key, headers=headers)
 
     def changelog(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
         """Queue a table changelog entry to an explicit partition."""
-        self._produce(topic, key, value, partition=partition)
+        self._producer.produce(topic, value, key, partition=partition)
 
     async def flush(self) -> None:
         """Wait (off the event loop) until Kafka acknowledged everything queued, or raise.
@@ -122,10 +94,9 @@ class Outputs:
 
     def flush_blocking(self) -> None:
         """`flush`, in the calling thread."""
-        left = self._producer.flush(self._flush_timeout_s)
-        if left or self._errors:
-            errors, self._errors = self._errors, []
-            raise OutputError(
-                f"{left} outputs unacknowledged after {self._flush_timeout_s}s; "
-                f"{len(errors)} failed: {errors[:3]}"
+        try:
+            self._producer.flush_or_raise(
+                self._flush_timeout_s, f"outputs after {self._flush_timeout_s:g}s"
             )
+        except DeliveryError as exc:
+            raise OutputError(str(exc)) from exc

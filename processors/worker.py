@@ -33,6 +33,13 @@ def worker(bootstrap: str | None) -> None:
         policy = load_policy(settings.policy_file)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+    if settings.policy_version not in (None, policy.full_version):
+        raise click.ClickException(
+            f"policy file {settings.policy_file or '(built-in)'} is version "
+            f"{policy.full_version}, but SHIPLEDGER_POLICY_VERSION wants "
+            f"{settings.policy_version} (the policy the sink stamps with): restart `up` to "
+            "load the new policy everywhere"
+        )
     get_logger("worker").info(
         "worker_starting", bootstrap=target, policy_version=policy.full_version
     )

@@ -15,20 +15,25 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from functools import cached_property
+from typing import Any
 
 import click
 
 from shipledger.producers.journal import Entry, Journal, JournalError
 from shipledger.schemas.confluent_ids import use_schema_registry
-from shipledger.schemas.letters import REPLAYED_FROM, header_text
+from shipledger.schemas.letters import (
+    REPLAYED_FROM,
+    STAGES,
+    DeadLetter,
+    header_text,
+    replay_headers,
+)
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.stackfile import journal_dir, resolve_bootstrap
 from shipledger.tables import render_table
 
-Stage = Literal["processors", "sink"]
-STAGES: tuple[Stage, ...] = ("processors", "sink")
 REASON_WIDTH = 60
 RAW_PREVIEW_BYTES = 300
 
@@ -74,56 +79,40 @@ class LetterIdParam(click.ParamType):
 
 @dataclass(frozen=True)
 class Letter:
-    """One dead letter: its DLQ position, the original key/value and the DLQ headers."""
+    """One dead letter: its DLQ position, the original key/value and every header as text
+    (what `show` prints); `letter` is what those headers say."""
 
     id: LetterId
     key: bytes | None
     value: bytes | None
     headers: dict[str, str]
 
+    @cached_property
+    def letter(self) -> DeadLetter:
+        """The headers, read (`schemas.letters`)."""
+        return DeadLetter.read(self.headers)
+
     @property
     def stage(self) -> str:
-        return self.headers.get("stage", "")
-
-    @property
-    def reason(self) -> str:
-        return self.headers.get("reason", "")
-
-    @property
-    def field(self) -> str:
-        return self.headers.get("field", "")
+        return self.letter.stage
 
     @property
     def source_topic(self) -> str | None:
-        return self.headers.get("source_topic") or None
-
-    @property
-    def source(self) -> str:
-        """`topic/partition/offset` where the original was read (`?` for a missing part)."""
-        return "/".join(
-            self.headers.get(k) or "?"
-            for k in ("source_topic", "source_partition", "source_offset")
-        )
+        return self.letter.source_topic
 
     def summary(self) -> dict[str, Any]:
         """The fields `dlq list --format json` prints."""
+        letter = self.letter
         return {
             "id": str(self.id),
-            "stage": self.stage,
-            "source_topic": self.source_topic,
-            "source_partition": _int_or_none(self.headers.get("source_partition")),
-            "source_offset": _int_or_none(self.headers.get("source_offset")),
-            "field": self.field or None,
-            "reason": self.reason,
-            REPLAYED_FROM: self.headers.get(REPLAYED_FROM),
+            "stage": letter.stage,
+            "source_topic": letter.source_topic,
+            "source_partition": letter.source_partition,
+            "source_offset": letter.source_offset,
+            "field": letter.field,
+            "reason": letter.reason,
+            REPLAYED_FROM: letter.replayed_from,
         }
-
-
-def _int_or_none(text: str | None) -> int | None:
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
 
 
 def select_letters(
@@ -149,7 +138,13 @@ def format_table(letters: Sequence[Letter], reason_width: int = REASON_WIDTH) ->
     return render_table(
         ("ID", "STAGE", "SOURCE", "FIELD", "REASON"),
         (
-            (str(x.id), x.stage or "?", x.source, x.field or "-", truncate(x.reason, reason_width))
+            (
+                str(x.id),
+                x.stage or "?",
+                x.letter.source,
+                x.letter.field or "-",
+                truncate(x.letter.reason, reason_width),
+            )
             for x in letters
         ),
     )
@@ -169,11 +164,6 @@ def describe_payload(value: bytes | None) -> tuple[dict[str, Any] | None, str]:
         more = f" … ({len(value)} bytes in all)" if len(value) > RAW_PREVIEW_BYTES else ""
         return None, f"{preview}{more}\nnot a valid Avro DeploymentEvent: {exc}"
     return decoded, json.dumps(decoded, indent=2, sort_keys=True, default=str)
-
-
-def replay_headers(letter: Letter) -> list[tuple[str, str | bytes | None]]:
-    """Headers of a replayed message: where it came from in the DLQ."""
-    return [(REPLAYED_FROM, str(letter.id).encode())]
 
 
 # --- Kafka I/O ---------------------------------------------------------------------------
@@ -313,7 +303,7 @@ def journal_entry(settings: Settings, letter: Letter) -> Entry:
         tenant,
         event_id,
         family.name if family is not None else "",
-        ((REPLAYED_FROM, str(letter.id).encode()),),
+        replay_headers(str(letter.id)),
     )
 
 
@@ -322,7 +312,7 @@ def replay(
 ) -> int:
     """Produce each letter's original key and value to its source topic; returns how many
     the broker acknowledged. Letters without a source topic must be filtered out first."""
-    from confluent_kafka import Producer
+    from shipledger.kafka import DeliveryError, KafkaProducer
 
     directory = journal_dir(settings, bootstrap)
     # The embedded broker keeps messages in memory only: journal the events first. Letters of
@@ -334,29 +324,17 @@ def replay(
             Journal(directory, fsync=settings.journal_fsync).append(entries)
         except JournalError as exc:
             raise click.ClickException(f"replay not sent: {exc}") from exc
-    producer = Producer(settings.kafka_producer(bootstrap))
-    failures: list[str] = []
-
-    def on_delivery(err: Any, msg: Any) -> None:
-        if err is not None:
-            failures.append(f"{msg.topic()}: {err}")
-
+    producer = KafkaProducer(settings.kafka_producer(bootstrap))
     for letter in letters:
         assert letter.source_topic is not None
         producer.produce(
-            letter.source_topic,
-            key=letter.key,
-            value=letter.value,
-            headers=replay_headers(letter),
-            on_delivery=on_delivery,
+            letter.source_topic, letter.value, letter.key, headers=replay_headers(str(letter.id))
         )
         producer.poll(0)
-    remaining = producer.flush(timeout_s)
-    if remaining or failures:
-        raise click.ClickException(
-            f"replay incomplete: {remaining} message(s) unacknowledged after {timeout_s:g}s, "
-            f"{len(failures)} failed" + (f" (first: {failures[0]})" if failures else "")
-        )
+    try:
+        producer.flush_or_raise(timeout_s, f"replay incomplete after {timeout_s:g}s")
+    except DeliveryError as exc:
+        raise click.ClickException(str(exc)) from exc
     return len(letters)
 
 

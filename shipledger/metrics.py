@@ -1,10 +1,18 @@
-"""The sink's metrics: a narrow protocol (no-op default, a recording backend for tests) and the
-catalogue of metric names it emits."""
+"""The sink's metrics: a narrow protocol (no-op default), a recording backend that progress
+output and tests read, and the catalogue of metric names it emits.
+
+The sink counts each thing once, into a `RecordingMetrics` that forwards to the configured
+backend (statsd, Prometheus, ... behind `Metrics`): its `stats()` are read from that recorder,
+so the progress lines and the backend can never disagree.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 Tags = Mapping[str, str]
@@ -15,6 +23,8 @@ ROWS_INSERTED = "sink.rows_inserted"
 DUPLICATES_SKIPPED = "sink.duplicates_skipped"
 #: messages forwarded to the dead-letter topic, tagged by source topic
 DEAD_LETTERED = "sink.dead_lettered"
+#: raw events the sink skipped because the processors dead-letter them
+SKIPPED_INVALID = "sink.skipped_invalid"
 #: messages consumed
 MESSAGES = "sink.messages"
 #: duration of one flush (dedup + inserts + commit), in milliseconds
@@ -49,17 +59,66 @@ def _key(name: str, tags: Tags | None) -> str:
     return name + "|" + ",".join(f"{k}={v}" for k, v in sorted(tags.items()))
 
 
-class RecordingMetrics:
-    """Keeps every counter and timing in memory: for tests and progress output."""
+@dataclass(frozen=True)
+class TimingSummary:
+    """What a recorder keeps of one timing: how many, the last one and when (epoch seconds)."""
 
-    def __init__(self) -> None:
-        self.counters: dict[str, int] = defaultdict(int)
-        self.timings: dict[str, list[float]] = defaultdict(list)
+    count: int
+    last_ms: float
+    last_at: float
+
+
+class RecordingMetrics:
+    """Keeps every counter, and a summary of every timing, in memory (thread-safe), and
+    forwards each to `forward`: the one source of a component's progress figures."""
+
+    def __init__(self, forward: Metrics | None = None) -> None:
+        self._forward: Metrics = forward or NoopMetrics()
+        self._lock = threading.Lock()
+        self._counters: dict[str, int] = defaultdict(int)
+        self._by_name: dict[str, dict[tuple[tuple[str, str], ...], int]] = defaultdict(
+            lambda: defaultdict(int)
+        )
+        self._timings: dict[str, TimingSummary] = {}
 
     def increment(self, name: str, value: int = 1, tags: Tags | None = None) -> None:
-        """Add to `counters["name|k=v"]`."""
-        self.counters[_key(name, tags)] += value
+        """Add to the counter `name|k=v` (and forward)."""
+        with self._lock:
+            self._counters[_key(name, tags)] += value
+            self._by_name[name][tuple(sorted((tags or {}).items()))] += value
+        self._forward.increment(name, value, tags)
 
     def timing(self, name: str, value_ms: float, tags: Tags | None = None) -> None:
-        """Append to `timings["name|k=v"]`."""
-        self.timings[_key(name, tags)].append(value_ms)
+        """Count the timing `name|k=v`, keep it as the last one (and forward)."""
+        key = _key(name, tags)
+        with self._lock:
+            before = self._timings.get(key)
+            count = 1 if before is None else before.count + 1
+            self._timings[key] = TimingSummary(count, value_ms, time.time())
+        self._forward.timing(name, value_ms, tags)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Every counter by `name|k=v` (a snapshot)."""
+        with self._lock:
+            return dict(self._counters)
+
+    def total(self, name: str) -> int:
+        """Counter `name` summed over all its tags."""
+        with self._lock:
+            return sum(self._by_name[name].values()) if name in self._by_name else 0
+
+    def by_tag(self, name: str, tag: str) -> dict[str, int]:
+        """Counter `name` summed per value of `tag` (counts without the tag are left out)."""
+        out: dict[str, int] = defaultdict(int)
+        with self._lock:
+            for tags, value in self._by_name.get(name, {}).items():
+                found = dict(tags).get(tag)
+                if found is not None:
+                    out[found] += value
+        return dict(out)
+
+    def last_timing(self, name: str, tags: Tags | None = None) -> TimingSummary | None:
+        """The summary of timing `name|k=v`, if it was ever recorded."""
+        with self._lock:
+            return self._timings.get(_key(name, tags))

@@ -57,6 +57,14 @@ class Settings(BaseSettings):
         default=None,
         description="Policy YAML (windows, freezes, required fields). Unset: built-in default.",
     )
+    policy_version: str | None = Field(
+        default=None,
+        description=(
+            "The policy version (version+digest) a worker must find in its policy file, else it "
+            "refuses to start: `up` sets it, so its workers judge under the policy its sink "
+            "stamps with. Unset: any."
+        ),
+    )
 
     # --- emitter -----------------------------------------------------------------------
     deployment_id: str | None = Field(
@@ -135,7 +143,43 @@ class Settings(BaseSettings):
     sink_batch_ms: int = Field(
         default=200, ge=1, description="Max age of a ClickHouse batch before it is flushed."
     )
+    sink_insert_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "Longest one ClickHouse write of the sink may take (dedup read + insert); past it "
+            "the sink stops without committing instead of hanging."
+        ),
+    )
+    dlq_max_invalid_ratio: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description=(
+            "DLQ limit: a consumer (processors, sink) stops when more than this share of its "
+            "last SHIPLEDGER_DLQ_WINDOW_MESSAGES messages was dead-lettered."
+        ),
+    )
+    dlq_window_messages: int = Field(
+        default=1000, ge=1, description="DLQ limit: how many recent messages the ratio covers."
+    )
+    dlq_min_invalid: int = Field(
+        default=100,
+        ge=1,
+        description="DLQ limit: the ratio applies once the window holds this many dead letters.",
+    )
+    dlq_max_consecutive: int = Field(
+        default=500, ge=1, description="DLQ limit: most dead letters in a row before stopping."
+    )
     producer_linger_ms: float = Field(default=2.0, ge=0, description="Producer batching linger.")
+    producer_queue_messages: int = Field(
+        default=100_000,
+        ge=1,
+        description=(
+            "Messages one producer queues locally before a produce waits for deliveries to "
+            "make room (librdkafka queue.buffering.max.messages)."
+        ),
+    )
 
     # --- ingest API ---------------------------------------------------------------------
     api_host: str = Field(
@@ -353,6 +397,7 @@ class Settings(BaseSettings):
             **self.kafka_common(bootstrap),
             "partitioner": "murmur2_random",
             "linger.ms": self.producer_linger_ms,
+            "queue.buffering.max.messages": self.producer_queue_messages,
             "acks": "all",
             "enable.idempotence": True,
         }

@@ -10,8 +10,10 @@ from typing import Any
 
 import click
 
+from shipledger.dlq_limit import EXIT_DLQ_LIMIT, DlqLimitExceeded
 from shipledger.logging import configure_logging, get_logger
 from shipledger.schemas.confluent_ids import use_schema_registry
+from shipledger.schemas.policy import load_policy
 from shipledger.sinks.cli_options import ledger_options, ledger_settings
 from shipledger.sinks.ledger.store import LedgerStore, StoreError
 from shipledger.sinks.sink import ClickHouseSink
@@ -51,6 +53,11 @@ def sink(
     At-least-once with dedup by id: rows appear exactly once. Stops cleanly (flush, commit) on
     Ctrl-C or SIGTERM. Note: a chDB data dir can be open in one process only; while
     `shipledger up` runs, point this at a ClickHouse server instead.
+
+    \b
+    Exit codes: 0 stopped by a signal; 1 failed (ClickHouse or the DLQ unreachable, a hung
+    write); 65 stopped by the DLQ limit (too many poison messages, nothing committed past
+    them: see `shipledger dlq list`, SHIPLEDGER_DLQ_*).
     """
     settings = ledger_settings(clickhouse_url, data_dir, bootstrap_servers=bootstrap)
     configure_logging(settings)
@@ -60,6 +67,10 @@ def sink(
     if resolved is None:
         raise click.UsageError("no broker: pass --bootstrap, or start `shipledger up` first")
     try:
+        policy = load_policy(settings.policy_file)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
         store = LedgerStore.open(settings)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -68,7 +79,7 @@ def sink(
         if ensure_schema:
             store.ensure_schema()
         ensure_topics(settings, resolved)
-        runner = ClickHouseSink(settings, resolved, store)
+        runner = ClickHouseSink(settings, resolved, store, policy=policy)
         code = run_until_signalled(runner, progress_s, log)
     raise SystemExit(code)
 
@@ -115,5 +126,5 @@ def run_until_signalled(runner: ClickHouseSink, progress_s: float, log: Any) -> 
             signal.signal(sig, handler)
     if failure:
         log.error("sink failed", error=str(failure[0]), exc_info=failure[0])
-        return 1
+        return EXIT_DLQ_LIMIT if isinstance(failure[0], DlqLimitExceeded) else 1
     return 0

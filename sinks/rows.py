@@ -14,16 +14,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from shipledger.schemas.letters import (
-    FIELD,
-    REASON,
-    REPLAYED_FROM,
-    SOURCE_OFFSET,
-    SOURCE_PARTITION,
-    SOURCE_TOPIC,
-    STAGE,
-    letter_id,
-)
+from shipledger.schemas.letters import DeadLetter
 from shipledger.schemas.registry import catalog
 from shipledger.sinks.ledger.chain import to_ms_precision
 from shipledger.sinks.ledger.ddl import (
@@ -31,7 +22,6 @@ from shipledger.sinks.ledger.ddl import (
     DEAD_LETTERS,
     EVENTS,
     INGEST_COLUMNS,
-    LEDGER_COLUMN_NAMES,
     RECORDS,
     TableSpec,
     tables,
@@ -113,7 +103,7 @@ def avro_row(spec: TableSpec, decoded: Mapping[str, Any]) -> Row:
     assert spec.schema is not None, f"{spec.name} has no Avro schema"
     types = _field_types(spec.schema)
     for column in spec.columns:
-        if column.name in LEDGER_COLUMN_NAMES or (column.name in _INGEST and spec.name == EVENTS):
+        if column.name in spec.stamped or (column.name in _INGEST and spec.name == EVENTS):
             continue
         if column.name not in decoded:
             raise RowError(f"{spec.name}: field {column.name!r} missing from the message")
@@ -162,44 +152,35 @@ def row_builder(table: str) -> RowBuilder:
     return to_row
 
 
-def letter_row(letter: Mapping[str, Any], meta: KafkaMeta) -> Row:
-    """A `dead_letters` row from a DLQ message (`key`, `value`, `headers` as text, and the
-    payload decoded with its source topic's schema in `decoded`, or None)."""
-    headers: Mapping[str, str] = letter["headers"]
-    key: bytes | None = letter["key"]
-    value: bytes | None = letter["value"]
-    decoded: Mapping[str, Any] | None = letter["decoded"]
-    source_topic = headers.get(SOURCE_TOPIC, "")
-    replayed_from = headers.get(REPLAYED_FROM, "")
+def letter_row(message: Mapping[str, Any], meta: KafkaMeta) -> Row:
+    """A `dead_letters` row from a DLQ message (`key`, `value`, its headers read as `letter`,
+    and the payload decoded with its source topic's schema in `decoded`, or None)."""
+    letter: DeadLetter = message["letter"]
+    key: bytes | None = message["key"]
+    value: bytes | None = message["value"]
+    decoded: Mapping[str, Any] | None = message["decoded"]
     tenant = (key or b"").decode("utf-8", errors="replace").partition("/")[0]
     if decoded is not None and isinstance(decoded.get("tenant"), str):
         tenant = decoded["tenant"]
     region = decoded.get("region") if decoded is not None else None
     event_id = decoded.get("event_id") if decoded is not None else None
     return {
-        "letter_id": letter_id(source_topic, key, value, replayed_from),
+        "letter_id": letter.id(key, value),
         "tenant": tenant,
         "region": region if isinstance(region, str) else None,
         "dead_lettered_at": to_ms_precision(received_at(meta)),
-        "stage": headers.get(STAGE, ""),
-        "reason": headers.get(REASON, ""),
-        "field": headers.get(FIELD) or None,
-        "source_topic": source_topic,
-        "source_partition": _int(headers.get(SOURCE_PARTITION)),
-        "source_offset": _int(headers.get(SOURCE_OFFSET)),
-        "replayed_from": replayed_from or None,
+        "stage": letter.stage,
+        "reason": letter.reason,
+        "field": letter.field,
+        "source_topic": letter.source_topic or "",
+        "source_partition": -1 if letter.source_partition is None else letter.source_partition,
+        "source_offset": -1 if letter.source_offset is None else letter.source_offset,
+        "replayed_from": letter.replayed_from,
         "event_id": event_id if isinstance(event_id, str) else None,
         "payload": None if decoded is None else json.dumps(decoded, default=str, sort_keys=True),
         "key_base64": None if key is None else base64.b64encode(key).decode(),
         "value_base64": None if value is None else base64.b64encode(value).decode(),
     }
-
-
-def _int(text: str | None) -> int:
-    try:
-        return int(text or "")
-    except ValueError:
-        return -1
 
 
 #: What makes a row unique: (tenant, id). Ids are the senders' and the processors' own, so two

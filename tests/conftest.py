@@ -21,13 +21,14 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
+from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec, bind_schema_ids
 from shipledger.settings import Settings
 from shipledger.sinks import rows
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import Row
-from shipledger.sinks.sink import ClickHouseSink
+from shipledger.sinks.writer import LedgerWriter
 from shipledger.up.broker import EmbeddedBroker
 
 
@@ -209,8 +210,8 @@ def _seed_ledger(store: LedgerStore, settings: Settings) -> None:
                 records.append(record)
                 alerts.append(alert)
     # Stored the way the sink stores rows (chain and retention columns stamped).
-    sink = ClickHouseSink(settings, "unused:9092", store)
-    sink.write_rows({ddl.EVENTS: events, ddl.RECORDS: records, ddl.ALERTS: alerts})
+    writer = LedgerWriter(store, load_policy(settings.policy_file))
+    writer.write_rows({ddl.EVENTS: events, ddl.RECORDS: records, ddl.ALERTS: alerts})
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 
+from shipledger.kafka import KafkaProducer
 from shipledger.logging import get_logger
 from shipledger.producers.api.events import Prepared
 from shipledger.producers.emitter.publisher import RdkafkaLog
@@ -84,7 +85,7 @@ class KafkaBridge:
                 "logger": RdkafkaLog(),
             }
         )
-        self._producer: Producer | None = Producer(conf)
+        self._producer: KafkaProducer | None = KafkaProducer(conf)
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="api-kafka-poll", daemon=True)
         self._poller.start()
@@ -94,7 +95,7 @@ class KafkaBridge:
         while not self._stop.is_set():
             producer.poll(0.05)
 
-    def _live(self) -> Producer:
+    def _live(self) -> KafkaProducer:
         if self._producer is None:
             raise PublishFailed("the API is shutting down", 0, 0)
         return self._producer
@@ -107,17 +108,15 @@ class KafkaBridge:
         await self._journaled(events)
         batch = _Batch(asyncio.get_running_loop(), len(events))
         for event in events:
-            while True:
-                try:
-                    producer.produce(
-                        event.topic, event.value, event.key, on_delivery=batch.on_delivery
-                    )
-                    break
-                except BufferError:  # local queue full: let the poll thread drain it
+            try:
+                # A full local queue: let the poll thread drain it, off the event loop.
+                while not producer.offer(
+                    event.topic, event.value, event.key, on_delivery=batch.on_delivery
+                ):
                     await asyncio.sleep(0.01)
-                except KafkaException as exc:
-                    batch.error = str(exc)
-                    raise PublishFailed(str(exc), 0, len(events)) from exc
+            except KafkaException as exc:
+                batch.error = str(exc)
+                raise PublishFailed(str(exc), 0, len(events)) from exc
         try:
             await asyncio.wait_for(asyncio.shield(batch.future), self._timeout_s + 5.0)
         except TimeoutError:
@@ -147,10 +146,9 @@ class KafkaBridge:
     def ready(self, timeout_s: float = 2.0) -> str | None:
         """None if the broker answers a metadata request, else why not (blocking)."""
         try:
-            self._live().list_topics(timeout=timeout_s)
-        except (KafkaException, PublishFailed) as exc:
+            return self._live().ready(timeout_s)
+        except PublishFailed as exc:
             return str(exc)
-        return None
 
     def close(self) -> None:
         """Deliver what is queued (at most the ack timeout), stop polling, drop the producer

@@ -21,14 +21,15 @@ event the journal refused is not sent (and spooled, on the acknowledged path).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
+from shipledger.kafka import DeliveryCallback, DeliveryError, KafkaProducer
 from shipledger.logging import get_logger
 from shipledger.producers.emitter.spool import Spool, SpoolError
 from shipledger.schemas.families import DEPLOYMENT
@@ -51,9 +52,6 @@ NO_BOOTSTRAP = (
 #: ones are dropped. About librdkafka's reconnect.backoff.max.ms, which we set to 1 s, so a
 #: down cluster reports again within it.
 _FRESH_S = 1.0
-
-DeliveryCallback = Callable[[KafkaError | None, Message], None]
-
 
 #: Events journaled (one write and one fsync) together on the fast path.
 _JOURNAL_CHUNK = 1000
@@ -135,10 +133,10 @@ class Publisher:
         self._all_down = False
         self._broker_errors: list[str] = []
         self._served_at = time.monotonic()
-        self._producer: Producer | None = None
+        self._producer: KafkaProducer | None = None
         self._journal: Journal | None = None
         if self.bootstrap:
-            self._producer = Producer(self._config(self.bootstrap))
+            self._producer = KafkaProducer(self._config(self.bootstrap))
             directory = journal_dir(settings, self.bootstrap)
             if directory is not None:
                 # Imported here: a CI job sending to a real Kafka never pays for it.
@@ -200,14 +198,6 @@ class Publisher:
             ]
         )
 
-    def _produce(self, producer: Producer, key: bytes, value: bytes, cb: DeliveryCallback) -> None:
-        while True:
-            try:
-                producer.produce(self.topic, value, key, on_delivery=cb)
-                return
-            except BufferError:  # local queue full: let deliveries drain it
-                producer.poll(0.05)
-
     # --- the acknowledged path -----------------------------------------------------------------
 
     def publish(
@@ -239,7 +229,7 @@ class Publisher:
             self._log.warning("journal refused the events", error=str(exc))
             return self._give_up(list(events), [str(exc)], spool_on_failure)
         for index, (key, value) in enumerate(encoded):
-            self._produce(producer, key, value, pending.callback(index))
+            producer.produce(self.topic, value, key, on_delivery=pending.callback(index))
         deadline = time.monotonic() + self._settings.emit_timeout_s + 0.5
         while pending.waiting > 0 and not self._all_down:
             remaining = deadline - time.monotonic()
@@ -249,8 +239,9 @@ class Publisher:
             self._served_at = time.monotonic()
         if pending.waiting > 0:
             # Gave up: withdraw what is still queued, so it cannot also arrive after we spool it.
-            producer.purge(in_queue=True, in_flight=True, blocking=True)
+            producer.purge()
             producer.poll(0)
+        producer.forget_failures()  # every outcome is in `pending`
 
         self._served_at = time.monotonic()
         unsent = [event for event, why in zip(events, pending.outcomes, strict=True) if why]
@@ -303,14 +294,6 @@ class Publisher:
         if self._producer is None:
             raise PublishError(NO_BOOTSTRAP)
         producer = self._producer
-        failures: list[str] = []
-
-        def delivered(err: KafkaError | None, msg: Message) -> None:
-            if err is not None:
-                failures.append(err.str())
-            if on_delivery is not None:
-                on_delivery(err, msg)
-
         count = 0
         for chunk in _chunks(events, _JOURNAL_CHUNK):
             encoded = [self._encode(event) for event in chunk]
@@ -319,16 +302,18 @@ class Publisher:
             except OSError as exc:  # JournalError, or the journal's lock
                 raise PublishError(str(exc)) from exc
             for key, value in encoded:
-                self._produce(producer, key, value, delivered)
+                producer.produce(self.topic, value, key, on_delivery=on_delivery)
                 producer.poll(0)
             count += len(chunk)
         # Every queued message succeeds or times out within message.timeout.ms of the last one.
-        left = producer.flush(self._settings.emit_timeout_s + 1.0)
-        if failures or left:
-            first = failures[0] if failures else "flush timed out"
+        try:
+            producer.flush_or_raise(self._settings.emit_timeout_s + 1.0)
+        except DeliveryError as exc:
+            first = exc.first_error or "flush timed out"
             raise PublishError(
-                f"{len(failures) + left} of {count} events not delivered to {self.topic}: {first}"
-            )
+                f"{exc.failed + exc.pending} of {count} events not delivered to {self.topic}: "
+                f"{first}"
+            ) from exc
         return count
 
     # --- lifecycle -----------------------------------------------------------------------------

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
+from shipledger.kafka import KafkaProducer
 from shipledger.lab.bench_query import bench_query
 from shipledger.lab.bench_sink import bench_audit
 from shipledger.lab.demo import expected_outcome
@@ -100,7 +101,7 @@ class _Counter(threading.Thread):
 
 def measure_latency(
     stack: Stack,
-    producer: Producer,
+    producer: KafkaProducer,
     source: str,
     output: str,
     items: Iterable[tuple[bytes, bytes, str]],
@@ -140,7 +141,7 @@ def measure_latency(
 
 
 def _publish_at_rate(
-    producer: Producer,
+    producer: KafkaProducer,
     topic: str,
     items: Iterable[tuple[bytes, bytes, str]],
     rate: float,
@@ -154,9 +155,9 @@ def _publish_at_rate(
         if delay > 0:
             time.sleep(delay)
         sent_at[ident] = time.time()
-        producer.produce(topic, key=key, value=value)
+        producer.produce(topic, value, key)
         producer.poll(0)
-    producer.flush(30)
+    producer.flush_or_raise(30, "latency probe events")
 
 
 def _wait(
@@ -189,13 +190,13 @@ def bench_pipeline(stack: Stack, events: int, rate: float, seconds: float) -> di
     assert stack.store is not None
     store = stack.store
     settings = stack.settings
-    producer = Producer(settings.kafka_producer(stack.bootstrap))
+    producer = KafkaProducer(settings.kafka_producer(stack.bootstrap))
     run = f"{int(time.time())}"
 
     # Warm-up: the Faust worker has joined once its first record is queryable.
     warm = _violating_event(0, run + "w")
-    producer.produce(stack.topics.raw, key=DEPLOYMENT.key(warm), value=EVENT.encode(warm.to_avro()))
-    producer.flush(10)
+    producer.produce(stack.topics.raw, EVENT.encode(warm.to_avro()), DEPLOYMENT.key(warm))
+    producer.flush_or_raise(10, "warm-up event")
     _wait(lambda: store.count("deployment_records") >= 1, 120, "the worker to join")
     base = {t: store.count(t) for t in ("deployment_events", "deployment_records", "alerts")}
 
@@ -223,14 +224,9 @@ def bench_pipeline(stack: Stack, events: int, rate: float, seconds: float) -> di
     click.echo(f"  throughput: {len(encoded)} events ...")
     start = time.perf_counter()
     for key, value in encoded:
-        while True:
-            try:
-                producer.produce(stack.topics.raw, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.01)
+        producer.produce(stack.topics.raw, value, key)
         producer.poll(0)
-    producer.flush(60)
+    producer.flush_or_raise(60, "burst events")
     published = time.perf_counter() - start
     target = {
         "deployment_events": base["deployment_events"] + len(encoded),
@@ -298,25 +294,20 @@ def _drive_passthrough(
     stack: Stack, source: str, sink: str, events: int, rate: float, seconds: float
 ) -> dict[str, Any]:
     settings = stack.settings
-    producer = Producer(settings.kafka_producer(stack.bootstrap))
+    producer = KafkaProducer(settings.kafka_producer(stack.bootstrap))
     reader = _Counter(_consumer(stack.bootstrap, sink, settings.topic_partitions, 10))
     reader.start()
     payload = EVENT.encode(_violating_event(0, "pt").to_avro())
-    producer.produce(source, key=b"warm", value=payload + b"w" * 16)
-    producer.flush(10)
+    producer.produce(source, payload + b"w" * 16, b"warm")
+    producer.flush_or_raise(10, "warm-up event")
     _wait(lambda: reader.count >= 1, 120, "the passthrough worker to join")
 
     click.echo(f"  passthrough throughput: {events} events ...")
     start = time.perf_counter()
     for i in range(events):
-        while True:
-            try:
-                producer.produce(source, key=str(i).encode(), value=payload + f"{i:016d}".encode())
-                break
-            except BufferError:
-                producer.poll(0.01)
+        producer.produce(source, payload + f"{i:016d}".encode(), str(i).encode())
         producer.poll(0)
-    producer.flush(60)
+    producer.flush_or_raise(60, "passthrough events")
     _wait(lambda: reader.count >= events + 1, 900, "the passthrough burst")
     elapsed = time.perf_counter() - start
 

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from shipledger.lab.bench_sink import sample_events
+from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import query_guard, tiers
 from shipledger.sinks.ledger.ddl import EVENTS
 from shipledger.sinks.ledger.query import QueryLimits, policy_for, run_read_query
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, event_row
-from shipledger.sinks.sink import ClickHouseSink
+from shipledger.sinks.writer import LedgerWriter
 
 #: What a dashboard asks of its own tenant: last week's deployments and failures per service.
 TYPICAL = (
@@ -43,7 +44,7 @@ def bench_query(events: int = 200_000, samples: int = 200) -> dict[str, Any]:
                 event_row(e.to_avro(), KafkaMeta("raw", 0, i, None))
                 for i, e in enumerate(sample_events(events))
             ]
-            ClickHouseSink(settings, "unused:9092", store).write_rows({EVENTS: rows})
+            LedgerWriter(store, load_policy(settings.policy_file)).write_rows({EVENTS: rows})
             database = tiers.query_database(store)
             wrapped = f"SELECT * FROM ({TYPICAL}) LIMIT 1001"  # noqa: S608
             canonical = str(

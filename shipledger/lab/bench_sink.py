@@ -20,11 +20,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
-
+from shipledger.kafka import KafkaProducer
 from shipledger.logging import configure_logging
 from shipledger.schemas.families import DEPLOYMENT
 from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.audit import verify
@@ -32,6 +32,7 @@ from shipledger.sinks.ledger.ddl import EVENTS
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, event_row
 from shipledger.sinks.sink import ClickHouseSink
+from shipledger.sinks.writer import LedgerWriter
 from shipledger.topics import ensure_topics
 from shipledger.up.broker import EmbeddedBroker
 
@@ -74,19 +75,12 @@ def sample_events(n: int, start: datetime | None = None) -> list[DeploymentEvent
 
 def _produce(settings: Settings, bootstrap: str, events: list[DeploymentEvent]) -> float:
     codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
-    producer = Producer({**settings.kafka_producer(bootstrap), "linger.ms": 20})
+    producer = KafkaProducer({**settings.kafka_producer(bootstrap), "linger.ms": 20})
     topic = settings.topic("deployments.raw")
     started = time.perf_counter()
     for event in events:
-        value = codec.encode(event.to_avro())
-        while True:
-            try:
-                producer.produce(topic, value=value, key=DEPLOYMENT.key(event))
-                break
-            except BufferError:
-                producer.poll(0.05)
-    if producer.flush(60):
-        raise RuntimeError("benchmark events were not all acknowledged")
+        producer.produce(topic, codec.encode(event.to_avro()), DEPLOYMENT.key(event))
+    producer.flush_or_raise(60, "benchmark events")
     return time.perf_counter() - started
 
 
@@ -161,9 +155,10 @@ def bench_sink(
         assert bootstrap is not None
         ensure_topics(settings, bootstrap)
         produce_s = _produce(settings, bootstrap, sample_events(events))
+        policy = load_policy(settings.policy_file)
         with LedgerStore.open(settings) as store:
             store.ensure_schema()
-            sink = ClickHouseSink(settings, bootstrap, store)
+            sink = ClickHouseSink(settings, bootstrap, store, policy=policy)
             first = _drain(sink, events, lambda s: s.rows_inserted[EVENTS], 600)
             stats = sink.stats()
             assert store.count(EVENTS) == events
@@ -187,7 +182,11 @@ def bench_sink(
             }
             if replay:
                 again = ClickHouseSink(
-                    settings, bootstrap, store, group_id=f"{settings.topic_prefix}replay"
+                    settings,
+                    bootstrap,
+                    store,
+                    policy=policy,
+                    group_id=f"{settings.topic_prefix}replay",
                 )
                 rerun = _drain(again, events, lambda s: s.duplicates_skipped[EVENTS], 600)
                 assert store.count(EVENTS) == events
@@ -202,14 +201,14 @@ def bench_sink(
 
 def bench_audit(records: int = 1_000_000, chunk: int = 50_000) -> dict[str, Any]:
     """`audit verify` over `records` deployment events stored as the sink stores them (row
-    built by `event_row`, stamped and inserted by `ClickHouseSink.write_rows`, chunk by
+    built by `event_row`, stamped and inserted by the sink's `LedgerWriter`, chunk by
     chunk), and the ledger's on-disk bytes per event (chain columns included, merged)."""
     tmp = Path(tempfile.mkdtemp(prefix="shipledger-audit-bench-"))
     settings = Settings(data_dir=tmp, log_level="warning")
     try:
         with LedgerStore.open(settings) as store:
             store.ensure_schema()
-            sink = ClickHouseSink(settings, "unused:9092", store)
+            writer = LedgerWriter(store, load_policy(settings.policy_file))
             started = time.perf_counter()
             for first in range(0, records, chunk):
                 size = min(chunk, records - first)
@@ -217,7 +216,7 @@ def bench_audit(records: int = 1_000_000, chunk: int = 50_000) -> dict[str, Any]
                     event_row(e.to_avro(), KafkaMeta("raw", 0, first + i, None))
                     for i, e in enumerate(sample_events(size))
                 ]
-                sink.write_rows({EVENTS: rows})
+                writer.write_rows({EVENTS: rows})
             write_s = time.perf_counter() - started
             store.query(f"OPTIMIZE TABLE {store.database}.{EVENTS} FINAL")
             disk = store.disk_bytes(EVENTS)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from shipledger.processors.step import alert_id
 from shipledger.producers.journal import Entry
-from shipledger.schemas.letters import REPLAYED_FROM, letter_id
+from shipledger.schemas.letters import letter_id, replayed_from
 from shipledger.schemas.topics import Topics
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
@@ -50,8 +50,7 @@ class Held:
 
 def entry_letter_id(entry: Entry) -> str:
     """The id the entry's dead letter would have."""
-    replayed = dict(entry.headers).get(REPLAYED_FROM, b"").decode("utf-8", errors="replace")
-    return letter_id(entry.topic, entry.key, entry.value, replayed)
+    return letter_id(entry.topic, entry.key, entry.value, replayed_from(entry.headers))
 
 
 def is_complete(entry: Entry, table: str | None, held: Held) -> bool:

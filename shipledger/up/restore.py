@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.partitioner import murmur2
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from shipledger.kafka import DeliveryError, KafkaProducer
 from shipledger.logging import get_logger
 from shipledger.processors.state import SEEN_IDS, state_key
 from shipledger.processors.state import Entry as StateEntry
@@ -137,15 +138,6 @@ def ledger_states(store: LedgerStore) -> Iterator[tuple[DeploymentRecord, list[s
 _Outgoing = tuple[str, int, bytes | None, bytes, Headers]
 
 
-class _Delivery:
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def __call__(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            self.errors.append(err.str())
-
-
 def _produce_all(
     settings: Settings,
     bootstrap: str,
@@ -154,23 +146,16 @@ def _produce_all(
 ) -> int:
     """Produce (topic, partition or -1, key, value, headers) messages; raise unless all are
     acknowledged. Returns how many."""
-    producer = Producer({**settings.kafka_producer(bootstrap), **(conf or {})})
-    delivery = _Delivery()
+    producer = KafkaProducer({**settings.kafka_producer(bootstrap), **(conf or {})})
     count = 0
     for topic, partition, key, value, headers in messages:
-        while True:
-            try:
-                producer.produce(
-                    topic, value, key, partition=partition, headers=headers, on_delivery=delivery
-                )
-                break
-            except BufferError:
-                producer.poll(0.05)
+        producer.produce(topic, value, key, partition=partition, headers=headers)
         producer.poll(0)
         count += 1
-    left = producer.flush(_FLUSH_TIMEOUT_S)
-    if left or delivery.errors:
-        raise RestoreError(f"{left} of {count} messages unacknowledged: {delivery.errors[:3]}")
+    try:
+        producer.flush_or_raise(_FLUSH_TIMEOUT_S, f"restore: {count} messages produced")
+    except DeliveryError as exc:
+        raise RestoreError(str(exc)) from exc
     return count
 
 

@@ -24,6 +24,7 @@ from shipledger.lag import committed_offsets, end_offsets, lag_by_topic, partiti
 from shipledger.logging import configure_logging, get_logger
 from shipledger.producers.journal import Journal
 from shipledger.schemas.confluent_ids import use_schema_registry
+from shipledger.schemas.policy import Policy, load_policy
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.archive import Archiver
@@ -59,6 +60,10 @@ class Stack:
     then is listed in `abandoned`, and the next start sends it again from the journal.
     With an external broker (`bootstrap`), Kafka keeps the data: no journal, no drain.
 
+    The policy is loaded once, here (or given as `policy` by the caller that loaded it): the
+    sink stamps rows with it, and every worker is started with its version
+    (`SHIPLEDGER_POLICY_VERSION`) and refuses a policy file that no longer matches it.
+
     Children (broker, workers) run in their own sessions, so a Ctrl-C in the terminal reaches
     only this process, which stops them in order; on Linux they also get SIGTERM if this
     process dies without stopping them (`die_with_parent`). Start and supervise the stack
@@ -73,8 +78,10 @@ class Stack:
         workers: int = 1,
         drain_timeout_s: float = 30.0,
         api: bool = False,
+        policy: Policy | None = None,
     ) -> None:
         self.settings = settings
+        self.policy = policy or load_policy(settings.policy_file)
         self._bootstrap = bootstrap or settings.bootstrap_servers
         self._log_dir = log_dir
         self._workers = workers
@@ -132,7 +139,7 @@ class Stack:
             self._archiver.start()
         for index in range(self._workers):
             self._procs.append(self._spawn_worker(index))
-        self.sink = ClickHouseSink(self.settings, self.bootstrap, self.store)
+        self.sink = ClickHouseSink(self.settings, self.bootstrap, self.store, policy=self.policy)
         self._sink_thread = threading.Thread(target=self._run_sink, name="sink", daemon=True)
         self._sink_thread.start()
         if self._serve_api:
@@ -167,6 +174,7 @@ class Stack:
             **os.environ,
             **self.settings.to_env(),
             "SHIPLEDGER_BOOTSTRAP_SERVERS": self.bootstrap,
+            "SHIPLEDGER_POLICY_VERSION": self.policy.full_version,
         }
         out: BinaryIO | None = None
         if self._log_dir is not None:
@@ -443,7 +451,11 @@ def up(bootstrap: str | None, data_dir: Path | None, workers: int, api_port: int
         overrides["api_port"] = api_port
     settings = Settings(**overrides)  # type: ignore[arg-type]
     configure_logging(settings)
-    stack = Stack(settings, bootstrap=bootstrap, workers=workers, api=True)
+    try:
+        policy = load_policy(settings.policy_file)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    stack = Stack(settings, bootstrap=bootstrap, workers=workers, api=True, policy=policy)
     stopping = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:

@@ -29,7 +29,12 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from shipledger.sinks.ledger import ddl
-from shipledger.sinks.ledger.chain import CANONICAL_OPTIONS, GENESIS, canonical_default
+from shipledger.sinks.ledger.chain import (
+    CANONICAL_OPTIONS,
+    GENESIS,
+    LATE_COLUMNS,
+    canonical_default,
+)
 from shipledger.sinks.ledger.store import LedgerStore
 
 Kind = Literal["changed", "removed", "inserted"]
@@ -317,6 +322,7 @@ def _chains(
     pos = {name: i for i, name in enumerate(names)}
     i_tenant, i_class, i_seq = pos["tenant"], pos["retention_class"], pos["chain_seq"]
     i_prev, i_prev_ru, i_id = pos["prev_hash"], pos["prev_retain_until"], pos[spec.id_column]
+    late = [(pos[name], name) for name in LATE_COLUMNS if name in pos]
     where = "WHERE tenant = {tenant:String} " if tenant is not None else ""
     sql = (
         f"SELECT {select} FROM {store.source(spec.name)} {where}"  # noqa: S608
@@ -331,14 +337,13 @@ def _chains(
                 if key is not None:
                     yield key, rows
                 key, rows = (spec.name, row[i_tenant], row[i_class]), []
-            # zip with the names stops before row_hash (last): the dict is what chain hashed.
-            computed = sha256(
-                dumps(
-                    dict(zip(names, row, strict=False)),
-                    option=CANONICAL_OPTIONS,
-                    default=canonical_default,
-                )
-            )
+            # zip with the names stops before row_hash (last): the dict is what chain hashed
+            # (`chain.hashed`: an empty late column is left out).
+            fields = dict(zip(names, row, strict=False))
+            for index, name in late:
+                if row[index] == "":
+                    del fields[name]
+            computed = sha256(dumps(fields, option=CANONICAL_OPTIONS, default=canonical_default))
             rows.append(
                 facts(
                     row[i_seq],

@@ -7,14 +7,17 @@ Design (measured and chosen for one writer and legitimate expiry):
   out-of-band inserts). It keeps each chain's head in memory, loaded from ClickHouse
   (`chain_heads` and the tables) when it first writes a table.
 - Each row gets `ledger_at` (insert time, never earlier than the chain head's), its
-  `retention_class` and `retain_until = max(ledger_at + period, head's retain_until)`, so
+  `retention_class` (and, on tables whose rows do not name one, the `policy_version` whose
+  retention it applied) and `retain_until = max(ledger_at + period, head's retain_until)`, so
   `retain_until` never decreases along a chain: ClickHouse's TTL can only ever remove a
   PREFIX of a chain (plus holes among rows that are all past their time).
 - `chain_seq` (1, 2, ...), `prev_hash` (the previous row's `row_hash`, 64 zeros first),
   `prev_retain_until` (the previous row's `retain_until`), and `row_hash` = hex sha256 of the
   row's canonical bytes: orjson with sorted keys (maps sorted too) over every column except
   `row_hash` itself, datetimes as epoch milliseconds. `chain_seq`, `prev_hash` and
-  `prev_retain_until` are inside the hash, so none can be edited alone.
+  `prev_retain_until` are inside the hash, so none can be edited alone. A column added to
+  chained tables later (`LATE_COLUMNS`) is hashed only when set: a row stored before it
+  existed reads back its empty default and still hashes as it was stamped.
 - A missing row is legitimate only if the next surviving row's `prev_retain_until` has
   passed: its predecessor (and, by monotonicity, every earlier row) may have expired. A
   deleted row that was not due is reported, wherever it was.
@@ -48,6 +51,8 @@ CANONICAL_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orj
 
 #: (table, tenant, retention_class)
 ChainKey = tuple[str, str, str]
+#: Columns added after rows were chained (migration 0006): hashed only when not empty.
+LATE_COLUMNS = ("policy_version",)
 
 
 def epoch_ms(value: datetime) -> int:
@@ -66,13 +71,18 @@ def canonical_default(value: Any) -> Any:
     raise TypeError(f"no canonical form for {type(value).__name__}")
 
 
+def hashed(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns `row_hash` covers: all but `row_hash`, and late columns only when set."""
+    out = {k: v for k, v in row.items() if k != "row_hash"}
+    for late in LATE_COLUMNS:
+        if out.get(late) == "":
+            del out[late]
+    return out
+
+
 def canonical_bytes(row: Mapping[str, Any]) -> bytes:
-    """The bytes `row_hash` hashes: sorted-key JSON of every column but `row_hash`."""
-    return orjson.dumps(
-        {k: v for k, v in row.items() if k != "row_hash"},
-        option=CANONICAL_OPTIONS,
-        default=canonical_default,
-    )
+    """The bytes `row_hash` hashes: sorted-key JSON of the `hashed` columns."""
+    return orjson.dumps(hashed(row), option=CANONICAL_OPTIONS, default=canonical_default)
 
 
 def row_hash(row: Mapping[str, Any]) -> str:
@@ -108,10 +118,12 @@ def stamp(
     heads: Mapping[ChainKey, Head],
     retention: Retention,
     now: datetime,
+    policy_version: str | None = None,
 ) -> dict[ChainKey, Head]:
-    """Set the ledger columns of `rows` (in place, in order) continuing `heads`; the new heads
-    of the chains extended (`heads` itself is not changed: the caller adopts the result once
-    the rows are stored)."""
+    """Set the ledger columns of `rows` (in place, in order) continuing `heads`, and
+    `policy_version` when given (the version of the policy `retention` comes from, for tables
+    whose rows do not name their own); the new heads of the chains extended (`heads` itself
+    is not changed: the caller adopts the result once the rows are stored)."""
     now = to_ms_precision(now)
     moved: dict[ChainKey, Head] = {}
     for row in rows:
@@ -122,6 +134,8 @@ def stamp(
         retain_until = ledger_at + retention.period(klass)
         if head is not None:
             retain_until = max(retain_until, head.retain_until)
+        if policy_version is not None:
+            row["policy_version"] = policy_version
         row["ledger_at"] = ledger_at
         row["retention_class"] = klass
         row["retain_until"] = retain_until

@@ -32,7 +32,11 @@ Tables (append-only MergeTree: the sink only INSERTs; nothing UPDATEs or DELETEs
 Every table also carries the ledger columns (`LEDGER_COLUMNS`, stamped by the sink, see
 `sinks.chain`): `ledger_at`, `retention_class`, `retain_until`, `prev_retain_until`,
 `chain_seq`, `prev_hash`, `row_hash`. `chain_heads` records the head of every hash chain
-after each flush (tail truncation is then detectable).
+after each flush (tail truncation is then detectable). Every row names the policy that shaped
+it in `policy_version`: alerts and records the policy they were judged under (their own
+field); every other table's rows the policy whose `retention:` stamped them (`POLICY_VERSION`,
+stamped by the sink; empty on rows stored before migration 0006). `TableSpec.stamped` lists
+the columns the sink stamps.
 
 Layout: tenants and regions are first class. Every ORDER BY starts with `tenant`, then
 `ifNull(region, '')` (region is Nullable in Avro; a sort key cannot be), then the table's own
@@ -145,6 +149,8 @@ class TableSpec:
     #: always carries its original's time. A record recomputed after a replay may not (a late
     #: `started` moves `started_at`), so records are checked over the whole table.
     dedup_in_time_window: bool = True
+    #: Columns the sink stamps when it stores a row, not taken from the message (`tables()`).
+    stamped: frozenset[str] = frozenset()
 
     @property
     def column_names(self) -> list[str]:
@@ -321,6 +327,14 @@ LEDGER_COLUMNS = (
     ),
 )
 LEDGER_COLUMN_NAMES = frozenset(c.name for c in LEDGER_COLUMNS)
+#: The policy that shaped a row, stamped by the sink on the tables whose messages do not name
+#: one (alerts and records carry the version they were judged under).
+POLICY_VERSION = Column(
+    "policy_version",
+    "LowCardinality(String)",
+    "The policy (version+digest) whose retention: stamped this row (empty on rows stored "
+    "before migration 0006).",
+)
 RETENTION_TTL = "`retain_until` DELETE"
 
 EVENTS = "deployment_events"
@@ -494,7 +508,15 @@ def tables() -> dict[str, TableSpec]:
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise SchemaMappingError(f"catalog topics share a ledger table: {sorted(names)}")
-    return {spec.name: replace(spec, columns=spec.columns + LEDGER_COLUMNS) for spec in specs}
+    return {spec.name: _with_stamped_columns(spec) for spec in specs}
+
+
+def _with_stamped_columns(spec: TableSpec) -> TableSpec:
+    """`spec` with the columns the sink stamps: the policy version unless the message carries
+    its own, then the ledger columns."""
+    own = () if POLICY_VERSION.name in spec.column_names else (POLICY_VERSION,)
+    added = own + LEDGER_COLUMNS
+    return replace(spec, columns=spec.columns + added, stamped=frozenset(c.name for c in added))
 
 
 def deployments_view_sql(database: str | None = None) -> str:

@@ -21,6 +21,7 @@ import pytest
 from shipledger.lag import end_offsets
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.api.server import ApiServer
+from shipledger.schemas.policy import load_policy
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import LedgerReader
@@ -106,7 +107,7 @@ def ledger(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Le
     stop = threading.Event()
     with LedgerStore.open(settings) as store:
         store.ensure_schema()
-        sink = ClickHouseSink(settings, broker, store)
+        sink = ClickHouseSink(settings, broker, store, policy=load_policy(settings.policy_file))
         thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
         thread.start()
         auth = AuthStore(settings.resolved_auth_db)

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from shipledger.cli import cli
 from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
 from shipledger.sinks import rows
 from shipledger.sinks.ledger import archive as archive_mod
@@ -24,7 +25,7 @@ from shipledger.sinks.ledger.archive import Archiver, archive, server_tiering_sq
 from shipledger.sinks.ledger.audit import verify
 from shipledger.sinks.ledger.query import QueryError, run_read_query
 from shipledger.sinks.ledger.store import LedgerStore
-from shipledger.sinks.sink import ClickHouseSink
+from shipledger.sinks.writer import LedgerWriter
 
 pytestmark = pytest.mark.integration
 
@@ -213,9 +214,9 @@ def test_cold_files_honour_each_rows_retain_until(settings: Settings, tmp_path: 
         # staging row (and its chain head) is stored and archived as it was 31 days ago.
         for table in (ddl.EVENTS, ddl.CHAIN_HEADS):
             store.command(f"SYSTEM STOP TTL MERGES shipledger.{table}")
-        sink = ClickHouseSink(settings, "unused:9092", store)
-        sink.now = lambda: stamped_at  # type: ignore[method-assign]
-        sink.write_rows(
+        writer = LedgerWriter(store, load_policy(settings.policy_file))
+        writer.now = lambda: stamped_at  # type: ignore[method-assign]
+        writer.write_rows(
             {
                 ddl.EVENTS: [
                     _event_row("staging-1", "staging", month),

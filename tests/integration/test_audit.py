@@ -1,7 +1,7 @@
 """Tamper evidence on a real chDB ledger: rows stored through the sink's write path, then
 tampered with directly in ClickHouse, and `audit verify` must name exactly what changed.
 
-The sink's Kafka side is not needed here: rows go through `ClickHouseSink.write_rows` (the
+The sink's Kafka side is not needed here: rows go through `LedgerWriter.write_rows` (the
 flush's write step: dedup, stamp, insert, record chain heads)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from shipledger.lab.bench_sink import sample_events
+from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import chain, ddl
@@ -23,7 +24,7 @@ from shipledger.sinks.ledger.audit import Report, verify
 from shipledger.sinks.ledger.audit_cli import audit
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, Row, event_row
-from shipledger.sinks.sink import ClickHouseSink
+from shipledger.sinks.writer import LedgerWriter
 
 pytestmark = pytest.mark.integration
 
@@ -53,8 +54,8 @@ def event_rows(n: int, start: int = 0) -> list[Row]:
     return out
 
 
-class Sink(ClickHouseSink):
-    """The real sink (write path only) with a clock tests can move."""
+class Writer(LedgerWriter):
+    """The sink's real write step with a clock tests can move."""
 
     clock_offset = timedelta(0)
 
@@ -62,8 +63,12 @@ class Sink(ClickHouseSink):
         return datetime.now(UTC) + self.clock_offset
 
 
-def write(store: LedgerStore, settings: Settings, *batches: list[Row]) -> Sink:
-    sink = Sink(settings, "unused:9092", store)
+def writer(store: LedgerStore, settings: Settings) -> Writer:
+    return Writer(store, load_policy(settings.policy_file))
+
+
+def write(store: LedgerStore, settings: Settings, *batches: list[Row]) -> Writer:
+    sink = writer(store, settings)
     for rows in batches:
         sink.write_rows({EVENTS: rows})
     return sink
@@ -112,6 +117,41 @@ def test_an_edited_column_is_named(store: LedgerStore, settings: Settings) -> No
     finding = only(verify(store))
     assert (finding.kind, finding.table, finding.tenant) == ("changed", EVENTS, "acme")
     assert (finding.seq_from, finding.ids) == (seq, (victim,))
+
+
+def test_rows_name_the_policy_that_stamped_them_and_blanking_it_is_tampering(
+    store: LedgerStore, settings: Settings
+) -> None:
+    write(store, settings, event_rows(3))
+    _, versions = store.query("SELECT DISTINCT policy_version FROM shipledger.deployment_events")
+    assert versions == [(load_policy(settings.policy_file).full_version,)]
+    seq, victim = chain_of(store, "acme")[0]
+    mutate(
+        store,
+        f"ALTER TABLE shipledger.deployment_events UPDATE policy_version = '' "
+        f"WHERE event_id = '{victim}'",
+    )
+    finding = only(verify(store))
+    assert (finding.kind, finding.seq_from, finding.ids) == ("changed", seq, (victim,))
+
+
+def test_rows_stamped_before_the_policy_version_column_still_verify(
+    store: LedgerStore, settings: Settings
+) -> None:
+    """Migration 0006 added `policy_version` with an empty default to rows hashed without it:
+    an empty late column is left out of the hash, so those chains stay clean."""
+    rows = event_rows(4)
+    retention = load_policy(settings.policy_file).retention
+    heads = chain.stamp(EVENTS, rows, {}, retention, datetime.now(UTC))
+    assert all("policy_version" not in row for row in rows)  # what the sink did before 0006
+    for row in rows:
+        row["policy_version"] = ""  # what ADD COLUMN gives the stored rows
+    store.insert(EVENTS, rows)
+    store.append_heads(heads)
+    write(store, settings, event_rows(4, 4))  # new rows continue the chains, with a version
+    report = verify(store)
+    assert report.clean, report.text()
+    assert report.rows == 8
 
 
 def test_a_deleted_middle_row_is_named_with_its_neighbours(
@@ -207,7 +247,7 @@ def test_expired_rows_are_not_tampering_but_a_due_row_is(
     """Rows stored 400 days ago (default class: 1y = 366 days) are deleted by ClickHouse's
     TTL (some already as they are inserted); the chain still verifies. Deleting a row that
     is not due is still caught."""
-    sink = Sink(settings, "unused:9092", store)
+    sink = writer(store, settings)
     sink.clock_offset = -timedelta(days=400)
     sink.write_rows({EVENTS: event_rows(12)})
     sink.clock_offset = timedelta(0)
@@ -255,12 +295,10 @@ def test_every_table_round_trips_its_hash(
     spec = ddl.tables()[table]
     rows = []
     for i in range(3):
-        row = {
-            c.name: _sample(c.type) for c in spec.columns if c.name not in ddl.LEDGER_COLUMN_NAMES
-        }
+        row = {c.name: _sample(c.type) for c in spec.columns if c.name not in spec.stamped}
         row.update({spec.id_column: f"id-{i}", "tenant": "t", "region": "r"})
         rows.append(row)
-    Sink(settings, "unused:9092", store).write_rows({table: rows})
+    writer(store, settings).write_rows({table: rows})
     report = verify(store, table=table)
     assert report.clean, report.text()
     assert report.rows == 3

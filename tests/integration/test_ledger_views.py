@@ -20,7 +20,7 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, Row, avro_row, event_row, record_row
-from shipledger.sinks.sink import ClickHouseSink
+from shipledger.sinks.writer import LedgerWriter
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ META = KafkaMeta("raw", 0, 0, None)
 
 def _store(store: LedgerStore, table: str, row: Row) -> None:
     """Store one row the way the sink does (chain and retention columns stamped)."""
-    ClickHouseSink(Settings(), "unused:9092", store).write_rows({table: [row]})
+    LedgerWriter(store, load_policy(None)).write_rows({table: [row]})
 
 
 def _wire(schema: str, record: dict[str, Any]) -> dict[str, Any]:

@@ -31,13 +31,14 @@ from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.api.server import ApiServer
 from shipledger.query_cli import query as query_command
 from shipledger.schemas.models import Alert, DeploymentEvent
+from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
 from shipledger.sinks import rows
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.archive import archive
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
-from shipledger.sinks.sink import ClickHouseSink
+from shipledger.sinks.writer import LedgerWriter
 from shipledger.stackfile import StackInfo, write_stack
 
 pytestmark = pytest.mark.integration
@@ -159,7 +160,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 event, alert = _rows(tenant, marker, index, days_ago)
                 events.append(event)
                 alerts.append(alert)
-        ClickHouseSink(settings, "unused:9092", store).write_rows(
+        LedgerWriter(store, load_policy(settings.policy_file)).write_rows(
             {ddl.EVENTS: events, ddl.ALERTS: alerts}
         )
         archive(store, cold_after_days=90)  # globex's old rows now also sit in Parquet files

@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
-from shipledger.schemas.policy import Retention
+from shipledger.schemas.policy import Retention, load_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
@@ -27,6 +27,7 @@ from shipledger.sinks.ledger.store import LedgerStore, TimeWindow
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.topics import ensure_topics
 
+POLICY = load_policy(None)
 pytestmark = pytest.mark.integration
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -201,7 +202,7 @@ def test_each_message_lands_once_replays_add_nothing_poison_goes_to_dlq(
         ddl.ALERTS: sum(1 for t, _, _ in msgs if t == "alerts"),
     }
 
-    first = ClickHouseSink(fast, broker, store)
+    first = ClickHouseSink(fast, broker, store, policy=POLICY)
     _run_sink(first, lambda s: s.stats().messages >= total and s.stats().pending_rows == 0)
     assert _counts(store) == expected
     stats = first.stats()
@@ -241,7 +242,9 @@ def test_each_message_lands_once_replays_add_nothing_poison_goes_to_dlq(
 
     # A replay: the same messages produced again, read by a new group from the start.
     _produce(fast, broker, msgs)
-    replay = ClickHouseSink(fast, broker, store, group_id=f"{fast.topic_prefix}sink-replay")
+    replay = ClickHouseSink(
+        fast, broker, store, policy=POLICY, group_id=f"{fast.topic_prefix}sink-replay"
+    )
     _run_sink(replay, lambda s: s.stats().messages >= total + len(msgs) and s.stats().flushes > 0)
     assert _counts(store) == expected
     assert set(replay.stats().rows_inserted.values()) == {0}
@@ -256,10 +259,10 @@ def test_restart_in_the_same_group_resumes_after_the_last_commit(
     ensure_topics(fast, broker)
     msgs = _messages()
     _produce(fast, broker, msgs[:20])
-    first = ClickHouseSink(fast, broker, store)
+    first = ClickHouseSink(fast, broker, store, policy=POLICY)
     _run_sink(first, lambda s: s.stats().messages >= 20 and s.stats().pending_rows == 0)
     _produce(fast, broker, msgs[20:])
-    second = ClickHouseSink(fast, broker, store)
+    second = ClickHouseSink(fast, broker, store, policy=POLICY)
     rest = len(msgs) - 20
     _run_sink(second, lambda s: s.stats().messages >= rest and s.stats().pending_rows == 0)
     assert second.stats().messages == rest  # committed offsets were honoured

@@ -14,12 +14,13 @@ import pytest
 
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.api.server import ApiServer
+from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.archive import archive
 from shipledger.sinks.ledger.reader import LedgerReader, QueryLimits
 from shipledger.sinks.ledger.store import LedgerStore, TimeWindow
-from shipledger.sinks.sink import ClickHouseSink
+from shipledger.sinks.writer import LedgerWriter
 
 pytestmark = pytest.mark.integration
 
@@ -98,8 +99,7 @@ def test_a_replay_after_archive_inserts_no_duplicate(
     # The same events again (a re-upload, or the sink replaying their offsets): each row as
     # the sink builds it from the message, ledger columns stripped as a fresh row has none.
     replayed = [{k: v for k, v in row.items() if k not in ddl.LEDGER_COLUMN_NAMES} for row in old]
-    sink = ClickHouseSink(settings, "unused:9092", ledger)
-    sink.write_rows({ddl.EVENTS: replayed})
+    LedgerWriter(ledger, load_policy(settings.policy_file)).write_rows({ddl.EVENTS: replayed})
 
     after = reader.query(
         "SELECT count(), uniqExact(event_id) FROM deployment_events",

@@ -15,7 +15,7 @@ from shipledger.schemas.topic_spec import TopicSpec, load_model
 from shipledger.schemas.topics import ALERTS, DLQ, RAW, RECORDS, Topics
 from shipledger.schemas.validation import EVENT_SCHEMA
 from shipledger.sinks.ledger import ddl
-from shipledger.sinks.routes import routes_from_catalog
+from shipledger.sinks.route import routes_from_catalog
 
 TOPICS = Topics(prefix="test.")
 STORED = {name: spec for name, spec in catalog().topics.items() if spec.table is not None}

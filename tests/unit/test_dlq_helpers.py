@@ -15,11 +15,11 @@ from shipledger.dlq import (
     describe_payload,
     format_table,
     parse_letter_id,
-    replay_headers,
     select_letters,
     truncate,
 )
 from shipledger.schemas.letters import header_text as parse_headers
+from shipledger.schemas.letters import replay_headers
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 
@@ -84,7 +84,7 @@ def test_letter_properties_and_summary() -> None:
         source_offset="42",
         stage="processors",
     )
-    assert x.source == "p.deployments.raw/0/42"
+    assert x.letter.source == "p.deployments.raw/0/42"
     assert x.summary() == {
         "id": "1:7",
         "stage": "processors",
@@ -97,7 +97,7 @@ def test_letter_properties_and_summary() -> None:
     }
     bare = letter(0, 0)
     assert bare.source_topic is None
-    assert bare.source == "?/?/?"
+    assert bare.letter.source == "?/?/?"
     assert bare.summary()["source_offset"] is None
 
 
@@ -142,7 +142,7 @@ def test_describe_payload_decodes_events_and_previews_junk() -> None:
 
 
 def test_replay_headers_name_the_letter() -> None:
-    assert replay_headers(letter(2, 15)) == [("replayed_from", b"2:15")]
+    assert replay_headers(str(letter(2, 15).id)) == (("replayed_from", b"2:15"),)
 
 
 def test_a_replayed_letter_is_journaled_as_its_event() -> None:

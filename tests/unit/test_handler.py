@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from shipledger.dlq_limit import DlqLimit, DlqLimitExceeded, DlqLimitState
 from shipledger.processors.app import finish_batch
 from shipledger.processors.handler import EventHandler
 from shipledger.processors.outputs import OutputError, Payload
@@ -22,6 +23,7 @@ from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import EVENT_SCHEMA
+from shipledger.settings import Settings
 
 MONDAY_NIGHT = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)  # prod out of window: two alerts
 
@@ -79,10 +81,12 @@ class FakeTable:
         self.changelog_topic = type("T", (), {"get_topic_name": lambda self: "changelog"})()
 
 
-def event(event_id: str, event_type: str = "started") -> bytes:
+def event(
+    event_id: str, event_type: str = "started", deployment: str = "dep-1", **fields: Any
+) -> bytes:
     model = DeploymentEvent(
         event_id=event_id,
-        deployment_id="dep-1",
+        deployment_id=deployment,
         event_type=event_type,
         service="checkout",
         environment="prod",
@@ -91,13 +95,14 @@ def event(event_id: str, event_type: str = "started") -> bytes:
         actor="alice",
         occurred_at=MONDAY_NIGHT,
     )
-    return AvroCodec(EVENT_SCHEMA).encode(model.to_avro())
+    return AvroCodec(EVENT_SCHEMA).encode({**model.to_avro(), **fields})
 
 
 def handler() -> tuple[EventHandler, DeploymentState, FakeOutputs]:
     state = DeploymentState(FakeTable())
     outputs = FakeOutputs()
-    return EventHandler(load_policy(None), state, outputs), state, outputs
+    limit = DlqLimitState(DlqLimit.from_settings(Settings()), "processors")
+    return EventHandler(load_policy(None), state, outputs, limit), state, outputs
 
 
 def test_events_become_records_and_first_event_alerts() -> None:
@@ -145,6 +150,57 @@ def test_a_rejected_event_is_dead_lettered_with_its_replay_origin() -> None:
     assert key == b"acme/dep-1"
     assert headers["stage"] == "processors" and headers["source_offset"] == "7"
     assert headers[REPLAYED_FROM] == "1:4"
+
+
+def test_the_environment_is_normalized_before_judgement() -> None:
+    handle, state, outputs = handler()
+    handle.handle(FakeMessage(event("e1", environment="Production")))
+    entry = state.get(state_key("acme", "dep-1"))
+    assert entry is not None
+    assert (entry.record.environment, entry.record.environment_raw) == ("prod", "Production")
+    assert [topic for topic, _ in outputs.sent] == ["records", "alerts", "alerts"]
+
+
+def test_an_invalid_event_is_dead_lettered_naming_its_field() -> None:
+    handle, state, outputs = handler()
+    handle.handle(FakeMessage(event("e1", commit_sha="abc123")))
+    ((_, headers),) = outputs.letters
+    assert headers["field"] == "commit_sha" and headers["reason"].startswith("commit_sha:")
+    assert outputs.sent == [] and state.get(state_key("acme", "dep-1")) is None
+
+
+def test_a_bug_is_dead_lettered_as_an_internal_error() -> None:
+    class BrokenState(DeploymentState):
+        def get(self, key: str) -> Entry | None:
+            raise RuntimeError("table gone")
+
+    outputs = FakeOutputs()
+    limit = DlqLimitState(DlqLimit.from_settings(Settings()), "processors")
+    handle = EventHandler(load_policy(None), BrokenState(FakeTable()), outputs, limit)
+    handle.handle(FakeMessage(event("e1")))
+    ((_, headers),) = outputs.letters
+    assert headers["reason"] == "internal error: RuntimeError('table gone')"
+
+
+def test_a_flood_of_poison_stops_the_handler_before_its_letter() -> None:
+    """100 % poison (a bad deploy): the handler raises at the DLQ limit, without queuing the
+    letter, and the agent abandons the batch unacknowledged."""
+    handle, _, outputs = handler()
+    with pytest.raises(DlqLimitExceeded, match="processors: 100 of the last 100 messages"):
+        for offset in range(150):
+            handle.handle(FakeMessage(b"not avro", offset=offset))
+    assert len(outputs.letters) == 99
+
+
+def test_the_normal_rate_of_poison_does_not_stop_the_handler() -> None:
+    """One event in ten is poison, over many windows: each is dead-lettered, the rest apply."""
+    handle, _, outputs = handler()
+    for i in range(3000):
+        bad = i % 10 == 0
+        value = b"not avro" if bad else event(f"e{i}", deployment=f"dep-{i}")
+        handle.handle(FakeMessage(value, offset=i))
+    assert len(outputs.letters) == 300
+    assert sum(topic == "records" for topic, _ in outputs.sent) == 2700
 
 
 def test_state_recovered_as_json_keeps_its_first_event() -> None:

@@ -99,3 +99,17 @@ def test_stamping_chains_rows_per_tenant_and_class() -> None:
     assert later[0]["chain_seq"] == 3
     assert later[0]["ledger_at"] == third["ledger_at"]
     assert later[0]["retain_until"] == third["retain_until"]
+
+
+def test_a_late_column_is_hashed_only_when_set() -> None:
+    """Rows stamped before `policy_version` existed read it back empty and hash as stamped;
+    a stamped version is inside the hash."""
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    old = [{"tenant": "acme", "event_id": "e1"}]
+    stamp("t", old, {}, retention(), now)
+    assert "policy_version" not in old[0]
+    assert row_hash({**old[0], "policy_version": ""}) == old[0]["row_hash"]
+    new = [{"tenant": "acme", "event_id": "e1"}]
+    stamp("t", new, {}, retention(), now, "3+abcd1234")
+    assert new[0]["policy_version"] == "3+abcd1234"
+    assert row_hash({**new[0], "policy_version": ""}) != new[0]["row_hash"]

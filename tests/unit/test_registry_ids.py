@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from shipledger.cli import cli
+from shipledger.dlq_limit import DlqLimit, DlqLimitState
 from shipledger.processors.handler import EventHandler
 from shipledger.schemas.confluent_ids import RegistryIds, use_schema_registry
 from shipledger.schemas.models import DeploymentEvent
@@ -170,7 +171,8 @@ def test_the_processors_stop_rather_than_dead_letter_when_the_registry_is_down(
     use_schema_registry(schema_registry.url, PREFIX)  # a worker that has not seen the id yet
     schema_registry.fail_with = 500
     outputs = _Letters()
-    handler = EventHandler(load_policy(None), _NoState(), outputs)  # type: ignore[arg-type]
+    limit = DlqLimitState(DlqLimit.from_settings(Settings()), "processors")
+    handler = EventHandler(load_policy(None), _NoState(), outputs, limit)  # type: ignore[arg-type]
     message = SimpleNamespace(value=data, key=b"acme/d-1", topic="raw", partition=0, offset=1)
     with pytest.raises(RegistryUnavailable):
         handler.handle(message)

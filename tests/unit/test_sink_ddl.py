@@ -70,7 +70,11 @@ def test_table_columns_cover_avro_fields(table: str) -> None:
         assert columns[f["name"]].comment.startswith(f["doc"])
     extra = set(columns) - {f["name"] for f in fields}
     ingest = {"received_at", "kafka_partition", "kafka_offset"} if table == ddl.EVENTS else set()
-    assert extra == ingest | ddl.LEDGER_COLUMN_NAMES
+    assert extra == ingest | spec.stamped
+    # Every row names its policy: the one it was judged under, or the one that stamped it.
+    assert "policy_version" in columns
+    judged = {f["name"] for f in fields} & {"policy_version"}
+    assert spec.stamped == ddl.LEDGER_COLUMN_NAMES | ({"policy_version"} - judged)
 
 
 @pytest.mark.parametrize("table", sorted(TABLE_SCHEMAS))

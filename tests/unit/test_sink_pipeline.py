@@ -1,5 +1,6 @@
 """The sink's chain driven with hand-built Kafka messages, a fake consumer/producer and an
-in-memory store: commit only after the write, dedup, DLQ, retries. No broker, no ClickHouse."""
+in-memory store: commit only after the write, dedup, DLQ, the DLQ limit, retries, the write
+timeout, stats from the metrics recorder. No broker, no ClickHouse."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from typing import Any
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message, TopicPartition
 
-from shipledger.metrics import RecordingMetrics
+from shipledger.dlq_limit import DlqLimitExceeded
+from shipledger.metrics import RecordingMetrics, Tags
 from shipledger.schemas.models import Alert, DeploymentEvent
+from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
@@ -33,6 +36,7 @@ class MemoryStore:
         self.tables: dict[str, list[dict[str, Any]]] = {}
         self.log = log
         self.fail_next = 0
+        self.hang: threading.Event | None = None
         self.windows: list[TimeWindow | None] = []
 
     def _maybe_fail(self) -> None:
@@ -42,6 +46,8 @@ class MemoryStore:
 
     def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
         self._maybe_fail()
+        if self.hang is not None:
+            self.hang.wait()
         self.tables.setdefault(table, []).extend(rows)
         self.log.append(f"insert {table} {len(rows)}")
         return len(rows)
@@ -96,18 +102,22 @@ class FakeConsumer:
 
 
 class FakeProducer:
+    """What the sink uses of `shipledger.kafka.KafkaProducer`; every message is delivered."""
+
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
 
-    def produce(self, topic: str, **kwargs: Any) -> None:
-        self.sent.append({"topic": topic, **kwargs})
-        kwargs["on_delivery"](None, None)
+    def produce(self, topic: str, value: bytes | None, key: bytes | None = None, **kw: Any) -> None:
+        self.sent.append({"topic": topic, "value": value, "key": key, **kw})
 
-    def poll(self, timeout: float = 0) -> int:
+    def poll(self, timeout_s: float = 0) -> int:
         return 0
 
-    def flush(self, timeout: float = -1) -> int:
+    def flush(self, timeout_s: float) -> int:
         return 0
+
+    def flush_or_raise(self, timeout_s: float, what: str = "") -> None:
+        pass
 
 
 class Harness(ClickHouseSink):
@@ -115,7 +125,6 @@ class Harness(ClickHouseSink):
 
     consumer: FakeConsumer
     producer: FakeProducer
-    retry_backoff_s = 0.001
 
     def make_consumer(self) -> Any:
         return self.consumer
@@ -190,7 +199,10 @@ def messages(topics: Topics, n: int, start_offset: int = 0) -> list[Message]:
 
 def harness(settings: Settings, batches: list[list[Message]]) -> tuple[Harness, list[str]]:
     log: list[str] = []
-    sink = Harness(settings, "unused:9092", MemoryStore(log), RecordingMetrics())
+    sink = Harness(
+        settings, "unused:9092", MemoryStore(log), RecordingMetrics(), policy=load_policy(None)
+    )
+    sink.writer.retry_backoff_s = 0.001
     sink.consumer = FakeConsumer(log, batches)
     sink.producer = FakeProducer()
     return sink, log
@@ -233,6 +245,18 @@ def test_rows_are_written_then_offsets_committed(settings: Settings) -> None:
     # the existence check is narrowed to the batch's time window
     window = store.windows[0]
     assert window is not None and window.column == "occurred_at"
+
+
+def test_every_row_names_the_policy_that_shaped_it(settings: Settings) -> None:
+    """Events get the version of the policy the sink was given (its retention stamped them);
+    alerts keep the version they were judged under."""
+    topics = Topics.from_settings(settings)
+    sink, _ = harness(settings, [messages(topics, 2)])
+    run_until_drained(sink)
+    store = store_of(sink)
+    version = load_policy(None).full_version
+    assert {row["policy_version"] for row in store.tables["deployment_events"]} == {version}
+    assert {row["policy_version"] for row in store.tables["alerts"]} == {"p1"}
 
 
 def test_replayed_and_repeated_messages_are_skipped(settings: Settings) -> None:
@@ -326,23 +350,105 @@ def test_clickhouse_down_crashes_without_commit_or_dlq(settings: Settings) -> No
 
 
 def test_a_flood_of_poison_stops_the_sink_before_commit(settings: Settings) -> None:
+    """100 % poison: the sink stops at the DLQ limit (its 100th letter) without committing."""
     topics = Topics.from_settings(settings)
     flood = [
         Message(topic=topics.alerts, partition=0, offset=i, key=b"k", value=b"junk")
         for i in range(150)
     ]
     sink, _ = harness(settings, [flood])
-    with pytest.raises(SinkError, match="poison"):
+    with pytest.raises(DlqLimitExceeded, match="100 of the last 100 messages were poison"):
+        sink.run(threading.Event())
+    assert sink.consumer.commits == []
+    assert len(sink.producer.sent) == settings.dlq_min_invalid - 1  # none past the limit
+
+
+def test_the_normal_rate_of_poison_does_not_stop_the_sink(settings: Settings) -> None:
+    """One alert in ten is poison, over many windows: dead-lettered, committed, going on."""
+    topics = Topics.from_settings(settings)
+    good = [m for m in messages(topics, 1800) if m.topic() == topics.alerts]
+    mixed = [
+        Message(topic=topics.alerts, partition=1, offset=i, key=b"k", value=b"junk")
+        if i % 10 == 0
+        else good[i]
+        for i in range(1800)
+    ]
+    sink, _ = harness(settings, [mixed[i : i + 300] for i in range(0, 1800, 300)])
+    run_until_drained(sink)
+    assert sink.stats().dead_lettered == 180
+    assert len(store_of(sink).tables["alerts"]) == 1620
+    committed = {(t, p): o for t, p, o in sink.consumer.commits[-1]}
+    assert committed == {(topics.alerts, 0): 1800, (topics.alerts, 1): 1791}
+
+
+def test_a_run_of_poison_stops_the_sink(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, topic_prefix="p.", dlq_max_consecutive=20)
+    topics = Topics.from_settings(settings)
+    good = [m for m in messages(topics, 400) if m.topic() == topics.alerts]
+    junk = [
+        Message(topic=topics.alerts, partition=1, offset=i, key=b"k", value=b"junk")
+        for i in range(30)
+    ]
+    sink, _ = harness(settings, [good + junk])
+    with pytest.raises(DlqLimitExceeded, match="21 poison messages in a row"):
         sink.run(threading.Event())
     assert sink.consumer.commits == []
 
 
+def test_a_hung_write_stops_the_sink_without_commit(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, topic_prefix="p.", sink_insert_timeout_s=0.2)
+    topics = Topics.from_settings(settings)
+    sink, _ = harness(settings, [messages(topics, 4)])
+    hang = store_of(sink).hang = threading.Event()
+    try:
+        with pytest.raises(SinkError, match=r"did not finish in 0\.2s"):
+            sink.run(threading.Event())
+    finally:
+        hang.set()
+    assert sink.consumer.commits == []
+
+
+class Backend:
+    """A metrics backend (statsd, ...) as the sink sees one."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.timings = 0
+
+    def increment(self, name: str, value: int = 1, tags: Tags | None = None) -> None:
+        self.counts[name] = self.counts.get(name, 0) + value
+
+    def timing(self, name: str, value_ms: float, tags: Tags | None = None) -> None:
+        self.timings += 1
+
+
+def test_stats_and_the_metrics_backend_are_one_count(settings: Settings) -> None:
+    topics = Topics.from_settings(settings)
+    junk = Message(topic=topics.alerts, partition=1, offset=99, key=b"k", value=b"junk")
+    batch = messages(topics, 5)
+    log: list[str] = []
+    backend = Backend()
+    sink = Harness(settings, "unused:9092", MemoryStore(log), backend, policy=load_policy(None))
+    sink.consumer = FakeConsumer(log, [[*batch, *batch, junk]])
+    sink.producer = FakeProducer()
+    run_until_drained(sink)
+    stats = sink.stats()
+    assert stats.messages == backend.counts["sink.messages"] == 21
+    assert stats.total_rows == backend.counts["sink.rows_inserted"] == 10
+    assert sum(stats.duplicates_skipped.values()) == backend.counts["sink.duplicates_skipped"]
+    assert stats.dead_lettered == backend.counts["sink.dead_lettered"] == 1
+    assert stats.flushes == backend.timings >= 1
+
+
 def test_consumer_config_is_manual_commit_with_short_waits(settings: Settings) -> None:
-    sink = ClickHouseSink(settings, "b:9092", MemoryStore([]))
+    sink = ClickHouseSink(settings, "b:9092", MemoryStore([]), policy=load_policy(None))
     conf = sink.consumer_config()
     assert conf["group.id"] == "p.sink"
     assert conf["enable.auto.commit"] is False
     assert conf["auto.offset.reset"] == "earliest"
     assert conf["fetch.wait.max.ms"] == settings.fetch_wait_ms
     assert conf["session.timeout.ms"] == int(settings.session_timeout_s * 1000)
-    assert ClickHouseSink(settings, "b", MemoryStore([]), group_id="g").group_id == "g"
+    policy = load_policy(None)
+    assert (
+        ClickHouseSink(settings, "b", MemoryStore([]), policy=policy, group_id="g").group_id == "g"
+    )

@@ -83,7 +83,8 @@ def alert() -> Alert:
 
 def _unstamped(table: str) -> list[str]:
     """The table's columns but those the sink stamps when it stores the row."""
-    return [c for c in ddl.tables()[table].column_names if c not in ddl.LEDGER_COLUMN_NAMES]
+    spec = ddl.tables()[table]
+    return [c for c in spec.column_names if c not in spec.stamped]
 
 
 def test_event_row_keeps_every_field_and_adds_kafka_position() -> None:

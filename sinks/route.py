@@ -1,5 +1,13 @@
-"""The sink's routes, derived from the catalog: every topic with a ledger table, with the codec
-that reads it, the model that validates it and the builder of its rows. Pure: no clients."""
+"""The sink's first step: one consumed message → a row of its table, or poison. Pure: codecs
+and row builders, no clients.
+
+`routes_from_catalog(topics)` is the route table, derived from the catalog: every topic with a
+ledger table, decoded with its schema, validated by its model and built by its table's row
+builder. `route_message` runs one message through its route: decode (Avro, Confluent framing)
+→ validate → build the row (`sinks.rows`). A message that does not decode, validate or fit its
+table is `Poison`, with the reason and field its dead letter will carry; it is the sink's to
+dead-letter unless the processors own the topic's rejects (`Route.owns_rejects`).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Message
+from pydantic import ValidationError
 
-from shipledger.schemas.letters import SOURCE_TOPIC, header_text
+from shipledger.schemas.letters import DeadLetter
 from shipledger.schemas.registry import AvroCodec, DecodeError
 from shipledger.schemas.topic_spec import TopicSpec
 from shipledger.schemas.topics import Topics
+from shipledger.schemas.validation import validation_reason
 from shipledger.sinks.ledger.ddl import TableSpec, tables
-from shipledger.sinks.rows import RowBuilder, row_builder
+from shipledger.sinks.rows import KafkaMeta, Row, RowBuilder, RowError, row_builder
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,16 @@ class Route:
     owns_rejects: bool = True
 
 
+@dataclass(frozen=True)
+class Poison:
+    """A message that cannot become a row: why (`reason`, `field`), and whether the sink
+    dead-letters it (`owned`) or skips it (the processors letter the raw topic's)."""
+
+    reason: str
+    field: str | None
+    owned: bool
+
+
 def _value(schema: str) -> Callable[[Message], Mapping[str, Any]]:
     """Decodes a message's value with `schema` (raises DecodeError)."""
     codec = AvroCodec(schema)
@@ -47,15 +67,15 @@ def _letter(topics: Topics) -> Callable[[Message], Mapping[str, Any]]:
     codecs = {topic: AvroCodec(schema) for topic, schema in topics.schemas().items()}
 
     def decode(msg: Message) -> Mapping[str, Any]:
-        headers = header_text(msg.headers())
-        codec = codecs.get(headers.get(SOURCE_TOPIC, ""))
+        letter = DeadLetter.read(msg.headers())
+        codec = codecs.get(letter.source_topic or "")
         decoded: Mapping[str, Any] | None = None
         if codec is not None:
             try:
                 decoded = codec.decode(msg.value())
             except DecodeError:
                 decoded = None
-        return {"key": msg.key(), "value": msg.value(), "headers": headers, "decoded": decoded}
+        return {"key": msg.key(), "value": msg.value(), "letter": letter, "decoded": decoded}
 
     return decode
 
@@ -84,3 +104,27 @@ def routes_from_catalog(topics: Topics) -> dict[str, Route]:
         for topic, spec in topics.specs().items()
         if spec.table is not None
     }
+
+
+def kafka_meta(msg: Message) -> KafkaMeta:
+    """Where `msg` was read from, and its Kafka timestamp (None when the broker gave none)."""
+    ts_type, ts = msg.timestamp()
+    return KafkaMeta(
+        msg.topic() or "", msg.partition() or 0, msg.offset() or 0, ts if ts_type else None
+    )
+
+
+def route_message(route: Route, msg: Message, meta: KafkaMeta) -> Row | Poison:
+    """`msg` decoded, validated and built into its table's row; or why it cannot be."""
+    try:
+        decoded = route.decode(msg)
+        if route.validate is not None:
+            route.validate(decoded)
+        return route.to_row(decoded, meta)
+    except ValidationError as exc:
+        reason, field = validation_reason(exc)
+    except DecodeError as exc:
+        reason, field = exc.reason, exc.field
+    except RowError as exc:
+        reason, field = str(exc), None
+    return Poison(reason, field, route.owns_rejects)
