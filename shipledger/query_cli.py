@@ -9,10 +9,12 @@ running, open the data dir here. A running stack without an API is reported, not
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 import httpx
 
+from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import tiers
 from shipledger.sinks.ledger.query import (
@@ -75,7 +77,7 @@ def run_query(settings: Settings, sql: str, *, tenant: str | None, max_rows: int
                 "ClickHouse server (SHIPLEDGER_CLICKHOUSE_URL)"
             )
     try:
-        with LedgerStore.open(settings) as store:
+        with LedgerStore.open(settings, existing=True) as store:
             if not store.database_exists():
                 raise QueryUnavailable(f"no ledger in {url} yet: run `shipledger up` first")
             # The hot+cold views over the cold files present now (reading never migrates).
@@ -103,7 +105,10 @@ def run_query(settings: Settings, sql: str, *, tenant: str | None, max_rows: int
     type=click.IntRange(min=1),
     help="Most rows to return (default SHIPLEDGER_QUERY_MAX_ROWS, 10000).",
 )
-def query(sql: str, fmt: str, tenant: str | None, max_rows: int | None) -> None:
+@data_dir_option
+def query(
+    sql: str, fmt: str, tenant: str | None, max_rows: int | None, data_dir: Path | None
+) -> None:
     """Run a read-only SQL query over the ledger (hot and archived rows alike).
 
     \b
@@ -136,7 +141,9 @@ def query(sql: str, fmt: str, tenant: str | None, max_rows: int | None) -> None:
     While `shipledger up` runs, the query goes through its API (the data dir is its own);
     with SHIPLEDGER_CLICKHOUSE_URL naming a server, straight to the server.
     """
-    settings = Settings()
+    settings = cli_settings(data_dir=data_dir)
+    if chdb_path(settings.resolved_clickhouse_url) is not None:  # not a server: find the stack
+        settings = locate(settings).require("`shipledger query`").settings
     if sql == "-":
         sql = sys.stdin.read()
     try:

@@ -51,7 +51,9 @@ def sink(
     Ctrl-C or SIGTERM. Note: a chDB data dir can be open in one process only; while
     `shipledger up` runs, point this at a ClickHouse server instead.
     """
-    settings = ledger_settings(clickhouse_url, data_dir, bootstrap_servers=bootstrap)
+    settings = ledger_settings(
+        "`shipledger sink`", clickhouse_url, data_dir, bootstrap_servers=bootstrap
+    )
     configure_logging(settings)
     log = get_logger("sink.cli")
     resolved = resolve_bootstrap(settings)
