@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Literal
@@ -251,10 +252,16 @@ def check_policy(ctx: Context) -> Finding:
             "policy",
             "fail",
             str(exc),
-            "fix the key named above (deploy/policy.example.yaml documents every key)",
+            "fix the key named above (every key is documented in "
+            f"{resources.files('shipledger.deploy').joinpath('policy.example.yaml')})",
         )
     where = str(path) if path else "the built-in default (SHIPLEDGER_POLICY_FILE unset)"
-    return Finding("policy", "ok", f"version {policy.full_version} from {where}")
+    example = resources.files("shipledger.deploy").joinpath("policy.example.yaml")
+    return Finding(
+        "policy",
+        "ok",
+        f"version {policy.full_version} from {where}; every key is documented in {example}",
+    )
 
 
 def check_spool(ctx: Context) -> Finding:

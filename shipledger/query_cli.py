@@ -89,7 +89,7 @@ def run_query(settings: Settings, sql: str, *, tenant: str | None, max_rows: int
         raise QueryUnavailable(str(exc)) from exc
 
 
-@click.command("query")
+@click.command("query", context_settings={"max_content_width": 100})
 @click.argument("sql")
 @click.option(
     "--format",
@@ -125,21 +125,24 @@ def query(
     \b
     Examples:
       shipledger query "SELECT count() FROM deployment_events"
-      shipledger query "SELECT service, environment, status FROM deployments
-                        ORDER BY started_at DESC LIMIT 20"
+      shipledger query "DESCRIBE alerts"        # or SHOW COLUMNS FROM alerts: columns and docs
+      shipledger query \\
+          "SELECT service, environment, status FROM deployments ORDER BY started_at DESC LIMIT 20"
       shipledger query --tenant acme --format csv \\
           "SELECT rule, severity, count() FROM alerts GROUP BY rule, severity"
       shipledger query --format json "SELECT * FROM deployments LIMIT 5" | jq .
-      shipledger query "SELECT service, environment, version
-                        FROM running_at(at = '2026-11-25 12:00:00')"
+      shipledger query \\
+          "SELECT service, environment, version FROM running_at(at = '2026-11-25 12:00:00')"
 
     \b
     Operators (no --tenant; tenant tokens cannot) may also read system tables:
-      shipledger query "SELECT name, type FROM system.columns
-                        WHERE database = currentDatabase() AND table = 'alerts'"
+      shipledger query \\
+          "SELECT name, type FROM system.columns WHERE database = 'shipledger' AND table = 'alerts'"
 
-    While `shipledger up` runs, the query goes through its API (the data dir is its own);
-    with SHIPLEDGER_CLICKHOUSE_URL naming a server, straight to the server.
+    \b
+    While `shipledger up` runs, the query goes through its API (the data dir is its own); with
+    SHIPLEDGER_CLICKHOUSE_URL naming a server, straight to the server. Which stack: --data-dir
+    or SHIPLEDGER_DATA_DIR, else the running `shipledger up` (`shipledger doctor` shows it).
     """
     settings = cli_settings(data_dir=data_dir)
     if chdb_path(settings.resolved_clickhouse_url) is not None:  # not a server: find the stack
