@@ -3,9 +3,11 @@
 1. `--data-dir` or `SHIPLEDGER_DATA_DIR`, when given: that directory, nothing else.
 2. `./.shipledger`, when a `shipledger up` runs on it.
 3. The one `shipledger up` running for this user, wherever it was started (its pointer in
-   the registry of running stacks, `shipledger.stackfile`); several running is an error
-   that lists them.
+   the registry of stacks, `shipledger.stackfile`); several running is an error that lists
+   them.
 4. `./.shipledger`, when it exists (a stack that is stopped: offline queries, audits).
+5. The data dir of the last `shipledger up` this user started, now stopped (the same
+   offline commands, from any directory).
 
 Nothing found: commands that need a data dir stop with an error saying where they looked
 (`Location.require`); none creates an empty one in the current directory by accident.
@@ -21,7 +23,7 @@ from typing import Any, TypeVar
 import click
 
 from shipledger.settings import Settings
-from shipledger.stackfile import StackInfo, read_stack, running_stacks
+from shipledger.stackfile import StackInfo, read_stack, registered_stacks
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,7 +66,7 @@ class Location:
         """Why no running stack is known, for messages: where nothing runs, or where it looked."""
         if self.found_by is None:
             return "no `shipledger up` was found (looked at: " + "; ".join(self.looked) + ")"
-        return f"no `shipledger up` runs on {self.data_dir.resolve()}"
+        return f"no `shipledger up` runs on {self.data_dir.resolve()} (found: {self.found_by})"
 
     def searched(self) -> str:
         """Where the search looked and what to do, in one sentence."""
@@ -78,26 +80,31 @@ def locate(settings: Settings) -> Location:
     here = settings.data_dir.resolve()
     stack = read_stack(settings)
     if stack is not None:
-        return Location(settings, stack, f"the stack running on {here}", ())
+        return Location(settings, stack, "./.shipledger, in the current directory", ())
     registry = settings.resolved_stacks_dir
-    running = running_stacks(settings)
+    known = registered_stacks(settings)
+    running = [r for r in known if r.running is not None]
     if len(running) > 1:
-        listed = ", ".join(f"{path} (pid {info.pid})" for path, info in running)
+        listed = ", ".join(f"{r.data_dir} (pid {r.running.pid})" for r in running if r.running)
         raise click.ClickException(
             f"several `shipledger up` are running: {listed}; choose one with --data-dir DIR "
             "or SHIPLEDGER_DATA_DIR=DIR"
         )
     if running:
-        data_dir, stack = running[0]
-        moved = settings.model_copy(update={"data_dir": data_dir})
-        return Location(moved, stack, f"the stack running on {data_dir} (pid {stack.pid})", ())
+        found = running[0]
+        moved = settings.model_copy(update={"data_dir": found.data_dir})
+        return Location(moved, found.running, f"the registry of running stacks ({registry})", ())
+    if here.exists():
+        return Location(settings, None, f"{here} (no stack running)", ())
+    if known:
+        last = known[0]
+        moved = settings.model_copy(update={"data_dir": last.data_dir})
+        return Location(moved, None, "the last `shipledger up` of this user, stopped", ())
     looked = (
         "--data-dir / SHIPLEDGER_DATA_DIR: not given",
-        f"running stacks registered in {registry}: none",
-        f"{here}: " + ("no stack running" if here.exists() else "does not exist"),
+        f"stacks registered in {registry}: none",
+        f"{here}: does not exist",
     )
-    if here.exists():
-        return Location(settings, None, f"{here} (no stack running)", looked)
     return Location(settings, None, None, looked)
 
 
@@ -108,7 +115,8 @@ def data_dir_option(command: F) -> F:
         type=click.Path(path_type=Path, file_okay=False),
         envvar="SHIPLEDGER_DATA_DIR",
         help="Data dir of the stack. Default: ./.shipledger if `up` runs there, else the "
-        "running `shipledger up`, else ./.shipledger if it exists.",
+        "running `shipledger up`, else ./.shipledger if it exists, else the last stack "
+        "started (stopped since).",
     )(command)
 
 

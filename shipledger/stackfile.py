@@ -6,10 +6,12 @@ so `shipledger query` sends its SQL there. The file is written owner-only (0600,
 0700 when created here) because of that token, and the query path cannot read it
 (docs/security.md).
 
-Beside it, `up` leaves a pointer to its data dir in the per-user registry of running stacks
-(`Settings.resolved_stacks_dir`, one small file per data dir): how a command run from
-another directory finds the stack (`shipledger.locate`). A pointer is only believed while
-the data dir's own stack file names a live process with the same pid.
+Beside it, `up` leaves a pointer to its data dir in the per-user registry of stacks
+(`Settings.resolved_stacks_dir`, one small file per data dir, rewritten at every start): how
+a command run from another directory finds the stack (`shipledger.locate`). A stack counts as
+running only while its data dir's own stack file names a live process with the pointer's
+pid; a stopped one stays registered (the newest is where offline commands look) until its
+data dir is deleted.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -77,9 +80,8 @@ def write_stack(settings: Settings, info: StackInfo) -> None:
 
 
 def remove_stack(settings: Settings) -> None:
-    """Withdraw the stack file and its registry entry on shutdown."""
+    """Withdraw the stack file on shutdown (the registry entry stays: a stopped stack)."""
     stack_path(settings).unlink(missing_ok=True)
-    _registry_entry(settings).unlink(missing_ok=True)
 
 
 def pid_alive(pid: int) -> bool:
@@ -110,24 +112,41 @@ def read_stack(settings: Settings) -> StackInfo | None:
     return _live(stack_path(settings))
 
 
-def running_stacks(settings: Settings) -> list[tuple[Path, StackInfo]]:
-    """Every live stack of this user's registry, as (data dir, info); stale entries (a stack
-    killed without stopping, a data dir deleted) are removed on the way."""
-    found: list[tuple[Path, StackInfo]] = []
+@dataclass(frozen=True)
+class Registered:
+    """A data dir of this user's registry, and its stack if that runs now."""
+
+    data_dir: Path
+    running: StackInfo | None
+    #: When `up` last started on it (the entry's modification time).
+    started_at: float
+
+
+def registered_stacks(settings: Settings) -> list[Registered]:
+    """Every data dir of this user's registry, newest start first; entries whose data dir is
+    gone (or that cannot be read) are removed on the way."""
+    found: list[Registered] = []
     directory = settings.resolved_stacks_dir
-    for entry in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+    for entry in directory.glob("*.json") if directory.is_dir() else []:
         try:
             pointer = json.loads(entry.read_text(encoding="utf-8"))
             data_dir, pid = Path(pointer["data_dir"]), int(pointer["pid"])
+            started_at = entry.stat().st_mtime
         except (OSError, ValueError, KeyError, TypeError):
             entry.unlink(missing_ok=True)
             continue
-        info = _live(data_dir / "stack.json")
-        if info is None or info.pid != pid:
+        if not data_dir.is_dir():
             entry.unlink(missing_ok=True)
             continue
-        found.append((data_dir, info))
-    return found
+        info = _live(data_dir / "stack.json")
+        running = info if info is not None and info.pid == pid else None
+        found.append(Registered(data_dir, running, started_at))
+    return sorted(found, key=lambda r: r.started_at, reverse=True)
+
+
+def running_stacks(settings: Settings) -> list[tuple[Path, StackInfo]]:
+    """Every stack of this user's registry that runs now, as (data dir, info)."""
+    return [(r.data_dir, r.running) for r in registered_stacks(settings) if r.running]
 
 
 def journal_dir(settings: Settings, bootstrap: str | None) -> Path | None:

@@ -6,8 +6,10 @@ created in the current directory."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,7 +71,7 @@ def test_the_running_stack_is_found_from_any_directory(elsewhere: Path, tmp_path
     found = locate(Settings())
     assert found.data_dir == (tmp_path / "stack").resolve()
     assert found.stack == info
-    assert "pid" in (found.found_by or "")
+    assert "registry" in (found.found_by or "")
 
 
 def test_up_in_the_current_directory_comes_first(elsewhere: Path, tmp_path: Path) -> None:
@@ -94,13 +96,30 @@ def test_several_running_stacks_are_an_error_naming_them(elsewhere: Path, tmp_pa
     assert str(tmp_path / "two") in caught.value.message
 
 
-def test_stale_registry_entries_are_dropped(elsewhere: Path, tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "gone")
-    _run_stack(tmp_path / "gone", pid=_dead_pid())  # killed without stopping
+def test_stopped_stacks_are_not_running_and_deleted_ones_are_forgotten(
+    elsewhere: Path, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "killed")
+    _run_stack(tmp_path / "killed", pid=_dead_pid())  # killed without stopping
     _run_stack(tmp_path / "stopped")
     remove_stack(Settings(data_dir=tmp_path / "stopped"))
+    _run_stack(tmp_path / "deleted")
+    shutil.rmtree(tmp_path / "deleted")
     assert running_stacks(settings) == []
-    assert list(settings.resolved_stacks_dir.glob("*.json")) == []
+    assert len(list(settings.resolved_stacks_dir.glob("*.json"))) == 2
+
+
+def test_after_up_stopped_commands_use_its_data_dir(elsewhere: Path, tmp_path: Path) -> None:
+    _run_stack(tmp_path / "old")
+    remove_stack(Settings(data_dir=tmp_path / "old"))
+    for entry in Settings().resolved_stacks_dir.glob("*.json"):  # started a minute ago
+        os.utime(entry, (time.time() - 60, time.time() - 60))
+    _run_stack(tmp_path / "last")
+    remove_stack(Settings(data_dir=tmp_path / "last"))
+    found = locate(Settings())
+    assert found.data_dir == (tmp_path / "last").resolve() and found.stack is None
+    assert "stopped" in (found.found_by or "")
+    assert "no `shipledger up` runs on" in found.no_stack()
 
 
 def test_nothing_found_says_where_it_looked(elsewhere: Path) -> None:
