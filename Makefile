@@ -7,7 +7,7 @@ SOURCES := $(shell find shipledger schemas producers processors sinks -type f \(
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test-deps demo up test test-unit chaos lint fmt bench bench-api bench-durable clean
+.PHONY: help install test-deps demo up doctor test test-unit chaos lint fmt bench bench-api bench-durable clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,9 +19,14 @@ $(BIN)/python:
 
 # Re-install when dependencies or the file set change: the strict editable install maps
 # schemas/, producers/, ... into shipledger.* and only sees files present at install time.
+# The local stack alone ([local]: pipeline + broker) for demo and up; everything for the rest.
+$(VENV)/.installed-local: pyproject.toml $(SOURCES) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[local]' --config-settings editable_mode=strict
+	@touch $@
+
 $(VENV)/.installed: pyproject.toml $(SOURCES) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict
-	@touch $@
+	@touch $@ $(VENV)/.installed-local
 
 install: $(VENV)/.installed ## Create .venv and install shipledger with everything (pipeline, broker, dev tools)
 
@@ -37,11 +42,14 @@ test-deps: ## System packages the tests need (slapd, ldap-utils), installed when
 	  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends slapd ldap-utils; \
 	fi
 
-demo: install ## Start the embedded stack, drive a realistic day of CI traffic, show the result
+demo: $(VENV)/.installed-local ## Start the embedded stack, drive a realistic day of CI traffic, show the result
 	$(BIN)/shipledger demo
 
-up: install ## Run the embedded stack (Tansu + Faust + ClickHouse sink + ingest API) until Ctrl-C
+up: $(VENV)/.installed-local ## Run the embedded stack (Tansu + Faust + ClickHouse sink + ingest API) until Ctrl-C
 	$(BIN)/shipledger up
+
+doctor: $(VENV)/.installed-local ## Check the install, the running stack, tokens, policy and spool; say how to fix
+	$(BIN)/shipledger doctor
 
 lint: install ## ruff, mypy strict, import layers, schema compatibility, field dictionary and OpenAPI up to date
 	$(BIN)/ruff check .
@@ -78,4 +86,6 @@ bench-durable: install ## Only the cost of durable acknowledgement: the API with
 	$(BIN)/shipledger bench --out bench --only durable
 
 clean: ## Remove the venv, data dir and caches
-	rm -rf $(VENV) .shipledger .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) .shipledger .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info
+	# Faust's data dirs from before it moved under the data dir (<data-dir>/faust).
+	rm -rf *.processors-data

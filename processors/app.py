@@ -196,6 +196,9 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
         f"{settings.topic_prefix}processors",
         broker=f"kafka://{bootstrap}",
         store="memory://",
+        # Faust's own data dir (default `<app name>-data` in the current directory) goes with
+        # the rest of the stack's files.
+        datadir=str(settings.data_dir / "faust"),
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=1,

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import faust
 
+from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.logging import configure_logging, get_logger
 from shipledger.processors.app import create_app
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.policy import load_policy
-from shipledger.settings import Settings
 from shipledger.stackfile import resolve_bootstrap
 
 
 @click.command()
 @click.option("--bootstrap", help="Kafka bootstrap servers (default: settings / running stack).")
-def worker(bootstrap: str | None) -> None:
+@data_dir_option
+def worker(bootstrap: str | None, data_dir: Path | None) -> None:
     """Run the Faust processors (normalize → correlate → judge) until SIGTERM.
 
     Reads raw deployment events and writes deployment records, alerts and dead letters.
     `shipledger up` starts this for you; run it alone to scale out (one per partition at most).
     """
-    settings = Settings()
+    settings = locate(cli_settings(data_dir=data_dir)).settings
     configure_logging(settings)
     use_schema_registry(settings.schema_registry_url, settings.topic_prefix)
     target = bootstrap or resolve_bootstrap(settings)

@@ -53,6 +53,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Show the embedded stack's write-ahead journal.",
     ),
     "query": ("shipledger.query_cli", "query", "Run read-only SQL over the ledger (hot + cold)."),
+    "doctor": (
+        "shipledger.doctor",
+        "doctor",
+        "Check the install and the running stack; say how to fix.",
+    ),
     "archive": (
         "shipledger.sinks.ledger.archive",
         "archive_command",

@@ -16,10 +16,12 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import click
 
+from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.producers.journal import Entry, Journal, JournalError
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.letters import (
@@ -350,15 +352,18 @@ class _Target:
 
 def _target(ctx: click.Context) -> _Target:
     """Settings, broker and DLQ topic, resolved when a subcommand runs (not for --help)."""
-    bootstrap_opt: str | None = ctx.obj.get("bootstrap") if ctx.obj else None
-    overrides: dict[str, Any] = {"bootstrap_servers": bootstrap_opt} if bootstrap_opt else {}
-    settings = Settings(**overrides)
+    given = ctx.obj or {}
+    settings = cli_settings(
+        bootstrap_servers=given.get("bootstrap"), data_dir=given.get("data_dir")
+    )
+    location = locate(settings)
+    settings = location.settings
     use_schema_registry(settings.schema_registry_url, settings.topic_prefix)
     bootstrap = resolve_bootstrap(settings)
     if bootstrap is None:
         raise click.UsageError(
             "no broker to read the DLQ from: pass --bootstrap HOST:PORT, set "
-            "SHIPLEDGER_BOOTSTRAP_SERVERS, or start `shipledger up` in this data dir",
+            f"SHIPLEDGER_BOOTSTRAP_SERVERS, or start `shipledger up`: {location.no_stack()}",
             ctx,
         )
     return _Target(settings, bootstrap, Topics.from_settings(settings).dlq)
@@ -379,8 +384,9 @@ _stage_option = click.option(
     help="Kafka bootstrap servers. Default: SHIPLEDGER_BOOTSTRAP_SERVERS, else the broker of a "
     "running `shipledger up`.",
 )
+@data_dir_option
 @click.pass_context
-def dlq(ctx: click.Context, bootstrap: str | None) -> None:
+def dlq(ctx: click.Context, bootstrap: str | None, data_dir: Path | None) -> None:
     """Inspect and replay dead-lettered messages.
 
     The DLQ topic is `<SHIPLEDGER_TOPIC_PREFIX>dlq`. Each letter is the original message
@@ -398,6 +404,7 @@ def dlq(ctx: click.Context, bootstrap: str | None) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["bootstrap"] = bootstrap
+    ctx.obj["data_dir"] = data_dir
 
 
 @dlq.command("list")

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
+from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.producers.journal import Journal
-from shipledger.settings import Settings
 
 
 @click.command("journal")
-@click.option("--data-dir", type=click.Path(path_type=Path), help="Data dir (default .shipledger).")
+@data_dir_option
 def journal(data_dir: Path | None) -> None:
     """Show the journal's segments: events per topic, bytes, damaged bytes.
 
@@ -26,7 +26,7 @@ def journal(data_dir: Path | None) -> None:
     Example:
       shipledger journal --data-dir .shipledger
     """
-    settings = Settings() if data_dir is None else Settings(data_dir=data_dir)
+    settings = locate(cli_settings(data_dir=data_dir)).require("`shipledger journal`").settings
     store = Journal(settings.journal_dir)
     segments = store.segments()
     if not segments:

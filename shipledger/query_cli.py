@@ -9,10 +9,12 @@ running, open the data dir here. A running stack without an API is reported, not
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 import httpx
 
+from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import (
     FORMATS,
@@ -83,7 +85,7 @@ def run_query(settings: Settings, sql: str, *, tenant: str | None, max_rows: int
         raise QueryUnavailable(str(exc)) from exc
 
 
-@click.command("query")
+@click.command("query", context_settings={"max_content_width": 100})
 @click.argument("sql")
 @click.option(
     "--format",
@@ -99,7 +101,10 @@ def run_query(settings: Settings, sql: str, *, tenant: str | None, max_rows: int
     type=click.IntRange(min=1),
     help="Most rows to return (default SHIPLEDGER_QUERY_MAX_ROWS, 10000).",
 )
-def query(sql: str, fmt: str, tenant: str | None, max_rows: int | None) -> None:
+@data_dir_option
+def query(
+    sql: str, fmt: str, tenant: str | None, max_rows: int | None, data_dir: Path | None
+) -> None:
     """Run a read-only SQL query over the ledger (hot and archived rows alike).
 
     \b
@@ -116,23 +121,28 @@ def query(sql: str, fmt: str, tenant: str | None, max_rows: int | None) -> None:
     \b
     Examples:
       shipledger query "SELECT count() FROM deployment_events"
-      shipledger query "SELECT service, environment, status FROM deployments
-                        ORDER BY started_at DESC LIMIT 20"
+      shipledger query "DESCRIBE alerts"        # or SHOW COLUMNS FROM alerts: columns and docs
+      shipledger query \\
+          "SELECT service, environment, status FROM deployments ORDER BY started_at DESC LIMIT 20"
       shipledger query --tenant acme --format csv \\
           "SELECT rule, severity, count() FROM alerts GROUP BY rule, severity"
       shipledger query --format json "SELECT * FROM deployments LIMIT 5" | jq .
-      shipledger query "SELECT service, environment, version
-                        FROM running_at(at = '2026-11-25 12:00:00')"
+      shipledger query \\
+          "SELECT service, environment, version FROM running_at(at = '2026-11-25 12:00:00')"
 
     \b
     Operators (no --tenant; tenant tokens cannot) may also read system tables:
-      shipledger query "SELECT name, type FROM system.columns
-                        WHERE database = currentDatabase() AND table = 'alerts'"
+      shipledger query \\
+          "SELECT name, type FROM system.columns WHERE database = 'shipledger' AND table = 'alerts'"
 
-    While `shipledger up` runs, the query goes through its API (the data dir is its own);
-    with SHIPLEDGER_CLICKHOUSE_URL naming a server, straight to the server.
+    \b
+    While `shipledger up` runs, the query goes through its API (the data dir is its own); with
+    SHIPLEDGER_CLICKHOUSE_URL naming a server, straight to the server. Which stack: --data-dir
+    or SHIPLEDGER_DATA_DIR, else the running `shipledger up` (`shipledger doctor` shows it).
     """
-    settings = Settings()
+    settings = cli_settings(data_dir=data_dir)
+    if chdb_path(settings.resolved_clickhouse_url) is not None:  # not a server: find the stack
+        settings = locate(settings).require("`shipledger query`").settings
     if sql == "-":
         sql = sys.stdin.read()
     try:

@@ -23,7 +23,18 @@ class Settings(BaseSettings):
     # --- where things live -------------------------------------------------------------
     data_dir: Path = Field(
         default=Path(".shipledger"),
-        description="Directory for the embedded stack: chDB data, spool, stack file.",
+        description=(
+            "Directory for the embedded stack: chDB data, spool, stack file, journal, tokens. "
+            "Unset: commands use ./.shipledger if `up` runs there, else the one running "
+            "`shipledger up` of this user, else ./.shipledger if it exists (`shipledger.locate`)."
+        ),
+    )
+    stacks_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Where each running `up` leaves a pointer to its data dir, so that commands run "
+            "from any directory find it. Unset: ~/.local/state/shipledger/stacks."
+        ),
     )
     bootstrap_servers: str | None = Field(
         default=None,
@@ -362,6 +373,11 @@ class Settings(BaseSettings):
     def resolved_auth_db(self) -> Path:
         """The API's token and webhook-secret store."""
         return self.auth_db or self.data_dir / "auth.sqlite3"
+
+    @property
+    def resolved_stacks_dir(self) -> Path:
+        """The registry of this user's running stacks (`shipledger.stackfile`)."""
+        return self.stacks_dir or Path.home() / ".local" / "state" / "shipledger" / "stacks"
 
     @property
     def journal_dir(self) -> Path:

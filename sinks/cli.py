@@ -59,7 +59,9 @@ def sink(
     write); 65 stopped by the DLQ limit (too many poison messages, nothing committed past
     them: see `shipledger dlq list`, SHIPLEDGER_DLQ_*).
     """
-    settings = ledger_settings(clickhouse_url, data_dir, bootstrap_servers=bootstrap)
+    settings = ledger_settings(
+        "`shipledger sink`", clickhouse_url, data_dir, bootstrap_servers=bootstrap
+    )
     configure_logging(settings)
     use_schema_registry(settings.schema_registry_url, settings.topic_prefix)
     log = get_logger("sink.cli")

@@ -1,5 +1,5 @@
-"""The options every ledger command shares (`sink`, `migrate`, `audit verify`): where the
-ClickHouse ledger is, and the settings they make."""
+"""The options every ledger command shares (`sink`, `migrate`, `audit verify`, `archive`): where
+the ClickHouse ledger is, and the settings they make."""
 
 from __future__ import annotations
 
@@ -9,19 +9,16 @@ from typing import Any, TypeVar
 
 import click
 
+from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.settings import Settings
+from shipledger.sinks.ledger.store import chdb_path
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def ledger_options(command: F) -> F:
     """Add `--clickhouse-url` and `--data-dir` (also read from their SHIPLEDGER_* variables)."""
-    command = click.option(
-        "--data-dir",
-        type=click.Path(path_type=Path, file_okay=False),
-        envvar="SHIPLEDGER_DATA_DIR",
-        help="Data dir of the embedded stack (chDB, stack file).",
-    )(command)
+    command = data_dir_option(command)
     return click.option(
         "--clickhouse-url",
         envvar="SHIPLEDGER_CLICKHOUSE_URL",
@@ -29,7 +26,12 @@ def ledger_options(command: F) -> F:
     )(command)
 
 
-def ledger_settings(clickhouse_url: str | None, data_dir: Path | None, **more: Any) -> Settings:
-    """Settings from the environment, with the options that were given on top."""
-    given = {"clickhouse_url": clickhouse_url, "data_dir": data_dir, **more}
-    return Settings(**{name: value for name, value in given.items() if value})
+def ledger_settings(
+    what: str, clickhouse_url: str | None, data_dir: Path | None, **more: Any
+) -> Settings:
+    """Settings from the environment with the given options on top; for the embedded ledger,
+    the data dir `shipledger.locate` finds (NoDataDir naming `what` when there is none)."""
+    settings = cli_settings(clickhouse_url=clickhouse_url or None, data_dir=data_dir, **more)
+    if chdb_path(settings.resolved_clickhouse_url) is None:
+        return settings  # a ClickHouse server: no data dir involved
+    return locate(settings).require(what).settings

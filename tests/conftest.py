@@ -32,6 +32,20 @@ from shipledger.sinks.writer import LedgerWriter
 from shipledger.up.broker import EmbeddedBroker
 
 
+@pytest.fixture(scope="session", autouse=True)
+def stacks_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The registry of running stacks (`shipledger.stackfile`) of this session, not the
+    user's: the stacks tests start never show up to the user's own commands, nor theirs here."""
+    path = tmp_path_factory.mktemp("stacks")
+    previous = os.environ.get("SHIPLEDGER_STACKS_DIR")
+    os.environ["SHIPLEDGER_STACKS_DIR"] = str(path)
+    yield path
+    if previous is None:
+        del os.environ["SHIPLEDGER_STACKS_DIR"]
+    else:
+        os.environ["SHIPLEDGER_STACKS_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Bootstrap address of a real Tansu broker started for this test session."""
@@ -63,6 +77,7 @@ def _cli_env(settings: Settings, bootstrap: str) -> dict[str, str]:
     }
     env.update(
         {
+            "SHIPLEDGER_STACKS_DIR": os.environ["SHIPLEDGER_STACKS_DIR"],
             "SHIPLEDGER_DATA_DIR": str(settings.data_dir),
             "SHIPLEDGER_TOPIC_PREFIX": settings.topic_prefix,
             "SHIPLEDGER_EMIT_TIMEOUT_S": str(settings.emit_timeout_s),

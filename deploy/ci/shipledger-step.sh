@@ -1,6 +1,6 @@
 #!/bin/sh
 # shipledger-step.sh: the one script behind the GitHub Actions, GitLab CI and Jenkins templates
-# (deploy/ci/README.md). POSIX sh; needs `shipledger` (pip install shipledger) on the runner.
+# (deploy/ci/README.md). POSIX sh; needs `shipledger` on the runner (README: Install).
 #
 #   shipledger-step.sh start           print this pipeline's deployment id: SHIPLEDGER_DEPLOYMENT_ID
 #                                      if set, else a new one; also handed to the next jobs via

@@ -35,6 +35,8 @@ from typing import Literal, get_args
 Scope = Literal["ingest", "read", "admin"]
 SCOPES: tuple[str, ...] = get_args(Scope)
 ANY_TENANT = "*"
+#: The name of the local read token each `up` makes for this machine's commands, + `<pid>)`.
+LOCAL_TOKEN_NAME = "shipledger up (pid "  # noqa: S105 (a label, not a secret)
 #: Shortest webhook secret accepted: a short one can be guessed offline from one signed body
 #: (GitHub) or online (token schemes). `webhooks secret set` generates 43 characters.
 MIN_WEBHOOK_SECRET = 16
@@ -201,6 +203,14 @@ class AuthStore:
                 "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                 (time.time(), token_id),
             )
+            return cur.rowcount > 0
+
+    def delete(self, token_id: str) -> bool:
+        """Delete a token's row (it is refused as unknown from now on); False if none.
+        For tokens that only live as long as a process (`up`'s local read token): revoking
+        them instead would leave one revoked row per run in `tokens list`."""
+        with self._cursor() as cur:
+            cur.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
             return cur.rowcount > 0
 
     def verify(self, token: str) -> Principal:

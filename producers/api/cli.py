@@ -15,36 +15,50 @@ from pathlib import Path
 
 import click
 
+from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.logging import configure_logging
 from shipledger.producers.api.auth import SCOPES, AuthStore
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.durations import parse_duration
 from shipledger.settings import Settings
-from shipledger.stackfile import journal_dir, resolve_bootstrap
+from shipledger.stackfile import StackInfo, journal_dir, resolve_bootstrap
 
 OPENAPI_PATH = Path("docs/openapi.json")
 _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _settings(data_dir: Path | None) -> Settings:
-    overrides: dict[str, object] = {}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    return Settings(**overrides)  # type: ignore[arg-type]
+def _auth_store(data_dir: Path | None, what: str) -> tuple[AuthStore, StackInfo | None]:
+    """The token store the API uses, and the stack running on it if any: SHIPLEDGER_AUTH_DB
+    when set, else that of the stack `shipledger.locate` finds (a running `up`'s own store,
+    as its stack file names it)."""
+    settings = cli_settings(data_dir=data_dir)
+    location = locate(settings)
+    stack = location.stack
+    if "auth_db" in settings.model_fields_set:
+        return AuthStore(settings.resolved_auth_db), stack
+    location.require(what)
+    if stack is not None and stack.auth_db:
+        return AuthStore(Path(stack.auth_db)), stack
+    return AuthStore(location.settings.resolved_auth_db), stack
 
 
-_data_dir = click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    help="Data dir (default .shipledger); the token store is <data-dir>/auth.sqlite3.",
-)
+def _serving(store: AuthStore, stack: StackInfo | None) -> str:
+    """Which API reads `store`, for the message after a change (the running `up`'s, if any)."""
+    if stack is None or not stack.api_url or not stack.auth_db:
+        return f"in {store.path} (no API runs on it now: `shipledger up` will read it)"
+    if Path(stack.auth_db) == store.path.resolve():
+        return f"in {store.path}, read by the API of `shipledger up` at {stack.api_url}"
+    return (
+        f"in {store.path}, NOT the store of the running API at {stack.api_url} (which reads "
+        f"{stack.auth_db}): unset SHIPLEDGER_AUTH_DB to use that one"
+    )
 
 
 # --- shipledger api ---------------------------------------------------------------------------
 @click.group(name="api", invoke_without_command=True, context_settings=_CTX)
 @click.option("--host", help="Interface to listen on (default SHIPLEDGER_API_HOST, 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default SHIPLEDGER_API_PORT, 8470; 0: any free).")
-@_data_dir
+@data_dir_option
 @click.pass_context
 def api(ctx: click.Context, host: str | None, port: int | None, data_dir: Path | None) -> None:
     """Serve the ingest API until Ctrl-C (`shipledger up` serves it too).
@@ -66,7 +80,7 @@ def api(ctx: click.Context, host: str | None, port: int | None, data_dir: Path |
     """
     if ctx.invoked_subcommand is not None:
         return
-    settings = _settings(data_dir)
+    settings = locate(cli_settings(data_dir=data_dir)).settings
     overrides: dict[str, object] = {}
     if host is not None:
         overrides["api_host"] = host
@@ -169,7 +183,7 @@ def _when(ts: float | None) -> str:
 )
 @click.option("--expires-in", help="Lifetime: 45m, 12h, 30d, 2w, 1y. Default: no expiry.")
 @click.option("--name", default="", help="A label for `tokens list`.")
-@_data_dir
+@data_dir_option
 def create(
     tenant: str, scopes: tuple[str, ...], expires_in: str | None, name: str, data_dir: Path | None
 ) -> None:
@@ -180,9 +194,10 @@ def create(
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--expires-in") from exc
-    store = AuthStore(_settings(data_dir).resolved_auth_db)
+    store, stack = _auth_store(data_dir, "`shipledger tokens create`")
     try:
         token, info = store.create_token(tenant, scopes, name=name, expires_in_s=lifetime)
+        where = _serving(store, stack)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     finally:
@@ -190,17 +205,18 @@ def create(
     click.echo(token)
     click.echo(
         f"token {info.id} for tenant {info.tenant}, scopes {','.join(info.scopes)}, "
-        f"expires {_when(info.expires_at)}: keep it secret, it is not shown again",
+        f"expires {_when(info.expires_at)}, stored {where}: keep it secret, it is not "
+        "shown again",
         err=True,
     )
 
 
 @tokens.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per token.")
-@_data_dir
+@data_dir_option
 def list_tokens(as_json: bool, data_dir: Path | None) -> None:
     """List tokens (ids, tenants, scopes, state; never secrets)."""
-    store = AuthStore(_settings(data_dir).resolved_auth_db)
+    store, _ = _auth_store(data_dir, "`shipledger tokens list`")
     try:
         rows = store.list_tokens()
     finally:
@@ -220,10 +236,10 @@ def list_tokens(as_json: bool, data_dir: Path | None) -> None:
 
 @tokens.command()
 @click.argument("token_id")
-@_data_dir
+@data_dir_option
 def revoke(token_id: str, data_dir: Path | None) -> None:
     """Revoke a token by its id (from `tokens list`): it is refused from now on."""
-    store = AuthStore(_settings(data_dir).resolved_auth_db)
+    store, _ = _auth_store(data_dir, "`shipledger tokens revoke`")
     try:
         done = store.revoke(token_id)
     finally:
@@ -254,12 +270,12 @@ def secret() -> None:
 @click.option("--tenant", required=True, help="Tenant whose webhooks this secret signs.")
 @click.option("--provider", required=True, help="github, gitlab, argocd, cdevents, jenkins, ...")
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read the secret from standard input.")
-@_data_dir
+@data_dir_option
 def set_secret(tenant: str, provider: str, from_stdin: bool, data_dir: Path | None) -> None:
     """Store the secret; without --stdin, generate one and print it (configure the provider
     with it)."""
     value = sys.stdin.read().strip() if from_stdin else secrets.token_urlsafe(32)
-    store = AuthStore(_settings(data_dir).resolved_auth_db)
+    store, stack = _auth_store(data_dir, "`shipledger webhooks secret set`")
     try:
         store.set_webhook_secret(tenant, provider, value)
     except ValueError as exc:
@@ -268,4 +284,6 @@ def set_secret(tenant: str, provider: str, from_stdin: bool, data_dir: Path | No
         store.close()
     if not from_stdin:
         click.echo(value)
-    click.echo(f"{provider} webhook secret set for tenant {tenant}", err=True)
+    click.echo(
+        f"{provider} webhook secret set for tenant {tenant}, {_serving(store, stack)}", err=True
+    )

@@ -17,16 +17,25 @@ import uvicorn
 
 from shipledger.logging import get_logger
 from shipledger.producers.api.app import create_app
-from shipledger.producers.api.auth import ANY_TENANT, AuthStore
+from shipledger.producers.api.auth import ANY_TENANT, LOCAL_TOKEN_NAME, AuthStore
 from shipledger.producers.api.bridge import KafkaBridge
 from shipledger.producers.api.context import ApiContext
 from shipledger.producers.journal import Journal
 from shipledger.settings import Settings
+from shipledger.stackfile import pid_alive
 
 if TYPE_CHECKING:
     from shipledger.sinks.ledger.reader import LedgerReads
 
 log = get_logger("api.server")
+
+
+def _local_token_pid(name: str) -> int | None:
+    """The process id in a local read token's name; None for any other token."""
+    rest = name.removeprefix(LOCAL_TOKEN_NAME)
+    if rest == name or not rest.endswith(")") or not rest[:-1].isdigit():
+        return None
+    return int(rest[:-1])
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -105,11 +114,18 @@ class ApiServer:
         return self.url
 
     def operator_token(self) -> str:
-        """A read token for every tenant, valid while this server runs (revoked by `stop`):
-        `up` hands it to local commands (`shipledger query`) through the 0600 stack file."""
+        """A read token for every tenant, valid while this server runs (deleted by `stop`):
+        `up` hands it to local commands (`shipledger query`) through the 0600 stack file.
+        Those of earlier servers whose process is gone (a kill -9 skips `stop`), or that an
+        older version revoked, are deleted first: they are never used again."""
         assert self._ctx is not None, "start() first"
-        token, info = self._ctx.auth.create_token(
-            ANY_TENANT, ("read",), name=f"shipledger up (pid {os.getpid()})"
+        auth = self._ctx.auth
+        for old in auth.list_tokens():
+            pid = _local_token_pid(old.name)
+            if pid is not None and (old.revoked_at is not None or not pid_alive(pid)):
+                auth.delete(old.id)
+        token, info = auth.create_token(
+            ANY_TENANT, ("read",), name=f"{LOCAL_TOKEN_NAME}{os.getpid()})"
         )
         self._operator_token_id = info.id
         return token
@@ -129,7 +145,7 @@ class ApiServer:
         self._server = None
         if self._ctx is not None:
             if self._operator_token_id is not None:
-                self._ctx.auth.revoke(self._operator_token_id)
+                self._ctx.auth.delete(self._operator_token_id)
                 self._operator_token_id = None
             if self._ctx.bridge is not None:
                 self._ctx.bridge.close()

@@ -5,7 +5,7 @@ tracking problem (Kafka down, spool full) never fails the job unless `--strict` 
 input (missing metadata, invalid values) is a usage error: exit 2, every problem named.
 
 This module is the only place of the emitter that reads `os.environ` (CI detection); settings
-come from `Settings()`.
+come from `Settings()`, found by `shipledger.locate` when no broker is configured.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
@@ -26,8 +27,10 @@ import click
 import structlog
 from pydantic import ValidationError
 
+from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.logging import configure_logging, get_logger
-from shipledger.producers.emitter.ci_detect import detect
+from shipledger.producers.emitter.ci_detect import CLI, detect, provider
+from shipledger.producers.emitter.local_detect import local_metadata
 from shipledger.producers.emitter.metadata import (
     MissingMetadata,
     build_event,
@@ -35,7 +38,7 @@ from shipledger.producers.emitter.metadata import (
     format_validation_error,
 )
 from shipledger.producers.emitter.publisher import Publisher, PublishResult
-from shipledger.producers.emitter.spool import Spool
+from shipledger.producers.emitter.spool import Spool, spools_to_flush
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.models import EVENT_TYPES, KINDS, DeploymentEvent, TimeWindow, new_id
 from shipledger.schemas.registry import AvroCodec, RegistryUnavailable
@@ -60,13 +63,29 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     _exit(code)
 
 
-def _load_settings() -> Settings:
+def _load_settings(data_dir: Path | None, bootstrap: str | None) -> Settings:
+    """The settings; without a broker configured, those of the stack `shipledger.locate` finds
+    (its broker, journal and spool), with a warning saying where it looked when none runs."""
     try:
-        settings = Settings()
+        settings = cli_settings(data_dir=data_dir)
     except ValidationError as exc:
         lines = [line.partition(": ") for line in format_validation_error(exc)]
         text = "\n".join(f"  SHIPLEDGER_{name.upper()}: {reason}" for name, _, reason in lines)
         _fail(f"invalid setting(s):\n{text}")
+    configure_logging(settings)
+    if not (bootstrap or settings.bootstrap_servers):
+        # No broker of your own (CI): find the running stack, or say where events wait.
+        try:
+            location = locate(settings)
+        except click.ClickException as exc:  # several stacks running: which one is meant?
+            _fail(exc.message)
+        if location.stack is None:
+            get_logger("locate").warning(
+                f"SHIPLEDGER_BOOTSTRAP_SERVERS is unset and {location.no_stack()}: events are "
+                f"spooled in {location.settings.resolved_spool_dir}; start `shipledger up`, then "
+                "run `shipledger flush`"
+            )
+        settings = location.settings
     try:
         use_schema_registry(settings.schema_registry_url, settings.topic_prefix)
     except RegistryUnavailable as exc:
@@ -150,6 +169,7 @@ def _event_options(with_time: bool) -> Callable[[F], F]:
             help="Kafka bootstrap servers.  "
             "[default: SHIPLEDGER_BOOTSTRAP_SERVERS, else the running `shipledger up`]",
         ),
+        data_dir_option,
     ]
 
     def apply(func: F) -> F:
@@ -172,10 +192,9 @@ class _Request:
 
 
 def _request(options: dict[str, Any]) -> _Request:
-    settings = _load_settings()
-    configure_logging(settings)
     strict = options.pop("strict")
     bootstrap = options.pop("bootstrap")
+    settings = _load_settings(options.pop("data_dir"), bootstrap)
     given = dict(options)
     generated = not given.get("deployment_id")
     if generated:
@@ -466,7 +485,9 @@ def run(command: tuple[str, ...], **options: Any) -> None:
     `cancelled`, with interrupted_by, and the exit code 128+N.
 
     Metadata options are those of `emit` and are validated before the command starts: a
-    usage error exits 2 without running it. Options go before COMMAND, whose first word
+    usage error exits 2 without running it. Outside CI, a commit SHA and an actor neither
+    given nor detected are taken from `git rev-parse HEAD` (current directory) and the OS
+    user, with a warning that says so. Options go before COMMAND, whose first word
     cannot start with "-" (that is a mistyped option: a usage error); the words after it are
     the command's own. Tracking failures (Kafka down) spool the events and never change the
     exit code, unless --strict: then an unrecorded start means the command is not run
@@ -480,7 +501,7 @@ def run(command: tuple[str, ...], **options: Any) -> None:
       shipledger run --service api --environment staging --attr chart=1.2.0 -- \\
           helm upgrade --install api ./chart
     """
-    request = _request(options)
+    request = _local_fallback(_request(options))
     started = _build("started", request)
     log = _logger("run", started)
     _announce_generated_id(request, log)
@@ -530,6 +551,24 @@ def run(command: tuple[str, ...], **options: Any) -> None:
     _exit(code)
 
 
+def _local_fallback(request: _Request) -> _Request:
+    """Outside CI, the commit and actor neither given nor detected come from git and the OS
+    user (`local_detect`); a warning says which were taken, and how to give others."""
+    if provider(os.environ) != CLI:
+        return request
+    missing = {name for name in ("commit_sha", "actor") if not request.given.get(name)}
+    found = local_metadata(missing)
+    if not found:
+        return request
+    get_logger("run").warning(
+        "not in CI: "
+        + ", ".join(f"{name}={value} from {source}" for name, (value, source) in found.items())
+        + " (pass --commit-sha / --actor to choose others)"
+    )
+    given = {**request.given, **{name: value for name, (value, _) in found.items()}}
+    return replace(request, given=given)
+
+
 # --- flush ---------------------------------------------------------------------------------------
 
 
@@ -540,7 +579,8 @@ def run(command: tuple[str, ...], **options: Any) -> None:
     help="Kafka bootstrap servers.  "
     "[default: SHIPLEDGER_BOOTSTRAP_SERVERS, else the running `shipledger up`]",
 )
-def flush(bootstrap: str | None) -> None:
+@data_dir_option
+def flush(bootstrap: str | None, data_dir: Path | None) -> None:
     """Send the events spooled while Kafka was unreachable.
 
     Prints how many were sent and how many remain; exits 1 if any remain (Kafka still
@@ -556,14 +596,21 @@ def flush(bootstrap: str | None) -> None:
       # at the end of a pipeline, best effort:
       shipledger flush || true
     """
-    settings = _load_settings()
-    configure_logging(settings)
+    settings = _load_settings(data_dir, bootstrap)
+    failed = False
+    for spool in spools_to_flush(settings, cli_settings(data_dir=data_dir)):
+        failed |= not _flush_spool(settings, bootstrap, spool)
+    if failed:
+        _exit(1)
+
+
+def _flush_spool(settings: Settings, bootstrap: str | None, spool: Spool) -> bool:
+    """Send one spool directory's events; False if some remain or were quarantined."""
     log = get_logger("flush")
-    spool = Spool(settings)
     if spool.pending() == 0:
         spool.remove_orphan_temps()  # what writers killed mid-write left (spool.flush does too)
         click.echo(f"sent 0, 0 remaining: the spool is empty ({spool.directory})")
-        return
+        return True
     with Publisher(settings, bootstrap) as publisher:
         result = spool.flush(publisher)
     click.echo(f"sent {result.sent}, {result.remaining} remaining in {spool.directory}")
@@ -575,5 +622,4 @@ def flush(bootstrap: str | None) -> None:
             f"delete it (move it back to {spool.directory} to send it)",
             path=str(path),
         )
-    if result.remaining or result.quarantined:
-        _exit(1)
+    return not (result.remaining or result.quarantined)

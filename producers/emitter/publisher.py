@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 NO_BOOTSTRAP = (
     "no Kafka broker configured: set SHIPLEDGER_BOOTSTRAP_SERVERS=host:port "
-    "(or start the embedded stack with `shipledger up`)"
+    "(or start the embedded stack with `shipledger up`; `shipledger doctor` checks the set-up)"
 )
 
 #: Broker reports (all brokers down) younger than this are taken as the current state; older

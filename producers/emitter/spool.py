@@ -219,3 +219,14 @@ class Spool:
         return FlushResult(
             sent=result.sent, remaining=len(unsent), quarantined=quarantined, errors=result.errors
         )
+
+
+def spools_to_flush(located: Settings, here: Settings) -> list[Spool]:
+    """The spool of the data dir `shipledger.locate` found (`located`), and that of the data
+    dir as given or defaulted here (`here`, ./.shipledger) when it differs and holds events:
+    an `emit` run before `shipledger up` started found no stack and spooled there."""
+    spools = [Spool(located)]
+    local = Spool(here)
+    if local.directory.resolve() != spools[0].directory.resolve() and local.pending():
+        spools.append(local)
+    return spools

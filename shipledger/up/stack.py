@@ -158,6 +158,11 @@ class Stack:
                 api_url=self.api.url if self.api else None,
                 api_token=self.api.operator_token() if self.api else None,
                 journal=str(self.journal.directory.resolve()) if self.journal else None,
+                data_dir=str(self.settings.data_dir.resolve()),
+                auth_db=str(self.settings.resolved_auth_db.resolve()) if self.api else None,
+                policy_file=str(policy.resolve())
+                if (policy := self.settings.policy_file)
+                else None,
             ),
         )
         log.info(

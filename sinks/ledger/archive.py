@@ -43,8 +43,10 @@ from pathlib import Path
 
 import click
 
+from shipledger.locate import data_dir_option
 from shipledger.logging import configure_logging, get_logger
 from shipledger.settings import Settings
+from shipledger.sinks.cli_options import ledger_settings
 from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.store import LedgerStore, StoreError, chdb_path
 from shipledger.stackfile import read_stack
@@ -422,7 +424,8 @@ class Archiver:
     type=click.IntRange(min=1),
     help="Move rows older than this many days (default SHIPLEDGER_COLD_AFTER_DAYS, 90).",
 )
-def archive_command(dry_run: bool, days: int | None) -> None:
+@data_dir_option
+def archive_command(dry_run: bool, days: int | None, data_dir: Path | None) -> None:
     """Move old ledger rows to cold Parquet files (embedded ClickHouse).
 
     \b
@@ -442,7 +445,7 @@ def archive_command(dry_run: bool, days: int | None) -> None:
     With SHIPLEDGER_CLICKHOUSE_URL naming a server, prints the storage-policy/TTL DDL that
     tiers old parts to a cold volume instead (see docs/operations.md).
     """
-    settings = Settings()
+    settings = ledger_settings("`shipledger archive`", None, data_dir)
     configure_logging(settings)
     days = days or settings.cold_after_days
     url = settings.resolved_clickhouse_url

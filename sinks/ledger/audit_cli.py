@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NoReturn
 
 import click
+from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
 from shipledger.settings import Settings
 from shipledger.sinks.cli_options import ledger_options, ledger_settings
@@ -13,7 +15,9 @@ from shipledger.sinks.ledger import tiers
 from shipledger.sinks.ledger.audit import verify as verify_ledger
 from shipledger.sinks.ledger.grants import grants_sql
 from shipledger.sinks.ledger.query import QueryLimits
-from shipledger.sinks.ledger.store import LedgerStore, StoreError
+from shipledger.sinks.ledger.query_errors import first_line
+from shipledger.sinks.ledger.store import LedgerStore, StoreError, chdb_path
+from shipledger.stackfile import read_stack
 
 
 @click.group("audit")
@@ -42,33 +46,59 @@ def verify(
 ) -> None:
     """Recompute every hash chain and report rows changed, removed or inserted around the sink.
 
-    Exit 0: clean. Exit 1: tampering found (each finding names the table, tenant, retention
-    class, chain_seq and the row's id). Rows deleted by their retention TTL are not tampering.
-    A chDB data dir can be open in one process only: stop `shipledger up` first, or point
-    --clickhouse-url at a server.
+    \b
+    Exit codes (for cron jobs and CI):
+      0  clean: every chain verifies
+      1  tampering found: each finding names the table, tenant, retention class, chain_seq
+         and the row's id (rows deleted by their retention TTL are not tampering)
+      2  usage error (a bad option)
+      3  could not verify: the ledger is busy (a running `shipledger up` owns the embedded
+         chDB data dir, which one process only can open), absent, or unreachable; nothing
+         was checked. Stop `up` first, or point --clickhouse-url at a ClickHouse server.
 
     \b
     Examples:
       shipledger audit verify
       shipledger audit verify --tenant bank --table alerts --format json
     """
-    settings = ledger_settings(clickhouse_url, data_dir)
     try:
-        with LedgerStore.open(settings) as store:
+        settings = ledger_settings("`shipledger audit verify`", clickhouse_url, data_dir)
+    except click.ClickException as exc:  # no data dir found, several stacks running
+        _cannot_verify(exc.message)
+    running = read_stack(settings) if chdb_path(settings.resolved_clickhouse_url) else None
+    if running is not None:
+        _cannot_verify(
+            f"`shipledger up` (pid {running.pid}) is running on {settings.data_dir} and owns "
+            "its embedded ledger, which one process only can open: stop it (Ctrl-C) and run "
+            "`shipledger audit verify` again, or run the ledger on a ClickHouse server"
+        )
+    try:
+        with LedgerStore.open(settings, existing=True) as store:
             if not store.database_exists():
-                raise click.ClickException(
-                    f"no ledger in {store.url} yet: nothing to verify (run `shipledger up` first)"
-                )
+                _cannot_verify(f"no ledger in {store.url} yet: run `shipledger up` first")
             # The hot+cold views over the cold files present now (reading never migrates).
             tiers.ensure_tiers(store)
             report = verify_ledger(store, tenant=tenant, table=table)
-    except (StoreError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    except ValueError as exc:  # a --table that is not a ledger table
+        raise click.BadParameter(str(exc), param_hint="--table") from exc
+    except StoreError as exc:  # busy (another process owns the chDB dir), absent, unreachable
+        _cannot_verify(str(exc))
+    except ClickHouseError as exc:  # a server that fails mid-way
+        _cannot_verify(f"the ledger could not be read: {first_line(exc)}")
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
         click.echo(report.text())
     raise SystemExit(0 if report.clean else 1)
+
+
+#: `audit verify`'s exit code when nothing could be checked (not tampering: that is 1).
+CANNOT_VERIFY = 3
+
+
+def _cannot_verify(message: str) -> NoReturn:
+    click.echo(f"shipledger: cannot verify: {message}", err=True)
+    raise SystemExit(CANNOT_VERIFY)
 
 
 @audit.command("grants")

@@ -66,7 +66,7 @@ def migrate(
     if new_name:
         _write_new(new_name, directory)
         return
-    settings = ledger_settings(clickhouse_url, data_dir)
+    settings = ledger_settings("`shipledger migrate`", clickhouse_url, data_dir)
     try:
         with LedgerStore.open(settings) as store:
             if status:

@@ -6,9 +6,12 @@ docs/security.md):
 
 1. **One SELECT, checked as the engine parses it.** The engine normalizes the statement
    (`formatQuerySingleLine`: one statement, no comments) and classifies it (`EXPLAIN AST`):
-   anything but a SELECT is refused with a clear "read-only" error. The normalized SELECT
-   runs as `SELECT * FROM (<query>) LIMIT n`, where `INTO OUTFILE`, `FORMAT` and a trailing
-   `SETTINGS` are syntax errors (chDB allows `INTO OUTFILE` under `readonly = 1`).
+   anything but a SELECT is refused with a clear "read-only" error, except `DESCRIBE t` and
+   `SHOW COLUMNS FROM t` of a table the caller may read (`query_guard.describe_target`),
+   answered by a fixed query over `system.columns`: the statement itself never runs. The
+   normalized SELECT runs as `SELECT * FROM (<query>) LIMIT n`, where `INTO OUTFILE`,
+   `FORMAT` and a trailing `SETTINGS` are syntax errors (chDB allows `INTO OUTFILE` under
+   `readonly = 1`).
 2. **An allow-list on the raw syntax tree** of exactly the statement that runs
    (`shipledger.sinks.ledger.query_guard`): every function must be on the allow-list
    (`shipledger.sinks.ledger.query_functions`: no `file`, `url`, `s3`, dictionaries, settings or
@@ -43,7 +46,7 @@ import io
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from ipaddress import IPv4Address, IPv6Address
@@ -54,11 +57,13 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.query_errors import EngineError, QueryError, first_line
 from shipledger.sinks.ledger.query_guard import (
+    DESCRIBE_KINDS,
     GENERATOR_TABLE_FUNCTIONS,
     FunctionCatalog,
     Policy,
     Refused,
     check,
+    describe_target,
 )
 from shipledger.tables import render_table
 
@@ -220,7 +225,11 @@ def run_read_query(
         session["additional_table_filters"] = filters
     session["readonly"] = 1
     with store.reader(database, session) as client:
-        canonical = _canonical_select(client, sql, limits)
+        canonical, tree = _statement(client, sql, limits)
+        if tree and tree[0].split(" ")[0] in DESCRIBE_KINDS:
+            target = describe_target(tree, canonical, _describe_policy(store, policy))
+            return _describe(client, store, target, max_rows)
+        _require_select(tree)
         wrapped = f"SELECT * FROM ({canonical}) LIMIT {max_rows + 1}"  # noqa: S608
         # The statement checked is, byte for byte, the statement that runs.
         check(_explain(client, wrapped, limits, wrapped=True), canonical, policy)
@@ -294,8 +303,64 @@ def _function_catalog(store: LedgerStore) -> FunctionCatalog:
     return catalog
 
 
-def _canonical_select(client: Any, sql: str, limits: QueryLimits) -> str:
-    """The engine's normalized text of `sql` (one statement, no comments), if a SELECT."""
+def _describe_policy(store: LedgerStore, policy: Policy) -> Policy:
+    """What a DESCRIBE may name: what a query may read, plus the parameterized view and the
+    ledger database's own tables (whose columns carry the field docs)."""
+    if policy.tables is None:
+        return policy
+    return replace(
+        policy,
+        tables=policy.tables | _PARAMETERIZED_VIEWS,
+        databases=policy.databases | {store.database},
+    )
+
+
+def _describe(client: Any, store: LedgerStore, target: str, max_rows: int) -> QueryResult:
+    """The columns of `target` (admitted by `describe_target`) as DESCRIBE lists them, read
+    from `system.columns` by this fixed query. An unqualified name is the ledger database's
+    table (whose columns carry the field docs as comments), else the query database's (the
+    parameterized view lives there only)."""
+    database, _, table = target.rpartition(".")
+    for candidate in [database] if database else [store.database, tiers.query_database(store)]:
+        result = client.query(
+            "SELECT name, type, default_kind AS default_type, default_expression, comment "
+            "FROM system.columns WHERE database = {db:String} AND table = {table:String} "
+            "ORDER BY position",
+            parameters={"db": candidate, "table": table},
+        )
+        rows = [tuple(row) for row in result.result_rows]
+        if rows:
+            break
+    else:
+        if table in _PARAMETERIZED_VIEWS:
+            hint = f"SELECT * FROM {table}(at = '2026-01-01 00:00:00') LIMIT 1"  # noqa: S608
+            raise QueryError(
+                f"DESCRIBE: {table} is a parameterized view, whose columns ClickHouse lists "
+                f"only for given parameters: {hint}"
+            )
+        raise QueryError(f"DESCRIBE: there is no table or view {target}")
+    return QueryResult(
+        columns=list(result.column_names),
+        types=[t.name for t in result.column_types],
+        rows=rows[:max_rows],
+        truncated=len(rows) > max_rows,
+    )
+
+
+def _require_select(tree: list[str]) -> None:
+    """QueryError unless the `EXPLAIN AST` rows `tree` are those of a SELECT."""
+    kind = tree[0].split(" ")[0] if tree else ""
+    if kind not in _SELECT_KINDS:
+        statement = f"{kind.removesuffix('Query')} statements are" if kind else "this statement is"
+        raise QueryError(
+            f"read-only: {statement} refused, only SELECT queries run, and DESCRIBE / SHOW "
+            "COLUMNS of a table (the ledger is append-only; writes come through the pipeline)"
+        )
+
+
+def _statement(client: Any, sql: str, limits: QueryLimits) -> tuple[str, list[str]]:
+    """The engine's normalized text of `sql` (one statement, no comments) and its `EXPLAIN
+    AST` rows (none when the engine cannot explain it: SYSTEM, KILL, ...)."""
     try:
         result = client.query(
             "SELECT formatQuerySingleLine({sql:String}) AS q, isValidUTF8(q)",
@@ -311,18 +376,12 @@ def _canonical_select(client: Any, sql: str, limits: QueryLimits) -> str:
             "such bytes as unhex('FF')"
         )
     try:
-        kind = _explain(client, canonical, limits, wrapped=False)[0].split(" ")[0]
+        tree = _explain(client, canonical, limits, wrapped=False)
     except QueryError as exc:
         if "Syntax error" not in str(exc):
             raise
-        kind = ""  # not explainable as a query (SYSTEM, KILL, ...): not a SELECT either
-    if kind not in _SELECT_KINDS:
-        statement = f"{kind.removesuffix('Query')} statements are" if kind else "this statement is"
-        raise QueryError(
-            f"read-only: {statement} refused, only SELECT queries run "
-            "(the ledger is append-only; writes come through the pipeline)"
-        )
-    return str(canonical)
+        tree = []  # not explainable as a query (SYSTEM, KILL, ...): not a SELECT either
+    return str(canonical), tree
 
 
 def _explain(client: Any, sql: str, limits: QueryLimits, *, wrapped: bool) -> list[str]:

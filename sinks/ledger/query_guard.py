@@ -357,6 +357,52 @@ def check(rows: list[str], canonical: str, policy: Policy) -> None:
             _check_table(node.arg, policy, ctes)
 
 
+#: `EXPLAIN AST` root kinds of the statements that list a table's columns.
+DESCRIBE_KINDS = frozenset({"DescribeQuery", "ShowColumns"})
+# `SHOW [FULL] [EXTENDED] COLUMNS FROM t [FROM db]` as the engine normalizes it (its syntax
+# tree is one bare `ShowColumns` row, naming nothing): a LIKE, WHERE or LIMIT is refused.
+_NAME = r"(?:[A-Za-z_][A-Za-z0-9_]*|`[^`]+`)"
+_SHOW_COLUMNS = re.compile(
+    rf"SHOW (?:FULL )?(?:EXTENDED )?COLUMNS FROM (?P<table>{_NAME})(?: FROM (?P<db>{_NAME}))?"
+)
+
+
+def describe_target(rows: list[str], canonical: str, policy: Policy) -> str:
+    """The table (`name` or `db.name`) whose columns a `DESCRIBE` or `SHOW COLUMNS` lists, if
+    `policy` admits it; Refused for anything but one plain table or view name (a subquery, a
+    table function, a SETTINGS clause, a LIKE filter)."""
+    scan(canonical)  # refuses names that could forge rows, as for a SELECT
+    tree = parse_tree(rows)
+    name = ""
+    if tree.kind == "ShowColumns" and _without_client_format([tree, *tree.children]):
+        match = _SHOW_COLUMNS.fullmatch(canonical)
+        if match is not None:
+            table, db = (g.strip("`") if g else None for g in match.group("table", "db"))
+            name = f"{db}.{table}" if db else str(table)
+    elif tree.kind == "DescribeQuery" and _without_client_format(tree.children):
+        expression = tree.children[0]
+        if expression.kind == "TableExpression" and len(expression.children) == 1:
+            identifier = expression.children[0]
+            if identifier.kind == "TableIdentifier" and not identifier.children:
+                name = identifier.arg if identifier.alias is None else ""
+    if not name:
+        raise Refused(
+            "DESCRIBE and SHOW COLUMNS take one table or view name (e.g. DESCRIBE alerts), "
+            "nothing else: no subquery, table function, SETTINGS or LIKE"
+        )
+    _check_table(name, policy, frozenset())
+    return name
+
+
+def _without_client_format(children: list[Node]) -> bool:
+    """Whether `children` are one node (a DESCRIBE's table expression, or SHOW COLUMNS
+    itself) and at most the `FORMAT Native` the client appends (`Identifier Native`)."""
+    extra = children[1:]
+    return len(children) in (1, 2) and all(
+        node.kind == "Identifier" and node.arg == "Native" and not node.children for node in extra
+    )
+
+
 def _check_function(node: Node, in_from: bool, policy: Policy) -> None:
     name = node.arg
     if in_from:

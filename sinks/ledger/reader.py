@@ -87,7 +87,7 @@ class LedgerReader:
         migrates, it only (re)builds the hot+cold views over the cold files present now."""
         url = settings.resolved_clickhouse_url
         try:
-            with LedgerStore.open(settings) as store:
+            with LedgerStore.open(settings, existing=True) as store:
                 if not store.database_exists():
                     raise LedgerUnavailable(f"no ledger in {url} yet: run `shipledger up` first")
                 tiers.ensure_tiers(store)

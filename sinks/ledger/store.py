@@ -99,13 +99,17 @@ class LedgerStore:
         self._closed = False
 
     @classmethod
-    def open(cls, settings: Settings) -> LedgerStore:
+    def open(cls, settings: Settings, *, existing: bool = False) -> LedgerStore:
         """Connect to `settings.resolved_clickhouse_url`; creates the chDB data dir's parent.
 
         The database is selected for `query` if it exists; `ensure_schema` creates it.
+        `existing`: readers' StoreError for a chDB data dir that does not exist yet, rather
+        than an empty ledger created where a reader looked by mistake.
         """
         url = settings.resolved_clickhouse_url
         path = chdb_path(url)
+        if path is not None and existing and not path.exists():
+            raise StoreError(f"no ledger in {path} yet: run `shipledger up` first")
         if path is not None:
             # Owner-only: the data dir holds every tenant's rows and the API's secrets.
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -218,6 +218,61 @@ def test_a_tenant_reads_the_ledger_only_an_operator_more(ledger: LedgerStore, na
     q(ledger, TENANT_REFUSED[name])  # an operator (tenant None) may
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DESCRIBE TABLE shipledger.alerts",
+        "DESC alerts",
+        "describe table shipledger_query.alerts",
+        "SHOW COLUMNS FROM alerts",
+        "SHOW FULL COLUMNS FROM alerts FROM shipledger",
+        "SHOW COLUMNS FROM `alerts`",
+    ],
+)
+def test_a_reader_may_describe_a_ledger_table(ledger: LedgerStore, sql: str) -> None:
+    for tenant in ("acme", None):
+        result = q(ledger, sql, tenant=tenant)
+        assert result.columns[:2] == ["name", "type"] and "comment" in result.columns
+        columns = {row[0]: row for row in result.rows}
+        assert {"tenant", "rule", "severity"} <= set(columns)
+
+
+def test_describe_shows_the_field_docs_of_the_ledger_tables(ledger: LedgerStore) -> None:
+    result = q(ledger, "DESCRIBE alerts", tenant="acme")
+    comments = {row[0]: row[4] for row in result.rows}
+    assert comments["rule"], "the Avro field doc is the column's comment"
+    views = q(ledger, "SHOW COLUMNS FROM deployments", tenant="acme")
+    assert "status" in {row[0] for row in views.rows}
+    with pytest.raises(QueryError, match=r"parameterized view.*SELECT \* FROM running_at\("):
+        q(ledger, "DESCRIBE running_at", tenant="acme")
+
+
+DESCRIBE_REFUSED = [
+    "DESCRIBE TABLE (SELECT file('/etc/hostname'))",
+    "DESCRIBE file('/etc/hostname', 'LineAsString')",
+    "DESCRIBE TABLE alerts SETTINGS describe_include_subcolumns = 1",
+    "SHOW COLUMNS FROM alerts LIKE 't%'",
+    "SHOW COLUMNS FROM alerts WHERE name = 'tenant'",
+    "DESCRIBE running_at(at = '2026-01-01 00:00:00')",
+]
+
+
+@pytest.mark.parametrize("sql", DESCRIBE_REFUSED)
+def test_describe_takes_a_table_name_only(ledger: LedgerStore, sql: str) -> None:
+    for tenant in ("acme", None):
+        with pytest.raises(QueryError, match=r"one table or view name|refused|read-only"):
+            q(ledger, sql, tenant=tenant)
+
+
+@pytest.mark.parametrize(
+    "sql", ["DESCRIBE system.users", "SHOW COLUMNS FROM parts FROM system", "DESC chain_heads"]
+)
+def test_a_tenant_describes_only_the_ledger(ledger: LedgerStore, sql: str) -> None:
+    with pytest.raises(Refused, match="is refused for a tenant"):
+        q(ledger, sql, tenant="acme")
+    assert q(ledger, sql).rows  # an operator may list any table's columns
+
+
 def test_an_unknown_tenant_sees_nothing(ledger: LedgerStore) -> None:
     assert q(ledger, "SELECT count() FROM deployment_events", tenant="nobody").rows == [(0,)]
     assert q(ledger, "SELECT count() FROM deployment_events", tenant="x' OR 1=1 --").rows == [(0,)]

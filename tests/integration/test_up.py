@@ -111,11 +111,44 @@ def test_up_runs_until_ctrl_c(tmp_path: Path) -> None:
     assert "shipledger stopped cleanly." in output
     assert not stack_file.exists()
     auth = AuthStore(tmp_path / "data" / "auth.sqlite3")
-    try:  # the local read token died with `up`
-        assert [t.revoked_at is not None for t in auth.list_tokens()] == [True]
+    try:  # the local read token died with `up`, leaving no revoked row behind
+        assert auth.list_tokens() == []
     finally:
         auth.close()
     with LedgerStore.open(Settings(data_dir=tmp_path / "data")) as store:
         assert store.count("deployment_events") == 1
         _, rows = store.query("SELECT environment, status FROM shipledger.deployments")
         assert rows == [("stage", "in_progress")]
+
+
+def test_up_leaves_no_local_read_tokens_behind(tmp_path: Path) -> None:
+    """Each `up` makes a local read token: deleted when it stops, and those of a killed `up`
+    (or revoked by an older version) deleted at the next start; other tokens are kept."""
+    from shipledger.producers.api.server import ApiServer
+
+    settings = Settings(data_dir=tmp_path / "data", api_port=0)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    auth = AuthStore(settings.resolved_auth_db)
+    try:
+        auth.create_token("*", ("read",), name=f"shipledger up (pid {dead.pid})")  # kill -9
+        revoked = auth.create_token("*", ("read",), name="shipledger up (pid 1)")[1]
+        auth.revoke(revoked.id)
+        live = auth.create_token("*", ("read",), name=f"shipledger up (pid {os.getppid()})")[1]
+        mine = auth.create_token("acme", ("read",), name="shipledger up (pid x) is mine")[1]
+    finally:
+        auth.close()
+    for _ in range(3):
+        with ApiServer(settings, "127.0.0.1:1") as server:
+            server.operator_token()
+            during = AuthStore(settings.resolved_auth_db)
+            try:
+                names = sorted(t.id for t in during.list_tokens())
+            finally:
+                during.close()
+            assert len(names) == 3 and {live.id, mine.id} <= set(names)
+    after = AuthStore(settings.resolved_auth_db)
+    try:
+        assert sorted(t.id for t in after.list_tokens()) == sorted([live.id, mine.id])
+    finally:
+        after.close()

@@ -213,6 +213,33 @@ def test_run_validates_before_running(env: dict[str, str], tmp_path: Path) -> No
     assert not marker.exists()
 
 
+def test_run_outside_ci_takes_the_commit_from_git_and_the_actor_from_the_os(
+    env: dict[str, str], settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("USER", "laptop-user")
+    result = _invoke("run", "--service", "s", "--environment", "dev", "--", "true")
+    assert result.exit_code == 0, result.stderr
+    started, finished = _spooled(settings)
+    assert (started.commit_sha, started.actor) == (head, "laptop-user")
+    assert (finished.commit_sha, finished.actor) == (head, "laptop-user")
+    assert "not in CI" in result.stderr and "git rev-parse HEAD" in result.stderr
+    # Given values win; in CI, nothing is taken from the machine (detection names the field).
+    assert _invoke("run", *META, "true").exit_code == 0
+    assert _spooled(settings)[-1].actor == "al"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    in_ci = _invoke("run", "--service", "s", "--environment", "dev", "--", "true")
+    assert in_ci.exit_code == 2 and "commit_sha" in in_ci.stderr
+
+
 def test_run_strict_does_not_run_an_unrecorded_deploy(
     env: dict[str, str], settings: Settings, tmp_path: Path
 ) -> None:

@@ -14,6 +14,7 @@ from shipledger.sinks.ledger.query_guard import (
     Policy,
     Refused,
     check,
+    describe_target,
     parse_tree,
     scan,
 )
@@ -371,3 +372,56 @@ def test_query_slots_per_token_and_in_all() -> None:
             assert everyone.value.status == 503
     with slots.slot("a"), slots.slot("b"):
         pass  # all released
+
+
+# --- DESCRIBE / SHOW COLUMNS ------------------------------------------------------------------
+DESCRIBE_ALERTS = rows("""
+DescribeQuery (children 2)
+ TableExpression (children 1)
+  TableIdentifier shipledger_query.alerts
+ Identifier Native
+""")
+DESCRIBE_SUBQUERY = rows("""
+DescribeQuery (children 1)
+ TableExpression (children 1)
+  Subquery (children 1)
+   SelectWithUnionQuery (children 1)
+    ExpressionList (children 1)
+     SelectQuery (children 1)
+      ExpressionList (children 1)
+       Literal UInt64_1
+""")
+SHOW_COLUMNS = rows("""
+ShowColumns (children 1)
+ Identifier Native
+""")
+
+
+def test_describe_names_one_admitted_table() -> None:
+    canonical = "DESCRIBE TABLE shipledger_query.alerts"
+    assert describe_target(DESCRIBE_ALERTS, canonical, TENANT) == "shipledger_query.alerts"
+    show = "SHOW FULL COLUMNS FROM `alerts` FROM shipledger_query"
+    assert describe_target(SHOW_COLUMNS, show, TENANT) == "shipledger_query.alerts"
+    assert describe_target(SHOW_COLUMNS, "SHOW COLUMNS FROM deployments", TENANT) == "deployments"
+
+
+@pytest.mark.parametrize(
+    ("tree", "canonical"),
+    [
+        (DESCRIBE_SUBQUERY, "DESCRIBE TABLE (SELECT 1)"),
+        (SHOW_COLUMNS, "SHOW COLUMNS FROM alerts LIKE '%'"),
+        (SHOW_COLUMNS, "SHOW COLUMNS FROM alerts LIMIT 1"),
+        (SHOW_COLUMNS[:1], "SHOW COLUMNS FROM alerts; SELECT 1"),
+        ([*SHOW_COLUMNS[:1], " Identifier Other"], "SHOW COLUMNS FROM alerts"),
+    ],
+)
+def test_describe_of_anything_but_a_name_is_refused(tree: list[str], canonical: str) -> None:
+    with pytest.raises(Refused, match=r"one table or view name|could not verify"):
+        describe_target(tree, canonical, OPERATOR)
+
+
+def test_describe_of_other_tables_is_refused_for_a_tenant() -> None:
+    tree = [row.replace("shipledger_query.alerts", "system.users") for row in DESCRIBE_ALERTS]
+    with pytest.raises(Refused, match="is refused for a tenant"):
+        describe_target(tree, "DESCRIBE TABLE system.users", TENANT)
+    assert describe_target(tree, "DESCRIBE TABLE system.users", OPERATOR) == "system.users"
