@@ -27,6 +27,7 @@ from shipledger.producers.webhooks.payload import (
     parse_object,
     req_str,
     req_timestamp,
+    required,
 )
 from shipledger.producers.webhooks.result import (
     Identified,
@@ -102,9 +103,7 @@ def _deployment(
         )
     # The deployer is the deployment's creator; the sender of a status is whoever reported it.
     who = opt_obj(data, "deployment.creator") or obj(data, "sender")
-    actor = opt_str(who, "login")
-    if actor is None:
-        raise WebhookPayloadError("deployment.creator.login: required field is missing")
+    actor = required(opt_str(who, "login"), "deployment.creator.login")
     ref = opt_str(data, "deployment.ref")
     run = opt_obj(data, "workflow_run") or {}
     via_actions = bool(run) or opt_str(data, "deployment.performed_via_github_app.slug") == (
