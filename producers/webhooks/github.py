@@ -29,6 +29,7 @@ from shipledger.producers.webhooks.payload import (
     req_timestamp,
     required,
 )
+from shipledger.producers.webhooks.push import pushed
 from shipledger.producers.webhooks.result import (
     Identified,
     Outcome,
@@ -199,24 +200,15 @@ def _push(data: JSONObject, request: Request) -> Outcome:
         or opt_timestamp(data, "repository.pushed_at")
         or request.received_at.isoformat()
     )
-    repository = req_str(data, "repository.full_name")
-    before = parent_sha(opt_str(data, "before"), "before")
-    head = full_sha(after, "after")
-    return Identified(
-        f"push:{repository}:{ref}:{before}..{head}",
-        [
-            contract.source(
-                kind="tag" if ref.startswith("refs/tags/") else "push",
-                repository=repository,
-                ref=ref,
-                commit_sha=head,
-                previous_sha=before,
-                commit_shas=shas,
-                author=opt_str(data, "pusher.name") or opt_str(data, "sender.login"),
-                url=opt_str(data, "compare"),
-                occurred_at=occurred_at,
-            )
-        ],
+    return pushed(
+        repository=req_str(data, "repository.full_name"),
+        ref=ref,
+        before=parent_sha(opt_str(data, "before"), "before"),
+        head=full_sha(after, "after"),
+        commit_shas=shas,
+        author=opt_str(data, "pusher.name") or opt_str(data, "sender.login"),
+        url=opt_str(data, "compare"),
+        occurred_at=occurred_at,
     )
 
 

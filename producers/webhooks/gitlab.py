@@ -26,6 +26,7 @@ from shipledger.producers.webhooks.payload import (
     req_timestamp,
     timestamp,
 )
+from shipledger.producers.webhooks.push import pushed
 from shipledger.producers.webhooks.result import (
     Identified,
     Outcome,
@@ -159,24 +160,15 @@ def _push(data: JSONObject, request: Request) -> Outcome:
         if head_commit is not None and head_commit.get("timestamp")
         else request.received_at.isoformat()
     )
-    project = req_str(data, "project.path_with_namespace")
-    before = parent_sha(opt_str(data, "before"), "before")
-    commit_sha = full_sha(head, "checkout_sha")
-    return Identified(
-        f"push:{project}:{ref}:{before}..{commit_sha}",
-        [
-            contract.source(
-                kind="tag" if ref.startswith("refs/tags/") else "push",
-                repository=project,
-                ref=ref,
-                commit_sha=commit_sha,
-                previous_sha=before,
-                commit_shas=shas,
-                author=opt_str(data, "user_username") or opt_str(data, "user_name"),
-                url=opt_str(head_commit, "url") if head_commit is not None else None,
-                occurred_at=occurred_at,
-            )
-        ],
+    return pushed(
+        repository=req_str(data, "project.path_with_namespace"),
+        ref=ref,
+        before=parent_sha(opt_str(data, "before"), "before"),
+        head=full_sha(head, "checkout_sha"),
+        commit_shas=shas,
+        author=opt_str(data, "user_username") or opt_str(data, "user_name"),
+        url=opt_str(head_commit, "url") if head_commit is not None else None,
+        occurred_at=occurred_at,
     )
 
 
