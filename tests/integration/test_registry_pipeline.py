@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,10 +20,9 @@ from confluent_kafka import Consumer, TopicPartition
 from shipledger.schemas.registry import catalog
 from shipledger.settings import Settings
 from shipledger.up.stack import Stack
+from tests.kit import SHIPLEDGER
 
 pytestmark = pytest.mark.integration
-
-SHIPLEDGER = str(Path(sys.executable).parent / "shipledger")
 
 
 class Registry(Protocol):
