@@ -50,6 +50,16 @@ def deployment_event(**fields: Any) -> DeploymentEvent:
     return DeploymentEvent(**{**sample, **fields})
 
 
+def emit_options(event: DeploymentEvent) -> list[str]:
+    """The `shipledger emit` options naming `event`'s deployment: its id, service, environment,
+    commit, actor and tenant."""
+    return [
+        "--deployment-id", event.deployment_id, "--service", event.service,
+        "--environment", event.environment, "--commit-sha", event.commit_sha,
+        "--actor", event.actor, "--tenant", event.tenant,
+    ]  # fmt: skip
+
+
 def invoke(*args: str) -> Result:
     """`shipledger *args` run in this process by Click's runner; exceptions propagate."""
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)

@@ -20,7 +20,6 @@ import queue
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -41,10 +40,10 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import read_stack
+from tests.kit import SHIPLEDGER, emit_options
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
-BIN = Path(sys.executable).parent / "shipledger"
 TENANTS = ("acme", "globex", "initech")
 SHAPES = (
     ("started", "succeeded"),
@@ -115,7 +114,7 @@ class Up:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [BIN, "up"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+                [SHIPLEDGER, "up"], env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
         self.starts += 1
 
@@ -207,7 +206,7 @@ def _flush_until_sent(env: dict[str, str], stop: threading.Event) -> None:
     """`shipledger flush` until the spool is empty (exit 0)."""
     while not stop.is_set():
         done = subprocess.run(
-            [BIN, "flush"], env=env, capture_output=True, text=True, check=False, timeout=120
+            [SHIPLEDGER, "flush"], env=env, capture_output=True, text=True, check=False, timeout=120
         )
         if done.returncode == 0:
             return
@@ -283,21 +282,10 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
                 for event in plan.events:
                     done = subprocess.run(
                         [
-                            BIN,
+                            SHIPLEDGER,
                             "emit",
                             event.event_type,
-                            "--deployment-id",
-                            event.deployment_id,
-                            "--service",
-                            event.service,
-                            "--environment",
-                            event.environment,
-                            "--commit-sha",
-                            event.commit_sha,
-                            "--actor",
-                            event.actor,
-                            "--tenant",
-                            event.tenant,
+                            *emit_options(event),
                             "--occurred-at",
                             event.occurred_at.isoformat(),
                             *(["--change-id", event.change_id] if event.change_id else []),
@@ -393,7 +381,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
         assert not any(t.is_alive() for t in threads), "clients did not finish in time"
         assert not acked.errors, acked.errors
         flushed = subprocess.run(
-            [BIN, "flush"], env=env, capture_output=True, text=True, check=False, timeout=120
+            [SHIPLEDGER, "flush"], env=env, capture_output=True, text=True, check=False, timeout=120
         )
         assert flushed.returncode == 0, flushed.stdout + flushed.stderr
     finally:
@@ -413,7 +401,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     report = _judge(settings, acked, kills, seed)
     print(report)
     verify = subprocess.run(
-        [BIN, "audit", "verify", "--data-dir", str(data)],
+        [SHIPLEDGER, "audit", "verify", "--data-dir", str(data)],
         env=env,
         capture_output=True,
         text=True,

@@ -20,7 +20,7 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger.audit import verify
 from shipledger.up.broker import free_port
 from shipledger.up.stack import Stack
-from tests.kit import SHA, SHIPLEDGER, deployment_event
+from tests.kit import SHA, SHIPLEDGER, deployment_event, emit_options
 
 pytestmark = pytest.mark.integration
 
@@ -282,21 +282,7 @@ def test_an_event_delivered_twice_is_applied_once(stack: Stack) -> None:
     for _ in range(2):
         producer.produce(stack.topics.raw, key=b"dep-twice", value=codec.encode(event.to_avro()))
     assert producer.flush(10) == 0
-    # The same deployment goes on: its next stage, sent by the CLI.
-    emit(
-        stack,
-        "succeeded",
-        "--deployment-id",
-        event.deployment_id,
-        "--service",
-        event.service,
-        "--environment",
-        event.environment,
-        "--commit-sha",
-        event.commit_sha,
-        "--actor",
-        event.actor,
-    )
+    emit(stack, "succeeded", *emit_options(event))  # the same deployment goes on
     assert wait_rows(stack, "deployment_records", 2) == 2
     assert stack.store is not None
     _, rows = stack.store.query("SELECT seq, event_count, status FROM shipledger.deployments")
