@@ -1,12 +1,14 @@
-"""What the unit and integration tests share: sample events, the `shipledger` command and the
-types of the fixtures of tests/conftest.py."""
+"""What the unit and integration tests share: sample events, the `shipledger` command (run as
+a CI job runs it, or in process), a wait on a running stack, and the types of the fixtures of
+tests/conftest.py."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +60,22 @@ def emit_options(event: DeploymentEvent) -> list[str]:
         "--environment", event.environment, "--commit-sha", event.commit_sha,
         "--actor", event.actor, "--tenant", event.tenant,
     ]  # fmt: skip
+
+
+def run_shipledger(
+    *args: str, env: Mapping[str, str], cwd: Path | None = None, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`shipledger *args` run as a CI job runs it: a child process with `env`, its output
+    captured as text; the caller checks the exit code."""
+    return subprocess.run(
+        [SHIPLEDGER, *args],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
 def invoke(*args: str) -> Result:

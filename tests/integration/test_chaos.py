@@ -40,7 +40,7 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import read_stack
-from tests.kit import SHIPLEDGER, emit_options
+from tests.kit import SHIPLEDGER, emit_options, run_shipledger
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -205,9 +205,7 @@ def _post_until_acknowledged(
 def _flush_until_sent(env: dict[str, str], stop: threading.Event) -> None:
     """`shipledger flush` until the spool is empty (exit 0)."""
     while not stop.is_set():
-        done = subprocess.run(
-            [SHIPLEDGER, "flush"], env=env, capture_output=True, text=True, check=False, timeout=120
-        )
+        done = run_shipledger("flush", env=env)
         if done.returncode == 0:
             return
         time.sleep(0.5)
@@ -280,21 +278,14 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
             for plan in (p for p in plans if p.emit):
                 sent = []
                 for event in plan.events:
-                    done = subprocess.run(
-                        [
-                            SHIPLEDGER,
-                            "emit",
-                            event.event_type,
-                            *emit_options(event),
-                            "--occurred-at",
-                            event.occurred_at.isoformat(),
-                            *(["--change-id", event.change_id] if event.change_id else []),
-                        ],
+                    done = run_shipledger(
+                        "emit",
+                        event.event_type,
+                        *emit_options(event),
+                        "--occurred-at",
+                        event.occurred_at.isoformat(),
+                        *(["--change-id", event.change_id] if event.change_id else []),
                         env=env,
-                        capture_output=True,
-                        text=True,
-                        check=False,
-                        timeout=120,
                     )
                     assert done.returncode == 0, done.stderr
                     event_id = done.stdout.strip().splitlines()[-1]
@@ -380,9 +371,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
             thread.join(timeout=max(1.0, deadline - time.monotonic()))
         assert not any(t.is_alive() for t in threads), "clients did not finish in time"
         assert not acked.errors, acked.errors
-        flushed = subprocess.run(
-            [SHIPLEDGER, "flush"], env=env, capture_output=True, text=True, check=False, timeout=120
-        )
+        flushed = run_shipledger("flush", env=env)
         assert flushed.returncode == 0, flushed.stdout + flushed.stderr
     finally:
         stop.set()
@@ -400,14 +389,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     kills["extra_starts"] = restarts
     report = _judge(settings, acked, kills, seed)
     print(report)
-    verify = subprocess.run(
-        [SHIPLEDGER, "audit", "verify", "--data-dir", str(data)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    verify = run_shipledger("audit", "verify", "--data-dir", str(data), env=env, timeout_s=300)
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 

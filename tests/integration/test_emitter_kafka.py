@@ -3,7 +3,6 @@ sent exactly once when Kafka comes back, and `run` reports both ends of a comman
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from shipledger.producers.emitter.spool import Spool
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.up.broker import free_port
-from tests.kit import META, SHA, SHIPLEDGER, CliEnv, Consume, deployment_event, invoke
+from tests.kit import META, SHA, CliEnv, Consume, deployment_event, invoke, run_shipledger
 
 pytestmark = pytest.mark.integration
 
@@ -85,13 +84,9 @@ def test_emit_arrives_decoded_and_keyed(
 def test_run_failing_command_subprocess(
     consume: Consume, env: dict[str, str], broker: str, topics: Topics, tmp_path: Path
 ) -> None:
-    proc = subprocess.run(
-        [SHIPLEDGER, "run", *META, "--deployment-id", "dep-run", "--", "sh", "-c", "exit 3"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    fails = ["sh", "-c", "exit 3"]
+    proc = run_shipledger(
+        "run", *META, "--deployment-id", "dep-run", "--", *fails, env=env, cwd=tmp_path
     )
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout == ""  # run's stdout belongs to the command

@@ -20,7 +20,7 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger.audit import verify
 from shipledger.up.broker import free_port
 from shipledger.up.stack import Stack
-from tests.kit import SHA, SHIPLEDGER, deployment_event, emit_options
+from tests.kit import SHA, deployment_event, emit_options, run_shipledger
 
 pytestmark = pytest.mark.integration
 
@@ -70,9 +70,7 @@ def ci_env(stack: Stack) -> dict[str, str]:
 
 def emit(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the real `shipledger emit` as a CI job would."""
-    done = subprocess.run(
-        [SHIPLEDGER, "emit", *args], env=ci_env(stack), capture_output=True, text=True, check=False
-    )
+    done = run_shipledger("emit", *args, env=ci_env(stack))
     assert done.returncode == 0, done.stderr
     return done
 
@@ -309,9 +307,7 @@ def test_a_flush_repeated_after_a_crash_is_recorded_once(stack: Stack) -> None:
         if attempt:
             for path, data in before.items():
                 path.write_bytes(data)
-        flushed = subprocess.run(
-            [SHIPLEDGER, "flush"], env=ci_env(stack), capture_output=True, text=True, check=False
-        )
+        flushed = run_shipledger("flush", env=ci_env(stack))
         assert flushed.returncode == 0, flushed.stderr
         assert flushed.stdout.startswith("sent 2, 0 remaining")
 

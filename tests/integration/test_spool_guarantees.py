@@ -24,7 +24,7 @@ from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.up.broker import free_port
-from tests.kit import META, SHIPLEDGER, CliEnv, Consume
+from tests.kit import META, SHIPLEDGER, CliEnv, Consume, run_shipledger
 
 pytestmark = pytest.mark.integration
 
@@ -58,12 +58,6 @@ def start_emit(env: dict[str, str], dep: str, bootstrap: str, *extra: str) -> su
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-
-
-def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [SHIPLEDGER, *args], env=env, capture_output=True, text=True, timeout=120, check=False
     )
 
 
@@ -111,7 +105,7 @@ def test_concurrent_jobs_emitting_and_flushing_send_each_event_once(
     for code, out, _ in map(finish, late):
         assert code == 0
         ids.add(out.strip())
-    last = run(env, "flush")
+    last = run_shipledger("flush", env=env)
     assert last.returncode == 0, last.stderr
     sent += int(last.stdout.split()[1].rstrip(","))
     assert sent == len(ids) == 12
@@ -166,7 +160,7 @@ def test_a_full_disk_fails_loudly_leaves_nothing_and_spools_again_once_freed(
     full_disk.unlink()
     code, out, _ = finish(start_emit(env, "dep-full", down))
     assert code == 0
-    flushed = run(env, "flush")
+    flushed = run_shipledger("flush", env=env)
     assert flushed.returncode == 0, flushed.stderr
     assert flushed.stdout.startswith("sent 1, 0 remaining")
     sent_once({out.strip()})
@@ -191,7 +185,7 @@ def test_writers_killed_mid_write_leave_only_whole_events(
     torn.write_bytes(b'{"event_id":"torn","deployment_id":"dep-kill-x","eve')
     spooled = {DeploymentEvent.model_validate_json(p.read_bytes()).event_id for p in spool.files()}
 
-    flushed = run(env, "flush")
+    flushed = run_shipledger("flush", env=env)
     assert flushed.returncode == 0, flushed.stderr
     assert flushed.stdout.startswith(f"sent {len(spooled)}, 0 remaining")
     assert not torn.exists()
@@ -209,13 +203,13 @@ def test_a_corrupt_spool_file_is_quarantined_and_named(
     corrupt = spool.directory / "00000000000000000001-0000-0123456789ab.json"
     corrupt.write_bytes(b'{"event_id": "bitrot", "deployment_id": "dep-x", \x00\x00')
 
-    flushed = run(env, "flush")
+    flushed = run_shipledger("flush", env=env)
     assert flushed.returncode == 1  # something needs a human
     assert flushed.stdout.startswith("sent 1, 0 remaining")
     moved = spool.quarantine_dir / corrupt.name
     assert f"quarantined {moved}: not a valid event" in flushed.stderr
     assert moved.read_bytes().endswith(b"\x00\x00")
-    again = run(env, "flush")
+    again = run_shipledger("flush", env=env)
     assert (again.returncode, again.stdout.startswith("sent 0, 0 remaining")) == (0, True)
     assert moved.exists()
     sent_once({out.strip()})
