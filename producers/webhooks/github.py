@@ -23,13 +23,12 @@ from shipledger.producers.webhooks.payload import (
     opt_obj,
     opt_str,
     opt_timestamp,
-    parent_sha,
     parse_object,
     req_str,
     req_timestamp,
     required,
 )
-from shipledger.producers.webhooks.push import pushed
+from shipledger.producers.webhooks.push import commits, pushed
 from shipledger.producers.webhooks.result import (
     Identified,
     Outcome,
@@ -188,24 +187,17 @@ def _push(data: JSONObject, request: Request) -> Outcome:
     after = opt_str(data, "after")
     if data.get("deleted") is True or is_zero_sha(after):
         return f"push deleted {ref}; nothing was shipped"
-    commits = data.get("commits") or []
-    if not isinstance(commits, list):
-        raise WebhookPayloadError("commits: must be an array")
-    shas = [
-        full_sha(opt_str(c, "id") if isinstance(c, dict) else None, f"commits[{i}].id")
-        for i, c in enumerate(commits)
-    ]
     occurred_at = (
         opt_timestamp(data, "head_commit.timestamp")
         or opt_timestamp(data, "repository.pushed_at")
         or request.received_at.isoformat()
     )
     return pushed(
+        data,
         repository=req_str(data, "repository.full_name"),
         ref=ref,
-        before=parent_sha(opt_str(data, "before"), "before"),
         head=full_sha(after, "after"),
-        commit_shas=shas,
+        pushed_commits=commits(data),
         author=opt_str(data, "pusher.name") or opt_str(data, "sender.login"),
         url=opt_str(data, "compare"),
         occurred_at=occurred_at,

@@ -261,3 +261,11 @@ def test_missing_event_header(webhook_request: RawRequest) -> None:
     del headers["X-GitHub-Event"]
     with pytest.raises(WebhookPayloadError, match="X-GitHub-Event"):
         dispatch("github", headers, body, secret=SECRET, tenant="acme")
+
+
+def test_pushed_commits_must_be_objects(deliver: Deliver) -> None:
+    def strings(body: dict[str, Any]) -> None:
+        body["commits"] = [SHA]
+
+    with pytest.raises(WebhookPayloadError, match=r"^commits: must be an array of objects$"):
+        deliver("github", "push", strings)
