@@ -18,6 +18,7 @@ from shipledger.processors.change_rules import (
     judge_change,
     schedule_difference,
 )
+from shipledger.processors.changes import ChangeRequest
 from shipledger.processors.rules import Finding, Subject
 from shipledger.schemas.policy import Rules
 
@@ -63,7 +64,13 @@ def _reason(rule: str, subject: Subject, context: ChangeContext, rules: Rules) -
             f"{subject.environment} no longer requires a change ticket for "
             f"{subject.kind} deployments"
         )
-    return _REASONS[rule](subject, context, rules)
+    if rule in _REASONS:
+        return _REASONS[rule](subject, context, rules)
+    # The other rules judge the named request, as it stood when the deployment started.
+    if context.request is None:
+        return f"change request {subject.change_id} is not known: change_ticket_unknown holds"
+    request = context.request
+    return _REQUEST_REASONS[rule](subject, request, request.as_of(subject.occurred_at), rules)
 
 
 def _unknown(subject: Subject, context: ChangeContext, rules: Rules) -> str:
@@ -74,26 +81,22 @@ def _unknown(subject: Subject, context: ChangeContext, rules: Rules) -> str:
     )
 
 
-def _approved(subject: Subject, context: ChangeContext, rules: Rules) -> str:
-    if context.request is None:
-        return f"change request {subject.change_id} is not known: change_ticket_unknown holds"
-    at_start = context.request.as_of(subject.occurred_at)
+def _approved(
+    subject: Subject, request: ChangeRequest, at_start: ChangeRequest, rules: Rules
+) -> str:
     return (
         f"change request {subject.change_id} was {at_start.state!r} when the deployment "
         f"started at {subject.occurred_at.isoformat()}, by event time (reported late)"
     )
 
 
-def _window(subject: Subject, context: ChangeContext, rules: Rules) -> str:
-    if context.request is None:
-        return f"change request {subject.change_id} is not known: change_ticket_unknown holds"
-    at_start = context.request.as_of(subject.occurred_at)
+def _window(subject: Subject, request: ChangeRequest, at_start: ChangeRequest, rules: Rules) -> str:
     if at_start.state not in rules.approved_states:
         return (
             f"change request {subject.change_id} was not approved at the start "
             f"({at_start.state or 'not yet reported'}): change_not_approved applies instead"
         )
-    diff = schedule_difference(subject.occurred_at, context.request)
+    diff = schedule_difference(subject.occurred_at, request)
     if diff is None:
         return f"change request {subject.change_id} had no planned window at the start"
     return (
@@ -114,10 +117,15 @@ def _attributed(subject: Subject, context: ChangeContext, rules: Rules) -> str:
     return f"{subject.actor} is a known identity (directory user or service account)"
 
 
+#: Why a rule's open finding no longer holds, by rule; every change rule has one, here or in
+#: `_REQUEST_REASONS`.
 _REASONS: dict[str, Callable[[Subject, ChangeContext, Rules], str]] = {
     "change_ticket_unknown": _unknown,
-    "change_not_approved": _approved,
-    "outside_change_window": _window,
     "change_scope_mismatch": _scope,
     "unattributed_manual_deploy": _attributed,
+}
+#: The same for the rules judged against the request (given, and as of the start), when known.
+_REQUEST_REASONS: dict[str, Callable[[Subject, ChangeRequest, ChangeRequest, Rules], str]] = {
+    "change_not_approved": _approved,
+    "outside_change_window": _window,
 }

@@ -41,6 +41,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from shipledger.producers.durable import fsync_dir
+
 MAGIC = b"SLJ1"
 _HEADER = struct.Struct(">4sII")  # magic, payload length, CRC-32 of the payload
 _LENGTH = struct.Struct(">I")
@@ -191,14 +193,6 @@ def _segment_name(number: int) -> str:
     return f"{number:016d}{SUFFIX}"
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Journal:
     """The segments under `directory`; safe to use from several processes and threads."""
 
@@ -231,7 +225,7 @@ class Journal:
         path = self.directory / _segment_name(number)
         path.touch(mode=0o600)
         if self.fsync:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         return path
 
     def append(self, entries: Sequence[Entry]) -> None:

@@ -66,25 +66,24 @@ _BAD_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _BAD_IN_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
-def check_text(value: str) -> str:
-    """Any string of the contract: at most MAX_TEXT characters, no control characters but
-    tab, LF and CR, valid Unicode."""
-    if len(value) > MAX_TEXT:
-        raise ValueError(f"longer than {MAX_TEXT} characters ({len(value)})")
-    bad = _BAD_IN_TEXT.search(value)
+def _check_string(value: str, longest: int, bad_characters: re.Pattern[str]) -> str:
+    if len(value) > longest:
+        raise ValueError(f"longer than {longest} characters ({len(value)})")
+    bad = bad_characters.search(value)
     if bad:
         raise ValueError(f"control character {bad[0]!a} at position {bad.start()}")
     return value
+
+
+def check_text(value: str) -> str:
+    """Any string of the contract: at most MAX_TEXT characters, no control characters but
+    tab, LF and CR, valid Unicode."""
+    return _check_string(value, MAX_TEXT, _BAD_IN_TEXT)
 
 
 def check_name(value: str) -> str:
     """A name or id: at most MAX_NAME characters, no control characters (tab, newline...)."""
-    if len(value) > MAX_NAME:
-        raise ValueError(f"longer than {MAX_NAME} characters ({len(value)})")
-    bad = _BAD_IN_NAME.search(value)
-    if bad:
-        raise ValueError(f"control character {bad[0]!a} at position {bad.start()}")
-    return value
+    return _check_string(value, MAX_NAME, _BAD_IN_NAME)
 
 
 #: A name or id field (service, environment, tenant, actor, ids, refs, versions...).

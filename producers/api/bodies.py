@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -68,13 +69,22 @@ class Problem(BaseModel):
     error: str
 
 
+def problems(descriptions: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for error statuses: each answers a Problem, described as given."""
+    return {
+        status: {"model": Problem, "description": text} for status, text in descriptions.items()
+    }
+
+
 #: What every route taking a bearer token can answer besides its own (OpenAPI `responses`).
-TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": Problem, "description": "Malformed request (parameters or body)."},
-    401: {"model": Problem, "description": "Missing, unknown, expired or revoked token."},
-    403: {"model": Problem, "description": "The token lacks the scope, or the tenant."},
-    429: {"model": Problem, "description": "Rate limit; see Retry-After."},
-}
+TOKEN_ERRORS = problems(
+    {
+        400: "Malformed request (parameters or body).",
+        401: "Missing, unknown, expired or revoked token.",
+        403: "The token lacks the scope, or the tenant.",
+        429: "Rate limit; see Retry-After.",
+    }
+)
 
 
 class FieldProblem(BaseModel):

@@ -26,8 +26,8 @@ from shipledger.producers.api.bodies import (
     Accepted,
     Invalid,
     LineProblem,
-    Problem,
     UploadReport,
+    problems,
 )
 from shipledger.producers.api.bridge import PublishFailed
 from shipledger.producers.api.context import (
@@ -46,15 +46,16 @@ log = get_logger("api")
 router = APIRouter(prefix="/v1")
 MAX_REPORTED_ERRORS = 1000
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
+_ERRORS = {
     **TOKEN_ERRORS,
-    400: {
-        "model": Problem,
-        "description": "Body is not JSON (or out of bounds: huge numbers, deep nesting, "
-        "invalid Unicode), or has no events.",
-    },
-    413: {"model": Problem, "description": "Body or batch over its limit."},
-    503: {"model": Problem, "description": "Kafka did not acknowledge every event: retry."},
+    **problems(
+        {
+            400: "Body is not JSON (or out of bounds: huge numbers, deep nesting, invalid "
+            "Unicode), or has no events.",
+            413: "Body or batch over its limit.",
+            503: "Kafka did not acknowledge every event: retry.",
+        }
+    ),
 }
 
 
@@ -191,7 +192,7 @@ class _Upload:
     responses={
         **_ERRORS,
         207: {"model": UploadReport, "description": "Some records refused, the rest published."},
-        415: {"model": Problem, "description": "Unknown upload format."},
+        **problems({415: "Unknown upload format."}),
         422: {"model": UploadReport, "description": "No record accepted."},
     },
     openapi_extra=_upload_body(),

@@ -16,7 +16,7 @@ from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field, ValidationError
 
 from shipledger.producers.api.auth import ANY_TENANT, Principal
-from shipledger.producers.api.bodies import TOKEN_ERRORS, Problem
+from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
 from shipledger.producers.api.context import ApiContext, ApiError, Authorized, context
 from shipledger.producers.api.limits import check_declared_length, read_capped
 from shipledger.producers.api.query_slots import SlotsFull
@@ -29,8 +29,12 @@ router = APIRouter(prefix="/v1")
     "/events/{event_id}",
     responses={
         **TOKEN_ERRORS,
-        404: {"model": Problem, "description": "No such event for this token's tenant."},
-        503: {"model": Problem, "description": "This API has no ledger store."},
+        **problems(
+            {
+                404: "No such event for this token's tenant.",
+                503: "This API has no ledger store.",
+            }
+        ),
     },
     summary="Read one stored deployment event",
 )
@@ -76,22 +80,17 @@ def _query_body() -> dict[str, Any]:
     openapi_extra=_query_body(),
     responses={
         **TOKEN_ERRORS,
-        400: {
-            "model": Problem,
-            "description": "Refused (not a read-only query, or something it names is not on "
-            "the allow-list), over a limit, or failed.",
-        },
-        403: {"model": Problem, "description": "Another tenant than the token's, or no scope."},
-        413: {"model": Problem, "description": "A body far longer than the longest SQL."},
-        429: {
-            "model": Problem,
-            "description": "Over the token's request rate or concurrent queries (Retry-After).",
-        },
-        503: {
-            "model": Problem,
-            "description": "This API has no ledger store, or runs its most queries at once "
-            "(Retry-After).",
-        },
+        **problems(
+            {
+                400: "Refused (not a read-only query, or something it names is not on the "
+                "allow-list), over a limit, or failed.",
+                403: "Another tenant than the token's, or no scope.",
+                413: "A body far longer than the longest SQL.",
+                429: "Over the token's request rate or concurrent queries (Retry-After).",
+                503: "This API has no ledger store, or runs its most queries at once "
+                "(Retry-After).",
+            }
+        ),
     },
     summary="Run read-only SQL over the ledger (hot and cold rows, tenant-scoped)",
 )

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from shipledger.logging import get_logger
 from shipledger.producers.api.auth import Principal
-from shipledger.producers.api.bodies import TOKEN_ERRORS, Accepted, Invalid, Problem
+from shipledger.producers.api.bodies import TOKEN_ERRORS, Accepted, Invalid, Problem, problems
 from shipledger.producers.api.context import ApiContext, ApiError, Authorized, context
 from shipledger.producers.api.ingest import prepare_all, publish
 from shipledger.producers.api.limits import check_declared_length, read_capped
@@ -55,13 +55,17 @@ class WebhookCount(BaseModel):
     status_code=202,
     response_model=Accepted,
     responses={
-        400: {"model": Problem, "description": "Malformed payload (the field is named)."},
-        401: {"model": Problem, "description": "Signature or token missing or wrong."},
-        404: {"model": Problem, "description": "Unknown provider."},
+        **problems(
+            {
+                400: "Malformed payload (the field is named).",
+                401: "Signature or token missing or wrong.",
+                404: "Unknown provider.",
+                429: "Rate limit; see Retry-After.",
+                503: "Kafka did not acknowledge every event: retry.",
+            }
+        ),
         413: {"model": Problem},
         422: {"model": Invalid, "description": "The mapped events are invalid."},
-        429: {"model": Problem, "description": "Rate limit; see Retry-After."},
-        503: {"model": Problem, "description": "Kafka did not acknowledge every event: retry."},
     },
     summary="Receive a CI/CD webhook (signed with the tenant's secret)",
 )

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 from filelock import FileLock, ReadWriteLock, Timeout
 from pydantic import ValidationError
 
+from shipledger.producers.durable import fsync_dir
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.settings import Settings
 
@@ -74,18 +75,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _fsync_dir(directory: Path) -> None:
-    # A rename is durable once its directory is synced; Windows has no directory handles to
-    # sync (NTFS journals the rename itself).
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _reason(exc: OSError) -> str:
     code = errno.errorcode.get(exc.errno or 0, "")
     return f"{exc.strerror or exc} ({code})" if code else str(exc)
@@ -111,7 +100,7 @@ class Spool:
     def _mkdir(self) -> None:
         if not self.directory.is_dir():
             self.directory.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(self.directory.parent)
+            fsync_dir(self.directory.parent)
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -141,7 +130,7 @@ class Spool:
                 # Renamed only once all are written: a full disk spools none of the batch.
                 for temp, name in zip(temps, names, strict=True):
                     temp.rename(self.directory / name)
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
         except OSError as exc:
             for temp in temps:
                 with suppress(OSError):
@@ -182,7 +171,7 @@ class Spool:
         self.quarantine_dir.mkdir(exist_ok=True)
         target = self.quarantine_dir / path.name
         path.rename(target)
-        _fsync_dir(self.quarantine_dir)
+        fsync_dir(self.quarantine_dir)
         return target
 
     # --- flushing ------------------------------------------------------------------------------
@@ -215,7 +204,7 @@ class Spool:
                     for path in files:
                         path.unlink(missing_ok=True)
             if len(unsent) < len(paths):
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
         return FlushResult(
             sent=result.sent, remaining=len(unsent), quarantined=quarantined, errors=result.errors
         )

@@ -44,6 +44,7 @@ from shipledger.producers.webhooks.payload import (
     parse_object,
     req_str,
     req_timestamp,
+    required,
 )
 from shipledger.producers.webhooks.result import (
     Event,
@@ -292,9 +293,10 @@ def _change(data: JSONObject, predicate: str) -> _Outcome:
     if predicate != "merged":
         return f"change.{predicate} is not recorded: only merges are"
     subject_id = req_str(data, "subject.id")
-    repository = opt_str(data, "subject.content.repository.id") or _custom(data, "repository")
-    if repository is None:
-        raise WebhookPayloadError("subject.content.repository.id: required field is missing")
+    repository = required(
+        opt_str(data, "subject.content.repository.id") or _custom(data, "repository"),
+        "subject.content.repository.id",
+    )
     return [
         contract.source(
             kind="pull_request_merged",

@@ -23,11 +23,12 @@ from shipledger.producers.webhooks.payload import (
     opt_obj,
     opt_str,
     opt_timestamp,
-    parent_sha,
     parse_object,
     req_str,
     req_timestamp,
+    required,
 )
+from shipledger.producers.webhooks.push import commits, pushed
 from shipledger.producers.webhooks.result import (
     Identified,
     Outcome,
@@ -102,9 +103,7 @@ def _deployment(
         )
     # The deployer is the deployment's creator; the sender of a status is whoever reported it.
     who = opt_obj(data, "deployment.creator") or obj(data, "sender")
-    actor = opt_str(who, "login")
-    if actor is None:
-        raise WebhookPayloadError("deployment.creator.login: required field is missing")
+    actor = required(opt_str(who, "login"), "deployment.creator.login")
     ref = opt_str(data, "deployment.ref")
     run = opt_obj(data, "workflow_run") or {}
     via_actions = bool(run) or opt_str(data, "deployment.performed_via_github_app.slug") == (
@@ -188,36 +187,20 @@ def _push(data: JSONObject, request: Request) -> Outcome:
     after = opt_str(data, "after")
     if data.get("deleted") is True or is_zero_sha(after):
         return f"push deleted {ref}; nothing was shipped"
-    commits = data.get("commits") or []
-    if not isinstance(commits, list):
-        raise WebhookPayloadError("commits: must be an array")
-    shas = [
-        full_sha(opt_str(c, "id") if isinstance(c, dict) else None, f"commits[{i}].id")
-        for i, c in enumerate(commits)
-    ]
     occurred_at = (
         opt_timestamp(data, "head_commit.timestamp")
         or opt_timestamp(data, "repository.pushed_at")
         or request.received_at.isoformat()
     )
-    repository = req_str(data, "repository.full_name")
-    before = parent_sha(opt_str(data, "before"), "before")
-    head = full_sha(after, "after")
-    return Identified(
-        f"push:{repository}:{ref}:{before}..{head}",
-        [
-            contract.source(
-                kind="tag" if ref.startswith("refs/tags/") else "push",
-                repository=repository,
-                ref=ref,
-                commit_sha=head,
-                previous_sha=before,
-                commit_shas=shas,
-                author=opt_str(data, "pusher.name") or opt_str(data, "sender.login"),
-                url=opt_str(data, "compare"),
-                occurred_at=occurred_at,
-            )
-        ],
+    return pushed(
+        data,
+        repository=req_str(data, "repository.full_name"),
+        ref=ref,
+        head=full_sha(after, "after"),
+        pushed_commits=commits(data),
+        author=opt_str(data, "pusher.name") or opt_str(data, "sender.login"),
+        url=opt_str(data, "compare"),
+        occurred_at=occurred_at,
     )
 
 

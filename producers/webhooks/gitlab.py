@@ -21,11 +21,11 @@ from shipledger.producers.webhooks.payload import (
     last_segment,
     opt_int,
     opt_str,
-    parent_sha,
     req_str,
     req_timestamp,
     timestamp,
 )
+from shipledger.producers.webhooks.push import commits, pushed
 from shipledger.producers.webhooks.result import (
     Identified,
     Outcome,
@@ -148,35 +148,23 @@ def _push(data: JSONObject, request: Request) -> Outcome:
         return f"push deleted {ref}; nothing was shipped"
     # For an annotated tag `after` is the tag object; checkout_sha is the commit.
     head = opt_str(data, "checkout_sha") or after
-    commits = data.get("commits") or []
-    if not isinstance(commits, list) or not all(isinstance(c, dict) for c in commits):
-        raise WebhookPayloadError("commits: must be an array of objects")
-    shas = [full_sha(opt_str(c, "id"), f"commits[{i}].id") for i, c in enumerate(commits)]
+    pushed_commits = commits(data)
     # The payload has no push time; the head commit's time is the best it offers.
-    head_commit = next((c for c in commits if opt_str(c, "id") == head), None)
+    head_commit = next((c for c in pushed_commits if opt_str(c, "id") == head), None)
     occurred_at = (
         timestamp(head_commit.get("timestamp"), "commits[].timestamp")
         if head_commit is not None and head_commit.get("timestamp")
         else request.received_at.isoformat()
     )
-    project = req_str(data, "project.path_with_namespace")
-    before = parent_sha(opt_str(data, "before"), "before")
-    commit_sha = full_sha(head, "checkout_sha")
-    return Identified(
-        f"push:{project}:{ref}:{before}..{commit_sha}",
-        [
-            contract.source(
-                kind="tag" if ref.startswith("refs/tags/") else "push",
-                repository=project,
-                ref=ref,
-                commit_sha=commit_sha,
-                previous_sha=before,
-                commit_shas=shas,
-                author=opt_str(data, "user_username") or opt_str(data, "user_name"),
-                url=opt_str(head_commit, "url") if head_commit is not None else None,
-                occurred_at=occurred_at,
-            )
-        ],
+    return pushed(
+        data,
+        repository=req_str(data, "project.path_with_namespace"),
+        ref=ref,
+        head=full_sha(head, "checkout_sha"),
+        pushed_commits=pushed_commits,
+        author=opt_str(data, "user_username") or opt_str(data, "user_name"),
+        url=opt_str(head_commit, "url") if head_commit is not None else None,
+        occurred_at=occurred_at,
     )
 
 

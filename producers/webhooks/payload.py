@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from shipledger.producers.webhooks.result import WebhookPayloadError
 from shipledger.schemas.untrusted import BadJSON, loads
 
 JSONObject = dict[str, Any]
+_T = TypeVar("_T")
 
 _FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _ZERO_SHA = re.compile(r"0{40}|0{64}")
@@ -44,6 +45,13 @@ def _walk(data: JSONObject, path: str) -> Any:
     return node
 
 
+def required(value: _T | None, path: str, what: str = "field is missing") -> _T:
+    """`value`, read at `path`; None is an error saying the `what` there is required."""
+    if value is None:
+        raise WebhookPayloadError(f"{path}: required {what}")
+    return value
+
+
 def opt_obj(data: JSONObject, path: str) -> JSONObject | None:
     """The object at dotted `path`, or None when absent or null."""
     value = _walk(data, path)
@@ -56,10 +64,7 @@ def opt_obj(data: JSONObject, path: str) -> JSONObject | None:
 
 def obj(data: JSONObject, path: str) -> JSONObject:
     """The object at dotted `path`; missing is an error."""
-    value = opt_obj(data, path)
-    if value is None:
-        raise WebhookPayloadError(f"{path}: required field is missing")
-    return value
+    return required(opt_obj(data, path), path)
 
 
 def opt_str(data: JSONObject, path: str) -> str | None:
@@ -75,10 +80,7 @@ def opt_str(data: JSONObject, path: str) -> str | None:
 
 def req_str(data: JSONObject, path: str) -> str:
     """The non-blank string at `path`; missing is an error."""
-    value = opt_str(data, path)
-    if value is None:
-        raise WebhookPayloadError(f"{path}: required field is missing or empty")
-    return value
+    return required(opt_str(data, path), path, "field is missing or empty")
 
 
 def opt_int(data: JSONObject, path: str) -> int | None:
@@ -105,8 +107,7 @@ def is_zero_sha(value: str | None) -> bool:
 
 def full_sha(value: str | None, path: str) -> str:
     """`value` as a lowercase full SHA; anything else is an error naming `path`."""
-    if value is None:
-        raise WebhookPayloadError(f"{path}: required commit SHA is missing")
+    value = required(value, path, "commit SHA is missing")
     if not is_full_sha(value):
         raise WebhookPayloadError(
             f"{path}: must be a full commit SHA (40 or 64 hex characters), got {value!r:.80}"
@@ -160,10 +161,7 @@ def opt_timestamp(data: JSONObject, path: str) -> str | None:
 
 def req_timestamp(data: JSONObject, path: str) -> str:
     """The timestamp at `path` as ISO-8601 UTC; missing is an error."""
-    value = opt_timestamp(data, path)
-    if value is None:
-        raise WebhookPayloadError(f"{path}: required timestamp is missing")
-    return value
+    return required(opt_timestamp(data, path), path, "timestamp is missing")
 
 
 def millis_between(start: str, end: str) -> int:

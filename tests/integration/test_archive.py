@@ -15,7 +15,6 @@ import pytest
 from click.testing import CliRunner
 
 from shipledger.cli import cli
-from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
 from shipledger.sinks import rows
@@ -26,6 +25,7 @@ from shipledger.sinks.ledger.audit import verify
 from shipledger.sinks.ledger.query import QueryError, run_read_query
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.writer import LedgerWriter
+from tests.kit import deployment_event
 
 pytestmark = pytest.mark.integration
 
@@ -243,15 +243,12 @@ def test_cold_files_honour_each_rows_retain_until(settings: Settings, tmp_path: 
 
 
 def _event_row(deployment_id: str, environment: str, at: datetime) -> dict[str, object]:
-    event = DeploymentEvent(
+    event = deployment_event(
         event_id=deployment_id,
         deployment_id=deployment_id,
         event_type="succeeded",
-        service="svc",
         environment=environment,
         tenant="acme",
-        commit_sha="0123456789abcdef0123456789abcdef01234567",
-        actor="alice",
         occurred_at=at,
     )
     return rows.event_row(event.to_avro(), rows.KafkaMeta("raw", 0, 0, int(at.timestamp() * 1000)))

@@ -20,7 +20,6 @@ import queue
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -41,10 +40,10 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import read_stack
+from tests.kit import SHIPLEDGER, emit_options, run_shipledger
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
-BIN = Path(sys.executable).parent / "shipledger"
 TENANTS = ("acme", "globex", "initech")
 SHAPES = (
     ("started", "succeeded"),
@@ -115,7 +114,7 @@ class Up:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [BIN, "up"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+                [SHIPLEDGER, "up"], env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
         self.starts += 1
 
@@ -206,9 +205,7 @@ def _post_until_acknowledged(
 def _flush_until_sent(env: dict[str, str], stop: threading.Event) -> None:
     """`shipledger flush` until the spool is empty (exit 0)."""
     while not stop.is_set():
-        done = subprocess.run(
-            [BIN, "flush"], env=env, capture_output=True, text=True, check=False, timeout=120
-        )
+        done = run_shipledger("flush", env=env)
         if done.returncode == 0:
             return
         time.sleep(0.5)
@@ -281,32 +278,14 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
             for plan in (p for p in plans if p.emit):
                 sent = []
                 for event in plan.events:
-                    done = subprocess.run(
-                        [
-                            BIN,
-                            "emit",
-                            event.event_type,
-                            "--deployment-id",
-                            event.deployment_id,
-                            "--service",
-                            event.service,
-                            "--environment",
-                            event.environment,
-                            "--commit-sha",
-                            event.commit_sha,
-                            "--actor",
-                            event.actor,
-                            "--tenant",
-                            event.tenant,
-                            "--occurred-at",
-                            event.occurred_at.isoformat(),
-                            *(["--change-id", event.change_id] if event.change_id else []),
-                        ],
+                    done = run_shipledger(
+                        "emit",
+                        event.event_type,
+                        *emit_options(event),
+                        "--occurred-at",
+                        event.occurred_at.isoformat(),
+                        *(["--change-id", event.change_id] if event.change_id else []),
                         env=env,
-                        capture_output=True,
-                        text=True,
-                        check=False,
-                        timeout=120,
                     )
                     assert done.returncode == 0, done.stderr
                     event_id = done.stdout.strip().splitlines()[-1]
@@ -392,9 +371,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
             thread.join(timeout=max(1.0, deadline - time.monotonic()))
         assert not any(t.is_alive() for t in threads), "clients did not finish in time"
         assert not acked.errors, acked.errors
-        flushed = subprocess.run(
-            [BIN, "flush"], env=env, capture_output=True, text=True, check=False, timeout=120
-        )
+        flushed = run_shipledger("flush", env=env)
         assert flushed.returncode == 0, flushed.stdout + flushed.stderr
     finally:
         stop.set()
@@ -412,14 +389,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     kills["extra_starts"] = restarts
     report = _judge(settings, acked, kills, seed)
     print(report)
-    verify = subprocess.run(
-        [BIN, "audit", "verify", "--data-dir", str(data)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    verify = run_shipledger("audit", "verify", "--data-dir", str(data), env=env, timeout_s=300)
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 

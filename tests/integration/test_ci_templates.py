@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,30 +21,18 @@ import yaml
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
-from shipledger.topics import ensure_topics
+from tests.kit import SHA, SHIPLEDGER, CliEnv, Consume
 
 pytestmark = pytest.mark.integration
 
-#: The `cli_env` fixture (tests/conftest.py): a CI job's environment for a broker.
-CliEnv = Callable[[Settings, str], dict[str, str]]
-#: The `consume` fixture (tests/conftest.py): every deployment event of a topic.
-Consume = Callable[..., list[tuple[bytes, DeploymentEvent, int]]]
-
 CI = Path(__file__).resolve().parents[2] / "deploy" / "ci"
 SCRIPT = CI / "shipledger-step.sh"
-SHIPLEDGER = str(Path(sys.executable).with_name("shipledger"))
-SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 def load(path: Path) -> dict[str, Any]:
     data = yaml.safe_load(path.read_text())
     assert isinstance(data, dict)
     return data
-
-
-@pytest.fixture
-def topics(settings: Settings, broker: str) -> Topics:
-    return ensure_topics(settings, broker)
 
 
 @pytest.fixture

@@ -5,11 +5,8 @@ family lands in its table; an invalid family event is dead-lettered with its fie
 from __future__ import annotations
 
 import io
-import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import fastavro
@@ -19,39 +16,20 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from shipledger.schemas.families import FAMILIES, family_of
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec, catalog
-from shipledger.settings import Settings
 from shipledger.up.stack import Stack
+from tests.kit import FAMILY_EVENTS, deployment_event
 
 pytestmark = pytest.mark.integration
 
-SHA = "0f" * 20
 AT = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 EVENT = "io.shipledger.v1.DeploymentEvent"
 #: One valid event of each family beside deployments, and the table it lands in.
-FAMILY_EVENTS: dict[str, dict[str, Any]] = {
-    name: payload
-    for name, payload in json.loads(
-        (Path(__file__).parents[1] / "fixtures" / "family_events.json").read_text()
-    ).items()
-    if name != "deployment"
-}
+OTHER_FAMILIES = {name: payload for name, payload in FAMILY_EVENTS.items() if name != "deployment"}
 TABLES = {
     spec.family: spec.table.name
     for spec in catalog().topics.values()
-    if spec.family in FAMILY_EVENTS and spec.table is not None
+    if spec.family in OTHER_FAMILIES and spec.table is not None
 }
-
-
-@pytest.fixture
-def stack(broker: str, tmp_path: Path) -> Iterator[Stack]:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        topic_prefix=f"ctr{tmp_path.name[-8:]}.",
-        topic_partitions=2,
-        sink_batch_ms=100,
-    )
-    with Stack(settings, bootstrap=broker, log_dir=tmp_path / "logs") as running:
-        yield running
 
 
 def _v1_framed(event: DeploymentEvent) -> bytes:
@@ -67,14 +45,10 @@ def _v1_framed(event: DeploymentEvent) -> bytes:
 
 
 def _event(dep: str, stage: Literal["started", "succeeded"], **kw: Any) -> DeploymentEvent:
-    return DeploymentEvent(
+    return deployment_event(
         event_id=f"{dep}-{stage}",
         deployment_id=dep,
         event_type=stage,
-        service="cart",
-        environment="dev",
-        commit_sha=SHA,
-        actor="eve",
         tenant="retail",
         occurred_at=AT,
         **kw,
@@ -120,8 +94,8 @@ def test_v1_and_v2_events_and_every_family_land_in_the_ledger(stack: Stack) -> N
     newest = catalog().latest(EVENT).id  # a current producer writes the newest version (v3)
     assert codec.encode(v2.to_avro())[1:5] == newest.to_bytes(4, "big")
     producer.produce(stack.topics.raw, key=b"dep-v", value=codec.encode(v2.to_avro()))
-    assert set(FAMILY_EVENTS) == set(FAMILIES) - {"deployment"}, "a family has no sample"
-    for name, payload in FAMILY_EVENTS.items():
+    assert set(OTHER_FAMILIES) == set(FAMILIES) - {"deployment"}, "a family has no sample"
+    for name, payload in OTHER_FAMILIES.items():
         family = family_of(name)
         event = family.model.model_validate({"tenant": "retail", "occurred_at": AT, **payload})
         producer.produce(

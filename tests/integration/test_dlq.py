@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,41 +13,26 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from shipledger.cli import cli
 from shipledger.dlq import read_letters
 from shipledger.logging import configure_logging
-from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.up.stack import Stack
+from tests.kit import deployment_event
 
 pytestmark = pytest.mark.integration
 
 #: What a producer that skips validation sends: a valid event with a short commit SHA.
 BAD_SHA_EVENT = {
-    **DeploymentEvent(
-        event_id="e-dlq-bad",
-        deployment_id="dep-dlq-bad",
-        event_type="started",
-        service="s",
-        environment="prod",
-        commit_sha="0" * 40,
-        actor="a",
-    ).to_avro(),
+    **deployment_event(event_id="e-dlq-bad", deployment_id="dep-dlq-bad").to_avro(),
     "commit_sha": "abc123",
 }
 
 
-@pytest.fixture
-def stack(broker: str, tmp_path: Path) -> Iterator[Stack]:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        topic_prefix=f"dlq{tmp_path.name[-8:]}.",
-        topic_partitions=2,
-        sink_batch_ms=100,
-    )
-    # As `up` does at its start: the stack's logs go to stderr, never into a command's stdout
-    # (its sink runs on a thread of this process, beside the commands under test).
-    configure_logging(settings)
-    with Stack(settings, bootstrap=broker, log_dir=tmp_path / "logs") as running:
-        yield running
+@pytest.fixture(autouse=True)
+def logs_on_stderr(stack_settings: Settings) -> None:
+    """As `up` does at its start: the stack's logs go to stderr, never into a command's stdout
+    (its sink runs on a thread of this process, beside the commands under test). Autouse, so
+    it is set up before `stack`."""
+    configure_logging(stack_settings)
 
 
 def run(stack: Stack, *args: str) -> Result:

@@ -3,38 +3,21 @@ sent exactly once when Kafka comes back, and `run` reports both ends of a comman
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from shipledger.cli import cli
 from shipledger.producers.emitter.publisher import Publisher
 from shipledger.producers.emitter.spool import Spool
-from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
-from shipledger.topics import ensure_topics
 from shipledger.up.broker import free_port
-
-#: The `cli_env` fixture (tests/conftest.py): a CI job's environment for a broker.
-CliEnv = Callable[[Settings, str], dict[str, str]]
-#: The `consume` fixture (tests/conftest.py): every deployment event of a topic.
-Consume = Callable[..., list[tuple[bytes, DeploymentEvent, int]]]
+from tests.kit import META, SHA, CliEnv, Consume, deployment_event, invoke, run_shipledger
 
 pytestmark = pytest.mark.integration
-
-SHA = "0123456789abcdef0123456789abcdef01234567"
-META = ["--service", "checkout", "--environment", "prod", "--commit-sha", SHA, "--actor", "al"]
-SHIPLEDGER = str(Path(sys.executable).with_name("shipledger"))
-
-
-@pytest.fixture
-def topics(settings: Settings, broker: str) -> Topics:
-    return ensure_topics(settings, broker)
 
 
 @pytest.fixture
@@ -49,10 +32,6 @@ def env(
     clean = cli_env(settings, broker)
     use_env(clean)
     yield clean
-
-
-def _invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def test_emit_arrives_decoded_and_keyed(
@@ -105,13 +84,9 @@ def test_emit_arrives_decoded_and_keyed(
 def test_run_failing_command_subprocess(
     consume: Consume, env: dict[str, str], broker: str, topics: Topics, tmp_path: Path
 ) -> None:
-    proc = subprocess.run(
-        [SHIPLEDGER, "run", *META, "--deployment-id", "dep-run", "--", "sh", "-c", "exit 3"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    fails = ["sh", "-c", "exit 3"]
+    proc = run_shipledger(
+        "run", *META, "--deployment-id", "dep-run", "--", *fails, env=env, cwd=tmp_path
     )
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout == ""  # run's stdout belongs to the command
@@ -130,25 +105,23 @@ def test_spool_survives_an_outage_and_flush_sends_it_exactly_once(
     down = f"127.0.0.1:{free_port()}"
     ids = []
     for event_type in ("started", "succeeded"):
-        result = _invoke(
-            "emit", event_type, *META, "--deployment-id", "dep-sp", "--bootstrap", down
-        )
+        result = invoke("emit", event_type, *META, "--deployment-id", "dep-sp", "--bootstrap", down)
         assert result.exit_code == 0
         assert "spooled to" in result.stderr
         ids.append(result.stdout.strip())
     spool = Spool(settings)
     assert spool.pending() == 2
 
-    still_down = _invoke("flush", "--bootstrap", down)
+    still_down = invoke("flush", "--bootstrap", down)
     assert still_down.exit_code == 1
     assert still_down.stdout.startswith("sent 0, 2 remaining")
     assert spool.pending() == 2
 
-    flushed = _invoke("flush")
+    flushed = invoke("flush")
     assert flushed.exit_code == 0, flushed.stderr
     assert flushed.stdout.startswith("sent 2, 0 remaining")
     assert spool.pending() == 0
-    again = _invoke("flush")
+    again = invoke("flush")
     assert again.stdout.startswith("sent 0, 0 remaining")
 
     events = consume(broker, topics.raw, 2, settle_s=1.0)
@@ -160,14 +133,7 @@ def test_publish_many_fast_path(
     consume: Consume, settings: Settings, broker: str, topics: Topics
 ) -> None:
     events = [
-        DeploymentEvent(
-            deployment_id=f"d-{i % 20}",
-            event_type="started",
-            service="svc",
-            environment="prod",
-            commit_sha=SHA,
-            actor="bot",
-        )
+        deployment_event(deployment_id=f"d-{i % 20}", service="svc", actor="bot")
         for i in range(2000)
     ]
     delivered: list[int] = []

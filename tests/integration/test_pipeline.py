@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,17 +14,16 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from shipledger.producers.emitter.spool import Spool
 from shipledger.schemas.families import DEPLOYMENT
-from shipledger.schemas.models import Alert, DeploymentEvent
+from shipledger.schemas.models import Alert
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.audit import verify
 from shipledger.up.broker import free_port
 from shipledger.up.stack import Stack
+from tests.kit import SHA, deployment_event, emit_options, run_shipledger
 
 pytestmark = pytest.mark.integration
 
-SHIPLEDGER = str(Path(sys.executable).parent / "shipledger")
-SHA = "0f" * 20
 POLICY = """
 version: it-1
 defaults:
@@ -47,20 +44,14 @@ tenants:
 
 
 @pytest.fixture
-def stack(broker: str, tmp_path: Path) -> Iterator[Stack]:
+def stack_settings(stack_settings: Settings, tmp_path: Path) -> Settings:
+    """The `stack` runs with POLICY, whose windows and freezes are judged on fixed dates, some
+    still ahead."""
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        topic_prefix=f"pipe{tmp_path.name[-8:]}.",
-        topic_partitions=2,
-        policy_file=policy,
-        sink_batch_ms=100,
-        # The policy's windows and freezes are judged on fixed dates, some still ahead.
-        max_future_skew_s=2 * 365 * 86400,
+    return stack_settings.model_copy(
+        update={"policy_file": policy, "max_future_skew_s": 2 * 365 * 86400}
     )
-    with Stack(settings, bootstrap=broker, log_dir=tmp_path / "logs") as running:
-        yield running
 
 
 def ci_env(stack: Stack) -> dict[str, str]:
@@ -79,9 +70,7 @@ def ci_env(stack: Stack) -> dict[str, str]:
 
 def emit(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the real `shipledger emit` as a CI job would."""
-    done = subprocess.run(
-        [SHIPLEDGER, "emit", *args], env=ci_env(stack), capture_output=True, text=True, check=False
-    )
+    done = run_shipledger("emit", *args, env=ci_env(stack))
     assert done.returncode == 0, done.stderr
     return done
 
@@ -216,15 +205,7 @@ def test_cli_events_become_rows_and_alerts(stack: Stack) -> None:
 
 def test_malformed_events_reach_the_dead_letter_topic(stack: Stack) -> None:
     codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
-    valid = DeploymentEvent(
-        event_id="e-bad",
-        deployment_id="dep-bad",
-        event_type="started",
-        service="s",
-        environment="prod",
-        commit_sha=SHA,
-        actor="a",
-    )
+    valid = deployment_event(event_id="e-bad", deployment_id="dep-bad")
     bad_sha = {**valid.to_avro(), "commit_sha": "abc123"}  # what a non-validating producer sends
     producer = Producer(stack.settings.kafka_producer(stack.bootstrap))
     producer.produce(stack.topics.raw, key=b"dep-bad", value=codec.encode(bad_sha))
@@ -294,33 +275,12 @@ def test_supervisor_restarts_a_killed_worker(stack: Stack) -> None:
 def test_an_event_delivered_twice_is_applied_once(stack: Stack) -> None:
     """A resent event (spool flush after a lost ack, a replay) must not advance the record."""
     codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
-    event = DeploymentEvent(
-        event_id="evt-twice",
-        deployment_id="dep-twice",
-        event_type="started",
-        service="cart",
-        environment="dev",
-        commit_sha=SHA,
-        actor="eve",
-    )
+    event = deployment_event(event_id="evt-twice", deployment_id="dep-twice", environment="dev")
     producer = Producer(stack.settings.kafka_producer(stack.bootstrap))
     for _ in range(2):
         producer.produce(stack.topics.raw, key=b"dep-twice", value=codec.encode(event.to_avro()))
     assert producer.flush(10) == 0
-    emit(
-        stack,
-        "succeeded",
-        "--deployment-id",
-        "dep-twice",
-        "--service",
-        "cart",
-        "--environment",
-        "dev",
-        "--commit-sha",
-        SHA,
-        "--actor",
-        "eve",
-    )
+    emit(stack, "succeeded", *emit_options(event))  # the same deployment goes on
     assert wait_rows(stack, "deployment_records", 2) == 2
     assert stack.store is not None
     _, rows = stack.store.query("SELECT seq, event_count, status FROM shipledger.deployments")
@@ -347,9 +307,7 @@ def test_a_flush_repeated_after_a_crash_is_recorded_once(stack: Stack) -> None:
         if attempt:
             for path, data in before.items():
                 path.write_bytes(data)
-        flushed = subprocess.run(
-            [SHIPLEDGER, "flush"], env=ci_env(stack), capture_output=True, text=True, check=False
-        )
+        flushed = run_shipledger("flush", env=ci_env(stack))
         assert flushed.returncode == 0, flushed.stderr
         assert flushed.stdout.startswith("sent 2, 0 remaining")
 
@@ -378,15 +336,13 @@ def test_tenants_with_the_same_deployment_and_event_ids_stay_apart(stack: Stack)
     producer = Producer(stack.settings.kafka_producer(stack.bootstrap))
 
     def send(tenant: str, event_id: str, event_type: str, environment: str, at: str) -> None:
-        event = DeploymentEvent(
+        event = deployment_event(
             event_id=event_id,
             deployment_id="job:42",
             event_type=event_type,
-            service="checkout",
             environment=environment,
             tenant=tenant,
             change_id="CHG1" if tenant == "retail" else None,
-            commit_sha=SHA,
             actor="jenkins",
             occurred_at=at,
         )

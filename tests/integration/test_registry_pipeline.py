@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import struct
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,10 +19,9 @@ from confluent_kafka import Consumer, TopicPartition
 from shipledger.schemas.registry import catalog
 from shipledger.settings import Settings
 from shipledger.up.stack import Stack
+from tests.kit import deployment_event, emit_options, run_shipledger
 
 pytestmark = pytest.mark.integration
-
-SHIPLEDGER = str(Path(sys.executable).parent / "shipledger")
 
 
 class Registry(Protocol):
@@ -83,12 +80,8 @@ def test_an_event_flows_end_to_end_framed_with_registry_ids(
         for ci in ("GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL"):
             env.pop(ci, None)
         # A prod deployment without a change ticket: the default policy alerts on it.
-        done = subprocess.run(
-            [SHIPLEDGER, "emit", "started", "--deployment-id", "sr-1", "--service", "checkout",
-             "--environment", "prod", "--commit-sha", "0f" * 20, "--actor", "alice",
-             "--tenant", "retail"],
-            env=env, capture_output=True, text=True, check=False,
-        )  # fmt: skip
+        event = deployment_event(deployment_id="sr-1", tenant="retail")
+        done = run_shipledger("emit", "started", *emit_options(event), env=env)
         assert done.returncode == 0, done.stderr
         assert stack.store is not None
         deadline = time.monotonic() + 90

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.topics import ensure_topics
 from shipledger.up.restore import ledger_states, partition_of
 from shipledger.up.stack import Stack
+from tests.kit import deployment_event, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -31,25 +30,13 @@ MONDAY_NIGHT = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
 
 
 def _event(deployment: str, event_id: str, event_type: str, tenant: str) -> DeploymentEvent:
-    return DeploymentEvent(
+    return deployment_event(
         event_id=event_id,
         deployment_id=deployment,
         event_type=event_type,
-        service="checkout",
-        environment="prod",
         tenant=tenant,
-        commit_sha="b" * 40,
-        actor="alice",
         occurred_at=MONDAY_NIGHT,
     )
-
-
-def _wait(stack: Stack, done: Callable[[], bool], what: str, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        stack.check()
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
 
 
 def test_partition_of_is_the_producers_partitioner(broker: str, settings: Settings) -> None:
@@ -81,7 +68,7 @@ def test_what_the_broker_forgot_is_restored(tmp_path: Path) -> None:
         assert stack.restored.journal_entries == 0
         with Publisher(settings, stack.bootstrap) as publisher:
             publisher.publish_many([first])
-            _wait(stack, lambda: first_store.count("alerts") == 2, "the first event's alerts")
+            wait_until(stack, lambda: first_store.count("alerts") == 2, "the first event's alerts")
             (pid,) = stack.worker_pids
             os.kill(pid, signal.SIGKILL)  # nothing moves through the processors any more
             publisher.publish_many(later)  # journaled, acknowledged, then lost with the broker
@@ -95,9 +82,9 @@ def test_what_the_broker_forgot_is_restored(tmp_path: Path) -> None:
         assert store is not None and stack.restored is not None
         assert stack.restored.deployments == 1
         assert stack.restored.journal_entries == 3 and stack.restored.replayed == 2
-        _wait(stack, lambda: store.count("deployment_records") == 3, "records")
-        _wait(stack, lambda: store.count("alerts") == 4, "alerts")
-        _wait(stack, lambda: not any(stack.pending().values()), "drained")
+        wait_until(stack, lambda: store.count("deployment_records") == 3, "records")
+        wait_until(stack, lambda: store.count("alerts") == 4, "alerts")
+        wait_until(stack, lambda: not any(stack.pending().values()), "drained")
         _, rows = store.query(
             "SELECT tenant, deployment_id, seq, status, event_count, alert_rules "
             "FROM shipledger.deployments ORDER BY tenant"

@@ -6,19 +6,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 
-from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.ddl import EVENTS
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.topics import ensure_topics
+from tests.kit import SHIPLEDGER, deployment_event
 
 pytestmark = pytest.mark.integration
 
@@ -30,14 +29,7 @@ def test_sink_command_drains_and_stops_on_sigterm(
     codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
     producer = Producer(settings.kafka_producer(broker))
     for i in range(25):
-        event = DeploymentEvent(
-            deployment_id=f"dep-{i}",
-            event_type="started",
-            service="api",
-            environment="qa",
-            commit_sha="f" * 40,
-            actor="ci",
-        )
+        event = deployment_event(deployment_id=f"dep-{i}")
         producer.produce(settings.topic("deployments.raw"), value=codec.encode(event.to_avro()))
     assert producer.flush(10) == 0
 
@@ -48,7 +40,7 @@ def test_sink_command_drains_and_stops_on_sigterm(
         "SHIPLEDGER_SINK_BATCH_MS": "50",
     }
     cmd = [
-        str(Path(sys.executable).parent / "shipledger"),
+        SHIPLEDGER,
         "sink",
         "--bootstrap",
         broker,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,24 +23,10 @@ from shipledger.producers.emitter.spool import Spool
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
-from shipledger.topics import ensure_topics
 from shipledger.up.broker import free_port
+from tests.kit import META, SHIPLEDGER, CliEnv, Consume, run_shipledger
 
 pytestmark = pytest.mark.integration
-
-#: The `cli_env` fixture (tests/conftest.py): a CI job's environment for a broker.
-CliEnv = Callable[[Settings, str], dict[str, str]]
-#: The `consume` fixture (tests/conftest.py): every deployment event of a topic.
-Consume = Callable[..., list[tuple[bytes, DeploymentEvent, int]]]
-
-SHA = "0123456789abcdef0123456789abcdef01234567"
-META = ["--service", "checkout", "--environment", "prod", "--commit-sha", SHA, "--actor", "al"]
-SHIPLEDGER = str(Path(sys.executable).with_name("shipledger"))
-
-
-@pytest.fixture
-def topics(settings: Settings, broker: str) -> Topics:
-    return ensure_topics(settings, broker)
 
 
 @pytest.fixture
@@ -76,30 +61,29 @@ def start_emit(env: dict[str, str], dep: str, bootstrap: str, *extra: str) -> su
     )
 
 
-def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [SHIPLEDGER, *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
 def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=120)
     return proc.returncode, out, err
 
 
-def assert_exactly_once(consume: Consume, broker: str, topic: str, ids: set[str]) -> None:
-    got = Counter(event.event_id for _, event, _ in consume(broker, topic, len(ids), settle_s=1.0))
-    assert set(got) == ids
-    assert set(got.values()) == {1}, {i: n for i, n in got.items() if n > 1}
+#: The `sent_once` fixture: asserts that the raw topic holds each of `ids` exactly once.
+SentOnce = Callable[[set[str]], None]
+
+
+@pytest.fixture
+def sent_once(consume: Consume, broker: str, topics: Topics) -> SentOnce:
+    """Asserts that the raw topic holds each of `ids` exactly once (and nothing else)."""
+
+    def check(ids: set[str]) -> None:
+        got = Counter(e.event_id for _, e, _ in consume(broker, topics.raw, len(ids), settle_s=1.0))
+        assert set(got) == ids
+        assert set(got.values()) == {1}, {i: n for i, n in got.items() if n > 1}
+
+    return check
 
 
 def test_concurrent_jobs_emitting_and_flushing_send_each_event_once(
-    env: dict[str, str],
-    down: str,
-    broker: str,
-    topics: Topics,
-    consume: Consume,
-    settings: Settings,
+    env: dict[str, str], down: str, sent_once: SentOnce, settings: Settings
 ) -> None:
     """Eight jobs spool at once; then four flushes race each other and four more spooling
     jobs. One flush holds the lock at a time, so no file is sent twice or lost."""
@@ -121,12 +105,12 @@ def test_concurrent_jobs_emitting_and_flushing_send_each_event_once(
     for code, out, _ in map(finish, late):
         assert code == 0
         ids.add(out.strip())
-    last = run(env, "flush")
+    last = run_shipledger("flush", env=env)
     assert last.returncode == 0, last.stderr
     sent += int(last.stdout.split()[1].rstrip(","))
     assert sent == len(ids) == 12
     assert Spool(settings).pending() == 0
-    assert_exactly_once(consume, broker, topics.raw, ids)
+    sent_once(ids)
 
 
 @pytest.fixture
@@ -159,12 +143,7 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_full_disk_fails_loudly_leaves_nothing_and_spools_again_once_freed(
-    env: dict[str, str],
-    down: str,
-    full_disk: Path,
-    broker: str,
-    topics: Topics,
-    consume: Consume,
+    env: dict[str, str], down: str, full_disk: Path, sent_once: SentOnce
 ) -> None:
     spool_dir = full_disk.parent / "spool"
     env = {**env, "SHIPLEDGER_SPOOL_DIR": str(spool_dir)}
@@ -181,19 +160,14 @@ def test_a_full_disk_fails_loudly_leaves_nothing_and_spools_again_once_freed(
     full_disk.unlink()
     code, out, _ = finish(start_emit(env, "dep-full", down))
     assert code == 0
-    flushed = run(env, "flush")
+    flushed = run_shipledger("flush", env=env)
     assert flushed.returncode == 0, flushed.stderr
     assert flushed.stdout.startswith("sent 1, 0 remaining")
-    assert_exactly_once(consume, broker, topics.raw, {out.strip()})
+    sent_once({out.strip()})
 
 
 def test_writers_killed_mid_write_leave_only_whole_events(
-    env: dict[str, str],
-    down: str,
-    broker: str,
-    topics: Topics,
-    consume: Consume,
-    settings: Settings,
+    env: dict[str, str], down: str, sent_once: SentOnce, settings: Settings
 ) -> None:
     """`emit` processes are SIGKILLed at increasing delays, so some die before spooling, some
     while writing, some after. Whichever: the spool then holds only whole events, and a
@@ -211,22 +185,17 @@ def test_writers_killed_mid_write_leave_only_whole_events(
     torn.write_bytes(b'{"event_id":"torn","deployment_id":"dep-kill-x","eve')
     spooled = {DeploymentEvent.model_validate_json(p.read_bytes()).event_id for p in spool.files()}
 
-    flushed = run(env, "flush")
+    flushed = run_shipledger("flush", env=env)
     assert flushed.returncode == 0, flushed.stderr
     assert flushed.stdout.startswith(f"sent {len(spooled)}, 0 remaining")
     assert not torn.exists()
     assert not spool.quarantine_dir.exists()
     if spooled:
-        assert_exactly_once(consume, broker, topics.raw, spooled)
+        sent_once(spooled)
 
 
 def test_a_corrupt_spool_file_is_quarantined_and_named(
-    env: dict[str, str],
-    down: str,
-    broker: str,
-    topics: Topics,
-    consume: Consume,
-    settings: Settings,
+    env: dict[str, str], down: str, sent_once: SentOnce, settings: Settings
 ) -> None:
     code, out, _ = finish(start_emit(env, "dep-ok", down))
     assert code == 0
@@ -234,14 +203,14 @@ def test_a_corrupt_spool_file_is_quarantined_and_named(
     corrupt = spool.directory / "00000000000000000001-0000-0123456789ab.json"
     corrupt.write_bytes(b'{"event_id": "bitrot", "deployment_id": "dep-x", \x00\x00')
 
-    flushed = run(env, "flush")
+    flushed = run_shipledger("flush", env=env)
     assert flushed.returncode == 1  # something needs a human
     assert flushed.stdout.startswith("sent 1, 0 remaining")
     moved = spool.quarantine_dir / corrupt.name
     assert f"quarantined {moved}: not a valid event" in flushed.stderr
     assert moved.read_bytes().endswith(b"\x00\x00")
-    again = run(env, "flush")
+    again = run_shipledger("flush", env=env)
     assert (again.returncode, again.stdout.startswith("sent 0, 0 remaining")) == (0, True)
     assert moved.exists()
-    assert_exactly_once(consume, broker, topics.raw, {out.strip()})
+    sent_once({out.strip()})
     assert os.listdir(spool.quarantine_dir) == [corrupt.name]

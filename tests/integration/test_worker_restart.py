@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -22,8 +20,8 @@ from shipledger.processors.step import process
 from shipledger.producers.emitter.publisher import Publisher
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import load_policy
-from shipledger.settings import Settings
 from shipledger.up.stack import Stack
+from tests.kit import deployment_event, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -32,53 +30,39 @@ MONDAY_NIGHT = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
 
 
 def _event(index: int, stage: int, event_type: str) -> DeploymentEvent:
-    return DeploymentEvent(
+    return deployment_event(
         event_id=f"e{index}-{stage}",
         deployment_id=f"dep-{index}",
         event_type=event_type,
-        service="checkout",
-        environment="prod",
         tenant=f"t{index % 2}",
-        commit_sha="a" * 40,
-        actor="alice",
         occurred_at=MONDAY_NIGHT,
     )
 
 
-def _wait(stack: Stack, done: Callable[[], bool], what: str, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        stack.supervise()
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
+def _wait(stack: Stack, done: Callable[[], bool], what: str) -> None:
+    # The test kills the worker: it is restarted as `up` restarts it.
+    wait_until(stack, done, what, restart_workers=True)
 
 
-def test_a_killed_worker_recovers_every_deployment_state(broker: str, tmp_path: Path) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        topic_prefix=f"wr{tmp_path.name[-8:]}.",
-        topic_partitions=2,
-        sink_batch_ms=100,
-    )
+def test_a_killed_worker_recovers_every_deployment_state(stack: Stack) -> None:
     started = [_event(i, 0, "started") for i in range(DEPLOYMENTS)]
     finished = [_event(i, 1, "succeeded") for i in range(DEPLOYMENTS)]
-    with Stack(settings, bootstrap=broker, log_dir=tmp_path / "logs") as stack:
-        store = stack.store
-        assert store is not None
-        with Publisher(settings, stack.bootstrap) as publisher:
-            publisher.publish_many(started)  # one batch: one changelog batch per partition
-            _wait(stack, lambda: store.count("deployment_records") == DEPLOYMENTS, "records")
-            _wait(stack, lambda: not stack.pending()[stack.topics.raw], "processors' commit")
-            (pid,) = stack.worker_pids
-            os.kill(pid, signal.SIGKILL)
-            _wait(stack, lambda: stack.worker_pids != [pid], "worker restart")
-            publisher.publish_many(finished)
-            _wait(stack, lambda: store.count("deployment_records") >= 2 * DEPLOYMENTS, "records")
-            _wait(stack, lambda: not any(stack.pending().values()), "drained")
-        _, rows = store.query(
-            "SELECT tenant, deployment_id, seq, status, event_count FROM shipledger.deployments"
-        )
-        _, alerts = store.query("SELECT count() FROM shipledger.alerts")
+    store = stack.store
+    assert store is not None
+    with Publisher(stack.settings, stack.bootstrap) as publisher:
+        publisher.publish_many(started)  # one batch: one changelog batch per partition
+        _wait(stack, lambda: store.count("deployment_records") == DEPLOYMENTS, "records")
+        _wait(stack, lambda: not stack.pending()[stack.topics.raw], "processors' commit")
+        (pid,) = stack.worker_pids
+        os.kill(pid, signal.SIGKILL)
+        _wait(stack, lambda: stack.worker_pids != [pid], "worker restart")
+        publisher.publish_many(finished)
+        _wait(stack, lambda: store.count("deployment_records") >= 2 * DEPLOYMENTS, "records")
+        _wait(stack, lambda: not any(stack.pending().values()), "drained")
+    _, rows = store.query(
+        "SELECT tenant, deployment_id, seq, status, event_count FROM shipledger.deployments"
+    )
+    _, alerts = store.query("SELECT count() FROM shipledger.alerts")
     policy = load_policy(None)
     expected_alerts = 0
     want = {}

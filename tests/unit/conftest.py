@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -10,13 +9,13 @@ import pytest
 from shipledger.producers.webhooks import Mapped, WebhookResult, dispatch
 from shipledger.schemas.families import family_of
 
+from .webhook_kit import Check, Deliver, Mutate, RawRequest
+
 WEBHOOK_TENANT = "acme"
-Mutate = Callable[[dict[str, Any]], None]
-WebhookRequest = Callable[..., tuple[dict[str, str], bytes]]
 
 
 @pytest.fixture
-def deliver(webhook_request: WebhookRequest, webhook_secret: str) -> Callable[..., WebhookResult]:
+def deliver(webhook_request: RawRequest, webhook_secret: str) -> Deliver:
     """`(provider, fixture name, mutate=None, **dispatch kwargs)`: dispatch the fixture."""
 
     def _deliver(
@@ -40,6 +39,6 @@ def _check(mapped: Mapped) -> dict[str, Any]:
 
 
 @pytest.fixture
-def check_contract() -> Callable[[Mapped], dict[str, Any]]:
+def check_contract() -> Check:
     """Validate a mapped event against its family's contract; returns the validated fields."""
     return _check

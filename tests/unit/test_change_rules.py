@@ -15,7 +15,7 @@ from shipledger.processors.change_rules import (
     schedule_difference,
 )
 from shipledger.processors.changes import ChangeRequest, fold
-from shipledger.processors.rejudge import _REASONS, Rejudgement, rejudge
+from shipledger.processors.rejudge import _REASONS, _REQUEST_REASONS, Rejudgement, rejudge
 from shipledger.processors.rules import Finding, Subject
 from shipledger.schemas.family_models import ChangeEvent
 from shipledger.schemas.policy import Rules, parse_policy
@@ -262,7 +262,8 @@ def test_per_kind_rules_extend_the_change_rules_to_stage() -> None:
 
 
 def test_every_change_rule_has_a_resolution_reason() -> None:
-    assert set(_REASONS) == CHANGE_RULE_NAMES
+    assert not set(_REASONS) & set(_REQUEST_REASONS)
+    assert set(_REASONS) | set(_REQUEST_REASONS) == CHANGE_RULE_NAMES
 
 
 def test_late_request_resolves_unknown_and_raises_not_approved_once() -> None:
@@ -305,3 +306,13 @@ def test_rejudge_leaves_other_rules_findings_alone() -> None:
     other = Finding("missing_change_ticket", "no ticket")
     step = rejudge(deployment(change_id=None), [other], ChangeContext(None), RULES)
     assert step == Rejudgement()
+
+
+def test_findings_judged_against_a_request_resolve_once_it_is_not_known() -> None:
+    open_findings = [Finding("change_not_approved", "open"), Finding("outside_change_window", "")]
+    step = rejudge(deployment(change_id="CHG2"), open_findings, ChangeContext(None), RULES)
+    assert [f.rule for f in step.raised] == ["change_ticket_unknown"]
+    assert [(r.rule, r.reason) for r in step.resolved] == [
+        (rule, "change request CHG2 is not known: change_ticket_unknown holds")
+        for rule in ("change_not_approved", "outside_change_window")
+    ]

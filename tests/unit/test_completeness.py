@@ -10,13 +10,13 @@ from shipledger.processors.state import state_key
 from shipledger.processors.step import alert_id, process
 from shipledger.producers.journal import Entry
 from shipledger.schemas.families import scoped_key
-from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.policy import load_policy
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.up.completeness import Held, entry_letter_id, is_complete
 from shipledger.up.restore import partition_of, state_message
+from tests.kit import deployment_event
 
 TOPICS = Topics.from_settings(Settings())
 TABLES = TOPICS.tables()
@@ -69,15 +69,10 @@ def test_a_family_event_needs_its_row() -> None:
 
 def test_a_state_message_is_what_the_processors_write() -> None:
     policy = load_policy(None)
-    event = DeploymentEvent(
+    event = deployment_event(
         event_id="e1",
         deployment_id="job:7",
-        event_type="started",
-        service="s",
-        environment="prod",
         tenant="acme",
-        commit_sha="0" * 40,
-        actor="a",
         occurred_at=datetime(2026, 11, 23, 23, tzinfo=UTC),
     )
     record = process(event, None, policy).record

@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -20,22 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
-from shipledger.cli import cli
 from shipledger.producers.emitter import cli as emitter_cli
 from shipledger.producers.emitter.publisher import Publisher, PublishResult
 from shipledger.producers.emitter.spool import Spool
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.settings import Settings
 from shipledger.up.broker import free_port
-
-#: The `cli_env` fixture (tests/conftest.py): a CI job's environment for a broker.
-CliEnv = Callable[[Settings, str], dict[str, str]]
-
-SHA = "0123456789abcdef0123456789abcdef01234567"
-META = ["--service", "checkout", "--environment", "prod", "--commit-sha", SHA, "--actor", "al"]
-SHIPLEDGER = str(Path(sys.executable).with_name("shipledger"))
+from tests.kit import META, SHA, SHIPLEDGER, CliEnv, invoke
 
 
 @pytest.fixture
@@ -48,23 +39,19 @@ def env(
     yield clean
 
 
-def _invoke(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
 def _spooled(settings: Settings) -> list[DeploymentEvent]:
     return [DeploymentEvent.model_validate_json(p.read_bytes()) for p in Spool(settings).files()]
 
 
 def test_start_prints_only_a_uuid(env: dict[str, str]) -> None:
-    result = _invoke("start")
+    result = invoke("start")
     assert result.exit_code == 0
     assert str(uuid.UUID(result.stdout.strip())) == result.stdout.strip()
     assert result.stderr == ""
 
 
 def test_missing_metadata_is_one_error_naming_each_field(env: dict[str, str]) -> None:
-    result = _invoke("emit", "started", "--service", "checkout")
+    result = invoke("emit", "started", "--service", "checkout")
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr.count("error:") == 1
@@ -78,7 +65,7 @@ def test_missing_metadata_is_one_error_naming_each_field(env: dict[str, str]) ->
 
 
 def test_invalid_values_are_field_reason_lines(env: dict[str, str]) -> None:
-    result = _invoke(
+    result = invoke(
         "emit", "started", *META[:-4], "--commit-sha", "abc", "--actor", "al", "--attr", "k=v"
     )
     assert result.exit_code == 2
@@ -86,14 +73,14 @@ def test_invalid_values_are_field_reason_lines(env: dict[str, str]) -> None:
 
 
 def test_bad_attribute_and_event_type_are_usage_errors(env: dict[str, str]) -> None:
-    assert _invoke("emit", "started", *META, "--attr", "novalue").exit_code == 2
-    assert _invoke("emit", "deployed", *META).exit_code == 2
+    assert invoke("emit", "started", *META, "--attr", "novalue").exit_code == 2
+    assert invoke("emit", "deployed", *META).exit_code == 2
 
 
 def test_emit_spools_when_kafka_is_down_and_exits_0(
     env: dict[str, str], settings: Settings
 ) -> None:
-    result = _invoke(
+    result = invoke(
         "emit", "succeeded", *META, "--deployment-id", "dep-1", "--attr", "a=1", "--attr", "b=x=y"
     )
     assert result.exit_code == 0
@@ -108,15 +95,15 @@ def test_emit_spools_when_kafka_is_down_and_exits_0(
 def test_emit_strict_exits_1_without_spooling(env: dict[str, str], settings: Settings) -> None:
     """--strict with Kafka down: exit 1 and nothing spooled, so the retried CI step's event is
     the only one; without it: spooled, exit 0. One event either way."""
-    strict = _invoke("emit", "started", *META, "--strict")
+    strict = invoke("emit", "started", *META, "--strict")
     assert strict.exit_code == 1 and "not spooled" in strict.stderr
     assert _spooled(settings) == [] and strict.stdout == ""
-    assert _invoke("emit", "started", *META).exit_code == 0
+    assert invoke("emit", "started", *META).exit_code == 0
     assert len(_spooled(settings)) == 1
 
 
 def test_emit_blank_tenant_is_refused(env: dict[str, str], settings: Settings) -> None:
-    result = _invoke("emit", "started", *META, "--tenant", "")
+    result = invoke("emit", "started", *META, "--tenant", "")
     assert result.exit_code == 2 and "tenant" in result.stderr
     assert _spooled(settings) == []
 
@@ -126,7 +113,7 @@ def test_emit_event_over_the_size_limit_is_refused(
 ) -> None:
     monkeypatch.setenv("SHIPLEDGER_MAX_EVENT_BYTES", "2048")
     attrs = [a for i in range(3) for a in ("--attr", f"k{i}={'x' * 1000}")]
-    result = _invoke("emit", "started", *META, *attrs)
+    result = invoke("emit", "started", *META, *attrs)
     assert result.exit_code == 2 and "over the limit of 2048" in result.stderr
     assert _spooled(settings) == []
 
@@ -134,23 +121,23 @@ def test_emit_event_over_the_size_limit_is_refused(
 def test_emit_control_characters_and_old_times_are_refused(
     env: dict[str, str], settings: Settings
 ) -> None:
-    bad_name = _invoke("emit", "started", *META, "--environment", "prod\nFAKE LOG LINE")
+    bad_name = invoke("emit", "started", *META, "--environment", "prod\nFAKE LOG LINE")
     assert bad_name.exit_code == 2 and "environment: control character" in bad_name.stderr
-    old = _invoke("emit", "started", *META, "--occurred-at", "0001-01-01T00:00:00Z")
+    old = invoke("emit", "started", *META, "--occurred-at", "0001-01-01T00:00:00Z")
     assert old.exit_code == 2 and "occurred_at" in old.stderr and "earliest" in old.stderr
     assert _spooled(settings) == []
 
 
 def test_strict_from_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHIPLEDGER_STRICT", "true")
-    assert _invoke("emit", "started", *META).exit_code == 1
-    assert _invoke("emit", "started", *META, "--no-strict").exit_code == 0
+    assert invoke("emit", "started", *META).exit_code == 1
+    assert invoke("emit", "started", *META, "--no-strict").exit_code == 0
 
 
 def test_generated_deployment_id_is_shown_on_stderr(
     env: dict[str, str], settings: Settings
 ) -> None:
-    result = _invoke("emit", "started", *META)
+    result = invoke("emit", "started", *META)
     (event,) = _spooled(settings)
     assert event.deployment_id in result.stderr
     assert "shipledger start" in result.stderr
@@ -170,7 +157,7 @@ def test_ci_detection_fills_metadata_and_flags_win(
         "SHIPLEDGER_DEPLOYMENT_ID": "dep-9",
     }.items():
         monkeypatch.setenv(key, value)
-    assert _invoke("emit", "started", "--environment", "prod-eu").exit_code == 0
+    assert invoke("emit", "started", "--environment", "prod-eu").exit_code == 0
     (event,) = _spooled(settings)
     assert (event.service, event.environment, event.actor) == ("ledger", "prod-eu", "alice")
     assert (event.pipeline_provider, event.trigger, event.deployment_id) == (
@@ -183,7 +170,7 @@ def test_ci_detection_fills_metadata_and_flags_win(
 def test_run_reports_failure_and_keeps_the_exit_code(
     env: dict[str, str], settings: Settings
 ) -> None:
-    result = _invoke("run", *META, "--deployment-id", "d-run", "--", "sh", "-c", "exit 3")
+    result = invoke("run", *META, "--deployment-id", "d-run", "--", "sh", "-c", "exit 3")
     assert result.exit_code == 3
     started, finished = _spooled(settings)
     assert (started.event_type, finished.event_type) == ("started", "failed")
@@ -194,13 +181,13 @@ def test_run_reports_failure_and_keeps_the_exit_code(
 
 
 def test_run_success(env: dict[str, str], settings: Settings) -> None:
-    assert _invoke("run", *META, "true").exit_code == 0
+    assert invoke("run", *META, "true").exit_code == 0
     assert [e.event_type for e in _spooled(settings)] == ["started", "succeeded"]
     assert _spooled(settings)[1].exit_code == 0
 
 
 def test_run_missing_command_is_127(env: dict[str, str], settings: Settings) -> None:
-    assert _invoke("run", *META, "--", "no-such-command-xyz").exit_code == 127
+    assert invoke("run", *META, "--", "no-such-command-xyz").exit_code == 127
     finished = _spooled(settings)[1]
     assert finished.exit_code == 127
     assert finished.attributes["error"] == "command not found: no-such-command-xyz"
@@ -208,7 +195,7 @@ def test_run_missing_command_is_127(env: dict[str, str], settings: Settings) -> 
 
 def test_run_validates_before_running(env: dict[str, str], tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    result = _invoke("run", "--service", "x", "--", "touch", str(marker))
+    result = invoke("run", "--service", "x", "--", "touch", str(marker))
     assert result.exit_code == 2
     assert not marker.exists()
 
@@ -226,17 +213,17 @@ def test_run_outside_ci_takes_the_commit_from_git_and_the_actor_from_the_os(
     ).stdout.strip()
     monkeypatch.chdir(repo)
     monkeypatch.setenv("USER", "laptop-user")
-    result = _invoke("run", "--service", "s", "--environment", "dev", "--", "true")
+    result = invoke("run", "--service", "s", "--environment", "dev", "--", "true")
     assert result.exit_code == 0, result.stderr
     started, finished = _spooled(settings)
     assert (started.commit_sha, started.actor) == (head, "laptop-user")
     assert (finished.commit_sha, finished.actor) == (head, "laptop-user")
     assert "not in CI" in result.stderr and "git rev-parse HEAD" in result.stderr
     # Given values win; in CI, nothing is taken from the machine (detection names the field).
-    assert _invoke("run", *META, "true").exit_code == 0
+    assert invoke("run", *META, "true").exit_code == 0
     assert _spooled(settings)[-1].actor == "al"
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
-    in_ci = _invoke("run", "--service", "s", "--environment", "dev", "--", "true")
+    in_ci = invoke("run", "--service", "s", "--environment", "dev", "--", "true")
     assert in_ci.exit_code == 2 and "commit_sha" in in_ci.stderr
 
 
@@ -244,7 +231,7 @@ def test_run_strict_does_not_run_an_unrecorded_deploy(
     env: dict[str, str], settings: Settings, tmp_path: Path
 ) -> None:
     marker = tmp_path / "ran"
-    result = _invoke("run", *META, "--strict", "--", "touch", str(marker))
+    result = invoke("run", *META, "--strict", "--", "touch", str(marker))
     assert result.exit_code == 1
     assert not marker.exists()
     assert _spooled(settings) == []  # nothing started, so nothing to report later
@@ -319,7 +306,7 @@ def test_run_signal_while_started_is_sent_cancels_the_command(
     _signal_during_publish(monkeypatch, sig, call=1)
     marker = tmp_path / "deployed"
     handler = signal.getsignal(sig)
-    result = _invoke("run", *META, "--attr", "k=v", "--", "touch", str(marker))
+    result = invoke("run", *META, "--attr", "k=v", "--", "touch", str(marker))
     assert result.exit_code == 128 + sig
     assert not marker.exists()
     started, cancelled = _spooled(settings)
@@ -351,7 +338,7 @@ def test_run_signal_after_the_command_exited_0_is_still_a_success(
         _signal_once_the_command_exited(monkeypatch, signal.SIGTERM)
     else:
         _signal_during_publish(monkeypatch, signal.SIGTERM, call=2)
-    assert _invoke("run", *META, "--", "true").exit_code == 0
+    assert invoke("run", *META, "--", "true").exit_code == 0
     finished = _spooled(settings)[1]
     assert finished.event_type == "succeeded"
     assert (finished.exit_code, finished.attributes) == (0, {})
@@ -361,7 +348,7 @@ def test_run_signal_after_a_failed_command_keeps_its_exit_code(
     env: dict[str, str], settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _signal_once_the_command_exited(monkeypatch, signal.SIGINT)
-    assert _invoke("run", *META, "--", "sh", "-c", "exit 4").exit_code == 4
+    assert invoke("run", *META, "--", "sh", "-c", "exit 4").exit_code == 4
     finished = _spooled(settings)[1]
     assert (finished.event_type, finished.exit_code, finished.attributes) == ("failed", 4, {})
 
@@ -431,7 +418,7 @@ def test_run_mistyped_option_is_a_usage_error(
     env: dict[str, str], settings: Settings, tmp_path: Path, typo: list[str]
 ) -> None:
     marker = tmp_path / "deployed"
-    result = _invoke("run", *META, *typo, "--", "touch", str(marker))
+    result = invoke("run", *META, *typo, "--", "touch", str(marker))
     assert result.exit_code == 2
     name = typo[0].partition("=")[0]
     assert f"no such option: {name}" in result.stderr.lower()
@@ -440,7 +427,7 @@ def test_run_mistyped_option_is_a_usage_error(
 
 
 def test_run_mistyped_option_suggests_the_right_one(env: dict[str, str]) -> None:
-    result = _invoke("run", *META, "--chnage-id", "CHG1", "--", "echo", "deployed")
+    result = invoke("run", *META, "--chnage-id", "CHG1", "--", "echo", "deployed")
     assert "--change-id" in result.stderr.partition("option: --chnage-id")[2]
     assert result.stdout == ""
 
@@ -448,7 +435,7 @@ def test_run_mistyped_option_suggests_the_right_one(env: dict[str, str]) -> None
 def test_run_known_option_after_double_dash_is_a_usage_error(
     env: dict[str, str], settings: Settings
 ) -> None:
-    result = _invoke("run", *META, "--", "--change-id", "CHG1", "true")
+    result = invoke("run", *META, "--", "--change-id", "CHG1", "true")
     assert result.exit_code == 2
     assert "COMMAND cannot start with option --change-id" in result.stderr
     assert _spooled(settings) == []
@@ -461,7 +448,7 @@ def test_run_options_after_the_command_are_the_commands(
     out = tmp_path / "args"
     script = 'printf "%s\\n" "$@" > "$0"'
     args = ["sh", "-c", script, str(out), "--with-dashes", "--change-id", "CHG9", "-x"]
-    result = _invoke("run", *META, *dashdash, *args)
+    result = invoke("run", *META, *dashdash, *args)
     assert result.exit_code == 0, result.stderr
     assert out.read_text().splitlines() == ["--with-dashes", "--change-id", "CHG9", "-x"]
     started, finished = _spooled(settings)
@@ -477,7 +464,7 @@ def test_credentials_in_jenkins_git_url_never_reach_the_event(
 ) -> None:
     monkeypatch.setenv("JENKINS_URL", "https://jenkins.example.com/")
     monkeypatch.setenv("GIT_URL", "https://bob:ghp_s3cr3tT0ken@github.com/acme/billing.git")
-    result = _invoke("emit", "started", *META)
+    result = invoke("emit", "started", *META)
     assert result.exit_code == 0
     (event,) = _spooled(settings)
     assert event.repository == "https://github.com/acme/billing.git"
@@ -489,16 +476,16 @@ def test_credentials_in_a_given_repository_are_stripped_too(
     env: dict[str, str], settings: Settings
 ) -> None:
     url = "https://ci:tok3n@gitlab.example.com/pay/ledger.git"
-    assert _invoke("emit", "started", *META, "--repository", url).exit_code == 0
+    assert invoke("emit", "started", *META, "--repository", url).exit_code == 0
     assert _spooled(settings)[0].repository == "https://gitlab.example.com/pay/ledger.git"
 
 
 def test_flush_reports_what_remains(env: dict[str, str], settings: Settings) -> None:
-    empty = _invoke("flush")
+    empty = invoke("flush")
     assert (empty.exit_code, empty.stdout.startswith("sent 0, 0 remaining")) == (0, True)
-    _invoke("emit", "started", *META)
-    _invoke("emit", "succeeded", *META)
-    result = _invoke("flush")
+    invoke("emit", "started", *META)
+    invoke("emit", "succeeded", *META)
+    result = invoke("flush")
     assert result.exit_code == 1
     assert result.stdout.startswith("sent 0, 2 remaining")
     assert len(_spooled(settings)) == 2
@@ -506,7 +493,7 @@ def test_flush_reports_what_remains(env: dict[str, str], settings: Settings) -> 
 
 def test_help_has_examples(env: dict[str, str]) -> None:
     for command in ("start", "emit", "run", "flush"):
-        result = _invoke(command, "--help")
+        result = invoke(command, "--help")
         assert result.exit_code == 0
         assert "Example" in result.stdout, command
 
@@ -515,6 +502,6 @@ def test_invalid_settings_name_the_variable(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SHIPLEDGER_EMIT_TIMEOUT_S", "soon")
-    result = _invoke("emit", "started", *META)
+    result = invoke("emit", "started", *META)
     assert result.exit_code == 2
     assert "SHIPLEDGER_EMIT_TIMEOUT_S: Input should be a valid number" in result.stderr

@@ -22,19 +22,11 @@ from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import EVENT_SCHEMA
 from shipledger.settings import Settings
 from shipledger.up.broker import free_port
-
-SHA = "0123456789abcdef0123456789abcdef01234567"
+from tests.kit import SHA, deployment_event
 
 
 def _event(n: int = 0, deployment_id: str = "d-1") -> DeploymentEvent:
-    return DeploymentEvent(
-        deployment_id=deployment_id,
-        event_type="started",
-        service=f"svc-{n}",
-        environment="prod",
-        commit_sha=SHA,
-        actor="alice",
-    )
+    return deployment_event(deployment_id=deployment_id, service=f"svc-{n}")
 
 
 @pytest.fixture

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import io
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import fastavro
@@ -19,15 +17,11 @@ from shipledger.schemas.fields import UnknownFieldError, apply_aliases
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec, catalog
 from shipledger.schemas.validation import field_errors
+from tests.kit import FAMILY_EVENTS as PAYLOADS
+from tests.kit import SHA
 
-SHA = "0123456789abcdef0123456789abcdef01234567"
 EVENT = "io.shipledger.v1.DeploymentEvent"
 AT = "2026-11-25T10:00:00Z"
-
-#: One valid payload per family, as a producer would send it (every family must have one).
-PAYLOADS: dict[str, dict[str, Any]] = json.loads(
-    (Path(__file__).parents[1] / "fixtures" / "family_events.json").read_text()
-)
 
 
 def test_family_of_names_the_known_families() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from shipledger.schemas.families import FAMILIES
 from shipledger.schemas.models import MAX_TEXT, check_name, check_text
 from shipledger.schemas.untrusted import MAX_DEPTH, BadJSON, loads
 from shipledger.settings import Settings
+from tests.kit import FAMILY_EVENTS
 
 PRINCIPAL = Principal("t1", "*", frozenset({"ingest"}))  # any tenant: no 403 to mask
 SETTINGS = Settings(max_event_bytes=64 * 1024)
@@ -135,14 +135,10 @@ def test_csv_huge_cell_and_bare_cr_are_line_errors() -> None:
 
 
 # --- every family's model, through prepare ----------------------------------------------------
-#: One valid payload per family (every family must have one).
-_PAYLOADS: dict[str, dict[str, Any]] = json.loads(
-    (Path(__file__).parents[1] / "fixtures" / "family_events.json").read_text()
-)
 
 
 def _valid(family: str) -> dict[str, Any]:
-    return {"family": family, **_PAYLOADS[family]}
+    return {"family": family, **FAMILY_EVENTS[family]}
 
 
 _FIELDS = sorted(

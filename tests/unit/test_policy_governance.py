@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from shipledger.policy_cli import policy as policy_command
 from shipledger.processors.rules import Subject, judge
 from shipledger.processors.step import process
-from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.policy import PolicyError, load_policy, parse_policy
+from tests.kit import deployment_event
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "policy.example.yaml"
 WEDNESDAY_NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -74,15 +74,8 @@ def test_a_kind_sets_its_own_ticket_requirement_windows_and_severity() -> None:
 
 
 def test_the_stream_judges_with_the_kinds_rules() -> None:
-    event = DeploymentEvent(
-        deployment_id="d-1",
-        event_type="started",
-        kind="schema_migration",
-        service="db",
-        environment="staging",
-        commit_sha="a" * 40,
-        actor="alice",
-        occurred_at=WEDNESDAY_NOON,
+    event = deployment_event(
+        kind="schema_migration", environment="staging", occurred_at=WEDNESDAY_NOON
     )
     (alert,) = process(event, None, parse_policy(KINDS)).alerts
     assert (alert.rule, alert.severity) == ("missing_change_ticket", "critical")

@@ -27,6 +27,7 @@ from shipledger.schemas.registry import (
     schema_ids,
 )
 from shipledger.settings import Settings
+from tests.kit import deployment_event
 
 EVENT = "io.shipledger.v1.DeploymentEvent"
 PREFIX = "acme."
@@ -46,15 +47,7 @@ class Registry(Protocol):
 
 
 def _event() -> DeploymentEvent:
-    return DeploymentEvent(
-        deployment_id="d-1",
-        event_type="started",
-        service="checkout",
-        environment="prod",
-        tenant="acme",
-        commit_sha="0123456789abcdef0123456789abcdef01234567",
-        actor="alice",
-    )
+    return deployment_event(tenant="acme")
 
 
 def _wire_id(data: bytes) -> int:

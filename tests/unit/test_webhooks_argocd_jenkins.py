@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from shipledger.producers.webhooks import (
-    Mapped,
-    WebhookAuthError,
-    WebhookPayloadError,
-    WebhookResult,
-    dispatch,
-)
+from shipledger.producers.webhooks import WebhookAuthError, WebhookPayloadError, dispatch
 
-#: Fixtures of tests/unit/conftest.py.
-Deliver = Callable[..., WebhookResult]
-Check = Callable[[Mapped], dict[str, Any]]
-RawRequest = Callable[..., tuple[dict[str, str], bytes]]
+from .webhook_kit import SECRET, Check, Deliver, Mutate, RawRequest
 
 
 @pytest.mark.parametrize(
@@ -111,7 +101,7 @@ def test_jenkins(
 
 
 def test_jenkins_unstable_started_and_not_built(deliver: Deliver, check_contract: Check) -> None:
-    def result(value: str) -> Callable[[dict[str, Any]], None]:
+    def result(value: str) -> Mutate:
         return lambda body: body.update(result=value)
 
     [unstable] = deliver("jenkins", "success", result("UNSTABLE")).events
@@ -136,9 +126,7 @@ def test_jenkins_unstable_started_and_not_built(deliver: Deliver, check_contract
         (lambda b: b.update(kind="bigbang"), "kind"),
     ],
 )
-def test_jenkins_fields_named(
-    deliver: Deliver, mutate: Callable[[dict[str, Any]], None], field: str
-) -> None:
+def test_jenkins_fields_named(deliver: Deliver, mutate: Mutate, field: str) -> None:
     with pytest.raises(WebhookPayloadError, match=f"^{field}: "):
         deliver("jenkins", "success", mutate)
 
@@ -150,4 +138,4 @@ def test_shared_token(webhook_request: RawRequest, provider: str) -> None:
         dispatch(provider, headers, body, secret="another-secret", tenant="acme")
     del headers["X-Shipledger-Token"]
     with pytest.raises(WebhookAuthError, match="missing X-Shipledger-Token"):
-        dispatch(provider, headers, body, secret="whsec-0123456789", tenant="acme")
+        dispatch(provider, headers, body, secret=SECRET, tenant="acme")

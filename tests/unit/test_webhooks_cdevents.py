@@ -9,21 +9,10 @@ from typing import Any
 
 import pytest
 
-from shipledger.producers.webhooks import (
-    Mapped,
-    WebhookAuthError,
-    WebhookPayloadError,
-    WebhookResult,
-    dispatch,
-)
+from shipledger.producers.webhooks import WebhookAuthError, WebhookPayloadError, dispatch
 
-#: Fixtures of tests/unit/conftest.py.
-Deliver = Callable[..., WebhookResult]
-Check = Callable[[Mapped], dict[str, Any]]
-RawRequest = Callable[..., tuple[dict[str, str], bytes]]
-Sign = Callable[[str, dict[str, str], bytes, str], dict[str, str]]
+from .webhook_kit import SECRET, Check, Deliver, RawRequest, Sign
 
-SECRET = "whsec-0123456789"
 SERVICE_SHA = "5f3a1c9e8d7b6a5f4e3d2c1b0a9f8e7d6c5b4a39"
 DIGEST = "sha256:0b31b1c02ff458ad9b7b81cbdf8f028bd54699fa151f221d1e8de6817db93427"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,8 @@ from shipledger.producers.webhooks import (
     event_id,
 )
 
-RawRequest = Callable[..., tuple[dict[str, str], bytes]]
-Sign = Callable[[str, dict[str, str], bytes, str], dict[str, str]]
+from .webhook_kit import SECRET, RawRequest, Sign
 
-SECRET = "whsec-0123456789"
 _FIXTURES = Path(__file__).parent.parent / "fixtures" / "webhooks"
 #: One authenticated fixture per provider whose body the malformed-body tests replace.
 _SAMPLES = {

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from shipledger.producers.webhooks import (
-    Mapped,
-    WebhookAuthError,
-    WebhookPayloadError,
-    WebhookResult,
-    dispatch,
-)
+from shipledger.producers.webhooks import WebhookAuthError, WebhookPayloadError, dispatch
 
-#: Fixtures of tests/unit/conftest.py.
-Deliver = Callable[..., WebhookResult]
-Check = Callable[[Mapped], dict[str, Any]]
-RawRequest = Callable[..., tuple[dict[str, str], bytes]]
+from .webhook_kit import SECRET, Check, Deliver, Mutate, RawRequest
 
 SHA = "f95f852bd8fca8fcc58a9a2d6c842781e32a215e"
 DEPLOYMENT_ID = "github:acme/payments-api:145988746"
@@ -183,7 +173,7 @@ def test_ignored(deliver: Deliver, fixture: str) -> None:
 def test_unknown_event_type_ignored(webhook_request: RawRequest) -> None:
     headers, body = webhook_request("github", "ping")
     headers["X-GitHub-Event"] = "star"
-    result = dispatch("github", headers, body, secret="whsec-0123456789", tenant="acme")
+    result = dispatch("github", headers, body, secret=SECRET, tenant="acme")
     assert (result.event_type, result.events) == ("star", [])
     assert result.ignored == "GitHub event 'star' is not recorded"
 
@@ -205,9 +195,9 @@ def test_replayed_body_under_another_delivery_has_the_same_ids(
     """The signature covers the body only: a captured body replayed with a new
     X-GitHub-Delivery must not become a second event (ids come from the body's own ids)."""
     headers, body = webhook_request("github", name)
-    first = dispatch("github", headers, body, secret="whsec-0123456789", tenant="acme")
+    first = dispatch("github", headers, body, secret=SECRET, tenant="acme")
     headers["X-GitHub-Delivery"] = "another-delivery"
-    second = dispatch("github", headers, body, secret="whsec-0123456789", tenant="acme")
+    second = dispatch("github", headers, body, secret=SECRET, tenant="acme")
     assert [m.event["event_id"] for m in first.events] == [
         m.event["event_id"] for m in second.events
     ]
@@ -220,7 +210,7 @@ def test_another_status_of_one_deployment_has_other_ids(webhook_request: RawRequ
     ids = []
     for mutate in (None, bump):
         headers, body = webhook_request("github", "deployment_status_success", mutate)
-        result = dispatch("github", headers, body, secret="whsec-0123456789", tenant="acme")
+        result = dispatch("github", headers, body, secret=SECRET, tenant="acme")
         ids.append(result.events[0].event["event_id"])
     assert ids[0] != ids[1]
 
@@ -228,7 +218,7 @@ def test_another_status_of_one_deployment_has_other_ids(webhook_request: RawRequ
 def test_signature_checks(webhook_request: RawRequest) -> None:
     headers, body = webhook_request("github", "deployment")
     with pytest.raises(WebhookAuthError, match="does not match"):
-        dispatch("github", headers, body + b" ", secret="whsec-0123456789", tenant="acme")
+        dispatch("github", headers, body + b" ", secret=SECRET, tenant="acme")
     with pytest.raises(WebhookAuthError, match="does not match"):
         dispatch("github", headers, body, secret="another-secret", tenant="acme")
     # No secret set: the answer of a wrong signature (the set-up is not revealed).
@@ -236,16 +226,16 @@ def test_signature_checks(webhook_request: RawRequest) -> None:
         dispatch("github", headers, body, secret=None, tenant="acme")
     headers["X-Hub-Signature-256"] = "sha1=abc"
     with pytest.raises(WebhookAuthError, match="sha256="):
-        dispatch("github", headers, body, secret="whsec-0123456789", tenant="acme")
+        dispatch("github", headers, body, secret=SECRET, tenant="acme")
     del headers["X-Hub-Signature-256"]
     with pytest.raises(WebhookAuthError, match="missing X-Hub-Signature-256"):
-        dispatch("github", headers, body, secret="whsec-0123456789", tenant="acme")
+        dispatch("github", headers, body, secret=SECRET, tenant="acme")
 
 
 def test_headers_are_case_insensitive(webhook_request: RawRequest) -> None:
     headers, body = webhook_request("github", "deployment")
     lower = {k.lower(): v for k, v in headers.items()}
-    result = dispatch("github", lower, body, secret="whsec-0123456789", tenant="acme")
+    result = dispatch("github", lower, body, secret=SECRET, tenant="acme")
     assert result.delivery_id == "72d3162e-cc78-11e3-81ab-4c9367dc0958"
     assert len(result.events) == 1
 
@@ -261,9 +251,7 @@ def test_headers_are_case_insensitive(webhook_request: RawRequest) -> None:
         (lambda b: b.pop("repository"), "repository.full_name"),
     ],
 )
-def test_missing_or_bad_fields_are_named(
-    deliver: Deliver, mutate: Callable[[dict[str, Any]], None], field: str
-) -> None:
+def test_missing_or_bad_fields_are_named(deliver: Deliver, mutate: Mutate, field: str) -> None:
     with pytest.raises(WebhookPayloadError, match=field.replace(".", r"\.")):
         deliver("github", "deployment", mutate)
 
@@ -272,4 +260,12 @@ def test_missing_event_header(webhook_request: RawRequest) -> None:
     headers, body = webhook_request("github", "deployment")
     del headers["X-GitHub-Event"]
     with pytest.raises(WebhookPayloadError, match="X-GitHub-Event"):
-        dispatch("github", headers, body, secret="whsec-0123456789", tenant="acme")
+        dispatch("github", headers, body, secret=SECRET, tenant="acme")
+
+
+def test_pushed_commits_must_be_objects(deliver: Deliver) -> None:
+    def strings(body: dict[str, Any]) -> None:
+        body["commits"] = [SHA]
+
+    with pytest.raises(WebhookPayloadError, match=r"^commits: must be an array of objects$"):
+        deliver("github", "push", strings)

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from shipledger.producers.webhooks import (
-    Mapped,
-    WebhookAuthError,
-    WebhookPayloadError,
-    WebhookResult,
-    dispatch,
-)
+from shipledger.producers.webhooks import WebhookAuthError, WebhookPayloadError, dispatch
 
-#: Fixtures of tests/unit/conftest.py.
-Deliver = Callable[..., WebhookResult]
-Check = Callable[[Mapped], dict[str, Any]]
-RawRequest = Callable[..., tuple[dict[str, str], bytes]]
+from .webhook_kit import SECRET, Check, Deliver, RawRequest
 
 FULL = "279484c09fbe69ededfced8c1bb6e6d24616b468"
 
@@ -176,12 +166,12 @@ def test_token(webhook_request: RawRequest) -> None:
         dispatch("gitlab", headers, body, secret="another-secret", tenant="acme")
     del headers["X-Gitlab-Token"]
     with pytest.raises(WebhookAuthError, match="missing X-Gitlab-Token"):
-        dispatch("gitlab", headers, body, secret="whsec-0123456789", tenant="acme")
+        dispatch("gitlab", headers, body, secret=SECRET, tenant="acme")
 
 
 def test_redelivery_has_the_same_ids(webhook_request: RawRequest) -> None:
     headers, body = webhook_request("gitlab", "deployment_success")
-    first = dispatch("gitlab", headers, body, secret="whsec-0123456789", tenant="acme")
-    again = dispatch("gitlab", headers, body, secret="whsec-0123456789", tenant="acme")
+    first = dispatch("gitlab", headers, body, secret=SECRET, tenant="acme")
+    again = dispatch("gitlab", headers, body, secret=SECRET, tenant="acme")
     assert first.delivery_id == "8a5b0c77-2f8d-4e3c-9b33-6a1d2f6c0002"
     assert first.events[0].event["event_id"] == again.events[0].event["event_id"]

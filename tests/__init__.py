@@ -1,0 +1,1 @@
+"""The test suite: a package, so the unit and integration tests share tests/kit.py."""

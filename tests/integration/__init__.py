@@ -1,0 +1,1 @@
+"""Integration tests: real broker (Tansu) and ClickHouse (chDB), marked `integration`."""
