@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shipledger.schemas.family_models import ChangeEvent
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.query import (
@@ -71,6 +72,10 @@ class LedgerReads(Protocol):
         self, sql: str, *, tenant: str | None, max_rows: int, limits: QueryLimits
     ) -> QueryResult:
         """Run one read-only SELECT (raises QueryError)."""
+        ...
+
+    def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
+        """Every stored event of one change request of `tenant`, in no particular order."""
         ...
 
 
@@ -130,3 +135,16 @@ class LedgerReader:
         """Run one read-only SELECT over the query database (hot and cold rows), scoped to
         `tenant` (None: an operator); the contract is `sinks.ledger.query`."""
         return run_read_query(self._store, sql, tenant=tenant, max_rows=max_rows, limits=limits)
+
+    def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
+        """Every stored event of change request `change_id` of `tenant`, hot and cold (a row
+        briefly in both tiers during an archive run comes twice: the fold drops the copy),
+        as the model of the `changes` topic: what the gate and the approvals fold."""
+        fields = list(ChangeEvent.model_fields)
+        columns = ", ".join(ddl.quote_ident(f) for f in fields)
+        names, rows = self._store.query(
+            f"SELECT {columns} FROM {self._store.source(ddl.CHANGES)} "  # noqa: S608 (checked identifiers)
+            "WHERE tenant = {tenant:String} AND change_id = {change_id:String}",
+            {"tenant": tenant, "change_id": change_id},
+        )
+        return [ChangeEvent.model_validate(dict(zip(names, row, strict=True))) for row in rows]
