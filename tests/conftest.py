@@ -83,7 +83,7 @@ def _cli_env(settings: Settings, bootstrap: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cli_env() -> CliEnv:
     """Builds the environment a CI job running `shipledger` against `bootstrap` would have."""
     return _cli_env
