@@ -7,7 +7,7 @@ SOURCES := $(shell find shipledger schemas producers processors sinks -type f \(
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test-deps demo up test test-unit chaos lint fmt bench bench-api bench-durable clean
+.PHONY: help install test-deps demo up test test-unit chaos lint fmt bench bench-api bench-durable bench-gate clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ bench-api: install ## Only the ingest API benchmark (updates its part of bench/r
 
 bench-durable: install ## Only the cost of durable acknowledgement: the API with the journal off, on, fsynced
 	$(BIN)/shipledger bench --out bench --only durable
+
+bench-gate: install ## Only the pre-deploy gate's latency (POST /v1/gate; target p99 < 100 ms)
+	$(BIN)/shipledger bench --out bench --only gate
 
 clean: ## Remove the venv, data dir and caches
 	rm -rf $(VENV) .shipledger .mypy_cache .ruff_cache .pytest_cache build *.egg-info
