@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import httpx
 import pytest
+import yaml
 
 from shipledger.lag import end_offsets
 from shipledger.processors.gate import Gatekeeper
@@ -420,3 +421,40 @@ def test_gate_usage_and_unreachable_api_exit_codes(stack: Stack, unused_port: in
     assert gone.returncode == 3 and "did not answer" in gone.stderr
     other = stack.cli("gate", "--service", "checkout", "--environment", "prod", "--tenant", "acme")
     assert other.returncode == 2 and "tenant 'retail' only" in other.stderr
+
+
+CI = Path(__file__).resolve().parents[2] / "deploy" / "ci"
+
+
+def test_the_ci_gate_step(stack: Stack, unused_port: int) -> None:
+    """The optional gate step of the CI templates: the GitLab job's line, the shared script
+    (blocked fails the job; break-glass and an opted-in unreachable gate go ahead)."""
+    jobs = yaml.safe_load((CI / "gitlab" / "shipledger.gitlab-ci.yml").read_text())
+    (line,) = jobs[".shipledger:gate"]["script"]
+    env = {
+        **stack.env,
+        "SHIPLEDGER_BIN": SHIPLEDGER,
+        "SHIPLEDGER_STEP_SCRIPT": str(CI / "shipledger-step.sh"),
+        "SHIPLEDGER_SERVICE": "checkout",
+        "SHIPLEDGER_ENVIRONMENT": "prod",
+        "SHIPLEDGER_CHANGE_ID": "CHG-NONE",
+        "SHIPLEDGER_EMERGENCY_REASON": "",  # GitLab passes unset variables empty
+    }
+
+    def job(**more: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", "-c", f"set -e\n{line}"],
+            env={**env, **more},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    blocked = job()
+    assert blocked.returncode == 1, blocked.stdout + blocked.stderr
+    assert "change_ticket_unknown" in blocked.stdout
+    glass = job(SHIPLEDGER_EMERGENCY_REASON="hotfix for INC-981")
+    assert glass.returncode == 0 and glass.stdout.startswith("break-glass:"), glass.stderr
+    gone = {"SHIPLEDGER_API_URL": f"http://127.0.0.1:{unused_port}"}
+    assert job(**gone).returncode == 3
+    assert job(**gone, SHIPLEDGER_GATE_UNREACHABLE="pass").returncode == 0
