@@ -350,7 +350,7 @@ def test_each_refusal_says_why_and_records_nothing(
     before = stack.changes_published()
     past = datetime.now(UTC) - timedelta(hours=1)
     ldap = {"tenant": TENANT, "change_id": "CHG-REF"}
-    oidc_cases = [
+    oidc_cases: list[tuple[dict[str, Any], str, int, str]] = [
         ({"exp": past, "iat": past - timedelta(minutes=5)}, "CHG-REF", 401, "token expired"),
         ({"aud": "someone-else"}, "CHG-REF", 401, "is for audience 'someone-else'"),
         ({"preferred_username": "bob", "groups": ["sre"]}, "CHG-REF", 403, "not in a group"),
