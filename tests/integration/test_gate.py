@@ -29,12 +29,15 @@ from shipledger.lag import end_offsets
 from shipledger.processors.gate import Gatekeeper
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.api.server import ApiServer
+from shipledger.producers.journal import Entry
 from shipledger.schemas.policy import load_policy
+from shipledger.schemas.topics import ALERTS, GATE_DECISIONS, Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.topics import ensure_topics
+from shipledger.up.completeness import held_for, is_complete
 
 pytestmark = pytest.mark.integration
 
@@ -313,6 +316,15 @@ def test_break_glass_passes_is_recorded_and_raises_a_critical_alert(stack: Stack
     )
     assert alert["evidence"]["decision_id"] == found["decision_id"]
     assert alert["evidence"]["blocked_by"] == "change_ticket_unknown,missing_approvals"
+    # What the API journaled for them is complete once stored (`up` compacts the journal
+    # by this): each is looked up by its table's id column.
+    tables = Topics.from_settings(stack.settings).tables()
+    entries = [
+        Entry(stack.settings.topic(GATE_DECISIONS), b"", b"", TENANT, found["decision_id"], ""),
+        Entry(stack.settings.topic(ALERTS), b"", b"", TENANT, found["alert_id"], ""),
+    ]
+    held = held_for(stack.store, entries, tables)
+    assert all(is_complete(e, tables[e.topic], held) for e in entries)
 
 
 def test_an_ldap_approval_from_the_cli_is_visible_to_the_gate(stack: Stack) -> None:
