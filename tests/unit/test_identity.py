@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shipledger.processors.approvals import missing_approvals
 from shipledger.processors.changes import ApprovalRecord
+from shipledger.producers.approvals.credentials import Authenticator
 from shipledger.producers.approvals.directory import LdapConfig, LdapDirectory
 from shipledger.producers.approvals.identity import (
     Identity,
@@ -227,3 +228,29 @@ def test_approvals_satisfy_the_policy_per_deployment() -> None:
     twice = [approval("bob", "sre"), approval("BOB@example.org", "sre"), approval("alice", "cab")]
     (short,) = missing_approvals(release, twice, "dave", start)
     assert short.requirement == "prod-sre" and len(short.approvers) == 1
+
+
+# --- from an Authorization header to a person ----------------------------------------------
+
+
+def test_authorization_headers_name_the_provider(
+    directory: LdapDirectory, verifier: OidcVerifier, issuer: Issuer
+) -> None:
+    both = Authenticator(oidc=verifier, ldap=directory)
+    basic = "Basic " + base64.b64encode(b"alice:alice-pw").decode()
+    assert both.identify(basic, protected_channel=True).username == "alice"
+    assert both.identify(f"bearer {issuer.token()}", protected_channel=False).groups == {"cab"}
+    refusals = {
+        (basic, False): "accepted only over TLS or from this host",
+        ("Basic !!!", True): "malformed Basic credentials",
+        ("Basic " + base64.b64encode(b"alice").decode(), True): "malformed Basic credentials",
+        ("Negotiate abc", True): "missing credentials: Authorization: Bearer <OIDC token> or Basic",
+        (None, True): "missing credentials",
+    }
+    for (header, protected), reason in refusals.items():
+        with pytest.raises(IdentityRefused, match=reason):
+            both.identify(header, protected_channel=protected)
+    with pytest.raises(IdentityRefused, match=r"does not accept Bearer .*accepts: Basic"):
+        Authenticator(ldap=directory).identify(f"Bearer {issuer.token()}", True)
+    with pytest.raises(IdentityRefused, match="no identity provider is configured"):
+        Authenticator().identify(basic, True)
