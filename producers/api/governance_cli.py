@@ -10,7 +10,7 @@ advertises in its stack file. Exit codes are what a pipeline branches on:
 | 0 | allowed (or break-glass: passed, recorded, alert raised) | recorded |
 | 1 | blocked: every reason printed | refused (credentials, group, four eyes, no such request) |
 | 2 | usage: a bad option, or the API refused the request or the token | usage |
-| 3 | no answer: the API cannot be reached, or it cannot reach its ledger, policy or Kafka | same |
+| 3 | no answer now: API unreachable or over its rate; its ledger, policy or Kafka down | same |
 """
 
 from __future__ import annotations
@@ -197,7 +197,8 @@ def gate(
     url = api_url(settings) + "/v1/gate"
     response = _post(settings, url, body, {"Authorization": f"Bearer {token}"})
     if response.status_code != 200:
-        code = NO_ANSWER if response.status_code >= 500 else USAGE
+        # Over the rate limit is "no answer now" (retry), like a server error.
+        code = NO_ANSWER if response.status_code >= 500 or response.status_code == 429 else USAGE
         _stop(code, f"{url} answered {response.status_code}: {_error_of(response)}")
     found = response.json()
     if fmt == "json":
