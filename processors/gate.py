@@ -37,13 +37,13 @@ from shipledger.schemas.policy import Policy, Rules
 from shipledger.schemas.taxonomy import normalize_environment
 
 
-def gate_findings(
-    subject: Subject, request: ChangeRequest | None, rules: Rules, actor_known: bool = False
-) -> list[Finding]:
+def gate_findings(subject: Subject, request: ChangeRequest | None, rules: Rules) -> list[Finding]:
     """Every finding against a deployment starting at `subject.occurred_at` under `request`
     (None: none reported) and `rules` (`Policy.rules_for(tenant, kind)`)."""
     findings = judge(subject, rules)
-    findings += judge_change(subject, ChangeContext(request, actor_known), rules)
+    # The gate looks nobody up in the directory (that takes a service account it has not):
+    # a manual deployer is known when the policy lists them in `service_accounts`.
+    findings += judge_change(subject, ChangeContext(request, actor_known=False), rules)
     required = rules.approvals_for(subject.environment, subject.kind)
     approvals = request.approvals if request is not None else ()
     short = missing_approvals(required, approvals, subject.actor, subject.occurred_at)

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shipledger.logging import get_logger
 from shipledger.producers.api.auth import Principal
@@ -48,7 +48,7 @@ _MAX_BODY = 16 * 1024
 class ApprovalIn(BaseModel):
     """A decision on a change request; who decides is the request's credentials."""
 
-    model_config = {"extra": "forbid"}
+    model_config = ConfigDict(extra="forbid")
 
     tenant: Name = Field(min_length=1, max_length=100)
     change_id: Name = Field(min_length=1, max_length=128)

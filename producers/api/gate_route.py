@@ -24,7 +24,8 @@ from shipledger.producers.api.events import Prepared
 from shipledger.producers.api.ingest import publish
 from shipledger.producers.api.limits import check_declared_length, read_capped
 from shipledger.schemas.families import scoped_key
-from shipledger.schemas.governance import GateDecision, GateOutcome, GateQuestion
+from shipledger.schemas.family_models import ChangeEvent
+from shipledger.schemas.governance import GateDecision, GateOutcome, GateQuestion, GateReason
 from shipledger.schemas.models import utcnow
 from shipledger.schemas.registry import topic_codec
 from shipledger.schemas.topics import ALERTS, GATE_DECISIONS
@@ -44,7 +45,7 @@ class GateAnswer(BaseModel):
     decision: str
     passes: bool
     decision_id: str
-    reasons: list[dict[str, Any]]
+    reasons: list[GateReason]
     alert_id: str | None = None
     policy_version: str
 
@@ -120,7 +121,7 @@ def answer(decision: GateDecision) -> GateAnswer:
         decision=decision.decision,
         passes=decision.passes,
         decision_id=decision.event_id,
-        reasons=[r.model_dump(mode="json") for r in decision.reasons],
+        reasons=decision.reasons,
         alert_id=decision.alert_id,
         policy_version=decision.policy_version,
     )
@@ -157,7 +158,7 @@ async def post_gate(
     governance, ledger = ctx.require_governance()
     question = await read_question(request, principal)
     assert question.tenant is not None
-    events = []
+    events: list[ChangeEvent] = []
     if question.change_id:
         events = await run_in_threadpool(ledger.change_events, question.tenant, question.change_id)
     outcome = governance.decide(question, events, principal.token_id, utcnow())
