@@ -7,7 +7,7 @@ SOURCES := $(shell find shipledger schemas producers processors sinks -type f \(
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test-deps demo up doctor test test-unit chaos lint fmt bench bench-api bench-durable clean
+.PHONY: help install test-deps demo up doctor test test-unit chaos lint fmt bench bench-api bench-durable bench-gate clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -84,6 +84,9 @@ bench-api: install ## Only the ingest API benchmark (updates its part of bench/r
 
 bench-durable: install ## Only the cost of durable acknowledgement: the API with the journal off, on, fsynced
 	$(BIN)/shipledger bench --out bench --only durable
+
+bench-gate: install ## Only the pre-deploy gate's latency (POST /v1/gate; target p99 < 100 ms)
+	$(BIN)/shipledger bench --out bench --only gate
 
 clean: ## Remove the venv, data dir and caches
 	rm -rf $(VENV) .shipledger .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

@@ -13,7 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from shipledger.schemas.family_models import ApprovalDecision, ChangeEvent, ChangeState
+from shipledger.schemas.family_models import (
+    APPROVAL_SOURCE,
+    ApprovalDecision,
+    ChangeEvent,
+    ChangeState,
+)
 from shipledger.schemas.taxonomy import normalize_environment
 
 
@@ -30,13 +35,14 @@ class Revision:
     services: tuple[str, ...] = ()
     environments: tuple[str, ...] = ()
     actor: str | None = None
+    requested_by: str | None = None
 
 
 @dataclass(frozen=True)
 class ApprovalRecord:
     """One approval decision. `groups` are the directory groups the approver was verified in
-    when it was recorded, `verified_by` the identity provider (both empty for decisions the
-    change system reported itself: ChangeEvent v1 has no field for them)."""
+    when shipledger recorded it, `verified_by` the identity provider (both empty for decisions
+    the change system reported itself)."""
 
     approver: str
     decision: ApprovalDecision
@@ -70,8 +76,14 @@ class ChangeRequest:
                 f"event {event.event_id} is about {event.tenant}/{event.change_id}, "
                 f"not {self.tenant}/{self.change_id}"
             )
-        approvals = [ApprovalRecord(a.approver, a.decision, a.decided_at) for a in event.approvals]
-        return self._merged([revision_of(event)], approvals)
+        approvals = [
+            ApprovalRecord(a.approver, a.decision, a.decided_at, tuple(a.groups), a.verified_by)
+            for a in event.approvals
+        ]
+        # A recorded approval restates the state the approver saw: not a revision, or it would
+        # mask a state change that happened before it but is reported later.
+        revisions = [] if event.source == APPROVAL_SOURCE else [revision_of(event)]
+        return self._merged(revisions, approvals)
 
     def add_approvals(self, approvals: Iterable[ApprovalRecord]) -> ChangeRequest:
         """This state with verified approvals (recorded by shipledger itself) folded in."""
@@ -145,7 +157,11 @@ class ChangeRequest:
 
     @property
     def requested_by(self) -> str | None:
-        """Who opened the request: the actor of its earliest `opened` revision, if reported."""
+        """Who raised the request: as the latest revision naming it says (`requested_by`),
+        else the actor of its earliest `opened` revision, if reported."""
+        named = next((r.requested_by for r in reversed(self.revisions) if r.requested_by), None)
+        if named:
+            return named
         return next((r.actor for r in self.revisions if r.state == "opened" and r.actor), None)
 
     def decisions(self) -> dict[str, ApprovalRecord]:
@@ -168,6 +184,7 @@ def revision_of(event: ChangeEvent) -> Revision:
         services=tuple(sorted(set(event.services))),
         environments=tuple(sorted({normalize_environment(e).name for e in event.environments})),
         actor=event.actor,
+        requested_by=event.requested_by,
     )
 
 

@@ -63,12 +63,28 @@ class FamilyEvent(Model):
         return event_time(value, info)
 
 
+#: The `source` of a ChangeEvent that shipledger's approvals route recorded
+#: (`POST /v1/approvals`): it carries one verified approval (`groups`, `verified_by`), and its
+#: `state` is what the approver saw, not a new revision of the request. Only that route may
+#: write such an event or an approval with `groups` or `verified_by`.
+APPROVAL_SOURCE = "approval"
+
+
 class Approval(Model):
     """One approval decision on a change request (Avro record Approval)."""
 
     approver: Name = Field(min_length=1)
     decision: ApprovalDecision
     decided_at: datetime
+    # Version 2
+    groups: list[Name] = Field(default_factory=list)
+    verified_by: Name | None = None
+    comment: str | None = None
+
+    @property
+    def verified(self) -> bool:
+        """Whether shipledger verified the approver (as opposed to a change system's report)."""
+        return bool(self.groups) or self.verified_by is not None
 
     @field_validator("decided_at")
     @classmethod
@@ -91,6 +107,8 @@ class ChangeEvent(FamilyEvent):
     approvals: list[Approval] = Field(default_factory=list)
     url: str | None = None
     actor: Name | None = None
+    # Version 2
+    requested_by: Name | None = None
 
     @field_validator("planned_start", "planned_end")
     @classmethod

@@ -1,7 +1,8 @@
 """Topic names: the catalog's topics (`catalog.yaml`) under the configured prefix.
 
-The pipeline's code addresses four topics by their role (`RAW`, `RECORDS`, `ALERTS`, `DLQ`);
-every other topic (the event families) only by its catalog entry. Typical use:
+The pipeline's code addresses five topics by their role (`RAW`, `RECORDS`, `ALERTS`, `DLQ`,
+`GATE_DECISIONS`); every other topic (the event families) only by its catalog entry. Typical
+use:
 
 from shipledger.schemas.topics import Topics
 topics = Topics.from_settings(settings)
@@ -23,6 +24,7 @@ RAW = "deployments.raw"
 RECORDS = "deployments.records"
 ALERTS = "alerts"
 DLQ = "dlq"
+GATE_DECISIONS = "gate.decisions"
 
 
 class Prefixed(Protocol):

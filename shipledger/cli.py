@@ -34,6 +34,16 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "webhooks",
         "Set webhook secrets per tenant and provider.",
     ),
+    "gate": (
+        "shipledger.producers.api.governance_cli",
+        "gate",
+        "Ask before deploying: allowed or blocked, and why.",
+    ),
+    "approve": (
+        "shipledger.producers.api.governance_cli",
+        "approve",
+        "Approve or reject a change request as yourself (SSO/LDAP).",
+    ),
     "worker": ("shipledger.processors.worker", "worker", "Run the Faust processors alone."),
     "sink": ("shipledger.sinks.cli", "sink", "Run the ClickHouse sink alone."),
     "migrate": (

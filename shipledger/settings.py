@@ -238,6 +238,17 @@ class Settings(BaseSettings):
     api_ack_timeout_s: float = Field(
         default=10.0, gt=0, description="How long a request waits for Kafka's acknowledgement."
     )
+    api_url: str | None = Field(
+        default=None,
+        description="Base URL of the shipledger API that `shipledger gate` and `shipledger "
+        "approve` ask (e.g. https://shipledger.example.org). Unset: the API of the `shipledger "
+        "up` running on this machine.",
+    )
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="API token `shipledger gate` sends (`shipledger tokens create --scope "
+        "ingest`: the pipeline's).",
+    )
 
     # --- query and cold storage ------------------------------------------------------
     query_max_rows: int = Field(

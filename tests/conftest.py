@@ -1,24 +1,33 @@
-"""Shared fixtures: a real Tansu broker per session, settings isolated in a temp data dir."""
+"""Shared fixtures: a real Tansu broker per session, settings isolated in a temp data dir, a
+stand-in Schema Registry, and the identity providers approvers prove themselves with: a real
+slapd and a real OIDC issuer on loopback."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import hmac
 import json
 import os
+import shutil
+import socket
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import jwt
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import load_policy
@@ -89,7 +98,7 @@ def _cli_env(settings: Settings, bootstrap: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cli_env() -> CliEnv:
     """Builds the environment a CI job running `shipledger` against `bootstrap` would have."""
     return _cli_env
@@ -440,3 +449,228 @@ def schema_registry() -> Iterator[StandInSchemaRegistry]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+# --- a real slapd and a real OIDC issuer (approvers: tests/unit/test_identity.py, the gate) ---
+
+SUFFIX = "dc=example,dc=org"
+SLAPD = Path("/usr/sbin/slapd")
+SLAPADD = Path("/usr/sbin/slapadd")
+#: user -> (password, groups)
+PEOPLE = {
+    "alice": ("alice-pw", ["cab"]),
+    "bob": ("bob-pw", ["sre"]),
+    "carol": ("carol-pw", ["cab", "sre"]),
+    "dave": ("dave-pw", []),
+    # Filter syntax in a name: unescaped, it would break (or widen) the group search.
+    "pat(ops)*": ("pat-pw", ["sre"]),
+}
+
+
+def _ssha(password: str) -> str:
+    salt = os.urandom(8)
+    digest = hashlib.sha1(password.encode() + salt).digest()
+    return "{SSHA}" + base64.b64encode(digest + salt).decode()
+
+
+def _directory_ldif() -> str:
+    entries = [
+        f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example",
+        f"dn: ou=people,{SUFFIX}\nobjectClass: organizationalUnit\nou: people",
+        f"dn: ou=groups,{SUFFIX}\nobjectClass: organizationalUnit\nou: groups",
+    ]
+    for user, (password, _) in PEOPLE.items():
+        entries.append(
+            f"dn: uid={user},ou=people,{SUFFIX}\nobjectClass: inetOrgPerson\nuid: {user}\n"
+            f"cn: {user.title()}\nsn: {user.title()}\nuserPassword: {_ssha(password)}"
+        )
+    for group in ("cab", "sre"):
+        members = "".join(
+            f"\nmember: uid={user},ou=people,{SUFFIX}"
+            for user, (_, groups) in PEOPLE.items()
+            if group in groups
+        )
+        entries.append(
+            f"dn: cn={group},ou=groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: {group}{members}"
+        )
+    return "\n\n".join(entries) + "\n"
+
+
+def _slapd_conf(workdir: Path) -> str:
+    return f"""
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+pidfile {workdir}/slapd.pid
+argsfile {workdir}/slapd.args
+modulepath /usr/lib/ldap
+moduleload back_mdb
+database mdb
+maxsize 10485760
+suffix "{SUFFIX}"
+rootdn "cn=admin,{SUFFIX}"
+rootpw {_ssha(uuid.uuid4().hex)}
+directory {workdir}/db
+access to attrs=userPassword by self read by anonymous auth by * none
+access to * by users read by * none
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"slapd exited with {proc.returncode}: {log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"slapd did not listen on {port} within 30 s: {log.read_text()}")
+
+
+@dataclass(frozen=True)
+class Slapd:
+    """A running slapd: its URL and where its users and groups are (`PEOPLE`: user ->
+    (password, groups); groups `cab` and `sre`)."""
+
+    url: str
+    user_dn: str = f"uid={{username}},ou=people,{SUFFIX}"
+    group_base: str = f"ou=groups,{SUFFIX}"
+    people: dict[str, tuple[str, list[str]]] = field(default_factory=lambda: dict(PEOPLE))
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    """A slapd on a loopback port serving PEOPLE and the groups cab and sre; a missing slapd
+    fails the test (`make test-deps` installs it), never skips it."""
+    if not SLAPD.exists() or not shutil.which("ldapadd"):
+        pytest.fail("Debian's slapd and ldap-utils are needed: run `make test-deps` (as root)")
+    workdir = tmp_path_factory.mktemp("slapd")
+    (workdir / "db").mkdir()
+    conf = workdir / "slapd.conf"
+    conf.write_text(_slapd_conf(workdir))
+    ldif = workdir / "directory.ldif"
+    ldif.write_text(_directory_ldif())
+    subprocess.run([SLAPADD, "-f", conf, "-l", ldif], check=True, capture_output=True)
+    port = _free_port()
+    log = workdir / "slapd.log"
+    with log.open("wb") as out:
+        # -d 0: stay in the foreground (no fork), so the test owns the process.
+        proc = subprocess.Popen(
+            [SLAPD, "-f", conf, "-h", f"ldap://127.0.0.1:{port}/", "-d", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for_port(port, proc, log)
+        yield Slapd(f"ldap://127.0.0.1:{port}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Issuer:
+    """An OIDC issuer on loopback: discovery document and JWKS, RSA keys made here; its
+    tokens are for `audience` and name alice of group cab unless told otherwise."""
+
+    audience = "shipledger"
+
+    def __init__(self) -> None:
+        self.keys: dict[str, rsa.RSAPrivateKey] = {}
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.kid = self.add_key()
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def add_key(self) -> str:
+        kid = uuid.uuid4().hex[:8]
+        self.keys[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return kid
+
+    def jwks(self) -> dict[str, Any]:
+        keys = []
+        for kid, key in self.keys.items():
+            jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+            keys.append({**jwk, "kid": kid, "use": "sig", "alg": "RS256"})
+        return {"keys": keys}
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/.well-known/openid-configuration":
+                    body = {"issuer": issuer.url, "jwks_uri": f"{issuer.url}/jwks"}
+                elif self.path == "/jwks":
+                    body = issuer.jwks()
+                else:
+                    self.send_error(404)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def token(
+        self, kid: str | None = None, key: Any = None, alg: str = "RS256", **claims: Any
+    ) -> str:
+        now = datetime.now(UTC)
+        body: dict[str, Any] = {
+            "iss": self.url,
+            "aud": self.audience,
+            "sub": "u-1",
+            "preferred_username": "alice",
+            "groups": ["cab"],
+            "iat": now,
+            "exp": now + timedelta(minutes=5),
+        }
+        body.update(claims)
+        body = {k: v for k, v in body.items() if v is not None}
+        kid = kid or self.kid
+        return jwt.encode(body, key or self.keys[kid], algorithm=alg, headers={"kid": kid})
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def issuer() -> Iterator[Issuer]:
+    """An OIDC issuer on loopback (`Issuer`)."""
+    server = Issuer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def other_issuer() -> Iterator[Issuer]:
+    """A second, unrelated OIDC issuer on loopback."""
+    server = Issuer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback port nobody listens on (now): a provider that is down."""
+    return _free_port()

@@ -14,6 +14,12 @@
 #                                      (default $SHIPLEDGER_STEP_STATUS): success/SUCCESS ->
 #                                      succeeded, failure/failed/FAILURE/UNSTABLE -> failed,
 #                                      cancelled/canceled/ABORTED/NOT_BUILT -> cancelled
+#   shipledger-step.sh gate            ask the pre-deploy gate before deploying (`shipledger gate`;
+#                                      needs SHIPLEDGER_API_URL and SHIPLEDGER_API_TOKEN): exits 0
+#                                      allowed, 1 blocked (every reason printed), 3 no answer
+#                                      (SHIPLEDGER_GATE_UNREACHABLE=pass goes ahead instead);
+#                                      with SHIPLEDGER_EMERGENCY_REASON set: break-glass (passes,
+#                                      recorded, critical alert)
 #
 # Event fields come from SHIPLEDGER_* variables (SHIPLEDGER_SERVICE, _ENVIRONMENT, _KIND:
 # release, rollback, emergency_patch...; see `shipledger emit --help`) and from the CI's own
@@ -42,7 +48,7 @@ then_flush() {
     exit "$code"
 }
 
-[ $# -ge 1 ] || die "usage: shipledger-step.sh start|run|emit|finish [...] (see the script's header)"
+[ $# -ge 1 ] || die "usage: shipledger-step.sh start|run|emit|finish|gate [...] (see the script's header)"
 command=$1
 shift
 operand=
@@ -86,5 +92,17 @@ finish)
     esac
     then_flush emit "$event" --attr "ci_status=$status" "$@"
     ;;
-*) die "unknown command '$command' (expected start, run, emit or finish)" ;;
+gate)
+    if [ -n "${SHIPLEDGER_EMERGENCY_REASON:-}" ]; then
+        set -- "$@" --emergency --reason "$SHIPLEDGER_EMERGENCY_REASON"
+    fi
+    "$sl" gate "$@"
+    code=$?
+    if [ "$code" -eq 3 ] && [ "${SHIPLEDGER_GATE_UNREACHABLE:-fail}" = pass ]; then
+        echo "shipledger-step: the gate did not answer; going ahead (SHIPLEDGER_GATE_UNREACHABLE=pass)" >&2
+        exit 0
+    fi
+    exit "$code"
+    ;;
+*) die "unknown command '$command' (expected start, run, emit, finish or gate)" ;;
 esac

@@ -15,10 +15,12 @@ from shipledger.producers.api.auth import AuthError, AuthStore, Principal
 from shipledger.producers.api.limits import RateLimiter, retry_after
 from shipledger.producers.api.query_slots import QuerySlots
 from shipledger.producers.api.recent_commits import RecentCommits
+from shipledger.producers.approvals.credentials import Authenticator
 from shipledger.settings import Settings
 
 if TYPE_CHECKING:
     from shipledger.producers.api.bridge import KafkaBridge
+    from shipledger.schemas.governance import Governance
     from shipledger.sinks.ledger.reader import LedgerReads
 
 
@@ -60,6 +62,8 @@ class ApiContext:
     bridge: KafkaBridge | None = None
     #: The ledger's read door, given by whoever owns the ledger (`up`); None: no reads here.
     ledger: LedgerReads | None = None
+    #: The gate's and the approvals' judgement under the running policy, given by `up`.
+    governance: Governance | None = None
     #: Webhook deliveries per (tenant, provider, event type, outcome) since the app started.
     webhook_deliveries: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     #: Full SHAs of recent pushes and merges, to resolve a provider's abbreviated ones.
@@ -75,6 +79,8 @@ class ApiContext:
         self.refused_limiter = RateLimiter(
             self.settings.api_refused_rate_per_s, self.settings.api_refused_rate_burst
         )
+        #: Who approvers are (OIDC, LDAP), as the settings configure: checked at start.
+        self.authenticator = Authenticator.from_settings(self.settings)
 
     def require_bridge(self) -> KafkaBridge:
         """The Kafka bridge; 503 when this app has none."""
@@ -88,6 +94,17 @@ class ApiContext:
         if self.ledger is None:
             raise ApiError(503, "reads need the ledger: use the API of `shipledger up`")
         return self.ledger
+
+    def require_governance(self) -> tuple[Governance, LedgerReads]:
+        """The gate's judgement and the ledger it reads; 503 when this app has either not
+        (the API of `shipledger up` has both)."""
+        if self.governance is None or self.ledger is None:
+            raise ApiError(
+                503,
+                "the gate and approvals need the policy and the ledger: use the API of "
+                "`shipledger up`",
+            )
+        return self.governance, self.ledger
 
     def throttle(self, key: str, limiter: RateLimiter | None = None) -> None:
         """429 with Retry-After once `key` is over its rate (in `limiter`, default the

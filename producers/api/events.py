@@ -14,8 +14,9 @@ An object's fields are those of its family's model, plus an optional `family` (d
 
 What it refuses, each as a FieldError naming the field: anything the family's model refuses
 (with the settings' time window for `occurred_at`), an event whose encoded size is over
-`Settings.max_event_bytes` (Kafka would refuse it on every retry), and `missing_metadata`
-from any channel but a webhook (API and upload callers can give the field itself).
+`Settings.max_event_bytes` (Kafka would refuse it on every retry), `missing_metadata`
+from any channel but a webhook (API and upload callers can give the field itself), and a
+verified approval from any channel but the approvals route (`claims_verification`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pydantic import ValidationError
 
 from shipledger.producers.api.auth import ANY_TENANT, Principal
 from shipledger.schemas.families import UnknownFamily, family_of
+from shipledger.schemas.family_models import APPROVAL_SOURCE
 from shipledger.schemas.models import TimeWindow, utcnow
 from shipledger.schemas.registry import AvroCodec, EncodeError
 from shipledger.schemas.validation import field_errors, size_problem
@@ -104,6 +106,15 @@ def prepare(
                 "give the fields themselves",
             )
         ]
+    if channel != APPROVAL_SOURCE and claims_verification(obj):
+        return [
+            FieldError(
+                index,
+                "approvals",
+                "verified approvals (source approval, approvals with groups or verified_by) "
+                "are recorded only by POST /v1/approvals, which verifies the approver",
+            )
+        ]
     if obj.get("tenant") is None and principal.tenant != ANY_TENANT:
         obj["tenant"] = principal.tenant
     if "source" in family.model.model_fields and obj.get("source") is None:
@@ -141,6 +152,17 @@ def prepare(
         topic=settings.topic(family.topic),
         key=family.key(event),
         value=value,
+    )
+
+
+def claims_verification(obj: dict[str, Any]) -> bool:
+    """Whether an input object claims what only the approvals route may say: that it is a
+    recorded approval, or that an approver was verified in groups by an identity provider."""
+    if obj.get("source") == APPROVAL_SOURCE:
+        return True
+    approvals = obj.get("approvals")
+    return isinstance(approvals, list) and any(
+        isinstance(a, dict) and (a.get("groups") or a.get("verified_by")) for a in approvals
     )
 
 

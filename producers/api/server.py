@@ -25,6 +25,7 @@ from shipledger.settings import Settings
 from shipledger.stackfile import pid_alive
 
 if TYPE_CHECKING:
+    from shipledger.schemas.governance import Governance
     from shipledger.sinks.ledger.reader import LedgerReads
 
 log = get_logger("api.server")
@@ -57,8 +58,8 @@ def _listen(host: str, port: int) -> socket.socket:
 
 class ApiServer:
     """The API on `settings.api_host:api_port`, producing to `bootstrap`; a context manager.
-    With `ledger`, it serves reads; with `journal`, events are journaled before they are
-    produced (`api.bridge`)."""
+    With `ledger`, it serves reads; with `governance` too, the gate and approvals; with
+    `journal`, events are journaled before they are produced (`api.bridge`)."""
 
     def __init__(
         self,
@@ -66,11 +67,13 @@ class ApiServer:
         bootstrap: str,
         ledger: LedgerReads | None = None,
         journal: Journal | None = None,
+        governance: Governance | None = None,
     ) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
         self._ledger = ledger
         self._journal = journal
+        self._governance = governance
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._ctx: ApiContext | None = None
@@ -88,6 +91,7 @@ class ApiServer:
             auth=AuthStore(self.settings.resolved_auth_db),
             bridge=KafkaBridge(self.settings, self.bootstrap, self._journal),
             ledger=self._ledger,
+            governance=self._governance,
         )
         config = uvicorn.Config(
             create_app(self._ctx),

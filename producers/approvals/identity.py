@@ -70,12 +70,13 @@ def check_provider_url(url: str, what: str) -> str:
     host = parts.hostname or ""
     if parts.scheme == "https" and host:
         return url
-    if parts.scheme == "http" and _loopback(host):
+    if parts.scheme == "http" and is_loopback(host):
         return url
     raise ValueError(f"{what} must be an https:// URL (http:// only on loopback), got {url!r}")
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address) is this machine's loopback."""
     if host == "localhost":
         return True
     try:

@@ -26,6 +26,7 @@ import click
 from confluent_kafka import Consumer, TopicPartition
 
 from shipledger.kafka import KafkaProducer
+from shipledger.lab.bench_gate import GATE_TENANT, TARGET_P99_MS, gate_markdown, seed
 from shipledger.lab.bench_query import bench_query
 from shipledger.lab.bench_sink import bench_audit
 from shipledger.lab.demo import expected_outcome
@@ -42,9 +43,11 @@ from shipledger.up.stack import Stack
 
 EVENT = AvroCodec(EVENT_SCHEMA)
 #: The measures, in the order they run (the passthrough's own Faust worker goes last).
-SECTIONS = ("pipeline", "emit", "api", "durable", "passthrough", "audit", "query")
+SECTIONS = ("pipeline", "emit", "api", "durable", "gate", "passthrough", "audit", "query")
 #: Sections measured on a running embedded stack (audit builds its own ledger).
-_STACK_SECTIONS = ("pipeline", "emit", "api", "durable", "passthrough")
+_STACK_SECTIONS = ("pipeline", "emit", "api", "durable", "gate", "passthrough")
+#: Sections that need the stack to serve its API.
+_API_SECTIONS = ("api", "gate")
 
 
 @dataclass(frozen=True)
@@ -436,6 +439,56 @@ def bench_api(stack: Stack, batches: int, batch_size: int, threads: int) -> dict
     return result
 
 
+def bench_gate(stack: Stack, requests: int) -> dict[str, Any]:
+    """p50/p99 of `POST /v1/gate` (request → decision recorded and answered), beside the
+    target p99 < 100 ms."""
+    from shipledger.producers.api.auth import AuthStore
+
+    assert stack.api is not None
+    url = stack.api.url
+    auth = AuthStore(stack.settings.resolved_auth_db)
+    try:
+        token, _ = auth.create_token(GATE_TENANT, ("ingest",), name="bench gate")
+    finally:
+        auth.close()
+    seed(stack, token)
+    out = stack.settings.data_dir / "gate-client.json"
+
+    def ask(count: int) -> dict[str, Any]:
+        subprocess.run(
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "shipledger.lab.bench_gate",
+                url,
+                token,
+                str(count),
+                str(out),
+            ],
+            check=True,
+        )
+        found: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+        if found["failures"]:
+            raise click.ClickException(
+                f"{found['failures']} gate requests failed: {found['first_failure']}"
+            )
+        return found
+
+    click.echo(f"  gate: {requests} questions, one at a time ...")
+    ask(20)  # warm-up: connection, producer, codecs, the ledger's first reads
+    found = ask(requests)
+    latency = Latency.of(found["latencies_ms"])
+    return {
+        "requests": requests,
+        "seconds": round(found["seconds"], 2),
+        "decisions": found["decisions"],
+        "request_to_decision": asdict(latency),
+        "target_p99_ms": TARGET_P99_MS,
+        "target_met": latency.p99_ms < TARGET_P99_MS,
+    }
+
+
 #: The journal modes the durable-acknowledgement section compares, in the order run.
 DURABLE_MODES = (("journal_off", None), ("journal_no_fsync", False), ("journal_fsync", True))
 
@@ -521,6 +574,8 @@ def _markdown(results: dict[str, Any]) -> str:
         ]
     if "durable" in results:
         lines += _durable_markdown(results["durable"])
+    if "gate" in results:
+        lines += gate_markdown(results["gate"])
     if "audit" in results:
         lines += _audit_markdown(results["audit"])
     if "query" in results:
@@ -617,6 +672,7 @@ def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
 @click.option("--api-requests", default=300, show_default=True, help="Ingest API requests.")
 @click.option("--api-batch", default=100, show_default=True, help="Events per API request.")
 @click.option("--api-connections", default=4, show_default=True, help="API client connections.")
+@click.option("--gate-requests", default=300, show_default=True, help="Gate questions timed.")
 @click.option(
     "--only",
     type=click.Choice(SECTIONS),
@@ -637,19 +693,21 @@ def bench(
     api_requests: int,
     api_batch: int,
     api_connections: int,
+    gate_requests: int,
     only: str | None,
     audit_records: int,
 ) -> None:
     """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
     Faust passthrough agent on the same broker, the cost of one `shipledger emit`, the
     ingest API's events/s and request → Kafka ack latency (with and without the durable
-    journal), `audit verify` over a large ledger with its bytes on disk per event, and the
-    read-query guard's latency.
+    journal), the pre-deploy gate's latency, `audit verify` over a large ledger with its
+    bytes on disk per event, and the read-query guard's latency.
 
     \b
       shipledger bench --out bench              # everything (make bench)
       shipledger bench --out bench --only api   # just the ingest API (make bench-api)
       shipledger bench --out bench --only durable  # the journal's cost (make bench-durable)
+      shipledger bench --out bench --only gate  # POST /v1/gate latency (make bench-gate)
       shipledger bench --out bench --only audit # audit verify over 1M events
       shipledger bench --out bench --only query # the read-query guard's cost
     """
@@ -677,7 +735,8 @@ def bench(
     on_stack = [s for s in sections if s in _STACK_SECTIONS]
     if on_stack:
         click.echo("shipledger bench: starting the embedded stack ...")
-        with Stack(settings, log_dir=data_dir / "logs", api="api" in on_stack) as stack:
+        serve_api = any(s in _API_SECTIONS for s in on_stack)
+        with Stack(settings, log_dir=data_dir / "logs", api=serve_api) as stack:
             measures: dict[str, Callable[[], dict[str, Any]]] = {
                 "pipeline": lambda: bench_pipeline(stack, events, rate, seconds),
                 "emit": lambda: bench_emit(stack, emit_runs),
@@ -685,6 +744,7 @@ def bench(
                 "durable": lambda: bench_durable(
                     stack, api_requests, api_batch, api_connections, api_requests * 2
                 ),
+                "gate": lambda: bench_gate(stack, gate_requests),
                 "passthrough": lambda: bench_passthrough(stack, min(events, 30_000), rate, seconds),
             }
             for section in on_stack:

@@ -6,7 +6,9 @@ everything the pipeline makes of it, or its dead letter:
 - a deployment event: its `deployment_events` row and its record (`record_id` = event id)
   and, when that record is the deployment's first (`seq` 1), every alert its `alert_rules`
   name (alert ids are deterministic: `processors.step.alert_id`);
-- an event of another family: its row in the family's table;
+- an event of another family, or a message the API makes itself (a gate decision, a
+  break-glass alert, whose entry's `event_id` is the alert id): its row in its table, by
+  the table's id column;
 - anything (an undecodable replay included): a `dead_letters` row with its letter id
   (`schemas.letters.letter_id`).
 
@@ -43,7 +45,7 @@ class Held:
     records: dict[RowKey, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
     #: (tenant, alert_id) of alerts rows.
     alerts: set[RowKey] = field(default_factory=set)
-    #: (table, tenant, event_id) of the other families' rows.
+    #: (table, tenant, id) of the other tables' rows (families, gate decisions, alerts).
     family_rows: set[tuple[str, str, str]] = field(default_factory=set)
     letters: set[str] = field(default_factory=set)
 
@@ -106,8 +108,9 @@ def held_for(store: LedgerStore, entries: Sequence[Entry], tables: dict[str, str
         if wanted:
             held.alerts = store.existing_ids(ddl.ALERTS, "alert_id", wanted)
     for table, keys in by_table.items():
-        if table in ddl.tables() and ddl.tables()[table].id_column == "event_id":
-            found = store.existing_ids(table, "event_id", sorted(keys))
+        spec = ddl.tables().get(table)
+        if spec is not None:
+            found = store.existing_ids(table, spec.id_column, sorted(keys))
             held.family_rows.update((table, t, i) for t, i in found)
     letters = sorted({entry_letter_id(e) for e in entries})
     for start in range(0, len(letters), _CHUNK):

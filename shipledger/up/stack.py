@@ -22,6 +22,7 @@ from confluent_kafka import KafkaException
 
 from shipledger.lag import committed_offsets, end_offsets, lag_by_topic, partitions_of
 from shipledger.logging import configure_logging, get_logger
+from shipledger.processors.gate import Gatekeeper
 from shipledger.producers.journal import Journal
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.policy import Policy, load_policy
@@ -146,7 +147,11 @@ class Stack:
             from shipledger.producers.api.server import ApiServer
 
             self.api = ApiServer(
-                self.settings, self.bootstrap, LedgerReader(self.store), self.journal
+                self.settings,
+                self.bootstrap,
+                LedgerReader(self.store),
+                self.journal,
+                governance=Gatekeeper(self.policy),
             )
             self.api.start()
         write_stack(

@@ -69,6 +69,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
+from shipledger.schemas.family_models import APPROVAL_SOURCE
 from shipledger.schemas.registry import catalog
 from shipledger.schemas.topic_spec import TopicSpec
 
@@ -563,15 +564,24 @@ def releases_view_sql(database: str | None = None) -> str:
 
 def change_requests_view_sql(database: str | None = None) -> str:
     """`change_requests`: *what is the current state of each change request, with its
-    window and approvals?* The latest event per tenant and change_id."""
+    window and approvals?* The latest event per tenant and change_id as its system reported
+    it, with every approval decision reported or recorded (`POST /v1/approvals` events,
+    source `approval`, add approvals, not revisions), oldest first."""
+    changes, recorded = qualified(database, CHANGES), quote_str(APPROVAL_SOURCE)
     return _view(
         database,
         "change_requests",
-        "SELECT tenant, change_id, system, state, title, risk, services, environments,\n"
-        "    planned_start, planned_end, approvals, url, actor, occurred_at AS updated_at\n"
-        f"FROM {qualified(database, CHANGES)}\n"
-        "ORDER BY occurred_at DESC, event_id DESC\n"
-        "LIMIT 1 BY tenant, change_id",
+        "SELECT c.tenant AS tenant, c.change_id AS change_id, c.system AS system,\n"  # noqa: S608
+        "    c.state AS state, c.title AS title, c.risk AS risk, c.services AS services,\n"
+        "    c.environments AS environments, c.planned_start AS planned_start,\n"
+        "    c.planned_end AS planned_end, a.approvals AS approvals, c.url AS url,\n"
+        "    c.actor AS actor, c.requested_by AS requested_by, c.occurred_at AS updated_at\n"
+        f"FROM (SELECT * FROM {changes} WHERE ifNull(source, '') != {recorded}\n"
+        "    ORDER BY occurred_at DESC, event_id DESC LIMIT 1 BY tenant, change_id) AS c\n"
+        "LEFT JOIN (SELECT tenant, change_id,\n"
+        "    arraySort(x -> x.decided_at, groupUniqArrayArray(approvals)) AS approvals\n"
+        f"    FROM {changes} GROUP BY tenant, change_id) AS a\n"
+        "    ON c.tenant = a.tenant AND c.change_id = a.change_id",
     )
 
 

@@ -31,8 +31,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from shipledger.lag import end_offsets
+from shipledger.processors.gate import Gatekeeper
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.api.server import ApiServer
+from shipledger.schemas.policy import load_policy
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import LedgerReader
@@ -106,7 +108,12 @@ def _start(
         settings,
         AuthStore(settings.resolved_auth_db),
         store,
-        ApiServer(settings, broker, None if store is None else LedgerReader(store)),
+        ApiServer(
+            settings,
+            broker,
+            None if store is None else LedgerReader(store),
+            governance=None if store is None else Gatekeeper(load_policy(None)),
+        ),
     )
 
 
@@ -172,6 +179,25 @@ HOSTILE_BODIES: list[tuple[str, str | bytes, int, str]] = [
         json.dumps(event(missing_metadata=["commit_sha"], commit_sha=None)),
         422,
         "missing_metadata",
+    ),
+    (
+        "a caller forging a verified approval (only POST /v1/approvals records one)",
+        json.dumps(
+            {"family": "change", "change_id": "CHG1", "system": "snow", "state": "approved"}
+            | {
+                "approvals": [
+                    {
+                        "approver": "mallory",
+                        "decision": "approved",
+                        "decided_at": "2026-11-25T09:00:00Z",
+                        "groups": ["cab"],
+                        "verified_by": "oidc:https://idp.example.org",
+                    }
+                ]
+            }
+        ),
+        422,
+        "verified approvals",
     ),
     (
         "event over 1 MB (Kafka's message size)",

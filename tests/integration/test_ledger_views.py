@@ -13,6 +13,7 @@ import pytest
 
 from shipledger.processors.step import process
 from shipledger.schemas.families import family_of
+from shipledger.schemas.family_models import APPROVAL_SOURCE
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec
@@ -103,6 +104,30 @@ def store(settings: Settings) -> Iterator[LedgerStore]:
                     ],
                 },
             )
+        # An approval recorded by POST /v1/approvals: it restates the state its approver
+        # saw (opened), adds its approval, and is not the request's latest revision.
+        _family(
+            s,
+            "change",
+            ddl.CHANGES,
+            {
+                "event_id": "chg-approval",
+                "change_id": "CHG1",
+                "system": "servicenow",
+                "state": "opened",
+                "source": APPROVAL_SOURCE,
+                "occurred_at": T0 + timedelta(hours=3),
+                "approvals": [
+                    {
+                        "approver": "carol",
+                        "decision": "approved",
+                        "decided_at": T0 + timedelta(hours=3),
+                        "groups": ["cab"],
+                        "verified_by": "ldap:ldap://dir",
+                    }
+                ],
+            },
+        )
         _family(
             s,
             "source",
@@ -178,7 +203,7 @@ def test_every_view_answers_on_real_rows(store: LedgerStore) -> None:
         store,
         "SELECT change_id, state, arrayMap(a -> (a.approver, a.decision), approvals) "
         "FROM change_requests",
-    ) == [("CHG1", "approved", [("bob", "approved")])]
+    ) == [("CHG1", "approved", [("bob", "approved"), ("carol", "approved")])]
     assert _rows(
         store,
         "SELECT deployment_id, change_found, change_state, length(change_approvals), "
@@ -186,7 +211,7 @@ def test_every_view_answers_on_real_rows(store: LedgerStore) -> None:
     ) == [
         ("d1", False, "", 0, []),
         ("d2", False, "", 0, []),
-        ("d3", True, "approved", 1, []),
+        ("d3", True, "approved", 2, []),
         ("d4", False, "", 0, ["eve"]),
     ]
     assert _rows(

@@ -1,12 +1,14 @@
 """Every read of the ledger sees archived rows: `GET /v1/events/{id}` finds an event whose row
-`shipledger archive` moved to cold Parquet (and says which tier it came from), and the sink's
-dedup skips a re-upload or replay of it instead of inserting a second row. Real chDB, the real
+`shipledger archive` moved to cold Parquet (and says which tier it came from), the sink's
+dedup skips a re-upload or replay of it instead of inserting a second row, and a change
+request's events are read whole. Real chDB, the real
 API on loopback, the real sink's write path (no broker: rows are written as a flush writes
 them)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -14,8 +16,10 @@ import pytest
 
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.api.server import ApiServer
+from shipledger.schemas.family_models import ChangeEvent
 from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
+from shipledger.sinks import rows
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.archive import archive
 from shipledger.sinks.ledger.reader import LedgerReader, QueryLimits
@@ -109,3 +113,33 @@ def test_a_replay_after_archive_inserts_no_duplicate(
     ).rows[0]
     assert after == (before, before)
     assert ledger.count(ddl.EVENTS) == len(_events(ledger, -90))  # nothing came back hot
+
+
+def test_a_change_request_is_read_whole_across_tiers(
+    ledger: LedgerStore, settings: Settings
+) -> None:
+    """What the gate and the approvals fold: every event of the request, its old ones
+    archived to cold Parquet included (read only when the tenant has cold files)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    events = [
+        ChangeEvent(
+            tenant="acme",
+            change_id="CHG7",
+            system="servicenow",
+            state=state,
+            actor="raj",
+            occurred_at=now - timedelta(days=days),
+        )
+        for state, days in (("opened", 200), ("approved", 1))
+    ]
+    build = rows.row_builder(ddl.CHANGES)
+    meta = rows.KafkaMeta("changes", 0, 0, None)
+    LedgerWriter(ledger, load_policy(settings.policy_file)).write_rows(
+        {ddl.CHANGES: [build(e.to_avro(), meta) for e in events]}
+    )
+    reader = LedgerReader(ledger)
+    assert sorted(reader.change_events("acme", "CHG7"), key=lambda e: e.occurred_at) == events
+    assert archive(ledger, cold_after_days=90).rows_moved
+    assert ledger.count(ddl.CHANGES) == 1  # the opened event is cold now
+    assert sorted(reader.change_events("acme", "CHG7"), key=lambda e: e.occurred_at) == events
+    assert reader.change_events("globex", "CHG7") == []

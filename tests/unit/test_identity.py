@@ -1,7 +1,8 @@
-"""Approvers verified by a real OpenLDAP server (Debian's slapd, started here on a loopback
-port with a throwaway directory) and a real OIDC issuer on loopback (discovery document and a
-JWKS of RSA keys generated here); then who may approve, and whether approvals satisfy the
-policy. `make test-deps` installs slapd; a missing slapd fails these tests, never skips them.
+"""Approvers verified by a real OpenLDAP server (Debian's slapd, started on a loopback port
+with a throwaway directory) and a real OIDC issuer on loopback (discovery document and a JWKS
+of RSA keys generated in the test), both fixtures of tests/conftest.py; then who may approve,
+and whether approvals satisfy the policy. `make test-deps` installs slapd; a missing slapd
+fails these tests, never skips them.
 """
 
 from __future__ import annotations
@@ -10,26 +11,17 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import shutil
-import socket
-import subprocess
-import threading
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shipledger.processors.approvals import missing_approvals
 from shipledger.processors.changes import ApprovalRecord
+from shipledger.producers.approvals.credentials import Authenticator
 from shipledger.producers.approvals.directory import LdapConfig, LdapDirectory
 from shipledger.producers.approvals.identity import (
     Identity,
@@ -40,138 +32,38 @@ from shipledger.producers.approvals.identity import (
 from shipledger.producers.approvals.oidc import OidcConfig, OidcVerifier
 from shipledger.schemas.policy import parse_policy
 
-# --- a real slapd -------------------------------------------------------------------------
 
-SUFFIX = "dc=example,dc=org"
-SLAPD = Path("/usr/sbin/slapd")
-SLAPADD = Path("/usr/sbin/slapadd")
-#: user -> (password, groups)
-PEOPLE = {
-    "alice": ("alice-pw", ["cab"]),
-    "bob": ("bob-pw", ["sre"]),
-    "carol": ("carol-pw", ["cab", "sre"]),
-    "dave": ("dave-pw", []),
-    # Filter syntax in a name: unescaped, it would break (or widen) the group search.
-    "pat(ops)*": ("pat-pw", ["sre"]),
-}
+class Slapd(Protocol):
+    """The `slapd` fixture (tests/conftest.py): a running slapd and where its people are."""
+
+    url: str
+    user_dn: str
+    group_base: str
 
 
-def _ssha(password: str) -> str:
-    salt = os.urandom(8)
-    digest = hashlib.sha1(password.encode() + salt).digest()
-    return "{SSHA}" + base64.b64encode(digest + salt).decode()
+class Issuer(Protocol):
+    """The `issuer` fixtures (tests/conftest.py `Issuer`): an OIDC issuer on loopback."""
 
+    url: str
+    audience: str
+    kid: str
+    keys: dict[str, rsa.RSAPrivateKey]
 
-def _directory_ldif() -> str:
-    entries = [
-        f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example",
-        f"dn: ou=people,{SUFFIX}\nobjectClass: organizationalUnit\nou: people",
-        f"dn: ou=groups,{SUFFIX}\nobjectClass: organizationalUnit\nou: groups",
-    ]
-    for user, (password, _) in PEOPLE.items():
-        entries.append(
-            f"dn: uid={user},ou=people,{SUFFIX}\nobjectClass: inetOrgPerson\nuid: {user}\n"
-            f"cn: {user.title()}\nsn: {user.title()}\nuserPassword: {_ssha(password)}"
-        )
-    for group in ("cab", "sre"):
-        members = "".join(
-            f"\nmember: uid={user},ou=people,{SUFFIX}"
-            for user, (_, groups) in PEOPLE.items()
-            if group in groups
-        )
-        entries.append(
-            f"dn: cn={group},ou=groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: {group}{members}"
-        )
-    return "\n\n".join(entries) + "\n"
-
-
-def _slapd_conf(workdir: Path) -> str:
-    return f"""
-include /etc/ldap/schema/core.schema
-include /etc/ldap/schema/cosine.schema
-include /etc/ldap/schema/inetorgperson.schema
-pidfile {workdir}/slapd.pid
-argsfile {workdir}/slapd.args
-modulepath /usr/lib/ldap
-moduleload back_mdb
-database mdb
-maxsize 10485760
-suffix "{SUFFIX}"
-rootdn "cn=admin,{SUFFIX}"
-rootpw {_ssha(uuid.uuid4().hex)}
-directory {workdir}/db
-access to attrs=userPassword by self read by anonymous auth by * none
-access to * by users read by * none
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"slapd exited with {proc.returncode}: {log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"slapd did not listen on {port} within 30 s: {log.read_text()}")
+    def token(
+        self, kid: str | None = None, key: Any = None, alg: str = "RS256", **claims: Any
+    ) -> str: ...
 
 
 @pytest.fixture(scope="module")
-def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`ldap://127.0.0.1:<port>` of a slapd serving PEOPLE and the groups cab and sre."""
-    if not SLAPD.exists() or not shutil.which("ldapadd"):
-        pytest.fail("Debian's slapd and ldap-utils are needed: run `make test-deps` (as root)")
-    workdir = tmp_path_factory.mktemp("slapd")
-    (workdir / "db").mkdir()
-    conf = workdir / "slapd.conf"
-    conf.write_text(_slapd_conf(workdir))
-    ldif = workdir / "directory.ldif"
-    ldif.write_text(_directory_ldif())
-    subprocess.run([SLAPADD, "-f", conf, "-l", ldif], check=True, capture_output=True)
-    port = _free_port()
-    log = workdir / "slapd.log"
-    with log.open("wb") as out:
-        # -d 0: stay in the foreground (no fork), so the test owns the process.
-        proc = subprocess.Popen(
-            [SLAPD, "-f", conf, "-h", f"ldap://127.0.0.1:{port}/", "-d", "0"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_for_port(port, proc, log)
-        yield f"ldap://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture(scope="module")
-def directory(slapd: str) -> LdapDirectory:
+def directory(slapd: Slapd) -> LdapDirectory:
     return LdapDirectory(
-        LdapConfig(
-            url=slapd,
-            user_dn=f"uid={{username}},ou=people,{SUFFIX}",
-            group_base=f"ou=groups,{SUFFIX}",
-        )
+        LdapConfig(url=slapd.url, user_dn=slapd.user_dn, group_base=slapd.group_base)
     )
 
 
-def test_ldap_bind_gives_the_users_groups(directory: LdapDirectory, slapd: str) -> None:
+def test_ldap_bind_gives_the_users_groups(directory: LdapDirectory, slapd: Slapd) -> None:
     assert directory.authenticate("carol", "carol-pw") == Identity(
-        "carol", frozenset({"cab", "sre"}), f"ldap:{slapd}"
+        "carol", frozenset({"cab", "sre"}), f"ldap:{slapd.url}"
     )
     assert directory.authenticate("alice", "alice-pw").groups == {"cab"}
     assert directory.authenticate("dave", "dave-pw").groups == frozenset()
@@ -201,106 +93,17 @@ def test_ldap_names_are_escaped(directory: LdapDirectory) -> None:
     assert directory.authenticate("pat(ops)*", "pat-pw").groups == {"sre"}
 
 
-def test_ldap_down_is_unavailable_not_refused() -> None:
+def test_ldap_down_is_unavailable_not_refused(unused_port: int) -> None:
     config = LdapConfig(
-        url=f"ldap://127.0.0.1:{_free_port()}", user_dn="uid={username},o=x", group_base="o=x"
+        url=f"ldap://127.0.0.1:{unused_port}", user_dn="uid={username},o=x", group_base="o=x"
     )
     with pytest.raises(IdentityUnavailable):
         LdapDirectory(config).authenticate("alice", "alice-pw")
 
 
-# --- a real OIDC issuer -------------------------------------------------------------------
-
-AUDIENCE = "shipledger"
-
-
-class Issuer:
-    """An OIDC issuer on loopback: discovery document and JWKS, RSA keys made here."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, rsa.RSAPrivateKey] = {}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.kid = self.add_key()
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def add_key(self) -> str:
-        kid = uuid.uuid4().hex[:8]
-        self.keys[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        return kid
-
-    def jwks(self) -> dict[str, Any]:
-        keys = []
-        for kid, key in self.keys.items():
-            jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
-            keys.append({**jwk, "kid": kid, "use": "sig", "alg": "RS256"})
-        return {"keys": keys}
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        issuer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": issuer.url, "jwks_uri": f"{issuer.url}/jwks"}
-                elif self.path == "/jwks":
-                    body = issuer.jwks()
-                else:
-                    self.send_error(404)
-                    return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
-
-    def token(
-        self, kid: str | None = None, key: Any = None, alg: str = "RS256", **claims: Any
-    ) -> str:
-        now = datetime.now(UTC)
-        body: dict[str, Any] = {
-            "iss": self.url,
-            "aud": AUDIENCE,
-            "sub": "u-1",
-            "preferred_username": "alice",
-            "groups": ["cab"],
-            "iat": now,
-            "exp": now + timedelta(minutes=5),
-        }
-        body.update(claims)
-        body = {k: v for k, v in body.items() if v is not None}
-        kid = kid or self.kid
-        return jwt.encode(body, key or self.keys[kid], algorithm=alg, headers={"kid": kid})
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[Issuer]:
-    server = Issuer()
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="module")
-def other_issuer() -> Iterator[Issuer]:
-    server = Issuer()
-    yield server
-    server.close()
-
-
 @pytest.fixture
 def verifier(issuer: Issuer) -> OidcVerifier:
-    return OidcVerifier(OidcConfig(issuer=issuer.url, audience=AUDIENCE))
+    return OidcVerifier(OidcConfig(issuer=issuer.url, audience=issuer.audience))
 
 
 def test_oidc_token_gives_the_person_and_groups(verifier: OidcVerifier, issuer: Issuer) -> None:
@@ -324,7 +127,7 @@ def test_oidc_refusals_name_the_reason(
         f"was issued by '{other_issuer.url}'": other_issuer.token(),
         "signature does not verify": issuer.token(key=stranger),
         "not among the issuer's keys": issuer.token(kid="nope", key=stranger),
-        "algorithm 'HS256' is not accepted": _hs256(issuer.url, public_pem),
+        "algorithm 'HS256' is not accepted": _hs256(issuer, public_pem),
         "no 'exp' claim": issuer.token(exp=None),
         "no 'preferred_username' claim": issuer.token(preferred_username=None),
         "malformed token": "not.a.token",
@@ -336,19 +139,21 @@ def test_oidc_refusals_name_the_reason(
         assert reason in refused.value.reason, (reason, refused.value.reason)
 
 
-def _hs256(iss: str, secret: bytes) -> str:
+def _hs256(issuer: Issuer, secret: bytes) -> str:
     """An HS256 token keyed with the issuer's *public* key (algorithm confusion); PyJWT
     refuses to make one, so it is put together by hand."""
     header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
     exp = int(time.time()) + 300
-    claims = json.dumps({"iss": iss, "aud": AUDIENCE, "exp": exp, "iat": exp - 300}).encode()
-    payload = base64.urlsafe_b64encode(claims).rstrip(b"=")
+    claims = {"iss": issuer.url, "aud": issuer.audience, "exp": exp, "iat": exp - 300}
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")
     signature = hmac.new(secret, header + b"." + payload, hashlib.sha256).digest()
     return b".".join([header, payload, base64.urlsafe_b64encode(signature).rstrip(b"=")]).decode()
 
 
-def test_oidc_issuer_down_is_unavailable_not_refused(issuer: Issuer) -> None:
-    gone = OidcVerifier(OidcConfig(issuer=f"http://127.0.0.1:{_free_port()}", audience=AUDIENCE))
+def test_oidc_issuer_down_is_unavailable_not_refused(issuer: Issuer, unused_port: int) -> None:
+    gone = OidcVerifier(
+        OidcConfig(issuer=f"http://127.0.0.1:{unused_port}", audience=issuer.audience)
+    )
     token = issuer.token(iss=gone.config.issuer)
     with pytest.raises(IdentityUnavailable):
         gone.verify(token)
@@ -356,8 +161,8 @@ def test_oidc_issuer_down_is_unavailable_not_refused(issuer: Issuer) -> None:
 
 def test_oidc_issuer_must_be_https_off_loopback() -> None:
     with pytest.raises(ValueError, match="https"):
-        OidcConfig(issuer="http://idp.example.org", audience=AUDIENCE)
-    assert OidcConfig(issuer="https://idp.example.org", audience=AUDIENCE)
+        OidcConfig(issuer="http://idp.example.org", audience="shipledger")
+    assert OidcConfig(issuer="https://idp.example.org", audience="shipledger")
 
 
 # --- who may approve, and whether approvals suffice ---------------------------------------
@@ -423,3 +228,29 @@ def test_approvals_satisfy_the_policy_per_deployment() -> None:
     twice = [approval("bob", "sre"), approval("BOB@example.org", "sre"), approval("alice", "cab")]
     (short,) = missing_approvals(release, twice, "dave", start)
     assert short.requirement == "prod-sre" and len(short.approvers) == 1
+
+
+# --- from an Authorization header to a person ----------------------------------------------
+
+
+def test_authorization_headers_name_the_provider(
+    directory: LdapDirectory, verifier: OidcVerifier, issuer: Issuer
+) -> None:
+    both = Authenticator(oidc=verifier, ldap=directory)
+    basic = "Basic " + base64.b64encode(b"alice:alice-pw").decode()
+    assert both.identify(basic, protected_channel=True).username == "alice"
+    assert both.identify(f"bearer {issuer.token()}", protected_channel=False).groups == {"cab"}
+    refusals = {
+        (basic, False): "accepted only over TLS or from this host",
+        ("Basic !!!", True): "malformed Basic credentials",
+        ("Basic " + base64.b64encode(b"alice").decode(), True): "malformed Basic credentials",
+        ("Negotiate abc", True): "missing credentials: Authorization: Bearer <OIDC token> or Basic",
+        (None, True): "missing credentials",
+    }
+    for (header, protected), reason in refusals.items():
+        with pytest.raises(IdentityRefused, match=reason):
+            both.identify(header, protected_channel=protected)
+    with pytest.raises(IdentityRefused, match=r"does not accept Bearer .*accepts: Basic"):
+        Authenticator(ldap=directory).identify(f"Bearer {issuer.token()}", True)
+    with pytest.raises(IdentityRefused, match="no identity provider is configured"):
+        Authenticator().identify(basic, True)

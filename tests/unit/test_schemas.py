@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from shipledger.schemas.families import FAMILIES
 from shipledger.schemas.family_models import Approval
+from shipledger.schemas.governance import GateReason
 from shipledger.schemas.models import AVRO_INT_RANGE, Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.registry import AvroCodec, DecodeError, catalog
 
@@ -20,7 +21,7 @@ MODELS: dict[str, type[BaseModel]] = {
     topic.schema_name: topic.model_class() for topic in catalog().topics.values() if topic.model
 }
 #: Models of records nested in the schemas, by Avro record name.
-NESTED: dict[str, type[BaseModel]] = {"Approval": Approval}
+NESTED: dict[str, type[BaseModel]] = {"Approval": Approval, "GateReason": GateReason}
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 

@@ -18,15 +18,26 @@ TABLE_SCHEMAS = {
     ddl.ARTIFACTS: "io.shipledger.v1.ArtifactEvent",
     ddl.SIGNALS: "io.shipledger.v1.SignalEvent",
     ddl.CATALOG: "io.shipledger.v1.CatalogEvent",
+    "gate_decisions": "io.shipledger.v1.GateDecision",
 }
 APPROVALS = (
     "Array(Tuple(approver String, decision LowCardinality(String), "
-    "decided_at DateTime64(3, 'UTC')))"
+    "decided_at DateTime64(3, 'UTC'), groups Array(String), verified_by Nullable(String), "
+    "comment Nullable(String)))"
 )
+#: The arrays of records, by field name: named tuples.
+RECORD_ARRAYS = {
+    "approvals": APPROVALS,
+    "reasons": (
+        "Array(Tuple(rule LowCardinality(String), severity LowCardinality(String), "
+        "message String, evidence Map(String, String)))"
+    ),
+}
 
 
-def _expected_base_type(avro_type: Any) -> tuple[str, bool]:
-    """(ClickHouse base type, nullable) an Avro field type must map to, spelled out by hand."""
+def _expected_base_type(name: str, avro_type: Any) -> tuple[str, bool]:
+    """(ClickHouse base type, nullable) field `name` of an Avro type must map to, spelled out
+    by hand."""
     nullable = isinstance(avro_type, list) and "null" in avro_type
     if isinstance(avro_type, list):
         (avro_type,) = [t for t in avro_type if t != "null"]
@@ -34,7 +45,7 @@ def _expected_base_type(avro_type: Any) -> tuple[str, bool]:
         if avro_type.get("logicalType") == "timestamp-millis":
             return "DateTime64(3, 'UTC')", nullable
         if avro_type["type"] == "array" and isinstance(avro_type["items"], dict):
-            return APPROVALS, nullable  # the only array of records
+            return RECORD_ARRAYS[name], nullable
         return {
             "enum": "String",
             "map": "Map(String, String)",
@@ -66,7 +77,8 @@ def test_table_columns_cover_avro_fields(table: str) -> None:
     columns = {c.name: c for c in spec.columns}
     for f in fields:
         assert f["name"] in columns, f"{table} lacks Avro field {f['name']}"
-        assert _strip(columns[f["name"]].type) == _expected_base_type(f["type"]), f["name"]
+        expected = _expected_base_type(f["name"], f["type"])
+        assert _strip(columns[f["name"]].type) == expected, f["name"]
         assert columns[f["name"]].comment.startswith(f["doc"])
     extra = set(columns) - {f["name"] for f in fields}
     ingest = {"received_at", "kafka_partition", "kafka_offset"} if table == ddl.EVENTS else set()
@@ -94,7 +106,7 @@ def test_keys_are_real_non_nullable_columns(table: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "table", [ddl.CHANGES, ddl.SOURCE, ddl.ARTIFACTS, ddl.SIGNALS, ddl.CATALOG]
+    "table", [ddl.CHANGES, ddl.SOURCE, ddl.ARTIFACTS, ddl.SIGNALS, ddl.CATALOG, "gate_decisions"]
 )
 def test_family_tables_sort_by_tenant_region_natural_key_and_time(table: str) -> None:
     spec = ddl.tables()[table]

@@ -8,9 +8,12 @@
  *   shipledgerDeploy(run: './deploy.sh', service: 'checkout', environment: 'prod')
  *   shipledgerDeploy(run: './rollback.sh', kind: 'rollback', service: 'checkout', environment: 'prod')
  *   shipledgerDeploy(command: 'finish', status: currentBuild.currentResult)   // in post { always }
+ *   shipledgerDeploy(command: 'gate', service: 'checkout', environment: 'prod', changeId: 'CHG0042')
  *
- * Arguments: command (start | run | emit | finish; default run), run (shell line), eventType,
- * status, service, environment, kind, version, changeId, args (more shipledger options).
+ * Arguments: command (start | run | emit | finish | gate; default run), run (shell line),
+ * eventType, status, service, environment, kind, version, changeId, emergencyReason (gate:
+ * break-glass), args (more shipledger options). The gate needs SHIPLEDGER_API_URL and
+ * SHIPLEDGER_API_TOKEN (withCredentials) and fails the stage when the deployment is blocked.
  * Commit, actor, build URL and stage are detected from Jenkins' variables.
  */
 def call(Map args = [:]) {
@@ -26,6 +29,7 @@ def call(Map args = [:]) {
         SHIPLEDGER_KIND: args.kind,
         SHIPLEDGER_VERSION: args.version,
         SHIPLEDGER_CHANGE_ID: args.changeId,
+        SHIPLEDGER_EMERGENCY_REASON: args.emergencyReason,
         SHIPLEDGER_STEP_SCRIPT: env.SHIPLEDGER_STEP_SCRIPT ?: '.shipledger/shipledger-step.sh',
     ]
     List<String> vars = inputs.findAll { it.value != null }.collect { "${it.key}=${it.value}" }

@@ -1,0 +1,177 @@
+"""`POST /v1/gate`: may this deployment start now? (`shipledger gate` asks it.)
+
+The route does the I/O: the token (scope `ingest`: a pipeline's), the change request's events
+from the ledger's door, then the judgement it is given (`ApiContext.governance`, the
+processors' `Gatekeeper` under the running policy), then the decision published to
+`gate.decisions` (and a break-glass pass's critical alert to `alerts`) and acknowledged by
+Kafka before the answer: every answer the gate gives is in the ledger, with who asked.
+A decision Kafka does not take is not given (503): the pipeline cannot tell it from an outage.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ValidationError
+
+from shipledger.logging import get_logger
+from shipledger.producers.api.auth import ANY_TENANT, Principal
+from shipledger.producers.api.bodies import TOKEN_ERRORS, Problem
+from shipledger.producers.api.context import ApiContext, ApiError, Authorized, context
+from shipledger.producers.api.events import Prepared
+from shipledger.producers.api.ingest import publish
+from shipledger.producers.api.limits import check_declared_length, read_capped
+from shipledger.schemas.families import scoped_key
+from shipledger.schemas.family_models import ChangeEvent
+from shipledger.schemas.governance import GateDecision, GateOutcome, GateQuestion, GateReason
+from shipledger.schemas.models import utcnow
+from shipledger.schemas.registry import topic_codec
+from shipledger.schemas.topics import ALERTS, GATE_DECISIONS
+from shipledger.schemas.untrusted import BadJSON, loads
+from shipledger.schemas.validation import field_errors
+from shipledger.settings import Settings
+
+log = get_logger("api.gate")
+router = APIRouter(prefix="/v1")
+_MAX_BODY = 64 * 1024
+
+
+class GateAnswer(BaseModel):
+    """The gate's answer: `allowed` (go), `blocked` (every reason listed) or `break_glass`
+    (go, recorded, critical alert raised)."""
+
+    decision: str
+    passes: bool
+    decision_id: str
+    reasons: list[GateReason]
+    alert_id: str | None = None
+    policy_version: str
+
+
+def _body() -> dict[str, Any]:
+    example = {
+        "service": "checkout",
+        "environment": "prod",
+        "change_id": "CHG0042",
+        "actor": "ci-bot",
+        "kind": "release",
+    }
+    schema = GateQuestion.model_json_schema()
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema, "example": example}},
+        }
+    }
+
+
+async def read_question(request: Request, principal: Principal) -> GateQuestion:
+    """The request's question, its tenant the token's (400 invalid, 403 another tenant's)."""
+    check_declared_length(request.headers.get("content-length"), _MAX_BODY, "gate request")
+    try:
+        obj = loads(await read_capped(request.stream(), _MAX_BODY, "gate request"), "body")
+    except BadJSON as exc:
+        raise ApiError(400, str(exc)) from exc
+    if not isinstance(obj, dict):
+        raise ApiError(400, "body: must be a JSON object")
+    tenant = obj.get("tenant")
+    if tenant is None and principal.tenant != ANY_TENANT:
+        obj["tenant"] = principal.tenant
+    try:
+        question = GateQuestion.model_validate(obj)
+    except ValidationError as exc:
+        raise ApiError(400, "; ".join(f"{f}: {r}" for f, r in field_errors(exc))) from exc
+    if question.tenant is None:
+        raise ApiError(400, "tenant: an operator token must name the tenant")
+    if not principal.may_act_on(question.tenant):
+        raise ApiError(403, f"tenant: this token is for tenant {principal.tenant!r} only")
+    return question
+
+
+def outcome_messages(settings: Settings, outcome: GateOutcome) -> list[Prepared]:
+    """The decision and its alerts as messages to produce (keyed like their topics)."""
+    decision = outcome.decision
+    messages = [
+        Prepared(
+            event_id=decision.event_id,
+            tenant=decision.tenant,
+            topic=settings.topic(GATE_DECISIONS),
+            key=scoped_key(decision.tenant, decision.service),
+            value=topic_codec(GATE_DECISIONS).encode(decision.to_avro()),
+        )
+    ]
+    messages += [
+        Prepared(
+            event_id=alert.alert_id,
+            tenant=alert.tenant,
+            topic=settings.topic(ALERTS),
+            key=scoped_key(alert.tenant, alert.deployment_id),
+            value=topic_codec(ALERTS).encode(alert.to_avro()),
+        )
+        for alert in outcome.alerts
+    ]
+    return messages
+
+
+def answer(decision: GateDecision) -> GateAnswer:
+    """The HTTP answer of a decision."""
+    return GateAnswer(
+        decision=decision.decision,
+        passes=decision.passes,
+        decision_id=decision.event_id,
+        reasons=decision.reasons,
+        alert_id=decision.alert_id,
+        policy_version=decision.policy_version,
+    )
+
+
+@router.post(
+    "/gate",
+    response_model=GateAnswer,
+    openapi_extra=_body(),
+    responses={
+        **TOKEN_ERRORS,
+        413: {"model": Problem, "description": "Body over 64 KiB."},
+        503: {
+            "model": Problem,
+            "description": "No policy or ledger here, or Kafka did not take the decision: no "
+            "answer was given (retry).",
+        },
+    },
+    summary="May this deployment start now? (the pre-deploy gate)",
+)
+async def post_gate(
+    request: Request,
+    ctx: Annotated[ApiContext, Depends(context)],
+    principal: Annotated[Principal, Depends(Authorized("ingest"))],
+) -> GateAnswer:
+    """Judge a deployment about to start against the live state: the policy's ticket, window
+    and freeze rules, the change request it names (approved, in its window and scope, now),
+    the approvals the policy requires (four eyes) and a manual deployer's identity.
+
+    200 with `decision`: `allowed`, `blocked` (every reason in `reasons`) or `break_glass`
+    (`emergency` with a `reason`: passes anyway, raises a critical `break_glass` alert). The
+    decision is stored in the ledger (`gate_decisions`) with the asking token before the
+    answer."""
+    governance, ledger = ctx.require_governance()
+    question = await read_question(request, principal)
+    assert question.tenant is not None
+    events: list[ChangeEvent] = []
+    if question.change_id:
+        events = await run_in_threadpool(ledger.change_events, question.tenant, question.change_id)
+    outcome = governance.decide(question, events, principal.token_id, utcnow())
+    await publish(ctx, outcome_messages(ctx.settings, outcome))
+    decision = outcome.decision
+    log.info(
+        "gate_decided",
+        tenant=decision.tenant,
+        service=decision.service,
+        environment=decision.environment,
+        change_id=decision.change_id,
+        decision=decision.decision,
+        rules=[r.rule for r in decision.reasons],
+        asked_by=decision.asked_by,
+    )
+    return answer(decision)
