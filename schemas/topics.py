@@ -1,6 +1,7 @@
 """Topic names: the catalog's topics (`catalog.yaml`) under the configured prefix.
 
-The pipeline's code addresses four topics by their role (`RAW`, `RECORDS`, `ALERTS`, `DLQ`);
+The pipeline's code addresses five topics by their role (`RAW`, `RECORDS`, `ALERTS`,
+`ESCALATIONS`, `DLQ`);
 every other topic (the event families) only by its catalog entry. Typical use:
 
 from shipledger.schemas.topics import Topics
@@ -22,6 +23,7 @@ from shipledger.schemas.topic_spec import TopicSpec
 RAW = "deployments.raw"
 RECORDS = "deployments.records"
 ALERTS = "alerts"
+ESCALATIONS = "escalations"
 DLQ = "dlq"
 
 
@@ -63,6 +65,11 @@ class Topics:
     def alerts(self) -> str:
         """The processors' policy findings."""
         return self.of(ALERTS)
+
+    @cached_property
+    def escalations(self) -> str:
+        """The escalator's outcome of each delivery of an alert to a receiver."""
+        return self.of(ESCALATIONS)
 
     @cached_property
     def dlq(self) -> str:

@@ -105,6 +105,9 @@ LOW_CARDINALITY = frozenset(
         "tier",
         "builder",
         "outcome",
+        "route",
+        "receiver",
+        "receiver_type",
     }
 )
 
