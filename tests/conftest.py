@@ -467,6 +467,13 @@ class StandInReceivers(ThreadingHTTPServer):
     `drop_answer[prefix]` > 0 creates the ticket, then closes the connection without an
     answer (a crash between the provider's 201 and our record)."""
 
+    #: The secrets each receiver accepts, as SHIPLEDGER_RECEIVER_SECRETS holds them.
+    secrets: dict[str, str] = {
+        "servicenow": f"{SNOW_USER}:{SNOW_PASSWORD}",
+        "jira": f"{JIRA_EMAIL}:{JIRA_TOKEN}",
+        "webhook": HOOK_SECRET,
+    }
+
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _ReceiversHandler)
         self.lock = threading.Lock()
