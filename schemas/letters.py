@@ -15,8 +15,8 @@ part of the id; a replayed letter rejected again is a new letter (its `replayed_
 The escalator letters alerts the sink stored fine (it never letters one the sink rejects), so
 their ids cannot meet; it letters an alert once, naming every receiver that refused it.
 
-Nothing else builds or parses these headers: the processors and the sink make letters with
-`DeadLetter.rejecting`, the sink's ledger row and `shipledger dlq` read them with
+Nothing else builds or parses these headers: the processors, the sink and the escalator make
+letters with `DeadLetter.rejecting`, the sink's ledger row and `shipledger dlq` read them with
 `DeadLetter.read`, and `dlq replay` marks what it sends with `replay_headers`.
 """
 
