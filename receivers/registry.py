@@ -44,10 +44,7 @@ def policy_problems(
         try:
             kind.options.model_validate(config.options)
         except ValidationError as exc:
-            problems += [
-                ((*where, *error["loc"]), _reason(error["msg"], error.get("input")))
-                for error in exc.errors()
-            ]
+            problems += [((*where, *error["loc"]), _reason(error["msg"])) for error in exc.errors()]
         if kind.needs_secret and config.credentials is None:
             problems.append(
                 ((*where, "credentials"), f"a {kind.name} receiver needs `credentials:`")
@@ -55,7 +52,7 @@ def policy_problems(
     return problems
 
 
-def _reason(message: str, value: object) -> str:
+def _reason(message: str) -> str:
     # Pydantic says "Extra inputs are not permitted" for an unknown option: say what it is.
     if message.startswith("Extra inputs"):
         return "unknown option for this receiver type"

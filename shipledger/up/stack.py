@@ -70,7 +70,7 @@ class Stack:
     (`SHIPLEDGER_POLICY_VERSION`) and refuses a policy file that no longer matches it. When it
     has escalation routes, the escalator (`shipledger.receivers.escalator`) runs on a thread
     like the sink, with the receivers' secrets of the settings; a receiver without its secret
-    stops the start with a clear error.
+    is a `ReceiverConfigError` from the constructor, before anything starts.
 
     Children (broker, workers) run in their own sessions, so a Ctrl-C in the terminal reaches
     only this process, which stops them in order; on Linux they also get SIGTERM if this
@@ -90,6 +90,8 @@ class Stack:
     ) -> None:
         self.settings = settings
         self.policy = policy or load_policy(settings.policy_file, checks=[policy_problems])
+        # Before anything starts: a receiver without its secret is a configuration error.
+        self._targets = targets(self.policy, settings.receiver_secret)
         self._bootstrap = bootstrap or settings.bootstrap_servers
         self._log_dir = log_dir
         self._workers = workers
@@ -219,16 +221,12 @@ class Stack:
         self._procs = [self._spawn_worker(index) for index in range(self._workers)]
 
     def _start_escalator(self, store: LedgerStore) -> None:
-        try:
-            configured = targets(self.policy, self.settings.receiver_secret)
-        except ReceiverConfigError as exc:
-            raise RuntimeError(f"escalation: {exc}") from exc
         self._escalation_record = DeliveryRecord(self.settings.resolved_escalation_db)
         self.escalator = Escalator(
             self.settings,
             self.bootstrap,
             self.policy,
-            configured,
+            self._targets,
             self._escalation_record,
             LedgerReader(store),
         )
@@ -511,7 +509,10 @@ def up(bootstrap: str | None, data_dir: Path | None, workers: int, api_port: int
         policy = load_policy(settings.policy_file, checks=[policy_problems])
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    stack = Stack(settings, bootstrap=bootstrap, workers=workers, api=True, policy=policy)
+    try:
+        stack = Stack(settings, bootstrap=bootstrap, workers=workers, api=True, policy=policy)
+    except ReceiverConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     stopping = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:

@@ -3,6 +3,7 @@ by `shipledger policy check` too), secrets only by name, routes matched against 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from pydantic import SecretStr
 
+from shipledger.cli import cli
 from shipledger.policy_cli import policy as policy_command
 from shipledger.receivers.registry import (
     ReceiverConfigError,
@@ -19,6 +21,7 @@ from shipledger.receivers.registry import (
 from shipledger.schemas.models import Alert
 from shipledger.schemas.policy import PolicyError, load_policy, parse_policy
 from shipledger.settings import Settings
+from shipledger.up.stack import Stack
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -166,3 +169,21 @@ def test_secrets_come_from_the_settings_by_name(monkeypatch: pytest.MonkeyPatch)
     assert configured["jira"].options.model_dump()["project"] == "OPS"
     # Children of `up` (the Faust workers) never see them.
     assert not [k for k in Settings().to_env() if "SECRET" in k]
+
+
+def test_escalate_run_and_up_refuse_a_receiver_without_its_secret(
+    tmp_path: Path, use_env: Callable[[dict[str, str]], None]
+) -> None:
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(POLICY)
+    use_env({"SHIPLEDGER_DATA_DIR": str(tmp_path), "SHIPLEDGER_POLICY_FILE": str(policy_file)})
+    done = CliRunner().invoke(cli, ["escalate", "run", "--bootstrap", "127.0.0.1:1"])
+    assert done.exit_code == 1
+    assert "no secret in SHIPLEDGER_RECEIVER_SECRETS for receiver(s) snow" in done.output
+    # `up` says the same before starting anything (no broker, no thread).
+    with pytest.raises(ReceiverConfigError, match="SHIPLEDGER_RECEIVER_SECRETS__<NAME>"):
+        Stack(Settings())
+    # A policy without routes has nothing to deliver.
+    policy_file.write_text("version: quiet-1\n")
+    done = CliRunner().invoke(cli, ["escalate", "run", "--bootstrap", "127.0.0.1:1"])
+    assert done.exit_code == 0 and "no escalation routes" in done.output
