@@ -98,10 +98,20 @@ def test_routes_send_each_alert_to_every_matching_receiver_once() -> None:
     ]
 
 
-def test_the_shipped_policies_stay_valid_and_the_example_escalates() -> None:
+def test_the_shipped_policies_stay_valid_and_the_example_escalation_is() -> None:
     assert load_policy(None).escalation.routes == []
-    example = load_policy(REPO / "deploy" / "policy.example.yaml", checks=[policy_problems])
-    assert example.escalation.routes, "the example shows an escalation"
+    example = REPO / "deploy" / "policy.example.yaml"
+    assert load_policy(example, checks=[policy_problems]).escalation.routes == []
+    # Its escalation section is commented out (a copy must not page example.com): uncommented,
+    # it is a valid policy.
+    text = example.read_text()
+    start = text.index("# escalation:")
+    uncommented = text[:start] + "\n".join(
+        line[2:] if line.startswith("# ") else line.lstrip("#")
+        for line in text[start:].splitlines()
+    )
+    escalation = parse_policy(uncommented, checks=[policy_problems]).escalation
+    assert [route.name for route in escalation.routes] == ["prod-change-violations", "bank-prod"]
 
 
 @pytest.mark.parametrize(
