@@ -172,7 +172,7 @@ class Deliverer:
             response = self._client.send(
                 request, auth=kind.auth(target) or httpx.USE_CLIENT_DEFAULT
             )
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # no answer: connect, timeout, protocol, decoding
             where = f"{request.method} {request.url.path}"
             raise Transient(f"{type(exc).__name__} on {where}: {exc}", None) from exc
         classify(response)

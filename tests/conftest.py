@@ -465,7 +465,8 @@ class StandInReceivers(ThreadingHTTPServer):
     Failure injection: `fail[prefix]` is a list of statuses answered, one per request, by
     the next requests whose path starts with `prefix` (`always[prefix]`: every request);
     `drop_answer[prefix]` > 0 creates the ticket, then closes the connection without an
-    answer (a crash between the provider's 201 and our record)."""
+    answer (a crash between the provider's 201 and our record); `slow_s` delays every create
+    (a slow provider)."""
 
     #: The secrets each receiver accepts, as SHIPLEDGER_RECEIVER_SECRETS holds them.
     secrets: dict[str, str] = {
@@ -486,6 +487,7 @@ class StandInReceivers(ThreadingHTTPServer):
         self.always: dict[str, int] = {}
         self.drop_answer: dict[str, int] = {}
         self.requests: list[tuple[str, str]] = []
+        self.slow_s = 0.0
 
     @property
     def url(self) -> str:
@@ -600,6 +602,8 @@ class _ReceiversHandler(BaseHTTPRequestHandler):
         raw, body = self._json()
         with self.server.lock:
             self.server.requests.append(("POST", parts.path))
+        if self.server.slow_s:
+            time.sleep(self.server.slow_s)  # the provider is slow, not the test
         if self._injected(parts.path):
             return
         if parts.path in ("/api/now/table/incident", "/api/now/table/change_task"):

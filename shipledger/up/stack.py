@@ -295,11 +295,10 @@ class Stack:
 
         Raw events count until the processors *and* the sink have committed them, alerts
         until the sink and the escalator (when it runs) have, records and the other families'
-        events until the sink has. The reads are ordered so
-        that a zero means drained: the processors' commits are read first, then the end
-        offsets (from fetches answered after that, so they include every output of the
-        committed events, which the processors flush before they commit), then the sink's
-        commits.
+        events until the sink has. The reads are ordered so that a zero means drained: the
+        processors' and the escalator's commits are read first, then the end offsets (from
+        fetches answered after that, so they include every output of the committed messages,
+        which both flush before they commit), then the sink's commits.
         """
         if self.sink is None:
             raise RuntimeError("stack not started")
@@ -307,12 +306,14 @@ class Stack:
         stored = partitions_of(conf, self.topics.sunk())
         raw = [tp for tp in stored if tp[0] == self.topics.raw]
         processed = committed_offsets(conf, f"{self.settings.topic_prefix}processors", raw)
+        alerts = [tp for tp in stored if tp[0] == self.topics.alerts]
+        escalated = (
+            committed_offsets(conf, self.escalator.group_id, alerts) if self.escalator else None
+        )
         ends = end_offsets(conf, stored)
         sunk = committed_offsets(conf, self.sink.group_id, stored)
         behind = lag_by_topic({tp: ends[tp] for tp in raw}, processed)
-        if self.escalator is not None:
-            alerts = [tp for tp in stored if tp[0] == self.topics.alerts]
-            escalated = committed_offsets(conf, self.escalator.group_id, alerts)
+        if escalated is not None:
             behind.update(lag_by_topic({tp: ends[tp] for tp in alerts}, escalated))
         for topic, lag in lag_by_topic(ends, sunk).items():
             behind[topic] = max(lag, behind.get(topic, 0))

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from shipledger import metrics as m
 from shipledger.kafka import KafkaProducer
 from shipledger.settings import Settings
+from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.up.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -60,6 +61,7 @@ class StandInReceivers(Protocol):
     problems: list[str]
     fail: dict[str, list[int]]
     always: dict[str, int]
+    slow_s: float
 
 
 @pytest.fixture
@@ -231,3 +233,38 @@ def test_alerts_become_one_ticket_each_whatever_happens(
     assert outcomes(stack, "dep-3")["jira"][2] == "OPS-3"
     assert (len(receivers.incidents), len(receivers.issues), len(receivers.hooks)) == (3, 3, 3)
     assert receivers.problems == []
+
+
+def test_stopping_up_delivers_pending_alerts_first(
+    tmp_path: Path, receivers: StandInReceivers
+) -> None:
+    """On the embedded broker (memory), `stop()` drains: an alert not yet escalated (the
+    receivers are slow) is delivered, and its outcome stored, before the broker goes."""
+    receivers.slow_s = 3.0
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.format(url=receivers.url))
+    secrets = receivers.secrets
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        topic_partitions=2,
+        policy_file=policy,
+        sink_batch_ms=100,
+        receiver_secrets={
+            "snow": SecretStr(secrets["servicenow"]),
+            "jira": SecretStr(secrets["jira"]),
+            "hook": SecretStr(secrets["webhook"]),
+        },
+    )
+    with Stack(settings, log_dir=tmp_path / "logs") as stack:
+        deploy(stack, "dep-drain")
+    assert stack.abandoned == {}
+    assert (len(receivers.incidents), len(receivers.issues), len(receivers.hooks)) == (1, 1, 1)
+    with LedgerStore.open(settings) as store:
+        _, found = store.query(
+            "SELECT receiver, status FROM shipledger.escalations ORDER BY receiver"
+        )
+    assert [tuple(row) for row in found] == [
+        ("hook", "delivered"),
+        ("jira", "delivered"),
+        ("snow", "delivered"),
+    ]
