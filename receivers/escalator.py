@@ -1,7 +1,7 @@
 """`Escalator`: the consumer of the alerts topic that opens a ticket (or calls a webhook) for
 every alert an escalation route of the policy matches.
 
-A chain of small steps, commit last (`_process`): read a batch of alerts (decode; an alert
+A chain of small steps, commit last (`_handle`): read a batch of alerts (decode; an alert
 that does not decode is the sink's to dead-letter, skipped here) → the deliveries the
 routes ask for (`plan.deliveries`) → what is known of each: the local record
 (`record.DeliveryRecord`), then the ledger's `escalations` table for the rest → decide
@@ -24,6 +24,9 @@ each receiver allows:
   receiver deduplicates, as the Standard Webhooks spec says it should;
 - residual risk: Jira's search is eventually consistent, so an issue opened within seconds
   of a crash may not be found and be opened twice.
+- a broker that forgets its topics in a crash (the embedded one) took the alerts not read
+  yet with it; with a `backlog` (the ledger's alerts), the start runs those detected shortly
+  before the last one escalated through the same steps (`catch_up`).
 
 Nothing is committed before its outcomes are acknowledged by Kafka, so a crash replays the
 batch, never loses it. Transient receiver failures are retried (`engine`); a delivery that
@@ -39,6 +42,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import httpx
@@ -83,6 +87,15 @@ class SettledLookup(Protocol):
         ...
 
 
+class AlertBacklog(Protocol):
+    """Where the alerts of the ledger can be read again: after a crash of `up`, the embedded
+    broker has forgotten the alerts it held, while the ledger has them."""
+
+    def alerts_detected_since(self, at: datetime) -> list[Alert]:
+        """The ledger's alerts detected at or after `at`."""
+        ...
+
+
 class EscalatorError(RuntimeError):
     """Kafka did not take the outcomes of a batch: nothing was committed."""
 
@@ -102,7 +115,8 @@ class Escalator:
 
     `targets`: the configured receivers (`registry.targets`); `record`: the local record of
     deliveries; `ledger`: where the `escalations` table can be read (None: the record and
-    the receivers' own lookups only)."""
+    the receivers' own lookups only); `backlog`: the ledger's alerts, looked at again at the
+    start (`catch_up`), for a broker that forgets its topics in a crash (the embedded one)."""
 
     def __init__(
         self,
@@ -113,6 +127,7 @@ class Escalator:
         record: DeliveryRecord,
         ledger: SettledLookup | None = None,
         *,
+        backlog: AlertBacklog | None = None,
         kinds: Mapping[str, ReceiverKind] = KINDS,
         metrics: m.Metrics | None = None,
         group_id: str | None = None,
@@ -124,6 +139,7 @@ class Escalator:
         self.targets = targets
         self.record = record
         self.ledger = ledger
+        self.backlog = backlog
         self.kinds = kinds
         self.metrics = m.RecordingMetrics(forward=metrics)
         self.group_id = group_id or f"{settings.topic_prefix}escalator"
@@ -178,13 +194,14 @@ class Escalator:
             policy_version=self.policy_version,
         )
         try:
+            self.catch_up(consumer, producer, pool, deliverer)
             consumer.subscribe([self.topics.alerts])
             while not stop.is_set():
                 messages, self._held = self._held, []
                 if not messages:
                     messages = consumer.consume(_BATCH_MESSAGES, timeout=_POLL_TIMEOUT_S)
                 if messages:
-                    self._process(consumer, producer, pool, deliverer, messages)
+                    self._handle(consumer, producer, pool, deliverer, self._read(messages))
                 producer.poll(0)
             self._log.info("escalator stopped", **self.metrics.counters)
         finally:
@@ -193,15 +210,47 @@ class Escalator:
             producer.flush(_FLUSH_TIMEOUT_S)
             client.close()
 
-    def _process(
+    def catch_up(
         self,
         consumer: Consumer,
         producer: KafkaProducer,
         pool: ThreadPoolExecutor,
         deliverer: Deliverer,
-        messages: Sequence[Message],
     ) -> None:
-        batch = self._read(messages)
+        """Run the ledger's alerts detected since `SHIPLEDGER_ESCALATION_CATCH_UP_S` before the
+        last one escalated through the same steps as consumed ones: what was done is skipped
+        by the record, what a crashed broker took with it is delivered. Nothing when there
+        is no backlog or nothing was ever escalated (enabling escalation does not ticket the
+        past)."""
+        through = self.record.detected_through()
+        if self.backlog is None or through is None:
+            return
+        since = through - timedelta(seconds=self.settings.escalation_catch_up_s)
+        alerts = self.backlog.alerts_detected_since(since)
+        self._log.info("escalator catching up", since=since.isoformat(), alerts=len(alerts))
+        for start in range(0, len(alerts), _BATCH_MESSAGES):
+            batch = _Batch()
+            for alert in alerts[start : start + _BATCH_MESSAGES]:
+                batch.alerts.append(
+                    AlertMessage(
+                        alert=alert,
+                        key=scoped_key(alert.tenant, alert.deployment_id),
+                        value=self._alerts.encode(alert.to_avro()),
+                        topic=self.topics.alerts,
+                        partition=-1,
+                        offset=-1,
+                    )
+                )
+            self._handle(consumer, producer, pool, deliverer, batch)
+
+    def _handle(
+        self,
+        consumer: Consumer,
+        producer: KafkaProducer,
+        pool: ThreadPoolExecutor,
+        deliverer: Deliverer,
+        batch: _Batch,
+    ) -> None:
         planned = deliveries(batch.alerts, self.escalation)
         recorded = self.record.states(p.delivery.id for p in planned)
         in_ledger = self._ledger_states([p for p in planned if p.delivery.id not in recorded])
@@ -224,6 +273,8 @@ class Escalator:
             self._log.info("escalator interrupted", abandoned=interrupted)
             return
         self._commit(consumer, batch.offsets)
+        if batch.alerts:
+            self.record.advance(max(message.alert.detected_at for message in batch.alerts))
 
     # --- read --------------------------------------------------------------------------
     def _read(self, messages: Sequence[Message]) -> _Batch:

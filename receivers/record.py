@@ -9,7 +9,10 @@ state the next run can act on:
 - `settle` once it ended: `delivered` (with the ticket) or `dead`, and the outcome's ledger
   row, so it can be published again if the crash came before the ledger had it;
 - `mark_published` once Kafka acknowledged that row (and any dead letter): from then on a
-  replayed alert costs nothing.
+  replayed alert costs nothing;
+- `advance` once a batch is committed: the latest detection time of the alerts escalated,
+  from which a start on a broker that forgot its topics looks at the ledger's alerts again
+  (`detected_through`).
 
 `synchronous=FULL` with WAL: a state is on disk before the next step runs.
 """
@@ -39,8 +42,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     outcome TEXT,
     published INTEGER NOT NULL DEFAULT 0,
     updated_at TEXT NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS progress (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
+_DETECTED_THROUGH = "detected_through"
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ class DeliveryRecord:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
@@ -147,6 +155,23 @@ class DeliveryRecord:
                 "UPDATE deliveries SET published = 1, updated_at = ? WHERE delivery_id = ?",
                 [(_now(), delivery_id) for delivery_id in delivery_ids],
             )
+
+    def advance(self, detected_at: datetime) -> None:
+        """Alerts detected up to `detected_at` were escalated (it only moves forward)."""
+        at = detected_at.astimezone(UTC).isoformat(timespec="microseconds")  # sorts as text
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO progress (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                "SET value = max(value, excluded.value)",
+                (_DETECTED_THROUGH, at),
+            )
+
+    def detected_through(self) -> datetime | None:
+        """The latest detection time of an alert escalated, if any was."""
+        with self._transaction() as cursor:
+            cursor.execute("SELECT value FROM progress WHERE name = ?", (_DETECTED_THROUGH,))
+            found = cursor.fetchone()
+        return None if found is None else datetime.fromisoformat(found[0])
 
     def close(self) -> None:
         """Close the database."""

@@ -375,6 +375,15 @@ class Settings(BaseSettings):
     escalation_concurrency: int = Field(
         default=4, ge=1, le=64, description="Deliveries the escalator runs at once."
     )
+    escalation_catch_up_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description=(
+            "On the embedded broker, which forgets unread alerts in a crash: at start, the "
+            "ledger's alerts detected this long before the last one escalated are looked at "
+            "again, and the ones not escalated yet are delivered."
+        ),
+    )
     escalation_db: Path | None = Field(
         default=None,
         description=(

@@ -38,6 +38,7 @@ from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
 from shipledger.topics import ensure_topics
+from shipledger.up.backlog import LedgerAlerts
 from shipledger.up.broker import EmbeddedBroker, die_with_parent, stop_process
 from shipledger.up.keeper import JournalKeeper
 from shipledger.up.restore import RestoreReport, restore
@@ -229,6 +230,8 @@ class Stack:
             self._targets,
             self._escalation_record,
             LedgerReader(store),
+            # The embedded broker forgets unread alerts in a crash; the ledger has them.
+            backlog=LedgerAlerts(store) if self._broker is not None else None,
         )
         self._escalator_thread = threading.Thread(
             target=self._run_escalator, name="escalator", daemon=True

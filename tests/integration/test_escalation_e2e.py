@@ -24,8 +24,12 @@ from pydantic import SecretStr
 
 from shipledger import metrics as m
 from shipledger.kafka import KafkaProducer
+from shipledger.schemas.models import Alert
+from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.store import LedgerStore
+from shipledger.sinks.rows import alert_row
+from shipledger.sinks.writer import LedgerWriter
 from shipledger.up.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -268,3 +272,49 @@ def test_stopping_up_delivers_pending_alerts_first(
         ("jira", "delivered"),
         ("snow", "delivered"),
     ]
+
+
+def test_a_restart_delivers_alerts_the_embedded_broker_forgot(
+    tmp_path: Path, receivers: StandInReceivers
+) -> None:
+    """`up` killed: its broker forgets the alerts the escalator had not read, the ledger keeps
+    them. The next start looks at the ledger's recent alerts again and delivers the ones
+    not escalated, and only those."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.format(url=receivers.url))
+    secrets = receivers.secrets
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        topic_partitions=2,
+        policy_file=policy,
+        sink_batch_ms=100,
+        receiver_secrets={
+            "snow": SecretStr(secrets["servicenow"]),
+            "jira": SecretStr(secrets["jira"]),
+            "hook": SecretStr(secrets["webhook"]),
+        },
+    )
+    with Stack(settings, log_dir=tmp_path / "logs") as stack:
+        deploy(stack, "dep-seen")
+        wait_for(stack, "dep-seen's tickets", lambda: len(outcomes(stack, "dep-seen")) == 3)
+    # What a kill -9 leaves: an alert in the ledger that the escalator never read.
+    lost = Alert(
+        alert_id="lost-alert",
+        rule="missing_change_ticket",
+        severity="high",
+        message="checkout deployed to prod without a change ticket",
+        policy_version="esc-it-1",
+        deployment_id="dep-lost",
+        event_id="lost-event",
+        tenant="retail",
+        service="checkout",
+        environment="prod",
+        actor="alice",
+        occurred_at=datetime.now(UTC),
+    )
+    with LedgerStore.open(settings) as store:
+        LedgerWriter(store, load_policy(policy)).write_rows({"alerts": [alert_row(lost.to_avro())]})
+    with Stack(settings, log_dir=tmp_path / "logs") as stack:
+        wait_for(stack, "dep-lost's tickets", lambda: len(outcomes(stack, "dep-lost")) == 3)
+    assert (len(receivers.incidents), len(receivers.issues), len(receivers.hooks)) == (2, 2, 2)
+    assert receivers.incidents[1]["body"]["correlation_id"] == "lost-alert"

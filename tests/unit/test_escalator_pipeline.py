@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class FakeConsumer:
     def __init__(self, log: list[str], batches: list[list[Message]], stop: threading.Event):
         self.log, self.batches, self.stop = log, batches, stop
         self.commits: list[list[tuple[str, int, int]]] = []
+        self.topics: list[str] = []
 
     def subscribe(self, topics: list[str], **_: Any) -> None:
         self.topics = topics
@@ -69,7 +70,7 @@ class FakeConsumer:
         return self.batches.pop(0)
 
     def assignment(self) -> list[TopicPartition]:
-        return [TopicPartition(self.topics[0], 0)]
+        return [TopicPartition(topic, 0) for topic in self.topics]  # none before subscribe
 
     def pause(self, partitions: list[TopicPartition]) -> None:
         self.log.append("pause")
@@ -262,3 +263,49 @@ def test_a_delivery_the_ledger_knows_is_not_sent(settings: Settings, tmp_path: P
     assert log == ["commit"]
     assert harness.metrics.total(m.ESCALATION_SKIPPED) == 1
     assert record.states([done])[done].state == "delivered"  # learnt: no ledger read next time
+
+
+class FakeBacklog:
+    def __init__(self, alerts: list[Alert]) -> None:
+        self.alerts = alerts
+        self.asked: list[datetime] = []
+
+    def alerts_detected_since(self, at: datetime) -> list[Alert]:
+        self.asked.append(at)
+        return [alert for alert in self.alerts if alert.detected_at >= at]
+
+
+def test_the_start_catches_up_with_alerts_a_forgetful_broker_lost(
+    settings: Settings, tmp_path: Path
+) -> None:
+    log: list[str] = []
+    record = DeliveryRecord(tmp_path / "record.sqlite3")
+    lost = ALERT.model_copy(update={"alert_id": "alert-lost", "detected_at": ALERT.detected_at})
+    backlog = FakeBacklog([ALERT, lost])
+
+    def start() -> Harness:
+        stop = threading.Event()
+        loaded = policy()
+        configured = targets(loaded, lambda _name: SecretStr("bot:pw"))
+        harness = Harness(settings, "unused:9092", loaded, configured, record, backlog=backlog)
+        harness.consumer = FakeConsumer(log, [], stop)  # the broker forgot everything
+        harness.producer = FakeProducer(log)
+        harness.transport = servicenow(log)
+        harness.run(stop)
+        return harness
+
+    # Never escalated anything: enabling escalation does not ticket the past.
+    start()
+    assert backlog.asked == [] and log == []
+    # ALERT was escalated (and its batch committed) before the crash; alert-lost was not.
+    run(settings, log, record)
+    assert record.detected_through() == ALERT.detected_at
+    log.clear()
+    harness = start()
+    assert backlog.asked == [ALERT.detected_at - timedelta(seconds=3600)]
+    assert log.count("POST snow") == 1  # alert-lost only: ALERT is in the record
+    (sent,) = harness.producer.sent
+    assert (
+        AvroCodec("io.shipledger.v1.Escalation").decode(sent["value"])["alert_id"] == "alert-lost"
+    )
+    assert harness.metrics.total(m.ESCALATION_SKIPPED) == 1
