@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SOURCES := $(shell find shipledger schemas producers processors sinks -type f \( -name '*.py' -o -name '*.avsc' -o -name '*.yaml' -o -name '*.sql' \) 2>/dev/null)
+SOURCES := $(shell find shipledger schemas producers processors sinks receivers -type f \( -name '*.py' -o -name '*.avsc' -o -name '*.yaml' -o -name '*.sql' \) 2>/dev/null)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help

@@ -12,9 +12,11 @@ same message rejected again (a replay after a crash, a client's retry) gets the 
 the ledger's `dead_letters` table keeps it once. Each topic's rejects belong to one stage (the
 processors for raw deployment events, the sink for everything else), so the stage is not
 part of the id; a replayed letter rejected again is a new letter (its `replayed_from` is).
+The escalator letters alerts the sink stored fine (it never letters one the sink rejects), so
+their ids cannot meet; it letters an alert once, naming every receiver that refused it.
 
-Nothing else builds or parses these headers: the processors and the sink make letters with
-`DeadLetter.rejecting`, the sink's ledger row and `shipledger dlq` read them with
+Nothing else builds or parses these headers: the processors, the sink and the escalator make
+letters with `DeadLetter.rejecting`, the sink's ledger row and `shipledger dlq` read them with
 `DeadLetter.read`, and `dlq replay` marks what it sends with `replay_headers`.
 """
 
@@ -36,9 +38,10 @@ REPLAYED_FROM = "replayed_from"
 
 _NAMESPACE = uuid.UUID("3c1f7b52-9a0e-4d6b-8f2a-6e5d4c3b2a19")
 
-#: Who dead-letters: the processors (raw deployment events) or the sink (everything else).
-Stage = Literal["processors", "sink"]
-STAGES: tuple[Stage, ...] = ("processors", "sink")
+#: Who dead-letters: the processors (raw deployment events), the sink (any message that does
+#: not fit its table) or the escalator (an alert it could not deliver to a receiver).
+Stage = Literal["processors", "sink", "escalation"]
+STAGES: tuple[Stage, ...] = ("processors", "sink", "escalation")
 
 #: Kafka headers as producers take them.
 Headers = list[tuple[str, str | bytes | None]]

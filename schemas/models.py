@@ -337,3 +337,31 @@ class Alert(Model):
     actor: str
     occurred_at: datetime
     detected_at: datetime = Field(default_factory=utcnow)
+
+
+EscalationStatus = Literal["delivered", "dead_lettered"]
+
+
+class Escalation(Model):
+    """How one alert's delivery to one receiver ended (schema Escalation)."""
+
+    event_id: str
+    tenant: str
+    region: str | None = None
+    occurred_at: datetime
+    alert_id: str
+    deployment_id: str
+    rule: str
+    severity: str
+    service: str
+    environment: str
+    route: str
+    receiver: str
+    receiver_type: str
+    status: EscalationStatus
+    attempts: AvroInt
+    ticket_key: str | None = None
+    ticket_url: str | None = None
+    http_status: AvroInt | None = None
+    reason: str | None = None
+    policy_version: str

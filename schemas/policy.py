@@ -1,6 +1,7 @@
 """Policy as code: change windows, freezes and required fields per environment, tenant and
-deployment kind; who must approve what; and the retention (compliance class) of every ledger
-row.
+deployment kind; who must approve what; the retention (compliance class) of every ledger
+row; and which alerts are escalated to which receivers (`escalation:`,
+`shipledger.schemas.escalation`).
 
 Loaded from YAML, validated by pydantic; every alert names the version it was judged under.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from importlib import resources
@@ -21,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shipledger.schemas.durations import parse_duration
+from shipledger.schemas.escalation import Escalation
 from shipledger.schemas.family_models import ChangeState
 from shipledger.schemas.models import DeploymentKind, Severity
 from shipledger.schemas.taxonomy import normalize_environment
@@ -356,6 +358,7 @@ class Policy(_Strict):
     defaults: Rules = Field(default_factory=Rules)
     tenants: dict[str, dict[str, object]] = Field(default_factory=dict)
     retention: Retention = Field(default_factory=Retention)
+    escalation: Escalation = Field(default_factory=Escalation)
     digest: str = ""
 
     @field_validator("version", mode="before")
@@ -454,8 +457,18 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> PolicyProblem:
     return PolicyProblem("", reason, mark.line + 1 if mark is not None else None)
 
 
-def parse_policy(text: str, source: str = "<policy>") -> Policy:
-    """Validate policy YAML text; a PolicyError lists every offending key with its line."""
+#: A check a policy must also pass, beyond its own validation, by the program that uses the
+#: part it checks (the receivers' kinds check their options): (key path, reason) per problem.
+PolicyCheck = Callable[["Policy"], Iterable[tuple[tuple[str | int, ...], str]]]
+
+
+def _escalation_problems(policy: Policy) -> list[tuple[tuple[str | int, ...], str]]:
+    return [(("escalation", *loc), reason) for loc, reason in policy.escalation.problems()]
+
+
+def parse_policy(text: str, source: str = "<policy>", checks: Sequence[PolicyCheck] = ()) -> Policy:
+    """Validate policy YAML text, then run `checks` on it; a PolicyError lists every
+    offending key with its line."""
     try:
         doc = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -483,18 +496,25 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
             policy.rules_for(tenant) if policy else Rules.model_validate(override)
         except ValidationError as exc:
             problems += _problems(exc, root, ("tenants", str(tenant)))
+    for check in (_escalation_problems, *checks):
+        if policy is None:  # the checks read a valid policy: the problems above come first
+            break
+        problems += [
+            PolicyProblem(".".join(str(part) for part in loc), reason, _line_of(root, loc))
+            for loc, reason in check(policy)
+        ]
     if problems or policy is None:
         raise PolicyError(source, problems)
     return policy
 
 
-def load_policy(path: Path | None) -> Policy:
-    """The policy at `path`, or the built-in default policy when None."""
+def load_policy(path: Path | None, checks: Sequence[PolicyCheck] = ()) -> Policy:
+    """The policy at `path`, or the built-in default policy when None (see `parse_policy`)."""
     if path is None:
         text = resources.files(__package__).joinpath("default_policy.yaml").read_text("utf-8")
-        return parse_policy(text, "default_policy.yaml")
+        return parse_policy(text, "default_policy.yaml", checks)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ValueError(f"cannot read policy file {path}: {exc.strerror}") from exc
-    return parse_policy(text, str(path))
+    return parse_policy(text, str(path), checks)

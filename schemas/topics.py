@@ -1,8 +1,8 @@
 """Topic names: the catalog's topics (`catalog.yaml`) under the configured prefix.
 
-The pipeline's code addresses five topics by their role (`RAW`, `RECORDS`, `ALERTS`, `DLQ`,
-`GATE_DECISIONS`); every other topic (the event families) only by its catalog entry. Typical
-use:
+The pipeline's code addresses six topics by their role (`RAW`, `RECORDS`, `ALERTS`,
+`ESCALATIONS`, `GATE_DECISIONS`, `DLQ`); every other topic (the event families) only by its
+catalog entry. Typical use:
 
 from shipledger.schemas.topics import Topics
 topics = Topics.from_settings(settings)
@@ -23,6 +23,7 @@ from shipledger.schemas.topic_spec import TopicSpec
 RAW = "deployments.raw"
 RECORDS = "deployments.records"
 ALERTS = "alerts"
+ESCALATIONS = "escalations"
 DLQ = "dlq"
 GATE_DECISIONS = "gate.decisions"
 
@@ -65,6 +66,11 @@ class Topics:
     def alerts(self) -> str:
         """The processors' policy findings."""
         return self.of(ALERTS)
+
+    @cached_property
+    def escalations(self) -> str:
+        """The escalator's outcome of each delivery of an alert to a receiver."""
+        return self.of(ESCALATIONS)
 
     @cached_property
     def dlq(self) -> str:

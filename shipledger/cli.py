@@ -46,6 +46,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "worker": ("shipledger.processors.worker", "worker", "Run the Faust processors alone."),
     "sink": ("shipledger.sinks.cli", "sink", "Run the ClickHouse sink alone."),
+    "escalate": (
+        "shipledger.receivers.cli",
+        "escalate",
+        "Deliver alerts to ticketing systems and webhooks (the escalator alone).",
+    ),
     "migrate": (
         "shipledger.sinks.ledger.migrate_cli",
         "migrate",

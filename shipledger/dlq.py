@@ -2,8 +2,9 @@
 
 The dead-letter topic (`<prefix>dlq`) holds each rejected message's original key and value,
 with headers saying why (`reason`, `field`), where it was read (`source_topic`,
-`source_partition`, `source_offset`) and by whom (`stage`: `processors` or `sink`). A letter
-is named by its own place in the DLQ, `<dlq partition>:<dlq offset>`, e.g. `2:15`.
+`source_partition`, `source_offset`) and by whom (`stage`: `processors`, `sink` or
+`escalation`). A letter is named by its own place in the DLQ, `<dlq partition>:<dlq
+offset>`, e.g. `2:15`.
 
 The pure helpers (id and header parsing, selection, formatting) come first; Kafka I/O after.
 """
@@ -373,7 +374,8 @@ _stage_option = click.option(
     "--stage",
     type=click.Choice(STAGES),
     help="Only letters dead-lettered by this stage (processors: raw events that do not decode "
-    "or validate; sink: records/alerts that do not fit their table).",
+    "or validate; sink: records/alerts that do not fit their table; escalation: alerts a "
+    "receiver refused, sent again to those receivers by a replay).",
 )
 
 

@@ -1,5 +1,5 @@
-"""The sink's metrics: a narrow protocol (no-op default), a recording backend that progress
-output and tests read, and the catalogue of metric names it emits.
+"""The sink's and the escalator's metrics: a narrow protocol (no-op default), a recording
+backend that progress output and tests read, and the catalogue of metric names they emit.
 
 The sink counts each thing once, into a `RecordingMetrics` that forwards to the configured
 backend (statsd, Prometheus, ... behind `Metrics`): its `stats()` are read from that recorder,
@@ -31,6 +31,16 @@ MESSAGES = "sink.messages"
 FLUSH_MS = "sink.flush_ms"
 #: ClickHouse write attempts that failed and were retried
 WRITE_RETRIES = "sink.write_retries"
+#: alerts the escalator consumed
+ESCALATION_ALERTS = "escalation.alerts"
+#: deliveries a receiver took (a ticket opened or found), tagged by receiver
+ESCALATION_DELIVERED = "escalation.delivered"
+#: deliveries given up (the alert dead-lettered), tagged by receiver
+ESCALATION_DEAD = "escalation.dead_lettered"
+#: attempts made (first tries and retries), tagged by receiver
+ESCALATION_ATTEMPTS = "escalation.attempts"
+#: deliveries skipped because the record or the ledger says they were done (replays)
+ESCALATION_SKIPPED = "escalation.skipped"
 
 
 class Metrics(Protocol):

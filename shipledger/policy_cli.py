@@ -6,7 +6,18 @@ from pathlib import Path
 
 import click
 
-from shipledger.schemas.policy import PolicyError, load_policy
+from shipledger.schemas.policy import PolicyCheck, PolicyError, load_policy
+
+
+def _checks() -> list[PolicyCheck]:
+    """The receivers' check of their options, where the receivers are installed (the
+    emitter-only install checks the rest of the file)."""
+    try:
+        from shipledger.receivers.registry import policy_problems
+    except ModuleNotFoundError:
+        click.echo("note: receiver options not checked (pip install 'shipledger[pipeline]')")
+        return []
+    return [policy_problems]
 
 
 @click.group(
@@ -31,7 +42,7 @@ def check(file: Path) -> None:
     0, when the file is valid.
     """
     try:
-        loaded = load_policy(file)
+        loaded = load_policy(file, checks=_checks())
     except PolicyError as exc:
         for problem in exc.problems:
             where = f"{file}:{problem.line}" if problem.line else str(file)
@@ -47,3 +58,5 @@ def check(file: Path) -> None:
     click.echo(f"  tenants with overrides: {', '.join(loaded.tenants) or '-'}")
     click.echo(f"  kinds with their own rules: {', '.join(rules.kinds) or '-'}")
     click.echo(f"  approval requirements: {', '.join(r.name for r in rules.approvals) or '-'}")
+    routes = [f"{r.name} -> {', '.join(r.receivers)}" for r in loaded.escalation.routes]
+    click.echo(f"  escalation routes: {'; '.join(routes) or '-'}")

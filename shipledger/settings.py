@@ -5,6 +5,7 @@ Built once at each entry point and passed down; nothing else reads the environme
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,10 @@ LogFormat = Literal["json", "console"]
 class Settings(BaseSettings):
     """shipledger configuration, read from `SHIPLEDGER_*` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="SHIPLEDGER_", frozen=True, extra="ignore")
+    # `__` reaches into a mapping: SHIPLEDGER_RECEIVER_SECRETS__SNOW_PROD sets one secret.
+    model_config = SettingsConfigDict(
+        env_prefix="SHIPLEDGER_", frozen=True, extra="ignore", env_nested_delimiter="__"
+    )
 
     # --- where things live -------------------------------------------------------------
     data_dir: Path = Field(
@@ -360,6 +364,56 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="Connect and read timeout towards the identity providers."
     )
 
+    # --- escalation: alerts to ticketing systems and webhooks (shipledger.receivers) ----
+    receiver_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description=(
+            "Secrets of the policy's escalation receivers, by the name their `credentials:` "
+            "gives (case-insensitive): `user:password` for ServiceNow, `email:api-token` for "
+            "Jira, the signing secret of a webhook. One variable each "
+            "(SHIPLEDGER_RECEIVER_SECRETS__SNOW_PROD=...) or one JSON object."
+        ),
+    )
+    escalation_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Attempts per delivery to a receiver before the alert is dead-lettered.",
+    )
+    escalation_backoff_s: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "Backoff before the second attempt; doubles each attempt, with full jitter (a "
+            "random wait up to it), capped by SHIPLEDGER_ESCALATION_BACKOFF_MAX_S."
+        ),
+    )
+    escalation_backoff_max_s: float = Field(
+        default=60.0, gt=0, description="Longest wait between two attempts (Retry-After too)."
+    )
+    escalation_timeout_s: float = Field(
+        default=10.0, gt=0, description="Connect and read timeout of one request to a receiver."
+    )
+    escalation_concurrency: int = Field(
+        default=4, ge=1, le=64, description="Deliveries the escalator runs at once."
+    )
+    escalation_catch_up_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description=(
+            "On the embedded broker, which forgets unread alerts in a crash: at start, the "
+            "ledger's alerts detected this long before the last one escalated are looked at "
+            "again, and the ones not escalated yet are delivered."
+        ),
+    )
+    escalation_db: Path | None = Field(
+        default=None,
+        description=(
+            "The escalator's local record of deliveries (SQLite): what it sent, so a replayed "
+            "alert is not sent again. Unset: <data_dir>/escalations.sqlite3"
+        ),
+    )
+
     # --- logging -----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
     log_format: LogFormat = Field(default="json", description="json (default) or console.")
@@ -391,6 +445,16 @@ class Settings(BaseSettings):
         return self.stacks_dir or Path.home() / ".local" / "state" / "shipledger" / "stacks"
 
     @property
+    def resolved_escalation_db(self) -> Path:
+        """The escalator's local record of deliveries."""
+        return self.escalation_db or self.data_dir / "escalations.sqlite3"
+
+    def receiver_secret(self, name: str) -> SecretStr | None:
+        """The receiver secret called `name` (case-insensitive), if set."""
+        wanted = name.casefold()
+        return next((s for k, s in self.receiver_secrets.items() if k.casefold() == wanted), None)
+
+    @property
     def journal_dir(self) -> Path:
         """Where the embedded stack's write-ahead journal lives (`shipledger.producers.journal`)."""
         return self.data_dir / "journal"
@@ -414,6 +478,23 @@ class Settings(BaseSettings):
             )
         return conf
 
+    def kafka_consumer(self, bootstrap: str, group_id: str, client_id: str) -> dict[str, Any]:
+        """librdkafka settings of a consumer in `group_id` that commits by hand what it has
+        made durable (the sink, the escalator): earliest when the group has no offset, the
+        short fetch wait and session of `fetch_wait_ms` and `session_timeout_s`."""
+        session_ms = int(self.session_timeout_s * 1000)
+        return {
+            **self.kafka_common(bootstrap),
+            "group.id": group_id,
+            "client.id": client_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": self.fetch_wait_ms,
+            "session.timeout.ms": session_ms,
+            "heartbeat.interval.ms": max(100, session_ms // 3),
+        }
+
     def kafka_producer(self, bootstrap: str) -> dict[str, Any]:
         """librdkafka producer settings.
 
@@ -430,10 +511,15 @@ class Settings(BaseSettings):
         }
 
     def to_env(self) -> dict[str, str]:
-        """These settings as `SHIPLEDGER_*` variables, so a child process rebuilds the same."""
+        """These settings as `SHIPLEDGER_*` variables, so a child process rebuilds the same.
+
+        The receivers' secrets stay out: only the escalator, which runs in `up`'s own
+        process, needs them."""
         env: dict[str, str] = {}
-        for name, value in self.model_dump(exclude_none=True).items():
+        for name, value in self.model_dump(exclude_none=True, exclude={"receiver_secrets"}).items():
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            env[f"SHIPLEDGER_{name.upper()}"] = str(value)
+            env[f"SHIPLEDGER_{name.upper()}"] = (
+                json.dumps(value) if isinstance(value, dict | list) else str(value)
+            )
         return env

@@ -151,18 +151,7 @@ class ClickHouseSink:
     # --- clients (override in tests to drive the chain with hand-built messages) --------
     def consumer_config(self) -> dict[str, Any]:
         """librdkafka consumer settings: manual commits, short fetch wait and session."""
-        session_ms = int(self.settings.session_timeout_s * 1000)
-        return {
-            **self.settings.kafka_common(self.bootstrap),
-            "group.id": self.group_id,
-            "client.id": "shipledger-sink",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": self.settings.fetch_wait_ms,
-            "session.timeout.ms": session_ms,
-            "heartbeat.interval.ms": max(100, session_ms // 3),
-        }
+        return self.settings.kafka_consumer(self.bootstrap, self.group_id, "shipledger-sink")
 
     def make_consumer(self) -> Consumer:
         """A new consumer in the sink's group."""

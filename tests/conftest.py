@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -22,12 +23,13 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import jwt
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from cryptography.hazmat.primitives.asymmetric import rsa
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import load_policy
@@ -674,3 +676,302 @@ def other_issuer() -> Iterator[Issuer]:
 def unused_port() -> int:
     """A loopback port nobody listens on (now): a provider that is down."""
     return _free_port()
+
+
+# --- ticketing and webhook receivers on loopback (escalation) ----------------------------
+SNOW_USER, SNOW_PASSWORD = "shipledger.bot", "snow-pass"
+JIRA_EMAIL, JIRA_TOKEN = "bot@example.org", "jira-api-token"
+HOOK_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+_ADF_NODES = {"doc", "paragraph", "text", "bulletList", "listItem"}
+
+
+def _adf_problems(node: Any, path: str = "description") -> list[str]:
+    """What is wrong with an Atlassian Document Format node (the subset we send)."""
+    if not isinstance(node, dict) or node.get("type") not in _ADF_NODES:
+        return [f"{path}: not an ADF node: {node!r:.80}"]
+    if node["type"] == "text":
+        ok = isinstance(node.get("text"), str) and node["text"]
+        return [] if ok else [f"{path}: a text node needs non-empty text"]
+    content = node.get("content")
+    if not isinstance(content, list):
+        return [f"{path}: {node['type']} needs a content list"]
+    return [p for i, child in enumerate(content) for p in _adf_problems(child, f"{path}.{i}")]
+
+
+class StandInReceivers(ThreadingHTTPServer):
+    """A stand-in for three receivers, because none can be reached from here: ServiceNow's
+    Table API (`POST /api/now/table/{incident,change_task}`, `GET` with `sysparm_query`),
+    Jira Cloud REST v3 (`POST /rest/api/3/issue`, `GET /rest/api/3/search/jql`) and a
+    Standard Webhooks receiver (`POST /hooks/<name>`). It checks each request against the
+    providers' documented shape (method, path, basic auth, JSON fields: ServiceNow's
+    short_description, description, urgency/impact 1-3, correlation_id; Jira's
+    fields.project.key, summary, issuetype, a description in Atlassian Document Format; the
+    webhook's signature, verified with the `standardwebhooks` library), answers what they
+    answer (201 `{"result": {...}}`, 201 `{"id", "key", "self"}`), and refuses anything else
+    with 400, listed in `problems` (a test asserts it stays empty).
+
+    Failure injection: `fail[prefix]` is a list of statuses answered, one per request, by
+    the next requests whose path starts with `prefix` (`always[prefix]`: every request);
+    `drop_answer[prefix]` > 0 creates the ticket, then closes the connection without an
+    answer (a crash between the provider's 201 and our record); `slow_s` delays every create
+    (a slow provider)."""
+
+    #: The secrets each receiver accepts, as SHIPLEDGER_RECEIVER_SECRETS holds them.
+    secrets: dict[str, str] = {
+        "servicenow": f"{SNOW_USER}:{SNOW_PASSWORD}",
+        "jira": f"{JIRA_EMAIL}:{JIRA_TOKEN}",
+        "webhook": HOOK_SECRET,
+    }
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _ReceiversHandler)
+        self.lock = threading.Lock()
+        self.incidents: list[dict[str, Any]] = []
+        self.issues: list[dict[str, Any]] = []
+        self.hooks: dict[str, dict[str, Any]] = {}
+        self.hook_requests = 0
+        self.problems: list[str] = []
+        self.fail: dict[str, list[int]] = {}
+        self.always: dict[str, int] = {}
+        self.drop_answer: dict[str, int] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.slow_s = 0.0
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+class _ReceiversHandler(BaseHTTPRequestHandler):
+    server: StandInReceivers
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet test output
+        pass
+
+    def _reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _refuse(self, reason: str) -> None:
+        with self.server.lock:
+            self.server.problems.append(f"{self.command} {self.path}: {reason}")
+        self._reply(400, {"error": {"message": reason}})
+
+    def _injected(self, path: str) -> bool:
+        """Answer an injected failure, if one is due for `path`."""
+        with self.server.lock:
+            status = next(
+                (code for prefix, code in self.server.always.items() if path.startswith(prefix)),
+                0,
+            )
+            queue = next(
+                (q for prefix, q in self.server.fail.items() if path.startswith(prefix) and q), None
+            )
+            if not status and queue:
+                status = queue.pop(0)
+        if not status:
+            return False
+        self._reply(status, {"error": "injected"}, {"Retry-After": "0"} if status == 429 else {})
+        return True
+
+    def _drop(self, path: str) -> bool:
+        with self.server.lock:
+            for prefix, left in self.server.drop_answer.items():
+                if path.startswith(prefix) and left > 0:
+                    self.server.drop_answer[prefix] = left - 1
+                    return True
+        return False
+
+    def _basic(self, user: str, password: str) -> bool:
+        expected = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return self.headers.get("Authorization") == f"Basic {expected}"
+
+    def _json(self) -> tuple[bytes, Any]:
+        raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if not self.headers.get("Content-Type", "").startswith("application/json"):
+            return raw, None
+        try:
+            return raw, json.loads(raw)
+        except ValueError:
+            return raw, None
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        query = dict(parse_qsl(parts.query))
+        with self.server.lock:
+            self.server.requests.append(("GET", parts.path))
+        if self._injected(parts.path):
+            return
+        if parts.path in ("/api/now/table/incident", "/api/now/table/change_task"):
+            if not self._basic(SNOW_USER, SNOW_PASSWORD):
+                self._reply(401, {"error": {"message": "User Not Authenticated"}})
+                return
+            field, _, value = query.get("sysparm_query", "").partition("=")
+            if field != "correlation_id" or not value:
+                self._refuse(f"expected sysparm_query=correlation_id=..., got {query}")
+                return
+            table = parts.path.rsplit("/", 1)[1]
+            with self.server.lock:
+                found = [
+                    {"sys_id": i["sys_id"], "number": i["number"]}
+                    for i in self.server.incidents
+                    if i["table"] == table and i["body"]["correlation_id"] == value
+                ]
+            self._reply(200, {"result": found[: int(query.get("sysparm_limit", "10000"))]})
+            return
+        if parts.path == "/rest/api/3/search/jql":
+            if not self._basic(JIRA_EMAIL, JIRA_TOKEN):
+                self._reply(401, {"errorMessages": ["not authenticated"]})
+                return
+            match = re.fullmatch(r'project = "([A-Z0-9_]+)" AND labels = "([^"]+)"', query["jql"])
+            if match is None:
+                self._refuse(f"unexpected JQL {query.get('jql')!r}")
+                return
+            with self.server.lock:
+                found = [
+                    {"id": i["id"], "key": i["key"], "self": i["self"]}
+                    for i in self.server.issues
+                    if i["project"] == match[1] and match[2] in i["body"]["fields"]["labels"]
+                ]
+            limit = int(query.get("maxResults", "50"))
+            self._reply(200, {"issues": found[:limit], "isLast": True})
+            return
+        self._refuse("no such route")
+
+    def do_POST(self) -> None:
+        parts = urlsplit(self.path)
+        raw, body = self._json()
+        with self.server.lock:
+            self.server.requests.append(("POST", parts.path))
+        if self.server.slow_s:
+            time.sleep(self.server.slow_s)  # the provider is slow, not the test
+        if self._injected(parts.path):
+            return
+        if parts.path in ("/api/now/table/incident", "/api/now/table/change_task"):
+            self._servicenow(parts.path.rsplit("/", 1)[1], body, dict(parse_qsl(parts.query)))
+        elif parts.path == "/rest/api/3/issue":
+            self._jira(body)
+        elif parts.path.startswith("/hooks/"):
+            self._hook(raw, body)
+        else:
+            self._refuse("no such route")
+
+    def _servicenow(self, table: str, body: Any, query: dict[str, str]) -> None:
+        if not self._basic(SNOW_USER, SNOW_PASSWORD):
+            self._reply(401, {"error": {"message": "User Not Authenticated"}})
+            return
+        if not isinstance(body, dict):
+            self._refuse("the body must be a JSON object (Content-Type: application/json)")
+            return
+        problems = [
+            f"{name}: missing or not a string"
+            for name in ("short_description", "description", "correlation_id")
+            if not isinstance(body.get(name), str) or not body[name]
+        ]
+        problems += [
+            f"{name} must be '1', '2' or '3'"
+            for name in ("urgency", "impact")
+            if body.get(name) not in ("1", "2", "3")
+        ]
+        if len(body.get("short_description", "")) > 160:
+            problems.append("short_description longer than 160 characters")
+        if problems:
+            self._refuse("; ".join(problems))
+            return
+        with self.server.lock:
+            prefix = "INC" if table == "incident" else "CTASK"
+            count = sum(1 for i in self.server.incidents if i["table"] == table)
+            record = {
+                "table": table,
+                "sys_id": uuid.uuid4().hex,
+                "number": f"{prefix}{10001 + count:07d}",
+                "body": body,
+            }
+            self.server.incidents.append(record)
+        if self._drop(f"/api/now/table/{table}"):
+            self.close_connection = True
+            return
+        fields = query.get("sysparm_fields", "").split(",")
+        result = {k: v for k, v in {**body, **record}.items() if k in fields or not fields[0]}
+        self._reply(201, {"result": result})
+
+    def _jira(self, body: Any) -> None:
+        if not self._basic(JIRA_EMAIL, JIRA_TOKEN):
+            self._reply(401, {"errorMessages": ["not authenticated"]})
+            return
+        fields = body.get("fields") if isinstance(body, dict) else None
+        if not isinstance(fields, dict):
+            self._refuse("the body needs a `fields` object")
+            return
+        problems = []
+        if not isinstance(fields.get("project"), dict) or not fields["project"].get("key"):
+            problems.append("fields.project.key missing")
+        if not isinstance(fields.get("summary"), str) or not fields["summary"]:
+            problems.append("fields.summary missing")
+        if not isinstance(fields.get("issuetype"), dict) or not fields["issuetype"].get("name"):
+            problems.append("fields.issuetype.name missing")
+        description = fields.get("description")
+        if not isinstance(description, dict) or description.get("version") != 1:
+            problems.append("fields.description must be an ADF document (version 1)")
+        else:
+            problems += _adf_problems(description)
+        labels = fields.get("labels", [])
+        if any(not isinstance(label, str) or " " in label for label in labels):
+            problems.append("labels cannot contain spaces")
+        if problems:
+            self._refuse("; ".join(problems))
+            return
+        with self.server.lock:
+            project = fields["project"]["key"]
+            number = 1 + sum(1 for i in self.server.issues if i["project"] == project)
+            issue_id = str(10000 + len(self.server.issues))
+            issue = {
+                "id": issue_id,
+                "key": f"{project}-{number}",
+                "self": f"{self.server.url}/rest/api/3/issue/{issue_id}",
+                "project": project,
+                "body": body,
+            }
+            self.server.issues.append(issue)
+        if self._drop("/rest/api/3/issue"):
+            self.close_connection = True
+            return
+        self._reply(201, {"id": issue["id"], "key": issue["key"], "self": issue["self"]})
+
+    def _hook(self, raw: bytes, body: Any) -> None:
+        headers = dict(self.headers.items())
+        try:
+            Webhook(HOOK_SECRET).verify(raw, headers)
+        except WebhookVerificationError as exc:
+            self._refuse(f"signature: {exc}")
+            return
+        if not isinstance(body, dict) or body.get("type") != "shipledger.alert.escalated":
+            self._refuse("not a shipledger.alert.escalated message")
+            return
+        with self.server.lock:
+            self.server.hook_requests += 1
+            # A Standard Webhooks receiver deduplicates on webhook-id.
+            self.server.hooks.setdefault(self.headers["webhook-id"], body)
+            key = f"HOOK-{list(self.server.hooks).index(self.headers['webhook-id']) + 1}"
+        self._reply(200, {"key": key, "url": f"{self.server.url}/hooks/view/{key}"})
+
+
+@pytest.fixture
+def receivers() -> Iterator[StandInReceivers]:
+    """The stand-in ServiceNow, Jira and webhook receiver on a loopback port."""
+    server = StandInReceivers()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

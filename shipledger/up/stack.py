@@ -1,7 +1,9 @@
-"""The `up` supervisor: broker, topics, Faust worker(s) and the ClickHouse sink as one stack.
+"""The `up` supervisor: broker, topics, Faust worker(s), the ClickHouse sink and, when the policy
+escalates alerts, the escalator, as one stack.
 
 The sink runs in this process because it owns the chDB data dir (only one process may open it);
-the Faust worker runs as a child process because Faust wants its own event loop and signals.
+so does the escalator, which asks that ledger what was already delivered. The Faust worker
+runs as a child process because Faust wants its own event loop and signals.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from shipledger.lag import committed_offsets, end_offsets, lag_by_topic, partiti
 from shipledger.logging import configure_logging, get_logger
 from shipledger.processors.gate import Gatekeeper
 from shipledger.producers.journal import Journal
+from shipledger.receivers.escalator import Escalator
+from shipledger.receivers.record import DeliveryRecord
+from shipledger.receivers.registry import ReceiverConfigError, policy_problems, targets
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.policy import Policy, load_policy
 from shipledger.schemas.topics import Topics
@@ -34,6 +39,7 @@ from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
 from shipledger.topics import ensure_topics
+from shipledger.up.backlog import LedgerAlerts
 from shipledger.up.broker import EmbeddedBroker, die_with_parent, stop_process
 from shipledger.up.keeper import JournalKeeper
 from shipledger.up.restore import RestoreReport, restore
@@ -63,7 +69,10 @@ class Stack:
 
     The policy is loaded once, here (or given as `policy` by the caller that loaded it): the
     sink stamps rows with it, and every worker is started with its version
-    (`SHIPLEDGER_POLICY_VERSION`) and refuses a policy file that no longer matches it.
+    (`SHIPLEDGER_POLICY_VERSION`) and refuses a policy file that no longer matches it. When it
+    has escalation routes, the escalator (`shipledger.receivers.escalator`) runs on a thread
+    like the sink, with the receivers' secrets of the settings; a receiver without its secret
+    is a `ReceiverConfigError` from the constructor, before anything starts.
 
     Children (broker, workers) run in their own sessions, so a Ctrl-C in the terminal reaches
     only this process, which stops them in order; on Linux they also get SIGTERM if this
@@ -82,7 +91,9 @@ class Stack:
         policy: Policy | None = None,
     ) -> None:
         self.settings = settings
-        self.policy = policy or load_policy(settings.policy_file)
+        self.policy = policy or load_policy(settings.policy_file, checks=[policy_problems])
+        # Before anything starts: a receiver without its secret is a configuration error.
+        self._targets = targets(self.policy, settings.receiver_secret)
         self._bootstrap = bootstrap or settings.bootstrap_servers
         self._log_dir = log_dir
         self._workers = workers
@@ -105,6 +116,10 @@ class Stack:
         self.journal: Journal | None = None
         self._keeper: JournalKeeper | None = None
         self.restored: RestoreReport | None = None
+        self.escalator: Escalator | None = None
+        self._escalator_thread: threading.Thread | None = None
+        self._escalator_error: BaseException | None = None
+        self._escalation_record: DeliveryRecord | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -143,6 +158,8 @@ class Stack:
         self.sink = ClickHouseSink(self.settings, self.bootstrap, self.store, policy=self.policy)
         self._sink_thread = threading.Thread(target=self._run_sink, name="sink", daemon=True)
         self._sink_thread.start()
+        if self.policy.escalation.routes:
+            self._start_escalator(self.store)
         if self._serve_api:
             from shipledger.producers.api.server import ApiServer
 
@@ -214,6 +231,31 @@ class Stack:
             stop_process(proc, timeout_s=30)
         self._procs = [self._spawn_worker(index) for index in range(self._workers)]
 
+    def _start_escalator(self, store: LedgerStore) -> None:
+        self._escalation_record = DeliveryRecord(self.settings.resolved_escalation_db)
+        self.escalator = Escalator(
+            self.settings,
+            self.bootstrap,
+            self.policy,
+            self._targets,
+            self._escalation_record,
+            LedgerReader(store),
+            # The embedded broker forgets unread alerts in a crash; the ledger has them.
+            backlog=LedgerAlerts(store) if self._broker is not None else None,
+        )
+        self._escalator_thread = threading.Thread(
+            target=self._run_escalator, name="escalator", daemon=True
+        )
+        self._escalator_thread.start()
+
+    def _run_escalator(self) -> None:
+        assert self.escalator is not None
+        try:
+            self.escalator.run(self._sink_stop)
+        except BaseException as exc:  # surfaced by check() on the main thread
+            self._escalator_error = exc
+            log.exception("escalator_crashed")
+
     def _run_sink(self) -> None:
         assert self.sink is not None
         try:
@@ -226,6 +268,8 @@ class Stack:
         """Raise if a component died: a crashed sink or worker must stop the stack, loudly."""
         if self._sink_error is not None:
             raise RuntimeError(f"ClickHouse sink crashed: {self._sink_error!r}")
+        if self._escalator_error is not None:
+            raise RuntimeError(f"escalator crashed: {self._escalator_error!r}")
         for proc in self._procs:
             if proc.poll() is not None:
                 where = f"; its log: {self._log_dir}/worker-*.log" if self._log_dir else ""
@@ -262,12 +306,12 @@ class Stack:
     def pending(self) -> dict[str, int]:
         """Messages per topic not yet through the pipeline (0 where done).
 
-        Raw events count until the processors *and* the sink have committed them, records,
-        alerts and the other families' events until the sink has. The reads are ordered so
-        that a zero means drained: the processors' commits are read first, then the end
-        offsets (from fetches answered after that, so they include every output of the
-        committed events, which the processors flush before they commit), then the sink's
-        commits.
+        Raw events count until the processors *and* the sink have committed them, alerts
+        until the sink and the escalator (when it runs) have, records and the other families'
+        events until the sink has. The reads are ordered so that a zero means drained: the
+        processors' and the escalator's commits are read first, then the end offsets (from
+        fetches answered after that, so they include every output of the committed messages,
+        which both flush before they commit), then the sink's commits.
         """
         if self.sink is None:
             raise RuntimeError("stack not started")
@@ -275,9 +319,15 @@ class Stack:
         stored = partitions_of(conf, self.topics.sunk())
         raw = [tp for tp in stored if tp[0] == self.topics.raw]
         processed = committed_offsets(conf, f"{self.settings.topic_prefix}processors", raw)
+        alerts = [tp for tp in stored if tp[0] == self.topics.alerts]
+        escalated = (
+            committed_offsets(conf, self.escalator.group_id, alerts) if self.escalator else None
+        )
         ends = end_offsets(conf, stored)
         sunk = committed_offsets(conf, self.sink.group_id, stored)
         behind = lag_by_topic({tp: ends[tp] for tp in raw}, processed)
+        if escalated is not None:
+            behind.update(lag_by_topic({tp: ends[tp] for tp in alerts}, escalated))
         for topic, lag in lag_by_topic(ends, sunk).items():
             behind[topic] = max(lag, behind.get(topic, 0))
         return behind
@@ -290,6 +340,7 @@ class Stack:
             and self._sink_thread is not None
             and self._sink_thread.is_alive()
             and self._sink_error is None
+            and self._escalator_error is None
             and any(proc.poll() is None for proc in self._procs)
         )
 
@@ -383,6 +434,13 @@ class Stack:
             log_file.close()
         self._logs.clear()
         self._sink_stop.set()
+        # The escalator first: its last outcomes are produced before the sink's last flush.
+        if self._escalator_thread is not None:
+            self._escalator_thread.join(timeout=30)
+            self._escalator_thread = None
+        if self._escalation_record is not None:
+            self._escalation_record.close()
+            self._escalation_record = None
         if self._sink_thread is not None:
             self._sink_thread.join(timeout=30)
             self._sink_thread = None
@@ -462,10 +520,13 @@ def up(bootstrap: str | None, data_dir: Path | None, workers: int, api_port: int
     settings = Settings(**overrides)  # type: ignore[arg-type]
     configure_logging(settings)
     try:
-        policy = load_policy(settings.policy_file)
+        policy = load_policy(settings.policy_file, checks=[policy_problems])
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    stack = Stack(settings, bootstrap=bootstrap, workers=workers, api=True, policy=policy)
+    try:
+        stack = Stack(settings, bootstrap=bootstrap, workers=workers, api=True, policy=policy)
+    except ReceiverConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     stopping = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:

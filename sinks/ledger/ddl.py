@@ -106,6 +106,9 @@ LOW_CARDINALITY = frozenset(
         "tier",
         "builder",
         "outcome",
+        "route",
+        "receiver",
+        "receiver_type",
     }
 )
 

@@ -1,0 +1,119 @@
+"""What a kind of receiver is, and what the engine hands it. Pure types.
+
+A kind (`ReceiverKind`) is a few pure functions: `request` builds the HTTP request that opens
+a ticket for a delivery (an alert for one receiver), `read` turns the receiver's 2xx answer
+into a `Ticket`; `find` and `found`, when the provider can be asked, look up the ticket an
+earlier attempt opened for the same alert (by the correlation key the request carries), so a
+delivery repeated after a crash finds it instead of opening a second one. `auth` gives the
+httpx authentication for a receiver's secret (basic, a signature computed per attempt).
+
+The engine (`shipledger.receivers.engine`) does the rest for every kind: the HTTP client,
+timeouts, which answers are worth retrying, backoff, the record of what was delivered.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from shipledger.schemas.models import Alert
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+_DELIVERY_NS = uuid.UUID("0b7d2f0e-5a4c-4f1e-9d3b-6c8a1e2f4b57")
+
+
+def delivery_id(tenant: str, alert_id: str, receiver: str) -> str:
+    """The id of the delivery of one alert to one receiver: the same for every replay of the
+    alert, so it names the delivery in the local record, the ledger and a webhook's
+    `webhook-id` (its receiver's idempotency key)."""
+    return str(uuid.uuid5(_DELIVERY_NS, f"{tenant}/{alert_id}/{receiver}"))
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One alert for one receiver, through the escalation route that matched it."""
+
+    alert: Alert
+    route: str
+    receiver: str
+
+    @property
+    def id(self) -> str:
+        """See `delivery_id`."""
+        return delivery_id(self.alert.tenant, self.alert.alert_id, self.receiver)
+
+
+class NoOptions(BaseModel):
+    """The options of a kind that has none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A configured receiver: its name, kind, base URL (no trailing slash), its options as its
+    kind validated them, and its secret (from the settings, by the policy's `credentials`)."""
+
+    name: str
+    kind: str
+    url: str
+    options: BaseModel
+    secret: SecretStr | None
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What a receiver answered: the ticket's key and link when it names them, and a note
+    (how it was found, or why the answer could not be read)."""
+
+    key: str | None = None
+    url: str | None = None
+    note: str | None = None
+
+
+def no_auth(_target: Target) -> httpx.Auth | None:
+    """No authentication (a receiver that needs none)."""
+    return None
+
+
+def basic_auth(target: Target) -> httpx.Auth | None:
+    """HTTP basic authentication from a `user:password` secret."""
+    if target.secret is None:
+        return None
+    user, _, password = target.secret.get_secret_value().partition(":")
+    return httpx.BasicAuth(user, password)
+
+
+@dataclass(frozen=True)
+class ReceiverKind:
+    """A kind of receiver (see the module docstring). `options` validates the receiver's own
+    keys in the policy; `needs_secret`: whether `credentials` must name a secret."""
+
+    name: str
+    options: type[BaseModel]
+    request: Callable[[Delivery, Target], httpx.Request]
+    read: Callable[[httpx.Response, Target], Ticket]
+    find: Callable[[Delivery, Target], httpx.Request] | None = None
+    found: Callable[[httpx.Response, Target], Ticket | None] | None = None
+    auth: Callable[[Target], httpx.Auth | None] = no_auth
+    needs_secret: bool = True
+
+
+def options_of(target: Target, model: type[OptionsT]) -> OptionsT:
+    """`target.options` as its kind's model `model` (validated when the target was built)."""
+    if not isinstance(target.options, model):
+        raise TypeError(f"receiver {target.name}: options are not {model.__name__}")
+    return target.options
+
+
+def json_answer(response: httpx.Response) -> dict[str, object]:
+    """A JSON object answer; ValueError when the body is something else."""
+    body = response.json()
+    if not isinstance(body, dict):
+        raise ValueError(f"expected a JSON object, got {type(body).__name__}")
+    return body
