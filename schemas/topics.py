@@ -23,6 +23,9 @@ RAW = "deployments.raw"
 RECORDS = "deployments.records"
 ALERTS = "alerts"
 DLQ = "dlq"
+#: Topics every processors worker reads whole into its enrichment view (`processors.feed`):
+#: they are its changelog, so they keep every message (created with `retention.ms` -1).
+ENRICHMENT = ("changes", "catalog", "artifacts")
 
 
 class Prefixed(Protocol):
