@@ -153,12 +153,18 @@ async def run_batches(
     check: Callable[[int, int], None] | None = None,
     before: Callable[[], object] | None = None,
     lock: asyncio.Lock | None = None,
+    ready: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Handle each batch of Faust events, then `finish` it (outputs durable); a failure
     anywhere in a batch abandons it before the batch generator can ack it. `check(partition,
     offset)` may refuse an event first (`OffsetGuard.check`), which abandons the batch too.
-    `before` runs first in each batch (the view's refresh), and the whole batch holds `lock`."""
+    Each batch first awaits `ready` (the enrichment view caught up), then holds `lock`
+    throughout, `before` running first (the view's refresh)."""
     async for batch in batches:
+        if ready is not None:
+            # Waited for here, with the batch in hand: a worker that did not iterate its
+            # stream until the view was ready was seen never to get a partition's events.
+            await ready()
         async with lock or contextlib.nullcontext():
             try:
                 if before is not None:
@@ -273,12 +279,17 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
     def assigned() -> set[int]:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.raw}
 
+    def start_feed() -> None:
+        """Start the feed (once), as early as the event loop runs: the agent starts before
+        the table is recovered, the enrichment task after."""
+        loop = asyncio.get_running_loop()
+        feed.start(lambda: loop.call_soon_threadsafe(wake.set))
+
     async def enrichment() -> None:
         """Start the feed; refresh the view whenever it has news (or the assignment
         changed) while no rebalance or table recovery is under way. Faust starts this once
         the table's first recovery is complete."""
-        loop = asyncio.get_running_loop()
-        feed.start(lambda: loop.call_soon_threadsafe(wake.set))
+        start_feed()
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -306,7 +317,7 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
             return first_unprocessed(conf, group, [tp])[tp]
 
         guard = OffsetGuard(resume_at)
-        await caught_up(feed)
+        start_feed()
         await run_batches(
             stream.take_events(
                 settings.processor_batch_size, within=settings.processor_batch_within_s
@@ -316,6 +327,7 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
             check=guard.check,
             before=lambda: refresh.refresh(assigned()),
             lock=lock,
+            ready=lambda: caught_up(feed),
         )
 
     return app
@@ -324,6 +336,8 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
 async def caught_up(feed: EnrichmentFeed, poll_s: float = 0.05, log_every_s: float = 10.0) -> None:
     """Wait until the feed has read the enrichment topics to their end once: a deployment
     judged before that would be flagged for a change request the view has not read yet."""
+    if feed.caught_up:
+        return
     started = time.monotonic()
     next_log = started + log_every_s
     while not feed.caught_up:

@@ -65,8 +65,10 @@ class EnrichmentFeed:
         return self._caught_up.is_set()
 
     def start(self, notify: Callable[[], object]) -> None:
-        """Start reading; `notify` is called (from the feed's thread) whenever events are
-        ready to `drain`, and once caught up."""
+        """Start reading (once: later calls do nothing); `notify` is called (from the feed's
+        thread) whenever events are ready to `drain`, and once caught up."""
+        if self._thread.is_alive() or self._stop.is_set():
+            return
         self._notify = notify
         self._thread.start()
 

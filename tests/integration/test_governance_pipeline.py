@@ -120,10 +120,7 @@ def wait_for(stack: Stack, sql: str, want: Any, timeout_s: float = 90) -> Any:
 
 
 def open_rules(dep: str) -> str:
-    return (
-        "SELECT rule FROM shipledger.open_alerts "  # noqa: S608 (test ids)
-        f"WHERE deployment_id = '{dep}' ORDER BY rule"
-    )
+    return f"SELECT rule FROM shipledger.open_alerts WHERE deployment_id = '{dep}' ORDER BY rule"
 
 
 def test_change_requests_judge_deployments_late_data_resolves(stack: Stack, post: Post) -> None:
@@ -273,7 +270,7 @@ def test_out_of_order_and_duplicate_change_events_give_one_outcome(
             ("change_not_approved",)
         ], dep
     facts = (
-        "SELECT change_state, outside_window_s, alert_rules FROM shipledger.deployments "  # noqa: S608
+        "SELECT change_state, outside_window_s, alert_rules FROM shipledger.deployments "
         "WHERE deployment_id = '{}'"
     )
     want = [("rejected", 0, ["change_not_approved"])]
