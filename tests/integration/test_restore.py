@@ -182,8 +182,8 @@ def test_the_view_and_the_alerts_that_hold_survive_a_restart(tmp_path: Path) -> 
         auth.close()
     holding = "SELECT deployment_id, rule, team FROM shipledger.open_alerts ORDER BY deployment_id"
     with Stack(settings, log_dir=tmp_path / "logs", api=True) as stack:
-        store = stack.store
-        assert store is not None
+        before = stack.store
+        assert before is not None
         _post(
             stack,
             token,
@@ -198,11 +198,11 @@ def test_the_view_and_the_alerts_that_hold_survive_a_restart(tmp_path: Path) -> 
             },
             _change("x-open", "opened", "2026-11-25T08:00:00+00:00"),
         )
-        _wait(stack, lambda: store.count("change_events") == 1, "the change request")
+        _wait(stack, lambda: before.count("change_events") == 1, "the change request")
         _post(stack, token, _deployment("dep-z", "2026-11-25T10:00:00+00:00"))
         _wait(
             stack,
-            lambda: store.query(holding)[1] == [("dep-z", "change_not_approved", "payments")],
+            lambda: before.query(holding)[1] == [("dep-z", "change_not_approved", "payments")],
             "dep-z flagged",
         )
     with Stack(settings, log_dir=tmp_path / "logs", api=True) as stack:
