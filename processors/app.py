@@ -161,12 +161,12 @@ async def run_batches(
     Each batch first awaits `ready` (the enrichment view caught up), then holds `lock`
     throughout, `before` running first (the view's refresh)."""
     async for batch in batches:
-        if ready is not None:
-            # Waited for here, with the batch in hand: a worker that did not iterate its
-            # stream until the view was ready was seen never to get a partition's events.
-            await ready()
-        async with lock or contextlib.nullcontext():
-            try:
+        try:
+            if ready is not None:
+                # Waited for here, with the batch in hand: a worker that did not iterate its
+                # stream until the view was ready was seen never to get a partition's events.
+                await ready()
+            async with lock or contextlib.nullcontext():
                 if before is not None:
                     before()
                 for event in batch:
@@ -174,8 +174,8 @@ async def run_batches(
                         check(event.message.partition, event.message.offset)
                     handle(event.message)
                 await finish()
-            except Exception as exc:  # OutputError, OffsetGap, DlqLimitExceeded, Kafka refusing
-                abandon(exc)
+        except Exception as exc:  # OutputError, OffsetGap, DlqLimitExceeded, Kafka refusing
+            abandon(exc)
 
 
 async def finish_batch(outputs: Outputs, state: DeploymentState) -> None:
@@ -295,6 +295,8 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=_REFRESH_IDLE_S)
                 wake.clear()
+                if feed.failure is not None:
+                    abandon_batch(RuntimeError(f"enrichment feed failed: {feed.failure!r}"))
                 if not feed.caught_up or app.rebalancing or app.in_recovery:
                     continue
                 async with lock:
@@ -341,6 +343,8 @@ async def caught_up(feed: EnrichmentFeed, poll_s: float = 0.05, log_every_s: flo
     started = time.monotonic()
     next_log = started + log_every_s
     while not feed.caught_up:
+        if feed.failure is not None:
+            raise RuntimeError(f"enrichment feed failed: {feed.failure!r}")
         await asyncio.sleep(poll_s)
         if time.monotonic() >= next_log:
             next_log += log_every_s

@@ -57,6 +57,8 @@ class EnrichmentFeed:
         self._ready: deque[EnrichmentEvent] = deque()
         self._caught_up = threading.Event()
         self._stop = threading.Event()
+        #: Why the feed stopped reading, if it failed (the worker must then stop too).
+        self.failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="enrichment-feed", daemon=True)
 
     @property
@@ -106,9 +108,10 @@ class EnrichmentFeed:
                 if event is not None:
                     self._ready.append(event)
                     self._notify()
-        except Exception:
+        except Exception as exc:  # the view would go stale: the worker stops (processors.app)
             log.exception("enrichment_feed_failed")
-            raise
+            self.failure = exc
+            self._notify()
         finally:
             consumer.close()
 

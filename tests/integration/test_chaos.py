@@ -331,7 +331,9 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
         """Change requests through the API; invalid events from a producer that skips
         validation (acknowledged by the embedded stack, dead-lettered by the processors)."""
         try:
-            for i in range(CHANGES):
+            # Newest ids first: CHG1, which deployments name from the start, comes late, so
+            # they are judged without it and judged again (resolutions) under the kills.
+            for i in reversed(range(CHANGES)):
                 change = {
                     "family": "change",
                     "event_id": f"chg-{i}",
