@@ -29,6 +29,8 @@ from shipledger.schemas.validation import Rejected
 
 _ALERT_NS = uuid.UUID("5f1e9c1a-8d0b-4c7e-9a51-6a2b7c3d4e5f")
 _NO_VIEW = Enrichment()
+#: The record's columns about its change request (`change_facts`).
+CHANGE_FACTS = ("change_state", "planned_start", "planned_end", "outside_window_s")
 
 
 @dataclass(frozen=True)
@@ -107,11 +109,22 @@ def enrich(
 ) -> DeploymentRecord:
     """`record` with what the view knows: a team it does not name, the catalog's application
     and tier, what its artifact digest says of a name, version or repository it lacks, and
-    its change request's facts at the start (`change_facts`)."""
+    its change request's facts at the start (`change_facts`). A later event of a deployment
+    whose start and change id did not move keeps the facts of `previous`: a change to the
+    request re-judged the deployment already (`processors.late_changes`), which refreshed
+    them."""
     service = view.service(record.tenant, record.service)
     digest = record.artifact_digest
     artifact = view.artifact(record.tenant, digest) if digest else None
-    request = view.change(record.tenant, record.change_id) if record.change_id else None
+    if (
+        previous is not None
+        and previous.started_at == record.started_at
+        and previous.change_id == record.change_id
+    ):
+        facts = {name: getattr(previous, name) for name in CHANGE_FACTS}
+    else:
+        request = view.change(record.tenant, record.change_id) if record.change_id else None
+        facts = change_facts(record.started_at, request)
     update: dict[str, Any] = {
         "team": record.team or (service.owner_team if service else None),
         "application": (service.application if service else None)
@@ -122,7 +135,7 @@ def enrich(
         or (service.repository if service else None),
         "version": record.version or (artifact.version if artifact else None),
         "artifact_name": record.artifact_name or (artifact.name if artifact else None),
-        **change_facts(record.started_at, request),
+        **facts,
     }
     return record.model_copy(update=update)
 
@@ -130,13 +143,12 @@ def enrich(
 def change_facts(started_at: datetime, request: ChangeRequest | None) -> dict[str, Any]:
     """The record's change columns: the request's state and planned window as they stood at
     `started_at`, and the actual-versus-scheduled difference in seconds (None where unknown)."""
-    facts: dict[str, Any] = dict.fromkeys(
-        ("change_state", "planned_start", "planned_end", "outside_window_s")
-    )
+    facts: dict[str, Any] = dict.fromkeys(CHANGE_FACTS)
     if request is None or not request.reported:
         return facts
-    facts["change_state"] = request.as_of(started_at).state
-    diff = schedule_difference(started_at, request)
+    known = request.as_of(started_at)
+    facts["change_state"] = known.state
+    diff = schedule_difference(started_at, known)
     if diff is not None:
         facts["planned_start"] = diff.planned_start
         facts["planned_end"] = diff.planned_end

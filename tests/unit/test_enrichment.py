@@ -156,3 +156,8 @@ def test_a_later_event_keeps_the_application_the_catalog_no_longer_gives() -> No
     later = process(deployment(event_id="e2", event_type="succeeded"), first, POLICY, view=view)
     assert (later.record.team, later.record.application) == ("payments", "webshop")
     assert later.alerts == []  # only a first event is judged
+    # The request's facts come with the deployment: a change to the request re-judges it
+    # (a new record version), a later event does not judge it again.
+    view.apply(change("c4", "cancelled", -5))
+    again = process(deployment(event_id="e3", event_type="succeeded"), first, POLICY, view=view)
+    assert (again.record.change_state, again.record.outside_window_s) == ("approved", 0)
