@@ -8,15 +8,24 @@ which on Tansu (no early fetch answer) sets the latency floor, so the consumer i
 ListOffsets reports, which Tansu answers with the base offset of the last record batch + 1, so
 they are read from fetches instead (`_highwaters`); Faust can skip a fetched event and commit
 past it, so every event's offset is checked before its batch is acknowledged (`OffsetGuard`).
+
+Beside the raw events, every worker reads the change, catalog and artifact topics whole into
+its enrichment view (`processors.feed`, `processors.refresh`): before each batch, and whenever
+the feed has news while no raw event comes, the view is brought up to date and the
+deployments of the worker's partitions naming a changed change request are judged again.
+Both paths hold one lock, so a batch's outputs and state entries are never interleaved with
+another's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import ssl
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -27,9 +36,12 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from shipledger.dlq_limit import EXIT_DLQ_LIMIT, DlqLimit, DlqLimitExceeded, DlqLimitState
 from shipledger.lag import end_offsets, first_unprocessed
 from shipledger.logging import get_logger
+from shipledger.processors.enrichment import Enrichment
+from shipledger.processors.feed import EnrichmentFeed
 from shipledger.processors.handler import EventHandler
 from shipledger.processors.offsets import OffsetGuard
 from shipledger.processors.outputs import Outputs
+from shipledger.processors.refresh import ViewRefresh
 from shipledger.processors.state import DeploymentState
 from shipledger.schemas.policy import Policy
 from shipledger.schemas.topics import Topics
@@ -40,6 +52,8 @@ log = get_logger("processors")
 #: events Faust skipped (EX_SOFTWARE). Past the DLQ limit it exits with `EXIT_DLQ_LIMIT` (65).
 EXIT_OUTPUTS_LOST = 70
 _HIGHWATER_TIMEOUT_S = 30.0
+#: How often the enrichment task looks for a new assignment to sweep when the feed is quiet.
+_REFRESH_IDLE_S = 1.0
 
 
 class _ShortFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -137,17 +151,29 @@ async def run_batches(
     finish: Callable[[], Awaitable[None]],
     abandon: Callable[[BaseException], NoReturn] = abandon_batch,
     check: Callable[[int, int], None] | None = None,
+    before: Callable[[], object] | None = None,
+    lock: asyncio.Lock | None = None,
+    ready: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Handle each batch of Faust events, then `finish` it (outputs durable); a failure
     anywhere in a batch abandons it before the batch generator can ack it. `check(partition,
-    offset)` may refuse an event first (`OffsetGuard.check`), which abandons the batch too."""
+    offset)` may refuse an event first (`OffsetGuard.check`), which abandons the batch too.
+    Each batch first awaits `ready` (the enrichment view caught up), then holds `lock`
+    throughout, `before` running first (the view's refresh)."""
     async for batch in batches:
         try:
-            for event in batch:
-                if check is not None:
-                    check(event.message.partition, event.message.offset)
-                handle(event.message)
-            await finish()
+            if ready is not None:
+                # Waited for here, with the batch in hand: a worker that did not iterate its
+                # stream until the view was ready was seen never to get a partition's events.
+                await ready()
+            async with lock or contextlib.nullcontext():
+                if before is not None:
+                    before()
+                for event in batch:
+                    if check is not None:
+                        check(event.message.partition, event.message.offset)
+                    handle(event.message)
+                await finish()
         except Exception as exc:  # OutputError, OffsetGap, DlqLimitExceeded, Kafka refusing
             abandon(exc)
 
@@ -244,11 +270,51 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
         )
     )
 
+    view = Enrichment()
+    feed = EnrichmentFeed(settings, bootstrap)
+    outputs = Outputs(settings, bootstrap)
+    limit = DlqLimitState(DlqLimit.from_settings(settings), "processors")
+    handler = EventHandler(policy, deployments, outputs, limit, view)
+    refresh = ViewRefresh(feed.drain, view, handler, deployments)
+    lock = asyncio.Lock()
+    wake = asyncio.Event()
+
+    def assigned() -> set[int]:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.raw}
+
+    def start_feed() -> None:
+        """Start the feed (once), as early as the event loop runs: the agent starts before
+        the table is recovered, the enrichment task after."""
+        loop = asyncio.get_running_loop()
+        feed.start(lambda: loop.call_soon_threadsafe(wake.set))
+
+    async def enrichment() -> None:
+        """Start the feed; refresh the view whenever it has news (or the assignment
+        changed) while no rebalance or table recovery is under way. Faust starts this once
+        the table's first recovery is complete."""
+        start_feed()
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=_REFRESH_IDLE_S)
+                wake.clear()
+                if feed.failure is not None:
+                    abandon_batch(RuntimeError(f"enrichment feed failed: {feed.failure!r}"))
+                if not feed.caught_up or app.rebalancing or app.in_recovery:
+                    continue
+                async with lock:
+                    try:
+                        if refresh.refresh(assigned()):
+                            await finish_batch(outputs, deployments)
+                    except Exception as exc:  # as in a batch: redo it after a restart
+                        abandon_batch(exc)
+        finally:
+            feed.stop()
+
+    app.task(enrichment)
+
     @app.agent(source, name="pipeline")
     async def pipeline(stream: Any) -> None:
-        outputs = Outputs(settings, bootstrap)
-        limit = DlqLimitState(DlqLimit.from_settings(settings), "processors")
-        handler = EventHandler(policy, deployments, outputs, limit)
         conf, group = settings.kafka_common(bootstrap), f"{settings.topic_prefix}processors"
 
         def resume_at(partition: int) -> int:
@@ -256,7 +322,7 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
             return first_unprocessed(conf, group, [tp])[tp]
 
         guard = OffsetGuard(resume_at)
-
+        start_feed()
         await run_batches(
             stream.take_events(
                 settings.processor_batch_size, within=settings.processor_batch_within_s
@@ -264,6 +330,26 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
             handler.handle,
             lambda: finish_batch(outputs, deployments),
             check=guard.check,
+            before=lambda: refresh.refresh(assigned()),
+            lock=lock,
+            ready=lambda: caught_up(feed),
         )
 
     return app
+
+
+async def caught_up(feed: EnrichmentFeed, poll_s: float = 0.05, log_every_s: float = 10.0) -> None:
+    """Wait until the feed has read the enrichment topics to their end once: a deployment
+    judged before that would be flagged for a change request the view has not read yet."""
+    if feed.caught_up:
+        return
+    started = time.monotonic()
+    next_log = started + log_every_s
+    while not feed.caught_up:
+        if feed.failure is not None:
+            raise RuntimeError(f"enrichment feed failed: {feed.failure!r}")
+        await asyncio.sleep(poll_s)
+        if time.monotonic() >= next_log:
+            next_log += log_every_s
+            log.warning("enrichment_catching_up", waited_s=round(time.monotonic() - started))
+    log.info("enrichment_ready", waited_s=round(time.monotonic() - started, 2))

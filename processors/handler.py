@@ -12,21 +12,32 @@ What an event becomes:
   replay after a crash). If it is the deployment's first event, its alerts are emitted again:
   the batch that applied it may have died after its record reached the ledger and before its
   alerts did (or the state was rebuilt from the ledger, `shipledger.up.restore`), and alert ids
-  are deterministic, so the sink drops those it already stored.
+  are deterministic, so the sink drops those it already stored. Of the change rules' alerts,
+  only those that still hold are (a resolved one stays resolved).
+
+Judgement reads the enrichment view (`processors.enrichment`). When a change request changes,
+`rejudge` judges again the deployments of this worker's partitions that name it
+(`processors.late_changes`): new alerts, resolutions and record versions go out the same way,
+and the state remembers them. `sweep` does that for every deployment naming a change request
+(after a start or a rebalance: a re-judgement lost with a crash is made again).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from shipledger.dlq_limit import DlqLimitState
 from shipledger.logging import get_logger
+from shipledger.processors.change_rules import CHANGE_RULE_NAMES
+from shipledger.processors.enrichment import ChangeKey, Enrichment, Lookups
+from shipledger.processors.late_changes import rejudge_stored
 from shipledger.processors.outputs import Payload
 from shipledger.processors.state import Entry, state_key
 from shipledger.processors.step import process
 from shipledger.schemas.letters import DeadLetter, Headers
-from shipledger.schemas.models import Alert, DeploymentRecord
+from shipledger.schemas.models import Alert, DeploymentRecord, utcnow
 from shipledger.schemas.policy import Policy
 from shipledger.schemas.registry import AvroCodec, RegistryUnavailable
 from shipledger.schemas.validation import EVENT_SCHEMA, Rejected, decode_event
@@ -69,22 +80,54 @@ class StatePort(Protocol):
         """The deployment's entry, if any event of it was applied."""
         ...
 
-    def put(self, key: str, partition: int, record: DeploymentRecord, event_id: str) -> None:
-        """Store the record applied from `event_id`."""
+    def put(
+        self,
+        key: str,
+        partition: int,
+        record: DeploymentRecord,
+        event_id: str,
+        alerts: Iterable[Alert] = (),
+    ) -> None:
+        """Store the record (and alerts) applied from `event_id`."""
+        ...
+
+    def rejudged(
+        self,
+        key: str,
+        record: DeploymentRecord | None,
+        alerts: Iterable[Alert],
+        resolutions: Iterable[Alert],
+    ) -> None:
+        """Store what a re-judgement of the deployment emitted."""
+        ...
+
+    def naming(self, change: ChangeKey, partitions: Collection[int]) -> list[tuple[str, Entry]]:
+        """The entries of `partitions` whose deployment names change request `change`."""
+        ...
+
+    def with_changes(self, partitions: Collection[int]) -> Iterator[tuple[str, Entry]]:
+        """Every entry of `partitions` whose deployment names a change request."""
         ...
 
 
 class EventHandler:
-    """Applies raw deployment events one by one (see the module docstring); `limit` counts
-    its dead letters against the DLQ limit."""
+    """Applies raw deployment events one by one, and re-judges stored deployments when their
+    change request changes (see the module docstring); `limit` counts its dead letters
+    against the DLQ limit, `view` is what judgement reads besides the deployment."""
 
     def __init__(
-        self, policy: Policy, state: StatePort, outputs: OutputPort, limit: DlqLimitState
+        self,
+        policy: Policy,
+        state: StatePort,
+        outputs: OutputPort,
+        limit: DlqLimitState,
+        view: Lookups | None = None,
     ) -> None:
         self._policy = policy
         self._state = state
         self._outputs = outputs
         self._limit = limit
+        self._view = view or Enrichment()
         self._codec = AvroCodec(EVENT_SCHEMA)
 
     def handle(self, message: Message) -> None:
@@ -97,11 +140,17 @@ class EventHandler:
             if entry is not None and decoded.event_id in entry.seen:
                 self._repeat(message, entry, decoded.event_id)
                 if decoded.event_id == entry.first:
-                    alerts = process(decoded, None, self._policy).alerts
+                    alerts = [
+                        a
+                        for a in process(decoded, None, self._policy, view=self._view).alerts
+                        if a.rule not in CHANGE_RULE_NAMES or a.alert_id in entry.holding.values()
+                    ]
                     self._outputs.send(self._outputs.encode(None, alerts))
                 self._limit.valid()
                 return
-            result = process(decoded, entry.record if entry else None, self._policy)
+            result = process(
+                decoded, entry.record if entry else None, self._policy, view=self._view
+            )
             payloads = self._outputs.encode(result.record, result.alerts)
         except Rejected as exc:
             self._dead_letter(message, exc.reason, exc.field)
@@ -118,18 +167,56 @@ class EventHandler:
             self._dead_letter(message, f"internal error: {exc!r}", None)
             return
         self._outputs.send(payloads)
-        self._state.put(key, message.partition, result.record, decoded.event_id)
+        self._state.put(key, message.partition, result.record, decoded.event_id, result.alerts)
         self._limit.valid()
-        for alert in result.alerts:
-            log.info(
-                "alert",
-                rule=alert.rule,
-                severity=alert.severity,
-                deployment_id=alert.deployment_id,
-                tenant=alert.tenant,
-                service=alert.service,
-                environment=alert.environment,
+        _log_alerts(result.alerts)
+
+    def rejudge(
+        self, changes: Iterable[ChangeKey], partitions: Collection[int], now: datetime | None = None
+    ) -> int:
+        """Judge again the deployments of `partitions` that name one of `changes` (change
+        requests that changed); how many emitted something."""
+        return self._rejudge_all(
+            (item for change in changes for item in self._state.naming(change, partitions)), now
+        )
+
+    def sweep(self, partitions: Collection[int], now: datetime | None = None) -> int:
+        """Judge again every deployment of `partitions` that names a change request; how many
+        emitted something (nothing, unless a re-judgement was lost or the view moved on)."""
+        return self._rejudge_all(self._state.with_changes(partitions), now)
+
+    def _rejudge_all(self, entries: Iterable[tuple[str, Entry]], now: datetime | None) -> int:
+        now = now or utcnow()
+        emitted = 0
+        for key, entry in entries:
+            judged = rejudge_stored(
+                entry.record,
+                entry.first or entry.record.last_event_id,
+                entry.holding,
+                entry.raised,
+                self._view,
+                self._policy,
+                now,
             )
+            if judged.empty:
+                continue
+            # Encoding raises before anything is queued; a failure here is a bug, and the
+            # batch is abandoned (`processors.app`): nothing is lost, it is redone.
+            payloads = self._outputs.encode(judged.record, [*judged.alerts, *judged.resolutions])
+            self._outputs.send(payloads)
+            self._state.rejudged(key, judged.record, judged.alerts, judged.resolutions)
+            emitted += 1
+            _log_alerts(judged.alerts)
+            for done in judged.resolutions:
+                log.info(
+                    "alert_resolved",
+                    rule=done.rule,
+                    resolves=done.resolves,
+                    deployment_id=done.deployment_id,
+                    tenant=done.tenant,
+                    reason=done.evidence.get("reason"),
+                )
+        return emitted
 
     def _repeat(self, message: Message, entry: Entry, event_id: str) -> None:
         log.info(
@@ -162,4 +249,18 @@ class EventHandler:
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
+        )
+
+
+def _log_alerts(alerts: Iterable[Alert]) -> None:
+    for alert in alerts:
+        log.info(
+            "alert",
+            rule=alert.rule,
+            severity=alert.severity,
+            deployment_id=alert.deployment_id,
+            tenant=alert.tenant,
+            service=alert.service,
+            environment=alert.environment,
+            team=alert.team,
         )

@@ -13,7 +13,11 @@ two tenants' deployments with the same id (a Jenkins `job:build`) are two entrie
 Each entry remembers the ids of the last events applied to it, so an event delivered twice
 (a spool resend, a replay after a crash) is recognized and not applied a second time, and the
 id of the deployment's first event, whose alerts a replay of it must emit again (they may not
-have reached the ledger: see `processors.handler`).
+have reached the ledger: see `processors.handler`). For re-judgement when a change request
+changes (`processors.late_changes`) it also remembers which change-rule alerts hold (by id)
+and how many of each rule were raised, and the partition of the deployment's raw events: a
+worker re-judges only the deployments of the partitions it is assigned (a table also holds
+standby and stale entries). The state indexes its entries by the change request they name.
 
 `up` rebuilds this table from the ledger when the embedded broker starts empty
 (`shipledger.up.restore`): it writes `Entry.to_json()` values to the changelog itself, so the
@@ -23,11 +27,14 @@ format here is also what the restore writes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from shipledger.processors.change_rules import CHANGE_RULE_NAMES
+from shipledger.processors.enrichment import ChangeKey
 from shipledger.processors.outputs import Outputs
-from shipledger.schemas.models import DeploymentRecord
+from shipledger.schemas.models import Alert, DeploymentRecord
 
 #: How many applied event ids an entry remembers: far more than the stages of a deployment.
 SEEN_IDS = 64
@@ -35,12 +42,17 @@ SEEN_IDS = 64
 
 @dataclass(frozen=True)
 class Entry:
-    """A deployment's record, the ids of the events already applied to it (oldest first) and
-    the id of its first event (None if unknown: an entry written before it was kept)."""
+    """A deployment's record, the ids of the events already applied to it (oldest first), the
+    id of its first event (None if unknown: an entry written before it was kept), the
+    change-rule alerts that hold (rule -> alert id), how many alerts of each change rule were
+    raised, and the partition of its raw events (None: an entry written before it was kept)."""
 
     record: DeploymentRecord
     seen: tuple[str, ...]
     first: str | None = None
+    holding: Mapping[str, str] = field(default_factory=dict)
+    raised: Mapping[str, int] = field(default_factory=dict)
+    partition: int | None = None
 
     def to_json(self) -> bytes:
         """The changelog value."""
@@ -49,6 +61,9 @@ class Entry:
                 "record": self.record.model_dump(mode="json"),
                 "seen": list(self.seen),
                 "first": self.first,
+                "holding": dict(self.holding),
+                "raised": dict(self.raised),
+                "partition": self.partition,
             }
         ).encode()
 
@@ -59,16 +74,41 @@ class Entry:
             DeploymentRecord.model_validate(value["record"]),
             tuple(value["seen"]),
             value.get("first"),
+            dict(value.get("holding") or {}),
+            dict(value.get("raised") or {}),
+            value.get("partition"),
         )
 
-    def applied(self, event_id: str, record: DeploymentRecord) -> Entry:
-        """This entry after `event_id` produced `record`."""
-        return Entry(record, (*self.seen, event_id)[-SEEN_IDS:], self.first)
+    def applied(
+        self, event_id: str, record: DeploymentRecord, alerts: Iterable[Alert], partition: int
+    ) -> Entry:
+        """This entry after `event_id`, read from `partition`, produced `record` and `alerts`."""
+        seen = (*self.seen, event_id)[-SEEN_IDS:]
+        return Entry(record, seen, self.first, self.holding, self.raised, partition).judged(
+            None, alerts, ()
+        )
+
+    def judged(
+        self, record: DeploymentRecord | None, alerts: Iterable[Alert], resolutions: Iterable[Alert]
+    ) -> Entry:
+        """This entry after a judgement emitted `alerts` and `resolutions` (and `record`, a
+        new version, if not None)."""
+        holding, raised = dict(self.holding), dict(self.raised)
+        for alert in alerts:
+            if alert.rule in CHANGE_RULE_NAMES:
+                holding[alert.rule] = alert.alert_id
+                raised[alert.rule] = raised.get(alert.rule, 0) + 1
+        for done in resolutions:
+            if holding.get(done.rule) == done.resolves:
+                del holding[done.rule]
+        return Entry(record or self.record, self.seen, self.first, holding, raised, self.partition)
 
     @staticmethod
-    def new(event_id: str, record: DeploymentRecord) -> Entry:
-        """The entry of a deployment whose first event is `event_id`."""
-        return Entry(record, (event_id,), event_id)
+    def new(
+        event_id: str, record: DeploymentRecord, alerts: Iterable[Alert], partition: int
+    ) -> Entry:
+        """The entry of a deployment whose first event is `event_id`, read from `partition`."""
+        return Entry(record, (event_id,), event_id, partition=partition).judged(None, alerts, ())
 
 
 def state_key(tenant: str, deployment_id: str) -> str:
@@ -78,11 +118,12 @@ def state_key(tenant: str, deployment_id: str) -> str:
 
 
 class DeploymentState:
-    """Read and update deployment entries in a Faust table."""
+    """Read and update deployment entries in a Faust table, indexed by change request."""
 
     def __init__(self, table: Any) -> None:
         self._table = table
         self._pending: dict[str, tuple[int, Entry]] = {}
+        self._by_change: dict[ChangeKey, set[str]] = {}
 
     def get(self, key: str) -> Entry | None:
         """The deployment's entry, if any event of it was applied."""
@@ -91,12 +132,75 @@ class DeploymentState:
             return value
         return Entry.from_json(value)  # recovered from the changelog as plain JSON
 
-    def put(self, key: str, partition: int, record: DeploymentRecord, event_id: str) -> None:
-        """Store the record applied from `event_id`; its changelog entry goes with the batch."""
+    def put(
+        self,
+        key: str,
+        partition: int,
+        record: DeploymentRecord,
+        event_id: str,
+        alerts: Iterable[Alert] = (),
+    ) -> None:
+        """Store the record (and alerts) applied from `event_id`; its changelog entry goes
+        with the batch."""
         previous = self.get(key)
-        entry = previous.applied(event_id, record) if previous else Entry.new(event_id, record)
+        entry = (
+            previous.applied(event_id, record, alerts, partition)
+            if previous
+            else Entry.new(event_id, record, alerts, partition)
+        )
+        self._store(key, partition, entry)
+
+    def rejudged(
+        self,
+        key: str,
+        record: DeploymentRecord | None,
+        alerts: Iterable[Alert],
+        resolutions: Iterable[Alert],
+    ) -> None:
+        """Store what a re-judgement of the (stored) deployment emitted."""
+        previous = self.get(key)
+        if previous is None or previous.partition is None:
+            raise KeyError(f"no entry with a partition for {key}: only those are re-judged")
+        self._store(key, previous.partition, previous.judged(record, alerts, resolutions))
+
+    def _store(self, key: str, partition: int, entry: Entry) -> None:
         self._table.data[key] = entry
         self._pending[key] = (partition, entry)
+        if entry.record.change_id:
+            change = (entry.record.tenant, entry.record.change_id)
+            self._by_change.setdefault(change, set()).add(key)
+
+    def naming(self, change: ChangeKey, partitions: Collection[int]) -> list[tuple[str, Entry]]:
+        """The entries of `partitions` whose deployment names change request `change` (an
+        entry written before its partition was kept is left out until its next event)."""
+        found = []
+        for key in sorted(self._by_change.get(change, ())):
+            entry = self.get(key)
+            if (
+                entry is not None
+                and entry.partition in partitions
+                and (entry.record.tenant, entry.record.change_id) == change
+            ):
+                found.append((key, entry))
+        return found
+
+    def with_changes(self, partitions: Collection[int]) -> Iterator[tuple[str, Entry]]:
+        """Every entry of `partitions` whose deployment names a change request."""
+        for change in sorted(self._by_change):
+            yield from self.naming(change, partitions)
+
+    def reindex(self) -> int:
+        """Index every entry of the table by the change request it names (after a recovery,
+        which fills the table behind our back); how many entries name one."""
+        self._by_change.clear()
+        for key, value in list(self._table.data.items()):
+            if isinstance(value, Entry):
+                change = (value.record.tenant, value.record.change_id)
+            else:  # recovered JSON: no need to validate the whole record for two fields
+                change = (value["record"]["tenant"], value["record"].get("change_id"))
+            if change[1]:
+                self._by_change.setdefault((change[0], str(change[1])), set()).add(key)
+        return sum(len(keys) for keys in self._by_change.values())
 
     def flush_changelog(self, outputs: Outputs) -> int:
         """Queue the latest value of every key changed since the last call; how many.

@@ -1,20 +1,36 @@
 """The processing chain for one raw message, pure: decode → validate → normalize → judge →
-correlate. The Faust agent wraps it with Kafka I/O and state; tests drive it directly."""
+correlate → enrich. The Faust agent wraps it with Kafka I/O and state; tests drive it
+directly.
+
+A deployment's first event is judged by the policy rules (`processors.rules`) and by the
+change rules (`processors.change_rules`) against the change request it names, as the view
+(`processors.enrichment`) holds it and as it stood when the deployment started. Every record
+carries what the view knows: owner team, application and tier from the service catalog, the
+artifact's name, version and repository from its digest, and the change request's state and
+planned window at the start with the actual-versus-scheduled difference.
+"""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from shipledger.processors.change_rules import ChangeContext, judge_change, schedule_difference
+from shipledger.processors.changes import ChangeRequest
 from shipledger.processors.correlate import correlate
-from shipledger.processors.rules import Subject, judge
+from shipledger.processors.enrichment import Enrichment, Lookups
+from shipledger.processors.rules import Finding, Subject, judge
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord, utcnow
-from shipledger.schemas.policy import Policy
+from shipledger.schemas.policy import Policy, Rules
 from shipledger.schemas.taxonomy import normalize_environment
 from shipledger.schemas.validation import Rejected
 
 _ALERT_NS = uuid.UUID("5f1e9c1a-8d0b-4c7e-9a51-6a2b7c3d4e5f")
+_NO_VIEW = Enrichment()
+#: The record's columns about its change request (`change_facts`).
+CHANGE_FACTS = ("change_state", "planned_start", "planned_end", "outside_window_s")
 
 
 @dataclass(frozen=True)
@@ -26,9 +42,17 @@ class StepResult:
     alerts: list[Alert]
 
 
-def alert_id(event_id: str, rule: str) -> str:
-    """Deterministic alert id: one alert per (event, rule), so replays deduplicate."""
-    return str(uuid.uuid5(_ALERT_NS, f"{event_id}/{rule}"))
+def alert_id(event_id: str, rule: str, generation: int = 1) -> str:
+    """Deterministic alert id: one alert per (event, rule), so replays deduplicate. A rule
+    raised again after its alert was resolved (re-judgement) is a new alert: generation 2,
+    3, ... of the same event and rule."""
+    name = f"{event_id}/{rule}" if generation == 1 else f"{event_id}/{rule}/{generation}"
+    return str(uuid.uuid5(_ALERT_NS, name))
+
+
+def resolution_id(resolved: str) -> str:
+    """Deterministic id of the resolution of alert `resolved`: an alert is resolved once."""
+    return str(uuid.uuid5(_ALERT_NS, f"{resolved}/resolved"))
 
 
 def process(
@@ -36,14 +60,17 @@ def process(
     previous: DeploymentRecord | None,
     policy: Policy,
     now: datetime | None = None,
+    view: Lookups = _NO_VIEW,
 ) -> StepResult:
-    """Normalize, judge (first event of a deployment only) and correlate one event."""
+    """Normalize, judge (first event of a deployment only), correlate and enrich one event
+    against `view` (default: an empty one, where no change request is known)."""
     now = now or utcnow()
     try:
         env = normalize_environment(event.environment, event.region)
     except ValueError as exc:
         raise Rejected(str(exc), "environment") from exc
-    alerts: list[Alert] = []
+    findings: list[Finding] = []
+    rules: Rules | None = None
     if previous is None:
         rules = policy.rules_for(event.tenant, event.kind)
         subject = Subject(
@@ -55,26 +82,108 @@ def process(
             tenant=event.tenant,
             environment_known=env.known,
             missing_metadata=tuple(event.missing_metadata),
+            actor=event.actor,
+            trigger=event.trigger,
         )
-        alerts = [
-            Alert(
-                alert_id=alert_id(event.event_id, f.rule),
-                rule=f.rule,
-                severity=rules.severities.get(f.rule, "medium"),
-                message=f.message,
-                evidence=f.evidence,
-                policy_version=policy.full_version,
-                deployment_id=event.deployment_id,
-                event_id=event.event_id,
-                tenant=event.tenant,
-                service=event.service,
-                environment=env.name,
-                region=env.region,
-                actor=event.actor,
-                occurred_at=event.occurred_at,
-                detected_at=now,
+        request = view.change(event.tenant, event.change_id) if event.change_id else None
+        findings = judge(subject, rules) + judge_change(subject, ChangeContext(request), rules)
+    correlated = correlate(
+        previous, event, env, policy.full_version, [f.rule for f in findings], now
+    )
+    record = enrich(correlated.record, previous, view)
+    alerts = (
+        []
+        if rules is None
+        else [
+            build_alert(
+                f, rules, policy, record, event.event_id, alert_id(event.event_id, f.rule), now
             )
-            for f in judge(subject, rules)
+            for f in findings
         ]
-    correlated = correlate(previous, event, env, policy.full_version, [a.rule for a in alerts], now)
-    return StepResult(event, correlated.record, alerts)
+    )
+    return StepResult(event, record, alerts)
+
+
+def enrich(
+    record: DeploymentRecord, previous: DeploymentRecord | None, view: Lookups
+) -> DeploymentRecord:
+    """`record` with what the view knows: a team it does not name, the catalog's application
+    and tier, what its artifact digest says of a name, version or repository it lacks, and
+    its change request's facts at the start (`change_facts`). A later event of a deployment
+    whose start and change id did not move keeps the facts of `previous`: a change to the
+    request re-judged the deployment already (`processors.late_changes`), which refreshed
+    them."""
+    service = view.service(record.tenant, record.service)
+    digest = record.artifact_digest
+    artifact = view.artifact(record.tenant, digest) if digest else None
+    if (
+        previous is not None
+        and previous.started_at == record.started_at
+        and previous.change_id == record.change_id
+    ):
+        facts = {name: getattr(previous, name) for name in CHANGE_FACTS}
+    else:
+        request = view.change(record.tenant, record.change_id) if record.change_id else None
+        facts = change_facts(record.started_at, request)
+    update: dict[str, Any] = {
+        "team": record.team or (service.owner_team if service else None),
+        "application": (service.application if service else None)
+        or (previous.application if previous else None),
+        "tier": (service.tier if service else None) or (previous.tier if previous else None),
+        "repository": record.repository
+        or (artifact.repository if artifact else None)
+        or (service.repository if service else None),
+        "version": record.version or (artifact.version if artifact else None),
+        "artifact_name": record.artifact_name or (artifact.name if artifact else None),
+        **facts,
+    }
+    return record.model_copy(update=update)
+
+
+def change_facts(started_at: datetime, request: ChangeRequest | None) -> dict[str, Any]:
+    """The record's change columns: the request's state and planned window as they stood at
+    `started_at`, and the actual-versus-scheduled difference in seconds (None where unknown)."""
+    facts: dict[str, Any] = dict.fromkeys(CHANGE_FACTS)
+    if request is None or not request.reported:
+        return facts
+    known = request.as_of(started_at)
+    facts["change_state"] = known.state
+    diff = schedule_difference(started_at, known)
+    if diff is not None:
+        facts["planned_start"] = diff.planned_start
+        facts["planned_end"] = diff.planned_end
+        facts["outside_window_s"] = int(diff.outside_by.total_seconds())
+    return facts
+
+
+def build_alert(
+    finding: Finding,
+    rules: Rules,
+    policy: Policy,
+    record: DeploymentRecord,
+    judged_event: str,
+    identifier: str,
+    now: datetime,
+) -> Alert:
+    """The alert of `finding` about the deployment of `record`, judged on its event
+    `judged_event` at the deployment's start (`record.started_at` for a first event)."""
+    return Alert(
+        alert_id=identifier,
+        rule=finding.rule,
+        severity=rules.severities.get(finding.rule, "medium"),
+        message=finding.message,
+        evidence=finding.evidence,
+        policy_version=policy.full_version,
+        deployment_id=record.deployment_id,
+        event_id=judged_event,
+        tenant=record.tenant,
+        service=record.service,
+        environment=record.environment,
+        region=record.region,
+        actor=record.actor,
+        occurred_at=record.started_at,
+        detected_at=now,
+        team=record.team,
+        application=record.application,
+        tier=record.tier,
+    )

@@ -78,9 +78,12 @@ class Plan:
 
 def deliveries(messages: Iterable[AlertMessage], policy: EscalationPolicy) -> list[Planned]:
     """Every delivery of `messages` the policy's routes ask for, each delivery once (the
-    first message carrying it)."""
+    first message carrying it). A resolution opens no ticket: closing the ticket of the alert
+    it resolves is the receivers' next step (issue #8), and until then it must not page."""
     seen: dict[str, Planned] = {}
     for message in messages:
+        if message.alert.kind == "resolution":
+            continue
         for route, receiver in policy.deliveries(message.alert):
             planned = Planned(message, Delivery(message.alert, route, receiver))
             seen.setdefault(planned.delivery.id, planned)

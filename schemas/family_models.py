@@ -204,3 +204,4 @@ class CatalogEvent(FamilyEvent):
     repository: Name | None = None
     dependencies: list[Name] = Field(default_factory=list)
     url: str | None = None
+    application: Name | None = None

@@ -30,6 +30,7 @@ DeploymentKind = Literal[
 Trigger = Literal["automated", "manual"]
 DeploymentStatus = Literal["in_progress", "succeeded", "failed", "rolled_back", "cancelled"]
 Severity = Literal["info", "low", "medium", "high", "critical"]
+AlertKind = Literal["alert", "resolution"]
 
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 KINDS: tuple[str, ...] = get_args(DeploymentKind)
@@ -317,10 +318,18 @@ class DeploymentRecord(Model):
     approvers: list[str] = Field(default_factory=list)
     pull_requests: list[str] = Field(default_factory=list)
     provenance_url: str | None = None
+    # Version 3
+    application: str | None = None
+    tier: str | None = None
+    change_state: str | None = None
+    planned_start: datetime | None = None
+    planned_end: datetime | None = None
+    outside_window_s: AvroLong | None = None
 
 
 class Alert(Model):
-    """A policy finding about one deployment (schema Alert)."""
+    """A policy finding about one deployment, or the resolution of an earlier one (`kind`,
+    `resolves`): rows are never edited (schema Alert)."""
 
     alert_id: str
     rule: str
@@ -337,6 +346,12 @@ class Alert(Model):
     actor: str
     occurred_at: datetime
     detected_at: datetime = Field(default_factory=utcnow)
+    # Version 2
+    kind: AlertKind = "alert"
+    resolves: str | None = None
+    team: str | None = None
+    application: str | None = None
+    tier: str | None = None
 
 
 EscalationStatus = Literal["delivered", "dead_lettered"]

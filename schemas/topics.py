@@ -26,6 +26,9 @@ ALERTS = "alerts"
 ESCALATIONS = "escalations"
 DLQ = "dlq"
 GATE_DECISIONS = "gate.decisions"
+#: Topics every processors worker reads whole into its enrichment view (`processors.feed`):
+#: they are its changelog, so they keep every message (created with `retention.ms` -1).
+ENRICHMENT = ("changes", "catalog", "artifacts")
 
 
 class Prefixed(Protocol):

@@ -109,10 +109,11 @@ def query(
 
     \b
     Tables: deployment_events, deployment_records, alerts, escalations (tickets opened for
-    alerts), change_events, source_events, artifact_events, signal_events, catalog_events;
-    views: deployments (latest record per deployment), releases, change_requests,
-    deployment_changes, services, environments, commits, pull_requests, artifacts,
-    running_at(at = '...') (docs/model.md). Rows moved to cold storage by `shipledger
+    alerts), gate_decisions, change_events, source_events, artifact_events, signal_events,
+    catalog_events; views: deployments (latest record per deployment), releases,
+    change_requests, deployment_changes, services, environments, commits, pull_requests,
+    artifacts, running_at(at = '...'), open_alerts (alerts no resolution names),
+    change_window_discrepancies (docs/model.md). Rows moved to cold storage by `shipledger
     archive` are included.
     Only SELECT runs, calling only the functions on the allow-list (no file(), url(),
     dictionaries or settings; docs/security.md); with --tenant only the tables and views

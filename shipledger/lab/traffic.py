@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from shipledger.schemas.models import DeploymentEvent, DeploymentKind
+from shipledger.schemas.taxonomy import normalize_environment
 
 DEMO_POLICY_TEMPLATE = """\
 # Demo policy written by `shipledger demo` (a copy of deploy/policy.example.yaml's shape).
@@ -196,6 +197,39 @@ def _deployment(
     ]
 
 
+#: The application each team's services make up, and its criticality tier.
+_APPLICATIONS = {
+    "checkout": ("webshop", "tier-1"),
+    "discovery": ("storefront", "tier-2"),
+    "platform": ("edge", "tier-1"),
+    "core-banking": ("core-banking", "tier-1"),
+}
+
+
+def service_catalog(day: date) -> list[dict[str, object]]:
+    """The service catalog (family `catalog`) of the demo's teams, entered a month before
+    `day`: owner team, application, tier and repository of every service, as `POST
+    /v1/events` objects (JSON-ready)."""
+    entered = datetime.combine(day, time(9, 0), UTC) - timedelta(days=30)
+    return [
+        {
+            "family": "catalog",
+            "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"catalog:{team.tenant}/{service}")),
+            "tenant": team.tenant,
+            "entity": "service",
+            "action": "created",
+            "name": service,
+            "owner_team": team.name,
+            "application": _APPLICATIONS[team.name][0],
+            "tier": _APPLICATIONS[team.name][1],
+            "repository": f"{team.tenant}/{service}",
+            "occurred_at": entered.isoformat(),
+        }
+        for team in TEAMS
+        for service in team.services
+    ]
+
+
 #: Change-advisory-board members who approve the demo's change requests.
 _APPROVERS = ("cab-alice", "cab-bob", "cab-chen")
 
@@ -242,3 +276,42 @@ def change_requests(events: list[DeploymentEvent], seed: int = 11) -> list[dict[
             }
         )
     return out
+
+
+def late_approvals(
+    changes: list[dict[str, object]], count: int = 2
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """`changes` as a change system delivers them, some late: (early, late). The first
+    `count` approved prod requests (by tenant and change id) are reported `opened` an hour
+    before their approval, and the approval itself (which happened before the deployment
+    started) is delivered only after the deployments: the stream flags them
+    `change_not_approved`, then judges them again and resolves the alert."""
+    chosen = sorted(
+        (str(c["tenant"]), str(c["change_id"]))
+        for c in changes
+        if c["state"] == "approved" and _for_prod(c)
+    )[:count]
+    early: list[dict[str, object]] = []
+    late: list[dict[str, object]] = []
+    for change in changes:
+        if (str(change["tenant"]), str(change["change_id"])) not in chosen:
+            early.append(change)
+            continue
+        decided = datetime.fromisoformat(str(change["occurred_at"]))
+        early.append(
+            {
+                **change,
+                "event_id": str(uuid.uuid5(uuid.UUID(str(change["event_id"])), "opened")),
+                "state": "opened",
+                "approvals": [],
+                "occurred_at": (decided - timedelta(hours=1)).isoformat(),
+            }
+        )
+        late.append(change)
+    return early, late
+
+
+def _for_prod(change: dict[str, object]) -> bool:
+    environments = change["environments"]
+    assert isinstance(environments, list)
+    return any(normalize_environment(str(e)).name == "prod" for e in environments)

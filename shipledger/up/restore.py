@@ -3,15 +3,20 @@ clean stop, a crash or a kill -9 alike), before the processors, the sink and the
 
 1. **Correlation state**: the processors' `deployments` table, from the ledger. Each
    deployment's latest record (highest `seq`), the ids of its last events and of its first
-   event become one `processors.state.Entry` written to the table's changelog topic at the
-   partition of the deployment's raw events (the producers' murmur2 partitioner), which Faust
-   recovers when the worker starts. A late stage of a deployment that began before the crash
-   then continues its record (seq, status, alerts) instead of starting a new one.
-2. **Acknowledged events**: every journal entry (`shipledger.producers.journal`) the ledger does not
+   event, and its change-rule alerts that hold (alerts no resolution names) with how many of
+   each rule were raised, become one `processors.state.Entry` written to the table's
+   changelog topic at the partition of the deployment's raw events (the producers' murmur2
+   partitioner), which Faust recovers when the worker starts. A late stage of a deployment
+   that began before the crash then continues its record (seq, status, alerts) instead of
+   starting a new one, and a late change request resolves the right alert.
+2. **Enrichment topics**: every change, catalog and artifact event the ledger holds is
+   produced again to its topic, oldest first: those topics are the workers' view's changelog
+   (`processors.feed`). The sink drops them as duplicates.
+3. **Acknowledged events**: every journal entry (`shipledger.producers.journal`) the ledger does not
    hold yet (`shipledger.up.completeness`) is produced again, in journal order, to its topic;
    the sink and the processors drop what they already applied (deterministic ids, the state's
    seen ids), and a repeated first event brings back its alerts.
-3. **Start offsets**: the processors' group gets offset 0 committed on every raw partition,
+4. **Start offsets**: the processors' group gets offset 0 committed on every raw partition,
    so Faust's seek back to committed offsets after a rebalance re-reads what it dropped
    (`commit_start_offsets`).
 
@@ -25,7 +30,7 @@ The pure parts (partition, state entries) come first; the I/O after.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +41,16 @@ from confluent_kafka.cimpl import NewTopic
 
 from shipledger.kafka import DeliveryError, KafkaProducer
 from shipledger.logging import get_logger
+from shipledger.processors.change_rules import CHANGE_RULE_NAMES
 from shipledger.processors.state import SEEN_IDS, state_key
 from shipledger.processors.state import Entry as StateEntry
+from shipledger.processors.step import alert_id
 from shipledger.producers.journal import Entry, Journal
-from shipledger.schemas.families import scoped_key
+from shipledger.schemas.families import Family, scoped_key
 from shipledger.schemas.letters import Headers
 from shipledger.schemas.models import DeploymentRecord
-from shipledger.schemas.topics import Topics
+from shipledger.schemas.registry import AvroCodec, catalog
+from shipledger.schemas.topics import ENRICHMENT, Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
@@ -66,12 +74,15 @@ class RestoreReport:
     journal_entries: int
     replayed: int
     skipped_bytes: int
+    #: Change, catalog and artifact events written back to their topics.
+    enrichment: int = 0
 
     def summary(self) -> str:
         """One line for the console."""
         damaged = f", {self.skipped_bytes} damaged bytes skipped" if self.skipped_bytes else ""
         return (
-            f"restored {self.deployments} deployment states from the ledger; journal: "
+            f"restored {self.deployments} deployment states and {self.enrichment} change, "
+            f"catalog and artifact events from the ledger; journal: "
             f"{self.journal_entries} events in {self.journal_segments} segments, "
             f"{self.replayed} not yet in the ledger sent again{damaged}"
         )
@@ -91,13 +102,51 @@ def changelog_topic(settings: Settings) -> str:
     return f"{settings.topic_prefix}processors-deployments-changelog"
 
 
+@dataclass(frozen=True)
+class StoredAlert:
+    """What the restore reads of a change-rule alert or resolution row."""
+
+    rule: str
+    alert_id: str
+    resolution: bool
+    resolves: str | None = None
+
+
+def holding_of(
+    record: DeploymentRecord, first: str | None, alerts: Iterable[StoredAlert]
+) -> tuple[dict[str, str], dict[str, int]]:
+    """The deployment's change-rule alerts that hold (rule -> alert id) and how many of each
+    rule were raised, from its stored alerts and resolutions. A rule its latest record says
+    holds without a stored alert (lost with the broker before the sink stored it) holds
+    under the id that alert had: the next generation (`processors.step.alert_id`)."""
+    alerts = list(alerts)
+    resolved = {a.resolves for a in alerts if a.resolution}
+    raised: dict[str, int] = {}
+    holding: dict[str, str] = {}
+    for a in sorted(alerts, key=lambda a: (a.rule, a.alert_id)):
+        if not a.resolution:
+            raised[a.rule] = raised.get(a.rule, 0) + 1
+            if a.alert_id not in resolved:
+                holding[a.rule] = a.alert_id
+    for rule in record.alert_rules:
+        if rule in CHANGE_RULE_NAMES and rule not in holding:
+            raised[rule] = raised.get(rule, 0) + 1
+            holding[rule] = alert_id(first or record.last_event_id, rule, raised[rule])
+    return holding, raised
+
+
 def state_message(
-    record: DeploymentRecord, seen: Sequence[str], first: str | None, partitions: int
+    record: DeploymentRecord,
+    seen: Sequence[str],
+    first: str | None,
+    partitions: int,
+    alerts: Iterable[StoredAlert] = (),
 ) -> tuple[int, bytes, bytes]:
     """(partition, key, value) of a deployment's state entry on the changelog: the partition
     of its raw events, the key and value the processors write (`processors.state`)."""
-    entry = StateEntry(record, tuple(seen[-SEEN_IDS:]), first)
     partition = partition_of(scoped_key(record.tenant, record.deployment_id), partitions)
+    holding, raised = holding_of(record, first, alerts)
+    entry = StateEntry(record, tuple(seen[-SEEN_IDS:]), first, holding, raised, partition)
     key = json.dumps(state_key(record.tenant, record.deployment_id)).encode()
     return partition, key, entry.to_json()
 
@@ -105,18 +154,24 @@ def state_message(
 # --- I/O ---------------------------------------------------------------------------------
 
 _RECORD_FIELDS = tuple(DeploymentRecord.model_fields)
-# Each deployment's latest record, the ids of its records (= events applied) by seq, and the
-# id of its first event. Columns are checked identifiers (ddl); no input reaches this SQL.
+# Each deployment's latest record, the ids of its records made by events (= events applied;
+# a re-judgement's record keeps its last event's id) by seq, and the id of its first event.
+# Columns are checked identifiers (ddl); no input reaches this SQL.
 _STATES_SQL = (
     "SELECT {fields}, ids, first FROM (\n"
     "  SELECT * FROM {records} ORDER BY seq DESC, updated_at DESC\n"
     "  LIMIT 1 BY tenant, deployment_id\n"
     ") AS latest INNER JOIN (\n"
     "  SELECT tenant, deployment_id,\n"
-    "    arrayMap(x -> x.2, arraySort(x -> x.1, groupArray((seq, record_id)))) AS ids,\n"
+    "    arrayMap(x -> x.2, arraySort(x -> x.1,\n"
+    "      groupArrayIf((seq, record_id), record_id = last_event_id))) AS ids,\n"
     "    anyIf(record_id, seq = 1) AS first\n"
     "  FROM {records} GROUP BY tenant, deployment_id\n"
     ") AS seen USING (tenant, deployment_id)"
+)
+_ALERTS_SQL = (
+    "SELECT tenant, deployment_id, rule, alert_id, kind = 'resolution', resolves\n"
+    "FROM {alerts} WHERE rule IN {{rules:Array(String)}}"
 )
 
 
@@ -132,6 +187,41 @@ def ledger_states(store: LedgerStore) -> Iterator[tuple[DeploymentRecord, list[s
         values = dict(zip(_RECORD_FIELDS, row[: len(_RECORD_FIELDS)], strict=True))
         ids, first = row[len(_RECORD_FIELDS)], row[len(_RECORD_FIELDS) + 1]
         yield DeploymentRecord.model_validate(values), [str(i) for i in ids], str(first) or None
+
+
+def ledger_alerts(store: LedgerStore) -> dict[tuple[str, str], list[StoredAlert]]:
+    """Every change-rule alert and resolution in the ledger, by (tenant, deployment id)."""
+    _, rows = store.query(
+        _ALERTS_SQL.format(alerts=store.source(ddl.ALERTS)), {"rules": sorted(CHANGE_RULE_NAMES)}
+    )
+    found: dict[tuple[str, str], list[StoredAlert]] = {}
+    for tenant, deployment, rule, identifier, resolution, resolves in rows:
+        found.setdefault((str(tenant), str(deployment)), []).append(
+            StoredAlert(str(rule), str(identifier), bool(resolution), resolves)
+        )
+    return found
+
+
+def ledger_enrichment(store: LedgerStore, topics: Topics) -> Iterator[_Outgoing]:
+    """Every change, catalog and artifact event the ledger holds, as the message its topic
+    carried (oldest first per topic). A row that no longer validates is left out (logged)."""
+    for name in ENRICHMENT:
+        spec = catalog().topic(name)
+        assert spec.table is not None, f"enrichment topic {name} is not stored"
+        family, codec = Family.of_topic(spec), AvroCodec(spec.schema_name)
+        fields = [f["name"] for f in catalog().latest(spec.schema_name).raw["fields"]]
+        columns = ", ".join(ddl.quote_ident(f) for f in fields)
+        _, rows = store.query(
+            f"SELECT {columns} FROM {store.source(spec.table.name)} "  # noqa: S608 (checked)
+            "ORDER BY occurred_at, event_id"
+        )
+        for row in rows:
+            try:
+                event = family.model.model_validate(dict(zip(fields, row, strict=True)))
+            except ValueError as exc:
+                log.warning("restore_event_skipped", topic=name, error=str(exc)[:300])
+                continue
+            yield topics.of(name), -1, family.key(event), codec.encode(event.to_avro()), []
 
 
 #: (topic, partition or -1, key, value, headers) of a message to produce.
@@ -182,8 +272,19 @@ def _ensure_changelog(settings: Settings, bootstrap: str) -> str:
 def rebuild_state(settings: Settings, bootstrap: str, store: LedgerStore) -> int:
     """Write every deployment's state from the ledger to the table's changelog; how many."""
     topic = _ensure_changelog(settings, bootstrap)
+    alerts: Mapping[tuple[str, str], list[StoredAlert]] = ledger_alerts(store)
     messages: Iterator[_Outgoing] = (
-        (topic, *state_message(record, seen, first, settings.topic_partitions), [])
+        (
+            topic,
+            *state_message(
+                record,
+                seen,
+                first,
+                settings.topic_partitions,
+                alerts.get((record.tenant, record.deployment_id), []),
+            ),
+            [],
+        )
         for record, seen, first in ledger_states(store)
     )
     # One message per produce batch: Tansu's ListOffsets counts a batch as one offset, and the
@@ -223,6 +324,9 @@ def restore(
     """Rebuild the state and send again what the journal holds and the ledger does not (see
     the module docstring). Call it before the processors, the sink and the API start."""
     deployments = rebuild_state(settings, bootstrap, store)
+    enrichment = _produce_all(
+        settings, bootstrap, ledger_enrichment(store, Topics.from_settings(settings))
+    )
     segments = journal.seal()
     entries: list[Entry] = []
     skipped = 0
@@ -241,10 +345,11 @@ def restore(
         ((e.topic, -1, e.key, e.value, [(k, v) for k, v in e.headers]) for e in todo),
     )
     commit_start_offsets(settings, bootstrap)
-    report = RestoreReport(deployments, len(segments), len(entries), len(todo), skipped)
+    report = RestoreReport(deployments, len(segments), len(entries), len(todo), skipped, enrichment)
     log.info(
         "restored",
         deployments=report.deployments,
+        enrichment=report.enrichment,
         journal_segments=report.journal_segments,
         journal_entries=report.journal_entries,
         replayed=report.replayed,

@@ -23,8 +23,11 @@ Tables (append-only MergeTree: the sink only INSERTs; nothing UPDATEs or DELETEs
     canonical environment/region/policy did it get?* One row per `record_id`.
 `alerts`
     Policy findings: rule, severity, message, evidence (Map(String, String)), and the policy
-    version judged under. Answers: *which deployments broke policy, by team and severity?*
-    One row per `alert_id` (deterministic per event and rule).
+    version judged under; and their resolutions (`kind = 'resolution'`, naming the alert in
+    `resolves`: a finding that no longer holds is never edited). Answers: *which deployments
+    broke policy, by team and severity?* One row per `alert_id` (deterministic per event, rule
+    and generation; a resolution's per resolved alert). The `open_alerts` view keeps the
+    findings no resolution names.
 `deployments` (view)
     The latest record of each deployment (highest `seq`): *what is deployed where, and in
     which state is each deployment now?* The table most dashboards start from.
@@ -104,6 +107,8 @@ LOW_CARDINALITY = frozenset(
         "action",
         "owner_team",
         "tier",
+        "application",
+        "change_state",
         "builder",
         "outcome",
         "route",
@@ -430,8 +435,8 @@ def _alerts_table(schema: str) -> TableSpec:
         name=ALERTS,
         schema=schema,
         description=(
-            "Policy findings about deployments, one row per alert_id (one per event and "
-            "rule), with the evidence and the policy version judged under."
+            "Policy findings about deployments and their resolutions (kind), one row per "
+            "alert_id, with the evidence and the policy version judged under."
         ),
         id_column="alert_id",
         time_column="occurred_at",
@@ -612,22 +617,24 @@ def deployment_changes_view_sql(database: str | None = None) -> str:
 def _catalog_latest(database: str | None, entity: str) -> str:
     """The latest catalog event per tenant and name of one entity kind (a subquery)."""
     return (
-        "SELECT tenant, name, owner_team, tier, repository, dependencies, url, action,\n"  # noqa: S608
-        "        occurred_at\n"
+        "SELECT tenant, name, owner_team, application, tier, repository, dependencies, url,\n"  # noqa: S608
+        "        action, occurred_at\n"
         f"    FROM {qualified(database, CATALOG)} WHERE entity = {quote_str(entity)}\n"
         "    ORDER BY occurred_at DESC, event_id DESC LIMIT 1 BY tenant, name"
     )
 
 
 def services_view_sql(database: str | None = None) -> str:
-    """`services`: *which services exist, who owns them, and when were they last deployed?*
-    The latest catalog entry of each service, plus services seen only in deployments
-    (`in_catalog` = 0); owner and repository fall back to what the latest deployment named."""
+    """`services`: *which services exist, who owns them, which application are they part of,
+    and when were they last deployed?* The latest catalog entry of each service, plus services
+    seen only in deployments (`in_catalog` = 0); owner and repository fall back to what the
+    latest deployment named."""
     return _view(
         database,
         "services",
         "SELECT tenant, name AS service,\n"  # noqa: S608
-        "    if(c.owner_team IS NOT NULL, c.owner_team, d.team) AS owner_team, c.tier AS tier,\n"
+        "    if(c.owner_team IS NOT NULL, c.owner_team, d.team) AS owner_team,\n"
+        "    c.application AS application, c.tier AS tier,\n"
         "    if(c.repository IS NOT NULL, c.repository, d.repository) AS repository,\n"
         "    c.dependencies AS dependencies, c.url AS url,\n"
         "    c.action != '' AS in_catalog, c.action = 'removed' AS removed,\n"
@@ -729,6 +736,40 @@ def running_at_view_sql(database: str | None = None) -> str:
     )
 
 
+def open_alerts_view_sql(database: str | None = None) -> str:
+    """`open_alerts`: *which findings still hold?* Every alert that no resolution row names in
+    `resolves`. Alerts are never edited: a change-rule alert that no longer holds after its
+    deployment was judged again gets a resolution row instead. (`kind != 'resolution'`: rows
+    stored before migration 0007 have an empty kind.)"""
+    alerts = qualified(database, ALERTS)
+    return _view(
+        database,
+        "open_alerts",
+        f"SELECT * FROM {alerts}\n"  # noqa: S608
+        "WHERE kind != 'resolution' AND (tenant, alert_id) NOT IN (\n"
+        f"    SELECT tenant, assumeNotNull(resolves) FROM {alerts} WHERE kind = 'resolution'\n"
+        ")",
+    )
+
+
+def change_window_discrepancies_view_sql(database: str | None = None) -> str:
+    """`change_window_discrepancies`: *which deployments started outside their change
+    request's planned window, by how much?* For process review: every deployment (latest
+    record) whose start was off its request's planned window as it stood at the start
+    (`outside_window_s`: negative early, positive late), whether or not the tolerance let an
+    `outside_change_window` alert fire."""
+    return _view(
+        database,
+        "change_window_discrepancies",
+        "SELECT tenant, deployment_id, service, application, team, environment, region,\n"
+        "    change_id, change_state, status, started_at, planned_start, planned_end,\n"
+        "    outside_window_s, if(outside_window_s < 0, 'early', 'late') AS direction,\n"
+        "    has(alert_rules, 'outside_change_window') AS alerted\n"
+        f"FROM {qualified(database, DEPLOYMENTS_VIEW)}\n"
+        "WHERE outside_window_s IS NOT NULL AND outside_window_s != 0",
+    )
+
+
 #: The relational views by name, each after the views it reads.
 VIEWS: dict[str, Callable[[str | None], str]] = {
     DEPLOYMENTS_VIEW: deployments_view_sql,
@@ -741,6 +782,8 @@ VIEWS: dict[str, Callable[[str | None], str]] = {
     "pull_requests": pull_requests_view_sql,
     "artifacts": artifacts_view_sql,
     "running_at": running_at_view_sql,
+    "open_alerts": open_alerts_view_sql,
+    "change_window_discrepancies": change_window_discrepancies_view_sql,
 }
 
 

@@ -11,16 +11,18 @@ from typing import Any
 
 import pytest
 
+from shipledger.processors.enrichment import Enrichment, fold
+from shipledger.processors.late_changes import rejudge_stored
 from shipledger.processors.step import process
 from shipledger.schemas.families import family_of
-from shipledger.schemas.family_models import APPROVAL_SOURCE
-from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
+from shipledger.schemas.family_models import APPROVAL_SOURCE, ChangeEvent
+from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
-from shipledger.sinks.rows import KafkaMeta, Row, avro_row, event_row, record_row
+from shipledger.sinks.rows import KafkaMeta, Row, alert_row, avro_row, event_row, record_row
 from shipledger.sinks.writer import LedgerWriter
 
 pytestmark = pytest.mark.integration
@@ -30,6 +32,8 @@ SHA_B = "b" * 40
 DIGEST = "sha256:" + "d" * 64
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 META = KafkaMeta("raw", 0, 0, None)
+RECORD = "io.shipledger.v1.DeploymentRecord"
+ALERT = "io.shipledger.v1.Alert"
 
 
 def _store(store: LedgerStore, table: str, row: Row) -> None:
@@ -251,6 +255,73 @@ def test_running_at_answers_what_ran_where_at_a_time(store: LedgerStore) -> None
     assert ("checkout", "prod", None, "d3", "1.1") in later
 
 
+def test_open_alerts_and_change_window_discrepancies(store: LedgerStore) -> None:
+    """A deployment an hour past its request's window (alerted), and one whose unknown-ticket
+    alert a late change request resolved: only the first alert holds."""
+    policy = load_policy(None)
+    start = T0 + timedelta(days=2, hours=1)  # Wednesday 10:00 UTC: in the weekly window
+    request = {"tenant": "retail", "system": "servicenow", "state": "approved", "occurred_at": T0}
+    view = fold(
+        [
+            ChangeEvent.model_validate(
+                {
+                    **request,
+                    "event_id": "w1",
+                    "change_id": "CHG9",
+                    "planned_start": start - timedelta(hours=3),
+                    "planned_end": start - timedelta(hours=1),
+                }
+            ),
+            ChangeEvent.model_validate({**request, "event_id": "k1", "change_id": "CHG8"}),
+        ]
+    )
+
+    def deployed(
+        dep: str, change_id: str, seen: Enrichment
+    ) -> tuple[DeploymentRecord, list[Alert]]:
+        event = DeploymentEvent(
+            event_id=f"{dep}-started",
+            deployment_id=dep,
+            event_type="started",
+            service="cart",
+            environment="prod",
+            tenant="retail",
+            commit_sha=SHA_A,
+            actor="alice",
+            change_id=change_id,
+            occurred_at=start,
+        )
+        result = process(event, None, policy, now=start, view=seen)
+        _store(store, ddl.RECORDS, record_row(_wire(RECORD, result.record.to_avro())))
+        for alert in result.alerts:
+            _store(store, ddl.ALERTS, alert_row(_wire(ALERT, alert.to_avro())))
+        return result.record, result.alerts
+
+    late, (unknown,) = deployed("d5", "CHG8", Enrichment())
+    judged = rejudge_stored(
+        late, "d5-started", {unknown.rule: unknown.alert_id}, {unknown.rule: 1}, view, policy, start
+    )
+    (resolution,) = judged.resolutions
+    _store(store, ddl.ALERTS, alert_row(_wire(ALERT, resolution.to_avro())))
+    assert judged.record is not None
+    _store(store, ddl.RECORDS, record_row(_wire(RECORD, judged.record.to_avro())))
+    deployed("d6", "CHG9", view)
+    assert _rows(store, "SELECT deployment_id, rule, kind FROM open_alerts") == [
+        ("d6", "outside_change_window", "alert")
+    ]
+    assert _rows(store, "SELECT resolves FROM alerts WHERE kind = 'resolution'") == [
+        (unknown.alert_id,)
+    ]
+    assert _rows(
+        store,
+        "SELECT deployment_id, change_id, change_state, outside_window_s, direction, alerted "
+        "FROM change_window_discrepancies",
+    ) == [("d6", "CHG9", "approved", 3600, "late", True)]
+    assert _rows(
+        store, "SELECT change_state, alert_rules FROM deployments WHERE deployment_id = 'd5'"
+    ) == [("approved", [])]
+
+
 def test_reopening_keeps_the_schema(store: LedgerStore) -> None:
     """ensure_schema compares ClickHouse's column types with ours: the named tuples match."""
     store.ensure_schema()
@@ -260,6 +331,6 @@ def test_every_example_query_in_the_model_doc_runs(store: LedgerStore) -> None:
     """docs/model.md's analyst examples are real queries against these tables and views."""
     doc = Path(__file__).parents[2] / "docs" / "model.md"
     examples = re.findall(r"`(SELECT [^`]+)`", doc.read_text(encoding="utf-8"))
-    assert len(examples) >= 18
+    assert len(examples) >= 20
     for sql in examples:
         store.query(sql.replace("sha256:…", DIGEST))

@@ -131,7 +131,8 @@ def read_topic(
 
 
 def test_cli_events_become_rows_and_alerts(stack: Stack) -> None:
-    # Wednesday 10:00 Berlin with a ticket: compliant.
+    # Wednesday 10:00 Berlin with a ticket: in window, but no change system ever reported
+    # CHG1 (nor CHG2 below): change_ticket_unknown.
     deploy(
         stack,
         "dep-ok",
@@ -165,11 +166,11 @@ def test_cli_events_become_rows_and_alerts(stack: Stack) -> None:
 
     assert wait_rows(stack, "deployment_events", 9) == 9
     assert wait_rows(stack, "deployment_records", 9) == 9
-    assert wait_rows(stack, "alerts", 3) == 3
+    assert wait_rows(stack, "alerts", 5) == 5
     time.sleep(1.0)  # nothing more arrives: exactly one row per event
     assert stack.store is not None
     assert stack.store.count("deployment_events") == 9
-    assert stack.store.count("alerts") == 3
+    assert stack.store.count("alerts") == 5
 
     _, rows = stack.store.query(
         "SELECT deployment_id, environment, region, status FROM shipledger.deployments "
@@ -185,12 +186,14 @@ def test_cli_events_become_rows_and_alerts(stack: Stack) -> None:
     codec = AvroCodec("io.shipledger.v1.Alert")
     alerts = [
         Alert.model_validate(codec.decode(v))
-        for v, _ in read_topic(stack.bootstrap, stack.topics.alerts, 3)
+        for v, _ in read_topic(stack.bootstrap, stack.topics.alerts, 5)
     ]
     assert sorted((a.deployment_id, a.rule) for a in alerts) == [
+        ("dep-frozen", "change_ticket_unknown"),
         ("dep-frozen", "freeze_violation"),
         ("dep-night", "missing_change_ticket"),
         ("dep-night", "out_of_window"),
+        ("dep-ok", "change_ticket_unknown"),
     ]
     assert all(a.policy_version.startswith("it-1+") for a in alerts)
     night = next(a for a in alerts if a.rule == "out_of_window")
@@ -200,7 +203,7 @@ def test_cli_events_become_rows_and_alerts(stack: Stack) -> None:
     # Every row the pipeline stored is chained: the ledger verifies clean.
     report = verify(stack.store)
     assert report.clean, report.text()
-    assert report.rows == 9 + 9 + 3
+    assert report.rows == 9 + 9 + 5
 
 
 def test_malformed_events_reach_the_dead_letter_topic(stack: Stack) -> None:
@@ -350,7 +353,8 @@ def test_tenants_with_the_same_deployment_and_event_ids_stay_apart(stack: Stack)
             stack.topics.raw, key=DEPLOYMENT.key(event), value=codec.encode(event.to_avro())
         )
 
-    # Wednesday 10:00 Berlin: in the prod window; retail names its ticket.
+    # Wednesday 10:00 Berlin: in the prod window; retail names a ticket no change system
+    # reported (change_ticket_unknown).
     send("retail", "evt-same", "started", "prod", "2026-11-25T10:00:00+01:00")
     send("bank", "evt-same", "started", "staging", "2026-11-25T10:01:00+01:00")
     send("retail", "evt-retail-2", "failed", "prod", "2026-11-25T10:05:00+01:00")
@@ -358,7 +362,7 @@ def test_tenants_with_the_same_deployment_and_event_ids_stay_apart(stack: Stack)
 
     assert wait_rows(stack, "deployment_records", 3) == 3
     assert wait_rows(stack, "deployment_events", 3) == 3
-    assert wait_rows(stack, "alerts", 1) == 1
+    assert wait_rows(stack, "alerts", 2) == 2
     assert stack.store is not None
     _, rows = stack.store.query(
         "SELECT tenant, environment, status, event_count, seq, started_at, alert_rules "
@@ -368,10 +372,10 @@ def test_tenants_with_the_same_deployment_and_event_ids_stay_apart(stack: Stack)
     assert bank[:5] == ("bank", "stage", "in_progress", 1, 1)
     assert bank[6] == ["missing_change_ticket"]  # the bank's policy: tickets for stage too
     assert retail[:5] == ("retail", "prod", "failed", 2, 2)
-    assert retail[6] == []
+    assert retail[6] == ["change_ticket_unknown"]
     assert retail[5].isoformat().startswith("2026-11-25T09:00:00")  # retail's own start (UTC)
-    _, alerts = stack.store.query("SELECT tenant, rule FROM shipledger.alerts")
-    assert alerts == [("bank", "missing_change_ticket")]
+    _, alerts = stack.store.query("SELECT tenant, rule FROM shipledger.alerts ORDER BY tenant")
+    assert alerts == [("bank", "missing_change_ticket"), ("retail", "change_ticket_unknown")]
     _, events = stack.store.query(
         "SELECT tenant, event_id FROM shipledger.deployment_events ORDER BY tenant, event_id"
     )

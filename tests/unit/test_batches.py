@@ -45,3 +45,38 @@ def test_a_failed_flush_abandons_the_batch_before_it_is_acked() -> None:
         asyncio.run(run_batches(batches(), handled.append, finish, abandon))
     assert handled == ["a", "b", "c"]
     assert acked == [["a", "b"]]  # the failed batch ["c"] was never acked
+
+
+def test_a_failed_enrichment_feed_abandons_the_batch_in_hand() -> None:
+    """The batch waits for the view with its events in hand: a feed that failed must not let
+    Faust ack them unhandled."""
+    acked: list[list[str]] = []
+    handled: list[str] = []
+    order: list[str] = []
+
+    async def batches() -> AsyncIterator[Sequence[Any]]:
+        yield [SimpleNamespace(message="a")]
+        acked.append(["a"])
+
+    async def feed_failed() -> None:
+        raise RuntimeError("enrichment feed failed")
+
+    async def finish() -> None:
+        order.append("finish")
+
+    def abandon(exc: BaseException) -> NoReturn:
+        raise Abandoned(str(exc))
+
+    with pytest.raises(Abandoned, match="feed failed"):
+        asyncio.run(
+            run_batches(
+                batches(),
+                handled.append,
+                finish,
+                abandon,
+                before=lambda: order.append("refresh"),
+                lock=asyncio.Lock(),
+                ready=feed_failed,
+            )
+        )
+    assert (handled, acked, order) == ([], [], [])

@@ -77,6 +77,12 @@ def test_each_delivery_is_planned_once_per_batch() -> None:
     ]
 
 
+def test_a_resolution_opens_no_ticket() -> None:
+    alert = message().alert.model_copy(update={"kind": "resolution", "resolves": "a-0"})
+    resolution = AlertMessage(alert, b"retail/d-1", b"avro", "alerts", 0, 4)
+    assert deliveries([resolution], POLICY.escalation) == []
+
+
 @pytest.mark.parametrize(
     ("recorded", "ledger", "replayed", "decision"),
     [

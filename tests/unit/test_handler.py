@@ -7,20 +7,23 @@ import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from shipledger.dlq_limit import DlqLimit, DlqLimitExceeded, DlqLimitState
 from shipledger.processors.app import finish_batch
+from shipledger.processors.enrichment import Enrichment, EnrichmentEvent
 from shipledger.processors.handler import EventHandler
 from shipledger.processors.outputs import OutputError, Payload
+from shipledger.processors.refresh import ViewRefresh
 from shipledger.processors.state import DeploymentState, Entry, state_key
-from shipledger.processors.step import alert_id
+from shipledger.processors.step import alert_id, resolution_id
+from shipledger.schemas.family_models import ChangeEvent
 from shipledger.schemas.letters import REPLAYED_FROM, header_text, letter_id
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
-from shipledger.schemas.policy import load_policy
+from shipledger.schemas.policy import load_policy, parse_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import EVENT_SCHEMA
 from shipledger.settings import Settings
@@ -260,3 +263,114 @@ def _record() -> DeploymentRecord:
     entry = state.get(state_key("acme", "dep-1"))
     assert entry is not None
     return entry.record
+
+
+# --- re-judgement when a change request changes --------------------------------------------
+GOVERNED = parse_policy("version: t\ndefaults:\n  require_change_ticket: [prod]\n")
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+def governed(event_id: str = "e1", deployment: str = "dep-1") -> bytes:
+    """A prod deployment of retail naming change CHG1, started at T0."""
+    model = DeploymentEvent(
+        event_id=event_id,
+        deployment_id=deployment,
+        event_type="started",
+        service="checkout",
+        environment="prod",
+        tenant="retail",
+        commit_sha="a" * 40,
+        actor="ci-bot",
+        occurred_at=T0,
+        change_id="CHG1",
+    )
+    return AvroCodec(EVENT_SCHEMA).encode(model.to_avro())
+
+
+def change(event_id: str, state: str, minutes: float) -> ChangeEvent:
+    return ChangeEvent(
+        event_id=event_id,
+        tenant="retail",
+        change_id="CHG1",
+        system="servicenow",
+        state=state,
+        occurred_at=T0 + timedelta(minutes=minutes),
+    )
+
+
+def judging_handler(view: Enrichment) -> tuple[EventHandler, DeploymentState, FakeOutputs]:
+    state = DeploymentState(FakeTable())
+    outputs = FakeOutputs()
+    limit = DlqLimitState(DlqLimit.from_settings(Settings()), "processors")
+    return EventHandler(GOVERNED, state, outputs, limit, view), state, outputs
+
+
+def test_the_handler_resolves_once_and_remembers_what_holds() -> None:
+    view = Enrichment()
+    handle, state, outputs = judging_handler(view)
+    handle.handle(FakeMessage(governed()))
+    unknown = alert_id("e1", "change_ticket_unknown")
+    assert outputs.sent == [("records", "e1"), ("alerts", unknown)]
+    outputs.sent.clear()
+    for event in (change("c2", "approved", -15), change("c1", "opened", -120)):
+        view.apply(event)
+    assert handle.rejudge([("retail", "CHG1")], {1}) == 1
+    (record_out, resolution_out) = outputs.sent
+    assert record_out[0] == "records" and resolution_out == ("alerts", resolution_id(unknown))
+    entry = state.get(state_key("retail", "dep-1"))
+    assert entry is not None and dict(entry.holding) == {} and entry.record.seq == 2
+    outputs.sent.clear()
+    # Again, a sweep, another worker's partition: nothing more.
+    assert handle.rejudge([("retail", "CHG1")], {1}) == 0
+    assert handle.sweep({0, 1}) == 0
+    assert outputs.sent == []
+
+
+def test_only_the_workers_own_partitions_are_rejudged() -> None:
+    view = Enrichment()
+    handle, _, outputs = judging_handler(view)
+    handle.handle(FakeMessage(governed(), partition=1))
+    outputs.sent.clear()
+    view.apply(change("c1", "opened", -120))
+    assert handle.rejudge([("retail", "CHG1")], {0}) == 0  # partition 1 is not ours
+    assert outputs.sent == []
+    assert handle.rejudge([("retail", "CHG1")], {0, 1}) == 1
+
+
+def test_a_replayed_first_event_emits_only_the_change_alerts_that_hold() -> None:
+    view = Enrichment()
+    handle, _, outputs = judging_handler(view)
+    handle.handle(FakeMessage(governed()))
+    view.apply(change("c1", "opened", -120))
+    handle.rejudge([("retail", "CHG1")], {1})
+    outputs.sent.clear()
+    handle.handle(FakeMessage(governed()))  # a replay: the unknown alert was resolved since
+    assert outputs.sent == [("alerts", alert_id("e1", "change_not_approved"))]
+
+
+class FakeFeed:
+    def __init__(self) -> None:
+        self.ready: list[EnrichmentEvent] = []
+
+    def drain(self) -> list[EnrichmentEvent]:
+        out, self.ready = self.ready, []
+        return out
+
+
+def test_refresh_sweeps_new_partitions_and_rejudges_changed_requests() -> None:
+    view = Enrichment()
+    handle, state, outputs = judging_handler(view)
+    for i in range(3):
+        handle.handle(FakeMessage(governed(f"e{i}", f"dep-{i}"), partition=i % 2))
+    feed = FakeFeed()
+    refresh = ViewRefresh(feed.drain, view, handle, state)
+    assert refresh.refresh({0}) == 0  # first refresh: a sweep, nothing owed
+    outputs.sent.clear()
+    feed.ready = [change("c1", "approved", -30), change("c1", "approved", -30)]
+    assert refresh.refresh({0}) == 2  # dep-0 and dep-2; dep-1 is on partition 1
+    assert sorted(topic for topic, _ in outputs.sent) == ["alerts", "alerts", "records", "records"]
+    outputs.sent.clear()
+    feed.ready = [change("c1", "approved", -30)]  # a duplicate: no re-judgement
+    assert refresh.refresh({0}) == 0
+    assert refresh.refresh({0, 1}) == 1  # partition 1 assigned: swept, dep-1 resolved
+    assert outputs.sent and all(topic in ("records", "alerts") for topic, _ in outputs.sent)

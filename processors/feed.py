@@ -1,0 +1,153 @@
+"""The enrichment feed: every worker reads the change, catalog and artifact topics
+(`processors.enrichment.ENRICHMENT_TOPICS`) from their beginning, all partitions, on a thread
+of its own, and hands the decoded events to the event loop, which folds them into its view.
+
+A global view rather than a repartition: these families are small (hundreds to a few thousand
+change requests and services, one artifact per build), and a worker must judge a deployment
+against any change request whatever partition either is on. No consumer group, nothing
+committed: the topics themselves are the view's changelog, so they must keep their messages
+(`ensure_topics` creates them with `retention.ms = -1`; `up`'s restore writes the ledger's
+events back to the embedded broker's, which forgets them). The feed says when it has read
+every partition to its end once (`caught_up`): a worker judges nothing before that, or a
+restart would flag every deployment whose request it had not read yet.
+
+Events that do not decode or validate are skipped with a warning: the sink dead-letters them.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from shipledger.logging import get_logger
+from shipledger.processors.enrichment import ENRICHMENT_TOPICS, EnrichmentEvent
+from shipledger.schemas.families import Family
+from shipledger.schemas.registry import AvroCodec, catalog
+from shipledger.schemas.topics import Topics
+from shipledger.settings import Settings
+
+log = get_logger("processors")
+_POLL_S = 0.1
+_METADATA_TIMEOUT_S = 15.0
+
+
+class EnrichmentFeed:
+    """Reads the enrichment topics on a daemon thread (see the module docstring)."""
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        self._conf = {
+            **settings.kafka_common(bootstrap),
+            # A group id librdkafka wants; never joined (partitions are assigned), never
+            # committed: each worker reads everything.
+            "group.id": f"{settings.topic_prefix}processors-enrichment-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": settings.fetch_wait_ms,
+        }
+        topics = Topics.from_settings(settings)
+        self._families = {
+            topics.of(name): Family.of_topic(catalog().topic(name)) for name in ENRICHMENT_TOPICS
+        }
+        self._codecs = {name: AvroCodec(f.schema) for name, f in self._families.items()}
+        self._notify: Callable[[], object] = lambda: None
+        self._ready: deque[EnrichmentEvent] = deque()
+        self._caught_up = threading.Event()
+        self._stop = threading.Event()
+        #: Why the feed stopped reading, if it failed (the worker must then stop too).
+        self.failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="enrichment-feed", daemon=True)
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether every partition was read to its end once."""
+        return self._caught_up.is_set()
+
+    def start(self, notify: Callable[[], object]) -> None:
+        """Start reading (once: later calls do nothing); `notify` is called (from the feed's
+        thread) whenever events are ready to `drain`, and once caught up."""
+        if self._thread.is_alive() or self._stop.is_set():
+            return
+        self._notify = notify
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop reading (the thread closes its consumer)."""
+        self._stop.set()
+
+    def drain(self) -> list[EnrichmentEvent]:
+        """The events read since the last call, in the order read."""
+        out = []
+        while self._ready:
+            out.append(self._ready.popleft())
+        return out
+
+    def _run(self) -> None:
+        consumer = Consumer(self._conf)
+        try:
+            waiting = self._assign(consumer)
+            if not waiting:
+                self._set_caught_up()
+            while not self._stop.is_set():
+                msg = consumer.poll(_POLL_S)
+                if msg is None:
+                    continue
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        waiting.discard((msg.topic(), msg.partition()))
+                        if not waiting and not self.caught_up:
+                            self._set_caught_up()
+                    else:
+                        log.warning("enrichment_feed_error", error=str(error))
+                    continue
+                event = self._decode(msg.topic(), msg.value(), msg.partition(), msg.offset())
+                if event is not None:
+                    self._ready.append(event)
+                    self._notify()
+        except Exception as exc:  # the view would go stale: the worker stops (processors.app)
+            log.exception("enrichment_feed_failed")
+            self.failure = exc
+            self._notify()
+        finally:
+            consumer.close()
+
+    def _assign(self, consumer: Consumer) -> set[tuple[str, int]]:
+        metadata = consumer.list_topics(timeout=_METADATA_TIMEOUT_S)
+        assigned = []
+        for topic in self._families:
+            meta = metadata.topics.get(topic)
+            if meta is None or meta.error is not None:
+                log.warning("enrichment_topic_missing", topic=topic)
+                continue
+            assigned += [
+                TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)
+            ]
+        consumer.assign(assigned)
+        return {(tp.topic, tp.partition) for tp in assigned}
+
+    def _set_caught_up(self) -> None:
+        self._caught_up.set()
+        log.info("enrichment_caught_up")
+        self._notify()
+
+    def _decode(
+        self, topic: str | None, value: bytes | None, partition: int | None, offset: int | None
+    ) -> EnrichmentEvent | None:
+        assert topic is not None
+        try:
+            event = self._families[topic].model.model_validate(self._codecs[topic].decode(value))
+        except Exception as exc:  # DecodeError, ValidationError: the sink dead-letters it
+            log.warning(
+                "enrichment_event_skipped",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                error=str(exc)[:300],
+            )
+            return None
+        assert isinstance(event, EnrichmentEvent)
+        return event

@@ -1,0 +1,70 @@
+"""Keeping judgement current with the enrichment view, without Faust: what a worker does with
+the change, catalog and artifact events its feed read (`processors.feed`), before each batch of
+raw events and whenever the feed has news while no raw event comes.
+
+1. Fold the events into the view (`processors.enrichment`); note the change requests that
+   changed (an event already folded, a duplicate, changes nothing).
+2. When the worker's partitions changed (its first refresh, a rebalance), index the state by
+   change request again (the table was recovered behind its back) and **sweep** the new
+   partitions: every deployment naming a change request is judged again, so a re-judgement
+   lost with a crash, or owed for change events read while the worker was down, is made.
+3. Re-judge the deployments of the worker's partitions that name a changed request.
+
+Outputs are only queued here; the caller makes them durable with the batch
+(`processors.app.finish_batch`) and holds the one lock the raw batches hold too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+from shipledger.logging import get_logger
+from shipledger.processors.enrichment import Enrichment, EnrichmentEvent
+from shipledger.processors.handler import EventHandler
+from shipledger.processors.state import DeploymentState
+
+log = get_logger("processors")
+
+
+class ViewRefresh:
+    """Steps 1-3 of the module docstring; `drain` hands over the feed's new events."""
+
+    def __init__(
+        self,
+        drain: Callable[[], list[EnrichmentEvent]],
+        view: Enrichment,
+        handler: EventHandler,
+        state: DeploymentState,
+    ) -> None:
+        self._drain = drain
+        self._view = view
+        self._handler = handler
+        self._state = state
+        self._partitions: frozenset[int] | None = None
+
+    def refresh(self, partitions: Collection[int]) -> int:
+        """Apply the feed's new events and judge again what they changed; how many
+        deployments emitted something (their outputs are queued, not yet flushed)."""
+        events = self._drain()
+        changed = {key for key in map(self._view.apply, events) if key is not None}
+        emitted = 0
+        assigned = frozenset(partitions)
+        if assigned != self._partitions:
+            known = self._partitions or frozenset()
+            indexed = self._state.reindex()
+            new = assigned - known
+            emitted += self._handler.sweep(new)
+            log.info(
+                "rejudge_sweep",
+                partitions=sorted(assigned),
+                swept=sorted(new),
+                naming_a_change=indexed,
+                emitted=emitted,
+                view=self._view.sizes,
+            )
+            self._partitions = assigned
+        if changed:
+            emitted += self._handler.rejudge(sorted(changed), assigned)
+        if events:
+            log.info("enrichment_applied", events=len(events), changes=len(changed))
+        return emitted

@@ -1,3 +1,0 @@
--- 0007_reserved_change_rules.sql: a placeholder on branch gov/gate, which was given 0008 while
--- the change rules in the stream (issue #10, point 2) take 0007. It changes nothing. When both
--- branches meet, delete this file and keep theirs.

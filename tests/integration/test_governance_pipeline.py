@@ -1,0 +1,285 @@
+"""Judgement against change requests end to end on real components: the ingest API → Tansu →
+Faust worker (enrichment view, change rules, re-judgement) → Tansu → sink → chDB.
+
+Change requests, catalog entries and deployments go through `POST /v1/events`; late and
+out-of-order change events too. What is checked is read back from ClickHouse: alerts,
+resolutions (new rows naming the alert they resolve, never edits), the `open_alerts` and
+`change_window_discrepancies` views, and the team, application and tier on every record and
+alert.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shipledger.producers.api.auth import AuthStore
+from shipledger.settings import Settings
+from shipledger.sinks.ledger.audit import verify
+from shipledger.up.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+TENANT = "retail"
+SHA = "0f" * 20
+POLICY = """
+version: gov-1
+defaults:
+  timezone: UTC
+  require_change_ticket: [prod]
+  change_window_tolerance: 15m
+"""
+START = "2026-11-25T10:00:00+00:00"
+
+
+@pytest.fixture
+def stack(broker: str, tmp_path: Path) -> Iterator[Stack]:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        topic_prefix=f"gov{tmp_path.name[-8:]}.",
+        topic_partitions=2,
+        policy_file=policy,
+        sink_batch_ms=100,
+        api_port=0,
+    )
+    with Stack(settings, bootstrap=broker, log_dir=tmp_path / "logs", api=True) as running:
+        yield running
+
+
+Post = Callable[..., None]
+
+
+@pytest.fixture
+def post(stack: Stack) -> Iterator[Post]:
+    """POSTs objects to the stack's ingest API as tenant retail (202 or the test fails)."""
+    assert stack.api is not None
+    auth = AuthStore(stack.settings.resolved_auth_db)
+    try:
+        token = auth.create_token(TENANT, ("ingest",), name="governance-test")[0]
+    finally:
+        auth.close()
+    with httpx.Client(
+        base_url=stack.api.url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
+
+        def send(*objects: dict[str, Any]) -> None:
+            answer = client.post("/v1/events", json=[{"tenant": TENANT, **o} for o in objects])
+            assert answer.status_code == 202, answer.text
+
+        yield send
+
+
+def change(event_id: str, change_id: str, state: str, at: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "family": "change",
+        "event_id": event_id,
+        "change_id": change_id,
+        "system": "servicenow",
+        "state": state,
+        "occurred_at": at,
+        **extra,
+    }
+
+
+def deployment(dep: str, change_id: str | None, at: str = START, **extra: Any) -> dict[str, Any]:
+    return {
+        "event_id": f"{dep}-started",
+        "deployment_id": dep,
+        "event_type": "started",
+        "service": "checkout",
+        "environment": "production",
+        "commit_sha": SHA,
+        "actor": "ci-bot",
+        "occurred_at": at,
+        **({"change_id": change_id} if change_id else {}),
+        **extra,
+    }
+
+
+def wait_for(stack: Stack, sql: str, want: Any, timeout_s: float = 90) -> Any:
+    """Poll `sql` until its rows equal `want` (returns the last rows read)."""
+    assert stack.store is not None
+    deadline = time.monotonic() + timeout_s
+    rows: Any = None
+    while time.monotonic() < deadline:
+        stack.check()
+        rows = stack.store.query(sql)[1]
+        if rows == want:
+            return rows
+        time.sleep(0.2)
+    for log in sorted((stack.settings.data_dir.parent / "logs").glob("worker-*.log")):
+        print(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-60:]))
+    return rows
+
+
+def open_rules(dep: str) -> str:
+    return f"SELECT rule FROM shipledger.open_alerts WHERE deployment_id = '{dep}' ORDER BY rule"
+
+
+def test_change_requests_judge_deployments_late_data_resolves(stack: Stack, post: Post) -> None:
+    assert stack.store is not None
+    post(
+        {
+            "family": "catalog",
+            "event_id": "cat-checkout",
+            "entity": "service",
+            "action": "created",
+            "name": "checkout",
+            "owner_team": "payments-team",
+            "application": "webshop",
+            "tier": "tier-1",
+            "repository": "retail/checkout",
+            "occurred_at": "2026-11-01T00:00:00+00:00",
+        },
+        change("r-open", "CHG-R", "opened", "2026-11-25T08:00:00+00:00"),
+        change("r-reject", "CHG-R", "rejected", "2026-11-25T09:30:00+00:00"),
+        change("l-open", "CHG-L", "opened", "2026-11-25T08:00:00+00:00"),
+        change("a-open", "CHG-A", "opened", "2026-11-25T08:00:00+00:00"),
+        change(
+            "w-approve",
+            "CHG-W",
+            "approved",
+            "2026-11-24T12:00:00+00:00",
+            planned_start="2026-11-25T06:00:00+00:00",
+            planned_end="2026-11-25T09:00:00+00:00",
+        ),
+    )
+    wait_for(stack, "SELECT count() FROM shipledger.change_events", [(5,)])
+    post(
+        deployment("dep-rejected", "CHG-R"),
+        deployment("dep-unknown", "CHG-NONE"),
+        deployment("dep-late", "CHG-L"),
+        deployment("dep-after", "CHG-A"),
+        deployment("dep-window", "CHG-W"),
+        deployment("dep-own-team", None, environment="dev", team="search-team"),
+    )
+    assert wait_for(stack, open_rules("dep-rejected"), [("change_not_approved",)]) == [
+        ("change_not_approved",)
+    ]
+    assert wait_for(stack, open_rules("dep-unknown"), [("change_ticket_unknown",)]) == [
+        ("change_ticket_unknown",)
+    ]
+    # Started 10:00, the window ended 09:00: an hour late (tolerance 15m).
+    assert wait_for(stack, open_rules("dep-window"), [("outside_change_window",)]) == [
+        ("outside_change_window",)
+    ]
+    assert wait_for(stack, open_rules("dep-late"), [("change_not_approved",)]) == [
+        ("change_not_approved",)
+    ]
+    assert wait_for(stack, open_rules("dep-after"), [("change_not_approved",)]) == [
+        ("change_not_approved",)
+    ]
+
+    # Late data: CHG-L's approval happened at 09:45, before the start, and arrives now;
+    # CHG-A's happened at 10:05, after the start.
+    post(
+        change("l-approve", "CHG-L", "approved", "2026-11-25T09:45:00+00:00"),
+        change("a-approve", "CHG-A", "approved", "2026-11-25T10:05:00+00:00"),
+    )
+    assert wait_for(stack, open_rules("dep-late"), []) == []
+    _, rows = stack.store.query(
+        "SELECT r.rule, r.resolves = a.alert_id, r.message FROM shipledger.alerts AS r "
+        "INNER JOIN shipledger.alerts AS a ON a.alert_id = r.resolves "
+        "WHERE r.kind = 'resolution' AND r.deployment_id = 'dep-late'"
+    )
+    assert len(rows) == 1
+    rule, names_the_alert, message = rows[0]
+    assert (rule, names_the_alert) == ("change_not_approved", True)
+    assert "'approved' when the deployment started" in message
+    assert wait_for(
+        stack,
+        "SELECT change_state, seq, event_count FROM shipledger.deployments "
+        "WHERE deployment_id = 'dep-late'",
+        [("approved", 2, 1)],
+    ) == [("approved", 2, 1)]
+    # The approval after the start excuses nothing: the alert stands, never raised twice.
+    time.sleep(2.0)
+    assert stack.store.query(open_rules("dep-after"))[1] == [("change_not_approved",)]
+    _, rows = stack.store.query(
+        "SELECT kind, count() FROM shipledger.alerts WHERE deployment_id = 'dep-after' "
+        "GROUP BY kind"
+    )
+    assert rows == [("alert", 1)]
+
+    # Team, application and tier from the catalog, on every record and alert; a deployment
+    # naming its own team keeps it.
+    _, rows = stack.store.query(
+        "SELECT DISTINCT team, application, tier FROM shipledger.deployment_records "
+        "WHERE deployment_id != 'dep-own-team'"
+    )
+    assert rows == [("payments-team", "webshop", "tier-1")]
+    _, rows = stack.store.query("SELECT DISTINCT team, application, tier FROM shipledger.alerts")
+    assert rows == [("payments-team", "webshop", "tier-1")]
+    assert wait_for(
+        stack,
+        "SELECT team, application, repository FROM shipledger.deployments "
+        "WHERE deployment_id = 'dep-own-team'",
+        [("search-team", "webshop", "retail/checkout")],
+    ) == [("search-team", "webshop", "retail/checkout")]
+
+    # The actual-versus-scheduled difference for process review.
+    _, rows = stack.store.query(
+        "SELECT deployment_id, outside_window_s, direction, alerted "
+        "FROM shipledger.change_window_discrepancies"
+    )
+    assert rows == [("dep-window", 3600, "late", True)]
+    report = verify(stack.store)
+    assert report.clean, report.text()
+
+
+def test_out_of_order_and_duplicate_change_events_give_one_outcome(
+    stack: Stack, post: Post
+) -> None:
+    """The same change events, delivered after the deployments in order to one and shuffled
+    with duplicates to the other: the same alerts hold and the same facts are recorded, and no
+    alert or resolution is stored twice."""
+    assert stack.store is not None
+    opened = ("opened", "2026-11-25T08:00:00+00:00")
+    approved = ("approved", "2026-11-25T09:00:00+00:00")
+    rejected = ("rejected", "2026-11-25T09:30:00+00:00")
+    window = {
+        "planned_start": "2026-11-25T09:50:00+00:00",
+        "planned_end": "2026-11-25T12:00:00+00:00",
+    }
+    post(deployment("dep-in-order", "CHG-IN"), deployment("dep-shuffled", "CHG-SH"))
+    for dep in ("dep-in-order", "dep-shuffled"):
+        wait_for(stack, open_rules(dep), [("change_ticket_unknown",)])
+
+    def events(change_id: str) -> list[dict[str, Any]]:
+        return [
+            change(f"{change_id}-{state}", change_id, state, at, **window)
+            for state, at in (opened, approved, rejected)
+        ]
+
+    for event in events("CHG-IN"):
+        post(event)
+    o, a, r = events("CHG-SH")
+    for batch in ((r,), (a, r), (o,), (a,), (o, r)):
+        post(*batch)
+
+    for dep in ("dep-in-order", "dep-shuffled"):
+        # As of 10:00 the request was rejected (09:30): only that holds.
+        assert wait_for(stack, open_rules(dep), [("change_not_approved",)]) == [
+            ("change_not_approved",)
+        ], dep
+    facts = (
+        "SELECT change_state, outside_window_s, alert_rules FROM shipledger.deployments "
+        "WHERE deployment_id = '{}'"
+    )
+    want = [("rejected", 0, ["change_not_approved"])]
+    assert wait_for(stack, facts.format("dep-in-order"), want) == want
+    assert wait_for(stack, facts.format("dep-shuffled"), want) == want
+    assert wait_for(stack, "SELECT count() FROM shipledger.change_events", [(6,)]) == [(6,)]
+    time.sleep(2.0)  # nothing more arrives
+    _, rows = stack.store.query(
+        "SELECT count() - uniqExact(alert_id), countIf(kind = 'resolution') - "
+        "uniqExactIf(resolves, kind = 'resolution') FROM shipledger.alerts"
+    )
+    assert rows == [(0, 0)]

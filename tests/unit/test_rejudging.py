@@ -1,0 +1,124 @@
+"""Re-judgement when a change request changes, pure: the outcome (`late_changes`), and the
+state the restore rebuilds from the ledger's alerts (the handler and the refresh that emit it:
+tests/unit/test_handler.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shipledger.processors.enrichment import Enrichment, fold
+from shipledger.processors.late_changes import rejudge_stored
+from shipledger.processors.step import alert_id, process, resolution_id
+from shipledger.schemas.family_models import ChangeEvent
+from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
+from shipledger.schemas.policy import parse_policy
+from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.validation import EVENT_SCHEMA
+from shipledger.up.restore import StoredAlert, holding_of
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 26, tzinfo=UTC)
+POLICY = parse_policy("version: t\ndefaults:\n  require_change_ticket: [prod]\n")
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def change(event_id: str, state: str, minutes: float, change_id: str = "CHG1") -> ChangeEvent:
+    return ChangeEvent(
+        event_id=event_id,
+        tenant="retail",
+        change_id=change_id,
+        system="servicenow",
+        state=state,
+        occurred_at=at(minutes),
+    )
+
+
+def raw(event_id: str = "e1", deployment: str = "dep-1", **kw: Any) -> bytes:
+    fields: dict[str, Any] = {
+        "event_id": event_id,
+        "deployment_id": deployment,
+        "event_type": "started",
+        "service": "checkout",
+        "environment": "prod",
+        "tenant": "retail",
+        "commit_sha": "a" * 40,
+        "actor": "ci-bot",
+        "occurred_at": T0,
+        "change_id": "CHG1",
+    }
+    event = DeploymentEvent.model_validate({**fields, **kw})
+    return AvroCodec(EVENT_SCHEMA).encode(event.to_avro())
+
+
+def first_record(view: Enrichment) -> tuple[DeploymentRecord, list[Alert]]:
+    event = DeploymentEvent.model_validate(AvroCodec(EVENT_SCHEMA).decode(raw()))
+    result = process(event, None, POLICY, view=view)
+    return result.record, result.alerts
+
+
+def test_a_late_approval_from_before_the_start_resolves_the_alert() -> None:
+    view = fold([change("c1", "opened", -120)])
+    record, (alert,) = first_record(view)
+    assert alert.rule == "change_not_approved"
+    view.apply(change("c2", "approved", -15))  # delivered late, happened before the start
+    judged = rejudge_stored(
+        record, "e1", {alert.rule: alert.alert_id}, {alert.rule: 1}, view, POLICY, NOW
+    )
+    assert judged.alerts == ()
+    (done,) = judged.resolutions
+    assert (done.kind, done.resolves, done.rule) == ("resolution", alert.alert_id, alert.rule)
+    assert done.alert_id == resolution_id(alert.alert_id)
+    assert "'approved' when the deployment started" in done.message
+    assert judged.record is not None
+    assert (judged.record.seq, judged.record.event_count) == (2, 1)
+    assert judged.record.alert_rules == []
+    assert judged.record.change_state == "approved"
+    assert judged.record.last_event_id == "e1" and judged.record.record_id != "e1"
+
+
+def test_an_approval_after_the_start_changes_nothing() -> None:
+    view = fold([change("c1", "opened", -120)])
+    record, (alert,) = first_record(view)
+    view.apply(change("c2", "approved", 5))
+    judged = rejudge_stored(
+        record, "e1", {alert.rule: alert.alert_id}, {alert.rule: 1}, view, POLICY, NOW
+    )
+    assert judged.empty
+
+
+def test_a_rule_raised_again_after_its_resolution_gets_the_next_generation() -> None:
+    view = fold([change("c2", "approved", -15)])
+    record, alerts = first_record(view)
+    assert alerts == []
+    view.apply(change("c3", "rejected", -5))  # a later-delivered rejection, before the start
+    judged = rejudge_stored(record, "e1", {}, {"change_not_approved": 1}, view, POLICY, NOW)
+    (again,) = judged.alerts
+    assert again.alert_id == alert_id("e1", "change_not_approved", 2)
+    assert again.alert_id != alert_id("e1", "change_not_approved")
+    assert judged.record is not None and judged.record.alert_rules == ["change_not_approved"]
+
+
+def test_the_restore_rebuilds_what_holds_from_alerts_and_resolutions() -> None:
+    record, _ = first_record(Enrichment())  # change_ticket_unknown holds on the record
+    first = alert_id("e1", "change_ticket_unknown")
+    stored = [
+        StoredAlert("change_ticket_unknown", first, False),
+        StoredAlert("change_ticket_unknown", resolution_id(first), True, first),
+        StoredAlert("change_not_approved", alert_id("e1", "change_not_approved"), False),
+    ]
+    holding, raised = holding_of(record, "e1", stored)
+    # The record (seq 1) says change_ticket_unknown holds but its only alert was resolved:
+    # a second-generation alert the ledger never got.
+    assert holding == {
+        "change_not_approved": alert_id("e1", "change_not_approved"),
+        "change_ticket_unknown": alert_id("e1", "change_ticket_unknown", 2),
+    }
+    assert raised == {"change_not_approved": 1, "change_ticket_unknown": 2}
+    assert holding_of(record, "e1", []) == (
+        {"change_ticket_unknown": first},
+        {"change_ticket_unknown": 1},
+    )
