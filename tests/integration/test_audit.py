@@ -271,9 +271,11 @@ def test_expired_rows_are_not_tampering_but_a_due_row_is(
 def _sample(column_type: str) -> Any:
     if column_type.startswith("Nullable(") or column_type.startswith("LowCardinality(Nullable"):
         return None
-    if column_type.startswith("Array(Tuple("):  # ChangeEvent approvals: nested datetimes
-        assert column_type.count(" ") >= 3 and column_type.endswith("DateTime64(3, 'UTC')))")
-        return [("ann", "approved", chain.to_ms_precision(NOW))]
+    if column_type.startswith("Array(Tuple(approver "):  # ChangeEvent approvals: nested datetimes
+        return [("ann", "approved", chain.to_ms_precision(NOW), ["cab"], "oidc:issuer", None)]
+    if column_type.startswith("Array(Tuple(rule "):  # GateDecision reasons: nested maps
+        return [("change_not_approved", "high", "rejected", {"change_id": "CHG1"})]
+    assert not column_type.startswith("Array(Tuple("), f"no sample for {column_type}"
     if column_type.startswith("Array("):
         return ["x", "y"]
     if "DateTime64" in column_type:
