@@ -5,30 +5,39 @@ Tansu → Faust → Tansu → sink → chDB like any production event; the chang
 day's tickets arrive through the ingest API (`POST /v1/events`) before the deployments, but for
 two approvals a change system delivers late: the processors judge every deployment against
 its change request, flag the ones shipped under a rejected (or not yet approved) request, and
-resolve an alert when a late approval shows it was approved at the start. `audit verify`
-checks the hash chains of everything stored.
+resolve an alert when a late approval shows it was approved at the start. A pipeline then
+asks the pre-deploy gate (`shipledger gate`, `POST /v1/gate`) about a deployment under a
+rejected request, which is refused, and passes it with break-glass, which raises a critical
+alert; `up`'s escalator opens a ticket for every high-severity prod alert at a signed webhook
+the demo serves itself (`shipledger.lab.ticket_standin`, a local stand-in for a ticketing
+system). `audit verify` checks the hash chains of everything stored.
 """
 
 from __future__ import annotations
 
+import base64
+import secrets
 import shutil
 import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import click
 import httpx
+from pydantic import SecretStr
 
+from shipledger.lab.ticket_standin import TicketStandIn
 from shipledger.lab.traffic import (
     change_requests,
     day_of_traffic,
     demo_day,
     demo_policy,
     late_approvals,
+    rejected_prod_change,
     service_catalog,
 )
 from shipledger.logging import configure_logging
@@ -36,6 +45,7 @@ from shipledger.processors.enrichment import fold
 from shipledger.processors.step import process
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.emitter.publisher import Publisher
+from shipledger.schemas.escalation import SEVERITIES
 from shipledger.schemas.family_models import ChangeEvent
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord, utcnow
 from shipledger.schemas.policy import parse_policy
@@ -55,6 +65,23 @@ _CLI_DEPLOYMENT = DeploymentEvent(
     actor="demo-ci",
     change_id="CHG424242",
 )
+
+#: The demo's escalation: alerts of this severity and above in prod open a ticket.
+_ESCALATE_FROM = "high"
+_ESCALATION = """\
+escalation:
+  receivers:
+    tickets:
+      type: webhook
+      url: {url}
+      credentials: demo_tickets
+  routes:
+    - name: prod-high
+      min_severity: {severity}
+      environments: [prod]
+      receivers: [tickets]
+"""
+_EMERGENCY = "{service} down, INC-4711; CAB on the bridge"
 
 
 def expected_outcome(
@@ -90,15 +117,23 @@ def judged_again(events: list[DeploymentEvent], late: Sequence[dict[str, object]
     )
 
 
-def _emit_with_cli(settings: Settings, bootstrap: str) -> int:
-    """One deployment the way a CI job reports it: `shipledger run -- <deploy command>`."""
-    env = {
+def _cli_env(settings: Settings, bootstrap: str) -> dict[str, str]:
+    """The environment of a `shipledger` command run by the demo (no CI detected)."""
+    return {
         **settings.to_env(),
         "SHIPLEDGER_BOOTSTRAP_SERVERS": bootstrap,
         "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
     }
+
+
+def _shipledger() -> str:
+    return str(Path(sys.executable).parent / "shipledger")
+
+
+def _emit_with_cli(settings: Settings, bootstrap: str) -> int:
+    """One deployment the way a CI job reports it: `shipledger run -- <deploy command>`."""
     cmd = [
-        str(Path(sys.executable).parent / "shipledger"),
+        _shipledger(),
         "run",
         "--service",
         _CLI_DEPLOYMENT.service,
@@ -117,23 +152,69 @@ def _emit_with_cli(settings: Settings, bootstrap: str) -> int:
         "-c",
         "import time; time.sleep(0.2)",
     ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        cmd, env=_cli_env(settings, bootstrap), capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         raise click.ClickException(f"`shipledger run` failed: {done.stderr.strip()[-500:]}")
     return 2  # started + succeeded
 
 
-def _post_through_api(stack: Stack, objects: list[dict[str, object]]) -> None:
-    """POST `objects` to the stack's ingest API, with one ingest token per tenant."""
+def _ask_gate(stack: Stack, token: str, change: dict[str, object], emergency: bool) -> None:
+    """A pipeline's pre-deploy step, `shipledger gate`, about a deployment under `change`
+    (break-glass when `emergency`); prints the command, its answer and its exit code, which
+    must be 1 (blocked) or, with break-glass, 0."""
     assert stack.api is not None
+    services, environments = change["services"], change["environments"]
+    assert isinstance(services, list) and isinstance(environments, list)
+    args = [
+        "gate",
+        "--service",
+        str(services[0]),
+        "--environment",
+        str(environments[0]),
+        "--change-id",
+        str(change["change_id"]),
+        "--tenant",
+        str(change["tenant"]),
+        "--actor",
+        "demo-ci",
+    ]
+    if emergency:
+        args += ["--emergency", "--reason", _EMERGENCY.format(service=services[0])]
+    env = _cli_env(stack.settings, stack.bootstrap) | {
+        "SHIPLEDGER_API_URL": stack.api.url,
+        "SHIPLEDGER_API_TOKEN": token,
+    }
+    done = subprocess.run(
+        [_shipledger(), *args], env=env, capture_output=True, text=True, check=False
+    )
+    click.echo("  $ shipledger " + " ".join(f'"{a}"' if " " in a else a for a in args))
+    click.echo("\n".join(f"    {line}" for line in done.stdout.strip().splitlines()))
+    expected = 0 if emergency else 1
+    if done.returncode != expected:
+        raise click.ClickException(
+            f"`shipledger gate` exited {done.returncode}, not {expected}: "
+            f"{(done.stderr or done.stdout).strip()[-500:]}"
+        )
+    click.echo(f"    (exit {done.returncode})")
+
+
+def _ingest_tokens(stack: Stack, tenants: set[str]) -> dict[str, str]:
+    """A new API token of scope `ingest` (a pipeline's) for each of `tenants`."""
     auth = AuthStore(stack.settings.resolved_auth_db)
     try:
-        tokens = {
-            tenant: auth.create_token(str(tenant), ("ingest",), name="demo")[0]
-            for tenant in {o["tenant"] for o in objects}
+        return {
+            tenant: auth.create_token(tenant, ("ingest",), name="demo")[0] for tenant in tenants
         }
     finally:
         auth.close()
+
+
+def _post_through_api(stack: Stack, objects: list[dict[str, object]]) -> None:
+    """POST `objects` to the stack's ingest API, with one ingest token per tenant."""
+    assert stack.api is not None
+    tokens = _ingest_tokens(stack, {str(o["tenant"]) for o in objects})
     with httpx.Client(base_url=stack.api.url, timeout=30) as client:
         for tenant, token in tokens.items():
             batch = [o for o in objects if o["tenant"] == tenant]
@@ -146,17 +227,29 @@ def _post_through_api(stack: Stack, objects: list[dict[str, object]]) -> None:
                 )
 
 
-#: What `_wait_for` counts beside tables and views.
-_RESOLUTIONS = "resolutions"
+#: What `_wait_for` counts beside tables and views: (table, which rows).
+_RESOLUTIONS, _BREAK_GLASS, _TICKETS = "resolutions", "break_glass alerts", "tickets"
+_COUNTS = {
+    _RESOLUTIONS: ("alerts", "kind = 'resolution'"),
+    _BREAK_GLASS: ("alerts", "rule = 'break_glass'"),
+    _TICKETS: ("escalations", "status = 'delivered'"),
+}
+#: The alerts the demo's escalation route sends (`_ESCALATION`), as a condition on `alerts`.
+_ESCALATED = "kind = 'alert' AND environment = 'prod' AND severity IN ({})".format(
+    ", ".join(f"'{s}'" for s in SEVERITIES[SEVERITIES.index(_ESCALATE_FROM) :])
+)
 
 
-def _count(stack: Stack, name: str) -> int:
+def _count(stack: Stack, name: str, where: str | None = None) -> int:
+    """Rows of table or view `name` (that meet `where`), or of a count named in `_COUNTS`."""
     assert stack.store is not None
-    if name != _RESOLUTIONS:
+    if name in _COUNTS:
+        name, where = _COUNTS[name]
+    if where is None:
         return stack.store.count(name)
     db = stack.settings.clickhouse_database
     _, rows = stack.store.query(
-        f"SELECT count() FROM {db}.alerts WHERE kind = 'resolution'"  # noqa: S608 (our setting)
+        f"SELECT count() FROM {db}.{name} WHERE {where}"  # noqa: S608 (our own names)
     )
     return int(rows[0][0])
 
@@ -262,6 +355,53 @@ def _summary(stack: Stack) -> None:
         ("tenant", "coverage", "deployments"),
         rows,
     )
+
+
+def _gate_summary(stack: Stack) -> None:
+    assert stack.store is not None
+    q = stack.store.query
+    db = stack.settings.clickhouse_database
+    _, rows = q(
+        "SELECT decision, tenant, service, environment, change_id, "  # noqa: S608 (our setting)
+        "arrayStringConcat(arrayMap(r -> tupleElement(r, 'rule'), reasons), ', '), "
+        "ifNull(emergency_reason, ''), substring(ifNull(alert_id, ''), 1, 8) "
+        f"FROM {db}.gate_decisions ORDER BY occurred_at"
+    )
+    _table(
+        "The gate's answers (table `gate_decisions`, with every reason)",
+        ("decision", "tenant", "service", "env", "change", "reasons", "emergency", "alert"),
+        rows,
+    )
+    _, rows = q(
+        "SELECT rule, severity, tenant, service, environment, "  # noqa: S608 (our setting)
+        f"substring(alert_id, 1, 8), message FROM {db}.alerts WHERE rule = 'break_glass'"
+    )
+    _table(
+        "Break-glass raised a critical alert (table `alerts`)",
+        ("rule", "severity", "tenant", "service", "env", "alert", "message"),
+        rows,
+    )
+
+
+def _escalation_summary(stack: Stack) -> None:
+    assert stack.store is not None
+    db = stack.settings.clickhouse_database
+    _, rows = stack.store.query(
+        "SELECT rule, severity, receiver, count() AS tickets, "  # noqa: S608 (our setting)
+        "arrayStringConcat(arraySlice(arraySort(groupArray(assumeNotNull(ticket_key))), 1, 3), "
+        "', ') || if(count() > 3, ', ...', '') "
+        f"FROM {db}.escalations WHERE status = 'delivered' "
+        "GROUP BY rule, severity, receiver ORDER BY tickets DESC, rule"
+    )
+    _table(
+        "Escalation tickets, one per alert (table `escalations`: the ticket key beside the alert)",
+        ("rule", "severity", "receiver", "tickets", "ticket keys"),
+        rows,
+    )
+
+
+def _integrity(stack: Stack) -> None:
+    assert stack.store is not None
     report = verify(stack.store)
     click.secho("\nLedger integrity (shipledger audit verify)", bold=True)
     click.echo("  " + report.text().splitlines()[-1])
@@ -288,22 +428,48 @@ def demo(data_dir: Path, scale: int, timeout: float) -> None:
     Four teams in two tenants (retail, bank) deploy 12 services to dev, stage and prod through
     GitHub Actions, GitLab CI and Jenkins. Some prod deploys have no change ticket, some go out
     at night, some land in a freeze, some fail. The policy (Berlin and New York change windows,
-    a two-hour freeze) is written to <data-dir>/policy.yaml.
+    a two-hour freeze, high-severity prod alerts escalated to a local stand-in for a ticketing
+    system) is written to <data-dir>/policy.yaml.
     """
     started = time.monotonic()
     if data_dir.exists():
         shutil.rmtree(data_dir)  # a demo starts from nothing, so the counts below add up
     data_dir.mkdir(parents=True)
     day = demo_day(datetime.now(UTC).date())
-    policy_text = demo_policy(day)
-    (data_dir / "policy.yaml").write_text(policy_text, encoding="utf-8")
-    settings = Settings(
-        data_dir=data_dir,
-        policy_file=data_dir / "policy.yaml",
-        log_level="warning",
-        api_port=0,  # any free port: the demo must not collide with a running `up`
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    with TicketStandIn(secret) as tickets:
+        policy_text = demo_policy(day) + _ESCALATION.format(
+            url=tickets.url, severity=_ESCALATE_FROM
+        )
+        (data_dir / "policy.yaml").write_text(policy_text, encoding="utf-8")
+        settings = Settings(
+            data_dir=data_dir,
+            policy_file=data_dir / "policy.yaml",
+            log_level="warning",
+            api_port=0,  # any free port: the demo must not collide with a running `up`
+            receiver_secrets={"demo_tickets": SecretStr(secret)},
+        )
+        configure_logging(settings)
+        _run(settings, day, policy_text, scale, timeout, tickets.url)
+    click.secho(f"\nDone in {time.monotonic() - started:.1f}s.", bold=True)
+    click.echo(
+        "Next:\n"  # noqa: S608 (a hint printed, not run)
+        f"  - Query the recorded ledger (chDB in {settings.resolved_clickhouse_url}), read-only:\n"
+        f"      SHIPLEDGER_DATA_DIR={data_dir} .venv/bin/shipledger query "
+        "'SELECT rule, count() FROM alerts GROUP BY rule'\n"
+        f"      SHIPLEDGER_DATA_DIR={data_dir} .venv/bin/shipledger audit verify\n"
+        "  - Keep a stack running and send your own events: make up, then in another terminal\n"
+        "      .venv/bin/shipledger emit started --service my-svc --environment prod "
+        "--commit-sha $(git rev-parse HEAD) --actor $USER\n"
+        "  - Tables and views, and the question each answers: docs/model.md."
     )
-    configure_logging(settings)
+
+
+def _run(
+    settings: Settings, day: date, policy_text: str, scale: int, timeout: float, tickets_url: str
+) -> None:
+    """The demo's stack, its traffic and what it recorded (see `demo`)."""
+    data_dir = settings.data_dir
     events = list(day_of_traffic(day, scale=scale))
     deployments = len({e.deployment_id for e in events})
     changes = change_requests([*events, _CLI_DEPLOYMENT])
@@ -344,16 +510,25 @@ def demo(data_dir: Path, scale: int, timeout: float) -> None:
         }
         _wait_for(stack, want, timeout, exact=frozenset({"open_alerts"}))
         _summary(stack)
-        query_hint = settings.resolved_clickhouse_url
-    click.secho(f"\nDone in {time.monotonic() - started:.1f}s.", bold=True)
-    click.echo(
-        "Next:\n"  # noqa: S608 (a hint printed, not run)
-        f"  - Query the recorded ledger (chDB in {query_hint}), read-only:\n"
-        f"      SHIPLEDGER_DATA_DIR={data_dir} .venv/bin/shipledger query "
-        "'SELECT rule, count() FROM alerts GROUP BY rule'\n"
-        f"      SHIPLEDGER_DATA_DIR={data_dir} .venv/bin/shipledger audit verify\n"
-        "  - Keep a stack running and send your own events: make up, then in another terminal\n"
-        "      .venv/bin/shipledger emit started --service my-svc --environment prod "
-        "--commit-sha $(git rev-parse HEAD) --actor $USER\n"
-        "  - Tables and views, and the question each answers: docs/model.md."
-    )
+        change = rejected_prod_change(early)
+        click.secho(
+            f"\nThe pre-deploy gate (POST /v1/gate at {stack.api.url if stack.api else '?'}):"
+            f" a pipeline asks to ship {change['tenant']}'s change {change['change_id']},"
+            " which the CAB rejected",
+            bold=True,
+        )
+        token = _ingest_tokens(stack, {str(change["tenant"])})[str(change["tenant"])]
+        _ask_gate(stack, token, change, emergency=False)
+        _ask_gate(stack, token, change, emergency=True)
+        _wait_for(stack, {"gate_decisions": 2, _BREAK_GLASS: 1}, timeout)
+        _gate_summary(stack)
+        escalated = _count(stack, "alerts", _ESCALATED)
+        click.secho(
+            f"\nEscalation: {escalated} alerts of severity {_ESCALATE_FROM} or above in prod"
+            f" go to {tickets_url}, a local stand-in for a ticketing system (ServiceNow, Jira)"
+            " that this demo serves: a signed webhook answering with a ticket key",
+            bold=True,
+        )
+        _wait_for(stack, {_TICKETS: escalated}, timeout, exact=frozenset({_TICKETS}))
+        _escalation_summary(stack)
+        _integrity(stack)

@@ -311,6 +311,15 @@ def late_approvals(
     return early, late
 
 
+def rejected_prod_change(changes: list[dict[str, object]]) -> dict[str, object]:
+    """The first (by tenant and change id) prod change request of `changes` the CAB rejected:
+    the one the demo asks the pre-deploy gate about."""
+    return min(
+        (c for c in changes if c["state"] == "rejected" and _for_prod(c)),
+        key=lambda c: (str(c["tenant"]), str(c["change_id"])),
+    )
+
+
 def _for_prod(change: dict[str, object]) -> bool:
     environments = change["environments"]
     assert isinstance(environments, list)
