@@ -18,12 +18,15 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from shipledger.cli import cli
 from shipledger.producers.api.auth import AuthStore
+from shipledger.schemas.policy import parse_policy, text_sha256
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.audit import verify
 from shipledger.up.stack import Stack
-from tests.kit import invoke
+from tests.kit import invoke, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -371,3 +374,60 @@ def test_policy_simulate_rejudges_the_ledger_under_a_candidate(
     assert "alerts holding now: 2; under this policy: 2" in lines
     assert lines[-2].split() == ["missing_change_ticket", "payments-team", "+1", "-0"]
     assert lines[-1].split() == ["outside_change_window", "payments-team", "+0", "-1"]
+
+
+def test_a_pushed_policy_judges_the_next_deployment_without_a_restart(
+    stack: Stack, post: Post, tmp_path: Path
+) -> None:
+    """`shipledger policy push` while the stack runs: the worker adopts the stricter policy
+    between batches, and the next deployment's alert names its version and digest."""
+    assert stack.store is not None
+    post(deployment("dep-before", None, environment="stage"), deployment("dep-prod", None))
+    assert wait_for(stack, open_rules("dep-prod"), [("missing_change_ticket",)]) == [
+        ("missing_change_ticket",)
+    ]
+    _, rows = stack.store.query("SELECT DISTINCT policy_version FROM shipledger.alerts")
+    assert [v for (v,) in rows] == [stack_policy_version(stack)]
+    assert stack.store.query(open_rules("dep-before"))[1] == []
+    workers_before = stack.worker_pids
+
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(CANDIDATE)
+    env = {
+        "SHIPLEDGER_BOOTSTRAP_SERVERS": stack.bootstrap,
+        "SHIPLEDGER_TOPIC_PREFIX": stack.settings.topic_prefix,
+        "SHIPLEDGER_DATA_DIR": str(stack.settings.data_dir),
+    }
+    pushed = CliRunner().invoke(cli, ["policy", "push", str(candidate)], env=env)
+    assert pushed.exit_code == 0, pushed.output
+    version = parse_policy(CANDIDATE).full_version  # gov-2+<first 8 hex of its sha256>
+    assert f"pushed policy {version} (sha256 {text_sha256(CANDIDATE)})" in pushed.output
+
+    logs = sorted((tmp_path / "logs").glob("worker-*.log"))
+    wait_until(
+        stack,
+        lambda: any(version in log.read_text() for log in logs),
+        f"no worker adopted {version}",
+    )
+    post(deployment("dep-after-push", None, environment="stage"))
+    assert wait_for(stack, open_rules("dep-after-push"), [("missing_change_ticket",)]) == [
+        ("missing_change_ticket",)
+    ]
+    _, rows = stack.store.query(
+        "SELECT policy_version FROM shipledger.alerts WHERE deployment_id = 'dep-after-push'"
+    )
+    assert rows == [(version,)]
+    assert stack.worker_pids == workers_before  # no restart
+
+    # An invalid policy is refused before anything is published.
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("version: gov-3\ndefaults:\n  colour: red\n")
+    refused = CliRunner().invoke(cli, ["policy", "push", str(broken)], env=env)
+    assert refused.exit_code == 1
+    assert "defaults.colour" in refused.output
+
+
+def stack_policy_version(stack: Stack) -> str:
+    """The version+digest of the policy file the stack started with."""
+    assert stack.settings.policy_file is not None
+    return parse_policy(stack.settings.policy_file.read_text()).full_version
