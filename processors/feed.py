@@ -1,6 +1,8 @@
 """The enrichment feed: every worker reads the change, catalog and artifact topics
 (`processors.enrichment.ENRICHMENT_TOPICS`) from their beginning, all partitions, on a thread
 of its own, and hands the decoded events to the event loop, which folds them into its view.
+It reads the `policy` topic the same way: the policies `shipledger policy push` published,
+the latest of which the worker judges by (`processors.refresh`).
 
 A global view rather than a repartition: these families are small (hundreds to a few thousand
 change requests and services, one artifact per build), and a worker must judge a deployment
@@ -25,14 +27,17 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from shipledger.logging import get_logger
 from shipledger.processors.enrichment import ENRICHMENT_TOPICS, EnrichmentEvent
-from shipledger.schemas.families import Family
-from shipledger.schemas.registry import AvroCodec, catalog
-from shipledger.schemas.topics import Topics
+from shipledger.schemas.models import Model
+from shipledger.schemas.policy import PolicyDocument
+from shipledger.schemas.registry import catalog, topic_codec
+from shipledger.schemas.topics import POLICY, Topics
 from shipledger.settings import Settings
 
 log = get_logger("processors")
 _POLL_S = 0.1
 _METADATA_TIMEOUT_S = 15.0
+#: What the feed hands over: events for the view, and published policies.
+FeedEvent = EnrichmentEvent | PolicyDocument
 
 
 class EnrichmentFeed:
@@ -49,12 +54,13 @@ class EnrichmentFeed:
             "fetch.wait.max.ms": settings.fetch_wait_ms,
         }
         topics = Topics.from_settings(settings)
-        self._families = {
-            topics.of(name): Family.of_topic(catalog().topic(name)) for name in ENRICHMENT_TOPICS
+        names = (*ENRICHMENT_TOPICS, POLICY)
+        self._models: dict[str, type[Model]] = {
+            topics.of(name): catalog().topic(name).model_class() for name in names
         }
-        self._codecs = {name: AvroCodec(f.schema) for name, f in self._families.items()}
+        self._codecs = {topics.of(name): topic_codec(name) for name in names}
         self._notify: Callable[[], object] = lambda: None
-        self._ready: deque[EnrichmentEvent] = deque()
+        self._ready: deque[FeedEvent] = deque()
         self._caught_up = threading.Event()
         self._stop = threading.Event()
         #: Why the feed stopped reading, if it failed (the worker must then stop too).
@@ -78,7 +84,7 @@ class EnrichmentFeed:
         """Stop reading (the thread closes its consumer)."""
         self._stop.set()
 
-    def drain(self) -> list[EnrichmentEvent]:
+    def drain(self) -> list[FeedEvent]:
         """The events read since the last call, in the order read."""
         out = []
         while self._ready:
@@ -118,7 +124,7 @@ class EnrichmentFeed:
     def _assign(self, consumer: Consumer) -> set[tuple[str, int]]:
         metadata = consumer.list_topics(timeout=_METADATA_TIMEOUT_S)
         assigned = []
-        for topic in self._families:
+        for topic in self._models:
             meta = metadata.topics.get(topic)
             if meta is None or meta.error is not None:
                 log.warning("enrichment_topic_missing", topic=topic)
@@ -136,10 +142,10 @@ class EnrichmentFeed:
 
     def _decode(
         self, topic: str | None, value: bytes | None, partition: int | None, offset: int | None
-    ) -> EnrichmentEvent | None:
+    ) -> FeedEvent | None:
         assert topic is not None
         try:
-            event = self._families[topic].model.model_validate(self._codecs[topic].decode(value))
+            event = self._models[topic].model_validate(self._codecs[topic].decode(value))
         except Exception as exc:  # DecodeError, ValidationError: the sink dead-letters it
             log.warning(
                 "enrichment_event_skipped",
@@ -149,5 +155,5 @@ class EnrichmentFeed:
                 error=str(exc)[:300],
             )
             return None
-        assert isinstance(event, EnrichmentEvent)
+        assert isinstance(event, FeedEvent)
         return event

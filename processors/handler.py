@@ -38,7 +38,7 @@ from shipledger.processors.state import Entry, state_key
 from shipledger.processors.step import process
 from shipledger.schemas.letters import DeadLetter, Headers
 from shipledger.schemas.models import Alert, DeploymentRecord, utcnow
-from shipledger.schemas.policy import Policy
+from shipledger.schemas.policy import Policy, PolicyDocument, PolicyError
 from shipledger.schemas.registry import AvroCodec, RegistryUnavailable
 from shipledger.schemas.validation import EVENT_SCHEMA, Rejected, decode_event
 
@@ -129,6 +129,25 @@ class EventHandler:
         self._limit = limit
         self._view = view or Enrichment()
         self._codec = AvroCodec(EVENT_SCHEMA)
+
+    def adopt(self, document: PolicyDocument) -> None:
+        """Judge by the published policy `document` from now on (called between batches); one
+        that does not parse or match its SHA-256 is refused, logged, and the current policy
+        stays (`shipledger policy push` validates before publishing)."""
+        try:
+            policy = document.policy()
+        except PolicyError as exc:
+            log.error("policy_refused", version=document.version, error=str(exc)[:500])
+            return
+        if policy.full_version != self._policy.full_version:
+            log.info(
+                "policy_adopted",
+                policy_version=policy.full_version,
+                replaces=self._policy.full_version,
+                sha256=document.sha256,
+                published_at=document.published_at.isoformat(),
+            )
+        self._policy = policy
 
     def handle(self, message: Message) -> None:
         """One event through the chain; every failure is dead-lettered with its reason.

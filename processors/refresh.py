@@ -2,6 +2,8 @@
 the change, catalog and artifact events its feed read (`processors.feed`), before each batch of
 raw events and whenever the feed has news while no raw event comes.
 
+0. Adopt the latest policy the feed read (`shipledger policy push`): the handler judges by it
+   from here on, between two batches, never within one.
 1. Fold the events into the view (`processors.enrichment`); note the change requests that
    changed (an event already folded, a duplicate, changes nothing).
 2. When the worker's partitions changed (its first refresh, a rebalance), index the state by
@@ -19,19 +21,21 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 
 from shipledger.logging import get_logger
-from shipledger.processors.enrichment import Enrichment, EnrichmentEvent
+from shipledger.processors.enrichment import Enrichment
+from shipledger.processors.feed import FeedEvent
 from shipledger.processors.handler import EventHandler
 from shipledger.processors.state import DeploymentState
+from shipledger.schemas.policy import PolicyDocument
 
 log = get_logger("processors")
 
 
 class ViewRefresh:
-    """Steps 1-3 of the module docstring; `drain` hands over the feed's new events."""
+    """Steps 0-3 of the module docstring; `drain` hands over the feed's new events."""
 
     def __init__(
         self,
-        drain: Callable[[], list[EnrichmentEvent]],
+        drain: Callable[[], list[FeedEvent]],
         view: Enrichment,
         handler: EventHandler,
         state: DeploymentState,
@@ -45,7 +49,12 @@ class ViewRefresh:
     def refresh(self, partitions: Collection[int]) -> int:
         """Apply the feed's new events and judge again what they changed; how many
         deployments emitted something (their outputs are queued, not yet flushed)."""
-        events = self._drain()
+        events = []
+        for event in self._drain():
+            if isinstance(event, PolicyDocument):
+                self._handler.adopt(event)
+            else:
+                events.append(event)
         changed = {key for key in map(self._view.apply, events) if key is not None}
         emitted = 0
         assigned = frozenset(partitions)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shipledger.schemas.durations import parse_duration
 from shipledger.schemas.escalation import Escalation
 from shipledger.schemas.family_models import ChangeState
-from shipledger.schemas.models import DeploymentKind, Severity
+from shipledger.schemas.models import DeploymentKind, Model, Name, Severity, aware
 from shipledger.schemas.taxonomy import normalize_environment
 from shipledger.schemas.validation import field_errors
 
@@ -479,7 +479,7 @@ def parse_policy(text: str, source: str = "<policy>", checks: Sequence[PolicyChe
     if not isinstance(doc, dict):
         problem = PolicyProblem("", "expected a mapping with 'version' and 'defaults'", 1)
         raise PolicyError(source, [problem])
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    digest = text_sha256(text)[:8]
     problems: list[PolicyProblem] = []
     policy: Policy | None = None
     try:
@@ -518,3 +518,55 @@ def load_policy(path: Path | None, checks: Sequence[PolicyCheck] = ()) -> Policy
     except OSError as exc:
         raise ValueError(f"cannot read policy file {path}: {exc.strerror}") from exc
     return parse_policy(text, str(path), checks)
+
+
+def text_sha256(text: str) -> str:
+    """SHA-256 (hex) of a policy's text: its first 8 characters are the policy's digest."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+#: The key of the one published policy (`PolicyDocument.scope`).
+GLOBAL_SCOPE = "global"
+#: The longest policy text that may be published (policy files are a few kB).
+MAX_POLICY_TEXT = 1_000_000
+
+
+class PolicyDocument(Model):
+    """A policy as `shipledger policy push` publishes it on the `policy` topic (schema
+    PolicyDocument): its text, version and SHA-256."""
+
+    # The text is kept as written, whitespace and all: its SHA-256 is the policy's digest.
+    model_config = ConfigDict(str_strip_whitespace=False)
+
+    scope: Name = GLOBAL_SCOPE
+    version: Name
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    text: str = Field(min_length=1, max_length=MAX_POLICY_TEXT)
+    published_at: datetime
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _strings(cls, value: Any) -> Any:
+        # Replaces Model's check of every string: the names and the digest check themselves,
+        # and the text is a whole policy file (longer than MAX_TEXT), checked by parse_policy.
+        return value
+
+    @field_validator("published_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return aware(value)
+
+    @classmethod
+    def of(cls, text: str, policy: Policy, published_at: datetime) -> PolicyDocument:
+        """The document publishing `policy`, parsed from `text`."""
+        return cls(
+            version=policy.version, sha256=text_sha256(text), text=text, published_at=published_at
+        )
+
+    def policy(self) -> Policy:
+        """The policy it carries; PolicyError if the text is not valid or not the one its
+        SHA-256 names (a document must never judge under a policy other than it says)."""
+        if text_sha256(self.text) != self.sha256:
+            problem = PolicyProblem("", f"text does not match its sha256 {self.sha256}")
+            raise PolicyError(f"published policy {self.version}", [problem])
+        return parse_policy(self.text, f"published policy {self.version}")

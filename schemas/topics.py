@@ -26,6 +26,8 @@ ALERTS = "alerts"
 ESCALATIONS = "escalations"
 DLQ = "dlq"
 GATE_DECISIONS = "gate.decisions"
+#: The published policy (`shipledger policy push`), compacted: the latest per key.
+POLICY = "policy"
 #: Topics every processors worker reads whole into its enrichment view (`processors.feed`):
 #: they are its changelog, so they keep every message (created with `retention.ms` -1).
 ENRICHMENT = ("changes", "catalog", "artifacts")

@@ -5,17 +5,20 @@ from __future__ import annotations
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from shipledger.schemas.topics import ENRICHMENT, Topics
+from shipledger.schemas.topics import ENRICHMENT, POLICY, Topics
 from shipledger.settings import Settings
 
 #: The enrichment topics are the processors' view's changelog: never delete a message.
 _KEEP_FOREVER = {"retention.ms": "-1"}
+#: The policy topic keeps the latest policy per key, forever.
+_COMPACTED = {"cleanup.policy": "compact"}
 
 
 def ensure_topics(settings: Settings, bootstrap: str, timeout_s: float = 15.0) -> Topics:
     """Create shipledger's topics if missing (idempotent) and return their names."""
     topics = Topics.from_settings(settings)
-    kept = {topics.of(name) for name in ENRICHMENT}
+    configs = {topics.of(name): _KEEP_FOREVER for name in ENRICHMENT}
+    configs[topics.of(POLICY)] = _COMPACTED
     admin = AdminClient(settings.kafka_common(bootstrap))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     missing = [
@@ -23,7 +26,7 @@ def ensure_topics(settings: Settings, bootstrap: str, timeout_s: float = 15.0) -
             name,
             num_partitions=settings.topic_partitions,
             replication_factor=1,
-            config=_KEEP_FOREVER if name in kept else {},
+            config=configs.get(name, {}),
         )
         for name in topics.all()
         if name not in existing

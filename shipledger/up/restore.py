@@ -50,9 +50,10 @@ from shipledger.schemas.families import Family, scoped_key
 from shipledger.schemas.letters import Headers
 from shipledger.schemas.models import DeploymentRecord
 from shipledger.schemas.registry import AvroCodec, catalog
-from shipledger.schemas.topics import ENRICHMENT, Topics
+from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.up.completeness import incomplete
 
@@ -205,23 +206,10 @@ def ledger_alerts(store: LedgerStore) -> dict[tuple[str, str], list[StoredAlert]
 def ledger_enrichment(store: LedgerStore, topics: Topics) -> Iterator[_Outgoing]:
     """Every change, catalog and artifact event the ledger holds, as the message its topic
     carried (oldest first per topic). A row that no longer validates is left out (logged)."""
-    for name in ENRICHMENT:
+    for name, event in LedgerReader(store).enrichment_events():
         spec = catalog().topic(name)
-        assert spec.table is not None, f"enrichment topic {name} is not stored"
         family, codec = Family.of_topic(spec), AvroCodec(spec.schema_name)
-        fields = [f["name"] for f in catalog().latest(spec.schema_name).raw["fields"]]
-        columns = ", ".join(ddl.quote_ident(f) for f in fields)
-        _, rows = store.query(
-            f"SELECT {columns} FROM {store.source(spec.table.name)} "  # noqa: S608 (checked)
-            "ORDER BY occurred_at, event_id"
-        )
-        for row in rows:
-            try:
-                event = family.model.model_validate(dict(zip(fields, row, strict=True)))
-            except ValueError as exc:
-                log.warning("restore_event_skipped", topic=name, error=str(exc)[:300])
-                continue
-            yield topics.of(name), -1, family.key(event), codec.encode(event.to_avro()), []
+        yield topics.of(name), -1, family.key(event), codec.encode(event.to_avro()), []
 
 
 #: (topic, partition or -1, key, value, headers) of a message to produce.

@@ -17,9 +17,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
-from shipledger.schemas.family_models import ChangeEvent
+from shipledger.logging import get_logger
+from shipledger.schemas.families import Family
+from shipledger.schemas.family_models import ArtifactEvent, CatalogEvent, ChangeEvent
+from shipledger.schemas.models import DeploymentEvent, Model
+from shipledger.schemas.registry import catalog
+from shipledger.schemas.topics import ENRICHMENT
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.query import (
@@ -41,6 +47,7 @@ __all__ = [
     "QueryError",
     "QueryLimits",
     "QueryResult",
+    "StoredAlert",
     "StoredEvent",
     "Tier",
     "TimeWindow",
@@ -59,6 +66,40 @@ class StoredEvent:
 
     row: dict[str, Any]
     tier: Tier | None
+
+
+log = get_logger("ledger")
+#: The first event of every deployment (its record of seq 1 names it) that started in a
+#: window: what a policy simulation judges again.
+_FIRST_EVENTS_SQL = (
+    "SELECT {columns} FROM {events} WHERE (tenant, event_id) IN (\n"
+    "  SELECT tenant, record_id FROM {records} WHERE seq = 1\n"
+    "  AND started_at >= fromUnixTimestamp64Milli({{lo:Int64}}, 'UTC')\n"
+    "  AND started_at < fromUnixTimestamp64Milli({{hi:Int64}}, 'UTC'){tenant}\n"
+    ") ORDER BY occurred_at, event_id LIMIT 1 BY tenant, event_id"
+)
+_ALERTS_OF_SQL = (
+    "SELECT alert_id, tenant, deployment_id, event_id, rule, team, kind = 'resolution', "
+    "resolves FROM {alerts} WHERE (tenant, event_id) IN {{keys:Array(Tuple(String, String))}}"
+)
+
+
+@dataclass(frozen=True)
+class StoredAlert:
+    """One stored alert or resolution, as far as a comparison of judgements needs it."""
+
+    alert_id: str
+    tenant: str
+    deployment_id: str
+    event_id: str
+    rule: str
+    team: str | None
+    resolution: bool
+    resolves: str | None
+
+
+def _epoch_ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
 
 
 class LedgerReads(Protocol):
@@ -162,3 +203,71 @@ class LedgerReader:
             )
             found += [ChangeEvent.model_validate(dict(zip(names, r, strict=True))) for r in rows]
         return found
+
+    def first_events(
+        self, start: datetime, end: datetime, tenant: str | None = None
+    ) -> list[DeploymentEvent]:
+        """The first event (as the processors applied it) of every deployment of `tenant`
+        (None: every tenant) that started in [`start`, `end`), hot and cold, oldest first. A
+        row that no longer validates is left out (logged)."""
+        fields = _schema_fields(catalog().topic("deployments.raw").schema_name)
+        params: dict[str, Any] = {"lo": _epoch_ms(start), "hi": _epoch_ms(end)}
+        if tenant is not None:
+            params["tenant"] = tenant
+        sql = _FIRST_EVENTS_SQL.format(
+            columns=", ".join(ddl.quote_ident(f) for f in fields),
+            events=self._store.source(ddl.EVENTS),
+            records=self._store.source(ddl.RECORDS),
+            tenant=" AND tenant = {tenant:String}" if tenant is not None else "",
+        )
+        _, rows = self._store.query(sql, params)
+        found = (_validated(DeploymentEvent, fields, row, ddl.EVENTS) for row in rows)
+        return [event for event in found if isinstance(event, DeploymentEvent)]
+
+    def alerts_of(self, events: Iterable[DeploymentEvent]) -> list[StoredAlert]:
+        """The stored alerts and resolutions of the deployments whose first events are
+        `events` (alerts name the event that was judged), hot and cold."""
+        keys = sorted({(e.tenant, e.event_id) for e in events})
+        if not keys:
+            return []
+        sql = _ALERTS_OF_SQL.format(alerts=self._store.source(ddl.ALERTS))
+        _, rows = self._store.query(sql, {"keys": keys})
+        return [
+            StoredAlert(str(a), str(t), str(d), str(e), str(r), team or None, bool(res), rs or None)
+            for a, t, d, e, r, team, res, rs in rows
+        ]
+
+    def enrichment_events(
+        self,
+    ) -> Iterator[tuple[str, ChangeEvent | CatalogEvent | ArtifactEvent]]:
+        """Every change, catalog and artifact event the ledger holds, hot and cold, as
+        (logical topic name, the topic's model), oldest first per topic: what the processors'
+        enrichment view is folded from. A row that no longer validates is left out (logged)."""
+        for name in ENRICHMENT:
+            spec = catalog().topic(name)
+            assert spec.table is not None, f"enrichment topic {name} is not stored"
+            model = Family.of_topic(spec).model
+            fields = _schema_fields(spec.schema_name)
+            columns = ", ".join(ddl.quote_ident(f) for f in fields)
+            _, rows = self._store.query(
+                f"SELECT {columns} FROM {self._store.source(spec.table.name)} "  # noqa: S608 (checked)
+                "ORDER BY occurred_at, event_id"
+            )
+            for row in rows:
+                event = _validated(model, fields, row, spec.table.name)
+                if isinstance(event, ChangeEvent | CatalogEvent | ArtifactEvent):
+                    yield name, event
+
+
+def _schema_fields(schema_name: str) -> list[str]:
+    return [f["name"] for f in catalog().latest(schema_name).raw["fields"]]
+
+
+def _validated(
+    model: type[Model], fields: list[str], row: Iterable[Any], table: str
+) -> Model | None:
+    try:
+        return model.model_validate(dict(zip(fields, row, strict=True)))
+    except ValueError as exc:
+        log.warning("ledger_row_skipped", table=table, error=str(exc)[:300])
+        return None

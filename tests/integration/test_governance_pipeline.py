@@ -10,6 +10,7 @@ alert.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,11 +18,15 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from shipledger.cli import cli
 from shipledger.producers.api.auth import AuthStore
+from shipledger.schemas.policy import parse_policy, text_sha256
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.audit import verify
 from shipledger.up.stack import Stack
+from tests.kit import invoke, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -283,3 +288,146 @@ def test_out_of_order_and_duplicate_change_events_give_one_outcome(
         "uniqExactIf(resolves, kind = 'resolution') FROM shipledger.alerts"
     )
     assert rows == [(0, 0)]
+
+
+CANDIDATE = """
+version: gov-2
+defaults:
+  timezone: UTC
+  require_change_ticket: [prod, stage]
+  change_window_tolerance: 2h
+"""
+
+
+def test_policy_simulate_rejudges_the_ledger_under_a_candidate(
+    stack: Stack, post: Post, tmp_path: Path
+) -> None:
+    """`shipledger policy simulate` over what the stream stored: a stricter ticket rule adds
+    an alert, a wider window tolerance removes one, a resolved alert counts as not holding,
+    and a deployment outside --from/--to is not judged."""
+    assert stack.store is not None
+    post(
+        {
+            "family": "catalog",
+            "event_id": "cat-checkout",
+            "entity": "service",
+            "action": "created",
+            "name": "checkout",
+            "owner_team": "payments-team",
+            "occurred_at": "2026-11-01T00:00:00+00:00",
+        },
+        change("r-reject", "CHG-R", "rejected", "2026-11-25T09:30:00+00:00"),
+        change("l-open", "CHG-L", "opened", "2026-11-25T08:00:00+00:00"),
+        change(
+            "w-approve",
+            "CHG-W",
+            "approved",
+            "2026-11-24T12:00:00+00:00",
+            planned_start="2026-11-25T06:00:00+00:00",
+            planned_end="2026-11-25T09:00:00+00:00",
+        ),
+    )
+    wait_for(stack, "SELECT count() FROM shipledger.change_events", [(3,)])
+    post(
+        deployment("dep-rejected", "CHG-R"),
+        deployment("dep-late", "CHG-L"),
+        deployment("dep-window", "CHG-W"),
+        deployment("dep-stage", None, environment="stage"),
+        deployment("dep-stage-old", None, at="2026-10-01T10:00:00+00:00", environment="stage"),
+    )
+    assert wait_for(stack, open_rules("dep-window"), [("outside_change_window",)]) == [
+        ("outside_change_window",)
+    ]
+    assert wait_for(stack, open_rules("dep-rejected"), [("change_not_approved",)]) == [
+        ("change_not_approved",)
+    ]
+    assert wait_for(stack, open_rules("dep-late"), [("change_not_approved",)]) == [
+        ("change_not_approved",)
+    ]
+    post(change("l-approve", "CHG-L", "approved", "2026-11-25T09:45:00+00:00"))
+    assert wait_for(stack, open_rules("dep-late"), []) == []
+    wait_for(stack, "SELECT count() FROM shipledger.deployment_records", [(6,)])
+    stack.stop()  # the embedded ledger is read by one process at a time
+
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(CANDIDATE)
+    where = ["--from", "2026-11-25", "--to", "2026-11-26"]
+    where += ["--data-dir", str(stack.settings.data_dir)]
+    result = invoke("policy", "simulate", "--policy", str(candidate), *where, "--format", "json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["policy_version"].startswith("gov-2+")
+    assert (doc["deployments"], doc["held"], doc["would_hold"]) == (4, 2, 2)
+    changes = {(c["change"], c["rule"], c["deployment_id"], c["team"]) for c in doc["changes"]}
+    assert changes == {
+        ("added", "missing_change_ticket", "dep-stage", "payments-team"),
+        ("removed", "outside_change_window", "dep-window", "payments-team"),
+    }
+    assert doc["by_rule_and_team"] == [
+        {"rule": "missing_change_ticket", "team": "payments-team", "added": 1, "removed": 0},
+        {"rule": "outside_change_window", "team": "payments-team", "added": 0, "removed": 1},
+    ]
+
+    table = invoke("policy", "simulate", "--policy", str(candidate), *where)
+    assert table.exit_code == 0, table.output
+    lines = table.output.splitlines()
+    assert "alerts holding now: 2; under this policy: 2" in lines
+    assert lines[-2].split() == ["missing_change_ticket", "payments-team", "+1", "-0"]
+    assert lines[-1].split() == ["outside_change_window", "payments-team", "+0", "-1"]
+
+
+def test_a_pushed_policy_judges_the_next_deployment_without_a_restart(
+    stack: Stack, post: Post, tmp_path: Path
+) -> None:
+    """`shipledger policy push` while the stack runs: the worker adopts the stricter policy
+    between batches, and the next deployment's alert names its version and digest."""
+    assert stack.store is not None
+    post(deployment("dep-before", None, environment="stage"), deployment("dep-prod", None))
+    assert wait_for(stack, open_rules("dep-prod"), [("missing_change_ticket",)]) == [
+        ("missing_change_ticket",)
+    ]
+    _, rows = stack.store.query("SELECT DISTINCT policy_version FROM shipledger.alerts")
+    assert [v for (v,) in rows] == [stack_policy_version(stack)]
+    assert stack.store.query(open_rules("dep-before"))[1] == []
+    workers_before = stack.worker_pids
+
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(CANDIDATE)
+    env = {
+        "SHIPLEDGER_BOOTSTRAP_SERVERS": stack.bootstrap,
+        "SHIPLEDGER_TOPIC_PREFIX": stack.settings.topic_prefix,
+        "SHIPLEDGER_DATA_DIR": str(stack.settings.data_dir),
+    }
+    pushed = CliRunner().invoke(cli, ["policy", "push", str(candidate)], env=env)
+    assert pushed.exit_code == 0, pushed.output
+    version = parse_policy(CANDIDATE).full_version  # gov-2+<first 8 hex of its sha256>
+    assert f"pushed policy {version} (sha256 {text_sha256(CANDIDATE)})" in pushed.output
+
+    logs = sorted((tmp_path / "logs").glob("worker-*.log"))
+    wait_until(
+        stack,
+        lambda: any(version in log.read_text() for log in logs),
+        f"no worker adopted {version}",
+    )
+    post(deployment("dep-after-push", None, environment="stage"))
+    assert wait_for(stack, open_rules("dep-after-push"), [("missing_change_ticket",)]) == [
+        ("missing_change_ticket",)
+    ]
+    _, rows = stack.store.query(
+        "SELECT policy_version FROM shipledger.alerts WHERE deployment_id = 'dep-after-push'"
+    )
+    assert rows == [(version,)]
+    assert stack.worker_pids == workers_before  # no restart
+
+    # An invalid policy is refused before anything is published.
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("version: gov-3\ndefaults:\n  colour: red\n")
+    refused = CliRunner().invoke(cli, ["policy", "push", str(broken)], env=env)
+    assert refused.exit_code == 1
+    assert "defaults.colour" in refused.output
+
+
+def stack_policy_version(stack: Stack) -> str:
+    """The version+digest of the policy file the stack started with."""
+    assert stack.settings.policy_file is not None
+    return parse_policy(stack.settings.policy_file.read_text()).full_version

@@ -14,7 +14,8 @@ import pytest
 
 from shipledger.dlq_limit import DlqLimit, DlqLimitExceeded, DlqLimitState
 from shipledger.processors.app import finish_batch
-from shipledger.processors.enrichment import Enrichment, EnrichmentEvent
+from shipledger.processors.enrichment import Enrichment
+from shipledger.processors.feed import FeedEvent
 from shipledger.processors.handler import EventHandler
 from shipledger.processors.outputs import OutputError, Payload
 from shipledger.processors.refresh import ViewRefresh
@@ -23,7 +24,7 @@ from shipledger.processors.step import alert_id, resolution_id
 from shipledger.schemas.family_models import ChangeEvent
 from shipledger.schemas.letters import REPLAYED_FROM, header_text, letter_id
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
-from shipledger.schemas.policy import load_policy, parse_policy
+from shipledger.schemas.policy import PolicyDocument, load_policy, parse_policy, text_sha256
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import EVENT_SCHEMA
 from shipledger.settings import Settings
@@ -49,8 +50,11 @@ class FakeOutputs:
     letters: list[tuple[bytes | None, dict[str, str]]] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
     fail_flush: bool = False
+    #: The policy_version of every alert encoded.
+    versions: list[str] = field(default_factory=list)
 
     def encode(self, record: DeploymentRecord | None, alerts: list[Alert]) -> list[Payload]:
+        self.versions += [a.policy_version for a in alerts]
         out = [] if record is None else [("records", record.record_id.encode(), b"")]
         return out + [("alerts", a.alert_id.encode(), b"") for a in alerts]
 
@@ -350,9 +354,9 @@ def test_a_replayed_first_event_emits_only_the_change_alerts_that_hold() -> None
 
 class FakeFeed:
     def __init__(self) -> None:
-        self.ready: list[EnrichmentEvent] = []
+        self.ready: list[FeedEvent] = []
 
-    def drain(self) -> list[EnrichmentEvent]:
+    def drain(self) -> list[FeedEvent]:
         out, self.ready = self.ready, []
         return out
 
@@ -374,3 +378,27 @@ def test_refresh_sweeps_new_partitions_and_rejudges_changed_requests() -> None:
     assert refresh.refresh({0}) == 0
     assert refresh.refresh({0, 1}) == 1  # partition 1 assigned: swept, dep-1 resolved
     assert outputs.sent and all(topic in ("records", "alerts") for topic, _ in outputs.sent)
+
+
+def test_refresh_adopts_a_published_policy_and_refuses_a_tampered_one() -> None:
+    """A policy pushed (`shipledger policy push`) judges from the next batch on; a document
+    whose text is not its SHA-256's is refused and the current policy stays."""
+    view = Enrichment()
+    handle, state, outputs = judging_handler(view)
+    feed = FakeFeed()
+    refresh = ViewRefresh(feed.drain, view, handle, state)
+    handle.handle(FakeMessage(governed("e1", "dep-1")))
+    text = "version: pushed-2\ndefaults:\n  require_change_ticket: [prod]\n"
+    pushed = PolicyDocument.of(text, parse_policy(text), T0)
+    tampered = pushed.model_copy(update={"text": text.replace("pushed-2", "pushed-3")})
+    feed.ready = [pushed]
+    refresh.refresh({1})
+    handle.handle(FakeMessage(governed("e2", "dep-2")))
+    feed.ready = [tampered]
+    refresh.refresh({1})
+    handle.handle(FakeMessage(governed("e3", "dep-3")))
+    assert outputs.versions == [
+        GOVERNED.full_version,
+        f"pushed-2+{text_sha256(text)[:8]}",
+        f"pushed-2+{text_sha256(text)[:8]}",
+    ]
