@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from threading import Lock
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlparse
 
 import clickhouse_connect
 
+from shipledger.closing import Closing
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.chain import ChainKey, Head
@@ -86,7 +86,7 @@ def _epoch_ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
-class LedgerStore:
+class LedgerStore(Closing):
     """The ledger's ClickHouse client (thread-safe by one lock). Build it with `open`."""
 
     def __init__(self, client: Any, database: str, url: str, cold_root: Path | None = None) -> None:
@@ -388,17 +388,6 @@ class LedgerStore:
             if not self._closed:
                 self._closed = True
                 self._client.close()
-
-    def __enter__(self) -> LedgerStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _normalize_type(type_name: str) -> str:
