@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from threading import Lock
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import clickhouse_connect
@@ -84,6 +84,22 @@ def chdb_path(url: str) -> Path | None:
 
 def _epoch_ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
+
+
+class StoredIds(Protocol):
+    """Which rows a ledger holds already: `LedgerStore` answers, the writer's dedup asks."""
+
+    def existing_ids(
+        self,
+        table: str,
+        id_column: str,
+        keys: Iterable[RowKey],
+        *,
+        window: TimeWindow | None = None,
+    ) -> set[RowKey]:
+        """Which (tenant, id) pairs of `keys` are stored in `table`, hot or cold (optionally
+        only within `window`)."""
+        ...
 
 
 class LedgerStore(Closing):
