@@ -119,7 +119,7 @@ class Escalator(KafkaClients):
     the receivers' own lookups only); `backlog`: the ledger's alerts, looked at again at the
     start (`catch_up`), for a broker that forgets its topics in a crash (the embedded one)."""
 
-    client_id = "shipledger-escalator"
+    role = "escalator"
 
     def __init__(
         self,
@@ -135,8 +135,7 @@ class Escalator(KafkaClients):
         metrics: m.Metrics | None = None,
         group_id: str | None = None,
     ) -> None:
-        self.settings = settings
-        self.bootstrap = bootstrap
+        super().__init__(settings, bootstrap, group_id)
         self.escalation = policy.escalation
         self.policy_version = policy.full_version
         self.targets = targets
@@ -145,7 +144,6 @@ class Escalator(KafkaClients):
         self.backlog = backlog
         self.kinds = kinds
         self.metrics = m.RecordingMetrics(forward=metrics)
-        self.group_id = group_id or f"{settings.topic_prefix}escalator"
         self.topics = Topics.from_settings(settings)
         self.limit = DlqLimitState(DlqLimit.from_settings(settings), "escalator")
         self.retry = RetryPolicy(

@@ -12,17 +12,22 @@ from shipledger.settings import Settings
 
 
 class KafkaClients:
-    """Builds the consumer (in `group_id`, named `client_id`) and the producer of a loop.
+    """Builds the consumer and the producer of a loop, both named for its `role` (the group
+    `<topic_prefix><role>` unless one is given, the client `shipledger-<role>`).
     Override `make_consumer`/`make_producer` in tests to drive the loop with fakes."""
 
-    client_id: ClassVar[str]
-    settings: Settings
-    bootstrap: str
-    group_id: str
+    role: ClassVar[str]
+
+    def __init__(self, settings: Settings, bootstrap: str, group_id: str | None = None) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.group_id = group_id or f"{settings.topic_prefix}{self.role}"
 
     def consumer_config(self) -> dict[str, Any]:
         """librdkafka consumer settings: manual commits, short fetch wait and session."""
-        return self.settings.kafka_consumer(self.bootstrap, self.group_id, self.client_id)
+        return self.settings.kafka_consumer(
+            self.bootstrap, self.group_id, f"shipledger-{self.role}"
+        )
 
     def make_consumer(self) -> Consumer:
         """A new consumer in the loop's group."""

@@ -31,7 +31,7 @@ class Closing(ABC):
         self.close()
 
 
-class Running(ABC):
+class Running(Closing):
     """Started on entering `with`, stopped on leaving it, and stopped too if the start fails."""
 
     @abstractmethod
@@ -42,6 +42,10 @@ class Running(ABC):
     def stop(self) -> None:
         """Bring the service down; safe to call twice and after a failed start."""
 
+    def close(self) -> None:
+        """Stop the service (what leaving `with` does)."""
+        self.stop()
+
     def __enter__(self) -> Self:
         try:
             self.start()
@@ -49,11 +53,3 @@ class Running(ABC):
             self.stop()
             raise
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -123,7 +123,7 @@ class ClickHouseSink(KafkaClients):
     `policy` is the one the entry point loaded (its retention stamps the rows); `metrics` is
     where counts go besides the sink's own recorder."""
 
-    client_id = "shipledger-sink"
+    role = "sink"
 
     def __init__(
         self,
@@ -135,11 +135,9 @@ class ClickHouseSink(KafkaClients):
         policy: Policy,
         group_id: str | None = None,
     ) -> None:
-        self.settings = settings
-        self.bootstrap = bootstrap
+        super().__init__(settings, bootstrap, group_id)
         self.store = store
         self.metrics = m.RecordingMetrics(forward=metrics)
-        self.group_id = group_id or f"{settings.topic_prefix}sink"
         self.topics = Topics.from_settings(settings)
         self.routes = routes_from_catalog(self.topics)
         self.writer = LedgerWriter(
