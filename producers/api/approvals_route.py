@@ -180,16 +180,7 @@ async def post_approval(request: Request, ctx: ContextDep) -> ApprovalRecorded:
     if not isinstance(prepared, Prepared):  # what the approver typed: the comment
         raise ApiError(400, "; ".join(f"{e.field}: {e.reason}" for e in prepared))
     await publish(ctx, [prepared])
-    log.info(
-        "approval_recorded",
-        tenant=body.tenant,
-        change_id=body.change_id,
-        approver=identity.username,
-        decision=body.decision,
-        groups=list(groups),
-        verified_by=identity.verified_by,
-    )
-    return ApprovalRecorded(
+    recorded = ApprovalRecorded(
         event_id=prepared.event_id,
         tenant=body.tenant,
         change_id=target.change_id,
@@ -199,3 +190,5 @@ async def post_approval(request: Request, ctx: ContextDep) -> ApprovalRecorded:
         verified_by=identity.verified_by,
         state=target.state,
     )
+    log.info("approval_recorded", **recorded.model_dump(exclude={"event_id", "state"}))
+    return recorded
