@@ -39,7 +39,7 @@ from shipledger.sinks.rows import Row
 from shipledger.sinks.writer import LedgerWriter
 from shipledger.up.broker import EmbeddedBroker
 from tests.identity_kit import PEOPLE, SUFFIX, Issuer, Slapd
-from tests.kit import CliEnv, Consume
+from tests.kit import CliEnv, Consume, own_settings
 from tests.webhook_kit import SECRET, Mutate, RawRequest
 
 
@@ -68,13 +68,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings with a private data dir, a unique topic prefix and no real broker."""
-    return Settings(
-        data_dir=tmp_path / "data",
-        # Unique per test: tmp_path names are truncated, so two tests can share a tail.
-        topic_prefix=f"t{uuid.uuid4().hex[:12]}.",
-        topic_partitions=2,
-        emit_timeout_s=2.0,
-    )
+    return own_settings(tmp_path, emit_timeout_s=2.0)
 
 
 _CI_VARS = ("GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL")

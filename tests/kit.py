@@ -53,6 +53,20 @@ def deployment_event(**fields: Any) -> DeploymentEvent:
     return DeploymentEvent(**{**sample, **fields})
 
 
+def own_settings(tmp: Path, **overrides: Any) -> Settings:
+    """Settings of one test's own stack: a private data dir under `tmp`, a unique topic prefix
+    (the tests share one broker), two partitions and any free API port; `overrides` on top."""
+    mine: dict[str, Any] = {
+        "data_dir": tmp / "data",
+        # Unique per test: tmp_path names are truncated, so two tests can share a tail.
+        "topic_prefix": f"t{uuid.uuid4().hex[:12]}.",
+        "topic_partitions": 2,
+        # Tests run side by side: never the fixed default port.
+        "api_port": 0,
+    }
+    return Settings(**{**mine, **overrides})
+
+
 def api_event(**fields: Any) -> dict[str, Any]:
     """A valid deployment event as the API takes it (JSON): a deployment of checkout to
     production started by alice at SHA, its id unique, each of `fields` given instead."""

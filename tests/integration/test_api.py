@@ -26,7 +26,7 @@ from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.topics import ensure_topics
-from tests.kit import SHA, api_event, wait_for
+from tests.kit import SHA, api_event, own_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -66,12 +66,9 @@ class Ledger:
 @pytest.fixture(scope="module")
 def ledger(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
     tmp = tmp_path_factory.mktemp("api")
-    settings = Settings(
-        data_dir=tmp / "data",
-        topic_prefix=f"api{uuid.uuid4().hex[:8]}.",
-        topic_partitions=2,
+    settings = own_settings(
+        tmp,
         bootstrap_servers=broker,
-        api_port=0,
         api_max_body_bytes=64 * 1024,
         api_max_batch_events=50,
         api_max_upload_bytes=64 * 1024 * 1024,

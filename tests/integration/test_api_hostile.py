@@ -40,7 +40,7 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.topics import ensure_topics
-from tests.kit import SHA, api_event
+from tests.kit import SHA, api_event, own_settings
 from tests.webhook_kit import RawRequest
 
 pytestmark = pytest.mark.integration
@@ -77,12 +77,10 @@ def _start(
 ) -> tuple[Settings, AuthStore, LedgerStore | None, ApiServer]:
     """Settings, token store, ledger (chDB opens one data dir per process: only one API of
     the module has it) and the API server, not yet started."""
-    settings = Settings(
-        data_dir=tmp / "data",
-        topic_prefix=f"h{uuid.uuid4().hex[:8]}.",
+    settings = own_settings(
+        tmp,
         topic_partitions=1,
         bootstrap_servers=broker,
-        api_port=0,
         api_upload_batch_lines=100,
         **overrides,
     )

@@ -31,6 +31,7 @@ from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import alert_row
 from shipledger.sinks.writer import LedgerWriter
 from shipledger.up.stack import Stack
+from tests.kit import own_settings
 
 pytestmark = pytest.mark.integration
 
@@ -73,10 +74,8 @@ def stack(broker: str, tmp_path: Path, receivers: StandInReceivers) -> Iterator[
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY.format(url=receivers.url))
     secrets = receivers.secrets
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        topic_prefix=f"esc{tmp_path.name[-8:]}.",
-        topic_partitions=2,
+    settings = own_settings(
+        tmp_path,
         policy_file=policy,
         sink_batch_ms=100,
         receiver_secrets={

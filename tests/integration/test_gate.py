@@ -13,7 +13,6 @@ import json
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,7 +37,7 @@ from shipledger.sinks.sink import ClickHouseSink
 from shipledger.topics import ensure_topics
 from shipledger.up.completeness import held_for, is_complete
 from tests.identity_kit import Issuer, Slapd
-from tests.kit import CliEnv, wait_for
+from tests.kit import CliEnv, own_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -139,12 +138,9 @@ def stack(
     tmp = tmp_path_factory.mktemp("gate")
     policy_file = tmp / "policy.yaml"
     policy_file.write_text(POLICY)
-    settings = Settings(
-        data_dir=tmp / "data",
-        topic_prefix=f"gate{uuid.uuid4().hex[:8]}.",
-        topic_partitions=2,
+    settings = own_settings(
+        tmp,
         bootstrap_servers=broker,
-        api_port=0,
         sink_batch_ms=50,
         policy_file=policy_file,
         oidc_issuer=issuer.url,
