@@ -41,7 +41,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from shipledger.producers.durable import fsync_dir
+from shipledger.durable import fsync_dir
 
 MAGIC = b"SLJ1"
 _HEADER = struct.Struct(">4sII")  # magic, payload length, CRC-32 of the payload

@@ -43,12 +43,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from shipledger import metrics as m
+from shipledger.clients import KafkaClients
 from shipledger.dlq_limit import DlqLimit, DlqLimitState
 from shipledger.kafka import DeliveryError, KafkaProducer
 from shipledger.logging import get_logger
@@ -110,13 +111,15 @@ class _Batch:
         self.offsets[key] = max(self.offsets.get(key, -1), (msg.offset() or 0) + 1)
 
 
-class Escalator:
+class Escalator(KafkaClients):
     """Delivers matching alerts to the policy's receivers (see the module docstring).
 
     `targets`: the configured receivers (`registry.targets`); `record`: the local record of
     deliveries; `ledger`: where the `escalations` table can be read (None: the record and
     the receivers' own lookups only); `backlog`: the ledger's alerts, looked at again at the
     start (`catch_up`), for a broker that forgets its topics in a crash (the embedded one)."""
+
+    role = "escalator"
 
     def __init__(
         self,
@@ -132,8 +135,7 @@ class Escalator:
         metrics: m.Metrics | None = None,
         group_id: str | None = None,
     ) -> None:
-        self.settings = settings
-        self.bootstrap = bootstrap
+        super().__init__(settings, bootstrap, group_id)
         self.escalation = policy.escalation
         self.policy_version = policy.full_version
         self.targets = targets
@@ -142,7 +144,6 @@ class Escalator:
         self.backlog = backlog
         self.kinds = kinds
         self.metrics = m.RecordingMetrics(forward=metrics)
-        self.group_id = group_id or f"{settings.topic_prefix}escalator"
         self.topics = Topics.from_settings(settings)
         self.limit = DlqLimitState(DlqLimit.from_settings(settings), "escalator")
         self.retry = RetryPolicy(
@@ -158,19 +159,6 @@ class Escalator:
         self._outcomes = topic_codec(ESCALATIONS)
         self._log = get_logger("escalator", group=self.group_id)
         self._held: list[Message] = []
-
-    # --- clients (override in tests) --------------------------------------------------
-    def consumer_config(self) -> dict[str, Any]:
-        """librdkafka consumer settings: manual commits, short fetch wait and session."""
-        return self.settings.kafka_consumer(self.bootstrap, self.group_id, "shipledger-escalator")
-
-    def make_consumer(self) -> Consumer:
-        """A consumer in the escalator's group."""
-        return Consumer(self.consumer_config())
-
-    def make_producer(self) -> KafkaProducer:
-        """The producer of outcomes and dead letters."""
-        return KafkaProducer(self.settings.kafka_producer(self.bootstrap))
 
     def make_client(self) -> httpx.Client:
         """The HTTP client of every delivery (no redirects: a login page is not a ticket)."""

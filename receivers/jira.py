@@ -31,7 +31,9 @@ from shipledger.receivers.receiver import (
     Target,
     Ticket,
     basic_auth,
+    first_found,
     json_answer,
+    json_request,
     options_of,
 )
 
@@ -110,12 +112,7 @@ def request(delivery: Delivery, target: Target) -> httpx.Request:
         "description": document(delivery),
         "labels": labels,
     }
-    return httpx.Request(
-        "POST",
-        f"{target.url}/rest/api/3/issue",
-        json={"fields": fields},
-        headers={"Accept": "application/json"},
-    )
+    return json_request("POST", f"{target.url}/rest/api/3/issue", body={"fields": fields})
 
 
 def _ticket(issue: object, target: Target) -> Ticket:
@@ -138,7 +135,7 @@ def find(delivery: Delivery, target: Target) -> httpx.Request:
     """The project's issues labelled with the alert id (enhanced JQL search)."""
     project = options_of(target, JiraOptions).project
     label = correlation_label(delivery.alert.alert_id)
-    return httpx.Request(
+    return json_request(
         "GET",
         f"{target.url}/rest/api/3/search/jql",
         params={
@@ -146,17 +143,12 @@ def find(delivery: Delivery, target: Target) -> httpx.Request:
             "fields": "key",
             "maxResults": "1",
         },
-        headers={"Accept": "application/json"},
     )
 
 
 def found(response: httpx.Response, target: Target) -> Ticket | None:
     """The first issue of the search (`{"issues": [...]}`), or None."""
-    issues = json_answer(response).get("issues")
-    if not isinstance(issues, list) or not issues:
-        return None
-    ticket = _ticket(issues[0], target)
-    return Ticket(ticket.key, ticket.url, note="found by its label: not opened again")
+    return first_found(response, "issues", lambda issue: _ticket(issue, target), "its label")
 
 
 KIND = ReceiverKind(

@@ -14,8 +14,8 @@ timeouts, which answers are worth retrying, backoff, the record of what was deli
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import httpx
@@ -117,3 +117,23 @@ def json_answer(response: httpx.Response) -> dict[str, object]:
     if not isinstance(body, dict):
         raise ValueError(f"expected a JSON object, got {type(body).__name__}")
     return body
+
+
+def json_request(
+    method: str, url: str, *, params: Mapping[str, str] | None = None, body: object = None
+) -> httpx.Request:
+    """A request to a ticketing system's JSON API, asking for a JSON answer."""
+    return httpx.Request(
+        method, url, params=params, json=body, headers={"Accept": "application/json"}
+    )
+
+
+def first_found(
+    response: httpx.Response, listed_under: str, ticket: Callable[[object], Ticket], how: str
+) -> Ticket | None:
+    """The first record a search answered (the list under `listed_under`) as a ticket noted as
+    found `how` rather than opened; None when the search found nothing."""
+    records = json_answer(response).get(listed_under)
+    if not isinstance(records, list) or not records:
+        return None
+    return replace(ticket(records[0]), note=f"found by {how}: not opened again")

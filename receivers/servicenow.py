@@ -29,7 +29,9 @@ from shipledger.receivers.receiver import (
     Target,
     Ticket,
     basic_auth,
+    first_found,
     json_answer,
+    json_request,
     options_of,
 )
 
@@ -79,12 +81,8 @@ def request(delivery: Delivery, target: Target) -> httpx.Request:
         "correlation_id": alert.alert_id,
         "correlation_display": "shipledger",
     }
-    return httpx.Request(
-        "POST",
-        _table_url(target),
-        params={"sysparm_fields": "sys_id,number"},
-        json=body,
-        headers={"Accept": "application/json"},
+    return json_request(
+        "POST", _table_url(target), params={"sysparm_fields": "sys_id,number"}, body=body
     )
 
 
@@ -106,7 +104,7 @@ def read(response: httpx.Response, target: Target) -> Ticket:
 
 def find(delivery: Delivery, target: Target) -> httpx.Request:
     """The record whose correlation_id is the alert id, if one was opened already."""
-    return httpx.Request(
+    return json_request(
         "GET",
         _table_url(target),
         params={
@@ -114,17 +112,12 @@ def find(delivery: Delivery, target: Target) -> httpx.Request:
             "sysparm_fields": "sys_id,number",
             "sysparm_limit": "1",
         },
-        headers={"Accept": "application/json"},
     )
 
 
 def found(response: httpx.Response, target: Target) -> Ticket | None:
     """The first record of the answer (`{"result": [...]}`), or None."""
-    records = json_answer(response).get("result")
-    if not isinstance(records, list) or not records:
-        return None
-    ticket = _ticket(records[0], target)
-    return Ticket(ticket.key, ticket.url, note="found by correlation_id: not opened again")
+    return first_found(response, "result", lambda record: _ticket(record, target), "correlation_id")
 
 
 KIND = ReceiverKind(

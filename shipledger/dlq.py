@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from shipledger.locate import cli_settings, data_dir_option, locate
+from shipledger.output_format import format_option
 from shipledger.producers.journal import Entry, Journal, JournalError
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.letters import (
@@ -414,13 +415,9 @@ def dlq(ctx: click.Context, bootstrap: str | None, data_dir: Path | None) -> Non
     "--limit", type=click.IntRange(min=1), help="Show at most the last N letters (in id order)."
 )
 @_stage_option
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table: one line per letter, reasons truncated; json: one full JSON object per line.",
+@format_option(
+    ["table", "json"],
+    "table: one line per letter, reasons truncated; json: one full JSON object per line.",
 )
 @click.pass_context
 def list_(ctx: click.Context, limit: int | None, stage: str | None, fmt: str) -> None:

@@ -6,8 +6,8 @@ three things each used to hand-write are written once:
 
 - **A bounded local queue.** librdkafka queues at most `queue.buffering.max.messages`
   (`Settings.producer_queue_messages`, part of `Settings.kafka_producer`); a produce into a
-  full queue serves delivery callbacks until there is room (`produce`) or reports it
-  (`offer`, for callers that must not block, such as an event loop).
+  full queue serves delivery callbacks until there is room, or reports it
+  (`produce(..., wait=False)`, for callers that must not block, such as an event loop).
 - **The first delivery error.** Failed deliveries are counted and the first one's reason is
   kept; a caller's own `on_delivery` still sees every outcome.
 - **Flush or raise.** `flush_or_raise(timeout_s)` returns only when every queued message was
@@ -72,32 +72,6 @@ class KafkaProducer:
 
         return both
 
-    def offer(
-        self,
-        topic: str,
-        value: bytes | None,
-        key: bytes | None = None,
-        *,
-        headers: Headers | None = None,
-        partition: int = -1,
-        on_delivery: DeliveryCallback | None = None,
-    ) -> bool:
-        """Queue one message; False (nothing queued) when the local queue is full. Raises
-        KafkaException when librdkafka refuses the message itself (e.g. too large)."""
-        try:
-            self._producer.produce(
-                topic,
-                value,
-                key,
-                # confluent-kafka takes a list (or dict), not any sequence
-                headers=None if headers is None else list(headers),
-                partition=partition,
-                on_delivery=self._callback(on_delivery),
-            )
-        except BufferError:
-            return False
-        return True
-
     def produce(
         self,
         topic: str,
@@ -107,12 +81,28 @@ class KafkaProducer:
         headers: Headers | None = None,
         partition: int = -1,
         on_delivery: DeliveryCallback | None = None,
-    ) -> None:
-        """Queue one message, serving delivery callbacks while the local queue is full."""
-        while not self.offer(
-            topic, value, key, headers=headers, partition=partition, on_delivery=on_delivery
-        ):
-            self._producer.poll(_FULL_QUEUE_POLL_S)
+        wait: bool = True,
+    ) -> bool:
+        """Queue one message. While the local queue is full it serves delivery callbacks until
+        there is room, or with `wait=False` queues nothing and returns False at once. Raises
+        KafkaException when librdkafka refuses the message itself (e.g. too large)."""
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value,
+                    key,
+                    # confluent-kafka takes a list (or dict), not any sequence
+                    headers=None if headers is None else list(headers),
+                    partition=partition,
+                    on_delivery=self._callback(on_delivery),
+                )
+            except BufferError:
+                if not wait:
+                    return False
+                self._producer.poll(_FULL_QUEUE_POLL_S)
+            else:
+                return True
 
     def poll(self, timeout_s: float = 0.0) -> int:
         """Serve delivery callbacks (at most `timeout_s`); how many were served."""

@@ -53,6 +53,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from shipledger import metrics as m
+from shipledger.clients import KafkaClients
 from shipledger.dlq_limit import DlqLimit, DlqLimitState
 from shipledger.kafka import DeliveryError, KafkaProducer
 from shipledger.logging import get_logger
@@ -116,11 +117,13 @@ class _Batch:
         return 0.0 if self.opened_at is None else time.monotonic() - self.opened_at
 
 
-class ClickHouseSink:
+class ClickHouseSink(KafkaClients):
     """Consumes the ledger's topics into ClickHouse. See the module docstring.
 
     `policy` is the one the entry point loaded (its retention stamps the rows); `metrics` is
     where counts go besides the sink's own recorder."""
+
+    role = "sink"
 
     def __init__(
         self,
@@ -132,11 +135,9 @@ class ClickHouseSink:
         policy: Policy,
         group_id: str | None = None,
     ) -> None:
-        self.settings = settings
-        self.bootstrap = bootstrap
+        super().__init__(settings, bootstrap, group_id)
         self.store = store
         self.metrics = m.RecordingMetrics(forward=metrics)
-        self.group_id = group_id or f"{settings.topic_prefix}sink"
         self.topics = Topics.from_settings(settings)
         self.routes = routes_from_catalog(self.topics)
         self.writer = LedgerWriter(
@@ -147,19 +148,6 @@ class ClickHouseSink:
         self._batch = _Batch()
         self._consumer: Consumer | None = None
         self._producer: KafkaProducer | None = None
-
-    # --- clients (override in tests to drive the chain with hand-built messages) --------
-    def consumer_config(self) -> dict[str, Any]:
-        """librdkafka consumer settings: manual commits, short fetch wait and session."""
-        return self.settings.kafka_consumer(self.bootstrap, self.group_id, "shipledger-sink")
-
-    def make_consumer(self) -> Consumer:
-        """A new consumer in the sink's group."""
-        return Consumer(self.consumer_config())
-
-    def make_producer(self) -> KafkaProducer:
-        """The DLQ producer."""
-        return KafkaProducer(self.settings.kafka_producer(self.bootstrap))
 
     # --- the loop -----------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:

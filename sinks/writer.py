@@ -28,8 +28,8 @@ from shipledger.schemas.policy import Policy
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.chain import ChainKey, Head, stamp
 from shipledger.sinks.ledger.ddl import TableSpec, tables
-from shipledger.sinks.ledger.store import TimeWindow
-from shipledger.sinks.rows import Row, RowKey, dedupe, row_key
+from shipledger.sinks.ledger.store import StoredIds, TimeWindow
+from shipledger.sinks.rows import Row, dedupe, row_key
 
 _T = TypeVar("_T")
 
@@ -38,22 +38,11 @@ class SinkError(RuntimeError):
     """The sink cannot go on (ClickHouse down after retries or hung, DLQ unreachable)."""
 
 
-class RowStore(Protocol):
+class RowStore(StoredIds, Protocol):
     """What the writer needs from a store (`LedgerStore` is the real one)."""
 
     def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
         """Insert rows in one block."""
-        ...
-
-    def existing_ids(
-        self,
-        table: str,
-        id_column: str,
-        keys: Iterable[RowKey],
-        *,
-        window: TimeWindow | None = None,
-    ) -> set[RowKey]:
-        """Which (tenant, id) pairs are already stored."""
         ...
 
     def load_heads(self, table: str) -> dict[ChainKey, Head]:

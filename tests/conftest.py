@@ -18,17 +18,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import jwt
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from cryptography.hazmat.primitives.asymmetric import rsa
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
@@ -41,6 +38,9 @@ from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import Row
 from shipledger.sinks.writer import LedgerWriter
 from shipledger.up.broker import EmbeddedBroker
+from tests.identity_kit import PEOPLE, SUFFIX, Issuer, Slapd
+from tests.kit import CliEnv, Consume, own_settings
+from tests.webhook_kit import SECRET, Mutate, RawRequest
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -68,17 +68,10 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings with a private data dir, a unique topic prefix and no real broker."""
-    return Settings(
-        data_dir=tmp_path / "data",
-        # Unique per test: tmp_path names are truncated, so two tests can share a tail.
-        topic_prefix=f"t{uuid.uuid4().hex[:12]}.",
-        topic_partitions=2,
-        emit_timeout_s=2.0,
-    )
+    return own_settings(tmp_path, emit_timeout_s=2.0)
 
 
 _CI_VARS = ("GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL")
-CliEnv = Callable[[Settings, str], dict[str, str]]
 
 
 def _cli_env(settings: Settings, bootstrap: str) -> dict[str, str]:
@@ -157,10 +150,6 @@ def consume(
     finally:
         consumer.close()
     return out
-
-
-#: The `consume` fixture: (broker, topic, expected, settle_s=, timeout_s=) -> messages.
-Consume = Callable[..., list[tuple[bytes, DeploymentEvent, int]]]
 
 
 @pytest.fixture(name="consume")
@@ -252,12 +241,7 @@ def ledger(settings: Settings) -> Iterator[LedgerStore]:
 
 
 # --- webhook deliveries (tests/fixtures/webhooks: provider payloads from their docs) ----------
-WEBHOOK_SECRET = "whsec-0123456789"
 _WEBHOOK_FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
-#: Edits a fixture's JSON body in place before it is signed.
-Mutate = Callable[[dict[str, Any]], None]
-#: The `webhook_request` fixture: (provider, fixture name, mutate=None) -> (headers, body).
-WebhookRequest = Callable[..., tuple[dict[str, str], bytes]]
 
 
 def signed(provider: str, headers: dict[str, str], body: bytes, secret: str) -> dict[str, str]:
@@ -281,20 +265,20 @@ def _webhook_request(
     if mutate is not None:
         mutate(payload)
     body = json.dumps(payload).encode()
-    return signed(provider, fixture["headers"], body, WEBHOOK_SECRET), body
+    return signed(provider, fixture["headers"], body, SECRET), body
 
 
 @pytest.fixture
-def webhook_request() -> WebhookRequest:
+def webhook_request() -> RawRequest:
     """`(provider, fixture name, mutate=None) -> (headers, body)`, signed with
-    `WEBHOOK_SECRET` the way the provider signs."""
+    `SECRET` the way the provider signs."""
     return _webhook_request
 
 
 @pytest.fixture
 def webhook_secret() -> str:
     """The secret `webhook_request` signs with."""
-    return WEBHOOK_SECRET
+    return SECRET
 
 
 @pytest.fixture
@@ -455,18 +439,8 @@ def schema_registry() -> Iterator[StandInSchemaRegistry]:
 
 # --- a real slapd and a real OIDC issuer (approvers: tests/unit/test_identity.py, the gate) ---
 
-SUFFIX = "dc=example,dc=org"
 SLAPD = Path("/usr/sbin/slapd")
 SLAPADD = Path("/usr/sbin/slapadd")
-#: user -> (password, groups)
-PEOPLE = {
-    "alice": ("alice-pw", ["cab"]),
-    "bob": ("bob-pw", ["sre"]),
-    "carol": ("carol-pw", ["cab", "sre"]),
-    "dave": ("dave-pw", []),
-    # Filter syntax in a name: unescaped, it would break (or widen) the group search.
-    "pat(ops)*": ("pat-pw", ["sre"]),
-}
 
 
 def _ssha(password: str) -> str:
@@ -538,17 +512,6 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise RuntimeError(f"slapd did not listen on {port} within 30 s: {log.read_text()}")
 
 
-@dataclass(frozen=True)
-class Slapd:
-    """A running slapd: its URL and where its users and groups are (`PEOPLE`: user ->
-    (password, groups); groups `cab` and `sre`)."""
-
-    url: str
-    user_dn: str = f"uid={{username}},ou=people,{SUFFIX}"
-    group_base: str = f"ou=groups,{SUFFIX}"
-    people: dict[str, tuple[str, list[str]]] = field(default_factory=lambda: dict(PEOPLE))
-
-
 @pytest.fixture(scope="session")
 def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
     """A slapd on a loopback port serving PEOPLE and the groups cab and sre; a missing slapd
@@ -581,79 +544,6 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-class Issuer:
-    """An OIDC issuer on loopback: discovery document and JWKS, RSA keys made here; its
-    tokens are for `audience` and name alice of group cab unless told otherwise."""
-
-    audience = "shipledger"
-
-    def __init__(self) -> None:
-        self.keys: dict[str, rsa.RSAPrivateKey] = {}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.kid = self.add_key()
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def add_key(self) -> str:
-        kid = uuid.uuid4().hex[:8]
-        self.keys[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        return kid
-
-    def jwks(self) -> dict[str, Any]:
-        keys = []
-        for kid, key in self.keys.items():
-            jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
-            keys.append({**jwk, "kid": kid, "use": "sig", "alg": "RS256"})
-        return {"keys": keys}
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        issuer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": issuer.url, "jwks_uri": f"{issuer.url}/jwks"}
-                elif self.path == "/jwks":
-                    body = issuer.jwks()
-                else:
-                    self.send_error(404)
-                    return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return Handler
-
-    def token(
-        self, kid: str | None = None, key: Any = None, alg: str = "RS256", **claims: Any
-    ) -> str:
-        now = datetime.now(UTC)
-        body: dict[str, Any] = {
-            "iss": self.url,
-            "aud": self.audience,
-            "sub": "u-1",
-            "preferred_username": "alice",
-            "groups": ["cab"],
-            "iat": now,
-            "exp": now + timedelta(minutes=5),
-        }
-        body.update(claims)
-        body = {k: v for k, v in body.items() if v is not None}
-        kid = kid or self.kid
-        return jwt.encode(body, key or self.keys[kid], algorithm=alg, headers={"kid": kid})
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="session")

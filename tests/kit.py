@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,34 @@ def deployment_event(**fields: Any) -> DeploymentEvent:
     return DeploymentEvent(**{**sample, **fields})
 
 
+def own_settings(tmp: Path, **overrides: Any) -> Settings:
+    """Settings of one test's own stack: a private data dir under `tmp`, a unique topic prefix
+    (the tests share one broker), two partitions and any free API port; `overrides` on top."""
+    mine: dict[str, Any] = {
+        "data_dir": tmp / "data",
+        # Unique per test: tmp_path names are truncated, so two tests can share a tail.
+        "topic_prefix": f"t{uuid.uuid4().hex[:12]}.",
+        "topic_partitions": 2,
+        # Tests run side by side: never the fixed default port.
+        "api_port": 0,
+    }
+    return Settings(**{**mine, **overrides})
+
+
+def api_event(**fields: Any) -> dict[str, Any]:
+    """A valid deployment event as the API takes it (JSON): a deployment of checkout to
+    production started by alice at SHA, its id unique, each of `fields` given instead."""
+    body: dict[str, Any] = {
+        "deployment_id": f"dep-{uuid.uuid4().hex[:10]}",
+        "event_type": "started",
+        "service": "checkout",
+        "environment": "production",
+        "commit_sha": SHA,
+        "actor": "alice",
+    }
+    return {**body, **fields}
+
+
 def emit_options(event: DeploymentEvent) -> list[str]:
     """The `shipledger emit` options naming `event`'s deployment: its id, service, environment,
     commit, actor and tenant."""
@@ -83,6 +112,14 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
+def wait_for(cond: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Poll `cond` until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 def wait_until(
     stack: Stack,
     done: Callable[[], bool],
@@ -94,11 +131,12 @@ def wait_until(
     """Poll `done` until it holds (failing with `what` after `timeout_s`), checking between
     polls that no component of `stack` died (with `restart_workers`: restarting an exited
     worker first, as `up` does)."""
-    deadline = time.monotonic() + timeout_s
-    while not done():
+
+    def alive_and_done() -> bool:
         if restart_workers:
             stack.supervise()
         else:
             stack.check()
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
+        return done()
+
+    wait_for(alive_and_done, what, timeout_s)

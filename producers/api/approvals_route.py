@@ -14,16 +14,16 @@ change request); 503 when an identity provider (or Kafka) cannot answer: never a
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shipledger.logging import get_logger
 from shipledger.producers.api.auth import Principal
 from shipledger.producers.api.bodies import Problem
-from shipledger.producers.api.context import ApiContext, ApiError, context
+from shipledger.producers.api.context import ApiContext, ApiError, ContextDep
 from shipledger.producers.api.events import Prepared, prepare
 from shipledger.producers.api.ingest import publish
 from shipledger.producers.api.limits import check_declared_length, read_capped
@@ -155,9 +155,7 @@ def approval_event(
     },
     summary="Approve or reject a change request as an authenticated person",
 )
-async def post_approval(
-    request: Request, ctx: Annotated[ApiContext, Depends(context)]
-) -> ApprovalRecorded:
+async def post_approval(request: Request, ctx: ContextDep) -> ApprovalRecorded:
     """Record `decision` (default `approved`) on change request `change_id` of `tenant` by
     the person the `Authorization` header proves: `Bearer <OIDC token>` or `Basic` (LDAP
     username:password, over TLS or from loopback only). They must be in a group the tenant's
@@ -182,16 +180,7 @@ async def post_approval(
     if not isinstance(prepared, Prepared):  # what the approver typed: the comment
         raise ApiError(400, "; ".join(f"{e.field}: {e.reason}" for e in prepared))
     await publish(ctx, [prepared])
-    log.info(
-        "approval_recorded",
-        tenant=body.tenant,
-        change_id=body.change_id,
-        approver=identity.username,
-        decision=body.decision,
-        groups=list(groups),
-        verified_by=identity.verified_by,
-    )
-    return ApprovalRecorded(
+    recorded = ApprovalRecorded(
         event_id=prepared.event_id,
         tenant=body.tenant,
         change_id=target.change_id,
@@ -201,3 +190,5 @@ async def post_approval(
         verified_by=identity.verified_by,
         state=target.state,
     )
+    log.info("approval_recorded", **recorded.model_dump(exclude={"event_id", "state"}))
+    return recorded

@@ -110,8 +110,8 @@ class KafkaBridge:
         for event in events:
             try:
                 # A full local queue: let the poll thread drain it, off the event loop.
-                while not producer.offer(
-                    event.topic, event.value, event.key, on_delivery=batch.on_delivery
+                while not producer.produce(
+                    event.topic, event.value, event.key, on_delivery=batch.on_delivery, wait=False
                 ):
                     await asyncio.sleep(0.01)
             except KafkaException as exc:

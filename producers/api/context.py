@@ -126,6 +126,9 @@ def context(request: Request) -> ApiContext:
     return ctx
 
 
+#: A route's parameter for the app's context.
+ContextDep = Annotated[ApiContext, Depends(context)]
+
 _bearer = HTTPBearer(auto_error=False, description="An API token: `shipledger tokens create`.")
 
 
@@ -137,7 +140,7 @@ class Authorized:
 
     def __call__(
         self,
-        ctx: Annotated[ApiContext, Depends(context)],
+        ctx: ContextDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
         challenge = {"WWW-Authenticate": "Bearer"}
@@ -157,3 +160,9 @@ class Authorized:
             )
         ctx.throttle(principal.token_id)
         return principal
+
+
+#: A route's parameter for the caller, holding a token with the `ingest` scope.
+IngestPrincipal = Annotated[Principal, Depends(Authorized("ingest"))]
+#: A route's parameter for the caller, holding a token with the `read` scope.
+ReadPrincipal = Annotated[Principal, Depends(Authorized("read"))]

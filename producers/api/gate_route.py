@@ -10,23 +10,23 @@ A decision Kafka does not take is not given (503): the pipeline cannot tell it f
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 
 from shipledger.logging import get_logger
 from shipledger.producers.api.auth import ANY_TENANT, Principal
 from shipledger.producers.api.bodies import TOKEN_ERRORS, Problem
-from shipledger.producers.api.context import ApiContext, ApiError, Authorized, context
+from shipledger.producers.api.context import ApiError, ContextDep, IngestPrincipal
 from shipledger.producers.api.events import Prepared
 from shipledger.producers.api.ingest import publish
 from shipledger.producers.api.limits import check_declared_length, read_capped
 from shipledger.schemas.families import scoped_key
 from shipledger.schemas.family_models import ChangeEvent
 from shipledger.schemas.governance import GateDecision, GateOutcome, GateQuestion, GateReason
-from shipledger.schemas.models import utcnow
+from shipledger.schemas.models import Model, utcnow
 from shipledger.schemas.registry import topic_codec
 from shipledger.schemas.topics import ALERTS, GATE_DECISIONS
 from shipledger.schemas.untrusted import BadJSON, loads
@@ -93,26 +93,27 @@ async def read_question(request: Request, principal: Principal) -> GateQuestion:
 def outcome_messages(settings: Settings, outcome: GateOutcome) -> list[Prepared]:
     """The decision and its alerts as messages to produce (keyed like their topics)."""
     decision = outcome.decision
-    messages = [
-        Prepared(
-            event_id=decision.event_id,
-            tenant=decision.tenant,
-            topic=settings.topic(GATE_DECISIONS),
-            key=scoped_key(decision.tenant, decision.service),
-            value=topic_codec(GATE_DECISIONS).encode(decision.to_avro()),
-        )
+    return [
+        _message(
+            settings, GATE_DECISIONS, decision.event_id, decision.tenant, decision.service, decision
+        ),
+        *(
+            _message(settings, ALERTS, alert.alert_id, alert.tenant, alert.deployment_id, alert)
+            for alert in outcome.alerts
+        ),
     ]
-    messages += [
-        Prepared(
-            event_id=alert.alert_id,
-            tenant=alert.tenant,
-            topic=settings.topic(ALERTS),
-            key=scoped_key(alert.tenant, alert.deployment_id),
-            value=topic_codec(ALERTS).encode(alert.to_avro()),
-        )
-        for alert in outcome.alerts
-    ]
-    return messages
+
+
+def _message(
+    settings: Settings, topic: str, event_id: str, tenant: str, keyed_by: str, event: Model
+) -> Prepared:
+    return Prepared(
+        event_id=event_id,
+        tenant=tenant,
+        topic=settings.topic(topic),
+        key=scoped_key(tenant, keyed_by),
+        value=topic_codec(topic).encode(event.to_avro()),
+    )
 
 
 def answer(decision: GateDecision) -> GateAnswer:
@@ -144,8 +145,8 @@ def answer(decision: GateDecision) -> GateAnswer:
 )
 async def post_gate(
     request: Request,
-    ctx: Annotated[ApiContext, Depends(context)],
-    principal: Annotated[Principal, Depends(Authorized("ingest"))],
+    ctx: ContextDep,
+    principal: IngestPrincipal,
 ) -> GateAnswer:
     """Judge a deployment about to start against the live state: the policy's ticket, window
     and freeze rules, the change request it names (approved, in its window and scope, now),

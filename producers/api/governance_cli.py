@@ -24,6 +24,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 import httpx
 
+from shipledger.output_format import format_option
 from shipledger.producers.emitter.ci_detect import detect
 from shipledger.producers.emitter.metadata import envvar
 from shipledger.schemas.models import KINDS
@@ -116,14 +117,7 @@ def _option(name: str, help_text: str, **kwargs: Any) -> Callable[[F], F]:
     help="Break-glass: pass whatever blocks, recorded, with a critical alert.",
 )
 @click.option("--reason", help="Why break-glass (required with --emergency).")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: the API's answer as is.",
-)
+@format_option(["text", "json"], "json: the API's answer as is.")
 def gate(
     service: str,
     environment: str,

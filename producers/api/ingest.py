@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from shipledger.logging import get_logger
 from shipledger.producers.api.auth import Principal
@@ -33,9 +33,9 @@ from shipledger.producers.api.bridge import PublishFailed
 from shipledger.producers.api.context import (
     ApiContext,
     ApiError,
-    Authorized,
+    ContextDep,
+    IngestPrincipal,
     SafeJSONResponse,
-    context,
 )
 from shipledger.producers.api.events import FieldError, Forbidden, Prepared, prepare, unwrap
 from shipledger.producers.api.limits import TooLarge, capped, check_declared_length, read_capped
@@ -129,8 +129,8 @@ def prepare_all(
 )
 async def post_events(
     request: Request,
-    ctx: Annotated[ApiContext, Depends(context)],
-    principal: Annotated[Principal, Depends(Authorized("ingest"))],
+    ctx: ContextDep,
+    principal: IngestPrincipal,
 ) -> Accepted:
     """Publish one event, an array of events, or `{"events": [...]}`.
 
@@ -200,8 +200,8 @@ class _Upload:
 )
 async def post_upload(
     request: Request,
-    ctx: Annotated[ApiContext, Depends(context)],
-    principal: Annotated[Principal, Depends(Authorized("ingest"))],
+    ctx: ContextDep,
+    principal: IngestPrincipal,
     format: Annotated[
         str | None, Query(description="ndjson or csv; overrides the Content-Type.")
     ] = None,

@@ -8,16 +8,16 @@ ledger: the API inside `shipledger up`). Another tenant's rows read as absent.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field, ValidationError
 
-from shipledger.producers.api.auth import ANY_TENANT, Principal
+from shipledger.producers.api.auth import ANY_TENANT
 from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
-from shipledger.producers.api.context import ApiContext, ApiError, Authorized, context
+from shipledger.producers.api.context import ApiError, ContextDep, ReadPrincipal
 from shipledger.producers.api.limits import check_declared_length, read_capped
 from shipledger.producers.api.query_slots import SlotsFull
 from shipledger.sinks.ledger.reader import QueryError, QueryLimits
@@ -40,8 +40,8 @@ router = APIRouter(prefix="/v1")
 )
 async def get_event(
     event_id: str,
-    ctx: Annotated[ApiContext, Depends(context)],
-    principal: Annotated[Principal, Depends(Authorized("read"))],
+    ctx: ContextDep,
+    principal: ReadPrincipal,
 ) -> dict[str, Any]:
     """The stored row of a deployment event (as the ledger keeps it), if it is the token's
     tenant's, plus `ledger_tier`: `hot`, or `cold` once `shipledger archive` moved it (null on a
@@ -96,8 +96,8 @@ def _query_body() -> dict[str, Any]:
 )
 async def post_query(
     http: Request,
-    ctx: Annotated[ApiContext, Depends(context)],
-    principal: Annotated[Principal, Depends(Authorized("read"))],
+    ctx: ContextDep,
+    principal: ReadPrincipal,
 ) -> Response:
     """`{"columns", "types", "rows", "truncated"}`. A tenant's query may read only its
     tenant's rows of the ledger's tables and views, with allowed functions, under memory,

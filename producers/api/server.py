@@ -10,11 +10,11 @@ import os
 import socket
 import threading
 import time
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 import uvicorn
 
+from shipledger.closing import Running
 from shipledger.logging import get_logger
 from shipledger.producers.api.app import create_app
 from shipledger.producers.api.auth import ANY_TENANT, LOCAL_TOKEN_NAME, AuthStore
@@ -56,7 +56,7 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-class ApiServer:
+class ApiServer(Running):
     """The API on `settings.api_host:api_port`, producing to `bootstrap`; a context manager.
     With `ledger`, it serves reads; with `governance` too, the gate and approvals; with
     `journal`, events are journaled before they are produced (`api.bridge`)."""
@@ -158,19 +158,3 @@ class ApiServer:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-
-    def __enter__(self) -> ApiServer:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

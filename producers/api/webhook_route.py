@@ -17,15 +17,13 @@ and merges received are remembered (`RecentCommits`) to resolve a later delivery
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from shipledger.logging import get_logger
 from shipledger.producers.api.auth import Principal
 from shipledger.producers.api.bodies import TOKEN_ERRORS, Accepted, Invalid, Problem, problems
-from shipledger.producers.api.context import ApiContext, ApiError, Authorized, context
+from shipledger.producers.api.context import ApiError, ContextDep, ReadPrincipal
 from shipledger.producers.api.ingest import prepare_all, publish
 from shipledger.producers.api.limits import check_declared_length, read_capped
 from shipledger.producers.webhooks import (
@@ -73,7 +71,7 @@ async def post_webhook(
     provider: str,
     tenant: str,
     request: Request,
-    ctx: Annotated[ApiContext, Depends(context)],
+    ctx: ContextDep,
 ) -> Accepted:
     """Map a provider's webhook (github, gitlab, argocd, cdevents, jenkins) to events and
     publish them: 202 after Kafka's acks; an ignored delivery answers 202 with no events and
@@ -132,8 +130,8 @@ async def post_webhook(
     summary="Webhook deliveries counted by tenant, provider, event type and outcome",
 )
 async def webhook_stats(
-    principal: Annotated[Principal, Depends(Authorized("read"))],
-    ctx: Annotated[ApiContext, Depends(context)],
+    principal: ReadPrincipal,
+    ctx: ContextDep,
 ) -> list[WebhookCount]:
     """Deliveries since the API started: accepted, ignored (unsupported types), unauthorized
     and malformed, for the token's tenant (all tenants for a `*` token)."""

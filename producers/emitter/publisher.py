@@ -24,11 +24,11 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, Message
 
+from shipledger.closing import Closing
 from shipledger.kafka import DeliveryCallback, DeliveryError, KafkaProducer
 from shipledger.logging import get_logger
 from shipledger.producers.emitter.spool import Spool, SpoolError
@@ -120,7 +120,7 @@ class _Pending:
         return done
 
 
-class Publisher:
+class Publisher(Closing):
     """One idempotent producer to the raw topic; a context manager that flushes on close."""
 
     def __init__(self, settings: Settings, bootstrap: str | None = None) -> None:
@@ -323,14 +323,3 @@ class Publisher:
         if self._producer is not None:
             self._producer.flush(self._settings.emit_timeout_s)
             self._producer = None
-
-    def __enter__(self) -> Publisher:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

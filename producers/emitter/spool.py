@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 from filelock import FileLock, ReadWriteLock, Timeout
 from pydantic import ValidationError
 
-from shipledger.producers.durable import fsync_dir
+from shipledger.durable import fsync_dir
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.settings import Settings
 

@@ -376,42 +376,48 @@ def bench_emit(stack: Stack, runs: int) -> dict[str, Any]:
     }
 
 
+def _ingest_token(stack: Stack, tenant: str, name: str) -> str:
+    """A new token with the ingest scope for `tenant`, from the stack's token store."""
+    from shipledger.producers.api.auth import AuthStore
+
+    auth = AuthStore(stack.settings.resolved_auth_db)
+    try:
+        return auth.create_token(tenant, ("ingest",), name=name)[0]
+    finally:
+        auth.close()
+
+
+def _run_client(stack: Stack, module: str, what: str, *args: object) -> dict[str, Any]:
+    """Run the client process `module` (args, then the file it writes its JSON result to)
+    and read its result; a ClickException when any of its `what` failed."""
+    out = stack.settings.data_dir / f"{module.rsplit('.', 1)[-1]}.json"
+    subprocess.run(
+        [sys.executable, "-P", "-m", module, *(str(a) for a in args), str(out)], check=True
+    )
+    result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    if result["failures"]:
+        raise click.ClickException(f"{result['failures']} {what} failed: {result['first_failure']}")
+    return result
+
+
 def _api_load(
     stack: Stack, url: str, batches: int, batch_size: int, threads: int
 ) -> dict[str, Any]:
     """Drive `POST /v1/events` at `url` from a client process (after a warm-up): events/s and
     request → 202 latency."""
-    from shipledger.producers.api.auth import AuthStore
-
-    auth = AuthStore(stack.settings.resolved_auth_db)
-    try:
-        token, _ = auth.create_token("bench", ("ingest",), name="bench")
-    finally:
-        auth.close()
-    out = stack.settings.data_dir / "api-client.json"
+    token = _ingest_token(stack, "bench", "bench")
 
     def load(count: int) -> dict[str, Any]:
-        subprocess.run(
-            [
-                sys.executable,
-                "-P",
-                "-m",
-                "shipledger.lab.bench_api_client",
-                url,
-                token,
-                str(count),
-                str(batch_size),
-                str(threads),
-                str(out),
-            ],
-            check=True,
+        return _run_client(
+            stack,
+            "shipledger.lab.bench_api_client",
+            "API requests",
+            url,
+            token,
+            count,
+            batch_size,
+            threads,
         )
-        result: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
-        if result["failures"]:
-            raise click.ClickException(
-                f"{result['failures']} API requests failed: {result['first_failure']}"
-            )
-        return result
 
     load(max(1, threads))  # warm-up: connections, producer, codecs
     result = load(batches)
@@ -442,38 +448,13 @@ def bench_api(stack: Stack, batches: int, batch_size: int, threads: int) -> dict
 def bench_gate(stack: Stack, requests: int) -> dict[str, Any]:
     """p50/p99 of `POST /v1/gate` (request → decision recorded and answered), beside the
     target p99 < 100 ms."""
-    from shipledger.producers.api.auth import AuthStore
-
     assert stack.api is not None
     url = stack.api.url
-    auth = AuthStore(stack.settings.resolved_auth_db)
-    try:
-        token, _ = auth.create_token(GATE_TENANT, ("ingest",), name="bench gate")
-    finally:
-        auth.close()
+    token = _ingest_token(stack, GATE_TENANT, "bench gate")
     seed(stack, token)
-    out = stack.settings.data_dir / "gate-client.json"
 
     def ask(count: int) -> dict[str, Any]:
-        subprocess.run(
-            [
-                sys.executable,
-                "-P",
-                "-m",
-                "shipledger.lab.bench_gate",
-                url,
-                token,
-                str(count),
-                str(out),
-            ],
-            check=True,
-        )
-        found: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
-        if found["failures"]:
-            raise click.ClickException(
-                f"{found['failures']} gate requests failed: {found['first_failure']}"
-            )
-        return found
+        return _run_client(stack, "shipledger.lab.bench_gate", "gate requests", url, token, count)
 
     click.echo(f"  gate: {requests} questions, one at a time ...")
     ask(20)  # warm-up: connection, producer, codecs, the ledger's first reads

@@ -16,10 +16,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, BinaryIO
 
 from confluent_kafka.admin import AdminClient
+
+from shipledger.closing import Running
 
 
 class BrokerError(RuntimeError):
@@ -119,7 +120,7 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
             proc.wait()
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(Running):
     """A Tansu process on a free loopback port; a context manager that stops it on exit."""
 
     def __init__(self, log_path: Path | None = None, port: int | None = None) -> None:
@@ -176,15 +177,3 @@ class EmbeddedBroker:
         if self._log is not None:
             self._log.close()
             self._log = None
-
-    def __enter__(self) -> EmbeddedBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -16,12 +16,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO
 
 import click
 from confluent_kafka import KafkaException
 
+from shipledger.closing import Running
 from shipledger.lag import committed_offsets, end_offsets, lag_by_topic, partitions_of
 from shipledger.logging import configure_logging, get_logger
 from shipledger.processors.gate import Gatekeeper
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 log = get_logger("stack")
 
 
-class Stack:
+class Stack(Running):
     """Everything `shipledger up` runs; a context manager that stops it all in reverse order.
 
     `log_dir` sends the children's logs to files (the demo keeps its terminal readable);
@@ -470,21 +470,6 @@ class Stack:
             keeper.compact()
         except Exception:
             log.exception("journal_compaction_failed")
-
-    def __enter__(self) -> Stack:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @click.command()

@@ -34,7 +34,6 @@ the next TTL merge; `audit verify` tolerates both, since only rows past `retain_
 from __future__ import annotations
 
 import json
-import os
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import click
 
+from shipledger.durable import fsync_dir, fsync_file
 from shipledger.locate import data_dir_option
 from shipledger.logging import configure_logging, get_logger
 from shipledger.settings import Settings
@@ -201,7 +201,7 @@ def _export(
         )
         tmp.unlink(missing_ok=True)
         return None
-    _fsync(tmp)
+    fsync_file(tmp)
     return tmp
 
 
@@ -232,7 +232,7 @@ def _commit(
     marker = _write_marker(cold_root, spec.name, run_id, cutoff)
     for tmp in written:
         tmp.replace(tmp.with_suffix(""))  # x.parquet.tmp -> x.parquet
-        _fsync(tmp.parent)
+        fsync_dir(tmp.parent)
     _delete_hot(store, spec, _run_glob(cold_root, spec.name, run_id), cutoff)
     marker.unlink()
     log.info("archived", table=spec.name, files=len(written), run=run_id)
@@ -253,8 +253,8 @@ def _write_marker(cold_root: Path, table: str, run_id: str, cutoff: datetime) ->
     marker = pending / f"{table}.{run_id}.json"
     body = {"table": table, "run": run_id, "cutoff_ms": _ms(cutoff)}
     marker.write_text(json.dumps(body), encoding="utf-8")
-    _fsync(marker)
-    _fsync(pending)
+    fsync_file(marker)
+    fsync_dir(pending)
     return marker
 
 
@@ -347,19 +347,11 @@ def _rewrite_without_expired(
         )
         tmp.unlink(missing_ok=True)
         return False
-    _fsync(tmp)
+    fsync_file(tmp)
     tmp.replace(path)
-    _fsync(path.parent)
+    fsync_dir(path.parent)
     log.info("archive_rewritten", file=str(path), dropped=dropped, kept=written)
     return True
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- server mode ---------------------------------------------------------------------------

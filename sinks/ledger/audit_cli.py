@@ -9,6 +9,7 @@ from typing import NoReturn
 import click
 from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
+from shipledger.output_format import format_option
 from shipledger.settings import Settings
 from shipledger.sinks.cli_options import ledger_options, ledger_settings
 from shipledger.sinks.ledger import tiers
@@ -28,14 +29,7 @@ def audit() -> None:
 @audit.command("verify")
 @click.option("--tenant", help="Only this tenant's chains.")
 @click.option("--table", help="Only this table (deployment_events, alerts, ...).")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text: one finding a line and a summary; json: the whole report.",
-)
+@format_option(["text", "json"], "text: one finding a line and a summary; json: the whole report.")
 @ledger_options
 def verify(
     tenant: str | None,

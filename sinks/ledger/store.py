@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from threading import Lock
-from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import clickhouse_connect
 
+from shipledger.closing import Closing
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.chain import ChainKey, Head
@@ -86,7 +86,23 @@ def _epoch_ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
-class LedgerStore:
+class StoredIds(Protocol):
+    """Which rows a ledger holds already: `LedgerStore` answers, the writer's dedup asks."""
+
+    def existing_ids(
+        self,
+        table: str,
+        id_column: str,
+        keys: Iterable[RowKey],
+        *,
+        window: TimeWindow | None = None,
+    ) -> set[RowKey]:
+        """Which (tenant, id) pairs of `keys` are stored in `table`, hot or cold (optionally
+        only within `window`)."""
+        ...
+
+
+class LedgerStore(Closing):
     """The ledger's ClickHouse client (thread-safe by one lock). Build it with `open`."""
 
     def __init__(self, client: Any, database: str, url: str, cold_root: Path | None = None) -> None:
@@ -388,17 +404,6 @@ class LedgerStore:
             if not self._closed:
                 self._closed = True
                 self._client.close()
-
-    def __enter__(self) -> LedgerStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _normalize_type(type_name: str) -> str:

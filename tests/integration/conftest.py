@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.topics import ensure_topics
 from shipledger.up.stack import Stack
+from tests.kit import own_settings
 
 
 @pytest.fixture
@@ -24,13 +24,7 @@ def topics(settings: Settings, broker: str) -> Topics:
 def stack_settings(tmp_path: Path) -> Settings:
     """The settings of `stack`: a private data dir and topic prefix, two partitions, sink
     batches of 100 ms. A module overrides this fixture to change them."""
-    return Settings(
-        data_dir=tmp_path / "data",
-        # Unique per test: tmp_path names are truncated, so two tests can share a tail.
-        topic_prefix=f"it{uuid.uuid4().hex[:12]}.",
-        topic_partitions=2,
-        sink_batch_ms=100,
-    )
+    return own_settings(tmp_path, sink_batch_ms=100)
 
 
 @pytest.fixture

@@ -8,12 +8,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -28,24 +26,9 @@ from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.topics import ensure_topics
+from tests.kit import SHA, api_event, own_settings, wait_for
 
 pytestmark = pytest.mark.integration
-
-SHA = "0123456789abcdef0123456789abcdef01234567"
-
-
-def event(**fields: Any) -> dict[str, Any]:
-    """A valid deployment event body (unique deployment id) with `fields` overriding."""
-    body: dict[str, Any] = {
-        "deployment_id": f"dep-{uuid.uuid4().hex[:10]}",
-        "event_type": "started",
-        "service": "checkout",
-        "environment": "production",
-        "commit_sha": SHA,
-        "actor": "alice",
-    }
-    body.update(fields)
-    return body
 
 
 @dataclass
@@ -80,22 +63,12 @@ class Ledger:
         return int(rows[0][0])
 
 
-def wait_for(cond: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def ledger(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
     tmp = tmp_path_factory.mktemp("api")
-    settings = Settings(
-        data_dir=tmp / "data",
-        topic_prefix=f"api{uuid.uuid4().hex[:8]}.",
-        topic_partitions=2,
+    settings = own_settings(
+        tmp,
         bootstrap_servers=broker,
-        api_port=0,
         api_max_body_bytes=64 * 1024,
         api_max_batch_events=50,
         api_max_upload_bytes=64 * 1024 * 1024,
@@ -129,7 +102,7 @@ def test_health_and_readiness(ledger: Ledger) -> None:
 
 def test_accepted_after_ack_with_ids_then_stored(ledger: Ledger) -> None:
     before = ledger.raw_messages()
-    bodies = [event(event_id=f"ok-{uuid.uuid4()}"), event()]
+    bodies = [api_event(event_id=f"ok-{uuid.uuid4()}"), api_event()]
     with ledger.client(ledger.token()) as client:
         answer = client.post("/v1/events", json={"events": bodies})
     assert answer.status_code == 202, answer.text
@@ -142,7 +115,7 @@ def test_accepted_after_ack_with_ids_then_stored(ledger: Ledger) -> None:
 
 def test_invalid_fields_are_listed_and_nothing_is_published(ledger: Ledger) -> None:
     before = ledger.raw_messages()
-    bodies = [event(), event(commit_sha="abc"), {"family": "deployment", "service": "x"}, 7]
+    bodies = [api_event(), api_event(commit_sha="abc"), {"family": "deployment", "service": "x"}, 7]
     with ledger.client(ledger.token()) as client:
         answer = client.post("/v1/events", json=bodies)
     assert answer.status_code == 422, answer.text
@@ -158,7 +131,7 @@ def test_invalid_fields_are_listed_and_nothing_is_published(ledger: Ledger) -> N
 def test_other_tenant_is_forbidden_naming_the_field(ledger: Ledger) -> None:
     before = ledger.raw_messages()
     with ledger.client(ledger.token("acme")) as client:
-        answer = client.post("/v1/events", json=[event(), event(tenant="globex")])
+        answer = client.post("/v1/events", json=[api_event(), api_event(tenant="globex")])
     assert answer.status_code == 403, answer.text
     assert answer.json()["errors"] == [
         {"index": 1, "field": "tenant", "reason": "this token is for tenant 'acme', not 'globex'"}
@@ -182,7 +155,7 @@ def test_tokens_bad_expired_revoked_or_lacking_scope(ledger: Ledger) -> None:
     }
     for token, (status, words) in cases.items():
         with ledger.client(token) as client:
-            answer = client.post("/v1/events", json=event())
+            answer = client.post("/v1/events", json=api_event())
         assert answer.status_code == status, (token, answer.text)
         assert words in answer.json()["error"]
     assert ledger.raw_messages() == before
@@ -190,7 +163,7 @@ def test_tokens_bad_expired_revoked_or_lacking_scope(ledger: Ledger) -> None:
 
 def test_oversize_body_with_and_without_content_length(ledger: Ledger) -> None:
     before = ledger.raw_messages()
-    big = event(attributes={"blob": "x" * 70_000})
+    big = api_event(attributes={"blob": "x" * 70_000})
     payload = httpx.Request("POST", "/", json=big).content
     with ledger.client(ledger.token()) as client:
         declared = client.post(
@@ -223,9 +196,9 @@ def test_too_many_events_in_one_request(ledger: Ledger) -> None:
 def test_retried_request_is_one_row(ledger: Ledger) -> None:
     """Same body twice (explicit id and time), then a marker on the same partition: once
     the marker is stored, the sink has seen the retry, and kept one row."""
-    body = event(event_id=f"retry-{uuid.uuid4()}", occurred_at="2026-11-26T10:00:00Z")
-    timed = event(occurred_at="2026-11-26T10:00:01Z")  # no id: derived from the content
-    marker = event(deployment_id=body["deployment_id"], event_type="succeeded")
+    body = api_event(event_id=f"retry-{uuid.uuid4()}", occurred_at="2026-11-26T10:00:00Z")
+    timed = api_event(occurred_at="2026-11-26T10:00:01Z")  # no id: derived from the content
+    marker = api_event(deployment_id=body["deployment_id"], event_type="succeeded")
     with ledger.client(ledger.token()) as client:
         first = client.post("/v1/events", json=[body, timed])
         second = client.post("/v1/events", json=[body, timed])
@@ -238,7 +211,7 @@ def test_retried_request_is_one_row(ledger: Ledger) -> None:
 
 
 def test_reads_stay_within_the_tenant(ledger: Ledger) -> None:
-    body = event(tenant="globex", event_id=f"read-{uuid.uuid4()}")
+    body = api_event(tenant="globex", event_id=f"read-{uuid.uuid4()}")
     with ledger.client(ledger.token("globex")) as client:
         assert client.post("/v1/events", json=body).status_code == 202
     wait_for(lambda: ledger.rows(body["event_id"]) == 1, "the row")
@@ -312,7 +285,7 @@ def test_upload_of_many_megabytes_streams_in_batches(ledger: Ledger) -> None:
 
     def body() -> Iterator[bytes]:
         for i in range(line_count):
-            line = event(deployment_id=f"big-{i}", occurred_at="2026-11-02T00:00:00Z")
+            line = api_event(deployment_id=f"big-{i}", occurred_at="2026-11-02T00:00:00Z")
             line["attributes"] = {"pad": pad}
             yield (httpx.Request("POST", "/", json=line).content + b"\n")
 
@@ -352,11 +325,12 @@ def test_rate_limit_per_token(strict_api: tuple[str, AuthStore]) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=url, timeout=30) as client:
         codes = [
-            client.post("/v1/events", json=event(), headers=headers).status_code for _ in range(3)
+            client.post("/v1/events", json=api_event(), headers=headers).status_code
+            for _ in range(3)
         ]
-        limited = client.post("/v1/events", json=event(), headers=headers)
+        limited = client.post("/v1/events", json=api_event(), headers=headers)
         fresh = client.post(
-            "/v1/events", json=event(), headers={"Authorization": f"Bearer {other}"}
+            "/v1/events", json=api_event(), headers={"Authorization": f"Bearer {other}"}
         )
     assert codes[:2] == [202, 202] and codes[2] == 429
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
@@ -369,7 +343,7 @@ def test_upload_over_the_limit(strict_api: tuple[str, AuthStore], settings: Sett
     acknowledged and are counted as accepted."""
     url, auth = strict_api
     token, _ = auth.create_token("acme", ("ingest",))
-    line = httpx.Request("POST", "/", json=event(occurred_at="2026-11-02T00:00:00Z")).content
+    line = httpx.Request("POST", "/", json=api_event(occurred_at="2026-11-02T00:00:00Z")).content
     payload = (line + b"\n") * (60_000 // len(line) + 1)
 
     def chunks() -> Iterator[bytes]:
@@ -425,7 +399,7 @@ def test_large_upload_does_not_load_into_memory(
 
             def body(count: int) -> Iterator[bytes]:
                 for i in range(count):
-                    line = event(deployment_id=f"mem-{i}", occurred_at="2026-11-03T00:00:00Z")
+                    line = api_event(deployment_id=f"mem-{i}", occurred_at="2026-11-03T00:00:00Z")
                     line["attributes"] = {"pad": pad}
                     yield httpx.Request("POST", "/", json=line).content + b"\n"
 

@@ -40,26 +40,12 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.topics import ensure_topics
+from tests.kit import SHA, api_event, own_settings
+from tests.webhook_kit import RawRequest
 
 pytestmark = pytest.mark.integration
 
-SHA = "0123456789abcdef0123456789abcdef01234567"
 TENANT = "acme"
-WebhookRequest = Callable[..., tuple[dict[str, str], bytes]]
-
-
-def event(**fields: Any) -> dict[str, Any]:
-    """A valid deployment event (unique deployment id) with `fields` overriding."""
-    body: dict[str, Any] = {
-        "deployment_id": f"dep-{uuid.uuid4().hex[:10]}",
-        "event_type": "started",
-        "service": "checkout",
-        "environment": "production",
-        "commit_sha": SHA,
-        "actor": "alice",
-    }
-    body.update(fields)
-    return body
 
 
 @dataclass
@@ -91,12 +77,10 @@ def _start(
 ) -> tuple[Settings, AuthStore, LedgerStore | None, ApiServer]:
     """Settings, token store, ledger (chDB opens one data dir per process: only one API of
     the module has it) and the API server, not yet started."""
-    settings = Settings(
-        data_dir=tmp / "data",
-        topic_prefix=f"h{uuid.uuid4().hex[:8]}.",
+    settings = own_settings(
+        tmp,
         topic_partitions=1,
         bootstrap_servers=broker,
-        api_port=0,
         api_upload_batch_lines=100,
         **overrides,
     )
@@ -144,8 +128,8 @@ def api(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 _DEEP = "[" * 100_000 + "]" * 100_000
 HOSTILE_BODIES: list[tuple[str, str | bytes, int, str]] = [
     # (case, body, status, text the error must contain: the field and the reason)
-    ("exit code over Avro int", json.dumps(event(exit_code=2**31)), 422, "exit_code"),
-    ("duration over Avro long", json.dumps(event(duration_ms=2**63)), 422, "duration_ms"),
+    ("exit code over Avro int", json.dumps(api_event(exit_code=2**31)), 422, "exit_code"),
+    ("duration over Avro long", json.dumps(api_event(duration_ms=2**63)), 422, "duration_ms"),
     ("5,000-digit integer", '{"exit_code": ' + "9" * 5000 + "}", 400, "5000 digits"),
     ("nested 100,000 deep", _DEEP, 400, "levels deep"),
     ("NaN", '{"exit_code": NaN}', 400, "NaN"),
@@ -153,12 +137,12 @@ HOSTILE_BODIES: list[tuple[str, str | bytes, int, str]] = [
     ("lone surrogate", '{"service": "\\udfff"}', 400, "service"),
     ("surrogate in a map key", '{"attributes": {"\\udfff": "x"}}', 400, "attributes"),
     ("invalid UTF-8", b'{"service": "\xff\xfe"}', 400, "not valid JSON"),
-    ("control character in service", json.dumps(event(service="a\x00b")), 422, "service"),
-    ("newline in environment", json.dumps(event(environment="prod\nx")), 422, "environment"),
-    ("tab in tenant", json.dumps(event(tenant="ac\tme")), 422, "tenant"),
-    ("blank tenant", json.dumps(event(tenant="")), 422, "tenant"),
-    ("year 0001", json.dumps(event(occurred_at="0001-01-01T00:00:00Z")), 422, "occurred_at"),
-    ("year 9999", json.dumps(event(occurred_at="9999-12-31T23:59:59Z")), 422, "occurred_at"),
+    ("control character in service", json.dumps(api_event(service="a\x00b")), 422, "service"),
+    ("newline in environment", json.dumps(api_event(environment="prod\nx")), 422, "environment"),
+    ("tab in tenant", json.dumps(api_event(tenant="ac\tme")), 422, "tenant"),
+    ("blank tenant", json.dumps(api_event(tenant="")), 422, "tenant"),
+    ("year 0001", json.dumps(api_event(occurred_at="0001-01-01T00:00:00Z")), 422, "occurred_at"),
+    ("year 9999", json.dumps(api_event(occurred_at="9999-12-31T23:59:59Z")), 422, "occurred_at"),
     (
         "control character in a change's service list",
         json.dumps(
@@ -176,7 +160,7 @@ HOSTILE_BODIES: list[tuple[str, str | bytes, int, str]] = [
     ),
     (
         "a caller declaring its commit missing (only webhooks may)",
-        json.dumps(event(missing_metadata=["commit_sha"], commit_sha=None)),
+        json.dumps(api_event(missing_metadata=["commit_sha"], commit_sha=None)),
         422,
         "missing_metadata",
     ),
@@ -201,7 +185,7 @@ HOSTILE_BODIES: list[tuple[str, str | bytes, int, str]] = [
     ),
     (
         "event over 1 MB (Kafka's message size)",
-        json.dumps(event(attributes={f"k{i}": "x" * 8000 for i in range(140)})),
+        json.dumps(api_event(attributes={f"k{i}": "x" * 8000 for i in range(140)})),
         422,
         "over the limit of 524288",
     ),
@@ -227,14 +211,14 @@ def test_hostile_event_bodies_get_a_4xx_naming_the_field(
 
 
 def test_ndjson_with_a_bad_line_after_600_good_ones_reports_how_far_it_got(api: Api) -> None:
-    lines = [json.dumps(event()) for _ in range(600)]
+    lines = [json.dumps(api_event()) for _ in range(600)]
     bad = [
         '{"deployment_id": "d", "exit_code": ' + "1" * 5000 + "}",
         '{"service": "\\udfff"}',
-        json.dumps(event(duration_ms=2**63)),
-        json.dumps(event(attributes={f"k{i}": "x" * 8000 for i in range(70)})),
+        json.dumps(api_event(duration_ms=2**63)),
+        json.dumps(api_event(attributes={f"k{i}": "x" * 8000 for i in range(70)})),
     ]
-    body = "\n".join([*lines, *bad, json.dumps(event())]) + "\n"
+    body = "\n".join([*lines, *bad, json.dumps(api_event())]) + "\n"
     before = api.published()
     with api.client() as client:
         answer = client.post(
@@ -270,7 +254,7 @@ def test_csv_long_field_and_bare_cr_are_refused_per_line(api: Api) -> None:
 
 # --- findings 8 and 9: webhooks -------------------------------------------------------------
 def test_missing_secret_is_401_like_a_wrong_one(
-    api: Api, webhook_request: WebhookRequest, sign: Callable[..., dict[str, str]]
+    api: Api, webhook_request: RawRequest, sign: Callable[..., dict[str, str]]
 ) -> None:
     headers, body = webhook_request("github", "deployment")
     headers = sign("github", headers, body, api.secret)
@@ -287,7 +271,7 @@ def test_missing_secret_is_401_like_a_wrong_one(
 
 
 def test_replayed_signed_body_under_a_new_delivery_id_has_the_same_event_ids(
-    api: Api, webhook_request: WebhookRequest, sign: Callable[..., dict[str, str]]
+    api: Api, webhook_request: RawRequest, sign: Callable[..., dict[str, str]]
 ) -> None:
     """The signature covers the body, not X-GitHub-Delivery: a replay must dedupe."""
     headers, body = webhook_request("github", "deployment_status_success")
@@ -324,7 +308,7 @@ def slow_api(broker: str, tmp_path: Path) -> Iterator[Api]:
 
 
 def test_unsigned_flood_does_not_starve_signed_deliveries(
-    slow_api: Api, webhook_request: WebhookRequest, sign: Callable[..., dict[str, str]]
+    slow_api: Api, webhook_request: RawRequest, sign: Callable[..., dict[str, str]]
 ) -> None:
     headers, body = webhook_request("github", "deployment")
     forged = sign("github", headers, body, "an-attacker-guess-0000")
@@ -468,7 +452,7 @@ def _hostile_delivery(draw: st.DrawFn) -> tuple[str, Callable[[dict[str, Any]], 
 
 
 def test_fuzz_signed_webhooks_with_hostile_values(
-    api: Api, webhook_request: WebhookRequest, sign: Callable[..., dict[str, str]]
+    api: Api, webhook_request: RawRequest, sign: Callable[..., dict[str, str]]
 ) -> None:
     """Signed (so past authentication) provider payloads with hostile values put anywhere:
     202, 400 or 422, never 5xx."""

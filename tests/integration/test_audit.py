@@ -92,6 +92,15 @@ def mutate(store: LedgerStore, sql: str) -> None:
     store.command(sql + " SETTINGS mutations_sync = 2")
 
 
+def edit_event(store: LedgerStore, event_id: str, column: str, value: str) -> None:
+    """Set `column` of the stored deployment event `event_id` to `value`, behind the sink."""
+    mutate(
+        store,
+        f"ALTER TABLE shipledger.deployment_events UPDATE {column} = '{value}' "
+        f"WHERE event_id = '{event_id}'",
+    )
+
+
 def test_a_clean_ledger_verifies_clean(store: LedgerStore, settings: Settings) -> None:
     write(store, settings, event_rows(12), event_rows(12, 12), event_rows(6, 24))
     report = verify(store)
@@ -109,11 +118,7 @@ def test_a_clean_ledger_verifies_clean(store: LedgerStore, settings: Settings) -
 def test_an_edited_column_is_named(store: LedgerStore, settings: Settings) -> None:
     write(store, settings, event_rows(12))
     seq, victim = chain_of(store, "acme")[1]
-    mutate(
-        store,
-        f"ALTER TABLE shipledger.deployment_events UPDATE actor = 'mallory' "
-        f"WHERE event_id = '{victim}'",
-    )
+    edit_event(store, victim, "actor", "mallory")
     finding = only(verify(store))
     assert (finding.kind, finding.table, finding.tenant) == ("changed", EVENTS, "acme")
     assert (finding.seq_from, finding.ids) == (seq, (victim,))
@@ -126,11 +131,7 @@ def test_rows_name_the_policy_that_stamped_them_and_blanking_it_is_tampering(
     _, versions = store.query("SELECT DISTINCT policy_version FROM shipledger.deployment_events")
     assert versions == [(load_policy(settings.policy_file).full_version,)]
     seq, victim = chain_of(store, "acme")[0]
-    mutate(
-        store,
-        f"ALTER TABLE shipledger.deployment_events UPDATE policy_version = '' "
-        f"WHERE event_id = '{victim}'",
-    )
+    edit_event(store, victim, "policy_version", "")
     finding = only(verify(store))
     assert (finding.kind, finding.seq_from, finding.ids) == ("changed", seq, (victim,))
 
@@ -309,11 +310,7 @@ def test_every_table_round_trips_its_hash(
 def test_cli_verify_exit_codes_and_json(store: LedgerStore, settings: Settings) -> None:
     write(store, settings, event_rows(6))
     _, victim = chain_of(store, "acme")[0]
-    mutate(
-        store,
-        "ALTER TABLE shipledger.deployment_events UPDATE version = '9' "
-        f"WHERE event_id = '{victim}'",
-    )
+    edit_event(store, victim, "version", "9")
     store.close()  # one process per chDB dir: the CLI opens it itself
     runner = CliRunner()
     args = ["verify", "--data-dir", str(settings.data_dir)]

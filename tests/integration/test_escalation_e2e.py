@@ -31,6 +31,7 @@ from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import alert_row
 from shipledger.sinks.writer import LedgerWriter
 from shipledger.up.stack import Stack
+from tests.kit import own_settings
 
 pytestmark = pytest.mark.integration
 
@@ -68,15 +69,13 @@ class StandInReceivers(Protocol):
     slow_s: float
 
 
-@pytest.fixture
-def stack(broker: str, tmp_path: Path, receivers: StandInReceivers) -> Iterator[Stack]:
+def escalation_settings(tmp_path: Path, receivers: StandInReceivers, **overrides: Any) -> Settings:
+    """A test stack's settings escalating to `receivers` (POLICY, their secrets)."""
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY.format(url=receivers.url))
     secrets = receivers.secrets
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        topic_prefix=f"esc{tmp_path.name[-8:]}.",
-        topic_partitions=2,
+    return own_settings(
+        tmp_path,
         policy_file=policy,
         sink_batch_ms=100,
         receiver_secrets={
@@ -84,6 +83,15 @@ def stack(broker: str, tmp_path: Path, receivers: StandInReceivers) -> Iterator[
             "jira": SecretStr(secrets["jira"]),
             "hook": SecretStr(secrets["webhook"]),
         },
+        **overrides,
+    )
+
+
+@pytest.fixture
+def stack(broker: str, tmp_path: Path, receivers: StandInReceivers) -> Iterator[Stack]:
+    settings = escalation_settings(
+        tmp_path,
+        receivers,
         escalation_attempts=3,
         escalation_backoff_s=0.01,
         escalation_backoff_max_s=0.05,
@@ -245,20 +253,7 @@ def test_stopping_up_delivers_pending_alerts_first(
     """On the embedded broker (memory), `stop()` drains: an alert not yet escalated (the
     receivers are slow) is delivered, and its outcome stored, before the broker goes."""
     receivers.slow_s = 3.0
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY.format(url=receivers.url))
-    secrets = receivers.secrets
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        topic_partitions=2,
-        policy_file=policy,
-        sink_batch_ms=100,
-        receiver_secrets={
-            "snow": SecretStr(secrets["servicenow"]),
-            "jira": SecretStr(secrets["jira"]),
-            "hook": SecretStr(secrets["webhook"]),
-        },
-    )
+    settings = escalation_settings(tmp_path, receivers)
     with Stack(settings, log_dir=tmp_path / "logs") as stack:
         deploy(stack, "dep-drain")
     assert stack.abandoned == {}
@@ -280,20 +275,7 @@ def test_a_restart_delivers_alerts_the_embedded_broker_forgot(
     """`up` killed: its broker forgets the alerts the escalator had not read, the ledger keeps
     them. The next start looks at the ledger's recent alerts again and delivers the ones
     not escalated, and only those."""
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY.format(url=receivers.url))
-    secrets = receivers.secrets
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        topic_partitions=2,
-        policy_file=policy,
-        sink_batch_ms=100,
-        receiver_secrets={
-            "snow": SecretStr(secrets["servicenow"]),
-            "jira": SecretStr(secrets["jira"]),
-            "hook": SecretStr(secrets["webhook"]),
-        },
-    )
+    settings = escalation_settings(tmp_path, receivers)
     with Stack(settings, log_dir=tmp_path / "logs") as stack:
         deploy(stack, "dep-seen")
         wait_for(stack, "dep-seen's tickets", lambda: len(outcomes(stack, "dep-seen")) == 3)
@@ -313,7 +295,9 @@ def test_a_restart_delivers_alerts_the_embedded_broker_forgot(
         occurred_at=datetime.now(UTC),
     )
     with LedgerStore.open(settings) as store:
-        LedgerWriter(store, load_policy(policy)).write_rows({"alerts": [alert_row(lost.to_avro())]})
+        LedgerWriter(store, load_policy(settings.policy_file)).write_rows(
+            {"alerts": [alert_row(lost.to_avro())]}
+        )
     with Stack(settings, log_dir=tmp_path / "logs") as stack:
         wait_for(stack, "dep-lost's tickets", lambda: len(outcomes(stack, "dep-lost")) == 3)
     assert (len(receivers.incidents), len(receivers.issues), len(receivers.hooks)) == (2, 2, 2)

@@ -13,13 +13,11 @@ import json
 import subprocess
 import sys
 import threading
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import pytest
@@ -38,6 +36,8 @@ from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.topics import ensure_topics
 from shipledger.up.completeness import held_for, is_complete
+from tests.identity_kit import Issuer, Slapd
+from tests.kit import CliEnv, own_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,34 +50,6 @@ defaults:
   approvals:
     - {name: prod-cab, group: cab, environments: [prod]}
 """
-#: The `cli_env` fixture (tests/conftest.py): a CI job's environment for a broker.
-CliEnv = Callable[[Settings, str], dict[str, str]]
-
-
-class Slapd(Protocol):
-    """The `slapd` fixture (tests/conftest.py): users alice, carol (cab), bob (sre)..."""
-
-    url: str
-    user_dn: str
-    group_base: str
-
-
-class Issuer(Protocol):
-    """The `issuer` fixture (tests/conftest.py `Issuer`): an OIDC issuer on loopback."""
-
-    url: str
-    audience: str
-
-    def token(
-        self, kid: str | None = None, key: Any = None, alg: str = "RS256", **claims: Any
-    ) -> str: ...
-
-
-def wait_for(cond: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @dataclass
@@ -166,12 +138,9 @@ def stack(
     tmp = tmp_path_factory.mktemp("gate")
     policy_file = tmp / "policy.yaml"
     policy_file.write_text(POLICY)
-    settings = Settings(
-        data_dir=tmp / "data",
-        topic_prefix=f"gate{uuid.uuid4().hex[:8]}.",
-        topic_partitions=2,
+    settings = own_settings(
+        tmp,
         bootstrap_servers=broker,
-        api_port=0,
         sink_batch_ms=50,
         policy_file=policy_file,
         oidc_issuer=issuer.url,

@@ -17,9 +17,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from shipledger.schemas.registry import catalog
-from shipledger.settings import Settings
 from shipledger.up.stack import Stack
-from tests.kit import deployment_event, emit_options, run_shipledger
+from tests.kit import deployment_event, emit_options, own_settings, run_shipledger
 
 pytestmark = pytest.mark.integration
 
@@ -62,13 +61,7 @@ def _wire_id(data: bytes) -> int:
 def test_an_event_flows_end_to_end_framed_with_registry_ids(
     broker: str, tmp_path: Path, schema_registry: Registry
 ) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        topic_prefix=f"sr{uuid.uuid4().hex[:8]}.",
-        topic_partitions=2,
-        sink_batch_ms=100,
-        schema_registry_url=schema_registry.url,
-    )
+    settings = own_settings(tmp_path, sink_batch_ms=100, schema_registry_url=schema_registry.url)
     prefix = settings.topic_prefix
     with Stack(settings, bootstrap=broker, log_dir=tmp_path / "logs") as stack:
         env = {

@@ -7,7 +7,7 @@ nothing."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,10 @@ import pytest
 from shipledger.producers.api.auth import AuthStore
 from shipledger.settings import Settings
 from shipledger.up.stack import Stack
+from tests.webhook_kit import SECRET, RawRequest
 
 pytestmark = pytest.mark.integration
 
-WebhookRequest = Callable[..., tuple[dict[str, str], bytes]]
 
 TENANT = "acme"
 #: (provider, fixtures posted in order) for the deliveries that become events.
@@ -88,7 +88,7 @@ def stack(broker: str, settings: Settings, tmp_path: Path) -> Iterator[Stack]:
     auth = AuthStore(running_settings.resolved_auth_db)
     try:
         for provider in ("github", "gitlab", "argocd", "cdevents", "jenkins"):
-            auth.set_webhook_secret(TENANT, provider, "whsec-0123456789")
+            auth.set_webhook_secret(TENANT, provider, SECRET)
     finally:
         auth.close()
     with Stack(running_settings, bootstrap=broker, log_dir=tmp_path / "logs", api=True) as s:
@@ -109,7 +109,7 @@ def _wait_count(stack: Stack, sql: str, want: int, timeout_s: float = 60) -> int
 
 
 def test_every_provider_fixture_lands_as_the_right_records(
-    stack: Stack, webhook_request: WebhookRequest, webhook_secret: str
+    stack: Stack, webhook_request: RawRequest, webhook_secret: str
 ) -> None:
     assert stack.api is not None
     with httpx.Client(base_url=stack.api.url, timeout=30) as client:

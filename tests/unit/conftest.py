@@ -8,8 +8,7 @@ import pytest
 
 from shipledger.producers.webhooks import Mapped, WebhookResult, dispatch
 from shipledger.schemas.families import family_of
-
-from .webhook_kit import Check, Deliver, Mutate, RawRequest
+from tests.webhook_kit import Check, Deliver, Mutate, RawRequest
 
 WEBHOOK_TENANT = "acme"
 

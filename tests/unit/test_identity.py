@@ -13,7 +13,6 @@ import hmac
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -31,27 +30,7 @@ from shipledger.producers.approvals.identity import (
 )
 from shipledger.producers.approvals.oidc import OidcConfig, OidcVerifier
 from shipledger.schemas.policy import parse_policy
-
-
-class Slapd(Protocol):
-    """The `slapd` fixture (tests/conftest.py): a running slapd and where its people are."""
-
-    url: str
-    user_dn: str
-    group_base: str
-
-
-class Issuer(Protocol):
-    """The `issuer` fixtures (tests/conftest.py `Issuer`): an OIDC issuer on loopback."""
-
-    url: str
-    audience: str
-    kid: str
-    keys: dict[str, rsa.RSAPrivateKey]
-
-    def token(
-        self, kid: str | None = None, key: Any = None, alg: str = "RS256", **claims: Any
-    ) -> str: ...
+from tests.identity_kit import Issuer, Slapd
 
 
 @pytest.fixture(scope="module")

@@ -27,10 +27,10 @@ def test_a_producer_needs_a_bounded_queue() -> None:
     assert Settings().kafka_producer(NOWHERE)["queue.buffering.max.messages"] == 100_000
 
 
-def test_offer_reports_a_full_queue_and_produce_waits_for_room() -> None:
+def test_a_full_queue_is_reported_without_waiting_or_waited_out() -> None:
     p = producer()
-    assert p.offer("t", b"1") and p.offer("t", b"2")
-    assert not p.offer("t", b"3")  # two queued: the bound
+    assert p.produce("t", b"1", wait=False) and p.produce("t", b"2", wait=False)
+    assert not p.produce("t", b"3", wait=False)  # two queued: the bound
     seen: list[KafkaError | None] = []
 
     def mine(err: KafkaError | None, _msg: Message) -> None:

@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 
 from shipledger.producers.webhooks import WebhookAuthError, WebhookPayloadError, dispatch
-
-from .webhook_kit import SECRET, Check, Deliver, Mutate, RawRequest
+from tests.webhook_kit import SECRET, Check, Deliver, Mutate, RawRequest
 
 
 @pytest.mark.parametrize(

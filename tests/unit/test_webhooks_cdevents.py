@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from shipledger.producers.webhooks import WebhookAuthError, WebhookPayloadError, dispatch
-
-from .webhook_kit import SECRET, Check, Deliver, RawRequest, Sign
+from tests.webhook_kit import SECRET, Check, Deliver, RawRequest, Sign
 
 SERVICE_SHA = "5f3a1c9e8d7b6a5f4e3d2c1b0a9f8e7d6c5b4a39"
 DIGEST = "sha256:0b31b1c02ff458ad9b7b81cbdf8f028bd54699fa151f221d1e8de6817db93427"

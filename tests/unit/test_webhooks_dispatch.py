@@ -20,8 +20,7 @@ from shipledger.producers.webhooks import (
     dispatch,
     event_id,
 )
-
-from .webhook_kit import SECRET, RawRequest, Sign
+from tests.webhook_kit import SECRET, RawRequest, Sign
 
 _FIXTURES = Path(__file__).parent.parent / "fixtures" / "webhooks"
 #: One authenticated fixture per provider whose body the malformed-body tests replace.

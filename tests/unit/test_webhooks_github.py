@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 
 from shipledger.producers.webhooks import WebhookAuthError, WebhookPayloadError, dispatch
-
-from .webhook_kit import SECRET, Check, Deliver, Mutate, RawRequest
+from tests.webhook_kit import SECRET, Check, Deliver, Mutate, RawRequest
 
 SHA = "f95f852bd8fca8fcc58a9a2d6c842781e32a215e"
 DEPLOYMENT_ID = "github:acme/payments-api:145988746"

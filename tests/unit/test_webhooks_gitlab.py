@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from shipledger.producers.webhooks import WebhookAuthError, WebhookPayloadError, dispatch
-
-from .webhook_kit import SECRET, Check, Deliver, RawRequest
+from tests.webhook_kit import SECRET, Check, Deliver, RawRequest
 
 FULL = "279484c09fbe69ededfced8c1bb6e6d24616b468"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from shipledger.producers.webhooks import Mapped, WebhookResult
 
-#: The secret `webhook_request` signs with (tests/conftest.py `WEBHOOK_SECRET`).
+#: The secret `webhook_request` signs with.
 SECRET = "whsec-0123456789"
 #: `deliver(provider, fixture name, mutate=None, **dispatch kwargs)`: the fixture dispatched.
 Deliver = Callable[..., WebhookResult]
