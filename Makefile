@@ -68,10 +68,10 @@ fmt: install ## Format and auto-fix
 	$(BIN)/ruff check --fix .
 
 test: lint test-deps ## Lint, then the whole suite (unit + integration on real Tansu and chDB)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
 
 chaos: install ## Only the chaos test: kill -9 of up and its worker under load, nothing acknowledged lost (SHIPLEDGER_CHAOS_SEED=N to repeat a run)
-	$(BIN)/pytest -m chaos -s $(PYTEST_ARGS)
+	SHIPLEDGER_CHAOS_DEPLOYMENTS=$${SHIPLEDGER_CHAOS_DEPLOYMENTS:-1200} $(BIN)/pytest -m chaos -s $(PYTEST_ARGS)
 
 test-unit: install test-deps ## Only the tests that need no broker
 	$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)
