@@ -380,7 +380,7 @@ def test_the_documented_commands_run_against_a_real_stack(
 def test_the_install_commands_work(tmp_path: Path) -> None:
     """`install` blocks, each in a fresh venv inside a fresh clone of this repository."""
     if not (REPO / ".git").exists():
-        pytest.skip("not a git checkout")
+        pytest.skip("not a git checkout: the install blocks clone the repo; run in a git clone")
     install = [b for b in shell_blocks() if (d := directive(b)) and d.install]
     assert install
     clone = tmp_path / "clone"
