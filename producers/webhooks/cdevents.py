@@ -57,6 +57,16 @@ from shipledger.schemas.untrusted import BadJSON, loads
 
 #: A CDEvent mapper's events (identified by the CDEvent's context in `parse`), or why none.
 _Outcome = list[Event] | str
+#: Envelope attributes the CloudEvents JSON format reads as strings.
+_STRING_ATTRIBUTES = (
+    "specversion",
+    "time",
+    "datacontenttype",
+    "datacontentencoding",
+    "dataschema",
+    "subject",
+    "data_base64",
+)
 _TYPE = re.compile(r"dev\.cdevents\.([a-z]+)\.([a-z]+)\.\S+")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _VCS_COMMIT = re.compile(r"@([0-9a-fA-F]{40}|[0-9a-fA-F]{64})$")
@@ -154,6 +164,13 @@ def _structured(body: bytes, what: str) -> _CloudEvent:
     envelope = parse_object(body, what)  # bounded before the SDK reads it
     for name in ("id", "source", "type"):
         req_str(envelope, name)  # the SDK would make up a missing id
+    # The SDK calls string methods on these without checking their type (a list `time`
+    # raised AttributeError inside dateutil): they are strings or absent, or a 400 here.
+    for name in _STRING_ATTRIBUTES:
+        if name in envelope and not isinstance(envelope[name], str):
+            raise WebhookPayloadError(
+                f"{what}.{name}: must be a string, got {type(envelope[name]).__name__}"
+            )
     if not isinstance(envelope.get("data", {}), dict):
         raise WebhookPayloadError(f"{what}.data: must be a JSON object (the CDEvent)")
     message = HTTPMessage(headers={"content-type": _STRUCTURED}, body=body)

@@ -206,6 +206,29 @@ def test_bad_cloudevents(
         dispatch("cdevents", headers, body, secret=SECRET, tenant="acme")
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("time", [None, None], r"^CloudEvent\.time: must be a string, got list"),
+        ("time", None, r"^CloudEvent\.time: must be a string, got NoneType"),
+        ("time", "yesterday", r"^CloudEvent: unreadable CloudEvent"),
+        ("datacontentencoding", 7, r"^CloudEvent\.datacontentencoding: must be a string"),
+        ("specversion", {"a": 1}, r"^CloudEvent\.specversion: must be a string, got dict"),
+        ("data_base64", ["x"], r"^CloudEvent\.data_base64: must be a string, got list"),
+    ],
+)
+def test_structured_attributes_of_the_wrong_type_are_named(
+    webhook_request: RawRequest, name: str, value: object, message: str
+) -> None:
+    """The SDK calls string methods on these unchecked: a list `time` was an AttributeError
+    inside dateutil (found by the fuzz test in CI), not a 400."""
+    headers, body = webhook_request("cdevents", "service_upgraded_structured")
+    envelope = json.loads(body)
+    envelope[name] = value
+    with pytest.raises(WebhookPayloadError, match=message):
+        dispatch("cdevents", headers, json.dumps(envelope).encode(), secret=SECRET, tenant="acme")
+
+
 def test_bad_purl_named(deliver: Deliver) -> None:
     def bad(body: dict[str, Any]) -> None:
         body["subject"]["content"]["artifactId"] = "myapp:1.0"
