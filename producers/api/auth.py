@@ -101,6 +101,12 @@ class Principal:
         """Whether this token may write or read `tenant`'s events."""
         return self.tenant in (ANY_TENANT, tenant)
 
+    def sees(self, tenant: str, team: str | None, environment: str | None) -> bool:
+        """Whether a row or stream event of `tenant`, `team` and `environment` is this
+        token's to read: the one check every read path (stream, page, SQL, alerts) makes."""
+        del team, environment  # team and environment scopes: issue #8 (RBAC)
+        return self.may_act_on(tenant)
+
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
