@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := $(shell find shipledger schemas producers processors sinks receivers -type f \( -name '*.py' -o -name '*.avsc' -o -name '*.yaml' -o -name '*.sql' \) 2>/dev/null)
 PYTEST_ARGS ?=
+# Two pytest workers, a test file each at a time (module fixtures stay on one worker): an
+# integration test mostly waits on its subprocesses, so two halve the suite on 2 cores.
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install test-deps demo up doctor test test-unit chaos lint fmt bench bench-api bench-durable bench-gate clean
@@ -68,7 +71,7 @@ fmt: install ## Format and auto-fix
 	$(BIN)/ruff check --fix .
 
 test: lint test-deps ## Lint, then the whole suite (unit + integration on real Tansu and chDB)
-	$(BIN)/pytest --durations=15 $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 chaos: install ## Only the chaos test: kill -9 of up and its worker under load, nothing acknowledged lost (SHIPLEDGER_CHAOS_SEED=N to repeat a run)
 	SHIPLEDGER_CHAOS_DEPLOYMENTS=$${SHIPLEDGER_CHAOS_DEPLOYMENTS:-1200} $(BIN)/pytest -m chaos -s $(PYTEST_ARGS)

@@ -184,6 +184,27 @@ class Ledger:
         with self.lock:
             self.events.extend(events)
 
+    def progress(self) -> int:
+        """Grows with every acknowledgement and retry: what the stall check watches."""
+        with self.lock:
+            return len(self.events) + len(self.changes) + len(self.invalid) + self.retries
+
+
+#: Clients that acknowledge nothing for this long are stuck, not slow: a fixed deadline for the
+#: whole traffic failed on a loaded machine (CI shares its 2 cores) while every client moved.
+STALL_S = 180.0
+
+
+def _join_while_progressing(threads: list[threading.Thread], acked: Ledger) -> None:
+    """Waits for `threads` as long as they keep getting acknowledgements."""
+    seen, since = acked.progress(), time.monotonic()
+    while any(t.is_alive() for t in threads):
+        for thread in threads:
+            thread.join(timeout=1.0)
+        if (now := acked.progress()) != seen:
+            seen, since = now, time.monotonic()
+        assert time.monotonic() - since < STALL_S, f"no client progressed for {STALL_S:.0f} s"
+
 
 def _post_until_acknowledged(
     url: Callable[[], str], token: str, body: dict[str, Any], acked: Ledger, stop: threading.Event
@@ -354,7 +375,6 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     kills = {"up": 0, "worker": 0}
     actions = ["up", "up", "up", "worker", "worker"]
     rng.shuffle(actions)
-    deadline = time.monotonic() + 240
     try:
         for action in actions:
             time.sleep(rng.uniform(1.0, 8.0))
@@ -374,9 +394,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
             new = up.ready()
             with url_lock:
                 current["url"] = new
-        for thread in threads:
-            thread.join(timeout=max(1.0, deadline - time.monotonic()))
-        assert not any(t.is_alive() for t in threads), "clients did not finish in time"
+        _join_while_progressing(threads, acked)
         assert not acked.errors, acked.errors
         flushed = run_shipledger("flush", env=env)
         assert flushed.returncode == 0, flushed.stdout + flushed.stderr
