@@ -15,6 +15,10 @@ Kafka's acknowledgements → mark the outcomes published in the record → commi
 Guarantee: **at-least-once attempts, at most one ticket per alert and receiver**, as far as
 each receiver allows:
 
+- a resolution is a delivery of its own (its own alert id): the receivers that can close
+  what the alert opened are sent the close (PagerDuty resolve, Opsgenie close, Alertmanager
+  `resolved`, the webhook's `shipledger.alert.resolved`, a Slack message) exactly as an
+  alert is sent, with the same guarantees;
 - a replayed alert (Kafka redelivery after a crash, `dlq replay`, a duplicate) is skipped by
   the local record, or by the ledger when the record does not know it;
 - a crash between the provider's answer and our record leaves the delivery `sending` (in
@@ -143,6 +147,9 @@ class Escalator(KafkaClients):
         self.ledger = ledger
         self.backlog = backlog
         self.kinds = kinds
+        self.resolvers = frozenset(
+            name for name, target in targets.items() if kinds[target.kind].resolve is not None
+        )
         self.metrics = m.RecordingMetrics(forward=metrics)
         self.topics = Topics.from_settings(settings)
         self.limit = DlqLimitState(DlqLimit.from_settings(settings), "escalator")
@@ -239,7 +246,7 @@ class Escalator(KafkaClients):
         deliverer: Deliverer,
         batch: _Batch,
     ) -> None:
-        planned = deliveries(batch.alerts, self.escalation)
+        planned = deliveries(batch.alerts, self.escalation, self.resolvers)
         recorded = self.record.states(p.delivery.id for p in planned)
         in_ledger = self._ledger_states([p for p in planned if p.delivery.id not in recorded])
         plan = decide(planned, recorded, in_ledger)
