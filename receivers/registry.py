@@ -55,11 +55,9 @@ def policy_problems(
         except ValidationError as exc:
             problems += [((*where, *error["loc"]), _reason(error["msg"])) for error in exc.errors()]
         if config.url is None and kind.default_url is None:
-            problems.append(((*where, "url"), f"a {kind.name} receiver needs `url:`"))
+            problems.append(((*where, "url"), f"type {kind.name} has no default: set `url:`"))
         if kind.needs_secret and config.credentials is None:
-            problems.append(
-                ((*where, "credentials"), f"a {kind.name} receiver needs `credentials:`")
-            )
+            problems.append(((*where, "credentials"), f"type {kind.name} needs `credentials:`"))
     return problems
 
 
