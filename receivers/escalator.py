@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -254,8 +254,9 @@ class Escalator(KafkaClients):
             self._remember(known, state)
         if plan.skipped:
             self.metrics.increment(m.ESCALATION_SKIPPED, plan.skipped)
-        futures = {pool.submit(self._deliver, deliverer, p): p for p in plan.send}
-        self._await(consumer, futures)
+        with self._paused(consumer, bool(plan.send)):
+            futures = {pool.submit(self._deliver, deliverer, p): p for p in plan.send}
+            self._await(consumer, futures)
         outcomes = list(plan.republish)
         interrupted = 0
         for future, sent in futures.items():
@@ -352,24 +353,31 @@ class Escalator(KafkaClients):
         )
         return row
 
-    def _await(self, consumer: Consumer, futures: Mapping[Future[Escalation], Planned]) -> None:
-        """Wait for the deliveries with the partitions paused, polling so the group keeps
-        us; a message a rebalance hands over meanwhile waits for the next batch."""
-        if not futures:
+    @contextlib.contextmanager
+    def _paused(self, consumer: Consumer, sending: bool) -> Iterator[None]:
+        """The partitions paused (when `sending`) before the first delivery starts and
+        until the last one ended, so the consumer can keep polling meanwhile."""
+        if not sending:
+            yield
             return
         paused = consumer.assignment()
         consumer.pause(paused)
         try:
-            pending: set[Future[Escalation]] = set(futures)
-            while pending:
-                _, pending = wait(pending, timeout=_POLL_TIMEOUT_S)
-                msg = consumer.poll(0)
-                if msg is not None:
-                    self._held.append(msg)
+            yield
         finally:
             # Revoked meanwhile: nothing of ours to resume.
             with contextlib.suppress(KafkaException):
                 consumer.resume(paused)
+
+    def _await(self, consumer: Consumer, futures: Mapping[Future[Escalation], Planned]) -> None:
+        """Wait for the deliveries (partitions paused), polling so the group keeps us; a
+        message a rebalance hands over meanwhile waits for the next batch."""
+        pending: set[Future[Escalation]] = set(futures)
+        while pending:
+            _, pending = wait(pending, timeout=_POLL_TIMEOUT_S)
+            msg = consumer.poll(0)
+            if msg is not None:
+                self._held.append(msg)
 
     # --- publish, then commit ------------------------------------------------------------
     def _publish(
