@@ -44,6 +44,7 @@ PRIORITY: dict[str, str] = {
     "info": "P5",
 }
 MESSAGE_MAX = 130
+DESCRIPTION_MAX = 15000
 DEFAULT_URL = "https://api.opsgenie.com"
 
 
@@ -74,7 +75,7 @@ def request(delivery: Delivery, target: Target) -> httpx.Request:
     body: dict[str, Any] = {
         "message": text.summary(alert, MESSAGE_MAX),
         "alias": delivery.subject,
-        "description": text.description(alert),
+        "description": text.clip(text.description(alert), DESCRIPTION_MAX),
         "tags": ["shipledger", alert.rule, alert.environment, *options.tags],
         "details": dict(text.facts(alert)),
         "entity": alert.service,
