@@ -1,4 +1,5 @@
-"""`shipledger escalate run`: the escalator alone, until SIGINT/SIGTERM."""
+"""`shipledger escalate run`: the escalator alone, until SIGINT/SIGTERM (the `escalate` group
+is `shipledger.escalations_cli`, which also reads the deliveries back)."""
 
 from __future__ import annotations
 
@@ -24,15 +25,6 @@ from shipledger.stackfile import read_stack, resolve_bootstrap
 log = get_logger("escalate")
 
 
-@click.group(name="escalate", context_settings={"help_option_names": ["-h", "--help"]})
-def escalate() -> None:
-    """Escalation of alerts to ticketing systems and webhooks (the policy's `escalation:`).
-
-    `shipledger up` runs the escalator itself when the policy has escalation routes; `run`
-    is for a deployment with its own Kafka and ClickHouse (docs/governance.md, Escalation).
-    """
-
-
 @contextmanager
 def _ledger(settings: Settings) -> Iterator[SettledLookup | None]:
     """The ledger to ask what was delivered, or None (then the local record and the
@@ -49,7 +41,7 @@ def _ledger(settings: Settings) -> Iterator[SettledLookup | None]:
         yield None
 
 
-@escalate.command()
+@click.command()
 @click.option(
     "--bootstrap",
     envvar="SHIPLEDGER_BOOTSTRAP_SERVERS",
@@ -58,10 +50,12 @@ def _ledger(settings: Settings) -> Iterator[SettledLookup | None]:
 def run(bootstrap: str | None) -> None:
     """Deliver every alert an escalation route matches, until Ctrl-C or SIGTERM.
 
-    Reads the alerts topic (consumer group <prefix>escalator), opens a ticket per alert and
-    receiver (ServiceNow, Jira, a signed webhook), retries with backoff, dead-letters what
-    fails SHIPLEDGER_ESCALATION_ATTEMPTS times and publishes every outcome to the
-    escalations topic (the ledger's `escalations` table). Receivers' secrets come from
+    Reads the alerts topic (consumer group <prefix>escalator), opens a ticket or pages per
+    alert and receiver (ServiceNow, Jira, PagerDuty, Opsgenie, Slack, an Alertmanager
+    webhook, a signed webhook), sends resolutions to those that can close, retries with
+    backoff, dead-letters what fails SHIPLEDGER_ESCALATION_ATTEMPTS times and publishes
+    every outcome to the escalations topic (the ledger's `escalations` table; `shipledger
+    escalate deliveries` reads it back). Receivers' secrets come from
     SHIPLEDGER_RECEIVER_SECRETS__<NAME>. The ledger (SHIPLEDGER_CLICKHOUSE_URL) is asked what
     was already delivered; an embedded chDB ledger is opened here only when no `up` runs.
 

@@ -12,6 +12,9 @@ when it has one) and otherwise sends the kind's `request`; the answer decides:
 - any other status (400, 401, 403, 404, a redirect...): *refused*, not tried again (the
   request or the configuration is wrong, and repeating it cannot help).
 
+A resolution (`Delivery.action == 'resolve'`) sends the kind's `resolve` instead, with no
+lookup: closing twice is harmless at every provider that can close.
+
 After `attempts` transient failures, or one refusal, the delivery has failed: the caller
 dead-letters the alert. tenacity runs the loop; its waits go through `sleep`, which the
 escalator makes return early (raising `Interrupted`) when it is asked to stop.
@@ -97,12 +100,20 @@ def retry_after(response: httpx.Response, now: datetime | None = None) -> float 
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def classify(response: httpx.Response) -> None:
+def where(request: httpx.Request, secret_in_url: bool = False) -> str:
+    """The method and path of `request` for a log line or a ledger row; only the host when
+    the URL holds the receiver's secret (a Slack webhook), which is never written."""
+    if secret_in_url:
+        return f"{request.method} {request.url.host} (path withheld: it holds the secret)"
+    return f"{request.method} {request.url.path}"
+
+
+def classify(response: httpx.Response, secret_in_url: bool = False) -> None:
     """Raise Transient or Refused unless `response` is a 2xx."""
     if response.is_success:
         return
     status = response.status_code
-    reason = f"HTTP {status} from {response.request.method} {response.request.url.path}"
+    reason = f"HTTP {status} from {where(response.request, secret_in_url)}"
     body = response.text.strip()[:_BODY_IN_REASON]
     if body:
         reason += f": {body}"
@@ -173,15 +184,21 @@ class Deliverer:
                 request, auth=kind.auth(target) or httpx.USE_CLIENT_DEFAULT
             )
         except httpx.RequestError as exc:  # no answer: connect, timeout, protocol, decoding
-            where = f"{request.method} {request.url.path}"
-            raise Transient(f"{type(exc).__name__} on {where}: {exc}", None) from exc
-        classify(response)
+            on = where(request, kind.secret_in_url)
+            raise Transient(f"{type(exc).__name__} on {on}: {exc}", None) from exc
+        classify(response, kind.secret_in_url)
         return response
 
     def _attempt(self, delivery: Delivery, target: Target) -> tuple[Ticket, int]:
         kind = self._kinds[target.kind]
+        if delivery.action == "resolve":
+            # Closing is idempotent at every provider that can close: no lookup first.
+            if kind.resolve is None:
+                raise Refused(f"a {kind.name} receiver cannot resolve an alert", None)
+            response = self._send(_build(kind.resolve, delivery, target), target)
+            return _read(kind, response, target), response.status_code
         if kind.find is not None and kind.found is not None:
-            response = self._send(kind.find(delivery, target), target)
+            response = self._send(_build(kind.find, delivery, target), target)
             try:
                 existing = kind.found(response, target)
             except ValueError as exc:  # not knowing is no licence to open a second ticket
@@ -190,8 +207,21 @@ class Deliverer:
                 ) from exc
             if existing is not None:
                 return existing, response.status_code
-        response = self._send(kind.request(delivery, target), target)
-        try:
-            return kind.read(response, target), response.status_code
-        except ValueError as exc:  # the provider acted: sending again would open a second one
-            return Ticket(note=f"answer not understood: {exc}"), response.status_code
+        response = self._send(_build(kind.request, delivery, target), target)
+        return _read(kind, response, target), response.status_code
+
+
+def _build(
+    build: Callable[[Delivery, Target], httpx.Request], delivery: Delivery, target: Target
+) -> httpx.Request:
+    try:
+        return build(delivery, target)
+    except ValueError as exc:  # a receiver configured so that no request can be made
+        raise Refused(f"not sent: {exc}", None) from exc
+
+
+def _read(kind: ReceiverKind, response: httpx.Response, target: Target) -> Ticket:
+    try:
+        return kind.read(response, target)
+    except ValueError as exc:  # the provider acted: sending again would open a second one
+        return Ticket(note=f"answer not understood: {exc}")

@@ -15,6 +15,10 @@ Kafka's acknowledgements → mark the outcomes published in the record → commi
 Guarantee: **at-least-once attempts, at most one ticket per alert and receiver**, as far as
 each receiver allows:
 
+- a resolution is a delivery of its own (its own alert id): the receivers that can close
+  what the alert opened are sent the close (PagerDuty resolve, Opsgenie close, Alertmanager
+  `resolved`, the webhook's `shipledger.alert.resolved`, a Slack message) exactly as an
+  alert is sent, with the same guarantees;
 - a replayed alert (Kafka redelivery after a crash, `dlq replay`, a duplicate) is skipped by
   the local record, or by the ledger when the record does not know it;
 - a crash between the provider's answer and our record leaves the delivery `sending` (in
@@ -39,7 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -143,6 +147,9 @@ class Escalator(KafkaClients):
         self.ledger = ledger
         self.backlog = backlog
         self.kinds = kinds
+        self.resolvers = frozenset(
+            name for name, target in targets.items() if kinds[target.kind].resolve is not None
+        )
         self.metrics = m.RecordingMetrics(forward=metrics)
         self.topics = Topics.from_settings(settings)
         self.limit = DlqLimitState(DlqLimit.from_settings(settings), "escalator")
@@ -239,7 +246,7 @@ class Escalator(KafkaClients):
         deliverer: Deliverer,
         batch: _Batch,
     ) -> None:
-        planned = deliveries(batch.alerts, self.escalation)
+        planned = deliveries(batch.alerts, self.escalation, self.resolvers)
         recorded = self.record.states(p.delivery.id for p in planned)
         in_ledger = self._ledger_states([p for p in planned if p.delivery.id not in recorded])
         plan = decide(planned, recorded, in_ledger)
@@ -247,8 +254,9 @@ class Escalator(KafkaClients):
             self._remember(known, state)
         if plan.skipped:
             self.metrics.increment(m.ESCALATION_SKIPPED, plan.skipped)
-        futures = {pool.submit(self._deliver, deliverer, p): p for p in plan.send}
-        self._await(consumer, futures)
+        with self._paused(consumer, bool(plan.send)):
+            futures = {pool.submit(self._deliver, deliverer, p): p for p in plan.send}
+            self._await(consumer, futures)
         outcomes = list(plan.republish)
         interrupted = 0
         for future, sent in futures.items():
@@ -345,24 +353,31 @@ class Escalator(KafkaClients):
         )
         return row
 
-    def _await(self, consumer: Consumer, futures: Mapping[Future[Escalation], Planned]) -> None:
-        """Wait for the deliveries with the partitions paused, polling so the group keeps
-        us; a message a rebalance hands over meanwhile waits for the next batch."""
-        if not futures:
+    @contextlib.contextmanager
+    def _paused(self, consumer: Consumer, sending: bool) -> Iterator[None]:
+        """The partitions paused (when `sending`) before the first delivery starts and
+        until the last one ended, so the consumer can keep polling meanwhile."""
+        if not sending:
+            yield
             return
         paused = consumer.assignment()
         consumer.pause(paused)
         try:
-            pending: set[Future[Escalation]] = set(futures)
-            while pending:
-                _, pending = wait(pending, timeout=_POLL_TIMEOUT_S)
-                msg = consumer.poll(0)
-                if msg is not None:
-                    self._held.append(msg)
+            yield
         finally:
             # Revoked meanwhile: nothing of ours to resume.
             with contextlib.suppress(KafkaException):
                 consumer.resume(paused)
+
+    def _await(self, consumer: Consumer, futures: Mapping[Future[Escalation], Planned]) -> None:
+        """Wait for the deliveries (partitions paused), polling so the group keeps us; a
+        message a rebalance hands over meanwhile waits for the next batch."""
+        pending: set[Future[Escalation]] = set(futures)
+        while pending:
+            _, pending = wait(pending, timeout=_POLL_TIMEOUT_S)
+            msg = consumer.poll(0)
+            if msg is not None:
+                self._held.append(msg)
 
     # --- publish, then commit ------------------------------------------------------------
     def _publish(

@@ -22,7 +22,7 @@ by replaying its letter.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -76,15 +76,23 @@ class Plan:
     skipped: int = 0
 
 
-def deliveries(messages: Iterable[AlertMessage], policy: EscalationPolicy) -> list[Planned]:
+def deliveries(
+    messages: Iterable[AlertMessage],
+    policy: EscalationPolicy,
+    resolvers: Container[str] = frozenset(),
+) -> list[Planned]:
     """Every delivery of `messages` the policy's routes ask for, each delivery once (the
-    first message carrying it). A resolution opens no ticket: closing the ticket of the alert
-    it resolves is the receivers' next step (issue #8), and until then it must not page."""
+    first message carrying it). A resolution goes only to the receivers in `resolvers`
+    (those whose kind can close what it opened: PagerDuty, Opsgenie, Alertmanager, Slack,
+    the webhook); a ticketing system (ServiceNow, Jira) keeps its ticket for a person to
+    close, so it is never sent one. A resolution matches the routes of the alert it
+    resolves: it carries the same rule, severity, tenant, team and environment."""
     seen: dict[str, Planned] = {}
     for message in messages:
-        if message.alert.kind == "resolution":
-            continue
+        resolution = message.alert.kind == "resolution"
         for route, receiver in policy.deliveries(message.alert):
+            if resolution and receiver not in resolvers:
+                continue
             planned = Planned(message, Delivery(message.alert, route, receiver))
             seen.setdefault(planned.delivery.id, planned)
     return list(seen.values())
@@ -166,4 +174,6 @@ def outcome_row(
         http_status=outcome.status,
         reason=text.clean(ticket.note if ticket else outcome.reason),
         policy_version=policy_version,
+        action=planned.delivery.action,
+        resolved_alert_id=alert.resolves or "",
     )

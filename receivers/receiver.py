@@ -1,8 +1,10 @@
 """What a kind of receiver is, and what the engine hands it. Pure types.
 
 A kind (`ReceiverKind`) is a few pure functions: `request` builds the HTTP request that opens
-a ticket for a delivery (an alert for one receiver), `read` turns the receiver's 2xx answer
-into a `Ticket`; `find` and `found`, when the provider can be asked, look up the ticket an
+a ticket (or pages) for a delivery (an alert for one receiver), `read` turns the receiver's 2xx
+answer into a `Ticket`; `resolve`, when the provider can close what it opened, builds the
+request that does so for a resolution (`Alert.kind == 'resolution'`, naming the alert it
+resolves); `find` and `found`, when the provider can be asked, look up the ticket an
 earlier attempt opened for the same alert (by the correlation key the request carries), so a
 delivery repeated after a crash finds it instead of opening a second one. `auth` gives the
 httpx authentication for a receiver's secret (basic, a signature computed per attempt).
@@ -14,14 +16,14 @@ timeouts, which answers are worth retrying, backoff, the record of what was deli
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from shipledger.schemas.models import Alert
+from shipledger.schemas.models import Alert, EscalationAction
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 _DELIVERY_NS = uuid.UUID("0b7d2f0e-5a4c-4f1e-9d3b-6c8a1e2f4b57")
@@ -44,8 +46,20 @@ class Delivery:
 
     @property
     def id(self) -> str:
-        """See `delivery_id`."""
+        """See `delivery_id`. A resolution is an alert of its own (its own deterministic
+        id), so its delivery is another one than the trigger's: (alert, receiver, action)."""
         return delivery_id(self.alert.tenant, self.alert.alert_id, self.receiver)
+
+    @property
+    def action(self) -> EscalationAction:
+        """`resolve` for a resolution, else `trigger`."""
+        return "resolve" if self.alert.kind == "resolution" else "trigger"
+
+    @property
+    def subject(self) -> str:
+        """The id of the alert the provider knows this by (its dedup key, alias, label): the
+        alert's own, or for a resolution the alert it resolves."""
+        return self.alert.resolves or self.alert.alert_id
 
 
 class NoOptions(BaseModel):
@@ -89,10 +103,32 @@ def basic_auth(target: Target) -> httpx.Auth | None:
     return httpx.BasicAuth(user, password)
 
 
+class _HeaderAuth(httpx.Auth):
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._value
+        yield request
+
+
+def secret_header(scheme: str) -> Callable[[Target], httpx.Auth | None]:
+    """The authentication `Authorization: <scheme> <secret>` (none without a secret)."""
+
+    def auth(target: Target) -> httpx.Auth | None:
+        if target.secret is None:
+            return None
+        return _HeaderAuth(f"{scheme} {target.secret.get_secret_value()}")
+
+    return auth
+
+
 @dataclass(frozen=True)
 class ReceiverKind:
     """A kind of receiver (see the module docstring). `options` validates the receiver's own
-    keys in the policy; `needs_secret`: whether `credentials` must name a secret."""
+    keys in the policy; `needs_secret`: whether `credentials` must name a secret;
+    `default_url`: the provider's public endpoint, used when the policy gives no `url`;
+    `secret_in_url`: the request's URL holds the secret (its path is never logged)."""
 
     name: str
     options: type[BaseModel]
@@ -102,6 +138,9 @@ class ReceiverKind:
     found: Callable[[httpx.Response, Target], Ticket | None] | None = None
     auth: Callable[[Target], httpx.Auth | None] = no_auth
     needs_secret: bool = True
+    resolve: Callable[[Delivery, Target], httpx.Request] | None = None
+    default_url: str | None = None
+    secret_in_url: bool = False
 
 
 def options_of(target: Target, model: type[OptionsT]) -> OptionsT:
@@ -117,6 +156,14 @@ def json_answer(response: httpx.Response) -> dict[str, object]:
     if not isinstance(body, dict):
         raise ValueError(f"expected a JSON object, got {type(body).__name__}")
     return body
+
+
+def secret_of(target: Target) -> str:
+    """The receiver's secret as text (ValueError when it has none: the registry checks a kind
+    that needs one has it, so this is a configuration built by hand)."""
+    if target.secret is None:
+        raise ValueError(f"receiver {target.name}: no secret configured")
+    return target.secret.get_secret_value()
 
 
 def json_request(

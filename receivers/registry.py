@@ -13,13 +13,22 @@ from collections.abc import Callable, Iterable, Mapping
 
 from pydantic import SecretStr, ValidationError
 
-from shipledger.receivers import jira, servicenow, webhook
+from shipledger.receivers import alertmanager, jira, opsgenie, pagerduty, servicenow, slack, webhook
 from shipledger.receivers.receiver import ReceiverKind, Target
 from shipledger.schemas.policy import Policy
 
 #: Every kind of receiver, by its `type:` in the policy. A new kind: its module, and a line here.
 KINDS: Mapping[str, ReceiverKind] = {
-    kind.name: kind for kind in (servicenow.KIND, jira.KIND, webhook.KIND)
+    kind.name: kind
+    for kind in (
+        servicenow.KIND,
+        jira.KIND,
+        webhook.KIND,
+        pagerduty.KIND,
+        opsgenie.KIND,
+        slack.KIND,
+        alertmanager.KIND,
+    )
 }
 
 Loc = tuple[str | int, ...]
@@ -45,10 +54,10 @@ def policy_problems(
             kind.options.model_validate(config.options)
         except ValidationError as exc:
             problems += [((*where, *error["loc"]), _reason(error["msg"])) for error in exc.errors()]
+        if config.url is None and kind.default_url is None:
+            problems.append(((*where, "url"), f"type {kind.name} has no default: set `url:`"))
         if kind.needs_secret and config.credentials is None:
-            problems.append(
-                ((*where, "credentials"), f"a {kind.name} receiver needs `credentials:`")
-            )
+            problems.append(((*where, "credentials"), f"type {kind.name} needs `credentials:`"))
     return problems
 
 
@@ -81,7 +90,7 @@ def targets(
         out[name] = Target(
             name=name,
             kind=kind.name,
-            url=config.url,
+            url=config.url or kind.default_url or "",
             options=kind.options.model_validate(config.options),
             secret=value,
         )

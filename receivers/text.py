@@ -8,13 +8,21 @@ from shipledger.schemas.models import Alert
 SUMMARY_MAX = 160
 
 
-def summary(alert: Alert) -> str:
-    """One line: rule, severity, service and environment (at most SUMMARY_MAX characters)."""
+def clip(line: str, limit: int) -> str:
+    """`line`, cut to at most `limit` characters (an ellipsis marks the cut)."""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def summary(alert: Alert, limit: int = SUMMARY_MAX) -> str:
+    """One line: rule, severity, service and environment (at most `limit` characters); a
+    resolution says so first."""
     line = (
         f"shipledger {alert.severity}: {alert.rule} - {alert.service} in {alert.environment}"
         f" ({alert.tenant})"
     )
-    return line if len(line) <= SUMMARY_MAX else line[: SUMMARY_MAX - 1] + "…"
+    if alert.kind == "resolution":
+        line = "RESOLVED " + line
+    return clip(line, limit)
 
 
 def facts(alert: Alert) -> list[tuple[str, str]]:

@@ -8,6 +8,9 @@ receiver's idempotency key), `webhook-timestamp` (seconds, taken at each attempt
 the `standardwebhooks` library, so any Standard Webhooks verifier checks it. The secret is
 the spec's `whsec_<base64>` form, or any other text, used as its UTF-8 bytes.
 
+A resolution (`kind: resolution`, naming the alert it resolves in `alert.resolves`) is the
+same message with `"type": "shipledger.alert.resolved"` and its own `webhook-id`.
+
 Any 2xx is a delivery; a JSON answer naming `key` and/or `url` (a bridge that opened a
 ticket) is recorded as the ticket.
 """
@@ -30,6 +33,7 @@ from shipledger.receivers.receiver import (
 )
 
 EVENT_TYPE = "shipledger.alert.escalated"
+RESOLVED_TYPE = "shipledger.alert.resolved"
 
 
 def signer(secret: str) -> Webhook:
@@ -62,9 +66,10 @@ def auth(target: Target) -> httpx.Auth | None:
 
 
 def request(delivery: Delivery, target: Target) -> httpx.Request:
-    """The alert of `delivery` as a Standard Webhooks message."""
+    """The alert of `delivery` as a Standard Webhooks message (a resolution's type is
+    RESOLVED_TYPE)."""
     body = {
-        "type": EVENT_TYPE,
+        "type": RESOLVED_TYPE if delivery.action == "resolve" else EVENT_TYPE,
         "delivery_id": delivery.id,
         "route": delivery.route,
         "receiver": delivery.receiver,
@@ -83,4 +88,6 @@ def read(response: httpx.Response, target: Target) -> Ticket:
     return Ticket(key=str(key) if key else None, url=str(url) if url else None)
 
 
-KIND = ReceiverKind(name="webhook", options=NoOptions, request=request, read=read, auth=auth)
+KIND = ReceiverKind(
+    name="webhook", options=NoOptions, request=request, read=read, auth=auth, resolve=request
+)

@@ -5,7 +5,7 @@ systems, webhooks). Pure configuration and matching; `shipledger.receivers` deli
 escalation:
   receivers:
     snow-prod:                      # a name, used by the routes and stored with each delivery
-      type: servicenow              # the kind: servicenow, jira, webhook (shipledger.receivers)
+      type: servicenow              # the kind (below)
       url: https://acme.service-now.com
       credentials: snow_prod        # the NAME of a secret in SHIPLEDGER_RECEIVER_SECRETS
       table: incident               # the kind's own options
@@ -15,8 +15,15 @@ escalation:
       min_severity: high                                      # omitted: info (any)
       environments: [prod]                                    # omitted or empty: any
       tenants: [bank]                                         # omitted or empty: any
+      teams: [payments]                                       # omitted or empty: any
       receivers: [snow-prod]
 ```
+
+Kinds: servicenow, jira, webhook (signed), pagerduty, opsgenie, slack, alertmanager
+(docs/receivers.md). `url` may be left out for a kind with a public endpoint (pagerduty,
+opsgenie, slack). A resolution (`kind: resolution`) takes the same routes as the alert it
+resolves (it carries the same rule, severity, tenant, team and environment) and goes to
+those receivers whose kind can resolve (`shipledger.receivers.plan.deliveries`).
 
 An alert goes to the receivers of every route it matches, each receiver once (the first
 route naming it is the one recorded). Secrets never appear here: a receiver names its
@@ -58,13 +65,16 @@ class ReceiverConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     type: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    url: str
+    #: None: the kind's public endpoint (PagerDuty, Opsgenie, Slack have one).
+    url: str | None = None
     #: Name of the secret in `SHIPLEDGER_RECEIVER_SECRETS` (case-insensitive), never the secret.
     credentials: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
 
     @field_validator("url")
     @classmethod
-    def _base_url(cls, value: str) -> str:
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"must be an http(s) URL (got {value!r})")
@@ -96,8 +106,9 @@ class ReceiverConfig(BaseModel):
 
 
 class Route(BaseModel):
-    """Alerts of `alert_rules`, at least `min_severity`, in `environments` (canonical) and of
-    `tenants` go to `receivers`; an empty list matches anything."""
+    """Alerts of `alert_rules`, at least `min_severity`, in `environments` (canonical), of
+    `tenants` and of `teams` (the owner team of the deployment) go to `receivers`; an empty
+    list matches anything."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -106,6 +117,7 @@ class Route(BaseModel):
     min_severity: Severity = "info"
     environments: list[str] = Field(default_factory=list)
     tenants: list[str] = Field(default_factory=list)
+    teams: list[str] = Field(default_factory=list)
     receivers: list[str] = Field(min_length=1)
 
     @field_validator("environments")
@@ -120,6 +132,7 @@ class Route(BaseModel):
             and _rank(alert.severity) >= _rank(self.min_severity)
             and (not self.environments or alert.environment in self.environments)
             and (not self.tenants or alert.tenant in self.tenants)
+            and (not self.teams or alert.team in self.teams)
         )
 
 

@@ -355,6 +355,7 @@ class Alert(Model):
 
 
 EscalationStatus = Literal["delivered", "dead_lettered"]
+EscalationAction = Literal["trigger", "resolve"]
 
 
 class Escalation(Model):
@@ -380,3 +381,6 @@ class Escalation(Model):
     http_status: AvroInt | None = None
     reason: str | None = None
     policy_version: str
+    # Version 2
+    action: EscalationAction = "trigger"
+    resolved_alert_id: str = ""

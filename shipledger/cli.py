@@ -47,9 +47,9 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": ("shipledger.processors.worker", "worker", "Run the Faust processors alone."),
     "sink": ("shipledger.sinks.cli", "sink", "Run the ClickHouse sink alone."),
     "escalate": (
-        "shipledger.receivers.cli",
+        "shipledger.escalations_cli",
         "escalate",
-        "Deliver alerts to ticketing systems and webhooks (the escalator alone).",
+        "Deliver alerts to tickets, pagers, chats, webhooks; their status.",
     ),
     "migrate": (
         "shipledger.sinks.ledger.migrate_cli",

@@ -572,6 +572,14 @@ def unused_port() -> int:
 SNOW_USER, SNOW_PASSWORD = "shipledger.bot", "snow-pass"
 JIRA_EMAIL, JIRA_TOKEN = "bot@example.org", "jira-api-token"
 HOOK_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+# Paging and chat receivers (alert routing): the secrets each accepts.
+PD_ROUTING_KEY = "R0UT1NGKEY0123456789abcdef012345"
+GENIE_KEY = "eb243592-faa2-4ba2-a551q-1afdf565c889"
+SLACK_HOOK_PATH = "/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
+AM_TOKEN = "alertmanager-bearer-token"
+_PD_SEVERITIES = {"critical", "error", "warning", "info"}
+_SLACK_BLOCKS = {"header", "section", "context", "divider", "actions", "image"}
+_RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 _ADF_NODES = {"doc", "paragraph", "text", "bulletList", "listItem"}
 
 
@@ -600,6 +608,20 @@ class StandInReceivers(ThreadingHTTPServer):
     answer (201 `{"result": {...}}`, 201 `{"id", "key", "self"}`), and refuses anything else
     with 400, listed in `problems` (a test asserts it stays empty).
 
+    Also a stand-in for the paging and chat receivers of alert routing, per their public
+    docs: PagerDuty Events API v2 (`POST /v2/enqueue`: routing_key, event_action
+    trigger/resolve/acknowledge, dedup_key at most 255, a trigger's payload.summary at most
+    1024, source, severity critical/error/warning/info; 202 `{"status": "success",
+    "dedup_key"}`), kept in `pd_events` and `incidents_open` (dedup_key → open); Opsgenie's
+    Alert API v2 (`POST /v2/alerts` with `GenieKey` auth, message at most 130, alias,
+    priority P1-P5; `POST /v2/alerts/<alias>/close?identifierType=alias`; 202 `{"result",
+    "requestId"}`), kept in `genie` (alias → alert, with its `status`); a Slack incoming
+    webhook (`POST /services/T…/B…/…`: `text` and Block Kit `blocks`; 200 `ok`, 404
+    `no_service` for another path), kept in `slack`; an Alertmanager webhook_config receiver
+    (`POST /alertmanager/<name>`, bearer token: version "4", status firing/resolved, alerts
+    with labels, annotations, RFC 3339 startsAt/endsAt and a 16-hex fingerprint), kept in
+    `am`.
+
     Failure injection: `fail[prefix]` is a list of statuses answered, one per request, by
     the next requests whose path starts with `prefix` (`always[prefix]`: every request);
     `drop_answer[prefix]` > 0 creates the ticket, then closes the connection without an
@@ -611,6 +633,10 @@ class StandInReceivers(ThreadingHTTPServer):
         "servicenow": f"{SNOW_USER}:{SNOW_PASSWORD}",
         "jira": f"{JIRA_EMAIL}:{JIRA_TOKEN}",
         "webhook": HOOK_SECRET,
+        "pagerduty": PD_ROUTING_KEY,
+        "opsgenie": GENIE_KEY,
+        "slack": SLACK_HOOK_PATH,
+        "alertmanager": AM_TOKEN,
     }
 
     def __init__(self) -> None:
@@ -626,6 +652,11 @@ class StandInReceivers(ThreadingHTTPServer):
         self.drop_answer: dict[str, int] = {}
         self.requests: list[tuple[str, str]] = []
         self.slow_s = 0.0
+        self.pd_events: list[dict[str, Any]] = []
+        self.incidents_open: dict[str, bool] = {}
+        self.genie: dict[str, dict[str, Any]] = {}
+        self.slack: list[dict[str, Any]] = []
+        self.am: list[dict[str, Any]] = []
 
     @property
     def url(self) -> str:
@@ -750,6 +781,14 @@ class _ReceiversHandler(BaseHTTPRequestHandler):
             self._jira(body)
         elif parts.path.startswith("/hooks/"):
             self._hook(raw, body)
+        elif parts.path == "/v2/enqueue":
+            self._pagerduty(body)
+        elif parts.path.startswith("/v2/alerts"):
+            self._opsgenie(parts.path, body, dict(parse_qsl(parts.query)))
+        elif parts.path.startswith("/services/"):
+            self._slack(parts.path, body)
+        elif parts.path.startswith("/alertmanager/"):
+            self._alertmanager(body)
         else:
             self._refuse("no such route")
 
@@ -842,8 +881,11 @@ class _ReceiversHandler(BaseHTTPRequestHandler):
         except WebhookVerificationError as exc:
             self._refuse(f"signature: {exc}")
             return
-        if not isinstance(body, dict) or body.get("type") != "shipledger.alert.escalated":
-            self._refuse("not a shipledger.alert.escalated message")
+        if not isinstance(body, dict) or body.get("type") not in (
+            "shipledger.alert.escalated",
+            "shipledger.alert.resolved",
+        ):
+            self._refuse("not a shipledger.alert.escalated or .resolved message")
             return
         with self.server.lock:
             self.server.hook_requests += 1
@@ -852,10 +894,182 @@ class _ReceiversHandler(BaseHTTPRequestHandler):
             key = f"HOOK-{list(self.server.hooks).index(self.headers['webhook-id']) + 1}"
         self._reply(200, {"key": key, "url": f"{self.server.url}/hooks/view/{key}"})
 
+    def _pagerduty(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            self._refuse("the body must be a JSON object")
+            return
+        problems = []
+        if body.get("routing_key") != PD_ROUTING_KEY:
+            problems.append("routing_key: not a known integration key")
+        action = body.get("event_action")
+        if action not in ("trigger", "resolve", "acknowledge"):
+            problems.append(f"event_action: {action!r}")
+        key = body.get("dedup_key")
+        if not isinstance(key, str) or not key or len(key) > 255:
+            problems.append("dedup_key: a string of 1..255 characters")
+        if action == "trigger":
+            payload = body.get("payload")
+            if not isinstance(payload, dict):
+                problems.append("payload: required for a trigger")
+            else:
+                summary = payload.get("summary")
+                if not isinstance(summary, str) or not summary or len(summary) > 1024:
+                    problems.append("payload.summary: a string of 1..1024 characters")
+                if not isinstance(payload.get("source"), str) or not payload["source"]:
+                    problems.append("payload.source missing")
+                if payload.get("severity") not in _PD_SEVERITIES:
+                    problems.append(f"payload.severity: {payload.get('severity')!r}")
+        if problems:
+            self._reply(400, {"status": "invalid event", "errors": problems})
+            with self.server.lock:
+                self.server.problems.append("POST /v2/enqueue: " + "; ".join(problems))
+            return
+        assert isinstance(key, str)
+        with self.server.lock:
+            self.server.pd_events.append(body)
+            if action == "trigger":
+                self.server.incidents_open[key] = True
+            elif action == "resolve" and key in self.server.incidents_open:
+                self.server.incidents_open[key] = False
+        self._reply(202, {"status": "success", "message": "Event processed", "dedup_key": key})
+
+    def _opsgenie(self, path: str, body: Any, query: dict[str, str]) -> None:
+        if self.headers.get("Authorization") != f"GenieKey {GENIE_KEY}":
+            self._reply(401, {"message": "Could not authenticate", "took": 0.0})
+            return
+        if not isinstance(body, dict):
+            self._refuse("the body must be a JSON object")
+            return
+        request_id = str(uuid.uuid4())
+        close = re.fullmatch(r"/v2/alerts/([^/]+)/close", path)
+        if close is not None:
+            if query.get("identifierType") != "alias":
+                self._refuse(f"closing by alias needs identifierType=alias, got {query}")
+                return
+            with self.server.lock:
+                closed = self.server.genie.get(unquote(close[1]))
+                if closed is not None:
+                    closed["status"] = "closed"
+            self._reply(202, {"result": "Request will be processed", "requestId": request_id})
+            return
+        if path != "/v2/alerts":
+            self._refuse("no such route")
+            return
+        problems = []
+        message = body.get("message")
+        if not isinstance(message, str) or not message or len(message) > 130:
+            problems.append("message: a string of 1..130 characters")
+        alias = body.get("alias")
+        if not isinstance(alias, str) or not alias or len(alias) > 512:
+            problems.append("alias: a string of 1..512 characters")
+        if body.get("priority", "P3") not in ("P1", "P2", "P3", "P4", "P5"):
+            problems.append(f"priority: {body.get('priority')!r}")
+        if len(body.get("description", "")) > 15000:
+            problems.append("description longer than 15000 characters")
+        if problems:
+            self._refuse("; ".join(problems))
+            return
+        assert isinstance(alias, str)
+        with self.server.lock:
+            known = self.server.genie.get(alias)
+            if known is not None and known["status"] == "open":
+                known["count"] += 1  # Opsgenie deduplicates open alerts by alias
+            else:
+                self.server.genie[alias] = {"body": body, "status": "open", "count": 1}
+        self._reply(202, {"result": "Request will be processed", "requestId": request_id})
+
+    def _slack(self, path: str, body: Any) -> None:
+        if path != SLACK_HOOK_PATH:
+            self._text(404, "no_service")
+            return
+        problems = []
+        if not isinstance(body, dict) or not isinstance(body.get("text"), str) or not body["text"]:
+            problems.append("text: a non-empty string (the notification fallback)")
+        blocks = body.get("blocks", []) if isinstance(body, dict) else None
+        if not isinstance(blocks, list) or len(blocks) > 50:
+            problems.append("blocks: a list of at most 50 blocks")
+        else:
+            for i, block in enumerate(blocks):
+                if not isinstance(block, dict) or block.get("type") not in _SLACK_BLOCKS:
+                    problems.append(f"blocks.{i}: unknown block")
+                elif block["type"] == "section" and not (block.get("text") or block.get("fields")):
+                    problems.append(f"blocks.{i}: a section needs text or fields")
+                elif len(block.get("fields", [])) > 10:
+                    problems.append(f"blocks.{i}: at most 10 fields")
+                elif block["type"] == "header" and (
+                    block["text"].get("type") != "plain_text" or len(block["text"]["text"]) > 150
+                ):
+                    problems.append(f"blocks.{i}: a header is plain_text of at most 150")
+        if problems:
+            with self.server.lock:
+                self.server.problems.append("POST slack: " + "; ".join(problems))
+            self._text(400, "invalid_payload")
+            return
+        with self.server.lock:
+            self.server.slack.append(body)
+        self._text(200, "ok")
+
+    def _text(self, status: int, text: str) -> None:
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _alertmanager(self, body: Any) -> None:
+        if self.headers.get("Authorization") != f"Bearer {AM_TOKEN}":
+            self._reply(401, {"error": "unauthorized"})
+            return
+        problems = []
+        if not isinstance(body, dict):
+            self._refuse("the body must be a JSON object")
+            return
+        if body.get("version") != "4":
+            problems.append("version must be '4'")
+        if body.get("status") not in ("firing", "resolved"):
+            problems.append(f"status: {body.get('status')!r}")
+        for name in ("receiver", "groupKey", "externalURL"):
+            if not isinstance(body.get(name), str):
+                problems.append(f"{name}: a string")
+        if not isinstance(body.get("truncatedAlerts"), int):
+            problems.append("truncatedAlerts: an integer")
+        for name in ("groupLabels", "commonLabels", "commonAnnotations"):
+            if not isinstance(body.get(name), dict):
+                problems.append(f"{name}: an object")
+        alerts = body.get("alerts")
+        if not isinstance(alerts, list) or not alerts:
+            problems.append("alerts: a non-empty list")
+            alerts = []
+        for i, alert in enumerate(alerts):
+            labels = alert.get("labels")
+            if not isinstance(labels, dict) or "alertname" not in labels:
+                problems.append(f"alerts.{i}.labels: an object with alertname")
+            elif not all(isinstance(v, str) for v in labels.values()):
+                problems.append(f"alerts.{i}.labels: string values")
+            if not isinstance(alert.get("annotations"), dict):
+                problems.append(f"alerts.{i}.annotations: an object")
+            if alert.get("status") not in ("firing", "resolved"):
+                problems.append(f"alerts.{i}.status")
+            for name in ("startsAt", "endsAt"):
+                if not _RFC3339.match(str(alert.get(name))):
+                    problems.append(f"alerts.{i}.{name}: RFC 3339")
+            if not re.fullmatch(r"[0-9a-f]{16}", str(alert.get("fingerprint"))):
+                problems.append(f"alerts.{i}.fingerprint: 16 hex digits")
+            if not isinstance(alert.get("generatorURL"), str):
+                problems.append(f"alerts.{i}.generatorURL: a string")
+        if problems:
+            self._refuse("; ".join(problems))
+            return
+        with self.server.lock:
+            self.server.am.append(body)
+        self._text(200, "")
+
 
 @pytest.fixture
 def receivers() -> Iterator[StandInReceivers]:
-    """The stand-in ServiceNow, Jira and webhook receiver on a loopback port."""
+    """The stand-in ServiceNow, Jira, webhook, PagerDuty, Opsgenie, Slack and Alertmanager
+    receivers on a loopback port."""
     server = StandInReceivers()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -232,7 +232,8 @@ _RESOLUTIONS, _BREAK_GLASS, _TICKETS = "resolutions", "break_glass alerts", "tic
 _COUNTS = {
     _RESOLUTIONS: ("alerts", "kind = 'resolution'"),
     _BREAK_GLASS: ("alerts", "rule = 'break_glass'"),
-    _TICKETS: ("escalations", "status = 'delivered'"),
+    # Resolutions close tickets (action 'resolve'): a ticket is an alert's trigger.
+    _TICKETS: ("escalations", "status = 'delivered' AND action = 'trigger'"),
 }
 #: The alerts the demo's escalation route sends (`_ESCALATION`), as a condition on `alerts`.
 _ESCALATED = "kind = 'alert' AND environment = 'prod' AND severity IN ({})".format(
@@ -390,7 +391,7 @@ def _escalation_summary(stack: Stack) -> None:
         "SELECT rule, severity, receiver, count() AS tickets, "  # noqa: S608 (our setting)
         "arrayStringConcat(arraySlice(arraySort(groupArray(assumeNotNull(ticket_key))), 1, 3), "
         "', ') || if(count() > 3, ', ...', '') "
-        f"FROM {db}.escalations WHERE status = 'delivered' "
+        f"FROM {db}.escalations WHERE status = 'delivered' AND action = 'trigger' "
         "GROUP BY rule, severity, receiver ORDER BY tickets DESC, rule"
     )
     _table(

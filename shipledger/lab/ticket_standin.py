@@ -5,7 +5,8 @@ to ServiceNow or Jira would, and answers each with a ticket key.
 It is no real ticketing system: it checks the Standard Webhooks signature with the demo's
 secret (401 otherwise), numbers tickets `DEMO-0001`, ... in arrival order and keeps them in
 memory. The same `webhook-id` (a retry, a replay) gets the ticket it already has, as the spec
-asks of a receiver.
+asks of a receiver. A resolution (`shipledger.alert.resolved`) closes the alert's ticket and
+opens none.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from types import TracebackType
 
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from shipledger.receivers.webhook import signer
+from shipledger.receivers.webhook import RESOLVED_TYPE, signer
 
 #: The path the escalator posts to.
 PATH = "/tickets"
@@ -26,12 +27,14 @@ PATH = "/tickets"
 
 class TicketStandIn:
     """The stand-in, serving on 127.0.0.1 (any free port) from `start()` to `stop()`;
-    `url` is the receiver URL for the policy, `tickets` maps each delivery id to its key."""
+    `url` is the receiver URL for the policy, `tickets` maps each delivery id to its key,
+    `closed` holds the alert ids whose resolution came."""
 
     def __init__(self, secret: str) -> None:
         self._webhook = signer(secret)
         self._lock = threading.Lock()
         self.tickets: dict[str, str] = {}
+        self.closed: set[str] = set()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="ticket-standin", daemon=True
@@ -46,11 +49,17 @@ class TicketStandIn:
     def open_ticket(
         self, body: bytes, headers: dict[str, str]
     ) -> tuple[HTTPStatus, dict[str, str]]:
-        """The answer to one delivery: 201 with its ticket, or 401 when the signature fails."""
+        """The answer to one delivery: 201 with its ticket, 200 for a resolution (the alert
+        it resolves is `closed`), or 401 when the signature fails."""
         try:
             self._webhook.verify(body, headers)
         except WebhookVerificationError as exc:
             return HTTPStatus.UNAUTHORIZED, {"error": f"signature: {exc}"}
+        message = json.loads(body)
+        if message.get("type") == RESOLVED_TYPE:  # a bridge would close the ticket: no new key
+            with self._lock:
+                self.closed.add(str(message["alert"]["resolves"]))
+            return HTTPStatus.OK, {}
         delivery = headers["webhook-id"]
         with self._lock:
             key = self.tickets.setdefault(delivery, f"DEMO-{len(self.tickets) + 1:04d}")

@@ -32,8 +32,8 @@ from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.chain import (
     CANONICAL_OPTIONS,
     GENESIS,
-    LATE_COLUMNS,
     canonical_default,
+    late_columns,
 )
 from shipledger.sinks.ledger.store import LedgerStore
 
@@ -322,7 +322,7 @@ def _chains(
     pos = {name: i for i, name in enumerate(names)}
     i_tenant, i_class, i_seq = pos["tenant"], pos["retention_class"], pos["chain_seq"]
     i_prev, i_prev_ru, i_id = pos["prev_hash"], pos["prev_retain_until"], pos[spec.id_column]
-    late = [(pos[name], name) for name in LATE_COLUMNS if name in pos]
+    late = [(pos[name], name) for name in late_columns(spec.name) if name in pos]
     where = "WHERE tenant = {tenant:String} " if tenant is not None else ""
     sql = (
         f"SELECT {select} FROM {store.source(spec.name)} {where}"  # noqa: S608

@@ -16,8 +16,9 @@ Design (measured and chosen for one writer and legitimate expiry):
   row's canonical bytes: orjson with sorted keys (maps sorted too) over every column except
   `row_hash` itself, datetimes as epoch milliseconds. `chain_seq`, `prev_hash` and
   `prev_retain_until` are inside the hash, so none can be edited alone. A column added to
-  chained tables later (`LATE_COLUMNS`) is hashed only when set: a row stored before it
-  existed reads back its empty default and still hashes as it was stamped.
+  chained tables later (`LATE_COLUMNS`, `LATE_TABLE_COLUMNS`) is hashed only when set: a
+  row stored before it existed reads back its empty default and still hashes as it was
+  stamped.
 - A missing row is legitimate only if the next surviving row's `prev_retain_until` has
   passed: its predecessor (and, by monotonicity, every earlier row) may have expired. A
   deleted row that was not due is reported, wherever it was.
@@ -53,6 +54,15 @@ CANONICAL_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orj
 ChainKey = tuple[str, str, str]
 #: Columns added after rows were chained (migration 0006): hashed only when not empty.
 LATE_COLUMNS = ("policy_version",)
+#: The same, for one table: escalations' action and resolved alert (migration 0010).
+LATE_TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "escalations": ("action", "resolved_alert_id"),
+}
+
+
+def late_columns(table: str) -> tuple[str, ...]:
+    """The late columns of `table` (hashed only when not empty)."""
+    return LATE_COLUMNS + LATE_TABLE_COLUMNS.get(table, ())
 
 
 def epoch_ms(value: datetime) -> int:
@@ -71,23 +81,24 @@ def canonical_default(value: Any) -> Any:
     raise TypeError(f"no canonical form for {type(value).__name__}")
 
 
-def hashed(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The columns `row_hash` covers: all but `row_hash`, and late columns only when set."""
+def hashed(row: Mapping[str, Any], table: str = "") -> dict[str, Any]:
+    """The columns `row_hash` covers: all but `row_hash`, and late columns (of `table`) only
+    when set."""
     out = {k: v for k, v in row.items() if k != "row_hash"}
-    for late in LATE_COLUMNS:
+    for late in late_columns(table):
         if out.get(late) == "":
             del out[late]
     return out
 
 
-def canonical_bytes(row: Mapping[str, Any]) -> bytes:
+def canonical_bytes(row: Mapping[str, Any], table: str = "") -> bytes:
     """The bytes `row_hash` hashes: sorted-key JSON of the `hashed` columns."""
-    return orjson.dumps(hashed(row), option=CANONICAL_OPTIONS, default=canonical_default)
+    return orjson.dumps(hashed(row, table), option=CANONICAL_OPTIONS, default=canonical_default)
 
 
-def row_hash(row: Mapping[str, Any]) -> str:
-    """Hex sha256 of `canonical_bytes(row)`."""
-    return hashlib.sha256(canonical_bytes(row)).hexdigest()
+def row_hash(row: Mapping[str, Any], table: str = "") -> str:
+    """Hex sha256 of `canonical_bytes(row, table)`."""
+    return hashlib.sha256(canonical_bytes(row, table)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,6 @@ def stamp(
         row["prev_retain_until"] = None if head is None else head.retain_until
         row["chain_seq"] = 1 if head is None else head.seq + 1
         row["prev_hash"] = GENESIS if head is None else head.row_hash
-        row["row_hash"] = row_hash(row)
+        row["row_hash"] = row_hash(row, table)
         moved[key] = Head(row["chain_seq"], row["row_hash"], retain_until, ledger_at)
     return moved

@@ -1,0 +1,192 @@
+"""Alert routing end to end on the real stack: events through the ingest API → Tansu →
+Faust → an alert and later its resolution → the escalator in `up` → the stand-in PagerDuty,
+Alertmanager-webhook and Slack receivers (tests/conftest.py `StandInReceivers`, which checks
+each provider's documented payload) → the outcomes in the ledger's `escalations` table,
+read back with `shipledger escalate deliveries`.
+
+A prod deployment whose change request is not approved pages once (PagerDuty trigger with
+the alert id as dedup_key, Alertmanager firing, a Slack message); the alert replayed pages
+no one again; the approval arriving late resolves the alert, which resolves the PagerDuty
+incident, sends Alertmanager `resolved` with the same fingerprint and posts RESOLVED to
+Slack; the escalations chains still verify with the new columns."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from shipledger import metrics as m
+from shipledger.producers.api.auth import AuthStore
+from shipledger.sinks.ledger.audit import verify
+from shipledger.up.stack import Stack
+from tests.integration.test_escalation_e2e import replay_alerts, rows, run_cli, wait_for
+from tests.kit import own_settings
+from tests.unit.test_alert_routing import StandInReceivers
+
+pytestmark = pytest.mark.integration
+
+TENANT = "retail"
+POLICY = """\
+version: route-it-1
+defaults:
+  timezone: UTC
+  require_change_ticket: [prod]
+escalation:
+  receivers:
+    pd: {{type: pagerduty, url: "{url}", credentials: pd}}
+    am: {{type: alertmanager, url: "{url}/alertmanager/am", credentials: am}}
+    chat: {{type: slack, url: "{url}", credentials: chat}}
+  routes:
+    - name: payments-page
+      alert_rules: [change_not_approved]
+      environments: [production]
+      teams: [payments]
+      min_severity: medium
+      receivers: [pd, am, chat]
+"""
+
+
+@pytest.fixture
+def stack(broker: str, tmp_path: Path, receivers: StandInReceivers) -> Iterator[Stack]:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.format(url=receivers.url))
+    secrets = receivers.secrets
+    settings = own_settings(
+        tmp_path,
+        policy_file=policy,
+        sink_batch_ms=100,
+        escalation_attempts=3,
+        escalation_backoff_s=0.01,
+        escalation_backoff_max_s=0.05,
+        receiver_secrets={
+            "pd": SecretStr(secrets["pagerduty"]),
+            "am": SecretStr(secrets["alertmanager"]),
+            "chat": SecretStr(secrets["slack"]),
+        },
+    )
+    with Stack(settings, bootstrap=broker, log_dir=tmp_path / "logs", api=True) as running:
+        yield running
+
+
+@pytest.fixture
+def post(stack: Stack) -> Iterator[Callable[..., None]]:
+    assert stack.api is not None
+    auth = AuthStore(stack.settings.resolved_auth_db)
+    try:
+        token = auth.create_token(TENANT, ("ingest",), name="routing-test")[0]
+    finally:
+        auth.close()
+    with httpx.Client(
+        base_url=stack.api.url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
+
+        def send(*objects: dict[str, Any]) -> None:
+            answer = client.post("/v1/events", json=[{"tenant": TENANT, **o} for o in objects])
+            assert answer.status_code == 202, answer.text
+
+        yield send
+
+
+def change(event_id: str, state: str, at: str) -> dict[str, Any]:
+    return {
+        "family": "change",
+        "event_id": event_id,
+        "change_id": "CHG-L",
+        "system": "servicenow",
+        "state": state,
+        "occurred_at": at,
+    }
+
+
+DEPLOYMENT = {
+    "event_id": "dep-late-started",
+    "deployment_id": "dep-late",
+    "event_type": "started",
+    "service": "checkout",
+    "environment": "production",
+    "commit_sha": "0f" * 20,
+    "actor": "ci-bot",
+    "team": "payments",
+    "change_id": "CHG-L",
+    "occurred_at": "2026-11-25T10:00:00+00:00",
+}
+
+
+def deliveries(stack: Stack) -> list[tuple[Any, ...]]:
+    return rows(
+        stack,
+        "SELECT receiver, action, status FROM {db}.escalations ORDER BY action DESC, receiver",
+    )
+
+
+def test_an_alert_pages_once_and_its_resolution_resolves(
+    stack: Stack, receivers: StandInReceivers, post: Callable[..., None]
+) -> None:
+    post(change("l-open", "opened", "2026-11-25T08:00:00+00:00"))
+    wait_for(
+        stack, "the change request", lambda: bool(rows(stack, "SELECT 1 FROM {db}.change_events"))
+    )
+    post(DEPLOYMENT)
+    wait_for(stack, "three triggers", lambda: len(deliveries(stack)) == 3)
+    assert deliveries(stack) == [
+        ("am", "trigger", "delivered"),
+        ("chat", "trigger", "delivered"),
+        ("pd", "trigger", "delivered"),
+    ]
+    ((alert_id,),) = rows(stack, "SELECT alert_id FROM {db}.alerts WHERE kind = 'alert'")
+    assert [(e["event_action"], e["dedup_key"]) for e in receivers.pd_events] == [
+        ("trigger", alert_id)
+    ]
+
+    # The alert again (a redelivery): nobody is paged twice.
+    assert replay_alerts(stack) >= 1
+    wait_for(
+        stack,
+        "the replay to be skipped",
+        lambda: (
+            stack.escalator is not None and stack.escalator.metrics.total(m.ESCALATION_SKIPPED) >= 3
+        ),
+    )
+    assert len(receivers.pd_events) == 1 and len(receivers.am) == 1 and len(receivers.slack) == 1
+
+    # The approval (09:45, before the start) arrives late: the alert is resolved, and so is
+    # the page.
+    post(change("l-approve", "approved", "2026-11-25T09:45:00+00:00"))
+    wait_for(stack, "three resolves", lambda: len(deliveries(stack)) == 6)
+    assert receivers.problems == []
+    assert [(e["event_action"], e["dedup_key"]) for e in receivers.pd_events] == [
+        ("trigger", alert_id),
+        ("resolve", alert_id),
+    ]
+    assert receivers.incidents_open == {alert_id: False}
+    firing, resolved = receivers.am
+    assert (firing["status"], resolved["status"]) == ("firing", "resolved")
+    assert firing["alerts"][0]["fingerprint"] == resolved["alerts"][0]["fingerprint"]
+    assert receivers.slack[1]["text"].startswith("RESOLVED ")
+
+    # The status per receiver, read back as an SRE would.
+    listed = json.loads(
+        run_cli(stack, "escalate", "deliveries", "--action", "resolve", "--format", "json").stdout
+    )
+    assert {(r["receiver"], r["status"], r["resolved_alert_id"]) for r in listed} == {
+        ("pd", "delivered", alert_id),
+        ("am", "delivered", alert_id),
+        ("chat", "delivered", alert_id),
+    }
+    summary = json.loads(
+        run_cli(stack, "escalate", "deliveries", "--by-receiver", "--format", "json").stdout
+    )
+    assert [(r["receiver"], r["delivered"], r["resolved"]) for r in summary] == [
+        ("am", 2, 1),
+        ("chat", 2, 1),
+        ("pd", 2, 1),
+    ]
+    assert stack.store is not None
+    report = verify(stack.store)
+    assert report.clean, report.text()
