@@ -110,7 +110,14 @@ class LedgerReads(Protocol):
         ...
 
     def query(
-        self, sql: str, *, tenant: str | None, max_rows: int, limits: QueryLimits
+        self,
+        sql: str,
+        *,
+        tenant: str | None,
+        max_rows: int,
+        limits: QueryLimits,
+        teams: frozenset[str] = frozenset(),
+        environments: frozenset[str] = frozenset(),
     ) -> QueryResult:
         """Run one read-only SELECT (raises QueryError)."""
         ...
@@ -171,11 +178,27 @@ class LedgerReader:
         return self._store.existing_ids(table, id_column, keys, window=window)
 
     def query(
-        self, sql: str, *, tenant: str | None, max_rows: int, limits: QueryLimits
+        self,
+        sql: str,
+        *,
+        tenant: str | None,
+        max_rows: int,
+        limits: QueryLimits,
+        teams: frozenset[str] = frozenset(),
+        environments: frozenset[str] = frozenset(),
     ) -> QueryResult:
         """Run one read-only SELECT over the query database (hot and cold rows), scoped to
-        `tenant` (None: an operator); the contract is `sinks.ledger.query`."""
-        return run_read_query(self._store, sql, tenant=tenant, max_rows=max_rows, limits=limits)
+        `tenant` (None: an operator) and, if not empty, `teams` and `environments`; the
+        contract is `sinks.ledger.query`."""
+        return run_read_query(
+            self._store,
+            sql,
+            tenant=tenant,
+            max_rows=max_rows,
+            limits=limits,
+            teams=teams,
+            environments=environments,
+        )
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of change request `change_id` of `tenant`, hot and cold (a row
