@@ -13,27 +13,26 @@ reader must never see another team's rows.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-#: What a team or environment scope may be called: the names the pipeline stores.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,99}$")
+from shipledger.schemas.models import check_name
 
 
 def scope_names(values: Iterable[str], what: str) -> frozenset[str]:
-    """Names from repeated options and comma lists (`--team a,b --team c`), stripped;
-    ValueError naming `what` for an empty or odd name."""
+    """Names from repeated options and comma lists (`--team a,b --team c`), stripped, each
+    one the pipeline could store (`check_name`; a name with a comma cannot be given);
+    ValueError saying which `what` name is empty or why it cannot be one."""
     names: set[str] = set()
     for value in values:
         for part in value.split(","):
             name = part.strip()
-            if not _NAME_RE.match(name):
-                raise ValueError(
-                    f"{what}: {name!r} is not a name (1 to 100 letters, digits or ._:/@+-, "
-                    "starting with a letter or digit)"
-                )
-            names.add(name)
+            if not name:
+                raise ValueError(f"an empty {what} name in {value!r}")
+            try:
+                names.add(check_name(name))
+            except ValueError as exc:
+                raise ValueError(f"{name!r} is not a {what} name: {exc}") from None
     return frozenset(names)
 
 

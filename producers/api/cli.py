@@ -212,7 +212,7 @@ def create(
     """Create a token and print it (only this once: just its hash is stored)."""
     for flag, values in (("--team", teams), ("--environment", environments)):
         try:
-            scope_names(values, flag)
+            scope_names(values, flag[2:])
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint=flag) from exc
     try:

@@ -8,8 +8,9 @@ Every read is tier-aware: a row moved to cold storage by `shipledger archive`
 (`sinks.ledger.archive`) reads like a hot one (`sinks.ledger.tiers`). Callers that only read
 (the API) depend on the `LedgerReads` protocol and are given a `LedgerReader` when they are
 built; the value types of the query contract (`QueryResult`, `QueryLimits`, `QueryError`,
-`FORMATS`) and `chdb_path` (is the ledger embedded?) are re-exported here so they need nothing
-else of the ledger.
+`FORMATS`), `sql_string` (a string literal for SQL a command writes, e.g. `alerts list`) and
+`chdb_path` (is the ledger embedded?) are re-exported here so they need nothing else of the
+ledger.
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ __all__ = [
     "Tier",
     "TimeWindow",
     "chdb_path",
+    "sql_string",
 ]
+
+#: A ClickHouse string literal, for SQL built from a command's options.
+sql_string = ddl.quote_str
 
 
 class LedgerUnavailable(RuntimeError):
