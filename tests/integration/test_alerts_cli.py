@@ -67,10 +67,10 @@ def env(stack: Stack, broker: str) -> dict[str, str]:
     }
 
 
-def _token(stack: Stack, scopes: tuple[str, ...], **limits: tuple[str, ...]) -> str:
+def _token(stack: Stack, scopes: tuple[str, ...], teams: tuple[str, ...] = ()) -> str:
     auth = AuthStore(stack.settings.resolved_auth_db)
     try:
-        return auth.create_token(TENANT, scopes, name="alerts-test", **limits)[0]
+        return auth.create_token(TENANT, scopes, name="alerts-test", teams=teams)[0]
     finally:
         auth.close()
 
@@ -155,7 +155,7 @@ def raised(stack: Stack, env: dict[str, str]) -> dict[str, Any]:
         _post(stack, _deployment("dep-search", "search"))
         wait_for(lambda: len(_alerts(follower, "alert")) >= 2, "both alerts, live", 120)
         _post(stack, _change("p-approve", "approved", "2026-11-25T09:45:00+00:00"))
-        wait_for(lambda: _alerts(follower, "resolution"), "the resolution, live", 120)
+        wait_for(lambda: bool(_alerts(follower, "resolution")), "the resolution, live", 120)
         wait_until(stack, lambda: _count(stack, "alerts") == 3, "the alerts in the ledger")
     finally:
         code, stderr = follower.stop()
