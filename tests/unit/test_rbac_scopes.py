@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fastapi.testclient import TestClient
 
+from shipledger.producers.api.app import create_app
 from shipledger.producers.api.auth import AuthStore, Principal
 from shipledger.producers.api.cli import tokens
+from shipledger.producers.api.context import ApiContext
 from shipledger.schemas.scopes import RowScope, scope_names
+from shipledger.settings import Settings
 from shipledger.sinks.ledger.query import _scope_condition
 
 PAYMENTS = Principal("t1", "acme", frozenset({"read"}), frozenset({"payments"}))
@@ -134,3 +138,26 @@ def test_tokens_create_takes_team_and_environment_options(tmp_path: Path) -> Non
 )  # fmt: skip
 def test_scope_conditions(scope: RowScope, columns: set[str], condition: str | None) -> None:
     assert _scope_condition(scope, frozenset(columns)) == condition
+
+
+def test_webhook_stats_are_shown_to_tenant_tokens_not_to_team_tokens() -> None:
+    auth = AuthStore(Path(":memory:"))
+    ctx = ApiContext(settings=Settings(), auth=auth)
+    ctx.webhook_deliveries[("acme", "github", "push", "accepted")] = 3
+    ctx.webhook_deliveries[("globex", "github", "push", "accepted")] = 1
+    tenant, _ = auth.create_token("acme", ("read",))
+    team, _ = auth.create_token("acme", ("read",), teams=("payments",))
+    try:
+        with TestClient(create_app(ctx)) as client:
+
+            def stats(token: str) -> list[str]:
+                answer = client.get(
+                    "/v1/webhooks/stats", headers={"Authorization": f"Bearer {token}"}
+                )
+                assert answer.status_code == 200, answer.text
+                return [row["tenant"] for row in answer.json()]
+
+            assert stats(tenant) == ["acme"]
+            assert stats(team) == []  # counts belong to no team
+    finally:
+        auth.close()
