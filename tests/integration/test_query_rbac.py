@@ -10,7 +10,6 @@ outside its scope, through any table or view, `GET /v1/events/{id}`, or the atta
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +29,6 @@ from shipledger.sinks.ledger.archive import archive
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.writer import LedgerWriter
-from shipledger.stackfile import StackInfo, write_stack
 from tests.integration.test_query_attacks import Stack as Leaks
 from tests.integration.test_query_attacks import load_corpus
 
@@ -167,16 +165,6 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
         LedgerWriter(store, load_policy(settings.policy_file)).write_rows(batch)
         archive(store, cold_after_days=90)
         with ApiServer(settings, "127.0.0.1:1", LedgerReader(store)) as server:
-            write_stack(
-                settings,
-                StackInfo(
-                    bootstrap="127.0.0.1:1",
-                    pid=os.getpid(),
-                    clickhouse_url=settings.resolved_clickhouse_url,
-                    api_url=server.url,
-                    api_token=server.operator_token(),
-                ),
-            )
             auth = AuthStore(settings.resolved_auth_db)
             try:
                 tokens = {
