@@ -68,6 +68,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Show the embedded stack's write-ahead journal.",
     ),
     "query": ("shipledger.query_cli", "query", "Run read-only SQL over the ledger (hot + cold)."),
+    "alerts": (
+        "shipledger.alerts_cli",
+        "alerts",
+        "Tail the alerts topic live, or list stored alerts; filtered.",
+    ),
     "doctor": (
         "shipledger.doctor",
         "doctor",

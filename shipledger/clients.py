@@ -1,11 +1,13 @@
 """The Kafka clients of a consume-then-produce loop (the sink, the escalator): one place says how
-each builds its consumer and its producer, and where a test swaps them for hand-built fakes."""
+each builds its consumer and its producer, and where a test swaps them for hand-built fakes.
+Also the consumer of the commands that only read a topic (`dlq`, `alerts tail`)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, ClassVar
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Message
 
 from shipledger.kafka import KafkaProducer
 from shipledger.settings import Settings
@@ -36,3 +38,29 @@ class KafkaClients:
     def make_producer(self) -> KafkaProducer:
         """The producer of the loop's outputs and dead letters."""
         return KafkaProducer(self.settings.kafka_producer(self.bootstrap))
+
+
+def reader_consumer(settings: Settings, bootstrap: str, role: str) -> Consumer:
+    """A consumer for a command that reads a topic and stops (`dlq`, `alerts tail`): it is
+    assigned partitions, never subscribed, so it joins no group and commits nothing
+    (librdkafka still wants a group id: a fresh one per reader). It reports the end of each
+    partition, and starts at the earliest offset where none is given."""
+    return Consumer(
+        {
+            **settings.kafka_common(bootstrap),
+            "group.id": f"shipledger-{role}-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": settings.fetch_wait_ms,
+        }
+    )
+
+
+def position(msg: Message) -> tuple[int, int]:
+    """(partition, offset) of a consumed message without an error, where both are always set
+    (the client types them optional for error events)."""
+    partition, offset = msg.partition(), msg.offset()
+    assert partition is not None and offset is not None, "an error event has no position"
+    return partition, offset

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,6 +21,7 @@ from typing import Any
 
 import click
 
+from shipledger.clients import position, reader_consumer
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
 from shipledger.producers.journal import Entry, Journal, JournalError
@@ -173,24 +173,6 @@ def describe_payload(value: bytes | None) -> tuple[dict[str, Any] | None, str]:
 # --- Kafka I/O ---------------------------------------------------------------------------
 
 
-def _consumer(settings: Settings, bootstrap: str) -> Any:
-    from confluent_kafka import Consumer
-
-    # A group id is required by librdkafka, but partitions are assigned, never subscribed:
-    # no group is joined and no offsets are committed.
-    return Consumer(
-        {
-            **settings.kafka_common(bootstrap),
-            "group.id": f"shipledger-dlq-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": settings.fetch_wait_ms,
-        }
-    )
-
-
 def _letter(msg: Any) -> Letter:
     return Letter(
         id=LetterId(msg.partition(), msg.offset()),
@@ -213,7 +195,7 @@ def read_letters(
     """
     from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-    consumer = _consumer(settings, bootstrap)
+    consumer = reader_consumer(settings, bootstrap, "dlq")
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
@@ -258,8 +240,9 @@ def read_letters(
                     continue
                 raise KafkaException(err)
             letters.append(_letter(msg))
-            if msg.offset() >= ends[msg.partition()] - 1:
-                pending.discard(msg.partition())
+            partition, offset = position(msg)
+            if offset >= ends[partition] - 1:
+                pending.discard(partition)
             if start is not None:
                 # `show` wants one message per partition: stop after it.
                 pending.discard(msg.partition())

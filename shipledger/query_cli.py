@@ -25,7 +25,7 @@ from shipledger.sinks.ledger.reader import (
     QueryResult,
     chdb_path,
 )
-from shipledger.stackfile import StackInfo, read_stack
+from shipledger.stackfile import read_stack
 
 
 class QueryUnavailable(RuntimeError):
@@ -33,23 +33,27 @@ class QueryUnavailable(RuntimeError):
 
 
 def post_query(
-    info: StackInfo, sql: str, *, tenant: str | None, max_rows: int, timeout_s: float
+    api_url: str,
+    token: str | None,
+    sql: str,
+    *,
+    tenant: str | None,
+    max_rows: int,
+    timeout_s: float,
 ) -> QueryResult:
-    """Run `sql` through the API of a running `up` (`POST <api_url>/v1/query`).
+    """Run `sql` through a shipledger API (`POST <api_url>/v1/query`) with `token`: a running
+    `up`'s with its local token, or any API with a token whose scopes then bound the rows.
 
     The request/response shape is in `shipledger.sinks.ledger.query`; the route is
     `shipledger.producers.api.reads.post_query`.
     """
-    assert info.api_url is not None
-    headers = {"Authorization": f"Bearer {info.api_token}"} if info.api_token else {}
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     body = {"sql": sql, "tenant": tenant, "max_rows": max_rows}
-    url = info.api_url.rstrip("/") + "/v1/query"
+    url = api_url.rstrip("/") + "/v1/query"
     try:
         response = httpx.post(url, json=body, headers=headers, timeout=timeout_s + 5)
     except httpx.HTTPError as exc:
-        raise QueryUnavailable(
-            f"the API of `shipledger up` at {url} did not answer: {exc}"
-        ) from exc
+        raise QueryUnavailable(f"the shipledger API at {url} did not answer: {exc}") from exc
     if response.status_code == 200:
         return QueryResult.from_json(response.json())
     try:
@@ -68,7 +72,12 @@ def run_query(settings: Settings, sql: str, *, tenant: str | None, max_rows: int
         running = read_stack(settings)
         if running is not None and running.api_url:
             return post_query(
-                running, sql, tenant=tenant, max_rows=max_rows, timeout_s=settings.query_timeout_s
+                running.api_url,
+                running.api_token,
+                sql,
+                tenant=tenant,
+                max_rows=max_rows,
+                timeout_s=settings.query_timeout_s,
             )
         if running is not None:
             raise QueryUnavailable(

@@ -13,7 +13,9 @@ path cannot reach it (docs/security.md).
 
 Tenancy: a token belongs to one tenant and acts only on it; the tenant `*` (operators) acts
 on every tenant. Scopes: `ingest` (write events), `read` (read events), `admin` (manage
-tokens and secrets of its tenant; `*` for all).
+tokens and secrets of its tenant; `*` for all). A token may also be limited to teams and
+environments (RBAC): it then reads only those teams' and environments' rows
+(`shipledger.schemas.scopes.RowScope`, the rule for rows without a team included).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
+
+from shipledger.schemas.scopes import RowScope, scope_names
 
 Scope = Literal["ingest", "read", "admin"]
 SCOPES: tuple[str, ...] = get_args(Scope)
@@ -52,7 +56,9 @@ CREATE TABLE IF NOT EXISTS tokens (
     token_sha256 TEXT NOT NULL,
     created_at REAL NOT NULL,
     expires_at REAL,
-    revoked_at REAL
+    revoked_at REAL,
+    teams TEXT NOT NULL DEFAULT '',
+    environments TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS webhook_secrets (
     tenant TEXT NOT NULL,
@@ -62,6 +68,12 @@ CREATE TABLE IF NOT EXISTS webhook_secrets (
     PRIMARY KEY (tenant, provider)
 );
 """
+#: Columns added to `tokens` after its first release: (name, definition), added to an older
+#: file when it is opened (an old token has no team or environment scope: '' reads as none).
+_TOKEN_COLUMNS_ADDED = (
+    ("teams", "TEXT NOT NULL DEFAULT ''"),
+    ("environments", "TEXT NOT NULL DEFAULT ''"),
+)
 
 
 class AuthError(Exception):
@@ -79,6 +91,9 @@ class TokenInfo:
     created_at: float
     expires_at: float | None
     revoked_at: float | None
+    #: Teams and environments it is limited to (empty: all of its tenant's).
+    teams: tuple[str, ...] = ()
+    environments: tuple[str, ...] = ()
 
     def state(self, now: float) -> str:
         """`active`, `expired` or `revoked`."""
@@ -96,20 +111,33 @@ class Principal:
     token_id: str
     tenant: str
     scopes: frozenset[str]
+    #: Teams and environments the token reads only (empty: every one of its tenant's).
+    teams: frozenset[str] = frozenset()
+    environments: frozenset[str] = frozenset()
 
     def may_act_on(self, tenant: str) -> bool:
         """Whether this token may write or read `tenant`'s events."""
         return self.tenant in (ANY_TENANT, tenant)
 
+    def row_scope(self, tenant: str | None = None) -> RowScope:
+        """The rows this token reads: its tenant's (an operator's: `tenant`, None for every
+        tenant), within its teams and environments."""
+        own = None if self.tenant == ANY_TENANT else self.tenant
+        return RowScope(own or tenant, self.teams, self.environments)
+
     def sees(self, tenant: str, team: str | None, environment: str | None) -> bool:
         """Whether a row or stream event of `tenant`, `team` and `environment` is this
         token's to read: the one check every read path (stream, page, SQL, alerts) makes."""
-        del team, environment  # team and environment scopes: issue #8 (RBAC)
-        return self.may_act_on(tenant)
+        return self.row_scope().admits(tenant, team, environment)
 
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _names(stored: str) -> tuple[str, ...]:
+    """A stored comma list of team or environment names ('' is none)."""
+    return tuple(name for name in stored.split(",") if name)
 
 
 def _check_tenant(tenant: str) -> str:
@@ -141,6 +169,21 @@ class AuthStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Add the columns a file made by an older version lacks (idempotent; concurrent
+        openers may race: a column another one just added is not an error)."""
+        with self._cursor() as cur:
+            have = {row[1] for row in cur.execute("PRAGMA table_info(tokens)")}
+            for name, definition in _TOKEN_COLUMNS_ADDED:
+                if name in have:
+                    continue
+                try:
+                    cur.execute(f"ALTER TABLE tokens ADD COLUMN {name} {definition}")
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):
+                        raise
 
     @contextmanager
     def _cursor(self) -> Iterator[sqlite3.Cursor]:
@@ -159,13 +202,18 @@ class AuthStore:
         *,
         name: str = "",
         expires_in_s: float | None = None,
+        teams: tuple[str, ...] = (),
+        environments: tuple[str, ...] = (),
     ) -> tuple[str, TokenInfo]:
-        """A new token (its text, shown once) and its row."""
+        """A new token (its text, shown once) and its row; `teams` and `environments` (names
+        or comma lists) limit what it reads. ValueError naming what is wrong."""
         unknown = sorted(set(scopes) - set(SCOPES))
         if unknown or not scopes:
             raise ValueError(
                 f"scopes must be some of {', '.join(SCOPES)} (got {unknown or 'none'})"
             )
+        team_names = tuple(sorted(scope_names(teams, "team")))
+        environment_names = tuple(sorted(scope_names(environments, "environment")))
         token_id = secrets.token_hex(6)
         token = f"sl_{token_id}_{secrets.token_urlsafe(32)}"
         now = time.time()
@@ -177,10 +225,13 @@ class AuthStore:
             created_at=now,
             expires_at=now + expires_in_s if expires_in_s is not None else None,
             revoked_at=None,
+            teams=team_names,
+            environments=environment_names,
         )
         with self._cursor() as cur:
             cur.execute(
-                "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                "INSERT INTO tokens (id, name, tenant, scopes, token_sha256, created_at, "
+                "expires_at, teams, environments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     info.id,
                     info.name,
@@ -189,6 +240,8 @@ class AuthStore:
                     _digest(token),
                     info.created_at,
                     info.expires_at,
+                    ",".join(info.teams),
+                    ",".join(info.environments),
                 ),
             )
         return token, info
@@ -197,10 +250,23 @@ class AuthStore:
         """Every token, oldest first (no secrets: only their hashes are stored)."""
         with self._cursor() as cur:
             rows = cur.execute(
-                "SELECT id, name, tenant, scopes, created_at, expires_at, revoked_at "
-                "FROM tokens ORDER BY created_at"
+                "SELECT id, name, tenant, scopes, created_at, expires_at, revoked_at, teams, "
+                "environments FROM tokens ORDER BY created_at"
             ).fetchall()
-        return [TokenInfo(r[0], r[1], r[2], tuple(r[3].split(",")), r[4], r[5], r[6]) for r in rows]
+        return [
+            TokenInfo(
+                r[0],
+                r[1],
+                r[2],
+                tuple(r[3].split(",")),
+                r[4],
+                r[5],
+                r[6],
+                _names(r[7]),
+                _names(r[8]),
+            )
+            for r in rows
+        ]
 
     def revoke(self, token_id: str) -> bool:
         """Revoke a token by id; False if there is no such (unrevoked) token."""
@@ -226,20 +292,26 @@ class AuthStore:
             raise AuthError("malformed API token (expected sl_<id>_<secret>)")
         with self._cursor() as cur:
             row = cur.execute(
-                "SELECT tenant, scopes, token_sha256, expires_at, revoked_at "
-                "FROM tokens WHERE id = ?",
+                "SELECT tenant, scopes, token_sha256, expires_at, revoked_at, teams, "
+                "environments FROM tokens WHERE id = ?",
                 (match.group(1),),
             ).fetchone()
         # Compare even without a row, so an unknown id costs what a wrong secret does.
         stored = row[2] if row else "0" * 64
         if not hmac.compare_digest(_digest(token), stored) or row is None:
             raise AuthError("unknown API token")
-        tenant, scopes, _, expires_at, revoked_at = row
+        tenant, scopes, _, expires_at, revoked_at, teams, environments = row
         if revoked_at is not None:
             raise AuthError(f"API token {match.group(1)} was revoked")
         if expires_at is not None and expires_at <= time.time():
             raise AuthError(f"API token {match.group(1)} expired")
-        return Principal(match.group(1), tenant, frozenset(scopes.split(",")))
+        return Principal(
+            match.group(1),
+            tenant,
+            frozenset(scopes.split(",")),
+            frozenset(_names(teams)),
+            frozenset(_names(environments)),
+        )
 
     # --- webhook secrets -------------------------------------------------------------------
     def set_webhook_secret(self, tenant: str, provider: str, secret: str) -> None:

@@ -17,9 +17,10 @@ import click
 
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.logging import configure_logging
-from shipledger.producers.api.auth import SCOPES, AuthStore
+from shipledger.producers.api.auth import SCOPES, AuthStore, TokenInfo
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.durations import parse_duration
+from shipledger.schemas.scopes import scope_names
 from shipledger.settings import Settings
 from shipledger.stackfile import StackInfo, journal_dir, resolve_bootstrap
 
@@ -160,6 +161,9 @@ def tokens() -> None:
     \b
       shipledger tokens create --tenant acme --scope ingest --expires-in 90d --name ci
       shipledger tokens create --tenant '*' --scope admin --scope read   # an operator
+      shipledger tokens create --tenant acme --scope read --team payments --environment prod
+    A token with --team/--environment reads only those teams' and environments' rows (SQL,
+    events, the stream); rows without a team only tokens without --team see (docs/security.md).
       shipledger tokens list
       shipledger tokens revoke 3f9a0c1b2d4e
     """
@@ -181,13 +185,36 @@ def _when(ts: float | None) -> str:
     type=click.Choice(SCOPES),
     help="ingest (write events), read (read events), admin; repeat for several.",
 )
+@click.option(
+    "--team",
+    "teams",
+    multiple=True,
+    help="Read only this team's rows; repeat or a comma list for several. Default: every team.",
+)
+@click.option(
+    "--environment",
+    "environments",
+    multiple=True,
+    help="Read only this (canonical) environment's rows; repeat or a comma list. Default: all.",
+)
 @click.option("--expires-in", help="Lifetime: 45m, 12h, 30d, 2w, 1y. Default: no expiry.")
 @click.option("--name", default="", help="A label for `tokens list`.")
 @data_dir_option
 def create(
-    tenant: str, scopes: tuple[str, ...], expires_in: str | None, name: str, data_dir: Path | None
+    tenant: str,
+    scopes: tuple[str, ...],
+    teams: tuple[str, ...],
+    environments: tuple[str, ...],
+    expires_in: str | None,
+    name: str,
+    data_dir: Path | None,
 ) -> None:
     """Create a token and print it (only this once: just its hash is stored)."""
+    for flag, values in (("--team", teams), ("--environment", environments)):
+        try:
+            scope_names(values, flag[2:])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=flag) from exc
     try:
         lifetime = (
             parse_duration(expires_in, what="a lifetime").total_seconds() if expires_in else None
@@ -196,7 +223,14 @@ def create(
         raise click.BadParameter(str(exc), param_hint="--expires-in") from exc
     store, stack = _auth_store(data_dir, "`shipledger tokens create`")
     try:
-        token, info = store.create_token(tenant, scopes, name=name, expires_in_s=lifetime)
+        token, info = store.create_token(
+            tenant,
+            scopes,
+            name=name,
+            expires_in_s=lifetime,
+            teams=teams,
+            environments=environments,
+        )
         where = _serving(store, stack)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -204,7 +238,8 @@ def create(
         store.close()
     click.echo(token)
     click.echo(
-        f"token {info.id} for tenant {info.tenant}, scopes {','.join(info.scopes)}, "
+        f"token {info.id} for tenant {info.tenant}, scopes {','.join(info.scopes)}"
+        f"{', limited to ' + _limits(info) if _limits(info) else ''}, "
         f"expires {_when(info.expires_at)}, stored {where}: keep it secret, it is not "
         "shown again",
         err=True,
@@ -226,12 +261,23 @@ def list_tokens(as_json: bool, data_dir: Path | None) -> None:
         for info in rows:
             click.echo(json.dumps({**vars(info), "state": info.state(now)}))
         return
-    click.echo(f"{'ID':<13} {'TENANT':<16} {'SCOPES':<18} {'STATE':<8} {'EXPIRES':<26} NAME")
+    click.echo(
+        f"{'ID':<13} {'TENANT':<16} {'SCOPES':<18} {'STATE':<8} {'EXPIRES':<26} NAME  LIMITED TO"
+    )
     for info in rows:
         click.echo(
             f"{info.id:<13} {info.tenant:<16} {','.join(info.scopes):<18} "
-            f"{info.state(now):<8} {_when(info.expires_at):<26} {info.name}"
+            f"{info.state(now):<8} {_when(info.expires_at):<26} {info.name}  {_limits(info)}"
         )
+
+
+def _limits(info: TokenInfo) -> str:
+    """`teams a,b; environments prod`, or '' for a token without such scopes."""
+    return "; ".join(
+        f"{what} {','.join(names)}"
+        for what, names in (("teams", info.teams), ("environments", info.environments))
+        if names
+    )
 
 
 @tokens.command()

@@ -1,8 +1,9 @@
-"""Reads of the ledger, only within the token's tenant: `GET /v1/events/{event_id}` (one
-stored deployment event) and `POST /v1/query` (read-only SQL), hot and cold rows alike.
+"""Reads of the ledger, only within the token's tenant (and its teams and environments, if
+it is limited to some): `GET /v1/events/{event_id}` (one stored deployment event) and
+`POST /v1/query` (read-only SQL), hot and cold rows alike.
 
 Needs the ledger's reads (`LedgerReads`, given to the app by the process that owns the
-ledger: the API inside `shipledger up`). Another tenant's rows read as absent.
+ledger: the API inside `shipledger up`). Rows outside the token's scope read as absent.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ router = APIRouter(prefix="/v1")
         **TOKEN_ERRORS,
         **problems(
             {
-                404: "No such event for this token's tenant.",
+                404: "No such event for this token's tenant (and teams and environments).",
                 503: "This API has no ledger store.",
             }
         ),
@@ -44,13 +45,16 @@ async def get_event(
     principal: ReadPrincipal,
 ) -> dict[str, Any]:
     """The stored row of a deployment event (as the ledger keeps it), if it is the token's
-    tenant's, plus `ledger_tier`: `hot`, or `cold` once `shipledger archive` moved it (null on a
+    tenant's (and teams' and environments', for a token limited to some), plus
+    `ledger_tier`: `hot`, or `cold` once `shipledger archive` moved it (null on a
     ClickHouse server, which tiers inside the table). Events reach the ledger a moment after
     their 202."""
     ledger = ctx.require_ledger()
     tenant = None if principal.tenant == ANY_TENANT else principal.tenant
     found = await run_in_threadpool(ledger.event, event_id, tenant)
-    if found is None:
+    if found is None or not principal.sees(
+        str(found.row["tenant"]), found.row.get("team"), found.row.get("environment")
+    ):
         raise ApiError(404, f"no event {event_id!r} for tenant {principal.tenant!r}")
     row: dict[str, Any] = jsonable_encoder(found.row)
     row["ledger_tier"] = found.tier
@@ -100,7 +104,8 @@ async def post_query(
     principal: ReadPrincipal,
 ) -> Response:
     """`{"columns", "types", "rows", "truncated"}`. A tenant's query may read only its
-    tenant's rows of the ledger's tables and views, with allowed functions, under memory,
+    tenant's rows of the ledger's tables and views (a token limited to teams or environments:
+    only theirs; docs/security.md, RBAC), with allowed functions, under memory,
     time and size limits (docs/security.md, `shipledger.sinks.ledger.query`); this is what
     `shipledger query` uses while `shipledger up` owns the embedded ledger."""
     ledger = ctx.require_ledger()
@@ -120,6 +125,8 @@ async def post_query(
                 tenant=tenant,
                 max_rows=max_rows,
                 limits=QueryLimits.of(settings),
+                teams=principal.teams,
+                environments=principal.environments,
             )
     except SlotsFull as exc:
         raise ApiError(exc.status, exc.message, headers={"Retry-After": "1"}) from exc

@@ -134,9 +134,10 @@ async def webhook_stats(
     ctx: ContextDep,
 ) -> list[WebhookCount]:
     """Deliveries since the API started: accepted, ignored (unsupported types), unauthorized
-    and malformed, for the token's tenant (all tenants for a `*` token)."""
+    and malformed, for the token's tenant (all tenants for a `*` token; none for a token
+    limited to teams or environments: counts belong to no team)."""
     return [
         WebhookCount(tenant=t, provider=p, event_type=e, outcome=o, count=n)
         for (t, p, e, o), n in sorted(ctx.webhook_deliveries.items())
-        if principal.tenant in ("*", t)
+        if principal.sees(t, None, None)
     ]

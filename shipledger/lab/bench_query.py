@@ -14,6 +14,7 @@ from typing import Any
 
 from shipledger.lab.bench_sink import sample_events
 from shipledger.schemas.policy import load_policy
+from shipledger.schemas.scopes import RowScope
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import query_guard, tiers
 from shipledger.sinks.ledger.ddl import EVENTS
@@ -51,7 +52,7 @@ def bench_query(events: int = 200_000, samples: int = 200) -> dict[str, Any]:
                 store.query("SELECT formatQuerySingleLine(%(q)s)", {"q": TYPICAL})[1][0][0]
             )
             tree = [str(r[0]) for r in store.query(f"EXPLAIN AST {wrapped}")[1]]
-            policy = policy_for(store, database, "acme")
+            policy = policy_for(store, database, RowScope("acme"))
 
             def tenant() -> None:
                 run_read_query(store, TYPICAL, tenant="acme", max_rows=1000, limits=limits)

@@ -21,9 +21,13 @@ docs/security.md):
    Nothing reaches a file, the network or another tenant's table for anyone.
 3. **Read-only, by ClickHouse.** The query runs on its own client whose session has
    `readonly = 1`, set last: the engine refuses writes, DDL, `SET`, and any setting change.
-4. **Tenant scoping, by ClickHouse, as a second layer.** `additional_table_filters` puts
-   `tenant = '<t>'` on every table of the ledger databases (hot MergeTree and cold Parquet
-   alike, see `sinks.ledger.tiers`), applied wherever a table is read (views, subqueries, joins).
+4. **Tenant, team and environment scoping, by ClickHouse, as a second layer.**
+   `additional_table_filters` puts `tenant = '<t>'` (and, for a reader limited to teams or
+   environments, `team IN (...)` / `environment IN (...)`) on every table of the ledger
+   databases (hot MergeTree and cold Parquet alike, see `sinks.ledger.tiers`), applied
+   wherever a table is read (views, subqueries, joins). A table without the column a scope
+   needs shows such a reader no rows (`_scope_condition`; the rule is
+   `shipledger.schemas.scopes.RowScope`).
 5. **Resource caps** (`QueryLimits`, from `Settings.query_*`): memory, result bytes, time,
    threads and syntax tree size per query, set in the same read-only session.
 6. **Errors that cannot carry data** (`sinks.query_errors`): a refusal quotes the caller's
@@ -53,6 +57,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from shipledger.schemas.scopes import RowScope
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.query_errors import EngineError, QueryError, first_line
@@ -207,18 +212,22 @@ def run_read_query(
     tenant: str | None,
     max_rows: int,
     limits: QueryLimits = DEFAULT_LIMITS,
+    teams: frozenset[str] = frozenset(),
+    environments: frozenset[str] = frozenset(),
 ) -> QueryResult:
     """Run one read-only SELECT in the query database (hot and cold rows); see the module doc.
 
     `tenant` (None: every tenant, an operator) scopes every ledger table to that tenant's
-    rows and restricts the query to the ledger's tables and views. At most `max_rows` rows
+    rows, `teams` and `environments` (if not empty) to those teams' and environments' rows;
+    any of them restricts the query to the ledger's tables and views. At most `max_rows` rows
     come back (`truncated` says whether there were more). Raises QueryError (`Refused` for
     what the allow-list does not admit) with a message fit for the caller.
     """
     _check_request(sql, tenant, max_rows, limits)
+    scope = RowScope(tenant, teams, environments)
     database = tiers.query_database(store)
-    policy = policy_for(store, database, tenant)
-    filters = _tenant_filters(store, tenant) if tenant is not None else {}
+    policy = policy_for(store, database, scope)
+    filters = _scope_filters(store, scope) if scope.restricted else {}
     # Order matters: `readonly` last, so it locks the settings set before it.
     session = limits.engine_settings()
     if filters:
@@ -241,7 +250,7 @@ def run_read_query(
             error = EngineError.of(exc)
             message = (
                 error.tenant_message(sql, limits.describe())
-                if tenant is not None
+                if scope.restricted
                 else error.operator_message(limits.describe())
             )
             raise QueryError(message) from None
@@ -268,11 +277,12 @@ def _check_request(sql: str, tenant: str | None, max_rows: int, limits: QueryLim
         raise QueryError("tenant: must not be empty")
 
 
-def policy_for(store: LedgerStore, database: str, tenant: str | None) -> Policy:
-    """What a query may name: a tenant's only the ledger of the query database `database`,
-    an operator's (`tenant` None) any table; nobody's a function off the allow-list."""
+def policy_for(store: LedgerStore, database: str, scope: RowScope) -> Policy:
+    """What a query may name: a restricted reader's (a tenant's, a team's) only the ledger of
+    the query database `database`, an operator's any table; nobody's a function off the
+    allow-list."""
     functions = _function_catalog(store)
-    if tenant is None:
+    if not scope.restricted:
         return Policy(
             functions=functions,
             table_functions=GENERATOR_TABLE_FUNCTIONS | _PARAMETERIZED_VIEWS,
@@ -405,20 +415,57 @@ def _parse_failure(exc: BaseException, limits: QueryLimits) -> QueryError:
     return QueryError(error.operator_message(limits.describe(), "it could not be parsed"))
 
 
-def _tenant_filters(store: LedgerStore, tenant: str) -> dict[str, str]:
+def _scope_filters(store: LedgerStore, scope: RowScope) -> dict[str, str]:
     """`additional_table_filters` for every table (not view) of the ledger databases."""
     databases = tiers.ledger_databases(store)
     _, rows = store.query(
-        "SELECT t.database, t.name, countIf(c.name = 'tenant') FROM system.tables AS t "
+        "SELECT t.database, t.name, groupArray(c.name) FROM system.tables AS t "
         "LEFT JOIN system.columns AS c ON c.database = t.database AND c.table = t.name "
         "WHERE t.database IN %(dbs)s AND t.engine NOT IN ('View', 'MaterializedView') "
         "GROUP BY t.database, t.name",
         {"dbs": databases},
     )
-    condition = f"tenant = {ddl.quote_str(tenant)}"
-    # A table without a tenant column cannot be filtered: it is left out (and the allow-list
-    # admits only ledger tables and views, all of which carry one).
-    return {f"{db}.{name}": condition for db, name, has_tenant in rows if has_tenant}
+    filters = {}
+    for db, name, columns in rows:
+        condition = _scope_condition(scope, frozenset(columns))
+        if condition is not None:
+            filters[f"{db}.{name}"] = condition
+    return filters
+
+
+#: The column naming a table's team: `team` (deployments, records, alerts), else the catalog's
+#: `owner_team`.
+_TEAM_COLUMNS = ("team", "owner_team")
+
+
+def _scope_condition(scope: RowScope, columns: frozenset[str]) -> str | None:
+    """The filter of one table with `columns` for `scope` (None: nothing to filter).
+
+    A table without a tenant column is left out of the tenant filter (the allow-list admits
+    only ledger tables and views, all of which carry one). For team and environment scopes a
+    missing column reads as no rows: the table's rows cannot be shown to be the reader's. A
+    NULL team is in no team (`ifNull`: `NULL IN (...)` is NULL). A table listing several
+    environments (change requests) is the reader's when every one of them is."""
+    parts: list[str] = []
+    if scope.tenant is not None and "tenant" in columns:
+        parts.append(f"tenant = {ddl.quote_str(scope.tenant)}")
+    if scope.teams:
+        team = next((c for c in _TEAM_COLUMNS if c in columns), None)
+        parts.append(f"ifNull({team} IN {_sql_list(scope.teams)}, 0)" if team else "0")
+    if scope.environments:
+        allowed = _sql_list(scope.environments)
+        if "environment" in columns:
+            parts.append(f"ifNull(environment IN {allowed}, 0)")
+        elif "environments" in columns:
+            parts.append(f"notEmpty(environments) AND hasAll([{allowed[1:-1]}], environments)")
+        else:
+            parts.append("0")
+    return " AND ".join(parts) if parts else None
+
+
+def _sql_list(names: frozenset[str]) -> str:
+    """`('a', 'b')`: quoted names, sorted (the same scope gives the same filter text)."""
+    return "(" + ", ".join(ddl.quote_str(n) for n in sorted(names)) + ")"
 
 
 # --- formats -------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ Every read is tier-aware: a row moved to cold storage by `shipledger archive`
 (`sinks.ledger.archive`) reads like a hot one (`sinks.ledger.tiers`). Callers that only read
 (the API) depend on the `LedgerReads` protocol and are given a `LedgerReader` when they are
 built; the value types of the query contract (`QueryResult`, `QueryLimits`, `QueryError`,
-`FORMATS`) and `chdb_path` (is the ledger embedded?) are re-exported here so they need nothing
-else of the ledger.
+`FORMATS`), `sql_string` (a string literal for SQL a command writes, e.g. `alerts list`) and
+`chdb_path` (is the ledger embedded?) are re-exported here so they need nothing else of the
+ledger.
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ __all__ = [
     "Tier",
     "TimeWindow",
     "chdb_path",
+    "sql_string",
 ]
+
+#: A ClickHouse string literal, for SQL built from a command's options.
+sql_string = ddl.quote_str
 
 
 class LedgerUnavailable(RuntimeError):
@@ -110,7 +115,14 @@ class LedgerReads(Protocol):
         ...
 
     def query(
-        self, sql: str, *, tenant: str | None, max_rows: int, limits: QueryLimits
+        self,
+        sql: str,
+        *,
+        tenant: str | None,
+        max_rows: int,
+        limits: QueryLimits,
+        teams: frozenset[str] = frozenset(),
+        environments: frozenset[str] = frozenset(),
     ) -> QueryResult:
         """Run one read-only SELECT (raises QueryError)."""
         ...
@@ -171,11 +183,27 @@ class LedgerReader:
         return self._store.existing_ids(table, id_column, keys, window=window)
 
     def query(
-        self, sql: str, *, tenant: str | None, max_rows: int, limits: QueryLimits
+        self,
+        sql: str,
+        *,
+        tenant: str | None,
+        max_rows: int,
+        limits: QueryLimits,
+        teams: frozenset[str] = frozenset(),
+        environments: frozenset[str] = frozenset(),
     ) -> QueryResult:
         """Run one read-only SELECT over the query database (hot and cold rows), scoped to
-        `tenant` (None: an operator); the contract is `sinks.ledger.query`."""
-        return run_read_query(self._store, sql, tenant=tenant, max_rows=max_rows, limits=limits)
+        `tenant` (None: an operator) and, if not empty, `teams` and `environments`; the
+        contract is `sinks.ledger.query`."""
+        return run_read_query(
+            self._store,
+            sql,
+            tenant=tenant,
+            max_rows=max_rows,
+            limits=limits,
+            teams=teams,
+            environments=environments,
+        )
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of change request `change_id` of `tenant`, hot and cold (a row

@@ -1,0 +1,333 @@
+"""`shipledger alerts`: `tail` the alerts topic (decoded, filtered, live with --follow) and
+`list` the ledger's alerts table with the same filters and the same output.
+
+`tail` reads Kafka directly (an operator's tool: whoever can read the topic sees every
+tenant; `--tenant/--team/--environment` are filters, not permissions). `list` reads through
+the query path of `shipledger query`, or with SHIPLEDGER_API_URL and SHIPLEDGER_API_TOKEN
+through that API, where the token's tenant, team and environment scopes bound the rows.
+What is shown, and which alerts, is `shipledger.alert_view`.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+
+from shipledger.alert_view import (
+    SEVERITIES,
+    AlertFilter,
+    alert_fields,
+    human_line,
+    json_alert,
+    json_line,
+    parse_since,
+)
+from shipledger.clients import position, reader_consumer
+from shipledger.locate import cli_settings, data_dir_option, locate
+from shipledger.output_format import format_option
+from shipledger.query_cli import QueryUnavailable, post_query, run_query
+from shipledger.schemas.confluent_ids import use_schema_registry
+from shipledger.schemas.registry import DecodeError, topic_codec
+from shipledger.schemas.scopes import RowScope, scope_names
+from shipledger.schemas.topics import ALERTS, Topics
+from shipledger.settings import Settings
+from shipledger.sinks.ledger.reader import QueryError, chdb_path, sql_string
+from shipledger.stackfile import resolve_bootstrap
+
+F = TypeVar("F", bound=Callable[..., Any])
+_CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+#: How long one poll waits: also how soon Ctrl-C is noticed between messages.
+_POLL_S = 0.5
+
+
+@click.group("alerts", context_settings=_CTX)
+def alerts() -> None:
+    """Watch and search policy alerts (missing change ticket, out of window, freeze, ...).
+
+    \b
+      shipledger alerts tail                          # every alert on the topic, then exit
+      shipledger alerts tail --follow                 # new alerts as they are raised; Ctrl-C
+      shipledger alerts tail --since 2h --min-severity high --follow
+      shipledger alerts tail --team payments --environment prod --format json | jq .rule
+      shipledger alerts list --service checkout --limit 20
+      shipledger alerts list --rule out_of_window --since 2026-11-30T00:00:00Z --format json
+
+    A resolution (an earlier alert no longer holds) prints as RESOLVED ... resolves <alert id>.
+    """
+
+
+def _filter_options(command: F) -> F:
+    """The filters `tail` and `list` share, and `--since`."""
+    options = [
+        click.option("--tenant", help="Only this tenant's alerts."),
+        click.option(
+            "--team",
+            "teams",
+            multiple=True,
+            help="Only these teams' alerts (repeat or a comma list); alerts without a team "
+            "are left out.",
+        ),
+        click.option(
+            "--service", "services", multiple=True, help="Only these services (repeat or commas)."
+        ),
+        click.option(
+            "--environment",
+            "environments",
+            multiple=True,
+            help="Only these canonical environments (repeat or commas), e.g. prod.",
+        ),
+        click.option("--rule", "rules", multiple=True, help="Only these rules (repeat or commas)."),
+        click.option(
+            "--min-severity",
+            type=click.Choice(SEVERITIES),
+            help="Only alerts of this severity or higher.",
+        ),
+        click.option(
+            "--since",
+            metavar="DURATION|TIME",
+            help="Only alerts detected since: 30m, 2h, 7d back from now, or an ISO-8601 time "
+            "(UTC unless it says otherwise).",
+        ),
+        format_option(
+            ["text", "json"],
+            "text: one line per alert; json: one JSON object per line (for jq).",
+        ),
+        data_dir_option,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _alert_filter(
+    tenant: str | None,
+    teams: tuple[str, ...],
+    services: tuple[str, ...],
+    environments: tuple[str, ...],
+    rules: tuple[str, ...],
+    min_severity: str | None,
+    since: str | None,
+) -> AlertFilter:
+    """The options as a filter; a bad value is a usage error naming its flag (exit 2)."""
+    names: dict[str, frozenset[str]] = {}
+    for flag, values in (
+        ("--team", teams),
+        ("--service", services),
+        ("--environment", environments),
+        ("--rule", rules),
+    ):
+        try:
+            names[flag] = scope_names(values, flag[2:])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=flag) from exc
+    if tenant is not None and not tenant.strip():
+        raise click.BadParameter("must not be empty", param_hint="--tenant")
+    try:
+        start = parse_since(since, datetime.now(UTC)) if since is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from exc
+    return AlertFilter(
+        scope=RowScope(tenant.strip() if tenant else None, names["--team"], names["--environment"]),
+        services=names["--service"],
+        rules=names["--rule"],
+        min_severity=min_severity,
+        since=start,
+    )
+
+
+def _printer(fmt: str) -> Callable[[dict[str, Any]], None]:
+    line = json_line if fmt == "json" else human_line
+    return lambda alert: click.echo(line(alert))
+
+
+# --- tail ----------------------------------------------------------------------------------
+@alerts.command("tail", context_settings=_CTX)
+@_filter_options
+@click.option("--follow", "-f", is_flag=True, help="Keep reading new alerts until Ctrl-C.")
+@click.option(
+    "--bootstrap",
+    metavar="HOST:PORT[,...]",
+    help="Kafka bootstrap servers. Default: SHIPLEDGER_BOOTSTRAP_SERVERS, else the broker of "
+    "the running `shipledger up`.",
+)
+def tail(
+    tenant: str | None,
+    teams: tuple[str, ...],
+    services: tuple[str, ...],
+    environments: tuple[str, ...],
+    rules: tuple[str, ...],
+    min_severity: str | None,
+    since: str | None,
+    fmt: str,
+    data_dir: Path | None,
+    follow: bool,
+    bootstrap: str | None,
+) -> None:
+    """Print the alerts on the alerts topic, decoded and filtered; --follow for new ones.
+
+    Reads the topic from its start (with --since, shows only alerts detected since then);
+    without --follow it stops at the end, with --follow it waits for new alerts until Ctrl-C
+    (exit 0). An alert and its resolution share a partition, so a resolution always follows
+    its alert; alerts of different deployments may interleave out of time order.
+
+    This is an operator's tool: it reads Kafka directly with the broker's credentials
+    (SHIPLEDGER_SASL_*), so every tenant's alerts are readable, and --tenant, --team and
+    --environment only filter. A person limited to a team reads through the API instead
+    (`alerts list` with SHIPLEDGER_API_URL and a team-scoped SHIPLEDGER_API_TOKEN).
+
+    \b
+      shipledger alerts tail --follow
+      shipledger alerts tail --since 2h --min-severity high
+      shipledger alerts tail --tenant acme --service checkout,cart --environment prod -f
+      shipledger alerts tail --rule freeze_violation --format json | jq -r .deployment_id
+    """
+    wanted = _alert_filter(tenant, teams, services, environments, rules, min_severity, since)
+    settings = locate(cli_settings(bootstrap_servers=bootstrap, data_dir=data_dir)).settings
+    use_schema_registry(settings.schema_registry_url, settings.topic_prefix)
+    broker = resolve_bootstrap(settings)
+    if broker is None:
+        raise click.UsageError(
+            "no broker to read alerts from: pass --bootstrap HOST:PORT, set "
+            "SHIPLEDGER_BOOTSTRAP_SERVERS, or start `shipledger up`"
+        )
+    show = _printer(fmt)
+    stop = _stop_on_signals()
+    for alert in read_alerts(settings, broker, follow=follow, stopped=stop):
+        if wanted.matches(alert):
+            show(alert)
+
+
+def _stop_on_signals() -> Callable[[], bool]:
+    """Ctrl-C and SIGTERM end the read cleanly (the consumer is closed, exit 0)."""
+    stopping = [False]
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stopping[0] = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+    return lambda: stopping[0]
+
+
+def read_alerts(
+    settings: Settings, bootstrap: str, *, follow: bool, stopped: Callable[[], bool]
+) -> Iterator[dict[str, Any]]:
+    """The alerts topic's records as JSON alerts, from the start of every partition: up to
+    the end as it was when reading began, or with `follow` until `stopped()`. A record that
+    does not decode is reported on stderr (partition:offset) and skipped."""
+    from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+
+    topic = Topics.from_settings(settings).alerts
+    codec = topic_codec(ALERTS)
+    consumer = reader_consumer(settings, bootstrap, "alerts-tail")
+    try:
+        meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            if follow:
+                raise click.ClickException(f"no topic {topic} on {bootstrap}: start the pipeline")
+            click.echo(f"shipledger: no topic {topic} on {bootstrap} yet: no alerts", err=True)
+            return
+        partitions = sorted(meta.partitions)
+        # Where each partition ends now: without --follow, reading stops there.
+        bounds = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30, cached=False)
+            for p in partitions
+        }
+        ends = {p: high for p, (_low, high) in bounds.items()}
+        pending = {p for p, (low, high) in bounds.items() if high > low}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        while not stopped() and (follow or pending):
+            msg = consumer.poll(_POLL_S)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                    continue
+                raise KafkaException(err)
+            partition, offset = position(msg)
+            if offset >= ends[partition] - 1:
+                pending.discard(partition)
+            try:
+                record = codec.decode(msg.value())
+            except DecodeError as exc:
+                click.echo(f"shipledger: skipped {topic} {partition}:{offset}: {exc}", err=True)
+                continue
+            yield json_alert(record)
+    finally:
+        consumer.close()
+
+
+# --- list ----------------------------------------------------------------------------------
+@alerts.command("list", context_settings=_CTX)
+@_filter_options
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Show at most this many alerts, the latest detected.",
+)
+def list_(
+    tenant: str | None,
+    teams: tuple[str, ...],
+    services: tuple[str, ...],
+    environments: tuple[str, ...],
+    rules: tuple[str, ...],
+    min_severity: str | None,
+    since: str | None,
+    fmt: str,
+    data_dir: Path | None,
+    limit: int,
+) -> None:
+    """List alerts stored in the ledger (hot and archived), the latest --limit, oldest first.
+
+    Reads like `shipledger query`: through the API of the running `shipledger up`, or
+    ClickHouse (SHIPLEDGER_CLICKHOUSE_URL), or the stopped stack's data dir. With
+    SHIPLEDGER_API_URL and SHIPLEDGER_API_TOKEN it asks that API, and the token's tenant,
+    teams and environments bound what it can see, whatever the filters say.
+
+    \b
+      shipledger alerts list
+      shipledger alerts list --tenant acme --team payments --min-severity high --limit 20
+      shipledger alerts list --since 7d --rule missing_change_ticket --format json | jq .
+      SHIPLEDGER_API_URL=https://shipledger.example.org SHIPLEDGER_API_TOKEN=$TOKEN \\
+          shipledger alerts list --environment prod
+    """
+    wanted = _alert_filter(tenant, teams, services, environments, rules, min_severity, since)
+    settings = cli_settings(data_dir=data_dir)
+    if not settings.api_url and chdb_path(settings.resolved_clickhouse_url) is not None:
+        settings = locate(settings).require("`shipledger alerts list`").settings
+    columns = ", ".join(alert_fields())
+    # Newest first to apply the limit, then oldest first to read; LIMIT 1 BY drops the copy a
+    # redelivery may have stored (at-least-once) before the merge that removes it.
+    sql = (
+        f"SELECT * FROM (SELECT {columns} FROM alerts WHERE {wanted.where_sql(sql_string)} "  # noqa: S608 (quoted literals)
+        f"ORDER BY detected_at DESC, alert_id LIMIT 1 BY tenant, alert_id LIMIT {limit}) "
+        "ORDER BY detected_at, alert_id"
+    )
+    try:
+        if settings.api_url:
+            token = settings.api_token.get_secret_value() if settings.api_token else None
+            result = post_query(
+                settings.api_url,
+                token,
+                sql,
+                tenant=wanted.scope.tenant,
+                max_rows=limit,
+                timeout_s=settings.query_timeout_s,
+            )
+        else:
+            result = run_query(settings, sql, tenant=None, max_rows=limit)
+    except (QueryError, QueryUnavailable) as exc:
+        raise click.ClickException(str(exc)) from exc
+    show = _printer(fmt)
+    for row in result.to_json()["rows"]:
+        show(dict(zip(result.columns, row, strict=True)))
