@@ -23,6 +23,7 @@ from shipledger.producers.api import (
 from shipledger.producers.api.bodies import IngestBody
 from shipledger.producers.api.context import ApiContext, ApiError, SafeJSONResponse
 from shipledger.producers.api.limits import TooLarge
+from shipledger.sinks.ledger.reader import LedgerUnavailable
 
 TITLE = "shipledger ingest API"
 DESCRIPTION = """Publish deployment (and other family) events to the ledger.
@@ -45,6 +46,11 @@ async def _on_api_error(_request: Request, exc: Exception) -> SafeJSONResponse:
 
 async def _on_too_large(_request: Request, exc: Exception) -> SafeJSONResponse:
     return _error(ApiError(413, str(exc)))
+
+
+async def _on_ledger_unavailable(_request: Request, exc: Exception) -> SafeJSONResponse:
+    # An API apart from the ledger (`ledger_link`): ClickHouse did not answer, try later.
+    return _error(ApiError(503, f"the ledger is unavailable: {exc}", headers={"Retry-After": "5"}))
 
 
 async def _on_http_error(_request: Request, exc: Exception) -> SafeJSONResponse:
@@ -74,6 +80,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(TooLarge, _on_too_large)
+    app.add_exception_handler(LedgerUnavailable, _on_ledger_unavailable)
     app.add_exception_handler(RequestValidationError, _on_bad_request)
     app.add_exception_handler(HTTPException, _on_http_error)
     app.include_router(ingest.router)

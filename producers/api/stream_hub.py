@@ -261,9 +261,10 @@ class StreamHub:
     def _publish(self, messages: list[Message]) -> None:
         events: list[StreamEvent] = []
         for msg in messages:
-            if msg.error() is not None:
-                if msg.error().fatal():
-                    self._mark(msg.error().str())
+            error = msg.error()
+            if error is not None:
+                if error.fatal():
+                    self._mark(error.str())
                 continue
             topic = msg.topic() or ""
             try:

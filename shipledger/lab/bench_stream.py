@@ -60,7 +60,9 @@ async def _main(url: str, token: str, clients: int, count: int, out: Path) -> No
     opened = asyncio.Event()
     open_count = [0]
     limits = httpx.Limits(max_connections=clients + 1, max_keepalive_connections=clients + 1)
-    async with httpx.AsyncClient(base_url=url, timeout=None, limits=limits) as http:
+    # No read timeout: a stream is idle between events (the deadline below bounds the run).
+    timeout = httpx.Timeout(30, read=None)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as http:
         tasks = [
             asyncio.create_task(_client(http, token, count, received, opened, open_count, clients))
             for _ in range(clients)

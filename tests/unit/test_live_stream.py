@@ -7,6 +7,7 @@ import asyncio
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -171,7 +172,7 @@ def test_blast_radius_survives_a_cycle() -> None:
 
 
 def test_graph_from_service_rows_per_tenant() -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"tenant": "acme", "service": "web", "owner_team": "front", "dependencies": ["api"]},
         {"tenant": "acme", "service": "api", "dependencies": ["db"], "in_catalog": 1},
         {"tenant": "acme", "service": "old", "dependencies": ["api"], "removed": 1},

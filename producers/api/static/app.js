@@ -86,15 +86,15 @@ function applyAlert(a) {
 }
 
 /** The ledger's state, merged with what the stream brought meanwhile (the ledger is a moment
- * behind the stream); `fresh` (the filters changed): the ledger's state only. */
+ * behind the stream); `fresh` (the filters changed): forget what was shown first. */
 async function loadState(fresh = false) {
+  if (fresh) {
+    state.current.clear();
+    state.alerts.clear();
+    state.timeline = [];
+  }
   try {
     const body = await getJson(`/v1/dashboard/state${query(filters())}`);
-    if (fresh) {
-      state.current.clear();
-      state.alerts.clear();
-      state.timeline = [];
-    }
     // An alert the ledger no longer lists as open, and not newer than what it lists, was resolved.
     const open = new Set(body.alerts.map((a) => a.alert_id));
     const newestAlert = body.alerts.length ? body.alerts[0].detected_at : "";
@@ -329,7 +329,15 @@ $("login").addEventListener("submit", (event) => {
   start();
 });
 $("signout").addEventListener("click", () => signOut(""));
+// Filters from the address (?team=…&environment=…&service=…): a filtered view can be bookmarked.
+for (const [name, value] of new URLSearchParams(location.search)) {
+  const select = $(`f-${name}`);
+  if (!select || !value) continue;
+  if (![...select.options].some((o) => o.value === value)) select.append(new Option(value, value));
+  select.value = value;
+}
 $("filters").addEventListener("change", () => {
+  history.replaceState(null, "", `${location.pathname}${query(filters())}${location.hash}`);
   loadState(true);
   connect();
 });
