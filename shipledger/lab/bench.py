@@ -485,9 +485,17 @@ def bench_stream(stack: Stack, rate: float, seconds: float, clients: int) -> dic
     streams (`GET /v1/stream`, as the page reads it) are open in a client process; for each
     event, the time until each client received its deployment record (the processors, the
     records topic, the API's one consumer and its fan-out)."""
-    assert stack.api is not None
+    assert stack.api is not None and stack.store is not None
     from shipledger.producers.api.auth import AuthStore
 
+    store = stack.store
+    producer = KafkaProducer(stack.settings.kafka_producer(stack.bootstrap))
+    run = f"{int(time.time())}s"
+    # Warm-up: the Faust worker has joined once its first record is queryable.
+    warm = _violating_event(0, run + "w")
+    producer.produce(stack.topics.raw, EVENT.encode(warm.to_avro()), DEPLOYMENT.key(warm))
+    producer.flush_or_raise(10, "warm-up event")
+    _wait(lambda: store.count("deployment_records") >= 1, 120, "the worker to join")
     auth = AuthStore(stack.settings.resolved_auth_db)
     try:
         token = auth.create_token("bench", ("read",), name="bench stream")[0]
@@ -514,8 +522,6 @@ def bench_stream(stack: Stack, rate: float, seconds: float, clients: int) -> dic
     assert readers.stdout is not None
     if readers.stdout.readline().strip() != "ready":
         raise click.ClickException("the dashboard clients did not connect")
-    producer = KafkaProducer(stack.settings.kafka_producer(stack.bootstrap))
-    run = f"{int(time.time())}s"
     items = (
         (DEPLOYMENT.key(e), EVENT.encode(e.to_avro()), e.event_id)
         for e in (_violating_event(i, run) for i in range(1, count + 1))
@@ -535,6 +541,8 @@ def bench_stream(stack: Stack, rate: float, seconds: float, clients: int) -> dic
         "deliveries": deliveries,
         "deliveries_expected": count * clients,
         "clients_dropped": found["dropped"],
+        # The machine's load while measuring: the latency tail follows it closely.
+        "load_average_1m": round(os.getloadavg()[0], 1),
         "event_to_first_client": asdict(Latency.of(first)),
         "event_to_every_client": asdict(Latency.of(every)),
     }
@@ -672,7 +680,8 @@ def _stream_markdown(stream: dict[str, Any]) -> list[str]:
         f"p50 {first['p50_ms']} ms, p99 {first['p99_ms']} ms; event → every client p50 "
         f"{every['p50_ms']} ms, p99 {every['p99_ms']} ms; {stream['deliveries']} of "
         f"{stream['deliveries_expected']} deliveries, {stream['clients_dropped']} clients "
-        "dropped.",
+        f"dropped (load average {stream.get('load_average_1m', '?')} on "
+        f"{os.cpu_count()} cores while measuring).",
         "",
     ]
 
