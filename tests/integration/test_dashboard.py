@@ -34,7 +34,7 @@ from shipledger.sinks.ledger.reader import (
 )
 from shipledger.up.broker import EmbeddedBroker
 from shipledger.up.stack import Stack
-from tests.kit import SHA, CliEnv, own_settings, run_shipledger
+from tests.kit import SHA, CliEnv, api_event, own_settings, run_shipledger, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +91,19 @@ class Live:
             finally:
                 auth.close()
         return self.tokens[tenant]
+
+    def post(self, tenant: str, events: list[dict[str, object]]) -> None:
+        """`POST /v1/events` of `events` with an ingest token of `tenant`."""
+        auth = AuthStore(self.settings.resolved_auth_db)
+        try:
+            token = auth.create_token(tenant, ("ingest",), name="browser test")[0]
+        finally:
+            auth.close()
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            answer = client.post(
+                "/v1/events", json=events, headers={"Authorization": f"Bearer {token}"}
+            )
+        assert answer.status_code == 202, answer.text
 
     def emit(self, tenant: str, environment: str = "prod", service: str = "checkout") -> str:
         """`shipledger emit started` of a new deployment, as a CI job runs it; its id."""
@@ -198,6 +211,51 @@ def test_filters_hold(browser: Browser, live: Live) -> None:
     shown(dev_only, in_prod)
     everything.close()
     dev_only.close()
+
+
+def _service(name: str, team: str, dependencies: list[str]) -> dict[str, object]:
+    return {
+        "family": "catalog",
+        "event_id": str(uuid.uuid4()),
+        "entity": "service",
+        "action": "created",
+        "name": name,
+        "owner_team": team,
+        "dependencies": dependencies,
+    }
+
+
+def test_team_filter_and_the_blast_radius_on_the_service_map(browser: Browser, live: Live) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    web, api, db = (f"{prefix}-{name}" for name in ("web", "api", "db"))
+    live.post(
+        "acme",
+        [_service(web, "front", [api]), _service(api, "back", [db]), _service(db, "back", [])],
+    )
+
+    def mapped() -> bool:
+        with httpx.Client(base_url=live.url, timeout=30) as client:
+            headers = {"Authorization": f"Bearer {live.token('acme')}"}
+            nodes = client.get("/v1/topology", headers=headers).json()["nodes"]
+        return any(n["service"] == db and n["blast_radius"] == [api, web] for n in nodes)
+
+    wait_for(mapped, "the catalog in the ledger")
+    everything = open_page(browser, live, "acme")
+    back_only = open_page(browser, live, "acme", "?team=back")
+    theirs, ours = api_event(service=web, team="front"), api_event(service=api, team="back")
+    live.post("acme", [theirs])
+    shown(everything, str(theirs["deployment_id"]))
+    live.post("acme", [ours])
+    shown(back_only, str(ours["deployment_id"]))
+    absent(back_only, str(theirs["deployment_id"]))
+    # The map: a deployment of db would hurt api and, through it, web.
+    everything.goto(f"{live.url}/#topology")
+    node = everything.locator(f"#map g.node[data-id='acme/{db}']")
+    node.click()
+    expect(everything.locator("#map g.node.blast")).to_have_count(2, timeout=DEADLINE_MS)
+    expect(everything.locator("#blast")).to_contain_text(f"{api}, {web}")
+    everything.close()
+    back_only.close()
 
 
 def test_a_token_sees_only_what_its_principal_sees(browser: Browser, live: Live) -> None:

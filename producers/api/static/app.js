@@ -118,12 +118,17 @@ async function loadState(fresh = false) {
     clearTimeout(ledgerRetry);
     ledgerRetry = setTimeout(() => loadState(), 5000);
   }
+  await loadTopology();
+}
+
+/** The service map (again: the catalog changes too), then a redraw. */
+async function loadTopology() {
   try {
     const { team, environment } = filters();
     state.nodes = (await getJson(`/v1/topology${query({ team: team || "", environment: environment || "" })}`)).nodes;
     state.nodes.forEach((n) => n.owner_team && state.teams.add(n.owner_team));
   } catch (error) {
-    state.nodes = state.nodes || [];
+    // The ledger's note already says it is unreachable: keep the map drawn last.
   }
   render();
 }
@@ -300,7 +305,8 @@ function route() {
   $("topology").hidden = !topology || !token();
   $("tab-dashboard").classList.toggle("active", !topology);
   $("tab-topology").classList.toggle("active", topology);
-  render();
+  if (topology && token()) loadTopology();
+  else render();
 }
 
 function signOut(why) {
