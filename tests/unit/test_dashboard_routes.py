@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from shipledger.producers.api.app import create_app
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.api.context import ApiContext
 from shipledger.producers.api.ledger_link import LedgerLink
+from shipledger.settings import Settings
 from shipledger.sinks.ledger import reader
 from tests.kit import own_settings
 
@@ -48,11 +50,14 @@ def test_the_page_is_served_and_reads_say_the_ledger_is_down(
     assert client.get("/static/style.css").status_code == 200
     assert client.get("/static/index.html").status_code == 404  # only the listed assets
     headers = {"Authorization": f"Bearer {token}"}
-    opens: list[object] = []
+    opens: list[Settings] = []
     real_open = reader.LedgerReader.open
-    monkeypatch.setattr(
-        reader.LedgerReader, "open", lambda s: opens.append(s) or real_open(s)
-    )
+
+    def counted(settings: Settings) -> AbstractContextManager[reader.LedgerReader]:
+        opens.append(settings)
+        return real_open(settings)
+
+    monkeypatch.setattr(reader.LedgerReader, "open", counted)
     for path in ("/v1/dashboard/state", "/v1/topology"):
         answer = client.get(path, headers=headers)
         assert answer.status_code == 503, answer.text
