@@ -105,6 +105,11 @@ async function loadState(fresh = false) {
       remember(d);
       if (newer(d, state.current.get(key(d)))) state.current.set(key(d), d);
     });
+    // The state's reads are not one snapshot: a record the sink stored between them can be on
+    // the timeline and not yet in `current`. The timeline updates `current` too, oldest first.
+    [...body.timeline].reverse().forEach((d) => {
+      if (newer(d, state.current.get(key(d)))) state.current.set(key(d), d);
+    });
     body.alerts.forEach(applyAlert);
     const newest = body.timeline.length ? body.timeline[0].updated_at : "";
     const seen = new Set(body.timeline.map((d) => `${d.deployment_id}#${d.seq}`));
