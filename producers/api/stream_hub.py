@@ -108,15 +108,19 @@ class StreamHub:
         self, viewer: Viewer, wanted: StreamFilter, last_event_id: str | None
     ) -> Subscription:
         """A new client's subscription, its queue holding its first frames: the stream's
-        status, then what it missed since `last_event_id` (or `reset` when that is gone)."""
+        status, then what it missed since `last_event_id` (or `reset` when that is gone or
+        more than its queue holds)."""
         sub = Subscription(
             viewer, wanted, asyncio.get_running_loop(), self.settings.stream_client_queue
         )
         with self._lock:
             sub.send(self._status_frame())
             missed = self._missed(last_event_id)
-            if missed is None:
-                sub.send(frame("reset", {"reason": "events since Last-Event-ID are gone"}))
+            if missed is None or len(missed) > sub.limit:
+                # More than its queue holds would drop it at once, and again at each retry.
+                sub.send(
+                    frame("reset", {"reason": "reload: too much happened since Last-Event-ID"})
+                )
             else:
                 sub.offer(missed)
             self._subs.add(sub)

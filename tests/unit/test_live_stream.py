@@ -186,3 +186,24 @@ def test_graph_from_service_rows_per_tenant() -> None:
     assert nodes[("acme", "db")]["blast_radius"] == ["api", "web"]
     assert nodes[("globex", "api")]["blast_radius"] == ["web"]
     assert nodes[("acme", "web")]["id"] == "acme/web"
+
+
+def test_a_reconnect_that_missed_more_than_its_queue_is_told_to_reload(tmp_path: object) -> None:
+    """Replaying more than the queue holds would drop the client at once, at every retry."""
+    settings = own_settings(tmp_path, stream_replay_events=50, stream_client_queue=10)  # type: ignore[arg-type]
+    hub = StreamHub(settings, "127.0.0.1:1")
+    for seq in range(1, 31):
+        hub._seq = seq
+        hub._recent.append(_event(seq))
+
+    async def first_frames(last_event_id: str) -> list[bytes]:
+        return _drain(
+            hub.subscribe(
+                Principal("t", "acme", frozenset({"read"})), StreamFilter(), last_event_id
+            )
+        )
+
+    few = asyncio.run(first_frames(f"{hub.boot}-25"))
+    assert [f.split(b"\n")[0] for f in few[1:]] == [f"id: b-{n}".encode() for n in range(26, 31)]
+    many = asyncio.run(first_frames(f"{hub.boot}-5"))
+    assert b"event: status" in many[0] and b"event: reset" in many[1] and len(many) == 2
