@@ -474,8 +474,8 @@ def demo(data_dir: Path, scale: int, timeout: float, keep: bool) -> None:
     up = Settings()
     click.echo(
         f"Live dashboard: make up, then open http://{up.api_host}:{up.api_port}/ with a read "
-        "token (shipledger tokens create --tenant '*' --scope read), or browse this demo's "
-        "ledger there: shipledger demo --keep"
+        "token (shipledger tokens create --tenant '*' --scope read); `shipledger demo --keep` "
+        "keeps this demo's stack serving it instead"
     )
 
 
