@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install test-deps demo up doctor test test-unit chaos lint fmt bench bench-api bench-durable bench-gate clean
+.PHONY: help install test-deps demo up doctor test test-unit chaos lint fmt bench bench-api bench-durable bench-gate bench-stream clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,12 +37,15 @@ install: $(VENV)/.installed ## Create .venv and install shipledger with everythi
 # slapd on a loopback port): Debian's slapd and ldap-utils, installed once when missing.
 # Needs root (CI and the dev machines run as root); the package's own daemon is not used.
 SLAPD := /usr/sbin/slapd
-test-deps: ## System packages the tests need (slapd, ldap-utils), installed when missing
-	@if [ ! -x $(SLAPD) ] || ! command -v ldapadd >/dev/null; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "the tests need Debian's slapd and ldap-utils: run 'make test-deps' as root"; exit 1; fi; \
+# The live dashboard's browser tests (tests/integration/test_dashboard_browser.py) drive
+# Debian's chromium through Playwright (never a browser Playwright downloads).
+CHROMIUM := /usr/bin/chromium
+test-deps: ## System packages the tests need (slapd, ldap-utils, chromium), installed when missing
+	@if [ ! -x $(SLAPD) ] || ! command -v ldapadd >/dev/null || [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "the tests need Debian's slapd, ldap-utils and chromium: run 'make test-deps' as root"; exit 1; fi; \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get -o DPkg::Lock::Timeout=600 update -qq && \
-	  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends slapd ldap-utils; \
+	  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends slapd ldap-utils chromium; \
 	fi
 
 demo: $(VENV)/.installed-local ## Start the embedded stack, drive a realistic day of CI traffic, show the result
@@ -90,6 +93,9 @@ bench-durable: install ## Only the cost of durable acknowledgement: the API with
 
 bench-gate: install ## Only the pre-deploy gate's latency (POST /v1/gate; target p99 < 100 ms)
 	$(BIN)/shipledger bench --out bench --only gate
+
+bench-stream: install ## Only the live dashboard's stream: event → SSE client p50/p99 at 100 ev/s, 50 clients
+	$(BIN)/shipledger bench --out bench --only stream
 
 clean: ## Remove the venv, data dir and caches
 	rm -rf $(VENV) .shipledger .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

@@ -414,6 +414,29 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- live dashboard: `/` and the `/v1/stream` SSE stream (issue #8) ----------------
+    stream_client_queue: int = Field(
+        default=1000,
+        ge=10,
+        description="Events queued for one live-stream client; a client that falls further "
+        "behind is dropped with a `dropped` event (it reconnects and reloads).",
+    )
+    stream_replay_events: int = Field(
+        default=2000,
+        ge=0,
+        description="Recent stream events kept, so a client reconnecting with Last-Event-ID "
+        "gets what it missed.",
+    )
+    stream_heartbeat_s: float = Field(
+        default=15.0, gt=0, description="Idle seconds before the stream sends a keep-alive."
+    )
+    stream_health_interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the stream checks that Kafka answers (and waits for it): the "
+        "dashboard's 'stale since' banner appears this long after the broker stops answering.",
+    )
+
     # --- logging -----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
     log_format: LogFormat = Field(default="json", description="json (default) or console.")

@@ -12,10 +12,18 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException
 
-from shipledger.producers.api import approvals_route, gate_route, ingest, reads, webhook_route
+from shipledger.producers.api import (
+    approvals_route,
+    gate_route,
+    ingest,
+    live_route,
+    reads,
+    webhook_route,
+)
 from shipledger.producers.api.bodies import IngestBody
 from shipledger.producers.api.context import ApiContext, ApiError, SafeJSONResponse
 from shipledger.producers.api.limits import TooLarge
+from shipledger.sinks.ledger.reader import LedgerUnavailable
 
 TITLE = "shipledger ingest API"
 DESCRIPTION = """Publish deployment (and other family) events to the ledger.
@@ -38,6 +46,11 @@ async def _on_api_error(_request: Request, exc: Exception) -> SafeJSONResponse:
 
 async def _on_too_large(_request: Request, exc: Exception) -> SafeJSONResponse:
     return _error(ApiError(413, str(exc)))
+
+
+async def _on_ledger_unavailable(_request: Request, exc: Exception) -> SafeJSONResponse:
+    # An API apart from the ledger (`ledger_link`): ClickHouse did not answer, try later.
+    return _error(ApiError(503, f"the ledger is unavailable: {exc}", headers={"Retry-After": "5"}))
 
 
 async def _on_http_error(_request: Request, exc: Exception) -> SafeJSONResponse:
@@ -67,6 +80,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(TooLarge, _on_too_large)
+    app.add_exception_handler(LedgerUnavailable, _on_ledger_unavailable)
     app.add_exception_handler(RequestValidationError, _on_bad_request)
     app.add_exception_handler(HTTPException, _on_http_error)
     app.include_router(ingest.router)
@@ -74,6 +88,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(webhook_route.router)
     app.include_router(gate_route.router)
     app.include_router(approvals_route.router)
+    app.include_router(live_route.router)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

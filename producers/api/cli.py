@@ -66,7 +66,9 @@ def api(ctx: click.Context, host: str | None, port: int | None, data_dir: Path |
 
     \b
     Produces to SHIPLEDGER_BOOTSTRAP_SERVERS, else to the broker of a running `shipledger up`
-    in the data dir. Reading events (GET /v1/events/ID) needs the API of `shipledger up`.
+    in the data dir. Reading the ledger (GET /v1/events/ID, POST /v1/query, the live
+    dashboard's state and map) needs the API of `shipledger up`, or SHIPLEDGER_CLICKHOUSE_URL
+    naming a ClickHouse server; the dashboard's live stream needs only the broker.
     \b
       shipledger tokens create --tenant acme --scope ingest      # prints the token once
       shipledger api --port 8470
@@ -95,8 +97,10 @@ def api(ctx: click.Context, host: str | None, port: int | None, data_dir: Path |
         raise click.ClickException(
             "no Kafka broker: set SHIPLEDGER_BOOTSTRAP_SERVERS or start `shipledger up`"
         )
+    from shipledger.producers.api.ledger_link import LedgerLink
     from shipledger.producers.api.server import ApiServer
     from shipledger.producers.journal import Journal
+    from shipledger.sinks.ledger.reader import chdb_path
 
     # A standalone API sending to a running `up`'s embedded broker journals like `up`'s own.
     directory = journal_dir(settings, bootstrap)
@@ -104,14 +108,21 @@ def api(ctx: click.Context, host: str | None, port: int | None, data_dir: Path |
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda _s, _f: stopping.set())
+    # A ClickHouse server: this API reads the ledger too (state, map, queries); an embedded
+    # chDB ledger is read by the API of the `up` that owns it.
+    server_url = settings.clickhouse_url and chdb_path(settings.clickhouse_url) is None
+    ledger = LedgerLink(settings) if server_url else None
     try:
-        with ApiServer(settings, bootstrap, journal=journal) as server:
+        with ApiServer(settings, bootstrap, ledger=ledger, journal=journal) as server:
             click.echo(f"shipledger API at {server.url} (docs {server.url}/docs); Ctrl-C stops it.")
             while not stopping.wait(0.5):
                 if not server.running:
                     raise click.ClickException("the API server stopped unexpectedly")
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        if ledger is not None:
+            ledger.close()
 
 
 @api.command()

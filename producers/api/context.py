@@ -20,6 +20,7 @@ from shipledger.settings import Settings
 
 if TYPE_CHECKING:
     from shipledger.producers.api.bridge import KafkaBridge
+    from shipledger.producers.api.stream_hub import StreamHub
     from shipledger.schemas.governance import Governance
     from shipledger.sinks.ledger.reader import LedgerReads
 
@@ -64,6 +65,8 @@ class ApiContext:
     ledger: LedgerReads | None = None
     #: The gate's and the approvals' judgement under the running policy, given by `up`.
     governance: Governance | None = None
+    #: The live stream's one Kafka consumer (`GET /v1/stream`); None: no broker to read.
+    stream: StreamHub | None = None
     #: Webhook deliveries per (tenant, provider, event type, outcome) since the app started.
     webhook_deliveries: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     #: Full SHAs of recent pushes and merges, to resolve a provider's abbreviated ones.

@@ -20,6 +20,7 @@ from shipledger.producers.api.app import create_app
 from shipledger.producers.api.auth import ANY_TENANT, LOCAL_TOKEN_NAME, AuthStore
 from shipledger.producers.api.bridge import KafkaBridge
 from shipledger.producers.api.context import ApiContext
+from shipledger.producers.api.stream_hub import StreamHub
 from shipledger.producers.journal import Journal
 from shipledger.settings import Settings
 from shipledger.stackfile import pid_alive
@@ -86,13 +87,16 @@ class ApiServer(Running):
         self._sock = _listen(self.settings.api_host, self.settings.api_port)
         host, port = self._sock.getsockname()[:2]
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        hub = StreamHub(self.settings, self.bootstrap)
         self._ctx = ApiContext(
             settings=self.settings,
             auth=AuthStore(self.settings.resolved_auth_db),
             bridge=KafkaBridge(self.settings, self.bootstrap, self._journal),
             ledger=self._ledger,
             governance=self._governance,
+            stream=hub,
         )
+        hub.start()
         config = uvicorn.Config(
             create_app(self._ctx),
             log_config=None,
@@ -140,7 +144,10 @@ class ApiServer(Running):
         return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
-        """Finish the requests in flight, stop serving, flush the producer. Idempotent."""
+        """End the live streams, finish the requests in flight, stop serving, flush the
+        producer. Idempotent."""
+        if self._ctx is not None and self._ctx.stream is not None:
+            self._ctx.stream.stop()  # else its streams, never done, hold the server open
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:

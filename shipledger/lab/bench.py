@@ -43,11 +43,21 @@ from shipledger.up.stack import Stack
 
 EVENT = AvroCodec(EVENT_SCHEMA)
 #: The measures, in the order they run (the passthrough's own Faust worker goes last).
-SECTIONS = ("pipeline", "emit", "api", "durable", "gate", "passthrough", "audit", "query")
+SECTIONS = (
+    "pipeline",
+    "emit",
+    "api",
+    "durable",
+    "gate",
+    "stream",
+    "passthrough",
+    "audit",
+    "query",
+)
 #: Sections measured on a running embedded stack (audit builds its own ledger).
-_STACK_SECTIONS = ("pipeline", "emit", "api", "durable", "gate", "passthrough")
+_STACK_SECTIONS = ("pipeline", "emit", "api", "durable", "gate", "stream", "passthrough")
 #: Sections that need the stack to serve its API.
-_API_SECTIONS = ("api", "gate")
+_API_SECTIONS = ("api", "gate", "stream")
 
 
 @dataclass(frozen=True)
@@ -470,6 +480,74 @@ def bench_gate(stack: Stack, requests: int) -> dict[str, Any]:
     }
 
 
+def bench_stream(stack: Stack, rate: float, seconds: float, clients: int) -> dict[str, Any]:
+    """Event → dashboard latency: deployment events published at `rate` while `clients` live
+    streams (`GET /v1/stream`, as the page reads it) are open in a client process; for each
+    event, the time until each client received its deployment record (the processors, the
+    records topic, the API's one consumer and its fan-out)."""
+    assert stack.api is not None and stack.store is not None
+    from shipledger.producers.api.auth import AuthStore
+
+    store = stack.store
+    producer = KafkaProducer(stack.settings.kafka_producer(stack.bootstrap))
+    run = f"{int(time.time())}s"
+    # Warm-up: the Faust worker has joined once its first record is queryable.
+    warm = _violating_event(0, run + "w")
+    producer.produce(stack.topics.raw, EVENT.encode(warm.to_avro()), DEPLOYMENT.key(warm))
+    producer.flush_or_raise(10, "warm-up event")
+    _wait(lambda: store.count("deployment_records") >= 1, 120, "the worker to join")
+    auth = AuthStore(stack.settings.resolved_auth_db)
+    try:
+        token = auth.create_token("bench", ("read",), name="bench stream")[0]
+    finally:
+        auth.close()
+    count = int(rate * seconds)
+    out = stack.settings.data_dir / "bench-stream.json"
+    click.echo(f"  stream: {count} events at {rate:.0f}/s to {clients} dashboard clients ...")
+    readers = subprocess.Popen(
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "shipledger.lab.bench_stream",
+            stack.api.url,
+            token,
+            str(clients),
+            str(count),
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert readers.stdout is not None
+    if readers.stdout.readline().strip() != "ready":
+        raise click.ClickException("the dashboard clients did not connect")
+    items = (
+        (DEPLOYMENT.key(e), EVENT.encode(e.to_avro()), e.event_id)
+        for e in (_violating_event(i, run) for i in range(1, count + 1))
+    )
+    sent_at: dict[str, float] = {}
+    _publish_at_rate(producer, stack.topics.raw, items, rate, sent_at)
+    readers.wait(timeout=180)
+    found = json.loads(out.read_text(encoding="utf-8"))
+    received: dict[str, list[float]] = found["received"]
+    every = [(t - sent_at[k]) * 1000 for k, times in received.items() for t in times]
+    first = [(min(times) - sent_at[k]) * 1000 for k, times in received.items()]
+    deliveries = sum(len(times) for times in received.values())
+    return {
+        "rate_per_second": rate,
+        "events": count,
+        "clients": clients,
+        "deliveries": deliveries,
+        "deliveries_expected": count * clients,
+        "clients_dropped": found["dropped"],
+        # The machine's load while measuring: the latency tail follows it closely.
+        "load_average_1m": round(os.getloadavg()[0], 1),
+        "event_to_first_client": asdict(Latency.of(first)),
+        "event_to_every_client": asdict(Latency.of(every)),
+    }
+
+
 #: The journal modes the durable-acknowledgement section compares, in the order run.
 DURABLE_MODES = (("journal_off", None), ("journal_no_fsync", False), ("journal_fsync", True))
 
@@ -557,6 +635,8 @@ def _markdown(results: dict[str, Any]) -> str:
         lines += _durable_markdown(results["durable"])
     if "gate" in results:
         lines += gate_markdown(results["gate"])
+    if "stream" in results:
+        lines += _stream_markdown(results["stream"])
     if "audit" in results:
         lines += _audit_markdown(results["audit"])
     if "query" in results:
@@ -589,6 +669,21 @@ def _durable_markdown(durable: dict[str, Any]) -> list[str]:
             f"{one['request_to_ack']['p99_ms']} |"
         )
     return [*lines, ""]
+
+
+def _stream_markdown(stream: dict[str, Any]) -> list[str]:
+    first, every = stream["event_to_first_client"], stream["event_to_every_client"]
+    return [
+        f"Live dashboard stream (`GET /v1/stream`, {stream['clients']} concurrent clients in "
+        f"a client process, {stream['events']} deployment events at "
+        f"{stream['rate_per_second']:.0f} ev/s through the pipeline): event → first client "
+        f"p50 {first['p50_ms']} ms, p99 {first['p99_ms']} ms; event → every client p50 "
+        f"{every['p50_ms']} ms, p99 {every['p99_ms']} ms; {stream['deliveries']} of "
+        f"{stream['deliveries_expected']} deliveries, {stream['clients_dropped']} clients "
+        f"dropped (load average {stream.get('load_average_1m', '?')} on "
+        f"{os.cpu_count()} cores while measuring).",
+        "",
+    ]
 
 
 def _audit_markdown(audit: dict[str, Any]) -> list[str]:
@@ -655,6 +750,12 @@ def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
 @click.option("--api-connections", default=4, show_default=True, help="API client connections.")
 @click.option("--gate-requests", default=300, show_default=True, help="Gate questions timed.")
 @click.option(
+    "--stream-clients", default=50, show_default=True, help="Concurrent dashboard streams."
+)
+@click.option(
+    "--stream-rate", default=100.0, show_default=True, help="Events/s of the stream's phase."
+)
+@click.option(
     "--only",
     type=click.Choice(SECTIONS),
     help="Run one measure; the other sections of results.json are kept.",
@@ -675,13 +776,16 @@ def bench(
     api_batch: int,
     api_connections: int,
     gate_requests: int,
+    stream_clients: int,
+    stream_rate: float,
     only: str | None,
     audit_records: int,
 ) -> None:
     """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
     Faust passthrough agent on the same broker, the cost of one `shipledger emit`, the
     ingest API's events/s and request → Kafka ack latency (with and without the durable
-    journal), the pre-deploy gate's latency, `audit verify` over a large ledger with its
+    journal), the pre-deploy gate's latency, event → live dashboard latency with its fan-out
+    to many clients, `audit verify` over a large ledger with its
     bytes on disk per event, and the read-query guard's latency.
 
     \b
@@ -689,6 +793,7 @@ def bench(
       shipledger bench --out bench --only api   # just the ingest API (make bench-api)
       shipledger bench --out bench --only durable  # the journal's cost (make bench-durable)
       shipledger bench --out bench --only gate  # POST /v1/gate latency (make bench-gate)
+      shipledger bench --out bench --only stream  # event → live dashboard (make bench-stream)
       shipledger bench --out bench --only audit # audit verify over 1M events
       shipledger bench --out bench --only query # the read-query guard's cost
     """
@@ -726,6 +831,7 @@ def bench(
                     stack, api_requests, api_batch, api_connections, api_requests * 2
                 ),
                 "gate": lambda: bench_gate(stack, gate_requests),
+                "stream": lambda: bench_stream(stack, stream_rate, seconds, stream_clients),
                 "passthrough": lambda: bench_passthrough(stack, min(events, 30_000), rate, seconds),
             }
             for section in on_stack:

@@ -18,8 +18,10 @@ from __future__ import annotations
 import base64
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -423,14 +425,20 @@ def _integrity(stack: Stack) -> None:
     help="Multiply the number of deployments (1 = 132 deployments, 264 events).",
 )
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for results.")
-def demo(data_dir: Path, scale: int, timeout: float) -> None:
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Keep the stack running afterwards, serving the live dashboard, until Ctrl-C.",
+)
+def demo(data_dir: Path, scale: int, timeout: float, keep: bool) -> None:
     """Start the embedded stack, drive a realistic day of CI traffic, show what it recorded.
 
     Four teams in two tenants (retail, bank) deploy 12 services to dev, stage and prod through
     GitHub Actions, GitLab CI and Jenkins. Some prod deploys have no change ticket, some go out
     at night, some land in a freeze, some fail. The policy (Berlin and New York change windows,
     a two-hour freeze, high-severity prod alerts escalated to a local stand-in for a ticketing
-    system) is written to <data-dir>/policy.yaml.
+    system) is written to <data-dir>/policy.yaml. It ends by printing the live dashboard's URL
+    (that of `shipledger up`; with --keep, its own, kept running until Ctrl-C).
     """
     started = time.monotonic()
     if data_dir.exists():
@@ -451,7 +459,7 @@ def demo(data_dir: Path, scale: int, timeout: float) -> None:
             receiver_secrets={"demo_tickets": SecretStr(secret)},
         )
         configure_logging(settings)
-        _run(settings, day, policy_text, scale, timeout, tickets.url)
+        _run(settings, day, policy_text, scale, timeout, tickets.url, keep)
     click.secho(f"\nDone in {time.monotonic() - started:.1f}s.", bold=True)
     click.echo(
         "Next:\n"  # noqa: S608 (a hint printed, not run)
@@ -464,10 +472,40 @@ def demo(data_dir: Path, scale: int, timeout: float) -> None:
         "--commit-sha $(git rev-parse HEAD) --actor $USER\n"
         "  - Tables and views, and the question each answers: docs/model.md."
     )
+    up = Settings()
+    click.echo(
+        f"Live dashboard: make up, then open http://{up.api_host}:{up.api_port}/ with a read "
+        "token (shipledger tokens create --tenant '*' --scope read); `shipledger demo --keep` "
+        "keeps this demo's stack serving it instead"
+    )
+
+
+def _keep_serving(stack: Stack) -> None:
+    """Serve the live dashboard on the demo's stack until Ctrl-C, with a read token for
+    every tenant made for it (printed once, like `shipledger tokens create`)."""
+    assert stack.api is not None
+    auth = AuthStore(stack.settings.resolved_auth_db)
+    try:
+        token = auth.create_token("*", ("read",), name="demo dashboard")[0]
+    finally:
+        auth.close()
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _s, _f: stopping.set())
+    click.secho(f"\nLive dashboard: {stack.api.url}/ (token {token}); Ctrl-C stops.", bold=True)
+    while not stopping.wait(0.5):
+        stack.supervise()
+    click.echo("stopping ...")
 
 
 def _run(
-    settings: Settings, day: date, policy_text: str, scale: int, timeout: float, tickets_url: str
+    settings: Settings,
+    day: date,
+    policy_text: str,
+    scale: int,
+    timeout: float,
+    tickets_url: str,
+    keep: bool,
 ) -> None:
     """The demo's stack, its traffic and what it recorded (see `demo`)."""
     data_dir = settings.data_dir
@@ -533,3 +571,5 @@ def _run(
         _wait_for(stack, {_TICKETS: escalated}, timeout, exact=frozenset({_TICKETS}))
         _escalation_summary(stack)
         _integrity(stack)
+        if keep:
+            _keep_serving(stack)

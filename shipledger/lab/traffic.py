@@ -206,10 +206,25 @@ _APPLICATIONS = {
 }
 
 
+#: What each demo service depends on (same tenant): the service map's edges, and so the
+#: blast radius of a deployment (`GET /v1/topology`).
+_DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "edge-proxy": ("checkout-api", "search", "auth"),
+    "checkout-api": ("cart", "payments-gateway", "auth"),
+    "cart": ("catalog", "auth"),
+    "payments-gateway": ("auth",),
+    "recommendations": ("search", "catalog"),
+    "search": ("catalog",),
+    "ledger-api": ("fraud-scoring",),
+    "cards": ("ledger-api", "fraud-scoring"),
+    "statements": ("ledger-api",),
+}
+
+
 def service_catalog(day: date) -> list[dict[str, object]]:
     """The service catalog (family `catalog`) of the demo's teams, entered a month before
     `day`: owner team, application, tier and repository of every service, as `POST
-    /v1/events` objects (JSON-ready)."""
+    /v1/events` objects (JSON-ready), with the services each depends on."""
     entered = datetime.combine(day, time(9, 0), UTC) - timedelta(days=30)
     return [
         {
@@ -223,6 +238,7 @@ def service_catalog(day: date) -> list[dict[str, object]]:
             "application": _APPLICATIONS[team.name][0],
             "tier": _APPLICATIONS[team.name][1],
             "repository": f"{team.tenant}/{service}",
+            "dependencies": list(_DEPENDENCIES.get(service, ())),
             "occurred_at": entered.isoformat(),
         }
         for team in TEAMS

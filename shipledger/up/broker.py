@@ -165,6 +165,11 @@ class EmbeddedBroker(Running):
         return self.bootstrap
 
     @property
+    def pid(self) -> int | None:
+        """The Tansu process's id while it runs (the dashboard's outage test pauses it)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         """Whether the Tansu process is alive."""
         return self._proc is not None and self._proc.poll() is None

@@ -530,7 +530,7 @@ def up(bootstrap: str | None, data_dir: Path | None, workers: int, api_port: int
             _say(
                 f"shipledger is up: broker {stack.bootstrap}, ClickHouse "
                 f"{settings.resolved_clickhouse_url}, ingest API {api_url} "
-                f"(docs {api_url}/docs). Ctrl-C stops it."
+                f"(docs {api_url}/docs), live dashboard {api_url}/. Ctrl-C stops it."
             )
             while not stopping.wait(0.5):
                 try:

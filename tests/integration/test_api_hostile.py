@@ -361,6 +361,8 @@ def test_fuzz_every_route_no_5xx_and_documented_answers(api: Api) -> None:
     failures: list[str] = []
     with requests.Session() as session:
         for operation in operations:
+            if operation.path == "/v1/stream":
+                continue  # answers until the client leaves: tests/integration/test_dashboard.py
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
                 @_FUZZ_SETTINGS
