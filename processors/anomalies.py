@@ -54,8 +54,8 @@ class AnomalyHandler:
         self._outputs = outputs
         self._codec = topic_codec(SIGNALS)
 
-    def handle(self, message: Message, now: datetime | None = None) -> int:
-        """Join one signal; how many alerts it raised (queued, not yet flushed)."""
+    def handle(self, message: Message, now: datetime | None = None) -> None:
+        """Join one signal; its alerts are queued, not yet flushed."""
         try:
             signal = SignalEvent.model_validate(self._codec.decode(message.value))
         except RegistryUnavailable:  # not the event's fault: stop, and read it again later
@@ -68,16 +68,16 @@ class AnomalyHandler:
                 offset=message.offset,
                 error=str(exc)[:300],
             )
-            return 0
+            return
         if not is_anomaly(signal):
-            return 0
+            return
         policy = self._policy()
         rules = policy.rules_for(signal.tenant)
         try:
             found = suspects(signal, self._deployments, self._catalog, rules)
         except ValueError as exc:  # an environment name the taxonomy refuses
             log.warning("anomaly_skipped", event_id=signal.event_id, error=str(exc)[:300])
-            return 0
+            return
         alerts = suspect_alerts(signal, found, rules, policy.full_version, now or utcnow())
         if alerts:
             self._outputs.send(self._outputs.encode(None, alerts))
@@ -88,4 +88,3 @@ class AnomalyHandler:
             service=signal.service,
             suspects=[a.deployment_id for a in alerts],
         )
-        return len(alerts)

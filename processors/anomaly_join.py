@@ -110,9 +110,7 @@ def suspects(
     )
     window = rules.suspect_lookback
     found = []
-    paths = dependency_paths(
-        signal.tenant, signal.service, catalog, rules.suspect_dependency_depth
-    )
+    paths = dependency_paths(signal.tenant, signal.service, catalog, rules.suspect_dependency_depth)
     for service, path in paths.items():
         for deployed in deployments.of_service(signal.tenant, service):
             before = signal.occurred_at - deployed.started_at

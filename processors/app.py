@@ -15,6 +15,11 @@ the feed has news while no raw event comes, the view is brought up to date and t
 deployments of the worker's partitions naming a changed change request are judged again.
 Both paths hold one lock, so a batch's outputs and state entries are never interleaved with
 another's.
+
+A second agent reads the `signals` topic (the same consumer group: each signal is read by one
+worker) in batches the same way, and joins its anomalies with the recent deployments the feed
+folds from the records topic (`processors.anomalies`): `suspect_deployment` alerts, made
+durable before the batch is acknowledged.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any, NoReturn
 
 import faust
@@ -36,15 +42,17 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from shipledger.dlq_limit import EXIT_DLQ_LIMIT, DlqLimit, DlqLimitExceeded, DlqLimitState
 from shipledger.lag import end_offsets, first_unprocessed
 from shipledger.logging import get_logger
+from shipledger.processors.anomalies import AnomalyHandler
 from shipledger.processors.enrichment import Enrichment
 from shipledger.processors.feed import EnrichmentFeed
 from shipledger.processors.handler import EventHandler
 from shipledger.processors.offsets import OffsetGuard
 from shipledger.processors.outputs import Outputs
+from shipledger.processors.recent import RecentDeployments
 from shipledger.processors.refresh import ViewRefresh
 from shipledger.processors.state import DeploymentState
 from shipledger.schemas.policy import Policy
-from shipledger.schemas.topics import Topics
+from shipledger.schemas.topics import SIGNALS, Topics
 from shipledger.settings import Settings
 
 log = get_logger("processors")
@@ -247,7 +255,8 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
     )
     app.conf.shipledger_fetch_wait_ms = settings.fetch_wait_ms
     app.conf.shipledger_kafka = settings.kafka_common(bootstrap)
-    app.conf.shipledger_sources = {topics.raw}
+    signals_topic = topics.of(SIGNALS)
+    app.conf.shipledger_sources = {topics.raw, signals_topic}
 
     def raw_topic(name: str) -> Any:
         return app.topic(
@@ -275,7 +284,10 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
     outputs = Outputs(settings, bootstrap)
     limit = DlqLimitState(DlqLimit.from_settings(settings), "processors")
     handler = EventHandler(policy, deployments, outputs, limit, view)
-    refresh = ViewRefresh(feed.drain, view, handler, deployments)
+    recent = RecentDeployments()
+    horizon = timedelta(seconds=settings.anomaly_horizon_s)
+    refresh = ViewRefresh(feed.drain, view, handler, deployments, recent, horizon)
+    anomalies = AnomalyHandler(lambda: handler.policy, recent, view, outputs)
     lock = asyncio.Lock()
     wake = asyncio.Event()
 
@@ -313,15 +325,17 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
 
     app.task(enrichment)
 
-    @app.agent(source, name="pipeline")
-    async def pipeline(stream: Any) -> None:
-        conf, group = settings.kafka_common(bootstrap), f"{settings.topic_prefix}processors"
+    conf, group = settings.kafka_common(bootstrap), f"{settings.topic_prefix}processors"
 
+    def guard(topic: str) -> OffsetGuard:
         def resume_at(partition: int) -> int:
-            tp = (topics.raw, partition)
+            tp = (topic, partition)
             return first_unprocessed(conf, group, [tp])[tp]
 
-        guard = OffsetGuard(resume_at)
+        return OffsetGuard(resume_at)
+
+    @app.agent(source, name="pipeline")
+    async def pipeline(stream: Any) -> None:
         start_feed()
         await run_batches(
             stream.take_events(
@@ -329,7 +343,23 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
             ),
             handler.handle,
             lambda: finish_batch(outputs, deployments),
-            check=guard.check,
+            check=guard(topics.raw).check,
+            before=lambda: refresh.refresh(assigned()),
+            lock=lock,
+            ready=lambda: caught_up(feed),
+        )
+
+    @app.agent(raw_topic(signals_topic), name="anomalies")
+    async def anomaly_join(stream: Any) -> None:
+        start_feed()
+        await run_batches(
+            stream.take_events(
+                settings.processor_batch_size, within=settings.processor_batch_within_s
+            ),
+            anomalies.handle,
+            # The refresh before it may have re-judged deployments: their state goes too.
+            lambda: finish_batch(outputs, deployments),
+            check=guard(signals_topic).check,
             before=lambda: refresh.refresh(assigned()),
             lock=lock,
             ready=lambda: caught_up(feed),

@@ -43,7 +43,11 @@ class Deployed:
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> Deployed:
         """From a DeploymentRecord as a dict (decoded Avro, or `model_dump()`)."""
-        return cls(**{name: record.get(name) for name in cls.__slots__})  # type: ignore[attr-defined]
+        fields: dict[str, Any] = {name: record.get(name) for name in _FIELDS}
+        return cls(**fields)
+
+
+_FIELDS = tuple(Deployed.__dataclass_fields__)
 
 
 class RecentDeployments:
@@ -86,4 +90,3 @@ class RecentDeployments:
 
     def __len__(self) -> int:
         return len(self._latest)
-

@@ -70,4 +70,3 @@ def parse(request: Request) -> Parsed:
         },
     )
     return Parsed.of(transition, event_id, Identified(f"event:{event_id}", [event]))
-

@@ -71,7 +71,9 @@ def test_datadog_triggered(deliver: Deliver, check_contract: Check) -> None:
     event = check_contract(mapped)
     assert event["kind"] == "alert_fired"
     assert (event["service"], event["environment"]) == ("checkout", "prod")
-    assert event["title"] == "[Triggered on {service:checkout,env:prod}] checkout error rate is high"
+    assert (
+        event["title"] == "[Triggered on {service:checkout,env:prod}] checkout error rate is high"
+    )
     assert (event["severity"], event["external_id"]) == ("P2", "132465798")
     assert mapped.event["occurred_at"] == "2026-11-19T12:00:00+00:00"
     assert event["attributes"]["datadog.team"] == "payments"

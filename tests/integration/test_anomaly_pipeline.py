@@ -1,0 +1,144 @@
+"""Anomaly correlation end to end on real components: catalog and deployments through
+`POST /v1/events`, an Alertmanager webhook through `POST /v1/webhooks/alertmanager/<tenant>`
+→ Tansu → Faust worker (recent deployments from the records topic, the catalog's
+dependencies) → `suspect_deployment` alerts → sink → chDB."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shipledger.producers.api.auth import AuthStore
+from shipledger.settings import Settings
+from shipledger.up.stack import Stack
+from tests.kit import SHA, own_settings, wait_until
+
+pytestmark = pytest.mark.integration
+
+TENANT = "shop"
+WEBHOOK_SECRET = "am-secret-0123456789"
+
+
+@pytest.fixture
+def stack_settings(tmp_path: Path) -> Settings:
+    return own_settings(tmp_path, sink_batch_ms=100)
+
+
+@pytest.fixture
+def api_stack(broker: str, tmp_path: Path, stack_settings: Settings) -> Iterator[Stack]:
+    with Stack(stack_settings, bootstrap=broker, log_dir=tmp_path / "logs", api=True) as running:
+        yield running
+
+
+@pytest.fixture
+def client(api_stack: Stack) -> Iterator[httpx.Client]:
+    """An ingest client of tenant shop; the tenant's Alertmanager secret is set."""
+    assert api_stack.api is not None
+    auth = AuthStore(api_stack.settings.resolved_auth_db)
+    try:
+        token = auth.create_token(TENANT, ("ingest",), name="anomaly-test")[0]
+        auth.set_webhook_secret(TENANT, "alertmanager", WEBHOOK_SECRET)
+    finally:
+        auth.close()
+    with httpx.Client(
+        base_url=api_stack.api.url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+    ) as c:
+        yield c
+
+
+def rows(stack: Stack, sql: str) -> list[Any]:
+    assert stack.store is not None
+    return list(stack.store.query(sql)[1])
+
+
+def test_anomaly_after_a_dependency_deploy_raises_suspect_deployment(
+    api_stack: Stack, client: httpx.Client
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    deployed_at = now - timedelta(minutes=12)
+    events = [
+        {
+            "family": "catalog",
+            "event_id": "cat-checkout",
+            "entity": "service",
+            "action": "created",
+            "name": "checkout",
+            "dependencies": ["payments"],
+            "occurred_at": (now - timedelta(days=1)).isoformat(),
+        },
+        {
+            "deployment_id": "dep-pay-7",
+            "event_type": "started",
+            "service": "payments",
+            "environment": "production",
+            "version": "2.14.0",
+            "commit_sha": SHA,
+            "actor": "ci-bot",
+            "occurred_at": deployed_at.isoformat(),
+        },
+        {  # too old for the default 60 min window
+            "deployment_id": "dep-pay-old",
+            "event_type": "started",
+            "service": "payments",
+            "environment": "production",
+            "commit_sha": SHA,
+            "actor": "ci-bot",
+            "occurred_at": (now - timedelta(hours=3)).isoformat(),
+        },
+    ]
+    answer = client.post("/v1/events", json=[{"tenant": TENANT, **e} for e in events])
+    assert answer.status_code == 202, answer.text
+    wait_until(
+        api_stack,
+        lambda: len(rows(api_stack, "SELECT * FROM shipledger.deployment_records")) == 2,
+        "the deployments' records in the ledger",
+    )
+
+    firing = {
+        "version": "4",
+        "status": "firing",
+        "receiver": "shipledger",
+        "groupKey": '{}:{alertname="HighErrorRate"}',
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {
+                    "alertname": "HighErrorRate",
+                    "service": "checkout",
+                    "env": "prod",
+                    "severity": "page",
+                },
+                "annotations": {"summary": "5xx above 5%"},
+                "startsAt": now.isoformat(),
+                "endsAt": "0001-01-01T00:00:00Z",
+                "fingerprint": "c6a2cd6e1d0b5f2a",
+            }
+        ],
+    }
+    answer = client.post(
+        f"/v1/webhooks/alertmanager/{TENANT}",
+        content=json.dumps(firing),
+        headers={"Authorization": f"Bearer {WEBHOOK_SECRET}", "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 202, answer.text
+
+    sql = (
+        "SELECT deployment_id, service, severity, message, evidence['path'], "
+        "evidence['seconds_before'], evidence['anomaly_source'] FROM shipledger.alerts "
+        "WHERE rule = 'suspect_deployment'"
+    )
+    wait_until(api_stack, lambda: bool(rows(api_stack, sql)), "a suspect_deployment alert")
+    [(dep, service, severity, message, path, seconds, source)] = rows(api_stack, sql)
+    assert (dep, service, severity) == ("dep-pay-7", "payments", "high")
+    assert path == "checkout → payments" and seconds == "720"
+    assert source == "webhook:alertmanager"
+    assert message == (
+        "deployment dep-pay-7 of payments 2.14.0 to prod (a dependency of checkout "
+        "(checkout → payments)) started 12 min before HighErrorRate on checkout"
+    )
