@@ -132,7 +132,7 @@ class Escalator(KafkaClients):
         *,
         backlog: AlertBacklog | None = None,
         kinds: Mapping[str, ReceiverKind] = KINDS,
-        metrics: m.Metrics | None = None,
+        metrics: m.RecordingMetrics | None = None,
         group_id: str | None = None,
     ) -> None:
         super().__init__(settings, bootstrap, group_id)
@@ -143,7 +143,7 @@ class Escalator(KafkaClients):
         self.ledger = ledger
         self.backlog = backlog
         self.kinds = kinds
-        self.metrics = m.RecordingMetrics(forward=metrics)
+        self.metrics = metrics or m.RecordingMetrics()
         self.topics = Topics.from_settings(settings)
         self.limit = DlqLimitState(DlqLimit.from_settings(settings), "escalator")
         self.retry = RetryPolicy(
