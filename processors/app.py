@@ -39,6 +39,7 @@ import faust
 import mode
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from shipledger import metrics as m
 from shipledger.dlq_limit import EXIT_DLQ_LIMIT, DlqLimit, DlqLimitExceeded, DlqLimitState
 from shipledger.lag import end_offsets, first_unprocessed
 from shipledger.logging import get_logger
@@ -223,8 +224,21 @@ def _credentials(settings: Settings) -> faust.SASLCredentials | None:
     )
 
 
-def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
-    """Build the processors app: raw events → records, alerts, dead letters."""
+def counted(handle: Callable[[Any], None], metrics: m.RecordingMetrics) -> Callable[[Any], None]:
+    """`handle`, counting each message it is given by topic (`processors.events_in`)."""
+
+    def handle_counted(message: Any) -> None:
+        metrics.increment(m.PROCESSOR_EVENTS_IN, tags={"topic": message.topic})
+        handle(message)
+
+    return handle_counted
+
+
+def create_app(
+    settings: Settings, bootstrap: str, policy: Policy, metrics: m.RecordingMetrics
+) -> faust.App:
+    """Build the processors app: raw events → records, alerts, dead letters; signals →
+    `suspect_deployment` alerts. Counts go to `metrics`."""
     topics = Topics.from_settings(settings)
     app = ShipledgerApp(
         f"{settings.topic_prefix}processors",
@@ -281,7 +295,7 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
 
     view = Enrichment()
     feed = EnrichmentFeed(settings, bootstrap)
-    outputs = Outputs(settings, bootstrap)
+    outputs = Outputs(settings, bootstrap, metrics)
     limit = DlqLimitState(DlqLimit.from_settings(settings), "processors")
     handler = EventHandler(policy, deployments, outputs, limit, view)
     recent = RecentDeployments()
@@ -341,7 +355,7 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
             stream.take_events(
                 settings.processor_batch_size, within=settings.processor_batch_within_s
             ),
-            handler.handle,
+            counted(handler.handle, metrics),
             lambda: finish_batch(outputs, deployments),
             check=guard(topics.raw).check,
             before=lambda: refresh.refresh(assigned()),
@@ -356,7 +370,7 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
             stream.take_events(
                 settings.processor_batch_size, within=settings.processor_batch_within_s
             ),
-            anomalies.handle,
+            counted(anomalies.handle, metrics),
             # The refresh before it may have re-judged deployments: their state goes too.
             lambda: finish_batch(outputs, deployments),
             check=guard(signals_topic).check,

@@ -15,8 +15,7 @@ from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
 from shipledger.query_cli import QueryUnavailable, run_query
 from shipledger.schemas.durations import parse_duration
-from shipledger.sinks.ledger.ddl import quote_str
-from shipledger.sinks.ledger.reader import QueryError, chdb_path
+from shipledger.sinks.ledger.reader import QueryError, chdb_path, quote_str
 
 
 def deployments_sql(since: datetime, service: str | None, environment: str | None) -> str:

@@ -27,7 +27,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from shipledger.logging import get_logger
+
 Tags = Mapping[str, str]
+log = get_logger("metrics")
 
 #: rows written, tagged by table
 ROWS_INSERTED = "sink.rows_inserted"
@@ -263,13 +266,21 @@ class LagCollector:
         self._group = group
         self._read = read
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        """The lag of each topic of the group (Prometheus collector protocol)."""
-        family = GaugeMetricFamily(
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
             exposed_name(CONSUMER_LAG),
             "Messages the consumer group has not committed yet.",
             labels=["group", "topic"],
         )
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        """What `collect` yields, without reading (the registry asks when registering)."""
+        return [self._family()]
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        """The lag of each topic of the group (Prometheus collector protocol)."""
+        family = self._family()
         try:
             lags = self._read()
         except Exception:  # KafkaException, timeouts: no figure rather than a failed scrape
@@ -279,8 +290,32 @@ class LagCollector:
         return [family]
 
 
-def serve(metrics: RecordingMetrics, host: str, port: int) -> tuple[WSGIServer, int]:
-    """Serve `metrics` as `/metrics` on `host:port` (0: any free port) on a daemon thread;
-    the server (`shutdown()` stops it) and its port."""
-    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
-    return server, int(server.server_port)
+@dataclass(frozen=True)
+class Endpoint:
+    """A running `/metrics` server (on a daemon thread) and its port."""
+
+    server: WSGIServer
+    port: int
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def serve(
+    metrics: RecordingMetrics, host: str, port: int | None, component: str
+) -> Endpoint | None:
+    """Serve `metrics` as `/metrics` on `host:port` (0: any free port) if a port is
+    configured (None: no endpoint), logging where. A port that cannot be bound is logged, not
+    fatal: metrics never stop the pipeline."""
+    if port is None:
+        return None
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        log.error("metrics_endpoint_failed", component=component, port=port, error=str(exc))
+        return None
+    bound = int(server.server_port)
+    log.info("metrics_endpoint", component=component, url=f"http://{host}:{bound}/metrics")
+    return Endpoint(server, bound)

@@ -429,7 +429,8 @@ class Settings(BaseSettings):
         le=65535,
         description=(
             "Port of the processors worker's Prometheus `/metrics` (0: any free port, logged; "
-            "unset: none). The API serves `/metrics` on its own port."
+            "unset: none); `up`'s worker i uses this port + i. The API serves `/metrics` on "
+            "its own port."
         ),
     )
     sink_metrics_port: int | None = Field(

@@ -57,6 +57,7 @@ from shipledger import metrics as m
 from shipledger.clients import KafkaClients
 from shipledger.dlq_limit import DlqLimit, DlqLimitState
 from shipledger.kafka import DeliveryError, KafkaProducer
+from shipledger.lag import group_lag
 from shipledger.logging import get_logger
 from shipledger.schemas.letters import DeadLetter
 from shipledger.schemas.policy import Policy
@@ -291,6 +292,17 @@ class ClickHouseSink(KafkaClients):
             self._log.warning("offset commit failed; batch will be replayed", error=str(exc))
 
     # --- progress -----------------------------------------------------------------------
+    def serve_metrics(self) -> m.Endpoint | None:
+        """Serve the sink's metrics, and its group's lag read at each scrape, as `/metrics`
+        on `sink_metrics_port` (None: not configured)."""
+        conf, topics = self.settings.kafka_common(self.bootstrap), self.topics.sunk()
+        self.metrics.add_collector(
+            m.LagCollector(self.group_id, lambda: group_lag(conf, self.group_id, topics))
+        )
+        return m.serve(
+            self.metrics, self.settings.metrics_host, self.settings.sink_metrics_port, "sink"
+        )
+
     def stats(self) -> SinkStats:
         """Counters since start, read from the metrics recorder (thread-safe snapshot)."""
         recorder = self.metrics

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from shipledger.producers.api.auth import AuthStore
 from shipledger.settings import Settings
@@ -27,7 +28,7 @@ WEBHOOK_SECRET = "am-secret-0123456789"
 
 @pytest.fixture
 def stack_settings(tmp_path: Path) -> Settings:
-    return own_settings(tmp_path, sink_batch_ms=100)
+    return own_settings(tmp_path, sink_batch_ms=100, sink_metrics_port=0, worker_metrics_port=0)
 
 
 @pytest.fixture
@@ -52,14 +53,36 @@ def client(api_stack: Stack) -> Iterator[httpx.Client]:
         yield c
 
 
+def scrape(url: str) -> dict[str, float]:
+    """`/metrics` at `url`, every sample by name and labels (`name{k="v",...}`)."""
+    out = {}
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
+
+
+def worker_metrics_url(stack: Stack, log_dir: Path) -> str | None:
+    """The worker's `/metrics` (port 0: the one it logged)."""
+    for line in (log_dir / "worker-0.log").read_text().splitlines():
+        if '"metrics_endpoint"' in line:
+            return str(json.loads(line)["url"])
+    return None
+
+
 def rows(stack: Stack, sql: str) -> list[Any]:
     assert stack.store is not None
     return list(stack.store.query(sql)[1])
 
 
 def test_anomaly_after_a_dependency_deploy_raises_suspect_deployment(
-    api_stack: Stack, client: httpx.Client
+    api_stack: Stack, client: httpx.Client, tmp_path: Path
 ) -> None:
+    api_metrics = f"{client.base_url}/metrics"
+    published = 'shipledger_api_events_published_total{{topic="{}"}}'
+    raw, signals = api_stack.topics.raw, api_stack.topics.of("signals")
+    assert published.format(raw) not in scrape(api_metrics)
     now = datetime.now(UTC).replace(microsecond=0)
     deployed_at = now - timedelta(minutes=12)
     events = [
@@ -142,3 +165,19 @@ def test_anomaly_after_a_dependency_deploy_raises_suspect_deployment(
         "deployment dep-pay-7 of payments 2.14.0 to prod (a dependency of checkout "
         "(checkout → payments)) started 12 min before HighErrorRate on checkout"
     )
+
+    # The counters moved: the API's, the sink's and the worker's /metrics.
+    seen = scrape(api_metrics)
+    assert seen[published.format(raw)] == 2 and seen[published.format(signals)] == 1
+    assert api_stack.sink_metrics is not None
+    sink = scrape(f"http://127.0.0.1:{api_stack.sink_metrics.port}/metrics")
+    assert sink['shipledger_sink_rows_inserted_total{table="signal_events"}'] == 1
+    assert sink['shipledger_sink_messages_total{topic="' + signals + '"}'] == 1
+    assert sink['shipledger_sink_insert_seconds_count{table="alerts"}'] >= 1
+    assert any(k.startswith("shipledger_consumer_lag{") for k in sink)
+    url = worker_metrics_url(api_stack, tmp_path / "logs")
+    assert url is not None
+    worker = scrape(url)
+    assert worker['shipledger_processors_events_in_total{topic="' + signals + '"}'] == 1
+    alerts = 'shipledger_processors_alerts_total{kind="alert",rule="suspect_deployment",'
+    assert worker[alerts + 'severity="high"}'] == 1
