@@ -85,7 +85,7 @@ def test_anomaly_after_a_dependency_deploy_raises_suspect_deployment(
     assert published.format(raw) not in scrape(api_metrics)
     now = datetime.now(UTC).replace(microsecond=0)
     deployed_at = now - timedelta(minutes=12)
-    events = [
+    events: list[dict[str, Any]] = [
         {
             "family": "catalog",
             "event_id": "cat-checkout",
