@@ -27,7 +27,14 @@ from collections import deque
 from collections.abc import Callable
 from datetime import timedelta
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from shipledger.logging import get_logger
 from shipledger.processors.enrichment import ENRICHMENT_TOPICS, EnrichmentEvent
@@ -136,11 +143,36 @@ class EnrichmentFeed:
             if meta is None or meta.error is not None:
                 log.warning("enrichment_topic_missing", topic=topic)
                 continue
-            assigned += [
-                TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)
-            ]
+            parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
+            assigned += self._since_horizon(consumer, parts) if topic == self._records else parts
         consumer.assign(assigned)
         return {(tp.topic, tp.partition) for tp in assigned}
+
+    def _since_horizon(
+        self, consumer: Consumer, parts: list[TopicPartition]
+    ) -> list[TopicPartition]:
+        """The records partitions from the first record produced within the horizon (the
+        broker's timestamp index): a worker does not read weeks of records to keep hours. A
+        partition with none starts at its end; a broker that cannot answer, at the beginning
+        (older records are dropped as they are read)."""
+        since_ms = int((utcnow() - self._horizon).timestamp() * 1000)
+        query = [TopicPartition(tp.topic, tp.partition, since_ms) for tp in parts]
+        try:
+            found = consumer.offsets_for_times(query, timeout=_METADATA_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning("records_offsets_for_times_failed", error=str(exc))
+            return parts
+        out = []
+        for tp in found:
+            if tp.error is not None:
+                out.append(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
+            else:
+                out.append(
+                    TopicPartition(
+                        tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END
+                    )
+                )
+        return out
 
     def _set_caught_up(self) -> None:
         self._caught_up.set()
