@@ -348,36 +348,29 @@ def create_app(
 
         return OffsetGuard(resume_at)
 
-    @app.agent(source, name="pipeline")
-    async def pipeline(stream: Any) -> None:
+    async def batches(stream: Any, handle: Callable[[Any], None], topic: str) -> None:
+        """Handle the agent's stream of `topic` in batches (see `run_batches`)."""
         start_feed()
         await run_batches(
             stream.take_events(
                 settings.processor_batch_size, within=settings.processor_batch_within_s
             ),
-            counted(handler.handle, metrics),
+            counted(handle, metrics),
+            # Also after a signals batch: the refresh before it may have re-judged deployments.
             lambda: finish_batch(outputs, deployments),
-            check=guard(topics.raw).check,
+            check=guard(topic).check,
             before=lambda: refresh.refresh(assigned()),
             lock=lock,
             ready=lambda: caught_up(feed),
         )
 
+    @app.agent(source, name="pipeline")
+    async def pipeline(stream: Any) -> None:
+        await batches(stream, handler.handle, topics.raw)
+
     @app.agent(raw_topic(signals_topic), name="anomalies")
     async def anomaly_join(stream: Any) -> None:
-        start_feed()
-        await run_batches(
-            stream.take_events(
-                settings.processor_batch_size, within=settings.processor_batch_within_s
-            ),
-            counted(anomalies.handle, metrics),
-            # The refresh before it may have re-judged deployments: their state goes too.
-            lambda: finish_batch(outputs, deployments),
-            check=guard(signals_topic).check,
-            before=lambda: refresh.refresh(assigned()),
-            lock=lock,
-            ready=lambda: caught_up(feed),
-        )
+        await batches(stream, anomalies.handle, signals_topic)
 
     return app
 
