@@ -15,6 +15,11 @@ the feed has news while no raw event comes, the view is brought up to date and t
 deployments of the worker's partitions naming a changed change request are judged again.
 Both paths hold one lock, so a batch's outputs and state entries are never interleaved with
 another's.
+
+A second agent reads the `signals` topic (the same consumer group: each signal is read by one
+worker) in batches the same way, and joins its anomalies with the recent deployments the feed
+folds from the records topic (`processors.anomalies`): `suspect_deployment` alerts, made
+durable before the batch is acknowledged.
 """
 
 from __future__ import annotations
@@ -27,24 +32,28 @@ import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any, NoReturn
 
 import faust
 import mode
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from shipledger import metrics as m
 from shipledger.dlq_limit import EXIT_DLQ_LIMIT, DlqLimit, DlqLimitExceeded, DlqLimitState
 from shipledger.lag import end_offsets, first_unprocessed
 from shipledger.logging import get_logger
+from shipledger.processors.anomalies import AnomalyHandler
 from shipledger.processors.enrichment import Enrichment
 from shipledger.processors.feed import EnrichmentFeed
 from shipledger.processors.handler import EventHandler
 from shipledger.processors.offsets import OffsetGuard
 from shipledger.processors.outputs import Outputs
+from shipledger.processors.recent import RecentDeployments
 from shipledger.processors.refresh import ViewRefresh
 from shipledger.processors.state import DeploymentState
 from shipledger.schemas.policy import Policy
-from shipledger.schemas.topics import Topics
+from shipledger.schemas.topics import SIGNALS, Topics
 from shipledger.settings import Settings
 
 log = get_logger("processors")
@@ -215,8 +224,21 @@ def _credentials(settings: Settings) -> faust.SASLCredentials | None:
     )
 
 
-def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
-    """Build the processors app: raw events → records, alerts, dead letters."""
+def counted(handle: Callable[[Any], None], metrics: m.RecordingMetrics) -> Callable[[Any], None]:
+    """`handle`, counting each message it is given by topic (`processors.events_in`)."""
+
+    def handle_counted(message: Any) -> None:
+        metrics.increment(m.PROCESSOR_EVENTS_IN, tags={"topic": message.topic})
+        handle(message)
+
+    return handle_counted
+
+
+def create_app(
+    settings: Settings, bootstrap: str, policy: Policy, metrics: m.RecordingMetrics
+) -> faust.App:
+    """Build the processors app: raw events → records, alerts, dead letters; signals →
+    `suspect_deployment` alerts. Counts go to `metrics`."""
     topics = Topics.from_settings(settings)
     app = ShipledgerApp(
         f"{settings.topic_prefix}processors",
@@ -247,7 +269,8 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
     )
     app.conf.shipledger_fetch_wait_ms = settings.fetch_wait_ms
     app.conf.shipledger_kafka = settings.kafka_common(bootstrap)
-    app.conf.shipledger_sources = {topics.raw}
+    signals_topic = topics.of(SIGNALS)
+    app.conf.shipledger_sources = {topics.raw, signals_topic}
 
     def raw_topic(name: str) -> Any:
         return app.topic(
@@ -272,10 +295,13 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
 
     view = Enrichment()
     feed = EnrichmentFeed(settings, bootstrap)
-    outputs = Outputs(settings, bootstrap)
+    outputs = Outputs(settings, bootstrap, metrics)
     limit = DlqLimitState(DlqLimit.from_settings(settings), "processors")
     handler = EventHandler(policy, deployments, outputs, limit, view)
-    refresh = ViewRefresh(feed.drain, view, handler, deployments)
+    recent = RecentDeployments()
+    horizon = timedelta(seconds=settings.anomaly_horizon_s)
+    refresh = ViewRefresh(feed.drain, view, handler, deployments, recent, horizon)
+    anomalies = AnomalyHandler(lambda: handler.policy, recent, view, outputs)
     lock = asyncio.Lock()
     wake = asyncio.Event()
 
@@ -313,27 +339,38 @@ def create_app(settings: Settings, bootstrap: str, policy: Policy) -> faust.App:
 
     app.task(enrichment)
 
-    @app.agent(source, name="pipeline")
-    async def pipeline(stream: Any) -> None:
-        conf, group = settings.kafka_common(bootstrap), f"{settings.topic_prefix}processors"
+    conf, group = settings.kafka_common(bootstrap), f"{settings.topic_prefix}processors"
 
+    def guard(topic: str) -> OffsetGuard:
         def resume_at(partition: int) -> int:
-            tp = (topics.raw, partition)
+            tp = (topic, partition)
             return first_unprocessed(conf, group, [tp])[tp]
 
-        guard = OffsetGuard(resume_at)
+        return OffsetGuard(resume_at)
+
+    async def batches(stream: Any, handle: Callable[[Any], None], topic: str) -> None:
+        """Handle the agent's stream of `topic` in batches (see `run_batches`)."""
         start_feed()
         await run_batches(
             stream.take_events(
                 settings.processor_batch_size, within=settings.processor_batch_within_s
             ),
-            handler.handle,
+            counted(handle, metrics),
+            # Also after a signals batch: the refresh before it may have re-judged deployments.
             lambda: finish_batch(outputs, deployments),
-            check=guard.check,
+            check=guard(topic).check,
             before=lambda: refresh.refresh(assigned()),
             lock=lock,
             ready=lambda: caught_up(feed),
         )
+
+    @app.agent(source, name="pipeline")
+    async def pipeline(stream: Any) -> None:
+        await batches(stream, handler.handle, topics.raw)
+
+    @app.agent(raw_topic(signals_topic), name="anomalies")
+    async def anomaly_join(stream: Any) -> None:
+        await batches(stream, anomalies.handle, signals_topic)
 
     return app
 

@@ -2,7 +2,10 @@
 (`processors.enrichment.ENRICHMENT_TOPICS`) from their beginning, all partitions, on a thread
 of its own, and hands the decoded events to the event loop, which folds them into its view.
 It reads the `policy` topic the same way: the policies `shipledger policy push` published,
-the latest of which the worker judges by (`processors.refresh`).
+the latest of which the worker judges by (`processors.refresh`), and the deployment records
+(`deployments.records`, every partition) into the recent deployments the anomaly join reads
+(`processors.recent`): a record of a deployment that started more than
+`anomaly_horizon_s` ago is dropped as it is read, and only its few joined fields are kept.
 
 A global view rather than a repartition: these families are small (hundreds to a few thousand
 change requests and services, one artifact per build), and a worker must judge a deployment
@@ -22,22 +25,31 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable
+from datetime import timedelta
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from shipledger.logging import get_logger
 from shipledger.processors.enrichment import ENRICHMENT_TOPICS, EnrichmentEvent
-from shipledger.schemas.models import Model
+from shipledger.processors.recent import Deployed
+from shipledger.schemas.models import Model, utcnow
 from shipledger.schemas.policy import PolicyDocument
 from shipledger.schemas.registry import catalog, topic_codec
-from shipledger.schemas.topics import POLICY, Topics
+from shipledger.schemas.topics import POLICY, RECORDS, Topics
 from shipledger.settings import Settings
 
 log = get_logger("processors")
 _POLL_S = 0.1
 _METADATA_TIMEOUT_S = 15.0
-#: What the feed hands over: events for the view, and published policies.
-FeedEvent = EnrichmentEvent | PolicyDocument
+#: What the feed hands over: events for the view, published policies and recent deployments.
+FeedEvent = EnrichmentEvent | PolicyDocument | Deployed
 
 
 class EnrichmentFeed:
@@ -58,7 +70,9 @@ class EnrichmentFeed:
         self._models: dict[str, type[Model]] = {
             topics.of(name): catalog().topic(name).model_class() for name in names
         }
-        self._codecs = {topics.of(name): topic_codec(name) for name in names}
+        self._codecs = {topics.of(name): topic_codec(name) for name in (*names, RECORDS)}
+        self._records = topics.of(RECORDS)
+        self._horizon = timedelta(seconds=settings.anomaly_horizon_s)
         self._notify: Callable[[], object] = lambda: None
         self._ready: deque[FeedEvent] = deque()
         self._caught_up = threading.Event()
@@ -124,16 +138,41 @@ class EnrichmentFeed:
     def _assign(self, consumer: Consumer) -> set[tuple[str, int]]:
         metadata = consumer.list_topics(timeout=_METADATA_TIMEOUT_S)
         assigned = []
-        for topic in self._models:
+        for topic in self._codecs:
             meta = metadata.topics.get(topic)
             if meta is None or meta.error is not None:
                 log.warning("enrichment_topic_missing", topic=topic)
                 continue
-            assigned += [
-                TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)
-            ]
+            parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
+            assigned += self._since_horizon(consumer, parts) if topic == self._records else parts
         consumer.assign(assigned)
         return {(tp.topic, tp.partition) for tp in assigned}
+
+    def _since_horizon(
+        self, consumer: Consumer, parts: list[TopicPartition]
+    ) -> list[TopicPartition]:
+        """The records partitions from the first record produced within the horizon (the
+        broker's timestamp index): a worker does not read weeks of records to keep hours. A
+        partition with none starts at its end; a broker that cannot answer, at the beginning
+        (older records are dropped as they are read)."""
+        since_ms = int((utcnow() - self._horizon).timestamp() * 1000)
+        query = [TopicPartition(tp.topic, tp.partition, since_ms) for tp in parts]
+        try:
+            found = consumer.offsets_for_times(query, timeout=_METADATA_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning("records_offsets_for_times_failed", error=str(exc))
+            return parts
+        out = []
+        for tp in found:
+            if tp.error is not None:
+                out.append(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
+            else:
+                out.append(
+                    TopicPartition(
+                        tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END
+                    )
+                )
+        return out
 
     def _set_caught_up(self) -> None:
         self._caught_up.set()
@@ -145,6 +184,8 @@ class EnrichmentFeed:
     ) -> FeedEvent | None:
         assert topic is not None
         try:
+            if topic == self._records:
+                return self._recent(self._codecs[topic].decode(value))
             event = self._models[topic].model_validate(self._codecs[topic].decode(value))
         except Exception as exc:  # DecodeError, ValidationError: the sink dead-letters it
             log.warning(
@@ -157,3 +198,8 @@ class EnrichmentFeed:
             return None
         assert isinstance(event, FeedEvent)
         return event
+
+    def _recent(self, record: dict[str, object]) -> Deployed | None:
+        # Decoded Avro, no model: every worker reads every record, only a few fields matter.
+        deployed = Deployed.of(record)
+        return None if deployed.started_at < utcnow() - self._horizon else deployed

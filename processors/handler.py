@@ -130,6 +130,11 @@ class EventHandler:
         self._view = view or Enrichment()
         self._codec = AvroCodec(EVENT_SCHEMA)
 
+    @property
+    def policy(self) -> Policy:
+        """The policy judged by now (the latest adopted)."""
+        return self._policy
+
     def adopt(self, document: PolicyDocument) -> None:
         """Judge by the published policy `document` from now on (called between batches); one
         that does not parse or match its SHA-256 is refused, logged, and the current policy

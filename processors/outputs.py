@@ -9,6 +9,10 @@ commit) the batch's source offsets. So a crash at any point leaves either the in
 uncommitted (the batch is redone from the older state, with the same deterministic ids) or
 every output durable: delivery stays at-least-once and no event is marked applied whose
 outputs were lost.
+
+Every message queued is counted by topic (`processors.events_out`), every dead letter by its
+source topic and every alert by rule, severity and kind as it is encoded for sending
+(`shipledger.metrics`).
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from shipledger import metrics as m
 from shipledger.kafka import DeliveryError, KafkaProducer
 from shipledger.schemas.families import scoped_key
-from shipledger.schemas.letters import Headers
+from shipledger.schemas.letters import DeadLetter, Headers
 from shipledger.schemas.models import Alert, DeploymentRecord
 from shipledger.schemas.registry import topic_codec
 from shipledger.schemas.topics import ALERTS, RECORDS, Topics
@@ -35,8 +40,15 @@ class OutputError(RuntimeError):
 class Outputs:
     """Produces the agent's results; `flush()` makes them durable or raises."""
 
-    def __init__(self, settings: Settings, bootstrap: str, flush_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        metrics: m.RecordingMetrics,
+        flush_timeout_s: float = 30.0,
+    ) -> None:
         self.topics = Topics.from_settings(settings)
+        self.metrics = metrics
         self._producer = KafkaProducer(
             {**settings.kafka_producer(bootstrap), "client.id": "shipledger-processors"}
         )
@@ -49,7 +61,7 @@ class Outputs:
         so an event's outputs go out all together or not at all. Without a record: only
         the alerts (a replayed first event's)."""
         records = [] if record is None else [record]
-        return [
+        encoded = [
             *(
                 (
                     self.topics.records,
@@ -67,15 +79,23 @@ class Outputs:
                 for a in alerts
             ),
         ]
+        for alert in alerts:
+            tags = {"rule": alert.rule, "severity": alert.severity, "kind": alert.kind}
+            self.metrics.increment(m.ALERTS_RAISED, tags=tags)
+        return encoded
 
     def send(self, payloads: Sequence[Payload]) -> None:
         """Queue encoded outputs."""
         for topic, key, value in payloads:
             self._producer.produce(topic, value, key)
+            self.metrics.increment(m.PROCESSOR_EVENTS_OUT, tags={"topic": topic})
 
     def dead_letter(self, key: bytes | None, value: bytes | None, headers: Headers) -> None:
         """Queue the original bytes of a rejected message with its reason headers."""
         self._producer.produce(self.topics.dlq, value, key, headers=headers)
+        self.metrics.increment(m.PROCESSOR_EVENTS_OUT, tags={"topic": self.topics.dlq})
+        source = DeadLetter.read(headers).source_topic or ""
+        self.metrics.increment(m.PROCESSOR_DEAD_LETTERED, tags={"topic": source})
 
     def changelog(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
         """Queue a table changelog entry to an explicit partition."""

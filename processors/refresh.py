@@ -3,7 +3,9 @@ the change, catalog and artifact events its feed read (`processors.feed`), befor
 raw events and whenever the feed has news while no raw event comes.
 
 0. Adopt the latest policy the feed read (`shipledger policy push`): the handler judges by it
-   from here on, between two batches, never within one.
+   from here on, between two batches, never within one. Fold the deployment records it read
+   into the recent deployments (`processors.recent`), and forget, at most once a minute,
+   those that started before the horizon.
 1. Fold the events into the view (`processors.enrichment`); note the change requests that
    changed (an event already folded, a duplicate, changes nothing).
 2. When the worker's partitions changed (its first refresh, a rebalance), index the state by
@@ -18,16 +20,21 @@ Outputs are only queued here; the caller makes them durable with the batch
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection
+from datetime import timedelta
 
 from shipledger.logging import get_logger
 from shipledger.processors.enrichment import Enrichment
 from shipledger.processors.feed import FeedEvent
 from shipledger.processors.handler import EventHandler
+from shipledger.processors.recent import Deployed, RecentDeployments
 from shipledger.processors.state import DeploymentState
+from shipledger.schemas.models import utcnow
 from shipledger.schemas.policy import PolicyDocument
 
 log = get_logger("processors")
+_PRUNE_EVERY_S = 60.0
 
 
 class ViewRefresh:
@@ -39,11 +46,16 @@ class ViewRefresh:
         view: Enrichment,
         handler: EventHandler,
         state: DeploymentState,
+        recent: RecentDeployments,
+        horizon: timedelta,
     ) -> None:
         self._drain = drain
         self._view = view
         self._handler = handler
         self._state = state
+        self._recent = recent
+        self._horizon = horizon
+        self._pruned_at = time.monotonic()
         self._partitions: frozenset[int] | None = None
 
     def refresh(self, partitions: Collection[int]) -> int:
@@ -53,8 +65,13 @@ class ViewRefresh:
         for event in self._drain():
             if isinstance(event, PolicyDocument):
                 self._handler.adopt(event)
+            elif isinstance(event, Deployed):
+                self._recent.apply(event)
             else:
                 events.append(event)
+        if time.monotonic() - self._pruned_at >= _PRUNE_EVERY_S:
+            self._pruned_at = time.monotonic()
+            self._recent.prune(utcnow() - self._horizon)
         changed = {key for key in map(self._view.apply, events) if key is not None}
         emitted = 0
         assigned = frozenset(partitions)

@@ -7,11 +7,14 @@ from pathlib import Path
 import click
 import faust
 
+from shipledger.lag import group_lag
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.logging import configure_logging, get_logger
+from shipledger.metrics import LagCollector, RecordingMetrics, serve
 from shipledger.processors.app import create_app
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.policy import load_policy
+from shipledger.schemas.topics import SIGNALS, Topics
 from shipledger.stackfile import resolve_bootstrap
 
 
@@ -46,7 +49,12 @@ def worker(bootstrap: str | None, data_dir: Path | None) -> None:
     get_logger("worker").info(
         "worker_starting", bootstrap=target, policy_version=policy.full_version
     )
-    app = create_app(settings, target, policy)
+    metrics = RecordingMetrics()
+    conf, group = settings.kafka_common(target), f"{settings.topic_prefix}processors"
+    sources = [Topics.from_settings(settings).raw, Topics.from_settings(settings).of(SIGNALS)]
+    metrics.add_collector(LagCollector(group, lambda: group_lag(conf, group, sources)))
+    serve(metrics, settings.metrics_host, settings.worker_metrics_port, "worker")
+    app = create_app(settings, target, policy, metrics)
     # mode's Worker owns the event loop and handles SIGINT/SIGTERM: commit, flush, exit.
     runner = faust.Worker(app, loglevel="warning", quiet=True)
     runner.spinner = None  # a terminal spinner only garbles JSON logs

@@ -136,7 +136,7 @@ class Escalator(KafkaClients):
         *,
         backlog: AlertBacklog | None = None,
         kinds: Mapping[str, ReceiverKind] = KINDS,
-        metrics: m.Metrics | None = None,
+        metrics: m.RecordingMetrics | None = None,
         group_id: str | None = None,
     ) -> None:
         super().__init__(settings, bootstrap, group_id)
@@ -150,7 +150,7 @@ class Escalator(KafkaClients):
         self.resolvers = frozenset(
             name for name, target in targets.items() if kinds[target.kind].resolve is not None
         )
-        self.metrics = m.RecordingMetrics(forward=metrics)
+        self.metrics = metrics or m.RecordingMetrics()
         self.topics = Topics.from_settings(settings)
         self.limit = DlqLimitState(DlqLimit.from_settings(settings), "escalator")
         self.retry = RetryPolicy(

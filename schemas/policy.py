@@ -107,6 +107,7 @@ def _default_severities() -> dict[str, Severity]:
         "outside_change_window": "medium",
         "change_scope_mismatch": "medium",
         "unattributed_manual_deploy": "high",
+        "suspect_deployment": "high",
     }
 
 
@@ -227,6 +228,20 @@ class Rules(_Strict):
     approvals: list[ApprovalRequirement] = Field(default_factory=list)
     #: Per deployment kind: ticket requirement, windows, tolerance and severities.
     kinds: dict[DeploymentKind, KindRules] = Field(default_factory=dict)
+    #: Anomaly correlation (`suspect_deployment`): how long (`30m`, `2h`) before an anomaly a
+    #: deployment of its service or of a dependency started to be a suspect (capped by the
+    #: workers' `SHIPLEDGER_ANOMALY_HORIZON_S`), how many dependency hops of the service
+    #: catalog to follow (0: the anomalous service only), and how many suspects one anomaly
+    #: names at most (the closest in the catalog first, then the latest).
+    suspect_window: str = "60m"
+    suspect_dependency_depth: int = Field(default=2, ge=0, le=5)
+    suspect_limit: int = Field(default=5, ge=1, le=50)
+
+    @field_validator("suspect_window")
+    @classmethod
+    def _suspect_window(cls, value: str) -> str:
+        parse_duration(value, units="smhd", what="suspect_window")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -256,6 +271,11 @@ class Rules(_Strict):
     def zone(self) -> ZoneInfo:
         """The tenant's time zone for change windows."""
         return ZoneInfo(self.timezone)
+
+    @property
+    def suspect_lookback(self) -> timedelta:
+        """`suspect_window` as a timedelta."""
+        return parse_duration(self.suspect_window, units="smhd", what="suspect_window")
 
     @property
     def tolerance(self) -> timedelta:

@@ -44,6 +44,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "approve",
         "Approve or reject a change request as yourself (SSO/LDAP).",
     ),
+    "annotations": (
+        "shipledger.annotations_cli",
+        "annotations_group",
+        "Export deployments as Grafana annotations or Datadog events.",
+    ),
     "worker": ("shipledger.processors.worker", "worker", "Run the Faust processors alone."),
     "sink": ("shipledger.sinks.cli", "sink", "Run the ClickHouse sink alone."),
     "escalate": (

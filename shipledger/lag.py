@@ -141,6 +141,16 @@ def committed_offsets(
     return out
 
 
+def group_lag(
+    conf: Mapping[str, Any], group: str, topics: Iterable[str], timeout_s: float = 5.0
+) -> dict[str, int]:
+    """`group`'s lag per topic of `topics`, read now (Prometheus' `consumer_lag`)."""
+    parts = partitions_of(conf, topics, timeout_s)
+    return lag_by_topic(
+        end_offsets(conf, parts, timeout_s), committed_offsets(conf, group, parts, timeout_s)
+    )
+
+
 def first_unprocessed(
     conf: Mapping[str, Any], group: str, partitions: Sequence[Partition], timeout_s: float = 10.0
 ) -> dict[Partition, int]:

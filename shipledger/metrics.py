@@ -1,21 +1,36 @@
-"""The sink's and the escalator's metrics: a narrow protocol (no-op default), a recording
-backend that progress output and tests read, and the catalogue of metric names they emit.
+"""The pipeline's metrics: one recorder per component, backed by prometheus-client, and the
+catalogue of metric names the components emit.
 
-The sink counts each thing once, into a `RecordingMetrics` that forwards to the configured
-backend (statsd, Prometheus, ... behind `Metrics`): its `stats()` are read from that recorder,
-so the progress lines and the backend can never disagree.
+Each component (API, processors worker, sink, escalator) counts each thing once, into its
+`RecordingMetrics`: a Prometheus registry of its own, which `/metrics` serves (the API's
+route, `serve` for the worker and the sink) and from which the progress lines, `stats()` and
+the tests read their figures back. So what Prometheus scrapes and what the logs say can never
+disagree: there is no second count.
+
+Names are dotted here (`sink.rows_inserted`) and exposed as `shipledger_<name with _>`:
+counters with Prometheus's `_total`, timings (given in milliseconds, named `…_ms`) as
+histograms in seconds (`shipledger_sink_flush_seconds`) with a gauge of the last one and of
+when it was (`…_last_seconds`, `…_last_timestamp_seconds`). Each name declares its labels
+(`CATALOGUE`); a tag not declared is an error, a declared one not given is "".
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from shipledger.logging import get_logger
 
 Tags = Mapping[str, str]
+log = get_logger("metrics")
 
 #: rows written, tagged by table
 ROWS_INSERTED = "sink.rows_inserted"
@@ -25,12 +40,24 @@ DUPLICATES_SKIPPED = "sink.duplicates_skipped"
 DEAD_LETTERED = "sink.dead_lettered"
 #: raw events the sink skipped because the processors dead-letter them
 SKIPPED_INVALID = "sink.skipped_invalid"
-#: messages consumed
+#: messages consumed, tagged by topic
 MESSAGES = "sink.messages"
 #: duration of one flush (dedup + inserts + commit), in milliseconds
 FLUSH_MS = "sink.flush_ms"
+#: duration of one table's insert (retries included), in milliseconds, tagged by table
+INSERT_MS = "sink.insert_ms"
 #: ClickHouse write attempts that failed and were retried
 WRITE_RETRIES = "sink.write_retries"
+#: messages the processors read, tagged by topic (raw deployment events, signals)
+PROCESSOR_EVENTS_IN = "processors.events_in"
+#: messages the processors produced, tagged by topic (records, alerts, dead letters)
+PROCESSOR_EVENTS_OUT = "processors.events_out"
+#: messages the processors dead-lettered, tagged by source topic
+PROCESSOR_DEAD_LETTERED = "processors.dead_lettered"
+#: alerts the processors raised (resolutions included), tagged by rule, severity and kind
+ALERTS_RAISED = "processors.alerts"
+#: events the API published (Kafka acknowledged), tagged by topic
+API_EVENTS_PUBLISHED = "api.events_published"
 #: alerts the escalator consumed
 ESCALATION_ALERTS = "escalation.alerts"
 #: deliveries a receiver took (a ticket opened or found), tagged by receiver
@@ -41,32 +68,57 @@ ESCALATION_DEAD = "escalation.dead_lettered"
 ESCALATION_ATTEMPTS = "escalation.attempts"
 #: deliveries skipped because the record or the ledger says they were done (replays)
 ESCALATION_SKIPPED = "escalation.skipped"
+#: messages a consumer group has not committed yet, per group and topic (read at scrape time)
+CONSUMER_LAG = "consumer_lag"
+
+Kind = Literal["counter", "timing"]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One metric of the catalogue: counter or timing, what it means, its labels."""
+
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+
+
+CATALOGUE: dict[str, Spec] = {
+    ROWS_INSERTED: Spec("counter", "Rows written to the ledger.", ("table",)),
+    DUPLICATES_SKIPPED: Spec("counter", "Rows dropped as already stored.", ("table",)),
+    DEAD_LETTERED: Spec("counter", "Messages the sink dead-lettered.", ("topic",)),
+    SKIPPED_INVALID: Spec("counter", "Raw events the processors dead-letter."),
+    MESSAGES: Spec("counter", "Messages the sink consumed.", ("topic",)),
+    FLUSH_MS: Spec("timing", "One sink flush: dedup, inserts, commit."),
+    INSERT_MS: Spec("timing", "One table's insert into ClickHouse.", ("table",)),
+    WRITE_RETRIES: Spec("counter", "ClickHouse writes retried.", ("table",)),
+    PROCESSOR_EVENTS_IN: Spec("counter", "Messages the processors read.", ("topic",)),
+    PROCESSOR_EVENTS_OUT: Spec("counter", "Messages the processors produced.", ("topic",)),
+    PROCESSOR_DEAD_LETTERED: Spec("counter", "Messages the processors dead-lettered.", ("topic",)),
+    ALERTS_RAISED: Spec("counter", "Alerts and resolutions raised.", ("rule", "severity", "kind")),
+    API_EVENTS_PUBLISHED: Spec("counter", "Events the API published.", ("topic",)),
+    ESCALATION_ALERTS: Spec("counter", "Alerts the escalator consumed."),
+    ESCALATION_DELIVERED: Spec("counter", "Deliveries a receiver took.", ("receiver",)),
+    ESCALATION_DEAD: Spec("counter", "Deliveries given up.", ("receiver",)),
+    ESCALATION_ATTEMPTS: Spec("counter", "Delivery attempts.", ("receiver",)),
+    ESCALATION_SKIPPED: Spec("counter", "Deliveries skipped as already done."),
+}
+
+
+def exposed_name(name: str) -> str:
+    """The Prometheus name of catalogue metric `name` (without `_total` or `_bucket`)."""
+    base = "shipledger_" + name.replace(".", "_")
+    return base.removesuffix("_ms") + "_seconds" if name.endswith("_ms") else base
 
 
 class Metrics(Protocol):
-    """Where counters and timings go (statsd, Prometheus, ... behind this)."""
+    """Where counters and timings go (`RecordingMetrics`)."""
 
     def increment(self, name: str, value: int = 1, tags: Tags | None = None) -> None:
         """Add `value` to a counter."""
 
     def timing(self, name: str, value_ms: float, tags: Tags | None = None) -> None:
         """Record one duration in milliseconds."""
-
-
-class NoopMetrics:
-    """Metrics that go nowhere (the default)."""
-
-    def increment(self, name: str, value: int = 1, tags: Tags | None = None) -> None:
-        """Ignore."""
-
-    def timing(self, name: str, value_ms: float, tags: Tags | None = None) -> None:
-        """Ignore."""
-
-
-def _key(name: str, tags: Tags | None) -> str:
-    if not tags:
-        return name
-    return name + "|" + ",".join(f"{k}={v}" for k, v in sorted(tags.items()))
 
 
 @dataclass(frozen=True)
@@ -78,57 +130,192 @@ class TimingSummary:
     last_at: float
 
 
-class RecordingMetrics:
-    """Keeps every counter, and a summary of every timing, in memory (thread-safe), and
-    forwards each to `forward`: the one source of a component's progress figures."""
+@dataclass(frozen=True)
+class _Timing:
+    histogram: Histogram
+    last: Gauge
+    last_at: Gauge
 
-    def __init__(self, forward: Metrics | None = None) -> None:
-        self._forward: Metrics = forward or NoopMetrics()
+
+def _labels(name: str, spec: Spec, tags: Tags | None) -> dict[str, str]:
+    given = dict(tags or {})
+    unknown = set(given) - set(spec.labels)
+    if unknown:
+        raise ValueError(f"metric {name}: undeclared tags {sorted(unknown)}")
+    return {label: str(given.get(label, "")) for label in spec.labels}
+
+
+class RecordingMetrics:
+    """A component's metrics in a prometheus-client registry of its own (thread-safe), read
+    back for progress lines and tests (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
         self._lock = threading.Lock()
-        self._counters: dict[str, int] = defaultdict(int)
-        self._by_name: dict[str, dict[tuple[tuple[str, str], ...], int]] = defaultdict(
-            lambda: defaultdict(int)
-        )
-        self._timings: dict[str, TimingSummary] = {}
+        self._counters: dict[str, Counter] = {}
+        self._timings: dict[str, _Timing] = {}
+
+    def _spec(self, name: str, kind: Kind) -> Spec:
+        spec = CATALOGUE.get(name)
+        if spec is None or spec.kind != kind:
+            raise KeyError(f"{name!r} is not a {kind} of shipledger.metrics.CATALOGUE")
+        return spec
+
+    def _counter(self, name: str) -> Counter:
+        with self._lock:
+            counter = self._counters.get(name)
+            if counter is None:
+                spec = self._spec(name, "counter")
+                counter = Counter(
+                    exposed_name(name), spec.help, spec.labels, registry=self.registry
+                )
+                self._counters[name] = counter
+            return counter
+
+    def _timing(self, name: str) -> _Timing:
+        with self._lock:
+            timing = self._timings.get(name)
+            if timing is None:
+                spec = self._spec(name, "timing")
+                base = exposed_name(name)
+                timing = _Timing(
+                    Histogram(base, spec.help, spec.labels, registry=self.registry),
+                    Gauge(f"{base.removesuffix('_seconds')}_last_seconds", spec.help,
+                          spec.labels, registry=self.registry),
+                    Gauge(f"{base.removesuffix('_seconds')}_last_timestamp_seconds",
+                          f"When: {spec.help}", spec.labels, registry=self.registry),
+                )  # fmt: skip
+                self._timings[name] = timing
+            return timing
 
     def increment(self, name: str, value: int = 1, tags: Tags | None = None) -> None:
-        """Add to the counter `name|k=v` (and forward)."""
-        with self._lock:
-            self._counters[_key(name, tags)] += value
-            self._by_name[name][tuple(sorted((tags or {}).items()))] += value
-        self._forward.increment(name, value, tags)
+        """Add `value` to counter `name` with `tags`."""
+        counter = self._counter(name)
+        labels = _labels(name, self._spec(name, "counter"), tags)
+        (counter.labels(**labels) if labels else counter).inc(value)
 
     def timing(self, name: str, value_ms: float, tags: Tags | None = None) -> None:
-        """Count the timing `name|k=v`, keep it as the last one (and forward)."""
-        key = _key(name, tags)
-        with self._lock:
-            before = self._timings.get(key)
-            count = 1 if before is None else before.count + 1
-            self._timings[key] = TimingSummary(count, value_ms, time.time())
-        self._forward.timing(name, value_ms, tags)
+        """Observe one duration of timing `name`, and keep it as the last one."""
+        timing = self._timing(name)
+        labels = _labels(name, self._spec(name, "timing"), tags)
+        histogram, last, last_at = timing.histogram, timing.last, timing.last_at
+        if labels:
+            histogram, last = histogram.labels(**labels), last.labels(**labels)
+            last_at = last_at.labels(**labels)
+        histogram.observe(value_ms / 1000)
+        last.set(value_ms / 1000)
+        last_at.set_to_current_time()
+
+    def add_collector(self, collector: Collector) -> None:
+        """Serve `collector`'s metrics too (figures read at scrape time, e.g. consumer lag)."""
+        self.registry.register(collector)
+
+    def _counts(self, name: str) -> Iterator[tuple[dict[str, str], float]]:
+        counter = self._counters.get(name)
+        if counter is None:
+            return
+        for family in counter.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    yield sample.labels, sample.value
 
     @property
     def counters(self) -> dict[str, int]:
-        """Every counter by `name|k=v` (a snapshot)."""
-        with self._lock:
-            return dict(self._counters)
+        """Every counter by `name|k=v` (declared labels given a value), a snapshot."""
+        out = {}
+        for name in sorted(self._counters):
+            for labels, value in self._counts(name):
+                tags = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if v)
+                out[f"{name}|{tags}" if tags else name] = int(value)
+        return out
 
     def total(self, name: str) -> int:
         """Counter `name` summed over all its tags."""
-        with self._lock:
-            return sum(self._by_name[name].values()) if name in self._by_name else 0
+        return int(sum(value for _, value in self._counts(name)))
 
     def by_tag(self, name: str, tag: str) -> dict[str, int]:
         """Counter `name` summed per value of `tag` (counts without the tag are left out)."""
         out: dict[str, int] = defaultdict(int)
-        with self._lock:
-            for tags, value in self._by_name.get(name, {}).items():
-                found = dict(tags).get(tag)
-                if found is not None:
-                    out[found] += value
+        for labels, value in self._counts(name):
+            if labels.get(tag):
+                out[labels[tag]] += int(value)
         return dict(out)
 
     def last_timing(self, name: str, tags: Tags | None = None) -> TimingSummary | None:
-        """The summary of timing `name|k=v`, if it was ever recorded."""
-        with self._lock:
-            return self._timings.get(_key(name, tags))
+        """The summary of timing `name` with `tags`, if it was ever recorded."""
+        timing = self._timings.get(name)
+        if timing is None:
+            return None
+        labels = _labels(name, self._spec(name, "timing"), tags)
+        base = exposed_name(name)
+        count = self.registry.get_sample_value(f"{base}_count", labels)
+        if not count:
+            return None
+        stem = base.removesuffix("_seconds")
+        last = self.registry.get_sample_value(f"{stem}_last_seconds", labels) or 0.0
+        last_at = self.registry.get_sample_value(f"{stem}_last_timestamp_seconds", labels)
+        return TimingSummary(int(count), last * 1000, last_at or 0.0)
+
+
+class LagCollector:
+    """`shipledger_consumer_lag{group, topic}`, read when scraped by `read()` (a mapping of
+    topic -> lag, e.g. `shipledger.lag.lag_by_topic` over the group's partitions); nothing
+    when the broker does not answer (the scrape still succeeds, the series goes stale)."""
+
+    def __init__(self, group: str, read: Callable[[], Mapping[str, int]]) -> None:
+        self._group = group
+        self._read = read
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            exposed_name(CONSUMER_LAG),
+            "Messages the consumer group has not committed yet.",
+            labels=["group", "topic"],
+        )
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        """What `collect` yields, without reading (the registry asks when registering)."""
+        return [self._family()]
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        """The lag of each topic of the group (Prometheus collector protocol)."""
+        family = self._family()
+        try:
+            lags = self._read()
+        except Exception:  # KafkaException, timeouts: no figure rather than a failed scrape
+            lags = {}
+        for topic, lag in sorted(lags.items()):
+            family.add_metric([self._group, topic], lag)
+        return [family]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A running `/metrics` server (on a daemon thread) and its port."""
+
+    server: WSGIServer
+    port: int
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def serve(
+    metrics: RecordingMetrics, host: str, port: int | None, component: str
+) -> Endpoint | None:
+    """Serve `metrics` as `/metrics` on `host:port` (0: any free port) if a port is
+    configured (None: no endpoint), logging where. A port that cannot be bound is logged, not
+    fatal: metrics never stop the pipeline."""
+    if port is None:
+        return None
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        log.error("metrics_endpoint_failed", component=component, port=port, error=str(exc))
+        return None
+    bound = int(server.server_port)
+    log.info("metrics_endpoint", component=component, url=f"http://{host}:{bound}/metrics")
+    return Endpoint(server, bound)

@@ -437,6 +437,38 @@ class Settings(BaseSettings):
         "dashboard's 'stale since' banner appears this long after the broker stops answering.",
     )
 
+    # --- anomaly correlation and pipeline metrics (live visibility, points 7 and 8) -------
+    anomaly_horizon_s: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description=(
+            "How far back each processors worker keeps deployments for the anomaly join "
+            "(`suspect_deployment`): the most a policy's `suspect_window` can reach."
+        ),
+    )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of the processors worker's Prometheus `/metrics` (0: any free port, logged; "
+            "unset: none); `up`'s worker i uses this port + i. The API serves `/metrics` on "
+            "its own port."
+        ),
+    )
+    sink_metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of the sink's Prometheus `/metrics` (0: any free port, logged; unset: none)."
+        ),
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Interface the worker's and the sink's `/metrics` listen on.",
+    )
+
     # --- logging -----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
     log_format: LogFormat = Field(default="json", description="json (default) or console.")

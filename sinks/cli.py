@@ -82,7 +82,12 @@ def sink(
             store.ensure_schema()
         ensure_topics(settings, resolved)
         runner = ClickHouseSink(settings, resolved, store, policy=policy)
-        code = run_until_signalled(runner, progress_s, log)
+        server = runner.serve_metrics()
+        try:
+            code = run_until_signalled(runner, progress_s, log)
+        finally:
+            if server is not None:
+                server.stop()
     raise SystemExit(code)
 
 

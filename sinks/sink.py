@@ -38,14 +38,15 @@ Failures:
   `sink_insert_timeout_s` is `SinkError` at once (`sinks.writer`). Nothing is committed and
   nothing goes to the DLQ.
 
-Progress (`stats()`) is read from the sink's metrics recorder, which forwards every count to
-the configured backend: one count per thing.
+Progress (`stats()`) is read from the sink's metrics recorder, the same Prometheus registry
+its `/metrics` serves (`shipledger.metrics`): one count per thing.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,7 @@ from shipledger import metrics as m
 from shipledger.clients import KafkaClients
 from shipledger.dlq_limit import DlqLimit, DlqLimitState
 from shipledger.kafka import DeliveryError, KafkaProducer
+from shipledger.lag import group_lag
 from shipledger.logging import get_logger
 from shipledger.schemas.letters import DeadLetter
 from shipledger.schemas.policy import Policy
@@ -121,7 +123,7 @@ class ClickHouseSink(KafkaClients):
     """Consumes the ledger's topics into ClickHouse. See the module docstring.
 
     `policy` is the one the entry point loaded (its retention stamps the rows); `metrics` is
-    where counts go besides the sink's own recorder."""
+    the recorder it counts into (default: one of its own)."""
 
     role = "sink"
 
@@ -130,14 +132,14 @@ class ClickHouseSink(KafkaClients):
         settings: Settings,
         bootstrap: str,
         store: RowStore,
-        metrics: m.Metrics | None = None,
+        metrics: m.RecordingMetrics | None = None,
         *,
         policy: Policy,
         group_id: str | None = None,
     ) -> None:
         super().__init__(settings, bootstrap, group_id)
         self.store = store
-        self.metrics = m.RecordingMetrics(forward=metrics)
+        self.metrics = metrics or m.RecordingMetrics()
         self.topics = Topics.from_settings(settings)
         self.routes = routes_from_catalog(self.topics)
         self.writer = LedgerWriter(
@@ -227,8 +229,8 @@ class ClickHouseSink(KafkaClients):
                 self._dead_letter(msg, meta, routed)
             else:
                 self.metrics.increment(m.SKIPPED_INVALID)
-        if messages:
-            self.metrics.increment(m.MESSAGES, len(messages))
+        for topic, count in Counter(msg.topic() or "" for msg in messages).items():
+            self.metrics.increment(m.MESSAGES, count, tags={"topic": topic})
 
     def _dead_letter(self, msg: Message, meta: KafkaMeta, poison: Poison) -> None:
         self._log.warning(
@@ -290,6 +292,17 @@ class ClickHouseSink(KafkaClients):
             self._log.warning("offset commit failed; batch will be replayed", error=str(exc))
 
     # --- progress -----------------------------------------------------------------------
+    def serve_metrics(self) -> m.Endpoint | None:
+        """Serve the sink's metrics, and its group's lag read at each scrape, as `/metrics`
+        on `sink_metrics_port` (None: not configured)."""
+        conf, topics = self.settings.kafka_common(self.bootstrap), self.topics.sunk()
+        self.metrics.add_collector(
+            m.LagCollector(self.group_id, lambda: group_lag(conf, self.group_id, topics))
+        )
+        return m.serve(
+            self.metrics, self.settings.metrics_host, self.settings.sink_metrics_port, "sink"
+        )
+
     def stats(self) -> SinkStats:
         """Counters since start, read from the metrics recorder (thread-safe snapshot)."""
         recorder = self.metrics

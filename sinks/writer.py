@@ -77,7 +77,7 @@ class LedgerWriter:
         self.store = store
         self.retention = policy.retention
         self.policy_version = policy.full_version
-        self.metrics: m.Metrics = metrics or m.NoopMetrics()
+        self.metrics: m.Metrics = metrics or m.RecordingMetrics()
         self.insert_timeout_s = insert_timeout_s
         self._heads: dict[str, dict[ChainKey, Head]] = {}
         self._moved: dict[ChainKey, Head] = {}
@@ -125,8 +125,12 @@ class LedgerWriter:
     def _write(self, spec: TableSpec, rows: list[Row]) -> None:
         unique, repeated = dedupe(rows, spec.id_column, set())
         stamped: list[dict[ChainKey, Head]] = []
+        started = time.monotonic()
         inserted, already = self._with_retries(
             spec.name, lambda: self._write_once(spec, unique, stamped)
+        )
+        self.metrics.timing(
+            m.INSERT_MS, (time.monotonic() - started) * 1000, tags={"table": spec.name}
         )
         if stamped:
             self._heads[spec.name].update(stamped[0])

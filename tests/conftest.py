@@ -252,6 +252,8 @@ def signed(provider: str, headers: dict[str, str], body: bytes, secret: str) -> 
         out["X-Hub-Signature-256"] = f"sha256={digest}"
     elif provider == "gitlab":
         out["X-Gitlab-Token"] = secret
+    elif provider == "alertmanager":  # its http_config `authorization`
+        out["Authorization"] = f"Bearer {secret}"
     else:
         out["X-Shipledger-Token"] = secret
     return out

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException
 
@@ -105,6 +106,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if problem:
             return SafeJSONResponse({"status": "unready", "error": problem}, 503)
         return SafeJSONResponse({"status": "ready"})
+
+    # Outside the OpenAPI document: Prometheus' text format, not a JSON route of the API.
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """The API's metrics in Prometheus' text format (no token: counts, no tenant data)."""
+        return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

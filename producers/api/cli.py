@@ -325,7 +325,11 @@ def secret() -> None:
 
 @secret.command(name="set")
 @click.option("--tenant", required=True, help="Tenant whose webhooks this secret signs.")
-@click.option("--provider", required=True, help="github, gitlab, argocd, cdevents, jenkins, ...")
+@click.option(
+    "--provider",
+    required=True,
+    help="github, gitlab, argocd, cdevents, jenkins, alertmanager, datadog",
+)
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read the secret from standard input.")
 @data_dir_option
 def set_secret(tenant: str, provider: str, from_stdin: bool, data_dir: Path | None) -> None:

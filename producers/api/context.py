@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from shipledger.metrics import RecordingMetrics
 from shipledger.producers.api.auth import AuthError, AuthStore, Principal
 from shipledger.producers.api.limits import RateLimiter, retry_after
 from shipledger.producers.api.query_slots import QuerySlots
@@ -71,6 +72,8 @@ class ApiContext:
     webhook_deliveries: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     #: Full SHAs of recent pushes and merges, to resolve a provider's abbreviated ones.
     recent_commits: RecentCommits = field(default_factory=RecentCommits)
+    #: The API's metrics, served as `/metrics` (`shipledger.metrics`).
+    metrics: RecordingMetrics = field(default_factory=RecordingMetrics)
 
     def __post_init__(self) -> None:
         self.limiter = RateLimiter(self.settings.api_rate_per_s, self.settings.api_rate_burst)

@@ -14,11 +14,13 @@ accepted is acknowledged; re-uploading the file is safe when the records carry i
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
+from shipledger import metrics as m
 from shipledger.logging import get_logger
 from shipledger.producers.api.auth import Principal
 from shipledger.producers.api.bodies import (
@@ -83,6 +85,13 @@ async def publish(ctx: ApiContext, events: list[Prepared]) -> None:
         await ctx.require_bridge().publish(events)
     except PublishFailed as exc:
         raise ApiError(503, f"{exc.reason}; retrying the same request is safe") from exc
+    count_published(ctx, events)
+
+
+def count_published(ctx: ApiContext, events: list[Prepared]) -> None:
+    """Count events Kafka acknowledged, by topic (`api.events_published`)."""
+    for topic, count in Counter(event.topic for event in events).items():
+        ctx.metrics.increment(m.API_EVENTS_PUBLISHED, count, tags={"topic": topic})
 
 
 def prepare_all(
@@ -178,6 +187,7 @@ class _Upload:
     async def flush(self, ctx: ApiContext) -> None:
         if self.batch:
             await ctx.require_bridge().publish(self.batch)
+            count_published(ctx, self.batch)
             self.report.accepted += len(self.batch)
             self.batch = []
 

@@ -73,10 +73,11 @@ async def post_webhook(
     request: Request,
     ctx: ContextDep,
 ) -> Accepted:
-    """Map a provider's webhook (github, gitlab, argocd, cdevents, jenkins) to events and
-    publish them: 202 after Kafka's acks; an ignored delivery answers 202 with no events and
-    `ignored` saying why. 401 for a bad signature/token (or no secret set for the tenant: the
-    same answer), 400 for a malformed payload, 422 for mapped events the contract refuses."""
+    """Map a provider's webhook (github, gitlab, argocd, cdevents, jenkins, alertmanager,
+    datadog) to events and publish them: 202 after Kafka's acks; an ignored delivery answers
+    202 with no events and `ignored` saying why. 401 for a bad signature/token (or no secret
+    set for the tenant: the same answer), 400 for a malformed payload, 422 for mapped events
+    the contract refuses."""
     if provider not in PROVIDERS:
         raise ApiError(404, f"unknown webhook provider {provider!r}; known: {sorted(PROVIDERS)}")
     limit = ctx.settings.api_max_body_bytes

@@ -13,6 +13,9 @@ Event = tuple[str, dict[str, Any]]
 EventType = Literal["started", "succeeded", "failed", "rolled_back", "cancelled"]
 SourceKind = Literal["push", "tag", "pull_request_merged", "release_published"]
 CatalogAction = Literal["created", "modified", "removed"]
+SignalKind = Literal[
+    "incident_opened", "incident_resolved", "alert_fired", "alert_resolved", "pipeline_finished"
+]
 
 
 def deployment(
@@ -139,9 +142,7 @@ def artifact(
 
 def signal(
     *,
-    kind: Literal[
-        "incident_opened", "incident_resolved", "alert_fired", "alert_resolved", "pipeline_finished"
-    ],
+    kind: SignalKind,
     occurred_at: str,
     service: str | None = None,
     environment: str | None = None,

@@ -7,7 +7,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from shipledger.producers.webhooks import argocd, cdevents, github, gitlab, jenkins
+from shipledger.producers.webhooks import (
+    alertmanager,
+    argocd,
+    cdevents,
+    datadog,
+    github,
+    gitlab,
+    jenkins,
+)
 from shipledger.producers.webhooks.result import (
     Headers,
     Mapped,
@@ -36,6 +44,8 @@ PROVIDERS: dict[str, Provider] = {
     "argocd": Provider(argocd.verify, argocd.parse),
     "cdevents": Provider(cdevents.verify, cdevents.parse),
     "jenkins": Provider(jenkins.verify, jenkins.parse),
+    "alertmanager": Provider(alertmanager.verify, alertmanager.parse),
+    "datadog": Provider(datadog.verify, datadog.parse),
 }
 
 

@@ -24,6 +24,7 @@ from confluent_kafka import KafkaException
 from shipledger.closing import Running
 from shipledger.lag import committed_offsets, end_offsets, lag_by_topic, partitions_of
 from shipledger.logging import configure_logging, get_logger
+from shipledger.metrics import Endpoint
 from shipledger.processors.gate import Gatekeeper
 from shipledger.producers.journal import Journal
 from shipledger.receivers.escalator import Escalator
@@ -106,6 +107,8 @@ class Stack(Running):
         self._restarts: list[float] = []
         self._sink_stop = threading.Event()
         self._sink_thread: threading.Thread | None = None
+        #: The sink's `/metrics` (SHIPLEDGER_SINK_METRICS_PORT), while it runs.
+        self.sink_metrics: Endpoint | None = None
         self._sink_error: BaseException | None = None
         self.store: LedgerStore | None = None
         self.sink: ClickHouseSink | None = None
@@ -156,6 +159,7 @@ class Stack(Running):
         for index in range(self._workers):
             self._procs.append(self._spawn_worker(index))
         self.sink = ClickHouseSink(self.settings, self.bootstrap, self.store, policy=self.policy)
+        self.sink_metrics = self.sink.serve_metrics()
         self._sink_thread = threading.Thread(target=self._run_sink, name="sink", daemon=True)
         self._sink_thread.start()
         if self.policy.escalation.routes:
@@ -203,6 +207,9 @@ class Stack(Running):
             "SHIPLEDGER_BOOTSTRAP_SERVERS": self.bootstrap,
             "SHIPLEDGER_POLICY_VERSION": self.policy.full_version,
         }
+        port = self.settings.worker_metrics_port
+        if port:  # one port each: worker i serves /metrics on the configured port + i
+            env["SHIPLEDGER_WORKER_METRICS_PORT"] = str(port + index)
         out: BinaryIO | None = None
         if self._log_dir is not None:
             self._log_dir.mkdir(parents=True, exist_ok=True)
@@ -444,6 +451,9 @@ class Stack(Running):
         if self._sink_thread is not None:
             self._sink_thread.join(timeout=30)
             self._sink_thread = None
+        if self.sink_metrics is not None:
+            self.sink_metrics.stop()
+            self.sink_metrics = None
         if self._archiver is not None:
             self._archiver.stop()
             self._archiver = None

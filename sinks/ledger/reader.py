@@ -29,6 +29,9 @@ from shipledger.schemas.registry import catalog
 from shipledger.schemas.topics import ENRICHMENT
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
+
+# Callers outside the sinks build filters of their read queries with the ledger's quoting.
+from shipledger.sinks.ledger.ddl import quote_str as quote_str
 from shipledger.sinks.ledger.query import (
     FORMATS,
     QueryError,

@@ -18,6 +18,7 @@ from shipledger.processors.enrichment import Enrichment
 from shipledger.processors.feed import FeedEvent
 from shipledger.processors.handler import EventHandler
 from shipledger.processors.outputs import OutputError, Payload
+from shipledger.processors.recent import RecentDeployments
 from shipledger.processors.refresh import ViewRefresh
 from shipledger.processors.state import DeploymentState, Entry, state_key
 from shipledger.processors.step import alert_id, resolution_id
@@ -367,7 +368,7 @@ def test_refresh_sweeps_new_partitions_and_rejudges_changed_requests() -> None:
     for i in range(3):
         handle.handle(FakeMessage(governed(f"e{i}", f"dep-{i}"), partition=i % 2))
     feed = FakeFeed()
-    refresh = ViewRefresh(feed.drain, view, handle, state)
+    refresh = ViewRefresh(feed.drain, view, handle, state, RecentDeployments(), timedelta(hours=1))
     assert refresh.refresh({0}) == 0  # first refresh: a sweep, nothing owed
     outputs.sent.clear()
     feed.ready = [change("c1", "approved", -30), change("c1", "approved", -30)]
@@ -386,7 +387,7 @@ def test_refresh_adopts_a_published_policy_and_refuses_a_tampered_one() -> None:
     view = Enrichment()
     handle, state, outputs = judging_handler(view)
     feed = FakeFeed()
-    refresh = ViewRefresh(feed.drain, view, handle, state)
+    refresh = ViewRefresh(feed.drain, view, handle, state, RecentDeployments(), timedelta(hours=1))
     handle.handle(FakeMessage(governed("e1", "dep-1")))
     text = "version: pushed-2\ndefaults:\n  require_change_ticket: [prod]\n"
     pushed = PolicyDocument.of(text, parse_policy(text), T0)

@@ -12,9 +12,12 @@ from typing import Any
 
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message, TopicPartition
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from shipledger import metrics as m
 from shipledger.dlq_limit import DlqLimitExceeded
-from shipledger.metrics import RecordingMetrics, Tags
+from shipledger.metrics import RecordingMetrics
 from shipledger.schemas.models import Alert, DeploymentEvent
 from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec
@@ -408,36 +411,35 @@ def test_a_hung_write_stops_the_sink_without_commit(tmp_path: Path) -> None:
     assert sink.consumer.commits == []
 
 
-class Backend:
-    """A metrics backend (statsd, ...) as the sink sees one."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self.timings = 0
-
-    def increment(self, name: str, value: int = 1, tags: Tags | None = None) -> None:
-        self.counts[name] = self.counts.get(name, 0) + value
-
-    def timing(self, name: str, value_ms: float, tags: Tags | None = None) -> None:
-        self.timings += 1
+def scraped(metrics: RecordingMetrics) -> dict[str, float]:
+    """What Prometheus would scrape: every sample summed by name."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
+        for sample in family.samples:
+            out[sample.name] = out.get(sample.name, 0.0) + sample.value
+    return out
 
 
-def test_stats_and_the_metrics_backend_are_one_count(settings: Settings) -> None:
+def test_stats_and_the_scraped_metrics_are_one_count(settings: Settings) -> None:
     topics = Topics.from_settings(settings)
     junk = Message(topic=topics.alerts, partition=1, offset=99, key=b"k", value=b"junk")
     batch = messages(topics, 5)
     log: list[str] = []
-    backend = Backend()
-    sink = Harness(settings, "unused:9092", MemoryStore(log), backend, policy=load_policy(None))
+    sink = Harness(settings, "unused:9092", MemoryStore(log), policy=load_policy(None))
     sink.consumer = FakeConsumer(log, [[*batch, *batch, junk]])
     sink.producer = FakeProducer()
     run_until_drained(sink)
     stats = sink.stats()
-    assert stats.messages == backend.counts["sink.messages"] == 21
-    assert stats.total_rows == backend.counts["sink.rows_inserted"] == 10
-    assert sum(stats.duplicates_skipped.values()) == backend.counts["sink.duplicates_skipped"]
-    assert stats.dead_lettered == backend.counts["sink.dead_lettered"] == 1
-    assert stats.flushes == backend.timings >= 1
+    seen = scraped(sink.metrics)
+    assert stats.messages == seen["shipledger_sink_messages_total"] == 21
+    assert stats.total_rows == seen["shipledger_sink_rows_inserted_total"] == 10
+    assert (
+        sum(stats.duplicates_skipped.values()) == seen["shipledger_sink_duplicates_skipped_total"]
+    )
+    assert stats.dead_lettered == seen["shipledger_sink_dead_lettered_total"] == 1
+    assert stats.flushes == seen["shipledger_sink_flush_seconds_count"] >= 1
+    assert seen["shipledger_sink_insert_seconds_count"] >= 1
+    assert sink.metrics.by_tag(m.MESSAGES, "topic") == {topics.raw: 10, topics.alerts: 11}
 
 
 def test_consumer_config_is_manual_commit_with_short_waits(settings: Settings) -> None:

@@ -30,6 +30,8 @@ _SAMPLES = {
     "argocd": "sync_succeeded",
     "cdevents": "service_deployed_binary",
     "jenkins": "success",
+    "alertmanager": "firing",
+    "datadog": "triggered",
 }
 
 
