@@ -48,6 +48,10 @@ class Reads:
     settings: Settings
     tenant: str | None
     viewer: Viewer
+    #: The token's team and environment scopes, applied in the SQL too, so a scoped reader's
+    #: rows are not crowded out of the row cap by rows `viewer` would then drop.
+    teams: frozenset[str] = frozenset()
+    environments: frozenset[str] = frozenset()
 
     def _rows(self, sql: str) -> list[dict[str, Any]]:
         result = self.ledger.query(
@@ -55,6 +59,8 @@ class Reads:
             tenant=self.tenant,
             max_rows=_READ_ROWS,
             limits=QueryLimits.of(self.settings),
+            teams=self.teams,
+            environments=self.environments,
         )
         return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
 

@@ -60,10 +60,24 @@ class LedgerLink:
         return self._get().event(event_id, tenant)
 
     def query(
-        self, sql: str, *, tenant: str | None, max_rows: int, limits: QueryLimits
+        self,
+        sql: str,
+        *,
+        tenant: str | None,
+        max_rows: int,
+        limits: QueryLimits,
+        teams: frozenset[str] = frozenset(),
+        environments: frozenset[str] = frozenset(),
     ) -> QueryResult:
-        """Run one read-only SELECT (raises QueryError)."""
-        return self._get().query(sql, tenant=tenant, max_rows=max_rows, limits=limits)
+        """Run one read-only SELECT within the reader's scopes (raises QueryError)."""
+        return self._get().query(
+            sql,
+            tenant=tenant,
+            max_rows=max_rows,
+            limits=limits,
+            teams=teams,
+            environments=environments,
+        )
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of one change request of `tenant`."""

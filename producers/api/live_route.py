@@ -79,7 +79,14 @@ def _wanted(team: str | None, environment: str | None, service: str | None) -> S
 
 def _reads(ctx: ApiContext, principal: Principal) -> Reads:
     tenant = None if principal.tenant == ANY_TENANT else principal.tenant
-    return Reads(ctx.require_ledger(), ctx.settings, tenant, principal)
+    return Reads(
+        ctx.require_ledger(),
+        ctx.settings,
+        tenant,
+        principal,
+        teams=frozenset(principal.teams),
+        environments=frozenset(principal.environments),
+    )
 
 
 async def _read_ledger(what: str, call: Any, *args: Any) -> Any:

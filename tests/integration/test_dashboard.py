@@ -60,10 +60,24 @@ class SwitchedLedger:
         return self.reader.event(event_id, tenant)
 
     def query(
-        self, sql: str, *, tenant: str | None, max_rows: int, limits: QueryLimits
+        self,
+        sql: str,
+        *,
+        tenant: str | None,
+        max_rows: int,
+        limits: QueryLimits,
+        teams: frozenset[str] = frozenset(),
+        environments: frozenset[str] = frozenset(),
     ) -> QueryResult:
         self._check()
-        return self.reader.query(sql, tenant=tenant, max_rows=max_rows, limits=limits)
+        return self.reader.query(
+            sql,
+            tenant=tenant,
+            max_rows=max_rows,
+            limits=limits,
+            teams=teams,
+            environments=environments,
+        )
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         self._check()
