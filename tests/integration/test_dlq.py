@@ -149,9 +149,12 @@ def test_list_show_and_replay_dead_letters(stack: Stack) -> None:
 
 
 def test_show_and_replay_of_a_missing_letter_fail_clearly(stack: Stack) -> None:
+    # The data dir too: another test file's stack may be running in this session (two pytest
+    # workers), and a command that finds two stacks asks which one.
     env = {
         "SHIPLEDGER_BOOTSTRAP_SERVERS": stack.bootstrap,
         "SHIPLEDGER_TOPIC_PREFIX": stack.settings.topic_prefix,
+        "SHIPLEDGER_DATA_DIR": str(stack.settings.data_dir),
     }
     shown = CliRunner().invoke(cli, ["dlq", "show", "0:99"], env=env)
     assert shown.exit_code == 1 and "no letter 0:99" in shown.output

@@ -37,7 +37,7 @@ from shipledger.sinks.ledger.query import (
 )
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
-from shipledger.stackfile import StackInfo, write_stack
+from shipledger.stackfile import StackInfo, remove_stack, write_stack
 
 pytestmark = pytest.mark.integration
 
@@ -427,10 +427,18 @@ def test_query_command_opens_chdb_when_no_stack_runs(
     assert "read-only" in out
 
 
+@pytest.fixture
+def register(settings: Settings) -> Iterator[Callable[[StackInfo], None]]:
+    """Registers a stack of this process for the test, withdrawn after it: left behind, it
+    would be a second running stack to every later test of this pytest worker."""
+    yield lambda info: write_stack(settings, info)
+    remove_stack(settings)
+
+
 def test_query_command_says_so_when_a_stack_without_api_owns_the_data_dir(
-    settings: Settings,
+    settings: Settings, register: Callable[[StackInfo], None]
 ) -> None:
-    write_stack(settings, StackInfo(bootstrap="127.0.0.1:1", pid=os.getpid(), clickhouse_url=""))
+    register(StackInfo(bootstrap="127.0.0.1:1", pid=os.getpid(), clickhouse_url=""))
     code, out = invoke(settings, "SELECT 1")
     assert code == 1
     assert f"pid {os.getpid()}" in out
@@ -447,7 +455,7 @@ def api(ledger: LedgerStore, settings: Settings) -> Iterator[ApiServer]:
 
 
 def test_query_command_goes_through_the_api_of_a_running_stack(
-    api: ApiServer, settings: Settings
+    api: ApiServer, settings: Settings, register: Callable[[StackInfo], None]
 ) -> None:
     """The test process holds the chDB dir (as `up` would): the command must use the API."""
     info = StackInfo(
@@ -457,7 +465,7 @@ def test_query_command_goes_through_the_api_of_a_running_stack(
         api_url=api.url,
         api_token=api.operator_token(),
     )
-    write_stack(settings, info)
+    register(info)
     assert (settings.data_dir / "stack.json").stat().st_mode & 0o777 == 0o600
     sql = "SELECT tenant, count() AS n FROM alerts GROUP BY tenant"
     code, out = invoke(settings, "--tenant", "globex", sql)
@@ -467,7 +475,7 @@ def test_query_command_goes_through_the_api_of_a_running_stack(
     code, out = invoke(settings, "INSERT INTO shipledger.alerts (alert_id) VALUES ('x')")
     assert code == 1
     assert "read-only" in out
-    write_stack(settings, info.model_copy(update={"api_token": "wrong"}))
+    register(info.model_copy(update={"api_token": "wrong"}))
     code, out = invoke(settings, "SELECT 1")
     assert code == 1
     assert "401" in out

@@ -39,7 +39,7 @@ from shipledger.sinks.ledger.archive import archive
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.writer import LedgerWriter
-from shipledger.stackfile import StackInfo, write_stack
+from shipledger.stackfile import StackInfo, remove_stack, write_stack
 
 pytestmark = pytest.mark.integration
 
@@ -205,7 +205,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "DATA_DIR": str(data_dir.resolve()),
                 "COLD": str((data_dir / "cold").resolve()),
             }
-            yield Stack(server.url, token, markers, paths, settings)
+            try:
+                yield Stack(server.url, token, markers, paths, settings)
+            finally:
+                # Registered under this process's pid, it would stay "running" for every
+                # later test of this pytest worker that looks for the one running stack.
+                remove_stack(settings)
 
 
 def test_the_attack_corpus_leaks_nothing_and_never_answers_5xx(stack: Stack) -> None:
