@@ -10,13 +10,15 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from click.testing import CliRunner, Result
 
 from shipledger.cli import cli
-from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.family_models import ChangeEvent
+from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.settings import Settings
 
 if TYPE_CHECKING:
@@ -51,6 +53,94 @@ def deployment_event(**fields: Any) -> DeploymentEvent:
         "actor": "alice",
     }
     return DeploymentEvent(**{**sample, **fields})
+
+
+#: When the sample records and alerts happened.
+AT = datetime(2026, 11, 26, 10, tzinfo=UTC)
+
+
+def deployment_record(**fields: Any) -> DeploymentRecord:
+    """A valid deployment record: the first (seq 1) of d-1, checkout to prod by alice at SHA,
+    succeeded, from event evt-1 at AT under policy p1, each of `fields` given instead."""
+    sample: dict[str, Any] = {
+        "record_id": "evt-1",
+        "deployment_id": "d-1",
+        "seq": 1,
+        "status": "succeeded",
+        "kind": "release",
+        "service": "checkout",
+        "environment": "prod",
+        "environment_raw": "prod",
+        "tenant": "default",
+        "commit_sha": SHA,
+        "actor": "alice",
+        "trigger": "automated",
+        "started_at": AT,
+        "event_count": 1,
+        "last_event_id": "evt-1",
+        "last_event_type": "succeeded",
+        "policy_version": "p1",
+    }
+    return DeploymentRecord(**{**sample, **fields})
+
+
+def sample_alert(**fields: Any) -> Alert:
+    """A valid alert: missing_change_ticket (high) of deployment d-1, checkout to prod by
+    alice, judged on event evt-1 at AT under policy p1, each of `fields` given instead."""
+    sample: dict[str, Any] = {
+        "alert_id": "evt-1:missing_change_ticket",
+        "rule": "missing_change_ticket",
+        "severity": "high",
+        "message": "no change ticket",
+        "policy_version": "p1",
+        "deployment_id": "d-1",
+        "event_id": "evt-1",
+        "tenant": "default",
+        "service": "checkout",
+        "environment": "prod",
+        "actor": "alice",
+        "occurred_at": AT,
+    }
+    return Alert(**{**sample, **fields})
+
+
+#: When the deployment of the change-request tests starts (`change_event` counts from it).
+CHANGE_T0 = datetime(2026, 11, 25, 10, tzinfo=UTC)
+
+
+def change_event(event_id: str, state: str, minutes: float, **fields: Any) -> ChangeEvent:
+    """Change request CHG1 of tenant retail in ServiceNow reported `state`, `minutes` after
+    CHANGE_T0 (before it when negative), each of `fields` given instead or besides."""
+    sample: dict[str, Any] = {
+        "event_id": event_id,
+        "tenant": "retail",
+        "change_id": "CHG1",
+        "system": "servicenow",
+        "state": state,
+        "occurred_at": CHANGE_T0 + timedelta(minutes=minutes),
+    }
+    return ChangeEvent(**{**sample, **fields})
+
+
+def change_deployment(**fields: Any) -> DeploymentEvent:
+    """The deployment the change request CHG1 covers: dep-1 (event e1) of checkout to prod for
+    retail, started by ci-bot at CHANGE_T0, each of `fields` given instead (validated as the
+    API would)."""
+    return DeploymentEvent.model_validate(
+        {
+            "event_id": "e1",
+            "deployment_id": "dep-1",
+            "event_type": "started",
+            "service": "checkout",
+            "environment": "prod",
+            "tenant": "retail",
+            "commit_sha": "a" * 40,
+            "actor": "ci-bot",
+            "occurred_at": CHANGE_T0,
+            "change_id": "CHG1",
+            **fields,
+        }
+    )
 
 
 def own_settings(tmp: Path, **overrides: Any) -> Settings:
@@ -118,6 +208,24 @@ def wait_for(cond: Callable[[], bool], what: str, timeout_s: float = 60.0) -> No
     while not cond():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def query_until(stack: Stack, sql: str, want: Any, timeout_s: float = 90) -> Any:
+    """Poll `sql` on `stack`'s ledger until its rows equal `want`, checking between polls that
+    no component died; the last rows read, for the caller to compare (a timeout then shows
+    what was there, and the tail of each worker's log is printed for pytest to show)."""
+    assert stack.store is not None
+    deadline = time.monotonic() + timeout_s
+    rows: Any = None
+    while time.monotonic() < deadline:
+        stack.check()
+        rows = stack.store.query(sql)[1]
+        if rows == want:
+            return rows
+        time.sleep(0.2)
+    for log in sorted((stack.settings.data_dir.parent / "logs").glob("worker-*.log")):
+        print(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-60:]))
+    return rows
 
 
 def wait_until(

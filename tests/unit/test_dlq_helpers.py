@@ -22,6 +22,7 @@ from shipledger.schemas.letters import header_text as parse_headers
 from shipledger.schemas.letters import replay_headers
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
+from tests.kit import deployment_event
 
 
 def letter(p: int, o: int, **headers: str) -> Letter:
@@ -120,14 +121,7 @@ def test_table_truncates_reasons() -> None:
 
 
 def test_describe_payload_decodes_events_and_previews_junk() -> None:
-    event = DeploymentEvent(
-        deployment_id="d",
-        event_type="started",
-        service="s",
-        environment="prod",
-        commit_sha="0f" * 20,
-        actor="a",
-    )
+    event = deployment_event(deployment_id="d", service="s", commit_sha="0f" * 20, actor="a")
     decoded, text = describe_payload(
         AvroCodec("io.shipledger.v1.DeploymentEvent").encode(event.to_avro())
     )

@@ -29,6 +29,7 @@ from shipledger.schemas.policy import Policy, parse_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
+from tests.kit import sample_alert
 
 POLICY = """\
 version: pipe-1
@@ -38,18 +39,13 @@ escalation:
   routes:
     - {name: all, receivers: [snow]}
 """
-ALERT = Alert(
+ALERT = sample_alert(
     alert_id="alert-1",
     rule="freeze_violation",
     severity="critical",
     message="deployed during a freeze",
-    policy_version="p1",
     deployment_id="dep-1",
-    event_id="evt-1",
     tenant="retail",
-    service="checkout",
-    environment="prod",
-    actor="alice",
     occurred_at=datetime(2026, 12, 22, 10, tzinfo=UTC),
 )
 

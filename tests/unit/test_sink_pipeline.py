@@ -24,6 +24,7 @@ from shipledger.sinks.ledger.chain import ChainKey, Head
 from shipledger.sinks.ledger.store import TimeWindow
 from shipledger.sinks.rows import RowKey, row_key
 from shipledger.sinks.sink import ClickHouseSink, SinkError
+from tests.kit import sample_alert
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -152,18 +153,13 @@ def _event(i: int) -> DeploymentEvent:
 
 
 def _alert(i: int) -> Alert:
-    return Alert(
+    return sample_alert(
         alert_id=f"evt-{i}:freeze",
         rule="freeze_violation",
         severity="critical",
         message="deployed during a freeze",
-        policy_version="p1",
         deployment_id=f"dep-{i % 3}",
         event_id=f"evt-{i}",
-        tenant="default",
-        service="checkout",
-        environment="prod",
-        actor="alice",
         occurred_at=T0,
     )
 
