@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from shipledger.durable import shared_sqlite
+
 Scope = Literal["ingest", "read", "admin"]
 SCOPES: tuple[str, ...] = get_args(Scope)
 ANY_TENANT = "*"
@@ -138,9 +140,7 @@ class AuthStore:
             private_file(path)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = shared_sqlite(path, _SCHEMA)
 
     @contextmanager
     def _cursor(self) -> Iterator[sqlite3.Cursor]:
