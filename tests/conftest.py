@@ -46,6 +46,7 @@ from tests.kit import (
     deployment_record,
     own_settings,
     sample_alert,
+    serving,
 )
 from tests.webhook_kit import SECRET, Mutate, RawRequest
 
@@ -414,16 +415,11 @@ class _RegistryHandler(BaseHTTPRequestHandler):
 def schema_registry() -> Iterator[StandInSchemaRegistry]:
     """A stand-in Schema Registry on a loopback port (ids from 1001); the process's schema ids
     are the catalog's again afterwards."""
-    server = StandInSchemaRegistry()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        bind_schema_ids(None)
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(StandInSchemaRegistry()) as server:
+        try:
+            yield server
+        finally:
+            bind_schema_ids(None)
 
 
 # --- a real slapd and a real OIDC issuer (approvers: tests/unit/test_identity.py, the gate) ---
@@ -845,12 +841,5 @@ class _ReceiversHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def receivers() -> Iterator[StandInReceivers]:
     """The stand-in ServiceNow, Jira and webhook receiver on a loopback port."""
-    server = StandInReceivers()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(StandInReceivers()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

@@ -5,14 +5,18 @@ tests/conftest.py."""
 from __future__ import annotations
 
 import json
+import os
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from click.testing import CliRunner, Result
 
@@ -23,6 +27,8 @@ from shipledger.settings import Settings
 
 if TYPE_CHECKING:
     from shipledger.up.stack import Stack
+
+T = TypeVar("T")
 
 #: The commit of the sample events.
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -157,6 +163,20 @@ def own_settings(tmp: Path, **overrides: Any) -> Settings:
     return Settings(**{**mine, **overrides})
 
 
+def up_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `shipledger up` child process: this one's without any SHIPLEDGER_*
+    variable, then its data in `data_dir`, two partitions, any free API port (tests run side
+    by side: never the fixed one) and `extra` (SHIPLEDGER_… names)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLEDGER_")}
+    return {
+        **env,
+        "SHIPLEDGER_DATA_DIR": str(data_dir),
+        "SHIPLEDGER_TOPIC_PARTITIONS": "2",
+        "SHIPLEDGER_API_PORT": "0",
+        **extra,
+    }
+
+
 def api_event(**fields: Any) -> dict[str, Any]:
     """A valid deployment event as the API takes it (JSON): a deployment of checkout to
     production started by alice at SHA, its id unique, each of `fields` given instead."""
@@ -210,22 +230,37 @@ def wait_for(cond: Callable[[], bool], what: str, timeout_s: float = 60.0) -> No
         time.sleep(0.05)
 
 
-def query_until(stack: Stack, sql: str, want: Any, timeout_s: float = 90) -> Any:
-    """Poll `sql` on `stack`'s ledger until its rows equal `want`, checking between polls that
-    no component died; the last rows read, for the caller to compare (a timeout then shows
-    what was there, and the tail of each worker's log is printed for pytest to show)."""
-    assert stack.store is not None
+def poll(
+    stack: Stack,
+    read: Callable[[], T],
+    done: Callable[[T], bool],
+    timeout_s: float = 90,
+    *,
+    supervise: bool = False,
+) -> T:
+    """`read()` again until `done` holds for what it returns, checking before each read that no
+    component of `stack` died (with `supervise`: restarting an exited worker, as `up` does).
+    The last value read, for the caller to compare: after a timeout it shows what was there,
+    and the tail of each of the stack's logs is printed, for pytest to show with the failure."""
     deadline = time.monotonic() + timeout_s
-    rows: Any = None
-    while time.monotonic() < deadline:
-        stack.check()
-        rows = stack.store.query(sql)[1]
-        if rows == want:
-            return rows
+    while True:
+        stack.supervise() if supervise else stack.check()
+        value = read()
+        if done(value):
+            return value
+        if time.monotonic() >= deadline:
+            break
         time.sleep(0.2)
-    for log in sorted((stack.settings.data_dir.parent / "logs").glob("worker-*.log")):
+    for log in sorted((stack.settings.data_dir.parent / "logs").glob("*.log")):
         print(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-60:]))
-    return rows
+    return value
+
+
+def query_until(stack: Stack, sql: str, want: Any, timeout_s: float = 90) -> Any:
+    """Poll `sql` on `stack`'s ledger until its rows equal `want` (`poll`); the last rows read."""
+    store = stack.store
+    assert store is not None
+    return poll(stack, lambda: store.query(sql)[1], lambda rows: rows == want, timeout_s)
 
 
 def wait_until(
@@ -248,3 +283,20 @@ def wait_until(
         return done()
 
     wait_for(alive_and_done, what, timeout_s)
+
+
+Server = TypeVar("Server", bound=socketserver.BaseServer)
+
+
+@contextmanager
+def serving(server: Server) -> Iterator[Server]:
+    """`server` (a stand-in on loopback) serving on a thread of its own for the `with` block,
+    then shut down and closed."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -281,10 +281,7 @@ def test_a_restart_delivers_alerts_the_embedded_broker_forgot(
     # What a kill -9 leaves: an alert in the ledger that the escalator never read.
     lost = sample_alert(
         alert_id="lost-alert",
-        message="checkout deployed to prod without a change ticket",
-        policy_version="esc-it-1",
         deployment_id="dep-lost",
-        event_id="lost-event",
         tenant="retail",
         occurred_at=datetime.now(UTC),
     )

@@ -41,9 +41,6 @@ escalation:
 """
 ALERT = sample_alert(
     alert_id="alert-1",
-    rule="freeze_violation",
-    severity="critical",
-    message="deployed during a freeze",
     deployment_id="dep-1",
     tenant="retail",
     occurred_at=datetime(2026, 12, 22, 10, tzinfo=UTC),
