@@ -22,12 +22,12 @@ from shipledger.processors.refresh import ViewRefresh
 from shipledger.processors.state import DeploymentState, Entry, state_key
 from shipledger.processors.step import alert_id, resolution_id
 from shipledger.schemas.letters import REPLAYED_FROM, header_text, letter_id
-from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
+from shipledger.schemas.models import Alert, DeploymentRecord
 from shipledger.schemas.policy import PolicyDocument, load_policy, parse_policy, text_sha256
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import EVENT_SCHEMA
 from shipledger.settings import Settings
-from tests.kit import change_event
+from tests.kit import change_deployment, change_event, deployment_event
 
 MONDAY_NIGHT = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)  # prod out of window: two alerts
 
@@ -91,15 +91,11 @@ class FakeTable:
 def event(
     event_id: str, event_type: str = "started", deployment: str = "dep-1", **fields: Any
 ) -> bytes:
-    model = DeploymentEvent(
+    model = deployment_event(
         event_id=event_id,
         deployment_id=deployment,
         event_type=event_type,
-        service="checkout",
-        environment="prod",
         tenant="acme",
-        commit_sha="a" * 40,
-        actor="alice",
         occurred_at=MONDAY_NIGHT,
     )
     return AvroCodec(EVENT_SCHEMA).encode({**model.to_avro(), **fields})
@@ -276,18 +272,7 @@ T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 def governed(event_id: str = "e1", deployment: str = "dep-1") -> bytes:
     """A prod deployment of retail naming change CHG1, started at T0."""
-    model = DeploymentEvent(
-        event_id=event_id,
-        deployment_id=deployment,
-        event_type="started",
-        service="checkout",
-        environment="prod",
-        tenant="retail",
-        commit_sha="a" * 40,
-        actor="ci-bot",
-        occurred_at=T0,
-        change_id="CHG1",
-    )
+    model = change_deployment(event_id=event_id, deployment_id=deployment)
     return AvroCodec(EVENT_SCHEMA).encode(model.to_avro())
 
 
