@@ -292,14 +292,14 @@ def test_existing_ids_within_a_time_window(store: LedgerStore) -> None:
     assert store.insert(ddl.ALERTS, rows) == 3
     asked = [("t", "a0"), ("t", "a1"), ("t", "a2"), ("t", "zz"), ("other", "a0")]
     # Another tenant's row with the same id is not a duplicate.
-    assert store.existing_ids(ddl.ALERTS, "alert_id", asked) == {
+    assert store.existing_ids(ddl.ALERTS, asked) == {
         ("t", "a0"),
         ("t", "a1"),
         ("t", "a2"),
     }
     window = TimeWindow("occurred_at", T0, T0 + timedelta(days=41))
-    assert store.existing_ids(ddl.ALERTS, "alert_id", asked[:3], window=window) == {
+    assert store.existing_ids(ddl.ALERTS, asked[:3], window=window) == {
         ("t", "a0"),
         ("t", "a1"),
     }
-    assert store.existing_ids(ddl.ALERTS, "alert_id", []) == set()
+    assert store.existing_ids(ddl.ALERTS, []) == set()

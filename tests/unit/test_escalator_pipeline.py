@@ -107,10 +107,8 @@ class FakeLedger:
     def __init__(self, stored: set[tuple[str, str]]) -> None:
         self.stored = stored
 
-    def existing_ids(
-        self, table: str, id_column: str, keys: Iterable[tuple[str, str]]
-    ) -> set[tuple[str, str]]:
-        assert (table, id_column) == ("escalations", "event_id")
+    def existing_ids(self, table: str, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        assert table == "escalations"
         return self.stored & set(keys)
 
 

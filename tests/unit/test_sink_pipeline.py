@@ -20,6 +20,7 @@ from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
+from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.chain import ChainKey, Head
 from shipledger.sinks.ledger.store import TimeWindow
 from shipledger.sinks.rows import RowKey, row_key
@@ -54,15 +55,11 @@ class MemoryStore:
         return len(rows)
 
     def existing_ids(
-        self,
-        table: str,
-        id_column: str,
-        keys: Iterable[RowKey],
-        *,
-        window: TimeWindow | None = None,
+        self, table: str, keys: Iterable[RowKey], *, window: TimeWindow | None = None
     ) -> set[RowKey]:
         self._maybe_fail()
         self.windows.append(window)
+        id_column = ddl.tables()[table].id_column
         stored = {row_key(row, id_column) for row in self.tables.get(table, [])}
         return stored & set(keys)
 
