@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from functools import cache
 from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
@@ -11,6 +12,7 @@ from pydantic import BaseModel
 T = TypeVar("T")
 
 
+@cache  # per event on the processors' hot path: read each class once
 def _field_names(cls: type[Any]) -> dict[str, bool]:
     """Each field `cls` takes, and whether it is required."""
     if isinstance(cls, type) and issubclass(cls, BaseModel):
@@ -29,7 +31,7 @@ def copied(cls: type[T], source: object, *, prefix: str = "", **given: Any) -> T
     (settings grouped as `SHIPLEDGER_<PREFIX>…`). A field with a default that `source` does not
     have keeps its default; a required one it does not have is an AttributeError."""
     values = dict(given)
-    for name, required in _field_names(cls).items():
+    for name, required in _field_names(cast(type, cls)).items():
         if name in values:
             continue
         attribute = prefix + name
