@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from shipledger.fields import copied
 from shipledger.schemas.family_models import (
     APPROVAL_SOURCE,
     ApprovalDecision,
@@ -174,17 +175,11 @@ class ChangeRequest:
 
 def revision_of(event: ChangeEvent) -> Revision:
     """The revision one ChangeEvent reports."""
-    return Revision(
-        event_id=event.event_id,
-        occurred_at=event.occurred_at,
-        state=event.state,
-        system=event.system,
-        planned_start=event.planned_start,
-        planned_end=event.planned_end,
+    return copied(
+        Revision,
+        event,
         services=tuple(sorted(set(event.services))),
         environments=tuple(sorted({normalize_environment(e).name for e in event.environments})),
-        actor=event.actor,
-        requested_by=event.requested_by,
     )
 
 

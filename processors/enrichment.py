@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
 
+from shipledger.fields import copied
 from shipledger.processors.changes import ChangeRequest
 from shipledger.schemas.family_models import ArtifactEvent, CatalogEvent, ChangeEvent
 from shipledger.schemas.topics import ENRICHMENT
@@ -122,13 +123,7 @@ class Enrichment:
 
 
 def _service_info(event: CatalogEvent) -> ServiceInfo:
-    return ServiceInfo(
-        owner_team=event.owner_team,
-        application=event.application,
-        tier=event.tier,
-        repository=event.repository,
-        dependencies=tuple(event.dependencies),
-    )
+    return copied(ServiceInfo, event, dependencies=tuple(event.dependencies))
 
 
 def _keep_latest(table: dict[_K, tuple[_Order, _V]], key: _K, order: _Order, value: _V) -> None:

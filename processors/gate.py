@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from shipledger.fields import copied, picked
 from shipledger.processors.approvals import missing_approvals
 from shipledger.processors.change_rules import ChangeContext, judge_change
 from shipledger.processors.changes import ChangeRequest, fold
@@ -63,6 +64,10 @@ def gate_findings(subject: Subject, request: ChangeRequest | None, rules: Rules)
     return findings
 
 
+#: What a gate question says of the deployment, as the judged subject and the decision restate it.
+_DEPLOYMENT = ("service", "kind", "change_id", "actor", "trigger")
+
+
 class Gatekeeper:
     """The gate and the approval checks under one policy (`schemas.governance.Governance`)."""
 
@@ -81,12 +86,10 @@ class Gatekeeper:
         if request is None or request.state is None:
             return None
         latest = request.revisions[-1]
-        return ApprovalTarget(
-            change_id=request.change_id,
+        return copied(
+            ApprovalTarget,
+            request,
             system=latest.system,
-            state=request.state,
-            environments=request.environments,
-            requested_by=request.requested_by,
             approving_groups=self.policy.rules_for(tenant).approving_groups(request.environments),
         )
 
@@ -99,21 +102,15 @@ class Gatekeeper:
         rules = self.policy.rules_for(tenant, question.kind)
         subject = Subject(
             environment=env.name,
-            kind=question.kind,
-            change_id=question.change_id,
             occurred_at=now,
-            service=question.service,
             tenant=tenant,
             environment_known=env.known,
-            actor=question.actor,
-            trigger=question.trigger,
+            **picked(question, *_DEPLOYMENT),
         )
         reasons = [
             GateReason(
-                rule=f.rule,
                 severity=rules.severities.get(f.rule, "medium"),
-                message=f.message,
-                evidence=f.evidence,
+                **picked(f, "rule", "message", "evidence"),
             )
             for f in gate_findings(subject, fold(events), rules)
         ]
@@ -127,16 +124,8 @@ class Gatekeeper:
             tenant=tenant,
             region=env.region,
             occurred_at=now,
-            source=question.source,
-            attributes=question.attributes,
-            service=question.service,
             environment=env.name,
-            kind=question.kind,
-            change_id=question.change_id,
-            digest=question.digest,
-            deployment_id=question.deployment_id,
-            actor=question.actor,
-            trigger=question.trigger,
+            **picked(question, *_DEPLOYMENT, "source", "attributes", "digest", "deployment_id"),
             asked_by=asked_by,
             decision=verdict,
             reasons=reasons,
@@ -175,11 +164,7 @@ class Gatekeeper:
             policy_version=self.policy_version,
             deployment_id=question.deployment_id or decision_id,
             event_id=decision_id,
-            tenant=subject.tenant,
-            service=subject.service,
-            environment=subject.environment,
             region=region,
-            actor=subject.actor,
-            occurred_at=subject.occurred_at,
+            **picked(subject, "tenant", "service", "environment", "actor", "occurred_at"),
             detected_at=subject.occurred_at,
         )

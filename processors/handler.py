@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from shipledger.dlq_limit import DlqLimitState
+from shipledger.fields import picked
 from shipledger.logging import get_logger
 from shipledger.processors.change_rules import CHANGE_RULE_NAMES
 from shipledger.processors.enrichment import ChangeKey, Enrichment, Lookups
@@ -234,10 +235,7 @@ class EventHandler:
             for done in judged.resolutions:
                 log.info(
                     "alert_resolved",
-                    rule=done.rule,
-                    resolves=done.resolves,
-                    deployment_id=done.deployment_id,
-                    tenant=done.tenant,
+                    **picked(done, "rule", "resolves", "deployment_id", "tenant"),
                     reason=done.evidence.get("reason"),
                 )
         return emitted
@@ -249,9 +247,7 @@ class EventHandler:
             deployment_id=entry.record.deployment_id,
             tenant=entry.record.tenant,
             first_event=event_id == entry.first,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
+            **picked(message, "topic", "partition", "offset"),
         )
 
     def _dead_letter(self, message: Message, reason: str, field: str | None) -> None:
@@ -270,21 +266,17 @@ class EventHandler:
             "dead_lettered",
             reason=reason,
             field=field,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
+            **picked(message, "topic", "partition", "offset"),
         )
+
+
+#: What the log says of each alert raised (the ledger keeps the rest).
+_ALERT_LOGGED = ("rule", "severity", "deployment_id", "tenant", "service", "environment", "team")
 
 
 def _log_alerts(alerts: Iterable[Alert]) -> None:
     for alert in alerts:
         log.info(
             "alert",
-            rule=alert.rule,
-            severity=alert.severity,
-            deployment_id=alert.deployment_id,
-            tenant=alert.tenant,
-            service=alert.service,
-            environment=alert.environment,
-            team=alert.team,
+            **picked(alert, *_ALERT_LOGGED),
         )

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from shipledger.fields import copied
 from shipledger.processors.change_rules import ChangeContext
 from shipledger.processors.enrichment import Lookups
 from shipledger.processors.rejudge import Resolution, rejudge
@@ -53,16 +54,7 @@ class Rejudged:
 
 def subject_of(record: DeploymentRecord) -> Subject:
     """What the change rules look at, from a stored record: the deployment as it started."""
-    return Subject(
-        environment=record.environment,
-        kind=record.kind,
-        change_id=record.change_id,
-        occurred_at=record.started_at,
-        service=record.service,
-        tenant=record.tenant,
-        actor=record.actor,
-        trigger=record.trigger,
-    )
+    return copied(Subject, record, occurred_at=record.started_at)
 
 
 def rejudge_stored(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from shipledger.fields import copied, picked
 from shipledger.processors.change_rules import ChangeContext, judge_change, schedule_difference
 from shipledger.processors.changes import ChangeRequest
 from shipledger.processors.correlate import correlate
@@ -73,17 +74,12 @@ def process(
     rules: Rules | None = None
     if previous is None:
         rules = policy.rules_for(event.tenant, event.kind)
-        subject = Subject(
+        subject = copied(
+            Subject,
+            event,
             environment=env.name,
-            kind=event.kind,
-            change_id=event.change_id,
-            occurred_at=event.occurred_at,
-            service=event.service,
-            tenant=event.tenant,
             environment_known=env.known,
             missing_metadata=tuple(event.missing_metadata),
-            actor=event.actor,
-            trigger=event.trigger,
         )
         request = view.change(event.tenant, event.change_id) if event.change_id else None
         findings = judge(subject, rules) + judge_change(subject, ChangeContext(request), rules)
@@ -156,6 +152,20 @@ def change_facts(started_at: datetime, request: ChangeRequest | None) -> dict[st
     return facts
 
 
+#: What an alert restates of the record of its deployment.
+_RESTATED = (
+    "deployment_id",
+    "tenant",
+    "service",
+    "environment",
+    "region",
+    "actor",
+    "team",
+    "application",
+    "tier",
+)
+
+
 def build_alert(
     finding: Finding,
     rules: Rules,
@@ -169,21 +179,11 @@ def build_alert(
     `judged_event` at the deployment's start (`record.started_at` for a first event)."""
     return Alert(
         alert_id=identifier,
-        rule=finding.rule,
         severity=rules.severities.get(finding.rule, "medium"),
-        message=finding.message,
-        evidence=finding.evidence,
+        **picked(finding, "rule", "message", "evidence"),
         policy_version=policy.full_version,
-        deployment_id=record.deployment_id,
         event_id=judged_event,
-        tenant=record.tenant,
-        service=record.service,
-        environment=record.environment,
-        region=record.region,
-        actor=record.actor,
         occurred_at=record.started_at,
         detected_at=now,
-        team=record.team,
-        application=record.application,
-        tier=record.tier,
+        **picked(record, *_RESTATED),
     )

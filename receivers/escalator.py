@@ -85,10 +85,8 @@ _BATCH_MESSAGES = 100
 class SettledLookup(Protocol):
     """What the escalator asks the ledger (`shipledger.sinks.ledger.reader.LedgerReader`)."""
 
-    def existing_ids(
-        self, table: str, id_column: str, keys: Iterable[tuple[str, str]]
-    ) -> set[tuple[str, str]]:
-        """Which (tenant, id) of `keys` are stored in `table`."""
+    def existing_ids(self, table: str, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (tenant, id) of `keys` are stored in `table` (ids in its id column)."""
         ...
 
 
@@ -311,7 +309,7 @@ class Escalator(KafkaClients):
             for row_id, state in ledger_ids(planned).items():
                 wanted[(planned.message.alert.tenant, row_id)] = (planned.delivery.id, state)
         try:
-            stored = self.ledger.existing_ids(self._table, "event_id", wanted)
+            stored = self.ledger.existing_ids(self._table, wanted)
         except Exception:  # the ledger is a second opinion: the record and the receivers remain
             self._log.exception("escalations_ledger_unreadable")
             return {}

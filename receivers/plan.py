@@ -26,6 +26,7 @@ from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from shipledger.fields import picked
 from shipledger.receivers import text
 from shipledger.receivers.engine import Outcome
 from shipledger.receivers.receiver import Delivery
@@ -142,6 +143,19 @@ def decide(
     return plan
 
 
+#: What an escalation restates of its alert.
+_RESTATED = (
+    "tenant",
+    "region",
+    "alert_id",
+    "deployment_id",
+    "rule",
+    "severity",
+    "service",
+    "environment",
+)
+
+
 def outcome_row(
     planned: Planned,
     receiver_type: str,
@@ -155,15 +169,8 @@ def outcome_row(
     ticket = outcome.ticket
     return Escalation(
         event_id=outcome_id(planned.delivery.id, status, planned.message.replayed_from),
-        tenant=alert.tenant,
-        region=alert.region,
         occurred_at=at,
-        alert_id=alert.alert_id,
-        deployment_id=alert.deployment_id,
-        rule=alert.rule,
-        severity=alert.severity,
-        service=alert.service,
-        environment=alert.environment,
+        **picked(alert, *_RESTATED),
         route=planned.delivery.route,
         receiver=planned.delivery.receiver,
         receiver_type=receiver_type,

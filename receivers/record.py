@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from shipledger.durable import shared_sqlite
 from shipledger.schemas.models import Escalation
 
 State = Literal["sending", "delivered", "dead"]
@@ -67,10 +68,7 @@ class DeliveryRecord:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = shared_sqlite(path, _SCHEMA, "synchronous=FULL")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:

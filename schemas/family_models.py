@@ -12,16 +12,16 @@ other string no control character but tab, LF and CR (see `shipledger.schemas.mo
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from shipledger.schemas.models import (
     AvroInt,
+    InputModel,
     Model,
     Name,
     aware,
-    drop_blank,
     event_time,
     full_sha,
     new_id,
@@ -42,7 +42,7 @@ CatalogEntity = Literal["service", "environment"]
 CatalogAction = Literal["created", "modified", "removed"]
 
 
-class FamilyEvent(Model):
+class FamilyEvent(InputModel):
     """The fields every family event starts with."""
 
     event_id: Name = Field(default_factory=new_id, min_length=1, max_length=128)
@@ -51,11 +51,6 @@ class FamilyEvent(Model):
     occurred_at: datetime = Field(default_factory=utcnow)
     source: Name | None = None
     attributes: dict[str, str] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _blank(cls, data: Any) -> Any:
-        return drop_blank(data)
 
     @field_validator("occurred_at")
     @classmethod

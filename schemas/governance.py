@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
@@ -24,11 +24,11 @@ from shipledger.schemas.family_models import ChangeEvent, ChangeState
 from shipledger.schemas.models import (
     Alert,
     DeploymentKind,
+    InputModel,
     Model,
     Name,
     Severity,
     Trigger,
-    drop_blank,
     sha256_digest,
 )
 
@@ -39,7 +39,7 @@ BREAK_GLASS = "break_glass"
 MISSING_APPROVALS = "missing_approvals"
 
 
-class GateQuestion(Model):
+class GateQuestion(InputModel):
     """What a pipeline asks before deploying (`shipledger gate`, the body of POST /v1/gate)."""
 
     tenant: Name | None = Field(
@@ -61,11 +61,6 @@ class GateQuestion(Model):
     reason: str | None = Field(default=None, description="Why break-glass (required with it).")
     source: Literal["api", "cli"] = "api"
     attributes: dict[str, str] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _blank(cls, data: Any) -> Any:
-        return drop_blank(data)
 
     @field_validator("digest")
     @classmethod

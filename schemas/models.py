@@ -213,6 +213,16 @@ def drop_blank(data: Any) -> Any:
     return data
 
 
+class InputModel(Model):
+    """A model filled from outside input (a pipeline, an API body, a webhook): a blank string
+    there means the field is absent (`drop_blank`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank(cls, data: Any) -> Any:
+        return drop_blank(data)
+
+
 class DeploymentEvent(Model):
     """One stage of one deployment, as reported by a CI/CD system (schema DeploymentEvent)."""
 

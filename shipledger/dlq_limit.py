@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from shipledger.fields import copied
 from shipledger.settings import Settings
 
 #: Exit code of a consumer stopped by the DLQ limit (EX_DATAERR: the input is bad, en masse).
@@ -47,12 +48,7 @@ class DlqLimit:
     @classmethod
     def from_settings(cls, settings: Settings) -> DlqLimit:
         """The limit configured by `SHIPLEDGER_DLQ_*`."""
-        return cls(
-            max_invalid_ratio=settings.dlq_max_invalid_ratio,
-            window=settings.dlq_window_messages,
-            min_invalid=settings.dlq_min_invalid,
-            max_consecutive=settings.dlq_max_consecutive,
-        )
+        return copied(cls, settings, prefix="dlq_", window=settings.dlq_window_messages)
 
 
 class DlqLimitState:

@@ -1,8 +1,10 @@
-"""Durable writes on disk, shared by the emitter's spool, the journal and the ledger archive."""
+"""Durable writes on disk, shared by the emitter's spool, the journal, the ledger archive and
+the SQLite stores (API tokens, the escalator's delivery record)."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 
@@ -25,3 +27,14 @@ def _sync(path: Path, flags: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def shared_sqlite(path: Path | str, schema: str, *pragmas: str) -> sqlite3.Connection:
+    """One SQLite connection for all threads of a store (the store serializes them with its own
+    lock): autocommit, so the store opens its transactions itself, a write-ahead log, so
+    readers do not block the writer, `pragmas` (e.g. `synchronous=FULL`) and `schema` applied."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    for pragma in ("journal_mode=WAL", *pragmas):
+        db.execute(f"PRAGMA {pragma}")
+    db.executescript(schema)
+    return db

@@ -15,6 +15,7 @@ import click
 import httpx
 
 from shipledger.locate import cli_settings, data_dir_option, locate
+from shipledger.output_format import format_option
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import (
     FORMATS,
@@ -96,13 +97,8 @@ def run_query(settings: Settings, sql: str, *, tenant: str | None, max_rows: int
 
 @click.command("query", context_settings={"max_content_width": 100})
 @click.argument("sql")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(sorted(FORMATS)),
-    default="table",
-    show_default=True,
-    help="table: aligned for reading; csv: header + rows; json: an array of row objects.",
+@format_option(
+    list(FORMATS), "table: aligned for reading; csv: header + rows; json: an array of row objects."
 )
 @click.option("--tenant", help="Only this tenant's rows, in every table (enforced by ClickHouse).")
 @click.option(

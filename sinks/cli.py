@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from shipledger.dlq_limit import EXIT_DLQ_LIMIT, DlqLimitExceeded
+from shipledger.fields import picked
 from shipledger.logging import configure_logging, get_logger
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.policy import load_policy
@@ -122,10 +123,7 @@ def run_until_signalled(runner: ClickHouseSink, progress_s: float, log: Any) -> 
             s = runner.stats()
             log.info(
                 "progress",
-                messages=s.messages,
-                rows_inserted=s.rows_inserted,
-                duplicates_skipped=s.duplicates_skipped,
-                dead_lettered=s.dead_lettered,
+                **picked(s, "messages", "rows_inserted", "duplicates_skipped", "dead_lettered"),
                 last_flush_ms=None if s.last_flush_ms is None else round(s.last_flush_ms, 1),
             )
     finally:

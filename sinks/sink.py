@@ -56,6 +56,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from shipledger import metrics as m
 from shipledger.clients import KafkaClients
 from shipledger.dlq_limit import DlqLimit, DlqLimitState
+from shipledger.fields import picked
 from shipledger.kafka import DeliveryError, KafkaProducer
 from shipledger.lag import group_lag
 from shipledger.logging import get_logger
@@ -235,11 +236,8 @@ class ClickHouseSink(KafkaClients):
     def _dead_letter(self, msg: Message, meta: KafkaMeta, poison: Poison) -> None:
         self._log.warning(
             "dead-lettering message",
-            reason=poison.reason,
-            field=poison.field,
-            topic=meta.topic,
-            partition=meta.partition,
-            offset=meta.offset,
+            **picked(poison, "reason", "field"),
+            **picked(meta, "topic", "partition", "offset"),
         )
         assert self._producer is not None
         letter = DeadLetter.rejecting(

@@ -151,7 +151,7 @@ class LedgerWriter:
             if spec.dedup_in_time_window
             else None
         )
-        stored = self.store.existing_ids(spec.name, spec.id_column, keys, window=window)
+        stored = self.store.existing_ids(spec.name, keys, window=window)
         fresh, already = dedupe(unique, spec.id_column, stored)
         if not stamped:
             if spec.name not in self._heads:

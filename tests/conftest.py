@@ -28,7 +28,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
+from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec, bind_schema_ids
 from shipledger.settings import Settings
@@ -39,7 +39,15 @@ from shipledger.sinks.rows import Row
 from shipledger.sinks.writer import LedgerWriter
 from shipledger.up.broker import EmbeddedBroker
 from tests.identity_kit import PEOPLE, SUFFIX, Issuer, Slapd
-from tests.kit import CliEnv, Consume, own_settings
+from tests.kit import (
+    CliEnv,
+    Consume,
+    deployment_event,
+    deployment_record,
+    own_settings,
+    sample_alert,
+    serving,
+)
 from tests.webhook_kit import SECRET, Mutate, RawRequest
 
 
@@ -164,51 +172,33 @@ _LEDGER_AGES = ((1, 3), (200, 2))  # (days ago, rows per tenant)
 
 def _ledger_rows(tenant: str, index: int, days_ago: int) -> tuple[Row, Row, Row]:
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(days=days_ago, minutes=index)
-    event = DeploymentEvent(
+    event = deployment_event(
         deployment_id=f"{tenant}-dep-{days_ago}-{index}",
         event_type="succeeded",
         service=f"{tenant}-svc",
-        environment="prod",
         tenant=tenant,
-        commit_sha="0123456789abcdef0123456789abcdef01234567",
-        actor="alice",
         occurred_at=at,
     )
     meta = rows.KafkaMeta("raw", 0, index, int(at.timestamp() * 1000))
     event_row = rows.event_row(event.to_avro(), meta)
-    record = DeploymentRecord(
+    record = deployment_record(
         record_id=event.event_id,
         deployment_id=event.deployment_id,
-        seq=1,
-        status="succeeded",
-        kind="release",
         service=event.service,
-        environment="prod",
-        environment_raw="prod",
         tenant=tenant,
-        commit_sha=event.commit_sha,
-        actor="alice",
-        trigger="automated",
         policy_version="p-1",
         started_at=at,
-        event_count=1,
         last_event_id=event.event_id,
-        last_event_type="succeeded",
         updated_at=at,
     )
-    alert = Alert(
+    alert = sample_alert(
         alert_id=f"{event.event_id}:rule",
-        rule="missing_change_ticket",
-        severity="high",
-        message="no change ticket",
         evidence={"environment": "prod"},
         policy_version="p-1",
         deployment_id=event.deployment_id,
         event_id=event.event_id,
         tenant=tenant,
         service=event.service,
-        environment="prod",
-        actor="alice",
         occurred_at=at,
         detected_at=at,
     )
@@ -427,16 +417,11 @@ class _RegistryHandler(BaseHTTPRequestHandler):
 def schema_registry() -> Iterator[StandInSchemaRegistry]:
     """A stand-in Schema Registry on a loopback port (ids from 1001); the process's schema ids
     are the catalog's again afterwards."""
-    server = StandInSchemaRegistry()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        bind_schema_ids(None)
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(StandInSchemaRegistry()) as server:
+        try:
+            yield server
+        finally:
+            bind_schema_ids(None)
 
 
 # --- a real slapd and a real OIDC issuer (approvers: tests/unit/test_identity.py, the gate) ---
@@ -1072,12 +1057,5 @@ class _ReceiversHandler(BaseHTTPRequestHandler):
 def receivers() -> Iterator[StandInReceivers]:
     """The stand-in ServiceNow, Jira, webhook, PagerDuty, Opsgenie, Slack and Alertmanager
     receivers on a loopback port."""
-    server = StandInReceivers()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(StandInReceivers()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

@@ -5,22 +5,30 @@ tests/conftest.py."""
 from __future__ import annotations
 
 import json
+import os
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from click.testing import CliRunner, Result
 
 from shipledger.cli import cli
-from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.family_models import ChangeEvent
+from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.settings import Settings
 
 if TYPE_CHECKING:
     from shipledger.up.stack import Stack
+
+T = TypeVar("T")
 
 #: The commit of the sample events.
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -53,6 +61,94 @@ def deployment_event(**fields: Any) -> DeploymentEvent:
     return DeploymentEvent(**{**sample, **fields})
 
 
+#: When the sample records and alerts happened.
+AT = datetime(2026, 11, 26, 10, tzinfo=UTC)
+
+
+def deployment_record(**fields: Any) -> DeploymentRecord:
+    """A valid deployment record: the first (seq 1) of d-1, checkout to prod by alice at SHA,
+    succeeded, from event evt-1 at AT under policy p1, each of `fields` given instead."""
+    sample: dict[str, Any] = {
+        "record_id": "evt-1",
+        "deployment_id": "d-1",
+        "seq": 1,
+        "status": "succeeded",
+        "kind": "release",
+        "service": "checkout",
+        "environment": "prod",
+        "environment_raw": "prod",
+        "tenant": "default",
+        "commit_sha": SHA,
+        "actor": "alice",
+        "trigger": "automated",
+        "started_at": AT,
+        "event_count": 1,
+        "last_event_id": "evt-1",
+        "last_event_type": "succeeded",
+        "policy_version": "p1",
+    }
+    return DeploymentRecord(**{**sample, **fields})
+
+
+def sample_alert(**fields: Any) -> Alert:
+    """A valid alert: missing_change_ticket (high) of deployment d-1, checkout to prod by
+    alice, judged on event evt-1 at AT under policy p1, each of `fields` given instead."""
+    sample: dict[str, Any] = {
+        "alert_id": "evt-1:missing_change_ticket",
+        "rule": "missing_change_ticket",
+        "severity": "high",
+        "message": "no change ticket",
+        "policy_version": "p1",
+        "deployment_id": "d-1",
+        "event_id": "evt-1",
+        "tenant": "default",
+        "service": "checkout",
+        "environment": "prod",
+        "actor": "alice",
+        "occurred_at": AT,
+    }
+    return Alert(**{**sample, **fields})
+
+
+#: When the deployment of the change-request tests starts (`change_event` counts from it).
+CHANGE_T0 = datetime(2026, 11, 25, 10, tzinfo=UTC)
+
+
+def change_event(event_id: str, state: str, minutes: float, **fields: Any) -> ChangeEvent:
+    """Change request CHG1 of tenant retail in ServiceNow reported `state`, `minutes` after
+    CHANGE_T0 (before it when negative), each of `fields` given instead or besides."""
+    sample: dict[str, Any] = {
+        "event_id": event_id,
+        "tenant": "retail",
+        "change_id": "CHG1",
+        "system": "servicenow",
+        "state": state,
+        "occurred_at": CHANGE_T0 + timedelta(minutes=minutes),
+    }
+    return ChangeEvent(**{**sample, **fields})
+
+
+def change_deployment(**fields: Any) -> DeploymentEvent:
+    """The deployment the change request CHG1 covers: dep-1 (event e1) of checkout to prod for
+    retail, started by ci-bot at CHANGE_T0, each of `fields` given instead (validated as the
+    API would)."""
+    return DeploymentEvent.model_validate(
+        {
+            "event_id": "e1",
+            "deployment_id": "dep-1",
+            "event_type": "started",
+            "service": "checkout",
+            "environment": "prod",
+            "tenant": "retail",
+            "commit_sha": "a" * 40,
+            "actor": "ci-bot",
+            "occurred_at": CHANGE_T0,
+            "change_id": "CHG1",
+            **fields,
+        }
+    )
+
+
 def own_settings(tmp: Path, **overrides: Any) -> Settings:
     """Settings of one test's own stack: a private data dir under `tmp`, a unique topic prefix
     (the tests share one broker), two partitions and any free API port; `overrides` on top."""
@@ -65,6 +161,20 @@ def own_settings(tmp: Path, **overrides: Any) -> Settings:
         "api_port": 0,
     }
     return Settings(**{**mine, **overrides})
+
+
+def up_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `shipledger up` child process: this one's without any SHIPLEDGER_*
+    variable, then its data in `data_dir`, two partitions, any free API port (tests run side
+    by side: never the fixed one) and `extra` (SHIPLEDGER_… names)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLEDGER_")}
+    return {
+        **env,
+        "SHIPLEDGER_DATA_DIR": str(data_dir),
+        "SHIPLEDGER_TOPIC_PARTITIONS": "2",
+        "SHIPLEDGER_API_PORT": "0",
+        **extra,
+    }
 
 
 def api_event(**fields: Any) -> dict[str, Any]:
@@ -120,6 +230,39 @@ def wait_for(cond: Callable[[], bool], what: str, timeout_s: float = 60.0) -> No
         time.sleep(0.05)
 
 
+def poll(
+    stack: Stack,
+    read: Callable[[], T],
+    done: Callable[[T], bool],
+    timeout_s: float = 90,
+    *,
+    supervise: bool = False,
+) -> T:
+    """`read()` again until `done` holds for what it returns, checking before each read that no
+    component of `stack` died (with `supervise`: restarting an exited worker, as `up` does).
+    The last value read, for the caller to compare: after a timeout it shows what was there,
+    and the tail of each of the stack's logs is printed, for pytest to show with the failure."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stack.supervise() if supervise else stack.check()
+        value = read()
+        if done(value):
+            return value
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    for log in sorted((stack.settings.data_dir.parent / "logs").glob("*.log")):
+        print(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-60:]))
+    return value
+
+
+def query_until(stack: Stack, sql: str, want: Any, timeout_s: float = 90) -> Any:
+    """Poll `sql` on `stack`'s ledger until its rows equal `want` (`poll`); the last rows read."""
+    store = stack.store
+    assert store is not None
+    return poll(stack, lambda: store.query(sql)[1], lambda rows: rows == want, timeout_s)
+
+
 def wait_until(
     stack: Stack,
     done: Callable[[], bool],
@@ -140,3 +283,20 @@ def wait_until(
         return done()
 
     wait_for(alive_and_done, what, timeout_s)
+
+
+Server = TypeVar("Server", bound=socketserver.BaseServer)
+
+
+@contextmanager
+def serving(server: Server) -> Iterator[Server]:
+    """`server` (a stand-in on loopback) serving on a thread of its own for the `with` block,
+    then shut down and closed."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

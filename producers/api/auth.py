@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from shipledger.durable import shared_sqlite
 from shipledger.schemas.scopes import RowScope, scope_names
 
 Scope = Literal["ingest", "read", "admin"]
@@ -166,9 +167,7 @@ class AuthStore:
             private_file(path)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = shared_sqlite(path, _SCHEMA)
         self._upgrade()
 
     def _upgrade(self) -> None:

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 
+from shipledger.fields import copied, picked
 from shipledger.logging import get_logger
 from shipledger.producers.api.auth import ANY_TENANT, Principal
 from shipledger.producers.api.bodies import TOKEN_ERRORS, Problem
@@ -118,14 +119,7 @@ def _message(
 
 def answer(decision: GateDecision) -> GateAnswer:
     """The HTTP answer of a decision."""
-    return GateAnswer(
-        decision=decision.decision,
-        passes=decision.passes,
-        decision_id=decision.event_id,
-        reasons=decision.reasons,
-        alert_id=decision.alert_id,
-        policy_version=decision.policy_version,
-    )
+    return copied(GateAnswer, decision, decision_id=decision.event_id)
 
 
 @router.post(
@@ -167,11 +161,7 @@ async def post_gate(
     decision = outcome.decision
     log.info(
         "gate_decided",
-        tenant=decision.tenant,
-        service=decision.service,
-        environment=decision.environment,
-        change_id=decision.change_id,
-        decision=decision.decision,
+        **picked(decision, "tenant", "service", "environment", "change_id", "decision"),
         rules=[r.rule for r in decision.reasons],
         asked_by=decision.asked_by,
     )

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from shipledger import metrics as m
+from shipledger.fields import picked
 from shipledger.logging import get_logger
 from shipledger.producers.api.auth import Principal
 from shipledger.producers.api.bodies import (
@@ -259,9 +260,7 @@ async def post_upload(
     log.info(
         "upload_done",
         tenant=principal.tenant,
-        records=report.records,
-        accepted=report.accepted,
-        rejected=report.rejected,
+        **picked(report, "records", "accepted", "rejected"),
     )
     status = 200 if not report.rejected else 207 if report.accepted else 422
     return upload.answer(status)

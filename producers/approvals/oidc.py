@@ -17,6 +17,7 @@ from typing import Any
 
 import jwt
 
+from shipledger.fields import copied
 from shipledger.producers.approvals.identity import (
     Identity,
     IdentityRefused,
@@ -52,14 +53,7 @@ class OidcConfig:
             return None
         if not settings.oidc_audience:
             raise ValueError("SHIPLEDGER_OIDC_AUDIENCE is required with SHIPLEDGER_OIDC_ISSUER")
-        return cls(
-            issuer=settings.oidc_issuer,
-            audience=settings.oidc_audience,
-            username_claim=settings.oidc_username_claim,
-            groups_claim=settings.oidc_groups_claim,
-            leeway_s=settings.oidc_leeway_s,
-            timeout_s=settings.identity_timeout_s,
-        )
+        return copied(cls, settings, prefix="oidc_", timeout_s=settings.identity_timeout_s)
 
 
 class OidcVerifier:

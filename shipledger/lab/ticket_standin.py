@@ -15,17 +15,17 @@ import json
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from shipledger.closing import Running
 from shipledger.receivers.webhook import RESOLVED_TYPE, signer
 
 #: The path the escalator posts to.
 PATH = "/tickets"
 
 
-class TicketStandIn:
+class TicketStandIn(Running):
     """The stand-in, serving on 127.0.0.1 (any free port) from `start()` to `stop()`;
     `url` is the receiver URL for the policy, `tickets` maps each delivery id to its key,
     `closed` holds the alert ids whose resolution came."""
@@ -96,16 +96,6 @@ class TicketStandIn:
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for a serve loop that must be running
+            self._server.shutdown()
         self._server.server_close()
-
-    def __enter__(self) -> TicketStandIn:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

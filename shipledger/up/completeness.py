@@ -89,7 +89,7 @@ def held_for(store: LedgerStore, entries: Sequence[Entry], tables: dict[str, str
         by_table.setdefault(tables.get(e.topic, ""), set()).add((e.tenant, e.event_id))
     deployments = sorted(by_table.pop(ddl.EVENTS, set()))
     if deployments:
-        held.events = store.existing_ids(ddl.EVENTS, "event_id", deployments)
+        held.events = store.existing_ids(ddl.EVENTS, deployments)
         for chunk in _chunks(deployments):
             _, rows = store.query(
                 "SELECT tenant, record_id, seq, alert_rules "  # noqa: S608 (checked identifiers)
@@ -106,11 +106,10 @@ def held_for(store: LedgerStore, entries: Sequence[Entry], tables: dict[str, str
             for rule in rules
         ]
         if wanted:
-            held.alerts = store.existing_ids(ddl.ALERTS, "alert_id", wanted)
+            held.alerts = store.existing_ids(ddl.ALERTS, wanted)
     for table, keys in by_table.items():
-        spec = ddl.tables().get(table)
-        if spec is not None:
-            found = store.existing_ids(table, spec.id_column, sorted(keys))
+        if table in ddl.tables():
+            found = store.existing_ids(table, sorted(keys))
             held.family_rows.update((table, t, i) for t, i in found)
     letters = sorted({entry_letter_id(e) for e in entries})
     for start in range(0, len(letters), _CHUNK):

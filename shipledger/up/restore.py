@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -334,13 +334,5 @@ def restore(
     )
     commit_start_offsets(settings, bootstrap)
     report = RestoreReport(deployments, len(segments), len(entries), len(todo), skipped, enrichment)
-    log.info(
-        "restored",
-        deployments=report.deployments,
-        enrichment=report.enrichment,
-        journal_segments=report.journal_segments,
-        journal_entries=report.journal_entries,
-        replayed=report.replayed,
-        skipped_bytes=report.skipped_bytes,
-    )
+    log.info("restored", **asdict(report))
     return report

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -257,19 +258,23 @@ class Stack(Running):
 
     def _run_escalator(self) -> None:
         assert self.escalator is not None
-        try:
-            self.escalator.run(self._sink_stop)
-        except BaseException as exc:  # surfaced by check() on the main thread
-            self._escalator_error = exc
-            log.exception("escalator_crashed")
+        self._escalator_error = self._crash_of("escalator", self.escalator.run)
 
     def _run_sink(self) -> None:
         assert self.sink is not None
+        self._sink_error = self._crash_of("sink", self.sink.run)
+
+    def _crash_of(
+        self, component: str, run: Callable[[threading.Event], object]
+    ) -> BaseException | None:
+        """Run a component's loop on this thread until `_sink_stop`; what it raised is
+        logged and returned, for check() to raise on the main thread."""
         try:
-            self.sink.run(self._sink_stop)
-        except BaseException as exc:  # surfaced by check() on the main thread
-            self._sink_error = exc
-            log.exception("sink_crashed")
+            run(self._sink_stop)
+        except BaseException as exc:
+            log.exception(f"{component}_crashed")
+            return exc
+        return None
 
     def check(self) -> None:
         """Raise if a component died: a crashed sink or worker must stop the stack, loudly."""

@@ -57,6 +57,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from shipledger.fields import copied
 from shipledger.schemas.scopes import RowScope
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
@@ -100,15 +101,7 @@ class QueryLimits:
     @classmethod
     def of(cls, settings: Settings) -> QueryLimits:
         """The limits configured in `settings`."""
-        return cls(
-            timeout_s=settings.query_timeout_s,
-            max_memory_bytes=settings.query_max_memory_bytes,
-            max_result_bytes=settings.query_max_result_bytes,
-            max_sql_bytes=settings.query_max_sql_bytes,
-            max_ast_elements=settings.query_max_ast_elements,
-            max_ast_depth=settings.query_max_ast_depth,
-            max_threads=settings.query_max_threads,
-        )
+        return copied(cls, settings, prefix="query_")
 
     def engine_settings(self) -> dict[str, Any]:
         """ClickHouse settings enforcing these limits (set before `readonly`, which locks them)."""

@@ -174,16 +174,11 @@ class LedgerReader:
         return None
 
     def existing_ids(
-        self,
-        table: str,
-        id_column: str,
-        keys: Iterable[RowKey],
-        *,
-        window: TimeWindow | None = None,
+        self, table: str, keys: Iterable[RowKey], *, window: TimeWindow | None = None
     ) -> set[RowKey]:
         """Which (tenant, id) pairs of `keys` the ledger holds in `table`, hot or cold
         (optionally only within `window`): what dedup and the restore of `up` ask."""
-        return self._store.existing_ids(table, id_column, keys, window=window)
+        return self._store.existing_ids(table, keys, window=window)
 
     def query(
         self,

@@ -90,15 +90,10 @@ class StoredIds(Protocol):
     """Which rows a ledger holds already: `LedgerStore` answers, the writer's dedup asks."""
 
     def existing_ids(
-        self,
-        table: str,
-        id_column: str,
-        keys: Iterable[RowKey],
-        *,
-        window: TimeWindow | None = None,
+        self, table: str, keys: Iterable[RowKey], *, window: TimeWindow | None = None
     ) -> set[RowKey]:
-        """Which (tenant, id) pairs of `keys` are stored in `table`, hot or cold (optionally
-        only within `window`)."""
+        """Which (tenant, id) pairs of `keys` are stored in `table` (ids in its id column), hot
+        or cold (optionally only within `window`)."""
         ...
 
 
@@ -213,20 +208,16 @@ class LedgerStore(Closing):
         return len(rows)
 
     def existing_ids(
-        self,
-        table: str,
-        id_column: str,
-        keys: Iterable[RowKey],
-        *,
-        window: TimeWindow | None = None,
+        self, table: str, keys: Iterable[RowKey], *, window: TimeWindow | None = None
     ) -> set[RowKey]:
-        """Which (tenant, id) pairs of `keys` are already stored in `table`, hot or cold
-        (optionally only within `window`): a row `shipledger archive` moved is still stored.
+        """Which (tenant, id) pairs of `keys` are already stored in `table` (ids in its id
+        column), hot or cold (optionally only within `window`): a row `shipledger archive`
+        moved is still stored.
         Readers outside the ledger's writer ask `sinks.ledger.reader.LedgerReader`."""
         wanted = sorted(set(keys))
         if not wanted:
             return set()
-        column = ddl.quote_ident(id_column)
+        column = ddl.quote_ident(ddl.tables()[table].id_column)
         # Identifiers are checked by quote_ident; values are bound server-side (a 5000-id
         # literal list costs ClickHouse ~20 ms more to parse; large params go form-encoded).
         where = f"(tenant, {column}) IN {{keys:Array(Tuple(String, String))}}"

@@ -45,7 +45,7 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import read_stack
-from tests.kit import SHIPLEDGER, emit_options, run_shipledger
+from tests.kit import SHIPLEDGER, emit_options, run_shipledger, up_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -244,16 +244,11 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     rng = random.Random(seed)
     data = tmp_path / "data"
     settings = Settings(data_dir=data, topic_partitions=2)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLEDGER_")}
-    env.update(
-        {
-            "SHIPLEDGER_DATA_DIR": str(data),
-            "SHIPLEDGER_TOPIC_PARTITIONS": "2",
-            "SHIPLEDGER_API_PORT": "0",
-            "SHIPLEDGER_API_RATE_PER_S": "100000",
-            "SHIPLEDGER_API_RATE_BURST": "100000",
-            "SHIPLEDGER_EMIT_TIMEOUT_S": "3",
-        }
+    env = up_env(
+        data,
+        SHIPLEDGER_API_RATE_PER_S="100000",
+        SHIPLEDGER_API_RATE_BURST="100000",
+        SHIPLEDGER_EMIT_TIMEOUT_S="3",
     )
     data.mkdir(parents=True)
     auth = AuthStore(settings.resolved_auth_db)

@@ -17,7 +17,7 @@ from shipledger.schemas.families import FAMILIES, family_of
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec, catalog
 from shipledger.up.stack import Stack
-from tests.kit import FAMILY_EVENTS, deployment_event
+from tests.kit import FAMILY_EVENTS, deployment_event, query_until
 
 pytestmark = pytest.mark.integration
 
@@ -53,19 +53,6 @@ def _event(dep: str, stage: Literal["started", "succeeded"], **kw: Any) -> Deplo
         occurred_at=AT,
         **kw,
     )
-
-
-def _wait(stack: Stack, sql: str, want: Any, timeout: float = 60) -> Any:
-    assert stack.store is not None
-    deadline = time.monotonic() + timeout
-    got: Any = None
-    while time.monotonic() < deadline:
-        stack.check()
-        got = stack.store.query(sql)[1]
-        if got == want:
-            return got
-        time.sleep(0.2)
-    return got
 
 
 def _dead_letters(bootstrap: str, topic: str, timeout: float = 60) -> list[dict[str, bytes]]:
@@ -116,19 +103,19 @@ def test_v1_and_v2_events_and_every_family_land_in_the_ledger(stack: Stack) -> N
     )
     assert producer.flush(10) == 0
 
-    assert _wait(
+    assert query_until(
         stack,
         "SELECT event_id, team, approvers FROM deployment_events ORDER BY event_id",
         [("dep-v-started", None, []), ("dep-v-succeeded", "basket", ["bob"])],
     ) == [("dep-v-started", None, []), ("dep-v-succeeded", "basket", ["bob"])]
-    assert _wait(
+    assert query_until(
         stack,
         "SELECT status, seq, team, source, approvers FROM deployments",
         [("succeeded", 2, "basket", "api", ["bob"])],
     ) == [("succeeded", 2, "basket", "api", ["bob"])]
     for name, table in TABLES.items():
-        assert _wait(stack, f"SELECT count() FROM {table}", [(1,)]) == [(1,)], name
-    assert _wait(
+        assert query_until(stack, f"SELECT count() FROM {table}", [(1,)]) == [(1,)], name
+    assert query_until(
         stack,
         "SELECT change_id, arrayMap(a -> a.approver, approvals) FROM change_requests",
         [(FAMILY_EVENTS["change"]["change_id"], ["bob"])],

@@ -24,14 +24,13 @@ from pydantic import SecretStr
 
 from shipledger import metrics as m
 from shipledger.kafka import KafkaProducer
-from shipledger.schemas.models import Alert
 from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import alert_row
 from shipledger.sinks.writer import LedgerWriter
 from shipledger.up.stack import Stack
-from tests.kit import own_settings
+from tests.kit import own_settings, sample_alert
 
 pytestmark = pytest.mark.integration
 
@@ -280,18 +279,10 @@ def test_a_restart_delivers_alerts_the_embedded_broker_forgot(
         deploy(stack, "dep-seen")
         wait_for(stack, "dep-seen's tickets", lambda: len(outcomes(stack, "dep-seen")) == 3)
     # What a kill -9 leaves: an alert in the ledger that the escalator never read.
-    lost = Alert(
+    lost = sample_alert(
         alert_id="lost-alert",
-        rule="missing_change_ticket",
-        severity="high",
-        message="checkout deployed to prod without a change ticket",
-        policy_version="esc-it-1",
         deployment_id="dep-lost",
-        event_id="lost-event",
         tenant="retail",
-        service="checkout",
-        environment="prod",
-        actor="alice",
         occurred_at=datetime.now(UTC),
     )
     with LedgerStore.open(settings) as store:

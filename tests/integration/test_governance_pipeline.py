@@ -26,7 +26,7 @@ from shipledger.schemas.policy import parse_policy, text_sha256
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.audit import verify
 from shipledger.up.stack import Stack
-from tests.kit import invoke, wait_until
+from tests.kit import invoke, query_until, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +93,31 @@ def change(event_id: str, change_id: str, state: str, at: str, **extra: Any) -> 
     }
 
 
+#: CHG-W: approved for a window that closes at 09:00 on the day of the deployments.
+WINDOW_APPROVED = change(
+    "w-approve",
+    "CHG-W",
+    "approved",
+    "2026-11-24T12:00:00+00:00",
+    planned_start="2026-11-25T06:00:00+00:00",
+    planned_end="2026-11-25T09:00:00+00:00",
+)
+
+
+def checkout_entry(**extra: Any) -> dict[str, Any]:
+    """The service catalog's entry of checkout, owned by payments-team, with `extra` fields."""
+    return {
+        "family": "catalog",
+        "event_id": "cat-checkout",
+        "entity": "service",
+        "action": "created",
+        "name": "checkout",
+        "owner_team": "payments-team",
+        "occurred_at": "2026-11-01T00:00:00+00:00",
+        **extra,
+    }
+
+
 def deployment(dep: str, change_id: str | None, at: str = START, **extra: Any) -> dict[str, Any]:
     return {
         "event_id": f"{dep}-started",
@@ -108,22 +133,6 @@ def deployment(dep: str, change_id: str | None, at: str = START, **extra: Any) -
     }
 
 
-def wait_for(stack: Stack, sql: str, want: Any, timeout_s: float = 90) -> Any:
-    """Poll `sql` until its rows equal `want` (returns the last rows read)."""
-    assert stack.store is not None
-    deadline = time.monotonic() + timeout_s
-    rows: Any = None
-    while time.monotonic() < deadline:
-        stack.check()
-        rows = stack.store.query(sql)[1]
-        if rows == want:
-            return rows
-        time.sleep(0.2)
-    for log in sorted((stack.settings.data_dir.parent / "logs").glob("worker-*.log")):
-        print(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-60:]))
-    return rows
-
-
 def open_rules(dep: str) -> str:
     return f"SELECT rule FROM shipledger.open_alerts WHERE deployment_id = '{dep}' ORDER BY rule"
 
@@ -131,32 +140,14 @@ def open_rules(dep: str) -> str:
 def test_change_requests_judge_deployments_late_data_resolves(stack: Stack, post: Post) -> None:
     assert stack.store is not None
     post(
-        {
-            "family": "catalog",
-            "event_id": "cat-checkout",
-            "entity": "service",
-            "action": "created",
-            "name": "checkout",
-            "owner_team": "payments-team",
-            "application": "webshop",
-            "tier": "tier-1",
-            "repository": "retail/checkout",
-            "occurred_at": "2026-11-01T00:00:00+00:00",
-        },
+        checkout_entry(application="webshop", tier="tier-1", repository="retail/checkout"),
         change("r-open", "CHG-R", "opened", "2026-11-25T08:00:00+00:00"),
         change("r-reject", "CHG-R", "rejected", "2026-11-25T09:30:00+00:00"),
         change("l-open", "CHG-L", "opened", "2026-11-25T08:00:00+00:00"),
         change("a-open", "CHG-A", "opened", "2026-11-25T08:00:00+00:00"),
-        change(
-            "w-approve",
-            "CHG-W",
-            "approved",
-            "2026-11-24T12:00:00+00:00",
-            planned_start="2026-11-25T06:00:00+00:00",
-            planned_end="2026-11-25T09:00:00+00:00",
-        ),
+        WINDOW_APPROVED,
     )
-    wait_for(stack, "SELECT count() FROM shipledger.change_events", [(5,)])
+    query_until(stack, "SELECT count() FROM shipledger.change_events", [(5,)])
     post(
         deployment("dep-rejected", "CHG-R"),
         deployment("dep-unknown", "CHG-NONE"),
@@ -165,20 +156,20 @@ def test_change_requests_judge_deployments_late_data_resolves(stack: Stack, post
         deployment("dep-window", "CHG-W"),
         deployment("dep-own-team", None, environment="dev", team="search-team"),
     )
-    assert wait_for(stack, open_rules("dep-rejected"), [("change_not_approved",)]) == [
+    assert query_until(stack, open_rules("dep-rejected"), [("change_not_approved",)]) == [
         ("change_not_approved",)
     ]
-    assert wait_for(stack, open_rules("dep-unknown"), [("change_ticket_unknown",)]) == [
+    assert query_until(stack, open_rules("dep-unknown"), [("change_ticket_unknown",)]) == [
         ("change_ticket_unknown",)
     ]
     # Started 10:00, the window ended 09:00: an hour late (tolerance 15m).
-    assert wait_for(stack, open_rules("dep-window"), [("outside_change_window",)]) == [
+    assert query_until(stack, open_rules("dep-window"), [("outside_change_window",)]) == [
         ("outside_change_window",)
     ]
-    assert wait_for(stack, open_rules("dep-late"), [("change_not_approved",)]) == [
+    assert query_until(stack, open_rules("dep-late"), [("change_not_approved",)]) == [
         ("change_not_approved",)
     ]
-    assert wait_for(stack, open_rules("dep-after"), [("change_not_approved",)]) == [
+    assert query_until(stack, open_rules("dep-after"), [("change_not_approved",)]) == [
         ("change_not_approved",)
     ]
 
@@ -188,7 +179,7 @@ def test_change_requests_judge_deployments_late_data_resolves(stack: Stack, post
         change("l-approve", "CHG-L", "approved", "2026-11-25T09:45:00+00:00"),
         change("a-approve", "CHG-A", "approved", "2026-11-25T10:05:00+00:00"),
     )
-    assert wait_for(stack, open_rules("dep-late"), []) == []
+    assert query_until(stack, open_rules("dep-late"), []) == []
     _, rows = stack.store.query(
         "SELECT r.rule, r.resolves = a.alert_id, r.message FROM shipledger.alerts AS r "
         "INNER JOIN shipledger.alerts AS a ON a.alert_id = r.resolves "
@@ -198,7 +189,7 @@ def test_change_requests_judge_deployments_late_data_resolves(stack: Stack, post
     rule, names_the_alert, message = rows[0]
     assert (rule, names_the_alert) == ("change_not_approved", True)
     assert "'approved' when the deployment started" in message
-    assert wait_for(
+    assert query_until(
         stack,
         "SELECT change_state, seq, event_count FROM shipledger.deployments "
         "WHERE deployment_id = 'dep-late'",
@@ -222,7 +213,7 @@ def test_change_requests_judge_deployments_late_data_resolves(stack: Stack, post
     assert rows == [("payments-team", "webshop", "tier-1")]
     _, rows = stack.store.query("SELECT DISTINCT team, application, tier FROM shipledger.alerts")
     assert rows == [("payments-team", "webshop", "tier-1")]
-    assert wait_for(
+    assert query_until(
         stack,
         "SELECT team, application, repository FROM shipledger.deployments "
         "WHERE deployment_id = 'dep-own-team'",
@@ -255,7 +246,7 @@ def test_out_of_order_and_duplicate_change_events_give_one_outcome(
     }
     post(deployment("dep-in-order", "CHG-IN"), deployment("dep-shuffled", "CHG-SH"))
     for dep in ("dep-in-order", "dep-shuffled"):
-        wait_for(stack, open_rules(dep), [("change_ticket_unknown",)])
+        query_until(stack, open_rules(dep), [("change_ticket_unknown",)])
 
     def events(change_id: str) -> list[dict[str, Any]]:
         return [
@@ -271,7 +262,7 @@ def test_out_of_order_and_duplicate_change_events_give_one_outcome(
 
     for dep in ("dep-in-order", "dep-shuffled"):
         # As of 10:00 the request was rejected (09:30): only that holds.
-        assert wait_for(stack, open_rules(dep), [("change_not_approved",)]) == [
+        assert query_until(stack, open_rules(dep), [("change_not_approved",)]) == [
             ("change_not_approved",)
         ], dep
     facts = (
@@ -279,9 +270,9 @@ def test_out_of_order_and_duplicate_change_events_give_one_outcome(
         "WHERE deployment_id = '{}'"
     )
     want = [("rejected", 0, ["change_not_approved"])]
-    assert wait_for(stack, facts.format("dep-in-order"), want) == want
-    assert wait_for(stack, facts.format("dep-shuffled"), want) == want
-    assert wait_for(stack, "SELECT count() FROM shipledger.change_events", [(6,)]) == [(6,)]
+    assert query_until(stack, facts.format("dep-in-order"), want) == want
+    assert query_until(stack, facts.format("dep-shuffled"), want) == want
+    assert query_until(stack, "SELECT count() FROM shipledger.change_events", [(6,)]) == [(6,)]
     time.sleep(2.0)  # nothing more arrives
     _, rows = stack.store.query(
         "SELECT count() - uniqExact(alert_id), countIf(kind = 'resolution') - "
@@ -307,27 +298,12 @@ def test_policy_simulate_rejudges_the_ledger_under_a_candidate(
     and a deployment outside --from/--to is not judged."""
     assert stack.store is not None
     post(
-        {
-            "family": "catalog",
-            "event_id": "cat-checkout",
-            "entity": "service",
-            "action": "created",
-            "name": "checkout",
-            "owner_team": "payments-team",
-            "occurred_at": "2026-11-01T00:00:00+00:00",
-        },
+        checkout_entry(),
         change("r-reject", "CHG-R", "rejected", "2026-11-25T09:30:00+00:00"),
         change("l-open", "CHG-L", "opened", "2026-11-25T08:00:00+00:00"),
-        change(
-            "w-approve",
-            "CHG-W",
-            "approved",
-            "2026-11-24T12:00:00+00:00",
-            planned_start="2026-11-25T06:00:00+00:00",
-            planned_end="2026-11-25T09:00:00+00:00",
-        ),
+        WINDOW_APPROVED,
     )
-    wait_for(stack, "SELECT count() FROM shipledger.change_events", [(3,)])
+    query_until(stack, "SELECT count() FROM shipledger.change_events", [(3,)])
     post(
         deployment("dep-rejected", "CHG-R"),
         deployment("dep-late", "CHG-L"),
@@ -335,18 +311,18 @@ def test_policy_simulate_rejudges_the_ledger_under_a_candidate(
         deployment("dep-stage", None, environment="stage"),
         deployment("dep-stage-old", None, at="2026-10-01T10:00:00+00:00", environment="stage"),
     )
-    assert wait_for(stack, open_rules("dep-window"), [("outside_change_window",)]) == [
+    assert query_until(stack, open_rules("dep-window"), [("outside_change_window",)]) == [
         ("outside_change_window",)
     ]
-    assert wait_for(stack, open_rules("dep-rejected"), [("change_not_approved",)]) == [
+    assert query_until(stack, open_rules("dep-rejected"), [("change_not_approved",)]) == [
         ("change_not_approved",)
     ]
-    assert wait_for(stack, open_rules("dep-late"), [("change_not_approved",)]) == [
+    assert query_until(stack, open_rules("dep-late"), [("change_not_approved",)]) == [
         ("change_not_approved",)
     ]
     post(change("l-approve", "CHG-L", "approved", "2026-11-25T09:45:00+00:00"))
-    assert wait_for(stack, open_rules("dep-late"), []) == []
-    wait_for(stack, "SELECT count() FROM shipledger.deployment_records", [(6,)])
+    assert query_until(stack, open_rules("dep-late"), []) == []
+    query_until(stack, "SELECT count() FROM shipledger.deployment_records", [(6,)])
     stack.stop()  # the embedded ledger is read by one process at a time
 
     candidate = tmp_path / "candidate.yaml"
@@ -383,7 +359,7 @@ def test_a_pushed_policy_judges_the_next_deployment_without_a_restart(
     between batches, and the next deployment's alert names its version and digest."""
     assert stack.store is not None
     post(deployment("dep-before", None, environment="stage"), deployment("dep-prod", None))
-    assert wait_for(stack, open_rules("dep-prod"), [("missing_change_ticket",)]) == [
+    assert query_until(stack, open_rules("dep-prod"), [("missing_change_ticket",)]) == [
         ("missing_change_ticket",)
     ]
     _, rows = stack.store.query("SELECT DISTINCT policy_version FROM shipledger.alerts")
@@ -410,7 +386,7 @@ def test_a_pushed_policy_judges_the_next_deployment_without_a_restart(
         f"no worker adopted {version}",
     )
     post(deployment("dep-after-push", None, environment="stage"))
-    assert wait_for(stack, open_rules("dep-after-push"), [("missing_change_ticket",)]) == [
+    assert query_until(stack, open_rules("dep-after-push"), [("missing_change_ticket",)]) == [
         ("missing_change_ticket",)
     ]
     _, rows = stack.store.query(

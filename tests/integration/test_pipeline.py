@@ -20,7 +20,7 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger.audit import verify
 from shipledger.up.broker import free_port
 from shipledger.up.stack import Stack
-from tests.kit import SHA, deployment_event, emit_options, run_shipledger
+from tests.kit import SHA, deployment_event, emit_options, poll, run_shipledger
 
 pytestmark = pytest.mark.integration
 
@@ -94,19 +94,11 @@ def wait_rows(
 ) -> int:
     """Poll `table` until it has `want` rows; with `supervise`, restart an exited worker as
     `up` does (a restarted worker may exit once more by design: `processors.offsets`)."""
-    assert stack.store is not None
-    deadline = time.monotonic() + timeout
-    have = 0
-    while time.monotonic() < deadline:
-        stack.supervise() if supervise else stack.check()
-        have = stack.store.count(table)
-        if have >= want:
-            return have
-        time.sleep(0.2)
-    # Shown by pytest with the failure: what the worker said while we waited.
-    for log in sorted((stack.settings.data_dir.parent / "logs").glob("*.log")):
-        print(f"--- {log.name} (last 40 lines)\n" + "\n".join(log.read_text().splitlines()[-40:]))
-    return have
+    store = stack.store
+    assert store is not None
+    return poll(
+        stack, lambda: store.count(table), lambda n: n >= want, timeout, supervise=supervise
+    )
 
 
 def read_topic(

@@ -30,7 +30,6 @@ import pytest
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.api.server import ApiServer
 from shipledger.query_cli import query as query_command
-from shipledger.schemas.models import Alert, DeploymentEvent
 from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
 from shipledger.sinks import rows
@@ -40,6 +39,7 @@ from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.writer import LedgerWriter
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
+from tests.kit import deployment_event, sample_alert
 
 pytestmark = pytest.mark.integration
 
@@ -105,22 +105,18 @@ class Stack:
 
 def _rows(tenant: str, marker: str, index: int, days_ago: int) -> tuple[rows.Row, rows.Row]:
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(days=days_ago, minutes=index)
-    event = DeploymentEvent(
+    event = deployment_event(
         deployment_id=f"{tenant}-{marker}-{index}",
         event_type="failed",
         service=f"svc-{marker}",
-        environment="prod",
         tenant=tenant,
-        commit_sha="0123456789abcdef0123456789abcdef01234567",
         actor=f"actor-{marker}",
         occurred_at=at,
         attributes={"secret": marker},
     )
     meta = rows.KafkaMeta("raw", 0, index, int(at.timestamp() * 1000))
-    alert = Alert(
+    alert = sample_alert(
         alert_id=f"{event.event_id}:rule",
-        rule="missing_change_ticket",
-        severity="high",
         message=f"message {marker}",
         evidence={"marker": marker},
         policy_version="p-1",
@@ -128,7 +124,6 @@ def _rows(tenant: str, marker: str, index: int, days_ago: int) -> tuple[rows.Row
         event_id=event.event_id,
         tenant=tenant,
         service=event.service,
-        environment="prod",
         actor=event.actor,
         occurred_at=at,
         detected_at=at,

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import Retention, load_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.topics import Topics
@@ -26,11 +25,11 @@ from shipledger.sinks.ledger.chain import stamp
 from shipledger.sinks.ledger.store import LedgerStore, TimeWindow
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.topics import ensure_topics
+from tests.kit import deployment_event, deployment_record, sample_alert
 
 POLICY = load_policy(None)
 pytestmark = pytest.mark.integration
 
-SHA = "0123456789abcdef0123456789abcdef01234567"
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 N_EVENTS = 12
 
@@ -59,54 +58,37 @@ def _messages() -> list[tuple[str, bytes, bytes]]:
     for i in range(N_EVENTS):
         dep = f"dep-{i % 4}"
         seq = i // 4 + 1
-        event = DeploymentEvent(
+        event = deployment_event(
             event_id=f"evt-{i}",
             deployment_id=dep,
             event_type="started" if seq == 1 else "succeeded",
             service=f"svc-{i % 4}",
-            environment="prod",
-            commit_sha=SHA,
-            actor="alice",
             occurred_at=T0 + timedelta(minutes=i),
             attributes={"i": str(i)},
         )
         out.append(("raw", dep.encode(), ev.encode(event.to_avro())))
-        record = DeploymentRecord(
+        record = deployment_record(
             record_id=event.event_id,
             deployment_id=dep,
             seq=seq,
             status="in_progress" if seq == 1 else "succeeded",
-            kind="release",
             service=event.service,
-            environment="prod",
-            environment_raw="prod",
-            tenant="default",
-            commit_sha=SHA,
-            actor="alice",
-            trigger="automated",
             started_at=T0 + timedelta(minutes=i % 4),
             finished_at=None if seq == 1 else event.occurred_at,
             event_count=seq,
             last_event_id=event.event_id,
             last_event_type=event.event_type,
-            policy_version="p1",
             updated_at=event.occurred_at,
         )
         out.append(("records", dep.encode(), rec.encode(record.to_avro())))
         if i % 3 == 0:
-            alert = Alert(
+            alert = sample_alert(
                 alert_id=f"{event.event_id}:missing_change_ticket",
-                rule="missing_change_ticket",
-                severity="high",
                 message="prod deploy without a change ticket",
                 evidence={"environment": "prod"},
-                policy_version="p1",
                 deployment_id=dep,
                 event_id=event.event_id,
-                tenant="default",
                 service=event.service,
-                environment="prod",
-                actor="alice",
                 occurred_at=event.occurred_at,
             )
             out.append(("alerts", dep.encode(), al.encode(alert.to_avro())))
@@ -300,18 +282,9 @@ def test_existing_ids_within_a_time_window(store: LedgerStore) -> None:
 
     rows = []
     for i in range(3):
-        alert = Alert(
+        alert = sample_alert(
             alert_id=f"a{i}",
-            rule="r",
-            severity="low",
-            message="m",
-            policy_version="p",
-            deployment_id="d",
-            event_id="e",
             tenant="t",
-            service="s",
-            environment="prod",
-            actor="x",
             occurred_at=T0 + timedelta(days=40 * i),  # three different months
         )
         rows.append(alert_row(codec.decode(codec.encode(alert.to_avro()))))
@@ -319,14 +292,14 @@ def test_existing_ids_within_a_time_window(store: LedgerStore) -> None:
     assert store.insert(ddl.ALERTS, rows) == 3
     asked = [("t", "a0"), ("t", "a1"), ("t", "a2"), ("t", "zz"), ("other", "a0")]
     # Another tenant's row with the same id is not a duplicate.
-    assert store.existing_ids(ddl.ALERTS, "alert_id", asked) == {
+    assert store.existing_ids(ddl.ALERTS, asked) == {
         ("t", "a0"),
         ("t", "a1"),
         ("t", "a2"),
     }
     window = TimeWindow("occurred_at", T0, T0 + timedelta(days=41))
-    assert store.existing_ids(ddl.ALERTS, "alert_id", asked[:3], window=window) == {
+    assert store.existing_ids(ddl.ALERTS, asked[:3], window=window) == {
         ("t", "a0"),
         ("t", "a1"),
     }
-    assert store.existing_ids(ddl.ALERTS, "alert_id", []) == set()
+    assert store.existing_ids(ddl.ALERTS, []) == set()

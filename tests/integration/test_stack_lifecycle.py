@@ -21,6 +21,7 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import read_stack, stack_path
 from shipledger.up.stack import Stack
+from tests.kit import up_env
 
 pytestmark = pytest.mark.integration
 
@@ -101,14 +102,7 @@ def _cmdline(pid: int) -> str:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
 def test_kill_9_of_up_leaves_no_children(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLEDGER_")}
-    env.update(
-        {
-            "SHIPLEDGER_DATA_DIR": str(tmp_path / "data"),
-            "SHIPLEDGER_TOPIC_PARTITIONS": "2",
-            "SHIPLEDGER_API_PORT": "0",  # tests run side by side: never the fixed port
-        }
-    )
+    env = up_env(tmp_path / "data")
     settings = Settings(data_dir=tmp_path / "data")
     children: set[int] = set()
     with (tmp_path / "up.log").open("wb") as log:

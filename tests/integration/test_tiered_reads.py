@@ -90,9 +90,9 @@ def test_a_replay_after_archive_inserts_no_duplicate(
     archive(ledger, cold_after_days=90)
     reader = LedgerReader(ledger)
     keys = [(str(row["tenant"]), str(row["event_id"])) for row in old]
-    assert reader.existing_ids(ddl.EVENTS, "event_id", keys) == set(keys)
+    assert reader.existing_ids(ddl.EVENTS, keys) == set(keys)
     window = TimeWindow.of("occurred_at", (row["occurred_at"] for row in old))
-    assert reader.existing_ids(ddl.EVENTS, "event_id", keys, window=window) == set(keys)
+    assert reader.existing_ids(ddl.EVENTS, keys, window=window) == set(keys)
     before = reader.query(
         "SELECT count() FROM deployment_events",
         tenant=None,

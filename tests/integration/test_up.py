@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 from shipledger.producers.api.auth import AuthStore
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.store import LedgerStore
+from tests.kit import up_env
 
 pytestmark = pytest.mark.integration
 
@@ -39,14 +40,7 @@ def record_arrives(bootstrap: str, topic: str, timeout_s: float = 60) -> bool:
 
 
 def test_up_runs_until_ctrl_c(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLEDGER_")}
-    env.update(
-        {
-            "SHIPLEDGER_DATA_DIR": str(tmp_path / "data"),
-            "SHIPLEDGER_TOPIC_PARTITIONS": "2",
-            "SHIPLEDGER_API_PORT": "0",  # tests run side by side: never the fixed port
-        }
-    )
+    env = up_env(tmp_path / "data")
     stack_file = tmp_path / "data" / "stack.json"
     with (tmp_path / "up.log").open("wb") as log:
         up = subprocess.Popen([BIN, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)

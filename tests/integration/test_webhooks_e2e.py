@@ -6,7 +6,6 @@ nothing."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 from shipledger.producers.api.auth import AuthStore
 from shipledger.settings import Settings
 from shipledger.up.stack import Stack
+from tests.kit import poll
 from tests.webhook_kit import SECRET, RawRequest
 
 pytestmark = pytest.mark.integration
@@ -96,16 +96,9 @@ def stack(broker: str, settings: Settings, tmp_path: Path) -> Iterator[Stack]:
 
 
 def _wait_count(stack: Stack, sql: str, want: int, timeout_s: float = 60) -> int:
-    assert stack.store is not None
-    deadline = time.monotonic() + timeout_s
-    have = -1
-    while time.monotonic() < deadline:
-        stack.check()
-        have = int(stack.store.query(sql)[1][0][0])
-        if have >= want:
-            return have
-        time.sleep(0.2)
-    return have
+    store = stack.store
+    assert store is not None
+    return poll(stack, lambda: int(store.query(sql)[1][0][0]), lambda n: n >= want, timeout_s)
 
 
 def test_every_provider_fixture_lands_as_the_right_records(

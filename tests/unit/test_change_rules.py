@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from hypothesis import given, settings
@@ -19,8 +19,9 @@ from shipledger.processors.rejudge import _REASONS, _REQUEST_REASONS, Rejudgemen
 from shipledger.processors.rules import Finding, Subject
 from shipledger.schemas.family_models import ChangeEvent
 from shipledger.schemas.policy import Rules, parse_policy
+from tests.kit import CHANGE_T0, change_event
 
-T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)  # the deployment starts here
+T0 = CHANGE_T0  # the deployment starts here
 
 
 def at(minutes: float) -> datetime:
@@ -28,15 +29,7 @@ def at(minutes: float) -> datetime:
 
 
 def change(state: str, minutes: float, event_id: str | None = None, **kw: Any) -> ChangeEvent:
-    return ChangeEvent(
-        event_id=event_id or f"{state}-{minutes}",
-        tenant="retail",
-        change_id="CHG1",
-        system="servicenow",
-        state=state,
-        occurred_at=at(minutes),
-        **kw,
-    )
+    return change_event(event_id or f"{state}-{minutes}", state, minutes, **kw)
 
 
 def deployment(**kw: Any) -> Subject:

@@ -20,8 +20,8 @@ from shipledger.dlq import (
 )
 from shipledger.schemas.letters import header_text as parse_headers
 from shipledger.schemas.letters import replay_headers
-from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
+from tests.kit import deployment_event
 
 
 def letter(p: int, o: int, **headers: str) -> Letter:
@@ -120,14 +120,7 @@ def test_table_truncates_reasons() -> None:
 
 
 def test_describe_payload_decodes_events_and_previews_junk() -> None:
-    event = DeploymentEvent(
-        deployment_id="d",
-        event_type="started",
-        service="s",
-        environment="prod",
-        commit_sha="0f" * 20,
-        actor="a",
-    )
+    event = deployment_event(deployment_id="d", service="s", commit_sha="0f" * 20, actor="a")
     decoded, text = describe_payload(
         AvroCodec("io.shipledger.v1.DeploymentEvent").encode(event.to_avro())
     )
@@ -155,16 +148,7 @@ def test_a_replayed_letter_is_journaled_as_its_event() -> None:
 
     settings = Settings()
     raw = settings.topic("deployments.raw")
-    event = DeploymentEvent(
-        event_id="e-1",
-        deployment_id="d-1",
-        event_type="started",
-        service="s",
-        environment="prod",
-        tenant="acme",
-        commit_sha="0" * 40,
-        actor="a",
-    )
+    event = deployment_event(event_id="e-1", service="s", tenant="acme", actor="a")
     value = AvroCodec("io.shipledger.v1.DeploymentEvent").encode(event.to_avro())
     good = Letter(LetterId(1, 4), b"acme/d-1", value, {"source_topic": raw})
     entry = journal_entry(settings, good)

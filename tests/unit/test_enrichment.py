@@ -4,7 +4,7 @@ team, application, tier and change facts on records and alerts."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from hypothesis import given
@@ -12,29 +12,17 @@ from hypothesis import strategies as st
 
 from shipledger.processors.enrichment import Enrichment, EnrichmentEvent, fold
 from shipledger.processors.step import alert_id, process
-from shipledger.schemas.family_models import ArtifactEvent, CatalogEvent, ChangeEvent
-from shipledger.schemas.models import DeploymentEvent
+from shipledger.schemas.family_models import ArtifactEvent, CatalogEvent
 from shipledger.schemas.policy import parse_policy
+from tests.kit import CHANGE_T0, change_deployment, change_event
 
-T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+T0 = CHANGE_T0
 POLICY = parse_policy("version: t\ndefaults:\n  require_change_ticket: [prod]\n")
 DIGEST = "sha256:" + "ab" * 32
 
 
 def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
-
-
-def change(event_id: str, state: str, minutes: float, **kw: Any) -> ChangeEvent:
-    return ChangeEvent(
-        event_id=event_id,
-        tenant="retail",
-        change_id="CHG1",
-        system="servicenow",
-        state=state,
-        occurred_at=at(minutes),
-        **kw,
-    )
 
 
 def catalog(event_id: str, minutes: float, action: str = "created", **kw: Any) -> CatalogEvent:
@@ -49,26 +37,10 @@ def catalog(event_id: str, minutes: float, action: str = "created", **kw: Any) -
     )
 
 
-def deployment(**kw: Any) -> DeploymentEvent:
-    fields: dict[str, Any] = {
-        "event_id": "e1",
-        "deployment_id": "dep-1",
-        "event_type": "started",
-        "service": "checkout",
-        "environment": "prod",
-        "tenant": "retail",
-        "commit_sha": "a" * 40,
-        "actor": "ci-bot",
-        "occurred_at": T0,
-        "change_id": "CHG1",
-    }
-    return DeploymentEvent.model_validate({**fields, **kw})
-
-
 EVENTS: list[EnrichmentEvent] = [
-    change("c1", "opened", -120, planned_start=at(-30), planned_end=at(60)),
-    change("c2", "approved", -60),
-    change("c3", "rejected", 30),
+    change_event("c1", "opened", -120, planned_start=at(-30), planned_end=at(60)),
+    change_event("c2", "approved", -60),
+    change_event("c3", "rejected", 30),
     catalog("k1", -1000, owner_team="old-team", tier="tier-3"),
     catalog("k2", -900, owner_team="payments", application="webshop", tier="tier-1"),
     ArtifactEvent(
@@ -112,21 +84,21 @@ def test_the_latest_catalog_entry_by_event_time_wins_and_removal_forgets() -> No
 
 def test_a_first_event_is_judged_against_the_request_as_of_its_start() -> None:
     view = fold(EVENTS)  # approved at -60, rejected at +30: approved when it started
-    result = process(deployment(), None, POLICY, view=view)
+    result = process(change_deployment(), None, POLICY, view=view)
     assert result.alerts == []
     record = result.record
     assert (record.change_state, record.outside_window_s) == ("approved", 0)
     assert (record.planned_start, record.planned_end) == (at(-30), at(60))
-    early = process(deployment(occurred_at=at(-90)), None, POLICY, view=view).record
+    early = process(change_deployment(occurred_at=at(-90)), None, POLICY, view=view).record
     assert (early.change_state, early.outside_window_s) == ("opened", -3600)
-    late = process(deployment(occurred_at=at(45)), None, POLICY, view=view)
+    late = process(change_deployment(occurred_at=at(45)), None, POLICY, view=view)
     assert [a.rule for a in late.alerts] == ["change_not_approved"]
     assert late.alerts[0].alert_id == alert_id("e1", "change_not_approved")
     assert late.record.alert_rules == ["change_not_approved"]
 
 
 def test_without_a_view_a_named_ticket_is_unknown() -> None:
-    result = process(deployment(), None, POLICY)
+    result = process(change_deployment(), None, POLICY)
     assert [a.rule for a in result.alerts] == ["change_ticket_unknown"]
     assert result.record.change_state is None and result.record.outside_window_s is None
 
@@ -134,7 +106,7 @@ def test_without_a_view_a_named_ticket_is_unknown() -> None:
 def test_records_and_alerts_carry_the_catalogs_team_application_and_tier() -> None:
     view = fold(EVENTS)
     result = process(
-        deployment(change_id="CHG404", artifact_digest=DIGEST), None, POLICY, view=view
+        change_deployment(change_id="CHG404", artifact_digest=DIGEST), None, POLICY, view=view
     )
     record, (alert,) = result.record, result.alerts
     assert (record.team, record.application, record.tier) == ("payments", "webshop", "tier-1")
@@ -145,19 +117,23 @@ def test_records_and_alerts_carry_the_catalogs_team_application_and_tier() -> No
         "v1.2.3",
         "retail/checkout",
     )
-    own = process(deployment(team="search", version="v9"), None, POLICY, view=view).record
+    own = process(change_deployment(team="search", version="v9"), None, POLICY, view=view).record
     assert (own.team, own.application, own.version) == ("search", "webshop", "v9")
 
 
 def test_a_later_event_keeps_the_application_the_catalog_no_longer_gives() -> None:
     view = fold(EVENTS)
-    first = process(deployment(), None, POLICY, view=view).record
+    first = process(change_deployment(), None, POLICY, view=view).record
     view.apply(catalog("k3", 10, action="removed"))
-    later = process(deployment(event_id="e2", event_type="succeeded"), first, POLICY, view=view)
+    later = process(
+        change_deployment(event_id="e2", event_type="succeeded"), first, POLICY, view=view
+    )
     assert (later.record.team, later.record.application) == ("payments", "webshop")
     assert later.alerts == []  # only a first event is judged
     # The request's facts come with the deployment: a change to the request re-judges it
     # (a new record version), a later event does not judge it again.
-    view.apply(change("c4", "cancelled", -5))
-    again = process(deployment(event_id="e3", event_type="succeeded"), first, POLICY, view=view)
+    view.apply(change_event("c4", "cancelled", -5))
+    again = process(
+        change_deployment(event_id="e3", event_type="succeeded"), first, POLICY, view=view
+    )
     assert (again.record.change_state, again.record.outside_window_s) == ("approved", 0)

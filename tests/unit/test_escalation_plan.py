@@ -21,8 +21,9 @@ from shipledger.receivers.plan import (
 from shipledger.receivers.receiver import Ticket
 from shipledger.receivers.record import DeliveryRecord, Recorded, State
 from shipledger.schemas.letters import replay_headers
-from shipledger.schemas.models import Alert, Escalation
+from shipledger.schemas.models import Escalation
 from shipledger.schemas.policy import parse_policy
+from tests.kit import sample_alert
 
 AT = datetime(2026, 12, 22, 10, tzinfo=UTC)
 POLICY = parse_policy(
@@ -39,19 +40,8 @@ escalation:
 
 
 def message(alert_id: str = "a-1", replayed: bool = False, offset: int = 0) -> AlertMessage:
-    alert = Alert(
-        alert_id=alert_id,
-        rule="missing_change_ticket",
-        severity="high",
-        message="no change ticket",
-        policy_version="p",
-        deployment_id="d-1",
-        event_id="e-1",
-        tenant="retail",
-        service="checkout",
-        environment="prod",
-        actor="alice",
-        occurred_at=AT,
+    alert = sample_alert(
+        alert_id=alert_id, policy_version="p", event_id="e-1", tenant="retail", occurred_at=AT
     )
     headers = replay_headers("0:7") if replayed else ()
     return AlertMessage(alert, b"retail/d-1", b"avro", "alerts", 0, offset, headers)

@@ -29,6 +29,7 @@ from shipledger.schemas.policy import Policy, parse_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
+from tests.kit import sample_alert
 
 POLICY = """\
 version: pipe-1
@@ -38,18 +39,10 @@ escalation:
   routes:
     - {name: all, receivers: [snow]}
 """
-ALERT = Alert(
+ALERT = sample_alert(
     alert_id="alert-1",
-    rule="freeze_violation",
-    severity="critical",
-    message="deployed during a freeze",
-    policy_version="p1",
     deployment_id="dep-1",
-    event_id="evt-1",
     tenant="retail",
-    service="checkout",
-    environment="prod",
-    actor="alice",
     occurred_at=datetime(2026, 12, 22, 10, tzinfo=UTC),
 )
 
@@ -114,10 +107,8 @@ class FakeLedger:
     def __init__(self, stored: set[tuple[str, str]]) -> None:
         self.stored = stored
 
-    def existing_ids(
-        self, table: str, id_column: str, keys: Iterable[tuple[str, str]]
-    ) -> set[tuple[str, str]]:
-        assert (table, id_column) == ("escalations", "event_id")
+    def existing_ids(self, table: str, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        assert table == "escalations"
         return self.stored & set(keys)
 
 

@@ -22,13 +22,13 @@ from shipledger.processors.recent import RecentDeployments
 from shipledger.processors.refresh import ViewRefresh
 from shipledger.processors.state import DeploymentState, Entry, state_key
 from shipledger.processors.step import alert_id, resolution_id
-from shipledger.schemas.family_models import ChangeEvent
 from shipledger.schemas.letters import REPLAYED_FROM, header_text, letter_id
-from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
+from shipledger.schemas.models import Alert, DeploymentRecord
 from shipledger.schemas.policy import PolicyDocument, load_policy, parse_policy, text_sha256
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import EVENT_SCHEMA
 from shipledger.settings import Settings
+from tests.kit import change_deployment, change_event, deployment_event
 
 MONDAY_NIGHT = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)  # prod out of window: two alerts
 
@@ -92,15 +92,11 @@ class FakeTable:
 def event(
     event_id: str, event_type: str = "started", deployment: str = "dep-1", **fields: Any
 ) -> bytes:
-    model = DeploymentEvent(
+    model = deployment_event(
         event_id=event_id,
         deployment_id=deployment,
         event_type=event_type,
-        service="checkout",
-        environment="prod",
         tenant="acme",
-        commit_sha="a" * 40,
-        actor="alice",
         occurred_at=MONDAY_NIGHT,
     )
     return AvroCodec(EVENT_SCHEMA).encode({**model.to_avro(), **fields})
@@ -277,30 +273,8 @@ T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 def governed(event_id: str = "e1", deployment: str = "dep-1") -> bytes:
     """A prod deployment of retail naming change CHG1, started at T0."""
-    model = DeploymentEvent(
-        event_id=event_id,
-        deployment_id=deployment,
-        event_type="started",
-        service="checkout",
-        environment="prod",
-        tenant="retail",
-        commit_sha="a" * 40,
-        actor="ci-bot",
-        occurred_at=T0,
-        change_id="CHG1",
-    )
+    model = change_deployment(event_id=event_id, deployment_id=deployment)
     return AvroCodec(EVENT_SCHEMA).encode(model.to_avro())
-
-
-def change(event_id: str, state: str, minutes: float) -> ChangeEvent:
-    return ChangeEvent(
-        event_id=event_id,
-        tenant="retail",
-        change_id="CHG1",
-        system="servicenow",
-        state=state,
-        occurred_at=T0 + timedelta(minutes=minutes),
-    )
 
 
 def judging_handler(view: Enrichment) -> tuple[EventHandler, DeploymentState, FakeOutputs]:
@@ -317,7 +291,7 @@ def test_the_handler_resolves_once_and_remembers_what_holds() -> None:
     unknown = alert_id("e1", "change_ticket_unknown")
     assert outputs.sent == [("records", "e1"), ("alerts", unknown)]
     outputs.sent.clear()
-    for event in (change("c2", "approved", -15), change("c1", "opened", -120)):
+    for event in (change_event("c2", "approved", -15), change_event("c1", "opened", -120)):
         view.apply(event)
     assert handle.rejudge([("retail", "CHG1")], {1}) == 1
     (record_out, resolution_out) = outputs.sent
@@ -336,7 +310,7 @@ def test_only_the_workers_own_partitions_are_rejudged() -> None:
     handle, _, outputs = judging_handler(view)
     handle.handle(FakeMessage(governed(), partition=1))
     outputs.sent.clear()
-    view.apply(change("c1", "opened", -120))
+    view.apply(change_event("c1", "opened", -120))
     assert handle.rejudge([("retail", "CHG1")], {0}) == 0  # partition 1 is not ours
     assert outputs.sent == []
     assert handle.rejudge([("retail", "CHG1")], {0, 1}) == 1
@@ -346,7 +320,7 @@ def test_a_replayed_first_event_emits_only_the_change_alerts_that_hold() -> None
     view = Enrichment()
     handle, _, outputs = judging_handler(view)
     handle.handle(FakeMessage(governed()))
-    view.apply(change("c1", "opened", -120))
+    view.apply(change_event("c1", "opened", -120))
     handle.rejudge([("retail", "CHG1")], {1})
     outputs.sent.clear()
     handle.handle(FakeMessage(governed()))  # a replay: the unknown alert was resolved since
@@ -371,11 +345,11 @@ def test_refresh_sweeps_new_partitions_and_rejudges_changed_requests() -> None:
     refresh = ViewRefresh(feed.drain, view, handle, state, RecentDeployments(), timedelta(hours=1))
     assert refresh.refresh({0}) == 0  # first refresh: a sweep, nothing owed
     outputs.sent.clear()
-    feed.ready = [change("c1", "approved", -30), change("c1", "approved", -30)]
+    feed.ready = [change_event("c1", "approved", -30), change_event("c1", "approved", -30)]
     assert refresh.refresh({0}) == 2  # dep-0 and dep-2; dep-1 is on partition 1
     assert sorted(topic for topic, _ in outputs.sent) == ["alerts", "alerts", "records", "records"]
     outputs.sent.clear()
-    feed.ready = [change("c1", "approved", -30)]  # a duplicate: no re-judgement
+    feed.ready = [change_event("c1", "approved", -30)]  # a duplicate: no re-judgement
     assert refresh.refresh({0}) == 0
     assert refresh.refresh({0, 1}) == 1  # partition 1 assigned: swept, dep-1 resolved
     assert outputs.sent and all(topic in ("records", "alerts") for topic, _ in outputs.sent)

@@ -20,8 +20,8 @@ from shipledger.receivers import servicenow, text, webhook
 from shipledger.receivers.engine import Deliverer, Outcome, RetryPolicy
 from shipledger.receivers.receiver import Delivery, ReceiverKind, Target, Ticket, delivery_id
 from shipledger.receivers.registry import KINDS, policy_problems, targets
-from shipledger.schemas.models import Alert
 from shipledger.schemas.policy import PolicyError, parse_policy
+from tests.kit import sample_alert
 
 
 class StandInReceivers(Protocol):
@@ -40,7 +40,7 @@ class StandInReceivers(Protocol):
     drop_answer: dict[str, int]
 
 
-ALERT = Alert(
+ALERT = sample_alert(
     alert_id="0c6f2d1e-8a4b-5c3d-9e7f-1a2b3c4d5e6f",
     rule="freeze_violation",
     severity="critical",
@@ -50,10 +50,7 @@ ALERT = Alert(
     deployment_id="dep-1",
     event_id="ev-1",
     tenant="retail",
-    service="checkout",
-    environment="prod",
     region="eu-west-1",
-    actor="alice",
     occurred_at=datetime(2026, 12, 22, 10, tzinfo=UTC),
 )
 

@@ -16,8 +16,9 @@ from shipledger.schemas.policy import parse_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import EVENT_SCHEMA
 from shipledger.up.restore import StoredAlert, holding_of
+from tests.kit import CHANGE_T0, change_deployment, change_event
 
-T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+T0 = CHANGE_T0
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 POLICY = parse_policy("version: t\ndefaults:\n  require_change_ticket: [prod]\n")
 
@@ -27,30 +28,11 @@ def at(minutes: float) -> datetime:
 
 
 def change(event_id: str, state: str, minutes: float, change_id: str = "CHG1") -> ChangeEvent:
-    return ChangeEvent(
-        event_id=event_id,
-        tenant="retail",
-        change_id=change_id,
-        system="servicenow",
-        state=state,
-        occurred_at=at(minutes),
-    )
+    return change_event(event_id, state, minutes, change_id=change_id)
 
 
 def raw(event_id: str = "e1", deployment: str = "dep-1", **kw: Any) -> bytes:
-    fields: dict[str, Any] = {
-        "event_id": event_id,
-        "deployment_id": deployment,
-        "event_type": "started",
-        "service": "checkout",
-        "environment": "prod",
-        "tenant": "retail",
-        "commit_sha": "a" * 40,
-        "actor": "ci-bot",
-        "occurred_at": T0,
-        "change_id": "CHG1",
-    }
-    event = DeploymentEvent.model_validate({**fields, **kw})
+    event = change_deployment(event_id=event_id, deployment_id=deployment, **kw)
     return AvroCodec(EVENT_SCHEMA).encode(event.to_avro())
 
 

@@ -23,10 +23,12 @@ from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
+from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.chain import ChainKey, Head
 from shipledger.sinks.ledger.store import TimeWindow
 from shipledger.sinks.rows import RowKey, row_key
 from shipledger.sinks.sink import ClickHouseSink, SinkError
+from tests.kit import sample_alert
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -56,15 +58,11 @@ class MemoryStore:
         return len(rows)
 
     def existing_ids(
-        self,
-        table: str,
-        id_column: str,
-        keys: Iterable[RowKey],
-        *,
-        window: TimeWindow | None = None,
+        self, table: str, keys: Iterable[RowKey], *, window: TimeWindow | None = None
     ) -> set[RowKey]:
         self._maybe_fail()
         self.windows.append(window)
+        id_column = ddl.tables()[table].id_column
         stored = {row_key(row, id_column) for row in self.tables.get(table, [])}
         return stored & set(keys)
 
@@ -155,18 +153,13 @@ def _event(i: int) -> DeploymentEvent:
 
 
 def _alert(i: int) -> Alert:
-    return Alert(
+    return sample_alert(
         alert_id=f"evt-{i}:freeze",
         rule="freeze_violation",
         severity="critical",
         message="deployed during a freeze",
-        policy_version="p1",
         deployment_id=f"dep-{i % 3}",
         event_id=f"evt-{i}",
-        tenant="default",
-        service="checkout",
-        environment="prod",
-        actor="alice",
         occurred_at=T0,
     )
 

@@ -11,6 +11,7 @@ from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.registry import AvroCodec
 from shipledger.sinks import rows
 from shipledger.sinks.ledger import ddl
+from tests.kit import deployment_record, sample_alert
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 T0 = datetime(2026, 11, 26, 10, 0, 0, 123000, tzinfo=UTC)
@@ -38,24 +39,17 @@ def event() -> DeploymentEvent:
 
 
 def record() -> DeploymentRecord:
-    return DeploymentRecord(
+    return deployment_record(
         record_id="evt-2",
         deployment_id="dep-1",
         seq=2,
-        status="succeeded",
-        kind="release",
-        service="checkout",
-        environment="prod",
         environment_raw="production",
         tenant="acme",
         commit_sha=SHA,
-        actor="alice",
-        trigger="automated",
         started_at=T0,
         finished_at=T0 + timedelta(minutes=3),
         event_count=2,
         last_event_id="evt-2",
-        last_event_type="succeeded",
         alert_rules=["missing_change_ticket"],
         policy_version="p-7",
         updated_at=T0 + timedelta(minutes=3),
@@ -63,19 +57,14 @@ def record() -> DeploymentRecord:
 
 
 def alert() -> Alert:
-    return Alert(
+    return sample_alert(
         alert_id="evt-2:missing_change_ticket",
-        rule="missing_change_ticket",
-        severity="high",
         message="no change ticket for a prod deploy",
         evidence={"environment": "prod"},
         policy_version="p-7",
         deployment_id="dep-1",
         event_id="evt-2",
         tenant="acme",
-        service="checkout",
-        environment="prod",
-        actor="alice",
         occurred_at=T0,
         detected_at=T0 + timedelta(seconds=1),
     )
