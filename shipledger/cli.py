@@ -68,6 +68,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Show the embedded stack's write-ahead journal.",
     ),
     "query": ("shipledger.query_cli", "query", "Run read-only SQL over the ledger (hot + cold)."),
+    "metrics": ("shipledger.dora_cli", "metrics", "DORA metrics of the ledger (metrics dora)."),
     "doctor": (
         "shipledger.doctor",
         "doctor",

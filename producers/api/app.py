@@ -12,7 +12,14 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException
 
-from shipledger.producers.api import approvals_route, gate_route, ingest, reads, webhook_route
+from shipledger.producers.api import (
+    approvals_route,
+    gate_route,
+    ingest,
+    metrics_route,
+    reads,
+    webhook_route,
+)
 from shipledger.producers.api.bodies import IngestBody
 from shipledger.producers.api.context import ApiContext, ApiError, SafeJSONResponse
 from shipledger.producers.api.limits import TooLarge
@@ -74,6 +81,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(webhook_route.router)
     app.include_router(gate_route.router)
     app.include_router(approvals_route.router)
+    app.include_router(metrics_route.router)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

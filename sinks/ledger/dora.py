@@ -39,6 +39,17 @@ class Visible(Protocol):
     def __call__(self, tenant: str, team: str | None, environment: str | None) -> bool: ...
 
 
+#: The window when none is given: the last 90 days (a quarter), today included.
+DEFAULT_DAYS = 90
+
+
+def window(since: date | None, until: date | None, today: date) -> tuple[date, date]:
+    """The window of days asked for, each end defaulting (until: today; since: 90 days
+    before until, both included)."""
+    end = until or today
+    return since or end - timedelta(days=DEFAULT_DAYS - 1), end
+
+
 @dataclass(frozen=True)
 class DoraQuery:
     """What to measure: a window of UTC days (both included), a period, filters, breakdown."""

@@ -28,6 +28,7 @@ from shipledger.schemas.registry import catalog
 from shipledger.schemas.topics import ENRICHMENT
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
+from shipledger.sinks.ledger.dora import DoraQuery, DoraRow, Visible, read_dora
 from shipledger.sinks.ledger.query import (
     FORMATS,
     QueryError,
@@ -41,6 +42,8 @@ from shipledger.sinks.rows import RowKey
 
 __all__ = [
     "FORMATS",
+    "DoraQuery",
+    "DoraRow",
     "LedgerReader",
     "LedgerReads",
     "LedgerUnavailable",
@@ -119,6 +122,10 @@ class LedgerReads(Protocol):
         """Every stored event of one change request of `tenant`, in no particular order."""
         ...
 
+    def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
+        """The DORA metrics of `query`, from rows `visible` may read (docs/metrics.md)."""
+        ...
+
 
 class LedgerReader:
     """Tier-aware reads of one ledger store (thread-safe: the store serializes its calls)."""
@@ -176,6 +183,11 @@ class LedgerReader:
         """Run one read-only SELECT over the query database (hot and cold rows), scoped to
         `tenant` (None: an operator); the contract is `sinks.ledger.query`."""
         return run_read_query(self._store, sql, tenant=tenant, max_rows=max_rows, limits=limits)
+
+    def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
+        """The DORA metrics of `query` (`sinks.ledger.dora`). The aggregates live in the hot
+        database only and hold every day, archived or not: their views fire at insert."""
+        return read_dora(self._store, query, visible)
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of change request `change_id` of `tenant`, hot and cold (a row

@@ -5,13 +5,19 @@ computed by hand below, including the classic double-count traps (docs/metrics.m
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
+from click.testing import CliRunner
 
+from shipledger.cli import cli
 from shipledger.processors.step import process
+from shipledger.producers.api.auth import AuthStore
+from shipledger.producers.api.server import ApiServer
 from shipledger.schemas.families import family_of
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import load_policy
@@ -19,9 +25,12 @@ from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.dora import DoraQuery, read_dora
+from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, avro_row, event_row, record_row
 from shipledger.sinks.writer import LedgerWriter
+from shipledger.stackfile import StackInfo, write_stack
+from tests.kit import own_settings
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +109,12 @@ def _push(writer: LedgerWriter, sha: str, at: datetime) -> None:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerStore]:
+def dora_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return own_settings(tmp_path_factory.mktemp("dora"), api_port=0)
+
+
+@pytest.fixture(scope="module")
+def store(dora_settings: Settings) -> Iterator[LedgerStore]:
     """The scenario (week of Monday 2026-11-23; tenant retail):
 
     commits first seen: C1 Mon 05:00, C2 Mon 10:00, C3 Tue 08:00, C4 never.
@@ -123,10 +137,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerStore]:
     lead times [4200, 4800, 15000] -> median 4800 s = 1.333 h, recovery [900, 1500] ->
     median 1200 s = 0.333 h, 4/7 = 0.571 deployments per day, 3 remediations.
     """
-    settings = Settings(
-        clickhouse_url=f"chdb://{tmp_path_factory.mktemp('dora')}/ch",
-    )
-    with LedgerStore.open(settings) as s:
+    with LedgerStore.open(dora_settings) as s:
         s.ensure_schema()
         w = LedgerWriter(s, load_policy(None))
         _push(w, C1, _at(0, 5))
@@ -298,6 +309,83 @@ def test_month_and_visibility(store: LedgerStore) -> None:
     assert rows["payments"]["deploys_per_day"] == round(5 / 30, 3)
     hidden = read_dora(store, month, lambda tenant, team, env: team != "basket")
     assert [r.key for r in hidden] == [{"team": "payments"}]
+
+
+def test_the_api_and_the_command_serve_the_same_report(
+    store: LedgerStore, dora_settings: Settings
+) -> None:
+    """`GET /v1/metrics/dora` is tenant-scoped by the token; `shipledger metrics dora` goes
+    through it while a stack owns the data dir (this test process holds it, as `up` would)."""
+    auth = AuthStore(dora_settings.resolved_auth_db)
+    try:
+        with ApiServer(dora_settings, "127.0.0.1:1", LedgerReader(store)) as server:
+            retail, _ = auth.create_token("retail", ("read",))
+            other, _ = auth.create_token("globex", ("read",))
+            params = {"since": "2026-11-23", "until": "2026-11-29", "team": "payments"}
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                mine = client.get(
+                    "/v1/metrics/dora", params=params, headers={"Authorization": f"Bearer {retail}"}
+                )
+                theirs = client.get(
+                    "/v1/metrics/dora", params=params, headers={"Authorization": f"Bearer {other}"}
+                )
+                foreign = client.get(
+                    "/v1/metrics/dora",
+                    params={**params, "tenant": "retail"},
+                    headers={"Authorization": f"Bearer {other}"},
+                )
+                bad = client.get(
+                    "/v1/metrics/dora",
+                    params={**params, "period": "year"},
+                    headers={"Authorization": f"Bearer {retail}"},
+                )
+            write_stack(
+                dora_settings,
+                StackInfo(
+                    bootstrap="127.0.0.1:1",
+                    pid=os.getpid(),
+                    clickhouse_url=dora_settings.resolved_clickhouse_url,
+                    api_url=server.url,
+                    api_token=server.operator_token(),
+                ),
+            )
+            result = CliRunner().invoke(
+                cli,
+                [
+                    "metrics",
+                    "dora",
+                    "--team",
+                    "payments",
+                    "--since",
+                    "2026-11-23",
+                    "--until",
+                    "2026-11-29",
+                    "--environment",
+                    "prod",
+                    "--format",
+                    "csv",
+                ],
+                env={"SHIPLEDGER_DATA_DIR": str(dora_settings.data_dir)},
+            )
+    finally:
+        auth.close()
+    assert mine.status_code == 200, mine.text
+    assert [(r["environment"], r["deployments"], r["failures"]) for r in mine.json()["rows"]] == [
+        ("prod", 4, 2),
+        ("stage", 1, 0),
+    ]
+    assert theirs.json()["rows"] == []
+    assert foreign.status_code == 403
+    assert bad.status_code == 400
+    assert "period" in bad.text
+    assert result.exit_code == 0, result.output
+    assert [
+        line for line in result.output.splitlines() if line.startswith(("period,", "2026-11-23,"))
+    ] == [
+        "period,tenant,environment,deployments,deploys_per_day,lead_time_h,lead_times,failures,"
+        "change_failure_rate,recovery_h,recovered,remediations",
+        "2026-11-23,retail,prod,4,0.571,1.333,3,2,0.5,0.333,2,3",
+    ]
 
 
 def test_the_aggregates_are_idempotent(store: LedgerStore, tmp_path: Any) -> None:
