@@ -17,8 +17,21 @@ import httpx
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
 from shipledger.settings import Settings
-from shipledger.sinks.ledger.dora import DIMENSIONS, PERIODS, DoraError, DoraQuery, columns, window
-from shipledger.sinks.ledger.reader import LedgerReader, LedgerUnavailable, chdb_path
+from shipledger.sinks.ledger.reader import (
+    DORA_DIMENSIONS as DIMENSIONS,
+)
+from shipledger.sinks.ledger.reader import (
+    DORA_PERIODS as PERIODS,
+)
+from shipledger.sinks.ledger.reader import (
+    DoraError,
+    DoraQuery,
+    LedgerReader,
+    LedgerUnavailable,
+    chdb_path,
+    dora_columns,
+    dora_window,
+)
 from shipledger.stackfile import StackInfo, read_stack
 from shipledger.tables import render_table
 
@@ -143,7 +156,7 @@ def dora(
       shipledger metrics dora --team payments --environment prod --period month
       shipledger metrics dora --since 2026-10-01 --until 2026-12-31 --by team --format csv
     """
-    start, end = window(_day(since), _day(until), datetime.now(UTC).date())
+    start, end = dora_window(_day(since), _day(until), datetime.now(UTC).date())
     try:
         query = DoraQuery(
             since=start,
@@ -165,7 +178,7 @@ def dora(
         rows = dora_rows(settings, query)
     except MetricsUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(render(rows, columns(query.by), fmt))
+    click.echo(render(rows, dora_columns(query.by), fmt))
 
 
 def _day(at: datetime | None) -> date | None:

@@ -12,7 +12,18 @@ from fastapi.concurrency import run_in_threadpool
 from shipledger.producers.api.auth import ANY_TENANT
 from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
 from shipledger.producers.api.context import ApiError, ContextDep, ReadPrincipal
-from shipledger.sinks.ledger.dora import DIMENSIONS, PERIODS, DoraError, DoraQuery, columns, window
+from shipledger.sinks.ledger.reader import (
+    DORA_DIMENSIONS as DIMENSIONS,
+)
+from shipledger.sinks.ledger.reader import (
+    DORA_PERIODS as PERIODS,
+)
+from shipledger.sinks.ledger.reader import (
+    DoraError,
+    DoraQuery,
+    dora_columns,
+    dora_window,
+)
 
 router = APIRouter(prefix="/v1")
 
@@ -55,7 +66,7 @@ async def get_dora(
         if tenant not in (None, principal.tenant):
             raise ApiError(403, f"tenant: this token reads tenant {principal.tenant!r} only")
         tenant = principal.tenant
-    start, end = window(since, until, datetime.now(UTC).date())
+    start, end = dora_window(since, until, datetime.now(UTC).date())
     try:
         query = DoraQuery(
             since=start,
@@ -71,4 +82,4 @@ async def get_dora(
     except DoraError as exc:
         raise ApiError(400, str(exc)) from exc
     rows = await run_in_threadpool(ledger.dora, query, principal.sees)
-    return {"columns": columns(query.by), "rows": [r.as_dict() for r in rows]}
+    return {"columns": dora_columns(query.by), "rows": [r.as_dict() for r in rows]}

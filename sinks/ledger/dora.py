@@ -19,9 +19,9 @@ from typing import Any, Protocol
 from shipledger.sinks.ledger.ddl import DORA_COMMITS, DORA_DAILY, qualified
 
 #: Period name -> the ClickHouse expression of its first day.
-PERIODS = {"day": "`day`", "week": "toMonday(`day`)", "month": "toStartOfMonth(`day`)"}
+DORA_PERIODS = {"day": "`day`", "week": "toMonday(`day`)", "month": "toStartOfMonth(`day`)"}
 #: Dimensions rows can be broken down by (besides the period and tenant).
-DIMENSIONS = ("team", "application", "service", "environment")
+DORA_DIMENSIONS = ("team", "application", "service", "environment")
 #: How long after the window a remediation still counts for a deployment inside it.
 REMEDIATION_LOOKAHEAD = timedelta(days=30)
 #: The period the lookahead's days are grouped under: remediation facts only.
@@ -43,7 +43,7 @@ class Visible(Protocol):
 DEFAULT_DAYS = 90
 
 
-def window(since: date | None, until: date | None, today: date) -> tuple[date, date]:
+def dora_window(since: date | None, until: date | None, today: date) -> tuple[date, date]:
     """The window of days asked for, each end defaulting (until: today; since: 90 days
     before until, both included)."""
     end = until or today
@@ -65,13 +65,13 @@ class DoraQuery:
     by: tuple[str, ...] = ("environment",)
 
     def __post_init__(self) -> None:
-        if self.period not in PERIODS:
-            raise DoraError(f"period: one of {', '.join(PERIODS)}, not {self.period!r}")
+        if self.period not in DORA_PERIODS:
+            raise DoraError(f"period: one of {', '.join(DORA_PERIODS)}, not {self.period!r}")
         if self.until < self.since:
             raise DoraError(f"until: {self.until} is before since {self.since}")
-        unknown = [b for b in self.by if b not in DIMENSIONS]
+        unknown = [b for b in self.by if b not in DORA_DIMENSIONS]
         if unknown:
-            raise DoraError(f"by: one of {', '.join(DIMENSIONS)}, not {unknown[0]!r}")
+            raise DoraError(f"by: one of {', '.join(DORA_DIMENSIONS)}, not {unknown[0]!r}")
 
 
 @dataclass
@@ -161,7 +161,7 @@ def dora_groups_sql(query: DoraQuery, database: str) -> tuple[str, dict[str, Any
         if values:
             where.append(f"{column} IN %({name})s")
             params[name] = list(values)
-    period = f"if(`day` > %(until)s, toDate(0), {PERIODS[query.period]})"
+    period = f"if(`day` > %(until)s, toDate(0), {DORA_PERIODS[query.period]})"
     sql = (
         f"SELECT {period} AS period, tenant, team, environment, application, service,\n"
         "    maxMapMerge(changes), uniqExactMerge(remediations),\n"
@@ -332,7 +332,7 @@ def read_dora(store: Runner, query: DoraQuery, visible: Visible | None = None) -
 
 
 #: Report columns in order (`DoraRow.as_dict`), by the breakdown asked for.
-def columns(by: Sequence[str]) -> list[str]:
+def dora_columns(by: Sequence[str]) -> list[str]:
     """The report's column names for breakdown `by`."""
     return [
         "period",

@@ -8,8 +8,8 @@ Every read is tier-aware: a row moved to cold storage by `shipledger archive`
 (`sinks.ledger.archive`) reads like a hot one (`sinks.ledger.tiers`). Callers that only read
 (the API) depend on the `LedgerReads` protocol and are given a `LedgerReader` when they are
 built; the value types of the query contract (`QueryResult`, `QueryLimits`, `QueryError`,
-`FORMATS`) and `chdb_path` (is the ledger embedded?) are re-exported here so they need nothing
-else of the ledger.
+`FORMATS`), those of the DORA report (`sinks.ledger.dora`) and `chdb_path` (is the ledger
+embedded?) are re-exported here so they need nothing else of the ledger.
 """
 
 from __future__ import annotations
@@ -28,7 +28,17 @@ from shipledger.schemas.registry import catalog
 from shipledger.schemas.topics import ENRICHMENT
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
-from shipledger.sinks.ledger.dora import DoraQuery, DoraRow, Visible, read_dora
+from shipledger.sinks.ledger.dora import (
+    DORA_DIMENSIONS,
+    DORA_PERIODS,
+    DoraError,
+    DoraQuery,
+    DoraRow,
+    Visible,
+    dora_columns,
+    dora_window,
+    read_dora,
+)
 from shipledger.sinks.ledger.query import (
     FORMATS,
     QueryError,
@@ -41,7 +51,10 @@ from shipledger.sinks.ledger.tiers import Tier
 from shipledger.sinks.rows import RowKey
 
 __all__ = [
+    "DORA_DIMENSIONS",
+    "DORA_PERIODS",
     "FORMATS",
+    "DoraError",
     "DoraQuery",
     "DoraRow",
     "LedgerReader",
@@ -55,6 +68,8 @@ __all__ = [
     "Tier",
     "TimeWindow",
     "chdb_path",
+    "dora_columns",
+    "dora_window",
 ]
 
 
