@@ -43,7 +43,8 @@ _RECORDS = (
     "    if(s = 1, NULL, start + INTERVAL 10 MINUTE), start + INTERVAL (s * 10) MINUTE, s,\n"
     "    concat('d', toString(n), '-', toString(s)), if(s = 1, 'started', 'succeeded'),\n"
     "    if(n % 20 = 7, concat('d', toString(n - 1)), NULL), toDateTime64('2100-01-01', 3, 'UTC')\n"
-    "FROM (SELECT number AS n, toDateTime64({first}, 3, 'UTC') + INTERVAL (intHash32(n) % {days}) DAY\n"
+    "FROM (SELECT number AS n,\n"
+    "        toDateTime64({first}, 3, 'UTC') + INTERVAL (intHash32(n) % {days}) DAY\n"
     "        + INTERVAL (n % 1440) MINUTE AS start FROM numbers({offset}, {count}))\n"
     "ARRAY JOIN [1, 2] AS s"
 )
