@@ -925,6 +925,8 @@ def dora_commits_mv_sql(database: str | None = None) -> str:
     )
 
 
+#: The aggregate tables (no tenant row policy: read through `sinks.ledger.dora` only).
+AGGREGATE_TABLES = (DORA_DAILY, DORA_COMMITS)
 #: Aggregate tables and the materialized views that feed them, each after what it reads.
 #: Only the hot database has them: a view fires on insert, and archiving to cold storage
 #: deletes rows, never inserts, so the aggregates keep every day however old its rows are.

@@ -24,6 +24,7 @@ from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.archive import archive
 from shipledger.sinks.ledger.dora import DoraQuery, read_dora
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
@@ -396,4 +397,15 @@ def test_the_aggregates_are_idempotent(store: LedgerStore, tmp_path: Any) -> Non
         "INSERT INTO deployment_records SELECT * FROM deployment_records"
         " WHERE deployment_id IN ('d3', 'r3')"
     )
+    assert _rows(store, WEEK) == before
+
+
+def test_archiving_the_rows_leaves_the_metrics_whole(store: LedgerStore) -> None:
+    """`shipledger archive` moves the week's rows to cold files (deletes them from the hot
+    tables, inserts nothing): the aggregates keep every metric. Runs last: it moves rows."""
+    before = _rows(store, WEEK)
+    report = archive(store, cold_after_days=1, now=datetime(2026, 12, 30, tzinfo=UTC))
+    assert report.rows_moved
+    _, hot = store.query("SELECT count() FROM deployment_records")
+    assert hot[0][0] == 0
     assert _rows(store, WEEK) == before
