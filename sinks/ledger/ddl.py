@@ -843,6 +843,12 @@ _DORA_DAILY_COLUMNS = (
         "AggregateFunction(maxMap, Map(String, String))",
         "Change deployment_id -> commit_sha it shipped.",
     ),
+    (
+        "seen_at",
+        f"AggregateFunction(minMap, Map(String, {DATETIME_MS}))",
+        "Succeeded change deployment_id -> when its commit was first seen (dora_commits), as "
+        "known when the record was inserted.",
+    ),
 )
 
 
@@ -870,8 +876,9 @@ def dora_daily_mv_sql(database: str | None = None) -> str:
     named = f"{remedy} AND rollback_of IS NOT NULL"
     # A failure or a restoration is the failed deployment's: a remediation's names it.
     failed = "if(rollback_of IS NULL, deployment_id, assumeNotNull(rollback_of))"
+    records = qualified(database, RECORDS)
     return (
-        f"CREATE MATERIALIZED VIEW {qualified(database, DORA_DAILY + '_mv')}"
+        f"CREATE MATERIALIZED VIEW {qualified(database, DORA_DAILY + '_mv')}"  # noqa: S608
         f" TO {qualified(database, DORA_DAILY)} AS\n"
         "SELECT tenant, ifNull(team, '') AS team, environment,\n"
         "    ifNull(application, '') AS application, service, toDate(started_at) AS day,\n"
@@ -887,8 +894,18 @@ def dora_daily_mv_sql(database: str | None = None) -> str:
         " AS restored_at,\n"
         "    minMapStateIf(map(deployment_id, ifNull(finished_at, updated_at)),\n"
         f"        status = 'succeeded' AND NOT {remedy}) AS deployed_at,\n"
-        f"    maxMapStateIf(map(deployment_id, commit_sha), NOT {remedy}) AS commits\n"
-        f"FROM {qualified(database, RECORDS)}\n"
+        f"    maxMapStateIf(map(deployment_id, commit_sha), NOT {remedy}) AS commits,\n"
+        "    minMapStateIf(map(deployment_id, commit_seen_at),\n"
+        f"        status = 'succeeded' AND NOT {remedy} AND commit_seen_at > 0\n"
+        "        AND commit_seen_at <= ifNull(finished_at, updated_at)) AS seen_at\n"
+        # Lead time is computed at insert: the inner reference to the records is the
+        # inserted block only, so the join reads the block's commits, never the whole table.
+        f"FROM (SELECT r.*, c.first_seen_at AS commit_seen_at FROM {records} AS r\n"
+        "    LEFT JOIN (SELECT tenant, sha, min(first_seen_at) AS first_seen_at\n"
+        f"        FROM {qualified(database, DORA_COMMITS)}\n"
+        f"        WHERE (tenant, sha) IN (SELECT tenant, commit_sha FROM {records})\n"
+        "        GROUP BY tenant, sha) AS c\n"
+        "    ON r.tenant = c.tenant AND r.commit_sha = c.sha)\n"
         "GROUP BY tenant, team, environment, application, service, day"
     )
 
@@ -905,6 +922,8 @@ def dora_commits_sql(database: str | None = None) -> str:
         ")\n"
         "ENGINE = AggregatingMergeTree\n"
         "ORDER BY (`tenant`, `sha`)\n"
+        # Looked up by random SHAs: small granules keep a lookup to a few hundred rows.
+        "SETTINGS index_granularity = 256\n"
         "COMMENT 'First sight of each commit (maintained by dora_commits_mv; docs/metrics.md).'"
     )
 
@@ -926,15 +945,15 @@ def dora_commits_mv_sql(database: str | None = None) -> str:
 
 
 #: The aggregate tables (no tenant row policy: read through `sinks.ledger.dora` only).
-AGGREGATE_TABLES = (DORA_DAILY, DORA_COMMITS)
+AGGREGATE_TABLES = (DORA_COMMITS, DORA_DAILY)
 #: Aggregate tables and the materialized views that feed them, each after what it reads.
 #: Only the hot database has them: a view fires on insert, and archiving to cold storage
 #: deletes rows, never inserts, so the aggregates keep every day however old its rows are.
 AGGREGATES: dict[str, Callable[[str | None], str]] = {
-    DORA_DAILY: dora_daily_sql,
-    DORA_DAILY + "_mv": dora_daily_mv_sql,
     DORA_COMMITS: dora_commits_sql,
     DORA_COMMITS + "_mv": dora_commits_mv_sql,
+    DORA_DAILY: dora_daily_sql,
+    DORA_DAILY + "_mv": dora_daily_mv_sql,
 }
 
 

@@ -91,6 +91,12 @@ class Group:
     restored_at: dict[str, datetime] = field(default_factory=dict)
     deployed_at: dict[str, datetime] = field(default_factory=dict)
     commits: dict[str, str] = field(default_factory=dict)
+    seen_at: dict[str, datetime] = field(default_factory=dict)
+
+    def unseen_commits(self) -> set[str]:
+        """Commits of succeeded deployments whose first sighting was not known at insert
+        (their push reached the ledger after them, or never)."""
+        return {self.commits[d] for d in self.deployed_at if d not in self.seen_at}
 
 
 @dataclass(frozen=True)
@@ -166,7 +172,7 @@ def dora_groups_sql(query: DoraQuery, database: str) -> tuple[str, dict[str, Any
         f"SELECT {period} AS period, tenant, team, environment, application, service,\n"
         "    maxMapMerge(changes), uniqExactMerge(remediations),\n"
         "    maxMapMerge(remediated), minMapMerge(failed_at), minMapMerge(restored_at),\n"
-        "    minMapMerge(deployed_at), maxMapMerge(commits)\n"
+        "    minMapMerge(deployed_at), maxMapMerge(commits), minMapMerge(seen_at)\n"
         f"FROM {qualified(database, DORA_DAILY)}\n"
         f"WHERE {' AND '.join(where)}\n"
         "GROUP BY period, tenant, team, environment, application, service"
@@ -191,6 +197,7 @@ def groups_of(rows: Iterable[Sequence[Any]]) -> list[Group]:
             restored_at={str(k): _utc(v) for k, v in dict(r[10]).items()},
             deployed_at={str(k): _utc(v) for k, v in dict(r[11]).items()},
             commits={str(k): str(v) for k, v in dict(r[12]).items()},
+            seen_at={str(k): _utc(v) for k, v in dict(r[13]).items()},
         )
         for r in rows
     ]
@@ -243,6 +250,7 @@ def compute(
             into.changes[deployment] = max(value, into.changes.get(deployment, 0))
         into.remediations += g.remediations
         _merge_min(into.deployed_at, g.deployed_at)
+        _merge_min(into.seen_at, g.seen_at)
         into.commits.update(g.commits)
     rows = [
         _row(query, period, tenant, values, group, first_seen, remediated, failed_at, restored_at)
@@ -275,7 +283,9 @@ def _row(
     ]
     lead = []
     for deployment, running in group.deployed_at.items():
-        seen_at = first_seen.get((tenant, group.commits.get(deployment, "")))
+        seen_at = group.seen_at.get(deployment) or first_seen.get(
+            (tenant, group.commits.get(deployment, ""))
+        )
         if seen_at is not None and seen_at <= running:
             lead.append((running - seen_at).total_seconds())
     recovery = []
@@ -321,14 +331,14 @@ class Runner(Protocol):
 
 
 def read_dora(store: Runner, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
-    """The DORA rows of `query` from the aggregates of `store` (a grouped read, then one read
-    of first sightings per tenant)."""
+    """The DORA rows of `query` from the aggregates of `store`: a grouped read, then, only
+    for commits whose first sighting was unknown at insert, one read per tenant."""
     sql, params = dora_groups_sql(query, store.database)
     _, rows = store.query(sql, params)
     groups = groups_of(rows)
     shas: dict[str, set[str]] = {}
     for g in groups:
-        shas.setdefault(g.tenant, set()).update(g.commits.values())
+        shas.setdefault(g.tenant, set()).update(g.unseen_commits())
     first_seen: dict[tuple[str, str], datetime] = {}
     for tenant, named in sorted(shas.items()):
         if named:

@@ -92,11 +92,11 @@ def _deployment(
         )
 
 
-def _push(writer: LedgerWriter, sha: str, at: datetime) -> None:
+def _push(writer: LedgerWriter, sha: str, at: datetime, tenant: str = "retail") -> None:
     family = family_of("source")
     event = family.model.model_validate(
         {
-            "tenant": "retail",
+            "tenant": tenant,
             "kind": "push",
             "repository": "acme/checkout",
             "ref": "main",
@@ -246,6 +246,15 @@ def test_a_teams_week_matches_the_hand_computed_values(store: LedgerStore) -> No
     ]
 
 
+def test_lead_times_are_known_at_insert(store: LedgerStore) -> None:
+    """The view looked each succeeded change's commit up as it was inserted (d1, d2, d3, d6,
+    d7; not d4, which never succeeded): a report reads no commits unless a push came late."""
+    _, rows = store.query(
+        "SELECT arraySort(mapKeys(minMapMerge(seen_at))) FROM shipledger.dora_daily"
+    )
+    assert rows[0][0] == ["d1", "d2", "d3", "d6", "d7"]
+
+
 def test_the_traps_a_naive_count_falls_into(store: LedgerStore) -> None:
     """What counting raw rows would say, against the metric: events are not deployments,
     `failed` alone misses the rolled-back d3 and counts the retried d2."""
@@ -312,6 +321,25 @@ def test_month_and_visibility(store: LedgerStore) -> None:
     assert [r.key for r in hidden] == [{"team": "payments"}]
 
 
+def test_a_push_stored_after_its_deployment_still_gives_a_lead_time(
+    store: LedgerStore,
+) -> None:
+    """Topics race: the deployment's records reach the ledger before the push that named its
+    commit. The report then looks the commit up itself (tenant `late`, its own rows)."""
+    writer = LedgerWriter(store, load_policy(None))
+    late = "5" * 40
+    _deployment(
+        writer,
+        "late-1",
+        [("started", _at(0, 9)), ("succeeded", _at(0, 9, 30))],
+        commit=late,
+        tenant="late",
+    )
+    _push(writer, late, _at(0, 7), tenant="late")
+    [row] = _rows(store, DoraQuery(since=WEEK.since, until=WEEK.until, tenant="late"))
+    assert (row["deployments"], row["lead_time_h"], row["lead_times"]) == (1, 2.5, 1)
+
+
 def test_the_api_and_the_command_serve_the_same_report(
     store: LedgerStore, dora_settings: Settings
 ) -> None:
@@ -355,6 +383,8 @@ def test_the_api_and_the_command_serve_the_same_report(
                 [
                     "metrics",
                     "dora",
+                    "--tenant",
+                    "retail",
                     "--team",
                     "payments",
                     "--since",
