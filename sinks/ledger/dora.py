@@ -232,7 +232,10 @@ def compute(
     `visible` may read only), ordered by period then key. Remediation facts (which deployments
     were remediated, when each failed and was restored) come from any visible group of the
     tenant in the window plus the lookahead; deployments from the window's groups."""
-    seen = [g for g in groups if visible is None or visible(g.tenant, g.team, g.environment)]
+    # A row without a team is asked about as such (None), as every read path asks.
+    seen = [
+        g for g in groups if visible is None or visible(g.tenant, g.team or None, g.environment)
+    ]
     remediated: dict[str, set[str]] = {}
     failed_at: dict[str, dict[str, datetime]] = {}
     restored_at: dict[str, dict[str, datetime]] = {}
