@@ -93,15 +93,24 @@ def _field(data: str, name: str) -> str:
 class AlertStream:
     """A connection to `<api_url>/v1/stream` with `token`, opened on `with` (StreamRefused
     if the API refuses it, httpx.HTTPError if it does not answer); `alerts()` yields the
-    alert events, reconnecting as needed, and `notice` gets what stderr should say."""
+    alert events, reconnecting as needed, and `notice` gets what stderr should say. `transport`:
+    httpx's (the default, or a test's)."""
 
-    def __init__(self, api_url: str, token: str | None, notice: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        token: str | None,
+        notice: Callable[[str], None],
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.url = api_url.rstrip("/") + "/v1/stream"
         self.token = token
         self.notice = notice
         self.cursor = StreamCursor()
         self.retry_s = RETRY_S
-        self._client = httpx.Client(timeout=httpx.Timeout(30.0, read=_READ_TIMEOUT_S))
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(30.0, read=_READ_TIMEOUT_S), transport=transport
+        )
         self._connection = ExitStack()
         self._source: EventSource | None = None
 
