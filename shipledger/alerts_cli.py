@@ -201,7 +201,7 @@ def tail(
     settings = cli_settings(bootstrap_servers=bootstrap, data_dir=data_dir)
     show = _printer(fmt)
     if settings.api_url:
-        _tail_api(settings, wanted, show, follow=follow)
+        _tail_api(settings, settings.api_url, wanted, show, follow=follow)
         return
     settings = locate(settings).settings
     use_schema_registry(settings.schema_registry_url, settings.topic_prefix)
@@ -219,6 +219,7 @@ def tail(
 
 def _tail_api(
     settings: Settings,
+    api_url: str,
     wanted: AlertFilter,
     show: Callable[[dict[str, Any]], None],
     *,
@@ -228,7 +229,6 @@ def _tail_api(
 
     The stream is opened before the ledger is read, so an alert raised meanwhile is in one
     or the other (or both: shown once)."""
-    assert settings.api_url is not None
     if not follow:
         for alert in _ledger_alerts(settings, wanted, settings.query_max_rows):
             show(alert)
@@ -236,7 +236,7 @@ def _tail_api(
     token = settings.api_token.get_secret_value() if settings.api_token else None
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # ends like Ctrl-C: exit 0
     try:
-        with AlertStream(settings.api_url, token, _notice) as live:
+        with AlertStream(api_url, token, _notice) as live:
             shown: set[str] = set()
             for alert in _ledger_alerts(settings, wanted, settings.query_max_rows):
                 shown.add(alert["alert_id"])
