@@ -2,8 +2,9 @@
 
 An alert here is the JSON form of one record of the alerts topic (`io.shipledger.v1.Alert`):
 its Avro fields, timestamps as ISO-8601 strings. `alerts tail` builds it from the decoded
-Avro record (`json_alert`), `alerts list` from a row of the ledger's alerts table (the same
-columns, `alert_fields()`), so both print the same lines and the same JSON.
+Avro record (`json_alert`); `alerts list`, and `tail` through an API, from JSON (a row of the
+ledger's alerts table, the same columns `alert_fields()`, or an `alert` event of the API's
+live stream: `alert_from_json`), so every path prints the same lines and the same JSON.
 """
 
 from __future__ import annotations
@@ -51,6 +52,27 @@ def parse_since(text: str, now: datetime) -> datetime:
 def json_alert(record: Mapping[str, Any]) -> dict[str, Any]:
     """A decoded Avro alert as JSON values (timestamps ISO-8601 in UTC), fields in order."""
     return {name: _plain(record.get(name)) for name in alert_fields()}
+
+
+@cache
+def _timestamp_fields() -> frozenset[str]:
+    schema = catalog().latest(catalog().topic(ALERTS).schema_name)
+    return frozenset(
+        f["name"]
+        for f in schema.raw["fields"]
+        if isinstance(f["type"], dict) and f["type"].get("logicalType") == "timestamp-millis"
+    )
+
+
+def alert_from_json(data: Mapping[str, Any]) -> dict[str, Any]:
+    """An alert read as JSON (a ledger row, a stream event: timestamps ISO-8601 in any
+    offset and precision) in the form `json_alert` gives, so it prints identically."""
+    record = dict(data)
+    for name in _timestamp_fields():
+        at = _time(record.get(name)) if record.get(name) is not None else None
+        if at is not None:
+            record[name] = at
+    return json_alert(record)
 
 
 def _plain(value: Any) -> Any:

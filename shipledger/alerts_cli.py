@@ -1,11 +1,13 @@
 """`shipledger alerts`: `tail` the alerts topic (decoded, filtered, live with --follow) and
 `list` the ledger's alerts table with the same filters and the same output.
 
-`tail` reads Kafka directly (an operator's tool: whoever can read the topic sees every
-tenant; `--tenant/--team/--environment` are filters, not permissions). `list` reads through
-the query path of `shipledger query`, or with SHIPLEDGER_API_URL and SHIPLEDGER_API_TOKEN
-through that API, where the token's tenant, team and environment scopes bound the rows.
-What is shown, and which alerts, is `shipledger.alert_view`.
+`list` reads through the query path of `shipledger query`; `tail` reads Kafka directly (an
+operator's tool: whoever can read the topic sees every tenant; `--tenant/--team/--environment`
+are filters, not permissions). With SHIPLEDGER_API_URL and SHIPLEDGER_API_TOKEN both read
+through that API instead, where the token's tenant, team and environment scopes bound what
+they see: `list` and `tail`'s history by `/v1/query`, `tail --follow`'s live alerts by the
+SSE stream `/v1/stream` (`shipledger.alert_stream`). What is shown, and which alerts, is
+`shipledger.alert_view`.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import click
+import httpx
 
+from shipledger.alert_stream import AlertStream, StreamRefused
 from shipledger.alert_view import (
     SEVERITIES,
     AlertFilter,
     alert_fields,
+    alert_from_json,
     human_line,
     json_alert,
     json_line,
@@ -176,19 +181,29 @@ def tail(
     (exit 0). An alert and its resolution share a partition, so a resolution always follows
     its alert; alerts of different deployments may interleave out of time order.
 
-    This is an operator's tool: it reads Kafka directly with the broker's credentials
-    (SHIPLEDGER_SASL_*), so every tenant's alerts are readable, and --tenant, --team and
-    --environment only filter. A person limited to a team reads through the API instead
-    (`alerts list` with SHIPLEDGER_API_URL and a team-scoped SHIPLEDGER_API_TOKEN).
+    Without SHIPLEDGER_API_URL this is an operator's tool: it reads Kafka directly with the
+    broker's credentials (SHIPLEDGER_SASL_*), so every tenant's alerts are readable, and
+    --tenant, --team and --environment only filter. With SHIPLEDGER_API_URL and
+    SHIPLEDGER_API_TOKEN it reads that API instead, and sees only what the token's tenant,
+    teams and environments may: first the alerts in the ledger (as `alerts list`, the latest
+    SHIPLEDGER_QUERY_MAX_ROWS), then with --follow the new ones from its live stream
+    (/v1/stream). Same filters, same output.
 
     \b
       shipledger alerts tail --follow
       shipledger alerts tail --since 2h --min-severity high
       shipledger alerts tail --tenant acme --service checkout,cart --environment prod -f
       shipledger alerts tail --rule freeze_violation --format json | jq -r .deployment_id
+      SHIPLEDGER_API_URL=https://shipledger.example.org SHIPLEDGER_API_TOKEN=$TOKEN \\
+          shipledger alerts tail --follow
     """
     wanted = _alert_filter(tenant, teams, services, environments, rules, min_severity, since)
-    settings = locate(cli_settings(bootstrap_servers=bootstrap, data_dir=data_dir)).settings
+    settings = cli_settings(bootstrap_servers=bootstrap, data_dir=data_dir)
+    show = _printer(fmt)
+    if settings.api_url:
+        _tail_api(settings, settings.api_url, wanted, show, follow=follow)
+        return
+    settings = locate(settings).settings
     use_schema_registry(settings.schema_registry_url, settings.topic_prefix)
     broker = resolve_bootstrap(settings)
     if broker is None:
@@ -196,11 +211,50 @@ def tail(
             "no broker to read alerts from: pass --bootstrap HOST:PORT, set "
             "SHIPLEDGER_BOOTSTRAP_SERVERS, or start `shipledger up`"
         )
-    show = _printer(fmt)
     stop = _stop_on_signals()
     for alert in read_alerts(settings, broker, follow=follow, stopped=stop):
         if wanted.matches(alert):
             show(alert)
+
+
+def _tail_api(
+    settings: Settings,
+    api_url: str,
+    wanted: AlertFilter,
+    show: Callable[[dict[str, Any]], None],
+    *,
+    follow: bool,
+) -> None:
+    """`tail` through the API: the ledger's alerts, then (`follow`) the stream's new ones.
+
+    The stream is opened before the ledger is read, so an alert raised meanwhile is in one
+    or the other (or both: shown once)."""
+    if not follow:
+        for alert in _ledger_alerts(settings, wanted, settings.query_max_rows):
+            show(alert)
+        return
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # ends like Ctrl-C: exit 0
+    try:
+        with AlertStream(api_url, token, _notice) as live:
+            shown: set[str] = set()
+            for alert in _ledger_alerts(settings, wanted, settings.query_max_rows):
+                shown.add(alert["alert_id"])
+                show(alert)
+            for data in live.alerts():
+                alert = alert_from_json(data)
+                if alert["alert_id"] not in shown and wanted.matches(alert):
+                    show(alert)
+    except KeyboardInterrupt:
+        return
+    except StreamRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"the shipledger API did not answer: {exc}") from exc
+
+
+def _notice(text: str) -> None:
+    click.echo(f"shipledger: {text}", err=True)
 
 
 def _stop_on_signals() -> Callable[[], bool]:
@@ -305,6 +359,14 @@ def list_(
     settings = cli_settings(data_dir=data_dir)
     if not settings.api_url and chdb_path(settings.resolved_clickhouse_url) is not None:
         settings = locate(settings).require("`shipledger alerts list`").settings
+    show = _printer(fmt)
+    for alert in _ledger_alerts(settings, wanted, limit):
+        show(alert)
+
+
+def _ledger_alerts(settings: Settings, wanted: AlertFilter, limit: int) -> list[dict[str, Any]]:
+    """The latest `limit` alerts in the ledger that `wanted` admits, oldest first: through
+    SHIPLEDGER_API_URL with its token when set, else by `shipledger query`'s path."""
     columns = ", ".join(alert_fields())
     # Newest first to apply the limit, then oldest first to read; LIMIT 1 BY drops the copy a
     # redelivery may have stored (at-least-once) before the merge that removes it.
@@ -328,6 +390,7 @@ def list_(
             result = run_query(settings, sql, tenant=None, max_rows=limit)
     except (QueryError, QueryUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
-    show = _printer(fmt)
-    for row in result.to_json()["rows"]:
-        show(dict(zip(result.columns, row, strict=True)))
+    return [
+        alert_from_json(dict(zip(result.columns, row, strict=True)))
+        for row in result.to_json()["rows"]
+    ]

@@ -195,7 +195,8 @@ async def stream(
     last_event_id: Annotated[str | None, Header(max_length=100)] = None,
 ) -> StreamingResponse:
     """Deployment records (`event: deployment`, the deployment's new state) and alerts
-    (`event: alert`; `kind` `resolution` closes the alert it `resolves`) as the pipeline
+    (`event: alert`, every field of the alert; `kind` `resolution` closes the alert it
+    `resolves`) as the pipeline
     writes them to Kafka, only those the token may see, filtered by team, environment and
     service. First a `status` event (`kafka`: `live`, or `down` with `since`), again on every
     change. Each event has an `id:`: reconnect with `Last-Event-ID` to get what was missed

@@ -36,7 +36,8 @@ RECORD_FIELDS = (
     "finished_at",
     "updated_at",
 )
-#: The fields of an alert (or resolution) the dashboard shows (the `alerts` table's columns).
+#: The fields of an alert (or resolution) the dashboard's state reads from the `alerts` table
+#: (the stream sends the whole alert: `StreamEvent.of`).
 ALERT_FIELDS = (
     "alert_id",
     "kind",
@@ -106,8 +107,15 @@ class StreamEvent:
 
     @classmethod
     def of(cls, seq: int, event_id: str, kind: Kind, decoded: Mapping[str, Any]) -> StreamEvent:
-        """The stream event of a decoded record (`deployment`) or alert (`alert`)."""
-        data = pick(decoded, RECORD_FIELDS if kind == "deployment" else ALERT_FIELDS)
+        """The stream event of a decoded record (`deployment`) or alert (`alert`). An alert
+        goes whole (every field of the topic's schema), so `alerts tail` through the API
+        prints what it prints from Kafka."""
+        fields: tuple[str, ...]
+        if kind == "deployment":
+            fields = RECORD_FIELDS
+        else:
+            fields = (*ALERT_FIELDS, *(name for name in decoded if name not in ALERT_FIELDS))
+        data = pick(decoded, fields)
         return cls(
             seq=seq,
             kind=kind,

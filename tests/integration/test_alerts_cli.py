@@ -4,7 +4,8 @@ worker → alerts topic → sink → chDB), run as child processes the way an SR
 Two deployments of tenant retail raise alerts: dep-pay (team payments, change CHG-P not yet
 approved) and dep-search (team search, no change ticket); CHG-P's approval then arrives and
 resolves dep-pay's alert. `tail --follow` sees them live and exits 0 on Ctrl-C; `tail` and
-`list` filter and show the resolution; a team-scoped API token bounds what `list` returns.
+`list` filter and show the resolution; a team-scoped API token bounds what `list` returns,
+and what `tail` (history and --follow) returns through the API.
 """
 
 from __future__ import annotations
@@ -262,6 +263,51 @@ def test_list_through_the_api_is_bounded_by_the_tokens_team(
     # Asking for another team's alerts finds none: the token's scope wins over the filter.
     other = run_shipledger("alerts", "list", "--team", "search", env=scoped)
     assert other.returncode == 0 and other.stdout == "", other.stderr
+
+
+def _deployments(alerts: list[dict[str, Any]]) -> set[str]:
+    return {a["deployment_id"] for a in alerts}
+
+
+def test_tail_through_the_api_is_bounded_by_the_tokens_team(
+    stack: Stack, raised: dict[str, Any], env: dict[str, str]
+) -> None:
+    assert stack.api is not None and raised
+    api = {**env, "SHIPLEDGER_API_URL": stack.api.url}
+    del api["SHIPLEDGER_BOOTSTRAP_SERVERS"]  # the API, not Kafka, is what is read
+    tenant_wide = {**api, "SHIPLEDGER_API_TOKEN": _token(stack, ("read",))}
+    search = {**api, "SHIPLEDGER_API_TOKEN": _token(stack, ("read",), teams=("search",))}
+    history = _lines(run_shipledger("alerts", "tail", "--format", "json", env=search))
+    assert _deployments(history) == {"dep-search"}
+    # The same JSON as from Kafka, whichever way it was read.
+    assert history == [a for a in raised["alerts"] if a["deployment_id"] == "dep-search"]
+
+    everyone, team = Follower(tenant_wide), Follower(search)
+    try:
+        # Each prints the ledger's alerts after opening the stream: then it is subscribed.
+        wait_for(lambda: "dep-pay" in _deployments(everyone.alerts), "the tenant's history", 60)
+        wait_for(lambda: "dep-search" in _deployments(team.alerts), "the team's history", 60)
+        _post(stack, _deployment("dep-pay-2", "payments"), _deployment("dep-search-2", "search"))
+        wait_for(
+            lambda: {"dep-pay-2", "dep-search-2"} <= _deployments(everyone.alerts),
+            "both new alerts on the tenant-wide stream",
+            120,
+        )
+        # Later on the stream than dep-pay-2 for every client: once the team's client has it,
+        # it was offered dep-pay-2 too.
+        _post(stack, _deployment("dep-search-marker", "search"))
+        wait_for(lambda: "dep-search-marker" in _deployments(team.alerts), "the marker", 120)
+    finally:
+        codes = [follower.stop() for follower in (everyone, team)]
+    for code, stderr in codes:
+        assert code == 0, stderr
+        assert "Traceback" not in stderr, stderr
+    assert _deployments(team.alerts) == {"dep-search", "dep-search-2", "dep-search-marker"}
+    assert {a["team"] for a in team.alerts} == {"search"}
+    assert len(team.alerts) == len({a["alert_id"] for a in team.alerts})  # each shown once
+    live = next(a for a in team.alerts if a["deployment_id"] == "dep-search-2")
+    assert list(live) == list(history[0]) and live["detected_at"].endswith("+00:00")
+    assert live["actor"] == "ci-bot"  # a field the dashboard does not show: the whole alert
 
 
 def test_bad_flags_are_usage_errors_naming_the_flag(env: dict[str, str]) -> None:

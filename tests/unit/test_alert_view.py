@@ -11,11 +11,13 @@ import pytest
 from shipledger.alert_view import (
     AlertFilter,
     alert_fields,
+    alert_from_json,
     human_line,
     json_alert,
     json_line,
     parse_since,
 )
+from shipledger.producers.api.stream_events import StreamEvent
 from shipledger.schemas.models import Alert
 from shipledger.schemas.scopes import RowScope
 from shipledger.sinks.ledger.reader import sql_string
@@ -49,6 +51,15 @@ def test_json_alert_is_the_schema_fields_with_iso_times() -> None:
     assert alert["detected_at"] == "2026-11-30T09:15:02+00:00"
     assert json.loads(json_line(alert)) == alert
     assert "\n" not in json_line(alert)
+
+
+def test_an_alert_read_as_json_prints_as_the_one_from_kafka() -> None:
+    kafka = _alert()
+    stream = StreamEvent.of(1, "b0-1", "alert", {**kafka, "detected_at": AT, "occurred_at": AT})
+    (data,) = [line for line in stream.frame.decode().splitlines() if line.startswith("data: ")]
+    assert json.loads(data[6:])["detected_at"] == "2026-11-30T09:15:02.000Z"
+    assert alert_from_json(json.loads(data[6:])) == kafka
+    assert alert_from_json(kafka) == kafka  # a ledger row through the API: already this form
 
 
 def test_human_lines_show_alerts_and_resolutions() -> None:
