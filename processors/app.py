@@ -41,6 +41,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from shipledger import metrics as m
 from shipledger.dlq_limit import EXIT_DLQ_LIMIT, DlqLimit, DlqLimitExceeded, DlqLimitState
+from shipledger.identities import KnownIdentities, actor_known
 from shipledger.lag import end_offsets, first_unprocessed
 from shipledger.logging import get_logger
 from shipledger.processors.anomalies import AnomalyHandler
@@ -297,7 +298,10 @@ def create_app(
     feed = EnrichmentFeed(settings, bootstrap)
     outputs = Outputs(settings, bootstrap, metrics)
     limit = DlqLimitState(DlqLimit.from_settings(settings), "processors")
-    handler = EventHandler(policy, deployments, outputs, limit, view)
+    identities = KnownIdentities.from_settings(settings)
+    handler = EventHandler(
+        policy, deployments, outputs, limit, view, functools.partial(actor_known, identities)
+    )
     recent = RecentDeployments()
     horizon = timedelta(seconds=settings.anomaly_horizon_s)
     refresh = ViewRefresh(feed.drain, view, handler, deployments, recent, horizon)

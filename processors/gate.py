@@ -38,13 +38,14 @@ from shipledger.schemas.policy import Policy, Rules
 from shipledger.schemas.taxonomy import normalize_environment
 
 
-def gate_findings(subject: Subject, request: ChangeRequest | None, rules: Rules) -> list[Finding]:
+def gate_findings(
+    subject: Subject, request: ChangeRequest | None, rules: Rules, actor_known: bool = False
+) -> list[Finding]:
     """Every finding against a deployment starting at `subject.occurred_at` under `request`
-    (None: none reported) and `rules` (`Policy.rules_for(tenant, kind)`)."""
+    (None: none reported) and `rules` (`Policy.rules_for(tenant, kind)`); `actor_known`:
+    the directory knows the deployer (the caller looked them up, `shipledger.identities`)."""
     findings = judge(subject, rules)
-    # The gate looks nobody up in the directory (that takes a service account it has not):
-    # a manual deployer is known when the policy lists them in `service_accounts`.
-    findings += judge_change(subject, ChangeContext(request, actor_known=False), rules)
+    findings += judge_change(subject, ChangeContext(request, actor_known), rules)
     required = rules.approvals_for(subject.environment, subject.kind)
     approvals = request.approvals if request is not None else ()
     short = missing_approvals(required, approvals, subject.actor, subject.occurred_at)
@@ -94,7 +95,12 @@ class Gatekeeper:
         )
 
     def decide(
-        self, question: GateQuestion, events: Sequence[ChangeEvent], asked_by: str, now: datetime
+        self,
+        question: GateQuestion,
+        events: Sequence[ChangeEvent],
+        asked_by: str,
+        now: datetime,
+        actor_known: bool = False,
     ) -> GateOutcome:
         """The gate's answer at `now` (see the module docstring)."""
         tenant = question.tenant or "default"
@@ -112,7 +118,7 @@ class Gatekeeper:
                 severity=rules.severities.get(f.rule, "medium"),
                 **picked(f, "rule", "message", "evidence"),
             )
-            for f in gate_findings(subject, fold(events), rules)
+            for f in gate_findings(subject, fold(events), rules, actor_known)
         ]
         decision_id = new_id()
         alerts: tuple[Alert, ...] = ()

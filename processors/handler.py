@@ -15,7 +15,9 @@ What an event becomes:
   are deterministic, so the sink drops those it already stored. Of the change rules' alerts,
   only those that still hold are (a resolved one stays resolved).
 
-Judgement reads the enrichment view (`processors.enrichment`). When a change request changes,
+Judgement reads the enrichment view (`processors.enrichment`) and, for a manual deployment,
+asks the directory whether it knows the deployer (`known_actor`: cached, and a directory that
+cannot answer judges nobody, `shipledger.identities`). When a change request changes,
 `rejudge` judges again the deployments of this worker's partitions that name it
 (`processors.late_changes`): new alerts, resolutions and record versions go out the same way,
 and the state remembers them. `sweep` does that for every deployment naming a change request
@@ -24,7 +26,7 @@ and the state remembers them. `sweep` does that for every deployment naming a ch
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -36,9 +38,9 @@ from shipledger.processors.enrichment import ChangeKey, Enrichment, Lookups
 from shipledger.processors.late_changes import rejudge_stored
 from shipledger.processors.outputs import Payload
 from shipledger.processors.state import Entry, state_key
-from shipledger.processors.step import process
+from shipledger.processors.step import StepResult, nobody_known, process
 from shipledger.schemas.letters import DeadLetter, Headers
-from shipledger.schemas.models import Alert, DeploymentRecord, utcnow
+from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord, utcnow
 from shipledger.schemas.policy import Policy, PolicyDocument, PolicyError
 from shipledger.schemas.registry import AvroCodec, RegistryUnavailable
 from shipledger.schemas.validation import EVENT_SCHEMA, Rejected, decode_event
@@ -114,7 +116,8 @@ class StatePort(Protocol):
 class EventHandler:
     """Applies raw deployment events one by one, and re-judges stored deployments when their
     change request changes (see the module docstring); `limit` counts its dead letters
-    against the DLQ limit, `view` is what judgement reads besides the deployment."""
+    against the DLQ limit, `view` is what judgement reads besides the deployment, and
+    `known_actor` whether the directory knows a manual deployer (`shipledger.identities`)."""
 
     def __init__(
         self,
@@ -123,12 +126,14 @@ class EventHandler:
         outputs: OutputPort,
         limit: DlqLimitState,
         view: Lookups | None = None,
+        known_actor: Callable[[str], bool] = nobody_known,
     ) -> None:
         self._policy = policy
         self._state = state
         self._outputs = outputs
         self._limit = limit
         self._view = view or Enrichment()
+        self._known_actor = known_actor
         self._codec = AvroCodec(EVENT_SCHEMA)
 
     @property
@@ -167,15 +172,13 @@ class EventHandler:
                 if decoded.event_id == entry.first:
                     alerts = [
                         a
-                        for a in process(decoded, None, self._policy, view=self._view).alerts
+                        for a in self._process(decoded, None).alerts
                         if a.rule not in CHANGE_RULE_NAMES or a.alert_id in entry.holding.values()
                     ]
                     self._outputs.send(self._outputs.encode(None, alerts))
                 self._limit.valid()
                 return
-            result = process(
-                decoded, entry.record if entry else None, self._policy, view=self._view
-            )
+            result = self._process(decoded, entry.record if entry else None)
             payloads = self._outputs.encode(result.record, result.alerts)
         except Rejected as exc:
             self._dead_letter(message, exc.reason, exc.field)
@@ -195,6 +198,11 @@ class EventHandler:
         self._state.put(key, message.partition, result.record, decoded.event_id, result.alerts)
         self._limit.valid()
         _log_alerts(result.alerts)
+
+    def _process(self, event: DeploymentEvent, previous: DeploymentRecord | None) -> StepResult:
+        return process(
+            event, previous, self._policy, view=self._view, known_actor=self._known_actor
+        )
 
     def rejudge(
         self, changes: Iterable[ChangeKey], partitions: Collection[int], now: datetime | None = None
@@ -222,6 +230,7 @@ class EventHandler:
                 self._view,
                 self._policy,
                 now,
+                self._known_actor,
             )
             if judged.empty:
                 continue

@@ -21,16 +21,22 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from shipledger.fields import copied
-from shipledger.processors.change_rules import ChangeContext
 from shipledger.processors.enrichment import Lookups
 from shipledger.processors.rejudge import Resolution, rejudge
 from shipledger.processors.rules import Finding, Subject
-from shipledger.processors.step import alert_id, build_alert, change_facts, resolution_id
+from shipledger.processors.step import (
+    alert_id,
+    build_alert,
+    change_facts,
+    judged_context,
+    nobody_known,
+    resolution_id,
+)
 from shipledger.schemas.models import Alert, DeploymentRecord
 from shipledger.schemas.policy import Policy, Rules
 
@@ -65,16 +71,19 @@ def rejudge_stored(
     view: Lookups,
     policy: Policy,
     now: datetime,
+    known_actor: Callable[[str], bool] = nobody_known,
 ) -> Rejudged:
     """Judge the deployment of `record` (latest version; first event `judged_event`) again
-    against `view`. `holding`: change rule -> id of its alert that holds; `raised`: change
-    rule -> how many alerts of it were raised so far (see the module docstring)."""
+    against `view` and the directory `known_actor` asks. `holding`: change rule -> id of its
+    alert that holds; `raised`: change rule -> how many alerts of it were raised so far (see
+    the module docstring)."""
     rules = policy.rules_for(record.tenant, record.kind)
     request = view.change(record.tenant, record.change_id) if record.change_id else None
+    subject = subject_of(record)
     verdict = rejudge(
-        subject_of(record),
+        subject,
         [Finding(rule, "") for rule in holding],
-        ChangeContext(request),
+        judged_context(subject, request, known_actor),
         rules,
     )
     gone = {r.rule for r in verdict.resolved}

@@ -12,13 +12,13 @@ that arrived late counts as it did in the stream once re-judged.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
 from shipledger.processors.enrichment import Lookups
-from shipledger.processors.step import process
+from shipledger.processors.step import nobody_known, process
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.policy import Policy
 from shipledger.schemas.validation import Rejected
@@ -98,15 +98,19 @@ def simulate(
     candidate: Policy,
     view: Lookups,
     now: datetime,
+    known_actor: Callable[[str], bool] = nobody_known,
 ) -> Simulation:
-    """Judge each deployment's first event under `candidate` against `view`, and compare
-    with the rules `held` for it (`holding`)."""
+    """Judge each deployment's first event under `candidate` against `view` and the
+    directory `known_actor` asks (as the processors do), and compare with the rules `held`
+    for it (`holding`)."""
     changes: list[RuleChange] = []
     rejected: list[str] = []
     deployments = held_count = would_hold = 0
     for event in first_events:
         try:
-            alerts = process(event, None, candidate, now=now, view=view).alerts
+            alerts = process(
+                event, None, candidate, now=now, view=view, known_actor=known_actor
+            ).alerts
         except Rejected:
             rejected.append(event.event_id)
             continue

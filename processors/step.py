@@ -13,6 +13,7 @@ planned window at the start with the actual-versus-scheduled difference.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -56,15 +57,32 @@ def resolution_id(resolved: str) -> str:
     return str(uuid.uuid5(_ALERT_NS, f"{resolved}/resolved"))
 
 
+def nobody_known(actor: str) -> bool:
+    """The directory of a processor that has none: it knows nobody (only the policy's
+    `service_accounts` are known identities then)."""
+    return False
+
+
+def judged_context(
+    subject: Subject, request: ChangeRequest | None, known_actor: Callable[[str], bool]
+) -> ChangeContext:
+    """What the change rules read besides the deployment: its change request, and whether
+    the directory knows the deployer, asked only of a manual deployment (the one kind
+    `unattributed_manual_deploy` judges): `known_actor` is I/O, kept out of the rules."""
+    return ChangeContext(request, subject.trigger == "manual" and known_actor(subject.actor))
+
+
 def process(
     event: DeploymentEvent,
     previous: DeploymentRecord | None,
     policy: Policy,
     now: datetime | None = None,
     view: Lookups = _NO_VIEW,
+    known_actor: Callable[[str], bool] = nobody_known,
 ) -> StepResult:
     """Normalize, judge (first event of a deployment only), correlate and enrich one event
-    against `view` (default: an empty one, where no change request is known)."""
+    against `view` (default: an empty one, where no change request is known) and the
+    directory `known_actor` asks (`shipledger.identities.actor_known`; default: none)."""
     now = now or utcnow()
     try:
         env = normalize_environment(event.environment, event.region)
@@ -82,7 +100,8 @@ def process(
             missing_metadata=tuple(event.missing_metadata),
         )
         request = view.change(event.tenant, event.change_id) if event.change_id else None
-        findings = judge(subject, rules) + judge_change(subject, ChangeContext(request), rules)
+        context = judged_context(subject, request, known_actor)
+        findings = judge(subject, rules) + judge_change(subject, context, rules)
     correlated = correlate(
         previous, event, env, policy.full_version, [f.rule for f in findings], now
     )

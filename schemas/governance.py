@@ -151,8 +151,14 @@ class Governance(Protocol):
         ...
 
     def decide(
-        self, question: GateQuestion, events: Sequence[ChangeEvent], asked_by: str, now: datetime
+        self,
+        question: GateQuestion,
+        events: Sequence[ChangeEvent],
+        asked_by: str,
+        now: datetime,
+        actor_known: bool = False,
     ) -> GateOutcome:
         """The gate's answer at `now` for `question`, given every event of the change request
-        it names (empty: none reported), asked with the API token `asked_by`."""
+        it names (empty: none reported), asked with the API token `asked_by`; `actor_known`:
+        the directory knows the deployer (`shipledger.identities.actor_known`)."""
         ...

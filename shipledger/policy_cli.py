@@ -3,6 +3,7 @@ ledger's past deployments, `push` one to the running workers."""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from shipledger.identities import KnownIdentities, actor_known
 from shipledger.kafka import DeliveryError, KafkaProducer
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.processors.enrichment import Enrichment
@@ -159,7 +161,8 @@ def simulate_command(
                 view.apply(event)
     except LedgerUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
-    result = simulate(events, held, candidate, view, utcnow())
+    known = functools.partial(actor_known, KnownIdentities.from_settings(settings))
+    result = simulate(events, held, candidate, view, utcnow(), known)
     click.echo(_as_json(result) if fmt == "json" else _as_table(result, start, end))
 
 

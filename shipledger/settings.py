@@ -364,6 +364,40 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="Connect and read timeout towards the identity providers."
     )
 
+    # --- known identities: is a manual deployer a person the directory knows? ------------
+    ldap_people_base: str | None = Field(
+        default=None,
+        description="Subtree searched for a manual deployer (e.g. `ou=people,dc=example,dc=org`)"
+        " on the server of SHIPLEDGER_LDAP_URL; set, a deployer found there is a known identity "
+        "to `unattributed_manual_deploy` (gate and stream). Unset: only the policy's "
+        "`service_accounts` are known.",
+    )
+    ldap_people_filter: str = Field(
+        default="(|(uid={actor})(mail={actor}))",
+        description="Filter finding a deployer under SHIPLEDGER_LDAP_PEOPLE_BASE; `{actor}` is "
+        "replaced (escaped) by the deployment's actor.",
+    )
+    ldap_bind_dn: str | None = Field(
+        default=None,
+        description="DN the deployer search binds as (a read-only service entry); unset: an "
+        "anonymous search.",
+    )
+    ldap_bind_password: SecretStr | None = Field(
+        default=None, description="Password of SHIPLEDGER_LDAP_BIND_DN."
+    )
+    identity_cache_s: float = Field(
+        default=300.0, ge=0, description="How long a deployer the directory knows stays known."
+    )
+    identity_negative_cache_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a deployer the directory does not know, or a failed lookup, is "
+        "remembered before the directory is asked again.",
+    )
+    identity_cache_size: int = Field(
+        default=10_000, ge=1, description="Deployers remembered at most (oldest dropped first)."
+    )
+
     # --- escalation: alerts to ticketing systems and webhooks (shipledger.receivers) ----
     receiver_secrets: dict[str, SecretStr] = Field(
         default_factory=dict,

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from shipledger.identities import KnownIdentities
 from shipledger.metrics import RecordingMetrics
 from shipledger.producers.api.auth import AuthError, AuthStore, Principal
 from shipledger.producers.api.limits import RateLimiter, retry_after
@@ -87,6 +88,8 @@ class ApiContext:
         )
         #: Who approvers are (OIDC, LDAP), as the settings configure: checked at start.
         self.authenticator = Authenticator.from_settings(self.settings)
+        #: Which manual deployers the directory knows (the gate); None: no directory to ask.
+        self.identities = KnownIdentities.from_settings(self.settings)
 
     def require_bridge(self) -> KafkaBridge:
         """The Kafka bridge; 503 when this app has none."""

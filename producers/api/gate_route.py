@@ -1,10 +1,11 @@
 """`POST /v1/gate`: may this deployment start now? (`shipledger gate` asks it.)
 
 The route does the I/O: the token (scope `ingest`: a pipeline's), the change request's events
-from the ledger's door, then the judgement it is given (`ApiContext.governance`, the
-processors' `Gatekeeper` under the running policy), then the decision published to
-`gate.decisions` (and a break-glass pass's critical alert to `alerts`) and acknowledged by
-Kafka before the answer: every answer the gate gives is in the ledger, with who asked.
+from the ledger's door, a manual deployer looked up in the directory (`shipledger.identities`),
+then the judgement it is given (`ApiContext.governance`, the processors' `Gatekeeper` under
+the running policy), then the decision published to `gate.decisions` (and a break-glass
+pass's critical alert to `alerts`) and acknowledged by Kafka before the answer: every answer
+the gate gives is in the ledger, with who asked.
 A decision Kafka does not take is not given (503): the pipeline cannot tell it from an outage.
 """
 
@@ -17,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 
 from shipledger.fields import copied, picked
+from shipledger.identities import actor_known
 from shipledger.logging import get_logger
 from shipledger.producers.api.auth import ANY_TENANT, Principal
 from shipledger.producers.api.bodies import TOKEN_ERRORS, Problem
@@ -156,7 +158,11 @@ async def post_gate(
     events: list[ChangeEvent] = []
     if question.change_id:
         events = await run_in_threadpool(ledger.change_events, question.tenant, question.change_id)
-    outcome = governance.decide(question, events, principal.token_id, utcnow())
+    # Only a manual deployer is judged by who they are (`unattributed_manual_deploy`).
+    known = question.trigger == "manual" and await run_in_threadpool(
+        actor_known, ctx.identities, question.actor
+    )
+    outcome = governance.decide(question, events, principal.token_id, utcnow(), known)
     await publish(ctx, outcome_messages(ctx.settings, outcome))
     decision = outcome.decision
     log.info(
