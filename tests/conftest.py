@@ -38,7 +38,7 @@ from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import Row
 from shipledger.sinks.writer import LedgerWriter
 from shipledger.up.broker import EmbeddedBroker
-from tests.identity_kit import PEOPLE, SUFFIX, Issuer, Slapd
+from tests.identity_kit import PEOPLE, READER_DN, READER_PASSWORD, SUFFIX, Issuer, Slapd
 from tests.kit import (
     CliEnv,
     Consume,
@@ -441,6 +441,9 @@ def _directory_ldif() -> str:
         f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example",
         f"dn: ou=people,{SUFFIX}\nobjectClass: organizationalUnit\nou: people",
         f"dn: ou=groups,{SUFFIX}\nobjectClass: organizationalUnit\nou: groups",
+        f"dn: ou=services,{SUFFIX}\nobjectClass: organizationalUnit\nou: services",
+        f"dn: {READER_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\n"
+        f"cn: shipledger-reader\nuserPassword: {_ssha(READER_PASSWORD)}",
     ]
     for user, (password, _) in PEOPLE.items():
         entries.append(

@@ -24,16 +24,22 @@ PEOPLE = {
     # Filter syntax in a name: unescaped, it would break (or widen) the group search.
     "pat(ops)*": ("pat-pw", ["sre"]),
 }
+#: The read-only service entry the deployer lookup binds as (not a person: not in ou=people).
+READER_DN = f"cn=shipledger-reader,ou=services,{SUFFIX}"
+READER_PASSWORD = "reader-pw"
 
 
 @dataclass(frozen=True)
 class Slapd:
     """A running slapd: its URL and where its users and groups are (`PEOPLE`: user ->
-    (password, groups); groups `cab` and `sre`)."""
+    (password, groups); groups `cab` and `sre`), and the service entry that may search them."""
 
     url: str
     user_dn: str = f"uid={{username}},ou=people,{SUFFIX}"
     group_base: str = f"ou=groups,{SUFFIX}"
+    people_base: str = f"ou=people,{SUFFIX}"
+    reader_dn: str = READER_DN
+    reader_password: str = READER_PASSWORD
     people: dict[str, tuple[str, list[str]]] = field(default_factory=lambda: dict(PEOPLE))
 
 
