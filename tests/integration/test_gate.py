@@ -49,6 +49,7 @@ defaults:
   require_change_ticket: [prod]
   approvals:
     - {name: prod-cab, group: cab, environments: [prod]}
+  service_accounts: [release-bot]
 """
 
 
@@ -148,6 +149,9 @@ def stack(
         ldap_url=slapd.url,
         ldap_user_dn=slapd.user_dn,
         ldap_group_base=slapd.group_base,
+        ldap_people_base=slapd.people_base,
+        ldap_bind_dn=slapd.reader_dn,
+        ldap_bind_password=slapd.reader_password,
     )
     ensure_topics(settings, broker)
     policy = load_policy(policy_file)
@@ -252,6 +256,29 @@ def test_blocked_with_each_reason_and_every_decision_recorded(stack: Stack) -> N
     assert run.stdout.startswith("blocked: checkout may not go to prod under CHG-REJ")
     assert "  - change_not_approved (high): checkout deployed to prod" in run.stdout
     assert "  - missing_approvals (medium): " in run.stdout
+
+
+def test_a_manual_deployer_is_known_by_the_directory_or_the_policy(stack: Stack) -> None:
+    stack.change("CHG-MAN")
+
+    def rules(actor: str) -> list[str]:
+        found = _gate(stack, "CHG-MAN", actor=actor, trigger="manual")
+        stored = stack.stored("gate_decisions", "event_id", found["decision_id"])
+        assert [r["rule"] for r in stored["reasons"]] == [r["rule"] for r in found["reasons"]]
+        return [r["rule"] for r in found["reasons"]]
+
+    # alice is a person of the slapd directory; release-bot a service account of the policy.
+    assert rules("alice") == ["missing_approvals"]
+    assert rules("release-bot") == ["missing_approvals"]
+    assert rules("mallory") == ["unattributed_manual_deploy", "missing_approvals"]
+    run = stack.cli(
+        "gate", "--service", "checkout", "--environment", "prod", "--change-id", "CHG-MAN",
+        "--trigger", "manual", "--actor", "mallory",
+    )  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "  - unattributed_manual_deploy (high): checkout was deployed to prod by hand by " in (
+        run.stdout
+    )
 
 
 def test_break_glass_passes_is_recorded_and_raises_a_critical_alert(stack: Stack) -> None:
