@@ -10,8 +10,10 @@ alert.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from shipledger.schemas.policy import parse_policy, text_sha256
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.audit import verify
 from shipledger.up.stack import Stack
+from tests.identity_kit import Slapd
 from tests.kit import invoke, query_until, wait_until
 
 pytestmark = pytest.mark.integration
@@ -42,19 +45,30 @@ defaults:
 START = "2026-11-25T10:00:00+00:00"
 
 
-@pytest.fixture
-def stack(broker: str, tmp_path: Path) -> Iterator[Stack]:
+@contextlib.contextmanager
+def running_stack(
+    broker: str, tmp_path: Path, policy_text: str = POLICY, **extra: Any
+) -> Iterator[Stack]:
+    """`up`'s stack (API, worker, sink) under `policy_text`, with `extra` settings."""
+    tmp_path.mkdir(exist_ok=True)
     policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
+    policy.write_text(policy_text)
     settings = Settings(
         data_dir=tmp_path / "data",
-        topic_prefix=f"gov{tmp_path.name[-8:]}.",
+        topic_prefix=f"gov{uuid.uuid4().hex[:12]}.",
         topic_partitions=2,
         policy_file=policy,
         sink_batch_ms=100,
         api_port=0,
+        **extra,
     )
     with Stack(settings, bootstrap=broker, log_dir=tmp_path / "logs", api=True) as running:
+        yield running
+
+
+@pytest.fixture
+def stack(broker: str, tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(broker, tmp_path) as running:
         yield running
 
 
@@ -64,6 +78,13 @@ Post = Callable[..., None]
 @pytest.fixture
 def post(stack: Stack) -> Iterator[Post]:
     """POSTs objects to the stack's ingest API as tenant retail (202 or the test fails)."""
+    with poster(stack) as send:
+        yield send
+
+
+@contextlib.contextmanager
+def poster(stack: Stack) -> Iterator[Post]:
+    """A `Post` to `stack`'s ingest API."""
     assert stack.api is not None
     auth = AuthStore(stack.settings.resolved_auth_db)
     try:
@@ -228,6 +249,56 @@ def test_change_requests_judge_deployments_late_data_resolves(stack: Stack, post
     assert rows == [("dep-window", 3600, "late", True)]
     report = verify(stack.store)
     assert report.clean, report.text()
+
+
+MANUAL_POLICY = POLICY + "  service_accounts: [release-bot]\n"
+MANUAL_ACTORS = ("alice", "release-bot", "mallory")
+
+
+def _manual_deployers_judged(stack: Stack, mallory: list[str]) -> dict[str, list[str]]:
+    """Open alerts of manual prod deployments under an approved change by alice (a person of
+    the slapd directory), release-bot (a service account of the policy) and mallory (neither),
+    once mallory's are `mallory`, all three are in the ledger and a control deployment's
+    alert is too (alerts flow)."""
+    assert stack.store is not None
+    with poster(stack) as post:
+        post(change("m-approve", "CHG-M", "approved", "2026-11-25T08:00:00+00:00"))
+        query_until(stack, "SELECT count() FROM shipledger.change_events", [(1,)])
+        post(
+            *(deployment(f"dep-{a}", "CHG-M", actor=a, trigger="manual") for a in MANUAL_ACTORS),
+            deployment("dep-control", "CHG-NONE"),
+        )
+    query_until(stack, "SELECT count() FROM shipledger.deployments", [(4,)])
+    query_until(stack, open_rules("dep-control"), [("change_ticket_unknown",)])
+    query_until(stack, open_rules("dep-mallory"), [(rule,) for rule in mallory])
+    return {a: [r for (r,) in stack.store.query(open_rules(f"dep-{a}"))[1]] for a in MANUAL_ACTORS}
+
+
+def test_the_stream_knows_manual_deployers_from_the_directory(
+    broker: str, tmp_path: Path, slapd: Slapd
+) -> None:
+    directory: dict[str, Any] = {
+        "ldap_url": slapd.url,
+        "ldap_user_dn": slapd.user_dn,
+        "ldap_group_base": slapd.group_base,
+        "ldap_people_base": slapd.people_base,
+        "ldap_bind_dn": slapd.reader_dn,
+        "ldap_bind_password": slapd.reader_password,
+    }
+    with running_stack(broker, tmp_path / "up", MANUAL_POLICY, **directory) as stack:
+        assert _manual_deployers_judged(stack, ["unattributed_manual_deploy"]) == {
+            "alice": [],
+            "release-bot": [],
+            "mallory": ["unattributed_manual_deploy"],
+        }
+    # The directory down: it judges nobody (no false alert); service accounts still count.
+    down = {**directory, "ldap_url": "ldap://127.0.0.1:9", "identity_timeout_s": 1}
+    with running_stack(broker, tmp_path / "down", MANUAL_POLICY, **down) as stack:
+        assert _manual_deployers_judged(stack, []) == {
+            "alice": [],
+            "release-bot": [],
+            "mallory": [],
+        }
 
 
 def test_out_of_order_and_duplicate_change_events_give_one_outcome(
