@@ -12,6 +12,9 @@ import pytest
 from pydantic import SecretStr
 
 from shipledger.identities import KnownIdentities, LookupFailed, actor_known, ldap_lookup
+from shipledger.processors.change_rules import CHANGE_RULE_NAMES
+from shipledger.processors.enrichment import Enrichment
+from shipledger.processors.late_changes import rejudge_stored
 from shipledger.processors.step import process
 from shipledger.schemas.policy import parse_policy
 from shipledger.settings import Settings
@@ -150,3 +153,30 @@ def test_ldap_failures_are_lookup_failures(ldap_settings: Settings, unused_port:
     with pytest.raises(LookupFailed):
         ldap_lookup(down)("alice")
     assert actor_known(KnownIdentities.from_settings(down), "root") is True
+
+
+def test_a_rejudgement_asks_again_and_resolves_a_deployer_known_since() -> None:
+    """Flagged while the directory did not know mallory; known at the re-judgement (a late
+    change event): the alert is resolved, never edited."""
+    directory = FakeDirectory()
+    known = functools.partial(actor_known, identities(directory, Clock()))
+    event = deployment_event(
+        environment="prod", change_id="CHG1", actor="mallory", trigger="manual"
+    )
+    first = process(event, None, POLICY, known_actor=known)
+    holding = {a.rule: a.alert_id for a in first.alerts if a.rule in CHANGE_RULE_NAMES}
+    alert = holding["unattributed_manual_deploy"]
+    directory.people.add("mallory")
+    judged = rejudge_stored(
+        first.record,
+        event.event_id,
+        holding,
+        dict.fromkeys(holding, 1),
+        Enrichment(),
+        POLICY,
+        WEDNESDAY_NOON,
+        functools.partial(actor_known, identities(directory, Clock())),
+    )
+    (resolution,) = judged.resolutions
+    assert (resolution.resolves, judged.alerts) == (alert, ())
+    assert "mallory is a known identity" in resolution.message
