@@ -78,6 +78,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "alerts",
         "Tail the alerts topic live, or list stored alerts; filtered.",
     ),
+    "metrics": ("shipledger.dora_cli", "metrics", "DORA metrics of the ledger (metrics dora)."),
     "doctor": (
         "shipledger.doctor",
         "doctor",

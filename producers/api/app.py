@@ -18,6 +18,7 @@ from shipledger.producers.api import (
     gate_route,
     ingest,
     live_route,
+    metrics_route,
     reads,
     webhook_route,
 )
@@ -90,6 +91,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(gate_route.router)
     app.include_router(approvals_route.router)
     app.include_router(live_route.router)
+    app.include_router(metrics_route.router)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

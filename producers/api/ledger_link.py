@@ -17,11 +17,14 @@ from shipledger.logging import get_logger
 from shipledger.schemas.family_models import ChangeEvent
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import (
+    DoraQuery,
+    DoraRow,
     LedgerReader,
     LedgerUnavailable,
     QueryLimits,
     QueryResult,
     StoredEvent,
+    Visible,
 )
 
 log = get_logger("api.ledger")
@@ -82,6 +85,10 @@ class LedgerLink:
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of one change request of `tenant`."""
         return self._get().change_events(tenant, change_id)
+
+    def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
+        """The DORA metrics of `query`, from rows `visible` may read."""
+        return self._get().dora(query, visible)
 
     def close(self) -> None:
         """Close the reader, if open."""

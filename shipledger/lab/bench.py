@@ -26,6 +26,7 @@ import click
 from confluent_kafka import Consumer, TopicPartition
 
 from shipledger.kafka import KafkaProducer
+from shipledger.lab.bench_dora import bench_dora
 from shipledger.lab.bench_gate import GATE_TENANT, TARGET_P99_MS, gate_markdown, seed
 from shipledger.lab.bench_query import bench_query
 from shipledger.lab.bench_sink import bench_audit
@@ -53,6 +54,7 @@ SECTIONS = (
     "passthrough",
     "audit",
     "query",
+    "dora",
 )
 #: Sections measured on a running embedded stack (audit builds its own ledger).
 _STACK_SECTIONS = ("pipeline", "emit", "api", "durable", "gate", "stream", "passthrough")
@@ -641,6 +643,8 @@ def _markdown(results: dict[str, Any]) -> str:
         lines += _audit_markdown(results["audit"])
     if "query" in results:
         lines += _query_markdown(results["query"])
+    if "dora" in results:
+        lines += _dora_markdown(results["dora"])
     return "\n".join(lines)
 
 
@@ -713,6 +717,18 @@ def _query_markdown(query: dict[str, Any]) -> list[str]:
     ]
 
 
+def _dora_markdown(dora: dict[str, Any]) -> list[str]:
+    ms = dora["team_quarter_ms"]
+    return [
+        f"DORA report (`shipledger metrics dora`, one team's quarter by week, "
+        f"{dora['team_quarter_deployments']:,} of its deployments) over a ledger of "
+        f"{dora['deployments']:,} deployments: p50 {ms['p50']} ms / p99 {ms['p99']} ms "
+        f"({dora['samples']} runs; target p99 < 100 ms). Loading them through the "
+        f"materialized views took {dora['load_s']} s.",
+        "",
+    ]
+
+
 def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
     p, b = results["pipeline"], results["passthrough"]
     ratio = p["events_per_second"] / max(b["events_per_second"], 1)
@@ -766,6 +782,12 @@ def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
     show_default=True,
     help="Deployment events in the audit benchmark's ledger.",
 )
+@click.option(
+    "--dora-deployments",
+    default=10_000_000,
+    show_default=True,
+    help="Deployments in the DORA benchmark's ledger.",
+)
 def bench(
     out: Path,
     events: int,
@@ -780,13 +802,14 @@ def bench(
     stream_rate: float,
     only: str | None,
     audit_records: int,
+    dora_deployments: int,
 ) -> None:
     """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
     Faust passthrough agent on the same broker, the cost of one `shipledger emit`, the
     ingest API's events/s and request → Kafka ack latency (with and without the durable
     journal), the pre-deploy gate's latency, event → live dashboard latency with its fan-out
-    to many clients, `audit verify` over a large ledger with its
-    bytes on disk per event, and the read-query guard's latency.
+    to many clients, `audit verify` over a large ledger with its bytes on disk per event, the
+    read-query guard's latency and a team's quarter of DORA metrics.
 
     \b
       shipledger bench --out bench              # everything (make bench)
@@ -796,6 +819,7 @@ def bench(
       shipledger bench --out bench --only stream  # event → live dashboard (make bench-stream)
       shipledger bench --out bench --only audit # audit verify over 1M events
       shipledger bench --out bench --only query # the read-query guard's cost
+      shipledger bench --out bench --only dora  # a team's quarter of DORA metrics
     """
     data_dir = out / "data.tmp"
     if data_dir.exists():
@@ -845,6 +869,10 @@ def bench(
         click.echo("  query guard ...")
         results["query"] = bench_query()
         click.echo(f"  query: {results['query']}")
+    if "dora" in sections:
+        click.echo(f"  dora: {dora_deployments} deployments ...")
+        results["dora"] = bench_dora(dora_deployments)
+        click.echo(f"  dora: {results['dora']}")
     results |= {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "

@@ -787,6 +787,176 @@ VIEWS: dict[str, Callable[[str | None], str]] = {
 }
 
 
+# --- DORA aggregates (docs/metrics.md): maintained by materialized views at insert ----------
+
+DORA_DAILY = "dora_daily"
+DORA_COMMITS = "dora_commits"
+#: Deployment kinds that remediate a failure rather than ship a change (docs/metrics.md).
+REMEDIATION_KINDS = ("rollback", "hotfix", "emergency_patch")
+_FAILED = "status IN ('failed', 'rolled_back')"
+
+# Every state is keyed by deployment id (maxMap/minMap, uniqExact), so a deployment that several
+# records describe (every stage, retries, re-judgements) counts once, and a row inserted twice
+# (a replay, a restore from cold storage) changes nothing: the aggregates are idempotent.
+_DORA_DAILY_COLUMNS = (
+    ("tenant", "LowCardinality(String)", "Tenant."),
+    ("team", "LowCardinality(String)", "Owner team of the deployment ('' when unknown)."),
+    ("environment", "LowCardinality(String)", "Canonical environment."),
+    ("application", "LowCardinality(String)", "Application of the service ('' when unknown)."),
+    ("service", "LowCardinality(String)", "Service."),
+    ("day", "Date", "UTC day the deployment started."),
+    (
+        "changes",
+        "AggregateFunction(maxMap, Map(String, UInt64))",
+        "Change deployments (not remediations): deployment_id -> 2 * seq + 1 if that record "
+        "was failed or rolled_back (the latest record decides).",
+    ),
+    (
+        "remediations",
+        "AggregateFunction(uniqExact, String)",
+        "Remediation deployments (kind rollback, hotfix, emergency_patch, or a rollback_of).",
+    ),
+    (
+        "remediated",
+        "AggregateFunction(maxMap, Map(String, UInt8))",
+        "deployment_id -> 1 for every deployment a remediation names in rollback_of.",
+    ),
+    (
+        "failed_at",
+        f"AggregateFunction(minMap, Map(String, {DATETIME_MS}))",
+        "deployment_id -> when it failed: its failed record's finished_at, or the start of "
+        "the remediation naming it.",
+    ),
+    (
+        "restored_at",
+        f"AggregateFunction(minMap, Map(String, {DATETIME_MS}))",
+        "deployment_id -> when service was restored: its rolled_back record's finished_at, or "
+        "the finish of a succeeded remediation naming it.",
+    ),
+    (
+        "deployed_at",
+        f"AggregateFunction(minMap, Map(String, {DATETIME_MS}))",
+        "Change deployment_id -> finished_at of its first succeeded record (running there).",
+    ),
+    (
+        "commits",
+        "AggregateFunction(maxMap, Map(String, String))",
+        "Change deployment_id -> commit_sha it shipped.",
+    ),
+    (
+        "seen_at",
+        f"AggregateFunction(minMap, Map(String, {DATETIME_MS}))",
+        "Succeeded change deployment_id -> when its commit was first seen (dora_commits), as "
+        "known when the record was inserted.",
+    ),
+)
+
+
+def dora_daily_sql(database: str | None = None) -> str:
+    """`dora_daily`: *per tenant, team, environment, application, service and day, which
+    deployments were changes, which failed, when were they restored, what did they ship?*
+    Per-deployment states merged at read time (`sinks.ledger.dora`)."""
+    cols = ",\n".join(
+        f"    {quote_ident(n)} {t} COMMENT {quote_str(c)}" for n, t, c in _DORA_DAILY_COLUMNS
+    )
+    return (
+        f"CREATE TABLE {qualified(database, DORA_DAILY)}\n(\n{cols}\n)\n"
+        "ENGINE = AggregatingMergeTree\n"
+        "PARTITION BY toYYYYMM(`day`)\n"
+        "ORDER BY (`tenant`, `team`, `environment`, `service`, `application`, `day`)\n"
+        "COMMENT 'DORA facts per deployment, by tenant, team, environment, service and day "
+        "(maintained by dora_daily_mv; docs/metrics.md).'"
+    )
+
+
+def dora_daily_mv_sql(database: str | None = None) -> str:
+    """`dora_daily_mv`: folds every deployment record into `dora_daily` as it is inserted."""
+    kinds = ", ".join(quote_str(k) for k in REMEDIATION_KINDS)
+    remedy = f"(kind IN ({kinds}) OR rollback_of IS NOT NULL)"
+    named = f"{remedy} AND rollback_of IS NOT NULL"
+    # A failure or a restoration is the failed deployment's: a remediation's names it.
+    failed = "if(rollback_of IS NULL, deployment_id, assumeNotNull(rollback_of))"
+    records = qualified(database, RECORDS)
+    return (
+        f"CREATE MATERIALIZED VIEW {qualified(database, DORA_DAILY + '_mv')}"  # noqa: S608
+        f" TO {qualified(database, DORA_DAILY)} AS\n"
+        "SELECT tenant, ifNull(team, '') AS team, environment,\n"
+        "    ifNull(application, '') AS application, service, toDate(started_at) AS day,\n"
+        f"    maxMapStateIf(map(deployment_id, toUInt64(seq) * 2 + ({_FAILED})), NOT {remedy})"
+        " AS changes,\n"
+        f"    uniqExactStateIf(deployment_id, {remedy}) AS remediations,\n"
+        f"    maxMapStateIf(map(assumeNotNull(rollback_of), toUInt8(1)), {named}) AS remediated,\n"
+        f"    minMapStateIf(map({failed},\n"
+        "        if(rollback_of IS NULL, ifNull(finished_at, updated_at), started_at)),\n"
+        f"        (status = 'failed' AND NOT {remedy}) OR {named}) AS failed_at,\n"
+        f"    minMapStateIf(map({failed}, ifNull(finished_at, updated_at)),\n"
+        f"        (status = 'rolled_back' AND NOT {remedy}) OR ({named} AND status = 'succeeded'))"
+        " AS restored_at,\n"
+        "    minMapStateIf(map(deployment_id, ifNull(finished_at, updated_at)),\n"
+        f"        status = 'succeeded' AND NOT {remedy}) AS deployed_at,\n"
+        f"    maxMapStateIf(map(deployment_id, commit_sha), NOT {remedy}) AS commits,\n"
+        "    minMapStateIf(map(deployment_id, commit_seen_at),\n"
+        f"        status = 'succeeded' AND NOT {remedy} AND commit_seen_at > 0\n"
+        "        AND commit_seen_at <= ifNull(finished_at, updated_at)) AS seen_at\n"
+        # Lead time is computed at insert: the inner reference to the records is the
+        # inserted block only, so the join reads the block's commits, never the whole table.
+        f"FROM (SELECT r.*, c.first_seen_at AS commit_seen_at FROM {records} AS r\n"
+        "    LEFT JOIN (SELECT tenant, sha, min(first_seen_at) AS first_seen_at\n"
+        f"        FROM {qualified(database, DORA_COMMITS)}\n"
+        f"        WHERE (tenant, sha) IN (SELECT tenant, commit_sha FROM {records})\n"
+        "        GROUP BY tenant, sha) AS c\n"
+        "    ON r.tenant = c.tenant AND r.commit_sha = c.sha)\n"
+        "GROUP BY tenant, team, environment, application, service, day"
+    )
+
+
+def dora_commits_sql(database: str | None = None) -> str:
+    """`dora_commits`: *when was each commit first seen?* The earliest source event naming it,
+    per tenant and SHA (lead time for changes starts there)."""
+    return (
+        f"CREATE TABLE {qualified(database, DORA_COMMITS)}\n(\n"
+        "    `tenant` LowCardinality(String) COMMENT 'Tenant.',\n"
+        "    `sha` String COMMENT 'Commit SHA.',\n"
+        f"    `first_seen_at` SimpleAggregateFunction(min, {DATETIME_MS})"
+        " COMMENT 'Earliest occurred_at of a source event naming the commit.'\n"
+        ")\n"
+        "ENGINE = AggregatingMergeTree\n"
+        "ORDER BY (`tenant`, `sha`)\n"
+        # Looked up by random SHAs: small granules keep a lookup to a few hundred rows.
+        "SETTINGS index_granularity = 256\n"
+        "COMMENT 'First sight of each commit (maintained by dora_commits_mv; docs/metrics.md).'"
+    )
+
+
+def dora_commits_mv_sql(database: str | None = None) -> str:
+    """`dora_commits_mv`: folds every source event's commits into `dora_commits`."""
+    return (
+        f"CREATE MATERIALIZED VIEW {qualified(database, DORA_COMMITS + '_mv')}"  # noqa: S608
+        f" TO {qualified(database, DORA_COMMITS)} AS\n"
+        "SELECT tenant, sha, min(occurred_at) AS first_seen_at\n"
+        "FROM (\n"
+        "    SELECT tenant, occurred_at,\n"
+        "        arrayJoin(arrayDistinct(arrayConcat(commit_shas,\n"
+        "            if(commit_sha IS NULL, [], [assumeNotNull(commit_sha)])))) AS sha\n"
+        f"    FROM {qualified(database, SOURCE)}\n"
+        ")\n"
+        "GROUP BY tenant, sha"
+    )
+
+
+#: The aggregate tables (no tenant row policy: read through `sinks.ledger.dora` only).
+AGGREGATE_TABLES = (DORA_COMMITS, DORA_DAILY)
+#: Aggregate tables and the materialized views that feed them, each after what it reads.
+#: Only the hot database has them: a view fires on insert, and archiving to cold storage
+#: deletes rows, never inserts, so the aggregates keep every day however old its rows are.
+AGGREGATES: dict[str, Callable[[str | None], str]] = {
+    DORA_COMMITS: dora_commits_sql,
+    DORA_COMMITS + "_mv": dora_commits_mv_sql,
+    DORA_DAILY: dora_daily_sql,
+    DORA_DAILY + "_mv": dora_daily_mv_sql,
+}
+
+
 def chain_heads_sql(database: str | None = None, name: str = CHAIN_HEADS) -> str:
     """`chain_heads`: the head of each chain after every flush of the sink (append-only)."""
     return (
@@ -809,8 +979,9 @@ def chain_heads_sql(database: str | None = None, name: str = CHAIN_HEADS) -> str
 
 def desired_schema(database: str | None = None) -> dict[str, str]:
     """Every object of the ledger by name -> its CREATE statement, in creation order: tables,
-    `chain_heads`, then views. The desired state migrations must reproduce exactly."""
-    names = [*tables(), CHAIN_HEADS, *VIEWS]
+    `chain_heads`, the aggregates, then views. The desired state migrations must reproduce
+    exactly."""
+    names = [*tables(), CHAIN_HEADS, *AGGREGATES, *VIEWS]
     return {name: create_statement(name, database) for name in names}
 
 
@@ -822,6 +993,8 @@ def create_statement(name: str, database: str | None = None, as_name: str | None
         return chain_heads_sql(database, as_name or name)
     if name in VIEWS and as_name is None:
         return VIEWS[name](database)
+    if name in AGGREGATES and as_name is None:
+        return AGGREGATES[name](database)
     raise KeyError(f"no ledger table or view {name!r}")
 
 

@@ -31,6 +31,11 @@ def grants_sql(
         "CREATE ROLE IF NOT EXISTS shipledger_sink;",
         *(f"GRANT INSERT, SELECT ON {db}.{ddl.quote_ident(t)} TO shipledger_sink;" for t in ledger),
         f"GRANT SELECT ON {db}.{ddl.quote_ident(MIGRATIONS_TABLE)} TO shipledger_sink;",
+        "-- The aggregates its inserts feed through materialized views (docs/metrics.md).",
+        *(
+            f"GRANT INSERT, SELECT ON {db}.{ddl.quote_ident(t)} TO shipledger_sink;"
+            for t in ddl.AGGREGATE_TABLES
+        ),
         "-- No ALTER, DELETE, TRUNCATE, DROP or OPTIMIZE: the sink cannot rewrite the ledger.",
         "CREATE USER IF NOT EXISTS shipledger_sink_user IDENTIFIED WITH sha256_password BY "
         "'<password>' DEFAULT ROLE shipledger_sink;",

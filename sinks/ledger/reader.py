@@ -8,9 +8,9 @@ Every read is tier-aware: a row moved to cold storage by `shipledger archive`
 (`sinks.ledger.archive`) reads like a hot one (`sinks.ledger.tiers`). Callers that only read
 (the API) depend on the `LedgerReads` protocol and are given a `LedgerReader` when they are
 built; the value types of the query contract (`QueryResult`, `QueryLimits`, `QueryError`,
-`FORMATS`), `sql_string` (a string literal for SQL a command writes, e.g. `alerts list`) and
-`chdb_path` (is the ledger embedded?) are re-exported here so they need nothing else of the
-ledger.
+`FORMATS`), `sql_string` (a string literal for SQL a command writes, e.g. `alerts list`),
+those of the DORA report (`sinks.ledger.dora`) and `chdb_path` (is the ledger embedded?) are
+re-exported here so they need nothing else of the ledger.
 """
 
 from __future__ import annotations
@@ -32,6 +32,17 @@ from shipledger.sinks.ledger import ddl, tiers
 
 # Callers outside the sinks build filters of their read queries with the ledger's quoting.
 from shipledger.sinks.ledger.ddl import quote_str as quote_str
+from shipledger.sinks.ledger.dora import (
+    DORA_DIMENSIONS,
+    DORA_PERIODS,
+    DoraError,
+    DoraQuery,
+    DoraRow,
+    Visible,
+    dora_columns,
+    dora_window,
+    read_dora,
+)
 from shipledger.sinks.ledger.query import (
     FORMATS,
     QueryError,
@@ -44,7 +55,12 @@ from shipledger.sinks.ledger.tiers import Tier
 from shipledger.sinks.rows import RowKey
 
 __all__ = [
+    "DORA_DIMENSIONS",
+    "DORA_PERIODS",
     "FORMATS",
+    "DoraError",
+    "DoraQuery",
+    "DoraRow",
     "LedgerReader",
     "LedgerReads",
     "LedgerUnavailable",
@@ -55,7 +71,10 @@ __all__ = [
     "StoredEvent",
     "Tier",
     "TimeWindow",
+    "Visible",
     "chdb_path",
+    "dora_columns",
+    "dora_window",
     "sql_string",
 ]
 
@@ -134,6 +153,10 @@ class LedgerReads(Protocol):
         """Every stored event of one change request of `tenant`, in no particular order."""
         ...
 
+    def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
+        """The DORA metrics of `query`, from rows `visible` may read (docs/metrics.md)."""
+        ...
+
 
 class LedgerReader:
     """Tier-aware reads of one ledger store (thread-safe: the store serializes its calls)."""
@@ -202,6 +225,11 @@ class LedgerReader:
             teams=teams,
             environments=environments,
         )
+
+    def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
+        """The DORA metrics of `query` (`sinks.ledger.dora`). The aggregates live in the hot
+        database only and hold every day, archived or not: their views fire at insert."""
+        return read_dora(self._store, query, visible)
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of change request `change_id` of `tenant`, hot and cold (a row

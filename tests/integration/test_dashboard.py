@@ -26,11 +26,14 @@ from shipledger.producers.api.server import ApiServer
 from shipledger.schemas.family_models import ChangeEvent
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import (
+    DoraQuery,
+    DoraRow,
     LedgerReader,
     LedgerUnavailable,
     QueryLimits,
     QueryResult,
     StoredEvent,
+    Visible,
 )
 from shipledger.up.broker import EmbeddedBroker
 from shipledger.up.stack import Stack
@@ -82,6 +85,10 @@ class SwitchedLedger:
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         self._check()
         return self.reader.change_events(tenant, change_id)
+
+    def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
+        self._check()
+        return self.reader.dora(query, visible)
 
 
 @dataclass

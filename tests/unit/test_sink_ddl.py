@@ -144,9 +144,9 @@ def test_create_sql_has_engine_partition_and_indexes() -> None:
     assert "`region` LowCardinality(Nullable(String))" in sql
 
 
-def test_desired_schema_is_tables_then_chain_heads_then_views() -> None:
+def test_desired_schema_is_tables_then_chain_heads_then_aggregates_then_views() -> None:
     objects = ddl.desired_schema()
-    assert list(objects) == [*ddl.tables(), ddl.CHAIN_HEADS, *ddl.VIEWS]
+    assert list(objects) == [*ddl.tables(), ddl.CHAIN_HEADS, *ddl.AGGREGATES, *ddl.VIEWS]
     assert "LIMIT 1 BY tenant, deployment_id" in objects[ddl.DEPLOYMENTS_VIEW]
     assert all("`ledger`" not in sql for sql in objects.values())  # unqualified: migrations
 

@@ -1,0 +1,185 @@
+"""`shipledger metrics dora`: the DORA metrics (docs/metrics.md) by the path that can serve
+them, as `shipledger query` does: with embedded chDB and a running `shipledger up`, its API
+(`GET /v1/metrics/dora`); otherwise the ledger opened here (`LedgerReader.dora`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from shipledger.locate import cli_settings, data_dir_option, locate
+from shipledger.output_format import format_option
+from shipledger.settings import Settings
+from shipledger.sinks.ledger.reader import (
+    DORA_DIMENSIONS as DIMENSIONS,
+)
+from shipledger.sinks.ledger.reader import (
+    DORA_PERIODS as PERIODS,
+)
+from shipledger.sinks.ledger.reader import (
+    DoraError,
+    DoraQuery,
+    LedgerReader,
+    LedgerUnavailable,
+    chdb_path,
+    dora_columns,
+    dora_window,
+)
+from shipledger.stackfile import StackInfo, read_stack
+from shipledger.tables import render_table
+
+
+class MetricsUnavailable(RuntimeError):
+    """No path can serve the report (API down, no ledger)."""
+
+
+def _from_api(info: StackInfo, query: DoraQuery) -> list[dict[str, Any]]:
+    assert info.api_url is not None
+    headers = {"Authorization": f"Bearer {info.api_token}"} if info.api_token else {}
+    params: list[tuple[str, str | int | float | bool | None]] = [
+        ("since", query.since.isoformat()),
+        ("until", query.until.isoformat()),
+        ("period", query.period),
+        *(("by", b) for b in query.by),
+        *(("team", v) for v in query.teams),
+        *(("application", v) for v in query.applications),
+        *(("service", v) for v in query.services),
+        *(("environment", v) for v in query.environments),
+    ]
+    if query.tenant is not None:
+        params.append(("tenant", query.tenant))
+    url = info.api_url.rstrip("/") + "/v1/metrics/dora"
+    try:
+        response = httpx.get(url, params=params, headers=headers, timeout=60)
+    except httpx.HTTPError as exc:
+        raise MetricsUnavailable(
+            f"the API of `shipledger up` at {url} did not answer: {exc}"
+        ) from exc
+    if response.status_code != 200:
+        raise MetricsUnavailable(f"{url} answered {response.status_code}: {response.text}")
+    rows: list[dict[str, Any]] = response.json()["rows"]
+    return rows
+
+
+def dora_rows(settings: Settings, query: DoraQuery) -> list[dict[str, Any]]:
+    """The report's rows (`DoraRow.as_dict`) by the path that can serve them."""
+    if chdb_path(settings.resolved_clickhouse_url) is not None:
+        running = read_stack(settings)
+        if running is not None and running.api_url:
+            return _from_api(running, query)
+        if running is not None:
+            raise MetricsUnavailable(
+                f"`shipledger up` (pid {running.pid}) owns the chDB data dir and serves no API"
+            )
+    try:
+        with LedgerReader.open(settings) as ledger:
+            return [r.as_dict() for r in ledger.dora(query)]
+    except LedgerUnavailable as exc:
+        raise MetricsUnavailable(str(exc)) from exc
+
+
+def render(rows: list[dict[str, Any]], names: list[str], fmt: str) -> str:
+    """The report as `fmt`: table (aligned, empty cells for nothing measured), json, csv."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    cells = [["" if r.get(n) is None else str(r.get(n)) for n in names] for r in rows]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows(cells)
+        return out.getvalue().rstrip("\n")
+    numeric = [n not in ("period", "tenant", *DIMENSIONS) for n in names]
+    return render_table(names, cells, right=numeric)
+
+
+@click.group("metrics")
+def metrics() -> None:
+    """Metrics computed from the ledger."""
+
+
+@metrics.command("dora", context_settings={"max_content_width": 100})
+@click.option("--tenant", help="Only this tenant (default: every tenant this ledger holds).")
+@click.option("--team", "teams", multiple=True, help="Only these teams (repeatable).")
+@click.option("--application", "applications", multiple=True, help="Only these applications.")
+@click.option("--service", "services", multiple=True, help="Only these services (repeatable).")
+@click.option("--environment", "environments", multiple=True, help="Only these environments.")
+@click.option(
+    "--by",
+    multiple=True,
+    type=click.Choice(DIMENSIONS),
+    help="Break each period down by these (repeatable; default: environment).",
+)
+@click.option("--period", type=click.Choice(list(PERIODS)), default="week", show_default=True)
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="First UTC day (default: 90 days before --until).",
+)
+@click.option(
+    "--until", type=click.DateTime(["%Y-%m-%d"]), help="Last UTC day, included (default: today)."
+)
+@format_option(
+    ["table", "json", "csv"], "table: aligned; json: an array of rows; csv: header + rows."
+)
+@data_dir_option
+def dora(
+    tenant: str | None,
+    teams: tuple[str, ...],
+    applications: tuple[str, ...],
+    services: tuple[str, ...],
+    environments: tuple[str, ...],
+    by: tuple[str, ...],
+    period: str,
+    since: datetime | None,
+    until: datetime | None,
+    fmt: str,
+    data_dir: Path | None,
+) -> None:
+    """Deployment frequency, lead time for changes, change failure rate and failed-deployment
+    recovery time, per period (docs/metrics.md says how each is counted).
+
+    \b
+    Columns: deployments (change deployments, not events nor remediations), deploys_per_day,
+    lead_time_h (median, commit first seen -> running there; lead_times measured),
+    failures, change_failure_rate, recovery_h (median; recovered measured), remediations.
+
+    \b
+    Examples:
+      shipledger metrics dora --team payments --environment prod --period month
+      shipledger metrics dora --since 2026-10-01 --until 2026-12-31 --by team --format csv
+    """
+    start, end = dora_window(_day(since), _day(until), datetime.now(UTC).date())
+    try:
+        query = DoraQuery(
+            since=start,
+            until=end,
+            period=period,
+            tenant=tenant,
+            teams=teams,
+            applications=applications,
+            services=services,
+            environments=environments,
+            by=by or ("environment",),
+        )
+    except DoraError as exc:
+        raise click.UsageError(str(exc)) from exc
+    settings = cli_settings(data_dir=data_dir)
+    if chdb_path(settings.resolved_clickhouse_url) is not None:  # not a server: find the stack
+        settings = locate(settings).require("`shipledger metrics dora`").settings
+    try:
+        rows = dora_rows(settings, query)
+    except MetricsUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(render(rows, dora_columns(query.by), fmt))
+
+
+def _day(at: datetime | None) -> date | None:
+    return at.date() if at is not None else None
