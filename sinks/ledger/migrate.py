@@ -33,12 +33,17 @@ from shipledger.sinks.ledger import ddl
 MIGRATIONS_TABLE = "schema_migrations"
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
+_REPLACES = re.compile(
+    r"^-- replaces (\d{4})_([a-z0-9_]+)\.sql sha256 ([0-9a-f]{64})$", re.MULTILINE
+)
+BASELINE_NAME = "baseline"
 DESIRED_DB = "shipledger_desired"
 MIGRATED_DB = "shipledger_migrated"
 
 
 class MigrationError(RuntimeError):
-    """Migrations that cannot be applied: changed after applying, missing, misnumbered."""
+    """Migrations that cannot be applied: changed after applying, missing, misnumbered, or a
+    history a baseline cannot take over."""
 
 
 class SqlRunner(Protocol):
@@ -62,6 +67,20 @@ class SqlRunner(Protocol):
 
 
 @dataclass(frozen=True)
+class Replaced:
+    """A migration file a baseline stands for, as ledgers that applied it recorded it."""
+
+    version: int
+    name: str
+    checksum: str
+
+    @property
+    def filename(self) -> str:
+        """`NNNN_name.sql`."""
+        return f"{self.version:04d}_{self.name}.sql"
+
+
+@dataclass(frozen=True)
 class Migration:
     """One migration file."""
 
@@ -78,6 +97,13 @@ class Migration:
     def checksum(self) -> str:
         """sha256 of the file's text."""
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def replaces(self) -> tuple[Replaced, ...]:
+        """The files this baseline stands for (its header's `-- replaces` lines); empty for an
+        ordinary migration."""
+        header = self.sql.split("\n\n", 1)[0]
+        return tuple(Replaced(int(v), n, c) for v, n, c in _REPLACES.findall(header))
 
     def statements(self) -> list[str]:
         """The file's statements, comments-only chunks dropped."""
@@ -105,7 +131,8 @@ def migrations_dir() -> Traversable:
 
 
 def load_migrations(directory: Traversable | Path | None = None) -> list[Migration]:
-    """Every migration file, in version order; versions must run 1, 2, 3 ... without gaps."""
+    """Every migration file, in version order; versions must run 1, 2, 3 ... without gaps, or
+    from a baseline's version on (the baseline replaces 1 .. its version)."""
     folder = directory if directory is not None else migrations_dir()
     found: list[Migration] = []
     for entry in folder.iterdir():
@@ -116,10 +143,22 @@ def load_migrations(directory: Traversable | Path | None = None) -> list[Migrati
             raise MigrationError(f"{entry.name}: migration files are named NNNN_lower_name.sql")
         found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
     found.sort(key=lambda m: m.version)
-    for expected, migration in enumerate(found, start=1):
+    first = found[0].version if found and found[0].replaces else 1
+    for expected, migration in enumerate(found, start=first):
         if migration.version != expected:
             raise MigrationError(
                 f"{migration.filename}: expected version {expected:04d} (no gaps or duplicates)"
+            )
+        if migration.replaces and expected != first:
+            raise MigrationError(
+                f"{migration.filename}: only the first migration can be a baseline"
+            )
+    if found and found[0].replaces:
+        baseline = found[0]
+        if [r.version for r in baseline.replaces] != list(range(1, baseline.version + 1)):
+            raise MigrationError(
+                f"{baseline.filename}: a baseline replaces versions 0001..{baseline.version:04d}, "
+                "each once, in order"
             )
     return found
 
@@ -149,21 +188,94 @@ def applied_migrations(store: SqlRunner) -> dict[int, Applied]:
 
 
 def check_history(migrations: Sequence[Migration], applied: dict[int, Applied]) -> None:
-    """Raise MigrationError when an applied migration's file changed or is unknown here."""
+    """Raise MigrationError when an applied migration's file changed or is unknown here, or when
+    the database applied only some of the files a baseline replaces."""
+    replaced = replaced_history(migrations, applied)
     known = {m.version: m for m in migrations}
     for version, row in sorted(applied.items()):
+        if version in replaced:
+            continue
         migration = known.get(version)
         if migration is None:
-            raise MigrationError(
-                f"migration {version:04d}_{row.name} is applied to this database but unknown to "
-                "this shipledger: upgrade shipledger"
-            )
+            raise _unknown(row)
         if migration.checksum != row.checksum:
             raise MigrationError(
                 f"migration {migration.filename} was changed after it was applied (checksum "
                 f"{row.checksum[:12]} recorded, {migration.checksum[:12]} now): restore the file "
                 "and put the change in a new migration"
             )
+
+
+def _unknown(row: Applied) -> MigrationError:
+    return MigrationError(
+        f"migration {row.version:04d}_{row.name} is applied to this database but unknown to "
+        "this shipledger: upgrade shipledger"
+    )
+
+
+def replaced_history(
+    migrations: Sequence[Migration], applied: dict[int, Applied]
+) -> dict[int, Applied]:
+    """The applied rows of the files the first migration, a baseline, replaces: the database
+    applied them one by one, so it is at the baseline. Empty when there is no baseline, or the
+    database applied the baseline itself, or nothing yet.
+
+    Raises MigrationError for a replaced file recorded with another checksum than the
+    baseline's header gives (the ledger ran another file: history is never rewritten) and for
+    a database that applied only some of them (the baseline cannot take it from there).
+    """
+    baseline = migrations[0] if migrations and migrations[0].replaces else None
+    if baseline is None:
+        return {}
+    rows = {v: row for v, row in applied.items() if v <= baseline.version}
+    own = rows.get(baseline.version)
+    if not rows or (len(rows) == 1 and own is not None and own.name == baseline.name):
+        return {}
+    replaces = {r.version: r for r in baseline.replaces}
+    for version, row in sorted(rows.items()):
+        old = replaces.get(version)
+        if old is None or old.name != row.name:
+            raise _unknown(row)
+        if old.checksum != row.checksum:
+            raise MigrationError(
+                f"migration {old.filename} was changed after it was applied (checksum "
+                f"{row.checksum[:12]} recorded, {old.checksum[:12]} in the header of "
+                f"{baseline.filename}, which replaces it): this database ran another file than "
+                "the released one, so the baseline cannot vouch for its schema"
+            )
+    if set(rows) != set(replaces):
+        at = replaces[max(rows)].filename
+        raise MigrationError(
+            f"this database is at migration {at}; {baseline.filename} replaces "
+            f"{baseline.replaces[0].filename} .. {baseline.replaces[-1].filename} and takes over "
+            f"only a database that applied all of them: first run `shipledger migrate` of a "
+            f"release that still has those files, up to {baseline.replaces[-1].filename}, then "
+            "this one (docs/operations.md, Schema migrations)"
+        )
+    return rows
+
+
+def status_lines(migrations: Sequence[Migration], applied: dict[int, Applied]) -> list[str]:
+    """`shipledger migrate --status`: each migration file, when it was applied or `pending`."""
+    try:
+        replaced = replaced_history(migrations, applied)
+    except MigrationError:
+        replaced = {}  # check_history names the problem after these lines
+    lines: list[str] = []
+    for migration in migrations:
+        row = applied.get(migration.version)
+        when = row.applied_at.isoformat(timespec="seconds") if row else "pending"
+        if replaced and migration.replaces:
+            note = (
+                f" as {migration.replaces[0].filename} .. {migration.replaces[-1].filename}, "
+                "which it replaces"
+            )
+        elif row and row.checksum != migration.checksum:
+            note = " CHANGED SINCE APPLIED"
+        else:
+            note = ""
+        lines.append(f"{migration.filename:40} {when}{note}")
+    return lines
 
 
 def migrate(store: SqlRunner, migrations: Sequence[Migration] | None = None) -> list[Migration]:
@@ -464,3 +576,27 @@ def new_migration_file(directory: Path, name: str, sql: str, existing: Iterable[
     )
     path.write_text(header + sql, encoding="utf-8")
     return path
+
+
+def baseline_migration(existing: Sequence[Migration], sql: str) -> Migration:
+    """One migration in place of `existing` (all of them, from 0001): version and name the
+    replaced files' last version and `baseline`, a header naming each replaced file with the
+    checksum ledgers recorded for it, then `sql`, the schema they produce written from nothing
+    (`next_migration(desired, {})`)."""
+    if not existing or existing[0].replaces:
+        raise MigrationError(
+            "squash: the migrations must run from 0001 (squashing a baseline again is not "
+            "supported: ledgers at it would not be recognised)"
+        )
+    version = existing[-1].version
+    header = (
+        f"-- {version:04d}_{BASELINE_NAME}.sql: generated by `shipledger migrate --squash`: "
+        "sinks/ledger/ddl.py's schema\n"
+        "-- written from an empty database (as --new writes it), in place of the migrations "
+        "below, which\n"
+        "-- produced exactly that schema. A ledger that applied all of them, with these "
+        "checksums, is at\n"
+        "-- this baseline and runs nothing; one that applied only some of them is refused.\n"
+    )
+    replaces = "".join(f"-- replaces {m.filename} sha256 {m.checksum}\n" for m in existing)
+    return Migration(version, BASELINE_NAME, f"{header}{replaces}\n{sql}")

@@ -10,11 +10,14 @@ from shipledger.sinks.cli_options import ledger_options, ledger_settings
 from shipledger.sinks.ledger.migrate import (
     MigrationError,
     applied_migrations,
+    baseline_migration,
     check_history,
+    compare,
     load_migrations,
     new_migration_file,
     next_migration,
     scratch_schemas,
+    status_lines,
 )
 from shipledger.sinks.ledger.store import LedgerStore, StoreError
 
@@ -32,17 +35,24 @@ _SOURCE_DIR = Path("sinks/ledger/migrations")
     "repository; touches no database).",
 )
 @click.option(
+    "--squash",
+    is_flag=True,
+    help="Replace every migration file by one baseline written from the desired schema, with "
+    "the replaced files' checksums in its header (run in the repository; touches no database).",
+)
+@click.option(
     "--dir",
     "directory",
     type=click.Path(path_type=Path, file_okay=False),
     default=_SOURCE_DIR,
     show_default=True,
-    help="Migrations source directory, for --new.",
+    help="Migrations source directory, for --new and --squash.",
 )
 @ledger_options
 def migrate(
     status: bool,
     new_name: str | None,
+    squash: bool,
     directory: Path,
     clickhouse_url: str | None,
     data_dir: Path | None,
@@ -52,7 +62,9 @@ def migrate(
     The DDL never changes by hand: sinks/ledger/ddl.py declares the desired schema (a table per
     stored topic of schemas/catalog.yaml, columns from its Avro schema);
     sinks/ledger/migrations/NNNN_name.sql take a database there, each recorded in
-    schema_migrations with its checksum (a changed applied file is an error).
+    schema_migrations with its checksum (a changed applied file is an error). The first file
+    may be a baseline that replaces the ones before it: a ledger that applied those, with the
+    checksums its header lists, is at the baseline; one that applied only some is refused.
 
     \b
     Examples:
@@ -62,9 +74,13 @@ def migrate(
                                            # family's table) or sinks/ledger/ddl.py: writes
                                            # sinks/ledger/migrations/NNNN_add_team.sql;
                                            # review it, make install, commit it
+      shipledger migrate --squash          # every file -> NNNN_baseline.sql (NNNN: the last)
     """
     if new_name:
         _write_new(new_name, directory)
+        return
+    if squash:
+        _squash(directory)
         return
     settings = ledger_settings("`shipledger migrate`", clickhouse_url, data_dir)
     try:
@@ -86,19 +102,42 @@ def _print_status(store: LedgerStore) -> None:
     migrations = load_migrations()
     store.select_database(store.database)
     applied = applied_migrations(store)
-    for migration in migrations:
-        row = applied.get(migration.version)
-        when = row.applied_at.isoformat(timespec="seconds") if row else "pending"
-        changed = " CHANGED SINCE APPLIED" if row and row.checksum != migration.checksum else ""
-        click.echo(f"{migration.filename:40} {when}{changed}")
+    for line in status_lines(migrations, applied):
+        click.echo(line)
     check_history(migrations, applied)
 
 
-def _write_new(name: str, directory: Path) -> None:
+def _source_dir(directory: Path) -> None:
     if not directory.is_dir():
         raise click.UsageError(
             f"{directory} is not a directory: run from the repository root or pass --dir"
         )
+
+
+def _squash(directory: Path) -> None:
+    _source_dir(directory)
+    try:
+        existing = load_migrations(directory)
+        desired, migrated = scratch_schemas(existing)
+        if compare(desired, migrated):
+            raise MigrationError(
+                "the migrations do not produce the desired schema: write the missing one "
+                "(--new NAME) first, so that ledgers at the baseline have what it declares"
+            )
+        baseline = baseline_migration(existing, next_migration(desired, {}))
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for migration in existing:
+        (directory / migration.filename).unlink()
+    path = directory / baseline.filename
+    path.write_text(baseline.sql, encoding="utf-8")
+    click.echo(
+        f"wrote {path} in place of {len(existing)} files: review it, run `make install`, commit it"
+    )
+
+
+def _write_new(name: str, directory: Path) -> None:
+    _source_dir(directory)
     try:
         existing = load_migrations(directory)
         desired, migrated = scratch_schemas(existing)

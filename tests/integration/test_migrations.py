@@ -1,5 +1,6 @@
 """Schema migrations on a real chDB: they reproduce sinks/ledger/ddl.py exactly, are recorded, are
-never rewritten, and `migrate --new` writes the next one from the difference."""
+never rewritten, `migrate --new` writes the next one from the difference, and the baseline
+(0011_baseline.sql, which replaced 0001..0011) takes over ledgers that applied those files."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from click.testing import CliRunner
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.migrate import (
+    MIGRATIONS_TABLE,
     Migration,
     MigrationError,
+    Replaced,
     applied_migrations,
     compare,
     load_migrations,
@@ -23,6 +26,8 @@ from shipledger.sinks.ledger.migrate import (
     migrations_dir,
     next_migration,
     scratch_schemas,
+    snapshot,
+    status_lines,
 )
 from shipledger.sinks.ledger.migrate_cli import migrate as migrate_cmd
 from shipledger.sinks.ledger.store import LedgerStore, StoreError
@@ -57,43 +62,111 @@ def _without(sql: str, pattern: str) -> str:
 
 
 def test_next_migration_covers_added_columns_tables_and_key_changes() -> None:
-    """An older 0001 (no kafka_offset, no alerts, records sorted without region): the
-    generated 0002 takes it to the desired schema."""
-    initial = load_migrations()[0]
-    old = _without(initial.sql, r"\n    `kafka_offset` [^\n]*")
+    """An older schema (the baseline without kafka_offset and alerts, records sorted without
+    region): the generated migration takes it to the desired schema."""
+    baseline = load_migrations()[0]
+    body = baseline.sql.split("\n\n", 1)[1]  # without the header naming the replaced files
+    old = _without(body, r"\n    `kafka_offset` [^\n]*")
     old = _without(old, r"CREATE TABLE `alerts`.*?;\n")
+    old = _without(old, r"CREATE VIEW `open_alerts`.*?;\n")
     old = old.replace(
         "ORDER BY (`tenant`, ifNull(`region`, ''), `environment`, `service`, `started_at`",
         "ORDER BY (`tenant`, `environment`, `service`, `started_at`",
     )
-    assert old != initial.sql
+    assert old.count("CREATE") == body.count("CREATE") - 2 and "kafka_offset" not in old
     first = Migration(1, "initial", old)
     desired, migrated = scratch_schemas([first])
     sql = next_migration(desired, migrated)
     assert "ADD COLUMN `kafka_offset` Int64" in sql and "AFTER `kafka_partition`" in sql
-    assert "CREATE TABLE `alerts`" in sql
+    assert "CREATE TABLE `alerts`" in sql and "CREATE VIEW `open_alerts`" in sql
     assert "EXCHANGE TABLES `deployment_records__rebuild` AND `deployment_records`" in sql
     assert "-- REVIEW:" in sql
     desired, migrated = scratch_schemas([first, Migration(2, "catch_up", sql)])
     assert compare(desired, migrated) == []
 
 
+def test_a_fresh_ledger_applies_and_records_the_baseline(tmp_path: Path) -> None:
+    desired, _ = scratch_schemas()  # before the store opens: one chDB path per process
+    migrations = load_migrations()
+    baseline = migrations[0]
+    assert (baseline.filename, len(baseline.replaces)) == ("0011_baseline.sql", 11)
+    with LedgerStore.open(Settings(data_dir=tmp_path / "data")) as store:
+        assert store.ensure_schema() == [m.filename for m in migrations]
+        assert store.ensure_schema() == []
+        row = applied_migrations(store)[11]
+        assert (row.version, row.name, row.checksum) == (11, "baseline", baseline.checksum)
+        assert compare(desired, snapshot(store)) == []
+
+
+def _applied_one_by_one(store: LedgerStore, replaced: list[Replaced]) -> None:
+    """A ledger migrated by the files the baseline replaced: the baseline's schema, and
+    schema_migrations holding what applying those files recorded."""
+    store.select_database(store.database)
+    migrate(store, load_migrations()[:1])
+    store.command(f"TRUNCATE TABLE {MIGRATIONS_TABLE}")
+    store.command(
+        f"INSERT INTO {MIGRATIONS_TABLE} (version, name, checksum) VALUES "
+        + ", ".join(f"({r.version}, {ddl.quote_str(r.name)}, '{r.checksum}')" for r in replaced)
+    )
+
+
+def test_a_ledger_that_applied_the_replaced_files_is_at_the_baseline(store: LedgerStore) -> None:
+    migrations = load_migrations()
+    _applied_one_by_one(store, list(migrations[0].replaces))
+    assert store.ensure_schema() == [m.filename for m in migrations[1:]]  # nothing of 1..11
+    applied = applied_migrations(store)
+    assert [(v, r.name) for v, r in applied.items()][:2] == [
+        (1, "initial"),
+        (2, "contract_v2_and_families"),
+    ]
+    assert len(applied) == len(migrations) + 10  # its history is kept as it was
+    (line, *_) = status_lines(migrations, applied)
+    assert line.startswith("0011_baseline.sql") and "pending" not in line
+    assert line.endswith("as 0001_initial.sql .. 0011_dora_metrics.sql, which it replaces")
+
+
+def test_a_ledger_that_applied_only_some_replaced_files_is_refused(store: LedgerStore) -> None:
+    replaced = list(load_migrations()[0].replaces)
+    _applied_one_by_one(store, replaced[:7])
+    with pytest.raises(MigrationError) as refused:
+        migrate(store)
+    message = str(refused.value)
+    assert message.startswith("this database is at migration 0007_governance_enrichment.sql;")
+    assert "release that still has those files, up to 0011_dora_metrics.sql" in message
+    with pytest.raises(StoreError, match=r"at migration 0007_governance_enrichment\.sql"):
+        store.ensure_schema()
+
+
+def test_a_changed_replaced_file_is_an_error_naming_it(store: LedgerStore) -> None:
+    replaced = list(load_migrations()[0].replaces)
+    replaced[2] = Replaced(3, "compress_hashes", "0" * 64)
+    _applied_one_by_one(store, replaced)
+    with pytest.raises(
+        MigrationError,
+        match=r"0003_compress_hashes\.sql was changed after it was applied \(checksum 000000000000 "
+        r"recorded, ebb33aeb779c in the header of 0011_baseline\.sql",
+    ):
+        migrate(store)
+
+
 def test_migrations_are_recorded_and_applied_once(store: LedgerStore) -> None:
     names = [m.filename for m in load_migrations()]
-    assert names[:2] == ["0001_initial.sql", "0002_contract_v2_and_families.sql"]
+    assert names[0] == "0011_baseline.sql"
     assert store.ensure_schema() == names
     assert store.ensure_schema() == []
-    row = applied_migrations(store)[1]
-    assert (row.version, row.name) == (1, "initial")
+    row = applied_migrations(store)[11]
+    assert (row.version, row.name) == (11, "baseline")
     assert row.checksum == load_migrations()[0].checksum
 
 
 def test_a_changed_applied_migration_is_an_error_naming_it(store: LedgerStore) -> None:
     store.ensure_schema()
-    initial = load_migrations()[0]
-    edited = Migration(1, "initial", initial.sql + "\n-- an innocent comment\n")
-    with pytest.raises(MigrationError, match=r"0001_initial\.sql was changed after it was applied"):
-        migrate(store, [edited])
+    baseline, *later = load_migrations()
+    edited = Migration(11, "baseline", baseline.sql + "\n-- an innocent comment\n")
+    with pytest.raises(
+        MigrationError, match=r"0011_baseline\.sql was changed after it was applied"
+    ):
+        migrate(store, [edited, *later])
     with pytest.raises(MigrationError, match="unknown to this shipledger"):
         migrate(store, [])
 
@@ -116,9 +189,9 @@ def test_cli_status_and_new(tmp_path: Path) -> None:
     runner = CliRunner()
     pending = runner.invoke(migrate_cmd, ["--status", "--data-dir", str(data)])
     assert pending.exit_code == 0, pending.output
-    assert "0001_initial.sql" in pending.output and "pending" in pending.output
+    assert "0011_baseline.sql" in pending.output and "pending" in pending.output
     applied = runner.invoke(migrate_cmd, ["--data-dir", str(data)])
-    assert applied.exit_code == 0 and "0001_initial.sql" in applied.output
+    assert applied.exit_code == 0 and "0011_baseline.sql" in applied.output
     status = runner.invoke(migrate_cmd, ["--status", "--data-dir", str(data)])
     assert "pending" not in status.output
 
@@ -132,3 +205,22 @@ def test_cli_status_and_new(tmp_path: Path) -> None:
     assert wrote.exit_code == 0, wrote.output
     (added,) = source.glob("*_add_view.sql")
     assert "CREATE VIEW `running_at`" in added.read_text()
+
+
+def test_cli_squash_writes_one_baseline_in_place_of_the_files(tmp_path: Path) -> None:
+    """From files that produce the desired schema (here one: the baseline's statements)."""
+    body = load_migrations()[0].sql.split("\n\n", 1)[1]
+    source = tmp_path / "migrations"
+    source.mkdir()
+    (source / "0001_everything.sql").write_text(body)
+    runner = CliRunner()
+    squashed = runner.invoke(migrate_cmd, ["--squash", "--dir", str(source)])
+    assert squashed.exit_code == 0, squashed.output
+    (baseline,) = load_migrations(source)
+    assert baseline.filename == "0001_baseline.sql"
+    assert baseline.replaces == (
+        Replaced(1, "everything", Migration(1, "everything", body).checksum),
+    )
+    assert baseline.sql.endswith(body)
+    again = runner.invoke(migrate_cmd, ["--squash", "--dir", str(source)])
+    assert again.exit_code != 0 and "squashing a baseline again is not supported" in again.output
