@@ -11,6 +11,14 @@ ClickHouse made of each (columns with types, comments and positions; engine with
 sort key and TTL; indexes; comments; views): they must be equal (`compare`, a test), and
 `next_migration` writes the SQL from one to the other (`shipledger migrate --new NAME`).
 
+The first file may be a baseline (`shipledger migrate --squash`: 0011_baseline.sql): the desired
+schema written from an empty database in place of the files before it, keeping the last one's
+version, its header naming each replaced file with its checksum (`-- replaces NNNN_name.sql
+sha256 HEX`). A new database applies and records the baseline. One that applied every replaced
+file with those checksums is at the baseline (its rows are kept; `replaced_history`); one that
+applied only some is refused, naming where it is, and a replaced file recorded with another
+checksum is the same error as any changed file.
+
 Migration files use unqualified names: they run with the target database selected. Statements
 are separated by a `;` at the end of a line; `--` comments are allowed.
 """
