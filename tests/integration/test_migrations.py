@@ -204,6 +204,7 @@ def test_cli_status_and_new(tmp_path: Path) -> None:
     wrote = runner.invoke(migrate_cmd, ["--new", "add_view", "--dir", str(source)])
     assert wrote.exit_code == 0, wrote.output
     (added,) = source.glob("*_add_view.sql")
+    assert added.name == f"{load_migrations()[-1].version + 1:04d}_add_view.sql"  # 0012 on
     assert "CREATE VIEW `running_at`" in added.read_text()
 
 
