@@ -30,9 +30,9 @@ from shipledger.receivers.receiver import (
     ReceiverKind,
     Target,
     Ticket,
+    answer_ticket,
     basic_auth,
-    first_found,
-    json_answer,
+    found_under,
     json_request,
     options_of,
 )
@@ -122,11 +122,6 @@ def _ticket(issue: object, target: Target) -> Ticket:
     return Ticket(key=key, url=f"{target.url}/browse/{key}")
 
 
-def read(response: httpx.Response, target: Target) -> Ticket:
-    """The issue Jira created (`{"id", "key", "self"}`)."""
-    return _ticket(json_answer(response), target)
-
-
 def _jql_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -146,17 +141,14 @@ def find(delivery: Delivery, target: Target) -> httpx.Request:
     )
 
 
-def found(response: httpx.Response, target: Target) -> Ticket | None:
-    """The first issue of the search (`{"issues": [...]}`), or None."""
-    return first_found(response, "issues", lambda issue: _ticket(issue, target), "its label")
-
-
 KIND = ReceiverKind(
     name="jira",
     options=JiraOptions,
     request=request,
-    read=read,
+    # The issue Jira created (`{"id", "key", "self"}`).
+    read=answer_ticket(_ticket),
     find=find,
-    found=found,
+    # The first issue of the search (`{"issues": [...]}`).
+    found=found_under("issues", _ticket, "its label"),
     auth=basic_auth,
 )

@@ -28,8 +28,7 @@ from shipledger.receivers.receiver import (
     Delivery,
     ReceiverKind,
     Target,
-    Ticket,
-    json_answer,
+    answer_key,
     json_request,
     options_of,
     secret_header,
@@ -98,19 +97,12 @@ def resolve(delivery: Delivery, target: Target) -> httpx.Request:
     )
 
 
-def read(response: httpx.Response, target: Target) -> Ticket:
-    """The request id Opsgenie answers (`{"result", "requestId"}`)."""
-    key = json_answer(response).get("requestId")
-    if not key:
-        raise ValueError("no requestId in the answer")
-    return Ticket(key=str(key))
-
-
 KIND = ReceiverKind(
     name="opsgenie",
     options=OpsgenieOptions,
     request=request,
-    read=read,
+    # Opsgenie answers `{"result", "requestId"}`.
+    read=answer_key("requestId"),
     auth=secret_header("GenieKey"),
     resolve=resolve,
     default_url=DEFAULT_URL,

@@ -28,8 +28,7 @@ from shipledger.receivers.receiver import (
     Delivery,
     ReceiverKind,
     Target,
-    Ticket,
-    json_answer,
+    answer_key,
     json_request,
     options_of,
     secret_of,
@@ -96,19 +95,12 @@ def resolve(delivery: Delivery, target: Target) -> httpx.Request:
     )
 
 
-def read(response: httpx.Response, target: Target) -> Ticket:
-    """The dedup key PagerDuty answers (`{"status": "success", "dedup_key"}`)."""
-    key = json_answer(response).get("dedup_key")
-    if not key:
-        raise ValueError("no dedup_key in the answer")
-    return Ticket(key=str(key))
-
-
 KIND = ReceiverKind(
     name="pagerduty",
     options=PagerDutyOptions,
     request=request,
-    read=read,
+    # PagerDuty answers `{"status": "success", "dedup_key"}`.
+    read=answer_key("dedup_key"),
     resolve=resolve,
     default_url=DEFAULT_URL,
 )

@@ -123,17 +123,23 @@ def secret_header(scheme: str) -> Callable[[Target], httpx.Auth | None]:
     return auth
 
 
-@dataclass(frozen=True)
+def no_ticket(_response: httpx.Response, _target: Target) -> Ticket:
+    """The ticket of a receiver whose answer names none (chat, Alertmanager): just delivered."""
+    return Ticket()
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReceiverKind:
     """A kind of receiver (see the module docstring). `options` validates the receiver's own
-    keys in the policy; `needs_secret`: whether `credentials` must name a secret;
+    keys in the policy (none by default); `read` by default records no ticket;
+    `needs_secret`: whether `credentials` must name a secret;
     `default_url`: the provider's public endpoint, used when the policy gives no `url`;
     `secret_in_url`: the request's URL holds the secret (its path is never logged)."""
 
     name: str
-    options: type[BaseModel]
+    options: type[BaseModel] = NoOptions
     request: Callable[[Delivery, Target], httpx.Request]
-    read: Callable[[httpx.Response, Target], Ticket]
+    read: Callable[[httpx.Response, Target], Ticket] = no_ticket
     find: Callable[[Delivery, Target], httpx.Request] | None = None
     found: Callable[[httpx.Response, Target], Ticket | None] | None = None
     auth: Callable[[Target], httpx.Auth | None] = no_auth
@@ -158,6 +164,32 @@ def json_answer(response: httpx.Response) -> dict[str, object]:
     return body
 
 
+def answer_key(field: str) -> Callable[[httpx.Response, Target], Ticket]:
+    """A `read` whose ticket key is the answer's top-level `field` (ValueError when the answer
+    does not name it)."""
+
+    def read(response: httpx.Response, _target: Target) -> Ticket:
+        key = json_answer(response).get(field)
+        if not key:
+            raise ValueError(f"no {field} in the answer")
+        return Ticket(key=str(key))
+
+    return read
+
+
+def answer_ticket(
+    ticket: Callable[[object, Target], Ticket], under: str | None = None
+) -> Callable[[httpx.Response, Target], Ticket]:
+    """A `read` that makes the ticket with `ticket(record, target)` from the answer's record
+    (the JSON object itself, or its value under `under`)."""
+
+    def read(response: httpx.Response, target: Target) -> Ticket:
+        body = json_answer(response)
+        return ticket(body if under is None else body.get(under), target)
+
+    return read
+
+
 def secret_of(target: Target) -> str:
     """The receiver's secret as text (ValueError when it has none: the registry checks a kind
     that needs one has it, so this is a configuration built by hand)."""
@@ -175,12 +207,17 @@ def json_request(
     )
 
 
-def first_found(
-    response: httpx.Response, listed_under: str, ticket: Callable[[object], Ticket], how: str
-) -> Ticket | None:
-    """The first record a search answered (the list under `listed_under`) as a ticket noted as
-    found `how` rather than opened; None when the search found nothing."""
-    records = json_answer(response).get(listed_under)
-    if not isinstance(records, list) or not records:
-        return None
-    return replace(ticket(records[0]), note=f"found by {how}: not opened again")
+def found_under(
+    listed_under: str, ticket: Callable[[object, Target], Ticket], how: str
+) -> Callable[[httpx.Response, Target], Ticket | None]:
+    """A `found` that reads the first record a search answered (the list under
+    `listed_under`) as a ticket noted as found `how` rather than opened; None when the search
+    found nothing."""
+
+    def found(response: httpx.Response, target: Target) -> Ticket | None:
+        records = json_answer(response).get(listed_under)
+        if not isinstance(records, list) or not records:
+            return None
+        return replace(ticket(records[0], target), note=f"found by {how}: not opened again")
+
+    return found

@@ -28,9 +28,9 @@ from shipledger.receivers.receiver import (
     ReceiverKind,
     Target,
     Ticket,
+    answer_ticket,
     basic_auth,
-    first_found,
-    json_answer,
+    found_under,
     json_request,
     options_of,
 )
@@ -97,11 +97,6 @@ def _ticket(record: object, target: Target) -> Ticket:
     )
 
 
-def read(response: httpx.Response, target: Target) -> Ticket:
-    """The record ServiceNow created (`{"result": {...}}`)."""
-    return _ticket(json_answer(response).get("result"), target)
-
-
 def find(delivery: Delivery, target: Target) -> httpx.Request:
     """The record whose correlation_id is the alert id, if one was opened already."""
     return json_request(
@@ -115,17 +110,14 @@ def find(delivery: Delivery, target: Target) -> httpx.Request:
     )
 
 
-def found(response: httpx.Response, target: Target) -> Ticket | None:
-    """The first record of the answer (`{"result": [...]}`), or None."""
-    return first_found(response, "result", lambda record: _ticket(record, target), "correlation_id")
-
-
 KIND = ReceiverKind(
     name="servicenow",
     options=ServiceNowOptions,
     request=request,
-    read=read,
+    # The record ServiceNow created (`{"result": {...}}`).
+    read=answer_ticket(_ticket, under="result"),
     find=find,
-    found=found,
+    # The first record of the answer (`{"result": [...]}`).
+    found=found_under("result", _ticket, "correlation_id"),
     auth=basic_auth,
 )

@@ -25,10 +25,8 @@ import httpx
 from shipledger.receivers import text
 from shipledger.receivers.receiver import (
     Delivery,
-    NoOptions,
     ReceiverKind,
     Target,
-    Ticket,
     secret_of,
 )
 
@@ -93,16 +91,10 @@ def request(delivery: Delivery, target: Target) -> httpx.Request:
     return httpx.Request("POST", hook_url(target), json=message(delivery))
 
 
-def read(_response: httpx.Response, _target: Target) -> Ticket:
-    """Slack answers `ok`: nothing to record but the delivery."""
-    return Ticket()
-
-
 KIND = ReceiverKind(
     name="slack",
-    options=NoOptions,
     request=request,
-    read=read,
+    # Slack answers `ok`: nothing to record but the delivery (the default `read`).
     resolve=request,
     default_url=DEFAULT_URL,
     secret_in_url=True,

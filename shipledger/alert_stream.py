@@ -17,11 +17,12 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 import httpx
 from httpx_sse import EventSource, SSEError, connect_sse
+
+from shipledger.closing import Running
 
 #: Wait before reconnecting unless the stream says otherwise (`retry:`).
 RETRY_S = 2.0
@@ -90,7 +91,7 @@ def _field(data: str, name: str) -> str:
         return data
 
 
-class AlertStream:
+class AlertStream(Running):
     """A connection to `<api_url>/v1/stream` with `token`, opened on `with` (StreamRefused
     if the API refuses it, httpx.HTTPError if it does not answer); `alerts()` yields the
     alert events, reconnecting as needed, and `notice` gets what stderr should say. `transport`:
@@ -114,16 +115,12 @@ class AlertStream:
         self._connection = ExitStack()
         self._source: EventSource | None = None
 
-    def __enter__(self) -> AlertStream:
+    def start(self) -> None:
+        """Connect (what entering `with` does)."""
         self._source = self._open()
-        return self
 
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _traceback: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
+        """Disconnect and close the HTTP client (what leaving `with` does)."""
         self._connection.close()
         self._client.close()
 

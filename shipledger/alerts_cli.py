@@ -12,12 +12,13 @@ SSE stream `/v1/stream` (`shipledger.alert_stream`). What is shown, and which al
 
 from __future__ import annotations
 
+import functools
 import signal
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import httpx
@@ -33,7 +34,7 @@ from shipledger.alert_view import (
     json_line,
     parse_since,
 )
-from shipledger.clients import position, reader_consumer
+from shipledger.clients import next_to_end, position, reader_consumer
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
 from shipledger.query_cli import QueryUnavailable, post_query, run_query
@@ -45,7 +46,6 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import QueryError, chdb_path, sql_string
 from shipledger.stackfile import resolve_bootstrap
 
-F = TypeVar("F", bound=Callable[..., Any])
 _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 #: How long one poll waits: also how soon Ctrl-C is noticed between messages.
 _POLL_S = 0.5
@@ -67,8 +67,51 @@ def alerts() -> None:
     """
 
 
-def _filter_options(command: F) -> F:
-    """The filters `tail` and `list` share, and `--since`."""
+def _filter_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The filters `tail` and `list` share, and `--since`: the command is given them as one
+    `wanted` filter, with its own options, `fmt` and `data_dir`."""
+
+    @functools.wraps(command)
+    def with_filter(
+        *,
+        tenant: str | None,
+        teams: tuple[str, ...],
+        services: tuple[str, ...],
+        environments: tuple[str, ...],
+        rules: tuple[str, ...],
+        min_severity: str | None,
+        since: str | None,
+        **own: Any,
+    ) -> None:
+        # A bad value is a usage error naming its flag (exit 2).
+        names: dict[str, frozenset[str]] = {}
+        for flag, values in (
+            ("--team", teams),
+            ("--service", services),
+            ("--environment", environments),
+            ("--rule", rules),
+        ):
+            try:
+                names[flag] = scope_names(values, flag[2:])
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint=flag) from exc
+        if tenant is not None and not tenant.strip():
+            raise click.BadParameter("must not be empty", param_hint="--tenant")
+        try:
+            start = parse_since(since, datetime.now(UTC)) if since is not None else None
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--since") from exc
+        wanted = AlertFilter(
+            scope=RowScope(
+                tenant.strip() if tenant else None, names["--team"], names["--environment"]
+            ),
+            services=names["--service"],
+            rules=names["--rule"],
+            min_severity=min_severity,
+            since=start,
+        )
+        command(wanted=wanted, **own)
+
     options = [
         click.option("--tenant", help="Only this tenant's alerts."),
         click.option(
@@ -105,45 +148,10 @@ def _filter_options(command: F) -> F:
         ),
         data_dir_option,
     ]
+    decorated: Callable[..., None] = with_filter
     for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def _alert_filter(
-    tenant: str | None,
-    teams: tuple[str, ...],
-    services: tuple[str, ...],
-    environments: tuple[str, ...],
-    rules: tuple[str, ...],
-    min_severity: str | None,
-    since: str | None,
-) -> AlertFilter:
-    """The options as a filter; a bad value is a usage error naming its flag (exit 2)."""
-    names: dict[str, frozenset[str]] = {}
-    for flag, values in (
-        ("--team", teams),
-        ("--service", services),
-        ("--environment", environments),
-        ("--rule", rules),
-    ):
-        try:
-            names[flag] = scope_names(values, flag[2:])
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint=flag) from exc
-    if tenant is not None and not tenant.strip():
-        raise click.BadParameter("must not be empty", param_hint="--tenant")
-    try:
-        start = parse_since(since, datetime.now(UTC)) if since is not None else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--since") from exc
-    return AlertFilter(
-        scope=RowScope(tenant.strip() if tenant else None, names["--team"], names["--environment"]),
-        services=names["--service"],
-        rules=names["--rule"],
-        min_severity=min_severity,
-        since=start,
-    )
+        decorated = option(decorated)
+    return decorated
 
 
 def _printer(fmt: str) -> Callable[[dict[str, Any]], None]:
@@ -162,17 +170,7 @@ def _printer(fmt: str) -> Callable[[dict[str, Any]], None]:
     "the running `shipledger up`.",
 )
 def tail(
-    tenant: str | None,
-    teams: tuple[str, ...],
-    services: tuple[str, ...],
-    environments: tuple[str, ...],
-    rules: tuple[str, ...],
-    min_severity: str | None,
-    since: str | None,
-    fmt: str,
-    data_dir: Path | None,
-    follow: bool,
-    bootstrap: str | None,
+    wanted: AlertFilter, fmt: str, data_dir: Path | None, follow: bool, bootstrap: str | None
 ) -> None:
     """Print the alerts on the alerts topic, decoded and filtered; --follow for new ones.
 
@@ -197,7 +195,6 @@ def tail(
       SHIPLEDGER_API_URL=https://shipledger.example.org SHIPLEDGER_API_TOKEN=$TOKEN \\
           shipledger alerts tail --follow
     """
-    wanted = _alert_filter(tenant, teams, services, environments, rules, min_severity, since)
     settings = cli_settings(bootstrap_servers=bootstrap, data_dir=data_dir)
     show = _printer(fmt)
     if settings.api_url:
@@ -275,7 +272,7 @@ def read_alerts(
     """The alerts topic's records as JSON alerts, from the start of every partition: up to
     the end as it was when reading began, or with `follow` until `stopped()`. A record that
     does not decode is reported on stderr (partition:offset) and skipped."""
-    from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
     topic = Topics.from_settings(settings).alerts
     codec = topic_codec(ALERTS)
@@ -297,18 +294,10 @@ def read_alerts(
         pending = {p for p, (low, high) in bounds.items() if high > low}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         while not stopped() and (follow or pending):
-            msg = consumer.poll(_POLL_S)
+            msg = next_to_end(consumer, _POLL_S, pending, ends)
             if msg is None:
                 continue
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
-                    continue
-                raise KafkaException(err)
             partition, offset = position(msg)
-            if offset >= ends[partition] - 1:
-                pending.discard(partition)
             try:
                 record = codec.decode(msg.value())
             except DecodeError as exc:
@@ -329,18 +318,7 @@ def read_alerts(
     show_default=True,
     help="Show at most this many alerts, the latest detected.",
 )
-def list_(
-    tenant: str | None,
-    teams: tuple[str, ...],
-    services: tuple[str, ...],
-    environments: tuple[str, ...],
-    rules: tuple[str, ...],
-    min_severity: str | None,
-    since: str | None,
-    fmt: str,
-    data_dir: Path | None,
-    limit: int,
-) -> None:
+def list_(wanted: AlertFilter, fmt: str, data_dir: Path | None, limit: int) -> None:
     """List alerts stored in the ledger (hot and archived), the latest --limit, oldest first.
 
     Reads like `shipledger query`: through the API of the running `shipledger up`, or
@@ -355,7 +333,6 @@ def list_(
       SHIPLEDGER_API_URL=https://shipledger.example.org SHIPLEDGER_API_TOKEN=$TOKEN \\
           shipledger alerts list --environment prod
     """
-    wanted = _alert_filter(tenant, teams, services, environments, rules, min_severity, since)
     settings = cli_settings(data_dir=data_dir)
     if not settings.api_url and chdb_path(settings.resolved_clickhouse_url) is not None:
         settings = locate(settings).require("`shipledger alerts list`").settings

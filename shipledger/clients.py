@@ -1,13 +1,15 @@
 """The Kafka clients of a consume-then-produce loop (the sink, the escalator): one place says how
 each builds its consumer and its producer, and where a test swaps them for hand-built fakes.
-Also the consumer of the commands that only read a topic (`dlq`, `alerts tail`)."""
+Also the consumer of the commands that only read a topic (`dlq`, `alerts tail`), and their
+read up to where the partitions ended when reading began."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection, Mapping
 from typing import Any, ClassVar
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from shipledger.kafka import KafkaProducer
 from shipledger.settings import Settings
@@ -64,3 +66,30 @@ def position(msg: Message) -> tuple[int, int]:
     partition, offset = msg.partition(), msg.offset()
     assert partition is not None and offset is not None, "an error event has no position"
     return partition, offset
+
+
+def next_to_end(
+    consumer: Consumer,
+    timeout_s: float,
+    pending: set[int],
+    ends: Mapping[int, int],
+    *,
+    also_ending: Collection[int] = (),
+) -> Message | None:
+    """One poll of a reader that reads each partition in `pending` up to `ends` (its high
+    watermark when reading began): the message read, or None when there was none. A partition
+    leaves `pending` at its last message before that end, or at an end-of-partition event (or
+    an error of a code in `also_ending`); any other error raises KafkaException."""
+    msg = consumer.poll(timeout_s)
+    if msg is None:
+        return None
+    err = msg.error()
+    if err is not None:
+        if err.code() == KafkaError._PARTITION_EOF or err.code() in also_ending:
+            pending.discard(msg.partition())
+            return None
+        raise KafkaException(err)
+    partition, offset = position(msg)
+    if offset >= ends[partition] - 1:
+        pending.discard(partition)
+    return msg

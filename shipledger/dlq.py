@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from shipledger.clients import position, reader_consumer
+from shipledger.clients import next_to_end, reader_consumer
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
 from shipledger.producers.journal import Entry, Journal, JournalError
@@ -193,7 +193,7 @@ def read_letters(
 
     Stops when every partition reported end-of-partition. A missing topic reads as empty.
     """
-    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+    from confluent_kafka import KafkaError, TopicPartition
 
     consumer = reader_consumer(settings, bootstrap, "dlq")
     try:
@@ -227,22 +227,12 @@ def read_letters(
                     f"timed out after {timeout_s:g}s reading {topic} "
                     f"(partitions {sorted(pending)} never reached their end)"
                 )
-            msg = consumer.poll(0.2)
+            msg = next_to_end(
+                consumer, 0.2, pending, ends, also_ending=(KafkaError.OFFSET_OUT_OF_RANGE,)
+            )
             if msg is None:
                 continue
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
-                    continue
-                if err.code() == KafkaError.OFFSET_OUT_OF_RANGE:
-                    pending.discard(msg.partition())
-                    continue
-                raise KafkaException(err)
             letters.append(_letter(msg))
-            partition, offset = position(msg)
-            if offset >= ends[partition] - 1:
-                pending.discard(partition)
             if start is not None:
                 # `show` wants one message per partition: stop after it.
                 pending.discard(msg.partition())

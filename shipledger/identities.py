@@ -21,7 +21,8 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
@@ -112,6 +113,39 @@ def actor_known(identities: KnownIdentities | None, actor: str) -> bool:
     return identities.is_known(actor) is not False
 
 
+@contextmanager
+def ldap_connection(
+    url: str,
+    user: str | None,
+    password: str | None,
+    timeout_s: float,
+    failed: Callable[[str], Exception],
+) -> Iterator[ldap3.Connection]:
+    """A read-only connection to the LDAP server `url` as `user`, not bound yet, within
+    `timeout_s`; an LDAPException inside raises `failed(why)` instead. Unbound on the way out,
+    and the socket of a failed connect closed too."""
+    # ldap3 packs the receive timeout into SO_RCVTIMEO as whole seconds.
+    timeout = max(1, math.ceil(timeout_s))
+    server = ldap3.Server(url, connect_timeout=timeout, get_info=ldap3.NONE)
+    conn = ldap3.Connection(
+        server,
+        user=user,
+        password=password,
+        read_only=True,
+        receive_timeout=timeout,
+        auto_bind=ldap3.AUTO_BIND_NONE,
+    )
+    try:
+        yield conn
+    except LDAPException as exc:
+        raise failed(f"LDAP server {url}: {exc}") from exc
+    finally:
+        if not conn.closed:
+            conn.unbind()
+        elif conn.socket is not None:
+            conn.socket.close()  # ldap3 leaves the socket of a failed connect open
+
+
 def ldap_lookup(settings: Settings) -> DirectoryLookup:
     """A `DirectoryLookup` searching SHIPLEDGER_LDAP_PEOPLE_BASE for the actor, one
     connection per lookup (the cache makes them rare), within SHIPLEDGER_IDENTITY_TIMEOUT_S."""
@@ -119,21 +153,12 @@ def ldap_lookup(settings: Settings) -> DirectoryLookup:
     if not url or not base:
         raise ValueError("SHIPLEDGER_LDAP_URL and SHIPLEDGER_LDAP_PEOPLE_BASE are required")
     password = settings.ldap_bind_password
-    # ldap3 packs the receive timeout into SO_RCVTIMEO as whole seconds.
-    timeout = max(1, math.ceil(settings.identity_timeout_s))
+    timeout_s = settings.identity_timeout_s
     people_filter = settings.ldap_people_filter
 
     def lookup(actor: str) -> bool:
-        server = ldap3.Server(url, connect_timeout=timeout, get_info=ldap3.NONE)
-        conn = ldap3.Connection(
-            server,
-            user=settings.ldap_bind_dn,
-            password=password.get_secret_value() if password else None,
-            read_only=True,
-            receive_timeout=timeout,
-            auto_bind=ldap3.AUTO_BIND_NONE,
-        )
-        try:
+        secret = password.get_secret_value() if password else None
+        with ldap_connection(url, settings.ldap_bind_dn, secret, timeout_s, LookupFailed) as conn:
             if not conn.bind():
                 raise LookupFailed(f"LDAP bind failed: {conn.result.get('description')}")
             found = conn.search(
@@ -147,12 +172,5 @@ def ldap_lookup(settings: Settings) -> DirectoryLookup:
             if not found and code not in (0, 4):
                 raise LookupFailed(f"LDAP search failed: {conn.result.get('description')}")
             return bool(conn.entries)
-        except LDAPException as exc:
-            raise LookupFailed(f"LDAP server {url}: {exc}") from exc
-        finally:
-            if not conn.closed:
-                conn.unbind()
-            elif conn.socket is not None:
-                conn.socket.close()  # ldap3 leaves the socket of a failed connect open
 
     return lookup

@@ -20,7 +20,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -137,6 +137,10 @@ class _Timing:
     last_at: Gauge
 
 
+#: A collector of a metric: a counter, or a timing's three.
+_M = TypeVar("_M", Counter, _Timing)
+
+
 def _labels(name: str, spec: Spec, tags: Tags | None) -> dict[str, str]:
     given = dict(tags or {})
     unknown = set(given) - set(spec.labels)
@@ -161,32 +165,33 @@ class RecordingMetrics:
             raise KeyError(f"{name!r} is not a {kind} of shipledger.metrics.CATALOGUE")
         return spec
 
-    def _counter(self, name: str) -> Counter:
+    def _made(
+        self, made: dict[str, _M], name: str, kind: Kind, make: Callable[[str, Spec], _M]
+    ) -> _M:
+        """The collector of `name` in `made`, made on first use by `make(exposed name, spec)`."""
         with self._lock:
-            counter = self._counters.get(name)
-            if counter is None:
-                spec = self._spec(name, "counter")
-                counter = Counter(
-                    exposed_name(name), spec.help, spec.labels, registry=self.registry
-                )
-                self._counters[name] = counter
-            return counter
+            found = made.get(name)
+            if found is None:
+                found = made[name] = make(exposed_name(name), self._spec(name, kind))
+            return found
+
+    def _counter(self, name: str) -> Counter:
+        return self._made(self._counters, name, "counter", self._new_counter)
 
     def _timing(self, name: str) -> _Timing:
-        with self._lock:
-            timing = self._timings.get(name)
-            if timing is None:
-                spec = self._spec(name, "timing")
-                base = exposed_name(name)
-                timing = _Timing(
-                    Histogram(base, spec.help, spec.labels, registry=self.registry),
-                    Gauge(f"{base.removesuffix('_seconds')}_last_seconds", spec.help,
-                          spec.labels, registry=self.registry),
-                    Gauge(f"{base.removesuffix('_seconds')}_last_timestamp_seconds",
-                          f"When: {spec.help}", spec.labels, registry=self.registry),
-                )  # fmt: skip
-                self._timings[name] = timing
-            return timing
+        return self._made(self._timings, name, "timing", self._new_timing)
+
+    def _new_counter(self, base: str, spec: Spec) -> Counter:
+        return Counter(base, spec.help, spec.labels, registry=self.registry)
+
+    def _new_timing(self, base: str, spec: Spec) -> _Timing:
+        return _Timing(
+            Histogram(base, spec.help, spec.labels, registry=self.registry),
+            Gauge(f"{base.removesuffix('_seconds')}_last_seconds", spec.help,
+                  spec.labels, registry=self.registry),
+            Gauge(f"{base.removesuffix('_seconds')}_last_timestamp_seconds",
+                  f"When: {spec.help}", spec.labels, registry=self.registry),
+        )  # fmt: skip
 
     def increment(self, name: str, value: int = 1, tags: Tags | None = None) -> None:
         """Add `value` to counter `name` with `tags`."""

@@ -14,23 +14,13 @@ import time
 from contextlib import ExitStack
 
 from shipledger.logging import get_logger
-from shipledger.schemas.family_models import ChangeEvent
 from shipledger.settings import Settings
-from shipledger.sinks.ledger.reader import (
-    DoraQuery,
-    DoraRow,
-    LedgerReader,
-    LedgerUnavailable,
-    QueryLimits,
-    QueryResult,
-    StoredEvent,
-    Visible,
-)
+from shipledger.sinks.ledger.reader import ForwardedReads, LedgerReader, LedgerUnavailable
 
 log = get_logger("api.ledger")
 
 
-class LedgerLink:
+class LedgerLink(ForwardedReads):
     """`LedgerReads` over a ClickHouse server, opened (again) when needed; `close` at the end."""
 
     def __init__(self, settings: Settings, retry_s: float = 5.0) -> None:
@@ -42,7 +32,7 @@ class LedgerLink:
         self._next_try = 0.0
         self._why = ""
 
-    def _get(self) -> LedgerReader:
+    def _reads(self) -> LedgerReader:
         with self._lock:
             if self._reader is not None:
                 return self._reader
@@ -57,38 +47,6 @@ class LedgerLink:
                 raise
             log.info("ledger_opened")
             return self._reader
-
-    def event(self, event_id: str, tenant: str | None) -> StoredEvent | None:
-        """The stored deployment event `event_id` (of `tenant`; None: any tenant), if any."""
-        return self._get().event(event_id, tenant)
-
-    def query(
-        self,
-        sql: str,
-        *,
-        tenant: str | None,
-        max_rows: int,
-        limits: QueryLimits,
-        teams: frozenset[str] = frozenset(),
-        environments: frozenset[str] = frozenset(),
-    ) -> QueryResult:
-        """Run one read-only SELECT within the reader's scopes (raises QueryError)."""
-        return self._get().query(
-            sql,
-            tenant=tenant,
-            max_rows=max_rows,
-            limits=limits,
-            teams=teams,
-            environments=environments,
-        )
-
-    def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
-        """Every stored event of one change request of `tenant`."""
-        return self._get().change_events(tenant, change_id)
-
-    def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
-        """The DORA metrics of `query`, from rows `visible` may read."""
-        return self._get().dora(query, visible)
 
     def close(self) -> None:
         """Close the reader, if open."""

@@ -9,14 +9,12 @@ that succeeds (RFC 4513 §5.1.2).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import ldap3
-from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
+from shipledger.identities import ldap_connection
 from shipledger.producers.approvals.identity import Identity, IdentityRefused, IdentityUnavailable
 from shipledger.settings import Settings
 
@@ -68,18 +66,9 @@ class LdapDirectory:
         if not username or not password:
             raise IdentityRefused("username and password are required")
         user_dn = cfg.user_dn.format(username=escape_rdn(username))
-        # ldap3 packs the receive timeout into SO_RCVTIMEO as whole seconds.
-        timeout = max(1, math.ceil(cfg.timeout_s))
-        server = ldap3.Server(cfg.url, connect_timeout=timeout, get_info=ldap3.NONE)
-        conn = ldap3.Connection(
-            server,
-            user=user_dn,
-            password=password,
-            read_only=True,
-            receive_timeout=timeout,
-            auto_bind=ldap3.AUTO_BIND_NONE,
-        )
-        try:
+        with ldap_connection(
+            cfg.url, user_dn, password, cfg.timeout_s, IdentityUnavailable
+        ) as conn:
             if not conn.bind():
                 if conn.result.get("result") == _INVALID_CREDENTIALS:
                     # Same answer for an unknown user and a wrong password: no user probing.
@@ -95,11 +84,4 @@ class LdapDirectory:
                         f"LDAP group search failed: {conn.result.get('description')}"
                     )
             groups = frozenset(str(name) for entry in conn.entries for name in entry.cn.values)
-        except LDAPException as exc:
-            raise IdentityUnavailable(f"LDAP server {cfg.url}: {exc}") from exc
-        finally:
-            if not conn.closed:
-                conn.unbind()
-            elif conn.socket is not None:
-                conn.socket.close()  # ldap3 leaves the socket of a failed connect open
         return Identity(username, groups, f"ldap:{cfg.url}")

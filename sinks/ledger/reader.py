@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NotRequired, Protocol, TypedDict, Unpack
 
 from shipledger.logging import get_logger
 from shipledger.schemas.families import Family
@@ -61,12 +61,14 @@ __all__ = [
     "DoraError",
     "DoraQuery",
     "DoraRow",
+    "ForwardedReads",
     "LedgerReader",
     "LedgerReads",
     "LedgerUnavailable",
     "QueryError",
     "QueryLimits",
     "QueryResult",
+    "QueryScope",
     "StoredAlert",
     "StoredEvent",
     "Tier",
@@ -129,6 +131,18 @@ def _epoch_ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
 
+class QueryScope(TypedDict):
+    """Whose rows a read-only query sees and how much it may cost: `tenant` (None: an
+    operator), the caps `max_rows` and `limits`, and, if given and not empty, `teams` and
+    `environments` (the contract is `sinks.ledger.query`)."""
+
+    tenant: str | None
+    max_rows: int
+    limits: QueryLimits
+    teams: NotRequired[frozenset[str]]
+    environments: NotRequired[frozenset[str]]
+
+
 class LedgerReads(Protocol):
     """What the ingest API reads of the ledger (`LedgerReader` is the real one)."""
 
@@ -136,17 +150,8 @@ class LedgerReads(Protocol):
         """The stored deployment event `event_id` (of `tenant`; None: any tenant), if any."""
         ...
 
-    def query(
-        self,
-        sql: str,
-        *,
-        tenant: str | None,
-        max_rows: int,
-        limits: QueryLimits,
-        teams: frozenset[str] = frozenset(),
-        environments: frozenset[str] = frozenset(),
-    ) -> QueryResult:
-        """Run one read-only SELECT (raises QueryError)."""
+    def query(self, sql: str, **scope: Unpack[QueryScope]) -> QueryResult:
+        """Run one read-only SELECT within `scope` (raises QueryError)."""
         ...
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
@@ -156,6 +161,32 @@ class LedgerReads(Protocol):
     def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
         """The DORA metrics of `query`, from rows `visible` may read (docs/metrics.md)."""
         ...
+
+
+class ForwardedReads:
+    """`LedgerReads` by forwarding every read to the reader `_reads()` gives: a wrapper (a
+    reader opened on demand, a stand-in that can fail) defines only that, and a new read of
+    the protocol is added here once for all of them."""
+
+    def _reads(self) -> LedgerReads:
+        """The reader to forward to (raises LedgerUnavailable when there is none)."""
+        raise NotImplementedError
+
+    def event(self, event_id: str, tenant: str | None) -> StoredEvent | None:
+        """See `LedgerReads.event`."""
+        return self._reads().event(event_id, tenant)
+
+    def query(self, sql: str, **scope: Unpack[QueryScope]) -> QueryResult:
+        """See `LedgerReads.query`."""
+        return self._reads().query(sql, **scope)
+
+    def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
+        """See `LedgerReads.change_events`."""
+        return self._reads().change_events(tenant, change_id)
+
+    def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
+        """See `LedgerReads.dora`."""
+        return self._reads().dora(query, visible)
 
 
 class LedgerReader:
@@ -203,28 +234,10 @@ class LedgerReader:
         (optionally only within `window`): what dedup and the restore of `up` ask."""
         return self._store.existing_ids(table, keys, window=window)
 
-    def query(
-        self,
-        sql: str,
-        *,
-        tenant: str | None,
-        max_rows: int,
-        limits: QueryLimits,
-        teams: frozenset[str] = frozenset(),
-        environments: frozenset[str] = frozenset(),
-    ) -> QueryResult:
-        """Run one read-only SELECT over the query database (hot and cold rows), scoped to
-        `tenant` (None: an operator) and, if not empty, `teams` and `environments`; the
-        contract is `sinks.ledger.query`."""
-        return run_read_query(
-            self._store,
-            sql,
-            tenant=tenant,
-            max_rows=max_rows,
-            limits=limits,
-            teams=teams,
-            environments=environments,
-        )
+    def query(self, sql: str, **scope: Unpack[QueryScope]) -> QueryResult:
+        """Run one read-only SELECT over the query database (hot and cold rows), within
+        `scope`; the contract is `sinks.ledger.query`."""
+        return run_read_query(self._store, sql, **scope)
 
     def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
         """The DORA metrics of `query` (`sinks.ledger.dora`). The aggregates live in the hot

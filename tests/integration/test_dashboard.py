@@ -23,18 +23,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.api.server import ApiServer
-from shipledger.schemas.family_models import ChangeEvent
 from shipledger.settings import Settings
-from shipledger.sinks.ledger.reader import (
-    DoraQuery,
-    DoraRow,
-    LedgerReader,
-    LedgerUnavailable,
-    QueryLimits,
-    QueryResult,
-    StoredEvent,
-    Visible,
-)
+from shipledger.sinks.ledger.reader import ForwardedReads, LedgerReader, LedgerUnavailable
 from shipledger.up.broker import EmbeddedBroker
 from shipledger.up.stack import Stack
 from tests.kit import SHA, CliEnv, api_event, own_settings, run_shipledger, wait_for
@@ -47,48 +37,17 @@ DEADLINE_MS = 60_000
 
 
 @dataclass
-class SwitchedLedger:
+class SwitchedLedger(ForwardedReads):
     """The stack's ledger reads behind a switch: `down` makes every read fail as an
     unreachable ClickHouse server does for `LedgerLink`."""
 
     reader: LedgerReader
     down: bool = False
 
-    def _check(self) -> None:
+    def _reads(self) -> LedgerReader:
         if self.down:
             raise LedgerUnavailable("stand-in: ClickHouse is unreachable")
-
-    def event(self, event_id: str, tenant: str | None) -> StoredEvent | None:
-        self._check()
-        return self.reader.event(event_id, tenant)
-
-    def query(
-        self,
-        sql: str,
-        *,
-        tenant: str | None,
-        max_rows: int,
-        limits: QueryLimits,
-        teams: frozenset[str] = frozenset(),
-        environments: frozenset[str] = frozenset(),
-    ) -> QueryResult:
-        self._check()
-        return self.reader.query(
-            sql,
-            tenant=tenant,
-            max_rows=max_rows,
-            limits=limits,
-            teams=teams,
-            environments=environments,
-        )
-
-    def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
-        self._check()
-        return self.reader.change_events(tenant, change_id)
-
-    def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
-        self._check()
-        return self.reader.dora(query, visible)
+        return self.reader
 
 
 @dataclass
