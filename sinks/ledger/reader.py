@@ -43,6 +43,18 @@ from shipledger.sinks.ledger.dora import (
     dora_window,
     read_dora,
 )
+from shipledger.sinks.ledger.monthly import (
+    ChainHead,
+    MonthError,
+    PackQuery,
+    PackTable,
+    chain_heads,
+    has_change_sets,
+    missing_heads,
+    month_window,
+    pack_queries,
+    read_pack,
+)
 from shipledger.sinks.ledger.query import (
     FORMATS,
     QueryError,
@@ -55,6 +67,11 @@ from shipledger.sinks.ledger.tiers import Tier
 from shipledger.sinks.rows import RowKey
 
 __all__ = [
+    "ChainHead",
+    "MonthError",
+    "PackQuery",
+    "PackTable",
+    "month_window",
     "DORA_DIMENSIONS",
     "DORA_PERIODS",
     "FORMATS",
@@ -230,6 +247,23 @@ class LedgerReader:
         """The DORA metrics of `query` (`sinks.ledger.dora`). The aggregates live in the hot
         database only and hold every day, archived or not: their views fire at insert."""
         return read_dora(self._store, query, visible)
+
+    def pack_queries(self, month: str, tenant: str | None) -> list[PackQuery]:
+        """The queries of the monthly compliance pack's data files (`sinks.ledger.monthly`):
+        with the change sets' file when this ledger has them. Raises MonthError."""
+        return pack_queries(month, tenant, has_change_sets(self._store))
+
+    def read_pack(self, queries: list[PackQuery]) -> Iterator[PackTable]:
+        """What each pack query reads, one at a time (hot and cold rows)."""
+        yield from read_pack(self._store, queries)
+
+    def chain_heads(self, tenant: str | None) -> list[ChainHead]:
+        """The last recorded head of every hash chain (of `tenant`)."""
+        return chain_heads(self._store, tenant)
+
+    def missing_heads(self, heads: list[ChainHead]) -> list[ChainHead]:
+        """The heads of `heads` whose row (that hash at that position) is gone."""
+        return missing_heads(self._store, heads)
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of change request `change_id` of `tenant`, hot and cold (a row
