@@ -19,26 +19,39 @@ COVERAGE = (
     "unknown change request",
     "no change request",
 )
-_STYLE = Style(
-    background="white",
-    plot_background="white",
-    font_family="system-ui, sans-serif",
-    colors=("#2f6fb0", "#d1495b", "#edae49", "#8d99ae", "#00798c", "#66a182"),
-)
+GOOD, BAD, WARN, NONE, BUSY = "#2e8b57", "#c0392b", "#e69b23", "#9aa5b1", "#2f6fb0"
+#: Deployment statuses in the order stacked, each in its colour.
+STATUS_COLOURS = {
+    "succeeded": GOOD,
+    "failed": BAD,
+    "rolled_back": WARN,
+    "cancelled": NONE,
+    "in_progress": BUSY,
+}
 _UUID = re.compile(r'id="chart-([0-9a-f-]{36})"')
+_SCRIPT = re.compile(r"<script\b.*?</script>", re.DOTALL)
 
 
 def _render(chart: pygal.graph.graph.Graph, name: str) -> str:
     # pygal names each chart by a random uuid: a fixed name keeps the report reproducible.
-    svg: str = chart.render(is_unicode=True)
+    # Its inline script only feeds its optional tooltips: dropped, the page runs no script.
+    svg = _SCRIPT.sub("", chart.render(is_unicode=True))
     found = _UUID.search(svg)
     return svg.replace(found[1], name) if found else svg
 
 
-def _chart(kind: type[pygal.graph.graph.Graph], title: str) -> pygal.graph.graph.Graph:
+def _chart(
+    kind: type[pygal.graph.graph.Graph], title: str, colours: Sequence[str]
+) -> pygal.graph.graph.Graph:
+    style = Style(
+        background="white",
+        plot_background="white",
+        font_family="system-ui, sans-serif",
+        colors=tuple(colours),
+    )
     return kind(
         title=title,
-        style=_STYLE,
+        style=style,
         js=[],  # no script from the web: the report is one self-contained file
         disable_xml_declaration=True,
         width=760,
@@ -71,22 +84,26 @@ def _labels(mondays: Sequence[date]) -> list[str]:
 
 def deployments_per_week(deployments: Sequence[dict[str, str]], mondays: Sequence[date]) -> str:
     """Stacked bars: production deployments per ISO week, by final status."""
-    chart = _chart(pygal.StackedBar, "Production deployments per week")
+    seen = {d["status"] for d in deployments}
+    statuses = [s for s in STATUS_COLOURS if s in seen] + sorted(seen - set(STATUS_COLOURS))
+    colours = [STATUS_COLOURS.get(s, BUSY) for s in statuses]
+    chart = _chart(pygal.StackedBar, "Production deployments per week", colours)
     chart.x_labels = _labels(mondays)
     counts = Counter((week_of(d["started_at"]), d["status"]) for d in deployments)
-    for status in sorted({d["status"] for d in deployments}):
+    for status in statuses:
         chart.add(status, [counts[(m, status)] for m in mondays])
     return _render(chart, "deployments-per-week")
 
 
 def findings_by_rule(findings: Sequence[dict[str, str]]) -> str:
     """Horizontal stacked bars: findings per rule, open and resolved."""
-    chart = _chart(pygal.HorizontalStackedBar, "Policy findings by rule")
+    chart = _chart(pygal.HorizontalStackedBar, "Policy findings by rule", (BAD, GOOD))
     rules = sorted({f["rule"] for f in findings})
     chart.x_labels = rules
     for label, resolved in (("open", "false"), ("resolved", "true")):
         chart.add(
-            label, [sum(f["rule"] == r and f["resolved"] == resolved for f in findings) for r in rules]
+            label,
+            [sum(f["rule"] == r and f["resolved"] == resolved for f in findings) for r in rules],
         )
     return _render(chart, "findings-by-rule")
 
@@ -104,7 +121,9 @@ def coverage_of(deployment: dict[str, str]) -> str:
 
 def change_coverage(deployments: Sequence[dict[str, str]], mondays: Sequence[date]) -> str:
     """Stacked bars per week: deployments by change coverage (`coverage_of`)."""
-    chart = _chart(pygal.StackedBar, "Change coverage of production deployments")
+    chart = _chart(
+        pygal.StackedBar, "Change coverage of production deployments", (GOOD, BAD, WARN, NONE)
+    )
     chart.x_labels = _labels(mondays)
     counts = Counter((week_of(d["started_at"]), coverage_of(d)) for d in deployments)
     for kind in COVERAGE:

@@ -74,6 +74,13 @@ def signature_text(key: Ed25519PrivateKey, manifest: bytes) -> bytes:
     return base64.b64encode(key.sign(manifest)) + b"\n"
 
 
+def seal(pack: Path, manifest: dict[str, Any], key: Ed25519PrivateKey) -> None:
+    """Write `manifest` (its files already in `pack`) and its signature by `key`."""
+    raw = manifest_bytes(manifest)
+    (pack / MANIFEST).write_bytes(raw)
+    (pack / SIGNATURE).write_bytes(signature_text(key, raw))
+
+
 @dataclass
 class Verification:
     """What `verify_files` found: problems (the pack fails), notes (it does not)."""
@@ -170,8 +177,6 @@ def _check_files(pack: Path, files: list[Any], result: Verification) -> None:
                 f"{name}: sha256 {sha256_hex(data)} does not match the manifest's "
                 f"{entry.get('sha256')} (the file was changed)"
             )
-    extra = sorted(
-        p.name for p in pack.iterdir() if p.name not in listed | {MANIFEST, SIGNATURE}
-    )
+    extra = sorted(p.name for p in pack.iterdir() if p.name not in listed | {MANIFEST, SIGNATURE})
     if extra:
         result.notes.append(f"files not in the manifest (not covered): {', '.join(extra)}")

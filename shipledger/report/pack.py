@@ -19,15 +19,7 @@ from rich.progress import Progress
 
 from shipledger.report.charts import change_coverage, deployments_per_week, findings_by_rule, weeks
 from shipledger.report.datafiles import csv_bytes, records
-from shipledger.report.manifest import (
-    FORMAT,
-    MANIFEST,
-    SIGNATURE,
-    file_entry,
-    manifest_bytes,
-    public_key_entry,
-    signature_text,
-)
+from shipledger.report.manifest import FORMAT, file_entry, public_key_entry, seal
 from shipledger.report.page import PageData, render_page
 from shipledger.report.signing import fingerprint
 from shipledger.sinks.ledger.reader import LedgerReader, PackTable, month_window
@@ -135,9 +127,7 @@ def generate(
         ],
         "public_key": public_key_entry(public),
     }
-    raw = manifest_bytes(manifest)
-    _write(out, MANIFEST, raw)
-    _write(out, SIGNATURE, signature_text(key, raw))
+    seal(out, manifest, key)
     step("signed")
     return PackSummary(
         out,

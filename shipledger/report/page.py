@@ -91,9 +91,9 @@ def render_page(data: PageData) -> str:
     ]
     finding_columns = ["occurred_at", "service", "deployment_id", "rule", "severity", "resolved"]
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(data.title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{escape(data.title)}</h1><p class=\"sub\">{escape(data.scope)}</p>"
+        f'<h1>{escape(data.title)}</h1><p class="sub">{escape(data.scope)}</p>'
         f'<div class="cards">{cards}</div>{figures}{changes_note}'
         f"<h2>Findings</h2>{_table(finding_columns, findings, 'findings.csv')}"
         f"<h2>Deployments</h2>{_table(deployment_columns, deployments, 'deployments.csv')}"

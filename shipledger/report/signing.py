@@ -55,8 +55,9 @@ def _read(path: Path, what: str) -> bytes:
 
 def load_private_key(path: Path, what: str = "signing key") -> Ed25519PrivateKey:
     """The Ed25519 private key in PEM file `path` (`what` names the option in errors)."""
+    pem = _read(path, what)
     try:
-        key = serialization.load_pem_private_key(_read(path, what), password=None)
+        key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise SigningKeyError(f"{what}: {path} is not an unencrypted PEM private key") from exc
     if not isinstance(key, Ed25519PrivateKey):
@@ -66,8 +67,9 @@ def load_private_key(path: Path, what: str = "signing key") -> Ed25519PrivateKey
 
 def load_public_key(path: Path, what: str = "--public-key") -> Ed25519PublicKey:
     """The Ed25519 public key in PEM file `path`."""
+    pem = _read(path, what)
     try:
-        key = serialization.load_pem_public_key(_read(path, what))
+        key = serialization.load_pem_public_key(pem)
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise SigningKeyError(f"{what}: {path} is not a PEM public key") from exc
     if not isinstance(key, Ed25519PublicKey):

@@ -97,7 +97,7 @@ def _ids() -> str:
 
 def _deployments_sql(tenant: str | None, change_sets: bool) -> str:
     changes_join = (
-        "LEFT JOIN (SELECT tenant, deployment_id, uniqExact(commit_sha) AS commits,\n"
+        "LEFT JOIN (SELECT tenant, deployment_id, uniqExact(commit_sha) AS commits,\n"  # noqa: S608
         f"        uniqExactIf(pr_number, pr_number IS NOT NULL) AS prs FROM {CHANGE_SETS}\n"
         f"        WHERE (tenant, deployment_id) IN {_ids()}\n"
         "        GROUP BY tenant, deployment_id) AS s\n"
@@ -176,7 +176,7 @@ def _findings_sql(tenant: str | None) -> str:
 
 def _changes_sql(tenant: str | None) -> str:
     return (
-        f"WITH month AS ({_month_deployments(tenant)})\n"  # noqa: S608
+        f"WITH month AS ({_month_deployments(tenant)})\n"
         "SELECT tenant, deployment_id, service, commit_sha, pr_number, pr_title, author,\n"
         f"    first_seen_at, deployed_at FROM {CHANGE_SETS}\n"
         f"WHERE (tenant, deployment_id) IN {_ids()}\n"

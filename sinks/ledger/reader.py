@@ -67,20 +67,19 @@ from shipledger.sinks.ledger.tiers import Tier
 from shipledger.sinks.rows import RowKey
 
 __all__ = [
-    "ChainHead",
-    "MonthError",
-    "PackQuery",
-    "PackTable",
-    "month_window",
     "DORA_DIMENSIONS",
     "DORA_PERIODS",
     "FORMATS",
+    "ChainHead",
     "DoraError",
     "DoraQuery",
     "DoraRow",
     "LedgerReader",
     "LedgerReads",
     "LedgerUnavailable",
+    "MonthError",
+    "PackQuery",
+    "PackTable",
     "QueryError",
     "QueryLimits",
     "QueryResult",
@@ -92,6 +91,7 @@ __all__ = [
     "chdb_path",
     "dora_columns",
     "dora_window",
+    "month_window",
     "sql_string",
 ]
 
