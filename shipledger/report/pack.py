@@ -18,11 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.progress import Progress
 
 from shipledger.report.charts import change_coverage, deployments_per_week, findings_by_rule, weeks
-from shipledger.report.datafiles import csv_bytes, records
+from shipledger.report.datafiles import cells, csv_bytes, records
 from shipledger.report.manifest import FORMAT, file_entry, public_key_entry, seal
 from shipledger.report.page import PageData, render_page
 from shipledger.report.signing import fingerprint
-from shipledger.sinks.ledger.reader import LedgerReader, PackTable, month_window
+from shipledger.sinks.ledger.reader import LedgerReader, month_window
 
 REPORT = "report.html"
 
@@ -64,10 +64,11 @@ def generate(
 
     out.mkdir(parents=True, exist_ok=True)
     entries: list[dict[str, Any]] = []
-    read: dict[str, PackTable] = {}
+    read: dict[str, tuple[list[str], list[list[str]]]] = {}
     for table in reader.read_pack(queries):
         name = f"{table.query.name}.csv"
-        data = csv_bytes(table.columns, table.rows)
+        rows = cells(table.rows)
+        data = csv_bytes(table.columns, rows)
         _write(out, name, data)
         entries.append(
             file_entry(
@@ -78,13 +79,13 @@ def generate(
                 parameters=table.query.parameters,
             )
         )
-        read[table.query.name] = table
+        read[table.query.name] = (table.columns, rows)
         step(f"{name}: {len(table.rows)} rows")
     # Read after the rows: every row the files hold is at or before these heads.
     heads = reader.chain_heads(tenant)
     step(f"chain heads: {len(heads)}")
-    deployments = records(read["deployments"].columns, read["deployments"].rows)
-    findings = records(read["findings"].columns, read["findings"].rows)
+    deployments = records(*read["deployments"])
+    findings = records(*read["findings"])
     mondays = weeks(start.date(), (end - timedelta(days=1)).date())
     public = key.public_key()
     change_sets = "changes" in read

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shipledger.report.charts import coverage_of, deployments_per_week, findings_by_rule, weeks
-from shipledger.report.datafiles import cell, csv_bytes
+from shipledger.report.datafiles import cell, cells, csv_bytes
 from shipledger.report.manifest import (
     FORMAT,
     MANIFEST,
@@ -131,8 +131,9 @@ def test_keygen_writes_an_owner_only_key_and_never_overwrites(tmp_path: Path) ->
 def test_cells_are_stable() -> None:
     at = datetime(2026, 11, 25, 11, 0, 0, 123456, tzinfo=timezone(timedelta(hours=1)))
     assert cell(at) == "2026-11-25T10:00:00.123Z"
+    assert cell(datetime(2026, 11, 25, tzinfo=UTC)) == "2026-11-25T00:00:00.000Z"
     assert [cell(None), cell(True), cell(["a", "b"]), cell(3)] == ["", "true", "a;b", "3"]
-    assert csv_bytes(["a", "b"], [("x,y", None)]) == b'a,b\n"x,y",\n'
+    assert csv_bytes(["a", "b"], cells([("x,y", None)])) == b'a,b\n"x,y",\n'
 
 
 def test_month_window_is_utc_and_names_the_field() -> None:
