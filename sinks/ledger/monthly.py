@@ -91,15 +91,20 @@ def _month_deployments(tenant: str | None) -> str:
     )
 
 
-def _ids() -> str:
-    return "(SELECT tenant, deployment_id FROM month)"
+#: The month's deployments (`month`, see `_with_month`) as a set for IN.
+_IDS = "(SELECT tenant, deployment_id FROM month)"
 
 
-def _deployments_sql(tenant: str | None, change_sets: bool) -> str:
+def _with_month(tenant: str | None, select: str) -> str:
+    """`select` with `month` bound to the month's production deployments."""
+    return f"WITH month AS ({_month_deployments(tenant)})\n{select}"
+
+
+def _deployments_sql(change_sets: bool) -> str:
     changes_join = (
         "LEFT JOIN (SELECT tenant, deployment_id, uniqExact(commit_sha) AS commits,\n"  # noqa: S608
         f"        uniqExactIf(pr_number, pr_number IS NOT NULL) AS prs FROM {CHANGE_SETS}\n"
-        f"        WHERE (tenant, deployment_id) IN {_ids()}\n"
+        f"        WHERE (tenant, deployment_id) IN {_IDS}\n"
         "        GROUP BY tenant, deployment_id) AS s\n"
         "    ON d.tenant = s.tenant AND d.deployment_id = s.deployment_id\n"
     )
@@ -109,8 +114,7 @@ def _deployments_sql(tenant: str | None, change_sets: bool) -> str:
         else "'' AS commits, '' AS pull_requests_changed"
     )
     return (
-        f"WITH month AS ({_month_deployments(tenant)})\n"  # noqa: S608
-        "SELECT d.tenant AS tenant, d.deployment_id AS deployment_id, d.service AS service,\n"
+        "SELECT d.tenant AS tenant, d.deployment_id AS deployment_id, d.service AS service,\n"  # noqa: S608
         "    ifNull(d.team, '') AS team, ifNull(d.application, '') AS application,\n"
         "    ifNull(d.region, '') AS region, d.status AS status, d.kind AS kind,\n"
         "    d.started_at AS started_at, d.finished_at AS finished_at, d.actor AS actor,\n"
@@ -133,7 +137,7 @@ def _deployments_sql(tenant: str | None, change_sets: bool) -> str:
         "    ON d.tenant = c.tenant AND ifNull(d.change_id, '') = c.change_id\n"
         "LEFT JOIN (SELECT tenant, deployment_id, countIf(kind != 'resolution') AS findings,\n"
         "        countIf(kind != 'resolution') - countIf(kind = 'resolution') AS open_findings\n"
-        f"        FROM {ddl.ALERTS} WHERE (tenant, deployment_id) IN {_ids()}\n"
+        f"        FROM {ddl.ALERTS} WHERE (tenant, deployment_id) IN {_IDS}\n"
         "        GROUP BY tenant, deployment_id) AS f\n"
         "    ON d.tenant = f.tenant AND d.deployment_id = f.deployment_id\n"
         f"{changes_join if change_sets else ''}"
@@ -141,47 +145,41 @@ def _deployments_sql(tenant: str | None, change_sets: bool) -> str:
     )
 
 
-def _approvals_sql(tenant: str | None) -> str:
-    return (
-        f"WITH month AS ({_month_deployments(tenant)})\n"  # noqa: S608
-        "SELECT tenant, change_id, state AS change_state_now, a.approver AS approver,\n"
-        "    a.decision AS decision, a.decided_at AS decided_at,\n"
-        "    arrayStringConcat(arraySort(a.groups), ';') AS groups,\n"
-        "    ifNull(a.verified_by, '') AS verified_by, ifNull(a.comment, '') AS comment\n"
-        "FROM change_requests ARRAY JOIN approvals AS a\n"
-        "WHERE (tenant, change_id) IN (SELECT tenant, change_id FROM month)\n"
-        "ORDER BY tenant, change_id, decided_at, approver, decision, verified_by, comment"
-    )
+_APPROVALS = (
+    "SELECT tenant, change_id, state AS change_state_now, a.approver AS approver,\n"
+    "    a.decision AS decision, a.decided_at AS decided_at,\n"
+    "    arrayStringConcat(arraySort(a.groups), ';') AS groups,\n"
+    "    ifNull(a.verified_by, '') AS verified_by, ifNull(a.comment, '') AS comment\n"
+    "FROM change_requests ARRAY JOIN approvals AS a\n"
+    "WHERE (tenant, change_id) IN (SELECT tenant, change_id FROM month)\n"
+    "ORDER BY tenant, change_id, decided_at, approver, decision, verified_by, comment"
+)
 
 
-def _findings_sql(tenant: str | None) -> str:
-    return (
-        f"WITH month AS ({_month_deployments(tenant)})\n"  # noqa: S608
-        "SELECT a.tenant AS tenant, a.deployment_id AS deployment_id, a.service AS service,\n"
-        "    a.alert_id AS alert_id, a.rule AS rule, a.severity AS severity,\n"
-        "    a.occurred_at AS occurred_at, a.detected_at AS detected_at, a.message AS message,\n"
-        "    a.policy_version AS policy_version, toBool(r.alert_id != '') AS resolved,\n"
-        "    if(r.alert_id = '', NULL, r.detected_at) AS resolved_at,\n"
-        "    r.alert_id AS resolution_id, r.message AS resolution\n"
-        f"FROM {ddl.ALERTS} AS a\n"
-        "LEFT JOIN (SELECT tenant, assumeNotNull(resolves) AS resolves, alert_id, detected_at,\n"
-        f"        message FROM {ddl.ALERTS}\n"
-        f"        WHERE kind = 'resolution' AND (tenant, deployment_id) IN {_ids()}\n"
-        "        ORDER BY detected_at, alert_id LIMIT 1 BY tenant, resolves) AS r\n"
-        "    ON a.tenant = r.tenant AND a.alert_id = r.resolves\n"
-        f"WHERE a.kind != 'resolution' AND (a.tenant, a.deployment_id) IN {_ids()}\n"
-        "ORDER BY tenant, deployment_id, occurred_at, alert_id"
-    )
+_FINDINGS = (
+    "SELECT a.tenant AS tenant, a.deployment_id AS deployment_id, a.service AS service,\n"  # noqa: S608
+    "    a.alert_id AS alert_id, a.rule AS rule, a.severity AS severity,\n"
+    "    a.occurred_at AS occurred_at, a.detected_at AS detected_at, a.message AS message,\n"
+    "    a.policy_version AS policy_version, toBool(r.alert_id != '') AS resolved,\n"
+    "    if(r.alert_id = '', NULL, r.detected_at) AS resolved_at,\n"
+    "    r.alert_id AS resolution_id, r.message AS resolution\n"
+    f"FROM {ddl.ALERTS} AS a\n"
+    "LEFT JOIN (SELECT tenant, assumeNotNull(resolves) AS resolves, alert_id, detected_at,\n"
+    f"        message FROM {ddl.ALERTS}\n"
+    f"        WHERE kind = 'resolution' AND (tenant, deployment_id) IN {_IDS}\n"
+    "        ORDER BY detected_at, alert_id LIMIT 1 BY tenant, resolves) AS r\n"
+    "    ON a.tenant = r.tenant AND a.alert_id = r.resolves\n"
+    f"WHERE a.kind != 'resolution' AND (a.tenant, a.deployment_id) IN {_IDS}\n"
+    "ORDER BY tenant, deployment_id, occurred_at, alert_id"
+)
 
 
-def _changes_sql(tenant: str | None) -> str:
-    return (
-        f"WITH month AS ({_month_deployments(tenant)})\n"
-        "SELECT tenant, deployment_id, service, commit_sha, pr_number, pr_title, author,\n"
-        f"    first_seen_at, deployed_at FROM {CHANGE_SETS}\n"
-        f"WHERE (tenant, deployment_id) IN {_ids()}\n"
-        "ORDER BY tenant, deployment_id, first_seen_at, commit_sha, pr_number, pr_title, author"
-    )
+_CHANGES = (
+    "SELECT tenant, deployment_id, service, commit_sha, pr_number, pr_title, author,\n"  # noqa: S608
+    f"    first_seen_at, deployed_at FROM {CHANGE_SETS}\n"
+    f"WHERE (tenant, deployment_id) IN {_IDS}\n"
+    "ORDER BY tenant, deployment_id, first_seen_at, commit_sha, pr_number, pr_title, author"
+)
 
 
 def pack_queries(month: str, tenant: str | None, change_sets: bool) -> list[PackQuery]:
@@ -191,14 +189,13 @@ def pack_queries(month: str, tenant: str | None, change_sets: bool) -> list[Pack
     parameters = {"start": _param(start), "end": _param(end)}
     if tenant is not None:
         parameters["tenant"] = tenant
-    queries = [
-        PackQuery("deployments", _deployments_sql(tenant, change_sets), parameters),
-        PackQuery("approvals", _approvals_sql(tenant), parameters),
-        PackQuery("findings", _findings_sql(tenant), parameters),
-    ]
-    if change_sets:
-        queries.append(PackQuery("changes", _changes_sql(tenant), parameters))
-    return queries
+    selects = {
+        "deployments": _deployments_sql(change_sets),
+        "approvals": _APPROVALS,
+        "findings": _FINDINGS,
+        **({"changes": _CHANGES} if change_sets else {}),
+    }
+    return [PackQuery(name, _with_month(tenant, sql), parameters) for name, sql in selects.items()]
 
 
 def _param(at: datetime) -> str:

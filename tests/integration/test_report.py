@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -92,7 +91,7 @@ def _deploy(
 
 
 @pytest.fixture
-def ledger(settings: Settings) -> Iterator[Settings]:
+def ledger(settings: Settings) -> Settings:
     """November 2026 of tenant retail: d1 under an approved change (bob, and carol verified
     by LDAP), d2 whose unknown-ticket alert a late change request resolved, d3 outside its
     change window (open alert); around them what the pack must leave out: a staging
