@@ -25,6 +25,7 @@ from shipledger.sinks.ledger.reader import (
     LedgerUnavailable,
     MonthError,
     chdb_path,
+    month_window,
 )
 from shipledger.stackfile import read_stack
 
@@ -88,8 +89,12 @@ def monthly(
       SHIPLEDGER_REPORT_SIGNING_KEY=keys/report.pem \\
           shipledger report monthly --month 2026-11 --tenant retail --out packs/2026-11
     """
-    settings = _ledger_settings("`shipledger report monthly`", data_dir)
-    key_path = key or settings.report_signing_key
+    # What the command line alone decides is checked before the ledger is opened.
+    try:
+        month_window(month)
+    except MonthError as exc:
+        raise click.BadParameter(str(exc), param_hint="--month") from exc
+    key_path = key or cli_settings(data_dir=data_dir).report_signing_key
     if key_path is None:
         raise click.UsageError(
             "no signing key: pass --key or set SHIPLEDGER_REPORT_SIGNING_KEY "
@@ -97,6 +102,10 @@ def monthly(
         )
     try:
         private = load_private_key(key_path, "--key" if key else "SHIPLEDGER_REPORT_SIGNING_KEY")
+    except SigningKeyError as exc:
+        raise click.UsageError(str(exc)) from exc
+    settings = _ledger_settings("`shipledger report monthly`", data_dir)
+    try:
         with (
             LedgerReader.open(settings) as reader,
             Progress(
@@ -107,10 +116,6 @@ def monthly(
             ) as progress,
         ):
             summary = generate(reader, month, tenant, out, private, progress)
-    except SigningKeyError as exc:
-        raise click.UsageError(str(exc)) from exc
-    except MonthError as exc:
-        raise click.BadParameter(str(exc), param_hint="--month") from exc
     except LedgerUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(

@@ -9,8 +9,10 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from shipledger.cli import cli
 from shipledger.report.charts import coverage_of, deployments_per_week, findings_by_rule, weeks
 from shipledger.report.datafiles import cell, cells, csv_bytes
 from shipledger.report.manifest import (
@@ -167,3 +169,30 @@ def test_coverage_of_a_deployment() -> None:
     assert coverage_of({**base, "change_state_now": ""}) == "unknown change request"
     assert coverage_of({**base, "change_state_at_start": "scheduled"}) == "approved at start"
     assert coverage_of({**base, "change_state_at_start": "opened"}) == "not approved at start"
+
+
+def _cli(*args: str) -> Result:
+    return CliRunner().invoke(cli, ["report", *args], catch_exceptions=False)
+
+
+def test_the_command_line_is_checked_before_the_ledger(tmp_path: Path) -> None:
+    key = tmp_path / "report.pem"
+    assert _cli("keygen", "--out", str(key)).exit_code == 0
+    again = _cli("keygen", "--out", str(key))
+    assert again.exit_code == 2 and "never overwritten" in again.output
+    common = ["monthly", "--out", str(tmp_path / "pack"), "--data-dir", str(tmp_path / "none")]
+    bad_month = _cli(*common, "--month", "2026-13", "--key", str(key))
+    assert bad_month.exit_code == 2 and "--month" in bad_month.output
+    no_key = _cli(*common, "--month", "2026-11")
+    assert no_key.exit_code == 2 and "SHIPLEDGER_REPORT_SIGNING_KEY" in no_key.output
+    wrong_key = _cli(*common, "--month", "2026-11", "--key", str(key) + ".pub")
+    assert wrong_key.exit_code == 2 and "not an unencrypted PEM private key" in wrong_key.output
+
+
+def test_verify_offline_exit_codes(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    pack = _pack(tmp_path, key)
+    ok = _cli("verify", str(pack), "--offline")
+    assert ok.exit_code == 0 and "not checked (--offline)" in ok.output
+    (pack / "report.html").write_bytes(b"<html>changed</html>")
+    failed = _cli("verify", str(pack), "--offline")
+    assert failed.exit_code == 1 and "FAILED report.html: sha256" in failed.output
