@@ -79,6 +79,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Tail the alerts topic live, or list stored alerts; filtered.",
     ),
     "metrics": ("shipledger.dora_cli", "metrics", "DORA metrics of the ledger (metrics dora)."),
+    "report": ("shipledger.report.cli", "report", "Signed monthly compliance packs; verify."),
     "doctor": (
         "shipledger.doctor",
         "doctor",

@@ -503,6 +503,15 @@ class Settings(BaseSettings):
         description="Interface the worker's and the sink's `/metrics` listen on.",
     )
 
+    # --- monthly compliance packs (`shipledger report`, docs/reports.md) -------------------
+    report_signing_key: Path | None = Field(
+        default=None,
+        description=(
+            "Ed25519 private key (PEM, from `shipledger report keygen`) that signs the "
+            "manifest of every `shipledger report monthly` pack."
+        ),
+    )
+
     # --- logging -----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
     log_format: LogFormat = Field(default="json", description="json (default) or console.")

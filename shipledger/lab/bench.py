@@ -29,6 +29,7 @@ from shipledger.kafka import KafkaProducer
 from shipledger.lab.bench_dora import bench_dora
 from shipledger.lab.bench_gate import GATE_TENANT, TARGET_P99_MS, gate_markdown, seed
 from shipledger.lab.bench_query import bench_query
+from shipledger.lab.bench_report import bench_report
 from shipledger.lab.bench_sink import bench_audit
 from shipledger.lab.demo import expected_outcome
 from shipledger.lab.traffic import day_of_traffic, demo_day, demo_policy
@@ -55,6 +56,7 @@ SECTIONS = (
     "audit",
     "query",
     "dora",
+    "report",
 )
 #: Sections measured on a running embedded stack (audit builds its own ledger).
 _STACK_SECTIONS = ("pipeline", "emit", "api", "durable", "gate", "stream", "passthrough")
@@ -645,6 +647,8 @@ def _markdown(results: dict[str, Any]) -> str:
         lines += _query_markdown(results["query"])
     if "dora" in results:
         lines += _dora_markdown(results["dora"])
+    if "report" in results:
+        lines += _report_markdown(results["report"])
     return "\n".join(lines)
 
 
@@ -729,6 +733,16 @@ def _dora_markdown(dora: dict[str, Any]) -> list[str]:
     ]
 
 
+def _report_markdown(report: dict[str, Any]) -> list[str]:
+    return [
+        f"Monthly compliance pack (`shipledger report monthly`, {report['month']}, "
+        f"{report['month_prod_deployments']:,} production deployments of one tenant) over a "
+        f"ledger of {report['deployments']:,} deployments: {report['pack_s']} s for every "
+        f"file, the HTML report and the signed manifest ({report['pack_bytes']:,} bytes).",
+        "",
+    ]
+
+
 def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
     p, b = results["pipeline"], results["passthrough"]
     ratio = p["events_per_second"] / max(b["events_per_second"], 1)
@@ -788,6 +802,12 @@ def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
     show_default=True,
     help="Deployments in the DORA benchmark's ledger.",
 )
+@click.option(
+    "--report-deployments",
+    default=10_000_000,
+    show_default=True,
+    help="Deployments in the compliance pack benchmark's ledger.",
+)
 def bench(
     out: Path,
     events: int,
@@ -803,13 +823,14 @@ def bench(
     only: str | None,
     audit_records: int,
     dora_deployments: int,
+    report_deployments: int,
 ) -> None:
     """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
     Faust passthrough agent on the same broker, the cost of one `shipledger emit`, the
     ingest API's events/s and request → Kafka ack latency (with and without the durable
     journal), the pre-deploy gate's latency, event → live dashboard latency with its fan-out
     to many clients, `audit verify` over a large ledger with its bytes on disk per event, the
-    read-query guard's latency and a team's quarter of DORA metrics.
+    read-query guard's latency, a team's quarter of DORA metrics and a month's compliance pack.
 
     \b
       shipledger bench --out bench              # everything (make bench)
@@ -820,6 +841,7 @@ def bench(
       shipledger bench --out bench --only audit # audit verify over 1M events
       shipledger bench --out bench --only query # the read-query guard's cost
       shipledger bench --out bench --only dora  # a team's quarter of DORA metrics
+      shipledger bench --out bench --only report  # a month's compliance pack
     """
     data_dir = out / "data.tmp"
     if data_dir.exists():
@@ -873,6 +895,10 @@ def bench(
         click.echo(f"  dora: {dora_deployments} deployments ...")
         results["dora"] = bench_dora(dora_deployments)
         click.echo(f"  dora: {results['dora']}")
+    if "report" in sections:
+        click.echo(f"  report: {report_deployments} deployments ...")
+        results["report"] = bench_report(report_deployments)
+        click.echo(f"  report: {results['report']}")
     results |= {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "

@@ -43,6 +43,18 @@ from shipledger.sinks.ledger.dora import (
     dora_window,
     read_dora,
 )
+from shipledger.sinks.ledger.monthly import (
+    ChainHead,
+    MonthError,
+    PackQuery,
+    PackTable,
+    chain_heads,
+    has_change_sets,
+    missing_heads,
+    month_window,
+    pack_queries,
+    read_pack,
+)
 from shipledger.sinks.ledger.query import (
     FORMATS,
     QueryError,
@@ -58,6 +70,7 @@ __all__ = [
     "DORA_DIMENSIONS",
     "DORA_PERIODS",
     "FORMATS",
+    "ChainHead",
     "DoraError",
     "DoraQuery",
     "DoraRow",
@@ -65,6 +78,9 @@ __all__ = [
     "LedgerReader",
     "LedgerReads",
     "LedgerUnavailable",
+    "MonthError",
+    "PackQuery",
+    "PackTable",
     "QueryError",
     "QueryLimits",
     "QueryResult",
@@ -77,6 +93,7 @@ __all__ = [
     "chdb_path",
     "dora_columns",
     "dora_window",
+    "month_window",
     "sql_string",
 ]
 
@@ -243,6 +260,23 @@ class LedgerReader:
         """The DORA metrics of `query` (`sinks.ledger.dora`). The aggregates live in the hot
         database only and hold every day, archived or not: their views fire at insert."""
         return read_dora(self._store, query, visible)
+
+    def pack_queries(self, month: str, tenant: str | None) -> list[PackQuery]:
+        """The queries of the monthly compliance pack's data files (`sinks.ledger.monthly`):
+        with the change sets' file when this ledger has them. Raises MonthError."""
+        return pack_queries(month, tenant, has_change_sets(self._store))
+
+    def read_pack(self, queries: list[PackQuery]) -> Iterator[PackTable]:
+        """What each pack query reads, one at a time (hot and cold rows)."""
+        yield from read_pack(self._store, queries)
+
+    def chain_heads(self, tenant: str | None) -> list[ChainHead]:
+        """The last recorded head of every hash chain (of `tenant`)."""
+        return chain_heads(self._store, tenant)
+
+    def missing_heads(self, heads: list[ChainHead]) -> list[ChainHead]:
+        """The heads of `heads` whose row (that hash at that position) is gone."""
+        return missing_heads(self._store, heads)
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of change request `change_id` of `tenant`, hot and cold (a row

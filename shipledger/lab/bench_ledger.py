@@ -1,0 +1,88 @@
+"""A synthetic ledger of N deployments for the benchmarks that read a large ledger (`bench
+--only dora`, `--only report`): one tenant (`acme`), two records each (in progress, then the
+outcome; a tenth failed, one in twenty a rollback), spread over a year, a commit pushed hours
+before each.
+
+The rows are generated inside ClickHouse (`numbers()`) rather than by the sink's writer: at
+10 million deployments the writer's hash chain would take most of an hour, and the
+materialized views fire on any insert into `deployment_records`, so the DORA aggregates are
+built the same way. The rows are not chained (chain columns zero): no benchmark verifies them."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+from shipledger.settings import Settings
+from shipledger.sinks.ledger.ddl import RECORDS, SOURCE
+from shipledger.sinks.ledger.store import LedgerStore
+
+TENANT = "acme"
+TEAMS = 50
+SERVICES = 500
+DAYS = 365
+FIRST_DAY = date(2026, 1, 1)
+#: Rows per INSERT ... SELECT: each one block through the views.
+CHUNK = 1_000_000
+
+# One deployment n: service n % SERVICES (owned by team service % TEAMS), environment by
+# n % 3, started intHash32(n) % DAYS days after FIRST_DAY; seq 1 in progress, seq 2 its outcome.
+_RECORDS = (
+    f"INSERT INTO {RECORDS} (tenant, deployment_id, record_id, seq, status, kind, service,\n"  # noqa: S608
+    "    environment, environment_raw, team, commit_sha, actor, `trigger`, policy_version,\n"
+    "    started_at, finished_at, updated_at, event_count, last_event_id, last_event_type,\n"
+    "    rollback_of, retain_until)\n"
+    f"SELECT '{TENANT}', concat('d', toString(n)), concat('d', toString(n), '-', toString(s)),\n"
+    "    s, if(s = 1, 'in_progress', if(n % 10 = 3, 'failed', 'succeeded')),\n"
+    "    if(n % 20 = 7, 'rollback', 'release'), concat('svc-', toString(n % {services})),\n"
+    "    ['prod', 'stage', 'dev'][n % 3 + 1], 'prod',\n"
+    "    concat('team-', toString(n % {services} % {teams})),\n"
+    "    hex(cityHash64(n)), 'bench', 'automated', 'p-1', start,\n"
+    "    if(s = 1, NULL, start + INTERVAL 10 MINUTE), start + INTERVAL (s * 10) MINUTE, s,\n"
+    "    concat('d', toString(n), '-', toString(s)), if(s = 1, 'started', 'succeeded'),\n"
+    "    if(n % 20 = 7, concat('d', toString(n - 1)), NULL), toDateTime64('2100-01-01', 3, 'UTC')\n"
+    "FROM (SELECT number AS n,\n"
+    "        toDateTime64({first}, 3, 'UTC') + INTERVAL (intHash32(n) % {days}) DAY\n"
+    "        + INTERVAL (n % 1440) MINUTE AS start FROM numbers({offset}, {count}))\n"
+    "ARRAY JOIN [1, 2] AS s"
+)
+_PUSHES = (
+    f"INSERT INTO {SOURCE} (tenant, event_id, kind, repository, commit_sha, occurred_at,\n"
+    "    retain_until)\n"
+    f"SELECT '{TENANT}', concat('push-', toString(number)), 'push', 'acme/app',\n"
+    "    hex(cityHash64(number)),\n"
+    "    toDateTime64({first}, 3, 'UTC') + INTERVAL (intHash32(number) % {days}) DAY\n"
+    "        + INTERVAL (number % 1440) MINUTE - INTERVAL 3 HOUR,\n"
+    "    toDateTime64('2100-01-01', 3, 'UTC')\n"
+    "FROM numbers({offset}, {count})"
+)
+
+
+@contextmanager
+def synthetic_ledger(deployments: int, prefix: str) -> Iterator[tuple[LedgerStore, float]]:
+    """A fresh embedded ledger (in a temporary data dir named `prefix`..., removed after)
+    holding `deployments` deployments, and the seconds their inserts took."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with LedgerStore.open(Settings(data_dir=tmp, log_level="warning")) as store:
+            store.ensure_schema()
+            started = time.perf_counter()
+            for offset in range(0, deployments, CHUNK):
+                values = {
+                    "first": f"'{FIRST_DAY.isoformat()}'",
+                    "days": DAYS,
+                    "teams": TEAMS,
+                    "services": SERVICES,
+                    "offset": offset,
+                    "count": min(CHUNK, deployments - offset),
+                }
+                store.command(_PUSHES.format(**values))
+                store.command(_RECORDS.format(**values))
+            yield store, time.perf_counter() - started
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
