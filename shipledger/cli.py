@@ -79,6 +79,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Tail the alerts topic live, or list stored alerts; filtered.",
     ),
     "metrics": ("shipledger.dora_cli", "metrics", "DORA metrics of the ledger (metrics dora)."),
+    "verification": ("shipledger.verification_cli", "verification", "Post-deploy verdicts."),
     "doctor": (
         "shipledger.doctor",
         "doctor",

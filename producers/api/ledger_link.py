@@ -24,6 +24,7 @@ from shipledger.sinks.ledger.reader import (
     QueryLimits,
     QueryResult,
     StoredEvent,
+    StoredVerdict,
     Visible,
 )
 
@@ -89,6 +90,20 @@ class LedgerLink:
     def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
         """The DORA metrics of `query`, from rows `visible` may read."""
         return self._get().dora(query, visible)
+
+    def verifications(
+        self,
+        tenant: str | None,
+        *,
+        deployment_id: str | None = None,
+        verdict: str | None = None,
+        service: str | None = None,
+        limit: int = 100,
+    ) -> list[StoredVerdict]:
+        """The latest verification verdicts, newest window first."""
+        return self._get().verifications(
+            tenant, deployment_id=deployment_id, verdict=verdict, service=service, limit=limit
+        )
 
     def close(self) -> None:
         """Close the reader, if open."""

@@ -33,6 +33,7 @@ from shipledger.sinks.ledger.reader import (
     QueryLimits,
     QueryResult,
     StoredEvent,
+    StoredVerdict,
     Visible,
 )
 from shipledger.up.broker import EmbeddedBroker
@@ -89,6 +90,20 @@ class SwitchedLedger:
     def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
         self._check()
         return self.reader.dora(query, visible)
+
+    def verifications(
+        self,
+        tenant: str | None,
+        *,
+        deployment_id: str | None = None,
+        verdict: str | None = None,
+        service: str | None = None,
+        limit: int = 100,
+    ) -> list[StoredVerdict]:
+        self._check()
+        return self.reader.verifications(
+            tenant, deployment_id=deployment_id, verdict=verdict, service=service, limit=limit
+        )
 
 
 @dataclass
