@@ -970,8 +970,9 @@ def deployment_verifications_sql(database: str | None = None) -> str:
         "    `team` LowCardinality(String) COMMENT 'Owner team of the deployment (\\'\\' when"
         " unknown).'\n"
         ")\n"
-        "ENGINE = ReplacingMergeTree(`decided_at`)\n"
-        "ORDER BY (`tenant`, `deployment_id`)\n"
+        # Plain MergeTree: a revised verdict is a new row, the history of verdicts stays.
+        "ENGINE = MergeTree\n"
+        "ORDER BY (`tenant`, `deployment_id`, `decided_at`)\n"
         "COMMENT 'Post-deploy verification verdicts, latest per deployment"
         " (docs/verification.md).'"
     )

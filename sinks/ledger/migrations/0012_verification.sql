@@ -16,7 +16,7 @@ CREATE TABLE `deployment_verifications`
     `policy_version` LowCardinality(String) COMMENT 'Policy that set the window.',
     `team` LowCardinality(String) COMMENT 'Owner team of the deployment (\'\' when unknown).'
 )
-ENGINE = ReplacingMergeTree(`decided_at`)
-ORDER BY (`tenant`, `deployment_id`)
+ENGINE = MergeTree
+ORDER BY (`tenant`, `deployment_id`, `decided_at`)
 COMMENT 'Post-deploy verification verdicts, latest per deployment (docs/verification.md).';
 
