@@ -109,9 +109,7 @@ def test_terraform_bad_plans_name_the_field(deliver: Deliver, mutate: Mutate, me
 
 
 @pytest.mark.parametrize("header", ["X-Shipledger-Service", "X-Shipledger-Environment"])
-def test_terraform_needs_service_and_environment(
-    webhook_request: RawRequest, header: str
-) -> None:
+def test_terraform_needs_service_and_environment(webhook_request: RawRequest, header: str) -> None:
     headers, body = webhook_request("terraform", "plan_drift")
     del headers[header]
     with pytest.raises(WebhookPayloadError, match=f"{header}: header required"):
