@@ -19,7 +19,12 @@ from shipledger.output_format import format_option
 from shipledger.producers.api.verification_route import verdict_view
 from shipledger.schemas.policy import VERDICTS
 from shipledger.settings import Settings
-from shipledger.sinks.ledger.reader import LedgerReader, LedgerUnavailable, chdb_path
+from shipledger.sinks.ledger.reader import (
+    LedgerReader,
+    LedgerUnavailable,
+    VerdictFilter,
+    chdb_path,
+)
 from shipledger.stackfile import read_stack
 from shipledger.up.verifier import run_once
 
@@ -76,13 +81,7 @@ def verdicts(settings: Settings, params: dict[str, Any]) -> list[dict[str, Any]]
         raise click.ClickException(f"`shipledger up` (pid {running.pid}) serves no API")
     try:
         with LedgerReader.open(settings) as ledger:
-            found = ledger.verifications(
-                params.get("tenant"),
-                deployment_id=params.get("deployment_id"),
-                verdict=params.get("verdict"),
-                service=params.get("service"),
-                limit=params.get("limit") or 100,
-            )
+            found = ledger.verifications(VerdictFilter(**params))
     except LedgerUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
     return [verdict_view(v) for v in found]

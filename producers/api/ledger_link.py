@@ -25,6 +25,7 @@ from shipledger.sinks.ledger.reader import (
     QueryResult,
     StoredEvent,
     StoredVerdict,
+    VerdictFilter,
     Visible,
 )
 
@@ -91,19 +92,9 @@ class LedgerLink:
         """The DORA metrics of `query`, from rows `visible` may read."""
         return self._get().dora(query, visible)
 
-    def verifications(
-        self,
-        tenant: str | None,
-        *,
-        deployment_id: str | None = None,
-        verdict: str | None = None,
-        service: str | None = None,
-        limit: int = 100,
-    ) -> list[StoredVerdict]:
-        """The latest verification verdicts, newest window first."""
-        return self._get().verifications(
-            tenant, deployment_id=deployment_id, verdict=verdict, service=service, limit=limit
-        )
+    def verifications(self, wanted: VerdictFilter) -> list[StoredVerdict]:
+        """The latest verification verdicts `wanted`, newest window first."""
+        return self._get().verifications(wanted)
 
     def close(self) -> None:
         """Close the reader, if open."""

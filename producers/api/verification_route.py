@@ -13,7 +13,7 @@ from shipledger.producers.api.auth import ANY_TENANT, Principal
 from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
 from shipledger.producers.api.context import ApiError, ContextDep, ReadPrincipal
 from shipledger.schemas.policy import VERDICTS
-from shipledger.sinks.ledger.reader import StoredVerdict
+from shipledger.sinks.ledger.reader import StoredVerdict, VerdictFilter
 
 router = APIRouter(prefix="/v1")
 
@@ -61,9 +61,8 @@ async def get_verification(
     deployment of the token's tenant, its score and evidence (which checks, pass or fail,
     when). 404 until its window closed and a verdict was decided."""
     ledger = ctx.require_ledger()
-    found = await run_in_threadpool(
-        ledger.verifications, _tenant(principal), deployment_id=deployment_id, limit=1
-    )
+    wanted = VerdictFilter(_tenant(principal), deployment_id=deployment_id, limit=1)
+    found = await run_in_threadpool(ledger.verifications, wanted)
     visible = [v for v in found if principal.sees(v.tenant, v.team or None, v.environment)]
     if not visible:
         raise ApiError(404, f"deployment_id: no verification verdict for {deployment_id!r}")
@@ -90,9 +89,8 @@ async def list_verifications(
     if verdict is not None and verdict not in VERDICTS:
         raise ApiError(400, f"verdict: must be one of {', '.join(VERDICTS)}, got {verdict!r}")
     ledger = ctx.require_ledger()
-    found = await run_in_threadpool(
-        ledger.verifications, _tenant(principal), verdict=verdict, service=service, limit=limit
-    )
+    wanted = VerdictFilter(_tenant(principal), verdict=verdict, service=service, limit=limit)
+    found = await run_in_threadpool(ledger.verifications, wanted)
     return [
         verdict_view(v) for v in found if principal.sees(v.tenant, v.team or None, v.environment)
     ]

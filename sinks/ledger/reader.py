@@ -52,7 +52,7 @@ from shipledger.sinks.ledger.query import (
 )
 from shipledger.sinks.ledger.store import LedgerStore, StoreError, TimeWindow, chdb_path
 from shipledger.sinks.ledger.tiers import Tier
-from shipledger.sinks.ledger.verifications import StoredVerdict, latest
+from shipledger.sinks.ledger.verifications import StoredVerdict, VerdictFilter, latest
 from shipledger.sinks.rows import RowKey
 
 __all__ = [
@@ -73,6 +73,7 @@ __all__ = [
     "StoredVerdict",
     "Tier",
     "TimeWindow",
+    "VerdictFilter",
     "Visible",
     "chdb_path",
     "dora_columns",
@@ -159,15 +160,7 @@ class LedgerReads(Protocol):
         """The DORA metrics of `query`, from rows `visible` may read (docs/metrics.md)."""
         ...
 
-    def verifications(
-        self,
-        tenant: str | None,
-        *,
-        deployment_id: str | None = None,
-        verdict: str | None = None,
-        service: str | None = None,
-        limit: int = 100,
-    ) -> list[StoredVerdict]:
+    def verifications(self, wanted: VerdictFilter) -> list[StoredVerdict]:
         """The latest verification verdicts (docs/verification.md), newest window first."""
         ...
 
@@ -245,25 +238,10 @@ class LedgerReader:
         database only and hold every day, archived or not: their views fire at insert."""
         return read_dora(self._store, query, visible)
 
-    def verifications(
-        self,
-        tenant: str | None,
-        *,
-        deployment_id: str | None = None,
-        verdict: str | None = None,
-        service: str | None = None,
-        limit: int = 100,
-    ) -> list[StoredVerdict]:
-        """The latest verification verdicts of `tenant` (None: every tenant), newest window
-        first (`sinks.ledger.verifications`: hot only, never archived)."""
-        return latest(
-            self._store,
-            tenant,
-            deployment_id=deployment_id,
-            verdict=verdict,
-            service=service,
-            limit=limit,
-        )
+    def verifications(self, wanted: VerdictFilter) -> list[StoredVerdict]:
+        """The latest verification verdicts `wanted`, newest window first
+        (`sinks.ledger.verifications`: hot only, never archived)."""
+        return latest(self._store, wanted)
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of change request `change_id` of `tenant`, hot and cold (a row

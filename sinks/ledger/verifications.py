@@ -120,29 +120,29 @@ def stored(
     return {(v.tenant, v.deployment_id): v for v in found}
 
 
-def latest(
-    store: LedgerStore,
-    tenant: str | None,
-    *,
-    deployment_id: str | None = None,
-    verdict: str | None = None,
-    service: str | None = None,
-    limit: int = 100,
-) -> list[StoredVerdict]:
-    """The latest verdicts of `tenant` (None: every tenant), newest window first, optionally
-    of one deployment, verdict or service."""
+@dataclass(frozen=True)
+class VerdictFilter:
+    """Which latest verdicts to read: of `tenant` (None: every tenant), optionally of one
+    deployment, verdict or service; at most `limit`."""
+
+    tenant: str | None = None
+    deployment_id: str | None = None
+    verdict: str | None = None
+    service: str | None = None
+    limit: int = 100
+
+
+def latest(store: LedgerStore, wanted: VerdictFilter) -> list[StoredVerdict]:
+    """The latest verdicts `wanted`, newest window first."""
     clauses = ["1"]
     params: dict[str, Any] = {}
-    for column, value in (
-        ("tenant", tenant),
-        ("deployment_id", deployment_id),
-        ("service", service),
-    ):
+    for column in ("tenant", "deployment_id", "service"):
+        value = getattr(wanted, column)
         if value is not None:
             clauses.append(f"{column} = %({column})s")
             params[column] = value
     found = _latest(store, " AND ".join(clauses), params)
-    return [v for v in found if verdict is None or v.verdict == verdict][:limit]
+    return [v for v in found if wanted.verdict in (None, v.verdict)][: wanted.limit]
 
 
 def write(store: LedgerStore, rows: Sequence[Sequence[Any]]) -> int:

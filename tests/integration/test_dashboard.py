@@ -34,6 +34,7 @@ from shipledger.sinks.ledger.reader import (
     QueryResult,
     StoredEvent,
     StoredVerdict,
+    VerdictFilter,
     Visible,
 )
 from shipledger.up.broker import EmbeddedBroker
@@ -91,19 +92,9 @@ class SwitchedLedger:
         self._check()
         return self.reader.dora(query, visible)
 
-    def verifications(
-        self,
-        tenant: str | None,
-        *,
-        deployment_id: str | None = None,
-        verdict: str | None = None,
-        service: str | None = None,
-        limit: int = 100,
-    ) -> list[StoredVerdict]:
+    def verifications(self, wanted: VerdictFilter) -> list[StoredVerdict]:
         self._check()
-        return self.reader.verifications(
-            tenant, deployment_id=deployment_id, verdict=verdict, service=service, limit=limit
-        )
+        return self.reader.verifications(wanted)
 
 
 @dataclass
