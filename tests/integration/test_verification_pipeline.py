@@ -227,5 +227,9 @@ def test_verdicts_late_checks_and_drift(
     # The bad plan stored nothing: two drift reports more, no more.
     after = rows(api_stack, "SELECT count() FROM shipledger.signal_events")[0][0]
     assert after == before + 2
-    # Drift reports are no checks: dep-ok stays verified.
+    # Drift reports are no checks (dep-ok stays verified) and no anomalies (no suspects).
     assert (verdict(client, "dep-ok") or {}).get("verdict") == "verified"
+    suspects = "SELECT count() FROM shipledger.alerts WHERE rule = 'suspect_deployment'"
+    assert rows(api_stack, suspects) == [(0,)]
+    unknown = client.get("/v1/deployments/dep-nope/verification")
+    assert unknown.status_code == 404 and "deployment_id" in unknown.text
