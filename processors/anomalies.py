@@ -1,11 +1,13 @@
 """Signal events through the anomaly join, without Faust: the processors' second agent (on
 the `signals` topic, `processors.app`) feeds each message here; unit tests feed it directly.
 
-A signal that is an anomaly (`processors.anomaly_join.is_anomaly`) is joined with the
-worker's recent deployments (`processors.recent`, folded from every partition of the records
-topic) and the service catalog of the enrichment view; its `suspect_deployment` alerts are
-queued on the outputs and made durable with the batch. Nothing else is kept: alert ids are
-deterministic, so a batch redone after a crash raises the same alerts and the sink drops the
+A drift report (`processors.drift`) is linked to its deployment the same way, and raises
+`config_drift`; it is not an anomaly. A signal that is an anomaly
+(`processors.anomaly_join.is_anomaly`) is joined with the worker's recent deployments
+(`processors.recent`, folded from every partition of the records topic) and the service
+catalog of the enrichment view; its `suspect_deployment` alerts are queued on the outputs
+and made durable with the batch. Nothing else is kept: alert ids are deterministic, so a
+batch redone after a crash raises the same alerts and the sink drops the
 copies.
 
 A signal that does not decode or validate is skipped with a warning: the sink dead-letters it
@@ -27,6 +29,7 @@ from shipledger.processors.anomaly_join import (
     suspect_alerts,
     suspects,
 )
+from shipledger.processors.drift import drift_alert, drifted, is_drift_report
 from shipledger.processors.handler import Message, OutputPort
 from shipledger.schemas.family_models import SignalEvent
 from shipledger.schemas.models import utcnow
@@ -69,6 +72,9 @@ class AnomalyHandler:
                 error=str(exc)[:300],
             )
             return
+        if is_drift_report(signal.attributes):
+            self._drift(signal, now or utcnow())
+            return
         if not is_anomaly(signal):
             return
         policy = self._policy()
@@ -87,4 +93,26 @@ class AnomalyHandler:
             tenant=signal.tenant,
             service=signal.service,
             suspects=[a.deployment_id for a in alerts],
+        )
+
+    def _drift(self, signal: SignalEvent, now: datetime) -> None:
+        """Link drift report `signal` to its deployment and raise `config_drift`."""
+        policy = self._policy()
+        try:
+            candidates = self._deployments.of_service(signal.tenant, signal.service or "")
+            deployed = drifted(signal, candidates)
+        except ValueError as exc:  # an environment name the taxonomy refuses
+            log.warning("drift_skipped", event_id=signal.event_id, error=str(exc)[:300])
+            return
+        if deployed is not None:
+            alert = drift_alert(
+                signal, deployed, policy.rules_for(signal.tenant), policy.full_version, now
+            )
+            self._outputs.send(self._outputs.encode(None, [alert]))
+        log.info(
+            "drift_linked",
+            event_id=signal.event_id,
+            tenant=signal.tenant,
+            service=signal.service,
+            deployment_id=deployed.deployment_id if deployed else None,
         )

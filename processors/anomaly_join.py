@@ -186,28 +186,51 @@ def suspect_alerts(
     of the anomaly (`occurred_at`), judged on the anomaly's event (`event_id`)."""
     alerts = []
     for suspect in found:
-        d = suspect.deployment
         message, evidence = explain(signal, suspect)
         alerts.append(
-            Alert(
-                alert_id=alert_id(signal.event_id, f"{SUSPECT_RULE}/{d.deployment_id}"),
-                rule=SUSPECT_RULE,
-                severity=rules.severities.get(SUSPECT_RULE, "high"),
-                message=message,
-                evidence=evidence,
-                policy_version=policy_version,
-                deployment_id=d.deployment_id,
-                event_id=signal.event_id,
-                tenant=d.tenant,
-                service=d.service,
-                environment=d.environment,
-                region=d.region,
-                actor=d.actor,
-                occurred_at=signal.occurred_at,
-                detected_at=now,
-                team=d.team,
-                application=d.application,
-                tier=d.tier,
+            signal_alert(
+                signal,
+                suspect.deployment,
+                SUSPECT_RULE,
+                (message, evidence),
+                rules,
+                policy_version,
+                now,
             )
         )
     return alerts
+
+
+def signal_alert(
+    signal: SignalEvent,
+    deployed: Deployed,
+    rule: str,
+    said: tuple[str, dict[str, str]],
+    rules: Rules,
+    policy_version: str,
+    now: datetime,
+) -> Alert:
+    """The alert of `rule` (with its message and evidence, `said`) that `signal` raises
+    about `deployed`, at the signal's time, with a deterministic id from the signal's event
+    and the deployment: a replayed signal raises the same alert, which the sink drops."""
+    message, evidence = said
+    return Alert(
+        alert_id=alert_id(signal.event_id, f"{rule}/{deployed.deployment_id}"),
+        rule=rule,
+        severity=rules.severities.get(rule, "high"),
+        message=message,
+        evidence=evidence,
+        policy_version=policy_version,
+        deployment_id=deployed.deployment_id,
+        event_id=signal.event_id,
+        tenant=deployed.tenant,
+        service=deployed.service,
+        environment=deployed.environment,
+        region=deployed.region,
+        actor=deployed.actor,
+        occurred_at=signal.occurred_at,
+        detected_at=now,
+        team=deployed.team,
+        application=deployed.application,
+        tier=deployed.tier,
+    )

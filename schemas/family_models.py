@@ -174,6 +174,15 @@ class ArtifactEvent(FamilyEvent):
         return None if value is None else full_sha(value)
 
 
+#: Attributes of a signal that is a drift report (`processors.drift`, docs/verification.md):
+#: the tool that found it (`terraform`, `argocd`), and the drifting resources as a JSON list
+#: of `{"address", "kind", "actions"}` objects.
+DRIFT_TOOL = "drift.tool"
+DRIFT_RESOURCES = "drift.resources"
+#: The name of the synthetic check a `pipeline_finished` signal reports (Checkly, ...).
+CHECK_NAME = "check.name"
+
+
 class SignalEvent(FamilyEvent):
     """An incident, alert or pipeline outcome (schema SignalEvent)."""
 

@@ -19,7 +19,15 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shipledger.schemas.durations import parse_duration
 from shipledger.schemas.escalation import Escalation
@@ -108,6 +116,7 @@ def _default_severities() -> dict[str, Severity]:
         "change_scope_mismatch": "medium",
         "unattributed_manual_deploy": "high",
         "suspect_deployment": "high",
+        "config_drift": "high",
     }
 
 
@@ -205,6 +214,53 @@ class ApprovalRequirement(_Strict):
         return environment in self.environments and (not self.kinds or kind in self.kinds)
 
 
+#: The verdicts of a post-deploy verification (`Verification`), best first.
+Verdict = Literal["verified", "suspect", "failed_verification", "unverified"]
+VERDICTS: tuple[Verdict, ...] = ("verified", "suspect", "failed_verification", "unverified")
+
+
+class Verification(_Strict):
+    """The post-deploy verification window (docs/verification.md): how long after a
+    deployment succeeds its checks and health signals count (`windows` per canonical
+    environment, `window` for the others), the scores that make it `verified` or `suspect`
+    (below `suspect_score`: `failed_verification`), and how long after a window closed a late
+    check (its `occurred_at` inside the window) still revises the verdict (`late_for`)."""
+
+    window: str = "10m"
+    windows: dict[str, str] = Field(default_factory=lambda: {"prod": "15m"})
+    verified_score: float = Field(default=0.9, ge=0, le=1)
+    suspect_score: float = Field(default=0.5, ge=0, le=1)
+    late_for: str = "24h"
+
+    @field_validator("window", "late_for")
+    @classmethod
+    def _duration(cls, value: str, info: ValidationInfo) -> str:
+        parse_duration(value, units="smhd", what=str(info.field_name))
+        return value
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            parse_duration(text, units="smhd", what=f"windows.{name}")
+        return {normalize_environment(name).name: text for name, text in value.items()}
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Verification:
+        if self.suspect_score > self.verified_score:
+            raise ValueError("suspect_score is above verified_score")
+        return self
+
+    def window_for(self, environment: str) -> timedelta:
+        """The window of canonical `environment`."""
+        return parse_duration(self.windows.get(environment, self.window), units="smhd")
+
+    @property
+    def late(self) -> timedelta:
+        """`late_for` as a timedelta."""
+        return parse_duration(self.late_for, units="smhd")
+
+
 class Rules(_Strict):
     """The rule settings of one tenant (or the defaults). Environment names are canonical."""
 
@@ -236,6 +292,8 @@ class Rules(_Strict):
     suspect_window: str = "60m"
     suspect_dependency_depth: int = Field(default=2, ge=0, le=5)
     suspect_limit: int = Field(default=5, ge=1, le=50)
+    #: Post-deploy verification (`Verification`).
+    verification: Verification = Field(default_factory=Verification)
 
     @field_validator("suspect_window")
     @classmethod

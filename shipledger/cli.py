@@ -80,6 +80,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "metrics": ("shipledger.dora_cli", "metrics", "DORA metrics of the ledger (metrics dora)."),
     "report": ("shipledger.report.cli", "report", "Signed monthly compliance packs; verify."),
+    "verification": ("shipledger.verification_cli", "verification", "Post-deploy verdicts."),
     "doctor": (
         "shipledger.doctor",
         "doctor",

@@ -85,8 +85,14 @@ def dora_rows(settings: Settings, query: DoraQuery) -> list[dict[str, Any]]:
         raise MetricsUnavailable(str(exc)) from exc
 
 
-def render(rows: list[dict[str, Any]], names: list[str], fmt: str) -> str:
-    """The report as `fmt`: table (aligned, empty cells for nothing measured), json, csv."""
+def render(
+    rows: list[dict[str, Any]],
+    names: list[str],
+    fmt: str,
+    text: tuple[str, ...] = ("period", "tenant", *DIMENSIONS),
+) -> str:
+    """The report as `fmt`: table (aligned, empty cells for nothing measured; columns not in
+    `text` right-aligned), json, csv."""
     if fmt == "json":
         return json.dumps(rows, indent=2)
     cells = [["" if r.get(n) is None else str(r.get(n)) for n in names] for r in rows]
@@ -96,7 +102,7 @@ def render(rows: list[dict[str, Any]], names: list[str], fmt: str) -> str:
         writer.writerow(names)
         writer.writerows(cells)
         return out.getvalue().rstrip("\n")
-    numeric = [n not in ("period", "tenant", *DIMENSIONS) for n in names]
+    numeric = [n not in text for n in names]
     return render_table(names, cells, right=numeric)
 
 

@@ -480,6 +480,16 @@ class Settings(BaseSettings):
             "(`suspect_deployment`): the most a policy's `suspect_window` can reach."
         ),
     )
+    # --- post-deploy verification and drift (docs/verification.md) ----------------------
+    verification_interval_s: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "How often `up` decides the verdicts of verification windows that closed (0: never;"
+            " `shipledger verification run` decides them once). A window's verdict is written"
+            " at most this long after it closed."
+        ),
+    )
     worker_metrics_port: int | None = Field(
         default=None,
         ge=0,

@@ -18,6 +18,7 @@ import click
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.logging import configure_logging
 from shipledger.producers.api.auth import SCOPES, AuthStore, TokenInfo
+from shipledger.producers.webhooks import PROVIDERS
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.durations import parse_duration
 from shipledger.schemas.scopes import scope_names
@@ -328,7 +329,7 @@ def secret() -> None:
 @click.option(
     "--provider",
     required=True,
-    help="github, gitlab, argocd, cdevents, jenkins, alertmanager, datadog",
+    help=", ".join(PROVIDERS),
 )
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read the secret from standard input.")
 @data_dir_option

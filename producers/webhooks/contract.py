@@ -6,8 +6,11 @@ Each returns ``(family, fields)`` without the envelope (`event_id`, `tenant`, `s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
+
+from shipledger.schemas.family_models import DRIFT_RESOURCES, DRIFT_TOOL
 
 Event = tuple[str, dict[str, Any]]
 EventType = Literal["started", "succeeded", "failed", "rolled_back", "cancelled"]
@@ -169,6 +172,35 @@ def signal(
         "occurred_at": occurred_at,
         "attributes": _attrs(attributes),
     }
+
+
+def drift_report(
+    *,
+    tool: str,
+    service: str,
+    environment: str,
+    occurred_at: str,
+    resources: Sequence[Mapping[str, str]],
+    url: str | None = None,
+    attributes: Mapping[str, str | None] | None = None,
+) -> Event:
+    """A drift report (docs/verification.md): a SignalEvent `alert_fired` from `tool` with
+    the drifting `resources` (`address`, `kind`, `actions`), which the processors link to
+    the deployment that left them (`config_drift`)."""
+    return signal(
+        kind="alert_fired",
+        occurred_at=occurred_at,
+        service=service,
+        environment=environment,
+        severity="warning",
+        title=f"configuration drift: {len(resources)} resource(s) differ from code",
+        url=url,
+        attributes={
+            **(attributes or {}),
+            DRIFT_TOOL: tool,
+            DRIFT_RESOURCES: json.dumps([dict(r) for r in resources], sort_keys=True),
+        },
+    )
 
 
 def catalog(

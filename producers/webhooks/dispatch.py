@@ -11,10 +11,12 @@ from shipledger.producers.webhooks import (
     alertmanager,
     argocd,
     cdevents,
+    checkly,
     datadog,
     github,
     gitlab,
     jenkins,
+    terraform,
 )
 from shipledger.producers.webhooks.result import (
     Headers,
@@ -46,6 +48,8 @@ PROVIDERS: dict[str, Provider] = {
     "jenkins": Provider(jenkins.verify, jenkins.parse),
     "alertmanager": Provider(alertmanager.verify, alertmanager.parse),
     "datadog": Provider(datadog.verify, datadog.parse),
+    "checkly": Provider(checkly.verify, checkly.parse),
+    "terraform": Provider(terraform.verify, terraform.parse),
 }
 
 

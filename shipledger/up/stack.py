@@ -45,6 +45,7 @@ from shipledger.up.backlog import LedgerAlerts
 from shipledger.up.broker import EmbeddedBroker, die_with_parent, stop_process
 from shipledger.up.keeper import JournalKeeper
 from shipledger.up.restore import RestoreReport, restore
+from shipledger.up.verifier import Verifier
 
 if TYPE_CHECKING:
     from shipledger.producers.api.server import ApiServer
@@ -114,6 +115,7 @@ class Stack(Running):
         self.store: LedgerStore | None = None
         self.sink: ClickHouseSink | None = None
         self._archiver: Archiver | None = None
+        self._verifier: Verifier | None = None
         self.topics = Topics.from_settings(settings)
         self._serve_api = api
         self.api: ApiServer | None = None
@@ -157,6 +159,11 @@ class Stack(Running):
         if self.store.cold_root is not None:  # a server tiers by TTL instead
             self._archiver = Archiver(self.store, self.settings)
             self._archiver.start()
+        if self.settings.verification_interval_s > 0:
+            self._verifier = Verifier(
+                self.store, self.policy, self.settings.verification_interval_s
+            )
+            self._verifier.start()
         for index in range(self._workers):
             self._procs.append(self._spawn_worker(index))
         self.sink = ClickHouseSink(self.settings, self.bootstrap, self.store, policy=self.policy)
@@ -462,6 +469,9 @@ class Stack(Running):
         if self._archiver is not None:
             self._archiver.stop()
             self._archiver = None
+        if self._verifier is not None:
+            self._verifier.stop()
+            self._verifier = None
         if self._keeper is not None:
             self._keeper.stop()
             if self.store is not None and not self.abandoned and interrupted is None:

@@ -944,16 +944,53 @@ def dora_commits_mv_sql(database: str | None = None) -> str:
     )
 
 
-#: The aggregate tables (no tenant row policy: read through `sinks.ledger.dora` only).
-AGGREGATE_TABLES = (DORA_COMMITS, DORA_DAILY)
-#: Aggregate tables and the materialized views that feed them, each after what it reads.
-#: Only the hot database has them: a view fires on insert, and archiving to cold storage
-#: deletes rows, never inserts, so the aggregates keep every day however old its rows are.
+# --- Post-deploy verification (docs/verification.md): written by `shipledger.up.verifier` --
+
+DEPLOYMENT_VERIFICATIONS = "deployment_verifications"
+
+
+def deployment_verifications_sql(database: str | None = None) -> str:
+    """`deployment_verifications`: *did each deployment work once it succeeded?* Every
+    verdict decided (a late check revises it: a new row), the latest per deployment wins."""
+    return (
+        f"CREATE TABLE {qualified(database, DEPLOYMENT_VERIFICATIONS)}\n(\n"
+        "    `tenant` LowCardinality(String) COMMENT 'Tenant.',\n"
+        "    `deployment_id` String COMMENT 'Deployment verified.',\n"
+        "    `service` LowCardinality(String) COMMENT 'Its service.',\n"
+        "    `environment` LowCardinality(String) COMMENT 'Its canonical environment.',\n"
+        "    `verdict` LowCardinality(String) COMMENT 'verified, suspect, failed_verification or"
+        " unverified (no check in the window).',\n"
+        "    `score` Float64 COMMENT 'Mean of the checks: pass 1, degraded 0.5, fail 0.',\n"
+        "    `evidence` String COMMENT 'JSON: the window, the counts and every check.',\n"
+        f"    `window_end` {DATETIME_MS} COMMENT 'When the window closed (event time).',\n"
+        f"    `decided_at` {DATETIME_MS} COMMENT 'When this verdict was decided.',\n"
+        f"    `window_start` {DATETIME_MS} COMMENT 'When the deployment succeeded.',\n"
+        "    `check_count` UInt32 COMMENT 'Checks in the window.',\n"
+        "    `policy_version` LowCardinality(String) COMMENT 'Policy that set the window.',\n"
+        "    `team` LowCardinality(String) COMMENT 'Owner team of the deployment (\\'\\' when"
+        " unknown).'\n"
+        ")\n"
+        # Plain MergeTree: a revised verdict is a new row, the history of verdicts stays.
+        "ENGINE = MergeTree\n"
+        "ORDER BY (`tenant`, `deployment_id`, `decided_at`)\n"
+        "COMMENT 'Post-deploy verification verdicts, latest per deployment"
+        " (docs/verification.md).'"
+    )
+
+
+#: The aggregate tables (no tenant row policy: read through `sinks.ledger.dora` only), and
+#: the verdicts of `sinks.ledger.verifications` (read through it only).
+AGGREGATE_TABLES = (DORA_COMMITS, DORA_DAILY, DEPLOYMENT_VERIFICATIONS)
+#: Aggregate tables and the materialized views that feed them, each after what it reads, and
+#: the verdicts table. Only the hot database has them: a view fires on insert, and archiving
+#: to cold storage deletes rows, never inserts, so the aggregates keep every day however old
+#: its rows are.
 AGGREGATES: dict[str, Callable[[str | None], str]] = {
     DORA_COMMITS: dora_commits_sql,
     DORA_COMMITS + "_mv": dora_commits_mv_sql,
     DORA_DAILY: dora_daily_sql,
     DORA_DAILY + "_mv": dora_daily_mv_sql,
+    DEPLOYMENT_VERIFICATIONS: deployment_verifications_sql,
 }
 
 

@@ -64,6 +64,7 @@ from shipledger.sinks.ledger.query import (
 )
 from shipledger.sinks.ledger.store import LedgerStore, StoreError, TimeWindow, chdb_path
 from shipledger.sinks.ledger.tiers import Tier
+from shipledger.sinks.ledger.verifications import StoredVerdict, VerdictFilter, latest
 from shipledger.sinks.rows import RowKey
 
 __all__ = [
@@ -87,8 +88,10 @@ __all__ = [
     "QueryScope",
     "StoredAlert",
     "StoredEvent",
+    "StoredVerdict",
     "Tier",
     "TimeWindow",
+    "VerdictFilter",
     "Visible",
     "chdb_path",
     "dora_columns",
@@ -179,6 +182,10 @@ class LedgerReads(Protocol):
         """The DORA metrics of `query`, from rows `visible` may read (docs/metrics.md)."""
         ...
 
+    def verifications(self, wanted: VerdictFilter) -> list[StoredVerdict]:
+        """The latest verification verdicts (docs/verification.md), newest window first."""
+        ...
+
 
 class ForwardedReads:
     """`LedgerReads` by forwarding every read to the reader `_reads()` gives: a wrapper (a
@@ -204,6 +211,10 @@ class ForwardedReads:
     def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
         """See `LedgerReads.dora`."""
         return self._reads().dora(query, visible)
+
+    def verifications(self, wanted: VerdictFilter) -> list[StoredVerdict]:
+        """See `LedgerReads.verifications`."""
+        return self._reads().verifications(wanted)
 
 
 class LedgerReader:
@@ -277,6 +288,11 @@ class LedgerReader:
     def missing_heads(self, heads: list[ChainHead]) -> list[ChainHead]:
         """The heads of `heads` whose row (that hash at that position) is gone."""
         return missing_heads(self._store, heads)
+
+    def verifications(self, wanted: VerdictFilter) -> list[StoredVerdict]:
+        """The latest verification verdicts `wanted`, newest window first
+        (`sinks.ledger.verifications`: hot only, never archived)."""
+        return latest(self._store, wanted)
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of change request `change_id` of `tenant`, hot and cold (a row

@@ -207,6 +207,17 @@ class LedgerStore(Closing):
             )
         return len(rows)
 
+    def insert_derived(
+        self, table: str, names: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> int:
+        """Insert `rows` (values in `names` order) into a table derived from the ledger
+        rather than fed by a topic (`ddl.AGGREGATE_TABLES`: no hash chain, no tiers)."""
+        if not rows:
+            return 0
+        with self._lock:
+            self._client.insert(table, rows, database=self.database, column_names=list(names))
+        return len(rows)
+
     def existing_ids(
         self, table: str, keys: Iterable[RowKey], *, window: TimeWindow | None = None
     ) -> set[RowKey]:

@@ -32,6 +32,8 @@ _SAMPLES = {
     "jenkins": "success",
     "alertmanager": "firing",
     "datadog": "triggered",
+    "checkly": "failure",
+    "terraform": "plan_drift",
 }
 
 

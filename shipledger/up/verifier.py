@@ -1,0 +1,133 @@
+"""Post-deploy verification, run: the periodic step that decides the verdicts of the windows
+that closed (docs/verification.md).
+
+Why a periodic step over the ledger, not the processors: a window closes on wall time, with
+no event to wake a processor, and a late check revises a verdict for hours after; the
+ledger holds every signal and deployment record durably, every worker's in-memory view
+(`processors.recent`) only its horizon. Each pass (`verify_pass`) reads the succeeded
+deployments whose window closed less than `late_for` ago, the signals of their windows, and
+decides each verdict (`processors.verification.decide`); a verdict that differs from the one
+stored is appended. So a verdict appears at most `SHIPLEDGER_VERIFICATION_INTERVAL_S` after
+its window closed, and a late check moves it at the next pass; a pass with nothing new
+writes nothing. `up` runs a pass every interval on a thread; `shipledger verification run`
+runs one.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+from shipledger.logging import get_logger
+from shipledger.processors.verification import (
+    Decision,
+    Succeeded,
+    decide,
+    due,
+    lookback,
+    window_of,
+)
+from shipledger.schemas.models import utcnow
+from shipledger.schemas.policy import Policy, load_policy
+from shipledger.settings import Settings
+from shipledger.sinks.ledger import verifications
+from shipledger.sinks.ledger.reader import LedgerUnavailable
+from shipledger.sinks.ledger.store import LedgerStore, StoreError
+
+log = get_logger("verification")
+
+
+def verify_pass(store: LedgerStore, policy: Policy, now: datetime | None = None) -> list[Decision]:
+    """Decide every window due at `now` (default: now); the decisions that changed, which
+    were written."""
+    now = now or utcnow()
+    rules = [policy.defaults.verification]
+    rules += [policy.rules_for(tenant).verification for tenant in policy.tenants]
+    candidates = [
+        Succeeded(**row) for row in verifications.succeeded_since(store, now - lookback(rules))
+    ]
+    pending = [d for d in candidates if due(d, policy.rules_for(d.tenant).verification, now)]
+    if not pending:
+        return []
+    start = min(d.finished_at for d in pending)
+    end = max(window_of(d, policy.rules_for(d.tenant).verification)[1] for d in pending)
+    signals = verifications.signals_between(store, {d.tenant for d in pending}, start, end)
+    stored = verifications.stored(store, ((d.tenant, d.deployment_id) for d in pending))
+    changed = []
+    for deployment in pending:
+        decision = decide(deployment, signals, policy.rules_for(deployment.tenant).verification)
+        before = stored.get((deployment.tenant, deployment.deployment_id))
+        if decision.changed(before.compared if before else None):
+            changed.append(decision)
+    verifications.write(store, [_row(d, now, policy.full_version) for d in changed])
+    for decision in changed:
+        log.info(
+            "deployment_verified",
+            tenant=decision.deployment.tenant,
+            deployment_id=decision.deployment.deployment_id,
+            verdict=decision.verdict,
+            score=decision.score,
+            checks=len(decision.checks),
+        )
+    return changed
+
+
+def _row(decision: Decision, now: datetime, policy_version: str) -> tuple[object, ...]:
+    d = decision.deployment
+    return (
+        d.tenant,
+        d.deployment_id,
+        d.service,
+        d.environment,
+        decision.verdict,
+        decision.score,
+        decision.evidence(),
+        decision.window_end,
+        now,
+        decision.window_start,
+        len(decision.checks),
+        policy_version,
+        d.team,
+    )
+
+
+class Verifier:
+    """Runs `verify_pass` every `interval_s` on a daemon thread; a failed pass is logged and
+    made again at the next interval (verification must never stop the stack)."""
+
+    def __init__(self, store: LedgerStore, policy: Policy, interval_s: float) -> None:
+        self._store = store
+        self._policy = policy
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="verifier", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                verify_pass(self._store, self._policy)
+            except Exception:
+                log.exception("verification_failed")
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to stop after its current pass; wait for it."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
+
+
+def run_once(settings: Settings, now: datetime | None = None) -> list[Decision]:
+    """One `verify_pass` over the ledger of `settings`, opened here (`shipledger
+    verification run`: nothing else may own an embedded ledger meanwhile)."""
+    policy = load_policy(settings.policy_file)
+    try:
+        with LedgerStore.open(settings, existing=True) as store:
+            if not store.database_exists():
+                raise LedgerUnavailable(f"no ledger in {settings.resolved_clickhouse_url} yet")
+            return verify_pass(store, policy, now)
+    except StoreError as exc:
+        raise LedgerUnavailable(str(exc)) from exc
