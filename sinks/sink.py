@@ -49,6 +49,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -64,11 +65,13 @@ from shipledger.schemas.letters import DeadLetter
 from shipledger.schemas.policy import Policy
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
+from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.change_sets import ChangeSets, ChangeSetStore, Deployed
 from shipledger.sinks.route import Poison, kafka_meta, route_message, routes_from_catalog
 from shipledger.sinks.rows import KafkaMeta, Row
 from shipledger.sinks.writer import LedgerWriter, RowStore, SinkError
 
-__all__ = ["ClickHouseSink", "SinkError", "SinkStats"]
+__all__ = ["ClickHouseSink", "SinkError", "SinkStats", "change_sets_of"]
 
 _DLQ_FLUSH_TIMEOUT_S = 10.0
 _POLL_TIMEOUT_S = 0.1
@@ -120,6 +123,16 @@ class _Batch:
         return 0.0 if self.opened_at is None else time.monotonic() - self.opened_at
 
 
+def change_sets_of(settings: Settings, store: ChangeSetStore, policy: Policy) -> ChangeSets:
+    """The change-set computation the settings configure (the sink's, `shipledger changes`)."""
+    return ChangeSets(
+        store,
+        policy,
+        lookback=timedelta(days=settings.change_sets_lookback_days),
+        limit=settings.change_sets_max_commits,
+    )
+
+
 class ClickHouseSink(KafkaClients):
     """Consumes the ledger's topics into ClickHouse. See the module docstring.
 
@@ -147,6 +160,13 @@ class ClickHouseSink(KafkaClients):
             store, policy, self.metrics, insert_timeout_s=settings.sink_insert_timeout_s
         )
         self.limit = DlqLimitState(DlqLimit.from_settings(settings), "sink")
+        #: Change sets of terminal deployments, after each flush (a store that cannot query,
+        #: as the unit tests' in-memory one, has none).
+        self.change_sets = (
+            change_sets_of(settings, store, policy)
+            if settings.change_sets and isinstance(store, ChangeSetStore)
+            else None
+        )
         self._log = get_logger("sink", group=self.group_id)
         self._batch = _Batch()
         self._consumer: Consumer | None = None
@@ -261,6 +281,7 @@ class ClickHouseSink(KafkaClients):
             return
         started = time.perf_counter()
         self.writer.write_rows(batch.rows)
+        self._change_sets(batch.rows.get(ddl.RECORDS, []))
         if batch.dead:
             self._await_dlq()
         self._commit(batch.offsets)
@@ -270,6 +291,22 @@ class ClickHouseSink(KafkaClients):
         self._log.debug(
             "flushed", rows=batch.row_count, messages=batch.messages, ms=round(elapsed_ms, 1)
         )
+
+    def _change_sets(self, records: Sequence[Row]) -> None:
+        # After the records are stored (the previous deployment may be in this very batch),
+        # before the commit: a crash replays the batch, and the sets are computed again.
+        if self.change_sets is None:
+            return
+        deployed = {}
+        for row in records:
+            d = Deployed.of(row)
+            if d is not None:
+                deployed[(d.tenant, d.deployment_id)] = d
+        if deployed:
+            started = time.perf_counter()
+            count = self.change_sets.compute(sorted(deployed.values(), key=lambda d: d.started_at))
+            self.metrics.timing(m.CHANGE_SETS_MS, (time.perf_counter() - started) * 1000)
+            self._log.debug("change sets computed", deployments=count)
 
     def _await_dlq(self) -> None:
         assert self._producer is not None

@@ -90,6 +90,7 @@ def source(
     release_tag: str | None = None,
     url: str | None = None,
     attributes: Mapping[str, str | None] | None = None,
+    changed_paths: Mapping[str, list[str]] | None = None,
 ) -> Event:
     """A SourceEvent (family `source`)."""
     return "source", {
@@ -109,6 +110,7 @@ def source(
         "region": None,
         "occurred_at": occurred_at,
         "attributes": _attrs(attributes),
+        "changed_paths": dict(changed_paths or {}),
     }
 
 

@@ -1,0 +1,351 @@
+"""Change sets: the commits and pull requests each deployment shipped (docs/changes.md).
+
+Computed when the sink stores a deployment record in a terminal status (succeeded, failed,
+rolled_back; `ChangeSets.compute`, called after the flush that stored it), and again by
+`shipledger changes recompute` for source events that arrived later. The range logic is
+`sinks.ledger.commit_range` (pure); this module loads its inputs and stores its rows:
+
+- the previous succeeded deployment of the same tenant, service and environment (started
+  before this one, within `change_sets_lookback_days`) gives `from_sha`;
+- the pushes and merged pull requests of the deployment's repository (of the tenant's every
+  repository when the deployment names none) within the lookback give the history, loaded
+  once per (tenant, repository) per call, so a flush of many deployments reads each once;
+- policy `monorepos:` keeps only the commits touching the service's paths.
+
+Rows are appended (`deployment_change_sets`, then `deployment_commits`, all with one
+`computed_at`): the latest computation of a deployment is the one read (`read_change_set`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+from shipledger.schemas.monorepo import touches
+from shipledger.schemas.policy import Policy
+from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.commit_range import CommitRange, History, SourceFact, commit_range
+
+#: Statuses whose record gets a change set: the deployment is over.
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "rolled_back"})
+
+_RECORD_FIELDS = (
+    "tenant",
+    "deployment_id",
+    "service",
+    "environment",
+    "repository",
+    "commit_sha",
+    "status",
+    "team",
+    "started_at",
+    "finished_at",
+    "updated_at",
+)
+
+
+@runtime_checkable
+class ChangeSetStore(Protocol):
+    """What change sets need of the ledger store (`LedgerStore` is the real one)."""
+
+    def query(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> tuple[list[str], list[tuple[Any, ...]]]: ...
+
+    def insert_columns(
+        self, table: str, names: Sequence[str], types: Sequence[str], columns: Sequence[list[Any]]
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """The deployment record a change set is computed for."""
+
+    tenant: str
+    deployment_id: str
+    service: str
+    environment: str
+    repository: str | None
+    commit_sha: str
+    status: str
+    team: str | None
+    started_at: datetime
+    deployed_at: datetime
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> Deployed | None:
+        """From a `deployment_records` row; None unless terminal and naming its commit."""
+        if record.get("status") not in TERMINAL_STATUSES or not record.get("commit_sha"):
+            return None
+        return cls(
+            tenant=record["tenant"],
+            deployment_id=record["deployment_id"],
+            service=record["service"],
+            environment=record["environment"],
+            repository=record.get("repository"),
+            commit_sha=record["commit_sha"],
+            status=record["status"],
+            team=record.get("team"),
+            started_at=record["started_at"],
+            deployed_at=record.get("finished_at") or record["updated_at"],
+        )
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The previous succeeded deployment of the same service and environment."""
+
+    deployment_id: str
+    commit_sha: str
+
+
+class ChangeSets:
+    """Computes and stores change sets (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: ChangeSetStore,
+        policy: Policy,
+        *,
+        lookback: timedelta = timedelta(days=90),
+        limit: int = 1000,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.lookback = lookback
+        self.limit = limit
+
+    def compute(self, deployments: Iterable[Deployed]) -> int:
+        """Compute and store the change set of each deployment; how many were stored."""
+        histories: dict[tuple[str, str | None], History] = {}
+        sets: list[dict[str, Any]] = []
+        commits: list[dict[str, Any]] = []
+        now = datetime.now(UTC)
+        for d in deployments:
+            key = (d.tenant, d.repository)
+            if key not in histories:
+                histories[key] = self._history(d.tenant, d.repository, d.started_at)
+            history = histories[key]
+            previous = self._previous(d)
+            globs = self.policy.monorepos.globs(d.repository, d.service)
+            keep = None
+            if globs is not None:
+                keep = {sha: touches(globs, paths) for sha, paths in history.paths.items()}
+            found = commit_range(
+                history,
+                None if previous is None else previous.commit_sha,
+                d.commit_sha,
+                limit=self.limit,
+                keep=keep,
+            )
+            sets.append(_set_row(d, previous, found, now))
+            commits += _commit_rows(d, found, now)
+        if commits:
+            _insert(self.store, ddl.CHANGE_COMMITS, ddl.CHANGE_COMMIT_COLUMNS, commits)
+        _insert(self.store, ddl.CHANGE_SETS, ddl.CHANGE_SET_COLUMNS, sets)
+        return len(sets)
+
+    def recompute(self, tenant: str | None, deployment_ids: Sequence[str]) -> int:
+        """Compute again the change sets of `deployment_ids` (of `tenant`; None: any) from
+        their latest records (a late push, a policy change); how many were stored."""
+        if not deployment_ids:
+            return 0
+        names = ", ".join(ddl.quote_ident(f) for f in _RECORD_FIELDS)
+        params: dict[str, Any] = {"ids": list(deployment_ids)}
+        where = "deployment_id IN {ids:Array(String)}"
+        if tenant is not None:
+            where += " AND tenant = {tenant:String}"
+            params["tenant"] = tenant
+        columns, rows = self.store.query(
+            f"SELECT {names} FROM {ddl.qualified(None, ddl.RECORDS)} WHERE {where} "  # noqa: S608
+            "ORDER BY seq DESC, updated_at DESC LIMIT 1 BY tenant, deployment_id",
+            params,
+        )
+        found = [Deployed.of(dict(zip(columns, row, strict=True))) for row in rows]
+        return self.compute(d for d in found if d is not None)
+
+    def _previous(self, d: Deployed) -> Previous | None:
+        # The records table, not the `deployments` view: its sort key starts with tenant,
+        # region, environment, service, started_at, so this reads a few granules.
+        _, rows = self.store.query(
+            "SELECT deployment_id, commit_sha FROM (\n"  # noqa: S608 (checked identifiers)
+            "    SELECT deployment_id, argMax(status, seq) AS status,\n"
+            "        argMax(commit_sha, seq) AS commit_sha, argMax(started_at, seq) AS started\n"
+            f"    FROM {ddl.qualified(None, ddl.RECORDS)}\n"
+            "    WHERE tenant = {tenant:String} AND environment = {environment:String}\n"
+            "        AND service = {service:String} AND deployment_id != {id:String}\n"
+            "        AND started_at < {at:DateTime64(3, 'UTC')}\n"
+            "        AND started_at >= {since:DateTime64(3, 'UTC')}\n"
+            "    GROUP BY deployment_id)\n"
+            "WHERE status = 'succeeded' AND commit_sha IS NOT NULL\n"
+            "ORDER BY started DESC, deployment_id DESC LIMIT 1",
+            {
+                "tenant": d.tenant,
+                "environment": d.environment,
+                "service": d.service,
+                "id": d.deployment_id,
+                "at": d.started_at,
+                "since": d.started_at - self.lookback,
+            },
+        )
+        return Previous(str(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def _history(self, tenant: str, repository: str | None, at: datetime) -> History:
+        params: dict[str, Any] = {"tenant": tenant, "since": at - self.lookback}
+        where = "tenant = {tenant:String} AND occurred_at >= {since:DateTime64(3, 'UTC')}"
+        if repository is not None:
+            where += " AND repository = {repository:String}"
+            params["repository"] = repository
+        _, rows = self.store.query(
+            "SELECT kind, occurred_at, commit_sha, previous_sha, commit_shas, author,\n"
+            "    pull_request_number, pull_request_title, changed_paths\n"
+            f"FROM {ddl.qualified(None, ddl.SOURCE)}\n"
+            f"WHERE {where} AND kind IN ('push', 'pull_request_merged')",
+            params,
+        )
+        return History.of(
+            SourceFact(
+                kind=kind,
+                occurred_at=occurred_at,
+                commit_sha=commit_sha,
+                previous_sha=previous_sha,
+                commit_shas=tuple(shas),
+                author=author,
+                pr_number=pr_number,
+                pr_title=pr_title,
+                changed_paths=paths,
+            )
+            for kind, occurred_at, commit_sha, previous_sha, shas, author, pr_number, pr_title, paths in rows  # noqa: E501
+        )
+
+
+def _set_row(
+    d: Deployed, previous: Previous | None, found: CommitRange, now: datetime
+) -> dict[str, Any]:
+    return {
+        "tenant": d.tenant,
+        "deployment_id": d.deployment_id,
+        "service": d.service,
+        "environment": d.environment,
+        "from_sha": None if previous is None else previous.commit_sha,
+        "to_sha": d.commit_sha,
+        "commit_count": len(found.commits),
+        "pr_count": len(found.pr_numbers),
+        "reverse": int(found.reverse),
+        "computed_at": now,
+        "status": d.status,
+        "repository": d.repository,
+        "previous_deployment_id": None if previous is None else previous.deployment_id,
+        "deployed_at": d.deployed_at,
+        "team": d.team,
+        "complete": int(found.complete),
+    }
+
+
+def _commit_rows(d: Deployed, found: CommitRange, now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "tenant": d.tenant,
+            "deployment_id": d.deployment_id,
+            "service": d.service,
+            "environment": d.environment,
+            "commit_sha": c.sha,
+            "pr_number": c.pr_number,
+            "pr_title": c.pr_title,
+            "author": c.author,
+            "first_seen_at": c.first_seen_at,
+            "deployed_at": d.deployed_at,
+            "computed_at": now,
+            "reverse": int(found.reverse),
+            "position": i,
+        }
+        for i, c in enumerate(found.commits)
+    ]
+
+
+def _insert(
+    store: ChangeSetStore,
+    table: str,
+    columns: tuple[tuple[str, str, str], ...],
+    rows: list[dict[str, Any]],
+) -> None:
+    names = [name for name, _, _ in columns]
+    store.insert_columns(
+        table,
+        names,
+        [kind for _, kind, _ in columns],
+        [[row[name] for row in rows] for name in names],
+    )
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredChangeSet:
+    """The latest change set of one deployment, with its commits (rows as stored)."""
+
+    summary: dict[str, Any]
+    commits: list[dict[str, Any]]
+
+
+def read_change_set(
+    store: ChangeSetStore, tenant: str | None, deployment_id: str
+) -> StoredChangeSet | None:
+    """The latest change set of `deployment_id` (of `tenant`; None: any), if computed."""
+    params: dict[str, Any] = {"id": deployment_id}
+    where = "deployment_id = {id:String}"
+    if tenant is not None:
+        where += " AND tenant = {tenant:String}"
+        params["tenant"] = tenant
+    names, rows = store.query(
+        f"SELECT * FROM {ddl.qualified(None, ddl.CHANGE_SETS)} WHERE {where}\n"  # noqa: S608
+        "ORDER BY computed_at DESC LIMIT 1",
+        params,
+    )
+    if not rows:
+        return None
+    summary = dict(zip(names, rows[0], strict=True))
+    names, rows = store.query(
+        f"SELECT * FROM {ddl.qualified(None, ddl.CHANGE_COMMITS)}\n"  # noqa: S608
+        "WHERE tenant = {tenant:String} AND deployment_id = {id:String}\n"
+        "    AND computed_at = {at:DateTime64(3, 'UTC')}\n"
+        "ORDER BY position",
+        {"tenant": summary["tenant"], "id": deployment_id, "at": summary["computed_at"]},
+    )
+    return StoredChangeSet(summary, [dict(zip(names, r, strict=True)) for r in rows])
+
+
+def list_change_sets(
+    store: ChangeSetStore,
+    *,
+    tenant: str | None,
+    service: str | None = None,
+    environment: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """The latest change set of each deployment matching the filters, newest deployment
+    first (at most `limit`)."""
+    conditions: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
+    for column, value in (("tenant", tenant), ("service", service), ("environment", environment)):
+        if value is not None:
+            conditions.append(f"{column} = {{{column}:String}}")
+            params[column] = value
+    if since is not None:
+        conditions.append("deployed_at >= {since:DateTime64(3, 'UTC')}")
+        params["since"] = since
+    where = " AND ".join(conditions) or "1"
+    names, rows = store.query(
+        f"SELECT * FROM (SELECT * FROM {ddl.qualified(None, ddl.CHANGE_SETS)} WHERE {where}\n"  # noqa: S608
+        "    ORDER BY computed_at DESC LIMIT 1 BY tenant, deployment_id)\n"
+        "ORDER BY deployed_at DESC, deployment_id LIMIT {limit:UInt32}",
+        params,
+    )
+    return [dict(zip(names, r, strict=True)) for r in rows]
