@@ -79,6 +79,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Tail the alerts topic live, or list stored alerts; filtered.",
     ),
     "metrics": ("shipledger.dora_cli", "metrics", "DORA metrics of the ledger (metrics dora)."),
+    "changes": (
+        "shipledger.sinks.ledger.changes_cli",
+        "changes",
+        "Commits and PRs each deployment shipped.",
+    ),
     "doctor": (
         "shipledger.doctor",
         "doctor",

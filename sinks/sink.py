@@ -49,7 +49,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -71,7 +70,7 @@ from shipledger.sinks.route import Poison, kafka_meta, route_message, routes_fro
 from shipledger.sinks.rows import KafkaMeta, Row
 from shipledger.sinks.writer import LedgerWriter, RowStore, SinkError
 
-__all__ = ["ClickHouseSink", "SinkError", "SinkStats", "change_sets_of"]
+__all__ = ["ClickHouseSink", "SinkError", "SinkStats"]
 
 _DLQ_FLUSH_TIMEOUT_S = 10.0
 _POLL_TIMEOUT_S = 0.1
@@ -123,16 +122,6 @@ class _Batch:
         return 0.0 if self.opened_at is None else time.monotonic() - self.opened_at
 
 
-def change_sets_of(settings: Settings, store: ChangeSetStore, policy: Policy) -> ChangeSets:
-    """The change-set computation the settings configure (the sink's, `shipledger changes`)."""
-    return ChangeSets(
-        store,
-        policy,
-        lookback=timedelta(days=settings.change_sets_lookback_days),
-        limit=settings.change_sets_max_commits,
-    )
-
-
 class ClickHouseSink(KafkaClients):
     """Consumes the ledger's topics into ClickHouse. See the module docstring.
 
@@ -163,7 +152,7 @@ class ClickHouseSink(KafkaClients):
         #: Change sets of terminal deployments, after each flush (a store that cannot query,
         #: as the unit tests' in-memory one, has none).
         self.change_sets = (
-            change_sets_of(settings, store, policy)
+            ChangeSets.from_settings(settings, store, policy)
             if settings.change_sets and isinstance(store, ChangeSetStore)
             else None
         )
@@ -281,7 +270,7 @@ class ClickHouseSink(KafkaClients):
             return
         started = time.perf_counter()
         self.writer.write_rows(batch.rows)
-        self._change_sets(batch.rows.get(ddl.RECORDS, []))
+        self._change_sets(batch.rows.get(ddl.RECORDS, []), batch.rows.get(ddl.SOURCE, []))
         if batch.dead:
             self._await_dlq()
         self._commit(batch.offsets)
@@ -292,7 +281,7 @@ class ClickHouseSink(KafkaClients):
             "flushed", rows=batch.row_count, messages=batch.messages, ms=round(elapsed_ms, 1)
         )
 
-    def _change_sets(self, records: Sequence[Row]) -> None:
+    def _change_sets(self, records: Sequence[Row], sources: Sequence[Row]) -> None:
         # After the records are stored (the previous deployment may be in this very batch),
         # before the commit: a crash replays the batch, and the sets are computed again.
         if self.change_sets is None:
@@ -302,11 +291,13 @@ class ClickHouseSink(KafkaClients):
             d = Deployed.of(row)
             if d is not None:
                 deployed[(d.tenant, d.deployment_id)] = d
-        if deployed:
-            started = time.perf_counter()
-            count = self.change_sets.compute(sorted(deployed.values(), key=lambda d: d.started_at))
-            self.metrics.timing(m.CHANGE_SETS_MS, (time.perf_counter() - started) * 1000)
-            self._log.debug("change sets computed", deployments=count)
+        if not deployed and not sources:
+            return
+        started = time.perf_counter()
+        count = self.change_sets.compute(sorted(deployed.values(), key=lambda d: d.started_at))
+        count += self.change_sets.recompute_late(sources, skip=deployed)
+        self.metrics.timing(m.CHANGE_SETS_MS, (time.perf_counter() - started) * 1000)
+        self._log.debug("change sets computed", deployments=count)
 
     def _await_dlq(self) -> None:
         assert self._producer is not None

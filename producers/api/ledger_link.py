@@ -23,6 +23,7 @@ from shipledger.sinks.ledger.reader import (
     LedgerUnavailable,
     QueryLimits,
     QueryResult,
+    StoredChangeSet,
     StoredEvent,
     Visible,
 )
@@ -89,6 +90,10 @@ class LedgerLink:
     def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
         """The DORA metrics of `query`, from rows `visible` may read."""
         return self._get().dora(query, visible)
+
+    def change_set(self, tenant: str | None, deployment_id: str) -> StoredChangeSet | None:
+        """The latest change set of a deployment (of `tenant`; None: any)."""
+        return self._get().change_set(tenant, deployment_id)
 
     def close(self) -> None:
         """Close the reader, if open."""

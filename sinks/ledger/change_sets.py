@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from shipledger.schemas.monorepo import touches
 from shipledger.schemas.policy import Policy
+from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.commit_range import CommitRange, History, SourceFact, commit_range
 
@@ -120,6 +121,16 @@ class ChangeSets:
         self.lookback = lookback
         self.limit = limit
 
+    @classmethod
+    def from_settings(cls, settings: Settings, store: ChangeSetStore, policy: Policy) -> ChangeSets:
+        """The computation the settings configure (the sink's, `shipledger changes`)."""
+        return cls(
+            store,
+            policy,
+            lookback=timedelta(days=settings.change_sets_lookback_days),
+            limit=settings.change_sets_max_commits,
+        )
+
     def compute(self, deployments: Iterable[Deployed]) -> int:
         """Compute and store the change set of each deployment; how many were stored."""
         histories: dict[tuple[str, str | None], History] = {}
@@ -147,7 +158,8 @@ class ChangeSets:
             commits += _commit_rows(d, found, now)
         if commits:
             _insert(self.store, ddl.CHANGE_COMMITS, ddl.CHANGE_COMMIT_COLUMNS, commits)
-        _insert(self.store, ddl.CHANGE_SETS, ddl.CHANGE_SET_COLUMNS, sets)
+        if sets:
+            _insert(self.store, ddl.CHANGE_SETS, ddl.CHANGE_SET_COLUMNS, sets)
         return len(sets)
 
     def recompute(self, tenant: str | None, deployment_ids: Sequence[str]) -> int:
@@ -168,6 +180,36 @@ class ChangeSets:
         )
         found = [Deployed.of(dict(zip(columns, row, strict=True))) for row in rows]
         return self.compute(d for d in found if d is not None)
+
+    def recompute_late(
+        self, sources: Iterable[Mapping[str, Any]], skip: Iterable[tuple[str, str]] = ()
+    ) -> int:
+        """Compute again the change sets of the deployments whose deployed commit one of
+        `sources` (`source_events` rows just stored) names: the push of a commit that was
+        deployed before its push reached the ledger (docs/changes.md, late source events).
+        `skip`: (tenant, deployment_id) just computed."""
+        named = sorted(
+            {
+                (row["tenant"], sha)
+                for row in sources
+                for sha in (*row.get("commit_shas", ()), row.get("commit_sha"))
+                if sha
+            }
+        )
+        if not named:
+            return 0
+        _, rows = self.store.query(
+            "SELECT DISTINCT tenant, deployment_id\n"
+            f"FROM {ddl.qualified(None, ddl.CHANGE_SETS)}\n"
+            "WHERE (tenant, to_sha) IN {named:Array(Tuple(String, String))}",
+            {"named": named},
+        )
+        done = set(skip)
+        late = [(str(t), str(d)) for t, d in rows if (t, d) not in done]
+        stored = 0
+        for tenant in sorted({t for t, _ in late}):
+            stored += self.recompute(tenant, [d for t, d in late if t == tenant])
+        return stored
 
     def _previous(self, d: Deployed) -> Previous | None:
         # The records table, not the `deployments` view: its sort key starts with tenant,
@@ -286,12 +328,72 @@ def _insert(
 # --- reads ---------------------------------------------------------------------------------
 
 
+#: The fields of a change set's summary in API and CLI answers, in order.
+SUMMARY_FIELDS = (
+    "tenant",
+    "deployment_id",
+    "service",
+    "environment",
+    "status",
+    "repository",
+    "previous_deployment_id",
+    "from_sha",
+    "to_sha",
+    "reverse",
+    "complete",
+    "commit_count",
+    "pr_count",
+    "deployed_at",
+    "computed_at",
+)
+#: The columns of one commit in API and CLI answers, in order.
+COMMIT_FIELDS = ("commit_sha", "pr_number", "pr_title", "author", "first_seen_at", "lead_time_s")
+
+
 @dataclass(frozen=True)
 class StoredChangeSet:
     """The latest change set of one deployment, with its commits (rows as stored)."""
 
     summary: dict[str, Any]
     commits: list[dict[str, Any]]
+
+    def commit_rows(self) -> list[dict[str, Any]]:
+        """Each commit (`COMMIT_FIELDS`) with its lead time: seconds from first sight to
+        this deployment (None when never seen, or for a rollback's commits)."""
+        return [
+            {
+                **{f: c[f] for f in COMMIT_FIELDS[:-1]},
+                "lead_time_s": None
+                if c["first_seen_at"] is None or c["reverse"]
+                else (c["deployed_at"] - c["first_seen_at"]).total_seconds(),
+            }
+            for c in self.commits
+        ]
+
+    def pull_requests(self) -> list[dict[str, Any]]:
+        """The range's merged pull requests, newest first, with their commits."""
+        found: dict[int, dict[str, Any]] = {}
+        for c in self.commits:
+            if c["pr_number"] is not None:
+                pr = found.setdefault(
+                    c["pr_number"],
+                    {
+                        "number": c["pr_number"],
+                        "title": c["pr_title"],
+                        "author": c["author"],
+                        "commits": [],
+                    },
+                )
+                pr["commits"].append(c["commit_sha"])
+        return list(found.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """The answer of `GET /v1/deployments/{id}/changes` and of `shipledger changes show
+        --format json`: the summary, `commits` and `pull_requests`."""
+        summary = {f: self.summary[f] for f in SUMMARY_FIELDS}
+        summary["reverse"] = bool(summary["reverse"])
+        summary["complete"] = bool(summary["complete"])
+        return {**summary, "commits": self.commit_rows(), "pull_requests": self.pull_requests()}
 
 
 def read_change_set(

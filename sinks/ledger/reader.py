@@ -29,6 +29,7 @@ from shipledger.schemas.registry import catalog
 from shipledger.schemas.topics import ENRICHMENT
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
+from shipledger.sinks.ledger.change_sets import StoredChangeSet, read_change_set
 
 # Callers outside the sinks build filters of their read queries with the ledger's quoting.
 from shipledger.sinks.ledger.ddl import quote_str as quote_str
@@ -68,6 +69,7 @@ __all__ = [
     "QueryLimits",
     "QueryResult",
     "StoredAlert",
+    "StoredChangeSet",
     "StoredEvent",
     "Tier",
     "TimeWindow",
@@ -157,6 +159,10 @@ class LedgerReads(Protocol):
         """The DORA metrics of `query`, from rows `visible` may read (docs/metrics.md)."""
         ...
 
+    def change_set(self, tenant: str | None, deployment_id: str) -> StoredChangeSet | None:
+        """The latest change set of a deployment (of `tenant`; None: any), docs/changes.md."""
+        ...
+
 
 class LedgerReader:
     """Tier-aware reads of one ledger store (thread-safe: the store serializes its calls)."""
@@ -230,6 +236,11 @@ class LedgerReader:
         """The DORA metrics of `query` (`sinks.ledger.dora`). The aggregates live in the hot
         database only and hold every day, archived or not: their views fire at insert."""
         return read_dora(self._store, query, visible)
+
+    def change_set(self, tenant: str | None, deployment_id: str) -> StoredChangeSet | None:
+        """The latest change set of `deployment_id` (`sinks.ledger.change_sets`; hot database
+        only, like the aggregates: the sink writes it there)."""
+        return read_change_set(self._store, tenant, deployment_id)
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of change request `change_id` of `tenant`, hot and cold (a row

@@ -32,6 +32,7 @@ from shipledger.sinks.ledger.reader import (
     LedgerUnavailable,
     QueryLimits,
     QueryResult,
+    StoredChangeSet,
     StoredEvent,
     Visible,
 )
@@ -89,6 +90,10 @@ class SwitchedLedger:
     def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
         self._check()
         return self.reader.dora(query, visible)
+
+    def change_set(self, tenant: str | None, deployment_id: str) -> StoredChangeSet | None:
+        self._check()
+        return self.reader.change_set(tenant, deployment_id)
 
 
 @dataclass
