@@ -26,6 +26,7 @@ import click
 from confluent_kafka import Consumer, TopicPartition
 
 from shipledger.kafka import KafkaProducer
+from shipledger.lab.bench_changes import bench_changes
 from shipledger.lab.bench_dora import bench_dora
 from shipledger.lab.bench_gate import GATE_TENANT, TARGET_P99_MS, gate_markdown, seed
 from shipledger.lab.bench_query import bench_query
@@ -55,6 +56,7 @@ SECTIONS = (
     "audit",
     "query",
     "dora",
+    "changes",
 )
 #: Sections measured on a running embedded stack (audit builds its own ledger).
 _STACK_SECTIONS = ("pipeline", "emit", "api", "durable", "gate", "stream", "passthrough")
@@ -645,6 +647,8 @@ def _markdown(results: dict[str, Any]) -> str:
         lines += _query_markdown(results["query"])
     if "dora" in results:
         lines += _dora_markdown(results["dora"])
+    if "changes" in results:
+        lines += _changes_markdown(results["changes"])
     return "\n".join(lines)
 
 
@@ -729,6 +733,19 @@ def _dora_markdown(dora: dict[str, Any]) -> list[str]:
     ]
 
 
+def _changes_markdown(changes: dict[str, Any]) -> list[str]:
+    one, batched = changes["per_deployment_ms"], changes["per_deployment_in_batches_of_50_ms"]
+    return [
+        f"Change sets (docs/changes.md; the sink's cost per finished deployment) over a ledger "
+        f"of {changes['deployments']:,} deployments of {changes['services']} services and "
+        f"{changes['source_events']:,} pushes, {changes['commits_per_set']} commits per set: "
+        f"p50 {one['p50']} ms / p99 {one['p99']} ms for a flush with one deployment; "
+        f"p50 {batched['p50']} ms / p99 {batched['p99']} ms per deployment in batches of 50 "
+        f"({changes['samples']} deployments).",
+        "",
+    ]
+
+
 def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
     p, b = results["pipeline"], results["passthrough"]
     ratio = p["events_per_second"] / max(b["events_per_second"], 1)
@@ -788,6 +805,12 @@ def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
     show_default=True,
     help="Deployments in the DORA benchmark's ledger.",
 )
+@click.option(
+    "--changes-deployments",
+    default=20_000,
+    show_default=True,
+    help="Deployments in the change-set benchmark's ledger.",
+)
 def bench(
     out: Path,
     events: int,
@@ -803,13 +826,15 @@ def bench(
     only: str | None,
     audit_records: int,
     dora_deployments: int,
+    changes_deployments: int,
 ) -> None:
     """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
     Faust passthrough agent on the same broker, the cost of one `shipledger emit`, the
     ingest API's events/s and request → Kafka ack latency (with and without the durable
     journal), the pre-deploy gate's latency, event → live dashboard latency with its fan-out
     to many clients, `audit verify` over a large ledger with its bytes on disk per event, the
-    read-query guard's latency and a team's quarter of DORA metrics.
+    read-query guard's latency, a team's quarter of DORA metrics and the change sets' cost
+    per finished deployment.
 
     \b
       shipledger bench --out bench              # everything (make bench)
@@ -820,6 +845,7 @@ def bench(
       shipledger bench --out bench --only audit # audit verify over 1M events
       shipledger bench --out bench --only query # the read-query guard's cost
       shipledger bench --out bench --only dora  # a team's quarter of DORA metrics
+      shipledger bench --out bench --only changes  # change-set cost per deployment
     """
     data_dir = out / "data.tmp"
     if data_dir.exists():
@@ -873,6 +899,10 @@ def bench(
         click.echo(f"  dora: {dora_deployments} deployments ...")
         results["dora"] = bench_dora(dora_deployments)
         click.echo(f"  dora: {results['dora']}")
+    if "changes" in sections:
+        click.echo(f"  changes: {changes_deployments} deployments ...")
+        results["changes"] = bench_changes(changes_deployments)
+        click.echo(f"  changes: {results['changes']}")
     results |= {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "

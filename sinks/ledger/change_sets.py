@@ -98,11 +98,13 @@ class Deployed:
 
 
 @dataclass(frozen=True)
-class Previous:
-    """The previous succeeded deployment of the same service and environment."""
+class Succeeded:
+    """A succeeded deployment: a candidate previous deployment of the same service and
+    environment."""
 
     deployment_id: str
     commit_sha: str
+    started_at: datetime
 
 
 class ChangeSets:
@@ -132,17 +134,20 @@ class ChangeSets:
         )
 
     def compute(self, deployments: Iterable[Deployed]) -> int:
-        """Compute and store the change set of each deployment; how many were stored."""
-        histories: dict[tuple[str, str | None], History] = {}
+        """Compute and store the change set of each deployment; how many were stored. Two
+        reads whatever the count: the candidate previous deployments, then the history of
+        every repository concerned."""
+        batch = list(deployments)
+        if not batch:
+            return 0
+        candidates = self._succeeded(batch)
+        histories = self._histories(batch)
         sets: list[dict[str, Any]] = []
         commits: list[dict[str, Any]] = []
         now = datetime.now(UTC)
-        for d in deployments:
-            key = (d.tenant, d.repository)
-            if key not in histories:
-                histories[key] = self._history(d.tenant, d.repository, d.started_at)
-            history = histories[key]
-            previous = self._previous(d)
+        for d in batch:
+            history = histories.get((d.tenant, d.repository), History())
+            previous = previous_of(d, candidates.get((d.tenant, d.service, d.environment), []))
             globs = self.policy.monorepos.globs(d.repository, d.service)
             keep = None
             if globs is not None:
@@ -158,8 +163,7 @@ class ChangeSets:
             commits += _commit_rows(d, found, now)
         if commits:
             _insert(self.store, ddl.CHANGE_COMMITS, ddl.CHANGE_COMMIT_COLUMNS, commits)
-        if sets:
-            _insert(self.store, ddl.CHANGE_SETS, ddl.CHANGE_SET_COLUMNS, sets)
+        _insert(self.store, ddl.CHANGE_SETS, ddl.CHANGE_SET_COLUMNS, sets)
         return len(sets)
 
     def recompute(self, tenant: str | None, deployment_ids: Sequence[str]) -> int:
@@ -211,63 +215,100 @@ class ChangeSets:
             stored += self.recompute(tenant, [d for t, d in late if t == tenant])
         return stored
 
-    def _previous(self, d: Deployed) -> Previous | None:
-        # The records table, not the `deployments` view: its sort key starts with tenant,
-        # region, environment, service, started_at, so this reads a few granules.
+    def _succeeded(self, batch: Sequence[Deployed]) -> dict[tuple[str, str, str], list[Succeeded]]:
+        """The succeeded deployments of the batch's (tenant, service, environment) within the
+        lookback before its latest start, by key (the records table, not the `deployments`
+        view: its sort key leads with tenant, region, environment, service, started_at)."""
+        keys = sorted({(d.tenant, d.environment, d.service) for d in batch})
         _, rows = self.store.query(
-            "SELECT deployment_id, commit_sha FROM (\n"  # noqa: S608 (checked identifiers)
-            "    SELECT deployment_id, argMax(status, seq) AS status,\n"
-            "        argMax(commit_sha, seq) AS commit_sha, argMax(started_at, seq) AS started\n"
+            "SELECT tenant, service, environment, deployment_id, commit_sha, started FROM (\n"  # noqa: S608
+            "    SELECT tenant, service, environment, deployment_id,\n"
+            "        argMax(status, seq) AS status, argMax(commit_sha, seq) AS commit_sha,\n"
+            "        argMax(started_at, seq) AS started\n"
             f"    FROM {ddl.qualified(None, ddl.RECORDS)}\n"
-            "    WHERE tenant = {tenant:String} AND environment = {environment:String}\n"
-            "        AND service = {service:String} AND deployment_id != {id:String}\n"
-            "        AND started_at < {at:DateTime64(3, 'UTC')}\n"
+            "    WHERE (tenant, environment, service)\n"
+            "        IN {keys:Array(Tuple(String, String, String))}\n"
             "        AND started_at >= {since:DateTime64(3, 'UTC')}\n"
-            "    GROUP BY deployment_id)\n"
-            "WHERE status = 'succeeded' AND commit_sha IS NOT NULL\n"
-            "ORDER BY started DESC, deployment_id DESC LIMIT 1",
+            "        AND started_at < {until:DateTime64(3, 'UTC')}\n"
+            "    GROUP BY tenant, service, environment, deployment_id)\n"
+            "WHERE status = 'succeeded' AND commit_sha IS NOT NULL",
             {
-                "tenant": d.tenant,
-                "environment": d.environment,
-                "service": d.service,
-                "id": d.deployment_id,
-                "at": d.started_at,
-                "since": d.started_at - self.lookback,
+                "keys": keys,
+                "since": min(d.started_at for d in batch) - self.lookback,
+                "until": max(d.started_at for d in batch),
             },
         )
-        return Previous(str(rows[0][0]), str(rows[0][1])) if rows else None
-
-    def _history(self, tenant: str, repository: str | None, at: datetime) -> History:
-        params: dict[str, Any] = {"tenant": tenant, "since": at - self.lookback}
-        where = "tenant = {tenant:String} AND occurred_at >= {since:DateTime64(3, 'UTC')}"
-        if repository is not None:
-            where += " AND repository = {repository:String}"
-            params["repository"] = repository
-        _, rows = self.store.query(
-            "SELECT kind, occurred_at, commit_sha, previous_sha, commit_shas, author,\n"
-            "    pull_request_number, pull_request_title, changed_paths\n"
-            f"FROM {ddl.qualified(None, ddl.SOURCE)}\n"
-            f"WHERE {where} AND kind IN ('push', 'pull_request_merged')",
-            params,
-        )
-        return History.of(
-            SourceFact(
-                kind=kind,
-                occurred_at=occurred_at,
-                commit_sha=commit_sha,
-                previous_sha=previous_sha,
-                commit_shas=tuple(shas),
-                author=author,
-                pr_number=pr_number,
-                pr_title=pr_title,
-                changed_paths=paths,
+        out: dict[tuple[str, str, str], list[Succeeded]] = {}
+        for tenant, service, environment, deployment_id, commit_sha, started in rows:
+            out.setdefault((tenant, service, environment), []).append(
+                Succeeded(str(deployment_id), str(commit_sha), started)
             )
-            for kind, occurred_at, commit_sha, previous_sha, shas, author, pr_number, pr_title, paths in rows  # noqa: E501
+        return out
+
+    def _histories(self, batch: Sequence[Deployed]) -> dict[tuple[str, str | None], History]:
+        """The history of each (tenant, repository) of the batch; a deployment naming no
+        repository gets its tenant's every repository."""
+        named = sorted({(d.tenant, d.repository) for d in batch if d.repository is not None})
+        whole = sorted({d.tenant for d in batch if d.repository is None})
+        _, rows = self.store.query(
+            "SELECT tenant, repository, kind, occurred_at, commit_sha, previous_sha,\n"
+            "    commit_shas, author, pull_request_number, pull_request_title, changed_paths\n"
+            f"FROM {ddl.qualified(None, ddl.SOURCE)}\n"
+            "WHERE ((tenant, repository) IN {named:Array(Tuple(String, String))}\n"
+            "        OR tenant IN {whole:Array(String)})\n"
+            "    AND occurred_at >= {since:DateTime64(3, 'UTC')}\n"
+            "    AND kind IN ('push', 'pull_request_merged')",
+            {
+                "named": named,
+                "whole": whole,
+                "since": min(d.started_at for d in batch) - self.lookback,
+            },
         )
+        facts: dict[tuple[str, str | None], list[SourceFact]] = {}
+        for tenant, repository, *fields in rows:
+            fact = _fact(*fields)
+            if (tenant, repository) in named:
+                facts.setdefault((tenant, repository), []).append(fact)
+            if tenant in whole:
+                facts.setdefault((tenant, None), []).append(fact)
+        return {key: History.of(found) for key, found in facts.items()}
+
+
+def _fact(
+    kind: str,
+    occurred_at: datetime,
+    commit_sha: str | None,
+    previous_sha: str | None,
+    commit_shas: Sequence[str],
+    author: str | None,
+    pr_number: int | None,
+    pr_title: str | None,
+    changed_paths: Mapping[str, Sequence[str]],
+) -> SourceFact:
+    return SourceFact(
+        kind=kind,
+        occurred_at=occurred_at,
+        commit_sha=commit_sha,
+        previous_sha=previous_sha,
+        commit_shas=tuple(commit_shas),
+        author=author,
+        pr_number=pr_number,
+        pr_title=pr_title,
+        changed_paths=changed_paths,
+    )
+
+
+def previous_of(d: Deployed, succeeded: Sequence[Succeeded]) -> Succeeded | None:
+    """The latest of `succeeded` (deployments of d's service and environment) started
+    before `d` within any window, other than `d` itself (ties: the highest id)."""
+    before = [
+        s for s in succeeded if s.started_at < d.started_at and s.deployment_id != d.deployment_id
+    ]
+    return max(before, key=lambda s: (s.started_at, s.deployment_id), default=None)
 
 
 def _set_row(
-    d: Deployed, previous: Previous | None, found: CommitRange, now: datetime
+    d: Deployed, previous: Succeeded | None, found: CommitRange, now: datetime
 ) -> dict[str, Any]:
     return {
         "tenant": d.tenant,
