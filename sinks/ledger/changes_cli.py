@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,12 @@ from shipledger.output_format import format_option
 from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.change_sets import COMMIT_FIELDS, SUMMARY_FIELDS, ChangeSets
-from shipledger.sinks.ledger.reader import LedgerReader, LedgerUnavailable, chdb_path
+from shipledger.sinks.ledger.reader import (
+    LedgerReader,
+    LedgerUnavailable,
+    chdb_path,
+    serving_stack,
+)
 from shipledger.sinks.ledger.store import LedgerStore, StoreError
 from shipledger.stackfile import StackInfo, read_stack
 from shipledger.tables import render_table
@@ -56,20 +62,23 @@ def change_set(
     """The change set of `deployment_id` as `GET /v1/deployments/{id}/changes` answers it
     (JSON-ready), by the path that can serve it; None when there is none. What `make demo`
     prints for a deployment."""
-    if chdb_path(settings.resolved_clickhouse_url) is not None:
-        running = read_stack(settings)
-        if running is not None and running.api_url:
-            return _from_api(running, deployment_id)
-        if running is not None:
-            raise ChangesUnavailable(
-                f"`shipledger up` (pid {running.pid}) owns the chDB data dir and serves no API"
-            )
     try:
+        running = serving_stack(settings)
+        if running is not None:
+            return _from_api(running, deployment_id)
         with LedgerReader.open(settings) as ledger:
             found = ledger.change_set(tenant, deployment_id)
     except LedgerUnavailable as exc:
         raise ChangesUnavailable(str(exc)) from exc
-    return None if found is None else json.loads(json.dumps(found.as_dict(), default=str))
+    if found is None:
+        return None
+    # As the API encodes it: timestamps in ISO 8601.
+    encoded: dict[str, Any] = json.loads(json.dumps(found.as_dict(), default=_iso))
+    return encoded
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat()
 
 
 def render(found: dict[str, Any], fmt: str) -> str:

@@ -54,6 +54,7 @@ from shipledger.sinks.ledger.query import (
 from shipledger.sinks.ledger.store import LedgerStore, StoreError, TimeWindow, chdb_path
 from shipledger.sinks.ledger.tiers import Tier
 from shipledger.sinks.rows import RowKey
+from shipledger.stackfile import StackInfo, read_stack
 
 __all__ = [
     "DORA_DIMENSIONS",
@@ -77,6 +78,7 @@ __all__ = [
     "chdb_path",
     "dora_columns",
     "dora_window",
+    "serving_stack",
     "sql_string",
 ]
 
@@ -129,6 +131,20 @@ class StoredAlert:
 
 def _epoch_ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
+
+
+def serving_stack(settings: Settings) -> StackInfo | None:
+    """The running `shipledger up` whose API serves the reads of this embedded (chDB) ledger,
+    or None when the ledger can be opened here (a ClickHouse server, or no stack running).
+    LedgerUnavailable when a stack owns the chDB data dir and serves no API."""
+    if chdb_path(settings.resolved_clickhouse_url) is None:
+        return None
+    running = read_stack(settings)
+    if running is not None and not running.api_url:
+        raise LedgerUnavailable(
+            f"`shipledger up` (pid {running.pid}) owns the chDB data dir and serves no API"
+        )
+    return running
 
 
 class LedgerReads(Protocol):
