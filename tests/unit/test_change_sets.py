@@ -11,6 +11,13 @@ import pytest
 
 from shipledger.schemas.monorepo import Monorepos, affected_services, touches
 from shipledger.schemas.policy import PolicyError, load_policy
+from shipledger.sinks.ledger.change_sets import (
+    SUMMARY_FIELDS,
+    Deployed,
+    StoredChangeSet,
+    Succeeded,
+    previous_of,
+)
 from shipledger.sinks.ledger.commit_range import History, SourceFact, commit_range
 
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
@@ -177,3 +184,41 @@ def test_policy_monorepos_load(tmp_path: Path) -> None:
     assert loaded.globs("acme/platform", "search") == ()
     assert loaded.globs("other", "checkout") is None
     assert loaded.globs(None, "checkout") is None
+
+
+def _deployed(dep: str, at: int) -> Deployed:
+    when = T0 + timedelta(minutes=at)
+    return Deployed(
+        "t", dep, "checkout", "prod", "acme/app", sha(at), "succeeded", None, when, when
+    )
+
+
+def test_previous_is_the_latest_succeeded_started_before() -> None:
+    candidates = [
+        Succeeded("a", sha(1), T0 + timedelta(minutes=1)),
+        Succeeded("c", sha(3), T0 + timedelta(minutes=3)),
+        Succeeded("b", sha(2), T0 + timedelta(minutes=3)),
+        Succeeded("later", sha(9), T0 + timedelta(minutes=9)),
+    ]
+    previous = previous_of(_deployed("d", 5), candidates)
+    assert previous is not None and previous.deployment_id == "c"  # tie on time: highest id
+    assert previous_of(_deployed("d", 1), candidates) is None  # the first one
+    assert previous_of(_deployed("later", 9), candidates[3:]) is None  # never itself
+
+
+def test_answer_has_lead_times_and_pull_requests() -> None:
+    deployed = T0 + timedelta(hours=2)
+    row = {"deployed_at": deployed, "reverse": 0, "pr_title": "Fix", "author": "octo"}
+    stored = StoredChangeSet(
+        summary=dict.fromkeys(SUMMARY_FIELDS) | {"reverse": 0, "complete": 1},
+        commits=[
+            row | {"commit_sha": sha(2), "pr_number": 7, "first_seen_at": T0},
+            row | {"commit_sha": sha(1), "pr_number": 7, "first_seen_at": None},
+        ],
+    )
+    answer = stored.as_dict()
+    assert (answer["reverse"], answer["complete"]) == (False, True)
+    assert [c["lead_time_s"] for c in answer["commits"]] == [7200.0, None]
+    assert answer["pull_requests"] == [
+        {"number": 7, "title": "Fix", "author": "octo", "commits": [sha(2), sha(1)]}
+    ]
