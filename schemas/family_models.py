@@ -133,6 +133,8 @@ class SourceEvent(FamilyEvent):
     merged_by: Name | None = None
     release_tag: Name | None = None
     url: str | None = None
+    #: Pushed commit SHA -> the paths it touched (schema v2; monorepo service filter).
+    changed_paths: dict[str, list[str]] = Field(default_factory=dict)
 
     @field_validator("commit_sha", "previous_sha")
     @classmethod

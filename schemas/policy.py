@@ -33,6 +33,7 @@ from shipledger.schemas.durations import parse_duration
 from shipledger.schemas.escalation import Escalation
 from shipledger.schemas.family_models import ChangeState
 from shipledger.schemas.models import DeploymentKind, Model, Name, Severity, aware
+from shipledger.schemas.monorepo import Monorepos
 from shipledger.schemas.taxonomy import normalize_environment
 from shipledger.schemas.validation import field_errors
 
@@ -437,6 +438,8 @@ class Policy(_Strict):
     tenants: dict[str, dict[str, object]] = Field(default_factory=dict)
     retention: Retention = Field(default_factory=Retention)
     escalation: Escalation = Field(default_factory=Escalation)
+    #: Monorepo path -> service map (docs/changes.md).
+    monorepos: Monorepos = Field(default_factory=lambda: Monorepos({}))
     digest: str = ""
 
     @field_validator("version", mode="before")

@@ -81,6 +81,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "metrics": ("shipledger.dora_cli", "metrics", "DORA metrics of the ledger (metrics dora)."),
     "report": ("shipledger.report.cli", "report", "Signed monthly compliance packs; verify."),
     "verification": ("shipledger.verification_cli", "verification", "Post-deploy verdicts."),
+    "changes": (
+        "shipledger.sinks.ledger.changes_cli",
+        "changes",
+        "Commits and PRs each deployment shipped.",
+    ),
     "doctor": (
         "shipledger.doctor",
         "doctor",

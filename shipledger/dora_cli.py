@@ -31,8 +31,9 @@ from shipledger.sinks.ledger.reader import (
     chdb_path,
     dora_columns,
     dora_window,
+    serving_stack,
 )
-from shipledger.stackfile import StackInfo, read_stack
+from shipledger.stackfile import StackInfo
 from shipledger.tables import render_table
 
 
@@ -70,15 +71,10 @@ def _from_api(info: StackInfo, query: DoraQuery) -> list[dict[str, Any]]:
 
 def dora_rows(settings: Settings, query: DoraQuery) -> list[dict[str, Any]]:
     """The report's rows (`DoraRow.as_dict`) by the path that can serve them."""
-    if chdb_path(settings.resolved_clickhouse_url) is not None:
-        running = read_stack(settings)
-        if running is not None and running.api_url:
-            return _from_api(running, query)
-        if running is not None:
-            raise MetricsUnavailable(
-                f"`shipledger up` (pid {running.pid}) owns the chDB data dir and serves no API"
-            )
     try:
+        running = serving_stack(settings)
+        if running is not None:
+            return _from_api(running, query)
         with LedgerReader.open(settings) as ledger:
             return [r.as_dict() for r in ledger.dora(query)]
     except LedgerUnavailable as exc:

@@ -46,6 +46,8 @@ MESSAGES = "sink.messages"
 FLUSH_MS = "sink.flush_ms"
 #: duration of one table's insert (retries included), in milliseconds, tagged by table
 INSERT_MS = "sink.insert_ms"
+#: duration of the change sets of one flush's terminal deployments, in milliseconds
+CHANGE_SETS_MS = "sink.change_sets_ms"
 #: ClickHouse write attempts that failed and were retried
 WRITE_RETRIES = "sink.write_retries"
 #: messages the processors read, tagged by topic (raw deployment events, signals)
@@ -91,6 +93,7 @@ CATALOGUE: dict[str, Spec] = {
     MESSAGES: Spec("counter", "Messages the sink consumed.", ("topic",)),
     FLUSH_MS: Spec("timing", "One sink flush: dedup, inserts, commit."),
     INSERT_MS: Spec("timing", "One table's insert into ClickHouse.", ("table",)),
+    CHANGE_SETS_MS: Spec("timing", "Change sets of one flush's terminal deployments."),
     WRITE_RETRIES: Spec("counter", "ClickHouse writes retried.", ("table",)),
     PROCESSOR_EVENTS_IN: Spec("counter", "Messages the processors read.", ("topic",)),
     PROCESSOR_EVENTS_OUT: Spec("counter", "Messages the processors produced.", ("topic",)),

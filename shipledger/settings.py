@@ -522,6 +522,20 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- change sets: commits and PRs per deployment (issue 12, docs/changes.md) ------------
+    change_sets: bool = Field(
+        default=True,
+        description="Compute each terminal deployment's change set in the sink after its flush.",
+    )
+    change_sets_lookback_days: int = Field(
+        default=90,
+        ge=1,
+        description="How far back the previous deployment and the source events are looked for.",
+    )
+    change_sets_max_commits: int = Field(
+        default=1000, ge=1, description="Most commits a change set walks (and stores)."
+    )
+
     # --- logging -----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
     log_format: LogFormat = Field(default="json", description="json (default) or console.")

@@ -64,6 +64,8 @@ from shipledger.schemas.letters import DeadLetter
 from shipledger.schemas.policy import Policy
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
+from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.change_sets import ChangeSets, ChangeSetStore, Deployed
 from shipledger.sinks.route import Poison, kafka_meta, route_message, routes_from_catalog
 from shipledger.sinks.rows import KafkaMeta, Row
 from shipledger.sinks.writer import LedgerWriter, RowStore, SinkError
@@ -147,6 +149,13 @@ class ClickHouseSink(KafkaClients):
             store, policy, self.metrics, insert_timeout_s=settings.sink_insert_timeout_s
         )
         self.limit = DlqLimitState(DlqLimit.from_settings(settings), "sink")
+        #: Change sets of terminal deployments, after each flush (a store that cannot query,
+        #: as the unit tests' in-memory one, has none).
+        self.change_sets = (
+            ChangeSets.from_settings(settings, store, policy)
+            if settings.change_sets and isinstance(store, ChangeSetStore)
+            else None
+        )
         self._log = get_logger("sink", group=self.group_id)
         self._batch = _Batch()
         self._consumer: Consumer | None = None
@@ -261,6 +270,7 @@ class ClickHouseSink(KafkaClients):
             return
         started = time.perf_counter()
         self.writer.write_rows(batch.rows)
+        self._change_sets(batch.rows.get(ddl.RECORDS, []), batch.rows.get(ddl.SOURCE, []))
         if batch.dead:
             self._await_dlq()
         self._commit(batch.offsets)
@@ -270,6 +280,24 @@ class ClickHouseSink(KafkaClients):
         self._log.debug(
             "flushed", rows=batch.row_count, messages=batch.messages, ms=round(elapsed_ms, 1)
         )
+
+    def _change_sets(self, records: Sequence[Row], sources: Sequence[Row]) -> None:
+        # After the records are stored (the previous deployment may be in this very batch),
+        # before the commit: a crash replays the batch, and the sets are computed again.
+        if self.change_sets is None:
+            return
+        deployed = {}
+        for row in records:
+            d = Deployed.of(row)
+            if d is not None:
+                deployed[(d.tenant, d.deployment_id)] = d
+        if not deployed and not sources:
+            return
+        started = time.perf_counter()
+        count = self.change_sets.compute(sorted(deployed.values(), key=lambda d: d.started_at))
+        count += self.change_sets.recompute_late(sources, skip=deployed)
+        self.metrics.timing(m.CHANGE_SETS_MS, (time.perf_counter() - started) * 1000)
+        self._log.debug("change sets computed", deployments=count)
 
     def _await_dlq(self) -> None:
         assert self._producer is not None

@@ -93,6 +93,7 @@ def source(
     release_tag: str | None = None,
     url: str | None = None,
     attributes: Mapping[str, str | None] | None = None,
+    changed_paths: Mapping[str, list[str]] | None = None,
 ) -> Event:
     """A SourceEvent (family `source`)."""
     return "source", {
@@ -112,6 +113,7 @@ def source(
         "region": None,
         "occurred_at": occurred_at,
         "attributes": _attrs(attributes),
+        "changed_paths": dict(changed_paths or {}),
     }
 
 

@@ -26,6 +26,7 @@ import click
 from confluent_kafka import Consumer, TopicPartition
 
 from shipledger.kafka import KafkaProducer
+from shipledger.lab.bench_changes import bench_changes
 from shipledger.lab.bench_dora import bench_dora
 from shipledger.lab.bench_gate import GATE_TENANT, TARGET_P99_MS, gate_markdown, seed
 from shipledger.lab.bench_query import bench_query
@@ -57,6 +58,7 @@ SECTIONS = (
     "query",
     "dora",
     "report",
+    "changes",
 )
 #: Sections measured on a running embedded stack (audit builds its own ledger).
 _STACK_SECTIONS = ("pipeline", "emit", "api", "durable", "gate", "stream", "passthrough")
@@ -649,6 +651,8 @@ def _markdown(results: dict[str, Any]) -> str:
         lines += _dora_markdown(results["dora"])
     if "report" in results:
         lines += _report_markdown(results["report"])
+    if "changes" in results:
+        lines += _changes_markdown(results["changes"])
     return "\n".join(lines)
 
 
@@ -743,6 +747,19 @@ def _report_markdown(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def _changes_markdown(changes: dict[str, Any]) -> list[str]:
+    one, batched = changes["per_deployment_ms"], changes["per_deployment_in_batches_of_50_ms"]
+    return [
+        f"Change sets (docs/changes.md; the sink's cost per finished deployment) over a ledger "
+        f"of {changes['deployments']:,} deployments of {changes['services']} services and "
+        f"{changes['source_events']:,} pushes, {changes['commits_per_set']} commits per set: "
+        f"p50 {one['p50']} ms / p99 {one['p99']} ms for a flush with one deployment; "
+        f"p50 {batched['p50']} ms / p99 {batched['p99']} ms per deployment in batches of 50 "
+        f"({changes['samples']} deployments).",
+        "",
+    ]
+
+
 def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
     p, b = results["pipeline"], results["passthrough"]
     ratio = p["events_per_second"] / max(b["events_per_second"], 1)
@@ -808,6 +825,12 @@ def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
     show_default=True,
     help="Deployments in the compliance pack benchmark's ledger.",
 )
+@click.option(
+    "--changes-deployments",
+    default=20_000,
+    show_default=True,
+    help="Deployments in the change-set benchmark's ledger.",
+)
 def bench(
     out: Path,
     events: int,
@@ -824,13 +847,15 @@ def bench(
     audit_records: int,
     dora_deployments: int,
     report_deployments: int,
+    changes_deployments: int,
 ) -> None:
     """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
     Faust passthrough agent on the same broker, the cost of one `shipledger emit`, the
     ingest API's events/s and request → Kafka ack latency (with and without the durable
     journal), the pre-deploy gate's latency, event → live dashboard latency with its fan-out
     to many clients, `audit verify` over a large ledger with its bytes on disk per event, the
-    read-query guard's latency, a team's quarter of DORA metrics and a month's compliance pack.
+    read-query guard's latency, a team's quarter of DORA metrics, a month's compliance pack
+    and the change sets' cost per finished deployment.
 
     \b
       shipledger bench --out bench              # everything (make bench)
@@ -842,6 +867,7 @@ def bench(
       shipledger bench --out bench --only query # the read-query guard's cost
       shipledger bench --out bench --only dora  # a team's quarter of DORA metrics
       shipledger bench --out bench --only report  # a month's compliance pack
+      shipledger bench --out bench --only changes  # change-set cost per deployment
     """
     data_dir = out / "data.tmp"
     if data_dir.exists():
@@ -899,6 +925,10 @@ def bench(
         click.echo(f"  report: {report_deployments} deployments ...")
         results["report"] = bench_report(report_deployments)
         click.echo(f"  report: {results['report']}")
+    if "changes" in sections:
+        click.echo(f"  changes: {changes_deployments} deployments ...")
+        results["changes"] = bench_changes(changes_deployments)
+        click.echo(f"  changes: {results['changes']}")
     results |= {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "

@@ -852,15 +852,18 @@ _DORA_DAILY_COLUMNS = (
 )
 
 
+def _column_list(columns: tuple[tuple[str, str, str], ...]) -> str:
+    """The column lines of a CREATE TABLE from (name, type, comment) triples."""
+    return ",\n".join(f"    {quote_ident(n)} {t} COMMENT {quote_str(c)}" for n, t, c in columns)
+
+
 def dora_daily_sql(database: str | None = None) -> str:
     """`dora_daily`: *per tenant, team, environment, application, service and day, which
     deployments were changes, which failed, when were they restored, what did they ship?*
     Per-deployment states merged at read time (`sinks.ledger.dora`)."""
-    cols = ",\n".join(
-        f"    {quote_ident(n)} {t} COMMENT {quote_str(c)}" for n, t, c in _DORA_DAILY_COLUMNS
-    )
     return (
-        f"CREATE TABLE {qualified(database, DORA_DAILY)}\n(\n{cols}\n)\n"
+        f"CREATE TABLE {qualified(database, DORA_DAILY)}\n"
+        f"(\n{_column_list(_DORA_DAILY_COLUMNS)}\n)\n"
         "ENGINE = AggregatingMergeTree\n"
         "PARTITION BY toYYYYMM(`day`)\n"
         "ORDER BY (`tenant`, `team`, `environment`, `service`, `application`, `day`)\n"
@@ -978,18 +981,139 @@ def deployment_verifications_sql(database: str | None = None) -> str:
     )
 
 
-#: The aggregate tables (no tenant row policy: read through `sinks.ledger.dora` only), and
-#: the verdicts of `sinks.ledger.verifications` (read through it only).
-AGGREGATE_TABLES = (DORA_COMMITS, DORA_DAILY, DEPLOYMENT_VERIFICATIONS)
-#: Aggregate tables and the materialized views that feed them, each after what it reads, and
-#: the verdicts table. Only the hot database has them: a view fires on insert, and archiving
-#: to cold storage deletes rows, never inserts, so the aggregates keep every day however old
-#: its rows are.
+# --- Change sets (docs/changes.md): what each deployment shipped, written by the sink ------
+
+CHANGE_SETS = "deployment_change_sets"
+# Not `deployment_changes`: that name is the change-request coverage view (docs/model.md).
+CHANGE_COMMITS = "deployment_commits"
+COMMIT_LEAD_TIMES = "commit_lead_times"
+
+CHANGE_SET_COLUMNS = (
+    ("tenant", "LowCardinality(String)", "Tenant."),
+    ("deployment_id", "String", "The deployment."),
+    ("service", "LowCardinality(String)", "Service deployed."),
+    ("environment", "LowCardinality(String)", "Canonical environment."),
+    (
+        "from_sha",
+        "Nullable(String)",
+        "Commit of the previous succeeded deployment of the service there (NULL: the first).",
+    ),
+    ("to_sha", "String", "Commit this deployment shipped."),
+    ("commit_count", "UInt32", "Commits in the range (rows of deployment_commits)."),
+    ("pr_count", "UInt32", "Distinct merged pull requests among them."),
+    ("reverse", "UInt8", "1: a rollback's range (commits taken out, from_sha back to to_sha)."),
+    ("computed_at", DATETIME_MS, "When the set was computed (the latest per deployment counts)."),
+    ("status", "LowCardinality(String)", "Status of the deployment record it was computed for."),
+    ("repository", "Nullable(String)", "Repository of the deployment, if it named one."),
+    ("previous_deployment_id", "Nullable(String)", "The deployment from_sha comes from."),
+    ("deployed_at", DATETIME_MS, "When the deployment finished (else its last update)."),
+    ("team", "Nullable(String)", "Owner team of the deployment (scopes of API reads)."),
+    (
+        "complete",
+        "UInt8",
+        "1: the range's ends are both known source events; 0: the history stops before from_sha"
+        " (missing pushes), the range holds what is known.",
+    ),
+)
+CHANGE_COMMIT_COLUMNS = (
+    ("tenant", "LowCardinality(String)", "Tenant."),
+    ("deployment_id", "String", "The deployment."),
+    ("service", "LowCardinality(String)", "Service deployed."),
+    ("environment", "LowCardinality(String)", "Canonical environment."),
+    ("commit_sha", "String", "A commit of the deployment's range."),
+    ("pr_number", "Nullable(Int64)", "Merged pull request that carried it, if known."),
+    ("pr_title", "Nullable(String)", "That pull request's title."),
+    ("author", "Nullable(String)", "Author of the pull request (else of the push)."),
+    ("first_seen_at", f"Nullable({DATETIME_MS})", "Earliest source event naming the commit."),
+    ("deployed_at", DATETIME_MS, "When the deployment finished (else its last update)."),
+    ("computed_at", DATETIME_MS, "computed_at of the change set the row belongs to."),
+    ("reverse", "UInt8", "1: taken out by a rollback."),
+    ("position", "UInt32", "Order in the range: 0 is the newest commit."),
+)
+
+
+def _derived_table_sql(
+    database: str | None,
+    name: str,
+    columns: tuple[tuple[str, str, str], ...],
+    order_by: str,
+    comment: str,
+) -> str:
+    return (
+        f"CREATE TABLE {qualified(database, name)}\n(\n{_column_list(columns)}\n)\n"
+        "ENGINE = MergeTree\n"
+        "PARTITION BY (`tenant`, toYYYYMM(`computed_at`))\n"
+        f"ORDER BY ({order_by})\n"
+        f"COMMENT {quote_str(comment)}"
+    )
+
+
+def change_sets_sql(database: str | None = None) -> str:
+    """`deployment_change_sets`: *which commit range did each deployment ship?* One row per
+    computation (the latest `computed_at` per deployment counts; `sinks.ledger.change_sets`)."""
+    return _derived_table_sql(
+        database,
+        CHANGE_SETS,
+        CHANGE_SET_COLUMNS,
+        "`tenant`, `deployment_id`, `computed_at`",
+        "Commit range of each deployment since the previous succeeded one of its service and "
+        "environment (latest computed_at counts; docs/changes.md).",
+    )
+
+
+def change_commits_sql(database: str | None = None) -> str:
+    """`deployment_commits`: *which commits and pull requests did each deployment ship?* One
+    row per commit of each change set computation."""
+    return _derived_table_sql(
+        database,
+        CHANGE_COMMITS,
+        CHANGE_COMMIT_COLUMNS,
+        "`tenant`, `deployment_id`, `computed_at`, `position`",
+        "Commits of each deployment change set, with their pull request and author (rows of "
+        "the latest computed_at per deployment count; docs/changes.md).",
+    )
+
+
+def commit_lead_times_sql(database: str | None = None) -> str:
+    """`commit_lead_times`: *how long did each commit take from first sight to running in an
+    environment?* Per tenant, environment, service and commit: the first succeeded forward
+    deployment that shipped it (latest change set of each deployment)."""
+    sets, commits = qualified(database, CHANGE_SETS), qualified(database, CHANGE_COMMITS)
+    return _view(
+        database,
+        COMMIT_LEAD_TIMES,
+        "SELECT c.tenant AS tenant, c.environment AS environment, c.service AS service,\n"  # noqa: S608
+        "    c.commit_sha AS commit_sha, min(c.first_seen_at) AS first_seen_at,\n"
+        "    min(c.deployed_at) AS deployed_at,\n"
+        "    argMin(c.deployment_id, c.deployed_at) AS deployment_id,\n"
+        "    dateDiff('second', min(c.first_seen_at), min(c.deployed_at)) AS lead_time_s\n"
+        f"FROM {commits} AS c\n"
+        "INNER JOIN (SELECT tenant, deployment_id, max(computed_at) AS latest,\n"
+        "    argMax(status, computed_at) AS latest_status\n"
+        f"    FROM {sets} GROUP BY tenant, deployment_id) AS s\n"
+        "    ON c.tenant = s.tenant AND c.deployment_id = s.deployment_id\n"
+        "    AND c.computed_at = s.latest\n"
+        "WHERE s.latest_status = 'succeeded' AND c.reverse = 0\n"
+        "GROUP BY c.tenant, c.environment, c.service, c.commit_sha",
+    )
+
+
+#: The aggregate and derived tables (no tenant row policy: read through `sinks.ledger.dora`,
+#: `sinks.ledger.change_sets` and `sinks.ledger.verifications` only); the sink writes the
+#: first four (grants).
+AGGREGATE_TABLES = (DORA_COMMITS, DORA_DAILY, CHANGE_SETS, CHANGE_COMMITS, DEPLOYMENT_VERIFICATIONS)
+#: Aggregate tables and the materialized views that feed them, then the derived tables the
+#: sink and the verifier write and their view, each after what it reads. Only the hot
+#: database has them: a view fires on insert, and archiving to cold storage deletes rows,
+#: never inserts, so the aggregates keep every day however old its rows are.
 AGGREGATES: dict[str, Callable[[str | None], str]] = {
     DORA_COMMITS: dora_commits_sql,
     DORA_COMMITS + "_mv": dora_commits_mv_sql,
     DORA_DAILY: dora_daily_sql,
     DORA_DAILY + "_mv": dora_daily_mv_sql,
+    CHANGE_SETS: change_sets_sql,
+    CHANGE_COMMITS: change_commits_sql,
+    COMMIT_LEAD_TIMES: commit_lead_times_sql,
     DEPLOYMENT_VERIFICATIONS: deployment_verifications_sql,
 }
 

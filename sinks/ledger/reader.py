@@ -29,6 +29,7 @@ from shipledger.schemas.registry import catalog
 from shipledger.schemas.topics import ENRICHMENT
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
+from shipledger.sinks.ledger.change_sets import StoredChangeSet, read_change_set
 
 # Callers outside the sinks build filters of their read queries with the ledger's quoting.
 from shipledger.sinks.ledger.ddl import quote_str as quote_str
@@ -66,6 +67,7 @@ from shipledger.sinks.ledger.store import LedgerStore, StoreError, TimeWindow, c
 from shipledger.sinks.ledger.tiers import Tier
 from shipledger.sinks.ledger.verifications import StoredVerdict, VerdictFilter, latest
 from shipledger.sinks.rows import RowKey
+from shipledger.stackfile import StackInfo, read_stack
 
 __all__ = [
     "DORA_DIMENSIONS",
@@ -87,6 +89,7 @@ __all__ = [
     "QueryResult",
     "QueryScope",
     "StoredAlert",
+    "StoredChangeSet",
     "StoredEvent",
     "StoredVerdict",
     "Tier",
@@ -97,6 +100,7 @@ __all__ = [
     "dora_columns",
     "dora_window",
     "month_window",
+    "serving_stack",
     "sql_string",
 ]
 
@@ -163,6 +167,20 @@ class QueryScope(TypedDict):
     environments: NotRequired[frozenset[str]]
 
 
+def serving_stack(settings: Settings) -> StackInfo | None:
+    """The running `shipledger up` whose API serves the reads of this embedded (chDB) ledger,
+    or None when the ledger can be opened here (a ClickHouse server, or no stack running).
+    LedgerUnavailable when a stack owns the chDB data dir and serves no API."""
+    if chdb_path(settings.resolved_clickhouse_url) is None:
+        return None
+    running = read_stack(settings)
+    if running is not None and not running.api_url:
+        raise LedgerUnavailable(
+            f"`shipledger up` (pid {running.pid}) owns the chDB data dir and serves no API"
+        )
+    return running
+
+
 class LedgerReads(Protocol):
     """What the ingest API reads of the ledger (`LedgerReader` is the real one)."""
 
@@ -184,6 +202,10 @@ class LedgerReads(Protocol):
 
     def verifications(self, wanted: VerdictFilter) -> list[StoredVerdict]:
         """The latest verification verdicts (docs/verification.md), newest window first."""
+        ...
+
+    def change_set(self, tenant: str | None, deployment_id: str) -> StoredChangeSet | None:
+        """The latest change set of a deployment (of `tenant`; None: any), docs/changes.md."""
         ...
 
 
@@ -215,6 +237,10 @@ class ForwardedReads:
     def verifications(self, wanted: VerdictFilter) -> list[StoredVerdict]:
         """See `LedgerReads.verifications`."""
         return self._reads().verifications(wanted)
+
+    def change_set(self, tenant: str | None, deployment_id: str) -> StoredChangeSet | None:
+        """See `LedgerReads.change_set`."""
+        return self._reads().change_set(tenant, deployment_id)
 
 
 class LedgerReader:
@@ -293,6 +319,11 @@ class LedgerReader:
         """The latest verification verdicts `wanted`, newest window first
         (`sinks.ledger.verifications`: hot only, never archived)."""
         return latest(self._store, wanted)
+
+    def change_set(self, tenant: str | None, deployment_id: str) -> StoredChangeSet | None:
+        """The latest change set of `deployment_id` (`sinks.ledger.change_sets`; hot database
+        only, like the aggregates: the sink writes it there)."""
+        return read_change_set(self._store, tenant, deployment_id)
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of change request `change_id` of `tenant`, hot and cold (a row

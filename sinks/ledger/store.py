@@ -195,17 +195,23 @@ class LedgerStore(Closing):
             columns = [[row[name] for row in rows] for name in names]
         except KeyError as exc:
             raise ValueError(f"{table}: a row lacks column {exc}") from None
+        self.insert_columns(table, names, spec.column_types, columns)
+        return len(rows)
+
+    def insert_columns(
+        self, table: str, names: Sequence[str], types: Sequence[str], columns: Sequence[list[Any]]
+    ) -> None:
+        """Insert one block, column-oriented (`names` and their ClickHouse `types`)."""
         with self._lock:
             self._client.insert(
                 table,
                 columns,
                 database=self.database,
-                column_names=names,
-                column_type_names=spec.column_types,
+                column_names=list(names),
+                column_type_names=list(types),
                 column_oriented=True,
                 settings=_INSERT_SETTINGS,
             )
-        return len(rows)
 
     def insert_derived(
         self, table: str, names: Sequence[str], rows: Sequence[Sequence[Any]]

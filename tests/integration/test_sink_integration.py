@@ -274,6 +274,8 @@ def test_schema_matches_the_spec_and_is_idempotent(store: LedgerStore) -> None:
         **dict.fromkeys(ddl.VIEWS, "View"),
         **dict.fromkeys((ddl.DORA_DAILY, ddl.DORA_COMMITS), "AggregatingMergeTree"),
         **dict.fromkeys((f"{ddl.DORA_DAILY}_mv", f"{ddl.DORA_COMMITS}_mv"), "MaterializedView"),
+        **dict.fromkeys((ddl.CHANGE_SETS, ddl.CHANGE_COMMITS), "MergeTree"),
+        ddl.COMMIT_LEAD_TIMES: "View",
     }
     assert store.ensure_schema() == []  # nothing left to apply
 

@@ -46,6 +46,8 @@ def _expected_base_type(name: str, avro_type: Any) -> tuple[str, bool]:
             return "DateTime64(3, 'UTC')", nullable
         if avro_type["type"] == "array" and isinstance(avro_type["items"], dict):
             return RECORD_ARRAYS[name], nullable
+        if avro_type["type"] == "map" and isinstance(avro_type["values"], dict):
+            return "Map(String, Array(String))", nullable  # source_events.changed_paths
         return {
             "enum": "String",
             "map": "Map(String, String)",

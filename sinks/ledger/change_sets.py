@@ -1,0 +1,494 @@
+"""Change sets: the commits and pull requests each deployment shipped (docs/changes.md).
+
+Computed when the sink stores a deployment record in a terminal status (succeeded, failed,
+rolled_back; `ChangeSets.compute`, called after the flush that stored it), and again by
+`shipledger changes recompute` for source events that arrived later. The range logic is
+`sinks.ledger.commit_range` (pure); this module loads its inputs and stores its rows:
+
+- the previous succeeded deployment of the same tenant, service and environment (started
+  before this one, within `change_sets_lookback_days`) gives `from_sha`;
+- the pushes and merged pull requests of the deployment's repository (of the tenant's every
+  repository when the deployment names none) within the lookback give the history, loaded
+  once per (tenant, repository) per call, so a flush of many deployments reads each once;
+- policy `monorepos:` keeps only the commits touching the service's paths.
+
+Rows are appended (`deployment_change_sets`, then `deployment_commits`, all with one
+`computed_at`): the latest computation of a deployment is the one read (`read_change_set`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+from shipledger.schemas.monorepo import touches
+from shipledger.schemas.policy import Policy
+from shipledger.settings import Settings
+from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.commit_range import CommitRange, History, SourceFact, commit_range
+
+#: Statuses whose record gets a change set: the deployment is over.
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "rolled_back"})
+
+_RECORD_FIELDS = (
+    "tenant",
+    "deployment_id",
+    "service",
+    "environment",
+    "repository",
+    "commit_sha",
+    "status",
+    "team",
+    "started_at",
+    "finished_at",
+    "updated_at",
+)
+
+
+@runtime_checkable
+class ChangeSetStore(Protocol):
+    """What change sets need of the ledger store (`LedgerStore` is the real one)."""
+
+    def query(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> tuple[list[str], list[tuple[Any, ...]]]: ...
+
+    def insert_columns(
+        self, table: str, names: Sequence[str], types: Sequence[str], columns: Sequence[list[Any]]
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """The deployment record a change set is computed for."""
+
+    tenant: str
+    deployment_id: str
+    service: str
+    environment: str
+    repository: str | None
+    commit_sha: str
+    status: str
+    team: str | None
+    started_at: datetime
+    deployed_at: datetime
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> Deployed | None:
+        """From a `deployment_records` row; None unless terminal and naming its commit."""
+        if record.get("status") not in TERMINAL_STATUSES or not record.get("commit_sha"):
+            return None
+        return cls(
+            tenant=record["tenant"],
+            deployment_id=record["deployment_id"],
+            service=record["service"],
+            environment=record["environment"],
+            repository=record.get("repository"),
+            commit_sha=record["commit_sha"],
+            status=record["status"],
+            team=record.get("team"),
+            started_at=record["started_at"],
+            deployed_at=record.get("finished_at") or record["updated_at"],
+        )
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    """A succeeded deployment: a candidate previous deployment of the same service and
+    environment."""
+
+    deployment_id: str
+    commit_sha: str
+    started_at: datetime
+
+
+class ChangeSets:
+    """Computes and stores change sets (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: ChangeSetStore,
+        policy: Policy,
+        *,
+        lookback: timedelta = timedelta(days=90),
+        limit: int = 1000,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.lookback = lookback
+        self.limit = limit
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: ChangeSetStore, policy: Policy) -> ChangeSets:
+        """The computation the settings configure (the sink's, `shipledger changes`)."""
+        return cls(
+            store,
+            policy,
+            lookback=timedelta(days=settings.change_sets_lookback_days),
+            limit=settings.change_sets_max_commits,
+        )
+
+    def compute(self, deployments: Iterable[Deployed]) -> int:
+        """Compute and store the change set of each deployment; how many were stored. Two
+        reads whatever the count: the candidate previous deployments, then the history of
+        every repository concerned."""
+        batch = list(deployments)
+        if not batch:
+            return 0
+        candidates = self._succeeded(batch)
+        histories = self._histories(batch)
+        sets: list[dict[str, Any]] = []
+        commits: list[dict[str, Any]] = []
+        now = datetime.now(UTC)
+        for d in batch:
+            history = histories.get((d.tenant, d.repository), History())
+            previous = previous_of(d, candidates.get((d.tenant, d.service, d.environment), []))
+            globs = self.policy.monorepos.globs(d.repository, d.service)
+            keep = None
+            if globs is not None:
+                keep = {sha: touches(globs, paths) for sha, paths in history.paths.items()}
+            found = commit_range(
+                history,
+                None if previous is None else previous.commit_sha,
+                d.commit_sha,
+                limit=self.limit,
+                keep=keep,
+            )
+            sets.append(_set_row(d, previous, found, now))
+            commits += _commit_rows(d, found, now)
+        if commits:
+            _insert(self.store, ddl.CHANGE_COMMITS, ddl.CHANGE_COMMIT_COLUMNS, commits)
+        _insert(self.store, ddl.CHANGE_SETS, ddl.CHANGE_SET_COLUMNS, sets)
+        return len(sets)
+
+    def recompute(self, tenant: str | None, deployment_ids: Sequence[str]) -> int:
+        """Compute again the change sets of `deployment_ids` (of `tenant`; None: any) from
+        their latest records (a late push, a policy change); how many were stored."""
+        if not deployment_ids:
+            return 0
+        names = ", ".join(ddl.quote_ident(f) for f in _RECORD_FIELDS)
+        params: dict[str, Any] = {"ids": list(deployment_ids)}
+        where = "deployment_id IN {ids:Array(String)}"
+        if tenant is not None:
+            where += " AND tenant = {tenant:String}"
+            params["tenant"] = tenant
+        columns, rows = self.store.query(
+            f"SELECT {names} FROM {ddl.qualified(None, ddl.RECORDS)} WHERE {where} "  # noqa: S608
+            "ORDER BY seq DESC, updated_at DESC LIMIT 1 BY tenant, deployment_id",
+            params,
+        )
+        found = [Deployed.of(dict(zip(columns, row, strict=True))) for row in rows]
+        return self.compute(d for d in found if d is not None)
+
+    def recompute_late(
+        self, sources: Iterable[Mapping[str, Any]], skip: Iterable[tuple[str, str]] = ()
+    ) -> int:
+        """Compute again the change sets of the deployments whose deployed commit one of
+        `sources` (`source_events` rows just stored) names: the push of a commit that was
+        deployed before its push reached the ledger (docs/changes.md, late source events).
+        `skip`: (tenant, deployment_id) just computed."""
+        named = sorted(
+            {
+                (row["tenant"], sha)
+                for row in sources
+                for sha in (*row.get("commit_shas", ()), row.get("commit_sha"))
+                if sha
+            }
+        )
+        if not named:
+            return 0
+        _, rows = self.store.query(
+            "SELECT DISTINCT tenant, deployment_id\n"
+            f"FROM {ddl.qualified(None, ddl.CHANGE_SETS)}\n"
+            "WHERE (tenant, to_sha) IN {named:Array(Tuple(String, String))}",
+            {"named": named},
+        )
+        done = set(skip)
+        late = [(str(t), str(d)) for t, d in rows if (t, d) not in done]
+        stored = 0
+        for tenant in sorted({t for t, _ in late}):
+            stored += self.recompute(tenant, [d for t, d in late if t == tenant])
+        return stored
+
+    def _succeeded(self, batch: Sequence[Deployed]) -> dict[tuple[str, str, str], list[Succeeded]]:
+        """The succeeded deployments of the batch's (tenant, service, environment) within the
+        lookback before its latest start, by key (the records table, not the `deployments`
+        view: its sort key leads with tenant, region, environment, service, started_at)."""
+        keys = sorted({(d.tenant, d.environment, d.service) for d in batch})
+        _, rows = self.store.query(
+            "SELECT tenant, service, environment, deployment_id, commit_sha, started FROM (\n"  # noqa: S608
+            "    SELECT tenant, service, environment, deployment_id,\n"
+            "        argMax(status, seq) AS status, argMax(commit_sha, seq) AS commit_sha,\n"
+            "        argMax(started_at, seq) AS started\n"
+            f"    FROM {ddl.qualified(None, ddl.RECORDS)}\n"
+            "    WHERE (tenant, environment, service)\n"
+            "        IN {keys:Array(Tuple(String, String, String))}\n"
+            "        AND started_at >= {since:DateTime64(3, 'UTC')}\n"
+            "        AND started_at < {until:DateTime64(3, 'UTC')}\n"
+            "    GROUP BY tenant, service, environment, deployment_id)\n"
+            "WHERE status = 'succeeded' AND commit_sha IS NOT NULL",
+            {
+                "keys": keys,
+                "since": min(d.started_at for d in batch) - self.lookback,
+                "until": max(d.started_at for d in batch),
+            },
+        )
+        out: dict[tuple[str, str, str], list[Succeeded]] = {}
+        for tenant, service, environment, deployment_id, commit_sha, started in rows:
+            out.setdefault((tenant, service, environment), []).append(
+                Succeeded(str(deployment_id), str(commit_sha), started)
+            )
+        return out
+
+    def _histories(self, batch: Sequence[Deployed]) -> dict[tuple[str, str | None], History]:
+        """The history of each (tenant, repository) of the batch; a deployment naming no
+        repository gets its tenant's every repository."""
+        named = sorted({(d.tenant, d.repository) for d in batch if d.repository is not None})
+        whole = sorted({d.tenant for d in batch if d.repository is None})
+        _, rows = self.store.query(
+            "SELECT tenant, repository, kind, occurred_at, commit_sha, previous_sha,\n"
+            "    commit_shas, author, pull_request_number, pull_request_title, changed_paths\n"
+            f"FROM {ddl.qualified(None, ddl.SOURCE)}\n"
+            "WHERE ((tenant, repository) IN {named:Array(Tuple(String, String))}\n"
+            "        OR tenant IN {whole:Array(String)})\n"
+            "    AND occurred_at >= {since:DateTime64(3, 'UTC')}\n"
+            "    AND kind IN ('push', 'pull_request_merged')",
+            {
+                "named": named,
+                "whole": whole,
+                "since": min(d.started_at for d in batch) - self.lookback,
+            },
+        )
+        facts: dict[tuple[str, str | None], list[SourceFact]] = {}
+        for tenant, repository, *fields in rows:
+            fact = _fact(*fields)
+            if (tenant, repository) in named:
+                facts.setdefault((tenant, repository), []).append(fact)
+            if tenant in whole:
+                facts.setdefault((tenant, None), []).append(fact)
+        return {key: History.of(found) for key, found in facts.items()}
+
+
+def _fact(
+    kind: str,
+    occurred_at: datetime,
+    commit_sha: str | None,
+    previous_sha: str | None,
+    commit_shas: Sequence[str],
+    author: str | None,
+    pr_number: int | None,
+    pr_title: str | None,
+    changed_paths: Mapping[str, Sequence[str]],
+) -> SourceFact:
+    return SourceFact(
+        kind=kind,
+        occurred_at=occurred_at,
+        commit_sha=commit_sha,
+        previous_sha=previous_sha,
+        commit_shas=tuple(commit_shas),
+        author=author,
+        pr_number=pr_number,
+        pr_title=pr_title,
+        changed_paths=changed_paths,
+    )
+
+
+def previous_of(d: Deployed, succeeded: Sequence[Succeeded]) -> Succeeded | None:
+    """The latest of `succeeded` (deployments of d's service and environment) started
+    before `d` within any window, other than `d` itself (ties: the highest id)."""
+    before = [
+        s for s in succeeded if s.started_at < d.started_at and s.deployment_id != d.deployment_id
+    ]
+    return max(before, key=lambda s: (s.started_at, s.deployment_id), default=None)
+
+
+def _set_row(
+    d: Deployed, previous: Succeeded | None, found: CommitRange, now: datetime
+) -> dict[str, Any]:
+    return {
+        "tenant": d.tenant,
+        "deployment_id": d.deployment_id,
+        "service": d.service,
+        "environment": d.environment,
+        "from_sha": None if previous is None else previous.commit_sha,
+        "to_sha": d.commit_sha,
+        "commit_count": len(found.commits),
+        "pr_count": len(found.pr_numbers),
+        "reverse": int(found.reverse),
+        "computed_at": now,
+        "status": d.status,
+        "repository": d.repository,
+        "previous_deployment_id": None if previous is None else previous.deployment_id,
+        "deployed_at": d.deployed_at,
+        "team": d.team,
+        "complete": int(found.complete),
+    }
+
+
+def _commit_rows(d: Deployed, found: CommitRange, now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "tenant": d.tenant,
+            "deployment_id": d.deployment_id,
+            "service": d.service,
+            "environment": d.environment,
+            "commit_sha": c.sha,
+            "pr_number": c.pr_number,
+            "pr_title": c.pr_title,
+            "author": c.author,
+            "first_seen_at": c.first_seen_at,
+            "deployed_at": d.deployed_at,
+            "computed_at": now,
+            "reverse": int(found.reverse),
+            "position": i,
+        }
+        for i, c in enumerate(found.commits)
+    ]
+
+
+def _insert(
+    store: ChangeSetStore,
+    table: str,
+    columns: tuple[tuple[str, str, str], ...],
+    rows: list[dict[str, Any]],
+) -> None:
+    names = [name for name, _, _ in columns]
+    store.insert_columns(
+        table,
+        names,
+        [kind for _, kind, _ in columns],
+        [[row[name] for row in rows] for name in names],
+    )
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+
+#: The fields of a change set's summary in API and CLI answers, in order.
+SUMMARY_FIELDS = (
+    "tenant",
+    "deployment_id",
+    "service",
+    "environment",
+    "status",
+    "repository",
+    "previous_deployment_id",
+    "from_sha",
+    "to_sha",
+    "reverse",
+    "complete",
+    "commit_count",
+    "pr_count",
+    "deployed_at",
+    "computed_at",
+)
+#: The columns of one commit in API and CLI answers, in order.
+COMMIT_FIELDS = ("commit_sha", "pr_number", "pr_title", "author", "first_seen_at", "lead_time_s")
+
+
+@dataclass(frozen=True)
+class StoredChangeSet:
+    """The latest change set of one deployment, with its commits (rows as stored)."""
+
+    summary: dict[str, Any]
+    commits: list[dict[str, Any]]
+
+    def commit_rows(self) -> list[dict[str, Any]]:
+        """Each commit (`COMMIT_FIELDS`) with its lead time: seconds from first sight to
+        this deployment (None when never seen, or for a rollback's commits)."""
+        return [
+            {
+                **{f: c[f] for f in COMMIT_FIELDS[:-1]},
+                "lead_time_s": None
+                if c["first_seen_at"] is None or c["reverse"]
+                else (c["deployed_at"] - c["first_seen_at"]).total_seconds(),
+            }
+            for c in self.commits
+        ]
+
+    def pull_requests(self) -> list[dict[str, Any]]:
+        """The range's merged pull requests, newest first, with their commits."""
+        found: dict[int, dict[str, Any]] = {}
+        for c in self.commits:
+            if c["pr_number"] is not None:
+                pr = found.setdefault(
+                    c["pr_number"],
+                    {
+                        "number": c["pr_number"],
+                        "title": c["pr_title"],
+                        "author": c["author"],
+                        "commits": [],
+                    },
+                )
+                pr["commits"].append(c["commit_sha"])
+        return list(found.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """The answer of `GET /v1/deployments/{id}/changes` and of `shipledger changes show
+        --format json`: the summary, `commits` and `pull_requests`."""
+        summary = {f: self.summary[f] for f in SUMMARY_FIELDS}
+        summary["reverse"] = bool(summary["reverse"])
+        summary["complete"] = bool(summary["complete"])
+        return {**summary, "commits": self.commit_rows(), "pull_requests": self.pull_requests()}
+
+
+def read_change_set(
+    store: ChangeSetStore, tenant: str | None, deployment_id: str
+) -> StoredChangeSet | None:
+    """The latest change set of `deployment_id` (of `tenant`; None: any), if computed."""
+    params: dict[str, Any] = {"id": deployment_id}
+    where = "deployment_id = {id:String}"
+    if tenant is not None:
+        where += " AND tenant = {tenant:String}"
+        params["tenant"] = tenant
+    names, rows = store.query(
+        f"SELECT * FROM {ddl.qualified(None, ddl.CHANGE_SETS)} WHERE {where}\n"  # noqa: S608
+        "ORDER BY computed_at DESC LIMIT 1",
+        params,
+    )
+    if not rows:
+        return None
+    summary = dict(zip(names, rows[0], strict=True))
+    names, rows = store.query(
+        f"SELECT * FROM {ddl.qualified(None, ddl.CHANGE_COMMITS)}\n"  # noqa: S608
+        "WHERE tenant = {tenant:String} AND deployment_id = {id:String}\n"
+        "    AND computed_at = {at:DateTime64(3, 'UTC')}\n"
+        "ORDER BY position",
+        {"tenant": summary["tenant"], "id": deployment_id, "at": summary["computed_at"]},
+    )
+    return StoredChangeSet(summary, [dict(zip(names, r, strict=True)) for r in rows])
+
+
+def list_change_sets(
+    store: ChangeSetStore,
+    *,
+    tenant: str | None,
+    service: str | None = None,
+    environment: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """The latest change set of each deployment matching the filters, newest deployment
+    first (at most `limit`)."""
+    conditions: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
+    for column, value in (("tenant", tenant), ("service", service), ("environment", environment)):
+        if value is not None:
+            conditions.append(f"{column} = {{{column}:String}}")
+            params[column] = value
+    if since is not None:
+        conditions.append("deployed_at >= {since:DateTime64(3, 'UTC')}")
+        params["since"] = since
+    where = " AND ".join(conditions) or "1"
+    names, rows = store.query(
+        f"SELECT * FROM (SELECT * FROM {ddl.qualified(None, ddl.CHANGE_SETS)} WHERE {where}\n"  # noqa: S608
+        "    ORDER BY computed_at DESC LIMIT 1 BY tenant, deployment_id)\n"
+        "ORDER BY deployed_at DESC, deployment_id LIMIT {limit:UInt32}",
+        params,
+    )
+    return [dict(zip(names, r, strict=True)) for r in rows]
