@@ -15,6 +15,7 @@ from contextlib import ExitStack
 
 from shipledger.logging import get_logger
 from shipledger.schemas.family_models import ChangeEvent
+from shipledger.schemas.scopes import RowScope
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import (
     DoraQuery,
@@ -24,7 +25,6 @@ from shipledger.sinks.ledger.reader import (
     QueryLimits,
     QueryResult,
     StoredEvent,
-    Visible,
 )
 
 log = get_logger("api.ledger")
@@ -86,9 +86,9 @@ class LedgerLink:
         """Every stored event of one change request of `tenant`."""
         return self._get().change_events(tenant, change_id)
 
-    def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
-        """The DORA metrics of `query`, from rows `visible` may read."""
-        return self._get().dora(query, visible)
+    def dora(self, query: DoraQuery, scope: RowScope | None = None) -> list[DoraRow]:
+        """The DORA metrics of `query`, over the rows `scope` may read (None: all)."""
+        return self._get().dora(query, scope)
 
     def close(self) -> None:
         """Close the reader, if open."""

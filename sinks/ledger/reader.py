@@ -26,6 +26,7 @@ from shipledger.schemas.families import Family
 from shipledger.schemas.family_models import ArtifactEvent, CatalogEvent, ChangeEvent
 from shipledger.schemas.models import DeploymentEvent, Model
 from shipledger.schemas.registry import catalog
+from shipledger.schemas.scopes import RowScope
 from shipledger.schemas.topics import ENRICHMENT
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
@@ -38,7 +39,6 @@ from shipledger.sinks.ledger.dora import (
     DoraError,
     DoraQuery,
     DoraRow,
-    Visible,
     dora_columns,
     dora_window,
     read_dora,
@@ -71,7 +71,6 @@ __all__ = [
     "StoredEvent",
     "Tier",
     "TimeWindow",
-    "Visible",
     "chdb_path",
     "dora_columns",
     "dora_window",
@@ -153,8 +152,9 @@ class LedgerReads(Protocol):
         """Every stored event of one change request of `tenant`, in no particular order."""
         ...
 
-    def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
-        """The DORA metrics of `query`, from rows `visible` may read (docs/metrics.md)."""
+    def dora(self, query: DoraQuery, scope: RowScope | None = None) -> list[DoraRow]:
+        """The DORA metrics of `query` over the rows `scope` may read (None: all; see
+        docs/metrics.md)."""
         ...
 
 
@@ -226,10 +226,10 @@ class LedgerReader:
             environments=environments,
         )
 
-    def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
+    def dora(self, query: DoraQuery, scope: RowScope | None = None) -> list[DoraRow]:
         """The DORA metrics of `query` (`sinks.ledger.dora`). The aggregates live in the hot
         database only and hold every day, archived or not: their views fire at insert."""
-        return read_dora(self._store, query, visible)
+        return read_dora(self._store, query, scope)
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of change request `change_id` of `tenant`, hot and cold (a row

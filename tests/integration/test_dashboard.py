@@ -24,6 +24,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.api.server import ApiServer
 from shipledger.schemas.family_models import ChangeEvent
+from shipledger.schemas.scopes import RowScope
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import (
     DoraQuery,
@@ -33,7 +34,6 @@ from shipledger.sinks.ledger.reader import (
     QueryLimits,
     QueryResult,
     StoredEvent,
-    Visible,
 )
 from shipledger.up.broker import EmbeddedBroker
 from shipledger.up.stack import Stack
@@ -86,9 +86,9 @@ class SwitchedLedger:
         self._check()
         return self.reader.change_events(tenant, change_id)
 
-    def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
+    def dora(self, query: DoraQuery, scope: RowScope | None = None) -> list[DoraRow]:
         self._check()
-        return self.reader.dora(query, visible)
+        return self.reader.dora(query, scope)
 
 
 @dataclass
