@@ -81,5 +81,5 @@ async def get_dora(
         )
     except DoraError as exc:
         raise ApiError(400, str(exc)) from exc
-    rows = await run_in_threadpool(ledger.dora, query, principal.sees)
+    rows = await run_in_threadpool(ledger.dora, query, principal.row_scope(tenant))
     return {"columns": dora_columns(query.by), "rows": [r.as_dict() for r in rows]}

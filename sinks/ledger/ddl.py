@@ -789,65 +789,71 @@ VIEWS: dict[str, Callable[[str | None], str]] = {
 
 # --- DORA aggregates (docs/metrics.md): maintained by materialized views at insert ----------
 
-DORA_DAILY = "dora_daily"
+DORA_DEPLOYMENTS = "dora_deployments"
 DORA_COMMITS = "dora_commits"
 #: Deployment kinds that remediate a failure rather than ship a change (docs/metrics.md).
 REMEDIATION_KINDS = ("rollback", "hotfix", "emergency_patch")
-_FAILED = "status IN ('failed', 'rolled_back')"
 
-# Every state is keyed by deployment id (maxMap/minMap, uniqExact), so a deployment that several
-# records describe (every stage, retries, re-judgements) counts once, and a row inserted twice
-# (a replay, a restore from cold storage) changes nothing: the aggregates are idempotent.
-_DORA_DAILY_COLUMNS = (
+_NULLABLE_MS = f"Nullable({DATETIME_MS})"
+# Every column is a max or a min keyed by deployment id, so a deployment that several records
+# describe (every stage, retries, re-judgements) is one row once merged, and a row inserted
+# twice (a replay, a restore from cold storage) changes nothing: the aggregates are idempotent.
+# Plain columns rather than per-group maps: a report reads a team's quarter as a scan of its
+# sort-key range and two GROUP BYs inside ClickHouse, never a merge of maps in Python.
+_DORA_DEPLOYMENT_COLUMNS = (
     ("tenant", "LowCardinality(String)", "Tenant."),
-    ("team", "LowCardinality(String)", "Owner team of the deployment ('' when unknown)."),
+    ("team", "LowCardinality(String)", "Owner team of the record's deployment ('' when unknown)."),
     ("environment", "LowCardinality(String)", "Canonical environment."),
     ("application", "LowCardinality(String)", "Application of the service ('' when unknown)."),
     ("service", "LowCardinality(String)", "Service."),
-    ("day", "Date", "UTC day the deployment started."),
+    ("day", "Date", "UTC day the record's deployment started."),
     (
-        "changes",
-        "AggregateFunction(maxMap, Map(String, UInt64))",
-        "Change deployments (not remediations): deployment_id -> 2 * seq + 1 if that record "
-        "was failed or rolled_back (the latest record decides).",
+        "deployment_id",
+        "String",
+        "The deployment the facts are about: the record's own, or the one a remediation names "
+        "in rollback_of (a second row, under the remediation's team, service and day).",
     ),
+    ("own", "SimpleAggregateFunction(max, UInt8)", "1: the deployment's own record."),
     (
-        "remediations",
-        "AggregateFunction(uniqExact, String)",
-        "Remediation deployments (kind rollback, hotfix, emergency_patch, or a rollback_of).",
+        "change",
+        "SimpleAggregateFunction(max, UInt8)",
+        "1: a change deployment (not a remediation: kind rollback, hotfix, emergency_patch, "
+        "or a rollback_of).",
+    ),
+    ("remediation", "SimpleAggregateFunction(max, UInt8)", "1: a remediation deployment."),
+    (
+        "outcome",
+        "SimpleAggregateFunction(max, UInt64)",
+        "Change deployments: 2 * seq + 1 if that record was failed or rolled_back (the latest "
+        "record decides: odd = failed).",
     ),
     (
         "remediated",
-        "AggregateFunction(maxMap, Map(String, UInt8))",
-        "deployment_id -> 1 for every deployment a remediation names in rollback_of.",
+        "SimpleAggregateFunction(max, UInt8)",
+        "1: a remediation names this deployment in rollback_of.",
     ),
     (
         "failed_at",
-        f"AggregateFunction(minMap, Map(String, {DATETIME_MS}))",
-        "deployment_id -> when it failed: its failed record's finished_at, or the start of "
-        "the remediation naming it.",
+        f"SimpleAggregateFunction(min, {_NULLABLE_MS})",
+        "When it failed: its failed record's finished_at, or the start of a remediation naming it.",
     ),
     (
         "restored_at",
-        f"AggregateFunction(minMap, Map(String, {DATETIME_MS}))",
-        "deployment_id -> when service was restored: its rolled_back record's finished_at, or "
-        "the finish of a succeeded remediation naming it.",
+        f"SimpleAggregateFunction(min, {_NULLABLE_MS})",
+        "When service was restored: its rolled_back record's finished_at, or the finish of a "
+        "succeeded remediation naming it.",
     ),
     (
         "deployed_at",
-        f"AggregateFunction(minMap, Map(String, {DATETIME_MS}))",
-        "Change deployment_id -> finished_at of its first succeeded record (running there).",
+        f"SimpleAggregateFunction(min, {_NULLABLE_MS})",
+        "Change deployments: finished_at of the first succeeded record (running there).",
     ),
-    (
-        "commits",
-        "AggregateFunction(maxMap, Map(String, String))",
-        "Change deployment_id -> commit_sha it shipped.",
-    ),
+    ("commit_sha", "SimpleAggregateFunction(max, String)", "Change deployments: commit shipped."),
     (
         "seen_at",
-        f"AggregateFunction(minMap, Map(String, {DATETIME_MS}))",
-        "Succeeded change deployment_id -> when its commit was first seen (dora_commits), as "
-        "known when the record was inserted.",
+        f"SimpleAggregateFunction(min, {_NULLABLE_MS})",
+        "Succeeded change deployments: when the commit was first seen (dora_commits), as known "
+        "when the record was inserted.",
     ),
 )
 
@@ -857,59 +863,67 @@ def _column_list(columns: tuple[tuple[str, str, str], ...]) -> str:
     return ",\n".join(f"    {quote_ident(n)} {t} COMMENT {quote_str(c)}" for n, t, c in columns)
 
 
-def dora_daily_sql(database: str | None = None) -> str:
-    """`dora_daily`: *per tenant, team, environment, application, service and day, which
-    deployments were changes, which failed, when were they restored, what did they ship?*
-    Per-deployment states merged at read time (`sinks.ledger.dora`)."""
+def dora_deployments_sql(database: str | None = None) -> str:
+    """`dora_deployments`: *per deployment, was it a change or a remediation, did it fail, when
+    was it restored, when did it run and what did it ship?* Filed under the tenant, team,
+    environment, service, application and day, so a report reads a sort-key range
+    (`sinks.ledger.dora`)."""
     return (
-        f"CREATE TABLE {qualified(database, DORA_DAILY)}\n"
-        f"(\n{_column_list(_DORA_DAILY_COLUMNS)}\n)\n"
+        f"CREATE TABLE {qualified(database, DORA_DEPLOYMENTS)}\n"
+        f"(\n{_column_list(_DORA_DEPLOYMENT_COLUMNS)}\n)\n"
         "ENGINE = AggregatingMergeTree\n"
         "PARTITION BY toYYYYMM(`day`)\n"
-        "ORDER BY (`tenant`, `team`, `environment`, `service`, `application`, `day`)\n"
-        "COMMENT 'DORA facts per deployment, by tenant, team, environment, service and day "
-        "(maintained by dora_daily_mv; docs/metrics.md).'"
+        "ORDER BY (`tenant`, `team`, `environment`, `service`, `application`, `day`, "
+        "`deployment_id`)\n"
+        "COMMENT 'DORA facts per deployment (maintained by dora_deployments_mv; "
+        "docs/metrics.md).'"
     )
 
 
-def dora_daily_mv_sql(database: str | None = None) -> str:
-    """`dora_daily_mv`: folds every deployment record into `dora_daily` as it is inserted."""
+def dora_deployments_select(database: str | None, records: str) -> str:
+    """The SELECT folding deployment records (`records`: the table, or the block a view is
+    fed) into `dora_deployments` rows: the materialized view's, and a backfill's."""
     kinds = ", ".join(quote_str(k) for k in REMEDIATION_KINDS)
-    remedy = f"(kind IN ({kinds}) OR rollback_of IS NOT NULL)"
-    named = f"{remedy} AND rollback_of IS NOT NULL"
-    # A failure or a restoration is the failed deployment's: a remediation's names it.
-    failed = "if(rollback_of IS NULL, deployment_id, assumeNotNull(rollback_of))"
-    records = qualified(database, RECORDS)
+    change = "role = 0 AND NOT remedy"
+    finished = "ifNull(finished_at, updated_at)"
     return (
-        f"CREATE MATERIALIZED VIEW {qualified(database, DORA_DAILY + '_mv')}"  # noqa: S608
-        f" TO {qualified(database, DORA_DAILY)} AS\n"
-        "SELECT tenant, ifNull(team, '') AS team, environment,\n"
+        "SELECT tenant, ifNull(team, '') AS team, environment,\n"  # noqa: S608
         "    ifNull(application, '') AS application, service, toDate(started_at) AS day,\n"
-        f"    maxMapStateIf(map(deployment_id, toUInt64(seq) * 2 + ({_FAILED})), NOT {remedy})"
-        " AS changes,\n"
-        f"    uniqExactStateIf(deployment_id, {remedy}) AS remediations,\n"
-        f"    maxMapStateIf(map(assumeNotNull(rollback_of), toUInt8(1)), {named}) AS remediated,\n"
-        f"    minMapStateIf(map({failed},\n"
-        "        if(rollback_of IS NULL, ifNull(finished_at, updated_at), started_at)),\n"
-        f"        (status = 'failed' AND NOT {remedy}) OR {named}) AS failed_at,\n"
-        f"    minMapStateIf(map({failed}, ifNull(finished_at, updated_at)),\n"
-        f"        (status = 'rolled_back' AND NOT {remedy}) OR ({named} AND status = 'succeeded'))"
-        " AS restored_at,\n"
-        "    minMapStateIf(map(deployment_id, ifNull(finished_at, updated_at)),\n"
-        f"        status = 'succeeded' AND NOT {remedy}) AS deployed_at,\n"
-        f"    maxMapStateIf(map(deployment_id, commit_sha), NOT {remedy}) AS commits,\n"
-        "    minMapStateIf(map(deployment_id, commit_seen_at),\n"
-        f"        status = 'succeeded' AND NOT {remedy} AND commit_seen_at > 0\n"
-        "        AND commit_seen_at <= ifNull(finished_at, updated_at)) AS seen_at\n"
-        # Lead time is computed at insert: the inner reference to the records is the
-        # inserted block only, so the join reads the block's commits, never the whole table.
-        f"FROM (SELECT r.*, c.first_seen_at AS commit_seen_at FROM {records} AS r\n"
+        "    if(role = 0, deployment_id, assumeNotNull(rollback_of)) AS deployment_id,\n"
+        "    toUInt8(role = 0) AS own, toUInt8(role = 0 AND NOT remedy) AS change,\n"
+        "    toUInt8(role = 0 AND remedy) AS remediation,\n"
+        f"    if({change}, toUInt64(seq) * 2 + (status IN ('failed', 'rolled_back')), 0)"
+        " AS outcome,\n"
+        "    toUInt8(role = 1) AS remediated,\n"
+        f"    multiIf(role = 1, started_at, {change} AND status = 'failed', {finished}, NULL)"
+        " AS failed_at,\n"
+        f"    multiIf(role = 1, if(status = 'succeeded', {finished}, NULL),\n"
+        f"        {change} AND status = 'rolled_back', {finished}, NULL) AS restored_at,\n"
+        f"    if({change} AND status = 'succeeded', {finished}, NULL) AS deployed_at,\n"
+        f"    if({change}, commit_sha, '') AS commit_sha,\n"
+        f"    if({change} AND status = 'succeeded' AND commit_seen_at > 0\n"
+        f"        AND commit_seen_at <= {finished}, commit_seen_at, NULL) AS seen_at\n"
+        # Lead time is computed at insert: in a view the inner reference to the records is
+        # the inserted block only, so the join reads the block's commits, never the table.
+        f"FROM (SELECT r.*, (r.kind IN ({kinds}) OR r.rollback_of IS NOT NULL) AS remedy,\n"
+        f"        c.first_seen_at AS commit_seen_at FROM {records} AS r\n"
         "    LEFT JOIN (SELECT tenant, sha, min(first_seen_at) AS first_seen_at\n"
         f"        FROM {qualified(database, DORA_COMMITS)}\n"
         f"        WHERE (tenant, sha) IN (SELECT tenant, commit_sha FROM {records})\n"
         "        GROUP BY tenant, sha) AS c\n"
         "    ON r.tenant = c.tenant AND r.commit_sha = c.sha)\n"
-        "GROUP BY tenant, team, environment, application, service, day"
+        # A remediation naming a deployment is also a fact about that deployment: a second row.
+        "ARRAY JOIN if(remedy AND rollback_of IS NOT NULL, [0, 1], [0]) AS role"
+    )
+
+
+def dora_deployments_mv_sql(database: str | None = None) -> str:
+    """`dora_deployments_mv`: folds every deployment record into `dora_deployments` as it is
+    inserted."""
+    return (
+        f"CREATE MATERIALIZED VIEW {qualified(database, DORA_DEPLOYMENTS + '_mv')}"
+        f" TO {qualified(database, DORA_DEPLOYMENTS)} AS\n"
+        + dora_deployments_select(database, qualified(database, RECORDS))
     )
 
 
@@ -1101,7 +1115,13 @@ def commit_lead_times_sql(database: str | None = None) -> str:
 #: The aggregate and derived tables (no tenant row policy: read through `sinks.ledger.dora`,
 #: `sinks.ledger.change_sets` and `sinks.ledger.verifications` only); the sink writes the
 #: first four (grants).
-AGGREGATE_TABLES = (DORA_COMMITS, DORA_DAILY, CHANGE_SETS, CHANGE_COMMITS, DEPLOYMENT_VERIFICATIONS)
+AGGREGATE_TABLES = (
+    DORA_COMMITS,
+    DORA_DEPLOYMENTS,
+    CHANGE_SETS,
+    CHANGE_COMMITS,
+    DEPLOYMENT_VERIFICATIONS,
+)
 #: Aggregate tables and the materialized views that feed them, then the derived tables the
 #: sink and the verifier write and their view, each after what it reads. Only the hot
 #: database has them: a view fires on insert, and archiving to cold storage deletes rows,
@@ -1109,8 +1129,8 @@ AGGREGATE_TABLES = (DORA_COMMITS, DORA_DAILY, CHANGE_SETS, CHANGE_COMMITS, DEPLO
 AGGREGATES: dict[str, Callable[[str | None], str]] = {
     DORA_COMMITS: dora_commits_sql,
     DORA_COMMITS + "_mv": dora_commits_mv_sql,
-    DORA_DAILY: dora_daily_sql,
-    DORA_DAILY + "_mv": dora_daily_mv_sql,
+    DORA_DEPLOYMENTS: dora_deployments_sql,
+    DORA_DEPLOYMENTS + "_mv": dora_deployments_mv_sql,
     CHANGE_SETS: change_sets_sql,
     CHANGE_COMMITS: change_commits_sql,
     COMMIT_LEAD_TIMES: commit_lead_times_sql,

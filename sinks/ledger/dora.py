@@ -1,22 +1,31 @@
-"""DORA metrics from the `dora_daily` and `dora_commits` aggregates (docs/metrics.md).
-
-The materialized views of `sinks.ledger.ddl` keep, per tenant, team, environment, application,
-service and day, one state per deployment: whether it was a change or a remediation, its
-latest outcome, when it failed, was restored, ran, and which commit it shipped. A read merges
-those states per period (`dora_groups_sql`, one grouped query over the aggregate table, never
-over the raw rows), then `compute` rolls the groups up to the rows asked for and derives the
-four metrics. Pure functions apart from `read_dora`.
+"""DORA metrics from the `dora_deployments` and `dora_commits` aggregates (docs/metrics.md).
+The materialized views of `sinks.ledger.ddl` keep one row of facts per deployment, filed under
+its tenant, team, environment, service, application and day: whether it was a change or a
+remediation, its latest outcome, when it failed, was restored, ran, and which commit it
+shipped. A report is one query (`dora_sql`): ClickHouse merges each deployment's facts over the
+window plus the remediation lookahead, then counts per period and breakdown key; Python only
+takes medians, and looks up the commits whose first sighting was unknown at insert.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
-from shipledger.sinks.ledger.ddl import DORA_COMMITS, DORA_DAILY, qualified
+from shipledger.schemas.scopes import RowScope
+from shipledger.sinks.ledger.ddl import (
+    DORA_COMMITS,
+    DORA_DEPLOYMENTS,
+    RECORDS,
+    dora_deployments_select,
+    qualified,
+)
+from shipledger.sinks.ledger.query import scope_condition
+from shipledger.sinks.ledger.store import LedgerStore
+from shipledger.sinks.ledger.tiers import ledger_source
 
 #: Period name -> the ClickHouse expression of its first day.
 DORA_PERIODS = {"day": "`day`", "week": "toMonday(`day`)", "month": "toStartOfMonth(`day`)"}
@@ -24,19 +33,11 @@ DORA_PERIODS = {"day": "`day`", "week": "toMonday(`day`)", "month": "toStartOfMo
 DORA_DIMENSIONS = ("team", "application", "service", "environment")
 #: How long after the window a remediation still counts for a deployment inside it.
 REMEDIATION_LOOKAHEAD = timedelta(days=30)
-#: The period the lookahead's days are grouped under: remediation facts only.
-LOOKAHEAD_PERIOD = date(1970, 1, 1)
 _FILTERS = {"teams": "team", "applications": "application", "services": "service"}
 
 
 class DoraError(ValueError):
     """A DORA request that cannot be answered (names the field at fault)."""
-
-
-class Visible(Protocol):
-    """Whether a row of (tenant, team, environment) may be read (`Principal.sees`)."""
-
-    def __call__(self, tenant: str, team: str | None, environment: str | None) -> bool: ...
 
 
 #: The window when none is given: the last 90 days (a quarter), today included.
@@ -72,31 +73,6 @@ class DoraQuery:
         unknown = [b for b in self.by if b not in DORA_DIMENSIONS]
         if unknown:
             raise DoraError(f"by: one of {', '.join(DORA_DIMENSIONS)}, not {unknown[0]!r}")
-
-
-@dataclass
-class Group:
-    """The merged states of one (period, tenant, team, environment, application, service)."""
-
-    period: date
-    tenant: str
-    team: str
-    environment: str
-    application: str
-    service: str
-    changes: dict[str, int] = field(default_factory=dict)
-    remediations: int = 0
-    remediated: set[str] = field(default_factory=set)
-    failed_at: dict[str, datetime] = field(default_factory=dict)
-    restored_at: dict[str, datetime] = field(default_factory=dict)
-    deployed_at: dict[str, datetime] = field(default_factory=dict)
-    commits: dict[str, str] = field(default_factory=dict)
-    seen_at: dict[str, datetime] = field(default_factory=dict)
-
-    def unseen_commits(self) -> set[str]:
-        """Commits of succeeded deployments whose first sighting was not known at insert
-        (their push reached the ledger after them, or never)."""
-        return {self.commits[d] for d in self.deployed_at if d not in self.seen_at}
 
 
 @dataclass(frozen=True)
@@ -149,10 +125,20 @@ def _median_h(seconds: Sequence[float]) -> float | None:
     return round(statistics.median(seconds) / 3600, 3) if seconds else None
 
 
-def dora_groups_sql(query: DoraQuery, database: str) -> tuple[str, dict[str, Any]]:
-    """The one grouped read of `dora_daily` for `query` (and its parameters): every group of
-    the window plus the remediation lookahead, states merged per period (the lookahead's
-    days under `LOOKAHEAD_PERIOD`)."""
+#: The breakdown keys as the inner query names them (its aliases must not shadow columns).
+_KEYS = {d: f"d_{d}" for d in DORA_DIMENSIONS}
+
+
+def dora_sql(
+    query: DoraQuery, database: str, scope: RowScope | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The report's query for `query` over the rows `scope` may read (and its parameters): one
+    row per period and breakdown key with the counts, the lead and recovery times (seconds),
+    and the (commit, running since) of succeeded changes whose commit was unseen at insert.
+
+    Inside, each deployment's facts are merged over the window plus the remediation
+    lookahead (a remediation after the window still marks a deployment inside it as failed
+    and restored); the deployment counts in the period of its own day, if inside the window."""
     params: dict[str, Any] = {
         "since": query.since,
         "until": query.until,
@@ -167,44 +153,43 @@ def dora_groups_sql(query: DoraQuery, database: str) -> tuple[str, dict[str, Any
         if values:
             where.append(f"{column} IN %({name})s")
             params[name] = list(values)
-    period = f"if(`day` > %(until)s, toDate(0), {DORA_PERIODS[query.period]})"
+    if scope is not None:
+        where.extend(filter(None, [scope_condition(scope, _SCOPED_COLUMNS)]))
+    period = DORA_PERIODS[query.period].replace("`day`", "d_day")
+    keys = "".join(f", {_KEYS[b]} AS {b}" for b in query.by)
+    grouped = "".join(f", {b}" for b in query.by)
+    failed = "d_change = 1 AND (modulo(d_outcome, 2) = 1 OR d_remediated = 1)"
+    running = "d_change = 1 AND d_deployed_at IS NOT NULL"
     sql = (
-        f"SELECT {period} AS period, tenant, team, environment, application, service,\n"
-        "    maxMapMerge(changes), uniqExactMerge(remediations),\n"
-        "    maxMapMerge(remediated), minMapMerge(failed_at), minMapMerge(restored_at),\n"
-        "    minMapMerge(deployed_at), maxMapMerge(commits), minMapMerge(seen_at)\n"
-        f"FROM {qualified(database, DORA_DAILY)}\n"
-        f"WHERE {' AND '.join(where)}\n"
-        "GROUP BY period, tenant, team, environment, application, service"
+        f"SELECT {period} AS period, tenant{keys},\n"  # noqa: S608
+        f"    countIf(d_change = 1), countIf(d_remediation = 1), countIf({failed}),\n"
+        "    groupArrayIf(dateDiff('millisecond', d_seen_at, d_deployed_at) / 1000,\n"
+        f"        {running} AND d_seen_at <= d_deployed_at),\n"
+        "    groupArrayIf(dateDiff('millisecond', d_failed_at, d_restored_at) / 1000,\n"
+        f"        {failed} AND d_restored_at >= d_failed_at),\n"
+        f"    groupArrayIf((d_commit_sha, d_deployed_at), {running} AND d_seen_at IS NULL)\n"
+        "FROM (\n"
+        "    SELECT tenant, deployment_id,\n"
+        + "".join(f"        anyIf({d}, own = 1) AS {_KEYS[d]},\n" for d in DORA_DIMENSIONS)
+        + "        anyIf(`day`, own = 1) AS d_day, max(own) AS d_own,\n"
+        "        max(change) AS d_change, max(remediation) AS d_remediation,\n"
+        "        max(outcome) AS d_outcome, max(remediated) AS d_remediated,\n"
+        "        min(failed_at) AS d_failed_at, min(restored_at) AS d_restored_at,\n"
+        "        min(deployed_at) AS d_deployed_at, max(commit_sha) AS d_commit_sha,\n"
+        "        min(seen_at) AS d_seen_at\n"
+        f"    FROM {qualified(database, DORA_DEPLOYMENTS)}\n"
+        f"    WHERE {' AND '.join(where)}\n"
+        "    GROUP BY tenant, deployment_id\n"
+        "    HAVING d_own = 1 AND d_day <= %(until)s\n"
+        ")\n"
+        f"GROUP BY period, tenant{grouped}\n"
+        f"ORDER BY period, tenant{grouped}"
     )
     return sql, params
 
 
-def groups_of(rows: Iterable[Sequence[Any]]) -> list[Group]:
-    """The rows of `dora_groups_sql` as groups."""
-    return [
-        Group(
-            period=_as_date(r[0]),
-            tenant=str(r[1]),
-            team=str(r[2]),
-            environment=str(r[3]),
-            application=str(r[4]),
-            service=str(r[5]),
-            changes={str(k): int(v) for k, v in dict(r[6]).items()},
-            remediations=int(r[7]),
-            remediated={str(k) for k in dict(r[8])},
-            failed_at={str(k): _utc(v) for k, v in dict(r[9]).items()},
-            restored_at={str(k): _utc(v) for k, v in dict(r[10]).items()},
-            deployed_at={str(k): _utc(v) for k, v in dict(r[11]).items()},
-            commits={str(k): str(v) for k, v in dict(r[12]).items()},
-            seen_at={str(k): _utc(v) for k, v in dict(r[13]).items()},
-        )
-        for r in rows
-    ]
-
-
-def _as_date(value: Any) -> date:
-    return value.date() if isinstance(value, datetime) else value
+#: The columns a reader's scope is checked against (`scope_condition`).
+_SCOPED_COLUMNS = frozenset({"tenant", "team", "environment"})
 
 
 def _utc(value: Any) -> datetime:
@@ -222,92 +207,41 @@ def commits_sql(database: str) -> str:
     )
 
 
-def compute(
+def dora_rows(
     query: DoraQuery,
-    groups: Sequence[Group],
+    rows: Iterable[Sequence[Any]],
     first_seen: dict[tuple[str, str], datetime],
-    visible: Visible | None = None,
 ) -> list[DoraRow]:
-    """The metrics per period and breakdown key of `query`, from the merged groups (those
-    `visible` may read only), ordered by period then key. Remediation facts (which deployments
-    were remediated, when each failed and was restored) come from any visible group of the
-    tenant in the window plus the lookahead; deployments from the window's groups."""
-    # A row without a team is asked about as such (None), as every read path asks.
-    seen = [
-        g for g in groups if visible is None or visible(g.tenant, g.team or None, g.environment)
-    ]
-    remediated: dict[str, set[str]] = {}
-    failed_at: dict[str, dict[str, datetime]] = {}
-    restored_at: dict[str, dict[str, datetime]] = {}
-    for g in seen:
-        remediated.setdefault(g.tenant, set()).update(g.remediated)
-        _merge_min(failed_at.setdefault(g.tenant, {}), g.failed_at)
-        _merge_min(restored_at.setdefault(g.tenant, {}), g.restored_at)
-    merged: dict[tuple[date, str, tuple[str, ...]], Group] = {}
-    for g in seen:
-        if g.period == LOOKAHEAD_PERIOD:
-            continue
-        key = (g.period, g.tenant, tuple(getattr(g, b) for b in query.by))
-        into = merged.setdefault(key, Group(g.period, g.tenant, "", "", "", ""))
-        for deployment, value in g.changes.items():
-            into.changes[deployment] = max(value, into.changes.get(deployment, 0))
-        into.remediations += g.remediations
-        _merge_min(into.deployed_at, g.deployed_at)
-        _merge_min(into.seen_at, g.seen_at)
-        into.commits.update(g.commits)
-    rows = [
-        _row(query, period, tenant, values, group, first_seen, remediated, failed_at, restored_at)
-        for (period, tenant, values), group in merged.items()
-    ]
-    return sorted(rows, key=lambda r: (r.period, r.tenant, tuple(r.key.values())))
-
-
-def _merge_min(into: dict[str, datetime], other: dict[str, datetime]) -> None:
-    for k, v in other.items():
-        if k not in into or v < into[k]:
-            into[k] = v
-
-
-def _row(
-    query: DoraQuery,
-    period: date,
-    tenant: str,
-    values: tuple[str, ...],
-    group: Group,
-    first_seen: dict[tuple[str, str], datetime],
-    remediated: dict[str, set[str]],
-    failed_at: dict[str, dict[str, datetime]],
-    restored_at: dict[str, dict[str, datetime]],
-) -> DoraRow:
-    # A change failed when its latest record was failed/rolled_back (odd value) or a
-    # remediation named it: once, however many records or remediations say so.
-    failed = [
-        d for d, v in group.changes.items() if v % 2 == 1 or d in remediated.get(tenant, set())
-    ]
-    lead = []
-    for deployment, running in group.deployed_at.items():
-        seen_at = group.seen_at.get(deployment) or first_seen.get(
-            (tenant, group.commits.get(deployment, ""))
+    """The rows of `dora_sql` as metrics, lead times completed from `first_seen` ((tenant,
+    sha) -> first sighting) for the commits unseen at insert."""
+    result = []
+    width = len(query.by)
+    for r in rows:
+        period, tenant = _as_date(r[0]), str(r[1])
+        deployments, remediations, failures, lead, recovery, unseen = r[2 + width :]
+        late = []
+        for sha, running in unseen:
+            seen_at = first_seen.get((tenant, str(sha)))
+            if seen_at is not None and seen_at <= _utc(running):
+                late.append((_utc(running) - seen_at).total_seconds())
+        result.append(
+            DoraRow(
+                period=period,
+                tenant=tenant,
+                key={b: str(v) for b, v in zip(query.by, r[2 : 2 + width], strict=True)},
+                days=_days(query, period),
+                deployments=int(deployments),
+                remediations=int(remediations),
+                failures=int(failures),
+                lead_times_s=tuple(sorted([*map(float, lead), *late])),
+                recovery_times_s=tuple(sorted(map(float, recovery))),
+            )
         )
-        if seen_at is not None and seen_at <= running:
-            lead.append((running - seen_at).total_seconds())
-    recovery = []
-    for deployment in failed:
-        start = failed_at.get(tenant, {}).get(deployment)
-        end = restored_at.get(tenant, {}).get(deployment)
-        if start is not None and end is not None and end >= start:
-            recovery.append((end - start).total_seconds())
-    return DoraRow(
-        period=period,
-        tenant=tenant,
-        key=dict(zip(query.by, values, strict=True)),
-        days=_days(query, period),
-        deployments=len(group.changes),
-        remediations=group.remediations,
-        failures=len(failed),
-        lead_times_s=tuple(sorted(lead)),
-        recovery_times_s=tuple(sorted(recovery)),
-    )
+    return result
+
+
+def _as_date(value: Any) -> date:
+    return value.date() if isinstance(value, datetime) else value
 
 
 def _days(query: DoraQuery, start: date) -> int:
@@ -333,22 +267,35 @@ class Runner(Protocol):
         ...
 
 
-def read_dora(store: Runner, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
-    """The DORA rows of `query` from the aggregates of `store`: a grouped read, then, only
-    for commits whose first sighting was unknown at insert, one read per tenant."""
-    sql, params = dora_groups_sql(query, store.database)
+def read_dora(store: Runner, query: DoraQuery, scope: RowScope | None = None) -> list[DoraRow]:
+    """The DORA rows of `query` over the rows `scope` may read (None: all), from the
+    aggregates of `store`: one query, then, only for commits whose first sighting was unknown
+    at insert, one read per tenant."""
+    sql, params = dora_sql(query, store.database, scope)
     _, rows = store.query(sql, params)
-    groups = groups_of(rows)
     shas: dict[str, set[str]] = {}
-    for g in groups:
-        shas.setdefault(g.tenant, set()).update(g.unseen_commits())
+    for r in rows:
+        shas.setdefault(str(r[1]), set()).update(str(sha) for sha, _ in r[-1])
     first_seen: dict[tuple[str, str], datetime] = {}
     for tenant, named in sorted(shas.items()):
         if named:
             params = {"tenant": tenant, "shas": sorted(named)}
             _, seen = store.query(commits_sql(store.database), params)
             first_seen |= {(tenant, str(sha)): _utc(at) for sha, at in seen}
-    return compute(query, groups, first_seen, visible)
+    return dora_rows(query, rows, first_seen)
+
+
+def rebuild_dora(store: LedgerStore) -> int:
+    """Fold every deployment record of the ledger, hot and archived, into `dora_deployments`
+    again (the facts are maxima and minima: what is there already is unchanged); the number
+    of records read. For a ledger that archived records before the table existed."""
+    source = ledger_source(store, RECORDS)
+    _, counted = store.query(f"SELECT count() FROM {source}")  # noqa: S608
+    store.command(
+        f"INSERT INTO {qualified(store.database, DORA_DEPLOYMENTS)}\n"
+        + dora_deployments_select(store.database, source)
+    )
+    return int(counted[0][0])
 
 
 #: Report columns in order (`DoraRow.as_dict`), by the breakdown asked for.

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from shipledger.sinks.cli_options import ledger_options, ledger_settings
+from shipledger.sinks.ledger.dora import rebuild_dora
 from shipledger.sinks.ledger.migrate import (
     MigrationError,
     applied_migrations,
@@ -48,12 +49,20 @@ _SOURCE_DIR = Path("sinks/ledger/migrations")
     show_default=True,
     help="Migrations source directory, for --new and --squash.",
 )
+@click.option(
+    "--rebuild-aggregates",
+    is_flag=True,
+    help="Then fold every deployment record, hot and archived, into the DORA aggregates "
+    "again: once, on a ledger that archived records before dora_deployments existed (safe "
+    "to repeat).",
+)
 @ledger_options
 def migrate(
     status: bool,
     new_name: str | None,
     squash: bool,
     directory: Path,
+    rebuild_aggregates: bool,
     clickhouse_url: str | None,
     data_dir: Path | None,
 ) -> None:
@@ -75,6 +84,7 @@ def migrate(
                                            # sinks/ledger/migrations/NNNN_add_team.sql;
                                            # review it, make install, commit it
       shipledger migrate --squash          # every file -> NNNN_baseline.sql (NNNN: the last)
+      shipledger migrate --rebuild-aggregates  # and refold the DORA aggregates (docs/metrics.md)
     """
     if new_name:
         _write_new(new_name, directory)
@@ -94,6 +104,9 @@ def migrate(
                     if done
                     else "schema is up to date (nothing to apply)"
                 )
+                if rebuild_aggregates:
+                    click.echo("folding every deployment record into the DORA aggregates ...")
+                    click.echo(f"folded {rebuild_dora(store):,} deployment records")
     except (StoreError, MigrationError) as exc:
         raise click.ClickException(str(exc)) from exc
 

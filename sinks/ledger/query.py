@@ -26,7 +26,7 @@ docs/security.md):
    environments, `team IN (...)` / `environment IN (...)`) on every table of the ledger
    databases (hot MergeTree and cold Parquet alike, see `sinks.ledger.tiers`), applied
    wherever a table is read (views, subqueries, joins). A table without the column a scope
-   needs shows such a reader no rows (`_scope_condition`; the rule is
+   needs shows such a reader no rows (`scope_condition`; the rule is
    `shipledger.schemas.scopes.RowScope`).
 5. **Resource caps** (`QueryLimits`, from `Settings.query_*`): memory, result bytes, time,
    threads and syntax tree size per query, set in the same read-only session.
@@ -420,7 +420,7 @@ def _scope_filters(store: LedgerStore, scope: RowScope) -> dict[str, str]:
     )
     filters = {}
     for db, name, columns in rows:
-        condition = _scope_condition(scope, frozenset(columns))
+        condition = scope_condition(scope, frozenset(columns))
         if condition is not None:
             filters[f"{db}.{name}"] = condition
     return filters
@@ -431,7 +431,7 @@ def _scope_filters(store: LedgerStore, scope: RowScope) -> dict[str, str]:
 _TEAM_COLUMNS = ("team", "owner_team")
 
 
-def _scope_condition(scope: RowScope, columns: frozenset[str]) -> str | None:
+def scope_condition(scope: RowScope, columns: frozenset[str]) -> str | None:
     """The filter of one table with `columns` for `scope` (None: nothing to filter).
 
     A table without a tenant column is left out of the tenant filter (the allow-list admits

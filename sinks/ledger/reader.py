@@ -26,6 +26,7 @@ from shipledger.schemas.families import Family
 from shipledger.schemas.family_models import ArtifactEvent, CatalogEvent, ChangeEvent
 from shipledger.schemas.models import DeploymentEvent, Model
 from shipledger.schemas.registry import catalog
+from shipledger.schemas.scopes import RowScope
 from shipledger.schemas.topics import ENRICHMENT
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
@@ -39,7 +40,6 @@ from shipledger.sinks.ledger.dora import (
     DoraError,
     DoraQuery,
     DoraRow,
-    Visible,
     dora_columns,
     dora_window,
     read_dora,
@@ -95,7 +95,6 @@ __all__ = [
     "Tier",
     "TimeWindow",
     "VerdictFilter",
-    "Visible",
     "chdb_path",
     "dora_columns",
     "dora_window",
@@ -196,8 +195,9 @@ class LedgerReads(Protocol):
         """Every stored event of one change request of `tenant`, in no particular order."""
         ...
 
-    def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
-        """The DORA metrics of `query`, from rows `visible` may read (docs/metrics.md)."""
+    def dora(self, query: DoraQuery, scope: RowScope | None = None) -> list[DoraRow]:
+        """The DORA metrics of `query` over the rows `scope` may read (None: all; see
+        docs/metrics.md)."""
         ...
 
     def verifications(self, wanted: VerdictFilter) -> list[StoredVerdict]:
@@ -230,9 +230,9 @@ class ForwardedReads:
         """See `LedgerReads.change_events`."""
         return self._reads().change_events(tenant, change_id)
 
-    def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
+    def dora(self, query: DoraQuery, scope: RowScope | None = None) -> list[DoraRow]:
         """See `LedgerReads.dora`."""
-        return self._reads().dora(query, visible)
+        return self._reads().dora(query, scope)
 
     def verifications(self, wanted: VerdictFilter) -> list[StoredVerdict]:
         """See `LedgerReads.verifications`."""
@@ -293,10 +293,10 @@ class LedgerReader:
         `scope`; the contract is `sinks.ledger.query`."""
         return run_read_query(self._store, sql, **scope)
 
-    def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
+    def dora(self, query: DoraQuery, scope: RowScope | None = None) -> list[DoraRow]:
         """The DORA metrics of `query` (`sinks.ledger.dora`). The aggregates live in the hot
         database only and hold every day, archived or not: their views fire at insert."""
-        return read_dora(self._store, query, visible)
+        return read_dora(self._store, query, scope)
 
     def pack_queries(self, month: str, tenant: str | None) -> list[PackQuery]:
         """The queries of the monthly compliance pack's data files (`sinks.ledger.monthly`):

@@ -1,6 +1,6 @@
 """DORA metrics on real chDB: a fixed week of deployments, processed and stored the way the
 pipeline does (processors -> Avro -> row builders -> LedgerWriter), the materialized views
-fold them into `dora_daily`/`dora_commits`, and every metric is compared with the value
+fold them into `dora_deployments`/`dora_commits`, and every metric is compared with the value
 computed by hand below, including the classic double-count traps (docs/metrics.md)."""
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from shipledger.schemas.families import family_of
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.scopes import RowScope
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.archive import archive
-from shipledger.sinks.ledger.dora import DoraQuery, read_dora
+from shipledger.sinks.ledger.dora import DoraQuery, read_dora, rebuild_dora
+from shipledger.sinks.ledger.migrate import load_migrations
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, avro_row, event_row, record_row
@@ -250,7 +252,9 @@ def test_lead_times_are_known_at_insert(store: LedgerStore) -> None:
     """The view looked each succeeded change's commit up as it was inserted (d1, d2, d3, d6,
     d7; not d4, which never succeeded): a report reads no commits unless a push came late."""
     _, rows = store.query(
-        "SELECT arraySort(mapKeys(minMapMerge(seen_at))) FROM shipledger.dora_daily"
+        "SELECT arraySort(groupArrayIf(deployment_id, seen IS NOT NULL)) FROM (SELECT"
+        " deployment_id, min(seen_at) AS seen FROM shipledger.dora_deployments GROUP BY"
+        " deployment_id)"
     )
     assert rows[0][0] == ["d1", "d2", "d3", "d6", "d7"]
 
@@ -317,7 +321,7 @@ def test_month_and_visibility(store: LedgerStore) -> None:
     assert rows["payments"]["deployments"] == 5  # d1-d4 and d6 (staging)
     assert rows["basket"]["deployments"] == 1
     assert rows["payments"]["deploys_per_day"] == round(5 / 30, 3)
-    hidden = read_dora(store, month, lambda tenant, team, env: team != "basket")
+    hidden = read_dora(store, month, RowScope(teams=frozenset({"payments"})))
     assert [r.key for r in hidden] == [{"team": "payments"}]
 
 
@@ -430,6 +434,17 @@ def test_the_aggregates_are_idempotent(store: LedgerStore, tmp_path: Any) -> Non
     assert _rows(store, WEEK) == before
 
 
+def test_the_migration_folds_the_records_already_stored(store: LedgerStore) -> None:
+    """The migration that created `dora_deployments` backfills it from the records in the
+    hot table: its INSERT, run on emptied aggregates, gives the same metrics."""
+    before = _rows(store, WEEK)
+    [migration] = [m for m in load_migrations() if m.name == "dora_per_deployment"]
+    [backfill] = [sql for sql in migration.statements() if "INSERT INTO" in sql]
+    store.command("TRUNCATE TABLE dora_deployments")
+    store.command(backfill)
+    assert _rows(store, WEEK) == before
+
+
 def test_archiving_the_rows_leaves_the_metrics_whole(store: LedgerStore) -> None:
     """`shipledger archive` moves the week's rows to cold files (deletes them from the hot
     tables, inserts nothing): the aggregates keep every metric. Runs last: it moves rows."""
@@ -438,4 +453,10 @@ def test_archiving_the_rows_leaves_the_metrics_whole(store: LedgerStore) -> None
     assert report.rows_moved
     _, hot = store.query("SELECT count() FROM deployment_records")
     assert hot[0][0] == 0
+    assert _rows(store, WEEK) == before
+    # A ledger that archived before its aggregates existed (`shipledger migrate
+    # --rebuild-aggregates`): folded again from the cold files alone, the same metrics.
+    store.command("TRUNCATE TABLE dora_deployments")
+    assert _rows(store, WEEK) != before
+    assert rebuild_dora(store) >= 21  # d1..d7's records, and the copies inserted above
     assert _rows(store, WEEK) == before

@@ -272,8 +272,10 @@ def test_schema_matches_the_spec_and_is_idempotent(store: LedgerStore) -> None:
         "chain_heads": "MergeTree",
         "schema_migrations": "MergeTree",
         **dict.fromkeys(ddl.VIEWS, "View"),
-        **dict.fromkeys((ddl.DORA_DAILY, ddl.DORA_COMMITS), "AggregatingMergeTree"),
-        **dict.fromkeys((f"{ddl.DORA_DAILY}_mv", f"{ddl.DORA_COMMITS}_mv"), "MaterializedView"),
+        **dict.fromkeys((ddl.DORA_DEPLOYMENTS, ddl.DORA_COMMITS), "AggregatingMergeTree"),
+        **dict.fromkeys(
+            (f"{ddl.DORA_DEPLOYMENTS}_mv", f"{ddl.DORA_COMMITS}_mv"), "MaterializedView"
+        ),
         **dict.fromkeys((ddl.CHANGE_SETS, ddl.CHANGE_COMMITS), "MergeTree"),
         ddl.COMMIT_LEAD_TIMES: "View",
     }

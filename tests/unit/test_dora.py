@@ -1,22 +1,14 @@
-"""The DORA report's pure parts: the request's checks, the window, the roll-up of merged
-groups and the days a period counts (the end-to-end numbers: tests/integration/test_dora.py)."""
+"""The DORA report's pure parts: the request's checks, the window, the report's query, the
+rows it returns and the days a period counts (the numbers: tests/integration/test_dora.py)."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 
 import pytest
 
-from shipledger.sinks.ledger.dora import (
-    LOOKAHEAD_PERIOD,
-    DoraError,
-    DoraQuery,
-    Group,
-    compute,
-    dora_window,
-)
-
-AT = datetime(2026, 11, 2, 9, tzinfo=UTC)
+from shipledger.schemas.scopes import RowScope
+from shipledger.sinks.ledger.dora import DoraError, DoraQuery, dora_rows, dora_sql, dora_window
 
 
 @pytest.mark.parametrize(
@@ -37,31 +29,21 @@ def test_the_default_window_is_the_90_days_to_today() -> None:
     assert dora_window(date(2026, 1, 1), None, date(2026, 11, 30))[0] == date(2026, 1, 1)
 
 
-def _group(period: date, service: str, **kw: object) -> Group:
-    return Group(period, "retail", "payments", "prod", "", service, **kw)  # type: ignore[arg-type]
-
-
-def test_groups_roll_up_by_the_breakdown_and_a_deployment_counts_once() -> None:
-    query = DoraQuery(since=date(2026, 11, 1), until=date(2026, 11, 30), period="month")
-    month = date(2026, 11, 1)
-    rows = compute(
-        query,
-        [
-            # d1 appears in two services' groups (its service was renamed): one deployment,
-            # its latest record (seq 3, odd: failed) decides.
-            _group(month, "a", changes={"d1": 4, "d2": 4}),
-            _group(month, "b", changes={"d1": 7}, failed_at={"d1": AT}),
-            # The lookahead holds only remediation facts: d2 was rolled back after the window.
-            _group(LOOKAHEAD_PERIOD, "a", remediated={"d2"}, restored_at={"d1": AT, "d2": AT}),
-        ],
-        {},
-    )
-    [row] = rows
-    assert (row.deployments, row.failures, row.recovery_times_s) == (2, 2, (0.0,))
-    assert row.days == 30
+def test_the_query_merges_each_deployment_then_counts_it_under_its_own_record() -> None:
+    """One row per deployment first (rows under a renamed service, or a remediation's row
+    filed elsewhere, merge into it), keyed by its own record's day and service; the reader's
+    scope is the SQL filter every ledger read uses (the numbers: the integration tests)."""
+    query = DoraQuery(since=date(2026, 11, 1), until=date(2026, 11, 30), by=("service",))
+    sql, params = dora_sql(query, "ledger", RowScope("retail", frozenset({"payments"})))
+    assert "GROUP BY tenant, deployment_id" in sql
+    assert "anyIf(service, own = 1) AS d_service" in sql
+    assert "HAVING d_own = 1 AND d_day <= %(until)s" in sql
+    assert "tenant = 'retail' AND ifNull(team IN ('payments'), 0)" in sql
+    assert params["lookahead"] == date(2026, 12, 30)
 
 
 def test_a_week_cut_by_the_window_counts_only_its_days_inside() -> None:
     query = DoraQuery(since=date(2026, 11, 4), until=date(2026, 11, 5), period="week")
-    [row] = compute(query, [_group(date(2026, 11, 2), "a", changes={"d1": 4})], {})
+    week: tuple[object, ...] = (date(2026, 11, 2), "acme", "a", 1, 0, 0, [], [], [])
+    [row] = dora_rows(query, [week], {})
     assert (row.days, row.deploys_per_day) == (2, 0.5)

@@ -16,7 +16,7 @@ from shipledger.producers.api.cli import tokens
 from shipledger.producers.api.context import ApiContext
 from shipledger.schemas.scopes import RowScope, scope_names
 from shipledger.settings import Settings
-from shipledger.sinks.ledger.query import _scope_condition
+from shipledger.sinks.ledger.query import scope_condition
 
 PAYMENTS = Principal("t1", "acme", frozenset({"read"}), frozenset({"payments"}))
 
@@ -136,8 +136,8 @@ def test_tokens_create_takes_team_and_environment_options(tmp_path: Path) -> Non
         (RowScope(None, environments=frozenset({"prod"})), {"tenant"}, "0"),
     ],
 )  # fmt: skip
-def test_scope_conditions(scope: RowScope, columns: set[str], condition: str | None) -> None:
-    assert _scope_condition(scope, frozenset(columns)) == condition
+def testscope_conditions(scope: RowScope, columns: set[str], condition: str | None) -> None:
+    assert scope_condition(scope, frozenset(columns)) == condition
 
 
 def test_webhook_stats_are_shown_to_tenant_tokens_not_to_team_tokens() -> None:
