@@ -23,9 +23,6 @@ if TYPE_CHECKING:
 
 #: The canonical environment a compliance pack covers.
 PRODUCTION = "prod"
-#: The change sets of the "what changed" issue (#9): read only when the ledger has them.
-CHANGE_SETS = "deployment_changes"
-CHANGE_SET_MARKER = "pr_number"
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _DT = "DateTime64(3, 'UTC')"
@@ -100,10 +97,22 @@ def _with_month(tenant: str | None, select: str) -> str:
     return f"WITH month AS ({_month_deployments(tenant)})\n{select}"
 
 
-def _deployments_sql(change_sets: bool) -> str:
+def latest_commits(commits: str) -> str:
+    """The rows of each deployment's latest change set in `commits` (the qualified
+    `deployment_commits`: a set computed again, after a late push, replaces the earlier)."""
+    return (
+        f"(SELECT * FROM {commits} WHERE (tenant, deployment_id, computed_at) IN\n"  # noqa: S608
+        f"    (SELECT tenant, deployment_id, max(computed_at) FROM {commits}\n"
+        "    GROUP BY tenant, deployment_id))"
+    )
+
+
+def _deployments_sql(commits_source: str | None) -> str:
+    change_sets = commits_source is not None
     changes_join = (
         "LEFT JOIN (SELECT tenant, deployment_id, uniqExact(commit_sha) AS commits,\n"  # noqa: S608
-        f"        uniqExactIf(pr_number, pr_number IS NOT NULL) AS prs FROM {CHANGE_SETS}\n"
+        "        uniqExactIf(pr_number, pr_number IS NOT NULL) AS prs\n"
+        f"        FROM {commits_source}\n"
         f"        WHERE (tenant, deployment_id) IN {_IDS}\n"
         "        GROUP BY tenant, deployment_id) AS s\n"
         "    ON d.tenant = s.tenant AND d.deployment_id = s.deployment_id\n"
@@ -174,43 +183,34 @@ _FINDINGS = (
 )
 
 
-_CHANGES = (
-    "SELECT tenant, deployment_id, service, commit_sha, pr_number, pr_title, author,\n"  # noqa: S608
-    f"    first_seen_at, deployed_at FROM {CHANGE_SETS}\n"
-    f"WHERE (tenant, deployment_id) IN {_IDS}\n"
-    "ORDER BY tenant, deployment_id, first_seen_at, commit_sha, pr_number, pr_title, author"
-)
+def _changes_sql(commits_source: str) -> str:
+    return (
+        "SELECT tenant, deployment_id, service, commit_sha, pr_number, pr_title, author,\n"  # noqa: S608
+        f"    first_seen_at, deployed_at FROM {commits_source}\n"
+        f"WHERE (tenant, deployment_id) IN {_IDS}\n"
+        "ORDER BY tenant, deployment_id, first_seen_at, commit_sha, pr_number, pr_title, author"
+    )
 
 
-def pack_queries(month: str, tenant: str | None, change_sets: bool) -> list[PackQuery]:
+def pack_queries(month: str, tenant: str | None, commits: str | None) -> list[PackQuery]:
     """The queries of the pack's data files for `month` (of `tenant`; None: every tenant);
-    `changes` only when the ledger has change sets (`has_change_sets`)."""
+    `changes` from `commits` (the qualified `deployment_commits`; None: no change sets)."""
     start, end = month_window(month)
+    source = None if commits is None else latest_commits(commits)
     parameters = {"start": _param(start), "end": _param(end)}
     if tenant is not None:
         parameters["tenant"] = tenant
     selects = {
-        "deployments": _deployments_sql(change_sets),
+        "deployments": _deployments_sql(source),
         "approvals": _APPROVALS,
         "findings": _FINDINGS,
-        **({"changes": _CHANGES} if change_sets else {}),
+        **({"changes": _changes_sql(source)} if source is not None else {}),
     }
     return [PackQuery(name, _with_month(tenant, sql), parameters) for name, sql in selects.items()]
 
 
 def _param(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M:%S.000")
-
-
-def has_change_sets(store: LedgerStore) -> bool:
-    """Whether the ledger has the change sets of the "what changed" issue (a
-    `deployment_changes` with `pr_number`; the older view of that name has none)."""
-    _, rows = store.query(
-        "SELECT count() FROM system.columns WHERE database = %(db)s AND table = %(t)s "
-        "AND name = %(c)s",
-        {"db": tiers.query_database(store), "t": CHANGE_SETS, "c": CHANGE_SET_MARKER},
-    )
-    return bool(rows[0][0])
 
 
 def read_pack(store: LedgerStore, queries: Iterable[PackQuery]) -> Iterable[PackTable]:

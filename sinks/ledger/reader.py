@@ -50,7 +50,6 @@ from shipledger.sinks.ledger.monthly import (
     PackQuery,
     PackTable,
     chain_heads,
-    has_change_sets,
     missing_heads,
     month_window,
     pack_queries,
@@ -300,8 +299,8 @@ class LedgerReader:
 
     def pack_queries(self, month: str, tenant: str | None) -> list[PackQuery]:
         """The queries of the monthly compliance pack's data files (`sinks.ledger.monthly`):
-        with the change sets' file when this ledger has them. Raises MonthError."""
-        return pack_queries(month, tenant, has_change_sets(self._store))
+        with the change sets' file (`deployment_commits`). Raises MonthError."""
+        return pack_queries(month, tenant, ddl.qualified(self._store.database, ddl.CHANGE_COMMITS))
 
     def read_pack(self, queries: list[PackQuery]) -> Iterator[PackTable]:
         """What each pack query reads, one at a time (hot and cold rows)."""
