@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 
 from shipledger.producers.api import (
     approvals_route,
+    artifacts_route,
     gate_route,
     ingest,
     live_route,
@@ -92,6 +93,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(approvals_route.router)
     app.include_router(live_route.router)
     app.include_router(metrics_route.router)
+    app.include_router(artifacts_route.router)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

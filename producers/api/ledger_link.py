@@ -14,7 +14,8 @@ import time
 from contextlib import ExitStack
 
 from shipledger.logging import get_logger
-from shipledger.schemas.family_models import ChangeEvent
+from shipledger.schemas.family_models import ArtifactEvent, ChangeEvent
+from shipledger.schemas.governance import ArtifactInUse
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import (
     DoraQuery,
@@ -89,6 +90,16 @@ class LedgerLink:
     def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
         """The DORA metrics of `query`, from rows `visible` may read."""
         return self._get().dora(query, visible)
+
+    def artifact_builds(
+        self, tenant: str, artifact_name: str | None, digest: str | None
+    ) -> list[ArtifactEvent]:
+        """The published artifact events of `tenant` of `artifact_name` or of `digest`."""
+        return self._get().artifact_builds(tenant, artifact_name, digest)
+
+    def artifacts_in_use(self, tenant: str | None, depth: int) -> list[ArtifactInUse]:
+        """The `depth` latest succeeded deployments per service and environment of `tenant`."""
+        return self._get().artifacts_in_use(tenant, depth)
 
     def close(self) -> None:
         """Close the reader, if open."""

@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 from shipledger.producers.webhooks import (
     alertmanager,
     argocd,
+    artifactory,
     cdevents,
     datadog,
     github,
     gitlab,
+    harbor,
     jenkins,
 )
 from shipledger.producers.webhooks.result import (
@@ -46,6 +48,8 @@ PROVIDERS: dict[str, Provider] = {
     "jenkins": Provider(jenkins.verify, jenkins.parse),
     "alertmanager": Provider(alertmanager.verify, alertmanager.parse),
     "datadog": Provider(datadog.verify, datadog.parse),
+    "harbor": Provider(harbor.verify, harbor.parse),
+    "artifactory": Provider(artifactory.verify, artifactory.parse),
 }
 
 

@@ -193,11 +193,11 @@ def groups_of(rows: Iterable[Sequence[Any]]) -> list[Group]:
             changes={str(k): int(v) for k, v in dict(r[6]).items()},
             remediations=int(r[7]),
             remediated={str(k) for k in dict(r[8])},
-            failed_at={str(k): _utc(v) for k, v in dict(r[9]).items()},
-            restored_at={str(k): _utc(v) for k, v in dict(r[10]).items()},
-            deployed_at={str(k): _utc(v) for k, v in dict(r[11]).items()},
+            failed_at={str(k): as_utc(v) for k, v in dict(r[9]).items()},
+            restored_at={str(k): as_utc(v) for k, v in dict(r[10]).items()},
+            deployed_at={str(k): as_utc(v) for k, v in dict(r[11]).items()},
             commits={str(k): str(v) for k, v in dict(r[12]).items()},
-            seen_at={str(k): _utc(v) for k, v in dict(r[13]).items()},
+            seen_at={str(k): as_utc(v) for k, v in dict(r[13]).items()},
         )
         for r in rows
     ]
@@ -207,7 +207,8 @@ def _as_date(value: Any) -> date:
     return value.date() if isinstance(value, datetime) else value
 
 
-def _utc(value: Any) -> datetime:
+def as_utc(value: Any) -> datetime:
+    """A ClickHouse DateTime64 value as an aware UTC datetime (chDB returns naive ones)."""
     at: datetime = value
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
@@ -347,7 +348,7 @@ def read_dora(store: Runner, query: DoraQuery, visible: Visible | None = None) -
         if named:
             params = {"tenant": tenant, "shas": sorted(named)}
             _, seen = store.query(commits_sql(store.database), params)
-            first_seen |= {(tenant, str(sha)): _utc(at) for sha, at in seen}
+            first_seen |= {(tenant, str(sha)): as_utc(at) for sha, at in seen}
     return compute(query, groups, first_seen, visible)
 
 

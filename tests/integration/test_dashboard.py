@@ -23,7 +23,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.api.server import ApiServer
-from shipledger.schemas.family_models import ChangeEvent
+from shipledger.schemas.family_models import ArtifactEvent, ChangeEvent
+from shipledger.schemas.governance import ArtifactInUse
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import (
     DoraQuery,
@@ -89,6 +90,16 @@ class SwitchedLedger:
     def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
         self._check()
         return self.reader.dora(query, visible)
+
+    def artifact_builds(
+        self, tenant: str, artifact_name: str | None, digest: str | None
+    ) -> list[ArtifactEvent]:
+        self._check()
+        return self.reader.artifact_builds(tenant, artifact_name, digest)
+
+    def artifacts_in_use(self, tenant: str | None, depth: int) -> list[ArtifactInUse]:
+        self._check()
+        return self.reader.artifacts_in_use(tenant, depth)
 
 
 @dataclass
