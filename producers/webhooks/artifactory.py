@@ -43,21 +43,24 @@ def parse(request: Request) -> Parsed:
     action = _ACTIONS.get(event_type) if domain == "docker" else None
     if action is None:
         return Parsed.of(name, None, f"event {name!r} is not recorded")
-    data = obj(body, "data")
-    sha = digest(opt_str(data, "sha256"), "data.sha256")
-    repo_key = req_str(data, "repo_key")
+    obj(body, "data")
+    sha = digest(opt_str(body, "data.sha256"), "data.sha256")
+    repo_key = req_str(body, "data.repo_key")
     origin = opt_str(body, "jpd_origin")
     user = opt_str(body, "source")
     event = contract.artifact(
         action=action,
-        artifact_name=req_str(data, "image_name"),
+        artifact_name=req_str(body, "data.image_name"),
         # Artifactory's payload has no time: the moment the delivery arrived stands in.
         occurred_at=request.received_at.isoformat(),
-        version=opt_str(data, "tag"),
+        version=opt_str(body, "data.tag"),
         digest=sha,
         builder=user.rsplit("/", 1)[-1] if action == "published" and user else None,
         registry=origin.split("://", 1)[-1] if origin else repo_key,
-        attributes={"artifactory.repo_key": repo_key, "artifactory.path": opt_str(data, "path")},
+        attributes={
+            "artifactory.repo_key": repo_key,
+            "artifactory.path": opt_str(body, "data.path"),
+        },
     )
-    object_id = bounded_id(name, repo_key, req_str(data, "path"), sha)
+    object_id = bounded_id(name, repo_key, req_str(body, "data.path"), sha)
     return Parsed.of(name, None, Identified(object_id, [event]))

@@ -27,6 +27,7 @@ from shipledger.producers.webhooks.payload import (
     opt_str,
     parse_object,
     req_str,
+    required,
     timestamp,
 )
 from shipledger.producers.webhooks.result import (
@@ -92,13 +93,11 @@ def _retention(data: JSONObject, occurred_at: str, operator: str | None) -> Pars
     for i, item in enumerate(objects(data, f"{retention}.deleted_artifact")):
         if opt_str(item, "status") != "SUCCESS":
             continue  # not deleted: nothing happened to it
-        name_tag = req_str(item, "name_tag")
+        path = f"{retention}.deleted_artifact.{i}.name_tag"
+        name_tag = required(opt_str(item, "name_tag"), path)
         name, sep, tag = name_tag.rpartition(":")
         if not sep or not name or not tag:
-            raise WebhookPayloadError(
-                f"{retention}.deleted_artifact.{i}.name_tag: must be <repository>:<tag>, "
-                f"got {name_tag!r:.80}"
-            )
+            raise WebhookPayloadError(f"{path}: must be <repository>:<tag>, got {name_tag!r:.80}")
         events.append(
             contract.artifact(
                 action="retention_deleted",

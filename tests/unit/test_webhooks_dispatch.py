@@ -32,6 +32,8 @@ _SAMPLES = {
     "jenkins": "success",
     "alertmanager": "firing",
     "datadog": "triggered",
+    "harbor": "delete_artifact",
+    "artifactory": "docker_deleted",
 }
 
 
