@@ -25,6 +25,9 @@ from shipledger.processors.rules import Finding, Subject
 from shipledger.schemas.family_models import ArtifactEvent
 from shipledger.schemas.policy import Rules
 
+#: The findings a build read late would change (a missing digest stays missing): before
+#: raising one, a worker catches up with the artifacts topic (`processors.handler`).
+BUILD_RULES = frozenset({"artifact_digest_mismatch", "artifact_unknown"})
 #: How many published digests a mismatch's evidence lists at most.
 _LISTED = 5
 

@@ -4,19 +4,27 @@ and the `running_artifact_deleted` alerts of a registry deletion."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 
+from shipledger.dlq_limit import DlqLimit, DlqLimitState
 from shipledger.processors.artifact_rules import Built, judge_artifact
-from shipledger.processors.enrichment import fold
+from shipledger.processors.enrichment import Enrichment, fold
 from shipledger.processors.gate import Gatekeeper
+from shipledger.processors.handler import EventHandler
 from shipledger.processors.rules import Finding, Subject
+from shipledger.processors.state import DeploymentState
 from shipledger.processors.step import process
 from shipledger.schemas.family_models import ArtifactEvent
 from shipledger.schemas.governance import ArtifactInUse, GateQuestion
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.policy import PolicyError, Rules, parse_policy
+from shipledger.schemas.registry import AvroCodec
+from shipledger.schemas.validation import EVENT_SCHEMA
+from shipledger.settings import Settings
+from tests.unit.test_handler import FakeMessage, FakeOutputs, FakeTable
 
 AT = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 BUILT = "sha256:" + "a" * 64
@@ -245,3 +253,33 @@ def test_deleting_a_running_digest_alerts_once_per_running_deployment() -> None:
     retained = artifact("ret-1", action="retention_deleted", digest=None)
     assert [a.deployment_id for a in gate.deletion_alerts(retained, used, AT)] == ["dep-checkout-1"]
     assert gate.rollback_reach("retail") == 3
+
+
+def test_a_build_published_just_before_the_deploy_is_seen() -> None:
+    """Ordering (processors.handler): the view has not read the build yet when the deployment
+    is judged; before flagging it, the handler catches up (here: the feed's build is folded
+    in) and judges again. Without a catch-up the deployment is flagged."""
+    view = Enrichment()
+    caught_up: list[int] = []
+
+    def catch_up() -> None:
+        caught_up.append(1)
+        view.apply(artifact("b1"))
+
+    def judged(hook: Callable[[], object] | None, deployment_id: str) -> list[str]:
+        outputs = FakeOutputs()
+        limit = DlqLimitState(DlqLimit.from_settings(Settings()), "processors")
+        policy = parse_policy(POLICY)
+        handle = EventHandler(
+            policy, DeploymentState(FakeTable()), outputs, limit, view, catch_up=hook
+        )
+        model = deployment(BUILT).model_copy(update={"deployment_id": deployment_id})
+        handle.handle(FakeMessage(AvroCodec(EVENT_SCHEMA).encode(model.to_avro())))
+        return [topic for topic, _ in outputs.sent if topic == "alerts"]
+
+    assert judged(None, "dep-early") == ["alerts"]  # artifact_unknown: the view is behind
+    assert judged(catch_up, "dep-caught-up") == []
+    assert caught_up == [1]
+    # A deployment the view already clears costs no catch-up.
+    assert judged(catch_up, "dep-later") == []
+    assert caught_up == [1]
