@@ -26,6 +26,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from confluent_kafka import (
@@ -52,6 +53,15 @@ _CATCH_UP_POLL_S = 0.01
 _METADATA_TIMEOUT_S = 15.0
 #: What the feed hands over: events for the view, published policies and recent deployments.
 FeedEvent = EnrichmentEvent | PolicyDocument | Deployed
+
+
+@dataclass
+class _EndsRequest:
+    """A `read_to_end` waiting for the feed's thread to ask the ends of `topic`."""
+
+    topic: str
+    ends: dict[tuple[str, int], int] = field(default_factory=dict)
+    answered: threading.Event = field(default_factory=threading.Event)
 
 
 class EnrichmentFeed:
@@ -81,7 +91,7 @@ class EnrichmentFeed:
         self._ready: deque[FeedEvent] = deque()
         #: (topic, partition) -> the offset after the last message read (the feed thread's).
         self._read: dict[tuple[str, int], int] = {}
-        self._consumer: Consumer | None = None
+        self._requests: deque[_EndsRequest] = deque()
         self._caught_up = threading.Event()
         self._stop = threading.Event()
         #: Why the feed stopped reading, if it failed (the worker must then stop too).
@@ -109,28 +119,38 @@ class EnrichmentFeed:
         """Wait (at most `timeout_s`) until the feed has read every partition of logical
         topic `name` up to the end it has now, so `drain` then holds every event the broker
         acknowledged before this call; whether it got there. Blocks the caller: a worker
-        calls it only when a deployment is about to be flagged (`processors.handler`)."""
-        consumer = self._consumer
+        calls it only when a deployment is about to be flagged (`processors.handler`). The
+        ends are asked by the feed's own thread (its consumer is not shared)."""
         topic = self._topic_names.get(name)
-        if consumer is None or topic is None:
+        if topic is None or not self._thread.is_alive():
             return False
         deadline = time.monotonic() + timeout_s
-        try:
-            ends = {
-                (topic, p): consumer.get_watermark_offsets(
-                    TopicPartition(topic, p), timeout=timeout_s, cached=False
-                )[1]
-                for p in self._partitions.get(topic, ())
-            }
-        except KafkaException as exc:
-            log.warning("enrichment_end_unknown", topic=topic, error=str(exc))
+        request = _EndsRequest(topic)
+        self._requests.append(request)
+        if not request.answered.wait(timeout_s):
+            log.warning("enrichment_catch_up_timeout", topic=topic, waited_s=timeout_s)
             return False
-        while any(self._read.get(tp, 0) < end for tp, end in ends.items()):
+        while any(self._read.get(tp, 0) < end for tp, end in request.ends.items()):
             if time.monotonic() >= deadline or self.failure is not None:
                 log.warning("enrichment_catch_up_timeout", topic=topic, waited_s=timeout_s)
                 return False
             time.sleep(_CATCH_UP_POLL_S)
         return True
+
+    def _answer_requests(self, consumer: Consumer) -> None:
+        """The current ends of the topics `read_to_end` waits for (on the feed's thread)."""
+        while self._requests:
+            request = self._requests.popleft()
+            try:
+                for p in self._partitions.get(request.topic, ()):
+                    tp = TopicPartition(request.topic, p)
+                    request.ends[(request.topic, p)] = consumer.get_watermark_offsets(
+                        tp, timeout=_METADATA_TIMEOUT_S
+                    )[1]
+            except KafkaException as exc:
+                log.warning("enrichment_end_unknown", topic=request.topic, error=str(exc))
+                continue
+            request.answered.set()
 
     def drain(self) -> list[FeedEvent]:
         """The events read since the last call, in the order read."""
@@ -141,12 +161,12 @@ class EnrichmentFeed:
 
     def _run(self) -> None:
         consumer = Consumer(self._conf)
-        self._consumer = consumer
         try:
             waiting = self._assign(consumer)
             if not waiting:
                 self._set_caught_up()
             while not self._stop.is_set():
+                self._answer_requests(consumer)
                 msg = consumer.poll(_POLL_S)
                 if msg is None:
                     continue
@@ -174,7 +194,6 @@ class EnrichmentFeed:
             self.failure = exc
             self._notify()
         finally:
-            self._consumer = None
             consumer.close()
 
     def _mark_read(self, topic: str | None, partition: int | None, end: int | None) -> None:
