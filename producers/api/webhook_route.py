@@ -74,10 +74,10 @@ async def post_webhook(
     ctx: ContextDep,
 ) -> Accepted:
     """Map a provider's webhook (github, gitlab, argocd, cdevents, jenkins, alertmanager,
-    datadog) to events and publish them: 202 after Kafka's acks; an ignored delivery answers
-    202 with no events and `ignored` saying why. 401 for a bad signature/token (or no secret
-    set for the tenant: the same answer), 400 for a malformed payload, 422 for mapped events
-    the contract refuses."""
+    datadog, harbor, artifactory) to events and publish them: 202 after Kafka's acks; an
+    ignored delivery answers 202 with no events and `ignored` saying why. 401 for a bad
+    signature/token (or no secret set for the tenant: the same answer), 400 for a malformed
+    payload, 422 for mapped events the contract refuses."""
     if provider not in PROVIDERS:
         raise ApiError(404, f"unknown webhook provider {provider!r}; known: {sorted(PROVIDERS)}")
     limit = ctx.settings.api_max_body_bytes
