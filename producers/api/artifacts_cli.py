@@ -4,28 +4,19 @@ as `shipledger gate`'s: 0 listed, 2 usage or refused, 3 no answer now."""
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import click
 
 from shipledger.output_format import format_option
 from shipledger.producers.api.governance_cli import api_url, call_api, stop_unless_ok
+from shipledger.schemas.governance import ArtifactInUse
 from shipledger.settings import Settings
 from shipledger.tables import render_rows
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-#: The listing's columns, in order.
-COLUMNS = [
-    "digest",
-    "artifact_name",
-    "version",
-    "tenant",
-    "service",
-    "environment",
-    "region",
-    "deployment_id",
-    "started_at",
-    "position",
-    "running",
-]
+#: The listing's columns, in order: the API's rows (position 1: the deployment running).
+COLUMNS = [f.name for f in fields(ArtifactInUse)]
 
 
 @click.group("artifacts", context_settings=_CONTEXT)
@@ -46,7 +37,7 @@ def protected(tenant: str | None, digests_only: bool, fmt: str) -> None:
 
     \b
     A digest is protected when the latest succeeded deployment of a service and environment
-    ships it (running: true), or one of the policy's `artifact_rollback_reach` (default 5)
+    ships it (position 1), or one of the policy's `artifact_rollback_reach` (default 5)
     deployments before it did (a rollback would pull it again). Give the list to your
     registry's garbage collection as what it must not delete.
 
@@ -72,4 +63,4 @@ def protected(tenant: str | None, digests_only: bool, fmt: str) -> None:
         for digest in found["digests"]:
             click.echo(digest)
         return
-    click.echo(render_rows(found["artifacts"], COLUMNS, fmt, text=COLUMNS[:-2]))
+    click.echo(render_rows(found["artifacts"], COLUMNS, fmt, text=COLUMNS[:-1]))

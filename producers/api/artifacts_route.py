@@ -5,16 +5,14 @@ targets behind it, as many as the tenant's policy says (`artifact_rollback_reach
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
-from shipledger.fields import picked
 from shipledger.producers.api.auth import ANY_TENANT
 from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
 from shipledger.producers.api.context import ApiError, ContextDep, ReadPrincipal
+from shipledger.schemas.governance import ArtifactInUse
 
 router = APIRouter(prefix="/v1")
 #: The most deployments per service and environment a protected list reaches back (the
@@ -22,28 +20,12 @@ router = APIRouter(prefix="/v1")
 MAX_REACH = 100
 
 
-class ProtectedArtifact(BaseModel):
-    """A digest a registry must keep: a deployment within rollback reach ships it."""
-
-    digest: str
-    artifact_name: str | None
-    version: str | None
-    tenant: str
-    service: str
-    environment: str
-    region: str | None
-    team: str | None
-    deployment_id: str
-    started_at: datetime
-    position: int
-    running: bool
-
-
 class ProtectedList(BaseModel):
     """`GET /v1/artifacts/protected`: the protected digests, and every deployment behind them."""
 
     digests: list[str]
-    artifacts: list[ProtectedArtifact]
+    #: Every deployment within reach that ships one (position 1: the one running).
+    artifacts: list[ArtifactInUse]
 
 
 @router.get(
@@ -59,7 +41,7 @@ async def get_protected(
     ctx: ContextDep, principal: ReadPrincipal, tenant: str | None = None
 ) -> ProtectedList:
     """The artifact digests that the latest succeeded deployment of some service and
-    environment runs (`running`), or that one of the `artifact_rollback_reach` deployments
+    environment runs (`position` 1), or that one of the `artifact_rollback_reach` deployments
     before it shipped (a rollback would pull it again), of the token's tenant (an operator
     token: every tenant unless one is named), only rows the token sees. `digests` is the
     distinct sorted list a GC job excludes; deployments without a digest protect nothing.
@@ -71,26 +53,10 @@ async def get_protected(
         tenant = principal.tenant
     in_use = await run_in_threadpool(ledger.artifacts_in_use, tenant, MAX_REACH)
     rows = [
-        ProtectedArtifact(
-            **picked(
-                used,
-                "artifact_name",
-                "version",
-                "tenant",
-                "service",
-                "environment",
-                "region",
-                "team",
-                "deployment_id",
-                "started_at",
-                "position",
-                "running",
-            ),
-            digest=used.digest,
-        )
+        used
         for used in in_use
         if used.digest is not None
         and used.position <= governance.rollback_reach(used.tenant)
         and principal.sees(used.tenant, used.team, used.environment)
     ]
-    return ProtectedList(digests=sorted({r.digest for r in rows}), artifacts=rows)
+    return ProtectedList(digests=sorted({r.digest for r in rows if r.digest}), artifacts=rows)

@@ -8,7 +8,6 @@ worker must see the build (its catch-up before flagging, `processors.handler`)."
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,8 @@ from click.testing import CliRunner
 from shipledger.cli import cli
 from shipledger.producers.api.artifacts_cli import COLUMNS
 from shipledger.producers.api.auth import AuthStore
-from shipledger.settings import Settings
 from shipledger.up.stack import Stack
+from tests.integration.test_governance_pipeline import running_stack
 from tests.kit import query_until
 from tests.webhook_kit import SECRET, RawRequest
 
@@ -46,22 +45,12 @@ defaults:
 
 @pytest.fixture
 def stack(broker: str, tmp_path: Path) -> Iterator[Stack]:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY)
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        topic_prefix=f"art{uuid.uuid4().hex[:12]}.",
-        topic_partitions=2,
-        policy_file=policy,
-        sink_batch_ms=100,
-        api_port=0,
-    )
-    auth = AuthStore(settings.resolved_auth_db)
-    try:
-        auth.set_webhook_secret(TENANT, "harbor", SECRET)
-    finally:
-        auth.close()
-    with Stack(settings, bootstrap=broker, log_dir=tmp_path / "logs", api=True) as running:
+    with running_stack(broker, tmp_path, POLICY) as running:
+        auth = AuthStore(running.settings.resolved_auth_db)
+        try:
+            auth.set_webhook_secret(TENANT, "harbor", SECRET)
+        finally:
+            auth.close()
         yield running
 
 
@@ -184,8 +173,8 @@ def test_continuity_gate_deletion_and_protected_list(
         assert protected.status_code == 200, protected.text
         assert protected.json()["digests"] == sorted([BUILT, THIRD])
         assert [
-            (a["deployment_id"], a["position"], a["running"]) for a in protected.json()["artifacts"]
-        ] == [("dep-ok", 1, True), ("dep-search", 1, True)]
+            (a["deployment_id"], a["digest"], a["position"]) for a in protected.json()["artifacts"]
+        ] == [("dep-ok", BUILT, 1), ("dep-search", THIRD, 1)]
         env = {"SHIPLEDGER_API_URL": stack.api.url, "SHIPLEDGER_API_TOKEN": token}
         listed = CliRunner().invoke(cli, ["artifacts", "protected", "--digests-only"], env=env)
         assert listed.exit_code == 0, listed.output
@@ -197,7 +186,8 @@ def test_continuity_gate_deletion_and_protected_list(
         lines = as_csv.output.splitlines()
         assert ",".join(COLUMNS) in lines
         assert any(
-            line.startswith(f"{BUILT},acme/checkout,2.14.0,retail,checkout,") for line in lines
+            line.startswith(f"retail,checkout,prod,,,dep-ok,acme/checkout,2.14.0,{BUILT},")
+            for line in lines
         )
 
         # A malformed registry delivery: 400 naming the field, nothing stored.
