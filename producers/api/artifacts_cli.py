@@ -8,6 +8,7 @@ from dataclasses import fields
 
 import click
 
+from shipledger.locate import locate
 from shipledger.output_format import format_option
 from shipledger.producers.api.governance_cli import api_url, call_api, stop_unless_ok
 from shipledger.schemas.governance import ArtifactInUse
@@ -47,11 +48,17 @@ def protected(tenant: str | None, digests_only: bool, fmt: str) -> None:
       shipledger artifacts protected --format csv > protected.csv
       shipledger artifacts protected --digests-only > keep.txt
 
-    Needs SHIPLEDGER_API_TOKEN (scope read) and SHIPLEDGER_API_URL unless `shipledger up`
-    runs on this machine.
+    Asks SHIPLEDGER_API_URL with SHIPLEDGER_API_TOKEN (scope read); unset, the running
+    `shipledger up` found from here (as every command finds it) with its own token.
     """
     settings = Settings()
     token = settings.api_token.get_secret_value() if settings.api_token else None
+    running = None if settings.api_url and token else locate(settings).stack
+    if running is not None and running.api_url:
+        # The running `shipledger up` found by the rule every command follows, and its
+        # token, as `shipledger metrics dora` asks it.
+        settings = settings.model_copy(update={"api_url": settings.api_url or running.api_url})
+        token = token or running.api_token
     if not token:
         raise click.UsageError("no API token: set SHIPLEDGER_API_TOKEN (scope read)")
     url = api_url(settings) + "/v1/artifacts/protected"
