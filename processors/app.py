@@ -54,7 +54,7 @@ from shipledger.processors.recent import RecentDeployments
 from shipledger.processors.refresh import ViewRefresh
 from shipledger.processors.state import DeploymentState
 from shipledger.schemas.policy import Policy
-from shipledger.schemas.topics import SIGNALS, Topics
+from shipledger.schemas.topics import ARTIFACTS, SIGNALS, Topics
 from shipledger.settings import Settings
 
 log = get_logger("processors")
@@ -299,8 +299,20 @@ def create_app(
     outputs = Outputs(settings, bootstrap, metrics)
     limit = DlqLimitState(DlqLimit.from_settings(settings), "processors")
     identities = KnownIdentities.from_settings(settings)
+
+    def catch_up() -> None:
+        """Read the artifacts topic to its end and fold it in (`EventHandler`'s ordering)."""
+        if feed.read_to_end(ARTIFACTS, settings.artifact_catch_up_s):
+            refresh.refresh(assigned())
+
     handler = EventHandler(
-        policy, deployments, outputs, limit, view, functools.partial(actor_known, identities)
+        policy,
+        deployments,
+        outputs,
+        limit,
+        view,
+        functools.partial(actor_known, identities),
+        catch_up if settings.artifact_catch_up_s > 0 else None,
     )
     recent = RecentDeployments()
     horizon = timedelta(seconds=settings.anomaly_horizon_s)

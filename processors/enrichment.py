@@ -6,8 +6,10 @@ Every worker holds the whole view (these families are small: a global view, not 
 repartition), fed by `processors.feed` from the beginning of the three topics, so any worker
 can judge any deployment of its own partitions against any change request. Folding is by
 event time and idempotent: change requests through `ChangeRequest.add` (a set of revisions),
-catalog entries and artifacts keep the event latest by (`occurred_at`, `event_id`). So the
-same events in any order, delivered any number of times, give the same view.
+catalog entries and artifacts keep the event latest by (`occurred_at`, `event_id`), and the
+builds (published artifact events, for `processors.artifact_rules`) are a set. So the same
+events in any order, delivered any number of times, give the same view. A registry's
+deletion of an artifact changes nothing here: the build happened.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import datetime
 from typing import Protocol, TypeVar
 
 from shipledger.fields import copied
+from shipledger.processors.artifact_rules import Built
 from shipledger.processors.changes import ChangeRequest
 from shipledger.schemas.family_models import ArtifactEvent, CatalogEvent, ChangeEvent
 from shipledger.schemas.topics import ENRICHMENT
@@ -67,6 +70,10 @@ class Lookups(Protocol):
         """The tenant's artifact published with `digest`, if reported."""
         ...
 
+    def builds(self, tenant: str, artifact_name: str | None, digest: str | None) -> set[Built]:
+        """The tenant's builds of artifact `artifact_name` and those of `digest`."""
+        ...
+
 
 class Enrichment:
     """The view (see the module docstring). Mutated only by `apply`, on one thread."""
@@ -75,6 +82,8 @@ class Enrichment:
         self._changes: dict[ChangeKey, ChangeRequest] = {}
         self._services: dict[tuple[str, str], tuple[_Order, ServiceInfo | None]] = {}
         self._artifacts: dict[tuple[str, str], tuple[_Order, ArtifactInfo]] = {}
+        #: Builds by (tenant, artifact name) and by (tenant, digest).
+        self._builds: dict[tuple[str, str], set[Built]] = {}
 
     def apply(self, event: EnrichmentEvent) -> ChangeKey | None:
         """Fold `event` in; the change request it changed (for re-judgement), or None (a
@@ -93,7 +102,12 @@ class Enrichment:
                 info = None if event.action == "removed" else _service_info(event)
                 _keep_latest(self._services, (event.tenant, event.name), order, info)
             return None
+        if event.action != "published":
+            return None
+        built = Built.of(event)
+        self._builds.setdefault((event.tenant, event.artifact_name), set()).add(built)
         if event.digest:
+            self._builds.setdefault((event.tenant, event.digest), set()).add(built)
             info_a = ArtifactInfo(event.artifact_name, event.version, event.repository)
             _keep_latest(self._artifacts, (event.tenant, event.digest), order, info_a)
         return None
@@ -111,6 +125,16 @@ class Enrichment:
         """The tenant's artifact published with `digest`, if reported."""
         kept = self._artifacts.get((tenant, digest))
         return kept[1] if kept else None
+
+    def builds(self, tenant: str, artifact_name: str | None, digest: str | None) -> set[Built]:
+        """The tenant's builds of artifact `artifact_name` and those of `digest`."""
+        # Names and digests share the index: a digest (`sha256:...`) is never a name here,
+        # and if one were, its builds would only be more candidates the rules filter.
+        found: set[Built] = set()
+        for key in (artifact_name, digest):
+            if key:
+                found |= self._builds.get((tenant, key), set())
+        return found
 
     @property
     def sizes(self) -> dict[str, int]:

@@ -22,9 +22,11 @@ Events that do not decode or validate are skipped with a warning: the sink dead-
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from confluent_kafka import (
@@ -47,9 +49,19 @@ from shipledger.settings import Settings
 
 log = get_logger("processors")
 _POLL_S = 0.1
+_CATCH_UP_POLL_S = 0.01
 _METADATA_TIMEOUT_S = 15.0
 #: What the feed hands over: events for the view, published policies and recent deployments.
 FeedEvent = EnrichmentEvent | PolicyDocument | Deployed
+
+
+@dataclass
+class _EndsRequest:
+    """A `read_to_end` waiting for the feed's thread to ask the ends of `topic`."""
+
+    topic: str
+    ends: dict[tuple[str, int], int] = field(default_factory=dict)
+    answered: threading.Event = field(default_factory=threading.Event)
 
 
 class EnrichmentFeed:
@@ -67,6 +79,8 @@ class EnrichmentFeed:
         }
         topics = Topics.from_settings(settings)
         names = (*ENRICHMENT_TOPICS, POLICY)
+        self._topic_names = {name: topics.of(name) for name in ENRICHMENT_TOPICS}
+        self._partitions: dict[str, tuple[int, ...]] = {}
         self._models: dict[str, type[Model]] = {
             topics.of(name): catalog().topic(name).model_class() for name in names
         }
@@ -75,6 +89,9 @@ class EnrichmentFeed:
         self._horizon = timedelta(seconds=settings.anomaly_horizon_s)
         self._notify: Callable[[], object] = lambda: None
         self._ready: deque[FeedEvent] = deque()
+        #: (topic, partition) -> the offset after the last message read (the feed thread's).
+        self._read: dict[tuple[str, int], int] = {}
+        self._requests: deque[_EndsRequest] = deque()
         self._caught_up = threading.Event()
         self._stop = threading.Event()
         #: Why the feed stopped reading, if it failed (the worker must then stop too).
@@ -98,6 +115,43 @@ class EnrichmentFeed:
         """Stop reading (the thread closes its consumer)."""
         self._stop.set()
 
+    def read_to_end(self, name: str, timeout_s: float) -> bool:
+        """Wait (at most `timeout_s`) until the feed has read every partition of logical
+        topic `name` up to the end it has now, so `drain` then holds every event the broker
+        acknowledged before this call; whether it got there. Blocks the caller: a worker
+        calls it only when a deployment is about to be flagged (`processors.handler`). The
+        ends are asked by the feed's own thread (its consumer is not shared)."""
+        topic = self._topic_names.get(name)
+        if topic is None or not self._thread.is_alive():
+            return False
+        deadline = time.monotonic() + timeout_s
+        request = _EndsRequest(topic)
+        self._requests.append(request)
+        if not request.answered.wait(timeout_s):
+            log.warning("enrichment_catch_up_timeout", topic=topic, waited_s=timeout_s)
+            return False
+        while any(self._read.get(tp, 0) < end for tp, end in request.ends.items()):
+            if time.monotonic() >= deadline or self.failure is not None:
+                log.warning("enrichment_catch_up_timeout", topic=topic, waited_s=timeout_s)
+                return False
+            time.sleep(_CATCH_UP_POLL_S)
+        return True
+
+    def _answer_requests(self, consumer: Consumer) -> None:
+        """The current ends of the topics `read_to_end` waits for (on the feed's thread)."""
+        while self._requests:
+            request = self._requests.popleft()
+            try:
+                for p in self._partitions.get(request.topic, ()):
+                    tp = TopicPartition(request.topic, p)
+                    request.ends[(request.topic, p)] = consumer.get_watermark_offsets(
+                        tp, timeout=_METADATA_TIMEOUT_S
+                    )[1]
+            except KafkaException as exc:
+                log.warning("enrichment_end_unknown", topic=request.topic, error=str(exc))
+                continue
+            request.answered.set()
+
     def drain(self) -> list[FeedEvent]:
         """The events read since the last call, in the order read."""
         out = []
@@ -112,12 +166,14 @@ class EnrichmentFeed:
             if not waiting:
                 self._set_caught_up()
             while not self._stop.is_set():
+                self._answer_requests(consumer)
                 msg = consumer.poll(_POLL_S)
                 if msg is None:
                     continue
                 error = msg.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
+                        self._mark_read(msg.topic(), msg.partition(), msg.offset())
                         waiting.discard((msg.topic(), msg.partition()))
                         if not waiting and not self.caught_up:
                             self._set_caught_up()
@@ -128,12 +184,22 @@ class EnrichmentFeed:
                 if event is not None:
                     self._ready.append(event)
                     self._notify()
+                # Counted read once handed over: `read_to_end` then finds it in `drain`.
+                offset = msg.offset()
+                self._mark_read(
+                    msg.topic(), msg.partition(), None if offset is None else offset + 1
+                )
         except Exception as exc:  # the view would go stale: the worker stops (processors.app)
             log.exception("enrichment_feed_failed")
             self.failure = exc
             self._notify()
         finally:
             consumer.close()
+
+    def _mark_read(self, topic: str | None, partition: int | None, end: int | None) -> None:
+        """Everything of `topic`'s `partition` before offset `end` was read."""
+        if topic is not None and partition is not None and end is not None:
+            self._read[(topic, partition)] = end
 
     def _assign(self, consumer: Consumer) -> set[tuple[str, int]]:
         metadata = consumer.list_topics(timeout=_METADATA_TIMEOUT_S)
@@ -144,6 +210,7 @@ class EnrichmentFeed:
                 log.warning("enrichment_topic_missing", topic=topic)
                 continue
             parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
+            self._partitions[topic] = tuple(sorted(meta.partitions))
             assigned += self._since_horizon(consumer, parts) if topic == self._records else parts
         consumer.assign(assigned)
         return {(tp.topic, tp.partition) for tp in assigned}

@@ -4,8 +4,10 @@ Before a deployment starts, a pipeline asks whether it may (`shipledger gate`, `
 The answer is what the stream would find if the deployment started now: the policy rules
 (`processors.rules`: ticket, weekly windows, freezes, unknown environment), the change rules
 against the change request as it stands now (`processors.change_rules`: unknown, not approved,
-outside its window or scope, unattributed manual deploy) and the approvals the policy requires
-(`processors.approvals`, four eyes). Every finding blocks, and every one is listed.
+outside its window or scope, unattributed manual deploy), the approvals the policy requires
+(`processors.approvals`, four eyes) and the artifact rules against the builds the ledger holds
+(`processors.artifact_rules`: digest missing, mismatching its build, or never built by a
+trusted builder). Every finding blocks, and every one is listed.
 Break-glass (`emergency`) passes anyway, is recorded as such and raises a critical alert.
 
 `Gatekeeper` is the `schemas.governance.Governance` the API is given: it holds the policy;
@@ -14,20 +16,22 @@ the API reads the change request's events and publishes what comes out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from shipledger.fields import copied, picked
 from shipledger.processors.approvals import missing_approvals
+from shipledger.processors.artifact_rules import Built, judge_artifact
 from shipledger.processors.change_rules import ChangeContext, judge_change
 from shipledger.processors.changes import ChangeRequest, fold
 from shipledger.processors.rules import Finding, Subject, judge
 from shipledger.processors.step import alert_id
-from shipledger.schemas.family_models import ChangeEvent
+from shipledger.schemas.family_models import ArtifactEvent, ChangeEvent
 from shipledger.schemas.governance import (
     BREAK_GLASS,
     MISSING_APPROVALS,
     ApprovalTarget,
+    ArtifactInUse,
     GateDecision,
     GateOutcome,
     GateQuestion,
@@ -39,12 +43,17 @@ from shipledger.schemas.taxonomy import normalize_environment
 
 
 def gate_findings(
-    subject: Subject, request: ChangeRequest | None, rules: Rules, actor_known: bool = False
+    subject: Subject,
+    request: ChangeRequest | None,
+    rules: Rules,
+    actor_known: bool = False,
+    builds: Collection[Built] = (),
 ) -> list[Finding]:
     """Every finding against a deployment starting at `subject.occurred_at` under `request`
     (None: none reported) and `rules` (`Policy.rules_for(tenant, kind)`); `actor_known`:
-    the directory knows the deployer (the caller looked them up, `shipledger.identities`)."""
-    findings = judge(subject, rules)
+    the directory knows the deployer (the caller looked them up, `shipledger.identities`);
+    `builds`: the builds of its artifact name and digest (`processors.artifact_rules`)."""
+    findings = judge(subject, rules) + judge_artifact(subject, builds, rules)
     findings += judge_change(subject, ChangeContext(request, actor_known), rules)
     required = rules.approvals_for(subject.environment, subject.kind)
     approvals = request.approvals if request is not None else ()
@@ -65,6 +74,8 @@ def gate_findings(
     return findings
 
 
+#: The rule of the alert a registry's deletion of a running artifact raises.
+RUNNING_ARTIFACT_DELETED = "running_artifact_deleted"
 #: What a gate question says of the deployment, as the judged subject and the decision restate it.
 _DEPLOYMENT = ("service", "kind", "change_id", "actor", "trigger")
 
@@ -101,8 +112,10 @@ class Gatekeeper:
         asked_by: str,
         now: datetime,
         actor_known: bool = False,
+        builds: Sequence[ArtifactEvent] = (),
     ) -> GateOutcome:
-        """The gate's answer at `now` (see the module docstring)."""
+        """The gate's answer at `now` (see the module docstring); `builds`: the artifact
+        events of its artifact name and digest (only the `published` ones count)."""
         tenant = question.tenant or "default"
         env = normalize_environment(question.environment, question.region)
         rules = self.policy.rules_for(tenant, question.kind)
@@ -111,14 +124,21 @@ class Gatekeeper:
             occurred_at=now,
             tenant=tenant,
             environment_known=env.known,
-            **picked(question, *_DEPLOYMENT),
+            artifact_digest=question.digest,
+            **picked(question, *_DEPLOYMENT, "artifact_name", "version"),
         )
         reasons = [
             GateReason(
                 severity=rules.severities.get(f.rule, "medium"),
                 **picked(f, "rule", "message", "evidence"),
             )
-            for f in gate_findings(subject, fold(events), rules, actor_known)
+            for f in gate_findings(
+                subject,
+                fold(events),
+                rules,
+                actor_known,
+                [Built.of(b) for b in builds if b.action == "published"],
+            )
         ]
         decision_id = new_id()
         alerts: tuple[Alert, ...] = ()
@@ -140,6 +160,22 @@ class Gatekeeper:
             policy_version=self.policy_version,
         )
         return GateOutcome(decision, alerts)
+
+    def rollback_reach(self, tenant: str) -> int:
+        """The policy's `artifact_rollback_reach` for `tenant`."""
+        return self.policy.rules_for(tenant).artifact_rollback_reach
+
+    def deletion_alerts(
+        self, deleted: ArtifactEvent, in_use: Sequence[ArtifactInUse], now: datetime
+    ) -> list[Alert]:
+        """One `running_artifact_deleted` alert per running deployment of `in_use` that ships
+        the artifact a registry deleted (`deleted`): ids derive from the deletion event and
+        the deployment, so a redelivered deletion raises nothing new."""
+        return [
+            _deletion_alert(self.policy, deleted, used, now)
+            for used in in_use
+            if used.running and used.tenant == deleted.tenant and used.ships(deleted)
+        ]
 
     def _break_glass(
         self,
@@ -174,3 +210,42 @@ class Gatekeeper:
             **picked(subject, "tenant", "service", "environment", "actor", "occurred_at"),
             detected_at=subject.occurred_at,
         )
+
+
+def _deletion_alert(
+    policy: Policy, deleted: ArtifactEvent, used: ArtifactInUse, now: datetime
+) -> Alert:
+    rule = RUNNING_ARTIFACT_DELETED
+    what = deleted.digest or f"{deleted.artifact_name}:{deleted.version}"
+    how = " by its retention policy" if deleted.action == "retention_deleted" else ""
+    return Alert(
+        alert_id=alert_id(f"{deleted.event_id}/{used.deployment_id}", rule),
+        rule=rule,
+        severity=policy.rules_for(used.tenant).severities.get(rule, "high"),
+        message=(
+            f"{deleted.registry or 'the registry'} deleted {what}{how} while {used.service} "
+            f"runs it in {used.environment} "
+            f"(deployment {used.deployment_id}): a restart or scale-out cannot pull it"
+        ),
+        evidence={
+            "artifact_name": deleted.artifact_name,
+            "version": deleted.version or "",
+            "digest": deleted.digest or "",
+            "registry": deleted.registry or "",
+            "deletion_event_id": deleted.event_id,
+            "deletion_action": deleted.action,
+            "deployment_started_at": used.started_at.isoformat(),
+        },
+        policy_version=policy.full_version,
+        deployment_id=used.deployment_id,
+        event_id=deleted.event_id,
+        tenant=used.tenant,
+        service=used.service,
+        environment=used.environment,
+        region=used.region,
+        # Who deleted it is the registry's to say (attributes); the alert names the channel.
+        actor=deleted.source or "registry",
+        team=used.team,
+        occurred_at=deleted.occurred_at,
+        detected_at=now,
+    )

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from shipledger.dlq_limit import DlqLimitState
 from shipledger.fields import picked
 from shipledger.logging import get_logger
+from shipledger.processors.artifact_rules import BUILD_RULES
 from shipledger.processors.change_rules import CHANGE_RULE_NAMES
 from shipledger.processors.enrichment import ChangeKey, Enrichment, Lookups
 from shipledger.processors.late_changes import rejudge_stored
@@ -117,7 +118,14 @@ class EventHandler:
     """Applies raw deployment events one by one, and re-judges stored deployments when their
     change request changes (see the module docstring); `limit` counts its dead letters
     against the DLQ limit, `view` is what judgement reads besides the deployment, and
-    `known_actor` whether the directory knows a manual deployer (`shipledger.identities`)."""
+    `known_actor` whether the directory knows a manual deployer (`shipledger.identities`).
+
+    Ordering of builds and deployments: a deployment is judged against the builds its
+    worker's view holds. Before flagging one with `artifact_digest_mismatch` or
+    `artifact_unknown`, the handler calls `catch_up` (the worker's feed reads the artifacts
+    topic to the end it has now, and the view folds it in: `processors.app`) and judges
+    again: a build the broker acknowledged before that moment is seen, however close to the
+    deployment it was published. A build published later does not clear the alert."""
 
     def __init__(
         self,
@@ -127,8 +135,10 @@ class EventHandler:
         limit: DlqLimitState,
         view: Lookups | None = None,
         known_actor: Callable[[str], bool] = nobody_known,
+        catch_up: Callable[[], object] | None = None,
     ) -> None:
         self._policy = policy
+        self._catch_up = catch_up
         self._state = state
         self._outputs = outputs
         self._limit = limit
@@ -179,6 +189,10 @@ class EventHandler:
                 self._limit.valid()
                 return
             result = self._process(decoded, entry.record if entry else None)
+            if entry is None and self._unbuilt(result):
+                assert self._catch_up is not None
+                self._catch_up()
+                result = self._process(decoded, None)
             payloads = self._outputs.encode(result.record, result.alerts)
         except Rejected as exc:
             self._dead_letter(message, exc.reason, exc.field)
@@ -198,6 +212,11 @@ class EventHandler:
         self._state.put(key, message.partition, result.record, decoded.event_id, result.alerts)
         self._limit.valid()
         _log_alerts(result.alerts)
+
+    def _unbuilt(self, result: StepResult) -> bool:
+        """Whether `result` flags a deployment's artifact as not built, and the view may be
+        behind the artifacts topic (see the class docstring)."""
+        return self._catch_up is not None and any(a.rule in BUILD_RULES for a in result.alerts)
 
     def _process(self, event: DeploymentEvent, previous: DeploymentRecord | None) -> StepResult:
         return process(

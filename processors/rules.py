@@ -30,6 +30,10 @@ class Subject:
     #: Who deployed, and whether a person started it by hand (`manual`) or a pipeline did.
     actor: str = ""
     trigger: str = "automated"
+    #: What it ships (`processors.artifact_rules`).
+    artifact_name: str | None = None
+    version: str | None = None
+    artifact_digest: str | None = None
 
 
 @dataclass(frozen=True)

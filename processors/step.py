@@ -2,7 +2,8 @@
 correlate → enrich. The Faust agent wraps it with Kafka I/O and state; tests drive it
 directly.
 
-A deployment's first event is judged by the policy rules (`processors.rules`) and by the
+A deployment's first event is judged by the policy rules (`processors.rules`), by the
+artifact rules (`processors.artifact_rules`) against the builds the view holds, and by the
 change rules (`processors.change_rules`) against the change request it names, as the view
 (`processors.enrichment`) holds it and as it stood when the deployment started. Every record
 carries what the view knows: owner team, application and tier from the service catalog, the
@@ -19,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from shipledger.fields import copied, picked
+from shipledger.processors.artifact_rules import judge_artifact
 from shipledger.processors.change_rules import ChangeContext, judge_change, schedule_difference
 from shipledger.processors.changes import ChangeRequest
 from shipledger.processors.correlate import correlate
@@ -102,6 +104,8 @@ def process(
         request = view.change(event.tenant, event.change_id) if event.change_id else None
         context = judged_context(subject, request, known_actor)
         findings = judge(subject, rules) + judge_change(subject, context, rules)
+        builds = view.builds(event.tenant, event.artifact_name, event.artifact_digest)
+        findings += judge_artifact(subject, builds, rules)
     correlated = correlate(
         previous, event, env, policy.full_version, [f.rule for f in findings], now
     )

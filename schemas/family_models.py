@@ -35,6 +35,7 @@ ChangeState = Literal[
 ApprovalDecision = Literal["approved", "rejected"]
 SourceEventKind = Literal["push", "tag", "pull_request_merged", "release_published"]
 ArtifactEventKind = Literal["published"]
+ArtifactAction = Literal["published", "deleted", "retention_deleted"]
 SignalKind = Literal[
     "incident_opened", "incident_resolved", "alert_fired", "alert_resolved", "pipeline_finished"
 ]
@@ -154,7 +155,7 @@ class SourceEvent(FamilyEvent):
 
 
 class ArtifactEvent(FamilyEvent):
-    """A published build artifact (schema ArtifactEvent)."""
+    """A published build artifact, or its deletion from a registry (schema ArtifactEvent)."""
 
     kind: ArtifactEventKind = "published"
     artifact_name: Name = Field(min_length=1)
@@ -164,6 +165,10 @@ class ArtifactEvent(FamilyEvent):
     commit_sha: str | None = None
     builder: Name | None = None
     url: str | None = None
+    # Version 2
+    provenance_url: str | None = None
+    action: ArtifactAction = "published"
+    registry: Name | None = None
 
     @field_validator("digest")
     @classmethod

@@ -20,7 +20,7 @@ from typing import Literal, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
-from shipledger.schemas.family_models import ChangeEvent, ChangeState
+from shipledger.schemas.family_models import ArtifactEvent, ChangeEvent, ChangeState
 from shipledger.schemas.models import (
     Alert,
     DeploymentKind,
@@ -53,6 +53,12 @@ class GateQuestion(InputModel):
     change_id: Name | None = Field(default=None, max_length=128)
     kind: DeploymentKind = "release"
     digest: str | None = Field(default=None, description="sha256 digest of the artifact.")
+    artifact_name: Name | None = Field(
+        default=None, max_length=200, description="Artifact (image, package) to deploy."
+    )
+    version: Name | None = Field(
+        default=None, max_length=200, description="Its version or tag, as the build published it."
+    )
     deployment_id: Name | None = Field(default=None, max_length=128)
     region: Name | None = None
     actor: Name = Field(min_length=1, max_length=200, description="Who is about to deploy.")
@@ -137,6 +143,37 @@ class ApprovalTarget:
     approving_groups: frozenset[str]
 
 
+@dataclass(frozen=True)
+class ArtifactInUse:
+    """A succeeded deployment among the latest of its service and environment (`position` 1:
+    the one running; 2..N: the rollback targets), and the artifact it shipped
+    (docs/artifacts.md: `GET /v1/artifacts/protected`, `running_artifact_deleted`)."""
+
+    tenant: str
+    service: str
+    environment: str
+    region: str | None
+    team: str | None
+    deployment_id: str
+    artifact_name: str | None
+    version: str | None
+    digest: str | None
+    started_at: datetime
+    position: int
+
+    @property
+    def running(self) -> bool:
+        """Whether it is the latest succeeded deployment of its service and environment."""
+        return self.position == 1
+
+    def ships(self, artifact: ArtifactEvent) -> bool:
+        """Whether it shipped the artifact `artifact` is about: the same digest, or, for an
+        event without one (a retention run reports tags), the same name and version."""
+        if artifact.digest is not None:
+            return self.digest == artifact.digest
+        return (self.artifact_name, self.version) == (artifact.artifact_name, artifact.version)
+
+
 class Governance(Protocol):
     """The judgement the API is given (`processors.gate.Gatekeeper` under one policy)."""
 
@@ -157,8 +194,22 @@ class Governance(Protocol):
         asked_by: str,
         now: datetime,
         actor_known: bool = False,
+        builds: Sequence[ArtifactEvent] = (),
     ) -> GateOutcome:
         """The gate's answer at `now` for `question`, given every event of the change request
         it names (empty: none reported), asked with the API token `asked_by`; `actor_known`:
-        the directory knows the deployer (`shipledger.identities.actor_known`)."""
+        the directory knows the deployer (`shipledger.identities.actor_known`); `builds`: the
+        published artifact events of its artifact name and digest."""
+        ...
+
+    def rollback_reach(self, tenant: str) -> int:
+        """How many of the latest succeeded deployments per service and environment of
+        `tenant` keep their artifacts protected (the policy's `artifact_rollback_reach`)."""
+        ...
+
+    def deletion_alerts(
+        self, deleted: ArtifactEvent, in_use: Sequence[ArtifactInUse], now: datetime
+    ) -> list[Alert]:
+        """The `running_artifact_deleted` alerts of a registry deletion `deleted`: one per
+        running deployment of `in_use` that ships the deleted artifact."""
         ...

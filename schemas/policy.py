@@ -118,6 +118,11 @@ def _default_severities() -> dict[str, Severity]:
         "unattributed_manual_deploy": "high",
         "suspect_deployment": "high",
         "config_drift": "high",
+        # Artifact continuity and lifecycle (docs/artifacts.md)
+        "artifact_digest_mismatch": "critical",
+        "artifact_unknown": "high",
+        "artifact_digest_missing": "high",
+        "running_artifact_deleted": "high",
     }
 
 
@@ -295,6 +300,17 @@ class Rules(_Strict):
     suspect_limit: int = Field(default=5, ge=1, le=50)
     #: Post-deploy verification (`Verification`).
     verification: Verification = Field(default_factory=Verification)
+    #: Artifact continuity (docs/artifacts.md): environments whose deployments must carry a
+    #: sha256 `artifact_digest` that a build published (`artifact_digest_missing`,
+    #: `artifact_digest_mismatch`, `artifact_unknown` judge only these; none unless the
+    #: policy names them, so that existing set-ups without build events raise nothing
+    #: new: `deploy/policy.example.yaml` names prod), the builders whose
+    #: artifact events count as builds (empty: any builder), and how many of the latest
+    #: deployments per service and environment stay protected from registry deletion
+    #: (`GET /v1/artifacts/protected`: the running one and the rollback targets).
+    require_artifact_digest: list[str] = Field(default_factory=list)
+    trusted_builders: list[str] = Field(default_factory=list)
+    artifact_rollback_reach: int = Field(default=5, ge=1, le=100)
 
     @field_validator("suspect_window")
     @classmethod
@@ -311,7 +327,7 @@ class Rules(_Strict):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
         return value
 
-    @field_validator("require_change_ticket", "known_environments")
+    @field_validator("require_change_ticket", "known_environments", "require_artifact_digest")
     @classmethod
     def _canonical_list(cls, value: list[str]) -> list[str]:
         return canonical_environments(value)
@@ -325,6 +341,16 @@ class Rules(_Strict):
     @classmethod
     def _tolerance(cls, value: object) -> object:
         return _checked_tolerance(value)
+
+    def trusts_builder(self, builder: str | None) -> bool:
+        """Whether an artifact event from `builder` counts as a build (`trusted_builders`,
+        compared like identities; an empty list trusts every builder, an unnamed one only
+        then)."""
+        if not self.trusted_builders:
+            return True
+        return builder is not None and identity_key(builder) in {
+            identity_key(b) for b in self.trusted_builders
+        }
 
     @property
     def zone(self) -> ZoneInfo:

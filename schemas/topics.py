@@ -31,6 +31,8 @@ POLICY = "policy"
 #: Topics every processors worker reads whole into its enrichment view (`processors.feed`):
 #: they are its changelog, so they keep every message (created with `retention.ms` -1).
 ENRICHMENT = ("changes", "catalog", "artifacts")
+#: Builds and registry deletions: a worker catches up with it before flagging an artifact.
+ARTIFACTS = "artifacts"
 #: Operations signals: the processors join its anomalies with recent deployments.
 SIGNALS = "signals"
 

@@ -39,6 +39,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "gate",
         "Ask before deploying: allowed or blocked, and why.",
     ),
+    "artifacts": (
+        "shipledger.producers.api.artifacts_cli",
+        "artifacts",
+        "Artifact digests a registry must keep (protected).",
+    ),
     "approve": (
         "shipledger.producers.api.governance_cli",
         "approve",

@@ -4,9 +4,6 @@ them, as `shipledger query` does: with embedded chDB and a running `shipledger u
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,7 @@ from shipledger.sinks.ledger.reader import (
     serving_stack,
 )
 from shipledger.stackfile import StackInfo
-from shipledger.tables import render_table
+from shipledger.tables import render_rows
 
 
 class MetricsUnavailable(RuntimeError):
@@ -89,17 +86,7 @@ def render(
 ) -> str:
     """The report as `fmt`: table (aligned, empty cells for nothing measured; columns not in
     `text` right-aligned), json, csv."""
-    if fmt == "json":
-        return json.dumps(rows, indent=2)
-    cells = [["" if r.get(n) is None else str(r.get(n)) for n in names] for r in rows]
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(names)
-        writer.writerows(cells)
-        return out.getvalue().rstrip("\n")
-    numeric = [n not in text for n in names]
-    return render_table(names, cells, right=numeric)
+    return render_rows(rows, names, fmt, text=text)
 
 
 @click.group("metrics")

@@ -490,6 +490,17 @@ class Settings(BaseSettings):
             " at most this long after it closed."
         ),
     )
+
+    # --- artifact continuity (issue 12 point 3, docs/artifacts.md) ----------------------------
+    artifact_catch_up_s: float = Field(
+        default=2.0,
+        ge=0,
+        description=(
+            "Before a worker raises artifact_digest_mismatch or artifact_unknown, how long it "
+            "waits at most for its enrichment feed to read the artifacts topic to its current "
+            "end (a build published just before the deploy is then seen); 0: no wait."
+        ),
+    )
     worker_metrics_port: int | None = Field(
         default=None,
         ge=0,

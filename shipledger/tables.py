@@ -8,8 +8,11 @@ the output is the same in a terminal, a pipe or a test.
 
 from __future__ import annotations
 
+import csv
 import io
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 from rich.box import Box
 from rich.console import Console
@@ -52,3 +55,20 @@ def render_table(
 
 def _one_line(text: str) -> str:
     return text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", " ")
+
+
+def render_rows(
+    rows: list[dict[str, Any]], names: list[str], fmt: str, text: Collection[str] = ()
+) -> str:
+    """`rows` as `fmt` (a `--format` choice): table (aligned, empty cells for None; columns
+    but the `text` ones right-aligned, as numbers are), json, csv (with a header line)."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2, default=str)
+    cells = [["" if r.get(n) is None else str(r.get(n)) for n in names] for r in rows]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows(cells)
+        return out.getvalue().rstrip("\n")
+    return render_table(names, cells, right=[n not in text for n in names])

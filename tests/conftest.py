@@ -244,6 +244,10 @@ def signed(provider: str, headers: dict[str, str], body: bytes, secret: str) -> 
         out["X-Gitlab-Token"] = secret
     elif provider == "alertmanager":  # its http_config `authorization`
         out["Authorization"] = f"Bearer {secret}"
+    elif provider == "harbor":  # the webhook's auth header, sent as is
+        out["Authorization"] = secret
+    elif provider == "artifactory":
+        out["X-JFrog-Event-Auth"] = secret
     else:
         out["X-Shipledger-Token"] = secret
     return out

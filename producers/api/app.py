@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 
 from shipledger.producers.api import (
     approvals_route,
+    artifacts_route,
     changes_route,
     gate_route,
     ingest,
@@ -96,6 +97,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(metrics_route.router)
     app.include_router(verification_route.router)
     app.include_router(changes_route.router)
+    app.include_router(artifacts_route.router)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

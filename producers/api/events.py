@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -30,10 +31,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from shipledger.producers.api.auth import ANY_TENANT, Principal
-from shipledger.schemas.families import UnknownFamily, family_of
+from shipledger.schemas.families import UnknownFamily, family_of, scoped_key
 from shipledger.schemas.family_models import APPROVAL_SOURCE
-from shipledger.schemas.models import TimeWindow, utcnow
-from shipledger.schemas.registry import AvroCodec, EncodeError
+from shipledger.schemas.models import Alert, Model, TimeWindow, utcnow
+from shipledger.schemas.registry import AvroCodec, EncodeError, topic_codec
+from shipledger.schemas.topics import ALERTS
 from shipledger.schemas.validation import field_errors, size_problem
 from shipledger.settings import Settings
 
@@ -64,6 +66,8 @@ class Prepared:
     topic: str
     key: bytes
     value: bytes
+    #: The validated event (None: a message the API built itself, e.g. a gate decision).
+    event: Model | None = None
 
 
 class Forbidden(Exception):
@@ -152,7 +156,30 @@ def prepare(
         topic=settings.topic(family.topic),
         key=family.key(event),
         value=value,
+        event=event,
     )
+
+
+def message(
+    settings: Settings, topic: str, event_id: str, tenant: str, keyed_by: str, event: Model
+) -> Prepared:
+    """A message the API builds itself (a gate decision, an alert) for logical `topic`,
+    keyed like the topic's events by `tenant` and `keyed_by`."""
+    return Prepared(
+        event_id=event_id,
+        tenant=tenant,
+        topic=settings.topic(topic),
+        key=scoped_key(tenant, keyed_by),
+        value=topic_codec(topic).encode(event.to_avro()),
+    )
+
+
+def alert_messages(settings: Settings, alerts: Iterable[Alert]) -> list[Prepared]:
+    """`alerts` as messages to the alerts topic (keyed by their deployment)."""
+    return [
+        message(settings, ALERTS, alert.alert_id, alert.tenant, alert.deployment_id, alert)
+        for alert in alerts
+    ]
 
 
 def claims_verification(obj: dict[str, Any]) -> bool:

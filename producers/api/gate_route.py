@@ -23,15 +23,13 @@ from shipledger.logging import get_logger
 from shipledger.producers.api.auth import ANY_TENANT, Principal
 from shipledger.producers.api.bodies import TOKEN_ERRORS, Problem
 from shipledger.producers.api.context import ApiError, ContextDep, IngestPrincipal
-from shipledger.producers.api.events import Prepared
+from shipledger.producers.api.events import Prepared, alert_messages, message
 from shipledger.producers.api.ingest import publish
 from shipledger.producers.api.limits import check_declared_length, read_capped
-from shipledger.schemas.families import scoped_key
 from shipledger.schemas.family_models import ChangeEvent
 from shipledger.schemas.governance import GateDecision, GateOutcome, GateQuestion, GateReason
-from shipledger.schemas.models import Model, utcnow
-from shipledger.schemas.registry import topic_codec
-from shipledger.schemas.topics import ALERTS, GATE_DECISIONS
+from shipledger.schemas.models import utcnow
+from shipledger.schemas.topics import GATE_DECISIONS
 from shipledger.schemas.untrusted import BadJSON, loads
 from shipledger.schemas.validation import field_errors
 from shipledger.settings import Settings
@@ -97,26 +95,11 @@ def outcome_messages(settings: Settings, outcome: GateOutcome) -> list[Prepared]
     """The decision and its alerts as messages to produce (keyed like their topics)."""
     decision = outcome.decision
     return [
-        _message(
+        message(
             settings, GATE_DECISIONS, decision.event_id, decision.tenant, decision.service, decision
         ),
-        *(
-            _message(settings, ALERTS, alert.alert_id, alert.tenant, alert.deployment_id, alert)
-            for alert in outcome.alerts
-        ),
+        *alert_messages(settings, outcome.alerts),
     ]
-
-
-def _message(
-    settings: Settings, topic: str, event_id: str, tenant: str, keyed_by: str, event: Model
-) -> Prepared:
-    return Prepared(
-        event_id=event_id,
-        tenant=tenant,
-        topic=settings.topic(topic),
-        key=scoped_key(tenant, keyed_by),
-        value=topic_codec(topic).encode(event.to_avro()),
-    )
 
 
 def answer(decision: GateDecision) -> GateAnswer:
@@ -146,7 +129,8 @@ async def post_gate(
 ) -> GateAnswer:
     """Judge a deployment about to start against the live state: the policy's ticket, window
     and freeze rules, the change request it names (approved, in its window and scope, now),
-    the approvals the policy requires (four eyes) and a manual deployer's identity.
+    the approvals the policy requires (four eyes), a manual deployer's identity and, where the
+    policy requires a digest, the artifact's digest against its builds (docs/artifacts.md).
 
     200 with `decision`: `allowed`, `blocked` (every reason in `reasons`) or `break_glass`
     (`emergency` with a `reason`: passes anyway, raises a critical `break_glass` alert). The
@@ -158,11 +142,14 @@ async def post_gate(
     events: list[ChangeEvent] = []
     if question.change_id:
         events = await run_in_threadpool(ledger.change_events, question.tenant, question.change_id)
+    builds = await run_in_threadpool(
+        ledger.artifact_builds, question.tenant, question.artifact_name, question.digest
+    )
     # Only a manual deployer is judged by who they are (`unattributed_manual_deploy`).
     known = question.trigger == "manual" and await run_in_threadpool(
         actor_known, ctx.identities, question.actor
     )
-    outcome = governance.decide(question, events, principal.token_id, utcnow(), known)
+    outcome = governance.decide(question, events, principal.token_id, utcnow(), known, builds)
     await publish(ctx, outcome_messages(ctx.settings, outcome))
     decision = outcome.decision
     log.info(

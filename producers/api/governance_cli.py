@@ -36,7 +36,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _stop(code: int, message: str) -> NoReturn:
+def stop(code: int, message: str) -> NoReturn:
+    """Print `message` and exit with `code` (the module docstring's table)."""
     click.echo(f"shipledger: {message}", err=True)
     raise click.exceptions.Exit(code)
 
@@ -47,31 +48,50 @@ def api_url(settings: Settings) -> str:
         return settings.api_url.rstrip("/")
     running = read_stack(settings)
     if running is None or not running.api_url:
-        _stop(
+        stop(
             NO_ANSWER,
             "no shipledger API to ask: set SHIPLEDGER_API_URL, or run `shipledger up` here",
         )
     return running.api_url.rstrip("/")
 
 
-def _post(
+def call_api(
     settings: Settings,
+    method: str,
     url: str,
-    body: dict[str, Any],
     headers: dict[str, str],
+    *,
+    body: dict[str, Any] | None = None,
+    params: dict[str, str] | None = None,
     auth: httpx.Auth | None = None,
 ) -> httpx.Response:
-    """POST `body` as JSON; exit 3 when the API does not answer (it waits for Kafka's acks,
-    up to SHIPLEDGER_API_ACK_TIMEOUT_S)."""
+    """Send `body` as JSON (and `params`); exit 3 when the API does not answer (it waits for
+    Kafka's acks, up to SHIPLEDGER_API_ACK_TIMEOUT_S)."""
     try:
-        return httpx.post(
-            url, json=body, headers=headers, auth=auth, timeout=settings.api_ack_timeout_s + 10
+        return httpx.request(
+            method,
+            url,
+            json=body,
+            params=params,
+            headers=headers,
+            auth=auth,
+            timeout=settings.api_ack_timeout_s + 10,
         )
     except httpx.HTTPError as exc:
-        _stop(NO_ANSWER, f"the shipledger API at {url} did not answer: {exc}")
+        stop(NO_ANSWER, f"the shipledger API at {url} did not answer: {exc}")
 
 
-def _error_of(response: httpx.Response) -> str:
+def stop_unless_ok(url: str, response: httpx.Response) -> None:
+    """Return on a 200; else exit 3 (a server error, or over the rate limit: no answer now,
+    retry) or 2 (the API refused the request or the token), saying what the API said."""
+    if response.status_code == 200:
+        return
+    code = NO_ANSWER if response.status_code >= 500 or response.status_code == 429 else USAGE
+    stop(code, f"{url} answered {response.status_code}: {error_of(response)}")
+
+
+def error_of(response: httpx.Response) -> str:
+    """What the API said went wrong (its `error`, else the body or the reason)."""
     try:
         found = response.json().get("error")
     except (ValueError, AttributeError):
@@ -99,8 +119,11 @@ def _option(name: str, help_text: str, **kwargs: Any) -> Callable[[F], F]:
     "--digest",
     envvar=envvar("artifact_digest"),
     show_envvar=True,
-    help="Artifact digest (sha256:<64 hex>), recorded with the decision.",
+    help="Artifact digest (sha256:<64 hex>): compared with what its build published where the "
+    "policy requires a digest (require_artifact_digest), and recorded with the decision.",
 )
+@_option("artifact_name", "Artifact (image, package) to deploy, as its build published it.")
+@_option("version", "Its version or tag, as its build published it.")
 @_option("kind", "What is shipped; the policy's per-kind rules apply.", type=click.Choice(KINDS))
 @_option("actor", "Who deploys (four eyes: their own approval never counts). [detected in CI]")
 @_option(
@@ -123,6 +146,8 @@ def gate(
     environment: str,
     change_id: str | None,
     digest: str | None,
+    artifact_name: str | None,
+    version: str | None,
     kind: str | None,
     actor: str | None,
     trigger: str | None,
@@ -139,8 +164,9 @@ def gate(
     The same rules the stream judges deployments by, against the live state: a change ticket
     where required, the request approved, in its window and scope now, the approvals the
     policy requires (never the deployer's own: four eyes), no freeze, the weekly windows, and
-    a known identity for a manual deployment. Every answer is stored in the ledger
-    (gate_decisions) with the token that asked.
+    a known identity for a manual deployment, and where the policy requires it the artifact
+    digest a trusted build published for the artifact and version. Every answer is stored in
+    the ledger (gate_decisions) with the token that asked.
 
     \b
     Exit codes: 0 allowed, 1 blocked (every reason printed), 2 usage (or the API refused the
@@ -150,6 +176,8 @@ def gate(
     \b
     Examples:
       shipledger gate --service checkout --environment prod --change-id CHG0042
+      shipledger gate --service checkout --environment prod --change-id CHG0042 \\
+          --artifact-name acme/checkout --version 2.14.0 --digest sha256:<64 hex>
       shipledger gate --service checkout --environment prod --change-id CHG0042 \\
           --emergency --reason "payment outage INC-981, CAB on the bridge"
 
@@ -172,6 +200,8 @@ def gate(
         "environment": environment,
         "change_id": change_id,
         "digest": digest,
+        "artifact_name": artifact_name,
+        "version": version,
         "kind": kind,
         "actor": actor,
         "trigger": trigger or detected.get("trigger"),
@@ -189,11 +219,8 @@ def gate(
     if not token:
         raise click.UsageError("no API token: set SHIPLEDGER_API_TOKEN (scope ingest)")
     url = api_url(settings) + "/v1/gate"
-    response = _post(settings, url, body, {"Authorization": f"Bearer {token}"})
-    if response.status_code != 200:
-        # Over the rate limit is "no answer now" (retry), like a server error.
-        code = NO_ANSWER if response.status_code >= 500 or response.status_code == 429 else USAGE
-        _stop(code, f"{url} answered {response.status_code}: {_error_of(response)}")
+    response = call_api(settings, "POST", url, {"Authorization": f"Bearer {token}"}, body=body)
+    stop_unless_ok(url, response)
     found = response.json()
     if fmt == "json":
         click.echo(json.dumps(found, indent=2))
@@ -292,7 +319,7 @@ def approve(
     }
     if comment:
         body["comment"] = comment
-    response = _post(settings, url, body, headers, auth)
+    response = call_api(settings, "POST", url, headers, body=body, auth=auth)
     if response.status_code == 201:
         found = response.json()
         click.echo(
@@ -304,4 +331,4 @@ def approve(
     code = {400: USAGE, 401: BLOCKED, 403: BLOCKED, 404: BLOCKED}.get(
         response.status_code, NO_ANSWER
     )
-    _stop(code, f"not recorded: {_error_of(response)} ({response.status_code})")
+    stop(code, f"not recorded: {error_of(response)} ({response.status_code})")

@@ -41,6 +41,7 @@ from shipledger.producers.api.context import (
     SafeJSONResponse,
 )
 from shipledger.producers.api.events import FieldError, Forbidden, Prepared, prepare, unwrap
+from shipledger.producers.api.lifecycle import deletion_alerts
 from shipledger.producers.api.limits import TooLarge, capped, check_declared_length, read_capped
 from shipledger.producers.api.uploads import BadFormat, records, upload_format
 from shipledger.schemas.untrusted import BadJSON, loads
@@ -81,12 +82,17 @@ def _upload_body() -> dict[str, Any]:
 
 
 async def publish(ctx: ApiContext, events: list[Prepared]) -> None:
-    """Publish and await the acks; 503 naming how many were acknowledged otherwise."""
+    """Publish and await the acks; 503 naming how many were acknowledged otherwise. A
+    registry's deletion of an artifact still running raises its alert once published
+    (`producers.api.lifecycle`)."""
     try:
         await ctx.require_bridge().publish(events)
     except PublishFailed as exc:
         raise ApiError(503, f"{exc.reason}; retrying the same request is safe") from exc
     count_published(ctx, events)
+    alerts = await deletion_alerts(ctx, events)
+    if alerts:
+        await publish(ctx, alerts)
 
 
 def count_published(ctx: ApiContext, events: list[Prepared]) -> None:

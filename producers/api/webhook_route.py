@@ -74,7 +74,8 @@ async def post_webhook(
     ctx: ContextDep,
 ) -> Accepted:
     """Map a provider's webhook (github, gitlab, argocd, cdevents, jenkins, alertmanager,
-    datadog, checkly, terraform) to events and publish them: 202 after Kafka's acks; an
+    datadog, checkly, terraform, harbor, artifactory) to events and publish them: 202 after
+    Kafka's acks; an
     ignored delivery answers 202 with no events and `ignored` saying why. 401 for a bad
     signature/token (or no secret set for the tenant: the same answer), 400 for a malformed
     payload, 422 for mapped events the contract refuses."""

@@ -16,6 +16,7 @@ Event = tuple[str, dict[str, Any]]
 EventType = Literal["started", "succeeded", "failed", "rolled_back", "cancelled"]
 SourceKind = Literal["push", "tag", "pull_request_merged", "release_published"]
 CatalogAction = Literal["created", "modified", "removed"]
+ArtifactAction = Literal["published", "deleted", "retention_deleted"]
 SignalKind = Literal[
     "incident_opened", "incident_resolved", "alert_fired", "alert_resolved", "pipeline_finished"
 ]
@@ -121,17 +122,21 @@ def artifact(
     *,
     artifact_name: str,
     occurred_at: str,
+    action: ArtifactAction = "published",
     version: str | None = None,
     digest: str | None = None,
     repository: str | None = None,
     commit_sha: str | None = None,
     builder: str | None = None,
     url: str | None = None,
+    registry: str | None = None,
+    provenance_url: str | None = None,
     attributes: Mapping[str, str | None] | None = None,
 ) -> Event:
-    """An ArtifactEvent (family `artifact`), always kind `published`."""
+    """An ArtifactEvent (family `artifact`): a build published, or a registry's deletion."""
     return "artifact", {
         "kind": "published",
+        "action": action,
         "artifact_name": artifact_name,
         "version": version,
         "digest": digest,
@@ -139,6 +144,8 @@ def artifact(
         "commit_sha": commit_sha,
         "builder": builder,
         "url": url,
+        "registry": registry,
+        "provenance_url": provenance_url,
         "region": None,
         "occurred_at": occurred_at,
         "attributes": _attrs(attributes),

@@ -10,11 +10,13 @@ from datetime import UTC, datetime
 from shipledger.producers.webhooks import (
     alertmanager,
     argocd,
+    artifactory,
     cdevents,
     checkly,
     datadog,
     github,
     gitlab,
+    harbor,
     jenkins,
     terraform,
 )
@@ -50,6 +52,8 @@ PROVIDERS: dict[str, Provider] = {
     "datadog": Provider(datadog.verify, datadog.parse),
     "checkly": Provider(checkly.verify, checkly.parse),
     "terraform": Provider(terraform.verify, terraform.parse),
+    "harbor": Provider(harbor.verify, harbor.parse),
+    "artifactory": Provider(artifactory.verify, artifactory.parse),
 }
 
 

@@ -1,4 +1,6 @@
-"""GitHub webhooks: deployment, deployment_status, push, pull_request (merged), release.
+"""GitHub webhooks: deployment, deployment_status, push, pull_request (merged), release, package
+(published: a GitHub Packages container image, an artifact build; GitHub documents no action
+for a deleted package version, so deletions cannot come from here).
 
 Authenticated by ``X-Hub-Signature-256`` (HMAC-SHA256 of the raw body with the hook's secret).
 The signature does not cover ``X-GitHub-Delivery``, so event ids derive from the ids in the
@@ -282,6 +284,43 @@ def _release(data: JSONObject, request: Request) -> Outcome:
     return Identified(f"release:{req_str(data, 'release.id')}:published", events)
 
 
+def _package(data: JSONObject, request: Request) -> Outcome:
+    action = req_str(data, "action")
+    if action != "published":
+        return f"package action {action!r} is not recorded (only published)"
+    version = "package.package_version"
+    # A container version is named by its manifest digest; its tag is the version people use.
+    name = opt_str(data, f"{version}.name")
+    sha = name.lower() if name and _DIGEST.fullmatch(name.lower()) else None
+    if sha is None:
+        return "package version is not named by a sha256 digest: not an identifiable image"
+    tag = opt_str(data, f"{version}.container_metadata.tag.name")
+    labels = f"{version}.container_metadata.labels"
+    revision = opt_str(data, f"{labels}.revision")
+    package_url = opt_str(data, f"{version}.package_url")
+    event = contract.artifact(
+        artifact_name=_image(package_url) if package_url else req_str(data, "package.name"),
+        version=tag,
+        digest=sha,
+        repository=opt_str(data, "repository.full_name"),
+        commit_sha=revision.lower() if revision and is_full_sha(revision) else None,
+        builder=opt_str(data, "sender.login"),
+        url=opt_str(data, f"{version}.html_url"),
+        registry=opt_str(data, "package.registry.url"),
+        occurred_at=opt_timestamp(data, f"{version}.created_at")
+        or req_timestamp(data, "package.updated_at"),
+        attributes={"github.package_type": opt_str(data, "package.package_type")},
+    )
+    return Identified(f"package:{req_str(data, f'{version}.id')}:published", [event])
+
+
+def _image(url: str) -> str:
+    """The image name `docker pull` uses: the package URL without registry host and tag
+    (`ghcr.io/codertocat/hello-world:nightly` -> `codertocat/hello-world`)."""
+    path = url.split("/", 1)[-1]
+    return path.split("@", 1)[0].rsplit(":", 1)[0] or url
+
+
 _MAPPERS: dict[str, Mapper] = {
     "ping": _ping,
     "deployment": _deployment_created,
@@ -289,4 +328,5 @@ _MAPPERS: dict[str, Mapper] = {
     "push": _push,
     "pull_request": _pull_request,
     "release": _release,
+    "package": _package,
 }

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from shipledger.producers.webhooks.result import WebhookPayloadError
+from shipledger.schemas.models import sha256_digest
 from shipledger.schemas.untrusted import BadJSON, loads
 
 JSONObject = dict[str, Any]
@@ -67,6 +68,17 @@ def obj(data: JSONObject, path: str) -> JSONObject:
     return required(opt_obj(data, path), path)
 
 
+def objects(data: JSONObject, path: str) -> list[JSONObject]:
+    """The non-empty array of objects at dotted `path`; anything else is an error naming it."""
+    value = _walk(data, path)
+    if not isinstance(value, list) or not value:
+        raise WebhookPayloadError(f"{path}: must be a non-empty array of objects")
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise WebhookPayloadError(f"{path}.{i}: must be an object, got {type(item).__name__}")
+    return value
+
+
 def opt_str(data: JSONObject, path: str) -> str | None:
     """The string at `path` stripped; absent, null or blank is None. Numbers are accepted."""
     value = _walk(data, path)
@@ -113,6 +125,16 @@ def full_sha(value: str | None, path: str) -> str:
             f"{path}: must be a full commit SHA (40 or 64 hex characters), got {value!r:.80}"
         )
     return value.lower()
+
+
+def digest(value: str | None, path: str) -> str:
+    """`value` as a `sha256:<64 hex>` digest (a bare 64-hex checksum gets the prefix);
+    missing or anything else is an error naming `path`."""
+    value = required(value, path, "digest is missing")
+    try:
+        return sha256_digest(value)
+    except ValueError as exc:
+        raise WebhookPayloadError(f"{path}: {exc}, got {value!r:.80}") from None
 
 
 def parent_sha(value: str | None, path: str) -> str | None:

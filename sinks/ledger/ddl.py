@@ -705,18 +705,39 @@ def pull_requests_view_sql(database: str | None = None) -> str:
     )
 
 
+#: The artifact events that publish a build: action `published`, or none (a row stored
+#: before ArtifactEvent v2, whose every event was a publication).
+PUBLISHED = "action IN ('published', '')"
+
+
 def artifacts_view_sql(database: str | None = None) -> str:
-    """`artifacts`: *which artifacts were published, with which digest, from which commit?*
-    The latest publication per tenant, artifact name and digest (the version when no digest
-    was reported)."""
+    """`artifacts`: *which artifacts were published, with which digest, from which commit,
+    by which builder, with which provenance (SLSA)?* The latest publication per tenant,
+    artifact name and digest (the version when no digest was reported); registry deletions
+    are in `artifact_deletions`. (Rows stored before migration 0013 have no action: all
+    of them are publications.)"""
     return _view(
         database,
         "artifacts",
         "SELECT tenant, artifact_name, version, digest, repository, commit_sha, builder, url,\n"
-        "    occurred_at AS published_at\n"
+        "    provenance_url, registry, occurred_at AS published_at\n"
         f"FROM {qualified(database, ARTIFACTS)}\n"
+        f"WHERE {PUBLISHED}\n"
         "ORDER BY occurred_at DESC, event_id DESC\n"
         "LIMIT 1 BY tenant, artifact_name, ifNull(digest, ifNull(version, ''))",
+    )
+
+
+def artifact_deletions_view_sql(database: str | None = None) -> str:
+    """`artifact_deletions`: *which artifacts did a registry delete, when, and why (by
+    hand, or its retention policy)?* One row per deletion event."""
+    return _view(
+        database,
+        "artifact_deletions",
+        "SELECT tenant, artifact_name, version, digest, registry, action, source,\n"
+        "    occurred_at AS deleted_at, event_id\n"
+        f"FROM {qualified(database, ARTIFACTS)}\n"
+        f"WHERE NOT {PUBLISHED}",
     )
 
 
@@ -781,6 +802,7 @@ VIEWS: dict[str, Callable[[str | None], str]] = {
     "commits": commits_view_sql,
     "pull_requests": pull_requests_view_sql,
     "artifacts": artifacts_view_sql,
+    "artifact_deletions": artifact_deletions_view_sql,
     "running_at": running_at_view_sql,
     "open_alerts": open_alerts_view_sql,
     "change_window_discrepancies": change_window_discrepancies_view_sql,

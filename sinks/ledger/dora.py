@@ -192,7 +192,8 @@ def dora_sql(
 _SCOPED_COLUMNS = frozenset({"tenant", "team", "environment"})
 
 
-def _utc(value: Any) -> datetime:
+def as_utc(value: Any) -> datetime:
+    """A ClickHouse DateTime64 value as an aware UTC datetime (chDB returns naive ones)."""
     at: datetime = value
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
@@ -222,8 +223,8 @@ def dora_rows(
         late = []
         for sha, running in unseen:
             seen_at = first_seen.get((tenant, str(sha)))
-            if seen_at is not None and seen_at <= _utc(running):
-                late.append((_utc(running) - seen_at).total_seconds())
+            if seen_at is not None and seen_at <= as_utc(running):
+                late.append((as_utc(running) - seen_at).total_seconds())
         result.append(
             DoraRow(
                 period=period,
@@ -281,7 +282,7 @@ def read_dora(store: Runner, query: DoraQuery, scope: RowScope | None = None) ->
         if named:
             params = {"tenant": tenant, "shas": sorted(named)}
             _, seen = store.query(commits_sql(store.database), params)
-            first_seen |= {(tenant, str(sha)): _utc(at) for sha, at in seen}
+            first_seen |= {(tenant, str(sha)): as_utc(at) for sha, at in seen}
     return dora_rows(query, rows, first_seen)
 
 

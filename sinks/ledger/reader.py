@@ -19,11 +19,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NotRequired, Protocol, TypedDict, Unpack
+from typing import Any, NotRequired, Protocol, TypedDict, TypeVar, Unpack
 
 from shipledger.logging import get_logger
 from shipledger.schemas.families import Family
 from shipledger.schemas.family_models import ArtifactEvent, CatalogEvent, ChangeEvent
+from shipledger.schemas.governance import ArtifactInUse
 from shipledger.schemas.models import DeploymentEvent, Model
 from shipledger.schemas.registry import catalog
 from shipledger.schemas.scopes import RowScope
@@ -40,6 +41,7 @@ from shipledger.sinks.ledger.dora import (
     DoraError,
     DoraQuery,
     DoraRow,
+    as_utc,
     dora_columns,
     dora_window,
     read_dora,
@@ -179,6 +181,22 @@ def serving_stack(settings: Settings) -> StackInfo | None:
     return running
 
 
+#: The latest succeeded deployments per service, environment and region, numbered from the
+#: latest (1: running), with what they shipped: what `artifacts_in_use` reads.
+_IN_USE_SQL = (
+    "SELECT tenant, service, environment, region, team, deployment_id, artifact_name, version, "
+    "artifact_digest, started_at, position FROM (\n"
+    "  SELECT *, row_number() OVER (PARTITION BY tenant, service, environment, region\n"
+    "    ORDER BY started_at DESC, deployment_id DESC) AS position FROM (\n"
+    "    SELECT tenant, service, environment, region, team, deployment_id, artifact_name,\n"
+    "      version, artifact_digest, started_at, status FROM {records} {tenant}\n"
+    "    ORDER BY seq DESC, updated_at DESC LIMIT 1 BY tenant, deployment_id\n"
+    "  ) WHERE status = 'succeeded'\n"
+    ") WHERE position <= {{depth:UInt32}} ORDER BY tenant, service, environment, region, position"
+)
+_M = TypeVar("_M", bound=Model)
+
+
 class LedgerReads(Protocol):
     """What the ingest API reads of the ledger (`LedgerReader` is the real one)."""
 
@@ -205,6 +223,17 @@ class LedgerReads(Protocol):
 
     def change_set(self, tenant: str | None, deployment_id: str) -> StoredChangeSet | None:
         """The latest change set of a deployment (of `tenant`; None: any), docs/changes.md."""
+        ...
+
+    def artifact_builds(
+        self, tenant: str, artifact_name: str | None, digest: str | None
+    ) -> list[ArtifactEvent]:
+        """The published artifact events of `tenant` of `artifact_name` or of `digest`."""
+        ...
+
+    def artifacts_in_use(self, tenant: str | None, depth: int) -> list[ArtifactInUse]:
+        """The `depth` latest succeeded deployments per service and environment of `tenant`
+        (None: every tenant), with what they shipped (docs/artifacts.md)."""
         ...
 
 
@@ -240,6 +269,16 @@ class ForwardedReads:
     def change_set(self, tenant: str | None, deployment_id: str) -> StoredChangeSet | None:
         """See `LedgerReads.change_set`."""
         return self._reads().change_set(tenant, deployment_id)
+
+    def artifact_builds(
+        self, tenant: str, artifact_name: str | None, digest: str | None
+    ) -> list[ArtifactEvent]:
+        """See `LedgerReads.artifact_builds`."""
+        return self._reads().artifact_builds(tenant, artifact_name, digest)
+
+    def artifacts_in_use(self, tenant: str | None, depth: int) -> list[ArtifactInUse]:
+        """See `LedgerReads.artifacts_in_use`."""
+        return self._reads().artifacts_in_use(tenant, depth)
 
 
 class LedgerReader:
@@ -327,29 +366,91 @@ class LedgerReader:
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of change request `change_id` of `tenant`, hot and cold (a row
         briefly in both tiers during an archive run comes twice: the fold drops the copy),
-        as the model of the `changes` topic: what the gate and the approvals fold.
+        as the model of the `changes` topic: what the gate and the approvals fold."""
+        return self._family_events(
+            ChangeEvent, ddl.CHANGES, tenant, "change_id = {change_id:String}", change_id=change_id
+        )
 
-        The gate waits on this read, and a cold File table costs a scan of its files on
+    def artifact_builds(
+        self, tenant: str, artifact_name: str | None, digest: str | None
+    ) -> list[ArtifactEvent]:
+        """The published artifact events of `tenant` of artifact `artifact_name` or of
+        `digest`, hot and cold: what the gate compares a deployment's digest with."""
+        if not artifact_name and not digest:
+            return []
+        return self._family_events(
+            ArtifactEvent,
+            ddl.ARTIFACTS,
+            tenant,
+            f"{ddl.PUBLISHED} AND (artifact_name = {{name:String}} OR digest = {{digest:String}})",
+            name=artifact_name or "",
+            digest=digest or "",
+        )
+
+    def _family_events(
+        self, model: type[_M], table: str, tenant: str, where: str, **params: str
+    ) -> list[_M]:
+        """The rows of family table `table` of `tenant` matching `where`, as `model`.
+
+        The gate waits on these reads, and a cold File table costs a scan of its files on
         every query (measured: 47 ms against 9 ms for the hot table alone): the cold tier is
         read only when the tenant has cold files of the table. It is checked after the hot
         read, so a row the archive moves in between (it writes the file, then deletes the
         hot row) is found in one tier or the other."""
-        fields = list(ChangeEvent.model_fields)
+        fields = list(model.model_fields)
         columns = ", ".join(ddl.quote_ident(f) for f in fields)
         cold_root = self._store.cold_root
-        found: list[ChangeEvent] = []
-        for tier, source in tiers.tier_sources(self._store, ddl.CHANGES):
-            if tier == "cold" and not (
-                cold_root and tiers.cold_files(cold_root, ddl.CHANGES, [tenant])
-            ):
+        found: list[_M] = []
+        for tier, source in tiers.tier_sources(self._store, table):
+            if tier == "cold" and not (cold_root and tiers.cold_files(cold_root, table, [tenant])):
                 continue
             names, rows = self._store.query(
                 f"SELECT {columns} FROM {source} "  # noqa: S608 (checked identifiers)
-                "WHERE tenant = {tenant:String} AND change_id = {change_id:String}",
-                {"tenant": tenant, "change_id": change_id},
+                f"WHERE tenant = {{tenant:String}} AND ({where})",
+                {"tenant": tenant, **params},
             )
-            found += [ChangeEvent.model_validate(dict(zip(names, r, strict=True))) for r in rows]
+            found += [model.model_validate(dict(zip(names, r, strict=True))) for r in rows]
         return found
+
+    def artifacts_in_use(self, tenant: str | None, depth: int) -> list[ArtifactInUse]:
+        """The `depth` latest succeeded deployments of every service and environment (and
+        region) of `tenant` (None: every tenant), with what they shipped, hot and cold."""
+        sql = _IN_USE_SQL.format(
+            records=self._store.source(ddl.RECORDS),
+            tenant="WHERE tenant = {tenant:String}" if tenant is not None else "",
+        )
+        params: dict[str, Any] = {"depth": depth}
+        if tenant is not None:
+            params["tenant"] = tenant
+        _, rows = self._store.query(sql, params)
+        return [
+            ArtifactInUse(
+                tenant=str(tenant_),
+                service=str(service),
+                environment=str(environment),
+                region=region,
+                team=team,
+                deployment_id=str(deployment_id),
+                artifact_name=artifact_name,
+                version=version,
+                digest=digest,
+                started_at=as_utc(started_at),
+                position=int(position),
+            )
+            for (
+                tenant_,
+                service,
+                environment,
+                region,
+                team,
+                deployment_id,
+                artifact_name,
+                version,
+                digest,
+                started_at,
+                position,
+            ) in rows
+        ]
 
     def first_events(
         self, start: datetime, end: datetime, tenant: str | None = None

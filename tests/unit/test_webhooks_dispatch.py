@@ -34,6 +34,8 @@ _SAMPLES = {
     "datadog": "triggered",
     "checkly": "failure",
     "terraform": "plan_drift",
+    "harbor": "delete_artifact",
+    "artifactory": "docker_deleted",
 }
 
 
