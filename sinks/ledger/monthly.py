@@ -118,7 +118,8 @@ def _deployments_sql(commits_source: str | None) -> str:
         "    ON d.tenant = s.tenant AND d.deployment_id = s.deployment_id\n"
     )
     commits = (
-        "toString(s.commits) AS commits, toString(s.prs) AS pull_requests_changed"
+        "if(s.deployment_id = '', '', toString(s.commits)) AS commits,\n"
+        "    if(s.deployment_id = '', '', toString(s.prs)) AS pull_requests_changed"
         if change_sets
         else "'' AS commits, '' AS pull_requests_changed"
     )

@@ -69,11 +69,13 @@ def test_next_migration_covers_added_columns_tables_and_key_changes() -> None:
     old = _without(body, r"\n    `kafka_offset` [^\n]*")
     old = _without(old, r"CREATE TABLE `alerts`.*?;\n")
     old = _without(old, r"CREATE VIEW `open_alerts`.*?;\n")
+    # Objects later migrations dropped (the baseline predates them) are not part of the case.
+    old = _without(old, r"CREATE (MATERIALIZED VIEW|TABLE) `dora_daily(_mv)?`.*?;\n")
     old = old.replace(
         "ORDER BY (`tenant`, ifNull(`region`, ''), `environment`, `service`, `started_at`",
         "ORDER BY (`tenant`, `environment`, `service`, `started_at`",
     )
-    assert old.count("CREATE") == body.count("CREATE") - 2 and "kafka_offset" not in old
+    assert old.count("CREATE") == body.count("CREATE") - 4 and "kafka_offset" not in old
     first = Migration(1, "initial", old)
     desired, migrated = scratch_schemas([first])
     sql = next_migration(desired, migrated)
@@ -209,8 +211,10 @@ def test_cli_status_and_new(tmp_path: Path) -> None:
 
 
 def test_cli_squash_writes_one_baseline_in_place_of_the_files(tmp_path: Path) -> None:
-    """From files that produce the desired schema (here one: the baseline's statements)."""
-    body = load_migrations()[0].sql.split("\n\n", 1)[1]
+    """From files that produce the desired schema (here one: the generator's own from an
+    empty database, as a baseline holds)."""
+    desired, _ = scratch_schemas([])
+    body = next_migration(desired, {})
     source = tmp_path / "migrations"
     source.mkdir()
     (source / "0001_everything.sql").write_text(body)

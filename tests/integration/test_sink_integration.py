@@ -278,6 +278,7 @@ def test_schema_matches_the_spec_and_is_idempotent(store: LedgerStore) -> None:
         ),
         **dict.fromkeys((ddl.CHANGE_SETS, ddl.CHANGE_COMMITS), "MergeTree"),
         ddl.COMMIT_LEAD_TIMES: "View",
+        ddl.DEPLOYMENT_VERIFICATIONS: "MergeTree",
     }
     assert store.ensure_schema() == []  # nothing left to apply
 
