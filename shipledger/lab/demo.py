@@ -29,9 +29,18 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import click
-import httpx
 from pydantic import SecretStr
 
+from shipledger.lab.demo_kit import (
+    BREAK_GLASS,
+    RESOLUTIONS,
+    TICKETS,
+    count,
+    ingest_tokens,
+    post_through_api,
+    table,
+    wait_for,
+)
 from shipledger.lab.ticket_standin import TicketStandIn
 from shipledger.lab.traffic import (
     change_requests,
@@ -54,7 +63,6 @@ from shipledger.schemas.policy import parse_policy
 from shipledger.schemas.taxonomy import normalize_environment
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.audit import verify
-from shipledger.tables import render_table
 from shipledger.up.stack import Stack
 
 _CLI_DEPLOYMENT = DeploymentEvent(
@@ -202,90 +210,10 @@ def _ask_gate(stack: Stack, token: str, change: dict[str, object], emergency: bo
     click.echo(f"    (exit {done.returncode})")
 
 
-def _ingest_tokens(stack: Stack, tenants: set[str]) -> dict[str, str]:
-    """A new API token of scope `ingest` (a pipeline's) for each of `tenants`."""
-    auth = AuthStore(stack.settings.resolved_auth_db)
-    try:
-        return {
-            tenant: auth.create_token(tenant, ("ingest",), name="demo")[0] for tenant in tenants
-        }
-    finally:
-        auth.close()
-
-
-def _post_through_api(stack: Stack, objects: list[dict[str, object]]) -> None:
-    """POST `objects` to the stack's ingest API, with one ingest token per tenant."""
-    assert stack.api is not None
-    tokens = _ingest_tokens(stack, {str(o["tenant"]) for o in objects})
-    with httpx.Client(base_url=stack.api.url, timeout=30) as client:
-        for tenant, token in tokens.items():
-            batch = [o for o in objects if o["tenant"] == tenant]
-            answer = client.post(
-                "/v1/events", json=batch, headers={"Authorization": f"Bearer {token}"}
-            )
-            if answer.status_code != 202:
-                raise click.ClickException(
-                    f"the ingest API answered {answer.status_code}: {answer.text}"
-                )
-
-
-#: What `_wait_for` counts beside tables and views: (table, which rows).
-_RESOLUTIONS, _BREAK_GLASS, _TICKETS = "resolutions", "break_glass alerts", "tickets"
-_COUNTS = {
-    _RESOLUTIONS: ("alerts", "kind = 'resolution'"),
-    _BREAK_GLASS: ("alerts", "rule = 'break_glass'"),
-    # Resolutions close tickets (action 'resolve'): a ticket is an alert's trigger.
-    _TICKETS: ("escalations", "status = 'delivered' AND action = 'trigger'"),
-}
 #: The alerts the demo's escalation route sends (`_ESCALATION`), as a condition on `alerts`.
 _ESCALATED = "kind = 'alert' AND environment = 'prod' AND severity IN ({})".format(
     ", ".join(f"'{s}'" for s in SEVERITIES[SEVERITIES.index(_ESCALATE_FROM) :])
 )
-
-
-def _count(stack: Stack, name: str, where: str | None = None) -> int:
-    """Rows of table or view `name` (that meet `where`), or of a count named in `_COUNTS`."""
-    assert stack.store is not None
-    if name in _COUNTS:
-        name, where = _COUNTS[name]
-    if where is None:
-        return stack.store.count(name)
-    db = stack.settings.clickhouse_database
-    _, rows = stack.store.query(
-        f"SELECT count() FROM {db}.{name} WHERE {where}"  # noqa: S608 (our own names)
-    )
-    return int(rows[0][0])
-
-
-def _wait_for(
-    stack: Stack, want: dict[str, int], timeout_s: float, exact: frozenset[str] = frozenset()
-) -> dict[str, int]:
-    """Poll ClickHouse until every table or view holds at least `want` rows (those in
-    `exact`: exactly); print progress."""
-    assert stack.store is not None
-    deadline = time.monotonic() + timeout_s
-    have: dict[str, int] = {}
-    last_line = ""
-    while True:
-        stack.check()
-        have = {table: _count(stack, table) for table in want}
-        line = "  in ClickHouse: " + ", ".join(f"{t} {have[t]}/{want[t]}" for t in want)
-        if line != last_line:
-            click.echo(line)
-            last_line = line
-        if all(have[t] == want[t] if t in exact else have[t] >= want[t] for t in want):
-            return have
-        if time.monotonic() > deadline:
-            raise click.ClickException(
-                f"pipeline did not deliver everything within {timeout_s:.0f}s: {have} of {want};"
-                f" logs in {stack.settings.data_dir / 'logs'}"
-            )
-        time.sleep(0.5)
-
-
-def _table(title: str, header: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
-    click.secho(f"\n{title}", bold=True)
-    click.echo(render_table(header, ([str(c) for c in row] for row in rows), indent=2))
 
 
 def _summary(stack: Stack) -> None:
@@ -300,7 +228,7 @@ def _summary(stack: Stack) -> None:
     statuses = sorted({str(r[1]) for r in rows})
     for env, status, n in rows:
         by_env[str(env)][str(status)] = int(n)
-    _table(
+    table(
         "Deployments per environment and status (view `deployments`)",
         ("environment", *statuses, "total"),
         [
@@ -312,7 +240,7 @@ def _summary(stack: Stack) -> None:
         f"SELECT rule, severity, count(), uniqExact(service) FROM {db}.open_alerts "  # noqa: S608
         "GROUP BY rule, severity ORDER BY count() DESC, rule"
     )
-    _table(
+    table(
         "Alerts that hold, by rule (view `open_alerts`: resolved ones left out)",
         ("rule", "severity", "alerts", "services"),
         rows,
@@ -322,14 +250,14 @@ def _summary(stack: Stack) -> None:
         "formatDateTime(occurred_at, '%H:%i UTC'), message "
         f"FROM {db}.open_alerts ORDER BY rule, occurred_at LIMIT 2 BY rule"
     )
-    _table("A few alerts", ("rule", "tenant", "service", "env", "actor", "at", "message"), rows)
+    table("A few alerts", ("rule", "tenant", "service", "env", "actor", "at", "message"), rows)
     _, rows = q(
         "SELECT tenant, team, application, tier, service, environment, change_id, "  # noqa: S608
         f"change_state, formatDateTime(started_at, '%H:%i UTC') FROM {db}.deployments "
         "WHERE has(alert_rules, 'change_not_approved') AND change_state = 'rejected' "
         "ORDER BY tenant, started_at"
     )
-    _table(
+    table(
         "Shipped although the CAB had rejected the change request (change_not_approved)",
         ("tenant", "team", "application", "tier", "service", "env", "change", "state", "at"),
         rows,
@@ -342,7 +270,7 @@ def _summary(stack: Stack) -> None:
         "ON a.tenant = r.tenant AND a.alert_id = r.resolves "
         "WHERE r.kind = 'resolution' ORDER BY r.detected_at, r.alert_id"
     )
-    _table(
+    table(
         "Resolved by late data (resolution rows in table `alerts`, naming the alert)",
         ("rule", "tenant", "service", "env", "raised", "resolved", "why"),
         rows,
@@ -353,7 +281,7 @@ def _summary(stack: Stack) -> None:
         f"FROM {db}.deployment_changes WHERE environment = 'prod' "
         "GROUP BY tenant, coverage ORDER BY tenant, coverage"
     )
-    _table(
+    table(
         "Prod deployments and their change requests (view `deployment_changes`)",
         ("tenant", "coverage", "deployments"),
         rows,
@@ -370,7 +298,7 @@ def _gate_summary(stack: Stack) -> None:
         "ifNull(emergency_reason, ''), substring(ifNull(alert_id, ''), 1, 8) "
         f"FROM {db}.gate_decisions ORDER BY occurred_at"
     )
-    _table(
+    table(
         "The gate's answers (table `gate_decisions`, with every reason)",
         ("decision", "tenant", "service", "env", "change", "reasons", "emergency", "alert"),
         rows,
@@ -379,7 +307,7 @@ def _gate_summary(stack: Stack) -> None:
         "SELECT rule, severity, tenant, service, environment, "  # noqa: S608 (our setting)
         f"substring(alert_id, 1, 8), message FROM {db}.alerts WHERE rule = 'break_glass'"
     )
-    _table(
+    table(
         "Break-glass raised a critical alert (table `alerts`)",
         ("rule", "severity", "tenant", "service", "env", "alert", "message"),
         rows,
@@ -396,7 +324,7 @@ def _escalation_summary(stack: Stack) -> None:
         f"FROM {db}.escalations WHERE status = 'delivered' AND action = 'trigger' "
         "GROUP BY rule, severity, receiver ORDER BY tickets DESC, rule"
     )
-    _table(
+    table(
         "Escalation tickets, one per alert (table `escalations`: the ticket key beside the alert)",
         ("rule", "severity", "receiver", "tickets", "ticket keys"),
         rows,
@@ -523,8 +451,8 @@ def _run(
             f"{len(early)} change requests (with CAB approvals) through the ingest API at "
             f"{stack.api.url if stack.api else '?'} ..."
         )
-        _post_through_api(stack, [*services, *early])
-        _wait_for(stack, {"catalog_events": len(services), "change_events": len(early)}, timeout)
+        post_through_api(stack, [*services, *early])
+        wait_for(stack, {"catalog_events": len(services), "change_events": len(early)}, timeout)
         click.echo(f"  publishing {len(events)} events from 4 teams ...")
         with Publisher(settings, stack.bootstrap) as publisher:
             publisher.publish_many(events)
@@ -536,18 +464,18 @@ def _run(
         cli_events = _emit_with_cli(settings, stack.bootstrap)
         total_events = len(events) + cli_events
         want = {"deployment_events": total_events, "deployment_records": total_events}
-        _wait_for(stack, want, timeout)
+        wait_for(stack, want, timeout)
         click.echo(
             f"  {len(late)} approvals arrive late (given before the deployments started, "
             "delivered after them): the deployments they cover are judged again ..."
         )
-        _post_through_api(stack, late)
+        post_through_api(stack, late)
         want |= {
             "change_events": len(early) + len(late),
             "open_alerts": sum(alerts.values()),
-            _RESOLUTIONS: judged_again(events, late),
+            RESOLUTIONS: judged_again(events, late),
         }
-        _wait_for(stack, want, timeout, exact=frozenset({"open_alerts"}))
+        wait_for(stack, want, timeout, exact=frozenset({"open_alerts"}))
         _summary(stack)
         change = rejected_prod_change(early)
         click.secho(
@@ -556,19 +484,19 @@ def _run(
             " which the CAB rejected",
             bold=True,
         )
-        token = _ingest_tokens(stack, {str(change["tenant"])})[str(change["tenant"])]
+        token = ingest_tokens(stack, {str(change["tenant"])})[str(change["tenant"])]
         _ask_gate(stack, token, change, emergency=False)
         _ask_gate(stack, token, change, emergency=True)
-        _wait_for(stack, {"gate_decisions": 2, _BREAK_GLASS: 1}, timeout)
+        wait_for(stack, {"gate_decisions": 2, BREAK_GLASS: 1}, timeout)
         _gate_summary(stack)
-        escalated = _count(stack, "alerts", _ESCALATED)
+        escalated = count(stack, "alerts", _ESCALATED)
         click.secho(
             f"\nEscalation: {escalated} alerts of severity {_ESCALATE_FROM} or above in prod"
             f" go to {tickets_url}, a local stand-in for a ticketing system (ServiceNow, Jira)"
             " that this demo serves: a signed webhook answering with a ticket key",
             bold=True,
         )
-        _wait_for(stack, {_TICKETS: escalated}, timeout, exact=frozenset({_TICKETS}))
+        wait_for(stack, {TICKETS: escalated}, timeout, exact=frozenset({TICKETS}))
         _escalation_summary(stack)
         _integrity(stack)
         if keep:
