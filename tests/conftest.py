@@ -32,7 +32,6 @@ from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec, bind_schema_ids
 from shipledger.settings import Settings
-from shipledger.sinks import rows
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import Row
@@ -43,9 +42,8 @@ from tests.kit import (
     CliEnv,
     Consume,
     deployment_event,
-    deployment_record,
+    ledger_rows,
     own_settings,
-    sample_alert,
     serving,
 )
 from tests.webhook_kit import SECRET, Mutate, RawRequest
@@ -179,30 +177,7 @@ def _ledger_rows(tenant: str, index: int, days_ago: int) -> tuple[Row, Row, Row]
         tenant=tenant,
         occurred_at=at,
     )
-    meta = rows.KafkaMeta("raw", 0, index, int(at.timestamp() * 1000))
-    event_row = rows.event_row(event.to_avro(), meta)
-    record = deployment_record(
-        record_id=event.event_id,
-        deployment_id=event.deployment_id,
-        service=event.service,
-        tenant=tenant,
-        policy_version="p-1",
-        started_at=at,
-        last_event_id=event.event_id,
-        updated_at=at,
-    )
-    alert = sample_alert(
-        alert_id=f"{event.event_id}:rule",
-        evidence={"environment": "prod"},
-        policy_version="p-1",
-        deployment_id=event.deployment_id,
-        event_id=event.event_id,
-        tenant=tenant,
-        service=event.service,
-        occurred_at=at,
-        detected_at=at,
-    )
-    return event_row, rows.record_row(record.to_avro()), rows.alert_row(alert.to_avro())
+    return ledger_rows(event, index, evidence={"environment": "prod"})
 
 
 def _seed_ledger(store: LedgerStore, settings: Settings) -> None:

@@ -42,6 +42,18 @@ class Slapd:
     reader_password: str = READER_PASSWORD
     people: dict[str, tuple[str, list[str]]] = field(default_factory=lambda: dict(PEOPLE))
 
+    def settings(self) -> dict[str, Any]:
+        """The `Settings` fields (ldap_…) that point shipledger at this directory, searching it
+        through the service entry."""
+        return {
+            "ldap_url": self.url,
+            "ldap_user_dn": self.user_dn,
+            "ldap_group_base": self.group_base,
+            "ldap_people_base": self.people_base,
+            "ldap_bind_dn": self.reader_dn,
+            "ldap_bind_password": self.reader_password,
+        }
+
 
 class Issuer:
     """An OIDC issuer on loopback: discovery document and JWKS, RSA keys made here; its

@@ -1,6 +1,7 @@
-"""What the unit and integration tests share: sample events, the `shipledger` command (run as
-a CI job runs it, or in process), a wait on a running stack, and the types of the fixtures of
-tests/conftest.py."""
+"""What the unit and integration tests share: sample events, alerts and ledger rows, the
+`shipledger` command (run as a CI job runs it, or in process), a stack under a policy, tokens
+and posts to its ingest API, an API registered as a running stack's, a wait on a running
+stack, and the types of the fixtures of tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -18,14 +19,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import httpx
 from click.testing import CliRunner, Result
 
 from shipledger.cli import cli
+from shipledger.fields import picked
+from shipledger.producers.api.auth import AuthStore
 from shipledger.schemas.family_models import ChangeEvent
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.settings import Settings
+from shipledger.sinks import rows
+from shipledger.stackfile import StackInfo, remove_stack, write_stack
 
 if TYPE_CHECKING:
+    from shipledger.producers.api.server import ApiServer
     from shipledger.up.stack import Stack
 
 T = TypeVar("T")
@@ -110,6 +117,65 @@ def sample_alert(**fields: Any) -> Alert:
     return Alert(**{**sample, **fields})
 
 
+def freeze_alert(**fields: Any) -> Alert:
+    """The escalation tests' alert: a critical freeze_violation of deployment dep-1 (event
+    ev-1) of checkout to prod in eu-west-1 for retail by alice, during the year-end freeze at
+    2026-12-22 10:00 UTC under policy esc-1+abc; each of `fields` given instead."""
+    sample: dict[str, Any] = {
+        "alert_id": "0c6f2d1e-8a4b-5c3d-9e7f-1a2b3c4d5e6f",
+        "rule": "freeze_violation",
+        "severity": "critical",
+        "message": "checkout shipped to prod during the year-end freeze",
+        "evidence": {"freeze": "year-end"},
+        "policy_version": "esc-1+abc",
+        "deployment_id": "dep-1",
+        "event_id": "ev-1",
+        "tenant": "retail",
+        "region": "eu-west-1",
+        "occurred_at": datetime(2026, 12, 22, 10, tzinfo=UTC),
+    }
+    return sample_alert(**{**sample, **fields})
+
+
+def ledger_rows(
+    event: DeploymentEvent, offset: int, **alert_fields: Any
+) -> tuple[rows.Row, rows.Row, rows.Row]:
+    """The sink's rows of `event` (read at `offset` of partition 0 of the raw topic) as the
+    only event of its deployment: its event row, the succeeded record it made under policy
+    p-1, and the alert `<event id>:rule` it raised then (a missing_change_ticket by default,
+    each of `alert_fields` given instead); record and alert carry the event's fields."""
+    at = event.occurred_at
+    meta = rows.KafkaMeta("raw", 0, offset, int(at.timestamp() * 1000))
+    # What record and alert both take from the event.
+    shared = picked(event, "deployment_id", "service", "environment", "tenant", "team", "actor")
+    record = deployment_record(
+        **shared,
+        record_id=event.event_id,
+        environment_raw=event.environment,
+        commit_sha=event.commit_sha,
+        policy_version="p-1",
+        started_at=at,
+        last_event_id=event.event_id,
+        updated_at=at,
+    )
+    alert = sample_alert(
+        **{
+            **shared,
+            "alert_id": f"{event.event_id}:rule",
+            "event_id": event.event_id,
+            "policy_version": "p-1",
+            "occurred_at": at,
+            "detected_at": at,
+            **alert_fields,
+        }
+    )
+    return (
+        rows.event_row(event.to_avro(), meta),
+        rows.record_row(record.to_avro()),
+        rows.alert_row(alert.to_avro()),
+    )
+
+
 #: When the deployment of the change-request tests starts (`change_event` counts from it).
 CHANGE_T0 = datetime(2026, 11, 25, 10, tzinfo=UTC)
 
@@ -189,6 +255,82 @@ def api_event(**fields: Any) -> dict[str, Any]:
         "actor": "alice",
     }
     return {**body, **fields}
+
+
+def api_change(event_id: str, change_id: str, state: str, at: str, **extra: Any) -> dict[str, Any]:
+    """A change event as the API takes it: ServiceNow change request `change_id` reported
+    `state` at `at` (ISO time), with `extra` fields (planned_start, …)."""
+    return {
+        "family": "change",
+        "event_id": event_id,
+        "change_id": change_id,
+        "system": "servicenow",
+        "state": state,
+        "occurred_at": at,
+        **extra,
+    }
+
+
+def api_token(
+    settings: Settings, tenant: str, scopes: tuple[str, ...] = ("ingest",), **options: Any
+) -> str:
+    """A new API token of `tenant` with `scopes`, kept in `settings`' auth database;
+    `options` as `AuthStore.create_token` takes them (name, teams, environments)."""
+    auth = AuthStore(settings.resolved_auth_db)
+    try:
+        return auth.create_token(tenant, scopes, **options)[0]
+    finally:
+        auth.close()
+
+
+def post_events(stack: Stack, token: str, tenant: str, *objects: dict[str, Any]) -> None:
+    """POST `objects` to `stack`'s ingest API with `token`, each as `tenant`'s unless it names
+    its own; the test fails unless the API accepts them (202)."""
+    assert stack.api is not None
+    answer = httpx.post(
+        f"{stack.api.url}/v1/events",
+        json=[{"tenant": tenant, **o} for o in objects],
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert answer.status_code == 202, answer.text
+
+
+@contextmanager
+def policy_stack(broker: str, tmp: Path, policy_text: str, **overrides: Any) -> Iterator[Stack]:
+    """`up`'s stack with its API on `broker` (API, worker, sink, escalator) under the policy
+    `policy_text`: `own_settings(tmp)` with a 100 ms sink batch and `overrides` on top, its
+    logs in tmp/logs."""
+    # Here, not at the top: the stack imports the whole pipeline, which most callers of this
+    # kit (unit tests) never need.
+    from shipledger.up.stack import Stack
+
+    tmp.mkdir(exist_ok=True)
+    policy = tmp / "policy.yaml"
+    policy.write_text(policy_text)
+    settings = own_settings(tmp, policy_file=policy, sink_batch_ms=100, **overrides)
+    with Stack(settings, bootstrap=broker, log_dir=tmp / "logs", api=True) as running:
+        yield running
+
+
+@contextmanager
+def registered_api(settings: Settings, server: ApiServer) -> Iterator[StackInfo]:
+    """`server` registered, for the `with` block, as the API of a stack of this process that
+    owns `settings`' data dir (as `up` registers one; its operator token in the stack file),
+    then withdrawn: left behind, it would be a second running stack to every later test of
+    this pytest worker that looks for the one running stack."""
+    info = StackInfo(
+        bootstrap="127.0.0.1:1",
+        pid=os.getpid(),
+        clickhouse_url=settings.resolved_clickhouse_url,
+        api_url=server.url,
+        api_token=server.operator_token(),
+    )
+    write_stack(settings, info)
+    try:
+        yield info
+    finally:
+        remove_stack(settings)
 
 
 def emit_options(event: DeploymentEvent) -> list[str]:

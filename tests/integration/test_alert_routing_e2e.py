@@ -12,21 +12,19 @@ Slack; the escalations chains still verify with the new columns."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import SecretStr
 
-from shipledger import metrics as m
-from shipledger.producers.api.auth import AuthStore
 from shipledger.sinks.ledger.audit import verify
 from shipledger.up.stack import Stack
-from tests.integration.test_escalation_e2e import replay_alerts, rows, run_cli, wait_for
-from tests.kit import own_settings
+from tests.integration.test_escalation_e2e import redeliver_alerts, rows, run_cli, wait_for
+from tests.kit import api_change, api_token, policy_stack, post_events
 from tests.unit.test_alert_routing import StandInReceivers
 
 pytestmark = pytest.mark.integration
@@ -54,13 +52,11 @@ escalation:
 
 @pytest.fixture
 def stack(broker: str, tmp_path: Path, receivers: StandInReceivers) -> Iterator[Stack]:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY.format(url=receivers.url))
     secrets = receivers.secrets
-    settings = own_settings(
+    with policy_stack(
+        broker,
         tmp_path,
-        policy_file=policy,
-        sink_batch_ms=100,
+        POLICY.format(url=receivers.url),
         escalation_attempts=3,
         escalation_backoff_s=0.01,
         escalation_backoff_max_s=0.05,
@@ -69,39 +65,14 @@ def stack(broker: str, tmp_path: Path, receivers: StandInReceivers) -> Iterator[
             "am": SecretStr(secrets["alertmanager"]),
             "chat": SecretStr(secrets["slack"]),
         },
-    )
-    with Stack(settings, bootstrap=broker, log_dir=tmp_path / "logs", api=True) as running:
+    ) as running:
         yield running
 
 
 @pytest.fixture
-def post(stack: Stack) -> Iterator[Callable[..., None]]:
-    assert stack.api is not None
-    auth = AuthStore(stack.settings.resolved_auth_db)
-    try:
-        token = auth.create_token(TENANT, ("ingest",), name="routing-test")[0]
-    finally:
-        auth.close()
-    with httpx.Client(
-        base_url=stack.api.url, timeout=30, headers={"Authorization": f"Bearer {token}"}
-    ) as client:
-
-        def send(*objects: dict[str, Any]) -> None:
-            answer = client.post("/v1/events", json=[{"tenant": TENANT, **o} for o in objects])
-            assert answer.status_code == 202, answer.text
-
-        yield send
-
-
-def change(event_id: str, state: str, at: str) -> dict[str, Any]:
-    return {
-        "family": "change",
-        "event_id": event_id,
-        "change_id": "CHG-L",
-        "system": "servicenow",
-        "state": state,
-        "occurred_at": at,
-    }
+def post(stack: Stack) -> Callable[..., None]:
+    """POSTs objects to the stack's ingest API as tenant retail (202 or the test fails)."""
+    return functools.partial(post_events, stack, api_token(stack.settings, TENANT), TENANT)
 
 
 DEPLOYMENT = {
@@ -128,7 +99,7 @@ def deliveries(stack: Stack) -> list[tuple[Any, ...]]:
 def test_an_alert_pages_once_and_its_resolution_resolves(
     stack: Stack, receivers: StandInReceivers, post: Callable[..., None]
 ) -> None:
-    post(change("l-open", "opened", "2026-11-25T08:00:00+00:00"))
+    post(api_change("l-open", "CHG-L", "opened", "2026-11-25T08:00:00+00:00"))
     wait_for(
         stack, "the change request", lambda: bool(rows(stack, "SELECT 1 FROM {db}.change_events"))
     )
@@ -145,19 +116,12 @@ def test_an_alert_pages_once_and_its_resolution_resolves(
     ]
 
     # The alert again (a redelivery): nobody is paged twice.
-    assert replay_alerts(stack) >= 1
-    wait_for(
-        stack,
-        "the replay to be skipped",
-        lambda: (
-            stack.escalator is not None and stack.escalator.metrics.total(m.ESCALATION_SKIPPED) >= 3
-        ),
-    )
+    redeliver_alerts(stack, skipped=3)
     assert len(receivers.pd_events) == 1 and len(receivers.am) == 1 and len(receivers.slack) == 1
 
     # The approval (09:45, before the start) arrives late: the alert is resolved, and so is
     # the page.
-    post(change("l-approve", "approved", "2026-11-25T09:45:00+00:00"))
+    post(api_change("l-approve", "CHG-L", "approved", "2026-11-25T09:45:00+00:00"))
     wait_for(stack, "three resolves", lambda: len(deliveries(stack)) == 6)
     assert receivers.problems == []
     assert [(e["event_action"], e["dedup_key"]) for e in receivers.pd_events] == [

@@ -18,14 +18,20 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from shipledger.alert_view import SEVERITIES
-from shipledger.producers.api.auth import AuthStore
-from shipledger.settings import Settings
 from shipledger.up.stack import Stack
-from tests.kit import SHIPLEDGER, run_shipledger, wait_for, wait_until
+from tests.kit import (
+    SHIPLEDGER,
+    api_change,
+    api_token,
+    policy_stack,
+    post_events,
+    run_shipledger,
+    wait_for,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -40,18 +46,7 @@ defaults:
 
 @pytest.fixture(scope="module")
 def stack(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("alerts")
-    policy = tmp / "policy.yaml"
-    policy.write_text(POLICY)
-    settings = Settings(
-        data_dir=tmp / "data",
-        topic_prefix=f"alerts{tmp.name[-8:]}.",
-        topic_partitions=2,
-        policy_file=policy,
-        sink_batch_ms=100,
-        api_port=0,
-    )
-    with Stack(settings, bootstrap=broker, log_dir=tmp / "logs", api=True) as running:
+    with policy_stack(broker, tmp_path_factory.mktemp("alerts"), POLICY) as running:
         yield running
 
 
@@ -69,33 +64,11 @@ def env(stack: Stack, broker: str) -> dict[str, str]:
 
 
 def _token(stack: Stack, scopes: tuple[str, ...], teams: tuple[str, ...] = ()) -> str:
-    auth = AuthStore(stack.settings.resolved_auth_db)
-    try:
-        return auth.create_token(TENANT, scopes, name="alerts-test", teams=teams)[0]
-    finally:
-        auth.close()
+    return api_token(stack.settings, TENANT, scopes, name="alerts-test", teams=teams)
 
 
 def _post(stack: Stack, *objects: dict[str, Any]) -> None:
-    assert stack.api is not None
-    answer = httpx.post(
-        f"{stack.api.url}/v1/events",
-        json=[{"tenant": TENANT, **o} for o in objects],
-        headers={"Authorization": f"Bearer {_token(stack, ('ingest',))}"},
-        timeout=30,
-    )
-    assert answer.status_code == 202, answer.text
-
-
-def _change(event_id: str, state: str, at: str) -> dict[str, Any]:
-    return {
-        "family": "change",
-        "event_id": event_id,
-        "change_id": "CHG-P",
-        "system": "servicenow",
-        "state": state,
-        "occurred_at": at,
-    }
+    post_events(stack, _token(stack, ("ingest",)), TENANT, *objects)
 
 
 def _deployment(dep: str, team: str, **extra: Any) -> dict[str, Any]:
@@ -150,12 +123,12 @@ def raised(stack: Stack, env: dict[str, str]) -> dict[str, Any]:
     """Both alerts and the resolution, as `tail --follow` printed them while they happened."""
     follower = Follower(env)
     try:
-        _post(stack, _change("p-open", "opened", "2026-11-25T08:00:00+00:00"))
+        _post(stack, api_change("p-open", "CHG-P", "opened", "2026-11-25T08:00:00+00:00"))
         wait_until(stack, lambda: _count(stack, "change_events") == 1, "the change request")
         _post(stack, _deployment("dep-pay", "payments", change_id="CHG-P"))
         _post(stack, _deployment("dep-search", "search"))
         wait_for(lambda: len(_alerts(follower, "alert")) >= 2, "both alerts, live", 120)
-        _post(stack, _change("p-approve", "approved", "2026-11-25T09:45:00+00:00"))
+        _post(stack, api_change("p-approve", "CHG-P", "approved", "2026-11-25T09:45:00+00:00"))
         wait_for(lambda: bool(_alerts(follower, "resolution")), "the resolution, live", 120)
         wait_until(stack, lambda: _count(stack, "alerts") == 3, "the alerts in the ledger")
     finally:

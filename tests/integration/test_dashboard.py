@@ -21,13 +21,13 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from shipledger.producers.api.auth import AuthStore
+from shipledger.producers.api.ledger_link import LedgerLink
 from shipledger.producers.api.server import ApiServer
 from shipledger.settings import Settings
-from shipledger.sinks.ledger.reader import ForwardedReads, LedgerReader, LedgerUnavailable
+from shipledger.sinks.ledger.reader import LedgerReader, LedgerUnavailable
 from shipledger.up.broker import EmbeddedBroker
 from shipledger.up.stack import Stack
-from tests.kit import SHA, CliEnv, api_event, own_settings, run_shipledger, wait_for
+from tests.kit import SHA, CliEnv, api_event, api_token, own_settings, run_shipledger, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,12 +37,14 @@ DEADLINE_MS = 60_000
 
 
 @dataclass
-class SwitchedLedger(ForwardedReads):
-    """The stack's ledger reads behind a switch: `down` makes every read fail as an
-    unreachable ClickHouse server does for `LedgerLink`."""
+class SwitchedLedger(LedgerLink):
+    """The API's `LedgerLink` over the stack's own reader, behind a switch: `down` makes every
+    read fail as an unreachable ClickHouse server does."""
 
-    reader: LedgerReader
-    down: bool = False
+    def __init__(self, settings: Settings, reader: LedgerReader) -> None:
+        super().__init__(settings)
+        self.reader = reader
+        self.down = False
 
     def _reads(self) -> LedgerReader:
         if self.down:
@@ -65,20 +67,12 @@ class Live:
     def token(self, tenant: str) -> str:
         """A read token of `tenant` (`*`: every tenant), made once."""
         if tenant not in self.tokens:
-            auth = AuthStore(self.settings.resolved_auth_db)
-            try:
-                self.tokens[tenant] = auth.create_token(tenant, ("read",), name="browser")[0]
-            finally:
-                auth.close()
+            self.tokens[tenant] = api_token(self.settings, tenant, ("read",), name="browser")
         return self.tokens[tenant]
 
     def post(self, tenant: str, events: list[dict[str, object]]) -> None:
         """`POST /v1/events` of `events` with an ingest token of `tenant`."""
-        auth = AuthStore(self.settings.resolved_auth_db)
-        try:
-            token = auth.create_token(tenant, ("ingest",), name="browser test")[0]
-        finally:
-            auth.close()
+        token = api_token(self.settings, tenant, name="browser test")
         with httpx.Client(base_url=self.url, timeout=30) as client:
             answer = client.post(
                 "/v1/events", json=events, headers={"Authorization": f"Bearer {token}"}
@@ -106,7 +100,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, cli_env: CliEnv) -> Iterator[
         settings = settings.model_copy(update={"bootstrap_servers": broker.bootstrap})
         with Stack(settings, bootstrap=broker.bootstrap, log_dir=tmp / "logs") as stack:
             assert stack.store is not None
-            ledger = SwitchedLedger(LedgerReader(stack.store))
+            ledger = SwitchedLedger(settings, LedgerReader(stack.store))
             with ApiServer(settings, broker.bootstrap, ledger) as api:
                 yield Live(broker, settings, api.url, ledger, cli_env(settings, broker.bootstrap))
 

@@ -5,7 +5,6 @@ computed by hand below, including the classic double-count traps (docs/metrics.m
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -32,8 +31,7 @@ from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, avro_row, event_row, record_row
 from shipledger.sinks.writer import LedgerWriter
-from shipledger.stackfile import StackInfo, write_stack
-from tests.kit import own_settings
+from tests.kit import own_settings, registered_api
 
 pytestmark = pytest.mark.integration
 
@@ -372,36 +370,27 @@ def test_the_api_and_the_command_serve_the_same_report(
                     params={**params, "period": "year"},
                     headers={"Authorization": f"Bearer {retail}"},
                 )
-            write_stack(
-                dora_settings,
-                StackInfo(
-                    bootstrap="127.0.0.1:1",
-                    pid=os.getpid(),
-                    clickhouse_url=dora_settings.resolved_clickhouse_url,
-                    api_url=server.url,
-                    api_token=server.operator_token(),
-                ),
-            )
-            result = CliRunner().invoke(
-                cli,
-                [
-                    "metrics",
-                    "dora",
-                    "--tenant",
-                    "retail",
-                    "--team",
-                    "payments",
-                    "--since",
-                    "2026-11-23",
-                    "--until",
-                    "2026-11-29",
-                    "--environment",
-                    "prod",
-                    "--format",
-                    "csv",
-                ],
-                env={"SHIPLEDGER_DATA_DIR": str(dora_settings.data_dir)},
-            )
+            with registered_api(dora_settings, server):
+                result = CliRunner().invoke(
+                    cli,
+                    [
+                        "metrics",
+                        "dora",
+                        "--tenant",
+                        "retail",
+                        "--team",
+                        "payments",
+                        "--since",
+                        "2026-11-23",
+                        "--until",
+                        "2026-11-29",
+                        "--environment",
+                        "prod",
+                        "--format",
+                        "csv",
+                    ],
+                    env={"SHIPLEDGER_DATA_DIR": str(dora_settings.data_dir)},
+                )
     finally:
         auth.close()
     assert mine.status_code == 200, mine.text

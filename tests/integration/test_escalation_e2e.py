@@ -172,6 +172,20 @@ def replay_alerts(stack: Stack) -> int:
     return copied
 
 
+def redeliver_alerts(stack: Stack, skipped: int) -> None:
+    """Every alert again (`replay_alerts`), then a wait until the escalator has skipped
+    `skipped` deliveries in all as made already."""
+    assert replay_alerts(stack) >= 1
+    wait_for(
+        stack,
+        "the replay to be skipped",
+        lambda: (
+            stack.escalator is not None
+            and stack.escalator.metrics.total(m.ESCALATION_SKIPPED) >= skipped
+        ),
+    )
+
+
 def test_alerts_become_one_ticket_each_whatever_happens(
     stack: Stack, receivers: StandInReceivers
 ) -> None:
@@ -199,14 +213,7 @@ def test_alerts_become_one_ticket_each_whatever_happens(
     ]
 
     # The same alert again: no second ticket anywhere.
-    assert replay_alerts(stack) >= 1
-    wait_for(
-        stack,
-        "the replay to be skipped",
-        lambda: (
-            stack.escalator is not None and stack.escalator.metrics.total(m.ESCALATION_SKIPPED) >= 3
-        ),
-    )
+    redeliver_alerts(stack, skipped=3)
     assert (len(receivers.incidents), len(receivers.issues), receivers.hook_requests) == (1, 1, 1)
 
     # ServiceNow fails twice: retried with backoff, delivered at the third attempt.

@@ -146,12 +146,7 @@ def stack(
         policy_file=policy_file,
         oidc_issuer=issuer.url,
         oidc_audience=issuer.audience,
-        ldap_url=slapd.url,
-        ldap_user_dn=slapd.user_dn,
-        ldap_group_base=slapd.group_base,
-        ldap_people_base=slapd.people_base,
-        ldap_bind_dn=slapd.reader_dn,
-        ldap_bind_password=slapd.reader_password,
+        **slapd.settings(),
     )
     ensure_topics(settings, broker)
     policy = load_policy(policy_file)

@@ -10,26 +10,30 @@ alert.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from click.testing import CliRunner
 
 from shipledger.cli import cli
-from shipledger.producers.api.auth import AuthStore
 from shipledger.schemas.policy import parse_policy, text_sha256
-from shipledger.settings import Settings
 from shipledger.sinks.ledger.audit import verify
 from shipledger.up.stack import Stack
 from tests.identity_kit import Slapd
-from tests.kit import invoke, query_until, wait_until
+from tests.kit import (
+    api_change,
+    api_token,
+    invoke,
+    policy_stack,
+    post_events,
+    query_until,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -45,30 +49,9 @@ defaults:
 START = "2026-11-25T10:00:00+00:00"
 
 
-@contextlib.contextmanager
-def running_stack(
-    broker: str, tmp_path: Path, policy_text: str = POLICY, **extra: Any
-) -> Iterator[Stack]:
-    """`up`'s stack (API, worker, sink) under `policy_text`, with `extra` settings."""
-    tmp_path.mkdir(exist_ok=True)
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(policy_text)
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        topic_prefix=f"gov{uuid.uuid4().hex[:12]}.",
-        topic_partitions=2,
-        policy_file=policy,
-        sink_batch_ms=100,
-        api_port=0,
-        **extra,
-    )
-    with Stack(settings, bootstrap=broker, log_dir=tmp_path / "logs", api=True) as running:
-        yield running
-
-
 @pytest.fixture
 def stack(broker: str, tmp_path: Path) -> Iterator[Stack]:
-    with running_stack(broker, tmp_path) as running:
+    with policy_stack(broker, tmp_path, POLICY) as running:
         yield running
 
 
@@ -76,46 +59,18 @@ Post = Callable[..., None]
 
 
 @pytest.fixture
-def post(stack: Stack) -> Iterator[Post]:
+def post(stack: Stack) -> Post:
     """POSTs objects to the stack's ingest API as tenant retail (202 or the test fails)."""
-    with poster(stack) as send:
-        yield send
+    return poster(stack)
 
 
-@contextlib.contextmanager
-def poster(stack: Stack) -> Iterator[Post]:
+def poster(stack: Stack) -> Post:
     """A `Post` to `stack`'s ingest API."""
-    assert stack.api is not None
-    auth = AuthStore(stack.settings.resolved_auth_db)
-    try:
-        token = auth.create_token(TENANT, ("ingest",), name="governance-test")[0]
-    finally:
-        auth.close()
-    with httpx.Client(
-        base_url=stack.api.url, timeout=30, headers={"Authorization": f"Bearer {token}"}
-    ) as client:
-
-        def send(*objects: dict[str, Any]) -> None:
-            answer = client.post("/v1/events", json=[{"tenant": TENANT, **o} for o in objects])
-            assert answer.status_code == 202, answer.text
-
-        yield send
-
-
-def change(event_id: str, change_id: str, state: str, at: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "family": "change",
-        "event_id": event_id,
-        "change_id": change_id,
-        "system": "servicenow",
-        "state": state,
-        "occurred_at": at,
-        **extra,
-    }
+    return functools.partial(post_events, stack, api_token(stack.settings, TENANT), TENANT)
 
 
 #: CHG-W: approved for a window that closes at 09:00 on the day of the deployments.
-WINDOW_APPROVED = change(
+WINDOW_APPROVED = api_change(
     "w-approve",
     "CHG-W",
     "approved",
@@ -158,18 +113,37 @@ def open_rules(dep: str) -> str:
     return f"SELECT rule FROM shipledger.open_alerts WHERE deployment_id = '{dep}' ORDER BY rule"
 
 
+def wait_open(stack: Stack, dep: str, *rules: str) -> None:
+    """Wait until the open alerts of deployment `dep` are those of `rules` (in order); fail
+    showing those open at the deadline."""
+    want = [(rule,) for rule in rules]
+    assert query_until(stack, open_rules(dep), want) == want
+
+
+def judged_after(
+    stack: Stack, post: Post, changes: list[dict[str, Any]], *deployments: dict[str, Any]
+) -> None:
+    """Post `changes` (change events and catalog entries), wait until the ledger holds their
+    change events, then post `deployments`: the worker judges them knowing those changes."""
+    post(*changes)
+    count = sum(1 for c in changes if c.get("family") == "change")
+    query_until(stack, "SELECT count() FROM shipledger.change_events", [(count,)])
+    post(*deployments)
+
+
 def test_change_requests_judge_deployments_late_data_resolves(stack: Stack, post: Post) -> None:
     assert stack.store is not None
-    post(
-        checkout_entry(application="webshop", tier="tier-1", repository="retail/checkout"),
-        change("r-open", "CHG-R", "opened", "2026-11-25T08:00:00+00:00"),
-        change("r-reject", "CHG-R", "rejected", "2026-11-25T09:30:00+00:00"),
-        change("l-open", "CHG-L", "opened", "2026-11-25T08:00:00+00:00"),
-        change("a-open", "CHG-A", "opened", "2026-11-25T08:00:00+00:00"),
-        WINDOW_APPROVED,
-    )
-    query_until(stack, "SELECT count() FROM shipledger.change_events", [(5,)])
-    post(
+    judged_after(
+        stack,
+        post,
+        [
+            checkout_entry(application="webshop", tier="tier-1", repository="retail/checkout"),
+            api_change("r-open", "CHG-R", "opened", "2026-11-25T08:00:00+00:00"),
+            api_change("r-reject", "CHG-R", "rejected", "2026-11-25T09:30:00+00:00"),
+            api_change("l-open", "CHG-L", "opened", "2026-11-25T08:00:00+00:00"),
+            api_change("a-open", "CHG-A", "opened", "2026-11-25T08:00:00+00:00"),
+            WINDOW_APPROVED,
+        ],
         deployment("dep-rejected", "CHG-R"),
         deployment("dep-unknown", "CHG-NONE"),
         deployment("dep-late", "CHG-L"),
@@ -177,30 +151,20 @@ def test_change_requests_judge_deployments_late_data_resolves(stack: Stack, post
         deployment("dep-window", "CHG-W"),
         deployment("dep-own-team", None, environment="dev", team="search-team"),
     )
-    assert query_until(stack, open_rules("dep-rejected"), [("change_not_approved",)]) == [
-        ("change_not_approved",)
-    ]
-    assert query_until(stack, open_rules("dep-unknown"), [("change_ticket_unknown",)]) == [
-        ("change_ticket_unknown",)
-    ]
+    wait_open(stack, "dep-rejected", "change_not_approved")
+    wait_open(stack, "dep-unknown", "change_ticket_unknown")
     # Started 10:00, the window ended 09:00: an hour late (tolerance 15m).
-    assert query_until(stack, open_rules("dep-window"), [("outside_change_window",)]) == [
-        ("outside_change_window",)
-    ]
-    assert query_until(stack, open_rules("dep-late"), [("change_not_approved",)]) == [
-        ("change_not_approved",)
-    ]
-    assert query_until(stack, open_rules("dep-after"), [("change_not_approved",)]) == [
-        ("change_not_approved",)
-    ]
+    wait_open(stack, "dep-window", "outside_change_window")
+    wait_open(stack, "dep-late", "change_not_approved")
+    wait_open(stack, "dep-after", "change_not_approved")
 
     # Late data: CHG-L's approval happened at 09:45, before the start, and arrives now;
     # CHG-A's happened at 10:05, after the start.
     post(
-        change("l-approve", "CHG-L", "approved", "2026-11-25T09:45:00+00:00"),
-        change("a-approve", "CHG-A", "approved", "2026-11-25T10:05:00+00:00"),
+        api_change("l-approve", "CHG-L", "approved", "2026-11-25T09:45:00+00:00"),
+        api_change("a-approve", "CHG-A", "approved", "2026-11-25T10:05:00+00:00"),
     )
-    assert query_until(stack, open_rules("dep-late"), []) == []
+    wait_open(stack, "dep-late")
     _, rows = stack.store.query(
         "SELECT r.rule, r.resolves = a.alert_id, r.message FROM shipledger.alerts AS r "
         "INNER JOIN shipledger.alerts AS a ON a.alert_id = r.resolves "
@@ -261,13 +225,13 @@ def _manual_deployers_judged(stack: Stack, mallory: list[str]) -> dict[str, list
     once mallory's are `mallory`, all three are in the ledger and a control deployment's
     alert is too (alerts flow)."""
     assert stack.store is not None
-    with poster(stack) as post:
-        post(change("m-approve", "CHG-M", "approved", "2026-11-25T08:00:00+00:00"))
-        query_until(stack, "SELECT count() FROM shipledger.change_events", [(1,)])
-        post(
-            *(deployment(f"dep-{a}", "CHG-M", actor=a, trigger="manual") for a in MANUAL_ACTORS),
-            deployment("dep-control", "CHG-NONE"),
-        )
+    judged_after(
+        stack,
+        poster(stack),
+        [api_change("m-approve", "CHG-M", "approved", "2026-11-25T08:00:00+00:00")],
+        *(deployment(f"dep-{a}", "CHG-M", actor=a, trigger="manual") for a in MANUAL_ACTORS),
+        deployment("dep-control", "CHG-NONE"),
+    )
     query_until(stack, "SELECT count() FROM shipledger.deployments", [(4,)])
     query_until(stack, open_rules("dep-control"), [("change_ticket_unknown",)])
     query_until(stack, open_rules("dep-mallory"), [(rule,) for rule in mallory])
@@ -277,15 +241,8 @@ def _manual_deployers_judged(stack: Stack, mallory: list[str]) -> dict[str, list
 def test_the_stream_knows_manual_deployers_from_the_directory(
     broker: str, tmp_path: Path, slapd: Slapd
 ) -> None:
-    directory: dict[str, Any] = {
-        "ldap_url": slapd.url,
-        "ldap_user_dn": slapd.user_dn,
-        "ldap_group_base": slapd.group_base,
-        "ldap_people_base": slapd.people_base,
-        "ldap_bind_dn": slapd.reader_dn,
-        "ldap_bind_password": slapd.reader_password,
-    }
-    with running_stack(broker, tmp_path / "up", MANUAL_POLICY, **directory) as stack:
+    directory = slapd.settings()
+    with policy_stack(broker, tmp_path / "up", MANUAL_POLICY, **directory) as stack:
         assert _manual_deployers_judged(stack, ["unattributed_manual_deploy"]) == {
             "alice": [],
             "release-bot": [],
@@ -293,7 +250,7 @@ def test_the_stream_knows_manual_deployers_from_the_directory(
         }
     # The directory down: it judges nobody (no false alert); service accounts still count.
     down = {**directory, "ldap_url": "ldap://127.0.0.1:9", "identity_timeout_s": 1}
-    with running_stack(broker, tmp_path / "down", MANUAL_POLICY, **down) as stack:
+    with policy_stack(broker, tmp_path / "down", MANUAL_POLICY, **down) as stack:
         assert _manual_deployers_judged(stack, []) == {
             "alice": [],
             "release-bot": [],
@@ -321,7 +278,7 @@ def test_out_of_order_and_duplicate_change_events_give_one_outcome(
 
     def events(change_id: str) -> list[dict[str, Any]]:
         return [
-            change(f"{change_id}-{state}", change_id, state, at, **window)
+            api_change(f"{change_id}-{state}", change_id, state, at, **window)
             for state, at in (opened, approved, rejected)
         ]
 
@@ -333,9 +290,7 @@ def test_out_of_order_and_duplicate_change_events_give_one_outcome(
 
     for dep in ("dep-in-order", "dep-shuffled"):
         # As of 10:00 the request was rejected (09:30): only that holds.
-        assert query_until(stack, open_rules(dep), [("change_not_approved",)]) == [
-            ("change_not_approved",)
-        ], dep
+        wait_open(stack, dep, "change_not_approved")
     facts = (
         "SELECT change_state, outside_window_s, alert_rules FROM shipledger.deployments "
         "WHERE deployment_id = '{}'"
@@ -368,31 +323,26 @@ def test_policy_simulate_rejudges_the_ledger_under_a_candidate(
     an alert, a wider window tolerance removes one, a resolved alert counts as not holding,
     and a deployment outside --from/--to is not judged."""
     assert stack.store is not None
-    post(
-        checkout_entry(),
-        change("r-reject", "CHG-R", "rejected", "2026-11-25T09:30:00+00:00"),
-        change("l-open", "CHG-L", "opened", "2026-11-25T08:00:00+00:00"),
-        WINDOW_APPROVED,
-    )
-    query_until(stack, "SELECT count() FROM shipledger.change_events", [(3,)])
-    post(
+    judged_after(
+        stack,
+        post,
+        [
+            checkout_entry(),
+            api_change("r-reject", "CHG-R", "rejected", "2026-11-25T09:30:00+00:00"),
+            api_change("l-open", "CHG-L", "opened", "2026-11-25T08:00:00+00:00"),
+            WINDOW_APPROVED,
+        ],
         deployment("dep-rejected", "CHG-R"),
         deployment("dep-late", "CHG-L"),
         deployment("dep-window", "CHG-W"),
         deployment("dep-stage", None, environment="stage"),
         deployment("dep-stage-old", None, at="2026-10-01T10:00:00+00:00", environment="stage"),
     )
-    assert query_until(stack, open_rules("dep-window"), [("outside_change_window",)]) == [
-        ("outside_change_window",)
-    ]
-    assert query_until(stack, open_rules("dep-rejected"), [("change_not_approved",)]) == [
-        ("change_not_approved",)
-    ]
-    assert query_until(stack, open_rules("dep-late"), [("change_not_approved",)]) == [
-        ("change_not_approved",)
-    ]
-    post(change("l-approve", "CHG-L", "approved", "2026-11-25T09:45:00+00:00"))
-    assert query_until(stack, open_rules("dep-late"), []) == []
+    wait_open(stack, "dep-window", "outside_change_window")
+    wait_open(stack, "dep-rejected", "change_not_approved")
+    wait_open(stack, "dep-late", "change_not_approved")
+    post(api_change("l-approve", "CHG-L", "approved", "2026-11-25T09:45:00+00:00"))
+    wait_open(stack, "dep-late")
     query_until(stack, "SELECT count() FROM shipledger.deployment_records", [(6,)])
     stack.stop()  # the embedded ledger is read by one process at a time
 
@@ -430,9 +380,7 @@ def test_a_pushed_policy_judges_the_next_deployment_without_a_restart(
     between batches, and the next deployment's alert names its version and digest."""
     assert stack.store is not None
     post(deployment("dep-before", None, environment="stage"), deployment("dep-prod", None))
-    assert query_until(stack, open_rules("dep-prod"), [("missing_change_ticket",)]) == [
-        ("missing_change_ticket",)
-    ]
+    wait_open(stack, "dep-prod", "missing_change_ticket")
     _, rows = stack.store.query("SELECT DISTINCT policy_version FROM shipledger.alerts")
     assert [v for (v,) in rows] == [stack_policy_version(stack)]
     assert stack.store.query(open_rules("dep-before"))[1] == []
@@ -457,9 +405,7 @@ def test_a_pushed_policy_judges_the_next_deployment_without_a_restart(
         f"no worker adopted {version}",
     )
     post(deployment("dep-after-push", None, environment="stage"))
-    assert query_until(stack, open_rules("dep-after-push"), [("missing_change_ticket",)]) == [
-        ("missing_change_ticket",)
-    ]
+    wait_open(stack, "dep-after-push", "missing_change_ticket")
     _, rows = stack.store.query(
         "SELECT policy_version FROM shipledger.alerts WHERE deployment_id = 'dep-after-push'"
     )

@@ -24,6 +24,7 @@ from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, Row, alert_row, avro_row, event_row, record_row
 from shipledger.sinks.writer import LedgerWriter
+from tests.kit import deployment_event
 
 pytestmark = pytest.mark.integration
 
@@ -279,15 +280,12 @@ def test_open_alerts_and_change_window_discrepancies(store: LedgerStore) -> None
     def deployed(
         dep: str, change_id: str, seen: Enrichment
     ) -> tuple[DeploymentRecord, list[Alert]]:
-        event = DeploymentEvent(
+        event = deployment_event(
             event_id=f"{dep}-started",
             deployment_id=dep,
-            event_type="started",
             service="cart",
-            environment="prod",
             tenant="retail",
             commit_sha=SHA_A,
-            actor="alice",
             change_id=change_id,
             occurred_at=start,
         )

@@ -38,6 +38,7 @@ from shipledger.sinks.ledger.query import (
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
+from tests.kit import registered_api
 
 pytestmark = pytest.mark.integration
 
@@ -455,28 +456,21 @@ def api(ledger: LedgerStore, settings: Settings) -> Iterator[ApiServer]:
 
 
 def test_query_command_goes_through_the_api_of_a_running_stack(
-    api: ApiServer, settings: Settings, register: Callable[[StackInfo], None]
+    api: ApiServer, settings: Settings
 ) -> None:
     """The test process holds the chDB dir (as `up` would): the command must use the API."""
-    info = StackInfo(
-        bootstrap="127.0.0.1:1",
-        pid=os.getpid(),
-        clickhouse_url=settings.resolved_clickhouse_url,
-        api_url=api.url,
-        api_token=api.operator_token(),
-    )
-    register(info)
-    assert (settings.data_dir / "stack.json").stat().st_mode & 0o777 == 0o600
-    sql = "SELECT tenant, count() AS n FROM alerts GROUP BY tenant"
-    code, out = invoke(settings, "--tenant", "globex", sql)
-    assert code == 0, out
-    # Lines, not positions: the API thread's log lines can land in the captured output.
-    assert ["globex", str(PER_TENANT)] in [line.split() for line in out.splitlines()]
-    code, out = invoke(settings, "INSERT INTO shipledger.alerts (alert_id) VALUES ('x')")
-    assert code == 1
-    assert "read-only" in out
-    register(info.model_copy(update={"api_token": "wrong"}))
-    code, out = invoke(settings, "SELECT 1")
+    with registered_api(settings, api) as info:
+        assert (settings.data_dir / "stack.json").stat().st_mode & 0o777 == 0o600
+        sql = "SELECT tenant, count() AS n FROM alerts GROUP BY tenant"
+        code, out = invoke(settings, "--tenant", "globex", sql)
+        assert code == 0, out
+        # Lines, not positions: the API thread's log lines can land in the captured output.
+        assert ["globex", str(PER_TENANT)] in [line.split() for line in out.splitlines()]
+        code, out = invoke(settings, "INSERT INTO shipledger.alerts (alert_id) VALUES ('x')")
+        assert code == 1
+        assert "read-only" in out
+        write_stack(settings, info.model_copy(update={"api_token": "wrong"}))
+        code, out = invoke(settings, "SELECT 1")
     assert code == 1
     assert "401" in out
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -38,8 +39,7 @@ from shipledger.sinks.ledger.archive import archive
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.writer import LedgerWriter
-from shipledger.stackfile import StackInfo, remove_stack, write_stack
-from tests.kit import deployment_event, sample_alert
+from tests.kit import deployment_event, ledger_rows, registered_api
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +71,43 @@ def load_corpus(paths: dict[str, str]) -> list[tuple[str, str]]:
             sql = sql.replace(f"${name}", path)
         attacks.append((klass, sql))
     return attacks
+
+
+def corpus_settings(data_dir: Path) -> Settings:
+    """A ledger in `data_dir` whose API lets the whole corpus through (no rate limit) while
+    each query stays small: 2 s, 256 MiB, one thread."""
+    return Settings(
+        data_dir=data_dir,
+        api_port=0,
+        api_rate_per_s=1e6,  # the corpus, not the rate limit, is under test
+        api_rate_burst=10**6,
+        query_timeout_s=2.0,
+        query_max_memory_bytes=256 * 1024**2,
+        query_max_threads=1,
+    )
+
+
+def corpus_paths(settings: Settings, marker_file: Path) -> dict[str, str]:
+    """What the corpus's path placeholders stand for: the auth db, the stack file, the
+    marker file, the data dir and its cold files, under `settings`' data dir."""
+    data_dir = settings.data_dir
+    return {
+        "AUTH_DB": str(settings.resolved_auth_db.resolve()),
+        "STACK_FILE": str((data_dir / "stack.json").resolve()),
+        "MARKER_FILE": str(marker_file.resolve()),
+        "DATA_DIR": str(data_dir.resolve()),
+        "COLD": str((data_dir / "cold").resolve()),
+    }
+
+
+def marked_rows(marker: str, offset: int, **fields: Any) -> tuple[rows.Row, rows.Row, rows.Row]:
+    """`ledger_rows` of a deployment event whose service, actor, attributes, alert message
+    and evidence all carry `marker` (its bytes in an answer are a leak); `fields` of the
+    event besides."""
+    event = deployment_event(
+        service=f"svc-{marker}", actor=f"actor-{marker}", attributes={"secret": marker}, **fields
+    )
+    return ledger_rows(event, offset, message=f"message {marker}", evidence={"marker": marker})
 
 
 @dataclass
@@ -105,30 +142,15 @@ class Stack:
 
 def _rows(tenant: str, marker: str, index: int, days_ago: int) -> tuple[rows.Row, rows.Row]:
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(days=days_ago, minutes=index)
-    event = deployment_event(
+    event_row, _, alert_row = marked_rows(
+        marker,
+        index,
         deployment_id=f"{tenant}-{marker}-{index}",
         event_type="failed",
-        service=f"svc-{marker}",
         tenant=tenant,
-        actor=f"actor-{marker}",
         occurred_at=at,
-        attributes={"secret": marker},
     )
-    meta = rows.KafkaMeta("raw", 0, index, int(at.timestamp() * 1000))
-    alert = sample_alert(
-        alert_id=f"{event.event_id}:rule",
-        message=f"message {marker}",
-        evidence={"marker": marker},
-        policy_version="p-1",
-        deployment_id=event.deployment_id,
-        event_id=event.event_id,
-        tenant=tenant,
-        service=event.service,
-        actor=event.actor,
-        occurred_at=at,
-        detected_at=at,
-    )
-    return rows.event_row(event.to_avro(), meta), rows.alert_row(alert.to_avro())
+    return event_row, alert_row
 
 
 @pytest.fixture(scope="module")
@@ -136,15 +158,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Two tenants' rows (some archived to cold Parquet), the auth db, the stack file and a
     marker file on disk, the API on loopback serving tenant acme a read token."""
     data_dir = tmp_path_factory.mktemp("attack") / "data"
-    settings = Settings(
-        data_dir=data_dir,
-        api_port=0,
-        api_rate_per_s=1e6,  # the corpus, not the rate limit, is under test
-        api_rate_burst=10**6,
-        query_timeout_s=2.0,
-        query_max_memory_bytes=256 * 1024**2,
-        query_max_threads=1,
-    )
+    settings = corpus_settings(data_dir)
     victim = f"globexsecret{uuid.uuid4().hex[:16]}"
     own = f"acmeown{uuid.uuid4().hex[:8]}"
     with LedgerStore.open(settings) as store:
@@ -159,18 +173,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             {ddl.EVENTS: events, ddl.ALERTS: alerts}
         )
         archive(store, cold_after_days=90)  # globex's old rows now also sit in Parquet files
-        with ApiServer(settings, "127.0.0.1:1", LedgerReader(store)) as server:
-            operator = server.operator_token()
-            write_stack(
-                settings,
-                StackInfo(
-                    bootstrap="127.0.0.1:1",
-                    pid=os.getpid(),
-                    clickhouse_url=settings.resolved_clickhouse_url,
-                    api_url=server.url,
-                    api_token=operator,
-                ),
-            )
+        with (
+            ApiServer(settings, "127.0.0.1:1", LedgerReader(store)) as server,
+            registered_api(settings, server) as registered,
+        ):
+            operator = registered.api_token
+            assert operator is not None
             webhook_secret = f"whsec{uuid.uuid4().hex}"
             marker_file = data_dir / "passwd"
             file_marker = f"root:x:0:0:{uuid.uuid4().hex}:/root:/bin/bash"
@@ -193,19 +201,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "sqlite header": "SQLite format 3",
             }
             markers |= {f"token hash {i}": h for i, h in enumerate(hashes)}
-            paths = {
-                "AUTH_DB": str(settings.resolved_auth_db.resolve()),
-                "STACK_FILE": str((data_dir / "stack.json").resolve()),
-                "MARKER_FILE": str(marker_file.resolve()),
-                "DATA_DIR": str(data_dir.resolve()),
-                "COLD": str((data_dir / "cold").resolve()),
-            }
-            try:
-                yield Stack(server.url, token, markers, paths, settings)
-            finally:
-                # Registered under this process's pid, it would stay "running" for every
-                # later test of this pytest worker that looks for the one running stack.
-                remove_stack(settings)
+            paths = corpus_paths(settings, marker_file)
+            yield Stack(server.url, token, markers, paths, settings)
 
 
 def test_the_attack_corpus_leaks_nothing_and_never_answers_5xx(stack: Stack) -> None:

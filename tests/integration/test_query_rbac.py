@@ -20,7 +20,6 @@ import pytest
 
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.api.server import ApiServer
-from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
 from shipledger.sinks import rows
@@ -30,7 +29,12 @@ from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.writer import LedgerWriter
 from tests.integration.test_query_attacks import Stack as Leaks
-from tests.integration.test_query_attacks import load_corpus
+from tests.integration.test_query_attacks import (
+    corpus_paths,
+    corpus_settings,
+    load_corpus,
+    marked_rows,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -73,81 +77,10 @@ class Ledger:
         return {group for group, marker in self.markers.items() if marker in body}
 
 
-def _rows(
-    group: str, tenant: str, team: str | None, environment: str, marker: str, days_ago: int
-) -> tuple[rows.Row, rows.Row, rows.Row, str]:
-    at = datetime.now(UTC).replace(microsecond=0) - timedelta(days=days_ago)
-    event = DeploymentEvent(
-        deployment_id=f"{group}-{days_ago}",
-        event_type="succeeded",
-        service=f"svc-{marker}",
-        environment=environment,
-        tenant=tenant,
-        team=team,
-        commit_sha="0123456789abcdef0123456789abcdef01234567",
-        actor=f"actor-{marker}",
-        occurred_at=at,
-        attributes={"secret": marker},
-    )
-    meta = rows.KafkaMeta("raw", 0, days_ago, int(at.timestamp() * 1000))
-    record = DeploymentRecord(
-        record_id=event.event_id,
-        deployment_id=event.deployment_id,
-        seq=1,
-        status="succeeded",
-        kind="release",
-        service=event.service,
-        environment=environment,
-        environment_raw=environment,
-        tenant=tenant,
-        team=team,
-        commit_sha=event.commit_sha,
-        actor=event.actor,
-        trigger="automated",
-        policy_version="p-1",
-        started_at=at,
-        event_count=1,
-        last_event_id=event.event_id,
-        last_event_type="succeeded",
-        updated_at=at,
-    )
-    alert = Alert(
-        alert_id=f"{event.event_id}:rule",
-        rule="missing_change_ticket",
-        severity="high",
-        message=f"message {marker}",
-        evidence={"marker": marker},
-        policy_version="p-1",
-        deployment_id=event.deployment_id,
-        event_id=event.event_id,
-        tenant=tenant,
-        service=event.service,
-        environment=environment,
-        team=team,
-        actor=event.actor,
-        occurred_at=at,
-        detected_at=at,
-    )
-    return (
-        rows.event_row(event.to_avro(), meta),
-        rows.record_row(record.to_avro()),
-        rows.alert_row(alert.to_avro()),
-        event.event_id,
-    )
-
-
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
     data_dir = tmp_path_factory.mktemp("rbac") / "data"
-    settings = Settings(
-        data_dir=data_dir,
-        api_port=0,
-        api_rate_per_s=1e6,
-        api_rate_burst=10**6,
-        query_timeout_s=2.0,
-        query_max_memory_bytes=256 * 1024**2,
-        query_max_threads=1,
-    )
+    settings = corpus_settings(data_dir)
     markers = {group: f"{group}mark{uuid.uuid4().hex[:12]}" for group, *_ in GROUPS}
     event_ids: dict[str, list[str]] = {group: [] for group in markers}
     with LedgerStore.open(settings) as store:
@@ -155,13 +88,20 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
         batch: dict[str, list[rows.Row]] = {ddl.EVENTS: [], ddl.RECORDS: [], ddl.ALERTS: []}
         for group, tenant, team, environment in GROUPS:
             for days_ago in (1, 200):  # the old ones are archived to cold Parquet below
-                event, record, alert, event_id = _rows(
-                    group, tenant, team, environment, markers[group], days_ago
+                event, record, alert = marked_rows(
+                    markers[group],
+                    days_ago,
+                    deployment_id=f"{group}-{days_ago}",
+                    event_type="succeeded",
+                    environment=environment,
+                    tenant=tenant,
+                    team=team,
+                    occurred_at=datetime.now(UTC).replace(microsecond=0) - timedelta(days=days_ago),
                 )
                 batch[ddl.EVENTS].append(event)
                 batch[ddl.RECORDS].append(record)
                 batch[ddl.ALERTS].append(alert)
-                event_ids[group].append(event_id)
+                event_ids[group].append(event["event_id"])
         LedgerWriter(store, load_policy(settings.policy_file)).write_rows(batch)
         archive(store, cold_after_days=90)
         with ApiServer(settings, "127.0.0.1:1", LedgerReader(store)) as server:
@@ -177,13 +117,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
                 auth.close()
             marker_file = data_dir / "passwd"
             marker_file.write_text("root:x:0:0:nobody:/root:/bin/bash\n", encoding="utf-8")
-            paths = {
-                "AUTH_DB": str(settings.resolved_auth_db.resolve()),
-                "STACK_FILE": str((data_dir / "stack.json").resolve()),
-                "MARKER_FILE": str(marker_file.resolve()),
-                "DATA_DIR": str(data_dir.resolve()),
-                "COLD": str((data_dir / "cold").resolve()),
-            }
+            paths = corpus_paths(settings, marker_file)
             yield Ledger(server.url, tokens, markers, event_ids, paths)
 
 

@@ -9,12 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from confluent_kafka import Producer
 
 from shipledger.processors.step import process
-from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.emitter.publisher import Publisher
 from shipledger.producers.journal import Journal
 from shipledger.schemas.models import DeploymentEvent
@@ -25,7 +23,7 @@ from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.topics import ensure_topics
 from shipledger.up.restore import ledger_states, partition_of
 from shipledger.up.stack import Stack
-from tests.kit import deployment_event, wait_until
+from tests.kit import api_change, api_token, deployment_event, post_events, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -119,28 +117,6 @@ def test_state_comes_from_hot_and_cold_records(ledger: LedgerStore) -> None:
     assert seen == [first] and first is not None
 
 
-def _post(stack: Stack, token: str, *objects: dict[str, Any]) -> None:
-    assert stack.api is not None
-    answer = httpx.post(
-        f"{stack.api.url}/v1/events",
-        json=[{"tenant": "acme", **o} for o in objects],
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-    )
-    assert answer.status_code == 202, answer.text
-
-
-def _change(event_id: str, state: str, at: str) -> dict[str, Any]:
-    return {
-        "family": "change",
-        "event_id": event_id,
-        "change_id": "CHG-X",
-        "system": "servicenow",
-        "state": state,
-        "occurred_at": at,
-    }
-
-
 def _deployment(dep: str, at: str) -> dict[str, Any]:
     return {
         "event_id": f"{dep}-started",
@@ -162,18 +138,15 @@ def test_the_view_and_the_alerts_that_hold_survive_a_restart(tmp_path: Path) -> 
     settings = Settings(
         data_dir=tmp_path / "data", topic_partitions=2, sink_batch_ms=100, api_port=0
     )
-    auth = AuthStore(settings.resolved_auth_db)
-    try:
-        token = auth.create_token("acme", ("ingest",), name="restore-test")[0]
-    finally:
-        auth.close()
+    token = api_token(settings, "acme", name="restore-test")
     holding = "SELECT deployment_id, rule, team FROM shipledger.open_alerts ORDER BY deployment_id"
     with Stack(settings, log_dir=tmp_path / "logs", api=True) as stack:
         before = stack.store
         assert before is not None
-        _post(
+        post_events(
             stack,
             token,
+            "acme",
             {
                 "family": "catalog",
                 "event_id": "cat-1",
@@ -183,10 +156,10 @@ def test_the_view_and_the_alerts_that_hold_survive_a_restart(tmp_path: Path) -> 
                 "owner_team": "payments",
                 "occurred_at": "2026-11-01T00:00:00+00:00",
             },
-            _change("x-open", "opened", "2026-11-25T08:00:00+00:00"),
+            api_change("x-open", "CHG-X", "opened", "2026-11-25T08:00:00+00:00"),
         )
         wait_until(stack, lambda: before.count("change_events") == 1, "the change request")
-        _post(stack, token, _deployment("dep-z", "2026-11-25T10:00:00+00:00"))
+        post_events(stack, token, "acme", _deployment("dep-z", "2026-11-25T10:00:00+00:00"))
         wait_until(
             stack,
             lambda: before.query(holding)[1] == [("dep-z", "change_not_approved", "payments")],
@@ -196,8 +169,13 @@ def test_the_view_and_the_alerts_that_hold_survive_a_restart(tmp_path: Path) -> 
         store = stack.store
         assert store is not None and stack.restored is not None
         assert stack.restored.enrichment == 2  # the catalog entry and the change event
-        _post(stack, token, _change("x-approve", "approved", "2026-11-25T09:30:00+00:00"))
-        _post(stack, token, _deployment("dep-w", "2026-11-25T11:00:00+00:00"))
+        post_events(
+            stack,
+            token,
+            "acme",
+            api_change("x-approve", "CHG-X", "approved", "2026-11-25T09:30:00+00:00"),
+        )
+        post_events(stack, token, "acme", _deployment("dep-w", "2026-11-25T11:00:00+00:00"))
         wait_until(stack, lambda: store.count("deployment_records") >= 3, "dep-w and dep-z again")
         wait_until(stack, lambda: store.query(holding)[1] == [], "the alert resolved")
         _, rows = store.query(

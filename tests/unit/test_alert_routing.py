@@ -33,7 +33,13 @@ from shipledger.schemas.policy import Policy, PolicyError, parse_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import chain
-from tests.unit.test_escalator_pipeline import FakeConsumer, FakeProducer, Harness
+from tests.kit import freeze_alert
+from tests.unit.test_escalator_pipeline import (
+    FakeConsumer,
+    FakeProducer,
+    Harness,
+    escalator_settings,
+)
 from tests.unit.test_receivers import StandInReceivers as TicketingStandIns
 from tests.unit.test_receivers import Waits
 
@@ -50,22 +56,11 @@ class StandInReceivers(TicketingStandIns, Protocol):
     am: list[dict[str, Any]]
 
 
-ALERT = Alert(
-    alert_id="0c6f2d1e-8a4b-5c3d-9e7f-1a2b3c4d5e6f",
-    rule="freeze_violation",
+ALERT = freeze_alert(
     severity="high",
     message="checkout shipped to prod during the <year-end> freeze",
-    evidence={"freeze": "year-end"},
     policy_version="route-1+abc",
-    deployment_id="dep-1",
-    event_id="ev-1",
-    tenant="retail",
-    service="checkout",
-    environment="prod",
-    region="eu-west-1",
-    actor="alice",
     team="payments",
-    occurred_at=datetime(2026, 12, 22, 10, tzinfo=UTC),
     detected_at=datetime(2026, 12, 22, 10, 0, 1, tzinfo=UTC),
 )
 RESOLUTION = ALERT.model_copy(
@@ -333,13 +328,7 @@ class Loopback(Harness):
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path,
-        topic_prefix="p.",
-        escalation_attempts=3,
-        escalation_backoff_s=0.001,
-        escalation_backoff_max_s=0.001,
-    )
+    return escalator_settings(tmp_path, attempts=3)
 
 
 def escalate(

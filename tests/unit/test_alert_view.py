@@ -18,29 +18,24 @@ from shipledger.alert_view import (
     parse_since,
 )
 from shipledger.producers.api.stream_events import StreamEvent
-from shipledger.schemas.models import Alert
 from shipledger.schemas.scopes import RowScope
 from shipledger.sinks.ledger.reader import sql_string
+from tests.kit import sample_alert
 
 AT = datetime(2026, 11, 30, 9, 15, 2, tzinfo=UTC)
 
 
 def _alert(**fields: Any) -> dict[str, Any]:
-    base = Alert(
+    """The JSON form of a missing-ticket alert of acme's payments team (deploy dep-1 at AT),
+    each of `fields` given instead."""
+    base = sample_alert(
         alert_id="ev1:missing_change_ticket:1",
-        rule="missing_change_ticket",
-        severity="high",
         message="no change ticket\nfor prod",
-        policy_version="p-1",
         deployment_id="dep-1",
-        event_id="ev1",
         tenant="acme",
-        service="checkout",
-        environment="prod",
-        actor="ci",
+        team="payments",
         occurred_at=AT,
         detected_at=AT,
-        team="payments",
     )
     return json_alert({**base.to_avro(), **fields})
 

@@ -4,7 +4,6 @@ by `shipledger policy check` too), secrets only by name, routes matched against 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,10 @@ from shipledger.receivers.registry import (
     policy_problems,
     targets,
 )
-from shipledger.schemas.models import Alert
 from shipledger.schemas.policy import PolicyError, load_policy, parse_policy
 from shipledger.settings import Settings
 from shipledger.up.stack import Stack
+from tests.kit import freeze_alert
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,44 +54,26 @@ escalation:
 """
 
 
-def alert(**changes: object) -> Alert:
-    base: dict[str, object] = {
-        "alert_id": "a-1",
-        "rule": "freeze_violation",
-        "severity": "critical",
-        "message": "deployed during the year-end freeze",
-        "policy_version": "esc-1+abc",
-        "deployment_id": "dep-1",
-        "event_id": "ev-1",
-        "tenant": "retail",
-        "service": "checkout",
-        "environment": "prod",
-        "actor": "alice",
-        "occurred_at": datetime(2026, 12, 22, 10, tzinfo=UTC),
-    }
-    return Alert.model_validate({**base, **changes})
-
-
 def test_routes_send_each_alert_to_every_matching_receiver_once() -> None:
     escalation = parse_policy(POLICY).escalation
     assert escalation.routes[0].environments == ["prod"]  # canonical, like the rest of the file
     assert escalation.receivers["snow"].url == "https://acme.service-now.com"
     assert escalation.receivers["snow"].options == {"fields": {"assignment_group": "cab-ops"}}
-    assert escalation.deliveries(alert()) == [
+    assert escalation.deliveries(freeze_alert()) == [
         ("prod-governance", "snow"),
         ("prod-governance", "hook"),
     ]
     # Below the minimum severity, another rule, another environment: not sent.
-    assert escalation.deliveries(alert(severity="medium")) == []
-    assert escalation.deliveries(alert(rule="out_of_window")) == []
-    assert escalation.deliveries(alert(environment="stage")) == []
+    assert escalation.deliveries(freeze_alert(severity="medium")) == []
+    assert escalation.deliveries(freeze_alert(rule="out_of_window")) == []
+    assert escalation.deliveries(freeze_alert(environment="stage")) == []
     # Two routes name snow: it is delivered once, recorded under the first route.
-    assert escalation.deliveries(alert(tenant="bank")) == [
+    assert escalation.deliveries(freeze_alert(tenant="bank")) == [
         ("prod-governance", "snow"),
         ("prod-governance", "hook"),
         ("bank-everything", "jira"),
     ]
-    assert escalation.deliveries(alert(tenant="bank", severity="info", rule="x")) == [
+    assert escalation.deliveries(freeze_alert(tenant="bank", severity="info", rule="x")) == [
         ("bank-everything", "jira"),
         ("bank-everything", "snow"),
     ]

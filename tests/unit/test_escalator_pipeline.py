@@ -129,15 +129,21 @@ class Harness(Escalator):
         return httpx.Client(transport=self.transport)
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def escalator_settings(tmp_path: Path, attempts: int) -> Settings:
+    """Settings of an escalator on fake Kafka (topic prefix p.) that makes `attempts` tries
+    of a delivery, a millisecond apart."""
     return Settings(
         data_dir=tmp_path,
         topic_prefix="p.",
-        escalation_attempts=2,
+        escalation_attempts=attempts,
         escalation_backoff_s=0.001,
         escalation_backoff_max_s=0.001,
     )
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return escalator_settings(tmp_path, attempts=2)
 
 
 def policy() -> Policy:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -16,6 +17,7 @@ from shipledger.processors.change_rules import CHANGE_RULE_NAMES
 from shipledger.processors.enrichment import Enrichment
 from shipledger.processors.late_changes import rejudge_stored
 from shipledger.processors.step import process
+from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.policy import parse_policy
 from shipledger.settings import Settings
 from tests.identity_kit import Slapd
@@ -49,6 +51,14 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def manual_deployment(actor: str, **fields: Any) -> DeploymentEvent:
+    """A deployment to prod started by hand by `actor`, without a change ticket; each of
+    `fields` given instead."""
+    return deployment_event(
+        **{"environment": "prod", "change_id": None, "actor": actor, "trigger": "manual", **fields}
+    )
 
 
 def identities(directory: FakeDirectory, clock: Clock, size: int = 100) -> KnownIdentities:
@@ -102,13 +112,7 @@ def test_the_stream_asks_for_manual_deployers_only() -> None:
     known = functools.partial(actor_known, identities(directory, Clock()))
 
     def rules(actor: str, trigger: str = "manual") -> list[str]:
-        event = deployment_event(
-            environment="prod",
-            change_id=None,
-            actor=actor,
-            trigger=trigger,
-            occurred_at=WEDNESDAY_NOON,
-        )
+        event = manual_deployment(actor, trigger=trigger, occurred_at=WEDNESDAY_NOON)
         alerts = process(event, None, POLICY, known_actor=known).alerts
         return sorted(a.rule for a in alerts if a.rule == "unattributed_manual_deploy")
 
@@ -121,15 +125,7 @@ def test_the_stream_asks_for_manual_deployers_only() -> None:
 
 @pytest.fixture
 def ldap_settings(slapd: Slapd) -> Settings:
-    return Settings(
-        ldap_url=slapd.url,
-        ldap_user_dn=slapd.user_dn,
-        ldap_group_base=slapd.group_base,
-        ldap_people_base=slapd.people_base,
-        ldap_bind_dn=slapd.reader_dn,
-        ldap_bind_password=SecretStr(slapd.reader_password),
-        identity_timeout_s=2,
-    )
+    return Settings(**slapd.settings(), identity_timeout_s=2)
 
 
 def test_ldap_search_finds_directory_people_only(ldap_settings: Settings) -> None:
@@ -160,9 +156,7 @@ def test_a_rejudgement_asks_again_and_resolves_a_deployer_known_since() -> None:
     change event): the alert is resolved, never edited."""
     directory = FakeDirectory()
     known = functools.partial(actor_known, identities(directory, Clock()))
-    event = deployment_event(
-        environment="prod", change_id="CHG1", actor="mallory", trigger="manual"
-    )
+    event = manual_deployment("mallory", change_id="CHG1")
     first = process(event, None, POLICY, known_actor=known)
     holding = {a.rule: a.alert_id for a in first.alerts if a.rule in CHANGE_RULE_NAMES}
     alert = holding["unattributed_manual_deploy"]

@@ -9,9 +9,8 @@ from prometheus_client import generate_latest
 from shipledger import metrics as m
 from shipledger.processors.outputs import Outputs
 from shipledger.schemas.letters import DeadLetter
-from shipledger.schemas.models import Alert
 from shipledger.settings import Settings
-from tests.kit import SHA
+from tests.kit import SHA, sample_alert
 
 
 def test_counters_and_timings_are_prometheus_samples() -> None:
@@ -82,20 +81,7 @@ def test_served_on_an_ephemeral_port() -> None:
 def test_processor_outputs_count_what_they_send(settings: Settings) -> None:
     metrics = m.RecordingMetrics()
     outputs = Outputs(settings, "127.0.0.1:1", metrics, flush_timeout_s=0.1)
-    alert = Alert(
-        alert_id="a-1",
-        rule="suspect_deployment",
-        severity="high",
-        message="m",
-        policy_version="p",
-        deployment_id="d-1",
-        event_id="e-1",
-        tenant="acme",
-        service="payments",
-        environment="prod",
-        actor="ci",
-        occurred_at="2026-11-30T12:00:00Z",
-    )
+    alert = sample_alert(rule="suspect_deployment")
     outputs.send(outputs.encode(None, [alert]))
     letter = DeadLetter.rejecting(
         "processors", "bad", None, topic="p.deployments.raw", partition=0, offset=1, headers=None

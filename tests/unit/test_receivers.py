@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
@@ -21,7 +20,7 @@ from shipledger.receivers.engine import Deliverer, Outcome, RetryPolicy
 from shipledger.receivers.receiver import Delivery, ReceiverKind, Target, Ticket, delivery_id
 from shipledger.receivers.registry import KINDS, policy_problems, targets
 from shipledger.schemas.policy import PolicyError, parse_policy
-from tests.kit import sample_alert
+from tests.kit import freeze_alert
 
 
 class StandInReceivers(Protocol):
@@ -40,19 +39,7 @@ class StandInReceivers(Protocol):
     drop_answer: dict[str, int]
 
 
-ALERT = sample_alert(
-    alert_id="0c6f2d1e-8a4b-5c3d-9e7f-1a2b3c4d5e6f",
-    rule="freeze_violation",
-    severity="critical",
-    message="checkout shipped to prod during the year-end freeze",
-    evidence={"freeze": "year-end", "change_id": "CHG0040001"},
-    policy_version="esc-1+abc",
-    deployment_id="dep-1",
-    event_id="ev-1",
-    tenant="retail",
-    region="eu-west-1",
-    occurred_at=datetime(2026, 12, 22, 10, tzinfo=UTC),
-)
+ALERT = freeze_alert(evidence={"freeze": "year-end", "change_id": "CHG0040001"})
 
 
 def target(server: StandInReceivers, kind: str, **options: object) -> Target:

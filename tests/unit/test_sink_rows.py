@@ -11,7 +11,7 @@ from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.registry import AvroCodec
 from shipledger.sinks import rows
 from shipledger.sinks.ledger import ddl
-from tests.kit import deployment_record, sample_alert
+from tests.kit import deployment_event, deployment_record, sample_alert
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 T0 = datetime(2026, 11, 26, 10, 0, 0, 123000, tzinfo=UTC)
@@ -23,14 +23,10 @@ def roundtrip(schema: str, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def event() -> DeploymentEvent:
-    return DeploymentEvent(
+    return deployment_event(
         deployment_id="dep-1",
         event_type="succeeded",
-        service="checkout",
-        environment="prod",
         region="eu-west-1",
-        commit_sha=SHA,
-        actor="alice",
         exit_code=0,
         duration_ms=1234,
         occurred_at=T0,
