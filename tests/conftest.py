@@ -244,6 +244,9 @@ def signed(provider: str, headers: dict[str, str], body: bytes, secret: str) -> 
         out["X-Gitlab-Token"] = secret
     elif provider == "alertmanager":  # its http_config `authorization`
         out["Authorization"] = f"Bearer {secret}"
+    elif provider == "pagerduty":
+        digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        out["X-PagerDuty-Signature"] = f"v1={digest}"
     else:
         out["X-Shipledger-Token"] = secret
     return out

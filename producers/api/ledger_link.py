@@ -24,6 +24,8 @@ from shipledger.sinks.ledger.reader import (
     QueryLimits,
     QueryResult,
     StoredEvent,
+    Suspect,
+    SuspectsQuery,
     Visible,
 )
 
@@ -89,6 +91,10 @@ class LedgerLink:
     def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
         """The DORA metrics of `query`, from rows `visible` may read."""
         return self._get().dora(query, visible)
+
+    def suspects(self, query: SuspectsQuery, visible: Visible | None = None) -> list[Suspect]:
+        """The ranked suspects of an incident, from rows `visible` may read."""
+        return self._get().suspects(query, visible)
 
     def close(self) -> None:
         """Close the reader, if open."""

@@ -15,6 +15,8 @@ from shipledger.producers.webhooks import (
     github,
     gitlab,
     jenkins,
+    opsgenie,
+    pagerduty,
 )
 from shipledger.producers.webhooks.result import (
     Headers,
@@ -46,6 +48,8 @@ PROVIDERS: dict[str, Provider] = {
     "jenkins": Provider(jenkins.verify, jenkins.parse),
     "alertmanager": Provider(alertmanager.verify, alertmanager.parse),
     "datadog": Provider(datadog.verify, datadog.parse),
+    "pagerduty": Provider(pagerduty.verify, pagerduty.parse),
+    "opsgenie": Provider(opsgenie.verify, opsgenie.parse),
 }
 
 

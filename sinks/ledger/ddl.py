@@ -944,8 +944,76 @@ def dora_commits_mv_sql(database: str | None = None) -> str:
     )
 
 
-#: The aggregate tables (no tenant row policy: read through `sinks.ledger.dora` only).
-AGGREGATE_TABLES = (DORA_COMMITS, DORA_DAILY)
+# --- Incident triage and CMDB reconciliation (docs/triage.md): written by their jobs -------
+
+INCIDENT_SUSPECTS = "incident_suspects"
+CMDB_FINDINGS = "cmdb_findings"
+
+
+def _derived_table(name: str, columns: tuple[tuple[str, str, str], ...], tail: str) -> str:
+    cols = ",\n".join(f"    {quote_ident(n)} {t} COMMENT {quote_str(c)}" for n, t, c in columns)
+    return f"CREATE TABLE {name}\n(\n{cols}\n)\nENGINE = MergeTree\n{tail}"
+
+
+def incident_suspects_sql(database: str | None = None) -> str:
+    """`incident_suspects`: *which deployments were suspected when an incident opened, and
+    was the note posted?* The top suspects attached to each incident signal, once."""
+    return _derived_table(
+        qualified(database, INCIDENT_SUSPECTS),
+        (
+            ("tenant", "LowCardinality(String)", "Tenant."),
+            ("incident_id", "String", "event_id of the incident signal (signal_events)."),
+            ("provider", "LowCardinality(String)", "Where it came from (pagerduty, opsgenie)."),
+            ("external_id", "String", "The provider's incident or alert id."),
+            ("service", "LowCardinality(String)", "Service of the incident."),
+            ("incident_at", DATETIME_MS, "When the incident opened."),
+            ("rank", "UInt16", "1 for the likeliest suspect; 0: a row saying none was found."),
+            ("deployment_id", "String", "Suspected deployment ('' on a rank-0 row)."),
+            ("deployment_service", "LowCardinality(String)", "Its service."),
+            ("score", "Float64", "Sum of the parts' points (of 100)."),
+            ("why", "String", "The parts that earned points, in words."),
+            ("parts", "String", "Every part of the score as JSON (name, points, weight, detail)."),
+            ("note_status", "LowCardinality(String)", "posted, failed or skipped (no API key)."),
+            ("note_detail", "String", "The provider's answer, or why the note was not posted."),
+            ("attached_at", DATETIME_MS, "When the suspects were attached."),
+        ),
+        "ORDER BY (`tenant`, `incident_id`, `rank`)\n"
+        "COMMENT 'Top suspects attached to each incident from PagerDuty or Opsgenie "
+        "(docs/triage.md).'",
+    )
+
+
+def cmdb_findings_sql(database: str | None = None) -> str:
+    """`cmdb_findings`: *where do the CMDB and the ledger disagree?* One row per finding of
+    one reconciled export (by its sha256: the same export is stored once)."""
+    return _derived_table(
+        qualified(database, CMDB_FINDINGS),
+        (
+            ("tenant", "LowCardinality(String)", "Tenant."),
+            ("export_sha256", "String", "sha256 of the export file reconciled."),
+            ("export_name", "String", "File name of the export."),
+            (
+                "finding",
+                "LowCardinality(String)",
+                "deployed_not_in_cmdb, ci_never_deployed, owner_mismatch or "
+                "environment_mismatch.",
+            ),
+            ("service", "String", "Service (ledger name, or the CI's name)."),
+            ("ci_sys_id", "String", "sys_id of the configuration item ('' if none)."),
+            ("ci_class", "LowCardinality(String)", "cmdb_ci_service or cmdb_ci_appl."),
+            ("cmdb_value", "String", "What the CMDB says (owner, environment)."),
+            ("ledger_value", "String", "What the ledger says."),
+            ("reconciled_at", DATETIME_MS, "When the export was reconciled."),
+        ),
+        "ORDER BY (`tenant`, `export_sha256`, `finding`, `service`, `ci_sys_id`)\n"
+        "COMMENT 'Differences between a ServiceNow CMDB export and the ledger "
+        "(shipledger cmdb reconcile; docs/triage.md).'",
+    )
+
+
+#: The derived tables (no tenant row policy: read through `sinks.ledger.dora`, `.suspects`
+#: and `.cmdb` only).
+AGGREGATE_TABLES = (DORA_COMMITS, DORA_DAILY, INCIDENT_SUSPECTS, CMDB_FINDINGS)
 #: Aggregate tables and the materialized views that feed them, each after what it reads.
 #: Only the hot database has them: a view fires on insert, and archiving to cold storage
 #: deletes rows, never inserts, so the aggregates keep every day however old its rows are.
@@ -954,6 +1022,8 @@ AGGREGATES: dict[str, Callable[[str | None], str]] = {
     DORA_COMMITS + "_mv": dora_commits_mv_sql,
     DORA_DAILY: dora_daily_sql,
     DORA_DAILY + "_mv": dora_daily_mv_sql,
+    INCIDENT_SUSPECTS: incident_suspects_sql,
+    CMDB_FINDINGS: cmdb_findings_sql,
 }
 
 

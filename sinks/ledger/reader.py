@@ -9,7 +9,7 @@ Every read is tier-aware: a row moved to cold storage by `shipledger archive`
 (the API) depend on the `LedgerReads` protocol and are given a `LedgerReader` when they are
 built; the value types of the query contract (`QueryResult`, `QueryLimits`, `QueryError`,
 `FORMATS`), `sql_string` (a string literal for SQL a command writes, e.g. `alerts list`),
-those of the DORA report (`sinks.ledger.dora`) and `chdb_path` (is the ledger embedded?) are
+those of the DORA report (`sinks.ledger.dora`) and of incident triage (`sinks.ledger.suspects`) and `chdb_path` (is the ledger embedded?) are
 re-exported here so they need nothing else of the ledger.
 """
 
@@ -28,6 +28,7 @@ from shipledger.schemas.models import DeploymentEvent, Model
 from shipledger.schemas.registry import catalog
 from shipledger.schemas.topics import ENRICHMENT
 from shipledger.settings import Settings
+from shipledger.suspects import Suspect
 from shipledger.sinks.ledger import ddl, tiers
 
 # Callers outside the sinks build filters of their read queries with the ledger's quoting.
@@ -51,6 +52,12 @@ from shipledger.sinks.ledger.query import (
     run_read_query,
 )
 from shipledger.sinks.ledger.store import LedgerStore, StoreError, TimeWindow, chdb_path
+from shipledger.sinks.ledger.suspects import (
+    OptionalTables,
+    SuspectsError,
+    SuspectsQuery,
+    read_suspects,
+)
 from shipledger.sinks.ledger.tiers import Tier
 from shipledger.sinks.rows import RowKey
 
@@ -69,6 +76,9 @@ __all__ = [
     "QueryResult",
     "StoredAlert",
     "StoredEvent",
+    "Suspect",
+    "SuspectsError",
+    "SuspectsQuery",
     "Tier",
     "TimeWindow",
     "Visible",
@@ -157,12 +167,17 @@ class LedgerReads(Protocol):
         """The DORA metrics of `query`, from rows `visible` may read (docs/metrics.md)."""
         ...
 
+    def suspects(self, query: SuspectsQuery, visible: Visible | None = None) -> list[Suspect]:
+        """The ranked suspects of an incident, from rows `visible` may read (docs/triage.md)."""
+        ...
+
 
 class LedgerReader:
     """Tier-aware reads of one ledger store (thread-safe: the store serializes its calls)."""
 
     def __init__(self, store: LedgerStore) -> None:
         self._store = store
+        self._optional = OptionalTables()
 
     @classmethod
     @contextmanager
@@ -230,6 +245,10 @@ class LedgerReader:
         """The DORA metrics of `query` (`sinks.ledger.dora`). The aggregates live in the hot
         database only and hold every day, archived or not: their views fire at insert."""
         return read_dora(self._store, query, visible)
+
+    def suspects(self, query: SuspectsQuery, visible: Visible | None = None) -> list[Suspect]:
+        """The ranked suspects of an incident (`sinks.ledger.suspects`), hot and cold."""
+        return read_suspects(self._store, query, self._optional, visible)
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of change request `change_id` of `tenant`, hot and cold (a row

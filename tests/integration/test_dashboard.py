@@ -33,6 +33,8 @@ from shipledger.sinks.ledger.reader import (
     QueryLimits,
     QueryResult,
     StoredEvent,
+    Suspect,
+    SuspectsQuery,
     Visible,
 )
 from shipledger.up.broker import EmbeddedBroker
@@ -89,6 +91,10 @@ class SwitchedLedger:
     def dora(self, query: DoraQuery, visible: Visible | None = None) -> list[DoraRow]:
         self._check()
         return self.reader.dora(query, visible)
+
+    def suspects(self, query: SuspectsQuery, visible: Visible | None = None) -> list[Suspect]:
+        self._check()
+        return self.reader.suspects(query, visible)
 
 
 @dataclass

@@ -32,6 +32,8 @@ _SAMPLES = {
     "jenkins": "success",
     "alertmanager": "firing",
     "datadog": "triggered",
+    "pagerduty": "incident_triggered",
+    "opsgenie": "create",
 }
 
 
