@@ -79,6 +79,12 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Tail the alerts topic live, or list stored alerts; filtered.",
     ),
     "metrics": ("shipledger.dora_cli", "metrics", "DORA metrics of the ledger (metrics dora)."),
+    "suspects": ("shipledger.suspects_cli", "suspects", "Rank deployments behind an incident."),
+    "cmdb": (
+        "shipledger.sinks.ledger.cmdb_cli",
+        "cmdb",
+        "Reconcile a ServiceNow CMDB export with the ledger.",
+    ),
     "doctor": (
         "shipledger.doctor",
         "doctor",

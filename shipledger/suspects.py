@@ -218,3 +218,19 @@ def rank(candidates: Sequence[Candidate], at: datetime, service: str, limit: int
     scored = [score(c, at, service) for c in candidates]
     scored.sort(key=lambda s: (-s.score, -s.candidate.started_at.timestamp()))
     return scored[:limit]
+
+
+def note_text(service: str, at: datetime, suspects: Sequence[Suspect]) -> str:
+    """The note posted on an incident: its likeliest causes, one line each with the score's
+    parts in words (plain text: both providers show notes as text)."""
+    head = f"shipledger: recent changes suspected for {service} at {at.isoformat()}"
+    if not suspects:
+        return f"{head}: none (no deployment of it or its dependencies in the window)."
+    lines = [f"{head} (score of 100, from named parts):"]
+    for index, s in enumerate(suspects, start=1):
+        c = s.candidate
+        lines.append(
+            f"{index}. {c.deployment_id} ({c.service} to {c.environment}, {c.status}, "
+            f"commit {c.commit_sha[:12]}): {s.score:g}: {s.why}"
+        )
+    return "\n".join(lines)

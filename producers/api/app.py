@@ -20,6 +20,7 @@ from shipledger.producers.api import (
     live_route,
     metrics_route,
     reads,
+    suspects_route,
     webhook_route,
 )
 from shipledger.producers.api.bodies import IngestBody
@@ -92,6 +93,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(approvals_route.router)
     app.include_router(live_route.router)
     app.include_router(metrics_route.router)
+    app.include_router(suspects_route.router)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -70,7 +70,11 @@ def parse(request: Request) -> Parsed:
         return Parsed.of(action, alert_id, f"action {action!r} is not recorded")
     opt_obj(data, "alert.details")
     tags = tags_of(alert.get("tags"))
-    service = opt_str(data, "alert.details.service") or tags.get("service") or opt_str(data, "alert.entity")
+    service = (
+        opt_str(data, "alert.details.service")
+        or tags.get("service")
+        or opt_str(data, "alert.entity")
+    )
     created = required(alert.get("createdAt"), "alert.createdAt")
     event = contract.signal(
         kind=kind,

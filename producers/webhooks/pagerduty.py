@@ -66,7 +66,8 @@ def parse(request: Request) -> Parsed:
         kind=kind,
         occurred_at=timestamp(req_str(data, "event.occurred_at"), "event.occurred_at"),
         service=req_str(data, "event.data.service.summary"),
-        severity=opt_str(data, "event.data.priority.summary") or opt_str(data, "event.data.urgency"),
+        severity=opt_str(data, "event.data.priority.summary")
+        or opt_str(data, "event.data.urgency"),
         title=opt_str(data, "event.data.title"),
         external_id=incident_id,
         url=opt_str(data, "event.data.html_url"),

@@ -36,6 +36,7 @@ from shipledger.schemas.policy import Policy, load_policy
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.archive import Archiver
+from shipledger.sinks.ledger.cmdb import reconcile
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.sink import ClickHouseSink
@@ -44,7 +45,9 @@ from shipledger.topics import ensure_topics
 from shipledger.up.backlog import LedgerAlerts
 from shipledger.up.broker import EmbeddedBroker, die_with_parent, stop_process
 from shipledger.up.keeper import JournalKeeper
+from shipledger.up.periodic import Periodic
 from shipledger.up.restore import RestoreReport, restore
+from shipledger.up.triage import Triage
 
 if TYPE_CHECKING:
     from shipledger.producers.api.server import ApiServer
@@ -114,6 +117,8 @@ class Stack(Running):
         self.store: LedgerStore | None = None
         self.sink: ClickHouseSink | None = None
         self._archiver: Archiver | None = None
+        #: Optional periodic jobs: incident triage, CMDB reconciliation (docs/triage.md).
+        self._jobs: list[Periodic] = []
         self.topics = Topics.from_settings(settings)
         self._serve_api = api
         self.api: ApiServer | None = None
@@ -165,6 +170,7 @@ class Stack(Running):
         self._sink_thread.start()
         if self.policy.escalation.routes:
             self._start_escalator(self.store)
+        self._jobs = periodic_jobs(self.settings, self.store)
         if self._serve_api:
             from shipledger.producers.api.server import ApiServer
 
@@ -459,6 +465,9 @@ class Stack(Running):
         if self.sink_metrics is not None:
             self.sink_metrics.stop()
             self.sink_metrics = None
+        for job in self._jobs:
+            job.stop()
+        self._jobs.clear()
         if self._archiver is not None:
             self._archiver.stop()
             self._archiver = None
@@ -496,6 +505,24 @@ class Stack(Running):
     type=int,
     help="Port of the ingest API (default SHIPLEDGER_API_PORT, 8470; 0: any free port).",
 )
+def periodic_jobs(settings: Settings, store: LedgerStore) -> list[Periodic]:
+    """The optional jobs the settings turn on, started: incident triage
+    (SHIPLEDGER_TRIAGE_INTERVAL_S > 0) and CMDB reconciliation (SHIPLEDGER_CMDB_EXPORT_FILE)."""
+    jobs: list[Periodic] = []
+    if settings.triage_interval_s > 0:
+        triage = Triage(settings, store)
+        jobs.append(Periodic("triage", triage.run, settings.triage_interval_s).start())
+    if settings.cmdb_export_file is not None:
+        export = settings.cmdb_export_file
+
+        def reconcile_export(_stop: object) -> None:
+            result = reconcile(store, export.name, export.read_bytes(), settings.tenant)
+            log.info("cmdb_reconciled", findings=len(result.findings), new=result.stored_now)
+
+        jobs.append(Periodic("cmdb", reconcile_export, settings.cmdb_interval_s).start())
+    return jobs
+
+
 def up(bootstrap: str | None, data_dir: Path | None, workers: int, api_port: int | None) -> None:
     """Run the embedded stack until Ctrl-C.
 

@@ -995,8 +995,7 @@ def cmdb_findings_sql(database: str | None = None) -> str:
             (
                 "finding",
                 "LowCardinality(String)",
-                "deployed_not_in_cmdb, ci_never_deployed, owner_mismatch or "
-                "environment_mismatch.",
+                "deployed_not_in_cmdb, ci_never_deployed, owner_mismatch or environment_mismatch.",
             ),
             ("service", "String", "Service (ledger name, or the CI's name)."),
             ("ci_sys_id", "String", "sys_id of the configuration item ('' if none)."),

@@ -9,8 +9,9 @@ Every read is tier-aware: a row moved to cold storage by `shipledger archive`
 (the API) depend on the `LedgerReads` protocol and are given a `LedgerReader` when they are
 built; the value types of the query contract (`QueryResult`, `QueryLimits`, `QueryError`,
 `FORMATS`), `sql_string` (a string literal for SQL a command writes, e.g. `alerts list`),
-those of the DORA report (`sinks.ledger.dora`) and of incident triage (`sinks.ledger.suspects`) and `chdb_path` (is the ledger embedded?) are
-re-exported here so they need nothing else of the ledger.
+those of the DORA report (`sinks.ledger.dora`), those of incident triage
+(`sinks.ledger.suspects`) and `chdb_path` (is the ledger embedded?) are re-exported here so
+they need nothing else of the ledger.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from shipledger.schemas.models import DeploymentEvent, Model
 from shipledger.schemas.registry import catalog
 from shipledger.schemas.topics import ENRICHMENT
 from shipledger.settings import Settings
-from shipledger.suspects import Suspect
 from shipledger.sinks.ledger import ddl, tiers
 
 # Callers outside the sinks build filters of their read queries with the ledger's quoting.
@@ -60,6 +60,7 @@ from shipledger.sinks.ledger.suspects import (
 )
 from shipledger.sinks.ledger.tiers import Tier
 from shipledger.sinks.rows import RowKey
+from shipledger.suspects import Suspect
 
 __all__ = [
     "DORA_DIMENSIONS",

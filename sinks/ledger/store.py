@@ -89,24 +89,6 @@ def _epoch_ms(value: datetime) -> int:
 class StoredIds(Protocol):
     """Which rows a ledger holds already: `LedgerStore` answers, the writer's dedup asks."""
 
-    def insert_derived(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Insert rows into a derived table (`ddl.AGGREGATE_TABLES`: not hash-chained, written
-        by the job that computes it), one block; every row names the same columns."""
-        if table not in ddl.AGGREGATE_TABLES:
-            raise ValueError(f"table: {table!r} is not a derived table")
-        if not rows:
-            return 0
-        names = list(rows[0])
-        with self._lock:
-            self._client.insert(
-                table,
-                [[row[name] for name in names] for row in rows],
-                database=self.database,
-                column_names=names,
-                settings=_INSERT_SETTINGS,
-            )
-        return len(rows)
-
     def existing_ids(
         self, table: str, keys: Iterable[RowKey], *, window: TimeWindow | None = None
     ) -> set[RowKey]:
@@ -221,6 +203,24 @@ class LedgerStore(Closing):
                 column_names=names,
                 column_type_names=spec.column_types,
                 column_oriented=True,
+                settings=_INSERT_SETTINGS,
+            )
+        return len(rows)
+
+    def insert_derived(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert rows into a derived table (`ddl.AGGREGATE_TABLES`: not hash-chained, written
+        by the job that computes it), one block; every row names the same columns."""
+        if table not in ddl.AGGREGATE_TABLES:
+            raise ValueError(f"table: {table!r} is not a derived table")
+        if not rows:
+            return 0
+        names = list(rows[0])
+        with self._lock:
+            self._client.insert(
+                table,
+                [[row[name] for name in names] for row in rows],
+                database=self.database,
+                column_names=names,
                 settings=_INSERT_SETTINGS,
             )
         return len(rows)

@@ -75,8 +75,8 @@ _DEPLOYMENTS_SQL = (
     "    argMax(status, seq), argMax(commit_sha, seq), argMax(version, seq), argMax(team, seq)\n"
     "FROM {records}\n"
     "WHERE tenant = {{tenant:String}} AND service IN {{services:Array(String)}}\n"
-    "    AND started_at >= {{lo:DateTime64(3, 'UTC')}} AND started_at <= {{at:DateTime64(3, 'UTC')}}"
-    "{environment}\n"
+    "    AND started_at >= {{lo:DateTime64(3, 'UTC')}}\n"
+    "    AND started_at <= {{at:DateTime64(3, 'UTC')}}{environment}\n"
     "GROUP BY deployment_id"
 )
 # A remediation names what it rolled back; it can come after the incident too.
@@ -162,9 +162,7 @@ def read_suspects(
         return []
     keyed = {**window, "ids": [c.deployment_id for c in candidates]}
     inputs = _inputs(store, keyed, optional.present(store))
-    return rank(
-        [_with_inputs(c, inputs) for c in candidates], query.at, query.service, query.limit
-    )
+    return rank([_with_inputs(c, inputs) for c in candidates], query.at, query.service, query.limit)
 
 
 #: Per deployment id, what one input query found.
@@ -184,7 +182,9 @@ def _latest(store: LedgerStore, table: str, column: str, at: str) -> str:
     )
 
 
-def _inputs(store: LedgerStore, params: dict[str, Any], present: frozenset[str]) -> dict[str, Found]:
+def _inputs(
+    store: LedgerStore, params: dict[str, Any], present: frozenset[str]
+) -> dict[str, Found]:
     """Each input of the scores by name -> deployment id -> its value (an input whose
     table is missing is empty)."""
     records = store.source(ddl.RECORDS)

@@ -8,6 +8,7 @@ from shipledger.suspects import (
     WEIGHTS,
     Candidate,
     dependency_distances,
+    note_text,
     rank,
     score,
 )
@@ -35,8 +36,16 @@ def test_weights_sum_to_100() -> None:
 
 
 def test_every_part_is_named_and_the_score_is_their_sum() -> None:
-    suspect = score(_candidate(commit_count=32, verdict="failed_verification",
-                               drift=("aws_s3_bucket.logs",), rolled_back_by="d-2"), AT, "checkout")
+    suspect = score(
+        _candidate(
+            commit_count=32,
+            verdict="failed_verification",
+            drift=("aws_s3_bucket.logs",),
+            rolled_back_by="d-2",
+        ),
+        AT,
+        "checkout",
+    )
     names = [p.name for p in suspect.parts]
     assert names == list(WEIGHTS)
     assert suspect.score == round(sum(p.points for p in suspect.parts), 1)
@@ -83,8 +92,9 @@ def test_distance_halves_per_hop_and_names_the_relation() -> None:
 def test_rank_puts_the_likeliest_first_and_keeps_the_limit() -> None:
     old = _candidate(deployment_id="old", started_at=AT - timedelta(hours=20))
     recent_dep = _candidate(deployment_id="dep", distance=1, started_at=AT - timedelta(minutes=5))
-    failed = _candidate(deployment_id="failed", status="failed",
-                        started_at=AT - timedelta(minutes=30))
+    failed = _candidate(
+        deployment_id="failed", status="failed", started_at=AT - timedelta(minutes=30)
+    )
     ranked = rank([old, recent_dep, failed], AT, "checkout", limit=2)
     assert [s.candidate.deployment_id for s in ranked] == ["failed", "dep"]
 
@@ -92,9 +102,24 @@ def test_rank_puts_the_likeliest_first_and_keeps_the_limit() -> None:
 def test_dependency_distances_follow_the_catalog_with_cycles_and_depth() -> None:
     graph = {"checkout": ["payments", "cart"], "payments": ["ledger", "checkout"], "ledger": ["db"]}
     assert dependency_distances(graph, "checkout") == {
-        "checkout": 0, "payments": 1, "cart": 1, "ledger": 2, "db": 3,
+        "checkout": 0,
+        "payments": 1,
+        "cart": 1,
+        "ledger": 2,
+        "db": 3,
     }
     assert dependency_distances(graph, "checkout", max_depth=1) == {
-        "checkout": 0, "payments": 1, "cart": 1,
+        "checkout": 0,
+        "payments": 1,
+        "cart": 1,
     }
     assert dependency_distances({}, "lonely") == {"lonely": 0}
+
+
+def test_the_note_lists_each_suspect_with_its_reasons() -> None:
+    ranked = rank([_candidate(status="failed")], AT, "checkout", limit=5)
+    text = note_text("checkout", AT, ranked)
+    assert text.splitlines()[0].startswith("shipledger: recent changes suspected for checkout")
+    assert "1. d-1 (checkout to prod, failed, commit aaaaaaaaaaaa): 49.5: " in text
+    assert "deployment failed (+12)" in text
+    assert note_text("checkout", AT, []).endswith("in the window).")

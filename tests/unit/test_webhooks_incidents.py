@@ -55,8 +55,13 @@ def test_pagerduty_signature(webhook_request: RawRequest) -> None:
     rotated = {**headers, "X-PagerDuty-Signature": "v1=00ff, " + headers["X-PagerDuty-Signature"]}
     assert dispatch("pagerduty", rotated, body, secret=SECRET, tenant="acme").events
     with pytest.raises(WebhookAuthError, match="must look like 'v1="):
-        dispatch("pagerduty", {**headers, "X-PagerDuty-Signature": "sha256=ab"}, body,
-                 secret=SECRET, tenant="acme")
+        dispatch(
+            "pagerduty",
+            {**headers, "X-PagerDuty-Signature": "sha256=ab"},
+            body,
+            secret=SECRET,
+            tenant="acme",
+        )
     del headers["X-PagerDuty-Signature"]
     with pytest.raises(WebhookAuthError, match="missing X-PagerDuty-Signature"):
         dispatch("pagerduty", headers, body, secret=SECRET, tenant="acme")
