@@ -496,15 +496,6 @@ class Stack(Running):
             log.exception("journal_compaction_failed")
 
 
-@click.command()
-@click.option("--bootstrap", help="Use this Kafka instead of starting the embedded Tansu broker.")
-@click.option("--data-dir", type=click.Path(path_type=Path), help="Data dir (default .shipledger).")
-@click.option("--workers", default=1, show_default=True, help="Faust worker processes.")
-@click.option(
-    "--api-port",
-    type=int,
-    help="Port of the ingest API (default SHIPLEDGER_API_PORT, 8470; 0: any free port).",
-)
 def periodic_jobs(settings: Settings, store: LedgerStore) -> list[Periodic]:
     """The optional jobs the settings turn on, started: incident triage
     (SHIPLEDGER_TRIAGE_INTERVAL_S > 0) and CMDB reconciliation (SHIPLEDGER_CMDB_EXPORT_FILE)."""
@@ -523,6 +514,15 @@ def periodic_jobs(settings: Settings, store: LedgerStore) -> list[Periodic]:
     return jobs
 
 
+@click.command()
+@click.option("--bootstrap", help="Use this Kafka instead of starting the embedded Tansu broker.")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Data dir (default .shipledger).")
+@click.option("--workers", default=1, show_default=True, help="Faust worker processes.")
+@click.option(
+    "--api-port",
+    type=int,
+    help="Port of the ingest API (default SHIPLEDGER_API_PORT, 8470; 0: any free port).",
+)
 def up(bootstrap: str | None, data_dir: Path | None, workers: int, api_port: int | None) -> None:
     """Run the embedded stack until Ctrl-C.
 

@@ -31,7 +31,8 @@ log = get_logger("triage")
 
 #: The webhook providers whose incidents get suspects and a note.
 PROVIDERS = tuple(BUILDERS)
-#: Incidents older than this (by event time) are not attached any more.
+#: Incidents stored longer ago than this are not attached any more (by when the ledger stored
+#: them, not event time: a webhook can report an incident opened days ago).
 HORIZON = timedelta(days=7)
 _BATCH = 100
 _NEW_INCIDENTS_SQL = (
@@ -39,7 +40,7 @@ _NEW_INCIDENTS_SQL = (
     "FROM {signals}\n"
     "WHERE kind = 'incident_opened' AND source IN {{sources:Array(String)}}\n"
     "    AND service IS NOT NULL AND external_id IS NOT NULL\n"
-    "    AND occurred_at >= {{since:DateTime64(3, 'UTC')}}\n"
+    "    AND ledger_at >= {{since:DateTime64(3, 'UTC')}}\n"
     "    AND (tenant, event_id) NOT IN (SELECT tenant, incident_id FROM {attached})\n"
     "ORDER BY occurred_at LIMIT 1 BY tenant, event_id LIMIT {batch}"
 )

@@ -53,7 +53,8 @@ _DRIFT = (
     "INSERT INTO alerts (alert_id, rule, severity, message, evidence, policy_version,\n"
     "    deployment_id, event_id, tenant, service, environment, actor, occurred_at, detected_at,\n"
     "    retain_until)\n"
-    "VALUES ('a-drift', 'config_drift', 'high', 'drift', map('resources', 'aws_db_instance.main'),\n"
+    "VALUES ('a-drift', 'config_drift', 'high', 'drift',\n"
+    "    map('resources', 'aws_db_instance.main'),\n"
     "    'p-1', 'd-db', 'e', {tenant:String}, 'db', 'prod', 'alice', {at:DateTime64(3, 'UTC')},\n"
     "    {at:DateTime64(3, 'UTC')}, toDateTime64('2100-01-01', 3, 'UTC'))"
 )
