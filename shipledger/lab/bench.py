@@ -30,6 +30,7 @@ from shipledger.lab.bench_dora import bench_dora
 from shipledger.lab.bench_gate import GATE_TENANT, TARGET_P99_MS, gate_markdown, seed
 from shipledger.lab.bench_query import bench_query
 from shipledger.lab.bench_sink import bench_audit
+from shipledger.lab.bench_suspects import bench_suspects
 from shipledger.lab.demo import expected_outcome
 from shipledger.lab.traffic import day_of_traffic, demo_day, demo_policy
 from shipledger.logging import configure_logging
@@ -55,6 +56,7 @@ SECTIONS = (
     "audit",
     "query",
     "dora",
+    "suspects",
 )
 #: Sections measured on a running embedded stack (audit builds its own ledger).
 _STACK_SECTIONS = ("pipeline", "emit", "api", "durable", "gate", "stream", "passthrough")
@@ -645,6 +647,8 @@ def _markdown(results: dict[str, Any]) -> str:
         lines += _query_markdown(results["query"])
     if "dora" in results:
         lines += _dora_markdown(results["dora"])
+    if "suspects" in results:
+        lines += _suspects_markdown(results["suspects"])
     return "\n".join(lines)
 
 
@@ -729,6 +733,17 @@ def _dora_markdown(dora: dict[str, Any]) -> list[str]:
     ]
 
 
+def _suspects_markdown(suspects: dict[str, Any]) -> list[str]:
+    ms = suspects["suspects_ms"]
+    return [
+        f"Incident suspects (`GET /v1/suspects`: an incident's service and its dependencies up "
+        f"to 3 hops, the last 24 h, {suspects['suspects_per_incident']} suspects on average) "
+        f"over a ledger of {suspects['deployments']:,} deployments: p50 {ms['p50']} ms / p99 "
+        f"{ms['p99']} ms ({suspects['samples']} incidents; target p99 < 100 ms).",
+        "",
+    ]
+
+
 def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
     p, b = results["pipeline"], results["passthrough"]
     ratio = p["events_per_second"] / max(b["events_per_second"], 1)
@@ -788,6 +803,12 @@ def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
     show_default=True,
     help="Deployments in the DORA benchmark's ledger.",
 )
+@click.option(
+    "--suspects-deployments",
+    default=10_000_000,
+    show_default=True,
+    help="Deployments in the incident-suspects benchmark's ledger.",
+)
 def bench(
     out: Path,
     events: int,
@@ -803,13 +824,14 @@ def bench(
     only: str | None,
     audit_records: int,
     dora_deployments: int,
+    suspects_deployments: int,
 ) -> None:
     """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
     Faust passthrough agent on the same broker, the cost of one `shipledger emit`, the
     ingest API's events/s and request → Kafka ack latency (with and without the durable
     journal), the pre-deploy gate's latency, event → live dashboard latency with its fan-out
     to many clients, `audit verify` over a large ledger with its bytes on disk per event, the
-    read-query guard's latency and a team's quarter of DORA metrics.
+    read-query guard's latency, a team's quarter of DORA metrics and an incident's suspects.
 
     \b
       shipledger bench --out bench              # everything (make bench)
@@ -820,6 +842,7 @@ def bench(
       shipledger bench --out bench --only audit # audit verify over 1M events
       shipledger bench --out bench --only query # the read-query guard's cost
       shipledger bench --out bench --only dora  # a team's quarter of DORA metrics
+      shipledger bench --out bench --only suspects  # an incident's suspects at 10M
     """
     data_dir = out / "data.tmp"
     if data_dir.exists():
@@ -873,6 +896,10 @@ def bench(
         click.echo(f"  dora: {dora_deployments} deployments ...")
         results["dora"] = bench_dora(dora_deployments)
         click.echo(f"  dora: {results['dora']}")
+    if "suspects" in sections:
+        click.echo(f"  suspects: {suspects_deployments} deployments ...")
+        results["suspects"] = bench_suspects(suspects_deployments)
+        click.echo(f"  suspects: {results['suspects']}")
     results |= {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "

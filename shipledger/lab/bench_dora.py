@@ -60,6 +60,24 @@ _PUSHES = (
 )
 
 
+def load_deployments(store: LedgerStore, deployments: int) -> float:
+    """Fill `store` with `deployments` deployments (and a push before each), as above; the
+    seconds it took. Other ledger benchmarks (`bench_suspects`) load the same ledger."""
+    started = time.perf_counter()
+    for offset in range(0, deployments, CHUNK):
+        values = {
+            "first": f"'{FIRST_DAY.isoformat()}'",
+            "days": DAYS,
+            "teams": TEAMS,
+            "services": SERVICES,
+            "offset": offset,
+            "count": min(CHUNK, deployments - offset),
+        }
+        store.command(_PUSHES.format(**values))
+        store.command(_RECORDS.format(**values))
+    return time.perf_counter() - started
+
+
 def bench_dora(deployments: int = 10_000_000, samples: int = 50) -> dict[str, Any]:
     """Build a ledger of `deployments` (timing the inserts through the views), then p50/p99
     (ms) of the weekly DORA report of one team's quarter, `samples` runs."""
@@ -67,19 +85,7 @@ def bench_dora(deployments: int = 10_000_000, samples: int = 50) -> dict[str, An
     try:
         with LedgerStore.open(Settings(data_dir=tmp, log_level="warning")) as store:
             store.ensure_schema()
-            started = time.perf_counter()
-            for offset in range(0, deployments, CHUNK):
-                values = {
-                    "first": f"'{FIRST_DAY.isoformat()}'",
-                    "days": DAYS,
-                    "teams": TEAMS,
-                    "services": SERVICES,
-                    "offset": offset,
-                    "count": min(CHUNK, deployments - offset),
-                }
-                store.command(_PUSHES.format(**values))
-                store.command(_RECORDS.format(**values))
-            load_s = time.perf_counter() - started
+            load_s = load_deployments(store, deployments)
             quarter = DoraQuery(
                 since=FIRST_DAY + timedelta(days=90),
                 until=FIRST_DAY + timedelta(days=180),

@@ -1010,9 +1010,58 @@ def cmdb_findings_sql(database: str | None = None) -> str:
     )
 
 
+SUSPECT_DEPLOYMENTS = "suspect_deployments"
+
+
+def suspect_deployments_sql(database: str | None = None) -> str:
+    """`suspect_deployments`: *which deployments of these services started around this
+    time?* Every deployment record, narrow and sorted by service and start, so an incident's
+    candidates are read from a few granules whatever the ledger's size (docs/triage.md)."""
+    return _derived_table(
+        qualified(database, SUSPECT_DEPLOYMENTS),
+        (
+            ("tenant", "LowCardinality(String)", "Tenant."),
+            ("service", "LowCardinality(String)", "Service."),
+            ("started_at", DATETIME_MS, "When the deployment started."),
+            ("deployment_id", "String", "Deployment id."),
+            ("seq", "Int32", "Record version (the highest is the latest)."),
+            ("environment", "LowCardinality(String)", "Canonical environment."),
+            ("status", "LowCardinality(String)", "Lifecycle status after this record."),
+            ("commit_sha", "String", "Commit SHA."),
+            ("version", "Nullable(String)", "Version or tag."),
+            ("team", "LowCardinality(Nullable(String))", "Owner team."),
+            ("rollback_of", "Nullable(String)", "Deployment this one rolled back."),
+            ("retain_until", DATETIME_MS, "The record's retain_until: deleted with it (TTL)."),
+        ),
+        "PARTITION BY toYYYYMM(`started_at`)\n"
+        "ORDER BY (`tenant`, `service`, `started_at`, `deployment_id`)\n"
+        f"TTL {RETENTION_TTL}\n"
+        "SETTINGS index_granularity = 1024\n"
+        "COMMENT 'Deployment records by service and start, for incident triage (maintained by "
+        "suspect_deployments_mv; docs/triage.md).'",
+    )
+
+
+def suspect_deployments_mv_sql(database: str | None = None) -> str:
+    """`suspect_deployments_mv`: copies the columns triage reads of every record inserted."""
+    return (
+        f"CREATE MATERIALIZED VIEW {qualified(database, SUSPECT_DEPLOYMENTS + '_mv')}"
+        f" TO {qualified(database, SUSPECT_DEPLOYMENTS)} AS\n"
+        "SELECT tenant, service, started_at, deployment_id, seq, environment, status,\n"
+        "    commit_sha, version, team, rollback_of, retain_until\n"
+        f"FROM {qualified(database, RECORDS)}"
+    )
+
+
 #: The derived tables (no tenant row policy: read through `sinks.ledger.dora`, `.suspects`
 #: and `.cmdb` only).
-AGGREGATE_TABLES = (DORA_COMMITS, DORA_DAILY, INCIDENT_SUSPECTS, CMDB_FINDINGS)
+AGGREGATE_TABLES = (
+    DORA_COMMITS,
+    DORA_DAILY,
+    INCIDENT_SUSPECTS,
+    CMDB_FINDINGS,
+    SUSPECT_DEPLOYMENTS,
+)
 #: Aggregate tables and the materialized views that feed them, each after what it reads.
 #: Only the hot database has them: a view fires on insert, and archiving to cold storage
 #: deletes rows, never inserts, so the aggregates keep every day however old its rows are.
@@ -1023,6 +1072,8 @@ AGGREGATES: dict[str, Callable[[str | None], str]] = {
     DORA_DAILY + "_mv": dora_daily_mv_sql,
     INCIDENT_SUSPECTS: incident_suspects_sql,
     CMDB_FINDINGS: cmdb_findings_sql,
+    SUSPECT_DEPLOYMENTS: suspect_deployments_sql,
+    SUSPECT_DEPLOYMENTS + "_mv": suspect_deployments_mv_sql,
 }
 
 

@@ -2,10 +2,12 @@
 every input of their scores, read in a few small queries; `shipledger.suspects` scores them.
 
 Each input is its own query, so each can be missing: the dependency map (latest catalog entry
-per service), the deployments of those services in the lookback window (latest record of
-each), the rollbacks that named them since, the `config_drift` alerts about them, and two
-tables other parts of the ledger fill: `deployment_change_sets.commit_count` (change size)
-and `deployment_verifications.verdict`. A table this ledger does not have yet is skipped
+per service); the deployments of those services (`suspect_deployments`: every record, sorted
+by service and start, in the hot database, archived or not) from the start of the lookback
+window until as long after the incident (the latest record of each; those after it count only
+as the rollbacks they name); the `config_drift` alerts about them; and two tables other parts
+of the ledger fill: `deployment_change_sets.commit_count` (change size) and
+`deployment_verifications.verdict`. A table this ledger does not have yet is skipped
 (`OptionalTables`, asked once per reader) and its input reads as unknown.
 """
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.dora import Visible
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.suspects import DEFAULT_MAX_DEPTH, Candidate, Suspect, dependency_distances, rank
@@ -69,29 +71,25 @@ _DEPENDENCIES_SQL = (
     "    ORDER BY occurred_at DESC, event_id DESC LIMIT 1 BY name\n"
     ") WHERE action != 'removed'"
 )
-# The latest record of each deployment (its highest seq) started in the window.
+# The latest record of each deployment (its highest seq) started from the window's start until
+# the incident, and after it as far again: those name (rollback_of) what they rolled back.
 _DEPLOYMENTS_SQL = (
-    "SELECT deployment_id, argMax(service, seq), argMax(environment, seq), min(started_at),\n"
-    "    argMax(status, seq), argMax(commit_sha, seq), argMax(version, seq), argMax(team, seq)\n"
+    "SELECT deployment_id, any(service), argMax(environment, seq), min(started_at),\n"
+    "    argMax(status, seq), argMax(commit_sha, seq), argMax(version, seq), argMax(team, seq),\n"
+    "    argMax(rollback_of, seq)\n"
     "FROM {records}\n"
     "WHERE tenant = {{tenant:String}} AND service IN {{services:Array(String)}}\n"
     "    AND started_at >= {{lo:DateTime64(3, 'UTC')}}\n"
-    "    AND started_at <= {{at:DateTime64(3, 'UTC')}}{environment}\n"
+    "    AND started_at <= {{hi:DateTime64(3, 'UTC')}}{environment}\n"
     "GROUP BY deployment_id"
-)
-# A remediation names what it rolled back; it can come after the incident too.
-_ROLLBACKS_SQL = (
-    "SELECT assumeNotNull(rollback_of), argMin(deployment_id, started_at) FROM {records}\n"
-    "WHERE tenant = {{tenant:String}} AND service IN {{services:Array(String)}}\n"
-    "    AND started_at >= {{lo:DateTime64(3, 'UTC')}} AND rollback_of IN {{ids:Array(String)}}\n"
-    "GROUP BY rollback_of"
 )
 _DRIFT_SQL = (
     "SELECT deployment_id,\n"
     "    groupUniqArray(if(evidence['resources'] != '', evidence['resources'], message))\n"
     "FROM {alerts}\n"
     "WHERE tenant = {{tenant:String}} AND service IN {{services:Array(String)}}\n"
-    "    AND occurred_at >= {{lo:DateTime64(3, 'UTC')}} AND rule = {rule}\n"
+    "    AND occurred_at >= {{lo:DateTime64(3, 'UTC')}}\n"
+    "    AND occurred_at <= {{hi:DateTime64(3, 'UTC')}} AND rule = {rule}\n"
     "    AND deployment_id IN {{ids:Array(String)}}\n"
     "GROUP BY deployment_id"
 )
@@ -121,6 +119,16 @@ class OptionalTables:
         return self._present
 
 
+def _source(store: LedgerStore, table: str, tenant: str) -> str:
+    """The table hot and cold, or hot only while the tenant has no cold files of it: the
+    union's cold side costs a scan of its file list on every query (see
+    `LedgerReader.change_events`), too much for a read an incident responder waits on."""
+    cold_root = store.cold_root
+    if cold_root is not None and not tiers.cold_files(cold_root, table, [tenant]):
+        return ddl.qualified(store.database, table)
+    return store.source(table)
+
+
 def read_suspects(
     store: LedgerStore,
     query: SuspectsQuery,
@@ -129,40 +137,50 @@ def read_suspects(
 ) -> list[Suspect]:
     """The ranked suspects of `query`, only deployments `visible` may read."""
     base = {"tenant": query.tenant}
-    _, rows = store.query(_DEPENDENCIES_SQL.format(catalog=store.source(ddl.CATALOG)), base)
+    catalog = _source(store, ddl.CATALOG, query.tenant)
+    _, rows = store.query(_DEPENDENCIES_SQL.format(catalog=catalog), base)
     graph = {str(name): [str(d) for d in deps] for name, deps in rows}
     distances = dependency_distances(graph, query.service, query.max_depth)
     window = {
         **base,
         "services": sorted(distances),
         "lo": query.at - query.lookback,
-        "at": query.at,
+        "hi": query.at + query.lookback,
     }
     environment = ""
     if query.environment is not None:
         environment = " AND environment = {environment:String}"
         window["environment"] = query.environment
-    sql = _DEPLOYMENTS_SQL.format(records=store.source(ddl.RECORDS), environment=environment)
-    _, rows = store.query(sql, window)
-    candidates = [
-        Candidate(
-            deployment_id=str(d),
-            service=str(s),
-            environment=str(e),
-            started_at=started,
-            status=str(status),
-            commit_sha=str(sha),
-            version=version,
-            distance=distances[str(s)],
-        )
-        for d, s, e, started, status, sha, version, team in rows
-        if visible is None or visible(query.tenant, team, str(e))
-    ]
+    records = ddl.qualified(store.database, ddl.SUSPECT_DEPLOYMENTS)
+    _, rows = store.query(_DEPLOYMENTS_SQL.format(records=records, environment=environment), window)
+    rolled_back_by: dict[str, str] = {}
+    candidates: list[Candidate] = []
+    for d, s, e, started, status, sha, version, team, rollback_of in sorted(rows, key=_started):
+        if rollback_of is not None:  # the first remediation naming a deployment
+            rolled_back_by.setdefault(str(rollback_of), str(d))
+        if started <= query.at and (visible is None or visible(query.tenant, team, str(e))):
+            candidates.append(
+                Candidate(
+                    deployment_id=str(d),
+                    service=str(s),
+                    environment=str(e),
+                    started_at=started,
+                    status=str(status),
+                    commit_sha=str(sha),
+                    version=version,
+                    distance=distances[str(s)],
+                )
+            )
     if not candidates:
         return []
     keyed = {**window, "ids": [c.deployment_id for c in candidates]}
     inputs = _inputs(store, keyed, optional.present(store))
+    inputs["rolled_back_by"] = rolled_back_by
     return rank([_with_inputs(c, inputs) for c in candidates], query.at, query.service, query.limit)
+
+
+def _started(row: tuple[Any, ...]) -> datetime:
+    return row[3]  # type: ignore[no-any-return]
 
 
 #: Per deployment id, what one input query found.
@@ -185,12 +203,10 @@ def _latest(store: LedgerStore, table: str, column: str, at: str) -> str:
 def _inputs(
     store: LedgerStore, params: dict[str, Any], present: frozenset[str]
 ) -> dict[str, Found]:
-    """Each input of the scores by name -> deployment id -> its value (an input whose
-    table is missing is empty)."""
-    records = store.source(ddl.RECORDS)
-    alerts = store.source(ddl.ALERTS)
+    """The inputs read by a query of their own, by name -> deployment id -> its value (an
+    input whose table is missing is empty)."""
+    alerts = _source(store, ddl.ALERTS, params["tenant"])
     inputs: dict[str, Found] = {
-        "rolled_back_by": _by_id(store, _ROLLBACKS_SQL.format(records=records), params),
         "drift": _by_id(
             store, _DRIFT_SQL.format(alerts=alerts, rule=ddl.quote_str(DRIFT_RULE)), params
         ),

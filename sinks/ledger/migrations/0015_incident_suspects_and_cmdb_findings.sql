@@ -39,3 +39,36 @@ ENGINE = MergeTree
 ORDER BY (`tenant`, `export_sha256`, `finding`, `service`, `ci_sys_id`)
 COMMENT 'Differences between a ServiceNow CMDB export and the ledger (shipledger cmdb reconcile; docs/triage.md).';
 
+CREATE TABLE `suspect_deployments`
+(
+    `tenant` LowCardinality(String) COMMENT 'Tenant.',
+    `service` LowCardinality(String) COMMENT 'Service.',
+    `started_at` DateTime64(3, 'UTC') COMMENT 'When the deployment started.',
+    `deployment_id` String COMMENT 'Deployment id.',
+    `seq` Int32 COMMENT 'Record version (the highest is the latest).',
+    `environment` LowCardinality(String) COMMENT 'Canonical environment.',
+    `status` LowCardinality(String) COMMENT 'Lifecycle status after this record.',
+    `commit_sha` String COMMENT 'Commit SHA.',
+    `version` Nullable(String) COMMENT 'Version or tag.',
+    `team` LowCardinality(Nullable(String)) COMMENT 'Owner team.',
+    `rollback_of` Nullable(String) COMMENT 'Deployment this one rolled back.',
+    `retain_until` DateTime64(3, 'UTC') COMMENT 'The record\'s retain_until: deleted with it (TTL).'
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(`started_at`)
+ORDER BY (`tenant`, `service`, `started_at`, `deployment_id`)
+TTL `retain_until` DELETE
+SETTINGS index_granularity = 1024
+COMMENT 'Deployment records by service and start, for incident triage (maintained by suspect_deployments_mv; docs/triage.md).';
+
+CREATE MATERIALIZED VIEW `suspect_deployments_mv` TO `suspect_deployments` AS
+SELECT tenant, service, started_at, deployment_id, seq, environment, status,
+    commit_sha, version, team, rollback_of, retain_until
+FROM `deployment_records`;
+
+
+-- Backfill: the records stored before this migration (the view sees only new inserts).
+INSERT INTO `suspect_deployments`
+SELECT tenant, service, started_at, deployment_id, seq, environment, status,
+    commit_sha, version, team, rollback_of, retain_until
+FROM `deployment_records`;
