@@ -9,20 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
-from shipledger.dora_cli import render
+from shipledger.dora_cli import MetricsUnavailable, Params, api_get, render, served
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
 from shipledger.settings import Settings
-from shipledger.sinks.ledger.reader import (
-    LedgerReader,
-    LedgerUnavailable,
-    SuspectsError,
-    SuspectsQuery,
-    chdb_path,
-)
-from shipledger.stackfile import StackInfo, read_stack
+from shipledger.sinks.ledger.reader import SuspectsError, SuspectsQuery, chdb_path
+from shipledger.stackfile import StackInfo
 from shipledger.suspects import WEIGHTS
 from shipledger.tables import render_table
 
@@ -40,52 +33,26 @@ COLUMNS = [
 ]
 
 
-class SuspectsUnavailable(RuntimeError):
-    """No path can serve the ranking (API down, no ledger)."""
-
-
-def _from_api(info: StackInfo, query: SuspectsQuery) -> list[dict[str, Any]]:
-    assert info.api_url is not None
-    headers = {"Authorization": f"Bearer {info.api_token}"} if info.api_token else {}
-    params: dict[str, str | int | float] = {
-        "tenant": query.tenant,
-        "service": query.service,
-        "at": query.at.isoformat(),
-        "lookback_h": query.lookback.total_seconds() / 3600,
-        "limit": query.limit,
-        "depth": query.max_depth,
-    }
-    if query.environment is not None:
-        params["environment"] = query.environment
-    url = info.api_url.rstrip("/") + "/v1/suspects"
-    try:
-        response = httpx.get(url, params=params, headers=headers, timeout=60)
-    except httpx.HTTPError as exc:
-        raise SuspectsUnavailable(
-            f"the API of `shipledger up` at {url} did not answer: {exc}"
-        ) from exc
-    if response.status_code != 200:
-        raise SuspectsUnavailable(f"{url} answered {response.status_code}: {response.text}")
-    suspects: list[dict[str, Any]] = response.json()["suspects"]
-    return suspects
-
-
 def suspect_rows(settings: Settings, query: SuspectsQuery) -> list[dict[str, Any]]:
-    """The ranking (`Suspect.to_json`, best first) by the path that can serve it; what the
-    demo and `shipledger suspects` print."""
-    if chdb_path(settings.resolved_clickhouse_url) is not None:
-        running = read_stack(settings)
-        if running is not None and running.api_url:
-            return _from_api(running, query)
-        if running is not None:
-            raise SuspectsUnavailable(
-                f"`shipledger up` (pid {running.pid}) owns the chDB data dir and serves no API"
-            )
-    try:
-        with LedgerReader.open(settings) as ledger:
-            return [s.to_json() for s in ledger.suspects(query)]
-    except LedgerUnavailable as exc:
-        raise SuspectsUnavailable(str(exc)) from exc
+    """The ranking (`Suspect.to_json`, best first) by the path that can serve it (as `shipledger
+    metrics dora` does); what the demo and `shipledger suspects` print. Raises
+    MetricsUnavailable."""
+    params: Params = [
+        ("tenant", query.tenant),
+        ("service", query.service),
+        ("at", query.at.isoformat()),
+        ("lookback_h", query.lookback.total_seconds() / 3600),
+        ("limit", query.limit),
+        ("depth", query.max_depth),
+    ]
+    if query.environment is not None:
+        params.append(("environment", query.environment))
+
+    def from_api(info: StackInfo) -> list[dict[str, Any]]:
+        suspects: list[dict[str, Any]] = api_get(info, "/v1/suspects", params)["suspects"]
+        return suspects
+
+    return served(settings, from_api, lambda ledger: [s.to_json() for s in ledger.suspects(query)])
 
 
 def flat(suspects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -187,6 +154,6 @@ def suspects(
         settings = locate(settings).require("`shipledger suspects`").settings
     try:
         rows = suspect_rows(settings, query)
-    except SuspectsUnavailable as exc:
+    except MetricsUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(show(rows, fmt))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipledger.producers.webhooks import contract
+from shipledger.producers.webhooks import contract, datadog
 from shipledger.producers.webhooks.auth import SHARED_TOKEN_HEADER, verify_token
 from shipledger.producers.webhooks.monitoring import environment_tag
 from shipledger.producers.webhooks.payload import (
@@ -45,18 +45,13 @@ def verify(request: Request) -> None:
 
 
 def tags_of(value: Any) -> dict[str, str]:
-    """`alert.tags` (`["service:checkout", "env:prod", "critical"]`) as a dict; tags without
-    a value are left out, the first value of a key wins."""
+    """`alert.tags` (`["service:checkout", "env:prod", "critical"]`) as a dict, read as
+    Datadog's `key:value` tags are (`datadog.tags_of`)."""
     if value is None:
         return {}
     if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
         raise WebhookPayloadError("alert.tags: must be an array of strings")
-    tags: dict[str, str] = {}
-    for tag in value:
-        key, sep, text = tag.strip().partition(":")
-        if sep and key and text:
-            tags.setdefault(key, text)
-    return tags
+    return datadog.tags_of(",".join(value))
 
 
 def parse(request: Request) -> Parsed:
