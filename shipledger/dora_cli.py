@@ -84,6 +84,17 @@ def served(
         raise MetricsUnavailable(str(exc)) from exc
 
 
+def located(settings: Settings, what: str, report: Callable[[Settings], T]) -> T:
+    """`report(settings)` for command `what`, on the data dir `locate` finds when the ledger
+    is embedded; a report no path can serve is the command's error."""
+    if chdb_path(settings.resolved_clickhouse_url) is not None:  # not a server: find the stack
+        settings = locate(settings).require(what).settings
+    try:
+        return report(settings)
+    except MetricsUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 def dora_rows(settings: Settings, query: DoraQuery) -> list[dict[str, Any]]:
     """The report's rows (`DoraRow.as_dict`) by the path that can serve them."""
     params: Params = [
@@ -193,12 +204,7 @@ def dora(
     except DoraError as exc:
         raise click.UsageError(str(exc)) from exc
     settings = cli_settings(data_dir=data_dir)
-    if chdb_path(settings.resolved_clickhouse_url) is not None:  # not a server: find the stack
-        settings = locate(settings).require("`shipledger metrics dora`").settings
-    try:
-        rows = dora_rows(settings, query)
-    except MetricsUnavailable as exc:
-        raise click.ClickException(str(exc)) from exc
+    rows = located(settings, "`shipledger metrics dora`", lambda found: dora_rows(found, query))
     click.echo(render(rows, dora_columns(query.by), fmt))
 
 

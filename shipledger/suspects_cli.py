@@ -10,11 +10,11 @@ from typing import Any
 
 import click
 
-from shipledger.dora_cli import MetricsUnavailable, Params, api_get, render, served
-from shipledger.locate import cli_settings, data_dir_option, locate
+from shipledger.dora_cli import Params, api_get, located, render, served
+from shipledger.locate import cli_settings, data_dir_option
 from shipledger.output_format import format_option
 from shipledger.settings import Settings
-from shipledger.sinks.ledger.reader import SuspectsError, SuspectsQuery, chdb_path
+from shipledger.sinks.ledger.reader import SuspectsError, SuspectsQuery
 from shipledger.stackfile import StackInfo
 from shipledger.suspects import WEIGHTS
 from shipledger.tables import render_table
@@ -150,10 +150,5 @@ def suspects(
         )
     except SuspectsError as exc:
         raise click.UsageError(str(exc)) from exc
-    if chdb_path(settings.resolved_clickhouse_url) is not None:  # not a server: find the stack
-        settings = locate(settings).require("`shipledger suspects`").settings
-    try:
-        rows = suspect_rows(settings, query)
-    except MetricsUnavailable as exc:
-        raise click.ClickException(str(exc)) from exc
+    rows = located(settings, "`shipledger suspects`", lambda found: suspect_rows(found, query))
     click.echo(show(rows, fmt))
