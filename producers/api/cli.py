@@ -328,7 +328,7 @@ def secret() -> None:
 @click.option(
     "--provider",
     required=True,
-    help="github, gitlab, argocd, cdevents, jenkins, alertmanager, datadog",
+    help="github, gitlab, argocd, cdevents, jenkins, alertmanager, datadog, pagerduty, opsgenie",
 )
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read the secret from standard input.")
 @data_dir_option

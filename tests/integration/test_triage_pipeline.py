@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 TENANT = "acme"
 PD_INCIDENT = "PGR0VU2"
 GENIE_ALERT = "60b98b1b-e0f6-4e7d-9a8f-0bd6f0e1de43-1795183200000"
+CMDB_EXPORT = Path(__file__).parent.parent / "fixtures" / "cmdb" / "cmdb_ci_service.csv"
 
 
 @pytest.fixture
@@ -43,6 +44,9 @@ def stack(broker: str, tmp_path: Path, receivers: StandInReceivers) -> Iterator[
         pagerduty_from=receivers.pd_from,
         opsgenie_api_url=receivers.url,
         opsgenie_api_key=SecretStr(GENIE_KEY),
+        # The CMDB job runs at start (before any deployment: every CI is never deployed).
+        cmdb_export_file=CMDB_EXPORT,
+        cmdb_interval_s=0.2,
     )
     auth = AuthStore(settings.resolved_auth_db)
     try:
@@ -137,3 +141,9 @@ def test_an_incident_gets_its_suspects_stored_and_noted(
     assert receivers.problems == []
     signals = store.query("SELECT count() FROM signal_events WHERE kind = 'incident_opened'")
     assert signals[1][0][0] == 2
+    # The scheduled CMDB reconciliation ran again and again, and stored its export once.
+    findings = store.query(
+        "SELECT uniqExact(export_sha256), count(), countIf(finding = 'ci_never_deployed') "
+        "FROM cmdb_findings"
+    )[1]
+    assert findings == [(1, 4, 4)]
