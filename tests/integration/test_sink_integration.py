@@ -274,6 +274,11 @@ def test_schema_matches_the_spec_and_is_idempotent(store: LedgerStore) -> None:
         **dict.fromkeys(ddl.VIEWS, "View"),
         **dict.fromkeys((ddl.DORA_DAILY, ddl.DORA_COMMITS), "AggregatingMergeTree"),
         **dict.fromkeys((f"{ddl.DORA_DAILY}_mv", f"{ddl.DORA_COMMITS}_mv"), "MaterializedView"),
+        # Incident triage and CMDB reconciliation (docs/triage.md).
+        **dict.fromkeys(
+            (ddl.INCIDENT_SUSPECTS, ddl.CMDB_FINDINGS, ddl.SUSPECT_DEPLOYMENTS), "MergeTree"
+        ),
+        f"{ddl.SUSPECT_DEPLOYMENTS}_mv": "MaterializedView",
     }
     assert store.ensure_schema() == []  # nothing left to apply
 
