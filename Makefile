@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install test-deps demo up doctor test test-unit chaos lint fmt bench bench-api bench-durable bench-gate bench-stream clean
+.PHONY: help install test-deps demo up doctor test test-unit chaos lint fmt bench bench-api bench-durable bench-gate bench-stream bench-suspects clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -93,6 +93,9 @@ bench-durable: install ## Only the cost of durable acknowledgement: the API with
 
 bench-gate: install ## Only the pre-deploy gate's latency (POST /v1/gate; target p99 < 100 ms)
 	$(BIN)/shipledger bench --out bench --only gate
+
+bench-suspects: install ## Only an incident's suspects over 10M deployments (target p99 < 100 ms)
+	$(BIN)/shipledger bench --out bench --only suspects
 
 bench-stream: install ## Only the live dashboard's stream: event → SSE client p50/p99 at 100 ev/s, 50 clients
 	$(BIN)/shipledger bench --out bench --only stream

@@ -23,6 +23,7 @@ escalator makes return early (raising `Interrupted`) when it is asked to stop.
 from __future__ import annotations
 
 import email.utils
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +42,16 @@ log = get_logger("escalation")
 
 class Interrupted(Exception):
     """The escalator is stopping: the delivery was abandoned between two attempts."""
+
+
+def sleeper(stop: threading.Event) -> Callable[[float], None]:
+    """The wait between attempts: cut short, by Interrupted, when `stop` is set."""
+
+    def sleep(seconds: float) -> None:
+        if stop.wait(seconds):
+            raise Interrupted
+
+    return sleep
 
 
 class Transient(Exception):
@@ -149,6 +160,28 @@ class Deliverer:
 
     def deliver(self, delivery: Delivery, target: Target) -> Outcome:
         """Deliver `delivery` to `target` (see the module docstring). Raises Interrupted."""
+        return self._retried(
+            lambda: self._attempt(delivery, target),
+            receiver=target.name,
+            alert_id=delivery.alert.alert_id,
+        )
+
+    def post(self, request: httpx.Request, auth: httpx.Auth | None, **about: str) -> Outcome:
+        """Send one request that is not an alert's delivery (a note on an incident), with the
+        same retries; `about` names it in the retry log lines. Raises Interrupted."""
+
+        def attempt() -> tuple[Ticket, int]:
+            request.extensions["timeout"] = httpx.Timeout(self.retry.timeout_s).as_dict()
+            try:
+                response = self._client.send(request, auth=auth or httpx.USE_CLIENT_DEFAULT)
+            except httpx.RequestError as exc:
+                raise Transient(f"{type(exc).__name__} on {where(request)}: {exc}", None) from exc
+            classify(response)
+            return Ticket(note=response.text.strip()[:_BODY_IN_REASON]), response.status_code
+
+        return self._retried(attempt, **about)
+
+    def _retried(self, attempt: Callable[[], tuple[Ticket, int]], **about: str) -> Outcome:
         attempts = 0
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.retry.attempts),
@@ -157,18 +190,17 @@ class Deliverer:
             sleep=self._sleep,
             before_sleep=lambda state: log.warning(
                 "escalation_retry",
-                receiver=target.name,
-                alert_id=delivery.alert.alert_id,
+                **about,
                 attempt=state.attempt_number,
                 error=str(state.outcome.exception() if state.outcome else ""),
             ),
             reraise=True,
         )
         try:
-            for attempt in retrying:
-                with attempt:
-                    attempts = attempt.retry_state.attempt_number
-                    ticket, status = self._attempt(delivery, target)
+            for attempt_ in retrying:
+                with attempt_:
+                    attempts = attempt_.retry_state.attempt_number
+                    ticket, status = attempt()
             return Outcome(ticket, attempts, status)
         except Transient as exc:
             reason = f"{attempts} attempt(s) failed, the last: {exc}"

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,7 +57,7 @@ from shipledger.clients import KafkaClients
 from shipledger.dlq_limit import DlqLimit, DlqLimitState
 from shipledger.kafka import DeliveryError, KafkaProducer
 from shipledger.logging import get_logger
-from shipledger.receivers.engine import Deliverer, Interrupted, RetryPolicy
+from shipledger.receivers.engine import Deliverer, Interrupted, RetryPolicy, sleeper
 from shipledger.receivers.plan import (
     AlertMessage,
     Planned,
@@ -176,7 +176,7 @@ class Escalator(KafkaClients):
         consumer = self.make_consumer()
         producer = self.make_producer()
         client = self.make_client()
-        deliverer = Deliverer(client, self.retry, self.kinds, sleep=_sleeper(stop))
+        deliverer = Deliverer(client, self.retry, self.kinds, sleep=sleeper(stop))
         pool = ThreadPoolExecutor(
             max_workers=self.settings.escalation_concurrency, thread_name_prefix="escalate"
         )
@@ -442,13 +442,3 @@ def _header_pairs(raw: RawHeaders) -> tuple[tuple[str, str | bytes | None], ...]
     if not raw:
         return ()
     return tuple(raw.items() if isinstance(raw, Mapping) else raw)
-
-
-def _sleeper(stop: threading.Event) -> Callable[[float], None]:
-    """The engine's wait between attempts: cut short, by Interrupted, when stopping."""
-
-    def sleep(seconds: float) -> None:
-        if stop.wait(seconds):
-            raise Interrupted
-
-    return sleep

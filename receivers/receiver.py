@@ -103,7 +103,9 @@ def basic_auth(target: Target) -> httpx.Auth | None:
     return httpx.BasicAuth(user, password)
 
 
-class _HeaderAuth(httpx.Auth):
+class HeaderAuth(httpx.Auth):
+    """Sets ``Authorization`` to a fixed value (a scheme and a key)."""
+
     def __init__(self, value: str) -> None:
         self._value = value
 
@@ -118,7 +120,7 @@ def secret_header(scheme: str) -> Callable[[Target], httpx.Auth | None]:
     def auth(target: Target) -> httpx.Auth | None:
         if target.secret is None:
             return None
-        return _HeaderAuth(f"{scheme} {target.secret.get_secret_value()}")
+        return HeaderAuth(f"{scheme} {target.secret.get_secret_value()}")
 
     return auth
 

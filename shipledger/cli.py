@@ -91,6 +91,12 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "changes",
         "Commits and PRs each deployment shipped.",
     ),
+    "suspects": ("shipledger.suspects_cli", "suspects", "Rank deployments behind an incident."),
+    "cmdb": (
+        "shipledger.sinks.ledger.cmdb_cli",
+        "cmdb",
+        "Reconcile a ServiceNow CMDB export with the ledger.",
+    ),
     "doctor": (
         "shipledger.doctor",
         "doctor",

@@ -4,9 +4,10 @@ them, as `shipledger query` does: with embedded chDB and a running `shipledger u
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import httpx
@@ -38,10 +39,58 @@ class MetricsUnavailable(RuntimeError):
     """No path can serve the report (API down, no ledger)."""
 
 
-def _from_api(info: StackInfo, query: DoraQuery) -> list[dict[str, Any]]:
+T = TypeVar("T")
+#: Query parameters of a GET to the API.
+Params = list[tuple[str, str | int | float | bool | None]]
+
+
+def api_get(info: StackInfo, path: str, params: Params) -> Any:
+    """The JSON answer of `GET <api of the running up><path>` with its local token (a report
+    `shipledger metrics dora` or `shipledger suspects` prints); MetricsUnavailable when it
+    does not answer 200."""
     assert info.api_url is not None
     headers = {"Authorization": f"Bearer {info.api_token}"} if info.api_token else {}
-    params: list[tuple[str, str | int | float | bool | None]] = [
+    url = info.api_url.rstrip("/") + path
+    try:
+        response = httpx.get(url, params=params, headers=headers, timeout=60)
+    except httpx.HTTPError as exc:
+        raise MetricsUnavailable(
+            f"the API of `shipledger up` at {url} did not answer: {exc}"
+        ) from exc
+    if response.status_code != 200:
+        raise MetricsUnavailable(f"{url} answered {response.status_code}: {response.text}")
+    return response.json()
+
+
+def served(
+    settings: Settings, from_api: Callable[[StackInfo], T], here: Callable[[LedgerReader], T]
+) -> T:
+    """A report by the path that can serve it: with embedded chDB and a running `up`,
+    `from_api` its API; otherwise `here`, from the ledger opened in this process."""
+    try:
+        running = serving_stack(settings)
+        if running is not None:
+            return from_api(running)
+        with LedgerReader.open(settings) as ledger:
+            return here(ledger)
+    except LedgerUnavailable as exc:
+        raise MetricsUnavailable(str(exc)) from exc
+
+
+def located(settings: Settings, what: str, report: Callable[[Settings], T]) -> T:
+    """`report(settings)` for command `what`, on the data dir `locate` finds when the ledger
+    is embedded; a report no path can serve is the command's error."""
+    if chdb_path(settings.resolved_clickhouse_url) is not None:  # not a server: find the stack
+        settings = locate(settings).require(what).settings
+    try:
+        return report(settings)
+    except MetricsUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def dora_rows(settings: Settings, query: DoraQuery) -> list[dict[str, Any]]:
+    """The report's rows (`DoraRow.as_dict`) by the path that can serve them."""
+    params: Params = [
         ("since", query.since.isoformat()),
         ("until", query.until.isoformat()),
         ("period", query.period),
@@ -53,29 +102,12 @@ def _from_api(info: StackInfo, query: DoraQuery) -> list[dict[str, Any]]:
     ]
     if query.tenant is not None:
         params.append(("tenant", query.tenant))
-    url = info.api_url.rstrip("/") + "/v1/metrics/dora"
-    try:
-        response = httpx.get(url, params=params, headers=headers, timeout=60)
-    except httpx.HTTPError as exc:
-        raise MetricsUnavailable(
-            f"the API of `shipledger up` at {url} did not answer: {exc}"
-        ) from exc
-    if response.status_code != 200:
-        raise MetricsUnavailable(f"{url} answered {response.status_code}: {response.text}")
-    rows: list[dict[str, Any]] = response.json()["rows"]
-    return rows
 
+    def from_api(info: StackInfo) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = api_get(info, "/v1/metrics/dora", params)["rows"]
+        return rows
 
-def dora_rows(settings: Settings, query: DoraQuery) -> list[dict[str, Any]]:
-    """The report's rows (`DoraRow.as_dict`) by the path that can serve them."""
-    try:
-        running = serving_stack(settings)
-        if running is not None:
-            return _from_api(running, query)
-        with LedgerReader.open(settings) as ledger:
-            return [r.as_dict() for r in ledger.dora(query)]
-    except LedgerUnavailable as exc:
-        raise MetricsUnavailable(str(exc)) from exc
+    return served(settings, from_api, lambda ledger: [r.as_dict() for r in ledger.dora(query)])
 
 
 def render(
@@ -161,12 +193,7 @@ def dora(
     except DoraError as exc:
         raise click.UsageError(str(exc)) from exc
     settings = cli_settings(data_dir=data_dir)
-    if chdb_path(settings.resolved_clickhouse_url) is not None:  # not a server: find the stack
-        settings = locate(settings).require("`shipledger metrics dora`").settings
-    try:
-        rows = dora_rows(settings, query)
-    except MetricsUnavailable as exc:
-        raise click.ClickException(str(exc)) from exc
+    rows = located(settings, "`shipledger metrics dora`", lambda found: dora_rows(found, query))
     click.echo(render(rows, dora_columns(query.by), fmt))
 
 

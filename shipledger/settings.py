@@ -448,6 +448,43 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- incident triage and CMDB reconciliation (issue #12 points 7-8, docs/triage.md) ---
+    triage_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often `up` looks for new PagerDuty/Opsgenie incidents to attach "
+        "suspects to (0: never).",
+    )
+    triage_lookback_h: float = Field(
+        default=24.0, gt=0, le=720, description="Hours before an incident its suspects are from."
+    )
+    triage_top: int = Field(
+        default=5, ge=1, le=20, description="Suspects attached to an incident and its note."
+    )
+    pagerduty_api_url: str = Field(
+        default="https://api.pagerduty.com", description="PagerDuty REST API (incident notes)."
+    )
+    pagerduty_api_token: SecretStr | None = Field(
+        default=None, description="PagerDuty REST API token; unset: no note is posted."
+    )
+    pagerduty_from: str | None = Field(
+        default=None, description="Email of the PagerDuty user the note is posted as (`From`)."
+    )
+    opsgenie_api_url: str = Field(
+        default="https://api.opsgenie.com", description="Opsgenie API (alert notes)."
+    )
+    opsgenie_api_key: SecretStr | None = Field(
+        default=None, description="Opsgenie API key (GenieKey); unset: no note is posted."
+    )
+    cmdb_export_file: Path | None = Field(
+        default=None,
+        description="ServiceNow CMDB export (CSV or JSON) `up` reconciles with the ledger "
+        "every SHIPLEDGER_CMDB_INTERVAL_S; unset: never.",
+    )
+    cmdb_interval_s: float = Field(
+        default=86400.0, gt=0, description="How often `up` reconciles SHIPLEDGER_CMDB_EXPORT_FILE."
+    )
+
     # --- live dashboard: `/` and the `/v1/stream` SSE stream (issue #8) ----------------
     stream_client_queue: int = Field(
         default=1000,

@@ -223,6 +223,9 @@ def signed(provider: str, headers: dict[str, str], body: bytes, secret: str) -> 
         out["Authorization"] = secret
     elif provider == "artifactory":
         out["X-JFrog-Event-Auth"] = secret
+    elif provider == "pagerduty":
+        digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        out["X-PagerDuty-Signature"] = f"v1={digest}"
     else:
         out["X-Shipledger-Token"] = secret
     return out
@@ -591,6 +594,12 @@ class StandInReceivers(ThreadingHTTPServer):
     with labels, annotations, RFC 3339 startsAt/endsAt and a 16-hex fingerprint), kept in
     `am`.
 
+    And the two incident-note APIs suspects are posted to (docs/triage.md): PagerDuty's REST
+    API `POST /incidents/<id>/notes` (``Authorization: Token token=<key>``, a ``From``
+    email, `{"note": {"content"}}`; 201 `{"note": {...}}`), kept in `pd_notes`; Opsgenie's
+    `POST /v2/alerts/<id>/notes?identifierType=id` (`GenieKey`, `note` at most 25000
+    characters; 202), kept in `genie_notes`; both by incident/alert id.
+
     Failure injection: `fail[prefix]` is a list of statuses answered, one per request, by
     the next requests whose path starts with `prefix` (`always[prefix]`: every request);
     `drop_answer[prefix]` > 0 creates the ticket, then closes the connection without an
@@ -607,6 +616,9 @@ class StandInReceivers(ThreadingHTTPServer):
         "slack": SLACK_HOOK_PATH,
         "alertmanager": AM_TOKEN,
     }
+    #: The REST API token of PagerDuty's notes (not the Events API routing key).
+    pd_api_token = "y_NbAkKc66ryYTWUXYEu"
+    pd_from = "oncall@example.com"
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _ReceiversHandler)
@@ -626,6 +638,8 @@ class StandInReceivers(ThreadingHTTPServer):
         self.genie: dict[str, dict[str, Any]] = {}
         self.slack: list[dict[str, Any]] = []
         self.am: list[dict[str, Any]] = []
+        self.pd_notes: dict[str, list[str]] = {}
+        self.genie_notes: dict[str, list[str]] = {}
 
     @property
     def url(self) -> str:
@@ -752,6 +766,8 @@ class _ReceiversHandler(BaseHTTPRequestHandler):
             self._hook(raw, body)
         elif parts.path == "/v2/enqueue":
             self._pagerduty(body)
+        elif parts.path.startswith("/incidents/"):
+            self._pd_note(parts.path, body)
         elif parts.path.startswith("/v2/alerts"):
             self._opsgenie(parts.path, body, dict(parse_qsl(parts.query)))
         elif parts.path.startswith("/services/"):
@@ -902,6 +918,19 @@ class _ReceiversHandler(BaseHTTPRequestHandler):
                 self.server.incidents_open[key] = False
         self._reply(202, {"status": "success", "message": "Event processed", "dedup_key": key})
 
+    def _pd_note(self, path: str, body: Any) -> None:
+        incident = re.fullmatch(r"/incidents/([^/]+)/notes", path)
+        if self.headers.get("Authorization") != f"Token token={self.server.pd_api_token}":
+            self._reply(401, {"error": {"message": "Unauthorized", "code": 2006}})
+            return
+        content = body.get("note", {}).get("content") if isinstance(body, dict) else None
+        if incident is None or not self.headers.get("From") or not isinstance(content, str):
+            self._refuse("a note needs /incidents/<id>/notes, a From header and note.content")
+            return
+        with self.server.lock:
+            self.server.pd_notes.setdefault(unquote(incident[1]), []).append(content)
+        self._reply(201, {"note": {"id": "PWL7QXS", "content": content}})
+
     def _opsgenie(self, path: str, body: Any, query: dict[str, str]) -> None:
         if self.headers.get("Authorization") != f"GenieKey {GENIE_KEY}":
             self._reply(401, {"message": "Could not authenticate", "took": 0.0})
@@ -910,6 +939,19 @@ class _ReceiversHandler(BaseHTTPRequestHandler):
             self._refuse("the body must be a JSON object")
             return
         request_id = str(uuid.uuid4())
+        note = re.fullmatch(r"/v2/alerts/([^/]+)/notes", path)
+        if note is not None:
+            text = body.get("note")
+            if query.get("identifierType") != "id" or not isinstance(text, str) or not text:
+                self._refuse(f"a note needs identifierType=id and a note, got {query} {body}")
+                return
+            if len(text) > 25000:
+                self._refuse("note: longer than 25000 characters")
+                return
+            with self.server.lock:
+                self.server.genie_notes.setdefault(unquote(note[1]), []).append(text)
+            self._reply(202, {"result": "Request will be processed", "requestId": request_id})
+            return
         close = re.fullmatch(r"/v2/alerts/([^/]+)/close", path)
         if close is not None:
             if query.get("identifierType") != "alias":

@@ -22,6 +22,7 @@ from shipledger.producers.api import (
     live_route,
     metrics_route,
     reads,
+    suspects_route,
     verification_route,
     webhook_route,
 )
@@ -98,6 +99,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(verification_route.router)
     app.include_router(changes_route.router)
     app.include_router(artifacts_route.router)
+    app.include_router(suspects_route.router)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

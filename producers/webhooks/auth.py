@@ -19,14 +19,15 @@ SHARED_TOKEN_HEADER = "X-Shipledger-Token"  # noqa: S105 (a header name, not a s
 _UNSET = secrets.token_bytes(32)
 
 
-def _secret(request: Request) -> bytes:
-    # Fail closed: a provider without a configured secret accepts nothing.
+def secret_bytes(request: Request) -> bytes:
+    """The tenant's secret for signature checks; fails closed: a provider without a
+    configured secret accepts nothing."""
     return request.secret.encode() if request.secret else _UNSET
 
 
 def verify_hmac_sha256(request: Request, provider: str, header: str) -> None:
     """Check `header` == ``sha256=<hex HMAC-SHA256(secret, raw body)>`` (GitHub's scheme)."""
-    secret = _secret(request)
+    secret = secret_bytes(request)
     given = request.headers.get(header)
     if given is None:
         raise WebhookAuthError(f"missing {header} header (the webhook must have a secret)")
@@ -42,7 +43,7 @@ def verify_hmac_sha256(request: Request, provider: str, header: str) -> None:
 
 def verify_token(request: Request, provider: str, header: str) -> None:
     """Check that `header` carries the shared secret itself (GitLab's and our token scheme)."""
-    secret = _secret(request)
+    secret = secret_bytes(request)
     given = request.headers.get(header)
     if given is None:
         raise WebhookAuthError(f"missing {header} header")

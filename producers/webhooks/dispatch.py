@@ -18,6 +18,8 @@ from shipledger.producers.webhooks import (
     gitlab,
     harbor,
     jenkins,
+    opsgenie,
+    pagerduty,
     terraform,
 )
 from shipledger.producers.webhooks.result import (
@@ -54,6 +56,8 @@ PROVIDERS: dict[str, Provider] = {
     "terraform": Provider(terraform.verify, terraform.parse),
     "harbor": Provider(harbor.verify, harbor.parse),
     "artifactory": Provider(artifactory.verify, artifactory.parse),
+    "pagerduty": Provider(pagerduty.verify, pagerduty.parse),
+    "opsgenie": Provider(opsgenie.verify, opsgenie.parse),
 }
 
 

@@ -32,6 +32,7 @@ from shipledger.lab.bench_gate import GATE_TENANT, TARGET_P99_MS, gate_markdown,
 from shipledger.lab.bench_query import bench_query
 from shipledger.lab.bench_report import bench_report
 from shipledger.lab.bench_sink import bench_audit
+from shipledger.lab.bench_suspects import bench_suspects
 from shipledger.lab.demo import expected_outcome
 from shipledger.lab.traffic import day_of_traffic, demo_day, demo_policy
 from shipledger.logging import configure_logging
@@ -59,6 +60,7 @@ SECTIONS = (
     "dora",
     "report",
     "changes",
+    "suspects",
 )
 #: Sections measured on a running embedded stack (audit builds its own ledger).
 _STACK_SECTIONS = ("pipeline", "emit", "api", "durable", "gate", "stream", "passthrough")
@@ -653,6 +655,8 @@ def _markdown(results: dict[str, Any]) -> str:
         lines += _report_markdown(results["report"])
     if "changes" in results:
         lines += _changes_markdown(results["changes"])
+    if "suspects" in results:
+        lines += _suspects_markdown(results["suspects"])
     return "\n".join(lines)
 
 
@@ -760,6 +764,17 @@ def _changes_markdown(changes: dict[str, Any]) -> list[str]:
     ]
 
 
+def _suspects_markdown(suspects: dict[str, Any]) -> list[str]:
+    ms = suspects["suspects_ms"]
+    return [
+        f"Incident suspects (`GET /v1/suspects`: an incident's service and its dependencies up "
+        f"to 3 hops, the last 24 h, {suspects['suspects_per_incident']} suspects on average) "
+        f"over a ledger of {suspects['deployments']:,} deployments: p50 {ms['p50']} ms / p99 "
+        f"{ms['p99']} ms ({suspects['samples']} incidents; target p99 < 100 ms).",
+        "",
+    ]
+
+
 def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
     p, b = results["pipeline"], results["passthrough"]
     ratio = p["events_per_second"] / max(b["events_per_second"], 1)
@@ -831,6 +846,12 @@ def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
     show_default=True,
     help="Deployments in the change-set benchmark's ledger.",
 )
+@click.option(
+    "--suspects-deployments",
+    default=10_000_000,
+    show_default=True,
+    help="Deployments in the incident-suspects benchmark's ledger.",
+)
 def bench(
     out: Path,
     events: int,
@@ -848,14 +869,15 @@ def bench(
     dora_deployments: int,
     report_deployments: int,
     changes_deployments: int,
+    suspects_deployments: int,
 ) -> None:
     """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
     Faust passthrough agent on the same broker, the cost of one `shipledger emit`, the
     ingest API's events/s and request → Kafka ack latency (with and without the durable
     journal), the pre-deploy gate's latency, event → live dashboard latency with its fan-out
     to many clients, `audit verify` over a large ledger with its bytes on disk per event, the
-    read-query guard's latency, a team's quarter of DORA metrics, a month's compliance pack
-    and the change sets' cost per finished deployment.
+    read-query guard's latency, a team's quarter of DORA metrics, a month's compliance pack,
+    the change sets' cost per finished deployment and an incident's suspects.
 
     \b
       shipledger bench --out bench              # everything (make bench)
@@ -868,6 +890,7 @@ def bench(
       shipledger bench --out bench --only dora  # a team's quarter of DORA metrics
       shipledger bench --out bench --only report  # a month's compliance pack
       shipledger bench --out bench --only changes  # change-set cost per deployment
+      shipledger bench --out bench --only suspects  # an incident's suspects at 10M
     """
     data_dir = out / "data.tmp"
     if data_dir.exists():
@@ -929,6 +952,10 @@ def bench(
         click.echo(f"  changes: {changes_deployments} deployments ...")
         results["changes"] = bench_changes(changes_deployments)
         click.echo(f"  changes: {results['changes']}")
+    if "suspects" in sections:
+        click.echo(f"  suspects: {suspects_deployments} deployments ...")
+        results["suspects"] = bench_suspects(suspects_deployments)
+        click.echo(f"  suspects: {results['suspects']}")
     results |= {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "

@@ -36,6 +36,7 @@ from shipledger.schemas.policy import Policy, load_policy
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.archive import Archiver
+from shipledger.sinks.ledger.cmdb import reconcile
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.sink import ClickHouseSink
@@ -44,8 +45,10 @@ from shipledger.topics import ensure_topics
 from shipledger.up.backlog import LedgerAlerts
 from shipledger.up.broker import EmbeddedBroker, die_with_parent, stop_process
 from shipledger.up.keeper import JournalKeeper
+from shipledger.up.periodic import Periodic
 from shipledger.up.restore import RestoreReport, restore
-from shipledger.up.verifier import Verifier
+from shipledger.up.triage import Triage
+from shipledger.up.verifier import verify_pass
 
 if TYPE_CHECKING:
     from shipledger.producers.api.server import ApiServer
@@ -115,7 +118,8 @@ class Stack(Running):
         self.store: LedgerStore | None = None
         self.sink: ClickHouseSink | None = None
         self._archiver: Archiver | None = None
-        self._verifier: Verifier | None = None
+        #: Optional periodic jobs: incident triage, CMDB reconciliation (docs/triage.md).
+        self._jobs: list[Periodic] = []
         self.topics = Topics.from_settings(settings)
         self._serve_api = api
         self.api: ApiServer | None = None
@@ -159,11 +163,6 @@ class Stack(Running):
         if self.store.cold_root is not None:  # a server tiers by TTL instead
             self._archiver = Archiver(self.store, self.settings)
             self._archiver.start()
-        if self.settings.verification_interval_s > 0:
-            self._verifier = Verifier(
-                self.store, self.policy, self.settings.verification_interval_s
-            )
-            self._verifier.start()
         for index in range(self._workers):
             self._procs.append(self._spawn_worker(index))
         self.sink = ClickHouseSink(self.settings, self.bootstrap, self.store, policy=self.policy)
@@ -172,6 +171,7 @@ class Stack(Running):
         self._sink_thread.start()
         if self.policy.escalation.routes:
             self._start_escalator(self.store)
+        self._jobs = periodic_jobs(self.settings, self.store, self.policy)
         if self._serve_api:
             from shipledger.producers.api.server import ApiServer
 
@@ -466,12 +466,12 @@ class Stack(Running):
         if self.sink_metrics is not None:
             self.sink_metrics.stop()
             self.sink_metrics = None
+        for job in self._jobs:
+            job.stop()
+        self._jobs.clear()
         if self._archiver is not None:
             self._archiver.stop()
             self._archiver = None
-        if self._verifier is not None:
-            self._verifier.stop()
-            self._verifier = None
         if self._keeper is not None:
             self._keeper.stop()
             if self.store is not None and not self.abandoned and interrupted is None:
@@ -495,6 +495,32 @@ class Stack(Running):
             keeper.compact()
         except Exception:
             log.exception("journal_compaction_failed")
+
+
+def periodic_jobs(settings: Settings, store: LedgerStore, policy: Policy) -> list[Periodic]:
+    """The optional jobs the settings turn on, started: post-deploy verification
+    (SHIPLEDGER_VERIFICATION_INTERVAL_S > 0), incident triage (SHIPLEDGER_TRIAGE_INTERVAL_S >
+    0) and CMDB reconciliation (SHIPLEDGER_CMDB_EXPORT_FILE). A failed run is logged and made
+    again at the next interval: none of them may stop the stack."""
+    jobs: list[Periodic] = []
+    if settings.verification_interval_s > 0:
+
+        def verify(_stop: object) -> None:
+            verify_pass(store, policy)
+
+        jobs.append(Periodic("verifier", verify, settings.verification_interval_s).start())
+    if settings.triage_interval_s > 0:
+        triage = Triage(settings, store)
+        jobs.append(Periodic("triage", triage.run, settings.triage_interval_s).start())
+    if settings.cmdb_export_file is not None:
+        export = settings.cmdb_export_file
+
+        def reconcile_export(_stop: object) -> None:
+            result = reconcile(store, export.name, export.read_bytes(), settings.tenant)
+            log.info("cmdb_reconciled", findings=len(result.findings), new=result.stored_now)
+
+        jobs.append(Periodic("cmdb", reconcile_export, settings.cmdb_interval_s).start())
+    return jobs
 
 
 @click.command()

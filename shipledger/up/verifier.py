@@ -15,7 +15,6 @@ runs one.
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime
 
 from shipledger.logging import get_logger
@@ -89,35 +88,6 @@ def _row(decision: Decision, now: datetime, policy_version: str) -> tuple[object
         policy_version,
         d.team,
     )
-
-
-class Verifier:
-    """Runs `verify_pass` every `interval_s` on a daemon thread; a failed pass is logged and
-    made again at the next interval (verification must never stop the stack)."""
-
-    def __init__(self, store: LedgerStore, policy: Policy, interval_s: float) -> None:
-        self._store = store
-        self._policy = policy
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="verifier", daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                verify_pass(self._store, self._policy)
-            except Exception:
-                log.exception("verification_failed")
-
-    def start(self) -> None:
-        """Start the thread."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Ask the thread to stop after its current pass; wait for it."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=60)
 
 
 def run_once(settings: Settings, now: datetime | None = None) -> list[Decision]:

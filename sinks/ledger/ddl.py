@@ -1068,6 +1068,10 @@ CHANGE_COMMIT_COLUMNS = (
 )
 
 
+def _derived_table(name: str, columns: tuple[tuple[str, str, str], ...], tail: str) -> str:
+    return f"CREATE TABLE {name}\n(\n{_column_list(columns)}\n)\nENGINE = MergeTree\n{tail}"
+
+
 def _derived_table_sql(
     database: str | None,
     name: str,
@@ -1075,12 +1079,12 @@ def _derived_table_sql(
     order_by: str,
     comment: str,
 ) -> str:
-    return (
-        f"CREATE TABLE {qualified(database, name)}\n(\n{_column_list(columns)}\n)\n"
-        "ENGINE = MergeTree\n"
+    return _derived_table(
+        qualified(database, name),
+        columns,
         "PARTITION BY (`tenant`, toYYYYMM(`computed_at`))\n"
         f"ORDER BY ({order_by})\n"
-        f"COMMENT {quote_str(comment)}"
+        f"COMMENT {quote_str(comment)}",
     )
 
 
@@ -1134,18 +1138,124 @@ def commit_lead_times_sql(database: str | None = None) -> str:
     )
 
 
+# --- Incident triage and CMDB reconciliation (docs/triage.md): written by their jobs -------
+
+INCIDENT_SUSPECTS = "incident_suspects"
+CMDB_FINDINGS = "cmdb_findings"
+
+
+def incident_suspects_sql(database: str | None = None) -> str:
+    """`incident_suspects`: *which deployments were suspected when an incident opened, and
+    was the note posted?* The top suspects attached to each incident signal, once."""
+    return _derived_table(
+        qualified(database, INCIDENT_SUSPECTS),
+        (
+            ("tenant", "LowCardinality(String)", "Tenant."),
+            ("incident_id", "String", "event_id of the incident signal (signal_events)."),
+            ("provider", "LowCardinality(String)", "Where it came from (pagerduty, opsgenie)."),
+            ("external_id", "String", "The provider's incident or alert id."),
+            ("service", "LowCardinality(String)", "Service of the incident."),
+            ("incident_at", DATETIME_MS, "When the incident opened."),
+            ("rank", "UInt16", "1 for the likeliest suspect; 0: a row saying none was found."),
+            ("deployment_id", "String", "Suspected deployment ('' on a rank-0 row)."),
+            ("deployment_service", "LowCardinality(String)", "Its service."),
+            ("score", "Float64", "Sum of the parts' points (of 100)."),
+            ("why", "String", "The parts that earned points, in words."),
+            ("parts", "String", "Every part of the score as JSON (name, points, weight, detail)."),
+            ("note_status", "LowCardinality(String)", "posted, failed or skipped (no API key)."),
+            ("note_detail", "String", "The provider's answer, or why the note was not posted."),
+            ("attached_at", DATETIME_MS, "When the suspects were attached."),
+        ),
+        "ORDER BY (`tenant`, `incident_id`, `rank`)\n"
+        "COMMENT 'Top suspects attached to each incident from PagerDuty or Opsgenie "
+        "(docs/triage.md).'",
+    )
+
+
+def cmdb_findings_sql(database: str | None = None) -> str:
+    """`cmdb_findings`: *where do the CMDB and the ledger disagree?* One row per finding of
+    one reconciled export (by its sha256: the same export is stored once)."""
+    return _derived_table(
+        qualified(database, CMDB_FINDINGS),
+        (
+            ("tenant", "LowCardinality(String)", "Tenant."),
+            ("export_sha256", "String", "sha256 of the export file reconciled."),
+            ("export_name", "String", "File name of the export."),
+            (
+                "finding",
+                "LowCardinality(String)",
+                "deployed_not_in_cmdb, ci_never_deployed, owner_mismatch or environment_mismatch.",
+            ),
+            ("service", "String", "Service (ledger name, or the CI's name)."),
+            ("ci_sys_id", "String", "sys_id of the configuration item ('' if none)."),
+            ("ci_class", "LowCardinality(String)", "cmdb_ci_service or cmdb_ci_appl."),
+            ("cmdb_value", "String", "What the CMDB says (owner, environment)."),
+            ("ledger_value", "String", "What the ledger says."),
+            ("reconciled_at", DATETIME_MS, "When the export was reconciled."),
+        ),
+        "ORDER BY (`tenant`, `export_sha256`, `finding`, `service`, `ci_sys_id`)\n"
+        "COMMENT 'Differences between a ServiceNow CMDB export and the ledger "
+        "(shipledger cmdb reconcile; docs/triage.md).'",
+    )
+
+
+SUSPECT_DEPLOYMENTS = "suspect_deployments"
+
+
+def suspect_deployments_sql(database: str | None = None) -> str:
+    """`suspect_deployments`: *which deployments of these services started around this
+    time?* Every deployment record, narrow and sorted by service and start, so an incident's
+    candidates are read from a few granules whatever the ledger's size (docs/triage.md)."""
+    return _derived_table(
+        qualified(database, SUSPECT_DEPLOYMENTS),
+        (
+            ("tenant", "LowCardinality(String)", "Tenant."),
+            ("service", "LowCardinality(String)", "Service."),
+            ("started_at", DATETIME_MS, "When the deployment started."),
+            ("deployment_id", "String", "Deployment id."),
+            ("seq", "Int32", "Record version (the highest is the latest)."),
+            ("environment", "LowCardinality(String)", "Canonical environment."),
+            ("status", "LowCardinality(String)", "Lifecycle status after this record."),
+            ("commit_sha", "String", "Commit SHA."),
+            ("version", "Nullable(String)", "Version or tag."),
+            ("team", "LowCardinality(Nullable(String))", "Owner team."),
+            ("rollback_of", "Nullable(String)", "Deployment this one rolled back."),
+            ("retain_until", DATETIME_MS, "The record's retain_until: deleted with it (TTL)."),
+        ),
+        "PARTITION BY toYYYYMM(`started_at`)\n"
+        "ORDER BY (`tenant`, `service`, `started_at`, `deployment_id`)\n"
+        f"TTL {RETENTION_TTL}\n"
+        "SETTINGS index_granularity = 1024\n"
+        "COMMENT 'Deployment records by service and start, for incident triage (maintained by "
+        "suspect_deployments_mv; docs/triage.md).'",
+    )
+
+
+def suspect_deployments_mv_sql(database: str | None = None) -> str:
+    """`suspect_deployments_mv`: copies the columns triage reads of every record inserted."""
+    return (
+        f"CREATE MATERIALIZED VIEW {qualified(database, SUSPECT_DEPLOYMENTS + '_mv')}"
+        f" TO {qualified(database, SUSPECT_DEPLOYMENTS)} AS\n"
+        "SELECT tenant, service, started_at, deployment_id, seq, environment, status,\n"
+        "    commit_sha, version, team, rollback_of, retain_until\n"
+        f"FROM {qualified(database, RECORDS)}"
+    )
+
+
 #: The aggregate and derived tables (no tenant row policy: read through `sinks.ledger.dora`,
-#: `sinks.ledger.change_sets` and `sinks.ledger.verifications` only); the sink writes the
-#: first four (grants).
+#: `.change_sets`, `.verifications`, `.suspects` and `.cmdb` only).
 AGGREGATE_TABLES = (
     DORA_COMMITS,
     DORA_DEPLOYMENTS,
     CHANGE_SETS,
     CHANGE_COMMITS,
     DEPLOYMENT_VERIFICATIONS,
+    INCIDENT_SUSPECTS,
+    CMDB_FINDINGS,
+    SUSPECT_DEPLOYMENTS,
 )
 #: Aggregate tables and the materialized views that feed them, then the derived tables the
-#: sink and the verifier write and their view, each after what it reads. Only the hot
+#: sink and the periodic jobs write and their views, each after what it reads. Only the hot
 #: database has them: a view fires on insert, and archiving to cold storage deletes rows,
 #: never inserts, so the aggregates keep every day however old its rows are.
 AGGREGATES: dict[str, Callable[[str | None], str]] = {
@@ -1157,6 +1267,10 @@ AGGREGATES: dict[str, Callable[[str | None], str]] = {
     CHANGE_COMMITS: change_commits_sql,
     COMMIT_LEAD_TIMES: commit_lead_times_sql,
     DEPLOYMENT_VERIFICATIONS: deployment_verifications_sql,
+    INCIDENT_SUSPECTS: incident_suspects_sql,
+    CMDB_FINDINGS: cmdb_findings_sql,
+    SUSPECT_DEPLOYMENTS: suspect_deployments_sql,
+    SUSPECT_DEPLOYMENTS + "_mv": suspect_deployments_mv_sql,
 }
 
 

@@ -9,8 +9,9 @@ Every read is tier-aware: a row moved to cold storage by `shipledger archive`
 (the API) depend on the `LedgerReads` protocol and are given a `LedgerReader` when they are
 built; the value types of the query contract (`QueryResult`, `QueryLimits`, `QueryError`,
 `FORMATS`), `sql_string` (a string literal for SQL a command writes, e.g. `alerts list`),
-those of the DORA report (`sinks.ledger.dora`) and `chdb_path` (is the ledger embedded?) are
-re-exported here so they need nothing else of the ledger.
+those of the DORA report (`sinks.ledger.dora`), those of incident triage
+(`sinks.ledger.suspects`) and `chdb_path` (is the ledger embedded?) are re-exported here so
+they need nothing else of the ledger.
 """
 
 from __future__ import annotations
@@ -65,10 +66,17 @@ from shipledger.sinks.ledger.query import (
     run_read_query,
 )
 from shipledger.sinks.ledger.store import LedgerStore, StoreError, TimeWindow, chdb_path
+from shipledger.sinks.ledger.suspects import (
+    OptionalTables,
+    SuspectsError,
+    SuspectsQuery,
+    read_suspects,
+)
 from shipledger.sinks.ledger.tiers import Tier
 from shipledger.sinks.ledger.verifications import StoredVerdict, VerdictFilter, latest
 from shipledger.sinks.rows import RowKey
 from shipledger.stackfile import StackInfo, read_stack
+from shipledger.suspects import Suspect
 
 __all__ = [
     "DORA_DIMENSIONS",
@@ -93,6 +101,9 @@ __all__ = [
     "StoredChangeSet",
     "StoredEvent",
     "StoredVerdict",
+    "Suspect",
+    "SuspectsError",
+    "SuspectsQuery",
     "Tier",
     "TimeWindow",
     "VerdictFilter",
@@ -236,6 +247,11 @@ class LedgerReads(Protocol):
         (None: every tenant), with what they shipped (docs/artifacts.md)."""
         ...
 
+    def suspects(self, query: SuspectsQuery, scope: RowScope | None = None) -> list[Suspect]:
+        """The ranked suspects of an incident over the rows `scope` admits (None: all;
+        docs/triage.md)."""
+        ...
+
 
 class ForwardedReads:
     """`LedgerReads` by forwarding every read to the reader `_reads()` gives: a wrapper (a
@@ -280,12 +296,17 @@ class ForwardedReads:
         """See `LedgerReads.artifacts_in_use`."""
         return self._reads().artifacts_in_use(tenant, depth)
 
+    def suspects(self, query: SuspectsQuery, scope: RowScope | None = None) -> list[Suspect]:
+        """See `LedgerReads.suspects`."""
+        return self._reads().suspects(query, scope)
+
 
 class LedgerReader:
     """Tier-aware reads of one ledger store (thread-safe: the store serializes its calls)."""
 
     def __init__(self, store: LedgerStore) -> None:
         self._store = store
+        self._optional = OptionalTables()
 
     @classmethod
     @contextmanager
@@ -362,6 +383,10 @@ class LedgerReader:
         """The latest change set of `deployment_id` (`sinks.ledger.change_sets`; hot database
         only, like the aggregates: the sink writes it there)."""
         return read_change_set(self._store, tenant, deployment_id)
+
+    def suspects(self, query: SuspectsQuery, scope: RowScope | None = None) -> list[Suspect]:
+        """The ranked suspects of an incident (`sinks.ledger.suspects`), hot and cold."""
+        return read_suspects(self._store, query, self._optional, scope)
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of change request `change_id` of `tenant`, hot and cold (a row

@@ -213,15 +213,22 @@ class LedgerStore(Closing):
                 settings=_INSERT_SETTINGS,
             )
 
-    def insert_derived(
-        self, table: str, names: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> int:
-        """Insert `rows` (values in `names` order) into a table derived from the ledger
-        rather than fed by a topic (`ddl.AGGREGATE_TABLES`: no hash chain, no tiers)."""
+    def insert_derived(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert rows into a derived table (`ddl.AGGREGATE_TABLES`: not hash-chained, written
+        by the job that computes it), one block; every row names the same columns."""
+        if table not in ddl.AGGREGATE_TABLES:
+            raise ValueError(f"table: {table!r} is not a derived table")
         if not rows:
             return 0
+        names = list(rows[0])
         with self._lock:
-            self._client.insert(table, rows, database=self.database, column_names=list(names))
+            self._client.insert(
+                table,
+                [[row[name] for name in names] for row in rows],
+                database=self.database,
+                column_names=names,
+                settings=_INSERT_SETTINGS,
+            )
         return len(rows)
 
     def existing_ids(

@@ -147,4 +147,6 @@ def latest(store: LedgerStore, wanted: VerdictFilter) -> list[StoredVerdict]:
 
 def write(store: LedgerStore, rows: Sequence[Sequence[Any]]) -> int:
     """Append verdict rows (values in `COLUMNS` order)."""
-    return store.insert_derived(ddl.DEPLOYMENT_VERIFICATIONS, COLUMNS, rows)
+    return store.insert_derived(
+        ddl.DEPLOYMENT_VERIFICATIONS, [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+    )

@@ -20,8 +20,7 @@ from shipledger.cli import cli
 from shipledger.producers.api.artifacts_cli import COLUMNS
 from shipledger.producers.api.auth import AuthStore
 from shipledger.up.stack import Stack
-from tests.integration.test_governance_pipeline import running_stack
-from tests.kit import query_until
+from tests.kit import policy_stack, query_until
 from tests.webhook_kit import SECRET, RawRequest
 
 pytestmark = pytest.mark.integration
@@ -45,7 +44,7 @@ defaults:
 
 @pytest.fixture
 def stack(broker: str, tmp_path: Path) -> Iterator[Stack]:
-    with running_stack(broker, tmp_path, POLICY) as running:
+    with policy_stack(broker, tmp_path, POLICY) as running:
         auth = AuthStore(running.settings.resolved_auth_db)
         try:
             auth.set_webhook_secret(TENANT, "harbor", SECRET)

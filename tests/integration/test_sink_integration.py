@@ -279,6 +279,11 @@ def test_schema_matches_the_spec_and_is_idempotent(store: LedgerStore) -> None:
         **dict.fromkeys((ddl.CHANGE_SETS, ddl.CHANGE_COMMITS), "MergeTree"),
         ddl.COMMIT_LEAD_TIMES: "View",
         ddl.DEPLOYMENT_VERIFICATIONS: "MergeTree",
+        # Incident triage and CMDB reconciliation (docs/triage.md).
+        **dict.fromkeys(
+            (ddl.INCIDENT_SUSPECTS, ddl.CMDB_FINDINGS, ddl.SUSPECT_DEPLOYMENTS), "MergeTree"
+        ),
+        f"{ddl.SUSPECT_DEPLOYMENTS}_mv": "MaterializedView",
     }
     assert store.ensure_schema() == []  # nothing left to apply
 

@@ -36,6 +36,8 @@ _SAMPLES = {
     "terraform": "plan_drift",
     "harbor": "delete_artifact",
     "artifactory": "docker_deleted",
+    "pagerduty": "incident_triggered",
+    "opsgenie": "create",
 }
 
 

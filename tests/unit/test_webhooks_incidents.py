@@ -1,0 +1,129 @@
+"""PagerDuty v3 webhooks and Opsgenie's webhook integration mapped onto incident signals."""
+
+from __future__ import annotations
+
+import pytest
+
+from shipledger.producers.webhooks import WebhookAuthError, WebhookPayloadError, dispatch
+from shipledger.producers.webhooks.opsgenie import tags_of
+from tests.webhook_kit import SECRET, Check, Deliver, Mutate, RawRequest
+
+
+def test_pagerduty_incident_triggered(deliver: Deliver, check_contract: Check) -> None:
+    result = deliver("pagerduty", "incident_triggered")
+    assert result.event_type == "incident.triggered"
+    [mapped] = result.events
+    event = check_contract(mapped)
+    assert event["kind"] == "incident_opened"
+    assert (event["service"], event["external_id"]) == ("checkout", "PGR0VU2")
+    assert (event["severity"], event["title"]) == ("P1", "Checkout error rate above 5%")
+    assert event["url"] == "https://acme.pagerduty.com/incidents/PGR0VU2"
+    assert mapped.event["occurred_at"] == "2026-11-20T14:00:00+00:00"
+    assert event["source"] == "webhook:pagerduty"
+    assert event["attributes"]["pagerduty.incident_number"] == "2"
+
+
+def test_pagerduty_resolved_and_other_types(deliver: Deliver, check_contract: Check) -> None:
+    def retype(name: str) -> Mutate:
+        return lambda b: b["event"].update(event_type=name)
+
+    [resolved] = deliver("pagerduty", "incident_triggered", retype("incident.resolved")).events
+    assert check_contract(resolved)["kind"] == "incident_resolved"
+    assert deliver("pagerduty", "incident_triggered", retype("incident.acknowledged")).ignored
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda b: b["event"].pop("id"), "event.id"),
+        (lambda b: b["event"].pop("data"), "event.data"),
+        (lambda b: b["event"]["data"].pop("service"), "event.data.service.summary"),
+        (lambda b: b["event"].update(occurred_at="soon"), "event.occurred_at"),
+        (lambda b: b["event"]["data"].update(id=[1]), "event.data.id"),
+    ],
+)
+def test_pagerduty_fields_named(deliver: Deliver, mutate: Mutate, field: str) -> None:
+    with pytest.raises(WebhookPayloadError, match=f"^{field}: "):
+        deliver("pagerduty", "incident_triggered", mutate)
+
+
+def test_pagerduty_signature(webhook_request: RawRequest) -> None:
+    headers, body = webhook_request("pagerduty", "incident_triggered")
+    with pytest.raises(WebhookAuthError, match="does not match"):
+        dispatch("pagerduty", headers, body, secret="another-secret", tenant="acme")
+    # While a secret rotates PagerDuty sends both signatures: one matching is enough.
+    rotated = {**headers, "X-PagerDuty-Signature": "v1=00ff, " + headers["X-PagerDuty-Signature"]}
+    assert dispatch("pagerduty", rotated, body, secret=SECRET, tenant="acme").events
+    with pytest.raises(WebhookAuthError, match="must look like 'v1="):
+        dispatch(
+            "pagerduty",
+            {**headers, "X-PagerDuty-Signature": "sha256=ab"},
+            body,
+            secret=SECRET,
+            tenant="acme",
+        )
+    del headers["X-PagerDuty-Signature"]
+    with pytest.raises(WebhookAuthError, match="missing X-PagerDuty-Signature"):
+        dispatch("pagerduty", headers, body, secret=SECRET, tenant="acme")
+
+
+def test_opsgenie_create(deliver: Deliver, check_contract: Check) -> None:
+    result = deliver("opsgenie", "create")
+    assert result.event_type == "Create"
+    [mapped] = result.events
+    event = check_contract(mapped)
+    assert event["kind"] == "incident_opened"
+    assert (event["service"], event["environment"]) == ("checkout", "prod")
+    assert event["external_id"] == "60b98b1b-e0f6-4e7d-9a8f-0bd6f0e1de43-1795183200000"
+    assert (event["severity"], event["title"]) == ("P1", "checkout error rate above 5%")
+    assert mapped.event["occurred_at"] == "2026-11-20T14:00:00+00:00"
+    assert event["attributes"]["opsgenie.alias"] == "checkout-error-rate"
+
+
+def test_opsgenie_service_falls_back_to_tags_then_entity(deliver: Deliver) -> None:
+    def no_details(b: dict[str, object]) -> None:
+        b["alert"].pop("details")  # type: ignore[attr-defined]
+
+    [mapped] = deliver("opsgenie", "create", no_details).events
+    assert (mapped.event["service"], mapped.event["environment"]) == ("checkout", "prod")
+
+    def entity_only(b: dict[str, object]) -> None:
+        no_details(b)
+        b["alert"]["tags"] = []  # type: ignore[index]
+
+    [mapped] = deliver("opsgenie", "create", entity_only).events
+    assert mapped.event["service"] == "checkout-prod"
+
+
+def test_opsgenie_other_actions_and_close(deliver: Deliver, check_contract: Check) -> None:
+    [closed] = deliver("opsgenie", "create", lambda b: b.update(action="Close")).events
+    assert check_contract(closed)["kind"] == "incident_resolved"
+    assert deliver("opsgenie", "create", lambda b: b.update(action="Acknowledge")).ignored
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda b: b.pop("action"), "action"),
+        (lambda b: b["alert"].pop("alertId"), "alert.alertId"),
+        (lambda b: b["alert"].pop("createdAt"), "alert.createdAt"),
+        (lambda b: b["alert"].update(tags="service:x"), "alert.tags"),
+        (lambda b: b["alert"].update(details=None, tags=[], entity=None), "alert.details.service"),
+    ],
+)
+def test_opsgenie_fields_named(deliver: Deliver, mutate: Mutate, field: str) -> None:
+    with pytest.raises(WebhookPayloadError, match=f"^{field}: "):
+        deliver("opsgenie", "create", mutate)
+
+
+def test_opsgenie_token(webhook_request: RawRequest) -> None:
+    headers, body = webhook_request("opsgenie", "create")
+    with pytest.raises(WebhookAuthError, match="does not match"):
+        dispatch("opsgenie", headers, body, secret="another-secret", tenant="acme")
+
+
+def test_opsgenie_tags() -> None:
+    assert tags_of(["service:checkout", "critical", "env:prod", "env:qa"]) == {
+        "service": "checkout",
+        "env": "prod",
+    }
