@@ -10,7 +10,10 @@ asks the pre-deploy gate (`shipledger gate`, `POST /v1/gate`) about a deployment
 rejected request, which is refused, and passes it with break-glass, which raises a critical
 alert; `up`'s escalator opens a ticket for every high-severity prod alert at a signed webhook
 the demo serves itself (`shipledger.lab.ticket_standin`, a local stand-in for a ticketing
-system). `audit verify` checks the hash chains of everything stored.
+system). Then one production deployment is traced end to end, what it shipped, whether it
+worked and who to suspect for the incident after it, followed by the day's DORA metrics and a
+signed monthly compliance pack (`shipledger.lab.demo_story`). `audit verify` checks the hash
+chains of everything stored.
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ from shipledger.lab.demo_kit import (
     count,
     ingest_tokens,
     post_through_api,
+    shipledger_executable,
     table,
     wait_for,
 )
+from shipledger.lab.demo_story import numbers_people_report, what_changed_and_did_it_work
 from shipledger.lab.ticket_standin import TicketStandIn
 from shipledger.lab.traffic import (
     change_requests,
@@ -136,14 +141,10 @@ def _cli_env(settings: Settings, bootstrap: str) -> dict[str, str]:
     }
 
 
-def _shipledger() -> str:
-    return str(Path(sys.executable).parent / "shipledger")
-
-
 def _emit_with_cli(settings: Settings, bootstrap: str) -> int:
     """One deployment the way a CI job reports it: `shipledger run -- <deploy command>`."""
     cmd = [
-        _shipledger(),
+        shipledger_executable(),
         "run",
         "--service",
         _CLI_DEPLOYMENT.service,
@@ -197,7 +198,7 @@ def _ask_gate(stack: Stack, token: str, change: dict[str, object], emergency: bo
         "SHIPLEDGER_API_TOKEN": token,
     }
     done = subprocess.run(
-        [_shipledger(), *args], env=env, capture_output=True, text=True, check=False
+        [shipledger_executable(), *args], env=env, capture_output=True, text=True, check=False
     )
     click.echo("  $ shipledger " + " ".join(f'"{a}"' if " " in a else a for a in args))
     click.echo("\n".join(f"    {line}" for line in done.stdout.strip().splitlines()))
@@ -498,6 +499,8 @@ def _run(
         )
         wait_for(stack, {TICKETS: escalated}, timeout, exact=frozenset({TICKETS}))
         _escalation_summary(stack)
+        what_changed_and_did_it_work(stack, day, timeout)
+        numbers_people_report(stack, day, data_dir)
         _integrity(stack)
         if keep:
             _keep_serving(stack)

@@ -3,7 +3,9 @@ what was sent, printing a titled table."""
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import click
 import httpx
@@ -94,3 +96,9 @@ def table(title: str, header: tuple[str, ...], rows: list[tuple[object, ...]]) -
     """Print `rows` under `title` (bold) as an aligned table with `header`."""
     click.secho(f"\n{title}", bold=True)
     click.echo(render_table(header, ([str(c) for c in row] for row in rows), indent=2))
+
+
+def shipledger_executable() -> str:
+    """The `shipledger` command of this install (beside this Python), for the demo's runs of
+    the CLI as a user would run it."""
+    return str(Path(sys.executable).parent / "shipledger")
