@@ -29,6 +29,7 @@ from shipledger.kafka import KafkaProducer
 from shipledger.lab.bench_changes import bench_changes
 from shipledger.lab.bench_dora import bench_dora
 from shipledger.lab.bench_gate import GATE_TENANT, TARGET_P99_MS, gate_markdown, seed
+from shipledger.lab.bench_ledger import synthetic_ledger
 from shipledger.lab.bench_query import bench_query
 from shipledger.lab.bench_report import bench_report
 from shipledger.lab.bench_sink import bench_audit
@@ -64,6 +65,8 @@ SECTIONS = (
 )
 #: Sections measured on a running embedded stack (audit builds its own ledger).
 _STACK_SECTIONS = ("pipeline", "emit", "api", "durable", "gate", "stream", "passthrough")
+#: The sections measured on the one large synthetic ledger (`bench_ledger`).
+_LEDGER_SECTIONS = {"dora": bench_dora, "report": bench_report, "suspects": bench_suspects}
 #: Sections that need the stack to serve its API.
 _API_SECTIONS = ("api", "gate", "stream")
 
@@ -795,6 +798,21 @@ def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _on_large_ledger(sections: list[str], deployments: int) -> dict[str, Any]:
+    """Build the synthetic ledger of `deployments` once, then run each of `sections` on it."""
+    click.echo(f"  a ledger of {deployments:,} deployments for {', '.join(sections)} ...")
+    with synthetic_ledger(deployments, "shipledger-bench-ledger-") as (store, load_s):
+        results: dict[str, Any] = {}
+        for section in sections:
+            results[section] = {
+                "deployments": deployments,
+                "load_s": round(load_s, 1),
+                **_LEDGER_SECTIONS[section](store),
+            }
+            click.echo(f"  {section}: {results[section]}")
+        return results
+
+
 @click.command()
 @click.option(
     "--out",
@@ -829,28 +847,17 @@ def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
     help="Deployment events in the audit benchmark's ledger.",
 )
 @click.option(
-    "--dora-deployments",
+    "--ledger-deployments",
     default=10_000_000,
     show_default=True,
-    help="Deployments in the DORA benchmark's ledger.",
-)
-@click.option(
-    "--report-deployments",
-    default=10_000_000,
-    show_default=True,
-    help="Deployments in the compliance pack benchmark's ledger.",
+    help="Deployments in the large ledger the DORA, compliance pack and suspects "
+    "benchmarks share (built once).",
 )
 @click.option(
     "--changes-deployments",
     default=20_000,
     show_default=True,
     help="Deployments in the change-set benchmark's ledger.",
-)
-@click.option(
-    "--suspects-deployments",
-    default=10_000_000,
-    show_default=True,
-    help="Deployments in the incident-suspects benchmark's ledger.",
 )
 def bench(
     out: Path,
@@ -866,10 +873,8 @@ def bench(
     stream_rate: float,
     only: str | None,
     audit_records: int,
-    dora_deployments: int,
-    report_deployments: int,
+    ledger_deployments: int,
     changes_deployments: int,
-    suspects_deployments: int,
 ) -> None:
     """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
     Faust passthrough agent on the same broker, the cost of one `shipledger emit`, the
@@ -940,22 +945,13 @@ def bench(
         click.echo("  query guard ...")
         results["query"] = bench_query()
         click.echo(f"  query: {results['query']}")
-    if "dora" in sections:
-        click.echo(f"  dora: {dora_deployments} deployments ...")
-        results["dora"] = bench_dora(dora_deployments)
-        click.echo(f"  dora: {results['dora']}")
-    if "report" in sections:
-        click.echo(f"  report: {report_deployments} deployments ...")
-        results["report"] = bench_report(report_deployments)
-        click.echo(f"  report: {results['report']}")
+    on_ledger = [s for s in sections if s in _LEDGER_SECTIONS]
+    if on_ledger:
+        results |= _on_large_ledger(on_ledger, ledger_deployments)
     if "changes" in sections:
         click.echo(f"  changes: {changes_deployments} deployments ...")
         results["changes"] = bench_changes(changes_deployments)
         click.echo(f"  changes: {results['changes']}")
-    if "suspects" in sections:
-        click.echo(f"  suspects: {suspects_deployments} deployments ...")
-        results["suspects"] = bench_suspects(suspects_deployments)
-        click.echo(f"  suspects: {results['suspects']}")
     results |= {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "

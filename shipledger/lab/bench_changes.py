@@ -17,6 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from shipledger.lab.percentiles import p50_p99
 from shipledger.schemas.policy import Policy
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.change_sets import ChangeSets, Deployed
@@ -62,14 +63,6 @@ _RECORDS = (
     "        toDateTime64({first}, 3, 'UTC') + INTERVAL (j * 10 + 5) MINUTE AS start\n"
     "    FROM numbers({deployments}))"
 )
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "p50": round(ordered[len(ordered) // 2], 2),
-        "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
-    }
 
 
 def bench_changes(deployments: int = 20_000, samples: int = 100) -> dict[str, Any]:
@@ -127,8 +120,8 @@ def bench_changes(deployments: int = 20_000, samples: int = 100) -> dict[str, An
                 "samples": len(single),
                 "load_s": round(load_s, 1),
                 "commits_per_set": round(float(counts[0][0]), 1),
-                "per_deployment_ms": _percentiles(single),
-                "per_deployment_in_batches_of_50_ms": _percentiles(batched),
+                "per_deployment_ms": p50_p99(single, 2),
+                "per_deployment_in_batches_of_50_ms": p50_p99(batched, 2),
             }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from shipledger.lab.bench_sink import sample_events
+from shipledger.lab.percentiles import p50_p99
 from shipledger.schemas.policy import load_policy
 from shipledger.schemas.scopes import RowScope
 from shipledger.settings import Settings
@@ -89,8 +90,4 @@ def _timed(call: Callable[[], None], samples: int, digits: int = 1) -> dict[str,
         started = time.perf_counter()
         call()
         times.append((time.perf_counter() - started) * 1000)
-    times.sort()
-    return {
-        "p50": round(times[len(times) // 2], digits),
-        "p99": round(times[min(len(times) - 1, int(len(times) * 0.99))], digits),
-    }
+    return p50_p99(times, digits)
