@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from shipledger.producers.api.auth import ANY_TENANT
 from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
 from shipledger.producers.api.context import ApiError, ContextDep, ReadPrincipal
-from shipledger.sinks.ledger.reader import SuspectsError, SuspectsQuery
+from shipledger.sinks.ledger.reader import SUSPECTS_MAX_LOOKBACK, SuspectsError, SuspectsQuery
 
 router = APIRouter(prefix="/v1")
 
@@ -39,7 +39,12 @@ async def get_suspects(
     at: Annotated[datetime | None, Query(description="When it began (default: now).")] = None,
     tenant: str | None = None,
     environment: str | None = None,
-    lookback_h: Annotated[float, Query(gt=0, description="Hours to look back.")] = 24.0,
+    lookback_h: Annotated[
+        float,
+        Query(
+            gt=0, le=SUSPECTS_MAX_LOOKBACK.total_seconds() / 3600, description="Hours to look back."
+        ),
+    ] = 24.0,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
     depth: Annotated[int, Query(ge=0, le=10, description="Dependency hops followed.")] = 3,
 ) -> dict[str, Any]:

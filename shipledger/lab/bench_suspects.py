@@ -13,7 +13,7 @@ from shipledger.lab.bench_ledger import FIRST_DAY, SERVICES, TENANT
 from shipledger.lab.percentiles import p50_p99
 from shipledger.sinks.ledger.ddl import CATALOG
 from shipledger.sinks.ledger.store import LedgerStore
-from shipledger.sinks.ledger.suspects import OptionalTables, SuspectsQuery, read_suspects
+from shipledger.sinks.ledger.suspects import SuspectsQuery, read_suspects
 
 # Service i depends on i+1, i+7 and i+31 (mod SERVICES): a connected graph with fan-out 3.
 _CATALOG_SQL = (
@@ -33,7 +33,6 @@ def bench_suspects(store: LedgerStore, samples: int = 100) -> dict[str, Any]:
     over the year) over `store` (the synthetic ledger, given a catalog here), each read as
     `GET /v1/suspects` reads it."""
     store.command(_CATALOG_SQL.format(first=f"'{FIRST_DAY.isoformat()}'", services=SERVICES))
-    optional = OptionalTables()
     first = datetime(FIRST_DAY.year, FIRST_DAY.month, FIRST_DAY.day, tzinfo=UTC)
     timings: list[float] = []
     candidates = 0
@@ -45,7 +44,7 @@ def bench_suspects(store: LedgerStore, samples: int = 100) -> dict[str, Any]:
             limit=10,
         )
         began = time.perf_counter()
-        found = read_suspects(store, query, optional)
+        found = read_suspects(store, query)
         if index >= 5:
             timings.append((time.perf_counter() - began) * 1000)
             candidates += len(found)

@@ -24,7 +24,7 @@ from shipledger.receivers.notes import BUILDERS, NoteTarget, auth
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
-from shipledger.sinks.ledger.suspects import OptionalTables, SuspectsQuery, read_suspects
+from shipledger.sinks.ledger.suspects import SuspectsQuery, read_suspects
 from shipledger.suspects import Suspect, note_text
 
 log = get_logger("triage")
@@ -65,7 +65,6 @@ class Triage:
     def __init__(self, settings: Settings, store: LedgerStore) -> None:
         self._settings = settings
         self._store = store
-        self._optional = OptionalTables()
         self._targets = {
             "pagerduty": NoteTarget(
                 "pagerduty",
@@ -122,7 +121,7 @@ class Triage:
             environment=incident.environment,
             limit=self._settings.triage_top,
         )
-        suspects = read_suspects(self._store, query, self._optional)
+        suspects = read_suspects(self._store, query)
         status, detail = self._post(
             incident, note_text(incident.service, incident.at, suspects), deliverer
         )

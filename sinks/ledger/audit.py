@@ -32,6 +32,7 @@ from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.chain import (
     CANONICAL_OPTIONS,
     GENESIS,
+    UNSET,
     canonical_default,
     late_columns,
 )
@@ -341,7 +342,7 @@ def _chains(
             # (`chain.hashed`: an empty late column is left out).
             fields = dict(zip(names, row, strict=False))
             for index, name in late:
-                if row[index] == "":
+                if row[index] in UNSET:
                     del fields[name]
             computed = sha256(dumps(fields, option=CANONICAL_OPTIONS, default=canonical_default))
             rows.append(

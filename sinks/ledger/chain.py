@@ -54,10 +54,17 @@ CANONICAL_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orj
 ChainKey = tuple[str, str, str]
 #: Columns added after rows were chained (migration 0006): hashed only when not empty.
 LATE_COLUMNS = ("policy_version",)
-#: The same, for one table: escalations' action and resolved alert (migration 0010).
+#: The same, per table: escalations' action and resolved alert (migration 0010), source
+#: events' changed paths (0012), artifact events' lifecycle columns (0013).
 LATE_TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "escalations": ("action", "resolved_alert_id"),
+    "source_events": ("changed_paths",),
+    "artifact_events": ("provenance_url", "action", "registry"),
 }
+#: What a late column reads back as on a row stored before it existed: the empty default of
+#: its type (String, Nullable, Map). A String column never held None, so no row stamped
+#: before a column type joined this list hashes differently.
+UNSET: tuple[Any, ...] = ("", None, {})
 
 
 def late_columns(table: str) -> tuple[str, ...]:
@@ -86,7 +93,7 @@ def hashed(row: Mapping[str, Any], table: str = "") -> dict[str, Any]:
     when set."""
     out = {k: v for k, v in row.items() if k != "row_hash"}
     for late in late_columns(table):
-        if out.get(late) == "":
+        if late in out and out[late] in UNSET:
             del out[late]
     return out
 

@@ -67,7 +67,9 @@ from shipledger.sinks.ledger.query import (
 )
 from shipledger.sinks.ledger.store import LedgerStore, StoreError, TimeWindow, chdb_path
 from shipledger.sinks.ledger.suspects import (
-    OptionalTables,
+    MAX_LOOKBACK as SUSPECTS_MAX_LOOKBACK,
+)
+from shipledger.sinks.ledger.suspects import (
     SuspectsError,
     SuspectsQuery,
     read_suspects,
@@ -82,6 +84,7 @@ __all__ = [
     "DORA_DIMENSIONS",
     "DORA_PERIODS",
     "FORMATS",
+    "SUSPECTS_MAX_LOOKBACK",
     "ChainHead",
     "DoraError",
     "DoraQuery",
@@ -306,7 +309,6 @@ class LedgerReader:
 
     def __init__(self, store: LedgerStore) -> None:
         self._store = store
-        self._optional = OptionalTables()
 
     @classmethod
     @contextmanager
@@ -386,7 +388,7 @@ class LedgerReader:
 
     def suspects(self, query: SuspectsQuery, scope: RowScope | None = None) -> list[Suspect]:
         """The ranked suspects of an incident (`sinks.ledger.suspects`), hot and cold."""
-        return read_suspects(self._store, query, self._optional, scope)
+        return read_suspects(self._store, query, scope)
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of change request `change_id` of `tenant`, hot and cold (a row

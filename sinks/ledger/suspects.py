@@ -1,21 +1,20 @@
 """The ledger's side of incident triage (docs/triage.md): the candidates of an incident and
 every input of their scores, read in a few small queries; `shipledger.suspects` scores them.
 
-Each input is its own query, so each can be missing: the dependency map (latest catalog entry
-per service); the deployments of those services (`suspect_deployments`: every record, sorted
-by service and start, in the hot database, archived or not) from the start of the lookback
-window until as long after the incident (the latest record of each; those after it count only
-as the rollbacks they name); the `config_drift` alerts about them; and two tables other parts
-of the ledger fill: `deployment_change_sets.commit_count` (change size) and
-`deployment_verifications.verdict`. A table this ledger does not have yet is skipped
-(`OptionalTables`, asked once per reader) and its input reads as unknown.
+Each input is its own query: the dependency map (latest catalog entry per service); the
+deployments of those services (`suspect_deployments`: every record, sorted by service and
+start, in the hot database, archived or not) from the start of the lookback window until as
+long after the incident (the latest record of each; those after it count only as the
+rollbacks they name); the `config_drift` alerts about them; the change sizes
+(`deployment_change_sets.commit_count`) and the verdicts (`deployment_verifications`); a
+deployment neither of the last two has a row for reads as unknown.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shipledger.schemas.scopes import RowScope
@@ -23,15 +22,13 @@ from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.suspects import DEFAULT_MAX_DEPTH, Candidate, Suspect, dependency_distances, rank
 
-#: Derived tables other parts of the ledger own (the contract of issue 12).
-CHANGE_SETS = "deployment_change_sets"
-VERIFICATIONS = "deployment_verifications"
-OPTIONAL = (CHANGE_SETS, VERIFICATIONS)
 #: The alert rule of configuration drift (the verification part of the ledger raises it).
 DRIFT_RULE = "config_drift"
 DEFAULT_LOOKBACK = timedelta(hours=24)
 MAX_LOOKBACK = timedelta(days=30)
 MAX_LIMIT = 100
+#: What a ClickHouse DateTime64 holds: the window around an incident must fit inside.
+EARLIEST, LATEST = datetime(1900, 1, 1, tzinfo=UTC), datetime(2299, 12, 31, tzinfo=UTC)
 
 
 class SuspectsError(ValueError):
@@ -58,6 +55,8 @@ class SuspectsQuery:
             raise SuspectsError("at: needs a time zone (e.g. 2026-12-01T10:00:00Z)")
         if not timedelta(0) < self.lookback <= MAX_LOOKBACK:
             raise SuspectsError(f"lookback: must be > 0 and at most {MAX_LOOKBACK.days} days")
+        if not EARLIEST + MAX_LOOKBACK <= self.at <= LATEST - MAX_LOOKBACK:
+            raise SuspectsError(f"at: must be between {EARLIEST.year} and {LATEST.year}")
         if not 1 <= self.limit <= MAX_LIMIT:
             raise SuspectsError(f"limit: must be 1..{MAX_LIMIT}")
         if not 0 <= self.max_depth <= 10:
@@ -101,24 +100,6 @@ _LATEST_SQL = (
 )
 
 
-class OptionalTables:
-    """Which of the optional input tables the ledger has, asked once (the first read)."""
-
-    def __init__(self) -> None:
-        self._present: frozenset[str] | None = None
-
-    def present(self, store: LedgerStore) -> frozenset[str]:
-        """The optional tables present in the store's hot database."""
-        if self._present is None:
-            _, rows = store.query(
-                "SELECT name FROM system.tables WHERE database = {db:String}"
-                " AND name IN {names:Array(String)}",
-                {"db": store.database, "names": list(OPTIONAL)},
-            )
-            self._present = frozenset(str(r[0]) for r in rows)
-        return self._present
-
-
 def _source(store: LedgerStore, table: str, tenant: str) -> str:
     """The table hot and cold, or hot only while the tenant has no cold files of it: the
     union's cold side costs a scan of its file list on every query (see
@@ -132,7 +113,6 @@ def _source(store: LedgerStore, table: str, tenant: str) -> str:
 def read_suspects(
     store: LedgerStore,
     query: SuspectsQuery,
-    optional: OptionalTables,
     scope: RowScope | None = None,
 ) -> list[Suspect]:
     """The ranked suspects of `query`, only deployments `scope` admits (None: all)."""
@@ -174,7 +154,7 @@ def read_suspects(
     if not candidates:
         return []
     keyed = {**window, "ids": [c.deployment_id for c in candidates]}
-    inputs = _inputs(store, keyed, optional.present(store))
+    inputs = _inputs(store, keyed)
     inputs["rolled_back_by"] = rolled_back_by
     return rank([_with_inputs(c, inputs) for c in candidates], query.at, query.service, query.limit)
 
@@ -200,25 +180,20 @@ def _latest(store: LedgerStore, table: str, column: str, at: str) -> str:
     )
 
 
-def _inputs(
-    store: LedgerStore, params: dict[str, Any], present: frozenset[str]
-) -> dict[str, Found]:
-    """The inputs read by a query of their own, by name -> deployment id -> its value (an
-    input whose table is missing is empty)."""
+def _inputs(store: LedgerStore, params: dict[str, Any]) -> dict[str, Found]:
+    """The inputs read by a query of their own, by name -> deployment id -> its value."""
     alerts = _source(store, ddl.ALERTS, params["tenant"])
     inputs: dict[str, Found] = {
         "drift": _by_id(
             store, _DRIFT_SQL.format(alerts=alerts, rule=ddl.quote_str(DRIFT_RULE)), params
         ),
-        "commit_count": {},
-        "verdict": {},
+        "commit_count": _by_id(
+            store, _latest(store, ddl.CHANGE_SETS, "commit_count", "computed_at"), params
+        ),
+        "verdict": _by_id(
+            store, _latest(store, ddl.DEPLOYMENT_VERIFICATIONS, "verdict", "decided_at"), params
+        ),
     }
-    if CHANGE_SETS in present:
-        sql = _latest(store, CHANGE_SETS, "commit_count", "computed_at")
-        inputs["commit_count"] = _by_id(store, sql, params)
-    if VERIFICATIONS in present:
-        sql = _latest(store, VERIFICATIONS, "verdict", "decided_at")
-        inputs["verdict"] = _by_id(store, sql, params)
     return inputs
 
 

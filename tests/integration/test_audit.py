@@ -281,6 +281,8 @@ def _sample(column_type: str) -> Any:
         return ["x", "y"]
     if "DateTime64" in column_type:
         return chain.to_ms_precision(NOW)
+    if column_type.startswith("Map(String, Array("):  # source events' changed paths
+        return {"b": ["2"], "a": ["1", "0"]}
     if column_type.startswith("Map("):
         return {"b": "2", "a": "1"}
     if "Int" in column_type:

@@ -148,38 +148,29 @@ def test_suspects_are_ranked_with_their_reasons(store: LedgerStore) -> None:
     assert LedgerReader(store).suspects(other) == []
 
 
-def test_change_sets_and_verdicts_count_once_their_tables_exist(store: LedgerStore) -> None:
-    """The tables the changes and verification parts of the ledger own (issue 12's contract),
-    created here with the agreed columns: a reader built after they exist reads them."""
+def test_change_sets_and_verdicts_count_in_the_score(store: LedgerStore) -> None:
+    """The change sets and verdicts other parts of the ledger write: the latest change set
+    of a deployment gives its size, its verdict counts, and a deployment without either
+    reads as unknown."""
     store.command(
-        "CREATE TABLE deployment_change_sets (tenant LowCardinality(String), deployment_id "
-        "String, service String, environment String, from_sha Nullable(String), to_sha String, "
-        "commit_count UInt32, pr_count UInt32, reverse UInt8, computed_at DateTime64(3, 'UTC')) "
-        "ENGINE = MergeTree ORDER BY (tenant, deployment_id)"
+        "INSERT INTO deployment_change_sets (tenant, deployment_id, service, environment,"
+        " from_sha, to_sha, commit_count, pr_count, reverse, computed_at) VALUES"
+        " ('acme', 'd-co', 'checkout', 'prod', NULL, 'x', 2, 1, 0, now64(3)),"
+        " ('acme', 'd-co', 'checkout', 'prod', NULL, 'x', 7, 1, 0, now64(3) + 1)"
     )
     store.command(
-        "CREATE TABLE deployment_verifications (tenant LowCardinality(String), deployment_id "
-        "String, service String, environment String, verdict LowCardinality(String), score "
-        "Float64, evidence String, window_end DateTime64(3, 'UTC'), decided_at "
-        "DateTime64(3, 'UTC')) ENGINE = MergeTree ORDER BY (tenant, deployment_id)"
+        "INSERT INTO deployment_verifications (tenant, deployment_id, service, environment,"
+        " verdict, score, evidence, window_end, decided_at) VALUES ('acme', 'd-pay',"
+        " 'payments', 'prod', 'failed_verification', 0.1, '{}', now64(3), now64(3))"
     )
     try:
-        store.command(
-            "INSERT INTO deployment_change_sets VALUES ('acme', 'd-co', 'checkout', 'prod', "
-            "NULL, 'x', 2, 1, 0, now64(3)), ('acme', 'd-co', 'checkout', 'prod', NULL, 'x', 7, "
-            "1, 0, now64(3) + 1)"
-        )
-        store.command(
-            "INSERT INTO deployment_verifications VALUES ('acme', 'd-pay', 'payments', 'prod', "
-            "'failed_verification', 0.1, '{}', now64(3), now64(3))"
-        )
         ranked = {s.candidate.deployment_id: s for s in LedgerReader(store).suspects(_query())}
         assert "7 commits shipped" in ranked["d-co"].why  # the latest computation wins
         assert "verification: failed_verification (+15)" in ranked["d-pay"].why
         assert ranked["d-db"].parts[2].detail == "change size unknown"
     finally:
-        store.command("DROP TABLE deployment_change_sets")
-        store.command("DROP TABLE deployment_verifications")
+        store.command("TRUNCATE TABLE deployment_change_sets")
+        store.command("TRUNCATE TABLE deployment_verifications")
 
 
 def test_the_api_and_the_command_serve_the_same_ranking(

@@ -430,6 +430,25 @@ def test_escalation_rows_chained_before_the_action_columns_still_verify() -> Non
     assert chain.row_hash({**old, "action": ""}, "catalog_events") != chain.row_hash(old)
 
 
+@pytest.mark.parametrize(
+    ("table", "added"),
+    [
+        ("source_events", {"changed_paths": {}}),  # migration 0012
+        ("artifact_events", {"provenance_url": None, "action": "", "registry": None}),  # 0013
+    ],
+)
+def test_family_rows_chained_before_their_new_columns_still_verify(
+    table: str, added: dict[str, object]
+) -> None:
+    """A row stamped before a migration added columns reads them back empty (a map, NULL,
+    ''): left out of the hash, as when it was stamped; set, they are hashed."""
+    old = {"event_id": "e1", "tenant": "retail", "chain_seq": 1}
+    assert chain.row_hash({**old, **added}, table) == chain.row_hash(old, table)
+    first = next(iter(added))
+    set_value = {"a1": ["svc/x.py"]} if first == "changed_paths" else "https://slsa.example/1"
+    assert chain.row_hash({**old, first: set_value}, table) != chain.row_hash(old, table)
+
+
 def test_the_deliveries_query_takes_only_plain_names() -> None:
     sql = deliveries_sql(receiver="payments-pager", action="resolve", limit=5)
     assert "receiver = 'payments-pager'" in sql and sql.endswith("LIMIT 5")
