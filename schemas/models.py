@@ -76,14 +76,23 @@ def _check_string(value: str, longest: int, bad_characters: re.Pattern[str]) -> 
     return value
 
 
+# Both checks run on every string of every model, several times per event in the processors.
+# A printable string has none of the bad characters of either pattern (every control, line or
+# paragraph separator and surrogate is non-printable): most strings stop at that test.
+
+
 def check_text(value: str) -> str:
     """Any string of the contract: at most MAX_TEXT characters, no control characters but
     tab, LF and CR, valid Unicode."""
+    if len(value) <= MAX_TEXT and value.isprintable():
+        return value
     return _check_string(value, MAX_TEXT, _BAD_IN_TEXT)
 
 
 def check_name(value: str) -> str:
     """A name or id: at most MAX_NAME characters, no control characters (tab, newline...)."""
+    if len(value) <= MAX_NAME and value.isprintable():
+        return value
     return _check_string(value, MAX_NAME, _BAD_IN_NAME)
 
 
