@@ -37,6 +37,7 @@ KINDS: tuple[str, ...] = get_args(DeploymentKind)
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_BARE_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 #: Fields a deployment event cannot do without (besides the ids the emitter fills in).
 MANDATORY_METADATA = ("service", "environment", "commit_sha", "actor")
 #: Mandatory fields a third-party system may be unable to report (a stock CDEvents
@@ -197,7 +198,7 @@ def full_sha(value: str) -> str:
 def sha256_digest(value: str) -> str:
     """`sha256:<64 hex>`, lower-cased; a bare 64-hex digest gets its `sha256:` prefix."""
     value = value.lower()
-    if re.fullmatch(r"[0-9a-f]{64}", value):
+    if _BARE_DIGEST_RE.fullmatch(value):
         value = f"sha256:{value}"
     if not _DIGEST_RE.match(value):
         raise ValueError("must be a sha256 digest: sha256:<64 hex characters>")
@@ -216,7 +217,7 @@ def drop_blank(data: Any) -> Any:
         return {
             k: v
             for k, v in data.items()
-            if k in _NEVER_BLANK or not (isinstance(v, str) and not v.strip())
+            if not (isinstance(v, str) and not v.strip()) or k in _NEVER_BLANK
         }
     return data
 
@@ -272,7 +273,8 @@ class DeploymentEvent(Model):
     @classmethod
     def _aliases(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            data = drop_blank(apply_aliases(data, known=cls.model_fields))
+            # The class's own field map: `model_fields` is a property, read per event.
+            data = drop_blank(apply_aliases(data, known=cls.__pydantic_fields__))
             missing = data.get("missing_metadata")
             if isinstance(missing, list) and "commit_sha" in missing:
                 if data.get("commit_sha") is not None:
