@@ -114,7 +114,11 @@ class Entry:
 def state_key(tenant: str, deployment_id: str) -> str:
     """The table key of a tenant's deployment: a JSON pair, unambiguous whatever characters
     the tenant or the id contain (`a/b` + `c` and `a` + `b/c` stay apart)."""
-    return json.dumps([tenant, deployment_id], ensure_ascii=False)
+    return _KEY_JSON.encode([tenant, deployment_id])
+
+
+#: `json.dumps(..., ensure_ascii=False)` without building an encoder per call (once per event).
+_KEY_JSON = json.JSONEncoder(ensure_ascii=False)
 
 
 class DeploymentState:

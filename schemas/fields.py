@@ -103,6 +103,8 @@ def apply_aliases(data: Mapping[str, Any], known: Collection[str] | None = None)
         unknown = [k for k in data if k not in known and k not in ALIASES]
         if unknown:
             raise UnknownFieldError(unknown, known)
+    if ALIASES.keys().isdisjoint(data):  # the usual case: nothing to rename, nothing twice
+        return dict(data)
     out: dict[str, Any] = {}
     for key, value in data.items():
         canonical = ALIASES.get(key, key)

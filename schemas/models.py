@@ -37,6 +37,7 @@ KINDS: tuple[str, ...] = get_args(DeploymentKind)
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_BARE_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 #: Fields a deployment event cannot do without (besides the ids the emitter fills in).
 MANDATORY_METADATA = ("service", "environment", "commit_sha", "actor")
 #: Mandatory fields a third-party system may be unable to report (a stock CDEvents
@@ -76,14 +77,23 @@ def _check_string(value: str, longest: int, bad_characters: re.Pattern[str]) -> 
     return value
 
 
+# Both checks run on every string of every model, several times per event in the processors.
+# A printable string has none of the bad characters of either pattern (every control, line or
+# paragraph separator and surrogate is non-printable): most strings stop at that test.
+
+
 def check_text(value: str) -> str:
     """Any string of the contract: at most MAX_TEXT characters, no control characters but
     tab, LF and CR, valid Unicode."""
+    if len(value) <= MAX_TEXT and value.isprintable():
+        return value
     return _check_string(value, MAX_TEXT, _BAD_IN_TEXT)
 
 
 def check_name(value: str) -> str:
     """A name or id: at most MAX_NAME characters, no control characters (tab, newline...)."""
+    if len(value) <= MAX_NAME and value.isprintable():
+        return value
     return _check_string(value, MAX_NAME, _BAD_IN_NAME)
 
 
@@ -91,8 +101,9 @@ def check_name(value: str) -> str:
 Name = Annotated[str, AfterValidator(check_name)]
 
 
-def _check_strings(value: Any) -> None:
-    """check_text on every string inside a field's value; map keys follow check_name."""
+def _check_strings(value: Any) -> Any:
+    """check_text on every string inside a field's value; map keys follow check_name. Returns
+    `value`: it is `Model`'s validator of every field itself."""
     if isinstance(value, str):
         check_text(value)
     elif isinstance(value, list):
@@ -102,6 +113,7 @@ def _check_strings(value: Any) -> None:
         for key, item in value.items():
             check_name(key)
             _check_strings(item)
+    return value
 
 
 @dataclass(frozen=True)
@@ -159,11 +171,8 @@ class Model(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
-    @field_validator("*", mode="after")
-    @classmethod
-    def _strings(cls, value: Any) -> Any:
-        _check_strings(value)
-        return value
+    # One call per field of every model built (several per event in the processors).
+    _strings = field_validator("*", mode="after")(_check_strings)
 
     def to_avro(self) -> dict[str, Any]:
         """The dict fastavro writes for this model's schema."""
@@ -189,7 +198,7 @@ def full_sha(value: str) -> str:
 def sha256_digest(value: str) -> str:
     """`sha256:<64 hex>`, lower-cased; a bare 64-hex digest gets its `sha256:` prefix."""
     value = value.lower()
-    if re.fullmatch(r"[0-9a-f]{64}", value):
+    if _BARE_DIGEST_RE.fullmatch(value):
         value = f"sha256:{value}"
     if not _DIGEST_RE.match(value):
         raise ValueError("must be a sha256 digest: sha256:<64 hex characters>")
@@ -208,7 +217,7 @@ def drop_blank(data: Any) -> Any:
         return {
             k: v
             for k, v in data.items()
-            if k in _NEVER_BLANK or not (isinstance(v, str) and not v.strip())
+            if not (isinstance(v, str) and not v.strip()) or k in _NEVER_BLANK
         }
     return data
 
@@ -264,7 +273,8 @@ class DeploymentEvent(Model):
     @classmethod
     def _aliases(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            data = drop_blank(apply_aliases(data, known=cls.model_fields))
+            # The class's own field map: `model_fields` is a property, read per event.
+            data = drop_blank(apply_aliases(data, known=cls.__pydantic_fields__))
             missing = data.get("missing_metadata")
             if isinstance(missing, list) and "commit_sha" in missing:
                 if data.get("commit_sha") is not None:

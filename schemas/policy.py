@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -456,6 +457,13 @@ class Retention(_Strict):
         return max(sorted(set(found)), key=self.period)
 
 
+#: `Policy.rules_for`'s answers of each live policy (by `id`, dropped with the policy), by
+#: tenant with overrides (None: any other) and kind. A policy is immutable, and the processors
+#: ask once per event: merging a tenant's overrides validates a `Rules` again. Kept out of
+#: the model, so it is no part of its equality, dumps or copies.
+_RULES_MEMO: dict[int, dict[tuple[str | None, str | None], Rules]] = {}
+
+
 class Policy(_Strict):
     """The whole policy file: defaults plus per-tenant overrides of any `Rules` key."""
 
@@ -477,7 +485,20 @@ class Policy(_Strict):
     def rules_for(self, tenant: str, kind: str | None = None) -> Rules:
         """Defaults with the tenant's overrides applied: a key given replaces the default,
         except `severities`, which is merged rule by rule; then, given a deployment `kind`,
-        that kind's entry of `kinds` (see `Rules.for_kind`)."""
+        that kind's entry of `kinds` (see `Rules.for_kind`). Worked out once per policy,
+        tenant and kind (`_RULES_MEMO`)."""
+        memo = _RULES_MEMO.get(id(self))
+        if memo is None:
+            memo = _RULES_MEMO[id(self)] = {}
+            weakref.finalize(self, _RULES_MEMO.pop, id(self), None)
+        # Tenants without overrides share the defaults' entry: event tenants are unbounded.
+        key = (tenant if tenant in self.tenants else None, kind)
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = self._merged_rules(tenant, kind)
+        return found
+
+    def _merged_rules(self, tenant: str, kind: str | None) -> Rules:
         override = self.tenants.get(tenant)
         rules = self.defaults
         if override:
@@ -638,6 +659,10 @@ GLOBAL_SCOPE = "global"
 MAX_POLICY_TEXT = 1_000_000
 
 
+def _as_given(value: Any) -> Any:
+    return value
+
+
 class PolicyDocument(Model):
     """A policy as `shipledger policy push` publishes it on the `policy` topic (schema
     PolicyDocument): its text, version and SHA-256."""
@@ -651,12 +676,9 @@ class PolicyDocument(Model):
     text: str = Field(min_length=1, max_length=MAX_POLICY_TEXT)
     published_at: datetime
 
-    @field_validator("*", mode="after")
-    @classmethod
-    def _strings(cls, value: Any) -> Any:
-        # Replaces Model's check of every string: the names and the digest check themselves,
-        # and the text is a whole policy file (longer than MAX_TEXT), checked by parse_policy.
-        return value
+    # Replaces Model's check of every string: the names and the digest check themselves, and
+    # the text is a whole policy file (longer than MAX_TEXT), checked by parse_policy.
+    _strings = field_validator("*", mode="after")(_as_given)
 
     @field_validator("published_at")
     @classmethod

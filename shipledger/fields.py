@@ -34,10 +34,16 @@ def copied(cls: type[T], source: object, *, prefix: str = "", **given: Any) -> T
     for name, required in _field_names(cast(type, cls)).items():
         if name in values:
             continue
-        attribute = prefix + name
-        if required or hasattr(source, attribute):
+        attribute = prefix + name if prefix else name
+        if required:
             values[name] = getattr(source, attribute)
+        elif (value := getattr(source, attribute, _ABSENT)) is not _ABSENT:
+            values[name] = value
     return cast(T, cast(Any, cls)(**values))
+
+
+#: What `copied` reads of an attribute `source` does not have (one lookup, not two).
+_ABSENT = object()
 
 
 def picked(source: object, *names: str) -> dict[str, Any]:

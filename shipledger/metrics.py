@@ -161,6 +161,9 @@ class RecordingMetrics:
         self._lock = threading.Lock()
         self._counters: dict[str, Counter] = {}
         self._timings: dict[str, _Timing] = {}
+        # The labelled child of each counter and tags seen: the worker counts several times
+        # per event, and `labels()` checks and locks on every call.
+        self._children: dict[tuple[str, tuple[tuple[str, str], ...]], Counter] = {}
 
     def _spec(self, name: str, kind: Kind) -> Spec:
         spec = CATALOGUE.get(name)
@@ -198,9 +201,13 @@ class RecordingMetrics:
 
     def increment(self, name: str, value: int = 1, tags: Tags | None = None) -> None:
         """Add `value` to counter `name` with `tags`."""
-        counter = self._counter(name)
-        labels = _labels(name, self._spec(name, "counter"), tags)
-        (counter.labels(**labels) if labels else counter).inc(value)
+        key = (name, tuple(tags.items()) if tags else ())
+        child = self._children.get(key)
+        if child is None:
+            counter = self._counter(name)
+            labels = _labels(name, self._spec(name, "counter"), tags)
+            child = self._children[key] = counter.labels(**labels) if labels else counter
+        child.inc(value)
 
     def timing(self, name: str, value_ms: float, tags: Tags | None = None) -> None:
         """Observe one duration of timing `name`, and keep it as the last one."""

@@ -18,7 +18,13 @@ from shipledger.producers.api.events import FieldError, Prepared, prepare
 from shipledger.producers.api.limits import TooLarge
 from shipledger.producers.api.uploads import Record, csv_records, ndjson_records
 from shipledger.schemas.families import FAMILIES
-from shipledger.schemas.models import MAX_TEXT, check_name, check_text
+from shipledger.schemas.models import (
+    _BAD_IN_NAME,
+    _BAD_IN_TEXT,
+    MAX_TEXT,
+    check_name,
+    check_text,
+)
 from shipledger.schemas.untrusted import MAX_DEPTH, BadJSON, loads
 from shipledger.settings import Settings
 from tests.kit import FAMILY_EVENTS
@@ -191,6 +197,20 @@ def test_name_and_text_rules() -> None:
             check_name(bad)
     with pytest.raises(ValueError, match="longer than"):
         check_text("x" * (MAX_TEXT + 1))
+
+
+def test_every_code_point_is_refused_exactly_where_the_rules_say() -> None:
+    # Printable strings skip the patterns: nothing printable may be a character they refuse.
+    for point in range(0x110000):
+        char = chr(point)
+        for check, pattern in ((check_text, _BAD_IN_TEXT), (check_name, _BAD_IN_NAME)):
+            refused = pattern.search(char) is not None
+            try:
+                check(char)
+            except ValueError:
+                assert refused, hex(point)
+            else:
+                assert not refused, hex(point)
 
 
 def test_event_time_window_and_size_limit() -> None:

@@ -73,6 +73,18 @@ def test_a_kind_sets_its_own_ticket_requirement_windows_and_severity() -> None:
     )
 
 
+def test_rules_are_worked_out_once_per_policy_tenant_and_kind() -> None:
+    policy = parse_policy(KINDS)
+    assert policy.rules_for("bank", "release") is policy.rules_for("bank", "release")
+    assert policy.rules_for("retail") is policy.rules_for("other")  # no overrides: defaults
+    assert policy.rules_for("bank") != policy.rules_for("retail")
+    assert policy.rules_for("retail", "schema_migration") != policy.rules_for("retail")
+    # Another policy (an update adopted) answers from its own file, and equality ignores it.
+    updated = parse_policy(KINDS.replace("medium", "low"))
+    assert updated.rules_for("bank").severities["missing_change_ticket"] == "low"
+    assert parse_policy(KINDS) == policy
+
+
 def test_the_stream_judges_with_the_kinds_rules() -> None:
     event = deployment_event(
         kind="schema_migration", environment="staging", occurred_at=WEDNESDAY_NOON
