@@ -199,7 +199,10 @@ def test_alerts_become_one_ticket_each_whatever_happens(
         "jira": ("delivered", 1, "OPS-1", None),
         "hook": ("delivered", 1, "HOOK-1", None),
     }
-    ((alert_id,),) = rows(stack, "SELECT alert_id FROM {db}.alerts WHERE deployment_id = 'dep-1'")
+    # The alert and its escalations reach the ledger by two topics, in no promised order.
+    alert_sql = "SELECT alert_id FROM {db}.alerts WHERE deployment_id = 'dep-1'"
+    wait_for(stack, "dep-1's alert stored", lambda: len(rows(stack, alert_sql)) == 1)
+    ((alert_id,),) = rows(stack, alert_sql)
     assert receivers.incidents[0]["body"]["correlation_id"] == alert_id
     joined = rows(
         stack,
