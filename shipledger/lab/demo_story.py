@@ -168,7 +168,8 @@ def numbers_people_report(stack: Stack, day: date, out: Path) -> None:
     key = out / "report.pem"
     public = generate_key(key) if not key.exists() else key.with_name(key.name + ".pub")
     pack = out / f"pack-{month}"
-    summary = generate(LedgerReader(stack.store), month, None, pack, load_private_key(key))
+    reader = LedgerReader(stack.store)
+    summary = generate(reader, month, None, pack, load_private_key(key))
     click.secho(
         f"\nMonthly compliance pack {month} (`shipledger report monthly`): {pack}", bold=True
     )
@@ -176,8 +177,7 @@ def numbers_people_report(stack: Stack, day: date, out: Path) -> None:
         f"  {summary.deployments} production deployments, {summary.findings} findings; "
         f"files {', '.join(summary.files)}; signed by {summary.signer}"
     )
-    heads = LedgerReader(stack.store)
-    missing = heads.missing_heads(heads.chain_heads(None))
+    missing = reader.missing_heads(reader.chain_heads(None))
     click.echo(f"  chain heads recorded in the manifest still in the ledger: {not missing}")
     _verify(pack, public)
     deployments = pack / "deployments.csv"
