@@ -68,6 +68,16 @@ class Settings(BaseSettings):
         ),
     )
     clickhouse_database: str = Field(default="shipledger", description="ClickHouse database.")
+    # --- ClickHouse cluster mode (issue 14, point 3; docs/cluster.md) ----------------------
+    clickhouse_cluster: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description=(
+            "A ClickHouse cluster (remote_servers) to create the ledger on: Replicated*MergeTree "
+            "local tables ON CLUSTER behind Distributed tables sharded by cityHash64(tenant). "
+            "Needs a server URL. Unset: plain tables on the one server."
+        ),
+    )
     policy_file: Path | None = Field(
         default=None,
         description="Policy YAML (windows, freezes, required fields). Unset: built-in default.",

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.cluster import Cluster, created_tables
 
 MIGRATIONS_TABLE = "schema_migrations"
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -171,14 +172,15 @@ def load_migrations(directory: Traversable | Path | None = None) -> list[Migrati
     return found
 
 
-def _ensure_migrations_table(store: SqlRunner) -> None:
-    store.command(
+def _ensure_migrations_table(store: SqlRunner, cluster: Cluster | None) -> None:
+    create = (
         f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (\n"
         "    version UInt32, name String, checksum String,\n"
         f"    applied_at {ddl.DATETIME_MS} DEFAULT now64(3, 'UTC')\n"
         ") ENGINE = MergeTree ORDER BY version\n"
         "COMMENT 'Schema migrations applied to this database (shipledger migrate).'"
     )
+    store.command(create if cluster is None else cluster.everywhere(create))
 
 
 def applied_migrations(store: SqlRunner) -> dict[int, Applied]:
@@ -286,21 +288,28 @@ def status_lines(migrations: Sequence[Migration], applied: dict[int, Applied]) -
     return lines
 
 
-def migrate(store: SqlRunner, migrations: Sequence[Migration] | None = None) -> list[Migration]:
-    """Apply every pending migration in order to the selected database; those applied."""
+def migrate(
+    store: SqlRunner, migrations: Sequence[Migration] | None = None, cluster: str | None = None
+) -> list[Migration]:
+    """Apply every pending migration in order to the selected database; those applied.
+
+    `cluster` (SHIPLEDGER_CLICKHOUSE_CLUSTER) applies them on that ClickHouse cluster:
+    replicated local tables behind Distributed ones (`sinks.ledger.cluster`)."""
     migrations = load_migrations() if migrations is None else migrations
     applied = applied_migrations(store)
     check_history(migrations, applied)
     if not applied:
         _refuse_unmigrated_ledger(store)
-    _ensure_migrations_table(store)
+    on = cluster_of(migrations, cluster, store.database)
+    _ensure_migrations_table(store, on)
     done: list[Migration] = []
     for migration in migrations:
         if migration.version in applied:
             continue
         for statement in migration.statements():
             try:
-                store.command(statement)
+                for sql in applied_form(statement, on):
+                    store.command(sql)
             except Exception as exc:
                 raise MigrationError(f"{migration.filename} failed: {exc}") from exc
         store.command(
@@ -310,6 +319,21 @@ def migrate(store: SqlRunner, migrations: Sequence[Migration] | None = None) -> 
         )
         done.append(migration)
     return done
+
+
+def cluster_of(
+    migrations: Sequence[Migration], cluster: str | None, database: str
+) -> Cluster | None:
+    """The rewriter of `migrations` for ClickHouse cluster `cluster` (None: a single server)."""
+    if cluster is None:
+        return None
+    statements = (_strip_comments(s) for m in migrations for s in m.statements())
+    return Cluster(cluster, database, created_tables(statements))
+
+
+def applied_form(statement: str, cluster: Cluster | None) -> list[str]:
+    """What runs for migration statement `statement`: itself, or its cluster form."""
+    return [statement] if cluster is None else cluster.rewrite(_strip_comments(statement))
 
 
 def _refuse_unmigrated_ledger(store: SqlRunner) -> None:

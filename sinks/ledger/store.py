@@ -35,6 +35,7 @@ from shipledger.closing import Closing
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.chain import ChainKey, Head
+from shipledger.sinks.ledger.cluster import on_cluster
 from shipledger.sinks.ledger.migrate import MigrationError, migrate
 from shipledger.sinks.rows import RowKey
 
@@ -100,13 +101,22 @@ class StoredIds(Protocol):
 class LedgerStore(Closing):
     """The ledger's ClickHouse client (thread-safe by one lock). Build it with `open`."""
 
-    def __init__(self, client: Any, database: str, url: str, cold_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        database: str,
+        url: str,
+        cold_root: Path | None = None,
+        cluster: str | None = None,
+    ) -> None:
         self._client = client
         self._lock = Lock()
         self.database = database
         self.url = url
         #: Where cold Parquet files live (embedded chDB only; None for a server).
         self.cold_root = cold_root
+        #: The ClickHouse cluster the ledger lives on (SHIPLEDGER_CLICKHOUSE_CLUSTER), if any.
+        self.cluster = cluster
         self._closed = False
 
     @classmethod
@@ -121,6 +131,11 @@ class LedgerStore(Closing):
         path = chdb_path(url)
         if path is not None and existing and not path.exists():
             raise StoreError(f"no ledger in {path} yet: run `shipledger up` first")
+        if path is not None and settings.clickhouse_cluster:
+            raise StoreError(
+                f"SHIPLEDGER_CLICKHOUSE_CLUSTER={settings.clickhouse_cluster} needs a ClickHouse "
+                "server: set SHIPLEDGER_CLICKHOUSE_URL to one of the cluster's nodes"
+            )
         if path is not None:
             # Owner-only: the data dir holds every tenant's rows and the API's secrets.
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -132,7 +147,9 @@ class LedgerStore(Closing):
                 hint = " (another process owns this chDB data dir: stop it or use a server URL)"
             raise StoreError(f"cannot open ClickHouse at {_redact(url)}: {exc}{hint}") from exc
         cold_root = (settings.data_dir / "cold").resolve() if path is not None else None
-        store = cls(client, settings.clickhouse_database, url, cold_root)
+        store = cls(
+            client, settings.clickhouse_database, url, cold_root, settings.clickhouse_cluster
+        )
         if store.database_exists():
             client.database = store.database
         return store
@@ -145,7 +162,7 @@ class LedgerStore(Closing):
         """
         self.select_database(self.database)
         try:
-            done = migrate(self)
+            done = migrate(self, cluster=self.cluster)
         except MigrationError as exc:
             raise StoreError(str(exc)) from exc
         self._check_columns()
@@ -155,7 +172,8 @@ class LedgerStore(Closing):
     def select_database(self, database: str) -> None:
         """Create `database` if missing; every later statement runs in it."""
         with self._lock:
-            self._client.command(f"CREATE DATABASE IF NOT EXISTS {ddl.quote_ident(database)}")
+            on = f" {on_cluster(self.cluster)}" if self.cluster else ""
+            self._client.command(f"CREATE DATABASE IF NOT EXISTS {ddl.quote_ident(database)}{on}")
             self._client.database = database
         self.database = database
 
