@@ -71,6 +71,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "audit",
         "Verify the ledger's hash chains; grants.",
     ),
+    "topics": ("shipledger.topics", "topics_group", "Create shipledger's Kafka topics."),
     "dlq": ("shipledger.dlq", "dlq", "Inspect and replay dead-lettered messages."),
     "journal": (
         "shipledger.journal_cli",

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
         ),
     )
     clickhouse_database: str = Field(default="shipledger", description="ClickHouse database.")
-    # --- ClickHouse cluster mode (issue 14, point 3; docs/cluster.md) ----------------------
+    # --- production deployment (issue 14: docs/deploy.md, docs/cluster.md) ----------------
     clickhouse_cluster: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
@@ -77,6 +77,12 @@ class Settings(BaseSettings):
             "local tables ON CLUSTER behind Distributed tables sharded by cityHash64(tenant). "
             "Needs a server URL. Unset: plain tables on the one server."
         ),
+    )
+    #: Production Kafka (deploy/, docs/deploy.md): each topic on this many brokers.
+    topic_replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Replicas of each topic created (`shipledger topics create`, the sink, `up`).",
     )
     policy_file: Path | None = Field(
         default=None,

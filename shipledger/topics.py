@@ -1,7 +1,10 @@
-"""Topic creation: every catalog topic (`shipledger.schemas.topics.Topics`) on a broker."""
+"""Topic creation: every catalog topic (`shipledger.schemas.topics.Topics`) on a broker, and
+`shipledger topics create`, which does only that (a deployment's one-shot step)."""
 
 from __future__ import annotations
 
+import click
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -25,7 +28,7 @@ def ensure_topics(settings: Settings, bootstrap: str, timeout_s: float = 15.0) -
         NewTopic(
             name,
             num_partitions=settings.topic_partitions,
-            replication_factor=1,
+            replication_factor=settings.topic_replication_factor,
             config=configs.get(name, {}),
         )
         for name in topics.all()
@@ -39,3 +42,34 @@ def ensure_topics(settings: Settings, bootstrap: str, timeout_s: float = 15.0) -
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise RuntimeError(f"could not create topic {name}: {exc}") from exc
     return topics
+
+
+@click.group("topics")
+def topics_group() -> None:
+    """shipledger's Kafka topics."""
+
+
+@topics_group.command("create")
+@click.option(
+    "--bootstrap",
+    envvar="SHIPLEDGER_BOOTSTRAP_SERVERS",
+    required=True,
+    help="Kafka bootstrap servers (also SHIPLEDGER_BOOTSTRAP_SERVERS).",
+)
+def create_topics(bootstrap: str) -> None:
+    """Create every missing shipledger topic, then exit (idempotent).
+
+    \b
+    SHIPLEDGER_TOPIC_PREFIX names them, SHIPLEDGER_TOPIC_PARTITIONS (4) and
+    SHIPLEDGER_TOPIC_REPLICATION_FACTOR (1) shape new ones; existing topics are left as they
+    are. The sink and `shipledger up` do the same at start; a deployment runs this first
+    (deploy/compose, deploy/k8s), before the workers join.
+      shipledger topics create --bootstrap kafka:9092
+    """
+    settings = Settings()
+    try:
+        topics = ensure_topics(settings, bootstrap)
+    except (RuntimeError, KafkaException) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for name in topics.all():
+        click.echo(name)
