@@ -48,6 +48,7 @@ from shipledger.logging import configure_logging, get_logger
 from shipledger.settings import Settings
 from shipledger.sinks.cli_options import ledger_settings
 from shipledger.sinks.ledger import ddl, tiers
+from shipledger.sinks.ledger.migrate import applied_form, cluster_of, load_migrations
 from shipledger.sinks.ledger.store import LedgerStore, StoreError, chdb_path
 from shipledger.stackfile import read_stack
 
@@ -355,10 +356,12 @@ def _rewrite_without_expired(
 
 
 # --- server mode ---------------------------------------------------------------------------
-def server_tiering_sql(database: str, cold_after_days: int) -> list[str]:
+def server_tiering_sql(database: str | None, cold_after_days: int) -> list[str]:
     """DDL that tiers a ClickHouse server's ledger: parts older than `cold_after_days` move
     to the `cold` volume of storage policy `shipledger_tiered` (S3 or a slow disk), still
     queried in place. The policy must exist in the server config (docs/operations.md).
+    MODIFY TTL replaces a table's whole TTL: the retention delete is restated beside the move.
+    Tables unqualified when `database` is None (run in the selected one).
     Untested here: no ClickHouse server on this machine."""
     out = []
     for spec in ddl.tables().values():
@@ -366,9 +369,24 @@ def server_tiering_sql(database: str, cold_after_days: int) -> list[str]:
         out.append(f"ALTER TABLE {table} MODIFY SETTING storage_policy = '{STORAGE_POLICY}'")
         out.append(
             f"ALTER TABLE {table} MODIFY TTL toDateTime({ddl.quote_ident(spec.time_column)}) "
-            f"+ INTERVAL {int(cold_after_days)} DAY TO VOLUME '{COLD_VOLUME}'"
+            f"+ INTERVAL {int(cold_after_days)} DAY TO VOLUME '{COLD_VOLUME}', "
+            f"{ddl.RETENTION_TTL}"
         )
     return out
+
+
+def apply_server_tiering(store: LedgerStore, cold_after_days: int) -> int:
+    """Run `server_tiering_sql` on the store's server (on its cluster's local tables in cluster
+    mode, `sinks.ledger.cluster`); the statements run. Idempotent: a deployment's archive job."""
+    cluster = cluster_of(load_migrations(), store.cluster, store.database)
+    statements = [
+        sql
+        for statement in server_tiering_sql(None, cold_after_days)
+        for sql in applied_form(statement, cluster)
+    ]
+    for sql in statements:
+        store.command(sql)
+    return len(statements)
 
 
 # --- periodic run inside `up` --------------------------------------------------------------
@@ -416,8 +434,16 @@ class Archiver:
     type=click.IntRange(min=1),
     help="Move rows older than this many days (default SHIPLEDGER_COLD_AFTER_DAYS, 90).",
 )
+@click.option(
+    "--apply",
+    "apply_tiering",
+    is_flag=True,
+    help="With a ClickHouse server: run the tiering DDL rather than print it (idempotent).",
+)
 @data_dir_option
-def archive_command(dry_run: bool, days: int | None, data_dir: Path | None) -> None:
+def archive_command(
+    dry_run: bool, days: int | None, apply_tiering: bool, data_dir: Path | None
+) -> None:
     """Move old ledger rows to cold Parquet files (embedded ClickHouse).
 
     \b
@@ -435,12 +461,22 @@ def archive_command(dry_run: bool, days: int | None, data_dir: Path | None) -> N
       SHIPLEDGER_COLD_AFTER_DAYS=30 shipledger archive
 
     With SHIPLEDGER_CLICKHOUSE_URL naming a server, prints the storage-policy/TTL DDL that
-    tiers old parts to a cold volume instead (see docs/operations.md).
+    tiers old parts to a cold volume instead (see docs/operations.md); --apply runs it (the
+    archive job of deploy/compose and deploy/k8s; on the cluster's local tables with
+    SHIPLEDGER_CLICKHOUSE_CLUSTER).
     """
     settings = ledger_settings("`shipledger archive`", None, data_dir)
     configure_logging(settings)
     days = days or settings.cold_after_days
     url = settings.resolved_clickhouse_url
+    if chdb_path(url) is None and apply_tiering and not dry_run:
+        try:
+            with LedgerStore.open(settings) as store:
+                ran = apply_server_tiering(store, days)
+        except StoreError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"{ran} statements run: parts older than {days} days move to volume 'cold'")
+        return
     if chdb_path(url) is None:
         click.echo("-- A server tiers by TTL to a cold volume; apply once (untested here):")
         for statement in server_tiering_sql(settings.clickhouse_database, days):

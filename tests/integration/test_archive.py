@@ -182,12 +182,13 @@ def test_up_runs_the_archiver_on_its_store(ledger: LedgerStore, settings: Settin
 
 
 def test_server_tiering_ddl_moves_old_parts_to_the_cold_volume() -> None:
-    """Generated only: no ClickHouse server here to apply it to."""
+    """Generated only: no ClickHouse server here to apply it to. MODIFY TTL replaces the whole
+    TTL: the retention delete must be restated, or tiering would end it."""
     statements = server_tiering_sql("shipledger", 90)
     assert len(statements) == 2 * len(ddl.tables())
     assert (
         "ALTER TABLE `shipledger`.`deployment_events` MODIFY TTL toDateTime(`occurred_at`) "
-        "+ INTERVAL 90 DAY TO VOLUME 'cold'"
+        "+ INTERVAL 90 DAY TO VOLUME 'cold', `retain_until` DELETE"
     ) in statements
 
 

@@ -15,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from shipledger.settings import Settings
+from shipledger.sinks.ledger.archive import server_tiering_sql
 from shipledger.sinks.ledger.cluster import (
     SHARDING_KEY,
     Cluster,
@@ -212,3 +213,14 @@ def test_cluster_mode_needs_a_server(tmp_path: Path) -> None:
         LedgerStore.open(settings)
     with pytest.raises(ValidationError, match="clickhouse_cluster"):
         Settings(clickhouse_cluster="no-dashes")
+
+
+@pytest.mark.integration
+def test_tiering_ddl_reaches_the_local_tables_on_the_cluster(parses: Parse) -> None:
+    """`shipledger archive --apply` in cluster mode: storage policy and TTL are the local
+    tables' (a Distributed table stores nothing)."""
+    for statement in server_tiering_sql(None, 90):
+        (sql,) = applied_form(statement, CLUSTER)
+        table = re.findall(r"^ALTER TABLE `(\w+)` ", statement)[0]
+        assert sql.startswith(f"ALTER TABLE `{local_name(table)}` ON CLUSTER `ledger` MODIFY ")
+        assert parses(sql)
