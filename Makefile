@@ -65,6 +65,8 @@ lint: install ## ruff, mypy strict, import layers, schema compatibility, field d
 	$(BIN)/shipledger schemas check
 	$(BIN)/shipledger schemas docs --check
 	$(BIN)/shipledger api openapi --check
+	# Dockerfile, compose file and Kubernetes manifests against their schemas, offline (docs/deploy.md).
+	$(BIN)/python tools/lint_deploy.py
 	# From inside .venv: the repo's shipledger/ folder would shadow the mapped package.
 	cd $(VENV) && bin/mypy --config-file ../pyproject.toml -p shipledger
 	cd $(VENV) && bin/mypy --config-file ../pyproject.toml ../tests ../tools
