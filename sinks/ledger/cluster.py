@@ -12,8 +12,9 @@ and each table a migration creates becomes two (docs/cluster.md):
 Materialized views read and write the local tables (each shard folds its own inserts: every
 aggregate is per tenant, so per shard), plain views read the Distributed ones, a column or
 comment change reaches both tables, any other ALTER only the local one, a backfill `INSERT …
-SELECT` runs as written (through the Distributed tables). A statement of a kind not listed here
-is a `ClusterError`: a new migration cannot silently skip the cluster.
+SELECT` runs through the Distributed tables, its joins shard by shard (`BACKFILL_SETTINGS`). A
+statement of a kind not listed here is a `ClusterError`: a new migration cannot silently skip
+the cluster.
 
 Pure text in, text out: the migration files stay the one copy of the DDL. Not run on a real
 cluster here (no ClickHouse server on this machine); ClickHouse's own parser checks the output
@@ -36,6 +37,9 @@ REPLICA_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
 #: schema_migrations: one replica set spanning every node, so any node says what is applied.
 EVERYWHERE_PATH = "/clickhouse/tables/all/{database}/{table}"
 EVERYWHERE_REPLICA = "{shard}-{replica}"
+
+#: Backfills (`INSERT … SELECT`) read through the Distributed tables, joining on each shard.
+BACKFILL_SETTINGS = "distributed_product_mode = 'local'"
 
 _NAME = r"`?(\w+)`?"
 _CREATE_TABLE = re.compile(rf"^CREATE TABLE (IF NOT EXISTS )?{_NAME}")
@@ -103,7 +107,7 @@ class Cluster:
         if m := _DROP.match(statement):
             return self._drop(m)
         if _INSERT.match(statement):
-            return [statement]
+            return [self._backfill(statement)]
         raise ClusterError(f"no cluster form for: {statement.splitlines()[0][:120]}")
 
     def everywhere(self, create: str) -> str:
@@ -150,6 +154,14 @@ class Cluster:
             # SYNC: the replica's path is free at once, for a table created again later.
             out.append(f"DROP TABLE {exists}{ddl.quote_ident(local_name(name))} {self.on} SYNC")
         return out
+
+    def _backfill(self, statement: str) -> str:
+        # A join or IN over a second Distributed table is refused by default (a query per shard
+        # per shard); every ledger join matches tenants, which share a shard, so each shard
+        # joins its own local rows.
+        if "SETTINGS" in statement:
+            raise ClusterError(f"a backfill with its own SETTINGS: {statement[:120]}")
+        return f"{statement}\nSETTINGS {BACKFILL_SETTINGS}"
 
     def _on_after(self, statement: str, m: re.Match[str]) -> str:
         return f"{statement[: m.end()]} {self.on}{statement[m.end() :]}"
