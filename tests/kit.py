@@ -5,6 +5,7 @@ stack, and the types of the fixtures of tests/conftest.py."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socketserver
@@ -215,8 +216,31 @@ def change_deployment(**fields: Any) -> DeploymentEvent:
     )
 
 
+#: The ClickHouse server the session's ledgers live on (the containers stack,
+#: tests/containers.py); None: chDB in each test's own data dir.
+_clickhouse_server: str | None = None
+
+
+def use_clickhouse_server(url: str | None) -> None:
+    """From now on every test's ledger is a database of its own on the server at `url`
+    (None: back to chDB in the test's data dir)."""
+    global _clickhouse_server
+    _clickhouse_server = url
+
+
+def _own_ledger(data_dir: Path) -> dict[str, str]:
+    """The ClickHouse settings of the ledger of the stack keeping its data in `data_dir`, on
+    the session's server if any: one database per data dir, so a restarted stack (and the
+    commands a test runs beside it) find the same ledger, and no two tests share one."""
+    if _clickhouse_server is None:
+        return {}
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    return {"clickhouse_url": _clickhouse_server, "clickhouse_database": f"t{digest}"}
+
+
 def own_settings(tmp: Path, **overrides: Any) -> Settings:
-    """Settings of one test's own stack: a private data dir under `tmp`, a unique topic prefix
+    """Settings of one test's own stack: a private data dir under `tmp` (and a database of
+    its own on the session's ClickHouse server when there is one), a unique topic prefix
     (the tests share one broker), two partitions and any free API port; `overrides` on top."""
     mine: dict[str, Any] = {
         "data_dir": tmp / "data",
@@ -226,7 +250,8 @@ def own_settings(tmp: Path, **overrides: Any) -> Settings:
         # Tests run side by side: never the fixed default port.
         "api_port": 0,
     }
-    return Settings(**{**mine, **overrides})
+    ledger = _own_ledger(Path(overrides.get("data_dir", mine["data_dir"])))
+    return Settings(**{**mine, **ledger, **overrides})
 
 
 def up_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -234,11 +259,13 @@ def up_env(data_dir: Path, **extra: str) -> dict[str, str]:
     variable, then its data in `data_dir`, two partitions, any free API port (tests run side
     by side: never the fixed one) and `extra` (SHIPLEDGER_… names)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLEDGER_")}
+    ledger = {f"SHIPLEDGER_{name.upper()}": value for name, value in _own_ledger(data_dir).items()}
     return {
         **env,
         "SHIPLEDGER_DATA_DIR": str(data_dir),
         "SHIPLEDGER_TOPIC_PARTITIONS": "2",
         "SHIPLEDGER_API_PORT": "0",
+        **ledger,
         **extra,
     }
 

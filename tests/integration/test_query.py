@@ -193,6 +193,7 @@ REFUSED = {
 
 
 @pytest.mark.parametrize("name", REFUSED)
+@pytest.mark.embedded_only("the reads aim at chDB's own files beside the ledger")
 def test_what_reads_around_the_ledger_is_refused_for_everyone(
     ledger: LedgerStore, settings: Settings, name: str
 ) -> None:
@@ -412,6 +413,7 @@ def invoke(settings: Settings, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+@pytest.mark.embedded_only("it is about chDB")
 def test_query_command_opens_chdb_when_no_stack_runs(
     ledger: LedgerStore, settings: Settings
 ) -> None:

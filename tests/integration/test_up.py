@@ -111,7 +111,7 @@ def test_up_runs_until_ctrl_c(tmp_path: Path) -> None:
         auth.close()
     with LedgerStore.open(Settings(data_dir=tmp_path / "data")) as store:
         assert store.count("deployment_events") == 1
-        _, rows = store.query("SELECT environment, status FROM shipledger.deployments")
+        _, rows = store.query("SELECT environment, status FROM deployments")
         assert rows == [("stage", "in_progress")]
 
 
