@@ -254,18 +254,30 @@ def own_settings(tmp: Path, **overrides: Any) -> Settings:
     return Settings(**{**mine, **ledger, **overrides})
 
 
+def ledger_env(data_dir: Path) -> dict[str, str]:
+    """The SHIPLEDGER_* variables naming the ledger of the stack keeping its data in
+    `data_dir` (that data dir, and its database on the session's ClickHouse server if any):
+    what a command run beside the stack needs to read the same ledger."""
+    ledger = {f"SHIPLEDGER_{name.upper()}": value for name, value in _own_ledger(data_dir).items()}
+    return {"SHIPLEDGER_DATA_DIR": str(data_dir), **ledger}
+
+
+def ledger_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings of the ledger keeping its data in `data_dir` (see `ledger_env`), `overrides`
+    on top."""
+    return Settings(**{"data_dir": data_dir, **_own_ledger(data_dir), **overrides})
+
+
 def up_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a `shipledger up` child process: this one's without any SHIPLEDGER_*
     variable, then its data in `data_dir`, two partitions, any free API port (tests run side
     by side: never the fixed one) and `extra` (SHIPLEDGER_… names)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLEDGER_")}
-    ledger = {f"SHIPLEDGER_{name.upper()}": value for name, value in _own_ledger(data_dir).items()}
     return {
         **env,
-        "SHIPLEDGER_DATA_DIR": str(data_dir),
+        **ledger_env(data_dir),
         "SHIPLEDGER_TOPIC_PARTITIONS": "2",
         "SHIPLEDGER_API_PORT": "0",
-        **ledger,
         **extra,
     }
 

@@ -25,6 +25,7 @@ from shipledger.sinks.ledger.audit_cli import audit
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, Row, event_row
 from shipledger.sinks.writer import LedgerWriter
+from tests.kit import ledger_settings
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +36,7 @@ NOW = datetime.now(UTC)
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", log_level="warning")
+    return ledger_settings(tmp_path / "data", log_level="warning")
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import read_stack
-from tests.kit import SHIPLEDGER, emit_options, run_shipledger, up_env
+from tests.kit import SHIPLEDGER, emit_options, ledger_settings, run_shipledger, up_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -243,7 +243,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     print(f"chaos seed={seed} deployments={count}")
     rng = random.Random(seed)
     data = tmp_path / "data"
-    settings = Settings(data_dir=data, topic_partitions=2)
+    settings = ledger_settings(data, topic_partitions=2)
     env = up_env(
         data,
         SHIPLEDGER_API_RATE_PER_S="100000",

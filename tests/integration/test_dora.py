@@ -32,7 +32,7 @@ from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, avro_row, event_row, record_row
 from shipledger.sinks.writer import LedgerWriter
 from tests.containers import CHDB_COLD_FILES
-from tests.kit import own_settings, registered_api
+from tests.kit import ledger_env, own_settings, registered_api
 
 pytestmark = pytest.mark.integration
 
@@ -390,7 +390,7 @@ def test_the_api_and_the_command_serve_the_same_report(
                         "--format",
                         "csv",
                     ],
-                    env={"SHIPLEDGER_DATA_DIR": str(dora_settings.data_dir)},
+                    env=ledger_env(dora_settings.data_dir),
                 )
     finally:
         auth.close()

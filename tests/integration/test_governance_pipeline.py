@@ -29,6 +29,7 @@ from tests.kit import (
     api_change,
     api_token,
     invoke,
+    ledger_env,
     policy_stack,
     post_events,
     query_until,
@@ -389,7 +390,7 @@ def test_a_pushed_policy_judges_the_next_deployment_without_a_restart(
     env = {
         "SHIPLEDGER_BOOTSTRAP_SERVERS": stack.bootstrap,
         "SHIPLEDGER_TOPIC_PREFIX": stack.settings.topic_prefix,
-        "SHIPLEDGER_DATA_DIR": str(stack.settings.data_dir),
+        **ledger_env(stack.settings.data_dir),
     }
     pushed = CliRunner().invoke(cli, ["policy", "push", str(candidate)], env=env)
     assert pushed.exit_code == 0, pushed.output

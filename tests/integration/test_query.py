@@ -38,7 +38,7 @@ from shipledger.sinks.ledger.query import (
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
-from tests.kit import registered_api
+from tests.kit import ledger_env, registered_api
 
 pytestmark = pytest.mark.integration
 
@@ -408,7 +408,7 @@ def test_formats() -> None:
 
 # --- the command and its routing -------------------------------------------------------------
 def invoke(settings: Settings, *args: str) -> tuple[int, str]:
-    env = {"SHIPLEDGER_DATA_DIR": str(settings.data_dir)}
+    env = ledger_env(settings.data_dir)
     result = CliRunner().invoke(cli, ["query", *args], env=env)
     return result.exit_code, result.output
 

@@ -24,7 +24,14 @@ from shipledger.topics import ensure_topics
 from shipledger.up.restore import ledger_states, partition_of
 from shipledger.up.stack import Stack
 from tests.containers import CHDB_COLD_FILES
-from tests.kit import api_change, api_token, deployment_event, post_events, wait_until
+from tests.kit import (
+    api_change,
+    api_token,
+    deployment_event,
+    ledger_settings,
+    post_events,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +65,7 @@ def test_partition_of_is_the_producers_partitioner(broker: str, settings: Settin
 
 
 def test_what_the_broker_forgot_is_restored(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data", topic_partitions=2, sink_batch_ms=100)
+    settings = ledger_settings(tmp_path / "data", topic_partitions=2, sink_batch_ms=100)
     first = _event("dep-x", "x1", "started", "acme")
     later = [
         _event("dep-x", "x2", "succeeded", "acme"),  # continues a record the ledger holds
