@@ -1,6 +1,7 @@
-"""Shared fixtures: a real Tansu broker per session, settings isolated in a temp data dir, a
-stand-in Schema Registry, and the identity providers approvers prove themselves with: a real
-slapd and a real OIDC issuer on loopback."""
+"""Shared fixtures: a real broker per session (Tansu, or Kafka on the containers stack: see
+tests/containers.py), settings isolated in a temp data dir, a stand-in Schema Registry, and
+the identity providers approvers prove themselves with: a real slapd and a real OIDC issuer
+on loopback."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import Row
 from shipledger.sinks.writer import LedgerWriter
 from shipledger.up.broker import EmbeddedBroker
+from tests.containers import ContainersStack, containers_stack, stack_mode
 from tests.identity_kit import PEOPLE, READER_DN, READER_PASSWORD, SUFFIX, Issuer, Slapd
 from tests.kit import (
     CliEnv,
@@ -45,6 +47,7 @@ from tests.kit import (
     ledger_rows,
     own_settings,
     serving,
+    use_clickhouse_server,
 )
 from tests.webhook_kit import SECRET, Mutate, RawRequest
 
@@ -63,9 +66,63 @@ def stacks_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["SHIPLEDGER_STACKS_DIR"] = previous
 
 
+#: The stack this session runs on, and why the containers' runs are skipped (tests/containers.py).
+STACK_MODE, CONTAINERS_SKIPPED = stack_mode()
+
+
+def pytest_report_header() -> str:
+    """Say which stack the integration tests run on."""
+    if STACK_MODE == "containers":
+        return "shipledger test stack: containers (Kafka, ClickHouse server, schema registry)"
+    return (
+        f"shipledger test stack: embedded (Tansu + chDB); containers skipped: {CONTAINERS_SKIPPED}"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """On the containers stack, skip the tests marked `embedded_only` (they read chDB's own
+    files), with their reason."""
+    if STACK_MODE != "containers":
+        return
+    for item in items:
+        marker = item.get_closest_marker("embedded_only")
+        if marker is not None:
+            item.add_marker(pytest.mark.skip(reason=f"embedded stack only: {marker.args[0]}"))
+
+
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Bootstrap address of a real Tansu broker started for this test session."""
+def containers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainersStack]:
+    """The containers stack, started once for the session, every test's ledger a database of
+    its own on its ClickHouse server; skipped, naming Docker, where it cannot run."""
+    if CONTAINERS_SKIPPED is not None:
+        pytest.skip(CONTAINERS_SKIPPED)
+    with containers_stack(tmp_path_factory.mktemp("containers")) as running:
+        use_clickhouse_server(running.clickhouse_url)
+        try:
+            yield running
+        finally:
+            use_clickhouse_server(None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_stack(request: pytest.FixtureRequest) -> ContainersStack | None:
+    """On the containers stack, start it before any test builds its settings (so every
+    ledger is on the server); nothing on the embedded one."""
+    if STACK_MODE != "containers":
+        return None
+    stack: ContainersStack = request.getfixturevalue("containers")
+    return stack
+
+
+@pytest.fixture(scope="session")
+def broker(
+    tmp_path_factory: pytest.TempPathFactory, session_stack: ContainersStack | None
+) -> Iterator[str]:
+    """Bootstrap address of the session's real broker: Tansu started for this session, or
+    the containers stack's Kafka."""
+    if session_stack is not None:
+        yield session_stack.bootstrap
+        return
     log = tmp_path_factory.mktemp("tansu") / "tansu.log"
     with EmbeddedBroker(log_path=log) as b:
         yield b.bootstrap

@@ -5,6 +5,7 @@ stack, and the types of the fixtures of tests/conftest.py."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socketserver
@@ -215,8 +216,31 @@ def change_deployment(**fields: Any) -> DeploymentEvent:
     )
 
 
+#: The ClickHouse server the session's ledgers live on (the containers stack,
+#: tests/containers.py); None: chDB in each test's own data dir.
+_clickhouse_server: str | None = None
+
+
+def use_clickhouse_server(url: str | None) -> None:
+    """From now on every test's ledger is a database of its own on the server at `url`
+    (None: back to chDB in the test's data dir)."""
+    global _clickhouse_server
+    _clickhouse_server = url
+
+
+def _own_ledger(data_dir: Path) -> dict[str, str]:
+    """The ClickHouse settings of the ledger of the stack keeping its data in `data_dir`, on
+    the session's server if any: one database per data dir, so a restarted stack (and the
+    commands a test runs beside it) find the same ledger, and no two tests share one."""
+    if _clickhouse_server is None:
+        return {}
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    return {"clickhouse_url": _clickhouse_server, "clickhouse_database": f"t{digest}"}
+
+
 def own_settings(tmp: Path, **overrides: Any) -> Settings:
-    """Settings of one test's own stack: a private data dir under `tmp`, a unique topic prefix
+    """Settings of one test's own stack: a private data dir under `tmp` (and a database of
+    its own on the session's ClickHouse server when there is one), a unique topic prefix
     (the tests share one broker), two partitions and any free API port; `overrides` on top."""
     mine: dict[str, Any] = {
         "data_dir": tmp / "data",
@@ -226,7 +250,22 @@ def own_settings(tmp: Path, **overrides: Any) -> Settings:
         # Tests run side by side: never the fixed default port.
         "api_port": 0,
     }
-    return Settings(**{**mine, **overrides})
+    ledger = _own_ledger(Path(overrides.get("data_dir", mine["data_dir"])))
+    return Settings(**{**mine, **ledger, **overrides})
+
+
+def ledger_env(data_dir: Path) -> dict[str, str]:
+    """The SHIPLEDGER_* variables naming the ledger of the stack keeping its data in
+    `data_dir` (that data dir, and its database on the session's ClickHouse server if any):
+    what a command run beside the stack needs to read the same ledger."""
+    ledger = {f"SHIPLEDGER_{name.upper()}": value for name, value in _own_ledger(data_dir).items()}
+    return {"SHIPLEDGER_DATA_DIR": str(data_dir), **ledger}
+
+
+def ledger_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings of the ledger keeping its data in `data_dir` (see `ledger_env`), `overrides`
+    on top."""
+    return Settings(**{"data_dir": data_dir, **_own_ledger(data_dir), **overrides})
 
 
 def up_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -236,7 +275,7 @@ def up_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLEDGER_")}
     return {
         **env,
-        "SHIPLEDGER_DATA_DIR": str(data_dir),
+        **ledger_env(data_dir),
         "SHIPLEDGER_TOPIC_PARTITIONS": "2",
         "SHIPLEDGER_API_PORT": "0",
         **extra,

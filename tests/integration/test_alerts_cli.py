@@ -26,6 +26,7 @@ from tests.kit import (
     SHIPLEDGER,
     api_change,
     api_token,
+    ledger_env,
     policy_stack,
     post_events,
     run_shipledger,
@@ -57,7 +58,7 @@ def env(stack: Stack, broker: str) -> dict[str, str]:
     return {
         **clean,
         "SHIPLEDGER_STACKS_DIR": os.environ["SHIPLEDGER_STACKS_DIR"],
-        "SHIPLEDGER_DATA_DIR": str(stack.settings.data_dir),
+        **ledger_env(stack.settings.data_dir),
         "SHIPLEDGER_TOPIC_PREFIX": stack.settings.topic_prefix,
         "SHIPLEDGER_BOOTSTRAP_SERVERS": broker,
     }

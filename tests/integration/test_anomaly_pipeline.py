@@ -119,7 +119,7 @@ def test_anomaly_after_a_dependency_deploy_raises_suspect_deployment(
     assert answer.status_code == 202, answer.text
     wait_until(
         api_stack,
-        lambda: len(rows(api_stack, "SELECT * FROM shipledger.deployment_records")) == 2,
+        lambda: len(rows(api_stack, "SELECT * FROM deployment_records")) == 2,
         "the deployments' records in the ledger",
     )
 
@@ -148,7 +148,7 @@ def test_anomaly_after_a_dependency_deploy_raises_suspect_deployment(
 
     sql = (
         "SELECT deployment_id, service, severity, message, evidence['path'], "
-        "evidence['seconds_before'], evidence['anomaly_source'] FROM shipledger.alerts "
+        "evidence['seconds_before'], evidence['anomaly_source'] FROM alerts "
         "WHERE rule = 'suspect_deployment'"
     )
     wait_until(api_stack, lambda: bool(rows(api_stack, sql)), "a suspect_deployment alert")

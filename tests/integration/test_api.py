@@ -57,7 +57,7 @@ class Ledger:
 
     def rows(self, event_id: str) -> int:
         _, rows = self.store.query(
-            "SELECT count() FROM shipledger.deployment_events WHERE event_id = %(id)s",
+            "SELECT count() FROM deployment_events WHERE event_id = %(id)s",
             {"id": event_id},
         )
         return int(rows[0][0])

@@ -25,9 +25,13 @@ from shipledger.sinks.ledger.audit import verify
 from shipledger.sinks.ledger.query import QueryError, run_read_query
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.writer import LedgerWriter
+from tests.containers import CHDB_COLD_FILES
 from tests.kit import deployment_event
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.embedded_only(CHDB_COLD_FILES),
+]
 
 #: The `ledger` fixture: per tenant (acme, globex) 5 rows in each table, 2 of them 200 days old.
 OLD_PER_TENANT, PER_TENANT = 2, 5

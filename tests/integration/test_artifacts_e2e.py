@@ -109,7 +109,7 @@ def deployed(
 
 def artifact_alerts(stack: Stack) -> str:
     return (
-        "SELECT deployment_id, rule FROM shipledger.alerts WHERE rule LIKE '%artifact%' "
+        "SELECT deployment_id, rule FROM alerts WHERE rule LIKE '%artifact%' "
         "ORDER BY deployment_id, rule"
     )
 
@@ -138,12 +138,12 @@ def test_continuity_gate_deletion_and_protected_list(
         assert query_until(stack, artifact_alerts(stack), want) == want
         query_until(
             stack,
-            "SELECT count() FROM shipledger.deployments WHERE status = 'succeeded'",
+            "SELECT count() FROM deployments WHERE status = 'succeeded'",
             [(4,)],
         )
         # The provenance is stored and shown with the build.
         _, rows = stack.store.query(
-            "SELECT digest, builder, provenance_url FROM shipledger.artifacts "
+            "SELECT digest, builder, provenance_url FROM artifacts "
             "WHERE artifact_name = 'acme/checkout'"
         )
         assert rows == [(BUILT, "github-actions", PROVENANCE)]
@@ -209,18 +209,18 @@ def test_continuity_gate_deletion_and_protected_list(
         want_deleted = [want[0], want[1], ("dep-ok", "running_artifact_deleted"), want[2]]
         assert query_until(stack, artifact_alerts(stack), want_deleted) == want_deleted
         _, rows = stack.store.query(
-            "SELECT artifact_name, version, digest, action FROM shipledger.artifact_deletions"
+            "SELECT artifact_name, version, digest, action FROM artifact_deletions"
         )
         assert rows == [("acme/checkout", "3.8", BUILT, "deleted")]
         # Only the deletion was stored of the registry's deliveries (the malformed one: none).
         _, rows = stack.store.query(
-            "SELECT count() FROM shipledger.artifact_events WHERE source = 'webhook:harbor'"
+            "SELECT count() FROM artifact_events WHERE source = 'webhook:harbor'"
         )
         assert rows == [(1,)]
         # Redelivered: the same ids, no second alert.
         again = http.post(f"/v1/webhooks/harbor/{TENANT}", content=body, headers=headers)
         assert again.status_code == 202, again.text
         _, rows = stack.store.query(
-            "SELECT count() FROM shipledger.alerts WHERE rule = 'running_artifact_deleted'"
+            "SELECT count() FROM alerts WHERE rule = 'running_artifact_deleted'"
         )
         assert rows == [(1,)]

@@ -25,6 +25,7 @@ from shipledger.sinks.ledger.audit_cli import audit
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, Row, event_row
 from shipledger.sinks.writer import LedgerWriter
+from tests.kit import ledger_settings
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +36,7 @@ NOW = datetime.now(UTC)
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", log_level="warning")
+    return ledger_settings(tmp_path / "data", log_level="warning")
 
 
 @pytest.fixture
@@ -76,8 +77,7 @@ def write(store: LedgerStore, settings: Settings, *batches: list[Row]) -> Writer
 
 def chain_of(store: LedgerStore, tenant: str) -> list[tuple[int, str]]:
     _, rows = store.query(
-        "SELECT chain_seq, event_id FROM shipledger.deployment_events WHERE tenant = %(t)s "
-        "ORDER BY chain_seq",
+        "SELECT chain_seq, event_id FROM deployment_events WHERE tenant = %(t)s ORDER BY chain_seq",
         {"t": tenant},
     )
     return [(int(s), str(e)) for s, e in rows]
@@ -96,8 +96,7 @@ def edit_event(store: LedgerStore, event_id: str, column: str, value: str) -> No
     """Set `column` of the stored deployment event `event_id` to `value`, behind the sink."""
     mutate(
         store,
-        f"ALTER TABLE shipledger.deployment_events UPDATE {column} = '{value}' "
-        f"WHERE event_id = '{event_id}'",
+        f"ALTER TABLE deployment_events UPDATE {column} = '{value}' WHERE event_id = '{event_id}'",
     )
 
 
@@ -128,7 +127,7 @@ def test_rows_name_the_policy_that_stamped_them_and_blanking_it_is_tampering(
     store: LedgerStore, settings: Settings
 ) -> None:
     write(store, settings, event_rows(3))
-    _, versions = store.query("SELECT DISTINCT policy_version FROM shipledger.deployment_events")
+    _, versions = store.query("SELECT DISTINCT policy_version FROM deployment_events")
     assert versions == [(load_policy(settings.policy_file).full_version,)]
     seq, victim = chain_of(store, "acme")[0]
     edit_event(store, victim, "policy_version", "")
@@ -161,7 +160,7 @@ def test_a_deleted_middle_row_is_named_with_its_neighbours(
     write(store, settings, event_rows(12), event_rows(12, 12))
     rows = chain_of(store, "globex")
     (before, _), (seq, victim), (after, after_id) = rows[2], rows[3], rows[4]
-    mutate(store, f"ALTER TABLE shipledger.deployment_events DELETE WHERE event_id = '{victim}'")
+    mutate(store, f"ALTER TABLE deployment_events DELETE WHERE event_id = '{victim}'")
     finding = only(verify(store))
     assert (finding.kind, finding.tenant, finding.seq_from, finding.seq_to) == (
         "removed",
@@ -179,7 +178,7 @@ def test_a_deleted_tail_is_detected_through_chain_heads(
     write(store, settings, event_rows(12))
     rows = chain_of(store, "initech")
     last_seq, last_id = rows[-1]
-    store.command(f"DELETE FROM shipledger.deployment_events WHERE event_id = '{last_id}'")
+    store.command(f"DELETE FROM deployment_events WHERE event_id = '{last_id}'")
     finding = only(verify(store))
     assert (finding.kind, finding.tenant) == ("removed", "initech")
     assert (finding.seq_from, finding.seq_to) == (last_seq, last_seq)
@@ -194,9 +193,9 @@ def _copy_of(store: LedgerStore, event_id: str, new_id: str, chain_sql: str) -> 
     )
     names = ", ".join(c for c in columns if c not in chain_cols)
     store.command(
-        f"INSERT INTO shipledger.deployment_events ({names}{chain_sql and ', '}"
+        f"INSERT INTO deployment_events ({names}{chain_sql and ', '}"
         f"{chain_sql and 'chain_seq, prev_hash, row_hash'}) SELECT {select}"
-        f"{chain_sql and ', '}{chain_sql} FROM shipledger.deployment_events "
+        f"{chain_sql and ', '}{chain_sql} FROM deployment_events "
         f"WHERE event_id = '{event_id}'"
     )
 
@@ -217,8 +216,7 @@ def test_a_forged_row_with_chain_columns_is_named(store: LedgerStore, settings: 
     head_seq, head_id = rows[-1]
     columns = ddl.tables()[EVENTS].column_names
     _, stored = store.query(
-        f"SELECT {', '.join(columns)} FROM shipledger.deployment_events "
-        f"WHERE event_id = '{head_id}'"
+        f"SELECT {', '.join(columns)} FROM deployment_events WHERE event_id = '{head_id}'"
     )
     row = dict(zip(columns, stored[0], strict=True))
     row.update(
@@ -262,7 +260,7 @@ def test_expired_rows_are_not_tampering_but_a_due_row_is(
 
     first_seq, first_id = chain_of(store, "acme")[0]
     assert first_seq > 1
-    mutate(store, f"ALTER TABLE shipledger.deployment_events DELETE WHERE event_id = '{first_id}'")
+    mutate(store, f"ALTER TABLE deployment_events DELETE WHERE event_id = '{first_id}'")
     finding = only(verify(store))
     # The expired rows before it are part of the same hole: the range ends at the due row.
     assert (finding.kind, finding.seq_to, finding.tenant) == ("removed", first_seq, "acme")

@@ -45,7 +45,7 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import read_stack
-from tests.kit import SHIPLEDGER, emit_options, run_shipledger, up_env
+from tests.kit import SHIPLEDGER, emit_options, ledger_settings, run_shipledger, up_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -243,7 +243,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     print(f"chaos seed={seed} deployments={count}")
     rng = random.Random(seed)
     data = tmp_path / "data"
-    settings = Settings(data_dir=data, topic_partitions=2)
+    settings = ledger_settings(data, topic_partitions=2)
     env = up_env(
         data,
         SHIPLEDGER_API_RATE_PER_S="100000",
@@ -450,15 +450,15 @@ def _judge(settings: Settings, acked: Ledger, kills: dict[str, int], seed: int) 
             column = ddl.quote_ident(spec.id_column)
             _, rows = store.query(f"SELECT count() - uniqExact(tenant, {column}) FROM {source}")
             duplicated += int(rows[0][0])
-        _, rows = store.query("SELECT tenant, event_id FROM shipledger.deployment_events")
+        _, rows = store.query("SELECT tenant, event_id FROM deployment_events")
         stored = {(str(t), str(i)) for t, i in rows}
         lost = [
             (e.tenant, e.event_id) for e in acked.events if (e.tenant, e.event_id) not in stored
         ]
         _, rows = store.query(
             "SELECT d.tenant, d.deployment_id, d.status, d.event_count, d.alert_rules, "
-            "r.n FROM shipledger.deployments AS d INNER JOIN (SELECT tenant, deployment_id, "
-            "countIf(record_id = last_event_id) AS n FROM shipledger.deployment_records "
+            "r.n FROM deployments AS d INNER JOIN (SELECT tenant, deployment_id, "
+            "countIf(record_id = last_event_id) AS n FROM deployment_records "
             "GROUP BY tenant, deployment_id) AS r USING (tenant, deployment_id)"
         )
         got_records = {
@@ -468,18 +468,18 @@ def _judge(settings: Settings, acked: Ledger, kills: dict[str, int], seed: int) 
         }
         wrong = sorted(k for k in want_records if got_records.get(k) != want_records[k])
         extra_records = sorted(set(got_records) - set(want_records))
-        _, rows = store.query("SELECT tenant, alert_id FROM shipledger.open_alerts")
+        _, rows = store.query("SELECT tenant, alert_id FROM open_alerts")
         got_alerts = {(str(t), str(i)) for t, i in rows}
         # Every resolution names a stored alert, and an alert is resolved at most once.
         _, rows = store.query(
             "SELECT countIf(a.alert_id = ''), count() - uniqExact(r.resolves) "
-            "FROM shipledger.alerts AS r LEFT JOIN shipledger.alerts AS a "
+            "FROM alerts AS r LEFT JOIN alerts AS a "
             "ON a.tenant = r.tenant AND a.alert_id = r.resolves WHERE r.kind = 'resolution'"
         )
         orphans, resolved_twice = (int(v) for v in rows[0])
-        _, rows = store.query("SELECT event_id FROM shipledger.change_events")
+        _, rows = store.query("SELECT event_id FROM change_events")
         changes = sorted(str(r[0]) for r in rows)
-        _, rows = store.query("SELECT event_id, count() FROM shipledger.dead_letters GROUP BY 1")
+        _, rows = store.query("SELECT event_id, count() FROM dead_letters GROUP BY 1")
         letters = {str(i): int(n) for i, n in rows}
     summary = (
         f"chaos seed={seed}: kills up={kills['up']} worker={kills['worker']} (extra starts "

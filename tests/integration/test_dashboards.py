@@ -28,7 +28,7 @@ from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import alert_row, record_row
 from shipledger.sinks.writer import LedgerWriter
-from tests.kit import SHA, invoke
+from tests.kit import SHA, invoke, ledger_settings
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +73,7 @@ def _wire(schema: str, record: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A ledger with two deployments, their policy alerts and a suspect_deployment alert."""
-    settings = Settings(data_dir=tmp_path_factory.mktemp("dash") / "data")
+    settings = ledger_settings(tmp_path_factory.mktemp("dash") / "data")
     policy = load_policy(None)
     with LedgerStore.open(settings) as store:
         store.ensure_schema()

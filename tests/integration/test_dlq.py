@@ -16,7 +16,7 @@ from shipledger.logging import configure_logging
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.up.stack import Stack
-from tests.kit import deployment_event
+from tests.kit import deployment_event, ledger_env
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def run(stack: Stack, *args: str) -> Result:
     env = {
         "SHIPLEDGER_BOOTSTRAP_SERVERS": stack.bootstrap,
         "SHIPLEDGER_TOPIC_PREFIX": stack.settings.topic_prefix,
-        "SHIPLEDGER_DATA_DIR": str(stack.settings.data_dir),
+        **ledger_env(stack.settings.data_dir),
     }
     result = CliRunner().invoke(cli, ["dlq", *args], env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -154,7 +154,7 @@ def test_show_and_replay_of_a_missing_letter_fail_clearly(stack: Stack) -> None:
     env = {
         "SHIPLEDGER_BOOTSTRAP_SERVERS": stack.bootstrap,
         "SHIPLEDGER_TOPIC_PREFIX": stack.settings.topic_prefix,
-        "SHIPLEDGER_DATA_DIR": str(stack.settings.data_dir),
+        **ledger_env(stack.settings.data_dir),
     }
     shown = CliRunner().invoke(cli, ["dlq", "show", "0:99"], env=env)
     assert shown.exit_code == 1 and "no letter 0:99" in shown.output

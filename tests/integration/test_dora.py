@@ -31,7 +31,8 @@ from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, avro_row, event_row, record_row
 from shipledger.sinks.writer import LedgerWriter
-from tests.kit import own_settings, registered_api
+from tests.containers import CHDB_COLD_FILES
+from tests.kit import ledger_env, own_settings, registered_api
 
 pytestmark = pytest.mark.integration
 
@@ -251,7 +252,7 @@ def test_lead_times_are_known_at_insert(store: LedgerStore) -> None:
     d7; not d4, which never succeeded): a report reads no commits unless a push came late."""
     _, rows = store.query(
         "SELECT arraySort(groupArrayIf(deployment_id, seen IS NOT NULL)) FROM (SELECT"
-        " deployment_id, min(seen_at) AS seen FROM shipledger.dora_deployments GROUP BY"
+        " deployment_id, min(seen_at) AS seen FROM dora_deployments GROUP BY"
         " deployment_id)"
     )
     assert rows[0][0] == ["d1", "d2", "d3", "d6", "d7"]
@@ -389,7 +390,7 @@ def test_the_api_and_the_command_serve_the_same_report(
                         "--format",
                         "csv",
                     ],
-                    env={"SHIPLEDGER_DATA_DIR": str(dora_settings.data_dir)},
+                    env=ledger_env(dora_settings.data_dir),
                 )
     finally:
         auth.close()
@@ -434,6 +435,7 @@ def test_the_migration_folds_the_records_already_stored(store: LedgerStore) -> N
     assert _rows(store, WEEK) == before
 
 
+@pytest.mark.embedded_only(CHDB_COLD_FILES)
 def test_archiving_the_rows_leaves_the_metrics_whole(store: LedgerStore) -> None:
     """`shipledger archive` moves the week's rows to cold files (deletes them from the hot
     tables, inserts nothing): the aggregates keep every metric. Runs last: it moves rows."""

@@ -268,9 +268,7 @@ def test_stopping_up_delivers_pending_alerts_first(
     assert stack.abandoned == {}
     assert (len(receivers.incidents), len(receivers.issues), len(receivers.hooks)) == (1, 1, 1)
     with LedgerStore.open(settings) as store:
-        _, found = store.query(
-            "SELECT receiver, status FROM shipledger.escalations ORDER BY receiver"
-        )
+        _, found = store.query("SELECT receiver, status FROM escalations ORDER BY receiver")
     assert [tuple(row) for row in found] == [
         ("hook", "delivered"),
         ("jira", "delivered"),

@@ -29,6 +29,7 @@ from tests.kit import (
     api_change,
     api_token,
     invoke,
+    ledger_env,
     policy_stack,
     post_events,
     query_until,
@@ -110,7 +111,7 @@ def deployment(dep: str, change_id: str | None, at: str = START, **extra: Any) -
 
 
 def open_rules(dep: str) -> str:
-    return f"SELECT rule FROM shipledger.open_alerts WHERE deployment_id = '{dep}' ORDER BY rule"
+    return f"SELECT rule FROM open_alerts WHERE deployment_id = '{dep}' ORDER BY rule"
 
 
 def wait_open(stack: Stack, dep: str, *rules: str) -> None:
@@ -127,7 +128,7 @@ def judged_after(
     change events, then post `deployments`: the worker judges them knowing those changes."""
     post(*changes)
     count = sum(1 for c in changes if c.get("family") == "change")
-    query_until(stack, "SELECT count() FROM shipledger.change_events", [(count,)])
+    query_until(stack, "SELECT count() FROM change_events", [(count,)])
     post(*deployments)
 
 
@@ -166,8 +167,8 @@ def test_change_requests_judge_deployments_late_data_resolves(stack: Stack, post
     )
     wait_open(stack, "dep-late")
     _, rows = stack.store.query(
-        "SELECT r.rule, r.resolves = a.alert_id, r.message FROM shipledger.alerts AS r "
-        "INNER JOIN shipledger.alerts AS a ON a.alert_id = r.resolves "
+        "SELECT r.rule, r.resolves = a.alert_id, r.message FROM alerts AS r "
+        "INNER JOIN alerts AS a ON a.alert_id = r.resolves "
         "WHERE r.kind = 'resolution' AND r.deployment_id = 'dep-late'"
     )
     assert len(rows) == 1
@@ -176,31 +177,29 @@ def test_change_requests_judge_deployments_late_data_resolves(stack: Stack, post
     assert "'approved' when the deployment started" in message
     assert query_until(
         stack,
-        "SELECT change_state, seq, event_count FROM shipledger.deployments "
-        "WHERE deployment_id = 'dep-late'",
+        "SELECT change_state, seq, event_count FROM deployments WHERE deployment_id = 'dep-late'",
         [("approved", 2, 1)],
     ) == [("approved", 2, 1)]
     # The approval after the start excuses nothing: the alert stands, never raised twice.
     time.sleep(2.0)
     assert stack.store.query(open_rules("dep-after"))[1] == [("change_not_approved",)]
     _, rows = stack.store.query(
-        "SELECT kind, count() FROM shipledger.alerts WHERE deployment_id = 'dep-after' "
-        "GROUP BY kind"
+        "SELECT kind, count() FROM alerts WHERE deployment_id = 'dep-after' GROUP BY kind"
     )
     assert rows == [("alert", 1)]
 
     # Team, application and tier from the catalog, on every record and alert; a deployment
     # naming its own team keeps it.
     _, rows = stack.store.query(
-        "SELECT DISTINCT team, application, tier FROM shipledger.deployment_records "
+        "SELECT DISTINCT team, application, tier FROM deployment_records "
         "WHERE deployment_id != 'dep-own-team'"
     )
     assert rows == [("payments-team", "webshop", "tier-1")]
-    _, rows = stack.store.query("SELECT DISTINCT team, application, tier FROM shipledger.alerts")
+    _, rows = stack.store.query("SELECT DISTINCT team, application, tier FROM alerts")
     assert rows == [("payments-team", "webshop", "tier-1")]
     assert query_until(
         stack,
-        "SELECT team, application, repository FROM shipledger.deployments "
+        "SELECT team, application, repository FROM deployments "
         "WHERE deployment_id = 'dep-own-team'",
         [("search-team", "webshop", "retail/checkout")],
     ) == [("search-team", "webshop", "retail/checkout")]
@@ -208,7 +207,7 @@ def test_change_requests_judge_deployments_late_data_resolves(stack: Stack, post
     # The actual-versus-scheduled difference for process review.
     _, rows = stack.store.query(
         "SELECT deployment_id, outside_window_s, direction, alerted "
-        "FROM shipledger.change_window_discrepancies"
+        "FROM change_window_discrepancies"
     )
     assert rows == [("dep-window", 3600, "late", True)]
     report = verify(stack.store)
@@ -232,7 +231,7 @@ def _manual_deployers_judged(stack: Stack, mallory: list[str]) -> dict[str, list
         *(deployment(f"dep-{a}", "CHG-M", actor=a, trigger="manual") for a in MANUAL_ACTORS),
         deployment("dep-control", "CHG-NONE"),
     )
-    query_until(stack, "SELECT count() FROM shipledger.deployments", [(4,)])
+    query_until(stack, "SELECT count() FROM deployments", [(4,)])
     query_until(stack, open_rules("dep-control"), [("change_ticket_unknown",)])
     query_until(stack, open_rules("dep-mallory"), [(rule,) for rule in mallory])
     return {a: [r for (r,) in stack.store.query(open_rules(f"dep-{a}"))[1]] for a in MANUAL_ACTORS}
@@ -292,17 +291,17 @@ def test_out_of_order_and_duplicate_change_events_give_one_outcome(
         # As of 10:00 the request was rejected (09:30): only that holds.
         wait_open(stack, dep, "change_not_approved")
     facts = (
-        "SELECT change_state, outside_window_s, alert_rules FROM shipledger.deployments "
+        "SELECT change_state, outside_window_s, alert_rules FROM deployments "
         "WHERE deployment_id = '{}'"
     )
     want = [("rejected", 0, ["change_not_approved"])]
     assert query_until(stack, facts.format("dep-in-order"), want) == want
     assert query_until(stack, facts.format("dep-shuffled"), want) == want
-    assert query_until(stack, "SELECT count() FROM shipledger.change_events", [(6,)]) == [(6,)]
+    assert query_until(stack, "SELECT count() FROM change_events", [(6,)]) == [(6,)]
     time.sleep(2.0)  # nothing more arrives
     _, rows = stack.store.query(
         "SELECT count() - uniqExact(alert_id), countIf(kind = 'resolution') - "
-        "uniqExactIf(resolves, kind = 'resolution') FROM shipledger.alerts"
+        "uniqExactIf(resolves, kind = 'resolution') FROM alerts"
     )
     assert rows == [(0, 0)]
 
@@ -343,7 +342,7 @@ def test_policy_simulate_rejudges_the_ledger_under_a_candidate(
     wait_open(stack, "dep-late", "change_not_approved")
     post(api_change("l-approve", "CHG-L", "approved", "2026-11-25T09:45:00+00:00"))
     wait_open(stack, "dep-late")
-    query_until(stack, "SELECT count() FROM shipledger.deployment_records", [(6,)])
+    query_until(stack, "SELECT count() FROM deployment_records", [(6,)])
     stack.stop()  # the embedded ledger is read by one process at a time
 
     candidate = tmp_path / "candidate.yaml"
@@ -381,7 +380,7 @@ def test_a_pushed_policy_judges_the_next_deployment_without_a_restart(
     assert stack.store is not None
     post(deployment("dep-before", None, environment="stage"), deployment("dep-prod", None))
     wait_open(stack, "dep-prod", "missing_change_ticket")
-    _, rows = stack.store.query("SELECT DISTINCT policy_version FROM shipledger.alerts")
+    _, rows = stack.store.query("SELECT DISTINCT policy_version FROM alerts")
     assert [v for (v,) in rows] == [stack_policy_version(stack)]
     assert stack.store.query(open_rules("dep-before"))[1] == []
     workers_before = stack.worker_pids
@@ -391,7 +390,7 @@ def test_a_pushed_policy_judges_the_next_deployment_without_a_restart(
     env = {
         "SHIPLEDGER_BOOTSTRAP_SERVERS": stack.bootstrap,
         "SHIPLEDGER_TOPIC_PREFIX": stack.settings.topic_prefix,
-        "SHIPLEDGER_DATA_DIR": str(stack.settings.data_dir),
+        **ledger_env(stack.settings.data_dir),
     }
     pushed = CliRunner().invoke(cli, ["policy", "push", str(candidate)], env=env)
     assert pushed.exit_code == 0, pushed.output
@@ -407,7 +406,7 @@ def test_a_pushed_policy_judges_the_next_deployment_without_a_restart(
     post(deployment("dep-after-push", None, environment="stage"))
     wait_open(stack, "dep-after-push", "missing_change_ticket")
     _, rows = stack.store.query(
-        "SELECT policy_version FROM shipledger.alerts WHERE deployment_id = 'dep-after-push'"
+        "SELECT policy_version FROM alerts WHERE deployment_id = 'dep-after-push'"
     )
     assert rows == [(version,)]
     assert stack.worker_pids == workers_before  # no restart

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.migrate import (
     MIGRATIONS_TABLE,
@@ -31,13 +30,14 @@ from shipledger.sinks.ledger.migrate import (
 )
 from shipledger.sinks.ledger.migrate_cli import migrate as migrate_cmd
 from shipledger.sinks.ledger.store import LedgerStore, StoreError
+from tests.kit import ledger_settings
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[LedgerStore]:
-    with LedgerStore.open(Settings(data_dir=tmp_path / "data")) as s:
+    with LedgerStore.open(ledger_settings(tmp_path / "data")) as s:
         yield s
 
 
@@ -92,7 +92,7 @@ def test_a_fresh_ledger_applies_and_records_the_baseline(tmp_path: Path) -> None
     migrations = load_migrations()
     baseline = migrations[0]
     assert (baseline.filename, len(baseline.replaces)) == ("0011_baseline.sql", 11)
-    with LedgerStore.open(Settings(data_dir=tmp_path / "data")) as store:
+    with LedgerStore.open(ledger_settings(tmp_path / "data")) as store:
         assert store.ensure_schema() == [m.filename for m in migrations]
         assert store.ensure_schema() == []
         row = applied_migrations(store)[11]

@@ -169,8 +169,7 @@ def test_cli_events_become_rows_and_alerts(stack: Stack) -> None:
     assert stack.store.count("alerts") == 5
 
     _, rows = stack.store.query(
-        "SELECT deployment_id, environment, region, status FROM shipledger.deployments "
-        "ORDER BY deployment_id"
+        "SELECT deployment_id, environment, region, status FROM deployments ORDER BY deployment_id"
     )
     assert rows == [
         ("dep-fail", "stage", None, "failed"),
@@ -250,7 +249,7 @@ def test_state_survives_a_worker_restart(stack: Stack) -> None:
     assert wait_rows(stack, "deployment_records", 2, timeout=90) == 2
     assert stack.store is not None
     _, rows = stack.store.query(
-        "SELECT seq, status, event_count, duration_ms, alert_rules FROM shipledger.deployments"
+        "SELECT seq, status, event_count, duration_ms, alert_rules FROM deployments"
     )
     assert rows == [(2, "succeeded", 2, 240_000, ["missing_change_ticket", "out_of_window"])]
     time.sleep(1.0)
@@ -284,7 +283,7 @@ def test_an_event_delivered_twice_is_applied_once(stack: Stack) -> None:
     emit(stack, "succeeded", *emit_options(event))  # the same deployment goes on
     assert wait_rows(stack, "deployment_records", 2) == 2
     assert stack.store is not None
-    _, rows = stack.store.query("SELECT seq, event_count, status FROM shipledger.deployments")
+    _, rows = stack.store.query("SELECT seq, event_count, status FROM deployments")
     assert rows == [(2, 2, "succeeded")]
     assert stack.store.count("deployment_events") == 2  # the copy is deduplicated by id too
     report = verify(stack.store)  # a replayed event leaves the chains intact
@@ -323,8 +322,7 @@ def test_a_flush_repeated_after_a_crash_is_recorded_once(stack: Stack) -> None:
     assert wait_rows(stack, "deployment_events", 3) == 3
     assert stack.store is not None
     _, rows = stack.store.query(
-        "SELECT seq, event_count, status FROM shipledger.deployments WHERE deployment_id = "
-        "'dep-crash'"
+        "SELECT seq, event_count, status FROM deployments WHERE deployment_id = 'dep-crash'"
     )
     assert rows == [(3, 3, "succeeded")]  # the copies advanced nothing
     assert stack.store.count("deployment_events") == 3
@@ -364,7 +362,7 @@ def test_tenants_with_the_same_deployment_and_event_ids_stay_apart(stack: Stack)
     assert stack.store is not None
     _, rows = stack.store.query(
         "SELECT tenant, environment, status, event_count, seq, started_at, alert_rules "
-        "FROM shipledger.deployments WHERE deployment_id = 'job:42' ORDER BY tenant"
+        "FROM deployments WHERE deployment_id = 'job:42' ORDER BY tenant"
     )
     bank, retail = rows
     assert bank[:5] == ("bank", "stage", "in_progress", 1, 1)
@@ -372,9 +370,9 @@ def test_tenants_with_the_same_deployment_and_event_ids_stay_apart(stack: Stack)
     assert retail[:5] == ("retail", "prod", "failed", 2, 2)
     assert retail[6] == ["change_ticket_unknown"]
     assert retail[5].isoformat().startswith("2026-11-25T09:00:00")  # retail's own start (UTC)
-    _, alerts = stack.store.query("SELECT tenant, rule FROM shipledger.alerts ORDER BY tenant")
+    _, alerts = stack.store.query("SELECT tenant, rule FROM alerts ORDER BY tenant")
     assert alerts == [("bank", "missing_change_ticket"), ("retail", "change_ticket_unknown")]
     _, events = stack.store.query(
-        "SELECT tenant, event_id FROM shipledger.deployment_events ORDER BY tenant, event_id"
+        "SELECT tenant, event_id FROM deployment_events ORDER BY tenant, event_id"
     )
     assert events == [("bank", "evt-same"), ("retail", "evt-retail-2"), ("retail", "evt-same")]

@@ -38,7 +38,7 @@ from shipledger.sinks.ledger.query import (
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
-from tests.kit import registered_api
+from tests.kit import ledger_env, registered_api
 
 pytestmark = pytest.mark.integration
 
@@ -193,6 +193,7 @@ REFUSED = {
 
 
 @pytest.mark.parametrize("name", REFUSED)
+@pytest.mark.embedded_only("the reads aim at chDB's own files beside the ledger")
 def test_what_reads_around_the_ledger_is_refused_for_everyone(
     ledger: LedgerStore, settings: Settings, name: str
 ) -> None:
@@ -407,11 +408,12 @@ def test_formats() -> None:
 
 # --- the command and its routing -------------------------------------------------------------
 def invoke(settings: Settings, *args: str) -> tuple[int, str]:
-    env = {"SHIPLEDGER_DATA_DIR": str(settings.data_dir)}
+    env = ledger_env(settings.data_dir)
     result = CliRunner().invoke(cli, ["query", *args], env=env)
     return result.exit_code, result.output
 
 
+@pytest.mark.embedded_only("it is about chDB")
 def test_query_command_opens_chdb_when_no_stack_runs(
     ledger: LedgerStore, settings: Settings
 ) -> None:

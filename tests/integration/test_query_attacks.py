@@ -41,7 +41,10 @@ from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.writer import LedgerWriter
 from tests.kit import deployment_event, ledger_rows, registered_api
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.embedded_only("the attacks aim at chDB's own files beside the ledger"),
+]
 
 CORPUS = Path(__file__).with_name("attack_queries.txt")
 REPO = Path(__file__).parents[2]

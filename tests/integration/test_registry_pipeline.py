@@ -58,10 +58,19 @@ def _wire_id(data: bytes) -> int:
     return int(schema_id)
 
 
-def test_an_event_flows_end_to_end_framed_with_registry_ids(
-    broker: str, tmp_path: Path, schema_registry: Registry
-) -> None:
-    settings = own_settings(tmp_path, sink_batch_ms=100, schema_registry_url=schema_registry.url)
+#: The topics one emitted deployment without a ticket reaches, and their schemas.
+FRAMED = (
+    ("deployments.raw", "io.shipledger.v1.DeploymentEvent"),
+    ("deployments.records", "io.shipledger.v1.DeploymentRecord"),
+    ("alerts", "io.shipledger.v1.Alert"),
+)
+
+
+def wire_ids_end_to_end(broker: str, tmp_path: Path, registry_url: str) -> dict[str, int]:
+    """Emit one prod deployment without a change ticket through a stack whose every part
+    uses the registry at `registry_url`; once its record and alert are stored, the schema id
+    framing the first message of each of `FRAMED`'s topics (under the stack's prefix)."""
+    settings = own_settings(tmp_path, sink_batch_ms=100, schema_registry_url=registry_url)
     prefix = settings.topic_prefix
     with Stack(settings, bootstrap=broker, log_dir=tmp_path / "logs") as stack:
         env = {
@@ -82,23 +91,28 @@ def test_an_event_flows_end_to_end_framed_with_registry_ids(
         while time.monotonic() < deadline and min(counts) == 0:
             stack.check()
             _, rows = stack.store.query(
-                "SELECT (SELECT count() FROM shipledger.deployment_records "
-                "WHERE deployment_id = 'sr-1'), (SELECT count() FROM shipledger.alerts "
+                "SELECT (SELECT count() FROM deployment_records "
+                "WHERE deployment_id = 'sr-1'), (SELECT count() FROM alerts "
                 "WHERE deployment_id = 'sr-1' AND rule = 'missing_change_ticket')"
             )
             counts = (int(rows[0][0]), int(rows[0][1]))
             time.sleep(0.2)
         assert counts == (1, 1), counts
         assert stack.store.count("deployment_events") == 1
+        return {
+            prefix + topic: _wire_id(_first_value(stack.bootstrap, prefix + topic))
+            for topic, _ in FRAMED
+        }
 
-        for topic, schema in (
-            ("deployments.raw", "io.shipledger.v1.DeploymentEvent"),
-            ("deployments.records", "io.shipledger.v1.DeploymentRecord"),
-            ("alerts", "io.shipledger.v1.Alert"),
-        ):
-            wire = _wire_id(_first_value(stack.bootstrap, prefix + topic))
-            assert wire == schema_registry.latest_id(f"{prefix}{topic}-value"), topic
-            assert wire >= 1001 and wire != catalog().latest(schema).id
-        # The worker and the sink (other codecs than the emitter's) looked the raw id up.
-        raw_id = schema_registry.latest_id(f"{prefix}deployments.raw-value")
-        assert ("GET", f"/schemas/ids/{raw_id}") in schema_registry.requests
+
+def test_an_event_flows_end_to_end_framed_with_registry_ids(
+    broker: str, tmp_path: Path, schema_registry: Registry
+) -> None:
+    wire = wire_ids_end_to_end(broker, tmp_path, schema_registry.url)
+    for (topic, id_), (_, schema) in zip(wire.items(), FRAMED, strict=True):
+        assert id_ == schema_registry.latest_id(f"{topic}-value"), topic
+        assert id_ >= 1001 and id_ != catalog().latest(schema).id
+    # The worker and the sink (other codecs than the emitter's) looked the raw id up.
+    raw_topic = next(iter(wire))
+    raw_id = schema_registry.latest_id(f"{raw_topic}-value")
+    assert ("GET", f"/schemas/ids/{raw_id}") in schema_registry.requests

@@ -23,7 +23,15 @@ from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.topics import ensure_topics
 from shipledger.up.restore import ledger_states, partition_of
 from shipledger.up.stack import Stack
-from tests.kit import api_change, api_token, deployment_event, post_events, wait_until
+from tests.containers import CHDB_COLD_FILES
+from tests.kit import (
+    api_change,
+    api_token,
+    deployment_event,
+    ledger_settings,
+    post_events,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +65,7 @@ def test_partition_of_is_the_producers_partitioner(broker: str, settings: Settin
 
 
 def test_what_the_broker_forgot_is_restored(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data", topic_partitions=2, sink_batch_ms=100)
+    settings = ledger_settings(tmp_path / "data", topic_partitions=2, sink_batch_ms=100)
     first = _event("dep-x", "x1", "started", "acme")
     later = [
         _event("dep-x", "x2", "succeeded", "acme"),  # continues a record the ledger holds
@@ -88,7 +96,7 @@ def test_what_the_broker_forgot_is_restored(tmp_path: Path) -> None:
         wait_until(stack, lambda: not any(stack.pending().values()), "drained")
         _, rows = store.query(
             "SELECT tenant, deployment_id, seq, status, event_count, alert_rules "
-            "FROM shipledger.deployments ORDER BY tenant"
+            "FROM deployments ORDER BY tenant"
         )
         counts = {t: store.count(t) for t in ("deployment_events", "deployment_records")}
     policy = load_policy(None)
@@ -104,6 +112,7 @@ def test_what_the_broker_forgot_is_restored(tmp_path: Path) -> None:
     assert all(journal.read(s).entries == [] for s in journal.segments())
 
 
+@pytest.mark.embedded_only(CHDB_COLD_FILES)
 def test_state_comes_from_hot_and_cold_records(ledger: LedgerStore) -> None:
     """Deployments whose records moved to cold Parquet files keep their state."""
     archive(ledger, cold_after_days=90)
@@ -139,7 +148,7 @@ def test_the_view_and_the_alerts_that_hold_survive_a_restart(tmp_path: Path) -> 
         data_dir=tmp_path / "data", topic_partitions=2, sink_batch_ms=100, api_port=0
     )
     token = api_token(settings, "acme", name="restore-test")
-    holding = "SELECT deployment_id, rule, team FROM shipledger.open_alerts ORDER BY deployment_id"
+    holding = "SELECT deployment_id, rule, team FROM open_alerts ORDER BY deployment_id"
     with Stack(settings, log_dir=tmp_path / "logs", api=True) as stack:
         before = stack.store
         assert before is not None
@@ -179,9 +188,8 @@ def test_the_view_and_the_alerts_that_hold_survive_a_restart(tmp_path: Path) -> 
         wait_until(stack, lambda: store.count("deployment_records") >= 3, "dep-w and dep-z again")
         wait_until(stack, lambda: store.query(holding)[1] == [], "the alert resolved")
         _, rows = store.query(
-            "SELECT deployment_id, change_state, team FROM shipledger.deployments "
-            "ORDER BY deployment_id"
+            "SELECT deployment_id, change_state, team FROM deployments ORDER BY deployment_id"
         )
         assert rows == [("dep-w", "approved", "payments"), ("dep-z", "approved", "payments")]
-        _, rows = store.query("SELECT kind, count() FROM shipledger.alerts GROUP BY kind")
+        _, rows = store.query("SELECT kind, count() FROM alerts GROUP BY kind")
         assert sorted(rows) == [("alert", 1), ("resolution", 1)]

@@ -17,11 +17,10 @@ import pytest
 from shipledger.lab.traffic import day_of_traffic
 from shipledger.lag import Watermarks, lag_by_topic, partition_lag
 from shipledger.producers.emitter.publisher import Publisher
-from shipledger.settings import Settings
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import read_stack, stack_path
 from shipledger.up.stack import Stack
-from tests.kit import up_env
+from tests.kit import ledger_settings, up_env
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +42,7 @@ def test_lag_arithmetic() -> None:
 def test_stop_delivers_what_the_embedded_broker_acknowledged(tmp_path: Path) -> None:
     """Events acknowledged right before `stop()` are all in ClickHouse afterwards, as events
     and as records, although the broker they were in kept them only in memory."""
-    settings = Settings(data_dir=tmp_path / "data", topic_partitions=2)
+    settings = ledger_settings(tmp_path / "data", topic_partitions=2)
     events = list(day_of_traffic(date(2026, 11, 25), scale=8))[:2000]
     assert len({e.event_id for e in events}) == 2000
     with Stack(settings, log_dir=tmp_path / "logs") as stack:
@@ -103,7 +102,7 @@ def _cmdline(pid: int) -> str:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
 def test_kill_9_of_up_leaves_no_children(tmp_path: Path) -> None:
     env = up_env(tmp_path / "data")
-    settings = Settings(data_dir=tmp_path / "data")
+    settings = ledger_settings(tmp_path / "data")
     children: set[int] = set()
     with (tmp_path / "up.log").open("wb") as log:
         up = subprocess.Popen([BIN, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -25,8 +25,12 @@ from shipledger.sinks.ledger.archive import archive
 from shipledger.sinks.ledger.reader import LedgerReader, QueryLimits
 from shipledger.sinks.ledger.store import LedgerStore, TimeWindow
 from shipledger.sinks.writer import LedgerWriter
+from tests.containers import CHDB_COLD_FILES
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.embedded_only(CHDB_COLD_FILES),
+]
 
 
 def _events(store: LedgerStore, older_than_days: int) -> list[dict[str, Any]]:
@@ -34,7 +38,7 @@ def _events(store: LedgerStore, older_than_days: int) -> list[dict[str, Any]]:
     a number of days, read before anything moves."""
     op = "<" if older_than_days > 0 else ">="
     columns, rows = store.query(
-        f"SELECT * FROM shipledger.deployment_events WHERE occurred_at {op} "
+        f"SELECT * FROM deployment_events WHERE occurred_at {op} "
         f"now() - INTERVAL {abs(older_than_days)} DAY ORDER BY event_id"
     )
     return [dict(zip(columns, row, strict=True)) for row in rows]

@@ -24,7 +24,7 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import LedgerReader, SuspectsQuery
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
-from tests.kit import own_settings
+from tests.kit import ledger_env, own_settings
 
 pytestmark = pytest.mark.integration
 
@@ -209,7 +209,7 @@ def test_the_api_and_the_command_serve_the_same_ranking(
                 ),
             )
             try:
-                env = {"SHIPLEDGER_DATA_DIR": str(triage_settings.data_dir)}
+                env = ledger_env(triage_settings.data_dir)
                 args = ["suspects", "--service", "checkout", "--at", "2026-11-30T12:00:00Z",
                         "--tenant", TENANT]  # fmt: skip
                 as_json = CliRunner().invoke(cli, [*args, "--format", "json"], env=env)
@@ -249,7 +249,7 @@ def test_cmdb_reconcile_twice_stores_the_same_findings(
     """The command opens the ledger itself (no stack runs), so the module's store steps aside;
     the same export (CSV, then JSON with the same CIs is another export) twice."""
     store.close()
-    env = {"SHIPLEDGER_DATA_DIR": str(triage_settings.data_dir), "SHIPLEDGER_TENANT": TENANT}
+    env = {**ledger_env(triage_settings.data_dir), "SHIPLEDGER_TENANT": TENANT}
     export = FIXTURES / "cmdb_ci_service.csv"
     args = ["cmdb", "reconcile", "--file", str(export), "--format", "json"]
     first = CliRunner().invoke(cli, args, env=env)

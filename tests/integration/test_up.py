@@ -16,9 +16,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from shipledger.producers.api.auth import AuthStore
-from shipledger.settings import Settings
 from shipledger.sinks.ledger.store import LedgerStore
-from tests.kit import up_env
+from tests.kit import ledger_settings, up_env
 
 pytestmark = pytest.mark.integration
 
@@ -109,9 +108,9 @@ def test_up_runs_until_ctrl_c(tmp_path: Path) -> None:
         assert auth.list_tokens() == []
     finally:
         auth.close()
-    with LedgerStore.open(Settings(data_dir=tmp_path / "data")) as store:
+    with LedgerStore.open(ledger_settings(tmp_path / "data")) as store:
         assert store.count("deployment_events") == 1
-        _, rows = store.query("SELECT environment, status FROM shipledger.deployments")
+        _, rows = store.query("SELECT environment, status FROM deployments")
         assert rows == [("stage", "in_progress")]
 
 
@@ -120,7 +119,7 @@ def test_up_leaves_no_local_read_tokens_behind(tmp_path: Path) -> None:
     (or revoked by an older version) deleted at the next start; other tokens are kept."""
     from shipledger.producers.api.server import ApiServer
 
-    settings = Settings(data_dir=tmp_path / "data", api_port=0)
+    settings = ledger_settings(tmp_path / "data", api_port=0)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     auth = AuthStore(settings.resolved_auth_db)

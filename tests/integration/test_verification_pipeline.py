@@ -175,7 +175,7 @@ def test_verdicts_late_checks_and_drift(
     assert [c["result"] for c in late["evidence"]["checks"]] == ["pass", "fail"]
     history = rows(
         api_stack,
-        "SELECT verdict FROM shipledger.deployment_verifications "
+        "SELECT verdict FROM deployment_verifications "
         "WHERE deployment_id = 'dep-late' ORDER BY decided_at",
     )
     assert [v for (v,) in history] == ["verified", "suspect"]
@@ -200,7 +200,7 @@ def test_verdicts_late_checks_and_drift(
     }
 
     # Drift: a Terraform plan with changes after dep-ok; an Argo CD OutOfSync after dep-pay.
-    before = rows(api_stack, "SELECT count() FROM shipledger.signal_events")[0][0]
+    before = rows(api_stack, "SELECT count() FROM signal_events")[0][0]
     bad = webhook(client, "terraform", "plan_drift", {"resource_changes": [{"change": {}}]})
     assert bad.status_code == 400 and "resource_changes[0].change.actions" in bad.text
     answer = webhook(client, "terraform", "plan_drift", {"timestamp": ago(3)})
@@ -209,7 +209,7 @@ def test_verdicts_late_checks_and_drift(
     assert answer.status_code == 202, answer.text
     sql = (
         "SELECT deployment_id, evidence['drift_tool'], evidence['addresses'], message "
-        "FROM shipledger.alerts WHERE rule = 'config_drift' ORDER BY deployment_id"
+        "FROM alerts WHERE rule = 'config_drift' ORDER BY deployment_id"
     )
     wait_until(api_stack, lambda: len(rows(api_stack, sql)) == 2, "two config_drift alerts")
     (ok_dep, tool, addresses, message), (pay_dep, argo, resources, _) = rows(api_stack, sql)
@@ -225,11 +225,11 @@ def test_verdicts_late_checks_and_drift(
         resources == "Deployment/payments-prod/payments-api,ConfigMap/payments-prod/payments-config"
     )
     # The bad plan stored nothing: two drift reports more, no more.
-    after = rows(api_stack, "SELECT count() FROM shipledger.signal_events")[0][0]
+    after = rows(api_stack, "SELECT count() FROM signal_events")[0][0]
     assert after == before + 2
     # Drift reports are no checks (dep-ok stays verified) and no anomalies (no suspects).
     assert (verdict(client, "dep-ok") or {}).get("verdict") == "verified"
-    suspects = "SELECT count() FROM shipledger.alerts WHERE rule = 'suspect_deployment'"
+    suspects = "SELECT count() FROM alerts WHERE rule = 'suspect_deployment'"
     assert rows(api_stack, suspects) == [(0,)]
     unknown = client.get("/v1/deployments/dep-nope/verification")
     assert unknown.status_code == 404 and "deployment_id" in unknown.text

@@ -154,11 +154,10 @@ def test_every_provider_fixture_lands_as_the_right_records(
     want = len(EXPECTED_DEPLOYMENTS) + 1  # and the flagged one
     # Every expected deployment ends finished: wait for that, not for the first record of
     # each (a later stage may still be on its way through the pipeline).
-    finished = "SELECT count() FROM shipledger.deployments WHERE status != 'in_progress'"
+    finished = "SELECT count() FROM deployments WHERE status != 'in_progress'"
     assert _wait_count(stack, finished, want) == want
     _, rows = stack.store.query(
-        "SELECT deployment_id, status, service, environment, commit_sha, tenant "
-        "FROM shipledger.deployments"
+        "SELECT deployment_id, status, service, environment, commit_sha, tenant FROM deployments"
     )
     got = {row[0]: row[1:] for row in rows}
     for deployment_id, (status, service, environment, sha) in EXPECTED_DEPLOYMENTS.items():
@@ -168,7 +167,7 @@ def test_every_provider_fixture_lands_as_the_right_records(
         assert found[4] == TENANT
     assert got[FLAGGED_DEPLOYMENT][3] == ""  # recorded without a commit...
     flagged = (
-        "SELECT count() FROM shipledger.alerts WHERE rule = 'missing_metadata' "
+        "SELECT count() FROM alerts WHERE rule = 'missing_metadata' "
         f"AND deployment_id = '{FLAGGED_DEPLOYMENT}'"
     )
     assert _wait_count(stack, flagged, 1) == 1  # ...and flagged
@@ -176,5 +175,5 @@ def test_every_provider_fixture_lands_as_the_right_records(
         sql = f"SELECT count() FROM shipledger.{table}"
         assert _wait_count(stack, sql, want) == want, table
     # Exact counts: the forged, malformed and ignored deliveries wrote nothing.
-    _, events = stack.store.query("SELECT count() FROM shipledger.deployment_events")
+    _, events = stack.store.query("SELECT count() FROM deployment_events")
     assert events[0][0] == DEPLOYMENT_EVENTS

@@ -59,10 +59,8 @@ def test_a_killed_worker_recovers_every_deployment_state(stack: Stack) -> None:
         publisher.publish_many(finished)
         _wait(stack, lambda: store.count("deployment_records") >= 2 * DEPLOYMENTS, "records")
         _wait(stack, lambda: not any(stack.pending().values()), "drained")
-    _, rows = store.query(
-        "SELECT tenant, deployment_id, seq, status, event_count FROM shipledger.deployments"
-    )
-    _, alerts = store.query("SELECT count() FROM shipledger.alerts")
+    _, rows = store.query("SELECT tenant, deployment_id, seq, status, event_count FROM deployments")
+    _, alerts = store.query("SELECT count() FROM alerts")
     policy = load_policy(None)
     expected_alerts = 0
     want = {}
