@@ -30,10 +30,11 @@ from shipledger.sinks.ledger.archive import COLD_VOLUME, STORAGE_POLICY
 
 StackMode = Literal["embedded", "containers"]
 
-#: Images of the containers stack: what docs/deploy.md's compose file runs, pinned.
-KAFKA_IMAGE = "confluentinc/cp-kafka:7.7.1"
-CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:24.8"
-REGISTRY_IMAGE = "confluentinc/cp-schema-registry:7.7.1"
+#: Images of the containers stack, the versions deploy/compose/compose.yaml runs (Kafka: the
+#: Confluent build of Apache Kafka 3.9 that testcontainers' KafkaContainer drives in KRaft mode).
+KAFKA_IMAGE = "confluentinc/cp-kafka:7.9.1"
+CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:25.3"
+REGISTRY_IMAGE = "confluentinc/cp-schema-registry:7.9.1"
 #: The ClickHouse server's administrator (the containers' own, never a real credential).
 CLICKHOUSE_USER = "shipledger"
 CLICKHOUSE_PASSWORD = "shipledger-test"
