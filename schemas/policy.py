@@ -322,7 +322,7 @@ class Rules(_Strict):
     def _region_names(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError("a region is named twice")
-        return [check_region(name, "regions") for name in value]
+        return [check_region(name) for name in value]
 
     @field_validator("suspect_window")
     @classmethod

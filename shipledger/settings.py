@@ -28,13 +28,11 @@ LogFormat = Literal["json", "console"]
 _REGION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 
-def check_region(name: str, field: str) -> str:
-    """`name` if it is a region name (lowercase letters, digits, `-`, `_`; at most 32),
-    else ValueError naming `field`."""
+def check_region(name: str) -> str:
+    """`name` if it is a region name (lowercase letters, digits, `-`, `_`; at most 32), else
+    ValueError (pydantic names the field it was given for)."""
     if not _REGION_NAME.fullmatch(name):
-        raise ValueError(
-            f"{field}: {name!r} is not a region name (lowercase letters, digits, - and _)"
-        )
+        raise ValueError(f"{name!r} is not a region name (lowercase letters, digits, - and _)")
     return name
 
 
@@ -640,7 +638,7 @@ class Settings(BaseSettings):
     @classmethod
     def _region_names(cls, value: dict[str, RegionalLedger]) -> dict[str, RegionalLedger]:
         for name in value:
-            check_region(name, "SHIPLEDGER_REGIONAL_LEDGERS")
+            check_region(name)
         return value
 
     @model_validator(mode="after")

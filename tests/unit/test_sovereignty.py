@@ -78,7 +78,7 @@ def test_a_region_names_its_ledger(tmp_path: Path) -> None:
 def test_a_region_without_a_ledger_is_refused_naming_the_variable(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="SHIPLEDGER_REGION='apac' has no ledger"):
         _regional(tmp_path, region="apac")
-    with pytest.raises(ValidationError, match="SHIPLEDGER_REGIONAL_LEDGERS: 'EU!'"):
+    with pytest.raises(ValidationError, match=r"regional_ledgers\n.*'EU!' is not a region name"):
         Settings(regional_ledgers={"EU!": {}})
 
 
@@ -103,7 +103,7 @@ def test_a_tenant_names_its_regions_in_policy(policy: Policy) -> None:
 
 
 def test_a_bad_region_in_policy_names_the_field() -> None:
-    with pytest.raises(PolicyError, match=r"tenants\.acme\.regions.*'Europe'"):
+    with pytest.raises(PolicyError, match=r"line 3: tenants\.acme\.regions: 'Europe' is not a"):
         parse_policy('version: "1"\ntenants:\n  acme: {regions: [Europe]}\n', "p.yaml")
     with pytest.raises(PolicyError, match="a region is named twice"):
         parse_policy('version: "1"\ndefaults: {regions: [eu, eu]}\n', "p.yaml")
