@@ -66,7 +66,7 @@ def _letters(stack: Stack) -> list[DeadLetter]:
 
 
 def test_two_regional_ledgers_in_one_embedded_stack(broker: str, tmp_path: Any) -> None:
-    regional = {"eu": {}, "us": {}}
+    regional: dict[str, dict[str, str]] = {"eu": {}, "us": {}}
     with policy_stack(broker, tmp_path, POLICY, region="us", regional_ledgers=regional) as stack:
         settings, api = stack.settings, stack.api
         assert api is not None

@@ -1,17 +1,20 @@
 """Data sovereignty without ClickHouse (docs/sovereignty.md): the settings of regional
 ledgers, a tenant's regions in policy, where the sink puts each tenant's rows (the sink of
-tests/unit/test_sink_pipeline.py, one in-memory store per ledger) and who is refused."""
+tests/unit/test_sink_pipeline.py, one in-memory store per ledger), who is refused, and what
+the live stream sends."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Message
 from pydantic import ValidationError
 
 from shipledger.metrics import RecordingMetrics
+from shipledger.producers.api.stream_hub import StreamHub
 from shipledger.schemas.letters import DeadLetter
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.policy import Policy, PolicyError, parse_policy
@@ -20,6 +23,7 @@ from shipledger.schemas.residency import Residency
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.regions import Placement, Unplaced
+from tests.kit import deployment_record
 from tests.unit.test_sink_pipeline import (
     FakeConsumer,
     FakeProducer,
@@ -44,7 +48,7 @@ def policy() -> Policy:
     return parse_policy(POLICY_TEXT, "policy.yaml")
 
 
-def _regional(tmp_path: Path, **more: object) -> Settings:
+def _regional(tmp_path: Path, **more: Any) -> Settings:
     return Settings(
         data_dir=tmp_path,
         topic_prefix="p.",
@@ -182,3 +186,24 @@ def test_the_sink_stores_each_tenant_in_its_regions_ledgers(tmp_path: Path, poli
     assert "tenant 'umbrella': region 'apac' of its policy has no ledger" in letter.reason
     assert sink.stats().dead_lettered == 1
     assert sink.consumer.commits[-1] == [(topics.raw, 0, 5)]
+
+
+def test_the_live_stream_sends_only_its_regions_tenants(tmp_path: Path, policy: Policy) -> None:
+    """Kafka is shared by every region: the API's stream must filter what it reads."""
+    settings = _regional(tmp_path, region="eu")
+    topics = Topics.from_settings(settings)
+    hub = StreamHub(settings, "127.0.0.1:1", Residency(policy))
+    codec = AvroCodec("io.shipledger.v1.DeploymentRecord")
+    hub._publish(
+        [
+            Message(
+                topic=topics.records,
+                partition=0,
+                offset=offset,
+                key=b"k",
+                value=codec.encode(deployment_record(record_id=tenant, tenant=tenant).to_avro()),
+            )
+            for offset, tenant in enumerate(["acme", "globex", "both", "anyone"])
+        ]
+    )
+    assert [event.tenant for event in hub._recent] == ["acme", "both"]
