@@ -2,21 +2,25 @@
 stack, two databases of one chDB engine (a process holds one engine path at a time). Events of
 an eu tenant land in the eu ledger only; the API of the us region (the stack's own) does not
 see them and refuses to answer for that tenant, an API of the eu region does; `audit verify`
-passes in every ledger; a tenant whose region has no ledger is dead-lettered."""
+passes in every ledger; a tenant whose region has no ledger is dead-lettered. And
+`shipledger migrate` migrates every ledger."""
 
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from shipledger.producers.api.server import ApiServer
 from shipledger.schemas.letters import DeadLetter
 from shipledger.schemas.residency import Residency
 from shipledger.sinks.ledger.audit import verify
+from shipledger.sinks.ledger.migrate_cli import migrate as migrate_cmd
 from shipledger.sinks.ledger.query import QueryLimits
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.up.stack import Stack
@@ -65,7 +69,7 @@ def _letters(stack: Stack) -> list[DeadLetter]:
         consumer.close()
 
 
-def test_two_regional_ledgers_in_one_embedded_stack(broker: str, tmp_path: Any) -> None:
+def test_two_regional_ledgers_in_one_embedded_stack(broker: str, tmp_path: Path) -> None:
     regional: dict[str, dict[str, str]] = {"eu": {}, "us": {}}
     with policy_stack(broker, tmp_path, POLICY, region="us", regional_ledgers=regional) as stack:
         settings, api = stack.settings, stack.api
@@ -140,3 +144,24 @@ def test_two_regional_ledgers_in_one_embedded_stack(broker: str, tmp_path: Any) 
         for store in (eu, us, default):
             report = verify(store)
             assert report.clean, report.text()
+
+
+def test_migrate_applies_to_every_regional_ledger(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path / "data")]
+    env = {"SHIPLEDGER_REGIONAL_LEDGERS": '{"eu": {}, "us-east": {"database": "ledger_us"}}'}
+    runner = CliRunner()
+    applied = runner.invoke(migrate_cmd, data, env=env)
+    assert applied.exit_code == 0, applied.output
+    lines = applied.output.splitlines()
+    assert [line for line in lines if line.startswith("ledger ")] == [
+        "ledger (default): database shipledger",
+        "ledger eu: database shipledger_eu",
+        "ledger us-east: database ledger_us",
+    ]
+    assert sum("applied: 0011_baseline.sql" in line for line in lines) == 3
+    status = runner.invoke(migrate_cmd, ["--status", *data], env=env)
+    assert status.exit_code == 0 and "pending" not in status.output, status.output
+    assert status.output.count("0011_baseline.sql") == 3
+    # Without regional ledgers: the one ledger, said as before.
+    alone = runner.invoke(migrate_cmd, data, env={"SHIPLEDGER_REGIONAL_LEDGERS": "{}"})
+    assert alone.output == "schema is up to date (nothing to apply)\n"
