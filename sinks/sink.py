@@ -24,6 +24,10 @@ hash chain of (table, tenant, class); after the flush's inserts the new chain he
 appended to `chain_heads`, then offsets are committed. The sink is the ledger's only writer:
 run ONE sink per ledger (its chain heads live in its memory).
 
+Regions (`sinks.regions`, docs/sovereignty.md): with regional ledgers, each row goes to the
+ledgers of its tenant's regions (the default ledger when it names none), each with its own
+writer and chains; a tenant whose region has no ledger is poison (`field=tenant`).
+
 Grants: the sink needs INSERT and SELECT (the id check, chain heads) on the ledger tables and
 `chain_heads`, nothing else (`shipledger audit grants`); `shipledger sink --no-ensure-schema`
 skips the migrations where schema changes are someone else's job.
