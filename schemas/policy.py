@@ -37,6 +37,7 @@ from shipledger.schemas.models import DeploymentKind, Model, Name, Severity, awa
 from shipledger.schemas.monorepo import Monorepos
 from shipledger.schemas.taxonomy import normalize_environment
 from shipledger.schemas.validation import field_errors
+from shipledger.settings import check_region
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -312,6 +313,16 @@ class Rules(_Strict):
     require_artifact_digest: list[str] = Field(default_factory=list)
     trusted_builders: list[str] = Field(default_factory=list)
     artifact_rollback_reach: int = Field(default=5, ge=1, le=100)
+    #: Data sovereignty (docs/sovereignty.md): the regions whose ledgers store the tenant's
+    #: rows (`SHIPLEDGER_REGIONAL_LEDGERS`), each of them; empty: the default ledger.
+    regions: list[str] = Field(default_factory=list)
+
+    @field_validator("regions")
+    @classmethod
+    def _region_names(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a region is named twice")
+        return [check_region(name) for name in value]
 
     @field_validator("suspect_window")
     @classmethod

@@ -6,14 +6,43 @@ Built once at each entry point and passed down; nothing else reads the environme
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, Field, SecretStr
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogFormat = Literal["json", "console"]
+
+#: A region's name: what a tenant's policy names (`regions:`) and a ledger is configured for.
+_REGION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+def check_region(name: str) -> str:
+    """`name` if it is a region name (lowercase letters, digits, `-`, `_`; at most 32), else
+    ValueError (pydantic names the field it was given for)."""
+    if not _REGION_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a region name (lowercase letters, digits, - and _)")
+    return name
+
+
+class RegionalLedger(BaseModel):
+    """One region's ledger (`Settings.regional_ledgers`): None is the default ledger's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str | None = None
+    database: str | None = None
 
 
 class Settings(BaseSettings):
@@ -600,6 +629,65 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="Most commits a change set walks (and stores)."
     )
 
+    # --- data sovereignty: one ledger per region (issue 13, docs/sovereignty.md) ------------
+    region: str | None = Field(
+        default=None,
+        description=(
+            "The region this process serves: its readers (API, `shipledger query`, reports, "
+            "metrics) open that region's ledger of `regional_ledgers` only. Unset: the "
+            "default ledger (`clickhouse_url`, `clickhouse_database`)."
+        ),
+    )
+    regional_ledgers: dict[str, RegionalLedger] = Field(
+        default_factory=dict,
+        description=(
+            "The ledger of each region, where the sink stores the rows of the tenants whose "
+            "policy names that region (`regions:`): a ClickHouse `url` (unset: "
+            "`clickhouse_url`) and `database` (unset: `<clickhouse_database>_<region>`, "
+            "`-` as `_`). One "
+            'JSON object (SHIPLEDGER_REGIONAL_LEDGERS=\'{"eu": {"database": "ledger_eu"}}\') '
+            "or one variable each (SHIPLEDGER_REGIONAL_LEDGERS__EU__URL=...). Empty: one ledger."
+        ),
+    )
+
+    @field_validator("regional_ledgers")
+    @classmethod
+    def _region_names(cls, value: dict[str, RegionalLedger]) -> dict[str, RegionalLedger]:
+        for name in value:
+            check_region(name)
+        return value
+
+    @model_validator(mode="after")
+    def _region_has_ledger(self) -> Settings:
+        if self.region is not None and self.region not in self.regional_ledgers:
+            have = ", ".join(sorted(self.regional_ledgers)) or "none"
+            raise ValueError(
+                f"SHIPLEDGER_REGION={self.region!r} has no ledger in "
+                f"SHIPLEDGER_REGIONAL_LEDGERS (configured: {have})"
+            )
+        return self
+
+    def for_region(self, region: str | None) -> Settings:
+        """These settings for a process of `region` (None: the default ledger's)."""
+        return self.model_copy(update={"region": region})
+
+    @property
+    def ledger_database(self) -> str:
+        """The ClickHouse database of this process's ledger (its region's, else the default)."""
+        if self.region is None:
+            return self.clickhouse_database
+        return self.regional_ledgers[self.region].database or (
+            f"{self.clickhouse_database}_{self.region.replace('-', '_')}"
+        )
+
+    @property
+    def ledger_cold_dir(self) -> Path:
+        """Where the embedded ledger of this process's region keeps its cold Parquet files
+        (apart per region: a File table's glob would otherwise read another region's)."""
+        if self.region is None:
+            return self.data_dir / "cold"
+        return self.data_dir / "regions" / self.region / "cold"
+
     # --- logging -----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
     log_format: LogFormat = Field(default="json", description="json (default) or console.")
@@ -615,9 +703,11 @@ class Settings(BaseSettings):
 
     @property
     def resolved_clickhouse_url(self) -> str:
-        """The ClickHouse DSN, defaulting to embedded chDB inside the data dir."""
-        if self.clickhouse_url:
-            return self.clickhouse_url
+        """The ClickHouse DSN of this process's ledger (`region`), defaulting to embedded chDB
+        inside the data dir."""
+        regional = self.regional_ledgers[self.region].url if self.region else None
+        if regional or self.clickhouse_url:
+            return regional or self.clickhouse_url or ""
         return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
 
     @property

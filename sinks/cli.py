@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from pathlib import Path
@@ -16,7 +17,8 @@ from shipledger.logging import configure_logging, get_logger
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.policy import load_policy
 from shipledger.sinks.cli_options import ledger_options, ledger_settings
-from shipledger.sinks.ledger.store import LedgerStore, StoreError
+from shipledger.sinks.ledger.store import StoreError
+from shipledger.sinks.regions import open_ledgers, without_default
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.stackfile import resolve_bootstrap
 from shipledger.topics import ensure_topics
@@ -74,15 +76,17 @@ def sink(
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        store = LedgerStore.open(settings)
+        ledgers = open_ledgers(settings, ensure_schema=ensure_schema)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
     code = 0
-    with store:
-        if ensure_schema:
-            store.ensure_schema()
+    with contextlib.ExitStack() as opened:
+        for store in ledgers.values():
+            opened.enter_context(store)
         ensure_topics(settings, resolved)
-        runner = ClickHouseSink(settings, resolved, store, policy=policy)
+        runner = ClickHouseSink(
+            settings, resolved, ledgers[None], policy=policy, regional=without_default(ledgers)
+        )
         server = runner.serve_metrics()
         try:
             code = run_until_signalled(runner, progress_s, log)

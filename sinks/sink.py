@@ -24,6 +24,10 @@ hash chain of (table, tenant, class); after the flush's inserts the new chain he
 appended to `chain_heads`, then offsets are committed. The sink is the ledger's only writer:
 run ONE sink per ledger (its chain heads live in its memory).
 
+Regions (`sinks.regions`, docs/sovereignty.md): with regional ledgers, each row goes to the
+ledgers of its tenant's regions (the default ledger when it names none), each with its own
+writer and chains; a tenant whose region has no ledger is poison (`field=tenant`).
+
 Grants: the sink needs INSERT and SELECT (the id check, chain heads) on the ledger tables and
 `chain_heads`, nothing else (`shipledger audit grants`); `shipledger sink --no-ensure-schema`
 skips the migrations where schema changes are someone else's job.
@@ -62,11 +66,13 @@ from shipledger.lag import group_lag
 from shipledger.logging import get_logger
 from shipledger.schemas.letters import DeadLetter
 from shipledger.schemas.policy import Policy
+from shipledger.schemas.residency import Region
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
-from shipledger.sinks.ledger.change_sets import ChangeSets, ChangeSetStore, Deployed
-from shipledger.sinks.route import Poison, kafka_meta, route_message, routes_from_catalog
+from shipledger.sinks.ledger.change_sets import Deployed
+from shipledger.sinks.regions import Ledger, Placement, Unplaced, sink_ledgers
+from shipledger.sinks.route import Poison, Route, kafka_meta, route_message, routes_from_catalog
 from shipledger.sinks.rows import KafkaMeta, Row
 from shipledger.sinks.writer import LedgerWriter, RowStore, SinkError
 
@@ -100,7 +106,8 @@ class SinkStats:
 class _Batch:
     """Rows waiting for the next flush and the offsets they will let us commit."""
 
-    rows: dict[str, list[Row]] = field(default_factory=dict)
+    #: By ledger (`sinks.regions`: None is the default one), then by table.
+    rows: dict[Region, dict[str, list[Row]]] = field(default_factory=dict)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     messages: int = 0
     dead: int = 0
@@ -114,8 +121,9 @@ class _Batch:
         key = (topic, partition)
         self.offsets[key] = max(self.offsets.get(key, -1), offset + 1)
 
-    def add(self, table: str, row: Row) -> None:
-        self.rows.setdefault(table, []).append(row)
+    def add(self, regions: tuple[Region, ...], table: str, row: Row) -> None:
+        for region in regions:
+            self.rows.setdefault(region, {}).setdefault(table, []).append(row)
         self.row_count += 1
 
     def age_s(self) -> float:
@@ -139,23 +147,28 @@ class ClickHouseSink(KafkaClients):
         *,
         policy: Policy,
         group_id: str | None = None,
+        regional: Mapping[str, RowStore] | None = None,
     ) -> None:
         super().__init__(settings, bootstrap, group_id)
         self.store = store
         self.metrics = metrics or m.RecordingMetrics()
         self.topics = Topics.from_settings(settings)
         self.routes = routes_from_catalog(self.topics)
-        self.writer = LedgerWriter(
-            store, policy, self.metrics, insert_timeout_s=settings.sink_insert_timeout_s
+        #: Every ledger written: `store` (the default one) and the `regional` ones, each
+        #: with its writer and its change sets of terminal deployments, computed after each
+        #: flush (a store that cannot query, as the unit tests' in-memory one, has none).
+        self.ledgers = sink_ledgers(
+            settings,
+            policy,
+            store,
+            regional or {},
+            lambda each: LedgerWriter(
+                each, policy, self.metrics, insert_timeout_s=settings.sink_insert_timeout_s
+            ),
         )
+        self.placement = Placement(policy, regional or {})
+        self.writer = self.ledgers[None].writer
         self.limit = DlqLimitState(DlqLimit.from_settings(settings), "sink")
-        #: Change sets of terminal deployments, after each flush (a store that cannot query,
-        #: as the unit tests' in-memory one, has none).
-        self.change_sets = (
-            ChangeSets.from_settings(settings, store, policy)
-            if settings.change_sets and isinstance(store, ChangeSetStore)
-            else None
-        )
         self._log = get_logger("sink", group=self.group_id)
         self._batch = _Batch()
         self._consumer: Consumer | None = None
@@ -173,7 +186,8 @@ class ClickHouseSink(KafkaClients):
             bootstrap=self.bootstrap,
             policy_version=self.writer.policy_version,
         )
-        self.writer.record_adopted_heads(route.table.name for route in self.routes.values())
+        for ledger in self.ledgers.values():
+            ledger.writer.record_adopted_heads(route.table.name for route in self.routes.values())
         try:
             consumer.subscribe(list(self.routes), on_revoke=self._on_revoke)
             while not stop.is_set():
@@ -230,17 +244,30 @@ class ClickHouseSink(KafkaClients):
                 continue
             meta = kafka_meta(msg)
             self._batch.seen(meta.topic, meta.partition, meta.offset)
-            routed = route_message(route, msg, meta)
-            if not isinstance(routed, Poison):
+            placed = self._placed(route, route_message(route, msg, meta))
+            if not isinstance(placed, Poison):
                 self.limit.valid()
-                self._batch.add(route.table.name, routed)
-            elif routed.owned:
+                self._batch.add(placed[0], route.table.name, placed[1])
+            elif placed.owned:
                 self.limit.invalid()  # past the limit: stop before this letter
-                self._dead_letter(msg, meta, routed)
+                self._dead_letter(msg, meta, placed)
             else:
                 self.metrics.increment(m.SKIPPED_INVALID)
         for topic, count in Counter(msg.topic() or "" for msg in messages).items():
             self.metrics.increment(m.MESSAGES, count, tags={"topic": topic})
+
+    def _placed(
+        self, route: Route, routed: Row | Poison
+    ) -> tuple[tuple[Region, ...], Row] | Poison:
+        """The row and the ledgers that store it (`sinks.regions`), or why it cannot be
+        stored: a tenant whose region has no ledger is the sink's poison whatever its topic,
+        except on the DLQ topic itself (a letter about a letter would loop: skipped)."""
+        if isinstance(routed, Poison):
+            return routed
+        where = self.placement.ledgers_of(str(routed["tenant"]))
+        if isinstance(where, Unplaced):
+            return Poison(where.reason, "tenant", owned=route.topic != self.topics.dlq)
+        return where, routed
 
     def _dead_letter(self, msg: Message, meta: KafkaMeta, poison: Poison) -> None:
         self._log.warning(
@@ -269,8 +296,10 @@ class ClickHouseSink(KafkaClients):
         if batch.messages == 0:
             return
         started = time.perf_counter()
-        self.writer.write_rows(batch.rows)
-        self._change_sets(batch.rows.get(ddl.RECORDS, []), batch.rows.get(ddl.SOURCE, []))
+        for region, rows in batch.rows.items():
+            ledger = self.ledgers[region]
+            ledger.writer.write_rows(rows)
+            self._change_sets(ledger, rows.get(ddl.RECORDS, []), rows.get(ddl.SOURCE, []))
         if batch.dead:
             self._await_dlq()
         self._commit(batch.offsets)
@@ -281,10 +310,10 @@ class ClickHouseSink(KafkaClients):
             "flushed", rows=batch.row_count, messages=batch.messages, ms=round(elapsed_ms, 1)
         )
 
-    def _change_sets(self, records: Sequence[Row], sources: Sequence[Row]) -> None:
+    def _change_sets(self, ledger: Ledger, records: Sequence[Row], sources: Sequence[Row]) -> None:
         # After the records are stored (the previous deployment may be in this very batch),
         # before the commit: a crash replays the batch, and the sets are computed again.
-        if self.change_sets is None:
+        if ledger.change_sets is None:
             return
         deployed = {}
         for row in records:
@@ -294,8 +323,8 @@ class ClickHouseSink(KafkaClients):
         if not deployed and not sources:
             return
         started = time.perf_counter()
-        count = self.change_sets.compute(sorted(deployed.values(), key=lambda d: d.started_at))
-        count += self.change_sets.recompute_late(sources, skip=deployed)
+        count = ledger.change_sets.compute(sorted(deployed.values(), key=lambda d: d.started_at))
+        count += ledger.change_sets.recompute_late(sources, skip=deployed)
         self.metrics.timing(m.CHANGE_SETS_MS, (time.perf_counter() - started) * 1000)
         self._log.debug("change sets computed", deployments=count)
 

@@ -101,6 +101,8 @@ def api(ctx: click.Context, host: str | None, port: int | None, data_dir: Path |
     from shipledger.producers.api.ledger_link import LedgerLink
     from shipledger.producers.api.server import ApiServer
     from shipledger.producers.journal import Journal
+    from shipledger.schemas.policy import load_policy
+    from shipledger.schemas.residency import Residency
     from shipledger.sinks.ledger.reader import chdb_path
 
     # A standalone API sending to a running `up`'s embedded broker journals like `up`'s own.
@@ -111,10 +113,19 @@ def api(ctx: click.Context, host: str | None, port: int | None, data_dir: Path |
         signal.signal(signum, lambda _s, _f: stopping.set())
     # A ClickHouse server: this API reads the ledger too (state, map, queries); an embedded
     # chDB ledger is read by the API of the `up` that owns it.
-    server_url = settings.clickhouse_url and chdb_path(settings.clickhouse_url) is None
+    server_url = chdb_path(settings.resolved_clickhouse_url) is None
     ledger = LedgerLink(settings) if server_url else None
+    # Regional ledgers: tenants of other regions are refused (docs/sovereignty.md).
     try:
-        with ApiServer(settings, bootstrap, ledger=ledger, journal=journal) as server:
+        residency = (
+            Residency(load_policy(settings.policy_file)) if settings.regional_ledgers else None
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        with ApiServer(
+            settings, bootstrap, ledger=ledger, journal=journal, residency=residency
+        ) as server:
             click.echo(f"shipledger API at {server.url} (docs {server.url}/docs); Ctrl-C stops it.")
             while not stopping.wait(0.5):
                 if not server.running:

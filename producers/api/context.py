@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shipledger.identities import KnownIdentities
 from shipledger.metrics import RecordingMetrics
-from shipledger.producers.api.auth import AuthError, AuthStore, Principal
+from shipledger.producers.api.auth import ANY_TENANT, AuthError, AuthStore, Principal
 from shipledger.producers.api.limits import RateLimiter, retry_after
 from shipledger.producers.api.query_slots import QuerySlots
 from shipledger.producers.api.recent_commits import RecentCommits
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from shipledger.producers.api.bridge import KafkaBridge
     from shipledger.producers.api.stream_hub import StreamHub
     from shipledger.schemas.governance import Governance
+    from shipledger.schemas.residency import Residency
     from shipledger.sinks.ledger.reader import LedgerReads
 
 
@@ -75,6 +76,9 @@ class ApiContext:
     recent_commits: RecentCommits = field(default_factory=RecentCommits)
     #: The API's metrics, served as `/metrics` (`shipledger.metrics`).
     metrics: RecordingMetrics = field(default_factory=RecordingMetrics)
+    #: Which region's ledger holds each tenant's rows (docs/sovereignty.md), given by `up`;
+    #: None: no tenant is refused for living elsewhere.
+    residency: Residency | None = None
 
     def __post_init__(self) -> None:
         self.limiter = RateLimiter(self.settings.api_rate_per_s, self.settings.api_rate_burst)
@@ -115,6 +119,15 @@ class ApiContext:
             )
         return self.governance, self.ledger
 
+    def require_resident(self, tenant: str | None) -> None:
+        """403 when `tenant`'s rows live in another region's ledger than the one this API
+        reads (`Settings.region`): its answer would be empty, and wrong."""
+        if tenant is None or tenant == ANY_TENANT or self.residency is None:
+            return
+        refusal = self.residency.refusal(tenant, self.settings.region)
+        if refusal is not None:
+            raise ApiError(403, refusal, {"regions": list(self.residency.regions_of(tenant))})
+
     def throttle(self, key: str, limiter: RateLimiter | None = None) -> None:
         """429 with Retry-After once `key` is over its rate (in `limiter`, default the
         authenticated requests' one)."""
@@ -149,6 +162,7 @@ class Authorized:
 
     def __call__(
         self,
+        request: Request,
         ctx: ContextDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
@@ -168,6 +182,9 @@ class Authorized:
                 f"(has: {', '.join(sorted(principal.scopes))})",
             )
         ctx.throttle(principal.token_id)
+        if self.scope == "read":  # writes travel by the shared Kafka to the right region
+            ctx.require_resident(principal.tenant)
+            ctx.require_resident(request.query_params.get("tenant"))
         return principal
 
 

@@ -88,7 +88,7 @@ def _query_body() -> dict[str, Any]:
             {
                 400: "Refused (not a read-only query, or something it names is not on the "
                 "allow-list), over a limit, or failed.",
-                403: "Another tenant than the token's, or no scope.",
+                403: "Another tenant than the token's, a tenant of another region, or no scope.",
                 413: "A body far longer than the longest SQL.",
                 429: "Over the token's request rate or concurrent queries (Retry-After).",
                 503: "This API has no ledger store, or runs its most queries at once "
@@ -115,6 +115,7 @@ async def post_query(
         if tenant not in (None, principal.tenant):
             raise ApiError(403, f"tenant: this token reads tenant {principal.tenant!r} only")
         tenant = principal.tenant
+    ctx.require_resident(tenant)
     settings = ctx.settings
     max_rows = min(request.max_rows or settings.query_max_rows, settings.query_max_rows)
     try:

@@ -27,6 +27,7 @@ from shipledger.stackfile import pid_alive
 
 if TYPE_CHECKING:
     from shipledger.schemas.governance import Governance
+    from shipledger.schemas.residency import Residency
     from shipledger.sinks.ledger.reader import LedgerReads
 
 log = get_logger("api.server")
@@ -69,12 +70,14 @@ class ApiServer(Running):
         ledger: LedgerReads | None = None,
         journal: Journal | None = None,
         governance: Governance | None = None,
+        residency: Residency | None = None,
     ) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
         self._ledger = ledger
         self._journal = journal
         self._governance = governance
+        self._residency = residency
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._ctx: ApiContext | None = None
@@ -87,7 +90,7 @@ class ApiServer(Running):
         self._sock = _listen(self.settings.api_host, self.settings.api_port)
         host, port = self._sock.getsockname()[:2]
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-        hub = StreamHub(self.settings, self.bootstrap)
+        hub = StreamHub(self.settings, self.bootstrap, self._residency)
         self._ctx = ApiContext(
             settings=self.settings,
             auth=AuthStore(self.settings.resolved_auth_db),
@@ -95,6 +98,7 @@ class ApiServer(Running):
             ledger=self._ledger,
             governance=self._governance,
             stream=hub,
+            residency=self._residency,
         )
         hub.start()
         config = uvicorn.Config(

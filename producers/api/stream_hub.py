@@ -37,6 +37,7 @@ from shipledger.producers.api.stream_events import (
     frame,
 )
 from shipledger.schemas.registry import DecodeError, topic_codec
+from shipledger.schemas.residency import Residency
 from shipledger.schemas.topics import ALERTS, RECORDS, Topics
 from shipledger.settings import Settings
 
@@ -84,9 +85,14 @@ class Subscription:
 class StreamHub:
     """The API's live stream source (see the module docstring); `start`, then `stop`."""
 
-    def __init__(self, settings: Settings, bootstrap: str) -> None:
+    def __init__(
+        self, settings: Settings, bootstrap: str, residency: Residency | None = None
+    ) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
+        #: Kafka is shared by every region (docs/sovereignty.md): only the events of tenants
+        #: whose rows live in this API's region are streamed (None: every tenant's).
+        self._residency = residency
         topics = Topics.from_settings(settings)
         self._kinds: dict[str, Kind] = {topics.records: "deployment", topics.alerts: "alert"}
         self._codecs = {topics.records: topic_codec(RECORDS), topics.alerts: topic_codec(ALERTS)}
@@ -275,6 +281,10 @@ class StreamHub:
                 decoded = self._codecs[topic].decode(msg.value())
             except (KeyError, DecodeError) as exc:
                 log.warning("stream_message_skipped", topic=topic, error=str(exc)[:300])
+                continue
+            if self._residency is not None and self._residency.refusal(
+                str(decoded.get("tenant")), self.settings.region
+            ):
                 continue
             self._seq += 1
             events.append(

@@ -33,12 +33,14 @@ from shipledger.receivers.record import DeliveryRecord
 from shipledger.receivers.registry import ReceiverConfigError, policy_problems, targets
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.policy import Policy, load_policy
+from shipledger.schemas.residency import Region, Residency
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.archive import Archiver
 from shipledger.sinks.ledger.cmdb import reconcile
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
+from shipledger.sinks.regions import open_ledgers, without_default
 from shipledger.sinks.sink import ClickHouseSink
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
 from shipledger.topics import ensure_topics
@@ -115,9 +117,13 @@ class Stack(Running):
         #: The sink's `/metrics` (SHIPLEDGER_SINK_METRICS_PORT), while it runs.
         self.sink_metrics: Endpoint | None = None
         self._sink_error: BaseException | None = None
+        #: This process's ledger (its region's, `Settings.region`): what the API, the
+        #: escalator and the periodic jobs read.
         self.store: LedgerStore | None = None
+        #: Every ledger the sink writes (`sinks.regions`): the default one and each region's.
+        self.ledgers: dict[Region, LedgerStore] = {}
         self.sink: ClickHouseSink | None = None
-        self._archiver: Archiver | None = None
+        self._archivers: list[Archiver] = []
         #: Optional periodic jobs: incident triage, CMDB reconciliation (docs/triage.md).
         self._jobs: list[Periodic] = []
         self.topics = Topics.from_settings(settings)
@@ -148,8 +154,8 @@ class Stack(Running):
             self._bootstrap = self._broker.start()
             log.info("broker_started", bootstrap=self._bootstrap, kind="tansu-embedded")
         ensure_topics(self.settings, self.bootstrap)
-        self.store = LedgerStore.open(self.settings)
-        self.store.ensure_schema()
+        self.ledgers = open_ledgers(self.settings)
+        self.store = self.ledgers[self.settings.region]
         if self._broker is not None:  # a fresh, empty broker: rebuild before anyone reads
             self.journal = Journal(self.settings.journal_dir, fsync=self.settings.journal_fsync)
             self.restored = restore(self.settings, self.bootstrap, self.store, self.journal)
@@ -160,12 +166,16 @@ class Stack(Running):
                 self.settings.journal_compact_interval_s,
             )
             self._keeper.start()
-        if self.store.cold_root is not None:  # a server tiers by TTL instead
-            self._archiver = Archiver(self.store, self.settings)
-            self._archiver.start()
+        # A server tiers by TTL instead.
+        self._archivers = [Archiver(s, self.settings) for s in self.ledgers.values() if s.cold_root]
+        for archiver in self._archivers:
+            archiver.start()
         for index in range(self._workers):
             self._procs.append(self._spawn_worker(index))
-        self.sink = ClickHouseSink(self.settings, self.bootstrap, self.store, policy=self.policy)
+        default, regional = self.ledgers[None], without_default(self.ledgers)
+        self.sink = ClickHouseSink(
+            self.settings, self.bootstrap, default, policy=self.policy, regional=regional
+        )
         self.sink_metrics = self.sink.serve_metrics()
         self._sink_thread = threading.Thread(target=self._run_sink, name="sink", daemon=True)
         self._sink_thread.start()
@@ -181,6 +191,7 @@ class Stack(Running):
                 LedgerReader(self.store),
                 self.journal,
                 governance=Gatekeeper(self.policy),
+                residency=Residency(self.policy),
             )
             self.api.start()
         write_stack(
@@ -469,17 +480,18 @@ class Stack(Running):
         for job in self._jobs:
             job.stop()
         self._jobs.clear()
-        if self._archiver is not None:
-            self._archiver.stop()
-            self._archiver = None
+        for archiver in self._archivers:
+            archiver.stop()
+        self._archivers = []
         if self._keeper is not None:
             self._keeper.stop()
             if self.store is not None and not self.abandoned and interrupted is None:
                 self._compact_after_drain(self._keeper)
             self._keeper = None
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        for store in self.ledgers.values():
+            store.close()
+        self.ledgers = {}
+        self.store = None
         if self._broker is not None:
             self._broker.stop()
             self._broker = None

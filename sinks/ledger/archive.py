@@ -479,7 +479,7 @@ def archive_command(
         return
     if chdb_path(url) is None:
         click.echo("-- A server tiers by TTL to a cold volume; apply once (untested here):")
-        for statement in server_tiering_sql(settings.clickhouse_database, days):
+        for statement in server_tiering_sql(settings.ledger_database, days):
             click.echo(statement + ";")
         return
     running = read_stack(settings)

@@ -97,7 +97,9 @@ def _cannot_verify(message: str) -> NoReturn:
 
 @audit.command("grants")
 @click.option(
-    "--database", default=None, help="Database (default: SHIPLEDGER_CLICKHOUSE_DATABASE)."
+    "--database",
+    default=None,
+    help="Database (default: SHIPLEDGER_CLICKHOUSE_DATABASE, or SHIPLEDGER_REGION's ledger).",
 )
 @click.option("--tenant", "tenants", multiple=True, help="Add a row-policy role per tenant.")
 def grants(database: str | None, tenants: tuple[str, ...]) -> None:
@@ -113,5 +115,5 @@ def grants(database: str | None, tenants: tuple[str, ...]) -> None:
     """
     settings = Settings()
     profile = {**QueryLimits.of(settings).engine_settings(), "readonly": 1}
-    sql = grants_sql(database or settings.clickhouse_database, tenants, profile)
+    sql = grants_sql(database or settings.ledger_database, tenants, profile)
     click.echo(sql, nl=False)

@@ -85,6 +85,8 @@ def migrate(
                                            # review it, make install, commit it
       shipledger migrate --squash          # every file -> NNNN_baseline.sql (NNNN: the last)
       shipledger migrate --rebuild-aggregates  # and refold the DORA aggregates (docs/metrics.md)
+
+    With SHIPLEDGER_REGIONAL_LEDGERS, every regional ledger too (docs/sovereignty.md).
     """
     if new_name:
         _write_new(new_name, directory)
@@ -93,22 +95,27 @@ def migrate(
         _squash(directory)
         return
     settings = ledger_settings("`shipledger migrate`", clickhouse_url, data_dir)
+    # Every ledger: the default one and each region's (docs/sovereignty.md).
+    regions = (None, *sorted(settings.regional_ledgers))
     try:
-        with LedgerStore.open(settings) as store:
-            if status:
-                _print_status(store)
-            else:
-                done = store.ensure_schema()
-                click.echo(
-                    "applied: " + ", ".join(done)
-                    if done
-                    else "schema is up to date (nothing to apply)"
-                )
-                if rebuild_aggregates:
-                    click.echo("folding every deployment record into the DORA aggregates ...")
-                    click.echo(f"folded {rebuild_dora(store):,} deployment records")
+        for region in regions:
+            with LedgerStore.open(settings.for_region(region)) as store:
+                if len(regions) > 1:
+                    click.echo(f"ledger {region or '(default)'}: database {store.database}")
+                _migrate_one(store, status, rebuild_aggregates)
     except (StoreError, MigrationError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _migrate_one(store: LedgerStore, status: bool, rebuild_aggregates: bool) -> None:
+    if status:
+        _print_status(store)
+        return
+    done = store.ensure_schema()
+    click.echo("applied: " + ", ".join(done) if done else "schema is up to date (nothing to apply)")
+    if rebuild_aggregates:
+        click.echo("folding every deployment record into the DORA aggregates ...")
+        click.echo(f"folded {rebuild_dora(store):,} deployment records")
 
 
 def _print_status(store: LedgerStore) -> None:

@@ -121,7 +121,8 @@ class LedgerStore(Closing):
 
     @classmethod
     def open(cls, settings: Settings, *, existing: bool = False) -> LedgerStore:
-        """Connect to `settings.resolved_clickhouse_url`; creates the chDB data dir's parent.
+        """Connect to `settings.resolved_clickhouse_url`, the ledger of the settings' region
+        (`Settings.region`, docs/sovereignty.md); creates the chDB data dir's parent.
 
         The database is selected for `query` if it exists; `ensure_schema` creates it.
         `existing`: readers' StoreError for a chDB data dir that does not exist yet, rather
@@ -146,10 +147,8 @@ class LedgerStore(Closing):
             if path is not None and "lock" in str(exc).lower():
                 hint = " (another process owns this chDB data dir: stop it or use a server URL)"
             raise StoreError(f"cannot open ClickHouse at {_redact(url)}: {exc}{hint}") from exc
-        cold_root = (settings.data_dir / "cold").resolve() if path is not None else None
-        store = cls(
-            client, settings.clickhouse_database, url, cold_root, settings.clickhouse_cluster
-        )
+        cold_root = settings.ledger_cold_dir.resolve() if path is not None else None
+        store = cls(client, settings.ledger_database, url, cold_root, settings.clickhouse_cluster)
         if store.database_exists():
             client.database = store.database
         return store
