@@ -144,7 +144,9 @@ def dora_sql(
         "until": query.until,
         "lookahead": query.until + REMEDIATION_LOOKAHEAD,
     }
-    where = ["`day` >= %(since)s", "`day` <= %(lookahead)s"]
+    # Past `until` only remediations' rows count (a deployment's own day decides whether it
+    # is inside): its own rows there would be merged, then dropped by the HAVING below.
+    where = ["`day` >= %(since)s", "`day` <= %(lookahead)s", "(`day` <= %(until)s OR own = 0)"]
     if query.tenant is not None:
         where.append("tenant = %(tenant)s")
         params["tenant"] = query.tenant

@@ -21,6 +21,7 @@ from shipledger.cli import cli
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.api.server import ApiServer
 from shipledger.settings import Settings
+from shipledger.sinks.ledger.migrate import load_migrations
 from shipledger.sinks.ledger.reader import LedgerReader, SuspectsQuery
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
@@ -171,6 +172,32 @@ def test_change_sets_and_verdicts_count_in_the_score(store: LedgerStore) -> None
     finally:
         store.command("TRUNCATE TABLE deployment_change_sets")
         store.command("TRUNCATE TABLE deployment_verifications")
+
+
+_SUSPECT_ROWS = "SELECT * FROM suspect_deployments ORDER BY deployment_id, seq"
+
+
+def test_the_small_granules_migration_keeps_every_row_and_the_view(store: LedgerStore) -> None:
+    """The migration rebuilding `suspect_deployments` with small granules copies every row
+    (the view fed it from the records, archived ones included: the copy is of the table) and
+    makes its view again: the same ranking, and a record inserted after still reaches it."""
+    ranked = LedgerReader(store).suspects(_query())
+    _, rows = store.query(_SUSPECT_ROWS)
+    [migration] = [m for m in load_migrations() if m.name == "suspect_deployments_small_granules"]
+    for sql in migration.statements():
+        store.command(sql)
+    assert store.query(_SUSPECT_ROWS)[1] == rows
+    _, [(engine,)] = store.query(
+        "SELECT engine_full FROM system.tables WHERE database = currentDatabase()"
+        " AND name = 'suspect_deployments'"
+    )
+    assert "index_granularity = 128" in engine
+    assert LedgerReader(store).suspects(_query()) == ranked
+    _deploy(store, "d-unrelated", "search", 3 * 24 * 60, team="search")  # never a suspect
+    _, found = store.query(
+        "SELECT count() FROM suspect_deployments WHERE deployment_id = 'd-unrelated'"
+    )
+    assert found == [(2,)]
 
 
 def test_the_api_and_the_command_serve_the_same_ranking(

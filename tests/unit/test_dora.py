@@ -38,6 +38,8 @@ def test_the_query_merges_each_deployment_then_counts_it_under_its_own_record() 
     assert "GROUP BY tenant, deployment_id" in sql
     assert "anyIf(service, own = 1) AS d_service" in sql
     assert "HAVING d_own = 1 AND d_day <= %(until)s" in sql
+    # Past the window only remediations' rows are read (the others would be dropped).
+    assert "(`day` <= %(until)s OR own = 0)" in sql
     assert "tenant = 'retail' AND ifNull(team IN ('payments'), 0)" in sql
     assert params["lookahead"] == date(2026, 12, 30)
 
