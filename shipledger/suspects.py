@@ -214,9 +214,13 @@ def score(candidate: Candidate, at: datetime, service: str) -> Suspect:
 
 
 def rank(candidates: Sequence[Candidate], at: datetime, service: str, limit: int) -> list[Suspect]:
-    """The `limit` best-scored suspects, highest first (ties: the latest deployment first)."""
+    """The `limit` best-scored suspects, highest first (ties: the latest deployment first,
+    then by deployment id, so the same ledger always ranks the same, whatever order the
+    candidates were read in)."""
     scored = [score(c, at, service) for c in candidates]
-    scored.sort(key=lambda s: (-s.score, -s.candidate.started_at.timestamp()))
+    scored.sort(
+        key=lambda s: (-s.score, -s.candidate.started_at.timestamp(), s.candidate.deployment_id)
+    )
     return scored[:limit]
 
 

@@ -99,6 +99,13 @@ def test_rank_puts_the_likeliest_first_and_keeps_the_limit() -> None:
     assert [s.candidate.deployment_id for s in ranked] == ["failed", "dep"]
 
 
+def test_ties_at_the_limit_rank_the_same_in_any_read_order() -> None:
+    twins = [_candidate(deployment_id=f"d-{n}") for n in (3, 1, 2)]
+    for order in (twins, twins[::-1], twins[1:] + twins[:1]):
+        ranked = rank(order, AT, "checkout", limit=2)
+        assert [s.candidate.deployment_id for s in ranked] == ["d-1", "d-2"]
+
+
 def test_dependency_distances_follow_the_catalog_with_cycles_and_depth() -> None:
     graph = {"checkout": ["payments", "cart"], "payments": ["ledger", "checkout"], "ledger": ["db"]}
     assert dependency_distances(graph, "checkout") == {
