@@ -66,6 +66,7 @@ from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.change_sets import ChangeSets, ChangeSetStore, Deployed
+from shipledger.sinks.ledger.pseudonyms import Pseudonymiser
 from shipledger.sinks.route import Poison, kafka_meta, route_message, routes_from_catalog
 from shipledger.sinks.rows import KafkaMeta, Row
 from shipledger.sinks.writer import LedgerWriter, RowStore, SinkError
@@ -156,6 +157,8 @@ class ClickHouseSink(KafkaClients):
             if settings.change_sets and isinstance(store, ChangeSetStore)
             else None
         )
+        #: Personal fields to pseudonyms before the rows are chained (None: privacy is off).
+        self.pseudonymiser = Pseudonymiser.of(store)
         self._log = get_logger("sink", group=self.group_id)
         self._batch = _Batch()
         self._consumer: Consumer | None = None
@@ -269,6 +272,8 @@ class ClickHouseSink(KafkaClients):
         if batch.messages == 0:
             return
         started = time.perf_counter()
+        if self.pseudonymiser is not None:
+            self.pseudonymiser.apply(batch.rows)
         self.writer.write_rows(batch.rows)
         self._change_sets(batch.rows.get(ddl.RECORDS, []), batch.rows.get(ddl.SOURCE, []))
         if batch.dead:
