@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner, Result
 
 from shipledger.cli import cli
 from shipledger.processors.step import process
+from shipledger.producers.api.auth import AuthStore
 from shipledger.schemas.family_models import ChangeEvent, SourceEvent
 from shipledger.schemas.models import Alert, DeploymentEvent
 from shipledger.schemas.policy import load_policy
@@ -24,7 +26,8 @@ from shipledger.sinks.ledger.pseudonyms import Pseudonymiser
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, Row, alert_row, avro_row, event_row, record_row
 from shipledger.sinks.writer import LedgerWriter
-from tests.kit import own_settings
+from shipledger.up.stack import Stack
+from tests.kit import own_settings, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -223,3 +226,70 @@ def test_without_a_key_privacy_commands_say_how_to_turn_it_on(ledger: Settings) 
         "privacy", "show", "--tenant", TENANT, "--data-dir", str(ledger.data_dir), env={}
     )
     assert refused.exit_code == 1 and "SHIPLEDGER_PRIVACY_KEY" in refused.output
+
+
+def _token(settings: Settings, scopes: tuple[str, ...]) -> str:
+    auth = AuthStore(settings.resolved_auth_db)
+    try:
+        return auth.create_token(TENANT, scopes, name="privacy")[0]
+    finally:
+        auth.close()
+
+
+def _stored_actor(stack: Stack, event_id: str) -> str | None:
+    assert stack.store is not None
+    _, rows = stack.store.query(
+        "SELECT actor FROM deployment_events WHERE event_id = {e:String}", {"e": event_id}
+    )
+    return str(rows[0][0]) if rows else None
+
+
+def test_the_real_stack_shows_names_to_pii_readers_only_and_erases_them(
+    broker: str, tmp_path: Path
+) -> None:
+    """`up`'s stack with a privacy key: events through the API, Kafka, the worker and the
+    sink; a read token sees pseudonyms, a `pii:read` one (and `up`'s own, which local commands
+    use) names; after `privacy erase` (stack stopped) and `archive` the name is nowhere and
+    the chains verify."""
+    settings = own_settings(tmp_path, sink_batch_ms=100, privacy_key=SECRET)
+    query = {"sql": "SELECT actor, approvers FROM deployment_events"}
+    with Stack(settings, bootstrap=broker, log_dir=tmp_path / "logs", api=True) as stack:
+        assert stack.api is not None
+        ingest = {"Authorization": f"Bearer {_token(settings, ('ingest',))}"}
+        plain = {"Authorization": f"Bearer {_token(settings, ('read',))}"}
+        pii = {"Authorization": f"Bearer {_token(settings, ('read', 'pii:read'))}"}
+        local = {"Authorization": f"Bearer {stack.api.operator_token()}"}
+        event = {
+            "tenant": TENANT,
+            "event_id": "d9-started",
+            "deployment_id": "d9",
+            "event_type": "started",
+            "service": "checkout",
+            "environment": "prod",
+            "commit_sha": "b" * 40,
+            "actor": ZELDA,
+            "approvers": [YANNICK],
+            "occurred_at": MARCH.isoformat(),
+        }
+        with httpx.Client(base_url=stack.api.url, timeout=30) as client:
+            answer = client.post("/v1/events", json=[event], headers=ingest)
+            assert answer.status_code == 202, answer.text
+            wait_until(stack, lambda: _stored_actor(stack, "d9-started") is not None, "d9")
+            assert (_stored_actor(stack, "d9-started") or "").startswith("person-")
+            seen = client.get("/v1/events/d9-started", headers=plain).json()
+            assert seen["actor"].startswith("person-") and YANNICK not in str(seen)
+            assert client.get("/v1/events/d9-started", headers=pii).json()["actor"] == ZELDA
+            hidden = client.post("/v1/query", json=query, headers=plain).text
+            assert ZELDA not in hidden and "person-" in hidden
+            for reader in (pii, local):
+                shown = client.post("/v1/query", json=query, headers=reader).json()
+                assert shown["rows"] == [[ZELDA, [YANNICK]]]
+    data_dir = str(settings.data_dir)
+    erased = _run("privacy", "erase", "--tenant", TENANT, "--person", ZELDA, "--data-dir", data_dir)
+    assert erased.exit_code == 0, erased.output
+    assert _run("archive", "--days", "1", "--data-dir", data_dir).exit_code == 0
+    assert sorted((settings.data_dir / "cold").rglob("*.parquet")), "nothing was archived"
+    everything = _everything(settings)
+    assert ZELDA not in everything and "person-" in everything
+    verified = _run("audit", "verify", "--data-dir", data_dir)
+    assert verified.exit_code == 0, verified.output
