@@ -19,6 +19,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -70,8 +71,7 @@ class PrivacyKey:
         return cls(text.encode("utf-8"))
 
     def _derive(self, purpose: str, tenant: str) -> bytes:
-        info = f"shipledger privacy v1\x00{purpose}\x00{tenant}".encode()
-        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(self.secret)
+        return _derived(self.secret, purpose, tenant)
 
     def name_hmac(self, tenant: str, name: str) -> str:
         """Hex HMAC-SHA256 of `name` under the tenant's HMAC key: the lookup entry's key."""
@@ -97,6 +97,13 @@ class PrivacyKey:
         except InvalidTag:
             return None
         return name.decode("utf-8")
+
+
+@lru_cache(maxsize=4096)
+def _derived(secret: bytes, purpose: str, tenant: str) -> bytes:
+    # Cached: the sink derives a tenant's keys for every name of every batch.
+    info = f"shipledger privacy v1\x00{purpose}\x00{tenant}".encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
 
 
 def _bound(tenant: str, pseudonym: str) -> bytes:

@@ -56,7 +56,10 @@ class _Path:
         if value is None:
             return
         if self.index is None:
-            row[self.column] = replace_strings(value, change)
+            # A plain string (actor, author) is the usual case: no walk.
+            row[self.column] = (
+                change(value) if isinstance(value, str) else replace_strings(value, change)
+            )
             return
         i = self.index
         row[self.column] = [
@@ -86,8 +89,16 @@ def _paths(table: str) -> tuple[tuple[_Path, ...], tuple[_Path, ...]]:
     )
 
 
-def _entries(store: LedgerStore, key: PrivacyKey, tenants: Iterable[str]) -> dict[str, Entry]:
-    """Every lookup entry of `tenants` that opens with `key`, by name_hmac."""
+#: (tenant, pseudonym, sealed name) -> the name, or None when it does not open with the key.
+Unsealed = dict[tuple[str, str, str], str | None]
+
+
+def _entries(
+    store: LedgerStore, key: PrivacyKey, tenants: Iterable[str], unsealed: Unsealed | None = None
+) -> dict[str, Entry]:
+    """Every lookup entry of `tenants` that opens with `key`, by name_hmac (`unsealed`:
+    names opened before, kept by the caller; an erased entry is simply not read any more)."""
+    opened: Unsealed = {} if unsealed is None else unsealed
     _, rows = store.query(
         f"SELECT tenant, name_hmac, pseudonym, sealed_name, created_at "  # noqa: S608
         f"FROM {ddl.qualified(store.database, ddl.PERSON_PSEUDONYMS)} "
@@ -96,7 +107,10 @@ def _entries(store: LedgerStore, key: PrivacyKey, tenants: Iterable[str]) -> dic
     )
     found: dict[str, Entry] = {}
     for tenant, name_hmac, pseudonym, sealed, created_at in rows:
-        name = key.unseal(tenant, pseudonym, sealed)
+        at = (tenant, pseudonym, sealed)
+        if at not in opened:
+            opened[at] = key.unseal(tenant, pseudonym, sealed)
+        name = opened[at]
         if name is not None:
             found.setdefault(name_hmac, Entry(tenant, pseudonym, name, created_at))
     return found
@@ -111,6 +125,7 @@ class Pseudonymiser:
     def __init__(self, store: LedgerStore, key: PrivacyKey) -> None:
         self.store = store
         self.key = key
+        self._unsealed: Unsealed = {}
 
     @classmethod
     def of(cls, store: object) -> Pseudonymiser | None:
@@ -127,7 +142,7 @@ class Pseudonymiser:
         if not work:
             return
         tenants = {str(row["tenant"]) for _, rows, _, _ in work for row in rows}
-        known = _entries(self.store, self.key, tenants)
+        known = _entries(self.store, self.key, tenants, self._unsealed)
         by_name: dict[str, dict[str, str]] = {t: {} for t in tenants}
         for entry in known.values():
             by_name[entry.tenant][entry.name] = entry.pseudonym
