@@ -23,6 +23,7 @@ from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.pseudonyms import Pseudonymiser
+from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, Row, alert_row, avro_row, event_row, record_row
 from shipledger.sinks.writer import LedgerWriter
@@ -293,3 +294,17 @@ def test_the_real_stack_shows_names_to_pii_readers_only_and_erases_them(
     assert ZELDA not in everything and "person-" in everything
     verified = _run("audit", "verify", "--data-dir", data_dir)
     assert verified.exit_code == 0, verified.output
+
+
+def test_what_the_gate_and_the_restore_read_back_is_judged_on_names(ledger: Settings) -> None:
+    """Four eyes compares the deployer with the approvers: the change requests the gate folds,
+    the enrichment `up` restores and the first events `policy simulate` judges carry names."""
+    with LedgerStore.open(ledger, existing=True) as store:
+        reader = LedgerReader(store)
+        (change,) = reader.change_events(TENANT, "CHG1")
+        assert change.requested_by == ZELDA
+        assert [a.approver for a in change.approvals] == [YANNICK]
+        restored = [e for _, e in reader.enrichment_events() if isinstance(e, ChangeEvent)]
+        assert [e.requested_by for e in restored] == [ZELDA]
+        (first,) = reader.first_events(MARCH - timedelta(days=1), MARCH + timedelta(days=1))
+        assert (first.actor, first.approvers) == (ZELDA, [YANNICK])
