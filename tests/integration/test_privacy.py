@@ -174,6 +174,14 @@ def test_names_are_stored_as_pseudonyms_and_shown_to_the_key_holder(ledger: Sett
     # Without the key: pseudonyms only.
     hidden = _run("query", sql, "--format", "json", "--data-dir", data_dir, env={})
     assert hidden.exit_code == 0 and ZELDA not in hidden.output and "person-" in hidden.output
+    # A tenant's query cannot name the lookup; an operator's without the key sees no name.
+    lookup = f"SELECT * FROM {ddl.PERSON_PSEUDONYMS}"
+    refused = _run("query", lookup, "--tenant", TENANT, "--data-dir", data_dir)
+    assert refused.exit_code != 0 and "person-" not in refused.output, refused.output
+    qualified = f"SELECT * FROM {ledger.clickhouse_database}.{ddl.PERSON_PSEUDONYMS}"
+    sealed = _run("query", qualified, "--format", "json", "--data-dir", data_dir, env={})
+    assert sealed.exit_code == 0, sealed.output
+    assert "person-" in sealed.output and ZELDA not in sealed.output
     people = _run("privacy", "show", "--tenant", TENANT, "--data-dir", data_dir)
     assert people.exit_code == 0, people.output
     assert "2 people of tenant retail" in people.output and ZELDA in people.output
