@@ -116,3 +116,25 @@ def apply_aliases(data: Mapping[str, Any], known: Collection[str] | None = None)
             raise ValueError(f"field {canonical!r} given twice (directly and through an alias)")
         out[canonical] = value
     return out
+
+
+#: Fields that name a person, per record (schema name): the ledger stores them pseudonymised
+#: when privacy is on (docs/privacy.md; `sinks.ledger.pseudonyms`). `approvals.approver` is
+#: the `approver` of each record of the `approvals` array. The processors still judge on the
+#: names (four eyes, directory groups): only what the sink stores is pseudonymised.
+PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
+    "DeploymentEvent": ("actor", "approvers"),
+    "DeploymentRecord": ("actor", "approvers"),
+    "ChangeEvent": ("actor", "requested_by", "approvals.approver"),
+    "SourceEvent": ("author", "merged_by"),
+    "GateDecision": ("actor",),
+    "Alert": ("actor",),
+}
+
+#: Free text that may mention a person by name (an alert's message names the deployer and the
+#: approvers): every name of the tenant's lookup is replaced by its pseudonym there.
+PERSONAL_TEXT: dict[str, tuple[str, ...]] = {
+    "Alert": ("message", "evidence"),
+    "GateDecision": ("reasons", "emergency_reason"),
+    "ChangeEvent": ("approvals.comment",),
+}

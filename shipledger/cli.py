@@ -98,6 +98,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "cmdb",
         "Reconcile a ServiceNow CMDB export with the ledger.",
     ),
+    "privacy": ("shipledger.sinks.ledger.privacy_cli", "privacy", "Pseudonyms; erasure requests."),
     "doctor": (
         "shipledger.doctor",
         "doctor",

@@ -3,8 +3,8 @@
 Each check returns one `Finding` (ok, warn or fail, what it saw, and the fix); the command
 prints them in order and exits 1 when any failed. The checks follow the path an event takes:
 the install, the stack (`shipledger.locate`), the broker, the ledger, the API, the tokens, the
-policy and the spool. None changes anything; the ledger is read through the running stack's
-API when one runs (its data dir is that process's own).
+policy, the spool and privacy. None changes anything; the ledger is read through the running
+stack's API when one runs (its data dir is that process's own).
 """
 
 from __future__ import annotations
@@ -288,6 +288,26 @@ def check_spool(ctx: Context) -> Finding:
     return Finding("spool", "ok", f"empty ({spools[0].directory})")
 
 
+def check_privacy(ctx: Context) -> Finding:
+    """Whether personal fields are pseudonymised in the ledger (docs/privacy.md)."""
+    from shipledger.privacy import PrivacyKey, PrivacyKeyError
+
+    try:
+        key = PrivacyKey.from_settings(ctx.settings)
+    except PrivacyKeyError as exc:
+        return Finding("privacy", "fail", str(exc), "point it at a secret of 32+ characters")
+    if key is None:
+        return Finding(
+            "privacy",
+            "warn",
+            "off in this environment: actors, approvers and authors are stored as sent, and an "
+            "erasure request cannot be honoured",
+            "set SHIPLEDGER_PRIVACY_KEY_FILE (or SHIPLEDGER_PRIVACY_KEY) for `up` and the "
+            "commands that read the ledger (docs/privacy.md)",
+        )
+    return Finding("privacy", "ok", "personal fields are stored as per-tenant pseudonyms")
+
+
 def _pipeline_fix() -> str:
     return "pip install 'shipledger[local]' (or [pipeline] with your own Kafka)"
 
@@ -301,6 +321,7 @@ CHECKS: list[Callable[[Context], Finding]] = [
     check_tokens,
     check_policy,
     check_spool,
+    check_privacy,
 ]
 
 _MARK = {"ok": ("ok", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "red")}
@@ -321,8 +342,8 @@ def run_checks(ctx: Context) -> list[Finding]:
 @click.command("doctor")
 @data_dir_option
 def doctor(data_dir: Path | None) -> None:
-    """Check the install, the stack, the broker, the ledger, the API, tokens, the policy and
-    the spool; print what is wrong and how to fix it.
+    """Check the install, the stack, the broker, the ledger, the API, tokens, the policy, the
+    spool and privacy; print what is wrong and how to fix it.
 
     \b
     Exit codes: 0 nothing failed (warnings are advice), 1 something failed (each FAIL line

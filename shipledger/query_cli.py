@@ -9,6 +9,7 @@ running, open the data dir here. A running stack without an API is reported, not
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -88,9 +89,11 @@ def run_query(settings: Settings, sql: str, *, tenant: str | None, max_rows: int
             )
     try:
         with LedgerReader.open(settings) as ledger:
-            return ledger.query(
+            result = ledger.query(
                 sql, tenant=tenant, max_rows=max_rows, limits=QueryLimits.of(settings)
             )
+            # This process holds the privacy key (if any): it is shown the names.
+            return replace(result, rows=ledger.reveal(result.rows))
     except LedgerUnavailable as exc:
         raise QueryUnavailable(str(exc)) from exc
 

@@ -688,6 +688,20 @@ class Settings(BaseSettings):
             return self.data_dir / "cold"
         return self.data_dir / "regions" / self.region / "cold"
 
+    # --- privacy: personal fields pseudonymised in the ledger (issue 13 point 7, docs/privacy.md)
+    privacy_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Master secret of pseudonymisation (at least 32 characters): with it (or "
+            "`privacy_key_file`) the sink stores personal fields as per-tenant pseudonyms and "
+            "authorised readers see the names. Unset: names are stored as sent."
+        ),
+    )
+    privacy_key_file: Path | None = Field(
+        default=None,
+        description="File holding the master secret instead of `privacy_key`.",
+    )
+
     # --- logging -----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
     log_format: LogFormat = Field(default="json", description="json (default) or console.")

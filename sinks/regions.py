@@ -19,6 +19,7 @@ from shipledger.schemas.policy import Policy
 from shipledger.schemas.residency import Region, Residency
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.change_sets import ChangeSets, ChangeSetStore
+from shipledger.sinks.ledger.pseudonyms import Pseudonymiser
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.writer import LedgerWriter, RowStore
 
@@ -32,12 +33,14 @@ class Unplaced:
 
 @dataclass(frozen=True)
 class Ledger:
-    """One ledger the sink writes: its store, its writer (chain heads), its change sets."""
+    """One ledger the sink writes: its store, its writer (chain heads), its change sets and
+    its pseudonymiser (None: privacy is off)."""
 
     region: Region
     store: RowStore
     writer: LedgerWriter
     change_sets: ChangeSets | None
+    pseudonymiser: Pseudonymiser | None
 
 
 class Placement:
@@ -81,6 +84,7 @@ def sink_ledgers(
             ChangeSets.from_settings(settings, each, policy)
             if settings.change_sets and isinstance(each, ChangeSetStore)
             else None,
+            Pseudonymiser.of(each),
         )
         for region, each in stores.items()
     }

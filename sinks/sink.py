@@ -298,6 +298,9 @@ class ClickHouseSink(KafkaClients):
         started = time.perf_counter()
         for region, rows in batch.rows.items():
             ledger = self.ledgers[region]
+            if ledger.pseudonymiser is not None:
+                # Before the rows are chained: the hash chain covers the pseudonyms.
+                ledger.pseudonymiser.apply(rows)
             ledger.writer.write_rows(rows)
             self._change_sets(ledger, rows.get(ddl.RECORDS, []), rows.get(ddl.SOURCE, []))
         if batch.dead:

@@ -37,7 +37,9 @@ from typing import Literal, get_args
 from shipledger.durable import shared_sqlite
 from shipledger.schemas.scopes import RowScope, scope_names
 
-Scope = Literal["ingest", "read", "admin"]
+#: `pii:read`: reads show people's names instead of their pseudonyms (docs/privacy.md).
+Scope = Literal["ingest", "read", "admin", "pii:read"]
+PII_READ: Scope = "pii:read"
 SCOPES: tuple[str, ...] = get_args(Scope)
 ANY_TENANT = "*"
 #: The name of the local read token each `up` makes for this machine's commands, + `<pid>)`.
@@ -125,6 +127,11 @@ class Principal:
         tenant), within its teams and environments."""
         own = None if self.tenant == ANY_TENANT else self.tenant
         return RowScope(own or tenant, self.teams, self.environments)
+
+    @property
+    def sees_names(self) -> bool:
+        """Whether this token's reads show people's names (scope `pii:read`), not pseudonyms."""
+        return PII_READ in self.scopes
 
     def sees(self, tenant: str, team: str | None, environment: str | None) -> bool:
         """Whether a row or stream event of `tenant`, `team` and `environment` is this

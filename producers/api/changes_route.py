@@ -46,5 +46,8 @@ async def get_changes(
         found.summary["tenant"], found.summary.get("team"), found.summary["environment"]
     ):
         raise ApiError(404, f"no change set for deployment {deployment_id!r}")
-    answer: dict[str, Any] = jsonable_encoder(found.as_dict())
+    shown = found.as_dict()
+    if principal.sees_names:
+        shown = await run_in_threadpool(ledger.reveal, shown)
+    answer: dict[str, Any] = jsonable_encoder(shown)
     return answer

@@ -206,7 +206,10 @@ def _when(ts: float | None) -> str:
     multiple=True,
     required=True,
     type=click.Choice(SCOPES),
-    help="ingest (write events), read (read events), admin; repeat for several.",
+    help=(
+        "ingest (write events), read (read events), admin, pii:read (reads show names, not "
+        "pseudonyms); repeat for several."
+    ),
 )
 @click.option(
     "--team",

@@ -9,6 +9,7 @@ ledger: the API inside `shipledger up`). Rows outside the token's scope read as 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -56,7 +57,8 @@ async def get_event(
         str(found.row["tenant"]), found.row.get("team"), found.row.get("environment")
     ):
         raise ApiError(404, f"no event {event_id!r} for tenant {principal.tenant!r}")
-    row: dict[str, Any] = jsonable_encoder(found.row)
+    shown = await run_in_threadpool(ledger.reveal, found.row) if principal.sees_names else found.row
+    row: dict[str, Any] = jsonable_encoder(shown)
     row["ledger_tier"] = found.tier
     return row
 
@@ -133,6 +135,8 @@ async def post_query(
         raise ApiError(exc.status, exc.message, headers={"Retry-After": "1"}) from exc
     except QueryError as exc:
         raise ApiError(400, str(exc)) from exc
+    if principal.sees_names:
+        result = replace(result, rows=await run_in_threadpool(ledger.reveal, result.rows))
     # Serialized here to cap the answer's size (as Starlette's JSONResponse would write it).
     body = json.dumps(
         result.to_json(), ensure_ascii=False, allow_nan=False, separators=(",", ":")

@@ -17,7 +17,7 @@ import uvicorn
 from shipledger.closing import Running
 from shipledger.logging import get_logger
 from shipledger.producers.api.app import create_app
-from shipledger.producers.api.auth import ANY_TENANT, LOCAL_TOKEN_NAME, AuthStore
+from shipledger.producers.api.auth import ANY_TENANT, LOCAL_TOKEN_NAME, PII_READ, AuthStore
 from shipledger.producers.api.bridge import KafkaBridge
 from shipledger.producers.api.context import ApiContext
 from shipledger.producers.api.stream_hub import StreamHub
@@ -126,18 +126,20 @@ class ApiServer(Running):
         return self.url
 
     def operator_token(self) -> str:
-        """A read token for every tenant, valid while this server runs (deleted by `stop`):
-        `up` hands it to local commands (`shipledger query`) through the 0600 stack file.
-        Those of earlier servers whose process is gone (a kill -9 skips `stop`), or that an
-        older version revoked, are deleted first: they are never used again."""
+        """A read token for every tenant (names shown: `pii:read`), valid while this server
+        runs (deleted by `stop`): `up` hands it to local commands (`shipledger query`) through
+        the 0600 stack file. Those of earlier servers whose process is gone (a kill -9 skips
+        `stop`), or that an older version revoked, are deleted first: they are never used
+        again."""
         assert self._ctx is not None, "start() first"
         auth = self._ctx.auth
         for old in auth.list_tokens():
             pid = _local_token_pid(old.name)
             if pid is not None and (old.revoked_at is not None or not pid_alive(pid)):
                 auth.delete(old.id)
+        # This machine's commands hold the privacy key anyway: they see names.
         token, info = auth.create_token(
-            ANY_TENANT, ("read",), name=f"{LOCAL_TOKEN_NAME}{os.getpid()})"
+            ANY_TENANT, ("read", PII_READ), name=f"{LOCAL_TOKEN_NAME}{os.getpid()})"
         )
         self._operator_token_id = info.id
         return token

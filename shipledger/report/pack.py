@@ -2,7 +2,8 @@
 CSV data files, the HTML report, and the signed manifest over them, with a progress bar.
 
 The data files and the report depend only on the month and the ledger's rows (sorted on
-unique keys, no generation time), so generating again gives the same bytes; only the manifest
+unique keys, no generation time) and on who was erased since (docs/privacy.md), so
+generating again gives the same bytes; only the manifest
 differs, by `generated_at` and any chain head that moved.
 """
 
@@ -67,7 +68,8 @@ def generate(
     read: dict[str, tuple[list[str], list[list[str]]]] = {}
     for table in reader.read_pack(queries):
         name = f"{table.query.name}.csv"
-        rows = cells(table.rows)
+        # Names for whoever holds the privacy key; an erased person stays a pseudonym.
+        rows = cells(reader.reveal(table.rows))
         data = csv_bytes(table.columns, rows)
         _write(out, name, data)
         entries.append(

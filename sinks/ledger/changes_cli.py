@@ -68,12 +68,14 @@ def change_set(
             return _from_api(running, deployment_id)
         with LedgerReader.open(settings) as ledger:
             found = ledger.change_set(tenant, deployment_id)
+            # This process holds the privacy key (if any): it is shown the names.
+            shown = None if found is None else ledger.reveal(found.as_dict())
     except LedgerUnavailable as exc:
         raise ChangesUnavailable(str(exc)) from exc
-    if found is None:
+    if shown is None:
         return None
     # As the API encodes it: timestamps in ISO 8601.
-    encoded: dict[str, Any] = json.loads(json.dumps(found.as_dict(), default=_iso))
+    encoded: dict[str, Any] = json.loads(json.dumps(shown, default=_iso))
     return encoded
 
 

@@ -1244,6 +1244,30 @@ def suspect_deployments_mv_sql(database: str | None = None) -> str:
     )
 
 
+# --- Privacy (docs/privacy.md): the lookup of pseudonyms, written by the sink ----------------
+
+PERSON_PSEUDONYMS = "person_pseudonyms"
+
+
+def person_pseudonyms_sql(database: str | None = None) -> str:
+    """`person_pseudonyms`: *who is this pseudonym?* One entry per (tenant, person), found by
+    the keyed HMAC of the name, holding the name sealed with the tenant's key. Not chained and
+    never archived: `shipledger privacy erase` deletes an entry (crypto-shredding), and every
+    row that names the person keeps only the pseudonym."""
+    return _derived_table(
+        qualified(database, PERSON_PSEUDONYMS),
+        (
+            ("tenant", "LowCardinality(String)", "Tenant."),
+            ("name_hmac", "String", "Hex HMAC-SHA256 of the name under the tenant's key."),
+            ("pseudonym", "String", "person-<16 hex>: what the ledger's rows store."),
+            ("sealed_name", "String", "The name, AES-GCM sealed under the tenant's key (base64)."),
+            ("created_at", DATETIME_MS, "When the sink first met the person."),
+        ),
+        "ORDER BY (`tenant`, `name_hmac`)\n"
+        "COMMENT 'Pseudonym lookup of personal fields (never archived; docs/privacy.md).'",
+    )
+
+
 #: The aggregate and derived tables (no tenant row policy: read through `sinks.ledger.dora`,
 #: `.change_sets`, `.verifications`, `.suspects` and `.cmdb` only).
 AGGREGATE_TABLES = (
@@ -1255,6 +1279,7 @@ AGGREGATE_TABLES = (
     INCIDENT_SUSPECTS,
     CMDB_FINDINGS,
     SUSPECT_DEPLOYMENTS,
+    PERSON_PSEUDONYMS,
 )
 #: Aggregate tables and the materialized views that feed them, then the derived tables the
 #: sink and the periodic jobs write and their views, each after what it reads. Only the hot
@@ -1273,6 +1298,7 @@ AGGREGATES: dict[str, Callable[[str | None], str]] = {
     CMDB_FINDINGS: cmdb_findings_sql,
     SUSPECT_DEPLOYMENTS: suspect_deployments_sql,
     SUSPECT_DEPLOYMENTS + "_mv": suspect_deployments_mv_sql,
+    PERSON_PSEUDONYMS: person_pseudonyms_sql,
 }
 
 

@@ -58,6 +58,7 @@ from shipledger.sinks.ledger.monthly import (
     pack_queries,
     read_pack,
 )
+from shipledger.sinks.ledger.pseudonyms import reveal
 from shipledger.sinks.ledger.query import (
     FORMATS,
     QueryError,
@@ -209,6 +210,7 @@ _IN_USE_SQL = (
     ") WHERE position <= {{depth:UInt32}} ORDER BY tenant, service, environment, region, position"
 )
 _M = TypeVar("_M", bound=Model)
+_V = TypeVar("_V")
 
 
 class LedgerReads(Protocol):
@@ -253,6 +255,11 @@ class LedgerReads(Protocol):
     def suspects(self, query: SuspectsQuery, scope: RowScope | None = None) -> list[Suspect]:
         """The ranked suspects of an incident over the rows `scope` admits (None: all;
         docs/triage.md)."""
+        ...
+
+    def reveal(self, value: _V) -> _V:
+        """`value` with the pseudonyms of people replaced by their names, for a reader
+        allowed to see them (docs/privacy.md); the same value when privacy is off."""
         ...
 
 
@@ -302,6 +309,10 @@ class ForwardedReads:
     def suspects(self, query: SuspectsQuery, scope: RowScope | None = None) -> list[Suspect]:
         """See `LedgerReads.suspects`."""
         return self._reads().suspects(query, scope)
+
+    def reveal(self, value: _V) -> _V:
+        """See `LedgerReads.reveal`."""
+        return self._reads().reveal(value)
 
 
 class LedgerReader:
@@ -390,6 +401,12 @@ class LedgerReader:
         """The ranked suspects of an incident (`sinks.ledger.suspects`), hot and cold."""
         return read_suspects(self._store, query, scope)
 
+    def reveal(self, value: _V) -> _V:
+        """`value` with every pseudonym whose lookup entry exists replaced by the person's
+        name (`sinks.ledger.pseudonyms.reveal`). Callers decide who may see names: the
+        API a token with the `pii:read` scope, a command the one who holds the key."""
+        return reveal(self._store, value)
+
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of change request `change_id` of `tenant`, hot and cold (a row
         briefly in both tiers during an archive run comes twice: the fold drops the copy),
@@ -436,6 +453,8 @@ class LedgerReader:
                 f"WHERE tenant = {{tenant:String}} AND ({where})",
                 {"tenant": tenant, **params},
             )
+            # The gate judges approvals on names (four eyes), as the processors do.
+            rows = reveal(self._store, rows)
             found += [model.model_validate(dict(zip(names, r, strict=True))) for r in rows]
         return found
 
@@ -495,7 +514,8 @@ class LedgerReader:
             records=self._store.source(ddl.RECORDS),
             tenant=" AND tenant = {tenant:String}" if tenant is not None else "",
         )
-        _, rows = self._store.query(sql, params)
+        # Judged again as the processors judged them: on names.
+        rows = reveal(self._store, self._store.query(sql, params)[1])
         found = (_validated(DeploymentEvent, fields, row, ddl.EVENTS) for row in rows)
         return [event for event in found if isinstance(event, DeploymentEvent)]
 
@@ -528,7 +548,8 @@ class LedgerReader:
                 f"SELECT {columns} FROM {self._store.source(spec.table.name)} "  # noqa: S608 (checked)
                 "ORDER BY occurred_at, event_id"
             )
-            for row in rows:
+            # The processors' enrichment view holds names (approvals are judged on them).
+            for row in reveal(self._store, rows):
                 event = _validated(model, fields, row, spec.table.name)
                 if isinstance(event, ChangeEvent | CatalogEvent | ArtifactEvent):
                     yield name, event

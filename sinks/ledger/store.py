@@ -32,6 +32,7 @@ from urllib.parse import urlparse
 import clickhouse_connect
 
 from shipledger.closing import Closing
+from shipledger.privacy import PrivacyKey, PrivacyKeyError
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.chain import ChainKey, Head
@@ -117,6 +118,9 @@ class LedgerStore(Closing):
         self.cold_root = cold_root
         #: The ClickHouse cluster the ledger lives on (SHIPLEDGER_CLICKHOUSE_CLUSTER), if any.
         self.cluster = cluster
+        #: The key personal fields are pseudonymised with (`sinks.ledger.pseudonyms`); None:
+        #: privacy is off, names are stored and shown as sent.
+        self.privacy_key: PrivacyKey | None = None
         self._closed = False
 
     @classmethod
@@ -149,6 +153,11 @@ class LedgerStore(Closing):
             raise StoreError(f"cannot open ClickHouse at {_redact(url)}: {exc}{hint}") from exc
         cold_root = settings.ledger_cold_dir.resolve() if path is not None else None
         store = cls(client, settings.ledger_database, url, cold_root, settings.clickhouse_cluster)
+        try:
+            store.privacy_key = PrivacyKey.from_settings(settings)
+        except PrivacyKeyError as exc:
+            client.close()
+            raise StoreError(str(exc)) from exc
         if store.database_exists():
             client.database = store.database
         return store
