@@ -97,6 +97,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "cmdb",
         "Reconcile a ServiceNow CMDB export with the ledger.",
     ),
+    "reconcile": (
+        "shipledger.sinks.ledger.reconcile_cli",
+        "reconcile_command",
+        "Check the ledger against audit logs, CloudTrail, access logs.",
+    ),
     "doctor": (
         "shipledger.doctor",
         "doctor",
