@@ -32,7 +32,7 @@ def parse(name: str, lines: Iterable[tuple[int, str]]) -> Iterator[Entry]:
         try:
             event = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield Malformed(location, f"not JSON: {exc.msg}")
+            yield Malformed(location, f"not JSON: {exc.msg} (column {exc.colno})")
             continue
         try:
             yield _observation(event, location, file)
