@@ -142,14 +142,14 @@ def test_the_period_is_a_quarter_days_or_the_evidence() -> None:
         datetime(2026, 12, 1, tzinfo=UTC),
     )
     assert period(None, None, None, [_at(13), _at(9)]) == (DAY, DAY + timedelta(days=1))
-    for args, option in (
-        (("2026Q5", None, None), "--quarter"),
-        (("2026Q4", date(2026, 10, 1), None), "--quarter"),
-        ((None, None, None), "--since"),
-        ((None, date(2026, 11, 2), date(2026, 11, 1)), "--until"),
+    for quarter, since, until, option in (
+        ("2026Q5", None, None, "--quarter"),
+        ("2026Q4", date(2026, 10, 1), None, "--quarter"),
+        (None, None, None, "--since"),
+        (None, date(2026, 11, 2), date(2026, 11, 1), "--until"),
     ):
         with pytest.raises(PeriodError) as raised:
-            period(*args, [])
+            period(quarter, since, until, [])
         assert raised.value.option == option
 
 

@@ -13,14 +13,13 @@ import pytest
 from shipledger.reconcile import access_log, cloudtrail, k8s_audit
 from shipledger.reconcile.evidence import Malformed, Observation, read_lines
 from shipledger.reconcile.mapping import MappingError, Target, load_mapping, parse_mapping
-from shipledger.reconcile.run import read_evidence
+from shipledger.reconcile.run import Parser, read_evidence
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "reconcile"
 MAPPING = load_mapping(FIXTURES / "mapping.yaml")
 
 
-def _entries(parser: object, name: str) -> list[Observation | Malformed | None]:
-    parse = parser.parse
+def _entries(parse: Parser, name: str) -> list[Observation | Malformed | None]:
     return list(parse(name, read_lines(FIXTURES / name)))
 
 
@@ -33,7 +32,7 @@ def _malformed(entries: list[Observation | Malformed | None]) -> list[tuple[str,
 
 
 def test_k8s_audit_keeps_completed_successful_workload_writes() -> None:
-    entries = _entries(k8s_audit, "k8s-audit.log")
+    entries = _entries(k8s_audit.parse, "k8s-audit.log")
     kept = _kept(entries)
     assert [(o.location, o.action, o.workload, o.field("namespace")) for o in kept] == [
         ("k8s-audit.log:1", "patch deployments", "checkout-web", "shop-prod"),
@@ -59,7 +58,7 @@ def test_k8s_audit_keeps_completed_successful_workload_writes() -> None:
 
 
 def test_cloudtrail_keeps_ecs_and_lambda_deployments_without_error() -> None:
-    entries = _entries(cloudtrail, "cloudtrail.json")
+    entries = _entries(cloudtrail.parse, "cloudtrail.json")
     kept = _kept(entries)
     assert [(o.location, o.action, o.workload, o.fields) for o in kept] == [
         ("cloudtrail.json:Records[0]", "ecs:UpdateService", "checkout",
@@ -102,7 +101,7 @@ def test_cloudtrail_files_that_cannot_be_read_say_why(text: str, reason: str) ->
 
 
 def test_access_log_keeps_successful_posts_and_puts() -> None:
-    entries = _entries(access_log, "access.log")
+    entries = _entries(access_log.parse, "access.log")
     kept = _kept(entries)
     assert [(o.location, o.at.isoformat(), o.field("method"), o.field("path")) for o in kept] == [
         ("access.log:1", "2026-11-30T11:02:00+00:00", "POST", "/api/deploy/checkout/prod"),
