@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
-from shipledger.reconcile.evidence import Entry, Malformed, Observation
+from shipledger.reconcile.evidence import Entry, Observation, numbered, read_each
 
 SOURCE = "access-log"
 METHODS = frozenset({"POST", "PUT"})
@@ -21,15 +22,7 @@ _LINE = re.compile(r'^\S+ \S+ \S+ \[(?P<time>[^\]]+)\] "(?P<request>[^"]*)" (?P<
 
 def parse(name: str, lines: Iterable[tuple[int, str]]) -> Iterator[Entry]:
     """Each numbered line of access log `name` as an Observation, a Malformed or None."""
-    file = Path(name).name
-    for number, line in lines:
-        if not line.strip():
-            continue
-        location = f"{file}:{number}"
-        try:
-            yield _observation(line, location, file)
-        except ValueError as exc:
-            yield Malformed(location, str(exc))
+    return read_each(numbered(name, lines), partial(_observation, file=Path(name).name))
 
 
 def _observation(line: str, location: str, file: str) -> Observation | None:

@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from shipledger.reconcile.evidence import Entry, Malformed, Observation, last_segment, utc
+from shipledger.reconcile.evidence import (
+    Entry,
+    Malformed,
+    Observation,
+    last_segment,
+    read_each,
+    utc,
+)
 
 SOURCE = "cloudtrail"
 ECS_EVENTS = frozenset({"UpdateService", "CreateService"})
@@ -32,16 +40,15 @@ def parse(name: str, lines: Iterable[tuple[int, str]]) -> Iterator[Entry]:
     except ValueError as exc:
         yield Malformed(f"{file}:{getattr(exc, 'lineno', 1)}", f"not JSON: {exc}")
         return
+    except RecursionError:
+        yield Malformed(f"{file}:1", "not JSON: nested too deeply to read")
+        return
     records = document.get("Records") if isinstance(document, dict) else None
     if not isinstance(records, list):
         yield Malformed(f"{file}:1", "Records: required, an array (a CloudTrail log file)")
         return
-    for index, record in enumerate(records):
-        location = f"{file}:Records[{index}]"
-        try:
-            yield _observation(record, location, file)
-        except ValueError as exc:
-            yield Malformed(location, str(exc))
+    located = ((f"{file}:Records[{index}]", record) for index, record in enumerate(records))
+    yield from read_each(located, partial(_observation, file=file))
 
 
 def _observation(record: Any, location: str, file: str) -> Observation | None:

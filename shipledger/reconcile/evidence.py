@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Malformed:
 
 
 Entry = Observation | Malformed | None
+T = TypeVar("T")
 #: Called with the number of bytes read so far of the file being parsed.
 Progress = Callable[[int], None]
 
@@ -57,6 +59,26 @@ def read_lines(path: Path, progress: Progress | None = None) -> Iterator[tuple[i
             if progress is not None:
                 progress(raw.tell())
             yield number, line.decode("utf-8", errors="replace")
+
+
+def read_each(
+    items: Iterable[tuple[str, T]], read: Callable[[T, str], Observation | None]
+) -> Iterator[Entry]:
+    """`read(item, location)` of each (location, item): an Observation or None, or, when it
+    raises ValueError, a Malformed at that location saying why."""
+    for location, item in items:
+        try:
+            yield read(item, location)
+        except ValueError as exc:
+            yield Malformed(location, str(exc))
+        except RecursionError:  # JSON nested deeper than Python parses
+            yield Malformed(location, "nested too deeply to read")
+
+
+def numbered(name: str, lines: Iterable[tuple[int, str]]) -> Iterator[tuple[str, str]]:
+    """The lines of file `name` that are not blank, each with its location (`file:line`)."""
+    file = Path(name).name
+    return ((f"{file}:{number}", line) for number, line in lines if line.strip())
 
 
 def utc(text: object, name: str) -> datetime:

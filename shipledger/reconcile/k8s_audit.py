@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from shipledger.reconcile.evidence import Entry, Malformed, Observation, utc
+from shipledger.reconcile.evidence import Entry, Observation, numbered, read_each, utc
 
 SOURCE = "k8s-audit"
 VERBS = frozenset({"create", "update", "patch"})
@@ -24,23 +25,14 @@ RESOURCES = frozenset({"deployments", "statefulsets", "daemonsets"})
 
 def parse(name: str, lines: Iterable[tuple[int, str]]) -> Iterator[Entry]:
     """Each numbered line of audit log file `name` as an Observation, a Malformed or None."""
-    file = Path(name).name
-    for number, line in lines:
-        if not line.strip():
-            continue
-        location = f"{file}:{number}"
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield Malformed(location, f"not JSON: {exc.msg} (column {exc.colno})")
-            continue
-        try:
-            yield _observation(event, location, file)
-        except ValueError as exc:
-            yield Malformed(location, str(exc))
+    return read_each(numbered(name, lines), partial(_observation, file=Path(name).name))
 
 
-def _observation(event: Any, location: str, file: str) -> Observation | None:
+def _observation(line: str, location: str, file: str) -> Observation | None:
+    try:
+        event: Any = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc.msg} (column {exc.colno})") from None
     if not isinstance(event, dict):
         raise ValueError("not a JSON object")
     if event.get("kind") != "Event" or not str(event.get("apiVersion")).startswith("audit.k8s.io/"):

@@ -137,9 +137,10 @@ class Mapping(BaseModel):
     covers: list[Cover] = Field(default_factory=list)
 
     def target(self, observation: Observation, tenant: str) -> Target | None:
-        """What the first rule that takes `observation` maps it to (None: no rule does)."""
+        """What the first rule that takes `observation` maps it to (None: no rule does), of
+        the rule's tenant, else `tenant` (the run's: --tenant, else this mapping's)."""
         for rule in self.rules:
-            found = rule.target(observation, self.tenant or tenant)
+            found = rule.target(observation, tenant)
             if found is not None:
                 return found
         return None

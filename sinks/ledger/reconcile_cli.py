@@ -22,12 +22,10 @@ from shipledger.reconcile.evidence import Progress as BytesRead
 from shipledger.reconcile.mapping import SOURCES, Mapping, MappingError, load_mapping
 from shipledger.reconcile.period import PeriodError, period
 from shipledger.reconcile.run import Evidence, read_evidence, run_id
-from shipledger.sinks.cli_options import ledger_options, ledger_settings
-from shipledger.sinks.ledger import tiers
+from shipledger.sinks.cli_options import ledger_options, ledger_settings, written_ledger
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.reconciliations import store_findings
-from shipledger.sinks.ledger.store import LedgerStore, StoreError, chdb_path
-from shipledger.stackfile import read_stack
+from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.tables import render_rows
 
 COLUMNS = [
@@ -131,31 +129,13 @@ def reconcile_command(
         )
     except PeriodError as exc:
         raise click.BadParameter(str(exc), param_hint=exc.option) from exc
-    tolerances = Tolerances(
-        timedelta(minutes=tolerance)
-        if tolerance
-        else timedelta(seconds=settings.reconcile_tolerance_s),
-        timedelta(seconds=settings.reconcile_match_window_s),
-    )
-    tolerances = Tolerances(
-        tolerances.tolerance, max(tolerances.tolerance, tolerances.match_window)
-    )
+    close = timedelta(minutes=tolerance or settings.reconcile_tolerance_s / 60)
+    # A match window narrower than the tolerance would leave a match unpaired.
+    window = max(close, timedelta(seconds=settings.reconcile_match_window_s))
+    tolerances = Tolerances(close, window)
     scope = Scope(source, who, start, end)
-    running = read_stack(settings) if chdb_path(settings.resolved_clickhouse_url) else None
-    if running is not None:
-        raise click.ClickException(
-            f"`shipledger up` (pid {running.pid}) owns the embedded ledger on "
-            f"{settings.data_dir}: stop it and run this again, or use a ClickHouse server"
-        )
-    try:
-        with LedgerStore.open(settings, existing=True) as store:
-            if not store.database_exists():
-                raise click.ClickException(f"no ledger in {store.url} yet: run `shipledger up`")
-            store.ensure_schema()
-            tiers.ensure_tiers(store)
-            run = _reconcile(store, scope, rules, evidence, tolerances)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
+    with written_ledger(settings, "use a ClickHouse server, or ") as store:
+        run = _reconcile(store, scope, rules, evidence, tolerances)
     click.echo(report(run, fmt))
 
 

@@ -31,6 +31,11 @@ def _malformed(entries: list[Observation | Malformed | None]) -> list[tuple[str,
     return [(e.location, e.reason) for e in entries if isinstance(e, Malformed)]
 
 
+def test_a_line_nested_too_deeply_is_malformed_not_a_crash() -> None:
+    [entry] = k8s_audit.parse("a.log", [(1, "[" * 100_000)])
+    assert entry == Malformed("a.log:1", "nested too deeply to read")
+
+
 def test_k8s_audit_keeps_completed_successful_workload_writes() -> None:
     entries = _entries(k8s_audit.parse, "k8s-audit.log")
     kept = _kept(entries)
@@ -85,6 +90,7 @@ def test_cloudtrail_keeps_ecs_and_lambda_deployments_without_error() -> None:
     [
         ('{"Records": [', "not JSON"),
         ('{"records": []}', "Records: required, an array"),
+        ("[" * 100_000, "nested too deeply"),
         ('{"Records": [{"eventSource": "ecs.amazonaws.com"}]}', "eventName: required"),
         (
             '{"Records": [{"eventSource": "lambda.amazonaws.com", "eventName": '
@@ -118,7 +124,7 @@ def test_access_log_keeps_successful_posts_and_puts() -> None:
 
 
 def test_the_mapping_names_tenant_service_and_environment() -> None:
-    evidence = read_evidence("access-log", [FIXTURES / "access.log"], MAPPING, "other")
+    evidence = read_evidence("access-log", [FIXTURES / "access.log"], MAPPING, "acme")
     assert [(o.location, t) for o, t in evidence.mapped] == [
         ("access.log:1", Target("acme", "checkout", "prod")),
         ("access.log:4", Target("acme", "payments", "prod")),
