@@ -124,23 +124,25 @@ def group_changes(
         by_target[target].append(observation)
     changes: list[Change] = []
     for target, observations in by_target.items():
-        observations.sort(key=lambda o: (o.at, o.location))
+        observations.sort(key=lambda o: o.at)  # stable: ties stay in file order
         current: list[Observation] = []
+        until = observations[0].until  # the latest end of the current change's observations
         for observation in observations:
-            if current and observation.at - max(o.until for o in current) >= tolerance:
-                changes.append(_change(target, current))
+            if current and observation.at - until >= tolerance:
+                changes.append(_change(target, current, until))
                 current = []
+            until = max(until, observation.until) if current else observation.until
             current.append(observation)
-        changes.append(_change(target, current))
+        changes.append(_change(target, current, until))
     return sorted(changes, key=lambda c: (c.at, c.target.service, c.target.environment))
 
 
-def _change(target: Target, observations: Sequence[Observation]) -> Change:
+def _change(target: Target, observations: Sequence[Observation], until: datetime) -> Change:
     return Change(
         source=observations[0].source,
         target=target,
         at=observations[0].at,
-        until=max(o.until for o in observations),
+        until=until,
         locations=tuple(o.location for o in observations),
     )
 
