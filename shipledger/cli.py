@@ -99,6 +99,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Reconcile a ServiceNow CMDB export with the ledger.",
     ),
     "privacy": ("shipledger.sinks.ledger.privacy_cli", "privacy", "Pseudonyms; erasure requests."),
+    "reconcile": (
+        "shipledger.sinks.ledger.reconcile_cli",
+        "reconcile_command",
+        "Check the ledger against audit logs, CloudTrail, access logs.",
+    ),
     "doctor": (
         "shipledger.doctor",
         "doctor",

@@ -530,6 +530,25 @@ class Settings(BaseSettings):
         default=86400.0, gt=0, description="How often `up` reconciles SHIPLEDGER_CMDB_EXPORT_FILE."
     )
 
+    # --- reconciliation against independent logs (issue #13 point 5, docs/reconcile.md) ---
+    reconcile_mapping_file: Path | None = Field(
+        default=None,
+        description="Mapping of evidence (audit logs, CloudTrail, access logs) to tenant, "
+        "service and environment that `shipledger reconcile` reads when --mapping is not given.",
+    )
+    reconcile_tolerance_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="How far apart an observed change and its ledger deployment may be and "
+        "still match (beyond: a timing disagreement).",
+    )
+    reconcile_match_window_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How far apart they may be and still be the same change with a timing "
+        "disagreement (beyond: unreported and unobserved).",
+    )
+
     # --- live dashboard: `/` and the `/v1/stream` SSE stream (issue #8) ----------------
     stream_client_queue: int = Field(
         default=1000,

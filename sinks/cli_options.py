@@ -1,9 +1,11 @@
 """The options every ledger command shares (`sink`, `migrate`, `audit verify`, `archive`): where
-the ClickHouse ledger is, and the settings they make."""
+the ClickHouse ledger is, the settings they make, and the ledger the commands that write its
+derived tables open."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,7 +13,9 @@ import click
 
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.settings import Settings
-from shipledger.sinks.ledger.store import chdb_path
+from shipledger.sinks.ledger import tiers
+from shipledger.sinks.ledger.store import LedgerStore, StoreError, chdb_path
+from shipledger.stackfile import read_stack
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,3 +39,26 @@ def ledger_settings(
     if chdb_path(settings.resolved_clickhouse_url) is None:
         return settings  # a ClickHouse server: no data dir involved
     return locate(settings).require(what).settings
+
+
+@contextmanager
+def written_ledger(settings: Settings, instead: str) -> Iterator[LedgerStore]:
+    """The ledger, migrated and with its tiers built, for a command that writes its derived
+    tables (`cmdb reconcile`, `reconcile`). A ClickException when `shipledger up` owns the
+    embedded ledger (`instead`: what else to do than stopping it, ending in `, or `), when
+    there is no ledger yet, or when ClickHouse refuses, also while the block runs."""
+    running = read_stack(settings) if chdb_path(settings.resolved_clickhouse_url) else None
+    if running is not None:
+        raise click.ClickException(
+            f"`shipledger up` (pid {running.pid}) owns the embedded ledger on "
+            f"{settings.data_dir}: {instead}stop it and run this again"
+        )
+    try:
+        with LedgerStore.open(settings, existing=True) as store:
+            if not store.database_exists():
+                raise click.ClickException(f"no ledger in {store.url} yet: run `shipledger up`")
+            store.ensure_schema()
+            tiers.ensure_tiers(store)
+            yield store
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc

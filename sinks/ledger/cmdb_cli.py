@@ -12,12 +12,9 @@ from pathlib import Path
 import click
 
 from shipledger.output_format import format_option
-from shipledger.sinks.cli_options import ledger_options, ledger_settings
-from shipledger.sinks.ledger import tiers
+from shipledger.sinks.cli_options import ledger_options, ledger_settings, written_ledger
 from shipledger.sinks.ledger.cmdb import Finding, Reconciliation, reconcile
 from shipledger.sinks.ledger.cmdb_export import CmdbExportError
-from shipledger.sinks.ledger.store import LedgerStore, StoreError, chdb_path
-from shipledger.stackfile import read_stack
 from shipledger.tables import render_table
 
 COLUMNS = list(Finding.__dataclass_fields__)
@@ -67,24 +64,12 @@ def reconcile_command(
       shipledger cmdb reconcile --file export.json --tenant acme --format json
     """
     settings = ledger_settings("`shipledger cmdb reconcile`", clickhouse_url, data_dir)
-    running = read_stack(settings) if chdb_path(settings.resolved_clickhouse_url) else None
-    if running is not None:
-        raise click.ClickException(
-            f"`shipledger up` (pid {running.pid}) owns the embedded ledger on "
-            f"{settings.data_dir}: set SHIPLEDGER_CMDB_EXPORT_FILE for it to reconcile, or "
-            "stop it and run this again"
-        )
+    instead = "set SHIPLEDGER_CMDB_EXPORT_FILE for it to reconcile, or "
     try:
-        with LedgerStore.open(settings, existing=True) as store:
-            if not store.database_exists():
-                raise click.ClickException(f"no ledger in {store.url} yet: run `shipledger up`")
-            store.ensure_schema()
-            tiers.ensure_tiers(store)
+        with written_ledger(settings, instead) as store:
             result = reconcile(store, export.name, export.read_bytes(), tenant or settings.tenant)
     except CmdbExportError as exc:
         raise click.BadParameter(str(exc), param_hint="--file") from exc
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(report(result, fmt))
 
 

@@ -1199,6 +1199,40 @@ def cmdb_findings_sql(database: str | None = None) -> str:
     )
 
 
+# --- Reconciliation against independent evidence (docs/reconcile.md): written by its command
+
+RECONCILIATION_FINDINGS = "reconciliation_findings"
+
+
+def reconciliation_findings_sql(database: str | None = None) -> str:
+    """`reconciliation_findings`: *where do independent logs and the ledger disagree?* One row
+    per finding of one run (its id digests the inputs: the same run is stored once)."""
+    return _derived_table(
+        qualified(database, RECONCILIATION_FINDINGS),
+        (
+            ("tenant", "LowCardinality(String)", "Tenant."),
+            ("run_id", "String", "sha256 of the run's inputs: evidence, mapping, period, ledger."),
+            ("source", "LowCardinality(String)", "k8s-audit, cloudtrail or access-log."),
+            ("kind", "LowCardinality(String)", "unreported, unobserved or timing."),
+            ("service", "LowCardinality(String)", "Service."),
+            ("environment", "LowCardinality(String)", "Environment."),
+            ("team", "LowCardinality(String)", "Team ('' if the ledger knows none)."),
+            ("observed_at", f"Nullable({DATETIME_MS})", "When the evidence saw the change."),
+            ("deployment_id", "String", "The ledger's deployment ('' if none)."),
+            ("evidence", "String", "Where the evidence is (file:line), if any."),
+            ("detail", "String", "The disagreement in words."),
+            ("period_start", DATETIME_MS, "Start of the period reconciled."),
+            ("period_end", DATETIME_MS, "End of the period reconciled (excluded)."),
+            ("reconciled_at", DATETIME_MS, "When the run stored its findings."),
+        ),
+        "ORDER BY (`tenant`, `run_id`, `kind`, `service`, `environment`, `deployment_id`, "
+        "`evidence`)\n"
+        "COMMENT 'Changes seen in Kubernetes audit logs, CloudTrail or access logs that the "
+        "ledger lacks or times otherwise, and ledger deployments they never show "
+        "(shipledger reconcile; docs/reconcile.md).'",
+    )
+
+
 SUSPECT_DEPLOYMENTS = "suspect_deployments"
 
 
@@ -1269,7 +1303,7 @@ def person_pseudonyms_sql(database: str | None = None) -> str:
 
 
 #: The aggregate and derived tables (no tenant row policy: read through `sinks.ledger.dora`,
-#: `.change_sets`, `.verifications`, `.suspects` and `.cmdb` only).
+#: `.change_sets`, `.verifications`, `.suspects`, `.cmdb` and `.reconciliations` only).
 AGGREGATE_TABLES = (
     DORA_COMMITS,
     DORA_DEPLOYMENTS,
@@ -1280,6 +1314,7 @@ AGGREGATE_TABLES = (
     CMDB_FINDINGS,
     SUSPECT_DEPLOYMENTS,
     PERSON_PSEUDONYMS,
+    RECONCILIATION_FINDINGS,
 )
 #: Aggregate tables and the materialized views that feed them, then the derived tables the
 #: sink and the periodic jobs write and their views, each after what it reads. Only the hot
@@ -1299,6 +1334,7 @@ AGGREGATES: dict[str, Callable[[str | None], str]] = {
     SUSPECT_DEPLOYMENTS: suspect_deployments_sql,
     SUSPECT_DEPLOYMENTS + "_mv": suspect_deployments_mv_sql,
     PERSON_PSEUDONYMS: person_pseudonyms_sql,
+    RECONCILIATION_FINDINGS: reconciliation_findings_sql,
 }
 
 

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, NotRequired, Protocol, TypedDict, TypeVar, Unpack
 
 from shipledger.logging import get_logger
+from shipledger.reconcile.compare import LedgerDeployment
 from shipledger.schemas.families import Family
 from shipledger.schemas.family_models import ArtifactEvent, CatalogEvent, ChangeEvent
 from shipledger.schemas.governance import ArtifactInUse
@@ -66,6 +67,7 @@ from shipledger.sinks.ledger.query import (
     QueryResult,
     run_read_query,
 )
+from shipledger.sinks.ledger.reconciliations import read_deployments, service_teams
 from shipledger.sinks.ledger.store import LedgerStore, StoreError, TimeWindow, chdb_path
 from shipledger.sinks.ledger.suspects import (
     MAX_LOOKBACK as SUSPECTS_MAX_LOOKBACK,
@@ -406,6 +408,17 @@ class LedgerReader:
         name (`sinks.ledger.pseudonyms.reveal`). Callers decide who may see names: the
         API a token with the `pii:read` scope, a command the one who holds the key."""
         return reveal(self._store, value)
+
+    def deployments_between(
+        self, tenant: str, start: datetime, end: datetime
+    ) -> list[LedgerDeployment]:
+        """Every deployment of `tenant` that started in [`start`, `end`), as its latest
+        record says, hot and cold: what a reconciliation compares (docs/reconcile.md)."""
+        return read_deployments(self._store, tenant, start, end)
+
+    def service_teams(self, tenant: str) -> dict[str, str]:
+        """The team of each service of `tenant` (its latest deployment's), hot and cold."""
+        return service_teams(self._store, tenant)
 
     def change_events(self, tenant: str, change_id: str) -> list[ChangeEvent]:
         """Every stored event of change request `change_id` of `tenant`, hot and cold (a row

@@ -284,6 +284,8 @@ def test_schema_matches_the_spec_and_is_idempotent(store: LedgerStore) -> None:
             (ddl.INCIDENT_SUSPECTS, ddl.CMDB_FINDINGS, ddl.SUSPECT_DEPLOYMENTS), "MergeTree"
         ),
         f"{ddl.SUSPECT_DEPLOYMENTS}_mv": "MaterializedView",
+        # Reconciliation against independent logs (docs/reconcile.md).
+        ddl.RECONCILIATION_FINDINGS: "MergeTree",
     }
     assert store.ensure_schema() == []  # nothing left to apply
 
