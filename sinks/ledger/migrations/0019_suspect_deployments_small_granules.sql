@@ -1,4 +1,4 @@
--- 0021_suspect_deployments_small_granules.sql: suspect_deployments rebuilt with index_granularity
+-- 0019_suspect_deployments_small_granules.sql: suspect_deployments rebuilt with index_granularity
 -- 128 (was 1024): an incident's candidates are a few dozen rows per service and part, and
 -- 1024-row granules read 1.8x the rows and time (docs/triage.md). Written by hand: ClickHouse
 -- cannot change a table's index_granularity in place, so the table is copied (every row kept,
