@@ -48,6 +48,7 @@ _CREATE_VIEW = re.compile(rf"^CREATE VIEW {_NAME}")
 _ALTER = re.compile(rf"^ALTER TABLE {_NAME} ")
 _DROP = re.compile(rf"^DROP (TABLE|VIEW) (IF EXISTS )?{_NAME}")
 _INSERT = re.compile(r"^INSERT INTO ")
+_EXCHANGE = re.compile(rf"^EXCHANGE TABLES {_NAME} AND {_NAME}$")
 _ENGINE = re.compile(r"ENGINE = (\w*)MergeTree(?:\(([^)]*)\))?")
 # What the Distributed table must follow too: its columns and its comment.
 _BOTH_TABLES = re.compile(r"^(ADD|DROP|MODIFY|RENAME|COMMENT) COLUMN |^MODIFY COMMENT ")
@@ -108,6 +109,8 @@ class Cluster:
             return self._drop(m)
         if _INSERT.match(statement):
             return [self._backfill(statement)]
+        if m := _EXCHANGE.match(statement):
+            return [self._exchange(m)]
         raise ClusterError(f"no cluster form for: {statement.splitlines()[0][:120]}")
 
     def everywhere(self, create: str) -> str:
@@ -154,6 +157,21 @@ class Cluster:
             # SYNC: the replica's path is free at once, for a table created again later.
             out.append(f"DROP TABLE {exists}{ddl.quote_ident(local_name(name))} {self.on} SYNC")
         return out
+
+    def _exchange(self, m: re.Match[str]) -> str:
+        # A table rebuilt under a new name and swapped in: the Distributed tables keep their
+        # names and point at their own local tables, so swapping the local tables swaps what
+        # both serve. Each local table keeps the replication path it was created with (the
+        # `{table}` macro expands at creation): a later migration must not create a table of
+        # the swapped-out name again before that one is dropped (SYNC frees its path).
+        first, second = m.group(1), m.group(2)
+        for name in (first, second):
+            if name not in self.tables:
+                raise ClusterError(f"EXCHANGE TABLES of {name}, not a ledger table")
+        return (
+            f"EXCHANGE TABLES {ddl.quote_ident(local_name(first))} AND "
+            f"{ddl.quote_ident(local_name(second))} {self.on}"
+        )
 
     def _backfill(self, statement: str) -> str:
         # A join or IN over a second Distributed table is refused by default (a query per shard

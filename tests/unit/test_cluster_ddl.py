@@ -135,6 +135,16 @@ def test_alters_reach_the_distributed_table_only_for_columns_and_comments() -> N
     ]
 
 
+def test_a_rebuilt_table_swaps_its_local_tables() -> None:
+    swap = "EXCHANGE TABLES `suspect_deployments__rebuild` AND `suspect_deployments`"
+    assert CLUSTER.rewrite(swap) == [
+        "EXCHANGE TABLES `suspect_deployments__rebuild_local` AND `suspect_deployments_local` "
+        "ON CLUSTER `ledger`"
+    ]
+    with pytest.raises(ClusterError, match="not a ledger table"):
+        CLUSTER.rewrite("EXCHANGE TABLES `alerts` AND `elsewhere`")
+
+
 def test_drops_remove_both_tables_and_views_once() -> None:
     assert CLUSTER.rewrite("DROP TABLE `dora_daily`") == [
         "DROP TABLE `dora_daily` ON CLUSTER `ledger`",
