@@ -83,7 +83,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "alerts",
         "Tail the alerts topic live, or list stored alerts; filtered.",
     ),
-    "metrics": ("shipledger.dora_cli", "metrics", "DORA metrics of the ledger (metrics dora)."),
+    "metrics": (
+        "shipledger.dora_cli",
+        "metrics",
+        "DORA metrics and success criteria (metrics dora, success).",
+    ),
     "report": ("shipledger.report.cli", "report", "Signed monthly compliance packs; verify."),
     "verification": ("shipledger.verification_cli", "verification", "Post-deploy verdicts."),
     "changes": (

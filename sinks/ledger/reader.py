@@ -66,6 +66,13 @@ from shipledger.sinks.ledger.query import (
     run_read_query,
 )
 from shipledger.sinks.ledger.store import LedgerStore, StoreError, TimeWindow, chdb_path
+from shipledger.sinks.ledger.success import (
+    SUCCESS_COLUMNS,
+    Failure,
+    SuccessReport,
+    read_failures,
+    success_report,
+)
 from shipledger.sinks.ledger.suspects import (
     MAX_LOOKBACK as SUSPECTS_MAX_LOOKBACK,
 )
@@ -84,11 +91,13 @@ __all__ = [
     "DORA_DIMENSIONS",
     "DORA_PERIODS",
     "FORMATS",
+    "SUCCESS_COLUMNS",
     "SUSPECTS_MAX_LOOKBACK",
     "ChainHead",
     "DoraError",
     "DoraQuery",
     "DoraRow",
+    "Failure",
     "ForwardedReads",
     "LedgerReader",
     "LedgerReads",
@@ -104,6 +113,7 @@ __all__ = [
     "StoredChangeSet",
     "StoredEvent",
     "StoredVerdict",
+    "SuccessReport",
     "Suspect",
     "SuspectsError",
     "SuspectsQuery",
@@ -116,6 +126,7 @@ __all__ = [
     "month_window",
     "serving_stack",
     "sql_string",
+    "success_report",
 ]
 
 #: A ClickHouse string literal, for SQL built from a command's options.
@@ -231,6 +242,13 @@ class LedgerReads(Protocol):
         docs/metrics.md)."""
         ...
 
+    def failures(
+        self, query: DoraQuery, detection_rules: tuple[str, ...], scope: RowScope | None = None
+    ) -> list[Failure]:
+        """The failed deployments of `query` with the times the success criteria measure
+        (alerts of `detection_rules` detect), over the rows `scope` may read (docs/metrics.md)."""
+        ...
+
     def verifications(self, wanted: VerdictFilter) -> list[StoredVerdict]:
         """The latest verification verdicts (docs/verification.md), newest window first."""
         ...
@@ -280,6 +298,12 @@ class ForwardedReads:
     def dora(self, query: DoraQuery, scope: RowScope | None = None) -> list[DoraRow]:
         """See `LedgerReads.dora`."""
         return self._reads().dora(query, scope)
+
+    def failures(
+        self, query: DoraQuery, detection_rules: tuple[str, ...], scope: RowScope | None = None
+    ) -> list[Failure]:
+        """See `LedgerReads.failures`."""
+        return self._reads().failures(query, detection_rules, scope)
 
     def verifications(self, wanted: VerdictFilter) -> list[StoredVerdict]:
         """See `LedgerReads.verifications`."""
@@ -358,6 +382,20 @@ class LedgerReader:
         """The DORA metrics of `query` (`sinks.ledger.dora`). The aggregates live in the hot
         database only and hold every day, archived or not: their views fire at insert."""
         return read_dora(self._store, query, scope)
+
+    def failures(
+        self, query: DoraQuery, detection_rules: tuple[str, ...], scope: RowScope | None = None
+    ) -> list[Failure]:
+        """The failed deployments of `query` with their detection and rollback times
+        (`sinks.ledger.success`): the aggregates, then the records and alerts, hot and cold."""
+        return read_failures(
+            self._store,
+            query,
+            detection_rules,
+            scope,
+            records=self._store.source(ddl.RECORDS),
+            alerts=self._store.source(ddl.ALERTS),
+        )
 
     def pack_queries(self, month: str, tenant: str | None) -> list[PackQuery]:
         """The queries of the monthly compliance pack's data files (`sinks.ledger.monthly`):
