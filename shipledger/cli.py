@@ -88,7 +88,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "metrics",
         "DORA metrics and success criteria (metrics dora, success).",
     ),
-    "report": ("shipledger.report.cli", "report", "Signed monthly compliance packs; verify."),
+    "report": (
+        "shipledger.adoption_cli",  # the group of shipledger.report.cli, with `adoption` added
+        "report",
+        "Signed monthly compliance packs; verify; adoption.",
+    ),
     "verification": ("shipledger.verification_cli", "verification", "Post-deploy verdicts."),
     "changes": (
         "shipledger.sinks.ledger.changes_cli",

@@ -1,6 +1,7 @@
 """`GET /v1/metrics/dora` and `GET /v1/metrics/success`: the DORA metrics and the success
 criteria of the token's tenant (docs/metrics.md), read from the ledger's aggregates
-(`shipledger.sinks.ledger.dora`, `.success`), only rows the token sees."""
+(`shipledger.sinks.ledger.dora`, `.success`); `GET /v1/reports/adoption`: which services
+report their deployments (docs/reports.md). Only rows the token sees."""
 
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ from shipledger.sinks.ledger.reader import (
     DORA_PERIODS as PERIODS,
 )
 from shipledger.sinks.ledger.reader import (
+    AdoptionError,
+    AdoptionQuery,
     DoraError,
     DoraQuery,
+    adoption_report,
     dora_columns,
     dora_window,
     success_report,
@@ -152,3 +156,39 @@ async def get_success(
 def _policy(ctx: ApiContext) -> Policy:
     """The policy whose targets apply: the running one (`up` validated it at start)."""
     return load_policy(ctx.settings.policy_file)
+
+
+@router.get(
+    "/reports/adoption",
+    responses={
+        **TOKEN_ERRORS,
+        **problems(
+            {
+                400: "A parameter out of range (named).",
+                403: "Another tenant than the token's.",
+                503: "This API has no ledger store.",
+            }
+        ),
+    },
+    summary="Adoption: which known services report their deployments, per team and environment",
+)
+async def get_adoption(
+    ctx: ContextDep,
+    principal: ReadPrincipal,
+    tenant: str | None = None,
+    days: Annotated[int, Query(description="Silent this many days: a laggard.")] = 30,
+) -> dict[str, Any]:
+    """`{"team_columns", "teams", "service_columns", "services"}`: per team and environment
+    the services known (catalog, deployments, CMDB) that emit deployments and those that do
+    not, the recent deployments' missing metadata, digests and tickets; every service with
+    its last deployment, laggards first. The same report as `shipledger report adoption
+    --format json`."""
+    ledger = ctx.require_ledger()
+    tenant = _readable_tenant(principal, tenant)
+    try:
+        query = AdoptionQuery(days=days, tenant=tenant)
+    except AdoptionError as exc:
+        raise ApiError(400, str(exc)) from exc
+    now = datetime.now(UTC)
+    services = await run_in_threadpool(ledger.adoption, query, now, principal.row_scope(tenant))
+    return adoption_report(services)

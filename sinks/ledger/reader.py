@@ -32,6 +32,13 @@ from shipledger.schemas.scopes import RowScope
 from shipledger.schemas.topics import ENRICHMENT
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
+from shipledger.sinks.ledger.adoption import (
+    AdoptionError,
+    AdoptionQuery,
+    ServiceAdoption,
+    adoption_report,
+    read_adoption,
+)
 from shipledger.sinks.ledger.change_sets import StoredChangeSet, read_change_set
 
 # Callers outside the sinks build filters of their read queries with the ledger's quoting.
@@ -93,6 +100,8 @@ __all__ = [
     "FORMATS",
     "SUCCESS_COLUMNS",
     "SUSPECTS_MAX_LOOKBACK",
+    "AdoptionError",
+    "AdoptionQuery",
     "ChainHead",
     "DoraError",
     "DoraQuery",
@@ -109,6 +118,7 @@ __all__ = [
     "QueryLimits",
     "QueryResult",
     "QueryScope",
+    "ServiceAdoption",
     "StoredAlert",
     "StoredChangeSet",
     "StoredEvent",
@@ -120,6 +130,7 @@ __all__ = [
     "Tier",
     "TimeWindow",
     "VerdictFilter",
+    "adoption_report",
     "chdb_path",
     "dora_columns",
     "dora_window",
@@ -249,6 +260,13 @@ class LedgerReads(Protocol):
         (alerts of `detection_rules` detect), over the rows `scope` may read (docs/metrics.md)."""
         ...
 
+    def adoption(
+        self, query: AdoptionQuery, now: datetime, scope: RowScope | None = None
+    ) -> list[ServiceAdoption]:
+        """Every known service of `query` and how it reports its deployments as of `now`, over
+        the rows `scope` may read (docs/reports.md, Adoption)."""
+        ...
+
     def verifications(self, wanted: VerdictFilter) -> list[StoredVerdict]:
         """The latest verification verdicts (docs/verification.md), newest window first."""
         ...
@@ -304,6 +322,12 @@ class ForwardedReads:
     ) -> list[Failure]:
         """See `LedgerReads.failures`."""
         return self._reads().failures(query, detection_rules, scope)
+
+    def adoption(
+        self, query: AdoptionQuery, now: datetime, scope: RowScope | None = None
+    ) -> list[ServiceAdoption]:
+        """See `LedgerReads.adoption`."""
+        return self._reads().adoption(query, now, scope)
 
     def verifications(self, wanted: VerdictFilter) -> list[StoredVerdict]:
         """See `LedgerReads.verifications`."""
@@ -395,6 +419,21 @@ class LedgerReader:
             scope,
             records=self._store.source(ddl.RECORDS),
             alerts=self._store.source(ddl.ALERTS),
+        )
+
+    def adoption(
+        self, query: AdoptionQuery, now: datetime, scope: RowScope | None = None
+    ) -> list[ServiceAdoption]:
+        """Every known service and how it reports its deployments (`sinks.ledger.adoption`):
+        the `services` and `deployments` views of the query database (hot and cold), and
+        the CMDB findings (hot only, like every derived table)."""
+        return read_adoption(
+            self._store,
+            query,
+            now,
+            tiers.query_database(self._store),
+            ddl.qualified(self._store.database, ddl.CMDB_FINDINGS),
+            scope,
         )
 
     def pack_queries(self, month: str, tenant: str | None) -> list[PackQuery]:

@@ -144,7 +144,11 @@ def store(settings: Settings) -> Iterator[LedgerStore]:
         _release(
             w,
             "b2",
-            [("started", _at(7, 10)), ("succeeded", _at(7, 10, 5)), ("rolled_back", _at(7, 10, 40))],
+            [
+                ("started", _at(7, 10)),
+                ("succeeded", _at(7, 10, 5)),
+                ("rolled_back", _at(7, 10, 40)),
+            ],
         )
         _release(
             w,
