@@ -60,17 +60,46 @@ _USAGE_SQL = (
 _SERVICES_SQL = (
     "SELECT tenant, service, ifNull(owner_team, ''), in_catalog, removed FROM {services}{where}"
 )
-#: Per tenant, the services of its latest reconciled CMDB export that no deployment names
-#: (cmdb_value '') and those deployed but not in it ('deployed'); a tenant with an export
-#: and no such finding has a row with an empty service.
+#: The findings of each tenant's latest reconciled CMDB export (`sinks.ledger.cmdb`).
 _CMDB_SQL = (
-    "SELECT tenant, if(finding = 'ci_never_deployed', service, ''),\n"
-    "    if(finding = 'deployed_not_in_cmdb', service, '')\n"
-    "FROM {findings}\n"
+    "SELECT tenant, finding, service FROM {findings}\n"
     "WHERE (tenant, export_sha256) IN (SELECT tenant, argMax(export_sha256, reconciled_at)\n"
-    "    FROM {findings}{where} GROUP BY tenant)\n"
-    "UNION ALL SELECT DISTINCT tenant, '', '' FROM {findings}{where}"
+    "    FROM {findings}{where} GROUP BY tenant)"
 )
+#: The findings that name a configuration item of the export.
+_CI_FINDINGS = frozenset({"ci_never_deployed", "owner_mismatch", "environment_mismatch"})
+
+
+@dataclass
+class _Cmdb:
+    """What a tenant's latest export says of service names (casefolded, as it compares)."""
+
+    named: set[str]
+    missing: set[str]
+    never: dict[str, str]
+
+    def has(self, service: str) -> bool | None:
+        """Whether the export lists `service`: yes if a finding names its CI, no if it was
+        deployed and reported missing; None when the findings do not say (the CMDB agreed
+        with the ledger, or the service was first deployed after the export)."""
+        name = service.casefold()
+        if name in self.missing:
+            return False
+        return True if name in self.named else None
+
+
+def _cmdb(rows: Sequence[Sequence[Any]]) -> dict[str, _Cmdb]:
+    exports: dict[str, _Cmdb] = {}
+    for tenant, finding, service in rows:
+        found = exports.setdefault(str(tenant), _Cmdb(set(), set(), {}))
+        name = str(service).casefold()
+        if finding == "deployed_not_in_cmdb":
+            found.missing.add(name)
+        elif finding in _CI_FINDINGS:
+            found.named.add(name)
+        if finding == "ci_never_deployed":
+            found.never[name] = str(service)
+    return exports
 
 
 @dataclass(frozen=True)
@@ -92,7 +121,7 @@ class ServiceAdoption:
     service: str
     team: str
     in_catalog: bool
-    #: None: no CMDB export of the tenant was reconciled.
+    #: None: no CMDB export of the tenant was reconciled, or its findings do not say.
     in_cmdb: bool | None
     usage: dict[str, ServiceUsage]
     now: datetime
@@ -175,14 +204,12 @@ def read_adoption(
     since = now - timedelta(days=query.days)
     _, usage_rows = store.query(usage_sql, {**params, "since": since})
     usage: dict[tuple[str, str], dict[str, ServiceUsage]] = {}
-    for tenant, service, env, last, recent, no_emitter, no_digest, no_ticket in usage_rows:
+    for tenant, service, env, last, *counts in usage_rows:
         usage.setdefault((str(tenant), str(service)), {})[str(env)] = ServiceUsage(
-            as_utc(last), int(recent), int(no_emitter), int(no_digest), int(no_ticket)
+            as_utc(last), *(int(c) for c in counts)
         )
     _, cmdb_rows = store.query(_CMDB_SQL.format(findings=findings, where=where), params)
-    exported = {str(t) for t, _, _ in cmdb_rows}
-    cmdb_only = {(str(t), str(s)) for t, s, _ in cmdb_rows if s}
-    not_in_cmdb = {(str(t), str(d)) for t, _, d in cmdb_rows if d}
+    exports = _cmdb(cmdb_rows)
     services_sql = _SERVICES_SQL.format(services=qualified(query_database, "services"), where=where)
     _, service_rows = store.query(services_sql, params)
     known: dict[tuple[str, str], tuple[str, bool]] = {}
@@ -191,22 +218,26 @@ def read_adoption(
         if removed and key not in usage:
             continue  # retired from the catalog and never deployed: nothing to adopt
         known[key] = (str(team), bool(in_catalog))
-    for key in cmdb_only:
-        known.setdefault(key, ("", False))
-    found = [
-        ServiceAdoption(
-            tenant=tenant,
-            service=service,
-            team=team,
-            in_catalog=in_catalog,
-            in_cmdb=(key not in not_in_cmdb) if tenant in exported else None,
-            usage=usage.get(key, {}),
-            now=now,
-            days=query.days,
+    names = {(t, s.casefold()) for t, s in known}
+    for tenant, export in exports.items():
+        for name, service in export.never.items():
+            if (tenant, name) not in names:  # the CMDB's own: no catalog entry, no deployment
+                known[(tenant, service)] = ("", False)
+    found = []
+    for (tenant, service), (team, in_catalog) in sorted(known.items()):
+        export = exports.get(tenant)
+        found.append(
+            ServiceAdoption(
+                tenant=tenant,
+                service=service,
+                team=team,
+                in_catalog=in_catalog,
+                in_cmdb=None if export is None else export.has(service),
+                usage=usage.get((tenant, service), {}),
+                now=now,
+                days=query.days,
+            )
         )
-        for key, (team, in_catalog) in sorted(known.items())
-        for tenant, service in [key]
-    ]
     return [s for s in found if _admitted(s, scope)]
 
 
