@@ -37,9 +37,15 @@ EMITTED = {
 @pytest.fixture
 def stack(broker: str, tmp_path: Path) -> Iterator[Stack]:
     # The CMDB job runs at start, before any deployment: every CI of the export (checkout,
-    # payments, db, legacy-fax; old-portal is retired) is stored as never deployed.
+    # payments, db, legacy-fax; old-portal is retired) is stored as never deployed, for the
+    # stack's own tenant.
     settings = own_settings(
-        tmp_path, api_port=0, sink_batch_ms=100, cmdb_export_file=CMDB_EXPORT, cmdb_interval_s=60
+        tmp_path,
+        api_port=0,
+        sink_batch_ms=100,
+        tenant=TENANT,
+        cmdb_export_file=CMDB_EXPORT,
+        cmdb_interval_s=60,
     )
     with Stack(settings, bootstrap=broker, log_dir=tmp_path / "logs", api=True) as running:
         yield running
