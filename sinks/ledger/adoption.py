@@ -219,8 +219,8 @@ def read_adoption(
             continue  # retired from the catalog and never deployed: nothing to adopt
         known[key] = (str(team), bool(in_catalog))
     names = {(t, s.casefold()) for t, s in known}
-    for tenant, export in exports.items():
-        for name, service in export.never.items():
+    for tenant, cmdb in exports.items():
+        for name, service in cmdb.never.items():
             if (tenant, name) not in names:  # the CMDB's own: no catalog entry, no deployment
                 known[(tenant, service)] = ("", False)
     found = []
