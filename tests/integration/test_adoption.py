@@ -72,6 +72,10 @@ def _deployment(
     ]
 
 
+def _without(fields: dict[str, str], name: str) -> dict[str, str]:
+    return {k: v for k, v in fields.items() if k != name}
+
+
 def _catalog(name: str, team: str, action: str = "created") -> dict[str, Any]:
     return {
         "family": "catalog",
@@ -112,7 +116,7 @@ def test_adoption_by_team_environment_and_service(stack: Stack) -> None:
         *_deployment("d2", "checkout", "payments", 1),
         *_deployment("d3", "checkout", "payments", 3, env="staging", **EMITTED),
         *_deployment("c1", "cart", "basket", 40, **EMITTED),
-        *_deployment("s1", "search", "search", 5, **{**EMITTED, "artifact_digest": None}),
+        *_deployment("s1", "search", "search", 5, **_without(EMITTED, "artifact_digest")),
     ]
     store = stack.store
     with httpx.Client(base_url=stack.api.url, timeout=30) as client:
