@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from shipledger.dora_cli import Params, api_get, located, render, served
+from shipledger.dora_cli import Params, located, render, served_report
 from shipledger.locate import cli_settings, data_dir_option
 from shipledger.output_format import format_option
 from shipledger.report.cli import report
@@ -25,7 +25,6 @@ from shipledger.sinks.ledger.reader import (
     LedgerReader,
     adoption_report,
 )
-from shipledger.stackfile import StackInfo
 
 __all__ = ["adoption", "report"]
 
@@ -40,14 +39,10 @@ def adoption_json(settings: Settings, query: AdoptionQuery) -> dict[str, Any]:
     if query.tenant is not None:
         params.append(("tenant", query.tenant))
 
-    def from_api(info: StackInfo) -> dict[str, Any]:
-        report: dict[str, Any] = api_get(info, "/v1/reports/adoption", params)
-        return report
-
     def here(ledger: LedgerReader) -> dict[str, Any]:
         return adoption_report(ledger.adoption(query, datetime.now(UTC)))
 
-    return served(settings, from_api, here)
+    return served_report(settings, "/v1/reports/adoption", params, here)
 
 
 @report.command("adoption", context_settings={"max_content_width": 100})

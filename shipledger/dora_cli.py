@@ -45,6 +45,7 @@ class MetricsUnavailable(RuntimeError):
 
 
 T = TypeVar("T")
+C = TypeVar("C", bound=Callable[..., Any])
 #: Query parameters of a GET to the API.
 Params = list[tuple[str, str | int | float | bool | None]]
 
@@ -93,8 +94,8 @@ def located(settings: Settings, what: str, report: Callable[[Settings], T]) -> T
         raise click.ClickException(str(exc)) from exc
 
 
-def dora_rows(settings: Settings, query: DoraQuery) -> list[dict[str, Any]]:
-    """The report's rows (`DoraRow.as_dict`) by the path that can serve them."""
+def query_params(query: DoraQuery) -> Params:
+    """`query` as the API's parameters (`GET /v1/metrics/dora`, `/v1/metrics/success`)."""
     params: Params = [
         ("since", query.since.isoformat()),
         ("until", query.until.isoformat()),
@@ -107,12 +108,31 @@ def dora_rows(settings: Settings, query: DoraQuery) -> list[dict[str, Any]]:
     ]
     if query.tenant is not None:
         params.append(("tenant", query.tenant))
+    return params
+
+
+def dora_rows(settings: Settings, query: DoraQuery) -> list[dict[str, Any]]:
+    """The report's rows (`DoraRow.as_dict`) by the path that can serve them."""
+    params = query_params(query)
 
     def from_api(info: StackInfo) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = api_get(info, "/v1/metrics/dora", params)["rows"]
         return rows
 
     return served(settings, from_api, lambda ledger: [r.as_dict() for r in ledger.dora(query)])
+
+
+def served_report(
+    settings: Settings, path: str, params: Params, here: Callable[[LedgerReader], dict[str, Any]]
+) -> dict[str, Any]:
+    """A JSON report by the path that can serve it (`served`): the API's answer to `GET
+    <path>` with `params`, or `here` on the ledger opened in this process."""
+
+    def from_api(info: StackInfo) -> dict[str, Any]:
+        report: dict[str, Any] = api_get(info, path, params)
+        return report
+
+    return served(settings, from_api, here)
 
 
 def render(
@@ -124,6 +144,20 @@ def render(
     """The report as `fmt`: table (aligned, empty cells for nothing measured; columns not in
     `text` right-aligned), json, csv."""
     return render_rows(rows, names, fmt, text=text)
+
+
+def window_options(command: C) -> C:
+    """`--since` and `--until`: a report's window of UTC days (`dora_window`)."""
+    command = click.option(
+        "--until",
+        type=click.DateTime(["%Y-%m-%d"]),
+        help="Last UTC day, included (default: today).",
+    )(command)
+    return click.option(
+        "--since",
+        type=click.DateTime(["%Y-%m-%d"]),
+        help="First UTC day (default: 90 days before --until).",
+    )(command)
 
 
 @click.group("metrics")
@@ -144,14 +178,7 @@ def metrics() -> None:
     help="Break each period down by these (repeatable; default: environment).",
 )
 @click.option("--period", type=click.Choice(list(PERIODS)), default="week", show_default=True)
-@click.option(
-    "--since",
-    type=click.DateTime(["%Y-%m-%d"]),
-    help="First UTC day (default: 90 days before --until).",
-)
-@click.option(
-    "--until", type=click.DateTime(["%Y-%m-%d"]), help="Last UTC day, included (default: today)."
-)
+@window_options
 @format_option(
     ["table", "json", "csv"], "table: aligned; json: an array of rows; csv: header + rows."
 )
@@ -182,21 +209,17 @@ def dora(
       shipledger metrics dora --team payments --environment prod --period month
       shipledger metrics dora --since 2026-10-01 --until 2026-12-31 --by team --format csv
     """
-    start, end = dora_window(_day(since), _day(until), datetime.now(UTC).date())
-    try:
-        query = DoraQuery(
-            since=start,
-            until=end,
-            period=period,
-            tenant=tenant,
-            teams=teams,
-            applications=applications,
-            services=services,
-            environments=environments,
-            by=by or ("environment",),
-        )
-    except DoraError as exc:
-        raise click.UsageError(str(exc)) from exc
+    query = _query(
+        since,
+        until,
+        period=period,
+        tenant=tenant,
+        teams=teams,
+        applications=applications,
+        services=services,
+        environments=environments,
+        by=by or ("environment",),
+    )
     settings = cli_settings(data_dir=data_dir)
     rows = located(settings, "`shipledger metrics dora`", lambda found: dora_rows(found, query))
     click.echo(render(rows, dora_columns(query.by), fmt))
@@ -206,26 +229,13 @@ def success_json(settings: Settings, query: DoraQuery) -> dict[str, Any]:
     """The success criteria report (`SuccessReport.as_dict`) by the path that can serve it;
     the targets are those of the policy where it is computed (the running `up`'s, or
     SHIPLEDGER_POLICY_FILE here)."""
-    params: Params = [
-        ("since", query.since.isoformat()),
-        ("until", query.until.isoformat()),
-        ("period", query.period),
-        *(("team", v) for v in query.teams),
-        *(("environment", v) for v in query.environments),
-    ]
-    if query.tenant is not None:
-        params.append(("tenant", query.tenant))
-
-    def from_api(info: StackInfo) -> dict[str, Any]:
-        report: dict[str, Any] = api_get(info, "/v1/metrics/success", params)
-        return report
 
     def here(ledger: LedgerReader) -> dict[str, Any]:
         criteria = load_policy(settings.policy_file).success_criteria
         failures = ledger.failures(query, tuple(criteria.detection_rules))
         return success_report(failures, criteria).as_dict()
 
-    return served(settings, from_api, here)
+    return served_report(settings, "/v1/metrics/success", query_params(query), here)
 
 
 @metrics.command("success", context_settings={"max_content_width": 100})
@@ -233,14 +243,7 @@ def success_json(settings: Settings, query: DoraQuery) -> dict[str, Any]:
 @click.option("--team", "teams", multiple=True, help="Only these teams (repeatable).")
 @click.option("--environment", "environments", multiple=True, help="Only these environments.")
 @click.option("--period", type=click.Choice(["week", "month"]), default="week", show_default=True)
-@click.option(
-    "--since",
-    type=click.DateTime(["%Y-%m-%d"]),
-    help="First UTC day (default: 90 days before --until).",
-)
-@click.option(
-    "--until", type=click.DateTime(["%Y-%m-%d"]), help="Last UTC day, included (default: today)."
-)
+@window_options
 @format_option(
     ["table", "json", "csv"],
     "table: the trend, each team's window and the teams missing a target; json: all three; "
@@ -272,19 +275,15 @@ def success(
       shipledger metrics success --team payments --period month
       shipledger metrics success --environment prod --format json
     """
-    start, end = dora_window(_day(since), _day(until), datetime.now(UTC).date())
-    try:
-        query = DoraQuery(
-            since=start,
-            until=end,
-            period=period,
-            tenant=tenant,
-            teams=teams,
-            environments=environments,
-            by=("team",),
-        )
-    except DoraError as exc:
-        raise click.UsageError(str(exc)) from exc
+    query = _query(
+        since,
+        until,
+        period=period,
+        tenant=tenant,
+        teams=teams,
+        environments=environments,
+        by=("team",),
+    )
     settings = cli_settings(data_dir=data_dir)
     report = located(
         settings, "`shipledger metrics success`", lambda found: success_json(found, query)
@@ -300,6 +299,16 @@ def success(
         click.echo(render(report["totals"], SUCCESS_COLUMNS, fmt, text))
         missing = [f"{m['team']} ({', '.join(m['missed'])})" for m in report["missing"]]
         click.echo(f"\nMissing their target: {', '.join(missing) or 'none'}")
+
+
+def _query(since: datetime | None, until: datetime | None, **asked: Any) -> DoraQuery:
+    """The report's query over `since`..`until` (`dora_window`'s defaults); a usage error
+    naming the option at fault."""
+    start, end = dora_window(_day(since), _day(until), datetime.now(UTC).date())
+    try:
+        return DoraQuery(since=start, until=end, **asked)
+    except DoraError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 def _day(at: datetime | None) -> date | None:

@@ -35,20 +35,22 @@ from shipledger.sinks.ledger.reader import (
 router = APIRouter(prefix="/v1")
 
 Names = Annotated[list[str] | None, Query()]
+#: What a report's GET may answer besides 200.
+_READ_ERRORS = {
+    **TOKEN_ERRORS,
+    **problems(
+        {
+            400: "A parameter out of range (named).",
+            403: "Another tenant than the token's.",
+            503: "This API has no ledger store.",
+        }
+    ),
+}
 
 
 @router.get(
     "/metrics/dora",
-    responses={
-        **TOKEN_ERRORS,
-        **problems(
-            {
-                400: "A parameter out of range (named).",
-                403: "Another tenant than the token's.",
-                503: "This API has no ledger store.",
-            }
-        ),
-    },
+    responses=_READ_ERRORS,
     summary="DORA metrics per period (deployment frequency, lead time, failure rate, recovery)",
 )
 async def get_dora(
@@ -106,16 +108,7 @@ def _query(since: date | None, until: date | None, **asked: Any) -> DoraQuery:
 
 @router.get(
     "/metrics/success",
-    responses={
-        **TOKEN_ERRORS,
-        **problems(
-            {
-                400: "A parameter out of range (named).",
-                403: "Another tenant than the token's.",
-                503: "This API has no ledger store.",
-            }
-        ),
-    },
+    responses=_READ_ERRORS,
     summary="Success criteria per period and team: time to detect failures, rollback duration",
 )
 async def get_success(
@@ -160,16 +153,7 @@ def _policy(ctx: ApiContext) -> Policy:
 
 @router.get(
     "/reports/adoption",
-    responses={
-        **TOKEN_ERRORS,
-        **problems(
-            {
-                400: "A parameter out of range (named).",
-                403: "Another tenant than the token's.",
-                503: "This API has no ledger store.",
-            }
-        ),
-    },
+    responses=_READ_ERRORS,
     summary="Adoption: which known services report their deployments, per team and environment",
 )
 async def get_adoption(
