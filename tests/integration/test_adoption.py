@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from shipledger.cli import cli
 from shipledger.producers.api.auth import AuthStore
 from shipledger.up.stack import Stack
-from tests.kit import own_settings, poll
+from tests.kit import own_settings, poll, printed
 
 pytestmark = pytest.mark.integration
 
@@ -135,6 +135,7 @@ def test_adoption_by_team_environment_and_service(stack: Stack) -> None:
                 " (SELECT count() FROM cmdb_findings)"
             )[1][0],
             lambda counts: counts == (5, 4, 4),
+            timeout_s=240,
         )
         mine = client.get(
             "/v1/reports/adoption",
@@ -187,9 +188,12 @@ def test_adoption_by_team_environment_and_service(stack: Stack) -> None:
     as_csv = CliRunner().invoke(cli, [*args, "--section", "services", "--format", "csv"], env=env)
     table = CliRunner().invoke(cli, args, env=env)
     assert as_json.exit_code == 0, as_json.output
-    assert json.loads(as_json.output) == {"teams": report["teams"], "services": report["services"]}
+    assert json.loads(printed(as_json.output)) == {
+        "teams": report["teams"],
+        "services": report["services"],
+    }
     assert as_csv.exit_code == 0, as_csv.output
-    lines = as_csv.output.splitlines()
+    lines = printed(as_csv.output).splitlines()
     assert (
         lines[0]
         == "tenant,service,team,status,last_seen,days_silent,environments,in_catalog,in_cmdb"

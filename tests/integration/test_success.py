@@ -32,7 +32,7 @@ from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import alert_row
 from shipledger.sinks.writer import LedgerWriter
 from tests.integration.test_dora import _at, _deployment, _wire
-from tests.kit import own_settings, registered_api
+from tests.kit import own_settings, printed, registered_api
 
 pytestmark = pytest.mark.integration
 
@@ -285,11 +285,11 @@ def test_the_api_and_the_command_serve_the_same_report(
     assert (foreign.status_code, bad.status_code) == (403, 400)
     assert "period" in bad.text
     assert as_csv.exit_code == 0, as_csv.output
-    assert as_csv.output.splitlines()[-3:] == [
+    assert printed(as_csv.output).splitlines()[-3:] == [
         "period,tenant,team,failures,detected,detect_min,detect_target_min,rollbacks,"
         "rollback_min,rollback_change,rollback_target_min,failed_rollbacks,on_target",
         "2026-11-23,retail,search,1,1,60.0,30.0,0,,,15.0,0,False",
         "total,retail,search,1,1,60.0,30.0,0,,,15.0,0,False",
     ]
-    assert json.loads(as_json.output) == mine.json()
+    assert json.loads(printed(as_json.output)) == mine.json()
     assert "Missing their target: payments (rollback), search (detect)" in table.output
