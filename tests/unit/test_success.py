@@ -5,6 +5,7 @@ targets, what detects a failure and when, and the report's means, trend and miss
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,12 @@ def test_the_trend_and_the_teams_missing_their_target() -> None:
 def test_an_adoption_request_names_its_field() -> None:
     with pytest.raises(AdoptionError, match=r"^days:"):
         AdoptionQuery(days=0)
+
+
+def test_the_example_policys_block_uncommented_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "deploy" / "policy.example.yaml"
+    text = example.read_text(encoding="utf-8")
+    block = text[text.index("# success_criteria:") : text.index("# Escalation (")]
+    uncommented = "\n".join(line[2:] for line in block.splitlines() if line.startswith("# "))
+    criteria = parse_policy(f"version: 1\n{uncommented}\n").success_criteria
+    assert criteria.targets_for("payments").seconds("rollback_within") == 600
