@@ -149,7 +149,10 @@ def read_failures(
         ids.setdefault(str(r[0]), set()).add(str(r[3]))
     found = _Lookups()
     for tenant, named in sorted(ids.items()):
-        wanted = {"tenant": tenant, "ids": sorted(named), "since": query.since}
+        # Remediations and alerts come after the failed deployment's start: a lower bound
+        # for the sort keys (no earlier than a ClickHouse Date can hold).
+        since = max(query.since, date(1970, 1, 1))
+        wanted = {"tenant": tenant, "ids": sorted(named), "since": since}
         _, recs = store.query(_RECORDS_SQL.format(records=records), wanted)
         for rec in recs:
             found.add_record(tenant, rec, named)
