@@ -150,9 +150,8 @@ def read_failures(
     found = _Lookups()
     for tenant, named in sorted(ids.items()):
         # Remediations and alerts come after the failed deployment's start: a lower bound
-        # for the sort keys (no earlier than a ClickHouse Date can hold).
-        since = max(query.since, date(1970, 1, 1))
-        wanted = {"tenant": tenant, "ids": sorted(named), "since": since}
+        # for the sort keys.
+        wanted = {"tenant": tenant, "ids": sorted(named), "since": query.since}
         _, recs = store.query(_RECORDS_SQL.format(records=records), wanted)
         for rec in recs:
             found.add_record(tenant, rec, named)
