@@ -468,6 +468,46 @@ class Retention(_Strict):
         return max(sorted(set(found)), key=self.period)
 
 
+# --- Success criteria (docs/metrics.md, Success criteria): targets per team ---------------
+
+
+class SuccessTargets(_Strict):
+    """A team's targets: the most its mean time to detect a failed deployment
+    (`detect_within`) and its mean rollback duration (`rollback_within`) may be, as
+    durations (`30m`, `2h`); None: no target."""
+
+    detect_within: str | None = None
+    rollback_within: str | None = None
+
+    @field_validator("detect_within", "rollback_within")
+    @classmethod
+    def _duration(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            parse_duration(value, units="smhd", what=str(info.field_name))
+        return value
+
+    def seconds(self, name: Literal["detect_within", "rollback_within"]) -> float | None:
+        """Target `name` in seconds (None: not set)."""
+        text = getattr(self, name)
+        return None if text is None else parse_duration(text, units="smhd").total_seconds()
+
+
+class SuccessCriteria(_Strict):
+    """`success_criteria:`: the default targets, per-team overrides (a key given replaces the
+    default's), and which alert rules count as detecting a failure."""
+
+    defaults: SuccessTargets = Field(default_factory=SuccessTargets)
+    teams: dict[str, SuccessTargets] = Field(default_factory=dict)
+    detection_rules: list[str] = Field(default_factory=lambda: ["suspect_deployment"])
+
+    def targets_for(self, team: str) -> SuccessTargets:
+        """The defaults with `team`'s overrides applied."""
+        override = self.teams.get(team)
+        if override is None:
+            return self.defaults
+        return self.defaults.model_copy(update=override.model_dump(exclude_unset=True))
+
+
 #: `Policy.rules_for`'s answers of each live policy (by `id`, dropped with the policy), by
 #: tenant with overrides (None: any other) and kind. A policy is immutable, and the processors
 #: ask once per event: merging a tenant's overrides validates a `Rules` again. Kept out of
@@ -485,6 +525,7 @@ class Policy(_Strict):
     escalation: Escalation = Field(default_factory=Escalation)
     #: Monorepo path -> service map (docs/changes.md).
     monorepos: Monorepos = Field(default_factory=lambda: Monorepos({}))
+    success_criteria: SuccessCriteria = Field(default_factory=SuccessCriteria)
     digest: str = ""
 
     @field_validator("version", mode="before")

@@ -84,8 +84,16 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "alerts",
         "Tail the alerts topic live, or list stored alerts; filtered.",
     ),
-    "metrics": ("shipledger.dora_cli", "metrics", "DORA metrics of the ledger (metrics dora)."),
-    "report": ("shipledger.report.cli", "report", "Signed monthly compliance packs; verify."),
+    "metrics": (
+        "shipledger.dora_cli",
+        "metrics",
+        "DORA metrics and success criteria (metrics dora, success).",
+    ),
+    "report": (
+        "shipledger.adoption_cli",  # the group of shipledger.report.cli, with `adoption` added
+        "report",
+        "Signed monthly compliance packs; verify; adoption.",
+    ),
     "verification": ("shipledger.verification_cli", "verification", "Post-deploy verdicts."),
     "changes": (
         "shipledger.sinks.ledger.changes_cli",

@@ -1,9 +1,11 @@
-"""`shipledger metrics dora`: the DORA metrics (docs/metrics.md) by the path that can serve
-them, as `shipledger query` does: with embedded chDB and a running `shipledger up`, its API
-(`GET /v1/metrics/dora`); otherwise the ledger opened here (`LedgerReader.dora`)."""
+"""`shipledger metrics dora` and `metrics success`: the DORA metrics and the success criteria
+(docs/metrics.md) by the path that can serve them, as `shipledger query` does: with embedded
+chDB and a running `shipledger up`, its API (`GET /v1/metrics/dora`, `/v1/metrics/success`);
+otherwise the ledger opened here (`LedgerReader.dora`, `LedgerReader.failures`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -14,6 +16,7 @@ import httpx
 
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
+from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import (
     DORA_DIMENSIONS as DIMENSIONS,
@@ -22,6 +25,7 @@ from shipledger.sinks.ledger.reader import (
     DORA_PERIODS as PERIODS,
 )
 from shipledger.sinks.ledger.reader import (
+    SUCCESS_COLUMNS,
     DoraError,
     DoraQuery,
     LedgerReader,
@@ -30,6 +34,7 @@ from shipledger.sinks.ledger.reader import (
     dora_columns,
     dora_window,
     serving_stack,
+    success_report,
 )
 from shipledger.stackfile import StackInfo
 from shipledger.tables import render_rows
@@ -40,6 +45,7 @@ class MetricsUnavailable(RuntimeError):
 
 
 T = TypeVar("T")
+C = TypeVar("C", bound=Callable[..., Any])
 #: Query parameters of a GET to the API.
 Params = list[tuple[str, str | int | float | bool | None]]
 
@@ -88,8 +94,8 @@ def located(settings: Settings, what: str, report: Callable[[Settings], T]) -> T
         raise click.ClickException(str(exc)) from exc
 
 
-def dora_rows(settings: Settings, query: DoraQuery) -> list[dict[str, Any]]:
-    """The report's rows (`DoraRow.as_dict`) by the path that can serve them."""
+def query_params(query: DoraQuery) -> Params:
+    """`query` as the API's parameters (`GET /v1/metrics/dora`, `/v1/metrics/success`)."""
     params: Params = [
         ("since", query.since.isoformat()),
         ("until", query.until.isoformat()),
@@ -102,12 +108,31 @@ def dora_rows(settings: Settings, query: DoraQuery) -> list[dict[str, Any]]:
     ]
     if query.tenant is not None:
         params.append(("tenant", query.tenant))
+    return params
+
+
+def dora_rows(settings: Settings, query: DoraQuery) -> list[dict[str, Any]]:
+    """The report's rows (`DoraRow.as_dict`) by the path that can serve them."""
+    params = query_params(query)
 
     def from_api(info: StackInfo) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = api_get(info, "/v1/metrics/dora", params)["rows"]
         return rows
 
     return served(settings, from_api, lambda ledger: [r.as_dict() for r in ledger.dora(query)])
+
+
+def served_report(
+    settings: Settings, path: str, params: Params, here: Callable[[LedgerReader], dict[str, Any]]
+) -> dict[str, Any]:
+    """A JSON report by the path that can serve it (`served`): the API's answer to `GET
+    <path>` with `params`, or `here` on the ledger opened in this process."""
+
+    def from_api(info: StackInfo) -> dict[str, Any]:
+        report: dict[str, Any] = api_get(info, path, params)
+        return report
+
+    return served(settings, from_api, here)
 
 
 def render(
@@ -119,6 +144,20 @@ def render(
     """The report as `fmt`: table (aligned, empty cells for nothing measured; columns not in
     `text` right-aligned), json, csv."""
     return render_rows(rows, names, fmt, text=text)
+
+
+def window_options(command: C) -> C:
+    """`--since` and `--until`: a report's window of UTC days (`dora_window`)."""
+    command = click.option(
+        "--until",
+        type=click.DateTime(["%Y-%m-%d"]),
+        help="Last UTC day, included (default: today).",
+    )(command)
+    return click.option(
+        "--since",
+        type=click.DateTime(["%Y-%m-%d"]),
+        help="First UTC day (default: 90 days before --until).",
+    )(command)
 
 
 @click.group("metrics")
@@ -139,14 +178,7 @@ def metrics() -> None:
     help="Break each period down by these (repeatable; default: environment).",
 )
 @click.option("--period", type=click.Choice(list(PERIODS)), default="week", show_default=True)
-@click.option(
-    "--since",
-    type=click.DateTime(["%Y-%m-%d"]),
-    help="First UTC day (default: 90 days before --until).",
-)
-@click.option(
-    "--until", type=click.DateTime(["%Y-%m-%d"]), help="Last UTC day, included (default: today)."
-)
+@window_options
 @format_option(
     ["table", "json", "csv"], "table: aligned; json: an array of rows; csv: header + rows."
 )
@@ -177,24 +209,106 @@ def dora(
       shipledger metrics dora --team payments --environment prod --period month
       shipledger metrics dora --since 2026-10-01 --until 2026-12-31 --by team --format csv
     """
-    start, end = dora_window(_day(since), _day(until), datetime.now(UTC).date())
-    try:
-        query = DoraQuery(
-            since=start,
-            until=end,
-            period=period,
-            tenant=tenant,
-            teams=teams,
-            applications=applications,
-            services=services,
-            environments=environments,
-            by=by or ("environment",),
-        )
-    except DoraError as exc:
-        raise click.UsageError(str(exc)) from exc
+    query = _query(
+        since,
+        until,
+        period=period,
+        tenant=tenant,
+        teams=teams,
+        applications=applications,
+        services=services,
+        environments=environments,
+        by=by or ("environment",),
+    )
     settings = cli_settings(data_dir=data_dir)
     rows = located(settings, "`shipledger metrics dora`", lambda found: dora_rows(found, query))
     click.echo(render(rows, dora_columns(query.by), fmt))
+
+
+def success_json(settings: Settings, query: DoraQuery) -> dict[str, Any]:
+    """The success criteria report (`SuccessReport.as_dict`) by the path that can serve it;
+    the targets are those of the policy where it is computed (the running `up`'s, or
+    SHIPLEDGER_POLICY_FILE here)."""
+
+    def here(ledger: LedgerReader) -> dict[str, Any]:
+        criteria = load_policy(settings.policy_file).success_criteria
+        failures = ledger.failures(query, tuple(criteria.detection_rules))
+        return success_report(failures, criteria).as_dict()
+
+    return served_report(settings, "/v1/metrics/success", query_params(query), here)
+
+
+@metrics.command("success", context_settings={"max_content_width": 100})
+@click.option("--tenant", help="Only this tenant (default: every tenant this ledger holds).")
+@click.option("--team", "teams", multiple=True, help="Only these teams (repeatable).")
+@click.option("--environment", "environments", multiple=True, help="Only these environments.")
+@click.option("--period", type=click.Choice(["week", "month"]), default="week", show_default=True)
+@window_options
+@format_option(
+    ["table", "json", "csv"],
+    "table: the trend, each team's window and the teams missing a target; json: all three; "
+    "csv: the trend rows, then the window's (period total).",
+)
+@data_dir_option
+def success(
+    tenant: str | None,
+    teams: tuple[str, ...],
+    environments: tuple[str, ...],
+    period: str,
+    since: datetime | None,
+    until: datetime | None,
+    fmt: str,
+    data_dir: Path | None,
+) -> None:
+    """Success criteria per period and team: mean time to detect a failed deployment and mean
+    rollback duration, against the targets of the policy (`success_criteria:`); the teams
+    missing one are listed (docs/metrics.md says how each is measured).
+
+    \b
+    Columns: failures (DORA's), detected, detect_min (mean, deployment start -> first
+    failed report or detection alert), rollbacks, rollback_min (mean, first rollback start ->
+    service restored), rollback_change (vs the previous period), failed_rollbacks, targets
+    (minutes), on_target.
+
+    \b
+    Examples:
+      shipledger metrics success --team payments --period month
+      shipledger metrics success --environment prod --format json
+    """
+    query = _query(
+        since,
+        until,
+        period=period,
+        tenant=tenant,
+        teams=teams,
+        environments=environments,
+        by=("team",),
+    )
+    settings = cli_settings(data_dir=data_dir)
+    report = located(
+        settings, "`shipledger metrics success`", lambda found: success_json(found, query)
+    )
+    text = ("period", "tenant", "team", "on_target")
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2))
+    elif fmt == "csv":
+        click.echo(render(report["rows"] + report["totals"], SUCCESS_COLUMNS, fmt, text))
+    else:
+        click.echo(render(report["rows"], SUCCESS_COLUMNS, fmt, text))
+        click.echo("\nOver the window:")
+        click.echo(render(report["totals"], SUCCESS_COLUMNS, fmt, text))
+        missing = [f"{m['team']} ({', '.join(m['missed'])})" for m in report["missing"]]
+        click.echo(f"\nMissing their target: {', '.join(missing) or 'none'}")
+
+
+def _query(since: datetime | None, until: datetime | None, **asked: Any) -> DoraQuery:
+    """The report's query over `since`..`until` (`dora_window`'s defaults); a usage error
+    naming the option at fault."""
+    start, end = dora_window(_day(since), _day(until), datetime.now(UTC).date())
+    try:
+        return DoraQuery(since=start, until=end, **asked)
+    except DoraError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 def _day(at: datetime | None) -> date | None:

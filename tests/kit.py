@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socketserver
 import subprocess
 import sys
@@ -481,3 +482,13 @@ def serving(server: Server) -> Iterator[Server]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+#: A log line of a server running in the test's own process (an API, a stack): a command's
+#: output captured by CliRunner can hold some.
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
+
+
+def printed(output: str) -> str:
+    """What a command printed, without the log lines of the servers in this process."""
+    return "\n".join(line for line in output.splitlines() if not _LOG_LINE.match(line))

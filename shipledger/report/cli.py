@@ -1,5 +1,6 @@
 """`shipledger report`: the signed monthly compliance pack (`monthly`), its signing key
-(`keygen`) and its verification (`verify`); docs/reports.md."""
+(`keygen`) and its verification (`verify`); docs/reports.md. The group's `adoption`
+command is added by `shipledger.adoption_cli`, a floor up (it reads through the API)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ CANNOT_VERIFY = 3
 
 @click.group("report", context_settings={"max_content_width": 100})
 def report() -> None:
-    """Signed monthly compliance packs of production changes (docs/reports.md)."""
+    """Signed monthly compliance packs of production changes; adoption (docs/reports.md)."""
 
 
 def _ledger_settings(what: str, data_dir: Path | None) -> Settings:

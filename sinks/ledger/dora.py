@@ -129,16 +129,19 @@ def _median_h(seconds: Sequence[float]) -> float | None:
 _KEYS = {d: f"d_{d}" for d in DORA_DIMENSIONS}
 
 
-def dora_sql(
+#: A deployment of the merged facts (`facts_sql`) that failed: a change whose latest record
+#: failed or was rolled back, or that a remediation names (docs/metrics.md).
+FAILED = "d_change = 1 AND (modulo(d_outcome, 2) = 1 OR d_remediated = 1)"
+
+
+def facts_sql(
     query: DoraQuery, database: str, scope: RowScope | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """The report's query for `query` over the rows `scope` may read (and its parameters): one
-    row per period and breakdown key with the counts, the lead and recovery times (seconds),
-    and the (commit, running since) of succeeded changes whose commit was unseen at insert.
-
-    Inside, each deployment's facts are merged over the window plus the remediation
-    lookahead (a remediation after the window still marks a deployment inside it as failed
-    and restored); the deployment counts in the period of its own day, if inside the window."""
+    """One row per deployment of `query` over the rows `scope` may read (and its parameters):
+    its facts merged over the window plus the remediation lookahead (a remediation after the
+    window still marks a deployment inside it as failed and restored), kept if its own
+    record's day is inside the window. Columns: tenant, deployment_id, `d_<dimension>` for
+    each of DORA_DIMENSIONS, d_day and the facts (`d_change`, `d_failed_at`, ...)."""
     params: dict[str, Any] = {
         "since": query.since,
         "until": query.until,
@@ -157,21 +160,8 @@ def dora_sql(
             params[name] = list(values)
     if scope is not None:
         where.extend(filter(None, [scope_condition(scope, _SCOPED_COLUMNS)]))
-    period = DORA_PERIODS[query.period].replace("`day`", "d_day")
-    keys = "".join(f", {_KEYS[b]} AS {b}" for b in query.by)
-    grouped = "".join(f", {b}" for b in query.by)
-    failed = "d_change = 1 AND (modulo(d_outcome, 2) = 1 OR d_remediated = 1)"
-    running = "d_change = 1 AND d_deployed_at IS NOT NULL"
     sql = (
-        f"SELECT {period} AS period, tenant{keys},\n"  # noqa: S608
-        f"    countIf(d_change = 1), countIf(d_remediation = 1), countIf({failed}),\n"
-        "    groupArrayIf(dateDiff('millisecond', d_seen_at, d_deployed_at) / 1000,\n"
-        f"        {running} AND d_seen_at <= d_deployed_at),\n"
-        "    groupArrayIf(dateDiff('millisecond', d_failed_at, d_restored_at) / 1000,\n"
-        f"        {failed} AND d_restored_at >= d_failed_at),\n"
-        f"    groupArrayIf((d_commit_sha, d_deployed_at), {running} AND d_seen_at IS NULL)\n"
-        "FROM (\n"
-        "    SELECT tenant, deployment_id,\n"
+        "    SELECT tenant, deployment_id,\n"  # noqa: S608
         + "".join(f"        anyIf({d}, own = 1) AS {_KEYS[d]},\n" for d in DORA_DIMENSIONS)
         + "        anyIf(`day`, own = 1) AS d_day, max(own) AS d_own,\n"
         "        max(change) AS d_change, max(remediation) AS d_remediation,\n"
@@ -182,8 +172,36 @@ def dora_sql(
         f"    FROM {qualified(database, DORA_DEPLOYMENTS)}\n"
         f"    WHERE {' AND '.join(where)}\n"
         "    GROUP BY tenant, deployment_id\n"
-        "    HAVING d_own = 1 AND d_day <= %(until)s\n"
-        ")\n"
+        "    HAVING d_own = 1 AND d_day <= %(until)s"
+    )
+    return sql, params
+
+
+def period_of(period: str) -> str:
+    """The first day of the period (`DORA_PERIODS`) of a merged deployment (`facts_sql`)."""
+    return DORA_PERIODS[period].replace("`day`", "d_day")
+
+
+def dora_sql(
+    query: DoraQuery, database: str, scope: RowScope | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The report's query for `query` over the rows `scope` may read (and its parameters): one
+    row per period and breakdown key with the counts, the lead and recovery times (seconds),
+    and the (commit, running since) of succeeded changes whose commit was unseen at insert.
+    Each deployment counts once (`facts_sql`), in the period of its own day."""
+    facts, params = facts_sql(query, database, scope)
+    keys = "".join(f", {_KEYS[b]} AS {b}" for b in query.by)
+    grouped = "".join(f", {b}" for b in query.by)
+    running = "d_change = 1 AND d_deployed_at IS NOT NULL"
+    sql = (
+        f"SELECT {period_of(query.period)} AS period, tenant{keys},\n"
+        f"    countIf(d_change = 1), countIf(d_remediation = 1), countIf({FAILED}),\n"
+        "    groupArrayIf(dateDiff('millisecond', d_seen_at, d_deployed_at) / 1000,\n"
+        f"        {running} AND d_seen_at <= d_deployed_at),\n"
+        "    groupArrayIf(dateDiff('millisecond', d_failed_at, d_restored_at) / 1000,\n"
+        f"        {FAILED} AND d_restored_at >= d_failed_at),\n"
+        f"    groupArrayIf((d_commit_sha, d_deployed_at), {running} AND d_seen_at IS NULL)\n"
+        f"FROM (\n{facts}\n)\n"
         f"GROUP BY period, tenant{grouped}\n"
         f"ORDER BY period, tenant{grouped}"
     )

@@ -33,6 +33,13 @@ from shipledger.schemas.scopes import RowScope
 from shipledger.schemas.topics import ENRICHMENT
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl, tiers
+from shipledger.sinks.ledger.adoption import (
+    AdoptionError,
+    AdoptionQuery,
+    ServiceAdoption,
+    adoption_report,
+    read_adoption,
+)
 from shipledger.sinks.ledger.change_sets import StoredChangeSet, read_change_set
 
 # Callers outside the sinks build filters of their read queries with the ledger's quoting.
@@ -69,6 +76,13 @@ from shipledger.sinks.ledger.query import (
 )
 from shipledger.sinks.ledger.reconciliations import read_deployments, service_teams
 from shipledger.sinks.ledger.store import LedgerStore, StoreError, TimeWindow, chdb_path
+from shipledger.sinks.ledger.success import (
+    SUCCESS_COLUMNS,
+    Failure,
+    SuccessReport,
+    read_failures,
+    success_report,
+)
 from shipledger.sinks.ledger.suspects import (
     MAX_LOOKBACK as SUSPECTS_MAX_LOOKBACK,
 )
@@ -87,11 +101,15 @@ __all__ = [
     "DORA_DIMENSIONS",
     "DORA_PERIODS",
     "FORMATS",
+    "SUCCESS_COLUMNS",
     "SUSPECTS_MAX_LOOKBACK",
+    "AdoptionError",
+    "AdoptionQuery",
     "ChainHead",
     "DoraError",
     "DoraQuery",
     "DoraRow",
+    "Failure",
     "ForwardedReads",
     "LedgerReader",
     "LedgerReads",
@@ -103,22 +121,26 @@ __all__ = [
     "QueryLimits",
     "QueryResult",
     "QueryScope",
+    "ServiceAdoption",
     "StoredAlert",
     "StoredChangeSet",
     "StoredEvent",
     "StoredVerdict",
+    "SuccessReport",
     "Suspect",
     "SuspectsError",
     "SuspectsQuery",
     "Tier",
     "TimeWindow",
     "VerdictFilter",
+    "adoption_report",
     "chdb_path",
     "dora_columns",
     "dora_window",
     "month_window",
     "serving_stack",
     "sql_string",
+    "success_report",
 ]
 
 #: A ClickHouse string literal, for SQL built from a command's options.
@@ -235,6 +257,20 @@ class LedgerReads(Protocol):
         docs/metrics.md)."""
         ...
 
+    def failures(
+        self, query: DoraQuery, detection_rules: tuple[str, ...], scope: RowScope | None = None
+    ) -> list[Failure]:
+        """The failed deployments of `query` with the times the success criteria measure
+        (alerts of `detection_rules` detect), over the rows `scope` may read (docs/metrics.md)."""
+        ...
+
+    def adoption(
+        self, query: AdoptionQuery, now: datetime, scope: RowScope | None = None
+    ) -> list[ServiceAdoption]:
+        """Every known service of `query` and how it reports its deployments as of `now`, over
+        the rows `scope` may read (docs/reports.md, Adoption)."""
+        ...
+
     def verifications(self, wanted: VerdictFilter) -> list[StoredVerdict]:
         """The latest verification verdicts (docs/verification.md), newest window first."""
         ...
@@ -289,6 +325,18 @@ class ForwardedReads:
     def dora(self, query: DoraQuery, scope: RowScope | None = None) -> list[DoraRow]:
         """See `LedgerReads.dora`."""
         return self._reads().dora(query, scope)
+
+    def failures(
+        self, query: DoraQuery, detection_rules: tuple[str, ...], scope: RowScope | None = None
+    ) -> list[Failure]:
+        """See `LedgerReads.failures`."""
+        return self._reads().failures(query, detection_rules, scope)
+
+    def adoption(
+        self, query: AdoptionQuery, now: datetime, scope: RowScope | None = None
+    ) -> list[ServiceAdoption]:
+        """See `LedgerReads.adoption`."""
+        return self._reads().adoption(query, now, scope)
 
     def verifications(self, wanted: VerdictFilter) -> list[StoredVerdict]:
         """See `LedgerReads.verifications`."""
@@ -371,6 +419,35 @@ class LedgerReader:
         """The DORA metrics of `query` (`sinks.ledger.dora`). The aggregates live in the hot
         database only and hold every day, archived or not: their views fire at insert."""
         return read_dora(self._store, query, scope)
+
+    def failures(
+        self, query: DoraQuery, detection_rules: tuple[str, ...], scope: RowScope | None = None
+    ) -> list[Failure]:
+        """The failed deployments of `query` with their detection and rollback times
+        (`sinks.ledger.success`): the aggregates, then the records and alerts, hot and cold."""
+        return read_failures(
+            self._store,
+            query,
+            detection_rules,
+            scope,
+            records=self._store.source(ddl.RECORDS),
+            alerts=self._store.source(ddl.ALERTS),
+        )
+
+    def adoption(
+        self, query: AdoptionQuery, now: datetime, scope: RowScope | None = None
+    ) -> list[ServiceAdoption]:
+        """Every known service and how it reports its deployments (`sinks.ledger.adoption`):
+        the `services` and `deployments` views of the query database (hot and cold), and
+        the CMDB findings (hot only, like every derived table)."""
+        return read_adoption(
+            self._store,
+            query,
+            now,
+            tiers.query_database(self._store),
+            ddl.qualified(self._store.database, ddl.CMDB_FINDINGS),
+            scope,
+        )
 
     def pack_queries(self, month: str, tenant: str | None) -> list[PackQuery]:
         """The queries of the monthly compliance pack's data files (`sinks.ledger.monthly`):
