@@ -44,11 +44,20 @@ class DoraError(ValueError):
 DEFAULT_DAYS = 90
 
 
+#: The days a window may hold: what a ClickHouse `Date` holds, less the remediation lookahead
+#: read past a window's end.
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(2149, 6, 6) - REMEDIATION_LOOKAHEAD
+
+
 def dora_window(since: date | None, until: date | None, today: date) -> tuple[date, date]:
     """The window of days asked for, each end defaulting (until: today; since: 90 days
-    before until, both included)."""
+    before until, both included, and not before FIRST_DAY)."""
     end = until or today
-    return since or end - timedelta(days=DEFAULT_DAYS - 1), end
+    if since is not None:
+        return since, end
+    default = timedelta(days=DEFAULT_DAYS - 1)
+    return (end - default if end >= FIRST_DAY + default else FIRST_DAY), end
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,9 @@ class DoraQuery:
     def __post_init__(self) -> None:
         if self.period not in DORA_PERIODS:
             raise DoraError(f"period: one of {', '.join(DORA_PERIODS)}, not {self.period!r}")
+        for name, day in (("since", self.since), ("until", self.until)):
+            if not FIRST_DAY <= day <= LAST_DAY:
+                raise DoraError(f"{name}: {day} is outside {FIRST_DAY}..{LAST_DAY}")
         if self.until < self.since:
             raise DoraError(f"until: {self.until} is before since {self.since}")
         unknown = [b for b in self.by if b not in DORA_DIMENSIONS]

@@ -17,16 +17,21 @@ from shipledger.sinks.ledger.dora import DoraError, DoraQuery, dora_rows, dora_s
         ({"period": "year"}, "period"),
         ({"until": date(2026, 10, 1)}, "until"),
         ({"by": ("region",)}, "by"),
+        # Past what a ClickHouse Date holds (with the remediation lookahead): a 400, not a 500.
+        ({"until": date(9999, 12, 31)}, "until"),
+        ({"since": date(1, 1, 1)}, "since"),
     ],
 )
 def test_a_bad_request_names_its_field(kw: dict[str, object], field: str) -> None:
     with pytest.raises(DoraError, match=f"^{field}:"):
-        DoraQuery(since=date(2026, 11, 1), **{"until": date(2026, 11, 30), **kw})  # type: ignore[arg-type]
+        DoraQuery(**{"since": date(2026, 11, 1), "until": date(2026, 11, 30), **kw})  # type: ignore[arg-type]
 
 
 def test_the_default_window_is_the_90_days_to_today() -> None:
     assert dora_window(None, None, date(2026, 11, 30)) == (date(2026, 9, 2), date(2026, 11, 30))
     assert dora_window(date(2026, 1, 1), None, date(2026, 11, 30))[0] == date(2026, 1, 1)
+    # An end near the first day a Date holds: the default start stops there, never overflows.
+    assert dora_window(None, date(1, 1, 1), date(2026, 11, 30))[0] == date(1970, 1, 1)
 
 
 def test_the_query_merges_each_deployment_then_counts_it_under_its_own_record() -> None:
