@@ -286,6 +286,8 @@ def test_schema_matches_the_spec_and_is_idempotent(store: LedgerStore) -> None:
         f"{ddl.SUSPECT_DEPLOYMENTS}_mv": "MaterializedView",
         # Reconciliation against independent logs (docs/reconcile.md).
         ddl.RECONCILIATION_FINDINGS: "MergeTree",
+        # The pseudonym lookup of personal fields (docs/privacy.md).
+        ddl.PERSON_PSEUDONYMS: "MergeTree",
     }
     assert store.ensure_schema() == []  # nothing left to apply
 
