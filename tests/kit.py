@@ -27,6 +27,7 @@ from shipledger.fields import picked
 from shipledger.producers.api.auth import AuthStore
 from shipledger.schemas.family_models import ChangeEvent
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
+from shipledger.schemas.policy import Policy
 from shipledger.settings import Settings
 from shipledger.sinks import rows
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
@@ -442,3 +443,10 @@ def serving(server: Server) -> Iterator[Server]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def without_digest_rules(policy: Policy) -> Policy:
+    """`policy` with `require_artifact_digest: []`: for tests about other rules, whose prod
+    deployments carry no digest a build published (the default requires one in prod)."""
+    rules = policy.defaults.model_copy(update={"require_artifact_digest": []})
+    return policy.model_copy(update={"defaults": rules})
