@@ -371,7 +371,10 @@ def test_refresh_adopts_a_published_policy_and_refuses_a_tampered_one() -> None:
     feed = FakeFeed()
     refresh = ViewRefresh(feed.drain, view, handle, state, RecentDeployments(), timedelta(hours=1))
     handle.handle(FakeMessage(governed("e1", "dep-1")))
-    text = "version: pushed-2\ndefaults:\n  require_change_ticket: [prod]\n  require_artifact_digest: []\n"
+    text = (
+        "version: pushed-2\ndefaults:\n  require_change_ticket: [prod]\n"
+        "  require_artifact_digest: []\n"
+    )
     pushed = PolicyDocument.of(text, parse_policy(text), T0)
     tampered = pushed.model_copy(update={"text": text.replace("pushed-2", "pushed-3")})
     feed.ready = [pushed]
