@@ -5,6 +5,7 @@ stack, and the types of the fixtures of tests/conftest.py."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socketserver
@@ -272,6 +273,32 @@ def api_change(event_id: str, change_id: str, state: str, at: str, **extra: Any)
     }
 
 
+def built(service: str) -> dict[str, str]:
+    """The artifact fields of a deployment of `service` that ships the build `api_build`
+    publishes: artifact acme/<service> 1.0.0 and a sha256 digest of its own."""
+    return {
+        "artifact_name": f"acme/{service}",
+        "version": "1.0.0",
+        "artifact_digest": "sha256:" + hashlib.sha256(service.encode()).hexdigest(),
+    }
+
+
+def api_build(service: str, at: str) -> dict[str, Any]:
+    """The build of `service` as its CI publishes it through the API (an artifact event of
+    builder github-actions at `at`, ISO time): what `built(service)` deploys, so that the
+    default policy's digest rules find prod deployments of it built."""
+    artifact = built(service)
+    return {
+        "family": "artifact",
+        "event_id": f"build-{service}",
+        "artifact_name": artifact["artifact_name"],
+        "version": artifact["version"],
+        "digest": artifact["artifact_digest"],
+        "builder": "github-actions",
+        "occurred_at": at,
+    }
+
+
 def api_token(
     settings: Settings, tenant: str, scopes: tuple[str, ...] = ("ingest",), **options: Any
 ) -> str:
@@ -336,11 +363,21 @@ def registered_api(settings: Settings, server: ApiServer) -> Iterator[StackInfo]
 
 def emit_options(event: DeploymentEvent) -> list[str]:
     """The `shipledger emit` options naming `event`'s deployment: its id, service, environment,
-    commit, actor and tenant."""
+    commit, actor, tenant and, when it has one, its artifact, version and digest."""
+    artifact = [
+        (option, value)
+        for option, value in (
+            ("--artifact-name", event.artifact_name),
+            ("--version", event.version),
+            ("--artifact-digest", event.artifact_digest),
+        )
+        if value
+    ]
     return [
         "--deployment-id", event.deployment_id, "--service", event.service,
         "--environment", event.environment, "--commit-sha", event.commit_sha,
         "--actor", event.actor, "--tenant", event.tenant,
+        *(part for pair in artifact for part in pair),
     ]  # fmt: skip
 
 
