@@ -26,7 +26,7 @@ from click.testing import CliRunner, Result
 from shipledger.cli import cli
 from shipledger.fields import picked
 from shipledger.producers.api.auth import AuthStore
-from shipledger.schemas.family_models import ChangeEvent
+from shipledger.schemas.family_models import ArtifactEvent, ChangeEvent
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import Policy
 from shipledger.settings import Settings
@@ -297,6 +297,14 @@ def api_build(service: str, at: str) -> dict[str, Any]:
         "builder": "github-actions",
         "occurred_at": at,
     }
+
+
+def build_event(service: str, tenant: str, at: datetime) -> ArtifactEvent:
+    """`api_build(service, at)` of `tenant` as the processors' view takes it (`fold`)."""
+    build = api_build(service, at.isoformat())
+    return ArtifactEvent.model_validate(
+        {**{k: v for k, v in build.items() if k != "family"}, "tenant": tenant}
+    )
 
 
 def api_token(
