@@ -182,10 +182,31 @@ def _emit_with_cli(settings: Settings, bootstrap: str) -> int:
     return 2  # started + succeeded
 
 
-def _ask_gate(stack: Stack, token: str, change: dict[str, object], emergency: bool) -> None:
-    """A pipeline's pre-deploy step, `shipledger gate`, about a deployment under `change`
-    (break-glass when `emergency`); prints the command, its answer and its exit code, which
-    must be 1 (blocked) or, with break-glass, 0."""
+def _shipped(events: list[DeploymentEvent], tenant: str, service: str) -> list[str]:
+    """The `shipledger gate` options naming the artifact the latest prod deployment of
+    `tenant`'s `service` in `events` shipped (its build is published: `prod_builds`), so that
+    the gate finds it built; none when there is no such deployment."""
+    for event in sorted(events, key=lambda e: e.occurred_at, reverse=True):
+        prod = normalize_environment(event.environment).name == "prod"
+        if prod and (event.tenant, event.service) == (tenant, service) and event.artifact_digest:
+            return [
+                "--artifact-name", str(event.artifact_name), "--version", str(event.version),
+                "--digest", event.artifact_digest,
+            ]  # fmt: skip
+    return []
+
+
+def _ask_gate(
+    stack: Stack,
+    token: str,
+    change: dict[str, object],
+    events: list[DeploymentEvent],
+    emergency: bool,
+) -> None:
+    """A pipeline's pre-deploy step, `shipledger gate`, about a deployment under `change` of
+    the artifact its latest prod deployment in `events` shipped (break-glass when
+    `emergency`); prints the command, its answer and its exit code, which must be 1
+    (blocked) or, with break-glass, 0."""
     assert stack.api is not None
     services, environments = change["services"], change["environments"]
     assert isinstance(services, list) and isinstance(environments, list)
@@ -201,6 +222,7 @@ def _ask_gate(stack: Stack, token: str, change: dict[str, object], emergency: bo
         str(change["tenant"]),
         "--actor",
         "demo-ci",
+        *_shipped(events, str(change["tenant"]), str(services[0])),
     ]
     if emergency:
         args += ["--emergency", "--reason", _EMERGENCY.format(service=services[0])]
@@ -512,8 +534,8 @@ def _run(
             bold=True,
         )
         token = ingest_tokens(stack, {str(change["tenant"])})[str(change["tenant"])]
-        _ask_gate(stack, token, change, emergency=False)
-        _ask_gate(stack, token, change, emergency=True)
+        _ask_gate(stack, token, change, events, emergency=False)
+        _ask_gate(stack, token, change, events, emergency=True)
         wait_for(stack, {"gate_decisions": 2, BREAK_GLASS: 1}, timeout)
         _gate_summary(stack)
         escalated = count(stack, "alerts", _ESCALATED)
