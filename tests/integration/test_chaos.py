@@ -431,12 +431,14 @@ def _judge(settings: Settings, acked: Ledger, kills: dict[str, int], seed: int) 
     policy = load_policy(None)
     view = fold(
         [
-            ChangeEvent.model_validate({k: v for k, v in c.items() if k != "family"})
-            for c in acked.changes
-        ]
-        + [
-            ArtifactEvent.model_validate({k: v for k, v in b.items() if k != "family"})
-            for b in acked.builds
+            *(
+                ChangeEvent.model_validate({k: v for k, v in c.items() if k != "family"})
+                for c in acked.changes
+            ),
+            *(
+                ArtifactEvent.model_validate({k: v for k, v in b.items() if k != "family"})
+                for b in acked.builds
+            ),
         ]
     )
     by_deployment: dict[tuple[str, str], list[DeploymentEvent]] = {}

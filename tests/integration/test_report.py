@@ -149,7 +149,7 @@ def ledger(settings: Settings) -> Settings:
         view = fold([approved, verified, windowed, *builds])
         _deploy(store, "d1", NOV + timedelta(days=8), view, change_id="CHG1")
         d2_start = NOV + timedelta(days=15)
-        record, (unknown,) = _deploy(store, "d2", d2_start, fold(builds), change_id="CHG8")
+        record, (unknown,) = _deploy(store, "d2", d2_start, fold([*builds]), change_id="CHG8")
         judged = rejudge_stored(
             record,
             "d2-succeeded",
