@@ -304,13 +304,12 @@ class Rules(_Strict):
     verification: Verification = Field(default_factory=Verification)
     #: Artifact continuity (docs/artifacts.md): environments whose deployments must carry a
     #: sha256 `artifact_digest` that a build published (`artifact_digest_missing`,
-    #: `artifact_digest_mismatch`, `artifact_unknown` judge only these; none unless the
-    #: policy names them, so that existing set-ups without build events raise nothing
-    #: new: `deploy/policy.example.yaml` names prod), the builders whose
+    #: `artifact_digest_mismatch`, `artifact_unknown` judge only these; prod when the
+    #: policy does not say, `[]` turns the rules off), the builders whose
     #: artifact events count as builds (empty: any builder), and how many of the latest
     #: deployments per service and environment stay protected from registry deletion
     #: (`GET /v1/artifacts/protected`: the running one and the rollback targets).
-    require_artifact_digest: list[str] = Field(default_factory=list)
+    require_artifact_digest: list[str] = Field(default_factory=lambda: ["prod"])
     trusted_builders: list[str] = Field(default_factory=list)
     artifact_rollback_reach: int = Field(default=5, ge=1, le=100)
     #: Data sovereignty (docs/sovereignty.md): the regions whose ledgers store the tenant's

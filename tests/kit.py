@@ -27,8 +27,9 @@ from click.testing import CliRunner, Result
 from shipledger.cli import cli
 from shipledger.fields import picked
 from shipledger.producers.api.auth import AuthStore
-from shipledger.schemas.family_models import ChangeEvent
+from shipledger.schemas.family_models import ArtifactEvent, ChangeEvent
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
+from shipledger.schemas.policy import Policy
 from shipledger.settings import Settings
 from shipledger.sinks import rows
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
@@ -311,6 +312,40 @@ def api_change(event_id: str, change_id: str, state: str, at: str, **extra: Any)
     }
 
 
+def built(service: str) -> dict[str, str]:
+    """The artifact fields of a deployment of `service` that ships the build `api_build`
+    publishes: artifact acme/<service> 1.0.0 and a sha256 digest of its own."""
+    return {
+        "artifact_name": f"acme/{service}",
+        "version": "1.0.0",
+        "artifact_digest": "sha256:" + hashlib.sha256(service.encode()).hexdigest(),
+    }
+
+
+def api_build(service: str, at: str) -> dict[str, Any]:
+    """The build of `service` as its CI publishes it through the API (an artifact event of
+    builder github-actions at `at`, ISO time): what `built(service)` deploys, so that the
+    default policy's digest rules find prod deployments of it built."""
+    artifact = built(service)
+    return {
+        "family": "artifact",
+        "event_id": f"build-{service}",
+        "artifact_name": artifact["artifact_name"],
+        "version": artifact["version"],
+        "digest": artifact["artifact_digest"],
+        "builder": "github-actions",
+        "occurred_at": at,
+    }
+
+
+def build_event(service: str, tenant: str, at: datetime) -> ArtifactEvent:
+    """`api_build(service, at)` of `tenant` as the processors' view takes it (`fold`)."""
+    build = api_build(service, at.isoformat())
+    return ArtifactEvent.model_validate(
+        {**{k: v for k, v in build.items() if k != "family"}, "tenant": tenant}
+    )
+
+
 def api_token(
     settings: Settings, tenant: str, scopes: tuple[str, ...] = ("ingest",), **options: Any
 ) -> str:
@@ -375,11 +410,21 @@ def registered_api(settings: Settings, server: ApiServer) -> Iterator[StackInfo]
 
 def emit_options(event: DeploymentEvent) -> list[str]:
     """The `shipledger emit` options naming `event`'s deployment: its id, service, environment,
-    commit, actor and tenant."""
+    commit, actor, tenant and, when it has one, its artifact, version and digest."""
+    artifact = [
+        (option, value)
+        for option, value in (
+            ("--artifact-name", event.artifact_name),
+            ("--version", event.version),
+            ("--artifact-digest", event.artifact_digest),
+        )
+        if value
+    ]
     return [
         "--deployment-id", event.deployment_id, "--service", event.service,
         "--environment", event.environment, "--commit-sha", event.commit_sha,
         "--actor", event.actor, "--tenant", event.tenant,
+        *(part for pair in artifact for part in pair),
     ]  # fmt: skip
 
 
@@ -492,3 +537,10 @@ _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
 def printed(output: str) -> str:
     """What a command printed, without the log lines of the servers in this process."""
     return "\n".join(line for line in output.splitlines() if not _LOG_LINE.match(line))
+
+
+def without_digest_rules(policy: Policy) -> Policy:
+    """`policy` with `require_artifact_digest: []`: for tests about other rules, whose prod
+    deployments carry no digest a build published (the default requires one in prod)."""
+    rules = policy.defaults.model_copy(update={"require_artifact_digest": []})
+    return policy.model_copy(update={"defaults": rules})

@@ -35,9 +35,9 @@ from shipledger.lab.bench_report import bench_report
 from shipledger.lab.bench_sink import bench_audit
 from shipledger.lab.bench_suspects import bench_suspects
 from shipledger.lab.demo import expected_outcome
-from shipledger.lab.traffic import day_of_traffic, demo_day, demo_policy
+from shipledger.lab.traffic import day_of_traffic, demo_day, demo_policy, prod_builds
 from shipledger.logging import configure_logging
-from shipledger.schemas.families import DEPLOYMENT
+from shipledger.schemas.families import DEPLOYMENT, family_of
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import EVENT_SCHEMA
@@ -195,7 +195,9 @@ def _wait(
 
 
 def _violating_event(index: int, run: str) -> DeploymentEvent:
-    """A prod deployment without a change ticket: exactly one alert each (missing ticket)."""
+    """A prod deployment without a change ticket: exactly one alert each (missing ticket), as
+    long as its build (`_publish_builds` of `prod_builds` of it) was published first: the
+    digest rules of the default policy find it built."""
     return DeploymentEvent(
         event_id=f"{run}-lat-{index}",
         deployment_id=f"{run}-lat-{index}",
@@ -206,7 +208,28 @@ def _violating_event(index: int, run: str) -> DeploymentEvent:
         tenant="bench",
         commit_sha=f"{index:040x}",
         actor="bench",
+        artifact_name="registry.example.com/bench/svc",
+        version="1.0.0",
+        artifact_digest="sha256:" + "be" * 32,
     )
+
+
+def _publish_builds(stack: Stack, producer: KafkaProducer, builds: list[dict[str, Any]]) -> None:
+    """Publish `builds` (`prod_builds`) on the artifacts topic, as a CI does before it deploys,
+    and wait until the ledger has them: the deployments measured then raise the same alerts
+    as without the digest rules, and none waits for the artifacts topic's catch-up."""
+    assert stack.store is not None
+    store = stack.store
+    family = family_of("artifact")
+    codec = AvroCodec(family.schema)
+    want = store.count("artifact_events") + len(builds)
+    for build in builds:
+        event = family.model.model_validate({k: v for k, v in build.items() if k != "family"})
+        producer.produce(
+            stack.settings.topic(family.topic), codec.encode(event.to_avro()), family.key(event)
+        )
+    producer.flush_or_raise(30, "builds")
+    _wait(lambda: store.count("artifact_events") >= want, 120, "the builds")
 
 
 def bench_pipeline(stack: Stack, events: int, rate: float, seconds: float) -> dict[str, Any]:
@@ -216,6 +239,11 @@ def bench_pipeline(stack: Stack, events: int, rate: float, seconds: float) -> di
     settings = stack.settings
     producer = KafkaProducer(settings.kafka_producer(stack.bootstrap))
     run = f"{int(time.time())}"
+    day = demo_day(datetime.now(UTC).date())
+    scale = max(1, events // 264)
+    traffic = list(day_of_traffic(day, seed=11, scale=scale))
+    builds = prod_builds([*traffic, _violating_event(0, run)])
+    _publish_builds(stack, producer, builds)
 
     # Warm-up: the Faust worker has joined once its first record is queryable.
     warm = _violating_event(0, run + "w")
@@ -240,10 +268,7 @@ def bench_pipeline(stack: Stack, events: int, rate: float, seconds: float) -> di
     base = {table: rows + count for table, rows in base.items()}
 
     # Throughput: a burst of realistic traffic, as fast as the producer goes.
-    day = demo_day(datetime.now(UTC).date())
-    scale = max(1, events // 264)
-    traffic = list(day_of_traffic(day, seed=11, scale=scale))
-    want_alerts = sum(expected_outcome(traffic, demo_policy(day)).values())
+    want_alerts = sum(expected_outcome(traffic, demo_policy(day), builds).values())
     encoded = [(DEPLOYMENT.key(e), EVENT.encode(e.to_avro())) for e in traffic]
     click.echo(f"  throughput: {len(encoded)} events ...")
     start = time.perf_counter()
@@ -502,6 +527,7 @@ def bench_stream(stack: Stack, rate: float, seconds: float, clients: int) -> dic
     store = stack.store
     producer = KafkaProducer(stack.settings.kafka_producer(stack.bootstrap))
     run = f"{int(time.time())}s"
+    _publish_builds(stack, producer, prod_builds([_violating_event(0, run)]))
     # Warm-up: the Faust worker has joined once its first record is queryable.
     warm = _violating_event(0, run + "w")
     producer.produce(stack.topics.raw, EVENT.encode(warm.to_avro()), DEPLOYMENT.key(warm))

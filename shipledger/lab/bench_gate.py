@@ -6,7 +6,9 @@ for a GIL).
 Each answer comes after everything a real one costs: the change request's events read from
 the ledger, folded and judged with the stream's rules under the policy, and the decision
 recorded (journal, then Kafka's ack). The change request asked about is reported first, like
-a change system would, and approved in a window around now.
+a change system would, and approved in a window around now; so is the build the questions
+deploy, like a CI would, which every answer looks up (the default policy requires a built
+digest in prod).
 
 `python -P -m shipledger.lab.bench_gate <url> <token> <requests> <out>` is the client: it
 writes `{"seconds", "latencies_ms", "failures", "first_failure", "decisions"}` to `out`
@@ -34,6 +36,13 @@ TARGET_P99_MS = 100.0
 #: The tenant whose token asks (and whose change request is asked about).
 GATE_TENANT = "bench"
 _CHANGE = "CHG-BENCH-1"
+#: What the questions deploy: a build `seed` publishes, which the default policy's digest
+#: rules (prod) look up for every answer.
+_ARTIFACT = {
+    "artifact_name": "registry.example.com/bench/checkout",
+    "version": "1.0.0",
+    "digest": "sha256:" + "c4" * 32,
+}
 
 
 def _question(index: int) -> dict[str, Any]:
@@ -43,6 +52,7 @@ def _question(index: int) -> dict[str, Any]:
         "change_id": _CHANGE,
         "actor": "bench-bot",
         "deployment_id": f"bench-gate-{index}",
+        **_ARTIFACT,
     }
 
 
@@ -75,7 +85,8 @@ def main(url: str, token: str, requests: int, out: Path) -> None:
 
 
 def seed(stack: Stack, token: str) -> None:
-    """The change request the gate is asked about, reported and stored in the ledger."""
+    """The change request the gate is asked about and the build it deploys, reported and
+    stored in the ledger."""
     assert stack.api is not None and stack.store is not None
     now = datetime.now(UTC)
     change = {
@@ -89,9 +100,15 @@ def seed(stack: Stack, token: str) -> None:
         "planned_end": (now + timedelta(hours=4)).isoformat(),
         "occurred_at": (now - timedelta(minutes=5)).isoformat(),
     }
+    build = {
+        "family": "artifact",
+        **_ARTIFACT,
+        "builder": "github-actions",
+        "occurred_at": (now - timedelta(minutes=10)).isoformat(),
+    }
     answer = httpx.post(
         stack.api.url + "/v1/events",
-        json=change,
+        json=[change, build],
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,
     )
@@ -99,9 +116,9 @@ def seed(stack: Stack, token: str) -> None:
         raise click.ClickException(f"seeding the change request failed: {answer.text[:300]}")
     store = stack.store
     deadline = time.monotonic() + 120
-    while store.count("change_events") < 1:
+    while store.count("change_events") < 1 or store.count("artifact_events") < 1:
         if time.monotonic() > deadline:
-            raise click.ClickException("the change request did not reach the ledger")
+            raise click.ClickException("the change request or the build did not reach the ledger")
         time.sleep(0.05)
 
 

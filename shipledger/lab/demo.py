@@ -53,6 +53,7 @@ from shipledger.lab.traffic import (
     demo_day,
     demo_policy,
     late_approvals,
+    prod_builds,
     rejected_prod_change,
     service_catalog,
 )
@@ -62,7 +63,7 @@ from shipledger.processors.step import process
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.emitter.publisher import Publisher
 from shipledger.schemas.escalation import SEVERITIES
-from shipledger.schemas.family_models import ChangeEvent
+from shipledger.schemas.family_models import ArtifactEvent, ChangeEvent
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord, utcnow
 from shipledger.schemas.policy import parse_policy
 from shipledger.schemas.taxonomy import normalize_environment
@@ -99,15 +100,25 @@ escalation:
 _EMERGENCY = "{service} down, INC-4711; CAB on the bridge"
 
 
+#: The families `expected_outcome` folds into its view, by `POST /v1/events` family name.
+_VIEWED: dict[str, type[ChangeEvent] | type[ArtifactEvent]] = {
+    "change": ChangeEvent,
+    "artifact": ArtifactEvent,
+}
+
+
 def expected_outcome(
-    events: list[DeploymentEvent], policy_text: str, changes: Sequence[dict[str, object]] = ()
+    events: list[DeploymentEvent], policy_text: str, enrichment: Sequence[dict[str, object]] = ()
 ) -> Counter[str]:
-    """The alerts that must hold once every change request is in, by rule: computed by the
-    same pure step the processors run, against the view of all of `changes` (`POST
-    /v1/events` objects)."""
+    """The alerts that must hold once every change request and build is in, by rule:
+    computed by the same pure step the processors run, against the view of all of
+    `enrichment` (change and artifact `POST /v1/events` objects)."""
     policy = parse_policy(policy_text)
     view = fold(
-        [ChangeEvent.model_validate({k: v for k, v in c.items() if k != "family"}) for c in changes]
+        [
+            _VIEWED[str(e["family"])].model_validate({k: v for k, v in e.items() if k != "family"})
+            for e in enrichment
+        ]
     )
     state: dict[str, DeploymentRecord] = {}
     alerts: Counter[str] = Counter()
@@ -171,10 +182,31 @@ def _emit_with_cli(settings: Settings, bootstrap: str) -> int:
     return 2  # started + succeeded
 
 
-def _ask_gate(stack: Stack, token: str, change: dict[str, object], emergency: bool) -> None:
-    """A pipeline's pre-deploy step, `shipledger gate`, about a deployment under `change`
-    (break-glass when `emergency`); prints the command, its answer and its exit code, which
-    must be 1 (blocked) or, with break-glass, 0."""
+def _shipped(events: list[DeploymentEvent], tenant: str, service: str) -> list[str]:
+    """The `shipledger gate` options naming the artifact the latest prod deployment of
+    `tenant`'s `service` in `events` shipped (its build is published: `prod_builds`), so that
+    the gate finds it built; none when there is no such deployment."""
+    for event in sorted(events, key=lambda e: e.occurred_at, reverse=True):
+        prod = normalize_environment(event.environment).name == "prod"
+        if prod and (event.tenant, event.service) == (tenant, service) and event.artifact_digest:
+            return [
+                "--artifact-name", str(event.artifact_name), "--version", str(event.version),
+                "--digest", event.artifact_digest,
+            ]  # fmt: skip
+    return []
+
+
+def _ask_gate(
+    stack: Stack,
+    token: str,
+    change: dict[str, object],
+    events: list[DeploymentEvent],
+    emergency: bool,
+) -> None:
+    """A pipeline's pre-deploy step, `shipledger gate`, about a deployment under `change` of
+    the artifact its latest prod deployment in `events` shipped (break-glass when
+    `emergency`); prints the command, its answer and its exit code, which must be 1
+    (blocked) or, with break-glass, 0."""
     assert stack.api is not None
     services, environments = change["services"], change["environments"]
     assert isinstance(services, list) and isinstance(environments, list)
@@ -190,6 +222,7 @@ def _ask_gate(stack: Stack, token: str, change: dict[str, object], emergency: bo
         str(change["tenant"]),
         "--actor",
         "demo-ci",
+        *_shipped(events, str(change["tenant"]), str(services[0])),
     ]
     if emergency:
         args += ["--emergency", "--reason", _EMERGENCY.format(service=services[0])]
@@ -442,25 +475,40 @@ def _run(
     deployments = len({e.deployment_id for e in events})
     changes = change_requests([*events, _CLI_DEPLOYMENT])
     early, late = late_approvals(changes)
-    alerts = expected_outcome(events, policy_text, changes)
+    builds = prod_builds(events)
+    alerts = expected_outcome(events, policy_text, [*changes, *builds])
     click.secho(f"shipledger demo: {deployments} deployments on {day:%A %Y-%m-%d}", bold=True)
     click.echo(f"  starting the embedded stack in {data_dir} (Tansu, Faust, chDB) ...")
     with Stack(settings, log_dir=data_dir / "logs", api=True) as stack:
         services = service_catalog(day)
         click.echo(
-            f"  broker {stack.bootstrap}; the service catalog ({len(services)} services) and "
-            f"{len(early)} change requests (with CAB approvals) through the ingest API at "
+            f"  broker {stack.bootstrap}; the service catalog ({len(services)} services), "
+            f"{len(builds)} builds of what ships to prod and {len(early)} change requests"
+            f" (with CAB approvals) through the ingest API at "
             f"{stack.api.url if stack.api else '?'} ..."
         )
-        post_through_api(stack, [*services, *early])
-        wait_for(stack, {"catalog_events": len(services), "change_events": len(early)}, timeout)
+        post_through_api(stack, [*services, *builds, *early])
+        wait_for(
+            stack,
+            {
+                "catalog_events": len(services),
+                "artifact_events": len(builds),
+                "change_events": len(early),
+            },
+            timeout,
+        )
         click.echo(f"  publishing {len(events)} events from 4 teams ...")
         with Publisher(settings, stack.bootstrap) as publisher:
             publisher.publish_many(events)
-        click.echo("  one more deployment through the CI command: shipledger run -- <deploy>")
+        click.echo(
+            "  one more deployment through the CI command: shipledger run -- <deploy>"
+            " (to prod without an artifact digest: artifact_digest_missing)"
+        )
         # Judged at the real clock: whether it is out of window depends on when you run this.
         alerts += expected_outcome(
-            [_CLI_DEPLOYMENT.model_copy(update={"occurred_at": utcnow()})], policy_text, changes
+            [_CLI_DEPLOYMENT.model_copy(update={"occurred_at": utcnow()})],
+            policy_text,
+            [*changes, *builds],
         )
         cli_events = _emit_with_cli(settings, stack.bootstrap)
         total_events = len(events) + cli_events
@@ -486,8 +534,8 @@ def _run(
             bold=True,
         )
         token = ingest_tokens(stack, {str(change["tenant"])})[str(change["tenant"])]
-        _ask_gate(stack, token, change, emergency=False)
-        _ask_gate(stack, token, change, emergency=True)
+        _ask_gate(stack, token, change, events, emergency=False)
+        _ask_gate(stack, token, change, events, emergency=True)
         wait_for(stack, {"gate_decisions": 2, BREAK_GLASS: 1}, timeout)
         _gate_summary(stack)
         escalated = count(stack, "alerts", _ESCALATED)

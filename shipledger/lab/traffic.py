@@ -246,6 +246,35 @@ def service_catalog(day: date) -> list[dict[str, object]]:
     ]
 
 
+def prod_builds(events: list[DeploymentEvent]) -> list[dict[str, object]]:
+    """The builds (family `artifact`, action `published`) of what `events` deploy to prod, so
+    that the policy's default `require_artifact_digest: [prod]` finds each deployed digest
+    built: one per tenant, artifact, version and digest, published by the team's CI an hour
+    before the first deployment of it, as `POST /v1/events` objects (JSON-ready)."""
+    first: dict[tuple[str, str, str | None, str], DeploymentEvent] = {}
+    for event in sorted(events, key=lambda e: e.occurred_at):
+        if normalize_environment(event.environment).name != "prod":
+            continue
+        if event.artifact_name and event.artifact_digest:
+            key = (event.tenant, event.artifact_name, event.version, event.artifact_digest)
+            first.setdefault(key, event)
+    return [
+        {
+            "family": "artifact",
+            "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"build:{tenant}/{digest}/{version}")),
+            "tenant": tenant,
+            "artifact_name": name,
+            "version": version,
+            "digest": digest,
+            "repository": event.repository,
+            "commit_sha": event.commit_sha,
+            "builder": event.pipeline_provider,
+            "occurred_at": (event.occurred_at - timedelta(hours=1)).isoformat(),
+        }
+        for (tenant, name, version, digest), event in first.items()
+    ]
+
+
 #: Change-advisory-board members who approve the demo's change requests.
 _APPROVERS = ("cab-alice", "cab-bob", "cab-chen")
 

@@ -1,11 +1,12 @@
 """`shipledger alerts tail` and `alerts list` on a real stack (ingest API → Tansu → Faust
 worker → alerts topic → sink → chDB), run as child processes the way an SRE runs them.
 
-Two deployments of tenant retail raise alerts: dep-pay (team payments, change CHG-P not yet
-approved) and dep-search (team search, no change ticket); CHG-P's approval then arrives and
-resolves dep-pay's alert. `tail --follow` sees them live and exits 0 on Ctrl-C; `tail` and
-`list` filter and show the resolution; a team-scoped API token bounds what `list` returns,
-and what `tail` (history and --follow) returns through the API.
+Two deployments of tenant retail (of builds their CI published) raise alerts: dep-pay (team
+payments, change CHG-P not yet approved) and dep-search (team search, no change ticket);
+CHG-P's approval then arrives and resolves dep-pay's alert. `tail --follow` sees them live
+and exits 0 on Ctrl-C; `tail` and `list` filter and show the resolution; a team-scoped API
+token bounds what `list` returns, and what `tail` (history and --follow) returns through the
+API.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from shipledger.alert_view import SEVERITIES
 from shipledger.up.stack import Stack
 from tests.kit import (
     SHIPLEDGER,
+    api_build,
     api_change,
     api_token,
     ledger_env,
+    built,
     policy_stack,
     post_events,
     run_shipledger,
@@ -37,6 +40,7 @@ from tests.kit import (
 pytestmark = pytest.mark.integration
 
 TENANT = "retail"
+TEAMS = ("payments", "search")
 POLICY = """
 version: alerts-1
 defaults:
@@ -83,6 +87,7 @@ def _deployment(dep: str, team: str, **extra: Any) -> dict[str, Any]:
         "commit_sha": "0f" * 20,
         "actor": "ci-bot",
         "occurred_at": "2026-11-25T10:00:00+00:00",
+        **built(f"svc-{team}"),
         **extra,
     }
 
@@ -124,8 +129,13 @@ def raised(stack: Stack, env: dict[str, str]) -> dict[str, Any]:
     """Both alerts and the resolution, as `tail --follow` printed them while they happened."""
     follower = Follower(env)
     try:
-        _post(stack, api_change("p-open", "CHG-P", "opened", "2026-11-25T08:00:00+00:00"))
+        _post(
+            stack,
+            api_change("p-open", "CHG-P", "opened", "2026-11-25T08:00:00+00:00"),
+            *(api_build(f"svc-{team}", "2026-11-25T09:00:00+00:00") for team in TEAMS),
+        )
         wait_until(stack, lambda: _count(stack, "change_events") == 1, "the change request")
+        wait_until(stack, lambda: _count(stack, "artifact_events") == len(TEAMS), "the builds")
         _post(stack, _deployment("dep-pay", "payments", change_id="CHG-P"))
         _post(stack, _deployment("dep-search", "search"))
         wait_for(lambda: len(_alerts(follower, "alert")) >= 2, "both alerts, live", 120)

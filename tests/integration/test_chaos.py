@@ -1,15 +1,16 @@
 """Chaos: kill -9 of `shipledger up` and of its Faust worker under load loses nothing acknowledged.
 
-A real `shipledger up` (its own data dir, Tansu, chDB, API on a free port) takes deployment
-events from several tenants (multi-stage deployments, some judged into alerts, shared
-deployment ids across tenants), change events, a few invalid events (dead-lettered) from a
-producer that skips validation, and CLI emits; meanwhile the test kills `up` (restarted
-each time) and the worker alone (`up` restarts it) at random moments. Clients retry what was
-not acknowledged with the same body, as real clients do. Then: every acknowledged event is in
-the ledger once, every deployment's record and the alerts that hold equal the pure chain's over
-its events in send order judged against every change request (an alert raised before its
-change request arrived is resolved by a resolution row, never twice), dead letters are there
-once, `audit verify` is clean.
+A real `shipledger up` (its own data dir, Tansu, chDB, API on a free port) takes the builds
+most deployments ship (published first, as a CI does), deployment events from several tenants
+(multi-stage deployments, some judged into alerts, shared deployment ids across tenants),
+change events, a few invalid events (dead-lettered) from a producer that skips validation,
+and CLI emits; meanwhile the test kills `up` (restarted each time) and the worker alone (`up`
+restarts it) at random moments. Clients retry what was not acknowledged with the same body,
+as real clients do. Then: every acknowledged event is in the ledger once, every deployment's
+record and the alerts that hold equal the pure chain's over its events in send order judged
+against every change request and build (an alert raised before its change request arrived is
+resolved by a resolution row, never twice; a build acknowledged before the kills is seen
+after them), dead letters are there once, `audit verify` is clean.
 
 `make chaos` runs only this; `make test` runs it too. SHIPLEDGER_CHAOS_SEED picks the run
 (random otherwise, printed), SHIPLEDGER_CHAOS_DEPLOYMENTS its size (600 in `make test`, whose
@@ -38,14 +39,22 @@ from shipledger.processors.enrichment import fold
 from shipledger.processors.step import process
 from shipledger.producers.api.auth import ANY_TENANT, AuthStore
 from shipledger.producers.emitter.publisher import Publisher
-from shipledger.schemas.family_models import ChangeEvent
+from shipledger.schemas.family_models import ArtifactEvent, ChangeEvent
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import read_stack
-from tests.kit import SHIPLEDGER, emit_options, ledger_settings, run_shipledger, up_env
+from tests.kit import (
+    SHIPLEDGER,
+    api_build,
+    built,
+    emit_options,
+    ledger_settings,
+    run_shipledger,
+    up_env,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -65,6 +74,8 @@ PER_REQUEST = 6  # deployments whose next stage one request carries
 EMITS = 8  # deployments sent stage by stage with `shipledger emit`
 INVALID = 5
 CHANGES = 12
+SERVICES = 7
+UNBUILT = 4  # every 4th deployment ships no digest: artifact_digest_missing in prod
 
 
 @dataclass
@@ -87,13 +98,14 @@ def _plan(rng: random.Random, count: int) -> list[Deployment]:
                 event_id=f"{tenant}-{index}-{stage}",
                 deployment_id=deployment_id,
                 event_type=event_type,
-                service=f"svc-{index % 7}",
+                service=f"svc-{index % SERVICES}",
                 environment=environment,
                 tenant=tenant,
                 commit_sha=f"{index:040x}",
                 actor="ci-bot",
                 change_id="CHG1" if index % 5 == 0 else None,
                 occurred_at=start + timedelta(seconds=30 * stage),
+                **({} if index % UNBUILT == 0 else built(f"svc-{index % SERVICES}")),
             )
             for stage, event_type in enumerate(shape)
         ]
@@ -175,6 +187,7 @@ class Ledger:
     lock: threading.Lock = field(default_factory=threading.Lock)
     events: list[DeploymentEvent] = field(default_factory=list)
     changes: list[dict[str, Any]] = field(default_factory=list)
+    builds: list[dict[str, Any]] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
     retries: int = 0
     spooled: int = 0
@@ -268,6 +281,14 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     def url() -> str:
         with url_lock:
             return current["url"]
+
+    # The builds, before any deployment of them and before the kills: each tenant's CI.
+    for tenant in TENANTS:
+        for service in range(SERVICES):
+            built_at = (MONDAY_NIGHT - timedelta(hours=1)).isoformat()
+            build = {**api_build(f"svc-{service}", built_at), "tenant": tenant}
+            _post_until_acknowledged(url, token, build, acked, stop)
+            acked.builds.append(build)
 
     work: queue.SimpleQueue[list[Deployment]] = queue.SimpleQueue()
     api_plans = [p for p in plans if not p.emit]
@@ -418,8 +439,14 @@ def _judge(settings: Settings, acked: Ledger, kills: dict[str, int], seed: int) 
     policy = load_policy(None)
     view = fold(
         [
-            ChangeEvent.model_validate({k: v for k, v in c.items() if k != "family"})
-            for c in acked.changes
+            *(
+                ChangeEvent.model_validate({k: v for k, v in c.items() if k != "family"})
+                for c in acked.changes
+            ),
+            *(
+                ArtifactEvent.model_validate({k: v for k, v in b.items() if k != "family"})
+                for b in acked.builds
+            ),
         ]
     )
     by_deployment: dict[tuple[str, str], list[DeploymentEvent]] = {}

@@ -45,6 +45,8 @@ version: gov-1
 defaults:
   timezone: UTC
   require_change_ticket: [prod]
+  # About other rules: their prod deployments carry no built digest.
+  require_artifact_digest: []
   change_window_tolerance: 15m
 """
 START = "2026-11-25T10:00:00+00:00"
@@ -311,6 +313,7 @@ version: gov-2
 defaults:
   timezone: UTC
   require_change_ticket: [prod, stage]
+  require_artifact_digest: []
   change_window_tolerance: 2h
 """
 

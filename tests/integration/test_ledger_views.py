@@ -24,7 +24,7 @@ from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, Row, alert_row, avro_row, event_row, record_row
 from shipledger.sinks.writer import LedgerWriter
-from tests.kit import deployment_event
+from tests.kit import deployment_event, without_digest_rules
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def _deploy(
     store: LedgerStore, dep: str, service: str, env: str, version: str, at: datetime, **kw: Any
 ) -> None:
     """A started + succeeded deployment, processed and stored like the pipeline does."""
-    policy = load_policy(None)
+    policy = without_digest_rules(load_policy(None))
     previous: DeploymentRecord | None = None
     for i, stage in enumerate(("started", "succeeded")):
         event = DeploymentEvent.model_validate(
@@ -259,7 +259,7 @@ def test_running_at_answers_what_ran_where_at_a_time(store: LedgerStore) -> None
 def test_open_alerts_and_change_window_discrepancies(store: LedgerStore) -> None:
     """A deployment an hour past its request's window (alerted), and one whose unknown-ticket
     alert a late change request resolved: only the first alert holds."""
-    policy = load_policy(None)
+    policy = without_digest_rules(load_policy(None))
     start = T0 + timedelta(days=2, hours=1)  # Wednesday 10:00 UTC: in the weekly window
     request = {"tenant": "retail", "system": "servicenow", "state": "approved", "occurred_at": T0}
     view = fold(

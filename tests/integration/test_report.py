@@ -29,6 +29,7 @@ from shipledger.sinks.ledger.reader import ChainHead, LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import Row, alert_row, avro_row, record_row
 from shipledger.sinks.writer import LedgerWriter
+from tests.kit import build_event, built
 
 pytestmark = pytest.mark.integration
 
@@ -79,6 +80,7 @@ def _deploy(
             actor=f"{dep}-deployer",
             change_id=change_id,
             occurred_at=at + timedelta(minutes=i),
+            **built("checkout"),
         )
         result = process(event, previous, policy, now=at, view=view)
         previous = result.record
@@ -142,10 +144,12 @@ def ledger(settings: Settings) -> Settings:
         )
         for event in (approved, verified, windowed, late):
             _change(store, event)
-        view = fold([approved, verified, windowed])
+        # Every deployment ships checkout's build, which its tenant's CI published.
+        builds = [build_event("checkout", t, NOV - timedelta(days=1)) for t in ("retail", "bank")]
+        view = fold([approved, verified, windowed, *builds])
         _deploy(store, "d1", NOV + timedelta(days=8), view, change_id="CHG1")
         d2_start = NOV + timedelta(days=15)
-        record, (unknown,) = _deploy(store, "d2", d2_start, Enrichment(), change_id="CHG8")
+        record, (unknown,) = _deploy(store, "d2", d2_start, fold([*builds]), change_id="CHG8")
         judged = rejudge_stored(
             record,
             "d2-succeeded",

@@ -25,8 +25,10 @@ from shipledger.up.restore import ledger_states, partition_of
 from shipledger.up.stack import Stack
 from tests.containers import CHDB_COLD_FILES
 from tests.kit import (
+    api_build,
     api_change,
     api_token,
+    built,
     deployment_event,
     ledger_settings,
     post_events,
@@ -71,13 +73,22 @@ def test_what_the_broker_forgot_is_restored(tmp_path: Path) -> None:
         _event("dep-x", "x2", "succeeded", "acme"),  # continues a record the ledger holds
         _event("dep-y", "y1", "started", "globex"),  # a new deployment: judged, alerts
     ]
+    # What the processors must make of them: the pure step under the default policy.
+    policy = load_policy(None)
+    steps = [process(first, None, policy)]
+    steps += [process(later[0], steps[0].record, policy), process(later[1], None, policy)]
+    x, y = steps[1].record, steps[2].record
     with Stack(settings, log_dir=tmp_path / "logs") as stack:
         first_store = stack.store
         assert first_store is not None and stack.restored is not None
         assert stack.restored.journal_entries == 0
         with Publisher(settings, stack.bootstrap) as publisher:
             publisher.publish_many([first])
-            wait_until(stack, lambda: first_store.count("alerts") == 2, "the first event's alerts")
+            wait_until(
+                stack,
+                lambda: first_store.count("alerts") == len(steps[0].alerts),
+                "the first event's alerts",
+            )
             (pid,) = stack.worker_pids
             os.kill(pid, signal.SIGKILL)  # nothing moves through the processors any more
             publisher.publish_many(later)  # journaled, acknowledged, then lost with the broker
@@ -92,16 +103,14 @@ def test_what_the_broker_forgot_is_restored(tmp_path: Path) -> None:
         assert stack.restored.deployments == 1
         assert stack.restored.journal_entries == 3 and stack.restored.replayed == 2
         wait_until(stack, lambda: store.count("deployment_records") == 3, "records")
-        wait_until(stack, lambda: store.count("alerts") == 4, "alerts")
+        alerts = sum(len(step.alerts) for step in steps)
+        wait_until(stack, lambda: store.count("alerts") == alerts, "alerts")
         wait_until(stack, lambda: not any(stack.pending().values()), "drained")
         _, rows = store.query(
             "SELECT tenant, deployment_id, seq, status, event_count, alert_rules "
             "FROM deployments ORDER BY tenant"
         )
         counts = {t: store.count(t) for t in ("deployment_events", "deployment_records")}
-    policy = load_policy(None)
-    x = process(later[0], process(first, None, policy).record, policy).record
-    y = process(later[1], None, policy).record
     assert rows == [
         ("acme", "dep-x", x.seq, x.status, x.event_count, x.alert_rules),
         ("globex", "dep-y", y.seq, y.status, y.event_count, y.alert_rules),
@@ -137,13 +146,15 @@ def _deployment(dep: str, at: str) -> dict[str, Any]:
         "actor": "ci-bot",
         "change_id": "CHG-X",
         "occurred_at": at,
+        **built("checkout"),
     }
 
 
 def test_the_view_and_the_alerts_that_hold_survive_a_restart(tmp_path: Path) -> None:
-    """The embedded broker forgets the change and catalog topics: the restore writes the
-    ledger's events back, and rebuilds which alerts hold, so a late approval after the restart
-    resolves an alert raised before it, and a new deployment is judged against the request."""
+    """The embedded broker forgets the change, catalog and artifact topics: the restore writes
+    the ledger's events back, and rebuilds which alerts hold, so a late approval after the
+    restart resolves an alert raised before it, and a new deployment is judged against the
+    request and against the build published before the restart (no `artifact_unknown`)."""
     settings = Settings(
         data_dir=tmp_path / "data", topic_partitions=2, sink_batch_ms=100, api_port=0
     )
@@ -166,8 +177,10 @@ def test_the_view_and_the_alerts_that_hold_survive_a_restart(tmp_path: Path) -> 
                 "occurred_at": "2026-11-01T00:00:00+00:00",
             },
             api_change("x-open", "CHG-X", "opened", "2026-11-25T08:00:00+00:00"),
+            api_build("checkout", "2026-11-25T09:00:00+00:00"),
         )
         wait_until(stack, lambda: before.count("change_events") == 1, "the change request")
+        wait_until(stack, lambda: before.count("artifact_events") == 1, "the build")
         post_events(stack, token, "acme", _deployment("dep-z", "2026-11-25T10:00:00+00:00"))
         wait_until(
             stack,
@@ -177,7 +190,7 @@ def test_the_view_and_the_alerts_that_hold_survive_a_restart(tmp_path: Path) -> 
     with Stack(settings, log_dir=tmp_path / "logs", api=True) as stack:
         store = stack.store
         assert store is not None and stack.restored is not None
-        assert stack.restored.enrichment == 2  # the catalog entry and the change event
+        assert stack.restored.enrichment == 3  # the catalog entry, the change event, the build
         post_events(
             stack,
             token,

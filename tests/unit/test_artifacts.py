@@ -103,8 +103,23 @@ def test_only_trusted_builders_count() -> None:
 def test_environments_not_requiring_a_digest_are_not_judged() -> None:
     assert judge_artifact(subject(None, environment="dev"), set(), RULES) == []
     assert judge_artifact(subject(OTHER, environment="stage"), {build()}, RULES) == []
-    # The default policy requires no digest anywhere: nothing changes for existing set-ups.
-    assert judge_artifact(subject(None), set(), Rules()) == []
+
+
+def test_a_policy_that_does_not_say_requires_a_digest_in_prod() -> None:
+    rules = parse_policy("version: t\ndefaults:\n  require_change_ticket: [prod]\n").defaults
+    assert rules.require_artifact_digest == ["prod"]
+    [missing] = judge_artifact(subject(None), set(), rules)
+    assert missing.rule == "artifact_digest_missing"
+    [unknown] = judge_artifact(subject(BUILT), set(), rules)
+    assert unknown.rule == "artifact_unknown"
+    assert judge_artifact(subject(None, environment="stage"), set(), rules) == []
+
+
+def test_an_empty_list_turns_the_digest_rules_off() -> None:
+    policy = parse_policy("version: t\ndefaults:\n  require_artifact_digest: []\n")
+    assert policy.defaults.require_artifact_digest == []
+    assert judge_artifact(subject(None), set(), policy.defaults) == []
+    assert judge_artifact(subject(OTHER), {build()}, policy.defaults) == []
 
 
 def test_policy_fields_are_validated_naming_the_field() -> None:

@@ -17,7 +17,9 @@ from shipledger.schemas.policy import parse_policy
 from tests.kit import CHANGE_T0, change_deployment, change_event
 
 T0 = CHANGE_T0
-POLICY = parse_policy("version: t\ndefaults:\n  require_change_ticket: [prod]\n")
+POLICY = parse_policy(
+    "version: t\ndefaults:\n  require_change_ticket: [prod]\n  require_artifact_digest: []\n"
+)
 DIGEST = "sha256:" + "ab" * 32
 
 

@@ -25,6 +25,7 @@ POLICY = parse_policy(
 version: gate-test
 defaults:
   require_change_ticket: [prod]
+  require_artifact_digest: []
   change_windows:
     prod: [{days: [mon, tue, wed, thu], start: "08:00", end: "18:00"}]
   freezes:

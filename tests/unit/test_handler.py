@@ -28,7 +28,7 @@ from shipledger.schemas.policy import PolicyDocument, load_policy, parse_policy,
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import EVENT_SCHEMA
 from shipledger.settings import Settings
-from tests.kit import change_deployment, change_event, deployment_event
+from tests.kit import change_deployment, change_event, deployment_event, without_digest_rules
 
 MONDAY_NIGHT = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)  # prod out of window: two alerts
 
@@ -106,7 +106,11 @@ def handler() -> tuple[EventHandler, DeploymentState, FakeOutputs]:
     state = DeploymentState(FakeTable())
     outputs = FakeOutputs()
     limit = DlqLimitState(DlqLimit.from_settings(Settings()), "processors")
-    return EventHandler(load_policy(None), state, outputs, limit), state, outputs
+    return (
+        EventHandler(without_digest_rules(load_policy(None)), state, outputs, limit),
+        state,
+        outputs,
+    )
 
 
 def test_events_become_records_and_first_event_alerts() -> None:
@@ -180,7 +184,9 @@ def test_a_bug_is_dead_lettered_as_an_internal_error() -> None:
 
     outputs = FakeOutputs()
     limit = DlqLimitState(DlqLimit.from_settings(Settings()), "processors")
-    handle = EventHandler(load_policy(None), BrokenState(FakeTable()), outputs, limit)
+    handle = EventHandler(
+        without_digest_rules(load_policy(None)), BrokenState(FakeTable()), outputs, limit
+    )
     handle.handle(FakeMessage(event("e1")))
     ((_, headers),) = outputs.letters
     assert headers["reason"] == "internal error: RuntimeError('table gone')"
@@ -267,7 +273,9 @@ def _record() -> DeploymentRecord:
 
 
 # --- re-judgement when a change request changes --------------------------------------------
-GOVERNED = parse_policy("version: t\ndefaults:\n  require_change_ticket: [prod]\n")
+GOVERNED = parse_policy(
+    "version: t\ndefaults:\n  require_change_ticket: [prod]\n  require_artifact_digest: []\n"
+)
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 
@@ -363,7 +371,10 @@ def test_refresh_adopts_a_published_policy_and_refuses_a_tampered_one() -> None:
     feed = FakeFeed()
     refresh = ViewRefresh(feed.drain, view, handle, state, RecentDeployments(), timedelta(hours=1))
     handle.handle(FakeMessage(governed("e1", "dep-1")))
-    text = "version: pushed-2\ndefaults:\n  require_change_ticket: [prod]\n"
+    text = (
+        "version: pushed-2\ndefaults:\n  require_change_ticket: [prod]\n"
+        "  require_artifact_digest: []\n"
+    )
     pushed = PolicyDocument.of(text, parse_policy(text), T0)
     tampered = pushed.model_copy(update={"text": text.replace("pushed-2", "pushed-3")})
     feed.ready = [pushed]

@@ -53,7 +53,10 @@ def test_simulate_reports_added_and_removed_rules_per_rule_and_team() -> None:
     held = {
         ("default", "e-prod"): {"missing_change_ticket": "web", "freeze_violation": "web"},
     }
-    candidate = parse_policy("version: c-1\ndefaults:\n  require_change_ticket: [prod, stage]\n")
+    candidate = parse_policy(
+        "version: c-1\ndefaults:\n  require_change_ticket: [prod, stage]\n"
+        "  require_artifact_digest: []\n"
+    )
     result = simulate([stage, prod, broken], held, candidate, Enrichment(), NOW)
     assert result.policy_version.startswith("c-1+")
     assert (result.deployments, result.held, result.would_hold) == (2, 2, 2)

@@ -20,7 +20,9 @@ from tests.kit import CHANGE_T0, change_deployment, change_event
 
 T0 = CHANGE_T0
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
-POLICY = parse_policy("version: t\ndefaults:\n  require_change_ticket: [prod]\n")
+POLICY = parse_policy(
+    "version: t\ndefaults:\n  require_change_ticket: [prod]\n  require_artifact_digest: []\n"
+)
 
 
 def at(minutes: float) -> datetime:

@@ -127,7 +127,7 @@ def test_policy_version_includes_content_digest(tmp_path: Path) -> None:
     path.write_text(POLICY)
     policy = load_policy(path)
     assert policy.full_version.startswith("2026.11+") and len(policy.digest) == 8
-    assert load_policy(None).version == "default-1"
+    assert load_policy(None).version == "default-2"
     with pytest.raises(ValueError, match="cannot read policy file"):
         load_policy(tmp_path / "missing.yaml")
 

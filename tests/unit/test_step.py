@@ -33,7 +33,9 @@ def event(event_type: str, at: datetime, **kw: object) -> DeploymentEvent:
 def test_lifecycle_and_alerts() -> None:
     policy = load_policy(None)
     started = process(event("started", MONDAY_NIGHT), None, policy)
-    assert {a.rule for a in started.alerts} == {"missing_change_ticket", "out_of_window"}
+    # The default policy also requires a built artifact digest in prod; this one carries none.
+    judged = {"missing_change_ticket", "out_of_window", "artifact_digest_missing"}
+    assert {a.rule for a in started.alerts} == judged
     assert started.record.status == "in_progress"
     assert started.record.environment == "prod" and started.record.region == "eu-west-1"
     assert started.record.environment_raw == "production-eu-west-1"
@@ -49,7 +51,7 @@ def test_lifecycle_and_alerts() -> None:
     assert done.record.status == "failed"
     assert done.record.seq == 2 and done.record.event_count == 2
     assert done.record.duration_ms == 180_000
-    assert done.record.alert_rules == ["missing_change_ticket", "out_of_window"]
+    assert set(done.record.alert_rules) == judged
 
 
 def test_late_started_does_not_reopen() -> None:
