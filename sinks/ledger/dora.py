@@ -52,10 +52,15 @@ LAST_DAY = date(2149, 6, 6) - REMEDIATION_LOOKAHEAD
 
 def dora_window(since: date | None, until: date | None, today: date) -> tuple[date, date]:
     """The window of days asked for, each end defaulting (until: today; since: 90 days
-    before until, both included, and not before FIRST_DAY)."""
-    end = until or today
+    before until, both included) and held within FIRST_DAY..LAST_DAY: a day before the
+    first means from the beginning, one past the last as far as the ledger reaches."""
+
+    def held(day: date) -> date:
+        return min(max(day, FIRST_DAY), LAST_DAY)
+
+    end = held(until or today)
     if since is not None:
-        return since, end
+        return held(since), end
     default = timedelta(days=DEFAULT_DAYS - 1)
     return (end - default if end >= FIRST_DAY + default else FIRST_DAY), end
 

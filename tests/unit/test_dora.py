@@ -3,7 +3,7 @@ rows it returns and the days a period counts (the numbers: tests/integration/tes
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
@@ -30,8 +30,11 @@ def test_a_bad_request_names_its_field(kw: dict[str, object], field: str) -> Non
 def test_the_default_window_is_the_90_days_to_today() -> None:
     assert dora_window(None, None, date(2026, 11, 30)) == (date(2026, 9, 2), date(2026, 11, 30))
     assert dora_window(date(2026, 1, 1), None, date(2026, 11, 30))[0] == date(2026, 1, 1)
-    # An end near the first day a Date holds: the default start stops there, never overflows.
-    assert dora_window(None, date(1, 1, 1), date(2026, 11, 30))[0] == date(1970, 1, 1)
+    # Ends past what a ClickHouse Date holds (with the lookahead) are held within it, and the
+    # default start never overflows: the API's `until=9999-12-31` was a 500.
+    first, last = date(1970, 1, 1), date(2149, 6, 6) - timedelta(days=30)
+    assert dora_window(None, date(1, 1, 1), date(2026, 11, 30)) == (first, first)
+    assert dora_window(date(1, 1, 1), date(9999, 12, 31), date(2026, 11, 30)) == (first, last)
 
 
 def test_the_query_merges_each_deployment_then_counts_it_under_its_own_record() -> None:
