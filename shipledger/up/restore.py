@@ -44,7 +44,6 @@ from shipledger.logging import get_logger
 from shipledger.processors.change_rules import CHANGE_RULE_NAMES
 from shipledger.processors.state import SEEN_IDS, state_key
 from shipledger.processors.state import Entry as StateEntry
-from shipledger.processors.step import alert_id
 from shipledger.producers.journal import Entry, Journal
 from shipledger.schemas.families import Family, scoped_key
 from shipledger.schemas.letters import Headers
