@@ -70,10 +70,16 @@ def stack_mode() -> tuple[StackMode, str | None]:
             f"SHIPLEDGER_TEST_STACK={chosen!r}: expected 'embedded', 'containers' or unset"
         )
     if chosen == "embedded":
-        return "embedded", "SHIPLEDGER_TEST_STACK=embedded (Tansu + chDB) was chosen"
+        return "embedded", (
+            "SHIPLEDGER_TEST_STACK=embedded (Tansu + chDB) was chosen; unset it, or set it to "
+            "'containers', on a machine with Docker to run these (docs/testing.md)"
+        )
     problem = docker_problem()
     if problem is not None:
-        return "embedded", f"needs Docker for the containers stack: {problem}"
+        return "embedded", (
+            f"needs Docker for the containers stack: {problem}; runs where `docker info` "
+            "answers, or with SHIPLEDGER_TEST_STACK=containers there (docs/testing.md)"
+        )
     return "containers", None
 
 
