@@ -13,10 +13,9 @@ import click
 
 from shipledger.output_format import format_option
 from shipledger.privacy import PrivacyKey
-from shipledger.sinks.cli_options import ledger_options, ledger_settings
+from shipledger.sinks.cli_options import ledger_options, ledger_settings, written_ledger
 from shipledger.sinks.ledger.pseudonyms import Entry, erase, people
-from shipledger.sinks.ledger.store import LedgerStore, StoreError, chdb_path
-from shipledger.stackfile import read_stack
+from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.tables import render_table
 
 COLUMNS = ("tenant", "pseudonym", "name", "created_at")
@@ -32,25 +31,13 @@ def _lookup(
     what: str, clickhouse_url: str | None, data_dir: Path | None
 ) -> Iterator[tuple[LedgerStore, PrivacyKey]]:
     settings = ledger_settings(what, clickhouse_url, data_dir)
-    running = read_stack(settings) if chdb_path(settings.resolved_clickhouse_url) else None
-    if running is not None:
-        raise click.ClickException(
-            f"`shipledger up` (pid {running.pid}) owns the embedded ledger on "
-            f"{settings.data_dir}: stop it and run this again"
-        )
-    try:
-        with LedgerStore.open(settings, existing=True) as store:
-            if store.privacy_key is None:
-                raise click.ClickException(
-                    "privacy is off: set SHIPLEDGER_PRIVACY_KEY (or SHIPLEDGER_PRIVACY_KEY_FILE) "
-                    "to the key the sink pseudonymises with"
-                )
-            if not store.database_exists():
-                raise click.ClickException(f"no ledger in {store.url} yet: run `shipledger up`")
-            store.ensure_schema()
-            yield store, store.privacy_key
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
+    with written_ledger(settings, "") as store:
+        if store.privacy_key is None:
+            raise click.ClickException(
+                "privacy is off: set SHIPLEDGER_PRIVACY_KEY (or SHIPLEDGER_PRIVACY_KEY_FILE) "
+                "to the key the sink pseudonymises with"
+            )
+        yield store, store.privacy_key
 
 
 def _render(entries: list[Entry], fmt: str, head: Callable[[int], str]) -> str:
