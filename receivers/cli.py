@@ -3,16 +3,15 @@ is `shipledger.escalations_cli`, which also reads the deliveries back)."""
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import FrameType
 
 import click
 
+from shipledger.closing import stop_on_signals
 from shipledger.dlq_limit import EXIT_DLQ_LIMIT, DlqLimitExceeded
 from shipledger.logging import configure_logging, get_logger
+from shipledger.metrics import RecordingMetrics, serve
 from shipledger.receivers.escalator import Escalator, EscalatorError, SettledLookup
 from shipledger.receivers.record import DeliveryRecord
 from shipledger.receivers.registry import ReceiverConfigError, policy_problems, targets
@@ -80,17 +79,16 @@ def run(bootstrap: str | None) -> None:
             "no broker: pass --bootstrap HOST:PORT, set SHIPLEDGER_BOOTSTRAP_SERVERS, or start "
             "`shipledger up` in this data dir"
         )
-    stop = threading.Event()
-
-    def _on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _on_signal)
+    stop = stop_on_signals()
     record = DeliveryRecord(settings.resolved_escalation_db)
+    metrics = RecordingMetrics()
+    endpoint = serve(metrics, settings.metrics_host, settings.escalator_metrics_port, "escalator")
     try:
         with _ledger(settings) as ledger:
-            Escalator(settings, bootstrap, policy, configured, record, ledger).run(stop)
+            escalator = Escalator(
+                settings, bootstrap, policy, configured, record, ledger, metrics=metrics
+            )
+            escalator.run(stop)
     except DlqLimitExceeded as exc:
         click.echo(f"shipledger escalate: {exc}", err=True)
         raise click.exceptions.Exit(EXIT_DLQ_LIMIT) from exc
@@ -98,3 +96,5 @@ def run(bootstrap: str | None) -> None:
         raise click.ClickException(str(exc)) from exc
     finally:
         record.close()
+        if endpoint is not None:
+            endpoint.stop()

@@ -56,6 +56,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "worker": ("shipledger.processors.worker", "worker", "Run the Faust processors alone."),
     "sink": ("shipledger.sinks.cli", "sink", "Run the ClickHouse sink alone."),
+    "jobs": (
+        "shipledger.up.jobs",
+        "jobs",
+        "Run verification, incident triage, CMDB reconciliation alone.",
+    ),
     "escalate": (
         "shipledger.escalations_cli",
         "escalate",

@@ -7,6 +7,8 @@ what a failed start left half running, so a `with` never leaks a process or a po
 
 from __future__ import annotations
 
+import signal
+import threading
 from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Self
@@ -53,3 +55,12 @@ class Running(Closing):
             self.stop()
             raise
         return self
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGINT or SIGTERM (Ctrl-C, `docker stop`, a pod's termination): the
+    long-running commands poll it and stop cleanly, ending with exit code 0."""
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _s, _f: stopping.set())
+    return stopping

@@ -70,6 +70,10 @@ ESCALATION_DEAD = "escalation.dead_lettered"
 ESCALATION_ATTEMPTS = "escalation.attempts"
 #: deliveries skipped because the record or the ledger says they were done (replays)
 ESCALATION_SKIPPED = "escalation.skipped"
+#: runs of a periodic job (verification, triage, CMDB), tagged by job and outcome (ok, failed)
+JOB_RUNS = "jobs.runs"
+#: duration of one run of a periodic job, in milliseconds, tagged by job
+JOB_RUN_MS = "jobs.run_ms"
 #: messages a consumer group has not committed yet, per group and topic (read at scrape time)
 CONSUMER_LAG = "consumer_lag"
 
@@ -105,6 +109,8 @@ CATALOGUE: dict[str, Spec] = {
     ESCALATION_DEAD: Spec("counter", "Deliveries given up.", ("receiver",)),
     ESCALATION_ATTEMPTS: Spec("counter", "Delivery attempts.", ("receiver",)),
     ESCALATION_SKIPPED: Spec("counter", "Deliveries skipped as already done."),
+    JOB_RUNS: Spec("counter", "Runs of a periodic job.", ("job", "outcome")),
+    JOB_RUN_MS: Spec("timing", "One run of a periodic job.", ("job",)),
 }
 
 

@@ -620,9 +620,27 @@ class Settings(BaseSettings):
             "Port of the sink's Prometheus `/metrics` (0: any free port, logged; unset: none)."
         ),
     )
+    # The two long-running processes a production deployment runs beside worker and sink
+    # (`shipledger escalate run`, `shipledger jobs`): their /metrics are their health probes.
+    escalator_metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of `shipledger escalate run`'s Prometheus `/metrics` (unset: none).",
+    )
+    jobs_metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of `shipledger jobs`'s Prometheus `/metrics`: runs and last run of each "
+            "periodic job (unset: none)."
+        ),
+    )
     metrics_host: str = Field(
         default="127.0.0.1",
-        description="Interface the worker's and the sink's `/metrics` listen on.",
+        description="Interface the worker's, the sink's, the escalator's and the jobs' "
+        "`/metrics` listen on.",
     )
 
     # --- monthly compliance packs (`shipledger report`, docs/reports.md) -------------------

@@ -6,15 +6,14 @@ from __future__ import annotations
 import difflib
 import json
 import secrets
-import signal
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
+from shipledger.closing import stop_on_signals
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.logging import configure_logging
 from shipledger.producers.api.auth import SCOPES, AuthStore, TokenInfo
@@ -108,9 +107,7 @@ def api(ctx: click.Context, host: str | None, port: int | None, data_dir: Path |
     # A standalone API sending to a running `up`'s embedded broker journals like `up`'s own.
     directory = journal_dir(settings, bootstrap)
     journal = Journal(directory, fsync=settings.journal_fsync) if directory else None
-    stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda _s, _f: stopping.set())
+    stopping = stop_on_signals()
     # A ClickHouse server: this API reads the ledger too (state, map, queries); an embedded
     # chDB ledger is read by the API of the `up` that owns it.
     server_url = chdb_path(settings.resolved_clickhouse_url) is None

@@ -21,10 +21,8 @@ from __future__ import annotations
 import base64
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -34,6 +32,7 @@ from pathlib import Path
 import click
 from pydantic import SecretStr
 
+from shipledger.closing import stop_on_signals
 from shipledger.lab.demo_kit import (
     BREAK_GLASS,
     RESOLUTIONS,
@@ -451,9 +450,7 @@ def _keep_serving(stack: Stack) -> None:
         token = auth.create_token("*", ("read",), name="demo dashboard")[0]
     finally:
         auth.close()
-    stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda _s, _f: stopping.set())
+    stopping = stop_on_signals()
     click.secho(f"\nLive dashboard: {stack.api.url}/ (token {token}); Ctrl-C stops.", bold=True)
     while not stopping.wait(0.5):
         stack.supervise()

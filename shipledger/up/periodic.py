@@ -1,25 +1,42 @@
-"""A job `up` runs at start and then every interval, on a daemon thread (incident triage,
-CMDB reconciliation). A failed run is logged and tried again at the next interval: an
-optional job must never stop the stack."""
+"""The periodic jobs: post-deploy verification, incident triage, CMDB reconciliation, each
+run at start and then every interval on a daemon thread, by `up` in the embedded stack and by
+`shipledger jobs` in a production deployment. A failed run is logged and tried again at the
+next interval: an optional job must never stop the stack."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
+from shipledger import metrics as m
 from shipledger.logging import get_logger
+from shipledger.schemas.policy import Policy
+from shipledger.settings import Settings
+from shipledger.sinks.ledger.cmdb import reconcile
+from shipledger.sinks.ledger.store import LedgerStore
+from shipledger.up.triage import Triage
+from shipledger.up.verifier import verify_pass
 
 log = get_logger("stack")
 
 
 class Periodic:
     """Runs `job(stop)` now and every `interval_s` seconds until `stop()`; the job gets the
-    stop event so a long run (retries) can end early."""
+    stop event so a long run (retries) can end early. Each run is counted in `metrics` (its
+    outcome and duration: a job whose last run is old, or that keeps failing, shows there)."""
 
-    def __init__(self, name: str, job: Callable[[threading.Event], None], interval_s: float):
+    def __init__(
+        self,
+        name: str,
+        job: Callable[[threading.Event], None],
+        interval_s: float,
+        metrics: m.Metrics,
+    ):
         self.name = name
         self._job = job
         self._interval_s = interval_s
+        self._metrics = metrics
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -31,10 +48,16 @@ class Periodic:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            began = time.perf_counter()
+            outcome = "ok"
             try:
                 self._job(self._stop)
             except Exception:
+                outcome = "failed"
                 log.exception("periodic_job_failed", job=self.name)
+            tags = {"job": self.name}
+            self._metrics.timing(m.JOB_RUN_MS, (time.perf_counter() - began) * 1000, tags)
+            self._metrics.increment(m.JOB_RUNS, tags={**tags, "outcome": outcome})
             if self._stop.wait(self._interval_s):
                 return
 
@@ -44,3 +67,33 @@ class Periodic:
         if self._thread is not None:
             self._thread.join(timeout=timeout_s)
             self._thread = None
+
+
+def periodic_jobs(
+    settings: Settings, store: LedgerStore, policy: Policy, metrics: m.Metrics | None = None
+) -> list[Periodic]:
+    """The optional jobs the settings turn on, started: post-deploy verification
+    (SHIPLEDGER_VERIFICATION_INTERVAL_S > 0), incident triage (SHIPLEDGER_TRIAGE_INTERVAL_S >
+    0) and CMDB reconciliation (SHIPLEDGER_CMDB_EXPORT_FILE), their runs counted in `metrics`.
+    A failed run is logged and made again at the next interval: none of them may stop the
+    stack."""
+    metrics = metrics or m.RecordingMetrics()
+    jobs: list[Periodic] = []
+    if settings.verification_interval_s > 0:
+
+        def verify(_stop: object) -> None:
+            verify_pass(store, policy)
+
+        jobs.append(Periodic("verifier", verify, settings.verification_interval_s, metrics).start())
+    if settings.triage_interval_s > 0:
+        triage = Triage(settings, store)
+        jobs.append(Periodic("triage", triage.run, settings.triage_interval_s, metrics).start())
+    if settings.cmdb_export_file is not None:
+        export = settings.cmdb_export_file
+
+        def reconcile_export(_stop: object) -> None:
+            result = reconcile(store, export.name, export.read_bytes(), settings.tenant)
+            log.info("cmdb_reconciled", findings=len(result.findings), new=result.stored_now)
+
+        jobs.append(Periodic("cmdb", reconcile_export, settings.cmdb_interval_s, metrics).start())
+    return jobs

@@ -37,7 +37,6 @@ from shipledger.schemas.residency import Region, Residency
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.archive import Archiver
-from shipledger.sinks.ledger.cmdb import reconcile
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.regions import open_ledgers, without_default
@@ -47,10 +46,8 @@ from shipledger.topics import ensure_topics
 from shipledger.up.backlog import LedgerAlerts
 from shipledger.up.broker import EmbeddedBroker, die_with_parent, stop_process
 from shipledger.up.keeper import JournalKeeper
-from shipledger.up.periodic import Periodic
+from shipledger.up.periodic import Periodic, periodic_jobs
 from shipledger.up.restore import RestoreReport, restore
-from shipledger.up.triage import Triage
-from shipledger.up.verifier import verify_pass
 
 if TYPE_CHECKING:
     from shipledger.producers.api.server import ApiServer
@@ -507,32 +504,6 @@ class Stack(Running):
             keeper.compact()
         except Exception:
             log.exception("journal_compaction_failed")
-
-
-def periodic_jobs(settings: Settings, store: LedgerStore, policy: Policy) -> list[Periodic]:
-    """The optional jobs the settings turn on, started: post-deploy verification
-    (SHIPLEDGER_VERIFICATION_INTERVAL_S > 0), incident triage (SHIPLEDGER_TRIAGE_INTERVAL_S >
-    0) and CMDB reconciliation (SHIPLEDGER_CMDB_EXPORT_FILE). A failed run is logged and made
-    again at the next interval: none of them may stop the stack."""
-    jobs: list[Periodic] = []
-    if settings.verification_interval_s > 0:
-
-        def verify(_stop: object) -> None:
-            verify_pass(store, policy)
-
-        jobs.append(Periodic("verifier", verify, settings.verification_interval_s).start())
-    if settings.triage_interval_s > 0:
-        triage = Triage(settings, store)
-        jobs.append(Periodic("triage", triage.run, settings.triage_interval_s).start())
-    if settings.cmdb_export_file is not None:
-        export = settings.cmdb_export_file
-
-        def reconcile_export(_stop: object) -> None:
-            result = reconcile(store, export.name, export.read_bytes(), settings.tenant)
-            log.info("cmdb_reconciled", findings=len(result.findings), new=result.stored_now)
-
-        jobs.append(Periodic("cmdb", reconcile_export, settings.cmdb_interval_s).start())
-    return jobs
 
 
 @click.command()

@@ -150,7 +150,7 @@ class LedgerStore(Closing):
             hint = ""
             if path is not None and "lock" in str(exc).lower():
                 hint = " (another process owns this chDB data dir: stop it or use a server URL)"
-            raise StoreError(f"cannot open ClickHouse at {_redact(url)}: {exc}{hint}") from exc
+            raise StoreError(f"cannot open ClickHouse at {redact_url(url)}: {exc}{hint}") from exc
         cold_root = settings.ledger_cold_dir.resolve() if path is not None else None
         store = cls(client, settings.ledger_database, url, cold_root, settings.clickhouse_cluster)
         try:
@@ -451,7 +451,8 @@ def _normalize_type(type_name: str) -> str:
     return type_name.replace(" ", "")
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
+    """`url` with its password, if any, replaced by `***` (for messages and logs)."""
     parsed = urlparse(url)
     if parsed.password:
         return url.replace(f":{parsed.password}@", ":***@")

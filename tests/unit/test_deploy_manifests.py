@@ -146,6 +146,8 @@ def test_every_pod_runs_a_real_command_non_root_on_a_read_only_root() -> None:
         "shipledger-topics",
         "shipledger-migrate",
         "shipledger-archive",
+        "shipledger-escalator",
+        "shipledger-jobs",
     }
     for name, pod in specs.items():
         assert pod["securityContext"]["runAsNonRoot"] is True, name
@@ -174,10 +176,28 @@ def test_long_running_pods_are_probed_and_budgeted() -> None:
     api = deployments["shipledger-api"]["spec"]["template"]["spec"]["containers"][0]
     assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    # The single writer of the hash chains: one sink, never two during a rollout.
-    sink = deployments["shipledger-sink"]["spec"]
-    assert sink["replicas"] == 1
-    assert sink["strategy"]["type"] == "Recreate"
+    # The single writer of the hash chains (one sink), one escalator, one runner of the
+    # periodic jobs: never two of them during a rollout.
+    # The escalator starts at 0: the example policy routes no alert (it would exit).
+    for single, replicas in (("sink", 1), ("escalator", 0), ("jobs", 1)):
+        spec = deployments[f"shipledger-{single}"]["spec"]
+        assert spec["replicas"] == replicas, single
+        assert spec["strategy"]["type"] == "Recreate", single
+
+
+def test_probed_metrics_listen_where_the_kubelet_reaches_them() -> None:
+    """A probe comes from the node to the pod's IP: /metrics bound to 127.0.0.1 (the default)
+    would fail every probe and restart the pod forever."""
+    (config,) = (d for d in _documents() if d["metadata"]["name"] == "shipledger-config")
+    assert config["data"]["SHIPLEDGER_METRICS_HOST"] == "0.0.0.0"
+    ports = {
+        name: config["data"][f"SHIPLEDGER_{name.upper()}_METRICS_PORT"]
+        for name in ("worker", "sink", "escalator", "jobs")
+    }
+    deployments = {d["metadata"]["name"]: d for d in _documents() if d["kind"] == "Deployment"}
+    for name, port in ports.items():
+        (container,) = deployments[f"shipledger-{name}"]["spec"]["template"]["spec"]["containers"]
+        assert {"name": "metrics", "containerPort": int(port)} in container["ports"], name
 
 
 def test_the_policy_configmap_is_a_valid_policy(tmp_path: Path) -> None:
@@ -190,10 +210,22 @@ def test_the_policy_configmap_is_a_valid_policy(tmp_path: Path) -> None:
 def test_compose_runs_real_commands_with_healthchecks() -> None:
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     ours = {n: s for n, s in services.items() if s.get("image", "").startswith("${SHIPLEDGER")}
-    assert set(ours) == {"topics", "migrate", "archive", "api", "worker", "sink"}
+    assert set(ours) == {
+        "topics",
+        "migrate",
+        "archive",
+        "api",
+        "worker",
+        "sink",
+        "escalator",
+        "jobs",
+    }
     for service in ours.values():
         _assert_real_command(service["command"])
-    for name in ("api", "worker", "sink", "kafka", "schema-registry", "clickhouse"):
+    for name in ("api", "worker", "sink", "escalator", "jobs", "kafka", "schema-registry"):
         assert "healthcheck" in services[name], name
     assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
-    assert services["sink"]["deploy"]["replicas"] == 1
+    assert "healthcheck" in services["clickhouse"]
+    for single in ("sink", "escalator", "jobs"):
+        assert services[single]["deploy"]["replicas"] == 1, single
+    assert services["escalator"]["profiles"] == ["escalation"]
