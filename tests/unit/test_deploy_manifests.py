@@ -186,10 +186,11 @@ def test_long_running_pods_are_probed_and_budgeted() -> None:
 
 
 def test_probed_metrics_listen_where_the_kubelet_reaches_them() -> None:
-    """A probe comes from the node to the pod's IP: /metrics bound to 127.0.0.1 (the default)
-    would fail every probe and restart the pod forever."""
+    """A probe comes from the node to the pod's IP: /metrics bound to 127.0.0.1 (the
+    settings' default) would fail every probe and restart the pod forever; the image binds
+    it on every interface, on the port the container declares."""
+    assert "SHIPLEDGER_METRICS_HOST=0.0.0.0" in (ROOT / "Dockerfile").read_text()
     (config,) = (d for d in _documents() if d["metadata"]["name"] == "shipledger-config")
-    assert config["data"]["SHIPLEDGER_METRICS_HOST"] == "0.0.0.0"
     ports = {
         name: config["data"][f"SHIPLEDGER_{name.upper()}_METRICS_PORT"]
         for name in ("worker", "sink", "escalator", "jobs")
