@@ -41,7 +41,8 @@ ENV PATH=/opt/shipledger/bin:$PATH \
     SHIPLEDGER_METRICS_HOST=0.0.0.0
 WORKDIR /var/lib/shipledger
 USER 10001:10001
-# 8470 the API (/healthz, /readyz, /metrics); 9464 a worker's and 9465 the sink's /metrics.
-EXPOSE 8470 9464 9465
+# 8470 the API (/healthz, /readyz, /metrics); /metrics of a worker 9464, the sink 9465, the
+# escalator 9466, the jobs 9467 (deploy/).
+EXPOSE 8470 9464 9465 9466 9467
 ENTRYPOINT ["shipledger"]
 CMD ["--help"]
