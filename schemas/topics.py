@@ -46,6 +46,16 @@ class Prefixed(Protocol):
         ...
 
 
+def _by_role(name: str, doc: str) -> cached_property[str]:
+    """A `Topics` attribute: the full name of catalog topic `name` (`Topics.of`), once."""
+
+    def full_name(topics: Topics) -> str:
+        return topics.of(name)
+
+    full_name.__doc__ = doc
+    return cached_property(full_name)
+
+
 @dataclass(frozen=True)
 class Topics:
     """Full names of shipledger's topics under `prefix` (`Settings.topic_prefix`)."""
@@ -61,30 +71,13 @@ class Topics:
         """Full name of the catalog topic `name`; KeyError naming the known ones."""
         return f"{self.prefix}{catalog().topic(name).name}"
 
-    @cached_property
-    def raw(self) -> str:
-        """Deployment events as CI/CD systems reported them."""
-        return self.of(RAW)
-
-    @cached_property
-    def records(self) -> str:
-        """The processors' deployment records."""
-        return self.of(RECORDS)
-
-    @cached_property
-    def alerts(self) -> str:
-        """The processors' policy findings."""
-        return self.of(ALERTS)
-
-    @cached_property
-    def escalations(self) -> str:
-        """The escalator's outcome of each delivery of an alert to a receiver."""
-        return self.of(ESCALATIONS)
-
-    @cached_property
-    def dlq(self) -> str:
-        """Rejected messages (the dead-letter topic of the raw topic)."""
-        return self.of(DLQ)
+    raw = _by_role(RAW, "Deployment events as CI/CD systems reported them.")
+    records = _by_role(RECORDS, "The processors' deployment records.")
+    alerts = _by_role(ALERTS, "The processors' policy findings.")
+    escalations = _by_role(
+        ESCALATIONS, "The escalator's outcome of each delivery of an alert to a receiver."
+    )
+    dlq = _by_role(DLQ, "Rejected messages (the dead-letter topic of the raw topic).")
 
     def specs(self) -> dict[str, TopicSpec]:
         """Every topic's catalog entry by full name, in catalog order."""

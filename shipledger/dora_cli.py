@@ -5,8 +5,9 @@ otherwise the ledger opened here (`LedgerReader.dora`, `LedgerReader.failures`).
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,7 +46,6 @@ class MetricsUnavailable(RuntimeError):
 
 
 T = TypeVar("T")
-C = TypeVar("C", bound=Callable[..., Any])
 #: Query parameters of a GET to the API.
 Params = list[tuple[str, str | int | float | bool | None]]
 
@@ -146,18 +146,80 @@ def render(
     return render_rows(rows, names, fmt, text=text)
 
 
-def window_options(command: C) -> C:
-    """`--since` and `--until`: a report's window of UTC days (`dora_window`)."""
-    command = click.option(
-        "--until",
-        type=click.DateTime(["%Y-%m-%d"]),
-        help="Last UTC day, included (default: today).",
-    )(command)
-    return click.option(
-        "--since",
-        type=click.DateTime(["%Y-%m-%d"]),
-        help="First UTC day (default: 90 days before --until).",
-    )(command)
+#: The filters a report may offer: its option, the DoraQuery field and the command's
+#: parameter, and the option's help.
+_FILTERS = {
+    "--team": ("teams", "Only these teams (repeatable)."),
+    "--application": ("applications", "Only these applications."),
+    "--service": ("services", "Only these services (repeatable)."),
+    "--environment": ("environments", "Only these environments."),
+}
+
+
+def query_options(
+    filters: Sequence[str], periods: Sequence[str], by: tuple[str, ...], breakdown: bool = False
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """`--tenant`, each of `filters` (`_FILTERS`), `--by` if `breakdown` (default `by`, else
+    always `by`), `--period` among `periods`, `--since` and `--until`: the command is given
+    them as one `query` (a DoraQuery; a usage error names the option at fault), with its own
+    options."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(command)
+        def with_query(
+            *,
+            tenant: str | None,
+            period: str,
+            since: datetime | None,
+            until: datetime | None,
+            **own: Any,
+        ) -> None:
+            asked = {_FILTERS[flag][0]: own.pop(_FILTERS[flag][0]) for flag in filters}
+            breakdown_by = own.pop("by", ()) or by
+            query = _query(since, until, period=period, tenant=tenant, by=breakdown_by, **asked)
+            command(query=query, **own)
+
+        options = [
+            click.option(
+                "--tenant", help="Only this tenant (default: every tenant this ledger holds)."
+            ),
+            *(
+                click.option(flag, _FILTERS[flag][0], multiple=True, help=_FILTERS[flag][1])
+                for flag in filters
+            ),
+            *(
+                [
+                    click.option(
+                        "--by",
+                        multiple=True,
+                        type=click.Choice(DIMENSIONS),
+                        help=f"Break each period down by these (repeatable; default: "
+                        f"{', '.join(by)}).",
+                    )
+                ]
+                if breakdown
+                else []
+            ),
+            click.option(
+                "--period", type=click.Choice(list(periods)), default="week", show_default=True
+            ),
+            click.option(
+                "--since",
+                type=click.DateTime(["%Y-%m-%d"]),
+                help="First UTC day (default: 90 days before --until).",
+            ),
+            click.option(
+                "--until",
+                type=click.DateTime(["%Y-%m-%d"]),
+                help="Last UTC day, included (default: today).",
+            ),
+        ]
+        decorated: Callable[..., None] = with_query
+        for option in reversed(options):
+            decorated = option(decorated)
+        return decorated
+
+    return decorate
 
 
 @click.group("metrics")
@@ -166,36 +228,12 @@ def metrics() -> None:
 
 
 @metrics.command("dora", context_settings={"max_content_width": 100})
-@click.option("--tenant", help="Only this tenant (default: every tenant this ledger holds).")
-@click.option("--team", "teams", multiple=True, help="Only these teams (repeatable).")
-@click.option("--application", "applications", multiple=True, help="Only these applications.")
-@click.option("--service", "services", multiple=True, help="Only these services (repeatable).")
-@click.option("--environment", "environments", multiple=True, help="Only these environments.")
-@click.option(
-    "--by",
-    multiple=True,
-    type=click.Choice(DIMENSIONS),
-    help="Break each period down by these (repeatable; default: environment).",
-)
-@click.option("--period", type=click.Choice(list(PERIODS)), default="week", show_default=True)
-@window_options
+@query_options(list(_FILTERS), list(PERIODS), by=("environment",), breakdown=True)
 @format_option(
     ["table", "json", "csv"], "table: aligned; json: an array of rows; csv: header + rows."
 )
 @data_dir_option
-def dora(
-    tenant: str | None,
-    teams: tuple[str, ...],
-    applications: tuple[str, ...],
-    services: tuple[str, ...],
-    environments: tuple[str, ...],
-    by: tuple[str, ...],
-    period: str,
-    since: datetime | None,
-    until: datetime | None,
-    fmt: str,
-    data_dir: Path | None,
-) -> None:
+def dora(query: DoraQuery, fmt: str, data_dir: Path | None) -> None:
     """Deployment frequency, lead time for changes, change failure rate and failed-deployment
     recovery time, per period (docs/metrics.md says how each is counted).
 
@@ -209,17 +247,6 @@ def dora(
       shipledger metrics dora --team payments --environment prod --period month
       shipledger metrics dora --since 2026-10-01 --until 2026-12-31 --by team --format csv
     """
-    query = _query(
-        since,
-        until,
-        period=period,
-        tenant=tenant,
-        teams=teams,
-        applications=applications,
-        services=services,
-        environments=environments,
-        by=by or ("environment",),
-    )
     settings = cli_settings(data_dir=data_dir)
     rows = located(settings, "`shipledger metrics dora`", lambda found: dora_rows(found, query))
     click.echo(render(rows, dora_columns(query.by), fmt))
@@ -239,27 +266,14 @@ def success_json(settings: Settings, query: DoraQuery) -> dict[str, Any]:
 
 
 @metrics.command("success", context_settings={"max_content_width": 100})
-@click.option("--tenant", help="Only this tenant (default: every tenant this ledger holds).")
-@click.option("--team", "teams", multiple=True, help="Only these teams (repeatable).")
-@click.option("--environment", "environments", multiple=True, help="Only these environments.")
-@click.option("--period", type=click.Choice(["week", "month"]), default="week", show_default=True)
-@window_options
+@query_options(["--team", "--environment"], ["week", "month"], by=("team",))
 @format_option(
     ["table", "json", "csv"],
     "table: the trend, each team's window and the teams missing a target; json: all three; "
     "csv: the trend rows, then the window's (period total).",
 )
 @data_dir_option
-def success(
-    tenant: str | None,
-    teams: tuple[str, ...],
-    environments: tuple[str, ...],
-    period: str,
-    since: datetime | None,
-    until: datetime | None,
-    fmt: str,
-    data_dir: Path | None,
-) -> None:
+def success(query: DoraQuery, fmt: str, data_dir: Path | None) -> None:
     """Success criteria per period and team: mean time to detect a failed deployment and mean
     rollback duration, against the targets of the policy (`success_criteria:`); the teams
     missing one are listed (docs/metrics.md says how each is measured).
@@ -275,15 +289,6 @@ def success(
       shipledger metrics success --team payments --period month
       shipledger metrics success --environment prod --format json
     """
-    query = _query(
-        since,
-        until,
-        period=period,
-        tenant=tenant,
-        teams=teams,
-        environments=environments,
-        by=("team",),
-    )
     settings = cli_settings(data_dir=data_dir)
     report = located(
         settings, "`shipledger metrics success`", lambda found: success_json(found, query)

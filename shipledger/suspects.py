@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -96,13 +96,8 @@ class Part:
     detail: str
 
     def to_json(self) -> dict[str, Any]:
-        """The part as the API and `--format json` show it."""
-        return {
-            "name": self.name,
-            "points": self.points,
-            "weight": self.weight,
-            "detail": self.detail,
-        }
+        """The part as the API and `--format json` show it: its fields."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)

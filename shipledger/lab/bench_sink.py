@@ -13,7 +13,6 @@ import argparse
 import json
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
+from shipledger.sinks.in_thread import running
 from shipledger.sinks.ledger.audit import verify
 from shipledger.sinks.ledger.ddl import EVENTS
 from shipledger.sinks.ledger.store import LedgerStore
@@ -88,22 +88,11 @@ def _drain(
     sink: ClickHouseSink, target: int, count: Any, timeout_s: float
 ) -> dict[str, float | None]:
     """Run the sink until `count(stats)` reaches `target`; timings from start/first flush."""
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def _run() -> None:
-        try:
-            sink.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-
-    started = time.perf_counter()
-    thread = threading.Thread(target=_run, name="bench-sink")
-    thread.start()
     first: float | None = None
     first_count = 0
+    started = time.perf_counter()
     deadline = started + timeout_s
-    try:
+    with running(sink, "bench-sink") as errors:
         while not errors:
             done = count(sink.stats())
             now = time.perf_counter()
@@ -115,11 +104,6 @@ def _drain(
                 raise TimeoutError(f"sink reached {done}/{target} in {timeout_s}s")
             time.sleep(0.005)
         finished = time.perf_counter()
-    finally:
-        stop.set()
-        thread.join(60)
-    if errors:
-        raise errors[0]
     steady = None
     if first is not None and finished > first:
         steady = (target - first_count) / (finished - first)

@@ -58,10 +58,10 @@ def _at(day: date, hour: int, minute: int) -> str:
     return datetime.combine(day, time(hour, minute), UTC).isoformat()
 
 
-def story_objects(day: date, commits: Commits = Commits()) -> list[dict[str, object]]:
-    """What the story sends through `POST /v1/events`, in time order (JSON-ready): the
-    pushes and the merged pull request, two deployments, the failing checks, the incident."""
-    source = {"family": "source", "tenant": TENANT, "repository": REPOSITORY, "ref": "main"}
+def _deployment(
+    name: str, deployment_id: str, commit_sha: str, actor: str, started: str, succeeded: str
+) -> list[dict[str, object]]:
+    """One production deployment of checkout-api: its started and succeeded events."""
     deploy = {
         "tenant": TENANT,
         "service": SERVICE,
@@ -69,16 +69,29 @@ def story_objects(day: date, commits: Commits = Commits()) -> list[dict[str, obj
         "repository": REPOSITORY,
         "pipeline_provider": "github_actions",
     }
+    return [
+        {
+            **deploy,
+            "event_id": f"story-{name}-{event_type}",
+            "deployment_id": deployment_id,
+            "event_type": event_type,
+            "commit_sha": commit_sha,
+            "actor": actor,
+            "occurred_at": at,
+        }
+        for event_type, at in (("started", started), ("succeeded", succeeded))
+    ]
+
+
+def story_objects(day: date, commits: Commits = Commits()) -> list[dict[str, object]]:
+    """What the story sends through `POST /v1/events`, in time order (JSON-ready): the
+    pushes and the merged pull request, two deployments, the failing checks, the incident."""
+    source = {"family": "source", "tenant": TENANT, "repository": REPOSITORY, "ref": "main"}
     signal = {"family": "signal", "tenant": TENANT, "service": SERVICE, "environment": "prod"}
     return [
         {**source, "event_id": "story-push-a", "kind": "push", "commit_sha": commits.a,
          "commit_shas": [commits.a], "author": "alice", "occurred_at": _at(day, 16, 40)},
-        {**deploy, "event_id": "story-base-started", "deployment_id": BASE,
-         "event_type": "started", "commit_sha": commits.a, "actor": "alice",
-         "occurred_at": _at(day, 17, 20)},
-        {**deploy, "event_id": "story-base-succeeded", "deployment_id": BASE,
-         "event_type": "succeeded", "commit_sha": commits.a, "actor": "alice",
-         "occurred_at": _at(day, 17, 25)},
+        *_deployment("base", BASE, commits.a, "alice", _at(day, 17, 20), _at(day, 17, 25)),
         {**source, "event_id": "story-pr-482", "kind": "pull_request_merged",
          "commit_sha": commits.b, "commit_shas": [commits.b1, commits.b],
          "pull_request_number": 482, "pull_request_title": "Cache cart totals at checkout",
@@ -89,12 +102,7 @@ def story_objects(day: date, commits: Commits = Commits()) -> list[dict[str, obj
         {**source, "event_id": "story-push-c", "kind": "push", "commit_sha": commits.c,
          "previous_sha": commits.b, "commit_shas": [commits.c], "author": "chen",
          "occurred_at": _at(day, 17, 44)},
-        {**deploy, "event_id": "story-shipped-started", "deployment_id": SHIPPED,
-         "event_type": "started", "commit_sha": commits.c, "actor": "chen",
-         "occurred_at": _at(day, 17, 50)},
-        {**deploy, "event_id": "story-shipped-succeeded", "deployment_id": SHIPPED,
-         "event_type": "succeeded", "commit_sha": commits.c, "actor": "chen",
-         "occurred_at": _at(day, 17, 56)},
+        *_deployment("shipped", SHIPPED, commits.c, "chen", _at(day, 17, 50), _at(day, 17, 56)),
         {**signal, "event_id": "story-check-1", "kind": "pipeline_finished",
          "outcome": "failure", "title": "synthetic: order", "occurred_at": _at(day, 17, 58)},
         {**signal, "event_id": "story-check-2", "kind": "pipeline_finished",

@@ -11,13 +11,12 @@ segment too long costs disk, never data.
 
 from __future__ import annotations
 
-import threading
-
 from shipledger.logging import get_logger
 from shipledger.producers.journal import Journal
 from shipledger.schemas.topics import Topics
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.up.completeness import incomplete
+from shipledger.up.periodic import Periodic
 
 log = get_logger("journal")
 
@@ -31,9 +30,10 @@ class JournalKeeper:
         self.journal = journal
         self._store = store
         self._topics = topics
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # The first pass waits an interval: at start the restore has just replayed the journal.
+        self._periodic = Periodic(
+            "journal-keeper", lambda _stop: self.compact(), interval_s, at_start=False
+        )
 
     def compact(self) -> int:
         """One pass: seal, then delete the sealed segments the ledger holds entirely; returns
@@ -48,21 +48,10 @@ class JournalKeeper:
             log.info("journal_compacted", deleted=len(done), left=len(self.journal.segments()))
         return len(done)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.compact()
-            except Exception:
-                log.exception("journal_compaction_failed")
-
     def start(self) -> None:
         """Compact every interval on a daemon thread."""
-        self._thread = threading.Thread(target=self._run, name="journal-keeper", daemon=True)
-        self._thread.start()
+        self._periodic.start()
 
     def stop(self) -> None:
         """Stop the thread (a pass in progress finishes first)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-            self._thread = None
+        self._periodic.stop(timeout_s=60)

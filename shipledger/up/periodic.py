@@ -1,7 +1,8 @@
-"""The periodic jobs: post-deploy verification, incident triage, CMDB reconciliation, each
-run at start and then every interval on a daemon thread, by `up` in the embedded stack and by
-`shipledger jobs` in a production deployment. A failed run is logged and tried again at the
-next interval: an optional job must never stop the stack."""
+"""The periodic jobs, each run at start (or after one interval) and then every interval on a
+daemon thread: post-deploy verification, incident triage, CMDB reconciliation (by `up` in the
+embedded stack and by `shipledger jobs` in a production deployment), and `up`'s cold storage
+and journal compaction. A failed run is logged and tried again at the next interval: an
+optional job must never stop the stack."""
 
 from __future__ import annotations
 
@@ -22,20 +23,25 @@ log = get_logger("stack")
 
 
 class Periodic:
-    """Runs `job(stop)` now and every `interval_s` seconds until `stop()`; the job gets the
-    stop event so a long run (retries) can end early. Each run is counted in `metrics` (its
-    outcome and duration: a job whose last run is old, or that keeps failing, shows there)."""
+    """Runs `job(stop)` now (`at_start`, else after one interval) and every `interval_s`
+    seconds until `stop()`; `interval_s` <= 0: only that first run. The job gets the stop
+    event so a long run (retries) can end early. Each run is counted in `metrics` if given
+    (its outcome and duration: a job whose last run is old, or that keeps failing, shows
+    there)."""
 
     def __init__(
         self,
         name: str,
-        job: Callable[[threading.Event], None],
+        job: Callable[[threading.Event], object],
         interval_s: float,
-        metrics: m.Metrics,
-    ):
+        *,
+        at_start: bool = True,
+        metrics: m.Metrics | None = None,
+    ) -> None:
         self.name = name
         self._job = job
         self._interval_s = interval_s
+        self._at_start = at_start
         self._metrics = metrics
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -47,6 +53,8 @@ class Periodic:
         return self
 
     def _run(self) -> None:
+        if not self._at_start and self._stop.wait(self._interval_s):
+            return
         while not self._stop.is_set():
             began = time.perf_counter()
             outcome = "ok"
@@ -55,10 +63,11 @@ class Periodic:
             except Exception:
                 outcome = "failed"
                 log.exception("periodic_job_failed", job=self.name)
-            tags = {"job": self.name}
-            self._metrics.timing(m.JOB_RUN_MS, (time.perf_counter() - began) * 1000, tags)
-            self._metrics.increment(m.JOB_RUNS, tags={**tags, "outcome": outcome})
-            if self._stop.wait(self._interval_s):
+            if self._metrics is not None:
+                tags = {"job": self.name}
+                self._metrics.timing(m.JOB_RUN_MS, (time.perf_counter() - began) * 1000, tags)
+                self._metrics.increment(m.JOB_RUNS, tags={**tags, "outcome": outcome})
+            if self._interval_s <= 0 or self._stop.wait(self._interval_s):
                 return
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -84,10 +93,14 @@ def periodic_jobs(
         def verify(_stop: object) -> None:
             verify_pass(store, policy)
 
-        jobs.append(Periodic("verifier", verify, settings.verification_interval_s, metrics).start())
+        jobs.append(
+            Periodic("verifier", verify, settings.verification_interval_s, metrics=metrics).start()
+        )
     if settings.triage_interval_s > 0:
         triage = Triage(settings, store)
-        jobs.append(Periodic("triage", triage.run, settings.triage_interval_s, metrics).start())
+        jobs.append(
+            Periodic("triage", triage.run, settings.triage_interval_s, metrics=metrics).start()
+        )
     if settings.cmdb_export_file is not None:
         export = settings.cmdb_export_file
 
@@ -95,5 +108,7 @@ def periodic_jobs(
             result = reconcile(store, export.name, export.read_bytes(), settings.tenant)
             log.info("cmdb_reconciled", findings=len(result.findings), new=result.stored_now)
 
-        jobs.append(Periodic("cmdb", reconcile_export, settings.cmdb_interval_s, metrics).start())
+        jobs.append(
+            Periodic("cmdb", reconcile_export, settings.cmdb_interval_s, metrics=metrics).start()
+        )
     return jobs

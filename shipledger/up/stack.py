@@ -36,7 +36,7 @@ from shipledger.schemas.policy import Policy, load_policy
 from shipledger.schemas.residency import Region, Residency
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
-from shipledger.sinks.ledger.archive import Archiver
+from shipledger.sinks.ledger.archive import archive
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.regions import open_ledgers, without_default
@@ -120,7 +120,7 @@ class Stack(Running):
         #: Every ledger the sink writes (`sinks.regions`): the default one and each region's.
         self.ledgers: dict[Region, LedgerStore] = {}
         self.sink: ClickHouseSink | None = None
-        self._archivers: list[Archiver] = []
+        self._archivers: list[Periodic] = []
         #: Optional periodic jobs: incident triage, CMDB reconciliation (docs/triage.md).
         self._jobs: list[Periodic] = []
         self.topics = Topics.from_settings(settings)
@@ -164,9 +164,9 @@ class Stack(Running):
             )
             self._keeper.start()
         # A server tiers by TTL instead.
-        self._archivers = [Archiver(s, self.settings) for s in self.ledgers.values() if s.cold_root]
-        for archiver in self._archivers:
-            archiver.start()
+        self._archivers = [
+            archiver(s, self.settings).start() for s in self.ledgers.values() if s.cold_root
+        ]
         for index in range(self._workers):
             self._procs.append(self._spawn_worker(index))
         default, regional = self.ledgers[None], without_default(self.ledgers)
@@ -477,8 +477,8 @@ class Stack(Running):
         for job in self._jobs:
             job.stop()
         self._jobs.clear()
-        for archiver in self._archivers:
-            archiver.stop()
+        for job in self._archivers:
+            job.stop(timeout_s=60)
         self._archivers = []
         if self._keeper is not None:
             self._keeper.stop()
@@ -504,6 +504,17 @@ class Stack(Running):
             keeper.compact()
         except Exception:
             log.exception("journal_compaction_failed")
+
+
+def archiver(store: LedgerStore, settings: Settings) -> Periodic:
+    """Moves `store`'s old rows to cold storage (`archive`) at start and every
+    SHIPLEDGER_ARCHIVE_INTERVAL_S (0: only at start); not started. Embedded only: a server
+    tiers by TTL instead."""
+    return Periodic(
+        "archiver",
+        lambda _stop: archive(store, settings.cold_after_days),
+        settings.archive_interval_s,
+    )
 
 
 @click.command()

@@ -34,7 +34,6 @@ the next TTL merge; `audit verify` tolerates both, since only rows past `retain_
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,7 +44,6 @@ import click
 from shipledger.durable import fsync_dir, fsync_file
 from shipledger.locate import data_dir_option
 from shipledger.logging import configure_logging, get_logger
-from shipledger.settings import Settings
 from shipledger.sinks.cli_options import ledger_settings
 from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.migrate import applied_form, cluster_of, load_migrations
@@ -387,43 +385,6 @@ def apply_server_tiering(store: LedgerStore, cold_after_days: int) -> int:
     for sql in statements:
         store.command(sql)
     return len(statements)
-
-
-# --- periodic run inside `up` --------------------------------------------------------------
-class Archiver:
-    """Runs `archive` at start and every `interval_s` on a daemon thread (embedded only).
-
-    A failed run is logged and retried at the next interval: cold storage must never stop
-    the stack.
-    """
-
-    def __init__(self, store: LedgerStore, settings: Settings) -> None:
-        self._store = store
-        self._settings = settings
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start the thread."""
-        self._thread = threading.Thread(target=self._run, name="archiver", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                archive(self._store, self._settings.cold_after_days)
-            except Exception:
-                log.exception("archive_failed")
-            interval = self._settings.archive_interval_s
-            if interval <= 0 or self._stop.wait(interval):
-                return
-
-    def stop(self, timeout_s: float = 60.0) -> None:
-        """Ask the thread to stop after its current run; wait for it."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=timeout_s)
-            self._thread = None
 
 
 # --- CLI ------------------------------------------------------------------------------------

@@ -20,11 +20,12 @@ from shipledger.settings import Settings
 from shipledger.sinks import rows
 from shipledger.sinks.ledger import archive as archive_mod
 from shipledger.sinks.ledger import ddl, tiers
-from shipledger.sinks.ledger.archive import Archiver, archive, server_tiering_sql
+from shipledger.sinks.ledger.archive import archive, server_tiering_sql
 from shipledger.sinks.ledger.audit import verify
 from shipledger.sinks.ledger.query import QueryError, run_read_query
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.writer import LedgerWriter
+from shipledger.up.stack import archiver
 from tests.containers import CHDB_COLD_FILES
 from tests.kit import deployment_event
 
@@ -178,9 +179,8 @@ def test_cold_files_past_retention_are_deleted(ledger: LedgerStore) -> None:
 
 
 def test_up_runs_the_archiver_on_its_store(ledger: LedgerStore, settings: Settings) -> None:
-    archiver = Archiver(ledger, settings.model_copy(update={"archive_interval_s": 0}))
-    archiver.start()
-    archiver.stop()
+    job = archiver(ledger, settings.model_copy(update={"archive_interval_s": 0})).start()
+    job.stop()
     assert hot_old(ledger, ddl.EVENTS) == 0
     assert count(ledger, "SELECT count() FROM deployment_events") == PER_TENANT * 2
 

@@ -7,7 +7,6 @@ next test can open its own.
 from __future__ import annotations
 
 import base64
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from shipledger.schemas.policy import Retention, load_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
+from shipledger.sinks.in_thread import running
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.chain import stamp
 from shipledger.sinks.ledger.store import LedgerStore, TimeWindow
@@ -114,24 +114,8 @@ def _wait(cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
 
 def _run_sink(sink: ClickHouseSink, until: Callable[[ClickHouseSink], bool]) -> None:
     """Run the sink in a thread until `until(sink)`, then stop it (flush, commit, close)."""
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def _target() -> None:
-        try:
-            sink.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=_target)
-    thread.start()
-    try:
+    with running(sink, "sink", join_timeout_s=30) as errors:
         _wait(lambda: until(sink) or bool(errors))
-    finally:
-        stop.set()
-        thread.join(30)
-    assert not errors, errors
-    assert not thread.is_alive()
 
 
 def _read_dlq(
