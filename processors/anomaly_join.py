@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from shipledger.fields import picked
 from shipledger.processors.enrichment import ServiceInfo
 from shipledger.processors.recent import Deployed
-from shipledger.processors.step import alert_id
+from shipledger.processors.step import RESTATED, alert_id
 from shipledger.schemas.family_models import SignalEvent
 from shipledger.schemas.models import Alert
 from shipledger.schemas.policy import Rules
@@ -221,16 +222,8 @@ def signal_alert(
         message=message,
         evidence=evidence,
         policy_version=policy_version,
-        deployment_id=deployed.deployment_id,
         event_id=signal.event_id,
-        tenant=deployed.tenant,
-        service=deployed.service,
-        environment=deployed.environment,
-        region=deployed.region,
-        actor=deployed.actor,
         occurred_at=signal.occurred_at,
         detected_at=now,
-        team=deployed.team,
-        application=deployed.application,
-        tier=deployed.tier,
+        **picked(deployed, *RESTATED),
     )

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import get_args
 
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord, DeploymentStatus, utcnow
 from shipledger.schemas.taxonomy import Environment
 
+#: An event type naming a final status finishes the deployment with that status.
 _FINAL_STATUS: dict[str, DeploymentStatus] = {
-    "succeeded": "succeeded",
-    "failed": "failed",
-    "rolled_back": "rolled_back",
-    "cancelled": "cancelled",
+    status: status for status in get_args(DeploymentStatus) if status != "in_progress"
 }
 
 

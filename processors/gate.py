@@ -237,15 +237,10 @@ def _deletion_alert(
             "deployment_started_at": used.started_at.isoformat(),
         },
         policy_version=policy.full_version,
-        deployment_id=used.deployment_id,
         event_id=deleted.event_id,
-        tenant=used.tenant,
-        service=used.service,
-        environment=used.environment,
-        region=used.region,
+        **picked(used, "deployment_id", "tenant", "service", "environment", "region", "team"),
         # Who deleted it is the registry's to say (attributes); the alert names the channel.
         actor=deleted.source or "registry",
-        team=used.team,
         occurred_at=deleted.occurred_at,
         detected_at=now,
     )

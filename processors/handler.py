@@ -26,7 +26,7 @@ and the state remembers them. `sweep` does that for every deployment naming a ch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -38,7 +38,7 @@ from shipledger.processors.change_rules import CHANGE_RULE_NAMES
 from shipledger.processors.enrichment import ChangeKey, Enrichment, Lookups
 from shipledger.processors.late_changes import rejudge_stored
 from shipledger.processors.outputs import Payload
-from shipledger.processors.state import Entry, state_key
+from shipledger.processors.state import DeploymentState, Entry, state_key
 from shipledger.processors.step import StepResult, nobody_known, process
 from shipledger.schemas.letters import DeadLetter, Headers
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord, utcnow
@@ -77,43 +77,6 @@ class OutputPort(Protocol):
         ...
 
 
-class StatePort(Protocol):
-    """The deployments' state (`processors.state.DeploymentState`)."""
-
-    def get(self, key: str) -> Entry | None:
-        """The deployment's entry, if any event of it was applied."""
-        ...
-
-    def put(
-        self,
-        key: str,
-        partition: int,
-        record: DeploymentRecord,
-        event_id: str,
-        alerts: Iterable[Alert] = (),
-    ) -> None:
-        """Store the record (and alerts) applied from `event_id`."""
-        ...
-
-    def rejudged(
-        self,
-        key: str,
-        record: DeploymentRecord | None,
-        alerts: Iterable[Alert],
-        resolutions: Iterable[Alert],
-    ) -> None:
-        """Store what a re-judgement of the deployment emitted."""
-        ...
-
-    def naming(self, change: ChangeKey, partitions: Collection[int]) -> list[tuple[str, Entry]]:
-        """The entries of `partitions` whose deployment names change request `change`."""
-        ...
-
-    def with_changes(self, partitions: Collection[int]) -> Iterator[tuple[str, Entry]]:
-        """Every entry of `partitions` whose deployment names a change request."""
-        ...
-
-
 class EventHandler:
     """Applies raw deployment events one by one, and re-judges stored deployments when their
     change request changes (see the module docstring); `limit` counts its dead letters
@@ -130,7 +93,7 @@ class EventHandler:
     def __init__(
         self,
         policy: Policy,
-        state: StatePort,
+        state: DeploymentState,
         outputs: OutputPort,
         limit: DlqLimitState,
         view: Lookups | None = None,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from shipledger.logging import get_logger
@@ -37,60 +38,52 @@ log = get_logger("processors")
 _PRUNE_EVERY_S = 60.0
 
 
+@dataclass(eq=False)
 class ViewRefresh:
     """Steps 0-3 of the module docstring; `drain` hands over the feed's new events."""
 
-    def __init__(
-        self,
-        drain: Callable[[], list[FeedEvent]],
-        view: Enrichment,
-        handler: EventHandler,
-        state: DeploymentState,
-        recent: RecentDeployments,
-        horizon: timedelta,
-    ) -> None:
-        self._drain = drain
-        self._view = view
-        self._handler = handler
-        self._state = state
-        self._recent = recent
-        self._horizon = horizon
-        self._pruned_at = time.monotonic()
-        self._partitions: frozenset[int] | None = None
+    drain: Callable[[], list[FeedEvent]]
+    view: Enrichment
+    handler: EventHandler
+    state: DeploymentState
+    recent: RecentDeployments
+    horizon: timedelta
+    _pruned_at: float = field(default_factory=time.monotonic, init=False)
+    _partitions: frozenset[int] | None = field(default=None, init=False)
 
     def refresh(self, partitions: Collection[int]) -> int:
         """Apply the feed's new events and judge again what they changed; how many
         deployments emitted something (their outputs are queued, not yet flushed)."""
         events = []
-        for event in self._drain():
+        for event in self.drain():
             if isinstance(event, PolicyDocument):
-                self._handler.adopt(event)
+                self.handler.adopt(event)
             elif isinstance(event, Deployed):
-                self._recent.apply(event)
+                self.recent.apply(event)
             else:
                 events.append(event)
         if time.monotonic() - self._pruned_at >= _PRUNE_EVERY_S:
             self._pruned_at = time.monotonic()
-            self._recent.prune(utcnow() - self._horizon)
-        changed = {key for key in map(self._view.apply, events) if key is not None}
+            self.recent.prune(utcnow() - self.horizon)
+        changed = {key for key in map(self.view.apply, events) if key is not None}
         emitted = 0
         assigned = frozenset(partitions)
         if assigned != self._partitions:
             known = self._partitions or frozenset()
-            indexed = self._state.reindex()
+            indexed = self.state.reindex()
             new = assigned - known
-            emitted += self._handler.sweep(new)
+            emitted += self.handler.sweep(new)
             log.info(
                 "rejudge_sweep",
                 partitions=sorted(assigned),
                 swept=sorted(new),
                 naming_a_change=indexed,
                 emitted=emitted,
-                view=self._view.sizes,
+                view=self.view.sizes,
             )
             self._partitions = assigned
         if changed:
-            emitted += self._handler.rejudge(sorted(changed), assigned)
+            emitted += self.handler.rejudge(sorted(changed), assigned)
         if events:
             log.info("enrichment_applied", events=len(events), changes=len(changed))
         return emitted

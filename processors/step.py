@@ -176,7 +176,7 @@ def change_facts(started_at: datetime, request: ChangeRequest | None) -> dict[st
 
 
 #: What an alert restates of the record of its deployment.
-_RESTATED = (
+RESTATED = (
     "deployment_id",
     "tenant",
     "service",
@@ -208,5 +208,5 @@ def build_alert(
         event_id=judged_event,
         occurred_at=record.started_at,
         detected_at=now,
-        **picked(record, *_RESTATED),
+        **picked(record, *RESTATED),
     )

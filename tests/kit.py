@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,6 +50,15 @@ SHIPLEDGER = str(Path(sys.executable).with_name("shipledger"))
 FAMILY_EVENTS: dict[str, dict[str, Any]] = json.loads(
     (Path(__file__).parent / "fixtures" / "family_events.json").read_text()
 )
+
+#: The `defaults:` of a test policy requiring a change ticket in prod and, for tests about other
+#: rules, no built digest (their prod deployments carry none).
+TICKET_DEFAULTS = """\
+defaults:
+  timezone: UTC
+  require_change_ticket: [prod]
+  require_artifact_digest: []
+"""
 
 #: The `cli_env` fixture: a CI job's environment for a broker.
 CliEnv = Callable[[Settings, str], dict[str, str]]
@@ -298,6 +307,26 @@ def api_event(**fields: Any) -> dict[str, Any]:
     return {**body, **fields}
 
 
+def api_deployment(
+    dep: str, service: str, stages: Iterable[tuple[str, str]], team: str = "payments"
+) -> list[dict[str, Any]]:
+    """Deployment `dep` of `service` (owned by `team`) to production by ci-bot, as the API
+    takes it: one event per (event type, ISO time) of `stages`, its commit made of `dep`."""
+    return [
+        api_event(
+            event_id=f"{dep}-{stage}",
+            deployment_id=dep,
+            event_type=stage,
+            service=service,
+            commit_sha=dep.encode().hex().ljust(40, "0")[:40],
+            actor="ci-bot",
+            team=team,
+            occurred_at=at,
+        )
+        for stage, at in stages
+    ]
+
+
 def api_change(event_id: str, change_id: str, state: str, at: str, **extra: Any) -> dict[str, Any]:
     """A change event as the API takes it: ServiceNow change request `change_id` reported
     `state` at `at` (ISO time), with `extra` fields (planned_start, …)."""
@@ -356,6 +385,30 @@ def api_token(
         return auth.create_token(tenant, scopes, **options)[0]
     finally:
         auth.close()
+
+
+@contextmanager
+def api_client(
+    stack: Stack,
+    tenant: str,
+    scopes: tuple[str, ...],
+    name: str,
+    webhook_secrets: Mapping[str, str] | None = None,
+) -> Iterator[httpx.Client]:
+    """A client of `stack`'s API with a new token of `tenant` with `scopes` (named `name`);
+    `webhook_secrets` (provider -> secret) set for the tenant first."""
+    assert stack.api is not None
+    auth = AuthStore(stack.settings.resolved_auth_db)
+    try:
+        token = auth.create_token(tenant, scopes, name=name)[0]
+        for provider, secret in (webhook_secrets or {}).items():
+            auth.set_webhook_secret(tenant, provider, secret)
+    finally:
+        auth.close()
+    with httpx.Client(
+        base_url=stack.api.url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
+        yield client
 
 
 def post_events(stack: Stack, token: str, tenant: str, *objects: dict[str, Any]) -> None:

@@ -24,19 +24,16 @@ from pydantic import SecretStr
 from shipledger.sinks.ledger.audit import verify
 from shipledger.up.stack import Stack
 from tests.integration.test_escalation_e2e import redeliver_alerts, rows, run_cli, wait_for
-from tests.kit import api_change, api_token, policy_stack, post_events
+from tests.kit import TICKET_DEFAULTS, api_change, api_token, policy_stack, post_events
 from tests.unit.test_alert_routing import StandInReceivers
 
 pytestmark = pytest.mark.integration
 
 TENANT = "retail"
-POLICY = """\
-version: route-it-1
-defaults:
-  timezone: UTC
-  require_change_ticket: [prod]
-  # About other rules: their prod deployments carry no built digest.
-  require_artifact_digest: []
+POLICY = (
+    "version: route-it-1\n"
+    + TICKET_DEFAULTS
+    + """\
 escalation:
   receivers:
     pd: {{type: pagerduty, url: "{url}", credentials: pd}}
@@ -50,6 +47,7 @@ escalation:
       min_severity: medium
       receivers: [pd, am, chat]
 """
+)
 
 
 @pytest.fixture

@@ -15,10 +15,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shipledger.producers.api.auth import AuthStore
 from shipledger.settings import Settings
 from shipledger.up.stack import Stack
-from tests.kit import SHA, own_settings, wait_until
+from tests.kit import SHA, api_client, own_settings, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -40,16 +39,8 @@ def api_stack(broker: str, tmp_path: Path, stack_settings: Settings) -> Iterator
 @pytest.fixture
 def client(api_stack: Stack) -> Iterator[httpx.Client]:
     """An ingest client of tenant shop; the tenant's Alertmanager secret is set."""
-    assert api_stack.api is not None
-    auth = AuthStore(api_stack.settings.resolved_auth_db)
-    try:
-        token = auth.create_token(TENANT, ("ingest",), name="anomaly-test")[0]
-        auth.set_webhook_secret(TENANT, "alertmanager", WEBHOOK_SECRET)
-    finally:
-        auth.close()
-    with httpx.Client(
-        base_url=api_stack.api.url, timeout=30, headers={"Authorization": f"Bearer {token}"}
-    ) as c:
+    secrets = {"alertmanager": WEBHOOK_SECRET}
+    with api_client(api_stack, TENANT, ("ingest",), "anomaly-test", secrets) as c:
         yield c
 
 

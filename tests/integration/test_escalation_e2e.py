@@ -30,18 +30,15 @@ from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import alert_row
 from shipledger.sinks.writer import LedgerWriter
 from shipledger.up.stack import Stack
-from tests.kit import own_settings, sample_alert
+from tests.kit import TICKET_DEFAULTS, own_settings, sample_alert
 
 pytestmark = pytest.mark.integration
 
 SHIPLEDGER = str(Path(sys.executable).parent / "shipledger")
-POLICY = """\
-version: esc-it-1
-defaults:
-  timezone: UTC
-  require_change_ticket: [prod]
-  # About other rules: their prod deployments carry no built digest.
-  require_artifact_digest: []
+POLICY = (
+    "version: esc-it-1\n"
+    + TICKET_DEFAULTS
+    + """\
 escalation:
   receivers:
     snow: {{type: servicenow, url: "{url}", credentials: snow}}
@@ -53,6 +50,7 @@ escalation:
       environments: [production]
       receivers: [snow, jira, hook]
 """
+)
 
 
 class StandInReceivers(Protocol):

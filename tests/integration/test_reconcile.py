@@ -19,16 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from click.testing import CliRunner
 
 from shipledger.cli import cli
-from shipledger.producers.api.auth import AuthStore
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.up.stack import Stack
-from tests.kit import own_settings, poll
+from tests.kit import api_deployment, api_token, own_settings, poll, post_events
 
 pytestmark = pytest.mark.integration
 
@@ -44,22 +42,11 @@ DEPLOYMENTS = (
 
 
 def _events() -> list[dict[str, Any]]:
-    return [
-        {
-            "tenant": TENANT,
-            "event_id": f"{dep}-{stage}",
-            "deployment_id": dep,
-            "event_type": stage,
-            "service": service,
-            "environment": "production",
-            "commit_sha": dep.encode().hex().ljust(40, "0")[:40],
-            "actor": "ci-bot",
-            "team": team,
-            "occurred_at": f"{at}+00:00",
-        }
-        for dep, service, team, started, finished in DEPLOYMENTS
-        for stage, at in (("started", started), ("succeeded", finished))
-    ]
+    events = []
+    for dep, service, team, started, finished in DEPLOYMENTS:
+        stages = [("started", f"{started}+00:00"), ("succeeded", f"{finished}+00:00")]
+        events += api_deployment(dep, service, stages, team)
+    return events
 
 
 @pytest.fixture
@@ -68,18 +55,8 @@ def ledger(broker: str, tmp_path: Path) -> Iterator[Settings]:
     settings = own_settings(tmp_path, api_port=0, sink_batch_ms=100, tenant=TENANT)
     with Stack(settings, bootstrap=broker, log_dir=tmp_path / "logs", api=True) as stack:
         assert stack.api is not None and stack.store is not None
-        auth = AuthStore(settings.resolved_auth_db)
-        try:
-            token = auth.create_token(TENANT, ("ingest",), name="reconcile-test")[0]
-        finally:
-            auth.close()
-        answer = httpx.post(
-            f"{stack.api.url}/v1/events",
-            json=_events(),
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-        )
-        assert answer.status_code == 202, answer.text
+        token = api_token(settings, TENANT, name="reconcile-test")
+        post_events(stack, token, TENANT, *_events())
         store = stack.store
         poll(
             stack,

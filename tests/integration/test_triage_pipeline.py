@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +17,7 @@ from pydantic import SecretStr
 from shipledger.producers.api.auth import AuthStore
 from shipledger.up.stack import Stack
 from tests.conftest import GENIE_KEY, StandInReceivers
-from tests.kit import own_settings, poll
+from tests.kit import api_deployment, own_settings, poll
 from tests.webhook_kit import SECRET, RawRequest
 
 pytestmark = pytest.mark.integration
@@ -58,23 +57,6 @@ def stack(broker: str, tmp_path: Path, receivers: StandInReceivers) -> Iterator[
         yield running
 
 
-def _deployment(dep: str, service: str, stages: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    return [
-        {
-            "event_id": f"{dep}-{stage}",
-            "deployment_id": dep,
-            "event_type": stage,
-            "service": service,
-            "environment": "production",
-            "commit_sha": dep.encode().hex().ljust(40, "0")[:40],
-            "actor": "ci-bot",
-            "team": "payments",
-            "occurred_at": at,
-        }
-        for stage, at in stages
-    ]
-
-
 def test_an_incident_gets_its_suspects_stored_and_noted(
     stack: Stack, receivers: StandInReceivers, webhook_request: RawRequest
 ) -> None:
@@ -88,12 +70,12 @@ def test_an_incident_gets_its_suspects_stored_and_noted(
         {"family": "catalog", "event_id": "cat-checkout", "entity": "service",
          "action": "created", "name": "checkout", "owner_team": "payments",
          "dependencies": ["payments"], "occurred_at": "2026-11-01T00:00:00+00:00"},
-        *_deployment("d-pay", "payments",
-                     [("started", "2026-11-20T13:30:00+00:00"),
-                      ("failed", "2026-11-20T13:34:00+00:00")]),
-        *_deployment("d-co", "checkout",
-                     [("started", "2026-11-20T13:50:00+00:00"),
-                      ("succeeded", "2026-11-20T13:55:00+00:00")]),
+        *api_deployment("d-pay", "payments",
+                        [("started", "2026-11-20T13:30:00+00:00"),
+                         ("failed", "2026-11-20T13:34:00+00:00")]),
+        *api_deployment("d-co", "checkout",
+                        [("started", "2026-11-20T13:50:00+00:00"),
+                         ("succeeded", "2026-11-20T13:55:00+00:00")]),
     ]  # fmt: skip
     with httpx.Client(base_url=stack.api.url, timeout=30) as client:
         answer = client.post(

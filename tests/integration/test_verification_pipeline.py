@@ -16,10 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from shipledger.producers.api.auth import AuthStore
 from shipledger.settings import Settings
 from shipledger.up.stack import Stack
-from tests.kit import SHA, own_settings, run_shipledger, up_env, wait_until
+from tests.kit import SHA, api_client, own_settings, run_shipledger, up_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -43,17 +42,8 @@ def api_stack(broker: str, tmp_path: Path) -> Iterator[Stack]:
 @pytest.fixture
 def client(api_stack: Stack) -> Iterator[httpx.Client]:
     """A client of tenant shop with ingest and read scopes; its webhook secrets are set."""
-    assert api_stack.api is not None
-    auth = AuthStore(api_stack.settings.resolved_auth_db)
-    try:
-        token = auth.create_token(TENANT, ("ingest", "read"), name="verify-test")[0]
-        for provider in ("checkly", "terraform", "argocd"):
-            auth.set_webhook_secret(TENANT, provider, SECRET)
-    finally:
-        auth.close()
-    with httpx.Client(
-        base_url=api_stack.api.url, timeout=30, headers={"Authorization": f"Bearer {token}"}
-    ) as c:
+    secrets = dict.fromkeys(("checkly", "terraform", "argocd"), SECRET)
+    with api_client(api_stack, TENANT, ("ingest", "read"), "verify-test", secrets) as c:
         yield c
 
 

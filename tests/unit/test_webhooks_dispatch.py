@@ -69,12 +69,32 @@ def test_malformed_body(
 
 @pytest.mark.parametrize("provider", sorted(PROVIDERS))
 def test_unauthenticated_body_is_not_read(webhook_request: RawRequest, provider: str) -> None:
-    headers, _ = webhook_request(provider, _SAMPLES[provider])
-    with pytest.raises(WebhookAuthError):
-        dispatch(provider, headers, b"{not json", secret="another-secret", tenant="acme")
+    headers, body = webhook_request(provider, _SAMPLES[provider])
+    # Signed or sent with its secret under another: refused, whatever the body holds.
+    for sent in (body, b"{not json"):
+        with pytest.raises(WebhookAuthError, match="does not match"):
+            dispatch(provider, headers, sent, secret="another-secret", tenant="acme")
     # No secret configured: the same answer as a wrong one (the set-up is not revealed).
     with pytest.raises(WebhookAuthError, match="does not match"):
         dispatch(provider, headers, b"{}", secret="", tenant="acme")
+
+
+@pytest.mark.parametrize(
+    ("provider", "header", "error"),
+    [
+        ("github", "X-GitHub-Event", WebhookPayloadError),
+        ("gitlab", "X-Gitlab-Token", WebhookAuthError),
+        ("argocd", "X-Shipledger-Token", WebhookAuthError),
+        ("jenkins", "X-Shipledger-Token", WebhookAuthError),
+    ],
+)
+def test_a_missing_header_is_named(
+    webhook_request: RawRequest, provider: str, header: str, error: type[Exception]
+) -> None:
+    headers, body = webhook_request(provider, _SAMPLES[provider])
+    del headers[header]
+    with pytest.raises(error, match=f"^missing {header} header"):
+        dispatch(provider, headers, body, secret=SECRET, tenant="acme")
 
 
 def test_event_ids_are_uuids_unique_per_index_tenant_provider_delivery() -> None:
