@@ -83,10 +83,9 @@ def periodic_jobs(
 ) -> list[Periodic]:
     """The optional jobs the settings turn on, started: post-deploy verification
     (SHIPLEDGER_VERIFICATION_INTERVAL_S > 0), incident triage (SHIPLEDGER_TRIAGE_INTERVAL_S >
-    0) and CMDB reconciliation (SHIPLEDGER_CMDB_EXPORT_FILE), their runs counted in `metrics`.
-    A failed run is logged and made again at the next interval: none of them may stop the
-    stack."""
-    metrics = metrics or m.RecordingMetrics()
+    0) and CMDB reconciliation (SHIPLEDGER_CMDB_EXPORT_FILE), their runs counted in `metrics`
+    if given. A failed run is logged and made again at the next interval: none of them may
+    stop the stack."""
     jobs: list[Periodic] = []
     if settings.verification_interval_s > 0:
 
