@@ -19,7 +19,7 @@ lost with its machine.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -34,6 +34,7 @@ from shipledger.receivers.receiver import (
     basic_auth,
     found_under,
     json_request,
+    not_ours,
     options_of,
 )
 
@@ -49,7 +50,9 @@ class JiraOptions(BaseModel):
     project: str = Field(pattern=r"^[A-Z][A-Z0-9_]{0,254}$")
     issue_type: str = Field(default="Task", min_length=1)
     labels: list[str] = Field(default_factory=list)
-    fields: dict[str, Any] = Field(default_factory=dict)
+    fields: Annotated[dict[str, Any], not_ours(_OURS, "use the options above")] = Field(
+        default_factory=dict
+    )
 
     @field_validator("labels")
     @classmethod
@@ -57,14 +60,6 @@ class JiraOptions(BaseModel):
         bad = [label for label in value if not label or re.search(r"\s", label)]
         if bad:
             raise ValueError(f"Jira labels cannot be empty or contain spaces: {bad}")
-        return value
-
-    @field_validator("fields")
-    @classmethod
-    def _not_ours(cls, value: dict[str, Any]) -> dict[str, Any]:
-        taken = sorted(_OURS & set(value))
-        if taken:
-            raise ValueError(f"{', '.join(taken)}: set by shipledger (use the options above)")
         return value
 
 

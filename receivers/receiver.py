@@ -18,10 +18,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr
 
 from shipledger.schemas.models import Alert, EscalationAction
 
@@ -149,6 +149,19 @@ class ReceiverKind:
     resolve: Callable[[Delivery, Target], httpx.Request] | None = None
     default_url: str | None = None
     secret_in_url: bool = False
+
+
+def not_ours(ours: frozenset[str], instead: str) -> AfterValidator:
+    """The validator of a kind's `fields` option (more fields of the provider's record) that
+    refuses the fields shipledger sets itself; `instead` says what sets them."""
+
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        taken = sorted(ours & set(value))
+        if taken:
+            raise ValueError(f"{', '.join(taken)}: set by shipledger ({instead})")
+        return value
+
+    return AfterValidator(check)
 
 
 def options_of(target: Target, model: type[OptionsT]) -> OptionsT:

@@ -17,10 +17,10 @@ ticket it finds instead of opening a second one.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from shipledger.receivers import text
 from shipledger.receivers.receiver import (
@@ -32,6 +32,7 @@ from shipledger.receivers.receiver import (
     basic_auth,
     found_under,
     json_request,
+    not_ours,
     options_of,
 )
 
@@ -52,15 +53,7 @@ class ServiceNowOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     table: Literal["incident", "change_task"] = "incident"
-    fields: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("fields")
-    @classmethod
-    def _not_ours(cls, value: dict[str, str]) -> dict[str, str]:
-        taken = sorted(_OURS & set(value))
-        if taken:
-            raise ValueError(f"{', '.join(taken)}: set by shipledger (the alert id)")
-        return value
+    fields: Annotated[dict[str, str], not_ours(_OURS, "the alert id")] = Field(default_factory=dict)
 
 
 def _table_url(target: Target) -> str:

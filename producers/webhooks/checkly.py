@@ -20,8 +20,9 @@ from __future__ import annotations
 from shipledger.producers.webhooks import contract
 from shipledger.producers.webhooks.datadog import tags_of
 from shipledger.producers.webhooks.monitoring import environment_tag, verify_monitoring
-from shipledger.producers.webhooks.payload import opt_str, parse_object, req_str, req_timestamp
-from shipledger.producers.webhooks.result import Identified, Parsed, Request
+from shipledger.producers.webhooks.payload import opt_str, req_str, req_timestamp
+from shipledger.producers.webhooks.result import Event, Request
+from shipledger.producers.webhooks.route import ByField, Typed
 from shipledger.schemas.family_models import CHECK_NAME
 
 _OUTCOMES = {
@@ -38,33 +39,32 @@ def verify(request: Request) -> None:
     verify_monitoring(request, "checkly")
 
 
-def parse(request: Request) -> Parsed:
-    """Map one Checkly alert notification."""
-    data = parse_object(request.body)
-    alert_type = req_str(data, "alert_type")
-    result_id = req_str(data, "check_result_id")
-    outcome = _OUTCOMES.get(alert_type)
-    if outcome is None:
-        return Parsed.of(alert_type, result_id, f"alert type {alert_type!r} is not recorded")
+def _result(typed: Typed[str]) -> Event:
+    data = typed.data
     name = req_str(data, "check_name")
     tags = tags_of(opt_str(data, "tags"))
-    event = contract.signal(
+    return contract.signal(
         kind="pipeline_finished",
         occurred_at=req_timestamp(data, "started_at"),
         service=tags.get("service"),
         environment=environment_tag(tags),
         title=opt_str(data, "alert_title") or name,
-        external_id=result_id,
-        outcome=outcome,
+        external_id=typed.id,
+        outcome=typed.kind,
         url=opt_str(data, "result_link"),
         attributes={
             CHECK_NAME: name,
-            "checkly.alert_type": alert_type,
-            "checkly.check_id": opt_str(data, "check_id"),
-            "checkly.check_type": opt_str(data, "check_type"),
-            "checkly.run_location": opt_str(data, "run_location"),
-            "checkly.error": opt_str(data, "error_message"),
+            **typed.attributes(
+                check_id=opt_str(data, "check_id"),
+                check_type=opt_str(data, "check_type"),
+                run_location=opt_str(data, "run_location"),
+                error=opt_str(data, "error_message"),
+            ),
         },
     )
-    identity = f"result:{result_id}:{alert_type}"
-    return Parsed.of(alert_type, result_id, Identified(identity, [event]))
+
+
+#: How dispatch reads one Checkly alert notification (`route.ByField`).
+ROUTE = ByField(
+    "checkly", "alert_type", "check_result_id", "result:{id}:{event}", _OUTCOMES, _result
+)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from shipledger.producers.webhooks import contract
 from shipledger.producers.webhooks.monitoring import environment_tag, verify_monitoring
-from shipledger.producers.webhooks.payload import opt_str, parse_object, req_str, timestamp
-from shipledger.producers.webhooks.result import Identified, Parsed, Request, WebhookPayloadError
+from shipledger.producers.webhooks.payload import opt_str, req_str, timestamp
+from shipledger.producers.webhooks.result import Event, Request, WebhookPayloadError
+from shipledger.producers.webhooks.route import ByField, Typed
 
 _TRANSITIONS: dict[str, contract.SignalKind] = {
     "Triggered": "alert_fired",
@@ -40,20 +41,14 @@ def tags_of(text: str | None) -> dict[str, str]:
     return tags
 
 
-def parse(request: Request) -> Parsed:
-    """Map one Datadog monitor notification."""
-    data = parse_object(request.body)
-    transition = req_str(data, "transition")
-    kind = _TRANSITIONS.get(transition)
-    event_id = req_str(data, "id")
-    if kind is None:
-        return Parsed.of(transition, event_id, f"transition {transition!r} is not recorded")
+def _monitor(typed: Typed[contract.SignalKind]) -> Event:
+    data = typed.data
     date = req_str(data, "date")
     if not date.isdigit():
         raise WebhookPayloadError(f"date: must be epoch milliseconds ($DATE), got {date!r:.40}")
     tags = tags_of(opt_str(data, "tags"))
-    event = contract.signal(
-        kind=kind,
+    return contract.signal(
+        kind=typed.kind,
         occurred_at=timestamp(int(date), "date"),
         service=tags.get("service"),
         environment=environment_tag(tags),
@@ -61,12 +56,14 @@ def parse(request: Request) -> Parsed:
         title=req_str(data, "title"),
         external_id=opt_str(data, "alert_id"),
         url=opt_str(data, "link"),
-        attributes={
-            "datadog.transition": transition,
-            "datadog.alert_type": opt_str(data, "alert_type"),
-            "datadog.scope": opt_str(data, "scope"),
-            "datadog.team": tags.get("team"),
-            "datadog.version": tags.get("version"),
-        },
+        attributes=typed.attributes(
+            alert_type=opt_str(data, "alert_type"),
+            scope=opt_str(data, "scope"),
+            team=tags.get("team"),
+            version=tags.get("version"),
+        ),
     )
-    return Parsed.of(transition, event_id, Identified(f"event:{event_id}", [event]))
+
+
+#: How dispatch reads one Datadog monitor notification (`route.ByField`).
+ROUTE = ByField("datadog", "transition", "id", "event:{id}", _TRANSITIONS, _monitor)

@@ -51,13 +51,13 @@ PROVIDERS: dict[str, Provider] = {
     "cdevents": Provider(cdevents.verify, cdevents.parse),
     "jenkins": Provider(jenkins.verify, jenkins.parse),
     "alertmanager": Provider(alertmanager.verify, alertmanager.parse),
-    "datadog": Provider(datadog.verify, datadog.parse),
-    "checkly": Provider(checkly.verify, checkly.parse),
+    "datadog": Provider(datadog.verify, datadog.ROUTE.parse),
+    "checkly": Provider(checkly.verify, checkly.ROUTE.parse),
     "terraform": Provider(terraform.verify, terraform.parse),
     "harbor": Provider(harbor.verify, harbor.parse),
     "artifactory": Provider(artifactory.verify, artifactory.parse),
-    "pagerduty": Provider(pagerduty.verify, pagerduty.parse),
-    "opsgenie": Provider(opsgenie.verify, opsgenie.parse),
+    "pagerduty": Provider(pagerduty.verify, pagerduty.ROUTE.parse),
+    "opsgenie": Provider(opsgenie.verify, opsgenie.ROUTE.parse),
 }
 
 

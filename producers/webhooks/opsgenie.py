@@ -17,21 +17,9 @@ from typing import Any
 from shipledger.producers.webhooks import contract, datadog
 from shipledger.producers.webhooks.auth import SHARED_TOKEN_HEADER, verify_token
 from shipledger.producers.webhooks.monitoring import environment_tag
-from shipledger.producers.webhooks.payload import (
-    obj,
-    opt_obj,
-    opt_str,
-    parse_object,
-    req_str,
-    required,
-    timestamp,
-)
-from shipledger.producers.webhooks.result import (
-    Identified,
-    Parsed,
-    Request,
-    WebhookPayloadError,
-)
+from shipledger.producers.webhooks.payload import obj, opt_obj, opt_str, required, timestamp
+from shipledger.producers.webhooks.result import Event, Request, WebhookPayloadError
+from shipledger.producers.webhooks.route import ByField, Typed
 
 _KINDS: dict[str, contract.SignalKind] = {
     "Create": "incident_opened",
@@ -54,15 +42,9 @@ def tags_of(value: Any) -> dict[str, str]:
     return datadog.tags_of(",".join(value))
 
 
-def parse(request: Request) -> Parsed:
-    """Map one alert action."""
-    data = parse_object(request.body)
-    action = req_str(data, "action")
+def _alert(typed: Typed[contract.SignalKind]) -> Event:
+    data = typed.data
     alert = obj(data, "alert")
-    alert_id = req_str(data, "alert.alertId")
-    kind = _KINDS.get(action)
-    if kind is None:
-        return Parsed.of(action, alert_id, f"action {action!r} is not recorded")
     opt_obj(data, "alert.details")
     tags = tags_of(alert.get("tags"))
     service = (
@@ -71,19 +53,21 @@ def parse(request: Request) -> Parsed:
         or opt_str(data, "alert.entity")
     )
     created = required(alert.get("createdAt"), "alert.createdAt")
-    event = contract.signal(
-        kind=kind,
+    return contract.signal(
+        kind=typed.kind,
         occurred_at=timestamp(created, "alert.createdAt"),
         service=required(service, "alert.details.service", "service (details, tag or entity)"),
         environment=opt_str(data, "alert.details.environment") or environment_tag(tags),
         severity=opt_str(data, "alert.priority"),
         title=opt_str(data, "alert.message"),
-        external_id=alert_id,
-        attributes={
-            "opsgenie.action": action,
-            "opsgenie.alias": opt_str(data, "alert.alias"),
-            "opsgenie.tiny_id": opt_str(data, "alert.tinyId"),
-            "opsgenie.integration": opt_str(data, "integrationName"),
-        },
+        external_id=typed.id,
+        attributes=typed.attributes(
+            alias=opt_str(data, "alert.alias"),
+            tiny_id=opt_str(data, "alert.tinyId"),
+            integration=opt_str(data, "integrationName"),
+        ),
     )
-    return Parsed.of(action, alert_id, Identified(f"{action}:{alert_id}", [event]))
+
+
+#: How dispatch reads one Opsgenie alert action (`route.ByField`).
+ROUTE = ByField("opsgenie", "action", "alert.alertId", "{event}:{id}", _KINDS, _alert)

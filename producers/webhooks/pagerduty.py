@@ -18,13 +18,9 @@ import hmac
 
 from shipledger.producers.webhooks import contract
 from shipledger.producers.webhooks.auth import secret_bytes
-from shipledger.producers.webhooks.payload import obj, opt_str, parse_object, req_str, timestamp
-from shipledger.producers.webhooks.result import (
-    Identified,
-    Parsed,
-    Request,
-    WebhookAuthError,
-)
+from shipledger.producers.webhooks.payload import obj, opt_str, req_str, timestamp
+from shipledger.producers.webhooks.result import Event, Request, WebhookAuthError
+from shipledger.producers.webhooks.route import ByField, Typed
 
 SIGNATURE_HEADER = "X-PagerDuty-Signature"
 _KINDS: dict[str, contract.SignalKind] = {
@@ -52,18 +48,12 @@ def verify(request: Request) -> None:
         )
 
 
-def parse(request: Request) -> Parsed:
-    """Map one v3 outbound event."""
-    data = parse_object(request.body)
-    event_type = req_str(data, "event.event_type")
-    event_id = req_str(data, "event.id")
-    kind = _KINDS.get(event_type)
-    if kind is None:
-        return Parsed.of(event_type, event_id, f"event type {event_type!r} is not recorded")
+def _incident(typed: Typed[contract.SignalKind]) -> Event:
+    data = typed.data
     obj(data, "event.data")
     incident_id = req_str(data, "event.data.id")
-    event = contract.signal(
-        kind=kind,
+    return contract.signal(
+        kind=typed.kind,
         occurred_at=timestamp(req_str(data, "event.occurred_at"), "event.occurred_at"),
         service=req_str(data, "event.data.service.summary"),
         severity=opt_str(data, "event.data.priority.summary")
@@ -71,11 +61,13 @@ def parse(request: Request) -> Parsed:
         title=opt_str(data, "event.data.title"),
         external_id=incident_id,
         url=opt_str(data, "event.data.html_url"),
-        attributes={
-            "pagerduty.event_type": event_type,
-            "pagerduty.incident_number": opt_str(data, "event.data.number"),
-            "pagerduty.service_id": opt_str(data, "event.data.service.id"),
-            "pagerduty.urgency": opt_str(data, "event.data.urgency"),
-        },
+        attributes=typed.attributes(
+            incident_number=opt_str(data, "event.data.number"),
+            service_id=opt_str(data, "event.data.service.id"),
+            urgency=opt_str(data, "event.data.urgency"),
+        ),
     )
-    return Parsed.of(event_type, event_id, Identified(f"event:{event_id}", [event]))
+
+
+#: How dispatch reads one v3 outbound event (`route.ByField`).
+ROUTE = ByField("pagerduty", "event.event_type", "event.id", "event:{id}", _KINDS, _incident)

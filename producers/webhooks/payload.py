@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import UTC, datetime
+from types import UnionType
 from typing import Any, TypeVar
 
 from shipledger.producers.webhooks.result import WebhookPayloadError
@@ -53,13 +54,18 @@ def required(value: _T | None, path: str, what: str = "field is missing") -> _T:
     return value
 
 
+def _opt(data: JSONObject, path: str, kind: type | UnionType, what: str) -> Any:
+    """The value at dotted `path`, None when absent or null; a value not of `kind` (never a
+    bool) is an error saying it must be `what`."""
+    value = _walk(data, path)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise WebhookPayloadError(f"{path}: must be {what}, got {type(value).__name__}")
+    return value
+
+
 def opt_obj(data: JSONObject, path: str) -> JSONObject | None:
     """The object at dotted `path`, or None when absent or null."""
-    value = _walk(data, path)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise WebhookPayloadError(f"{path}: must be an object, got {type(value).__name__}")
+    value: JSONObject | None = _opt(data, path, dict, "an object")
     return value
 
 
@@ -81,13 +87,8 @@ def objects(data: JSONObject, path: str) -> list[JSONObject]:
 
 def opt_str(data: JSONObject, path: str) -> str | None:
     """The string at `path` stripped; absent, null or blank is None. Numbers are accepted."""
-    value = _walk(data, path)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise WebhookPayloadError(f"{path}: must be a string, got {type(value).__name__}")
-    text = str(value).strip()
-    return text or None
+    value = _opt(data, path, str | int, "a string")
+    return None if value is None else str(value).strip() or None
 
 
 def req_str(data: JSONObject, path: str) -> str:
