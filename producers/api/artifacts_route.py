@@ -9,9 +9,8 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
-from shipledger.producers.api.auth import ANY_TENANT
 from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
-from shipledger.producers.api.context import ApiError, ContextDep, ReadPrincipal
+from shipledger.producers.api.context import ContextDep, ReadPrincipal, readable_tenant
 from shipledger.schemas.governance import ArtifactInUse
 
 router = APIRouter(prefix="/v1")
@@ -47,10 +46,7 @@ async def get_protected(
     distinct sorted list a GC job excludes; deployments without a digest protect nothing.
     The same list as `shipledger artifacts protected --format json`."""
     governance, ledger = ctx.require_governance()
-    if principal.tenant != ANY_TENANT:
-        if tenant not in (None, principal.tenant):
-            raise ApiError(403, f"tenant: this token reads tenant {principal.tenant!r} only")
-        tenant = principal.tenant
+    tenant = readable_tenant(principal, tenant)
     in_use = await run_in_threadpool(ledger.artifacts_in_use, tenant, MAX_REACH)
     rows = [
         used

@@ -122,11 +122,15 @@ class Principal:
         """Whether this token may write or read `tenant`'s events."""
         return self.tenant in (ANY_TENANT, tenant)
 
+    @property
+    def own_tenant(self) -> str | None:
+        """The one tenant this token is bound to; None for an operator's (every tenant)."""
+        return None if self.tenant == ANY_TENANT else self.tenant
+
     def row_scope(self, tenant: str | None = None) -> RowScope:
         """The rows this token reads: its tenant's (an operator's: `tenant`, None for every
         tenant), within its teams and environments."""
-        own = None if self.tenant == ANY_TENANT else self.tenant
-        return RowScope(own or tenant, self.teams, self.environments)
+        return RowScope(self.own_tenant or tenant, self.teams, self.environments)
 
     @property
     def sees_names(self) -> bool:

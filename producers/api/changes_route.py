@@ -9,7 +9,6 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 
-from shipledger.producers.api.auth import ANY_TENANT
 from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
 from shipledger.producers.api.context import ApiError, ContextDep, ReadPrincipal
 
@@ -40,7 +39,7 @@ async def get_changes(
     later counts after `shipledger changes recompute`). The same answer as `shipledger
     changes show ID --format json`."""
     ledger = ctx.require_ledger()
-    tenant = None if principal.tenant == ANY_TENANT else principal.tenant
+    tenant = principal.own_tenant
     found = await run_in_threadpool(ledger.change_set, tenant, deployment_id)
     if found is None or not principal.sees(
         found.summary["tenant"], found.summary.get("team"), found.summary["environment"]

@@ -192,3 +192,13 @@ class Authorized:
 IngestPrincipal = Annotated[Principal, Depends(Authorized("ingest"))]
 #: A route's parameter for the caller, holding a token with the `read` scope.
 ReadPrincipal = Annotated[Principal, Depends(Authorized("read"))]
+
+
+def readable_tenant(principal: Principal, tenant: str | None) -> str | None:
+    """The tenant a read asks for, checked against its token: the token's own tenant (403
+    naming it when another is asked), or the one asked (None: every tenant) for an
+    operator's."""
+    own = principal.own_tenant
+    if own is not None and tenant not in (None, own):
+        raise ApiError(403, f"tenant: this token reads tenant {own!r} only")
+    return own or tenant

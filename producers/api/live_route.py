@@ -25,7 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from shipledger.logging import get_logger
-from shipledger.producers.api.auth import ANY_TENANT, Principal
+from shipledger.producers.api.auth import Principal
 from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
 from shipledger.producers.api.context import ApiContext, ApiError, ContextDep, ReadPrincipal
 from shipledger.producers.api.dashboard_state import Reads
@@ -78,7 +78,7 @@ def _wanted(team: str | None, environment: str | None, service: str | None) -> S
 
 
 def _reads(ctx: ApiContext, principal: Principal) -> Reads:
-    tenant = None if principal.tenant == ANY_TENANT else principal.tenant
+    tenant = principal.own_tenant
     return Reads(
         ctx.require_ledger(),
         ctx.settings,

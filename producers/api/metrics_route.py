@@ -11,9 +11,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
-from shipledger.producers.api.auth import ANY_TENANT
 from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
-from shipledger.producers.api.context import ApiContext, ApiError, ContextDep, ReadPrincipal
+from shipledger.producers.api.context import (
+    ApiContext,
+    ApiError,
+    ContextDep,
+    ReadPrincipal,
+    readable_tenant,
+)
 from shipledger.schemas.policy import Policy, load_policy
 from shipledger.sinks.ledger.reader import (
     DORA_DIMENSIONS as DIMENSIONS,
@@ -71,7 +76,7 @@ async def get_dora(
     is `since`..`until` (UTC days, both included; default the 90 days to today). The same
     report as `shipledger metrics dora --format json`."""
     ledger = ctx.require_ledger()
-    tenant = _readable_tenant(principal, tenant)
+    tenant = readable_tenant(principal, tenant)
     query = _query(
         since,
         until,
@@ -85,15 +90,6 @@ async def get_dora(
     )
     rows = await run_in_threadpool(ledger.dora, query, principal.row_scope(tenant))
     return {"columns": dora_columns(query.by), "rows": [r.as_dict() for r in rows]}
-
-
-def _readable_tenant(principal: ReadPrincipal, tenant: str | None) -> str | None:
-    """The tenant a request reads: the token's (403 for another), or any for an operator."""
-    if principal.tenant != ANY_TENANT:
-        if tenant not in (None, principal.tenant):
-            raise ApiError(403, f"tenant: this token reads tenant {principal.tenant!r} only")
-        return principal.tenant
-    return tenant
 
 
 def _query(since: date | None, until: date | None, **asked: Any) -> DoraQuery:
@@ -127,7 +123,7 @@ async def get_success(
     target there, of the token's tenant and the rows it sees. Window as `/metrics/dora`. The
     same report as `shipledger metrics success --format json`."""
     ledger = ctx.require_ledger()
-    tenant = _readable_tenant(principal, tenant)
+    tenant = readable_tenant(principal, tenant)
     if period not in ("week", "month"):
         raise ApiError(400, f"period: one of week, month, not {period!r}")
     query = _query(
@@ -168,7 +164,7 @@ async def get_adoption(
     its last deployment, laggards first. The same report as `shipledger report adoption
     --format json`."""
     ledger = ctx.require_ledger()
-    tenant = _readable_tenant(principal, tenant)
+    tenant = readable_tenant(principal, tenant)
     try:
         query = AdoptionQuery(days=days, tenant=tenant)
     except AdoptionError as exc:

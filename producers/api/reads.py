@@ -17,9 +17,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field, ValidationError
 
-from shipledger.producers.api.auth import ANY_TENANT
 from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
-from shipledger.producers.api.context import ApiError, ContextDep, ReadPrincipal
+from shipledger.producers.api.context import ApiError, ContextDep, ReadPrincipal, readable_tenant
 from shipledger.producers.api.limits import check_declared_length, read_capped
 from shipledger.producers.api.query_slots import SlotsFull
 from shipledger.sinks.ledger.reader import QueryError, QueryLimits
@@ -51,7 +50,7 @@ async def get_event(
     ClickHouse server, which tiers inside the table). Events reach the ledger a moment after
     their 202."""
     ledger = ctx.require_ledger()
-    tenant = None if principal.tenant == ANY_TENANT else principal.tenant
+    tenant = principal.own_tenant
     found = await run_in_threadpool(ledger.event, event_id, tenant)
     if found is None or not principal.sees(
         str(found.row["tenant"]), found.row.get("team"), found.row.get("environment")
@@ -112,11 +111,7 @@ async def post_query(
     `shipledger query` uses while `shipledger up` owns the embedded ledger."""
     ledger = ctx.require_ledger()
     request = await _read_request(http, ctx.settings.query_max_sql_bytes)
-    tenant = request.tenant
-    if principal.tenant != ANY_TENANT:
-        if tenant not in (None, principal.tenant):
-            raise ApiError(403, f"tenant: this token reads tenant {principal.tenant!r} only")
-        tenant = principal.tenant
+    tenant = readable_tenant(principal, request.tenant)
     ctx.require_resident(tenant)
     settings = ctx.settings
     max_rows = min(request.max_rows or settings.query_max_rows, settings.query_max_rows)

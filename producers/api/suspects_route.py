@@ -10,9 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
-from shipledger.producers.api.auth import ANY_TENANT
 from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
-from shipledger.producers.api.context import ApiError, ContextDep, ReadPrincipal
+from shipledger.producers.api.context import ApiError, ContextDep, ReadPrincipal, readable_tenant
 from shipledger.sinks.ledger.reader import SUSPECTS_MAX_LOOKBACK, SuspectsError, SuspectsQuery
 
 router = APIRouter(prefix="/v1")
@@ -54,10 +53,7 @@ async def get_suspects(
     (time_proximity, dependency_distance, change_size, verification, config_drift, rollback).
     The same ranking as `shipledger suspects --format json`."""
     ledger = ctx.require_ledger()
-    if principal.tenant != ANY_TENANT:
-        if tenant not in (None, principal.tenant):
-            raise ApiError(403, f"tenant: this token reads tenant {principal.tenant!r} only")
-        tenant = principal.tenant
+    tenant = readable_tenant(principal, tenant)
     if tenant is None:
         raise ApiError(400, "tenant: required with an operator token")
     when = at or datetime.now(UTC)

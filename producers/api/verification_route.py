@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
-from shipledger.producers.api.auth import ANY_TENANT, Principal
 from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
 from shipledger.producers.api.context import ApiError, ContextDep, ReadPrincipal
 from shipledger.schemas.policy import VERDICTS
@@ -37,10 +36,6 @@ def verdict_view(v: StoredVerdict) -> dict[str, Any]:
     }
 
 
-def _tenant(principal: Principal) -> str | None:
-    return None if principal.tenant == ANY_TENANT else principal.tenant
-
-
 @router.get(
     "/deployments/{deployment_id}/verification",
     responses={
@@ -61,7 +56,7 @@ async def get_verification(
     deployment of the token's tenant, its score and evidence (which checks, pass or fail,
     when). 404 until its window closed and a verdict was decided."""
     ledger = ctx.require_ledger()
-    wanted = VerdictFilter(_tenant(principal), deployment_id=deployment_id, limit=1)
+    wanted = VerdictFilter(principal.own_tenant, deployment_id=deployment_id, limit=1)
     found = await run_in_threadpool(ledger.verifications, wanted)
     visible = [v for v in found if principal.sees(v.tenant, v.team or None, v.environment)]
     if not visible:
@@ -89,7 +84,7 @@ async def list_verifications(
     if verdict is not None and verdict not in VERDICTS:
         raise ApiError(400, f"verdict: must be one of {', '.join(VERDICTS)}, got {verdict!r}")
     ledger = ctx.require_ledger()
-    wanted = VerdictFilter(_tenant(principal), verdict=verdict, service=service, limit=limit)
+    wanted = VerdictFilter(principal.own_tenant, verdict=verdict, service=service, limit=limit)
     found = await run_in_threadpool(ledger.verifications, wanted)
     return [
         verdict_view(v) for v in found if principal.sees(v.tenant, v.team or None, v.environment)
