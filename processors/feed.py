@@ -89,6 +89,10 @@ class EnrichmentFeed:
         self._horizon = timedelta(seconds=settings.anomaly_horizon_s)
         self._notify: Callable[[], object] = lambda: None
         self._ready: deque[FeedEvent] = deque()
+        #: Whether `notify` was called for events not drained yet: one wake-up per drain, not
+        #: one per event (every record the workers produce comes back through the feed, and a
+        #: wake-up per record cost the worker more than judging it).
+        self._notified = threading.Event()
         #: (topic, partition) -> the offset after the last message read (the feed thread's).
         self._read: dict[tuple[str, int], int] = {}
         self._requests: deque[_EndsRequest] = deque()
@@ -154,10 +158,18 @@ class EnrichmentFeed:
 
     def drain(self) -> list[FeedEvent]:
         """The events read since the last call, in the order read."""
+        self._notified.clear()  # before popping: an event appended from now on notifies again
         out = []
         while self._ready:
             out.append(self._ready.popleft())
         return out
+
+    def _hand_over(self, event: FeedEvent) -> None:
+        """Queue `event` for `drain`; notify only the first event since the last drain."""
+        self._ready.append(event)
+        if not self._notified.is_set():
+            self._notified.set()
+            self._notify()
 
     def _run(self) -> None:
         consumer = Consumer(self._conf)
@@ -182,8 +194,7 @@ class EnrichmentFeed:
                     continue
                 event = self._decode(msg.topic(), msg.value(), msg.partition(), msg.offset())
                 if event is not None:
-                    self._ready.append(event)
-                    self._notify()
+                    self._hand_over(event)
                 # Counted read once handed over: `read_to_end` then finds it in `drain`.
                 offset = msg.offset()
                 self._mark_read(

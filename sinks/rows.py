@@ -66,22 +66,41 @@ def _field_types(schema: str) -> dict[str, Any]:
     return {f["name"]: f["type"] for f in catalog().latest(schema).raw["fields"]}
 
 
+def _resolved(avro_type: Any) -> Any:
+    """`avro_type` without its nullable union (ValueError for a union of several types)."""
+    if isinstance(avro_type, list):
+        (avro_type,) = [t for t in avro_type if t != "null"]
+    return avro_type
+
+
+def _as_is(avro_type: Any) -> bool:
+    """Whether values of `avro_type` are inserted as decoded (no timestamp, array, map or
+    record inside): `column_value` would return them unchanged."""
+    try:
+        return not isinstance(_resolved(avro_type), dict)
+    except ValueError:  # `column_value` raises on such a value: let it
+        return False
+
+
 def column_value(avro_type: Any, value: Any, column: str) -> Any:
     """A decoded Avro value as clickhouse-connect inserts it into the column `clickhouse_type`
     made of `avro_type`: timestamps UTC-aware, records (named Tuples) as tuples in field
     order, inside arrays, maps and nullable unions too."""
     if value is None:
         return None
-    if isinstance(avro_type, list):
-        (avro_type,) = [t for t in avro_type if t != "null"]
+    avro_type = _resolved(avro_type)
     if not isinstance(avro_type, dict):
         return value
     if avro_type.get("logicalType") in ("timestamp-millis", "timestamp-micros"):
         return _utc(value, column)
     kind = avro_type["type"]
     if kind == "array":
+        if _as_is(avro_type["items"]):  # per column, not per item (the sink's hot path)
+            return list(value)
         return [column_value(avro_type["items"], item, f"{column}[]") for item in value]
     if kind == "map":
+        if _as_is(avro_type["values"]):
+            return dict(value)
         return {k: column_value(avro_type["values"], v, f"{column}{{}}") for k, v in value.items()}
     if kind == "record":
         if not isinstance(value, Mapping):
@@ -96,18 +115,36 @@ def column_value(avro_type: Any, value: Any, column: str) -> Any:
     return value
 
 
+#: A table's Avro-derived columns, each with its Avro type, or None where the decoded value
+#: is inserted as it is (`_as_is`): worked out once per table, not per row.
+_Plan = tuple[tuple[str, Any], ...]
+_plans: dict[str, tuple[TableSpec, _Plan]] = {}
+
+
+def _plan(spec: TableSpec) -> _Plan:
+    cached = _plans.get(spec.name)
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    assert spec.schema is not None, f"{spec.name} has no Avro schema"
+    types = _field_types(spec.schema)
+    plan = tuple(
+        (c.name, None if _as_is(types[c.name]) else types[c.name])
+        for c in spec.columns
+        if not (c.name in spec.stamped or (c.name in _INGEST and spec.name == EVENTS))
+    )
+    _plans[spec.name] = (spec, plan)
+    return plan
+
+
 def avro_row(spec: TableSpec, decoded: Mapping[str, Any]) -> Row:
     """The table's Avro-derived columns taken from `decoded`, in their insertable form (the
     sink stamps the ledger columns when it stores the row)."""
     row: Row = {}
-    assert spec.schema is not None, f"{spec.name} has no Avro schema"
-    types = _field_types(spec.schema)
-    for column in spec.columns:
-        if column.name in spec.stamped or (column.name in _INGEST and spec.name == EVENTS):
-            continue
-        if column.name not in decoded:
-            raise RowError(f"{spec.name}: field {column.name!r} missing from the message")
-        row[column.name] = column_value(types[column.name], decoded[column.name], column.name)
+    for name, avro_type in _plan(spec):
+        if name not in decoded:
+            raise RowError(f"{spec.name}: field {name!r} missing from the message")
+        value = decoded[name]
+        row[name] = value if avro_type is None else column_value(avro_type, value, name)
     if not row[spec.id_column]:
         raise RowError(f"{spec.name}: empty {spec.id_column}")
     return row
