@@ -23,26 +23,16 @@ from rich.progress import (
 from shipledger.history.judging import Judge
 from shipledger.history.mapping import Defaults
 from shipledger.history.reading import FORMATS, Format, UnknownFormat, container_of, detect
-from shipledger.history.run import BATCH_EVENTS, Outcome, import_file
+from shipledger.history.run import BATCH_EVENTS, Outcome, import_file, import_ledger
 from shipledger.identities import KnownIdentities, actor_known
 from shipledger.logging import configure_logging
-from shipledger.schemas.families import FAMILIES
 from shipledger.schemas.policy import load_policy
-from shipledger.schemas.registry import catalog
 from shipledger.sinks.cli_options import ledger_options, ledger_settings, written_ledger
-from shipledger.sinks.ledger.ddl import ALERTS, EVENTS, RECORDS
-from shipledger.sinks.regions import Ledger, sink_ledgers
-from shipledger.sinks.writer import LedgerWriter
+from shipledger.sinks.regions import Ledger
 
 #: Exit code when some records were refused (the rest imported; the errors file says why).
 SOME_REFUSED = 3
 _SHOWN_PROBLEMS = 20
-
-
-def _tables() -> list[str]:
-    """Every table an import may write."""
-    families = [catalog().topic(f.topic).table for f in FAMILIES.values()]
-    return [EVENTS, RECORDS, ALERTS, *(t.name for t in families if t is not None)]
 
 
 def _lines(path: Path) -> int | None:
@@ -125,17 +115,9 @@ def import_command(
     with ExitStack() as stack:
         ledger: Ledger | None = None
         if not dry_run:
-            store = stack.enter_context(written_ledger(settings, ""))
-            ledger = sink_ledgers(
-                settings,
-                policy,
-                store,
-                {},
-                lambda each: LedgerWriter(
-                    each, policy, insert_timeout_s=settings.sink_insert_timeout_s
-                ),
-            )[None]
-            ledger.writer.record_adopted_heads(_tables())
+            ledger = import_ledger(
+                settings, policy, stack.enter_context(written_ledger(settings, ""))
+            )
         bar = Progress(
             TextColumn("[bold]import[/] {task.description}"),
             BarColumn(),
@@ -155,12 +137,16 @@ def import_command(
             bar.update(task, completed=line, events=events, rate=rate)
 
         outcome = import_file(file, chosen, defaults, judge, ledger, advance, batch)
-    _report(file, chosen, outcome, dry_run, errors or file.with_name(file.name + ".errors.ndjson"))
+    unit = "item" if container_of(file) == "json" else "line"
+    where = errors or file.with_name(file.name + ".errors.ndjson")
+    _report(file, chosen, outcome, dry_run, where, unit)
     if outcome.problems:
         raise SystemExit(SOME_REFUSED)
 
 
-def _report(file: Path, fmt: str, outcome: Outcome, dry_run: bool, errors: Path) -> None:
+def _report(file: Path, fmt: str, outcome: Outcome, dry_run: bool, errors: Path, unit: str) -> None:
+    """The summary on stdout; refused records (`unit`: line or JSON array item) to `errors`
+    and, the first few, to stderr."""
     verb = "judged (dry run: nothing written)" if dry_run else "imported"
     click.echo(
         f"{file.name} ({fmt}): {outcome.events:,} events {verb}, {outcome.alerts:,} alerts "
@@ -175,7 +161,7 @@ def _report(file: Path, fmt: str, outcome: Outcome, dry_run: bool, errors: Path)
         return
     with errors.open("w", encoding="utf-8") as out:
         for p in outcome.problems:
-            out.write(json.dumps({"line": p.line, "field": p.field, "reason": p.reason}) + "\n")
+            out.write(json.dumps({unit: p.line, "field": p.field, "reason": p.reason}) + "\n")
     click.echo(f"  {len(outcome.problems):,} records refused (all in {errors}):", err=True)
     for p in outcome.problems[:_SHOWN_PROBLEMS]:
-        click.echo(f"    line {p.line}: {p.field}: {p.reason}", err=True)
+        click.echo(f"    {unit} {p.line}: {p.field}: {p.reason}", err=True)

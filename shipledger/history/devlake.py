@@ -72,8 +72,14 @@ def events(row: Mapping[str, Any], defaults: Defaults) -> list[EventObject]:
     started = provider_time(row, "started_date") or provider_time(row, "created_date")
     if started is None:
         raise Refused("started_date", "missing (and no created_date)")
-    out = [{**base, "event_id": stable_id(NAME, row_id, "started"), "event_type": "started",
-            "occurred_at": started}]
+    out = [
+        {
+            **base,
+            "event_id": stable_id(NAME, row_id, "started"),
+            "event_type": "started",
+            "occurred_at": started,
+        }
+    ]
     if (text(row, "status") or "").upper() == "DONE":
         finished = provider_time(row, "finished_date")
         if finished is None:

@@ -76,7 +76,9 @@ def events(row: Mapping[str, Any], defaults: Defaults) -> list[EventObject]:
             "occurred_at": created,
         }
     ]
-    ordered = sorted(statuses, key=lambda s: (provider_time(s, "created_at") or "", text(s, "id") or ""))
+    ordered = sorted(
+        statuses, key=lambda s: (provider_time(s, "created_at") or "", text(s, "id") or "")
+    )
     for index, status in enumerate(ordered):
         kind = _FINISHING.get(text(status, "state") or "")
         if kind is None:

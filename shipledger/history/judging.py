@@ -18,6 +18,8 @@ deployment again (the worker's re-judgement, `processors.late_changes`).
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,13 +27,13 @@ from datetime import datetime
 from shipledger.history.mapping import EventObject
 from shipledger.processors.enrichment import Enrichment
 from shipledger.processors.step import process
+from shipledger.producers.api.events import validated_event
 from shipledger.schemas.family_models import ArtifactEvent, CatalogEvent, ChangeEvent
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import Policy
 from shipledger.schemas.registry import catalog
 from shipledger.schemas.validation import Rejected
 from shipledger.settings import Settings
-from shipledger.producers.api.events import validated_event
 from shipledger.sinks.ledger.ddl import ALERTS, EVENTS, RECORDS
 from shipledger.sinks.regions import Placement, Unplaced
 from shipledger.sinks.rows import KafkaMeta, Row, alert_row, event_row, record_row, row_builder
@@ -88,24 +90,32 @@ class Judge:
         self._records: dict[tuple[str, str], DeploymentRecord] = {}
         self._seen: set[tuple[str, str]] = set()
         self.duplicates = 0
+        #: Seconds spent validating, judging (the processors' chain) and building rows.
+        self.seconds: Counter[str] = Counter()
 
     def add(self, line: int, obj: EventObject, batch: Batch) -> Problem | None:
         """Judge one event object into `batch`; why not, naming the field, if it is refused."""
         if obj.get("occurred_at") is None:
             return Problem(line, "occurred_at", "required in an import (the event's own time)")
+        started = time.perf_counter()
         validated = validated_event(obj, line, self._settings, CHANNEL, self._tenant)
+        self.seconds["validate"] += time.perf_counter() - started
         if isinstance(validated, list):
             first = validated[0]
             return Problem(line, first.field, first.reason)
         family, event = validated
-        tenant = str(getattr(event, "tenant"))
+        tenant = str(event.tenant)
         if self._tenant is not None and tenant != self._tenant:
             return Problem(line, "tenant", f"{tenant!r}, not the --tenant {self._tenant!r}")
         placed = self._placement.ledgers_of(tenant)
         if isinstance(placed, Unplaced) or placed != (None,):
-            return Problem(line, "tenant", f"{tenant!r} is stored in a regional ledger: import "
-                           "it with that ledger's settings (SHIPLEDGER_REGION)")
-        key = (tenant, str(getattr(event, "event_id")))
+            return Problem(
+                line,
+                "tenant",
+                f"{tenant!r} is stored in a regional ledger: import "
+                "it with that ledger's settings (SHIPLEDGER_REGION)",
+            )
+        key = (tenant, str(event.event_id))
         if key in self._seen:
             self.duplicates += 1
             return None
@@ -128,6 +138,7 @@ class Judge:
 
     def _deployment(self, line: int, event: DeploymentEvent, batch: Batch) -> Problem | None:
         key = (event.tenant, event.deployment_id)
+        started = time.perf_counter()
         try:
             result = process(
                 event,
@@ -140,9 +151,12 @@ class Judge:
         except Rejected as exc:
             return Problem(line, exc.field or "event", exc.reason)
         self._records[key] = result.record
+        judged = time.perf_counter()
         meta = KafkaMeta(IMPORT_TOPIC, -1, line, self._received_ms)
         batch.rows[EVENTS].append(event_row(event.to_avro(), meta))
         batch.rows[RECORDS].append(record_row(result.record.to_avro()))
         batch.rows[ALERTS].extend(alert_row(a.to_avro()) for a in result.alerts)
         batch.alerts += len(result.alerts)
+        self.seconds["judge"] += judged - started
+        self.seconds["rows"] += time.perf_counter() - judged
         return None
