@@ -100,7 +100,7 @@ def import_command(
     configure_logging(settings)
     try:
         policy = load_policy(settings.policy_file)
-        chosen: Format = fmt or asyncio.run(detect(file))
+        chosen: Format = fmt if fmt is not None else asyncio.run(detect(file))
     except (ValueError, UnknownFormat) as exc:
         raise click.ClickException(str(exc)) from exc
     judge = Judge(

@@ -85,24 +85,23 @@ def events(row: Mapping[str, Any], defaults: Defaults) -> list[EventObject]:
         if finished is None:
             raise Refused("finished_date", "missing on a DONE deployment")
         kind = _RESULTS.get((text(row, "result") or "").upper(), "cancelled")
-        duration = row.get("duration_sec")
         out.append(
             {
                 **base,
                 "event_id": stable_id(NAME, row_id, kind),
                 "event_type": kind,
                 "occurred_at": finished,
-                "duration_ms": round(float(duration) * 1000) if _number(duration) else None,
+                "duration_ms": _milliseconds(row.get("duration_sec")),
             }
         )
     return out
 
 
-def _number(value: object) -> bool:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return True
+def _milliseconds(seconds: object) -> int | None:
+    """DevLake's `duration_sec` (a float, or its text in CSV) in milliseconds; None if none."""
+    if seconds is None or isinstance(seconds, bool):
+        return None
     try:
-        float(str(value))
+        return round(float(str(seconds)) * 1000)
     except ValueError:
-        return False
-    return True
+        return None

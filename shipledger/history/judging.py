@@ -19,10 +19,11 @@ deployment again (the worker's re-judgement, `processors.late_changes`).
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol, cast
 
 from shipledger.history.mapping import EventObject
 from shipledger.processors.enrichment import Enrichment
@@ -41,6 +42,13 @@ from shipledger.sinks.rows import KafkaMeta, Row, alert_row, event_row, record_r
 #: What `deployment_events.kafka_*` hold for an imported event: no topic, no partition.
 IMPORT_TOPIC = "import"
 CHANNEL = "import"
+
+
+class _Identified(Protocol):
+    """What every family's event has (their models share no base that says so)."""
+
+    tenant: str
+    event_id: str
 
 
 @dataclass(frozen=True)
@@ -91,7 +99,7 @@ class Judge:
         self._seen: set[tuple[str, str]] = set()
         self.duplicates = 0
         #: Seconds spent validating, judging (the processors' chain) and building rows.
-        self.seconds: Counter[str] = Counter()
+        self.seconds: defaultdict[str, float] = defaultdict(float)
 
     def add(self, line: int, obj: EventObject, batch: Batch) -> Problem | None:
         """Judge one event object into `batch`; why not, naming the field, if it is refused."""
@@ -104,7 +112,7 @@ class Judge:
             first = validated[0]
             return Problem(line, first.field, first.reason)
         family, event = validated
-        tenant = str(event.tenant)
+        tenant = cast(_Identified, event).tenant
         if self._tenant is not None and tenant != self._tenant:
             return Problem(line, "tenant", f"{tenant!r}, not the --tenant {self._tenant!r}")
         placed = self._placement.ledgers_of(tenant)
@@ -115,7 +123,7 @@ class Judge:
                 f"{tenant!r} is stored in a regional ledger: import "
                 "it with that ledger's settings (SHIPLEDGER_REGION)",
             )
-        key = (tenant, str(event.event_id))
+        key = (tenant, cast(_Identified, event).event_id)
         if key in self._seen:
             self.duplicates += 1
             return None

@@ -98,7 +98,7 @@ def mapper(fmt: Format, defaults: Defaults) -> Callable[[Mapping[str, Any]], lis
 async def event_objects(path: Path, fmt: Format, defaults: Defaults) -> AsyncIterator[Record]:
     """The file's event objects, each with the number of the record it came from, or the
     record's reason to be refused."""
-    container: Container = fmt if fmt in ("ndjson", "csv") else container_of(path)  # type: ignore[assignment]
+    container: Container = fmt if fmt in ("ndjson", "csv") else container_of(path)
     to_events = mapper(fmt, defaults)
     async for record in container_records(path, container):
         if record.error is not None:

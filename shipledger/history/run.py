@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +55,7 @@ class Outcome:
     seconds: float = 0.0
     #: Seconds spent per stage: `read` (the file, parsed and mapped), then `validate`,
     #: `judge` and `rows` (the judge's), `write` (the sink's write path) and `change_sets`.
-    stages: Counter[str] = field(default_factory=Counter)
+    stages: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     @property
     def rate(self) -> float:
@@ -154,7 +154,8 @@ async def _import(
             flush()
     flush()
     outcome.stages["read"] -= sum(judge.seconds.values())
-    outcome.stages.update(judge.seconds)
+    for stage, seconds in judge.seconds.items():
+        outcome.stages[stage] += seconds
     outcome.duplicates = judge.duplicates
     outcome.seconds = time.perf_counter() - started
     return outcome

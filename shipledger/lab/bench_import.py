@@ -16,7 +16,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -49,7 +49,9 @@ def history_file(path: Path, events: int) -> int:
     return written
 
 
-def _timed(seconds: Counter[str], name: str, call: Callable[..., _T]) -> Callable[..., _T]:
+def _timed(
+    seconds: defaultdict[str, float], name: str, call: Callable[..., _T]
+) -> Callable[..., _T]:
     @functools.wraps(call)
     def timed(*args: Any, **kwargs: Any) -> _T:
         started = time.perf_counter()
@@ -61,10 +63,12 @@ def _timed(seconds: Counter[str], name: str, call: Callable[..., _T]) -> Callabl
     return timed
 
 
-def _run(settings: Settings, store: LedgerStore, path: Path) -> tuple[Outcome, float, Counter[str]]:
+def _run(
+    settings: Settings, store: LedgerStore, path: Path
+) -> tuple[Outcome, float, defaultdict[str, float]]:
     """One import of `path` into `store`: its outcome, CPU seconds, and store seconds by call."""
     policy = load_policy(settings.policy_file)
-    calls: Counter[str] = Counter()
+    calls: defaultdict[str, float] = defaultdict(float)
     # The store's calls timed on this instance: the writer and change sets are the product's.
     for name in ("existing_ids", "insert", "append_heads", "query"):
         setattr(store, name, _timed(calls, name, getattr(store, name)))
@@ -79,7 +83,7 @@ def _run(settings: Settings, store: LedgerStore, path: Path) -> tuple[Outcome, f
             delattr(store, name)
 
 
-def _per_event_us(outcome: Outcome, calls: Counter[str]) -> dict[str, float]:
+def _per_event_us(outcome: Outcome, calls: defaultdict[str, float]) -> dict[str, float]:
     events = max(outcome.events, 1)
     write = outcome.stages["write"]
     stages = {

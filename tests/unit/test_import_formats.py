@@ -25,7 +25,10 @@ from shipledger.sinks.ledger.ddl import ALERTS, EVENTS, RECORDS, SOURCE
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "import"
 
 
-def _records(name: str, fmt: Format, defaults: Defaults = Defaults()) -> list[Record]:
+NONE_GIVEN = Defaults()
+
+
+def _records(name: str, fmt: Format, defaults: Defaults = NONE_GIVEN) -> list[Record]:
     async def collect() -> list[Record]:
         return [r async for r in event_objects(FIXTURES / name, fmt, defaults)]
 
