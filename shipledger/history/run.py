@@ -11,7 +11,9 @@ by the dedup. Chain heads that a killed run stored rows for but did not record a
 first (`LedgerWriter.record_adopted_heads`), as the sink does at its start.
 
 After each batch is stored, the change sets of its finished deployments are computed as the
-sink computes them (`Ledger.compute_change_sets`).
+sink computes them (`Ledger.compute_change_sets`). One batch is written (in a thread: chDB and
+the ClickHouse client wait without the GIL) while the next is judged, never more, so batches
+reach the ledger in the file's order and memory holds two at most.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from shipledger.sinks.rows import Row
 from shipledger.sinks.writer import LedgerWriter
 
 log = get_logger("import")
+PROGRESS_RECORDS = 2_000
 #: Events per write: large batches amortise ClickHouse's per-insert cost (~13 ms on chDB).
 BATCH_EVENTS = 20_000
 
@@ -54,7 +58,8 @@ class Outcome:
     problems: list[Problem] = field(default_factory=list)
     seconds: float = 0.0
     #: Seconds spent per stage: `read` (the file, parsed and mapped), then `validate`,
-    #: `judge` and `rows` (the judge's), `write` (the sink's write path) and `change_sets`.
+    #: `judge` and `rows` (the judge's), `write` (the sink's write path) and `change_sets`
+    #: (beside the next batch's judging), and `wait`: judging waiting for the writes.
     stages: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     @property
@@ -63,7 +68,7 @@ class Outcome:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-#: Told after each batch: (records read, events judged so far).
+#: Told every `PROGRESS_RECORDS` records and after each batch: (records read, events judged).
 Progress = Callable[[int, int], None]
 
 
@@ -127,32 +132,53 @@ async def _import(
     started = mark = time.perf_counter()
     batch = Batch()
     line = 0
+    # One batch is written (ClickHouse works without the GIL) while the next is judged; never
+    # more: memory stays bounded and batches reach the ledger in the file's order.
+    writing: Future[None] | None = None
 
-    def flush() -> None:
-        nonlocal batch, mark
-        outcome.stages["read"] += time.perf_counter() - mark
-        outcome.events += batch.events
-        outcome.alerts += batch.alerts
-        if ledger is not None and batch.events:
-            store_batch(ledger, batch.rows, outcome)
-            # What an operator (and the crash test) reads: how far the ledger holds the file.
-            log.info("import_batch_stored", line=line, events=outcome.events)
-        batch = Batch()
-        if progress is not None:
-            progress(line, outcome.events)
-        mark = time.perf_counter()
+    def stored(rows: dict[str, list[Row]], reached: int, events: int) -> None:
+        assert ledger is not None
+        store_batch(ledger, rows, outcome)
+        # What an operator (and the crash test) reads: how far the ledger holds the file.
+        log.info("import_batch_stored", line=reached, events=events)
 
-    async for record in event_objects(path, fmt, defaults):
-        line = record.line
-        if record.obj is None:
-            outcome.problems.append(Problem(line, record.field, record.error or "unreadable"))
-            continue
-        problem = judge.add(line, record.obj, batch)  # type: ignore[arg-type]
-        if problem is not None:
-            outcome.problems.append(problem)
-        elif batch.events >= batch_events:
-            flush()
-    flush()
+    def written() -> None:
+        nonlocal writing
+        if writing is not None:
+            waited = time.perf_counter()
+            writing.result()  # a failed write stops the import here
+            writing = None
+            outcome.stages["wait"] += time.perf_counter() - waited
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-write") as writer:
+
+        def flush() -> None:
+            nonlocal batch, mark, writing
+            outcome.stages["read"] += time.perf_counter() - mark
+            outcome.events += batch.events
+            outcome.alerts += batch.alerts
+            written()
+            if ledger is not None and batch.events:
+                writing = writer.submit(stored, batch.rows, line, outcome.events)
+            batch = Batch()
+            if progress is not None:
+                progress(line, outcome.events)
+            mark = time.perf_counter()
+
+        async for record in event_objects(path, fmt, defaults):
+            line = record.line
+            if record.obj is None:
+                outcome.problems.append(Problem(line, record.field, record.error or "unreadable"))
+                continue
+            problem = judge.add(line, record.obj, batch)  # type: ignore[arg-type]
+            if problem is not None:
+                outcome.problems.append(problem)
+            elif batch.events >= batch_events:
+                flush()
+            if progress is not None and line % PROGRESS_RECORDS == 0:
+                progress(line, outcome.events + batch.events)
+        flush()
+        written()
     outcome.stages["read"] -= sum(judge.seconds.values())
     for stage, seconds in judge.seconds.items():
         outcome.stages[stage] += seconds
