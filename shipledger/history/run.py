@@ -57,9 +57,10 @@ class Outcome:
     rows: Counter[str] = field(default_factory=Counter)
     problems: list[Problem] = field(default_factory=list)
     seconds: float = 0.0
-    #: Seconds spent per stage: `read` (the file, parsed and mapped), then `validate`,
-    #: `judge` and `rows` (the judge's), `write` (the sink's write path) and `change_sets`
-    #: (beside the next batch's judging), and `wait`: judging waiting for the writes.
+    #: CPU seconds of the Python threads per stage (load-independent; chDB's own threads are
+    #: not in them): `read` (the file, parsed and mapped), then `validate`, `judge` and `rows`
+    #: (the judge's), `write` (the sink's write path) and `change_sets` (beside the next
+    #: batch's judging); and `wait`, wall seconds the judging waited for the writes.
     stages: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     @property
@@ -95,12 +96,12 @@ def import_tables() -> list[str]:
 
 def store_batch(ledger: Ledger, rows: dict[str, list[Row]], outcome: Outcome) -> None:
     """Write one batch's rows through the sink's path, then their change sets."""
-    started = time.perf_counter()
+    started = time.thread_time()
     ledger.write(rows)
-    written = time.perf_counter()
+    written = time.thread_time()
     ledger.compute_change_sets(rows.get(RECORDS, []), rows.get(SOURCE, []))
     outcome.stages["write"] += written - started
-    outcome.stages["change_sets"] += time.perf_counter() - written
+    outcome.stages["change_sets"] += time.thread_time() - written
     for table, table_rows in rows.items():
         outcome.rows[table] += len(table_rows)
 
@@ -129,7 +130,8 @@ async def _import(
     batch_events: int,
 ) -> Outcome:
     outcome = Outcome()
-    started = mark = time.perf_counter()
+    started = time.perf_counter()
+    mark = time.thread_time()
     batch = Batch()
     line = 0
     # One batch is written (ClickHouse works without the GIL) while the next is judged; never
@@ -154,7 +156,7 @@ async def _import(
 
         def flush() -> None:
             nonlocal batch, mark, writing
-            outcome.stages["read"] += time.perf_counter() - mark
+            outcome.stages["read"] += time.thread_time() - mark
             outcome.events += batch.events
             outcome.alerts += batch.alerts
             written()
@@ -163,7 +165,7 @@ async def _import(
             batch = Batch()
             if progress is not None:
                 progress(line, outcome.events)
-            mark = time.perf_counter()
+            mark = time.thread_time()
 
         async for record in event_objects(path, fmt, defaults):
             line = record.line
