@@ -5,13 +5,17 @@ field, format detection, and the judge's refusals and in-file duplicates."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from shipledger.cli import cli
 from shipledger.history import devlake, four_keys, github
 from shipledger.history.judging import Batch, Judge
 from shipledger.history.mapping import Defaults, Refused, provider_time, repository_name
@@ -21,6 +25,7 @@ from shipledger.producers.api.uploads import Record
 from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.ddl import ALERTS, EVENTS, RECORDS, SOURCE
+from shipledger.stackfile import StackInfo, write_stack
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "import"
 
@@ -197,3 +202,38 @@ def test_the_judge_refuses_another_tenant_than_the_given_one() -> None:
 def test_every_provider_refuses_an_empty_row(module: Any) -> None:
     with pytest.raises(Refused):
         module.events({}, Defaults())
+
+
+def test_the_embedded_ledger_is_refused_while_up_owns_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHIPLEDGER_CLICKHOUSE_URL", raising=False)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    settings = Settings(data_dir=data_dir)
+    write_stack(
+        settings,
+        StackInfo(
+            bootstrap="127.0.0.1:1",
+            pid=os.getpid(),
+            clickhouse_url=settings.resolved_clickhouse_url,
+            data_dir=str(data_dir),
+            auth_db=str(settings.resolved_auth_db),
+        ),
+    )
+    copy = tmp_path / "events.csv"
+    copy.write_bytes((FIXTURES / "events.csv").read_bytes())
+    args = ["import", str(copy), "--data-dir", str(data_dir), "--no-progress"]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 1
+    assert "owns the embedded ledger" in refused.output
+    # A dry run writes nothing: it runs beside `up`, and reports the refused row.
+    dry = CliRunner().invoke(cli, [*args, "--dry-run"])
+    assert dry.exit_code == 3, dry.output
+    assert "2 events judged (dry run: nothing written)" in dry.output
+    assert "line 4: environment: Field required" in dry.output
+    assert json.loads((tmp_path / "events.csv.errors.ndjson").read_text()) == {
+        "line": 4,
+        "field": "environment",
+        "reason": "Field required",
+    }
