@@ -128,7 +128,7 @@ def import_command(
             disable=not show,
         )
         stack.enter_context(bar)
-        task = bar.add_task(file.name, total=_lines(file), events=0, rate=0.0)
+        task = bar.add_task(file.name, total=_lines(file) if show else None, events=0, rate=0.0)
         started = datetime.now(UTC)
 
         def advance(line: int, events: int) -> None:
@@ -159,9 +159,13 @@ def _report(file: Path, fmt: str, outcome: Outcome, dry_run: bool, errors: Path,
         click.echo(f"  {outcome.duplicates:,} events repeated in the file, imported once")
     if not outcome.problems:
         return
-    with errors.open("w", encoding="utf-8") as out:
-        for p in outcome.problems:
-            out.write(json.dumps({unit: p.line, "field": p.field, "reason": p.reason}) + "\n")
-    click.echo(f"  {len(outcome.problems):,} records refused (all in {errors}):", err=True)
+    try:
+        with errors.open("w", encoding="utf-8") as out:
+            for p in outcome.problems:
+                out.write(json.dumps({unit: p.line, "field": p.field, "reason": p.reason}) + "\n")
+        kept = f"all in {errors}"
+    except OSError as exc:  # the import is done: say why the list is missing, show the first
+        kept = f"cannot write {errors}: {exc.strerror}; give --errors"
+    click.echo(f"  {len(outcome.problems):,} records refused ({kept}):", err=True)
     for p in outcome.problems[:_SHOWN_PROBLEMS]:
         click.echo(f"    {unit} {p.line}: {p.field}: {p.reason}", err=True)
