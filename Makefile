@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install test-deps demo up doctor test test-unit chaos lint fmt bench bench-api bench-durable bench-gate bench-stream bench-suspects clean
+.PHONY: help install test-deps demo up doctor test test-unit chaos lint fmt bench bench-api bench-durable bench-gate bench-stream bench-suspects bench-import clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -98,6 +98,9 @@ bench-gate: install ## Only the pre-deploy gate's latency (POST /v1/gate; target
 
 bench-suspects: install ## Only an incident's suspects over 10M deployments (target p99 < 100 ms)
 	$(BIN)/shipledger bench --out bench --only suspects
+
+bench-import: install ## Only shipledger import's events/s into a fresh ledger (target >= 50,000), per-stage cost
+	$(BIN)/shipledger bench --out bench --only import
 
 bench-stream: install ## Only the live dashboard's stream: event → SSE client p50/p99 at 100 ev/s, 50 clients
 	$(BIN)/shipledger bench --out bench --only stream

@@ -112,6 +112,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Reconcile a ServiceNow CMDB export with the ledger.",
     ),
     "privacy": ("shipledger.sinks.ledger.privacy_cli", "privacy", "Pseudonyms; erasure requests."),
+    "import": (
+        "shipledger.history.cli",
+        "import_command",
+        "Import past deployments (NDJSON/CSV, Four Keys, DevLake, GitHub).",
+    ),
     "reconcile": (
         "shipledger.sinks.ledger.reconcile_cli",
         "reconcile_command",

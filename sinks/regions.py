@@ -12,15 +12,16 @@ passes per ledger), and its own change sets (a tenant's deployments are all in i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from shipledger.schemas.policy import Policy
 from shipledger.schemas.residency import Region, Residency
 from shipledger.settings import Settings
-from shipledger.sinks.ledger.change_sets import ChangeSets, ChangeSetStore
+from shipledger.sinks.ledger.change_sets import ChangeSets, ChangeSetStore, Deployed
 from shipledger.sinks.ledger.pseudonyms import Pseudonymiser
 from shipledger.sinks.ledger.store import LedgerStore
+from shipledger.sinks.rows import Row
 from shipledger.sinks.writer import LedgerWriter, RowStore
 
 
@@ -41,6 +42,30 @@ class Ledger:
     writer: LedgerWriter
     change_sets: ChangeSets | None
     pseudonymiser: Pseudonymiser | None
+
+    def write(self, rows: dict[str, list[Row]]) -> None:
+        """Store `rows` (by table) through the writer, their personal fields pseudonymised
+        first (the hash chain covers the pseudonyms)."""
+        if self.pseudonymiser is not None:
+            self.pseudonymiser.apply(rows)
+        self.writer.write_rows(rows)
+
+    def compute_change_sets(self, records: Sequence[Row], sources: Sequence[Row]) -> int | None:
+        """The change sets of the terminal deployments among stored `records` (oldest start
+        first), and those a late push among stored `sources` changes: how many deployments
+        (None: nothing to compute, or no change sets). Call it after the rows are stored:
+        the previous deployment may be among them."""
+        if self.change_sets is None:
+            return None
+        deployed = {}
+        for row in records:
+            d = Deployed.of(row)
+            if d is not None:
+                deployed[(d.tenant, d.deployment_id)] = d
+        if not deployed and not sources:
+            return None
+        count = self.change_sets.compute(sorted(deployed.values(), key=lambda d: d.started_at))
+        return count + self.change_sets.recompute_late(sources, skip=deployed)
 
 
 class Placement:

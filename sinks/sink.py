@@ -70,7 +70,6 @@ from shipledger.schemas.residency import Region
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
-from shipledger.sinks.ledger.change_sets import Deployed
 from shipledger.sinks.regions import Ledger, Placement, Unplaced, sink_ledgers
 from shipledger.sinks.route import Poison, Route, kafka_meta, route_message, routes_from_catalog
 from shipledger.sinks.rows import KafkaMeta, Row
@@ -298,10 +297,7 @@ class ClickHouseSink(KafkaClients):
         started = time.perf_counter()
         for region, rows in batch.rows.items():
             ledger = self.ledgers[region]
-            if ledger.pseudonymiser is not None:
-                # Before the rows are chained: the hash chain covers the pseudonyms.
-                ledger.pseudonymiser.apply(rows)
-            ledger.writer.write_rows(rows)
+            ledger.write(rows)
             self._change_sets(ledger, rows.get(ddl.RECORDS, []), rows.get(ddl.SOURCE, []))
         if batch.dead:
             self._await_dlq()
@@ -316,18 +312,10 @@ class ClickHouseSink(KafkaClients):
     def _change_sets(self, ledger: Ledger, records: Sequence[Row], sources: Sequence[Row]) -> None:
         # After the records are stored (the previous deployment may be in this very batch),
         # before the commit: a crash replays the batch, and the sets are computed again.
-        if ledger.change_sets is None:
-            return
-        deployed = {}
-        for row in records:
-            d = Deployed.of(row)
-            if d is not None:
-                deployed[(d.tenant, d.deployment_id)] = d
-        if not deployed and not sources:
-            return
         started = time.perf_counter()
-        count = ledger.change_sets.compute(sorted(deployed.values(), key=lambda d: d.started_at))
-        count += ledger.change_sets.recompute_late(sources, skip=deployed)
+        count = ledger.compute_change_sets(records, sources)
+        if count is None:
+            return
         self.metrics.timing(m.CHANGE_SETS_MS, (time.perf_counter() - started) * 1000)
         self._log.debug("change sets computed", deployments=count)
 

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shipledger.producers.api.auth import ANY_TENANT, Principal
-from shipledger.schemas.families import UnknownFamily, family_of, scoped_key
+from shipledger.schemas.families import Family, UnknownFamily, family_of, scoped_key
 from shipledger.schemas.family_models import APPROVAL_SOURCE
 from shipledger.schemas.models import Alert, Model, TimeWindow, utcnow
 from shipledger.schemas.registry import AvroCodec, EncodeError, topic_codec
@@ -84,13 +84,12 @@ def derived_event_id(obj: dict[str, Any]) -> str:
     return str(uuid.uuid5(_ID_NAMESPACE, canonical))
 
 
-def prepare(
-    item: object, index: int, principal: Principal, settings: Settings, channel: str
-) -> Prepared | list[FieldError]:
-    """Validate one input object as its family's event and encode it; or its field errors.
-
-    Raises Forbidden for an event of another tenant than the token's.
-    """
+def validated_event(
+    item: object, index: int, settings: Settings, channel: str, tenant: str | None
+) -> tuple[Family, Model] | list[FieldError]:
+    """One input object validated as its family's event (the module docstring says what is
+    filled in and refused; `tenant`: the default tenant, None for the model's); or its field
+    errors. The ingest API and `shipledger import` both validate through it."""
     if not isinstance(item, dict):
         return [FieldError(index, "event", f"must be a JSON object, got {type(item).__name__}")]
     obj = dict(item)
@@ -119,8 +118,8 @@ def prepare(
                 "are recorded only by POST /v1/approvals, which verifies the approver",
             )
         ]
-    if obj.get("tenant") is None and principal.tenant != ANY_TENANT:
-        obj["tenant"] = principal.tenant
+    if obj.get("tenant") is None and tenant is not None:
+        obj["tenant"] = tenant
     if "source" in family.model.model_fields and obj.get("source") is None:
         obj["source"] = channel
     if obj.get("occurred_at") is None:
@@ -133,6 +132,21 @@ def prepare(
         )
     except ValidationError as exc:
         return [FieldError(index, field, reason) for field, reason in field_errors(exc)]
+    return family, event
+
+
+def prepare(
+    item: object, index: int, principal: Principal, settings: Settings, channel: str
+) -> Prepared | list[FieldError]:
+    """Validate one input object as its family's event and encode it; or its field errors.
+
+    Raises Forbidden for an event of another tenant than the token's.
+    """
+    default_tenant = None if principal.tenant == ANY_TENANT else principal.tenant
+    validated = validated_event(item, index, settings, channel, default_tenant)
+    if isinstance(validated, list):
+        return validated
+    family, event = validated
     record = event.model_dump(mode="python")
     tenant = str(record["tenant"])
     if not principal.may_act_on(tenant):

@@ -29,6 +29,7 @@ from shipledger.kafka import KafkaProducer
 from shipledger.lab.bench_changes import bench_changes
 from shipledger.lab.bench_dora import bench_dora
 from shipledger.lab.bench_gate import GATE_TENANT, TARGET_P99_MS, gate_markdown, seed
+from shipledger.lab.bench_import import bench_import, import_markdown
 from shipledger.lab.bench_ledger import synthetic_ledger
 from shipledger.lab.bench_query import bench_query
 from shipledger.lab.bench_report import bench_report
@@ -62,6 +63,7 @@ SECTIONS = (
     "report",
     "changes",
     "suspects",
+    "import",
 )
 #: Sections measured on a running embedded stack (audit builds its own ledger).
 _STACK_SECTIONS = ("pipeline", "emit", "api", "durable", "gate", "stream", "passthrough")
@@ -686,6 +688,8 @@ def _markdown(results: dict[str, Any]) -> str:
         lines += _changes_markdown(results["changes"])
     if "suspects" in results:
         lines += _suspects_markdown(results["suspects"])
+    if "import" in results:
+        lines += import_markdown(results["import"])
     return "\n".join(lines)
 
 
@@ -886,6 +890,12 @@ def _on_large_ledger(sections: list[str], deployments: int) -> dict[str, Any]:
     show_default=True,
     help="Deployments in the change-set benchmark's ledger.",
 )
+@click.option(
+    "--import-events",
+    default=100_000,
+    show_default=True,
+    help="Deployment events in the history import benchmark's file.",
+)
 def bench(
     out: Path,
     events: int,
@@ -902,6 +912,7 @@ def bench(
     audit_records: int,
     ledger_deployments: int,
     changes_deployments: int,
+    import_events: int,
 ) -> None:
     """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
     Faust passthrough agent on the same broker, the cost of one `shipledger emit`, the
@@ -909,7 +920,8 @@ def bench(
     journal), the pre-deploy gate's latency, event → live dashboard latency with its fan-out
     to many clients, `audit verify` over a large ledger with its bytes on disk per event, the
     read-query guard's latency, a team's quarter of DORA metrics, a month's compliance pack,
-    the change sets' cost per finished deployment and an incident's suspects.
+    the change sets' cost per finished deployment, an incident's suspects and the history
+    import's events/s.
 
     \b
       shipledger bench --out bench              # everything (make bench)
@@ -923,6 +935,7 @@ def bench(
       shipledger bench --out bench --only report  # a month's compliance pack
       shipledger bench --out bench --only changes  # change-set cost per deployment
       shipledger bench --out bench --only suspects  # an incident's suspects at 10M
+      shipledger bench --out bench --only import  # shipledger import's events/s (make bench-import)
       shipledger bench --out bench --only dora --only report --only suspects  # one 10M ledger
     """
     data_dir = out / "data.tmp"
@@ -980,6 +993,10 @@ def bench(
         click.echo(f"  changes: {changes_deployments} deployments ...")
         results["changes"] = bench_changes(changes_deployments)
         click.echo(f"  changes: {results['changes']}")
+    if "import" in sections:
+        click.echo(f"  import: {import_events} events ...")
+        results["import"] = bench_import(import_events)
+        click.echo(f"  import: {results['import']}")
     results |= {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "

@@ -18,6 +18,7 @@ Rows are appended (`deployment_change_sets`, then `deployment_commits`, all with
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -147,7 +148,7 @@ class ChangeSets:
         now = datetime.now(UTC)
         for d in batch:
             history = histories.get((d.tenant, d.repository), History())
-            previous = previous_of(d, candidates.get((d.tenant, d.service, d.environment), []))
+            previous = latest_before(d, candidates.get((d.tenant, d.service, d.environment), []))
             globs = self.policy.monorepos.globs(d.repository, d.service)
             keep = None
             if globs is not None:
@@ -217,8 +218,9 @@ class ChangeSets:
 
     def _succeeded(self, batch: Sequence[Deployed]) -> dict[tuple[str, str, str], list[Succeeded]]:
         """The succeeded deployments of the batch's (tenant, service, environment) within the
-        lookback before its latest start, by key (the records table, not the `deployments`
-        view: its sort key leads with tenant, region, environment, service, started_at)."""
+        lookback before its latest start, by key, each sorted by (start, id) (the records
+        table, not the `deployments` view: its sort key leads with tenant, region,
+        environment, service, started_at)."""
         keys = sorted({(d.tenant, d.environment, d.service) for d in batch})
         _, rows = self.store.query(
             "SELECT tenant, service, environment, deployment_id, commit_sha, started FROM (\n"  # noqa: S608
@@ -243,6 +245,8 @@ class ChangeSets:
             out.setdefault((tenant, service, environment), []).append(
                 Succeeded(str(deployment_id), str(commit_sha), started)
             )
+        for found in out.values():
+            found.sort(key=_started)
         return out
 
     def _histories(self, batch: Sequence[Deployed]) -> dict[tuple[str, str | None], History]:
@@ -301,10 +305,22 @@ def _fact(
 def previous_of(d: Deployed, succeeded: Sequence[Succeeded]) -> Succeeded | None:
     """The latest of `succeeded` (deployments of d's service and environment) started
     before `d` within any window, other than `d` itself (ties: the highest id)."""
-    before = [
-        s for s in succeeded if s.started_at < d.started_at and s.deployment_id != d.deployment_id
-    ]
-    return max(before, key=lambda s: (s.started_at, s.deployment_id), default=None)
+    return latest_before(d, sorted(succeeded, key=_started))
+
+
+def latest_before(d: Deployed, ordered: Sequence[Succeeded]) -> Succeeded | None:
+    """`previous_of` over candidates already sorted by (started_at, deployment_id): a binary
+    search, so a batch of many deployments of one service is not quadratic (an import)."""
+    i = bisect.bisect_left(ordered, d.started_at, key=lambda s: s.started_at)
+    while i > 0:
+        i -= 1
+        if ordered[i].deployment_id != d.deployment_id:
+            return ordered[i]
+    return None
+
+
+def _started(s: Succeeded) -> tuple[datetime, str]:
+    return (s.started_at, s.deployment_id)
 
 
 def _set_row(

@@ -1,0 +1,189 @@
+"""The import's loop: records → judged rows → the sink's writer, in large batches.
+
+Guarantee: **every event of the file in the ledger exactly once, whatever crashed.** Rows are
+written through the sink's own write path (`sinks.regions.Ledger.write`: pseudonyms, then
+`LedgerWriter`: dedup by (tenant, id) against the ledger, retention stamps, hash chain, chain
+heads), and every id is deterministic (the event's, derived from the provider's own ids or its
+content; the record's is its event's, the alerts' come from event and rule). An import killed
+at any point (kill -9 included) is resumed by running it again: the file is judged again from
+its first line (the same records, the same alerts), and what the first run stored is dropped
+by the dedup. Chain heads that a killed run stored rows for but did not record are adopted
+first (`LedgerWriter.record_adopted_heads`), as the sink does at its start.
+
+After each batch is stored, the change sets of its finished deployments are computed as the
+sink computes them (`Ledger.compute_change_sets`). One batch is written (in a thread: chDB and
+the ClickHouse client wait without the GIL) while the next is judged, never more, so batches
+reach the ledger in the file's order and memory holds two at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shipledger.history.judging import Batch, Judge, Problem
+from shipledger.history.mapping import Defaults
+from shipledger.history.reading import Format, event_objects
+from shipledger.logging import get_logger
+from shipledger.schemas.families import FAMILIES
+from shipledger.schemas.policy import Policy
+from shipledger.schemas.registry import catalog
+from shipledger.settings import Settings
+from shipledger.sinks.ledger.ddl import ALERTS, EVENTS, RECORDS, SOURCE
+from shipledger.sinks.ledger.store import LedgerStore
+from shipledger.sinks.regions import Ledger, sink_ledgers
+from shipledger.sinks.rows import Row
+from shipledger.sinks.writer import LedgerWriter
+
+log = get_logger("import")
+PROGRESS_RECORDS = 2_000
+#: Events per write: large batches amortise ClickHouse's per-insert cost (~13 ms on chDB).
+BATCH_EVENTS = 20_000
+
+
+@dataclass
+class Outcome:
+    """What an import did: events judged (and stored, unless a dry run), by table the rows
+    written, the alerts raised, the events repeated in the file, and every refused record."""
+
+    events: int = 0
+    alerts: int = 0
+    duplicates: int = 0
+    rows: Counter[str] = field(default_factory=Counter)
+    problems: list[Problem] = field(default_factory=list)
+    seconds: float = 0.0
+    #: CPU seconds of the Python threads per stage (load-independent; chDB's own threads are
+    #: not in them): `read` (the file, parsed and mapped), then `validate`, `judge` and `rows`
+    #: (the judge's), `write` (the sink's write path) and `change_sets` (beside the next
+    #: batch's judging); and `wait`, wall seconds the judging waited for the writes.
+    stages: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @property
+    def rate(self) -> float:
+        """Events per second over the whole import."""
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+#: Told every `PROGRESS_RECORDS` records and after each batch: (records read, events judged).
+Progress = Callable[[int, int], None]
+
+
+def import_ledger(settings: Settings, policy: Policy, store: LedgerStore) -> Ledger:
+    """The ledger an import writes, as the sink writes it (`sinks.regions.sink_ledgers`: its
+    writer, change sets and pseudonyms), with the chain heads a killed run left unrecorded
+    adopted first."""
+    ledger = sink_ledgers(
+        settings,
+        policy,
+        store,
+        {},
+        lambda each: LedgerWriter(each, policy, insert_timeout_s=settings.sink_insert_timeout_s),
+    )[None]
+    ledger.writer.record_adopted_heads(import_tables())
+    return ledger
+
+
+def import_tables() -> list[str]:
+    """Every table an import may write."""
+    families = [catalog().topic(f.topic).table for f in FAMILIES.values()]
+    return [EVENTS, RECORDS, ALERTS, *(t.name for t in families if t is not None)]
+
+
+def store_batch(ledger: Ledger, rows: dict[str, list[Row]], outcome: Outcome) -> None:
+    """Write one batch's rows through the sink's path, then their change sets."""
+    started = time.thread_time()
+    ledger.write(rows)
+    written = time.thread_time()
+    ledger.compute_change_sets(rows.get(RECORDS, []), rows.get(SOURCE, []))
+    outcome.stages["write"] += written - started
+    outcome.stages["change_sets"] += time.thread_time() - written
+    for table, table_rows in rows.items():
+        outcome.rows[table] += len(table_rows)
+
+
+def import_file(
+    path: Path,
+    fmt: Format,
+    defaults: Defaults,
+    judge: Judge,
+    ledger: Ledger | None,
+    progress: Progress | None = None,
+    batch_events: int = BATCH_EVENTS,
+) -> Outcome:
+    """Import `path` (see the module docstring); `ledger` None: a dry run (parse and judge,
+    write nothing)."""
+    return asyncio.run(_import(path, fmt, defaults, judge, ledger, progress, batch_events))
+
+
+async def _import(
+    path: Path,
+    fmt: Format,
+    defaults: Defaults,
+    judge: Judge,
+    ledger: Ledger | None,
+    progress: Progress | None,
+    batch_events: int,
+) -> Outcome:
+    outcome = Outcome()
+    started = time.perf_counter()
+    mark = time.thread_time()
+    batch = Batch()
+    line = 0
+    # One batch is written (ClickHouse works without the GIL) while the next is judged; never
+    # more: memory stays bounded and batches reach the ledger in the file's order.
+    writing: Future[None] | None = None
+
+    def stored(rows: dict[str, list[Row]], reached: int, events: int) -> None:
+        assert ledger is not None
+        store_batch(ledger, rows, outcome)
+        # What an operator (and the crash test) reads: how far the ledger holds the file.
+        log.info("import_batch_stored", line=reached, events=events)
+
+    def written() -> None:
+        nonlocal writing
+        if writing is not None:
+            waited = time.perf_counter()
+            writing.result()  # a failed write stops the import here
+            writing = None
+            outcome.stages["wait"] += time.perf_counter() - waited
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-write") as writer:
+
+        def flush() -> None:
+            nonlocal batch, mark, writing
+            outcome.stages["read"] += time.thread_time() - mark
+            outcome.events += batch.events
+            outcome.alerts += batch.alerts
+            written()
+            if ledger is not None and batch.events:
+                writing = writer.submit(stored, batch.rows, line, outcome.events)
+            batch = Batch()
+            if progress is not None:
+                progress(line, outcome.events)
+            mark = time.thread_time()
+
+        async for record in event_objects(path, fmt, defaults):
+            line = record.line
+            if record.obj is None:
+                outcome.problems.append(Problem(line, record.field, record.error or "unreadable"))
+                continue
+            problem = judge.add(line, record.obj, batch)  # type: ignore[arg-type]
+            if problem is not None:
+                outcome.problems.append(problem)
+            elif batch.events >= batch_events:
+                flush()
+            if progress is not None and line % PROGRESS_RECORDS == 0:
+                progress(line, outcome.events + batch.events)
+        flush()
+        written()
+    outcome.stages["read"] -= sum(judge.seconds.values())
+    for stage, seconds in judge.seconds.items():
+        outcome.stages[stage] += seconds
+    outcome.duplicates = judge.duplicates
+    outcome.seconds = time.perf_counter() - started
+    return outcome

@@ -1,0 +1,113 @@
+"""`shipledger import` into a real chDB ledger (a child process each time, as an operator runs
+it): every provider's fixture imported, `audit verify` clean, the same files again adding
+nothing, and an import killed (kill -9) after its first batch was stored, then run again:
+every event once, every chain verified."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from shipledger.lab.bench_import import history_file
+from shipledger.sinks.ledger.store import LedgerStore
+from tests.kit import SHIPLEDGER, ledger_settings, run_shipledger, up_env
+
+pytestmark = pytest.mark.integration
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "import"
+#: (fixture, extra options, events imported, exit code: 3 when the fixture has refused rows)
+IMPORTS = (
+    ("four_keys_deployments.ndjson", (), 2, 3),
+    ("four_keys_changes.csv", ("--repository", "acme/checkout"), 2, 3),
+    ("devlake_cicd_deployment_commits.csv", (), 5, 3),
+    ("github_deployments.json", (), 4, 3),
+    ("events.ndjson", (), 3, 3),
+    ("events.csv", ("--tenant", "acme"), 2, 3),
+)
+COUNTS = (
+    "SELECT (SELECT count() FROM deployment_events), (SELECT uniqExact(tenant, event_id) FROM "
+    "deployment_events), (SELECT count() FROM deployment_records), (SELECT count() FROM alerts), "
+    "(SELECT count() FROM source_events)"
+)
+
+
+def _counts(data_dir: Path) -> tuple[int, ...]:
+    with LedgerStore.open(ledger_settings(data_dir), existing=True) as store:
+        _, rows = store.query(COUNTS)
+    return tuple(int(v) for v in rows[0])
+
+
+def _verified(env: dict[str, str]) -> None:
+    verify = run_shipledger("audit", "verify", env=env)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "CLEAN" in verify.stdout
+
+
+def _import(env: dict[str, str], path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    return run_shipledger(
+        "import", str(path), "--no-progress", "--errors", str(path) + ".err", *options, env=env
+    )
+
+
+def test_every_format_imports_once_and_verifies(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    env = up_env(data_dir)
+    assert run_shipledger("migrate", env=env).returncode == 0
+    for name, options, events, code in IMPORTS:
+        copy = tmp_path / name
+        copy.write_bytes((FIXTURES / name).read_bytes())
+        done = _import(env, copy, *options)
+        assert done.returncode == code, done.stdout + done.stderr
+        assert f": {events} events imported" in done.stdout, done.stdout
+        assert (tmp_path / f"{name}.err").is_file()  # refused rows, with line and reason
+    first = _counts(data_dir)
+    deployments = sum(e for name, _, e, _ in IMPORTS if name != "four_keys_changes.csv") - 1
+    assert first[:3] == (deployments, deployments, deployments)  # events.ndjson: one is a push
+    assert first[4] == 3
+    _verified(env)
+    for name, options, _, code in IMPORTS:
+        assert _import(env, tmp_path / name, *options).returncode == code
+    assert _counts(data_dir) == first
+    _verified(env)
+
+
+def test_a_killed_import_resumes_exactly_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    env = up_env(data_dir)
+    assert run_shipledger("migrate", env=env).returncode == 0
+    path = tmp_path / "history.ndjson"
+    written = history_file(path, 6_000)
+    dry = run_shipledger("import", str(path), "--dry-run", "--no-progress", env=env)
+    assert dry.returncode == 0, dry.stderr
+    found = re.search(r"([\d,]+) alerts raised", dry.stdout)
+    assert found is not None, dry.stdout
+    alerts = int(found.group(1).replace(",", ""))
+    child = subprocess.Popen(
+        [SHIPLEDGER, "import", str(path), "--no-progress", "--batch", "500"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stderr is not None
+    try:
+        for line in child.stderr:  # waits for the child's own log, however slow the machine
+            if "import_batch_stored" in line:
+                break
+        assert child.poll() is None, "the import ended before it could be killed"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+        child.stderr.close()
+    partial = _counts(data_dir)
+    assert 0 < partial[0] < written
+    again = run_shipledger("import", str(path), "--no-progress", env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _counts(data_dir) == (written, written, written, alerts, 0)
+    _verified(env)

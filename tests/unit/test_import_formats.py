@@ -1,0 +1,239 @@
+"""`shipledger import`'s pure parts against the fixtures of each provider's documented export
+(tests/fixtures/import/README.md): rows → event objects with stable ids, refusals naming the
+field, format detection, and the judge's refusals and in-file duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from shipledger.cli import cli
+from shipledger.history import devlake, four_keys, github
+from shipledger.history.judging import Batch, Judge
+from shipledger.history.mapping import Defaults, Refused, provider_time, repository_name
+from shipledger.history.reading import Format, detect, event_objects
+from shipledger.processors.step import nobody_known
+from shipledger.producers.api.uploads import Record
+from shipledger.schemas.policy import load_policy
+from shipledger.settings import Settings
+from shipledger.sinks.ledger.ddl import ALERTS, EVENTS, RECORDS, SOURCE
+from shipledger.stackfile import StackInfo, write_stack
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "import"
+
+
+NONE_GIVEN = Defaults()
+
+
+def _records(name: str, fmt: Format, defaults: Defaults = NONE_GIVEN) -> list[Record]:
+    async def collect() -> list[Record]:
+        return [r async for r in event_objects(FIXTURES / name, fmt, defaults)]
+
+    return asyncio.run(collect())
+
+
+def _objects(records: list[Record]) -> list[Mapping[str, Any]]:
+    return [r.obj for r in records if isinstance(r.obj, Mapping)]
+
+
+def _refused(records: list[Record]) -> list[tuple[int, str]]:
+    return [(r.line, r.field) for r in records if r.obj is None]
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [
+        ("four_keys_deployments.ndjson", "four-keys"),
+        ("four_keys_changes.csv", "four-keys"),
+        ("devlake_cicd_deployment_commits.csv", "devlake"),
+        ("github_deployments.json", "github"),
+        ("events.ndjson", "ndjson"),
+        ("events.csv", "csv"),
+    ],
+)
+def test_the_format_is_told_from_the_first_record(name: str, fmt: str) -> None:
+    assert asyncio.run(detect(FIXTURES / name)) == fmt
+
+
+@pytest.mark.parametrize(
+    ("value", "iso"),
+    [
+        ("2024-05-02 10:15:00 UTC", "2024-05-02T10:15:00+00:00"),  # BigQuery
+        ("2024-05-04 08:20:05.000", "2024-05-04T08:20:05.000+00:00"),  # DevLake (UTC)
+        ("2024-05-06T09:12:04Z", "2024-05-06T09:12:04+00:00"),  # GitHub
+        ("2024-05-06T09:12:04+02:00", "2024-05-06T09:12:04+02:00"),
+    ],
+)
+def test_provider_times_become_iso_with_their_zone(value: str, iso: str) -> None:
+    assert provider_time({"t": value}, "t") == iso
+
+
+def test_repository_names_come_from_urls() -> None:
+    assert repository_name("https://github.com/acme/checkout.git") == "acme/checkout"
+    assert repository_name("https://api.github.com/repos/acme/checkout") == "acme/checkout"
+
+
+def test_four_keys_deployments_are_successful_production_deployments() -> None:
+    records = _records("four_keys_deployments.ndjson", "four-keys")
+    first, second = _objects(records)
+    assert first["deployment_id"] == "four-keys:github:1204518357"
+    assert first["event_type"] == "succeeded"
+    assert first["environment"] == four_keys.ENVIRONMENT
+    assert first["service"] == "checkout"
+    assert first["commit_sha"] == "9fceb02d0ae598e95dc970b74767f19372d61af8"
+    assert first["attributes"] == {"four_keys.changes": "2"}
+    assert first["occurred_at"] == "2024-05-02T10:15:00+00:00"
+    # No main_commit: the first of its changes.
+    assert second["commit_sha"] == "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
+    assert _refused(records) == [(3, "main_commit")]
+    # The same row, the same id: a second import adds nothing.
+    assert _objects(_records("four_keys_deployments.ndjson", "four-keys"))[0] == first
+
+
+def test_four_keys_changes_are_pushes_of_the_given_repository() -> None:
+    assert _refused(_records("four_keys_changes.csv", "four-keys")) == [
+        (2, "repository"),
+        (3, "repository"),
+        (4, "event_type"),
+    ]
+    records = _records("four_keys_changes.csv", "four-keys", Defaults(repository="acme/checkout"))
+    pushes = _objects(records)
+    assert [p["family"] for p in pushes] == ["source", "source"]
+    assert pushes[0]["commit_shas"] == ["3c5a7e1f2b4d6a8c0e9f1b3d5a7c9e2f4b6d8a0c"]
+    assert _refused(records) == [(4, "event_type")]
+
+
+def test_devlake_rows_start_and_finish_their_deployment() -> None:
+    records = _records("devlake_cicd_deployment_commits.csv", "devlake")
+    objects = _objects(records)
+    assert [(o["deployment_id"].rsplit(":", 2)[-2], o["event_type"]) for o in objects] == [
+        ("501", "started"),
+        ("501", "succeeded"),
+        ("502", "started"),
+        ("502", "failed"),
+        ("503", "started"),  # IN_PROGRESS: not finished yet
+    ]
+    done = objects[1]
+    assert done["environment"] == "production"
+    assert done["service"] == "checkout" and done["repository"] == "acme/checkout"
+    assert done["duration_ms"] == 460_000
+    assert done["occurred_at"] == "2024-05-04T08:27:45.000+00:00"
+    assert done["attributes"]["devlake.cicd_deployment_id"] == "github:GithubRun:1:501"
+    assert _refused(records) == [(5, "commit_sha")]
+
+
+def test_a_devlake_row_without_environment_needs_one_given() -> None:
+    row = {"id": "x", "commit_sha": "a" * 40, "environment": "", "started_date": "2024-05-04"}
+    with pytest.raises(Refused) as refused:
+        devlake.events(row, Defaults(service="svc"))
+    assert refused.value.field == "environment"
+    assert devlake.events(row, Defaults(service="svc", environment="prod"))[0]["environment"] == (
+        "prod"
+    )
+
+
+def test_github_deployments_follow_their_statuses_oldest_first() -> None:
+    records = _records("github_deployments.json", "github")
+    objects = _objects(records)
+    assert [(o["deployment_id"], o["event_type"], o["actor"]) for o in objects] == [
+        ("github:acme/checkout:1487231", "started", "octocat"),
+        ("github:acme/checkout:1487231", "succeeded", "github-actions[bot]"),
+        ("github:acme/checkout:1487390", "started", "mona"),
+        ("github:acme/checkout:1487390", "failed", "mona"),
+    ]
+    assert objects[1]["pipeline_run_url"] == (
+        "https://github.com/acme/checkout/actions/runs/900001/job/1"
+    )
+    assert objects[2]["service"] == "checkout-api"  # the payload names it
+    assert objects[0]["service"] == "checkout"
+    assert _refused(records) == [(3, "created_at")]
+
+
+def test_github_statuses_must_be_the_statuses_answer() -> None:
+    with pytest.raises(Refused) as refused:
+        github.events({"id": 1, "repository_url": "r/a/b", "statuses": {"state": "x"}}, Defaults())
+    assert refused.value.field == "statuses"
+
+
+def _judge(tenant: str | None = None) -> Judge:
+    settings = Settings(log_level="warning")
+    policy = load_policy(None)
+    return Judge(settings, policy, tenant, nobody_known, datetime(2026, 12, 1, tzinfo=UTC))
+
+
+def test_the_judge_builds_the_rows_the_sink_would_store() -> None:
+    judge, batch = _judge(), Batch()
+    records = _records("events.ndjson", "ndjson")
+    problems = [
+        judge.add(r.line, dict(r.obj), batch) for r in records if isinstance(r.obj, Mapping)
+    ]
+    refused = [(p.line, p.field) for p in problems if p is not None]
+    assert refused == [(4, "commit_sha"), (5, "occurred_at")]
+    assert _refused(records) == [(8, "line")]
+    assert judge.duplicates == 1  # line 7 repeats line 2
+    assert batch.events == 3
+    assert len(batch.rows[EVENTS]) == 2 and len(batch.rows[SOURCE]) == 1
+    first, second = batch.rows[RECORDS]
+    assert (first["status"], second["status"]) == ("in_progress", "succeeded")
+    assert second["record_id"] == batch.rows[EVENTS][1]["event_id"]
+    assert batch.rows[EVENTS][0]["kafka_partition"] == -1
+    assert batch.rows[EVENTS][0]["kafka_offset"] == 1  # its line
+    assert len(batch.rows[ALERTS]) == batch.alerts
+
+
+def test_the_judge_refuses_another_tenant_than_the_given_one() -> None:
+    judge, batch = _judge("acme"), Batch()
+    (obj, *_) = _objects(_records("events.ndjson", "ndjson"))
+    assert judge.add(1, dict(obj), batch) is None
+    assert batch.rows[EVENTS][0]["tenant"] == "acme"
+    problem = judge.add(1, {**obj, "tenant": "globex"}, batch)
+    assert problem is not None and problem.field == "tenant"
+
+
+@pytest.mark.parametrize("module", [four_keys, devlake, github])
+def test_every_provider_refuses_an_empty_row(module: Any) -> None:
+    with pytest.raises(Refused):
+        module.events({}, Defaults())
+
+
+def test_the_embedded_ledger_is_refused_while_up_owns_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHIPLEDGER_CLICKHOUSE_URL", raising=False)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    settings = Settings(data_dir=data_dir)
+    write_stack(
+        settings,
+        StackInfo(
+            bootstrap="127.0.0.1:1",
+            pid=os.getpid(),
+            clickhouse_url=settings.resolved_clickhouse_url,
+            data_dir=str(data_dir),
+            auth_db=str(settings.resolved_auth_db),
+        ),
+    )
+    copy = tmp_path / "events.csv"
+    copy.write_bytes((FIXTURES / "events.csv").read_bytes())
+    args = ["import", str(copy), "--data-dir", str(data_dir), "--no-progress"]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 1
+    assert "owns the embedded ledger" in refused.output
+    # A dry run writes nothing: it runs beside `up`, and reports the refused row.
+    dry = CliRunner().invoke(cli, [*args, "--dry-run"])
+    assert dry.exit_code == 3, dry.output
+    assert "2 events judged (dry run: nothing written)" in dry.output
+    assert "line 4: environment: Field required" in dry.output
+    assert json.loads((tmp_path / "events.csv.errors.ndjson").read_text()) == {
+        "line": 4,
+        "field": "environment",
+        "reason": "Field required",
+    }
