@@ -63,10 +63,23 @@ _PUSHES = (
 )
 
 
+def settled(store: LedgerStore, timeout_s: float = 600.0) -> float:
+    """Wait until ClickHouse has no merge running in `store`'s database (at most `timeout_s`);
+    the seconds waited. A freshly loaded ledger merges its parts in the background for a while:
+    a query timed meanwhile measures the merges' contention, not the steady state a ledger
+    that grew over months is in."""
+    began = time.perf_counter()
+    sql = "SELECT count() FROM system.merges WHERE database = currentDatabase()"
+    while store.query(sql)[1][0][0] and time.perf_counter() - began < timeout_s:
+        time.sleep(0.5)
+    return time.perf_counter() - began
+
+
 @contextmanager
-def synthetic_ledger(deployments: int, prefix: str) -> Iterator[tuple[LedgerStore, float]]:
+def synthetic_ledger(deployments: int, prefix: str) -> Iterator[tuple[LedgerStore, float, float]]:
     """A fresh embedded ledger (in a temporary data dir named `prefix`..., removed after)
-    holding `deployments` deployments, and the seconds their inserts took."""
+    holding `deployments` deployments, its background merges done, the seconds their
+    inserts took and the seconds then waited for the merges (`settled`)."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         with LedgerStore.open(Settings(data_dir=tmp, log_level="warning")) as store:
@@ -83,6 +96,7 @@ def synthetic_ledger(deployments: int, prefix: str) -> Iterator[tuple[LedgerStor
                 }
                 store.command(_PUSHES.format(**values))
                 store.command(_RECORDS.format(**values))
-            yield store, time.perf_counter() - started
+            load_s = time.perf_counter() - started
+            yield store, load_s, settled(store)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
