@@ -163,7 +163,8 @@ def _minutes_before(c: Candidate, at: datetime) -> float:
 # Each part's share of its weight apart from the words saying why: ranking weighs every
 # candidate (a thousand in a busy day), only the few it returns are explained.
 def _time_share(c: Candidate, at: datetime) -> float:
-    return 0.5 ** (_minutes_before(c, at) / HALF_LIFE_MIN)
+    share: float = 0.5 ** (_minutes_before(c, at) / HALF_LIFE_MIN)
+    return share
 
 
 def _distance_share(c: Candidate, at: datetime) -> float:
