@@ -15,6 +15,7 @@ unknown.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from typing import Any
 
 from shipledger.schemas.scopes import RowScope
 from shipledger.sinks.ledger import ddl, tiers
+from shipledger.sinks.ledger.chain import epoch_ms
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.suspects import DEFAULT_MAX_DEPTH, Candidate, Suspect, dependency_distances, rank
 
@@ -85,20 +87,23 @@ _DEPLOYMENTS_SQL = (
     "    AND started_at >= {{lo:DateTime64(3, 'UTC')}}\n"
     "    AND started_at <= {{hi:DateTime64(3, 'UTC')}}{environment}\n"
     "GROUP BY deployment_id\n"
-    "HAVING started <= {{at:DateTime64(3, 'UTC')}} OR rolled_back IS NOT NULL"
+    "HAVING started <= fromUnixTimestamp64Milli({{at:Int64}}, 'UTC') OR rolled_back IS NOT NULL"
 )
 # Every input in one query (a row per deployment and table that has it), each table read by
 # its own key: the drift alerts by service and time, the others by deployment id; one value per
-# deployment and table, the latest the owning part of the ledger computed.
+# deployment and table, the latest the owning part of the ledger computed. The ids come as one
+# JSON string: a thousand-element array parameter costs more to bind and parse than the reading.
 _INPUTS_SQL = (
     "SELECT deployment_id, argMax(commit_count, computed_at), NULL, []\n"
     "FROM {change_sets}\n"
-    "WHERE tenant = {{tenant:String}} AND deployment_id IN {{ids:Array(String)}}\n"
+    "WHERE tenant = {{tenant:String}}\n"
+    "    AND deployment_id IN JSONExtract({{ids:String}}, 'Array(String)')\n"
     "GROUP BY deployment_id\n"
     "UNION ALL\n"
     "SELECT deployment_id, NULL, argMax(verdict, decided_at), []\n"
     "FROM {verifications}\n"
-    "WHERE tenant = {{tenant:String}} AND deployment_id IN {{ids:Array(String)}}\n"
+    "WHERE tenant = {{tenant:String}}\n"
+    "    AND deployment_id IN JSONExtract({{ids:String}}, 'Array(String)')\n"
     "GROUP BY deployment_id\n"
     "UNION ALL\n"
     "SELECT deployment_id, NULL, NULL,\n"
@@ -107,7 +112,7 @@ _INPUTS_SQL = (
     "WHERE tenant = {{tenant:String}} AND service IN {{services:Array(String)}}\n"
     "    AND occurred_at >= {{lo:DateTime64(3, 'UTC')}}\n"
     "    AND occurred_at <= {{hi:DateTime64(3, 'UTC')}} AND rule = {rule}\n"
-    "    AND deployment_id IN {{ids:Array(String)}}\n"
+    "    AND deployment_id IN JSONExtract({{ids:String}}, 'Array(String)')\n"
     "GROUP BY deployment_id"
 )
 
@@ -145,7 +150,7 @@ def read_suspects(
         window["environment"] = query.environment
     records = ddl.qualified(store.database, ddl.SUSPECT_DEPLOYMENTS)
     sql = _DEPLOYMENTS_SQL.format(records=records, environment=environment)
-    _, rows = store.query(sql, {**window, "at": query.at})
+    _, rows = store.query(sql, {**window, "at": epoch_ms(query.at)})
     rolled_back_by: dict[str, str] = {}
     admitted: list[tuple[Any, ...]] = []
     for row in sorted(rows, key=_started):
@@ -156,7 +161,7 @@ def read_suspects(
             admitted.append(row)
     if not admitted:
         return []
-    inputs = _inputs(store, {**window, "ids": [str(row[0]) for row in admitted]})
+    inputs = _inputs(store, {**window, "ids": json.dumps([str(row[0]) for row in admitted])})
     candidates = [
         _candidate(row, distances, inputs, rolled_back_by.get(str(row[0]))) for row in admitted
     ]
