@@ -12,6 +12,7 @@ An input the ledger does not have (no change set, no verdict) scores 0 and says 
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -136,9 +137,12 @@ class Suspect:
         }
 
 
+def _points(name: str, share: float) -> float:
+    return round(WEIGHTS[name] * max(0.0, min(1.0, share)), 1)
+
+
 def _part(name: str, share: float, detail: str) -> Part:
-    weight = WEIGHTS[name]
-    return Part(name, round(weight * max(0.0, min(1.0, share)), 1), weight, detail)
+    return Part(name, _points(name, share), WEIGHTS[name], detail)
 
 
 def _minutes(minutes: float) -> str:
@@ -147,50 +151,98 @@ def _minutes(minutes: float) -> str:
     return f"{minutes / 60:.1f} h"
 
 
+def _minutes_before(c: Candidate, at: datetime) -> float:
+    return max(0.0, (at - c.started_at).total_seconds() / 60)
+
+
+# Each part's share of its weight apart from the words saying why: ranking weighs every
+# candidate (a thousand in a busy day), only the few it returns are explained.
+def _time_share(c: Candidate, at: datetime) -> float:
+    share: float = 0.5 ** (_minutes_before(c, at) / HALF_LIFE_MIN)
+    return share
+
+
+def _distance_share(c: Candidate, at: datetime) -> float:
+    return 1 / (1 + c.distance)
+
+
+def _change_share(c: Candidate, at: datetime) -> float:
+    if c.commit_count is None:
+        return 0.0
+    return math.log2(1 + c.commit_count) / math.log2(1 + LARGE_CHANGE_COMMITS)
+
+
+def _verification_share(c: Candidate, at: datetime) -> float:
+    if c.verdict is not None:
+        return VERDICT_SHARE.get(c.verdict, 0.0)
+    if c.status in ("failed", "rolled_back"):
+        return FAILED_STATUS_SHARE
+    return 0.0
+
+
+def _drift_share(c: Candidate, at: datetime) -> float:
+    return 1.0 if c.drift else 0.0
+
+
+def _rollback_share(c: Candidate, at: datetime) -> float:
+    return 0.0 if c.rolled_back_by is None else 1.0
+
+
+#: The parts in the order a suspect lists them, with their shares.
+_SHARES = (
+    ("time_proximity", _time_share),
+    ("dependency_distance", _distance_share),
+    ("change_size", _change_share),
+    ("verification", _verification_share),
+    ("config_drift", _drift_share),
+    ("rollback", _rollback_share),
+)
+
+
 def _time_part(c: Candidate, at: datetime) -> Part:
-    minutes = max(0.0, (at - c.started_at).total_seconds() / 60)
-    share = 0.5 ** (minutes / HALF_LIFE_MIN)
-    return _part("time_proximity", share, f"deployed {_minutes(minutes)} before the incident")
+    detail = f"deployed {_minutes(_minutes_before(c, at))} before the incident"
+    return _part("time_proximity", _time_share(c, at), detail)
 
 
-def _distance_part(c: Candidate, service: str) -> Part:
+def _distance_part(c: Candidate, at: datetime, service: str) -> Part:
     if c.distance == 0:
         detail = f"{service} itself"
     elif c.distance == 1:
         detail = f"a direct dependency of {service}"
     else:
         detail = f"a dependency of {service}, {c.distance} hops away"
-    return _part("dependency_distance", 1 / (1 + c.distance), detail)
+    return _part("dependency_distance", _distance_share(c, at), detail)
 
 
-def _change_part(c: Candidate) -> Part:
+def _change_part(c: Candidate, at: datetime) -> Part:
     if c.commit_count is None:
-        return _part("change_size", 0.0, "change size unknown")
-    share = math.log2(1 + c.commit_count) / math.log2(1 + LARGE_CHANGE_COMMITS)
-    plural = "" if c.commit_count == 1 else "s"
-    return _part("change_size", share, f"{c.commit_count} commit{plural} shipped")
+        detail = "change size unknown"
+    else:
+        detail = f"{c.commit_count} commit{'' if c.commit_count == 1 else 's'} shipped"
+    return _part("change_size", _change_share(c, at), detail)
 
 
-def _verification_part(c: Candidate) -> Part:
+def _verification_part(c: Candidate, at: datetime) -> Part:
     if c.verdict is not None:
-        share = VERDICT_SHARE.get(c.verdict, 0.0)
-        return _part("verification", share, f"verification: {c.verdict}")
-    if c.status in ("failed", "rolled_back"):
-        return _part("verification", FAILED_STATUS_SHARE, f"deployment {c.status}")
-    return _part("verification", 0.0, "no verification verdict")
+        detail = f"verification: {c.verdict}"
+    elif c.status in ("failed", "rolled_back"):
+        detail = f"deployment {c.status}"
+    else:
+        detail = "no verification verdict"
+    return _part("verification", _verification_share(c, at), detail)
 
 
-def _drift_part(c: Candidate) -> Part:
-    if not c.drift:
-        return _part("config_drift", 0.0, "no configuration drift")
-    return _part("config_drift", 1.0, f"configuration drift: {', '.join(c.drift)}")
+def _drift_part(c: Candidate, at: datetime) -> Part:
+    detail = f"configuration drift: {', '.join(c.drift)}" if c.drift else "no configuration drift"
+    return _part("config_drift", _drift_share(c, at), detail)
 
 
-def _rollback_part(c: Candidate) -> Part:
+def _rollback_part(c: Candidate, at: datetime) -> Part:
     if c.rolled_back_by is None:
-        return _part("rollback", 0.0, "not rolled back")
-    by = f" by {c.rolled_back_by}" if c.rolled_back_by else ""
-    return _part("rollback", 1.0, f"rolled back afterwards{by}")
+        detail = "not rolled back"
+    else:
+        detail = f"rolled back afterwards{f' by {c.rolled_back_by}' if c.rolled_back_by else ''}"
+    return _part("rollback", _rollback_share(c, at), detail)
 
 
 def score(candidate: Candidate, at: datetime, service: str) -> Suspect:
@@ -199,24 +251,29 @@ def score(candidate: Candidate, at: datetime, service: str) -> Suspect:
         candidate,
         (
             _time_part(candidate, at),
-            _distance_part(candidate, service),
-            _change_part(candidate),
-            _verification_part(candidate),
-            _drift_part(candidate),
-            _rollback_part(candidate),
+            _distance_part(candidate, at, service),
+            _change_part(candidate, at),
+            _verification_part(candidate, at),
+            _drift_part(candidate, at),
+            _rollback_part(candidate, at),
         ),
     )
+
+
+def _score(c: Candidate, at: datetime) -> float:
+    """`score(c, at, ...).score` without the words: the same points summed in the same order."""
+    return round(sum(_points(name, share(c, at)) for name, share in _SHARES), 1)
 
 
 def rank(candidates: Sequence[Candidate], at: datetime, service: str, limit: int) -> list[Suspect]:
     """The `limit` best-scored suspects, highest first (ties: the latest deployment first,
     then by deployment id, so the same ledger always ranks the same, whatever order the
-    candidates were read in)."""
-    scored = [score(c, at, service) for c in candidates]
-    scored.sort(
-        key=lambda s: (-s.score, -s.candidate.started_at.timestamp(), s.candidate.deployment_id)
-    )
-    return scored[:limit]
+    candidates were read in). Only those returned are scored with their parts' words."""
+
+    def order(c: Candidate) -> tuple[float, float, str]:
+        return (-_score(c, at), -c.started_at.timestamp(), c.deployment_id)
+
+    return [score(c, at, service) for c in heapq.nsmallest(limit, candidates, key=order)]
 
 
 def note_text(service: str, at: datetime, suspects: Sequence[Suspect]) -> str:

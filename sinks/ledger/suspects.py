@@ -1,24 +1,29 @@
 """The ledger's side of incident triage (docs/triage.md): the candidates of an incident and
-every input of their scores, read in a few small queries; `shipledger.suspects` scores them.
+every input of their scores, read in three queries; `shipledger.suspects` scores them.
 
-Each input is its own query: the dependency map (latest catalog entry per service); the
-deployments of those services (`suspect_deployments`: every record, sorted by service and
-start, in the hot database, archived or not) from the start of the lookback window until as
-long after the incident (the latest record of each; those after it count only as the
-rollbacks they name); the `config_drift` alerts about them; the change sizes
-(`deployment_change_sets.commit_count`) and the verdicts (`deployment_verifications`); a
-deployment neither of the last two has a row for reads as unknown.
+Each query has a fixed cost (a round trip, a plan, its parameters parsed) as large as most
+of the reading, so they are as few as the inputs' dependencies allow: the dependency map
+(latest catalog entry per service) names the services; their deployments
+(`suspect_deployments`: every record, sorted by service and start, in the hot database,
+archived or not) from the start of the lookback window until as long after the incident (the
+latest record of each; those after it are read only when they name a rollback) name the
+candidates; one query reads the inputs keyed by the candidates' ids: the `config_drift`
+alerts about them, the change sizes (`deployment_change_sets.commit_count`) and the verdicts
+(`deployment_verifications`); a deployment neither of the last two has a row for reads as
+unknown.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shipledger.schemas.scopes import RowScope
 from shipledger.sinks.ledger import ddl, tiers
+from shipledger.sinks.ledger.chain import epoch_ms
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.suspects import DEFAULT_MAX_DEPTH, Candidate, Suspect, dependency_distances, rank
 
@@ -71,31 +76,43 @@ _DEPENDENCIES_SQL = (
     ") WHERE action != 'removed'"
 )
 # The latest record of each deployment (its highest seq) started from the window's start until
-# the incident, and after it as far again: those name (rollback_of) what they rolled back.
+# the incident, and after it as far again: those name (rollback_of) what they rolled back, and
+# only the ones that do are returned.
 _DEPLOYMENTS_SQL = (
-    "SELECT deployment_id, any(service), argMax(environment, seq), min(started_at),\n"
+    "SELECT deployment_id, any(service), argMax(environment, seq), min(started_at) AS started,\n"
     "    argMax(status, seq), argMax(commit_sha, seq), argMax(version, seq), argMax(team, seq),\n"
-    "    argMax(rollback_of, seq)\n"
+    "    argMax(rollback_of, seq) AS rolled_back\n"
     "FROM {records}\n"
     "WHERE tenant = {{tenant:String}} AND service IN {{services:Array(String)}}\n"
     "    AND started_at >= {{lo:DateTime64(3, 'UTC')}}\n"
     "    AND started_at <= {{hi:DateTime64(3, 'UTC')}}{environment}\n"
-    "GROUP BY deployment_id"
+    "GROUP BY deployment_id\n"
+    "HAVING started <= fromUnixTimestamp64Milli({{at:Int64}}, 'UTC') OR rolled_back IS NOT NULL"
 )
-_DRIFT_SQL = (
-    "SELECT deployment_id,\n"
+# Every input in one query (a row per deployment and table that has it), each table read by
+# its own key: the drift alerts by service and time, the others by deployment id; one value per
+# deployment and table, the latest the owning part of the ledger computed. The ids come as one
+# JSON string: a thousand-element array parameter costs more to bind and parse than the reading.
+_INPUTS_SQL = (
+    "SELECT deployment_id, argMax(commit_count, computed_at), NULL, []\n"
+    "FROM {change_sets}\n"
+    "WHERE tenant = {{tenant:String}}\n"
+    "    AND deployment_id IN JSONExtract({{ids:String}}, 'Array(String)')\n"
+    "GROUP BY deployment_id\n"
+    "UNION ALL\n"
+    "SELECT deployment_id, NULL, argMax(verdict, decided_at), []\n"
+    "FROM {verifications}\n"
+    "WHERE tenant = {{tenant:String}}\n"
+    "    AND deployment_id IN JSONExtract({{ids:String}}, 'Array(String)')\n"
+    "GROUP BY deployment_id\n"
+    "UNION ALL\n"
+    "SELECT deployment_id, NULL, NULL,\n"
     "    groupUniqArray(if(evidence['resources'] != '', evidence['resources'], message))\n"
     "FROM {alerts}\n"
     "WHERE tenant = {{tenant:String}} AND service IN {{services:Array(String)}}\n"
     "    AND occurred_at >= {{lo:DateTime64(3, 'UTC')}}\n"
     "    AND occurred_at <= {{hi:DateTime64(3, 'UTC')}} AND rule = {rule}\n"
-    "    AND deployment_id IN {{ids:Array(String)}}\n"
-    "GROUP BY deployment_id"
-)
-# One value per deployment: the latest the owning part of the ledger computed.
-_LATEST_SQL = (
-    "SELECT deployment_id, argMax({column}, {at}) FROM {table}\n"
-    "WHERE tenant = {{tenant:String}} AND deployment_id IN {{ids:Array(String)}}\n"
+    "    AND deployment_id IN JSONExtract({{ids:String}}, 'Array(String)')\n"
     "GROUP BY deployment_id"
 )
 
@@ -132,82 +149,83 @@ def read_suspects(
         environment = " AND environment = {environment:String}"
         window["environment"] = query.environment
     records = ddl.qualified(store.database, ddl.SUSPECT_DEPLOYMENTS)
-    _, rows = store.query(_DEPLOYMENTS_SQL.format(records=records, environment=environment), window)
+    sql = _DEPLOYMENTS_SQL.format(records=records, environment=environment)
+    _, rows = store.query(sql, {**window, "at": epoch_ms(query.at)})
     rolled_back_by: dict[str, str] = {}
-    candidates: list[Candidate] = []
-    for d, s, e, started, status, sha, version, team, rollback_of in sorted(rows, key=_started):
+    admitted: list[tuple[Any, ...]] = []
+    for row in sorted(rows, key=_started):
+        d, _, e, started, _, _, _, team, rollback_of = row
         if rollback_of is not None:  # the first remediation naming a deployment
             rolled_back_by.setdefault(str(rollback_of), str(d))
         if started <= query.at and (scope is None or scope.admits(query.tenant, team, str(e))):
-            candidates.append(
-                Candidate(
-                    deployment_id=str(d),
-                    service=str(s),
-                    environment=str(e),
-                    started_at=started,
-                    status=str(status),
-                    commit_sha=str(sha),
-                    version=version,
-                    distance=distances[str(s)],
-                )
-            )
-    if not candidates:
+            admitted.append(row)
+    if not admitted:
         return []
-    keyed = {**window, "ids": [c.deployment_id for c in candidates]}
-    inputs = _inputs(store, keyed)
-    inputs["rolled_back_by"] = rolled_back_by
-    return rank([_with_inputs(c, inputs) for c in candidates], query.at, query.service, query.limit)
+    inputs = _inputs(store, {**window, "ids": json.dumps([str(row[0]) for row in admitted])})
+    candidates = [
+        _candidate(row, distances, inputs, rolled_back_by.get(str(row[0]))) for row in admitted
+    ]
+    return rank(candidates, query.at, query.service, query.limit)
 
 
 def _started(row: tuple[Any, ...]) -> datetime:
     return row[3]  # type: ignore[no-any-return]
 
 
-#: Per deployment id, what one input query found.
-Found = Mapping[str, Any]
+@dataclass
+class _Inputs:
+    """What the inputs query found of one deployment (None / empty: no row)."""
+
+    commit_count: int | None = None
+    verdict: str | None = None
+    drift: tuple[str, ...] = ()
 
 
-def _by_id(store: LedgerStore, sql: str, params: dict[str, Any]) -> dict[str, Any]:
-    _, rows = store.query(sql, params)
-    return {str(key): value for key, value in rows}
-
-
-def _latest(store: LedgerStore, table: str, column: str, at: str) -> str:
-    return _LATEST_SQL.format(
-        column=ddl.quote_ident(column),
-        at=ddl.quote_ident(at),
-        table=ddl.qualified(store.database, table),
+def _inputs(store: LedgerStore, params: dict[str, Any]) -> dict[str, _Inputs]:
+    """The inputs of the deployments `params["ids"]`, by deployment id (only those found)."""
+    sql = _INPUTS_SQL.format(
+        change_sets=ddl.qualified(store.database, ddl.CHANGE_SETS),
+        verifications=ddl.qualified(store.database, ddl.DEPLOYMENT_VERIFICATIONS),
+        alerts=_source(store, ddl.ALERTS, params["tenant"]),
+        rule=ddl.quote_str(DRIFT_RULE),
     )
+    _, rows = store.query(sql, params)
+    found: dict[str, _Inputs] = {}
+    for deployment_id, count, verdict, drift in rows:
+        inputs = found.setdefault(str(deployment_id), _Inputs())
+        if count is not None:
+            inputs.commit_count = int(count)
+        if verdict is not None:
+            inputs.verdict = str(verdict)
+        if drift:
+            inputs.drift = tuple(sorted(str(r) for r in drift))
+    return found
 
 
-def _inputs(store: LedgerStore, params: dict[str, Any]) -> dict[str, Found]:
-    """The inputs read by a query of their own, by name -> deployment id -> its value."""
-    alerts = _source(store, ddl.ALERTS, params["tenant"])
-    inputs: dict[str, Found] = {
-        "drift": _by_id(
-            store, _DRIFT_SQL.format(alerts=alerts, rule=ddl.quote_str(DRIFT_RULE)), params
-        ),
-        "commit_count": _by_id(
-            store, _latest(store, ddl.CHANGE_SETS, "commit_count", "computed_at"), params
-        ),
-        "verdict": _by_id(
-            store, _latest(store, ddl.DEPLOYMENT_VERIFICATIONS, "verdict", "decided_at"), params
-        ),
-    }
-    return inputs
+_NONE_FOUND = _Inputs()
 
 
-def _with_inputs(candidate: Candidate, inputs: Mapping[str, Found]) -> Candidate:
-    key = candidate.deployment_id
-    rolled_back_by = inputs["rolled_back_by"].get(key)
-    if rolled_back_by is None and candidate.status == "rolled_back":
+def _candidate(
+    row: tuple[Any, ...],
+    distances: Mapping[str, int],
+    inputs: Mapping[str, _Inputs],
+    rolled_back_by: str | None,
+) -> Candidate:
+    d, s, e, started, status, sha, version, _, _ = row
+    if rolled_back_by is None and status == "rolled_back":
         rolled_back_by = ""
-    count = inputs["commit_count"].get(key)
-    verdict = inputs["verdict"].get(key)
-    return replace(
-        candidate,
-        commit_count=None if count is None else int(count),
-        verdict=None if verdict is None else str(verdict),
-        drift=tuple(sorted(str(r) for r in inputs["drift"].get(key, ()))),
-        rolled_back_by=None if rolled_back_by is None else str(rolled_back_by),
+    found = inputs.get(str(d), _NONE_FOUND)
+    return Candidate(
+        deployment_id=str(d),
+        service=str(s),
+        environment=str(e),
+        started_at=started,
+        status=str(status),
+        commit_sha=str(sha),
+        version=version,
+        distance=distances[str(s)],
+        commit_count=found.commit_count,
+        verdict=found.verdict,
+        drift=found.drift,
+        rolled_back_by=rolled_back_by,
     )

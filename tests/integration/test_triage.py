@@ -200,6 +200,28 @@ def test_the_small_granules_migration_keeps_every_row_and_the_view(store: Ledger
     assert found == [(2,)]
 
 
+def test_the_small_blocks_migration_keeps_every_row_and_the_view(store: LedgerStore) -> None:
+    """The migration rebuilding `suspect_deployments` with small compressed blocks copies
+    every row and makes its view again: the same ranking, a record inserted after reaches it."""
+    ranked = LedgerReader(store).suspects(_query())
+    _, rows = store.query(_SUSPECT_ROWS)
+    [migration] = [m for m in load_migrations() if m.name == "suspect_deployments_small_blocks"]
+    for sql in migration.statements():
+        store.command(sql)
+    assert store.query(_SUSPECT_ROWS)[1] == rows
+    _, [(engine,)] = store.query(
+        "SELECT engine_full FROM system.tables WHERE database = currentDatabase()"
+        " AND name = 'suspect_deployments'"
+    )
+    assert "index_granularity = 128, min_compress_block_size = 4096" in engine
+    assert LedgerReader(store).suspects(_query()) == ranked
+    _deploy(store, "d-later", "search", 4 * 24 * 60, team="search")  # never a suspect
+    _, found = store.query(
+        "SELECT count() FROM suspect_deployments WHERE deployment_id = 'd-later'"
+    )
+    assert found == [(2,)]
+
+
 def test_the_api_and_the_command_serve_the_same_ranking(
     store: LedgerStore, triage_settings: Settings
 ) -> None:
