@@ -6,6 +6,7 @@ computed by hand below, including the classic double-count traps (docs/metrics.m
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -341,6 +342,44 @@ def test_a_push_stored_after_its_deployment_still_gives_a_lead_time(
     _push(writer, late, _at(0, 7), tenant="late")
     [row] = _rows(store, DoraQuery(since=WEEK.since, until=WEEK.until, tenant="late"))
     assert (row["deployments"], row["lead_time_h"], row["lead_times"]) == (1, 2.5, 1)
+
+
+def test_a_remediation_by_another_team_counts_for_the_deployment_it_names(
+    store: LedgerStore,
+) -> None:
+    """Tenant `cross`: payments' x1 (Mon 09:00, succeeded 09:10) is rolled back by the
+    platform team's deployer (kind rollback, rollback_of x1: started 09:30, succeeded 09:45).
+    Filed under x1's key, the rollback's facts are read with payments' rows: by hand, one
+    deployment, one failure, recovered in 15 min (0.25 h); the rollback is platform's
+    remediation. Filed under the rollback's own team, payments' report missed the failure."""
+    writer = LedgerWriter(store, load_policy(None))
+    _deployment(
+        writer,
+        "x1",
+        [("started", _at(0, 9)), ("succeeded", _at(0, 9, 10))],
+        commit=C1,
+        tenant="cross",
+    )
+    _deployment(
+        writer,
+        "xr1",
+        [("started", _at(0, 9, 30)), ("succeeded", _at(0, 9, 45))],
+        commit=C2,
+        service="deployer",
+        team="platform",
+        kind="rollback",
+        rollback_of="x1",
+        tenant="cross",
+    )
+    week = DoraQuery(since=WEEK.since, until=WEEK.until, tenant="cross", by=("team",))
+    teams = {
+        team: [
+            (r["deployments"], r["failures"], r["recovery_h"], r["remediations"])
+            for r in _rows(store, replace(week, teams=(team,)))
+        ]
+        for team in ("payments", "platform")
+    }
+    assert teams == {"payments": [(1, 1, 0.25, 0)], "platform": [(0, 0, None, 1)]}
 
 
 def test_the_api_and_the_command_serve_the_same_report(
