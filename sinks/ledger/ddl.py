@@ -923,7 +923,10 @@ def dora_deployments_select(database: str | None, records: str) -> str:
     kinds = ", ".join(quote_str(k) for k in REMEDIATION_KINDS)
     change = "role = 0 AND NOT remedy"
     finished = "ifNull(finished_at, updated_at)"
-    named = f"SELECT tenant, assumeNotNull(rollback_of) FROM {records} WHERE rollback_of IS NOT NULL"
+    named = (
+        f"SELECT tenant, assumeNotNull(rollback_of) FROM {records}"  # noqa: S608
+        " WHERE rollback_of IS NOT NULL"
+    )
 
     # The remediation's own row, and a row naming a deployment not known: the record's key.
     own = {
@@ -933,7 +936,9 @@ def dora_deployments_select(database: str | None, records: str) -> str:
         "application": "ifNull(application, '')",
         "day": "toDate(started_at)",
     }  # in _DEPLOYMENT_KEY's order: the UNION below is by position
-    keys = ",\n    ".join(f"if(role = 1 AND t_known = 1, t_{c}, {e}) AS {c}" for c, e in own.items())
+    keys = ",\n    ".join(
+        f"if(role = 1 AND t_known = 1, t_{c}, {o}) AS {c}" for c, o in own.items()
+    )
     # Column names bare: migration SQL backquotes table names only (`sinks.ledger.cluster`).
     found = ", ".join(f"{'min' if c == 'day' else 'any'}({c}) AS t_{c}" for c in own)
     return (
@@ -1013,7 +1018,7 @@ def dora_deployment_keys_sql(database: str | None = None) -> str:
 
 def dora_deployment_keys_select(records: str) -> str:
     """The SELECT folding deployment records (`records`) into `dora_deployment_keys` rows."""
-    return f"{_DEPLOYMENT_KEY}\nFROM {records}"  # noqa: S608
+    return f"{_DEPLOYMENT_KEY}\nFROM {records}"
 
 
 def dora_deployment_keys_mv_sql(database: str | None = None) -> str:

@@ -474,6 +474,27 @@ def test_the_migration_folds_the_records_already_stored(store: LedgerStore) -> N
     assert _rows(store, WEEK) == before
 
 
+def test_the_refiling_migration_moves_the_remediations_already_stored(
+    store: LedgerStore,
+) -> None:
+    """A ledger whose remediations were filed under their own key (the view of the migration
+    that created `dora_deployments`): the migration that files them under the deployment
+    they name folds the keys, then the hot remediations again, and the other team's
+    rollback of x1 (tenant `cross`) is found; every other metric is unchanged."""
+    before = _rows(store, WEEK)
+    cross = DoraQuery(since=WEEK.since, until=WEEK.until, tenant="cross", teams=("payments",))
+    [old] = [m for m in load_migrations() if m.name == "dora_per_deployment"]
+    [new] = [m for m in load_migrations() if m.name == "dora_remediations_under_their_deployment"]
+    store.command("TRUNCATE TABLE dora_deployments")
+    store.command("TRUNCATE TABLE dora_deployment_keys")
+    store.command(next(sql for sql in old.statements() if "INSERT INTO" in sql))
+    assert [r["failures"] for r in _rows(store, cross)] == [0]
+    for backfill in (sql for sql in new.statements() if "INSERT INTO" in sql):
+        store.command(backfill)
+    assert [(r["failures"], r["recovery_h"]) for r in _rows(store, cross)] == [(1, 0.25)]
+    assert _rows(store, WEEK) == before
+
+
 @pytest.mark.embedded_only(CHDB_COLD_FILES)
 def test_archiving_the_rows_leaves_the_metrics_whole(store: LedgerStore) -> None:
     """`shipledger archive` moves the week's rows to cold files (deletes them from the hot
