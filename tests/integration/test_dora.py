@@ -382,6 +382,31 @@ def test_a_remediation_by_another_team_counts_for_the_deployment_it_names(
     assert teams == {"payments": [(1, 1, 0.25, 0)], "platform": [(0, 0, None, 1)]}
 
 
+def test_a_remediation_stored_before_its_deployment_still_marks_it(store: LedgerStore) -> None:
+    """Topics race: the rollback er1 (naming e1) reaches the ledger before e1's records, so
+    its facts about e1 are filed under its own key; the report merges them by deployment id:
+    e1 failed (rollback started 09:30) and was restored at 09:40, 10 min."""
+    writer = LedgerWriter(store, load_policy(None))
+    _deployment(
+        writer,
+        "er1",
+        [("started", _at(0, 9, 30)), ("succeeded", _at(0, 9, 40))],
+        commit=C2,
+        kind="rollback",
+        rollback_of="e1",
+        tenant="early",
+    )
+    _deployment(
+        writer,
+        "e1",
+        [("started", _at(0, 9)), ("succeeded", _at(0, 9, 10))],
+        commit=C1,
+        tenant="early",
+    )
+    [row] = _rows(store, DoraQuery(since=WEEK.since, until=WEEK.until, tenant="early"))
+    assert (row["deployments"], row["failures"], row["recovery_h"]) == (1, 1, 0.167)
+
+
 def test_the_api_and_the_command_serve_the_same_report(
     store: LedgerStore, dora_settings: Settings
 ) -> None:
