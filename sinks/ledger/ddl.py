@@ -813,6 +813,7 @@ VIEWS: dict[str, Callable[[str | None], str]] = {
 
 DORA_DEPLOYMENTS = "dora_deployments"
 DORA_COMMITS = "dora_commits"
+DORA_DEPLOYMENT_KEYS = "dora_deployment_keys"
 #: Deployment kinds that remediate a failure rather than ship a change (docs/metrics.md).
 REMEDIATION_KINDS = ("rollback", "hotfix", "emergency_patch")
 
@@ -833,7 +834,8 @@ _DORA_DEPLOYMENT_COLUMNS = (
         "deployment_id",
         "String",
         "The deployment the facts are about: the record's own, or the one a remediation names "
-        "in rollback_of (a second row, under the remediation's team, service and day).",
+        "in rollback_of (a second row, filed under that deployment's team, environment, "
+        "service, application and day when known at insert, else under the remediation's).",
     ),
     ("own", "SimpleAggregateFunction(max, UInt8)", "1: the deployment's own record."),
     (
@@ -902,15 +904,45 @@ def dora_deployments_sql(database: str | None = None) -> str:
     )
 
 
+#: Where a deployment's own facts are filed in `dora_deployments`, from a record (or a block).
+_DEPLOYMENT_KEY = (
+    "SELECT tenant, deployment_id, ifNull(team, '') AS team, environment, service,\n"
+    "    ifNull(application, '') AS application, toDate(started_at) AS day"
+)
+
+
 def dora_deployments_select(database: str | None, records: str) -> str:
     """The SELECT folding deployment records (`records`: the table, or the block a view is
-    fed) into `dora_deployments` rows: the materialized view's, and a backfill's."""
+    fed) into `dora_deployments` rows: the materialized view's, and a backfill's.
+
+    A remediation's facts about the deployment it names are filed under that deployment's
+    key (`dora_deployment_keys`, or its records in the same block), so a report of its team
+    reads them beside its own row and the table's merges fold them into one; a deployment
+    not yet known (its records arrive later) gets them under the remediation's key, which a
+    report still merges by deployment id (`sinks.ledger.dora.facts_sql`)."""
     kinds = ", ".join(quote_str(k) for k in REMEDIATION_KINDS)
     change = "role = 0 AND NOT remedy"
     finished = "ifNull(finished_at, updated_at)"
+    named = (
+        f"SELECT tenant, assumeNotNull(rollback_of) FROM {records}"  # noqa: S608
+        " WHERE rollback_of IS NOT NULL"
+    )
+
+    # The remediation's own row, and a row naming a deployment not known: the record's key.
+    own = {
+        "team": "ifNull(team, '')",
+        "environment": "environment",
+        "service": "service",
+        "application": "ifNull(application, '')",
+        "day": "toDate(started_at)",
+    }  # in _DEPLOYMENT_KEY's order: the UNION below is by position
+    keys = ",\n    ".join(
+        f"if(role = 1 AND t_known = 1, t_{c}, {o}) AS {c}" for c, o in own.items()
+    )
+    # Column names bare: migration SQL backquotes table names only (`sinks.ledger.cluster`).
+    found = ", ".join(f"{'min' if c == 'day' else 'any'}({c}) AS t_{c}" for c in own)
     return (
-        "SELECT tenant, ifNull(team, '') AS team, environment,\n"  # noqa: S608
-        "    ifNull(application, '') AS application, service, toDate(started_at) AS day,\n"
+        f"SELECT tenant,\n    {keys},\n"  # noqa: S608
         "    if(role = 0, deployment_id, assumeNotNull(rollback_of)) AS deployment_id,\n"
         "    toUInt8(role = 0) AS own, toUInt8(role = 0 AND NOT remedy) AS change,\n"
         "    toUInt8(role = 0 AND remedy) AS remediation,\n"
@@ -935,7 +967,17 @@ def dora_deployments_select(database: str | None, records: str) -> str:
         "        GROUP BY tenant, sha) AS c\n"
         "    ON r.tenant = c.tenant AND r.commit_sha = c.sha)\n"
         # A remediation naming a deployment is also a fact about that deployment: a second row.
-        "ARRAY JOIN if(remedy AND rollback_of IS NOT NULL, [0, 1], [0]) AS role"
+        "ARRAY JOIN if(remedy AND rollback_of IS NOT NULL, [0, 1], [0]) AS role\n"
+        # The key of each deployment named: filed before, or in this very block.
+        "LEFT JOIN (SELECT tenant AS t_tenant, deployment_id AS t_id,\n"
+        f"        {found}, 1 AS t_known\n"
+        f"    FROM (SELECT tenant, deployment_id, {', '.join(own)}\n"
+        f"        FROM {qualified(database, DORA_DEPLOYMENT_KEYS)}\n"
+        f"        WHERE (tenant, deployment_id) IN ({named})\n"
+        f"        UNION ALL {_DEPLOYMENT_KEY} FROM {records}\n"
+        f"        WHERE (tenant, deployment_id) IN ({named}))\n"
+        "    GROUP BY tenant, deployment_id) AS t\n"
+        "ON tenant = t_tenant AND ifNull(rollback_of, '') = t_id"
     )
 
 
@@ -946,6 +988,45 @@ def dora_deployments_mv_sql(database: str | None = None) -> str:
         f"CREATE MATERIALIZED VIEW {qualified(database, DORA_DEPLOYMENTS + '_mv')}"
         f" TO {qualified(database, DORA_DEPLOYMENTS)} AS\n"
         + dora_deployments_select(database, qualified(database, RECORDS))
+    )
+
+
+def dora_deployment_keys_sql(database: str | None = None) -> str:
+    """`dora_deployment_keys`: *where are a deployment's facts filed?* Its tenant, id and the
+    rest of its `dora_deployments` key, for a remediation naming it (`rollback_of`)."""
+    return (
+        f"CREATE TABLE {qualified(database, DORA_DEPLOYMENT_KEYS)}\n(\n"
+        "    `tenant` LowCardinality(String) COMMENT 'Tenant.',\n"
+        "    `deployment_id` String COMMENT 'Deployment.',\n"
+        "    `team` SimpleAggregateFunction(any, LowCardinality(String))"
+        " COMMENT 'Owner team (\\'\\' when unknown).',\n"
+        "    `environment` SimpleAggregateFunction(any, LowCardinality(String))"
+        " COMMENT 'Canonical environment.',\n"
+        "    `service` SimpleAggregateFunction(any, LowCardinality(String)) COMMENT 'Service.',\n"
+        "    `application` SimpleAggregateFunction(any, LowCardinality(String))"
+        " COMMENT 'Application (\\'\\' when unknown).',\n"
+        "    `day` SimpleAggregateFunction(min, Date) COMMENT 'UTC day it started.'\n"
+        ")\n"
+        "ENGINE = AggregatingMergeTree\n"
+        "ORDER BY (`tenant`, `deployment_id`)\n"
+        # Looked up by a few ids per insert: small granules keep a lookup to a few hundred rows.
+        "SETTINGS index_granularity = 256\n"
+        "COMMENT 'Each deployment\\'s dora_deployments key (maintained by "
+        "dora_deployment_keys_mv; docs/metrics.md).'"
+    )
+
+
+def dora_deployment_keys_select(records: str) -> str:
+    """The SELECT folding deployment records (`records`) into `dora_deployment_keys` rows."""
+    return f"{_DEPLOYMENT_KEY}\nFROM {records}"
+
+
+def dora_deployment_keys_mv_sql(database: str | None = None) -> str:
+    """`dora_deployment_keys_mv`: files every deployment record's key as it is inserted."""
+    return (
+        f"CREATE MATERIALIZED VIEW {qualified(database, DORA_DEPLOYMENT_KEYS + '_mv')}"
+        f" TO {qualified(database, DORA_DEPLOYMENT_KEYS)} AS\n"
+        + dora_deployment_keys_select(qualified(database, RECORDS))
     )
 
 
@@ -1309,6 +1390,7 @@ def person_pseudonyms_sql(database: str | None = None) -> str:
 #: `.change_sets`, `.verifications`, `.suspects`, `.cmdb` and `.reconciliations` only).
 AGGREGATE_TABLES = (
     DORA_COMMITS,
+    DORA_DEPLOYMENT_KEYS,
     DORA_DEPLOYMENTS,
     CHANGE_SETS,
     CHANGE_COMMITS,
@@ -1326,6 +1408,8 @@ AGGREGATE_TABLES = (
 AGGREGATES: dict[str, Callable[[str | None], str]] = {
     DORA_COMMITS: dora_commits_sql,
     DORA_COMMITS + "_mv": dora_commits_mv_sql,
+    DORA_DEPLOYMENT_KEYS: dora_deployment_keys_sql,
+    DORA_DEPLOYMENT_KEYS + "_mv": dora_deployment_keys_mv_sql,
     DORA_DEPLOYMENTS: dora_deployments_sql,
     DORA_DEPLOYMENTS + "_mv": dora_deployments_mv_sql,
     CHANGE_SETS: change_sets_sql,

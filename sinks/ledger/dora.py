@@ -18,8 +18,10 @@ from typing import Any, Protocol
 from shipledger.schemas.scopes import RowScope
 from shipledger.sinks.ledger.ddl import (
     DORA_COMMITS,
+    DORA_DEPLOYMENT_KEYS,
     DORA_DEPLOYMENTS,
     RECORDS,
+    dora_deployment_keys_select,
     dora_deployments_select,
     qualified,
 )
@@ -324,11 +326,16 @@ def read_dora(store: Runner, query: DoraQuery, scope: RowScope | None = None) ->
 
 
 def rebuild_dora(store: LedgerStore) -> int:
-    """Fold every deployment record of the ledger, hot and archived, into `dora_deployments`
-    again (the facts are maxima and minima: what is there already is unchanged); the number
-    of records read. For a ledger that archived records before the table existed."""
+    """Fold every deployment record of the ledger, hot and archived, into
+    `dora_deployment_keys`, then `dora_deployments`, again (the facts are maxima and minima:
+    what is there already is unchanged); the number of records read. For a ledger that
+    archived records before the tables existed."""
     source = ledger_source(store, RECORDS)
     _, counted = store.query(f"SELECT count() FROM {source}")  # noqa: S608
+    store.command(
+        f"INSERT INTO {qualified(store.database, DORA_DEPLOYMENT_KEYS)}\n"
+        + dora_deployment_keys_select(source)
+    )
     store.command(
         f"INSERT INTO {qualified(store.database, DORA_DEPLOYMENTS)}\n"
         + dora_deployments_select(store.database, source)

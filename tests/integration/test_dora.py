@@ -6,6 +6,7 @@ computed by hand below, including the classic double-count traps (docs/metrics.m
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -343,6 +344,69 @@ def test_a_push_stored_after_its_deployment_still_gives_a_lead_time(
     assert (row["deployments"], row["lead_time_h"], row["lead_times"]) == (1, 2.5, 1)
 
 
+def test_a_remediation_by_another_team_counts_for_the_deployment_it_names(
+    store: LedgerStore,
+) -> None:
+    """Tenant `cross`: payments' x1 (Mon 09:00, succeeded 09:10) is rolled back by the
+    platform team's deployer (kind rollback, rollback_of x1: started 09:30, succeeded 09:45).
+    Filed under x1's key, the rollback's facts are read with payments' rows: by hand, one
+    deployment, one failure, recovered in 15 min (0.25 h); the rollback is platform's
+    remediation. Filed under the rollback's own team, payments' report missed the failure."""
+    writer = LedgerWriter(store, load_policy(None))
+    _deployment(
+        writer,
+        "x1",
+        [("started", _at(0, 9)), ("succeeded", _at(0, 9, 10))],
+        commit=C1,
+        tenant="cross",
+    )
+    _deployment(
+        writer,
+        "xr1",
+        [("started", _at(0, 9, 30)), ("succeeded", _at(0, 9, 45))],
+        commit=C2,
+        service="deployer",
+        team="platform",
+        kind="rollback",
+        rollback_of="x1",
+        tenant="cross",
+    )
+    week = DoraQuery(since=WEEK.since, until=WEEK.until, tenant="cross", by=("team",))
+    teams = {
+        team: [
+            (r["deployments"], r["failures"], r["recovery_h"], r["remediations"])
+            for r in _rows(store, replace(week, teams=(team,)))
+        ]
+        for team in ("payments", "platform")
+    }
+    assert teams == {"payments": [(1, 1, 0.25, 0)], "platform": [(0, 0, None, 1)]}
+
+
+def test_a_remediation_stored_before_its_deployment_still_marks_it(store: LedgerStore) -> None:
+    """Topics race: the rollback er1 (naming e1) reaches the ledger before e1's records, so
+    its facts about e1 are filed under its own key; the report merges them by deployment id:
+    e1 failed (rollback started 09:30) and was restored at 09:40, 10 min."""
+    writer = LedgerWriter(store, load_policy(None))
+    _deployment(
+        writer,
+        "er1",
+        [("started", _at(0, 9, 30)), ("succeeded", _at(0, 9, 40))],
+        commit=C2,
+        kind="rollback",
+        rollback_of="e1",
+        tenant="early",
+    )
+    _deployment(
+        writer,
+        "e1",
+        [("started", _at(0, 9)), ("succeeded", _at(0, 9, 10))],
+        commit=C1,
+        tenant="early",
+    )
+    [row] = _rows(store, DoraQuery(since=WEEK.since, until=WEEK.until, tenant="early"))
+    assert (row["deployments"], row["failures"], row["recovery_h"]) == (1, 1, 0.167)
+
+
 def test_the_api_and_the_command_serve_the_same_report(
     store: LedgerStore, dora_settings: Settings
 ) -> None:
@@ -432,6 +496,27 @@ def test_the_migration_folds_the_records_already_stored(store: LedgerStore) -> N
     [backfill] = [sql for sql in migration.statements() if "INSERT INTO" in sql]
     store.command("TRUNCATE TABLE dora_deployments")
     store.command(backfill)
+    assert _rows(store, WEEK) == before
+
+
+def test_the_refiling_migration_moves_the_remediations_already_stored(
+    store: LedgerStore,
+) -> None:
+    """A ledger whose remediations were filed under their own key (the view of the migration
+    that created `dora_deployments`): the migration that files them under the deployment
+    they name folds the keys, then the hot remediations again, and the other team's
+    rollback of x1 (tenant `cross`) is found; every other metric is unchanged."""
+    before = _rows(store, WEEK)
+    cross = DoraQuery(since=WEEK.since, until=WEEK.until, tenant="cross", teams=("payments",))
+    [old] = [m for m in load_migrations() if m.name == "dora_per_deployment"]
+    [new] = [m for m in load_migrations() if m.name == "dora_remediations_under_their_deployment"]
+    store.command("TRUNCATE TABLE dora_deployments")
+    store.command("TRUNCATE TABLE dora_deployment_keys")
+    store.command(next(sql for sql in old.statements() if "INSERT INTO" in sql))
+    assert [r["failures"] for r in _rows(store, cross)] == [0]
+    for backfill in (sql for sql in new.statements() if "INSERT INTO" in sql):
+        store.command(backfill)
+    assert [(r["failures"], r["recovery_h"]) for r in _rows(store, cross)] == [(1, 0.25)]
     assert _rows(store, WEEK) == before
 
 

@@ -256,9 +256,13 @@ def test_schema_matches_the_spec_and_is_idempotent(store: LedgerStore) -> None:
         "chain_heads": "MergeTree",
         "schema_migrations": "MergeTree",
         **dict.fromkeys(ddl.VIEWS, "View"),
-        **dict.fromkeys((ddl.DORA_DEPLOYMENTS, ddl.DORA_COMMITS), "AggregatingMergeTree"),
         **dict.fromkeys(
-            (f"{ddl.DORA_DEPLOYMENTS}_mv", f"{ddl.DORA_COMMITS}_mv"), "MaterializedView"
+            (ddl.DORA_DEPLOYMENTS, ddl.DORA_COMMITS, ddl.DORA_DEPLOYMENT_KEYS),
+            "AggregatingMergeTree",
+        ),
+        **dict.fromkeys(
+            (f"{t}_mv" for t in (ddl.DORA_DEPLOYMENTS, ddl.DORA_COMMITS, ddl.DORA_DEPLOYMENT_KEYS)),
+            "MaterializedView",
         ),
         **dict.fromkeys((ddl.CHANGE_SETS, ddl.CHANGE_COMMITS), "MergeTree"),
         ddl.COMMIT_LEAD_TIMES: "View",
