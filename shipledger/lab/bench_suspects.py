@@ -28,7 +28,7 @@ _CATALOG_SQL = (
 )
 
 
-def bench_suspects(store: LedgerStore, samples: int = 100) -> dict[str, Any]:
+def bench_suspects(store: LedgerStore, samples: int = 200) -> dict[str, Any]:
     """p50/p99 (ms) of the suspects of `samples` incidents (a service and a time each, spread
     over the year) over `store` (the synthetic ledger, given a catalog here), each read as
     `GET /v1/suspects` reads it."""
