@@ -344,14 +344,11 @@ def test_a_push_stored_after_its_deployment_still_gives_a_lead_time(
     assert (row["deployments"], row["lead_time_h"], row["lead_times"]) == (1, 2.5, 1)
 
 
-def test_a_remediation_by_another_team_counts_for_the_deployment_it_names(
-    store: LedgerStore,
-) -> None:
-    """Tenant `cross`: payments' x1 (Mon 09:00, succeeded 09:10) is rolled back by the
-    platform team's deployer (kind rollback, rollback_of x1: started 09:30, succeeded 09:45).
-    Filed under x1's key, the rollback's facts are read with payments' rows: by hand, one
-    deployment, one failure, recovered in 15 min (0.25 h); the rollback is platform's
-    remediation. Filed under the rollback's own team, payments' report missed the failure."""
+@pytest.fixture(scope="module")
+def cross(store: LedgerStore) -> LedgerStore:
+    """`store` with tenant `cross`: payments' x1 (Mon 09:00, succeeded 09:10) rolled back by
+    the platform team's deployer (kind rollback, rollback_of x1: started 09:30, succeeded
+    09:45)."""
     writer = LedgerWriter(store, load_policy(None))
     _deployment(
         writer,
@@ -371,6 +368,17 @@ def test_a_remediation_by_another_team_counts_for_the_deployment_it_names(
         rollback_of="x1",
         tenant="cross",
     )
+    return store
+
+
+def test_a_remediation_by_another_team_counts_for_the_deployment_it_names(
+    cross: LedgerStore,
+) -> None:
+    """Tenant `cross` (the fixture): filed under x1's key, the rollback's facts are read with
+    payments' rows: by hand, one deployment, one failure, recovered in 15 min (0.25 h); the
+    rollback is platform's remediation. Filed under the rollback's own team, payments' report
+    missed the failure."""
+    store = cross
     week = DoraQuery(since=WEEK.since, until=WEEK.until, tenant="cross", by=("team",))
     teams = {
         team: [
@@ -500,23 +508,24 @@ def test_the_migration_folds_the_records_already_stored(store: LedgerStore) -> N
 
 
 def test_the_refiling_migration_moves_the_remediations_already_stored(
-    store: LedgerStore,
+    cross: LedgerStore,
 ) -> None:
     """A ledger whose remediations were filed under their own key (the view of the migration
     that created `dora_deployments`): the migration that files them under the deployment
     they name folds the keys, then the hot remediations again, and the other team's
     rollback of x1 (tenant `cross`) is found; every other metric is unchanged."""
+    store = cross
     before = _rows(store, WEEK)
-    cross = DoraQuery(since=WEEK.since, until=WEEK.until, tenant="cross", teams=("payments",))
+    payments = DoraQuery(since=WEEK.since, until=WEEK.until, tenant="cross", teams=("payments",))
     [old] = [m for m in load_migrations() if m.name == "dora_per_deployment"]
     [new] = [m for m in load_migrations() if m.name == "dora_remediations_under_their_deployment"]
     store.command("TRUNCATE TABLE dora_deployments")
     store.command("TRUNCATE TABLE dora_deployment_keys")
     store.command(next(sql for sql in old.statements() if "INSERT INTO" in sql))
-    assert [r["failures"] for r in _rows(store, cross)] == [0]
+    assert [r["failures"] for r in _rows(store, payments)] == [0]
     for backfill in (sql for sql in new.statements() if "INSERT INTO" in sql):
         store.command(backfill)
-    assert [(r["failures"], r["recovery_h"]) for r in _rows(store, cross)] == [(1, 0.25)]
+    assert [(r["failures"], r["recovery_h"]) for r in _rows(store, payments)] == [(1, 0.25)]
     assert _rows(store, WEEK) == before
 
 
