@@ -177,13 +177,27 @@ def test_change_sets_and_verdicts_count_in_the_score(store: LedgerStore) -> None
 _SUSPECT_ROWS = "SELECT * FROM suspect_deployments ORDER BY deployment_id, seq"
 
 
-def test_the_small_granules_migration_keeps_every_row_and_the_view(store: LedgerStore) -> None:
-    """The migration rebuilding `suspect_deployments` with small granules copies every row
-    (the view fed it from the records, archived ones included: the copy is of the table) and
-    makes its view again: the same ranking, and a record inserted after still reaches it."""
+@pytest.mark.parametrize(
+    ("name", "settings", "later"),
+    [
+        ("suspect_deployments_small_granules", "index_granularity = 128", "d-unrelated"),
+        (
+            "suspect_deployments_small_blocks",
+            "index_granularity = 128, min_compress_block_size = 4096",
+            "d-later",
+        ),
+    ],
+)
+def test_a_suspects_rebuild_keeps_every_row_and_the_view(
+    store: LedgerStore, name: str, settings: str, later: str
+) -> None:
+    """Each migration rebuilding `suspect_deployments` (small granules, then small compressed
+    blocks) copies every row (the view fed it from the records, archived ones included: the
+    copy is of the table) and makes its view again: the same ranking, and a record inserted
+    after still reaches it."""
     ranked = LedgerReader(store).suspects(_query())
     _, rows = store.query(_SUSPECT_ROWS)
-    [migration] = [m for m in load_migrations() if m.name == "suspect_deployments_small_granules"]
+    [migration] = [m for m in load_migrations() if m.name == name]
     for sql in migration.statements():
         store.command(sql)
     assert store.query(_SUSPECT_ROWS)[1] == rows
@@ -191,33 +205,11 @@ def test_the_small_granules_migration_keeps_every_row_and_the_view(store: Ledger
         "SELECT engine_full FROM system.tables WHERE database = currentDatabase()"
         " AND name = 'suspect_deployments'"
     )
-    assert "index_granularity = 128" in engine
+    assert settings in engine
     assert LedgerReader(store).suspects(_query()) == ranked
-    _deploy(store, "d-unrelated", "search", 3 * 24 * 60, team="search")  # never a suspect
+    _deploy(store, later, "search", 3 * 24 * 60, team="search")  # never a suspect
     _, found = store.query(
-        "SELECT count() FROM suspect_deployments WHERE deployment_id = 'd-unrelated'"
-    )
-    assert found == [(2,)]
-
-
-def test_the_small_blocks_migration_keeps_every_row_and_the_view(store: LedgerStore) -> None:
-    """The migration rebuilding `suspect_deployments` with small compressed blocks copies
-    every row and makes its view again: the same ranking, a record inserted after reaches it."""
-    ranked = LedgerReader(store).suspects(_query())
-    _, rows = store.query(_SUSPECT_ROWS)
-    [migration] = [m for m in load_migrations() if m.name == "suspect_deployments_small_blocks"]
-    for sql in migration.statements():
-        store.command(sql)
-    assert store.query(_SUSPECT_ROWS)[1] == rows
-    _, [(engine,)] = store.query(
-        "SELECT engine_full FROM system.tables WHERE database = currentDatabase()"
-        " AND name = 'suspect_deployments'"
-    )
-    assert "index_granularity = 128, min_compress_block_size = 4096" in engine
-    assert LedgerReader(store).suspects(_query()) == ranked
-    _deploy(store, "d-later", "search", 4 * 24 * 60, team="search")  # never a suspect
-    _, found = store.query(
-        "SELECT count() FROM suspect_deployments WHERE deployment_id = 'd-later'"
+        f"SELECT count() FROM suspect_deployments WHERE deployment_id = '{later}'"
     )
     assert found == [(2,)]
 
