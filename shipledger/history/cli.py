@@ -62,7 +62,8 @@ def _lines(path: Path) -> int | None:
 @click.option(
     "--errors",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Where refused records go, one JSON object a line. Default: FILE.errors.ndjson.",
+    help="Where refused records go, one JSON object a line. Default: FILE.errors.ndjson "
+    "(a --dry-run writes it only when given).",
 )
 @click.option("--batch", default=BATCH_EVENTS, show_default=True, help="Events per write.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
@@ -138,15 +139,18 @@ def import_command(
 
         outcome = import_file(file, chosen, defaults, judge, ledger, advance, batch)
     unit = "item" if container_of(file) == "json" else "line"
-    where = errors or file.with_name(file.name + ".errors.ndjson")
+    # A dry run writes nothing, not even the errors file, unless --errors asks for it.
+    where = errors if dry_run else errors or file.with_name(file.name + ".errors.ndjson")
     _report(file, chosen, outcome, dry_run, where, unit)
     if outcome.problems:
         raise SystemExit(SOME_REFUSED)
 
 
-def _report(file: Path, fmt: str, outcome: Outcome, dry_run: bool, errors: Path, unit: str) -> None:
+def _report(
+    file: Path, fmt: str, outcome: Outcome, dry_run: bool, errors: Path | None, unit: str
+) -> None:
     """The summary on stdout; refused records (`unit`: line or JSON array item) to `errors`
-    and, the first few, to stderr."""
+    (None: nowhere) and, the first few, to stderr."""
     verb = "judged (dry run: nothing written)" if dry_run else "imported"
     click.echo(
         f"{file.name} ({fmt}): {outcome.events:,} events {verb}, {outcome.alerts:,} alerts "
@@ -159,13 +163,21 @@ def _report(file: Path, fmt: str, outcome: Outcome, dry_run: bool, errors: Path,
         click.echo(f"  {outcome.duplicates:,} events repeated in the file, imported once")
     if not outcome.problems:
         return
+    if errors is None:
+        kept = "the first shown; give --errors FILE to keep them all"
+    else:
+        kept = _write_problems(outcome, errors, unit)
+    click.echo(f"  {len(outcome.problems):,} records refused ({kept}):", err=True)
+    for p in outcome.problems[:_SHOWN_PROBLEMS]:
+        click.echo(f"    {unit} {p.line}: {p.field}: {p.reason}", err=True)
+
+
+def _write_problems(outcome: Outcome, errors: Path, unit: str) -> str:
+    """Write every refused record to `errors`; what to say of where they are."""
     try:
         with errors.open("w", encoding="utf-8") as out:
             for p in outcome.problems:
                 out.write(json.dumps({unit: p.line, "field": p.field, "reason": p.reason}) + "\n")
-        kept = f"all in {errors}"
     except OSError as exc:  # the import is done: say why the list is missing, show the first
-        kept = f"cannot write {errors}: {exc.strerror}; give --errors"
-    click.echo(f"  {len(outcome.problems):,} records refused ({kept}):", err=True)
-    for p in outcome.problems[:_SHOWN_PROBLEMS]:
-        click.echo(f"    {unit} {p.line}: {p.field}: {p.reason}", err=True)
+        return f"cannot write {errors}: {exc.strerror}; give --errors"
+    return f"all in {errors}"

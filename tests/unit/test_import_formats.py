@@ -232,7 +232,10 @@ def test_the_embedded_ledger_is_refused_while_up_owns_it(
     assert dry.exit_code == 3, dry.output
     assert "2 events judged (dry run: nothing written)" in dry.output
     assert "line 4: environment: Field required" in dry.output
-    assert json.loads((tmp_path / "events.csv.errors.ndjson").read_text()) == {
+    assert not (tmp_path / "events.csv.errors.ndjson").exists()
+    kept = tmp_path / "refused.ndjson"
+    assert CliRunner().invoke(cli, [*args, "--dry-run", "--errors", str(kept)]).exit_code == 3
+    assert json.loads(kept.read_text()) == {
         "line": 4,
         "field": "environment",
         "reason": "Field required",
