@@ -42,11 +42,14 @@ def ledger_settings(
 
 
 @contextmanager
-def written_ledger(settings: Settings, instead: str) -> Iterator[LedgerStore]:
+def written_ledger(
+    settings: Settings, instead: str, *, create: bool = False
+) -> Iterator[LedgerStore]:
     """The ledger, migrated and with its tiers built, for a command that writes its derived
-    tables (`cmdb reconcile`, `reconcile`). A ClickException when `shipledger up` owns the
-    embedded ledger (`instead`: what else to do than stopping it, ending in `, or `), when
-    there is no ledger yet, or when ClickHouse refuses, also while the block runs."""
+    tables (`cmdb reconcile`, `reconcile`) or its history (`import`, which may `create` it). A
+    ClickException when `shipledger up` owns the embedded ledger (`instead`: what else to do
+    than stopping it, ending in `, or `), when there is no ledger yet (unless `create`), or
+    when ClickHouse refuses, also while the block runs."""
     running = read_stack(settings) if chdb_path(settings.resolved_clickhouse_url) else None
     if running is not None:
         raise click.ClickException(
@@ -54,8 +57,8 @@ def written_ledger(settings: Settings, instead: str) -> Iterator[LedgerStore]:
             f"{settings.data_dir}: {instead}stop it and run this again"
         )
     try:
-        with LedgerStore.open(settings, existing=True) as store:
-            if not store.database_exists():
+        with LedgerStore.open(settings, existing=not create) as store:
+            if not create and not store.database_exists():
                 raise click.ClickException(f"no ledger in {store.url} yet: run `shipledger up`")
             store.ensure_schema()
             tiers.ensure_tiers(store)

@@ -117,7 +117,7 @@ def import_command(
         ledger: Ledger | None = None
         if not dry_run:
             ledger = import_ledger(
-                settings, policy, stack.enter_context(written_ledger(settings, ""))
+                settings, policy, stack.enter_context(written_ledger(settings, "", create=True))
             )
         bar = Progress(
             TextColumn("[bold]import[/] {task.description}"),

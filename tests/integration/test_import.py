@@ -55,9 +55,10 @@ def _import(env: dict[str, str], path: Path, *options: str) -> subprocess.Comple
 
 
 def test_every_format_imports_once_and_verifies(tmp_path: Path) -> None:
+    """Into a data dir with no ledger yet (onboarding before the first `up`): the first import
+    creates it."""
     data_dir = tmp_path / "data"
     env = up_env(data_dir)
-    assert run_shipledger("migrate", env=env).returncode == 0
     for name, options, events, code in IMPORTS:
         copy = tmp_path / name
         copy.write_bytes((FIXTURES / name).read_bytes())
