@@ -1,7 +1,8 @@
 """A synthetic ledger of N deployments for the benchmarks that read a large ledger (`bench
 --only dora`, `--only report`): one tenant (`acme`), two records each (in progress, then the
 outcome; a tenth failed, one in twenty a rollback), spread over a year, a commit pushed hours
-before each.
+before each, and the verification verdict and change set each has in a ledger that ran that
+year.
 
 The rows are generated inside ClickHouse (`numbers()`) rather than by the sink's writer: at
 10 million deployments the writer's hash chain would take most of an hour, and the
@@ -19,7 +20,8 @@ from datetime import date
 from pathlib import Path
 
 from shipledger.settings import Settings
-from shipledger.sinks.ledger.ddl import RECORDS, SOURCE
+from shipledger.sinks.ledger.ddl import CHANGE_SETS, RECORDS, SOURCE
+from shipledger.sinks.ledger.ddl import DEPLOYMENT_VERIFICATIONS as VERIFICATIONS
 from shipledger.sinks.ledger.store import LedgerStore
 
 TENANT = "acme"
@@ -75,6 +77,35 @@ def settled(store: LedgerStore, timeout_s: float = 600.0) -> float:
     return time.perf_counter() - began
 
 
+# What a ledger that ran for a year also holds for each deployment, and the suspects ranking
+# looks up by id: a verification verdict and a change set (3 commits).
+_VERDICTS = (
+    f"INSERT INTO {VERIFICATIONS} (tenant, deployment_id, service, environment, verdict,\n"  # noqa: S608
+    "    score, evidence, window_end, decided_at, window_start, check_count, policy_version,\n"
+    "    team)\n"
+    f"SELECT '{TENANT}', concat('d', toString(n)), concat('svc-', toString(n % {{services}})),\n"
+    "    ['prod', 'stage', 'dev'][n % 3 + 1],\n"
+    "    ['verified', 'suspect', 'unverified'][n % 3 + 1], 1.0, '{{}}',\n"
+    "    start + INTERVAL 25 MINUTE, start + INTERVAL 26 MINUTE, start + INTERVAL 10 MINUTE, 1,\n"
+    "    'p-1', concat('team-', toString(n % {services} % {teams}))\n"
+    "FROM (SELECT number AS n,\n"
+    "        toDateTime64({first}, 3, 'UTC') + INTERVAL (intHash32(n) % {days}) DAY\n"
+    "        + INTERVAL (n % 1440) MINUTE AS start FROM numbers({offset}, {count}))"
+)
+_CHANGE_SETS = (
+    f"INSERT INTO {CHANGE_SETS} (tenant, deployment_id, service, environment, from_sha, to_sha,\n"  # noqa: S608
+    "    commit_count, pr_count, reverse, computed_at, status, deployed_at, complete)\n"
+    f"SELECT '{TENANT}', concat('d', toString(n)), concat('svc-', toString(n % {{services}})),\n"
+    "    ['prod', 'stage', 'dev'][n % 3 + 1], hex(cityHash64(n - 1)), hex(cityHash64(n)), 3, 1,\n"
+    "    0, start + INTERVAL 11 MINUTE, 'succeeded', start + INTERVAL 10 MINUTE, 1\n"
+    "FROM (SELECT number AS n,\n"
+    "        toDateTime64({first}, 3, 'UTC') + INTERVAL (intHash32(n) % {days}) DAY\n"
+    "        + INTERVAL (n % 1440) MINUTE AS start FROM numbers({offset}, {count}))\n"
+    # One partition a tenant and month: a year is more than the 100 one insert may write.
+    "SETTINGS max_partitions_per_insert_block = 0"
+)
+
+
 @contextmanager
 def synthetic_ledger(deployments: int, prefix: str) -> Iterator[tuple[LedgerStore, float, float]]:
     """A fresh embedded ledger (in a temporary data dir named `prefix`..., removed after)
@@ -96,6 +127,8 @@ def synthetic_ledger(deployments: int, prefix: str) -> Iterator[tuple[LedgerStor
                 }
                 store.command(_PUSHES.format(**values))
                 store.command(_RECORDS.format(**values))
+                store.command(_VERDICTS.format(**values))
+                store.command(_CHANGE_SETS.format(**values))
             load_s = time.perf_counter() - started
             yield store, load_s, settled(store)
     finally:

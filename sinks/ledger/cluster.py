@@ -42,6 +42,8 @@ EVERYWHERE_REPLICA = "{shard}-{replica}"
 BACKFILL_SETTINGS = "distributed_product_mode = 'local'"
 
 _NAME = r"`?(\w+)`?"
+#: A statement's own SETTINGS clause, on its last line (`name = value, ...`).
+_TRAILING_SETTINGS = re.compile(r"\nSETTINGS \w+ = [^\n]*\Z")
 _CREATE_TABLE = re.compile(rf"^CREATE TABLE (IF NOT EXISTS )?{_NAME}")
 _CREATE_MV = re.compile(rf"^CREATE MATERIALIZED VIEW {_NAME} TO {_NAME}")
 _CREATE_VIEW = re.compile(rf"^CREATE VIEW {_NAME}")
@@ -177,8 +179,11 @@ class Cluster:
         # A join or IN over a second Distributed table is refused by default (a query per shard
         # per shard); every ledger join matches tenants, which share a shard, so each shard
         # joins its own local rows.
+        own = _TRAILING_SETTINGS.search(statement)
+        if own is not None:  # its own settings last (e.g. more partitions per insert): add ours
+            return f"{statement}, {BACKFILL_SETTINGS}"
         if "SETTINGS" in statement:
-            raise ClusterError(f"a backfill with its own SETTINGS: {statement[:120]}")
+            raise ClusterError(f"a backfill with SETTINGS before its end: {statement[:120]}")
         return f"{statement}\nSETTINGS {BACKFILL_SETTINGS}"
 
     def _on_after(self, statement: str, m: re.Match[str]) -> str:

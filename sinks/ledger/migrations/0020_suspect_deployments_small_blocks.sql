@@ -29,7 +29,10 @@ SETTINGS index_granularity = 128, min_compress_block_size = 4096,
     max_compress_block_size = 16384
 COMMENT 'Deployment records by service and start, for incident triage (maintained by suspect_deployments_mv; docs/triage.md).';
 
-INSERT INTO `suspect_deployments__rebuild` SELECT * FROM `suspect_deployments`;
+-- One partition a month: a ledger (an imported history) can hold more than the 100 one insert
+-- may write.
+INSERT INTO `suspect_deployments__rebuild` SELECT * FROM `suspect_deployments`
+SETTINGS max_partitions_per_insert_block = 0;
 
 EXCHANGE TABLES `suspect_deployments__rebuild` AND `suspect_deployments`;
 
