@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shipledger.cli import cli
 from shipledger.history import devlake, four_keys, github
@@ -240,3 +242,38 @@ def test_the_embedded_ledger_is_refused_while_up_owns_it(
         "field": "environment",
         "reason": "Field required",
     }
+
+
+# --- hostile rows: every provider's mapping refuses by naming a field, never crashes ----------
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_KEYS = {
+    github: ("id", "sha", "ref", "task", "environment", "repository_url", "creator", "payload",
+             "statuses", "statuses_url", "created_at", "updated_at"),
+    devlake: ("id", "cicd_deployment_id", "commit_sha", "repo_url", "environment", "result",
+              "status", "started_date", "finished_date", "duration_sec", "name", "created_date"),
+    four_keys: ("source", "deploy_id", "time_created", "main_commit", "changes", "repository",
+                "event_type", "change_id"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("provider", list(_KEYS), ids=lambda p: p.NAME)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_hostile_row_is_mapped_or_refused_naming_a_field(provider: Any, data: Any) -> None:
+    """Rows of the provider's own keys with any JSON values (missing, wrong types, odd times):
+    `events` returns event objects or raises Refused naming a field, nothing else."""
+    keys = _KEYS[provider]
+    row = data.draw(st.dictionaries(st.sampled_from(keys), _JSON_VALUES, max_size=len(keys)))
+    defaults = Defaults(environment="production", repository="acme/app")
+    try:
+        found = provider.events(row, defaults)
+    except Refused as exc:
+        assert exc.field and exc.reason
+        return
+    assert all(isinstance(event, dict) for event in found)
