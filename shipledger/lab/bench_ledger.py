@@ -32,10 +32,17 @@ FIRST_DAY = date(2026, 1, 1)
 #: Rows per INSERT ... SELECT: each one block through the views.
 CHUNK = 1_000_000
 
+#: Deployment n and its start (`start`, within the year): what every insert below derives its
+#: rows from (its records and, as a year's ledger has them, its verdict and change set).
+_DEPLOYMENTS = (
+    "FROM (SELECT number AS n,\n"
+    "        toDateTime64({first}, 3, 'UTC') + INTERVAL (intHash32(n) % {days}) DAY\n"
+    "        + INTERVAL (n % 1440) MINUTE AS start FROM numbers({offset}, {count}))"
+)
 # One deployment n: service n % SERVICES (owned by team service % TEAMS), environment by
 # n % 3, started intHash32(n) % DAYS days after FIRST_DAY; seq 1 in progress, seq 2 its outcome.
 _RECORDS = (
-    f"INSERT INTO {RECORDS} (tenant, deployment_id, record_id, seq, status, kind, service,\n"  # noqa: S608
+    f"INSERT INTO {RECORDS} (tenant, deployment_id, record_id, seq, status, kind, service,\n"
     "    environment, environment_raw, team, commit_sha, actor, `trigger`, policy_version,\n"
     "    started_at, finished_at, updated_at, event_count, last_event_id, last_event_type,\n"
     "    rollback_of, retain_until)\n"
@@ -48,10 +55,8 @@ _RECORDS = (
     "    if(s = 1, NULL, start + INTERVAL 10 MINUTE), start + INTERVAL (s * 10) MINUTE, s,\n"
     "    concat('d', toString(n), '-', toString(s)), if(s = 1, 'started', 'succeeded'),\n"
     "    if(n % 20 = 7, concat('d', toString(n - 1)), NULL), toDateTime64('2100-01-01', 3, 'UTC')\n"
-    "FROM (SELECT number AS n,\n"
-    "        toDateTime64({first}, 3, 'UTC') + INTERVAL (intHash32(n) % {days}) DAY\n"
-    "        + INTERVAL (n % 1440) MINUTE AS start FROM numbers({offset}, {count}))\n"
-    "ARRAY JOIN [1, 2] AS s"
+    + _DEPLOYMENTS
+    + "\nARRAY JOIN [1, 2] AS s"
 )
 _PUSHES = (
     f"INSERT INTO {SOURCE} (tenant, event_id, kind, repository, commit_sha, occurred_at,\n"
@@ -80,29 +85,24 @@ def settled(store: LedgerStore, timeout_s: float = 600.0) -> float:
 # What a ledger that ran for a year also holds for each deployment, and the suspects ranking
 # looks up by id: a verification verdict and a change set (3 commits).
 _VERDICTS = (
-    f"INSERT INTO {VERIFICATIONS} (tenant, deployment_id, service, environment, verdict,\n"  # noqa: S608
+    f"INSERT INTO {VERIFICATIONS} (tenant, deployment_id, service, environment, verdict,\n"
     "    score, evidence, window_end, decided_at, window_start, check_count, policy_version,\n"
     "    team)\n"
     f"SELECT '{TENANT}', concat('d', toString(n)), concat('svc-', toString(n % {{services}})),\n"
     "    ['prod', 'stage', 'dev'][n % 3 + 1],\n"
     "    ['verified', 'suspect', 'unverified'][n % 3 + 1], 1.0, '{{}}',\n"
     "    start + INTERVAL 25 MINUTE, start + INTERVAL 26 MINUTE, start + INTERVAL 10 MINUTE, 1,\n"
-    "    'p-1', concat('team-', toString(n % {services} % {teams}))\n"
-    "FROM (SELECT number AS n,\n"
-    "        toDateTime64({first}, 3, 'UTC') + INTERVAL (intHash32(n) % {days}) DAY\n"
-    "        + INTERVAL (n % 1440) MINUTE AS start FROM numbers({offset}, {count}))"
+    "    'p-1', concat('team-', toString(n % {services} % {teams}))\n" + _DEPLOYMENTS
 )
 _CHANGE_SETS = (
-    f"INSERT INTO {CHANGE_SETS} (tenant, deployment_id, service, environment, from_sha, to_sha,\n"  # noqa: S608
+    f"INSERT INTO {CHANGE_SETS} (tenant, deployment_id, service, environment, from_sha, to_sha,\n"
     "    commit_count, pr_count, reverse, computed_at, status, deployed_at, complete)\n"
     f"SELECT '{TENANT}', concat('d', toString(n)), concat('svc-', toString(n % {{services}})),\n"
     "    ['prod', 'stage', 'dev'][n % 3 + 1], hex(cityHash64(n - 1)), hex(cityHash64(n)), 3, 1,\n"
     "    0, start + INTERVAL 11 MINUTE, 'succeeded', start + INTERVAL 10 MINUTE, 1\n"
-    "FROM (SELECT number AS n,\n"
-    "        toDateTime64({first}, 3, 'UTC') + INTERVAL (intHash32(n) % {days}) DAY\n"
-    "        + INTERVAL (n % 1440) MINUTE AS start FROM numbers({offset}, {count}))\n"
+    + _DEPLOYMENTS
     # One partition a tenant and month: a year is more than the 100 one insert may write.
-    "SETTINGS max_partitions_per_insert_block = 0"
+    + "\nSETTINGS max_partitions_per_insert_block = 0"
 )
 
 
