@@ -87,19 +87,22 @@ def settled(store: LedgerStore, timeout_s: float = 600.0) -> float:
 _VERDICTS = (
     f"INSERT INTO {VERIFICATIONS} (tenant, deployment_id, service, environment, verdict,\n"
     "    score, evidence, window_end, decided_at, window_start, check_count, policy_version,\n"
-    "    team)\n"
+    "    team, started_at, retain_until)\n"
     f"SELECT '{TENANT}', concat('d', toString(n)), concat('svc-', toString(n % {{services}})),\n"
     "    ['prod', 'stage', 'dev'][n % 3 + 1],\n"
     "    ['verified', 'suspect', 'unverified'][n % 3 + 1], 1.0, '{{}}',\n"
     "    start + INTERVAL 25 MINUTE, start + INTERVAL 26 MINUTE, start + INTERVAL 10 MINUTE, 1,\n"
-    "    'p-1', concat('team-', toString(n % {services} % {teams}))\n" + _DEPLOYMENTS
+    "    'p-1', concat('team-', toString(n % {services} % {teams})), start,\n"
+    "    toDateTime64('2100-01-01', 3, 'UTC')\n" + _DEPLOYMENTS
 )
 _CHANGE_SETS = (
     f"INSERT INTO {CHANGE_SETS} (tenant, deployment_id, service, environment, from_sha, to_sha,\n"
-    "    commit_count, pr_count, reverse, computed_at, status, deployed_at, complete)\n"
+    "    commit_count, pr_count, reverse, computed_at, status, deployed_at, complete, started_at,\n"
+    "    retain_until)\n"
     f"SELECT '{TENANT}', concat('d', toString(n)), concat('svc-', toString(n % {{services}})),\n"
     "    ['prod', 'stage', 'dev'][n % 3 + 1], hex(cityHash64(n - 1)), hex(cityHash64(n)), 3, 1,\n"
-    "    0, start + INTERVAL 11 MINUTE, 'succeeded', start + INTERVAL 10 MINUTE, 1\n"
+    "    0, start + INTERVAL 11 MINUTE, 'succeeded', start + INTERVAL 10 MINUTE, 1, start,\n"
+    "    toDateTime64('2100-01-01', 3, 'UTC')\n"
     + _DEPLOYMENTS
     # One partition a tenant and month: a year is more than the 100 one insert may write.
     + "\nSETTINGS max_partitions_per_insert_block = 0"

@@ -29,7 +29,7 @@ from shipledger.processors.verification import (
 from shipledger.schemas.models import utcnow
 from shipledger.schemas.policy import Policy, load_policy
 from shipledger.settings import Settings
-from shipledger.sinks.ledger import verifications
+from shipledger.sinks.ledger import ddl, verifications
 from shipledger.sinks.ledger.reader import LedgerUnavailable
 from shipledger.sinks.ledger.store import LedgerStore, StoreError
 
@@ -42,9 +42,10 @@ def verify_pass(store: LedgerStore, policy: Policy, now: datetime | None = None)
     now = now or utcnow()
     rules = [policy.defaults.verification]
     rules += [policy.rules_for(tenant).verification for tenant in policy.tenants]
-    candidates = [
-        Succeeded(**row) for row in verifications.succeeded_since(store, now - lookback(rules))
-    ]
+    found = verifications.succeeded_since(store, now - lookback(rules))
+    # Where each verdict is filed (its latest record's start): not an input of the decision.
+    places = {(r["tenant"], r["deployment_id"]): tuple(r[k] for k in ddl.PLACE) for r in found}
+    candidates = [Succeeded(**{k: v for k, v in r.items() if k not in ddl.PLACE}) for r in found]
     pending = [d for d in candidates if due(d, policy.rules_for(d.tenant).verification, now)]
     if not pending:
         return []
@@ -55,10 +56,14 @@ def verify_pass(store: LedgerStore, policy: Policy, now: datetime | None = None)
     changed = []
     for deployment in pending:
         decision = decide(deployment, signals, policy.rules_for(deployment.tenant).verification)
-        before = stored.get((deployment.tenant, deployment.deployment_id))
-        if decision.changed(before.compared if before else None):
+        key = (deployment.tenant, deployment.deployment_id)
+        before = stored.get(key)
+        # A record that moved the deployment's start (an older event arrived late) files the
+        # same verdict again beside it, where triage reads verdicts (docs/triage.md).
+        moved = before is not None and before.started_at != places[key][0]
+        if decision.changed(before.compared if before else None) or moved:
             changed.append(decision)
-    verifications.write(store, [_row(d, now, policy.full_version) for d in changed])
+    verifications.write(store, [_row(d, now, policy.full_version, places) for d in changed])
     for decision in changed:
         log.info(
             "deployment_verified",
@@ -71,7 +76,12 @@ def verify_pass(store: LedgerStore, policy: Policy, now: datetime | None = None)
     return changed
 
 
-def _row(decision: Decision, now: datetime, policy_version: str) -> tuple[object, ...]:
+def _row(
+    decision: Decision,
+    now: datetime,
+    policy_version: str,
+    places: dict[tuple[str, str], tuple[object, ...]],
+) -> tuple[object, ...]:
     d = decision.deployment
     return (
         d.tenant,
@@ -87,6 +97,7 @@ def _row(decision: Decision, now: datetime, policy_version: str) -> tuple[object
         len(decision.checks),
         policy_version,
         d.team,
+        *places[(d.tenant, d.deployment_id)],
     )
 
 

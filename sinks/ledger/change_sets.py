@@ -45,6 +45,7 @@ _RECORD_FIELDS = (
     "started_at",
     "finished_at",
     "updated_at",
+    "retain_until",
 )
 
 
@@ -78,6 +79,7 @@ class Deployed:
     team: str | None
     started_at: datetime
     deployed_at: datetime
+    retain_until: datetime
 
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> Deployed | None:
@@ -95,6 +97,7 @@ class Deployed:
             team=record.get("team"),
             started_at=record["started_at"],
             deployed_at=record.get("finished_at") or record["updated_at"],
+            retain_until=record["retain_until"],
         )
 
 
@@ -343,6 +346,9 @@ def _set_row(
         "deployed_at": d.deployed_at,
         "team": d.team,
         "complete": int(found.complete),
+        # Where triage reads it (`suspect_inputs`): beside this record.
+        "started_at": d.started_at,
+        "retain_until": d.retain_until,
     }
 
 

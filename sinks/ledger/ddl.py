@@ -1064,6 +1064,25 @@ def dora_commits_mv_sql(database: str | None = None) -> str:
     )
 
 
+# Where a verdict or change set sits among its deployment's records: what incident triage
+# reads it by (`suspect_inputs`, docs/triage.md), and how long it lives there.
+_PLACE = (
+    (
+        "started_at",
+        DATETIME_MS,
+        "Start of the deployment record it was computed for (1970 on rows stored before 0022).",
+    ),
+    (
+        "retain_until",
+        DATETIME_MS,
+        "That record's retain_until: its suspect_inputs row goes with it (TTL; 1970 on rows"
+        " stored before 0022).",
+    ),
+)
+_PLACE_COLUMNS = _column_list(_PLACE).lstrip()
+#: Those columns' names.
+PLACE = tuple(name for name, _, _ in _PLACE)
+
 # --- Post-deploy verification (docs/verification.md): written by `shipledger.up.verifier` --
 
 DEPLOYMENT_VERIFICATIONS = "deployment_verifications"
@@ -1088,7 +1107,8 @@ def deployment_verifications_sql(database: str | None = None) -> str:
         "    `check_count` UInt32 COMMENT 'Checks in the window.',\n"
         "    `policy_version` LowCardinality(String) COMMENT 'Policy that set the window.',\n"
         "    `team` LowCardinality(String) COMMENT 'Owner team of the deployment (\\'\\' when"
-        " unknown).'\n"
+        " unknown).',\n"
+        f"    {_PLACE_COLUMNS}\n"
         ")\n"
         # Plain MergeTree: a revised verdict is a new row, the history of verdicts stays.
         "ENGINE = MergeTree\n"
@@ -1131,6 +1151,7 @@ CHANGE_SET_COLUMNS = (
         "1: the range's ends are both known source events; 0: the history stops before from_sha"
         " (missing pushes), the range holds what is known.",
     ),
+    *_PLACE,
 )
 CHANGE_COMMIT_COLUMNS = (
     ("tenant", "LowCardinality(String)", "Tenant."),
@@ -1362,6 +1383,78 @@ def suspect_deployments_mv_sql(database: str | None = None) -> str:
     )
 
 
+SUSPECT_INPUTS = "suspect_inputs"
+#: Its views: one per table whose rows it copies.
+SUSPECT_CHANGE_SETS_MV = "suspect_change_sets_mv"
+SUSPECT_VERDICTS_MV = "suspect_verdicts_mv"
+
+
+def suspect_inputs_sql(database: str | None = None) -> str:
+    """`suspect_inputs`: *what did the deployments of these services around this time ship,
+    and what did their verification say?* Every change set and verdict, laid out as
+    `suspect_deployments` is (by service and start), so an incident's candidates and their
+    inputs are read from the same few granules (docs/triage.md)."""
+    return _derived_table(
+        qualified(database, SUSPECT_INPUTS),
+        (
+            ("tenant", "LowCardinality(String)", "Tenant."),
+            ("service", "LowCardinality(String)", "Service."),
+            ("started_at", DATETIME_MS, "Start of the record the input was computed for."),
+            ("deployment_id", "String", "Deployment id."),
+            ("input", "LowCardinality(String)", "change_set or verdict."),
+            ("at", DATETIME_MS, "computed_at or decided_at (the latest per deployment counts)."),
+            ("commit_count", "UInt32", "Commits in the change set (0 on a verdict)."),
+            ("verdict", "LowCardinality(String)", "The verdict ('' on a change set)."),
+            ("retain_until", DATETIME_MS, "That record's retain_until: deleted with it (TTL)."),
+        ),
+        # As suspect_deployments (0016, 0019, 0020): read by the same key range.
+        "PARTITION BY toYYYYMM(`started_at`)\n"
+        "ORDER BY (`tenant`, `service`, `started_at`, `deployment_id`)\n"
+        f"TTL {RETENTION_TTL}\n"
+        "SETTINGS index_granularity = 128, min_compress_block_size = 4096,\n"
+        "    max_compress_block_size = 16384\n"
+        "COMMENT 'Change sets and verdicts by service and start, for incident triage (maintained "
+        "by suspect_change_sets_mv and suspect_verdicts_mv; docs/triage.md).'",
+    )
+
+
+def suspect_change_sets_select(source: str) -> str:
+    """The `suspect_inputs` rows of the change sets in `source` (the view's and the
+    backfill's)."""
+    return (
+        "SELECT tenant, service, started_at, deployment_id, 'change_set' AS input,\n"
+        "    computed_at AS at, commit_count, '' AS verdict, retain_until\n"
+        f"FROM {source}"
+    )
+
+
+def suspect_verdicts_select(source: str) -> str:
+    """The `suspect_inputs` rows of the verdicts in `source`."""
+    return (
+        "SELECT tenant, service, started_at, deployment_id, 'verdict' AS input,\n"
+        "    decided_at AS at, toUInt32(0) AS commit_count, verdict, retain_until\n"
+        f"FROM {source}"
+    )
+
+
+def suspect_change_sets_mv_sql(database: str | None = None) -> str:
+    """`suspect_change_sets_mv`: copies every change set stored into `suspect_inputs`."""
+    return (
+        f"CREATE MATERIALIZED VIEW {qualified(database, SUSPECT_CHANGE_SETS_MV)}"
+        f" TO {qualified(database, SUSPECT_INPUTS)} AS\n"
+        + suspect_change_sets_select(qualified(database, CHANGE_SETS))
+    )
+
+
+def suspect_verdicts_mv_sql(database: str | None = None) -> str:
+    """`suspect_verdicts_mv`: copies every verdict stored into `suspect_inputs`."""
+    return (
+        f"CREATE MATERIALIZED VIEW {qualified(database, SUSPECT_VERDICTS_MV)}"
+        f" TO {qualified(database, SUSPECT_INPUTS)} AS\n"
+        + suspect_verdicts_select(qualified(database, DEPLOYMENT_VERIFICATIONS))
+    )
+
+
 # --- Privacy (docs/privacy.md): the lookup of pseudonyms, written by the sink ----------------
 
 PERSON_PSEUDONYMS = "person_pseudonyms"
@@ -1398,6 +1491,7 @@ AGGREGATE_TABLES = (
     INCIDENT_SUSPECTS,
     CMDB_FINDINGS,
     SUSPECT_DEPLOYMENTS,
+    SUSPECT_INPUTS,
     PERSON_PSEUDONYMS,
     RECONCILIATION_FINDINGS,
 )
@@ -1420,6 +1514,9 @@ AGGREGATES: dict[str, Callable[[str | None], str]] = {
     CMDB_FINDINGS: cmdb_findings_sql,
     SUSPECT_DEPLOYMENTS: suspect_deployments_sql,
     SUSPECT_DEPLOYMENTS + "_mv": suspect_deployments_mv_sql,
+    SUSPECT_INPUTS: suspect_inputs_sql,
+    SUSPECT_CHANGE_SETS_MV: suspect_change_sets_mv_sql,
+    SUSPECT_VERDICTS_MV: suspect_verdicts_mv_sql,
     PERSON_PSEUDONYMS: person_pseudonyms_sql,
     RECONCILIATION_FINDINGS: reconciliation_findings_sql,
 }

@@ -1,21 +1,18 @@
 """The ledger's side of incident triage (docs/triage.md): the candidates of an incident and
-every input of their scores, read in three queries; `shipledger.suspects` scores them.
+every input of their scores, read in two queries; `shipledger.suspects` scores them.
 
-Each query has a fixed cost (a round trip, a plan, its parameters parsed) as large as most
-of the reading, so they are as few as the inputs' dependencies allow: the dependency map
-(latest catalog entry per service) names the services; their deployments
-(`suspect_deployments`: every record, sorted by service and start, in the hot database,
-archived or not) from the start of the lookback window until as long after the incident (the
-latest record of each; those after it are read only when they name a rollback) name the
-candidates; one query reads the inputs keyed by the candidates' ids: the `config_drift`
-alerts about them, the change sizes (`deployment_change_sets.commit_count`) and the verdicts
-(`deployment_verifications`); a deployment neither of the last two has a row for reads as
-unknown.
+The dependency map (latest catalog entry per service) names the services; one query then
+reads, by the same key range (tenant, those services, the lookback window around the
+incident), their deployments (`suspect_deployments`: every record, sorted by service and
+start, in the hot database, archived or not; the latest record of each; those after the
+incident only when they name a rollback), the change sizes and verdicts filed beside them
+(`suspect_inputs`: every `deployment_change_sets` and `deployment_verifications` row, by the
+service and start of the record it was computed for) and their `config_drift` alerts. A
+deployment with no change set or verdict reads as unknown.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -75,45 +72,51 @@ _DEPENDENCIES_SQL = (
     "    ORDER BY occurred_at DESC, event_id DESC LIMIT 1 BY name\n"
     ") WHERE action != 'removed'"
 )
-# The latest record of each deployment (its highest seq) started from the window's start until
-# the incident, and after it as far again: those name (rollback_of) what they rolled back, and
-# only the ones that do are returned.
-_DEPLOYMENTS_SQL = (
-    "SELECT deployment_id, any(service), argMax(environment, seq), min(started_at) AS started,\n"
-    "    argMax(status, seq), argMax(commit_sha, seq), argMax(version, seq), argMax(team, seq),\n"
-    "    argMax(rollback_of, seq) AS rolled_back\n"
-    "FROM {records}\n"
-    "WHERE tenant = {{tenant:String}} AND service IN {{services:Array(String)}}\n"
-    "    AND started_at >= {{lo:DateTime64(3, 'UTC')}}\n"
-    "    AND started_at <= {{hi:DateTime64(3, 'UTC')}}{environment}\n"
-    "GROUP BY deployment_id\n"
-    "HAVING started <= fromUnixTimestamp64Milli({{at:Int64}}, 'UTC') OR rolled_back IS NOT NULL"
+# One query (its fixed cost, a round trip, a plan, its parameters parsed, is as large as most
+# of the reading): the candidates joined with their inputs, each side read by the same key
+# range (tenant, services, started or occurred between the window's ends). The candidates: the
+# latest record of each deployment (its highest seq) started from the window's start until the
+# incident, and after it as far again: those name (rollback_of) what they rolled back, and only
+# the ones that do are returned. Their inputs: the latest change set and verdict of each
+# (`suspect_inputs`, filed beside the record they were computed for), and the resources of
+# their `config_drift` alerts. A deployment without a change set or verdict joins 0 in
+# `has_set` / `has_verdict`.
+_SUSPECTS_SQL = (
+    "SELECT d.deployment_id, d.svc, d.env, d.started, d.st, d.sha, d.ver, d.tm, d.rolled_back,\n"
+    "    i.has_set, i.commit_count, i.has_verdict, i.verdict, a.drift\n"
+    "FROM (\n"
+    "    SELECT deployment_id, any(service) AS svc, argMax(environment, seq) AS env,\n"
+    "        min(started_at) AS started, argMax(status, seq) AS st,\n"
+    "        argMax(commit_sha, seq) AS sha, argMax(version, seq) AS ver,\n"
+    "        argMax(team, seq) AS tm, argMax(rollback_of, seq) AS rolled_back\n"
+    "    FROM {records}\n"
+    "    WHERE {window}{environment}\n"
+    "    GROUP BY deployment_id\n"
+    "    HAVING started <= fromUnixTimestamp64Milli({{at:Int64}}, 'UTC')\n"
+    "        OR rolled_back IS NOT NULL\n"
+    ") AS d\n"
+    "LEFT JOIN (\n"
+    "    SELECT deployment_id, countIf(input = 'change_set') > 0 AS has_set,\n"
+    "        argMaxIf(commit_count, at, input = 'change_set') AS commit_count,\n"
+    "        countIf(input = 'verdict') > 0 AS has_verdict,\n"
+    "        argMaxIf(verdict, at, input = 'verdict') AS verdict\n"
+    "    FROM {inputs}\n"
+    "    WHERE {window}\n"
+    "    GROUP BY deployment_id\n"
+    ") AS i ON i.deployment_id = d.deployment_id\n"
+    "LEFT JOIN (\n"
+    "    SELECT deployment_id,\n"
+    "        groupUniqArray(if(evidence['resources'] != '', evidence['resources'], message))\n"
+    "        AS drift\n"
+    "    FROM {alerts}\n"
+    "    WHERE {occurred} AND rule = {rule}\n"
+    "    GROUP BY deployment_id\n"
+    ") AS a ON a.deployment_id = d.deployment_id"
 )
-# Every input in one query (a row per deployment and table that has it), each table read by
-# its own key: the drift alerts by service and time, the others by deployment id; one value per
-# deployment and table, the latest the owning part of the ledger computed. The ids come as one
-# JSON string: a thousand-element array parameter costs more to bind and parse than the reading.
-_INPUTS_SQL = (
-    "SELECT deployment_id, argMax(commit_count, computed_at), NULL, []\n"
-    "FROM {change_sets}\n"
-    "WHERE tenant = {{tenant:String}}\n"
-    "    AND deployment_id IN JSONExtract({{ids:String}}, 'Array(String)')\n"
-    "GROUP BY deployment_id\n"
-    "UNION ALL\n"
-    "SELECT deployment_id, NULL, argMax(verdict, decided_at), []\n"
-    "FROM {verifications}\n"
-    "WHERE tenant = {{tenant:String}}\n"
-    "    AND deployment_id IN JSONExtract({{ids:String}}, 'Array(String)')\n"
-    "GROUP BY deployment_id\n"
-    "UNION ALL\n"
-    "SELECT deployment_id, NULL, NULL,\n"
-    "    groupUniqArray(if(evidence['resources'] != '', evidence['resources'], message))\n"
-    "FROM {alerts}\n"
-    "WHERE tenant = {{tenant:String}} AND service IN {{services:Array(String)}}\n"
-    "    AND occurred_at >= {{lo:DateTime64(3, 'UTC')}}\n"
-    "    AND occurred_at <= {{hi:DateTime64(3, 'UTC')}} AND rule = {rule}\n"
-    "    AND deployment_id IN JSONExtract({{ids:String}}, 'Array(String)')\n"
-    "GROUP BY deployment_id"
+#: The key range every side reads (`started_at` of records and inputs, `occurred_at` of alerts).
+_WINDOW = (
+    "tenant = {{tenant:String}} AND service IN {{services:Array(String)}}\n"
+    "        AND {time} >= {{lo:DateTime64(3, 'UTC')}} AND {time} <= {{hi:DateTime64(3, 'UTC')}}"
 )
 
 
@@ -138,33 +141,36 @@ def read_suspects(
     _, rows = store.query(_DEPENDENCIES_SQL.format(catalog=catalog), base)
     graph = {str(name): [str(d) for d in deps] for name, deps in rows}
     distances = dependency_distances(graph, query.service, query.max_depth)
-    window = {
+    params = {
         **base,
         "services": sorted(distances),
         "lo": query.at - query.lookback,
         "hi": query.at + query.lookback,
+        "at": epoch_ms(query.at),
     }
     environment = ""
     if query.environment is not None:
         environment = " AND environment = {environment:String}"
-        window["environment"] = query.environment
-    records = ddl.qualified(store.database, ddl.SUSPECT_DEPLOYMENTS)
-    sql = _DEPLOYMENTS_SQL.format(records=records, environment=environment)
-    _, rows = store.query(sql, {**window, "at": epoch_ms(query.at)})
+        params["environment"] = query.environment
+    sql = _SUSPECTS_SQL.format(
+        records=ddl.qualified(store.database, ddl.SUSPECT_DEPLOYMENTS),
+        inputs=ddl.qualified(store.database, ddl.SUSPECT_INPUTS),
+        alerts=_source(store, ddl.ALERTS, query.tenant),
+        window=_WINDOW.format(time="started_at"),
+        occurred=_WINDOW.format(time="occurred_at"),
+        environment=environment,
+        rule=ddl.quote_str(DRIFT_RULE),
+    )
+    _, rows = store.query(sql, params)
     rolled_back_by: dict[str, str] = {}
     admitted: list[tuple[Any, ...]] = []
     for row in sorted(rows, key=_started):
-        d, _, e, started, _, _, _, team, rollback_of = row
+        d, _, e, started, _, _, _, team, rollback_of, *_ = row
         if rollback_of is not None:  # the first remediation naming a deployment
             rolled_back_by.setdefault(str(rollback_of), str(d))
         if started <= query.at and (scope is None or scope.admits(query.tenant, team, str(e))):
             admitted.append(row)
-    if not admitted:
-        return []
-    inputs = _inputs(store, {**window, "ids": json.dumps([str(row[0]) for row in admitted])})
-    candidates = [
-        _candidate(row, distances, inputs, rolled_back_by.get(str(row[0]))) for row in admitted
-    ]
+    candidates = [_candidate(row, distances, rolled_back_by.get(str(row[0]))) for row in admitted]
     return rank(candidates, query.at, query.service, query.limit)
 
 
@@ -172,49 +178,12 @@ def _started(row: tuple[Any, ...]) -> datetime:
     return row[3]  # type: ignore[no-any-return]
 
 
-@dataclass
-class _Inputs:
-    """What the inputs query found of one deployment (None / empty: no row)."""
-
-    commit_count: int | None = None
-    verdict: str | None = None
-    drift: tuple[str, ...] = ()
-
-
-def _inputs(store: LedgerStore, params: dict[str, Any]) -> dict[str, _Inputs]:
-    """The inputs of the deployments `params["ids"]`, by deployment id (only those found)."""
-    sql = _INPUTS_SQL.format(
-        change_sets=ddl.qualified(store.database, ddl.CHANGE_SETS),
-        verifications=ddl.qualified(store.database, ddl.DEPLOYMENT_VERIFICATIONS),
-        alerts=_source(store, ddl.ALERTS, params["tenant"]),
-        rule=ddl.quote_str(DRIFT_RULE),
-    )
-    _, rows = store.query(sql, params)
-    found: dict[str, _Inputs] = {}
-    for deployment_id, count, verdict, drift in rows:
-        inputs = found.setdefault(str(deployment_id), _Inputs())
-        if count is not None:
-            inputs.commit_count = int(count)
-        if verdict is not None:
-            inputs.verdict = str(verdict)
-        if drift:
-            inputs.drift = tuple(sorted(str(r) for r in drift))
-    return found
-
-
-_NONE_FOUND = _Inputs()
-
-
 def _candidate(
-    row: tuple[Any, ...],
-    distances: Mapping[str, int],
-    inputs: Mapping[str, _Inputs],
-    rolled_back_by: str | None,
+    row: tuple[Any, ...], distances: Mapping[str, int], rolled_back_by: str | None
 ) -> Candidate:
-    d, s, e, started, status, sha, version, _, _ = row
+    d, s, e, started, status, sha, version, _, _, has_set, count, has_verdict, verdict, drift = row
     if rolled_back_by is None and status == "rolled_back":
         rolled_back_by = ""
-    found = inputs.get(str(d), _NONE_FOUND)
     return Candidate(
         deployment_id=str(d),
         service=str(s),
@@ -224,8 +193,8 @@ def _candidate(
         commit_sha=str(sha),
         version=version,
         distance=distances[str(s)],
-        commit_count=found.commit_count,
-        verdict=found.verdict,
-        drift=found.drift,
+        commit_count=int(count) if has_set else None,
+        verdict=str(verdict) if has_verdict else None,
+        drift=tuple(sorted(str(r) for r in drift)),
         rolled_back_by=rolled_back_by,
     )

@@ -34,6 +34,7 @@ COLUMNS = (
     "check_count",
     "policy_version",
     "team",
+    *ddl.PLACE,
 )
 #: The signal columns a verdict reads.
 _SIGNAL_COLUMNS = (
@@ -59,6 +60,8 @@ class StoredVerdict:
     check_count: int
     policy_version: str
     team: str
+    started_at: datetime
+    retain_until: datetime
 
     @property
     def compared(self) -> tuple[str, float, str]:
@@ -68,12 +71,14 @@ class StoredVerdict:
 
 def succeeded_since(store: LedgerStore, since: datetime) -> list[dict[str, Any]]:
     """The deployments whose latest record is `succeeded` with a `finished_at` at or after
-    `since`: tenant, deployment_id, service, environment, finished_at, team ('' unknown)."""
+    `since`: tenant, deployment_id, service, environment, finished_at, team ('' unknown), and
+    that record's `ddl.PLACE` (started_at, retain_until: where its verdict is filed)."""
     records = ddl.qualified(store.database, ddl.RECORDS)
     columns, rows = store.query(
-        "SELECT tenant, deployment_id, service, environment, finished_at, team FROM ("  # noqa: S608
+        "SELECT tenant, deployment_id, service, environment, finished_at, team,"  # noqa: S608
+        " started_at, retain_until FROM ("
         "SELECT tenant, deployment_id, service, environment, finished_at, status,"
-        " ifNull(team, '') AS team "
+        " ifNull(team, '') AS team, started_at, retain_until "
         f"FROM {records} WHERE finished_at >= %(since)s "
         "ORDER BY seq DESC, updated_at DESC LIMIT 1 BY tenant, deployment_id) "
         "WHERE status = 'succeeded' ORDER BY finished_at, deployment_id",

@@ -153,16 +153,22 @@ def test_change_sets_and_verdicts_count_in_the_score(store: LedgerStore) -> None
     """The change sets and verdicts other parts of the ledger write: the latest change set
     of a deployment gives its size, its verdict counts, and a deployment without either
     reads as unknown."""
+    # Each filed beside its deployment's record (started_at; triage reads them there).
     store.command(
         "INSERT INTO deployment_change_sets (tenant, deployment_id, service, environment,"
-        " from_sha, to_sha, commit_count, pr_count, reverse, computed_at) VALUES"
-        " ('acme', 'd-co', 'checkout', 'prod', NULL, 'x', 2, 1, 0, now64(3)),"
-        " ('acme', 'd-co', 'checkout', 'prod', NULL, 'x', 7, 1, 0, now64(3) + 1)"
+        " from_sha, to_sha, commit_count, pr_count, reverse, computed_at, started_at,"
+        " retain_until) VALUES ('acme', 'd-co', 'checkout', 'prod', NULL, 'x', 2, 1, 0,"
+        " now64(3), {co:DateTime64(3, 'UTC')}, {keep:DateTime64(3, 'UTC')}),"
+        " ('acme', 'd-co', 'checkout', 'prod', NULL, 'x', 7, 1, 0, now64(3) + 1,"
+        " {co:DateTime64(3, 'UTC')}, {keep:DateTime64(3, 'UTC')})",
+        {"co": AT - timedelta(minutes=10), "keep": AT + timedelta(days=3650)},
     )
     store.command(
         "INSERT INTO deployment_verifications (tenant, deployment_id, service, environment,"
-        " verdict, score, evidence, window_end, decided_at) VALUES ('acme', 'd-pay',"
-        " 'payments', 'prod', 'failed_verification', 0.1, '{}', now64(3), now64(3))"
+        " verdict, score, evidence, window_end, decided_at, started_at, retain_until) VALUES"
+        " ('acme', 'd-pay', 'payments', 'prod', 'failed_verification', 0.1, '', now64(3),"
+        " now64(3), {pay:DateTime64(3, 'UTC')}, {keep:DateTime64(3, 'UTC')})",
+        {"pay": AT - timedelta(minutes=30), "keep": AT + timedelta(days=3650)},
     )
     try:
         ranked = {s.candidate.deployment_id: s for s in LedgerReader(store).suspects(_query())}
@@ -170,8 +176,8 @@ def test_change_sets_and_verdicts_count_in_the_score(store: LedgerStore) -> None
         assert "verification: failed_verification (+15)" in ranked["d-pay"].why
         assert ranked["d-db"].parts[2].detail == "change size unknown"
     finally:
-        store.command("TRUNCATE TABLE deployment_change_sets")
-        store.command("TRUNCATE TABLE deployment_verifications")
+        for table in ("deployment_change_sets", "deployment_verifications", "suspect_inputs"):
+            store.command(f"TRUNCATE TABLE {table}")
 
 
 _SUSPECT_ROWS = "SELECT * FROM suspect_deployments ORDER BY deployment_id, seq"

@@ -189,7 +189,7 @@ def test_policy_monorepos_load(tmp_path: Path) -> None:
 def _deployed(dep: str, at: int) -> Deployed:
     when = T0 + timedelta(minutes=at)
     return Deployed(
-        "t", dep, "checkout", "prod", "acme/app", sha(at), "succeeded", None, when, when
+        "t", dep, "checkout", "prod", "acme/app", sha(at), "succeeded", None, when, when, when
     )
 
 

@@ -23,7 +23,7 @@ def stored(tenant: str, deployment_id: str, team: str, environment: str) -> Stor
     evidence = {"checks": [], "passed": 0, "failed": 0, "degraded": 0}
     return StoredVerdict(
         tenant, deployment_id, "checkout", environment, "unverified", 0.0,
-        json.dumps(evidence), AT, AT, AT, 0, "v1", team,
+        json.dumps(evidence), AT, AT, AT, 0, "v1", team, AT, AT,
     )  # fmt: skip
 
 

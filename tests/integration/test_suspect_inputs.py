@@ -1,0 +1,121 @@
+"""The inputs of incident triage filed beside its candidates (`suspect_inputs`, docs/triage.md)
+on real chDB: a ledger migrated from 0021 with change sets and verdicts already stored ranks
+them after 0022 (the backfill, a deployment whose records moved its start included), and a
+verdict decided after the incident's first read, or again after its deployment's start moved,
+is read beside the record it was decided for."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from shipledger.schemas.policy import load_policy
+from shipledger.sinks.ledger.migrate import load_migrations, migrate
+from shipledger.sinks.ledger.store import LedgerStore
+from shipledger.sinks.ledger.suspects import SuspectsQuery, read_suspects
+from shipledger.up.verifier import verify_pass
+from tests.kit import ledger_settings
+
+pytestmark = pytest.mark.integration
+
+AT = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+_RECORD = (
+    "INSERT INTO deployment_records (tenant, deployment_id, record_id, seq, status, kind,\n"
+    "    service, environment, environment_raw, commit_sha, actor, `trigger`, policy_version,\n"
+    "    started_at, finished_at, updated_at, event_count, last_event_id, last_event_type,\n"
+    "    retain_until)\n"
+    "VALUES ('acme', {dep:String}, concat({dep:String}, '-', toString({seq:Int32})),\n"
+    "    {seq:Int32}, {status:String}, 'release', 'checkout', 'prod', 'production',\n"
+    "    {dep:String}, 'alice', 'automated', 'p-1', {start:DateTime64(3, 'UTC')},\n"
+    "    {finished:Nullable(DateTime64(3, 'UTC'))}, {start:DateTime64(3, 'UTC')}, {seq:Int32},\n"
+    "    'e', 'started', toDateTime64('2100-01-01', 3, 'UTC'))"
+)
+# As 0021 left the tables: no started_at / retain_until yet.
+_CHANGE_SET_0021 = (
+    "INSERT INTO deployment_change_sets (tenant, deployment_id, service, environment, from_sha,"
+    " to_sha, commit_count, pr_count, reverse, computed_at) VALUES ('acme', {dep:String},"
+    " 'checkout', 'prod', NULL, 'x', {count:UInt32}, 1, 0, {at:DateTime64(3, 'UTC')})"
+)
+_VERDICT_0021 = (
+    "INSERT INTO deployment_verifications (tenant, deployment_id, service, environment,"
+    " verdict, score, evidence, window_end, decided_at) VALUES ('acme', {dep:String},"
+    " 'checkout', 'prod', {verdict:String}, 0.1, '', {at:DateTime64(3, 'UTC')},"
+    " {at:DateTime64(3, 'UTC')})"
+)
+
+
+def _record(
+    store: LedgerStore, dep: str, seq: int, start: datetime, finished: datetime | None = None
+) -> None:
+    status = "in_progress" if finished is None else "succeeded"
+    params = {"dep": dep, "seq": seq, "status": status, "start": start, "finished": finished}
+    store.command(_RECORD, params)
+
+
+def _inputs(store: LedgerStore, at: datetime, lookback: timedelta) -> dict[str, tuple[object, ...]]:
+    """Each suspect of checkout at `at`: its change size and verdict."""
+    query = SuspectsQuery(tenant="acme", service="checkout", at=at, lookback=lookback)
+    return {
+        s.candidate.deployment_id: (s.candidate.commit_count, s.candidate.verdict)
+        for s in read_suspects(store, query)
+    }
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[LedgerStore]:
+    with LedgerStore.open(ledger_settings(tmp_path / "data")) as s:
+        yield s
+
+
+def test_inputs_stored_before_0022_are_ranked_after_it(store: LedgerStore) -> None:
+    """0021's ledger: d-1's records agree on its start; d-2's second record moved it an hour
+    earlier (its `started` event arrived late). After 0022 every window that finds a record
+    finds its deployment's latest change set and verdict, as the lookup by id did."""
+    store.select_database(store.database)
+    migrate(store, [m for m in load_migrations() if m.version <= 21])
+    _record(store, "d-1", 1, AT - timedelta(minutes=30))
+    _record(store, "d-1", 2, AT - timedelta(minutes=30), AT - timedelta(minutes=20))
+    _record(store, "d-2", 1, AT - timedelta(minutes=10), AT - timedelta(minutes=5))
+    _record(store, "d-2", 2, AT - timedelta(minutes=70), AT - timedelta(minutes=5))
+    for dep, count, verdict in (("d-1", 4, "verified"), ("d-2", 9, "suspect")):
+        store.command(_CHANGE_SET_0021, {"dep": dep, "count": count - 1, "at": AT - timedelta(1)})
+        store.command(_CHANGE_SET_0021, {"dep": dep, "count": count, "at": AT})
+        store.command(_VERDICT_0021, {"dep": dep, "verdict": verdict, "at": AT})
+    assert "0022_suspect_inputs.sql" in store.ensure_schema()
+    both = {"d-1": (4, "verified"), "d-2": (9, "suspect")}
+    assert _inputs(store, AT, timedelta(hours=2)) == both
+    # Only d-2's later start is in the window: its inputs are there too.
+    assert _inputs(store, AT, timedelta(minutes=15)) == {"d-2": (9, "suspect")}
+    # Only its earlier start.
+    assert _inputs(store, AT - timedelta(minutes=65), timedelta(minutes=15)) == {
+        "d-2": (9, "suspect")
+    }
+
+
+def test_a_verdict_decided_later_is_read_beside_its_record(store: LedgerStore) -> None:
+    """No verdict yet: unknown. The verifier decides one (no check in the window:
+    unverified): the next read has it. A late record moves the start an hour earlier: the
+    next pass files the same verdict beside it, so a window holding only that start reads it."""
+    store.ensure_schema()
+    policy = load_policy(None)
+    start, finished = AT - timedelta(minutes=30), AT - timedelta(minutes=25)
+    _record(store, "d-1", 1, start)
+    _record(store, "d-1", 2, start, finished)
+    assert _inputs(store, AT, timedelta(hours=2)) == {"d-1": (None, None)}
+    decided = verify_pass(store, policy, finished + timedelta(minutes=20))
+    assert [d.verdict for d in decided] == ["unverified"]
+    assert _inputs(store, AT, timedelta(hours=2)) == {"d-1": (None, "unverified")}
+
+    _record(store, "d-1", 3, start - timedelta(hours=1), finished)
+    assert _inputs(store, AT - timedelta(minutes=85), timedelta(minutes=15)) == {
+        "d-1": (None, None)
+    }
+    assert len(verify_pass(store, policy, finished + timedelta(minutes=40))) == 1
+    assert _inputs(store, AT - timedelta(minutes=85), timedelta(minutes=15)) == {
+        "d-1": (None, "unverified")
+    }
+    assert verify_pass(store, policy, finished + timedelta(minutes=50)) == []  # nothing moved
