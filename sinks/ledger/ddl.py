@@ -1336,6 +1336,18 @@ def reconciliation_findings_sql(database: str | None = None) -> str:
 
 
 SUSPECT_DEPLOYMENTS = "suspect_deployments"
+#: The layout of the tables an incident's read takes a key range of (tenant, services, window).
+_BY_SERVICE_AND_START = (
+    "PARTITION BY toYYYYMM(`started_at`)\n"
+    "ORDER BY (`tenant`, `service`, `started_at`, `deployment_id`)\n"
+    f"TTL {RETENTION_TTL}\n"
+    # Small granules: a service's day in a part is a few dozen rows, read 128 at a time (1024
+    # read 1.8x the rows and time of an incident's candidates at 10M deployments), in small
+    # compressed blocks: reading a granule decompresses its block, and the default 64 KiB-1 MiB
+    # blocks made an incident's read decompress 4.6x the bytes (0020).
+    "SETTINGS index_granularity = 128, min_compress_block_size = 4096,\n"
+    "    max_compress_block_size = 16384\n"
+)
 
 
 def suspect_deployments_sql(database: str | None = None) -> str:
@@ -1358,16 +1370,8 @@ def suspect_deployments_sql(database: str | None = None) -> str:
             ("rollback_of", "Nullable(String)", "Deployment this one rolled back."),
             ("retain_until", DATETIME_MS, "The record's retain_until: deleted with it (TTL)."),
         ),
-        "PARTITION BY toYYYYMM(`started_at`)\n"
-        "ORDER BY (`tenant`, `service`, `started_at`, `deployment_id`)\n"
-        f"TTL {RETENTION_TTL}\n"
-        # Small granules: a service's day in a part is a few dozen rows, read 128 at a time
-        # (1024 read 1.8x the rows and time of an incident's candidates at 10M deployments),
-        # in small compressed blocks: reading a granule decompresses its block, and the default
-        # 64 KiB-1 MiB blocks made an incident's read decompress 4.6x the bytes (0020).
-        "SETTINGS index_granularity = 128, min_compress_block_size = 4096,\n"
-        "    max_compress_block_size = 16384\n"
-        "COMMENT 'Deployment records by service and start, for incident triage (maintained by "
+        _BY_SERVICE_AND_START
+        + "COMMENT 'Deployment records by service and start, for incident triage (maintained by "
         "suspect_deployments_mv; docs/triage.md).'",
     )
 
@@ -1407,51 +1411,40 @@ def suspect_inputs_sql(database: str | None = None) -> str:
             ("verdict", "LowCardinality(String)", "The verdict ('' on a change set)."),
             ("retain_until", DATETIME_MS, "That record's retain_until: deleted with it (TTL)."),
         ),
-        # As suspect_deployments (0016, 0019, 0020): read by the same key range.
-        "PARTITION BY toYYYYMM(`started_at`)\n"
-        "ORDER BY (`tenant`, `service`, `started_at`, `deployment_id`)\n"
-        f"TTL {RETENTION_TTL}\n"
-        "SETTINGS index_granularity = 128, min_compress_block_size = 4096,\n"
-        "    max_compress_block_size = 16384\n"
-        "COMMENT 'Change sets and verdicts by service and start, for incident triage (maintained "
+        _BY_SERVICE_AND_START
+        + "COMMENT 'Change sets and verdicts by service and start, for incident triage (maintained "
         "by suspect_change_sets_mv and suspect_verdicts_mv; docs/triage.md).'",
     )
 
 
-def suspect_change_sets_select(source: str) -> str:
-    """The `suspect_inputs` rows of the change sets in `source` (the view's and the
-    backfill's)."""
+def _materialized_view(database: str | None, name: str, target: str, select: str) -> str:
     return (
-        "SELECT tenant, service, started_at, deployment_id, 'change_set' AS input,\n"
-        "    computed_at AS at, commit_count, '' AS verdict, retain_until\n"
-        f"FROM {source}"
-    )
-
-
-def suspect_verdicts_select(source: str) -> str:
-    """The `suspect_inputs` rows of the verdicts in `source`."""
-    return (
-        "SELECT tenant, service, started_at, deployment_id, 'verdict' AS input,\n"
-        "    decided_at AS at, toUInt32(0) AS commit_count, verdict, retain_until\n"
-        f"FROM {source}"
+        f"CREATE MATERIALIZED VIEW {qualified(database, name)}"
+        f" TO {qualified(database, target)} AS\n{select}"
     )
 
 
 def suspect_change_sets_mv_sql(database: str | None = None) -> str:
     """`suspect_change_sets_mv`: copies every change set stored into `suspect_inputs`."""
-    return (
-        f"CREATE MATERIALIZED VIEW {qualified(database, SUSPECT_CHANGE_SETS_MV)}"
-        f" TO {qualified(database, SUSPECT_INPUTS)} AS\n"
-        + suspect_change_sets_select(qualified(database, CHANGE_SETS))
+    return _materialized_view(
+        database,
+        SUSPECT_CHANGE_SETS_MV,
+        SUSPECT_INPUTS,
+        "SELECT tenant, service, started_at, deployment_id, 'change_set' AS input,\n"
+        "    computed_at AS at, commit_count, '' AS verdict, retain_until\n"
+        f"FROM {qualified(database, CHANGE_SETS)}",
     )
 
 
 def suspect_verdicts_mv_sql(database: str | None = None) -> str:
     """`suspect_verdicts_mv`: copies every verdict stored into `suspect_inputs`."""
-    return (
-        f"CREATE MATERIALIZED VIEW {qualified(database, SUSPECT_VERDICTS_MV)}"
-        f" TO {qualified(database, SUSPECT_INPUTS)} AS\n"
-        + suspect_verdicts_select(qualified(database, DEPLOYMENT_VERIFICATIONS))
+    return _materialized_view(
+        database,
+        SUSPECT_VERDICTS_MV,
+        SUSPECT_INPUTS,
+        "SELECT tenant, service, started_at, deployment_id, 'verdict' AS input,\n"
+        "    decided_at AS at, toUInt32(0) AS commit_count, verdict, retain_until\n"
+        f"FROM {qualified(database, DEPLOYMENT_VERIFICATIONS)}",
     )
 
 
