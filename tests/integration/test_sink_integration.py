@@ -269,9 +269,13 @@ def test_schema_matches_the_spec_and_is_idempotent(store: LedgerStore) -> None:
         ddl.DEPLOYMENT_VERIFICATIONS: "MergeTree",
         # Incident triage and CMDB reconciliation (docs/triage.md).
         **dict.fromkeys(
-            (ddl.INCIDENT_SUSPECTS, ddl.CMDB_FINDINGS, ddl.SUSPECT_DEPLOYMENTS), "MergeTree"
+            (ddl.INCIDENT_SUSPECTS, ddl.CMDB_FINDINGS, ddl.SUSPECT_DEPLOYMENTS, ddl.SUSPECT_INPUTS),
+            "MergeTree",
         ),
-        f"{ddl.SUSPECT_DEPLOYMENTS}_mv": "MaterializedView",
+        **dict.fromkeys(
+            (f"{ddl.SUSPECT_DEPLOYMENTS}_mv", ddl.SUSPECT_CHANGE_SETS_MV, ddl.SUSPECT_VERDICTS_MV),
+            "MaterializedView",
+        ),
         # Reconciliation against independent logs (docs/reconcile.md).
         ddl.RECONCILIATION_FINDINGS: "MergeTree",
         # The pseudonym lookup of personal fields (docs/privacy.md).
