@@ -30,6 +30,9 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.commit_range import CommitRange, History, SourceFact, commit_range
 
+#: The retain_until of a change set whose record the ledger no longer holds (archived
+#: before a replay): kept, as the change set itself is.
+KEEP = datetime(2299, 12, 31, tzinfo=UTC)
 #: Statuses whose record gets a change set: the deployment is over.
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "rolled_back"})
 
@@ -79,7 +82,9 @@ class Deployed:
     team: str | None
     started_at: datetime
     deployed_at: datetime
-    retain_until: datetime
+    #: The record's; None when the sink's writer found it stored already (a replayed flush:
+    #: not stamped again), read from the ledger then (`ChangeSets.compute`).
+    retain_until: datetime | None
 
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> Deployed | None:
@@ -97,7 +102,7 @@ class Deployed:
             team=record.get("team"),
             started_at=record["started_at"],
             deployed_at=record.get("finished_at") or record["updated_at"],
-            retain_until=record["retain_until"],
+            retain_until=record.get("retain_until"),
         )
 
 
@@ -146,6 +151,7 @@ class ChangeSets:
             return 0
         candidates = self._succeeded(batch)
         histories = self._histories(batch)
+        retained = self._retained([d for d in batch if d.retain_until is None])
         sets: list[dict[str, Any]] = []
         commits: list[dict[str, Any]] = []
         now = datetime.now(UTC)
@@ -163,7 +169,8 @@ class ChangeSets:
                 limit=self.limit,
                 keep=keep,
             )
-            sets.append(_set_row(d, previous, found, now))
+            retain_until = d.retain_until or retained.get((d.tenant, d.deployment_id), KEEP)
+            sets.append(_set_row(d, previous, found, now, retain_until))
             commits += _commit_rows(d, found, now)
         if commits:
             _insert(self.store, ddl.CHANGE_COMMITS, ddl.CHANGE_COMMIT_COLUMNS, commits)
@@ -252,6 +259,28 @@ class ChangeSets:
             found.sort(key=_started)
         return out
 
+    def _retained(self, batch: Sequence[Deployed]) -> dict[tuple[str, str], datetime]:
+        """The stored `retain_until` of each record of `batch` (by tenant and deployment;
+        none asked: no query), read by its sort key."""
+        if not batch:
+            return {}
+        _, rows = self.store.query(
+            "SELECT tenant, deployment_id, max(retain_until)\n"
+            f"FROM {ddl.qualified(None, ddl.RECORDS)}\n"
+            "WHERE (tenant, environment, service, started_at, deployment_id)\n"
+            "    IN {keys:Array(Tuple(String, String, String, DateTime64(3, 'UTC'), String))}\n"
+            "GROUP BY tenant, deployment_id",
+            {
+                "keys": sorted(
+                    {
+                        (d.tenant, d.environment, d.service, d.started_at, d.deployment_id)
+                        for d in batch
+                    }
+                )
+            },
+        )
+        return {(str(t), str(d)): until for t, d, until in rows}
+
     def _histories(self, batch: Sequence[Deployed]) -> dict[tuple[str, str | None], History]:
         """The history of each (tenant, repository) of the batch; a deployment naming no
         repository gets its tenant's every repository."""
@@ -327,7 +356,11 @@ def _started(s: Succeeded) -> tuple[datetime, str]:
 
 
 def _set_row(
-    d: Deployed, previous: Succeeded | None, found: CommitRange, now: datetime
+    d: Deployed,
+    previous: Succeeded | None,
+    found: CommitRange,
+    now: datetime,
+    retain_until: datetime,
 ) -> dict[str, Any]:
     return {
         "tenant": d.tenant,
@@ -348,7 +381,7 @@ def _set_row(
         "complete": int(found.complete),
         # Where triage reads it (`suspect_inputs`): beside this record.
         "started_at": d.started_at,
-        "retain_until": d.retain_until,
+        "retain_until": retain_until,
     }
 
 

@@ -2,7 +2,8 @@
 on real chDB: a ledger migrated from 0021 with change sets and verdicts already stored ranks
 them after 0022 (the backfill, a deployment whose records moved its start included), and a
 verdict decided after the incident's first read, or again after its deployment's start moved,
-is read beside the record it was decided for."""
+is read beside the record it was decided for; a change set of a replayed (unstamped) record
+gets the stored record's retention."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from shipledger.schemas.policy import load_policy
+from shipledger.sinks.ledger.change_sets import ChangeSets, Deployed
 from shipledger.sinks.ledger.migrate import load_migrations, migrate
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.ledger.suspects import SuspectsQuery, read_suspects
@@ -119,3 +121,31 @@ def test_a_verdict_decided_later_is_read_beside_its_record(store: LedgerStore) -
         "d-1": (None, "unverified")
     }
     assert verify_pass(store, policy, finished + timedelta(minutes=50)) == []  # nothing moved
+
+
+def test_a_replayed_record_files_its_change_set_with_the_stored_retention(
+    store: LedgerStore,
+) -> None:
+    """A flush replayed after a crash: the writer finds the record stored already and leaves
+    it unstamped (no retain_until); its change set is still computed, filed with the stored
+    record's retain_until."""
+    store.ensure_schema()
+    start = AT - timedelta(minutes=30)
+    _record(store, "d-1", 1, start, AT - timedelta(minutes=20))
+    row = {
+        "tenant": "acme",
+        "deployment_id": "d-1",
+        "service": "checkout",
+        "environment": "prod",
+        "commit_sha": "d-1",
+        "status": "succeeded",
+        "started_at": start,
+        "finished_at": AT - timedelta(minutes=20),
+        "updated_at": start,
+    }
+    deployed = Deployed.of(row)
+    assert deployed is not None and deployed.retain_until is None
+    assert ChangeSets(store, load_policy(None)).compute([deployed]) == 1
+    _, rows = store.query("SELECT started_at, retain_until FROM suspect_inputs")
+    assert rows == [(start, datetime(2100, 1, 1, tzinfo=UTC))]
+    assert _inputs(store, AT, timedelta(hours=1)) == {"d-1": (1, None)}
