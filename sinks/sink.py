@@ -70,6 +70,7 @@ from shipledger.schemas.residency import Region
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.chain import LANE, LEGACY_LANE, partition_lane
 from shipledger.sinks.regions import Ledger, Placement, Unplaced, sink_ledgers
 from shipledger.sinks.route import Poison, Route, kafka_meta, route_message, routes_from_catalog
 from shipledger.sinks.rows import KafkaMeta, Row
@@ -186,9 +187,16 @@ class ClickHouseSink(KafkaClients):
             policy_version=self.writer.policy_version,
         )
         for ledger in self.ledgers.values():
-            ledger.writer.record_adopted_heads(route.table.name for route in self.routes.values())
+            ledger.writer.record_adopted_heads(
+                (route.table.name for route in self.routes.values()), {LEGACY_LANE}
+            )
         try:
-            consumer.subscribe(list(self.routes), on_revoke=self._on_revoke)
+            consumer.subscribe(
+                list(self.routes),
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
             while not stop.is_set():
                 room = max(1, self.settings.sink_batch_size - self._batch.row_count)
                 messages = consumer.consume(num_messages=room, timeout=self._poll_timeout())
@@ -222,10 +230,37 @@ class ClickHouseSink(KafkaClients):
             or batch.age_s() * 1000 >= self.settings.sink_batch_ms
         )
 
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The lanes of these partitions may have been extended by another sink since we last
+        # held them: their heads are read from the ledger again, never remembered, and those
+        # of a sink killed between its insert and its chain_heads append are adopted.
+        self._log.info("partitions assigned", partitions=len(partitions))
+        lanes: dict[str, set[str]] = {}
+        for each in partitions:
+            route = self.routes.get(each.topic)
+            if route is not None:
+                lanes.setdefault(route.table.name, set()).add(partition_lane(each.partition))
+        for ledger in self.ledgers.values():
+            ledger.writer.forget_heads()
+            for table, table_lanes in sorted(lanes.items()):
+                ledger.writer.record_adopted_heads([table], table_lanes)
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Commit what we hold while the partitions are still ours.
         self._log.info("partitions revoked", partitions=len(partitions))
         self.flush()
+        self._forget_heads()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another sink reads them already (our session expired): writing what we hold would
+        # fork its lanes. It reads the same messages again from the last commit.
+        self._log.warning("partitions lost", partitions=len(partitions))
+        self._batch = _Batch()
+        self._forget_heads()
+
+    def _forget_heads(self) -> None:
+        for ledger in self.ledgers.values():
+            ledger.writer.forget_heads()
 
     # --- route: rows into the batch, poison to the DLQ ----------------------------------
     def _process(self, messages: Sequence[Message]) -> None:
@@ -246,6 +281,7 @@ class ClickHouseSink(KafkaClients):
             placed = self._placed(route, route_message(route, msg, meta))
             if not isinstance(placed, Poison):
                 self.limit.valid()
+                placed[1][LANE] = partition_lane(meta.partition)
                 self._batch.add(placed[0], route.table.name, placed[1])
             elif placed.owned:
                 self.limit.invalid()  # past the limit: stop before this letter

@@ -20,6 +20,7 @@ from shipledger.report.signing import (
     load_public_key,
 )
 from shipledger.settings import Settings
+from shipledger.sinks.ledger.chain import LEGACY_LANE
 from shipledger.sinks.ledger.reader import (
     ChainHead,
     LedgerReader,
@@ -191,7 +192,8 @@ def verify(pack: Path, public_key: Path | None, offline: bool, data_dir: Path | 
     if not offline and result.manifest is not None:
         problems += [
             f"chain head gone: {h.table} tenant={h.tenant} class={h.retention_class} "
-            f"chain_seq={h.chain_seq} row_hash={h.row_hash} is no longer in the ledger"
+            f"lane={h.lane or '(legacy)'} chain_seq={h.chain_seq} row_hash={h.row_hash} "
+            "is no longer in the ledger"
             for h in _missing(heads, data_dir)
         ]
     for note in result.notes:
@@ -215,6 +217,8 @@ def _recorded_heads(manifest: dict[str, object] | None) -> list[ChainHead]:
             str(e["retention_class"]),
             int(e["chain_seq"]),
             str(e["row_hash"]),
+            # Packs made before chain lanes (migration 0023) name none: the legacy lane.
+            str(e.get("chain_lane", LEGACY_LANE)),
         )
         for e in entries
     ]

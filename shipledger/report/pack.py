@@ -125,6 +125,7 @@ def generate(
                 "retention_class": h.retention_class,
                 "chain_seq": h.chain_seq,
                 "row_hash": h.row_hash,
+                "chain_lane": h.lane,
             }
             for h in heads
         ],
