@@ -13,16 +13,23 @@ Offsets are committed only after every row of the batch is in ClickHouse (and ev
 message of it is acknowledged by the DLQ topic), so a crash or a failed commit replays
 messages, never loses them. Replays cost nothing visible: a row whose id (`event_id`,
 `record_id`, `alert_id`) is already stored, or repeated within the batch, is skipped (see
-`sinks.writer`). Caveat: two sink instances writing the same id at the same instant (possible
-only during a rebalance, when a partition briefly has two readers) can both insert it; the
-processors' deterministic ids let analysts `LIMIT 1 BY` the id if that ever matters.
+`sinks.writer`).
+
+Scale-out: run as many sinks as partitions, in one consumer group. A row is chained in the
+lane of the partition it was read from (`sinks.ledger.chain`), and a partition has one sink
+at a time: on revocation the sink flushes and commits before giving it up; on assignment it
+reads its new lanes' heads from the ledger (never from memory of an earlier assignment) and
+adopts the heads of rows a killed sink stored without recording them; on loss (its session
+expired, another sink reads them already) it drops its batch unwritten and uncommitted. A
+replayed message lands in the lane it was first stored in, where the id check skips it.
+Caveat: a sink stalled inside a flush past `max.poll.interval.ms` may finish writing after
+its partitions moved: the lanes fork (`audit verify` says so), nothing is lost.
 
 Tamper evidence and retention (`sinks.ledger.chain`): each row is stamped, just before its
 insert, with its retention class (the `retention:` of the policy the entry point loaded and
 passed in), `retain_until` (the ClickHouse TTL deletes it after that) and its place in the
-hash chain of (table, tenant, class); after the flush's inserts the new chain heads are
-appended to `chain_heads`, then offsets are committed. The sink is the ledger's only writer:
-run ONE sink per ledger (its chain heads live in its memory).
+hash chain of (table, tenant, class, lane); after the flush's inserts the new chain heads are
+appended to `chain_heads`, then offsets are committed.
 
 Regions (`sinks.regions`, docs/sovereignty.md): with regional ledgers, each row goes to the
 ledgers of its tenant's regions (the default ledger when it names none), each with its own

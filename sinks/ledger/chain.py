@@ -11,7 +11,7 @@ Design (measured and chosen for several writers and legitimate expiry):
   (`LEGACY_LANE`). A writer loads a lane's head from ClickHouse (`chain_heads` and the
   tables) when it is given the lane (a sink: on each partition assignment, never from what
   it remembered of an earlier one), and forgets it when the lane is taken away
-  (docs/scale-out.md). Two writers on one lane (two sinks in one consumer group with a
+  (docs/operations.md, Chain lanes). Two writers on one lane (two sinks in one consumer group with a
   partition each thinks its own) fork it, which `audit verify` reports as out-of-band inserts.
 - Each row gets `ledger_at` (insert time, never earlier than the chain head's), its
   `retention_class` (and, on tables whose rows do not name one, the `policy_version` whose

@@ -8,8 +8,9 @@ are started again (new members join the group). The sinks are two `ClickHouseSin
 consumer group, each with its own Kafka consumer, on threads of this process: an embedded
 chDB data dir can be opened by one process only (`sinks.ledger.store`), so sinks in separate
 processes need a ClickHouse server; the consumer group, its rebalances and the chain lanes
-are the same. One sink is stopped (flush, commit, leave) while events flow and a new one
-joins.
+are the same. While events flow, one sink dies between a flush's inserts and its chain_heads
+append (what a kill -9 there leaves: rows stored, heads unrecorded, offsets uncommitted) and
+a new one joins; later that one is stopped (flush, commit, leave) and another joins.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -28,9 +30,11 @@ from shipledger.producers.emitter.publisher import Publisher
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.audit import verify
-from shipledger.sinks.ledger.chain import partition_lane
+from shipledger.sinks.ledger.chain import ChainKey, Head, partition_lane
 from shipledger.sinks.ledger.ddl import ALERTS, EVENTS, RECORDS
-from shipledger.sinks.sink import ClickHouseSink
+from shipledger.sinks.ledger.store import LedgerStore
+from shipledger.sinks.sink import ClickHouseSink, SinkError
+from shipledger.sinks.writer import RowStore
 from shipledger.up.stack import Stack
 from tests.kit import deployment_event, own_settings, wait_for
 
@@ -40,7 +44,8 @@ PARTITIONS = 4
 TENANTS = 4
 #: Deployments per chunk published; each has a started and a succeeded event.
 CHUNK = 100
-CHUNKS = 12
+#: The most chunks the load publishes (it goes on while the test waits for a rebalance).
+MAX_CHUNKS = 40
 AT = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 #: Generous: rebalances of both groups and Faust's table recovery on 2 loaded cores.
 DEADLINE_S = 240.0
@@ -50,8 +55,9 @@ class SinkThread:
     """A sink of the stack's consumer group on a thread of its own, sharing the stack's
     ledger store (one chDB client, thread-safe)."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, started: list[SinkThread]) -> None:
         assert stack.store is not None
+        started.append(self)
         self.sink = ClickHouseSink(
             stack.settings, stack.bootstrap, stack.store, policy=stack.policy
         )
@@ -77,6 +83,63 @@ class SinkThread:
         self.thread.join(timeout=60)
         assert not self.thread.is_alive(), "the sink did not stop"
         self.check()
+
+    def kill(self) -> None:
+        """Let it die as a kill -9 between a flush's inserts and its chain_heads append would
+        leave the ledger: rows stored, their heads unrecorded, their offsets uncommitted."""
+        writer = self.sink.writer
+        stored = writer.store
+
+        class DiesBeforeRecordingHeads(RowStore if TYPE_CHECKING else object):
+            def __getattr__(self, name: str) -> Any:
+                return getattr(stored, name)
+
+            def append_heads(self, heads: Mapping[ChainKey, Head]) -> None:
+                raise SinkError("killed between the inserts and the chain heads")
+
+        writer.store = DiesBeforeRecordingHeads()
+
+    def died(self) -> bool:
+        """Whether it died (as `kill` makes it)."""
+        if self.thread.is_alive():
+            return False
+        assert isinstance(self.error, SinkError), self.error
+        return True
+
+    def storing(self) -> bool:
+        """Whether it has stored rows."""
+        return self.sink.stats().total_rows > 0
+
+
+class Load:
+    """Deployments published a chunk at a time, the next as soon as the ledger holds all but
+    one chunk of the events published so far: a steady load whatever the pipeline's pace (at
+    most `MAX_CHUNKS`)."""
+
+    def __init__(self, publisher: Publisher, store: LedgerStore) -> None:
+        self.publisher = publisher
+        self.store = store
+        self.published: list[DeploymentEvent] = []
+        self.chunks = 0
+
+    def publish(self) -> None:
+        """The next chunk."""
+        self._send(_chunk(self.chunks))
+        self.chunks += 1
+
+    def keep_flowing(self) -> None:
+        """Publish the next chunk if the ledger has nearly caught up."""
+        if self.chunks < MAX_CHUNKS and self.store.count(EVENTS) >= len(self.published) - CHUNK:
+            self.publish()
+
+    def finish(self) -> None:
+        """The succeeded events of the last chunk's deployments: every deployment ends."""
+        last = range((self.chunks - 1) * CHUNK, self.chunks * CHUNK)
+        self._send([_event(d, "succeeded") for d in last])
+
+    def _send(self, events: list[DeploymentEvent]) -> None:
+        self.publisher.publish_many(events)
+        self.published.extend(events)
 
 
 def _event(deployment: int, event_type: str) -> DeploymentEvent:
@@ -109,6 +172,16 @@ def scaled(broker: str, tmp_path: Path, stack_settings: Settings) -> Iterator[St
         yield stack
 
 
+@pytest.fixture
+def sinks() -> Iterator[list[SinkThread]]:
+    """The sinks a test starts beside the stack's; stopped at teardown, before the stack."""
+    started: list[SinkThread] = []
+    yield started
+    for each in started:
+        each.stop.set()
+        each.thread.join(timeout=60)
+
+
 def _until(stack: Stack, done: Callable[[], bool], what: str, *checks: Callable[[], None]) -> None:
     """Wait for `done` (`DEADLINE_S`), running `checks` (a component that died raises) before
     each look; on a timeout the tail of every log is printed, for pytest to show."""
@@ -127,48 +200,39 @@ def _until(stack: Stack, done: Callable[[], bool], what: str, *checks: Callable[
 
 
 def test_three_workers_two_sinks_a_rebalance_under_load_lose_and_duplicate_nothing(
-    scaled: Stack,
+    scaled: Stack, sinks: list[SinkThread]
 ) -> None:
     stack = scaled
     store = stack.store
-    assert store is not None
-    second = SinkThread(stack)
-    published: list[DeploymentEvent] = []
+    assert stack.sink is not None and store is not None
+    first_sink, second = stack.sink, SinkThread(stack, sinks)
     with Publisher(stack.settings, stack.bootstrap) as publisher:
-
-        def publish(chunks: range) -> None:
-            for index in chunks:
-                events = _chunk(index)
-                publisher.publish_many(events)
-                published.extend(events)
-
-        publish(range(4))
+        load = Load(publisher, store)
+        flowing = load.keep_flowing
+        load.publish()
         _until(
             stack,
-            lambda: store.count(RECORDS) >= CHUNK,
-            "records flowing",
+            lambda: first_sink.stats().total_rows > 0 and second.sink.stats().total_rows > 0,
+            "both sinks storing",
             stack.check,
             second.check,
+            flowing,
         )
-        # Under load: a worker stopped, a worker killed, a sink stopped, a sink added.
+        # Under load: a worker stopped, a worker killed, a sink killed, a sink added.
         first, killed, _ = stack.worker_pids
         os.kill(first, signal.SIGTERM)
         os.kill(killed, signal.SIGKILL)
-        second.halt()
-        third = SinkThread(stack)
-        publish(range(4, 8))
-        before = store.count(RECORDS)
-        _until(
-            stack,
-            lambda: store.count(RECORDS) > before + CHUNK,
-            "records flowing with one worker",
-            third.check,
-        )
+        second.kill()
+        _until(stack, second.died, "the killed sink gone", flowing)
+        third = SinkThread(stack, sinks)
+        _until(stack, third.storing, "the new sink storing", third.check, flowing)
+        _until(stack, lambda: _exited(first) and _exited(killed), "the two workers gone", flowing)
         stack.supervise()  # both workers started again: two members join the group
-        publish(range(8, CHUNKS))
-        publish_last = [_event(d, "succeeded") for d in range((CHUNKS - 1) * CHUNK, CHUNKS * CHUNK)]
-        publisher.publish_many(publish_last)
-        published.extend(publish_last)
+        third.halt()  # a sink stopped, and one added
+        fourth = SinkThread(stack, sinks)
+        _until(stack, fourth.storing, "the last sink storing", stack.supervise, flowing)
+        load.finish()
+    published = load.published
 
     events = {e.event_id for e in published}
     _until(
@@ -176,10 +240,10 @@ def test_three_workers_two_sinks_a_rebalance_under_load_lose_and_duplicate_nothi
         lambda: store.count(EVENTS) >= len(events) and store.count(RECORDS) >= len(events),
         "every event and record in the ledger",
         stack.supervise,
-        third.check,
+        fourth.check,
     )
     _until(stack, lambda: not any(stack.pending().values()), "drained", stack.supervise)
-    third.halt()
+    fourth.halt()
 
     want_alerts = _expected_alerts(stack, published)
     for table, column, want in (
@@ -197,10 +261,12 @@ def test_three_workers_two_sinks_a_rebalance_under_load_lose_and_duplicate_nothi
     assert report.clean, report.text()
     _, lanes = store.query("SELECT DISTINCT chain_lane FROM deployment_events ORDER BY chain_lane")
     assert [lane for (lane,) in lanes] == [partition_lane(p) for p in range(PARTITIONS)]
-    # Both groups really were shared: every sink stored rows.
-    assert stack.sink is not None
-    for sink in (stack.sink, second.sink, third.sink):
-        assert sink.stats().total_rows > 0
+
+
+def _exited(pid: int) -> bool:
+    """Whether child `pid` has exited (a zombie until the stack reaps it)."""
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def _expected_alerts(stack: Stack, published: list[DeploymentEvent]) -> set[str]:
