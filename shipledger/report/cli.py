@@ -20,7 +20,6 @@ from shipledger.report.signing import (
     load_public_key,
 )
 from shipledger.settings import Settings
-from shipledger.sinks.ledger.chain import LEGACY_LANE
 from shipledger.sinks.ledger.reader import (
     ChainHead,
     LedgerReader,
@@ -210,18 +209,7 @@ def _recorded_heads(manifest: dict[str, object] | None) -> list[ChainHead]:
     entries = manifest.get("chain_heads", []) if manifest else []
     if not isinstance(entries, list):
         return []
-    return [
-        ChainHead(
-            str(e["table"]),
-            str(e["tenant"]),
-            str(e["retention_class"]),
-            int(e["chain_seq"]),
-            str(e["row_hash"]),
-            # Packs made before chain lanes (migration 0023) name none: the legacy lane.
-            str(e.get("chain_lane", LEGACY_LANE)),
-        )
-        for e in entries
-    ]
+    return [ChainHead.from_manifest(e) for e in entries]
 
 
 def _missing(heads: list[ChainHead], data_dir: Path | None) -> list[ChainHead]:

@@ -307,7 +307,8 @@ LEDGER_COLUMNS = (
     Column(
         "retention_class",
         "LowCardinality(String)",
-        "Compliance class of the row (policy retention:); one hash chain per tenant and class.",
+        "Compliance class of the row (policy retention:); one hash chain per tenant, class and "
+        "lane.",
     ),
     Column(
         "retain_until",

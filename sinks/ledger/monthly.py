@@ -74,6 +74,30 @@ class ChainHead:
     row_hash: str
     lane: str = LEGACY_LANE
 
+    def to_manifest(self) -> dict[str, object]:
+        """Its entry in a pack's manifest (`chain_heads`)."""
+        return {
+            "table": self.table,
+            "tenant": self.tenant,
+            "retention_class": self.retention_class,
+            "chain_seq": self.chain_seq,
+            "row_hash": self.row_hash,
+            "chain_lane": self.lane,
+        }
+
+    @classmethod
+    def from_manifest(cls, entry: dict[str, Any]) -> ChainHead:
+        """The head a manifest entry names (`to_manifest`); packs made before chain lanes
+        (migration 0023) name none: the legacy lane."""
+        return cls(
+            str(entry["table"]),
+            str(entry["tenant"]),
+            str(entry["retention_class"]),
+            int(entry["chain_seq"]),
+            str(entry["row_hash"]),
+            str(entry.get("chain_lane", LEGACY_LANE)),
+        )
+
 
 def _month_deployments(tenant: str | None) -> str:
     """The month's production deployments, latest record each (a subquery). Records up to a

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 import pytest
 
@@ -90,14 +90,14 @@ class SinkThread:
         writer = self.sink.writer
         stored = writer.store
 
-        class DiesBeforeRecordingHeads(RowStore if TYPE_CHECKING else object):
+        class DiesBeforeRecordingHeads:
             def __getattr__(self, name: str) -> Any:
                 return getattr(stored, name)
 
             def append_heads(self, heads: Mapping[ChainKey, Head]) -> None:
                 raise SinkError("killed between the inserts and the chain heads")
 
-        writer.store = DiesBeforeRecordingHeads()
+        writer.store = cast(RowStore, DiesBeforeRecordingHeads())
 
     def died(self) -> bool:
         """Whether it died (as `kill` makes it)."""

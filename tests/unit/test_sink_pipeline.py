@@ -4,6 +4,7 @@ timeout, stats from the metrics recorder. No broker, no ClickHouse."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -314,14 +315,14 @@ def test_rows_chain_in_their_partitions_lane_read_again_at_each_assignment(
     )
     run_until_drained(sink)
     rows = store_of(sink).tables[ddl.EVENTS]
-    lanes = {row[LANE]: [] for row in rows}
+    lanes: dict[str, list[dict[str, Any]]] = {row[LANE]: [] for row in rows}
     for row in rows:
         lanes[row[LANE]].append(row)
     assert sorted(lanes) == ["p0", "p1"]
     assert [r["event_id"] for r in lanes["p1"]] == ["evt-10", "evt-11"]
     chain = lanes["p0"]
     assert [r["chain_seq"] for r in chain] == [1, 2, 3, 4, 5, 6, 7]
-    assert all(b["prev_hash"] == a["row_hash"] for a, b in zip(chain, chain[1:], strict=False))
+    assert all(b["prev_hash"] == a["row_hash"] for a, b in itertools.pairwise(chain))
 
 
 def test_lost_partitions_drop_the_batch_unwritten_and_uncommitted(tmp_path: Path) -> None:
