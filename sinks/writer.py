@@ -115,11 +115,12 @@ class LedgerWriter:
     def record_adopted_heads(
         self, names: Iterable[str], lanes: Collection[str] | None = None
     ) -> None:
-        """Record the heads of rows (of `lanes`, default all) a previous writer stored and
-        died (kill -9) before recording in `chain_heads`: `load_heads` continues the chains
-        from them anyway, and a chain that gets no new row would otherwise end beyond its
-        recorded head (`audit verify` reports that as an out-of-band insert). Logged, so the
-        adoption is visible."""
+        """Take the chains of tables `names` in `lanes` (default all): their heads are read
+        from the ledger and held for the next writes, and those of rows a previous writer
+        stored and died (kill -9) before recording in `chain_heads` are recorded: `load_heads`
+        continues the chains from them anyway, and a chain that gets no new row would
+        otherwise end beyond its recorded head (`audit verify` reports that as an out-of-band
+        insert). Logged, so the adoption is visible."""
         for table in sorted(set(names)):
             adopted = self._with_retries(
                 table, functools.partial(self._unrecorded_heads, table, lanes)
@@ -137,9 +138,13 @@ class LedgerWriter:
 
     def _unrecorded_heads(self, table: str, lanes: Collection[str] | None) -> dict[ChainKey, Head]:
         recorded = self.store.recorded_heads(table, lanes)
+        heads = self.store.load_heads(table, lanes)
+        if lanes is not None:  # held: the first write of these lanes need not read them again
+            self._heads.setdefault(table, {}).update(heads)
+            self._loaded.update((table, lane) for lane in lanes)
         return {
             key: head
-            for key, head in self.store.load_heads(table, lanes).items()
+            for key, head in heads.items()
             if key not in recorded or recorded[key].seq < head.seq
         }
 
