@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -75,15 +75,8 @@ class ChainHead:
     lane: str = LEGACY_LANE
 
     def to_manifest(self) -> dict[str, object]:
-        """Its entry in a pack's manifest (`chain_heads`)."""
-        return {
-            "table": self.table,
-            "tenant": self.tenant,
-            "retention_class": self.retention_class,
-            "chain_seq": self.chain_seq,
-            "row_hash": self.row_hash,
-            "chain_lane": self.lane,
-        }
+        """Its entry in a pack's manifest (`chain_heads`): its fields by name."""
+        return asdict(self)
 
     @classmethod
     def from_manifest(cls, entry: dict[str, Any]) -> ChainHead:
@@ -95,7 +88,7 @@ class ChainHead:
             str(entry["retention_class"]),
             int(entry["chain_seq"]),
             str(entry["row_hash"]),
-            str(entry.get("chain_lane", LEGACY_LANE)),
+            str(entry.get("lane", LEGACY_LANE)),
         )
 
 
