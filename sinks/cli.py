@@ -55,7 +55,9 @@ def sink(
 
     At-least-once with dedup by id: rows appear exactly once. Stops cleanly (flush, commit) on
     Ctrl-C or SIGTERM. Note: a chDB data dir can be open in one process only; while
-    `shipledger up` runs, point this at a ClickHouse server instead.
+    `shipledger up` runs, point this at a ClickHouse server instead. On a server, run as many
+    as a ledger topic has partitions to scale out: they share the partitions (one consumer
+    group), and each partition's rows chain in a lane of their own (docs/operations.md).
 
     \b
     Exit codes: 0 stopped by a signal; 1 failed (ClickHouse or the DLQ unreachable, a hung

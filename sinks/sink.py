@@ -13,16 +13,23 @@ Offsets are committed only after every row of the batch is in ClickHouse (and ev
 message of it is acknowledged by the DLQ topic), so a crash or a failed commit replays
 messages, never loses them. Replays cost nothing visible: a row whose id (`event_id`,
 `record_id`, `alert_id`) is already stored, or repeated within the batch, is skipped (see
-`sinks.writer`). Caveat: two sink instances writing the same id at the same instant (possible
-only during a rebalance, when a partition briefly has two readers) can both insert it; the
-processors' deterministic ids let analysts `LIMIT 1 BY` the id if that ever matters.
+`sinks.writer`).
+
+Scale-out: run as many sinks as partitions, in one consumer group. A row is chained in the
+lane of the partition it was read from (`sinks.ledger.chain`), and a partition has one sink
+at a time: on revocation the sink flushes and commits before giving it up; on assignment it
+reads its new lanes' heads from the ledger (never from memory of an earlier assignment) and
+adopts the heads of rows a killed sink stored without recording them; on loss (its session
+expired, another sink reads them already) it drops its batch unwritten and uncommitted. A
+replayed message lands in the lane it was first stored in, where the id check skips it.
+Caveat: a sink stalled inside a flush past `max.poll.interval.ms` may finish writing after
+its partitions moved: the lanes fork (`audit verify` says so), nothing is lost.
 
 Tamper evidence and retention (`sinks.ledger.chain`): each row is stamped, just before its
 insert, with its retention class (the `retention:` of the policy the entry point loaded and
 passed in), `retain_until` (the ClickHouse TTL deletes it after that) and its place in the
-hash chain of (table, tenant, class); after the flush's inserts the new chain heads are
-appended to `chain_heads`, then offsets are committed. The sink is the ledger's only writer:
-run ONE sink per ledger (its chain heads live in its memory).
+hash chain of (table, tenant, class, lane); after the flush's inserts the new chain heads are
+appended to `chain_heads`, then offsets are committed.
 
 Regions (`sinks.regions`, docs/sovereignty.md): with regional ledgers, each row goes to the
 ledgers of its tenant's regions (the default ledger when it names none), each with its own
@@ -70,6 +77,7 @@ from shipledger.schemas.residency import Region
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.chain import LANE, LEGACY_LANE, partition_lane
 from shipledger.sinks.regions import Ledger, Placement, Unplaced, sink_ledgers
 from shipledger.sinks.route import Poison, Route, kafka_meta, route_message, routes_from_catalog
 from shipledger.sinks.rows import KafkaMeta, Row
@@ -186,9 +194,16 @@ class ClickHouseSink(KafkaClients):
             policy_version=self.writer.policy_version,
         )
         for ledger in self.ledgers.values():
-            ledger.writer.record_adopted_heads(route.table.name for route in self.routes.values())
+            ledger.writer.record_adopted_heads(
+                (route.table.name for route in self.routes.values()), {LEGACY_LANE}
+            )
         try:
-            consumer.subscribe(list(self.routes), on_revoke=self._on_revoke)
+            consumer.subscribe(
+                list(self.routes),
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
             while not stop.is_set():
                 room = max(1, self.settings.sink_batch_size - self._batch.row_count)
                 messages = consumer.consume(num_messages=room, timeout=self._poll_timeout())
@@ -222,10 +237,37 @@ class ClickHouseSink(KafkaClients):
             or batch.age_s() * 1000 >= self.settings.sink_batch_ms
         )
 
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The lanes of these partitions may have been extended by another sink since we last
+        # held them: their heads are read from the ledger again, never remembered, and those
+        # of a sink killed between its insert and its chain_heads append are adopted.
+        self._log.info("partitions assigned", partitions=len(partitions))
+        lanes: dict[str, set[str]] = {}
+        for each in partitions:
+            route = self.routes.get(each.topic)
+            if route is not None:
+                lanes.setdefault(route.table.name, set()).add(partition_lane(each.partition))
+        for ledger in self.ledgers.values():
+            ledger.writer.forget_heads()
+            for table, table_lanes in sorted(lanes.items()):
+                ledger.writer.record_adopted_heads([table], table_lanes)
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Commit what we hold while the partitions are still ours.
         self._log.info("partitions revoked", partitions=len(partitions))
         self.flush()
+        self._forget_heads()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Another sink reads them already (our session expired): writing what we hold would
+        # fork its lanes. It reads the same messages again from the last commit.
+        self._log.warning("partitions lost", partitions=len(partitions))
+        self._batch = _Batch()
+        self._forget_heads()
+
+    def _forget_heads(self) -> None:
+        for ledger in self.ledgers.values():
+            ledger.writer.forget_heads()
 
     # --- route: rows into the batch, poison to the DLQ ----------------------------------
     def _process(self, messages: Sequence[Message]) -> None:
@@ -246,6 +288,7 @@ class ClickHouseSink(KafkaClients):
             placed = self._placed(route, route_message(route, msg, meta))
             if not isinstance(placed, Poison):
                 self.limit.valid()
+                placed[1][LANE] = partition_lane(meta.partition)
                 self._batch.add(placed[0], route.table.name, placed[1])
             elif placed.owned:
                 self.limit.invalid()  # past the limit: stop before this letter

@@ -4,9 +4,11 @@ heads. Retried on ClickHouse errors, bounded in time.
 
 Idempotent by id: the existence check runs inside each write attempt, so a retried or a
 partially applied insert is also safe. Stamps are assigned once per batch (the first attempt),
-so a retried insert keeps them and a partially applied one leaves no gap. The writer keeps each
-chain's head in memory (loaded from the store when it first writes a table): run ONE writer
-per ledger.
+so a retried insert keeps them and a partially applied one leaves no gap. The writer keeps the
+head of each chain it writes in memory, loaded from the store when it first writes the chain's
+lane (`sinks.ledger.chain`: rows name their lane, or get the writer's); `forget_heads` drops
+them when another writer may have extended those lanes (a sink's partitions moved): one writer
+per lane at a time.
 
 Failures: a ClickHouse error is retried `write_attempts` times with doubling backoff, then
 `SinkError`. A write that has not returned after `insert_timeout_s` is not retried (it may
@@ -18,7 +20,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -26,7 +28,7 @@ from shipledger import metrics as m
 from shipledger.logging import get_logger
 from shipledger.schemas.policy import Policy
 from shipledger.sinks.ledger import ddl
-from shipledger.sinks.ledger.chain import ChainKey, Head, stamp
+from shipledger.sinks.ledger.chain import LANE, LEGACY_LANE, ChainKey, Head, stamp
 from shipledger.sinks.ledger.ddl import TableSpec, tables
 from shipledger.sinks.ledger.store import StoredIds, TimeWindow
 from shipledger.sinks.rows import Row, dedupe, row_key
@@ -45,12 +47,14 @@ class RowStore(StoredIds, Protocol):
         """Insert rows in one block."""
         ...
 
-    def load_heads(self, table: str) -> dict[ChainKey, Head]:
-        """The head of every chain of `table`."""
+    def load_heads(self, table: str, lanes: Collection[str] | None = None) -> dict[ChainKey, Head]:
+        """The head of every chain of `table` (of `lanes`)."""
         ...
 
-    def recorded_heads(self, table: str) -> dict[ChainKey, Head]:
-        """The last head `chain_heads` records for every chain of `table`."""
+    def recorded_heads(
+        self, table: str, lanes: Collection[str] | None = None
+    ) -> dict[ChainKey, Head]:
+        """The last head `chain_heads` records for every chain of `table` (of `lanes`)."""
         ...
 
     def append_heads(self, heads: Mapping[ChainKey, Head]) -> None:
@@ -61,7 +65,9 @@ class RowStore(StoredIds, Protocol):
 class LedgerWriter:
     """Writes rows into the ledger as the sink does (see the module docstring); also how
     benchmarks and tests store rows. `policy` gives the rows' retention, and its version is
-    stamped on the rows of tables whose messages do not name a policy (`TableSpec.stamped`)."""
+    stamped on the rows of tables whose messages do not name a policy (`TableSpec.stamped`).
+    `lane`: the chain lane of rows that do not name their own (the sink's rows name their
+    partition's)."""
 
     write_attempts = 5
     retry_backoff_s = 0.2
@@ -73,13 +79,17 @@ class LedgerWriter:
         metrics: m.Metrics | None = None,
         *,
         insert_timeout_s: float | None = None,
+        lane: str = LEGACY_LANE,
     ) -> None:
         self.store = store
+        self.lane = lane
         self.retention = policy.retention
         self.policy_version = policy.full_version
         self.metrics: m.Metrics = metrics or m.RecordingMetrics()
         self.insert_timeout_s = insert_timeout_s
+        #: By table: the heads of the lanes loaded (`_loaded`: (table, lane) pairs).
         self._heads: dict[str, dict[ChainKey, Head]] = {}
+        self._loaded: set[tuple[str, str]] = set()
         self._moved: dict[ChainKey, Head] = {}
         self._log = get_logger("sink.writer")
 
@@ -96,13 +106,25 @@ class LedgerWriter:
             self._with_retries(ddl.CHAIN_HEADS, lambda: self.store.append_heads(moved))
             self._moved = {}
 
-    def record_adopted_heads(self, names: Iterable[str]) -> None:
-        """Record the heads of rows a previous writer stored and died (kill -9) before
-        recording in `chain_heads`: `load_heads` continues the chains from them anyway, and a
-        chain that gets no new row would otherwise end beyond its recorded head (`audit
-        verify` reports that as an out-of-band insert). Logged, so the adoption is visible."""
+    def forget_heads(self) -> None:
+        """Forget every chain head held: the next write of a lane loads its head from the
+        store again (another writer may have extended it meanwhile)."""
+        self._heads.clear()
+        self._loaded.clear()
+
+    def record_adopted_heads(
+        self, names: Iterable[str], lanes: Collection[str] | None = None
+    ) -> None:
+        """Take the chains of tables `names` in `lanes` (default all): their heads are read
+        from the ledger and held for the next writes, and those of rows a previous writer
+        stored and died (kill -9) before recording in `chain_heads` are recorded: `load_heads`
+        continues the chains from them anyway, and a chain that gets no new row would
+        otherwise end beyond its recorded head (`audit verify` reports that as an out-of-band
+        insert). Logged, so the adoption is visible."""
         for table in sorted(set(names)):
-            adopted = self._with_retries(table, functools.partial(self._unrecorded_heads, table))
+            adopted = self._with_retries(
+                table, functools.partial(self._unrecorded_heads, table, lanes)
+            )
             if adopted:
                 self._with_retries(
                     ddl.CHAIN_HEADS, functools.partial(self.store.append_heads, adopted)
@@ -110,15 +132,19 @@ class LedgerWriter:
                 self._log.warning(
                     "chain heads adopted",
                     table=table,
-                    chains=[f"{k[1]}/{k[2]}@{h.seq}" for k, h in sorted(adopted.items())],
+                    chains=[f"{k[1]}/{k[2]}/{k[3]}@{h.seq}" for k, h in sorted(adopted.items())],
                     reason="rows stored by a flush that died before recording its chain heads",
                 )
 
-    def _unrecorded_heads(self, table: str) -> dict[ChainKey, Head]:
-        recorded = self.store.recorded_heads(table)
+    def _unrecorded_heads(self, table: str, lanes: Collection[str] | None) -> dict[ChainKey, Head]:
+        recorded = self.store.recorded_heads(table, lanes)
+        heads = self.store.load_heads(table, lanes)
+        if lanes is not None:  # held: the first write of these lanes need not read them again
+            self._heads.setdefault(table, {}).update(heads)
+            self._loaded.update((table, lane) for lane in lanes)
         return {
             key: head
-            for key, head in self.store.load_heads(table).items()
+            for key, head in heads.items()
             if key not in recorded or recorded[key].seq < head.seq
         }
 
@@ -154,13 +180,22 @@ class LedgerWriter:
         stored = self.store.existing_ids(spec.name, keys, window=window)
         fresh, already = dedupe(unique, spec.id_column, stored)
         if not stamped:
-            if spec.name not in self._heads:
-                self._heads[spec.name] = self.store.load_heads(spec.name)
-            heads = self._heads[spec.name]
+            heads = self._heads_of(spec.name, fresh)
             version = self.policy_version if ddl.POLICY_VERSION.name in spec.stamped else None
             stamped.append(stamp(spec.name, fresh, heads, self.retention, self.now(), version))
         self.store.insert(spec.name, fresh)
         return len(fresh), already
+
+    def _heads_of(self, table: str, rows: Sequence[Row]) -> dict[ChainKey, Head]:
+        """The held heads of `table`, those of the lanes of `rows` loaded first if not held
+        (each row without a lane gets the writer's)."""
+        lanes = {str(row.setdefault(LANE, self.lane)) for row in rows}
+        missing = {lane for lane in lanes if (table, lane) not in self._loaded}
+        heads = self._heads.setdefault(table, {})
+        if missing:
+            heads.update(self.store.load_heads(table, missing))
+            self._loaded.update((table, lane) for lane in missing)
+        return heads
 
     def _with_retries(self, table: str, write: Callable[[], _T]) -> _T:
         """`write()`, retried with doubling backoff; SinkError after `write_attempts`, or at

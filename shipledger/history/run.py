@@ -8,7 +8,9 @@ content; the record's is its event's, the alerts' come from event and rule). An 
 at any point (kill -9 included) is resumed by running it again: the file is judged again from
 its first line (the same records, the same alerts), and what the first run stored is dropped
 by the dedup. Chain heads that a killed run stored rows for but did not record are adopted
-first (`LedgerWriter.record_adopted_heads`), as the sink does at its start.
+first (`LedgerWriter.record_adopted_heads`), as the sink does at its start. Its rows chain in
+the import's own lane (`sinks.ledger.chain.IMPORT_LANE`), which no sink writes: an import may
+run beside the sinks (on a ClickHouse server), one import at a time per ledger.
 
 After each batch is stored, the change sets of its finished deployments are computed as the
 sink computes them (`Ledger.compute_change_sets`). One batch is written (in a thread: chDB and
@@ -34,6 +36,7 @@ from shipledger.schemas.families import FAMILIES
 from shipledger.schemas.policy import Policy
 from shipledger.schemas.registry import catalog
 from shipledger.settings import Settings
+from shipledger.sinks.ledger.chain import IMPORT_LANE
 from shipledger.sinks.ledger.ddl import ALERTS, EVENTS, RECORDS, SOURCE
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.regions import Ledger, sink_ledgers
@@ -82,9 +85,11 @@ def import_ledger(settings: Settings, policy: Policy, store: LedgerStore) -> Led
         policy,
         store,
         {},
-        lambda each: LedgerWriter(each, policy, insert_timeout_s=settings.sink_insert_timeout_s),
+        lambda each: LedgerWriter(
+            each, policy, insert_timeout_s=settings.sink_insert_timeout_s, lane=IMPORT_LANE
+        ),
     )[None]
-    ledger.writer.record_adopted_heads(import_tables())
+    ledger.writer.record_adopted_heads(import_tables(), {IMPORT_LANE})
     return ledger
 
 

@@ -191,7 +191,8 @@ def verify(pack: Path, public_key: Path | None, offline: bool, data_dir: Path | 
     if not offline and result.manifest is not None:
         problems += [
             f"chain head gone: {h.table} tenant={h.tenant} class={h.retention_class} "
-            f"chain_seq={h.chain_seq} row_hash={h.row_hash} is no longer in the ledger"
+            f"lane={h.lane or '(legacy)'} chain_seq={h.chain_seq} row_hash={h.row_hash} "
+            "is no longer in the ledger"
             for h in _missing(heads, data_dir)
         ]
     for note in result.notes:
@@ -208,16 +209,7 @@ def _recorded_heads(manifest: dict[str, object] | None) -> list[ChainHead]:
     entries = manifest.get("chain_heads", []) if manifest else []
     if not isinstance(entries, list):
         return []
-    return [
-        ChainHead(
-            str(e["table"]),
-            str(e["tenant"]),
-            str(e["retention_class"]),
-            int(e["chain_seq"]),
-            str(e["row_hash"]),
-        )
-        for e in entries
-    ]
+    return [ChainHead.from_manifest(e) for e in entries]
 
 
 def _missing(heads: list[ChainHead], data_dir: Path | None) -> list[ChainHead]:

@@ -118,16 +118,7 @@ def generate(
         "generated_at": _iso(now()),
         "files": entries,
         "change_sets": change_sets,
-        "chain_heads": [
-            {
-                "table": h.table,
-                "tenant": h.tenant,
-                "retention_class": h.retention_class,
-                "chain_seq": h.chain_seq,
-                "row_hash": h.row_hash,
-            }
-            for h in heads
-        ],
+        "chain_heads": [h.to_manifest() for h in heads],
         "public_key": public_key_entry(public),
     }
     seal(out, manifest, key)

@@ -2,8 +2,9 @@
 
 Reads each table through `LedgerStore.source` (the one place that knows where a table's rows
 live), sorted by chain, streamed column-block by column-block, and checks every chain
-(`sinks.chain` explains the design). Findings, each naming the table, tenant, class, chain
-position(s) and the id column value(s) concerned:
+(`sinks.chain` explains the design: one chain per table, tenant, class and lane). Findings,
+each naming the table, tenant, class, lane, chain position(s) and the id column value(s)
+concerned:
 
 - `changed`: a row whose `row_hash` does not match its content (the row was edited), or
   whose recomputed-and-rewritten hash no longer matches its successor's `prev_hash` or the
@@ -32,7 +33,9 @@ from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.chain import (
     CANONICAL_OPTIONS,
     GENESIS,
+    LANE,
     UNSET,
+    ChainKey,
     canonical_default,
     late_columns,
 )
@@ -69,6 +72,7 @@ class Finding:
     table: str
     tenant: str
     retention_class: str
+    lane: str
     seq_from: int
     seq_to: int
     ids: tuple[str, ...]
@@ -82,9 +86,10 @@ class Finding:
             else (f"{self.seq_from}..{self.seq_to}")
         )
         ids = ", ".join(self.ids) or "-"
+        lane = f" lane={self.lane}" if self.lane else ""
         return (
             f"{self.kind.upper():8} {self.table} tenant={self.tenant} "
-            f"class={self.retention_class} chain_seq={seqs} id={ids}: {self.detail}"
+            f"class={self.retention_class}{lane} chain_seq={seqs} id={ids}: {self.detail}"
         )
 
 
@@ -100,17 +105,16 @@ class ChainResult:
 
 
 def verify_chain(
-    key: tuple[str, str, str],
+    key: ChainKey,
     rows: Iterable[RowFacts],
     heads: Sequence[RecordedHead],
     now_ms: int,
 ) -> ChainResult:
     """Check one chain: `rows` sorted by seq, `heads` its chain_heads entries. Pure."""
-    table, tenant, klass = key
     result = ChainResult()
 
     def report(kind: Kind, lo: int, hi: int, ids: Iterable[str], detail: str) -> None:
-        result.findings.append(Finding(kind, table, tenant, klass, lo, hi, tuple(ids), detail))
+        result.findings.append(Finding(kind, *key, lo, hi, tuple(ids), detail))
 
     recorded = {h.seq: h for h in heads}
     top = max((h.seq for h in heads), default=0)
@@ -178,7 +182,7 @@ def verify_chain(
 
 
 def resolve_beyond(
-    key: tuple[str, str, str], beyond: Sequence[RowFacts], heads: Sequence[RecordedHead]
+    key: ChainKey, beyond: Sequence[RowFacts], heads: Sequence[RecordedHead]
 ) -> list[Finding]:
     """Rows past the head recorded when verification started, judged against chain_heads
     read again at the end: those a head now covers were a flush in progress; the rest were
@@ -317,27 +321,33 @@ def _select_list(spec: ddl.TableSpec) -> tuple[list[str], str]:
 
 def _chains(
     store: LedgerStore, spec: ddl.TableSpec, tenant: str | None
-) -> Iterator[tuple[tuple[str, str, str], list[RowFacts]]]:
+) -> Iterator[tuple[ChainKey, list[RowFacts]]]:
     """Each chain of the table (key, rows by chain_seq), its row hashes recomputed."""
     names, select = _select_list(spec)
     pos = {name: i for i, name in enumerate(names)}
     i_tenant, i_class, i_seq = pos["tenant"], pos["retention_class"], pos["chain_seq"]
+    i_lane = pos[LANE]
     i_prev, i_prev_ru, i_id = pos["prev_hash"], pos["prev_retain_until"], pos[spec.id_column]
     late = [(pos[name], name) for name in late_columns(spec.name) if name in pos]
     where = "WHERE tenant = {tenant:String} " if tenant is not None else ""
     sql = (
         f"SELECT {select} FROM {store.source(spec.name)} {where}"  # noqa: S608
-        "ORDER BY tenant, retention_class, chain_seq"
+        "ORDER BY tenant, retention_class, chain_lane, chain_seq"
     )
     sha256, dumps, facts = hashlib.sha256, orjson.dumps, RowFacts
-    key: tuple[str, str, str] | None = None
+    key: ChainKey | None = None
     rows: list[RowFacts] = []
     for block in store.stream_columns(sql, {"tenant": tenant} if tenant is not None else None):
         for row in zip(*block, strict=True):
-            if key is None or row[i_tenant] != key[1] or row[i_class] != key[2]:
+            if (
+                key is None
+                or row[i_tenant] != key[1]
+                or row[i_class] != key[2]
+                or row[i_lane] != key[3]
+            ):
                 if key is not None:
                     yield key, rows
-                key, rows = (spec.name, row[i_tenant], row[i_class]), []
+                key, rows = (spec.name, row[i_tenant], row[i_class], row[i_lane]), []
             # zip with the names stops before row_hash (last): the dict is what chain hashed
             # (`chain.hashed`: an empty late column is left out).
             fields = dict(zip(names, row, strict=False))
@@ -361,16 +371,16 @@ def _chains(
 
 def _recorded_heads(
     store: LedgerStore, table: str, tenant: str | None
-) -> dict[tuple[str, str, str], list[RecordedHead]]:
+) -> dict[ChainKey, list[RecordedHead]]:
     source = ddl.qualified(store.database, ddl.CHAIN_HEADS)
     where = "table = {table:String}" + (
         " AND tenant = {tenant:String}" if tenant is not None else ""
     )
     sql = (
         (
-            "SELECT tenant, retention_class, chain_seq, row_hash, "
+            "SELECT tenant, retention_class, chain_lane, chain_seq, row_hash, "
             "toUnixTimestamp64Milli(retain_until) FROM {source} WHERE {where} "
-            "ORDER BY tenant, retention_class, chain_seq"
+            "ORDER BY tenant, retention_class, chain_lane, chain_seq"
         )
         .replace("{source}", source)
         .replace("{where}", where)
@@ -379,9 +389,9 @@ def _recorded_heads(
         sql,
         {"table": table, **({"tenant": tenant} if tenant is not None else {})},
     )
-    out: dict[tuple[str, str, str], list[RecordedHead]] = {}
-    for t, klass, seq, row_hash, retain_ms in rows:
-        out.setdefault((table, str(t), str(klass)), []).append(
+    out: dict[ChainKey, list[RecordedHead]] = {}
+    for t, klass, lane, seq, row_hash, retain_ms in rows:
+        out.setdefault((table, str(t), str(klass), str(lane)), []).append(
             RecordedHead(int(str(seq)), str(row_hash), int(str(retain_ms)))
         )
     return out
@@ -403,8 +413,8 @@ def verify(store: LedgerStore, tenant: str | None = None, table: str | None = No
         # Heads before rows: a flush landing in between shows as rows beyond a head, which
         # the heads read again at the end account for (never as a removed tail).
         heads = _recorded_heads(store, spec.name, tenant)
-        beyond: dict[tuple[str, str, str], list[RowFacts]] = {}
-        seen: set[tuple[str, str, str]] = set()
+        beyond: dict[ChainKey, list[RowFacts]] = {}
+        seen: set[ChainKey] = set()
         for key, facts in _chains(store, spec, tenant):
             result = verify_chain(key, facts, heads.get(key, []), now_ms)
             seen.add(key)

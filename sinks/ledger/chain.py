@@ -1,11 +1,18 @@
 """Tamper evidence: every stored row is chained by hash. Pure functions, no I/O.
 
-Design (measured and chosen for one writer and legitimate expiry):
+Design (measured and chosen for several writers and legitimate expiry):
 
-- **One chain per (table, tenant, retention_class).** The sink is the ledger's only writer
-  (run ONE sink per ledger: two would fork the chains, which `audit verify` reports as
-  out-of-band inserts). It keeps each chain's head in memory, loaded from ClickHouse
-  (`chain_heads` and the tables) when it first writes a table.
+- **One chain per (table, tenant, retention_class, lane).** A lane (`chain_lane`) is what
+  only ONE writer extends at a time, so no two writers ever fork a chain: the sink's rows go
+  to the lane of the Kafka partition they were read from (`partition_lane`: a partition has
+  one reader in its consumer group at a time, so several sinks share a ledger), `shipledger
+  import` writes its own lane (`IMPORT_LANE`), and rows stored before lanes existed (migration
+  0023), or by a `LedgerWriter` used alone (benchmarks, tests), are in the legacy lane ''
+  (`LEGACY_LANE`). A writer loads a lane's head from ClickHouse (`chain_heads` and the
+  tables) when it is given the lane (a sink: on each partition assignment, never from what
+  it remembered of an earlier one), and forgets it when the lane is taken away
+  (docs/operations.md, Chain lanes). Two writers on one lane (two sinks in one consumer group with a
+  partition each thinks its own) fork it, which `audit verify` reports as out-of-band inserts.
 - Each row gets `ledger_at` (insert time, never earlier than the chain head's), its
   `retention_class` (and, on tables whose rows do not name one, the `policy_version` whose
   retention it applied) and `retain_until = max(ledger_at + period, head's retain_until)`, so
@@ -23,8 +30,8 @@ Design (measured and chosen for one writer and legitimate expiry):
   passed: its predecessor (and, by monotonicity, every earlier row) may have expired. A
   deleted row that was not due is reported, wherever it was.
 - After each flush the sink appends the new head of every chain it extended to
-  `chain_heads` (table, tenant, class, seq, row_hash, retain_until): removing the tail of a
-  chain, or rewriting its last row, is detected against it.
+  `chain_heads` (table, tenant, class, lane, seq, row_hash, retain_until): removing the tail
+  of a chain, or rewriting its last row, is detected against it.
 
 Limits: the chain proves nothing against someone who can rewrite a whole chain, hashes and
 `chain_heads` included; export `audit verify --format json` heads (or chain_heads) somewhere
@@ -50,10 +57,17 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 CANONICAL_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 
-#: (table, tenant, retention_class)
-ChainKey = tuple[str, str, str]
-#: Columns added after rows were chained (migration 0006): hashed only when not empty.
-LATE_COLUMNS = ("policy_version",)
+#: (table, tenant, retention_class, lane)
+ChainKey = tuple[str, str, str, str]
+#: The column naming a row's lane (its chain is that of its table, tenant, class and lane).
+LANE = "chain_lane"
+#: The lane of rows stored before lanes existed, and of a `LedgerWriter` used alone.
+LEGACY_LANE = ""
+#: The lane `shipledger import` writes (one import at a time per ledger).
+IMPORT_LANE = "import"
+#: Columns added after rows were chained (migrations 0006, 0023): hashed only when not empty
+#: (so the legacy lane '' hashes as its rows were stamped).
+LATE_COLUMNS = ("policy_version", LANE)
 #: The same, per table: escalations' action and resolved alert (migration 0010), source
 #: events' changed paths (0012), artifact events' lifecycle columns (0013).
 LATE_TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -70,6 +84,11 @@ UNSET: tuple[Any, ...] = ("", None, {})
 def late_columns(table: str) -> tuple[str, ...]:
     """The late columns of `table` (hashed only when not empty)."""
     return LATE_COLUMNS + LATE_TABLE_COLUMNS.get(table, ())
+
+
+def partition_lane(partition: int) -> str:
+    """The lane of the rows the sink read from `partition` of their table's topic."""
+    return f"p{partition}"
 
 
 def epoch_ms(value: datetime) -> int:
@@ -141,12 +160,13 @@ def stamp(
     """Set the ledger columns of `rows` (in place, in order) continuing `heads`, and
     `policy_version` when given (the version of the policy `retention` comes from, for tables
     whose rows do not name their own); the new heads of the chains extended (`heads` itself
-    is not changed: the caller adopts the result once the rows are stored)."""
+    is not changed: the caller adopts the result once the rows are stored). Each row's lane is
+    its `chain_lane` (set to the legacy lane '' when it has none)."""
     now = to_ms_precision(now)
     moved: dict[ChainKey, Head] = {}
     for row in rows:
         klass = retention.class_for(row["tenant"], environments_of(row))
-        key = (table, row["tenant"], klass)
+        key = (table, row["tenant"], klass, row.setdefault(LANE, LEGACY_LANE))
         head = moved.get(key) or heads.get(key)
         ledger_at = now if head is None else max(now, head.ledger_at)
         retain_until = ledger_at + retention.period(klass)

@@ -307,7 +307,8 @@ LEDGER_COLUMNS = (
     Column(
         "retention_class",
         "LowCardinality(String)",
-        "Compliance class of the row (policy retention:); one hash chain per tenant and class.",
+        "Compliance class of the row (policy retention:); one hash chain per tenant, class and "
+        "lane.",
     ),
     Column(
         "retain_until",
@@ -319,7 +320,9 @@ LEDGER_COLUMNS = (
         f"Nullable({DATETIME_MS})",
         "retain_until of the previous row of the chain: its absence is legitimate only after it.",
     ),
-    Column("chain_seq", "UInt64", "Position in the chain of (table, tenant, retention_class)."),
+    Column(
+        "chain_seq", "UInt64", "Position in the chain of (table, tenant, retention_class, lane)."
+    ),
     # Hex hashes are 4 bits of entropy per byte, which LZ4 cannot exploit: ZSTD halves them
     # (measured: 64 -> 33 bytes per row each), a third of a deployment event's bytes on disk.
     Column(
@@ -333,6 +336,12 @@ LEDGER_COLUMNS = (
         "String",
         "sha256 of the row's canonical bytes, prev_hash included.",
         codec=HASH_CODEC,
+    ),
+    Column(
+        "chain_lane",
+        "LowCardinality(String)",
+        "Lane of the chain: p<N> for partition N of the table's topic (one sink writes it at a "
+        "time), import, or empty (the legacy lane: rows stored before migration 0023).",
     ),
 )
 LEDGER_COLUMN_NAMES = frozenset(c.name for c in LEDGER_COLUMNS)
@@ -1526,7 +1535,8 @@ def chain_heads_sql(database: str | None = None, name: str = CHAIN_HEADS) -> str
         "    `chain_seq` UInt64 COMMENT 'chain_seq of the head row after the flush.',\n"
         "    `row_hash` String COMMENT 'row_hash of that row.',\n"
         f"    `retain_until` {DATETIME_MS} COMMENT 'retain_until of that row.',\n"
-        f"    `at` {DATETIME_MS} COMMENT 'When the flush recorded it.'\n"
+        f"    `at` {DATETIME_MS} COMMENT 'When the flush recorded it.',\n"
+        "    `chain_lane` LowCardinality(String) COMMENT 'Lane of the chain (empty before 0023).'\n"
         ")\n"
         "ENGINE = MergeTree\n"
         "ORDER BY (`table`, `tenant`, `retention_class`, `chain_seq`)\n"

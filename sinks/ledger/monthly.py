@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shipledger.sinks.ledger import ddl, tiers
+from shipledger.sinks.ledger.chain import LEGACY_LANE
 
 if TYPE_CHECKING:
     from shipledger.sinks.ledger.store import LedgerStore
@@ -63,13 +64,32 @@ class PackTable:
 
 @dataclass(frozen=True, order=True)
 class ChainHead:
-    """The head of one hash chain (`chain_heads`): its table, tenant, class, position, hash."""
+    """The head of one hash chain (`chain_heads`): its table, tenant, class, position, hash
+    and lane (`sinks.ledger.chain`; '' in packs made before lanes existed)."""
 
     table: str
     tenant: str
     retention_class: str
     chain_seq: int
     row_hash: str
+    lane: str = LEGACY_LANE
+
+    def to_manifest(self) -> dict[str, object]:
+        """Its entry in a pack's manifest (`chain_heads`): its fields by name."""
+        return asdict(self)
+
+    @classmethod
+    def from_manifest(cls, entry: dict[str, Any]) -> ChainHead:
+        """The head a manifest entry names (`to_manifest`); packs made before chain lanes
+        (migration 0023) name none: the legacy lane."""
+        return cls(
+            str(entry["table"]),
+            str(entry["tenant"]),
+            str(entry["retention_class"]),
+            int(entry["chain_seq"]),
+            str(entry["row_hash"]),
+            str(entry.get("lane", LEGACY_LANE)),
+        )
 
 
 def _month_deployments(tenant: str | None) -> str:
@@ -227,30 +247,31 @@ def read_pack(store: LedgerStore, queries: Iterable[PackQuery]) -> Iterable[Pack
 def chain_heads(store: LedgerStore, tenant: str | None) -> list[ChainHead]:
     """The last recorded head of every chain of every ledger table (of `tenant`), sorted."""
     heads = [
-        ChainHead(table, chain_tenant, klass, head.seq, head.row_hash)
+        ChainHead(table, chain_tenant, klass, head.seq, head.row_hash, lane)
         for name in ddl.tables()
-        for (table, chain_tenant, klass), head in store.recorded_heads(name).items()
+        for (table, chain_tenant, klass, lane), head in store.recorded_heads(name).items()
         if tenant is None or chain_tenant == tenant
     ]
     return sorted(heads)
 
 
 def missing_heads(store: LedgerStore, heads: Sequence[ChainHead]) -> list[ChainHead]:
-    """The heads of `heads` no longer in the ledger: no row of their table, tenant and class
-    holds that `row_hash` at that `chain_seq` (hot or cold)."""
+    """The heads of `heads` no longer in the ledger: no row of their table, tenant, class and
+    lane holds that `row_hash` at that `chain_seq` (hot or cold)."""
     missing: list[ChainHead] = []
     for table in sorted({h.table for h in heads}):
         wanted = [h for h in heads if h.table == table]
         if table not in ddl.tables():
             missing.extend(wanted)
             continue
-        keys = [(h.tenant, h.retention_class, h.chain_seq, h.row_hash) for h in wanted]
+        keys = [(h.tenant, h.retention_class, h.lane, h.chain_seq, h.row_hash) for h in wanted]
         _, rows = store.query(
-            "SELECT DISTINCT tenant, retention_class, chain_seq, row_hash "  # noqa: S608
-            f"FROM {store.source(table)} WHERE (tenant, retention_class, chain_seq, row_hash) "
-            "IN {keys:Array(Tuple(String, String, UInt64, String))}",
+            "SELECT DISTINCT tenant, retention_class, chain_lane, chain_seq, row_hash "  # noqa: S608
+            f"FROM {store.source(table)} "
+            "WHERE (tenant, retention_class, chain_lane, chain_seq, row_hash) "
+            "IN {keys:Array(Tuple(String, String, String, UInt64, String))}",
             {"keys": keys},
         )
-        found = {(str(t), str(k), int(s), str(h)) for t, k, s, h in rows}
+        found = {(str(t), str(k), str(lane), int(s), str(h)) for t, k, lane, s, h in rows}
         missing.extend(h for h, key in zip(wanted, keys, strict=True) if key not in found)
     return missing

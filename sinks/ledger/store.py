@@ -20,7 +20,7 @@ chDB constraints (measured with chdb 4.4 / engine 26.9 through clickhouse-connec
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +48,7 @@ _HEAD_COLUMNS = {
     "row_hash": "String",
     "retain_until": ddl.DATETIME_MS,
     "at": ddl.DATETIME_MS,
+    "chain_lane": "LowCardinality(String)",
 }
 #: ids per existence query.
 _IDS_PER_QUERY = 5000
@@ -312,33 +313,43 @@ class LedgerStore(Closing):
         return tiers.ledger_source(self, table)
 
     _HEADS_SQL = (
-        "SELECT tenant, retention_class, max(chain_seq), argMax(row_hash, chain_seq), "
+        "SELECT tenant, retention_class, chain_lane, max(chain_seq), argMax(row_hash, chain_seq), "
         "argMax(retain_until, chain_seq), argMax({at}, chain_seq) FROM {source} "
-        "WHERE {where} GROUP BY tenant, retention_class"
+        "WHERE {where} GROUP BY tenant, retention_class, chain_lane"
     )
 
-    def _heads(self, table: str, sql: str, params: dict[str, Any] | None) -> dict[ChainKey, Head]:
+    def _heads(
+        self, table: str, at: str, source: str, where: str, lanes: Collection[str] | None
+    ) -> dict[ChainKey, Head]:
+        params: dict[str, Any] = {"t": table}
+        if lanes is not None:
+            if not lanes:
+                return {}
+            where += " AND chain_lane IN %(lanes)s"
+            params["lanes"] = tuple(sorted(lanes))
+        sql = self._HEADS_SQL.format(at=at, source=source, where=where)
         return {
-            (table, str(tenant), str(klass)): Head(int(seq), str(row_hash), retain_until, at)
-            for tenant, klass, seq, row_hash, retain_until, at in self.query(sql, params)[1]
+            (table, str(tenant), str(klass), str(lane)): Head(
+                int(seq), str(row_hash), retain_until, last_at
+            )
+            for tenant, klass, lane, seq, row_hash, retain_until, last_at in self.query(
+                sql, params
+            )[1]
         }
 
-    def recorded_heads(self, table: str) -> dict[ChainKey, Head]:
-        """The last head recorded in chain_heads for every chain of `table`."""
-        sql = self._HEADS_SQL.format(
-            at="at", source=ddl.qualified(self.database, ddl.CHAIN_HEADS), where="table = %(t)s"
-        )
-        return self._heads(table, sql, {"t": table})
+    def recorded_heads(
+        self, table: str, lanes: Collection[str] | None = None
+    ) -> dict[ChainKey, Head]:
+        """The last head recorded in chain_heads for every chain of `table` (of `lanes`)."""
+        source = ddl.qualified(self.database, ddl.CHAIN_HEADS)
+        return self._heads(table, "at", source, "table = %(t)s", lanes)
 
-    def load_heads(self, table: str) -> dict[ChainKey, Head]:
-        """The head of every chain of `table`: the highest of the rows stored and the heads
-        recorded in chain_heads (a head whose rows have all expired continues the chain; rows
-        stored by a flush that died before recording them are adopted)."""
-        sql = self._HEADS_SQL.format(
-            at="ledger_at", source=self.source(table), where="chain_seq > 0"
-        )
-        heads = self._heads(table, sql, None)
-        for key, head in self.recorded_heads(table).items():
+    def load_heads(self, table: str, lanes: Collection[str] | None = None) -> dict[ChainKey, Head]:
+        """The head of every chain of `table` (of `lanes`): the highest of the rows stored and
+        the heads recorded in chain_heads (a head whose rows have all expired continues the
+        chain; rows stored by a flush that died before recording them are adopted)."""
+        heads = self._heads(table, "ledger_at", self.source(table), "chain_seq > 0", lanes)
+        for key, head in self.recorded_heads(table, lanes).items():
             if key not in heads or heads[key].seq < head.seq:
                 heads[key] = head
         return heads
@@ -357,6 +368,7 @@ class LedgerStore(Closing):
             [h.row_hash for _, h in items],
             [h.retain_until for _, h in items],
             [now] * len(items),
+            [k[3] for k, _ in items],
         ]
         with self._lock:
             self._client.insert(

@@ -22,6 +22,7 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger import chain, ddl
 from shipledger.sinks.ledger.audit import Report, verify
 from shipledger.sinks.ledger.audit_cli import audit
+from shipledger.sinks.ledger.migrate import load_migrations, migrate
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, Row, event_row
 from shipledger.sinks.writer import LedgerWriter
@@ -152,6 +153,79 @@ def test_rows_stamped_before_the_policy_version_column_still_verify(
     report = verify(store)
     assert report.clean, report.text()
     assert report.rows == 8
+
+
+def test_chains_stored_before_lanes_verify_and_go_on_beside_the_lanes(settings: Settings) -> None:
+    """A ledger from before migration 0023: its rows and chain heads read back the legacy lane
+    '' (hashed only when set), so they verify as stamped; a writer alone continues that chain,
+    and the sinks' rows start a chain per partition lane beside it."""
+    with LedgerStore.open(settings) as store:
+        store.select_database(store.database)
+        migrate(store, load_migrations()[:-1])
+        old = event_rows(4)
+        policy = load_policy(settings.policy_file)
+        heads = chain.stamp(
+            EVENTS, old, {}, policy.retention, datetime.now(UTC), policy.full_version
+        )
+        spec = ddl.tables()[EVENTS]
+        before = [c for c in spec.columns if c.name != chain.LANE]  # what the sink wrote then
+        store.insert_columns(
+            EVENTS,
+            [c.name for c in before],
+            [c.type for c in before],
+            [[row[c.name] for row in old] for c in before],
+        )
+        for (table, tenant, klass, _), head in heads.items():
+            store.command(
+                "INSERT INTO chain_heads (table, tenant, retention_class, chain_seq, row_hash, "
+                "retain_until, at) VALUES (%(t)s, %(tenant)s, %(c)s, %(s)s, %(h)s, "
+                "fromUnixTimestamp64Milli(%(r)s), now64(3))",
+                {
+                    "t": table,
+                    "tenant": tenant,
+                    "c": klass,
+                    "s": head.seq,
+                    "h": head.row_hash,
+                    "r": chain.epoch_ms(head.retain_until),
+                },
+            )
+        store.ensure_schema()  # 0023
+        write(store, settings, event_rows(2, 4))  # a writer alone: the legacy lane
+        laned = event_rows(4, 6)
+        for i, row in enumerate(laned):
+            row[chain.LANE] = chain.partition_lane(i % 2)
+        write(store, settings, laned)
+        report = verify(store)
+        assert report.clean, report.text()
+        assert report.rows == 10
+        _, chains = store.query(
+            "SELECT chain_lane, tenant, groupArray(chain_seq) FROM deployment_events "
+            "GROUP BY chain_lane, tenant"
+        )
+        rows_by_lane: dict[str, int] = {}
+        for lane, _, seqs in chains:  # every chain whole from 1: the legacy ones continued
+            assert sorted(seqs) == list(range(1, len(seqs) + 1))
+            rows_by_lane[lane] = rows_by_lane.get(lane, 0) + len(seqs)
+        assert rows_by_lane == {"": 6, "p0": 2, "p1": 2}
+
+
+def test_two_writers_on_one_lane_fork_it_and_verify_names_the_lane(
+    store: LedgerStore, settings: Settings
+) -> None:
+    """What lanes prevent: two writers holding one lane's head (two sinks both thinking a
+    partition theirs) each append the next chain_seq."""
+    first, second = writer(store, settings), writer(store, settings)
+
+    def on_p0(rows: list[Row]) -> list[Row]:
+        return [{**row, chain.LANE: chain.partition_lane(0)} for row in rows]
+
+    first.write_rows({EVENTS: on_p0(event_rows(2))})
+    second.write_rows({EVENTS: on_p0(event_rows(1, 2))})
+    first.write_rows({EVENTS: on_p0(event_rows(1, 3))})  # from its remembered head: a fork
+    findings = verify(store).findings
+    assert findings
+    assert {(f.kind, f.lane) for f in findings} == {("inserted", "p0")}
+    assert "lane=p0" in findings[0].line()
 
 
 def test_a_deleted_middle_row_is_named_with_its_neighbours(

@@ -176,13 +176,17 @@ def test_long_running_pods_are_probed_and_budgeted() -> None:
     api = deployments["shipledger-api"]["spec"]["template"]["spec"]["containers"][0]
     assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    # The single writer of the hash chains (one sink), one escalator, one runner of the
-    # periodic jobs: never two of them during a rollout.
+    # One escalator, one runner of the periodic jobs: never two of them during a rollout.
     # The escalator starts at 0: the example policy routes no alert (it would exit).
-    for single, replicas in (("sink", 1), ("escalator", 0), ("jobs", 1)):
+    for single, replicas in (("escalator", 0), ("jobs", 1)):
         spec = deployments[f"shipledger-{single}"]["spec"]
         assert spec["replicas"] == replicas, single
         assert spec["strategy"]["type"] == "Recreate", single
+    # Sinks scale out (one chain lane per partition, docs/operations.md): a rollout never
+    # leaves the ledger without one.
+    sink = deployments["shipledger-sink"]["spec"]
+    assert sink["replicas"] >= 2
+    assert sink["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
 def test_probed_metrics_listen_where_the_kubelet_reaches_them() -> None:

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from shipledger.schemas.policy import Retention, load_policy, parse_period, parse_policy
-from shipledger.sinks.ledger.chain import GENESIS, row_hash, stamp
+from shipledger.sinks.ledger.chain import (
+    GENESIS,
+    LANE,
+    LEGACY_LANE,
+    partition_lane,
+    row_hash,
+    stamp,
+)
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "policy.example.yaml"
 
@@ -77,7 +84,7 @@ def test_stamping_chains_rows_per_tenant_and_class() -> None:
         {"tenant": "bank", "environment": "qa", "id": "3"},
     ]
     heads = stamp("t", rows, {}, retention(), now)
-    assert set(heads) == {("t", "bank", "sox"), ("t", "acme", "short")}
+    assert set(heads) == {("t", "bank", "sox", ""), ("t", "acme", "short", "")}
     first, _, third = rows
     assert first["ledger_at"] == now.replace(microsecond=123000)
     assert (first["chain_seq"], first["prev_hash"], first["prev_retain_until"]) == (
@@ -99,6 +106,30 @@ def test_stamping_chains_rows_per_tenant_and_class() -> None:
     assert later[0]["chain_seq"] == 3
     assert later[0]["ledger_at"] == third["ledger_at"]
     assert later[0]["retain_until"] == third["retain_until"]
+
+
+def test_each_lane_is_a_chain_of_its_own_and_the_legacy_lane_hashes_as_before() -> None:
+    """Two sinks write two partitions' lanes of one (table, tenant, class): two chains, neither
+    forked; a row of the legacy lane '' hashes as a row stamped before lanes existed."""
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    rows: list[dict[str, Any]] = [
+        {"tenant": "acme", "id": "1", LANE: partition_lane(0)},
+        {"tenant": "acme", "id": "2", LANE: partition_lane(1)},
+        {"tenant": "acme", "id": "3", LANE: partition_lane(0)},
+    ]
+    heads = stamp("t", rows, {}, retention(), now)
+    assert {key: head.seq for key, head in heads.items()} == {
+        ("t", "acme", "default", "p0"): 2,
+        ("t", "acme", "default", "p1"): 1,
+    }
+    assert [row["chain_seq"] for row in rows] == [1, 1, 2]
+    assert rows[2]["prev_hash"] == rows[0]["row_hash"]
+    assert row_hash({**rows[1], LANE: ""}) != rows[1]["row_hash"]  # the lane is hashed
+    legacy = [{"tenant": "acme", "id": "4"}]
+    stamp("t", legacy, {}, retention(), now)
+    assert legacy[0][LANE] == LEGACY_LANE
+    before_lanes = {k: v for k, v in legacy[0].items() if k != LANE}
+    assert row_hash(before_lanes) == legacy[0]["row_hash"]
 
 
 def test_a_late_column_is_hashed_only_when_set() -> None:

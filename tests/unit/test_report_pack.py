@@ -31,7 +31,7 @@ from shipledger.report.signing import (
     load_private_key,
     load_public_key,
 )
-from shipledger.sinks.ledger.reader import MonthError, month_window
+from shipledger.sinks.ledger.reader import ChainHead, MonthError, month_window
 
 FILES = {"deployments.csv": b"tenant,deployment_id\nretail,d1\n", "report.html": b"<html></html>"}
 
@@ -196,3 +196,12 @@ def test_verify_offline_exit_codes(tmp_path: Path, key: Ed25519PrivateKey) -> No
     (pack / "report.html").write_bytes(b"<html>changed</html>")
     failed = _cli("verify", str(pack), "--offline")
     assert failed.exit_code == 1 and "FAILED report.html: sha256" in failed.output
+
+
+def test_a_chain_head_round_trips_through_the_manifest_and_old_ones_are_legacy() -> None:
+    """A pack names each head's lane; one made before chain lanes (migration 0023) names none:
+    its heads are the legacy lane's."""
+    head = ChainHead("alerts", "acme", "sox", 7, "ab" * 32, "p3")
+    assert ChainHead.from_manifest(json.loads(json.dumps(head.to_manifest()))) == head
+    old = {k: v for k, v in head.to_manifest().items() if k != "lane"}
+    assert ChainHead.from_manifest(old).lane == ""

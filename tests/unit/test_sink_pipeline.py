@@ -4,8 +4,9 @@ timeout, stats from the metrics recorder. No broker, no ClickHouse."""
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,9 @@ from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
-from shipledger.sinks.ledger.chain import ChainKey, Head
+from shipledger.sinks.ledger.chain import LANE, ChainKey, Head
 from shipledger.sinks.ledger.store import TimeWindow
+from shipledger.sinks.route import kafka_meta, route_message
 from shipledger.sinks.rows import RowKey, row_key
 from shipledger.sinks.sink import ClickHouseSink, SinkError
 from tests.kit import sample_alert
@@ -66,29 +68,51 @@ class MemoryStore:
         stored = {row_key(row, id_column) for row in self.tables.get(table, [])}
         return stored & set(keys)
 
-    def load_heads(self, table: str) -> dict[ChainKey, Head]:
-        return {}
+    def load_heads(self, table: str, lanes: Collection[str] | None = None) -> dict[ChainKey, Head]:
+        heads: dict[ChainKey, Head] = {}
+        for row in self.tables.get(table, []):
+            key = (table, row["tenant"], row["retention_class"], row[LANE])
+            if (lanes is None or key[3] in lanes) and (
+                key not in heads or heads[key].seq < row["chain_seq"]
+            ):
+                heads[key] = Head(
+                    row["chain_seq"], row["row_hash"], row["retain_until"], row["ledger_at"]
+                )
+        return heads
 
-    def recorded_heads(self, table: str) -> dict[ChainKey, Head]:
+    def recorded_heads(
+        self, table: str, lanes: Collection[str] | None = None
+    ) -> dict[ChainKey, Head]:
         return {}
 
     def append_heads(self, heads: Mapping[ChainKey, Head]) -> None:
         self.log.append(f"heads {len(heads)}")
 
 
+#: What a fake consumer's `consume` does next: return messages, or run a rebalance callback
+#: (librdkafka calls them from inside `consume`).
+Step = list[Message] | Callable[["FakeConsumer"], None]
+
+
 class FakeConsumer:
-    def __init__(self, log: list[str], batches: list[list[Message]]) -> None:
+    def __init__(self, log: list[str], batches: list[Step]) -> None:
         self.log = log
         self.batches = batches
         self.commits: list[list[tuple[str, int, int]]] = []
         self.closed = False
 
-    def subscribe(self, topics: list[str], on_revoke: Any = None, **_: Any) -> None:
+    def subscribe(
+        self, topics: list[str], on_assign: Any = None, on_revoke: Any = None, on_lost: Any = None
+    ) -> None:
         self.topics = topics
-        self.on_revoke = on_revoke
+        self.on_assign, self.on_revoke, self.on_lost = on_assign, on_revoke, on_lost
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
-        return self.batches.pop(0) if self.batches else []
+        step = self.batches.pop(0) if self.batches else []
+        if callable(step):
+            step(self)
+            return []
+        return step
 
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
         assert asynchronous is False
@@ -193,7 +217,7 @@ def messages(topics: Topics, n: int, start_offset: int = 0) -> list[Message]:
     return out
 
 
-def harness(settings: Settings, batches: list[list[Message]]) -> tuple[Harness, list[str]]:
+def harness(settings: Settings, batches: list[Step]) -> tuple[Harness, list[str]]:
     log: list[str] = []
     sink = Harness(
         settings, "unused:9092", MemoryStore(log), RecordingMetrics(), policy=load_policy(None)
@@ -241,6 +265,79 @@ def test_rows_are_written_then_offsets_committed(settings: Settings) -> None:
     # the existence check is narrowed to the batch's time window
     window = store.windows[0]
     assert window is not None and window.column == "occurred_at"
+
+
+def _events_on(topics: Topics, partition: int, ids: range) -> list[Message]:
+    codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
+    return [
+        Message(
+            topic=topics.raw,
+            partition=partition,
+            offset=i,
+            key=b"k",
+            value=codec.encode(_event(i).to_avro()),
+            timestamp=(TIMESTAMP_CREATE_TIME, int(T0.timestamp() * 1000)),
+        )
+        for i in ids
+    ]
+
+
+def test_rows_chain_in_their_partitions_lane_read_again_at_each_assignment(
+    settings: Settings,
+) -> None:
+    """Each row is chained in the lane of the partition it was read from; a partition given
+    back to the sink after another sink extended its lane continues from the ledger's head,
+    not from what the sink remembered (which would fork the chain)."""
+    topics = Topics.from_settings(settings)
+    p0 = TopicPartition(topics.raw, 0)
+
+    def another_sink_extends_p0(consumer: FakeConsumer) -> None:
+        consumer.on_revoke(consumer, [p0])
+        other = Harness(settings, "unused:9092", sink.store, policy=load_policy(None))
+        other.writer.write_rows(
+            {ddl.EVENTS: [row_of(e) for e in _events_on(topics, 0, range(3, 5))]}
+        )
+        consumer.on_assign(consumer, [p0])
+
+    def row_of(msg: Message) -> dict[str, Any]:
+        route = sink.routes[topics.raw]
+        row = route_message(route, msg, kafka_meta(msg))
+        assert isinstance(row, dict)
+        return {**row, LANE: "p0"}
+
+    sink, _ = harness(
+        settings,
+        [
+            _events_on(topics, 0, range(3)) + _events_on(topics, 1, range(10, 12)),
+            another_sink_extends_p0,
+            _events_on(topics, 0, range(5, 7)),
+        ],
+    )
+    run_until_drained(sink)
+    rows = store_of(sink).tables[ddl.EVENTS]
+    lanes: dict[str, list[dict[str, Any]]] = {row[LANE]: [] for row in rows}
+    for row in rows:
+        lanes[row[LANE]].append(row)
+    assert sorted(lanes) == ["p0", "p1"]
+    assert [r["event_id"] for r in lanes["p1"]] == ["evt-10", "evt-11"]
+    chain = lanes["p0"]
+    assert [r["chain_seq"] for r in chain] == [1, 2, 3, 4, 5, 6, 7]
+    assert all(b["prev_hash"] == a["row_hash"] for a, b in itertools.pairwise(chain))
+
+
+def test_lost_partitions_drop_the_batch_unwritten_and_uncommitted(tmp_path: Path) -> None:
+    """Partitions lost (the session expired: another sink reads them already) are not written
+    from here: the batch is dropped, nothing is committed; the new owner reads it again."""
+    settings = Settings(data_dir=tmp_path, topic_prefix="p.", sink_batch_ms=60_000)
+    topics = Topics.from_settings(settings)
+
+    def lose(consumer: FakeConsumer) -> None:
+        consumer.on_lost(consumer, [TopicPartition(topics.raw, 0)])
+
+    sink, log = harness(settings, [_events_on(topics, 0, range(3)), lose])
+    run_until_drained(sink)
+    assert not [e for e in log if e.startswith("insert")]
+    assert sink.consumer.commits == []
 
 
 def test_every_row_names_the_policy_that_shaped_it(settings: Settings) -> None:
