@@ -293,24 +293,31 @@ class Stack(Running):
 
     def check(self) -> None:
         """Raise if a component died: a crashed sink or worker must stop the stack, loudly."""
-        if self._sink_error is not None:
-            raise RuntimeError(f"ClickHouse sink crashed: {self._sink_error!r}")
-        if self._escalator_error is not None:
-            raise RuntimeError(f"escalator crashed: {self._escalator_error!r}")
+        self._check_components()
         for proc in self._procs:
             if proc.poll() is not None:
                 where = f"; its log: {self._log_dir}/worker-*.log" if self._log_dir else ""
                 raise RuntimeError(f"Faust worker exited with code {proc.returncode}{where}")
+
+    def _check_components(self) -> None:
+        """`check()` of everything but the workers."""
+        if self._sink_error is not None:
+            raise RuntimeError(f"ClickHouse sink crashed: {self._sink_error!r}")
+        if self._escalator_error is not None:
+            raise RuntimeError(f"escalator crashed: {self._escalator_error!r}")
         if self._broker is not None and not self._broker.running:
             raise RuntimeError("embedded broker exited")
         if self.api is not None and not self.api.running:
             raise RuntimeError("the ingest API server stopped")
 
     def supervise(self, max_restarts: int = 5, window_s: float = 600.0) -> None:
-        """`check()`, but first restart a Faust worker that exited; more than `max_restarts`
-        exits within `window_s` is a crash loop and raises."""
+        """`check()`, but a Faust worker that exited is restarted instead; more than
+        `max_restarts` exits within `window_s` is a crash loop and raises. A worker that exits
+        after the restart pass is restarted by the next call: polling the workers a second time
+        would report an exit that the pass had just missed (a process whose main thread has
+        ended while its other threads still run is not yet reaped)."""
         self._restart_exited_workers(max_restarts, window_s)
-        self.check()
+        self._check_components()
 
     def _restart_exited_workers(self, max_restarts: int = 5, window_s: float = 600.0) -> None:
         """Restart every worker that exited (RuntimeError on a crash loop, see `supervise`).

@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -272,6 +273,41 @@ def test_supervisor_restarts_a_killed_worker(stack: Stack) -> None:
     # Faust may drop an event fetched right after the kill; the offset guard then stops the
     # new worker before it acks past it (exit 70) and `up` restarts it, as here.
     assert wait_rows(stack, "deployment_records", 4, timeout=90, supervise=True) == 4
+
+
+class _ExitsAfterItsFirstPoll:
+    """A worker process that exits right after the supervisor's restart pass looked at it
+    (still running then): as a worker whose main thread had ended while others still ran."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.polled = False
+
+    def poll(self) -> int | None:
+        if self.polled:
+            return self.proc.poll()
+        self.polled = True
+        code = self.proc.poll()
+        self.proc.kill()
+        self.proc.wait()
+        return code
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.proc, name)
+
+
+def test_a_worker_exiting_during_supervision_is_restarted_not_a_crash(stack: Stack) -> None:
+    """`supervise()` restarts exited workers, then checks the other components: a worker
+    that exits just after the restart pass is restarted by the next call, not reported as a
+    stack crash (a second poll used to see it exited and raise)."""
+    worker = stack._procs[0]
+    stack._procs[0] = _ExitsAfterItsFirstPoll(worker)  # type: ignore[call-overload]
+    stack.supervise()
+    assert worker.poll() is not None
+    stack.supervise()
+    assert stack._procs[0].poll() is None and stack._procs[0].pid != worker.pid
+    deploy(stack, "dep-restarted", "2026-11-25T10:00:00+01:00", "--environment", "dev")
+    assert wait_rows(stack, "deployment_records", 2, timeout=90, supervise=True) == 2
 
 
 def test_an_event_delivered_twice_is_applied_once(stack: Stack) -> None:
