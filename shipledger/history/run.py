@@ -21,23 +21,27 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
-from shipledger.history.judging import Batch, Judge, Problem
+from shipledger.history.judging import NOTHING_STORED, Judge, Problem, Stored
 from shipledger.history.mapping import Defaults
 from shipledger.history.reading import Format, event_objects
 from shipledger.logging import get_logger
+from shipledger.producers.api.uploads import Record
 from shipledger.schemas.families import FAMILIES
+from shipledger.schemas.models import DeploymentRecord
 from shipledger.schemas.policy import Policy
 from shipledger.schemas.registry import catalog
 from shipledger.settings import Settings
-from shipledger.sinks.ledger.ddl import ALERTS, EVENTS, RECORDS, SOURCE
-from shipledger.sinks.ledger.store import LedgerStore
+from shipledger.sinks.ledger.ddl import ALERTS, EVENTS, RECORDS, SOURCE, tables
+from shipledger.sinks.ledger.latest_records import DeploymentKey, ledger_states
+from shipledger.sinks.ledger.store import LedgerStore, TimeWindow
 from shipledger.sinks.regions import Ledger, sink_ledgers
-from shipledger.sinks.rows import Row
+from shipledger.sinks.rows import Row, RowKey
 from shipledger.sinks.writer import LedgerWriter
 
 log = get_logger("import")
@@ -53,6 +57,8 @@ class Outcome:
 
     events: int = 0
     alerts: int = 0
+    #: Events the ledger held already (a resumed or repeated import): skipped, not judged.
+    stored: int = 0
     duplicates: int = 0
     rows: Counter[str] = field(default_factory=Counter)
     problems: list[Problem] = field(default_factory=list)
@@ -65,8 +71,8 @@ class Outcome:
 
     @property
     def rate(self) -> float:
-        """Events per second over the whole import."""
-        return self.events / self.seconds if self.seconds else 0.0
+        """Events per second through the file (stored ones included) over the whole import."""
+        return (self.events + self.stored) / self.seconds if self.seconds else 0.0
 
 
 #: Told every `PROGRESS_RECORDS` records and after each batch: (records read, events judged).
@@ -120,6 +126,27 @@ def import_file(
     return asyncio.run(_import(path, fmt, defaults, judge, ledger, progress, batch_events))
 
 
+class LedgerLookups:
+    """`Stored` of the ledger an import writes: its id check, and its deployments' latest
+    records (`sinks.ledger.latest_records`)."""
+
+    durable = True
+
+    def __init__(self, store: LedgerStore) -> None:
+        self._store = store
+
+    def stored(self, table: str, keys: list[RowKey], times: list[datetime]) -> set[RowKey]:
+        """Which (tenant, id) of `keys` are stored in `table` (within `times` where the
+        table's id check is by time window, as the writer's)."""
+        spec = tables()[table]
+        window = TimeWindow.of(spec.time_column, times) if spec.dedup_in_time_window else None
+        return self._store.existing_ids(table, keys, window=window)
+
+    def records(self, keys: Collection[DeploymentKey]) -> dict[DeploymentKey, DeploymentRecord]:
+        """The latest stored record of each deployment of `keys` that has one."""
+        return {(r.tenant, r.deployment_id): r for r, _, _ in ledger_states(self._store, keys)}
+
+
 async def _import(
     path: Path,
     fmt: Format,
@@ -131,11 +158,15 @@ async def _import(
 ) -> Outcome:
     outcome = Outcome()
     started = time.perf_counter()
-    mark = time.thread_time()
-    batch = Batch()
-    line = 0
-    # One batch is written (ClickHouse works without the GIL) while the next is judged; never
-    # more: memory stays bounded and batches reach the ledger in the file's order.
+    lookups: Stored = NOTHING_STORED
+    if ledger is not None:
+        assert isinstance(ledger.store, LedgerStore), "an import writes a LedgerStore"
+        lookups = LedgerLookups(ledger.store)
+    chunk: list[Record] = []
+    objects = line = 0
+    # One chunk is written (ClickHouse works without the GIL) while the next is judged; never
+    # more: memory stays bounded, chunks reach the ledger in the file's order, and every
+    # chunk but the last one judged is stored when a chunk is judged (`Judge`'s state).
     writing: Future[None] | None = None
 
     def stored(rows: dict[str, list[Row]], reached: int, events: int) -> None:
@@ -155,35 +186,35 @@ async def _import(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-write") as writer:
 
         def flush() -> None:
-            nonlocal batch, mark, writing
-            outcome.stages["read"] += time.thread_time() - mark
+            nonlocal chunk, objects, writing
+            batch = judge.chunk(chunk, lookups)
+            chunk, objects = [], 0
             outcome.events += batch.events
             outcome.alerts += batch.alerts
+            outcome.stored += batch.stored
+            outcome.duplicates += batch.duplicates
+            outcome.problems.extend(batch.problems)
             written()
             if ledger is not None and batch.events:
                 writing = writer.submit(stored, batch.rows, line, outcome.events)
-            batch = Batch()
             if progress is not None:
-                progress(line, outcome.events)
-            mark = time.thread_time()
+                progress(line, outcome.events + outcome.stored)
 
+        mark = time.thread_time()
         async for record in event_objects(path, fmt, defaults):
             line = record.line
-            if record.obj is None:
-                outcome.problems.append(Problem(line, record.field, record.error or "unreadable"))
-                continue
-            problem = judge.add(line, record.obj, batch)  # type: ignore[arg-type]
-            if problem is not None:
-                outcome.problems.append(problem)
-            elif batch.events >= batch_events:
+            chunk.append(record)
+            objects += record.obj is not None
+            if objects >= batch_events:
+                outcome.stages["read"] += time.thread_time() - mark
                 flush()
+                mark = time.thread_time()
             if progress is not None and line % PROGRESS_RECORDS == 0:
-                progress(line, outcome.events + batch.events)
+                progress(line, outcome.events + outcome.stored)
+        outcome.stages["read"] += time.thread_time() - mark
         flush()
         written()
-    outcome.stages["read"] -= sum(judge.seconds.values())
     for stage, seconds in judge.seconds.items():
         outcome.stages[stage] += seconds
-    outcome.duplicates = judge.duplicates
     outcome.seconds = time.perf_counter() - started
     return outcome

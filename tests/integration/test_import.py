@@ -1,7 +1,7 @@
 """`shipledger import` into a real chDB ledger (a child process each time, as an operator runs
 it): every provider's fixture imported, `audit verify` clean, the same files again adding
 nothing, and an import killed (kill -9) after its first batch was stored, then run again:
-every event once, every chain verified."""
+every event once, every chain verified, the stored part skipped rather than judged again."""
 
 from __future__ import annotations
 
@@ -110,5 +110,10 @@ def test_a_killed_import_resumes_exactly_once(tmp_path: Path) -> None:
     assert 0 < partial[0] < written
     again = run_shipledger("import", str(path), "--no-progress", env=env)
     assert again.returncode == 0, again.stdout + again.stderr
+    # What the killed run stored is skipped, not judged again; the rest is judged from the
+    # ledger's records of the deployments it left open.
+    skipped = re.search(r"([\d,]+) events already in the ledger", again.stdout)
+    assert skipped is not None, again.stdout
+    assert int(skipped.group(1).replace(",", "")) >= partial[0]
     assert _counts(data_dir) == (written, written, written, alerts, 0)
     _verified(env)
