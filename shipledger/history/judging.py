@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Protocol, cast
 
 from shipledger.processors.enrichment import Enrichment
-from shipledger.processors.step import process
+from shipledger.processors.step import StepResult, process
 from shipledger.producers.api.events import validated_event
 from shipledger.producers.api.uploads import Record
 from shipledger.schemas.families import Family
@@ -186,7 +186,9 @@ class Judge:
         looked_up = time.thread_time()
         self.seconds["validate"] += looked_up - started
         stored = self._stored(valid, ledger)
-        self.seconds["lookup"] += time.thread_time() - looked_up
+        judging = time.thread_time()
+        self.seconds["lookup"] += judging - looked_up
+        judged: list[tuple[_Valid, StepResult | None]] = []
         for item in valid:
             if any(item.key in seen for seen in self._seen):
                 batch.duplicates += 1
@@ -194,9 +196,16 @@ class Judge:
             if item.key in stored:
                 batch.stored += 1
                 self._fold(item.event)
-            elif not self._judged(item, batch):
+            elif (result := self._judged(item, batch)) is not None:
+                judged.append(result)
+            else:
                 continue
             self._seen[0].add(item.key)
+        rows_started = time.thread_time()
+        self.seconds["judge"] += rows_started - judging
+        for item, step in judged:
+            self._rows(item, step, batch)
+        self.seconds["rows"] += time.thread_time() - rows_started
         batch.problems.sort(key=lambda p: p.line)
         return batch
 
@@ -250,33 +259,16 @@ class Judge:
         if isinstance(event, ChangeEvent | CatalogEvent | ArtifactEvent):
             self._view.apply(event)
 
-    def _judged(self, item: _Valid, batch: Batch) -> bool:
-        if isinstance(item.event, DeploymentEvent):
-            problem = self._deployment(item.line, item.event, batch)
-            if problem is not None:
-                batch.problems.append(problem)
-                return False
-        else:
-            meta = KafkaMeta(IMPORT_TOPIC, -1, item.line, self._received_ms)
-            batch.rows.setdefault(item.table, []).append(
-                row_builder(item.table)(item.event.to_avro(), meta)
-            )
+    def _judged(self, item: _Valid, batch: Batch) -> tuple[_Valid, StepResult | None] | None:
+        """`item` judged: a deployment event's step (None: another family's event, folded
+        into the view), or None and a problem in `batch` when the rules refuse it."""
+        if not isinstance(item.event, DeploymentEvent):
             self._fold(item.event)
-        batch.events += 1
-        return True
-
-    def _previous(self, key: DeploymentKey) -> DeploymentRecord | None:
-        for records in self._records:
-            if key in records:
-                return records[key]
-        return None
-
-    def _deployment(self, line: int, event: DeploymentEvent, batch: Batch) -> Problem | None:
-        key = (event.tenant, event.deployment_id)
-        started = time.thread_time()
+            return item, None
+        key = (item.event.tenant, item.event.deployment_id)
         try:
             result = process(
-                event,
+                item.event,
                 self._previous(key),
                 self._policy,
                 now=self._now,
@@ -284,14 +276,28 @@ class Judge:
                 known_actor=self._known_actor,
             )
         except Rejected as exc:
-            return Problem(line, exc.field or "event", exc.reason)
+            batch.problems.append(Problem(item.line, exc.field or "event", exc.reason))
+            return None
         self._records[0][key] = result.record
-        judged = time.thread_time()
-        meta = KafkaMeta(IMPORT_TOPIC, -1, line, self._received_ms)
-        batch.rows[EVENTS].append(event_row(event.to_avro(), meta))
-        batch.rows[RECORDS].append(record_row(result.record.to_avro()))
-        batch.rows[ALERTS].extend(alert_row(a.to_avro()) for a in result.alerts)
-        batch.alerts += len(result.alerts)
-        self.seconds["judge"] += judged - started
-        self.seconds["rows"] += time.thread_time() - judged
+        return item, result
+
+    def _rows(self, item: _Valid, step: StepResult | None, batch: Batch) -> None:
+        """The rows of a judged event (rows depend on no state: built after the chunk is
+        judged, and timed once per chunk)."""
+        meta = KafkaMeta(IMPORT_TOPIC, -1, item.line, self._received_ms)
+        batch.events += 1
+        if step is None:
+            batch.rows.setdefault(item.table, []).append(
+                row_builder(item.table)(item.event.to_avro(), meta)
+            )
+            return
+        batch.rows[EVENTS].append(event_row(step.event.to_avro(), meta))
+        batch.rows[RECORDS].append(record_row(step.record.to_avro()))
+        batch.rows[ALERTS].extend(alert_row(a.to_avro()) for a in step.alerts)
+        batch.alerts += len(step.alerts)
+
+    def _previous(self, key: DeploymentKey) -> DeploymentRecord | None:
+        for records in self._records:
+            if key in records:
+                return records[key]
         return None

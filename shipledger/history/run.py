@@ -19,10 +19,12 @@ reach the ledger in the file's order and memory holds two at most.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -126,6 +128,21 @@ def import_file(
     return asyncio.run(_import(path, fmt, defaults, judge, ledger, progress, batch_events))
 
 
+@contextmanager
+def _no_automatic_collection() -> Iterator[None]:
+    """Judging a chunk makes no reference cycles, but its many live objects make Python's
+    automatic collections scan them again and again: about 40% of the judging CPU
+    (measured, 20,000-event chunks). They run again once the chunk is judged (the writer's
+    cycles, made meanwhile, are collected then)."""
+    automatic = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if automatic:
+            gc.enable()
+
+
 class LedgerLookups:
     """`Stored` of the ledger an import writes: its id check, and its deployments' latest
     records (`sinks.ledger.latest_records`)."""
@@ -187,7 +204,8 @@ async def _import(
 
         def flush() -> None:
             nonlocal chunk, objects, writing
-            batch = judge.chunk(chunk, lookups)
+            with _no_automatic_collection():
+                batch = judge.chunk(chunk, lookups)
             chunk, objects = [], 0
             outcome.events += batch.events
             outcome.alerts += batch.alerts

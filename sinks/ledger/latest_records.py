@@ -10,7 +10,7 @@ from typing import Any
 
 from shipledger.schemas.models import DeploymentRecord
 from shipledger.sinks.ledger import ddl
-from shipledger.sinks.ledger.store import LedgerStore
+from shipledger.sinks.ledger.store import LedgerStore, bound_keys
 
 #: (tenant, deployment_id)
 DeploymentKey = tuple[str, str]
@@ -43,7 +43,7 @@ def ledger_states(
     fields = ", ".join(
         f"latest.{ddl.quote_ident(f)} AS {ddl.quote_ident(f)}" for f in _RECORD_FIELDS
     )
-    params: dict[str, Any] | None = None if keys is None else {"keys": sorted(keys)}
+    params: dict[str, Any] | None = None if keys is None else {"keys": bound_keys(sorted(keys))}
     # Hot and cold rows: a deployment whose records moved to cold storage keeps its state.
     sql = _STATES_SQL.format(
         fields=fields, records=store.source(ddl.RECORDS), where="" if keys is None else _ONLY
