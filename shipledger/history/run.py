@@ -1,19 +1,23 @@
-"""The import's loop: records → judged rows → the sink's writer, in large batches.
+"""The import's loop: the file a chunk at a time → judged rows → the sink's writer.
 
 Guarantee: **every event of the file in the ledger exactly once, whatever crashed.** Rows are
 written through the sink's own write path (`sinks.regions.Ledger.write`: pseudonyms, then
 `LedgerWriter`: dedup by (tenant, id) against the ledger, retention stamps, hash chain, chain
 heads), and every id is deterministic (the event's, derived from the provider's own ids or its
-content; the record's is its event's, the alerts' come from event and rule). An import killed
-at any point (kill -9 included) is resumed by running it again: the file is judged again from
-its first line (the same records, the same alerts), and what the first run stored is dropped
-by the dedup. Chain heads that a killed run stored rows for but did not record are adopted
-first (`LedgerWriter.record_adopted_heads`), as the sink does at its start.
+content; the record's is its event's, the alerts' come from event and rule).
 
-After each batch is stored, the change sets of its finished deployments are computed as the
-sink computes them (`Ledger.compute_change_sets`). One batch is written (in a thread: chDB and
-the ClickHouse client wait without the GIL) while the next is judged, never more, so batches
-reach the ledger in the file's order and memory holds two at most.
+The ledger is the truth: before a chunk is judged, the ledger is asked which of its events it
+holds (one id check per table) and those are skipped, not judged again; a deployment whose
+record is in no recent chunk continues from the ledger's latest record of it (`Judge`). So an
+import killed at any point (kill -9 included) is resumed by running it again: it reads the
+file from its start, skips what the killed run stored, and judges the rest as the killed run
+would have. Chain heads that a killed run stored rows for but did not record are adopted first
+(`LedgerWriter.record_adopted_heads`), as the sink does at its start.
+
+After each chunk is stored, the change sets of its finished deployments are computed as the
+sink computes them (`Ledger.compute_change_sets`). One chunk is written (in a thread: chDB and
+the ClickHouse client wait without the GIL) while the next is judged, never more, so chunks
+reach the ledger in the file's order and memory holds two at most (`--batch` events each).
 """
 
 from __future__ import annotations
