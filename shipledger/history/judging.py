@@ -164,8 +164,9 @@ class Judge:
         # (this chunk's, the previous chunk's): records by deployment, event ids judged.
         self._records: tuple[dict[DeploymentKey, DeploymentRecord], ...] = ({}, {})
         self._seen: tuple[set[RowKey], ...] = (set(), set())
-        #: CPU seconds spent validating, asking the ledger (`lookup`), judging (the
-        #: processors' chain) and building rows.
+        #: CPU seconds spent validating, asking the ledger (`lookup`, of which `records`:
+        #: the records of deployments of older chunks), judging (the processors' chain) and
+        #: building rows.
         self.seconds: defaultdict[str, float] = defaultdict(float)
 
     def chunk(self, records: Iterable[Record], ledger: Stored) -> Batch:
@@ -252,7 +253,9 @@ class Judge:
             if isinstance(e := i.event, DeploymentEvent) and i.key not in stored
         }
         wanted.difference_update(*self._records)
+        asking = time.thread_time()
         self._records[0].update(ledger.records(wanted))
+        self.seconds["records"] += time.thread_time() - asking
         return stored
 
     def _fold(self, event: Model) -> None:
