@@ -96,19 +96,20 @@ class Stored(Protocol):
     #: can then be dropped from memory after a chunk without its events and asked for again.
     durable: bool
 
-    def stored(self, table: str, keys: list[RowKey], times: list[datetime]) -> set[RowKey]:
-        """Which (tenant, id) of `keys` (rows of `table` at `times`) are stored."""
+    def stored(self, keys: list[RowKey], times: list[datetime]) -> set[RowKey]:
+        """Which deployment events of `keys` (tenant, id; occurred at `times`) are stored:
+        stored with everything they made (`run.store_batch` writes them last)."""
         ...
 
     def records(self, keys: Collection[DeploymentKey]) -> dict[DeploymentKey, DeploymentRecord]:
-        """The latest stored record of each deployment of `keys` that has one."""
+        """The latest record of each deployment of `keys` made by an event that is stored."""
         ...
 
 
 class _Unwritten:
     durable = False
 
-    def stored(self, table: str, keys: list[RowKey], times: list[datetime]) -> set[RowKey]:
+    def stored(self, keys: list[RowKey], times: list[datetime]) -> set[RowKey]:
         return set()
 
     def records(self, keys: Collection[DeploymentKey]) -> dict[DeploymentKey, DeploymentRecord]:
@@ -170,8 +171,8 @@ class Judge:
         self.seconds: defaultdict[str, float] = defaultdict(float)
 
     def chunk(self, records: Iterable[Record], ledger: Stored) -> Batch:
-        """Judge one chunk of the file's records into rows; events `ledger` holds are
-        skipped (their change, catalog and artifact events still feed the view)."""
+        """Judge one chunk of the file's records into rows; deployment events `ledger` holds
+        are skipped, not judged again."""
         batch = Batch()
         if ledger.durable:
             self._records = ({}, self._records[0])
@@ -196,7 +197,6 @@ class Judge:
                 continue
             if item.key in stored:
                 batch.stored += 1
-                self._fold(item.event)
             elif (result := self._judged(item, batch)) is not None:
                 judged.append(result)
             else:
@@ -237,20 +237,19 @@ class Judge:
         return _Valid(line, family, event, table.name, (tenant, cast(_Identified, event).event_id))
 
     def _stored(self, valid: list[_Valid], ledger: Stored) -> set[RowKey]:
-        """The chunk's events the ledger holds, and the records of its deployments that are
-        in no recent chunk read from the ledger: one question per table."""
-        by_table: defaultdict[str, list[_Valid]] = defaultdict(list)
-        for item in valid:
-            by_table[item.table].append(item)
-        stored: set[RowKey] = set()
-        for table, items in by_table.items():
-            keys = [i.key for i in items]
-            times = [cast(_Identified, i.event).occurred_at for i in items]
-            stored |= ledger.stored(table, keys, times)
+        """The chunk's deployment events the ledger holds (one id check), and the records of
+        the deployments of the others that are in no recent chunk, read from the ledger.
+        Other families' events are written again (the writer drops what is stored): they
+        cost no judging, and a late push recomputes change sets."""
+        deployments = [i for i in valid if isinstance(i.event, DeploymentEvent)]
+        stored = ledger.stored(
+            [i.key for i in deployments],
+            [cast(DeploymentEvent, i.event).occurred_at for i in deployments],
+        )
         wanted = {
             (e.tenant, e.deployment_id)
-            for i in valid
-            if isinstance(e := i.event, DeploymentEvent) and i.key not in stored
+            for i in deployments
+            if i.key not in stored and isinstance(e := i.event, DeploymentEvent)
         }
         wanted.difference_update(*self._records)
         asking = time.thread_time()

@@ -107,13 +107,17 @@ def import_tables() -> list[str]:
 
 
 def store_batch(ledger: Ledger, rows: dict[str, list[Row]], outcome: Outcome) -> None:
-    """Write one batch's rows through the sink's path, then their change sets."""
+    """Write one chunk's rows through the sink's path: the records, alerts and other
+    families' events, their change sets, then the deployment events last, so that a
+    deployment event the ledger holds has everything it made stored (what a resume skips)."""
     started = time.thread_time()
-    ledger.write(rows)
+    ledger.write({table: each for table, each in rows.items() if table != EVENTS})
     written = time.thread_time()
     ledger.compute_change_sets(rows.get(RECORDS, []), rows.get(SOURCE, []))
-    outcome.stages["write"] += written - started
-    outcome.stages["change_sets"] += time.thread_time() - written
+    computed = time.thread_time()
+    ledger.write({EVENTS: rows.get(EVENTS, [])})
+    outcome.stages["write"] += written - started + time.thread_time() - computed
+    outcome.stages["change_sets"] += computed - written
     for table, table_rows in rows.items():
         outcome.rows[table] += len(table_rows)
 
@@ -156,15 +160,15 @@ class LedgerLookups:
     def __init__(self, store: LedgerStore) -> None:
         self._store = store
 
-    def stored(self, table: str, keys: list[RowKey], times: list[datetime]) -> set[RowKey]:
-        """Which (tenant, id) of `keys` are stored in `table` (within `times` where the
-        table's id check is by time window, as the writer's)."""
-        spec = tables()[table]
+    def stored(self, keys: list[RowKey], times: list[datetime]) -> set[RowKey]:
+        """Which deployment events of `keys` are stored (within the window of their
+        `times`, as the writer checks them)."""
+        spec = tables()[EVENTS]
         window = TimeWindow.of(spec.time_column, times) if spec.dedup_in_time_window else None
-        return self._store.existing_ids(table, keys, window=window)
+        return self._store.existing_ids(EVENTS, keys, window=window)
 
     def records(self, keys: Collection[DeploymentKey]) -> dict[DeploymentKey, DeploymentRecord]:
-        """The latest stored record of each deployment of `keys` that has one."""
+        """The latest record of each deployment of `keys` made by an event that is stored."""
         return {(r.tenant, r.deployment_id): r for r, _, _ in ledger_states(self._store, keys)}
 
 

@@ -30,14 +30,20 @@ _STATES_SQL = (
     "  FROM {records}{where} GROUP BY tenant, deployment_id\n"
     ") AS seen USING (tenant, deployment_id)"
 )
-_ONLY = " WHERE (tenant, deployment_id) IN {keys:Array(Tuple(String, String))}"
+# Only records of events the ledger holds: a writer that stores records before their events
+# (`shipledger import`) and died between the two left records of events it will judge again.
+_ONLY = (
+    " WHERE (tenant, deployment_id) IN {{keys:Array(Tuple(String, String))}}"
+    " AND (tenant, last_event_id) IN (SELECT tenant, event_id FROM {events}"
+    " WHERE (tenant, deployment_id) IN {{keys:Array(Tuple(String, String))}})"
+)
 
 
 def ledger_states(
     store: LedgerStore, keys: Collection[DeploymentKey] | None = None
 ) -> Iterator[tuple[DeploymentRecord, list[str], str | None]]:
-    """Every deployment's (only those of `keys`, when given) latest record, applied event ids
-    (oldest first) and first event."""
+    """Every deployment's latest record, applied event ids (oldest first) and first event;
+    with `keys`, only those deployments', and only records whose last event is stored."""
     if keys is not None and not keys:
         return
     fields = ", ".join(
@@ -46,7 +52,9 @@ def ledger_states(
     params: dict[str, Any] | None = None if keys is None else {"keys": bound_keys(sorted(keys))}
     # Hot and cold rows: a deployment whose records moved to cold storage keeps its state.
     sql = _STATES_SQL.format(
-        fields=fields, records=store.source(ddl.RECORDS), where="" if keys is None else _ONLY
+        fields=fields,
+        records=store.source(ddl.RECORDS),
+        where="" if keys is None else _ONLY.format(events=store.source(ddl.EVENTS)),
     )
     _, rows = store.query(sql, params)
     for row in rows:

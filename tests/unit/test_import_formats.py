@@ -210,7 +210,7 @@ class _Ledger:
         self._records = records
         self.asked: list[set[DeploymentKey]] = []
 
-    def stored(self, table: str, keys: list[RowKey], times: list[datetime]) -> set[RowKey]:
+    def stored(self, keys: list[RowKey], times: list[datetime]) -> set[RowKey]:
         return self._stored & set(keys)
 
     def records(self, keys: Collection[DeploymentKey]) -> dict[DeploymentKey, DeploymentRecord]:
