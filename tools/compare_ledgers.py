@@ -7,7 +7,8 @@ a branch's, each into its own data dir:
 Left out of the comparison: what depends on when a row was written or judged (`ledger_at`,
 `retain_until`, `prev_retain_until`, the hashes that cover them, and the judging run's `now`:
 `received_at`, `updated_at`, `detected_at`, `computed_at`). Every other column of every row of
-every table is compared, rows matched by their table's id. Exit code 0: the same rows."""
+every chained table and of the change sets is compared, rows matched by their table's id.
+Exit code 0: the same rows."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shipledger.settings import Settings
-from shipledger.sinks.ledger.ddl import tables
+from shipledger.sinks.ledger.ddl import CHANGE_SETS, tables
 from shipledger.sinks.ledger.store import LedgerStore
 
 STAMPS = frozenset(
@@ -38,11 +39,13 @@ def _rows(data_dir: Path) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
     """Every table's rows without their stamps, by (tenant, id)."""
     found: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
     with LedgerStore.open(Settings(data_dir=data_dir), existing=True) as store:
-        for name, spec in tables().items():
-            columns, rows = store.query(f"SELECT * FROM {store.source(name)}")  # noqa: S608
+        ids = {name: spec.id_column for name, spec in tables().items()}
+        for name, id_column in {**ids, CHANGE_SETS: "deployment_id"}.items():
+            source = store.source(name) if name in ids else name
+            columns, rows = store.query(f"SELECT * FROM {source}")  # noqa: S608
             kept = [c for c in columns if c not in STAMPS]
             found[name] = {
-                (row[columns.index("tenant")], row[columns.index(spec.id_column)]): {
+                (row[columns.index("tenant")], row[columns.index(id_column)]): {
                     c: v for c, v in zip(columns, row, strict=True) if c in kept
                 }
                 for row in rows
