@@ -95,6 +95,9 @@ class Stored(Protocol):
     #: Whether each chunk is stored before the one after next is judged: a deployment's record
     #: can then be dropped from memory after a chunk without its events and asked for again.
     durable: bool
+    #: Whether the ledger held no deployment record when the import began: then only the
+    #: deployments of the import's own older chunks can have a record there.
+    fresh: bool
 
     def stored(self, keys: list[RowKey], times: list[datetime]) -> set[RowKey]:
         """Which deployment events of `keys` (tenant, id; occurred at `times`) are stored:
@@ -108,6 +111,7 @@ class Stored(Protocol):
 
 class _Unwritten:
     durable = False
+    fresh = True
 
     def stored(self, keys: list[RowKey], times: list[datetime]) -> set[RowKey]:
         return set()
@@ -118,6 +122,30 @@ class _Unwritten:
 
 #: A dry run's ledger: nothing stored, every record kept in memory.
 NOTHING_STORED: Stored = _Unwritten()
+
+
+class _Dropped:
+    """The deployments whose records were dropped from memory, as a Bloom filter of fixed
+    size (16 MiB: about 2% false positives at 10 million deployments): on a fresh ledger,
+    only these are asked of it. A false positive costs a question the ledger answers with
+    nothing; a key never added is never reported."""
+
+    _BITS = 1 << 27
+
+    def __init__(self) -> None:
+        self._bits = bytearray(self._BITS // 8)
+
+    @classmethod
+    def _positions(cls, key: DeploymentKey) -> tuple[int, int]:
+        h = hash(key) & 0xFFFFFFFFFFFFFFFF
+        return h % cls._BITS, (h >> 32 ^ h * 0x9E3779B1) % cls._BITS
+
+    def add(self, key: DeploymentKey) -> None:
+        for at in self._positions(key):
+            self._bits[at >> 3] |= 1 << (at & 7)
+
+    def __contains__(self, key: DeploymentKey) -> bool:
+        return all(self._bits[at >> 3] & (1 << (at & 7)) for at in self._positions(key))
 
 
 @dataclass(frozen=True)
@@ -165,6 +193,7 @@ class Judge:
         # (this chunk's, the previous chunk's): records by deployment, event ids judged.
         self._records: tuple[dict[DeploymentKey, DeploymentRecord], ...] = ({}, {})
         self._seen: tuple[set[RowKey], ...] = (set(), set())
+        self._dropped = _Dropped()
         #: CPU seconds spent validating, asking the ledger (`lookup`, of which `records`:
         #: the records of deployments of older chunks), judging (the processors' chain) and
         #: building rows.
@@ -175,6 +204,8 @@ class Judge:
         are skipped, not judged again."""
         batch = Batch()
         if ledger.durable:
+            for key in self._records[1]:
+                self._dropped.add(key)
             self._records = ({}, self._records[0])
             self._seen = (set(), self._seen[0])
         started = time.thread_time()
@@ -252,6 +283,8 @@ class Judge:
             if i.key not in stored and isinstance(e := i.event, DeploymentEvent)
         }
         wanted.difference_update(*self._records)
+        if ledger.fresh:
+            wanted = {key for key in wanted if key in self._dropped}
         asking = time.thread_time()
         self._records[0].update(ledger.records(wanted))
         self.seconds["records"] += time.thread_time() - asking

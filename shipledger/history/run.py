@@ -159,6 +159,8 @@ class LedgerLookups:
 
     def __init__(self, store: LedgerStore) -> None:
         self._store = store
+        _, held = store.query(f"SELECT 1 FROM {store.source(RECORDS)} LIMIT 1")  # noqa: S608
+        self.fresh = not held
 
     def stored(self, keys: list[RowKey], times: list[datetime]) -> set[RowKey]:
         """Which deployment events of `keys` are stored (within the window of their

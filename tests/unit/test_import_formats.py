@@ -204,6 +204,7 @@ class _Ledger:
     was asked for is kept in `asked`)."""
 
     durable = True
+    fresh = False
 
     def __init__(self, stored: set[RowKey], records: dict[DeploymentKey, DeploymentRecord]):
         self._stored = stored
@@ -270,6 +271,18 @@ def test_a_deployment_chunks_apart_continues_from_the_ledgers_record() -> None:
     )
     assert judge.chunk([_deployment(4, "succeeded", 10)], ledger).rows[RECORDS][0]["seq"] == 3
     assert ledger.asked[-1] == set()  # the previous chunk's record is in memory
+
+
+def test_a_fresh_ledger_is_asked_only_for_deployments_dropped_from_memory() -> None:
+    """A ledger that held no record when the import began can only hold the records of the
+    import's own older chunks: new deployments are not asked for."""
+    judge, ledger = _judge(), _Ledger(set(), {})
+    ledger.fresh = True
+    for n in (1, 2):
+        judge.chunk([_deployment(n, "started", n)], ledger)
+    assert ledger.asked == [set(), set()]
+    judge.chunk([_deployment(3, "succeeded", 9), _deployment(5, "started", 9)], ledger)
+    assert ledger.asked[-1] == {("acme", "d-1")}  # d-1 dropped after two chunks, d-5 is new
 
 
 @pytest.mark.parametrize("module", [four_keys, devlake, github])
