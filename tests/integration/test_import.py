@@ -163,27 +163,18 @@ def test_a_chunk_torn_between_its_records_and_its_events_is_judged_again(
 
     with LedgerStore.open(settings) as store:
         store.ensure_schema()
+
+        def imported() -> run.Outcome:
+            ledger = run.import_ledger(settings, policy, store)
+            return run.import_file(
+                path, "ndjson", Defaults(), _judge(settings), ledger, None, 1_000
+            )
+
         monkeypatch.setattr(run, "store_batch", torn)
         with pytest.raises(RuntimeError, match="killed"):
-            run.import_file(
-                path,
-                "ndjson",
-                Defaults(),
-                _judge(settings),
-                run.import_ledger(settings, policy, store),
-                None,
-                1_000,
-            )
+            imported()
         monkeypatch.undo()
-        again = run.import_file(
-            path,
-            "ndjson",
-            Defaults(),
-            _judge(settings),
-            run.import_ledger(settings, policy, store),
-            None,
-            1_000,
-        )
+        again = imported()
         assert again.stored == stored[0]
         _, rows = store.query(
             "SELECT tenant, deployment_id, max(seq), count(), uniqExact(record_id) "
