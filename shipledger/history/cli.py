@@ -159,6 +159,8 @@ def _report(
     if outcome.rows:
         stored = ", ".join(f"{table} {count:,}" for table, count in sorted(outcome.rows.items()))
         click.echo(f"  rows written (before the ledger's dedup): {stored}")
+    if outcome.stored:
+        click.echo(f"  {outcome.stored:,} events already in the ledger, skipped (not judged again)")
     if outcome.duplicates:
         click.echo(f"  {outcome.duplicates:,} events repeated in the file, imported once")
     if not outcome.problems:

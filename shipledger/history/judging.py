@@ -20,24 +20,34 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, cast
 
-from shipledger.history.mapping import EventObject
 from shipledger.processors.enrichment import Enrichment
-from shipledger.processors.step import process
+from shipledger.processors.step import StepResult, process
 from shipledger.producers.api.events import validated_event
+from shipledger.producers.api.uploads import Record
+from shipledger.schemas.families import Family
 from shipledger.schemas.family_models import ArtifactEvent, CatalogEvent, ChangeEvent
-from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
+from shipledger.schemas.models import DeploymentEvent, DeploymentRecord, Model
 from shipledger.schemas.policy import Policy
 from shipledger.schemas.registry import catalog
 from shipledger.schemas.validation import Rejected
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.ddl import ALERTS, EVENTS, RECORDS
+from shipledger.sinks.ledger.latest_records import DeploymentKey
 from shipledger.sinks.regions import Placement, Unplaced
-from shipledger.sinks.rows import KafkaMeta, Row, alert_row, event_row, record_row, row_builder
+from shipledger.sinks.rows import (
+    KafkaMeta,
+    Row,
+    RowKey,
+    alert_row,
+    event_row,
+    record_row,
+    row_builder,
+)
 
 #: What `deployment_events.kafka_*` hold for an imported event: no topic, no partition.
 IMPORT_TOPIC = "import"
@@ -49,6 +59,7 @@ class _Identified(Protocol):
 
     tenant: str
     event_id: str
+    occurred_at: datetime
 
 
 @dataclass(frozen=True)
@@ -62,21 +73,105 @@ class Problem:
 
 @dataclass
 class Batch:
-    """Rows waiting for the next write, by table, and what they count."""
+    """One chunk judged: rows waiting for their write, by table, what they count, and the
+    records refused."""
 
     rows: dict[str, list[Row]] = field(
         default_factory=lambda: {EVENTS: [], RECORDS: [], ALERTS: []}
     )
     events: int = 0
     alerts: int = 0
+    #: Events the ledger holds already (a resumed or repeated import): not judged again.
+    stored: int = 0
+    #: Events repeated in the file (the same tenant and id), imported once.
+    duplicates: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+
+class Stored(Protocol):
+    """What the ledger holds already, asked once per chunk before it is judged (`run`'s
+    `LedgerLookups`; `NOTHING_STORED` for a dry run)."""
+
+    #: Whether each chunk is stored before the one after next is judged: a deployment's record
+    #: can then be dropped from memory after a chunk without its events and asked for again.
+    durable: bool
+    #: Whether the ledger held no deployment record when the import began: then only the
+    #: deployments of the import's own older chunks can have a record there.
+    fresh: bool
+
+    def stored(self, keys: list[RowKey], times: list[datetime]) -> set[RowKey]:
+        """Which deployment events of `keys` (tenant, id; occurred at `times`) are stored:
+        stored with everything they made (`run.store_batch` writes them last)."""
+        ...
+
+    def records(self, keys: Collection[DeploymentKey]) -> dict[DeploymentKey, DeploymentRecord]:
+        """The latest record of each deployment of `keys` made by an event that is stored."""
+        ...
+
+
+class _Unwritten:
+    durable = False
+    fresh = True
+
+    def stored(self, keys: list[RowKey], times: list[datetime]) -> set[RowKey]:
+        return set()
+
+    def records(self, keys: Collection[DeploymentKey]) -> dict[DeploymentKey, DeploymentRecord]:
+        return {}
+
+
+#: A dry run's ledger: nothing stored, every record kept in memory.
+NOTHING_STORED: Stored = _Unwritten()
+
+
+class _Dropped:
+    """The deployments whose records were dropped from memory, as a Bloom filter of fixed
+    size (16 MiB: about 2% false positives at 10 million deployments): on a fresh ledger,
+    only these are asked of it. A false positive costs a question the ledger answers with
+    nothing; a key never added is never reported."""
+
+    _BITS = 1 << 27
+
+    def __init__(self) -> None:
+        self._bits = bytearray(self._BITS // 8)
+
+    @classmethod
+    def _positions(cls, key: DeploymentKey) -> tuple[int, int]:
+        h = hash(key) & 0xFFFFFFFFFFFFFFFF
+        return h % cls._BITS, (h >> 32 ^ h * 0x9E3779B1) % cls._BITS
+
+    def add(self, key: DeploymentKey) -> None:
+        for at in self._positions(key):
+            self._bits[at >> 3] |= 1 << (at & 7)
+
+    def __contains__(self, key: DeploymentKey) -> bool:
+        return all(self._bits[at >> 3] & (1 << (at & 7)) for at in self._positions(key))
+
+
+@dataclass(frozen=True)
+class _Valid:
+    """A validated event of the chunk, with its table and (tenant, id)."""
+
+    line: int
+    family: Family
+    event: Model
+    table: str
+    key: RowKey
 
 
 class Judge:
-    """Validates and judges an import's event objects in order (see the module docstring).
+    """Validates and judges an import's event objects, a chunk at a time, in the file's order
+    (see the module docstring).
 
     `tenant`: the tenant of objects naming none, and the only one accepted (None: any);
     `known_actor` the directory (`shipledger.identities.actor_known`); `now` the import's
     start: the records' `updated_at`, the alerts' `detected_at` and the events' `received_at`.
+
+    State carried from chunk to chunk: the enrichment view (change, catalog and artifact
+    events, small), and the records and event ids of the last two chunks only (bounded
+    memory): an older deployment's record, and whether an older event was stored, are asked
+    of the ledger (`Stored`), which holds those chunks by then. So a resumed import continues
+    from what the ledger holds without judging its stored events again.
     """
 
     def __init__(
@@ -95,19 +190,64 @@ class Judge:
         self._received_ms = int(now.timestamp() * 1000)
         self._placement = Placement(policy, ())
         self._view = Enrichment()
-        self._records: dict[tuple[str, str], DeploymentRecord] = {}
-        self._seen: set[tuple[str, str]] = set()
-        self.duplicates = 0
-        #: CPU seconds spent validating, judging (the processors' chain) and building rows.
+        # (this chunk's, the previous chunk's): records by deployment, event ids judged.
+        self._records: tuple[dict[DeploymentKey, DeploymentRecord], ...] = ({}, {})
+        self._seen: tuple[set[RowKey], ...] = (set(), set())
+        self._dropped = _Dropped()
+        #: CPU seconds spent validating, asking the ledger (`lookup`, of which `records`:
+        #: the records of deployments of older chunks), judging (the processors' chain) and
+        #: building rows.
         self.seconds: defaultdict[str, float] = defaultdict(float)
 
-    def add(self, line: int, obj: EventObject, batch: Batch) -> Problem | None:
-        """Judge one event object into `batch`; why not, naming the field, if it is refused."""
+    def chunk(self, records: Iterable[Record], ledger: Stored) -> Batch:
+        """Judge one chunk of the file's records into rows; deployment events `ledger` holds
+        are skipped, not judged again."""
+        batch = Batch()
+        if ledger.durable:
+            for key in self._records[1]:
+                self._dropped.add(key)
+            self._records = ({}, self._records[0])
+            self._seen = (set(), self._seen[0])
+        started = time.thread_time()
+        valid: list[_Valid] = []
+        for record in records:
+            checked = self._validated(record)
+            if isinstance(checked, Problem):
+                batch.problems.append(checked)
+            else:
+                valid.append(checked)
+        looked_up = time.thread_time()
+        self.seconds["validate"] += looked_up - started
+        stored = self._stored(valid, ledger)
+        judging = time.thread_time()
+        self.seconds["lookup"] += judging - looked_up
+        judged: list[tuple[_Valid, StepResult | None]] = []
+        for item in valid:
+            if any(item.key in seen for seen in self._seen):
+                batch.duplicates += 1
+                continue
+            if item.key in stored:
+                batch.stored += 1
+            elif (result := self._judged(item, batch)) is not None:
+                judged.append(result)
+            else:
+                continue
+            self._seen[0].add(item.key)
+        rows_started = time.thread_time()
+        self.seconds["judge"] += rows_started - judging
+        for item, step in judged:
+            self._rows(item, step, batch)
+        self.seconds["rows"] += time.thread_time() - rows_started
+        batch.problems.sort(key=lambda p: p.line)
+        return batch
+
+    def _validated(self, record: Record) -> _Valid | Problem:
+        line, obj = record.line, record.obj
+        if not isinstance(obj, dict):
+            return Problem(line, record.field, record.error or "unreadable")
         if obj.get("occurred_at") is None:
             return Problem(line, "occurred_at", "required in an import (the event's own time)")
-        started = time.thread_time()
         validated = validated_event(obj, line, self._settings, CHANNEL, self._tenant)
-        self.seconds["validate"] += time.thread_time() - started
         if isinstance(validated, list):
             first = validated[0]
             return Problem(line, first.field, first.reason)
@@ -123,48 +263,76 @@ class Judge:
                 f"{tenant!r} is stored in a regional ledger: import "
                 "it with that ledger's settings (SHIPLEDGER_REGION)",
             )
-        key = (tenant, cast(_Identified, event).event_id)
-        if key in self._seen:
-            self.duplicates += 1
-            return None
-        if isinstance(event, DeploymentEvent):
-            problem = self._deployment(line, event, batch)
-            if problem is not None:
-                return problem
-        else:
-            table = catalog().topic(family.topic).table
-            assert table is not None, f"family {family.name} has no table"
-            meta = KafkaMeta(IMPORT_TOPIC, -1, line, self._received_ms)
-            batch.rows.setdefault(table.name, []).append(
-                row_builder(table.name)(event.to_avro(), meta)
-            )
-            if isinstance(event, ChangeEvent | CatalogEvent | ArtifactEvent):
-                self._view.apply(event)
-        self._seen.add(key)
-        batch.events += 1
-        return None
+        table = catalog().topic(family.topic).table
+        assert table is not None, f"family {family.name} has no table"
+        return _Valid(line, family, event, table.name, (tenant, cast(_Identified, event).event_id))
 
-    def _deployment(self, line: int, event: DeploymentEvent, batch: Batch) -> Problem | None:
-        key = (event.tenant, event.deployment_id)
-        started = time.thread_time()
+    def _stored(self, valid: list[_Valid], ledger: Stored) -> set[RowKey]:
+        """The chunk's deployment events the ledger holds (one id check), and the records of
+        the deployments of the others that are in no recent chunk, read from the ledger.
+        Other families' events are written again (the writer drops what is stored): they
+        cost no judging, and a late push recomputes change sets."""
+        deployments = [i for i in valid if isinstance(i.event, DeploymentEvent)]
+        stored = ledger.stored(
+            [i.key for i in deployments],
+            [cast(DeploymentEvent, i.event).occurred_at for i in deployments],
+        )
+        wanted = {
+            (e.tenant, e.deployment_id)
+            for i in deployments
+            if i.key not in stored and isinstance(e := i.event, DeploymentEvent)
+        }
+        wanted.difference_update(*self._records)
+        if ledger.fresh:
+            wanted = {key for key in wanted if key in self._dropped}
+        asking = time.thread_time()
+        self._records[0].update(ledger.records(wanted))
+        self.seconds["records"] += time.thread_time() - asking
+        return stored
+
+    def _fold(self, event: Model) -> None:
+        if isinstance(event, ChangeEvent | CatalogEvent | ArtifactEvent):
+            self._view.apply(event)
+
+    def _judged(self, item: _Valid, batch: Batch) -> tuple[_Valid, StepResult | None] | None:
+        """`item` judged: a deployment event's step (None: another family's event, folded
+        into the view), or None and a problem in `batch` when the rules refuse it."""
+        if not isinstance(item.event, DeploymentEvent):
+            self._fold(item.event)
+            return item, None
+        key = (item.event.tenant, item.event.deployment_id)
         try:
             result = process(
-                event,
-                self._records.get(key),
+                item.event,
+                self._previous(key),
                 self._policy,
                 now=self._now,
                 view=self._view,
                 known_actor=self._known_actor,
             )
         except Rejected as exc:
-            return Problem(line, exc.field or "event", exc.reason)
-        self._records[key] = result.record
-        judged = time.thread_time()
-        meta = KafkaMeta(IMPORT_TOPIC, -1, line, self._received_ms)
-        batch.rows[EVENTS].append(event_row(event.to_avro(), meta))
-        batch.rows[RECORDS].append(record_row(result.record.to_avro()))
-        batch.rows[ALERTS].extend(alert_row(a.to_avro()) for a in result.alerts)
-        batch.alerts += len(result.alerts)
-        self.seconds["judge"] += judged - started
-        self.seconds["rows"] += time.thread_time() - judged
+            batch.problems.append(Problem(item.line, exc.field or "event", exc.reason))
+            return None
+        self._records[0][key] = result.record
+        return item, result
+
+    def _rows(self, item: _Valid, step: StepResult | None, batch: Batch) -> None:
+        """The rows of a judged event (rows depend on no state: built after the chunk is
+        judged, and timed once per chunk)."""
+        meta = KafkaMeta(IMPORT_TOPIC, -1, item.line, self._received_ms)
+        batch.events += 1
+        if step is None:
+            batch.rows.setdefault(item.table, []).append(
+                row_builder(item.table)(item.event.to_avro(), meta)
+            )
+            return
+        batch.rows[EVENTS].append(event_row(step.event.to_avro(), meta))
+        batch.rows[RECORDS].append(record_row(step.record.to_avro()))
+        batch.rows[ALERTS].extend(alert_row(a.to_avro()) for a in step.alerts)
+        batch.alerts += len(step.alerts)
+
+    def _previous(self, key: DeploymentKey) -> DeploymentRecord | None:
+        for records in self._records:
+            if key in records:
+                return records[key]
         return None

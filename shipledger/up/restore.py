@@ -52,6 +52,7 @@ from shipledger.schemas.registry import AvroCodec, catalog
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
+from shipledger.sinks.ledger.latest_records import ledger_states
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.up.completeness import incomplete
@@ -154,40 +155,10 @@ def state_message(
 
 # --- I/O ---------------------------------------------------------------------------------
 
-_RECORD_FIELDS = tuple(DeploymentRecord.model_fields)
-# Each deployment's latest record, the ids of its records made by events (= events applied;
-# a re-judgement's record keeps its last event's id) by seq, and the id of its first event.
-# Columns are checked identifiers (ddl); no input reaches this SQL.
-_STATES_SQL = (
-    "SELECT {fields}, ids, first FROM (\n"
-    "  SELECT * FROM {records} ORDER BY seq DESC, updated_at DESC\n"
-    "  LIMIT 1 BY tenant, deployment_id\n"
-    ") AS latest INNER JOIN (\n"
-    "  SELECT tenant, deployment_id,\n"
-    "    arrayMap(x -> x.2, arraySort(x -> x.1,\n"
-    "      groupArrayIf((seq, record_id), record_id = last_event_id))) AS ids,\n"
-    "    anyIf(record_id, seq = 1) AS first\n"
-    "  FROM {records} GROUP BY tenant, deployment_id\n"
-    ") AS seen USING (tenant, deployment_id)"
-)
 _ALERTS_SQL = (
     "SELECT tenant, deployment_id, rule, alert_id, kind = 'resolution', resolves\n"
     "FROM {alerts} WHERE rule IN {{rules:Array(String)}}"
 )
-
-
-def ledger_states(store: LedgerStore) -> Iterator[tuple[DeploymentRecord, list[str], str | None]]:
-    """Every deployment's latest record, applied event ids (oldest first) and first event."""
-    fields = ", ".join(
-        f"latest.{ddl.quote_ident(f)} AS {ddl.quote_ident(f)}" for f in _RECORD_FIELDS
-    )
-    # Hot and cold rows: a deployment whose records moved to cold storage keeps its state.
-    sql = _STATES_SQL.format(fields=fields, records=store.source(ddl.RECORDS))
-    _, rows = store.query(sql)
-    for row in rows:
-        values = dict(zip(_RECORD_FIELDS, row[: len(_RECORD_FIELDS)], strict=True))
-        ids, first = row[len(_RECORD_FIELDS)], row[len(_RECORD_FIELDS) + 1]
-        yield DeploymentRecord.model_validate(values), [str(i) for i in ids], str(first) or None
 
 
 def ledger_alerts(store: LedgerStore) -> dict[tuple[str, str], list[StoredAlert]]:

@@ -56,6 +56,30 @@ _IDS_PER_QUERY = 5000
 _INSERT_SETTINGS = {"max_partitions_per_insert_block": 0}
 
 
+#: What clickhouse-connect escapes in a bound string (`binding.must_escape`), as one C-speed
+#: translation: its per-character generator cost about 20 µs per (tenant, id) pair of an
+#: id check, as much as the rest of the check (measured, `shipledger import`).
+_ESCAPES = str.maketrans({c: "\\" + c for c in ("\\", "'", "`", "\t", "\n")})
+
+
+class BoundText:
+    """A query parameter already in ClickHouse's text form: clickhouse-connect binds an
+    object of a type it does not know as `str(value)`."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def __str__(self) -> str:
+        return self._text
+
+
+def bound_keys(keys: Iterable[RowKey]) -> BoundText:
+    """`keys` as an `Array(Tuple(String, String))` parameter: the text clickhouse-connect
+    would make of the list of tuples, made in one pass."""
+    pairs = (f"('{a.translate(_ESCAPES)}', '{b.translate(_ESCAPES)}')" for a, b in keys)
+    return BoundText(f"[{', '.join(pairs)}]")
+
+
 class StoreError(RuntimeError):
     """The ClickHouse store could not be opened or its schema does not match ours."""
 
@@ -302,7 +326,9 @@ class LedgerStore(Closing):
             for source, prune in sources:
                 sql = f"SELECT DISTINCT tenant, {column} FROM {source} WHERE {prune}{where}"  # noqa: S608
                 with self._lock:
-                    result = self._client.query(sql, parameters={**params, "keys": chunk})
+                    result = self._client.query(
+                        sql, parameters={**params, "keys": bound_keys(chunk)}
+                    )
                 found.update((str(row[0]), str(row[1])) for row in result.result_rows)
         return found
 

@@ -1,20 +1,33 @@
 """`shipledger import` into a real chDB ledger (a child process each time, as an operator runs
 it): every provider's fixture imported, `audit verify` clean, the same files again adding
 nothing, and an import killed (kill -9) after its first batch was stored, then run again:
-every event once, every chain verified."""
+every event once, every chain verified, the stored part skipped rather than judged again."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from shipledger.history import run
+from shipledger.history.judging import NOTHING_STORED, Judge
+from shipledger.history.mapping import Defaults
+from shipledger.history.reading import event_objects
 from shipledger.lab.bench_import import history_file
+from shipledger.processors.step import nobody_known
+from shipledger.producers.api.uploads import Record
+from shipledger.schemas.policy import load_policy
+from shipledger.settings import Settings
+from shipledger.sinks.ledger.ddl import EVENTS, RECORDS
 from shipledger.sinks.ledger.store import LedgerStore
+from shipledger.sinks.regions import Ledger
+from shipledger.sinks.rows import Row
 from tests.kit import SHIPLEDGER, ledger_settings, run_shipledger, up_env
 
 pytestmark = pytest.mark.integration
@@ -110,5 +123,72 @@ def test_a_killed_import_resumes_exactly_once(tmp_path: Path) -> None:
     assert 0 < partial[0] < written
     again = run_shipledger("import", str(path), "--no-progress", env=env)
     assert again.returncode == 0, again.stdout + again.stderr
+    # What the killed run stored is skipped, not judged again; the rest is judged from the
+    # ledger's records of the deployments it left open.
+    skipped = re.search(r"([\d,]+) events already in the ledger", again.stdout)
+    assert skipped is not None, again.stdout
+    assert int(skipped.group(1).replace(",", "")) >= partial[0]
     assert _counts(data_dir) == (written, written, written, alerts, 0)
     _verified(env)
+
+
+def test_a_chunk_torn_between_its_records_and_its_events_is_judged_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash after a chunk's records and alerts were stored but before its deployment
+    events were (they are written last): the resume judges those events again from the
+    records of events the ledger holds, not from the records they made (which would count
+    them twice), and every row is stored once."""
+    data_dir = tmp_path / "data"
+    settings = ledger_settings(data_dir)
+    policy = load_policy(None)
+    path = tmp_path / "history.ndjson"
+    written = history_file(path, 3_000)
+    clean = _judge(settings).chunk(
+        asyncio.run(_all(path)), NOTHING_STORED
+    )  # the whole file in memory: what every deployment's last record must be
+    last_seq: dict[tuple[str, str], int] = {}
+    for row in clean.rows[RECORDS]:
+        key = (row["tenant"], row["deployment_id"])
+        last_seq[key] = max(last_seq.get(key, 0), row["seq"])
+    real = run.store_batch
+    stored: list[int] = []
+
+    def torn(ledger: Ledger, rows: dict[str, list[Row]], outcome: run.Outcome) -> None:
+        if stored:
+            ledger.write({table: each for table, each in rows.items() if table != EVENTS})
+            raise RuntimeError("killed between the records and the events")
+        real(ledger, rows, outcome)
+        stored.append(len(rows[EVENTS]))
+
+    with LedgerStore.open(settings) as store:
+        store.ensure_schema()
+
+        def imported() -> run.Outcome:
+            ledger = run.import_ledger(settings, policy, store)
+            return run.import_file(
+                path, "ndjson", Defaults(), _judge(settings), ledger, None, 1_000
+            )
+
+        monkeypatch.setattr(run, "store_batch", torn)
+        with pytest.raises(RuntimeError, match="killed"):
+            imported()
+        monkeypatch.undo()
+        again = imported()
+        assert again.stored == stored[0]
+        _, rows = store.query(
+            "SELECT tenant, deployment_id, max(seq), count(), uniqExact(record_id) "
+            "FROM deployment_records GROUP BY tenant, deployment_id"
+        )
+    assert {(t, d): s for t, d, s, _, _ in rows} == last_seq
+    assert sum(r[3] for r in rows) == sum(r[4] for r in rows) == written
+    assert _counts(data_dir) == (written, written, written, clean.alerts, 0)
+    _verified(up_env(data_dir))
+
+
+def _judge(settings: Settings) -> Judge:
+    return Judge(settings, load_policy(None), None, nobody_known, datetime.now(UTC))
+
+
+async def _all(path: Path) -> list[Record]:
+    return [r async for r in event_objects(path, "ndjson", Defaults())]

@@ -19,9 +19,10 @@ from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.archive import archive
+from shipledger.sinks.ledger.latest_records import ledger_states
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.topics import ensure_topics
-from shipledger.up.restore import ledger_states, partition_of
+from shipledger.up.restore import partition_of
 from shipledger.up.stack import Stack
 from tests.containers import CHDB_COLD_FILES
 from tests.kit import (

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,14 +19,17 @@ from hypothesis import strategies as st
 
 from shipledger.cli import cli
 from shipledger.history import devlake, four_keys, github
-from shipledger.history.judging import Batch, Judge
+from shipledger.history.judging import NOTHING_STORED, Judge
 from shipledger.history.mapping import Defaults, Refused, provider_time, repository_name
 from shipledger.history.reading import Format, detect, event_objects
 from shipledger.processors.step import nobody_known
 from shipledger.producers.api.uploads import Record
+from shipledger.schemas.models import DeploymentRecord
 from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.ddl import ALERTS, EVENTS, RECORDS, SOURCE
+from shipledger.sinks.ledger.latest_records import DeploymentKey
+from shipledger.sinks.rows import RowKey
 from shipledger.stackfile import StackInfo, write_stack
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "import"
@@ -172,15 +175,10 @@ def _judge(tenant: str | None = None) -> Judge:
 
 
 def test_the_judge_builds_the_rows_the_sink_would_store() -> None:
-    judge, batch = _judge(), Batch()
-    records = _records("events.ndjson", "ndjson")
-    problems = [
-        judge.add(r.line, dict(r.obj), batch) for r in records if isinstance(r.obj, Mapping)
-    ]
-    refused = [(p.line, p.field) for p in problems if p is not None]
-    assert refused == [(4, "commit_sha"), (5, "occurred_at")]
-    assert _refused(records) == [(8, "line")]
-    assert judge.duplicates == 1  # line 7 repeats line 2
+    batch = _judge().chunk(_records("events.ndjson", "ndjson"), NOTHING_STORED)
+    refused = [(p.line, p.field) for p in batch.problems]
+    assert refused == [(4, "commit_sha"), (5, "occurred_at"), (8, "line")]
+    assert batch.duplicates == 1  # line 7 repeats line 2
     assert batch.events == 3
     assert len(batch.rows[EVENTS]) == 2 and len(batch.rows[SOURCE]) == 1
     first, second = batch.rows[RECORDS]
@@ -192,12 +190,99 @@ def test_the_judge_builds_the_rows_the_sink_would_store() -> None:
 
 
 def test_the_judge_refuses_another_tenant_than_the_given_one() -> None:
-    judge, batch = _judge("acme"), Batch()
+    judge = _judge("acme")
     (obj, *_) = _objects(_records("events.ndjson", "ndjson"))
-    assert judge.add(1, dict(obj), batch) is None
+    batch = judge.chunk([Record(1, dict(obj))], NOTHING_STORED)
+    assert not batch.problems
     assert batch.rows[EVENTS][0]["tenant"] == "acme"
-    problem = judge.add(1, {**obj, "tenant": "globex"}, batch)
-    assert problem is not None and problem.field == "tenant"
+    batch = judge.chunk([Record(1, {**obj, "tenant": "globex"})], NOTHING_STORED)
+    assert [p.field for p in batch.problems] == ["tenant"]
+
+
+class _Ledger:
+    """A ledger holding the events of `stored`, and the records `records` gives (what it
+    was asked for is kept in `asked`)."""
+
+    durable = True
+    fresh = False
+
+    def __init__(self, stored: set[RowKey], records: dict[DeploymentKey, DeploymentRecord]):
+        self._stored = stored
+        self._records = records
+        self.asked: list[set[DeploymentKey]] = []
+
+    def stored(self, keys: list[RowKey], times: list[datetime]) -> set[RowKey]:
+        return self._stored & set(keys)
+
+    def records(self, keys: Collection[DeploymentKey]) -> dict[DeploymentKey, DeploymentRecord]:
+        self.asked.append(set(keys))
+        return {k: r for k, r in self._records.items() if k in keys}
+
+
+def _deployment(n: int, event_type: str, minute: int) -> Record:
+    return Record(
+        n,
+        {
+            "deployment_id": f"d-{n if event_type == 'started' else 1}",
+            "event_type": event_type,
+            "service": "checkout",
+            "environment": "prod",
+            "commit_sha": "9fceb02d0ae598e95dc970b74767f19372d61af8",
+            "actor": "alice",
+            "tenant": "acme",
+            "occurred_at": f"2024-05-07T10:{minute:02d}:00Z",
+        },
+    )
+
+
+def test_stored_events_are_skipped_not_judged() -> None:
+    judge = _judge()
+    records = [_deployment(1, "started", 0), _deployment(2, "succeeded", 5)]
+    ids = [
+        (r["tenant"], r["event_id"]) for r in _judge().chunk(records, NOTHING_STORED).rows[EVENTS]
+    ]
+    batch = judge.chunk(records, _Ledger(set(ids), {}))
+    assert (batch.stored, batch.events, batch.rows[EVENTS]) == (2, 0, [])
+
+
+def test_a_deployment_chunks_apart_continues_from_the_ledgers_record() -> None:
+    """Records are kept for two chunks (the one judged, the one being written): an older
+    deployment's record is the ledger's, asked once per chunk."""
+    started, other, finished = (
+        _deployment(1, "started", 0),
+        _deployment(2, "started", 1),
+        _deployment(3, "succeeded", 9),
+    )
+    in_memory = _judge()
+    (record,) = [
+        r for r in in_memory.chunk([started], NOTHING_STORED).rows[RECORDS] if r["seq"] == 1
+    ]
+    judge, ledger = _judge(), _Ledger(set(), {})
+    judge.chunk([started], ledger)
+    judge.chunk([other], ledger)
+    ledger._records[("acme", "d-1")] = DeploymentRecord.model_validate(record)
+    batch = judge.chunk([finished], ledger)
+    assert ledger.asked[-1] == {("acme", "d-1")}
+    (last,) = batch.rows[RECORDS]
+    assert (last["seq"], last["status"], last["started_at"]) == (
+        2,
+        "succeeded",
+        record["started_at"],
+    )
+    assert judge.chunk([_deployment(4, "succeeded", 10)], ledger).rows[RECORDS][0]["seq"] == 3
+    assert ledger.asked[-1] == set()  # the previous chunk's record is in memory
+
+
+def test_a_fresh_ledger_is_asked_only_for_deployments_dropped_from_memory() -> None:
+    """A ledger that held no record when the import began can only hold the records of the
+    import's own older chunks: new deployments are not asked for."""
+    judge, ledger = _judge(), _Ledger(set(), {})
+    ledger.fresh = True
+    for n in (1, 2):
+        judge.chunk([_deployment(n, "started", n)], ledger)
+    assert ledger.asked == [set(), set()]
+    judge.chunk([_deployment(3, "succeeded", 9), _deployment(5, "started", 9)], ledger)
+    assert ledger.asked[-1] == {("acme", "d-1")}  # d-1 dropped after two chunks, d-5 is new
 
 
 @pytest.mark.parametrize("module", [four_keys, devlake, github])
