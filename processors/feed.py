@@ -296,7 +296,7 @@ class EnrichmentFeed:
         return event
 
     def recent_of(self, record: Mapping[str, Any]) -> Deployed | None:
-        """What the anomaly join keeps of `record` (decoded Avro, or a record model as a
-        dict), None past the horizon: every worker reads every record, few fields matter."""
+        """What the anomaly join keeps of `record` (decoded Avro, or a record model's
+        fields), None past the horizon: every worker reads every record, few fields matter."""
         deployed = Deployed.of(record)
         return None if deployed.started_at < utcnow() - self._horizon else deployed
