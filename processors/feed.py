@@ -6,6 +6,8 @@ the latest of which the worker judges by (`processors.refresh`), and the deploym
 (`deployments.records`, every partition) into the recent deployments the anomaly join reads
 (`processors.recent`): a record of a deployment that started more than
 `anomaly_horizon_s` ago is dropped as it is read, and only its few joined fields are kept.
+A worker's own records (`Outputs`' origin header names it) are skipped undecoded: it folded
+them as it sent them. Messages are taken as many a call as are fetched.
 
 A global view rather than a repartition: these families are small (hundreds to a few thousand
 change requests and services, one artifact per build), and a worker must judge a deployment
@@ -25,9 +27,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -35,11 +38,13 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
     TopicPartition,
 )
 
 from shipledger.logging import get_logger
 from shipledger.processors.enrichment import ENRICHMENT_TOPICS, EnrichmentEvent
+from shipledger.processors.outputs import origin_header
 from shipledger.processors.recent import Deployed
 from shipledger.schemas.models import Model, utcnow
 from shipledger.schemas.policy import PolicyDocument
@@ -49,6 +54,8 @@ from shipledger.settings import Settings
 
 log = get_logger("processors")
 _POLL_S = 0.1
+#: Messages taken from the consumer a call, at most.
+_BATCH = 500
 _CATCH_UP_POLL_S = 0.01
 _METADATA_TIMEOUT_S = 15.0
 #: What the feed hands over: events for the view, published policies and recent deployments.
@@ -67,7 +74,7 @@ class _EndsRequest:
 class EnrichmentFeed:
     """Reads the enrichment topics on a daemon thread (see the module docstring)."""
 
-    def __init__(self, settings: Settings, bootstrap: str) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, origin: str | None = None) -> None:
         self._conf = {
             **settings.kafka_common(bootstrap),
             # A group id librdkafka wants; never joined (partitions are assigned), never
@@ -86,6 +93,9 @@ class EnrichmentFeed:
         }
         self._codecs = {topics.of(name): topic_codec(name) for name in (*names, RECORDS)}
         self._records = topics.of(RECORDS)
+        #: The headers of the records this worker sent (`Outputs`, the same `origin`): folded
+        #: as they were sent, so not decoded again here.
+        self._own = None if origin is None else origin_header(origin)
         self._horizon = timedelta(seconds=settings.anomaly_horizon_s)
         self._notify: Callable[[], object] = lambda: None
         self._ready: deque[FeedEvent] = deque()
@@ -179,33 +189,41 @@ class EnrichmentFeed:
                 self._set_caught_up()
             while not self._stop.is_set():
                 self._answer_requests(consumer)
-                msg = consumer.poll(_POLL_S)
-                if msg is None:
+                first = consumer.poll(_POLL_S)
+                if first is None:
                     continue
-                error = msg.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        self._mark_read(msg.topic(), msg.partition(), msg.offset())
-                        waiting.discard((msg.topic(), msg.partition()))
-                        if not waiting and not self.caught_up:
-                            self._set_caught_up()
-                    else:
-                        log.warning("enrichment_feed_error", error=str(error))
-                    continue
-                event = self._decode(msg.topic(), msg.value(), msg.partition(), msg.offset())
-                if event is not None:
-                    self._hand_over(event)
-                # Counted read once handed over: `read_to_end` then finds it in `drain`.
-                offset = msg.offset()
-                self._mark_read(
-                    msg.topic(), msg.partition(), None if offset is None else offset + 1
-                )
+                # Then whatever else is already fetched, without waiting: every record the
+                # workers produce comes back here, and a call per message (the GIL given up
+                # and taken back each time) cost the worker more than decoding them.
+                for msg in [first, *consumer.consume(_BATCH, 0)]:
+                    self._read_one(msg, waiting)
         except Exception as exc:  # the view would go stale: the worker stops (processors.app)
             log.exception("enrichment_feed_failed")
             self.failure = exc
             self._notify()
         finally:
             consumer.close()
+
+    def _read_one(self, msg: Message, waiting: set[tuple[str, int]]) -> None:
+        """Hand over the event of `msg`, or note the end of its partition."""
+        error = msg.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                self._mark_read(msg.topic(), msg.partition(), msg.offset())
+                waiting.discard((msg.topic(), msg.partition()))
+                if not waiting and not self.caught_up:
+                    self._set_caught_up()
+            else:
+                log.warning("enrichment_feed_error", error=str(error))
+            return
+        topic = msg.topic()
+        if not (self._own is not None and topic == self._records and msg.headers() == self._own):
+            event = self._decode(topic, msg.value(), msg.partition(), msg.offset())
+            if event is not None:
+                self._hand_over(event)
+        # Counted read once handed over: `read_to_end` then finds it in `drain`.
+        offset = msg.offset()
+        self._mark_read(msg.topic(), msg.partition(), None if offset is None else offset + 1)
 
     def _mark_read(self, topic: str | None, partition: int | None, end: int | None) -> None:
         """Everything of `topic`'s `partition` before offset `end` was read."""
@@ -263,7 +281,7 @@ class EnrichmentFeed:
         assert topic is not None
         try:
             if topic == self._records:
-                return self._recent(self._codecs[topic].decode(value))
+                return self.recent_of(self._codecs[topic].decode(value))
             event = self._models[topic].model_validate(self._codecs[topic].decode(value))
         except Exception as exc:  # DecodeError, ValidationError: the sink dead-letters it
             log.warning(
@@ -277,7 +295,8 @@ class EnrichmentFeed:
         assert isinstance(event, FeedEvent)
         return event
 
-    def _recent(self, record: dict[str, object]) -> Deployed | None:
-        # Decoded Avro, no model: every worker reads every record, only a few fields matter.
+    def recent_of(self, record: Mapping[str, Any]) -> Deployed | None:
+        """What the anomaly join keeps of `record` (decoded Avro, or a record model's
+        fields), None past the horizon: every worker reads every record, few fields matter."""
         deployed = Deployed.of(record)
         return None if deployed.started_at < utcnow() - self._horizon else deployed

@@ -88,7 +88,10 @@ class EventHandler:
     `artifact_unknown`, the handler calls `catch_up` (the worker's feed reads the artifacts
     topic to the end it has now, and the view folds it in: `processors.app`) and judges
     again: a build the broker acknowledged before that moment is seen, however close to the
-    deployment it was published. A build published later does not clear the alert."""
+    deployment it was published. A build published later does not clear the alert.
+
+    `sent` is told of every deployment record queued (the worker folds its own records into
+    the anomaly join's recent deployments at once, rather than read them back from Kafka)."""
 
     def __init__(
         self,
@@ -99,9 +102,11 @@ class EventHandler:
         view: Lookups | None = None,
         known_actor: Callable[[str], bool] = nobody_known,
         catch_up: Callable[[], object] | None = None,
+        sent: Callable[[DeploymentRecord], object] | None = None,
     ) -> None:
         self._policy = policy
         self._catch_up = catch_up
+        self._sent = sent
         self._state = state
         self._outputs = outputs
         self._limit = limit
@@ -171,7 +176,7 @@ class EventHandler:
             )
             self._dead_letter(message, f"internal error: {exc!r}", None)
             return
-        self._outputs.send(payloads)
+        self._send(payloads, result.record)
         self._state.put(key, message.partition, result.record, decoded.event_id, result.alerts)
         self._limit.valid()
         _log_alerts(result.alerts)
@@ -219,7 +224,7 @@ class EventHandler:
             # Encoding raises before anything is queued; a failure here is a bug, and the
             # batch is abandoned (`processors.app`): nothing is lost, it is redone.
             payloads = self._outputs.encode(judged.record, [*judged.alerts, *judged.resolutions])
-            self._outputs.send(payloads)
+            self._send(payloads, judged.record)
             self._state.rejudged(key, judged.record, judged.alerts, judged.resolutions)
             emitted += 1
             _log_alerts(judged.alerts)
@@ -230,6 +235,12 @@ class EventHandler:
                     reason=done.evidence.get("reason"),
                 )
         return emitted
+
+    def _send(self, payloads: Sequence[Payload], record: DeploymentRecord | None) -> None:
+        """Queue `payloads`, then tell `sent` of the record among them."""
+        self._outputs.send(payloads)
+        if record is not None and self._sent is not None:
+            self._sent(record)
 
     def _repeat(self, message: Message, entry: Entry, event_id: str) -> None:
         log.info(

@@ -33,6 +33,16 @@ from shipledger.settings import Settings
 Payload = tuple[str, bytes, bytes]
 
 
+#: The header a worker sets on the records it sends: its feed skips its own records, which it
+#: folded into the anomaly join's recent deployments as it sent them (`processors.feed`).
+ORIGIN = "shipledger-origin"
+
+
+def origin_header(origin: str) -> list[tuple[str, bytes]]:
+    """The headers of a record sent by the worker named `origin` (as the consumer reads them)."""
+    return [(ORIGIN, origin.encode())]
+
+
 class OutputError(RuntimeError):
     """Kafka did not take the batch's outputs: the batch must not be acknowledged."""
 
@@ -46,11 +56,20 @@ class Outputs:
         bootstrap: str,
         metrics: m.RecordingMetrics,
         flush_timeout_s: float = 30.0,
+        origin: str | None = None,
     ) -> None:
         self.topics = Topics.from_settings(settings)
+        #: The header naming this worker on each record it sends (`origin_header`).
+        self._origin = None if origin is None else origin_header(origin)
         self.metrics = metrics
         self._producer = KafkaProducer(
-            {**settings.kafka_producer(bootstrap), "client.id": "shipledger-processors"}
+            {
+                **settings.kafka_producer(bootstrap),
+                "client.id": "shipledger-processors",
+                # Only failures are counted (`flush` raises on them): a delivery report per
+                # message acknowledged was a Python callback each, contending for the GIL.
+                "delivery.report.only.error": True,
+            }
         )
         self._records = topic_codec(RECORDS)
         self._alerts = topic_codec(ALERTS)
@@ -87,7 +106,8 @@ class Outputs:
     def send(self, payloads: Sequence[Payload]) -> None:
         """Queue encoded outputs."""
         for topic, key, value in payloads:
-            self._producer.produce(topic, value, key)
+            headers = self._origin if topic == self.topics.records else None
+            self._producer.produce(topic, value, key, headers=headers)
             self.metrics.increment(m.PROCESSOR_EVENTS_OUT, tags={"topic": topic})
 
     def dead_letter(self, key: bytes | None, value: bytes | None, headers: Headers) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import faust
 
+from shipledger.gc_tuning import tune_gc
 from shipledger.lag import group_lag
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.logging import configure_logging, get_logger
@@ -55,6 +56,7 @@ def worker(bootstrap: str | None, data_dir: Path | None) -> None:
     metrics.add_collector(LagCollector(group, lambda: group_lag(conf, group, sources)))
     serve(metrics, settings.metrics_host, settings.worker_metrics_port, "worker")
     app = create_app(settings, target, policy, metrics)
+    tune_gc()
     # mode's Worker owns the event loop and handles SIGINT/SIGTERM: commit, flush, exit.
     runner = faust.Worker(app, loglevel="warning", quiet=True)
     runner.spinner = None  # a terminal spinner only garbles JSON logs

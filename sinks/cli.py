@@ -13,6 +13,7 @@ import click
 
 from shipledger.dlq_limit import EXIT_DLQ_LIMIT, DlqLimitExceeded
 from shipledger.fields import picked
+from shipledger.gc_tuning import tune_gc
 from shipledger.logging import configure_logging, get_logger
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.policy import load_policy
@@ -70,6 +71,7 @@ def sink(
     configure_logging(settings)
     use_schema_registry(settings.schema_registry_url, settings.topic_prefix)
     log = get_logger("sink.cli")
+    tune_gc()
     resolved = resolve_bootstrap(settings)
     if resolved is None:
         raise click.UsageError("no broker: pass --bootstrap, or start `shipledger up` first")

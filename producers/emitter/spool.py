@@ -22,7 +22,8 @@ Guarantees (tested in tests/unit/test_emitter_spool.py and tests/integration/tes
 
 The locks are `filelock`'s, portable to Windows runners (no `fcntl` needed): they work between
 processes of one machine (CI jobs sharing a runner), not reliably on network file systems, so
-the spool must be on a local disk.
+the spool must be on a local disk. `filelock` is imported where a lock is taken: it loads
+sqlite3, and an `emit` that reaches Kafka never touches the spool.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from filelock import FileLock, ReadWriteLock, Timeout
 from pydantic import ValidationError
 
 from shipledger.durable import fsync_dir
@@ -90,6 +90,8 @@ class Spool:
     @contextmanager
     def _writing(self) -> Iterator[None]:
         """Held by every writer while its temp files exist (shared with other writers)."""
+        from filelock import ReadWriteLock
+
         lock = ReadWriteLock(self.directory / WRITE_LOCK, is_singleton=False)
         try:
             with lock.read_lock():
@@ -156,6 +158,8 @@ class Spool:
         """Delete temp files of writers that died; skipped while any writer is writing."""
         if not self.directory.is_dir():
             return  # nothing was ever spooled here
+        from filelock import ReadWriteLock, Timeout
+
         lock = ReadWriteLock(self.directory / WRITE_LOCK, blocking=False, is_singleton=False)
         try:
             with lock.write_lock():
@@ -183,6 +187,8 @@ class Spool:
         """
         if not self.directory.is_dir():
             return FlushResult(sent=0, remaining=0)
+        from filelock import FileLock
+
         with FileLock(self.directory / FLUSH_LOCK):
             self.remove_orphan_temps()
             paths: dict[str, list[Path]] = {}  # event_id -> its files, oldest first

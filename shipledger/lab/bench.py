@@ -25,6 +25,7 @@ from typing import Any
 import click
 from confluent_kafka import Consumer, TopicPartition
 
+from shipledger.gc_tuning import tune_gc
 from shipledger.kafka import KafkaProducer
 from shipledger.lab.bench_changes import bench_changes
 from shipledger.lab.bench_dora import bench_dora
@@ -967,6 +968,7 @@ def bench(
     if on_stack:
         click.echo("shipledger bench: starting the embedded stack ...")
         serve_api = any(s in _API_SECTIONS for s in on_stack)
+        tune_gc()  # as `shipledger up` does: this process runs the stack's sink
         with Stack(settings, log_dir=data_dir / "logs", api=serve_api) as stack:
             measures: dict[str, Callable[[], dict[str, Any]]] = {
                 "pipeline": lambda: bench_pipeline(stack, events, rate, seconds),

@@ -23,6 +23,7 @@ import click
 from confluent_kafka import KafkaException
 
 from shipledger.closing import Running
+from shipledger.gc_tuning import tune_gc
 from shipledger.lag import committed_offsets, end_offsets, lag_by_topic, partitions_of
 from shipledger.logging import configure_logging, get_logger
 from shipledger.metrics import Endpoint
@@ -564,6 +565,7 @@ def up(bootstrap: str | None, data_dir: Path | None, workers: int, api_port: int
         stack = Stack(settings, bootstrap=bootstrap, workers=workers, api=True, policy=policy)
     except ReceiverConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    tune_gc()
     stopping = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:
