@@ -53,6 +53,7 @@ EVENT = AvroCodec(EVENT_SCHEMA)
 SECTIONS = (
     "pipeline",
     "emit",
+    "query_wall",
     "api",
     "durable",
     "gate",
@@ -67,11 +68,20 @@ SECTIONS = (
     "import",
 )
 #: Sections measured on a running embedded stack (audit builds its own ledger).
-_STACK_SECTIONS = ("pipeline", "emit", "api", "durable", "gate", "stream", "passthrough")
+_STACK_SECTIONS = (
+    "pipeline",
+    "emit",
+    "query_wall",
+    "api",
+    "durable",
+    "gate",
+    "stream",
+    "passthrough",
+)
 #: The sections measured on the one large synthetic ledger (`bench_ledger`).
 _LEDGER_SECTIONS = {"dora": bench_dora, "report": bench_report, "suspects": bench_suspects}
 #: Sections that need the stack to serve its API.
-_API_SECTIONS = ("api", "gate", "stream")
+_API_SECTIONS = ("query_wall", "api", "gate", "stream")
 
 
 @dataclass(frozen=True)
@@ -383,20 +393,28 @@ def _stored(store: LedgerStore, deployment_id: str) -> bool:
     return bool(store.query(sql, {"d": deployment_id})[1][0][0])
 
 
+def _run_cli(stack: Stack, *args: str) -> float:
+    """Run `shipledger *args` as a user would beside `stack` (its settings and broker in the
+    environment); its wall time in ms, from the process's start to its exit."""
+    exe = str(Path(sys.executable).parent / "shipledger")
+    env = {**os.environ, **stack.settings.to_env(), "SHIPLEDGER_BOOTSTRAP_SERVERS": stack.bootstrap}
+    start = time.perf_counter()
+    subprocess.run([exe, *args], env=env, check=True, capture_output=True)
+    return (time.perf_counter() - start) * 1000
+
+
 def bench_emit(stack: Stack, runs: int) -> dict[str, Any]:
     """Wall time of one `shipledger emit` process, and emit → row queryable in ClickHouse."""
     assert stack.store is not None
     store = stack.store
-    exe = str(Path(sys.executable).parent / "shipledger")
-    env = {**os.environ, **stack.settings.to_env(), "SHIPLEDGER_BOOTSTRAP_SERVERS": stack.bootstrap}
     walls: list[float] = []
     to_row: list[float] = []
     for i in range(runs):
         dep = f"emit-bench-{time.time_ns()}-{i}"
         start = time.perf_counter()
-        subprocess.run(
-            [
-                exe,
+        walls.append(
+            _run_cli(
+                stack,
                 "emit",
                 "started",
                 "--deployment-id",
@@ -409,12 +427,8 @@ def bench_emit(stack: Stack, runs: int) -> dict[str, Any]:
                 "ab" * 20,
                 "--actor",
                 "bench",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
+            )
         )
-        walls.append((time.perf_counter() - start) * 1000)
         _wait(functools.partial(_stored, store, dep), 60, "the emitted row")
         to_row.append((time.perf_counter() - start) * 1000)
     return {
@@ -422,6 +436,22 @@ def bench_emit(stack: Stack, runs: int) -> dict[str, Any]:
         "emit_wall_ms_median": round(statistics.median(walls), 1),
         "emit_to_row_ms_median": round(statistics.median(to_row), 1),
         "emit_to_row_ms_max": round(max(to_row), 1),
+    }
+
+
+#: The simple query `query_wall` times (a count over the hot table).
+WALL_QUERY = "SELECT count() FROM deployment_events"
+
+
+def bench_query_wall(stack: Stack, runs: int) -> dict[str, Any]:
+    """Wall time of one `shipledger query` process while the stack runs: it finds the stack's
+    file in the data dir and sends the query to the stack's API (chDB is the stack's)."""
+    walls = [_run_cli(stack, "query", "--format", "json", WALL_QUERY) for _ in range(runs)]
+    return {
+        "runs": runs,
+        "query": WALL_QUERY,
+        "query_wall_ms_median": round(statistics.median(walls), 1),
+        "query_wall_ms_max": round(max(walls), 1),
     }
 
 
@@ -658,7 +688,17 @@ def _markdown(results: dict[str, Any]) -> str:
             "`shipledger emit` (one process, real broker): median wall "
             f"{e['emit_wall_ms_median']} ms;"
             f" emit → row queryable in ClickHouse: median {e['emit_to_row_ms_median']} ms "
-            f"(max {e['emit_to_row_ms_max']} ms, {e['runs']} runs).",
+            f"(max {e['emit_to_row_ms_max']} ms, {e['runs']} runs). Target: wall < 250 ms "
+            f"({_met(e['emit_wall_ms_median'] < 250)}).",
+            "",
+        ]
+    if "query_wall" in results:
+        q = results["query_wall"]
+        lines += [
+            "`shipledger query` (one process, a simple query while the stack runs, answered "
+            f"through the stack's API: `{q['query']}`): median wall {q['query_wall_ms_median']} "
+            f"ms (max {q['query_wall_ms_max']} ms, {q['runs']} runs). Target: < 300 ms "
+            f"({_met(q['query_wall_ms_median'] < 300)}).",
             "",
         ]
     if "api" in results:
@@ -668,7 +708,9 @@ def _markdown(results: dict[str, Any]) -> str:
             f"{a['connections']} keep-alive connections from a client process, 202 after "
             f"Kafka's acks): {a['events_per_second']} events/s sustained ({a['events']} "
             f"events in {a['seconds']} s); request → ack latency p50 "
-            f"{a['request_to_ack']['p50_ms']} ms, p99 {a['request_to_ack']['p99_ms']} ms.",
+            f"{a['request_to_ack']['p50_ms']} ms, p99 {a['request_to_ack']['p99_ms']} ms. "
+            "Target: ≥ 10,000 events/s with p99 < 200 ms ("
+            f"{_met(a['events_per_second'] >= 10_000 and a['request_to_ack']['p99_ms'] < 200)}).",
             "",
         ]
     if "durable" in results:
@@ -827,9 +869,15 @@ def _pipeline_markdown(results: dict[str, Any]) -> list[str]:
         f"| p99 latency at {p['latency_rate_per_second']:.0f} ev/s | "
         f"{p['publish_to_alert']['p99_ms']} ms | {b['publish_to_output']['p99_ms']} ms |",
         "",
-        f"Pipeline / passthrough throughput: {ratio:.1f}x.",
+        f"Pipeline / passthrough throughput: {ratio:.1f}x. Targets: ≥ 10,000 events/s and ≥ 3x "
+        f"the passthrough ({_met(p['events_per_second'] >= 10_000 and ratio >= 3)}); p99 "
+        f"publish → alert < 250 ms ({_met(p['publish_to_alert']['p99_ms'] < 250)}).",
         "",
     ]
+
+
+def _met(met: bool) -> str:
+    return "met" if met else "not met"
 
 
 def _on_large_ledger(sections: list[str], deployments: int) -> dict[str, Any]:
@@ -920,7 +968,8 @@ def bench(
     import_events: int,
 ) -> None:
     """Measure the embedded stack: sustained events/s and p50/p99 latency, beside a plain
-    Faust passthrough agent on the same broker, the cost of one `shipledger emit`, the
+    Faust passthrough agent on the same broker, the cost of one `shipledger emit` and of one
+    `shipledger query` while the stack runs, the
     ingest API's events/s and request → Kafka ack latency (with and without the durable
     journal), the pre-deploy gate's latency, event → live dashboard latency with its fan-out
     to many clients, `audit verify` over a large ledger with its bytes on disk per event, the
@@ -936,6 +985,7 @@ def bench(
       shipledger bench --out bench --only stream  # event → live dashboard (make bench-stream)
       shipledger bench --out bench --only audit # audit verify over 1M events
       shipledger bench --out bench --only query # the read-query guard's cost
+      shipledger bench --out bench --only emit --only query_wall  # one CLI process's wall
       shipledger bench --out bench --only dora  # a team's quarter of DORA metrics
       shipledger bench --out bench --only report  # a month's compliance pack
       shipledger bench --out bench --only changes  # change-set cost per deployment
@@ -973,6 +1023,7 @@ def bench(
             measures: dict[str, Callable[[], dict[str, Any]]] = {
                 "pipeline": lambda: bench_pipeline(stack, events, rate, seconds),
                 "emit": lambda: bench_emit(stack, emit_runs),
+                "query_wall": lambda: bench_query_wall(stack, emit_runs),
                 "api": lambda: bench_api(stack, api_requests, api_batch, api_connections),
                 "durable": lambda: bench_durable(
                     stack, api_requests, api_batch, api_connections, api_requests * 2
