@@ -17,16 +17,8 @@ import httpx
 
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
-from shipledger.settings import Settings
-from shipledger.sinks.ledger.reader import (
-    FORMATS,
-    LedgerReader,
-    LedgerUnavailable,
-    QueryError,
-    QueryLimits,
-    QueryResult,
-    chdb_path,
-)
+from shipledger.settings import Settings, chdb_path
+from shipledger.sinks.ledger.query import FORMATS, QueryError, QueryLimits, QueryResult
 from shipledger.stackfile import read_stack
 
 
@@ -87,6 +79,10 @@ def run_query(settings: Settings, sql: str, *, tenant: str | None, max_rows: int
                 "and serves no query API: stop it to query here, or run the ledger on a "
                 "ClickHouse server (SHIPLEDGER_CLICKHOUSE_URL)"
             )
+    # Only here, where this process opens the ledger: the reader and the ClickHouse client
+    # are most of this command's start-up, which a query answered by a stack's API never needs.
+    from shipledger.sinks.ledger.reader import LedgerReader, LedgerUnavailable
+
     try:
         with LedgerReader.open(settings) as ledger:
             result = ledger.query(

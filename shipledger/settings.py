@@ -10,6 +10,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from pydantic import (
     AwareDatetime,
@@ -34,6 +35,16 @@ def check_region(name: str) -> str:
     if not _REGION_NAME.fullmatch(name):
         raise ValueError(f"{name!r} is not a region name (lowercase letters, digits, - and _)")
     return name
+
+
+def chdb_path(url: str) -> Path | None:
+    """The data directory of a `chdb:///<dir>` URL, or None for a server / in-memory chDB.
+    Here, beside the setting it reads, so a command can tell an embedded ledger from a server
+    without importing the ClickHouse client (`shipledger query` answered by a stack's API)."""
+    parsed = urlparse(url)
+    if parsed.scheme != "chdb" or parsed.netloc or parsed.path in ("", "/"):
+        return None
+    return Path(parsed.path)
 
 
 class RegionalLedger(BaseModel):

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 import click
 
 from shipledger.locate import cli_settings, data_dir_option, locate
-from shipledger.settings import Settings
+from shipledger.settings import Settings, chdb_path
 from shipledger.sinks.ledger import tiers
-from shipledger.sinks.ledger.store import LedgerStore, StoreError, chdb_path
+from shipledger.sinks.ledger.store import LedgerStore, StoreError
 from shipledger.stackfile import read_stack
 
 F = TypeVar("F", bound=Callable[..., Any])

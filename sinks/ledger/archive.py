@@ -44,10 +44,11 @@ import click
 from shipledger.durable import fsync_dir, fsync_file
 from shipledger.locate import data_dir_option
 from shipledger.logging import configure_logging, get_logger
+from shipledger.settings import chdb_path
 from shipledger.sinks.cli_options import ledger_settings
 from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.migrate import applied_form, cluster_of, load_migrations
-from shipledger.sinks.ledger.store import LedgerStore, StoreError, chdb_path
+from shipledger.sinks.ledger.store import LedgerStore, StoreError
 from shipledger.stackfile import read_stack
 
 log = get_logger("archive")

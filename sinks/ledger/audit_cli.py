@@ -10,14 +10,14 @@ import click
 from clickhouse_connect.driver.exceptions import Error as ClickHouseError
 
 from shipledger.output_format import format_option
-from shipledger.settings import Settings
+from shipledger.settings import Settings, chdb_path
 from shipledger.sinks.cli_options import ledger_options, ledger_settings
 from shipledger.sinks.ledger import tiers
 from shipledger.sinks.ledger.audit import verify as verify_ledger
 from shipledger.sinks.ledger.grants import grants_sql
 from shipledger.sinks.ledger.query import QueryLimits
 from shipledger.sinks.ledger.query_errors import first_line
-from shipledger.sinks.ledger.store import LedgerStore, StoreError, chdb_path
+from shipledger.sinks.ledger.store import LedgerStore, StoreError
 from shipledger.stackfile import read_stack
 
 

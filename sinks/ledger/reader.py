@@ -31,7 +31,7 @@ from shipledger.schemas.models import DeploymentEvent, Model
 from shipledger.schemas.registry import catalog
 from shipledger.schemas.scopes import RowScope
 from shipledger.schemas.topics import ENRICHMENT
-from shipledger.settings import Settings
+from shipledger.settings import Settings, chdb_path
 from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.adoption import (
     AdoptionError,
@@ -75,7 +75,7 @@ from shipledger.sinks.ledger.query import (
     run_read_query,
 )
 from shipledger.sinks.ledger.reconciliations import read_deployments, service_teams
-from shipledger.sinks.ledger.store import LedgerStore, StoreError, TimeWindow, chdb_path
+from shipledger.sinks.ledger.store import LedgerStore, StoreError, TimeWindow
 from shipledger.sinks.ledger.success import (
     SUCCESS_COLUMNS,
     Failure,

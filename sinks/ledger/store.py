@@ -33,7 +33,7 @@ import clickhouse_connect
 
 from shipledger.closing import Closing
 from shipledger.privacy import PrivacyKey, PrivacyKeyError
-from shipledger.settings import Settings
+from shipledger.settings import Settings, chdb_path
 from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.chain import ChainKey, Head
 from shipledger.sinks.ledger.cluster import on_cluster
@@ -99,14 +99,6 @@ class TimeWindow:
         if not times:
             return None
         return cls(column, min(times), max(times))
-
-
-def chdb_path(url: str) -> Path | None:
-    """The data directory of a `chdb:///<dir>` URL, or None for a server / in-memory chDB."""
-    parsed = urlparse(url)
-    if parsed.scheme != "chdb" or parsed.netloc or parsed.path in ("", "/"):
-        return None
-    return Path(parsed.path)
 
 
 def _epoch_ms(value: datetime) -> int:
