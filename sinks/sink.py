@@ -247,8 +247,8 @@ class ClickHouseSink(KafkaClients):
             route = self.routes.get(each.topic)
             if route is not None:
                 lanes.setdefault(route.table.name, set()).add(partition_lane(each.partition))
+        self._forget_heads()
         for ledger in self.ledgers.values():
-            ledger.writer.forget_heads()
             for table, table_lanes in sorted(lanes.items()):
                 ledger.writer.record_adopted_heads([table], table_lanes)
 
