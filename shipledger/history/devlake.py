@@ -22,8 +22,9 @@ from shipledger.history.mapping import (
     Defaults,
     EventObject,
     Refused,
+    attributes_of,
     provider_time,
-    repository_name,
+    repository_of,
     required,
     service_of,
     stable_id,
@@ -48,8 +49,7 @@ def events(row: Mapping[str, Any], defaults: Defaults) -> list[EventObject]:
             "commit_sha",
             "missing (a cicd_deployments row names no commit: export cicd_deployment_commits)",
         )
-    url = text(row, "repo_url")
-    repository = repository_name(url) if url else defaults.repository
+    repository = repository_of(row, "repo_url", defaults)
     environment = (text(row, "environment") or "").lower() or defaults.environment
     if environment is None:
         raise Refused("environment", "empty: give --environment")
@@ -63,11 +63,9 @@ def events(row: Mapping[str, Any], defaults: Defaults) -> list[EventObject]:
         "pipeline_provider": NAME,
         "pipeline_run_id": text(row, "cicd_deployment_id"),
         "source": f"import:{NAME}",
-        "attributes": {
-            f"{NAME}.{name}": value
-            for name in ("cicd_deployment_id", "cicd_scope_id", "name", "ref_name")
-            if (value := text(row, name)) is not None
-        },
+        "attributes": attributes_of(
+            row, NAME, ("cicd_deployment_id", "cicd_scope_id", "name", "ref_name")
+        ),
     }
     started = provider_time(row, "started_date") or provider_time(row, "created_date")
     if started is None:

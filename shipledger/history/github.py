@@ -19,8 +19,9 @@ from shipledger.history.mapping import (
     Defaults,
     EventObject,
     Refused,
+    attributes_of,
     provider_time,
-    repository_name,
+    repository_of,
     required,
     service_of,
     stable_id,
@@ -39,8 +40,7 @@ def matches(row: Mapping[str, Any]) -> bool:
 def events(row: Mapping[str, Any], defaults: Defaults) -> list[EventObject]:
     """The shipledger events of one deployment object and its `statuses`."""
     deployment = required(row, "id")
-    url = text(row, "repository_url")
-    repository = repository_name(url) if url else defaults.repository
+    repository = repository_of(row, "repository_url", defaults)
     if repository is None:
         raise Refused("repository_url", "missing: give --repository")
     creator = row.get("creator")
@@ -59,11 +59,7 @@ def events(row: Mapping[str, Any], defaults: Defaults) -> list[EventObject]:
         "actor": actor or NAME,
         "pipeline_provider": NAME,
         "source": f"import:{NAME}",
-        "attributes": {
-            f"{NAME}.{name}": value
-            for name in ("ref", "task", "description")
-            if (value := text(row, name)) is not None
-        },
+        "attributes": attributes_of(row, NAME, ("ref", "task", "description")),
     }
     created = provider_time(row, "created_at")
     if created is None:

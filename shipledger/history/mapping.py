@@ -89,6 +89,18 @@ def repository_name(url: str) -> str:
     return url
 
 
+def repository_of(row: Mapping[str, Any], name: str, defaults: Defaults) -> str | None:
+    """`owner/name` of the repository URL at `name`, else `--repository` (None: neither)."""
+    url = text(row, name)
+    return repository_name(url) if url else defaults.repository
+
+
+def attributes_of(row: Mapping[str, Any], provider: str, names: tuple[str, ...]) -> dict[str, str]:
+    """`<provider>.<name>` of each of `names` the row has a value for (attributes hold no
+    nulls)."""
+    return {f"{provider}.{name}": value for name in names if (value := text(row, name)) is not None}
+
+
 def service_of(repository: str | None, defaults: Defaults, field: str) -> str:
     """The service a provider row is about: `--service`, else its repository's name."""
     if defaults.service:
