@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
@@ -73,8 +73,15 @@ async def asset(name: str) -> Response:
     return Response(_asset(name), media_type=media, headers=_HEADERS)
 
 
-def _wanted(team: str | None, environment: str | None, service: str | None) -> StreamFilter:
+def _wanted(
+    team: _Filter = None, environment: _Filter = None, service: _Filter = None
+) -> StreamFilter:
+    """The team, environment and service the client asks for (blank or absent: any)."""
     return StreamFilter(team=team or None, environment=environment or None, service=service or None)
+
+
+#: The query's `team`, `environment` and `service` filters, as one StreamFilter.
+Wanted = Annotated[StreamFilter, Depends(_wanted)]
 
 
 def _reads(ctx: ApiContext, principal: Principal) -> Reads:
@@ -114,18 +121,14 @@ _READ_ERRORS = {
 async def dashboard_state(
     ctx: ContextDep,
     principal: ReadPrincipal,
-    team: _Filter = None,
-    environment: _Filter = None,
-    service: _Filter = None,
+    wanted: Wanted,
 ) -> dict[str, Any]:
     """`current` (the latest deployment of each service in each environment), `timeline`
     (the newest deployment records) and `alerts` (open ones), newest first, as the token
     may see them and filtered by team, environment and service; plus `stream`, the live
     stream's status (`kafka`: `live`, or `down` with `since`, epoch seconds)."""
     reads = _reads(ctx, principal)
-    state: dict[str, Any] = await _read_ledger(
-        "state", reads.state, _wanted(team, environment, service)
-    )
+    state: dict[str, Any] = await _read_ledger("state", reads.state, wanted)
     state["stream"] = ctx.stream.status() if ctx.stream is not None else {"kafka": "none"}
     return state
 
@@ -189,9 +192,7 @@ async def _frames(hub: StreamHub, sub: Subscription, heartbeat_s: float) -> Asyn
 async def stream(
     ctx: ContextDep,
     principal: ReadPrincipal,
-    team: _Filter = None,
-    environment: _Filter = None,
-    service: _Filter = None,
+    wanted: Wanted,
     last_event_id: Annotated[str | None, Header(max_length=100)] = None,
 ) -> StreamingResponse:
     """Deployment records (`event: deployment`, the deployment's new state) and alerts
@@ -206,7 +207,7 @@ async def stream(
     hub = ctx.stream
     if hub is None:
         raise ApiError(503, "no Kafka broker configured for this API: nothing to stream")
-    sub = hub.subscribe(principal, _wanted(team, environment, service), last_event_id)
+    sub = hub.subscribe(principal, wanted, last_event_id)
     return StreamingResponse(
         _frames(hub, sub, ctx.settings.stream_heartbeat_s),
         media_type="text/event-stream",
