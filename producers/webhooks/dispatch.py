@@ -45,8 +45,8 @@ class Provider:
 
 
 PROVIDERS: dict[str, Provider] = {
-    "github": Provider(github.verify, github.parse),
-    "gitlab": Provider(gitlab.verify, gitlab.parse),
+    "github": Provider(github.verify, github.ROUTE.parse),
+    "gitlab": Provider(gitlab.verify, gitlab.ROUTE.parse),
     "argocd": Provider(argocd.verify, argocd.parse),
     "cdevents": Provider(cdevents.verify, cdevents.parse),
     "jenkins": Provider(jenkins.verify, jenkins.parse),

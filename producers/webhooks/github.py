@@ -34,11 +34,10 @@ from shipledger.producers.webhooks.push import commits, pushed
 from shipledger.producers.webhooks.result import (
     Identified,
     Outcome,
-    Parsed,
     Request,
     WebhookPayloadError,
 )
-from shipledger.producers.webhooks.route import Mapper, by_event_header
+from shipledger.producers.webhooks.route import ByHeader, Mapper
 from shipledger.schemas.models import KINDS
 
 _STATES: dict[str, contract.EventType] = {
@@ -57,17 +56,6 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 def verify(request: Request) -> None:
     """Check the HMAC signature of the raw body."""
     verify_hmac_sha256(request, "github", "X-Hub-Signature-256")
-
-
-def parse(request: Request) -> Parsed:
-    """Map one authenticated GitHub delivery."""
-    return by_event_header(
-        request,
-        provider="GitHub",
-        header="X-GitHub-Event",
-        delivery_id=request.headers.get("X-GitHub-Delivery"),
-        mappers=_MAPPERS,
-    )
 
 
 def _ping(data: JSONObject, request: Request) -> Outcome:
@@ -330,3 +318,6 @@ _MAPPERS: dict[str, Mapper] = {
     "release": _release,
     "package": _package,
 }
+
+#: How dispatch reads a delivery (`route.ByHeader`): its id is X-GitHub-Delivery.
+ROUTE = ByHeader("GitHub", "X-GitHub-Event", ("X-GitHub-Delivery",), _MAPPERS)

@@ -29,11 +29,10 @@ from shipledger.producers.webhooks.push import commits, pushed
 from shipledger.producers.webhooks.result import (
     Identified,
     Outcome,
-    Parsed,
     Request,
     WebhookPayloadError,
 )
-from shipledger.producers.webhooks.route import Mapper, by_event_header
+from shipledger.producers.webhooks.route import ByHeader, Mapper
 
 _STATUSES: dict[str, contract.EventType] = {
     "running": "started",
@@ -47,18 +46,6 @@ _COMMIT_URL = re.compile(r"/commit/([0-9a-fA-F]{40}|[0-9a-fA-F]{64})/?$")
 def verify(request: Request) -> None:
     """Check the secret token header."""
     verify_token(request, "gitlab", "X-Gitlab-Token")
-
-
-def parse(request: Request) -> Parsed:
-    """Map one authenticated GitLab delivery."""
-    return by_event_header(
-        request,
-        provider="GitLab",
-        header="X-Gitlab-Event",
-        delivery_id=request.headers.get("Idempotency-Key")
-        or request.headers.get("X-Gitlab-Event-UUID"),
-        mappers=_MAPPERS,
-    )
 
 
 def _deployment(data: JSONObject, request: Request) -> Outcome:
@@ -174,3 +161,7 @@ _MAPPERS: dict[str, Mapper] = {
     "Push Hook": _push,
     "Tag Push Hook": _push,
 }
+
+#: How dispatch reads a delivery (`route.ByHeader`): its id is its Idempotency-Key header,
+#: else its X-Gitlab-Event-UUID.
+ROUTE = ByHeader("GitLab", "X-Gitlab-Event", ("Idempotency-Key", "X-Gitlab-Event-UUID"), _MAPPERS)

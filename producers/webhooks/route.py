@@ -21,22 +21,30 @@ Mapper = Callable[[JSONObject, Request], Outcome]
 KindT = TypeVar("KindT")
 
 
-def by_event_header(
-    request: Request,
-    *,
-    provider: str,
-    header: str,
-    delivery_id: str | None,
-    mappers: Mapping[str, Mapper],
-) -> Parsed:
-    """Map the body with the mapper `header` names; an unmapped event type is ignored."""
-    event = request.headers.get(header)
-    if event is None:
-        raise WebhookPayloadError(f"missing {header} header")
-    mapper = mappers.get(event)
-    if mapper is None:
-        return Parsed.of(event, delivery_id, f"{provider} event {event!r} is not recorded")
-    return Parsed.of(event, delivery_id, mapper(parse_object(request.body), request))
+@dataclass(frozen=True)
+class ByHeader:
+    """How `provider`, which names a delivery's event type in the header `header`, is read:
+    its delivery id is the first of `delivery_headers` it sends, its body is mapped by the
+    mapper of its event type (a type `mappers` does not map is ignored)."""
+
+    provider: str
+    header: str
+    delivery_headers: tuple[str, ...]
+    mappers: Mapping[str, Mapper]
+
+    def parse(self, request: Request) -> Parsed:
+        """Map the body with the mapper the event header names."""
+        event = request.headers.get(self.header)
+        if event is None:
+            raise WebhookPayloadError(f"missing {self.header} header")
+        delivery_id = next(
+            (found for name in self.delivery_headers if (found := request.headers.get(name))),
+            None,
+        )
+        mapper = self.mappers.get(event)
+        if mapper is None:
+            return Parsed.of(event, delivery_id, f"{self.provider} event {event!r} is not recorded")
+        return Parsed.of(event, delivery_id, mapper(parse_object(request.body), request))
 
 
 @dataclass(frozen=True)
