@@ -87,6 +87,12 @@ TOKEN_ERRORS = problems(
 )
 
 
+def ledger_read_errors(descriptions: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` of a route reading the ledger: TOKEN_ERRORS, the route's own
+    `descriptions`, then 503 for an API started without a ledger store."""
+    return {**TOKEN_ERRORS, **problems({**descriptions, 503: "This API has no ledger store."})}
+
+
 class FieldProblem(BaseModel):
     """Why one event (by its index in the request) was refused."""
 

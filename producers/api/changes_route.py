@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 
-from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
+from shipledger.producers.api.bodies import ledger_read_errors
 from shipledger.producers.api.context import ApiError, ContextDep, ReadPrincipal
 
 router = APIRouter(prefix="/v1")
@@ -17,16 +17,12 @@ router = APIRouter(prefix="/v1")
 
 @router.get(
     "/deployments/{deployment_id}/changes",
-    responses={
-        **TOKEN_ERRORS,
-        **problems(
-            {
-                404: "No change set for this deployment in the token's tenant (and teams and "
-                "environments): unknown, not finished yet, or without a commit.",
-                503: "This API has no ledger store.",
-            }
-        ),
-    },
+    responses=ledger_read_errors(
+        {
+            404: "No change set for this deployment in the token's tenant (and teams and "
+            "environments): unknown, not finished yet, or without a commit.",
+        }
+    ),
     summary="The commits and pull requests a deployment shipped",
 )
 async def get_changes(

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
-from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
+from shipledger.producers.api.bodies import ledger_read_errors
 from shipledger.producers.api.context import (
     ApiContext,
     ApiError,
@@ -41,16 +41,9 @@ router = APIRouter(prefix="/v1")
 
 Names = Annotated[list[str] | None, Query()]
 #: What a report's GET may answer besides 200.
-_READ_ERRORS = {
-    **TOKEN_ERRORS,
-    **problems(
-        {
-            400: "A parameter out of range (named).",
-            403: "Another tenant than the token's.",
-            503: "This API has no ledger store.",
-        }
-    ),
-}
+_READ_ERRORS = ledger_read_errors(
+    {400: "A parameter out of range (named).", 403: "Another tenant than the token's."}
+)
 
 
 @router.get(

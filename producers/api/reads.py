@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field, ValidationError
 
-from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
+from shipledger.producers.api.bodies import TOKEN_ERRORS, ledger_read_errors, problems
 from shipledger.producers.api.context import ApiError, ContextDep, ReadPrincipal, readable_tenant
 from shipledger.producers.api.limits import check_declared_length, read_capped
 from shipledger.producers.api.query_slots import SlotsFull
@@ -28,15 +28,9 @@ router = APIRouter(prefix="/v1")
 
 @router.get(
     "/events/{event_id}",
-    responses={
-        **TOKEN_ERRORS,
-        **problems(
-            {
-                404: "No such event for this token's tenant (and teams and environments).",
-                503: "This API has no ledger store.",
-            }
-        ),
-    },
+    responses=ledger_read_errors(
+        {404: "No such event for this token's tenant (and teams and environments)."}
+    ),
     summary="Read one stored deployment event",
 )
 async def get_event(

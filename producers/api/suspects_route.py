@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
-from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
+from shipledger.producers.api.bodies import ledger_read_errors
 from shipledger.producers.api.context import ApiError, ContextDep, ReadPrincipal, readable_tenant
 from shipledger.sinks.ledger.reader import SUSPECTS_MAX_LOOKBACK, SuspectsError, SuspectsQuery
 
@@ -19,16 +19,12 @@ router = APIRouter(prefix="/v1")
 
 @router.get(
     "/suspects",
-    responses={
-        **TOKEN_ERRORS,
-        **problems(
-            {
-                400: "A parameter out of range, or no tenant for an operator token (named).",
-                403: "Another tenant than the token's.",
-                503: "This API has no ledger store.",
-            }
-        ),
-    },
+    responses=ledger_read_errors(
+        {
+            400: "A parameter out of range, or no tenant for an operator token (named).",
+            403: "Another tenant than the token's.",
+        }
+    ),
     summary="Recent deployments ranked as suspects of an incident, each score explained",
 )
 async def get_suspects(

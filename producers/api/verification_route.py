@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
-from shipledger.producers.api.bodies import TOKEN_ERRORS, problems
+from shipledger.producers.api.bodies import TOKEN_ERRORS, ledger_read_errors, problems
 from shipledger.producers.api.context import ApiError, ContextDep, ReadPrincipal
 from shipledger.schemas.policy import VERDICTS
 from shipledger.sinks.ledger.reader import StoredVerdict, VerdictFilter
@@ -38,15 +38,9 @@ def verdict_view(v: StoredVerdict) -> dict[str, Any]:
 
 @router.get(
     "/deployments/{deployment_id}/verification",
-    responses={
-        **TOKEN_ERRORS,
-        **problems(
-            {
-                404: "No verdict yet: unknown deployment, not succeeded, or its window is open.",
-                503: "This API has no ledger store.",
-            }
-        ),
-    },
+    responses=ledger_read_errors(
+        {404: "No verdict yet: unknown deployment, not succeeded, or its window is open."}
+    ),
     summary="The post-deploy verification verdict of one deployment, with its evidence",
 )
 async def get_verification(
