@@ -30,6 +30,7 @@ from shipledger.producers.api.auth import AuthStore
 from shipledger.schemas.family_models import ArtifactEvent, ChangeEvent
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import Policy
+from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks import rows
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
@@ -64,6 +65,12 @@ defaults:
 CliEnv = Callable[[Settings, str], dict[str, str]]
 #: The `consume` fixture: (broker, topic, expected, settle_s=, timeout_s=) -> messages.
 Consume = Callable[..., list[tuple[bytes, DeploymentEvent, int]]]
+
+
+def wire(schema: str, record: dict[str, Any]) -> dict[str, Any]:
+    """What the sink sees of `record`: it through the Avro codec of `schema` and back."""
+    codec = AvroCodec(schema)
+    return codec.decode(codec.encode(record))
 
 
 def deployment_event(**fields: Any) -> DeploymentEvent:

@@ -21,7 +21,6 @@ from shipledger.producers.api.server import ApiServer
 from shipledger.schemas.families import family_of
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import load_policy
-from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.scopes import RowScope
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
@@ -33,7 +32,7 @@ from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, avro_row, event_row, record_row
 from shipledger.sinks.writer import LedgerWriter
 from tests.containers import CHDB_COLD_FILES
-from tests.kit import ledger_env, own_settings, registered_api
+from tests.kit import ledger_env, own_settings, registered_api, wire
 
 pytestmark = pytest.mark.integration
 
@@ -44,11 +43,6 @@ META = KafkaMeta("raw", 0, 0, None)
 
 def _at(day: int, hh: int, mm: int = 0) -> datetime:
     return MON + timedelta(days=day, hours=hh, minutes=mm)
-
-
-def _wire(schema: str, record: dict[str, Any]) -> dict[str, Any]:
-    codec = AvroCodec(schema)
-    return codec.decode(codec.encode(record))
 
 
 def _deployment(
@@ -85,10 +79,10 @@ def _deployment(
         writer.write_rows(
             {
                 ddl.EVENTS: [
-                    event_row(_wire("io.shipledger.v1.DeploymentEvent", event.to_avro()), META)
+                    event_row(wire("io.shipledger.v1.DeploymentEvent", event.to_avro()), META)
                 ],
                 ddl.RECORDS: [
-                    record_row(_wire("io.shipledger.v1.DeploymentRecord", previous.to_avro()))
+                    record_row(wire("io.shipledger.v1.DeploymentRecord", previous.to_avro()))
                 ],
             }
         )
@@ -107,7 +101,7 @@ def _push(writer: LedgerWriter, sha: str, at: datetime, tenant: str = "retail") 
             "occurred_at": at,
         }
     )
-    row = avro_row(ddl.tables()[ddl.SOURCE], _wire(family.schema, event.to_avro()))
+    row = avro_row(ddl.tables()[ddl.SOURCE], wire(family.schema, event.to_avro()))
     writer.write_rows({ddl.SOURCE: [row]})
 
 

@@ -21,7 +21,6 @@ from click.testing import CliRunner
 from shipledger.cli import cli
 from shipledger.producers.api.auth import AuthStore
 from shipledger.producers.api.server import ApiServer
-from shipledger.schemas.models import Alert
 from shipledger.schemas.policy import SuccessCriteria, load_policy, parse_policy
 from shipledger.schemas.scopes import RowScope
 from shipledger.settings import Settings
@@ -31,8 +30,8 @@ from shipledger.sinks.ledger.reader import LedgerReader, success_report
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import alert_row
 from shipledger.sinks.writer import LedgerWriter
-from tests.integration.test_dora import _at, _deployment, _wire
-from tests.kit import own_settings, printed, registered_api
+from tests.integration.test_dora import _at, _deployment
+from tests.kit import own_settings, printed, registered_api, sample_alert, wire
 
 pytestmark = pytest.mark.integration
 
@@ -49,22 +48,19 @@ WINDOW = DoraQuery(since=date(2026, 11, 23), until=date(2026, 12, 6), by=("team"
 
 
 def _alert(writer: LedgerWriter, dep: str, rule: str, at: datetime, team: str) -> None:
-    alert = Alert(
+    # A high alert on checkout in prod by alice: the kit's sample, of this deployment.
+    alert = sample_alert(
         alert_id=f"{dep}-{rule}",
         rule=rule,
-        severity="high",
         message=rule,
         policy_version="1",
         deployment_id=dep,
         event_id=f"{dep}-0-started",
         tenant="retail",
-        service="checkout",
-        environment="prod",
-        actor="alice",
         occurred_at=at,
         team=team,
     )
-    row = alert_row(_wire("io.shipledger.v1.Alert", alert.to_avro()))
+    row = alert_row(wire("io.shipledger.v1.Alert", alert.to_avro()))
     writer.write_rows({ddl.ALERTS: [row]})
 
 
