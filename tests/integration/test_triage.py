@@ -7,7 +7,6 @@ reconcile` twice on the same export."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,8 +23,7 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger.migrate import load_migrations
 from shipledger.sinks.ledger.reader import LedgerReader, SuspectsQuery
 from shipledger.sinks.ledger.store import LedgerStore
-from shipledger.stackfile import StackInfo, remove_stack, write_stack
-from tests.kit import ledger_env, own_settings
+from tests.kit import ledger_env, own_settings, registered_api
 
 pytestmark = pytest.mark.integration
 
@@ -245,25 +243,13 @@ def test_the_api_and_the_command_serve_the_same_ranking(
                     params={**params, "at": "2026-11-30T12:00:00"},
                     headers={"Authorization": f"Bearer {acme}"},
                 )
-            write_stack(
-                triage_settings,
-                StackInfo(
-                    bootstrap="127.0.0.1:1",
-                    pid=os.getpid(),
-                    clickhouse_url=triage_settings.resolved_clickhouse_url,
-                    api_url=server.url,
-                    api_token=server.operator_token(),
-                ),
-            )
-            try:
+            with registered_api(triage_settings, server):
                 env = ledger_env(triage_settings.data_dir)
                 args = ["suspects", "--service", "checkout", "--at", "2026-11-30T12:00:00Z",
                         "--tenant", TENANT]  # fmt: skip
                 as_json = CliRunner().invoke(cli, [*args, "--format", "json"], env=env)
                 as_csv = CliRunner().invoke(cli, [*args, "--format", "csv"], env=env)
                 as_table = CliRunner().invoke(cli, args, env=env)
-            finally:
-                remove_stack(triage_settings)
     finally:
         auth.close()
     assert mine.status_code == 200, mine.text
