@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,12 +31,14 @@ from shipledger.producers.api.auth import AuthStore
 from shipledger.schemas.family_models import ArtifactEvent, ChangeEvent
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import Policy
+from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks import rows
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
 
 if TYPE_CHECKING:
     from shipledger.producers.api.server import ApiServer
+    from shipledger.sinks.ledger.store import LedgerStore
     from shipledger.up.stack import Stack
 
 T = TypeVar("T")
@@ -64,6 +67,12 @@ defaults:
 CliEnv = Callable[[Settings, str], dict[str, str]]
 #: The `consume` fixture: (broker, topic, expected, settle_s=, timeout_s=) -> messages.
 Consume = Callable[..., list[tuple[bytes, DeploymentEvent, int]]]
+
+
+def wire(schema: str, record: dict[str, Any]) -> dict[str, Any]:
+    """What the sink sees of `record`: it through the Avro codec of `schema` and back."""
+    codec = AvroCodec(schema)
+    return codec.decode(codec.encode(record))
 
 
 def deployment_event(**fields: Any) -> DeploymentEvent:
@@ -459,6 +468,46 @@ def registered_api(settings: Settings, server: ApiServer) -> Iterator[StackInfo]
         yield info
     finally:
         remove_stack(settings)
+
+
+@dataclass(frozen=True)
+class ReadRoute:
+    """One read route of a running API server, with a read token of the tenant (`mine`) and
+    one of another tenant, globex (`other`): what a tenant-scoping test asks it with."""
+
+    server: ApiServer
+    path: str
+    params: dict[str, str]
+    mine: str
+    other: str
+
+    def get(self, token: str, **params: str) -> httpx.Response:
+        """The route asked with `token`, each of `params` given beside (or instead of) its own."""
+        with httpx.Client(base_url=self.server.url, timeout=30) as client:
+            return client.get(
+                self.path,
+                params={**self.params, **params},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+
+
+@contextmanager
+def read_route(
+    settings: Settings, store: LedgerStore, tenant: str, path: str, params: dict[str, str]
+) -> Iterator[ReadRoute]:
+    """`path` of an API server of `settings` over `store` (no broker) for the `with` block,
+    with a new read token of `tenant` and one of globex."""
+    from shipledger.producers.api.server import ApiServer
+    from shipledger.sinks.ledger.reader import LedgerReader
+
+    auth = AuthStore(settings.resolved_auth_db)
+    try:
+        with ApiServer(settings, "127.0.0.1:1", LedgerReader(store)) as server:
+            mine, _ = auth.create_token(tenant, ("read",))
+            other, _ = auth.create_token("globex", ("read",))
+            yield ReadRoute(server, path, params, mine, other)
+    finally:
+        auth.close()
 
 
 def emit_options(event: DeploymentEvent) -> list[str]:

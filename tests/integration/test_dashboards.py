@@ -22,13 +22,12 @@ from shipledger.processors.step import process
 from shipledger.schemas.family_models import SignalEvent
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.policy import Rules, load_policy
-from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import alert_row, record_row
 from shipledger.sinks.writer import LedgerWriter
-from tests.kit import SHA, invoke, ledger_settings
+from tests.kit import SHA, invoke, ledger_settings, wire
 
 pytestmark = pytest.mark.integration
 
@@ -65,11 +64,6 @@ def targets(datasource: str) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def _wire(schema: str, record: dict[str, Any]) -> dict[str, Any]:
-    codec = AvroCodec(schema)
-    return codec.decode(codec.encode(record))
-
-
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A ledger with two deployments, their policy alerts and a suspect_deployment alert."""
@@ -95,10 +89,10 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
                 )
                 result = process(event, previous, policy, now=NOW)
                 previous = result.record
-                wire = _wire("io.shipledger.v1.DeploymentRecord", result.record.to_avro())
-                writer.write_rows({ddl.RECORDS: [record_row(wire)]})
+                record = wire("io.shipledger.v1.DeploymentRecord", result.record.to_avro())
+                writer.write_rows({ddl.RECORDS: [record_row(record)]})
                 alerts = [
-                    alert_row(_wire("io.shipledger.v1.Alert", a.to_avro())) for a in result.alerts
+                    alert_row(wire("io.shipledger.v1.Alert", a.to_avro())) for a in result.alerts
                 ]
                 writer.write_rows({ddl.ALERTS: alerts})
             recent.apply(Deployed.of(result.record.model_dump()))
@@ -107,7 +101,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         )
         found = suspects(anomaly, recent, Enrichment(), Rules())
         raised = suspect_alerts(anomaly, found, Rules(), policy.full_version, NOW)
-        rows = [alert_row(_wire("io.shipledger.v1.Alert", a.to_avro())) for a in raised]
+        rows = [alert_row(wire("io.shipledger.v1.Alert", a.to_avro())) for a in raised]
         writer.write_rows({ddl.ALERTS: rows})
     yield settings
 

@@ -10,30 +10,25 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from click.testing import CliRunner
 
 from shipledger.cli import cli
 from shipledger.processors.step import process
-from shipledger.producers.api.auth import AuthStore
-from shipledger.producers.api.server import ApiServer
 from shipledger.schemas.families import family_of
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import load_policy
-from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.scopes import RowScope
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.archive import archive
 from shipledger.sinks.ledger.dora import DoraQuery, read_dora, rebuild_dora
 from shipledger.sinks.ledger.migrate import load_migrations
-from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, avro_row, event_row, record_row
 from shipledger.sinks.writer import LedgerWriter
 from tests.containers import CHDB_COLD_FILES
-from tests.kit import ledger_env, own_settings, registered_api
+from tests.kit import ledger_env, own_settings, read_route, registered_api, wire
 
 pytestmark = pytest.mark.integration
 
@@ -44,11 +39,6 @@ META = KafkaMeta("raw", 0, 0, None)
 
 def _at(day: int, hh: int, mm: int = 0) -> datetime:
     return MON + timedelta(days=day, hours=hh, minutes=mm)
-
-
-def _wire(schema: str, record: dict[str, Any]) -> dict[str, Any]:
-    codec = AvroCodec(schema)
-    return codec.decode(codec.encode(record))
 
 
 def _deployment(
@@ -85,10 +75,10 @@ def _deployment(
         writer.write_rows(
             {
                 ddl.EVENTS: [
-                    event_row(_wire("io.shipledger.v1.DeploymentEvent", event.to_avro()), META)
+                    event_row(wire("io.shipledger.v1.DeploymentEvent", event.to_avro()), META)
                 ],
                 ddl.RECORDS: [
-                    record_row(_wire("io.shipledger.v1.DeploymentRecord", previous.to_avro()))
+                    record_row(wire("io.shipledger.v1.DeploymentRecord", previous.to_avro()))
                 ],
             }
         )
@@ -107,7 +97,7 @@ def _push(writer: LedgerWriter, sha: str, at: datetime, tenant: str = "retail") 
             "occurred_at": at,
         }
     )
-    row = avro_row(ddl.tables()[ddl.SOURCE], _wire(family.schema, event.to_avro()))
+    row = avro_row(ddl.tables()[ddl.SOURCE], wire(family.schema, event.to_avro()))
     writer.write_rows({ddl.SOURCE: [row]})
 
 
@@ -420,52 +410,31 @@ def test_the_api_and_the_command_serve_the_same_report(
 ) -> None:
     """`GET /v1/metrics/dora` is tenant-scoped by the token; `shipledger metrics dora` goes
     through it while a stack owns the data dir (this test process holds it, as `up` would)."""
-    auth = AuthStore(dora_settings.resolved_auth_db)
-    try:
-        with ApiServer(dora_settings, "127.0.0.1:1", LedgerReader(store)) as server:
-            retail, _ = auth.create_token("retail", ("read",))
-            other, _ = auth.create_token("globex", ("read",))
-            params = {"since": "2026-11-23", "until": "2026-11-29", "team": "payments"}
-            with httpx.Client(base_url=server.url, timeout=30) as client:
-                mine = client.get(
-                    "/v1/metrics/dora", params=params, headers={"Authorization": f"Bearer {retail}"}
-                )
-                theirs = client.get(
-                    "/v1/metrics/dora", params=params, headers={"Authorization": f"Bearer {other}"}
-                )
-                foreign = client.get(
-                    "/v1/metrics/dora",
-                    params={**params, "tenant": "retail"},
-                    headers={"Authorization": f"Bearer {other}"},
-                )
-                bad = client.get(
-                    "/v1/metrics/dora",
-                    params={**params, "period": "year"},
-                    headers={"Authorization": f"Bearer {retail}"},
-                )
-            with registered_api(dora_settings, server):
-                result = CliRunner().invoke(
-                    cli,
-                    [
-                        "metrics",
-                        "dora",
-                        "--tenant",
-                        "retail",
-                        "--team",
-                        "payments",
-                        "--since",
-                        "2026-11-23",
-                        "--until",
-                        "2026-11-29",
-                        "--environment",
-                        "prod",
-                        "--format",
-                        "csv",
-                    ],
-                    env=ledger_env(dora_settings.data_dir),
-                )
-    finally:
-        auth.close()
+    params = {"since": "2026-11-23", "until": "2026-11-29", "team": "payments"}
+    with read_route(dora_settings, store, "retail", "/v1/metrics/dora", params) as route:
+        mine, theirs = route.get(route.mine), route.get(route.other)
+        foreign, bad = route.get(route.other, tenant="retail"), route.get(route.mine, period="year")
+        with registered_api(dora_settings, route.server):
+            result = CliRunner().invoke(
+                cli,
+                [
+                    "metrics",
+                    "dora",
+                    "--tenant",
+                    "retail",
+                    "--team",
+                    "payments",
+                    "--since",
+                    "2026-11-23",
+                    "--until",
+                    "2026-11-29",
+                    "--environment",
+                    "prod",
+                    "--format",
+                    "csv",
+                ],
+                env=ledger_env(dora_settings.data_dir),
+            )
     assert mine.status_code == 200, mine.text
     assert [(r["environment"], r["deployments"], r["failures"]) for r in mine.json()["rows"]] == [
         ("prod", 4, 2),

@@ -18,13 +18,12 @@ from shipledger.schemas.families import family_of
 from shipledger.schemas.family_models import APPROVAL_SOURCE, ChangeEvent
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import load_policy
-from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, Row, alert_row, avro_row, event_row, record_row
 from shipledger.sinks.writer import LedgerWriter
-from tests.kit import deployment_event, without_digest_rules
+from tests.kit import deployment_event, wire, without_digest_rules
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +39,6 @@ ALERT = "io.shipledger.v1.Alert"
 def _store(store: LedgerStore, table: str, row: Row) -> None:
     """Store one row the way the sink does (chain and retention columns stamped)."""
     LedgerWriter(store, load_policy(None)).write_rows({table: [row]})
-
-
-def _wire(schema: str, record: dict[str, Any]) -> dict[str, Any]:
-    """What the sink sees: the record through the Avro codec."""
-    codec = AvroCodec(schema)
-    return codec.decode(codec.encode(record))
 
 
 def _deploy(
@@ -72,16 +65,16 @@ def _deploy(
             }
         )
         previous = process(event, previous, policy, now=at).record
-        wire_event = _wire("io.shipledger.v1.DeploymentEvent", event.to_avro())
+        wire_event = wire("io.shipledger.v1.DeploymentEvent", event.to_avro())
         _store(store, ddl.EVENTS, event_row(wire_event, META))
-        wire_record = _wire("io.shipledger.v1.DeploymentRecord", previous.to_avro())
+        wire_record = wire("io.shipledger.v1.DeploymentRecord", previous.to_avro())
         _store(store, ddl.RECORDS, record_row(wire_record))
 
 
 def _family(store: LedgerStore, name: str, table: str, payload: dict[str, Any]) -> None:
     family = family_of(name)
     event = family.model.model_validate({"tenant": "retail", **payload})
-    _store(store, table, avro_row(ddl.tables()[table], _wire(family.schema, event.to_avro())))
+    _store(store, table, avro_row(ddl.tables()[table], wire(family.schema, event.to_avro())))
 
 
 @pytest.fixture
@@ -290,9 +283,9 @@ def test_open_alerts_and_change_window_discrepancies(store: LedgerStore) -> None
             occurred_at=start,
         )
         result = process(event, None, policy, now=start, view=seen)
-        _store(store, ddl.RECORDS, record_row(_wire(RECORD, result.record.to_avro())))
+        _store(store, ddl.RECORDS, record_row(wire(RECORD, result.record.to_avro())))
         for alert in result.alerts:
-            _store(store, ddl.ALERTS, alert_row(_wire(ALERT, alert.to_avro())))
+            _store(store, ddl.ALERTS, alert_row(wire(ALERT, alert.to_avro())))
         return result.record, result.alerts
 
     late, (unknown,) = deployed("d5", "CHG8", Enrichment())
@@ -300,9 +293,9 @@ def test_open_alerts_and_change_window_discrepancies(store: LedgerStore) -> None
         late, "d5-started", {unknown.rule: unknown.alert_id}, {unknown.rule: 1}, view, policy, start
     )
     (resolution,) = judged.resolutions
-    _store(store, ddl.ALERTS, alert_row(_wire(ALERT, resolution.to_avro())))
+    _store(store, ddl.ALERTS, alert_row(wire(ALERT, resolution.to_avro())))
     assert judged.record is not None
-    _store(store, ddl.RECORDS, record_row(_wire(RECORD, judged.record.to_avro())))
+    _store(store, ddl.RECORDS, record_row(wire(RECORD, judged.record.to_avro())))
     deployed("d6", "CHG9", view)
     assert _rows(store, "SELECT deployment_id, rule, kind FROM open_alerts") == [
         ("d6", "outside_change_window", "alert")

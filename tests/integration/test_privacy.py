@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,9 +16,7 @@ from shipledger.cli import cli
 from shipledger.processors.step import process
 from shipledger.producers.api.auth import AuthStore
 from shipledger.schemas.family_models import ChangeEvent, SourceEvent
-from shipledger.schemas.models import Alert, DeploymentEvent
 from shipledger.schemas.policy import load_policy
-from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.pseudonyms import Pseudonymiser
@@ -28,7 +25,7 @@ from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, Row, alert_row, avro_row, event_row, record_row
 from shipledger.sinks.writer import LedgerWriter
 from shipledger.up.stack import Stack
-from tests.kit import own_settings, wait_until
+from tests.kit import deployment_event, own_settings, sample_alert, wait_until, wire
 
 pytestmark = pytest.mark.integration
 
@@ -41,21 +38,13 @@ MARCH = (datetime.now(UTC) - timedelta(days=20)).replace(hour=10, minute=0, seco
 MONTH = MARCH.strftime("%Y-%m")
 
 
-def _wire(schema: str, record: dict[str, Any]) -> dict[str, Any]:
-    codec = AvroCodec(schema)
-    return codec.decode(codec.encode(record))
-
-
 def _rows() -> dict[str, list[Row]]:
     """A prod deployment by zelda approved by yannick, its change request (requested by
     zelda, approved by yannick with a comment naming zelda), zelda's merged pull request and
     an alert whose message names both."""
-    event = DeploymentEvent(
+    event = deployment_event(
         event_id="d1-started",
         deployment_id="d1",
-        event_type="started",
-        service="checkout",
-        environment="prod",
         tenant=TENANT,
         commit_sha="a" * 40,
         actor=ZELDA,
@@ -94,33 +83,30 @@ def _rows() -> dict[str, list[Row]]:
         merged_by=YANNICK,
         occurred_at=MARCH - timedelta(hours=2),
     )
-    alert = Alert(
+    alert = sample_alert(
         alert_id="d1-four-eyes",
         rule="missing_approvals",
-        severity="high",
         message=f"needs 2 approvals, has 1 ({YANNICK}); {ZELDA} does not count: deploys it",
         evidence={"approvers": YANNICK, "deployer": ZELDA},
         policy_version="v1",
         deployment_id="d1",
         event_id="d1-started",
         tenant=TENANT,
-        service="checkout",
-        environment="prod",
         actor=ZELDA,
         occurred_at=MARCH,
     )
     tables = ddl.tables()
     meta = KafkaMeta("deployments.raw", 0, 1, int(MARCH.timestamp() * 1000))
     return {
-        ddl.EVENTS: [event_row(_wire(tables[ddl.EVENTS].schema or "", event.to_avro()), meta)],
-        ddl.RECORDS: [record_row(_wire(tables[ddl.RECORDS].schema or "", record.to_avro()))],
+        ddl.EVENTS: [event_row(wire(tables[ddl.EVENTS].schema or "", event.to_avro()), meta)],
+        ddl.RECORDS: [record_row(wire(tables[ddl.RECORDS].schema or "", record.to_avro()))],
         ddl.CHANGES: [
-            avro_row(tables[ddl.CHANGES], _wire(tables[ddl.CHANGES].schema or "", change.to_avro()))
+            avro_row(tables[ddl.CHANGES], wire(tables[ddl.CHANGES].schema or "", change.to_avro()))
         ],
         ddl.SOURCE: [
-            avro_row(tables[ddl.SOURCE], _wire(tables[ddl.SOURCE].schema or "", source.to_avro()))
+            avro_row(tables[ddl.SOURCE], wire(tables[ddl.SOURCE].schema or "", source.to_avro()))
         ],
-        ddl.ALERTS: [alert_row(_wire(tables[ddl.ALERTS].schema or "", alert.to_avro()))],
+        ddl.ALERTS: [alert_row(wire(tables[ddl.ALERTS].schema or "", alert.to_avro()))],
     }
 
 

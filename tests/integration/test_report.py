@@ -22,14 +22,13 @@ from shipledger.schemas.families import family_of
 from shipledger.schemas.family_models import APPROVAL_SOURCE, ChangeEvent
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import load_policy
-from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.reader import ChainHead, LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import Row, alert_row, avro_row, record_row
 from shipledger.sinks.writer import LedgerWriter
-from tests.kit import build_event, built
+from tests.kit import build_event, built, wire
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +38,6 @@ ALERT = "io.shipledger.v1.Alert"
 DATA_FILES = ("deployments.csv", "approvals.csv", "findings.csv")
 
 
-def _wire(schema: str, record: dict[str, Any]) -> dict[str, Any]:
-    codec = AvroCodec(schema)
-    return codec.decode(codec.encode(record))
-
-
 def _store(store: LedgerStore, table: str, row: Row) -> None:
     LedgerWriter(store, load_policy(None)).write_rows({table: [row]})
 
@@ -51,7 +45,7 @@ def _store(store: LedgerStore, table: str, row: Row) -> None:
 def _change(store: LedgerStore, event: ChangeEvent) -> None:
     family = family_of("change")
     spec = ddl.tables()[ddl.CHANGES]
-    _store(store, ddl.CHANGES, avro_row(spec, _wire(family.schema, event.to_avro())))
+    _store(store, ddl.CHANGES, avro_row(spec, wire(family.schema, event.to_avro())))
 
 
 def _deploy(
@@ -84,9 +78,9 @@ def _deploy(
         )
         result = process(event, previous, policy, now=at, view=view)
         previous = result.record
-        _store(store, ddl.RECORDS, record_row(_wire(RECORD, previous.to_avro())))
+        _store(store, ddl.RECORDS, record_row(wire(RECORD, previous.to_avro())))
         for alert in result.alerts:
-            _store(store, ddl.ALERTS, alert_row(_wire(ALERT, alert.to_avro())))
+            _store(store, ddl.ALERTS, alert_row(wire(ALERT, alert.to_avro())))
         first = first or result.alerts
     assert previous is not None
     return previous, first
@@ -160,7 +154,7 @@ def ledger(settings: Settings) -> Settings:
             d2_start,
         )
         (resolution,) = judged.resolutions
-        _store(store, ddl.ALERTS, alert_row(_wire(ALERT, resolution.to_avro())))
+        _store(store, ddl.ALERTS, alert_row(wire(ALERT, resolution.to_avro())))
         _deploy(store, "d3", d3_start, view, change_id="CHG9")
         _deploy(store, "s1", NOV + timedelta(days=3), view, env="staging")
         _deploy(store, "o1", NOV - timedelta(days=3), view)

@@ -14,14 +14,10 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from click.testing import CliRunner
 
 from shipledger.cli import cli
-from shipledger.producers.api.auth import AuthStore
-from shipledger.producers.api.server import ApiServer
-from shipledger.schemas.models import Alert
 from shipledger.schemas.policy import SuccessCriteria, load_policy, parse_policy
 from shipledger.schemas.scopes import RowScope
 from shipledger.settings import Settings
@@ -31,8 +27,8 @@ from shipledger.sinks.ledger.reader import LedgerReader, success_report
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import alert_row
 from shipledger.sinks.writer import LedgerWriter
-from tests.integration.test_dora import _at, _deployment, _wire
-from tests.kit import own_settings, printed, registered_api
+from tests.integration.test_dora import _at, _deployment
+from tests.kit import own_settings, printed, read_route, registered_api, sample_alert, wire
 
 pytestmark = pytest.mark.integration
 
@@ -49,22 +45,19 @@ WINDOW = DoraQuery(since=date(2026, 11, 23), until=date(2026, 12, 6), by=("team"
 
 
 def _alert(writer: LedgerWriter, dep: str, rule: str, at: datetime, team: str) -> None:
-    alert = Alert(
+    # A high alert on checkout in prod by alice: the kit's sample, of this deployment.
+    alert = sample_alert(
         alert_id=f"{dep}-{rule}",
         rule=rule,
-        severity="high",
         message=rule,
         policy_version="1",
         deployment_id=dep,
         event_id=f"{dep}-0-started",
         tenant="retail",
-        service="checkout",
-        environment="prod",
-        actor="alice",
         occurred_at=at,
         team=team,
     )
-    row = alert_row(_wire("io.shipledger.v1.Alert", alert.to_avro()))
+    row = alert_row(wire("io.shipledger.v1.Alert", alert.to_avro()))
     writer.write_rows({ddl.ALERTS: [row]})
 
 
@@ -252,35 +245,20 @@ def test_the_api_and_the_command_serve_the_same_report(
 ) -> None:
     """`GET /v1/metrics/success` is scoped by the token and applies the policy's targets;
     `shipledger metrics success` goes through it while a stack owns the data dir."""
-    auth = AuthStore(settings.resolved_auth_db)
     params = {"since": "2026-11-23", "until": "2026-12-06"}
-    try:
-        with ApiServer(settings, "127.0.0.1:1", LedgerReader(store)) as server:
-            retail, _ = auth.create_token("retail", ("read",))
-            other, _ = auth.create_token("globex", ("read",))
-            with httpx.Client(base_url=server.url, timeout=30) as client:
-
-                def get(token: str, **extra: str) -> httpx.Response:
-                    return client.get(
-                        "/v1/metrics/success",
-                        params={**params, **extra},
-                        headers={"Authorization": f"Bearer {token}"},
-                    )
-
-                mine, theirs = get(retail), get(other)
-                foreign, bad = get(other, tenant="retail"), get(retail, period="day")
-                # The earliest day there is (before any ClickHouse Date): the same answer.
-                ancient = get(retail, since="0001-01-01")
-            with registered_api(settings, server):
-                env = {"SHIPLEDGER_DATA_DIR": str(settings.data_dir)}
-                args = ["metrics", "success", "--since", "2026-11-23", "--until", "2026-12-06"]
-                as_csv = CliRunner().invoke(
-                    cli, [*args, "--team", "search", "--format", "csv"], env=env
-                )
-                as_json = CliRunner().invoke(cli, [*args, "--format", "json"], env=env)
-                table = CliRunner().invoke(cli, args, env=env)
-    finally:
-        auth.close()
+    with read_route(settings, store, "retail", "/v1/metrics/success", params) as route:
+        mine, theirs = route.get(route.mine), route.get(route.other)
+        foreign, bad = route.get(route.other, tenant="retail"), route.get(route.mine, period="day")
+        # The earliest day there is (before any ClickHouse Date): the same answer.
+        ancient = route.get(route.mine, since="0001-01-01")
+        with registered_api(settings, route.server):
+            env = {"SHIPLEDGER_DATA_DIR": str(settings.data_dir)}
+            args = ["metrics", "success", "--since", "2026-11-23", "--until", "2026-12-06"]
+            as_csv = CliRunner().invoke(
+                cli, [*args, "--team", "search", "--format", "csv"], env=env
+            )
+            as_json = CliRunner().invoke(cli, [*args, "--format", "json"], env=env)
+            table = CliRunner().invoke(cli, args, env=env)
     assert mine.status_code == 200, mine.text
     assert mine.json() == _report(store, replace(WINDOW, tenant="retail"))
     assert theirs.json()["rows"] == []

@@ -7,25 +7,20 @@ reconcile` twice on the same export."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from click.testing import CliRunner
 
 from shipledger.cli import cli
-from shipledger.producers.api.auth import AuthStore
-from shipledger.producers.api.server import ApiServer
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.migrate import load_migrations
 from shipledger.sinks.ledger.reader import LedgerReader, SuspectsQuery
 from shipledger.sinks.ledger.store import LedgerStore
-from shipledger.stackfile import StackInfo, remove_stack, write_stack
-from tests.kit import ledger_env, own_settings
+from tests.kit import ledger_env, own_settings, read_route, registered_api
 
 pytestmark = pytest.mark.integration
 
@@ -225,47 +220,18 @@ def test_the_api_and_the_command_serve_the_same_ranking(
 ) -> None:
     """`GET /v1/suspects` is tenant-scoped by the token; `shipledger suspects` goes through it
     while a stack owns the data dir (this test process holds it, as `up` would)."""
-    auth = AuthStore(triage_settings.resolved_auth_db)
     params = {"service": "checkout", "at": AT.isoformat()}
-    try:
-        with ApiServer(triage_settings, "127.0.0.1:1", LedgerReader(store)) as server:
-            acme, _ = auth.create_token(TENANT, ("read",))
-            other, _ = auth.create_token("globex", ("read",))
-            with httpx.Client(base_url=server.url, timeout=30) as client:
-                mine = client.get(
-                    "/v1/suspects", params=params, headers={"Authorization": f"Bearer {acme}"}
-                )
-                foreign = client.get(
-                    "/v1/suspects",
-                    params={**params, "tenant": TENANT},
-                    headers={"Authorization": f"Bearer {other}"},
-                )
-                bad = client.get(
-                    "/v1/suspects",
-                    params={**params, "at": "2026-11-30T12:00:00"},
-                    headers={"Authorization": f"Bearer {acme}"},
-                )
-            write_stack(
-                triage_settings,
-                StackInfo(
-                    bootstrap="127.0.0.1:1",
-                    pid=os.getpid(),
-                    clickhouse_url=triage_settings.resolved_clickhouse_url,
-                    api_url=server.url,
-                    api_token=server.operator_token(),
-                ),
-            )
-            try:
-                env = ledger_env(triage_settings.data_dir)
-                args = ["suspects", "--service", "checkout", "--at", "2026-11-30T12:00:00Z",
-                        "--tenant", TENANT]  # fmt: skip
-                as_json = CliRunner().invoke(cli, [*args, "--format", "json"], env=env)
-                as_csv = CliRunner().invoke(cli, [*args, "--format", "csv"], env=env)
-                as_table = CliRunner().invoke(cli, args, env=env)
-            finally:
-                remove_stack(triage_settings)
-    finally:
-        auth.close()
+    with read_route(triage_settings, store, TENANT, "/v1/suspects", params) as route:
+        mine = route.get(route.mine)
+        foreign = route.get(route.other, tenant=TENANT)
+        bad = route.get(route.mine, at="2026-11-30T12:00:00")
+        with registered_api(triage_settings, route.server):
+            env = ledger_env(triage_settings.data_dir)
+            args = ["suspects", "--service", "checkout", "--at", "2026-11-30T12:00:00Z",
+                    "--tenant", TENANT]  # fmt: skip
+            as_json = CliRunner().invoke(cli, [*args, "--format", "json"], env=env)
+            as_csv = CliRunner().invoke(cli, [*args, "--format", "csv"], env=env)
+            as_table = CliRunner().invoke(cli, args, env=env)
     assert mine.status_code == 200, mine.text
     suspects = mine.json()["suspects"]
     assert [s["deployment_id"] for s in suspects] == ["d-co", "d-pay", "d-db", "d-old"]

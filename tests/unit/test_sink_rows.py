@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
 
 import pytest
 
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
-from shipledger.schemas.registry import AvroCodec
 from shipledger.sinks import rows
 from shipledger.sinks.ledger import ddl
-from tests.kit import deployment_event, deployment_record, sample_alert
+from tests.kit import deployment_event, deployment_record, sample_alert, wire
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 T0 = datetime(2026, 11, 26, 10, 0, 0, 123000, tzinfo=UTC)
-
-
-def roundtrip(schema: str, record: dict[str, Any]) -> dict[str, Any]:
-    codec = AvroCodec(schema)
-    return codec.decode(codec.encode(record))
 
 
 def event() -> DeploymentEvent:
@@ -74,7 +67,7 @@ def _unstamped(table: str) -> list[str]:
 
 def test_event_row_keeps_every_field_and_adds_kafka_position() -> None:
     ev = event()
-    decoded = roundtrip("io.shipledger.v1.DeploymentEvent", ev.to_avro())
+    decoded = wire("io.shipledger.v1.DeploymentEvent", ev.to_avro())
     ts = int((T0 + timedelta(seconds=5)).timestamp() * 1000)
     row = rows.event_row(decoded, rows.KafkaMeta("raw", 3, 42, ts))
     assert list(row) == _unstamped(ddl.EVENTS)
@@ -96,7 +89,7 @@ def test_received_at_falls_back_to_now_without_a_kafka_timestamp() -> None:
 
 def test_record_row() -> None:
     rec = record()
-    row = rows.record_row(roundtrip("io.shipledger.v1.DeploymentRecord", rec.to_avro()))
+    row = rows.record_row(wire("io.shipledger.v1.DeploymentRecord", rec.to_avro()))
     assert list(row) == _unstamped(ddl.RECORDS)
     assert row["finished_at"] == T0 + timedelta(minutes=3)
     assert row["alert_rules"] == ["missing_change_ticket"]
@@ -104,7 +97,7 @@ def test_record_row() -> None:
 
 
 def test_alert_row() -> None:
-    row = rows.alert_row(roundtrip("io.shipledger.v1.Alert", alert().to_avro()))
+    row = rows.alert_row(wire("io.shipledger.v1.Alert", alert().to_avro()))
     assert list(row) == _unstamped(ddl.ALERTS)
     assert row["evidence"] == {"environment": "prod"}
     assert row["severity"] == "high"

@@ -63,26 +63,61 @@ def test_datadog_synthetics_is_a_failed_health_signal(
     assert "[Synthetics]" in event["title"]
 
 
-def test_terraform_plan_with_changes(deliver: Deliver, check_contract: Check) -> None:
-    [mapped] = deliver("terraform", "plan_drift").events
+@pytest.mark.parametrize(
+    ("provider", "fixture", "place", "addresses", "occurred_at"),
+    [
+        (
+            "terraform",
+            "plan_drift",
+            ("checkout", "production"),
+            # no-op and data-source reads are not drift; resource_drift comes first.
+            [
+                "aws_security_group.checkout",
+                "aws_security_group.checkout",
+                "module.cache.aws_elasticache_cluster.this[0]",
+            ],
+            "2024-03-04T11:05:00+00:00",
+        ),
+        (
+            "argocd",
+            "out_of_sync",
+            ("payments", "production"),
+            ["Deployment/payments-prod/payments-api", "ConfigMap/payments-prod/payments-config"],
+            "2024-03-04T11:40:12+00:00",
+        ),
+    ],
+    ids=["terraform", "argocd"],
+)
+def test_drift_is_an_alert_naming_its_resources(
+    deliver: Deliver,
+    check_contract: Check,
+    provider: str,
+    fixture: str,
+    place: tuple[str, str],
+    addresses: list[str],
+    occurred_at: str,
+) -> None:
+    [mapped] = deliver(provider, fixture).events
     event = check_contract(mapped)
-    assert (event["kind"], event["service"], event["environment"]) == (
-        "alert_fired",
-        "checkout",
-        "production",
-    )
-    assert event["attributes"][DRIFT_TOOL] == "terraform"
+    assert (event["kind"], event["service"], event["environment"]) == ("alert_fired", *place)
+    assert event["attributes"][DRIFT_TOOL] == provider
     resources = json.loads(event["attributes"][DRIFT_RESOURCES])
-    # no-op and data-source reads are not drift; resource_drift comes first.
-    assert [(r["address"], r["actions"], r["found_in"]) for r in resources] == [
-        ("aws_security_group.checkout", "update", "resource_drift"),
-        ("aws_security_group.checkout", "update", "resource_changes"),
-        ("module.cache.aws_elasticache_cluster.this[0]", "delete+create", "resource_changes"),
+    assert [r["address"] for r in resources] == addresses
+    assert mapped.event["occurred_at"] == occurred_at
+
+
+def test_terraform_plan_with_changes(deliver: Deliver) -> None:
+    [mapped] = deliver("terraform", "plan_drift").events
+    resources = json.loads(mapped.event["attributes"][DRIFT_RESOURCES])
+    assert [(r["actions"], r["found_in"]) for r in resources] == [
+        ("update", "resource_drift"),
+        ("update", "resource_changes"),
+        ("delete+create", "resource_changes"),
     ]
     assert resources[2]["kind"] == "aws_elasticache_cluster"
-    assert mapped.event["occurred_at"] == "2024-03-04T11:05:00+00:00"
     # The same plan sent twice is one report.
-    assert deliver("terraform", "plan_drift").events[0].event["event_id"] == event["event_id"]
+    again = deliver("terraform", "plan_drift").events[0].event["event_id"]
+    assert again == mapped.event["event_id"]
 
 
 def test_terraform_clean_plan_is_no_drift(deliver: Deliver) -> None:
@@ -114,23 +149,6 @@ def test_terraform_needs_service_and_environment(webhook_request: RawRequest, he
     del headers[header]
     with pytest.raises(WebhookPayloadError, match=f"{header}: header required"):
         dispatch("terraform", headers, body, secret=SECRET, tenant="acme")
-
-
-def test_argocd_out_of_sync(deliver: Deliver, check_contract: Check) -> None:
-    [mapped] = deliver("argocd", "out_of_sync").events
-    event = check_contract(mapped)
-    assert (event["kind"], event["service"], event["environment"]) == (
-        "alert_fired",
-        "payments",
-        "production",
-    )
-    assert event["attributes"][DRIFT_TOOL] == "argocd"
-    resources = json.loads(event["attributes"][DRIFT_RESOURCES])
-    assert [r["address"] for r in resources] == [
-        "Deployment/payments-prod/payments-api",
-        "ConfigMap/payments-prod/payments-config",
-    ]
-    assert mapped.event["occurred_at"] == "2024-03-04T11:40:12+00:00"
 
 
 def test_argocd_synced_is_no_drift(deliver: Deliver) -> None:

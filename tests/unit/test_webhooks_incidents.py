@@ -9,18 +9,57 @@ from shipledger.producers.webhooks.opsgenie import tags_of
 from tests.webhook_kit import SECRET, Check, Deliver, Mutate, RawRequest
 
 
-def test_pagerduty_incident_triggered(deliver: Deliver, check_contract: Check) -> None:
-    result = deliver("pagerduty", "incident_triggered")
-    assert result.event_type == "incident.triggered"
+@pytest.mark.parametrize(
+    ("provider", "fixture", "event_type", "fields", "attribute"),
+    [
+        (
+            "pagerduty",
+            "incident_triggered",
+            "incident.triggered",
+            {
+                "service": "checkout",
+                "external_id": "PGR0VU2",
+                "severity": "P1",
+                "title": "Checkout error rate above 5%",
+                "url": "https://acme.pagerduty.com/incidents/PGR0VU2",
+                "source": "webhook:pagerduty",
+            },
+            ("pagerduty.incident_number", "2"),
+        ),
+        (
+            "opsgenie",
+            "create",
+            "Create",
+            {
+                "service": "checkout",
+                "environment": "prod",
+                "external_id": "60b98b1b-e0f6-4e7d-9a8f-0bd6f0e1de43-1795183200000",
+                "severity": "P1",
+                "title": "checkout error rate above 5%",
+            },
+            ("opsgenie.alias", "checkout-error-rate"),
+        ),
+    ],
+    ids=["pagerduty", "opsgenie"],
+)
+def test_incident_opened(
+    deliver: Deliver,
+    check_contract: Check,
+    provider: str,
+    fixture: str,
+    event_type: str,
+    fields: dict[str, str],
+    attribute: tuple[str, str],
+) -> None:
+    result = deliver(provider, fixture)
+    assert result.event_type == event_type
     [mapped] = result.events
     event = check_contract(mapped)
     assert event["kind"] == "incident_opened"
-    assert (event["service"], event["external_id"]) == ("checkout", "PGR0VU2")
-    assert (event["severity"], event["title"]) == ("P1", "Checkout error rate above 5%")
-    assert event["url"] == "https://acme.pagerduty.com/incidents/PGR0VU2"
+    assert {name: event[name] for name in fields} == fields
     assert mapped.event["occurred_at"] == "2026-11-20T14:00:00+00:00"
-    assert event["source"] == "webhook:pagerduty"
-    assert event["attributes"]["pagerduty.incident_number"] == "2"
+    name, value = attribute
+    assert event["attributes"][name] == value
 
 
 def test_pagerduty_resolved_and_other_types(deliver: Deliver, check_contract: Check) -> None:
@@ -63,19 +102,6 @@ def test_pagerduty_signature_while_a_secret_rotates(webhook_request: RawRequest)
     del headers["X-PagerDuty-Signature"]
     with pytest.raises(WebhookAuthError, match="missing X-PagerDuty-Signature"):
         dispatch("pagerduty", headers, body, secret=SECRET, tenant="acme")
-
-
-def test_opsgenie_create(deliver: Deliver, check_contract: Check) -> None:
-    result = deliver("opsgenie", "create")
-    assert result.event_type == "Create"
-    [mapped] = result.events
-    event = check_contract(mapped)
-    assert event["kind"] == "incident_opened"
-    assert (event["service"], event["environment"]) == ("checkout", "prod")
-    assert event["external_id"] == "60b98b1b-e0f6-4e7d-9a8f-0bd6f0e1de43-1795183200000"
-    assert (event["severity"], event["title"]) == ("P1", "checkout error rate above 5%")
-    assert mapped.event["occurred_at"] == "2026-11-20T14:00:00+00:00"
-    assert event["attributes"]["opsgenie.alias"] == "checkout-error-rate"
 
 
 def test_opsgenie_service_falls_back_to_tags_then_entity(deliver: Deliver) -> None:

@@ -20,16 +20,56 @@ def artifacts(deliver: Deliver, provider: str, name: str, **kwargs: Any) -> list
     return [ArtifactEvent.model_validate(m.event) for m in result.events]
 
 
-def test_harbor_push_is_a_build_by_its_pusher(deliver: Deliver) -> None:
-    [event] = artifacts(deliver, "harbor", "push_artifact")
-    assert (event.action, event.artifact_name, event.version, event.builder) == (
-        "published",
-        "harbor/alpine",
-        "3.8",
-        "harbor-jobservice",
-    )
-    assert event.digest == "sha256:954b378c375d852eb3c63ab88978f640b4348b01c1b3456a024a81536dafbbf4"
-    assert (event.registry, event.source) == ("localhost", "webhook:harbor")
+#: The digest Artifactory's docker push names (its delete names it again).
+ARTIFACTORY_DIGEST = "sha256:35c4a2c15539c6c1e4e5fa4e554dac323ad0107d8eb5c582d6ff386b383b7dce"
+
+
+@pytest.mark.parametrize(
+    ("provider", "fixture", "fields"),
+    [
+        (
+            "harbor",
+            "push_artifact",
+            {
+                "artifact_name": "harbor/alpine",
+                "version": "3.8",
+                "builder": "harbor-jobservice",  # its pusher
+                "digest": "sha256:954b378c375d852eb3c63ab88978f640b4348b01c1b3456a024a81536dafbbf4",
+                "registry": "localhost",
+                "source": "webhook:harbor",
+            },
+        ),
+        (
+            "artifactory",
+            "docker_pushed",
+            {
+                "artifact_name": "library/checkout",
+                "version": "2.14.0",
+                "builder": "ci-bot",
+                "digest": ARTIFACTORY_DIGEST,
+                "registry": "acme.jfrog.io",
+            },
+        ),
+        (
+            "github",
+            "package_published",
+            {
+                "artifact_name": "codertocat/hello-world",
+                "version": "nightly",
+                "builder": "Codertocat",
+                "digest": "sha256:3da1996a8115d7616457760d9920b815241d0a03b34cf5f04e9a0e9d8de37498",
+                "commit_sha": "6c62fb45fe66bfb1ea9a66abc38f6a0cc974292b",
+            },
+        ),
+    ],
+    ids=["harbor", "artifactory", "github"],
+)
+def test_a_pushed_or_published_package_is_a_build(
+    deliver: Deliver, provider: str, fixture: str, fields: dict[str, str]
+) -> None:
+    [event] = artifacts(deliver, provider, fixture)
+    assert event.action == "published"
+    assert {name: getattr(event, name) for name in fields} == fields
 
 
 def test_harbor_delete_and_retention(deliver: Deliver) -> None:
@@ -62,38 +102,19 @@ def test_harbor_other_types_are_acknowledged_not_recorded(deliver: Deliver) -> N
     assert result.ignored == "event type 'PULL_ARTIFACT' is not recorded"
 
 
-def test_artifactory_docker_pushed_and_deleted(deliver: Deliver) -> None:
-    [pushed] = artifacts(deliver, "artifactory", "docker_pushed")
-    assert (pushed.action, pushed.artifact_name, pushed.version, pushed.builder) == (
-        "published",
-        "library/checkout",
-        "2.14.0",
-        "ci-bot",
-    )
-    assert pushed.digest == "sha256:" + (
-        "35c4a2c15539c6c1e4e5fa4e554dac323ad0107d8eb5c582d6ff386b383b7dce"
-    )
-    assert pushed.registry == "acme.jfrog.io"
+def test_artifactory_docker_deleted(deliver: Deliver) -> None:
     [deleted] = artifacts(deliver, "artifactory", "docker_deleted")
-    assert (deleted.action, deleted.digest, deleted.builder) == ("deleted", pushed.digest, None)
+    assert (deleted.action, deleted.digest, deleted.builder) == (
+        "deleted",
+        ARTIFACTORY_DIGEST,
+        None,
+    )
     assert deliver("artifactory", "docker_promoted").ignored == (
         "event 'docker.promoted' is not recorded"
     )
 
 
-def test_github_package_published_is_a_build(deliver: Deliver) -> None:
-    [event] = artifacts(deliver, "github", "package_published")
-    assert (event.action, event.artifact_name, event.version, event.builder) == (
-        "published",
-        "codertocat/hello-world",
-        "nightly",
-        "Codertocat",
-    )
-    assert event.digest == "sha256:" + (
-        "3da1996a8115d7616457760d9920b815241d0a03b34cf5f04e9a0e9d8de37498"
-    )
-    assert event.commit_sha == "6c62fb45fe66bfb1ea9a66abc38f6a0cc974292b"
-
+def test_github_package_updated_is_not_recorded(deliver: Deliver) -> None:
     def updated(body: dict[str, Any]) -> None:
         body["action"] = "updated"
 
