@@ -93,6 +93,7 @@ class _StubApi(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.requests.append({"auth": self.headers["Authorization"], **body})
+        answer: dict[str, Any]
         if body["sql"] == "SELECT nope":
             status, answer = 400, {"error": "refused: nope"}
         else:
