@@ -181,7 +181,11 @@ class Model(BaseModel):
     """Base of every contract model: strict fields, immutable, strings stripped; every string
     (list items and map keys too) checked by `check_text`, names and ids by `check_name`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    # Validators are built on first use, not at import: a command (`emit`, `query`) builds
+    # only the models it uses, not the dozen every import of the contract defines.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=True, defer_build=True
+    )
 
     # One call per field of every model built (several per event in the processors).
     _strings = field_validator("*", mode="after")(_check_strings)

@@ -94,7 +94,12 @@ class Catalog:
 def catalog() -> Catalog:
     """The catalog shipped in this package (parsed once per process)."""
     root = resources.files(__package__)
-    doc = yaml.safe_load(root.joinpath("catalog.yaml").read_text(encoding="utf-8"))
+    text = root.joinpath("catalog.yaml").read_text(encoding="utf-8")
+    # libyaml's safe parser when PyYAML has it: every command parses the catalog at start-up.
+    if yaml.__with_libyaml__:
+        doc = yaml.load(text, Loader=yaml.CSafeLoader)
+    else:
+        doc = yaml.safe_load(text)
     versions = []
     for entry in doc["schemas"]:
         raw = json.loads(root.joinpath(entry["file"]).read_text(encoding="utf-8"))

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from shipledger.gc_tuning import freeze_at_exit
+
 # name -> (module, attribute, one-line help shown by `shipledger --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "start": (
@@ -201,6 +203,7 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point."""
+    freeze_at_exit()
     return cli.main(args=argv, prog_name="shipledger")
 
 

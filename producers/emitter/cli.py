@@ -24,11 +24,10 @@ from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
 import click
-import structlog
 from pydantic import ValidationError
 
 from shipledger.locate import cli_settings, data_dir_option, locate
-from shipledger.logging import configure_logging, get_logger
+from shipledger.logging import Logger, configure_logging, get_logger
 from shipledger.producers.emitter.ci_detect import CLI, detect, provider
 from shipledger.producers.emitter.local_detect import local_metadata
 from shipledger.producers.emitter.metadata import (
@@ -46,7 +45,6 @@ from shipledger.schemas.validation import EVENT_SCHEMA, size_problem
 from shipledger.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
-Log = structlog.stdlib.BoundLogger
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -234,13 +232,13 @@ def _build(event_type: str, request: _Request, **extra: Any) -> DeploymentEvent:
     return event
 
 
-def _logger(command: str, event: DeploymentEvent) -> Log:
+def _logger(command: str, event: DeploymentEvent) -> Logger:
     return get_logger(
         command, deployment_id=event.deployment_id, tenant=event.tenant, service=event.service
     )
 
 
-def _announce_generated_id(request: _Request, log: Log) -> None:
+def _announce_generated_id(request: _Request, log: Logger) -> None:
     if request.generated_id:
         log.warning(
             "no deployment id given: generated one; to tie the stages of one deployment "
@@ -249,7 +247,7 @@ def _announce_generated_id(request: _Request, log: Log) -> None:
         )
 
 
-def _report(result: PublishResult, event: DeploymentEvent, log: Log) -> bool:
+def _report(result: PublishResult, event: DeploymentEvent, log: Logger) -> bool:
     """Log the outcome of publishing one event; True if Kafka acknowledged it."""
     if result.sent:
         log.info("event sent", event_id=event.event_id, event_type=event.event_type)

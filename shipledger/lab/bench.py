@@ -6,6 +6,7 @@ Figures go to `<out>/results.json` and `<out>/results.md`; nothing here asserts 
 
 from __future__ import annotations
 
+import compileall
 import functools
 import json
 import os
@@ -25,6 +26,7 @@ from typing import Any
 import click
 from confluent_kafka import Consumer, TopicPartition
 
+import shipledger
 from shipledger.gc_tuning import tune_gc
 from shipledger.kafka import KafkaProducer
 from shipledger.lab.bench_changes import bench_changes
@@ -387,9 +389,19 @@ def _stored(store: LedgerStore, deployment_id: str) -> bool:
     return bool(store.query(sql, {"d": deployment_id})[1][0][0])
 
 
+@functools.cache
+def _byte_compile() -> None:
+    """Byte-compile shipledger's modules, as pip does when it installs the package: a CI job
+    runs an installed `shipledger`, not an editable one whose modules, under
+    PYTHONDONTWRITEBYTECODE, every process compiles again (~12 ms of an emit)."""
+    for path in shipledger.__path__:
+        compileall.compile_dir(path, quiet=1)
+
+
 def _run_cli(stack: Stack, *args: str) -> float:
     """Run `shipledger *args` as a user would beside `stack` (its settings and broker in the
     environment); its wall time in ms, from the process's start to its exit."""
+    _byte_compile()
     exe = str(Path(sys.executable).parent / "shipledger")
     env = {**os.environ, **stack.settings.to_env(), "SHIPLEDGER_BOOTSTRAP_SERVERS": stack.bootstrap}
     start = time.perf_counter()
