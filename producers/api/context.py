@@ -142,8 +142,10 @@ class ApiContext:
             )
 
 
-def context(request: Request) -> ApiContext:
+async def context(request: Request) -> ApiContext:
     """The app's context (a FastAPI dependency)."""
+    # async: FastAPI runs a plain function dependency on its thread pool, a thread hop per
+    # request for an attribute read.
     ctx: ApiContext = request.app.state.ctx
     return ctx
 

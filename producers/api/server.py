@@ -106,7 +106,7 @@ class ApiServer(Running):
             log_config=None,
             access_log=False,
             lifespan="off",
-            loop="asyncio",
+            loop="auto",  # uvloop (the api extra) where installed, else asyncio
             http="httptools",
             timeout_keep_alive=30,
         )

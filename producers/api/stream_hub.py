@@ -101,6 +101,9 @@ class StreamHub:
         self._seq = 0
         self._recent: deque[StreamEvent] = deque(maxlen=settings.stream_replay_events)
         self._subs: set[Subscription] = set()
+        #: Whether a client ever subscribed: until one does, nobody can hold an id of this
+        #: boot to replay from, so messages are not decoded (the API's ingest shares the GIL).
+        self._watched = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,6 +133,7 @@ class StreamHub:
             else:
                 sub.offer(missed)
             self._subs.add(sub)
+            self._watched = True
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -275,6 +279,8 @@ class StreamHub:
             if error is not None:
                 if error.fatal():
                     self._mark(error.str())
+                continue
+            if not self._watched:
                 continue
             topic = msg.topic() or ""
             try:

@@ -25,7 +25,7 @@ from shipledger.schemas.models import (
     check_name,
     check_text,
 )
-from shipledger.schemas.untrusted import MAX_DEPTH, BadJSON, loads
+from shipledger.schemas.untrusted import MAX_DEPTH, BadJSON, checked_loads, loads
 from shipledger.settings import Settings
 from tests.kit import FAMILY_EVENTS
 
@@ -91,6 +91,37 @@ def test_loads_any_input_is_a_value_or_bad_json(data: bytes | str) -> None:
         loads(data)
     except BadJSON as exc:
         assert exc.path and exc.reason
+
+
+def _outcome(read: Any, data: bytes | str) -> tuple[str, Any]:
+    try:
+        return "value", read(data)
+    except BadJSON as exc:
+        return "refused", (exc.path, exc.reason)
+
+
+json_documents = st.recursive(
+    hostile_value,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(hostile_text, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@_PROFILE
+@given(json_documents, st.booleans())
+def test_loads_answers_as_the_checked_decoder(doc: Any, ascii_only: bool) -> None:
+    # orjson's fast path must accept, refuse and decode exactly as the checked path: long
+    # integers (orjson makes floats of them), NaN, lone surrogates in keys and values.
+    text = json.dumps(doc, ensure_ascii=ascii_only)
+    for data in (text, text.encode("utf-8", "surrogatepass")):
+        assert _outcome(loads, data) == _outcome(checked_loads, data)
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1])
+@pytest.mark.parametrize("leaf", ["", "1", "[]", "{}", '"x"'])
+def test_loads_nesting_bound_as_the_checked_decoder(depth: int, leaf: str) -> None:
+    text = "[" * depth + leaf + "]" * depth
+    assert _outcome(loads, text) == _outcome(checked_loads, text)
 
 
 # --- upload parsers ---------------------------------------------------------------------------

@@ -10,12 +10,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from confluent_kafka import Message
 
 from shipledger.producers.api.auth import Principal
 from shipledger.producers.api.stream_events import StreamEvent, StreamFilter, frame, json_value
 from shipledger.producers.api.stream_hub import CLOSED, StreamHub, Subscription
 from shipledger.producers.api.topology import build_graph, dependents
-from tests.kit import own_settings
+from shipledger.schemas.registry import topic_codec
+from shipledger.schemas.topics import RECORDS, Topics
+from tests.kit import deployment_record, own_settings
 
 
 def _record(**fields: object) -> dict[str, object]:
@@ -207,3 +210,23 @@ def test_a_reconnect_that_missed_more_than_its_queue_is_told_to_reload(tmp_path:
     assert [f.split(b"\n")[0] for f in few[1:]] == [f"id: b-{n}".encode() for n in range(26, 31)]
     many = asyncio.run(first_frames(f"{hub.boot}-5"))
     assert b"event: status" in many[0] and b"event: reset" in many[1] and len(many) == 2
+
+
+def test_messages_are_kept_for_replay_once_a_client_ever_subscribed(tmp_path: object) -> None:
+    """Before any client, no id of this boot exists to replay from: the hub decodes nothing
+    (the API's ingest shares its GIL); from the first client on, even between clients, it
+    keeps what a reconnect may ask for."""
+    settings = own_settings(tmp_path)  # type: ignore[arg-type]
+    hub = StreamHub(settings, "127.0.0.1:1")
+    value = topic_codec(RECORDS).encode(deployment_record().to_avro())
+    record = Message(topic=Topics.from_settings(settings).records, value=value)
+    hub._publish([record])
+    assert hub._seq == 0 and not hub._recent
+
+    async def visit() -> None:
+        viewer = Principal("t", "acme", frozenset({"read"}))
+        hub.unsubscribe(hub.subscribe(viewer, StreamFilter(), None))
+
+    asyncio.run(visit())
+    hub._publish([record, record])
+    assert [event.seq for event in hub._recent] == [1, 2]
