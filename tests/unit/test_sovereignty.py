@@ -193,6 +193,7 @@ def test_the_live_stream_sends_only_its_regions_tenants(tmp_path: Path, policy: 
     settings = _regional(tmp_path, region="eu")
     topics = Topics.from_settings(settings)
     hub = StreamHub(settings, "127.0.0.1:1", Residency(policy))
+    hub._watched = True  # as after a client's subscription: the hub decodes only then
     codec = AvroCodec("io.shipledger.v1.DeploymentRecord")
     hub._publish(
         [
