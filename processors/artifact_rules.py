@@ -52,7 +52,8 @@ class Built:
 
 def judge_artifact(subject: Subject, builds: Collection[Built], rules: Rules) -> list[Finding]:
     """The artifact continuity finding (at most one) of a deployment; `builds`: at least
-    every build of its artifact name and every build of its digest (more is harmless)."""
+    every build of its artifact name at its version and every build of its digest (more is
+    harmless)."""
     env = subject.environment
     if env not in rules.require_artifact_digest:
         return []

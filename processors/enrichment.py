@@ -70,8 +70,10 @@ class Lookups(Protocol):
         """The tenant's artifact published with `digest`, if reported."""
         ...
 
-    def builds(self, tenant: str, artifact_name: str | None, digest: str | None) -> set[Built]:
-        """The tenant's builds of artifact `artifact_name` and those of `digest`."""
+    def builds(
+        self, tenant: str, artifact_name: str | None, version: str | None, digest: str | None
+    ) -> set[Built]:
+        """The tenant's builds of `artifact_name` at `version` and those of `digest`."""
         ...
 
 
@@ -82,8 +84,11 @@ class Enrichment:
         self._changes: dict[ChangeKey, ChangeRequest] = {}
         self._services: dict[tuple[str, str], tuple[_Order, ServiceInfo | None]] = {}
         self._artifacts: dict[tuple[str, str], tuple[_Order, ArtifactInfo]] = {}
-        #: Builds by (tenant, artifact name) and by (tenant, digest).
-        self._builds: dict[tuple[str, str], set[Built]] = {}
+        #: Builds by (tenant, artifact name, version) and by (tenant, digest): not by name
+        #: alone, whose builds grow with every release and were copied and scanned for each
+        #: deployment judged.
+        self._builds_of: dict[tuple[str, str, str | None], set[Built]] = {}
+        self._builds_with: dict[tuple[str, str], set[Built]] = {}
 
     def apply(self, event: EnrichmentEvent) -> ChangeKey | None:
         """Fold `event` in; the change request it changed (for re-judgement), or None (a
@@ -105,9 +110,11 @@ class Enrichment:
         if event.action != "published":
             return None
         built = Built.of(event)
-        self._builds.setdefault((event.tenant, event.artifact_name), set()).add(built)
+        self._builds_of.setdefault((event.tenant, event.artifact_name, event.version), set()).add(
+            built
+        )
         if event.digest:
-            self._builds.setdefault((event.tenant, event.digest), set()).add(built)
+            self._builds_with.setdefault((event.tenant, event.digest), set()).add(built)
             info_a = ArtifactInfo(event.artifact_name, event.version, event.repository)
             _keep_latest(self._artifacts, (event.tenant, event.digest), order, info_a)
         return None
@@ -126,14 +133,15 @@ class Enrichment:
         kept = self._artifacts.get((tenant, digest))
         return kept[1] if kept else None
 
-    def builds(self, tenant: str, artifact_name: str | None, digest: str | None) -> set[Built]:
-        """The tenant's builds of artifact `artifact_name` and those of `digest`."""
-        # Names and digests share the index: a digest (`sha256:...`) is never a name here,
-        # and if one were, its builds would only be more candidates the rules filter.
+    def builds(
+        self, tenant: str, artifact_name: str | None, version: str | None, digest: str | None
+    ) -> set[Built]:
+        """The tenant's builds of `artifact_name` at `version` and those of `digest`."""
         found: set[Built] = set()
-        for key in (artifact_name, digest):
-            if key:
-                found |= self._builds.get((tenant, key), set())
+        if artifact_name:
+            found |= self._builds_of.get((tenant, artifact_name, version), set())
+        if digest:
+            found |= self._builds_with.get((tenant, digest), set())
         return found
 
     @property

@@ -31,6 +31,8 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from shipledger.processors.change_rules import CHANGE_RULE_NAMES
 from shipledger.processors.enrichment import ChangeKey
 from shipledger.processors.outputs import Outputs
@@ -56,16 +58,18 @@ class Entry:
 
     def to_json(self) -> bytes:
         """The changelog value."""
-        return json.dumps(
+        # The record goes to JSON in pydantic's serializer at once: a dict of it first, then
+        # json.dumps, cost 2.5 times as much, once per deployment changed in every batch.
+        return orjson.dumps(
             {
-                "record": self.record.model_dump(mode="json"),
+                "record": orjson.Fragment(self.record.model_dump_json()),
                 "seen": list(self.seen),
                 "first": self.first,
                 "holding": dict(self.holding),
                 "raised": dict(self.raised),
                 "partition": self.partition,
             }
-        ).encode()
+        )
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> Entry:

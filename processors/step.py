@@ -104,7 +104,9 @@ def process(
         request = view.change(event.tenant, event.change_id) if event.change_id else None
         context = judged_context(subject, request, known_actor)
         findings = judge(subject, rules) + judge_change(subject, context, rules)
-        builds = view.builds(event.tenant, event.artifact_name, event.artifact_digest)
+        builds = view.builds(
+            event.tenant, event.artifact_name, event.version, event.artifact_digest
+        )
         findings += judge_artifact(subject, builds, rules)
     correlated = correlate(
         previous, event, env, policy.full_version, [f.rule for f in findings], now

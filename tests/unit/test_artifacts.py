@@ -155,15 +155,16 @@ def test_the_view_folds_builds_not_deletions() -> None:
             artifact("d1", action="deleted", digest=OTHER),
         ]
     )
-    builds = view.builds("retail", "acme/checkout", None)
+    builds = view.builds("retail", "acme/checkout", "2.14.0", None)
     assert builds == {
         Built(
             "acme/checkout", "2.14.0", BUILT, "github-actions", "https://ci.example/attestations/1"
         )
     }
-    assert view.builds("retail", None, BUILT) == builds
-    assert view.builds("retail", None, OTHER) == set()
-    assert view.builds("other-tenant", "acme/checkout", BUILT) == set()
+    assert view.builds("retail", None, None, BUILT) == builds
+    assert view.builds("retail", None, None, OTHER) == set()
+    assert view.builds("retail", "acme/checkout", "2.15.0", None) == set()
+    assert view.builds("other-tenant", "acme/checkout", "2.14.0", BUILT) == set()
 
 
 def deployment(digest: str | None) -> DeploymentEvent:
