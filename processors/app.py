@@ -51,6 +51,7 @@ from shipledger.processors.feed import EnrichmentFeed
 from shipledger.processors.handler import EventHandler
 from shipledger.processors.offsets import OffsetGuard
 from shipledger.processors.outputs import Outputs
+from shipledger.processors.progress import ProgressReport
 from shipledger.processors.recent import RecentDeployments
 from shipledger.processors.refresh import ViewRefresh
 from shipledger.processors.state import DeploymentState
@@ -331,6 +332,7 @@ def create_app(
     anomalies = AnomalyHandler(lambda: handler.policy, recent, view, outputs)
     lock = asyncio.Lock()
     wake = asyncio.Event()
+    progress = ProgressReport(settings.worker_progress_file)
 
     def assigned() -> set[int]:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.raw}
@@ -356,11 +358,15 @@ def create_app(
                 if not feed.caught_up or app.rebalancing or app.in_recovery:
                     continue
                 async with lock:
+                    # Read before the refresh drains them; under the lock, so a raw batch's
+                    # refresh of the events read before is durable too (it finished).
+                    read = feed.positions()
                     try:
                         if refresh.refresh(assigned()):
                             await finish_batch(outputs, deployments)
                     except Exception as exc:  # as in a batch: redo it after a restart
                         abandon_batch(exc)
+                    progress.report(read)
         finally:
             feed.stop()
 

@@ -166,6 +166,13 @@ class EnrichmentFeed:
                 continue
             request.answered.set()
 
+    def positions(self) -> dict[tuple[str, int], int]:
+        """Per partition of the enrichment topics, the offset before which every message was
+        read and its event handed over: all of them are in the next `drain`, or an earlier."""
+        enrichment = set(self._topic_names.values())
+        # A copy: the feed's thread goes on updating `_read` (one C-level copy under the GIL).
+        return {tp: end for tp, end in self._read.copy().items() if tp[0] in enrichment}
+
     def drain(self) -> list[FeedEvent]:
         """The events read since the last call, in the order read."""
         self._notified.clear()  # before popping: an event appended from now on notifies again

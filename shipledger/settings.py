@@ -627,6 +627,14 @@ class Settings(BaseSettings):
             "end (a build published just before the deploy is then seen); 0: no wait."
         ),
     )
+    worker_progress_file: Path | None = Field(
+        default=None,
+        description=(
+            "Where the processors worker writes how far it has acted on the enrichment topics "
+            "(`processors.progress`). `up` sets one per worker it runs, and its drain waits for "
+            "them; unset: not written."
+        ),
+    )
     worker_metrics_port: int | None = Field(
         default=None,
         ge=0,

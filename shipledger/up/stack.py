@@ -24,10 +24,17 @@ from confluent_kafka import KafkaException
 
 from shipledger.closing import Running
 from shipledger.gc_tuning import tune_gc
-from shipledger.lag import committed_offsets, end_offsets, lag_by_topic, partitions_of
+from shipledger.lag import (
+    Partition,
+    committed_offsets,
+    end_offsets,
+    lag_by_topic,
+    partitions_of,
+)
 from shipledger.logging import configure_logging, get_logger
 from shipledger.metrics import Endpoint
 from shipledger.processors.gate import Gatekeeper
+from shipledger.processors.progress import read_progress
 from shipledger.producers.journal import Journal
 from shipledger.receivers.escalator import Escalator
 from shipledger.receivers.record import DeliveryRecord
@@ -35,7 +42,7 @@ from shipledger.receivers.registry import ReceiverConfigError, policy_problems, 
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.policy import Policy, load_policy
 from shipledger.schemas.residency import Region, Residency
-from shipledger.schemas.topics import Topics
+from shipledger.schemas.topics import ENRICHMENT, Topics
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.archive import archive
 from shipledger.sinks.ledger.reader import LedgerReader
@@ -224,6 +231,9 @@ class Stack(Running):
             "SHIPLEDGER_BOOTSTRAP_SERVERS": self.bootstrap,
             "SHIPLEDGER_POLICY_VERSION": self.policy.full_version,
         }
+        progress = self._progress_file(index)
+        progress.unlink(missing_ok=True)  # a previous process's: this one reports afresh
+        env["SHIPLEDGER_WORKER_PROGRESS_FILE"] = str(progress)
         port = self.settings.worker_metrics_port
         if port:  # one port each: worker i serves /metrics on the configured port + i
             env["SHIPLEDGER_WORKER_METRICS_PORT"] = str(port + index)
@@ -242,6 +252,24 @@ class Stack(Running):
             start_new_session=True,
             preexec_fn=die_with_parent(),
         )
+
+    def _progress_file(self, index: int) -> Path:
+        """Where worker `index` reports how far it acted on the enrichment topics."""
+        return self.settings.data_dir.resolve() / "workers" / f"worker-{index}.progress.json"
+
+    def _acted_on(self, partitions: list[Partition]) -> dict[Partition, int | None]:
+        """Per enrichment partition, the least offset every live worker acted on (None: a
+        live worker has not reported it yet; no worker alive: nothing acted on)."""
+        reports = [
+            read_progress(self._progress_file(i))
+            for i, proc in enumerate(self._procs)
+            if proc.poll() is None
+        ]
+        acted: dict[Partition, int | None] = {}
+        for tp in partitions:
+            known = [r[tp] for r in reports if r is not None and tp in r]
+            acted[tp] = min(known) if reports and len(known) == len(reports) else None
+        return acted
 
     @property
     def worker_pids(self) -> list[int]:
@@ -342,9 +370,12 @@ class Stack(Running):
         """Messages per topic not yet through the pipeline (0 where done).
 
         Raw events count until the processors *and* the sink have committed them, alerts
-        until the sink and the escalator (when it runs) have, records and the other families'
-        events until the sink has. The reads are ordered so that a zero means drained: the
-        processors' and the escalator's commits are read first, then the end offsets (from
+        until the sink and the escalator (when it runs) have, change, catalog and artifact
+        events until the sink has and every live worker acted on them (`processors.progress`:
+        the re-judgements they owe stored deployments are sent), records and the other
+        families' events until the sink has. The reads are ordered so that a zero means
+        drained: the processors' and the escalator's commits and the workers' progress are
+        read first, then the end offsets (from
         fetches answered after that, so they include every output of the committed messages,
         which both flush before they commit), then the sink's commits.
         """
@@ -354,6 +385,9 @@ class Stack(Running):
         stored = partitions_of(conf, self.topics.sunk())
         raw = [tp for tp in stored if tp[0] == self.topics.raw]
         processed = committed_offsets(conf, f"{self.settings.topic_prefix}processors", raw)
+        enrichment_topics = {self.topics.of(name) for name in ENRICHMENT}
+        enrichment = [tp for tp in stored if tp[0] in enrichment_topics]
+        acted_on = self._acted_on(enrichment)  # before the ends (see above)
         alerts = [tp for tp in stored if tp[0] == self.topics.alerts]
         escalated = (
             committed_offsets(conf, self.escalator.group_id, alerts) if self.escalator else None
@@ -361,6 +395,7 @@ class Stack(Running):
         ends = end_offsets(conf, stored)
         sunk = committed_offsets(conf, self.sink.group_id, stored)
         behind = lag_by_topic({tp: ends[tp] for tp in raw}, processed)
+        behind.update(lag_by_topic({tp: ends[tp] for tp in enrichment}, acted_on))
         if escalated is not None:
             behind.update(lag_by_topic({tp: ends[tp] for tp in alerts}, escalated))
         for topic, lag in lag_by_topic(ends, sunk).items():

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from shipledger.cli import cli
+from shipledger.lag import committed_offsets, end_offsets, lag_by_topic, partitions_of
 from shipledger.schemas.policy import parse_policy, text_sha256
 from shipledger.sinks.ledger.audit import verify
 from shipledger.up.stack import Stack
@@ -33,6 +36,7 @@ from tests.kit import (
     policy_stack,
     post_events,
     query_until,
+    wait_for,
     wait_until,
 )
 
@@ -426,3 +430,48 @@ def stack_policy_version(stack: Stack) -> str:
     """The version+digest of the policy file the stack started with."""
     assert stack.settings.policy_file is not None
     return parse_policy(stack.settings.policy_file.read_text()).full_version
+
+
+def test_a_drain_waits_for_the_rejudgement_a_late_change_request_owes(
+    stack: Stack, post: Post
+) -> None:
+    """`up`'s drain (`Stack.pending`) counts a change request as pending until every live
+    worker acted on it: the sink storing it is not enough, the re-judgement it owes a stored
+    deployment must be sent too, or a stop right then lost it with the embedded broker's
+    memory (seen once in the chaos test: a deployment left flagged after its approval)."""
+    assert stack.store is not None
+    judged_after(
+        stack,
+        post,
+        [api_change("l-open", "CHG-L", "opened", "2026-11-25T08:00:00+00:00")],
+        deployment("dep-late", "CHG-L"),
+    )
+    wait_open(stack, "dep-late", "change_not_approved")
+    wait_for(lambda: not any(stack.pending().values()), "the stack drained")
+    changes = stack.topics.of("changes")
+    (worker,) = stack.worker_pids
+    os.kill(worker, signal.SIGSTOP)  # the sink goes on; the worker reads nothing meanwhile
+    try:
+        post(api_change("l-approve", "CHG-L", "approved", "2026-11-25T09:45:00+00:00"))
+        query_until(stack, "SELECT count() FROM change_events", [(2,)])
+        assert stack.sink is not None
+        conf, group = stack.settings.kafka_common(stack.bootstrap), stack.sink.group_id
+        partitions = partitions_of(conf, [changes])
+        wait_for(
+            lambda: (
+                not lag_by_topic(
+                    end_offsets(conf, partitions), committed_offsets(conf, group, partitions)
+                )[changes]
+            ),
+            "the sink committed the approval",
+        )
+        assert stack.pending()[changes] == 1
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    wait_for(lambda: not any(stack.pending().values()), "the stack drained", timeout_s=120)
+    # Drained means stored: the re-judgement is in the ledger, with no wait.
+    assert stack.store.query(open_rules("dep-late"))[1] == []
+    _, rows = stack.store.query(
+        "SELECT change_state FROM deployments WHERE deployment_id = 'dep-late'"
+    )
+    assert rows == [("approved",)]
