@@ -241,6 +241,18 @@ def _publish_builds(stack: Stack, producer: KafkaProducer, builds: list[dict[str
     _wait(lambda: store.count("artifact_events") >= want, 120, "the builds")
 
 
+def _await_worker(stack: Stack, producer: KafkaProducer, run: str) -> None:
+    """Warm-up: one event, then wait until a record is queryable: the Faust worker has joined
+    and consumes. A section measured before that would run beside an idle pipeline (a worker
+    starts in seconds), not the one it shares the machine with."""
+    assert stack.store is not None
+    store = stack.store
+    warm = _violating_event(0, run + "w")
+    producer.produce(stack.topics.raw, EVENT.encode(warm.to_avro()), DEPLOYMENT.key(warm))
+    producer.flush_or_raise(10, "warm-up event")
+    _wait(lambda: store.count("deployment_records") >= 1, 120, "the worker to join")
+
+
 def bench_pipeline(stack: Stack, events: int, rate: float, seconds: float) -> dict[str, Any]:
     """Sustained throughput (publish → rows in ClickHouse) and publish → alert latency."""
     assert stack.store is not None
@@ -254,11 +266,7 @@ def bench_pipeline(stack: Stack, events: int, rate: float, seconds: float) -> di
     builds = prod_builds([*traffic, _violating_event(0, run)])
     _publish_builds(stack, producer, builds)
 
-    # Warm-up: the Faust worker has joined once its first record is queryable.
-    warm = _violating_event(0, run + "w")
-    producer.produce(stack.topics.raw, EVENT.encode(warm.to_avro()), DEPLOYMENT.key(warm))
-    producer.flush_or_raise(10, "warm-up event")
-    _wait(lambda: store.count("deployment_records") >= 1, 120, "the worker to join")
+    _await_worker(stack, producer, run)
     base = {t: store.count(t) for t in ("deployment_events", "deployment_records", "alerts")}
 
     # Latency at a steady rate, first, on a quiet stack (not in the wake of the burst's
@@ -504,6 +512,8 @@ def _api_load(
             threads,
         )
 
+    producer = KafkaProducer(stack.settings.kafka_producer(stack.bootstrap))
+    _await_worker(stack, producer, f"{int(time.time())}a")
     load(max(1, threads))  # warm-up: connections, producer, codecs
     result = load(batches)
     events = batches * batch_size
@@ -563,15 +573,10 @@ def bench_stream(stack: Stack, rate: float, seconds: float, clients: int) -> dic
     assert stack.api is not None and stack.store is not None
     from shipledger.producers.api.auth import AuthStore
 
-    store = stack.store
     producer = KafkaProducer(stack.settings.kafka_producer(stack.bootstrap))
     run = f"{int(time.time())}s"
     _publish_builds(stack, producer, prod_builds([_violating_event(0, run)]))
-    # Warm-up: the Faust worker has joined once its first record is queryable.
-    warm = _violating_event(0, run + "w")
-    producer.produce(stack.topics.raw, EVENT.encode(warm.to_avro()), DEPLOYMENT.key(warm))
-    producer.flush_or_raise(10, "warm-up event")
-    _wait(lambda: store.count("deployment_records") >= 1, 120, "the worker to join")
+    _await_worker(stack, producer, run)
     auth = AuthStore(stack.settings.resolved_auth_db)
     try:
         token = auth.create_token("bench", ("read",), name="bench stream")[0]
