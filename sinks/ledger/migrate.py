@@ -11,13 +11,15 @@ ClickHouse made of each (columns with types, comments and positions; engine with
 sort key and TTL; indexes; comments; views): they must be equal (`compare`, a test), and
 `next_migration` writes the SQL from one to the other (`shipledger migrate --new NAME`).
 
-The first file may be a baseline (`shipledger migrate --squash`: 0011_baseline.sql): the desired
+The first file may be a baseline (`shipledger migrate --squash`: 0023_baseline.sql): the desired
 schema written from an empty database in place of the files before it, keeping the last one's
 version, its header naming each replaced file with its checksum (`-- replaces NNNN_name.sql
 sha256 HEX`). A new database applies and records the baseline. One that applied every replaced
 file with those checksums is at the baseline (its rows are kept; `replaced_history`); one that
 applied only some is refused, naming where it is, and a replaced file recorded with another
-checksum is the same error as any changed file.
+checksum is the same error as any changed file. Squashing a baseline again keeps it in the new
+header (`-- replaces NNNN_baseline.sql`, standing for 0001..NNNN) beside the files it replaced,
+so a ledger that applied that earlier baseline and the files after it is at the new one too.
 
 Migration files use unqualified names: they run with the target database selected. Statements
 are separated by a `;` at the end of a line; `--` comments are allowed.
@@ -87,6 +89,13 @@ class Replaced:
     def filename(self) -> str:
         """`NNNN_name.sql`."""
         return f"{self.version:04d}_{self.name}.sql"
+
+    @property
+    def covers(self) -> range:
+        """The versions a ledger that recorded this file has applied: its own, or 0001 up to
+        it for an earlier baseline."""
+        first = 1 if self.name == BASELINE_NAME else self.version
+        return range(first, self.version + 1)
 
 
 @dataclass(frozen=True)
@@ -164,10 +173,14 @@ def load_migrations(directory: Traversable | Path | None = None) -> list[Migrati
             )
     if found and found[0].replaces:
         baseline = found[0]
-        if [r.version for r in baseline.replaces] != list(range(1, baseline.version + 1)):
+        files = [r.version for r in baseline.replaces if r.name != BASELINE_NAME]
+        earlier = [r.version for r in baseline.replaces if r.name == BASELINE_NAME]
+        if files != list(range(1, baseline.version + 1)) or not all(
+            v < baseline.version for v in earlier
+        ):
             raise MigrationError(
                 f"{baseline.filename}: a baseline replaces versions 0001..{baseline.version:04d}, "
-                "each once, in order"
+                "each once, in order (and earlier baselines)"
             )
     return found
 
@@ -227,8 +240,9 @@ def replaced_history(
     migrations: Sequence[Migration], applied: dict[int, Applied]
 ) -> dict[int, Applied]:
     """The applied rows of the files the first migration, a baseline, replaces: the database
-    applied them one by one, so it is at the baseline. Empty when there is no baseline, or the
-    database applied the baseline itself, or nothing yet.
+    applied them one by one (or an earlier baseline and the files after it), so it is at the
+    baseline. Empty when there is no baseline, or the database applied the baseline itself, or
+    nothing yet.
 
     Raises MigrationError for a replaced file recorded with another checksum than the
     baseline's header gives (the ledger ran another file: history is never rewritten) and for
@@ -241,10 +255,11 @@ def replaced_history(
     own = rows.get(baseline.version)
     if not rows or (len(rows) == 1 and own is not None and own.name == baseline.name):
         return {}
-    replaces = {r.version: r for r in baseline.replaces}
+    replaces = {(r.version, r.name): r for r in baseline.replaces}
+    covered: list[int] = []
     for version, row in sorted(rows.items()):
-        old = replaces.get(version)
-        if old is None or old.name != row.name:
+        old = replaces.get((version, row.name))
+        if old is None:
             raise _unknown(row)
         if old.checksum != row.checksum:
             raise MigrationError(
@@ -253,14 +268,17 @@ def replaced_history(
                 f"{baseline.filename}, which replaces it): this database ran another file than "
                 "the released one, so the baseline cannot vouch for its schema"
             )
-    if set(rows) != set(replaces):
-        at = replaces[max(rows)].filename
+        covered.extend(old.covers)
+    if sorted(covered) != list(range(1, baseline.version + 1)):
+        last = rows[max(rows)]
+        at = replaces[(last.version, last.name)].filename
+        files = [r for r in baseline.replaces if r.name != BASELINE_NAME]
         raise MigrationError(
             f"this database is at migration {at}; {baseline.filename} replaces "
-            f"{baseline.replaces[0].filename} .. {baseline.replaces[-1].filename} and takes over "
-            f"only a database that applied all of them: first run `shipledger migrate` of a "
-            f"release that still has those files, up to {baseline.replaces[-1].filename}, then "
-            "this one (docs/operations.md, Schema migrations)"
+            f"{files[0].filename} .. {files[-1].filename} and takes over only a database that "
+            f"applied all of them (or an earlier baseline and the files after it): first run "
+            f"`shipledger migrate` of a release that still has those files, up to "
+            f"{files[-1].filename}, then this one (docs/operations.md, Schema migrations)"
         )
     return rows
 
@@ -276,9 +294,10 @@ def status_lines(migrations: Sequence[Migration], applied: dict[int, Applied]) -
         row = applied.get(migration.version)
         when = row.applied_at.isoformat(timespec="seconds") if row else "pending"
         if replaced and migration.replaces:
+            first = replaced[min(replaced)]
             note = (
-                f" as {migration.replaces[0].filename} .. {migration.replaces[-1].filename}, "
-                "which it replaces"
+                f" as {first.version:04d}_{first.name}.sql .. "
+                f"{migration.replaces[-1].filename}, which it replaces"
             )
         elif row and row.checksum != migration.checksum:
             note = " CHANGED SINCE APPLIED"
@@ -598,8 +617,11 @@ def _rebuild(name: str, want: ObjectState, have: ObjectState) -> list[str]:
 
 def new_migration_file(directory: Path, name: str, sql: str, existing: Iterable[Migration]) -> Path:
     """Write `NNNN_name.sql` (the next version) into `directory`; its path."""
-    if not re.fullmatch(r"[a-z0-9_]+", name):
-        raise MigrationError(f"migration name {name!r}: use lowercase letters, digits and _")
+    if not re.fullmatch(r"[a-z0-9_]+", name) or name == BASELINE_NAME:
+        raise MigrationError(
+            f"migration name {name!r}: use lowercase letters, digits and _ (not "
+            f"{BASELINE_NAME!r}: that names what --squash writes)"
+        )
     version = max((m.version for m in existing), default=0) + 1
     path = directory / f"{version:04d}_{name}.sql"
     header = (
@@ -611,16 +633,23 @@ def new_migration_file(directory: Path, name: str, sql: str, existing: Iterable[
 
 
 def baseline_migration(existing: Sequence[Migration], sql: str) -> Migration:
-    """One migration in place of `existing` (all of them, from 0001): version and name the
-    replaced files' last version and `baseline`, a header naming each replaced file with the
-    checksum ledgers recorded for it, then `sql`, the schema they produce written from nothing
-    (`next_migration(desired, {})`)."""
-    if not existing or existing[0].replaces:
-        raise MigrationError(
-            "squash: the migrations must run from 0001 (squashing a baseline again is not "
-            "supported: ledgers at it would not be recognised)"
-        )
+    """One migration in place of `existing` (all of them, from 0001 or from a baseline): version
+    and name the replaced files' last version and `baseline`, a header naming each replaced file
+    with the checksum ledgers recorded for it, then `sql`, the schema they produce written from
+    nothing (`next_migration(desired, {})`).
+
+    An earlier baseline's own header lines are kept, then the baseline itself (ledgers that
+    applied it recorded it, standing for 0001..its version), then the files after it: every
+    history that reached the last file is at the new baseline."""
+    if not existing or (existing[0].replaces and len(existing) == 1):
+        raise MigrationError("squash: nothing to squash (no migrations, or only a baseline)")
     version = existing[-1].version
+    first, *rest = existing
+    replaced = [
+        *first.replaces,
+        Replaced(first.version, first.name, first.checksum),
+        *(Replaced(m.version, m.name, m.checksum) for m in rest),
+    ]
     header = (
         f"-- {version:04d}_{BASELINE_NAME}.sql: generated by `shipledger migrate --squash`: "
         "sinks/ledger/ddl.py's schema\n"
@@ -630,5 +659,10 @@ def baseline_migration(existing: Sequence[Migration], sql: str) -> Migration:
         "checksums, is at\n"
         "-- this baseline and runs nothing; one that applied only some of them is refused.\n"
     )
-    replaces = "".join(f"-- replaces {m.filename} sha256 {m.checksum}\n" for m in existing)
-    return Migration(version, BASELINE_NAME, f"{header}{replaces}\n{sql}")
+    if first.replaces:
+        header += (
+            f"-- {first.filename} stands for 0001..{first.version:04d}: a ledger that applied "
+            "it and the files after it\n-- is at this baseline too.\n"
+        )
+    lines = "".join(f"-- replaces {r.filename} sha256 {r.checksum}\n" for r in replaced)
+    return Migration(version, BASELINE_NAME, f"{header}{lines}\n{sql}")

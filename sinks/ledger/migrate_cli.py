@@ -73,7 +73,8 @@ def migrate(
     sinks/ledger/migrations/NNNN_name.sql take a database there, each recorded in
     schema_migrations with its checksum (a changed applied file is an error). The first file
     may be a baseline that replaces the ones before it: a ledger that applied those, with the
-    checksums its header lists, is at the baseline; one that applied only some is refused.
+    checksums its header lists (or an earlier baseline it lists and the files after it), is at
+    the baseline; one that applied only some is refused.
 
     \b
     Examples:
@@ -145,6 +146,9 @@ def _squash(directory: Path) -> None:
                 "(--new NAME) first, so that ledgers at the baseline have what it declares"
             )
         baseline = baseline_migration(existing, next_migration(desired, {}))
+        # What ClickHouse makes of the baseline alone, to the letter, is what the files made.
+        if scratch_schemas([baseline])[1] != migrated:
+            raise MigrationError("the baseline does not produce what the files produce")
     except MigrationError as exc:
         raise click.ClickException(str(exc)) from exc
     for migration in existing:

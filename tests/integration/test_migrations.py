@@ -19,6 +19,7 @@ from shipledger.sinks.ledger.migrate import (
     MigrationError,
     Replaced,
     applied_migrations,
+    baseline_migration,
     compare,
     load_migrations,
     migrate,
@@ -228,4 +229,40 @@ def test_cli_squash_writes_one_baseline_in_place_of_the_files(tmp_path: Path) ->
     )
     assert baseline.sql.endswith(body)
     again = runner.invoke(migrate_cmd, ["--squash", "--dir", str(source)])
-    assert again.exit_code != 0 and "squashing a baseline again is not supported" in again.output
+    assert again.exit_code != 0 and "nothing to squash" in again.output
+
+
+def test_cli_squash_takes_over_a_baseline_and_the_files_after_it(tmp_path: Path) -> None:
+    """A baseline from before a view existed, then the file adding it: squashed again, the new
+    baseline produces, to the letter, what the two applied one by one produce (the CLI compares
+    the snapshots before writing), and a ledger migrated by the two is at it."""
+    desired, _ = scratch_schemas([])
+    body = next_migration(desired, {})
+    view = ddl.desired_schema()["running_at"]
+    without_view = body.replace(f"{view};\n\n", "")
+    assert without_view != body
+    first = baseline_migration([Migration(1, "without_view", without_view)], without_view)
+    source = tmp_path / "migrations"
+    source.mkdir()
+    (source / first.filename).write_text(first.sql)
+    (source / "0002_add_view.sql").write_text(f"{view};\n")
+    one_by_one = load_migrations(source)
+    squashed = CliRunner().invoke(migrate_cmd, ["--squash", "--dir", str(source)])
+    assert squashed.exit_code == 0, squashed.output
+    (baseline,) = load_migrations(source)
+    assert [r.filename for r in baseline.replaces] == [
+        "0001_without_view.sql",
+        "0001_baseline.sql",
+        "0002_add_view.sql",
+    ]
+    assert baseline.sql.endswith(body)
+    with LedgerStore.open(ledger_settings(tmp_path / "data")) as store:
+        store.select_database(store.database)
+        assert [m.filename for m in migrate(store, one_by_one)] == [
+            "0001_baseline.sql",
+            "0002_add_view.sql",
+        ]
+        assert migrate(store, [baseline]) == []
+        assert status_lines([baseline], applied_migrations(store))[0].endswith(
+            "as 0001_baseline.sql .. 0002_add_view.sql, which it replaces"
+        )

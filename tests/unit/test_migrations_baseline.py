@@ -16,6 +16,7 @@ from shipledger.sinks.ledger.migrate import (
     baseline_migration,
     check_history,
     load_migrations,
+    new_migration_file,
     status_lines,
 )
 
@@ -39,8 +40,50 @@ def test_the_baseline_names_each_replaced_file_and_its_checksum() -> None:
         (m.filename, m.checksum) for m in OLD
     ]
     assert Migration(3, "later", "-- replaces nothing\n\nSELECT 3;\n").replaces == ()
-    with pytest.raises(MigrationError, match="squashing a baseline again is not supported"):
+    with pytest.raises(MigrationError, match="nothing to squash"):
         baseline_migration([BASELINE], "SELECT 1;\n")
+
+
+LATER = Migration(3, "next", "SELECT 3;\n")
+#: The baseline squashed again with the file after it: ledgers recorded either history.
+AGAIN = baseline_migration([BASELINE, LATER], "SELECT 13;\n")
+
+
+def test_a_baseline_squashed_again_is_kept_in_the_new_header() -> None:
+    assert AGAIN.filename == "0003_baseline.sql"
+    assert [(r.filename, r.checksum) for r in AGAIN.replaces] == [
+        *((m.filename, m.checksum) for m in OLD),
+        ("0002_baseline.sql", BASELINE.checksum),
+        ("0003_next.sql", LATER.checksum),
+    ]
+    assert [list(r.covers) for r in AGAIN.replaces] == [[1], [2], [1, 2], [3]]
+    assert "-- 0002_baseline.sql stands for 0001..0002: a ledger that applied" in AGAIN.sql
+
+
+def test_a_ledger_at_the_earlier_baseline_is_at_the_new_one() -> None:
+    """The common case: a ledger created from the earlier baseline, then migrated by the files
+    after it (before the fix, a second squash was refused: such a ledger had no way on)."""
+    check_history([AGAIN], _recorded(BASELINE, LATER))
+    check_history([AGAIN], _recorded(*OLD, LATER))
+    check_history([AGAIN], _recorded(AGAIN))
+    check_history([AGAIN], {})
+    assert status_lines([AGAIN], _recorded(BASELINE, LATER)) == [
+        f"{'0003_baseline.sql':40} 2026-11-30T00:00:00+00:00 as 0002_baseline.sql .. "
+        "0003_next.sql, which it replaces"
+    ]
+    with pytest.raises(MigrationError, match=r"this database is at migration 0002_baseline\.sql;"):
+        check_history([AGAIN], _recorded(BASELINE))
+    partway = r"at migration 0002_more\.sql; .* up to 0003_next\.sql"
+    with pytest.raises(MigrationError, match=partway):
+        check_history([AGAIN], _recorded(*OLD))
+    edited = Migration(2, "baseline", BASELINE.sql + "-- edited\n")
+    with pytest.raises(MigrationError, match=r"0002_baseline\.sql was changed after it was"):
+        check_history([AGAIN], _recorded(edited, LATER))
+
+
+def test_a_migration_cannot_be_named_baseline(tmp_path: Path) -> None:
+    with pytest.raises(MigrationError, match="not 'baseline'"):
+        new_migration_file(tmp_path, "baseline", "SELECT 1;\n", OLD)
 
 
 def test_files_run_on_from_the_baseline(tmp_path: Path) -> None:
@@ -58,13 +101,19 @@ def test_a_baseline_must_replace_every_version_before_it(tmp_path: Path) -> None
     (tmp_path / "0003_baseline.sql").write_text(BASELINE.sql)  # replaces 0001..0002 only
     with pytest.raises(MigrationError, match=r"replaces versions 0001\.\.0003, each once"):
         load_migrations(tmp_path)
+    (tmp_path / "0003_baseline.sql").unlink()
+    (tmp_path / "0002_baseline.sql").write_text(AGAIN.sql)  # names the 0002 baseline: not before
+    with pytest.raises(MigrationError, match=r"replaces versions 0001\.\.0002, each once"):
+        load_migrations(tmp_path)
+    (tmp_path / "0002_baseline.sql").unlink()
+    (tmp_path / AGAIN.filename).write_text(AGAIN.sql)
+    assert load_migrations(tmp_path) == [AGAIN]
 
 
 def test_history_judged_against_the_baseline() -> None:
-    later = Migration(3, "next", "SELECT 3;\n")
-    check_history([BASELINE, later], {})
-    check_history([BASELINE, later], _recorded(BASELINE, later))
-    check_history([BASELINE, later], _recorded(*OLD, later))
+    check_history([BASELINE, LATER], {})
+    check_history([BASELINE, LATER], _recorded(BASELINE, LATER))
+    check_history([BASELINE, LATER], _recorded(*OLD, LATER))
     with pytest.raises(MigrationError, match=r"this database is at migration 0001_initial\.sql;"):
         check_history([BASELINE], _recorded(OLD[0]))
     with pytest.raises(MigrationError, match=r"0002_more\.sql was changed after it was applied"):
