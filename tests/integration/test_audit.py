@@ -22,7 +22,6 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger import chain, ddl
 from shipledger.sinks.ledger.audit import Report, verify
 from shipledger.sinks.ledger.audit_cli import audit
-from shipledger.sinks.ledger.migrate import load_migrations, migrate
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, Row, event_row
 from shipledger.sinks.writer import LedgerWriter
@@ -156,12 +155,12 @@ def test_rows_stamped_before_the_policy_version_column_still_verify(
 
 
 def test_chains_stored_before_lanes_verify_and_go_on_beside_the_lanes(settings: Settings) -> None:
-    """A ledger from before migration 0023: its rows and chain heads read back the legacy lane
-    '' (hashed only when set), so they verify as stamped; a writer alone continues that chain,
-    and the sinks' rows start a chain per partition lane beside it."""
+    """A ledger from before migration 0023 (chain_lane added): its rows and chain heads were
+    stored without a lane and read back the legacy lane '' (hashed only when set), so they
+    verify as stamped; a writer alone continues that chain, and the sinks' rows start a chain
+    per partition lane beside it."""
     with LedgerStore.open(settings) as store:
-        store.select_database(store.database)
-        migrate(store, load_migrations()[:-1])
+        store.ensure_schema()
         old = event_rows(4)
         policy = load_policy(settings.policy_file)
         heads = chain.stamp(
@@ -189,7 +188,6 @@ def test_chains_stored_before_lanes_verify_and_go_on_beside_the_lanes(settings: 
                     "r": chain.epoch_ms(head.retain_until),
                 },
             )
-        store.ensure_schema()  # 0023
         write(store, settings, event_rows(2, 4))  # a writer alone: the legacy lane
         laned = event_rows(4, 6)
         for i, row in enumerate(laned):

@@ -23,7 +23,6 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.archive import archive
 from shipledger.sinks.ledger.dora import DoraQuery, read_dora, rebuild_dora
-from shipledger.sinks.ledger.migrate import load_migrations
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import KafkaMeta, avro_row, event_row, record_row
 from shipledger.sinks.writer import LedgerWriter
@@ -462,39 +461,6 @@ def test_the_aggregates_are_idempotent(store: LedgerStore, tmp_path: Any) -> Non
         "INSERT INTO deployment_records SELECT * FROM deployment_records"
         " WHERE deployment_id IN ('d3', 'r3')"
     )
-    assert _rows(store, WEEK) == before
-
-
-def test_the_migration_folds_the_records_already_stored(store: LedgerStore) -> None:
-    """The migration that created `dora_deployments` backfills it from the records in the
-    hot table: its INSERT, run on emptied aggregates, gives the same metrics."""
-    before = _rows(store, WEEK)
-    [migration] = [m for m in load_migrations() if m.name == "dora_per_deployment"]
-    [backfill] = [sql for sql in migration.statements() if "INSERT INTO" in sql]
-    store.command("TRUNCATE TABLE dora_deployments")
-    store.command(backfill)
-    assert _rows(store, WEEK) == before
-
-
-def test_the_refiling_migration_moves_the_remediations_already_stored(
-    cross: LedgerStore,
-) -> None:
-    """A ledger whose remediations were filed under their own key (the view of the migration
-    that created `dora_deployments`): the migration that files them under the deployment
-    they name folds the keys, then the hot remediations again, and the other team's
-    rollback of x1 (tenant `cross`) is found; every other metric is unchanged."""
-    store = cross
-    before = _rows(store, WEEK)
-    payments = DoraQuery(since=WEEK.since, until=WEEK.until, tenant="cross", teams=("payments",))
-    [old] = [m for m in load_migrations() if m.name == "dora_per_deployment"]
-    [new] = [m for m in load_migrations() if m.name == "dora_remediations_under_their_deployment"]
-    store.command("TRUNCATE TABLE dora_deployments")
-    store.command("TRUNCATE TABLE dora_deployment_keys")
-    store.command(next(sql for sql in old.statements() if "INSERT INTO" in sql))
-    assert [r["failures"] for r in _rows(store, payments)] == [0]
-    for backfill in (sql for sql in new.statements() if "INSERT INTO" in sql):
-        store.command(backfill)
-    assert [(r["failures"], r["recovery_h"]) for r in _rows(store, payments)] == [(1, 0.25)]
     assert _rows(store, WEEK) == before
 
 

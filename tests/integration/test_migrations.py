@@ -1,6 +1,7 @@
 """Schema migrations on a real chDB: they reproduce sinks/ledger/ddl.py exactly, are recorded, are
 never rewritten, `migrate --new` writes the next one from the difference, and the baseline
-(0011_baseline.sql, which replaced 0001..0011) takes over ledgers that applied those files."""
+(0023_baseline.sql, which replaced 0001..0023, and 0011_baseline.sql, the baseline before it)
+takes over ledgers that applied those files, or the earlier baseline and the files after it."""
 
 from __future__ import annotations
 
@@ -70,13 +71,11 @@ def test_next_migration_covers_added_columns_tables_and_key_changes() -> None:
     old = _without(body, r"\n    `kafka_offset` [^\n]*")
     old = _without(old, r"CREATE TABLE `alerts`.*?;\n")
     old = _without(old, r"CREATE VIEW `open_alerts`.*?;\n")
-    # Objects later migrations dropped (the baseline predates them) are not part of the case.
-    old = _without(old, r"CREATE (MATERIALIZED VIEW|TABLE) `dora_daily(_mv)?`.*?;\n")
     old = old.replace(
         "ORDER BY (`tenant`, ifNull(`region`, ''), `environment`, `service`, `started_at`",
         "ORDER BY (`tenant`, `environment`, `service`, `started_at`",
     )
-    assert old.count("CREATE") == body.count("CREATE") - 4 and "kafka_offset" not in old
+    assert old.count("CREATE") == body.count("CREATE") - 2 and "kafka_offset" not in old
     first = Migration(1, "initial", old)
     desired, migrated = scratch_schemas([first])
     sql = next_migration(desired, migrated)
@@ -92,13 +91,23 @@ def test_a_fresh_ledger_applies_and_records_the_baseline(tmp_path: Path) -> None
     desired, _ = scratch_schemas()  # before the store opens: one chDB path per process
     migrations = load_migrations()
     baseline = migrations[0]
-    assert (baseline.filename, len(baseline.replaces)) == ("0011_baseline.sql", 11)
+    assert (baseline.filename, len(baseline.replaces)) == ("0023_baseline.sql", 24)
     with LedgerStore.open(ledger_settings(tmp_path / "data")) as store:
         assert store.ensure_schema() == [m.filename for m in migrations]
         assert store.ensure_schema() == []
-        row = applied_migrations(store)[11]
-        assert (row.version, row.name, row.checksum) == (11, "baseline", baseline.checksum)
+        row = applied_migrations(store)[23]
+        assert (row.version, row.name, row.checksum) == (23, "baseline", baseline.checksum)
         assert compare(desired, snapshot(store)) == []
+
+
+def _files(*, earlier_baseline: bool = False) -> list[Replaced]:
+    """The files the baseline replaced, as a ledger applied them: every one from 0001, or (the
+    ledgers made since the squash before) 0011_baseline.sql and the files after it."""
+    replaced = load_migrations()[0].replaces
+    if not earlier_baseline:
+        return [r for r in replaced if r.name != "baseline"]
+    (at,) = (i for i, r in enumerate(replaced) if r.name == "baseline")
+    return list(replaced[at:])
 
 
 def _applied_one_by_one(store: LedgerStore, replaced: list[Replaced]) -> None:
@@ -115,59 +124,80 @@ def _applied_one_by_one(store: LedgerStore, replaced: list[Replaced]) -> None:
 
 def test_a_ledger_that_applied_the_replaced_files_is_at_the_baseline(store: LedgerStore) -> None:
     migrations = load_migrations()
-    _applied_one_by_one(store, list(migrations[0].replaces))
-    assert store.ensure_schema() == [m.filename for m in migrations[1:]]  # nothing of 1..11
+    _applied_one_by_one(store, _files())
+    assert store.ensure_schema() == [m.filename for m in migrations[1:]]  # nothing of 1..23
     applied = applied_migrations(store)
     assert [(v, r.name) for v, r in applied.items()][:2] == [
         (1, "initial"),
         (2, "contract_v2_and_families"),
     ]
-    assert len(applied) == len(migrations) + 10  # its history is kept as it was
+    assert len(applied) == len(migrations) + 22  # its history is kept as it was
     (line, *_) = status_lines(migrations, applied)
-    assert line.startswith("0011_baseline.sql") and "pending" not in line
-    assert line.endswith("as 0001_initial.sql .. 0011_dora_metrics.sql, which it replaces")
+    assert line.startswith("0023_baseline.sql") and "pending" not in line
+    assert line.endswith("as 0001_initial.sql .. 0023_chain_lanes.sql, which it replaces")
+
+
+def test_a_ledger_at_the_earlier_baseline_and_the_files_after_it_is_at_the_baseline(
+    store: LedgerStore,
+) -> None:
+    """Most ledgers: created from 0011_baseline.sql, then migrated by 0012..0023."""
+    migrations = load_migrations()
+    _applied_one_by_one(store, _files(earlier_baseline=True))
+    assert store.ensure_schema() == [m.filename for m in migrations[1:]]
+    applied = applied_migrations(store)
+    assert (applied[11].name, list(applied)[-1]) == ("baseline", 23)
+    (line, *_) = status_lines(migrations, applied)
+    assert line.endswith("as 0011_baseline.sql .. 0023_chain_lanes.sql, which it replaces")
+
+
+def test_a_ledger_partway_from_the_earlier_baseline_is_refused(store: LedgerStore) -> None:
+    _applied_one_by_one(store, _files(earlier_baseline=True)[:5])  # 0011_baseline .. 0015
+    with pytest.raises(MigrationError) as refused:
+        migrate(store)
+    message = str(refused.value)
+    assert message.startswith("this database is at migration 0015_dora_per_deployment.sql;")
+    assert "release that still has those files, up to 0023_chain_lanes.sql" in message
 
 
 def test_a_ledger_that_applied_only_some_replaced_files_is_refused(store: LedgerStore) -> None:
-    replaced = list(load_migrations()[0].replaces)
-    _applied_one_by_one(store, replaced[:7])
+    _applied_one_by_one(store, _files()[:7])
     with pytest.raises(MigrationError) as refused:
         migrate(store)
     message = str(refused.value)
     assert message.startswith("this database is at migration 0007_governance_enrichment.sql;")
-    assert "release that still has those files, up to 0011_dora_metrics.sql" in message
+    assert "release that still has those files, up to 0023_chain_lanes.sql" in message
     with pytest.raises(StoreError, match=r"at migration 0007_governance_enrichment\.sql"):
         store.ensure_schema()
 
 
 def test_a_changed_replaced_file_is_an_error_naming_it(store: LedgerStore) -> None:
-    replaced = list(load_migrations()[0].replaces)
+    replaced = _files()
     replaced[2] = Replaced(3, "compress_hashes", "0" * 64)
     _applied_one_by_one(store, replaced)
     with pytest.raises(
         MigrationError,
         match=r"0003_compress_hashes\.sql was changed after it was applied \(checksum 000000000000 "
-        r"recorded, ebb33aeb779c in the header of 0011_baseline\.sql",
+        r"recorded, ebb33aeb779c in the header of 0023_baseline\.sql",
     ):
         migrate(store)
 
 
 def test_migrations_are_recorded_and_applied_once(store: LedgerStore) -> None:
     names = [m.filename for m in load_migrations()]
-    assert names[0] == "0011_baseline.sql"
+    assert names[0] == "0023_baseline.sql"
     assert store.ensure_schema() == names
     assert store.ensure_schema() == []
-    row = applied_migrations(store)[11]
-    assert (row.version, row.name) == (11, "baseline")
+    row = applied_migrations(store)[23]
+    assert (row.version, row.name) == (23, "baseline")
     assert row.checksum == load_migrations()[0].checksum
 
 
 def test_a_changed_applied_migration_is_an_error_naming_it(store: LedgerStore) -> None:
     store.ensure_schema()
     baseline, *later = load_migrations()
-    edited = Migration(11, "baseline", baseline.sql + "\n-- an innocent comment\n")
+    edited = Migration(23, "baseline", baseline.sql + "\n-- an innocent comment\n")
     with pytest.raises(
-        MigrationError, match=r"0011_baseline\.sql was changed after it was applied"
+        MigrationError, match=r"0023_baseline\.sql was changed after it was applied"
     ):
         migrate(store, [edited, *later])
     with pytest.raises(MigrationError, match="unknown to this shipledger"):
@@ -192,9 +222,9 @@ def test_cli_status_and_new(tmp_path: Path) -> None:
     runner = CliRunner()
     pending = runner.invoke(migrate_cmd, ["--status", "--data-dir", str(data)])
     assert pending.exit_code == 0, pending.output
-    assert "0011_baseline.sql" in pending.output and "pending" in pending.output
+    assert "0023_baseline.sql" in pending.output and "pending" in pending.output
     applied = runner.invoke(migrate_cmd, ["--data-dir", str(data)])
-    assert applied.exit_code == 0 and "0011_baseline.sql" in applied.output
+    assert applied.exit_code == 0 and "0023_baseline.sql" in applied.output
     status = runner.invoke(migrate_cmd, ["--status", "--data-dir", str(data)])
     assert "pending" not in status.output
 
@@ -207,7 +237,7 @@ def test_cli_status_and_new(tmp_path: Path) -> None:
     wrote = runner.invoke(migrate_cmd, ["--new", "add_view", "--dir", str(source)])
     assert wrote.exit_code == 0, wrote.output
     (added,) = source.glob("*_add_view.sql")
-    assert added.name == f"{load_migrations()[-1].version + 1:04d}_add_view.sql"  # 0012 on
+    assert added.name == f"{load_migrations()[-1].version + 1:04d}_add_view.sql"  # 0024 on
     assert "CREATE VIEW `running_at`" in added.read_text()
 
 

@@ -1,9 +1,7 @@
 """The inputs of incident triage filed beside its candidates (`suspect_inputs`, docs/triage.md)
-on real chDB: a ledger migrated from 0021 with change sets and verdicts already stored ranks
-them after 0022 (the backfill, a deployment whose records moved its start included), and a
-verdict decided after the incident's first read, or again after its deployment's start moved,
-is read beside the record it was decided for; a change set of a replayed (unstamped) record
-gets the stored record's retention."""
+on real chDB: a verdict decided after the incident's first read, or again after its
+deployment's start moved, is read beside the record it was decided for; a change set of a
+replayed (unstamped) record gets the stored record's retention."""
 
 from __future__ import annotations
 
@@ -15,7 +13,6 @@ import pytest
 
 from shipledger.schemas.policy import load_policy
 from shipledger.sinks.ledger.change_sets import ChangeSets, Deployed
-from shipledger.sinks.ledger.migrate import load_migrations, migrate
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.ledger.suspects import SuspectsQuery, read_suspects
 from shipledger.up.verifier import verify_pass
@@ -35,18 +32,6 @@ _RECORD = (
     "    {dep:String}, 'alice', 'automated', 'p-1', {start:DateTime64(3, 'UTC')},\n"
     "    {finished:Nullable(DateTime64(3, 'UTC'))}, {start:DateTime64(3, 'UTC')}, {seq:Int32},\n"
     "    'e', 'started', toDateTime64('2100-01-01', 3, 'UTC'))"
-)
-# As 0021 left the tables: no started_at / retain_until yet.
-_CHANGE_SET_0021 = (
-    "INSERT INTO deployment_change_sets (tenant, deployment_id, service, environment, from_sha,"
-    " to_sha, commit_count, pr_count, reverse, computed_at) VALUES ('acme', {dep:String},"
-    " 'checkout', 'prod', NULL, 'x', {count:UInt32}, 1, 0, {at:DateTime64(3, 'UTC')})"
-)
-_VERDICT_0021 = (
-    "INSERT INTO deployment_verifications (tenant, deployment_id, service, environment,"
-    " verdict, score, evidence, window_end, decided_at) VALUES ('acme', {dep:String},"
-    " 'checkout', 'prod', {verdict:String}, 0.1, '', {at:DateTime64(3, 'UTC')},"
-    " {at:DateTime64(3, 'UTC')})"
 )
 
 
@@ -71,31 +56,6 @@ def _inputs(store: LedgerStore, at: datetime, lookback: timedelta) -> dict[str, 
 def store(tmp_path: Path) -> Iterator[LedgerStore]:
     with LedgerStore.open(ledger_settings(tmp_path / "data")) as s:
         yield s
-
-
-def test_inputs_stored_before_0022_are_ranked_after_it(store: LedgerStore) -> None:
-    """0021's ledger: d-1's records agree on its start; d-2's second record moved it an hour
-    earlier (its `started` event arrived late). After 0022 every window that finds a record
-    finds its deployment's latest change set and verdict, as the lookup by id did."""
-    store.select_database(store.database)
-    migrate(store, [m for m in load_migrations() if m.version <= 21])
-    _record(store, "d-1", 1, AT - timedelta(minutes=30))
-    _record(store, "d-1", 2, AT - timedelta(minutes=30), AT - timedelta(minutes=20))
-    _record(store, "d-2", 1, AT - timedelta(minutes=10), AT - timedelta(minutes=5))
-    _record(store, "d-2", 2, AT - timedelta(minutes=70), AT - timedelta(minutes=5))
-    for dep, count, verdict in (("d-1", 4, "verified"), ("d-2", 9, "suspect")):
-        store.command(_CHANGE_SET_0021, {"dep": dep, "count": count - 1, "at": AT - timedelta(1)})
-        store.command(_CHANGE_SET_0021, {"dep": dep, "count": count, "at": AT})
-        store.command(_VERDICT_0021, {"dep": dep, "verdict": verdict, "at": AT})
-    assert "0022_suspect_inputs.sql" in store.ensure_schema()
-    both = {"d-1": (4, "verified"), "d-2": (9, "suspect")}
-    assert _inputs(store, AT, timedelta(hours=2)) == both
-    # Only d-2's later start is in the window: its inputs are there too.
-    assert _inputs(store, AT, timedelta(minutes=15)) == {"d-2": (9, "suspect")}
-    # Only its earlier start.
-    assert _inputs(store, AT - timedelta(minutes=65), timedelta(minutes=15)) == {
-        "d-2": (9, "suspect")
-    }
 
 
 def test_a_verdict_decided_later_is_read_beside_its_record(store: LedgerStore) -> None:

@@ -17,7 +17,6 @@ from click.testing import CliRunner
 
 from shipledger.cli import cli
 from shipledger.settings import Settings
-from shipledger.sinks.ledger.migrate import load_migrations
 from shipledger.sinks.ledger.reader import LedgerReader, SuspectsQuery
 from shipledger.sinks.ledger.store import LedgerStore
 from tests.kit import ledger_env, own_settings, read_route, registered_api
@@ -173,46 +172,6 @@ def test_change_sets_and_verdicts_count_in_the_score(store: LedgerStore) -> None
     finally:
         for table in ("deployment_change_sets", "deployment_verifications", "suspect_inputs"):
             store.command(f"TRUNCATE TABLE {table}")
-
-
-_SUSPECT_ROWS = "SELECT * FROM suspect_deployments ORDER BY deployment_id, seq"
-
-
-@pytest.mark.parametrize(
-    ("name", "settings", "later"),
-    [
-        ("suspect_deployments_small_granules", "index_granularity = 128", "d-unrelated"),
-        (
-            "suspect_deployments_small_blocks",
-            "index_granularity = 128, min_compress_block_size = 4096",
-            "d-later",
-        ),
-    ],
-)
-def test_a_suspects_rebuild_keeps_every_row_and_the_view(
-    store: LedgerStore, name: str, settings: str, later: str
-) -> None:
-    """Each migration rebuilding `suspect_deployments` (small granules, then small compressed
-    blocks) copies every row (the view fed it from the records, archived ones included: the
-    copy is of the table) and makes its view again: the same ranking, and a record inserted
-    after still reaches it."""
-    ranked = LedgerReader(store).suspects(_query())
-    _, rows = store.query(_SUSPECT_ROWS)
-    [migration] = [m for m in load_migrations() if m.name == name]
-    for sql in migration.statements():
-        store.command(sql)
-    assert store.query(_SUSPECT_ROWS)[1] == rows
-    _, [(engine,)] = store.query(
-        "SELECT engine_full FROM system.tables WHERE database = currentDatabase()"
-        " AND name = 'suspect_deployments'"
-    )
-    assert settings in engine
-    assert LedgerReader(store).suspects(_query()) == ranked
-    _deploy(store, later, "search", 3 * 24 * 60, team="search")  # never a suspect
-    _, found = store.query(
-        f"SELECT count() FROM suspect_deployments WHERE deployment_id = '{later}'"
-    )
-    assert found == [(2,)]
 
 
 def test_the_api_and_the_command_serve_the_same_ranking(
