@@ -90,13 +90,6 @@ class Replaced:
         """`NNNN_name.sql`."""
         return f"{self.version:04d}_{self.name}.sql"
 
-    @property
-    def covers(self) -> range:
-        """The versions a ledger that recorded this file has applied: its own, or 0001 up to
-        it for an earlier baseline."""
-        first = 1 if self.name == BASELINE_NAME else self.version
-        return range(first, self.version + 1)
-
 
 @dataclass(frozen=True)
 class Migration:
@@ -218,22 +211,26 @@ def check_history(migrations: Sequence[Migration], applied: dict[int, Applied]) 
     for version, row in sorted(applied.items()):
         if version in replaced:
             continue
-        migration = known.get(version)
-        if migration is None:
-            raise _unknown(row)
-        if migration.checksum != row.checksum:
-            raise MigrationError(
-                f"migration {migration.filename} was changed after it was applied (checksum "
-                f"{row.checksum[:12]} recorded, {migration.checksum[:12]} now): restore the file "
-                "and put the change in a new migration"
-            )
+        _same_file(
+            row,
+            known.get(version),
+            "now): restore the file and put the change in a new migration",
+        )
 
 
-def _unknown(row: Applied) -> MigrationError:
-    return MigrationError(
-        f"migration {row.version:04d}_{row.name} is applied to this database but unknown to "
-        "this shipledger: upgrade shipledger"
-    )
+def _same_file(row: Applied, file: Migration | Replaced | None, checksum_is: str) -> None:
+    """Raise MigrationError unless `row` recorded `file` (None: no file of its version here) as
+    it is; `checksum_is` ends the message: where `file`'s checksum comes from, and what to do."""
+    if file is None:
+        raise MigrationError(
+            f"migration {row.version:04d}_{row.name} is applied to this database but unknown to "
+            "this shipledger: upgrade shipledger"
+        )
+    if file.checksum != row.checksum:
+        raise MigrationError(
+            f"migration {file.filename} was changed after it was applied (checksum "
+            f"{row.checksum[:12]} recorded, {file.checksum[:12]} {checksum_is}"
+        )
 
 
 def replaced_history(
@@ -258,17 +255,14 @@ def replaced_history(
     replaces = {(r.version, r.name): r for r in baseline.replaces}
     covered: list[int] = []
     for version, row in sorted(rows.items()):
-        old = replaces.get((version, row.name))
-        if old is None:
-            raise _unknown(row)
-        if old.checksum != row.checksum:
-            raise MigrationError(
-                f"migration {old.filename} was changed after it was applied (checksum "
-                f"{row.checksum[:12]} recorded, {old.checksum[:12]} in the header of "
-                f"{baseline.filename}, which replaces it): this database ran another file than "
-                "the released one, so the baseline cannot vouch for its schema"
-            )
-        covered.extend(old.covers)
+        _same_file(
+            row,
+            replaces.get((version, row.name)),
+            f"in the header of {baseline.filename}, which replaces it): this database ran another "
+            "file than the released one, so the baseline cannot vouch for its schema",
+        )
+        # An earlier baseline stands for 0001 up to it.
+        covered.extend(range(1 if row.name == BASELINE_NAME else version, version + 1))
     if sorted(covered) != list(range(1, baseline.version + 1)):
         last = rows[max(rows)]
         at = replaces[(last.version, last.name)].filename
