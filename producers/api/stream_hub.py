@@ -13,6 +13,15 @@ event when that changes. It reconnects by itself; nothing here needs ClickHouse.
 
 The last `stream_replay_events` events are kept, so a client that reconnects with
 `Last-Event-ID` (`<boot>-<seq>`) gets what it missed, or a `reset` when that is gone.
+
+The ledger is a moment behind the stream (the sink batches), so a page that loads the ledger's
+state and then streams only what comes next would miss what the stream carried and the sink
+had not stored yet. `position()`, taken before the state is read from the ledger, is the id a
+client subscribes from so that every event the ledger may lack is replayed: the first kept
+event at or past the sink's committed offset of its partition (the sink commits after it
+wrote; the offsets are read on each health probe, so they can only be older, which replays
+more, never less). When some event the ledger may lack is not kept (evicted, read before any
+client, or produced before this API started reading), it says the position is incomplete.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, Message, TopicPartition
 
+from shipledger.clients import SINK_ROLE, consumer_group
+from shipledger.lag import Partition
 from shipledger.logging import get_logger
 from shipledger.producers.api.stream_events import (
     Kind,
@@ -99,7 +110,15 @@ class StreamHub:
         #: Distinguishes this process's event ids from an earlier one's (a restart).
         self.boot = secrets.token_hex(4)
         self._seq = 0
-        self._recent: deque[StreamEvent] = deque(maxlen=settings.stream_replay_events)
+        self._recent: deque[StreamEvent] = deque()
+        #: Per partition, the highest offset whose event is not kept (evicted from `_recent`,
+        #: read before any client, or before the first offset read): the replay's gaps.
+        self._unkept: dict[Partition, int] = {}
+        #: Per partition, the next offset the consumer reads (the consumer thread's own).
+        self._next: dict[Partition, int] = {}
+        #: The sink's committed offsets as last read (None: not yet): the ledger holds every
+        #: message before them.
+        self._stored: dict[Partition, int] | None = None
         self._subs: set[Subscription] = set()
         #: Whether a client ever subscribed: until one does, nobody can hold an id of this
         #: boot to replay from, so messages are not decoded (the API's ingest shares the GIL).
@@ -146,6 +165,34 @@ class StreamHub:
         """Clients subscribed now."""
         with self._lock:
             return len(self._subs)
+
+    def position(self) -> dict[str, Any]:
+        """Where a client that reads the ledger's state next starts the stream: its
+        `last_event_id` (send it as `Last-Event-ID`) replays every kept event the ledger may
+        not hold yet, and more (the client drops what it has); `complete` is false when some
+        such event is no longer kept, or the replay would be more than a client's queue holds.
+        Take it *before* reading the ledger. Marks the hub watched: from now on it keeps
+        what it reads, so nothing read between this and the subscription is skipped."""
+        with self._lock:
+            self._watched = True
+            stored = self._stored
+
+            def unstored(partition: Partition, offset: int) -> bool:
+                return stored is None or offset >= stored.get(partition, 0)
+
+            complete = not any(unstored(part, off) for part, off in self._unkept.items())
+            first = next(
+                (
+                    event.seq
+                    for event in self._recent
+                    if event.source is None or unstored(event.source[:2], event.source[2])
+                ),
+                self._seq + 1,
+            )
+            floor = self._seq + 1 - self.settings.stream_client_queue
+            if first < floor:
+                first, complete = floor, False
+            return {"last_event_id": f"{self.boot}-{first - 1}", "complete": complete}
 
     def _missed(self, last_event_id: str | None) -> list[StreamEvent] | None:
         """The kept events after `last_event_id` (none asked: none); None when some of them
@@ -199,11 +246,42 @@ class StreamHub:
         consumer = Consumer(conf)
         try:
             assignment = self._partitions(consumer)
+            timeout = self.settings.stream_health_interval_s
+            for tp in assignment:
+                # The end as an offset, not OFFSET_END: what is before it was not read here.
+                tp.offset = consumer.get_watermark_offsets(tp, timeout, cached=False)[1]
         except BaseException:
             consumer.close()
             raise
+        with self._lock:
+            for tp in assignment:
+                part = (tp.topic, tp.partition)
+                if tp.offset > self._next.get(part, 0):
+                    self._not_kept(part, tp.offset - 1)
+                self._next[part] = tp.offset
         consumer.assign(assignment)
         return consumer
+
+    def _sink_reader(self) -> Consumer:
+        """A consumer of the sink's group that only reads its committed offsets (it never
+        subscribes, so it never joins the group)."""
+        group = consumer_group(self.settings, SINK_ROLE)
+        return Consumer(self.settings.kafka_consumer(self.bootstrap, group, "shipledger-dashboard"))
+
+    def _read_stored(self, reader: Consumer) -> None:
+        """Read the sink's committed offsets of the partitions read here (kept as they were
+        when the broker does not answer: older offsets replay more, never less)."""
+        wanted = [TopicPartition(topic, p) for topic, p in self._next]
+        if not wanted:
+            return
+        try:
+            answer = reader.committed(wanted, timeout=self.settings.stream_health_interval_s)
+        except KafkaException as exc:
+            log.info("stream_sink_offsets_unread", error=str(exc)[:300])
+            return
+        stored = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in answer if tp.error is None}
+        with self._lock:
+            self._stored = stored
 
     def _partitions(self, consumer: Consumer) -> list[TopicPartition]:
         timeout = self.settings.stream_health_interval_s
@@ -217,6 +295,7 @@ class StreamHub:
 
     def _run(self) -> None:
         consumer: Consumer | None = None
+        reader = self._sink_reader()
         interval = self.settings.stream_health_interval_s
         next_probe = 0.0
         try:
@@ -230,13 +309,18 @@ class StreamHub:
                         continue
                     next_probe = time.monotonic() + interval
                     self._mark(None)
+                    self._read_stored(reader)
                 messages = self._poll(consumer)
                 if messages:
                     self._publish(messages)
                 if time.monotonic() >= next_probe:
-                    self._mark(self._probe(consumer))
+                    problem = self._probe(consumer)
+                    self._mark(problem)
+                    if problem is None:
+                        self._read_stored(reader)
                     next_probe = time.monotonic() + interval
         finally:
+            reader.close()
             if consumer is not None:
                 consumer.close()
 
@@ -272,17 +356,26 @@ class StreamHub:
         for sub in subs:
             sub.loop.call_soon_threadsafe(sub.send, data)
 
+    def _not_kept(self, partition: Partition, offset: int) -> None:
+        """Note that the events of `partition` up to `offset` are not all kept (under the
+        lock)."""
+        self._unkept[partition] = max(self._unkept.get(partition, -1), offset)
+
     def _publish(self, messages: list[Message]) -> None:
         events: list[StreamEvent] = []
+        skipped: dict[Partition, int] = {}
+        seq = self._seq
         for msg in messages:
             error = msg.error()
             if error is not None:
                 if error.fatal():
                     self._mark(error.str())
                 continue
+            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+            self._next[(topic, partition)] = offset + 1
             if not self._watched:
+                skipped[(topic, partition)] = offset
                 continue
-            topic = msg.topic() or ""
             try:
                 decoded = self._codecs[topic].decode(msg.value())
             except (KeyError, DecodeError) as exc:
@@ -292,15 +385,30 @@ class StreamHub:
                 str(decoded.get("tenant")), self.settings.region
             ):
                 continue
-            self._seq += 1
+            seq += 1
             events.append(
-                StreamEvent.of(self._seq, f"{self.boot}-{self._seq}", self._kinds[topic], decoded)
+                StreamEvent.of(
+                    seq,
+                    f"{self.boot}-{seq}",
+                    self._kinds[topic],
+                    decoded,
+                    (topic, partition, offset),
+                )
             )
+        with self._lock:
+            # `_seq` moves with `_recent`, under the lock: `position()` never names an event
+            # that is not kept or offered yet.
+            self._seq = seq
+            self._recent.extend(events)
+            for part, offset in skipped.items():
+                self._not_kept(part, offset)
+            while len(self._recent) > self.settings.stream_replay_events:
+                source = self._recent.popleft().source
+                if source is not None:
+                    self._not_kept(source[:2], source[2])
+            subs = list(self._subs)
         if not events:
             return
-        with self._lock:
-            self._recent.extend(events)
-            subs = list(self._subs)
         for sub in subs:
             sub.loop.call_soon_threadsafe(sub.offer, events)
         self.delivered += len(events)

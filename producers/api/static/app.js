@@ -1,6 +1,7 @@
 // The live dashboard: first state from the ledger (GET /v1/dashboard/state), then the live
-// stream (GET /v1/stream); the service map from GET /v1/topology. No framework: the state
-// is three maps, redrawn on each change.
+// stream (GET /v1/stream) from the state's position, which replays what the ledger may not
+// hold yet (repeats are dropped); the service map from GET /v1/topology. No framework: the
+// state is three maps, redrawn on each change.
 import { openStream } from "./sse.js";
 import { drawMap } from "./topology.js";
 
@@ -72,9 +73,15 @@ function newer(d, was) {
   return (d.started_at || "") >= (was.started_at || "");
 }
 
+/** A deployment record's identity: the ledger's state and the stream's replay can both hold it. */
+function recordId(d) {
+  return `${d.deployment_id}#${d.seq}`;
+}
+
 function applyDeployment(d) {
   remember(d);
   if (newer(d, state.current.get(key(d)))) state.current.set(key(d), d);
+  if (state.timeline.some((t) => recordId(t) === recordId(d))) return; // shown already
   state.timeline.unshift(d);
   state.timeline.length = Math.min(state.timeline.length, TIMELINE_MAX);
 }
@@ -85,10 +92,20 @@ function applyAlert(a) {
   else state.alerts.set(a.alert_id, a);
 }
 
-/** The ledger's state, merged with what the stream brought meanwhile (the ledger is a moment
- * behind the stream); `fresh` (the filters changed): forget what was shown first. */
+/** Read the state again in 5 s, saying why meanwhile. */
+function retryState(why) {
+  showLedger(why);
+  clearTimeout(ledgerRetry);
+  ledgerRetry = setTimeout(() => loadState(), 5000);
+}
+
+/** The ledger's state, merged with what the stream brought meanwhile, then the stream again
+ * from the state's position: the ledger is a moment behind the stream, and what it does not
+ * hold yet is replayed. `fresh` (the filters changed): forget what was shown first. */
 async function loadState(fresh = false) {
   if (fresh) {
+    if (stream) stream.stop(); // nothing more under the old filters
+    stream = null;
     state.current.clear();
     state.alerts.clear();
     state.timeline = [];
@@ -112,16 +129,20 @@ async function loadState(fresh = false) {
     });
     body.alerts.forEach(applyAlert);
     const newest = body.timeline.length ? body.timeline[0].updated_at : "";
-    const seen = new Set(body.timeline.map((d) => `${d.deployment_id}#${d.seq}`));
-    const later = state.timeline.filter((d) => d.updated_at > newest && !seen.has(`${d.deployment_id}#${d.seq}`));
+    const seen = new Set(body.timeline.map(recordId));
+    const later = state.timeline.filter((d) => d.updated_at > newest && !seen.has(recordId(d)));
     state.timeline = [...later, ...body.timeline].slice(0, TIMELINE_MAX);
     body.timeline.forEach(remember);
-    showLedger(null);
     setKafka(body.stream);
+    connect(body.stream.last_event_id);
+    if (body.stream.complete === false) {
+      retryState("Some events accepted a moment ago are not in the ledger yet, and the live stream no longer keeps them: they appear once the ledger has them. Retrying…");
+    } else {
+      showLedger(null);
+    }
   } catch (error) {
-    showLedger(`The ledger (ClickHouse) is unreachable: showing live events only (${error.message}). Retrying…`);
-    clearTimeout(ledgerRetry);
-    ledgerRetry = setTimeout(() => loadState(), 5000);
+    retryState(`The ledger (ClickHouse) is unreachable: showing live events only (${error.message}). Retrying…`);
+    if (!stream && token()) connect();
   }
   await loadTopology();
 }
@@ -284,7 +305,8 @@ function render() {
 }
 
 // --- wiring ------------------------------------------------------------------------------
-function connect() {
+/** The live stream, from `since` (the state's position; none: from now on). */
+function connect(since = null) {
   if (stream) stream.stop();
   stream = openStream(`/v1/stream${query(filters())}`, token(), {
     onEvent(type, data) {
@@ -301,7 +323,7 @@ function connect() {
     },
     onState: setConnection,
     onUnauthorized: signOut,
-  });
+  }, since);
 }
 
 function route() {
@@ -327,10 +349,7 @@ function start() {
   $("login").hidden = signedIn;
   $("signout").hidden = !signedIn;
   route();
-  if (signedIn) {
-    loadState(true);
-    connect();
-  }
+  if (signedIn) loadState(true);
 }
 
 $("login").addEventListener("submit", (event) => {
@@ -350,7 +369,6 @@ for (const [name, value] of new URLSearchParams(location.search)) {
 $("filters").addEventListener("change", () => {
   history.replaceState(null, "", `${location.pathname}${query(filters())}${location.hash}`);
   loadState(true);
-  connect();
 });
 window.addEventListener("hashchange", route);
 start();
