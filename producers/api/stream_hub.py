@@ -362,20 +362,25 @@ class StreamHub:
         self._unkept[partition] = max(self._unkept.get(partition, -1), offset)
 
     def _publish(self, messages: list[Message]) -> None:
-        events: list[StreamEvent] = []
-        skipped: dict[Partition, int] = {}
-        seq = self._seq
+        read: list[tuple[Message, str, int, int]] = []
         for msg in messages:
             error = msg.error()
-            if error is not None:
-                if error.fatal():
-                    self._mark(error.str())
-                continue
-            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-            self._next[(topic, partition)] = offset + 1
+            if error is None:
+                read.append((msg, msg.topic() or "", msg.partition() or 0, msg.offset() or 0))
+            elif error.fatal():
+                self._mark(error.str())
+        with self._lock:
+            for _, topic, partition, offset in read:
+                self._next[(topic, partition)] = offset + 1
+            # Decided and noted under the lock: a `position()` taken meanwhile either makes
+            # this batch kept or sees that it is not.
             if not self._watched:
-                skipped[(topic, partition)] = offset
-                continue
+                for _, topic, partition, offset in read:
+                    self._not_kept((topic, partition), offset)
+                return
+        events: list[StreamEvent] = []
+        seq = self._seq
+        for msg, topic, partition, offset in read:
             try:
                 decoded = self._codecs[topic].decode(msg.value())
             except (KeyError, DecodeError) as exc:
@@ -386,22 +391,13 @@ class StreamHub:
             ):
                 continue
             seq += 1
-            events.append(
-                StreamEvent.of(
-                    seq,
-                    f"{self.boot}-{seq}",
-                    self._kinds[topic],
-                    decoded,
-                    (topic, partition, offset),
-                )
-            )
+            event_id, kind = f"{self.boot}-{seq}", self._kinds[topic]
+            events.append(StreamEvent.of(seq, event_id, kind, decoded, (topic, partition, offset)))
         with self._lock:
             # `_seq` moves with `_recent`, under the lock: `position()` never names an event
-            # that is not kept or offered yet.
+            # that is neither kept nor offered yet.
             self._seq = seq
             self._recent.extend(events)
-            for part, offset in skipped.items():
-                self._not_kept(part, offset)
             while len(self._recent) > self.settings.stream_replay_events:
                 source = self._recent.popleft().source
                 if source is not None:
