@@ -22,6 +22,7 @@ const state = {
 };
 let stream = null;
 let ledgerRetry = null;
+let lastApplied = ""; // the id of the last stream event applied; render() sets it as #conn data-event
 
 function token() {
   return sessionStorage.getItem(TOKEN_KEY);
@@ -301,6 +302,7 @@ function render() {
     renderAlerts();
     renderTimeline();
     if (location.hash === "#topology") renderMap();
+    $("conn").dataset.event = lastApplied; // what is drawn includes it (tests wait on it)
   });
 }
 
@@ -309,7 +311,8 @@ function render() {
 function connect(since = null) {
   if (stream) stream.stop();
   stream = openStream(`/v1/stream${query(filters())}`, token(), {
-    onEvent(type, data) {
+    onEvent(type, data, id) {
+      if (id) lastApplied = id;
       if (type === "deployment") applyDeployment(data);
       else if (type === "alert") applyAlert(data);
       else if (type === "status") {
