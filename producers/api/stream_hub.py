@@ -19,8 +19,8 @@ state and then streams only what comes next would miss what the stream carried a
 had not stored yet. `position()`, taken before the state is read from the ledger, is the id a
 client subscribes from so that every event the ledger may lack is replayed: the first kept
 event at or past the sink's committed offset of its partition (the sink commits after it
-wrote; the offsets are read on each health probe, so they can only be older, which replays
-more, never less). When some event the ledger may lack is not kept (evicted, read before any
+wrote; a thread of its own reads the offsets every `stream_health_interval_s`, so they can
+only be older, which replays more, never less). When some event the ledger may lack is not kept (evicted, read before any
 client, or produced before this API started reading), it says the position is incomplete.
 """
 
@@ -126,6 +126,7 @@ class StreamHub:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stored_thread: threading.Thread | None = None
         #: Since when (epoch seconds) the broker does not answer; None while it does.
         self._down_since: float | None = time.time()
         self._down_reason: str | None = "not connected yet"
@@ -223,6 +224,11 @@ class StreamHub:
         """Start the consumer thread (it connects, and reconnects, by itself)."""
         self._thread = threading.Thread(target=self._run, name="stream", daemon=True)
         self._thread.start()
+        # Apart: a slow offsets request must not hold the events back.
+        self._stored_thread = threading.Thread(
+            target=self._run_stored, name="stream-sink-offsets", daemon=True
+        )
+        self._stored_thread.start()
 
     def stop(self) -> None:
         """End every client's stream and stop the consumer thread. Idempotent."""
@@ -232,9 +238,10 @@ class StreamHub:
             self._subs.clear()
         for sub in subs:
             sub.loop.call_soon_threadsafe(sub.send, CLOSED)
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        for thread in (self._thread, self._stored_thread):
+            if thread is not None:
+                thread.join(timeout=10)
+        self._thread = self._stored_thread = None
 
     def _consumer(self) -> Consumer:
         """A consumer assigned to the end of every partition of the records and alerts
@@ -262,26 +269,34 @@ class StreamHub:
         consumer.assign(assignment)
         return consumer
 
-    def _sink_reader(self) -> Consumer:
-        """A consumer of the sink's group that only reads its committed offsets (it never
-        subscribes, so it never joins the group)."""
+    def _run_stored(self) -> None:
+        """Read the sink's committed offsets of the partitions read here every
+        `stream_health_interval_s` while the broker answers (kept as they were otherwise:
+        older offsets replay more, never less), with a consumer of the sink's group that
+        never subscribes, so it never joins the group."""
         group = consumer_group(self.settings, SINK_ROLE)
-        return Consumer(self.settings.kafka_consumer(self.bootstrap, group, "shipledger-dashboard"))
-
-    def _read_stored(self, reader: Consumer) -> None:
-        """Read the sink's committed offsets of the partitions read here (kept as they were
-        when the broker does not answer: older offsets replay more, never less)."""
-        wanted = [TopicPartition(topic, p) for topic, p in self._next]
-        if not wanted:
-            return
+        reader = Consumer(
+            self.settings.kafka_consumer(self.bootstrap, group, "shipledger-dashboard")
+        )
+        interval = self.settings.stream_health_interval_s
         try:
-            answer = reader.committed(wanted, timeout=self.settings.stream_health_interval_s)
-        except KafkaException as exc:
-            log.info("stream_sink_offsets_unread", error=str(exc)[:300])
-            return
-        stored = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in answer if tp.error is None}
-        with self._lock:
-            self._stored = stored
+            while not self._stop.wait(interval):
+                with self._lock:
+                    wanted = [TopicPartition(topic, p) for topic, p in self._next]
+                if not wanted or self._down_since is not None:
+                    continue
+                try:
+                    answer = reader.committed(wanted, timeout=interval)
+                except KafkaException as exc:
+                    log.info("stream_sink_offsets_unread", error=str(exc)[:300])
+                    continue
+                stored = {
+                    (tp.topic, tp.partition): max(tp.offset, 0) for tp in answer if tp.error is None
+                }
+                with self._lock:
+                    self._stored = stored
+        finally:
+            reader.close()
 
     def _partitions(self, consumer: Consumer) -> list[TopicPartition]:
         timeout = self.settings.stream_health_interval_s
@@ -295,7 +310,6 @@ class StreamHub:
 
     def _run(self) -> None:
         consumer: Consumer | None = None
-        reader = self._sink_reader()
         interval = self.settings.stream_health_interval_s
         next_probe = 0.0
         try:
@@ -309,18 +323,13 @@ class StreamHub:
                         continue
                     next_probe = time.monotonic() + interval
                     self._mark(None)
-                    self._read_stored(reader)
                 messages = self._poll(consumer)
                 if messages:
                     self._publish(messages)
                 if time.monotonic() >= next_probe:
-                    problem = self._probe(consumer)
-                    self._mark(problem)
-                    if problem is None:
-                        self._read_stored(reader)
+                    self._mark(self._probe(consumer))
                     next_probe = time.monotonic() + interval
         finally:
-            reader.close()
             if consumer is not None:
                 consumer.close()
 
