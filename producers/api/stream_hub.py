@@ -20,8 +20,9 @@ had not stored yet. `position()`, taken before the state is read from the ledger
 client subscribes from so that every event the ledger may lack is replayed: the first kept
 event at or past the sink's committed offset of its partition (the sink commits after it
 wrote; a thread of its own reads the offsets every `stream_health_interval_s`, so they can
-only be older, which replays more, never less). When some event the ledger may lack is not kept (evicted, read before any
-client, or produced before this API started reading), it says the position is incomplete.
+only be older, which replays more, never less). When some event the ledger may lack is not
+kept (evicted, read before any client, or produced before this API started reading), it says
+the position is incomplete.
 """
 
 from __future__ import annotations
