@@ -14,6 +14,15 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from shipledger.kafka import KafkaProducer
 from shipledger.settings import Settings
 
+#: The sink's role: its consumer group's committed offsets say what the ledger holds (the live
+#: stream replays from there: `producers.api.stream_hub`).
+SINK_ROLE = "sink"
+
+
+def consumer_group(settings: Settings, role: str) -> str:
+    """The consumer group of a loop's `role` (unless one is given): `<topic_prefix><role>`."""
+    return f"{settings.topic_prefix}{role}"
+
 
 class KafkaClients:
     """Builds the consumer and the producer of a loop, both named for its `role` (the group
@@ -25,7 +34,7 @@ class KafkaClients:
     def __init__(self, settings: Settings, bootstrap: str, group_id: str | None = None) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
-        self.group_id = group_id or f"{settings.topic_prefix}{self.role}"
+        self.group_id = group_id or consumer_group(settings, self.role)
 
     def consumer_config(self) -> dict[str, Any]:
         """librdkafka consumer settings: manual commits, short fetch wait and session."""

@@ -585,7 +585,8 @@ class Settings(BaseSettings):
         default=2000,
         ge=0,
         description="Recent stream events kept, so a client reconnecting with Last-Event-ID "
-        "gets what it missed.",
+        "gets what it missed, and a page loading the dashboard's state gets what the sink has "
+        "not stored in the ledger yet.",
     )
     stream_heartbeat_s: float = Field(
         default=15.0, gt=0, description="Idle seconds before the stream sends a keep-alive."

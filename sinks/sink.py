@@ -65,7 +65,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from shipledger import metrics as m
-from shipledger.clients import KafkaClients
+from shipledger.clients import SINK_ROLE, KafkaClients
 from shipledger.dlq_limit import DlqLimit, DlqLimitState
 from shipledger.fields import picked
 from shipledger.kafka import DeliveryError, KafkaProducer
@@ -143,7 +143,7 @@ class ClickHouseSink(KafkaClients):
     `policy` is the one the entry point loaded (its retention stamps the rows); `metrics` is
     the recorder it counts into (default: one of its own)."""
 
-    role = "sink"
+    role = SINK_ROLE
 
     def __init__(
         self,

@@ -126,10 +126,23 @@ async def dashboard_state(
     """`current` (the latest deployment of each service in each environment), `timeline`
     (the newest deployment records) and `alerts` (open ones), newest first, as the token
     may see them and filtered by team, environment and service; plus `stream`, the live
-    stream's status (`kafka`: `live`, or `down` with `since`, epoch seconds)."""
+    stream's status (`kafka`: `live`, or `down` with `since`, epoch seconds) and where to
+    read it from: `last_event_id`, sent as `Last-Event-ID` to `GET /v1/stream`, replays
+    every event the ledger may not hold yet (the sink is a moment behind the stream; some
+    are in this state too: drop repeats by `deployment_id` and `seq`, or `alert_id`);
+    `complete` is false when some of them are no longer kept for replay (read the state
+    again in a moment, once the sink has stored them)."""
+    hub = ctx.stream
+    # Before the ledger read: an event stored meanwhile is replayed too, never skipped.
+    position = hub.position() if hub is not None else None
     reads = _reads(ctx, principal)
     state: dict[str, Any] = await _read_ledger("state", reads.state, wanted)
-    state["stream"] = ctx.stream.status() if ctx.stream is not None else {"kafka": "none"}
+    if hub is None or position is None:
+        state["stream"] = {"kafka": "none"}
+        return state
+    if not position["complete"]:
+        log.warning("dashboard_replay_incomplete", **position)
+    state["stream"] = {**hub.status(), **position}
     return state
 
 

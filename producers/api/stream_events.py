@@ -104,9 +104,19 @@ class StreamEvent:
     environment: str | None
     service: str | None
     frame: bytes
+    #: The Kafka message it came from: topic, partition, offset (what the sink has committed
+    #: past is in the ledger).
+    source: tuple[str, int, int] | None = None
 
     @classmethod
-    def of(cls, seq: int, event_id: str, kind: Kind, decoded: Mapping[str, Any]) -> StreamEvent:
+    def of(
+        cls,
+        seq: int,
+        event_id: str,
+        kind: Kind,
+        decoded: Mapping[str, Any],
+        source: tuple[str, int, int] | None = None,
+    ) -> StreamEvent:
         """The stream event of a decoded record (`deployment`) or alert (`alert`). An alert
         goes whole (every field of the topic's schema), so `alerts tail` through the API
         prints what it prints from Kafka."""
@@ -124,6 +134,7 @@ class StreamEvent:
             environment=data["environment"],
             service=data["service"],
             frame=frame(kind, data, event_id),
+            source=source,
         )
 
 

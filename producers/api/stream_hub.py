@@ -13,6 +13,16 @@ event when that changes. It reconnects by itself; nothing here needs ClickHouse.
 
 The last `stream_replay_events` events are kept, so a client that reconnects with
 `Last-Event-ID` (`<boot>-<seq>`) gets what it missed, or a `reset` when that is gone.
+
+The ledger is a moment behind the stream (the sink batches), so a page that loads the ledger's
+state and then streams only what comes next would miss what the stream carried and the sink
+had not stored yet. `position()`, taken before the state is read from the ledger, is the id a
+client subscribes from so that every event the ledger may lack is replayed: the first kept
+event at or past the sink's committed offset of its partition (the sink commits after it
+wrote; a thread of its own reads the offsets every `stream_health_interval_s`, so they can
+only be older, which replays more, never less). When some event the ledger may lack is not
+kept (evicted, read before any client, or produced before this API started reading), it says
+the position is incomplete.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, Message, TopicPartition
 
+from shipledger.clients import SINK_ROLE, consumer_group
+from shipledger.lag import Partition
 from shipledger.logging import get_logger
 from shipledger.producers.api.stream_events import (
     Kind,
@@ -99,7 +111,15 @@ class StreamHub:
         #: Distinguishes this process's event ids from an earlier one's (a restart).
         self.boot = secrets.token_hex(4)
         self._seq = 0
-        self._recent: deque[StreamEvent] = deque(maxlen=settings.stream_replay_events)
+        self._recent: deque[StreamEvent] = deque()
+        #: Per partition, the highest offset whose event is not kept (evicted from `_recent`,
+        #: read before any client, or before the first offset read): the replay's gaps.
+        self._unkept: dict[Partition, int] = {}
+        #: Per partition, the next offset the consumer reads (the consumer thread's own).
+        self._next: dict[Partition, int] = {}
+        #: The sink's committed offsets as last read (None: not yet): the ledger holds every
+        #: message before them.
+        self._stored: dict[Partition, int] | None = None
         self._subs: set[Subscription] = set()
         #: Whether a client ever subscribed: until one does, nobody can hold an id of this
         #: boot to replay from, so messages are not decoded (the API's ingest shares the GIL).
@@ -107,6 +127,7 @@ class StreamHub:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stored_thread: threading.Thread | None = None
         #: Since when (epoch seconds) the broker does not answer; None while it does.
         self._down_since: float | None = time.time()
         self._down_reason: str | None = "not connected yet"
@@ -147,6 +168,34 @@ class StreamHub:
         with self._lock:
             return len(self._subs)
 
+    def position(self) -> dict[str, Any]:
+        """Where a client that reads the ledger's state next starts the stream: its
+        `last_event_id` (send it as `Last-Event-ID`) replays every kept event the ledger may
+        not hold yet, and more (the client drops what it has); `complete` is false when some
+        such event is no longer kept, or the replay would be more than a client's queue holds.
+        Take it *before* reading the ledger. Marks the hub watched: from now on it keeps
+        what it reads, so nothing read between this and the subscription is skipped."""
+        with self._lock:
+            self._watched = True
+            stored = self._stored
+
+            def unstored(partition: Partition, offset: int) -> bool:
+                return stored is None or offset >= stored.get(partition, 0)
+
+            complete = not any(unstored(part, off) for part, off in self._unkept.items())
+            first = next(
+                (
+                    event.seq
+                    for event in self._recent
+                    if event.source is None or unstored(event.source[:2], event.source[2])
+                ),
+                self._seq + 1,
+            )
+            floor = self._seq + 1 - self.settings.stream_client_queue
+            if first < floor:
+                first, complete = floor, False
+            return {"last_event_id": f"{self.boot}-{first - 1}", "complete": complete}
+
     def _missed(self, last_event_id: str | None) -> list[StreamEvent] | None:
         """The kept events after `last_event_id` (none asked: none); None when some of them
         are no longer kept (another process's id, or too old)."""
@@ -176,6 +225,11 @@ class StreamHub:
         """Start the consumer thread (it connects, and reconnects, by itself)."""
         self._thread = threading.Thread(target=self._run, name="stream", daemon=True)
         self._thread.start()
+        # Apart: a slow offsets request must not hold the events back.
+        self._stored_thread = threading.Thread(
+            target=self._run_stored, name="stream-sink-offsets", daemon=True
+        )
+        self._stored_thread.start()
 
     def stop(self) -> None:
         """End every client's stream and stop the consumer thread. Idempotent."""
@@ -185,9 +239,10 @@ class StreamHub:
             self._subs.clear()
         for sub in subs:
             sub.loop.call_soon_threadsafe(sub.send, CLOSED)
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        for thread in (self._thread, self._stored_thread):
+            if thread is not None:
+                thread.join(timeout=10)
+        self._thread = self._stored_thread = None
 
     def _consumer(self) -> Consumer:
         """A consumer assigned to the end of every partition of the records and alerts
@@ -199,11 +254,50 @@ class StreamHub:
         consumer = Consumer(conf)
         try:
             assignment = self._partitions(consumer)
+            timeout = self.settings.stream_health_interval_s
+            for tp in assignment:
+                # The end as an offset, not OFFSET_END: what is before it was not read here.
+                tp.offset = consumer.get_watermark_offsets(tp, timeout, cached=False)[1]
         except BaseException:
             consumer.close()
             raise
+        with self._lock:
+            for tp in assignment:
+                part = (tp.topic, tp.partition)
+                if tp.offset > self._next.get(part, 0):
+                    self._not_kept(part, tp.offset - 1)
+                self._next[part] = tp.offset
         consumer.assign(assignment)
         return consumer
+
+    def _run_stored(self) -> None:
+        """Read the sink's committed offsets of the partitions read here every
+        `stream_health_interval_s` while the broker answers (kept as they were otherwise:
+        older offsets replay more, never less), with a consumer of the sink's group that
+        never subscribes, so it never joins the group."""
+        group = consumer_group(self.settings, SINK_ROLE)
+        reader = Consumer(
+            self.settings.kafka_consumer(self.bootstrap, group, "shipledger-dashboard")
+        )
+        interval = self.settings.stream_health_interval_s
+        try:
+            while not self._stop.wait(interval):
+                with self._lock:
+                    wanted = [TopicPartition(topic, p) for topic, p in self._next]
+                if not wanted or self._down_since is not None:
+                    continue
+                try:
+                    answer = reader.committed(wanted, timeout=interval)
+                except KafkaException as exc:
+                    log.info("stream_sink_offsets_unread", error=str(exc)[:300])
+                    continue
+                stored = {
+                    (tp.topic, tp.partition): max(tp.offset, 0) for tp in answer if tp.error is None
+                }
+                with self._lock:
+                    self._stored = stored
+        finally:
+            reader.close()
 
     def _partitions(self, consumer: Consumer) -> list[TopicPartition]:
         timeout = self.settings.stream_health_interval_s
@@ -272,17 +366,31 @@ class StreamHub:
         for sub in subs:
             sub.loop.call_soon_threadsafe(sub.send, data)
 
+    def _not_kept(self, partition: Partition, offset: int) -> None:
+        """Note that the events of `partition` up to `offset` are not all kept (under the
+        lock)."""
+        self._unkept[partition] = max(self._unkept.get(partition, -1), offset)
+
     def _publish(self, messages: list[Message]) -> None:
-        events: list[StreamEvent] = []
+        read: list[tuple[Message, str, int, int]] = []
         for msg in messages:
             error = msg.error()
-            if error is not None:
-                if error.fatal():
-                    self._mark(error.str())
-                continue
+            if error is None:
+                read.append((msg, msg.topic() or "", msg.partition() or 0, msg.offset() or 0))
+            elif error.fatal():
+                self._mark(error.str())
+        with self._lock:
+            for _, topic, partition, offset in read:
+                self._next[(topic, partition)] = offset + 1
+            # Decided and noted under the lock: a `position()` taken meanwhile either makes
+            # this batch kept or sees that it is not.
             if not self._watched:
-                continue
-            topic = msg.topic() or ""
+                for _, topic, partition, offset in read:
+                    self._not_kept((topic, partition), offset)
+                return
+        events: list[StreamEvent] = []
+        seq = self._seq
+        for msg, topic, partition, offset in read:
             try:
                 decoded = self._codecs[topic].decode(msg.value())
             except (KeyError, DecodeError) as exc:
@@ -292,15 +400,21 @@ class StreamHub:
                 str(decoded.get("tenant")), self.settings.region
             ):
                 continue
-            self._seq += 1
-            events.append(
-                StreamEvent.of(self._seq, f"{self.boot}-{self._seq}", self._kinds[topic], decoded)
-            )
+            seq += 1
+            event_id, kind = f"{self.boot}-{seq}", self._kinds[topic]
+            events.append(StreamEvent.of(seq, event_id, kind, decoded, (topic, partition, offset)))
+        with self._lock:
+            # `_seq` moves with `_recent`, under the lock: `position()` never names an event
+            # that is neither kept nor offered yet.
+            self._seq = seq
+            self._recent.extend(events)
+            while len(self._recent) > self.settings.stream_replay_events:
+                source = self._recent.popleft().source
+                if source is not None:
+                    self._not_kept(source[:2], source[2])
+            subs = list(self._subs)
         if not events:
             return
-        with self._lock:
-            self._recent.extend(events)
-            subs = list(self._subs)
         for sub in subs:
             sub.loop.call_soon_threadsafe(sub.offer, events)
         self.delivered += len(events)

@@ -3,6 +3,10 @@ test-deps` installs it; Playwright's own browsers are never downloaded), on a st
 own broker (paused to test the outage banner), Faust worker, sink and chDB, and an API
 serving the page.
 
+The sink runs on a thread of this process (the stack's): a test holds its writes back with a
+gate in front of its `flush` (it writes and commits once let go), so the ledger is behind the
+stream for as long as the test needs, as it is for a moment under load; or it defers the
+sink's commits, so the ledger holds rows the sink's offsets do not yet say it holds.
 The API reads the ledger through a switch (a declared stand-in for an unreachable
 ClickHouse server: chDB runs in process and cannot go away) so the ClickHouse outage can be
 tested too. Every wait is for a condition, with a generous deadline.
@@ -11,11 +15,15 @@ tested too. Every wait is for a condition, with a generous deadline.
 from __future__ import annotations
 
 import os
+import re
 import signal
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +33,7 @@ from shipledger.producers.api.ledger_link import LedgerLink
 from shipledger.producers.api.server import ApiServer
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import LedgerReader, LedgerUnavailable
+from shipledger.sinks.sink import ClickHouseSink
 from shipledger.up.broker import EmbeddedBroker
 from shipledger.up.stack import Stack
 from tests.kit import SHA, CliEnv, api_event, api_token, own_settings, run_shipledger, wait_for
@@ -54,15 +63,66 @@ class SwitchedLedger(LedgerLink):
 
 @dataclass
 class Live:
-    """The running pieces: the broker (to pause), the API's URL, read tokens, the ledger
-    switch, and how to run the CLI against this stack."""
+    """The running pieces: the broker (to pause), the sink (to hold back), the API's URL,
+    read tokens, the ledger switch, and how to run the CLI against this stack."""
 
     broker: EmbeddedBroker
+    sink: ClickHouseSink
     settings: Settings
     url: str
     ledger: SwitchedLedger
     env: dict[str, str]
     tokens: dict[str, str] = field(default_factory=dict)
+
+    @contextmanager
+    def sink_held(self) -> Iterator[None]:
+        """The sink writes nothing until the block ends (its next `flush` waits at a gate,
+        then writes and commits everything it consumed meanwhile)."""
+        gate = threading.Event()
+        flush = self.sink.flush
+
+        def held() -> None:
+            gate.wait()
+            flush()
+
+        self.sink.flush = held  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            del self.sink.flush  # the method again, for the flush after the one that waits
+            gate.set()
+
+    @contextmanager
+    def commits_deferred(self) -> Iterator[None]:
+        """The sink writes but commits nothing until the block ends: its offsets are kept
+        and committed with its first commit after the block."""
+        kept: dict[tuple[str, int], int] = {}
+        commit, released = self.sink._commit, threading.Event()
+
+        def deferred(offsets: Mapping[tuple[str, int], int]) -> None:
+            kept.update(offsets)
+            if released.is_set():
+                del self.sink._commit
+                commit(kept)
+
+        self.sink._commit = deferred  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            released.set()
+
+    def state(self, tenant: str) -> dict[str, Any]:
+        """`GET /v1/dashboard/state` with a read token of `tenant`."""
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            headers = {"Authorization": f"Bearer {self.token(tenant)}"}
+            answer = client.get("/v1/dashboard/state", headers=headers)
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
+    def stored(self, tenant: str, deployment: str) -> bool:
+        """Whether the ledger's state (its timeline) has a record of `deployment`."""
+        return any(d["deployment_id"] == deployment for d in self.state(tenant)["timeline"])
 
     def token(self, tenant: str) -> str:
         """A read token of `tenant` (`*`: every tenant), made once."""
@@ -99,10 +159,11 @@ def live(tmp_path_factory: pytest.TempPathFactory, cli_env: CliEnv) -> Iterator[
     with EmbeddedBroker(log_path=tmp / "tansu.log") as broker:
         settings = settings.model_copy(update={"bootstrap_servers": broker.bootstrap})
         with Stack(settings, bootstrap=broker.bootstrap, log_dir=tmp / "logs") as stack:
-            assert stack.store is not None
+            assert stack.store is not None and stack.sink is not None
             ledger = SwitchedLedger(settings, LedgerReader(stack.store))
+            env = cli_env(settings, broker.bootstrap)
             with ApiServer(settings, broker.bootstrap, ledger) as api:
-                yield Live(broker, settings, api.url, ledger, cli_env(settings, broker.bootstrap))
+                yield Live(broker, stack.sink, settings, api.url, ledger, env)
 
 
 @pytest.fixture(scope="module")
@@ -245,12 +306,58 @@ def test_a_token_sees_only_what_its_principal_sees(browser: Browser, live: Live)
     acme.reload()
     shown(acme, mine)
     absent(acme, other)
-    with httpx.Client(base_url=live.url, timeout=30) as client:
-        headers = {"Authorization": f"Bearer {live.token('acme')}"}
-        state = client.get("/v1/dashboard/state", headers=headers).json()
+    state = live.state("acme")
     assert {row["tenant"] for row in state["current"] + state["timeline"]} == {"acme"}
     operator.close()
     acme.close()
+
+
+def test_a_reload_shows_what_was_streamed_before_the_ledger_stored_it(
+    browser: Browser, live: Live
+) -> None:
+    """The page's view is the ledger's state and everything streamed since, each once: a
+    reload while the sink is behind (held here; under load, for a moment) still shows what
+    the stream already carried, replayed from the state's position, and what both the
+    ledger and the replay hold is shown once."""
+    page = open_page(browser, live, "acme")
+    other = open_page(browser, live, "globex")
+    with live.commits_deferred():
+        with live.sink_held():
+            mine, theirs = live.emit("acme"), live.emit("globex")
+            shown(page, mine)
+            shown(other, theirs)
+            assert not live.stored("acme", mine)  # streamed, not in the ledger
+            page.reload()
+            shown(page, mine)
+            absent(page, theirs)  # the replay passes the same checks as the live stream
+            other.reload()
+            shown(other, theirs)
+            absent(other, mine)
+            assert live.state("acme")["stream"]["complete"] is True
+        # In the ledger now, and replayed still (the sink's offsets do not say it is stored).
+        wait_for(lambda: live.stored("acme", mine), "the record in the ledger")
+        page.reload()
+        # Drawn after the replay was applied (one chunk: the events the stream had queued).
+        expect(page.locator("#conn")).to_have_attribute(
+            "data-event", re.compile(r".+-\d+"), timeout=DEADLINE_MS
+        )
+        expect(page.locator(f"#timeline li[data-deployment='{mine}']")).to_have_count(1)
+        shown(page, mine)
+        absent(page, theirs)
+    after = live.emit("acme")  # its flush commits what was deferred
+    shown(page, after)
+    expect(page.locator(f"#timeline li[data-deployment='{mine}']")).to_have_count(1)
+    # The hub reads the sink's committed offsets: once the ledger has these, the position
+    # moves past them (without the offsets it would stay before everything kept).
+    wait_for(
+        lambda: (
+            live.stored("acme", after)
+            and not live.state("acme")["stream"]["last_event_id"].endswith("-0")
+        ),
+        "a position past what the sink stored",
+    )
+    page.close()
+    other.close()
 
 
 def test_without_clickhouse_the_stream_goes_on(browser: Browser, live: Live) -> None:

@@ -143,10 +143,8 @@ def test_a_client_gets_only_what_its_principal_sees() -> None:
 
 def test_last_event_id_replays_what_was_missed_or_asks_for_a_reset(tmp_path: object) -> None:
     hub = StreamHub(own_settings(tmp_path, stream_replay_events=3), "127.0.0.1:1")  # type: ignore[arg-type]
-    for seq in range(1, 6):
-        hub._seq = seq
-        hub._recent.append(_event(seq))
-    # kept: 3, 4, 5
+    hub._seq = 5
+    hub._recent.extend(_event(seq) for seq in range(3, 6))  # kept: 3, 4, 5
     assert hub._missed(None) == []
     assert [e.seq for e in hub._missed(f"{hub.boot}-3") or []] == [4, 5]
     assert [e.seq for e in hub._missed(f"{hub.boot}-2") or []] == [3, 4, 5]
@@ -230,3 +228,71 @@ def test_messages_are_kept_for_replay_once_a_client_ever_subscribed(tmp_path: ob
     asyncio.run(visit())
     hub._publish([record, record])
     assert [event.seq for event in hub._recent] == [1, 2]
+
+
+def _records_hub(tmp_path: object, **overrides: object) -> tuple[StreamHub, list[Message]]:
+    """A hub, and six records of one tenant at offsets 10 to 15 of its records topic's
+    partition 0 (the last of tenant globex)."""
+    settings = own_settings(tmp_path, **overrides)  # type: ignore[arg-type]
+    hub = StreamHub(settings, "127.0.0.1:1")
+    codec, topic = topic_codec(RECORDS), Topics.from_settings(settings).records
+    messages = [
+        Message(
+            topic=topic,
+            partition=0,
+            offset=10 + n,
+            value=codec.encode(
+                deployment_record(
+                    tenant="globex" if n == 5 else "acme", deployment_id=f"d-{n}"
+                ).to_avro()
+            ),
+        )
+        for n in range(6)
+    ]
+    return hub, messages
+
+
+def test_the_states_position_replays_what_the_sink_has_not_stored(tmp_path: object) -> None:
+    """The ledger holds what the sink committed past; the position given with the state
+    replays every kept event from there, through the same checks as the live stream."""
+    hub, messages = _records_hub(tmp_path)
+    topic = messages[0].topic() or ""
+    assert hub.position() == {"last_event_id": f"{hub.boot}-0", "complete": True}
+    hub._publish(messages)  # read once a position was given: kept
+    assert hub.position()["last_event_id"] == f"{hub.boot}-0"  # sink offsets not read yet
+    hub._stored = {(topic, 0): 13}  # the sink wrote offsets 10 to 12
+    assert hub.position() == {"last_event_id": f"{hub.boot}-3", "complete": True}
+    hub._stored = {(topic, 0): 16}
+    assert hub.position() == {"last_event_id": f"{hub.boot}-6", "complete": True}
+    hub._stored = {(topic, 0): 13}
+
+    async def replayed(tenant: str) -> list[bytes]:
+        viewer = Principal("t", tenant, frozenset({"read"}))
+        sub = hub.subscribe(viewer, StreamFilter(), hub.position()["last_event_id"])
+        return [f.split(b"\n")[0] for f in _drain(sub)[1:]]
+
+    assert asyncio.run(replayed("acme")) == [f"id: {hub.boot}-{n}".encode() for n in (4, 5)]
+    assert asyncio.run(replayed("globex")) == [f"id: {hub.boot}-6".encode()]
+
+
+def test_the_position_says_when_the_replay_no_longer_reaches_the_ledger(tmp_path: object) -> None:
+    """Evicted, read before any client, or more than a client's queue: `complete` false
+    while the ledger may lack one of them; true again once the sink stored them."""
+    hub, messages = _records_hub(tmp_path, stream_replay_events=3, stream_client_queue=10)
+    topic = messages[0].topic() or ""
+    hub._publish(messages[:2])  # no client yet: not decoded, not kept
+    hub._stored = {(topic, 0): 11}
+    assert hub.position()["complete"] is False  # offset 11 is in neither
+    hub._publish(messages[2:])  # offsets 12 to 15; 12 is evicted
+    hub._stored = {(topic, 0): 12}
+    assert hub.position() == {"last_event_id": f"{hub.boot}-1", "complete": False}
+    hub._stored = {(topic, 0): 13}
+    assert hub.position() == {"last_event_id": f"{hub.boot}-1", "complete": True}
+    # More unstored than a client's queue holds: the newest that fit, said incomplete.
+    many, _ = _records_hub(tmp_path, stream_replay_events=50, stream_client_queue=10)
+    many.position()
+    for seq in range(1, 31):
+        many._seq = seq
+        many._recent.append(_event(seq))  # no source: not known to be stored
+    many._stored = {}
+    assert many.position() == {"last_event_id": f"{many.boot}-20", "complete": False}

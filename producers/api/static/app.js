@@ -1,6 +1,7 @@
 // The live dashboard: first state from the ledger (GET /v1/dashboard/state), then the live
-// stream (GET /v1/stream); the service map from GET /v1/topology. No framework: the state
-// is three maps, redrawn on each change.
+// stream (GET /v1/stream) from the state's position, which replays what the ledger may not
+// hold yet (repeats are dropped); the service map from GET /v1/topology. No framework: the
+// state is three maps, redrawn on each change.
 import { openStream } from "./sse.js";
 import { drawMap } from "./topology.js";
 
@@ -21,6 +22,7 @@ const state = {
 };
 let stream = null;
 let ledgerRetry = null;
+let lastApplied = ""; // the id of the last stream event applied; render() sets it as #conn data-event
 
 function token() {
   return sessionStorage.getItem(TOKEN_KEY);
@@ -72,9 +74,15 @@ function newer(d, was) {
   return (d.started_at || "") >= (was.started_at || "");
 }
 
+/** A deployment record's identity: the ledger's state and the stream's replay can both hold it. */
+function recordId(d) {
+  return `${d.deployment_id}#${d.seq}`;
+}
+
 function applyDeployment(d) {
   remember(d);
   if (newer(d, state.current.get(key(d)))) state.current.set(key(d), d);
+  if (state.timeline.some((t) => recordId(t) === recordId(d))) return; // shown already
   state.timeline.unshift(d);
   state.timeline.length = Math.min(state.timeline.length, TIMELINE_MAX);
 }
@@ -85,10 +93,20 @@ function applyAlert(a) {
   else state.alerts.set(a.alert_id, a);
 }
 
-/** The ledger's state, merged with what the stream brought meanwhile (the ledger is a moment
- * behind the stream); `fresh` (the filters changed): forget what was shown first. */
+/** Read the state again in 5 s, saying why meanwhile. */
+function retryState(why) {
+  showLedger(why);
+  clearTimeout(ledgerRetry);
+  ledgerRetry = setTimeout(() => loadState(), 5000);
+}
+
+/** The ledger's state, merged with what the stream brought meanwhile, then the stream again
+ * from the state's position: the ledger is a moment behind the stream, and what it does not
+ * hold yet is replayed. `fresh` (the filters changed): forget what was shown first. */
 async function loadState(fresh = false) {
   if (fresh) {
+    if (stream) stream.stop(); // nothing more under the old filters
+    stream = null;
     state.current.clear();
     state.alerts.clear();
     state.timeline = [];
@@ -112,16 +130,20 @@ async function loadState(fresh = false) {
     });
     body.alerts.forEach(applyAlert);
     const newest = body.timeline.length ? body.timeline[0].updated_at : "";
-    const seen = new Set(body.timeline.map((d) => `${d.deployment_id}#${d.seq}`));
-    const later = state.timeline.filter((d) => d.updated_at > newest && !seen.has(`${d.deployment_id}#${d.seq}`));
+    const seen = new Set(body.timeline.map(recordId));
+    const later = state.timeline.filter((d) => d.updated_at > newest && !seen.has(recordId(d)));
     state.timeline = [...later, ...body.timeline].slice(0, TIMELINE_MAX);
     body.timeline.forEach(remember);
-    showLedger(null);
     setKafka(body.stream);
+    connect(body.stream.last_event_id);
+    if (body.stream.complete === false) {
+      retryState("Some events accepted a moment ago are not in the ledger yet, and the live stream no longer keeps them: they appear once the ledger has them. Retrying…");
+    } else {
+      showLedger(null);
+    }
   } catch (error) {
-    showLedger(`The ledger (ClickHouse) is unreachable: showing live events only (${error.message}). Retrying…`);
-    clearTimeout(ledgerRetry);
-    ledgerRetry = setTimeout(() => loadState(), 5000);
+    retryState(`The ledger (ClickHouse) is unreachable: showing live events only (${error.message}). Retrying…`);
+    if (!stream && token()) connect();
   }
   await loadTopology();
 }
@@ -280,14 +302,17 @@ function render() {
     renderAlerts();
     renderTimeline();
     if (location.hash === "#topology") renderMap();
+    $("conn").dataset.event = lastApplied; // what is drawn includes it (tests wait on it)
   });
 }
 
 // --- wiring ------------------------------------------------------------------------------
-function connect() {
+/** The live stream, from `since` (the state's position; none: from now on). */
+function connect(since = null) {
   if (stream) stream.stop();
   stream = openStream(`/v1/stream${query(filters())}`, token(), {
-    onEvent(type, data) {
+    onEvent(type, data, id) {
+      if (id) lastApplied = id;
       if (type === "deployment") applyDeployment(data);
       else if (type === "alert") applyAlert(data);
       else if (type === "status") {
@@ -301,7 +326,7 @@ function connect() {
     },
     onState: setConnection,
     onUnauthorized: signOut,
-  });
+  }, since);
 }
 
 function route() {
@@ -327,10 +352,7 @@ function start() {
   $("login").hidden = signedIn;
   $("signout").hidden = !signedIn;
   route();
-  if (signedIn) {
-    loadState(true);
-    connect();
-  }
+  if (signedIn) loadState(true);
 }
 
 $("login").addEventListener("submit", (event) => {
@@ -350,7 +372,6 @@ for (const [name, value] of new URLSearchParams(location.search)) {
 $("filters").addEventListener("change", () => {
   history.replaceState(null, "", `${location.pathname}${query(filters())}${location.hash}`);
   loadState(true);
-  connect();
 });
 window.addEventListener("hashchange", route);
 start();

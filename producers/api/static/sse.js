@@ -23,12 +23,13 @@ export function parseFrames(text) {
 }
 
 /**
- * Read `url` as an SSE stream until `stop()`; `onEvent(type, data)` per event,
+ * Read `url` as an SSE stream until `stop()`; `onEvent(type, data, id)` per event,
  * `onState(open, why)` when the connection opens or fails (it then retries).
- * `onUnauthorized()` stops retrying on a 401/403.
+ * `onUnauthorized()` stops retrying on a 401/403. `since`: the first request's
+ * Last-Event-ID (the state's position), so it starts with what was sent after it.
  */
-export function openStream(url, token, { onEvent, onState, onUnauthorized }) {
-  let lastId = null;
+export function openStream(url, token, { onEvent, onState, onUnauthorized }, since = null) {
+  let lastId = since;
   let stopped = false;
   let controller = null;
   async function run() {
@@ -52,8 +53,9 @@ export function openStream(url, token, { onEvent, onState, onUnauthorized }) {
           const [events, rest] = parseFrames(buffered + value);
           buffered = rest;
           for (const event of events) {
+            if (stopped) return;
             if (event.id) lastId = event.id;
-            onEvent(event.type, JSON.parse(event.data));
+            onEvent(event.type, JSON.parse(event.data), event.id);
           }
         }
         onState(false, "the stream ended");
