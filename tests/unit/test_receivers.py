@@ -186,7 +186,7 @@ def test_a_retry_after_of_other_than_ascii_digits_is_ignored(
     not) once escaped the retries as a ValueError: it is no delay, as any unreadable one."""
 
     def odd(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(503, headers={"Retry-After": b"\xb2"}, request=request)
+        return httpx.Response(503, headers={b"Retry-After": b"\xb2"}, request=request)
 
     with httpx.Client(transport=httpx.MockTransport(odd)) as mocked:
         waits = Waits()
