@@ -102,8 +102,10 @@ def retry_after(response: httpx.Response, now: datetime | None = None) -> float 
     value = response.headers.get("Retry-After")
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value.strip())
+    seconds = value.strip()
+    # ASCII digits: str.isdigit() also takes a superscript two, which float() refuses.
+    if seconds.isascii() and seconds.isdigit():
+        return float(seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

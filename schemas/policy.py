@@ -692,11 +692,21 @@ def load_policy(path: Path | None, checks: Sequence[PolicyCheck] = ()) -> Policy
     if path is None:
         text = resources.files(__package__).joinpath("default_policy.yaml").read_text("utf-8")
         return parse_policy(text, "default_policy.yaml", checks)
+    return parse_policy(read_policy_text(path), str(path), checks)
+
+
+def read_policy_text(path: Path) -> str:
+    """The text of the policy file at `path`; ValueError saying why it cannot be read
+    (missing, unreadable, not UTF-8)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ValueError(f"cannot read policy file {path}: {exc.strerror}") from exc
-    return parse_policy(text, str(path), checks)
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start]
+        raise ValueError(
+            f"cannot read policy file {path}: not UTF-8 (byte {bad:#04x} at {exc.start})"
+        ) from None
 
 
 def text_sha256(text: str) -> str:

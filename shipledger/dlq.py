@@ -59,7 +59,8 @@ class LetterId:
 def parse_letter_id(text: str) -> LetterId:
     """Parse `PARTITION:OFFSET` (e.g. `2:15`); raises ValueError with a readable message."""
     parts = text.strip().split(":")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+    # ASCII digits: str.isdigit() also takes a superscript two, which int() refuses.
+    if len(parts) != 2 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
         raise ValueError(
             f"{text!r} is not a letter id: expected PARTITION:OFFSET as printed by "
             "`shipledger dlq list`, e.g. 2:15"

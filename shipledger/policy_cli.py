@@ -24,6 +24,7 @@ from shipledger.schemas.policy import (
     PolicyDocument,
     PolicyError,
     parse_policy,
+    read_policy_text,
 )
 from shipledger.schemas.registry import topic_codec
 from shipledger.schemas.topics import POLICY
@@ -84,9 +85,9 @@ def _valid_policy(file: Path) -> tuple[str, Policy]:
     """The text of `file` and the policy it holds; on a problem, prints one line per problem
     as `FILE:LINE: key.path: reason` and exits 1."""
     try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        click.echo(f"cannot read policy file {file}: {exc.strerror}", err=True)
+        text = read_policy_text(file)
+    except ValueError as exc:
+        click.echo(str(exc), err=True)
         raise click.exceptions.Exit(1) from exc
     try:
         return text, parse_policy(text, str(file), checks=_checks())

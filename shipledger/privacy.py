@@ -64,6 +64,11 @@ class PrivacyKey:
                 text = settings.privacy_key_file.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise PrivacyKeyError(f"{where}: cannot read it: {exc.strerror}") from None
+            except UnicodeDecodeError as exc:  # raw random bytes rather than their base64
+                raise PrivacyKeyError(
+                    f"{where}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                    f"{exc.start}): write the key as text, e.g. base64 (docs/privacy.md)"
+                ) from None
         else:
             return None
         if len(text) < MIN_KEY_CHARS:

@@ -289,6 +289,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Largest `POST /v1/uploads` file (413 above; the upload is streamed).",
     )
+    api_body_idle_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a request body may send nothing before its end (408 after): "
+        "a client that declares a body and never sends it does not hold its connection.",
+    )
     api_upload_batch_lines: int = Field(
         default=500, ge=1, description="Upload lines published (and acknowledged) per batch."
     )

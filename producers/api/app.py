@@ -28,7 +28,7 @@ from shipledger.producers.api import (
 )
 from shipledger.producers.api.bodies import IngestBody
 from shipledger.producers.api.context import ApiContext, ApiError, SafeJSONResponse
-from shipledger.producers.api.limits import TooLarge
+from shipledger.producers.api.limits import BodyDeadline, Stalled, TooLarge
 from shipledger.sinks.ledger.reader import LedgerUnavailable
 
 TITLE = "shipledger ingest API"
@@ -52,6 +52,10 @@ async def _on_api_error(_request: Request, exc: Exception) -> SafeJSONResponse:
 
 async def _on_too_large(_request: Request, exc: Exception) -> SafeJSONResponse:
     return _error(ApiError(413, str(exc)))
+
+
+async def _on_stalled(_request: Request, exc: Exception) -> SafeJSONResponse:
+    return _error(ApiError(408, str(exc)))
 
 
 async def _on_ledger_unavailable(_request: Request, exc: Exception) -> SafeJSONResponse:
@@ -86,9 +90,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(TooLarge, _on_too_large)
+    app.add_exception_handler(Stalled, _on_stalled)
     app.add_exception_handler(LedgerUnavailable, _on_ledger_unavailable)
     app.add_exception_handler(RequestValidationError, _on_bad_request)
     app.add_exception_handler(HTTPException, _on_http_error)
+    app.add_middleware(BodyDeadline, idle_s=ctx.settings.api_body_idle_timeout_s)
     app.include_router(ingest.router)
     app.include_router(reads.router)
     app.include_router(webhook_route.router)

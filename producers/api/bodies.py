@@ -161,5 +161,5 @@ class UploadReport(BaseModel):
     errors: list[LineProblem] = Field(default_factory=list)
     errors_truncated: bool = False
     error: str | None = Field(
-        default=None, description="Why the upload stopped early (413, 503); else absent."
+        default=None, description="Why the upload stopped early (413, 408, 503); else absent."
     )

@@ -8,7 +8,7 @@ may have been written: retry the same body; the ids make the copies disappear do
 Uploads: per record. The file is streamed; valid records are published in batches of
 `api_upload_batch_lines`, each acknowledged before the next is read. The report lists the
 refused records by line. 200: all accepted; 207: some refused (the rest published); 422:
-none accepted; 413/503: stopped early, the report says how far it got (what it counts as
+none accepted; 413/408/503: stopped early, the report says how far it got (what it counts as
 accepted is acknowledged; re-uploading the file is safe when the records carry ids or times).
 """
 
@@ -42,7 +42,13 @@ from shipledger.producers.api.context import (
 )
 from shipledger.producers.api.events import FieldError, Forbidden, Prepared, prepare, unwrap
 from shipledger.producers.api.lifecycle import deletion_alerts
-from shipledger.producers.api.limits import TooLarge, capped, check_declared_length, read_capped
+from shipledger.producers.api.limits import (
+    Stalled,
+    TooLarge,
+    capped,
+    check_declared_length,
+    read_capped,
+)
 from shipledger.producers.api.uploads import BadFormat, records, upload_format
 from shipledger.schemas.untrusted import BadJSON, loads
 
@@ -260,6 +266,9 @@ async def post_upload(
     except TooLarge as exc:
         await upload.flush(ctx)
         return upload.answer(413, str(exc))
+    except Stalled as exc:  # what arrived before is published: the report says how far
+        await upload.flush(ctx)
+        return upload.answer(408, str(exc))
     except PublishFailed as exc:
         return upload.answer(503, f"{exc.reason}; records after the last accepted one were not")
     report = upload.report

@@ -1,17 +1,59 @@
-"""Request limits: body size (read incrementally, so a missing Content-Length cannot bypass it)
-and a token bucket per API token."""
+"""Request limits: body size (read incrementally, so a missing Content-Length cannot bypass it),
+a body that stops arriving (`BodyDeadline`), and a token bucket per API token."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 
 class TooLarge(Exception):
     """A body (or batch) over its limit (HTTP 413)."""
+
+
+class Stalled(Exception):
+    """A body that stopped arriving before its end (HTTP 408)."""
+
+
+class BodyDeadline:
+    """ASGI middleware: a request body that sends nothing for `idle_s` seconds before its end
+    raises Stalled in the route reading it. Without it a client that declares a body and
+    sends it slowly, or never, holds its connection (and a file descriptor) for ever, before
+    any signature or token is checked on a webhook. After the body, `receive` waits as long
+    as it likes (the live stream waits for the client to leave)."""
+
+    def __init__(self, app: ASGIApp, idle_s: float) -> None:
+        self.app = app
+        self.idle_s = idle_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_done = False
+
+        async def receive_in_time() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout(self.idle_s):
+                    message = await receive()
+            except TimeoutError:
+                raise Stalled(
+                    f"the request body stopped arriving: nothing for {self.idle_s:g} s "
+                    "(SHIPLEDGER_API_BODY_IDLE_TIMEOUT_S)"
+                ) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body")
+            return message
+
+        await self.app(scope, receive_in_time, send)
 
 
 def check_declared_length(content_length: str | None, limit: int, what: str) -> None:

@@ -202,7 +202,9 @@ class StreamHub:
         if not last_event_id:
             return []
         boot, _, seq_text = last_event_id.partition("-")
-        if boot != self.boot or not seq_text.isdigit():
+        # ASCII digits only: the header is read as Latin-1, and str.isdigit() takes a
+        # superscript two, which int() refuses.
+        if boot != self.boot or not (seq_text.isascii() and seq_text.isdigit()):
             return None
         seq = int(seq_text)
         if seq >= self._seq:

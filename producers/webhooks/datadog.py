@@ -12,6 +12,8 @@ the notification's own event id: Datadog's retries are the same event.
 
 from __future__ import annotations
 
+import re
+
 from shipledger.producers.webhooks import contract
 from shipledger.producers.webhooks.monitoring import environment_tag, verify_monitoring
 from shipledger.producers.webhooks.payload import opt_str, req_str, timestamp
@@ -44,7 +46,9 @@ def tags_of(text: str | None) -> dict[str, str]:
 def _monitor(typed: Typed[contract.SignalKind]) -> Event:
     data = typed.data
     date = req_str(data, "date")
-    if not date.isdigit():
+    # ASCII digits, at most 18 (epoch millis for millions of years): str.isdigit() also
+    # takes a superscript two, and int() refuses it, or a number of over 4,300 digits.
+    if not re.fullmatch(r"[0-9]{1,18}", date):
         raise WebhookPayloadError(f"date: must be epoch milliseconds ($DATE), got {date!r:.40}")
     tags = tags_of(opt_str(data, "tags"))
     return contract.signal(

@@ -65,7 +65,13 @@ def _lines(path: Path) -> int | None:
     help="Where refused records go, one JSON object a line. Default: FILE.errors.ndjson "
     "(a --dry-run writes it only when given).",
 )
-@click.option("--batch", default=BATCH_EVENTS, show_default=True, help="Events per write.")
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=BATCH_EVENTS,
+    show_default=True,
+    help="Events per write.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a TTY).")
 @ledger_options
 def import_command(

@@ -167,4 +167,8 @@ def load_mapping(path: Path) -> Mapping:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise MappingError(f"{path}: cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise MappingError(
+            f"{path}: cannot be read: not UTF-8 (byte {exc.object[exc.start]:#04x} at {exc.start})"
+        ) from None
     return parse_mapping(text, str(path))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import socket
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -321,6 +322,52 @@ def test_unsigned_flood_does_not_starve_signed_deliveries(
         signed = sign("github", headers, body, slow_api.secret)
         answer = client.post(f"/v1/webhooks/github/{TENANT}", content=body, headers=signed)
     assert answer.status_code == 202, answer.text
+
+
+@pytest.fixture
+def impatient_api(broker: str, tmp_path: Path) -> Iterator[Api]:
+    """An API that waits 1 s for more of a request body."""
+    settings, auth, _, server = _start(broker, tmp_path, False, api_body_idle_timeout_s=1.0)
+    token, _ = auth.create_token(TENANT, ("ingest",))
+    try:
+        with server:
+            yield Api(server.url, settings, token, "")
+    finally:
+        auth.close()
+
+
+def _stall(url: str, request: bytes) -> bytes:
+    """Send `request` (headers and the start of a body it declares longer) and wait, up to a
+    deadline far beyond the API's, for what the API answers before the connection closes."""
+    host, port = url.removeprefix("http://").split(":")
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(request)
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_a_body_that_stops_arriving_is_a_408_not_a_connection_held_for_ever(
+    impatient_api: Api,
+) -> None:
+    """Before any signature is checked, a webhook that declares 100 bytes and sends one held
+    its connection (and a file descriptor) for ever: many such, and nobody can connect. An
+    upload stalled after good lines: those are published, the report says so."""
+    head = "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n"
+    webhook = head.format(f"/v1/webhooks/github/{TENANT}", "application/json", 100, "") + "{"
+    answer = _stall(impatient_api.url, webhook.encode())
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"SHIPLEDGER_API_BODY_IDLE_TIMEOUT_S" in answer
+    lines = "".join(json.dumps(api_event()) + "\n" for _ in range(150))
+    auth = f"Authorization: Bearer {impatient_api.token}\r\n"
+    upload = head.format("/v1/uploads", "application/x-ndjson", len(lines) + 100, auth) + lines
+    before = impatient_api.published()
+    answer = _stall(impatient_api.url, upload.encode())
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    report = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert (report["records"], report["accepted"]) == (150, 150), report
+    assert impatient_api.published() == before + 150
 
 
 # --- OpenAPI-driven fuzzing of every route (schemathesis) ---------------------------------

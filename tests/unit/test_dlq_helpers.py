@@ -35,7 +35,9 @@ def test_parse_letter_id(text: str, want: tuple[int, int]) -> None:
     assert str(parsed) == f"{want[0]}:{want[1]}"
 
 
-@pytest.mark.parametrize("text", ["", "2", "2:", ":15", "a:1", "1:2:3", "-1:4", "1:x"])
+@pytest.mark.parametrize(
+    "text", ["", "2", "2:", ":15", "a:1", "1:2:3", "-1:4", "1:x", "\u00b2:1", "1:\u00b3"]
+)
 def test_parse_letter_id_rejects_garbage(text: str) -> None:
     with pytest.raises(ValueError, match="PARTITION:OFFSET"):
         parse_letter_id(text)

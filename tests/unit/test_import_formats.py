@@ -291,6 +291,15 @@ def test_every_provider_refuses_an_empty_row(module: Any) -> None:
         module.events({}, Defaults())
 
 
+@pytest.mark.parametrize("batch", ["0", "-5"])
+def test_a_batch_of_no_events_is_a_usage_error(tmp_path: Path, batch: str) -> None:
+    """It was taken as a batch of one (each event a write of its own), silently."""
+    args = ["import", str(FIXTURES / "events.csv"), "--dry-run", "--batch", batch]
+    refused = CliRunner().invoke(cli, [*args, "--data-dir", str(tmp_path), "--no-progress"])
+    assert refused.exit_code == 2, refused.output
+    assert "--batch" in refused.output and "x>=1" in refused.output
+
+
 def test_the_embedded_ledger_is_refused_while_up_owns_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -154,6 +154,19 @@ def test_last_event_id_replays_what_was_missed_or_asks_for_a_reset(tmp_path: obj
     assert hub._missed(f"{hub.boot}-x") is None
 
 
+@pytest.mark.parametrize("seq", ["\u00b2", "\u0663", "\uff13", " 3", "+3", "-3", "3_0"])
+def test_a_last_event_id_of_other_than_ascii_digits_asks_for_a_reset(
+    tmp_path: object, seq: str
+) -> None:
+    """A client's header, read as Latin-1 (superscript two was a 500: str.isdigit() takes it,
+    int() does not), or digits int() takes but the hub never writes."""
+    hub = StreamHub(own_settings(tmp_path), "127.0.0.1:1")  # type: ignore[arg-type]
+    for n in range(1, 6):
+        hub._seq = n
+        hub._recent.append(_event(n))
+    assert hub._missed(f"{hub.boot}-{seq}") is None
+
+
 @pytest.mark.parametrize(
     ("service", "radius"),
     [

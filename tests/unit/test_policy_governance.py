@@ -176,3 +176,9 @@ def test_policy_check_command(tmp_path: Path) -> None:
     assert "3 problem(s)" in bad.stderr
     missing = runner.invoke(policy_command, ["check", str(tmp_path / "nope.yaml")])
     assert missing.exit_code == 2  # usage
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    unreadable = runner.invoke(policy_command, ["check", str(binary)])
+    assert unreadable.exit_code == 1, unreadable.output
+    assert isinstance(unreadable.exception, SystemExit)  # not a UnicodeDecodeError's traceback
+    assert f"cannot read policy file {binary}: not UTF-8 (byte 0xff at 0)" in unreadable.stderr

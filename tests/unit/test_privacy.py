@@ -40,6 +40,10 @@ def test_a_key_file_is_read_and_a_short_or_missing_one_refused(tmp_path: Path) -
         PrivacyKey.from_settings(Settings(privacy_key_file=path))
     with pytest.raises(PrivacyKeyError, match="cannot read it"):
         PrivacyKey.from_settings(Settings(privacy_key_file=tmp_path / "absent"))
+    # Raw random bytes, not their base64 (docs/privacy.md): was a UnicodeDecodeError.
+    path.write_bytes(b"\xfd" * 48)
+    with pytest.raises(PrivacyKeyError, match=r"KEY_FILE.*: not UTF-8 text \(byte 0xfd at 0\)"):
+        PrivacyKey.from_settings(Settings(privacy_key_file=path))
     with pytest.raises(PrivacyKeyError, match="SHIPLEDGER_PRIVACY_KEY: at least 32"):
         PrivacyKey.from_settings(Settings(privacy_key=SecretStr("x" * 31)))
 

@@ -179,6 +179,22 @@ def test_retry_after_is_honoured_within_the_cap(
     assert not outcome.delivered and outcome.status == 429
 
 
+def test_a_retry_after_of_other_than_ascii_digits_is_ignored(
+    receivers: StandInReceivers,
+) -> None:
+    """A receiver's Retry-After of a superscript two (str.isdigit() takes it, float() does
+    not) once escaped the retries as a ValueError: it is no delay, as any unreadable one."""
+
+    def odd(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, headers={b"Retry-After": b"\xb2"}, request=request)
+
+    with httpx.Client(transport=httpx.MockTransport(odd)) as mocked:
+        waits = Waits()
+        outcome = deliver(mocked, target(receivers, "webhook"), waits, attempts=2)
+    assert len(waits.waits) == 1 and waits.waits[0] <= 0.5
+    assert not outcome.delivered and outcome.status == 503
+
+
 def test_a_refusal_is_not_retried(receivers: StandInReceivers, client: httpx.Client) -> None:
     to = target(receivers, "servicenow")
     bad = Target(to.name, to.kind, to.url, to.options, SecretStr("bot:wrong-password"))

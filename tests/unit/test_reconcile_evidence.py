@@ -181,3 +181,11 @@ def test_a_bad_mapping_names_the_field(text: str, field: str) -> None:
         parse_mapping(text, "m.yaml")
     assert str(raised.value).startswith("m.yaml: ")
     assert field in str(raised.value)
+
+
+def test_a_mapping_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    """It was a UnicodeDecodeError's traceback from `shipledger reconcile --mapping`."""
+    path = tmp_path / "m.yaml"
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(MappingError, match=r"m\.yaml: cannot be read: not UTF-8 \(byte 0xff at 0"):
+        load_mapping(path)

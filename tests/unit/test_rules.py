@@ -130,6 +130,11 @@ def test_policy_version_includes_content_digest(tmp_path: Path) -> None:
     assert load_policy(None).version == "default-2"
     with pytest.raises(ValueError, match="cannot read policy file"):
         load_policy(tmp_path / "missing.yaml")
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("version: 1\n# d\u00e9ploiement\n".encode("latin-1"))
+    # It was a UnicodeDecodeError's traceback from every command loading it.
+    with pytest.raises(ValueError, match=r"policy file .*: not UTF-8 \(byte 0xe9 at 14\)"):
+        load_policy(latin1)
 
 
 def test_window_times_must_be_quoted_local_times() -> None:

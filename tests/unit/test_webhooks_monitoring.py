@@ -97,6 +97,9 @@ def test_datadog_recovered_and_other_transitions(deliver: Deliver, check_contrac
         (lambda b: b.pop("id"), "id"),
         (lambda b: b.pop("title"), "title"),
         (lambda b: b.update(date="$DATE"), "date"),
+        # Digits to str.isdigit, not to int(): a 500 once.
+        (lambda b: b.update(date="\u00b2"), "date"),
+        (lambda b: b.update(date="9" * 5000), "date"),
         (lambda b: b.pop("transition"), "transition"),
     ],
 )
