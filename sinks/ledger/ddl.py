@@ -57,11 +57,13 @@ numbered migrations in `sinks/ledger/migrations/` (`shipledger migrate`); a test
 proves that applying them all to an empty ClickHouse yields exactly what this module declares.
 
 Deduplication: each table names its id column (`event_id`, `record_id`, `alert_id`). The sink
-drops ids already stored before inserting (see `sinks.sink`). An event or alert duplicate
-carries the same time as its original (an id names one immutable message), so for those the
-existence check is limited to the batch's time window: partition pruning plus a `minmax`
-index on the time column keep it to a few granules, and a `bloom_filter` index on the id
-column serves point lookups. Records are checked over the whole table (`dedup_in_time_window`).
+drops ids already stored before inserting (see `sinks.sink`), over the whole table (hot and
+cold): a `bloom_filter` index on the id column serves the point lookups. An event's time is
+not part of its identity: a client that leaves `occurred_at` to the API (filled in as "now")
+and retries after a lost answer sends the same event_id with a later time, in another month's
+partition perhaps. Only alerts, whose ids and times the processors derive from the judged
+event, limit the check to the batch's time window (`dedup_in_time_window`): partition pruning
+plus a `minmax` index on the time column keep it to a few granules.
 """
 
 from __future__ import annotations
@@ -155,9 +157,11 @@ class TableSpec:
     order_by: tuple[str, ...]
     columns: tuple[Column, ...]
     #: Whether the id check may be limited to the batch's time window: only when a duplicate
-    #: always carries its original's time. A record recomputed after a replay may not (a late
-    #: `started` moves `started_at`), so records are checked over the whole table.
-    dedup_in_time_window: bool = True
+    #: always carries its original's time, as an alert does (its id and time are derived from
+    #: the judged event). An event resent without `occurred_at` gets the API's "now" again; a
+    #: record recomputed after a replay may move (a late `started` moves `started_at`), and a
+    #: dead letter made again after a crash carries its new time.
+    dedup_in_time_window: bool = False
     #: Columns the sink stamps when it stores a row, not taken from the message (`tables()`).
     stamped: frozenset[str] = frozenset()
 
@@ -435,7 +439,6 @@ def _records_table(schema: str) -> TableSpec:
         time_column="started_at",
         order_by=("tenant", "environment", "service", "started_at", "deployment_id", "seq"),
         columns=avro_columns(schema),
-        dedup_in_time_window=False,
     )
 
 
@@ -451,6 +454,7 @@ def _alerts_table(schema: str) -> TableSpec:
         time_column="occurred_at",
         order_by=("tenant", "environment", "service", "occurred_at", "alert_id"),
         columns=avro_columns(schema),
+        dedup_in_time_window=True,
     )
 
 
@@ -475,8 +479,6 @@ def _dead_letters_table() -> TableSpec:
         time_column="dead_lettered_at",
         order_by=("tenant", "region", "source_topic", "dead_lettered_at", "letter_id"),
         columns=DEAD_LETTER_COLUMNS,
-        # A letter made again after a crash carries its new time: check the whole table.
-        dedup_in_time_window=False,
     )
 
 

@@ -23,7 +23,9 @@ from shipledger.sinks.in_thread import running
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.chain import stamp
 from shipledger.sinks.ledger.store import LedgerStore, TimeWindow
+from shipledger.sinks.rows import KafkaMeta, event_row
 from shipledger.sinks.sink import ClickHouseSink
+from shipledger.sinks.writer import LedgerWriter
 from shipledger.topics import ensure_topics
 from tests.kit import deployment_event, deployment_record, sample_alert
 
@@ -311,3 +313,17 @@ def test_existing_ids_within_a_time_window(store: LedgerStore) -> None:
         ("t", "a1"),
     }
     assert store.existing_ids(ddl.ALERTS, []) == set()
+
+
+def test_an_event_resent_with_another_time_is_stored_once(store: LedgerStore) -> None:
+    """An event's time is not part of its identity: a client that leaves `occurred_at` to the
+    API (the model fills in "now") and retries after a lost 202 sends the same event_id with
+    a later time, possibly in another month. The ledger keeps one row per tenant and
+    event_id (README), so the sink's dedup of events cannot stop at the batch's time window."""
+    codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
+    writer = LedgerWriter(store, POLICY)
+    for days in (0, 40):  # the retry lands in the next month's partition
+        event = deployment_event(event_id="evt-resent", occurred_at=T0 + timedelta(days=days))
+        decoded = codec.decode(codec.encode(event.to_avro()))
+        writer.write_rows({ddl.EVENTS: [event_row(decoded, KafkaMeta("raw", 0, days, None))]})
+    assert store.count(ddl.EVENTS) == 1
