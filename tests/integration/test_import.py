@@ -132,6 +132,47 @@ def test_a_killed_import_resumes_exactly_once(tmp_path: Path) -> None:
     _verified(env)
 
 
+def test_a_second_import_into_one_ledger_is_refused_naming_the_first(tmp_path: Path) -> None:
+    """One import at a time per ledger, enforced: while one runs, another of the same file or
+    of another file exits 1 naming the running one (two at once through separate clients, as
+    on a ClickHouse server, forked the import lane and stored events twice); once it is done
+    (or killed: the lock is `flock`'s) the other imports, every event once, verify clean."""
+    data_dir = tmp_path / "data"
+    env = up_env(data_dir)
+    assert run_shipledger("migrate", env=env).returncode == 0
+    first, second = tmp_path / "first.ndjson", tmp_path / "second.ndjson"
+    written = history_file(first, 4_000)
+    second.write_text((FIXTURES / "events.ndjson").read_text(encoding="utf-8"), encoding="utf-8")
+    child = subprocess.Popen(
+        [SHIPLEDGER, "import", str(first), "--no-progress", "--batch", "500"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stderr is not None
+    try:
+        for line in child.stderr:
+            if "import_batch_stored" in line:
+                break
+        assert child.poll() is None, "the first import ended before the others started"
+        for other in (first, second):
+            refused = _import(env, other)
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert f"pid {child.pid} on " in refused.stderr, refused.stderr
+            assert f"importing {first.resolve()} since " in refused.stderr, refused.stderr
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+        child.stderr.close()
+    assert _import(env, first).returncode == 0
+    assert _import(env, second).returncode == 3  # events.ndjson has refused rows
+    deployments = _counts(data_dir)
+    assert deployments[:2] == (written + 2, written + 2)
+    _verified(env)
+
+
 def test_a_chunk_torn_between_its_records_and_its_events_is_judged_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
