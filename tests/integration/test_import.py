@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from shipledger.processors.step import nobody_known
 from shipledger.producers.api.uploads import Record
 from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
+from shipledger.sinks.ledger.chain import ChainKey, Head
 from shipledger.sinks.ledger.ddl import EVENTS, RECORDS
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.regions import Ledger
@@ -224,6 +226,53 @@ def test_a_chunk_torn_between_its_records_and_its_events_is_judged_again(
     assert {(t, d): s for t, d, s, _, _ in rows} == last_seq
     assert sum(r[3] for r in rows) == sum(r[4] for r in rows) == written
     assert _counts(data_dir) == (written, written, written, clean.alerts, 0)
+    _verified(up_env(data_dir))
+
+
+@pytest.mark.parametrize("dies_at", [1, 2, 5])
+def test_an_import_killed_between_its_insert_and_its_chain_heads_resumes_clean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dies_at: int
+) -> None:
+    """A crash after a write's rows were inserted but before their chain heads were appended
+    to `chain_heads` (the `dies_at`-th append: within the first chunk, or later): the resume
+    adopts the unrecorded heads, continues the chains from them, and every row is stored
+    once with `audit verify` clean (a chain ending beyond its recorded head would be an
+    out-of-band insert)."""
+    data_dir = tmp_path / "data"
+    settings = ledger_settings(data_dir)
+    policy = load_policy(None)
+    path = tmp_path / "history.ndjson"
+    written = history_file(path, 3_000)
+    appended: list[int] = []
+    real = LedgerStore.append_heads
+
+    class Killed(BaseException):
+        """Not an `Exception`: the writer's retries must not catch it, as with a kill -9."""
+
+    def dies(store: LedgerStore, heads: Mapping[ChainKey, Head]) -> None:
+        appended.append(len(heads))
+        if len(appended) == dies_at:
+            raise Killed
+        real(store, heads)
+
+    with LedgerStore.open(settings) as store:
+        store.ensure_schema()
+
+        def imported() -> run.Outcome:
+            ledger = run.import_ledger(settings, policy, store)
+            return run.import_file(
+                path, "ndjson", Defaults(), _judge(settings), ledger, None, 1_000
+            )
+
+        monkeypatch.setattr(LedgerStore, "append_heads", dies)
+        with pytest.raises(Killed):
+            imported()
+        monkeypatch.undo()
+        _, held = store.query("SELECT count() FROM deployment_records")
+        assert held[0][0] > 0  # the killed write's rows are stored, their heads are not
+        imported()
+    counts = _counts(data_dir)
+    assert counts[:3] == (written, written, written)
     _verified(up_env(data_dir))
 
 
