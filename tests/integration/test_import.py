@@ -163,6 +163,10 @@ def test_a_second_import_into_one_ledger_is_refused_naming_the_first(tmp_path: P
             assert refused.returncode == 1, refused.stdout + refused.stderr
             assert f"pid {child.pid} on " in refused.stderr, refused.stderr
             assert f"importing {first.resolve()} since " in refused.stderr, refused.stderr
+        # Any other command is refused by chDB, naming the process that owns the data dir.
+        busy = run_shipledger("audit", "verify", env=env)
+        assert busy.returncode == 3, busy.stdout + busy.stderr
+        assert f"(pid {child.pid}, started at " in busy.stderr, busy.stderr
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.kill()
