@@ -23,7 +23,14 @@ from rich.progress import (
 from shipledger.history.judging import Judge
 from shipledger.history.mapping import Defaults
 from shipledger.history.reading import FORMATS, Format, UnknownFormat, container_of, detect
-from shipledger.history.run import BATCH_EVENTS, Outcome, import_file, import_ledger
+from shipledger.history.run import (
+    BATCH_EVENTS,
+    ImportBusy,
+    Outcome,
+    import_file,
+    import_ledger,
+    one_import,
+)
 from shipledger.identities import KnownIdentities, actor_known
 from shipledger.logging import configure_logging
 from shipledger.schemas.policy import load_policy
@@ -122,6 +129,10 @@ def import_command(
     with ExitStack() as stack:
         ledger: Ledger | None = None
         if not dry_run:
+            try:
+                stack.enter_context(one_import(settings, file))
+            except ImportBusy as exc:
+                raise click.ClickException(str(exc)) from exc
             ledger = import_ledger(
                 settings, policy, stack.enter_context(written_ledger(settings, "", create=True))
             )

@@ -6,7 +6,9 @@ written through the sink's own write path (`sinks.regions.Ledger.write`: pseudon
 heads), and every id is deterministic (the event's, derived from the provider's own ids or its
 content; the record's is its event's, the alerts' come from event and rule). Its rows chain in
 the import's own lane (`sinks.ledger.chain.IMPORT_LANE`), which no sink writes: an import may
-run beside the sinks (on a ClickHouse server), one import at a time per ledger.
+run beside the sinks (on a ClickHouse server), one import at a time per ledger (`one_import`:
+two at once would both extend the lane from one head, a fork `audit verify` reports as
+tampering, and each would store the events the other had not yet stored).
 
 The ledger is the truth: before a chunk is judged, the ledger is asked which of its events it
 holds (one id check per table) and those are skipped, not judged again; a deployment whose
@@ -26,6 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
+import json
+import os
+import socket
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterator
@@ -44,11 +50,11 @@ from shipledger.schemas.families import FAMILIES
 from shipledger.schemas.models import DeploymentRecord
 from shipledger.schemas.policy import Policy
 from shipledger.schemas.registry import catalog
-from shipledger.settings import Settings
+from shipledger.settings import Settings, chdb_path
 from shipledger.sinks.ledger.chain import IMPORT_LANE
 from shipledger.sinks.ledger.ddl import ALERTS, EVENTS, RECORDS, SOURCE, tables
 from shipledger.sinks.ledger.latest_records import DeploymentKey, ledger_states
-from shipledger.sinks.ledger.store import LedgerStore, TimeWindow
+from shipledger.sinks.ledger.store import LedgerStore, TimeWindow, redact_url
 from shipledger.sinks.regions import Ledger, sink_ledgers
 from shipledger.sinks.rows import Row, RowKey
 from shipledger.sinks.writer import LedgerWriter
@@ -86,6 +92,67 @@ class Outcome:
 
 #: Told every `PROGRESS_RECORDS` records and after each batch: (records read, events judged).
 Progress = Callable[[int, int], None]
+
+
+class ImportBusy(Exception):
+    """Another import holds the ledger's import lock (`one_import`); the message names it."""
+
+
+def import_lock_path(settings: Settings) -> Path:
+    """The lock file of the settings' ledger: beside an embedded chDB data dir, else in
+    `data_dir`, named for the server's URL (without its password) and database."""
+    url = settings.resolved_clickhouse_url
+    embedded = chdb_path(url)
+    if embedded is not None:
+        return embedded.with_name(embedded.name + ".import.lock")
+    ledger = f"{redact_url(url)} {settings.ledger_database}".encode()
+    return settings.data_dir / f"import-{hashlib.sha256(ledger).hexdigest()[:16]}.lock"
+
+
+@contextmanager
+def one_import(settings: Settings, file: Path) -> Iterator[None]:
+    """Hold the ledger's import lock while an import of `file` writes it, or raise
+    `ImportBusy` naming the import that holds it (pid, host, file, since when). The lock is
+    `flock`'s (`filelock`), so a killed import leaves none behind: it guards the imports run
+    on one machine (several machines importing into one ClickHouse server must take turns).
+    Who holds it is written beside it, since the lock file itself is opened by every
+    contender."""
+    from filelock import FileLock, Timeout
+
+    path = import_lock_path(settings)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    holder = path.with_name(path.name + ".holder")
+    lock = FileLock(path, timeout=0, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            who = json.loads(holder.read_text(encoding="utf-8"))
+            named = (
+                f"pid {who['pid']} on {who['host']}, importing {who['file']} since {who['since']}"
+            )
+        except (OSError, ValueError, KeyError):
+            named = "its holder is still starting"
+        raise ImportBusy(
+            f"another `shipledger import` is writing this ledger ({named}): one import at a "
+            f"time per ledger, run this one when it has finished (lock {path})"
+        ) from None
+    try:
+        holder.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "file": str(file.resolve()),
+                    "since": datetime.now().astimezone().isoformat(timespec="seconds"),
+                }
+            ),
+            encoding="utf-8",
+        )
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
 
 
 def import_ledger(settings: Settings, policy: Policy, store: LedgerStore) -> Ledger:

@@ -38,8 +38,11 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Protocol
 
+from shipledger.logging import get_logger
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.cluster import Cluster, created_tables
+
+log = get_logger("migrate")
 
 MIGRATIONS_TABLE = "schema_migrations"
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -307,12 +310,18 @@ def migrate(
     """Apply every pending migration in order to the selected database; those applied.
 
     `cluster` (SHIPLEDGER_CLICKHOUSE_CLUSTER) applies them on that ClickHouse cluster:
-    replicated local tables behind Distributed ones (`sinks.ledger.cluster`)."""
+    replicated local tables behind Distributed ones (`sinks.ledger.cluster`).
+
+    A new database records its migrations together once all are applied (one insert), so
+    a first migrate killed midway (kill -9 of the first `shipledger up`) leaves none recorded
+    and an empty `schema_migrations`: the next run drops what it had made, every table still
+    empty, and starts again (`_start_afresh`). A later migration is recorded once its own
+    statements are applied."""
     migrations = load_migrations() if migrations is None else migrations
     applied = applied_migrations(store)
     check_history(migrations, applied)
     if not applied:
-        _refuse_unmigrated_ledger(store)
+        _start_afresh(store, cluster)
     on = cluster_of(migrations, cluster, store.database)
     _ensure_migrations_table(store, on)
     done: list[Migration] = []
@@ -325,13 +334,22 @@ def migrate(
                     store.command(sql)
             except Exception as exc:
                 raise MigrationError(f"{migration.filename} failed: {exc}") from exc
-        store.command(
-            f"INSERT INTO {MIGRATIONS_TABLE} (version, name, checksum) VALUES "  # noqa: S608
-            f"({migration.version}, {ddl.quote_str(migration.name)}, "
-            f"{ddl.quote_str(migration.checksum)})"
-        )
         done.append(migration)
+        if applied:
+            _record(store, [migration])
+    if not applied and done:
+        _record(store, done)
     return done
+
+
+def _record(store: SqlRunner, migrations: Sequence[Migration]) -> None:
+    """Record `migrations` as applied, in one insert (atomic)."""
+    values = ", ".join(
+        f"({m.version}, {ddl.quote_str(m.name)}, {ddl.quote_str(m.checksum)})" for m in migrations
+    )
+    store.command(
+        f"INSERT INTO {MIGRATIONS_TABLE} (version, name, checksum) VALUES {values}"  # noqa: S608
+    )
 
 
 def cluster_of(
@@ -349,17 +367,50 @@ def applied_form(statement: str, cluster: Cluster | None) -> list[str]:
     return [statement] if cluster is None else cluster.rewrite(_strip_comments(statement))
 
 
-def _refuse_unmigrated_ledger(store: SqlRunner) -> None:
+def _start_afresh(store: SqlRunner, cluster: str | None) -> None:
+    """Before the first migrate of a database (no migration recorded): a database holding
+    ledger tables without `schema_migrations` predates migrations and is refused. One with an
+    empty `schema_migrations` holds what a first migrate killed midway made: dropped, views
+    first, when no table holds a row (nothing writes a ledger before its migrate is done);
+    else refused, naming the tables with rows."""
     _, rows = store.query(
-        "SELECT name FROM system.tables WHERE database = %(db)s AND name IN %(names)s",
-        {"db": store.database, "names": tuple(ddl.desired_schema())},
+        "SELECT name, engine, total_rows FROM system.tables WHERE database = %(db)s "
+        "AND name != %(t)s AND NOT startsWith(name, '.inner')",
+        {"db": store.database, "t": MIGRATIONS_TABLE},
     )
-    if rows:
-        names = ", ".join(sorted(str(r[0]) for r in rows))
+    if not rows:
+        return
+    found = sorted(str(r[0]) for r in rows)
+    names = ", ".join(found)
+    _, exists = store.query(
+        "SELECT count() FROM system.tables WHERE database = %(db)s AND name = %(t)s",
+        {"db": store.database, "t": MIGRATIONS_TABLE},
+    )
+    if not exists[0][0]:
+        if set(found) & set(ddl.desired_schema()):
+            raise MigrationError(
+                f"database {store.database} has ledger tables ({names}) but no "
+                f"{MIGRATIONS_TABLE}: it predates migrations; export it and start from an "
+                "empty database"
+            )
+        return
+    held = sorted(f"{name} ({count} rows)" for name, _, count in rows if count)
+    where = f"database {store.database}: a first migrate was interrupted (no migration recorded)"
+    if held:
         raise MigrationError(
-            f"database {store.database} has ledger tables ({names}) but no {MIGRATIONS_TABLE}: "
-            "it predates migrations; export it and start from an empty database"
+            f"{where}, yet {', '.join(held)} hold rows: not dropped; export them and start "
+            "from an empty database"
         )
+    if cluster is not None:
+        raise MigrationError(
+            f"{where}: drop what it made ON CLUSTER {cluster} ({names}, all empty), then "
+            "migrate again"
+        )
+    views = [str(n) for n, engine, _ in rows if str(engine) in ("View", "MaterializedView")]
+    tables = [str(n) for n, engine, _ in rows if str(n) not in views]
+    for name in views + tables:
+        store.command(f"DROP TABLE IF EXISTS {ddl.quote_ident(name)} SYNC")
+    log.warning("interrupted_first_migrate_dropped", database=store.database, objects=names)
 
 
 # --- schema snapshots ------------------------------------------------------------------

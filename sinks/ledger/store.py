@@ -12,7 +12,8 @@ chDB constraints (measured with chdb 4.4 / engine 26.9 through clickhouse-connec
 - One *process* per data dir, even read-only (`Cannot lock file .../status`): a second
   `shipledger sink` or an analyst's `chdb` session cannot open the data dir of a running
   `shipledger up`. Queries must go through the owning process (`LedgerStore.query`), or use a
-  ClickHouse server.
+  ClickHouse server. chDB's error names no process: `open` adds the owner's pid from the
+  data dir's `status` file (`chdb_owner`).
 - A client must not be used from two threads at once: every call here holds one lock, so the
   sink thread and an API thread can share a store.
 - One insert costs ~13 ms whatever its size up to ~1k rows: callers batch.
@@ -20,6 +21,7 @@ chDB constraints (measured with chdb 4.4 / engine 26.9 through clickhouse-connec
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -165,8 +167,11 @@ class LedgerStore(Closing):
             client = clickhouse_connect.get_client(dsn=url, tz_mode="aware")
         except Exception as exc:
             hint = ""
-            if path is not None and "lock" in str(exc).lower():
-                hint = " (another process owns this chDB data dir: stop it or use a server URL)"
+            if path is not None:
+                owner = chdb_owner(path)
+                if owner is not None or "lock" in str(exc).lower():
+                    who = f"{owner} " if owner is not None else "another process "
+                    hint = f" ({who}owns this chDB data dir: stop it or use a server URL)"
             raise StoreError(f"cannot open ClickHouse at {redact_url(url)}: {exc}{hint}") from exc
         cold_root = settings.ledger_cold_dir.resolve() if path is not None else None
         store = cls(client, settings.ledger_database, url, cold_root, settings.clickhouse_cluster)
@@ -479,6 +484,27 @@ class LedgerStore(Closing):
 
 def _normalize_type(type_name: str) -> str:
     return type_name.replace(" ", "")
+
+
+def chdb_owner(path: Path) -> str | None:
+    """The live process that holds chDB data dir `path` (`pid N, started at T`, from the
+    `status` file ClickHouse writes and locks while it runs, and leaves behind when killed),
+    or None. chDB's own error for a held data dir names no process."""
+    try:
+        fields = dict(
+            line.partition(": ")[::2]
+            for line in (path / "status").read_text(encoding="utf-8").splitlines()
+        )
+        pid = int(fields["PID"])
+    except (OSError, ValueError, KeyError):
+        return None
+    try:
+        os.kill(pid, 0)  # signal 0: is it alive (a killed owner leaves its status file)
+    except PermissionError:
+        pass  # alive, another user's
+    except OSError:
+        return None
+    return f"pid {pid}, started at {fields.get('Started at', '?')},"
 
 
 def redact_url(url: str) -> str:

@@ -10,6 +10,8 @@ import os
 import re
 import signal
 import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from shipledger.processors.step import nobody_known
 from shipledger.producers.api.uploads import Record
 from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
+from shipledger.sinks.ledger.chain import ChainKey, Head
 from shipledger.sinks.ledger.ddl import EVENTS, RECORDS
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.regions import Ledger
@@ -67,6 +70,30 @@ def _import(env: dict[str, str], path: Path, *options: str) -> subprocess.Comple
     )
 
 
+@contextmanager
+def _importing(env: dict[str, str], path: Path) -> Iterator[subprocess.Popen[str]]:
+    """`shipledger import path` running (500-event chunks), once its first chunk is stored;
+    killed at the end if still running."""
+    child = subprocess.Popen(
+        [SHIPLEDGER, "import", str(path), "--no-progress", "--batch", "500"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stderr is not None
+    try:
+        for line in child.stderr:  # waits for the child's own log, however slow the machine
+            if "import_batch_stored" in line:
+                break
+        assert child.poll() is None, "the import ended after its first chunk"
+        yield child
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+        child.stderr.close()
+
+
 def test_every_format_imports_once_and_verifies(tmp_path: Path) -> None:
     """Into a data dir with no ledger yet (onboarding before the first `up`): the first import
     creates it."""
@@ -101,24 +128,8 @@ def test_a_killed_import_resumes_exactly_once(tmp_path: Path) -> None:
     found = re.search(r"([\d,]+) alerts raised", dry.stdout)
     assert found is not None, dry.stdout
     alerts = int(found.group(1).replace(",", ""))
-    child = subprocess.Popen(
-        [SHIPLEDGER, "import", str(path), "--no-progress", "--batch", "500"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stderr is not None
-    try:
-        for line in child.stderr:  # waits for the child's own log, however slow the machine
-            if "import_batch_stored" in line:
-                break
-        assert child.poll() is None, "the import ended before it could be killed"
+    with _importing(env, path) as child:
         os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait(timeout=60)
-        child.stderr.close()
     partial = _counts(data_dir)
     assert 0 < partial[0] < written
     again = run_shipledger("import", str(path), "--no-progress", env=env)
@@ -132,6 +143,35 @@ def test_a_killed_import_resumes_exactly_once(tmp_path: Path) -> None:
     _verified(env)
 
 
+def test_a_second_import_into_one_ledger_is_refused_naming_the_first(tmp_path: Path) -> None:
+    """One import at a time per ledger, enforced: while one runs, another of the same file or
+    of another file exits 1 naming the running one (two at once through separate clients, as
+    on a ClickHouse server, forked the import lane and stored events twice); once it is done
+    (or killed: the lock is `flock`'s) the other imports, every event once, verify clean."""
+    data_dir = tmp_path / "data"
+    env = up_env(data_dir)
+    assert run_shipledger("migrate", env=env).returncode == 0
+    first, second = tmp_path / "first.ndjson", tmp_path / "second.ndjson"
+    written = history_file(first, 10_000)
+    second.write_text((FIXTURES / "events.ndjson").read_text(encoding="utf-8"), encoding="utf-8")
+    with _importing(env, first) as child:
+        for other in (first, second):
+            refused = _import(env, other)
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert f"pid {child.pid} on " in refused.stderr, refused.stderr
+            assert f"importing {first.resolve()} since " in refused.stderr, refused.stderr
+        # Any other command is refused by chDB, naming the process that owns the data dir.
+        busy = run_shipledger("audit", "verify", env=env)
+        assert busy.returncode == 3, busy.stdout + busy.stderr
+        assert f"(pid {child.pid}, started at " in busy.stderr, busy.stderr
+        os.kill(child.pid, signal.SIGKILL)
+    assert _import(env, first).returncode == 0
+    assert _import(env, second).returncode == 3  # events.ndjson has refused rows
+    deployments = _counts(data_dir)
+    assert deployments[:2] == (written + 2, written + 2)
+    _verified(env)
+
+
 def test_a_chunk_torn_between_its_records_and_its_events_is_judged_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -141,7 +181,6 @@ def test_a_chunk_torn_between_its_records_and_its_events_is_judged_again(
     them twice), and every row is stored once."""
     data_dir = tmp_path / "data"
     settings = ledger_settings(data_dir)
-    policy = load_policy(None)
     path = tmp_path / "history.ndjson"
     written = history_file(path, 3_000)
     clean = _judge(settings).chunk(
@@ -164,17 +203,11 @@ def test_a_chunk_torn_between_its_records_and_its_events_is_judged_again(
     with LedgerStore.open(settings) as store:
         store.ensure_schema()
 
-        def imported() -> run.Outcome:
-            ledger = run.import_ledger(settings, policy, store)
-            return run.import_file(
-                path, "ndjson", Defaults(), _judge(settings), ledger, None, 1_000
-            )
-
         monkeypatch.setattr(run, "store_batch", torn)
         with pytest.raises(RuntimeError, match="killed"):
-            imported()
+            _imported(settings, store, path)
         monkeypatch.undo()
-        again = imported()
+        again = _imported(settings, store, path)
         assert again.stored == stored[0]
         _, rows = store.query(
             "SELECT tenant, deployment_id, max(seq), count(), uniqExact(record_id) "
@@ -184,6 +217,52 @@ def test_a_chunk_torn_between_its_records_and_its_events_is_judged_again(
     assert sum(r[3] for r in rows) == sum(r[4] for r in rows) == written
     assert _counts(data_dir) == (written, written, written, clean.alerts, 0)
     _verified(up_env(data_dir))
+
+
+@pytest.mark.parametrize("dies_at", [1, 2, 5])
+def test_an_import_killed_between_its_insert_and_its_chain_heads_resumes_clean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dies_at: int
+) -> None:
+    """A crash after a write's rows were inserted but before their chain heads were appended
+    to `chain_heads` (the `dies_at`-th append: within the first chunk, or later): the resume
+    adopts the unrecorded heads, continues the chains from them, and every row is stored
+    once with `audit verify` clean (a chain ending beyond its recorded head would be an
+    out-of-band insert)."""
+    data_dir = tmp_path / "data"
+    settings = ledger_settings(data_dir)
+    path = tmp_path / "history.ndjson"
+    written = history_file(path, 3_000)
+    appended: list[int] = []
+    real = LedgerStore.append_heads
+
+    class Killed(BaseException):
+        """Not an `Exception`: the writer's retries must not catch it, as with a kill -9."""
+
+    def dies(store: LedgerStore, heads: Mapping[ChainKey, Head]) -> None:
+        appended.append(len(heads))
+        if len(appended) == dies_at:
+            raise Killed
+        real(store, heads)
+
+    with LedgerStore.open(settings) as store:
+        store.ensure_schema()
+
+        monkeypatch.setattr(LedgerStore, "append_heads", dies)
+        with pytest.raises(Killed):
+            _imported(settings, store, path)
+        monkeypatch.undo()
+        _, held = store.query("SELECT count() FROM deployment_records")
+        assert held[0][0] > 0  # the killed write's rows are stored, their heads are not
+        _imported(settings, store, path)
+    counts = _counts(data_dir)
+    assert counts[:3] == (written, written, written)
+    _verified(up_env(data_dir))
+
+
+def _imported(settings: Settings, store: LedgerStore, path: Path) -> run.Outcome:
+    """`path` imported into `store` in this process, as the command does (1,000-event chunks)."""
+    ledger = run.import_ledger(settings, load_policy(None), store)
+    return run.import_file(path, "ndjson", Defaults(), _judge(settings), ledger, None, 1_000)
 
 
 def _judge(settings: Settings) -> Judge:

@@ -204,6 +204,57 @@ def test_a_changed_applied_migration_is_an_error_naming_it(store: LedgerStore) -
         migrate(store, [])
 
 
+class _Killed(BaseException):
+    """Not an `Exception`: nothing may catch it, as nothing runs after a kill -9."""
+
+
+#: Where the first migrate dies: its migrations table, inside the baseline, a later
+#: migration's table rebuild, the last migration, and the one insert recording them all.
+_FIRST_MIGRATE_KILLS = (2, 9, 55, 120, -1)
+
+
+@pytest.mark.parametrize("dies_at", _FIRST_MIGRATE_KILLS)
+def test_a_first_migrate_killed_midway_is_done_again_by_the_next_start(
+    store: LedgerStore, monkeypatch: pytest.MonkeyPatch, dies_at: int
+) -> None:
+    """kill -9 of the first `shipledger up` (or `migrate`) during its migrate: the next start
+    migrates the ledger to exactly the schema of one that was never interrupted (it failed to
+    start before: `CREATE TABLE` of a table the killed run made, or `predates migrations`)."""
+    statements: list[str] = []
+    real = LedgerStore.command
+
+    def dies(self: LedgerStore, sql: str, *args: object, **kwargs: object) -> None:
+        statements.append(sql)
+        recording = sql.startswith(f"INSERT INTO {MIGRATIONS_TABLE}")
+        if len(statements) == dies_at or (dies_at == -1 and recording):
+            raise _Killed
+        real(self, sql, *args, **kwargs)  # type: ignore[arg-type]
+
+    store.select_database(store.database)
+    monkeypatch.setattr(LedgerStore, "command", dies)
+    with pytest.raises(_Killed):
+        migrate(store)
+    monkeypatch.undo()
+    assert store.ensure_schema() == [m.filename for m in load_migrations()]
+    resumed = snapshot(store)
+    store.database = "never_interrupted"
+    store.select_database(store.database)
+    migrate(store)
+    assert not compare(snapshot(store), resumed)
+
+
+def test_an_interrupted_first_migrate_with_rows_is_refused_not_dropped(
+    store: LedgerStore,
+) -> None:
+    """What an interrupted first migrate left is dropped only while no table holds a row."""
+    store.select_database(store.database)
+    migrate(store, load_migrations()[:1])  # the baseline recorded, as a first migrate would...
+    store.command(f"TRUNCATE TABLE {MIGRATIONS_TABLE}")  # ...had it died before recording
+    store.command("INSERT INTO chain_heads (tenant) VALUES ('acme')")
+    with pytest.raises(StoreError, match=r"chain_heads \(1 rows\) hold rows: not dropped"):
+        store.ensure_schema()
+
+
 def test_a_ledger_from_before_migrations_is_refused(store: LedgerStore) -> None:
     store.select_database(store.database)
     store.command(ddl.desired_schema()[ddl.EVENTS])

@@ -22,6 +22,7 @@ from shipledger.history import devlake, four_keys, github
 from shipledger.history.judging import NOTHING_STORED, Judge
 from shipledger.history.mapping import Defaults, Refused, provider_time, repository_name
 from shipledger.history.reading import Format, detect, event_objects
+from shipledger.history.run import ImportBusy, import_lock_path, one_import
 from shipledger.processors.step import nobody_known
 from shipledger.producers.api.uploads import Record
 from shipledger.schemas.models import DeploymentRecord
@@ -371,3 +372,26 @@ def test_a_hostile_row_is_mapped_or_refused_naming_a_field(provider: Any, data: 
         assert exc.field and exc.reason
         return
     assert all(isinstance(event, dict) for event in found)
+
+
+def test_one_import_at_a_time_per_server_ledger(tmp_path: Path) -> None:
+    """The import lock of a ledger on a ClickHouse server (no server needed: the lock is taken
+    before connecting) is the server's and database's, whatever the password: a second holder
+    is refused naming the first, another database is another ledger, and the lock is free
+    again once released."""
+    url = "http://importer:{}@clickhouse.example:8123"
+    one = Settings(data_dir=tmp_path, clickhouse_url=url.format("pw1"))
+    same = Settings(data_dir=tmp_path, clickhouse_url=url.format("pw2"))
+    other = Settings(data_dir=tmp_path, clickhouse_url=url.format("pw1"), clickhouse_database="b")
+    assert import_lock_path(one) == import_lock_path(same) != import_lock_path(other)
+    assert "pw1" not in import_lock_path(one).name
+    with one_import(one, tmp_path / "a.ndjson"):
+        with (
+            pytest.raises(ImportBusy, match=rf"pid {os.getpid()} on .*a\.ndjson since "),
+            one_import(same, tmp_path / "b.ndjson"),
+        ):
+            pass
+        with one_import(other, tmp_path / "b.ndjson"):
+            pass
+    with one_import(same, tmp_path / "b.ndjson"):
+        pass
