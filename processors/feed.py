@@ -42,6 +42,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from shipledger.kafka import ready_messages
 from shipledger.logging import get_logger
 from shipledger.processors.enrichment import ENRICHMENT_TOPICS, EnrichmentEvent
 from shipledger.processors.outputs import origin_header
@@ -196,13 +197,10 @@ class EnrichmentFeed:
                 self._set_caught_up()
             while not self._stop.is_set():
                 self._answer_requests(consumer)
-                first = consumer.poll(_POLL_S)
-                if first is None:
-                    continue
-                # Then whatever else is already fetched, without waiting: every record the
-                # workers produce comes back here, and a call per message (the GIL given up
-                # and taken back each time) cost the worker more than decoding them.
-                for msg in [first, *consumer.consume(_BATCH, 0)]:
+                # Whatever is fetched in one call: every record the workers produce comes
+                # back here, and a call per message (the GIL given up and taken back each
+                # time) cost the worker more than decoding them.
+                for msg in ready_messages(consumer, _POLL_S, _BATCH):
                     self._read_one(msg, waiting)
         except Exception as exc:  # the view would go stale: the worker stops (processors.app)
             log.exception("enrichment_feed_failed")

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 #: How long a produce into a full queue serves callbacks before trying again.
 _FULL_QUEUE_POLL_S = 0.05
@@ -138,3 +138,16 @@ class KafkaProducer:
         except KafkaException as exc:
             return str(exc)
         return None
+
+
+def ready_messages(consumer: Consumer, wait_s: float, most: int) -> list[Message]:
+    """The next messages as soon as one arrives: wait at most `wait_s` for one, then take
+    whatever else is already fetched (at most `most` in all) without waiting.
+
+    `consume(n, timeout)` returns only once it holds n messages or the timeout expired, so a
+    trickle of messages waits the whole timeout each time (an alert on its way to a pager, a
+    record on its way to a dashboard)."""
+    first = consumer.poll(wait_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(most - 1, timeout=0)]

@@ -39,6 +39,7 @@ from typing import Any
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, Message, TopicPartition
 
 from shipledger.clients import SINK_ROLE, consumer_group
+from shipledger.kafka import ready_messages
 from shipledger.lag import Partition
 from shipledger.logging import get_logger
 from shipledger.producers.api.stream_events import (
@@ -338,10 +339,7 @@ class StreamHub:
 
     def _poll(self, consumer: Consumer) -> list[Message]:
         """The next messages: wait for one (at most 0.1 s), then take what else is there."""
-        first = consumer.poll(0.1)
-        if first is None:
-            return []
-        return [first, *consumer.consume(500, timeout=0)]
+        return ready_messages(consumer, 0.1, 500)
 
     def _probe(self, consumer: Consumer) -> str | None:
         """None if the broker answers a metadata request in time, else why not."""
