@@ -55,7 +55,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from shipledger import metrics as m
 from shipledger.clients import KafkaClients
 from shipledger.dlq_limit import DlqLimit, DlqLimitState
-from shipledger.kafka import DeliveryError, KafkaProducer
+from shipledger.kafka import DeliveryError, KafkaProducer, ready_messages
 from shipledger.logging import get_logger
 from shipledger.receivers.engine import Deliverer, Interrupted, RetryPolicy, sleeper
 from shipledger.receivers.plan import (
@@ -192,7 +192,7 @@ class Escalator(KafkaClients):
             while not stop.is_set():
                 messages, self._held = self._held, []
                 if not messages:
-                    messages = consumer.consume(_BATCH_MESSAGES, timeout=_POLL_TIMEOUT_S)
+                    messages = ready_messages(consumer, _POLL_TIMEOUT_S, _BATCH_MESSAGES)
                 if messages:
                     self._handle(consumer, producer, pool, deliverer, self._read(messages))
                 producer.poll(0)

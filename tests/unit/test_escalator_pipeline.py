@@ -52,27 +52,39 @@ class FakeConsumer:
         self.log, self.batches, self.stop = log, batches, stop
         self.commits: list[list[tuple[str, int, int]]] = []
         self.topics: list[str] = []
+        #: What the broker has fetched and not yet handed out; nothing while paused.
+        self.fetched: list[Message] = []
+        self.paused = False
 
     def subscribe(self, topics: list[str], **_: Any) -> None:
         self.topics = topics
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
-        if not self.batches:
-            self.stop.set()
-            return []
-        return self.batches.pop(0)
+        taken, self.fetched = self.fetched[:num_messages], self.fetched[num_messages:]
+        return taken
 
     def assignment(self) -> list[TopicPartition]:
         return [TopicPartition(topic, 0) for topic in self.topics]  # none before subscribe
 
     def pause(self, partitions: list[TopicPartition]) -> None:
+        self.paused = True
         self.log.append("pause")
 
     def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused = False
         self.log.append("resume")
 
-    def poll(self, timeout: float = -1) -> None:
-        return None
+    def poll(self, timeout: float = -1) -> Message | None:
+        """The next batch's first message (the rest is fetched for `consume`); once every
+        batch is out, the escalator is stopped."""
+        if self.paused:
+            return None
+        if not self.fetched:
+            if not self.batches:
+                self.stop.set()
+                return None
+            self.fetched = self.batches.pop(0)
+        return self.fetched.pop(0) if self.fetched else None
 
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
         self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
