@@ -26,7 +26,9 @@ class BodyDeadline:
     raises Stalled in the route reading it. Without it a client that declares a body and
     sends it slowly, or never, holds its connection (and a file descriptor) for ever, before
     any signature or token is checked on a webhook. After the body, `receive` waits as long
-    as it likes (the live stream waits for the client to leave)."""
+    as it likes (the live stream waits for the client to leave). The answer to a stalled
+    body closes the connection: the rest of that body would otherwise be read as the next
+    request, and the connection would stay held for the keep-alive time."""
 
     def __init__(self, app: ASGIApp, idle_s: float) -> None:
         self.app = app
@@ -36,16 +38,17 @@ class BodyDeadline:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        body_done = False
+        body_done = stalled = False
 
         async def receive_in_time() -> Message:
-            nonlocal body_done
+            nonlocal body_done, stalled
             if body_done:
                 return await receive()
             try:
                 async with asyncio.timeout(self.idle_s):
                     message = await receive()
             except TimeoutError:
+                stalled = True
                 raise Stalled(
                     f"the request body stopped arriving: nothing for {self.idle_s:g} s "
                     "(SHIPLEDGER_API_BODY_IDLE_TIMEOUT_S)"
@@ -53,7 +56,13 @@ class BodyDeadline:
             body_done = message["type"] != "http.request" or not message.get("more_body")
             return message
 
-        await self.app(scope, receive_in_time, send)
+        async def send_closing(message: Message) -> None:
+            if stalled and message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (b"connection", b"close")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive_in_time, send_closing)
 
 
 def check_declared_length(content_length: str | None, limit: int, what: str) -> None:

@@ -359,6 +359,8 @@ def test_a_body_that_stops_arriving_is_a_408_not_a_connection_held_for_ever(
     answer = _stall(impatient_api.url, webhook.encode())
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert b"SHIPLEDGER_API_BODY_IDLE_TIMEOUT_S" in answer
+    # The connection is closed with the answer, not held for the keep-alive time (30 s).
+    assert b"connection: close" in answer.lower()
     lines = "".join(json.dumps(api_event()) + "\n" for _ in range(150))
     auth = f"Authorization: Bearer {impatient_api.token}\r\n"
     upload = head.format("/v1/uploads", "application/x-ndjson", len(lines) + 100, auth) + lines
