@@ -104,7 +104,7 @@ def run_query(settings: Settings, sql: str, *, tenant: str | None, max_rows: int
                 sql, tenant=tenant, max_rows=max_rows, limits=QueryLimits.of(settings)
             )
             # This process holds the privacy key (if any): it is shown the names.
-            return replace(result, rows=ledger.reveal(result.rows))
+            return replace(result, rows=ledger.reveal(result.rows, tenant))
     except LedgerUnavailable as exc:
         raise QueryUnavailable(str(exc)) from exc
 

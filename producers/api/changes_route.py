@@ -43,6 +43,6 @@ async def get_changes(
         raise ApiError(404, f"no change set for deployment {deployment_id!r}")
     shown = found.as_dict()
     if principal.sees_names:
-        shown = await run_in_threadpool(ledger.reveal, shown)
+        shown = await run_in_threadpool(ledger.reveal, shown, found.summary["tenant"])
     answer: dict[str, Any] = jsonable_encoder(shown)
     return answer

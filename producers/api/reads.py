@@ -50,7 +50,11 @@ async def get_event(
         str(found.row["tenant"]), found.row.get("team"), found.row.get("environment")
     ):
         raise ApiError(404, f"no event {event_id!r} for tenant {principal.tenant!r}")
-    shown = await run_in_threadpool(ledger.reveal, found.row) if principal.sees_names else found.row
+    shown = (
+        await run_in_threadpool(ledger.reveal, found.row, str(found.row["tenant"]))
+        if principal.sees_names
+        else found.row
+    )
     row: dict[str, Any] = jsonable_encoder(shown)
     row["ledger_tier"] = found.tier
     return row
@@ -125,7 +129,9 @@ async def post_query(
     except QueryError as exc:
         raise ApiError(400, str(exc)) from exc
     if principal.sees_names:
-        result = replace(result, rows=await run_in_threadpool(ledger.reveal, result.rows))
+        # Only the queried tenant's people: the rows can hold text the caller wrote.
+        shown = await run_in_threadpool(ledger.reveal, result.rows, tenant)
+        result = replace(result, rows=shown)
     # Serialized here to cap the answer's size (as Starlette's JSONResponse would write it).
     body = json.dumps(
         result.to_json(), ensure_ascii=False, allow_nan=False, separators=(",", ":")

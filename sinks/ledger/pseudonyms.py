@@ -188,10 +188,12 @@ class Pseudonymiser:
         return pseudonym
 
 
-def reveal(store: LedgerStore, value: _T) -> _T:
+def reveal(store: LedgerStore, value: _T, tenant: str | None = None) -> _T:
     """`value` (a row, a list of rows, a report's text) with every pseudonym whose entry
     still exists replaced by the person's name: what an authorised reader is shown. The
-    same value without a key. Erased people stay pseudonyms."""
+    same value without a key. Erased people stay pseudonyms. With `tenant`, only that
+    tenant's entries: a value may hold text its reader wrote (`SELECT 'person-…'`, an
+    event's attributes), and another tenant's pseudonym in it must not lead to a name."""
     key = store.privacy_key
     if key is None:
         return value
@@ -201,8 +203,8 @@ def reveal(store: LedgerStore, value: _T) -> _T:
     _, rows = store.query(
         f"SELECT tenant, pseudonym, sealed_name "  # noqa: S608
         f"FROM {ddl.qualified(store.database, ddl.PERSON_PSEUDONYMS)} "
-        "WHERE pseudonym IN %(wanted)s",
-        {"wanted": sorted(wanted)},
+        "WHERE pseudonym IN %(wanted)s" + ("" if tenant is None else " AND tenant = %(tenant)s"),
+        {"wanted": sorted(wanted), "tenant": tenant},
     )
     names = {}
     for tenant, pseudonym, sealed in rows:

@@ -295,9 +295,10 @@ class LedgerReads(Protocol):
         docs/triage.md)."""
         ...
 
-    def reveal(self, value: _V) -> _V:
+    def reveal(self, value: _V, tenant: str | None = None) -> _V:
         """`value` with the pseudonyms of people replaced by their names, for a reader
-        allowed to see them (docs/privacy.md); the same value when privacy is off."""
+        allowed to see them (docs/privacy.md); the same value when privacy is off. With
+        `tenant`, only that tenant's people are named (what a tenant's token reads)."""
         ...
 
 
@@ -360,9 +361,9 @@ class ForwardedReads:
         """See `LedgerReads.suspects`."""
         return self._reads().suspects(query, scope)
 
-    def reveal(self, value: _V) -> _V:
+    def reveal(self, value: _V, tenant: str | None = None) -> _V:
         """See `LedgerReads.reveal`."""
-        return self._reads().reveal(value)
+        return self._reads().reveal(value, tenant)
 
 
 class LedgerReader:
@@ -480,11 +481,12 @@ class LedgerReader:
         """The ranked suspects of an incident (`sinks.ledger.suspects`), hot and cold."""
         return read_suspects(self._store, query, scope)
 
-    def reveal(self, value: _V) -> _V:
-        """`value` with every pseudonym whose lookup entry exists replaced by the person's
-        name (`sinks.ledger.pseudonyms.reveal`). Callers decide who may see names: the
-        API a token with the `pii:read` scope, a command the one who holds the key."""
-        return reveal(self._store, value)
+    def reveal(self, value: _V, tenant: str | None = None) -> _V:
+        """`value` with every pseudonym whose lookup entry exists (of `tenant`, if given)
+        replaced by the person's name (`sinks.ledger.pseudonyms.reveal`). Callers decide who
+        may see names: the API a token with the `pii:read` scope, a command the one who
+        holds the key."""
+        return reveal(self._store, value, tenant)
 
     def deployments_between(
         self, tenant: str, start: datetime, end: datetime
@@ -544,7 +546,7 @@ class LedgerReader:
                 {"tenant": tenant, **params},
             )
             # The gate judges approvals on names (four eyes), as the processors do.
-            rows = reveal(self._store, rows)
+            rows = reveal(self._store, rows, tenant)
             found += [model.model_validate(dict(zip(names, r, strict=True))) for r in rows]
         return found
 
@@ -605,7 +607,7 @@ class LedgerReader:
             tenant=" AND tenant = {tenant:String}" if tenant is not None else "",
         )
         # Judged again as the processors judged them: on names.
-        rows = reveal(self._store, self._store.query(sql, params)[1])
+        rows = reveal(self._store, self._store.query(sql, params)[1], tenant)
         found = (_validated(DeploymentEvent, fields, row, ddl.EVENTS) for row in rows)
         return [event for event in found if isinstance(event, DeploymentEvent)]
 

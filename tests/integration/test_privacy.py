@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 from shipledger.cli import cli
 from shipledger.processors.step import process
 from shipledger.producers.api.auth import AuthStore
+from shipledger.producers.api.server import ApiServer
 from shipledger.schemas.family_models import ChangeEvent, SourceEvent
 from shipledger.schemas.policy import load_policy
 from shipledger.settings import Settings
@@ -302,3 +303,35 @@ def test_what_the_gate_and_the_restore_read_back_is_judged_on_names(ledger: Sett
         assert [e.requested_by for e in restored] == [ZELDA]
         (first,) = reader.first_events(MARCH - timedelta(days=1), MARCH + timedelta(days=1))
         assert (first.actor, first.approvers) == (ZELDA, [YANNICK])
+
+
+def test_a_pii_reader_sees_names_of_its_own_tenant_only(ledger: Settings) -> None:
+    """A `pii:read` token of another tenant that writes a pseudonym of `retail` into its
+    query (`SELECT 'person-…'`) gets the pseudonym back, not the name: names are revealed
+    only from the queried tenant's lookup entries (the pseudonym is all it took before)."""
+    with LedgerStore.open(ledger) as store:
+        _, found = store.query(
+            f"SELECT pseudonym FROM {ddl.qualified(store.database, ddl.PERSON_PSEUDONYMS)} "
+            "WHERE tenant = {t:String}",
+            {"t": TENANT},
+        )
+        pseudonyms = sorted(str(p) for (p,) in found)
+        assert len(pseudonyms) == 2
+        auth = AuthStore(ledger.resolved_auth_db)
+        try:
+            other = auth.create_token("wholesale", ("read", "pii:read"), name="other")[0]
+            own = auth.create_token(TENANT, ("read", "pii:read"), name="own")[0]
+        finally:
+            auth.close()
+        sql = "SELECT " + ", ".join(f"'{p}'" for p in pseudonyms)
+        settings = ledger.model_copy(update={"api_port": 0})
+        with ApiServer(settings, "127.0.0.1:1", LedgerReader(store)) as server:
+            for token, expected in ((other, pseudonyms), (own, [YANNICK, ZELDA])):
+                answer = httpx.post(
+                    f"{server.url}/v1/query",
+                    json={"sql": sql},
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=60,
+                )
+                assert answer.status_code == 200, answer.text
+                assert sorted(answer.json()["rows"][0]) == expected

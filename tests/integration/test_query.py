@@ -328,6 +328,31 @@ def test_each_limit_stops_a_query_and_names_its_setting(
             run_read_query(ledger, sql, tenant=tenant, max_rows=1000, limits=limits)
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT sum(editDistance(repeat('a', 20000), repeat(toString(x), 20000))) "
+        "FROM (SELECT arrayJoin(range(12)) AS x)",
+        "SELECT levenshteinDistance(repeat('a', 20000), repeat('b', 20000))",
+        "SELECT editDistanceUTF8(repeat('a', 20000), repeat('b', 20000))",
+        "SELECT damerauLevenshteinDistance(repeat('a', 2000), repeat('b', 2000))",
+        "SELECT sum(arrayLevenshteinDistance(range(20000), range(x, 20000 + x))) "
+        "FROM (SELECT arrayJoin(range(12)) AS x)",
+        "SELECT arrayLevenshteinDistanceWeighted([1], [2], [1.], [1.])",
+        "SELECT arraySimilarity([1], [2], [1.], [1.])",
+    ],
+)
+def test_functions_quadratic_in_one_row_are_refused(ledger: LedgerStore, sql: str) -> None:
+    """The time limit is checked between blocks, not inside a function's work on one row:
+    with a 1 s limit the first query above (12 rows of edit distance on 20,000 characters)
+    took 12.6 s of CPU before its TIMEOUT_EXCEEDED, and the cost grows with the rows and the
+    square of the length. Such functions are refused before anything runs."""
+    limits = replace(DEFAULT_LIMITS, timeout_s=1.0)
+    for tenant in ("acme", None):
+        with pytest.raises(Refused, match="not on the allow-list"):
+            run_read_query(ledger, sql, tenant=tenant, max_rows=10, limits=limits)
+
+
 # --- errors -------------------------------------------------------------------------------------
 def test_a_tenant_error_from_running_does_not_echo_values(ledger: LedgerStore) -> None:
     """A failing cast quotes the value in ClickHouse's message: not to a tenant."""
