@@ -30,6 +30,11 @@ from shipledger.settings import Settings
 log = get_logger("api.bridge")
 
 
+#: Broker answers that fence this producer instance for good (Tansu, after a stall past the
+#: ack timeout, reports them per message without librdkafka's fatal flag).
+_FENCED = (KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
+
+
 class PublishFailed(RuntimeError):
     """Kafka did not acknowledge every message of a batch (HTTP 503; retrying is safe)."""
 
@@ -50,14 +55,19 @@ class _Batch:
         self.acked = 0
         self.done = 0
         self.error: str | None = None
+        #: A fatal error (the idempotent producer fenced, say after the broker stalled past the
+        #: ack timeout): this producer instance fails every later message too.
+        self.fatal = False
 
     def on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
         # Runs on the poll thread.
         self.done += 1
         if err is None:
             self.acked += 1
-        elif self.error is None:
-            self.error = err.str()
+        else:
+            self.fatal = self.fatal or err.fatal() or err.code() in _FENCED
+            if self.error is None:
+                self.error = err.str()
         if self.done == self.total:
             self.loop.call_soon_threadsafe(self._resolve)
 
@@ -74,7 +84,7 @@ class KafkaBridge:
         self._journal = GroupCommit(journal) if journal is not None else None
         self._families = {settings.topic(f.topic): f.name for f in FAMILIES.values()}
         self._timeout_s = settings.api_ack_timeout_s
-        conf: dict[str, Any] = settings.kafka_producer(bootstrap)
+        conf: dict[str, Any] = dict(settings.kafka_producer(bootstrap))
         timeout_ms = int(settings.api_ack_timeout_s * 1000)
         conf.update(
             {
@@ -85,15 +95,27 @@ class KafkaBridge:
                 "logger": RdkafkaLog(),
             }
         )
+        self._conf = conf
         self._producer: KafkaProducer | None = KafkaProducer(conf)
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="api-kafka-poll", daemon=True)
         self._poller.start()
 
     def _poll(self) -> None:
-        producer = self._live()
-        while not self._stop.is_set():
+        # The producer of the moment: `_renew` may replace it.
+        while not self._stop.is_set() and (producer := self._producer) is not None:
             producer.poll(0.05)
+
+    def _renew(self, failed: KafkaProducer) -> None:
+        """Replace `failed`, which had a fatal error, by a new producer: without this every
+        later request would answer 503 until `up` restarts (seen after a SIGSTOP of Tansu
+        longer than the ack timeout: "a newer producer ... fences the current one")."""
+        if self._producer is not failed:
+            return  # a concurrent request renewed it already
+        self._producer = KafkaProducer(self._conf)
+        failed.purge()
+        failed.poll(0)  # fails the other requests' messages now, not at their timeout
+        log.warning("producer_renewed", reason="fatal error")
 
     def _live(self) -> KafkaProducer:
         if self._producer is None:
@@ -122,6 +144,8 @@ class KafkaBridge:
         except TimeoutError:
             batch.error = batch.error or "no acknowledgement in time"
         if batch.acked < batch.total:
+            if batch.fatal:
+                self._renew(producer)
             log.warning("publish_failed", acked=batch.acked, total=batch.total, error=batch.error)
             raise PublishFailed(
                 f"Kafka acknowledged {batch.acked} of {batch.total} events: {batch.error}",
