@@ -78,8 +78,8 @@ fmt: install ## Format and auto-fix
 test: lint test-deps ## Lint, then the whole suite (unit + integration on real Tansu and chDB)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
-chaos: install ## Only the chaos test: kill -9 of up and its worker under load, nothing acknowledged lost (SHIPLEDGER_CHAOS_SEED=N to repeat a run)
-	SHIPLEDGER_CHAOS_DEPLOYMENTS=$${SHIPLEDGER_CHAOS_DEPLOYMENTS:-1200} $(BIN)/pytest -m chaos -s $(PYTEST_ARGS)
+chaos: install ## Only the chaos tests: kill -9 of up and its worker under load and during start-up, SIGSTOP of worker, broker and up; nothing acknowledged lost (SHIPLEDGER_CHAOS_SEED=N to repeat a run)
+	SHIPLEDGER_CHAOS_DEPLOYMENTS=$${SHIPLEDGER_CHAOS_DEPLOYMENTS:-1200} SHIPLEDGER_CHAOS_ROUNDS=$${SHIPLEDGER_CHAOS_ROUNDS:-6} $(BIN)/pytest -m chaos -s $(PYTEST_ARGS)
 
 test-unit: install test-deps ## Only the tests that need no broker
 	$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)
