@@ -118,6 +118,31 @@ def _api_body(event: DeploymentEvent) -> dict[str, Any]:
     return body
 
 
+#: The end of the Faust worker's command line (`up` runs it as `python -m shipledger.cli worker`).
+WORKER_CMDLINE = b"shipledger.cli\0worker\0"
+
+
+def ingest_token(settings: Settings) -> str:
+    """A token that may send every tenant's events to the stack of `settings`."""
+    auth = AuthStore(settings.resolved_auth_db)
+    try:
+        token, _ = auth.create_token(ANY_TENANT, ("ingest",), name="chaos")
+    finally:
+        auth.close()
+    return token
+
+
+def repeated_ids(store: LedgerStore) -> int:
+    """How many rows of any ledger table repeat an id (per tenant) of their table."""
+    repeated = 0
+    for name, spec in ddl.tables().items():
+        source = ddl.qualified(store.database, name)
+        column = ddl.quote_ident(spec.id_column)
+        _, rows = store.query(f"SELECT count() - uniqExact(tenant, {column}) FROM {source}")
+        repeated += int(rows[0][0])
+    return repeated
+
+
 class Up:
     """The `shipledger up` under test: start, kill, find its worker, stop."""
 
@@ -153,6 +178,11 @@ class Up:
         self.proc.wait(timeout=30)
 
     def worker_pid(self) -> int | None:
+        """The pid of `up`'s Faust worker, if it runs."""
+        return self.child(WORKER_CMDLINE)
+
+    def child(self, marker: bytes) -> int | None:
+        """The pid of a child process of `up` whose command line holds `marker`."""
         assert self.proc is not None
         for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
             try:
@@ -164,7 +194,7 @@ class Up:
                     cmd = Path(f"/proc/{kid}/cmdline").read_bytes()
                 except OSError:
                     continue
-                if cmd.endswith(b"shipledger.cli\0worker\0"):
+                if marker in cmd:
                     return int(kid)
         return None
 
@@ -264,9 +294,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
         SHIPLEDGER_EMIT_TIMEOUT_S="3",
     )
     data.mkdir(parents=True)
-    auth = AuthStore(settings.resolved_auth_db)
-    token, _ = auth.create_token(ANY_TENANT, ("ingest",), name="chaos")
-    auth.close()
+    token = ingest_token(settings)
 
     plans = _plan(rng, count)
     for plan in rng.sample(plans, EMITS):
@@ -471,12 +499,7 @@ def _judge(settings: Settings, acked: Ledger, kills: dict[str, int], seed: int) 
             len(events),
         )
     with LedgerStore.open(settings) as store:
-        duplicated = 0
-        for name, spec in ddl.tables().items():
-            source = ddl.qualified(store.database, name)
-            column = ddl.quote_ident(spec.id_column)
-            _, rows = store.query(f"SELECT count() - uniqExact(tenant, {column}) FROM {source}")
-            duplicated += int(rows[0][0])
+        duplicated = repeated_ids(store)
         _, rows = store.query("SELECT tenant, event_id FROM deployment_events")
         stored = {(str(t), str(i)) for t, i in rows}
         lost = [

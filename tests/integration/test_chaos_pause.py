@@ -18,12 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shipledger.producers.api.auth import ANY_TENANT, AuthStore
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
-from tests.integration.test_chaos import Up
-from tests.integration.test_chaos_restarts import stored_events
-from tests.kit import api_deployment, ledger_settings, run_shipledger, up_env
+from tests.integration.test_chaos import WORKER_CMDLINE
+from tests.integration.test_chaos_restarts import api_stack, stored_events
+from tests.kit import api_deployment, run_shipledger, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -31,32 +30,10 @@ START, END = "2026-11-24T11:00:00Z", "2026-11-24T11:05:00Z"
 PAUSE_S = 15.0  # > session_timeout_s (6 s by default)
 
 
-def _child(parent: int, marker: bytes) -> int | None:
-    for task in Path(f"/proc/{parent}/task").glob("*"):
-        try:
-            kids = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for kid in kids:
-            try:
-                if marker in Path(f"/proc/{kid}/cmdline").read_bytes():
-                    return int(kid)
-            except OSError:
-                continue
-    return None
-
-
 @pytest.mark.parametrize("target", ["worker", "broker", "up"])
 def test_sigstop_longer_than_session_loses_nothing(tmp_path: Path, target: str) -> None:
     data = tmp_path / "data"
-    settings = ledger_settings(data, topic_partitions=2)
-    env = up_env(data, SHIPLEDGER_API_RATE_PER_S="100000", SHIPLEDGER_API_RATE_BURST="100000")
-    data.mkdir(parents=True)
-    auth = AuthStore(settings.resolved_auth_db)
-    token, _ = auth.create_token(ANY_TENANT, ("ingest",), name="chaos")
-    auth.close()
-    headers = {"Authorization": f"Bearer {token}"}
-    up = Up(env, settings, tmp_path / "up.log")
+    settings, env, headers, up = api_stack(data, tmp_path / "up.log")
     up.start()
     url = up.ready()
     acked: list[str] = []
@@ -97,15 +74,16 @@ def test_sigstop_longer_than_session_loses_nothing(tmp_path: Path, target: str) 
     for thread in threads:
         thread.start()
     try:
-        time.sleep(3)
+        wait_for(lambda: len(acked) >= 20, "the clients' first acknowledged events", 120)
         assert up.proc is not None
-        marker = {"worker": b"shipledger.cli\0worker\0", "broker": b"tansu", "up": b""}[target]
-        pid = up.proc.pid if target == "up" else _child(up.proc.pid, marker)
+        marker = {"worker": WORKER_CMDLINE, "broker": b"tansu"}.get(target)
+        pid = up.proc.pid if marker is None else up.child(marker)
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)
-        time.sleep(PAUSE_S)
+        time.sleep(PAUSE_S)  # the pause itself: longer than the session timeout
         os.kill(pid, signal.SIGCONT)
-        time.sleep(8)
+        resumed = len(acked)
+        wait_for(lambda: len(acked) >= resumed + 20, "acknowledged events after the pause", 120)
         stop.set()
         for thread in threads:
             thread.join(timeout=180)

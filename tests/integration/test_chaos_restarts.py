@@ -16,11 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shipledger.producers.api.auth import ANY_TENANT, AuthStore
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
-from tests.integration.test_chaos import Up
+from tests.integration.test_chaos import Up, ingest_token, repeated_ids
 from tests.kit import api_deployment, ledger_settings, run_shipledger, up_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -30,19 +29,22 @@ ROUNDS = int(os.environ.get("SHIPLEDGER_CHAOS_ROUNDS") or 3)
 PER_ROUND = 20  # deployments acknowledged while `up` serves, before the next kills
 
 
+def api_stack(data: Path, log: Path) -> tuple[Settings, dict[str, str], dict[str, str], Up]:
+    """A stack keeping its data in `data` (not started), with the API unthrottled: its
+    settings, environment, the headers of an ingest token for every tenant, and `up`."""
+    settings = ledger_settings(data, topic_partitions=2)
+    env = up_env(data, SHIPLEDGER_API_RATE_PER_S="100000", SHIPLEDGER_API_RATE_BURST="100000")
+    data.mkdir(parents=True)
+    headers = {"Authorization": f"Bearer {ingest_token(settings)}"}
+    return settings, env, headers, Up(env, settings, log)
+
+
 def test_kill_9_during_start_up_loses_nothing(tmp_path: Path) -> None:
     seed = int(os.environ.get("SHIPLEDGER_CHAOS_SEED") or random.randrange(1 << 30))
     print(f"chaos restarts seed={seed}")
     rng = random.Random(seed)
     data = tmp_path / "data"
-    settings = ledger_settings(data, topic_partitions=2)
-    env = up_env(data, SHIPLEDGER_API_RATE_PER_S="100000", SHIPLEDGER_API_RATE_BURST="100000")
-    data.mkdir(parents=True)
-    auth = AuthStore(settings.resolved_auth_db)
-    token, _ = auth.create_token(ANY_TENANT, ("ingest",), name="chaos")
-    auth.close()
-    headers = {"Authorization": f"Bearer {token}"}
-    up = Up(env, settings, tmp_path / "up.log")
+    settings, env, headers, up = api_stack(data, tmp_path / "up.log")
     acked: list[str] = []
     try:
         for round_ in range(ROUNDS):
@@ -86,11 +88,6 @@ def stored_events(settings: Settings) -> tuple[set[str], int]:
     """The event ids of the stopped stack's ledger, and how many rows of any table repeat an
     id of their table."""
     with LedgerStore.open(settings) as store:
-        duplicated = 0
-        for name, spec in ddl.tables().items():
-            source = ddl.qualified(store.database, name)
-            column = ddl.quote_ident(spec.id_column)
-            _, rows = store.query(f"SELECT count() - uniqExact(tenant, {column}) FROM {source}")
-            duplicated += int(rows[0][0])
+        duplicated = repeated_ids(store)
         _, rows = store.query(f"SELECT event_id FROM {ddl.EVENTS}")
     return {str(r[0]) for r in rows}, duplicated
