@@ -29,6 +29,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from shipledger.lab.answer import answer
 from shipledger.schemas.models import DeploymentEvent
 from shipledger.schemas.policy import load_policy
 from shipledger.schemas.registry import AvroCodec, bind_schema_ids
@@ -371,12 +372,7 @@ class _RegistryHandler(BaseHTTPRequestHandler):
         pass
 
     def _reply(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", SCHEMA_REGISTRY_CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        answer(self, status, body, content_type=SCHEMA_REGISTRY_CONTENT_TYPE)
 
     def _not_found(self, code: int, what: str) -> None:
         self._reply(404, {"error_code": code, "message": f"{what} not found."})
@@ -711,14 +707,7 @@ class _ReceiversHandler(BaseHTTPRequestHandler):
         pass
 
     def _reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        answer(self, status, body, headers=headers)
 
     def _refuse(self, reason: str) -> None:
         with self.server.lock:
@@ -1078,12 +1067,7 @@ class _ReceiversHandler(BaseHTTPRequestHandler):
         self._text(200, "ok")
 
     def _text(self, status: int, text: str) -> None:
-        data = text.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        answer(self, status, text.encode(), content_type="text/plain")
 
     def _alertmanager(self, body: Any) -> None:
         if self.headers.get("Authorization") != f"Bearer {AM_TOKEN}":

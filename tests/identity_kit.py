@@ -3,7 +3,6 @@ real slapd's directory and an OIDC issuer on loopback."""
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -13,6 +12,8 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from shipledger.lab.answer import answer
 
 SUFFIX = "dc=example,dc=org"
 #: user -> (password, groups)
@@ -93,12 +94,7 @@ class Issuer:
                 else:
                     self.send_error(404)
                     return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                answer(self, 200, body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from shipledger.closing import Running
+from shipledger.lab.answer import answer
 from shipledger.receivers.webhook import RESOLVED_TYPE, signer
 
 #: The path the escalator posts to.
@@ -73,16 +74,11 @@ class TicketStandIn(Running):
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 if self.path != PATH:
-                    status, answer = HTTPStatus.NOT_FOUND, {"error": f"no {self.path} here"}
+                    status, reply = HTTPStatus.NOT_FOUND, {"error": f"no {self.path} here"}
                 else:
                     headers = {k.lower(): v for k, v in self.headers.items()}
-                    status, answer = standin.open_ticket(body, headers)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                    status, reply = standin.open_ticket(body, headers)
+                answer(self, status, reply)
 
             def log_message(self, format: str, *args: object) -> None:
                 """Quiet: the demo's terminal shows the ledger, not access logs."""

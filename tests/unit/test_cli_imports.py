@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from shipledger.lab.answer import answer
 from shipledger.settings import Settings
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
 from tests.kit import META, CliEnv
@@ -93,18 +94,13 @@ class _StubApi(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.requests.append({"auth": self.headers["Authorization"], **body})
-        answer: dict[str, Any]
+        reply: dict[str, Any]
         if body["sql"] == "SELECT nope":
-            status, answer = 400, {"error": "refused: nope"}
+            status, reply = 400, {"error": "refused: nope"}
         else:
-            answer = {"columns": ["n"], "types": ["UInt64"], "rows": [[3]], "truncated": False}
+            reply = {"columns": ["n"], "types": ["UInt64"], "rows": [[3]], "truncated": False}
             status = 200
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        answer(self, status, reply)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the test reads the requests, not a log."""
