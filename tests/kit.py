@@ -27,6 +27,7 @@ from click.testing import CliRunner, Result
 
 from shipledger.cli import cli
 from shipledger.fields import picked
+from shipledger.kafka import DeliveryError
 from shipledger.producers.api.auth import AuthStore
 from shipledger.schemas.family_models import ArtifactEvent, ChangeEvent
 from shipledger.schemas.models import Alert, DeploymentEvent, DeploymentRecord
@@ -87,6 +88,34 @@ def deployment_event(**fields: Any) -> DeploymentEvent:
         "actor": "alice",
     }
     return DeploymentEvent(**{**sample, **fields})
+
+
+class FakeProducer:
+    """What the sink and the escalator use of `shipledger.kafka.KafkaProducer` (a fake: their
+    unit tests run without a broker). Keeps what was produced in `sent`; with a `log`, notes
+    each produce (`produce <topic's last part>`) and each acknowledged flush (`acked`);
+    `refuse`: every flush fails as with the broker down."""
+
+    def __init__(self, log: list[str] | None = None, refuse: bool = False) -> None:
+        self.log, self.refuse = log, refuse
+        self.sent: list[dict[str, Any]] = []
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None = None, **kw: Any) -> None:
+        self.sent.append({"topic": topic, "value": value, "key": key, **kw})
+        if self.log is not None:
+            self.log.append(f"produce {topic.split('.')[-1]}")
+
+    def poll(self, timeout_s: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout_s: float) -> int:
+        return 0
+
+    def flush_or_raise(self, timeout_s: float, what: str = "") -> None:
+        if self.refuse:
+            raise DeliveryError(what, 0, 1, "broker down")
+        if self.log is not None:
+            self.log.append("acked")
 
 
 #: When the sample records and alerts happened.

@@ -33,10 +33,9 @@ from shipledger.schemas.policy import Policy, PolicyError, parse_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import chain
-from tests.kit import freeze_alert
+from tests.kit import FakeProducer, freeze_alert
 from tests.unit.test_escalator_pipeline import (
     FakeConsumer,
-    FakeProducer,
     Harness,
     escalator_settings,
 )

@@ -17,7 +17,6 @@ from confluent_kafka import Message, TopicPartition
 from pydantic import SecretStr
 
 from shipledger import metrics as m
-from shipledger.kafka import DeliveryError
 from shipledger.receivers.escalator import Escalator, EscalatorError
 from shipledger.receivers.plan import outcome_id
 from shipledger.receivers.receiver import delivery_id
@@ -29,7 +28,7 @@ from shipledger.schemas.policy import Policy, parse_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
-from tests.kit import sample_alert
+from tests.kit import FakeProducer, sample_alert
 
 POLICY = """\
 version: pipe-1
@@ -92,27 +91,6 @@ class FakeConsumer:
 
     def close(self) -> None:
         pass
-
-
-class FakeProducer:
-    def __init__(self, log: list[str], refuse: bool = False) -> None:
-        self.log, self.refuse = log, refuse
-        self.sent: list[dict[str, Any]] = []
-
-    def produce(self, topic: str, value: bytes | None, key: bytes | None = None, **kw: Any) -> None:
-        self.sent.append({"topic": topic, "value": value, "key": key, **kw})
-        self.log.append(f"produce {topic.split('.')[-1]}")
-
-    def poll(self, timeout_s: float = 0) -> int:
-        return 0
-
-    def flush(self, timeout_s: float) -> int:
-        return 0
-
-    def flush_or_raise(self, timeout_s: float, what: str = "") -> None:
-        if self.refuse:
-            raise DeliveryError(what, 0, 1, "broker down")
-        self.log.append("acked")
 
 
 class FakeLedger:

@@ -30,7 +30,7 @@ from shipledger.sinks.ledger.store import TimeWindow
 from shipledger.sinks.route import kafka_meta, route_message
 from shipledger.sinks.rows import RowKey, row_key
 from shipledger.sinks.sink import ClickHouseSink, SinkError
-from tests.kit import sample_alert
+from tests.kit import FakeProducer, sample_alert
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -125,25 +125,6 @@ class FakeConsumer:
         if self.on_revoke is not None:
             self.on_revoke(self, [])
         self.closed = True
-
-
-class FakeProducer:
-    """What the sink uses of `shipledger.kafka.KafkaProducer`; every message is delivered."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def produce(self, topic: str, value: bytes | None, key: bytes | None = None, **kw: Any) -> None:
-        self.sent.append({"topic": topic, "value": value, "key": key, **kw})
-
-    def poll(self, timeout_s: float = 0) -> int:
-        return 0
-
-    def flush(self, timeout_s: float) -> int:
-        return 0
-
-    def flush_or_raise(self, timeout_s: float, what: str = "") -> None:
-        pass
 
 
 class Harness(ClickHouseSink):

@@ -23,10 +23,9 @@ from shipledger.schemas.residency import Residency
 from shipledger.schemas.topics import Topics
 from shipledger.settings import Settings
 from shipledger.sinks.regions import Placement, Unplaced
-from tests.kit import deployment_record
+from tests.kit import FakeProducer, deployment_record
 from tests.unit.test_sink_pipeline import (
     FakeConsumer,
-    FakeProducer,
     Harness,
     MemoryStore,
     run_until_drained,
