@@ -125,6 +125,18 @@ class Stack:
             timeout=120,
         )
 
+    def gate(
+        self, *args: str, environment: str = "prod", **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        """`shipledger gate` for checkout to `environment`, then `args`."""
+        return self.cli("gate", "--service", "checkout", "--environment", environment, *args, **env)
+
+    def approve(
+        self, change_id: str, *args: str, stdin: str = "", **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        """`shipledger approve` of `change_id`, then `args` (who approves, and how proven)."""
+        return self.cli("approve", "--change-id", change_id, *args, stdin=stdin, **env)
+
 
 def _ago(minutes: int) -> str:
     return (datetime.now(UTC) - timedelta(minutes=minutes)).isoformat()
@@ -201,9 +213,7 @@ def test_an_approved_change_with_an_sso_approval_is_allowed_and_recorded(
     (approval,) = row["approvals"]
     assert approval["groups"] == ["cab"] and approval["verified_by"] == f"oidc:{issuer.url}"
 
-    run = stack.cli(
-        "gate", "--service", "checkout", "--environment", "production", "--change-id", "CHG-OK"
-    )
+    run = stack.gate("--change-id", "CHG-OK", environment="production")
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.startswith("allowed: checkout may go to production under CHG-OK")
     decision_id = run.stdout.split("(decision ")[1].split(",")[0]
@@ -246,9 +256,7 @@ def test_blocked_with_each_reason_and_every_decision_recorded(stack: Stack) -> N
         assert stored["decision"] == "blocked"
         assert [r["rule"] for r in stored["reasons"]] == rules
     # The CLI lists every reason and exits 1.
-    run = stack.cli(
-        "gate", "--service", "checkout", "--environment", "prod", "--change-id", "CHG-REJ"
-    )
+    run = stack.gate("--change-id", "CHG-REJ")
     assert run.returncode == 1, run.stdout + run.stderr
     assert run.stdout.startswith("blocked: checkout may not go to prod under CHG-REJ")
     assert "  - change_not_approved (high): checkout deployed to prod" in run.stdout
@@ -268,10 +276,7 @@ def test_a_manual_deployer_is_known_by_the_directory_or_the_policy(stack: Stack)
     assert rules("alice") == ["missing_approvals"]
     assert rules("release-bot") == ["missing_approvals"]
     assert rules("mallory") == ["unattributed_manual_deploy", "missing_approvals"]
-    run = stack.cli(
-        "gate", "--service", "checkout", "--environment", "prod", "--change-id", "CHG-MAN",
-        "--trigger", "manual", "--actor", "mallory",
-    )  # fmt: skip
+    run = stack.gate("--change-id", "CHG-MAN", "--trigger", "manual", "--actor", "mallory")
     assert run.returncode == 1, run.stdout + run.stderr
     assert "  - unattributed_manual_deploy (high): checkout was deployed to prod by hand by " in (
         run.stdout
@@ -279,12 +284,7 @@ def test_a_manual_deployer_is_known_by_the_directory_or_the_policy(stack: Stack)
 
 
 def test_break_glass_passes_is_recorded_and_raises_a_critical_alert(stack: Stack) -> None:
-    run = stack.cli(
-        "gate",
-        "--service",
-        "checkout",
-        "--environment",
-        "prod",
+    run = stack.gate(
         "--change-id",
         "CHG-NONE",
         "--emergency",
@@ -323,9 +323,7 @@ def test_break_glass_passes_is_recorded_and_raises_a_critical_alert(stack: Stack
 def test_an_ldap_approval_from_the_cli_is_visible_to_the_gate(stack: Stack) -> None:
     stack.change("CHG-LDAP")
     assert _gate(stack, "CHG-LDAP")["decision"] == "blocked"
-    run = stack.cli(
-        "approve",
-        "--change-id",
+    run = stack.approve(
         "CHG-LDAP",
         "--username",
         "carol",
@@ -373,15 +371,7 @@ def test_each_refusal_says_why_and_records_nothing(
     assert bad_password.json()["error"] == "invalid username or password"
     assert no_credentials.status_code == 401
     assert "missing credentials" in no_credentials.json()["error"]
-    run = stack.cli(
-        "approve",
-        "--change-id",
-        "CHG-REF",
-        "--username",
-        "bob",
-        "--password-stdin",
-        stdin="bob-pw\n",
-    )
+    run = stack.approve("CHG-REF", "--username", "bob", "--password-stdin", stdin="bob-pw\n")
     assert run.returncode == 1 and "bob is not in a group that approves" in run.stderr
     # An identity provider that cannot answer is a 503 (exit 3), never a refusal.
     down = stack.settings.model_copy(
@@ -400,31 +390,17 @@ def test_each_refusal_says_why_and_records_nothing(
             )
         assert answer.status_code == 503, answer.text
         assert "cannot verify the approver now" in answer.json()["error"]
-        run = stack.cli(
-            "approve",
-            "--change-id",
-            "CHG-REF",
-            "--oidc-token",
-            token,
-            SHIPLEDGER_API_URL=server.url,
-        )
+        run = stack.approve("CHG-REF", "--oidc-token", token, SHIPLEDGER_API_URL=server.url)
         assert run.returncode == 3, run.stdout + run.stderr
     assert stack.changes_published() == before
 
 
 def test_gate_usage_and_unreachable_api_exit_codes(stack: Stack, unused_port: int) -> None:
-    usage = stack.cli("gate", "--service", "checkout", "--environment", "prod", "--emergency")
+    usage = stack.gate("--emergency")
     assert usage.returncode == 2 and "--emergency needs --reason" in usage.stderr
-    gone = stack.cli(
-        "gate",
-        "--service",
-        "checkout",
-        "--environment",
-        "prod",
-        SHIPLEDGER_API_URL=f"http://127.0.0.1:{unused_port}",
-    )
+    gone = stack.gate(SHIPLEDGER_API_URL=f"http://127.0.0.1:{unused_port}")
     assert gone.returncode == 3 and "did not answer" in gone.stderr
-    other = stack.cli("gate", "--service", "checkout", "--environment", "prod", "--tenant", "acme")
+    other = stack.gate("--tenant", "acme")
     assert other.returncode == 2 and "tenant 'retail' only" in other.stderr
 
 
