@@ -11,10 +11,11 @@ producer.produce(settings.topic(fam.topic), key=fam.key(event), value=value)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from shipledger.schemas.models import Model
 from shipledger.schemas.registry import catalog
-from shipledger.schemas.topic_spec import TopicSpec
+from shipledger.schemas.topic_spec import TopicSpec, load_model
 
 
 class UnknownFamily(KeyError):
@@ -27,13 +28,14 @@ class UnknownFamily(KeyError):
 @dataclass(frozen=True)
 class Family:
     """One event family: its Avro schema's full name, its topic's logical name (full name:
-    `settings.topic(topic)`), the pydantic model validating it and the field its topic is
-    keyed by (scoped by tenant in `key`)."""
+    `settings.topic(topic)`), where its pydantic model is (`module:Class`, the catalog's
+    `model:`; the class is `model`) and the field its topic is keyed by (scoped by tenant in
+    `key`)."""
 
     name: str
     schema: str
     topic: str
-    model: type[Model]
+    model_path: str
     key_field: str
 
     @classmethod
@@ -41,7 +43,15 @@ class Family:
         """The family a catalog topic carries (its `family:` entry)."""
         if spec.family is None:
             raise ValueError(f"topic {spec.name!r} carries no event family")
-        return cls(spec.family, spec.schema_name, spec.name, spec.model_class(), spec.key)
+        if spec.model is None:
+            raise ValueError(f"topic {spec.name!r} names no model in the catalog")
+        return cls(spec.family, spec.schema_name, spec.name, spec.model, spec.key)
+
+    @cached_property
+    def model(self) -> type[Model]:
+        """The pydantic model validating the family, imported on first use: the emitter keys
+        deployment events by `DEPLOYMENT` without loading every family's models."""
+        return load_model(self.model_path)
 
     def key(self, event: Model) -> bytes:
         """Kafka key: `tenant/<key field>` (`tenant/<event_id>` when the key field is empty).

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from shipledger.gc_tuning import freeze_at_exit
+from shipledger.gc_tuning import freeze_at_exit, loaded, pause_while_loading
 
 # name -> (module, attribute, one-line help shown by `shipledger --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -171,6 +171,8 @@ class _LazyGroup(click.Group):
                 f"`shipledger {cmd_name}` needs {exc.name}, which the emitter-only install "
                 "leaves out: pip install 'shipledger[local]' (or [pipeline] with your own Kafka)"
             ) from exc
+        finally:
+            loaded()  # the command's modules are in: collect again (see `main`)
         command: click.Command = getattr(module, spec[1])
         return command
 
@@ -204,7 +206,11 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point."""
     freeze_at_exit()
-    return cli.main(args=argv, prog_name="shipledger")
+    pause_while_loading()  # until `get_command` has loaded the command's modules
+    try:
+        return cli.main(args=argv, prog_name="shipledger")
+    finally:
+        loaded()  # when no command was loaded (`--help`, a usage error)
 
 
 if __name__ == "__main__":

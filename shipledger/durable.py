@@ -4,8 +4,11 @@ the SQLite stores (API tokens, the escalator's delivery record)."""
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite3
 
 
 def fsync_file(path: Path) -> None:
@@ -33,6 +36,10 @@ def shared_sqlite(path: Path | str, schema: str, *pragmas: str) -> sqlite3.Conne
     """One SQLite connection for all threads of a store (the store serializes them with its own
     lock): autocommit, so the store opens its transactions itself, a write-ahead log, so
     readers do not block the writer, `pragmas` (e.g. `synchronous=FULL`) and `schema` applied."""
+    # Imported here: `shipledger emit` syncs the journal through this module, and sends to
+    # Kafka without opening any database (only spooling does, for the spool's lock).
+    import sqlite3
+
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     for pragma in ("journal_mode=WAL", *pragmas):
         db.execute(f"PRAGMA {pragma}")

@@ -37,6 +37,8 @@ HEAVY = (
     "starlette",
     "uvicorn",
 )
+#: What `emit` does without: the other event families' models (it keys by `DEPLOYMENT` only).
+EMIT_SKIPS = ("shipledger.schemas.family_models",)
 #: What only running a query here needs (a stack's API runs it there).
 QUERY_ENGINE = (
     "confluent_kafka",
@@ -48,17 +50,18 @@ QUERY_ENGINE = (
 )
 
 #: Runs `shipledger <argv[2:]>` in this interpreter, then writes the modules it loaded (among
-#: those named in argv[1], a JSON list) to stderr's last line.
+#: those named in argv[1], a JSON list) and whether the garbage collector runs again (`main`
+#: pauses it while the command's modules load) to stderr's last line.
 _RUN = """
-import json, sys
+import gc, json, sys
 from shipledger.cli import main
 watched = json.loads(sys.argv[1])
 try:
     main(sys.argv[2:])
 except SystemExit as exc:
     code = exc.code
-print(json.dumps({"code": code, "loaded": [m for m in watched if m in sys.modules]}),
-      file=sys.stderr)
+loaded = [m for m in watched if m in sys.modules]
+print(json.dumps({"code": code, "loaded": loaded, "gc": gc.isenabled()}), file=sys.stderr)
 """
 
 
@@ -80,10 +83,20 @@ def _run(env: dict[str, str], cwd: Path, watched: tuple[str, ...], *args: str) -
 
 def test_emit_loads_no_heavy_package(settings: Settings, cli_env: CliEnv, tmp_path: Path) -> None:
     env = cli_env(settings, "")  # no broker, no stack: the event is spooled
-    run = _run(env, tmp_path, HEAVY, "emit", "started", *META)
+    run = _run(env, tmp_path, HEAVY + EMIT_SKIPS, "emit", "started", *META)
     assert run["code"] == 0, run["stderr"]
     assert run["stdout"].strip(), "emit prints the event id"
     assert run["loaded"] == []
+    assert run["gc"]
+
+
+@pytest.mark.parametrize("args", [("--help",), ("no-such-command",)])
+def test_collections_resume_when_no_command_loads(
+    settings: Settings, cli_env: CliEnv, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    run = _run(cli_env(settings, ""), tmp_path, (), *args)
+    assert run["code"] == (0 if args == ("--help",) else 2)
+    assert run["gc"]
 
 
 class _StubApi(BaseHTTPRequestHandler):
