@@ -18,6 +18,7 @@ deployment again (the worker's re-judgement, `processors.late_changes`).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
@@ -193,7 +194,10 @@ class Judge:
         self._known_actor = known_actor
         self._now = now
         self._received_ms = int(now.timestamp() * 1000)
-        self._placement = Placement(policy, ())
+        # Once per tenant (the residency rules are the policy's, fixed for the import); a
+        # bound, as a file may name any number of tenants.
+        self._ledgers_of = functools.lru_cache(maxsize=4096)(Placement(policy, ()).ledgers_of)
+        self._tables: dict[str, str] = {}
         self._view = Enrichment()
         # (this chunk's, the previous chunk's): records by deployment, event ids judged.
         self._records: tuple[dict[DeploymentKey, DeploymentRecord], ...] = ({}, {})
@@ -262,17 +266,24 @@ class Judge:
         tenant = cast(_Identified, event).tenant
         if self._tenant is not None and tenant != self._tenant:
             return Problem(line, "tenant", f"{tenant!r}, not the --tenant {self._tenant!r}")
-        placed = self._placement.ledgers_of(tenant)
-        if isinstance(placed, Unplaced) or placed != (None,):
+        if not self._in_default_ledger(tenant):
             return Problem(
                 line,
                 "tenant",
                 f"{tenant!r} is stored in a regional ledger: import "
                 "it with that ledger's settings (SHIPLEDGER_REGION)",
             )
-        table = catalog().topic(family.topic).table
-        assert table is not None, f"family {family.name} has no table"
-        return _Valid(line, family, event, table.name, (tenant, cast(_Identified, event).event_id))
+        table = self._tables.get(family.name)
+        if table is None:
+            spec = catalog().topic(family.topic).table
+            assert spec is not None, f"family {family.name} has no table"
+            table = self._tables[family.name] = spec.name
+        return _Valid(line, family, event, table, (tenant, cast(_Identified, event).event_id))
+
+    def _in_default_ledger(self, tenant: str) -> bool:
+        """Whether the policy stores `tenant`'s rows in the default ledger."""
+        regions = self._ledgers_of(tenant)
+        return not isinstance(regions, Unplaced) and regions == (None,)
 
     def _stored(self, valid: list[_Valid], ledger: Stored) -> set[RowKey]:
         """The chunk's deployment events the ledger holds (one id check), and the records of
