@@ -56,6 +56,8 @@ def _utc(value: Any, column: str) -> datetime:
     if not isinstance(value, datetime):
         raise RowError(f"{column}: expected a timestamp, got {type(value).__name__}")
     # DateTime64(3) keeps milliseconds: the row hashed must be the row stored.
+    if value.tzinfo is UTC and not value.microsecond % 1000:
+        return value  # as the models make them (`schemas.models.aware`): nothing to change
     if value.tzinfo is None:
         return to_ms_precision(value.replace(tzinfo=UTC))
     return to_ms_precision(value.astimezone(UTC))

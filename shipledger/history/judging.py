@@ -233,8 +233,9 @@ class Judge:
         judging = time.thread_time()
         self.seconds["lookup"] += judging - looked_up
         judged: list[tuple[_Valid, StepResult | None]] = []
+        seen_now, seen_before = self._seen
         for item in valid:
-            if any(item.key in seen for seen in self._seen):
+            if item.key in seen_now or item.key in seen_before:
                 batch.duplicates += 1
                 continue
             if item.key in stored:
@@ -243,7 +244,7 @@ class Judge:
                 judged.append(result)
             else:
                 continue
-            self._seen[0].add(item.key)
+            seen_now.add(item.key)
         rows_started = time.thread_time()
         self.seconds["judge"] += rows_started - judging
         for item, step in judged:
