@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import atexit
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 #: Container allocations between young collections; then young collections per middle one,
 #: middle ones per full one (CPython's defaults: 700, 10, 10).
@@ -29,6 +31,18 @@ def tune_gc() -> None:
     """Freeze what is allocated so far and collect less often (see the module docstring)."""
     gc.freeze()
     gc.set_threshold(*THRESHOLDS)
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """`THRESHOLDS` while a long piece of work runs (`shipledger import`: its reading, rows
+    and writes allocate as the worker does), CPython's previous ones after it."""
+    previous = gc.get_threshold()
+    gc.set_threshold(*THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
 
 
 def freeze_at_exit() -> None:

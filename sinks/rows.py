@@ -56,6 +56,8 @@ def _utc(value: Any, column: str) -> datetime:
     if not isinstance(value, datetime):
         raise RowError(f"{column}: expected a timestamp, got {type(value).__name__}")
     # DateTime64(3) keeps milliseconds: the row hashed must be the row stored.
+    if value.tzinfo is UTC and not value.microsecond % 1000:
+        return value  # as the models make them (`schemas.models.aware`): nothing to change
     if value.tzinfo is None:
         return to_ms_precision(value.replace(tzinfo=UTC))
     return to_ms_precision(value.astimezone(UTC))
@@ -73,51 +75,82 @@ def _resolved(avro_type: Any) -> Any:
     return avro_type
 
 
-def _as_is(avro_type: Any) -> bool:
-    """Whether values of `avro_type` are inserted as decoded (no timestamp, array, map or
-    record inside): `column_value` would return them unchanged."""
+#: A column's value made insertable (never given None: `column_value` keeps None as it is).
+Convert = Callable[[Any], Any]
+
+
+def _unresolvable(avro_type: Any) -> Convert:
+    def convert(_value: Any) -> Any:
+        return _resolved(avro_type)  # raises ValueError: a union of several types
+
+    return convert
+
+
+def _converter(avro_type: Any, column: str) -> Convert | None:
+    """How `column_value` converts a value of `avro_type`, worked out once per column (the
+    sink's hot path: no type is looked at again per value); None: inserted as decoded."""
     try:
-        return not isinstance(_resolved(avro_type), dict)
-    except ValueError:  # `column_value` raises on such a value: let it
-        return False
+        resolved = _resolved(avro_type)
+    except ValueError:
+        return _unresolvable(avro_type)
+    if not isinstance(resolved, dict):
+        return None
+    if resolved.get("logicalType") in ("timestamp-millis", "timestamp-micros"):
+        return lambda value: _utc(value, column)
+    kind = resolved["type"]
+    if kind == "array":
+        item = _nullable(_converter(resolved["items"], f"{column}[]"))
+        if item is None:
+            return list
+        return lambda value: [item(each) for each in value]
+    if kind == "map":
+        entry = _nullable(_converter(resolved["values"], f"{column}{{}}"))
+        if entry is None:
+            return dict
+        return lambda value: {k: entry(v) for k, v in value.items()}
+    if kind == "record":
+        return _record(resolved, column)
+    return None
+
+
+def _nullable(convert: Convert | None) -> Convert | None:
+    """`convert` for values that may be None (items of arrays and maps, fields of records)."""
+    if convert is None:
+        return None
+    return lambda value: None if value is None else convert(value)
+
+
+def _record(avro_type: dict[str, Any], column: str) -> Convert:
+    """A record (a named Tuple) as a tuple of its fields' values in field order."""
+    fields = [
+        (f["name"], _nullable(_converter(f["type"], f"{column}.{f['name']}")))
+        for f in avro_type["fields"]
+    ]
+
+    def convert(value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise RowError(f"{column}: expected a record, got {type(value).__name__}")
+        try:
+            return tuple(
+                value[name] if each is None else each(value[name]) for name, each in fields
+            )
+        except KeyError as exc:
+            raise RowError(f"{column}: field {exc} missing from the record") from None
+
+    return convert
 
 
 def column_value(avro_type: Any, value: Any, column: str) -> Any:
     """A decoded Avro value as clickhouse-connect inserts it into the column `clickhouse_type`
     made of `avro_type`: timestamps UTC-aware, records (named Tuples) as tuples in field
     order, inside arrays, maps and nullable unions too."""
-    if value is None:
-        return None
-    avro_type = _resolved(avro_type)
-    if not isinstance(avro_type, dict):
-        return value
-    if avro_type.get("logicalType") in ("timestamp-millis", "timestamp-micros"):
-        return _utc(value, column)
-    kind = avro_type["type"]
-    if kind == "array":
-        if _as_is(avro_type["items"]):  # per column, not per item (the sink's hot path)
-            return list(value)
-        return [column_value(avro_type["items"], item, f"{column}[]") for item in value]
-    if kind == "map":
-        if _as_is(avro_type["values"]):
-            return dict(value)
-        return {k: column_value(avro_type["values"], v, f"{column}{{}}") for k, v in value.items()}
-    if kind == "record":
-        if not isinstance(value, Mapping):
-            raise RowError(f"{column}: expected a record, got {type(value).__name__}")
-        try:
-            return tuple(
-                column_value(f["type"], value[f["name"]], f"{column}.{f['name']}")
-                for f in avro_type["fields"]
-            )
-        except KeyError as exc:
-            raise RowError(f"{column}: field {exc} missing from the record") from None
-    return value
+    convert = _converter(avro_type, column)
+    return value if value is None or convert is None else convert(value)
 
 
-#: A table's Avro-derived columns, each with its Avro type, or None where the decoded value
-#: is inserted as it is (`_as_is`): worked out once per table, not per row.
-_Plan = tuple[tuple[str, Any], ...]
+#: A table's Avro-derived columns, each with its conversion (`_converter`), or None where the
+#: decoded value is inserted as it is: worked out once per table, not per row.
+_Plan = tuple[tuple[str, Convert | None], ...]
 _plans: dict[str, tuple[TableSpec, _Plan]] = {}
 
 
@@ -128,7 +161,7 @@ def _plan(spec: TableSpec) -> _Plan:
     assert spec.schema is not None, f"{spec.name} has no Avro schema"
     types = _field_types(spec.schema)
     plan = tuple(
-        (c.name, None if _as_is(types[c.name]) else types[c.name])
+        (c.name, _converter(types[c.name], c.name))
         for c in spec.columns
         if not (c.name in spec.stamped or (c.name in _INGEST and spec.name == EVENTS))
     )
@@ -140,11 +173,11 @@ def avro_row(spec: TableSpec, decoded: Mapping[str, Any]) -> Row:
     """The table's Avro-derived columns taken from `decoded`, in their insertable form (the
     sink stamps the ledger columns when it stores the row)."""
     row: Row = {}
-    for name, avro_type in _plan(spec):
+    for name, convert in _plan(spec):
         if name not in decoded:
             raise RowError(f"{spec.name}: field {name!r} missing from the message")
         value = decoded[name]
-        row[name] = value if avro_type is None else column_value(avro_type, value, name)
+        row[name] = value if value is None or convert is None else convert(value)
     if not row[spec.id_column]:
         raise RowError(f"{spec.name}: empty {spec.id_column}")
     return row

@@ -9,7 +9,7 @@ says which (`detect`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, get_args
@@ -86,20 +86,12 @@ async def detect(path: Path) -> Format:
     raise UnknownFormat(f"no readable record in {path}: give --format")
 
 
-def mapper(fmt: Format, defaults: Defaults) -> Callable[[Mapping[str, Any]], list[dict[str, Any]]]:
-    """How one record of `fmt` becomes event objects (NDJSON/CSV: the record is the event)."""
-    provider = PROVIDERS.get(fmt)
-    if provider is None:
-        return lambda obj: [dict(obj)]
-    events: Callable[[Mapping[str, Any], Defaults], list[dict[str, Any]]] = provider.events
-    return lambda obj: events(obj, defaults)
-
-
 async def event_objects(path: Path, fmt: Format, defaults: Defaults) -> AsyncIterator[Record]:
     """The file's event objects, each with the number of the record it came from, or the
-    record's reason to be refused."""
+    record's reason to be refused. A record of shipledger's own events (NDJSON, CSV) is its
+    one event, passed on as read (the judge copies each object it validates)."""
     container: Container = fmt if fmt in ("ndjson", "csv") else container_of(path)
-    to_events = mapper(fmt, defaults)
+    provider = PROVIDERS.get(fmt)
     async for record in container_records(path, container):
         if record.error is not None:
             yield record
@@ -107,8 +99,11 @@ async def event_objects(path: Path, fmt: Format, defaults: Defaults) -> AsyncIte
         if not isinstance(record.obj, Mapping):
             yield Record(record.line, None, "must be a JSON object", "line")
             continue
+        if provider is None:
+            yield record
+            continue
         try:
-            objects = to_events(record.obj)
+            objects: list[dict[str, Any]] = provider.events(record.obj, defaults)
         except Refused as exc:
             yield Record(record.line, None, exc.reason, exc.field)
             continue

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from shipledger.gc_tuning import fewer_collections
 from shipledger.history.judging import NOTHING_STORED, Judge, Problem, Stored
 from shipledger.history.mapping import Defaults
 from shipledger.history.reading import Format, event_objects
@@ -204,8 +205,10 @@ def import_file(
     batch_events: int = BATCH_EVENTS,
 ) -> Outcome:
     """Import `path` (see the module docstring); `ledger` None: a dry run (parse and judge,
-    write nothing)."""
-    return asyncio.run(_import(path, fmt, defaults, judge, ledger, progress, batch_events))
+    write nothing). Python's collector runs as in the worker (`gc_tuning`): at CPython's
+    default thresholds it took half of the reading's CPU (27 -> 12 µs an event)."""
+    with fewer_collections():
+        return asyncio.run(_import(path, fmt, defaults, judge, ledger, progress, batch_events))
 
 
 @contextmanager

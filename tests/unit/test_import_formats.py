@@ -211,8 +211,10 @@ class _Ledger:
         self._stored = stored
         self._records = records
         self.asked: list[set[DeploymentKey]] = []
+        self.checked: list[RowKey] = []
 
     def stored(self, keys: list[RowKey], times: list[datetime]) -> set[RowKey]:
+        self.checked.extend(keys)
         return self._stored & set(keys)
 
     def records(self, keys: Collection[DeploymentKey]) -> dict[DeploymentKey, DeploymentRecord]:
@@ -284,6 +286,22 @@ def test_a_fresh_ledger_is_asked_only_for_deployments_dropped_from_memory() -> N
     assert ledger.asked == [set(), set()]
     judge.chunk([_deployment(3, "succeeded", 9), _deployment(5, "started", 9)], ledger)
     assert ledger.asked[-1] == {("acme", "d-1")}  # d-1 dropped after two chunks, d-5 is new
+
+
+def test_a_fresh_ledger_is_asked_only_for_events_dropped_from_memory() -> None:
+    """On a ledger that held no record when the import began, only the import's own older
+    chunks can have stored an event: an event met again after two chunks is asked for (and
+    skipped), new ones are not."""
+    first = _deployment(1, "started", 1)
+    key = ("acme", _judge().chunk([first], NOTHING_STORED).rows[EVENTS][0]["event_id"])
+    judge, ledger = _judge(), _Ledger({key}, {})
+    ledger.fresh = True
+    for record in (first, _deployment(2, "started", 2), _deployment(3, "started", 3)):
+        judge.chunk([record], ledger)
+    assert ledger.checked == []
+    batch = judge.chunk([first, _deployment(4, "started", 4)], ledger)
+    assert ledger.checked == [key]
+    assert (batch.stored, batch.events) == (1, 1)
 
 
 @pytest.mark.parametrize("module", [four_keys, devlake, github])
