@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from shipledger.producers.api.auth import ANY_TENANT, Principal
 from shipledger.schemas.families import Family, UnknownFamily, family_of, scoped_key
@@ -90,6 +90,23 @@ def validated_event(
     """One input object validated as its family's event (the module docstring says what is
     filled in and refused; `tenant`: the default tenant, None for the model's); or its field
     errors. The ingest API and `shipledger import` both validate through it."""
+    found = _filled(item, index, channel, tenant)
+    if isinstance(found, list):
+        return found
+    family, obj = found
+    return _validated(family, obj, index, _context(settings))
+
+
+def _context(settings: Settings) -> dict[str, Any]:
+    """The models' validation context at an edge: the time window `settings` accept."""
+    return {"time_window": TimeWindow.from_settings(settings)}
+
+
+def _filled(
+    item: object, index: int, channel: str, tenant: str | None
+) -> tuple[Family, dict[str, Any]] | list[FieldError]:
+    """An input object's family and its fields with the API's fill-ins, before its model
+    validates them; or why it cannot be one (see `validated_event`)."""
     if not isinstance(item, dict):
         return [FieldError(index, "event", f"must be a JSON object, got {type(item).__name__}")]
     obj = dict(item)
@@ -120,19 +137,59 @@ def validated_event(
         ]
     if obj.get("tenant") is None and tenant is not None:
         obj["tenant"] = tenant
-    if "source" in family.model.model_fields and obj.get("source") is None:
+    # The class's own field map: `model_fields` is a deprecated property, read per event.
+    if "source" in family.model.__pydantic_fields__ and obj.get("source") is None:
         obj["source"] = channel
     if obj.get("occurred_at") is None:
         obj["occurred_at"] = utcnow().isoformat()
     if obj.get("event_id") is None:
         obj["event_id"] = derived_event_id({"family": family.name, **obj})
+    return family, obj
+
+
+def _validated(
+    family: Family, obj: dict[str, Any], index: int, context: dict[str, Any]
+) -> tuple[Family, Model] | list[FieldError]:
     try:
-        event = family.model.model_validate(
-            obj, context={"time_window": TimeWindow.from_settings(settings)}
-        )
+        event = family.model.model_validate(obj, context=context)
     except ValidationError as exc:
         return [FieldError(index, field, reason) for field, reason in field_errors(exc)]
     return family, event
+
+
+@cache
+def _many(model: type[Model]) -> TypeAdapter[list[Model]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+def _validated_all(
+    items: Sequence[object], settings: Settings, channel: str, tenant: str | None
+) -> list[tuple[Family, Model] | list[FieldError]]:
+    """`validated_event` of each item, in order. The objects of each family are validated
+    by one call of a list validator (a request's hundred events: one call, not a hundred);
+    a family whose list holds an invalid object is validated again one by one, which names
+    each object's errors by its index and keeps the valid ones."""
+    context = _context(settings)
+    results: list[tuple[Family, Model] | list[FieldError]] = []
+    families: dict[str, tuple[Family, list[int], list[dict[str, Any]]]] = {}
+    for index, item in enumerate(items):
+        found = _filled(item, index, channel, tenant)
+        results.append(found if isinstance(found, list) else [])
+        if not isinstance(found, list):
+            family, obj = found
+            group = families.setdefault(family.name, (family, [], []))
+            group[1].append(index)
+            group[2].append(obj)
+    for family, indexes, objs in families.values():
+        try:
+            events = _many(family.model).validate_python(objs, context=context)
+        except ValidationError:
+            for index, obj in zip(indexes, objs, strict=True):
+                results[index] = _validated(family, obj, index, context)
+        else:
+            for index, event in zip(indexes, events, strict=True):
+                results[index] = (family, event)
+    return results
 
 
 def prepare(
@@ -142,11 +199,39 @@ def prepare(
 
     Raises Forbidden for an event of another tenant than the token's.
     """
-    default_tenant = None if principal.tenant == ANY_TENANT else principal.tenant
-    validated = validated_event(item, index, settings, channel, default_tenant)
+    validated = validated_event(item, index, settings, channel, _default_tenant(principal))
     if isinstance(validated, list):
         return validated
-    family, event = validated
+    return _encoded(*validated, index, principal, settings)
+
+
+def prepare_many(
+    items: Sequence[object], principal: Principal, settings: Settings, channel: str
+) -> list[Prepared | list[FieldError] | Forbidden]:
+    """`prepare` of each item, in order (a Forbidden returned, not raised), with the
+    validation of a batch's events grouped by family (`_validated_all`)."""
+    out: list[Prepared | list[FieldError] | Forbidden] = []
+    validated_all = _validated_all(items, settings, channel, _default_tenant(principal))
+    for index, validated in enumerate(validated_all):
+        if isinstance(validated, list):
+            out.append(validated)
+            continue
+        try:
+            out.append(_encoded(*validated, index, principal, settings))
+        except Forbidden as exc:
+            out.append(exc)
+    return out
+
+
+def _default_tenant(principal: Principal) -> str | None:
+    return None if principal.tenant == ANY_TENANT else principal.tenant
+
+
+def _encoded(
+    family: Family, event: Model, index: int, principal: Principal, settings: Settings
+) -> Prepared | list[FieldError]:
+    """A validated event encoded for its topic; its field errors; Forbidden (raised) for
+    another tenant than the token's."""
     record = event.model_dump(mode="python")
     tenant = str(record["tenant"])
     if not principal.may_act_on(tenant):

@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from shipledger.producers.api import events
 from shipledger.producers.api.auth import AuthError, AuthStore, Principal
 from shipledger.producers.api.cli import tokens, webhooks
 from shipledger.producers.api.events import FieldError, Forbidden, Prepared, prepare, unwrap
 from shipledger.producers.api.limits import RateLimiter, TooLarge, read_capped
 from shipledger.producers.api.uploads import BadFormat, Record, records, upload_format
 from shipledger.settings import Settings
+from tests.kit import FAMILY_EVENTS
 
 SHA = "ab" * 20
 EVENT = {
@@ -97,6 +99,46 @@ def test_prepare_fills_tenant_and_a_stable_id() -> None:
     operator = Principal("t2", "*", frozenset({"ingest"}))
     made = prepare({**EVENT, "tenant": "globex"}, 0, operator, settings, "api")
     assert isinstance(made, Prepared) and made.tenant == "globex"
+
+
+def test_prepare_many_answers_as_prepare_does_item_by_item() -> None:
+    """A batch is validated per family in one call (`prepare_many`); whatever it holds, each
+    item's answer is the one `prepare` gives it alone: valid events of every family in order,
+    field errors by index, another tenant's event Forbidden, a family with one invalid
+    event still preparing its valid ones."""
+    settings = Settings()
+    timed = {**EVENT, "occurred_at": "2026-11-26T10:00:00Z"}
+    families = [
+        {"family": name, **event, "occurred_at": timed["occurred_at"]}
+        for name, event in sorted(FAMILY_EVENTS.items())
+    ]
+    batch: list[object] = [
+        *families,
+        dict(timed, deployment_id="d2"),
+        {**timed, "commit_sha": "abc"},
+        {**timed, "tenant": "globex"},
+        {**timed, "family": "nope"},
+        "not an object",
+        {**timed, "occurred_at": "1999-01-01T00:00:00Z"},
+        dict(timed, deployment_id="d3"),
+    ]
+
+    def alone(index: int, item: object) -> object:
+        try:
+            return prepare(item, index, ACME, settings, "api")
+        except Forbidden as exc:
+            return exc.error
+
+    def together(result: object) -> object:
+        return result.error if isinstance(result, Forbidden) else result
+
+    many = [together(r) for r in events.prepare_many(batch, ACME, settings, "api")]
+    assert many == [alone(index, item) for index, item in enumerate(batch)]
+    assert sum(isinstance(r, Prepared) for r in many) == len(families) + 2
+    valid_only = [dict(timed, deployment_id=f"d{i}") for i in range(3)]
+    assert events.prepare_many(valid_only, ACME, settings, "api") == [
+        prepare(item, index, ACME, settings, "api") for index, item in enumerate(valid_only)
+    ]
 
 
 def test_unwrap_shapes() -> None:
