@@ -6,9 +6,9 @@ Idempotent by id: the existence check runs inside each write attempt, so a retri
 partially applied insert is also safe. A crash mid-insert stores a prefix of every chain,
 never a chain with a hole: ClickHouse commits one part per partition (tenant, month of the
 table's time column) and a kill -9 between two parts of one block keeps some of them, so the
-rows are stamped in month order and inserted one month per block, oldest first (a chain
-whose rows span two months in one batch is otherwise cut anywhere, and `audit verify`
-reports the missing `chain_seq`s as removed rows). Stamps are assigned once per batch (the first attempt),
+rows are stamped in month order and inserted one month per block, oldest first (a chain whose
+rows span two months in one batch is otherwise cut anywhere, and `audit verify` reports the
+missing `chain_seq`s as removed rows). Stamps are assigned once per batch (the first attempt),
 so a retried insert keeps them and a partially applied one leaves no gap. The writer keeps the
 head of each chain it writes in memory, loaded from the store when it first writes the chain's
 lane (`sinks.ledger.chain`: rows name their lane, or get the writer's); `forget_heads` drops
