@@ -1,10 +1,11 @@
 """Chaos in cold storage: kill -9 of `shipledger up` while its archiver moves old rows.
 
 A real `up` (embedded Tansu and chDB) stores back-dated events, and its archiver (every second
-here) moves them to Parquet; the test kills `up` once a move's files are final and its hot
-rows not yet deleted (the pending marker and a `.parquet` file exist, the DELETE takes
-seconds): the rows are then on disk twice. The next `up` must answer queries with every
-event once from the moment it serves, and `audit verify` must be clean after it stops.
+here) moves them to Parquet; the test kills `up` once a move's files are final and its pending
+marker is still there (between the renames and the marker's removal; the hot DELETE of 40 rows
+takes milliseconds, so it may have run already: the state is then "delete done, marker left").
+The next `up` finishes the move (`recover`), answers its first query with every event once,
+and `audit verify` is clean after it stops.
 """
 
 from __future__ import annotations
