@@ -18,8 +18,9 @@ import pytest
 from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.store import LedgerStore
 from tests.containers import CHDB_COLD_FILES
+from tests.integration.test_chaos import audit_clean, query_rows
 from tests.integration.test_chaos_restarts import api_stack
-from tests.kit import api_deployment, run_shipledger, wait_for
+from tests.kit import api_deployment, wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -29,13 +30,6 @@ pytestmark = [
 
 EVENTS = 40
 COUNT = "SELECT count(), uniqExact(event_id) FROM deployment_events"
-
-
-def _counted(env: dict[str, str]) -> str:
-    """`shipledger query`'s answer to COUNT (through the running `up`'s API)."""
-    done = run_shipledger("query", "--format", "csv", COUNT, env=env)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout.splitlines()[-1]
 
 
 def test_kill_9_between_the_cold_files_and_the_hot_delete_counts_nothing_twice(
@@ -69,16 +63,14 @@ def test_kill_9_between_the_cold_files_and_the_hot_delete_counts_nothing_twice(
         up.start()
         up.ready()
         # The first answer of the restarted stack already counts each event once.
-        assert _counted(env) == f"{EVENTS},{EVENTS}"
+        assert query_rows(env, COUNT) == [f"{EVENTS},{EVENTS}"]
         tail = up.stop()
     finally:
-        if up.proc is not None and up.proc.poll() is None:
-            up.kill()
+        up.kill_if_running()
     assert "shipledger stopped cleanly." in tail, tail
     with LedgerStore.open(settings, existing=True) as store:
         source = tiers.ledger_source(store, ddl.EVENTS)
         _, rows = store.query(f"SELECT count(), uniqExact(event_id) FROM {source}")
     assert rows[0] == (EVENTS, EVENTS)
     assert not any((cold / ".pending").glob("*.json"))
-    verify = run_shipledger("audit", "verify", "--data-dir", str(data), env=env, timeout_s=300)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    audit_clean(data, env)

@@ -22,9 +22,10 @@ import httpx
 import pytest
 
 from shipledger.sinks.ledger import ddl
+from tests.integration.test_chaos import query_rows
 from tests.integration.test_chaos_restarts import api_stack
 from tests.integration.test_escalation_e2e import StandInReceivers, escalation_settings
-from tests.kit import api_event, run_shipledger, wait_for
+from tests.kit import api_event, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -43,12 +44,6 @@ def _sending(record: Path) -> int:
 def _stored(table: Path) -> bool:
     """Whether the embedded ledger's `table` (its directory) has a committed part."""
     return any(p.is_dir() and not p.name.startswith(("tmp", "detached")) for p in table.glob("*_*"))
-
-
-def _outcomes(env: dict[str, str]) -> list[str]:
-    done = run_shipledger("query", "--format", "csv", OUTCOMES, env=env)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout.splitlines()[1:]
 
 
 def test_kill_9_during_the_first_deliveries_delivers_each_once_after_the_restart(
@@ -85,14 +80,15 @@ def test_kill_9_during_the_first_deliveries_delivers_each_once_after_the_restart
         up.start()
         up.ready()
         wait_for(
-            lambda: _outcomes(env) == ["hook,delivered", "jira,delivered", "snow,delivered"],
+            lambda: (
+                query_rows(env, OUTCOMES) == ["hook,delivered", "jira,delivered", "snow,delivered"]
+            ),
             "each delivery recorded once, delivered",
             timeout_s=120,
         )
         tail = up.stop()
     finally:
-        if up.proc is not None and up.proc.poll() is None:
-            up.kill()
+        up.kill_if_running()
     assert "shipledger stopped cleanly." in tail, tail
     assert (len(receivers.incidents), len(receivers.issues), len(receivers.hooks)) == (1, 1, 1)
     assert receivers.problems == []

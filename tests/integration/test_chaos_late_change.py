@@ -18,8 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.test_chaos import audit_clean, query_rows
 from tests.integration.test_chaos_restarts import api_stack
-from tests.kit import api_change, api_deployment, run_shipledger, wait_for
+from tests.kit import api_change, api_deployment, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -31,16 +32,7 @@ ALERTS = (
 STATE = "SELECT change_state FROM deployments WHERE deployment_id = 'dep-late'"
 
 
-def _query(env: dict[str, str], sql: str) -> list[str]:
-    """`shipledger query`'s CSV rows (through the running `up`'s API), header dropped."""
-    done = run_shipledger("query", "--format", "csv", sql, env=env)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout.splitlines()[1:]
-
-
-def test_a_late_approval_stored_before_a_kill_9_resolves_the_alert_after_it(
-    tmp_path: Path,
-) -> None:
+def test_an_approval_stored_before_a_kill_9_resolves_after_it(tmp_path: Path) -> None:
     data = tmp_path / "data"
     _, env, headers, up = api_stack(data, tmp_path / "up.log")
     opened = api_change("l-open", "CHG-L", "opened", "2026-11-25T08:00:00+00:00")
@@ -58,10 +50,10 @@ def test_a_late_approval_stored_before_a_kill_9_resolves_the_alert_after_it(
             assert answer.status_code == 202, answer.text
 
         post(opened)
-        wait_for(lambda: _query(env, "SELECT count() FROM change_events") == ["1"], "opened")
+        wait_for(lambda: query_rows(env, "SELECT count() FROM change_events") == ["1"], "opened")
         post(deployment)
         wait_for(
-            lambda: _query(env, ALERTS) == ["alert,change_not_approved,1"],
+            lambda: query_rows(env, ALERTS) == ["alert,change_not_approved,1"],
             "the deployment flagged",
             timeout_s=120,
         )
@@ -69,30 +61,28 @@ def test_a_late_approval_stored_before_a_kill_9_resolves_the_alert_after_it(
         assert worker is not None
         os.kill(worker, signal.SIGSTOP)
         post(approved)
-        wait_for(lambda: _query(env, "SELECT count() FROM change_events") == ["2"], "approval")
+        wait_for(lambda: query_rows(env, "SELECT count() FROM change_events") == ["2"], "approval")
         up.kill()
         os.kill(worker, signal.SIGKILL)
-        assert _query(env, ALERTS) == ["alert,change_not_approved,1"]  # not judged again
+        assert query_rows(env, ALERTS) == ["alert,change_not_approved,1"]  # not judged again
 
         up.start()
         up.ready()
         wait_for(
             lambda: (
-                _query(env, ALERTS)
+                query_rows(env, ALERTS)
                 == ["alert,change_not_approved,1", "resolution,change_not_approved,1"]
             ),
             "the alert resolved after the restart",
             timeout_s=120,
         )
-        assert _query(env, STATE) == ["approved"]
+        assert query_rows(env, STATE) == ["approved"]
         tail = up.stop()
     finally:
-        if up.proc is not None and up.proc.poll() is None:
-            up.kill()
+        up.kill_if_running()
     assert "shipledger stopped cleanly." in tail, tail
-    assert _query(env, ALERTS) == [
+    assert query_rows(env, ALERTS) == [
         "alert,change_not_approved,1",
         "resolution,change_not_approved,1",
     ]
-    verify = run_shipledger("audit", "verify", "--data-dir", str(data), env=env, timeout_s=300)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    audit_clean(data, env)
