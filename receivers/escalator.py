@@ -30,7 +30,8 @@ each receiver allows:
   of a crash may not be found and be opened twice.
 - a broker that forgets its topics in a crash (the embedded one) took the alerts not read
   yet with it; with a `backlog` (the ledger's alerts), the start runs those detected shortly
-  before the last one escalated through the same steps (`catch_up`).
+  before the last one escalated (before any was, since escalation first started) through the
+  same steps (`catch_up`).
 
 Nothing is committed before its outcomes are acknowledged by Kafka, so a crash replays the
 batch, never loses it. Transient receiver failures are retried (`engine`); a delivery that
@@ -212,13 +213,19 @@ class Escalator(KafkaClients):
     ) -> None:
         """Run the ledger's alerts detected since `SHIPLEDGER_ESCALATION_CATCH_UP_S` before the
         last one escalated through the same steps as consumed ones: what was done is skipped
-        by the record, what a crashed broker took with it is delivered. Nothing when there
-        is no backlog or nothing was ever escalated (enabling escalation does not ticket the
-        past)."""
+        by the record, what a crashed broker took with it is delivered. Before any batch was
+        escalated, those detected since escalation first started (a crash before the first
+        commit lost them too; enabling escalation does not ticket the past). Nothing without
+        a backlog."""
+        started = self.record.escalating_since()
         through = self.record.detected_through()
-        if self.backlog is None or through is None:
+        if self.backlog is None:
             return
-        since = through - timedelta(seconds=self.settings.escalation_catch_up_s)
+        since = (
+            started
+            if through is None
+            else through - timedelta(seconds=self.settings.escalation_catch_up_s)
+        )
         alerts = self.backlog.alerts_detected_since(since)
         self._log.info("escalator catching up", since=since.isoformat(), alerts=len(alerts))
         for start in range(0, len(alerts), _BATCH_MESSAGES):

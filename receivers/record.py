@@ -12,7 +12,8 @@ state the next run can act on:
   replayed alert costs nothing;
 - `advance` once a batch is committed: the latest detection time of the alerts escalated,
   from which a start on a broker that forgot its topics looks at the ledger's alerts again
-  (`detected_through`).
+  (`detected_through`); before the first commit, from the time escalation first started
+  (`escalating_since`, noted at that start).
 
 `synchronous=FULL` with WAL: a state is on disk before the next step runs.
 """
@@ -50,6 +51,7 @@ CREATE TABLE IF NOT EXISTS progress (
 );
 """
 _DETECTED_THROUGH = "detected_through"
+_ESCALATING_SINCE = "escalating_since"
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,17 @@ class DeliveryRecord:
                 "SET value = max(value, excluded.value)",
                 (_DETECTED_THROUGH, at),
             )
+
+    def escalating_since(self) -> datetime:
+        """When escalation first started with this record: noted (now) by the first call."""
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO progress (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                (_ESCALATING_SINCE, _now()),
+            )
+            cursor.execute("SELECT value FROM progress WHERE name = ?", (_ESCALATING_SINCE,))
+            (value,) = cursor.fetchone()
+        return datetime.fromisoformat(value)
 
     def detected_through(self) -> datetime | None:
         """The latest detection time of an alert escalated, if any was."""

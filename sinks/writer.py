@@ -3,7 +3,12 @@ stamp (retention and hash chain, `sinks.ledger.chain`) → insert; then record t
 heads. Retried on ClickHouse errors, bounded in time.
 
 Idempotent by id: the existence check runs inside each write attempt, so a retried or a
-partially applied insert is also safe. Stamps are assigned once per batch (the first attempt),
+partially applied insert is also safe. A crash mid-insert stores a prefix of every chain,
+never a chain with a hole: ClickHouse commits one part per partition (tenant, month of the
+table's time column) and a kill -9 between two parts of one block keeps some of them, so the
+rows are stamped in month order and inserted one month per block, oldest first (a chain whose
+rows span two months in one batch is otherwise cut anywhere, and `audit verify` reports the
+missing `chain_seq`s as removed rows). Stamps are assigned once per batch (the first attempt),
 so a retried insert keeps them and a partially applied one leaves no gap. The writer keeps the
 head of each chain it writes in memory, loaded from the store when it first writes the chain's
 lane (`sinks.ledger.chain`: rows name their lane, or get the writer's); `forget_heads` drops
@@ -18,6 +23,7 @@ still land; the replay that follows a restart is deduplicated): `SinkError` at o
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -150,6 +156,7 @@ class LedgerWriter:
 
     def _write(self, spec: TableSpec, rows: list[Row]) -> None:
         unique, repeated = dedupe(rows, spec.id_column, set())
+        unique.sort(key=functools.partial(_month, spec.time_column))
         stamped: list[dict[ChainKey, Head]] = []
         started = time.monotonic()
         inserted, already = self._with_retries(
@@ -183,7 +190,9 @@ class LedgerWriter:
             heads = self._heads_of(spec.name, fresh)
             version = self.policy_version if ddl.POLICY_VERSION.name in spec.stamped else None
             stamped.append(stamp(spec.name, fresh, heads, self.retention, self.now(), version))
-        self.store.insert(spec.name, fresh)
+        month = functools.partial(_month, spec.time_column)
+        for _, block in itertools.groupby(fresh, key=month):
+            self.store.insert(spec.name, list(block))
         return len(fresh), already
 
     def _heads_of(self, table: str, rows: Sequence[Row]) -> dict[ChainKey, Head]:
@@ -250,3 +259,11 @@ class LedgerWriter:
         if failure:
             raise failure[0]
         return outcome[0]
+
+
+def _month(column: str, row: Row) -> tuple[int, int]:
+    """The month of `row`'s `column` in UTC: with the tenant, its partition
+    (`ddl.TableSpec.create_sql`)."""
+    at: datetime = row[column]
+    utc = at.astimezone(UTC)
+    return utc.year, utc.month

@@ -143,6 +143,28 @@ def repeated_ids(store: LedgerStore) -> int:
     return repeated
 
 
+def chaos_rng(name: str) -> tuple[int, random.Random]:
+    """The run's seed (SHIPLEDGER_CHAOS_SEED, else random; printed as `name seed=N`) and a
+    generator seeded with it."""
+    seed = int(os.environ.get("SHIPLEDGER_CHAOS_SEED") or random.randrange(1 << 30))
+    print(f"{name} seed={seed}")
+    return seed, random.Random(seed)
+
+
+def audit_clean(data: Path, env: dict[str, str]) -> None:
+    """`shipledger audit verify` of the stopped stack keeping its data in `data` is clean."""
+    verify = run_shipledger("audit", "verify", "--data-dir", str(data), env=env, timeout_s=300)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def query_rows(env: dict[str, str], sql: str) -> list[str]:
+    """`shipledger query`'s CSV rows of `sql`, header dropped (through the running `up`'s API,
+    else straight from the data dir of `env`)."""
+    done = run_shipledger("query", "--format", "csv", sql, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.splitlines()[1:]
+
+
 class Up:
     """The `shipledger up` under test: start, kill, find its worker, stop."""
 
@@ -197,6 +219,11 @@ class Up:
                 if marker in cmd:
                     return int(kid)
         return None
+
+    def kill_if_running(self) -> None:
+        """kill -9 unless it has exited (a test's clean-up)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
 
     def stop(self) -> str:
         """SIGINT (Ctrl-C), wait; returns the log's tail."""

@@ -9,7 +9,6 @@ cut short must be redone whole by the next start. SHIPLEDGER_CHAOS_SEED picks th
 from __future__ import annotations
 
 import os
-import random
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from shipledger.settings import Settings
 from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
-from tests.integration.test_chaos import Up, ingest_token, repeated_ids
+from tests.integration.test_chaos import Up, chaos_rng, ingest_token, repeated_ids
 from tests.kit import api_deployment, ledger_settings, run_shipledger, up_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -40,9 +39,7 @@ def api_stack(data: Path, log: Path) -> tuple[Settings, dict[str, str], dict[str
 
 
 def test_kill_9_during_start_up_loses_nothing(tmp_path: Path) -> None:
-    seed = int(os.environ.get("SHIPLEDGER_CHAOS_SEED") or random.randrange(1 << 30))
-    print(f"chaos restarts seed={seed}")
-    rng = random.Random(seed)
+    seed, rng = chaos_rng("chaos restarts")
     data = tmp_path / "data"
     settings, env, headers, up = api_stack(data, tmp_path / "up.log")
     acked: list[str] = []
