@@ -44,7 +44,7 @@ from shipledger.schemas.policy import Policy, load_policy
 from shipledger.schemas.residency import Region, Residency
 from shipledger.schemas.topics import ENRICHMENT, Topics
 from shipledger.settings import Settings
-from shipledger.sinks.ledger.archive import archive
+from shipledger.sinks.ledger.archive import archive, recover
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.regions import open_ledgers, without_default
@@ -161,6 +161,11 @@ class Stack(Running):
         ensure_topics(self.settings, self.bootstrap)
         self.ledgers = open_ledgers(self.settings)
         self.store = self.ledgers[self.settings.region]
+        for ledger in self.ledgers.values():
+            if ledger.cold_root is not None:
+                # A move a crash cut short between its cold files and its hot DELETE holds
+                # its rows twice: finish it before the restore or anyone else reads.
+                recover(ledger)
         if self._broker is not None:  # a fresh, empty broker: rebuild before anyone reads
             self.journal = Journal(self.settings.journal_dir, fsync=self.settings.journal_fsync)
             self.restored = restore(self.settings, self.bootstrap, self.store, self.journal)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -25,7 +26,9 @@ from shipledger.sinks.ledger.audit import verify
 from shipledger.sinks.ledger.query import QueryError, run_read_query
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.writer import LedgerWriter
-from shipledger.up.stack import archiver
+from shipledger.up import stack as stack_mod
+from shipledger.up.restore import RestoreReport, restore
+from shipledger.up.stack import Stack, archiver
 from tests.containers import CHDB_COLD_FILES
 from tests.kit import deployment_event
 
@@ -269,3 +272,33 @@ def _ids_queried(store: LedgerStore) -> list[str]:
         store, "SELECT event_id FROM deployment_events ORDER BY event_id", tenant=None, max_rows=10
     )
     return [str(row[0]) for row in result.rows]
+
+
+def test_up_finishes_an_interrupted_move_before_it_reads(
+    ledger: LedgerStore, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between an archive's cold files and its hot DELETE, then `up`: the restore,
+    the first reader of the restarted stack, sees every row once (it saw the archived ones
+    twice until `Stack.start` finished the move before it)."""
+
+    def crash(*_args: object) -> None:
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(archive_mod, "_delete_hot", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        archive(ledger, cold_after_days=90)
+    monkeypatch.undo()
+    ledger.close()
+
+    seen: list[int] = []
+
+    def restore_counting(*args: Any) -> RestoreReport:
+        store = args[2]
+        tiers.refresh_cold(store)
+        seen.append(count(store, "SELECT count() FROM deployment_events"))
+        return restore(*args)
+
+    monkeypatch.setattr(stack_mod, "restore", restore_counting)
+    with Stack(settings, log_dir=tmp_path / "logs"):
+        pass
+    assert seen == [PER_TENANT * 2]
