@@ -27,7 +27,7 @@ format here is also what the restore writes.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,13 +84,12 @@ class Entry:
         )
 
     def applied(
-        self, event_id: str, record: DeploymentRecord, alerts: Iterable[Alert], partition: int
+        self, event_id: str, record: DeploymentRecord, alerts: Sequence[Alert], partition: int
     ) -> Entry:
         """This entry after `event_id`, read from `partition`, produced `record` and `alerts`."""
         seen = (*self.seen, event_id)[-SEEN_IDS:]
-        return Entry(record, seen, self.first, self.holding, self.raised, partition).judged(
-            None, alerts, ()
-        )
+        entry = Entry(record, seen, self.first, self.holding, self.raised, partition)
+        return entry.judged(None, alerts, ()) if _changes_any(alerts) else entry
 
     def judged(
         self, record: DeploymentRecord | None, alerts: Iterable[Alert], resolutions: Iterable[Alert]
@@ -109,10 +108,17 @@ class Entry:
 
     @staticmethod
     def new(
-        event_id: str, record: DeploymentRecord, alerts: Iterable[Alert], partition: int
+        event_id: str, record: DeploymentRecord, alerts: Sequence[Alert], partition: int
     ) -> Entry:
         """The entry of a deployment whose first event is `event_id`, read from `partition`."""
-        return Entry(record, (event_id,), event_id, partition=partition).judged(None, alerts, ())
+        entry = Entry(record, (event_id,), event_id, partition=partition)
+        return entry.judged(None, alerts, ()) if _changes_any(alerts) else entry
+
+
+def _changes_any(alerts: Sequence[Alert]) -> bool:
+    """Whether `Entry.judged` would change anything for `alerts` (no resolutions): only
+    change-rule alerts do. Most events raise none: their entry is not built twice."""
+    return any(alert.rule in CHANGE_RULE_NAMES for alert in alerts)
 
 
 def state_key(tenant: str, deployment_id: str) -> str:
@@ -146,7 +152,7 @@ class DeploymentState:
         partition: int,
         record: DeploymentRecord,
         event_id: str,
-        alerts: Iterable[Alert] = (),
+        alerts: Sequence[Alert] = (),
     ) -> None:
         """Store the record (and alerts) applied from `event_id`; its changelog entry goes
         with the batch."""

@@ -68,16 +68,31 @@ class Ledger:
         return count + self.change_sets.recompute_late(sources, skip=deployed)
 
 
+#: Tenants a `Placement` remembers at most (it starts again past that).
+_KNOWN_TENANTS = 10_000
+
+
 class Placement:
     """Where each tenant's rows are stored, under `policy` and the `configured` regions."""
 
     def __init__(self, policy: Policy, configured: Iterable[str]) -> None:
         self._residency = Residency(policy)
         self._configured = frozenset(configured)
+        #: By tenant, what `ledgers_of` found: asked for every row the sink reads, and the
+        #: policy and the configured regions never change under a placement.
+        self._known: dict[str, tuple[Region, ...] | Unplaced] = {}
 
     def ledgers_of(self, tenant: str) -> tuple[Region, ...] | Unplaced:
         """The regions whose ledgers store `tenant`'s rows ((None,): the default ledger), or
         why there is none."""
+        found = self._known.get(tenant)
+        if found is None:
+            if len(self._known) >= _KNOWN_TENANTS:
+                self._known.clear()
+            found = self._known[tenant] = self._placed(tenant)
+        return found
+
+    def _placed(self, tenant: str) -> tuple[Region, ...] | Unplaced:
         regions = self._residency.regions_of(tenant)
         missing = [region for region in regions if region and region not in self._configured]
         if missing:

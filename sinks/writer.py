@@ -185,7 +185,8 @@ class LedgerWriter:
             else None
         )
         stored = self.store.existing_ids(spec.name, keys, window=window)
-        fresh, already = dedupe(unique, spec.id_column, stored)
+        # `unique` repeats no id already: with none stored (the usual case), all are fresh.
+        fresh, already = dedupe(unique, spec.id_column, stored) if stored else (unique, 0)
         if not stamped:
             heads = self._heads_of(spec.name, fresh)
             version = self.policy_version if ddl.POLICY_VERSION.name in spec.stamped else None

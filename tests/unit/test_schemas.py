@@ -15,6 +15,7 @@ from shipledger.schemas.family_models import Approval
 from shipledger.schemas.governance import GateReason
 from shipledger.schemas.models import AVRO_INT_RANGE, Alert, DeploymentEvent, DeploymentRecord
 from shipledger.schemas.registry import AvroCodec, DecodeError, catalog
+from tests.kit import CHANGE_T0, change_event, deployment_event, deployment_record, sample_alert
 
 #: The model of every topic's schema, as the catalog names it.
 MODELS: dict[str, type[BaseModel]] = {
@@ -191,3 +192,19 @@ def test_short_sha_and_naive_time_rejected() -> None:
 def test_decode_errors_say_why(data: bytes, reason: str) -> None:
     with pytest.raises(DecodeError, match=reason):
         AvroCodec("io.shipledger.v1.DeploymentEvent").decode(data)
+
+
+def test_to_avro_is_the_python_dump_of_flat_and_nested_models() -> None:
+    # Flat models give their field values as they are (no pydantic dump); a model holding
+    # models (a change request's approvals) dumps them to dicts, as fastavro wants.
+    approval = Approval(approver="ann", decision="approved", decided_at=CHANGE_T0)
+    nested = change_event("c1", "approved", 0, approvals=[approval])
+    for model in (
+        deployment_event(attributes={"k": "v"}, approvers=["ann"]),
+        deployment_record(),
+        sample_alert(),
+        nested,
+    ):
+        assert model.to_avro() == model.model_dump(mode="python")
+    assert nested.to_avro()["approvals"] == [approval.model_dump(mode="python")]
+    assert AvroCodec(catalog().topic("changes").schema_name).encode(nested.to_avro())
