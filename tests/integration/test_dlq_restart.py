@@ -69,15 +69,15 @@ def test_a_letter_from_before_a_restart_is_listed_once_and_replayed_once(
     )
     configure_logging(settings)  # the stack's logs on stderr, never in a command's stdout
     with Stack(settings, log_dir=tmp_path / "logs") as stack:
-        store = stack.store
-        assert store is not None
+        first = stack.store
+        assert first is not None
         framed = AvroCodec("io.shipledger.v1.DeploymentEvent").encode(EVENT.to_avro())
         (known_id,) = struct.unpack_from(">I", framed, 1)
         poison = framed[:1] + struct.pack(">I", NEWER_ID) + framed[5:]
         producer = Producer(settings.kafka_producer(stack.bootstrap))
         producer.produce(stack.topics.raw, poison, scoped_key(EVENT.tenant, EVENT.deployment_id))
         assert producer.flush(15) == 0
-        wait_until(stack, lambda: store.count(ddl.DEAD_LETTERS) == 1, "the letter stored")
+        wait_until(stack, lambda: first.count(ddl.DEAD_LETTERS) == 1, "the letter stored")
         (before,) = _letters(stack)
         assert f"unknown schema id {NEWER_ID}" in str(before["reason"])
 
@@ -85,8 +85,8 @@ def test_a_letter_from_before_a_restart_is_listed_once_and_replayed_once(
     schema_registry.schemas[NEWER_ID] = schema_registry.schemas[known_id]
 
     with Stack(settings, log_dir=tmp_path / "logs") as stack:
-        store = stack.store
-        assert store is not None and stack.restored is not None
+        after = stack.store
+        assert after is not None and stack.restored is not None
         (letter,) = _letters(stack)  # before the fix: none, the fresh topic is empty
         assert stack.restored.dead_letters == 1
         assert {k: v for k, v in letter.items() if k != "id"} == {
@@ -95,18 +95,18 @@ def test_a_letter_from_before_a_restart_is_listed_once_and_replayed_once(
         # Twice: replay is at-least-once, the ledger keeps the event once.
         assert "Replayed 1 letter(s)." in _dlq(stack, "replay", str(letter["id"]))
         assert "Replayed 1 letter(s)." in _dlq(stack, "replay", str(letter["id"]))
-        wait_until(stack, lambda: _stored(store) == 1, "the replayed event stored")
-        wait_until(stack, lambda: store.count(ddl.RECORDS) == 1, "its record")
+        wait_until(stack, lambda: _stored(after) == 1, "the replayed event stored")
+        wait_until(stack, lambda: after.count(ddl.RECORDS) == 1, "its record")
         wait_until(stack, lambda: not any(stack.pending().values()), "drained")
-        assert _stored(store) == 1 and store.count(ddl.RECORDS) == 1
-        assert store.count(ddl.DEAD_LETTERS) == 1  # accepted: no new letter
+        assert _stored(after) == 1 and after.count(ddl.RECORDS) == 1
+        assert after.count(ddl.DEAD_LETTERS) == 1  # accepted: no new letter
         assert [x["id"] for x in _letters(stack)] == [letter["id"]]
 
     # Another restart brings the letter back once more, not twice, and stores nothing again.
     with Stack(settings, log_dir=tmp_path / "logs") as stack:
-        store = stack.store
-        assert store is not None and stack.restored is not None
+        again = stack.store
+        assert again is not None and stack.restored is not None
         assert len(_letters(stack)) == 1
         assert stack.restored.dead_letters == 1
         wait_until(stack, lambda: not any(stack.pending().values()), "drained")
-        assert _stored(store) == 1 and store.count(ddl.DEAD_LETTERS) == 1
+        assert _stored(again) == 1 and again.count(ddl.DEAD_LETTERS) == 1
