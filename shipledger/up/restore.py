@@ -16,12 +16,21 @@ clean stop, a crash or a kill -9 alike), before the processors, the sink and the
    hold yet (`shipledger.up.completeness`) is produced again, in journal order, to its topic;
    the sink and the processors drop what they already applied (deterministic ids, the state's
    seen ids), and a repeated first event brings back its alerts.
-4. **Start offsets**: the processors' group gets offset 0 committed on every raw partition,
+4. **Dead letters**: every letter of the ledger's `dead_letters` tables (each ledger's, once
+   per `letter_id`) is produced again to the fresh DLQ topic, oldest first, with its original
+   key and value bytes and the headers `schemas.letters.DeadLetter` writes (reason, field,
+   source position, stage, `replayed_from`): `shipledger dlq list/show/replay` read the topic,
+   and a letter not yet replayed must stay replayable after a restart. All of them, as the
+   topic held them all before (a letter is never deleted): telling "replayed successfully"
+   apart from the ledger alone is not sound (a processor bug's letter has its event stored
+   and no record). The sink drops them as the letters it holds (same `letter_id`).
+5. **Start offsets**: the processors' group gets offset 0 committed on every raw partition,
    so Faust's seek back to committed offsets after a rebalance re-reads what it dropped
    (`commit_start_offsets`).
 
 Guarantee: with the ledger and the journal intact, every event acknowledged before the crash
-reaches the ledger once, with the record and alerts it would have had. Not covered: a record
+reaches the ledger once, with the record and alerts it would have had, or is a letter of the
+DLQ topic again, replayable. Not covered: a record
 of the deployment stored out of order across two ClickHouse partitions by a crash in the
 middle of an insert (a deployment whose started_at month changes by a late event).
 The pure parts (partition, state entries) come first; the I/O after.
@@ -29,6 +38,7 @@ The pure parts (partition, state entries) come first; the I/O after.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -46,7 +56,7 @@ from shipledger.processors.state import SEEN_IDS, state_key
 from shipledger.processors.state import Entry as StateEntry
 from shipledger.producers.journal import Entry, Journal
 from shipledger.schemas.families import Family, scoped_key
-from shipledger.schemas.letters import Headers
+from shipledger.schemas.letters import DeadLetter, Headers
 from shipledger.schemas.models import DeploymentRecord
 from shipledger.schemas.registry import AvroCodec, catalog
 from shipledger.schemas.topics import Topics
@@ -77,13 +87,16 @@ class RestoreReport:
     skipped_bytes: int
     #: Change, catalog and artifact events written back to their topics.
     enrichment: int = 0
+    #: Dead letters written back to the DLQ topic.
+    dead_letters: int = 0
 
     def summary(self) -> str:
         """One line for the console."""
         damaged = f", {self.skipped_bytes} damaged bytes skipped" if self.skipped_bytes else ""
         return (
             f"restored {self.deployments} deployment states and {self.enrichment} change, "
-            f"catalog and artifact events from the ledger; journal: "
+            f"catalog and artifact events and {self.dead_letters} dead letters from the "
+            f"ledger; journal: "
             f"{self.journal_entries} events in {self.journal_segments} segments, "
             f"{self.replayed} not yet in the ledger sent again{damaged}"
         )
@@ -183,8 +196,43 @@ def ledger_enrichment(store: LedgerStore, topics: Topics) -> Iterator[_Outgoing]
         yield topics.of(name), -1, family.key(event), codec.encode(event.to_avro()), []
 
 
+_LETTERS_SQL = (
+    "SELECT letter_id, dead_lettered_at, key_base64, value_base64, reason, field, "
+    "source_topic, source_partition, source_offset, stage, replayed_from\n"
+    "FROM {letters} LIMIT 1 BY letter_id"
+)
+
+
+def _bytes(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
+
+
+def ledger_letters(stores: Iterable[LedgerStore], dlq: str) -> Iterator[_Outgoing]:
+    """Every dead letter of `stores` as the message the DLQ topic `dlq` carried (original key
+    and value, `DeadLetter` headers), oldest first; once per `letter_id` (the sink stores a
+    tenant's letter in each of its regions' ledgers)."""
+    found: dict[str, tuple[Any, _Outgoing]] = {}
+    for store in stores:
+        _, rows = store.query(_LETTERS_SQL.format(letters=store.source(ddl.DEAD_LETTERS)))
+        for row in rows:
+            identifier, at, key, value, reason, field, topic, partition, offset, stage, origin = row
+            letter = DeadLetter(
+                reason=str(reason),
+                field=field,
+                source_topic=str(topic) or None,
+                source_partition=None if partition < 0 else int(partition),
+                source_offset=None if offset < 0 else int(offset),
+                stage=str(stage),
+                replayed_from=origin,
+            )
+            outgoing = (dlq, -1, _bytes(key), _bytes(value), letter.headers())
+            found.setdefault(str(identifier), ((at, str(identifier)), outgoing))
+    for _, outgoing in sorted(found.values(), key=lambda item: item[0]):
+        yield outgoing
+
+
 #: (topic, partition or -1, key, value, headers) of a message to produce.
-_Outgoing = tuple[str, int, bytes | None, bytes, Headers]
+_Outgoing = tuple[str, int, bytes | None, bytes | None, Headers]
 
 
 def _produce_all(
@@ -278,14 +326,20 @@ def commit_start_offsets(settings: Settings, bootstrap: str) -> None:
 
 
 def restore(
-    settings: Settings, bootstrap: str, store: LedgerStore, journal: Journal
+    settings: Settings,
+    bootstrap: str,
+    store: LedgerStore,
+    journal: Journal,
+    ledgers: Sequence[LedgerStore] = (),
 ) -> RestoreReport:
     """Rebuild the state and send again what the journal holds and the ledger does not (see
-    the module docstring). Call it before the processors, the sink and the API start."""
+    the module docstring); the dead letters come from `ledgers` (every ledger: the sink
+    stores a letter in its tenant's regions'), default `store`. Call it before the
+    processors, the sink and the API start."""
+    topics = Topics.from_settings(settings)
     deployments = rebuild_state(settings, bootstrap, store)
-    enrichment = _produce_all(
-        settings, bootstrap, ledger_enrichment(store, Topics.from_settings(settings))
-    )
+    enrichment = _produce_all(settings, bootstrap, ledger_enrichment(store, topics))
+    letters = _produce_all(settings, bootstrap, ledger_letters(ledgers or (store,), topics.dlq))
     segments = journal.seal()
     entries: list[Entry] = []
     skipped = 0
@@ -297,13 +351,15 @@ def restore(
             log.warning(
                 "journal_damaged", segment=str(segment), skipped_bytes=decoded.skipped_bytes
             )
-    todo = incomplete(store, Topics.from_settings(settings), entries)
+    todo = incomplete(store, topics, entries)
     _produce_all(
         settings,
         bootstrap,
         ((e.topic, -1, e.key, e.value, [(k, v) for k, v in e.headers]) for e in todo),
     )
     commit_start_offsets(settings, bootstrap)
-    report = RestoreReport(deployments, len(segments), len(entries), len(todo), skipped, enrichment)
+    report = RestoreReport(
+        deployments, len(segments), len(entries), len(todo), skipped, enrichment, letters
+    )
     log.info("restored", **asdict(report))
     return report

@@ -168,7 +168,13 @@ class Stack(Running):
                 recover(ledger)
         if self._broker is not None:  # a fresh, empty broker: rebuild before anyone reads
             self.journal = Journal(self.settings.journal_dir, fsync=self.settings.journal_fsync)
-            self.restored = restore(self.settings, self.bootstrap, self.store, self.journal)
+            self.restored = restore(
+                self.settings,
+                self.bootstrap,
+                self.store,
+                self.journal,
+                list(self.ledgers.values()),
+            )
             self._keeper = JournalKeeper(
                 self.journal,
                 self.store,
