@@ -104,24 +104,34 @@ class Follower:
             text=True,
         )
         self.alerts: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self._stderr: list[str] = []
+        # stderr is drained as it comes too: a full pipe would block the follower's notices.
+        self._readers = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.alerts.append(json.loads(line))
 
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        self._stderr.extend(self.proc.stderr)
+
     def stop(self) -> tuple[int, str]:
         """Ctrl-C; the exit code and stderr."""
         self.proc.send_signal(signal.SIGINT)
         code = self.proc.wait(timeout=60)
-        self._reader.join(timeout=10)
+        for reader in self._readers:
+            reader.join(timeout=10)
         assert self.proc.stdout is not None and self.proc.stderr is not None
-        stderr = self.proc.stderr.read()
         self.proc.stdout.close()
         self.proc.stderr.close()
-        return code, stderr
+        return code, "".join(self._stderr)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,10 @@ of it (reconnecting with Last-Event-ID after `dropped`) against a scripted serve
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 import httpx
 import pytest
@@ -87,3 +90,23 @@ def test_a_refused_token_is_an_error_not_a_retry() -> None:
     refused = AlertStream("http://api", "bad", print, httpx.MockTransport(server))
     with pytest.raises(StreamRefused, match="401: unknown or revoked token"), refused:
         pass
+
+
+def test_a_follow_whose_interrupt_is_swallowed_still_ends_with_0(tmp_path: Path) -> None:
+    """Ctrl-C of `alerts tail --follow` through the API ends the process even when the
+    KeyboardInterrupt lands where it is dropped (here: caught and ignored in a loop, as
+    Python does to one raised inside a finalizer)."""
+    script = (
+        "import os, signal, time\n"
+        "from shipledger.alerts_cli import _interrupt_for_sure\n"
+        "signal.signal(signal.SIGINT, _interrupt_for_sure)\n"
+        "while True:\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(0.1)\n"
+        "    except KeyboardInterrupt:\n"
+        "        pass\n"
+    )
+    # Run elsewhere than the repo root, whose shipledger/ folder would shadow the package.
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, timeout=120, check=False)
+    assert done.returncode == 0
