@@ -12,6 +12,7 @@ passes per ledger), and its own change sets (a tenant's deployments are all in i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -68,7 +69,7 @@ class Ledger:
         return count + self.change_sets.recompute_late(sources, skip=deployed)
 
 
-#: Tenants a `Placement` remembers at most (it starts again past that).
+#: Tenants a `Placement` remembers at most (the least recently asked go first).
 _KNOWN_TENANTS = 10_000
 
 
@@ -78,21 +79,13 @@ class Placement:
     def __init__(self, policy: Policy, configured: Iterable[str]) -> None:
         self._residency = Residency(policy)
         self._configured = frozenset(configured)
-        #: By tenant, what `ledgers_of` found: asked for every row the sink reads, and the
-        #: policy and the configured regions never change under a placement.
-        self._known: dict[str, tuple[Region, ...] | Unplaced] = {}
-
-    def ledgers_of(self, tenant: str) -> tuple[Region, ...] | Unplaced:
-        """The regions whose ledgers store `tenant`'s rows ((None,): the default ledger), or
-        why there is none."""
-        found = self._known.get(tenant)
-        if found is None:
-            if len(self._known) >= _KNOWN_TENANTS:
-                self._known.clear()
-            found = self._known[tenant] = self._placed(tenant)
-        return found
+        #: Asked for every row the sink reads and every event an import judges; the policy
+        #: and the configured regions never change under a placement: one answer per tenant.
+        self.ledgers_of = functools.lru_cache(maxsize=_KNOWN_TENANTS)(self._placed)
 
     def _placed(self, tenant: str) -> tuple[Region, ...] | Unplaced:
+        """The regions whose ledgers store `tenant`'s rows ((None,): the default ledger), or
+        why there is none (`ledgers_of`, remembered per tenant)."""
         regions = self._residency.regions_of(tenant)
         missing = [region for region in regions if region and region not in self._configured]
         if missing:

@@ -18,7 +18,6 @@ deployment again (the worker's re-judgement, `processors.late_changes`).
 
 from __future__ import annotations
 
-import functools
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
@@ -194,9 +193,7 @@ class Judge:
         self._known_actor = known_actor
         self._now = now
         self._received_ms = int(now.timestamp() * 1000)
-        # Once per tenant (the residency rules are the policy's, fixed for the import); a
-        # bound, as a file may name any number of tenants.
-        self._ledgers_of = functools.lru_cache(maxsize=4096)(Placement(policy, ()).ledgers_of)
+        self._placement = Placement(policy, ())
         self._tables: dict[str, str] = {}
         self._view = Enrichment()
         # (this chunk's, the previous chunk's): records by deployment, event ids judged.
@@ -283,7 +280,7 @@ class Judge:
 
     def _in_default_ledger(self, tenant: str) -> bool:
         """Whether the policy stores `tenant`'s rows in the default ledger."""
-        regions = self._ledgers_of(tenant)
+        regions = self._placement.ledgers_of(tenant)
         return not isinstance(regions, Unplaced) and regions == (None,)
 
     def _stored(self, valid: list[_Valid], ledger: Stored) -> set[RowKey]:
