@@ -6,6 +6,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -192,19 +193,12 @@ class Model(BaseModel):
 
     def to_avro(self) -> dict[str, Any]:
         """The dict fastavro writes for this model's schema."""
-        cls = type(self)
-        as_is = _DUMPS_AS_IS.get(cls)
-        if as_is is None:
-            as_is = _DUMPS_AS_IS[cls] = _dumps_as_is(cls)
         # The processors encode a record and its alerts per event: pydantic's serializer
         # copied every value again (~6 µs a record); the values themselves are what it gives.
-        return dict(self.__dict__) if as_is else self.model_dump(mode="python")
+        return dict(self.__dict__) if _dumps_as_is(type(self)) else self.model_dump(mode="python")
 
 
-#: By model class: whether `model_dump(mode="python")` gives its field values as they are.
-_DUMPS_AS_IS: dict[type[BaseModel], bool] = {}
-
-
+@cache
 def _dumps_as_is(cls: type[BaseModel]) -> bool:
     """Whether no field of `cls` can hold a model (which dumps as a dict) and nothing
     customises its serialization: then its dump is its values (lists and dicts equal)."""

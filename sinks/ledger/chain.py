@@ -42,6 +42,7 @@ canonical form): `tests/integration/test_audit.py` round-trips a row of every ta
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -166,16 +167,11 @@ def stamp(
     moved: dict[ChainKey, Head] = {}
     # A batch's rows share few tenants and environments: each class and period is worked out
     # once per batch (~2.5 µs a row when asked per row), not once per row.
-    classes: dict[tuple[str, tuple[str, ...]], str] = {}
-    periods: dict[str, timedelta] = {}
+    class_for = functools.cache(retention.class_for)
+    period_of = functools.cache(retention.period)
     for row in rows:
-        where = (row["tenant"], tuple(environments_of(row)))
-        klass = classes.get(where)
-        if klass is None:
-            klass = classes[where] = retention.class_for(*where)
-        period = periods.get(klass)
-        if period is None:
-            period = periods[klass] = retention.period(klass)
+        klass = class_for(row["tenant"], tuple(environments_of(row)))
+        period = period_of(klass)
         key = (table, row["tenant"], klass, row.setdefault(LANE, LEGACY_LANE))
         head = moved.get(key) or heads.get(key)
         ledger_at = now if head is None else max(now, head.ledger_at)
