@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -251,6 +251,40 @@ def letter_row(message: Mapping[str, Any], meta: KafkaMeta) -> Row:
         "key_base64": None if key is None else base64.b64encode(key).decode(),
         "value_base64": None if value is None else base64.b64encode(value).decode(),
     }
+
+
+#: The `dead_letters` columns `dead_letter` reads back, in its order.
+LETTER_COLUMNS = (
+    "key_base64",
+    "value_base64",
+    "reason",
+    "field",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "stage",
+    "replayed_from",
+)
+
+
+def _unbase64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
+
+
+def dead_letter(values: Sequence[Any]) -> tuple[bytes | None, bytes | None, DeadLetter]:
+    """The DLQ message a `dead_letters` row stores, from its `LETTER_COLUMNS` (what
+    `letter_row` made of it): original key, value and the letter its headers said."""
+    key, value, reason, field, topic, partition, offset, stage, origin = values
+    letter = DeadLetter(
+        reason=str(reason),
+        field=field,
+        source_topic=str(topic) or None,
+        source_partition=None if partition < 0 else int(partition),
+        source_offset=None if offset < 0 else int(offset),
+        stage=str(stage),
+        replayed_from=origin,
+    )
+    return _unbase64(key), _unbase64(value), letter
 
 
 #: What makes a row unique: (tenant, id). Ids are the senders' and the processors' own, so two

@@ -38,7 +38,6 @@ The pure parts (partition, state entries) come first; the I/O after.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -56,7 +55,7 @@ from shipledger.processors.state import SEEN_IDS, state_key
 from shipledger.processors.state import Entry as StateEntry
 from shipledger.producers.journal import Entry, Journal
 from shipledger.schemas.families import Family, scoped_key
-from shipledger.schemas.letters import DeadLetter, Headers
+from shipledger.schemas.letters import Headers
 from shipledger.schemas.models import DeploymentRecord
 from shipledger.schemas.registry import AvroCodec, catalog
 from shipledger.schemas.topics import Topics
@@ -65,6 +64,7 @@ from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.latest_records import ledger_states
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
+from shipledger.sinks.rows import LETTER_COLUMNS, dead_letter
 from shipledger.up.completeness import incomplete
 
 log = get_logger("restore")
@@ -197,14 +197,9 @@ def ledger_enrichment(store: LedgerStore, topics: Topics) -> Iterator[_Outgoing]
 
 
 _LETTERS_SQL = (
-    "SELECT letter_id, dead_lettered_at, key_base64, value_base64, reason, field, "
-    "source_topic, source_partition, source_offset, stage, replayed_from\n"
+    f"SELECT letter_id, dead_lettered_at, {', '.join(LETTER_COLUMNS)}\n"
     "FROM {letters} LIMIT 1 BY letter_id"
 )
-
-
-def _bytes(text: str | None) -> bytes | None:
-    return None if text is None else base64.b64decode(text)
 
 
 def ledger_letters(stores: Iterable[LedgerStore], dlq: str) -> Iterator[_Outgoing]:
@@ -214,18 +209,9 @@ def ledger_letters(stores: Iterable[LedgerStore], dlq: str) -> Iterator[_Outgoin
     found: dict[str, tuple[Any, _Outgoing]] = {}
     for store in stores:
         _, rows = store.query(_LETTERS_SQL.format(letters=store.source(ddl.DEAD_LETTERS)))
-        for row in rows:
-            identifier, at, key, value, reason, field, topic, partition, offset, stage, origin = row
-            letter = DeadLetter(
-                reason=str(reason),
-                field=field,
-                source_topic=str(topic) or None,
-                source_partition=None if partition < 0 else int(partition),
-                source_offset=None if offset < 0 else int(offset),
-                stage=str(stage),
-                replayed_from=origin,
-            )
-            outgoing = (dlq, -1, _bytes(key), _bytes(value), letter.headers())
+        for identifier, at, *stored in rows:
+            key, value, letter = dead_letter(stored)
+            outgoing = (dlq, -1, key, value, letter.headers())
             found.setdefault(str(identifier), ((at, str(identifier)), outgoing))
     for _, outgoing in sorted(found.values(), key=lambda item: item[0]):
         yield outgoing
