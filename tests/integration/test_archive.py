@@ -122,9 +122,10 @@ def test_dry_run_changes_nothing(ledger: LedgerStore, settings: Settings) -> Non
     assert not cold_files(ledger, ddl.EVENTS)
 
 
-def test_a_crash_between_file_and_delete_is_finished_by_the_next_run(
-    ledger: LedgerStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def crash_before_the_delete(ledger: LedgerStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An archive run of `ledger` that dies after its first table's cold files are final,
+    before their hot DELETE (as a kill -9 there would)."""
+
     def crash(*_args: object) -> None:
         raise RuntimeError("killed")
 
@@ -132,6 +133,12 @@ def test_a_crash_between_file_and_delete_is_finished_by_the_next_run(
     with pytest.raises(RuntimeError, match="killed"):
         archive(ledger, cold_after_days=90)
     monkeypatch.undo()
+
+
+def test_a_crash_between_file_and_delete_is_finished_by_the_next_run(
+    ledger: LedgerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crash_before_the_delete(ledger, monkeypatch)
 
     # The first table's files (events, both tenants) are final AND still hot: duplicates.
     assert ledger.cold_root is not None
@@ -281,13 +288,7 @@ def test_up_finishes_an_interrupted_move_before_it_reads(
     the first reader of the restarted stack, sees every row once (it saw the archived ones
     twice until `Stack.start` finished the move before it)."""
 
-    def crash(*_args: object) -> None:
-        raise RuntimeError("killed")
-
-    monkeypatch.setattr(archive_mod, "_delete_hot", crash)
-    with pytest.raises(RuntimeError, match="killed"):
-        archive(ledger, cold_after_days=90)
-    monkeypatch.undo()
+    crash_before_the_delete(ledger, monkeypatch)
     ledger.close()
 
     seen: list[int] = []
