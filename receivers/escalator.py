@@ -27,7 +27,8 @@ each receiver allows:
   generic webhook cannot be asked: it carries the delivery id in `webhook-id`, on which its
   receiver deduplicates, as the Standard Webhooks spec says it should;
 - residual risk: Jira's search is eventually consistent, so an issue opened within seconds
-  of a crash may not be found and be opened twice.
+  of a crash may not be found and be opened twice; likewise a create the provider is still
+  processing when the restarted escalator asks (a slow provider, a fast restart).
 - a broker that forgets its topics in a crash (the embedded one) took the alerts not read
   yet with it; with a `backlog` (the ledger's alerts), the start runs those detected shortly
   before the last one escalated (before any was, since escalation first started) through the

@@ -62,6 +62,8 @@ class StandInReceivers(Protocol):
     issues: list[dict[str, Any]]
     hooks: dict[str, dict[str, Any]]
     hook_requests: int
+    #: (method, path) of every request, in arrival order.
+    requests: list[tuple[str, str]]
     problems: list[str]
     fail: dict[str, list[int]]
     always: dict[str, int]
