@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shipledger.fields import copied
+from shipledger.processors.change_rules import CHANGE_RULE_NAMES
 from shipledger.processors.enrichment import Lookups
-from shipledger.processors.rejudge import Resolution, rejudge
+from shipledger.processors.rejudge import Rejudgement, Resolution, rejudge
 from shipledger.processors.rules import Finding, Subject
 from shipledger.processors.step import (
     alert_id,
@@ -86,9 +87,7 @@ def rejudge_stored(
         judged_context(subject, request, known_actor),
         rules,
     )
-    gone = {r.rule for r in verdict.resolved}
-    alert_rules = [r for r in record.alert_rules if r not in gone]
-    alert_rules += [f.rule for f in verdict.raised if f.rule not in alert_rules]
+    alert_rules = _rules_that_hold(record, holding, verdict)
     facts = change_facts(record.started_at, request)
     current = {name: getattr(record, name) for name in facts}
     new: DeploymentRecord | None = None
@@ -121,6 +120,21 @@ def rejudge_stored(
         for r in verdict.resolved
     )
     return Rejudged(new, alerts, resolutions)
+
+
+def _rules_that_hold(
+    record: DeploymentRecord, holding: Mapping[str, str], verdict: Rejudgement
+) -> list[str]:
+    """The record's rules after `verdict`: its other rules as they were, and of the change
+    rules those whose alert holds, not those the record named. The two agree, except after a
+    kill -9 that stored a re-judgement's alerts but not its record version (the sink writes
+    table by table): the record then names a resolved rule and lacks the raised one, the
+    alerts raise and resolve nothing more, and only this mends the record."""
+    gone = {r.rule for r in verdict.resolved}
+    holds = [rule for rule in holding if rule not in gone]
+    holds += [f.rule for f in verdict.raised if f.rule not in holds]
+    rules = [r for r in record.alert_rules if r not in CHANGE_RULE_NAMES or r in holds]
+    return rules + [rule for rule in holds if rule not in rules]
 
 
 def resolution(

@@ -569,6 +569,8 @@ def _judge(settings: Settings, acked: Ledger, kills: dict[str, int], seed: int) 
         f"{acked.retries}, emits spooled {acked.spooled}"
     )
     print(summary)
+    for key in wrong[:10]:  # pytest cuts a long assertion message: the whole of each here
+        print(f"wrong record {key}: stored {got_records.get(key)} want {want_records[key]}")
     assert not lost, (summary, lost[:10])
     assert duplicated == 0, summary
     assert not wrong and not extra_records, (

@@ -110,3 +110,27 @@ def test_an_alert_lost_with_the_broker_is_raised_again_under_its_id_by_the_sweep
     judged = rejudge_stored(record, "e1", holding, raised, Enrichment(), POLICY, NOW)
     assert [a.alert_id for a in judged.alerts] == [alert_id("e1", "change_ticket_unknown")]
     assert judged.record is None and not judged.resolutions
+
+
+def test_the_sweep_mends_a_record_that_disagrees_with_the_alerts_that_hold() -> None:
+    """A kill -9 of the embedded stack can store a re-judgement's alerts and resolution but
+    not its record version (the sink inserts table by table; the broker's copy dies with it).
+    The restore then rebuilds what holds from the alerts, and the record still names the
+    resolved rule and lacks the raised one: the sweep raises and resolves nothing (the alerts
+    are right) but must emit the record version that says what holds (the chaos test caught
+    7 such records)."""
+    record, _ = first_record(Enrichment())  # change_ticket_unknown holds on the record
+    first = alert_id("e1", "change_ticket_unknown")
+    stored = [
+        StoredAlert("change_ticket_unknown", first, False),
+        StoredAlert("change_ticket_unknown", resolution_id(first), True, first),
+        StoredAlert("change_not_approved", alert_id("e1", "change_not_approved"), False),
+    ]
+    holding, raised = holding_of(record, "e1", stored)
+    view = fold([change("c1", "opened", -120)])  # known now, and not approved at the start
+    judged = rejudge_stored(record, "e1", holding, raised, view, POLICY, NOW)
+    assert judged.alerts == () and judged.resolutions == ()
+    assert judged.record is not None
+    assert (judged.record.seq, judged.record.alert_rules) == (2, ["change_not_approved"])
+    again = rejudge_stored(judged.record, "e1", holding, raised, view, POLICY, NOW)
+    assert again.empty  # mended once: the next sweep finds nothing to do
