@@ -44,6 +44,17 @@ def first_record(view: Enrichment) -> tuple[DeploymentRecord, list[Alert]]:
     return result.record, result.alerts
 
 
+def resolved_then_not_approved() -> list[StoredAlert]:
+    """What the ledger holds of a deployment whose change_ticket_unknown alert a re-judgement
+    resolved while raising change_not_approved."""
+    first = alert_id("e1", "change_ticket_unknown")
+    return [
+        StoredAlert("change_ticket_unknown", first, False),
+        StoredAlert("change_ticket_unknown", resolution_id(first), True, first),
+        StoredAlert("change_not_approved", alert_id("e1", "change_not_approved"), False),
+    ]
+
+
 def test_a_late_approval_from_before_the_start_resolves_the_alert() -> None:
     view = fold([change("c1", "opened", -120)])
     record, (alert,) = first_record(view)
@@ -88,12 +99,7 @@ def test_a_rule_raised_again_after_its_resolution_gets_the_next_generation() -> 
 
 def test_the_restore_rebuilds_what_holds_from_alerts_and_resolutions() -> None:
     record, _ = first_record(Enrichment())  # change_ticket_unknown holds on the record
-    first = alert_id("e1", "change_ticket_unknown")
-    stored = [
-        StoredAlert("change_ticket_unknown", first, False),
-        StoredAlert("change_ticket_unknown", resolution_id(first), True, first),
-        StoredAlert("change_not_approved", alert_id("e1", "change_not_approved"), False),
-    ]
+    stored = resolved_then_not_approved()
     holding, raised = holding_of(record, "e1", stored)
     # The record (seq 1) says change_ticket_unknown holds but its only alert was resolved:
     # its second-generation alert never reached the ledger, so it is not claimed to hold.
@@ -120,12 +126,7 @@ def test_the_sweep_mends_a_record_that_disagrees_with_the_alerts_that_hold() -> 
     are right) but must emit the record version that says what holds (the chaos test caught
     7 such records)."""
     record, _ = first_record(Enrichment())  # change_ticket_unknown holds on the record
-    first = alert_id("e1", "change_ticket_unknown")
-    stored = [
-        StoredAlert("change_ticket_unknown", first, False),
-        StoredAlert("change_ticket_unknown", resolution_id(first), True, first),
-        StoredAlert("change_not_approved", alert_id("e1", "change_not_approved"), False),
-    ]
+    stored = resolved_then_not_approved()
     holding, raised = holding_of(record, "e1", stored)
     view = fold([change("c1", "opened", -120)])  # known now, and not approved at the start
     judged = rejudge_stored(record, "e1", holding, raised, view, POLICY, NOW)
