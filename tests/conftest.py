@@ -657,7 +657,8 @@ class StandInReceivers(ThreadingHTTPServer):
     the next requests whose path starts with `prefix` (`always[prefix]`: every request);
     `drop_answer[prefix]` > 0 creates the ticket, then closes the connection without an
     answer (a crash between the provider's 201 and our record); `slow_s` delays every create
-    (a slow provider)."""
+    (a slow provider); while `answering` is clear, every create waits until it is set (a
+    provider stuck for as long as a test needs, whatever the machine's load)."""
 
     #: The secrets each receiver accepts, as SHIPLEDGER_RECEIVER_SECRETS holds them.
     secrets: dict[str, str] = {
@@ -686,6 +687,8 @@ class StandInReceivers(ThreadingHTTPServer):
         self.drop_answer: dict[str, int] = {}
         self.requests: list[tuple[str, str]] = []
         self.slow_s = 0.0
+        self.answering = threading.Event()
+        self.answering.set()
         self.pd_events: list[dict[str, Any]] = []
         self.incidents_open: dict[str, bool] = {}
         self.genie: dict[str, dict[str, Any]] = {}
@@ -802,6 +805,7 @@ class _ReceiversHandler(BaseHTTPRequestHandler):
             self.server.requests.append(("POST", parts.path))
         if self.server.slow_s:
             time.sleep(self.server.slow_s)  # the provider is slow, not the test
+        self.server.answering.wait(timeout=600)  # bounded: a failed test frees its threads
         if self._injected(parts.path):
             return
         if parts.path in ("/api/now/table/incident", "/api/now/table/change_task"):

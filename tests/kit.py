@@ -580,6 +580,13 @@ def invoke(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
+#: pytest-timeout's guard (pyproject: 300 s) is a hang detector sized for tests of a few
+#: seconds to a minute. The few that do a minute or more of real work (a corpus of hundreds of
+#: queries, a fuzz of every route, a chaos run) get this one instead: CI shares its 2 cores,
+#: and at a load of 15 one of them passed 300 s still working, not hung.
+LONG_TEST_TIMEOUT_S = 900
+
+
 def wait_for(cond: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
     """Poll `cond` until it holds; fail naming `what` after `timeout_s`."""
     deadline = time.monotonic() + timeout_s

@@ -41,7 +41,7 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.topics import ensure_topics
-from tests.kit import SHA, api_event, own_settings
+from tests.kit import LONG_TEST_TIMEOUT_S, SHA, api_event, own_settings
 from tests.webhook_kit import RawRequest
 
 pytestmark = pytest.mark.integration
@@ -393,6 +393,7 @@ _CHECKS = [
 ]
 
 
+@pytest.mark.timeout(LONG_TEST_TIMEOUT_S)
 def test_fuzz_every_route_no_5xx_and_documented_answers(api: Api) -> None:
     """Every operation of the served OpenAPI document, positive and negative cases, with a
     valid token: no 5xx, every status code documented, every body as documented."""

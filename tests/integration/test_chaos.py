@@ -47,6 +47,7 @@ from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.stackfile import read_stack
 from tests.kit import (
+    LONG_TEST_TIMEOUT_S,
     SHIPLEDGER,
     api_build,
     built,
@@ -307,6 +308,7 @@ def _flush_until_sent(env: dict[str, str], stop: threading.Event) -> None:
         time.sleep(0.5)
 
 
+@pytest.mark.timeout(LONG_TEST_TIMEOUT_S)
 def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
     seed = int(os.environ.get("SHIPLEDGER_CHAOS_SEED") or random.randrange(1 << 30))
     count = int(os.environ.get("SHIPLEDGER_CHAOS_DEPLOYMENTS", "600"))

@@ -2,8 +2,10 @@
 it ever opens.
 
 A real `up` escalates a prod deployment's alert to the stand-in ServiceNow, Jira and webhook
-receivers (tests/conftest.py `StandInReceivers`, slowed to 3 s per create so that the kill
-lands while the deliveries are in flight: recorded `sending`, no batch committed yet). The
+receivers (tests/conftest.py `StandInReceivers`, holding every create until the test lets
+them answer, so that the kill lands while the deliveries are in flight: recorded `sending`, no
+batch committed yet; a fixed delay closed that window before the sink stored the alert on a
+loaded machine). The
 kill takes the alert out of the embedded broker; the ledger keeps it, and the journal does
 not send its event again (the ledger holds the event, its record and its alert). The next
 start must deliver it from the ledger, and in-doubt deliveries must not open a second ticket
@@ -61,8 +63,11 @@ def test_kill_9_during_the_first_deliveries_delivers_each_once_after_the_restart
     env |= {
         "SHIPLEDGER_POLICY_FILE": str(escalating.policy_file),
         "SHIPLEDGER_RECEIVER_SECRETS": json.dumps(secrets),
+        # The held creates must still be in flight at the kill, however long the sink takes
+        # to store the alert: no timeout and retry (which would ask again while they wait).
+        "SHIPLEDGER_ESCALATION_TIMEOUT_S": "600",
     }
-    receivers.slow_s = 3.0
+    receivers.answering.clear()
     deployment = api_event(deployment_id="dep-paged", event_id="dep-paged-started")
     tables = data / "clickhouse" / "data" / "shipledger"
     try:
@@ -82,7 +87,7 @@ def test_kill_9_during_the_first_deliveries_delivers_each_once_after_the_restart
             timeout_s=120,
         )
         up.kill()
-        receivers.slow_s = 0.0
+        receivers.answering.set()
         # The providers finish what they received before the restart asks them: a create
         # still in progress when it asks is the documented residual risk (escalator).
         wait_for(
@@ -103,6 +108,7 @@ def test_kill_9_during_the_first_deliveries_delivers_each_once_after_the_restart
         )
         tail = up.stop()
     finally:
+        receivers.answering.set()
         up.kill_if_running()
     assert "shipledger stopped cleanly." in tail, tail
     assert (len(receivers.incidents), len(receivers.issues), len(receivers.hooks)) == (1, 1, 1)

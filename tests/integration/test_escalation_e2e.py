@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -68,6 +69,7 @@ class StandInReceivers(Protocol):
     fail: dict[str, list[int]]
     always: dict[str, int]
     slow_s: float
+    answering: threading.Event
 
 
 def escalation_settings(tmp_path: Path, receivers: StandInReceivers, **overrides: Any) -> Settings:

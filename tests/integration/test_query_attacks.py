@@ -39,7 +39,7 @@ from shipledger.sinks.ledger.archive import archive
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.writer import LedgerWriter
-from tests.kit import deployment_event, ledger_rows, registered_api
+from tests.kit import LONG_TEST_TIMEOUT_S, deployment_event, ledger_rows, registered_api
 
 pytestmark = [
     pytest.mark.integration,
@@ -208,6 +208,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             yield Stack(server.url, token, markers, paths, settings)
 
 
+@pytest.mark.timeout(LONG_TEST_TIMEOUT_S)
 def test_the_attack_corpus_leaks_nothing_and_never_answers_5xx(stack: Stack) -> None:
     attacks = load_corpus(stack.paths)
     assert len(attacks) >= 200

@@ -35,6 +35,7 @@ from tests.integration.test_query_attacks import (
     load_corpus,
     marked_rows,
 )
+from tests.kit import LONG_TEST_TIMEOUT_S
 
 pytestmark = pytest.mark.integration
 
@@ -158,6 +159,7 @@ def test_a_scoped_token_reads_only_its_events_by_id(ledger: Ledger) -> None:
                 assert not ledger.leaks(token, answer.text)
 
 
+@pytest.mark.timeout(LONG_TEST_TIMEOUT_S)
 def test_the_attack_corpus_leaks_no_other_teams_rows(ledger: Ledger) -> None:
     attacks = load_corpus(ledger.paths)
     assert len(attacks) >= 200
