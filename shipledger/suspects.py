@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -188,81 +188,70 @@ def _rollback_share(c: Candidate, at: datetime) -> float:
     return 0.0 if c.rolled_back_by is None else 1.0
 
 
-#: The parts in the order a suspect lists them, with their shares.
-_SHARES = (
-    ("time_proximity", _time_share),
-    ("dependency_distance", _distance_share),
-    ("change_size", _change_share),
-    ("verification", _verification_share),
-    ("config_drift", _drift_share),
-    ("rollback", _rollback_share),
-)
+# Each part's words: only the few suspects returned are explained.
+def _time_detail(c: Candidate, at: datetime, service: str) -> str:
+    return f"deployed {_minutes(_minutes_before(c, at))} before the incident"
 
 
-def _time_part(c: Candidate, at: datetime) -> Part:
-    detail = f"deployed {_minutes(_minutes_before(c, at))} before the incident"
-    return _part("time_proximity", _time_share(c, at), detail)
-
-
-def _distance_part(c: Candidate, at: datetime, service: str) -> Part:
+def _distance_detail(c: Candidate, at: datetime, service: str) -> str:
     if c.distance == 0:
-        detail = f"{service} itself"
-    elif c.distance == 1:
-        detail = f"a direct dependency of {service}"
-    else:
-        detail = f"a dependency of {service}, {c.distance} hops away"
-    return _part("dependency_distance", _distance_share(c, at), detail)
+        return f"{service} itself"
+    if c.distance == 1:
+        return f"a direct dependency of {service}"
+    return f"a dependency of {service}, {c.distance} hops away"
 
 
-def _change_part(c: Candidate, at: datetime) -> Part:
+def _change_detail(c: Candidate, at: datetime, service: str) -> str:
     if c.commit_count is None:
-        detail = "change size unknown"
-    else:
-        detail = f"{c.commit_count} commit{'' if c.commit_count == 1 else 's'} shipped"
-    return _part("change_size", _change_share(c, at), detail)
+        return "change size unknown"
+    return f"{c.commit_count} commit{'' if c.commit_count == 1 else 's'} shipped"
 
 
-def _verification_part(c: Candidate, at: datetime) -> Part:
+def _verification_detail(c: Candidate, at: datetime, service: str) -> str:
     if c.verdict is not None:
-        detail = f"verification: {c.verdict}"
-    elif c.status in ("failed", "rolled_back"):
-        detail = f"deployment {c.status}"
-    else:
-        detail = "no verification verdict"
-    return _part("verification", _verification_share(c, at), detail)
+        return f"verification: {c.verdict}"
+    if c.status in ("failed", "rolled_back"):
+        return f"deployment {c.status}"
+    return "no verification verdict"
 
 
-def _drift_part(c: Candidate, at: datetime) -> Part:
-    detail = f"configuration drift: {', '.join(c.drift)}" if c.drift else "no configuration drift"
-    return _part("config_drift", _drift_share(c, at), detail)
+def _drift_detail(c: Candidate, at: datetime, service: str) -> str:
+    return f"configuration drift: {', '.join(c.drift)}" if c.drift else "no configuration drift"
 
 
-def _rollback_part(c: Candidate, at: datetime) -> Part:
+def _rollback_detail(c: Candidate, at: datetime, service: str) -> str:
     if c.rolled_back_by is None:
-        detail = "not rolled back"
-    else:
-        detail = f"rolled back afterwards{f' by {c.rolled_back_by}' if c.rolled_back_by else ''}"
-    return _part("rollback", _rollback_share(c, at), detail)
+        return "not rolled back"
+    return f"rolled back afterwards{f' by {c.rolled_back_by}' if c.rolled_back_by else ''}"
+
+
+#: The parts in the order a suspect lists them: name, share, words.
+_Share = Callable[[Candidate, datetime], float]
+_Detail = Callable[[Candidate, datetime, str], str]
+_PARTS: tuple[tuple[str, _Share, _Detail], ...] = (
+    ("time_proximity", _time_share, _time_detail),
+    ("dependency_distance", _distance_share, _distance_detail),
+    ("change_size", _change_share, _change_detail),
+    ("verification", _verification_share, _verification_detail),
+    ("config_drift", _drift_share, _drift_detail),
+    ("rollback", _rollback_share, _rollback_detail),
+)
 
 
 def score(candidate: Candidate, at: datetime, service: str) -> Suspect:
     """`candidate` scored for an incident of `service` at `at` (see the module docstring)."""
     return Suspect(
         candidate,
-        (
-            _time_part(candidate, at),
-            _distance_part(candidate, at, service),
-            _change_part(candidate, at),
-            _verification_part(candidate, at),
-            _drift_part(candidate, at),
-            _rollback_part(candidate, at),
+        tuple(
+            _part(name, share(candidate, at), detail(candidate, at, service))
+            for name, share, detail in _PARTS
         ),
     )
 
 
 def _score(c: Candidate, at: datetime) -> float:
     """`score(c, at, ...).score` without the words: the same points summed in the same order."""
-    return round(sum(_points(name, share(c, at)) for name, share in _SHARES), 1)
+    return round(sum(_points(name, share(c, at)) for name, share, _ in _PARTS), 1)
 
 
 def rank(candidates: Sequence[Candidate], at: datetime, service: str, limit: int) -> list[Suspect]:

@@ -5,10 +5,11 @@ report their deployments (docs/reports.md). Only rows the token sees."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 
 from shipledger.producers.api.bodies import ledger_read_errors
@@ -20,6 +21,7 @@ from shipledger.producers.api.context import (
     readable_tenant,
 )
 from shipledger.schemas.policy import Policy, load_policy
+from shipledger.schemas.scopes import RowScope
 from shipledger.sinks.ledger.reader import (
     DORA_DIMENSIONS as DIMENSIONS,
 )
@@ -31,6 +33,7 @@ from shipledger.sinks.ledger.reader import (
     AdoptionQuery,
     DoraError,
     DoraQuery,
+    LedgerReads,
     adoption_report,
     dora_columns,
     dora_window,
@@ -46,53 +49,87 @@ _READ_ERRORS = ledger_read_errors(
 )
 
 
+@dataclass(frozen=True)
+class _Report:
+    """What both metrics reports take: the ledger, the rows the token sees, and the filters
+    and window they share."""
+
+    ledger: LedgerReads
+    rows: RowScope
+    tenant: str | None
+    teams: tuple[str, ...]
+    environments: tuple[str, ...]
+    since: date | None
+    until: date | None
+
+    def query(self, **asked: Any) -> DoraQuery:
+        """The report's query over `since`..`until` (default the 90 days to today); 400
+        naming the parameter at fault."""
+        start, end = dora_window(self.since, self.until, datetime.now(UTC).date())
+        try:
+            return DoraQuery(
+                since=start,
+                until=end,
+                tenant=self.tenant,
+                teams=self.teams,
+                environments=self.environments,
+                **asked,
+            )
+        except DoraError as exc:
+            raise ApiError(400, str(exc)) from exc
+
+
+async def _report(
+    ctx: ContextDep,
+    principal: ReadPrincipal,
+    tenant: str | None = None,
+    team: Names = None,
+    environment: Names = None,
+    since: date | None = None,
+    until: date | None = None,
+) -> _Report:
+    """The parameters both reports share, checked: a ledger (else 503), the token's tenant
+    (403 for another's; an operator token: every tenant unless one is named)."""
+    ledger = ctx.require_ledger()
+    tenant = readable_tenant(principal, tenant)
+    return _Report(
+        ledger,
+        principal.row_scope(tenant),
+        tenant,
+        tuple(team or ()),
+        tuple(environment or ()),
+        since,
+        until,
+    )
+
+
+Report = Annotated[_Report, Depends(_report)]
+
+
 @router.get(
     "/metrics/dora",
     responses=_READ_ERRORS,
     summary="DORA metrics per period (deployment frequency, lead time, failure rate, recovery)",
 )
 async def get_dora(
-    ctx: ContextDep,
-    principal: ReadPrincipal,
-    tenant: str | None = None,
-    team: Names = None,
+    report: Report,
     application: Names = None,
     service: Names = None,
-    environment: Names = None,
     by: Annotated[list[str] | None, Query(description=f"Of {', '.join(DIMENSIONS)}.")] = None,
     period: Annotated[str, Query(description=f"One of {', '.join(PERIODS)}.")] = "week",
-    since: date | None = None,
-    until: date | None = None,
 ) -> dict[str, Any]:
     """`{"columns", "rows"}`: one row per period and breakdown (`by`, default environment),
     of the token's tenant (an operator token: every tenant unless one is named). The window
     is `since`..`until` (UTC days, both included; default the 90 days to today). The same
     report as `shipledger metrics dora --format json`."""
-    ledger = ctx.require_ledger()
-    tenant = readable_tenant(principal, tenant)
-    query = _query(
-        since,
-        until,
+    query = report.query(
         period=period,
-        tenant=tenant,
-        teams=tuple(team or ()),
         applications=tuple(application or ()),
         services=tuple(service or ()),
-        environments=tuple(environment or ()),
         by=tuple(by or ("environment",)),
     )
-    rows = await run_in_threadpool(ledger.dora, query, principal.row_scope(tenant))
+    rows = await run_in_threadpool(report.ledger.dora, query, report.rows)
     return {"columns": dora_columns(query.by), "rows": [r.as_dict() for r in rows]}
-
-
-def _query(since: date | None, until: date | None, **asked: Any) -> DoraQuery:
-    """The report's query over `since`..`until` (default the 90 days to today); 400 naming
-    the parameter at fault."""
-    start, end = dora_window(since, until, datetime.now(UTC).date())
-    try:
-        return DoraQuery(since=start, until=end, **asked)
-    except DoraError as exc:
-        raise ApiError(400, str(exc)) from exc
 
 
 @router.get(
@@ -102,35 +139,20 @@ def _query(since: date | None, until: date | None, **asked: Any) -> DoraQuery:
 )
 async def get_success(
     ctx: ContextDep,
-    principal: ReadPrincipal,
-    tenant: str | None = None,
-    team: Names = None,
-    environment: Names = None,
+    report: Report,
     period: Annotated[str, Query(description="One of week, month.")] = "week",
-    since: date | None = None,
-    until: date | None = None,
 ) -> dict[str, Any]:
     """`{"columns", "rows", "totals", "missing"}`: per period and team the mean time to
     detect a failed deployment and the mean rollback duration against the policy's targets
     (`success_criteria:`), each team over the window (`totals`) and the teams missing a
-    target there, of the token's tenant and the rows it sees. Window as `/metrics/dora`. The
-    same report as `shipledger metrics success --format json`."""
-    ledger = ctx.require_ledger()
-    tenant = readable_tenant(principal, tenant)
+    target there, of the token's tenant and the rows it sees. Filters and window as
+    `/metrics/dora`. The same report as `shipledger metrics success --format json`."""
     if period not in ("week", "month"):
         raise ApiError(400, f"period: one of week, month, not {period!r}")
-    query = _query(
-        since,
-        until,
-        period=period,
-        tenant=tenant,
-        teams=tuple(team or ()),
-        environments=tuple(environment or ()),
-        by=("team",),
-    )
+    query = report.query(period=period, by=("team",))
     criteria = _policy(ctx).success_criteria
     failures = await run_in_threadpool(
-        ledger.failures, query, tuple(criteria.detection_rules), principal.row_scope(tenant)
+        report.ledger.failures, query, tuple(criteria.detection_rules), report.rows
     )
     return success_report(failures, criteria).as_dict()
 
