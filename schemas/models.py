@@ -222,12 +222,23 @@ def aware(value: datetime) -> datetime:
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
+def is_full_sha(value: str | None) -> bool:
+    """Whether `value` is a full commit SHA (40 hex, or 64 for SHA-256 repositories), in
+    either case."""
+    return value is not None and _SHA_RE.fullmatch(value.lower()) is not None
+
+
+def is_digest(value: str) -> bool:
+    """Whether `value` is a sha256 digest as the models keep one: `sha256:<64 hex>`,
+    lower-case."""
+    return _DIGEST_RE.fullmatch(value) is not None
+
+
 def full_sha(value: str) -> str:
     """A full commit SHA (40 hex, or 64 for SHA-256 repositories), lower-cased."""
-    value = value.lower()
-    if not _SHA_RE.match(value):
+    if not is_full_sha(value):
         raise ValueError("must be a full commit SHA (40 hex characters, or 64 for SHA-256)")
-    return value
+    return value.lower()
 
 
 def sha256_digest(value: str) -> str:
@@ -235,7 +246,7 @@ def sha256_digest(value: str) -> str:
     value = value.lower()
     if _BARE_DIGEST_RE.fullmatch(value):
         value = f"sha256:{value}"
-    if not _DIGEST_RE.match(value):
+    if not is_digest(value):
         raise ValueError("must be a sha256 digest: sha256:<64 hex characters>")
     return value
 

@@ -8,10 +8,9 @@ what it used, so a value taken this way is never a surprise in the ledger.
 from __future__ import annotations
 
 import getpass
-import re
 import subprocess
 
-_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+from shipledger.schemas.models import is_full_sha
 
 
 def git_head() -> str | None:
@@ -24,7 +23,7 @@ def git_head() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     sha = done.stdout.strip()
-    return sha if done.returncode == 0 and _FULL_SHA.fullmatch(sha) else None
+    return sha if done.returncode == 0 and is_full_sha(sha) else None
 
 
 def os_user() -> str | None:

@@ -53,6 +53,7 @@ from shipledger.producers.webhooks.result import (
     Request,
     WebhookPayloadError,
 )
+from shipledger.schemas.models import is_digest
 from shipledger.schemas.untrusted import BadJSON, loads
 
 #: A CDEvent mapper's events (identified by the CDEvent's context in `parse`), or why none.
@@ -68,7 +69,6 @@ _STRING_ATTRIBUTES = (
     "data_base64",
 )
 _TYPE = re.compile(r"dev\.cdevents\.([a-z]+)\.([a-z]+)\.\S+")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _VCS_COMMIT = re.compile(r"@([0-9a-fA-F]{40}|[0-9a-fA-F]{64})$")
 _STRUCTURED = "application/cloudevents+json"
 _BATCH = "application/cloudevents-batch+json"
@@ -223,7 +223,7 @@ def _artifact_identity(purl: PackageURL) -> tuple[str, str | None, str | None]:
     version = purl.version
     checksum = _qualifier(purl, "checksum")
     digest = next(
-        (c.lower() for c in [version or "", *(checksum or "").split(",")] if _DIGEST.fullmatch(c)),
+        (c.lower() for c in [version or "", *(checksum or "").split(",")] if is_digest(c)),
         None,
     )
     if version is not None and version.lower() == digest:

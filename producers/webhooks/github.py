@@ -17,7 +17,6 @@ from shipledger.producers.webhooks.payload import (
     JSONObject,
     bounded_id,
     full_sha,
-    is_full_sha,
     is_zero_sha,
     millis_between,
     obj,
@@ -38,7 +37,7 @@ from shipledger.producers.webhooks.result import (
     WebhookPayloadError,
 )
 from shipledger.producers.webhooks.route import ByHeader, Mapper
-from shipledger.schemas.models import KINDS
+from shipledger.schemas.models import KINDS, is_digest, is_full_sha
 
 _STATES: dict[str, contract.EventType] = {
     "queued": "started",
@@ -50,7 +49,6 @@ _STATES: dict[str, contract.EventType] = {
 }
 # A deployment ref names a version when it is a tag: refs/tags/... or looks like v1.2.3.
 _VERSION_REF = re.compile(r"v?\d+(\.\d+)+([-+][0-9A-Za-z.-]+)?")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def verify(request: Request) -> None:
@@ -255,7 +253,7 @@ def _release(data: JSONObject, request: Request) -> Outcome:
             raise WebhookPayloadError(f"release.assets[{i}]: must be an object")
         # Only an asset with a digest is an identifiable artifact.
         digest = opt_str(asset, "digest")
-        if digest is None or not _DIGEST.fullmatch(digest.lower()):
+        if digest is None or not is_digest(digest.lower()):
             continue
         events.append(
             contract.artifact(
@@ -279,7 +277,7 @@ def _package(data: JSONObject, request: Request) -> Outcome:
     version = "package.package_version"
     # A container version is named by its manifest digest; its tag is the version people use.
     name = opt_str(data, f"{version}.name")
-    sha = name.lower() if name and _DIGEST.fullmatch(name.lower()) else None
+    sha = name.lower() if name and is_digest(name.lower()) else None
     if sha is None:
         return "package version is not named by a sha256 digest: not an identifiable image"
     tag = opt_str(data, f"{version}.container_metadata.tag.name")

@@ -16,7 +16,6 @@ from shipledger.producers.webhooks.payload import (
     JSONObject,
     bounded_id,
     full_sha,
-    is_full_sha,
     is_zero_sha,
     last_segment,
     opt_int,
@@ -33,6 +32,7 @@ from shipledger.producers.webhooks.result import (
     WebhookPayloadError,
 )
 from shipledger.producers.webhooks.route import ByHeader, Mapper
+from shipledger.schemas.models import is_full_sha
 
 _STATUSES: dict[str, contract.EventType] = {
     "running": "started",

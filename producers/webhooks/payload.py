@@ -9,13 +9,12 @@ from types import UnionType
 from typing import Any, TypeVar
 
 from shipledger.producers.webhooks.result import WebhookPayloadError
-from shipledger.schemas.models import sha256_digest
+from shipledger.schemas.models import is_full_sha, sha256_digest
 from shipledger.schemas.untrusted import BadJSON, loads
 
 JSONObject = dict[str, Any]
 _T = TypeVar("_T")
 
-_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _ZERO_SHA = re.compile(r"0{40}|0{64}")
 #: Deployment ids are at most this long (DeploymentEvent.deployment_id).
 MAX_ID = 128
@@ -106,11 +105,6 @@ def opt_int(data: JSONObject, path: str) -> int | None:
     if isinstance(value, str) and re.fullmatch(r"[0-9]{1,18}", value.strip()):
         return int(value)
     raise WebhookPayloadError(f"{path}: must be an integer, got {value!r:.40}")
-
-
-def is_full_sha(value: str | None) -> bool:
-    """Whether `value` is a full commit SHA (40 hex, or 64 for SHA-256 repositories)."""
-    return value is not None and _FULL_SHA.fullmatch(value.lower()) is not None
 
 
 def is_zero_sha(value: str | None) -> bool:
