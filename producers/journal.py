@@ -72,6 +72,33 @@ class Entry:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+def resent_entry(
+    prefix: str,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: tuple[tuple[str, bytes], ...] = (),
+) -> Entry:
+    """The entry of a stored message sent to `topic` (under topic prefix `prefix`) again, a
+    dead letter's: family, tenant and event id read from `value` when it decodes as the
+    topic's family, else the tenant of its `tenant/...` key and no event id; family "" for a
+    topic of derived messages (records, alerts), which are not events."""
+    from shipledger.schemas.families import family_of_topic
+    from shipledger.schemas.registry import AvroCodec, DecodeError
+
+    family = family_of_topic(prefix, topic)
+    tenant = (key or b"").decode("utf-8", errors="replace").partition("/")[0]
+    event_id = ""
+    if family is not None:
+        try:
+            decoded = AvroCodec(family.schema).decode(value)
+            tenant, event_id = str(decoded["tenant"]), str(decoded["event_id"])
+        except (DecodeError, KeyError):
+            pass
+    name = family.name if family is not None else ""
+    return Entry(topic, key, value or b"", tenant, event_id, name, headers)
+
+
 # --- frames (pure) -----------------------------------------------------------------------
 
 

@@ -77,6 +77,12 @@ FAMILIES: dict[str, Family] = {
 DEPLOYMENT = FAMILIES["deployment"]
 
 
+def family_of_topic(prefix: str, topic: str) -> Family | None:
+    """The family carried by `topic` (a full name under topic prefix `prefix`), or None (a
+    topic of derived messages: records, alerts)."""
+    return next((f for f in FAMILIES.values() if f"{prefix}{f.topic}" == topic), None)
+
+
 def family_of(name: str) -> Family:
     """The family called `name`; UnknownFamily lists the known ones."""
     try:

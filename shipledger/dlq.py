@@ -22,9 +22,10 @@ from typing import Any
 import click
 
 from shipledger.clients import next_to_end, reader_consumer
+from shipledger.lag import end_offsets
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
-from shipledger.producers.journal import Entry, Journal, JournalError
+from shipledger.producers.journal import Entry, Journal, JournalError, resent_entry
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.letters import (
     REPLAYED_FROM,
@@ -194,7 +195,7 @@ def read_letters(
 
     Stops when every partition reported end-of-partition. A missing topic reads as empty.
     """
-    from confluent_kafka import KafkaError, TopicPartition
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
     consumer = reader_consumer(settings, bootstrap, "dlq")
     try:
@@ -202,15 +203,21 @@ def read_letters(
         if meta is None or meta.error is not None or not meta.partitions:
             return []
         # The high watermarks bound the read (end-of-partition events end it too): a
-        # partition with nothing at or after its start offset is not read at all.
+        # partition with nothing at or after its start offset is not read at all. They are
+        # read from fetches (`lag.end_offsets`): Tansu's ListOffsets answers the base offset
+        # of the last batch + 1, which hid every letter after the first of that batch (6 of
+        # 12 letters a restore wrote back were listed, and so replayable).
+        wanted = [p for p in sorted(meta.partitions) if start is None or p in start]
+        try:
+            marks = end_offsets(
+                settings.kafka_common(bootstrap), [(topic, p) for p in wanted], timeout_s
+            )
+        except KafkaException as exc:
+            raise click.ClickException(f"cannot read where {topic} ends: {exc}") from exc
         ends: dict[int, int] = {}
         begins: dict[int, int] = {}
-        for p in sorted(meta.partitions):
-            if start is not None and p not in start:
-                continue
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=timeout_s, cached=False
-            )
+        for p in wanted:
+            low, high = marks[(topic, p)].low, marks[(topic, p)].high
             begin = start[p] if start is not None else low
             if begin < low or begin >= high:
                 continue
@@ -257,62 +264,70 @@ def read_letter(
 
 
 def journal_entry(settings: Settings, letter: Letter) -> Entry:
-    """The journal entry of a replayed letter: its family, tenant and event id read from the
-    payload when it decodes (else the tenant of its `tenant/...` key and no event id)."""
-    from shipledger.schemas.families import FAMILIES
-    from shipledger.schemas.registry import AvroCodec, DecodeError
-
+    """The journal entry of a replayed letter (`producers.journal.resent_entry`), naming the
+    letter in its `replayed_from` header."""
     assert letter.source_topic is not None
-    family = next(
-        (f for f in FAMILIES.values() if settings.topic(f.topic) == letter.source_topic), None
-    )
-    tenant = (letter.key or b"").decode("utf-8", errors="replace").partition("/")[0]
-    event_id = ""
-    if family is not None:
-        try:
-            decoded = AvroCodec(family.schema).decode(letter.value)
-            tenant, event_id = str(decoded["tenant"]), str(decoded["event_id"])
-        except (DecodeError, KeyError):
-            pass
-    return Entry(
+    return resent_entry(
+        settings.topic_prefix,
         letter.source_topic,
         letter.key,
-        letter.value or b"",
-        tenant,
-        event_id,
-        family.name if family is not None else "",
+        letter.value,
         replay_headers(str(letter.id)),
     )
 
 
+def paced(letters: Sequence[Letter], rate: float | None) -> list[tuple[float, list[Letter]]]:
+    """`letters` in sending batches, each with when to send it (seconds after the first):
+    one batch now without `rate`, else batches of `rate` letters (at least one) a second."""
+    if rate is None or not letters:
+        return [(0.0, list(letters))]
+    size = max(1, int(rate))
+    return [
+        (start / rate, list(letters[start : start + size]))
+        for start in range(0, len(letters), size)
+    ]
+
+
 def replay(
-    settings: Settings, bootstrap: str, letters: Sequence[Letter], timeout_s: float = 30.0
+    settings: Settings,
+    bootstrap: str,
+    letters: Sequence[Letter],
+    timeout_s: float = 30.0,
+    rate: float | None = None,
 ) -> int:
-    """Produce each letter's original key and value to its source topic; returns how many
-    the broker acknowledged. Letters without a source topic must be filtered out first."""
+    """Produce each letter's original key and value to its source topic, at most `rate`
+    letters a second if given; returns how many the broker acknowledged. Letters without a
+    source topic must be filtered out first. Each batch is journaled (for an embedded stack)
+    and acknowledged before the next is sent: a replay stopped midway sent a prefix."""
     from shipledger.kafka import DeliveryError, KafkaProducer
 
     directory = journal_dir(settings, bootstrap)
-    # The embedded broker keeps messages in memory only: journal the events first. Letters of
-    # the derived topics (records, alerts) are not events: their raw events make them again.
-    entries = [journal_entry(settings, letter) for letter in letters]
-    entries = [entry for entry in entries if entry.family]
-    if directory is not None and entries:
-        try:
-            Journal(directory, fsync=settings.journal_fsync).append(entries)
-        except JournalError as exc:
-            raise click.ClickException(f"replay not sent: {exc}") from exc
+    journal = None if directory is None else Journal(directory, fsync=settings.journal_fsync)
     producer = KafkaProducer(settings.kafka_producer(bootstrap))
-    for letter in letters:
-        assert letter.source_topic is not None
-        producer.produce(
-            letter.source_topic, letter.value, letter.key, headers=replay_headers(str(letter.id))
-        )
-        producer.poll(0)
-    try:
-        producer.flush_or_raise(timeout_s, f"replay incomplete after {timeout_s:g}s")
-    except DeliveryError as exc:
-        raise click.ClickException(str(exc)) from exc
+    began = time.monotonic()
+    for due, batch in paced(letters, rate):
+        time.sleep(max(0.0, began + due - time.monotonic()))
+        # The embedded broker keeps messages in memory only: journal the events first. Letters
+        # of the derived topics (records, alerts) are not events: their raw events make them.
+        entries = [e for e in (journal_entry(settings, x) for x in batch) if e.family]
+        if journal is not None and entries:
+            try:
+                journal.append(entries)
+            except JournalError as exc:
+                raise click.ClickException(f"replay not sent: {exc}") from exc
+        for letter in batch:
+            assert letter.source_topic is not None
+            producer.produce(
+                letter.source_topic,
+                letter.value,
+                letter.key,
+                headers=replay_headers(str(letter.id)),
+            )
+            producer.poll(0)
+        try:
+            producer.flush_or_raise(timeout_s, f"replay incomplete after {timeout_s:g}s")
+        except DeliveryError as exc:
+            raise click.ClickException(str(exc)) from exc
     return len(letters)
 
 
@@ -453,10 +468,22 @@ def show(ctx: click.Context, letter_id: LetterId) -> None:
 @click.argument("ids", metavar="[ID]...", nargs=-1, type=LetterIdParam())
 @click.option("--all", "all_", is_flag=True, help="Replay every letter (with --stage: of it).")
 @_stage_option
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="N",
+    help="Send at most N letters a second (default: all at once), so that a large replay does "
+    "not flood the pipeline or, for escalation letters, the receivers.",
+)
 @click.option("--dry-run", is_flag=True, help="Print what would be replayed; send nothing.")
 @click.pass_context
 def replay_cmd(
-    ctx: click.Context, ids: tuple[LetterId, ...], all_: bool, stage: str | None, dry_run: bool
+    ctx: click.Context,
+    ids: tuple[LetterId, ...],
+    all_: bool,
+    stage: str | None,
+    rate: float | None,
+    dry_run: bool,
 ) -> None:
     """Send letters' original key and value back to their source topic.
 
@@ -466,13 +493,16 @@ def replay_cmd(
     source_topic header are skipped with a warning.
 
     Replay is at-least-once: replaying a letter twice sends it twice. That is safe, because
-    downstream deduplicates by event id, but the DLQ keeps the letter (it is never deleted).
+    downstream deduplicates by event id, but the DLQ keeps the letter (for the topic's
+    retention, SHIPLEDGER_DLQ_RETENTION_DAYS; an embedded stack's restart brings back only
+    the letters whose event the ledger lacks). A replay stopped midway (Ctrl-C, kill -9) sent
+    some letters, in order: run the same replay again.
 
     \b
     Examples:
       shipledger dlq replay 2:15 0:7
       shipledger dlq replay --all --stage processors --dry-run
-      shipledger dlq replay --all
+      shipledger dlq replay --all --rate 50
     """
     if not ids and not all_:
         raise click.UsageError("name letters to replay (e.g. `replay 2:15`) or pass --all", ctx)
@@ -503,5 +533,5 @@ def replay_cmd(
             click.echo(f"would replay {letter.id} -> {letter.source_topic}")
         click.echo(f"{len(sendable)} letter(s) would be replayed (dry run: nothing sent).")
         return
-    count = replay(target.settings, target.bootstrap, sendable)
+    count = replay(target.settings, target.bootstrap, sendable, rate=rate)
     click.echo(f"Replayed {count} letter(s).")

@@ -256,6 +256,16 @@ class Settings(BaseSettings):
     dlq_max_consecutive: int = Field(
         default=500, ge=1, description="DLQ limit: most dead letters in a row before stopping."
     )
+    dlq_retention_days: int = Field(
+        default=7,
+        ge=1,
+        description=(
+            "How long the DLQ topic keeps a letter (its retention.ms when shipledger creates "
+            "it; Kafka's default week) and so how old a ledger letter `up`'s restore writes "
+            "back to the embedded broker's DLQ at most. Older letters stay in the ledger's "
+            "dead_letters table."
+        ),
+    )
     producer_linger_ms: float = Field(default=2.0, ge=0, description="Producer batching linger.")
     producer_queue_messages: int = Field(
         default=100_000,

@@ -15,6 +15,7 @@ from shipledger.settings import Settings
 _KEEP_FOREVER = {"retention.ms": "-1"}
 #: The policy topic keeps the latest policy per key, forever.
 _COMPACTED = {"cleanup.policy": "compact"}
+_DAY_MS = 86_400_000
 
 
 def ensure_topics(settings: Settings, bootstrap: str, timeout_s: float = 15.0) -> Topics:
@@ -22,6 +23,8 @@ def ensure_topics(settings: Settings, bootstrap: str, timeout_s: float = 15.0) -
     topics = Topics.from_settings(settings)
     configs = {topics.of(name): _KEEP_FOREVER for name in ENRICHMENT}
     configs[topics.of(POLICY)] = _COMPACTED
+    # The embedded stack's restore writes back the ledger's letters of that age (`up.restore`).
+    configs[topics.dlq] = {"retention.ms": str(settings.dlq_retention_days * _DAY_MS)}
     admin = AdminClient(settings.kafka_common(bootstrap))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     missing = [

@@ -80,9 +80,11 @@ def _chunks(items: Sequence[RowKey]) -> Iterable[list[RowKey]]:
         yield list(items[start : start + _CHUNK])
 
 
-def held_for(store: LedgerStore, entries: Sequence[Entry], tables: dict[str, str]) -> Held:
+def held_for(
+    store: LedgerStore, entries: Sequence[Entry], tables: dict[str, str], letters: bool = True
+) -> Held:
     """What the ledger holds of `entries` (a few queries per table, by id); `tables` from
-    `Topics.tables`."""
+    `Topics.tables`. Without `letters`, their dead letters are not looked for."""
     held = Held()
     by_table: dict[str, set[RowKey]] = {}
     for e in entries:
@@ -111,12 +113,12 @@ def held_for(store: LedgerStore, entries: Sequence[Entry], tables: dict[str, str
         if table in ddl.tables():
             found = store.existing_ids(table, sorted(keys))
             held.family_rows.update((table, t, i) for t, i in found)
-    letters = sorted({entry_letter_id(e) for e in entries})
-    for start in range(0, len(letters), _CHUNK):
+    ids = sorted({entry_letter_id(e) for e in entries}) if letters else []
+    for start in range(0, len(ids), _CHUNK):
         _, rows = store.query(
             f"SELECT DISTINCT letter_id FROM {store.source(ddl.DEAD_LETTERS)} "  # noqa: S608
             "WHERE letter_id IN {ids:Array(String)}",
-            {"ids": letters[start : start + _CHUNK]},
+            {"ids": ids[start : start + _CHUNK]},
         )
         held.letters.update(str(row[0]) for row in rows)
     return held
@@ -127,3 +129,11 @@ def incomplete(store: LedgerStore, topics: Topics, entries: Sequence[Entry]) -> 
     tables = topics.tables()
     held = held_for(store, entries, tables)
     return [e for e in entries if not is_complete(e, tables.get(e.topic), held)]
+
+
+def stored(store: LedgerStore, topics: Topics, entries: Sequence[Entry]) -> list[Entry]:
+    """The entries of events whose every product the ledger holds, their own dead letters
+    aside: a dead letter of such an event has nothing left to replay."""
+    tables = topics.tables()
+    held = held_for(store, entries, tables, letters=False)
+    return [e for e in entries if e.event_id and is_complete(e, tables.get(e.topic), held)]

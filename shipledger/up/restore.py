@@ -16,14 +16,18 @@ clean stop, a crash or a kill -9 alike), before the processors, the sink and the
    hold yet (`shipledger.up.completeness`) is produced again, in journal order, to its topic;
    the sink and the processors drop what they already applied (deterministic ids, the state's
    seen ids), and a repeated first event brings back its alerts.
-4. **Dead letters**: every letter of the ledger's `dead_letters` tables (each ledger's, once
-   per `letter_id`) is produced again to the fresh DLQ topic, oldest first, with its original
-   key and value bytes and the headers `schemas.letters.DeadLetter` writes (reason, field,
-   source position, stage, `replayed_from`): `shipledger dlq list/show/replay` read the topic,
-   and a letter not yet replayed must stay replayable after a restart. All of them, as the
-   topic held them all before (a letter is never deleted): telling "replayed successfully"
-   apart from the ledger alone is not sound (a processor bug's letter has its event stored
-   and no record). The sink drops them as the letters it holds (same `letter_id`).
+4. **Dead letters**: the letters of the ledger's `dead_letters` tables (each ledger's, once
+   per `letter_id`) left to replay are produced again to the fresh DLQ topic, oldest first,
+   with their original key and value bytes and the headers `schemas.letters.DeadLetter`
+   writes (reason, field, source position, stage, `replayed_from`): `shipledger dlq
+   list/show/replay` read the topic, and a letter not yet replayed must stay replayable after
+   a restart. Left to replay: dead-lettered within `SHIPLEDGER_DLQ_RETENTION_DAYS` (the DLQ
+   topic's retention on any broker), and not a letter of an event whose every product a
+   ledger holding the letter holds (the completeness rule of the journal, its letters aside:
+   a letter replayed since, or whose event was sent again fixed; a processor bug's letter
+   has its event row and no record, so it stays). Every other letter would come back at every
+   start, each slower than the last. The sink drops them as the letters it holds (same
+   `letter_id`).
 5. **Start offsets**: the processors' group gets offset 0 committed on every raw partition,
    so Faust's seek back to committed offsets after a rebalance re-reads what it dropped
    (`commit_start_offsets`).
@@ -41,6 +45,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -53,7 +58,7 @@ from shipledger.logging import get_logger
 from shipledger.processors.change_rules import CHANGE_RULE_NAMES
 from shipledger.processors.state import SEEN_IDS, state_key
 from shipledger.processors.state import Entry as StateEntry
-from shipledger.producers.journal import Entry, Journal
+from shipledger.producers.journal import Entry, Journal, resent_entry
 from shipledger.schemas.families import Family, scoped_key
 from shipledger.schemas.letters import Headers
 from shipledger.schemas.models import DeploymentRecord
@@ -65,7 +70,7 @@ from shipledger.sinks.ledger.latest_records import ledger_states
 from shipledger.sinks.ledger.reader import LedgerReader
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.rows import LETTER_COLUMNS, dead_letter
-from shipledger.up.completeness import incomplete
+from shipledger.up.completeness import incomplete, stored
 
 log = get_logger("restore")
 _FLUSH_TIMEOUT_S = 60.0
@@ -198,23 +203,38 @@ def ledger_enrichment(store: LedgerStore, topics: Topics) -> Iterator[_Outgoing]
 
 _LETTERS_SQL = (
     f"SELECT letter_id, dead_lettered_at, {', '.join(LETTER_COLUMNS)}\n"
-    "FROM {letters} LIMIT 1 BY letter_id"
+    "FROM {letters} WHERE dead_lettered_at >= {{since:DateTime64(3, 'UTC')}}\n"
+    "LIMIT 1 BY letter_id"
 )
 
 
-def ledger_letters(stores: Iterable[LedgerStore], dlq: str) -> Iterator[_Outgoing]:
-    """Every dead letter of `stores` as the message the DLQ topic `dlq` carried (original key
-    and value, `DeadLetter` headers), oldest first; once per `letter_id` (the sink stores a
-    tenant's letter in each of its regions' ledgers)."""
+def ledger_letters(
+    stores: Iterable[LedgerStore], topics: Topics, since: datetime
+) -> Iterator[_Outgoing]:
+    """The dead letters of `stores` left to replay, as the message the DLQ topic carried
+    (original key and value, `DeadLetter` headers), oldest first; once per `letter_id` (the
+    sink stores a tenant's letter in each of its regions' ledgers). Left out: letters from
+    before `since` (the DLQ topic's retention) and letters of an event whose every product a
+    ledger holding the letter holds (`completeness.stored`: replayed since, or sent again
+    fixed)."""
     found: dict[str, tuple[Any, _Outgoing]] = {}
+    settled: set[str] = set()
     for store in stores:
-        _, rows = store.query(_LETTERS_SQL.format(letters=store.source(ddl.DEAD_LETTERS)))
-        for identifier, at, *stored in rows:
-            key, value, letter = dead_letter(stored)
-            outgoing = (dlq, -1, key, value, letter.headers())
+        _, rows = store.query(
+            _LETTERS_SQL.format(letters=store.source(ddl.DEAD_LETTERS)), {"since": since}
+        )
+        entries: dict[str, Entry] = {}
+        for identifier, at, *stored_row in rows:
+            key, value, letter = dead_letter(stored_row)
+            outgoing = (topics.dlq, -1, key, value, letter.headers())
             found.setdefault(str(identifier), ((at, str(identifier)), outgoing))
-    for _, outgoing in sorted(found.values(), key=lambda item: item[0]):
-        yield outgoing
+            source = letter.source_topic or ""
+            entries[str(identifier)] = resent_entry(topics.prefix, source, key, value)
+        done = set(stored(store, topics, list(entries.values())))
+        settled.update(identifier for identifier, e in entries.items() if e in done)
+    for (_, identifier), outgoing in sorted(found.values(), key=lambda item: item[0]):
+        if identifier not in settled:
+            yield outgoing
 
 
 #: (topic, partition or -1, key, value, headers) of a message to produce.
@@ -325,7 +345,8 @@ def restore(
     topics = Topics.from_settings(settings)
     deployments = rebuild_state(settings, bootstrap, store)
     enrichment = _produce_all(settings, bootstrap, ledger_enrichment(store, topics))
-    letters = _produce_all(settings, bootstrap, ledger_letters(ledgers or (store,), topics.dlq))
+    since = datetime.now(UTC) - timedelta(days=settings.dlq_retention_days)
+    letters = _produce_all(settings, bootstrap, ledger_letters(ledgers or (store,), topics, since))
     segments = journal.seal()
     entries: list[Entry] = []
     skipped = 0

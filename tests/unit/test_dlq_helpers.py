@@ -14,6 +14,7 @@ from shipledger.dlq import (
     LetterId,
     describe_payload,
     format_table,
+    paced,
     parse_letter_id,
     select_letters,
     truncate,
@@ -161,3 +162,11 @@ def test_a_replayed_letter_is_journaled_as_its_event() -> None:
     assert (entry.family, entry.tenant, entry.event_id) == ("deployment", "globex", "")
     derived = Letter(LetterId(0, 3), b"k", b"v", {"source_topic": settings.topic("alerts")})
     assert journal_entry(settings, derived).family == ""  # not an event: not journaled
+
+
+def test_a_paced_replay_sends_rate_letters_a_second_in_order() -> None:
+    letters = [letter(0, n) for n in range(5)]
+    assert paced(letters, None) == [(0.0, letters)]
+    assert paced(letters, 2) == [(0.0, letters[:2]), (1.0, letters[2:4]), (2.0, letters[4:])]
+    assert paced(letters, 0.5) == [(2.0 * n, [x]) for n, x in enumerate(letters)]
+    assert paced([], 3) == [(0.0, [])]
