@@ -17,11 +17,17 @@ import signal
 import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
 from shipledger.alert_view import SEVERITIES
+from shipledger.schemas.registry import topic_codec
+from shipledger.schemas.topics import ALERTS
+from shipledger.settings import Settings
+from shipledger.topics import ensure_topics
 from shipledger.up.stack import Stack
 from tests.kit import (
     SHIPLEDGER,
@@ -33,6 +39,7 @@ from tests.kit import (
     policy_stack,
     post_events,
     run_shipledger,
+    sample_alert,
     wait_for,
     wait_until,
 )
@@ -213,6 +220,32 @@ def test_tail_without_follow_prints_what_is_there_and_filters(
         assert sorted(a["alert_id"] for a in shown) == sorted(a["alert_id"] for a in expected)
     none = run_shipledger("alerts", "tail", "--environment", "staging", "--since", "1h", env=env)
     assert none.returncode == 0 and none.stdout == "", none.stderr
+
+
+def test_tail_reads_each_partition_to_its_true_end(
+    broker: str, settings: Settings, tmp_path: Path
+) -> None:
+    """Tansu answers ListOffsets(latest) with the base offset of a partition's last record
+    batch + 1 (`shipledger.lag`): `tail` bounded by it printed the first alert of that batch
+    and none after. Ten alerts produced in one batch to one partition: all ten are printed."""
+    ensure_topics(settings, broker)
+    codec = topic_codec(ALERTS)
+    producer = Producer({**settings.kafka_producer(broker), "linger.ms": 500})
+    ids = [f"evt-{i}:missing_change_ticket" for i in range(10)]
+    for alert_id in ids:
+        alert = sample_alert(alert_id=alert_id, event_id=alert_id.split(":")[0])
+        producer.produce(settings.topic(ALERTS), codec.encode(alert.to_avro()), partition=0)
+    assert producer.flush(30) == 0
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SHIPLEDGER_")}
+    env = {
+        **clean,
+        "SHIPLEDGER_STACKS_DIR": str(tmp_path),  # no stack: tail reads the broker itself
+        "SHIPLEDGER_TOPIC_PREFIX": settings.topic_prefix,
+        "SHIPLEDGER_BOOTSTRAP_SERVERS": broker,
+    }
+    done = run_shipledger("alerts", "tail", "--format", "json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(a["alert_id"] for a in _lines(done)) == ids
 
 
 def test_tail_text_shows_the_resolution_as_such(
