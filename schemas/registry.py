@@ -22,10 +22,13 @@ from functools import cache
 from importlib import resources
 from typing import Any, Protocol
 
-import fastavro
 import yaml
 
 from shipledger.schemas.topic_spec import TopicSpec
+from shipledger.startup import AVRO_CONTAINER_CODECS, without
+
+with without(*AVRO_CONTAINER_CODECS):
+    import fastavro
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
