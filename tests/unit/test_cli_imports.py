@@ -47,8 +47,9 @@ HEAVY = (
     "starlette",
     "uvicorn",
 )
-#: What `emit` does without: the other event families' models (it keys by `DEPLOYMENT` only).
-EMIT_SKIPS = ("shipledger.schemas.family_models",)
+#: What `emit` does without: the other event families' models (it keys by `DEPLOYMENT` only),
+#: and PyYAML (the catalog is read from its JSON).
+EMIT_SKIPS = ("shipledger.schemas.family_models", "yaml")
 #: What `emit` to an embedded stack's broker does without: the journal takes its lock with
 #: `fcntl` (filelock loads only where the spool takes one).
 JOURNAL_SKIPS = ("filelock",)
