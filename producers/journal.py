@@ -11,7 +11,9 @@ entry of it (`JournalKeeper`), so the journal stays small.
 
 Layout: `<data-dir>/journal/<16-digit number>.seg`, appended to in order, the highest number
 being the one written; `journal.lock` serializes writers of every process (an exclusive
-`flock`, released by the kernel when a writer dies, so a kill -9 leaves no stale lock).
+`flock`, released by the kernel when a writer dies, so a kill -9 leaves no stale lock). The
+lock is taken with `fcntl` itself: importing the `filelock` package cost each `shipledger emit`
+to an embedded stack 5-10 ms, and the journal (`os.fdatasync`) is POSIX-only anyway.
 A frame is `SLJ1` | payload length (u32) | CRC-32 of the payload (u32) | payload (version 1:
 topic, key, value, tenant, event_id, family and headers, each length-prefixed).
 
@@ -38,8 +40,6 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from filelock import FileLock
 
 from shipledger.durable import fsync_dir
 
@@ -229,15 +229,23 @@ class Journal:
         self.directory = directory
         self.fsync = fsync
         self.segment_bytes = segment_bytes
-        self._lock = FileLock(directory / LOCK_NAME, thread_local=False)
         # One writer thread at a time in this process; the file lock serializes processes.
         self._local = threading.Lock()
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the journal's lock (no process appends, seals or deletes meanwhile)."""
-        with self._local, self._lock:
-            yield
+        """Hold the journal's lock (no process appends, seals or deletes meanwhile), creating
+        the directory if need be."""
+        import fcntl  # here: modules that import this one still load where fcntl is missing
+
+        with self._local:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # drops the lock
 
     def segments(self) -> list[Path]:
         """The segment files, oldest first."""
@@ -261,7 +269,6 @@ class Journal:
             return
         data = b"".join(encode(entry) for entry in entries)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
             with self.locked():
                 segments = self.segments()
                 if not segments or segments[-1].stat().st_size >= self.segment_bytes:
@@ -283,7 +290,6 @@ class Journal:
     def seal(self) -> list[Path]:
         """Start a new segment for later appends; the segments before it, which nobody will
         write again (oldest first)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         with self.locked():
             segments = self.segments()
             if segments and segments[-1].stat().st_size == 0:

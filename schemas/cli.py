@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import difflib
+from importlib.resources import files
 from pathlib import Path
 
 import click
 
-from shipledger.schemas import compat, dictionary
-from shipledger.schemas.registry import catalog
+from shipledger.schemas import compat, dictionary, registry
+from shipledger.schemas.registry import CATALOG_JSON, catalog, catalog_json
 
 
 @click.group(
@@ -22,8 +23,18 @@ def schemas() -> None:
       shipledger schemas check          # every version pair, backward and forward; exit 1 if not
       shipledger schemas docs           # write docs/fields.md (run in the repository root)
       shipledger schemas docs --check   # exit 1 if docs/fields.md is out of date (for CI)
+      shipledger schemas catalog        # write schemas/catalog.json from catalog.yaml
       shipledger schemas register --registry http://registry:8081 [--dry-run]
     """
+
+
+#: `--check` of the commands that write a generated file (`docs`, `catalog`).
+_check_option = click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Write nothing; exit 1 if the file differs from what would be written.",
+)
 
 
 @schemas.command()
@@ -41,10 +52,19 @@ def check() -> None:
     try:
         cat = catalog()
         entries = compat.shipped_entries()
+        current = catalog_json() == files(registry.__package__).joinpath(CATALOG_JSON).read_text(
+            encoding="utf-8"
+        )
     except Exception as exc:  # a schema that does not parse stops the catalog from loading
         click.echo(f"catalog: FAIL cannot load schemas/catalog.yaml: {exc}")
         raise click.exceptions.Exit(1) from exc
     failed = 0
+    if not current:
+        failed += 1
+        click.echo(
+            f"catalog: FAIL {CATALOG_JSON} differs from catalog.yaml: run "
+            "`shipledger schemas catalog` in the repository root and commit the result"
+        )
     for result in compat.run_checks(cat, entries):
         if result.ok:
             click.echo(f"{result.label}: OK")
@@ -67,28 +87,43 @@ def check() -> None:
     show_default=True,
     help="Where the dictionary goes (relative to the current directory).",
 )
-@click.option(
-    "--check",
-    "check_only",
-    is_flag=True,
-    help="Write nothing; exit 1 if the file differs from what would be written.",
-)
+@_check_option
 def docs(out: Path, check_only: bool) -> None:
     """Generate the field dictionary (docs/fields.md) from the schemas.
 
     For each schema's newest version: every field's type, whether it is required, its meaning
     and its OpenTelemetry semantic-convention name; then the alias table.
     """
-    text = dictionary.render(catalog())
+    _write_or_check(out, dictionary.render(catalog()), check_only, "shipledger schemas docs")
+
+
+@schemas.command(name="catalog")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("schemas") / CATALOG_JSON,
+    show_default=True,
+    help="Where the JSON goes (relative to the current directory).",
+)
+@_check_option
+def catalog_command(out: Path, check_only: bool) -> None:
+    """Write schemas/catalog.json, the catalog every process reads, from schemas/catalog.yaml.
+
+    Run it after editing catalog.yaml, and commit both (`schemas check` fails until then).
+    """
+    _write_or_check(out, catalog_json(), check_only, "shipledger schemas catalog")
+
+
+def _write_or_check(out: Path, text: str, check_only: bool, command: str) -> None:
+    """Write `text` to the generated file `out`, or with `check_only` exit 1 (a diff and the
+    `command` that rewrites it on stderr) if `out` holds something else."""
     current = out.read_text(encoding="utf-8") if out.is_file() else None
     if check_only:
         if current == text:
             click.echo(f"{out} is up to date")
             return
         if current is None:
-            click.echo(
-                f"{out} does not exist: run `shipledger schemas docs` and commit it", err=True
-            )
+            click.echo(f"{out} does not exist: run `{command}` and commit it", err=True)
         else:
             diff = difflib.unified_diff(
                 current.splitlines(),
@@ -99,8 +134,7 @@ def docs(out: Path, check_only: bool) -> None:
             )
             click.echo("\n".join(list(diff)[:60]), err=True)
             click.echo(
-                f"{out} is out of date with the schemas: run `shipledger schemas docs` "
-                "and commit the result",
+                f"{out} is out of date with the schemas: run `{command}` and commit the result",
                 err=True,
             )
         raise click.exceptions.Exit(1)

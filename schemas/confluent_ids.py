@@ -28,9 +28,6 @@ import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import fastavro
-from fastavro.schema import to_parsing_canonical_form
-
 from shipledger.schemas.registry import (
     Catalog,
     RegistryUnavailable,
@@ -38,6 +35,11 @@ from shipledger.schemas.registry import (
     bind_schema_ids,
     catalog,
 )
+from shipledger.startup import AVRO_CONTAINER_CODECS, without
+
+with without(*AVRO_CONTAINER_CODECS):
+    import fastavro
+    from fastavro.schema import to_parsing_canonical_form
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import SchemaRegistryClient

@@ -1,7 +1,10 @@
 """Schema catalog and the one Avro codec (Confluent wire framing: magic 0 + 4-byte schema id).
 
 The catalog (`catalog.yaml`) is the file-backed registry: stable ids for every schema version,
-used when no registry URL is configured, and every topic (`TopicSpec`). Decoding resolves the
+used when no registry URL is configured, and every topic (`TopicSpec`). Processes read it from
+`catalog.json`, the same document as JSON (`shipledger schemas catalog` writes it from the YAML,
+`shipledger schemas check` fails when it differs): JSON loads without PyYAML, whose import
+alone was ~7 % of a `shipledger emit`. Decoding resolves the
 writer's version to the newest reader version of the same schema (fastavro schema resolution),
 so old producers keep working.
 
@@ -22,10 +25,11 @@ from functools import cache
 from importlib import resources
 from typing import Any, Protocol
 
-import fastavro
-import yaml
-
 from shipledger.schemas.topic_spec import TopicSpec
+from shipledger.startup import AVRO_CONTAINER_CODECS, without
+
+with without(*AVRO_CONTAINER_CODECS):
+    import fastavro
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
@@ -90,16 +94,24 @@ class Catalog:
         return sorted((v for v in self.by_id.values() if v.name == name), key=lambda v: v.version)
 
 
+#: The catalog's source, as written, and the JSON every process reads (see the module docstring).
+CATALOG_YAML = "catalog.yaml"
+CATALOG_JSON = "catalog.json"
+
+
+def catalog_json() -> str:
+    """What `catalog.json` must hold: `catalog.yaml`'s document as JSON."""
+    import yaml  # only to write or check catalog.json
+
+    text = resources.files(__package__).joinpath(CATALOG_YAML).read_text(encoding="utf-8")
+    return json.dumps(yaml.safe_load(text), indent=2) + "\n"
+
+
 @cache
 def catalog() -> Catalog:
     """The catalog shipped in this package (parsed once per process)."""
     root = resources.files(__package__)
-    text = root.joinpath("catalog.yaml").read_text(encoding="utf-8")
-    # libyaml's safe parser when PyYAML has it: every command parses the catalog at start-up.
-    if yaml.__with_libyaml__:
-        doc = yaml.load(text, Loader=yaml.CSafeLoader)
-    else:
-        doc = yaml.safe_load(text)
+    doc = json.loads(root.joinpath(CATALOG_JSON).read_text(encoding="utf-8"))
     versions = []
     for entry in doc["schemas"]:
         raw = json.loads(root.joinpath(entry["file"]).read_text(encoding="utf-8"))

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from shipledger.gc_tuning import freeze_at_exit, loaded, pause_while_loading
+from shipledger.startup import skip_pydantic_plugins
 
 # name -> (module, attribute, one-line help shown by `shipledger --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -161,6 +162,7 @@ class _LazyGroup(click.Group):
         spec = _COMMANDS.get(cmd_name)
         if spec is None:
             return None
+        skip_pydantic_plugins()  # before the command's modules build their models
         try:
             module = importlib.import_module(spec[0])
         except ModuleNotFoundError as exc:

@@ -7,19 +7,13 @@ import sys
 from typing import Any
 
 from shipledger.settings import Settings
+from shipledger.startup import without
 
 # structlog imports rich, when installed, for console tracebacks these renderers never draw
-# (`format_exc_info` turns an exception into text first): hidden while structlog loads, it is
-# not imported by `shipledger emit`/`query` (~30 ms of their start-up). A process that imported
-# rich already keeps it. tests/unit/test_cli_imports.py checks that these commands skip rich.
-_HIDE_RICH = "rich" not in sys.modules
-if _HIDE_RICH:
-    sys.modules["rich"] = None  # type: ignore[assignment]
-try:
+# (`format_exc_info` turns an exception into text first; ~30 ms of `shipledger emit`/`query`),
+# and greenlet for its deprecated thread-local context (we bind context per logger).
+with without("rich", "greenlet"):
     import structlog
-finally:
-    if _HIDE_RICH:
-        del sys.modules["rich"]
 
 #: What `get_logger` returns.
 Logger = structlog.stdlib.BoundLogger

@@ -19,14 +19,24 @@ from typing import Any
 import pytest
 
 from shipledger.lab.answer import answer
+from shipledger.producers.journal import Journal
 from shipledger.settings import Settings
 from shipledger.stackfile import StackInfo, remove_stack, write_stack
+from shipledger.topics import ensure_topics
 from tests.kit import META, CliEnv
 
+#: `emit started` with every required field.
+_STARTED = ("started", *META)
+
 #: Packages neither command needs: the API server's, the pipeline's, the ClickHouse clients,
-#: rich (tables, drawn only by `--format table`) and httpx (a query is one urllib request).
+#: rich (tables, drawn only by `--format table`), httpx (a query is one urllib request), and
+#: what libraries load for features never used here (`shipledger.startup.without`): fastavro's
+#: container-file codecs, structlog's greenlet support.
 HEAVY = (
     "rich",
+    "lz4",
+    "backports",
+    "greenlet",
     "pygments",
     "httpx",
     "clickhouse_connect",
@@ -37,8 +47,12 @@ HEAVY = (
     "starlette",
     "uvicorn",
 )
-#: What `emit` does without: the other event families' models (it keys by `DEPLOYMENT` only).
-EMIT_SKIPS = ("shipledger.schemas.family_models",)
+#: What `emit` does without: the other event families' models (it keys by `DEPLOYMENT` only),
+#: and PyYAML (the catalog is read from its JSON).
+EMIT_SKIPS = ("shipledger.schemas.family_models", "yaml")
+#: What `emit` to an embedded stack's broker does without: the journal takes its lock with
+#: `fcntl` (filelock loads only where the spool takes one).
+JOURNAL_SKIPS = ("filelock",)
 #: What only running a query here needs (a stack's API runs it there).
 QUERY_ENGINE = (
     "confluent_kafka",
@@ -61,7 +75,10 @@ try:
 except SystemExit as exc:
     code = exc.code
 loaded = [m for m in watched if m in sys.modules]
-print(json.dumps({"code": code, "loaded": loaded, "gc": gc.isenabled()}), file=sys.stderr)
+from pydantic.plugin import _loader
+plugins = _loader._plugins
+report = {"code": code, "loaded": loaded, "gc": gc.isenabled(), "plugins": plugins}
+print(json.dumps(report), file=sys.stderr)
 """
 
 
@@ -83,11 +100,39 @@ def _run(env: dict[str, str], cwd: Path, watched: tuple[str, ...], *args: str) -
 
 def test_emit_loads_no_heavy_package(settings: Settings, cli_env: CliEnv, tmp_path: Path) -> None:
     env = cli_env(settings, "")  # no broker, no stack: the event is spooled
-    run = _run(env, tmp_path, HEAVY + EMIT_SKIPS, "emit", "started", *META)
+    run = _run(env, tmp_path, HEAVY + EMIT_SKIPS, "emit", *_STARTED)
     assert run["code"] == 0, run["stderr"]
     assert run["stdout"].strip(), "emit prints the event id"
     assert run["loaded"] == []
     assert run["gc"]
+    assert run["plugins"] == {}, "pydantic's plugin discovery is skipped"
+
+
+def test_emit_to_an_embedded_stack_journals_without_filelock(
+    settings: Settings, cli_env: CliEnv, tmp_path: Path, broker: str
+) -> None:
+    """The broker a (registered) embedded stack runs: the event is journaled, then sent."""
+    ensure_topics(settings, broker)
+    journal = settings.data_dir / "journal"
+    info = StackInfo(
+        bootstrap=broker,
+        pid=os.getpid(),
+        clickhouse_url=settings.resolved_clickhouse_url,
+        journal=str(journal),
+    )
+    write_stack(settings, info)
+    try:
+        run = _run(cli_env(settings, broker), tmp_path, HEAVY + JOURNAL_SKIPS, "emit", *_STARTED)
+    finally:
+        remove_stack(settings)
+    assert run["code"] == 0, run["stderr"]
+    event_id = run["stdout"].strip()
+    entries = [e for s in Journal(journal).segments() for e in Journal(journal).read(s).entries]
+    assert [e.event_id for e in entries] == [event_id]
+    assert not settings.resolved_spool_dir.exists() or not any(
+        settings.resolved_spool_dir.glob("*.json")
+    ), "sent, not spooled"
+    assert run["loaded"] == []
 
 
 @pytest.mark.parametrize("args", [("--help",), ("no-such-command",)])

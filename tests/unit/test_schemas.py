@@ -5,6 +5,7 @@ from __future__ import annotations
 import types
 import typing
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,13 @@ from shipledger.schemas.families import FAMILIES
 from shipledger.schemas.family_models import Approval
 from shipledger.schemas.governance import GateReason
 from shipledger.schemas.models import AVRO_INT_RANGE, Alert, DeploymentEvent, DeploymentRecord
-from shipledger.schemas.registry import AvroCodec, DecodeError, catalog
+from shipledger.schemas.registry import (
+    CATALOG_JSON,
+    AvroCodec,
+    DecodeError,
+    catalog,
+    catalog_json,
+)
 from tests.kit import CHANGE_T0, change_event, deployment_event, deployment_record, sample_alert
 
 #: The model of every topic's schema, as the catalog names it.
@@ -208,3 +215,10 @@ def test_to_avro_is_the_python_dump_of_flat_and_nested_models() -> None:
         assert model.to_avro() == model.model_dump(mode="python")
     assert nested.to_avro()["approvals"] == [approval.model_dump(mode="python")]
     assert AvroCodec(catalog().topic("changes").schema_name).encode(nested.to_avro())
+
+
+def test_the_catalog_read_is_catalog_yaml() -> None:
+    """catalog.json, what every process reads, is catalog.yaml's document (`schemas check` and
+    `schemas catalog --check` say the same in `make lint`)."""
+    shipped = (Path(__file__).parents[2] / "schemas" / CATALOG_JSON).read_text(encoding="utf-8")
+    assert shipped == catalog_json()
