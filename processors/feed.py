@@ -83,7 +83,7 @@ class EnrichmentFeed:
             "group.id": f"{settings.topic_prefix}processors-enrichment-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
-            "fetch.wait.max.ms": settings.feed_fetch_wait_ms,
+            "fetch.wait.max.ms": settings.fetch_wait_ms,
         }
         topics = Topics.from_settings(settings)
         names = (*ENRICHMENT_TOPICS, POLICY)

@@ -1075,7 +1075,7 @@ def bench(
         "settings": {
             k: v
             for k, v in settings.model_dump(mode="json").items()
-            if k.startswith(("fetch", "feed", "processor", "sink", "session", "producer"))
+            if k.startswith(("fetch", "processor", "sink", "session", "producer"))
         },
     }
     out.mkdir(parents=True, exist_ok=True)
