@@ -181,6 +181,15 @@ class ClickHouseSink(KafkaClients):
         self._consumer: Consumer | None = None
         self._producer: KafkaProducer | None = None
 
+    def consumer_config(self) -> dict[str, Any]:
+        """The loop's consumer settings, fetching less often: the sink holds rows for
+        `sink_batch_ms` anyway (`Settings.sink_fetch_wait_ms`, `sink_fetch_min_bytes`)."""
+        return {
+            **super().consumer_config(),
+            "fetch.wait.max.ms": self.settings.sink_fetch_wait_ms,
+            "fetch.min.bytes": self.settings.sink_fetch_min_bytes,
+        }
+
     # --- the loop -----------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; then flush, commit and close. Raises SinkError, or

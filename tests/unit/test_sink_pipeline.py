@@ -516,13 +516,14 @@ def test_stats_and_the_scraped_metrics_are_one_count(settings: Settings) -> None
     assert sink.metrics.by_tag(m.MESSAGES, "topic") == {topics.raw: 10, topics.alerts: 11}
 
 
-def test_consumer_config_is_manual_commit_with_short_waits(settings: Settings) -> None:
+def test_consumer_config_is_manual_commit_with_the_sinks_fetch_wait(settings: Settings) -> None:
     sink = ClickHouseSink(settings, "b:9092", MemoryStore([]), policy=load_policy(None))
     conf = sink.consumer_config()
     assert conf["group.id"] == "p.sink"
     assert conf["enable.auto.commit"] is False
     assert conf["auto.offset.reset"] == "earliest"
-    assert conf["fetch.wait.max.ms"] == settings.fetch_wait_ms
+    assert conf["fetch.wait.max.ms"] == settings.sink_fetch_wait_ms
+    assert conf["fetch.min.bytes"] == settings.sink_fetch_min_bytes
     assert conf["session.timeout.ms"] == int(settings.session_timeout_s * 1000)
     policy = load_policy(None)
     assert (
