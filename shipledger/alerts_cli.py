@@ -37,7 +37,7 @@ from shipledger.alert_view import (
     json_line,
     parse_since,
 )
-from shipledger.clients import next_to_end, position, reader_consumer
+from shipledger.clients import next_to_end, position, reader_consumer, topic_ends
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
 from shipledger.query_cli import QueryUnavailable, post_query, run_query
@@ -298,9 +298,7 @@ def read_alerts(
     """The alerts topic's records as JSON alerts, from the start of every partition: up to
     the end as it was when reading began, or with `follow` until `stopped()`. A record that
     does not decode is reported on stderr (partition:offset) and skipped."""
-    from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
-
-    from shipledger.lag import end_offsets
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
     topic = Topics.from_settings(settings).alerts
     codec = topic_codec(ALERTS)
@@ -313,17 +311,10 @@ def read_alerts(
             click.echo(f"shipledger: no topic {topic} on {bootstrap} yet: no alerts", err=True)
             return
         partitions = sorted(meta.partitions)
-        # Where each partition ends now: without --follow, reading stops there. Read from
-        # fetches (`lag.end_offsets`): Tansu's ListOffsets answers the base offset of the last
-        # record batch + 1, and a tail bounded by it printed the first alert of that batch only.
-        try:
-            marks = end_offsets(
-                settings.kafka_common(bootstrap), [(topic, p) for p in partitions], 30.0
-            )
-        except KafkaException as exc:
-            raise click.ClickException(f"cannot read where {topic} ends: {exc}") from exc
-        ends = {p: marks[(topic, p)].high for p in partitions}
-        pending = {p for p in partitions if marks[(topic, p)].high > marks[(topic, p)].low}
+        # Where each partition ends now: without --follow, reading stops there.
+        marks = topic_ends(settings, bootstrap, topic, partitions, 30.0)
+        ends = {p: marks[p].high for p in partitions}
+        pending = {p for p in partitions if marks[p].high > marks[p].low}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         while not stopped() and (follow or pending):
             msg = next_to_end(consumer, _POLL_S, pending, ends)

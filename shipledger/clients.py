@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from shipledger.kafka import KafkaProducer
+from shipledger.lag import Watermarks, end_offsets
 from shipledger.settings import Settings
 
 #: The sink's role: its consumer group's committed offsets say what the ledger holds (the live
@@ -75,6 +76,24 @@ def position(msg: Message) -> tuple[int, int]:
     partition, offset = msg.partition(), msg.offset()
     assert partition is not None and offset is not None, "an error event has no position"
     return partition, offset
+
+
+def topic_ends(
+    settings: Settings, bootstrap: str, topic: str, partitions: Collection[int], timeout_s: float
+) -> dict[int, Watermarks]:
+    """Where `partitions` of `topic` start and end now, for a reader that stops at the end: the
+    ends read from fetches (`lag.end_offsets`), as Tansu's ListOffsets answers the base offset
+    of a partition's last record batch + 1 (a reader bounded by it stopped after the first
+    message of that batch). click.ClickException naming the topic if the broker cannot say."""
+    import click  # the commands' error; the loops that import this module never get here
+
+    try:
+        marks = end_offsets(
+            settings.kafka_common(bootstrap), [(topic, p) for p in partitions], timeout_s
+        )
+    except KafkaException as exc:
+        raise click.ClickException(f"cannot read where {topic} ends: {exc}") from exc
+    return {p: marks[(topic, p)] for p in partitions}
 
 
 def next_to_end(

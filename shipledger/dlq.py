@@ -21,8 +21,7 @@ from typing import Any
 
 import click
 
-from shipledger.clients import next_to_end, reader_consumer
-from shipledger.lag import end_offsets
+from shipledger.clients import next_to_end, reader_consumer, topic_ends
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
 from shipledger.producers.journal import Entry, Journal, JournalError, resent_entry
@@ -195,7 +194,7 @@ def read_letters(
 
     Stops when every partition reported end-of-partition. A missing topic reads as empty.
     """
-    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+    from confluent_kafka import KafkaError, TopicPartition
 
     consumer = reader_consumer(settings, bootstrap, "dlq")
     try:
@@ -203,21 +202,13 @@ def read_letters(
         if meta is None or meta.error is not None or not meta.partitions:
             return []
         # The high watermarks bound the read (end-of-partition events end it too): a
-        # partition with nothing at or after its start offset is not read at all. They are
-        # read from fetches (`lag.end_offsets`): Tansu's ListOffsets answers the base offset
-        # of the last batch + 1, which hid every letter after the first of that batch (6 of
-        # 12 letters a restore wrote back were listed, and so replayable).
+        # partition with nothing at or after its start offset is not read at all.
         wanted = [p for p in sorted(meta.partitions) if start is None or p in start]
-        try:
-            marks = end_offsets(
-                settings.kafka_common(bootstrap), [(topic, p) for p in wanted], timeout_s
-            )
-        except KafkaException as exc:
-            raise click.ClickException(f"cannot read where {topic} ends: {exc}") from exc
+        marks = topic_ends(settings, bootstrap, topic, wanted, timeout_s)
         ends: dict[int, int] = {}
         begins: dict[int, int] = {}
         for p in wanted:
-            low, high = marks[(topic, p)].low, marks[(topic, p)].high
+            low, high = marks[p].low, marks[p].high
             begin = start[p] if start is not None else low
             if begin < low or begin >= high:
                 continue
