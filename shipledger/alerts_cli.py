@@ -37,7 +37,7 @@ from shipledger.alert_view import (
     json_line,
     parse_since,
 )
-from shipledger.clients import next_to_end, position, reader_consumer, topic_ends
+from shipledger.clients import next_to_end, position, reader_consumer, topic_ends, topic_partitions
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
 from shipledger.query_cli import QueryUnavailable, post_query, run_query
@@ -304,13 +304,12 @@ def read_alerts(
     codec = topic_codec(ALERTS)
     consumer = reader_consumer(settings, bootstrap, "alerts-tail")
     try:
-        meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
-        if meta is None or meta.error is not None or not meta.partitions:
+        partitions = topic_partitions(consumer, bootstrap, topic, 30.0)
+        if not partitions:
             if follow:
                 raise click.ClickException(f"no topic {topic} on {bootstrap}: start the pipeline")
             click.echo(f"shipledger: no topic {topic} on {bootstrap} yet: no alerts", err=True)
             return
-        partitions = sorted(meta.partitions)
         # Where each partition ends now: without --follow, reading stops there.
         marks = topic_ends(settings, bootstrap, topic, partitions, 30.0)
         ends = {p: marks[p].high for p in partitions}

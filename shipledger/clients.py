@@ -78,6 +78,20 @@ def position(msg: Message) -> tuple[int, int]:
     return partition, offset
 
 
+def topic_partitions(consumer: Consumer, bootstrap: str, topic: str, timeout_s: float) -> list[int]:
+    """The partitions of `topic`, none if the broker has no such topic (yet); for the commands
+    that read a topic: click.ClickException naming the broker if it does not answer."""
+    import click  # the commands' error; the loops that import this module never get here
+
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    except KafkaException as exc:
+        raise click.ClickException(f"cannot reach the broker at {bootstrap}: {exc}") from exc
+    if meta is None or meta.error is not None or not meta.partitions:
+        return []
+    return sorted(meta.partitions)
+
+
 def topic_ends(
     settings: Settings, bootstrap: str, topic: str, partitions: Collection[int], timeout_s: float
 ) -> dict[int, Watermarks]:

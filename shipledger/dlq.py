@@ -12,6 +12,7 @@ The pure helpers (id and header parsing, selection, formatting) come first; Kafk
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 
 import click
 
-from shipledger.clients import next_to_end, reader_consumer, topic_ends
+from shipledger.clients import next_to_end, reader_consumer, topic_ends, topic_partitions
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
 from shipledger.producers.journal import Entry, Journal, JournalError, resent_entry
@@ -198,12 +199,10 @@ def read_letters(
 
     consumer = reader_consumer(settings, bootstrap, "dlq")
     try:
-        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if meta is None or meta.error is not None or not meta.partitions:
-            return []
+        partitions = topic_partitions(consumer, bootstrap, topic, timeout_s)
         # The high watermarks bound the read (end-of-partition events end it too): a
         # partition with nothing at or after its start offset is not read at all.
-        wanted = [p for p in sorted(meta.partitions) if start is None or p in start]
+        wanted = [p for p in partitions if start is None or p in start]
         marks = topic_ends(settings, bootstrap, topic, wanted, timeout_s)
         ends: dict[int, int] = {}
         begins: dict[int, int] = {}
@@ -265,6 +264,13 @@ def journal_entry(settings: Settings, letter: Letter) -> Entry:
         letter.value,
         replay_headers(str(letter.id)),
     )
+
+
+def _finite(value: float | None, param: click.Parameter) -> float | None:
+    """`value` unless it is infinite or NaN, which click's FloatRange lets through."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of letters a second", param=param)
+    return value
 
 
 def paced(letters: Sequence[Letter], rate: float | None) -> list[tuple[float, list[Letter]]]:
@@ -462,6 +468,7 @@ def show(ctx: click.Context, letter_id: LetterId) -> None:
 @click.option(
     "--rate",
     type=click.FloatRange(min=0, min_open=True),
+    callback=lambda ctx, param, value: _finite(value, param),
     metavar="N",
     help="Send at most N letters a second (default: all at once), so that a large replay does "
     "not flood the pipeline or, for escalation letters, the receivers.",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from shipledger.cli import cli
+from shipledger.clients import reader_consumer, topic_partitions
 from shipledger.dlq import (
     Letter,
     LetterId,
@@ -22,6 +24,7 @@ from shipledger.dlq import (
 from shipledger.schemas.letters import header_text as parse_headers
 from shipledger.schemas.letters import replay_headers
 from shipledger.schemas.registry import AvroCodec
+from shipledger.settings import Settings
 from tests.kit import deployment_event
 
 
@@ -63,6 +66,28 @@ def test_replay_needs_ids_or_all() -> None:
     result = CliRunner().invoke(cli, ["dlq", "--bootstrap", "127.0.0.1:1", "replay"])
     assert result.exit_code == 2
     assert "--all" in result.output
+
+
+@pytest.mark.parametrize("rate", ["0", "-1", "fast", "nan", "inf"])
+def test_a_bad_rate_is_a_usage_error_naming_it_before_any_kafka(rate: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["dlq", "--bootstrap", "127.0.0.1:1", "replay", "--all", "--rate", rate]
+    )
+    assert result.exit_code == 2
+    assert "--rate" in result.output
+
+
+def test_a_broker_that_does_not_answer_is_a_clear_error(settings: Settings) -> None:
+    """Not a traceback: `dlq list/show/replay` and `alerts tail` ask a topic's partitions
+    through `topic_partitions`, which names the broker it could not reach."""
+    consumer = reader_consumer(settings, "127.0.0.1:1", "test")
+    try:
+        with pytest.raises(
+            click.ClickException, match=r"cannot reach the broker at 127\.0\.0\.1:1"
+        ):
+            topic_partitions(consumer, "127.0.0.1:1", "anything", 1.0)
+    finally:
+        consumer.close()
 
 
 def test_parse_headers_list_dict_none_and_bad_utf8() -> None:
