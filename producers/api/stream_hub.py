@@ -40,7 +40,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, Message, Topic
 
 from shipledger.clients import SINK_ROLE, consumer_group
 from shipledger.kafka import ready_messages
-from shipledger.lag import Partition
+from shipledger.lag import Partition, end_offsets
 from shipledger.logging import get_logger
 from shipledger.producers.api.stream_events import (
     Kind,
@@ -257,10 +257,17 @@ class StreamHub:
         consumer = Consumer(conf)
         try:
             assignment = self._partitions(consumer)
-            timeout = self.settings.stream_health_interval_s
+            # The end as an offset, not OFFSET_END: what is before it was not read here. Read
+            # from a fetch (`lag.end_offsets`, a probe consumer, once a connection): Tansu's
+            # ListOffsets, which OFFSET_END asks, answers the start of the last record batch +
+            # 1, and the clients got the rest of that batch as news.
+            ends = end_offsets(
+                self.settings.kafka_common(self.bootstrap),
+                [(tp.topic, tp.partition) for tp in assignment],
+                self.settings.stream_health_interval_s,
+            )
             for tp in assignment:
-                # The end as an offset, not OFFSET_END: what is before it was not read here.
-                tp.offset = consumer.get_watermark_offsets(tp, timeout, cached=False)[1]
+                tp.offset = ends[(tp.topic, tp.partition)].high
         except BaseException:
             consumer.close()
             raise
