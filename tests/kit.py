@@ -650,6 +650,15 @@ def wait_until(
     wait_for(alive_and_done, what, timeout_s)
 
 
+def wait_drained(stack: Stack, timeout_s: float = 120) -> None:
+    """Wait until nothing is left in `stack`'s pipeline (`Stack.pending`): every message of
+    its topics processed by the workers (and the escalator) and stored by the sink. The
+    positive marker a check that something is NOT in the ledger needs first: the worker's
+    alerts, its records and the sink's rows of other topics reach the ledger in no promised
+    order, so a row awaited in one table says nothing of what is still on its way to another."""
+    wait_until(stack, lambda: not any(stack.pending().values()), "the stack drained", timeout_s)
+
+
 Server = TypeVar("Server", bound=socketserver.BaseServer)
 
 

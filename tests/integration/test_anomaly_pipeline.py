@@ -156,8 +156,13 @@ def test_anomaly_after_a_dependency_deploy_raises_suspect_deployment(
     seen = scrape(api_metrics)
     assert seen[published.format(raw)] == 2 and seen[published.format(signals)] == 1
     assert api_stack.sink_metrics is not None
-    sink = scrape(f"http://127.0.0.1:{api_stack.sink_metrics.port}/metrics")
-    assert sink['shipledger_sink_rows_inserted_total{table="signal_events"}'] == 1
+    sink_url = f"http://127.0.0.1:{api_stack.sink_metrics.port}/metrics"
+    signal_rows = 'shipledger_sink_rows_inserted_total{table="signal_events"}'
+    # The alert comes from the worker, the signal's row from the sink: it may store (and
+    # count) that row after the alert's.
+    wait_until(api_stack, lambda: scrape(sink_url).get(signal_rows, 0) >= 1, "the signal row")
+    sink = scrape(sink_url)
+    assert sink[signal_rows] == 1
     assert sink['shipledger_sink_messages_total{topic="' + signals + '"}'] == 1
     assert sink['shipledger_sink_insert_seconds_count{table="alerts"}'] >= 1
     assert any(k.startswith("shipledger_consumer_lag{") for k in sink)

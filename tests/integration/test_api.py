@@ -197,7 +197,8 @@ def test_retried_request_is_one_row(ledger: Ledger) -> None:
     """Same body twice (explicit id and time), then a marker on the same partition: once
     the marker is stored, the sink has seen the retry, and kept one row."""
     body = api_event(event_id=f"retry-{uuid.uuid4()}", occurred_at="2026-11-26T10:00:00Z")
-    timed = api_event(occurred_at="2026-11-26T10:00:01Z")  # no id: derived from the content
+    # No id: derived from the content. The same deployment (key), so the same partition.
+    timed = api_event(deployment_id=body["deployment_id"], occurred_at="2026-11-26T10:00:01Z")
     marker = api_event(deployment_id=body["deployment_id"], event_type="succeeded")
     with ledger.client(ledger.token()) as client:
         first = client.post("/v1/events", json=[body, timed])

@@ -21,7 +21,7 @@ from shipledger.settings import Settings
 from shipledger.sinks.ledger.audit import verify
 from shipledger.up.broker import free_port
 from shipledger.up.stack import Stack
-from tests.kit import SHA, deployment_event, emit_options, poll, run_shipledger
+from tests.kit import SHA, deployment_event, emit_options, poll, run_shipledger, wait_drained
 
 pytestmark = pytest.mark.integration
 
@@ -166,7 +166,7 @@ def test_cli_events_become_rows_and_alerts(stack: Stack) -> None:
     assert wait_rows(stack, "deployment_events", 9) == 9
     assert wait_rows(stack, "deployment_records", 9) == 9
     assert wait_rows(stack, "alerts", 5) == 5
-    time.sleep(1.0)  # nothing more arrives: exactly one row per event
+    wait_drained(stack)  # nothing more arrives: exactly one row per event
     assert stack.store is not None
     assert stack.store.count("deployment_events") == 9
     assert stack.store.count("alerts") == 5
@@ -221,9 +221,9 @@ def test_malformed_events_reach_the_dead_letter_topic(stack: Stack) -> None:
     assert reasons[sha_reason]["field"] == b"commit_sha"
     assert any("magic byte" in r for r in reasons)
     assert {v for v, _ in letters} >= {b"{not avro}"}
-    # Rejected input never becomes a record.
+    # Rejected input never becomes a record (once the worker's outputs are stored).
     assert stack.store is not None
-    time.sleep(1.0)
+    wait_drained(stack)
     assert stack.store.count("deployment_records") == 0
 
 
@@ -255,7 +255,7 @@ def test_state_survives_a_worker_restart(stack: Stack) -> None:
         "SELECT seq, status, event_count, duration_ms, alert_rules FROM deployments"
     )
     assert rows == [(2, "succeeded", 2, 240_000, ["missing_change_ticket", "out_of_window"])]
-    time.sleep(1.0)
+    wait_drained(stack)  # an alert of the second judgement would be stored by now
     assert stack.store.count("alerts") == 2
 
 
@@ -323,6 +323,9 @@ def test_an_event_delivered_twice_is_applied_once(stack: Stack) -> None:
     assert stack.store is not None
     _, rows = stack.store.query("SELECT seq, event_count, status FROM deployments")
     assert rows == [(2, 2, "succeeded")]
+    # The records come from the worker, the events' rows from the sink reading the raw topic:
+    # those (the copy's too) may still be on their way.
+    wait_drained(stack)
     assert stack.store.count("deployment_events") == 2  # the copy is deduplicated by id too
     report = verify(stack.store)  # a replayed event leaves the chains intact
     assert report.clean, report.text()

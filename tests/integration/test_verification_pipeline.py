@@ -18,7 +18,15 @@ import pytest
 
 from shipledger.settings import Settings
 from shipledger.up.stack import Stack
-from tests.kit import SHA, api_client, own_settings, run_shipledger, up_env, wait_until
+from tests.kit import (
+    SHA,
+    api_client,
+    own_settings,
+    run_shipledger,
+    up_env,
+    wait_drained,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -170,6 +178,8 @@ def test_verdicts_late_checks_and_drift(
     )
     assert [v for (v,) in history] == ["verified", "suspect"]
 
+    # dep-pay's verdict needs its record in the ledger: awaited like the others'.
+    wait_verdict(api_stack, client, "dep-pay", "unverified")
     listed = client.get("/v1/verifications", params={"verdict": "unverified"}).json()
     assert [v["deployment_id"] for v in listed] == ["dep-none", "dep-pay"]
     assert client.get("/v1/verifications", params={"verdict": "fine"}).status_code == 400
@@ -219,7 +229,9 @@ def test_verdicts_late_checks_and_drift(
     stored = "SELECT count() FROM signal_events"
     wait_until(api_stack, lambda: rows(api_stack, stored)[0][0] >= before + 2, "the reports")
     assert rows(api_stack, stored)[0][0] == before + 2
-    # Drift reports are no checks (dep-ok stays verified) and no anomalies (no suspects).
+    # Drift reports are no checks (dep-ok stays verified) and no anomalies (no suspects: an
+    # alert the worker raised of them would be stored once the stack has drained).
+    wait_drained(api_stack)
     assert (verdict(client, "dep-ok") or {}).get("verdict") == "verified"
     suspects = "SELECT count() FROM alerts WHERE rule = 'suspect_deployment'"
     assert rows(api_stack, suspects) == [(0,)]
