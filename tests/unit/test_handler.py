@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shipledger.dlq_limit import DlqLimit, DlqLimitExceeded, DlqLimitState
 from shipledger.processors.app import finish_batch
@@ -388,3 +390,11 @@ def test_refresh_adopts_a_published_policy_and_refuses_a_tampered_one() -> None:
         f"pushed-2+{text_sha256(text)[:8]}",
         f"pushed-2+{text_sha256(text)[:8]}",
     ]
+
+
+@given(st.text(), st.text())
+def test_a_state_key_is_the_json_pair_of_tenant_and_deployment(
+    tenant: str, deployment: str
+) -> None:
+    """What the changelog and `shipledger.up.restore` hold: the pair as json.dumps writes it."""
+    assert state_key(tenant, deployment) == json.dumps([tenant, deployment], ensure_ascii=False)
