@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 #: canonical environment -> names teams use for it
 ENVIRONMENT_TAXONOMY: dict[str, tuple[str, ...]] = {
@@ -15,6 +16,9 @@ ENVIRONMENT_TAXONOMY: dict[str, tuple[str, ...]] = {
 _CANONICAL: dict[str, str] = {
     alias: canonical for canonical, names in ENVIRONMENT_TAXONOMY.items() for alias in names
 }
+#: The aliases, longest first: a name is split at the longest known prefix (sorted once, not
+#: per event).
+_LONGEST_FIRST = sorted(_CANONICAL, key=len, reverse=True)
 # Cloud region shapes: aws eu-west-1 (zone eu-west-1a), gcp europe-west4 / us-central1,
 # azure westeurope.
 _REGION_RE = re.compile(r"^[a-z]{2,}(?:-[a-z]+)*-?\d*[a-z]?$")
@@ -29,6 +33,9 @@ class Environment:
     known: bool
 
 
+# Asked once per event (or more) with a handful of distinct names: the answers are kept (an
+# Environment is immutable), bounded, since names come from outside.
+@lru_cache(maxsize=4096)
 def normalize_environment(raw: str, region: str | None = None) -> Environment:
     """Map `production-eu-west-1` to (`prod`, `eu-west-1`); an explicit region wins.
 
@@ -40,7 +47,7 @@ def normalize_environment(raw: str, region: str | None = None) -> Environment:
     if value in _CANONICAL:
         return Environment(_CANONICAL[value], _clean_region(region), True)
     # Longest known prefix followed by a separator and a region-shaped rest.
-    for alias in sorted(_CANONICAL, key=len, reverse=True):
+    for alias in _LONGEST_FIRST:
         for sep in ("-", "."):
             prefix = alias + sep
             if value.startswith(prefix):
