@@ -21,8 +21,10 @@ chDB constraints (measured with chdb 4.4 / engine 26.9 through clickhouse-connec
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +39,7 @@ from shipledger.closing import Closing
 from shipledger.privacy import PrivacyKey, PrivacyKeyError
 from shipledger.settings import Settings, chdb_path
 from shipledger.sinks.ledger import ddl, tiers
-from shipledger.sinks.ledger.chain import ChainKey, Head
+from shipledger.sinks.ledger.chain import ChainKey, Head, epoch_ms
 from shipledger.sinks.ledger.cluster import on_cluster
 from shipledger.sinks.ledger.migrate import MigrationError, migrate
 from shipledger.sinks.rows import RowKey
@@ -80,6 +82,20 @@ def bound_keys(keys: Iterable[RowKey]) -> BoundText:
     would make of the list of tuples, made in one pass."""
     pairs = (f"('{a.translate(_ESCAPES)}', '{b.translate(_ESCAPES)}')" for a, b in keys)
     return BoundText(f"[{', '.join(pairs)}]")
+
+
+@functools.cache
+def _insert_plan(spec: ddl.TableSpec) -> tuple[Callable[[Mapping[str, Any]], Any], list[int]]:
+    """How `LedgerStore.insert` lays out `spec`'s rows: a row's values in column order, and
+    the positions of its `DateTime64(3)` columns, sent as the epoch milliseconds they store
+    (exact, and cheaper than clickhouse-connect's conversion of each datetime: ~3 µs an
+    imported event)."""
+    millis = [
+        i
+        for i, column in enumerate(spec.columns)
+        if column.type in (ddl.DATETIME_MS, f"Nullable({ddl.DATETIME_MS})")
+    ]
+    return operator.itemgetter(*spec.column_names), millis
 
 
 class StoreError(RuntimeError):
@@ -238,12 +254,15 @@ class LedgerStore(Closing):
         if not rows:
             return 0
         spec = ddl.tables()[table]
-        names = spec.column_names
+        values, millis = _insert_plan(spec)
         try:
-            columns = [[row[name] for row in rows] for name in names]
+            # Row tuples transposed in C: half the CPU of a column-by-column gather (measured).
+            columns = list(map(list, zip(*map(values, rows), strict=True)))
         except KeyError as exc:
             raise ValueError(f"{table}: a row lacks column {exc}") from None
-        self.insert_columns(table, names, spec.column_types, columns)
+        for index in millis:
+            columns[index] = [None if at is None else epoch_ms(at) for at in columns[index]]
+        self.insert_columns(table, spec.column_names, spec.column_types, columns)
         return len(rows)
 
     def insert_columns(
