@@ -84,6 +84,13 @@ def bound_keys(keys: Iterable[RowKey]) -> BoundText:
     return BoundText(f"[{', '.join(pairs)}]")
 
 
+def bound_strings(values: Iterable[str]) -> BoundText:
+    """`values` as an `Array(String)` parameter: the text clickhouse-connect would make of
+    the list, made in one pass."""
+    quoted = (f"'{value.translate(_ESCAPES)}'" for value in values)
+    return BoundText(f"[{', '.join(quoted)}]")
+
+
 @functools.cache
 def _insert_plan(spec: ddl.TableSpec) -> tuple[Callable[[Mapping[str, Any]], Any], list[int]]:
     """How `LedgerStore.insert` lays out `spec`'s rows: a row's values in column order, and
@@ -311,7 +318,11 @@ class LedgerStore(Closing):
         column = ddl.quote_ident(ddl.tables()[table].id_column)
         # Identifiers are checked by quote_ident; values are bound server-side (a 5000-id
         # literal list costs ClickHouse ~20 ms more to parse; large params go form-encoded).
-        where = f"(tenant, {column}) IN {{keys:Array(Tuple(String, String))}}"
+        # The ids are looked up as plain strings, among the rows of the keys' tenants (the
+        # partition key's first column), and the pairs matched here: ClickHouse parses and
+        # matches an Array(Tuple(String, String)) of (tenant, id) at about twice the CPU
+        # (measured: 29 -> 11 µs an imported event, three tables).
+        where = f"tenant IN {{tenants:Array(String)}} AND {column} IN {{ids:Array(String)}}"
         params: dict[str, Any] = {}
         if window is not None:
             time_column = ddl.quote_ident(window.column)
@@ -336,16 +347,24 @@ class LedgerStore(Closing):
                 cold = ddl.qualified(tiers.cold_database(self.database), table)
                 sources.append((cold, "_path IN {paths:Array(String)} AND "))
                 params["paths"] = [str(p) for p in paths]
+        asked = set(wanted)
         found: set[RowKey] = set()
         for start in range(0, len(wanted), _IDS_PER_QUERY):
             chunk = wanted[start : start + _IDS_PER_QUERY]
+            bound = {
+                "tenants": bound_strings(sorted({tenant for tenant, _ in chunk})),
+                "ids": bound_strings(key for _, key in chunk),
+            }
             for source, prune in sources:
                 sql = f"SELECT DISTINCT tenant, {column} FROM {source} WHERE {prune}{where}"  # noqa: S608
                 with self._lock:
-                    result = self._client.query(
-                        sql, parameters={**params, "keys": bound_keys(chunk)}
-                    )
-                found.update((str(row[0]), str(row[1])) for row in result.result_rows)
+                    result = self._client.query(sql, parameters={**params, **bound})
+                # An id of the chunk stored under another of its tenants is not a match.
+                found.update(
+                    pair
+                    for row in result.result_rows
+                    if (pair := (str(row[0]), str(row[1]))) in asked
+                )
         return found
 
     def source(self, table: str) -> str:
