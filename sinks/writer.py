@@ -23,7 +23,6 @@ still land; the replay that follows a restart is deduplicated): `SinkError` at o
 from __future__ import annotations
 
 import functools
-import itertools
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -156,7 +155,7 @@ class LedgerWriter:
 
     def _write(self, spec: TableSpec, rows: list[Row]) -> None:
         unique, repeated = dedupe(rows, spec.id_column, set())
-        unique.sort(key=functools.partial(_month, spec.time_column))
+        unique = _month_order(unique, spec.time_column)
         stamped: list[dict[ChainKey, Head]] = []
         started = time.monotonic()
         inserted, already = self._with_retries(
@@ -191,9 +190,8 @@ class LedgerWriter:
             heads = self._heads_of(spec.name, fresh)
             version = self.policy_version if ddl.POLICY_VERSION.name in spec.stamped else None
             stamped.append(stamp(spec.name, fresh, heads, self.retention, self.now(), version))
-        month = functools.partial(_month, spec.time_column)
-        for _, block in itertools.groupby(fresh, key=month):
-            self.store.insert(spec.name, list(block))
+        for block in _month_blocks(fresh, spec.time_column):
+            self.store.insert(spec.name, block)
         return len(fresh), already
 
     def _heads_of(self, table: str, rows: Sequence[Row]) -> dict[ChainKey, Head]:
@@ -262,9 +260,25 @@ class LedgerWriter:
         return outcome[0]
 
 
-def _month(column: str, row: Row) -> tuple[int, int]:
-    """The month of `row`'s `column` in UTC: with the tenant, its partition
-    (`ddl.TableSpec.create_sql`)."""
-    at: datetime = row[column]
-    utc = at.astimezone(UTC)
-    return utc.year, utc.month
+def _months(rows: Iterable[Row], column: str) -> dict[tuple[int, int], list[Row]]:
+    """`rows` by the month of their `column` in UTC (with the tenant, their partition:
+    `ddl.TableSpec.create_sql`), each month's in their order, in one pass."""
+    months: dict[tuple[int, int], list[Row]] = {}
+    for row in rows:
+        at: datetime = row[column]
+        if at.tzinfo is not UTC:
+            at = at.astimezone(UTC)
+        months.setdefault((at.year, at.month), []).append(row)
+    return months
+
+
+def _month_order(rows: Iterable[Row], column: str) -> list[Row]:
+    """`rows` sorted by the month of their `column` (stable: in their order within a month)."""
+    months = _months(rows, column)
+    return [row for month in sorted(months) for row in months[month]]
+
+
+def _month_blocks(rows: Iterable[Row], column: str) -> list[list[Row]]:
+    """The insert blocks of `rows`: one per month, oldest first."""
+    months = _months(rows, column)
+    return [months[month] for month in sorted(months)]

@@ -312,7 +312,7 @@ def _select_list(spec: ddl.TableSpec) -> tuple[list[str], str]:
         if column.name == "row_hash":
             continue
         quoted = ddl.quote_ident(column.name)
-        if column.type.startswith(("DateTime64", "Nullable(DateTime64")):
+        if column.holds_datetime:
             exprs.append(f"toUnixTimestamp64Milli({quoted}) AS {quoted}")
         else:
             exprs.append(quoted)
@@ -349,7 +349,7 @@ def _chains(
                     yield key, rows
                 key, rows = (spec.name, row[i_tenant], row[i_class], row[i_lane]), []
             # zip with the names stops before row_hash (last): the dict is what chain hashed
-            # (`chain.hashed`: an empty late column is left out).
+            # (`chain.canonical_bytes`: an empty late column is left out).
             fields = dict(zip(names, row, strict=False))
             for index, name in late:
                 if row[index] in UNSET:

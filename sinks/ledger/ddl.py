@@ -137,6 +137,12 @@ class Column:
     comment: str = ""
     codec: str = ""
 
+    @property
+    def holds_datetime(self) -> bool:
+        """Whether the column holds datetimes (`DateTime64`, maybe Nullable): the hash chain
+        covers them as epoch milliseconds (`chain.canonical_bytes`, `audit`)."""
+        return self.type.startswith(("DateTime64", "Nullable(DateTime64"))
+
     def definition(self) -> str:
         """`name Type [CODEC(...)] COMMENT '...'`, as in CREATE TABLE and ADD/MODIFY COLUMN."""
         codec = f" CODEC({self.codec})" if self.codec else ""

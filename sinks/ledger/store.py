@@ -21,8 +21,10 @@ chDB constraints (measured with chdb 4.4 / engine 26.9 through clickhouse-connec
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +39,7 @@ from shipledger.closing import Closing
 from shipledger.privacy import PrivacyKey, PrivacyKeyError
 from shipledger.settings import Settings, chdb_path
 from shipledger.sinks.ledger import ddl, tiers
-from shipledger.sinks.ledger.chain import ChainKey, Head
+from shipledger.sinks.ledger.chain import ChainKey, Head, epoch_ms
 from shipledger.sinks.ledger.cluster import on_cluster
 from shipledger.sinks.ledger.migrate import MigrationError, migrate
 from shipledger.sinks.rows import RowKey
@@ -80,6 +82,27 @@ def bound_keys(keys: Iterable[RowKey]) -> BoundText:
     would make of the list of tuples, made in one pass."""
     pairs = (f"('{a.translate(_ESCAPES)}', '{b.translate(_ESCAPES)}')" for a, b in keys)
     return BoundText(f"[{', '.join(pairs)}]")
+
+
+def bound_strings(values: Iterable[str]) -> BoundText:
+    """`values` as an `Array(String)` parameter: the text clickhouse-connect would make of
+    the list, made in one pass."""
+    quoted = (f"'{value.translate(_ESCAPES)}'" for value in values)
+    return BoundText(f"[{', '.join(quoted)}]")
+
+
+@functools.cache
+def _insert_plan(spec: ddl.TableSpec) -> tuple[Callable[[Mapping[str, Any]], Any], list[int]]:
+    """How `LedgerStore.insert` lays out `spec`'s rows: a row's values in column order, and
+    the positions of its `DateTime64(3)` columns, sent as the epoch milliseconds they store
+    (exact, and cheaper than clickhouse-connect's conversion of each datetime: ~3 µs an
+    imported event)."""
+    millis = [
+        i
+        for i, column in enumerate(spec.columns)
+        if column.type in (ddl.DATETIME_MS, f"Nullable({ddl.DATETIME_MS})")
+    ]
+    return operator.itemgetter(*spec.column_names), millis
 
 
 class StoreError(RuntimeError):
@@ -238,12 +261,15 @@ class LedgerStore(Closing):
         if not rows:
             return 0
         spec = ddl.tables()[table]
-        names = spec.column_names
+        values, millis = _insert_plan(spec)
         try:
-            columns = [[row[name] for row in rows] for name in names]
+            # Row tuples transposed in C: half the CPU of a column-by-column gather (measured).
+            columns = list(map(list, zip(*map(values, rows), strict=True)))
         except KeyError as exc:
             raise ValueError(f"{table}: a row lacks column {exc}") from None
-        self.insert_columns(table, names, spec.column_types, columns)
+        for index in millis:
+            columns[index] = [None if at is None else epoch_ms(at) for at in columns[index]]
+        self.insert_columns(table, spec.column_names, spec.column_types, columns)
         return len(rows)
 
     def insert_columns(
@@ -292,7 +318,11 @@ class LedgerStore(Closing):
         column = ddl.quote_ident(ddl.tables()[table].id_column)
         # Identifiers are checked by quote_ident; values are bound server-side (a 5000-id
         # literal list costs ClickHouse ~20 ms more to parse; large params go form-encoded).
-        where = f"(tenant, {column}) IN {{keys:Array(Tuple(String, String))}}"
+        # The ids are looked up as plain strings, among the rows of the keys' tenants (the
+        # partition key's first column), and the pairs matched here: ClickHouse parses and
+        # matches an Array(Tuple(String, String)) of (tenant, id) at about twice the CPU
+        # (measured: 29 -> 11 µs an imported event, three tables).
+        where = f"tenant IN {{tenants:Array(String)}} AND {column} IN {{ids:Array(String)}}"
         params: dict[str, Any] = {}
         if window is not None:
             time_column = ddl.quote_ident(window.column)
@@ -317,16 +347,24 @@ class LedgerStore(Closing):
                 cold = ddl.qualified(tiers.cold_database(self.database), table)
                 sources.append((cold, "_path IN {paths:Array(String)} AND "))
                 params["paths"] = [str(p) for p in paths]
+        asked = set(wanted)
         found: set[RowKey] = set()
         for start in range(0, len(wanted), _IDS_PER_QUERY):
             chunk = wanted[start : start + _IDS_PER_QUERY]
+            bound = {
+                "tenants": bound_strings(sorted({tenant for tenant, _ in chunk})),
+                "ids": bound_strings(key for _, key in chunk),
+            }
             for source, prune in sources:
                 sql = f"SELECT DISTINCT tenant, {column} FROM {source} WHERE {prune}{where}"  # noqa: S608
                 with self._lock:
-                    result = self._client.query(
-                        sql, parameters={**params, "keys": bound_keys(chunk)}
-                    )
-                found.update((str(row[0]), str(row[1])) for row in result.result_rows)
+                    result = self._client.query(sql, parameters={**params, **bound})
+                # An id of the chunk stored under another of its tenants is not a match.
+                found.update(
+                    pair
+                    for row in result.result_rows
+                    if (pair := (str(row[0]), str(row[1]))) in asked
+                )
         return found
 
     def source(self, table: str) -> str:

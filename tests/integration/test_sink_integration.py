@@ -307,6 +307,8 @@ def test_existing_ids_within_a_time_window(store: LedgerStore) -> None:
         ("t", "a1"),
         ("t", "a2"),
     }
+    # Nor when its own tenant and id are both asked for, each in another pair.
+    assert store.existing_ids(ddl.ALERTS, [("other", "a0"), ("t", "zz")]) == set()
     window = TimeWindow("occurred_at", T0, T0 + timedelta(days=41))
     assert store.existing_ids(ddl.ALERTS, asked[:3], window=window) == {
         ("t", "a0"),
