@@ -121,6 +121,7 @@ LOW_CARDINALITY = frozenset(
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DATETIME_MS = "DateTime64(3, 'UTC')"
+_NULLABLE_MS = f"Nullable({DATETIME_MS})"
 
 
 class SchemaMappingError(ValueError):
@@ -142,6 +143,11 @@ class Column:
         """Whether the column holds datetimes (`DateTime64`, maybe Nullable): the hash chain
         covers them as epoch milliseconds (`chain.canonical_bytes`, `audit`)."""
         return self.type.startswith(("DateTime64", "Nullable(DateTime64"))
+
+    @property
+    def holds_millis(self) -> bool:
+        """Whether the column stores epoch milliseconds (`DateTime64(3)`, maybe Nullable)."""
+        return self.type in (DATETIME_MS, _NULLABLE_MS)
 
     def definition(self) -> str:
         """`name Type [CODEC(...)] COMMENT '...'`, as in CREATE TABLE and ADD/MODIFY COLUMN."""
@@ -834,7 +840,6 @@ DORA_DEPLOYMENT_KEYS = "dora_deployment_keys"
 #: Deployment kinds that remediate a failure rather than ship a change (docs/metrics.md).
 REMEDIATION_KINDS = ("rollback", "hotfix", "emergency_patch")
 
-_NULLABLE_MS = f"Nullable({DATETIME_MS})"
 # Every column is a max or a min keyed by deployment id, so a deployment that several records
 # describe (every stage, retries, re-judgements) is one row once merged, and a row inserted
 # twice (a replay, a restore from cold storage) changes nothing: the aggregates are idempotent.

@@ -80,15 +80,19 @@ class BoundText:
 def bound_keys(keys: Iterable[RowKey]) -> BoundText:
     """`keys` as an `Array(Tuple(String, String))` parameter: the text clickhouse-connect
     would make of the list of tuples, made in one pass."""
-    pairs = (f"('{a.translate(_ESCAPES)}', '{b.translate(_ESCAPES)}')" for a, b in keys)
+    pairs = (f"({_quoted(a)}, {_quoted(b)})" for a, b in keys)
     return BoundText(f"[{', '.join(pairs)}]")
 
 
 def bound_strings(values: Iterable[str]) -> BoundText:
     """`values` as an `Array(String)` parameter: the text clickhouse-connect would make of
     the list, made in one pass."""
-    quoted = (f"'{value.translate(_ESCAPES)}'" for value in values)
-    return BoundText(f"[{', '.join(quoted)}]")
+    return BoundText(f"[{', '.join(map(_quoted, values))}]")
+
+
+def _quoted(value: str) -> str:
+    """`value` as a ClickHouse string literal, escaped as clickhouse-connect escapes it."""
+    return f"'{value.translate(_ESCAPES)}'"
 
 
 @functools.cache
@@ -97,11 +101,7 @@ def _insert_plan(spec: ddl.TableSpec) -> tuple[Callable[[Mapping[str, Any]], Any
     the positions of its `DateTime64(3)` columns, sent as the epoch milliseconds they store
     (exact, and cheaper than clickhouse-connect's conversion of each datetime: ~3 µs an
     imported event)."""
-    millis = [
-        i
-        for i, column in enumerate(spec.columns)
-        if column.type in (ddl.DATETIME_MS, f"Nullable({ddl.DATETIME_MS})")
-    ]
+    millis = [i for i, column in enumerate(spec.columns) if column.holds_millis]
     return operator.itemgetter(*spec.column_names), millis
 
 

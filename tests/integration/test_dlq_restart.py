@@ -35,7 +35,7 @@ from shipledger.up.completeness import stored
 from shipledger.up.restore import ledger_letters
 from shipledger.up.stack import Stack
 from tests.conftest import StandInSchemaRegistry
-from tests.kit import deployment_event, ledger_env, ledger_settings, wait_until
+from tests.kit import deployment_event, ledger_env, ledger_settings, wait_drained, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -131,7 +131,7 @@ def test_a_letter_from_before_a_restart_is_listed_once_and_replayed_once(
         assert "Replayed 1 letter(s)." in dlq(stack, "replay", str(letter["id"]))
         wait_until(stack, lambda: _stored(after) == 1, "the replayed event stored")
         wait_until(stack, lambda: after.count(ddl.RECORDS) == 1, "its record")
-        wait_until(stack, lambda: not any(stack.pending().values()), "drained")
+        wait_drained(stack, 90)
         assert _stored(after) == 1 and after.count(ddl.RECORDS) == 1
         assert after.count(ddl.DEAD_LETTERS) == 1  # accepted: no new letter
         assert [x["id"] for x in letters(stack)] == [letter["id"]]
@@ -143,7 +143,7 @@ def test_a_letter_from_before_a_restart_is_listed_once_and_replayed_once(
         assert again is not None and stack.restored is not None
         assert stack.restored.dead_letters == 0
         assert letters(stack) == []
-        wait_until(stack, lambda: not any(stack.pending().values()), "drained")
+        wait_drained(stack, 90)
         assert _stored(again) == 1 and again.count(ddl.DEAD_LETTERS) == 1
 
 

@@ -33,6 +33,7 @@ from tests.kit import (
     deployment_event,
     ledger_settings,
     post_events,
+    wait_drained,
     wait_until,
 )
 
@@ -106,7 +107,7 @@ def test_what_the_broker_forgot_is_restored(tmp_path: Path) -> None:
         wait_until(stack, lambda: store.count("deployment_records") == 3, "records")
         alerts = sum(len(step.alerts) for step in steps)
         wait_until(stack, lambda: store.count("alerts") == alerts, "alerts")
-        wait_until(stack, lambda: not any(stack.pending().values()), "drained")
+        wait_drained(stack, 90)
         _, rows = store.query(
             "SELECT tenant, deployment_id, seq, status, event_count, alert_rules "
             "FROM deployments ORDER BY tenant"
