@@ -10,8 +10,9 @@ disagree: there is no second count.
 Names are dotted here (`sink.rows_inserted`) and exposed as `shipledger_<name with _>`:
 counters with Prometheus's `_total`, timings (given in milliseconds, named `…_ms`) as
 histograms in seconds (`shipledger_sink_flush_seconds`) with a gauge of the last one and of
-when it was (`…_last_seconds`, `…_last_timestamp_seconds`). Each name declares its labels
-(`CATALOGUE`); a tag not declared is an error, a declared one not given is "".
+when it was (`…_last_seconds`, `…_last_timestamp_seconds`), gauges as they are. Each name
+declares its labels (`CATALOGUE`); a tag not declared is an error, a declared one not given
+is "".
 """
 
 from __future__ import annotations
@@ -74,15 +75,17 @@ ESCALATION_SKIPPED = "escalation.skipped"
 JOB_RUNS = "jobs.runs"
 #: duration of one run of a periodic job, in milliseconds, tagged by job
 JOB_RUN_MS = "jobs.run_ms"
+#: 1 while this `shipledger jobs` (or `up`) holds the jobs' lease and runs them, 0 on standby
+JOBS_LEASE_HELD = "jobs.lease_held"
 #: messages a consumer group has not committed yet, per group and topic (read at scrape time)
 CONSUMER_LAG = "consumer_lag"
 
-Kind = Literal["counter", "timing"]
+Kind = Literal["counter", "timing", "gauge"]
 
 
 @dataclass(frozen=True)
 class Spec:
-    """One metric of the catalogue: counter or timing, what it means, its labels."""
+    """One metric of the catalogue: counter, timing or gauge, what it means, its labels."""
 
     kind: Kind
     help: str
@@ -111,6 +114,7 @@ CATALOGUE: dict[str, Spec] = {
     ESCALATION_SKIPPED: Spec("counter", "Deliveries skipped as already done."),
     JOB_RUNS: Spec("counter", "Runs of a periodic job.", ("job", "outcome")),
     JOB_RUN_MS: Spec("timing", "One run of a periodic job.", ("job",)),
+    JOBS_LEASE_HELD: Spec("gauge", "1: this instance holds the jobs' lease and runs them."),
 }
 
 
@@ -147,7 +151,7 @@ class _Timing:
 
 
 #: A collector of a metric: a counter, or a timing's three.
-_M = TypeVar("_M", Counter, _Timing)
+_M = TypeVar("_M", Counter, Gauge, _Timing)
 
 
 def _labels(name: str, spec: Spec, tags: Tags | None) -> dict[str, str]:
@@ -167,6 +171,7 @@ class RecordingMetrics:
         self._lock = threading.Lock()
         self._counters: dict[str, Counter] = {}
         self._timings: dict[str, _Timing] = {}
+        self._gauges: dict[str, Gauge] = {}
         # The labelled child of each counter and tags seen: the worker counts several times
         # per event, and `labels()` checks and locks on every call.
         self._children: dict[tuple[str, tuple[tuple[str, str], ...]], Counter] = {}
@@ -192,6 +197,12 @@ class RecordingMetrics:
 
     def _timing(self, name: str) -> _Timing:
         return self._made(self._timings, name, "timing", self._new_timing)
+
+    def _gauge(self, name: str) -> Gauge:
+        return self._made(self._gauges, name, "gauge", self._new_gauge)
+
+    def _new_gauge(self, base: str, spec: Spec) -> Gauge:
+        return Gauge(base, spec.help, spec.labels, registry=self.registry)
 
     def _new_counter(self, base: str, spec: Spec) -> Counter:
         return Counter(base, spec.help, spec.labels, registry=self.registry)
@@ -226,6 +237,12 @@ class RecordingMetrics:
         histogram.observe(value_ms / 1000)
         last.set(value_ms / 1000)
         last_at.set_to_current_time()
+
+    def set(self, name: str, value: float, tags: Tags | None = None) -> None:
+        """Set gauge `name` with `tags` to `value`."""
+        gauge = self._gauge(name)
+        labels = _labels(name, self._spec(name, "gauge"), tags)
+        (gauge.labels(**labels) if labels else gauge).set(value)
 
     def add_collector(self, collector: Collector) -> None:
         """Serve `collector`'s metrics too (figures read at scrape time, e.g. consumer lag)."""

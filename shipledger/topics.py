@@ -1,5 +1,6 @@
-"""Topic creation: every catalog topic (`shipledger.schemas.topics.Topics`) on a broker, and
-`shipledger topics create`, which does only that (a deployment's one-shot step)."""
+"""Topic creation: every catalog topic (`shipledger.schemas.topics.Topics`) and the jobs' lease
+topic on a broker, and `shipledger topics create`, which does only that (a deployment's
+one-shot step)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,19 @@ _KEEP_FOREVER = {"retention.ms": "-1"}
 #: The policy topic keeps the latest policy per key, forever.
 _COMPACTED = {"cleanup.policy": "compact"}
 _DAY_MS = 86_400_000
+#: The periodic jobs' lease (`shipledger.up.lease`), not a catalog topic: nothing is ever
+#: written to it; its one partition is held by one member of the lease's group at a time.
+JOBS_LEASE = "jobs.lease"
+
+
+def lease_topic(settings: Settings) -> str:
+    """Full name of the jobs' lease topic."""
+    return settings.topic(JOBS_LEASE)
 
 
 def ensure_topics(settings: Settings, bootstrap: str, timeout_s: float = 15.0) -> Topics:
-    """Create shipledger's topics if missing (idempotent) and return their names."""
+    """Create shipledger's topics (the catalog's and the jobs' lease) if missing
+    (idempotent) and return the catalog's names."""
     topics = Topics.from_settings(settings)
     configs = {topics.of(name): _KEEP_FOREVER for name in ENRICHMENT}
     configs[topics.of(POLICY)] = _COMPACTED
@@ -27,14 +37,16 @@ def ensure_topics(settings: Settings, bootstrap: str, timeout_s: float = 15.0) -
     configs[topics.dlq] = {"retention.ms": str(settings.dlq_retention_days * _DAY_MS)}
     admin = AdminClient(settings.kafka_common(bootstrap))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
+    # One partition: its holder is the one member running the jobs.
+    partitions = dict.fromkeys(topics.all(), settings.topic_partitions) | {lease_topic(settings): 1}
     missing = [
         NewTopic(
             name,
-            num_partitions=settings.topic_partitions,
+            num_partitions=count,
             replication_factor=settings.topic_replication_factor,
             config=configs.get(name, {}),
         )
-        for name in topics.all()
+        for name, count in partitions.items()
         if name not in existing
     ]
     if missing:
@@ -60,7 +72,7 @@ def topics_group() -> None:
     help="Kafka bootstrap servers (also SHIPLEDGER_BOOTSTRAP_SERVERS).",
 )
 def create_topics(bootstrap: str) -> None:
-    """Create every missing shipledger topic, then exit (idempotent).
+    """Create every missing shipledger topic (the jobs' lease too), then exit (idempotent).
 
     \b
     SHIPLEDGER_TOPIC_PREFIX names them, SHIPLEDGER_TOPIC_PARTITIONS (4) and
@@ -74,5 +86,5 @@ def create_topics(bootstrap: str) -> None:
         topics = ensure_topics(settings, bootstrap)
     except (RuntimeError, KafkaException) as exc:
         raise click.ClickException(str(exc)) from exc
-    for name in topics.all():
+    for name in [*topics.all(), lease_topic(settings)]:
         click.echo(name)

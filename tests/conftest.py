@@ -593,6 +593,12 @@ def unused_port() -> int:
     return _free_port()
 
 
+@pytest.fixture
+def free_ports() -> Callable[[], int]:
+    """A loopback port nobody listens on (now) at each call: for several servers of a test."""
+    return _free_port
+
+
 # --- ticketing and webhook receivers on loopback (escalation) ----------------------------
 SNOW_USER, SNOW_PASSWORD = "shipledger.bot", "snow-pass"
 JIRA_EMAIL, JIRA_TOKEN = "bot@example.org", "jira-api-token"

@@ -27,7 +27,8 @@ class Periodic:
     seconds until `stop()`; `interval_s` <= 0: only that first run. The job gets the stop
     event so a long run (retries) can end early. Each run is counted in `metrics` if given
     (its outcome and duration: a job whose last run is old, or that keeps failing, shows
-    there)."""
+    there). It can be started again after `stop()` (the jobs' lease comes and goes:
+    `shipledger.up.lease`)."""
 
     def __init__(
         self,
@@ -48,18 +49,22 @@ class Periodic:
 
     def start(self) -> Periodic:
         """Start the thread."""
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        # A stop event per start: a thread a timed-out stop() left running keeps its own.
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(self._stop,), name=self.name, daemon=True
+        )
         self._thread.start()
         return self
 
-    def _run(self) -> None:
-        if not self._at_start and self._stop.wait(self._interval_s):
+    def _run(self, stop: threading.Event) -> None:
+        if not self._at_start and stop.wait(self._interval_s):
             return
-        while not self._stop.is_set():
+        while not stop.is_set():
             began = time.perf_counter()
             outcome = "ok"
             try:
-                self._job(self._stop)
+                self._job(stop)
             except Exception:
                 outcome = "failed"
                 log.exception("periodic_job_failed", job=self.name)
@@ -67,21 +72,24 @@ class Periodic:
                 tags = {"job": self.name}
                 self._metrics.timing(m.JOB_RUN_MS, (time.perf_counter() - began) * 1000, tags)
                 self._metrics.increment(m.JOB_RUNS, tags={**tags, "outcome": outcome})
-            if self._interval_s <= 0 or self._stop.wait(self._interval_s):
+            if self._interval_s <= 0 or stop.wait(self._interval_s):
                 return
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Ask the thread to stop after its current run; wait for it."""
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Ask the thread to stop after its current run; wait for it, at most `timeout_s`.
+        False if a run was still going then."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=timeout_s)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return True
+        thread.join(timeout=timeout_s)
+        return not thread.is_alive()
 
 
 def periodic_jobs(
     settings: Settings, store: LedgerStore, policy: Policy, metrics: m.Metrics | None = None
 ) -> list[Periodic]:
-    """The optional jobs the settings turn on, started: post-deploy verification
+    """The optional jobs the settings turn on, not started: post-deploy verification
     (SHIPLEDGER_VERIFICATION_INTERVAL_S > 0), incident triage (SHIPLEDGER_TRIAGE_INTERVAL_S >
     0) and CMDB reconciliation (SHIPLEDGER_CMDB_EXPORT_FILE), their runs counted in `metrics`
     if given. A failed run is logged and made again at the next interval: none of them may
@@ -92,14 +100,10 @@ def periodic_jobs(
         def verify(_stop: object) -> None:
             verify_pass(store, policy)
 
-        jobs.append(
-            Periodic("verifier", verify, settings.verification_interval_s, metrics=metrics).start()
-        )
+        jobs.append(Periodic("verifier", verify, settings.verification_interval_s, metrics=metrics))
     if settings.triage_interval_s > 0:
         triage = Triage(settings, store)
-        jobs.append(
-            Periodic("triage", triage.run, settings.triage_interval_s, metrics=metrics).start()
-        )
+        jobs.append(Periodic("triage", triage.run, settings.triage_interval_s, metrics=metrics))
     if settings.cmdb_export_file is not None:
         export = settings.cmdb_export_file
 
@@ -107,7 +111,5 @@ def periodic_jobs(
             result = reconcile(store, export.name, export.read_bytes(), settings.tenant)
             log.info("cmdb_reconciled", findings=len(result.findings), new=result.stored_now)
 
-        jobs.append(
-            Periodic("cmdb", reconcile_export, settings.cmdb_interval_s, metrics=metrics).start()
-        )
+        jobs.append(Periodic("cmdb", reconcile_export, settings.cmdb_interval_s, metrics=metrics))
     return jobs

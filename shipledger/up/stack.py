@@ -54,6 +54,7 @@ from shipledger.topics import ensure_topics
 from shipledger.up.backlog import LedgerAlerts
 from shipledger.up.broker import EmbeddedBroker, die_with_parent, stop_process
 from shipledger.up.keeper import JournalKeeper
+from shipledger.up.lease import JobsLease
 from shipledger.up.periodic import Periodic, periodic_jobs
 from shipledger.up.restore import RestoreReport, restore
 
@@ -129,8 +130,9 @@ class Stack(Running):
         self.ledgers: dict[Region, LedgerStore] = {}
         self.sink: ClickHouseSink | None = None
         self._archivers: list[Periodic] = []
-        #: Optional periodic jobs: incident triage, CMDB reconciliation (docs/triage.md).
-        self._jobs: list[Periodic] = []
+        #: Optional periodic jobs (verification, incident triage, CMDB reconciliation), run
+        #: while this stack holds their lease: a `shipledger jobs` on the same topics may.
+        self._lease: JobsLease | None = None
         self.topics = Topics.from_settings(settings)
         self._serve_api = api
         self.api: ApiServer | None = None
@@ -197,7 +199,9 @@ class Stack(Running):
         self._sink_thread.start()
         if self.policy.escalation.routes:
             self._start_escalator(self.store)
-        self._jobs = periodic_jobs(self.settings, self.store, self.policy)
+        jobs = periodic_jobs(self.settings, self.store, self.policy)
+        if jobs:
+            self._lease = JobsLease(self.settings, self.bootstrap, jobs).start()
         if self._serve_api:
             from shipledger.producers.api.server import ApiServer
 
@@ -283,6 +287,11 @@ class Stack(Running):
         return acted
 
     @property
+    def jobs_lease_held(self) -> bool:
+        """Whether this stack holds the periodic jobs' lease (runs them) now."""
+        return self._lease is not None and self._lease.held
+
+    @property
     def worker_pids(self) -> list[int]:
         """Process ids of the Faust workers (for operators' tools and the chaos test)."""
         return [proc.pid for proc in self._procs]
@@ -349,6 +358,8 @@ class Stack(Running):
             raise RuntimeError("embedded broker exited")
         if self.api is not None and not self.api.running:
             raise RuntimeError("the ingest API server stopped")
+        if self._lease is not None and self._lease.error is not None:
+            raise RuntimeError(f"the periodic jobs' lease failed: {self._lease.error!r}")
 
     def supervise(self, max_restarts: int = 5, window_s: float = 600.0) -> None:
         """`check()`, but a Faust worker that exited is restarted instead; more than
@@ -528,9 +539,9 @@ class Stack(Running):
         if self.sink_metrics is not None:
             self.sink_metrics.stop()
             self.sink_metrics = None
-        for job in self._jobs:
-            job.stop()
-        self._jobs.clear()
+        if self._lease is not None:
+            self._lease.stop()
+            self._lease = None
         for job in self._archivers:
             job.stop(timeout_s=60)
         self._archivers = []

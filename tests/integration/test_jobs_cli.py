@@ -1,7 +1,8 @@
 """`shipledger jobs` (the periodic jobs alone, as a production deployment runs them beside the
 worker, the sink and the API: deploy/compose, deploy/k8s) on real components: a ledger written
 by a real stack (Tansu, Faust, the chDB sink), stopped; then `shipledger jobs` as a child
-process decides the verification verdicts, serves its runs on /metrics, and stops on SIGTERM."""
+process takes the jobs' lease on that broker, decides the verification verdicts, serves its
+runs on /metrics, and stops on SIGTERM (test_jobs_lease: several of them)."""
 
 from __future__ import annotations
 
@@ -86,10 +87,12 @@ def _verifier_runs(port: int) -> float:
 
 
 def test_jobs_decides_verdicts_serves_its_runs_and_stops_on_sigterm(
-    ledger: Settings, unused_port: int
+    ledger: Settings, broker: str, unused_port: int
 ) -> None:
     env = up_env(
         ledger.data_dir,
+        SHIPLEDGER_BOOTSTRAP_SERVERS=broker,
+        SHIPLEDGER_TOPIC_PREFIX=ledger.topic_prefix,
         SHIPLEDGER_VERIFICATION_INTERVAL_S="0.5",
         SHIPLEDGER_TRIAGE_INTERVAL_S="0",
         SHIPLEDGER_JOBS_METRICS_PORT=str(unused_port),
@@ -106,7 +109,9 @@ def test_jobs_decides_verdicts_serves_its_runs_and_stops_on_sigterm(
         if jobs.poll() is None:
             jobs.kill()
     assert jobs.returncode == 0, err
-    assert "shipledger jobs: running verifier on " in out
+    assert "shipledger jobs: verifier on " in out
+    assert f"holds the lease ({ledger.topic_prefix}jobs-lease)" in out
+    assert '"jobs_lease_taken"' in err and '"jobs_lease_released"' in err
     with LedgerStore.open(ledger_settings(ledger.data_dir), existing=True) as store:
         _, rows = store.query(
             "SELECT deployment_id, verdict, check_count FROM deployment_verifications"
@@ -124,6 +129,12 @@ def test_jobs_with_every_job_off_says_which_settings_turn_them_on(ledger: Settin
     done = run_shipledger("jobs", env=env)
     assert done.returncode == 1
     assert "no job is turned on: set SHIPLEDGER_VERIFICATION_INTERVAL_S" in done.stderr
+
+
+def test_jobs_without_a_broker_says_why_it_needs_one(ledger: Settings) -> None:
+    done = run_shipledger("jobs", env=up_env(ledger.data_dir))
+    assert done.returncode == 1
+    assert "SHIPLEDGER_BOOTSTRAP_SERVERS is not set: the jobs run under a lease" in done.stderr
 
 
 def test_jobs_without_a_ledger_says_so(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ def test_counters_and_timings_are_prometheus_samples() -> None:
     metrics.increment(m.ESCALATION_ALERTS)
     metrics.timing(m.FLUSH_MS, 250.0)
     metrics.timing(m.FLUSH_MS, 125.0)
+    metrics.set(m.JOBS_LEASE_HELD, 1)
+    metrics.set(m.JOBS_LEASE_HELD, 0)
     assert metrics.total(m.ROWS_INSERTED) == 5
     assert metrics.by_tag(m.ROWS_INSERTED, "table") == {"alerts": 3, "deployment_events": 2}
     assert metrics.counters == {
@@ -34,6 +36,7 @@ def test_counters_and_timings_are_prometheus_samples() -> None:
     assert 'shipledger_sink_rows_inserted_total{table="alerts"} 3.0' in text
     assert "shipledger_sink_flush_seconds_count 2.0" in text
     assert "shipledger_sink_flush_last_seconds 0.125" in text
+    assert "shipledger_jobs_lease_held 0.0" in text
     assert metrics.last_timing(m.INSERT_MS, {"table": "alerts"}) is None
 
 
@@ -43,6 +46,8 @@ def test_names_and_tags_must_be_declared() -> None:
         metrics.increment("sink.nonsense")
     with pytest.raises(KeyError, match="not a timing"):
         metrics.timing(m.ROWS_INSERTED, 1.0)
+    with pytest.raises(KeyError, match="not a gauge"):
+        metrics.set(m.ROWS_INSERTED, 1.0)
     with pytest.raises(ValueError, match=r"undeclared tags \['colour'\]"):
         metrics.increment(m.ROWS_INSERTED, tags={"table": "t", "colour": "red"})
     assert m.exposed_name(m.FLUSH_MS) == "shipledger_sink_flush_seconds"

@@ -41,3 +41,35 @@ def test_a_failed_run_is_tried_again_at_the_next_interval() -> None:
     job = Periodic("flaky", flaky, 0.01).start()
     assert again.wait(timeout=30)
     job.stop()
+
+
+def test_a_stopped_job_starts_again() -> None:
+    runs: list[int] = []
+    ran = threading.Event()
+
+    def count(_stop: threading.Event) -> None:
+        runs.append(1)
+        ran.set()
+
+    job = Periodic("again", count, 3600).start()
+    assert ran.wait(timeout=30)
+    assert job.stop()
+    ran.clear()
+    job.start()  # the lease came back: a fresh stop event, a fresh thread
+    assert ran.wait(timeout=30)
+    assert job.stop()
+    assert runs == [1, 1]
+
+
+def test_stop_says_when_a_run_outlived_its_wait() -> None:
+    release = threading.Event()
+    running = threading.Event()
+
+    def slow(_stop: threading.Event) -> None:
+        running.set()
+        release.wait(timeout=30)
+
+    job = Periodic("slow", slow, 3600).start()
+    assert running.wait(timeout=30)
+    assert not job.stop(timeout_s=0.05)
+    release.set()
