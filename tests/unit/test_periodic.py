@@ -7,18 +7,24 @@ import threading
 from shipledger.up.periodic import Periodic
 
 
+class Counted:
+    """A job counting its runs, `ran` set at each."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.ran = threading.Event()
+
+    def __call__(self, _stop: threading.Event) -> None:
+        self.runs += 1
+        self.ran.set()
+
+
 def test_interval_zero_runs_the_job_once_at_start() -> None:
-    runs: list[int] = []
-    ran = threading.Event()
-
-    def once(_stop: threading.Event) -> None:
-        runs.append(1)
-        ran.set()
-
+    once = Counted()
     job = Periodic("once", once, 0).start()
-    assert ran.wait(timeout=30)
+    assert once.ran.wait(timeout=30)
     job.stop()  # joins: no second run came after the first
-    assert runs == [1]
+    assert once.runs == 1
 
 
 def test_not_at_start_waits_an_interval_first() -> None:
@@ -44,21 +50,15 @@ def test_a_failed_run_is_tried_again_at_the_next_interval() -> None:
 
 
 def test_a_stopped_job_starts_again() -> None:
-    runs: list[int] = []
-    ran = threading.Event()
-
-    def count(_stop: threading.Event) -> None:
-        runs.append(1)
-        ran.set()
-
+    count = Counted()
     job = Periodic("again", count, 3600).start()
-    assert ran.wait(timeout=30)
+    assert count.ran.wait(timeout=30)
     assert job.stop()
-    ran.clear()
+    count.ran.clear()
     job.start()  # the lease came back: a fresh stop event, a fresh thread
-    assert ran.wait(timeout=30)
+    assert count.ran.wait(timeout=30)
     assert job.stop()
-    assert runs == [1, 1]
+    assert count.runs == 2
 
 
 def test_stop_says_when_a_run_outlived_its_wait() -> None:
