@@ -36,8 +36,8 @@ def jobs() -> None:
       triage        SHIPLEDGER_TRIAGE_INTERVAL_S (default 5; 0: off)
       cmdb          SHIPLEDGER_CMDB_EXPORT_FILE set (every SHIPLEDGER_CMDB_INTERVAL_S)
 
-    `shipledger up` runs these by itself: this command is for a production deployment whose
-    worker, sink and API run apart (docs/deploy.md). The policy (SHIPLEDGER_POLICY_FILE) is
+    `shipledger up` runs these by itself (under the same lease, below): this command is for a
+    production deployment whose worker, sink and API run apart (docs/deploy.md). The policy (SHIPLEDGER_POLICY_FILE) is
     read at start: restart it after publishing a new one.
 
     \b
