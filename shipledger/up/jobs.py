@@ -37,8 +37,8 @@ def jobs() -> None:
       cmdb          SHIPLEDGER_CMDB_EXPORT_FILE set (every SHIPLEDGER_CMDB_INTERVAL_S)
 
     `shipledger up` runs these by itself (under the same lease, below): this command is for a
-    production deployment whose worker, sink and API run apart (docs/deploy.md). The policy (SHIPLEDGER_POLICY_FILE) is
-    read at start: restart it after publishing a new one.
+    production deployment whose worker, sink and API run apart (docs/deploy.md). The policy
+    (SHIPLEDGER_POLICY_FILE) is read at start: restart it after publishing a new one.
 
     \b
     One instance runs the jobs, however many are started: each joins the consumer group

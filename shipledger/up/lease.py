@@ -17,10 +17,10 @@ group assigns it that partition (`LeaseState`):
 - a holder cut off from the broker past that timeout gets its partition "lost" and stops its
   jobs (the group may have given the lease to another already).
 
-Known limit: a holder frozen (SIGSTOP, a paused VM) past the session timeout in the middle of
-a run finishes that run when it thaws, while the new holder already runs the jobs: its poll
-loop notices the loss only then. The verdicts and the CMDB findings are written once whoever
-writes them; an incident's suspects note may then be posted twice.
+Known limit: a holder frozen (SIGSTOP, a paused VM) past the session timeout loses the lease
+without knowing it: when it thaws, its jobs go on (a run in progress, a run an interval
+starts) until the next poll reports the loss, beside the new holder's. Such a run may repeat
+the new holder's work (a verdict stored twice, an incident's suspects note posted twice).
 """
 
 from __future__ import annotations

@@ -169,3 +169,36 @@ def test_up_holds_the_lease_while_it_runs_and_a_jobs_takes_over_when_it_stops(
         "jobs to take over from a stopped up",
         DEADLINE_S,
     )
+
+
+def test_a_holder_frozen_past_its_session_gives_the_lease_up_when_it_thaws(
+    start: Callable[[str], Jobs],
+) -> None:
+    """The known limit (docs/deploy.md, The jobs' lease): while the holder is frozen (SIGSTOP)
+    the standby takes over after the session timeout; the thawed one then hears it lost the
+    lease and stops its jobs, without taking it back."""
+    a, b = start("a"), start("b")
+    wait_for(
+        lambda: a.alive() and b.alive() and {a.held(), b.held()} == {0, 1},
+        "one holder and one standby",
+        DEADLINE_S,
+    )
+    holder, standby = (a, b) if a.held() == 1 else (b, a)
+    holder.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(
+            lambda: standby.alive() and standby.held() == 1 and standby.runs() >= 2,
+            "the standby to take over from a frozen holder",
+            DEADLINE_S,
+        )
+    finally:
+        holder.proc.send_signal(signal.SIGCONT)
+    wait_for(
+        lambda: holder.alive() and holder.held() == 0 and "jobs_standby" in holder.output(),
+        "the thawed holder to stop its jobs and stand by",
+        DEADLINE_S,
+    )
+    assert '"jobs_lease_lost"' in holder.output()
+    before, after = holder.runs(), standby.runs()
+    wait_for(lambda: standby.runs() >= after + 3, "the new holder runs on", DEADLINE_S)
+    assert holder.runs() == before and standby.held() == 1
