@@ -86,7 +86,9 @@ class Stack(Running):
     (`SHIPLEDGER_POLICY_VERSION`) and refuses a policy file that no longer matches it. When it
     has escalation routes, the escalator (`shipledger.receivers.escalator`) runs on a thread
     like the sink, with the receivers' secrets of the settings; a receiver without its secret
-    is a `ReceiverConfigError` from the constructor, before anything starts.
+    is a `ReceiverConfigError` from the constructor, before anything starts. The periodic jobs
+    (verification, triage, CMDB) run while the stack holds their lease (`shipledger.up.lease`):
+    a `shipledger jobs` or another `up` on the same Kafka and topic prefix waits meanwhile.
 
     Children (broker, workers) run in their own sessions, so a Ctrl-C in the terminal reaches
     only this process, which stops them in order; on Linux they also get SIGTERM if this
