@@ -112,16 +112,21 @@ def start(
             jobs.proc.wait(timeout=30)
 
 
-def test_one_instance_runs_the_jobs_and_a_standby_takes_over_when_it_goes(
-    start: Callable[[str], Jobs],
-) -> None:
+def holder_and_standby(start: Callable[[str], Jobs]) -> tuple[Jobs, Jobs]:
+    """Two `shipledger jobs` started, once one of them holds the lease: (holder, standby)."""
     a, b = start("a"), start("b")
     wait_for(
         lambda: a.alive() and b.alive() and {a.held(), b.held()} == {0, 1},
         "one holder and one standby",
         DEADLINE_S,
     )
-    holder, standby = (a, b) if a.held() == 1 else (b, a)
+    return (a, b) if a.held() == 1 else (b, a)
+
+
+def test_one_instance_runs_the_jobs_and_a_standby_takes_over_when_it_goes(
+    start: Callable[[str], Jobs],
+) -> None:
+    holder, standby = holder_and_standby(start)
     wait_for(lambda: "jobs_standby" in standby.output(), "the standby's join", DEADLINE_S)
     before = holder.runs()
     wait_for(lambda: holder.runs() >= before + 3, "the holder's runs", DEADLINE_S)
@@ -177,13 +182,7 @@ def test_a_holder_frozen_past_its_session_gives_the_lease_up_when_it_thaws(
     """The known limit (docs/deploy.md, The jobs' lease): while the holder is frozen (SIGSTOP)
     the standby takes over after the session timeout; the thawed one then hears it lost the
     lease and stops its jobs, without taking it back."""
-    a, b = start("a"), start("b")
-    wait_for(
-        lambda: a.alive() and b.alive() and {a.held(), b.held()} == {0, 1},
-        "one holder and one standby",
-        DEADLINE_S,
-    )
-    holder, standby = (a, b) if a.held() == 1 else (b, a)
+    holder, standby = holder_and_standby(start)
     holder.proc.send_signal(signal.SIGSTOP)
     try:
         wait_for(
