@@ -11,13 +11,13 @@ event loop at once, which is where the publish → alert p99 goes. Cycles are st
 less often; what was allocated before `tune_gc` (modules, schemas, the policy) is frozen out of
 every collection.
 
-The stream processes' young collections come every 10,000 allocations, not 50,000: what counts
-is the allocations that stay alive (the deployments' state, records waiting for their batch's
-flush), so nearly all a young collection walks survives it, and its stall grows with the
-threshold. At 1,000 events/s the worker ran one every ~5 s that held its event loop for 16-19 ms
-of CPU (every event in flight waits that long: the publish → alert p99's tail); at 10,000, one
-every ~1.4 s of 2.4-6.4 ms, the same CPU in all. A middle collection still comes every million
-allocations (100 young ones), a full one every 100 middle ones.
+The stream processes' young collections come every 10,000 allocations, not 50,000: CPython
+counts allocations less deallocations, so what a young collection walks is mostly objects that
+stay alive (the deployments' state, outputs waiting for their batch's flush), and its stall
+grows with the threshold. At 1,000 events/s the worker ran one every ~5 s that held its event
+loop for 16-19 ms of CPU (every event in flight waits that long: the publish → alert p99's
+tail); at 10,000, one every ~1.4 s of 2.4-6.4 ms, the same CPU in all. A middle collection
+still comes every million allocations (100 young ones), a full one every 100 middle ones.
 """
 
 from __future__ import annotations
