@@ -1,0 +1,32 @@
+"""Shared click parameter types, and the commands that take them."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from shipledger.cli import cli
+from shipledger.cli_types import FiniteFloatRange
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf"])
+def test_nan_and_infinity_are_refused_by_name(value: str) -> None:
+    with pytest.raises(click.BadParameter, match="is not a finite number"):
+        FiniteFloatRange(min=0, min_open=True).convert(value, None, None)
+    assert FiniteFloatRange(min=0, max=10).convert("2.5", None, None) == 2.5
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["suspects", "--service", "checkout", "--lookback", "nan"],
+        ["reconcile", "--source", "k8s-audit", "--quarter", "2026Q4", "--tolerance", "nan"],
+    ],
+)
+def test_nan_hours_or_minutes_are_a_usage_error_not_a_traceback(args: list[str]) -> None:
+    """click's FloatRange passes NaN (every comparison with it is false): `timedelta(hours=
+    nan)` was a ValueError traceback once the command ran."""
+    result = CliRunner().invoke(cli, [*args, "-"])
+    assert result.exit_code == 2, result.output
+    assert "is not a finite number" in result.output
