@@ -340,7 +340,8 @@ def secret() -> None:
 @click.option(
     "--provider",
     required=True,
-    help=", ".join(PROVIDERS),
+    type=click.Choice(list(PROVIDERS)),
+    help="The provider whose webhooks it signs.",
 )
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read the secret from standard input.")
 @data_dir_option
