@@ -574,10 +574,16 @@ def archiver(store: LedgerStore, settings: Settings) -> Periodic:
 @click.command()
 @click.option("--bootstrap", help="Use this Kafka instead of starting the embedded Tansu broker.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data dir (default .shipledger).")
-@click.option("--workers", default=1, show_default=True, help="Faust worker processes.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Faust worker processes.",
+)
 @click.option(
     "--api-port",
-    type=int,
+    type=click.IntRange(0, 65535),
     help="Port of the ingest API (default SHIPLEDGER_API_PORT, 8470; 0: any free port).",
 )
 def up(bootstrap: str | None, data_dir: Path | None, workers: int, api_port: int | None) -> None:
