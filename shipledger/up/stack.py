@@ -141,6 +141,8 @@ class Stack(Running):
         self._escalator_thread: threading.Thread | None = None
         self._escalator_error: BaseException | None = None
         self._escalation_record: DeliveryRecord | None = None
+        #: Whether this stack wrote the data dir's stack file (only then does it remove it).
+        self._published = False
 
     @property
     def bootstrap(self) -> str:
@@ -226,6 +228,7 @@ class Stack(Running):
                 else None,
             ),
         )
+        self._published = True
         log.info(
             "stack_started",
             bootstrap=self.bootstrap,
@@ -546,7 +549,9 @@ class Stack(Running):
         if self._broker is not None:
             self._broker.stop()
             self._broker = None
-        remove_stack(self.settings)
+        if self._published:  # a start that failed (the data dir is another up's) wrote none
+            remove_stack(self.settings)
+            self._published = False
         log.info("stack_stopped")
         if interrupted is not None:
             raise interrupted
