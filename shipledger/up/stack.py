@@ -579,13 +579,7 @@ def archiver(store: LedgerStore, settings: Settings) -> Periodic:
 @click.command()
 @click.option("--bootstrap", help="Use this Kafka instead of starting the embedded Tansu broker.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data dir (default .shipledger).")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Faust worker processes.",
-)
+@click.option("--workers", type=click.IntRange(1), default=1, help="Faust workers (default 1).")
 @click.option(
     "--api-port",
     type=click.IntRange(0, 65535),
