@@ -62,6 +62,11 @@ AvroLong = Annotated[int, Field(ge=AVRO_INT_RANGE["long"][0], le=AVRO_INT_RANGE[
 MAX_TEXT = 8192
 #: Longest name or id (service, environment, tenant, actor, ids...) unless a field says less.
 MAX_NAME = 256
+#: Longest tenant name: every edge refuses a longer one, so no stored row names one.
+MAX_TENANT = 100
+#: The years a time of the ledger can be in (ClickHouse's DateTime64): a period asked of it
+#: (a report's month, a reconciliation's quarter or days) must lie within them.
+LEDGER_YEARS = range(1900, 2300)
 # Any string: no C0 control but tab, LF and CR; no DEL or C1 controls; no lone surrogates.
 _BAD_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 # Names and ids: no control character at all (a tab or newline in a service name forges log
@@ -288,7 +293,7 @@ class DeploymentEvent(Model):
     service: Name = Field(min_length=1, max_length=200)
     environment: Name = Field(min_length=1, max_length=100)
     region: Name | None = None
-    tenant: Name = Field(default="default", min_length=1, max_length=100)
+    tenant: Name = Field(default="default", min_length=1, max_length=MAX_TENANT)
     repository: Name | None = None
     commit_sha: str
     version: Name | None = None

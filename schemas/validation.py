@@ -41,6 +41,12 @@ def field_errors(exc: ValidationError) -> list[tuple[str, str]]:
     return out
 
 
+def settings_problems(exc: ValidationError) -> str:
+    """Settings that do not validate, each named by its environment variable."""
+    lines = (f"  SHIPLEDGER_{name.upper()}: {reason}" for name, reason in field_errors(exc))
+    return "invalid setting(s):\n" + "\n".join(lines)
+
+
 def _part(part: str | int) -> str:
     # A map key is user input: keep it readable but escaped and short.
     text = str(part)

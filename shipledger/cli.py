@@ -7,6 +7,7 @@ import importlib
 from typing import Any
 
 import click
+from pydantic_core import ValidationError
 
 from shipledger.gc_tuning import freeze_at_exit, loaded, pause_while_loading
 from shipledger.startup import skip_pydantic_plugins
@@ -177,6 +178,18 @@ class _LazyGroup(click.Group):
             loaded()  # the command's modules are in: collect again (see `main`)
         command: click.Command = getattr(module, spec[1])
         return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ValidationError as exc:
+            if exc.title != "Settings":
+                raise
+            # A SHIPLEDGER_* variable (or the flag a command sets it from) out of its bounds:
+            # every command reads the settings, none should answer with pydantic's traceback.
+            from shipledger.schemas.validation import settings_problems
+
+            raise click.UsageError(settings_problems(exc)) from exc
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Listing help must not import every subcommand (faust, chDB): use the static lines.

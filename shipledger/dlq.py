@@ -12,7 +12,6 @@ The pure helpers (id and header parsing, selection, formatting) come first; Kafk
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 
 import click
 
+from shipledger.cli_types import FiniteFloatRange
 from shipledger.clients import next_to_end, reader_consumer, topic_ends, topic_partitions
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
@@ -266,13 +266,6 @@ def journal_entry(settings: Settings, letter: Letter) -> Entry:
     )
 
 
-def _finite(value: float | None, param: click.Parameter) -> float | None:
-    """`value` unless it is infinite or NaN, which click's FloatRange lets through."""
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"{value} is not a number of letters a second", param=param)
-    return value
-
-
 def paced(letters: Sequence[Letter], rate: float | None) -> list[tuple[float, list[Letter]]]:
     """`letters` in sending batches, each with when to send it (seconds after the first):
     one batch now without `rate`, else batches of `rate` letters (at least one) a second."""
@@ -467,8 +460,7 @@ def show(ctx: click.Context, letter_id: LetterId) -> None:
 @_stage_option
 @click.option(
     "--rate",
-    type=click.FloatRange(min=0, min_open=True),
-    callback=lambda ctx, param, value: _finite(value, param),
+    type=FiniteFloatRange(min=0, min_open=True),
     metavar="N",
     help="Send at most N letters a second (default: all at once), so that a large replay does "
     "not flood the pipeline or, for escalation letters, the receivers.",

@@ -59,7 +59,7 @@ def api_get(info: StackInfo, path: str, params: Params) -> Any:
     url = info.api_url.rstrip("/") + path
     try:
         response = httpx.get(url, params=params, headers=headers, timeout=60)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise MetricsUnavailable(
             f"the API of `shipledger up` at {url} did not answer: {exc}"
         ) from exc

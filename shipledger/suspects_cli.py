@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from shipledger.cli_types import FiniteFloatRange
 from shipledger.dora_cli import Params, api_get, located, render, served
 from shipledger.locate import cli_settings, data_dir_option
 from shipledger.output_format import format_option
@@ -88,7 +89,7 @@ def show(suspects: list[dict[str, Any]], fmt: str) -> str:
 @click.option("--environment", help="Only deployments to this environment (e.g. prod).")
 @click.option(
     "--lookback",
-    type=click.FloatRange(min=0, min_open=True, max=24 * 30),
+    type=FiniteFloatRange(min=0, min_open=True, max=24 * 30),
     default=24.0,
     show_default=True,
     help="Hours before --at to look at.",

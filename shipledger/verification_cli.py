@@ -67,8 +67,10 @@ def verdicts(settings: Settings, params: dict[str, Any]) -> list[dict[str, Any]]
             query["limit"] = params.get("limit") or 100
         try:
             response = httpx.get(url, params=query, headers=headers, timeout=60)
-        except httpx.HTTPError as exc:
-            raise click.ClickException(f"the API at {url} did not answer: {exc}") from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise click.ClickException(
+                f"the API at {running.api_url} did not answer: {exc}"
+            ) from exc
         if one and response.status_code == 404:
             return []
         if response.status_code != 200:

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1")
 
 
 @router.get(
-    "/deployments/{deployment_id}/changes",
+    "/deployments/{deployment_id:path}/changes",
     responses=ledger_read_errors(
         {
             404: "No change set for this deployment in the token's tenant (and teams and "

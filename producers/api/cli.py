@@ -58,7 +58,11 @@ def _serving(store: AuthStore, stack: StackInfo | None) -> str:
 # --- shipledger api ---------------------------------------------------------------------------
 @click.group(name="api", invoke_without_command=True, context_settings=_CTX)
 @click.option("--host", help="Interface to listen on (default SHIPLEDGER_API_HOST, 127.0.0.1).")
-@click.option("--port", type=int, help="Port (default SHIPLEDGER_API_PORT, 8470; 0: any free).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help="Port (default SHIPLEDGER_API_PORT, 8470; 0: any free).",
+)
 @data_dir_option
 @click.pass_context
 def api(ctx: click.Context, host: str | None, port: int | None, data_dir: Path | None) -> None:
@@ -340,7 +344,8 @@ def secret() -> None:
 @click.option(
     "--provider",
     required=True,
-    help=", ".join(PROVIDERS),
+    type=click.Choice(list(PROVIDERS)),
+    help="The provider whose webhooks it signs.",
 )
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read the secret from standard input.")
 @data_dir_option

@@ -27,7 +27,7 @@ router = APIRouter(prefix="/v1")
 
 
 @router.get(
-    "/events/{event_id}",
+    "/events/{event_id:path}",
     responses=ledger_read_errors(
         {404: "No such event for this token's tenant (and teams and environments)."}
     ),

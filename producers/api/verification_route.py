@@ -37,7 +37,7 @@ def verdict_view(v: StoredVerdict) -> dict[str, Any]:
 
 
 @router.get(
-    "/deployments/{deployment_id}/verification",
+    "/deployments/{deployment_id:path}/verification",
     responses=ledger_read_errors(
         {404: "No verdict yet: unknown deployment, not succeeded, or its window is open."}
     ),

@@ -41,7 +41,7 @@ from shipledger.producers.emitter.spool import Spool, spools_to_flush
 from shipledger.schemas.confluent_ids import use_schema_registry
 from shipledger.schemas.models import EVENT_TYPES, KINDS, DeploymentEvent, TimeWindow, new_id
 from shipledger.schemas.registry import AvroCodec, RegistryUnavailable
-from shipledger.schemas.validation import EVENT_SCHEMA, size_problem
+from shipledger.schemas.validation import EVENT_SCHEMA, settings_problems, size_problem
 from shipledger.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,9 +67,7 @@ def _load_settings(data_dir: Path | None, bootstrap: str | None) -> Settings:
     try:
         settings = cli_settings(data_dir=data_dir)
     except ValidationError as exc:
-        lines = [line.partition(": ") for line in format_validation_error(exc)]
-        text = "\n".join(f"  SHIPLEDGER_{name.upper()}: {reason}" for name, _, reason in lines)
-        _fail(f"invalid setting(s):\n{text}")
+        _fail(settings_problems(exc))
     configure_logging(settings)
     if not (bootstrap or settings.bootstrap_servers):
         # No broker of your own (CI): find the running stack, or say where events wait.

@@ -7,6 +7,10 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 
+from shipledger.schemas.models import LEDGER_YEARS
+
+_YEARS = f"in the years {LEDGER_YEARS[0]} to {LEDGER_YEARS[-1]} (what the ledger holds)"
+
 
 class PeriodError(ValueError):
     """A period that cannot be used; `option` names the option at fault."""
@@ -26,6 +30,8 @@ def quarter_window(quarter: str) -> tuple[datetime, datetime]:
     if found is None:
         raise PeriodError("--quarter", f"expected YYYYQn, e.g. 2026Q4 (got {quarter!r})")
     year, number = int(found[1]), int(found[2])
+    if year not in LEDGER_YEARS:
+        raise PeriodError("--quarter", f"{quarter!r} is not {_YEARS}")
     start = date(year, 3 * number - 2, 1)
     end = date(year + 1, 1, 1) if number == 4 else date(year, 3 * number + 1, 1)
     return _midnight(start), _midnight(end)
@@ -48,4 +54,7 @@ def period(
         raise PeriodError("--since", "the evidence shows no change: give --quarter or --since")
     if last < first:
         raise PeriodError("--until", f"{last} is before {first}")
+    for option, day in (("--since", first), ("--until", last)):
+        if day.year not in LEDGER_YEARS:
+            raise PeriodError(option, f"{day} is not {_YEARS}")
     return _midnight(first), _midnight(last + timedelta(days=1))

@@ -145,6 +145,8 @@ class Stack(Running):
         self._escalator_thread: threading.Thread | None = None
         self._escalator_error: BaseException | None = None
         self._escalation_record: DeliveryRecord | None = None
+        #: Whether this stack wrote the data dir's stack file (only then does it remove it).
+        self._published = False
 
     @property
     def bootstrap(self) -> str:
@@ -232,6 +234,7 @@ class Stack(Running):
                 else None,
             ),
         )
+        self._published = True
         log.info(
             "stack_started",
             bootstrap=self.bootstrap,
@@ -559,7 +562,9 @@ class Stack(Running):
         if self._broker is not None:
             self._broker.stop()
             self._broker = None
-        remove_stack(self.settings)
+        if self._published:  # a start that failed (the data dir is another up's) wrote none
+            remove_stack(self.settings)
+            self._published = False
         log.info("stack_stopped")
         if interrupted is not None:
             raise interrupted
@@ -587,10 +592,10 @@ def archiver(store: LedgerStore, settings: Settings) -> Periodic:
 @click.command()
 @click.option("--bootstrap", help="Use this Kafka instead of starting the embedded Tansu broker.")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Data dir (default .shipledger).")
-@click.option("--workers", default=1, show_default=True, help="Faust worker processes.")
+@click.option("--workers", type=click.IntRange(1), default=1, help="Faust workers (default 1).")
 @click.option(
     "--api-port",
-    type=int,
+    type=click.IntRange(0, 65535),
     help="Port of the ingest API (default SHIPLEDGER_API_PORT, 8470; 0: any free port).",
 )
 def up(bootstrap: str | None, data_dir: Path | None, workers: int, api_port: int | None) -> None:

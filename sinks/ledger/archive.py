@@ -57,8 +57,6 @@ RETAIN_COLUMN = "retain_until"
 COLD_VOLUME = "cold"
 STORAGE_POLICY = "shipledger_tiered"
 _PENDING = ".pending"
-#: The `tenant=<dir>` path segment must not override the files' own tenant column.
-_NO_HIVE = {"use_hive_partitioning": 0}
 
 
 @dataclass(frozen=True)
@@ -192,7 +190,6 @@ def _export(
     _, rows = store.query(
         f"SELECT count() FROM {hot} WHERE {_in_files(spec, str(tmp))}",  # noqa: S608
         {"cutoff": _ms(cutoff)},
-        settings=_NO_HIVE,
     )
     in_hot = int(rows[0][0])
     if written == 0 or written != in_hot:
@@ -209,11 +206,21 @@ def _run_glob(cold_root: Path, table: str, run_id: str) -> str:
     return f"{cold_root / table}/tenant=*/*-{run_id}.parquet"
 
 
+def _parquet(path_or_glob: str, structure: str) -> str:
+    """A subquery of the Parquet file(s) `path_or_glob`, read as `structure`, their `tenant`
+    column as written. chDB reads `file()` with hive partitioning on by default, which takes
+    `tenant` from the `tenant=<percent-encoded>` directory instead (`caf%C3%A9` for `café`);
+    the setting is inside the subquery because a DELETE's own settings do not reach it."""
+    return (
+        f"(SELECT * FROM file({ddl.quote_str(path_or_glob)}, 'Parquet', "  # noqa: S608
+        f"{ddl.quote_str(structure)}) SETTINGS use_hive_partitioning = 0)"
+    )
+
+
 def _in_files(spec: ddl.TableSpec, path_or_glob: str) -> str:
     """Hot rows older than the cutoff whose (tenant, id) are in the Parquet file(s)."""
     id_column = ddl.quote_ident(spec.id_column)
-    structure = ddl.quote_str(f"tenant String, {spec.id_column} String")
-    source = f"file({ddl.quote_str(path_or_glob)}, 'Parquet', {structure})"
+    source = _parquet(path_or_glob, f"tenant String, {spec.id_column} String")
     return (
         f"{_before_cutoff(spec.time_column)} AND (tenant, {id_column}) IN "  # noqa: S608
         f"(SELECT tenant, {id_column} FROM {source})"
@@ -243,7 +250,6 @@ def _delete_hot(store: LedgerStore, spec: ddl.TableSpec, files: str, cutoff: dat
     store.command(
         f"DELETE FROM {ddl.qualified(store.database, spec.name)} WHERE {_in_files(spec, files)}",  # noqa: S608
         {"cutoff": _ms(cutoff)},
-        settings=_NO_HIVE,
     )
 
 
@@ -324,10 +330,7 @@ def _rewrite_without_expired(
     """
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    source = (
-        f"file({ddl.quote_str(str(path))}, 'Parquet', "
-        f"{ddl.quote_str(tiers.cold_structure(store, table))})"
-    )
+    source = _parquet(str(path), tiers.cold_structure(store, table))
     kept = f"{RETAIN_COLUMN} >= fromUnixTimestamp64Milli({{now:Int64}}, 'UTC')"
     columns = tiers.column_list(tiers.hot_columns(store, table))
     store.command(

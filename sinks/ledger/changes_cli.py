@@ -14,6 +14,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 import httpx
@@ -41,12 +42,12 @@ class ChangesUnavailable(RuntimeError):
 def _from_api(info: StackInfo, deployment_id: str) -> dict[str, Any] | None:
     assert info.api_url is not None
     headers = {"Authorization": f"Bearer {info.api_token}"} if info.api_token else {}
-    url = f"{info.api_url.rstrip('/')}/v1/deployments/{deployment_id}/changes"
+    url = f"{info.api_url.rstrip('/')}/v1/deployments/{quote(deployment_id, safe='')}/changes"
     try:
         response = httpx.get(url, headers=headers, timeout=60)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise ChangesUnavailable(
-            f"the API of `shipledger up` at {url} did not answer: {exc}"
+            f"the API of `shipledger up` at {info.api_url} did not answer: {exc}"
         ) from exc
     if response.status_code == 404:
         return None

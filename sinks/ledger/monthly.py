@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shipledger.schemas.models import LEDGER_YEARS
 from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.chain import LEGACY_LANE
 
@@ -39,6 +40,10 @@ def month_window(month: str) -> tuple[datetime, datetime]:
     if found is None or not 1 <= int(found[2]) <= 12:
         raise MonthError(f"month: {month!r} is not YYYY-MM (e.g. 2026-11)")
     year, number = int(found[1]), int(found[2])
+    if year not in LEDGER_YEARS:
+        raise MonthError(
+            f"month: {month!r} is not between {LEDGER_YEARS[0]}-01 and {LEDGER_YEARS[-1]}-12"
+        )
     start = datetime(year, number, 1, tzinfo=UTC)
     end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=UTC)
     return start, end

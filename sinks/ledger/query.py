@@ -49,6 +49,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from shipledger.schemas.models import MAX_TENANT
 from shipledger.schemas.scopes import RowScope
 from shipledger.sinks.ledger import ddl, tiers
 from shipledger.sinks.ledger.query_errors import EngineError, QueryError, first_line
@@ -165,6 +166,9 @@ def _check_request(sql: str, tenant: str | None, max_rows: int, limits: QueryLim
         raise QueryError(f"max_rows: must be at least 1 (got {max_rows})")
     if tenant is not None and not tenant:
         raise QueryError("tenant: must not be empty")
+    if tenant is not None and len(tenant) > MAX_TENANT:
+        # It goes into every table's row filter: a huge one is over what ClickHouse parses.
+        raise QueryError(f"tenant: {len(tenant)} characters, at most {MAX_TENANT}")
 
 
 def policy_for(store: LedgerStore, database: str, scope: RowScope) -> Policy:

@@ -16,6 +16,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
+from shipledger.cli_types import FiniteFloatRange
 from shipledger.output_format import format_option
 from shipledger.reconcile.compare import Comparison, Scope, Tolerances, compare, group_changes
 from shipledger.reconcile.evidence import Progress as BytesRead
@@ -69,7 +70,7 @@ class Run:
 @click.option("--tenant", help="Tenant (default: the mapping's, else SHIPLEDGER_TENANT).")
 @click.option(
     "--tolerance",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     help="Minutes a change and its deployment may be apart (SHIPLEDGER_RECONCILE_TOLERANCE_S).",
 )
 @format_option(

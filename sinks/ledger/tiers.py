@@ -31,6 +31,7 @@ File engine behaviour behind this design (measured, chDB 4.4 / ClickHouse 26.9):
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +48,8 @@ Tier = Literal["hot", "cold"]
 
 COLD_SUFFIX = "_cold"
 QUERY_SUFFIX = "_query"
+#: Longest file name (bytes) of Linux file systems (ext4, xfs, tmpfs: NAME_MAX).
+_NAME_MAX = 255
 #: Settings the cold File tables are created with (decided at creation, see above).
 _COLD_CREATE_SETTINGS = {"use_hive_partitioning": 0}
 
@@ -96,8 +99,16 @@ def tier_sources(store: LedgerStore, table: str) -> list[tuple[Tier | None, str]
 
 
 def tenant_dir(cold_root: Path, table: str, tenant: str) -> Path:
-    """`<cold_root>/<table>/tenant=<tenant>`, the tenant percent-encoded (any name is safe)."""
-    return cold_root / table / f"tenant={quote(tenant, safe='')}"
+    """`<cold_root>/<table>/tenant=<tenant>`, the tenant percent-encoded (any name is safe).
+
+    A name whose encoding is longer than a file name may be (`_NAME_MAX` bytes: 100
+    characters of non-ASCII text or punctuation reach it) is named by its SHA-256 instead,
+    after `%~`, which percent-encoding never writes: no other tenant's directory is the same.
+    """
+    name = f"tenant={quote(tenant, safe='')}"
+    if len(name) > _NAME_MAX:
+        name = f"tenant=%~{hashlib.sha256(tenant.encode('utf-8')).hexdigest()}"
+    return cold_root / table / name
 
 
 def months(start: datetime, end: datetime) -> set[int]:

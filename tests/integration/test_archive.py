@@ -54,9 +54,12 @@ def hot_old(store: LedgerStore, table: str) -> int:
     return int(rows[0][0])
 
 
-def cold_files(store: LedgerStore, table: str, tenant: str = "*") -> list[Path]:
+def cold_files(store: LedgerStore, table: str, tenant: str | None = None) -> list[Path]:
+    """The cold files of `table`: of `tenant`, or of every tenant."""
     assert store.cold_root is not None
-    return sorted((store.cold_root / table).glob(f"tenant={tenant}/*.parquet"))
+    if tenant is None:
+        return sorted((store.cold_root / table).glob("tenant=*/*.parquet"))
+    return sorted(tiers.tenant_dir(store.cold_root, table, tenant).glob("*.parquet"))
 
 
 def test_archive_moves_old_rows_to_parquet_and_queries_see_hot_and_cold(
@@ -206,11 +209,19 @@ def test_server_tiering_ddl_moves_old_parts_to_the_cold_volume() -> None:
     ) in statements
 
 
-def test_cold_files_honour_each_rows_retain_until(settings: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("tenant", ["acme", "café"])
+def test_cold_files_honour_each_rows_retain_until(
+    settings: Settings, tmp_path: Path, tenant: str
+) -> None:
     """One tenant-month file holds a staging row (class `short`, 30 days) and a prod row
     (class `sox`, 7 years). Once the staging row's 30 days are over, the next run rewrites
     the file without it: gone from queries and from the file, the prod row kept, every hash
-    chain still verifying (its chain lost only rows past their time)."""
+    chain still verifying (its chain lost only rows past their time).
+
+    `café`, a name its directory percent-encodes (`tenant=caf%C3%A9`): chDB reads `file()`
+    with hive partitioning on, which takes the column `tenant` from that path segment. The
+    archive's hot DELETE then matched no row (each stayed hot and cold: read twice), and the
+    rewrite stored the rows under the tenant `caf%C3%A9`."""
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "version: retention-test\n"
@@ -234,21 +245,22 @@ def test_cold_files_honour_each_rows_retain_until(settings: Settings, tmp_path: 
         writer.write_rows(
             {
                 ddl.EVENTS: [
-                    _event_row("staging-1", "staging", month),
-                    _event_row("prod-1", "prod", month + timedelta(hours=1)),
+                    _event_row("staging-1", "staging", month, tenant),
+                    _event_row("prod-1", "prod", month + timedelta(hours=1), tenant),
                 ]
             }
         )
         # A run 20 days ago: both rows within their time, both moved to one file.
         archive(store, cold_after_days=30, now=now - timedelta(days=20))
-        [path] = cold_files(store, ddl.EVENTS, "acme")
+        [path] = cold_files(store, ddl.EVENTS, tenant)
         assert _ids_in(store, path) == ["prod-1", "staging-1"]
         assert _ids_queried(store) == ["prod-1", "staging-1"]
 
         report = archive(store, cold_after_days=30)  # now: the staging row is 1 day past
 
         assert _ids_queried(store) == ["prod-1"]
-        assert cold_files(store, ddl.EVENTS, "acme") == [path]
+        assert _ids_queried(store, tenant) == ["prod-1"]
+        assert cold_files(store, ddl.EVENTS, tenant) == [path]
         assert _ids_in(store, path) == ["prod-1"]
         assert report.rewritten_files == {str(path): 1}
         assert report.expired_files == []
@@ -257,13 +269,15 @@ def test_cold_files_honour_each_rows_retain_until(settings: Settings, tmp_path: 
         assert (audit.chains, audit.expired) == (2, 1)  # the staging chain: expired, tolerated
 
 
-def _event_row(deployment_id: str, environment: str, at: datetime) -> dict[str, object]:
+def _event_row(
+    deployment_id: str, environment: str, at: datetime, tenant: str = "acme"
+) -> dict[str, object]:
     event = deployment_event(
         event_id=deployment_id,
         deployment_id=deployment_id,
         event_type="succeeded",
         environment=environment,
-        tenant="acme",
+        tenant=tenant,
         occurred_at=at,
     )
     return rows.event_row(event.to_avro(), rows.KafkaMeta("raw", 0, 0, int(at.timestamp() * 1000)))
@@ -274,9 +288,12 @@ def _ids_in(store: LedgerStore, path: Path) -> list[str]:
     return [str(row[0]) for row in found]
 
 
-def _ids_queried(store: LedgerStore) -> list[str]:
+def _ids_queried(store: LedgerStore, tenant: str | None = None) -> list[str]:
     result = run_read_query(
-        store, "SELECT event_id FROM deployment_events ORDER BY event_id", tenant=None, max_rows=10
+        store,
+        "SELECT event_id FROM deployment_events ORDER BY event_id",
+        tenant=tenant,
+        max_rows=10,
     )
     return [str(row[0]) for row in result.rows]
 
@@ -303,3 +320,30 @@ def test_up_finishes_an_interrupted_move_before_it_reads(
     with Stack(settings, log_dir=tmp_path / "logs"):
         pass
     assert seen == [PER_TENANT * 2]
+
+
+def test_a_tenant_whose_encoded_name_exceeds_a_file_name_stores_archives_and_reads(
+    settings: Settings,
+) -> None:
+    """A tenant of 100 'é' (valid: 100 characters) percent-encodes to 600 bytes, over the 255
+    a file name may hold: its cold directory could not even be looked up, so the sink's dedup
+    raised OSError and `up` stopped for every tenant (one emitted event was enough). Its rows
+    store, dedupe, archive and read back like any other tenant's."""
+    tenant = "é" * 100
+    old = datetime.now(UTC) - timedelta(days=200)
+    with LedgerStore.open(settings) as store:
+        store.ensure_schema()
+        writer = LedgerWriter(store, load_policy(None))
+        batch = {ddl.EVENTS: [_event_row("long-1", "prod", old, tenant)]}
+        writer.write_rows(batch)
+        archive(store, cold_after_days=90)
+        writer.write_rows(batch)  # a replay: found in the cold tier, not stored twice
+
+        assert store.cold_root is not None
+        [path] = tiers.cold_files(store.cold_root, ddl.EVENTS, [tenant])
+        assert len(path.parent.name.encode()) <= 255
+        assert _ids_in(store, path) == ["long-1"]
+        assert hot_old(store, ddl.EVENTS) == 0
+        sql = "SELECT event_id, tenant FROM deployment_events"
+        assert run_read_query(store, sql, tenant=tenant, max_rows=10).rows == [("long-1", tenant)]
+        assert run_read_query(store, sql, tenant="é" * 99, max_rows=10).rows == []

@@ -502,15 +502,20 @@ def test_query_command_goes_through_the_api_of_a_running_stack(
     assert "401" in out
 
 
+def reader_headers(settings: Settings, tenant: str) -> dict[str, str]:
+    """The Authorization header of a new read token of `tenant` (`*`: an operator's)."""
+    auth = AuthStore(settings.resolved_auth_db)
+    try:
+        token, _ = auth.create_token(tenant, ("read",))
+    finally:
+        auth.close()
+    return {"Authorization": f"Bearer {token}"}
+
+
 def test_the_query_api_scopes_a_tenant_token_to_its_tenant(
     api: ApiServer, settings: Settings
 ) -> None:
-    auth = AuthStore(settings.resolved_auth_db)
-    try:
-        token, _ = auth.create_token("acme", ("read",))
-    finally:
-        auth.close()
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = reader_headers(settings, "acme")
     sql = "SELECT DISTINCT tenant FROM deployment_events"
     with httpx.Client(base_url=api.url, headers=headers) as client:
         own = client.post("/v1/query", json={"sql": sql})
@@ -518,6 +523,21 @@ def test_the_query_api_scopes_a_tenant_token_to_its_tenant(
     assert own.status_code == 200, own.text
     assert own.json()["rows"] == [["acme"]]
     assert other.status_code == 403 and "tenant" in other.json()["error"]
+
+
+def test_an_operator_naming_a_tenant_longer_than_any_gets_a_400(
+    api: ApiServer, settings: Settings
+) -> None:
+    """An operator's `tenant` went into the row filter of every table as it was: 100,000
+    characters made the query longer than ClickHouse parses (max_query_size), a 500."""
+    headers = reader_headers(settings, "*")
+    body = {"sql": "SELECT count() FROM deployment_events", "tenant": "a" * 100_000}
+    with httpx.Client(base_url=api.url, headers=headers, timeout=60) as client:
+        answer = client.post("/v1/query", json=body)
+        longest = client.post("/v1/query", json={**body, "tenant": "a" * 100})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "tenant: 100000 characters, at most 100"
+    assert longest.status_code == 200 and longest.json()["rows"] == [[0]]
 
 
 def test_the_parameterized_view_is_tenant_scoped_too(ledger: LedgerStore) -> None:

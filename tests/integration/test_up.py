@@ -96,6 +96,14 @@ def test_up_runs_until_ctrl_c(tmp_path: Path) -> None:
                     break
                 time.sleep(0.5)
             assert queried.stdout.splitlines()[-1] == "cart,in_progress", queried.stdout
+            # A second `up` on the data dir fails (the first owns its chDB dir) and leaves the
+            # running stack's file alone: it deleted it on the way out, and every command
+            # then took the running stack for a stopped one.
+            second = subprocess.run(
+                [BIN, "up"], env=env, capture_output=True, text=True, timeout=120, check=False
+            )
+            assert second.returncode == 1, second.stderr
+            assert json.loads(stack_file.read_text()) == info
         finally:
             up.send_signal(signal.SIGINT)
             code = up.wait(timeout=60)

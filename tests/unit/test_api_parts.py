@@ -208,10 +208,16 @@ def test_tokens_and_secrets_cli(tmp_path: Path) -> None:
         input="s3cret-s3cret-s3cret\n",
     )
     assert piped.exit_code == 0
+    # A misspelt provider stored a secret no webhook route reads, and said it was set.
+    typo = runner.invoke(
+        webhooks, ["secret", "set", "--tenant", "acme", "--provider", "githb", *data]
+    )
+    assert typo.exit_code == 2 and "--provider" in typo.output and "github" in typo.output
     store = AuthStore(tmp_path / "auth.sqlite3")
     try:
         assert store.webhook_secret("acme", "gitlab") == "s3cret-s3cret-s3cret"
         assert store.webhook_secret("acme", "github") == secret.stdout.strip()
         assert store.webhook_secret("globex", "github") is None
+        assert store.webhook_secret("acme", "githb") is None
     finally:
         store.close()

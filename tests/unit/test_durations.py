@@ -27,3 +27,16 @@ def test_refusals_name_the_format(bad: object) -> None:
 def test_units_can_be_narrowed() -> None:
     with pytest.raises(ValueError, match=r"retention period must be .* one of d, w, y"):
         parse_duration("5m", units="dwy", what="retention period")
+
+
+@pytest.mark.parametrize("huge", ["101y", "36601d", "99999999999y", "9999999999999999999999s"])
+def test_longer_than_a_century_is_refused_naming_the_bound(huge: str) -> None:
+    """Unbounded, `99999999999y` overflowed timedelta (OverflowError: a traceback from `tokens
+    create --expires-in` and `policy check`) and `9000y` passed `policy check`, then stopped
+    the sink and `import` (a retain_until past year 9999): every caller refuses it now."""
+    with pytest.raises(ValueError, match=rf"a lifetime must be at most 100 years; got '{huge}'"):
+        parse_duration(huge, what="a lifetime")
+
+
+def test_a_century_is_the_longest() -> None:
+    assert parse_duration("100y") == timedelta(days=36_600)

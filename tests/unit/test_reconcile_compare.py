@@ -147,6 +147,12 @@ def test_the_period_is_a_quarter_days_or_the_evidence() -> None:
         ("2026Q4", date(2026, 10, 1), None, "--quarter"),
         (None, None, None, "--since"),
         (None, date(2026, 11, 2), date(2026, 11, 1), "--until"),
+        # Outside the ledger's years: a quarter of year 0 or 9999, or a last day of 9999-12-31,
+        # was a ValueError/OverflowError traceback (no date holds them or the day after).
+        ("0000Q1", None, None, "--quarter"),
+        ("9999Q4", None, None, "--quarter"),
+        (None, date(1, 1, 1), date(2026, 1, 1), "--since"),
+        (None, date(2026, 1, 1), date(9999, 12, 31), "--until"),
     ):
         with pytest.raises(PeriodError) as raised:
             period(quarter, since, until, [])

@@ -146,6 +146,10 @@ def test_month_window_is_utc_and_names_the_field() -> None:
     for bad in ("2026-13", "2026-1", "november"):
         with pytest.raises(MonthError, match="month"):
             month_window(bad)
+    # Years no date (or the ledger) holds: a ValueError traceback from `report monthly`.
+    for bad in ("0000-01", "9999-12", "1899-12", "2300-01"):
+        with pytest.raises(MonthError, match=rf"month: '{bad}' is not between 1900-01 and 2299-12"):
+            month_window(bad)
 
 
 def test_charts_are_reproducible_and_count_by_week() -> None:
