@@ -14,10 +14,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import CoreSchema
 
 from shipledger.schemas.fields import apply_aliases
 
@@ -134,6 +136,54 @@ def _check_strings(value: Any) -> Any:
     return value
 
 
+#: Core schemas whose every value `_check_strings` returns at once: no string inside.
+_STRINGLESS_SCHEMAS = frozenset({"int", "bool", "float", "datetime"})
+
+
+def _checked_already(schema: CoreSchema) -> bool:
+    """Whether every value `schema` lets through passes `_check_strings` unchanged: no string
+    inside (numbers, times, None), a literal of the code's own strings, or a `Name`, whose
+    `check_name` is stricter than `check_text` (shorter, and every character it allows
+    `check_text` allows); lists of those too."""
+    kind = schema["type"]
+    if kind in _STRINGLESS_SCHEMAS:
+        return True
+    if kind == "literal":
+        return all(
+            not isinstance(v, str) or (len(v) <= MAX_TEXT and v.isprintable())
+            for v in schema["expected"]
+        )
+    if kind == "nullable":
+        return _checked_already(schema["schema"])
+    if kind == "list":
+        items = schema.get("items_schema")
+        return items is not None and _checked_already(items)
+    if kind == "function-after":
+        return schema["function"]["function"] is check_name
+    return False
+
+
+def _without_idle_checks(schema: CoreSchema) -> None:
+    """Drop, in place, `Model`'s check of every field (`_check_strings`) from the fields of
+    `schema` (a model's) where it can find nothing (`_checked_already`): a Python call per
+    field of every model built that returned its value unchanged, most of the cost of
+    validating a deployment event (ids and names are `Name`s, checked by `check_name`)."""
+    node: Any = schema
+    while node.get("type") != "model-fields":
+        node = node.get("schema")
+        if not isinstance(node, dict):
+            return
+    for field in node["fields"].values():
+        # The check sits under the field's default and its own validators (applied after).
+        holder = field
+        while (check := holder["schema"])["type"] in ("default", "function-after"):
+            if check.get("function", {}).get("function") is _check_strings:
+                if _checked_already(check["schema"]):
+                    holder["schema"] = check["schema"]
+                break
+            holder = check
+
+
 @dataclass(frozen=True)
 class TimeWindow:
     """The event times an edge accepts: not before `earliest`, at most `max_future` ahead of
@@ -193,8 +243,19 @@ class Model(BaseModel):
         extra="forbid", frozen=True, str_strip_whitespace=True, defer_build=True
     )
 
-    # One call per field of every model built (several per event in the processors).
+    # One call per field of every model built (several per event in the processors), but
+    # for the fields where it can find nothing (`__get_pydantic_core_schema__`).
     _strings = field_validator("*", mode="after")(_check_strings)
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[BaseModel], handler: GetCoreSchemaHandler, /
+    ) -> CoreSchema:
+        """The model's schema as pydantic makes it, without the string checks of the fields
+        that hold no string but checked ones (`_without_idle_checks`)."""
+        schema = handler(source)
+        _without_idle_checks(schema)
+        return schema
 
     def to_avro(self) -> dict[str, Any]:
         """The dict fastavro writes for this model's schema."""

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from shipledger.schemas.letters import DeadLetter
@@ -49,7 +50,14 @@ def received_at(meta: KafkaMeta, now: datetime | None = None) -> datetime:
     """The message's Kafka timestamp, or `now` when the broker gave none."""
     if meta.timestamp_ms is None or meta.timestamp_ms <= 0:
         return now or datetime.now(UTC)
-    return datetime.fromtimestamp(meta.timestamp_ms / 1000, tz=UTC)
+    return _kafka_time(meta.timestamp_ms)
+
+
+@lru_cache(maxsize=1)
+def _kafka_time(timestamp_ms: int) -> datetime:
+    # The messages of a batch often share their timestamp, an import's events all do (its
+    # start): made once for them (~1.5 µs an event).
+    return datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)
 
 
 def _utc(value: Any, column: str) -> datetime:
@@ -169,9 +177,55 @@ def _plan(spec: TableSpec) -> _Plan:
     return plan
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """A table's plan as `avro_row` runs it: the columns' values taken at once (in C), then
+    the few that are converted (timestamps, records, arrays and maps of them)."""
+
+    names: tuple[str, ...]
+    take: Callable[[Mapping[str, Any]], Sequence[Any]]
+    converted: tuple[tuple[str, Convert], ...]
+
+
+_layouts: dict[str, tuple[_Plan, _Layout]] = {}
+
+
+def _layout(spec: TableSpec) -> _Layout:
+    plan = _plan(spec)
+    cached = _layouts.get(spec.name)
+    if cached is not None and cached[0] is plan:
+        return cached[1]
+    names = tuple(name for name, _ in plan)
+    getter = operator.itemgetter(*names)
+    take = getter if len(names) > 1 else lambda decoded: (getter(decoded),)
+    converted = tuple((name, convert) for name, convert in plan if convert is not None)
+    layout = _Layout(names, take, converted)
+    _layouts[spec.name] = (plan, layout)
+    return layout
+
+
 def avro_row(spec: TableSpec, decoded: Mapping[str, Any]) -> Row:
     """The table's Avro-derived columns taken from `decoded`, in their insertable form (the
     sink stamps the ledger columns when it stores the row)."""
+    if type(decoded) is not dict:  # a mapping may answer `in` and `[]` differently
+        return _checked_row(spec, decoded)
+    layout = _layout(spec)
+    try:
+        # Every value taken in C (~2 µs a row less than column by column, measured).
+        row: Row = dict(zip(layout.names, layout.take(decoded), strict=True))
+        for name, convert in layout.converted:
+            value = row[name]
+            if value is not None:
+                row[name] = convert(value)
+    except (KeyError, RowError):
+        return _checked_row(spec, decoded)  # which column first fails, in column order
+    if not row[spec.id_column]:
+        raise RowError(f"{spec.name}: empty {spec.id_column}")
+    return row
+
+
+def _checked_row(spec: TableSpec, decoded: Mapping[str, Any]) -> Row:
+    """`avro_row` column by column: the first column missing or not convertible raises."""
     row: Row = {}
     for name, convert in _plan(spec):
         if name not in decoded:

@@ -85,19 +85,25 @@ def derived_event_id(obj: dict[str, Any]) -> str:
 
 
 def validated_event(
-    item: object, index: int, settings: Settings, channel: str, tenant: str | None
+    item: object,
+    index: int,
+    settings: Settings,
+    channel: str,
+    tenant: str | None,
+    context: dict[str, Any] | None = None,
 ) -> tuple[Family, Model] | list[FieldError]:
     """One input object validated as its family's event (the module docstring says what is
     filled in and refused; `tenant`: the default tenant, None for the model's); or its field
-    errors. The ingest API and `shipledger import` both validate through it."""
+    errors. The ingest API and `shipledger import` both validate through it. `context`:
+    `validation_context(settings)` made once by a caller validating many (an import)."""
     found = _filled(item, index, channel, tenant)
     if isinstance(found, list):
         return found
     family, obj = found
-    return _validated(family, obj, index, _context(settings))
+    return _validated(family, obj, index, context or validation_context(settings))
 
 
-def _context(settings: Settings) -> dict[str, Any]:
+def validation_context(settings: Settings) -> dict[str, Any]:
     """The models' validation context at an edge: the time window `settings` accept."""
     return {"time_window": TimeWindow.from_settings(settings)}
 
@@ -169,7 +175,7 @@ def _validated_all(
     by one call of a list validator (a request's hundred events: one call, not a hundred);
     a family whose list holds an invalid object is validated again one by one, which names
     each object's errors by its index and keeps the valid ones."""
-    context = _context(settings)
+    context = validation_context(settings)
     results: list[tuple[Family, Model] | list[FieldError]] = []
     families: dict[str, tuple[Family, list[int], list[dict[str, Any]]]] = {}
     for index, item in enumerate(items):

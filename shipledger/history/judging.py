@@ -27,7 +27,7 @@ from typing import Protocol, cast
 
 from shipledger.processors.enrichment import Enrichment
 from shipledger.processors.step import StepResult, process
-from shipledger.producers.api.events import validated_event
+from shipledger.producers.api.events import validated_event, validation_context
 from shipledger.producers.api.uploads import Record
 from shipledger.schemas.families import Family
 from shipledger.schemas.family_models import ArtifactEvent, CatalogEvent, ChangeEvent
@@ -193,6 +193,8 @@ class Judge:
         self._known_actor = known_actor
         self._now = now
         self._received_ms = int(now.timestamp() * 1000)
+        # The settings' time window, made once (not once an event).
+        self._context = validation_context(settings)
         self._placement = Placement(policy, ())
         self._tables: dict[str, str] = {}
         self._view = Enrichment()
@@ -256,7 +258,7 @@ class Judge:
             return Problem(line, record.field, record.error or "unreadable")
         if obj.get("occurred_at") is None:
             return Problem(line, "occurred_at", "required in an import (the event's own time)")
-        validated = validated_event(obj, line, self._settings, CHANNEL, self._tenant)
+        validated = validated_event(obj, line, self._settings, CHANNEL, self._tenant, self._context)
         if isinstance(validated, list):
             first = validated[0]
             return Problem(line, first.field, first.reason)

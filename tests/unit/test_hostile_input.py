@@ -5,6 +5,7 @@ or their documented error naming the field, never another exception."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,16 +13,21 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from shipledger.producers.api.auth import Principal
-from shipledger.producers.api.events import FieldError, Prepared, prepare
+from shipledger.producers.api.events import FieldError, Prepared, prepare, validation_context
 from shipledger.producers.api.limits import TooLarge
 from shipledger.producers.api.uploads import Record, csv_records, ndjson_records
+from shipledger.schemas import models
 from shipledger.schemas.families import FAMILIES
 from shipledger.schemas.models import (
     _BAD_IN_NAME,
     _BAD_IN_TEXT,
     MAX_TEXT,
+    Alert,
+    DeploymentRecord,
+    Model,
     check_name,
     check_text,
 )
@@ -264,3 +270,49 @@ def test_event_time_window_and_size_limit() -> None:
     big = {**_valid("deployment"), "attributes": {f"k{i}": "x" * 8000 for i in range(10)}}
     (error,) = prepare(big, 0, PRINCIPAL, SETTINGS, "api")  # type: ignore[misc]
     assert error.field == "event" and "over the limit of 65536" in error.reason
+
+
+@functools.cache
+def _checking_every_field(model: type[Model]) -> type[Model]:
+    """`model` with `Model`'s string check left on every field (as before the idle ones were
+    dropped): the reference its errors must equal."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(models, "_without_idle_checks", lambda schema: None)
+        reference: type[Model] = type(model.__name__, (model,), {"__module__": model.__module__})
+        reference.model_rebuild(force=True)
+    return reference
+
+
+_MODELS = sorted(
+    {family.model for family in FAMILIES.values()} | {DeploymentRecord, Alert},
+    key=lambda m: m.__name__,
+)
+
+
+@_PROFILE
+@given(
+    model=st.sampled_from(_MODELS),
+    changes=st.lists(st.tuples(st.integers(0, 60), hostile_value), min_size=1, max_size=3),
+)
+def test_dropping_idle_string_checks_changes_no_answer(
+    model: type[Model], changes: list[tuple[int, Any]]
+) -> None:
+    # Every field the check is dropped from still answers as with it: the same value, or the
+    # same errors in the same order (fields, messages), hostile values in one to three fields.
+    fields = list(model.model_fields)
+    family = next((name for name, f in FAMILIES.items() if f.model is model), None)
+    obj = dict(FAMILY_EVENTS[family]) if family else {}
+    for index, value in changes:
+        obj[fields[index % len(fields)]] = value
+    # Fields a blank or absent value leaves to a new id or now differ from call to call.
+    random = (models.new_id, models.utcnow)
+    same = [n for n, f in model.model_fields.items() if f.default_factory not in random]
+    answers: list[Any] = []
+    for each in (model, _checking_every_field(model)):
+        try:
+            made = each.model_validate(obj, context=validation_context(SETTINGS))
+        except ValidationError as exc:
+            answers.append(exc.errors(include_url=False))
+        else:
+            answers.append({name: getattr(made, name) for name in same})
+    assert repr(answers[0]) == repr(answers[1])

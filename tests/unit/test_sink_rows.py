@@ -126,6 +126,19 @@ def test_missing_field_or_empty_id_is_a_row_error() -> None:
         rows.alert_row(decoded)
 
 
+def test_the_first_failing_column_is_named_whatever_else_fails() -> None:
+    # Values are taken all at once: the error still names the first column, in column order,
+    # that is missing or cannot be converted.
+    decoded = alert().to_avro() | {"occurred_at": "yesterday"}
+    del decoded["severity"]  # before occurred_at
+    with pytest.raises(rows.RowError, match="'severity' missing"):
+        rows.alert_row(decoded)
+    decoded = alert().to_avro() | {"occurred_at": "yesterday"}
+    del decoded["detected_at"]  # after it
+    with pytest.raises(rows.RowError, match="occurred_at: expected a timestamp"):
+        rows.alert_row(decoded)
+
+
 def test_dedupe_drops_stored_and_repeated_ids_keeping_the_first() -> None:
     batch = [
         {"tenant": "t", "id": "a", "n": 1},
