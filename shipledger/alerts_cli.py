@@ -37,6 +37,7 @@ from shipledger.alert_view import (
     json_line,
     parse_since,
 )
+from shipledger.cli_types import ROW_LIMIT
 from shipledger.clients import next_to_end, position, reader_consumer, topic_ends, topic_partitions
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
@@ -335,7 +336,7 @@ def read_alerts(
 @_filter_options
 @click.option(
     "--limit",
-    type=click.IntRange(min=1),
+    type=ROW_LIMIT,
     default=100,
     show_default=True,
     help="Show at most this many alerts, the latest detected.",

@@ -18,3 +18,9 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
+
+
+#: A `--limit` of rows to show: at least one, and at most a million, which a terminal or a
+#: file takes; past 2**64 the number reached ClickHouse's LIMIT and came back as its parse
+#: error instead of a usage error naming the option.
+ROW_LIMIT = click.IntRange(1, 1_000_000)

@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from shipledger.cli_types import FiniteFloatRange
+from shipledger.cli_types import ROW_LIMIT, FiniteFloatRange
 from shipledger.clients import next_to_end, reader_consumer, topic_ends, topic_partitions
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
@@ -390,9 +390,7 @@ def dlq(ctx: click.Context, bootstrap: str | None, data_dir: Path | None) -> Non
 
 
 @dlq.command("list")
-@click.option(
-    "--limit", type=click.IntRange(min=1), help="Show at most the last N letters (in id order)."
-)
+@click.option("--limit", type=ROW_LIMIT, help="Show at most the last N letters (in id order).")
 @_stage_option
 @format_option(
     ["table", "json"],

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from shipledger.cli_types import ROW_LIMIT
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.query_cli import QueryUnavailable, run_query
 from shipledger.receivers.cli import run
@@ -84,7 +85,7 @@ def deliveries_sql(
 @click.option(
     "--by-receiver", is_flag=True, help="One line per receiver: counts and its last outcome."
 )
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=ROW_LIMIT, default=50, show_default=True)
 @click.option(
     "--format",
     "fmt",

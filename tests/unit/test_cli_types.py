@@ -56,3 +56,13 @@ def test_up_and_api_name_a_count_or_port_out_of_range(args: list[str], option: s
     a port over 65535 was a ValidationError traceback."""
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output
+
+
+@pytest.mark.parametrize("args", [["alerts", "list"], ["escalate", "deliveries"], ["dlq", "list"]])
+def test_a_row_limit_past_a_million_is_a_usage_error_naming_the_option(args: list[str]) -> None:
+    """`--limit 99999999999999999999` reached ClickHouse's LIMIT (past UInt64) and came back
+    as the engine's parse error (exit 1) instead of a usage error naming the option."""
+    result = CliRunner().invoke(cli, [*args, "--limit", "99999999999999999999"])
+    assert result.exit_code == 2, result.output
+    assert "--limit" in result.output
+    assert "1<=x<=1000000" in result.output
