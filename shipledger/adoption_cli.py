@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from shipledger.dora_cli import Params, located, render, served_report
+from shipledger.dora_cli import located, render, served_report
 from shipledger.locate import cli_settings, data_dir_option
 from shipledger.output_format import format_option
 from shipledger.report.cli import report
@@ -25,6 +25,7 @@ from shipledger.sinks.ledger.reader import (
     LedgerReader,
     adoption_report,
 )
+from shipledger.stackfile import Params
 
 __all__ = ["adoption", "report"]
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import httpx
 
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
@@ -37,7 +36,7 @@ from shipledger.sinks.ledger.reader import (
     serving_stack,
     success_report,
 )
-from shipledger.stackfile import StackInfo
+from shipledger.stackfile import ApiUnavailable, Params, StackInfo, api_get
 from shipledger.tables import render_rows
 
 
@@ -46,26 +45,6 @@ class MetricsUnavailable(RuntimeError):
 
 
 T = TypeVar("T")
-#: Query parameters of a GET to the API.
-Params = list[tuple[str, str | int | float | bool | None]]
-
-
-def api_get(info: StackInfo, path: str, params: Params) -> Any:
-    """The JSON answer of `GET <api of the running up><path>` with its local token (a report
-    `shipledger metrics dora` or `shipledger suspects` prints); MetricsUnavailable when it
-    does not answer 200."""
-    assert info.api_url is not None
-    headers = {"Authorization": f"Bearer {info.api_token}"} if info.api_token else {}
-    url = info.api_url.rstrip("/") + path
-    try:
-        response = httpx.get(url, params=params, headers=headers, timeout=60)
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise MetricsUnavailable(
-            f"the API of `shipledger up` at {url} did not answer: {exc}"
-        ) from exc
-    if response.status_code != 200:
-        raise MetricsUnavailable(f"{url} answered {response.status_code}: {response.text}")
-    return response.json()
 
 
 def served(
@@ -79,7 +58,7 @@ def served(
             return from_api(running)
         with LedgerReader.open(settings) as ledger:
             return here(ledger)
-    except LedgerUnavailable as exc:
+    except (LedgerUnavailable, ApiUnavailable) as exc:
         raise MetricsUnavailable(str(exc)) from exc
 
 

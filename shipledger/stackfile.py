@@ -22,10 +22,18 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
 from shipledger.settings import Settings
+
+#: Query parameters of a GET to the running stack's API.
+Params = list[tuple[str, str | int | float | bool | None]]
+
+
+class ApiUnavailable(RuntimeError):
+    """The running stack's API did not answer, or answered other than 200."""
 
 
 class StackInfo(BaseModel):
@@ -164,3 +172,28 @@ def resolve_bootstrap(settings: Settings) -> str | None:
         return settings.bootstrap_servers
     info = read_stack(settings)
     return info.bootstrap if info else None
+
+
+def api_get(
+    info: StackInfo, path: str, params: Params | None = None, *, missing_ok: bool = False
+) -> Any:
+    """The JSON answer of `GET <api of the running up><path>` with its local token (what a
+    read command prints when `up` holds the embedded ledger); None for a 404 if `missing_ok`;
+    ApiUnavailable when it does not answer, or not 200. A path longer than a URL may be (an
+    id of 100,000 characters) is ApiUnavailable too, naming the API, not that path."""
+    import httpx  # here: most commands read the stack file and never ask its API
+
+    assert info.api_url is not None
+    headers = {"Authorization": f"Bearer {info.api_token}"} if info.api_token else {}
+    url = info.api_url.rstrip("/") + path
+    try:
+        response = httpx.get(url, params=params, headers=headers, timeout=60)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise ApiUnavailable(
+            f"the API of `shipledger up` at {info.api_url} did not answer: {exc}"
+        ) from exc
+    if missing_ok and response.status_code == 404:
+        return None
+    if response.status_code != 200:
+        raise ApiUnavailable(f"{url} answered {response.status_code}: {response.text}")
+    return response.json()

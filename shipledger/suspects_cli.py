@@ -11,12 +11,12 @@ from typing import Any
 import click
 
 from shipledger.cli_types import FiniteFloatRange
-from shipledger.dora_cli import Params, api_get, located, render, served
+from shipledger.dora_cli import located, render, served
 from shipledger.locate import cli_settings, data_dir_option
 from shipledger.output_format import format_option
 from shipledger.settings import Settings
 from shipledger.sinks.ledger.reader import SuspectsError, SuspectsQuery
-from shipledger.stackfile import StackInfo
+from shipledger.stackfile import Params, StackInfo, api_get
 from shipledger.suspects import WEIGHTS
 from shipledger.tables import render_table
 

@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import quote
 
 import click
-import httpx
 
 from shipledger.dora_cli import render
 from shipledger.locate import cli_settings, data_dir_option, locate
@@ -25,7 +24,7 @@ from shipledger.sinks.ledger.reader import (
     VerdictFilter,
     chdb_path,
 )
-from shipledger.stackfile import read_stack
+from shipledger.stackfile import ApiUnavailable, api_get, read_stack
 from shipledger.up.verifier import run_once
 
 #: The columns of the table and csv forms (json has the evidence too).
@@ -58,24 +57,17 @@ def verdicts(settings: Settings, params: dict[str, Any]) -> list[dict[str, Any]]
     `limit`) as the API shows them, by the path that can serve them."""
     running = read_stack(settings) if chdb_path(settings.resolved_clickhouse_url) else None
     if running is not None and running.api_url:
-        headers = {"Authorization": f"Bearer {running.api_token}"} if running.api_token else {}
         one = params.get("deployment_id")
         path = f"/v1/deployments/{quote(one, safe='')}/verification" if one else "/v1/verifications"
-        url = running.api_url.rstrip("/") + path
         query = {k: v for k, v in params.items() if v is not None and k in ("verdict", "service")}
         if not one:
             query["limit"] = params.get("limit") or 100
         try:
-            response = httpx.get(url, params=query, headers=headers, timeout=60)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise click.ClickException(
-                f"the API at {running.api_url} did not answer: {exc}"
-            ) from exc
-        if one and response.status_code == 404:
+            answer = api_get(running, path, list(query.items()), missing_ok=bool(one))
+        except ApiUnavailable as exc:
+            raise click.ClickException(str(exc)) from exc
+        if answer is None:
             return []
-        if response.status_code != 200:
-            raise click.ClickException(f"{url} answered {response.status_code}: {response.text}")
-        answer = response.json()
         rows: list[dict[str, Any]] = [answer] if one else answer
         tenant = params.get("tenant")
         return [r for r in rows if tenant is None or r["tenant"] == tenant]

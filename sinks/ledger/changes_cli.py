@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import quote
 
 import click
-import httpx
 
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.output_format import format_option
@@ -31,7 +30,7 @@ from shipledger.sinks.ledger.reader import (
     serving_stack,
 )
 from shipledger.sinks.ledger.store import LedgerStore, StoreError
-from shipledger.stackfile import StackInfo, read_stack
+from shipledger.stackfile import ApiUnavailable, StackInfo, api_get, read_stack
 from shipledger.tables import render_table
 
 
@@ -40,20 +39,9 @@ class ChangesUnavailable(RuntimeError):
 
 
 def _from_api(info: StackInfo, deployment_id: str) -> dict[str, Any] | None:
-    assert info.api_url is not None
-    headers = {"Authorization": f"Bearer {info.api_token}"} if info.api_token else {}
-    url = f"{info.api_url.rstrip('/')}/v1/deployments/{quote(deployment_id, safe='')}/changes"
-    try:
-        response = httpx.get(url, headers=headers, timeout=60)
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise ChangesUnavailable(
-            f"the API of `shipledger up` at {info.api_url} did not answer: {exc}"
-        ) from exc
-    if response.status_code == 404:
-        return None
-    if response.status_code != 200:
-        raise ChangesUnavailable(f"{url} answered {response.status_code}: {response.text}")
-    found: dict[str, Any] = response.json()
+    found: dict[str, Any] | None = api_get(
+        info, f"/v1/deployments/{quote(deployment_id, safe='')}/changes", missing_ok=True
+    )
     return found
 
 
@@ -71,7 +59,7 @@ def change_set(
             found = ledger.change_set(tenant, deployment_id)
             # This process holds the privacy key (if any): it is shown the names.
             shown = None if found is None else ledger.reveal(found.as_dict())
-    except LedgerUnavailable as exc:
+    except (LedgerUnavailable, ApiUnavailable) as exc:
         raise ChangesUnavailable(str(exc)) from exc
     if shown is None:
         return None
