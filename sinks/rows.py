@@ -159,11 +159,24 @@ def column_value(avro_type: Any, value: Any, column: str) -> Any:
 #: A table's Avro-derived columns, each with its conversion (`_converter`), or None where the
 #: decoded value is inserted as it is: worked out once per table, not per row.
 _Plan = tuple[tuple[str, Convert | None], ...]
-_plans: dict[str, tuple[TableSpec, _Plan]] = {}
 
 
-def _plan(spec: TableSpec) -> _Plan:
-    cached = _plans.get(spec.name)
+@dataclass(frozen=True)
+class _Layout:
+    """A table's plan, and the same as `avro_row` runs it: the columns' values taken at once
+    (in C), then the few that are converted (timestamps, records, arrays and maps of them)."""
+
+    plan: _Plan
+    names: tuple[str, ...]
+    take: Callable[[Mapping[str, Any]], Sequence[Any]]
+    converted: tuple[tuple[str, Convert], ...]
+
+
+_layouts: dict[str, tuple[TableSpec, _Layout]] = {}
+
+
+def _layout(spec: TableSpec) -> _Layout:
+    cached = _layouts.get(spec.name)
     if cached is not None and cached[0] is spec:
         return cached[1]
     assert spec.schema is not None, f"{spec.name} has no Avro schema"
@@ -173,34 +186,12 @@ def _plan(spec: TableSpec) -> _Plan:
         for c in spec.columns
         if not (c.name in spec.stamped or (c.name in _INGEST and spec.name == EVENTS))
     )
-    _plans[spec.name] = (spec, plan)
-    return plan
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """A table's plan as `avro_row` runs it: the columns' values taken at once (in C), then
-    the few that are converted (timestamps, records, arrays and maps of them)."""
-
-    names: tuple[str, ...]
-    take: Callable[[Mapping[str, Any]], Sequence[Any]]
-    converted: tuple[tuple[str, Convert], ...]
-
-
-_layouts: dict[str, tuple[_Plan, _Layout]] = {}
-
-
-def _layout(spec: TableSpec) -> _Layout:
-    plan = _plan(spec)
-    cached = _layouts.get(spec.name)
-    if cached is not None and cached[0] is plan:
-        return cached[1]
     names = tuple(name for name, _ in plan)
     getter = operator.itemgetter(*names)
     take = getter if len(names) > 1 else lambda decoded: (getter(decoded),)
     converted = tuple((name, convert) for name, convert in plan if convert is not None)
-    layout = _Layout(names, take, converted)
-    _layouts[spec.name] = (plan, layout)
+    layout = _Layout(plan, names, take, converted)
+    _layouts[spec.name] = (spec, layout)
     return layout
 
 
@@ -227,7 +218,7 @@ def avro_row(spec: TableSpec, decoded: Mapping[str, Any]) -> Row:
 def _checked_row(spec: TableSpec, decoded: Mapping[str, Any]) -> Row:
     """`avro_row` column by column: the first column missing or not convertible raises."""
     row: Row = {}
-    for name, convert in _plan(spec):
+    for name, convert in _layout(spec).plan:
         if name not in decoded:
             raise RowError(f"{spec.name}: field {name!r} missing from the message")
         value = decoded[name]
