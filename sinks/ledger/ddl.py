@@ -573,6 +573,14 @@ def _view(database: str | None, name: str, select: str) -> str:
     return f"CREATE VIEW {qualified(database, name)} AS\n{select}"
 
 
+def _materialized_view(database: str | None, name: str, target: str, select: str) -> str:
+    """`CREATE MATERIALIZED VIEW` `name`: `select` over each insert, written to `target`."""
+    return (
+        f"CREATE MATERIALIZED VIEW {qualified(database, name)}"
+        f" TO {qualified(database, target)} AS\n{select}"
+    )
+
+
 def releases_view_sql(database: str | None = None) -> str:
     """`releases`: *which versions of each service shipped, from which commit and artifact,
     when first and last, and to which environments?* One row per tenant, service and version,
@@ -1006,10 +1014,11 @@ def dora_deployments_select(database: str | None, records: str) -> str:
 def dora_deployments_mv_sql(database: str | None = None) -> str:
     """`dora_deployments_mv`: folds every deployment record into `dora_deployments` as it is
     inserted."""
-    return (
-        f"CREATE MATERIALIZED VIEW {qualified(database, DORA_DEPLOYMENTS + '_mv')}"
-        f" TO {qualified(database, DORA_DEPLOYMENTS)} AS\n"
-        + dora_deployments_select(database, qualified(database, RECORDS))
+    return _materialized_view(
+        database,
+        DORA_DEPLOYMENTS + "_mv",
+        DORA_DEPLOYMENTS,
+        dora_deployments_select(database, qualified(database, RECORDS)),
     )
 
 
@@ -1045,10 +1054,11 @@ def dora_deployment_keys_select(records: str) -> str:
 
 def dora_deployment_keys_mv_sql(database: str | None = None) -> str:
     """`dora_deployment_keys_mv`: files every deployment record's key as it is inserted."""
-    return (
-        f"CREATE MATERIALIZED VIEW {qualified(database, DORA_DEPLOYMENT_KEYS + '_mv')}"
-        f" TO {qualified(database, DORA_DEPLOYMENT_KEYS)} AS\n"
-        + dora_deployment_keys_select(qualified(database, RECORDS))
+    return _materialized_view(
+        database,
+        DORA_DEPLOYMENT_KEYS + "_mv",
+        DORA_DEPLOYMENT_KEYS,
+        dora_deployment_keys_select(qualified(database, RECORDS)),
     )
 
 
@@ -1072,17 +1082,18 @@ def dora_commits_sql(database: str | None = None) -> str:
 
 def dora_commits_mv_sql(database: str | None = None) -> str:
     """`dora_commits_mv`: folds every source event's commits into `dora_commits`."""
-    return (
-        f"CREATE MATERIALIZED VIEW {qualified(database, DORA_COMMITS + '_mv')}"  # noqa: S608
-        f" TO {qualified(database, DORA_COMMITS)} AS\n"
-        "SELECT tenant, sha, min(occurred_at) AS first_seen_at\n"
+    return _materialized_view(
+        database,
+        DORA_COMMITS + "_mv",
+        DORA_COMMITS,
+        "SELECT tenant, sha, min(occurred_at) AS first_seen_at\n"  # noqa: S608
         "FROM (\n"
         "    SELECT tenant, occurred_at,\n"
         "        arrayJoin(arrayDistinct(arrayConcat(commit_shas,\n"
         "            if(commit_sha IS NULL, [], [assumeNotNull(commit_sha)])))) AS sha\n"
         f"    FROM {qualified(database, SOURCE)}\n"
         ")\n"
-        "GROUP BY tenant, sha"
+        "GROUP BY tenant, sha",
     )
 
 
@@ -1400,12 +1411,13 @@ def suspect_deployments_sql(database: str | None = None) -> str:
 
 def suspect_deployments_mv_sql(database: str | None = None) -> str:
     """`suspect_deployments_mv`: copies the columns triage reads of every record inserted."""
-    return (
-        f"CREATE MATERIALIZED VIEW {qualified(database, SUSPECT_DEPLOYMENTS + '_mv')}"
-        f" TO {qualified(database, SUSPECT_DEPLOYMENTS)} AS\n"
+    return _materialized_view(
+        database,
+        SUSPECT_DEPLOYMENTS + "_mv",
+        SUSPECT_DEPLOYMENTS,
         "SELECT tenant, service, started_at, deployment_id, seq, environment, status,\n"
         "    commit_sha, version, team, rollback_of, retain_until\n"
-        f"FROM {qualified(database, RECORDS)}"
+        f"FROM {qualified(database, RECORDS)}",
     )
 
 
@@ -1436,13 +1448,6 @@ def suspect_inputs_sql(database: str | None = None) -> str:
         _BY_SERVICE_AND_START
         + "COMMENT 'Change sets and verdicts by service and start, for incident triage (maintained "
         "by suspect_change_sets_mv and suspect_verdicts_mv; docs/triage.md).'",
-    )
-
-
-def _materialized_view(database: str | None, name: str, target: str, select: str) -> str:
-    return (
-        f"CREATE MATERIALIZED VIEW {qualified(database, name)}"
-        f" TO {qualified(database, target)} AS\n{select}"
     )
 
 
