@@ -49,7 +49,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -166,6 +166,14 @@ class Escalator(KafkaClients):
         self._outcomes = topic_codec(ESCALATIONS)
         self._log = get_logger("escalator", group=self.group_id)
         self._held: list[Message] = []
+
+    def consumer_config(self) -> dict[str, Any]:
+        """The loop's consumer settings, fetching less often than the pipeline's consumers
+        (`Settings.escalation_fetch_wait_ms`): a person paged is not paged faster by 10 ms."""
+        return {
+            **super().consumer_config(),
+            "fetch.wait.max.ms": self.settings.escalation_fetch_wait_ms,
+        }
 
     def make_client(self) -> httpx.Client:
         """The HTTP client of every delivery (no redirects: a login page is not a ticket)."""

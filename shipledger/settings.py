@@ -551,6 +551,17 @@ class Settings(BaseSettings):
     escalation_concurrency: int = Field(
         default=4, ge=1, le=64, description="Deliveries the escalator runs at once."
     )
+    escalation_fetch_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description=(
+            "Max fetch wait of the escalator's consumer of the alerts topic. Tansu spends "
+            "~0.5 ms of CPU on every fetch and answers one only when its wait is over: at the "
+            "10 ms of `fetch_wait_ms` the idle escalator alone cost the broker ~5 % of a core. "
+            "It adds at most this to an alert's way to its receivers, nothing to detection."
+        ),
+    )
     escalation_catch_up_s: float = Field(
         default=3600.0,
         ge=0,
