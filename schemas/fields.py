@@ -6,7 +6,6 @@ Aliases are rewritten to their canonical field before validation and never store
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -85,6 +84,8 @@ class UnknownFieldError(ValueError):
 
 
 def _unknown_reason(key: str, known: Collection[str]) -> str:
+    import difflib  # here: only a refused field needs it, and every `emit` imports this module
+
     candidates = {**{name: name for name in known}, **ALIASES}
     close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.75)
     if not close:

@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import CoreSchema
 
 from shipledger.schemas.fields import apply_aliases
+from shipledger.startup import empty_list
 
 if TYPE_CHECKING:
     from shipledger.settings import Settings
@@ -375,11 +376,11 @@ class DeploymentEvent(Model):
     source: Name | None = None
     team: Name | None = None
     rollback_of: Name | None = None
-    approvers: list[Name] = Field(default_factory=list)
-    pull_requests: list[Name] = Field(default_factory=list)
+    approvers: list[Name] = Field(default_factory=empty_list)
+    pull_requests: list[Name] = Field(default_factory=empty_list)
     provenance_url: str | None = None
     # Version 3
-    missing_metadata: list[Literal["commit_sha"]] = Field(default_factory=list)
+    missing_metadata: list[Literal["commit_sha"]] = Field(default_factory=empty_list)
 
     @model_validator(mode="before")
     @classmethod
@@ -440,15 +441,15 @@ class DeploymentRecord(Model):
     event_count: AvroInt = Field(ge=1)
     last_event_id: str
     last_event_type: str
-    alert_rules: list[str] = Field(default_factory=list)
+    alert_rules: list[str] = Field(default_factory=empty_list)
     policy_version: str
     updated_at: datetime = Field(default_factory=utcnow)
     # Version 2
     team: str | None = None
     source: str | None = None
     rollback_of: str | None = None
-    approvers: list[str] = Field(default_factory=list)
-    pull_requests: list[str] = Field(default_factory=list)
+    approvers: list[str] = Field(default_factory=empty_list)
+    pull_requests: list[str] = Field(default_factory=empty_list)
     provenance_url: str | None = None
     # Version 3
     application: str | None = None

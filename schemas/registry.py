@@ -23,6 +23,7 @@ import threading
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any, Protocol
 
 from shipledger.schemas.topic_spec import TopicSpec
@@ -110,7 +111,8 @@ def catalog_json() -> str:
 @cache
 def catalog() -> Catalog:
     """The catalog shipped in this package (parsed once per process)."""
-    root = resources.files(__package__)
+    # Beside this module, not through importlib.resources: its file reader imports zipfile.
+    root = Path(__file__).parent
     doc = json.loads(root.joinpath(CATALOG_JSON).read_text(encoding="utf-8"))
     versions = []
     for entry in doc["schemas"]:

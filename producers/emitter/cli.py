@@ -11,17 +11,15 @@ come from `Settings()`, found by `shipledger.locate` when no broker is configure
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -29,7 +27,6 @@ from pydantic import ValidationError
 from shipledger.locate import cli_settings, data_dir_option, locate
 from shipledger.logging import Logger, configure_logging, get_logger
 from shipledger.producers.emitter.ci_detect import CLI, detect, provider
-from shipledger.producers.emitter.local_detect import local_metadata
 from shipledger.producers.emitter.metadata import (
     MissingMetadata,
     build_event,
@@ -43,6 +40,9 @@ from shipledger.schemas.models import EVENT_TYPES, KINDS, DeploymentEvent, TimeW
 from shipledger.schemas.registry import AvroCodec, RegistryUnavailable
 from shipledger.schemas.validation import EVENT_SCHEMA, settings_problems, size_problem
 from shipledger.settings import Settings
+
+if TYPE_CHECKING:
+    import subprocess
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -414,6 +414,8 @@ class _Outcome:
 def _run_child(command: Sequence[str], forwarder: _SignalForwarder) -> _Outcome:
     """Run `command` to its end. Only signals received while it runs (or is spawned) count as
     interrupting it: one arriving once it was reaped does not change its outcome."""
+    import subprocess  # only `run` starts a command: `emit` does without it
+
     began = time.monotonic()
     attributes: dict[str, str] = {}
     returncode: int | None = None
@@ -454,6 +456,8 @@ def _command_is_not_an_option(
         )
         if name in known:  # given after `--`
             raise click.UsageError(f"COMMAND cannot start with option {name}", ctx=ctx)
+        import difflib  # a mistyped option only
+
         close = difflib.get_close_matches(name, known)
         raise click.NoSuchOption(name, possibilities=close, ctx=ctx)
     return command
@@ -552,6 +556,8 @@ def _local_fallback(request: _Request) -> _Request:
     user (`local_detect`); a warning says which were taken, and how to give others."""
     if provider(os.environ) != CLI:
         return request
+    from shipledger.producers.emitter.local_detect import local_metadata  # git, getpass
+
     missing = {name for name in ("commit_sha", "actor") if not request.given.get(name)}
     found = local_metadata(missing)
     if not found:
