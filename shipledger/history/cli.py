@@ -107,8 +107,8 @@ def import_command(
       shipledger import cicd_deployment_commits.csv --tenant acme --dry-run
 
     Exit codes: 0 every record imported; 3 some records refused (the rest imported, FILE's
-    errors file says which line, field and why); 1 nothing imported (a bad file, no ledger,
-    ClickHouse refusing).
+    errors file says which line, field and why); 1 nothing imported (a bad file, one with no
+    record in it, no ledger, ClickHouse refusing).
     """
     settings = ledger_settings("`shipledger import`", clickhouse_url, data_dir)
     configure_logging(settings)
@@ -155,12 +155,30 @@ def import_command(
             bar.update(task, completed=line, events=events, rate=rate)
 
         outcome = import_file(file, chosen, defaults, judge, ledger, advance, batch)
+    if not (outcome.events or outcome.stored or outcome.duplicates or outcome.problems):
+        raise click.ClickException(_nothing_read(file, chosen))
     unit = "item" if container_of(file) == "json" else "line"
     # A dry run writes nothing, not even the errors file, unless --errors asks for it.
     where = errors if dry_run else errors or file.with_name(file.name + ".errors.ndjson")
     _report(file, chosen, outcome, dry_run, where, unit)
     if outcome.problems:
         raise SystemExit(SOME_REFUSED)
+
+
+def _nothing_read(file: Path, fmt: Format) -> str:
+    """Why FILE gave no record at all: an import of nothing is a wrong file, not a success.
+    (The whole file is read only then, and it gave nothing.)"""
+    if not file.read_bytes().lstrip(b"\xef\xbb\xbf").strip():
+        return f"{file} is empty: nothing to import"
+    container = fmt if fmt in ("ndjson", "csv") else container_of(file)
+    if container != "csv":
+        return f"no records in {file}: nothing to import"
+    named_csv = fmt == "csv" or file.suffix.lower() == ".csv"
+    why = "" if named_csv else "its first line is not a JSON object, so it was read as CSV, and "
+    return (
+        f"no records in {file}: {why}it has a header line but no rows. Give NDJSON (one JSON "
+        "object a line), a JSON array of objects, or CSV with a header line and rows"
+    )
 
 
 def _report(

@@ -117,6 +117,29 @@ def test_every_format_imports_once_and_verifies(tmp_path: Path) -> None:
     _verified(env)
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "options", "says"),
+    [
+        ("export.txt", b"this is not json\n", ("--format", "four-keys"), "read as CSV"),
+        ("export.txt", b"this is not json\n", ("--format", "github"), "read as CSV"),
+        ("rows.csv", b"deployment_id,service\n", ("--format", "csv"), "header line but no rows"),
+        ("empty.ndjson", b"\n \n", ("--format", "devlake"), "is empty"),
+        ("empty.json", b"[]", ("--format", "github"), "no records in"),
+    ],
+)
+def test_a_file_that_gives_no_record_is_an_error_saying_why(
+    tmp_path: Path, name: str, content: bytes, options: tuple[str, ...], says: str
+) -> None:
+    """Importing nothing is a wrong file, not a success: exit 1 and why (it was 0 imported,
+    exit 0, for a one-line non-JSON export given with --format)."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    done = _import(up_env(tmp_path / "data"), path, *options)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert says in done.stderr, done.stderr
+    assert "events imported" not in done.stdout
+
+
 def test_a_killed_import_resumes_exactly_once(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     env = up_env(data_dir)
