@@ -49,7 +49,8 @@ class WebhookCount(BaseModel):
 
 
 @router.post(
-    "/webhooks/{provider}/{tenant}",
+    # `:path`: a tenant may hold "/" (it is any name), and it is the route's last segment.
+    "/webhooks/{provider}/{tenant:path}",
     status_code=202,
     response_model=Accepted,
     responses={

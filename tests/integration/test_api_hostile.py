@@ -287,6 +287,30 @@ def test_replayed_signed_body_under_a_new_delivery_id_has_the_same_event_ids(
     assert ids[0] == ids[1] and len(ids[0]) == 1
 
 
+def test_a_tenant_holding_a_slash_receives_webhooks(
+    api: Api, webhook_request: RawRequest, sign: Callable[..., dict[str, str]]
+) -> None:
+    """A tenant is any name, "/" included: its webhook URL was an unnamed 404."""
+    tenant, secret = "team/payments", "whsec-" + uuid.uuid4().hex
+    auth = AuthStore(api.settings.resolved_auth_db)
+    try:
+        auth.set_webhook_secret(tenant, "github", secret)
+    finally:
+        auth.close()
+    headers, body = webhook_request("github", "deployment")
+    with httpx.Client(base_url=api.url, timeout=30) as client:
+        for url in ("/v1/webhooks/github/team/payments", "/v1/webhooks/github/team%2Fpayments"):
+            headers["X-GitHub-Delivery"] = url
+            answer = client.post(url, content=body, headers=sign("github", headers, body, secret))
+            assert answer.status_code == 202, answer.text
+        wrong = client.post(
+            "/v1/webhooks/github/team/other",
+            content=body,
+            headers=sign("github", headers, body, secret),
+        )
+    assert wrong.status_code == 401, wrong.text
+
+
 @pytest.fixture
 def slow_api(broker: str, tmp_path: Path) -> Iterator[Api]:
     """An API whose rate allows 5 requests in a burst, then 1 per second."""
