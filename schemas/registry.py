@@ -22,7 +22,6 @@ import struct
 import threading
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -98,25 +97,26 @@ class Catalog:
 #: The catalog's source, as written, and the JSON every process reads (see the module docstring).
 CATALOG_YAML = "catalog.yaml"
 CATALOG_JSON = "catalog.json"
+#: Where the catalog and its schema files are: beside this module (read as files, not through
+#: importlib.resources, whose file reader imports zipfile into every `emit`).
+_HERE = Path(__file__).parent
 
 
 def catalog_json() -> str:
     """What `catalog.json` must hold: `catalog.yaml`'s document as JSON."""
     import yaml  # only to write or check catalog.json
 
-    text = resources.files(__package__).joinpath(CATALOG_YAML).read_text(encoding="utf-8")
+    text = (_HERE / CATALOG_YAML).read_text(encoding="utf-8")
     return json.dumps(yaml.safe_load(text), indent=2) + "\n"
 
 
 @cache
 def catalog() -> Catalog:
     """The catalog shipped in this package (parsed once per process)."""
-    # Beside this module, not through importlib.resources: its file reader imports zipfile.
-    root = Path(__file__).parent
-    doc = json.loads(root.joinpath(CATALOG_JSON).read_text(encoding="utf-8"))
+    doc = json.loads((_HERE / CATALOG_JSON).read_text(encoding="utf-8"))
     versions = []
     for entry in doc["schemas"]:
-        raw = json.loads(root.joinpath(entry["file"]).read_text(encoding="utf-8"))
+        raw = json.loads((_HERE / entry["file"]).read_text(encoding="utf-8"))
         full = f"{raw['namespace']}.{raw['name']}"
         if full != entry["name"]:
             raise ValueError(f"catalog entry {entry['id']} names {entry['name']}, file has {full}")
