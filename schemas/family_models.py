@@ -17,6 +17,8 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from shipledger.schemas.models import (
+    DIGEST_PATTERN,
+    SHA_PATTERN,
     AvroInt,
     InputModel,
     Model,
@@ -26,6 +28,7 @@ from shipledger.schemas.models import (
     full_sha,
     new_id,
     sha256_digest,
+    unchanged_on,
     utcnow,
 )
 
@@ -139,11 +142,13 @@ class SourceEvent(FamilyEvent):
 
     @field_validator("commit_sha", "previous_sha")
     @classmethod
+    @unchanged_on(SHA_PATTERN)
     def _sha(cls, value: str | None) -> str | None:
         return None if value is None else full_sha(value)
 
     @field_validator("commit_shas")
     @classmethod
+    @unchanged_on(SHA_PATTERN)
     def _shas(cls, value: list[str]) -> list[str]:
         out = []
         for i, sha in enumerate(value):
@@ -172,11 +177,13 @@ class ArtifactEvent(FamilyEvent):
 
     @field_validator("digest")
     @classmethod
+    @unchanged_on(DIGEST_PATTERN)
     def _digest(cls, value: str | None) -> str | None:
         return None if value is None else sha256_digest(value)
 
     @field_validator("commit_sha")
     @classmethod
+    @unchanged_on(SHA_PATTERN)
     def _sha(cls, value: str | None) -> str | None:
         return None if value is None else full_sha(value)
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -15,11 +16,13 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import CoreSchema
+from pydantic.config import ExtraValues
+from pydantic_core import CoreSchema, SchemaValidator
 
 from shipledger.schemas.fields import apply_aliases
 from shipledger.startup import empty_list
@@ -185,6 +188,207 @@ def _without_idle_checks(schema: CoreSchema) -> None:
             holder = check
 
 
+# --- the fast validator: each model again, its Python checks done by pydantic-core -----------
+# Most values pass every Python check of their model unchanged, yet each costs a call per field
+# per model built (half the CPU of validating a deployment event). A model's fast validator is
+# its own schema where each check that would return its value unchanged is a pattern and length
+# pydantic-core tests in Rust instead: for a value it lets through, what the model makes is what
+# its own validator makes; whatever it refuses goes to the model's own validator, so every error
+# is that validator's (`Model.model_validate`).
+
+#: The strings `check_name` and `check_text` return unchanged (pydantic-core's Rust regexes; a
+#: lone surrogate, which they refuse too, fails any pattern in pydantic-core).
+_NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\x{2028}\x{2029}]*$"
+_TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+#: Full commit SHAs and digests as the models keep them (lower case, prefixed).
+SHA_PATTERN = r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$"
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+
+_Validator = TypeVar("_Validator", bound=Callable[..., Any])
+#: What each declared validator returns unchanged: a field validator, the strings of a pattern
+#: (`unchanged_on`); a model's "before" validator, a clean input (`unchanged_if_clean`).
+_UNCHANGED: dict[Callable[..., Any], str | tuple[str, ...]] = {}
+
+
+def unchanged_on(pattern: str) -> Callable[[_Validator], _Validator]:
+    """Declares a field validator (under `@classmethod`) the identity on the strings `pattern`
+    matches (a Rust regex; each a name `check_name` passes), on lists of them (a list field)
+    and on None (an optional field): the fast validator tests the pattern instead of calling
+    it."""
+
+    def declared(validator: _Validator) -> _Validator:
+        _UNCHANGED[validator] = pattern
+        return validator
+
+    return declared
+
+
+def unchanged_if_clean(*empty: str) -> Callable[[_Validator], _Validator]:
+    """Declares a model's "before" validator (under `@classmethod`) the identity on a clean
+    input: a dict of the model's field names, no top-level value a blank string, the `empty`
+    fields absent or empty. The fast validator refuses any other input instead of calling it."""
+
+    def declared(validator: _Validator) -> _Validator:
+        _UNCHANGED[validator] = empty
+        return validator
+
+    return declared
+
+
+class _NoFastPath(Exception):
+    """A schema holds what the fast validator cannot reproduce: the model has none."""
+
+
+def _declared(node: Any) -> str | tuple[str, ...] | None:
+    function = node["function"]["function"]
+    return _UNCHANGED.get(getattr(function, "__func__", function))
+
+
+def _fast_schema(node: Any) -> Any:
+    """A copy of the core schema `node` where every check that returns its value unchanged is a
+    pattern and a length in pydantic-core (see above); its other validators stay."""
+    kind = node["type"]
+    if kind in ("str", "int", "bool", "float", "datetime", "literal"):
+        return node
+    if kind == "function-after":
+        inner = _fast_schema(node["schema"])
+        function = node["function"]["function"]
+        if function is check_name:
+            return _patterned(inner, _NAME_PATTERN, MAX_NAME)
+        if function is _check_strings:
+            return _text_checked(inner)
+        pattern = _declared(node)
+        if isinstance(pattern, str):
+            return _patterned(inner, pattern, MAX_NAME, replace=True)
+        return {**node, "schema": inner}
+    if kind == "model":
+        return {**node, "schema": _model_fields(node)}
+    if kind == "model-fields":
+        fields = node["fields"].items()
+        return {
+            **node,
+            "fields": {n: {**f, "schema": _fast_schema(f["schema"])} for n, f in fields},
+        }
+    if kind in ("default", "nullable", "function-before"):
+        return {**node, "schema": _fast_schema(node["schema"])}
+    if kind == "list":
+        return {**node, "items_schema": _fast_schema(node["items_schema"])}
+    if kind == "dict":
+        keys, values = _fast_schema(node["keys_schema"]), _fast_schema(node["values_schema"])
+        return {**node, "keys_schema": keys, "values_schema": values}
+    raise _NoFastPath(kind)
+
+
+def _model_fields(model: Any) -> Any:
+    """The fast schema of a model's fields; without its "before" validators when every one is
+    declared `unchanged_if_clean`, clean inputs the fields' schemas then demand."""
+    node, empty = model["schema"], set[str]()
+    while node["type"] == "function-before":
+        declared = _declared(node)
+        if not isinstance(declared, tuple):
+            return _fast_schema(model["schema"])
+        empty.update(declared)
+        node = node["schema"]
+    fields = _fast_schema(node)
+    if node is model["schema"]:
+        return fields
+    # The model's own validator answers for any key not a field (`Model.model_validate`).
+    if model.get("config", {}).get("extra_fields_behavior") != "forbid":
+        raise _NoFastPath("extra fields")
+    return {
+        **fields,
+        "fields": {
+            name: {
+                **field,
+                "schema": _emptied(field["schema"])
+                if name in empty
+                else _not_blank(field["schema"]),
+            }
+            for name, field in fields["fields"].items()
+        },
+    }
+
+
+def _not_blank(node: Any) -> Any:
+    """`node` refusing a blank string (what a "before" validator would drop as absent)."""
+    kind = node["type"]
+    if kind == "str":
+        return {**node, "min_length": max(node.get("min_length", 0), 1)}
+    if kind in ("default", "nullable", "function-after"):
+        return {**node, "schema": _not_blank(node["schema"])}
+    if kind == "literal" and all(not isinstance(v, str) or v.strip() for v in node["expected"]):
+        return node
+    # Types that no string, blank, passes in pydantic-core's lax mode.
+    if kind in ("int", "float", "datetime", "list", "dict", "model"):
+        return node
+    raise _NoFastPath(kind)
+
+
+def _emptied(node: Any) -> Any:
+    """`node` (a list, maybe with a default) taking only an empty list."""
+    if node["type"] == "default":
+        return {**node, "schema": _emptied(node["schema"])}
+    if node["type"] == "list":
+        return {**node, "max_length": 0}
+    raise _NoFastPath(node["type"])
+
+
+def _patterned(node: Any, pattern: str, longest: int, *, replace: bool = False) -> Any:
+    """`node`'s strings (through None and lists) matching `pattern` and at most `longest`
+    long; a string already patterned keeps its stricter pattern but with `replace`."""
+    kind = node["type"]
+    if kind == "str":
+        if "pattern" in node and not replace:
+            return {**node, "max_length": min(node.get("max_length", longest), longest)}
+        longest = min(node.get("max_length", longest), longest)
+        return {**node, "pattern": pattern, "max_length": longest}
+    if kind == "nullable":
+        return {**node, "schema": _patterned(node["schema"], pattern, longest, replace=replace)}
+    if kind == "list":
+        items = _patterned(node["items_schema"], pattern, longest, replace=replace)
+        return {**node, "items_schema": items}
+    raise _NoFastPath(kind)
+
+
+def _text_checked(node: Any) -> Any:
+    """`_check_strings` of a (fast) schema's values in pydantic-core: strings as `check_text`
+    passes them, map keys as `check_name`."""
+    kind = node["type"]
+    if kind == "str":
+        return _patterned(node, _TEXT_PATTERN, MAX_TEXT)
+    if kind == "nullable":
+        return {**node, "schema": _text_checked(node["schema"])}
+    if kind == "list":
+        return {**node, "items_schema": _text_checked(node["items_schema"])}
+    if kind == "dict":
+        keys = _patterned(node["keys_schema"], _NAME_PATTERN, MAX_NAME)
+        return {**node, "keys_schema": keys, "values_schema": _text_checked(node["values_schema"])}
+    if kind == "model" or (kind != "function-after" and _checked_already(node)):
+        return node
+    raise _NoFastPath(kind)
+
+
+@dataclass(frozen=True)
+class _Fast:
+    """A model's fast validator and the keys an input of it may have."""
+
+    validator: SchemaValidator
+    fields: frozenset[str]
+
+
+#: Each model's fast validator (None: it has none), made with its own validator: from its
+#: schema before pydantic-core counts it complete (after, it would reuse the model's).
+_FAST: dict[type[BaseModel], _Fast | None] = {}
+
+
+def _fast_validator(cls: type[BaseModel], schema: CoreSchema) -> _Fast | None:
+    try:
+        fast = _fast_schema(schema)
+    except _NoFastPath:
+        return None
+    return _Fast(SchemaValidator(fast), frozenset(cls.__pydantic_fields__))
+
+
 @dataclass(frozen=True)
 class TimeWindow:
     """The event times an edge accepts: not before `earliest`, at most `max_future` ahead of
@@ -256,13 +460,55 @@ class Model(BaseModel):
         that hold no string but checked ones (`_without_idle_checks`)."""
         schema = handler(source)
         _without_idle_checks(schema)
+        if source is cls and not cls.__dict__.get("__pydantic_complete__"):
+            _FAST[cls] = _fast_validator(cls, schema)
         return schema
+
+    @classmethod
+    def model_validate(
+        cls,
+        obj: Any,
+        *,
+        strict: bool | None = None,
+        extra: ExtraValues | None = None,
+        from_attributes: bool | None = None,
+        context: Any | None = None,
+        by_alias: bool | None = None,
+        by_name: bool | None = None,
+    ) -> Self:
+        """pydantic's, but a dict of field names given with no option but `context` goes
+        through the model's fast validator first (see `_fast_schema`): what it refuses, the
+        model's own validator validates again, so errors are always that validator's."""
+        if type(obj) is dict and (strict, extra, from_attributes, by_alias, by_name) == _NONE:
+            if cls not in _FAST and not cls.__pydantic_complete__:
+                cls.model_rebuild(raise_errors=False)
+            fast = _FAST.get(cls)
+            if fast is not None and obj.keys() <= fast.fields:
+                try:
+                    made: Self = fast.validator.validate_python(obj, context=context)
+                except ValidationError:
+                    pass
+                else:
+                    return made
+        return super().model_validate(
+            obj,
+            strict=strict,
+            extra=extra,
+            from_attributes=from_attributes,
+            context=context,
+            by_alias=by_alias,
+            by_name=by_name,
+        )
 
     def to_avro(self) -> dict[str, Any]:
         """The dict fastavro writes for this model's schema."""
         # The processors encode a record and its alerts per event: pydantic's serializer
         # copied every value again (~6 µs a record); the values themselves are what it gives.
         return dict(self.__dict__) if _dumps_as_is(type(self)) else self.model_dump(mode="python")
+
+
+#: `Model.model_validate`'s options when none is given.
+_NONE = (None, None, None, None, None)
 
 
 @cache
@@ -341,6 +587,7 @@ class InputModel(Model):
 
     @model_validator(mode="before")
     @classmethod
+    @unchanged_if_clean()
     def _blank(cls, data: Any) -> Any:
         return drop_blank(data)
 
@@ -384,6 +631,7 @@ class DeploymentEvent(Model):
 
     @model_validator(mode="before")
     @classmethod
+    @unchanged_if_clean("missing_metadata")
     def _aliases(cls, data: Any) -> Any:
         if isinstance(data, dict):
             # The class's own field map: `model_fields` is a property, read per event.
@@ -397,12 +645,14 @@ class DeploymentEvent(Model):
 
     @field_validator("commit_sha")
     @classmethod
+    @unchanged_on(SHA_PATTERN)
     def _sha(cls, value: str) -> str:
         # Empty only when declared missing: `_aliases` sets it, after dropping blank values.
         return value if value == "" else full_sha(value)
 
     @field_validator("artifact_digest")
     @classmethod
+    @unchanged_on(DIGEST_PATTERN)
     def _digest(cls, value: str | None) -> str | None:
         return None if value is None else sha256_digest(value)
 
