@@ -196,10 +196,19 @@ def _without_idle_checks(schema: CoreSchema) -> None:
 # its own validator makes; whatever it refuses goes to the model's own validator, so every error
 # is that validator's (`Model.model_validate`).
 
-#: The strings `check_name` and `check_text` return unchanged (pydantic-core's Rust regexes; a
-#: lone surrogate, which they refuse too, fails any pattern in pydantic-core).
-_NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\x{2028}\x{2029}]*$"
-_TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+
+def _trimmed(bad: str) -> str:
+    """A Rust regex (pydantic-core's) of the strings holding no character of the class `bad`
+    and no whitespace at either end, which stripping would return unchanged: the fast validator
+    tests it instead of stripping (a copy of every string)."""
+    edge, inner = rf"[^\s{bad}]", f"[^{bad}]"
+    return rf"^(?:{edge}(?:{inner}*{edge})?)?$"
+
+
+#: The strings `check_name` and `check_text` return unchanged, unless padded (a lone
+#: surrogate, which they refuse too, fails any pattern in pydantic-core).
+_NAME_PATTERN = _trimmed(r"\x00-\x1f\x7f-\x9f\x{2028}\x{2029}")
+_TEXT_PATTERN = _trimmed(r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f")
 #: Full commit SHAs and digests as the models keep them (lower case, prefixed).
 SHA_PATTERN = r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$"
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
@@ -212,9 +221,9 @@ _UNCHANGED: dict[Callable[..., Any], str | tuple[str, ...]] = {}
 
 def unchanged_on(pattern: str) -> Callable[[_Validator], _Validator]:
     """Declares a field validator (under `@classmethod`) the identity on the strings `pattern`
-    matches (a Rust regex; each a name `check_name` passes), on lists of them (a list field)
-    and on None (an optional field): the fast validator tests the pattern instead of calling
-    it."""
+    matches (a Rust regex; each a name `check_name` passes, not padded), on lists of them (a
+    list field) and on None (an optional field): the fast validator tests the pattern instead
+    of calling it."""
 
     def declared(validator: _Validator) -> _Validator:
         _UNCHANGED[validator] = pattern
@@ -338,16 +347,32 @@ def _patterned(node: Any, pattern: str, longest: int, *, replace: bool = False) 
     long; a string already patterned keeps its stricter pattern but with `replace`."""
     kind = node["type"]
     if kind == "str":
-        if "pattern" in node and not replace:
-            return {**node, "max_length": min(node.get("max_length", longest), longest)}
+        if node.keys() - _PLAIN_STRING or node.get("pattern") not in _patterns():
+            raise _NoFastPath("a string of its own rules")
         longest = min(node.get("max_length", longest), longest)
-        return {**node, "pattern": pattern, "max_length": longest}
+        if "pattern" in node and not replace:
+            return {**node, "max_length": longest}
+        # Each pattern refuses padded strings: stripping them would change nothing.
+        return {**node, "pattern": pattern, "max_length": longest, "strip_whitespace": False}
     if kind == "nullable":
         return {**node, "schema": _patterned(node["schema"], pattern, longest, replace=replace)}
     if kind == "list":
         items = _patterned(node["items_schema"], pattern, longest, replace=replace)
         return {**node, "items_schema": items}
     raise _NoFastPath(kind)
+
+
+#: The keys of a string's schema `_patterned` knows: none changes the string a pattern sees
+#: (stripping: every pattern refuses what it would strip).
+_PLAIN_STRING = frozenset(
+    {"type", "min_length", "max_length", "pattern", "strip_whitespace", "metadata"}
+)
+
+
+def _patterns() -> set[str | None]:
+    """The patterns of fast schemas (None: no pattern yet)."""
+    declared = {p for p in _UNCHANGED.values() if isinstance(p, str)}
+    return {None, _NAME_PATTERN, _TEXT_PATTERN, *declared}
 
 
 def _text_checked(node: Any) -> Any:
@@ -531,8 +556,10 @@ def aware(value: datetime) -> datetime:
     """A timezone-aware timestamp in UTC at millisecond precision; naive times are refused."""
     if value.tzinfo is None:
         raise ValueError("timestamp needs a time zone (e.g. 2026-11-26T10:00:00Z)")
-    value = value.astimezone(UTC)
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+    value = value.astimezone(UTC)  # `value` itself when in UTC already
+    # Per event at every edge: most times are whole milliseconds already (all Avro holds).
+    extra = value.microsecond % 1000
+    return value.replace(microsecond=value.microsecond - extra) if extra else value
 
 
 def is_full_sha(value: str | None) -> bool:
