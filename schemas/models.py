@@ -21,7 +21,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.config import ExtraValues
 from pydantic_core import CoreSchema, SchemaValidator
 
 from shipledger.schemas.fields import apply_aliases
@@ -490,24 +489,15 @@ class Model(BaseModel):
         return schema
 
     @classmethod
-    def model_validate(
-        cls,
-        obj: Any,
-        *,
-        strict: bool | None = None,
-        extra: ExtraValues | None = None,
-        from_attributes: bool | None = None,
-        context: Any | None = None,
-        by_alias: bool | None = None,
-        by_name: bool | None = None,
-    ) -> Self:
+    def model_validate(cls, obj: Any, *, context: Any | None = None, **options: Any) -> Self:
         """pydantic's, but a dict of field names given with no option but `context` goes
         through the model's fast validator first (see `_fast_schema`): what it refuses, the
         model's own validator validates again, so errors are always that validator's."""
-        if type(obj) is dict and (strict, extra, from_attributes, by_alias, by_name) == _NONE:
-            if cls not in _FAST and not cls.__pydantic_complete__:
-                cls.model_rebuild(raise_errors=False)
+        if type(obj) is dict and all(value is None for value in options.values()):
             fast = _FAST.get(cls)
+            if fast is None and not cls.__pydantic_complete__:  # made on first use
+                cls.model_rebuild(raise_errors=False)
+                fast = _FAST.get(cls)
             if fast is not None and obj.keys() <= fast.fields:
                 try:
                     made: Self = fast.validator.validate_python(obj, context=context)
@@ -515,25 +505,13 @@ class Model(BaseModel):
                     pass
                 else:
                     return made
-        return super().model_validate(
-            obj,
-            strict=strict,
-            extra=extra,
-            from_attributes=from_attributes,
-            context=context,
-            by_alias=by_alias,
-            by_name=by_name,
-        )
+        return super().model_validate(obj, context=context, **options)
 
     def to_avro(self) -> dict[str, Any]:
         """The dict fastavro writes for this model's schema."""
         # The processors encode a record and its alerts per event: pydantic's serializer
         # copied every value again (~6 µs a record); the values themselves are what it gives.
         return dict(self.__dict__) if _dumps_as_is(type(self)) else self.model_dump(mode="python")
-
-
-#: `Model.model_validate`'s options when none is given.
-_NONE = (None, None, None, None, None)
 
 
 @cache

@@ -297,6 +297,24 @@ _MODELS: list[type[Model]] = sorted(
 )
 
 
+def _changed(model: type[Model], changes: list[tuple[int, Any]]) -> dict[str, Any]:
+    """A valid object of `model` (empty but for a family's), each (field index, value) of
+    `changes` set."""
+    fields = list(model.model_fields)
+    family = next((name for name, f in FAMILIES.items() if f.model is model), None)
+    obj = dict(FAMILY_EVENTS[family]) if family else {}
+    for index, value in changes:
+        obj[fields[index % len(fields)]] = value
+    return obj
+
+
+def _not_random(model: type[Model]) -> list[str]:
+    """The fields of `model` but those a blank or absent value leaves to a new id or now,
+    which differ from call to call."""
+    random = (models.new_id, models.utcnow)
+    return [n for n, f in model.model_fields.items() if f.default_factory not in random]
+
+
 @_PROFILE
 @given(
     model=st.sampled_from(_MODELS),
@@ -307,14 +325,8 @@ def test_dropping_idle_string_checks_changes_no_answer(
 ) -> None:
     # Every field the check is dropped from still answers as with it: the same value, or the
     # same errors in the same order (fields, messages), hostile values in one to three fields.
-    fields = list(model.model_fields)
-    family = next((name for name, f in FAMILIES.items() if f.model is model), None)
-    obj = dict(FAMILY_EVENTS[family]) if family else {}
-    for index, value in changes:
-        obj[fields[index % len(fields)]] = value
-    # Fields a blank or absent value leaves to a new id or now differ from call to call.
-    random = (models.new_id, models.utcnow)
-    same = [n for n, f in model.model_fields.items() if f.default_factory not in random]
+    obj = _changed(model, changes)
+    same = _not_random(model)
     answers: list[Any] = []
     for each in (model, _checking_every_field(model)):
         try:
@@ -418,14 +430,8 @@ def test_the_fast_validator_answers_as_the_model_does(
 ) -> None:
     # `model_validate` (its fast validator first) and pydantic's validator of the model give
     # the same value (the same types, the same fields set) or the same errors.
-    fields = list(model.model_fields)
-    family = next((name for name, f in FAMILIES.items() if f.model is model), None)
-    obj = dict(FAMILY_EVENTS[family]) if family else {}
-    for index, value in changes:
-        obj[fields[index % len(fields)]] = value
-    obj.update({key: _TRICKY[key] for key in tricky})
-    random = (models.new_id, models.utcnow)  # fields a blank or absent value leaves to chance
-    same = [n for n, f in model.model_fields.items() if f.default_factory not in random]
+    obj = _changed(model, changes) | {key: _TRICKY[key] for key in tricky}
+    same = _not_random(model)
     answers: list[Any] = []
     for validate in (model.model_validate, model.__pydantic_validator__.validate_python):
         try:
