@@ -270,6 +270,9 @@ def _fast_schema(node: Any) -> Any:
             return _patterned(inner, pattern, MAX_NAME, replace=True)
         return {**node, "schema": inner}
     if kind == "model":
+        # Only the fields as keys (no alias, no unknown key a "before" validator would refuse).
+        if node.get("config", {}).get("extra_fields_behavior") != "forbid":
+            raise _NoFastPath("extra fields")
         return {**node, "schema": _model_fields(node)}
     if kind == "model-fields":
         fields = node["fields"].items()
@@ -300,9 +303,6 @@ def _model_fields(model: Any) -> Any:
     fields = _fast_schema(node)
     if node is model["schema"]:
         return fields
-    # The model's own validator answers for any key not a field (`Model.model_validate`).
-    if model.get("config", {}).get("extra_fields_behavior") != "forbid":
-        raise _NoFastPath("extra fields")
     return {
         **fields,
         "fields": {
@@ -392,25 +392,16 @@ def _text_checked(node: Any) -> Any:
     raise _NoFastPath(kind)
 
 
-@dataclass(frozen=True)
-class _Fast:
-    """A model's fast validator and the keys an input of it may have."""
-
-    validator: SchemaValidator
-    fields: frozenset[str]
-
-
 #: Each model's fast validator (None: it has none), made with its own validator: from its
 #: schema before pydantic-core counts it complete (after, it would reuse the model's).
-_FAST: dict[type[BaseModel], _Fast | None] = {}
+_FAST: dict[type[BaseModel], SchemaValidator | None] = {}
 
 
-def _fast_validator(cls: type[BaseModel], schema: CoreSchema) -> _Fast | None:
+def _fast_validator(schema: CoreSchema) -> SchemaValidator | None:
     try:
-        fast = _fast_schema(schema)
+        return SchemaValidator(_fast_schema(schema))
     except _NoFastPath:
         return None
-    return _Fast(SchemaValidator(fast), frozenset(cls.__pydantic_fields__))
 
 
 @dataclass(frozen=True)
@@ -485,22 +476,22 @@ class Model(BaseModel):
         schema = handler(source)
         _without_idle_checks(schema)
         if source is cls and not cls.__dict__.get("__pydantic_complete__"):
-            _FAST[cls] = _fast_validator(cls, schema)
+            _FAST[cls] = _fast_validator(schema)
         return schema
 
     @classmethod
     def model_validate(cls, obj: Any, *, context: Any | None = None, **options: Any) -> Self:
-        """pydantic's, but a dict of field names given with no option but `context` goes
-        through the model's fast validator first (see `_fast_schema`): what it refuses, the
-        model's own validator validates again, so errors are always that validator's."""
-        if type(obj) is dict and all(value is None for value in options.values()):
+        """pydantic's, but a dict given with no option but `context` goes through the
+        model's fast validator first (see `_fast_schema`): what it refuses, the model's own
+        validator validates again, so errors are always that validator's."""
+        if type(obj) is dict and not options:
             fast = _FAST.get(cls)
             if fast is None and not cls.__pydantic_complete__:  # made on first use
                 cls.model_rebuild(raise_errors=False)
                 fast = _FAST.get(cls)
-            if fast is not None and obj.keys() <= fast.fields:
+            if fast is not None:
                 try:
-                    made: Self = fast.validator.validate_python(obj, context=context)
+                    made: Self = fast.validate_python(obj, context=context)
                 except ValidationError:
                     pass
                 else:

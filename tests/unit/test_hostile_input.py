@@ -454,4 +454,4 @@ def test_the_fast_validator_takes_events_as_they_are_stored() -> None:
         fast = _FAST[family.model]
         assert fast is not None or name == "change", name
         if fast is not None:
-            assert fast.validator.validate_python(event.model_dump()) == event
+            assert fast.validate_python(event.model_dump()) == event
