@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
+from shipledger.lab.traffic import (
+    change_requests,
+    day_of_traffic,
+    demo_policy,
+    prod_builds,
+    service_catalog,
+)
+from shipledger.processors.enrichment import fold
 from shipledger.processors.step import alert_id, process
+from shipledger.schemas.family_models import ArtifactEvent, CatalogEvent, ChangeEvent
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
-from shipledger.schemas.policy import load_policy
+from shipledger.schemas.policy import load_policy, parse_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import EVENT_SCHEMA, Rejected, decode_event
 
@@ -121,3 +131,39 @@ def test_a_v1_event_gives_a_record_with_empty_v2_fields() -> None:
     record = process(event("started", MONDAY_NIGHT), None, load_policy(None)).record
     assert (record.team, record.source, record.rollback_of, record.provenance_url) == (None,) * 4
     assert record.approvers == [] and record.pull_requests == []
+
+
+def test_records_are_what_validating_their_values_makes() -> None:
+    """`correlate` builds records from validated values without validating them again: a day
+    of the lab's traffic judged against its catalog, builds and change requests gives records
+    that validation keeps exactly as they are, every field in its place."""
+    day = date(2026, 6, 3)
+    events = list(day_of_traffic(day))
+    families = {"change": ChangeEvent, "artifact": ArtifactEvent, "catalog": CatalogEvent}
+    view = fold(
+        [
+            families[str(e["family"])].model_validate({k: v for k, v in e.items() if k != "family"})
+            for e in [*service_catalog(day), *prod_builds(events), *change_requests(events)]
+        ]
+    )
+    policy = parse_policy(demo_policy(day))
+    state: dict[tuple[str, str], DeploymentRecord] = {}
+    for each in events:
+        key = (each.tenant, each.deployment_id)
+        record = process(each, state.get(key), policy, view=view).record
+        state[key] = record
+        assert list(record.__dict__) == list(DeploymentRecord.model_fields)
+        assert DeploymentRecord.model_validate(record.__dict__).__dict__ == record.__dict__
+    assert any(r.change_state for r in state.values()) and any(r.tier for r in state.values())
+
+
+def test_a_policy_version_validation_would_change_is_validated_on_the_record() -> None:
+    """The record's values made outside the event (here the policy's version, which the policy
+    file gives as it is) are validated when they are not plain: stripped, or refused, as the
+    alerts' are."""
+    padded = parse_policy("version: ' v7 '\n")
+    started = process(event("started", MONDAY_NIGHT), None, padded)
+    assert started.record.policy_version == padded.full_version.strip()
+    assert {a.policy_version for a in started.alerts} == {started.record.policy_version}
+    with pytest.raises(ValidationError, match="policy_version"):
+        process(event("started", MONDAY_NIGHT), None, parse_policy('version: "v\\a7"\n'))
