@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from types import MappingProxyType
 from typing import Any, get_args
 
+from shipledger.processors.trusted import plain, shaped
 from shipledger.schemas.models import (
     AVRO_INT_RANGE,
-    MAX_TEXT,
     DeploymentEvent,
     DeploymentRecord,
     DeploymentStatus,
@@ -49,14 +47,6 @@ _NOTHING_KNOWN: Mapping[str, Any] = MappingProxyType(
 _LARGEST_INT = AVRO_INT_RANGE["int"][1]
 
 
-@dataclass(frozen=True)
-class Correlated:
-    """The record after an event, and whether this was the first event seen of it."""
-
-    record: DeploymentRecord
-    first_seen: bool
-
-
 def correlate(
     previous: DeploymentRecord | None,
     event: DeploymentEvent,
@@ -64,9 +54,11 @@ def correlate(
     policy_version: str,
     alert_rules: list[str],
     now: datetime | None = None,
-) -> Correlated:
-    """The deployment's record after `event`. Events may arrive out of order: a late `started`
-    never reopens a finished deployment, and the earliest time seen is the start."""
+) -> dict[str, Any]:
+    """The values of the deployment's record after `event`, one for each field (None for
+    the enrichment's, `processors.step.enrich`; `record_of` makes the record). Events may
+    arrive out of order: a late `started` never reopens a finished deployment, and the
+    earliest time seen is the start."""
     now = now or utcnow()
     # The models' values are read from their __dict__, some 60 an event: pydantic's
     # attribute hook (`__getattr__`) keeps CPython from caching attribute reads (~80 ns
@@ -96,7 +88,7 @@ def correlate(
     duration = reported
     if finished_at is not None and finished_at > started_at:
         duration = int((finished_at - started_at).total_seconds() * 1000)
-    values: dict[str, Any] = {
+    return {
         "record_id": given["event_id"],
         "deployment_id": given["deployment_id"],
         "seq": seq,
@@ -140,40 +132,17 @@ def correlate(
         "planned_end": None,
         "outside_window_s": None,
     }
-    return Correlated(_record(values), previous is None)
 
 
-def _record(values: dict[str, Any]) -> DeploymentRecord:
-    """The record of `values` (every field). Validation would find nothing to refuse or
-    change in what a validated event and record gave (their strings are checked, stripped
-    names, its times and numbers in range): only the values made here are checked, and a
-    record is validated only when one of them is not plain (`_plain`) or a count reaches
-    Avro's int range, so that it fails or is stripped exactly as validation does. Validating
-    a record was ~13 µs of an event's ~36 in `process` (a Python check per string field); a
-    copy of a record of the fields' shape ~3 µs."""
+def record_of(values: dict[str, Any]) -> DeploymentRecord:
+    """The record of `values` (`correlate`'s, enriched), validated only when a value made
+    outside the validated models they come from is not plain, or a count reaches Avro's int
+    range (`processors.trusted`)."""
     if (
         values["event_count"] <= _LARGEST_INT
         and values["seq"] <= _LARGEST_INT
-        and _plain(values["environment"])
-        and _plain(values["policy_version"])
-        and (values["region"] is None or _plain(values["region"]))
-        and all(map(_plain, values["alert_rules"]))
+        and plain([values["environment"], values["policy_version"], *values["alert_rules"]])
+        and (values["region"] is None or plain([values["region"]]))
     ):
-        return _shape().model_copy(update=values)
+        return shaped(DeploymentRecord, values)
     return DeploymentRecord(**values)
-
-
-def _plain(text: object) -> bool:
-    """Whether validation keeps `text` as it is: a `str`, no longer than the models allow,
-    printable (`schemas.models.check_text` passes it) and not padded (not stripped)."""
-    return (
-        type(text) is str and len(text) <= MAX_TEXT and text.isprintable() and text == text.strip()
-    )
-
-
-@cache
-def _shape() -> DeploymentRecord:
-    """A record of no values with every field in its place (in the order validation puts
-    them): `_record` copies it with a value for each."""
-    nothing: dict[str, Any] = dict.fromkeys(DeploymentRecord.model_fields)
-    return DeploymentRecord.model_construct(**nothing)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shipledger.lab.traffic import (
@@ -15,14 +18,16 @@ from shipledger.lab.traffic import (
     service_catalog,
 )
 from shipledger.processors.enrichment import fold
-from shipledger.processors.step import alert_id, process
+from shipledger.processors.step import alert_id, process, resolution_id
 from shipledger.schemas.family_models import ArtifactEvent, CatalogEvent, ChangeEvent
 from shipledger.schemas.models import DeploymentEvent, DeploymentRecord
 from shipledger.schemas.policy import load_policy, parse_policy
 from shipledger.schemas.registry import AvroCodec
 from shipledger.schemas.validation import EVENT_SCHEMA, Rejected, decode_event
+from tests.kit import change_deployment, change_event
 
 SHA = "f" * 40
+ALERT_NS = uuid.UUID("5f1e9c1a-8d0b-4c7e-9a51-6a2b7c3d4e5f")
 MONDAY_NIGHT = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
 
 
@@ -167,3 +172,22 @@ def test_a_policy_version_validation_would_change_is_validated_on_the_record() -
     assert {a.policy_version for a in started.alerts} == {started.record.policy_version}
     with pytest.raises(ValidationError, match="policy_version"):
         process(event("started", MONDAY_NIGHT), None, parse_policy('version: "v\\a7"\n'))
+
+
+@given(st.text(), st.sampled_from(["out_of_window", "freeze_violation"]), st.integers(1, 5))
+def test_alert_and_resolution_ids_are_uuid5_of_event_rule_and_generation(
+    event_id: str, rule: str, generation: int
+) -> None:
+    name = f"{event_id}/{rule}" if generation == 1 else f"{event_id}/{rule}/{generation}"
+    assert alert_id(event_id, rule, generation) == str(uuid.uuid5(ALERT_NS, name))
+    assert resolution_id(event_id) == str(uuid.uuid5(ALERT_NS, f"{event_id}/resolved"))
+
+
+def test_an_alert_whose_message_validation_would_refuse_is_refused() -> None:
+    """An alert is validated when a value made for it is not plain: a change request naming
+    services enough to make a message longer than any string may be is refused as before."""
+    services = [f"service-{i:04}-{'x' * 180}" for i in range(60)]
+    view = fold([change_event("c1", "approved", -60, services=services)])
+    started = change_deployment(service="checkout")
+    with pytest.raises(ValidationError, match="longer than 8192"):
+        process(started, None, load_policy(None), view=view)
