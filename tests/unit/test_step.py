@@ -139,12 +139,17 @@ def test_a_v1_event_gives_a_record_with_empty_v2_fields() -> None:
 
 
 def test_records_are_what_validating_their_values_makes() -> None:
-    """`correlate` builds records from validated values without validating them again: a day
-    of the lab's traffic judged against its catalog, builds and change requests gives records
-    that validation keeps exactly as they are, every field in its place."""
+    """Records and alerts are built from validated values without validating them again
+    (`processors.trusted`): a day of the lab's traffic judged against its catalog, builds
+    and change requests gives records and alerts that validation keeps exactly as they are,
+    every field in its place."""
     day = date(2026, 6, 3)
     events = list(day_of_traffic(day))
-    families = {"change": ChangeEvent, "artifact": ArtifactEvent, "catalog": CatalogEvent}
+    families: dict[str, type[ChangeEvent] | type[ArtifactEvent] | type[CatalogEvent]] = {
+        "change": ChangeEvent,
+        "artifact": ArtifactEvent,
+        "catalog": CatalogEvent,
+    }
     view = fold(
         [
             families[str(e["family"])].model_validate({k: v for k, v in e.items() if k != "family"})
@@ -153,13 +158,17 @@ def test_records_are_what_validating_their_values_makes() -> None:
     )
     policy = parse_policy(demo_policy(day))
     state: dict[tuple[str, str], DeploymentRecord] = {}
+    alerts = 0
     for each in events:
         key = (each.tenant, each.deployment_id)
-        record = process(each, state.get(key), policy, view=view).record
-        state[key] = record
-        assert list(record.__dict__) == list(DeploymentRecord.model_fields)
-        assert DeploymentRecord.model_validate(record.__dict__).__dict__ == record.__dict__
+        result = process(each, state.get(key), policy, view=view)
+        state[key] = result.record
+        for made in (result.record, *result.alerts):
+            assert list(made.__dict__) == list(type(made).model_fields)
+            assert type(made).model_validate(made.__dict__).__dict__ == made.__dict__
+        alerts += len(result.alerts)
     assert any(r.change_state for r in state.values()) and any(r.tier for r in state.values())
+    assert alerts
 
 
 def test_a_policy_version_validation_would_change_is_validated_on_the_record() -> None:
