@@ -2,25 +2,49 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime
-from typing import get_args
+from types import MappingProxyType
+from typing import Any, get_args
 
-from shipledger.schemas.models import DeploymentEvent, DeploymentRecord, DeploymentStatus, utcnow
+from shipledger.processors.trusted import plain, shaped
+from shipledger.schemas.models import (
+    AVRO_INT_RANGE,
+    DeploymentEvent,
+    DeploymentRecord,
+    DeploymentStatus,
+    utcnow,
+)
 from shipledger.schemas.taxonomy import Environment
 
 #: An event type naming a final status finishes the deployment with that status.
 _FINAL_STATUS: dict[str, DeploymentStatus] = {
     status: status for status in get_args(DeploymentStatus) if status != "in_progress"
 }
-
-
-@dataclass(frozen=True)
-class Correlated:
-    """The record after an event, and whether this was the first event seen of it."""
-
-    record: DeploymentRecord
-    first_seen: bool
+#: What a deployment's first event finds of earlier ones: nothing (the carried fields).
+_NOTHING_KNOWN: Mapping[str, Any] = MappingProxyType(
+    {
+        **dict.fromkeys(
+            (
+                "region",
+                "repository",
+                "version",
+                "artifact_name",
+                "artifact_digest",
+                "pipeline_provider",
+                "pipeline_run_url",
+                "change_id",
+                "team",
+                "source",
+                "rollback_of",
+                "provenance_url",
+            )
+        ),
+        "approvers": (),
+        "pull_requests": (),
+    }
+)
+_LARGEST_INT = AVRO_INT_RANGE["int"][1]
 
 
 def correlate(
@@ -30,65 +54,95 @@ def correlate(
     policy_version: str,
     alert_rules: list[str],
     now: datetime | None = None,
-) -> Correlated:
-    """The deployment's record after `event`. Events may arrive out of order: a late `started`
-    never reopens a finished deployment, and the earliest time seen is the start."""
+) -> dict[str, Any]:
+    """The values of the deployment's record after `event`, one for each field (None for
+    the enrichment's, `processors.step.enrich`; `record_of` makes the record). Events may
+    arrive out of order: a late `started` never reopens a finished deployment, and the
+    earliest time seen is the start."""
     now = now or utcnow()
-    final = _FINAL_STATUS.get(event.event_type)
+    # The models' values are read from their __dict__, some 60 an event: pydantic's
+    # attribute hook (`__getattr__`) keeps CPython from caching attribute reads (~80 ns
+    # each, ~20 from the dict).
+    given = event.__dict__
+    known = _NOTHING_KNOWN if previous is None else previous.__dict__
+    occurred: datetime = given["occurred_at"]
+    final = _FINAL_STATUS.get(given["event_type"])
     if previous is None:
-        started_at = event.occurred_at
+        started_at = occurred
         status: DeploymentStatus = final or "in_progress"
-        finished_at = event.occurred_at if final else None
+        finished_at = occurred if final else None
         seq, count, rules = 1, 1, list(alert_rules)
-        reported = event.duration_ms
+        reported = given["duration_ms"]
     else:
-        started_at = min(previous.started_at, event.occurred_at)
-        status = final or previous.status
-        finished_at = event.occurred_at if final else previous.finished_at
-        seq, count = previous.seq + 1, previous.event_count + 1
-        rules = previous.alert_rules + [r for r in alert_rules if r not in previous.alert_rules]
-        reported = event.duration_ms if event.duration_ms is not None else previous.duration_ms
+        started_at = min(known["started_at"], occurred)
+        status = final or known["status"]
+        finished_at = occurred if final else known["finished_at"]
+        seq, count = known["seq"] + 1, known["event_count"] + 1
+        held = known["alert_rules"]
+        rules = held + [r for r in alert_rules if r not in held]
+        reported = given["duration_ms"]
+        if reported is None:
+            reported = known["duration_ms"]
     # Start to finish when both are known apart; else what the pipeline reported (a
     # deployment seen only through its final event). Never a figure derived from a partial view.
     duration = reported
     if finished_at is not None and finished_at > started_at:
         duration = int((finished_at - started_at).total_seconds() * 1000)
-    base = previous
-    record = DeploymentRecord(
-        record_id=event.event_id,
-        deployment_id=event.deployment_id,
-        seq=seq,
-        status=status,
-        kind=event.kind,
-        service=event.service,
-        environment=env.name,
-        environment_raw=event.environment,
-        region=env.region or (base.region if base else None),
-        tenant=event.tenant,
-        repository=event.repository or (base.repository if base else None),
-        commit_sha=event.commit_sha,
-        version=event.version or (base.version if base else None),
-        artifact_name=event.artifact_name or (base.artifact_name if base else None),
-        artifact_digest=event.artifact_digest or (base.artifact_digest if base else None),
-        actor=event.actor,
-        trigger=event.trigger,
-        pipeline_provider=event.pipeline_provider or (base.pipeline_provider if base else None),
-        pipeline_run_url=event.pipeline_run_url or (base.pipeline_run_url if base else None),
-        change_id=event.change_id or (base.change_id if base else None),
-        started_at=started_at,
-        finished_at=finished_at,
-        duration_ms=duration,
-        event_count=count,
-        last_event_id=event.event_id,
-        last_event_type=event.event_type,
-        alert_rules=rules,
-        policy_version=policy_version,
-        updated_at=now,
-        team=event.team or (base.team if base else None),
-        source=event.source or (base.source if base else None),
-        rollback_of=event.rollback_of or (base.rollback_of if base else None),
-        approvers=event.approvers or (base.approvers if base else []),
-        pull_requests=event.pull_requests or (base.pull_requests if base else []),
-        provenance_url=event.provenance_url or (base.provenance_url if base else None),
-    )
-    return Correlated(record, previous is None)
+    return {
+        "record_id": given["event_id"],
+        "deployment_id": given["deployment_id"],
+        "seq": seq,
+        "status": status,
+        "kind": given["kind"],
+        "service": given["service"],
+        "environment": env.name,
+        "environment_raw": given["environment"],
+        "region": env.region or known["region"],
+        "tenant": given["tenant"],
+        "repository": given["repository"] or known["repository"],
+        "commit_sha": given["commit_sha"],
+        "version": given["version"] or known["version"],
+        "artifact_name": given["artifact_name"] or known["artifact_name"],
+        "artifact_digest": given["artifact_digest"] or known["artifact_digest"],
+        "actor": given["actor"],
+        "trigger": given["trigger"],
+        "pipeline_provider": given["pipeline_provider"] or known["pipeline_provider"],
+        "pipeline_run_url": given["pipeline_run_url"] or known["pipeline_run_url"],
+        "change_id": given["change_id"] or known["change_id"],
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "duration_ms": duration,
+        "event_count": count,
+        "last_event_id": given["event_id"],
+        "last_event_type": given["event_type"],
+        "alert_rules": rules,
+        "policy_version": policy_version,
+        "updated_at": now,
+        "team": given["team"] or known["team"],
+        "source": given["source"] or known["source"],
+        "rollback_of": given["rollback_of"] or known["rollback_of"],
+        "approvers": list(given["approvers"] or known["approvers"]),
+        "pull_requests": list(given["pull_requests"] or known["pull_requests"]),
+        "provenance_url": given["provenance_url"] or known["provenance_url"],
+        # Enrichment's (`processors.step.enrich`).
+        "application": None,
+        "tier": None,
+        "change_state": None,
+        "planned_start": None,
+        "planned_end": None,
+        "outside_window_s": None,
+    }
+
+
+def record_of(values: dict[str, Any]) -> DeploymentRecord:
+    """The record of `values` (`correlate`'s, enriched), validated only when a value made
+    outside the validated models they come from is not plain, or a count reaches Avro's int
+    range (`processors.trusted`)."""
+    if (
+        values["event_count"] <= _LARGEST_INT
+        and values["seq"] <= _LARGEST_INT
+        and plain([values["environment"], values["policy_version"], *values["alert_rules"]])
+        and (values["region"] is None or plain([values["region"]]))
+    ):
+        return shaped(DeploymentRecord, values)
+    return DeploymentRecord(**values)

@@ -141,27 +141,31 @@ class _Dropped:
         h = hash(key) & 0xFFFFFFFFFFFFFFFF
         return h % cls._BITS, (h >> 32 ^ h * 0x9E3779B1) % cls._BITS
 
-    def add(self, key: DeploymentKey) -> None:
-        for at in self._positions(key):
-            self._bits[at >> 3] |= 1 << (at & 7)
-
     def update(self, keys: Iterable[DeploymentKey]) -> None:
+        """Add `keys` (a chunk's: one call, not one per key)."""
+        bits, positions = self._bits, self._positions
         for key in keys:
-            self.add(key)
+            first, second = positions(key)
+            bits[first >> 3] |= 1 << (first & 7)
+            bits[second >> 3] |= 1 << (second & 7)
 
     def __contains__(self, key: DeploymentKey) -> bool:
-        return all(self._bits[at >> 3] & (1 << (at & 7)) for at in self._positions(key))
+        first, second = self._positions(key)
+        bits = self._bits
+        return bool(bits[first >> 3] >> (first & 7) & bits[second >> 3] >> (second & 7) & 1)
 
 
 @dataclass(frozen=True)
 class _Valid:
-    """A validated event of the chunk, with its table and (tenant, id)."""
+    """A validated event of the chunk, with its table, (tenant, id) and, a deployment
+    event's, its deployment (tenant, deployment id)."""
 
     line: int
     family: Family
     event: Model
     table: str
     key: RowKey
+    deployment: DeploymentKey | None
 
 
 class Judge:
@@ -278,7 +282,10 @@ class Judge:
             spec = catalog().topic(family.topic).table
             assert spec is not None, f"family {family.name} has no table"
             table = self._tables[family.name] = spec.name
-        return _Valid(line, family, event, table, (tenant, cast(_Identified, event).event_id))
+        deployment = (tenant, event.deployment_id) if isinstance(event, DeploymentEvent) else None
+        return _Valid(
+            line, family, event, table, (tenant, cast(_Identified, event).event_id), deployment
+        )
 
     def _in_default_ledger(self, tenant: str) -> bool:
         """Whether the policy stores `tenant`'s rows in the default ledger."""
@@ -292,10 +299,11 @@ class Judge:
         cost no judging, and a late push recomputes change sets. A fresh ledger is asked
         only about the events this import dropped from memory (the id check costed ~14 µs
         an event, each found new)."""
-        deployments = [i for i in valid if isinstance(i.event, DeploymentEvent)]
+        deployments = [i for i in valid if i.deployment is not None]
         asked = deployments
         if ledger.fresh:
-            asked = [i for i in deployments if i.key in self._forgotten]
+            forgotten = self._forgotten
+            asked = [i for i in deployments if i.key in forgotten]
         stored = (
             ledger.stored(
                 [i.key for i in asked],
@@ -305,13 +313,12 @@ class Judge:
             else set()
         )
         wanted = {
-            (e.tenant, e.deployment_id)
-            for i in deployments
-            if i.key not in stored and isinstance(e := i.event, DeploymentEvent)
+            key for i in deployments if (key := i.deployment) is not None and i.key not in stored
         }
         wanted.difference_update(*self._records)
         if ledger.fresh:
-            wanted = {key for key in wanted if key in self._dropped}
+            dropped = self._dropped
+            wanted = {key for key in wanted if key in dropped}
         asking = time.thread_time()
         self._records[0].update(ledger.records(wanted))
         self.seconds["records"] += time.thread_time() - asking
@@ -324,14 +331,16 @@ class Judge:
     def _judged(self, item: _Valid, batch: Batch) -> tuple[_Valid, StepResult | None] | None:
         """`item` judged: a deployment event's step (None: another family's event, folded
         into the view), or None and a problem in `batch` when the rules refuse it."""
-        if not isinstance(item.event, DeploymentEvent):
-            self._fold(item.event)
+        event, key = item.event, item.deployment
+        if not isinstance(event, DeploymentEvent) or key is None:
+            self._fold(event)
             return item, None
-        key = (item.event.tenant, item.event.deployment_id)
+        recent, older = self._records
+        previous = recent.get(key)
         try:
             result = process(
-                item.event,
-                self._previous(key),
+                event,
+                older.get(key) if previous is None else previous,
                 self._policy,
                 now=self._now,
                 view=self._view,
@@ -340,7 +349,7 @@ class Judge:
         except Rejected as exc:
             batch.problems.append(Problem(item.line, exc.field or "event", exc.reason))
             return None
-        self._records[0][key] = result.record
+        recent[key] = result.record
         return item, result
 
     def _rows(self, item: _Valid, step: StepResult | None, batch: Batch) -> None:
@@ -357,9 +366,3 @@ class Judge:
         batch.rows[RECORDS].append(record_row(step.record.to_avro()))
         batch.rows[ALERTS].extend(alert_row(a.to_avro()) for a in step.alerts)
         batch.alerts += len(step.alerts)
-
-    def _previous(self, key: DeploymentKey) -> DeploymentRecord | None:
-        for records in self._records:
-            if key in records:
-                return records[key]
-        return None
