@@ -22,6 +22,7 @@ import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from shipledger.schemas.policy import Policy
@@ -106,6 +107,11 @@ class Deployed(NamedTuple):
         )
 
 
+_STARTED = attrgetter("started_at")
+_PLACE = attrgetter("tenant", "environment", "service")
+_REPOSITORY = attrgetter("tenant", "repository")
+
+
 @dataclass(frozen=True)
 class Succeeded:
     """A succeeded deployment: a candidate previous deployment of the same service and
@@ -179,8 +185,9 @@ class ChangeSets:
         batch = list(deployments)
         if not batch:
             return 0
-        candidates = self._succeeded(batch)
-        histories = self._histories(batch)
+        first = min(map(_STARTED, batch))
+        candidates = self._succeeded(batch, first)
+        histories = self._histories(batch, first - self.lookback)
         retained = self._retained([d for d in batch if d.retain_until is None])
         sets: list[tuple[Any, ...]] = []
         commits: list[tuple[Any, ...]] = []
@@ -200,9 +207,10 @@ class ChangeSets:
                 keep=None if globs is None else history.touching(globs),
             )
             retain_until = d.retain_until or retained.get((d.tenant, d.deployment_id), KEEP)
-            sets.append(_set_row(d, previous, found, now, retain_until))
+            deployed_at = epoch_ms(d.deployed_at)
+            sets.append(_set_row(d, previous, found, now, deployed_at, retain_until))
             if found.commits:
-                commits += _commit_rows(d, found, now)
+                commits += _commit_rows(d, found, now, deployed_at)
         if commits:
             _insert(self.store, ddl.CHANGE_COMMITS, _COMMIT_LAYOUT, commits)
         _insert(self.store, ddl.CHANGE_SETS, _SET_LAYOUT, sets)
@@ -257,7 +265,9 @@ class ChangeSets:
             stored += self.recompute(tenant, [d for t, d in late if t == tenant])
         return stored
 
-    def _succeeded(self, batch: Sequence[Deployed]) -> dict[tuple[str, str, str], Candidates]:
+    def _succeeded(
+        self, batch: Sequence[Deployed], first: datetime
+    ) -> dict[tuple[str, str, str], Candidates]:
         """The succeeded deployments of the batch's (tenant, service, environment) within the
         lookback before its latest start, by key, each sorted by (start, id) (the records
         table, not the `deployments` view: its sort key leads with tenant, region,
@@ -268,8 +278,8 @@ class ChangeSets:
         then or, failing that, it is the latest of the earlier ones (the one before it when
         that latest is the deployment itself). So a flush reads what its deployments can
         find, not the lookback's every deployment of their services (an import's chunk: not
-        every earlier chunk's again; 0.2 s of a 50,000-event import's 0.9)."""
-        first = min(d.started_at for d in batch)
+        every earlier chunk's again; 0.2 s of a 50,000-event import's 0.9). `first`: the
+        batch's first start."""
         _, rows = self.store.query(
             "SELECT tenant, service, environment, deployment_id, commit_sha, started FROM (\n"  # noqa: S608
             "    SELECT *, started >= {first:DateTime64(3, 'UTC')} AS since_first,\n"
@@ -290,11 +300,11 @@ class ChangeSets:
             # One deployment a row: (started, deployment_id) orders each key's rows totally.
             "ORDER BY tenant, service, environment, started, deployment_id",
             {
-                "keys": sorted({(d.tenant, d.environment, d.service) for d in batch}),
+                "keys": sorted(set(map(_PLACE, batch))),
                 # Down to the millisecond stored: at or before every start of the batch.
                 "first": to_ms_precision(first),
                 "since": first - self.lookback,
-                "until": max(d.started_at for d in batch),
+                "until": max(map(_STARTED, batch)),
             },
         )
         out: dict[tuple[str, str, str], Candidates] = {}
@@ -328,11 +338,14 @@ class ChangeSets:
         )
         return {(str(t), str(d)): until for t, d, until in rows}
 
-    def _histories(self, batch: Sequence[Deployed]) -> dict[tuple[str, str | None], History]:
-        """The history of each (tenant, repository) of the batch; a deployment naming no
-        repository gets its tenant's every repository."""
-        named = {(d.tenant, d.repository) for d in batch if d.repository is not None}
-        whole = {d.tenant for d in batch if d.repository is None}
+    def _histories(
+        self, batch: Sequence[Deployed], since: datetime
+    ) -> dict[tuple[str, str | None], History]:
+        """The history of each (tenant, repository) of the batch since `since`; a deployment
+        naming no repository gets its tenant's every repository."""
+        repositories = set(map(_REPOSITORY, batch))
+        named = {(t, r) for t, r in repositories if r is not None}
+        whole = {t for t, r in repositories if r is None}
         # Changed paths are read only where the monorepo filter runs on them (`touching`):
         # a repository the policy maps, deployed naming it.
         mapped = {r for _, r in named if r in self.policy.monorepos.root}
@@ -349,7 +362,7 @@ class ChangeSets:
                 "named": sorted(named),
                 "whole": sorted(whole),
                 "mapped": sorted(mapped),
-                "since": min(d.started_at for d in batch) - self.lookback,
+                "since": since,
             },
         )
         facts: dict[tuple[str, str | None], list[SourceFact]] = {}
@@ -439,7 +452,12 @@ _COMMIT_LAYOUT = _Layout.of(
 
 
 def _set_row(
-    d: Deployed, previous: Succeeded | None, found: CommitRange, now: int, retain_until: datetime
+    d: Deployed,
+    previous: Succeeded | None,
+    found: CommitRange,
+    now: int,
+    deployed_at: int,
+    retain_until: datetime,
 ) -> tuple[Any, ...]:
     return (
         d.tenant,
@@ -455,7 +473,7 @@ def _set_row(
         d.status,
         d.repository,
         None if previous is None else previous.deployment_id,
-        epoch_ms(d.deployed_at),
+        deployed_at,
         d.team,
         int(found.complete),
         # Where triage reads it (`suspect_inputs`): beside this record.
@@ -464,8 +482,9 @@ def _set_row(
     )
 
 
-def _commit_rows(d: Deployed, found: CommitRange, now: int) -> list[tuple[Any, ...]]:
-    deployed_at = epoch_ms(d.deployed_at)
+def _commit_rows(
+    d: Deployed, found: CommitRange, now: int, deployed_at: int
+) -> list[tuple[Any, ...]]:
     reverse = int(found.reverse)
     return [
         (

@@ -53,9 +53,8 @@ class CommitInfo(NamedTuple):
     pr_title: str | None = None
 
 
-@dataclass(frozen=True)
-class CommitRange:
-    """The commits between two deployments, newest first."""
+class CommitRange(NamedTuple):
+    """The commits between two deployments, newest first (a tuple: one per deployment)."""
 
     commits: tuple[CommitInfo, ...]
     reverse: bool
