@@ -112,10 +112,9 @@ _PLACE = attrgetter("tenant", "environment", "service")
 _REPOSITORY = attrgetter("tenant", "repository")
 
 
-@dataclass(frozen=True)
-class Succeeded:
+class Succeeded(NamedTuple):
     """A succeeded deployment: a candidate previous deployment of the same service and
-    environment."""
+    environment (a tuple: the previous one of every deployment)."""
 
     deployment_id: str
     commit_sha: str
@@ -193,12 +192,17 @@ class ChangeSets:
         commits: list[tuple[Any, ...]] = []
         now = epoch_ms(datetime.now(UTC))
         unknown = History()
-        globs_of, limit = self.policy.monorepos.globs, self.limit
+        globs_of, mapped, limit = (
+            self.policy.monorepos.globs,
+            self.policy.monorepos.root,
+            self.limit,
+        )
         for d in batch:
             history = histories.get((d.tenant, d.repository), unknown)
             key = (d.tenant, d.service, d.environment)
             previous = candidates.get(key, _NO_CANDIDATES).latest_before(d)
-            globs = globs_of(d.repository, d.service)
+            # The filter's globs (`Monorepos.globs`), asked only of a repository it maps.
+            globs = globs_of(d.repository, d.service) if d.repository in mapped else None
             found = commit_range(
                 history,
                 None if previous is None else previous.commit_sha,

@@ -182,4 +182,4 @@ def commit_range(
             reverse, complete = False, len(shas) < len(forward)
     if keep is not None:
         shas = [s for s in shas if keep(s)]
-    return CommitRange(tuple(history.info(s) for s in shas), reverse, complete)
+    return CommitRange(tuple(map(history.info, shas)), reverse, complete)
