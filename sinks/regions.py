@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from shipledger.schemas.policy import Policy
 from shipledger.schemas.residency import Region, Residency
@@ -58,16 +59,15 @@ class Ledger:
         the previous deployment may be among them."""
         if self.change_sets is None:
             return None
-        deployed = {}
-        for row in records:
-            d = Deployed.of(row)
-            if d is not None:
-                deployed[(d.tenant, d.deployment_id)] = d
+        # The latest record of each deployment (a later one replaces an earlier one).
+        deployed = {(d.tenant, d.deployment_id): d for d in map(Deployed.of, records) if d}
         if not deployed and not sources:
             return None
-        count = self.change_sets.compute(sorted(deployed.values(), key=lambda d: d.started_at))
+        count = self.change_sets.compute(sorted(deployed.values(), key=_started))
         return count + self.change_sets.recompute_late(sources, skip=deployed)
 
+
+_started = attrgetter("started_at")
 
 #: Tenants a `Placement` remembers at most (the least recently asked go first).
 _KNOWN_TENANTS = 10_000

@@ -15,31 +15,36 @@ history the ledger only partly knows, never loads everything).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
+from types import MappingProxyType
+from typing import NamedTuple
 
-_ZERO = frozenset("0")
+from shipledger.schemas.monorepo import touches
+
+_NO_PATHS: Mapping[str, Sequence[str]] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
-class SourceFact:
-    """The part of one source event the range needs (`source_events` row)."""
+class SourceFact(NamedTuple):
+    """The part of one source event the range needs (`source_events` row, its columns in this
+    order: a tuple, built for every push a change-set computation loads)."""
 
     kind: str
     occurred_at: datetime
     commit_sha: str | None
     previous_sha: str | None = None
-    commit_shas: tuple[str, ...] = ()
+    commit_shas: Sequence[str] = ()
     author: str | None = None
     pr_number: int | None = None
     pr_title: str | None = None
-    changed_paths: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    changed_paths: Mapping[str, Sequence[str]] = _NO_PATHS
 
 
-@dataclass(frozen=True)
-class CommitInfo:
-    """One commit of a range, with what the source events say about it."""
+class CommitInfo(NamedTuple):
+    """One commit of a range, with what the source events say about it (a tuple: one per
+    commit of every range)."""
 
     sha: str
     first_seen_at: datetime | None
@@ -48,9 +53,8 @@ class CommitInfo:
     pr_title: str | None = None
 
 
-@dataclass(frozen=True)
-class CommitRange:
-    """The commits between two deployments, newest first."""
+class CommitRange(NamedTuple):
+    """The commits between two deployments, newest first (a tuple: one per deployment)."""
 
     commits: tuple[CommitInfo, ...]
     reverse: bool
@@ -65,7 +69,7 @@ class CommitRange:
 
 def _known(sha: str | None) -> str | None:
     # A push creating a ref reports `before` as zeros: no parent.
-    return None if sha is None or set(sha) <= _ZERO else sha
+    return None if sha is None or not sha.strip("0") else sha
 
 
 @dataclass
@@ -83,7 +87,7 @@ class History:
     def of(cls, facts: Iterable[SourceFact]) -> History:
         """The history told by `facts` (any order)."""
         history = cls()
-        for fact in sorted(facts, key=lambda f: f.occurred_at):
+        for fact in sorted(facts, key=_occurred):
             history._add(fact)
         return history
 
@@ -110,6 +114,17 @@ class History:
         for sha, paths in fact.changed_paths.items():
             self.paths.setdefault(sha, tuple(paths))
 
+    def touching(self, globs: Sequence[str]) -> Callable[[str], bool]:
+        """The monorepo filter of `commit_range`: whether a commit touches a path of `globs`
+        (one whose changed paths no event names: yes). Asked of a range's commits only, not
+        of the history's every commit."""
+
+        def keep(sha: str) -> bool:
+            paths = self.paths.get(sha)
+            return paths is None or touches(globs, paths)
+
+        return keep
+
     def ancestry(self, sha: str, limit: int) -> list[str]:
         """`sha` and its known ancestors, newest first (at most `limit`)."""
         out: list[str] = []
@@ -124,13 +139,18 @@ class History:
     def info(self, sha: str) -> CommitInfo:
         """What the events say about `sha` (the PR's author over the pusher)."""
         pr = self.prs.get(sha)
+        if pr is None:
+            return CommitInfo(sha, self.first_seen.get(sha), self.authors.get(sha))
         return CommitInfo(
-            sha=sha,
-            first_seen_at=self.first_seen.get(sha),
-            author=(pr.author if pr is not None and pr.author else None) or self.authors.get(sha),
-            pr_number=None if pr is None else pr.pr_number,
-            pr_title=None if pr is None else pr.pr_title,
+            sha,
+            self.first_seen.get(sha),
+            pr.author or self.authors.get(sha),
+            pr.pr_number,
+            pr.pr_title,
         )
+
+
+_occurred = attrgetter("occurred_at")
 
 
 def commit_range(
@@ -139,10 +159,10 @@ def commit_range(
     to_sha: str,
     *,
     limit: int = 1000,
-    keep: Mapping[str, bool] | None = None,
+    keep: Callable[[str], bool] | None = None,
 ) -> CommitRange:
     """The range (from_sha, to_sha] (see the module docstring). `keep`: the monorepo filter,
-    sha -> whether the commit touches the service (commits it does not name are kept)."""
+    whether a commit touches the service (`History.touching`)."""
     forward = history.ancestry(to_sha, limit)
     if from_sha is None:
         shas, reverse, complete = forward, False, True
@@ -161,5 +181,5 @@ def commit_range(
             shas = [s for s in forward if s not in behind]
             reverse, complete = False, len(shas) < len(forward)
     if keep is not None:
-        shas = [s for s in shas if keep.get(s, True)]
-    return CommitRange(tuple(history.info(s) for s in shas), reverse, complete)
+        shas = [s for s in shas if keep(s)]
+    return CommitRange(tuple(map(history.info, shas)), reverse, complete)
