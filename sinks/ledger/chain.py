@@ -247,9 +247,19 @@ def stamp(
     kept_until: dict[tuple[datetime, timedelta], tuple[datetime, int]] = {}
     millis: dict[datetime, int] = {}
     canonical = _canonical(table)
+    # The class of a row naming one environment (the usual row), by tenant and environment:
+    # without making its `environments_of` (~0.5 µs a row).
+    class_of_environment: dict[tuple[str, str], str] = {}
     for row in rows:
         tenant = row["tenant"]
-        klass = class_for(tenant, tuple(environments_of(row)))
+        single = row.get("environment")
+        if type(single) is str and "environments" not in row:
+            klass = class_of_environment.get((tenant, single))
+            if klass is None:
+                klass = class_for(tenant, (single,) if single else ())
+                class_of_environment[(tenant, single)] = klass
+        else:
+            klass = class_for(tenant, tuple(environments_of(row)))
         period = period_of(klass)
         key = (table, tenant, klass, row.setdefault(LANE, LEGACY_LANE))
         end = ends.get(key)
