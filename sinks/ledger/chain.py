@@ -157,7 +157,7 @@ class _Canonical:
     datetimes: tuple[str, ...]
     late: tuple[str, ...]
 
-    def bytes(
+    def of(
         self,
         row: Mapping[str, Any],
         stamped_ms: tuple[int | None, ...],
@@ -166,7 +166,7 @@ class _Canonical:
         """The canonical bytes of `row` (its `stamp`ed times' milliseconds `stamped_ms`,
         other datetimes' in `millis`, those not yet there added), or None when the row's
         columns are not exactly the table's (`canonical_bytes` then)."""
-        out = self.sorted_columns.copy()
+        out: dict[str, Any] = self.sorted_columns.copy()
         out.update(row)  # the keys keep their sorted order; a column not in the table is added
         if len(row) != len(out) or len(out) != len(self.sorted_columns):
             return None
@@ -299,7 +299,7 @@ def stamp(
         canonical_row = (
             None
             if canonical is None
-            else canonical.bytes(row, (ledger_ms, retain_ms, prev_ms), millis)
+            else canonical.of(row, (ledger_ms, retain_ms, prev_ms), millis)
         )
         if canonical_row is None:
             canonical_row = canonical_bytes(row, table)
