@@ -60,12 +60,18 @@ def _kafka_time(timestamp_ms: int) -> datetime:
     return datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)
 
 
+def _as_stored(value: Any) -> bool:
+    """Whether `value` is a timestamp as DateTime64(3) stores it, UTC and whole milliseconds
+    (as the models make them, `schemas.models.aware`): `_utc` returns it as it is."""
+    return type(value) is datetime and value.tzinfo is UTC and not value.microsecond % 1000
+
+
 def _utc(value: Any, column: str) -> datetime:
     if not isinstance(value, datetime):
         raise RowError(f"{column}: expected a timestamp, got {type(value).__name__}")
     # DateTime64(3) keeps milliseconds: the row hashed must be the row stored.
     if value.tzinfo is UTC and not value.microsecond % 1000:
-        return value  # as the models make them (`schemas.models.aware`): nothing to change
+        return value  # nothing to change (`_as_stored`)
     if value.tzinfo is None:
         return to_ms_precision(value.replace(tzinfo=UTC))
     return to_ms_precision(value.astimezone(UTC))
@@ -94,6 +100,18 @@ def _unresolvable(avro_type: Any) -> Convert:
     return convert
 
 
+def _is_timestamp(avro_type: Any) -> bool:
+    """Whether `avro_type` (maybe nullable) is a timestamp (`_utc` converts its values)."""
+    try:
+        resolved = _resolved(avro_type)
+    except ValueError:
+        return False
+    return isinstance(resolved, dict) and resolved.get("logicalType") in _TIMESTAMPS
+
+
+_TIMESTAMPS = ("timestamp-millis", "timestamp-micros")
+
+
 def _converter(avro_type: Any, column: str) -> Convert | None:
     """How `column_value` converts a value of `avro_type`, worked out once per column (the
     sink's hot path: no type is looked at again per value); None: inserted as decoded."""
@@ -103,7 +121,7 @@ def _converter(avro_type: Any, column: str) -> Convert | None:
         return _unresolvable(avro_type)
     if not isinstance(resolved, dict):
         return None
-    if resolved.get("logicalType") in ("timestamp-millis", "timestamp-micros"):
+    if resolved.get("logicalType") in _TIMESTAMPS:
         return lambda value: _utc(value, column)
     kind = resolved["type"]
     if kind == "array":
@@ -170,6 +188,12 @@ class _Layout:
     names: tuple[str, ...]
     take: Callable[[Mapping[str, Any]], Sequence[Any]]
     converted: tuple[tuple[str, Convert], ...]
+    #: The timestamp columns among `converted`: most values need no conversion, which is
+    #: seen here without calling `_utc` (~0.2 µs a timestamp).
+    times: frozenset[str]
+    #: The columns in their order, each None: a row is a copy of it updated with the message
+    #: (~1.4 µs a row less than pairing names and values, measured).
+    columns: dict[str, None]
 
 
 _layouts: dict[str, tuple[TableSpec, _Layout]] = {}
@@ -190,7 +214,8 @@ def _layout(spec: TableSpec) -> _Layout:
     getter = operator.itemgetter(*names)
     take = getter if len(names) > 1 else lambda decoded: (getter(decoded),)
     converted = tuple((name, convert) for name, convert in plan if convert is not None)
-    layout = _Layout(plan, names, take, converted)
+    times = frozenset(name for name, _ in converted if _is_timestamp(types[name]))
+    layout = _Layout(plan, names, take, converted, times, dict.fromkeys(names))
     _layouts[spec.name] = (spec, layout)
     return layout
 
@@ -201,13 +226,19 @@ def avro_row(spec: TableSpec, decoded: Mapping[str, Any]) -> Row:
     if type(decoded) is not dict:  # a mapping may answer `in` and `[]` differently
         return _checked_row(spec, decoded)
     layout = _layout(spec)
+    row: Row = layout.columns.copy()
+    row.update(decoded)  # the columns keep their order
     try:
-        # Every value taken in C (~2 µs a row less than column by column, measured).
-        row: Row = dict(zip(layout.names, layout.take(decoded), strict=True))
+        if len(row) != len(decoded) or len(row) != len(layout.names):
+            # `decoded` lacks a column or holds others: its columns taken (every value in C,
+            # ~2 µs a row less than column by column, measured).
+            row = dict(zip(layout.names, layout.take(decoded), strict=True))
+        times = layout.times
         for name, convert in layout.converted:
             value = row[name]
-            if value is not None:
-                row[name] = convert(value)
+            if value is None or (name in times and _as_stored(value)):
+                continue
+            row[name] = convert(value)
     except (KeyError, RowError):
         return _checked_row(spec, decoded)  # which column first fails, in column order
     if not row[spec.id_column]:
@@ -231,7 +262,10 @@ def _checked_row(spec: TableSpec, decoded: Mapping[str, Any]) -> Row:
 def event_row(event: Mapping[str, Any], meta: KafkaMeta) -> Row:
     """A `deployment_events` row: the event as received plus its Kafka position."""
     row = avro_row(tables()[EVENTS], event)
-    row["received_at"] = to_ms_precision(received_at(meta))
+    received = received_at(meta)
+    # The same object for a batch's events when whole milliseconds already (an import's
+    # are): not a copy per event, and its hash is worked out once where it is hashed.
+    row["received_at"] = received if _as_stored(received) else to_ms_precision(received)
     row["kafka_partition"] = meta.partition
     row["kafka_offset"] = meta.offset
     return row

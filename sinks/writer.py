@@ -36,7 +36,7 @@ from shipledger.sinks.ledger import ddl
 from shipledger.sinks.ledger.chain import LANE, LEGACY_LANE, ChainKey, Head, stamp
 from shipledger.sinks.ledger.ddl import TableSpec, tables
 from shipledger.sinks.ledger.store import StoredIds, TimeWindow
-from shipledger.sinks.rows import Row, dedupe, row_key
+from shipledger.sinks.rows import Row, RowKey, dedupe, row_key
 
 _T = TypeVar("_T")
 
@@ -154,12 +154,17 @@ class LedgerWriter:
         }
 
     def _write(self, spec: TableSpec, rows: list[Row]) -> None:
-        unique, repeated = dedupe(rows, spec.id_column, set())
-        unique = _month_order(unique, spec.time_column)
+        # The first row of each (tenant, id): the keys are made once, for the id check too.
+        first: dict[RowKey, Row] = {}
+        for row in rows:
+            first.setdefault(row_key(row, spec.id_column), row)
+        repeated = len(rows) - len(first)
+        unique = _month_order(first.values(), spec.time_column)
+        keys = list(first)
         stamped: list[dict[ChainKey, Head]] = []
         started = time.monotonic()
         inserted, already = self._with_retries(
-            spec.name, lambda: self._write_once(spec, unique, stamped)
+            spec.name, lambda: self._write_once(spec, unique, keys, stamped)
         )
         self.metrics.timing(
             m.INSERT_MS, (time.monotonic() - started) * 1000, tags={"table": spec.name}
@@ -173,11 +178,15 @@ class LedgerWriter:
             self.metrics.increment(m.DUPLICATES_SKIPPED, skipped, tags={"table": spec.name})
 
     def _write_once(
-        self, spec: TableSpec, unique: list[Row], stamped: list[dict[ChainKey, Head]]
+        self,
+        spec: TableSpec,
+        unique: list[Row],
+        keys: list[RowKey],
+        stamped: list[dict[ChainKey, Head]],
     ) -> tuple[int, int]:
         """Drop ids already stored, stamp (first time only), insert the rest:
-        (inserted, skipped). Safe to repeat: a retry keeps the first attempt's stamps."""
-        keys = [row_key(row, spec.id_column) for row in unique]
+        (inserted, skipped); `keys` are those of `unique`. Safe to repeat: a retry keeps the
+        first attempt's stamps."""
         window = (
             TimeWindow.of(spec.time_column, (row[spec.time_column] for row in unique))
             if spec.dedup_in_time_window

@@ -156,3 +156,13 @@ def test_dedupe_keeps_another_tenants_row_with_the_same_id() -> None:
     kept, dropped = rows.dedupe(batch, "id", {("c", "x")})
     assert [row["tenant"] for row in kept] == ["a", "b"]
     assert dropped == 1
+
+
+def test_a_row_holds_the_tables_columns_in_their_order_whatever_the_message_holds() -> None:
+    decoded = alert().to_avro()
+    reordered = dict(reversed(decoded.items()))
+    assert list(rows.alert_row(reordered)) == _unstamped(ddl.ALERTS)
+    assert rows.alert_row(reordered) == rows.alert_row(decoded)
+    extra = rows.alert_row(decoded | {"not_a_column": "x"})
+    assert list(extra) == _unstamped(ddl.ALERTS)
+    assert extra == rows.alert_row(decoded)
