@@ -188,6 +188,27 @@ def bind_schema_ids(ids: SchemaIds | None) -> None:
         _ids = ids
 
 
+#: Avro types that hold no record (a record nested anywhere needs fastavro's strict check).
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+
+
+def _flat(schema: Any) -> bool:
+    """Whether `schema` (a field's type) can hold no record: primitives, enums, fixed, and
+    arrays, maps and unions of them. A named reference counts as a record (not looked up)."""
+    if isinstance(schema, str):
+        return schema in _PRIMITIVES
+    if isinstance(schema, list):
+        return all(_flat(branch) for branch in schema)
+    kind = schema.get("type")
+    if kind in ("enum", "fixed"):
+        return True
+    if kind == "array":
+        return _flat(schema["items"])
+    if kind == "map":
+        return _flat(schema["values"])
+    return kind in _PRIMITIVES  # a logical type on a primitive (timestamp-millis...)
+
+
 class AvroCodec:
     """Encode/decode one schema's records with Confluent framing, ids from `ids` (default:
     this process's `schema_ids()`, read at each call)."""
@@ -198,16 +219,34 @@ class AvroCodec:
         self._catalog = cat or catalog()
         self.writer = self._catalog.latest(schema_name)
         self._ids = ids if ids is not None or cat is None else CatalogIds(cat)
+        fields = self.writer.parsed["fields"]
+        #: The field names when no field can hold a record, else None (see `encode`).
+        self._flat_fields = (
+            frozenset(f["name"] for f in fields) if all(_flat(f["type"]) for f in fields) else None
+        )
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """Frame and serialize `record` with the newest version of the schema."""
         ids = self._ids or schema_ids()
-        buf = io.BytesIO()
-        buf.write(_HEADER.pack(MAGIC, ids.writer_id(self.writer)))
+        header = _HEADER.pack(MAGIC, ids.writer_id(self.writer))
+        # fastavro's strict check (no field beyond the schema's, none without a default
+        # missing) doubles its cost: a flat record of exactly the schema's fields passes it
+        # by construction (a model's dump, every event). Any failure is written again strictly
+        # below, which names the problem as ever.
+        if record.keys() == self._flat_fields:
+            try:
+                return self._written(header, record, strict=False)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                pass
         try:
-            fastavro.schemaless_writer(buf, self.writer.parsed, record, strict_allow_default=True)
+            return self._written(header, record, strict=True)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise EncodeError(f"{self.writer.name}: {exc}") from exc
+
+    def _written(self, header: bytes, record: dict[str, Any], *, strict: bool) -> bytes:
+        buf = io.BytesIO()
+        buf.write(header)
+        fastavro.schemaless_writer(buf, self.writer.parsed, record, strict_allow_default=strict)
         return buf.getvalue()
 
     def decode(self, data: bytes | None) -> dict[str, Any]:

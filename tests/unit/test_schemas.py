@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import types
 import typing
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import pytest
 from pydantic import BaseModel, ValidationError
 
@@ -19,6 +21,7 @@ from shipledger.schemas.registry import (
     CATALOG_JSON,
     AvroCodec,
     DecodeError,
+    EncodeError,
     catalog,
     catalog_json,
 )
@@ -158,6 +161,30 @@ def test_event_round_trips_through_codec() -> None:
     assert event.environment == "production"
     assert event.commit_sha == SHA
     assert event.artifact_digest == "sha256:" + "ab" * 32
+
+
+def test_encode_checks_records_strictly_however_it_writes_them() -> None:
+    """A flat record of exactly the schema's fields is written without fastavro's strict
+    check (it cannot fail it): same bytes; and every other record, or one that fails, is
+    refused with strict fastavro's own reason."""
+    codec = AvroCodec("io.shipledger.v1.DeploymentEvent")
+    record = deployment_event(attributes={"k": "v"}, approvers=["ann"]).to_avro()
+    strict = io.BytesIO()
+    fastavro.schemaless_writer(strict, codec.writer.parsed, record, strict_allow_default=True)
+    assert codec.encode(record)[5:] == strict.getvalue()
+    with pytest.raises(EncodeError, match="more fields than the schema specifies: colour"):
+        codec.encode({**record, "colour": "blue"})
+    without = {k: v for k, v in record.items() if k != "service"}
+    with pytest.raises(EncodeError, match="Field service is specified in the schema but missing"):
+        codec.encode(without)
+    for bad in ({**record, "exit_code": 2**40}, {**record, "service": 7}):
+        with pytest.raises(EncodeError) as err:
+            codec.encode(bad)
+        with pytest.raises((ValueError, TypeError)) as direct:
+            fastavro.schemaless_writer(
+                io.BytesIO(), codec.writer.parsed, bad, strict_allow_default=True
+            )
+        assert str(err.value) == f"io.shipledger.v1.DeploymentEvent: {direct.value}"
 
 
 def test_missing_fields_are_named() -> None:
