@@ -274,6 +274,7 @@ class AvroCodec:
         return value
 
 
+@cache  # a codec reads the schema ids at each call: one per topic serves every message
 def topic_codec(name: str) -> AvroCodec:
     """The codec of catalog topic `name`'s value schema (`name` is the logical name)."""
     return AvroCodec(catalog().topic(name).schema_name)
