@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from shipledger.producers.api.limits import TooLarge
 from shipledger.schemas.untrusted import BadJSON, loads
@@ -52,28 +51,29 @@ def upload_format(query_format: str | None, content_type: str | None) -> Format:
     )
 
 
-async def lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, bytes]]:
-    """(line number from 1, line without its end) of a byte stream, one line in memory."""
+async def line_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[tuple[int, bytes]]]:
+    """The lines of each chunk of a byte stream that the chunk completes, as (line number from
+    1, line without its end); one line in memory beyond the chunk. A batch per chunk, not a
+    line per step: the readers' per-line cost is their own loop's, not an async step's."""
     pending = b""
     number = 0
     async for chunk in chunks:
-        pending += chunk
-        start = 0
-        while (end := pending.find(b"\n", start)) >= 0:
-            number += 1
-            yield number, pending[start:end].rstrip(b"\r")
-            start = end + 1
-        pending = pending[start:]
+        complete = (pending + chunk).split(b"\n")
+        pending = complete.pop()
+        if complete:
+            start = number + 1
+            number += len(complete)
+            yield [(n, raw.rstrip(b"\r")) for n, raw in enumerate(complete, start)]
         if len(pending) > MAX_LINE_BYTES:
             raise TooLarge(f"line {number + 1} is longer than {MAX_LINE_BYTES} bytes")
     if pending.strip():
-        yield number + 1, pending.rstrip(b"\r")
+        yield [(number + 1, pending.rstrip(b"\r"))]
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """One record of an upload: the parsed object, or why its line could not be parsed (and
-    where: `line`, or the path of the offending value)."""
+    where: `line`, or the path of the offending value). A named tuple: made once a line, it
+    costs half a frozen dataclass (0.37 against 0.76 µs)."""
 
     line: int
     obj: object | None
@@ -87,13 +87,14 @@ def _decode(raw: bytes) -> str:
 
 async def ndjson_records(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
     """One Record per non-blank NDJSON line."""
-    async for number, raw in lines(chunks):
-        if not raw.strip():
-            continue
-        try:
-            yield Record(number, loads(raw, "line"))
-        except BadJSON as exc:
-            yield Record(number, None, exc.reason, exc.path)
+    async for batch in line_batches(chunks):
+        for number, raw in batch:
+            if not raw.strip():
+                continue
+            try:
+                yield Record(number, loads(raw, "line"))
+            except BadJSON as exc:
+                yield Record(number, None, exc.reason, exc.path)
 
 
 def _cell(value: str) -> object:
@@ -130,39 +131,40 @@ async def csv_records(chunks: AsyncIterator[bytes]) -> AsyncIterator[Record]:
     header: list[str] | None = None
     pending: list[str] = []
     first = 0
-    async for number, raw in lines(chunks):
-        try:
-            text = _decode(raw)
-        except UnicodeDecodeError as exc:
-            yield Record(number, None, f"not UTF-8: {exc}")
-            continue
-        if not pending:
-            first = number
-            if not text.strip():
+    async for batch in line_batches(chunks):
+        for number, raw in batch:
+            try:
+                text = _decode(raw)
+            except UnicodeDecodeError as exc:
+                yield Record(number, None, f"not UTF-8: {exc}")
                 continue
-        pending.append(text)
-        joined = "\n".join(pending)
-        if joined.count('"') % 2:  # an open quoted cell continues on the next line
-            if len(joined) > MAX_LINE_BYTES:
-                raise TooLarge(f"record at line {first} is longer than {MAX_LINE_BYTES} bytes")
-            continue
-        pending = []
-        try:
-            row = next(csv.reader([joined]), [])
-        except csv.Error as exc:  # e.g. a field over csv's size limit, a bare CR in a cell
-            if header is None:  # no columns: every row will say so
-                header = []
-                yield Record(first, None, f"header row is not valid CSV: {exc}", "header")
-            else:
-                yield Record(first, None, f"not valid CSV: {exc}")
-            continue
-        if header is None:
-            header = [name.strip() for name in row]
-            continue
-        try:
-            yield Record(first, csv_object(header, row))
-        except ValueError as exc:
-            yield Record(first, None, str(exc))
+            if not pending:
+                first = number
+                if not text.strip():
+                    continue
+            pending.append(text)
+            joined = "\n".join(pending)
+            if joined.count('"') % 2:  # an open quoted cell continues on the next line
+                if len(joined) > MAX_LINE_BYTES:
+                    raise TooLarge(f"record at line {first} is longer than {MAX_LINE_BYTES} bytes")
+                continue
+            pending = []
+            try:
+                row = next(csv.reader([joined]), [])
+            except csv.Error as exc:  # e.g. a field over csv's size limit, a bare CR in a cell
+                if header is None:  # no columns: every row will say so
+                    header = []
+                    yield Record(first, None, f"header row is not valid CSV: {exc}", "header")
+                else:
+                    yield Record(first, None, f"not valid CSV: {exc}")
+                continue
+            if header is None:
+                header = [name.strip() for name in row]
+                continue
+            try:
+                yield Record(first, csv_object(header, row))
+            except ValueError as exc:
+                yield Record(first, None, str(exc))
     if pending:
         yield Record(first, None, "unterminated quoted cell at the end of the file")
 

@@ -303,18 +303,29 @@ async def _import(
             if progress is not None:
                 progress(line, outcome.events + outcome.stored)
 
-        mark = time.thread_time()
-        async for record in event_objects(path, fmt, defaults):
-            line = record.line
-            chunk.append(record)
-            objects += record.obj is not None
-            if objects >= batch_events:
-                outcome.stages["read"] += time.thread_time() - mark
-                flush()
-                mark = time.thread_time()
-            if progress is not None and line % PROGRESS_RECORDS == 0:
-                progress(line, outcome.events + outcome.stored)
-        outcome.stages["read"] += time.thread_time() - mark
+        # Reading a chunk makes no cycles either, and keeps what it reads: collections wait
+        # for its end (~1 µs of the ~8 an event read took, measured on 50,000 events).
+        automatic = gc.isenabled()
+        gc.disable()
+        try:
+            mark = time.thread_time()
+            async for record in event_objects(path, fmt, defaults):
+                line = record.line
+                chunk.append(record)
+                objects += record.obj is not None
+                if objects >= batch_events:
+                    outcome.stages["read"] += time.thread_time() - mark
+                    if automatic:
+                        gc.enable()
+                    flush()
+                    gc.disable()
+                    mark = time.thread_time()
+                if progress is not None and line % PROGRESS_RECORDS == 0:
+                    progress(line, outcome.events + outcome.stored)
+            outcome.stages["read"] += time.thread_time() - mark
+        finally:
+            if automatic:
+                gc.enable()
         flush()
         written()
     for stage, seconds in judge.seconds.items():
