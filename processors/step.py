@@ -225,8 +225,6 @@ def build_alert(
         "event_id": judged_event,
         "occurred_at": restated["started_at"],
         "detected_at": now,
-        "kind": "alert",
-        "resolves": None,
         **{name: restated[name] for name in RESTATED},
     }
     # The record's values are a record's; the others are validated only when not plain.

@@ -37,14 +37,16 @@ def plain(texts: Iterable[Any], longest: int = MAX_TEXT) -> bool:
 
 
 def shaped(cls: type[_M], values: dict[str, Any]) -> _M:
-    """A `cls` holding `values`, one for each of its fields, not validated: the caller knows
-    validation would keep each as it is."""
+    """A `cls` holding `values`, not validated: the caller knows validation would keep each
+    as it is. A field `values` does not name holds its declared default (the model's, not a
+    copy of it); `values` names every field that has none."""
     return cast(_M, _shape(cls).model_copy(update=values))
 
 
 @cache  # one per model class
 def _shape(cls: type[BaseModel]) -> BaseModel:
-    """A `cls` of no values with every field in its place (in the order validation puts
-    them), that `shaped` copies."""
-    nothing: dict[str, Any] = dict.fromkeys(cls.model_fields)
-    return cls.model_construct(**nothing)
+    """A `cls` with every field in its place (in the order validation puts them), holding its
+    default where it has one (`model_construct` fills them) and None elsewhere, that `shaped`
+    copies."""
+    required = {name: None for name, field in cls.model_fields.items() if field.is_required()}
+    return cls.model_construct(**required)
