@@ -582,8 +582,9 @@ def invoke(*args: str) -> Result:
 
 #: pytest-timeout's guard (pyproject: 300 s) is a hang detector sized for tests of a few
 #: seconds to a minute. The few that do a minute or more of real work (a corpus of hundreds of
-#: queries, a fuzz of every route, a chaos run) get this one instead: CI shares its 2 cores,
-#: and at a load of 15 one of them passed 300 s still working, not hung.
+#: queries, a fuzz of every route, a chaos run, the README's installs into fresh venvs, an
+#: import of every format) get this one instead: CI shares its 2 cores, and at a load of 15
+#: one of them passed 300 s still working, not hung.
 LONG_TEST_TIMEOUT_S = 900
 
 

@@ -36,6 +36,7 @@ import click
 import pytest
 
 from shipledger.cli import cli
+from tests.kit import LONG_TEST_TIMEOUT_S
 
 pytestmark = pytest.mark.integration
 
@@ -377,6 +378,7 @@ def test_the_documented_commands_run_against_a_real_stack(
     assert not (tmp_path / ".shipledger").exists(), "a command wrote a data dir where it ran"
 
 
+@pytest.mark.timeout(LONG_TEST_TIMEOUT_S)
 def test_the_install_commands_work(tmp_path: Path) -> None:
     """`install` blocks, each in a fresh venv inside a fresh clone of this repository."""
     if not (REPO / ".git").exists():

@@ -31,7 +31,7 @@ from shipledger.sinks.ledger.ddl import EVENTS, RECORDS
 from shipledger.sinks.ledger.store import LedgerStore
 from shipledger.sinks.regions import Ledger
 from shipledger.sinks.rows import Row
-from tests.kit import SHIPLEDGER, ledger_settings, run_shipledger, up_env
+from tests.kit import LONG_TEST_TIMEOUT_S, SHIPLEDGER, ledger_settings, run_shipledger, up_env
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +94,7 @@ def _importing(env: dict[str, str], path: Path) -> Iterator[subprocess.Popen[str
         child.stderr.close()
 
 
+@pytest.mark.timeout(LONG_TEST_TIMEOUT_S)
 def test_every_format_imports_once_and_verifies(tmp_path: Path) -> None:
     """Into a data dir with no ledger yet (onboarding before the first `up`): the first import
     creates it."""
